@@ -1,0 +1,54 @@
+#include "cli/perf_report.h"
+
+#include <ctime>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "mx8/util/atomic_file.h"
+
+namespace mx8::cli {
+
+std::string machine_description() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line, model = "unknown CPU";
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("model name", 0) == 0 || line.rfind("Model", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return model + ", " + std::to_string(std::thread::hardware_concurrency()) + " hardware threads";
+}
+
+std::string today_utc() {
+  std::time_t now = std::time(nullptr);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&now));
+  return buf;
+}
+
+void update_perf_section(const std::string& perf_md_path, const std::string& id, const std::string& markdown) {
+  std::string text;
+  {
+    std::ifstream in(perf_md_path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  if (text.empty()) text = "# mx8 performance\n\nEvery section below is written by the benchmark it names.\n";
+  const std::string open = "<!-- bench:" + id + " -->", close = "<!-- /bench:" + id + " -->";
+  std::string section = open + "\n" + markdown + (markdown.ends_with('\n') ? "" : "\n") + close;
+  size_t begin = text.find(open), end = text.find(close);
+  if (begin != std::string::npos && end != std::string::npos && end > begin) {
+    text.replace(begin, end + close.size() - begin, section);
+  } else {
+    if (!text.ends_with('\n')) text += '\n';
+    text += "\n" + section + "\n";
+  }
+  write_file_atomically(perf_md_path, text);
+}
+
+std::string default_perf_md_path() { return std::string(MX8_SOURCE_DIR) + "/docs/PERF.md"; }
+
+}  // namespace mx8::cli

@@ -1,0 +1,19 @@
+// Benchmarks print tables and also keep docs/PERF.md current. Each benchmark owns one section of
+// that file, delimited by HTML comments, so benchmarks written by different people never clobber
+// one another:  <!-- bench:ID -->  ...  <!-- /bench:ID -->
+#pragma once
+
+#include <string>
+
+namespace mx8::cli {
+
+// One line naming the machine: CPU model, cores visible, and (when known) the GPU.
+std::string machine_description();
+// Today's date as YYYY-MM-DD (UTC).
+std::string today_utc();
+// Replaces (or appends) section `id` of `perf_md_path` with `markdown`, atomically.
+void update_perf_section(const std::string& perf_md_path, const std::string& id, const std::string& markdown);
+// The default docs/PERF.md of the source tree this binary was built from.
+std::string default_perf_md_path();
+
+}  // namespace mx8::cli

@@ -1,0 +1,61 @@
+#include "mx8/util/atomic_file.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "mx8/error.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_all(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+fs::path fresh_dir() {
+  fs::path dir = fs::temp_directory_path() / ("mx8_atomic_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+                                              ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+TEST(AtomicFile, CommitReplacesOldContents) {
+  fs::path dir = fresh_dir();
+  fs::path target = dir / "out.bin";
+  mx8::write_file_atomically(target, "old");
+  mx8::write_file_atomically(target, "new contents");
+  EXPECT_EQ(read_all(target), "new contents");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator{}), 1);
+}
+
+TEST(AtomicFile, AbandonedWriteLeavesOldFileAndNoTemporary) {
+  fs::path dir = fresh_dir();
+  fs::path target = dir / "out.bin";
+  mx8::write_file_atomically(target, "old");
+  {
+    mx8::AtomicFile file(target);
+    file.write("half of the new");
+    EXPECT_TRUE(fs::exists(file.temp_path()));
+  }  // destroyed without commit, as when an exception unwinds
+  EXPECT_EQ(read_all(target), "old");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator{}), 1);
+}
+
+TEST(AtomicFile, UnwritableFolderIsAClearError) {
+  try {
+    mx8::AtomicFile file("/nonexistent-folder-mx8/out.bin");
+    FAIL() << "expected mx8::Error";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent-folder-mx8/out.bin"), std::string::npos);
+  }
+}
+
+}  // namespace

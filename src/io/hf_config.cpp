@@ -1,0 +1,119 @@
+// Hugging Face config.json reader.
+#include "mx8/io/hf_config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "mx8/error.h"
+
+namespace mx8::io {
+
+namespace {
+
+int64_t get_int(const nlohmann::json& j, const char* key, int64_t fallback, const std::string& what) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  const auto& v = j[key];
+  if (!v.is_number_integer()) throw Error(what + ": \"" + key + "\" is not an integer");
+  return v.get<int64_t>();
+}
+
+double get_number(const nlohmann::json& j, const char* key, double fallback, const std::string& what) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_number()) throw Error(what + ": \"" + key + "\" is not a number");
+  return j[key].get<double>();
+}
+
+std::string get_string(const nlohmann::json& j, const char* key) {
+  if (!j.contains(key) || !j[key].is_string()) return {};
+  return j[key].get<std::string>();
+}
+
+}  // namespace
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  try {
+    return nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": not valid JSON: " + e.what());
+  }
+}
+
+HfConfig HfConfig::from_json(const nlohmann::json& j, const std::string& what) {
+  if (!j.is_object()) throw Error(what + ": config is not a JSON object");
+  HfConfig c;
+  c.raw = j;
+  c.model_type = get_string(j, "model_type");
+  if (j.contains("architectures") && j["architectures"].is_array())
+    for (const auto& a : j["architectures"])
+      if (a.is_string()) c.architectures.push_back(a.get<std::string>());
+  c.vocab_size = get_int(j, "vocab_size", 0, what);
+  c.hidden_size = get_int(j, "hidden_size", 0, what);
+  c.intermediate_size = get_int(j, "intermediate_size", 0, what);
+  c.num_hidden_layers = get_int(j, "num_hidden_layers", 0, what);
+  c.num_attention_heads = get_int(j, "num_attention_heads", 0, what);
+  c.num_key_value_heads = get_int(j, "num_key_value_heads", c.num_attention_heads, what);
+  c.head_dim =
+      get_int(j, "head_dim", c.num_attention_heads ? c.hidden_size / c.num_attention_heads : 0, what);
+  c.max_position_embeddings = get_int(j, "max_position_embeddings", 0, what);
+  c.rms_norm_eps = get_number(j, "rms_norm_eps", 1e-6, what);
+  c.tie_word_embeddings = j.value("tie_word_embeddings", false);
+  c.attention_bias =
+      j.contains("attention_bias") && j["attention_bias"].is_boolean() && j["attention_bias"].get<bool>();
+  if (j.contains("sliding_window") && j["sliding_window"].is_number_integer() &&
+      j.value("use_sliding_window", true))
+    c.sliding_window = j["sliding_window"].get<int64_t>();
+  c.dtype = get_string(j, "torch_dtype");
+  if (c.dtype.empty()) c.dtype = get_string(j, "dtype");
+
+  // RoPE: transformers v4 has rope_theta and rope_scaling at top level; v5 folds both into
+  // rope_parameters {"rope_type": "default"|"llama3"|..., "rope_theta": ..., ...}.
+  c.rope_theta = get_number(j, "rope_theta", 10000.0, what);
+  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) c.rope_scaling = j["rope_scaling"];
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    const auto& rp = j["rope_parameters"];
+    c.rope_theta = get_number(rp, "rope_theta", c.rope_theta, what);
+    std::string type = get_string(rp, "rope_type");
+    if (!type.empty() && type != "default") c.rope_scaling = rp;
+  }
+
+  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer())
+    c.bos_token_id = j["bos_token_id"].get<int64_t>();
+  if (j.contains("eos_token_id")) {
+    const auto& e = j["eos_token_id"];
+    if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<int64_t>());
+    if (e.is_array())
+      for (const auto& x : e)
+        if (x.is_number_integer()) c.eos_token_ids.push_back(x.get<int64_t>());
+  }
+
+  if (j.contains("quantization_config") && j["quantization_config"].is_object()) {
+    const auto& q = j["quantization_config"];
+    HfFp8QuantConfig qc;
+    qc.quant_method = get_string(q, "quant_method");
+    qc.fmt = get_string(q, "fmt");
+    qc.scale_fmt = get_string(q, "scale_fmt");
+    qc.activation_scheme = get_string(q, "activation_scheme");
+    if (q.contains("weight_block_size") && q["weight_block_size"].is_array())
+      for (const auto& b : q["weight_block_size"])
+        if (b.is_number_integer()) qc.weight_block_size.push_back(b.get<int64_t>());
+    if (q.contains("modules_to_not_convert") && q["modules_to_not_convert"].is_array())
+      for (const auto& s : q["modules_to_not_convert"])
+        if (s.is_string()) qc.modules_to_not_convert.push_back(s.get<std::string>());
+    c.quantization = qc;
+  }
+  return c;
+}
+
+HfConfig HfConfig::load(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::string file = fs::is_directory(path, ec) ? (fs::path(path) / "config.json").string() : path;
+  return from_json(read_json_file(file), file);
+}
+
+}  // namespace mx8::io

@@ -1,0 +1,197 @@
+// The backend interface: every op the model and runtime need, over raw pointers and shapes.
+//
+// The model layer (src/model) and runtime (src/runtime) see only this class; cpu/ and cuda/
+// implement it. Adding a backend (ROCm, Metal, ...) touches backend/ and nothing above it.
+//
+// Conventions
+// - Pointers passed to ops are *backend memory*: obtained from alloc() (device memory on CUDA,
+//   host memory on CPU). Host data enters through upload() and leaves through download().
+// - Activations are f32, row-major [rows][cols]. Every op is stream-ordered: on CUDA it is
+//   enqueued and returns; synchronize() (or download(), which synchronizes) waits. On CPU ops run
+//   to completion (using the backend's thread pool).
+// - A linear layer's weight W is row-major [n][k] (out, in), as in safetensors/PyTorch, so
+//   y[m][n] = sum_k x[m][k] * W[n][k]. GGUF's ne = {k, n} is the same memory.
+// - Unsupported op/format/shape => mx8::Error naming the backend, the op and what was asked;
+//   never a silent fallback to another path. supports() answers in advance.
+// - Numerics of matmul: products are accumulated in f32. A backend with FP8 tensor cores may
+//   quantize activations to E4M3 with 1x128 `ceil` UE8M0 scales for FP8 weights; it says so in
+//   activation_quantization() so callers and tests know which tolerance applies.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace mx8::backend {
+
+// How a linear weight (or an embedding table) is stored.
+enum class WeightFormat : uint8_t {
+  f32,        // [n][k] f32
+  bf16,       // [n][k] bf16 bits
+  fp8_block,  // [n][k] E4M3 + scales [ceil(n/128)][ceil(k/128)] per 128x128 block (DeepSeek-V3/V3.1)
+  mxfp8,      // [n][k] E4M3 + UE8M0 scales [n][ceil(k/32)] per 1x32 along k (OCP MXFP8)
+};
+const char* weight_format_name(WeightFormat f);
+
+// Scale storage of fp8_block weights: f32 multipliers (DeepSeek's weight_scale_inv, possibly not
+// powers of two) or UE8M0 bytes. mxfp8 scales are always UE8M0 bytes.
+enum class ScaleType : uint8_t { f32, ue8m0 };
+
+// A weight as the backend sees it. All pointers are backend memory.
+struct WeightView {
+  WeightFormat format = WeightFormat::f32;
+  int64_t n = 0;  // rows (output features, or vocabulary for an embedding table)
+  int64_t k = 0;  // columns (input features, or embedding width)
+  const void* data = nullptr;
+  const void* scales = nullptr;  // fp8_block / mxfp8 only
+  ScaleType scale_type = ScaleType::ue8m0;
+};
+
+// Bytes of the element data and of the scales of a weight in `f` with shape [n][k].
+size_t weight_data_bytes(WeightFormat f, int64_t n, int64_t k);
+size_t weight_scale_bytes(WeightFormat f, ScaleType st, int64_t n, int64_t k);
+
+// ---------------------------------------------------------------------------------------------
+// Paged KV cache. Each layer has a K pool and a V pool of `n_pages` pages; a page holds
+// `page_size` consecutive token positions of one sequence, for all kv heads:
+//   element [page][slot in page][kv head][head_dim]
+// A token's place is its slot id = page * page_size + slot in page. Sequences own lists of pages
+// (block tables); the runtime's KV manager hands pages out, the backend only reads/writes them.
+enum class KvFormat : uint8_t {
+  f32,   // exact: for golden tests against f32 references
+  bf16,  // round-to-nearest-even bf16
+  fp8,   // E4M3 with one UE8M0 `ceil` scale per (token, head, 128 values): scale storage
+         // [page][slot][kv head][ceil(head_dim/128)] bytes, next to the elements
+};
+const char* kv_format_name(KvFormat f);
+
+struct KvCacheDesc {
+  KvFormat format = KvFormat::bf16;
+  int n_layers = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int page_size = 16;  // token positions per page
+  int n_pages = 0;     // per layer
+  // Bytes of one page of K (or of V) in one layer, elements plus scales.
+  size_t page_bytes() const;
+  // Bytes of the whole cache: layers x (K + V) x pages.
+  size_t total_bytes() const;
+};
+
+// Opaque backend-owned storage for a KV cache.
+class KvCache {
+ public:
+  virtual ~KvCache() = default;
+  const KvCacheDesc& desc() const { return desc_; }
+
+ protected:
+  explicit KvCache(const KvCacheDesc& d) : desc_(d) {}
+  KvCacheDesc desc_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// RoPE. The model computes the per-pair inverse frequencies (with llama3 / linear scaling folded
+// in) on the host once and uploads them; the backend rotates pair j of each head by
+// angle = float(position) * inv_freq[j] (an f32 product, then cosf/sinf, as llama2.c does).
+enum class RopeStyle : uint8_t {
+  interleaved,  // pairs (0,1), (2,3), ...: Meta's original layout, GGUF llama Q/K as stored
+  half,         // pairs (j, j + rot_dim/2): Hugging Face rotate_half layout
+};
+
+struct RopeArgs {
+  RopeStyle style = RopeStyle::half;
+  int head_dim = 0;
+  int rot_dim = 0;                  // rotated dims per head (== head_dim for the Llama family)
+  const float* inv_freq = nullptr;  // backend memory, rot_dim / 2 values
+};
+
+// ---------------------------------------------------------------------------------------------
+// Attention over the paged cache for a batch of query tokens that may belong to different sequences.
+// Token t (0 <= t < n_tokens) attends to positions [0, kv_len[t]) of sequence seq[t], whose pages are
+// block_tables[seq[t] * max_pages_per_seq + p] for p = position / page_size. Causality is expressed
+// by kv_len (a prefill chunk passes kv_len[t] = position[t] + 1). All index arrays are backend memory.
+struct AttentionArgs {
+  const float* q = nullptr;  // [n_tokens][n_heads][head_dim]
+  float* out = nullptr;      // [n_tokens][n_heads][head_dim]
+  int n_tokens = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;  // n_heads % n_kv_heads == 0 (GQA groups consecutive query heads)
+  int head_dim = 0;
+  float scale = 0;  // usually 1/sqrt(head_dim)
+  int layer = 0;
+  const int32_t* seq = nullptr;     // [n_tokens]
+  const int32_t* kv_len = nullptr;  // [n_tokens]
+  const int32_t* block_tables = nullptr;
+  int max_pages_per_seq = 0;
+};
+
+// What a backend can do; supports*() must agree with what the ops accept.
+struct BackendInfo {
+  std::string name;         // "cpu", "cuda"
+  std::string description;  // e.g. "cpu: 2 threads, avx2" or the GPU name
+  bool host_memory = true;  // alloc() returns host-addressable memory (the model may skip copies)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const BackendInfo& info() const = 0;
+
+  // Memory.
+  virtual void* alloc(size_t bytes) = 0;  // 64-byte aligned; throws mx8::Error when out of memory
+  virtual void free(void* p) = 0;
+  virtual void upload(void* dst, const void* src, size_t bytes) = 0;
+  virtual void download(void* dst, const void* src, size_t bytes) = 0;  // synchronizes first
+  virtual void synchronize() = 0;
+
+  // Capabilities.
+  virtual bool supports_weight(WeightFormat f, ScaleType st) const = 0;
+  virtual bool supports_kv(KvFormat f) const = 0;
+  // Describes how FP8 matmuls treat activations, e.g. "f32 (weights dequantized in registers)".
+  virtual std::string activation_quantization(WeightFormat f) const = 0;
+
+  // y[m][n] = x[m][k] * W^T (+ bias[n] when bias != nullptr). x and y do not alias.
+  virtual void matmul(const WeightView& w, const float* x, int64_t m, float* y,
+                      const float* bias = nullptr) = 0;
+  // out[t][:] = row ids[t] of `table` as f32 (any WeightFormat), t < n.
+  virtual void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) = 0;
+  // y[r][:] = x[r][:] / sqrt(mean(x[r]^2) + eps) * w[:]; rows x dim; y may equal x.
+  virtual void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) = 0;
+  // In place on x[n_tokens][n_heads][head_dim]; positions[n_tokens].
+  virtual void rope(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+                    const RopeArgs& r) = 0;
+  // y[i] += x[i], i < n.
+  virtual void add(float* y, const float* x, int64_t n) = 0;
+  // out[i] = silu(gate[i]) * up[i], i < n; out may equal gate or up.
+  virtual void silu_mul(const float* gate, const float* up, float* out, int64_t n) = 0;
+  // In place, row-wise softmax over x[rows][cols].
+  virtual void softmax(float* x, int64_t rows, int64_t cols) = 0;
+
+  // KV cache.
+  virtual std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) = 0;
+  // Stores k, v [n_tokens][n_kv_heads][head_dim] of `layer` at slot ids slots[n_tokens],
+  // converting to the cache's format (fp8: per (token, head, 128) UE8M0 ceil scale, saturating E4M3).
+  virtual void kv_write(KvCache& cache, int layer, const float* k, const float* v, const int32_t* slots,
+                        int64_t n_tokens) = 0;
+  virtual void attention(KvCache& cache, const AttentionArgs& a) = 0;
+};
+
+// The CPU backend. threads <= 0: all hardware threads.
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+// The CUDA backend on GPU `device`; defined in the mx8_cuda library (builds with -DMX8_CUDA=ON),
+// whose users are compiled with MX8_HAVE_CUDA=1.
+std::unique_ptr<Backend> make_cuda_backend(int device);
+[[noreturn]] void throw_unknown_backend(const std::string& name);
+
+// A backend by name: "cpu", or "cuda" in builds that link mx8_cuda. Inline so that the choice is
+// made where MX8_HAVE_CUDA is known (the CLI and tests), not in the CPU-only library.
+inline std::unique_ptr<Backend> make_backend(const std::string& name, int threads) {
+  if (name == "cpu") return make_cpu_backend(threads);
+#if defined(MX8_HAVE_CUDA)
+  if (name == "cuda") return make_cuda_backend(0);
+#endif
+  throw_unknown_backend(name);
+}
+
+}  // namespace mx8::backend

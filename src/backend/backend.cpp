@@ -1,0 +1,98 @@
+// Backend-independent parts of the backend interface: names, byte counts, the KV page layout.
+#include "mx8/backend/backend.h"
+
+#include "mx8/error.h"
+
+namespace mx8::backend {
+
+namespace {
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+}  // namespace
+
+const char* weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::f32:
+      return "f32";
+    case WeightFormat::bf16:
+      return "bf16";
+    case WeightFormat::fp8_block:
+      return "fp8 (E4M3, 128x128 blocks)";
+    case WeightFormat::mxfp8:
+      return "mxfp8 (E4M3, 1x32 UE8M0)";
+  }
+  return "unknown";
+}
+
+const char* kv_format_name(KvFormat f) {
+  switch (f) {
+    case KvFormat::f32:
+      return "f32";
+    case KvFormat::bf16:
+      return "bf16";
+    case KvFormat::fp8:
+      return "fp8 (E4M3, UE8M0 per token/head/128)";
+  }
+  return "unknown";
+}
+
+size_t weight_data_bytes(WeightFormat f, int64_t n, int64_t k) {
+  switch (f) {
+    case WeightFormat::f32:
+      return size_t(n) * size_t(k) * 4;
+    case WeightFormat::bf16:
+      return size_t(n) * size_t(k) * 2;
+    case WeightFormat::fp8_block:
+    case WeightFormat::mxfp8:
+      return size_t(n) * size_t(k);
+  }
+  return 0;
+}
+
+size_t weight_scale_bytes(WeightFormat f, ScaleType st, int64_t n, int64_t k) {
+  switch (f) {
+    case WeightFormat::fp8_block:
+      return size_t(ceil_div(n, 128)) * size_t(ceil_div(k, 128)) * (st == ScaleType::f32 ? 4 : 1);
+    case WeightFormat::mxfp8:
+      return size_t(n) * size_t(ceil_div(k, 32));
+    default:
+      return 0;
+  }
+}
+
+size_t KvCacheDesc::page_bytes() const {
+  size_t values = size_t(page_size) * size_t(n_kv_heads) * size_t(head_dim);
+  size_t bytes = 0;
+  switch (format) {
+    case KvFormat::f32:
+      bytes = values * 4;
+      break;
+    case KvFormat::bf16:
+      bytes = values * 2;
+      break;
+    case KvFormat::fp8:
+      bytes = values + size_t(page_size) * size_t(n_kv_heads) * size_t(ceil_div(head_dim, 128));
+      break;
+  }
+  return (bytes + 63) / 64 * 64;  // pages start on cache lines
+}
+
+size_t KvCacheDesc::total_bytes() const {
+  return page_bytes() * size_t(n_pages) * 2 * size_t(n_layers);
+}
+
+void throw_unknown_backend(const std::string& name) {
+  if (name == "cuda")
+    throw Error(
+        "backend 'cuda' is not in this build of mx8 (configure with -DMX8_CUDA=ON, e.g. the cuda preset)");
+  throw Error("unknown backend '" + name + "' (this build has: cpu" +
+#if defined(MX8_HAVE_CUDA)
+              std::string(", cuda") +
+#else
+              std::string() +
+#endif
+              ")");
+}
+
+}  // namespace mx8::backend

@@ -1,0 +1,196 @@
+// CPU backend: memory, capabilities and the element-wise ops. The arithmetic order of rmsnorm,
+// rope, silu and softmax follows llama2.c's run.c (f32 throughout), so that an f32 model reproduces
+// its reference output bit for bit; the matmuls are in backend_cpu_matmul.cpp and attention in
+// backend_cpu_attention.cpp.
+#include "backend/cpu/backend_cpu.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "mx8/backend/cpu/cpu_features.h"
+#include "mx8/error.h"
+
+namespace mx8::backend {
+
+namespace cpu_impl {
+namespace {
+
+using mx8::cpu::ThreadPool;
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads) : pool_(threads) {
+    info_.name = "cpu";
+    info_.description =
+        "cpu: " + std::to_string(pool_.threads()) + " threads, " + mx8::cpu::isa_name(mx8::cpu::active_isa());
+    info_.host_memory = true;
+  }
+
+  const BackendInfo& info() const override { return info_; }
+
+  void* alloc(size_t bytes) override {
+    void* p = nullptr;
+    if (bytes == 0) bytes = 64;
+    if (posix_memalign(&p, 64, (bytes + 63) / 64 * 64) != 0 || !p)
+      throw Error("cpu backend: out of memory allocating " + std::to_string(bytes) + " bytes");
+    return p;
+  }
+  void free(void* p) override { std::free(p); }
+  void upload(void* dst, const void* src, size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void download(void* dst, const void* src, size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void synchronize() override {}
+
+  bool supports_weight(WeightFormat f, ScaleType st) const override {
+    // Every format and scale type has at least the scalar path.
+    return f != WeightFormat::mxfp8 || st == ScaleType::ue8m0;
+  }
+  bool supports_kv(KvFormat) const override { return true; }
+  std::string activation_quantization(WeightFormat) const override {
+    return "none: f32 activations, weights decoded to f32 in registers, f32 accumulation";
+  }
+
+  void matmul(const WeightView& w, const float* x, int64_t m, float* y, const float* bias) override {
+    validate_weight(w, "matmul");
+    matmul_dispatch(w, x, m, y);
+    if (bias)
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < w.n; ++c) y[r * w.n + c] += bias[c];
+  }
+
+  void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) override {
+    validate_weight(table, "embedding");
+    for (int64_t t = 0; t < n; ++t) {
+      if (ids[t] < 0 || ids[t] >= table.n)
+        throw Error("cpu backend: embedding id " + std::to_string(ids[t]) + " out of range [0, " +
+                    std::to_string(table.n) + ")");
+      weight_row_to_f32(table, ids[t], out + t * table.k);
+    }
+  }
+
+  void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * dim;
+      float* yr = y + r * dim;
+      float ss = 0.0f;
+      for (int64_t j = 0; j < dim; ++j) ss += xr[j] * xr[j];
+      ss /= float(dim);
+      ss += eps;
+      ss = 1.0f / std::sqrt(ss);
+      for (int64_t j = 0; j < dim; ++j) yr[j] = w[j] * (ss * xr[j]);
+    }
+  }
+
+  void rope(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+            const RopeArgs& r) override {
+    if (r.rot_dim <= 0 || r.rot_dim > r.head_dim || r.rot_dim % 2 || !r.inv_freq)
+      throw Error("cpu backend: rope with rot_dim " + std::to_string(r.rot_dim) + " and head_dim " +
+                  std::to_string(r.head_dim) + " is not supported");
+    const int half = r.rot_dim / 2;
+    std::vector<float> cs(half), sn(half);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int j = 0; j < half; ++j) {
+        float val = float(positions[t]) * r.inv_freq[j];
+        cs[j] = std::cos(val);
+        sn[j] = std::sin(val);
+      }
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* v = x + (t * n_heads + h) * r.head_dim;
+        for (int j = 0; j < half; ++j) {
+          int i0 = r.style == RopeStyle::interleaved ? 2 * j : j;
+          int i1 = r.style == RopeStyle::interleaved ? 2 * j + 1 : j + half;
+          float v0 = v[i0], v1 = v[i1];
+          v[i0] = v0 * cs[j] - v1 * sn[j];
+          v[i1] = v0 * sn[j] + v1 * cs[j];
+        }
+      }
+    }
+  }
+
+  void add(float* y, const float* x, int64_t n) override {
+    for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+  }
+
+  void silu_mul(const float* gate, const float* up, float* out, int64_t n) override {
+    for (int64_t i = 0; i < n; ++i) {
+      float v = gate[i];
+      v *= (1.0f / (1.0f + std::exp(-v)));
+      out[i] = v * up[i];
+    }
+  }
+
+  void softmax(float* x, int64_t rows, int64_t cols) override {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* v = x + r * cols;
+      float mx = v[0];
+      for (int64_t j = 1; j < cols; ++j) mx = v[j] > mx ? v[j] : mx;
+      float sum = 0.0f;
+      for (int64_t j = 0; j < cols; ++j) {
+        v[j] = std::exp(v[j] - mx);
+        sum += v[j];
+      }
+      for (int64_t j = 0; j < cols; ++j) v[j] /= sum;
+    }
+  }
+
+  std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) override {
+    if (d.n_layers <= 0 || d.n_kv_heads <= 0 || d.head_dim <= 0 || d.page_size <= 0 || d.n_pages <= 0)
+      throw Error("cpu backend: bad KV cache shape (layers " + std::to_string(d.n_layers) + ", kv heads " +
+                  std::to_string(d.n_kv_heads) + ", head_dim " + std::to_string(d.head_dim) + ", page size " +
+                  std::to_string(d.page_size) + ", pages " + std::to_string(d.n_pages) + ")");
+    return std::make_unique<CpuKvCache>(d);
+  }
+
+  void kv_write(KvCache& cache, int layer, const float* k, const float* v, const int32_t* slots,
+                int64_t n_tokens) override {
+    kv_write_cpu(as_cpu(cache), layer, k, v, slots, n_tokens, &pool_);
+  }
+
+  void attention(KvCache& cache, const AttentionArgs& a) override { attention_cpu(as_cpu(cache), a, &pool_); }
+
+ private:
+  static CpuKvCache& as_cpu(KvCache& c) {
+    auto* p = dynamic_cast<CpuKvCache*>(&c);
+    if (!p) throw Error("cpu backend: KV cache was created by another backend");
+    return *p;
+  }
+
+  void matmul_dispatch(const WeightView& w, const float* x, int64_t m, float* y);
+
+  BackendInfo info_;
+  ThreadPool pool_;
+};
+
+}  // namespace
+
+void validate_weight(const WeightView& w, const char* op) {
+  if (w.n <= 0 || w.k <= 0 || !w.data)
+    throw Error(std::string("cpu backend: ") + op + " with an empty or null weight [" + std::to_string(w.n) +
+                ", " + std::to_string(w.k) + "]");
+  if ((w.format == WeightFormat::fp8_block || w.format == WeightFormat::mxfp8) && !w.scales)
+    throw Error(std::string("cpu backend: ") + op + " with an " + weight_format_name(w.format) +
+                " weight but no scales");
+  if (w.format == WeightFormat::mxfp8 && w.scale_type != ScaleType::ue8m0)
+    throw Error(std::string("cpu backend: ") + op + ": mxfp8 weights need UE8M0 scales (got f32)");
+}
+
+}  // namespace cpu_impl
+
+std::unique_ptr<Backend> make_cpu_backend(int threads) {
+  return std::make_unique<cpu_impl::CpuBackend>(threads);
+}
+
+}  // namespace mx8::backend
+
+// The matmul dispatch lives here so that fast kernels slot in in one place.
+namespace mx8::backend::cpu_impl {
+namespace {
+void CpuBackend::matmul_dispatch(const WeightView& w, const float* x, int64_t m, float* y) {
+  matmul_scalar(w, x, m, y, &pool_);
+}
+}  // namespace
+}  // namespace mx8::backend::cpu_impl

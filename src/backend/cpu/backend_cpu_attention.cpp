@@ -1,0 +1,184 @@
+// Paged KV cache writes and attention on the CPU (scalar, threads over (token, head) pairs).
+//
+// Page layout (KvCacheDesc): elements [slot][kv head][head_dim] in the cache's format, then for fp8
+// the UE8M0 scales [slot][kv head][ceil(head_dim / 128)].
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backend/cpu/backend_cpu.h"
+#include "mx8/error.h"
+#include "mx8/format/common.h"
+#include "mx8/format/element.h"
+#include "mx8/format/scale_rule.h"
+#include "mx8/format/ue8m0.h"
+
+namespace mx8::backend::cpu_impl {
+
+CpuKvCache::CpuKvCache(const KvCacheDesc& d) : KvCache(d) {
+  page_bytes_ = d.page_bytes();
+  bytes_ = d.total_bytes();
+  // Anonymous mapping: pages of the cache that are never touched cost no memory, so a cache sized for
+  // a long context only occupies what the sequences actually use.
+  void* p =
+      ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED)
+    throw Error("cpu backend: cannot reserve " + std::to_string(bytes_ >> 20) + " MiB for the KV cache");
+  base_ = static_cast<uint8_t*>(p);
+}
+
+CpuKvCache::~CpuKvCache() {
+  if (base_) ::munmap(base_, bytes_);
+}
+
+namespace {
+
+int elem_bytes(KvFormat f) {
+  return f == KvFormat::f32 ? 4 : f == KvFormat::bf16 ? 2 : 1;
+}
+
+struct KvLayout {
+  int n_kv, hd, ps, nb;  // nb: scale blocks per head (fp8)
+  KvFormat fmt;
+  size_t elem_off(int slot, int head) const { return (size_t(slot) * n_kv + head) * hd * elem_bytes(fmt); }
+  size_t scale_off(int slot, int head) const {
+    return size_t(ps) * n_kv * hd + (size_t(slot) * n_kv + head) * nb;  // fp8 only: elements are 1 byte
+  }
+};
+
+KvLayout layout_of(const KvCacheDesc& d) {
+  return {d.n_kv_heads, d.head_dim, d.page_size, (d.head_dim + 127) / 128, d.format};
+}
+
+// Writes one head vector (hd values) into a page at (slot, head).
+void store_head(uint8_t* page, const KvLayout& L, int slot, int head, const float* src) {
+  uint8_t* dst = page + L.elem_off(slot, head);
+  switch (L.fmt) {
+    case KvFormat::f32:
+      std::memcpy(dst, src, size_t(L.hd) * 4);
+      return;
+    case KvFormat::bf16: {
+      uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
+      for (int i = 0; i < L.hd; ++i) d16[i] = format::f32_to_bf16_rne(src[i]);
+      return;
+    }
+    case KvFormat::fp8: {
+      uint8_t* scales = page + L.scale_off(slot, head);
+      for (int b = 0; b < L.nb; ++b) {
+        int i0 = b * 128, i1 = std::min(L.hd, i0 + 128);
+        uint32_t amax = 0;
+        for (int i = i0; i < i1; ++i) amax = format::amax_bits_accumulate(amax, src[i]);
+        format::BlockScale s = format::compute_block_scale(
+            format::f32_from_bits(amax), format::ElementFormat::e4m3, {format::ScaleRule::ceil});
+        scales[b] = s.ue8m0;
+        for (int i = i0; i < i1; ++i) dst[i] = format::e4m3_from_f32(src[i] * s.inv_scale, true);
+      }
+      return;
+    }
+  }
+}
+
+// Reads one head vector back to f32.
+void load_head(const uint8_t* page, const KvLayout& L, int slot, int head, float* out) {
+  const uint8_t* src = page + L.elem_off(slot, head);
+  switch (L.fmt) {
+    case KvFormat::f32:
+      std::memcpy(out, src, size_t(L.hd) * 4);
+      return;
+    case KvFormat::bf16: {
+      const uint16_t* s16 = reinterpret_cast<const uint16_t*>(src);
+      for (int i = 0; i < L.hd; ++i) out[i] = format::bf16_to_f32(s16[i]);
+      return;
+    }
+    case KvFormat::fp8: {
+      const uint8_t* scales = page + L.scale_off(slot, head);
+      const float* lut = e4m3_table();
+      for (int i = 0; i < L.hd; ++i) out[i] = lut[src[i]] * format::ue8m0_to_f32(scales[i / 128]);
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+void kv_write_cpu(CpuKvCache& cache, int layer, const float* k, const float* v, const int32_t* slots,
+                  int64_t n_tokens, mx8::cpu::ThreadPool* pool) {
+  const KvCacheDesc& d = cache.desc();
+  if (layer < 0 || layer >= d.n_layers)
+    throw Error("cpu backend: kv_write to layer " + std::to_string(layer) + " of " +
+                std::to_string(d.n_layers));
+  const KvLayout L = layout_of(d);
+  const int64_t capacity = int64_t(d.n_pages) * d.page_size;
+  for (int64_t t = 0; t < n_tokens; ++t)
+    if (slots[t] < 0 || slots[t] >= capacity)
+      throw Error("cpu backend: kv_write slot " + std::to_string(slots[t]) + " outside the cache (" +
+                  std::to_string(capacity) + " slots)");
+  mx8::cpu::parallel_for(pool, size_t(n_tokens), 4, [&](size_t b, size_t e) {
+    for (size_t t = b; t < e; ++t) {
+      int page = slots[t] / d.page_size, slot = slots[t] % d.page_size;
+      for (int h = 0; h < d.n_kv_heads; ++h) {
+        store_head(cache.page(layer, 0, page), L, slot, h, k + (t * d.n_kv_heads + h) * d.head_dim);
+        store_head(cache.page(layer, 1, page), L, slot, h, v + (t * d.n_kv_heads + h) * d.head_dim);
+      }
+    }
+  });
+}
+
+void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPool* pool) {
+  const KvCacheDesc& d = cache.desc();
+  if (a.head_dim != d.head_dim || a.n_kv_heads != d.n_kv_heads || a.n_heads <= 0 ||
+      a.n_heads % a.n_kv_heads != 0 || a.layer < 0 || a.layer >= d.n_layers)
+    throw Error("cpu backend: attention arguments (heads " + std::to_string(a.n_heads) + ", kv heads " +
+                std::to_string(a.n_kv_heads) + ", head_dim " + std::to_string(a.head_dim) + ", layer " +
+                std::to_string(a.layer) + ") do not match the KV cache");
+  const KvLayout L = layout_of(d);
+  const int group = a.n_heads / a.n_kv_heads;
+  const int hd = a.head_dim;
+  // Validate every index before the parallel region (an exception must not leave a worker thread).
+  for (int t = 0; t < a.n_tokens; ++t) {
+    if (a.kv_len[t] <= 0 || a.kv_len[t] > int64_t(a.max_pages_per_seq) * d.page_size || a.seq[t] < 0)
+      throw Error("cpu backend: attention kv_len " + std::to_string(a.kv_len[t]) +
+                  " outside the block table");
+    const int32_t* table = a.block_tables + size_t(a.seq[t]) * a.max_pages_per_seq;
+    for (int p = 0; p < (a.kv_len[t] + d.page_size - 1) / d.page_size; ++p)
+      if (table[p] < 0 || table[p] >= d.n_pages)
+        throw Error("cpu backend: attention block table names page " + std::to_string(table[p]) + " of " +
+                    std::to_string(d.n_pages));
+  }
+
+  mx8::cpu::parallel_for(pool, size_t(a.n_tokens) * a.n_heads, 1, [&](size_t b, size_t e) {
+    std::vector<float> att, kbuf(hd), vbuf(hd);
+    for (size_t job = b; job < e; ++job) {
+      int t = int(job / a.n_heads), h = int(job % a.n_heads), kvh = h / group;
+      const float* q = a.q + (size_t(t) * a.n_heads + h) * hd;
+      float* out = a.out + (size_t(t) * a.n_heads + h) * hd;
+      const int32_t* table = a.block_tables + size_t(a.seq[t]) * a.max_pages_per_seq;
+      const int len = a.kv_len[t];
+      att.resize(len);
+      for (int p = 0; p < len; ++p) {
+        load_head(cache.page(a.layer, 0, table[p / d.page_size]), L, p % d.page_size, kvh, kbuf.data());
+        float score = 0.0f;
+        for (int i = 0; i < hd; ++i) score += q[i] * kbuf[i];
+        att[p] = score * a.scale;
+      }
+      float mx = att[0];
+      for (int p = 1; p < len; ++p) mx = att[p] > mx ? att[p] : mx;
+      float sum = 0.0f;
+      for (int p = 0; p < len; ++p) {
+        att[p] = std::exp(att[p] - mx);
+        sum += att[p];
+      }
+      for (int p = 0; p < len; ++p) att[p] /= sum;
+      std::memset(out, 0, size_t(hd) * 4);
+      for (int p = 0; p < len; ++p) {
+        load_head(cache.page(a.layer, 1, table[p / d.page_size]), L, p % d.page_size, kvh, vbuf.data());
+        for (int i = 0; i < hd; ++i) out[i] += att[p] * vbuf[i];
+      }
+    }
+  });
+}
+
+}  // namespace mx8::backend::cpu_impl

@@ -386,9 +386,20 @@ def greedy(model, prompt, torch):
 
 
 def load_safetensors_f64(path, torch):
-    from safetensors.torch import load_file
-
-    return {k: v.to(torch.float64) for k, v in load_file(path).items()}
+    """All tensors of a float32 safetensors file as float64, read with no library but torch."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        data = bytearray(f.read())
+    header.pop("__metadata__", None)
+    out = {}
+    for k, v in header.items():
+        if v["dtype"] != "F32":
+            raise ValueError(f"{path}: {k} is {v['dtype']}, expected F32")
+        a, b = v["data_offsets"]
+        t = torch.frombuffer(data[a:b], dtype=torch.float32) if b > a else torch.zeros(0)
+        out[k] = t.reshape(v["shape"]).to(torch.float64)
+    return out
 
 
 def ref_forward_f64(T, spec, ids, torch):
@@ -608,8 +619,12 @@ def make_one(spec, out_root, torch, transformers, versions):
         # HF's own cached generation must agree with the uncached greedy loop.
         try:
             with torch.no_grad():
+                ids = torch.tensor([prompt], dtype=torch.long)
+                # An explicit all-ones mask: without one, generate() masks every prompt token equal
+                # to pad_token_id (this disagreed on a prompt holding id 0 in the 2026-11-28 run).
                 out = model.generate(
-                    torch.tensor([prompt], dtype=torch.long),
+                    ids,
+                    attention_mask=torch.ones_like(ids),
                     max_new_tokens=N_GREEDY,
                     do_sample=False,
                     pad_token_id=0,
@@ -688,11 +703,48 @@ def make_one(spec, out_root, torch, transformers, versions):
     }
 
 
+def verify(root):
+    """Re-derive every stored result from model.safetensors + reference.json with the float64
+    reference (needs torch only, not transformers). Returns the number of failures."""
+    import torch
+
+    failures = 0
+    names = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "reference.json")))
+    for name in names:
+        with open(os.path.join(root, name, "reference.json")) as f:
+            ref = json.load(f)
+        spec = ref["spec"]
+        T = load_safetensors_f64(os.path.join(root, name, "model.safetensors"), torch)
+        worst, bad = 0.0, []
+        for i, prompt in enumerate(ref["prompts"]):
+            L = len(prompt)
+            lg = ref_forward_f64(T, spec, prompt + ref["greedy"][i][:-1], torch)
+            for p, row in zip(ref["logits_positions"][i], ref["logits"][i]):
+                worst = max(worst, float((lg[p] - torch.tensor(row, dtype=torch.float64)).abs().max()))
+            last = torch.tensor(ref["greedy_last_logits"][i], dtype=torch.float64)
+            worst = max(worst, float((lg[-1] - last).abs().max()))
+            for p, (a, m) in enumerate(zip(ref["argmax"][i], ref["argmax_margin"][i])):
+                if m > 1e-4 and int(lg[p].argmax()) != a:
+                    bad.append(f"prompt {i} position {p} argmax")
+            if [int(t) for t in lg[L - 1 :].argmax(-1)] != ref["greedy"][i]:
+                bad.append(f"prompt {i} greedy")
+        # float32 HF against float64 here: 1e-4 is ~10x the largest gap seen when they were made.
+        ok = worst < 1e-4 and not bad
+        failures += not ok
+        log(f"{'ok  ' if ok else 'FAIL'} {name}: max |logit - float64 reference| {worst:.3g} {bad[:4] or ''}")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="output folder (one subfolder per model)")
+    ap.add_argument("--out", help="output folder (one subfolder per model)")
     ap.add_argument("--only", nargs="*", help="model names to make (default: all)")
+    ap.add_argument("--verify", metavar="DIR", help="check existing fixtures against the float64 reference")
     args = ap.parse_args()
+    if args.verify:
+        return 1 if verify(args.verify) else 0
+    if not args.out:
+        ap.error("--out or --verify is required")
 
     import torch
     import transformers

@@ -1,0 +1,305 @@
+// Byte-level BPE (see bpe.h).
+#include "runtime/tokenizer/bpe.h"
+
+#include <algorithm>
+#include <queue>
+
+#include "mx8/error.h"
+#include "runtime/tokenizer/byte_level.h"
+#include "runtime/tokenizer/unicode.h"
+
+namespace mx8::runtime {
+
+const char* const kGpt2Pattern =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+namespace {
+
+uint64_t pair_key(TokenId a, TokenId b) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+}
+
+// Cuts `piece` with `re` into its matches and the text between them, then applies the behaviour.
+void split_piece(const std::string& piece, const Regex& re, const BpeSpec::PreStep& step,
+                 std::vector<std::string>& out) {
+  std::vector<uint32_t> cps;
+  std::vector<size_t> offset;  // byte offset of each code point, plus the end
+  cps.reserve(piece.size());
+  offset.reserve(piece.size() + 1);
+  for (size_t i = 0; i < piece.size();) {
+    offset.push_back(i);
+    cps.push_back(unicode::decode_one(piece, i));
+  }
+  offset.push_back(piece.size());
+  // (text, is_delimiter) in order.
+  std::vector<std::pair<std::string, bool>> parts;
+  size_t last = 0;
+  for (auto [b, e] : re.find_all(cps)) {
+    if (b > last) parts.emplace_back(piece.substr(offset[last], offset[b] - offset[last]), step.invert);
+    parts.emplace_back(piece.substr(offset[b], offset[e] - offset[b]), !step.invert);
+    last = e;
+  }
+  if (last < cps.size()) parts.emplace_back(piece.substr(offset[last]), step.invert);
+
+  using B = BpeSpec::PreStep;
+  switch (step.behavior) {
+    case B::kIsolated:
+      for (auto& [t, d] : parts) out.push_back(std::move(t));
+      break;
+    case B::kRemoved:
+      for (auto& [t, d] : parts)
+        if (!d) out.push_back(std::move(t));
+      break;
+    case B::kMergedWithPrevious: {
+      size_t start = out.size();
+      for (auto& [t, d] : parts) {
+        if (d && out.size() > start)
+          out.back() += t;
+        else
+          out.push_back(std::move(t));
+      }
+      break;
+    }
+    case B::kMergedWithNext: {
+      std::string carry;
+      for (auto& [t, d] : parts) {
+        if (d) {
+          carry += t;
+        } else {
+          out.push_back(carry + t);
+          carry.clear();
+        }
+      }
+      if (!carry.empty()) out.push_back(std::move(carry));
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+BpeTokenizer::BpeTokenizer(BpeSpec spec) : spec_(std::move(spec)) {
+  // The id table covers the model vocabulary and the added tokens.
+  size_t n = spec_.vocab.size();
+  for (auto& a : spec_.added) {
+    if (a.id < 0) throw Error("tokenizer: added token '" + a.content + "' has a negative id");
+    n = std::max(n, static_cast<size_t>(a.id) + 1);
+  }
+  pieces_.assign(n, std::string());
+  special_.assign(n, 0);
+  added_.assign(n, 0);
+  token_to_id_.reserve(spec_.vocab.size());
+  for (size_t id = 0; id < spec_.vocab.size(); ++id) {
+    pieces_[id] = spec_.vocab[id];
+    if (!spec_.vocab[id].empty()) token_to_id_.emplace(spec_.vocab[id], static_cast<TokenId>(id));
+  }
+  added_by_first_byte_.assign(256, {});
+  for (size_t k = 0; k < spec_.added.size(); ++k) {
+    auto& a = spec_.added[k];
+    if (a.content.empty()) continue;
+    pieces_[a.id] = a.content;
+    special_[a.id] = a.special;
+    added_[a.id] = 1;
+    added_to_id_[a.content] = a.id;
+    added_by_first_byte_[static_cast<uint8_t>(a.content[0])].push_back(k);
+  }
+  for (auto& list : added_by_first_byte_)
+    std::stable_sort(list.begin(), list.end(), [&](size_t x, size_t y) {
+      return spec_.added[x].content.size() > spec_.added[y].content.size();
+    });
+
+  merges_.reserve(spec_.merges.size());
+  for (size_t r = 0; r < spec_.merges.size(); ++r) {
+    auto& [a, b] = spec_.merges[r];
+    auto ia = token_to_id_.find(a), ib = token_to_id_.find(b), im = token_to_id_.find(a + b);
+    if (ia == token_to_id_.end() || ib == token_to_id_.end() || im == token_to_id_.end())
+      throw Error("tokenizer: merge '" + a + " " + b + "' (rank " + std::to_string(r) +
+                  ") uses a token missing from the vocabulary");
+    merges_.try_emplace(pair_key(ia->second, ib->second), static_cast<uint32_t>(r), im->second);
+  }
+  for (int b = 0; b < 256; ++b) {
+    auto it = token_to_id_.find(byte_level::byte_to_string(static_cast<uint8_t>(b)));
+    byte_ids_[b] = it == token_to_id_.end() ? kNoToken : it->second;
+  }
+  for (auto& s : spec_.pre) {
+    Step step{s, nullptr};
+    if (s.kind == BpeSpec::PreStep::kSplit) step.regex = std::make_unique<Regex>(s.pattern);
+    if (s.kind == BpeSpec::PreStep::kByteLevel && s.use_regex)
+      step.regex = std::make_unique<Regex>(kGpt2Pattern);
+    if (s.kind == BpeSpec::PreStep::kDigits)
+      step.regex = std::make_unique<Regex>(s.individual_digits ? "\\p{N}" : "\\p{N}+");
+    steps_.push_back(std::move(step));
+  }
+  bos_ = spec_.bos;
+  eos_ = spec_.eos;
+  add_bos_ = !spec_.prefix.empty() && spec_.prefix.front() == bos_ && bos_ != kNoToken;
+  add_eos_ = !spec_.suffix.empty() && spec_.suffix.back() == eos_ && eos_ != kNoToken;
+  finish_special_ids();
+}
+
+std::vector<std::string> BpeTokenizer::pre_tokenize(std::string_view segment) const {
+  std::vector<std::string> pieces{spec_.nfc ? unicode::nfc(segment) : std::string(segment)};
+  for (auto& step : steps_) {
+    std::vector<std::string> next;
+    next.reserve(pieces.size());
+    for (auto& p : pieces) {
+      if (step.spec.kind == BpeSpec::PreStep::kByteLevel) {
+        std::string q = (step.spec.add_prefix_space && (p.empty() || p[0] != ' ')) ? " " + p : p;
+        if (step.regex)
+          split_piece(q, *step.regex, BpeSpec::PreStep{}, next);  // default: Isolated
+        else
+          next.push_back(std::move(q));
+      } else {
+        split_piece(p, *step.regex, step.spec, next);
+      }
+    }
+    pieces = std::move(next);
+  }
+  std::erase_if(pieces, [](const std::string& p) { return p.empty(); });
+  return pieces;
+}
+
+std::vector<TokenId> BpeTokenizer::bpe_piece(std::string_view piece) const {
+  std::vector<TokenId> out;
+  if (spec_.ignore_merges) {
+    auto it = token_to_id_.find(byte_level::encode(piece));
+    if (it != token_to_id_.end()) return {it->second};
+  }
+  // Symbols start as single bytes (each byte's printable character is a vocabulary entry).
+  struct Sym {
+    TokenId id;
+    int prev, next;
+  };
+  std::vector<Sym> syms;
+  syms.reserve(piece.size());
+  for (size_t i = 0; i < piece.size(); ++i) {
+    TokenId id = byte_ids_[static_cast<uint8_t>(piece[i])];
+    if (id == kNoToken) {
+      if (spec_.unk == kNoToken) continue;  // as Hugging Face: a byte outside the vocabulary is dropped
+      id = spec_.unk;
+    }
+    int k = static_cast<int>(syms.size());
+    syms.push_back({id, k - 1, k + 1});
+  }
+  if (syms.empty()) return out;
+  syms.back().next = -1;
+
+  // Candidate merges, lowest rank first, then leftmost. An entry is stale when either side has
+  // changed since it was pushed; the stored ids detect that.
+  struct Cand {
+    uint32_t rank;
+    int left;
+    TokenId a, b, merged;
+    bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+  };
+  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+  auto consider = [&](int left) {
+    if (left < 0) return;
+    int right = syms[left].next;
+    if (right < 0) return;
+    auto it = merges_.find(pair_key(syms[left].id, syms[right].id));
+    if (it != merges_.end())
+      heap.push({it->second.first, left, syms[left].id, syms[right].id, it->second.second});
+  };
+  for (int i = 0; i + 1 < static_cast<int>(syms.size()); ++i) consider(i);
+  while (!heap.empty()) {
+    Cand c = heap.top();
+    heap.pop();
+    Sym& l = syms[c.left];
+    if (l.id != c.a || l.next < 0 || syms[l.next].id != c.b) continue;
+    int r = l.next;
+    l.id = c.merged;
+    l.next = syms[r].next;
+    if (l.next >= 0) syms[l.next].prev = c.left;
+    syms[r].id = kNoToken;  // dead
+    consider(l.prev);
+    consider(c.left);
+  }
+  for (int i = 0; i >= 0; i = syms[i].next) out.push_back(syms[i].id);
+  return out;
+}
+
+void BpeTokenizer::encode_segment(std::string_view segment, std::vector<TokenId>& out) const {
+  for (auto& piece : pre_tokenize(segment)) {
+    {
+      std::lock_guard lock(cache_mutex_);
+      if (auto it = cache_.find(piece); it != cache_.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+        continue;
+      }
+    }
+    std::vector<TokenId> ids = bpe_piece(piece);
+    out.insert(out.end(), ids.begin(), ids.end());
+    std::lock_guard lock(cache_mutex_);
+    if (cache_.size() >= 200000) cache_.clear();  // bounded; a plain reset is enough
+    cache_.emplace(piece, std::move(ids));
+  }
+}
+
+std::vector<TokenId> BpeTokenizer::encode(std::string_view text, const EncodeOptions& opts) const {
+  std::vector<TokenId> out;
+  if (opts.add_special) out.insert(out.end(), spec_.prefix.begin(), spec_.prefix.end());
+  // Cut added tokens out of the raw text: at each position the longest added token that starts
+  // there wins (leftmost-longest).
+  size_t seg_start = 0, i = 0;
+  while (i < text.size()) {
+    const BpeSpec::AddedToken* hit = nullptr;
+    for (size_t k : added_by_first_byte_[static_cast<uint8_t>(text[i])]) {
+      const auto& a = spec_.added[k];
+      if (a.special && !opts.parse_special) continue;
+      if (text.compare(i, a.content.size(), a.content) == 0) {
+        hit = &a;
+        break;
+      }
+    }
+    if (!hit) {
+      ++i;
+      continue;
+    }
+    size_t seg_end = i;
+    if (hit->lstrip)
+      while (seg_end > seg_start && unicode::is_white_space(static_cast<uint8_t>(text[seg_end - 1])))
+        --seg_end;
+    if (seg_end > seg_start) encode_segment(text.substr(seg_start, seg_end - seg_start), out);
+    out.push_back(hit->id);
+    i += hit->content.size();
+    if (hit->rstrip)
+      while (i < text.size() && unicode::is_white_space(static_cast<uint8_t>(text[i]))) ++i;
+    seg_start = i;
+  }
+  if (seg_start < text.size()) encode_segment(text.substr(seg_start), out);
+  if (opts.add_special) out.insert(out.end(), spec_.suffix.begin(), spec_.suffix.end());
+  return out;
+}
+
+std::string BpeTokenizer::token_bytes(TokenId id, bool at_start, const DecodeOptions& opts) const {
+  if (id < 0 || static_cast<size_t>(id) >= pieces_.size())
+    throw Error("tokenizer: token id " + std::to_string(id) + " is outside the vocabulary (size " +
+                std::to_string(pieces_.size()) + ")");
+  if (special_[id] && opts.skip_special) return {};
+  if (added_[id]) return pieces_[id];
+  // A model token whose characters are all in the byte alphabet decodes to those bytes; any
+  // other token (outside the alphabet) is its own UTF-8 text, as Hugging Face's ByteLevel decoder.
+  std::string bytes;
+  if (byte_level::decode(pieces_[id], bytes)) return bytes;
+  return pieces_[id];
+}
+
+const std::string& BpeTokenizer::token_text(TokenId id) const {
+  if (id < 0 || static_cast<size_t>(id) >= pieces_.size())
+    throw Error("tokenizer: token id " + std::to_string(id) + " is outside the vocabulary");
+  return pieces_[id];
+}
+
+std::optional<TokenId> BpeTokenizer::find_token(std::string_view text) const {
+  std::string key(text);
+  if (auto it = added_to_id_.find(key); it != added_to_id_.end()) return it->second;
+  if (auto it = token_to_id_.find(key); it != token_to_id_.end()) return it->second;
+  return std::nullopt;
+}
+
+bool BpeTokenizer::is_special(TokenId id) const {
+  return id >= 0 && static_cast<size_t>(id) < special_.size() && special_[id];
+}
+
+}  // namespace mx8::runtime

@@ -1,0 +1,96 @@
+// Byte-level BPE tokenizer (GPT-2 / Llama-3 / Qwen / DeepSeek-V3 style), built from a BpeSpec that
+// the tokenizer.json and GGUF loaders fill in.
+//
+// encode: added/special tokens are cut out of the raw text first (leftmost-longest), then each
+// remaining segment is normalized (NFC where asked), pre-tokenized (regex splits, then the
+// ByteLevel byte -> printable-character mapping) and each piece is merged by BPE rank.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "mx8/runtime/tokenizer.h"
+#include "runtime/tokenizer/regex.h"
+
+namespace mx8::runtime {
+
+struct BpeSpec {
+  struct AddedToken {
+    TokenId id = kNoToken;
+    std::string content;
+    bool special = false;
+    bool lstrip = false;
+    bool rstrip = false;
+  };
+  // One pre-tokenizer step. Split: the regex's matches and the text between them become separate
+  // pieces (Hugging Face "Isolated" behaviour; kRemoved drops the matches). ByteLevel: a space
+  // before each piece that lacks one (add_prefix_space), then the GPT-2 split (use_regex); the
+  // byte -> character mapping itself is always applied last.
+  struct PreStep {
+    enum Kind { kSplit, kByteLevel, kDigits } kind = kSplit;
+    std::string pattern;  // kSplit
+    enum Behavior { kIsolated, kRemoved, kMergedWithPrevious, kMergedWithNext } behavior = kIsolated;
+    bool invert = false;             // kSplit: the matches are the gaps
+    bool individual_digits = false;  // kDigits
+    bool add_prefix_space = false;   // kByteLevel
+    bool use_regex = false;          // kByteLevel
+  };
+
+  std::vector<std::string> vocab;  // id -> model token (byte-level alphabet); "" for holes
+  std::vector<std::pair<std::string, std::string>> merges;  // rank order
+  std::vector<AddedToken> added;
+  std::vector<PreStep> pre;
+  bool nfc = false;
+  bool ignore_merges = false;  // a piece that is itself a vocabulary entry is not merged
+  TokenId unk = kNoToken;
+  TokenId bos = kNoToken, eos = kNoToken;
+  std::vector<TokenId> prefix;  // added by encode(add_special): e.g. {BOS}
+  std::vector<TokenId> suffix;
+};
+
+// The GPT-2 pre-tokenizer pattern (ByteLevel use_regex, and GGUF pre-tokenizer "gpt-2").
+extern const char* const kGpt2Pattern;
+
+class BpeTokenizer final : public Tokenizer {
+ public:
+  explicit BpeTokenizer(BpeSpec spec);
+
+  std::vector<TokenId> encode(std::string_view text, const EncodeOptions& opts = {}) const override;
+  std::string token_bytes(TokenId id, bool at_start, const DecodeOptions& opts = {}) const override;
+  const std::string& token_text(TokenId id) const override;
+  std::optional<TokenId> find_token(std::string_view text) const override;
+  size_t vocab_size() const override { return pieces_.size(); }
+  bool is_special(TokenId id) const override;
+  const char* kind() const override { return "bpe"; }
+
+  // Exposed for tests: the pre-tokenized pieces of a plain-text segment (UTF-8, before the byte
+  // mapping) and the ids BPE gives one piece.
+  std::vector<std::string> pre_tokenize(std::string_view segment) const;
+  std::vector<TokenId> bpe_piece(std::string_view piece) const;
+
+ private:
+  struct Step {
+    BpeSpec::PreStep spec;
+    std::unique_ptr<Regex> regex;
+  };
+  void encode_segment(std::string_view segment, std::vector<TokenId>& out) const;
+
+  BpeSpec spec_;
+  std::vector<Step> steps_;
+  std::vector<std::string> pieces_;                       // id -> stored text (model vocab or added token)
+  std::vector<uint8_t> special_;                          // id -> 1 for special added tokens
+  std::vector<uint8_t> added_;                            // id -> 1 for added tokens
+  std::unordered_map<std::string, TokenId> token_to_id_;  // model vocabulary
+  std::unordered_map<std::string, TokenId> added_to_id_;
+  std::unordered_map<uint64_t, std::pair<uint32_t, TokenId>> merges_;  // (a,b) -> (rank, merged)
+  std::vector<std::vector<size_t>> added_by_first_byte_;  // index into spec_.added, longest first
+  TokenId byte_ids_[256];                                 // id of each byte's mapped character
+
+  mutable std::mutex cache_mutex_;
+  mutable std::unordered_map<std::string, std::vector<TokenId>> cache_;
+};
+
+}  // namespace mx8::runtime

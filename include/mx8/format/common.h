@@ -60,12 +60,12 @@ MX8_HD constexpr uint16_t f32_to_bf16_rne(float x) {
   return uint16_t(b >> 16);
 }
 
-// f32 -> f16, round to nearest even, overflow to Inf; NaN becomes a quiet NaN with the same sign.
+// f32 -> f16, round to nearest even, overflow to Inf; NaN stays NaN (quieted; sign and top payload kept).
 MX8_HD constexpr uint16_t f32_to_f16_rne(float x) {
   uint32_t b = f32_bits(x);
   uint16_t sign = uint16_t((b >> 16) & 0x8000u);
   uint32_t a = b & 0x7FFFFFFFu;
-  if (a > 0x7F800000u) return uint16_t(sign | 0x7E00u);
+  if (a > 0x7F800000u) return uint16_t(sign | 0x7E00u | ((a >> 13) & 0x3FFu));
   if (a >= 0x477FF000u) return uint16_t(sign | 0x7C00u);  // >= 65520 (65504 + half ulp) rounds to Inf
   int e = int(a >> 23);
   if (e == 0) return sign;  // f32 subnormals are far below half of f16's smallest subnormal

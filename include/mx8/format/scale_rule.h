@@ -4,7 +4,10 @@
 //   ceil   2^ceil(log2(amax / max_elem)): the smallest power of two that keeps the block max in
 //          range, so nothing saturates. DeepSeek-V3.1 (UE8M0), NVIDIA RCEIL, cuBLAS, torchao RCEIL.
 //          Computed as RoundPosInf-to-UE8M0 of amax * fp32(1 / max_elem) (torchao, cuBLAS, TE do the
-//          same multiply; numerics.md 5.4 shows it equals true division for E4M3).
+//          same multiply). For every FP element format this equals the exact ceil for all normal amax
+//          (tests/format checks a whole binade); the exceptions, where the block max saturates by at
+//          most 2 ulps, are E4M3's amax 0x04600001 (numerics.md 5.4) and, for INT8, amax within 2 ulps
+//          above 127/64 * 2^k (fp32(64/127) rounds down).
 //   floor  2^(floor(log2(amax)) - emax_elem): OCP MX v1.0. Blocks whose max has a large significand
 //          saturate (E4M3: significand > 1.8125).
 //   fp32   amax / max_elem as an f32, not a power of two (DeepSeek-V3's original scales).

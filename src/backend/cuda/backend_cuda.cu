@@ -16,8 +16,8 @@ namespace {
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess)
-    throw Error(std::string("cuda backend: ") + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
-                ")");
+    throw Error(std::string("cuda backend: ") + what + ": " + cudaGetErrorName(e) + " (" +
+                cudaGetErrorString(e) + ")");
 }
 
 [[noreturn]] void not_yet(const char* op) {
@@ -87,6 +87,8 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+std::unique_ptr<Backend> make_cuda_backend(int device) {
+  return std::make_unique<CudaBackend>(device);
+}
 
 }  // namespace mx8::backend

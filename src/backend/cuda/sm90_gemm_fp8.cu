@@ -1,0 +1,217 @@
+// Host side of the sm_90a FP8 GEMMs: argument checks, tensor maps, the tile-shape heuristic, and
+// dispatch to the compiled instantiations of sm90_gemm_fp8_kernel.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_info.h"
+#include "backend/cuda/sm90_gemm_fp8.cuh"
+#include "backend/cuda/tensor_map.h"
+#include "mx8/backend/cuda/gemm.h"
+
+namespace mx8::cuda {
+namespace {
+
+using detail::GemmParams;
+using detail::kBlockK;
+
+struct Shape {
+  int bm, bn, w;
+};
+// Compiled 1x128 tile shapes. A tile may span at most two 128-column B-scale blocks: any width
+// <= 144, or 160/192/256 (whose offsets n0 % 128 are multiples of 32/64/128), satisfies that.
+constexpr Shape kShapes[] = {{64, 16, 1},  {64, 32, 1},  {64, 64, 1},   {64, 128, 1},  {128, 16, 2},
+                             {128, 32, 2}, {128, 64, 2}, {128, 128, 2}, {128, 192, 2}, {256, 128, 2}};
+constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
+
+// Efficiency of the tensor cores per tile shape (fraction of the per-SM FP8 peak a long-K tile
+// sustains): narrow N re-reads A from shared memory for little work, 64-row tiles have one math
+// warpgroup and cannot overlap promotion with MMA. Educated guesses, refined by measurement
+// (docs/CUDA.md records the runs).
+double shape_efficiency(int bm, int bn) {
+  const double base = bm >= 256 ? 0.88 : bm >= 128 ? 0.80 : 0.62;
+  return base * bn / (bn + 16.0);
+}
+
+// Estimated seconds of the persistent schedule for one shape (see gemm.h).
+double estimate_seconds(const Shape& s, int m, int n, int k, int num_sms) {
+  constexpr double kPeakFp8 = 1979e12, kSmBytesPerSec = 110e9, kDramBytesPerSec = 4.0e12,
+                   kTileOverhead = 0.6e-6;
+  const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
+  const long tiles_per_sm = (tiles + num_sms - 1) / num_sms;
+  const double t_load = double(s.bm + s.bn) * k / kSmBytesPerSec;
+  const double t_mma = 2.0 * s.bm * s.bn * k / (kPeakFp8 / 132 * shape_efficiency(s.bm, s.bn));
+  const double t_store = 2.0 * s.bm * s.bn / kSmBytesPerSec;
+  const double t_sm = tiles_per_sm * (std::max(t_load, t_mma) + t_store + kTileOverhead);
+  const double t_dram = (double(m) * k + double(n) * k + 2.0 * m * n) / kDramBytesPerSec;
+  return std::max(t_sm, t_dram);
+}
+
+int stages_for(int bm, int bn, bool mx) {
+  const int per = detail::stage_bytes(bm, bn, mx) + 16;
+  return std::min(16, (detail::kSmemLimit - 1024) / per);
+}
+
+template <int BM, int BN, int W, bool kMX>
+void launch(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
+            GemmParams p, int grid, cudaStream_t stream) {
+  auto kernel = detail::sm90_gemm_fp8_kernel<BM, BN, W, kMX>;
+  const int smem = detail::smem_bytes(BM, BN, kMX, p.stages);
+  static int configured = 0;  // the largest dynamic smem size set so far for this instantiation
+  if (smem > configured) {
+    MX8_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    configured = smem;
+  }
+  kernel<<<grid, (W + 1) * 128, smem, stream>>>(ta, tb, tsa, tsb, p);
+  MX8_CUDA_CHECK(cudaGetLastError());
+}
+
+void check_common(const char* what, const void* a, const void* b, const void* d, int m, int n, int k) {
+  const std::string w = what;
+  if (m < 1) throw mx8::Error(w + ": M must be >= 1, got " + std::to_string(m));
+  if (n < 16 || n % 16 != 0)
+    throw mx8::Error(w + ": N must be a positive multiple of 16, got " + std::to_string(n));
+  if (k < 128 || k % 128 != 0)
+    throw mx8::Error(w + ": K must be a positive multiple of 128, got " + std::to_string(k));
+  for (const void* ptr : {a, b, d})
+    if (ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 != 0)
+      throw mx8::Error(w + ": operand pointers must be non-null and 16-byte aligned");
+}
+
+}  // namespace
+
+std::string GemmConfig::str() const {
+  return std::to_string(block_m) + "x" + std::to_string(block_n) + " st" + std::to_string(stages) + " wg" +
+         std::to_string(math_warpgroups) + " grid" + std::to_string(grid);
+}
+
+bool gemm_fp8_has_config(int block_m, int block_n) {
+  for (const Shape& s : kShapes)
+    if (s.bm == block_m && s.bn == block_n) return true;
+  return false;
+}
+
+GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
+  const Shape* best = nullptr;
+  double best_t = 0;
+  for (const Shape& s : kShapes) {
+    const double t = estimate_seconds(s, m, n, k, num_sms);
+    // Ties (within 2%) go to the larger tile: fewer re-reads of A and B through L2.
+    if (!best || t < best_t * 0.98 || (t <= best_t * 1.02 && s.bm * s.bn > best->bm * best->bn)) {
+      best = &s;
+      best_t = t;
+    }
+  }
+  GemmConfig c;
+  c.block_m = best->bm;
+  c.block_n = best->bn;
+  c.math_warpgroups = best->w;
+  c.stages = stages_for(best->bm, best->bn, false);
+  const long tiles = static_cast<long>((m + c.block_m - 1) / c.block_m) * ((n + c.block_n - 1) / c.block_n);
+  c.grid = static_cast<int>(std::min<long>(tiles, num_sms));
+  return c;
+}
+
+void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig* forced) {
+  check_common("gemm_fp8_1x128", a.a, a.b, a.d, a.m, a.n, a.k);
+  if (a.scale_a_ld < a.m || a.scale_a_ld % 16 != 0)
+    throw mx8::Error("gemm_fp8_1x128: scale_a_ld must be >= M and a multiple of 16 (see sa_ld()), got " +
+                     std::to_string(a.scale_a_ld));
+  if (!a.scale_a || !a.scale_b || reinterpret_cast<uintptr_t>(a.scale_a) % 16 != 0)
+    throw mx8::Error("gemm_fp8_1x128: scale pointers must be non-null, scale_a 16-byte aligned");
+  const int sms = num_sms();
+  GemmConfig c = gemm_fp8_pick_config(a.m, a.n, a.k, sms);
+  if (forced) {
+    if (!gemm_fp8_has_config(forced->block_m, forced->block_n))
+      throw mx8::Error("gemm_fp8_1x128: tile " + std::to_string(forced->block_m) + "x" +
+                       std::to_string(forced->block_n) + " is not compiled");
+    c.block_m = forced->block_m;
+    c.block_n = forced->block_n;
+    c.math_warpgroups = c.block_m == 64 ? 1 : 2;
+    c.stages = forced->stages > 0 ? std::min(forced->stages, stages_for(c.block_m, c.block_n, false))
+                                  : stages_for(c.block_m, c.block_n, false);
+    const long tiles =
+        static_cast<long>((a.m + c.block_m - 1) / c.block_m) * ((a.n + c.block_n - 1) / c.block_n);
+    c.grid = static_cast<int>(std::min<long>(tiles, forced->grid > 0 ? forced->grid : sms));
+  }
+  const bool ue8m0 = a.scale_type == ScaleType::kUE8M0;
+  const int kbs = a.k / kBlockK;
+  const CUtensorMap ta = make_tensor_map_2d(a.a, 1, a.m, a.k, a.k, c.block_m, kBlockK, true);
+  const CUtensorMap tb = make_tensor_map_2d(a.b, 1, a.n, a.k, a.k, c.block_n, kBlockK, true);
+  const CUtensorMap tsa =
+      make_tensor_map_2d(a.scale_a, ue8m0 ? 1 : 4, kbs, a.m, a.scale_a_ld, 1, c.block_m, false);
+  GemmParams p{};
+  p.scale_b = a.scale_b;
+  p.d = a.d;
+  p.m = a.m;
+  p.n = a.n;
+  p.k = a.k;
+  p.num_m_blocks = (a.m + c.block_m - 1) / c.block_m;
+  p.num_n_blocks = (a.n + c.block_n - 1) / c.block_n;
+  p.stages = c.stages;
+  p.scale_ue8m0 = ue8m0 ? 1 : 0;
+  p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;
+#define MX8_GEMM_CASE(BM, BN, W)                                   \
+  if (c.block_m == BM && c.block_n == BN) {                        \
+    launch<BM, BN, W, false>(ta, tb, tsa, tsa, p, c.grid, stream); \
+    return;                                                        \
+  }
+  MX8_GEMM_CASE(64, 16, 1)
+  MX8_GEMM_CASE(64, 32, 1)
+  MX8_GEMM_CASE(64, 64, 1)
+  MX8_GEMM_CASE(64, 128, 1)
+  MX8_GEMM_CASE(128, 16, 2)
+  MX8_GEMM_CASE(128, 32, 2)
+  MX8_GEMM_CASE(128, 64, 2)
+  MX8_GEMM_CASE(128, 128, 2)
+  MX8_GEMM_CASE(128, 192, 2)
+  MX8_GEMM_CASE(256, 128, 2)
+#undef MX8_GEMM_CASE
+  throw mx8::Error("gemm_fp8_1x128: no kernel for tile " + c.str());
+}
+
+void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* forced) {
+  check_common("gemm_mxfp8", a.a, a.b, a.d, a.m, a.n, a.k);
+  if (a.scale_a_ld < a.m || a.scale_a_ld % 16 != 0 || a.scale_b_ld < a.n || a.scale_b_ld % 16 != 0)
+    throw mx8::Error("gemm_mxfp8: scale_a_ld/scale_b_ld must be >= M/N and multiples of 16");
+  if (!a.scale_a || !a.scale_b || reinterpret_cast<uintptr_t>(a.scale_a) % 16 ||
+      reinterpret_cast<uintptr_t>(a.scale_b) % 16)
+    throw mx8::Error("gemm_mxfp8: scale pointers must be non-null and 16-byte aligned");
+  const int sms = num_sms();
+  // Two compiled shapes: 64x64 for decode-sized M, 128x128 otherwise (docs/CUDA.md, MXFP8).
+  Shape s = a.m <= 64 ? kMxShapes[0] : kMxShapes[1];
+  if (forced && forced->block_m == 128) s = kMxShapes[1];
+  if (forced && forced->block_m == 64) s = kMxShapes[0];
+  GemmConfig c;
+  c.block_m = s.bm;
+  c.block_n = s.bn;
+  c.math_warpgroups = s.w;
+  c.stages = stages_for(s.bm, s.bn, true);
+  const long tiles = static_cast<long>((a.m + s.bm - 1) / s.bm) * ((a.n + s.bn - 1) / s.bn);
+  c.grid = static_cast<int>(std::min<long>(tiles, sms));
+  const int k32 = a.k / 32;
+  const CUtensorMap ta = make_tensor_map_2d(a.a, 1, a.m, a.k, a.k, c.block_m, kBlockK, true);
+  const CUtensorMap tb = make_tensor_map_2d(a.b, 1, a.n, a.k, a.k, c.block_n, kBlockK, true);
+  const CUtensorMap tsa = make_tensor_map_2d(a.scale_a, 1, k32, a.m, a.scale_a_ld, 4, c.block_m, false);
+  const CUtensorMap tsb = make_tensor_map_2d(a.scale_b, 1, k32, a.n, a.scale_b_ld, 4, c.block_n, false);
+  GemmParams p{};
+  p.d = a.d;
+  p.m = a.m;
+  p.n = a.n;
+  p.k = a.k;
+  p.num_m_blocks = (a.m + c.block_m - 1) / c.block_m;
+  p.num_n_blocks = (a.n + c.block_n - 1) / c.block_n;
+  p.stages = c.stages;
+  p.scale_ue8m0 = 1;
+  p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;
+  if (s.bm == 64)
+    launch<64, 64, 1, true>(ta, tb, tsa, tsb, p, c.grid, stream);
+  else
+    launch<128, 128, 2, true>(ta, tb, tsa, tsb, p, c.grid, stream);
+}
+
+}  // namespace mx8::cuda

@@ -1,0 +1,279 @@
+// The sm_90a FP8 block-scaled GEMM kernel (see include/mx8/backend/cuda/gemm.h for the contract).
+//
+// Structure (one CTA per SM, persistent):
+//   * warpgroups 0..W-1 are "math" warpgroups, warpgroup W is the producer; the producer gives
+//     registers away (setmaxnreg.dec) and one of its threads issues every TMA load;
+//   * a ring of `stages` shared-memory slots, each holding the A tile (BM x 128 bytes), the B tile
+//     (BN x 128 bytes) and the A scales of that K block, all written by TMA with 128-byte swizzle;
+//     slot s has a "full" mbarrier (producer arrive + TMA bytes) and an "empty" mbarrier (one arrive
+//     per math warp once it no longer reads the slot);
+//   * tiles are visited in the same order by producer and math warps: tile = blockIdx.x + i * grid,
+//     M-block fastest, so CTAs running at the same time share B tiles and the A panel in L2;
+//   * each math warpgroup owns BM/W rows, processed as 64-row "waves": per K block of 128 it runs
+//     four wgmma m64nBNk32 into a scratch accumulator, waits, and promotes it into the FP32 result
+//     with scale_a[row] * scale_b[block]: FP32 promotion every 128 of K, as in DeepSeek-V3.
+//   * kMX (MXFP8): scales are UE8M0 per 1x32 on both operands; the slot also holds 4 x BM and
+//     4 x BN scale bytes, and the promotion happens after every wgmma (every 32 of K).
+#pragma once
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "backend/cuda/ptx/mbarrier.cuh"
+#include "backend/cuda/ptx/tma.cuh"
+#include "backend/cuda/ptx/wgmma.cuh"
+
+namespace mx8::cuda::detail {
+
+struct GemmParams {
+  const void* scale_b;  // 1x128 path: [ceil(N/128)][K/128]
+  void* d;
+  int m, n, k;
+  int num_m_blocks, num_n_blocks;
+  int stages;
+  int scale_ue8m0;  // 1x128 path: scales are UE8M0 bytes rather than float32
+  int out_f32;
+};
+
+constexpr int kBlockK = 128;
+constexpr int kSmemLimit = 232448;  // sm_90 opt-in maximum per block
+
+__host__ __device__ constexpr int stage_bytes(int bm, int bn, bool mx) {
+  return bm * kBlockK + bn * kBlockK + bm * 4 + (mx ? bn * 4 : 0);
+}
+// Dynamic shared memory for `stages` slots, the barriers, and 1024 bytes of alignment slack.
+__host__ __device__ constexpr int smem_bytes(int bm, int bn, bool mx, int stages) {
+  return 1024 + stages * stage_bytes(bm, bn, mx) + stages * 16;
+}
+
+__device__ __forceinline__ float ue8m0_to_float(uint32_t b) {
+  // 0 -> 2^-127 (an fp32 subnormal), 255 -> NaN, else 2^(b-127).
+  const uint32_t bits = b == 0 ? 0x00400000u : (b == 255 ? 0x7FC00000u : b << 23);
+  return __uint_as_float(bits);
+}
+
+template <int BM, int BN, int W, bool kMX>
+__global__ void __launch_bounds__((W + 1) * 128, 1)
+    sm90_gemm_fp8_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
+                         const __grid_constant__ CUtensorMap tm_sa, const __grid_constant__ CUtensorMap tm_sb,
+                         const GemmParams p) {
+  static_assert(BM % (64 * W) == 0, "each math warpgroup owns whole 64-row waves");
+  static_assert(BN % 16 == 0 && BN <= 256, "wgmma N");
+  constexpr int kWaves = BM / W / 64;
+  constexpr int kRegs = BN / 2;
+  using Mma = ptx::WgmmaFp8<BN>;
+
+  extern __shared__ uint8_t smem_raw[];
+  // TMA with 128-byte swizzle and the wgmma descriptors need 1024-byte aligned tiles.
+  uint8_t* smem =
+      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  const int stages = p.stages;
+  uint8_t* smem_a = smem;
+  uint8_t* smem_b = smem_a + stages * BM * kBlockK;
+  uint8_t* smem_sa = smem_b + stages * BN * kBlockK;  // BM * 4 bytes per slot
+  uint8_t* smem_sb = smem_sa + stages * BM * 4;       // kMX: 4 * BN bytes per slot
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem_sb + (kMX ? stages * BN * 4 : 0));
+  uint64_t* empty = full + stages;
+
+  const int wg = threadIdx.x / 128;
+  const int num_kb = p.k / kBlockK;
+  const int num_tiles = p.num_m_blocks * p.num_n_blocks;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; ++s) {
+      ptx::mbar_init(&full[s], 1);
+      ptx::mbar_init(&empty[s], W * 4);
+    }
+    ptx::fence_barrier_init();
+  }
+  if (threadIdx.x == W * 128) {
+    ptx::tma_prefetch_desc(&tm_a);
+    ptx::tma_prefetch_desc(&tm_b);
+    ptx::tma_prefetch_desc(&tm_sa);
+    if (kMX) ptx::tma_prefetch_desc(&tm_sb);
+  }
+  __syncthreads();
+
+  if (wg == W) {
+    // ---------------- producer warpgroup ----------------
+    if constexpr (W > 1) ptx::setmaxnreg_dec<40>();
+    if (threadIdx.x == W * 128) {
+      constexpr uint32_t kTx = BM * kBlockK + BN * kBlockK + BM * 4 + (kMX ? BN * 4 : 0);
+      int s = 0;
+      uint32_t phase = 0;
+      for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+        const int m0 = (tile % p.num_m_blocks) * BM;
+        const int n0 = (tile / p.num_m_blocks) * BN;
+        for (int kb = 0; kb < num_kb; ++kb) {
+          ptx::mbar_wait(&empty[s], phase ^ 1);
+          ptx::mbar_arrive_expect_tx(&full[s], kTx);
+          ptx::tma_load_2d(smem_a + s * BM * kBlockK, &tm_a, &full[s], kb * kBlockK, m0);
+          ptx::tma_load_2d(smem_b + s * BN * kBlockK, &tm_b, &full[s], kb * kBlockK, n0);
+          if constexpr (kMX) {
+            ptx::tma_load_2d(smem_sa + s * BM * 4, &tm_sa, &full[s], m0, kb * 4);
+            ptx::tma_load_2d(smem_sb + s * BN * 4, &tm_sb, &full[s], n0, kb * 4);
+          } else {
+            ptx::tma_load_2d(smem_sa + s * BM * 4, &tm_sa, &full[s], m0, kb);
+          }
+          if (++s == stages) {
+            s = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+    return;
+  }
+
+  // ---------------- math warpgroups ----------------
+  if constexpr (W > 1) ptx::setmaxnreg_inc<232>();
+  const int warp = (threadIdx.x % 128) / 32;
+  const int lane = threadIdx.x % 32;
+  const int row_in_wave = warp * 16 + lane / 4;  // and row_in_wave + 8
+  const int col_in_group = 2 * (lane % 4);       // and + 1, for each 8-column group j
+  const int wg_row0 = wg * (BM / W);
+  const int num_sb_blocks = (p.n + 127) / 128;
+
+  float acc[kWaves][kRegs];
+  float tmp[kRegs];
+  int s = 0;
+  uint32_t phase = 0;
+
+  for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+    const int m0 = (tile % p.num_m_blocks) * BM;
+    const int n0 = (tile / p.num_m_blocks) * BN;
+#pragma unroll
+    for (int w = 0; w < kWaves; ++w)
+#pragma unroll
+      for (int i = 0; i < kRegs; ++i) acc[w][i] = 0.f;
+
+    // B-scale rows of this tile: a tile spans at most two 128-column scale blocks (see the
+    // allowed widths in sm90_gemm_fp8.cu); columns at or past 128 - n0 % 128 use the second.
+    const int nb0 = n0 / 128;
+    const int nb1 = min(nb0 + 1, num_sb_blocks - 1);
+    const int n_off = n0 % 128;
+
+    for (int kb = 0; kb < num_kb; ++kb) {
+      float sb0 = 0.f, sb1 = 0.f;
+      if constexpr (!kMX) {
+        if (p.scale_ue8m0) {
+          const uint8_t* sb = static_cast<const uint8_t*>(p.scale_b);
+          sb0 = ue8m0_to_float(__ldg(sb + nb0 * num_kb + kb));
+          sb1 = ue8m0_to_float(__ldg(sb + nb1 * num_kb + kb));
+        } else {
+          const float* sb = static_cast<const float*>(p.scale_b);
+          sb0 = __ldg(sb + nb0 * num_kb + kb);
+          sb1 = __ldg(sb + nb1 * num_kb + kb);
+        }
+      }
+      ptx::mbar_wait(&full[s], phase);
+      const uint8_t* a_slot = smem_a + s * BM * kBlockK;
+      const uint8_t* b_slot = smem_b + s * BN * kBlockK;
+      const uint64_t desc_b = ptx::make_desc_sw128(b_slot);
+
+      if constexpr (!kMX) {
+        // A scales of this thread's rows, read before the slot is released.
+        float sa[kWaves][2];
+#pragma unroll
+        for (int w = 0; w < kWaves; ++w)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
+            sa[w][h] = p.scale_ue8m0 ? ue8m0_to_float(smem_sa[s * BM * 4 + r])
+                                     : reinterpret_cast<const float*>(smem_sa + s * BM * 4)[r];
+          }
+#pragma unroll
+        for (int w = 0; w < kWaves; ++w) {
+          const uint64_t desc_a = ptx::make_desc_sw128(a_slot + (wg_row0 + w * 64) * kBlockK);
+          ptx::fence_regs(tmp);
+          ptx::wgmma_fence();
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+            // +32 bytes along K = +2 in the descriptor's 16-byte address units.
+            Mma::mma(desc_a + 2 * kk, desc_b + 2 * kk, tmp, kk > 0);
+          }
+          ptx::wgmma_commit();
+          ptx::wgmma_wait<0>();
+          ptx::fence_regs(tmp);
+          if (w == kWaves - 1) {
+            __syncwarp();
+            if (lane == 0) ptx::mbar_arrive(&empty[s]);
+          }
+          const float s00 = sa[w][0] * sb0, s01 = sa[w][0] * sb1;
+          const float s10 = sa[w][1] * sb0, s11 = sa[w][1] * sb1;
+#pragma unroll
+          for (int i = 0; i < kRegs; ++i) {
+            const int j = i / 4;
+            const bool second = n_off + 8 * j >= 128;
+            const bool upper = (i % 4) >= 2;
+            const float scale = upper ? (second ? s11 : s10) : (second ? s01 : s00);
+            acc[w][i] = fmaf(tmp[i], scale, acc[w][i]);
+          }
+        }
+      } else {
+        const uint8_t* sa_slot = smem_sa + s * BM * 4;  // [4][BM] bytes
+        const uint8_t* sb_slot = smem_sb + s * BN * 4;  // [4][BN] bytes
+#pragma unroll
+        for (int w = 0; w < kWaves; ++w) {
+          const uint64_t desc_a = ptx::make_desc_sw128(a_slot + (wg_row0 + w * 64) * kBlockK);
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+            const int r = wg_row0 + w * 64 + row_in_wave;
+            const float sa0 = ue8m0_to_float(sa_slot[kk * BM + r]);
+            const float sa1 = ue8m0_to_float(sa_slot[kk * BM + r + 8]);
+            ptx::fence_regs(tmp);
+            ptx::wgmma_fence();
+            Mma::mma(desc_a + 2 * kk, desc_b + 2 * kk, tmp, false);
+            ptx::wgmma_commit();
+            ptx::wgmma_wait<0>();
+            ptx::fence_regs(tmp);
+#pragma unroll
+            for (int j = 0; j < kRegs / 4; ++j) {
+              const uint16_t pair =
+                  *reinterpret_cast<const uint16_t*>(sb_slot + kk * BN + 8 * j + col_in_group);
+              const float b0 = ue8m0_to_float(pair & 0xFF), b1 = ue8m0_to_float(pair >> 8);
+              acc[w][4 * j + 0] = fmaf(tmp[4 * j + 0], sa0 * b0, acc[w][4 * j + 0]);
+              acc[w][4 * j + 1] = fmaf(tmp[4 * j + 1], sa0 * b1, acc[w][4 * j + 1]);
+              acc[w][4 * j + 2] = fmaf(tmp[4 * j + 2], sa1 * b0, acc[w][4 * j + 2]);
+              acc[w][4 * j + 3] = fmaf(tmp[4 * j + 3], sa1 * b1, acc[w][4 * j + 3]);
+            }
+          }
+        }
+        __syncwarp();
+        if (lane == 0) ptx::mbar_arrive(&empty[s]);
+      }
+      if (++s == stages) {
+        s = 0;
+        phase ^= 1;
+      }
+    }
+
+    // Epilogue: straight from registers, masked to M x N (N % 16 == 0, so a column pair is either
+    // wholly inside or wholly outside).
+#pragma unroll
+    for (int w = 0; w < kWaves; ++w) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = m0 + wg_row0 + w * 64 + row_in_wave + 8 * h;
+        if (row >= p.m) continue;
+#pragma unroll
+        for (int j = 0; j < kRegs / 4; ++j) {
+          const int col = n0 + 8 * j + col_in_group;
+          if (col >= p.n) continue;
+          const float v0 = acc[w][4 * j + 2 * h], v1 = acc[w][4 * j + 2 * h + 1];
+          const size_t off = static_cast<size_t>(row) * p.n + col;
+          if (p.out_f32) {
+            *reinterpret_cast<float2*>(static_cast<float*>(p.d) + off) = make_float2(v0, v1);
+          } else {
+            *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.d) + off) =
+                __floats2bfloat162_rn(v0, v1);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace mx8::cuda::detail

@@ -1,0 +1,485 @@
+// GPU quantizers and dequantizer (include/mx8/backend/cuda/quantize.h). Every kernel computes the
+// block scale with the format layer's own compute_block_scale and encodes with either the format
+// layer's encode_element or, for saturating E4M3/E5M2, the hardware cvt.rn.satfinite instruction,
+// which rounds identically (RNE, NaN -> 0x7F, overflow -> max); tests/cuda checks every byte
+// against quantize_ref.
+#include <cuda_fp8.h>
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "backend/cuda/cuda_check.h"
+#include "mx8/backend/cuda/gemm.h"
+#include "mx8/backend/cuda/quantize.h"
+#include "mx8/format/quantize_ref.h"
+
+namespace mx8::cuda {
+namespace {
+
+namespace fmt = mx8::format;
+
+struct ScaleWriter {
+  fmt::ScaleStorage storage;
+  int64_t grid_cols;   // canonical grid columns
+  int64_t words4;      // ue8m0_packed4: bytes per grid row (multiple of 4)
+  int64_t rows, cols;  // the tensor (Blackwell expansion)
+  int64_t block_rows, block_cols;
+  int mn_major_ld;  // > 0: the GEMM's transposed layout scales[gc * ld + gr] (1xK tiles only)
+
+  __device__ void write(uint8_t* scales, int64_t gr, int64_t gc, const fmt::BlockScale& s) const {
+    if (mn_major_ld > 0) {
+      const int64_t i = gc * mn_major_ld + gr;
+      if (storage == fmt::ScaleStorage::f32)
+        reinterpret_cast<float*>(scales)[i] = s.scale;
+      else
+        scales[i] = s.ue8m0;
+      return;
+    }
+    switch (storage) {
+      case fmt::ScaleStorage::f32:
+        reinterpret_cast<float*>(scales)[gr * grid_cols + gc] = s.scale;
+        break;
+      case fmt::ScaleStorage::ue8m0:
+        scales[gr * grid_cols + gc] = s.ue8m0;
+        break;
+      case fmt::ScaleStorage::ue8m0_packed4:
+        scales[gr * words4 + gc] = s.ue8m0;
+        break;
+      case fmt::ScaleStorage::ue8m0_blackwell: {
+        // Every (row, 32-column group) of the block gets the byte.
+        const int64_t ks = fmt::ceil_div(cols, 32);
+        const int64_t r0 = gr * block_rows, r1 = min(rows, r0 + block_rows);
+        const int64_t j0 = gc * block_cols / 32, j1 = min(ks, fmt::ceil_div((gc + 1) * block_cols, 32));
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t j = j0; j < j1; ++j) scales[fmt::blackwell_offset(r, j, ks)] = s.ue8m0;
+        break;
+      }
+    }
+  }
+};
+
+__device__ __forceinline__ float load_src(fmt::SourceType t, const void* src, int64_t i) {
+  switch (t) {
+    case fmt::SourceType::f32:
+      return static_cast<const float*>(src)[i];
+    case fmt::SourceType::bf16:
+      return fmt::bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
+    default:
+      return fmt::f16_to_f32(static_cast<const uint16_t*>(src)[i]);
+  }
+}
+
+// Hardware encode of two values (RNE, satfinite); low byte = a.
+__device__ __forceinline__ uint32_t cvt2(float a, float b, fmt::ElementFormat f) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE,
+                                  f == fmt::ElementFormat::e4m3 ? __NV_E4M3 : __NV_E5M2);
+}
+
+__device__ __forceinline__ uint32_t unpack_bf16_lo(uint32_t w) {
+  return w << 16;
+}
+__device__ __forceinline__ uint32_t unpack_bf16_hi(uint32_t w) {
+  return w & 0xFFFF0000u;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast 1xK tile quantizer: bf16 input, 8-bit elements, K in {32, 128}, cols % 8 == 0. A group of
+// K/8 lanes owns one block; each lane loads 16 bytes (8 values), the group reduces amax with
+// shuffles, and each lane stores its 8 codes as one 8-byte store.
+template <int K>
+__global__ void quantize_tile_bf16_kernel(const uint16_t* __restrict__ src, int64_t rows, int64_t cols,
+                                          fmt::ElementFormat elem, fmt::ScaleOptions opt, bool saturate,
+                                          ScaleWriter sw, uint8_t* __restrict__ codes,
+                                          uint8_t* __restrict__ scales) {
+  constexpr int L = K / 8;
+  const int64_t bpr = (cols + K - 1) / K;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t blk = t / L;
+  const int li = static_cast<int>(t % L);
+  const bool in_range = blk < rows * bpr;
+  const int64_t r = in_range ? blk / bpr : 0;
+  const int64_t gc = in_range ? blk % bpr : 0;
+  const int64_t c0 = gc * K + li * 8;
+  const bool active = in_range && c0 < cols;
+  uint4 v = make_uint4(0, 0, 0, 0);
+  if (active) v = __ldg(reinterpret_cast<const uint4*>(src + r * cols + c0));
+  float x[8];
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    x[2 * i] = __uint_as_float(unpack_bf16_lo(w[i]));
+    x[2 * i + 1] = __uint_as_float(unpack_bf16_hi(w[i]));
+  }
+  uint32_t amax = 0;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) amax = fmt::amax_bits_accumulate(amax, x[i]);
+#pragma unroll
+  for (int off = L / 2; off > 0; off /= 2) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off, L));
+  if (!active) return;
+  const fmt::BlockScale s = fmt::compute_block_scale(__uint_as_float(amax), elem, opt);
+  uint32_t lo, hi;
+  if (saturate && (elem == fmt::ElementFormat::e4m3 || elem == fmt::ElementFormat::e5m2)) {
+    lo = cvt2(x[0] * s.inv_scale, x[1] * s.inv_scale, elem) |
+         cvt2(x[2] * s.inv_scale, x[3] * s.inv_scale, elem) << 16;
+    hi = cvt2(x[4] * s.inv_scale, x[5] * s.inv_scale, elem) |
+         cvt2(x[6] * s.inv_scale, x[7] * s.inv_scale, elem) << 16;
+  } else {
+    uint32_t b[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) b[i] = fmt::encode_element(elem, x[i] * s.inv_scale, saturate);
+    lo = b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24;
+    hi = b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24;
+  }
+  *reinterpret_cast<uint2*>(codes + r * cols + c0) = make_uint2(lo, hi);
+  if (li == 0) sw.write(scales, r, gc, s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused activation quantizer writing both X (1x128 tiles) and X^T (1x128 tiles of X^T = 128x1
+// blocks of X) from one read: one thread block per 128x128 tile of X, staged in shared memory.
+constexpr int kDualPitch = 130;  // bf16 elements per staged row: 260 bytes, shifts banks by 1 per row
+
+__global__ void __launch_bounds__(256)
+    quantize_dual_kernel(const uint16_t* __restrict__ src, int64_t rows, int64_t cols, fmt::ScaleOptions opt,
+                         bool ue8m0, int mn_ld, uint8_t* __restrict__ codes, void* scales,
+                         uint8_t* __restrict__ codes_t, void* scales_t) {
+  __shared__ uint32_t tile_w[128 * kDualPitch / 2];
+  __shared__ uint32_t col_amax[2][128];
+  __shared__ float col_inv[128];
+  const uint16_t* tile = reinterpret_cast<const uint16_t*>(tile_w);
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * 128, k0 = static_cast<int64_t>(blockIdx.x) * 128;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int64_t grid_cols = cols / 128, grid_rows_t = (rows + 127) / 128;
+
+  // Stage: 128 rows x 256 bytes = 2048 16-byte chunks, 8 per thread; rows past the end are zeros
+  // (zeros never raise an amax, so ragged tiles need no other special case).
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int chunk = tid + 256 * i;
+    const int r = chunk / 16, part = chunk % 16;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (m0 + r < rows) v = __ldg(reinterpret_cast<const uint4*>(src + (m0 + r) * cols + k0 + part * 8));
+    uint32_t* dst = tile_w + (r * kDualPitch + part * 8) / 2;
+    dst[0] = v.x;
+    dst[1] = v.y;
+    dst[2] = v.z;
+    dst[3] = v.w;
+  }
+  __syncthreads();
+
+  // Row pass: warp w quantizes rows 16w..16w+15; lane l owns columns 4l..4l+3.
+  for (int rr = 0; rr < 16; ++rr) {
+    const int r = warp * 16 + rr;
+    const uint32_t w0 = tile_w[(r * kDualPitch) / 2 + lane * 2],
+                   w1 = tile_w[(r * kDualPitch) / 2 + lane * 2 + 1];
+    const float x0 = __uint_as_float(unpack_bf16_lo(w0)), x1 = __uint_as_float(unpack_bf16_hi(w0));
+    const float x2 = __uint_as_float(unpack_bf16_lo(w1)), x3 = __uint_as_float(unpack_bf16_hi(w1));
+    uint32_t amax = 0;
+    amax = fmt::amax_bits_accumulate(amax, x0);
+    amax = fmt::amax_bits_accumulate(amax, x1);
+    amax = fmt::amax_bits_accumulate(amax, x2);
+    amax = fmt::amax_bits_accumulate(amax, x3);
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
+    if (m0 + r >= rows) continue;  // warp-uniform
+    const fmt::BlockScale s = fmt::compute_block_scale(__uint_as_float(amax), fmt::ElementFormat::e4m3, opt);
+    const uint32_t q = cvt2(x0 * s.inv_scale, x1 * s.inv_scale, fmt::ElementFormat::e4m3) |
+                       cvt2(x2 * s.inv_scale, x3 * s.inv_scale, fmt::ElementFormat::e4m3) << 16;
+    *reinterpret_cast<uint32_t*>(codes + (m0 + r) * cols + k0 + lane * 4) = q;
+    if (lane == 0) {
+      const int64_t gr = m0 + r, gc = k0 / 128;
+      const int64_t i = mn_ld > 0 ? gc * mn_ld + gr : gr * grid_cols + gc;
+      if (ue8m0)
+        static_cast<uint8_t*>(scales)[i] = s.ue8m0;
+      else
+        static_cast<float*>(scales)[i] = s.scale;
+    }
+  }
+
+  // Column pass: amax of each column over the tile's rows (two half-columns per column).
+  {
+    const int c = tid % 128, half = tid / 128;
+    uint32_t amax = 0;
+    for (int r = half * 64; r < half * 64 + 64; ++r)
+      amax = fmt::amax_bits_accumulate(amax, fmt::bf16_to_f32(tile[r * kDualPitch + c]));
+    col_amax[half][c] = amax;
+  }
+  __syncthreads();
+  if (tid < 128) {
+    const fmt::BlockScale s = fmt::compute_block_scale(
+        __uint_as_float(max(col_amax[0][tid], col_amax[1][tid])), fmt::ElementFormat::e4m3, opt);
+    col_inv[tid] = s.inv_scale;
+    const int64_t i = (k0 + tid) * grid_rows_t + m0 / 128;
+    if (ue8m0)
+      static_cast<uint8_t*>(scales_t)[i] = s.ue8m0;
+    else
+      static_cast<float*>(scales_t)[i] = s.scale;
+  }
+  __syncthreads();
+  // Transposed codes: warp w writes rows k0+16w..+15 of X^T; lane l covers X rows 4l..4l+3.
+  const bool full_rows = m0 + 128 <= rows && rows % 4 == 0;
+  for (int cc = 0; cc < 16; ++cc) {
+    const int c = warp * 16 + cc;
+    const float inv = col_inv[c];
+    float x[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) x[i] = fmt::bf16_to_f32(tile[(lane * 4 + i) * kDualPitch + c]) * inv;
+    uint8_t* out = codes_t + (k0 + c) * rows + m0 + lane * 4;
+    const uint32_t q = cvt2(x[0], x[1], fmt::ElementFormat::e4m3) | cvt2(x[2], x[3], fmt::ElementFormat::e4m3)
+                                                                        << 16;
+    if (full_rows) {
+      *reinterpret_cast<uint32_t*>(out) = q;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        if (m0 + lane * 4 + i < rows) out[i] = static_cast<uint8_t>(q >> (8 * i));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generic quantizer: one thread block per scale block, any source type, element, blocking, storage.
+__global__ void quantize_generic_kernel(fmt::SourceType st, const void* __restrict__ src, int64_t rows,
+                                        int64_t cols, fmt::ScaleGrid g, fmt::ElementFormat elem,
+                                        fmt::ScaleOptions opt, bool saturate, ScaleWriter sw,
+                                        const uint32_t* tensor_amax, uint8_t* __restrict__ codes,
+                                        uint8_t* __restrict__ scales) {
+  __shared__ uint32_t warp_amax[32];
+  const int64_t gr = blockIdx.y, gc = blockIdx.x;
+  const int64_t r0 = gr * g.block_rows, r1 = min(rows, r0 + g.block_rows);
+  const int64_t c0 = gc * g.block_cols, c1 = min(cols, c0 + g.block_cols);
+  const int64_t bc = c1 - c0, n = (r1 - r0) * bc;
+  uint32_t amax = 0;
+  if (tensor_amax) {
+    amax = *tensor_amax;
+  } else {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+      amax = fmt::amax_bits_accumulate(amax, load_src(st, src, (r0 + i / bc) * cols + c0 + i % bc));
+    for (int off = 16; off > 0; off /= 2) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
+    if (threadIdx.x % 32 == 0) warp_amax[threadIdx.x / 32] = amax;
+    __syncthreads();
+    amax = 0;
+    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) amax = max(amax, warp_amax[w]);
+  }
+  const fmt::BlockScale s = fmt::compute_block_scale(__uint_as_float(amax), elem, opt);
+  if (elem == fmt::ElementFormat::e2m1) {
+    // Two elements per byte; block column extents are even (or whole rows), so a byte never spans
+    // two blocks. Element 2i in the low nibble.
+    const int64_t row_bytes = (cols + 1) / 2, pairs = (bc + 1) / 2;
+    for (int64_t i = threadIdx.x; i < (r1 - r0) * pairs; i += blockDim.x) {
+      const int64_t r = r0 + i / pairs, c = c0 + 2 * (i % pairs);
+      const uint8_t lo = fmt::encode_element(elem, load_src(st, src, r * cols + c) * s.inv_scale, saturate);
+      const uint8_t hi =
+          c + 1 < c1 ? fmt::encode_element(elem, load_src(st, src, r * cols + c + 1) * s.inv_scale, saturate)
+                     : 0;
+      codes[r * row_bytes + c / 2] = static_cast<uint8_t>(lo | hi << 4);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+      const int64_t idx = (r0 + i / bc) * cols + c0 + i % bc;
+      codes[idx] = fmt::encode_element(elem, load_src(st, src, idx) * s.inv_scale, saturate);
+    }
+  }
+  if (threadIdx.x == 0) sw.write(scales, gr, gc, s);
+}
+
+// Per-tensor amax, NaN-propagating (as integer max of |x| bits).
+__global__ void tensor_amax_kernel(fmt::SourceType st, const void* __restrict__ src, int64_t n,
+                                   uint32_t* out) {
+  uint32_t amax = 0;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    amax = fmt::amax_bits_accumulate(amax, load_src(st, src, i));
+  for (int off = 16; off > 0; off /= 2) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
+  if (threadIdx.x % 32 == 0) atomicMax(out, amax);
+}
+
+// Per-tensor encode (grid-stride; the single scale block is the whole tensor).
+__global__ void encode_tensor_kernel(fmt::SourceType st, const void* __restrict__ src, int64_t n,
+                                     fmt::ElementFormat elem, fmt::ScaleOptions opt, bool saturate,
+                                     const uint32_t* amax, uint8_t* __restrict__ codes) {
+  const fmt::BlockScale s = fmt::compute_block_scale(__uint_as_float(*amax), elem, opt);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    codes[i] = fmt::encode_element(elem, load_src(st, src, i) * s.inv_scale, saturate);
+}
+
+// ---------------------------------------------------------------------------------------------
+__global__ void dequantize_kernel(const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scales,
+                                  int64_t rows, int64_t cols, fmt::ScaleGrid g, fmt::ElementFormat elem,
+                                  fmt::ScaleStorage storage, float* __restrict__ dst) {
+  const int64_t n = rows * cols;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    const int64_t gr = r / g.block_rows, gc = c / g.block_cols;
+    float scale;
+    switch (storage) {
+      case fmt::ScaleStorage::f32:
+        scale = reinterpret_cast<const float*>(scales)[gr * g.cols + gc];
+        break;
+      case fmt::ScaleStorage::ue8m0:
+        scale = fmt::ue8m0_to_f32(scales[gr * g.cols + gc]);
+        break;
+      case fmt::ScaleStorage::ue8m0_packed4:
+        scale = fmt::ue8m0_to_f32(scales[gr * fmt::ceil_div(g.cols, 4) * 4 + gc]);
+        break;
+      default:
+        scale = fmt::ue8m0_to_f32(scales[fmt::blackwell_offset(r, c / 32, fmt::ceil_div(cols, 32))]);
+        break;
+    }
+    uint8_t code;
+    if (elem == fmt::ElementFormat::e2m1) {
+      const uint8_t byte = codes[r * ((cols + 1) / 2) + c / 2];
+      code = (c & 1) ? static_cast<uint8_t>(byte >> 4) : static_cast<uint8_t>(byte & 0xF);
+    } else {
+      code = codes[i];
+    }
+    dst[i] = fmt::decode_element(elem, code) * scale;
+  }
+}
+
+ScaleWriter make_writer(const fmt::QuantSpec& spec, int64_t rows, int64_t cols, int mn_ld) {
+  const fmt::ScaleGrid g = fmt::scale_grid(spec.blocking, rows, cols);
+  return ScaleWriter{spec.storage, g.cols, fmt::ceil_div(g.cols, 4) * 4, rows, cols, g.block_rows,
+                     g.block_cols, mn_ld};
+}
+
+int grid_for(int64_t threads, int block) {
+  return static_cast<int>((threads + block - 1) / block);
+}
+
+int stride_grid() {
+  return 132 * 8;
+}
+
+}  // namespace
+
+void quantize(format::SourceType st, const void* src, int64_t rows, int64_t cols,
+              const format::QuantSpec& spec, uint8_t* codes, uint8_t* scales, cudaStream_t stream) {
+  fmt::validate_spec(spec, rows, cols);
+  if (rows == 0 || cols == 0) return;
+  const fmt::ScaleOptions opt{spec.rule, spec.amax_floor};
+  const ScaleWriter sw = make_writer(spec, rows, cols, 0);
+  const fmt::ScaleGrid g = fmt::scale_grid(spec.blocking, rows, cols);
+  if (spec.storage == fmt::ScaleStorage::ue8m0_packed4 || spec.storage == fmt::ScaleStorage::ue8m0_blackwell)
+    MX8_CUDA_CHECK(cudaMemsetAsync(scales, 0, fmt::scale_bytes(spec, rows, cols), stream));
+  const bool eight_bit = spec.element != fmt::ElementFormat::e2m1;
+  if (spec.element == fmt::ElementFormat::e2m1 && spec.blocking.kind != fmt::Granularity::per_row &&
+      spec.blocking.kind != fmt::Granularity::per_tensor && g.block_cols % 2 != 0)
+    throw mx8::Error("cuda quantize: E2M1 needs an even block width (two elements per byte), got " +
+                     std::to_string(g.block_cols));
+  const bool aligned =
+      reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 8 == 0;
+  if (st == fmt::SourceType::bf16 && eight_bit && spec.blocking.kind == fmt::Granularity::tile &&
+      (spec.blocking.block_cols == 128 || spec.blocking.block_cols == 32) && cols % 8 == 0 && aligned) {
+    const int64_t blocks = rows * g.cols;
+    if (spec.blocking.block_cols == 128)
+      quantize_tile_bf16_kernel<128><<<grid_for(blocks * 16, 256), 256, 0, stream>>>(
+          static_cast<const uint16_t*>(src), rows, cols, spec.element, opt, spec.saturate, sw, codes, scales);
+    else
+      quantize_tile_bf16_kernel<32><<<grid_for(blocks * 4, 256), 256, 0, stream>>>(
+          static_cast<const uint16_t*>(src), rows, cols, spec.element, opt, spec.saturate, sw, codes, scales);
+    MX8_CUDA_CHECK(cudaGetLastError());
+    return;
+  }
+  if (spec.blocking.kind == fmt::Granularity::per_tensor) {
+    uint32_t* amax = nullptr;
+    MX8_CUDA_CHECK(cudaMallocAsync(&amax, 4, stream));
+    MX8_CUDA_CHECK(cudaMemsetAsync(amax, 0, 4, stream));
+    tensor_amax_kernel<<<stride_grid(), 256, 0, stream>>>(st, src, rows * cols, amax);
+    if (spec.element == fmt::ElementFormat::e2m1) {
+      // Whole rows per block for the nibble packing: reuse the generic kernel with the known amax.
+      quantize_generic_kernel<<<dim3(1, 1), 256, 0, stream>>>(st, src, rows, cols, g, spec.element, opt,
+                                                              spec.saturate, sw, amax, codes, scales);
+    } else {
+      encode_tensor_kernel<<<stride_grid(), 256, 0, stream>>>(st, src, rows * cols, spec.element, opt,
+                                                              spec.saturate, amax, codes);
+      quantize_generic_kernel<<<dim3(1, 1), 32, 0, stream>>>(st, src, 0, 0, g, spec.element, opt,
+                                                             spec.saturate, sw, amax, codes, scales);
+    }
+    MX8_CUDA_CHECK(cudaGetLastError());
+    MX8_CUDA_CHECK(cudaFreeAsync(amax, stream));
+    return;
+  }
+  if (g.rows > 65535 && g.cols > 0) {
+    // gridDim.y limit: split into slabs of rows.
+    for (int64_t gr0 = 0; gr0 < g.rows; gr0 += 65535) {
+      const int64_t n_gr = std::min<int64_t>(65535, g.rows - gr0);
+      const int64_t r_off = gr0 * g.block_rows;
+      const int64_t sub_rows = std::min(rows - r_off, n_gr * g.block_rows);
+      fmt::ScaleGrid sg = g;
+      sg.rows = n_gr;
+      ScaleWriter ssw = sw;
+      // Offsetting the pointers keeps the row-major layouts valid for f32/ue8m0/packed4; Blackwell
+      // offsets depend on the absolute row, so that storage takes the unsplit path below.
+      if (spec.storage == fmt::ScaleStorage::ue8m0_blackwell) break;
+      const size_t scale_row_bytes = spec.storage == fmt::ScaleStorage::f32             ? g.cols * 4
+                                     : spec.storage == fmt::ScaleStorage::ue8m0_packed4 ? sw.words4
+                                                                                        : g.cols;
+      const size_t code_row = fmt::code_row_bytes(spec.element, cols);
+      const size_t src_elem = st == fmt::SourceType::f32 ? 4 : 2;
+      quantize_generic_kernel<<<dim3(static_cast<unsigned>(g.cols), static_cast<unsigned>(n_gr)), 256, 0,
+                                stream>>>(st, static_cast<const uint8_t*>(src) + r_off * cols * src_elem,
+                                          sub_rows, cols, sg, spec.element, opt, spec.saturate, ssw, nullptr,
+                                          codes + r_off * code_row, scales + gr0 * scale_row_bytes);
+      MX8_CUDA_CHECK(cudaGetLastError());
+      if (gr0 + 65535 >= g.rows) return;
+    }
+    if (spec.storage == fmt::ScaleStorage::ue8m0_blackwell)
+      throw mx8::Error("cuda quantize: Blackwell storage with more than 65535 scale rows is not supported");
+  }
+  quantize_generic_kernel<<<dim3(static_cast<unsigned>(g.cols), static_cast<unsigned>(g.rows)), 256, 0,
+                            stream>>>(st, src, rows, cols, g, spec.element, opt, spec.saturate, sw, nullptr,
+                                      codes, scales);
+  MX8_CUDA_CHECK(cudaGetLastError());
+}
+
+void quantize_act_1x128(const uint16_t* src, int64_t rows, int64_t cols, format::ScaleRule rule, bool ue8m0,
+                        float amax_floor, ScaleLayout layout, uint8_t* codes, void* scales,
+                        cudaStream_t stream) {
+  if (rows < 1 || cols < 128 || cols % 128 != 0)
+    throw mx8::Error("quantize_act_1x128: need rows >= 1 and cols a positive multiple of 128, got " +
+                     std::to_string(rows) + "x" + std::to_string(cols));
+  if (ue8m0 && rule == format::ScaleRule::fp32)
+    throw mx8::Error("quantize_act_1x128: the fp32 rule cannot be stored as UE8M0");
+  fmt::QuantSpec spec;
+  spec.rule = rule;
+  spec.storage = ue8m0 ? fmt::ScaleStorage::ue8m0 : fmt::ScaleStorage::f32;
+  spec.amax_floor = amax_floor;
+  const ScaleWriter sw =
+      make_writer(spec, rows, cols, layout == ScaleLayout::kMnMajor ? sa_ld(static_cast<int>(rows)) : 0);
+  const int64_t blocks = rows * (cols / 128);
+  quantize_tile_bf16_kernel<128><<<grid_for(blocks * 16, 256), 256, 0, stream>>>(
+      src, rows, cols, fmt::ElementFormat::e4m3, fmt::ScaleOptions{rule, amax_floor}, true, sw, codes,
+      static_cast<uint8_t*>(scales));
+  MX8_CUDA_CHECK(cudaGetLastError());
+}
+
+void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, format::ScaleRule rule,
+                             bool ue8m0, float amax_floor, ScaleLayout layout, uint8_t* codes, void* scales,
+                             uint8_t* codes_t, void* scales_t, cudaStream_t stream) {
+  if (rows < 1 || cols < 128 || cols % 128 != 0)
+    throw mx8::Error("quantize_act_1x128_dual: need rows >= 1 and cols a positive multiple of 128, got " +
+                     std::to_string(rows) + "x" + std::to_string(cols));
+  if (ue8m0 && rule == format::ScaleRule::fp32)
+    throw mx8::Error("quantize_act_1x128_dual: the fp32 rule cannot be stored as UE8M0");
+  if (rows > 65535 * 128) throw mx8::Error("quantize_act_1x128_dual: too many rows");
+  const dim3 grid(static_cast<unsigned>(cols / 128), static_cast<unsigned>((rows + 127) / 128));
+  quantize_dual_kernel<<<grid, 256, 0, stream>>>(
+      src, rows, cols, fmt::ScaleOptions{rule, amax_floor}, ue8m0,
+      layout == ScaleLayout::kMnMajor ? sa_ld(static_cast<int>(rows)) : 0, codes, scales, codes_t, scales_t);
+  MX8_CUDA_CHECK(cudaGetLastError());
+}
+
+void dequantize(const uint8_t* codes, const uint8_t* scales, int64_t rows, int64_t cols,
+                const format::QuantSpec& spec, float* dst, cudaStream_t stream) {
+  fmt::validate_spec(spec, rows, cols);
+  if (rows == 0 || cols == 0) return;
+  const fmt::ScaleGrid g = fmt::scale_grid(spec.blocking, rows, cols);
+  dequantize_kernel<<<stride_grid(), 256, 0, stream>>>(codes, scales, rows, cols, g, spec.element,
+                                                       spec.storage, dst);
+  MX8_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace mx8::cuda

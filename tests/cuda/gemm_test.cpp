@@ -1,0 +1,226 @@
+// The FP8 GEMMs vs a float64 CPU product of the dequantized operands.
+//
+// Tolerance: |gpu - ref| <= 2^-9 * sum_k |a_k * b_k| (+ one bf16 rounding, 2^-8 |ref|, for bf16
+// output). Why that number: the products of E4M3 values are exact, but Hopper's FP8 tensor cores add
+// them with a limited-width internal accumulator (about 14 bits kept, DeepSeek-V3 report, 3.3.2),
+// which is why the kernel promotes every 128 (or 32) of K into FP32. The error of one promoted chunk
+// is then below ~2^-13 of its absolute sum, and the FP32 promotion adds ~2^-24 per step: 2^-9 leaves
+// a 16x margin. Any real defect is far larger: a wrong or swapped scale is a factor of >= 2 on a
+// whole 128-chunk, a dropped chunk removes ~sqrt(128) typical products while the bound allows about
+// one (K >= 256 in every case), and unwritten outputs are poisoned with NaN.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_test_util.h"
+#include "mx8/backend/cuda/gemm.h"
+#include "mx8/format/quantize_ref.h"
+
+namespace mx8::cuda::test {
+namespace {
+
+namespace fmt = mx8::format;
+
+struct Operand {
+  std::vector<uint8_t> codes, scales;  // quantize_ref layout
+  std::vector<float> deq;              // dequantize_ref
+};
+
+Operand quantize_operand(const std::vector<uint16_t>& x, int rows, int cols, const fmt::QuantSpec& spec) {
+  Operand o;
+  o.codes.resize(fmt::code_bytes(spec, rows, cols));
+  o.scales.resize(fmt::scale_bytes(spec, rows, cols));
+  o.deq.resize(static_cast<size_t>(rows) * cols);
+  fmt::quantize_ref(fmt::SourceType::bf16, x.data(), rows, cols, spec, o.codes.data(), o.scales.data());
+  fmt::dequantize_ref(o.codes.data(), o.scales.data(), rows, cols, spec, o.deq.data());
+  return o;
+}
+
+// Row-major grid [rows][g] of `esz`-byte scales -> MN-major [g][ld].
+std::vector<uint8_t> to_mn_major(const std::vector<uint8_t>& grid, int rows, int g, int ld, size_t esz) {
+  std::vector<uint8_t> out(static_cast<size_t>(g) * ld * esz, 0);
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < g; ++j) std::memcpy(&out[(j * ld + r) * esz], &grid[(r * g + j) * esz], esz);
+  return out;
+}
+
+float bf16_bits_to_f32(uint16_t h) {
+  return fmt::bf16_to_f32(h);
+}
+
+// Compares d (f32 or bf16 bits) against the float64 product; returns the number of failures.
+size_t check_product(const std::vector<float>& a, const std::vector<float>& b, int m, int n, int k,
+                     const std::vector<uint8_t>& d_bytes, bool out_f32) {
+  size_t bad = 0;
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j) {
+      double ref = 0, mag = 0;
+      for (int kk = 0; kk < k; ++kk) {
+        const double p = double(a[size_t(i) * k + kk]) * b[size_t(j) * k + kk];
+        ref += p;
+        mag += std::fabs(p);
+      }
+      float got;
+      if (out_f32) {
+        std::memcpy(&got, &d_bytes[(size_t(i) * n + j) * 4], 4);
+      } else {
+        uint16_t h;
+        std::memcpy(&h, &d_bytes[(size_t(i) * n + j) * 2], 2);
+        got = bf16_bits_to_f32(h);
+      }
+      const double tol = std::ldexp(mag, -9) + (out_f32 ? 0.0 : std::ldexp(std::fabs(ref), -8)) + 1e-30;
+      if (!(std::fabs(got - ref) <= tol)) {
+        if (bad < 5)
+          ADD_FAILURE() << "D[" << i << "][" << j << "] = " << got << ", expected " << ref << " (tol " << tol
+                        << ")";
+        ++bad;
+      }
+    }
+  return bad;
+}
+
+struct GemmCase {
+  int m, n, k;
+  int block_m = 0, block_n = 0;  // 0: the heuristic's choice
+  bool ue8m0 = true;
+  bool out_f32 = false;
+};
+
+void run_gemm_case(const GemmCase& c, uint32_t seed) {
+  SCOPED_TRACE("M " + std::to_string(c.m) + " N " + std::to_string(c.n) + " K " + std::to_string(c.k) +
+               " tile " + std::to_string(c.block_m) + "x" + std::to_string(c.block_n) + " ue8m0 " +
+               std::to_string(c.ue8m0) + " f32out " + std::to_string(c.out_f32) + " seed " +
+               std::to_string(seed));
+  std::mt19937 rng(seed);
+  const auto xa = random_bf16(size_t(c.m) * c.k, rng), xb = random_bf16(size_t(c.n) * c.k, rng, 0.05f);
+  fmt::QuantSpec sa_spec, sb_spec;
+  sa_spec.blocking = fmt::Blocking::tile(128);
+  sb_spec.blocking = fmt::Blocking::block(128);
+  sa_spec.storage = sb_spec.storage = c.ue8m0 ? fmt::ScaleStorage::ue8m0 : fmt::ScaleStorage::f32;
+  sa_spec.rule = sb_spec.rule = c.ue8m0 ? fmt::ScaleRule::ceil : fmt::ScaleRule::fp32;
+  const Operand A = quantize_operand(xa, c.m, c.k, sa_spec), B = quantize_operand(xb, c.n, c.k, sb_spec);
+  const size_t esz = c.ue8m0 ? 1 : 4;
+  const int ld = sa_ld(c.m);
+  const auto sa_mn = to_mn_major(A.scales, c.m, c.k / 128, ld, esz);
+
+  DeviceBuffer<uint8_t> da(A.codes.size()), db(B.codes.size()), dsa(sa_mn.size()), dsb(B.scales.size());
+  da.upload(A.codes);
+  db.upload(B.codes);
+  dsa.upload(sa_mn);
+  dsb.upload(B.scales);
+  const size_t out_bytes = size_t(c.m) * c.n * (c.out_f32 ? 4 : 2);
+  DeviceBuffer<uint8_t> dd(out_bytes);
+  dd.poison(0xFF);  // NaN in both bf16 and f32
+
+  GemmFp8Args args;
+  args.a = da.get();
+  args.scale_a = dsa.get();
+  args.scale_a_ld = ld;
+  args.b = db.get();
+  args.scale_b = dsb.get();
+  args.scale_type = c.ue8m0 ? ScaleType::kUE8M0 : ScaleType::kF32;
+  args.d = dd.get();
+  args.out_type = c.out_f32 ? OutType::kF32 : OutType::kBF16;
+  args.m = c.m;
+  args.n = c.n;
+  args.k = c.k;
+  GemmConfig forced;
+  forced.block_m = c.block_m;
+  forced.block_n = c.block_n;
+  gemm_fp8_1x128(args, nullptr, c.block_m ? &forced : nullptr);
+  MX8_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(check_product(A.deq, B.deq, c.m, c.n, c.k, dd.download(), c.out_f32), 0u);
+}
+
+TEST(CudaGemmFp8, HeuristicTilesOnRaggedShapes) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  for (const GemmCase& c :
+       {GemmCase{1, 2112, 512}, GemmCase{7, 256, 384}, GemmCase{64, 2112, 256}, GemmCase{129, 272, 640},
+        GemmCase{300, 400, 256, 0, 0, false}, GemmCase{513, 1040, 256, 0, 0, true, true}})
+    run_gemm_case(c, seed);
+}
+
+// Every compiled tile shape, on a shape that is ragged for it in both M and N and spans several
+// K blocks and (for the persistent loop) more tiles than one CTA's first tile.
+TEST(CudaGemmFp8, EveryCompiledTileShape) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  const int shapes[][2] = {{64, 16},  {64, 32},  {64, 64},   {64, 128},  {128, 16},
+                           {128, 32}, {128, 64}, {128, 128}, {128, 192}, {256, 128}};
+  for (const auto& s : shapes) {
+    ASSERT_TRUE(gemm_fp8_has_config(s[0], s[1]));
+    run_gemm_case(GemmCase{s[0] * 2 + 17, s[1] * 3 + 48, 384, s[0], s[1], (s[1] / 16) % 2 == 0, s[0] == 128},
+                  seed);
+  }
+}
+
+// More tiles than SMs: the persistent scheduler's later iterations and the pipeline's phase wrap.
+TEST(CudaGemmFp8, ManyTilesPerCta) {
+  MX8_REQUIRE_GPU();
+  run_gemm_case(GemmCase{1000, 2112, 256, 64, 16}, fresh_seed());
+}
+
+TEST(CudaGemmMxfp8, MatchesReference) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  for (const auto& [m, n, k] :
+       {std::tuple{5, 128, 256}, std::tuple{64, 2112, 256}, std::tuple{200, 272, 384}}) {
+    SCOPED_TRACE("MXFP8 M " + std::to_string(m) + " N " + std::to_string(n) + " K " + std::to_string(k) +
+                 " seed " + std::to_string(seed));
+    std::mt19937 rng(seed + m);
+    const auto xa = random_bf16(size_t(m) * k, rng), xb = random_bf16(size_t(n) * k, rng, 0.05f);
+    fmt::QuantSpec spec;
+    spec.blocking = fmt::Blocking::tile(32);
+    spec.rule = fmt::ScaleRule::floor;
+    spec.storage = fmt::ScaleStorage::ue8m0;
+    const Operand A = quantize_operand(xa, m, k, spec), B = quantize_operand(xb, n, k, spec);
+    const int lda = sa_ld(m), ldb = sa_ld(n);
+    const auto sa = to_mn_major(A.scales, m, k / 32, lda, 1), sb = to_mn_major(B.scales, n, k / 32, ldb, 1);
+    DeviceBuffer<uint8_t> da(A.codes.size()), db(B.codes.size()), dsa(sa.size()), dsb(sb.size()),
+        dd(size_t(m) * n * 2);
+    da.upload(A.codes);
+    db.upload(B.codes);
+    dsa.upload(sa);
+    dsb.upload(sb);
+    dd.poison(0xFF);
+    GemmMxfp8Args args;
+    args.a = da.get();
+    args.scale_a = dsa.get();
+    args.scale_a_ld = lda;
+    args.b = db.get();
+    args.scale_b = dsb.get();
+    args.scale_b_ld = ldb;
+    args.d = dd.get();
+    args.m = m;
+    args.n = n;
+    args.k = k;
+    for (const int bm : {64, 128}) {
+      GemmConfig forced;
+      forced.block_m = bm;
+      dd.poison(0xFF);
+      gemm_mxfp8(args, nullptr, &forced);
+      MX8_CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_EQ(check_product(A.deq, B.deq, m, n, k, dd.download(), false), 0u) << "block_m " << bm;
+    }
+  }
+}
+
+TEST(CudaGemmFp8, RejectsBadShapes) {
+  // Argument checks run before any device work, so this needs no GPU.
+  GemmFp8Args args;
+  args.m = 4;
+  args.n = 2112;
+  args.k = 100;  // not a multiple of 128
+  EXPECT_THROW(gemm_fp8_1x128(args, nullptr), mx8::Error);
+  args.k = 256;
+  args.n = 24;  // not a multiple of 16
+  EXPECT_THROW(gemm_fp8_1x128(args, nullptr), mx8::Error);
+}
+
+}  // namespace
+}  // namespace mx8::cuda::test

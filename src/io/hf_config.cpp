@@ -61,11 +61,14 @@ HfConfig HfConfig::from_json(const nlohmann::json& j, const std::string& what) {
       get_int(j, "head_dim", c.num_attention_heads ? c.hidden_size / c.num_attention_heads : 0, what);
   c.max_position_embeddings = get_int(j, "max_position_embeddings", 0, what);
   c.rms_norm_eps = get_number(j, "rms_norm_eps", 1e-6, what);
-  c.tie_word_embeddings = j.value("tie_word_embeddings", false);
+  // Booleans are read only when they are booleans: json::value() would throw a non-mx8 exception.
+  c.tie_word_embeddings = j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean() &&
+                          j["tie_word_embeddings"].get<bool>();
   c.attention_bias =
       j.contains("attention_bias") && j["attention_bias"].is_boolean() && j["attention_bias"].get<bool>();
   if (j.contains("sliding_window") && j["sliding_window"].is_number_integer() &&
-      j.value("use_sliding_window", true))
+      !(j.contains("use_sliding_window") && j["use_sliding_window"].is_boolean() &&
+        !j["use_sliding_window"].get<bool>()))
     c.sliding_window = j["sliding_window"].get<int64_t>();
   c.dtype = get_string(j, "torch_dtype");
   if (c.dtype.empty()) c.dtype = get_string(j, "dtype");

@@ -308,4 +308,10 @@ TEST(HfConfig, ParsesLlamaAndV5RopeAndQuantConfig) {
   EXPECT_THROW(mx8::io::HfConfig::from_json(nlohmann::json::parse(R"({"hidden_size":"x"})"), "c"),
                mx8::Error);
   EXPECT_THROW(mx8::io::HfConfig::load("/nonexistent"), mx8::Error);
+  // Wrongly typed optional fields are ignored, never a non-mx8 exception.
+  auto odd = mx8::io::HfConfig::from_json(
+      nlohmann::json::parse(R"({"tie_word_embeddings":1,"use_sliding_window":"no","sliding_window":4})"),
+      "c");
+  EXPECT_FALSE(odd.tie_word_embeddings);
+  EXPECT_EQ(odd.sliding_window, 4);
 }

@@ -2,17 +2,26 @@
 //
 // Owned by the cudabackend engineer; kernels engineer's GEMM/GEMV are called from here.
 //
-// This first version has working memory management (alloc/free/upload/download/synchronize);
-// every op throws mx8::Error naming the op until its kernel lands.
+// One CUDA stream per backend; every op is enqueued on it and returns. Small uploads (the per-step
+// token ids, positions, slots and block tables) are copied into a pinned staging ring and sent
+// with cudaMemcpyAsync, so that a decode step does not wait on the host; large uploads (weights)
+// synchronize. Kernels report bad indices through a host-mapped error word, checked at
+// synchronize() and download() (backend_cuda.cuh explains why).
+//
+// matmul: m <= 16 rows of activations take the weight-streaming GEMV (backend_cuda_gemv.cu), which
+// dequantizes in registers and keeps activations f32; larger m take the tiled GEMM
+// (backend_cuda_gemm.cu).
+#include "backend/cuda/backend_cuda.cuh"
+
 #include <cuda_runtime.h>
 
+#include <cstring>
 #include <string>
 
-#include "mx8/backend/backend.h"
 #include "mx8/error.h"
 
 namespace mx8::backend {
-namespace {
+namespace cuda_impl {
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess)
@@ -20,75 +29,181 @@ void check(cudaError_t e, const char* what) {
                 cudaGetErrorString(e) + ")");
 }
 
-[[noreturn]] void not_yet(const char* op) {
-  throw Error(std::string("cuda backend: op '") + op + "' is not implemented yet");
+std::string describe_error_bits(uint32_t bits) {
+  std::string s;
+  auto add = [&](uint32_t bit, const char* what) {
+    if (bits & bit) s += (s.empty() ? "" : "; ") + std::string(what);
+  };
+  add(kErrEmbeddingId, "embedding: a token id is outside the table");
+  add(kErrKvSlot, "kv_write: a slot id is outside the KV cache");
+  add(kErrAttnKvLen, "attention: a kv_len is <= 0 or beyond the block table, or a seq index is negative");
+  add(kErrAttnPage, "attention: a block table names a page outside the KV cache");
+  return s;
 }
+
+namespace {
+
+constexpr size_t kStagingBytes = size_t(4) << 20;  // pinned ring for small uploads
+constexpr size_t kStagedMax = size_t(256) << 10;   // uploads up to this size are staged
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) {
+  explicit CudaBackend(int device) : device_(device) {
+    int count = 0;
+    check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+    if (device < 0 || device >= count)
+      throw Error("cuda backend: GPU " + std::to_string(device) + " does not exist (" +
+                  std::to_string(count) + " visible)");
     check(cudaSetDevice(device), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaHostAlloc(reinterpret_cast<void**>(&err_host_), sizeof(uint32_t), cudaHostAllocMapped),
+          "cudaHostAlloc (error word)");
+    *err_host_ = 0;
+    check(cudaHostGetDevicePointer(reinterpret_cast<void**>(&err_dev_), err_host_, 0),
+          "cudaHostGetDevicePointer");
+    check(cudaHostAlloc(reinterpret_cast<void**>(&staging_), kStagingBytes, cudaHostAllocDefault),
+          "cudaHostAlloc (staging)");
     info_.name = "cuda";
-    info_.description = std::string("cuda: ") + prop.name;
+    info_.description = "cuda: " + std::string(prop.name) + " (sm_" + std::to_string(prop.major) +
+                        std::to_string(prop.minor) + ", " + std::to_string(prop.multiProcessorCount) +
+                        " SMs, " + std::to_string(prop.totalGlobalMem >> 30) + " GiB)";
     info_.host_memory = false;
   }
-  ~CudaBackend() override { cudaStreamDestroy(stream_); }
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+    cudaFreeHost(staging_);
+    cudaFreeHost(err_host_);
+  }
 
   const BackendInfo& info() const override { return info_; }
 
   void* alloc(size_t bytes) override {
     void* p = nullptr;
-    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 64);
-    if (e != cudaSuccess)
-      throw Error("cuda backend: out of memory allocating " + std::to_string(bytes) + " bytes (" +
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 64);  // 256-byte aligned
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky-free allocation error
+      throw Error("cuda backend: out of GPU memory allocating " + std::to_string(bytes) + " bytes (" +
                   cudaGetErrorString(e) + ")");
+    }
     return p;
   }
   void free(void* p) override {
-    if (p) cudaFree(p);
+    if (p) check(cudaFree(p), "cudaFree");
   }
   void upload(void* dst, const void* src, size_t bytes) override {
     if (!bytes) return;
+    if (bytes <= kStagedMax) {
+      if (staging_pos_ + bytes > kStagingBytes) {
+        // The ring is full: wait until every staged copy has been consumed, then start over.
+        check(cudaStreamSynchronize(stream_), "upload");
+        staging_pos_ = 0;
+      }
+      std::memcpy(staging_ + staging_pos_, src, bytes);
+      check(cudaMemcpyAsync(dst, staging_ + staging_pos_, bytes, cudaMemcpyHostToDevice, stream_), "upload");
+      staging_pos_ += (bytes + 255) / 256 * 256;
+      return;
+    }
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "upload");
-    check(cudaStreamSynchronize(stream_), "upload");
+    synchronize();
   }
   void download(void* dst, const void* src, size_t bytes) override {
-    check(cudaStreamSynchronize(stream_), "download");
+    synchronize();
     if (!bytes) return;
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "download");
     check(cudaStreamSynchronize(stream_), "download");
   }
-  void synchronize() override { check(cudaStreamSynchronize(stream_), "synchronize"); }
-
-  bool supports_weight(WeightFormat, ScaleType) const override { return false; }
-  bool supports_kv(KvFormat) const override { return false; }
-  std::string activation_quantization(WeightFormat) const override { return "none"; }
-
-  void matmul(const WeightView&, const float*, int64_t, float*, const float*) override { not_yet("matmul"); }
-  void embedding(const WeightView&, const int32_t*, int64_t, float*) override { not_yet("embedding"); }
-  void rmsnorm(const float*, const float*, int64_t, int64_t, float, float*) override { not_yet("rmsnorm"); }
-  void rope(float*, const int32_t*, int64_t, int64_t, const RopeArgs&) override { not_yet("rope"); }
-  void add(float*, const float*, int64_t) override { not_yet("add"); }
-  void silu_mul(const float*, const float*, float*, int64_t) override { not_yet("silu_mul"); }
-  void softmax(float*, int64_t, int64_t) override { not_yet("softmax"); }
-  std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc&) override { not_yet("create_kv_cache"); }
-  void kv_write(KvCache&, int, const float*, const float*, const int32_t*, int64_t) override {
-    not_yet("kv_write");
+  void synchronize() override {
+    check(cudaStreamSynchronize(stream_), "synchronize");
+    staging_pos_ = 0;
+    const uint32_t bits = *static_cast<volatile uint32_t*>(err_host_);
+    if (bits) {
+      *err_host_ = 0;
+      throw Error("cuda backend: " + describe_error_bits(bits));
+    }
   }
-  void attention(KvCache&, const AttentionArgs&) override { not_yet("attention"); }
+
+  bool supports_weight(WeightFormat f, ScaleType st) const override {
+    return f != WeightFormat::mxfp8 || st == ScaleType::ue8m0;
+  }
+  bool supports_kv(KvFormat) const override { return true; }
+  std::string activation_quantization(WeightFormat) const override {
+    return "none: f32 activations; weights decoded to f32 in registers (m <= 16: streaming GEMV; larger m: "
+           "tiled SIMT GEMM), f32 accumulation";
+  }
+
+  void matmul(const WeightView& w, const float* x, int64_t m, float* y, const float* bias) override {
+    validate(w, "matmul");
+    if (m <= 16)
+      launch_gemv(w, x, m, y, bias, stream_);
+    else
+      launch_gemm_simt(w, x, m, y, bias, stream_);
+  }
+  void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) override {
+    validate(table, "embedding");
+    launch_embedding(table, ids, n, out, err_dev_, stream_);
+  }
+  void rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y) override {
+    launch_rmsnorm(x, w, rows, dim, eps, y, stream_);
+  }
+  void rope(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+            const RopeArgs& r) override {
+    launch_rope(x, positions, n_tokens, n_heads, r, stream_);
+  }
+  void add(float* y, const float* x, int64_t n) override { launch_add(y, x, n, stream_); }
+  void silu_mul(const float* gate, const float* up, float* out, int64_t n) override {
+    launch_silu_mul(gate, up, out, n, stream_);
+  }
+  void softmax(float* x, int64_t rows, int64_t cols) override { launch_softmax(x, rows, cols, stream_); }
+
+  std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) override {
+    if (d.n_layers <= 0 || d.n_kv_heads <= 0 || d.head_dim <= 0 || d.page_size <= 0 || d.n_pages <= 0)
+      throw Error("cuda backend: bad KV cache shape (layers " + std::to_string(d.n_layers) + ", kv heads " +
+                  std::to_string(d.n_kv_heads) + ", head_dim " + std::to_string(d.head_dim) + ", page size " +
+                  std::to_string(d.page_size) + ", pages " + std::to_string(d.n_pages) + ")");
+    return std::make_unique<CudaKvCache>(d);
+  }
+  void kv_write(KvCache& cache, int layer, const float* k, const float* v, const int32_t* slots,
+                int64_t n_tokens) override {
+    launch_kv_write(as_cuda(cache), layer, k, v, slots, n_tokens, err_dev_, stream_);
+  }
+  void attention(KvCache& cache, const AttentionArgs& a) override {
+    launch_attention(as_cuda(cache), a, err_dev_, stream_);
+  }
 
  private:
+  static CudaKvCache& as_cuda(KvCache& c) {
+    auto* p = dynamic_cast<CudaKvCache*>(&c);
+    if (!p) throw Error("cuda backend: KV cache was created by another backend");
+    return *p;
+  }
+  static void validate(const WeightView& w, const char* op) {
+    if (w.n <= 0 || w.k <= 0 || !w.data)
+      throw Error(std::string("cuda backend: ") + op + " with an empty or null weight [" +
+                  std::to_string(w.n) + ", " + std::to_string(w.k) + "]");
+    if ((w.format == WeightFormat::fp8_block || w.format == WeightFormat::mxfp8) && !w.scales)
+      throw Error(std::string("cuda backend: ") + op + " with an " + weight_format_name(w.format) +
+                  " weight but no scales");
+    if (w.format == WeightFormat::mxfp8 && w.scale_type != ScaleType::ue8m0)
+      throw Error(std::string("cuda backend: ") + op + ": mxfp8 weights need UE8M0 scales (got f32)");
+  }
+
+  int device_ = 0;
   BackendInfo info_;
   cudaStream_t stream_ = nullptr;
+  uint32_t* err_host_ = nullptr;
+  uint32_t* err_dev_ = nullptr;
+  uint8_t* staging_ = nullptr;
+  size_t staging_pos_ = 0;
 };
 
 }  // namespace
+}  // namespace cuda_impl
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {
-  return std::make_unique<CudaBackend>(device);
+  return std::make_unique<cuda_impl::CudaBackend>(device);
 }
 
 }  // namespace mx8::backend

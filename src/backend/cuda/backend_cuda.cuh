@@ -1,0 +1,82 @@
+// Internals of the CUDA backend (backend_cuda*.cu), shared by its translation units.
+//
+// Owned by the cudabackend engineer. Each op's kernels live in one file:
+//   backend_cuda.cu              the Backend class: memory, staging of uploads, dispatch, errors
+//   backend_cuda_elementwise.cu  embedding, rmsnorm, rope, add, silu_mul, softmax
+//   backend_cuda_kv.cu           the paged KV cache: kv_write and attention
+//   backend_cuda_gemv.cu         matmul for m <= 16: weight-streaming GEMV, every weight format
+//   backend_cuda_gemm.cu         matmul for m > 16: a tiled SIMT GEMM (correct fallback) and the
+//                                kernels engineer's FP8 wgmma GEMM where it applies
+//
+// Index arrays (token ids, slots, block tables, kv lengths) live in device memory, so they cannot
+// be checked on the host before a launch. Kernels check them and, on a bad index, skip the work and
+// set a bit in a host-mapped error word; the backend turns that bit into mx8::Error (naming the op)
+// at the next synchronize() or download(). A bad index is never silently read or written.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "mx8/backend/backend.h"
+
+namespace mx8::backend::cuda_impl {
+
+// Bits of the device error word.
+enum ErrorBit : uint32_t {
+  kErrEmbeddingId = 1u << 0,  // embedding: id outside [0, table rows)
+  kErrKvSlot = 1u << 1,       // kv_write: slot outside the cache
+  kErrAttnKvLen = 1u << 2,    // attention: kv_len <= 0 or beyond the block table, or seq < 0
+  kErrAttnPage = 1u << 3,     // attention: block table names a page outside the cache
+};
+std::string describe_error_bits(uint32_t bits);
+
+// Throws mx8::Error("cuda backend: <what>: <cuda error>") when e is not cudaSuccess.
+void check(cudaError_t e, const char* what);
+// Checks the launch that was just enqueued.
+inline void check_launch(const char* op) {
+  check(cudaGetLastError(), op);
+}
+
+// Device memory of a paged KV cache: layers x {K, V} x pages, each page_bytes long, laid out as the
+// CPU backend lays out its pages (elements [slot][kv head][head_dim], then fp8 scales).
+class CudaKvCache final : public KvCache {
+ public:
+  explicit CudaKvCache(const KvCacheDesc& d);
+  ~CudaKvCache() override;
+  uint8_t* base() const { return base_; }
+  size_t page_bytes() const { return page_bytes_; }
+  // Start of the K (kv = 0) or V (kv = 1) pool of `layer`.
+  uint8_t* pool(int layer, int kv) const {
+    return base_ + (size_t(layer) * 2 + size_t(kv)) * size_t(desc_.n_pages) * page_bytes_;
+  }
+
+ private:
+  uint8_t* base_ = nullptr;
+  size_t page_bytes_ = 0;
+};
+
+// ---- launchers (all asynchronous on `s`) -------------------------------------------------------
+
+void launch_embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out, uint32_t* err,
+                      cudaStream_t s);
+void launch_rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y,
+                    cudaStream_t s);
+void launch_rope(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads, const RopeArgs& r,
+                 cudaStream_t s);
+void launch_add(float* y, const float* x, int64_t n, cudaStream_t s);
+void launch_silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t s);
+void launch_softmax(float* x, int64_t rows, int64_t cols, cudaStream_t s);
+
+void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, const int32_t* slots,
+                     int64_t n_tokens, uint32_t* err, cudaStream_t s);
+void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s);
+
+// y[m][n] = x[m][k] W^T (+ bias), m <= 16 recommended (each group of 8 rows of x streams W once).
+void launch_gemv(const WeightView& w, const float* x, int64_t m, float* y, const float* bias, cudaStream_t s);
+// Tiled SIMT GEMM for any m (the fallback for m > 16): W decoded to f32 in shared memory.
+void launch_gemm_simt(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
+                      cudaStream_t s);
+
+}  // namespace mx8::backend::cuda_impl

@@ -1,0 +1,186 @@
+// Element-wise and row-wise ops of the CUDA backend: embedding, rmsnorm, rope, add, silu_mul and
+// softmax. Each follows the CPU backend's arithmetic (backend_cpu.cpp) except where a parallel
+// reduction must reorder a sum (rmsnorm's sum of squares, softmax's sum), which moves results by a
+// few ulps; expf/sincosf are CUDA's full-precision functions (never the fast intrinsics).
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/backend_cuda_weight.cuh"
+#include "mx8/error.h"
+
+namespace mx8::backend::cuda_impl {
+namespace {
+
+constexpr int kThreads = 256;
+
+int grid_for(int64_t n, int threads) {
+  int64_t g = (n + threads - 1) / threads;
+  return int(g < 65535 * 8 ? (g < 1 ? 1 : g) : 65535 * 8);  // grid-stride loops cover the rest
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Block-wide sum (or max) for blockDim.x a multiple of 32, at most 1024; every thread gets the result.
+template <bool kMax>
+__device__ float block_reduce(float v) {
+  __shared__ float part[32];
+  __shared__ float result;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = kMax ? warp_max(v) : warp_sum(v);
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float t = lane < nw ? part[lane] : (kMax ? -INFINITY : 0.0f);
+    t = kMax ? warp_max(t) : warp_sum(t);
+    if (lane == 0) result = t;
+  }
+  __syncthreads();
+  float r = result;
+  __syncthreads();  // `result` and `part` may be reused by the next call
+  return r;
+}
+
+__global__ void embedding_kernel(WeightView table, const int32_t* ids, int64_t n, float* out, uint32_t* err) {
+  const int64_t t = blockIdx.x;
+  if (t >= n) return;
+  const int32_t id = ids[t];
+  if (id < 0 || id >= table.n) {
+    if (threadIdx.x == 0) atomicOr(err, kErrEmbeddingId);
+    return;
+  }
+  for (int64_t c = threadIdx.x; c < table.k; c += blockDim.x) out[t * table.k + c] = weight_at(table, id, c);
+}
+
+__global__ void rmsnorm_kernel(const float* x, const float* w, int64_t dim, float eps, float* y) {
+  const float* xr = x + int64_t(blockIdx.x) * dim;
+  float* yr = y + int64_t(blockIdx.x) * dim;
+  float ss = 0.0f;
+  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) ss += xr[j] * xr[j];
+  ss = block_reduce<false>(ss);
+  // Same operation order as the CPU backend (and llama2.c): mean, + eps, 1/sqrt, w * (s * x).
+  ss /= float(dim);
+  ss += eps;
+  ss = 1.0f / sqrtf(ss);
+  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) yr[j] = w[j] * (ss * xr[j]);
+}
+
+__global__ void rope_kernel(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
+                            RopeArgs r) {
+  const int half = r.rot_dim / 2;
+  const int64_t total = n_tokens * n_heads * half;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int j = int(i % half);
+    const int64_t th = i / half;  // token * n_heads + head
+    const int64_t t = th / n_heads;
+    float val = float(positions[t]) * r.inv_freq[j];
+    float sn, cs;
+    sincosf(val, &sn, &cs);
+    float* v = x + th * r.head_dim;
+    const int i0 = r.style == RopeStyle::interleaved ? 2 * j : j;
+    const int i1 = r.style == RopeStyle::interleaved ? 2 * j + 1 : j + half;
+    const float v0 = v[i0], v1 = v[i1];
+    // __fmul_rn/__fadd_rn: no FMA contraction, so each output is rounded as the CPU rounds it.
+    v[i0] = __fsub_rn(__fmul_rn(v0, cs), __fmul_rn(v1, sn));
+    v[i1] = __fadd_rn(__fmul_rn(v0, sn), __fmul_rn(v1, cs));
+  }
+}
+
+__global__ void add_kernel(float* y, const float* x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    y[i] += x[i];
+}
+
+__global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float v = gate[i];
+    v *= (1.0f / (1.0f + expf(-v)));
+    out[i] = v * up[i];
+  }
+}
+
+__global__ void softmax_kernel(float* x, int64_t cols) {
+  float* v = x + int64_t(blockIdx.x) * cols;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, v[j]);
+  mx = block_reduce<true>(mx);
+  float sum = 0.0f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    float e = expf(v[j] - mx);
+    v[j] = e;
+    sum += e;
+  }
+  sum = block_reduce<false>(sum);
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) v[j] /= sum;
+}
+
+// Threads per row for the row-wise kernels: a warp for short rows, 256 for long ones.
+int row_threads(int64_t cols) {
+  return cols <= 256 ? 32 : cols <= 1024 ? 128 : 256;
+}
+
+void check_rows(int64_t rows, const char* op) {
+  if (rows > 0x7fffffff) throw Error(std::string("cuda backend: ") + op + " with too many rows");
+}
+
+}  // namespace
+
+void launch_embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out, uint32_t* err,
+                      cudaStream_t s) {
+  if (n <= 0) return;
+  check_rows(n, "embedding");
+  int threads = table.k >= 256 ? 256 : 64;
+  embedding_kernel<<<unsigned(n), threads, 0, s>>>(table, ids, n, out, err);
+  check_launch("embedding");
+}
+
+void launch_rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* y,
+                    cudaStream_t s) {
+  if (rows <= 0 || dim <= 0) return;
+  check_rows(rows, "rmsnorm");
+  rmsnorm_kernel<<<unsigned(rows), row_threads(dim), 0, s>>>(x, w, dim, eps, y);
+  check_launch("rmsnorm");
+}
+
+void launch_rope(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads, const RopeArgs& r,
+                 cudaStream_t s) {
+  if (r.rot_dim <= 0 || r.rot_dim > r.head_dim || r.rot_dim % 2 || !r.inv_freq)
+    throw Error("cuda backend: rope with rot_dim " + std::to_string(r.rot_dim) + " and head_dim " +
+                std::to_string(r.head_dim) + " is not supported");
+  const int64_t total = n_tokens * n_heads * (r.rot_dim / 2);
+  if (total <= 0) return;
+  rope_kernel<<<grid_for(total, kThreads), kThreads, 0, s>>>(x, positions, n_tokens, n_heads, r);
+  check_launch("rope");
+}
+
+void launch_add(float* y, const float* x, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  add_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(y, x, n);
+  check_launch("add");
+}
+
+void launch_silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  silu_mul_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(gate, up, out, n);
+  check_launch("silu_mul");
+}
+
+void launch_softmax(float* x, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return;
+  check_rows(rows, "softmax");
+  softmax_kernel<<<unsigned(rows), row_threads(cols), 0, s>>>(x, cols);
+  check_launch("softmax");
+}
+
+}  // namespace mx8::backend::cuda_impl

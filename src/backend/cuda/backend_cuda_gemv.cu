@@ -1,0 +1,270 @@
+// matmul for few rows of activations (decode): y[m][n] = x[m][k] W^T (+ bias), m <= 8 per launch.
+//
+// Decode is a stream of weight bytes: each weight is used once per row of x, so the kernel's job is
+// to keep enough 16-byte loads in flight to saturate HBM and to do the decoding in registers.
+// One warp computes one output feature (one row of W): lane j reads 16-byte chunks j, j + 32, ...
+// of the row, kUnroll chunks per round all issued before any is used, with ld.global.nc.L1::no_allocate
+// (weights are streamed once; L1 keeps x, which every warp of the SM re-reads). Each chunk holds 16
+// E4M3 codes (4 f32, 8 bf16) that lie inside one scale block (16 divides 32 and 128); it is decoded
+// with the hardware E4M3x2 -> f16x2 conversion (exact: E4M3 is a subset of f16), multiplied by x in
+// f32, and the chunk's partial sum is multiplied by its block scale - the CPU backend's "partial sum
+// per scale block, times the scale" - before joining the lane's total. Lanes are summed with shuffles.
+//
+// Activations stay f32: nothing is quantized (activation_quantization() says so).
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/backend_cuda_weight.cuh"
+#include "mx8/error.h"
+
+namespace mx8::backend::cuda_impl {
+namespace {
+
+constexpr int kWarpsPerBlock = 8;
+constexpr int kUnroll = 8;
+
+struct GemvParams {
+  const uint8_t* w;
+  const void* scales;
+  bool scale_f32;
+  int64_t n, k;
+  const float* x;
+  int64_t x_ld;  // row stride of x (== k)
+  float* y;
+  int64_t y_ld;  // row stride of y (== n)
+  const float* bias;
+  int m;  // rows of x in this launch, <= M
+};
+
+__device__ __forceinline__ uint4 load_stream(const uint8_t* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+// Decodes a 16-byte chunk into kElems f32 values.
+template <WeightFormat F>
+struct Chunk;
+
+template <>
+struct Chunk<WeightFormat::f32> {
+  static constexpr int kElems = 4;
+  __device__ static void decode(const uint4& r, float* v) {
+    v[0] = __uint_as_float(r.x);
+    v[1] = __uint_as_float(r.y);
+    v[2] = __uint_as_float(r.z);
+    v[3] = __uint_as_float(r.w);
+  }
+};
+
+template <>
+struct Chunk<WeightFormat::bf16> {
+  static constexpr int kElems = 8;
+  __device__ static void decode(const uint4& r, float* v) {
+    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[2 * i] = __uint_as_float(w[i] << 16);
+      v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  }
+};
+
+struct ChunkE4m3 {
+  static constexpr int kElems = 16;
+  __device__ static void decode(const uint4& r, float* v) {
+    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] & 0xffffu), __NV_E4M3);
+      __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] >> 16), __NV_E4M3);
+      float2 a = __half22float2(__half2(lo));
+      float2 b = __half22float2(__half2(hi));
+      v[4 * i] = a.x;
+      v[4 * i + 1] = a.y;
+      v[4 * i + 2] = b.x;
+      v[4 * i + 3] = b.y;
+    }
+  }
+};
+template <>
+struct Chunk<WeightFormat::fp8_block> : ChunkE4m3 {};
+template <>
+struct Chunk<WeightFormat::mxfp8> : ChunkE4m3 {};
+
+template <WeightFormat F>
+__device__ __forceinline__ float chunk_scale(const GemvParams& p, int64_t row, int64_t col) {
+  if constexpr (F == WeightFormat::fp8_block) {
+    const int64_t idx = (row >> 7) * ((p.k + 127) >> 7) + (col >> 7);
+    return p.scale_f32 ? static_cast<const float*>(p.scales)[idx]
+                       : format::ue8m0_to_f32(static_cast<const uint8_t*>(p.scales)[idx]);
+  } else if constexpr (F == WeightFormat::mxfp8) {
+    return format::ue8m0_to_f32(static_cast<const uint8_t*>(p.scales)[row * ((p.k + 31) >> 5) + (col >> 5)]);
+  } else {
+    return 1.0f;
+  }
+}
+
+constexpr int esize(WeightFormat f) {
+  return f == WeightFormat::f32 ? 4 : f == WeightFormat::bf16 ? 2 : 1;
+}
+
+// Vector path: requires (k * esize) % 16 == 0, k % 4 == 0 and 16-byte aligned w and x.
+template <WeightFormat F, int M>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(GemvParams p) {
+  constexpr int E = Chunk<F>::kElems;
+  const int lane = threadIdx.x & 31;
+  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= p.n) return;
+  const uint8_t* wrow = p.w + row * p.k * esize(F);
+  const int64_t nchunk = p.k / E;
+  float acc[M];
+#pragma unroll
+  for (int i = 0; i < M; ++i) acc[i] = 0.0f;
+
+  for (int64_t c0 = lane; c0 < nchunk; c0 += 32 * kUnroll) {
+    uint4 raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t c = c0 + int64_t(u) * 32;
+      if (c < nchunk) raw[u] = load_stream(wrow + c * 16);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t c = c0 + int64_t(u) * 32;
+      if (c < nchunk) {
+        float wv[E];
+        Chunk<F>::decode(raw[u], wv);
+        const float sc = chunk_scale<F>(p, row, c * E);
+#pragma unroll
+        for (int i = 0; i < M; ++i) {
+          if (i < p.m) {
+            const float4* xp = reinterpret_cast<const float4*>(p.x + i * p.x_ld + c * E);
+            float part = 0.0f;
+#pragma unroll
+            for (int e4 = 0; e4 < E / 4; ++e4) {
+              const float4 xv = __ldg(xp + e4);
+              part += wv[4 * e4] * xv.x;
+              part += wv[4 * e4 + 1] * xv.y;
+              part += wv[4 * e4 + 2] * xv.z;
+              part += wv[4 * e4 + 3] * xv.w;
+            }
+            if constexpr (F == WeightFormat::fp8_block || F == WeightFormat::mxfp8) part *= sc;
+            acc[i] += part;
+          }
+        }
+      }
+    }
+  }
+  // Ragged tail (k not a multiple of the chunk): element by element.
+  for (int64_t col = nchunk * E + lane; col < p.k; col += 32) {
+    float wv;
+    if constexpr (F == WeightFormat::f32)
+      wv = reinterpret_cast<const float*>(wrow)[col];
+    else if constexpr (F == WeightFormat::bf16)
+      wv = format::bf16_to_f32(reinterpret_cast<const uint16_t*>(wrow)[col]);
+    else
+      wv = format::e4m3_to_f32(wrow[col]) * chunk_scale<F>(p, row, col);
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+      if (i < p.m) acc[i] += wv * p.x[i * p.x_ld + col];
+  }
+#pragma unroll
+  for (int i = 0; i < M; ++i) {
+    float v = acc[i];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    acc[i] = v;
+  }
+  if (lane < M && lane < p.m) {
+    float v = acc[0];
+#pragma unroll
+    for (int i = 1; i < M; ++i)
+      if (lane == i) v = acc[i];
+    if (p.bias) v += p.bias[row];
+    p.y[lane * p.y_ld + row] = v;
+  }
+}
+
+// Scalar path for shapes the vector path cannot load (unaligned rows): one warp per output row,
+// lanes stride over k with element loads.
+__global__ void gemv_scalar_kernel(WeightView w, const float* x, int64_t m, float* y, const float* bias) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= w.n) return;
+  for (int64_t i = 0; i < m; ++i) {
+    float acc = 0.0f;
+    for (int64_t col = lane; col < w.k; col += 32) acc += weight_at(w, row, col) * x[i * w.k + col];
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) y[i * w.n + row] = acc + (bias ? bias[row] : 0.0f);
+  }
+}
+
+template <WeightFormat F>
+void launch_vec(const GemvParams& base, int64_t m, cudaStream_t s) {
+  const unsigned blocks = unsigned((base.n + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  for (int64_t r0 = 0; r0 < m; r0 += 8) {
+    GemvParams p = base;
+    p.x = base.x + r0 * base.x_ld;
+    p.y = base.y + r0 * base.y_ld;
+    p.m = int(m - r0 < 8 ? m - r0 : 8);
+    if (p.m == 1)
+      gemv_kernel<F, 1><<<blocks, kWarpsPerBlock * 32, 0, s>>>(p);
+    else if (p.m == 2)
+      gemv_kernel<F, 2><<<blocks, kWarpsPerBlock * 32, 0, s>>>(p);
+    else if (p.m <= 4)
+      gemv_kernel<F, 4><<<blocks, kWarpsPerBlock * 32, 0, s>>>(p);
+    else
+      gemv_kernel<F, 8><<<blocks, kWarpsPerBlock * 32, 0, s>>>(p);
+  }
+}
+
+}  // namespace
+
+void launch_gemv(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
+                 cudaStream_t s) {
+  if (m <= 0) return;
+  if ((w.n + kWarpsPerBlock - 1) / kWarpsPerBlock > 0x7fffffff)
+    throw Error("cuda backend: matmul with too many rows");
+  const int es = w.format == WeightFormat::f32 ? 4 : w.format == WeightFormat::bf16 ? 2 : 1;
+  const bool aligned = (w.k * es) % 16 == 0 && w.k % 4 == 0 &&
+                       reinterpret_cast<uintptr_t>(w.data) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  if (!aligned) {
+    const unsigned blocks = unsigned((w.n + kWarpsPerBlock - 1) / kWarpsPerBlock);
+    gemv_scalar_kernel<<<blocks, kWarpsPerBlock * 32, 0, s>>>(w, x, m, y, bias);
+    check_launch("matmul (gemv, scalar)");
+    return;
+  }
+  GemvParams p{static_cast<const uint8_t*>(w.data),
+               w.scales,
+               w.scale_type == ScaleType::f32,
+               w.n,
+               w.k,
+               x,
+               w.k,
+               y,
+               w.n,
+               bias,
+               1};
+  switch (w.format) {
+    case WeightFormat::f32:
+      launch_vec<WeightFormat::f32>(p, m, s);
+      break;
+    case WeightFormat::bf16:
+      launch_vec<WeightFormat::bf16>(p, m, s);
+      break;
+    case WeightFormat::fp8_block:
+      launch_vec<WeightFormat::fp8_block>(p, m, s);
+      break;
+    case WeightFormat::mxfp8:
+      launch_vec<WeightFormat::mxfp8>(p, m, s);
+      break;
+  }
+  check_launch("matmul (gemv)");
+}
+
+}  // namespace mx8::backend::cuda_impl

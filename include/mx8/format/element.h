@@ -16,6 +16,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 
 #include "mx8/format/common.h"
 
@@ -58,6 +60,17 @@ MX8_HD constexpr ElementTraits element_traits(ElementFormat f) {
     default:
       return {"int8", "MXINT8", 8, 0, 7, 0, 0, 127.f / 64.f, 0.015625f, 0.015625f, false, false, 0x7F, 0x7F};
   }
+}
+
+inline constexpr ElementFormat kAllElementFormats[kElementFormatCount] = {
+    ElementFormat::e4m3, ElementFormat::e5m2, ElementFormat::e3m2,
+    ElementFormat::e2m3, ElementFormat::e2m1, ElementFormat::int8};
+
+// Parses the names element_traits() prints ("e4m3", ...). Host only.
+inline constexpr std::optional<ElementFormat> parse_element_format(std::string_view s) {
+  for (ElementFormat f : kAllElementFormats)
+    if (s == element_traits(f).name) return f;
+  return std::nullopt;
 }
 
 namespace detail {

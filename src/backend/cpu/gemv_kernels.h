@@ -1,0 +1,63 @@
+// Internal interface between the GEMV dispatcher (gemv.cpp) and the per-ISA kernels
+// (gemv_scalar.cpp, gemv_avx2.cpp; gemv_avx512.cpp / gemv_neon.cpp would add functions here).
+// Every kernel computes the outputs of weight rows [n0, n1) for all M activation rows.
+#pragma once
+
+#include <cstdint>
+
+#include "mx8/backend/cpu/gemv.h"
+
+namespace mx8::cpu::detail {
+
+// The activations, copied so that each row is zero-padded to `stride` floats (a multiple of 32) and
+// 64-byte aligned: kernels may read x[i, k] for k < stride without bounds checks.
+struct XPanel {
+  const float* data;
+  int64_t m;
+  int64_t k;
+  int64_t stride;
+};
+
+// FP8 weights with everything the kernels need precomputed.
+struct Fp8Operand {
+  const uint8_t* codes;
+  int64_t n, k;
+  int64_t block_rows, block_cols;
+  int64_t grid_cols;
+  const float* scales_f32;  // one of the two is set
+  const uint8_t* scales_u8;
+  const float* ue8m0_lut;  // ue8m0_table()
+  bool e5m2;
+  // The scales of weight row n (one division per row, not per block): row(n)[kb] is the scale of
+  // block kb along K.
+  struct ScaleRow {
+    const float* f32;
+    const uint8_t* u8;
+    const float* lut;
+    float operator[](int64_t kb) const { return f32 ? f32[kb] : lut[u8[kb]]; }
+  };
+  ScaleRow row(int64_t n_row) const {
+    int64_t base = (n_row / block_rows) * grid_cols;
+    return {scales_f32 ? scales_f32 + base : nullptr, scales_f32 ? nullptr : scales_u8 + base, ue8m0_lut};
+  }
+  float scale(int64_t n_row, int64_t k_block) const { return row(n_row)[k_block]; }
+};
+
+// UE8M0 byte -> f32, as a table (exact: format::ue8m0_to_f32 of every byte).
+const float* ue8m0_table();
+
+void gemv_fp8_rows_scalar(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
+void gemv_bf16_rows_scalar(const XPanel& x, const uint16_t* w, int64_t n, float* y, int64_t n0, int64_t n1);
+void gemv_f32_rows_scalar(const XPanel& x, const float* w, int64_t n, float* y, int64_t n0, int64_t n1);
+
+#if defined(__x86_64__)
+// Requires block_cols % 32 == 0 (the dispatcher falls back to scalar otherwise).
+void gemv_fp8_rows_avx2(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
+void gemv_bf16_rows_avx2(const XPanel& x, const uint16_t* w, int64_t n, float* y, int64_t n0, int64_t n1);
+void gemv_f32_rows_avx2(const XPanel& x, const float* w, int64_t n, float* y, int64_t n0, int64_t n1);
+// The same product with a 256-entry table and vgatherdps instead of the shift decode; kept only so
+// that `mx8 bench gemv` can show why the shift decode was chosen.
+void gemv_fp8_rows_avx2_lut(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
+#endif
+
+}  // namespace mx8::cpu::detail

@@ -14,55 +14,57 @@ namespace mx8::format {
 
 namespace {
 
-float load_source(SourceType t, const void* src, int64_t i) {
+// Widens n source values starting at element `offset` to f32 (exact for every source type).
+void load_span(SourceType t, const void* src, int64_t offset, int64_t n, float* out) {
   switch (t) {
     case SourceType::f32:
-      return static_cast<const float*>(src)[i];
-    case SourceType::bf16:
-      return bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
-    case SourceType::f16:
-    default:
-      return f16_to_f32(static_cast<const uint16_t*>(src)[i]);
-  }
-}
-
-void store_code(uint8_t* codes, ElementFormat f, int64_t cols, int64_t r, int64_t c, uint8_t code) {
-  if (f != ElementFormat::e2m1) {
-    codes[r * cols + c] = code;
-    return;
-  }
-  uint8_t& byte = codes[r * ((cols + 1) / 2) + c / 2];
-  byte = (c & 1) ? uint8_t((byte & 0x0F) | (code << 4)) : uint8_t((byte & 0xF0) | code);
-}
-
-// Encodes one block with the element format fixed at compile time (no per-element dispatch).
-template <ElementFormat F>
-void encode_block(SourceType t, const void* src, int64_t cols, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-                  float inv_scale, bool saturate, uint8_t* codes) {
-  for (int64_t r = r0; r < r1; ++r)
-    for (int64_t c = c0; c < c1; ++c) {
-      float x = load_source(t, src, r * cols + c) * inv_scale;
-      store_code(codes, F, cols, r, c, encode_element(F, x, saturate));
+      std::memcpy(out, static_cast<const float*>(src) + offset, size_t(n) * 4);
+      return;
+    case SourceType::bf16: {
+      const uint16_t* p = static_cast<const uint16_t*>(src) + offset;
+      for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(p[i]);
+      return;
     }
+    case SourceType::f16: {
+      const uint16_t* p = static_cast<const uint16_t*>(src) + offset;
+      for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(p[i]);
+      return;
+    }
+  }
+  throw Error("unknown source type " + std::to_string(int(t)));
 }
 
-using EncodeBlockFn = void (*)(SourceType, const void*, int64_t, int64_t, int64_t, int64_t, int64_t, float,
-                               bool, uint8_t*);
+// Encodes one row span of a block, the element format fixed at compile time (no per-element dispatch).
+template <ElementFormat F>
+void encode_span(const float* x, int64_t n, float inv_scale, bool saturate, uint8_t* row_codes, int64_t c0) {
+  if constexpr (F == ElementFormat::e2m1) {
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t c = c0 + i;
+      uint8_t code = encode_element(F, x[i] * inv_scale, saturate);
+      uint8_t& byte = row_codes[c / 2];
+      byte = (c & 1) ? uint8_t((byte & 0x0F) | (code << 4)) : uint8_t((byte & 0xF0) | code);
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) row_codes[c0 + i] = encode_element(F, x[i] * inv_scale, saturate);
+  }
+}
 
-EncodeBlockFn encoder_for(ElementFormat f) {
+using EncodeSpanFn = void (*)(const float*, int64_t, float, bool, uint8_t*, int64_t);
+
+EncodeSpanFn encoder_for(ElementFormat f) {
   switch (f) {
     case ElementFormat::e4m3:
-      return encode_block<ElementFormat::e4m3>;
+      return encode_span<ElementFormat::e4m3>;
     case ElementFormat::e5m2:
-      return encode_block<ElementFormat::e5m2>;
+      return encode_span<ElementFormat::e5m2>;
     case ElementFormat::e3m2:
-      return encode_block<ElementFormat::e3m2>;
+      return encode_span<ElementFormat::e3m2>;
     case ElementFormat::e2m3:
-      return encode_block<ElementFormat::e2m3>;
+      return encode_span<ElementFormat::e2m3>;
     case ElementFormat::e2m1:
-      return encode_block<ElementFormat::e2m1>;
+      return encode_span<ElementFormat::e2m1>;
     case ElementFormat::int8:
-      return encode_block<ElementFormat::int8>;
+      return encode_span<ElementFormat::int8>;
   }
   throw Error("unknown element format " + std::to_string(int(f)));
 }
@@ -99,23 +101,30 @@ void quantize_ref(SourceType src_type, const void* src, int64_t rows, int64_t co
                   uint8_t* codes, uint8_t* scales) {
   validate_spec(spec, rows, cols);
   if (spec.element == ElementFormat::e2m1) std::memset(codes, 0, code_bytes(spec, rows, cols));
-  ScaleGrid g = scale_grid(spec.blocking, rows, cols);
+  const ScaleGrid g = scale_grid(spec.blocking, rows, cols);
   const ScaleOptions opt{spec.rule, spec.amax_floor};
-  const EncodeBlockFn encode = encoder_for(spec.element);
+  const EncodeSpanFn encode = encoder_for(spec.element);
+  const size_t row_bytes = code_row_bytes(spec.element, cols);
   std::vector<float> grid_f32(size_t(g.rows * g.cols));
   std::vector<uint8_t> grid_u8(size_t(g.rows * g.cols));
+  std::vector<float> span(size_t(std::min(cols, g.block_cols)));
+  // Per block: pass 1 finds amax (NaN-propagating), pass 2 encodes x * inv_scale.
   for (int64_t gr = 0; gr < g.rows; ++gr) {
-    int64_t r0 = gr * g.block_rows, r1 = std::min(rows, r0 + g.block_rows);
+    const int64_t r0 = gr * g.block_rows, r1 = std::min(rows, r0 + g.block_rows);
     for (int64_t gc = 0; gc < g.cols; ++gc) {
-      int64_t c0 = gc * g.block_cols, c1 = std::min(cols, c0 + g.block_cols);
+      const int64_t c0 = gc * g.block_cols, n = std::min(cols, c0 + g.block_cols) - c0;
       uint32_t amax = 0;
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = c0; c < c1; ++c)
-          amax = amax_bits_accumulate(amax, load_source(src_type, src, r * cols + c));
-      BlockScale s = compute_block_scale(f32_from_bits(amax), spec.element, opt);
-      grid_f32[gr * g.cols + gc] = s.scale;
-      grid_u8[gr * g.cols + gc] = s.ue8m0;
-      encode(src_type, src, cols, r0, r1, c0, c1, s.inv_scale, spec.saturate, codes);
+      for (int64_t r = r0; r < r1; ++r) {
+        load_span(src_type, src, r * cols + c0, n, span.data());
+        for (int64_t i = 0; i < n; ++i) amax = amax_bits_accumulate(amax, span[size_t(i)]);
+      }
+      const BlockScale s = compute_block_scale(f32_from_bits(amax), spec.element, opt);
+      grid_f32[size_t(gr * g.cols + gc)] = s.scale;
+      grid_u8[size_t(gr * g.cols + gc)] = s.ue8m0;
+      for (int64_t r = r0; r < r1; ++r) {
+        load_span(src_type, src, r * cols + c0, n, span.data());
+        encode(span.data(), n, s.inv_scale, spec.saturate, codes + size_t(r) * row_bytes, c0);
+      }
     }
   }
   if (spec.storage == ScaleStorage::f32) {

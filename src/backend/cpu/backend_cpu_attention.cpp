@@ -116,6 +116,7 @@ void kv_write_cpu(CpuKvCache& cache, int layer, const float* k, const float* v, 
     if (slots[t] < 0 || slots[t] >= capacity)
       throw Error("cpu backend: kv_write slot " + std::to_string(slots[t]) + " outside the cache (" +
                   std::to_string(capacity) + " slots)");
+  if (n_tokens * d.n_kv_heads * d.head_dim < 8192) pool = nullptr;  // not worth waking workers
   mx8::cpu::parallel_for(pool, size_t(n_tokens), 4, [&](size_t b, size_t e) {
     for (size_t t = b; t < e; ++t) {
       int page = slots[t] / d.page_size, slot = slots[t] % d.page_size;
@@ -149,6 +150,9 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
                     std::to_string(d.n_pages));
   }
 
+  int64_t work = 0;
+  for (int t = 0; t < a.n_tokens; ++t) work += int64_t(a.kv_len[t]) * a.n_heads * hd;
+  if (work < (int64_t(1) << 15)) pool = nullptr;  // not worth waking workers
   mx8::cpu::parallel_for(pool, size_t(a.n_tokens) * a.n_heads, 1, [&](size_t b, size_t e) {
     std::vector<float> att, kbuf(hd), vbuf(hd);
     for (size_t job = b; job < e; ++job) {

@@ -89,7 +89,9 @@ float dot_row(const WeightView& w, int64_t row, const float* x) {
 }  // namespace
 
 void matmul_scalar(const WeightView& w, const float* x, int64_t m, float* y, mx8::cpu::ThreadPool* pool) {
-  // Threads split the output features; each weight row is read once for all m inputs.
+  // Threads split the output features; each weight row is read once for all m inputs. Products too
+  // small to repay waking the workers (about 10 us) run on the calling thread.
+  if (w.n * w.k * m < (int64_t(1) << 17)) pool = nullptr;
   mx8::cpu::parallel_for(pool, size_t(w.n), 16, [&](size_t begin, size_t end) {
     for (size_t row = begin; row < end; ++row)
       for (int64_t r = 0; r < m; ++r) y[r * w.n + int64_t(row)] = dot_row(w, int64_t(row), x + r * w.k);

@@ -1,0 +1,124 @@
+// The Llama family: Llama 2/3/3.1/3.2 (llama3 RoPE scaling), Mistral, Qwen2/2.5 (q/k/v biases),
+// Qwen3 (per-head q/k RMSNorm); GQA; tied embeddings. Loaded from a GGUF file or a Hugging Face
+// folder (config.json + safetensors, including mx8 convert's ds-fp8 output and DeepSeek-style FP8
+// checkpoints), with the linear weights kept as given or converted at load (--weights).
+//
+// The forward pass runs a StepBatch: any mix of tokens of several sequences (prefill chunks and
+// decode tokens together), each with its position and its KV slot; logits come back for the rows
+// the caller asks for. Everything numeric happens in the Backend.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mx8/backend/backend.h"
+
+namespace mx8::model {
+
+struct RopeScaling {
+  enum class Type { none, linear, llama3 };
+  Type type = Type::none;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;          // llama3
+  double high_freq_factor = 4.0;         // llama3
+  int64_t original_max_position = 8192;  // llama3
+};
+
+struct LlamaConfig {
+  std::string arch;  // "llama", "mistral", "qwen2", "qwen3"
+  int64_t vocab = 0;
+  int64_t dim = 0;
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t ffn = 0;
+  float norm_eps = 1e-5f;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  backend::RopeStyle rope_style = backend::RopeStyle::half;
+  int64_t max_position = 0;  // trained context (informational; the runtime may go further with scaling)
+  bool qkv_bias = false;
+  bool qk_norm = false;
+  bool tied_embeddings = false;
+  int32_t bos = -1;
+  std::vector<int32_t> eos;
+};
+
+// Inverse frequencies of each rotated pair (head_dim / 2 values) with the scaling folded in, computed
+// in f32 as llama2.c does (1 / powf(theta, 2j / head_dim)) for unscaled models, and as transformers'
+// _compute_llama3_parameters does for llama3 scaling.
+std::vector<float> rope_inv_freq(const LlamaConfig& c);
+
+// What the linear weights become at load.
+enum class WeightMode {
+  as_given,  // f32 stays f32, bf16 stays bf16, FP8 checkpoints stay FP8; f16/Q8_0/MXFP4 -> f32
+  f32,
+  bf16,
+  fp8,    // E4M3 + UE8M0 per 128x128 block, `ceil` rule (DeepSeek-V3.1 layout)
+  mxfp8,  // E4M3 + UE8M0 per 1x32 along the input dimension
+};
+WeightMode parse_weight_mode(const std::string& s);  // "as-given"/"auto", "f32", "bf16", "fp8", "mxfp8"
+const char* weight_mode_name(WeightMode m);
+
+struct LoadOptions {
+  WeightMode weights = WeightMode::as_given;
+  int max_tokens_per_step = 256;     // activation buffers are sized for this many tokens per forward
+  bool quantize_output_head = true;  // with fp8/mxfp8, also the lm_head (llama.cpp does the same for Q8_0)
+};
+
+// A batch of tokens for one forward step. Token i belongs to sequence seq[i] (a row of block_tables),
+// sits at position pos[i] and writes its K/V to slot[i] (page * page_size + offset). It attends to
+// kv_len[i] positions of its sequence (pos[i] + 1 for causal decoding).
+struct StepBatch {
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> pos;
+  std::vector<int32_t> seq;
+  std::vector<int32_t> slot;
+  std::vector<int32_t> kv_len;
+  std::vector<int32_t> block_tables;  // [n_seqs][max_pages_per_seq]
+  int max_pages_per_seq = 0;
+  std::vector<int32_t> logit_rows;  // rows of `tokens` whose logits are wanted, in output order
+};
+
+struct WeightStats {
+  size_t bytes = 0;         // all weights as the backend holds them
+  size_t linear_bytes = 0;  // the matmul weights only
+  int64_t parameters = 0;
+  std::string formats;         // e.g. "fp8 (E4M3, 128x128 blocks) x 35, f32 x 11"
+  bool linear_all_f32 = true;  // every matrix is f32 (then an f32 KV cache keeps the model exact)
+};
+
+class LlamaModel {
+ public:
+  virtual ~LlamaModel() = default;
+  const LlamaConfig& config() const { return config_; }
+  const WeightStats& weight_stats() const { return stats_; }
+  const std::string& source() const { return source_; }
+
+  // Runs the batch; writes logits [logit_rows.size()][vocab] to host memory `logits`.
+  virtual void forward(const StepBatch& batch, backend::KvCache& kv, float* logits) = 0;
+  virtual int max_tokens_per_step() const = 0;
+
+ protected:
+  LlamaConfig config_;
+  WeightStats stats_;
+  std::string source_;
+};
+
+// Loads a GGUF file or a Hugging Face folder into `backend`. The backend must outlive the model.
+// Throws mx8::Error naming an unsupported architecture, a missing tensor or a bad shape.
+std::unique_ptr<LlamaModel> load_llama(const std::string& path, backend::Backend& backend,
+                                       const LoadOptions& opts);
+
+// Reads just the configuration (for memory planning before loading).
+LlamaConfig read_llama_config(const std::string& path);
+
+// A model with random weights of the given shape (benchmarks): weights drawn N(0, 0.02) then stored in
+// `mode` (f32, bf16, fp8 or mxfp8), norms 1.
+std::unique_ptr<LlamaModel> make_random_llama(const LlamaConfig& c, backend::Backend& backend,
+                                              WeightMode mode, int max_tokens_per_step, uint64_t seed);
+
+}  // namespace mx8::model

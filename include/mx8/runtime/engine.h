@@ -1,0 +1,108 @@
+// The generation engine: many sequences share one model and one paged KV cache; every step() runs
+// ONE forward pass that carries a decode token of every running sequence plus prefill chunks of
+// sequences still reading their prompt (chunked prefill), up to the model's tokens-per-step budget.
+// The server batches users through it; `mx8 run` is the one-sequence case.
+//
+//   Engine eng(model, backend, opts);
+//   int id = eng.add(prompt_ids, params);
+//   while (!eng.idle()) for (const TokenEvent& e : eng.step()) ...;
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mx8/backend/backend.h"
+#include "mx8/model/llama.h"
+#include "mx8/runtime/sampler.h"
+
+namespace mx8::runtime {
+
+struct EngineOptions {
+  backend::KvFormat kv_format = backend::KvFormat::bf16;
+  int max_context = 4096;  // positions per sequence (prompt + generated)
+  int max_sequences = 1;   // sequences resident at once
+  int page_size = 16;      // positions per KV page
+};
+
+struct GenerationParams {
+  SamplingParams sampling;
+  int max_new_tokens = 256;
+  std::vector<int32_t> stop_tokens;  // generation ends after emitting one of these (it is reported)
+};
+
+enum class FinishReason { none, stop_token, max_tokens, context_full, cancelled };
+const char* finish_reason_name(FinishReason r);
+
+struct TokenEvent {
+  int request = 0;
+  int32_t token = -1;  // -1 when the event only reports finishing
+  FinishReason finish = FinishReason::none;
+};
+
+struct EngineStats {
+  int64_t prefill_tokens = 0;
+  int64_t decode_tokens = 0;
+  double prefill_seconds = 0;  // time of steps that carried only prefill work
+  double decode_seconds = 0;   // time of steps that carried decode work
+  int64_t steps = 0;
+};
+
+// What a configuration costs in memory, printed before loading (mx8 run prints it up front).
+struct MemoryPlan {
+  size_t weight_bytes = 0;
+  size_t kv_bytes = 0;  // for max_context x max_sequences
+  size_t kv_bytes_per_token = 0;
+  size_t activation_bytes = 0;
+  size_t available_bytes = 0;  // 0 when unknown
+  bool fits = true;
+  std::string text;  // human-readable, several lines
+};
+// `weight_bytes` as the model will hold them (estimate_weight_bytes gives it before loading).
+MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const EngineOptions& o,
+                       int max_tokens_per_step);
+size_t estimate_weight_bytes(const model::LlamaConfig& c, model::WeightMode mode,
+                             int source_bytes_per_weight);
+// MemAvailable of /proc/meminfo, or 0.
+size_t host_available_memory();
+
+class Engine {
+ public:
+  Engine(model::LlamaModel& model, backend::Backend& backend, const EngineOptions& opts);
+  ~Engine();
+
+  // Queues a request; returns its id. The prompt must be non-empty and shorter than max_context.
+  int add(std::vector<int32_t> prompt, const GenerationParams& params);
+  void cancel(int request);
+  bool idle() const;
+  // One forward step; returns the tokens produced (one per sequence that finished its prompt or decoded).
+  std::vector<TokenEvent> step();
+
+  const EngineStats& stats() const { return stats_; }
+  const EngineOptions& options() const { return opts_; }
+  size_t kv_bytes() const;
+  // Logits of the last step for `request` (valid after a step that sampled for it; for tests).
+  const std::vector<float>* last_logits(int request) const;
+  // When set, every step keeps the logits it sampled from (tests compare them to references).
+  void keep_logits(bool on) { keep_logits_ = on; }
+
+ private:
+  struct Seq;
+  int alloc_page();
+  void release(Seq& s);
+
+  model::LlamaModel& model_;
+  backend::Backend& backend_;
+  EngineOptions opts_;
+  std::unique_ptr<backend::KvCache> kv_;
+  std::vector<int> free_pages_;
+  std::vector<std::unique_ptr<Seq>> seqs_;  // active, in arrival order
+  int next_id_ = 0;
+  int max_pages_per_seq_ = 0;
+  EngineStats stats_;
+  bool keep_logits_ = false;
+  std::vector<float> logits_;
+};
+
+}  // namespace mx8::runtime

@@ -1,0 +1,48 @@
+// Token sampling: greedy, temperature, top-k, top-p, min-p, repetition/frequency/presence penalties,
+// with a per-sequence seeded generator so that a run is reproducible.
+//
+// Order of operations (the llama.cpp / transformers order):
+//   1. penalties over the last `penalty_last_n` tokens of the sequence (prompt and generated):
+//      repetition (CTRL paper: a positive logit is divided by it, a negative one multiplied),
+//      then frequency (minus count * f) and presence (minus p if the token occurred) as OpenAI defines them;
+//   2. temperature <= 0: the arg max (lowest id on ties) - greedy, no randomness;
+//   3. logits / temperature, top-k, softmax, top-p (smallest prefix of the sorted distribution whose
+//      mass reaches p), min-p (drop tokens below min_p x the top probability), renormalise, draw.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+namespace mx8::runtime {
+
+struct SamplingParams {
+  float temperature = 0.8f;
+  int top_k = 40;                   // <= 0: off
+  float top_p = 0.95f;              // >= 1: off
+  float min_p = 0.05f;              // <= 0: off
+  float repetition_penalty = 1.0f;  // 1: off
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  int penalty_last_n = 64;  // how many recent tokens the penalties look at (-1: all)
+  uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {}
+  // Picks the next token from `logits` (vocab values; modified in place) given the sequence so far.
+  int32_t sample(std::span<float> logits, std::span<const int32_t> history);
+  const SamplingParams& params() const { return p_; }
+
+ private:
+  SamplingParams p_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> cand_;  // scratch
+};
+
+// The index of the largest value (the first one on ties; NaN never wins).
+int32_t argmax(std::span<const float> v);
+
+}  // namespace mx8::runtime

@@ -1,0 +1,115 @@
+// Options and set-up shared by `mx8 run` and `mx8 chat`: model, weights, KV format, device, threads,
+// sampling. Header-only (CLI files link into the executable directly).
+#pragma once
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/command.h"
+#include "mx8/backend/backend.h"
+#include "mx8/error.h"
+#include "mx8/model/llama.h"
+#include "mx8/runtime/engine.h"
+#include "mx8/runtime/sampler.h"
+
+namespace mx8::cli {
+
+struct GenOptions {
+  std::string model;
+  std::string weights = "as-given";
+  std::string kv = "auto";
+  std::string device = "cpu";
+  int threads = 0;
+  int ctx = 0;      // 0: what the request needs
+  int chunk = 256;  // tokens per forward step (prefill chunk)
+  runtime::SamplingParams sampling;
+  std::vector<std::string> stop;
+};
+
+// The bundled model: next to the source tree this binary was built from, or ./models.
+inline std::string default_model_path() {
+  std::string p = std::string(MX8_SOURCE_DIR) + "/models/stories260K.gguf";
+  if (std::filesystem::exists(p)) return p;
+  return "models/stories260K.gguf";
+}
+
+inline void add_gen_options(CLI::App& app, GenOptions& o) {
+  app.add_option("-m,--model", o.model,
+                 "GGUF file or Hugging Face folder (default: the bundled stories260K)");
+  app.add_option("--weights", o.weights,
+                 "as-given | f32 | bf16 | fp8 (E4M3, UE8M0 per 128x128) | mxfp8 (UE8M0 per 1x32)")
+      ->capture_default_str();
+  app.add_option("--kv", o.kv, "KV cache: auto (f32 for f32 weights, else bf16) | f32 | bf16 | fp8")
+      ->capture_default_str();
+  app.add_option("--device", o.device, "cpu | cuda")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
+  app.add_option("--ctx", o.ctx,
+                 "context positions per sequence (0: prompt + tokens to generate), up to 131072");
+  app.add_option("--chunk", o.chunk, "tokens per forward step (prefill chunk size)")->capture_default_str();
+  app.add_option("--temperature,--temp", o.sampling.temperature, "0 = greedy")->capture_default_str();
+  app.add_option("--top-k", o.sampling.top_k, "0 = off")->capture_default_str();
+  app.add_option("--top-p", o.sampling.top_p, "1 = off")->capture_default_str();
+  app.add_option("--min-p", o.sampling.min_p, "0 = off")->capture_default_str();
+  app.add_option("--repeat-penalty", o.sampling.repetition_penalty, "1 = off")->capture_default_str();
+  app.add_option("--frequency-penalty", o.sampling.frequency_penalty)->capture_default_str();
+  app.add_option("--presence-penalty", o.sampling.presence_penalty)->capture_default_str();
+  app.add_option("--penalty-last-n", o.sampling.penalty_last_n, "tokens the penalties look back (-1: all)")
+      ->capture_default_str();
+  app.add_option("--seed", o.sampling.seed, "random seed (same seed, same output)")->capture_default_str();
+  app.add_option("--stop", o.stop, "stop sequence (repeatable); generation ends before it");
+}
+
+inline backend::KvFormat parse_kv(const std::string& s, const model::LlamaModel& m) {
+  if (s == "f32") return backend::KvFormat::f32;
+  if (s == "bf16") return backend::KvFormat::bf16;
+  if (s == "fp8") return backend::KvFormat::fp8;
+  if (s == "auto") return m.weight_stats().linear_all_f32 ? backend::KvFormat::f32 : backend::KvFormat::bf16;
+  throw Error("--kv " + s + ": expected auto, f32, bf16 or fp8");
+}
+
+inline std::string mib(size_t bytes) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.2f MiB", double(bytes) / 1048576.0);
+  return buf;
+}
+
+// Backend and model, with the memory plan printed to stderr before loading.
+struct Loaded {
+  std::unique_ptr<backend::Backend> backend;
+  std::unique_ptr<model::LlamaModel> model;
+  backend::KvFormat kv_format = backend::KvFormat::bf16;
+};
+
+inline Loaded load_for_generation(GenOptions& o, int positions_needed) {
+  if (o.model.empty()) o.model = default_model_path();
+  if (o.chunk <= 0) throw Error("--chunk must be positive");
+  if (o.ctx < 0 || o.ctx > 1048576) throw Error("--ctx " + std::to_string(o.ctx) + " is out of range");
+  Loaded l;
+  model::WeightMode mode = model::parse_weight_mode(o.weights);
+  model::LlamaConfig cfg = model::read_llama_config(o.model);
+  runtime::EngineOptions eo;
+  eo.max_context = o.ctx > 0 ? o.ctx : positions_needed;
+  eo.kv_format = o.kv == "fp8"   ? backend::KvFormat::fp8
+                 : o.kv == "f32" ? backend::KvFormat::f32
+                                 : backend::KvFormat::bf16;
+  runtime::MemoryPlan plan =
+      runtime::plan_memory(cfg, runtime::estimate_weight_bytes(cfg, mode, 4), eo, o.chunk);
+  std::fprintf(stderr, "mx8: %s (%s, %lld layers, dim %lld, heads %lld/%lld, vocab %lld)\n", o.model.c_str(),
+               cfg.arch.c_str(), (long long)cfg.n_layers, (long long)cfg.dim, (long long)cfg.n_heads,
+               (long long)cfg.n_kv_heads, (long long)cfg.vocab);
+  std::fprintf(stderr, "mx8: %s (estimate before loading)\n", plan.text.c_str());
+  if (!plan.fits) std::fprintf(stderr, "mx8: warning: the plan exceeds available memory; lower --ctx\n");
+  l.backend = backend::make_backend(o.device, o.threads);
+  model::LoadOptions lo;
+  lo.weights = mode;
+  lo.max_tokens_per_step = o.chunk;
+  l.model = model::load_llama(o.model, *l.backend, lo);
+  l.kv_format = parse_kv(o.kv, *l.model);
+  return l;
+}
+
+}  // namespace mx8::cli

@@ -1,0 +1,502 @@
+// The Llama-family forward pass over the backend interface, and weight preparation at load.
+//
+// Per layer (pre-norm transformer):
+//   h = rmsnorm(x) ; q,k,v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv)
+//   [qwen3] q,k = rmsnorm per head (q_norm, k_norm) ; q,k = rope(q,k) ; cache k,v
+//   x += attention(q, cache) Wo^T ; h = rmsnorm(x) ; x += (silu(h Wg^T) * (h Wu^T)) Wd^T
+// then logits = rmsnorm(x) Wout^T (Wout = token embedding when tied).
+#include "mx8/model/llama.h"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+
+#include "model/model_source.h"
+#include "mx8/error.h"
+#include "mx8/format/common.h"
+#include "mx8/format/quantize_ref.h"
+
+namespace mx8::model {
+
+using backend::Backend;
+using backend::ScaleType;
+using backend::WeightFormat;
+using backend::WeightView;
+
+WeightMode parse_weight_mode(const std::string& s) {
+  if (s == "as-given" || s == "auto" || s.empty()) return WeightMode::as_given;
+  if (s == "f32") return WeightMode::f32;
+  if (s == "bf16") return WeightMode::bf16;
+  if (s == "fp8") return WeightMode::fp8;
+  if (s == "mxfp8") return WeightMode::mxfp8;
+  throw Error("--weights " + s + ": expected one of as-given, f32, bf16, fp8, mxfp8");
+}
+
+const char* weight_mode_name(WeightMode m) {
+  switch (m) {
+    case WeightMode::as_given:
+      return "as-given";
+    case WeightMode::f32:
+      return "f32";
+    case WeightMode::bf16:
+      return "bf16";
+    case WeightMode::fp8:
+      return "fp8";
+    case WeightMode::mxfp8:
+      return "mxfp8";
+  }
+  return "?";
+}
+
+namespace {
+
+// Backend memory owned by the model.
+class BackendArena {
+ public:
+  explicit BackendArena(Backend& b) : b_(b) {}
+  ~BackendArena() {
+    for (void* p : ptrs_) b_.free(p);
+  }
+  void* alloc(size_t bytes) {
+    void* p = b_.alloc(bytes);
+    ptrs_.push_back(p);
+    return p;
+  }
+  // Copies host data into new backend memory.
+  void* upload(const void* src, size_t bytes) {
+    void* p = alloc(bytes);
+    b_.upload(p, src, bytes);
+    return p;
+  }
+
+ private:
+  Backend& b_;
+  std::vector<void*> ptrs_;
+};
+
+std::vector<uint16_t> to_bf16(const std::vector<float>& f) {
+  std::vector<uint16_t> out(f.size());
+  for (size_t i = 0; i < f.size(); ++i) out[i] = format::f32_to_bf16_rne(f[i]);
+  return out;
+}
+
+struct Quantized {
+  std::vector<uint8_t> codes, scales;
+};
+
+// E4M3 with UE8M0 `ceil` scales: 128x128 blocks (fp8) or 1x32 tiles (mxfp8).
+Quantized quantize_fp8(const std::vector<float>& f, int64_t n, int64_t k, bool mx) {
+  format::QuantSpec spec;
+  spec.element = format::ElementFormat::e4m3;
+  spec.rule = format::ScaleRule::ceil;
+  spec.blocking = mx ? format::Blocking::tile(32) : format::Blocking::block(128);
+  spec.storage = format::ScaleStorage::ue8m0;
+  Quantized q;
+  q.codes.resize(format::code_bytes(spec, n, k));
+  q.scales.resize(format::scale_bytes(spec, n, k));
+  format::quantize_ref(format::SourceType::f32, f.data(), n, k, spec, q.codes.data(), q.scales.data());
+  return q;
+}
+
+class Llama final : public LlamaModel {
+ public:
+  Llama(Backend& b, int max_tokens) : b_(b), arena_(b), max_tokens_(max_tokens) {}
+
+  int max_tokens_per_step() const override { return max_tokens_; }
+
+  void load(const ModelSource& src, const LoadOptions& opts) {
+    config_ = src.config();
+    source_ = src.describe();
+    const LlamaConfig& c = config_;
+    embed_ = prepare_table(src.require("token_embd.weight"), c.vocab, c.dim);
+    output_norm_ = prepare_vector(src.require("output_norm.weight"), c.dim);
+    if (const SourceTensor* out = src.find("output.weight"); out && !c.tied_embeddings) {
+      output_ = prepare_linear(*out, c.vocab, c.dim,
+                               opts.quantize_output_head ? opts.weights : high_precision(opts.weights));
+    } else {
+      // Tied: the head is the embedding table (kept as loaded unless quantizing the head).
+      output_ =
+          opts.quantize_output_head && (opts.weights == WeightMode::fp8 || opts.weights == WeightMode::mxfp8)
+              ? prepare_linear(src.require("token_embd.weight"), c.vocab, c.dim, opts.weights)
+              : embed_;
+    }
+    layers_.resize(size_t(c.n_layers));
+    const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      Layer& L = layers_[size_t(l)];
+      auto name = [&](const char* part, const char* kind = "weight") {
+        return "blk." + std::to_string(l) + "." + part + "." + kind;
+      };
+      L.attn_norm = prepare_vector(src.require(name("attn_norm")), c.dim);
+      L.ffn_norm = prepare_vector(src.require(name("ffn_norm")), c.dim);
+      L.wq = prepare_linear(src.require(name("attn_q")), qd, c.dim, opts.weights);
+      L.wk = prepare_linear(src.require(name("attn_k")), kvd, c.dim, opts.weights);
+      L.wv = prepare_linear(src.require(name("attn_v")), kvd, c.dim, opts.weights);
+      L.wo = prepare_linear(src.require(name("attn_output")), c.dim, qd, opts.weights);
+      L.w_gate = prepare_linear(src.require(name("ffn_gate")), c.ffn, c.dim, opts.weights);
+      L.w_up = prepare_linear(src.require(name("ffn_up")), c.ffn, c.dim, opts.weights);
+      L.w_down = prepare_linear(src.require(name("ffn_down")), c.dim, c.ffn, opts.weights);
+      if (c.qkv_bias) {
+        L.bq = prepare_vector(src.require(name("attn_q", "bias")), qd);
+        L.bk = prepare_vector(src.require(name("attn_k", "bias")), kvd);
+        L.bv = prepare_vector(src.require(name("attn_v", "bias")), kvd);
+      }
+      if (c.qk_norm) {
+        L.q_norm = prepare_vector(src.require(name("attn_q_norm")), c.head_dim);
+        L.k_norm = prepare_vector(src.require(name("attn_k_norm")), c.head_dim);
+      }
+    }
+    std::vector<float> inv = rope_inv_freq(c);
+    std::vector<float> div = src.rope_freq_divisors();
+    if (!div.empty()) {
+      if (div.size() != inv.size())
+        throw Error("model " + source_ + ": rope_freqs.weight has " + std::to_string(div.size()) +
+                    " values, expected " + std::to_string(inv.size()));
+      for (size_t j = 0; j < inv.size(); ++j) inv[j] /= div[j];
+    }
+    setup_common(inv);
+  }
+
+  void build_random(const LlamaConfig& c, WeightMode mode, uint64_t seed) {
+    config_ = c;
+    source_ = "random weights (seed " + std::to_string(seed) + ")";
+    uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+    // Uniform in [-a, a] with a = 0.02 * sqrt(3): standard deviation 0.02, cheap to draw.
+    auto fill = [&](int64_t n, int64_t k) {
+      std::vector<float> f(size_t(n * k));
+      const float a = 0.02f * std::sqrt(3.0f);
+      for (float& x : f) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        x = (float(state >> 40) * (1.0f / 16777216.0f) * 2 - 1) * a;
+      }
+      return f;
+    };
+    auto linear = [&](int64_t n, int64_t k) {
+      SourceTensor t;
+      std::vector<float> f = fill(n, k);
+      t.type = SourceTensor::Type::f32;
+      t.shape = {n, k};
+      t.data = reinterpret_cast<const uint8_t*>(f.data());
+      t.name = "random";
+      return prepare_linear(t, n, k, mode, &f);
+    };
+    std::vector<float> ones(size_t(std::max(c.dim, c.head_dim)), 1.0f);
+    auto vec = [&](int64_t n) { return static_cast<float*>(arena_.upload(ones.data(), size_t(n) * 4)); };
+    {
+      std::vector<float> e = fill(c.vocab, c.dim);
+      SourceTensor t;
+      t.type = SourceTensor::Type::f32;
+      t.shape = {c.vocab, c.dim};
+      t.data = reinterpret_cast<const uint8_t*>(e.data());
+      embed_ =
+          prepare_table(t, c.vocab, c.dim, mode == WeightMode::f32 ? WeightMode::f32 : WeightMode::bf16, &e);
+      output_ = c.tied_embeddings ? embed_ : linear(c.vocab, c.dim);
+    }
+    output_norm_ = vec(c.dim);
+    stats_.bytes += size_t(c.dim) * 4;
+    const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+    layers_.resize(size_t(c.n_layers));
+    for (Layer& L : layers_) {
+      L.attn_norm = vec(c.dim);
+      L.ffn_norm = vec(c.dim);
+      L.wq = linear(qd, c.dim);
+      L.wk = linear(kvd, c.dim);
+      L.wv = linear(kvd, c.dim);
+      L.wo = linear(c.dim, qd);
+      L.w_gate = linear(c.ffn, c.dim);
+      L.w_up = linear(c.ffn, c.dim);
+      L.w_down = linear(c.dim, c.ffn);
+      if (c.qk_norm) {
+        L.q_norm = vec(c.head_dim);
+        L.k_norm = vec(c.head_dim);
+      }
+      if (c.qkv_bias) {
+        std::vector<float> z(size_t(qd), 0.0f);
+        L.bq = static_cast<float*>(arena_.upload(z.data(), size_t(qd) * 4));
+        L.bk = static_cast<float*>(arena_.upload(z.data(), size_t(kvd) * 4));
+        L.bv = static_cast<float*>(arena_.upload(z.data(), size_t(kvd) * 4));
+      }
+    }
+    setup_common(rope_inv_freq(c));
+  }
+
+  void forward(const StepBatch& sb, backend::KvCache& kv, float* logits) override {
+    const LlamaConfig& c = config_;
+    const int T = int(sb.tokens.size());
+    if (T <= 0) return;
+    if (T > max_tokens_)
+      throw Error("forward: " + std::to_string(T) + " tokens in one step, more than the " +
+                  std::to_string(max_tokens_) + " the model was set up for");
+    if (sb.pos.size() != size_t(T) || sb.seq.size() != size_t(T) || sb.slot.size() != size_t(T) ||
+        sb.kv_len.size() != size_t(T))
+      throw Error("forward: batch arrays have inconsistent lengths");
+    const int R = int(sb.logit_rows.size());
+    for (int32_t r : sb.logit_rows)
+      if (r < 0 || r >= T) throw Error("forward: logit row " + std::to_string(r) + " outside the batch");
+    for (int32_t t : sb.tokens)
+      if (t < 0 || t >= c.vocab)
+        throw Error("forward: token id " + std::to_string(t) + " outside the vocabulary");
+
+    upload_ints(d_tokens_, sb.tokens);
+    upload_ints(d_pos_, sb.pos);
+    upload_ints(d_seq_, sb.seq);
+    upload_ints(d_slot_, sb.slot);
+    upload_ints(d_kvlen_, sb.kv_len);
+    upload_ints(d_rows_, sb.logit_rows);
+    if (sb.block_tables.size() > bt_capacity_) {
+      if (d_bt_) b_.free(d_bt_);
+      bt_capacity_ = sb.block_tables.size() * 2;
+      d_bt_ = static_cast<int32_t*>(b_.alloc(bt_capacity_ * 4));
+    }
+    b_.upload(d_bt_, sb.block_tables.data(), sb.block_tables.size() * 4);
+
+    const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+    b_.embedding(embed_, d_tokens_, T, x_);
+    backend::RopeArgs rope{c.rope_style, int(c.head_dim), int(c.head_dim), inv_freq_};
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const Layer& L = layers_[size_t(l)];
+      b_.rmsnorm(x_, L.attn_norm, T, c.dim, c.norm_eps, h_);
+      b_.matmul(L.wq, h_, T, q_, L.bq);
+      b_.matmul(L.wk, h_, T, k_, L.bk);
+      b_.matmul(L.wv, h_, T, v_, L.bv);
+      if (c.qk_norm) {
+        b_.rmsnorm(q_, L.q_norm, int64_t(T) * c.n_heads, c.head_dim, c.norm_eps, q_);
+        b_.rmsnorm(k_, L.k_norm, int64_t(T) * c.n_kv_heads, c.head_dim, c.norm_eps, k_);
+      }
+      b_.rope(q_, d_pos_, T, c.n_heads, rope);
+      b_.rope(k_, d_pos_, T, c.n_kv_heads, rope);
+      b_.kv_write(kv, int(l), k_, v_, d_slot_, T);
+      backend::AttentionArgs a;
+      a.q = q_;
+      a.out = att_;
+      a.n_tokens = T;
+      a.n_heads = int(c.n_heads);
+      a.n_kv_heads = int(c.n_kv_heads);
+      a.head_dim = int(c.head_dim);
+      a.scale = 1.0f / std::sqrt(float(c.head_dim));
+      a.layer = int(l);
+      a.seq = d_seq_;
+      a.kv_len = d_kvlen_;
+      a.block_tables = d_bt_;
+      a.max_pages_per_seq = sb.max_pages_per_seq;
+      b_.attention(kv, a);
+      b_.matmul(L.wo, att_, T, h_);
+      b_.add(x_, h_, int64_t(T) * c.dim);
+      b_.rmsnorm(x_, L.ffn_norm, T, c.dim, c.norm_eps, h_);
+      b_.matmul(L.w_gate, h_, T, gate_);
+      b_.matmul(L.w_up, h_, T, up_);
+      b_.silu_mul(gate_, up_, gate_, int64_t(T) * c.ffn);
+      b_.matmul(L.w_down, gate_, T, h_);
+      b_.add(x_, h_, int64_t(T) * c.dim);
+    }
+    (void)qd;
+    (void)kvd;
+    if (R == 0) return;
+    // Gather the rows that need logits (an embedding lookup into the activations), then the head.
+    WeightView rows{WeightFormat::f32, T, c.dim, x_, nullptr, ScaleType::ue8m0};
+    b_.embedding(rows, d_rows_, R, h_);
+    b_.rmsnorm(h_, output_norm_, R, c.dim, c.norm_eps, h_);
+    b_.matmul(output_, h_, R, logits_);
+    b_.download(logits, logits_, size_t(R) * size_t(c.vocab) * 4);
+  }
+
+ private:
+  struct Layer {
+    float* attn_norm = nullptr;
+    float* ffn_norm = nullptr;
+    float* q_norm = nullptr;
+    float* k_norm = nullptr;
+    float* bq = nullptr;
+    float* bk = nullptr;
+    float* bv = nullptr;
+    WeightView wq, wk, wv, wo, w_gate, w_up, w_down;
+  };
+
+  static WeightMode high_precision(WeightMode m) {
+    return m == WeightMode::fp8 || m == WeightMode::mxfp8 ? WeightMode::as_given : m;
+  }
+
+  void note(const WeightView& w, bool linear) {
+    size_t bytes = backend::weight_data_bytes(w.format, w.n, w.k) +
+                   backend::weight_scale_bytes(w.format, w.scale_type, w.n, w.k);
+    stats_.bytes += bytes;
+    if (linear) stats_.linear_bytes += bytes;
+    stats_.parameters += w.n * w.k;
+    if (w.format != WeightFormat::f32) stats_.linear_all_f32 = false;
+    format_counts_[backend::weight_format_name(w.format)]++;
+    stats_.formats.clear();
+    for (auto& [name, count] : format_counts_)
+      stats_.formats += (stats_.formats.empty() ? "" : ", ") + name + " x " + std::to_string(count);
+  }
+
+  void check_shape(const SourceTensor& t, int64_t n, int64_t k) const {
+    bool ok = (t.shape.size() == 2 && t.shape[0] == n && t.shape[1] == k);
+    if (!ok) {
+      std::string got;
+      for (int64_t d : t.shape) got += (got.empty() ? "" : ", ") + std::to_string(d);
+      throw Error("model " + source_ + ": tensor '" + t.name + "' has shape [" + got + "], expected [" +
+                  std::to_string(n) + ", " + std::to_string(k) + "]");
+    }
+  }
+
+  // Keeps host data without a copy when the backend computes on host memory (the source stays mapped).
+  const void* keep(const void* host, size_t bytes) {
+    return b_.info().host_memory ? host : arena_.upload(host, bytes);
+  }
+
+  // A matmul weight in the format `mode` asks for. `f32_hint` may hold the tensor already as f32.
+  WeightView prepare_linear(const SourceTensor& t, int64_t n, int64_t k, WeightMode mode,
+                            const std::vector<float>* f32_hint = nullptr) {
+    check_shape(t, n, k);
+    WeightView w;
+    w.n = n;
+    w.k = k;
+    using T = SourceTensor::Type;
+    const bool src_fp8_block = t.type == T::e4m3 && t.scale_block_rows == 128 && t.scale_block_cols == 128;
+    const bool src_mxfp8 =
+        t.type == T::e4m3 && t.scales_ue8m0 && t.scale_block_rows == 1 && t.scale_block_cols == 32;
+    if (mode == WeightMode::as_given) {
+      mode = t.type == T::bf16   ? WeightMode::bf16
+             : src_fp8_block     ? WeightMode::fp8
+             : src_mxfp8         ? WeightMode::mxfp8
+             : t.type == T::e4m3 ? WeightMode::bf16
+                                 : WeightMode::f32;
+    }
+    auto f32 = [&]() { return f32_hint ? *f32_hint : source_to_f32(t); };
+    switch (mode) {
+      case WeightMode::f32:
+        w.format = WeightFormat::f32;
+        if (t.type == T::f32 && !f32_hint) {
+          w.data = keep(t.data, size_t(n * k) * 4);
+        } else {
+          std::vector<float> v = f32();
+          w.data = arena_.upload(v.data(), v.size() * 4);
+        }
+        break;
+      case WeightMode::bf16:
+        w.format = WeightFormat::bf16;
+        if (t.type == T::bf16) {
+          w.data = keep(t.data, size_t(n * k) * 2);
+        } else {
+          std::vector<uint16_t> v = to_bf16(f32());
+          w.data = arena_.upload(v.data(), v.size() * 2);
+        }
+        break;
+      case WeightMode::fp8:
+      case WeightMode::mxfp8: {
+        const bool mx = mode == WeightMode::mxfp8;
+        w.format = mx ? WeightFormat::mxfp8 : WeightFormat::fp8_block;
+        if ((!mx && src_fp8_block) || (mx && src_mxfp8)) {
+          w.scale_type = t.scales_ue8m0 ? ScaleType::ue8m0 : ScaleType::f32;
+          w.data = keep(t.data, size_t(n * k));
+          w.scales = keep(t.scales, backend::weight_scale_bytes(w.format, w.scale_type, n, k));
+        } else {
+          Quantized q = quantize_fp8(f32(), n, k, mx);
+          w.scale_type = ScaleType::ue8m0;
+          w.data = arena_.upload(q.codes.data(), q.codes.size());
+          w.scales = arena_.upload(q.scales.data(), q.scales.size());
+        }
+        break;
+      }
+      case WeightMode::as_given:
+        break;
+    }
+    note(w, true);
+    return w;
+  }
+
+  // The embedding table: f32 or bf16 as given (other types are dequantized to f32; FP8 is kept).
+  WeightView prepare_table(const SourceTensor& t, int64_t n, int64_t k,
+                           WeightMode mode = WeightMode::as_given,
+                           const std::vector<float>* f32_hint = nullptr) {
+    check_shape(t, n, k);
+    using T = SourceTensor::Type;
+    WeightMode m = mode != WeightMode::as_given ? mode
+                   : t.type == T::bf16          ? WeightMode::bf16
+                   : t.type == T::e4m3          ? WeightMode::as_given
+                                                : WeightMode::f32;
+    WeightView w = prepare_linear(t, n, k, m, f32_hint);
+    // prepare_linear counted it as a linear weight; an embedding table is not read by matmuls.
+    stats_.linear_bytes -= backend::weight_data_bytes(w.format, n, k) +
+                           backend::weight_scale_bytes(w.format, w.scale_type, n, k);
+    return w;
+  }
+
+  float* prepare_vector(const SourceTensor& t, int64_t n) {
+    if (t.numel() != n || t.shape.size() != 1)
+      throw Error("model " + source_ + ": tensor '" + t.name + "' has " + std::to_string(t.numel()) +
+                  " values, expected a vector of " + std::to_string(n));
+    std::vector<float> v = source_to_f32(t);
+    stats_.bytes += size_t(n) * 4;
+    stats_.parameters += n;
+    return static_cast<float*>(arena_.upload(v.data(), v.size() * 4));
+  }
+
+  void setup_common(const std::vector<float>& inv) {
+    const LlamaConfig& c = config_;
+    inv_freq_ = static_cast<float*>(arena_.upload(inv.data(), inv.size() * 4));
+    const size_t T = size_t(max_tokens_);
+    auto buf = [&](int64_t per_token) {
+      return static_cast<float*>(arena_.alloc(T * size_t(per_token) * 4));
+    };
+    x_ = buf(c.dim);
+    h_ = buf(std::max(c.dim, c.n_heads * c.head_dim));
+    q_ = buf(c.n_heads * c.head_dim);
+    k_ = buf(c.n_kv_heads * c.head_dim);
+    v_ = buf(c.n_kv_heads * c.head_dim);
+    att_ = buf(c.n_heads * c.head_dim);
+    gate_ = buf(c.ffn);
+    up_ = buf(c.ffn);
+    logits_ = buf(c.vocab);
+    for (int32_t** p : {&d_tokens_, &d_pos_, &d_seq_, &d_slot_, &d_kvlen_, &d_rows_})
+      *p = static_cast<int32_t*>(arena_.alloc(T * 4));
+  }
+
+  void upload_ints(int32_t* dst, const std::vector<int32_t>& v) {
+    if (!v.empty()) b_.upload(dst, v.data(), v.size() * 4);
+  }
+
+  Backend& b_;
+  BackendArena arena_;
+  int max_tokens_;
+  std::map<std::string, int> format_counts_;
+  WeightView embed_, output_;
+  float* output_norm_ = nullptr;
+  std::vector<Layer> layers_;
+  float* inv_freq_ = nullptr;
+  float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *att_ = nullptr;
+  float *gate_ = nullptr, *up_ = nullptr, *logits_ = nullptr;
+  int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_seq_ = nullptr, *d_slot_ = nullptr, *d_kvlen_ = nullptr,
+          *d_rows_ = nullptr;
+  int32_t* d_bt_ = nullptr;
+  size_t bt_capacity_ = 0;
+
+ public:
+  ~Llama() override {
+    if (d_bt_) b_.free(d_bt_);
+  }
+  std::unique_ptr<ModelSource> source_holder_;  // keeps mapped files alive for zero-copy weights
+};
+
+}  // namespace
+
+std::unique_ptr<LlamaModel> load_llama(const std::string& path, Backend& backend, const LoadOptions& opts) {
+  if (opts.max_tokens_per_step <= 0) throw Error("load: max_tokens_per_step must be positive");
+  auto src = open_model_source(path);
+  auto m = std::make_unique<Llama>(backend, opts.max_tokens_per_step);
+  m->load(*src, opts);
+  m->source_holder_ = std::move(src);
+  return m;
+}
+
+std::unique_ptr<LlamaModel> make_random_llama(const LlamaConfig& c, Backend& backend, WeightMode mode,
+                                              int max_tokens_per_step, uint64_t seed) {
+  auto m = std::make_unique<Llama>(backend, max_tokens_per_step);
+  m->build_random(c, mode, seed);
+  return m;
+}
+
+}  // namespace mx8::model

@@ -1,0 +1,163 @@
+// Llama-family configuration from GGUF metadata or a Hugging Face config.json, and RoPE frequencies.
+#include <cmath>
+#include <filesystem>
+
+#include "model/model_source.h"
+#include "mx8/error.h"
+#include "mx8/io/gguf.h"
+#include "mx8/io/hf_config.h"
+#include "mx8/model/llama.h"
+
+namespace mx8::model {
+
+namespace {
+
+bool supported_arch(const std::string& a) {
+  return a == "llama" || a == "mistral" || a == "qwen2" || a == "qwen3";
+}
+
+[[noreturn]] void unsupported_arch(const std::string& arch, const std::string& path) {
+  throw Error("model " + path + ": architecture '" + arch +
+              "' is not supported (mx8 runs the Llama family: llama, mistral, qwen2, qwen3)");
+}
+
+void check_config(const LlamaConfig& c, const std::string& path) {
+  auto bad = [&](const std::string& what) { throw Error("model " + path + ": " + what); };
+  if (c.vocab <= 0 || c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 ||
+      c.head_dim <= 0 || c.ffn <= 0)
+    bad("config has a non-positive size (vocab " + std::to_string(c.vocab) + ", dim " +
+        std::to_string(c.dim) + ", layers " + std::to_string(c.n_layers) + ", heads " +
+        std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads) + ", head_dim " +
+        std::to_string(c.head_dim) + ", ffn " + std::to_string(c.ffn) + ")");
+  if (c.n_heads % c.n_kv_heads != 0)
+    bad("attention heads " + std::to_string(c.n_heads) + " are not a multiple of kv heads " +
+        std::to_string(c.n_kv_heads));
+  if (c.head_dim % 2 != 0) bad("head_dim " + std::to_string(c.head_dim) + " is odd (RoPE rotates pairs)");
+}
+
+}  // namespace
+
+LlamaConfig config_from_gguf(const io::GgufFile& g) {
+  LlamaConfig c;
+  const std::string arch = g.require_string("general.architecture");
+  if (!supported_arch(arch)) unsupported_arch(arch, g.path());
+  c.arch = arch;
+  auto key = [&](const std::string& k) { return arch + "." + k; };
+  c.dim = g.require_int(key("embedding_length"));
+  c.n_layers = g.require_int(key("block_count"));
+  c.ffn = g.require_int(key("feed_forward_length"));
+  c.n_heads = g.require_int(key("attention.head_count"));
+  c.n_kv_heads = g.get_int(key("attention.head_count_kv"), c.n_heads);
+  c.head_dim = g.get_int(key("attention.key_length"), c.n_heads > 0 ? c.dim / c.n_heads : 0);
+  c.norm_eps = float(g.get_float(key("attention.layer_norm_rms_epsilon"), 1e-5));
+  c.rope_theta = g.get_float(key("rope.freq_base"), 10000.0);
+  c.max_position = g.get_int(key("context_length"), 2048);
+  std::string scaling = g.get_string(key("rope.scaling.type"), "none");
+  if (scaling == "linear") {
+    c.rope_scaling.type = RopeScaling::Type::linear;
+    c.rope_scaling.factor = g.require_float(key("rope.scaling.factor"));
+  } else if (scaling != "none") {
+    throw Error("model " + g.path() + ": RoPE scaling type '" + scaling +
+                "' is not supported (none, linear, llama3)");
+  }
+  // llama.cpp writes Llama-3.1's llama3 scaling as a tensor of per-pair frequency divisors.
+  if (g.find_tensor("rope_freqs.weight")) c.rope_scaling.type = RopeScaling::Type::llama3;
+  // GGUF "llama" Q/K weights are stored in Meta's interleaved-pair order; qwen2/qwen3 use NeoX halves.
+  c.rope_style =
+      arch == "llama" || arch == "mistral" ? backend::RopeStyle::interleaved : backend::RopeStyle::half;
+  if (const io::GgufValue* t = g.find("tokenizer.ggml.tokens"); t && t->type == io::GgufValueType::kArray)
+    c.vocab = int64_t(t->array_size);
+  if (const io::GgufTensor* e = g.find_tensor("token_embd.weight"); e && e->ne.size() == 2)
+    c.vocab = int64_t(e->ne[1]);
+  c.vocab = g.get_int(key("vocab_size"), c.vocab);
+  c.tied_embeddings = g.find_tensor("output.weight") == nullptr;
+  c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
+  c.qk_norm = g.find_tensor("blk.0.attn_q_norm.weight") != nullptr;
+  c.bos = int32_t(g.get_int("tokenizer.ggml.bos_token_id", -1));
+  if (int64_t eos = g.get_int("tokenizer.ggml.eos_token_id", -1); eos >= 0) c.eos.push_back(int32_t(eos));
+  if (int64_t eot = g.get_int("tokenizer.ggml.eot_token_id", -1); eot >= 0) c.eos.push_back(int32_t(eot));
+  check_config(c, g.path());
+  return c;
+}
+
+LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path) {
+  LlamaConfig c;
+  if (!supported_arch(h.model_type)) unsupported_arch(h.model_type, path);
+  c.arch = h.model_type;
+  c.vocab = h.vocab_size;
+  c.dim = h.hidden_size;
+  c.n_layers = h.num_hidden_layers;
+  c.n_heads = h.num_attention_heads;
+  c.n_kv_heads = h.num_key_value_heads;
+  c.head_dim = h.head_dim;
+  c.ffn = h.intermediate_size;
+  c.norm_eps = float(h.rms_norm_eps);
+  c.rope_theta = h.rope_theta;
+  c.max_position = h.max_position_embeddings;
+  c.rope_style = backend::RopeStyle::half;  // transformers' rotate_half (checkpoints are permuted for it)
+  c.qkv_bias = h.qkv_bias();
+  c.qk_norm = h.model_type == "qwen3";
+  c.tied_embeddings = h.tie_word_embeddings;
+  c.bos = h.bos_token_id ? int32_t(*h.bos_token_id) : -1;
+  for (int64_t e : h.eos_token_ids) c.eos.push_back(int32_t(e));
+  const nlohmann::json& rs = h.rope_scaling;
+  if (rs.is_object()) {
+    std::string type = rs.value("rope_type", rs.value("type", std::string("default")));
+    if (type == "llama3") {
+      c.rope_scaling.type = RopeScaling::Type::llama3;
+      c.rope_scaling.factor = rs.value("factor", 8.0);
+      c.rope_scaling.low_freq_factor = rs.value("low_freq_factor", 1.0);
+      c.rope_scaling.high_freq_factor = rs.value("high_freq_factor", 4.0);
+      c.rope_scaling.original_max_position = rs.value("original_max_position_embeddings", int64_t(8192));
+    } else if (type == "linear") {
+      c.rope_scaling.type = RopeScaling::Type::linear;
+      c.rope_scaling.factor = rs.value("factor", 1.0);
+    } else if (type != "default") {
+      throw Error("model " + path + ": RoPE scaling type '" + type +
+                  "' is not supported (default, linear, llama3)");
+    }
+  }
+  check_config(c, path);
+  return c;
+}
+
+std::vector<float> rope_inv_freq(const LlamaConfig& c) {
+  const int half = int(c.head_dim / 2);
+  std::vector<float> f(half);
+  for (int j = 0; j < half; ++j)
+    f[j] = 1.0f / std::pow(float(c.rope_theta), float(2 * j) / float(c.head_dim));
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type == RopeScaling::Type::linear) {
+    for (float& x : f) x = float(x / s.factor);
+  } else if (s.type == RopeScaling::Type::llama3) {
+    // transformers' _compute_llama3_parameters: long wavelengths divided by factor, short ones kept,
+    // a linear blend in between.
+    const double old_len = double(s.original_max_position);
+    const double low_wavelen = old_len / s.low_freq_factor;
+    const double high_wavelen = old_len / s.high_freq_factor;
+    for (float& x : f) {
+      const double inv = x;
+      const double wavelen = 2 * M_PI / inv;
+      double out = inv;
+      if (wavelen > low_wavelen) {
+        out = inv / s.factor;
+      } else if (wavelen >= high_wavelen) {
+        double smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        out = (1 - smooth) * inv / s.factor + smooth * inv;
+      }
+      x = float(out);
+    }
+  }
+  return f;
+}
+
+LlamaConfig read_llama_config(const std::string& path) {
+  if (std::filesystem::is_directory(path) || std::filesystem::path(path).filename() == "config.json") {
+    std::string folder =
+        std::filesystem::is_directory(path) ? path : std::filesystem::path(path).parent_path().string();
+    return config_from_hf(io::HfConfig::load(folder), folder);
+  }
+  return config_from_gguf(io::GgufFile::open(path));
+}
+
+}  // namespace mx8::model

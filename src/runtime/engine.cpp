@@ -1,0 +1,288 @@
+// Engine: continuous batching over a paged KV cache (see engine.h).
+#include "mx8/runtime/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "mx8/error.h"
+
+namespace mx8::runtime {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::none:
+      return "none";
+    case FinishReason::stop_token:
+      return "stop";
+    case FinishReason::max_tokens:
+      return "length";
+    case FinishReason::context_full:
+      return "context_full";
+    case FinishReason::cancelled:
+      return "cancelled";
+  }
+  return "?";
+}
+
+struct Engine::Seq {
+  int id = 0;
+  std::vector<int32_t> tokens;  // prompt, then generated tokens
+  size_t prompt_len = 0;
+  size_t cached = 0;  // positions whose K/V are in the cache
+  std::vector<int32_t> pages;
+  GenerationParams params;
+  Sampler sampler;
+  int generated = 0;
+  FinishReason finish = FinishReason::none;
+  std::vector<float> last_logits;
+  Seq(const GenerationParams& p) : params(p), sampler(p.sampling) {}
+};
+
+Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const EngineOptions& opts)
+    : model_(model), backend_(backend), opts_(opts) {
+  const model::LlamaConfig& c = model.config();
+  if (opts.max_context <= 0 || opts.max_sequences <= 0 || opts.page_size <= 0)
+    throw Error("engine: max_context, max_sequences and page_size must be positive");
+  if (!backend.supports_kv(opts.kv_format))
+    throw Error("backend " + backend.info().name + " does not support a " +
+                std::string(backend::kv_format_name(opts.kv_format)) + " KV cache");
+  max_pages_per_seq_ = (opts.max_context + opts.page_size - 1) / opts.page_size;
+  backend::KvCacheDesc d;
+  d.format = opts.kv_format;
+  d.n_layers = int(c.n_layers);
+  d.n_kv_heads = int(c.n_kv_heads);
+  d.head_dim = int(c.head_dim);
+  d.page_size = opts.page_size;
+  d.n_pages = max_pages_per_seq_ * opts.max_sequences;
+  kv_ = backend.create_kv_cache(d);
+  free_pages_.resize(size_t(d.n_pages));
+  // Hand out low page numbers first (pop_back takes the end).
+  for (int i = 0; i < d.n_pages; ++i) free_pages_[size_t(i)] = d.n_pages - 1 - i;
+}
+
+Engine::~Engine() = default;
+
+size_t Engine::kv_bytes() const {
+  return kv_->desc().total_bytes();
+}
+
+int Engine::add(std::vector<int32_t> prompt, const GenerationParams& params) {
+  if (prompt.empty()) throw Error("engine: empty prompt (a model needs at least one token, e.g. BOS)");
+  if (prompt.size() >= size_t(opts_.max_context))
+    throw Error("engine: prompt of " + std::to_string(prompt.size()) +
+                " tokens does not fit the context of " + std::to_string(opts_.max_context));
+  if (int(seqs_.size()) >= opts_.max_sequences)
+    throw Error("engine: already " + std::to_string(seqs_.size()) + " sequences (max_sequences)");
+  for (int32_t t : prompt)
+    if (t < 0 || t >= model_.config().vocab)
+      throw Error("engine: prompt token " + std::to_string(t) + " outside the vocabulary");
+  auto s = std::make_unique<Seq>(params);
+  s->id = next_id_++;
+  s->prompt_len = prompt.size();
+  s->tokens = std::move(prompt);
+  seqs_.push_back(std::move(s));
+  return seqs_.back()->id;
+}
+
+void Engine::cancel(int request) {
+  for (auto& s : seqs_)
+    if (s->id == request && s->finish == FinishReason::none) s->finish = FinishReason::cancelled;
+}
+
+bool Engine::idle() const {
+  return seqs_.empty();
+}
+
+const std::vector<float>* Engine::last_logits(int request) const {
+  for (auto& s : seqs_)
+    if (s->id == request) return &s->last_logits;
+  return nullptr;
+}
+
+int Engine::alloc_page() {
+  // Each sequence can hold max_pages_per_seq pages and there are that many per sequence slot, so a
+  // resident sequence never runs out; this is a defensive check.
+  if (free_pages_.empty()) throw Error("engine: KV cache out of pages");
+  int p = free_pages_.back();
+  free_pages_.pop_back();
+  return p;
+}
+
+void Engine::release(Seq& s) {
+  for (int32_t p : s.pages) free_pages_.push_back(p);
+  s.pages.clear();
+}
+
+std::vector<TokenEvent> Engine::step() {
+  std::vector<TokenEvent> events;
+  // Drop cancelled sequences first.
+  for (auto& s : seqs_)
+    if (s->finish == FinishReason::cancelled) {
+      events.push_back({s->id, -1, FinishReason::cancelled});
+      release(*s);
+    }
+  std::erase_if(seqs_, [](auto& s) { return s->finish == FinishReason::cancelled; });
+  if (seqs_.empty()) return events;
+
+  const auto t0 = std::chrono::steady_clock::now();
+  int budget = model_.max_tokens_per_step();
+  model::StepBatch b;
+  b.max_pages_per_seq = max_pages_per_seq_;
+  std::vector<Seq*> sampled;  // sequences whose logits come back, in logit-row order
+  int64_t n_decode = 0, n_prefill = 0;
+  // Decode tokens first (one per running sequence), then prefill chunks with what budget is left.
+  for (int pass = 0; pass < 2 && budget > 0; ++pass) {
+    for (auto& sp : seqs_) {
+      Seq& s = *sp;
+      const size_t pending = s.tokens.size() - s.cached;
+      const bool decoding = s.cached >= s.prompt_len;
+      if (pending == 0 || decoding != (pass == 0) || budget == 0) continue;
+      const int chunk = int(std::min<size_t>(pending, size_t(budget)));
+      const int row = int(b.block_tables.size()) / max_pages_per_seq_;
+      // Make sure the pages for the new positions exist.
+      const size_t last_pos = s.cached + size_t(chunk) - 1;
+      while (s.pages.size() <= last_pos / size_t(opts_.page_size)) s.pages.push_back(alloc_page());
+      for (int i = 0; i < max_pages_per_seq_; ++i)
+        b.block_tables.push_back(i < int(s.pages.size()) ? s.pages[size_t(i)] : 0);
+      for (int i = 0; i < chunk; ++i) {
+        const int32_t pos = int32_t(s.cached) + i;
+        b.tokens.push_back(s.tokens[size_t(pos)]);
+        b.pos.push_back(pos);
+        b.seq.push_back(row);
+        b.slot.push_back(s.pages[size_t(pos / opts_.page_size)] * opts_.page_size + pos % opts_.page_size);
+        b.kv_len.push_back(pos + 1);
+      }
+      s.cached += size_t(chunk);
+      budget -= chunk;
+      (decoding ? n_decode : n_prefill) += chunk;
+      if (s.cached == s.tokens.size()) {
+        b.logit_rows.push_back(int32_t(b.tokens.size()) - 1);
+        sampled.push_back(&s);
+      }
+    }
+  }
+  const size_t vocab = size_t(model_.config().vocab);
+  logits_.resize(b.logit_rows.size() * vocab);
+  model_.forward(b, *kv_, logits_.data());
+
+  for (size_t r = 0; r < sampled.size(); ++r) {
+    Seq& s = *sampled[r];
+    std::span<float> lg(logits_.data() + r * vocab, vocab);
+    if (keep_logits_) s.last_logits.assign(lg.begin(), lg.end());
+    const int32_t tok = s.sampler.sample(lg, s.tokens);
+    s.tokens.push_back(tok);
+    s.generated++;
+    TokenEvent e{s.id, tok, FinishReason::none};
+    const auto& st = s.params.stop_tokens;
+    if (std::find(st.begin(), st.end(), tok) != st.end())
+      e.finish = FinishReason::stop_token;
+    else if (s.generated >= s.params.max_new_tokens)
+      e.finish = FinishReason::max_tokens;
+    else if (s.tokens.size() >= size_t(opts_.max_context))
+      e.finish = FinishReason::context_full;
+    s.finish = e.finish;
+    events.push_back(e);
+  }
+  for (auto& s : seqs_)
+    if (s->finish != FinishReason::none) release(*s);
+  std::erase_if(seqs_, [](auto& s) { return s->finish != FinishReason::none; });
+
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  stats_.steps++;
+  stats_.prefill_tokens += n_prefill;
+  stats_.decode_tokens += n_decode;
+  if (n_decode > 0)
+    stats_.decode_seconds += dt;
+  else
+    stats_.prefill_seconds += dt;
+  return events;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+size_t host_available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  size_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return 0;
+}
+
+size_t estimate_weight_bytes(const model::LlamaConfig& c, model::WeightMode mode,
+                             int source_bytes_per_weight) {
+  const double per_layer = double(c.dim) * double(c.n_heads * c.head_dim) * 2 +
+                           double(c.dim) * double(c.n_kv_heads * c.head_dim) * 2 +
+                           double(c.dim) * double(c.ffn) * 3;
+  const double linear = per_layer * double(c.n_layers);
+  const double head = c.tied_embeddings ? 0 : double(c.vocab) * double(c.dim);
+  const double embed = double(c.vocab) * double(c.dim);
+  double bpw = source_bytes_per_weight;
+  switch (mode) {
+    case model::WeightMode::f32:
+      bpw = 4;
+      break;
+    case model::WeightMode::bf16:
+      bpw = 2;
+      break;
+    case model::WeightMode::fp8:
+      bpw = 1 + 1.0 / 16384;
+      break;
+    case model::WeightMode::mxfp8:
+      bpw = 1 + 1.0 / 32;
+      break;
+    case model::WeightMode::as_given:
+      break;
+  }
+  const double embed_bpw = source_bytes_per_weight >= 2 ? source_bytes_per_weight : 2;
+  return size_t((linear + head) * bpw + embed * embed_bpw);
+}
+
+MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const EngineOptions& o,
+                       int max_tokens_per_step) {
+  MemoryPlan p;
+  p.weight_bytes = weight_bytes;
+  backend::KvCacheDesc d;
+  d.format = o.kv_format;
+  d.n_layers = int(c.n_layers);
+  d.n_kv_heads = int(c.n_kv_heads);
+  d.head_dim = int(c.head_dim);
+  d.page_size = o.page_size;
+  d.n_pages = 1;
+  p.kv_bytes_per_token = d.total_bytes() / size_t(o.page_size);
+  const size_t pages = size_t((o.max_context + o.page_size - 1) / o.page_size) * size_t(o.max_sequences);
+  p.kv_bytes = d.total_bytes() * pages;
+  p.activation_bytes =
+      size_t(max_tokens_per_step) *
+      size_t(c.dim * 2 + c.n_heads * c.head_dim * 3 + c.n_kv_heads * c.head_dim * 2 + c.ffn * 2 + c.vocab) *
+      4;
+  p.available_bytes = host_available_memory();
+  const size_t total = p.weight_bytes + p.kv_bytes + p.activation_bytes;
+  p.fits = p.available_bytes == 0 || total <= p.available_bytes;
+  auto mib = [](size_t b) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f MiB", double(b) / 1048576.0);
+    return std::string(buf);
+  };
+  std::ostringstream s;
+  s << "memory plan: weights " << mib(p.weight_bytes) << " + KV cache ("
+    << backend::kv_format_name(o.kv_format) << ", " << o.max_context << " positions x " << o.max_sequences
+    << " sequences, " << p.kv_bytes_per_token << " bytes/position) " << mib(p.kv_bytes) << " + activations "
+    << mib(p.activation_bytes) << " = " << mib(total);
+  if (p.available_bytes) {
+    s << "; available " << mib(p.available_bytes) << ": " << (p.fits ? "fits" : "DOES NOT FIT");
+    if (!p.fits && p.kv_bytes_per_token) {
+      long long room = (long long)p.available_bytes - (long long)(p.weight_bytes + p.activation_bytes);
+      long long positions = room > 0 ? room / (long long)p.kv_bytes_per_token / o.max_sequences : 0;
+      s << " (at most about " << positions << " positions per sequence would)";
+    }
+  }
+  p.text = s.str();
+  return p;
+}
+
+}  // namespace mx8::runtime

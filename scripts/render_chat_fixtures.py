@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Renders chat-template fixtures for mx8's Jinja interpreter with the real Jinja2.
+
+The environment is set up as Hugging Face transformers sets it up for apply_chat_template
+(ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, loop controls, a tojson filter that
+keeps non-ASCII text, raise_exception, strftime_now), so the fixtures are what transformers
+renders. Templates: Llama-3, Qwen3 and DeepSeek-V3 (their tokenizer_config.json, committed under
+tests/data/tokenizers/), Llama-2 and Mistral-style templates, and a template written for this test
+that exercises the interpreter's features one by one.
+
+Usage: python3 scripts/render_chat_fixtures.py > tests/data/chat/fixtures.json
+(apt-get install -y python3-jinja2 provides Jinja2.)
+"""
+import json
+import os
+import sys
+
+import jinja2
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_env():
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    return env
+
+
+def token(v):
+    if isinstance(v, dict):
+        return v.get("content", "")
+    return v or ""
+
+
+def hf_template(name):
+    cfg = json.load(open(os.path.join(ROOT, "tests/data/tokenizers", name, "tokenizer_config.json"), encoding="utf-8"))
+    return {"source": cfg["chat_template"], "bos_token": token(cfg.get("bos_token")),
+            "eos_token": token(cfg.get("eos_token"))}
+
+
+# Llama-2-chat and Mistral-instruct style templates, in the shape those models ship them.
+LLAMA2 = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
+MISTRAL = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}")
+
+# Exercises the interpreter's constructs; written for this test.
+FEATURES = r"""{#- a comment -#}
+{%- set ns = namespace(count=0, roles=[]) -%}
+{% macro tag(name, body='none') -%}
+<{{ name }}>{{ body }}</{{ name }}>
+{%- endmacro %}
+{% for m in messages if m.role != 'tool' %}
+  {% set ns.count = ns.count + 1 %}
+  {{ loop.index }}/{{ loop.length }} {{ loop.revindex0 }} {{ 'first' if loop.first else ('last' if loop.last else 'mid') }}
+  {{- ' ' ~ m['role']|upper ~ ':' }} {{ m.content|trim|replace('\n', '\\n') }} ({{ m.content|length }})
+  {% if m.content.startswith('Hi') or m.content.endswith('?') %}greeting-or-question{% elif 'code' in m.content %}code{% else %}other{% endif %}
+
+  {% if loop.previtem is defined %}prev={{ loop.previtem.role }}{% endif %}
+{% else %}
+no messages
+{% endfor %}
+count={{ ns.count }} {{ messages|length - 1 }} {{ (messages|length) // 2 }} {{ 7 % 3 }} {{ -7 // 2 }} {{ 2 ** 8 }} {{ 10 / 4 }} {{ 1.5 * 2 }} {{ 0.1 + 0.2 }}
+{{ messages[-1].content[:5] }}|{{ messages[0].content[::-1] }}|{{ messages[0].content[1:4] }}|{{ 'a,b,,c'.split(',') }}|{{ '  x y  '.split() }}
+{{ messages|map(attribute='role')|join(', ') }} | {{ messages|selectattr('role', 'equalto', 'user')|list|length }} | {{ messages|rejectattr('role', 'equalto', 'user')|map(attribute='role')|list }}
+{{ none }} {{ true }} {{ [1, 'two', none, false, 2.5] }} {{ {'k': 'v', 'n': 1} }} {{ ('a', 1) }} {{ undefined_thing }}|{{ undefined_thing|default('dflt') }}|{{ ''|default('empty', true) }}
+{{ {'a': [1, 2, {'b': 'ünï'}], 'c': none, 'd': true, 'e': 1.25}|tojson }}
+{{ {'a': [1, 2], 'b': {}}|tojson(indent=2) }}
+{% for k, v in {'x': 1, 'y': 2}.items() %}{{ k }}={{ v }}{% if not loop.last %}, {% endif %}{% endfor %}
+
+{% for i in range(10) %}{% if i is odd %}{% continue %}{% endif %}{% if i > 6 %}{% break %}{% endif %}{{ i }}{% endfor %}
+
+{% set block %}captured {{ messages|length }}{% endset %}[{{ block }}] {{ tag('b', 'bold') }} {{ tag('i') }}
+{{ 'Hello World'.lower() }} {{ 'hello world'.title() }} {{ 'x'|capitalize }} {{ '  pad  '.strip() }}|{{ 'xxhixx'.strip('x') }}|{{ '--a'.lstrip('-') }}|{{ 'a\n\n'.rstrip('\n') }}|
+{{ messages[0] is mapping }} {{ messages[0].content is string }} {{ 3 is number }} {{ messages[0].missing is defined }} {{ none is none }} {{ 'b' in ['a', 'b'] }} {{ 'z' not in 'abc' }}
+{{ "double \"quoted\" and 'single'" }} {{ 'tab\there' }} {{ [3, 1, 2]|reverse|list }} {{ 'abc'|reverse }} {{ '42'|int + 1 }} {{ 3|string ~ '!' }} {{ -5|abs }} {{ [1, 2] + [3] }} {{ 'ab' * 3 }}
+    {%+ if true %}kept-indent{% endif %}
+  {%- if true %} stripped-left{% endif %}
+{% raw %}{{ not rendered }}{% endraw %}
+{{ '%s has %d items' % ('list', 3) }} {{ messages[0].get('role') }} {{ messages[0].get('nope', 'fallback') }} {{ messages[0].keys()|list }}
+{%- if add_generation_prompt %}
+
+GEN{% endif %}
+"""
+
+SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+U1 = {"role": "user", "content": "Hi there! What is 2+2?"}
+A1 = {"role": "assistant", "content": "2+2 is 4."}
+U2 = {"role": "user", "content": "  And some code?\nShow me.  "}
+A2 = {"role": "assistant", "content": "Sure:\n```python\nprint('hi')\n```"}
+U_UNI = {"role": "user", "content": "Ünïcödé 🦙 \"quotes\" 'single' <tags> & 日本語\ttab"}
+
+CONVERSATIONS = {
+    "user": [U1],
+    "system_user": [SYSTEM, U1],
+    "multi_turn": [SYSTEM, U1, A1, U2],
+    "ends_with_assistant": [U1, A1, U2, A2],
+    "unicode": [U_UNI],
+    "user_assistant_no_system": [U1, A1],
+}
+
+QWEN_EXTRA = {
+    "thinking": ([U1, {"role": "assistant", "content": "<think>\nLet me add.\n</think>\n\n2+2 is 4."}, U2], {}),
+    "reasoning_field": ([U1, {"role": "assistant", "content": "4.", "reasoning_content": "Add them."}], {}),
+    "no_thinking": ([U1], {"enable_thinking": False}),
+    "tools": ([SYSTEM, U1, {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 2}}}]},
+        {"role": "tool", "content": "4"}, {"role": "tool", "content": "four"}],
+        {"tools": [{"type": "function", "function": {"name": "add", "description": "Add two numbers",
+                    "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}}]}),
+}
+DEEPSEEK_EXTRA = {
+    "tools": ([SYSTEM, U1, {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "add", "arguments": "{\"a\": 2, \"b\": 2}"}},
+        {"type": "function", "function": {"name": "mul", "arguments": "{\"a\": 2, \"b\": 3}"}}]},
+        {"role": "tool", "content": "4"}, {"role": "tool", "content": "6"},
+        {"role": "assistant", "content": "4 and 6."}, U2], {}),
+    "two_system": ([SYSTEM, {"role": "system", "content": "Be brief."}, U1], {}),
+}
+
+
+def main():
+    env = make_env()
+    templates = {
+        "llama3": hf_template("llama3"),
+        "qwen3": hf_template("qwen3"),
+        "deepseek_v3": hf_template("deepseek_v3"),
+        "llama2": {"source": LLAMA2, "bos_token": "<s>", "eos_token": "</s>"},
+        "mistral": {"source": MISTRAL, "bos_token": "<s>", "eos_token": "</s>"},
+        "features": {"source": FEATURES, "bos_token": "<s>", "eos_token": "</s>"},
+    }
+    cases = []
+    for tname, t in templates.items():
+        compiled = env.from_string(t["source"])
+        convs = [(k, v, {}) for k, v in CONVERSATIONS.items()]
+        if tname == "qwen3":
+            convs += [(k, v, x) for k, (v, x) in QWEN_EXTRA.items()]
+        if tname == "deepseek_v3":
+            convs += [(k, v, x) for k, (v, x) in DEEPSEEK_EXTRA.items()]
+        for cname, messages, extra in convs:
+            for agp in (True, False):
+                variables = dict(extra)
+                variables["add_generation_prompt"] = agp
+                case = {"template": tname, "conversation": cname, "messages": messages, "variables": variables}
+                try:
+                    case["expected"] = compiled.render(messages=messages, bos_token=t["bos_token"],
+                                                       eos_token=t["eos_token"], **variables)
+                except jinja2.exceptions.TemplateError as e:
+                    case["error"] = str(e)
+                cases.append(case)
+    out = {"generator": "scripts/render_chat_fixtures.py with Jinja2 %s (transformers' settings)" % jinja2.__version__,
+           "templates": templates, "cases": cases}
+    json.dump(out, sys.stdout, ensure_ascii=False, indent=1)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

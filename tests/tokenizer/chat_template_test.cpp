@@ -1,0 +1,98 @@
+// Chat templates rendered by mx8's Jinja interpreter equal Jinja2's renderings byte for byte
+// (tests/data/chat/fixtures.json, made by scripts/render_chat_fixtures.py), and template errors
+// are reported.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "mx8/error.h"
+#include "mx8/runtime/chat_template.h"
+#include "tokenizer/tokenizer_test_data.h"
+
+namespace mx8::runtime {
+namespace {
+
+using nlohmann::ordered_json;
+
+ordered_json load_fixtures() {
+  auto path = std::filesystem::path(MX8_SOURCE_DIR) / "tests" / "data" / "chat" / "fixtures.json";
+  return ordered_json::parse(test::read_text(path));
+}
+
+TEST(ChatTemplate, MatchesJinja2Renderings) {
+  ordered_json fx = load_fixtures();
+  std::map<std::string, std::unique_ptr<ChatTemplate>> templates;
+  for (auto& [name, t] : fx["templates"].items())
+    templates[name] = std::make_unique<ChatTemplate>(
+        t["source"].get<std::string>(), t["bos_token"].get<std::string>(), t["eos_token"].get<std::string>());
+  size_t checked = 0;
+  for (auto& c : fx["cases"]) {
+    const ChatTemplate& t = *templates.at(c["template"].get<std::string>());
+    std::string label = c["template"].get<std::string>() + "/" + c["conversation"].get<std::string>() +
+                        " add_generation_prompt=" + c["variables"]["add_generation_prompt"].dump();
+    if (c.contains("error")) {
+      try {
+        t.render(c["messages"], c["variables"]);
+        ADD_FAILURE() << label << ": expected the template to raise '" << c["error"].get<std::string>()
+                      << "'";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(c["error"].get<std::string>()), std::string::npos) << e.what();
+      }
+    } else {
+      EXPECT_EQ(t.render(c["messages"], c["variables"]), c["expected"].get<std::string>()) << label;
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 80u);
+}
+
+TEST(ChatTemplate, ApplyWithPlainMessages) {
+  // The convenience form gives the same text as the JSON form.
+  ordered_json fx = load_fixtures();
+  auto& t = fx["templates"]["llama3"];
+  ChatTemplate tmpl(t["source"].get<std::string>(), t["bos_token"].get<std::string>(), "");
+  std::string text = tmpl.apply({{"system", "S"}, {"user", "U"}}, true);
+  EXPECT_EQ(text,
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>"
+            "user<|end_"
+            "header_id|>\n\nU<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+}
+
+TEST(ChatTemplate, FromModelFolders) {
+  for (const char* name : {"llama3", "qwen3", "deepseek_v3"}) {
+    auto dir = test::tokenizer_data_dir() / name;
+    auto t = ChatTemplate::from_model(dir);
+    ASSERT_TRUE(t.has_value()) << name;
+    EXPECT_FALSE(t->source().empty());
+    EXPECT_NE(t->apply({{"user", "hello"}}, true).find("hello"), std::string::npos) << name;
+  }
+  EXPECT_EQ(ChatTemplate::from_model(test::tokenizer_data_dir() / "deepseek_v3")->bos_token(),
+            "<\xEF\xBD\x9C"
+            "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
+  // The GGUF vocabularies have no chat template.
+  auto gguf = test::vocab_case_dir() / "ggml-vocab-llama-spm.gguf";
+  if (std::filesystem::exists(gguf)) EXPECT_FALSE(ChatTemplate::from_model(gguf).has_value());
+}
+
+TEST(ChatTemplate, ErrorsNameTheProblem) {
+  auto expect_error = [](const std::string& src, const std::string& needle) {
+    try {
+      ChatTemplate t(src);
+      t.apply({{"user", "x"}}, false);
+      ADD_FAILURE() << "no error for: " << src;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error("{% if true %}x", "missing {% endif %}");
+  expect_error("{{ x | nosuchfilter }}", "unsupported filter 'nosuchfilter'");
+  expect_error("{% frobnicate %}", "unsupported tag 'frobnicate'");
+  expect_error("{{ 'a' + 1 }}", "unsupported operand types");
+  expect_error("{{ raise_exception('boom') }}", "boom");
+  expect_error("line1\n{{ (1 }}", "line 2");
+  expect_error("{{ missing.attr }}", "undefined");
+}
+
+}  // namespace
+}  // namespace mx8::runtime

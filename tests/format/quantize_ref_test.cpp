@@ -248,3 +248,34 @@ TEST(QuantizeRef, RoundTripErrorWithinFormatBound) {
         }
       }
 }
+
+TEST(QuantizeRef, EveryStorageHoldsTheSameScales) {
+  // The same tensor quantized into each storage: identical codes, identical dequantization, and the
+  // packed storages convert back to the plain UE8M0 grid byte for byte.
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.f, 2.f);
+  const int64_t rows = 150, cols = 200;
+  std::vector<float> x(size_t(rows * cols));
+  for (auto& v : x) v = normal(rng);
+  for (Blocking b : {Blocking::tile(32), Blocking::tile(128), Blocking::block(128), Blocking::block(32),
+                     Blocking::per_row(), Blocking::per_tensor()}) {
+    SCOPED_TRACE(blocking_name(b));
+    QuantSpec base = mx(ElementFormat::e4m3, ScaleRule::ceil, b);
+    auto ref = quantize(x, rows, cols, base);
+    std::vector<float> ref_back(x.size());
+    dequantize_ref(ref.codes.data(), ref.scales.data(), rows, cols, base, ref_back.data());
+    for (ScaleStorage st : {ScaleStorage::f32, ScaleStorage::ue8m0_packed4, ScaleStorage::ue8m0_blackwell}) {
+      SCOPED_TRACE(scale_storage_name(st));
+      QuantSpec s = base;
+      s.storage = st;
+      auto q = quantize(x, rows, cols, s);
+      EXPECT_EQ(q.codes, ref.codes);
+      std::vector<float> back(x.size());
+      dequantize_ref(q.codes.data(), q.scales.data(), rows, cols, s, back.data());
+      EXPECT_EQ(back, ref_back);
+      std::vector<uint8_t> grid(ref.scales.size());
+      convert_scales(q.scales.data(), st, grid.data(), ScaleStorage::ue8m0, b, rows, cols);
+      EXPECT_EQ(grid, ref.scales);
+    }
+  }
+}

@@ -1,0 +1,255 @@
+// The fast GEMV kernels against the scalar references (double accumulation) on every ISA.
+//
+// Tolerance: the references round once; the fast paths round every product and accumulate in f32,
+// each term passing through at most D = K/8 + block_cols + K/block_cols + 16 roundings (the longest
+// chain over the kernels: 8-lane partial sums over K for M > 1, sequential sums within a block plus
+// one per block for the scalar path, the horizontal sum). So |y - ref| <= D * 2^-24 * sum_k |x_k w_k|
+// (+ a tiny absolute term for subnormal products). The bound is ~1000x below the size of a typical
+// single term at these K, so a dropped, doubled or mis-scaled element fails the test.
+#include "mx8/backend/cpu/gemv.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "backend_cpu/isa_list.h"
+#include "mx8/backend/cpu/quantize.h"
+#include "mx8/error.h"
+#include "mx8/format/ue8m0.h"
+
+namespace mx8::cpu {
+namespace {
+
+using format::ElementFormat;
+using format::ScaleStorage;
+
+struct Problem {
+  int64_t m, n, k;
+  std::vector<float> x;
+  std::vector<double> abs_dot;  // sum_k |x_k w_k| per output, for the tolerance
+};
+
+double tolerance(const Problem& p, int64_t block_cols, double abs_dot) {
+  double depth = double(p.k) / 8 + double(block_cols) + double(p.k) / double(block_cols) + 16;
+  return depth * std::ldexp(1.0, -24) * abs_dot + 1e-30;
+}
+
+std::vector<float> random_x(int64_t m, int64_t k, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<float> x(size_t(m * k));
+  for (auto& v : x) v = normal(rng);
+  return x;
+}
+
+struct Fp8Case {
+  std::vector<uint8_t> codes;
+  std::vector<uint8_t> scales_u8;
+  std::vector<float> scales_f32;
+  Fp8Matrix w;
+};
+
+Fp8Case random_fp8(int64_t n, int64_t k, int64_t br, int64_t bc, ElementFormat e, ScaleStorage st,
+                   std::mt19937& rng) {
+  Fp8Case c;
+  c.codes.resize(size_t(n * k));
+  for (auto& v : c.codes) {
+    v = uint8_t(rng());
+    // No NaN codes here (tested separately); E5M2 also has Inf codes 0x7C/0xFC: avoid them too.
+    if (e == ElementFormat::e4m3 && (v & 0x7F) == 0x7F) v ^= 1;
+    if (e == ElementFormat::e5m2 && (v & 0x7F) >= 0x7C) v &= 0xBF;
+  }
+  const int64_t gr = (n + br - 1) / br, gc = (k + bc - 1) / bc;
+  c.scales_u8.resize(size_t(gr * gc));
+  c.scales_f32.resize(size_t(gr * gc));
+  std::uniform_real_distribution<float> u(0.5f, 2.f);
+  for (size_t i = 0; i < c.scales_u8.size(); ++i) {
+    c.scales_u8[i] = uint8_t(110 + rng() % 20);
+    c.scales_f32[i] = format::ue8m0_to_f32(c.scales_u8[i]) * u(rng);  // DeepSeek f32 scales: any value
+  }
+  c.w.codes = c.codes.data();
+  c.w.rows = n;
+  c.w.cols = k;
+  c.w.block_rows = br;
+  c.w.block_cols = bc;
+  c.w.element = e;
+  c.w.scale_storage = st;
+  c.w.scales = st == ScaleStorage::f32 ? static_cast<const void*>(c.scales_f32.data()) : c.scales_u8.data();
+  return c;
+}
+
+// sum_k |x_k * w_k| in double, for each output.
+std::vector<double> abs_dots(const std::vector<float>& x, int64_t m, int64_t n, int64_t k,
+                             const std::vector<double>& wvals) {
+  std::vector<double> out(size_t(m * n));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t r = 0; r < n; ++r) {
+      double s = 0;
+      for (int64_t c = 0; c < k; ++c) s += std::fabs(double(x[i * k + c]) * wvals[r * k + c]);
+      out[i * n + r] = s;
+    }
+  return out;
+}
+
+std::vector<double> fp8_values(const Fp8Matrix& w) {
+  std::vector<double> v(size_t(w.rows * w.cols));
+  const int64_t gc = (w.cols + w.block_cols - 1) / w.block_cols;
+  for (int64_t r = 0; r < w.rows; ++r)
+    for (int64_t c = 0; c < w.cols; ++c) {
+      int64_t si = (r / w.block_rows) * gc + c / w.block_cols;
+      double s = w.scale_storage == ScaleStorage::f32
+                     ? double(static_cast<const float*>(w.scales)[si])
+                     : double(format::ue8m0_to_f32(static_cast<const uint8_t*>(w.scales)[si]));
+      v[r * w.cols + c] = double(format::decode_element(w.element, w.codes[r * w.cols + c])) * s;
+    }
+  return v;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& ref,
+                  const std::vector<double>& absdot, const Problem& p, int64_t block_cols,
+                  const std::string& what) {
+  for (size_t i = 0; i < got.size(); ++i) {
+    double tol = tolerance(p, block_cols, absdot[i]);
+    ASSERT_LE(std::fabs(double(got[i]) - double(ref[i])), tol)
+        << what << " output " << i << " got " << got[i] << " ref " << ref[i] << " (m=" << p.m << " n=" << p.n
+        << " k=" << p.k << ", isa " << isa_name(active_isa()) << ")";
+  }
+}
+
+TEST(Gemv, Fp8MatchesReferenceOnEveryIsa) {
+  std::mt19937 rng(7);
+  ThreadPool pool(2);
+  struct Shape {
+    int64_t m, n, k, br, bc;
+  };
+  // DeepSeek 128x128 blocks and MXFP8 1x32, plus ragged K and N (not multiples of 4, 16, 32 or the
+  // block), block_cols 64, and a block_cols of 48 (the scalar fallback), M from 1 to 17.
+  const Shape shapes[] = {{1, 37, 300, 128, 128},  {1, 130, 256, 1, 32}, {3, 9, 77, 1, 32},
+                          {4, 64, 384, 128, 128},  {5, 70, 200, 16, 64}, {16, 33, 130, 128, 128},
+                          {17, 8, 96, 1, 32},      {2, 21, 144, 1, 48},  {1, 5, 31, 128, 128},
+                          {1, 260, 1000, 128, 128}};
+  for (Isa isa : testing::runnable_isas()) {
+    ScopedIsa scoped(isa);
+    for (const Shape& s : shapes)
+      for (ElementFormat e : {ElementFormat::e4m3, ElementFormat::e5m2})
+        for (ScaleStorage st : {ScaleStorage::ue8m0, ScaleStorage::f32}) {
+          Fp8Case c = random_fp8(s.n, s.k, s.br, s.bc, e, st, rng);
+          Problem p{s.m, s.n, s.k, random_x(s.m, s.k, rng), {}};
+          p.abs_dot = abs_dots(p.x, s.m, s.n, s.k, fp8_values(c.w));
+          std::vector<float> ref(size_t(s.m * s.n)), got(size_t(s.m * s.n), NAN);
+          gemv_fp8_ref(p.x.data(), s.m, c.w, ref.data());
+          gemv_fp8(p.x.data(), s.m, c.w, got.data(), (s.n & 1) ? &pool : nullptr);
+          expect_close(got, ref, p.abs_dot, p, s.bc, std::string("fp8 ") + format::element_traits(e).name);
+          if (HasFatalFailure()) return;
+        }
+  }
+}
+
+TEST(Gemv, DenseMatchReferenceOnEveryIsa) {
+  std::mt19937 rng(8);
+  ThreadPool pool(2);
+  const int64_t shapes[][3] = {{1, 37, 300}, {1, 64, 256}, {3, 9, 77}, {4, 16, 8}, {16, 33, 130}, {17, 5, 1}};
+  for (Isa isa : testing::runnable_isas()) {
+    ScopedIsa scoped(isa);
+    for (const auto& s : shapes) {
+      const int64_t m = s[0], n = s[1], k = s[2];
+      Problem p{m, n, k, random_x(m, k, rng), {}};
+      std::vector<float> wf = random_x(n, k, rng);
+      std::vector<uint16_t> wb(wf.size());
+      std::vector<double> wfv(wf.size()), wbv(wf.size());
+      for (size_t i = 0; i < wf.size(); ++i) {
+        wb[i] = format::f32_to_bf16_rne(wf[i]);
+        wfv[i] = wf[i];
+        wbv[i] = format::bf16_to_f32(wb[i]);
+      }
+      std::vector<float> ref(size_t(m * n)), got(size_t(m * n), NAN);
+      gemv_f32_ref(p.x.data(), m, wf.data(), n, k, ref.data());
+      gemv_f32(p.x.data(), m, wf.data(), n, k, got.data(), &pool);
+      expect_close(got, ref, abs_dots(p.x, m, n, k, wfv), p, k, "f32");
+      gemv_bf16_ref(p.x.data(), m, wb.data(), n, k, ref.data());
+      gemv_bf16(p.x.data(), m, wb.data(), n, k, got.data(), nullptr);
+      expect_close(got, ref, abs_dots(p.x, m, n, k, wbv), p, k, "bf16");
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+// Weights made by the quantizer feed the GEMV directly (fp8_matrix_from_spec), and the product is
+// close to the product with the dequantized weights.
+TEST(Gemv, QuantizedWeightsRoundTrip) {
+  std::mt19937 rng(9);
+  const int64_t n = 40, k = 256;
+  std::vector<float> w = random_x(n, k, rng), x = random_x(2, k, rng);
+  for (auto [blocking, storage] : {std::pair{format::Blocking::block(128), ScaleStorage::ue8m0},
+                                   std::pair{format::Blocking::block(128), ScaleStorage::f32},
+                                   std::pair{format::Blocking::tile(32), ScaleStorage::ue8m0}}) {
+    format::QuantSpec spec{ElementFormat::e4m3, format::ScaleRule::ceil, blocking, storage, true, 0.f};
+    std::vector<uint8_t> codes(format::code_bytes(spec, n, k)), scales(format::scale_bytes(spec, n, k));
+    quantize(format::SourceType::f32, w.data(), n, k, spec, codes.data(), scales.data(), nullptr);
+    Fp8Matrix m = fp8_matrix_from_spec(codes.data(), scales.data(), n, k, spec);
+    std::vector<float> deq(size_t(n * k)), y(size_t(2 * n)), y_deq(size_t(2 * n));
+    dequantize(codes.data(), scales.data(), n, k, spec, deq.data(), nullptr);
+    gemv_fp8(x.data(), 2, m, y.data(), nullptr);
+    gemv_f32_ref(x.data(), 2, deq.data(), n, k, y_deq.data());
+    std::vector<double> dv(deq.begin(), deq.end());
+    Problem p{2, n, k, x, {}};
+    expect_close(y, y_deq, abs_dots(x, 2, n, k, dv), p, m.block_cols, "quantized round trip");
+  }
+  format::QuantSpec packed{ElementFormat::e4m3,
+                           format::ScaleRule::ceil,
+                           format::Blocking::tile(32),
+                           ScaleStorage::ue8m0_blackwell,
+                           true,
+                           0.f};
+  EXPECT_THROW(fp8_matrix_from_spec(nullptr, nullptr, n, k, packed), Error);
+}
+
+// The NaN code: the reference (and the table-decoding scalar path) propagate NaN; the E4M3 shift
+// decode of the SIMD paths reads 0x7F as 480 and 0xFF as -480, as gemv.h documents.
+TEST(Gemv, NanCodeBehaviourIsAsDocumented) {
+  const int64_t k = 64;
+  std::vector<uint8_t> codes(k, 0x38);  // 1.0
+  codes[5] = 0x7F;
+  std::vector<uint8_t> scale(1, 127);  // 1.0
+  std::vector<float> x(k, 1.f);
+  Fp8Matrix w{codes.data(), scale.data(), 1, k, 1, 64, ElementFormat::e4m3, ScaleStorage::ue8m0};
+  float y_ref = 0;
+  gemv_fp8_ref(x.data(), 1, w, &y_ref);
+  EXPECT_TRUE(std::isnan(y_ref));
+  for (Isa isa : testing::runnable_isas()) {
+    ScopedIsa scoped(isa);
+    float y = 0;
+    gemv_fp8(x.data(), 1, w, &y, nullptr);
+    if (isa == Isa::scalar)
+      EXPECT_TRUE(std::isnan(y));
+    else
+      EXPECT_EQ(y, 63.f + 480.f) << isa_name(isa);
+  }
+  // A NaN scale poisons every output its block feeds, on every path.
+  scale[0] = 0xFF;
+  codes[5] = 0x38;
+  for (Isa isa : testing::runnable_isas()) {
+    ScopedIsa scoped(isa);
+    float y = 0;
+    gemv_fp8(x.data(), 1, w, &y, nullptr);
+    EXPECT_TRUE(std::isnan(y)) << isa_name(isa);
+  }
+}
+
+TEST(Gemv, BadArgumentsThrow) {
+  std::vector<uint8_t> codes(64), scales(1);
+  std::vector<float> x(64), y(1);
+  Fp8Matrix w{codes.data(), scales.data(), 1, 64, 1, 0, ElementFormat::e4m3, ScaleStorage::ue8m0};
+  EXPECT_THROW(gemv_fp8(x.data(), 1, w, y.data(), nullptr), Error);  // zero block width
+  w.block_cols = 32;
+  w.element = ElementFormat::e2m1;
+  EXPECT_THROW(gemv_fp8(x.data(), 1, w, y.data(), nullptr), Error);
+  w.element = ElementFormat::e4m3;
+  w.scale_storage = ScaleStorage::ue8m0_packed4;
+  EXPECT_THROW(gemv_fp8(x.data(), 1, w, y.data(), nullptr), Error);
+  EXPECT_THROW(gemv_f32(x.data(), -1, x.data(), 1, 64, y.data(), nullptr), Error);
+}
+
+}  // namespace
+}  // namespace mx8::cpu

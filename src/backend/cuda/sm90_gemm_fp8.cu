@@ -9,7 +9,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_info.h"
-#include "backend/cuda/sm90_gemm_fp8.cuh"
+#include "backend/cuda/sm90_gemm_fp8_params.h"
 #include "backend/cuda/tensor_map.h"
 #include "mx8/backend/cuda/gemm.h"
 
@@ -54,20 +54,6 @@ double estimate_seconds(const Shape& s, int m, int n, int k, int num_sms) {
 int stages_for(int bm, int bn, bool mx) {
   const int per = detail::stage_bytes(bm, bn, mx) + 16;
   return std::min(16, (detail::kSmemLimit - 1024) / per);
-}
-
-template <int BM, int BN, int W, bool kMX>
-void launch(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
-            GemmParams p, int grid, cudaStream_t stream) {
-  auto kernel = detail::sm90_gemm_fp8_kernel<BM, BN, W, kMX>;
-  const int smem = detail::smem_bytes(BM, BN, kMX, p.stages);
-  static int configured = 0;  // the largest dynamic smem size set so far for this instantiation
-  if (smem > configured) {
-    MX8_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    configured = smem;
-  }
-  kernel<<<grid, (W + 1) * 128, smem, stream>>>(ta, tb, tsa, tsb, p);
-  MX8_CUDA_CHECK(cudaGetLastError());
 }
 
 void check_common(const char* what, const void* a, const void* b, const void* d, int m, int n, int k) {
@@ -155,10 +141,10 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   p.stages = c.stages;
   p.scale_ue8m0 = ue8m0 ? 1 : 0;
   p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;
-#define MX8_GEMM_CASE(BM, BN, W)                                   \
-  if (c.block_m == BM && c.block_n == BN) {                        \
-    launch<BM, BN, W, false>(ta, tb, tsa, tsa, p, c.grid, stream); \
-    return;                                                        \
+#define MX8_GEMM_CASE(BM, BN, W)                                                \
+  if (c.block_m == BM && c.block_n == BN) {                                     \
+    detail::launch_gemm<BM, BN, W, false>(ta, tb, tsa, tsa, p, c.grid, stream); \
+    return;                                                                     \
   }
   MX8_GEMM_CASE(64, 16, 1)
   MX8_GEMM_CASE(64, 32, 1)
@@ -209,9 +195,9 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
   p.scale_ue8m0 = 1;
   p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;
   if (s.bm == 64)
-    launch<64, 64, 1, true>(ta, tb, tsa, tsb, p, c.grid, stream);
+    detail::launch_gemm<64, 64, 1, true>(ta, tb, tsa, tsb, p, c.grid, stream);
   else
-    launch<128, 128, 2, true>(ta, tb, tsa, tsb, p, c.grid, stream);
+    detail::launch_gemm<128, 128, 2, true>(ta, tb, tsa, tsb, p, c.grid, stream);
 }
 
 }  // namespace mx8::cuda

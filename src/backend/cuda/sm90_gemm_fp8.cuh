@@ -24,29 +24,9 @@
 #include "backend/cuda/ptx/mbarrier.cuh"
 #include "backend/cuda/ptx/tma.cuh"
 #include "backend/cuda/ptx/wgmma.cuh"
+#include "backend/cuda/sm90_gemm_fp8_params.h"
 
 namespace mx8::cuda::detail {
-
-struct GemmParams {
-  const void* scale_b;  // 1x128 path: [ceil(N/128)][K/128]
-  void* d;
-  int m, n, k;
-  int num_m_blocks, num_n_blocks;
-  int stages;
-  int scale_ue8m0;  // 1x128 path: scales are UE8M0 bytes rather than float32
-  int out_f32;
-};
-
-constexpr int kBlockK = 128;
-constexpr int kSmemLimit = 232448;  // sm_90 opt-in maximum per block
-
-__host__ __device__ constexpr int stage_bytes(int bm, int bn, bool mx) {
-  return bm * kBlockK + bn * kBlockK + bm * 4 + (mx ? bn * 4 : 0);
-}
-// Dynamic shared memory for `stages` slots, the barriers, and 1024 bytes of alignment slack.
-__host__ __device__ constexpr int smem_bytes(int bm, int bn, bool mx, int stages) {
-  return 1024 + stages * stage_bytes(bm, bn, mx) + stages * 16;
-}
 
 __device__ __forceinline__ float ue8m0_to_float(uint32_t b) {
   // 0 -> 2^-127 (an fp32 subnormal), 255 -> NaN, else 2^(b-127).
@@ -100,7 +80,9 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     // ---------------- producer warpgroup ----------------
     if constexpr (W > 1) ptx::setmaxnreg_dec<40>();
     if (threadIdx.x == W * 128) {
-      constexpr uint32_t kTx = BM * kBlockK + BN * kBlockK + BM * 4 + (kMX ? BN * 4 : 0);
+      // Bytes the slot's TMA copies deliver: A and B tiles, plus the scales (1x128: BM floats or BM
+      // UE8M0 bytes; MXFP8: 4 x BM and 4 x BN bytes). Must be exact or the barrier never completes.
+      const uint32_t kTx = BM * kBlockK + BN * kBlockK + (kMX ? 4 * BM + 4 * BN : (p.scale_ue8m0 ? BM : 4 * BM));
       int s = 0;
       uint32_t phase = 0;
       for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {

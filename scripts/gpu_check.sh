@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The whole GPU check in one command, for the lent H200 (one `run` call of the device tool):
+#   build the CUDA preset -> CUDA tests -> compute-sanitizer (memcheck, racecheck) on small tests ->
+#   benchmarks (mx8 bench cuda) -> logs and the updated docs/PERF.md under $OUT.
+# Usage (device tool): run(command="bash scripts/gpu_check.sh", carry=[".carry"])
+# Locally, OUT defaults to build/gpu-check-out. Stages: GPU_CHECK_STAGES="build test sanitize bench".
+#
+# The GPU machine has nvcc, cmake, ninja and gtest but not the nlohmann-json/CLI11 -dev packages:
+# their headers travel in .carry/deps (extracted with dpkg -x from the .deb files, git-ignored).
+# CC/CXX there are wrappers that link libstdc++ statically (../shared/DESIGN.md): use the system gcc.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/build/gpu-check-out}
+mkdir -p "$OUT"
+STAGES=${GPU_CHECK_STAGES:-"build test sanitize bench"}
+BUILD=build/gpu
+SUMMARY="$OUT/summary.txt"
+: >"$SUMMARY"
+note() { echo "== $*" | tee -a "$SUMMARY"; }
+t0=$SECONDS
+
+export CC=/usr/bin/gcc CXX=/usr/bin/g++
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv \
+  2>&1 | tee -a "$SUMMARY"
+
+if [[ " $STAGES " == *" build "* ]]; then
+  note "configure + build ($((SECONDS - t0)) s)"
+  prefix=""
+  [[ -d .carry/deps/usr ]] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.carry/deps/usr"
+  if [[ -n "${GPU_CHECK_STANDALONE:-}" ]]; then
+    note "GPU_CHECK_STANDALONE set: skipping the full preset"
+    false
+  else
+    cmake -S . -B $BUILD -G Ninja -DCMAKE_BUILD_TYPE=Release -DMX8_CUDA=ON \
+    -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++ $prefix \
+    >"$OUT/build.log" 2>&1 && cmake --build $BUILD -j"$(nproc)" --target mx8_cli test_cuda >>"$OUT/build.log" 2>&1
+  fi
+  rc=$?
+  grep -E "ptxas info +: (Compiling|Used)|spill" "$OUT/build.log" | grep -B1 -A1 "sm90\|Used" >"$OUT/ptxas.txt" || true
+  note "build rc=$rc; spills: $(grep -c 'bytes spill stores' "$OUT/ptxas.txt") reports, non-zero: $(grep -E '[1-9][0-9]* bytes spill' "$OUT/ptxas.txt" | wc -l)"
+  if [[ $rc -ne 0 ]]; then
+    grep -E "error" -A3 "$OUT/build.log" | head -20
+    note "full preset failed: building the CUDA parts alone (scripts/gpu_check/CMakeLists.txt)"
+    BUILD=build/gpu-standalone
+    cmake -S scripts/gpu_check -B $BUILD -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++ $prefix \
+      >>"$OUT/build.log" 2>&1 && cmake --build $BUILD -j"$(nproc)" >>"$OUT/build.log" 2>&1
+    rc=$?
+    grep -E "ptxas info +: (Compiling|Used)|spill" "$OUT/build.log" >"$OUT/ptxas.txt" || true
+    note "standalone build rc=$rc"
+    if [[ $rc -ne 0 ]]; then grep -E "error" -A3 "$OUT/build.log" | tail -40; exit 1; fi
+  fi
+fi
+
+if [[ " $STAGES " == *" test "* ]]; then
+  note "tests ($((SECONDS - t0)) s)"
+  timeout 180 $BUILD/test_cuda --gtest_color=no >"$OUT/tests.log" 2>&1
+  trc=$?
+  note "test_cuda rc=$trc : $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/tests.log" | tr '\n' ' ')"
+  grep -E "FAILED|Failure|error" -A4 "$OUT/tests.log" | head -60
+  if [[ $trc -eq 124 ]]; then note "tests timed out (a hang?): skipping the rest"; tail -20 "$OUT/tests.log"; exit 1; fi
+fi
+
+if [[ " $STAGES " == *" sanitize "* ]]; then
+  note "compute-sanitizer ($((SECONDS - t0)) s)"
+  small='CudaGemmFp8.HeuristicTilesOnRaggedShapes:CudaGemmMxfp8.*:CudaQuantize.ActivationQuantizer*'
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 $BUILD/test_cuda --gtest_filter="$small" \
+    >"$OUT/sanitizer.log" 2>&1
+  note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+  timeout 240 compute-sanitizer --tool racecheck --error-exitcode 9 $BUILD/test_cuda \
+    --gtest_filter='CudaGemmFp8.HeuristicTilesOnRaggedShapes:CudaQuantize.ActivationQuantizer*' >>"$OUT/sanitizer.log" 2>&1
+  note "racecheck rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+fi
+
+if [[ " $STAGES " == *" bench "* ]]; then
+  note "benchmarks ($((SECONDS - t0)) s)"
+  cp docs/PERF.md "$OUT/PERF.md" 2>/dev/null || true
+  timeout 400 $BUILD/mx8 bench cuda --perf-md "$OUT/PERF.md" ${GPU_CHECK_BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
+  note "bench rc=$?"
+  grep -E "geomean|error" "$OUT/bench.log" | tee -a "$SUMMARY"
+fi
+note "done ($((SECONDS - t0)) s)"

@@ -1,0 +1,76 @@
+#include <algorithm>
+#include <vector>
+
+#include "backend/cuda/bench_util.h"
+#include "backend/cuda/cuda_check.h"
+
+namespace mx8::cuda {
+namespace {
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+__global__ void fill_random_bf16_kernel(uint16_t* dst, size_t n, uint64_t seed, float sigma) {
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const uint64_t h = mix64(seed * 0x9E3779B97F4A7C15ull + i);
+    float s = 0.f;
+    for (int j = 0; j < 4; ++j) s += static_cast<float>((h >> (16 * j)) & 0xFFFF) * (1.f / 65536.f);
+    const float x = (s - 2.f) * 1.7320508f * sigma;
+    uint32_t b = __float_as_uint(x);
+    b += 0x7FFFu + ((b >> 16) & 1u);
+    dst[i] = static_cast<uint16_t>(b >> 16);
+  }
+}
+
+}  // namespace
+
+void fill_random_bf16(uint16_t* dst, size_t n, uint64_t seed, float sigma, cudaStream_t stream) {
+  fill_random_bf16_kernel<<<132 * 16, 256, 0, stream>>>(dst, n, seed, sigma);
+  MX8_CUDA_CHECK(cudaGetLastError());
+}
+
+GpuTimer::GpuTimer(size_t flush_bytes) : flush_bytes_(flush_bytes) {
+  MX8_CUDA_CHECK(cudaMalloc(&flush_, flush_bytes_));
+  MX8_CUDA_CHECK(cudaEventCreate(&start_));
+  MX8_CUDA_CHECK(cudaEventCreate(&stop_));
+}
+
+GpuTimer::~GpuTimer() {
+  cudaEventDestroy(start_);
+  cudaEventDestroy(stop_);
+  cudaFree(flush_);
+}
+
+double GpuTimer::median_us(const std::function<void()>& fn, int iters, int warmup) {
+  for (int i = 0; i < warmup; ++i) fn();
+  MX8_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> ms(static_cast<size_t>(iters));
+  for (int i = 0; i < iters; ++i) {
+    MX8_CUDA_CHECK(cudaMemsetAsync(flush_, i & 0xFF, flush_bytes_, nullptr));
+    MX8_CUDA_CHECK(cudaEventRecord(start_, nullptr));
+    fn();
+    MX8_CUDA_CHECK(cudaEventRecord(stop_, nullptr));
+    MX8_CUDA_CHECK(cudaEventSynchronize(stop_));
+    MX8_CUDA_CHECK(cudaEventElapsedTime(&ms[static_cast<size_t>(i)], start_, stop_));
+  }
+  std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
+  return ms[static_cast<size_t>(iters / 2)] * 1000.0;
+}
+
+double GpuTimer::copy_bandwidth(size_t bytes) {
+  void *a = nullptr, *b = nullptr;
+  MX8_CUDA_CHECK(cudaMalloc(&a, bytes));
+  MX8_CUDA_CHECK(cudaMalloc(&b, bytes));
+  MX8_CUDA_CHECK(cudaMemset(a, 1, bytes));
+  const double us = median_us(
+      [&] { MX8_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, nullptr)); }, 10, 2);
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * static_cast<double>(bytes) / (us * 1e-6);
+}
+
+}  // namespace mx8::cuda

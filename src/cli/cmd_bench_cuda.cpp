@@ -1,0 +1,397 @@
+// `mx8 bench cuda-gemm | cuda-gemv | cuda-quantize | cuda`: the Hopper kernels against cuBLASLt
+// (block-scaled FP8 and BF16) in the same run, L2 flushed before every timed run, medians of CUDA
+// event timings. Each prints a table and rewrites its own section of docs/PERF.md. The subcommands
+// exist in every build; without the CUDA backend they say so and exit with an error.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/command.h"
+#include "cli/perf_report.h"
+#include "mx8/error.h"
+
+#ifdef MX8_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/bench_util.h"
+#include "backend/cuda/cublaslt/cublaslt_baseline.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_info.h"
+#include "mx8/backend/cuda/gemm.h"
+#include "mx8/backend/cuda/quantize.h"
+#endif
+
+namespace {
+
+struct BenchOptions {
+  int iters = 30;
+  std::string perf_md;
+  bool no_perf_md = false;
+  std::vector<int> ms;
+  std::string tile;  // "BMxBN" to force a tile shape (experiments)
+};
+
+void add_common_options(CLI::App& app, const std::shared_ptr<BenchOptions>& o) {
+  app.add_option("--iters", o->iters, "timed runs per kernel (median reported)")->check(CLI::Range(1, 1000));
+  app.add_option("--perf-md", o->perf_md, "docs/PERF.md to update (default: the source tree's)");
+  app.add_flag("--no-perf-md", o->no_perf_md, "print only; leave docs/PERF.md alone");
+}
+
+#ifndef MX8_HAVE_CUDA
+
+[[noreturn]] void no_cuda() {
+  throw mx8::Error(
+      "this build has no CUDA backend: configure with -DMX8_CUDA=ON (cmake --preset cuda) on a machine with "
+      "nvcc, "
+      "and run on a Hopper GPU");
+}
+
+#else
+
+using namespace mx8::cuda;
+namespace fmt = mx8::format;
+
+constexpr double kFp8PeakFlops = 1979e12;  // H100/H200 SXM dense FP8 datasheet figure (a lead)
+
+struct Shape {
+  int n, k;
+};
+// DeepSeek-V3's projection shapes (issue 4; DeepGEMM's README table).
+const Shape kShapes[] = {{2112, 7168},  {24576, 1536}, {32768, 512},
+                         {7168, 16384}, {4096, 7168},  {7168, 2048}};
+
+template <typename T>
+struct Dev {
+  T* p = nullptr;
+  explicit Dev(size_t n) {
+    MX8_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p), std::max<size_t>(n, 1) * sizeof(T)));
+  }
+  ~Dev() { cudaFree(p); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+};
+
+std::string gpu_line(double copy_bw) {
+  cudaDeviceProp prop{};
+  int dev = 0;
+  MX8_CUDA_CHECK(cudaGetDevice(&dev));
+  MX8_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+  int runtime = 0, driver = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaDriverGetVersion(&driver);
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "%s, %d SMs, CUDA runtime %d, driver %d; measured D2D copy %.0f GB/s (read+write)", prop.name,
+                prop.multiProcessorCount, runtime, driver, copy_bw / 1e9);
+  return buf;
+}
+
+std::string header_block(const std::string& title, const std::string& command, const std::string& gpu) {
+  return "### " + title + "\n\n" + mx8::cli::today_utc() + " - " + gpu + "\n\n`" + command + "`\n\n";
+}
+
+void write_section(const BenchOptions& o, const std::string& id, const std::string& md) {
+  if (o.no_perf_md) return;
+  const std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
+  mx8::cli::update_perf_section(path, id, md);
+  std::printf("updated section '%s' of %s\n", id.c_str(), path.c_str());
+}
+
+std::string fmt_double(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+double geomean(const std::vector<double>& v) {
+  if (v.empty()) return 0;
+  double s = 0;
+  for (double x : v) s += std::log(x);
+  return std::exp(s / static_cast<double>(v.size()));
+}
+
+// Operands of one (M, N, K): bf16 originals, E4M3 codes, f32 and UE8M0 scales (MN-major for A).
+struct GemmOperands {
+  int m, n, k, ld;
+  Dev<uint16_t> xa, xb;
+  Dev<uint8_t> a8, b8, sa_u8, sb_u8;
+  Dev<float> sa, sb;
+  Dev<uint16_t> d_mx, d_lt, d_bf16;
+  GemmOperands(int m_, int n_, int k_)
+      : m(m_),
+        n(n_),
+        k(k_),
+        ld(sa_ld(m_)),
+        xa(size_t(m_) * k_),
+        xb(size_t(n_) * k_),
+        a8(size_t(m_) * k_),
+        b8(size_t(n_) * k_),
+        sa_u8(size_t(ld) * (k_ / 128)),
+        sb_u8(size_t((n_ + 127) / 128) * (k_ / 128)),
+        sa(size_t(ld) * (k_ / 128)),
+        sb(size_t((n_ + 127) / 128) * (k_ / 128)),
+        d_mx(size_t(m_) * n_),
+        d_lt(size_t(m_) * n_),
+        d_bf16(size_t(m_) * n_) {
+    fill_random_bf16(xa.p, size_t(m) * k, 1000 + m, 1.f, nullptr);
+    fill_random_bf16(xb.p, size_t(n) * k, 2000 + n + k, 0.05f, nullptr);
+    quantize_act_1x128(xa.p, m, k, fmt::ScaleRule::ceil, false, 1e-4f, ScaleLayout::kMnMajor, a8.p, sa.p,
+                       nullptr);
+    quantize_act_1x128(xa.p, m, k, fmt::ScaleRule::ceil, true, 1e-4f, ScaleLayout::kMnMajor, a8.p, sa_u8.p,
+                       nullptr);
+    fmt::QuantSpec w;
+    w.blocking = fmt::Blocking::block(128);
+    w.rule = fmt::ScaleRule::ceil;
+    w.storage = fmt::ScaleStorage::f32;
+    quantize(fmt::SourceType::bf16, xb.p, n, k, w, b8.p, reinterpret_cast<uint8_t*>(sb.p), nullptr);
+    w.storage = fmt::ScaleStorage::ue8m0;
+    quantize(fmt::SourceType::bf16, xb.p, n, k, w, b8.p, sb_u8.p, nullptr);
+    MX8_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  GemmFp8Args args(bool ue8m0) {
+    GemmFp8Args g;
+    g.a = a8.p;
+    g.scale_a = ue8m0 ? static_cast<const void*>(sa_u8.p) : sa.p;
+    g.scale_a_ld = ld;
+    g.b = b8.p;
+    g.scale_b = ue8m0 ? static_cast<const void*>(sb_u8.p) : sb.p;
+    g.scale_type = ue8m0 ? ScaleType::kUE8M0 : ScaleType::kF32;
+    g.d = d_mx.p;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    return g;
+  }
+};
+
+// max |x - y| / max |y| over two bf16 outputs, and whether they are bitwise equal.
+std::pair<double, bool> compare_bf16(const uint16_t* x_dev, const uint16_t* y_dev, size_t n) {
+  std::vector<uint16_t> x(n), y(n);
+  MX8_CUDA_CHECK(cudaMemcpy(x.data(), x_dev, n * 2, cudaMemcpyDeviceToHost));
+  MX8_CUDA_CHECK(cudaMemcpy(y.data(), y_dev, n * 2, cudaMemcpyDeviceToHost));
+  double md = 0, my = 0;
+  bool same = true;
+  for (size_t i = 0; i < n; ++i) {
+    const double a = fmt::bf16_to_f32(x[i]), b = fmt::bf16_to_f32(y[i]);
+    if (x[i] != y[i]) same = false;
+    md = std::max(md, std::fabs(a - b));
+    my = std::max(my, std::fabs(b));
+    if (a != a) md = INFINITY;
+  }
+  return {my > 0 ? md / my : md, same};
+}
+
+GemmConfig parse_tile(const std::string& s) {
+  GemmConfig c;
+  if (s.empty()) return c;
+  if (std::sscanf(s.c_str(), "%dx%d", &c.block_m, &c.block_n) != 2)
+    throw mx8::Error("--tile: expected BMxBN, e.g. 128x128, got '" + s + "'");
+  return c;
+}
+
+// The GEMM table for a list of M values; `gemv` switches the columns to weight bandwidth.
+void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command) {
+  GpuTimer timer;
+  const double copy_bw = timer.copy_bandwidth();
+  const std::string gpu = gpu_line(copy_bw);
+  CublasLtBaseline lt;
+  const GemmConfig forced = parse_tile(o.tile);
+  std::vector<int> ms = o.ms;
+  if (ms.empty()) ms = gemv ? std::vector<int>{1, 2, 4, 8, 16} : std::vector<int>{64, 128, 4096};
+  std::ostringstream md;
+  md << header_block(gemv ? "CUDA skinny GEMM / GEMV (M = 1..16), FP8 weights with 128x128 scales"
+                          : "CUDA FP8 block-scaled GEMM (A 1x128, B 128x128 scales, BF16 out)",
+                     command, gpu);
+  md << "Times are medians of " << o.iters
+     << " CUDA-event timings, L2 flushed (512 MB memset) before each. mx8 and cuBLASLt FP8 read the same "
+        "E4M3 codes and float32 scales; `mx8 ue8m0` is the same product with UE8M0 scale bytes. "
+     << (gemv ? "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth."
+              : "Floor = max(2MNK / 1979 TFLOP/s, bytes / measured copy bandwidth), bytes = MK + NK + 2MN.")
+     << " `diff` = max|mx8 - cuBLASLt| / max|cuBLASLt| (`=` when bitwise equal).\n\n";
+  md << "| M | N | K | tile | mx8 us | mx8 ue8m0 us | TFLOP/s | GB/s | of floor | cuBLASLt FP8 us | vs FP8 | "
+        "cuBLASLt BF16 us | vs BF16 | diff |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  std::printf("%s\n%6s %6s %6s %-22s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s\n", gpu.c_str(), "M", "N", "K",
+              "tile", "mx8 us", "ue8m0 us", "TFLOP/s", "GB/s", "floor", "ltFP8 us", "vsFP8", "ltBF16",
+              "vsBF16", "diff");
+  std::vector<std::string> summary;
+  for (int m : ms) {
+    std::vector<double> sp_fp8, sp_bf16, frac;
+    for (const Shape& s : kShapes) {
+      GemmOperands op(m, s.n, s.k);
+      const GemmConfig* f = forced.block_m ? &forced : nullptr;
+      const GemmConfig cfg = f ? *f : gemm_fp8_pick_config(m, s.n, s.k, num_sms());
+      GemmFp8Args a32 = op.args(false), a8 = op.args(true);
+      const double t_mx = timer.median_us([&] { gemm_fp8_1x128(a32, nullptr, f); }, o.iters);
+      const double t_u8 = timer.median_us([&] { gemm_fp8_1x128(a8, nullptr, f); }, o.iters);
+      double t_lt = NAN, t_bf = NAN;
+      std::string diff = "n/a";
+      const bool lt_ok = op.ld == m;  // cuBLASLt's VEC128 scales have no leading dimension
+      if (lt_ok) {
+        try {
+          t_lt = timer.median_us(
+              [&] {
+                lt.gemm_fp8_blockscaled(op.a8.p, op.sa.p, op.b8.p, op.sb.p, op.d_lt.p, m, s.n, s.k, nullptr);
+              },
+              o.iters);
+          gemm_fp8_1x128(a32, nullptr, f);
+          const auto [d, same] = compare_bf16(op.d_mx.p, op.d_lt.p, size_t(m) * s.n);
+          diff = same ? "=" : fmt_double("%.1e", d);
+        } catch (const mx8::Error& e) {
+          std::printf("cuBLASLt FP8 %dx%dx%d: %s\n", m, s.n, s.k, e.what());
+        }
+      }
+      try {
+        t_bf = timer.median_us([&] { lt.gemm_bf16(op.xa.p, op.xb.p, op.d_bf16.p, m, s.n, s.k, nullptr); },
+                               o.iters);
+      } catch (const mx8::Error& e) {
+        std::printf("cuBLASLt BF16 %dx%dx%d: %s\n", m, s.n, s.k, e.what());
+      }
+      const double flops = 2.0 * m * s.n * s.k;
+      const double bytes = gemv ? double(s.n) * s.k : double(m) * s.k + double(s.n) * s.k + 2.0 * m * s.n;
+      const double floor_s = gemv ? bytes / copy_bw : std::max(flops / kFp8PeakFlops, bytes / copy_bw);
+      const double fr = floor_s / (t_mx * 1e-6);
+      frac.push_back(fr);
+      if (t_lt == t_lt) sp_fp8.push_back(t_lt / t_mx);
+      if (t_bf == t_bf) sp_bf16.push_back(t_bf / t_mx);
+      const std::string tile = std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n);
+      std::printf("%6d %6d %6d %-22s %9.1f %9.1f %8.1f %8.0f %6.0f%% %9.1f %6.2fx %9.1f %6.2fx %9s\n", m, s.n,
+                  s.k, cfg.str().c_str(), t_mx, t_u8, flops / t_mx * 1e-6, bytes / t_mx * 1e-3, 100 * fr,
+                  t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str());
+      std::fflush(stdout);
+      md << "| " << m << " | " << s.n << " | " << s.k << " | " << tile << " | " << fmt_double("%.1f", t_mx)
+         << " | " << fmt_double("%.1f", t_u8) << " | " << fmt_double("%.0f", flops / t_mx * 1e-6) << " | "
+         << fmt_double("%.0f", bytes / t_mx * 1e-3) << " | " << fmt_double("%.0f%%", 100 * fr) << " | "
+         << fmt_double("%.1f", t_lt) << " | " << fmt_double("%.2fx", t_lt / t_mx) << " | "
+         << fmt_double("%.1f", t_bf) << " | " << fmt_double("%.2fx", t_bf / t_mx) << " | " << diff << " |\n";
+    }
+    summary.push_back("| " + std::to_string(m) + " | " + fmt_double("%.2fx", geomean(sp_fp8)) + " | " +
+                      fmt_double("%.2fx", geomean(sp_bf16)) + " | " +
+                      fmt_double("%.0f%%", 100 * geomean(frac)) + " |");
+    std::printf("M=%d geomean: %.2fx over cuBLASLt block-scaled FP8, %.2fx over BF16, %.0f%% of floor\n", m,
+                geomean(sp_fp8), geomean(sp_bf16), 100 * geomean(frac));
+  }
+  md << "\nGeometric means over the six (N, K) shapes:\n\n| M | mx8 / cuBLASLt FP8 | mx8 / cuBLASLt BF16 | "
+        "of floor "
+        "|\n|---|---|---|---|\n";
+  for (const auto& l : summary) md << l << "\n";
+  write_section(o, gemv ? "cuda-gemv" : "cuda-gemm", md.str());
+}
+
+void run_quantize_bench(const BenchOptions& o, const std::string& command) {
+  GpuTimer timer;
+  const double copy_bw = timer.copy_bandwidth();
+  const std::string gpu = gpu_line(copy_bw);
+  struct Q {
+    int64_t rows, cols;
+  };
+  const Q shapes[] = {{128, 7168}, {4096, 7168}, {4096, 16384}, {16384, 7168}};
+  std::ostringstream md;
+  md << header_block("CUDA quantize / dequantize (bf16 in, E4M3 out)", command, gpu);
+  md << "GB/s counts bytes read + written (codes, scales, and the transposed copy for `dual`); `of copy` is "
+        "that "
+        "over the measured device copy bandwidth. Medians of "
+     << o.iters
+     << " runs, L2 flushed before each.\n\n| kernel | rows | cols | us | GB/s | of copy "
+        "|\n|---|---|---|---|---|---|\n";
+  std::printf("%s\n%-34s %6s %6s %9s %8s %7s\n", gpu.c_str(), "kernel", "rows", "cols", "us", "GB/s", "copy");
+  for (const Q& q : shapes) {
+    const size_t n = size_t(q.rows) * q.cols;
+    Dev<uint16_t> x(n);
+    Dev<uint8_t> codes(n), codes_t(n), scales(n / 32 * 4 + 64), scales_t(n / 32 * 4 + 64);
+    Dev<float> deq(n);
+    fill_random_bf16(x.p, n, 7 + q.rows, 1.f, nullptr);
+    fmt::QuantSpec mx;
+    mx.blocking = fmt::Blocking::tile(32);
+    mx.rule = fmt::ScaleRule::floor;
+    fmt::QuantSpec w;
+    w.blocking = fmt::Blocking::block(128);
+    w.storage = fmt::ScaleStorage::f32;
+    fmt::QuantSpec a128;
+    struct Run {
+      const char* name;
+      std::function<void()> fn;
+      double bytes;
+    };
+    const double N = double(n);
+    const std::vector<Run> runs = {
+        {"act 1x128 ceil ue8m0 (MN-major)",
+         [&] {
+           quantize_act_1x128(x.p, q.rows, q.cols, fmt::ScaleRule::ceil, true, 1e-4f, ScaleLayout::kMnMajor,
+                              codes.p, scales.p, nullptr);
+         },
+         3 * N + N / 128},
+        {"act 1x128 + transposed (dual)",
+         [&] {
+           quantize_act_1x128_dual(x.p, q.rows, q.cols, fmt::ScaleRule::ceil, true, 1e-4f,
+                                   ScaleLayout::kMnMajor, codes.p, scales.p, codes_t.p, scales_t.p, nullptr);
+         },
+         4 * N + 2 * N / 128},
+        {"MXFP8 1x32 floor ue8m0",
+         [&] { quantize(fmt::SourceType::bf16, x.p, q.rows, q.cols, mx, codes.p, scales.p, nullptr); },
+         3 * N + N / 32},
+        {"weights 128x128 ceil f32 (generic)",
+         [&] { quantize(fmt::SourceType::bf16, x.p, q.rows, q.cols, w, codes.p, scales.p, nullptr); },
+         3 * N + N / 16384 * 4},
+        {"dequantize 1x128 -> f32",
+         [&] { dequantize(codes.p, scales.p, q.rows, q.cols, a128, deq.p, nullptr); }, 5 * N + N / 128},
+    };
+    // dequantize reads UE8M0 row-major scales: produce them once.
+    quantize(fmt::SourceType::bf16, x.p, q.rows, q.cols, a128, codes.p, scales.p, nullptr);
+    for (const Run& r : runs) {
+      const double us = timer.median_us(r.fn, o.iters);
+      const double gbs = r.bytes / us * 1e-3;
+      std::printf("%-34s %6lld %6lld %9.1f %8.0f %6.0f%%\n", r.name, (long long)q.rows, (long long)q.cols, us,
+                  gbs, 100 * gbs * 1e9 / copy_bw);
+      md << "| " << r.name << " | " << q.rows << " | " << q.cols << " | " << fmt_double("%.1f", us) << " | "
+         << fmt_double("%.0f", gbs) << " | " << fmt_double("%.0f%%", 100 * gbs * 1e9 / copy_bw) << " |\n";
+    }
+  }
+  write_section(o, "cuda-quantize", md.str());
+}
+
+std::string command_line(const char* name) {
+  return std::string("mx8 bench ") + name;
+}
+
+#endif
+
+void register_bench(const char* name, const char* summary, int kind) {
+  static std::vector<std::unique_ptr<mx8::cli::CommandRegistration>> regs;
+  regs.push_back(std::make_unique<mx8::cli::CommandRegistration>(
+      std::string("bench ") + name, summary, [name, kind](CLI::App& app) {
+        auto o = std::make_shared<BenchOptions>();
+        add_common_options(app, o);
+        if (kind != 1) {
+          app.add_option("--m", o->ms,
+                         "M values (default: 64 128 4096 for cuda-gemm, 1 2 4 8 16 for cuda-gemv)");
+          app.add_option("--tile", o->tile, "force a tile shape BMxBN (default: the heuristic's)");
+        }
+        return mx8::cli::CommandRun([o, name, kind] {
+#ifndef MX8_HAVE_CUDA
+          (void)kind;
+          no_cuda();
+#else
+          if (!device_available()) throw mx8::Error("bench " + std::string(name) + ": no CUDA device on this machine");
+          const std::string cmd = command_line(name);
+          if (kind == 0 || kind == 3) run_gemm_bench(*o, false, kind == 3 ? command_line("cuda") : cmd);
+          if (kind == 2 || kind == 3) run_gemm_bench(*o, true, kind == 3 ? command_line("cuda") : cmd);
+          if (kind == 1 || kind == 3) run_quantize_bench(*o, kind == 3 ? command_line("cuda") : cmd);
+#endif
+        });
+      }));
+}
+
+struct Registrar {
+  Registrar() {
+    register_bench("cuda-gemm", "FP8 block-scaled GEMM on the GPU vs cuBLASLt (DeepSeek-V3 shapes)", 0);
+    register_bench("cuda-quantize", "GPU quantizers/dequantizer throughput vs device copy bandwidth", 1);
+    register_bench("cuda-gemv", "FP8 skinny GEMM (M = 1..16) on the GPU: weight bandwidth vs cuBLASLt", 2);
+    register_bench("cuda", "all CUDA benchmarks (cuda-gemm, cuda-gemv, cuda-quantize)", 3);
+  }
+} registrar;
+
+}  // namespace

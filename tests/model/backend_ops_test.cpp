@@ -1,0 +1,268 @@
+// The backend interface's ops on the CPU backend against plain double-precision references written
+// here, on fresh random inputs with ragged shapes. Any backend (CUDA) can be run through the same
+// checks by adding it to backends().
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "mx8/backend/backend.h"
+#include "mx8/error.h"
+#include "mx8/format/common.h"
+#include "mx8/format/element.h"
+#include "mx8/format/quantize_ref.h"
+
+namespace {
+
+using namespace mx8::backend;
+
+std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// Reference y = x W^T in double.
+std::vector<double> matmul_ref(const std::vector<float>& w, const std::vector<float>& x, int64_t m, int64_t n,
+                               int64_t k) {
+  std::vector<double> y(size_t(m * n));
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < n; ++c) {
+      double s = 0;
+      for (int64_t i = 0; i < k; ++i) s += double(x[r * k + i]) * double(w[c * k + i]);
+      y[r * n + c] = s;
+    }
+  return y;
+}
+
+// |y - ref| <= k * 2^-22 * sum|x*w|: f32 accumulation over k terms (each add rounds by <= 2^-24
+// relative to the partial sum, which is bounded by sum|x*w|); 4x slack for the blocked order.
+void expect_close(const std::vector<float>& y, const std::vector<double>& ref, const std::vector<float>& w,
+                  const std::vector<float>& x, int64_t m, int64_t n, int64_t k, const char* what) {
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < n; ++c) {
+      double mag = 0;
+      for (int64_t i = 0; i < k; ++i) mag += std::abs(double(x[r * k + i]) * double(w[c * k + i]));
+      double bound = double(k) * std::ldexp(1.0, -22) * mag + 1e-30;
+      ASSERT_LE(std::abs(y[r * n + c] - ref[r * n + c]), bound) << what << " at " << r << "," << c;
+    }
+}
+
+TEST(BackendOps, MatmulAllWeightFormatsAgainstDequantizedReference) {
+  auto be = make_cpu_backend(2);
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
+                         {1, 33, 70},
+                         {3, 130, 257},
+                         {5, 256, 128},
+                         {2, 7, 300}}) {
+    std::vector<float> w = randn(size_t(n * k), 7 + n, 0.05f), x = randn(size_t(m * k), 11 + k);
+    std::vector<float> bias = randn(size_t(n), 13);
+    std::vector<float> y(size_t(m * n));
+    // f32
+    WeightView wf{WeightFormat::f32, n, k, w.data(), nullptr, ScaleType::ue8m0};
+    be->matmul(wf, x.data(), m, y.data());
+    expect_close(y, matmul_ref(w, x, m, n, k), w, x, m, n, k, "f32");
+    // f32 with bias
+    be->matmul(wf, x.data(), m, y.data(), bias.data());
+    std::vector<double> rb = matmul_ref(w, x, m, n, k);
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < n; ++c) rb[r * n + c] += bias[c];
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], rb[i], 1e-4);
+    // bf16: reference on the bf16-rounded weights
+    std::vector<uint16_t> wb(w.size());
+    std::vector<float> wbf(w.size());
+    for (size_t i = 0; i < w.size(); ++i) {
+      wb[i] = mx8::format::f32_to_bf16_rne(w[i]);
+      wbf[i] = mx8::format::bf16_to_f32(wb[i]);
+    }
+    be->matmul({WeightFormat::bf16, n, k, wb.data(), nullptr, ScaleType::ue8m0}, x.data(), m, y.data());
+    expect_close(y, matmul_ref(wbf, x, m, n, k), wbf, x, m, n, k, "bf16");
+    // fp8 block 128x128 (UE8M0 and f32 scales) and mxfp8: reference on the dequantized weights
+    for (int variant = 0; variant < 3; ++variant) {
+      mx8::format::QuantSpec spec;
+      spec.blocking = variant == 2 ? mx8::format::Blocking::tile(32) : mx8::format::Blocking::block(128);
+      spec.storage = variant == 1 ? mx8::format::ScaleStorage::f32 : mx8::format::ScaleStorage::ue8m0;
+      spec.rule = variant == 1 ? mx8::format::ScaleRule::fp32 : mx8::format::ScaleRule::ceil;
+      std::vector<uint8_t> codes(mx8::format::code_bytes(spec, n, k)),
+          scales(mx8::format::scale_bytes(spec, n, k));
+      mx8::format::quantize_ref(mx8::format::SourceType::f32, w.data(), n, k, spec, codes.data(),
+                                scales.data());
+      std::vector<float> wd(w.size());
+      mx8::format::dequantize_ref(codes.data(), scales.data(), n, k, spec, wd.data());
+      WeightView wq{variant == 2 ? WeightFormat::mxfp8 : WeightFormat::fp8_block,
+                    n,
+                    k,
+                    codes.data(),
+                    scales.data(),
+                    variant == 1 ? ScaleType::f32 : ScaleType::ue8m0};
+      be->matmul(wq, x.data(), m, y.data());
+      expect_close(y, matmul_ref(wd, x, m, n, k), wd, x, m, n, k, variant == 2 ? "mxfp8" : "fp8_block");
+      // The embedding lookup of a quantized table returns the dequantized rows exactly.
+      std::vector<int32_t> ids = {int32_t(n - 1), 0};
+      std::vector<float> rows(2 * size_t(k));
+      be->embedding(wq, ids.data(), 2, rows.data());
+      for (int64_t i = 0; i < k; ++i) {
+        ASSERT_EQ(rows[i], wd[(n - 1) * k + i]);
+        ASSERT_EQ(rows[k + i], wd[i]);
+      }
+    }
+  }
+}
+
+TEST(BackendOps, UnsupportedOrMalformedRequestsAreErrors) {
+  auto be = make_cpu_backend(1);
+  float x[4] = {1, 2, 3, 4}, y[4];
+  uint8_t codes[4] = {0};
+  EXPECT_THROW(be->matmul({WeightFormat::fp8_block, 2, 2, codes, nullptr, ScaleType::ue8m0}, x, 1, y),
+               mx8::Error);
+  EXPECT_THROW(be->matmul({WeightFormat::mxfp8, 2, 2, codes, codes, ScaleType::f32}, x, 1, y), mx8::Error);
+  EXPECT_THROW(be->matmul({WeightFormat::f32, 0, 2, x, nullptr, ScaleType::ue8m0}, x, 1, y), mx8::Error);
+  int32_t bad = 5;
+  EXPECT_THROW(be->embedding({WeightFormat::f32, 2, 2, x, nullptr, ScaleType::ue8m0}, &bad, 1, y),
+               mx8::Error);
+  EXPECT_FALSE(be->supports_weight(WeightFormat::mxfp8, ScaleType::f32));
+  EXPECT_THROW(make_backend("rocm", 1), mx8::Error);
+#if !defined(MX8_HAVE_CUDA)
+  EXPECT_THROW(make_backend("cuda", 1), mx8::Error);
+#endif
+}
+
+TEST(BackendOps, RmsnormRopeSiluSoftmax) {
+  auto be = make_cpu_backend(2);
+  const int64_t rows = 3, dim = 24;
+  std::vector<float> x = randn(rows * dim, 1), w = randn(dim, 2), y(rows * dim);
+  be->rmsnorm(x.data(), w.data(), rows, dim, 1e-5f, y.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int64_t j = 0; j < dim; ++j) ss += double(x[r * dim + j]) * x[r * dim + j];
+    double inv = 1 / std::sqrt(ss / dim + 1e-5);
+    for (int64_t j = 0; j < dim; ++j) ASSERT_NEAR(y[r * dim + j], x[r * dim + j] * inv * w[j], 1e-5);
+  }
+  // RoPE both styles: pair (i0, i1) rotated by pos * inv_freq[j].
+  const int hd = 8, heads = 2;
+  std::vector<float> inv = {1.0f, 0.1f, 0.01f, 0.001f};
+  std::vector<int32_t> pos = {0, 5, 1000};
+  for (RopeStyle style : {RopeStyle::interleaved, RopeStyle::half}) {
+    std::vector<float> q = randn(3 * heads * hd, 3), q0 = q;
+    be->rope(q.data(), pos.data(), 3, heads, {style, hd, hd, inv.data()});
+    for (int t = 0; t < 3; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int j = 0; j < hd / 2; ++j) {
+          int i0 = style == RopeStyle::interleaved ? 2 * j : j,
+              i1 = style == RopeStyle::interleaved ? 2 * j + 1 : j + hd / 2;
+          double a = double(float(pos[t]) * inv[j]);
+          const float* v0 = &q0[(t * heads + h) * hd];
+          const float* v = &q[(t * heads + h) * hd];
+          ASSERT_NEAR(v[i0], v0[i0] * std::cos(a) - v0[i1] * std::sin(a), 1e-5);
+          ASSERT_NEAR(v[i1], v0[i0] * std::sin(a) + v0[i1] * std::cos(a), 1e-5);
+        }
+  }
+  std::vector<float> g = randn(50, 4, 3), u = randn(50, 5), o(50);
+  be->silu_mul(g.data(), u.data(), o.data(), 50);
+  for (int i = 0; i < 50; ++i) ASSERT_NEAR(o[i], g[i] / (1 + std::exp(-double(g[i]))) * u[i], 1e-5);
+  std::vector<float> s = randn(2 * 9, 6, 4);
+  std::vector<float> s0 = s;
+  be->softmax(s.data(), 2, 9);
+  for (int r = 0; r < 2; ++r) {
+    double z = 0;
+    for (int j = 0; j < 9; ++j) z += std::exp(double(s0[r * 9 + j]));
+    for (int j = 0; j < 9; ++j) ASSERT_NEAR(s[r * 9 + j], std::exp(double(s0[r * 9 + j])) / z, 1e-6);
+  }
+}
+
+// Attention over a paged cache (pages shuffled, two sequences, GQA) against a direct computation on
+// the K/V values as the cache stores them (f32 exact, bf16 rounded, fp8 quantized per token/head/128).
+TEST(BackendOps, PagedAttentionAllKvFormats) {
+  auto be = make_cpu_backend(2);
+  const int heads = 4, kv_heads = 2, hd = 160, ps = 4, pages = 8, len0 = 13, len1 = 6;
+  for (KvFormat fmt : {KvFormat::f32, KvFormat::bf16, KvFormat::fp8}) {
+    KvCacheDesc d{fmt, 2, kv_heads, hd, ps, pages};
+    auto cache = be->create_kv_cache(d);
+    // Sequence 0 uses pages {5, 2, 7, 0}, sequence 1 uses {3, 6}.
+    std::vector<int32_t> tables = {5, 2, 7, 0, 3, 6, 0, 0};
+    auto slot_of = [&](int s, int p) { return tables[s * 4 + p / ps] * ps + p % ps; };
+    std::vector<float> k0 = randn(size_t(len0) * kv_heads * hd, 20),
+                       v0 = randn(size_t(len0) * kv_heads * hd, 21);
+    std::vector<float> k1 = randn(size_t(len1) * kv_heads * hd, 22),
+                       v1 = randn(size_t(len1) * kv_heads * hd, 23);
+    std::vector<int32_t> s0, s1;
+    for (int p = 0; p < len0; ++p) s0.push_back(slot_of(0, p));
+    for (int p = 0; p < len1; ++p) s1.push_back(slot_of(1, p));
+    be->kv_write(*cache, 1, k0.data(), v0.data(), s0.data(), len0);
+    be->kv_write(*cache, 1, k1.data(), v1.data(), s1.data(), len1);
+    // What the cache holds, per format.
+    auto stored = [&](std::vector<float> v) {
+      for (size_t h = 0; h < v.size() / hd; ++h) {
+        float* row = &v[h * hd];
+        if (fmt == KvFormat::bf16)
+          for (int i = 0; i < hd; ++i)
+            row[i] = mx8::format::bf16_to_f32(mx8::format::f32_to_bf16_rne(row[i]));
+        if (fmt == KvFormat::fp8) {
+          mx8::format::QuantSpec spec;  // e4m3, ceil, 1x128, ue8m0: the KV cache's recipe
+          std::vector<uint8_t> c(hd), sc(2);
+          mx8::format::quantize_ref(mx8::format::SourceType::f32, row, 1, hd, spec, c.data(), sc.data());
+          mx8::format::dequantize_ref(c.data(), sc.data(), 1, hd, spec, row);
+        }
+      }
+      return v;
+    };
+    std::vector<float> K[2] = {stored(k0), stored(k1)}, V[2] = {stored(v0), stored(v1)};
+    // Three query tokens: seq 0 seeing 13 and 9 positions, seq 1 seeing 6.
+    std::vector<int32_t> seq = {0, 0, 1}, kvlen = {13, 9, 6};
+    std::vector<float> q = randn(3 * heads * hd, 30, 0.2f), out(3 * heads * hd);
+    AttentionArgs a;
+    a.q = q.data();
+    a.out = out.data();
+    a.n_tokens = 3;
+    a.n_heads = heads;
+    a.n_kv_heads = kv_heads;
+    a.head_dim = hd;
+    a.scale = 1 / std::sqrt(float(hd));
+    a.layer = 1;
+    a.seq = seq.data();
+    a.kv_len = kvlen.data();
+    a.block_tables = tables.data();
+    a.max_pages_per_seq = 4;
+    be->attention(*cache, a);
+    for (int t = 0; t < 3; ++t)
+      for (int h = 0; h < heads; ++h) {
+        const int s = seq[t], kvh = h / (heads / kv_heads);
+        std::vector<double> sc(kvlen[t]);
+        double mx = -1e300, z = 0;
+        for (int p = 0; p < kvlen[t]; ++p) {
+          double dot = 0;
+          for (int i = 0; i < hd; ++i)
+            dot += double(q[(t * heads + h) * hd + i]) * K[s][(p * kv_heads + kvh) * hd + i];
+          sc[p] = dot * a.scale;
+          mx = std::max(mx, sc[p]);
+        }
+        for (double& v : sc) z += (v = std::exp(v - mx));
+        for (int i = 0; i < hd; ++i) {
+          double o = 0;
+          for (int p = 0; p < kvlen[t]; ++p) o += sc[p] / z * V[s][(p * kv_heads + kvh) * hd + i];
+          ASSERT_NEAR(out[(t * heads + h) * hd + i], o, 2e-5)
+              << kv_format_name(fmt) << " t" << t << " h" << h << " i" << i;
+        }
+      }
+    // Out-of-range slots and pages are errors, not writes anywhere.
+    int32_t bad_slot = pages * ps;
+    EXPECT_THROW(be->kv_write(*cache, 0, k0.data(), v0.data(), &bad_slot, 1), mx8::Error);
+    std::vector<int32_t> bad_tables = {9, 0, 0, 0};
+    a.block_tables = bad_tables.data();
+    a.n_tokens = 1;
+    EXPECT_THROW(be->attention(*cache, a), mx8::Error);
+  }
+}
+
+TEST(BackendOps, KvCacheBytes) {
+  // fp8: 1 byte per value + 1 UE8M0 byte per 128 values; bf16: 2 bytes; pages rounded to 64 bytes.
+  KvCacheDesc d{KvFormat::fp8, 32, 8, 128, 16, 10};
+  EXPECT_EQ(d.page_bytes(), size_t(16 * 8 * 128 + 16 * 8));
+  EXPECT_EQ(d.total_bytes(), d.page_bytes() * 10 * 2 * 32);
+  d.format = KvFormat::bf16;
+  EXPECT_EQ(d.page_bytes(), size_t(16 * 8 * 128 * 2));
+}
+
+}  // namespace

@@ -1,0 +1,235 @@
+// mx8 against Hugging Face transformers on the six fixture models of tests/data/hf (docs/FIXTURES.md):
+// Llama-3.1 (GQA, llama3 RoPE scaling, also past the original context), Llama-2 (tied), Mistral,
+// Qwen2 (q/k/v biases, tied), Qwen3 (q/k norm). F32 weights, f32 KV cache, CPU backend.
+//
+// Tolerance: 1e-4 absolute on every stored logit. HF's float32 logits differ from an exact float64
+// computation by up to 1.26e-5 on these models (recorded in each reference.json), and mx8's f32
+// path rounds differently but by the same order, so 1e-4 is ~8x the measured rounding gap while
+// still 1e-5 of the largest logit: any real error (a missed norm weight, a wrong RoPE band, bias,
+// head grouping) moves logits by 1e-2 or more. Greedy tokens must be equal: every greedy step of
+// the references wins by >= 2.2e-3, twenty times the tolerance.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "mx8/backend/backend.h"
+#include "mx8/model/llama.h"
+#include "mx8/runtime/engine.h"
+
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+const std::string kDir = std::string(MX8_SOURCE_DIR) + "/tests/data/hf";
+constexpr float kTol = 1e-4f;
+
+json read_json(const std::string& p) {
+  std::ifstream in(p);
+  return json::parse(in);
+}
+
+std::vector<std::string> fixtures() {
+  std::vector<std::string> names;
+  if (!fs::exists(kDir)) return names;
+  for (auto& e : fs::directory_iterator(kDir))
+    if (e.is_directory() && fs::exists(e.path() / "reference.json"))
+      names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+struct PromptRun {
+  std::vector<std::vector<float>> prompt_logits;  // at logits_positions
+  std::vector<int32_t> greedy;
+  std::vector<float> greedy_last_logits;
+};
+
+// Prompt logits through one forward pass (the whole prompt as one prefill chunk), then 16 greedy
+// tokens through the engine (decode path over the paged KV cache).
+PromptRun run_prompt(mx8::model::LlamaModel& m, mx8::backend::Backend& be, const std::vector<int32_t>& prompt,
+                     const std::vector<int32_t>& positions, mx8::backend::KvFormat kv) {
+  using namespace mx8;
+  PromptRun r;
+  {
+    runtime::EngineOptions eo;
+    eo.kv_format = kv;
+    eo.max_context = int(prompt.size()) + 32;
+    eo.page_size = 16;
+    const int pages = (eo.max_context + 15) / 16;
+    backend::KvCacheDesc d{
+        kv, int(m.config().n_layers), int(m.config().n_kv_heads), int(m.config().head_dim), 16, pages};
+    auto cache = be.create_kv_cache(d);
+    model::StepBatch b;
+    b.max_pages_per_seq = pages;
+    for (int p = 0; p < pages; ++p) b.block_tables.push_back(p);
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      b.tokens.push_back(prompt[i]);
+      b.pos.push_back(int32_t(i));
+      b.seq.push_back(0);
+      b.slot.push_back(int32_t(i));
+      b.kv_len.push_back(int32_t(i) + 1);
+    }
+    b.logit_rows = positions;
+    std::vector<float> logits(positions.size() * size_t(m.config().vocab));
+    m.forward(b, *cache, logits.data());
+    for (size_t i = 0; i < positions.size(); ++i)
+      r.prompt_logits.emplace_back(logits.begin() + i * m.config().vocab,
+                                   logits.begin() + (i + 1) * m.config().vocab);
+  }
+  runtime::EngineOptions eo;
+  eo.kv_format = kv;
+  eo.max_context = int(prompt.size()) + 32;
+  runtime::Engine eng(m, be, eo);
+  eng.keep_logits(true);
+  runtime::GenerationParams gp;
+  gp.sampling.temperature = 0;
+  gp.max_new_tokens = 17;  // the 17th is never run: the sequence stays alive to read its last logits
+  int id = eng.add(prompt, gp);
+  while (r.greedy.size() < 16) {
+    for (auto& e : eng.step()) r.greedy.push_back(e.token);
+  }
+  r.greedy_last_logits = *eng.last_logits(id);
+  eng.cancel(id);
+  return r;
+}
+
+float max_abs_diff(const std::vector<float>& a, const json& b) {
+  float d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(a[i] - b[i].get<float>()));
+  return d;
+}
+
+class HfFixture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(HfFixture, F32LogitsAndGreedyMatchTransformers) {
+  const std::string dir = kDir + "/" + GetParam();
+  json ref = read_json(dir + "/reference.json");
+  auto be = mx8::backend::make_cpu_backend(2);
+  mx8::model::LoadOptions lo;
+  auto m = mx8::model::load_llama(dir, *be, lo);
+  ASSERT_EQ(m->config().vocab, ref["spec"]["vocab"].get<int64_t>());
+  // RoPE frequencies (llama3 scaling included) against HF's.
+  std::vector<float> inv = mx8::model::rope_inv_freq(m->config());
+  const json& hf_inv = ref["rope"]["inv_freq_hf"];
+  ASSERT_EQ(inv.size(), hf_inv.size());
+  for (size_t j = 0; j < inv.size(); ++j)
+    EXPECT_NEAR(inv[j], hf_inv[j].get<float>(), 1e-6f * std::abs(hf_inv[j].get<float>())) << "pair " << j;
+
+  for (size_t p = 0; p < ref["prompts"].size(); ++p) {
+    auto prompt = ref["prompts"][p].get<std::vector<int32_t>>();
+    auto positions = ref["logits_positions"][p].get<std::vector<int32_t>>();
+    PromptRun r = run_prompt(*m, *be, prompt, positions, mx8::backend::KvFormat::f32);
+    float worst = 0;
+    for (size_t i = 0; i < positions.size(); ++i)
+      worst = std::max(worst, max_abs_diff(r.prompt_logits[i], ref["logits"][p][i]));
+    EXPECT_LE(worst, kTol) << GetParam() << " prompt " << p << " (length " << prompt.size() << ")";
+    EXPECT_EQ(r.greedy, ref["greedy"][p].get<std::vector<int32_t>>()) << GetParam() << " prompt " << p;
+    float last = max_abs_diff(r.greedy_last_logits, ref["greedy_last_logits"][p]);
+    EXPECT_LE(last, kTol) << GetParam() << " prompt " << p << " decode-path logits";
+    std::printf("[ hf ] %-18s prompt %zu (len %3zu): max |dlogit| prefill %.2e, decode %.2e\n",
+                GetParam().c_str(), p, prompt.size(), worst, last);
+  }
+}
+
+TEST_P(HfFixture, BatchedChunkedDecodeEqualsOneAtATime) {
+  // All prompts at once, prefill in chunks of 5 tokens mixed with decode steps: every sequence's
+  // tokens and logits equal those of running it alone (bit for bit: ops are row-independent).
+  using namespace mx8;
+  const std::string dir = kDir + "/" + GetParam();
+  json ref = read_json(dir + "/reference.json");
+  auto be = backend::make_cpu_backend(2);
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = 5;
+  auto m = model::load_llama(dir, *be, lo);
+  runtime::EngineOptions eo;
+  eo.kv_format = backend::KvFormat::f32;
+  eo.max_context = 300;
+  eo.max_sequences = int(ref["prompts"].size());
+  eo.page_size = 4;  // many pages per sequence, interleaved between sequences
+  runtime::Engine eng(*m, *be, eo);
+  runtime::GenerationParams gp;
+  gp.sampling.temperature = 0;
+  gp.max_new_tokens = 16;
+  std::map<int, std::vector<int32_t>> got;
+  std::vector<int> ids;
+  for (auto& p : ref["prompts"]) ids.push_back(eng.add(p.get<std::vector<int32_t>>(), gp));
+  while (!eng.idle())
+    for (auto& e : eng.step()) got[e.request].push_back(e.token);
+  for (size_t p = 0; p < ids.size(); ++p)
+    EXPECT_EQ(got[ids[p]], ref["greedy"][p].get<std::vector<int32_t>>()) << GetParam() << " prompt " << p;
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, HfFixture, ::testing::ValuesIn(fixtures()),
+                         [](const auto& info) { return info.param; });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(HfFixture);
+
+TEST(HfFixtures, QuantizedWeightsStayClose) {
+  // bf16 / fp8 / mxfp8 weights: not HF's numbers, so the bound comes from the quantization error,
+  // not rounding. E4M3 keeps 3 mantissa bits (relative error <= 2^-4 per weight). These fixtures
+  // were scaled so that logits span +-12, and their greedy margins are small (>= 2.2e-3), so FP8
+  // moves logits by up to ~1 and flips greedy tokens; that is the format, not a bug. What a bug
+  // (wrong scale grid, wrong layout, swapped nibbles) does instead is destroy the logits' direction:
+  // so the test asks for cosine similarity with HF's logits >= 0.98 (measured 0.9907-0.9954; bf16:
+  // >= 0.9999, measured 0.99997) and a max |dlogit| within 1.5x of what was measured when the path
+  // was verified (printed by the test). Exactness of the FP8 matmul itself is tested at the backend
+  // level (tests/model/backend_ops_test.cpp: FP8 weights against f32 weights holding the same values).
+  // Note that with power-of-two scales fp8 (128x128) and mxfp8 (1x32) give the SAME weights here:
+  // RNE(x / 2^e) * 2^e does not depend on e while x / 2^e stays in E4M3's normal range, and these
+  // weights span far less than the 2^14 dynamic range a block would need to push some into subnormals.
+  using namespace mx8;
+  for (const std::string& name : std::vector<std::string>{"llama31_gqa", "qwen3_qknorm"}) {
+    const std::string dir = kDir + "/" + name;
+    if (!fs::exists(dir)) GTEST_SKIP() << "fixture " << dir << " absent";
+    json ref = read_json(dir + "/reference.json");
+    struct Case {
+      model::WeightMode w;
+      backend::KvFormat kv;
+      float max_abs;
+      double min_cos;
+    } cases[] = {{model::WeightMode::bf16, backend::KvFormat::bf16, 0.11f, 0.9999},
+                 {model::WeightMode::fp8, backend::KvFormat::f32, 1.3f, 0.98},
+                 {model::WeightMode::mxfp8, backend::KvFormat::f32, 1.3f, 0.98},
+                 {model::WeightMode::fp8, backend::KvFormat::fp8, 1.6f, 0.98}};
+    for (const Case& c : cases) {
+      auto be = backend::make_cpu_backend(2);
+      model::LoadOptions lo;
+      lo.weights = c.w;
+      auto m = model::load_llama(dir, *be, lo);
+      auto prompt = ref["prompts"][2].get<std::vector<int32_t>>();
+      auto positions = ref["logits_positions"][2].get<std::vector<int32_t>>();
+      PromptRun r = run_prompt(*m, *be, prompt, positions, c.kv);
+      float worst = 0;
+      double worst_cos = 1;
+      for (size_t i = 0; i < positions.size(); ++i) {
+        const json& want = ref["logits"][2][i];
+        worst = std::max(worst, max_abs_diff(r.prompt_logits[i], want));
+        double dot = 0, na = 0, nb = 0;
+        for (size_t v = 0; v < r.prompt_logits[i].size(); ++v) {
+          double a = r.prompt_logits[i][v], b = want[v].get<double>();
+          dot += a * b;
+          na += a * a;
+          nb += b * b;
+        }
+        worst_cos = std::min(worst_cos, dot / std::sqrt(na * nb));
+      }
+      auto want = ref["greedy"][2].get<std::vector<int32_t>>();
+      size_t same = 0;
+      while (same < want.size() && r.greedy[same] == want[same]) ++same;
+      const char* kvn = c.kv == backend::KvFormat::fp8    ? "fp8"
+                        : c.kv == backend::KvFormat::bf16 ? "bf16"
+                                                          : "f32";
+      std::printf(
+          "[ quantized ] %-14s weights %-6s kv %-5s max |dlogit| %.3f, cosine %.6f, greedy agrees for %zu of "
+          "16\n",
+          name.c_str(), model::weight_mode_name(c.w), kvn, worst, worst_cos, same);
+      EXPECT_LE(worst, c.max_abs) << name << " " << model::weight_mode_name(c.w) << " kv " << kvn;
+      EXPECT_GE(worst_cos, c.min_cos) << name << " " << model::weight_mode_name(c.w) << " kv " << kvn;
+    }
+  }
+}
+
+}  // namespace

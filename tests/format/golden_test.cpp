@@ -165,3 +165,11 @@ TEST(Golden, Bf16F16Helpers) {
     ASSERT_EQ(f32_to_bf16_rne(bf16_to_f32(uint16_t(h))), bf16_nan ? (h | 0x40) : h) << std::hex << h;
   }
 }
+
+TEST(Golden, MicroxcalingE4m3BlockWithEvenRounding) {
+  // microxcaling test_fp8_e4m3_fix.py, scale 1: [485, 475, 400, -485, -475, -450, 2^-6, -2^-6]. Its
+  // default "nearest" rounding (ties away) gives 416 for 400; OCP/CUDA round-to-nearest-even gives 384.
+  const float in[] = {485.f, 475.f, 400.f, -485.f, -475.f, -450.f, 0x1p-6f, -0x1p-6f};
+  const float want[] = {448.f, 448.f, 384.f, -448.f, -448.f, -448.f, 0x1p-6f, -0x1p-6f};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(e4m3_to_f32(e4m3_from_f32(in[i])), want[i]) << in[i];
+}

@@ -1,0 +1,250 @@
+// Tokenizer behaviour beyond the llama.cpp cases: ids for the extra strings from an independent
+// oracle (@lenml/tokenizers, tests/data/tokenizers/oracle_cases.json), round trips, streaming
+// decode, special tokens, BOS handling, the SentencePiece algorithm on a hand-made vocabulary,
+// and errors.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "mx8/error.h"
+#include "mx8/runtime/tokenizer.h"
+#include "tokenizer/tokenizer_test_data.h"
+
+namespace mx8::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Tokenizers load once per test program (the JSON files take a while to parse).
+const Tokenizer* hf(const std::string& name) {
+  static std::map<std::string, std::unique_ptr<Tokenizer>> cache;
+  auto& slot = cache[name];
+  if (!slot) {
+    fs::path dir = test::hf_tokenizer_folder(name);
+    if (dir.empty()) return nullptr;
+    slot = load_tokenizer(dir);
+  }
+  return slot.get();
+}
+const Tokenizer* gguf(const std::string& stem) {
+  static std::map<std::string, std::unique_ptr<Tokenizer>> cache;
+  auto& slot = cache[stem];
+  if (!slot) {
+    fs::path p = test::vocab_case_dir() / ("ggml-vocab-" + stem + ".gguf");
+    if (!fs::exists(p)) return nullptr;
+    slot = load_tokenizer(p);
+  }
+  return slot.get();
+}
+
+TEST(Tokenizer, OracleCases) {
+  auto j = nlohmann::json::parse(test::read_text(test::tokenizer_data_dir() / "oracle_cases.json"));
+  size_t n = 0;
+  for (auto& c : j["cases"]) {
+    const Tokenizer* tok = hf(c["tokenizer"]);
+    if (!tok) GTEST_SKIP() << c["tokenizer"] << " tokenizer.json not available";
+    std::string text = c["text"];
+    std::vector<TokenId> want = c["ids"].get<std::vector<TokenId>>();
+    auto ids = tok->encode(text, {.add_special = false});
+    EXPECT_EQ(ids, want) << c["tokenizer"] << ": " << text;
+    ++n;
+  }
+  EXPECT_EQ(n, 51u);
+}
+
+// Decoding gives the text back. Qwen normalizes to NFC first, so its round trip gives the NFC form.
+TEST(Tokenizer, RoundTrips) {
+  auto j = nlohmann::json::parse(test::read_text(test::tokenizer_data_dir() / "oracle_cases.json"));
+  for (auto& c : j["cases"]) {
+    const Tokenizer* tok = hf(c["tokenizer"]);
+    if (!tok) GTEST_SKIP();
+    std::string text = c["text"];
+    std::vector<TokenId> ids = c["ids"].get<std::vector<TokenId>>();
+    std::string back = tok->decode(ids);
+    if (c["tokenizer"] == "qwen3" && back != text) {
+      EXPECT_EQ(tok->encode(back, {.add_special = false}), ids) << "NFC form re-encodes the same: " << text;
+    } else {
+      EXPECT_EQ(back, text) << c["tokenizer"];
+    }
+  }
+  // SentencePiece: the prefix space is removed again; byte-fallback characters come back.
+  if (const Tokenizer* spm = gguf("llama-spm")) {
+    for (std::string text :
+         {"Hello world", " two  spaces", "emoji 🦙 and \xE1\x9E\x80\xE1\x9E\xB6", "\n\ttabs"}) {
+      auto ids = spm->encode(text);
+      EXPECT_EQ(ids.front(), spm->bos_id());
+      EXPECT_EQ(spm->decode(ids, {.skip_special = true}), text);
+    }
+  }
+}
+
+TEST(Tokenizer, StreamingDecodeEqualsDecode) {
+  std::vector<std::pair<const Tokenizer*, std::string>> subjects;
+  for (const char* n : {"llama3", "qwen3", "deepseek_v3"})
+    if (const Tokenizer* t = hf(n)) subjects.emplace_back(t, n);
+  for (const char* s : {"llama-spm", "gpt-2"})
+    if (const Tokenizer* t = gguf(s)) subjects.emplace_back(t, s);
+  if (subjects.empty()) GTEST_SKIP() << "no tokenizers available";
+  const std::string text =
+      "Emoji 👩‍👩‍👧‍👦🦙 split over byte tokens, 日本語, ক্ষ, and ½ "
+      "\xF0\x9F\x87\xAB\xF0\x9F\x87\xB7.";
+  for (auto& [tok, name] : subjects) {
+    auto ids = tok->encode(text, {.add_special = false});
+    StreamDecoder stream(*tok);
+    std::string streamed;
+    for (TokenId id : ids) {
+      std::string piece = stream.push(id);
+      // Every piece is whole characters: the text never shows a replacement character.
+      EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos) << name;
+      streamed += piece;
+    }
+    streamed += stream.flush();
+    EXPECT_EQ(streamed, tok->decode(ids)) << name;
+    EXPECT_EQ(streamed, text) << name;
+  }
+}
+
+TEST(Tokenizer, StreamingHoldsIncompleteCharacters) {
+  const Tokenizer* tok = hf("llama3");
+  if (!tok) GTEST_SKIP();
+  // 🦙 is one token here: stream it, then the single-byte cases.
+  auto ids = tok->encode("🦙", {.add_special = false});
+  ASSERT_GE(ids.size(), 1u);
+  StreamDecoder s(*tok);
+  std::string out;
+  for (TokenId id : ids) out += s.push(id);
+  EXPECT_EQ(out + s.flush(), "🦙");
+  // A lone continuation byte can never complete: it becomes U+FFFD, at once and at flush alike.
+  TokenId lone = tok->encode("\xA6", {.add_special = false}).at(0);
+  EXPECT_EQ(tok->decode(std::vector<TokenId>{lone}), "\xEF\xBF\xBD");
+  StreamDecoder s2(*tok);
+  EXPECT_EQ(s2.push(lone), "\xEF\xBF\xBD");
+  // A lead byte waits for its continuation, and is replaced if the text ends first.
+  TokenId lead = tok->encode("\xF0", {.add_special = false}).at(0);
+  StreamDecoder s3(*tok);
+  EXPECT_EQ(s3.push(lead), "");
+  EXPECT_EQ(s3.flush(), "\xEF\xBF\xBD");
+}
+
+TEST(Tokenizer, SpecialTokens) {
+  const Tokenizer* qwen = hf("qwen3");
+  if (!qwen) GTEST_SKIP();
+  std::string chat = "<|im_start|>user\nhi<|im_end|>";
+  auto ids = qwen->encode(chat, {.add_special = false});
+  EXPECT_EQ(ids.front(), 151644);
+  EXPECT_EQ(ids.back(), 151645);
+  EXPECT_TRUE(qwen->is_special(151644));
+  EXPECT_EQ(qwen->decode(ids), chat);
+  EXPECT_EQ(qwen->decode(ids, {.skip_special = true}), "user\nhi");
+  auto plain = qwen->encode(chat, {.add_special = false, .parse_special = false});
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), 151644), 0);
+  EXPECT_EQ(qwen->decode(plain), chat);
+  // Non-special added tokens (</think>) still match without parse_special.
+  auto think = qwen->encode("a</think>b", {.add_special = false, .parse_special = false});
+  EXPECT_NE(std::find(think.begin(), think.end(), 151668), think.end());
+  EXPECT_TRUE(qwen->is_stop(151645));  // <|im_end|>
+  EXPECT_TRUE(qwen->is_stop(151643));  // <|endoftext|>
+  EXPECT_FALSE(qwen->adds_bos());
+
+  if (const Tokenizer* llama3 = hf("llama3")) {
+    EXPECT_EQ(llama3->bos_id(), 128000);
+    EXPECT_TRUE(llama3->is_stop(128009));  // <|eot_id|>
+    EXPECT_TRUE(llama3->is_stop(128001));  // <|end_of_text|>
+    EXPECT_EQ(llama3->vocab_size(), 128256u);
+    EXPECT_EQ(llama3->token_text(9906), "Hello");
+    EXPECT_EQ(llama3->find_token("<|eot_id|>"), 128009);
+  }
+  if (const Tokenizer* ds = hf("deepseek_v3")) {
+    // tokenizer_config.json: add_bos_token true.
+    EXPECT_TRUE(ds->adds_bos());
+    auto with = ds->encode("Hi");
+    EXPECT_EQ(with.front(), 0);
+    EXPECT_EQ(std::vector<TokenId>(with.begin() + 1, with.end()), ds->encode("Hi", {.add_special = false}));
+  }
+  if (const Tokenizer* spm = gguf("llama-spm")) {
+    EXPECT_EQ(spm->encode("Hello"), (std::vector<TokenId>{1, 15043}));
+    EXPECT_EQ(spm->encode("<s>Hi</s>", {.add_special = false}), (std::vector<TokenId>{1, 6324, 2}));
+    EXPECT_EQ(spm->vocab_size(), 32000u);
+    EXPECT_TRUE(spm->is_stop(2));
+    EXPECT_STREQ(spm->kind(), "spm");
+  }
+}
+
+// The SentencePiece algorithm on a vocabulary small enough to check by hand.
+TEST(Tokenizer, SpmMergesByScoreWithByteFallback) {
+  SpmVocab v;
+  v.tokens = {"<unk>",
+              "<s>",
+              "</s>",
+              "\xE2\x96\x81",
+              "a",
+              "b",
+              "c",
+              "ab",
+              "bc",
+              "\xE2\x96\x81"
+              "a",
+              "abc"};
+  v.scores = {0, 0, 0, -1, -1, -1, -1, -5, -2, -3, -4};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    v.tokens.push_back(name);
+    v.scores.push_back(0);
+  }
+  auto tok = make_spm_tokenizer(v);
+  auto id = [&](const char* t) { return *tok->find_token(t); };
+  // "▁abc": bigrams ▁a (-3), ab (-5), bc (-2): bc merges first, then ▁a; "▁a"+"bc" is no entry.
+  EXPECT_EQ(tok->encode("abc", {.add_special = false}), (std::vector<TokenId>{id("\xE2\x96\x81"
+                                                                                 "a"),
+                                                                              id("bc")}));
+  // Without "bc" winning first ("ab" then "c"): "cab" -> ▁ c ab.
+  EXPECT_EQ(tok->encode("cab", {.add_special = false}),
+            (std::vector<TokenId>{id("\xE2\x96\x81"), id("c"), id("ab")}));
+  // 'é' is not in the vocabulary: its two UTF-8 bytes fall back to <0xC3> <0xA9>.
+  EXPECT_EQ(tok->encode("é", {.add_special = false}),
+            (std::vector<TokenId>{id("\xE2\x96\x81"), id("<0xC3>"), id("<0xA9>")}));
+  // As Hugging Face's Strip decoder: the prefix space goes only when it starts the text.
+  EXPECT_EQ(tok->decode(tok->encode("cab é")), "<s> cab é");
+  EXPECT_EQ(tok->decode(tok->encode("cab é"), {.skip_special = true}), "cab é");
+  // Ties in score merge leftmost first: "aaa" with only "aa" -> ▁ aa a.
+  SpmVocab w;
+  w.tokens = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "aa"};
+  w.scores = {0, 0, 0, 0, 0, -1};
+  auto t2 = make_spm_tokenizer(w);
+  EXPECT_EQ(t2->encode("aaa", {.add_special = false}), (std::vector<TokenId>{3, 5, 4}));
+}
+
+TEST(Tokenizer, LoadErrorsNameTheProblem) {
+  auto expect_error = [](const fs::path& p, const std::string& needle) {
+    try {
+      load_tokenizer(p);
+      ADD_FAILURE() << "no error for " << p;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error("/nonexistent/tokenizer.json", "no such file");
+  fs::path tmp = fs::temp_directory_path() / ("mx8_tok_err_" + std::to_string(::getpid()));
+  fs::create_directories(tmp);
+  expect_error(tmp, "no tokenizer.json or .gguf");
+  std::ofstream(tmp / "tokenizer.json") << "{not json";
+  expect_error(tmp, "not valid JSON");
+  std::ofstream(tmp / "tokenizer.json") << R"({"model": {"type": "Unigram", "vocab": []}})";
+  expect_error(tmp, "model type 'Unigram'");
+  std::ofstream(tmp / "tokenizer.json")
+      << R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Metaspace"}})";
+  expect_error(tmp, "pre_tokenizer 'Metaspace'");
+  std::ofstream(tmp / "tokenizer.json") << R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]},
+      "pre_tokenizer": {"type": "ByteLevel"}})";
+  expect_error(tmp, "merge 'a b'");
+  std::ofstream(tmp / "x.gguf") << "NOTGGUF";
+  fs::remove(tmp / "tokenizer.json");
+  expect_error(tmp / "x.gguf", "not a GGUF file");
+  fs::remove_all(tmp);
+  const Tokenizer* spm = gguf("llama-spm");
+  if (spm) EXPECT_THROW(spm->decode(std::vector<TokenId>{32000}), Error);
+}
+
+}  // namespace
+}  // namespace mx8::runtime

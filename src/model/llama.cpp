@@ -13,6 +13,7 @@
 #include <random>
 
 #include "model/model_source.h"
+#include "mx8/backend/cpu/quantize.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
 #include "mx8/format/quantize_ref.h"
@@ -95,7 +96,9 @@ Quantized quantize_fp8(const std::vector<float>& f, int64_t n, int64_t k, bool m
   Quantized q;
   q.codes.resize(format::code_bytes(spec, n, k));
   q.scales.resize(format::scale_bytes(spec, n, k));
-  format::quantize_ref(format::SourceType::f32, f.data(), n, k, spec, q.codes.data(), q.scales.data());
+  // The multithreaded SIMD quantizer: bit-identical to format::quantize_ref, much faster at load.
+  static mx8::cpu::ThreadPool pool(0);
+  mx8::cpu::quantize(format::SourceType::f32, f.data(), n, k, spec, q.codes.data(), q.scales.data(), &pool);
   return q;
 }
 

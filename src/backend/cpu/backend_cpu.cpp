@@ -9,7 +9,9 @@
 #include <cstring>
 
 #include "mx8/backend/cpu/cpu_features.h"
+#include "mx8/backend/cpu/gemv.h"
 #include "mx8/error.h"
+#include "mx8/format/element.h"
 
 namespace mx8::backend {
 
@@ -189,8 +191,36 @@ std::unique_ptr<Backend> make_cpu_backend(int threads) {
 // The matmul dispatch lives here so that fast kernels slot in in one place.
 namespace mx8::backend::cpu_impl {
 namespace {
+// The SIMD kernels of backend/cpu/gemv.h (scalar or AVX2 by the active ISA; they read each weight once
+// for all m rows). Products too small to repay waking the workers run on the calling thread.
+// MX8_CPU_MATMUL=scalar selects the plain scalar matmul of backend_cpu_matmul.cpp instead.
 void CpuBackend::matmul_dispatch(const WeightView& w, const float* x, int64_t m, float* y) {
-  matmul_scalar(w, x, m, y, &pool_);
+  static const bool force_scalar = [] {
+    const char* e = std::getenv("MX8_CPU_MATMUL");
+    return e && std::string(e) == "scalar";
+  }();
+  if (force_scalar) return matmul_scalar(w, x, m, y, &pool_);
+  ThreadPool* pool = w.n * w.k * m < (int64_t(1) << 17) ? nullptr : &pool_;
+  switch (w.format) {
+    case WeightFormat::f32:
+      return mx8::cpu::gemv_f32(x, m, static_cast<const float*>(w.data), w.n, w.k, y, pool);
+    case WeightFormat::bf16:
+      return mx8::cpu::gemv_bf16(x, m, static_cast<const uint16_t*>(w.data), w.n, w.k, y, pool);
+    case WeightFormat::fp8_block:
+    case WeightFormat::mxfp8: {
+      mx8::cpu::Fp8Matrix f;
+      f.codes = static_cast<const uint8_t*>(w.data);
+      f.scales = w.scales;
+      f.rows = w.n;
+      f.cols = w.k;
+      f.block_rows = w.format == WeightFormat::mxfp8 ? 1 : 128;
+      f.block_cols = w.format == WeightFormat::mxfp8 ? 32 : 128;
+      f.element = format::ElementFormat::e4m3;
+      f.scale_storage =
+          w.scale_type == ScaleType::f32 ? format::ScaleStorage::f32 : format::ScaleStorage::ue8m0;
+      return mx8::cpu::gemv_fp8(x, m, f, y, pool);
+    }
+  }
 }
 }  // namespace
 }  // namespace mx8::backend::cpu_impl

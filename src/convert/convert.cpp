@@ -435,7 +435,7 @@ Job plan_job(const Source& s, const ConvertOptions& opt, const QuantizeRules& ru
 
 // config.json of the output.
 std::optional<nlohmann::json> output_config(const Input& in, const ConvertOptions& opt,
-                                            const std::vector<std::string>& kept_linear) {
+                                            const std::vector<std::string>& kept_linear, bool any_quantized) {
   nlohmann::json c;
   std::error_code ec;
   if (in.is_gguf) {
@@ -447,7 +447,8 @@ std::optional<nlohmann::json> output_config(const Input& in, const ConvertOption
     return std::nullopt;
   }
   c.erase("quantization_config");
-  switch (opt.scheme) {
+  // Nothing quantized (e.g. --keep '*'): no quantization_config, or loaders would look for scales.
+  switch (any_quantized ? opt.scheme : Scheme::bf16) {
     case Scheme::ds_fp8: {
       nlohmann::json q = {{"quant_method", "fp8"},
                           {"fmt", "e4m3"},
@@ -472,6 +473,7 @@ std::optional<nlohmann::json> output_config(const Input& in, const ConvertOption
       break;
     }
     case Scheme::bf16:
+      if (opt.scheme != Scheme::bf16) break;  // kept as they were
       if (c.contains("torch_dtype")) c["torch_dtype"] = "bfloat16";
       if (c.contains("dtype") || !c.contains("torch_dtype")) c["dtype"] = "bfloat16";
       break;
@@ -579,7 +581,9 @@ ConvertReport convert_checkpoint(const std::string& in_path, const std::string& 
     write_file_atomically(folder.file("model.safetensors.index.json"), io::safetensors_index_json(shards));
   report.shards = static_cast<int>(shards.size());
 
-  if (auto cfg = output_config(in, opt, kept_linear))
+  const bool any_quantized =
+      std::any_of(jobs.begin(), jobs.end(), [](const Job& j) { return j.op == Op::quantize; });
+  if (auto cfg = output_config(in, opt, kept_linear, any_quantized))
     write_file_atomically(folder.file("config.json"), cfg->dump(2) + "\n");
   std::error_code ec;
   if (!in.is_gguf && fs::is_directory(in_path, ec)) {

@@ -1,0 +1,451 @@
+// mx8 convert end to end on the committed fixtures (tests/data/hf, models/stories260K.gguf):
+// quantized tensors dequantize within each format's bound, lossless paths are bit-exact, GGUF
+// tensors survive (with the Q/K permutation), requantization of non-power-of-two scales is
+// measured, and failures leave no output behind.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "mx8/convert/convert.h"
+#include "mx8/convert/gguf_to_hf.h"
+#include "mx8/convert/rules.h"
+#include "mx8/error.h"
+#include "mx8/format/common.h"
+#include "mx8/format/element.h"
+#include "mx8/io/gguf.h"
+#include "mx8/io/hf_config.h"
+#include "mx8/io/safetensors.h"
+#include "mx8/io/safetensors_writer.h"
+
+namespace fs = std::filesystem;
+using mx8::convert::ConvertOptions;
+using mx8::convert::Scheme;
+using mx8::io::DType;
+
+namespace {
+
+const fs::path kSrc = MX8_SOURCE_DIR;
+const fs::path kLlama = kSrc / "tests/data/hf/llama31_gqa";
+const fs::path kQwen3 = kSrc / "tests/data/hf/qwen3_qknorm";
+const fs::path kStories = kSrc / "models/stories260K.gguf";
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("mx8_convert_test_" + std::to_string(::getpid()) + "_" +
+                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+void require(const fs::path& p) {
+  if (!fs::exists(p)) GTEST_SKIP() << p << " is absent";
+}
+
+ConvertOptions opts(Scheme s, mx8::format::ScaleRule rule = mx8::format::ScaleRule::ceil) {
+  ConvertOptions o;
+  o.scheme = s;
+  o.rule = rule;
+  o.threads = 2;
+  return o;
+}
+
+std::vector<float> values(const mx8::io::Tensor& t) {
+  std::vector<float> v(static_cast<size_t>(t.numel()));
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (t.dtype() == DType::F32) {
+      std::memcpy(&v[i], t.data + 4 * i, 4);
+    } else if (t.dtype() == DType::BF16) {
+      uint16_t h;
+      std::memcpy(&h, t.data + 2 * i, 2);
+      v[i] = mx8::format::bf16_to_f32(h);
+    } else {
+      ADD_FAILURE() << "values() of " << mx8::io::dtype_name(t.dtype());
+    }
+  }
+  return v;
+}
+
+float f32_at(const uint8_t* p, size_t i) {
+  float f;
+  std::memcpy(&f, p + 4 * i, 4);
+  return f;
+}
+
+// Dequantizes an output tensor of the given scheme (written independently of the converter's
+// own code paths: plain loops over the documented layout).
+std::vector<float> dequantize(const mx8::io::SafetensorsModel& m, const std::string& name, Scheme s) {
+  const auto& w = m.get(name);
+  std::vector<float> out;
+  if (s == Scheme::ds_fp8) {
+    const auto& sc = m.get(name + "_scale_inv");
+    const int64_t R = w.shape()[0], C = w.shape()[1], gc = sc.shape()[1];
+    EXPECT_EQ(sc.shape()[0], (R + 127) / 128);
+    EXPECT_EQ(gc, (C + 127) / 128);
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t c = 0; c < C; ++c)
+        out.push_back(mx8::format::e4m3_to_f32(w.data[r * C + c]) *
+                      f32_at(sc.data, (r / 128) * gc + c / 128));
+  } else {
+    const auto& sc = m.get(name + "_scale");
+    EXPECT_EQ(sc.dtype(), DType::F8_E8M0);
+    const int64_t R = w.shape()[0], gc = sc.shape()[1];
+    const int64_t C = s == Scheme::mxfp4 ? 2 * w.shape()[1] : w.shape()[1];
+    EXPECT_EQ(gc, (C + 31) / 32);
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t c = 0; c < C; ++c) {
+        const float scale = std::ldexp(1.0f, int(sc.data[r * gc + c / 32]) - 127);
+        float v;
+        if (s == Scheme::mxfp8) {
+          v = mx8::format::e4m3_to_f32(w.data[r * C + c]);
+        } else {
+          const uint8_t byte = w.data[r * (C / 2) + c / 2];
+          v = mx8::format::e2m1_to_f32((c & 1) ? byte >> 4 : byte & 15);
+        }
+        out.push_back(v * scale);
+      }
+  }
+  return out;
+}
+
+// Largest error quantization to `mbits` mantissa bits may make on x, given the block scale: half an
+// ulp of x (relative 2^-(mbits+1)), or half the smallest subnormal step (scale * 2^(emin - mbits - 1)).
+bool within_bound(float x, float y, float scale, int mbits, int emin) {
+  const double rel = std::ldexp(std::fabs(x), -(mbits + 1));
+  const double sub = std::ldexp(static_cast<double>(scale), emin - mbits - 1);
+  return std::fabs(static_cast<double>(x) - y) <= std::max(rel, sub) * (1 + 1e-6);
+}
+
+}  // namespace
+
+TEST(Convert, DsFp8LayoutConfigAndErrorBound) {
+  require(kLlama);
+  TempDir tmp;
+  auto report = mx8::convert::convert_checkpoint(kLlama.string(), tmp / "out", opts(Scheme::ds_fp8));
+  auto in = mx8::io::SafetensorsModel::open(kLlama.string());
+  auto out = mx8::io::SafetensorsModel::open(tmp / "out");
+  int quantized = 0;
+  for (const auto& [name, t] : in.tensors()) {
+    const auto& o = out.get(name);
+    const bool linear =
+        t->shape().size() == 2 && name.find("embed") == std::string::npos && name != "lm_head.weight";
+    if (!linear) {
+      // Kept tensors are copied byte for byte.
+      ASSERT_EQ(o.dtype(), t->dtype()) << name;
+      ASSERT_EQ(o.nbytes(), t->nbytes());
+      EXPECT_EQ(std::memcmp(o.data, t->data, t->nbytes()), 0) << name;
+      EXPECT_EQ(out.find(name + "_scale_inv"), nullptr);
+      continue;
+    }
+    ++quantized;
+    ASSERT_EQ(o.dtype(), DType::F8_E4M3) << name;
+    const auto& sc = out.get(name + "_scale_inv");
+    ASSERT_EQ(sc.dtype(), DType::F32);
+    for (int64_t i = 0; i < sc.numel(); ++i) {  // ceil rule: every scale a power of two
+      uint32_t b;
+      std::memcpy(&b, sc.data + 4 * i, 4);
+      EXPECT_EQ(b & 0x7FFFFF, 0u) << name;
+    }
+    auto x = values(*t);
+    auto y = dequantize(out, name, Scheme::ds_fp8);
+    const int64_t C = t->shape()[1], gc = sc.shape()[1];
+    for (size_t i = 0; i < x.size(); ++i) {
+      const int64_t r = static_cast<int64_t>(i) / C, c = static_cast<int64_t>(i) % C;
+      ASSERT_TRUE(within_bound(x[i], y[i], f32_at(sc.data, (r / 128) * gc + c / 128), 3, -6))
+          << name << " " << i;
+    }
+  }
+  EXPECT_EQ(quantized, 14);
+  auto cfg = mx8::io::HfConfig::load(tmp / "out");
+  ASSERT_TRUE(cfg.quantization);
+  EXPECT_EQ(cfg.quantization->quant_method, "fp8");
+  EXPECT_EQ(cfg.quantization->fmt, "e4m3");
+  EXPECT_EQ(cfg.quantization->scale_fmt, "ue8m0");
+  EXPECT_EQ(cfg.quantization->weight_block_size, (std::vector<int64_t>{128, 128}));
+  EXPECT_EQ(cfg.quantization->activation_scheme, "dynamic");
+  EXPECT_TRUE(fs::exists(fs::path(tmp / "out") / "generation_config.json"));  // side files carried
+  EXPECT_EQ(report.shards, 1);
+
+  // fp32 rule: no scale_fmt (the scales are not powers of two).
+  mx8::convert::convert_checkpoint(kLlama.string(), tmp / "fp32",
+                                   opts(Scheme::ds_fp8, mx8::format::ScaleRule::fp32));
+  auto cfg32 = mx8::io::HfConfig::load(tmp / "fp32");
+  EXPECT_EQ(cfg32.quantization->scale_fmt, "");
+}
+
+// Keeping everything copies every tensor; the file then equals the reference library's own bytes.
+TEST(Convert, KeepingEverythingReproducesTheReferenceFile) {
+  require(kLlama);
+  TempDir tmp;
+  auto o = opts(Scheme::ds_fp8);
+  o.keep = {"*"};
+  mx8::convert::convert_checkpoint(kLlama.string(), tmp / "copy", o);
+  auto read_all = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  EXPECT_EQ(read_all(fs::path(tmp / "copy") / "model.safetensors"), read_all(kLlama / "model.safetensors"));
+  EXPECT_FALSE(mx8::io::HfConfig::load(tmp / "copy").quantization);
+}
+
+TEST(Convert, MxLayoutsWithinBoundAndBf16RoundTripIsExact) {
+  require(kQwen3);
+  TempDir tmp;
+  auto in = mx8::io::SafetensorsModel::open(kQwen3.string());
+  for (Scheme s : {Scheme::mxfp8, Scheme::mxfp4}) {
+    const std::string q = tmp / (s == Scheme::mxfp8 ? "mx8" : "mx4"), b = q + "_bf16";
+    mx8::convert::convert_checkpoint(kQwen3.string(), q, opts(s));
+    mx8::convert::convert_checkpoint(q, b, opts(Scheme::bf16));
+    auto qm = mx8::io::SafetensorsModel::open(q);
+    auto bm = mx8::io::SafetensorsModel::open(b);
+    int checked = 0;
+    for (const auto& [name, t] : in.tensors()) {
+      if (!qm.find(name + "_scale")) continue;
+      ++checked;
+      auto x = values(*t);
+      auto y = dequantize(qm, name, s);
+      const auto& sc = qm.get(name + "_scale");
+      const int64_t C = t->shape()[1];
+      for (size_t i = 0; i < x.size(); ++i) {
+        const float scale = std::ldexp(1.0f, int(sc.data[(i / C) * sc.shape()[1] + (i % C) / 32]) - 127);
+        ASSERT_TRUE(s == Scheme::mxfp8 ? within_bound(x[i], y[i], scale, 3, -6)
+                                       : within_bound(x[i], y[i], scale, 1, 0))
+            << name << " " << i << " x=" << x[i] << " y=" << y[i];
+      }
+      // MX values times power-of-two scales fit BF16 exactly, so going to BF16 loses nothing.
+      const auto& bt = bm.get(name);
+      ASSERT_EQ(bt.dtype(), DType::BF16);
+      EXPECT_EQ(values(bt), y) << name;
+      EXPECT_EQ(bm.find(name + "_scale"), nullptr);
+    }
+    EXPECT_GT(checked, 0);
+    auto cfg = mx8::io::HfConfig::load(q);
+    ASSERT_TRUE(cfg.raw.contains("quantization_config"));
+    EXPECT_EQ(cfg.raw["quantization_config"]["quant_method"], "mx8");
+    auto bcfg = mx8::io::HfConfig::load(b);
+    EXPECT_FALSE(bcfg.quantization);
+    EXPECT_EQ(bcfg.dtype, "bfloat16");
+  }
+}
+
+TEST(Convert, RequantizingPowerOfTwoScalesIsLossless) {
+  require(kLlama);
+  TempDir tmp;
+  mx8::convert::convert_checkpoint(kLlama.string(), tmp / "a", opts(Scheme::ds_fp8));
+  auto report = mx8::convert::convert_checkpoint(tmp / "a", tmp / "b", opts(Scheme::ds_fp8));
+  auto a = mx8::io::SafetensorsModel::open(tmp / "a");
+  auto b = mx8::io::SafetensorsModel::open(tmp / "b");
+  int requantized = 0;
+  for (const auto& r : report.tensors) {
+    if (r.action != "requantize") continue;
+    ++requantized;
+    EXPECT_TRUE(r.measured && std::isinf(r.sqnr_db)) << r.name << " sqnr " << r.sqnr_db;
+    EXPECT_EQ(r.nonpow2_scales, 0);
+    EXPECT_EQ(dequantize(a, r.name, Scheme::ds_fp8), dequantize(b, r.name, Scheme::ds_fp8)) << r.name;
+  }
+  EXPECT_EQ(requantized, 14);
+  // ds-fp8 -> mxfp8 as well: the 1x32 blocks refine the 128x128 ones, so values survive exactly.
+  auto r2 = mx8::convert::convert_checkpoint(tmp / "a", tmp / "c", opts(Scheme::mxfp8));
+  auto c = mx8::io::SafetensorsModel::open(tmp / "c");
+  for (const auto& r : r2.tensors)
+    if (r.action == "requantize")
+      EXPECT_EQ(dequantize(a, r.name, Scheme::ds_fp8), dequantize(c, r.name, Scheme::mxfp8));
+}
+
+TEST(Convert, DeepSeekV3ScalesAreRequantizedAndTheErrorReported) {
+  require(kLlama);
+  TempDir tmp;
+  // A V3-style checkpoint: float32 scales amax / 448, not powers of two.
+  mx8::convert::convert_checkpoint(kLlama.string(), tmp / "v3",
+                                   opts(Scheme::ds_fp8, mx8::format::ScaleRule::fp32));
+  auto report = mx8::convert::convert_checkpoint(tmp / "v3", tmp / "v31", opts(Scheme::ds_fp8));
+  auto v3 = mx8::io::SafetensorsModel::open(tmp / "v3");
+  auto v31 = mx8::io::SafetensorsModel::open(tmp / "v31");
+  int n = 0;
+  for (const auto& r : report.tensors) {
+    if (r.action != "requantize") continue;
+    ++n;
+    EXPECT_GT(r.nonpow2_scales, 0) << r.name;
+    ASSERT_TRUE(r.measured);
+    EXPECT_TRUE(std::isfinite(r.sqnr_db)) << r.name;  // not exact...
+    EXPECT_GT(r.sqnr_db, 25.0) << r.name;             // ...but one more E4M3 rounding (~31 dB) at worst
+    auto x = dequantize(v3, r.name, Scheme::ds_fp8);
+    auto y = dequantize(v31, r.name, Scheme::ds_fp8);
+    const auto& sc = v31.get(r.name + "_scale_inv");
+    const int64_t C = v31.get(r.name).shape()[1], gc = sc.shape()[1];
+    double max_err = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const int64_t row = static_cast<int64_t>(i) / C, col = static_cast<int64_t>(i) % C;
+      ASSERT_TRUE(within_bound(x[i], y[i], f32_at(sc.data, (row / 128) * gc + col / 128), 3, -6));
+      max_err = std::max(max_err, std::fabs(static_cast<double>(x[i]) - y[i]));
+    }
+    EXPECT_DOUBLE_EQ(max_err, r.max_abs_err) << r.name;  // the report measures what happened
+  }
+  EXPECT_EQ(n, 14);
+}
+
+TEST(Convert, StoriesGgufBecomesHfWithEqualF32Tensors) {
+  require(kStories);
+  TempDir tmp;
+  auto o = opts(Scheme::ds_fp8);
+  o.keep = {"*"};  // keep everything in F32: the tensors must equal the GGUF's
+  mx8::convert::convert_checkpoint(kStories.string(), tmp / "hf", o);
+  auto g = mx8::io::GgufFile::open(kStories.string());
+  auto m = mx8::io::SafetensorsModel::open(tmp / "hf");
+  auto cfg = mx8::io::HfConfig::load(tmp / "hf");
+  EXPECT_EQ(cfg.model_type, "llama");
+  EXPECT_EQ(cfg.hidden_size, 64);
+  EXPECT_EQ(cfg.num_hidden_layers, 5);
+  EXPECT_EQ(cfg.num_attention_heads, 8);
+  EXPECT_EQ(cfg.num_key_value_heads, 4);
+  EXPECT_EQ(cfg.intermediate_size, 172);
+  EXPECT_EQ(cfg.vocab_size, 512);
+  EXPECT_FALSE(cfg.quantization);  // nothing was quantized, so no quantization_config
+  size_t matched = 0;
+  for (const auto& t : g.tensors()) {
+    auto hf = mx8::convert::gguf_llama_to_hf_name(t.name);
+    if (!hf) continue;
+    const auto& o = m.get(*hf);
+    ASSERT_EQ(o.dtype(), DType::F32) << *hf;
+    const auto gshape = t.shape();  // a temporary: take it once
+    std::vector<int64_t> shape(gshape.begin(), gshape.end());
+    ASSERT_EQ(o.shape(), shape) << *hf;
+    const bool q = t.name.find("attn_q.weight") != std::string::npos,
+               k = t.name.find("attn_k.weight") != std::string::npos;
+    if (!q && !k) {
+      EXPECT_EQ(std::memcmp(o.data, t.data, t.n_bytes), 0) << *hf;
+    } else {
+      const int64_t heads = q ? 8 : 4, rows = shape[0], head_dim = rows / heads;
+      const size_t row_bytes = static_cast<size_t>(shape[1]) * 4;
+      for (int64_t r = 0; r < rows; ++r)
+        EXPECT_EQ(std::memcmp(o.data + mx8::convert::meta_to_hf_row(r, head_dim) * row_bytes,
+                              t.data + r * row_bytes, row_bytes),
+                  0)
+            << *hf << " row " << r;
+    }
+    ++matched;
+  }
+  EXPECT_EQ(matched, m.tensors().size());
+  EXPECT_EQ(matched, 3u + 5 * 9);
+}
+
+// The permutation is the right one: RoPE on interleaved pairs applied to GGUF rows equals RoPE on
+// halves (rotate_half, as HF Llama does) applied to the permuted rows, for q = W x with any W, x.
+TEST(Convert, QkPermutationTurnsInterleavedRopeIntoRotateHalf) {
+  const int64_t heads = 3, hd = 8, cols = 5, rows = heads * hd;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  std::vector<float> w(rows * cols), x(cols), wp(rows * cols);
+  for (auto& v : w) v = nd(rng);
+  for (auto& v : x) v = nd(rng);
+  mx8::convert::permute_meta_to_hf(reinterpret_cast<const uint8_t*>(w.data()),
+                                   reinterpret_cast<uint8_t*>(wp.data()), rows, cols * 4, heads);
+  auto matvec = [&](const std::vector<float>& m) {
+    std::vector<double> q(rows);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) q[r] += double(m[r * cols + c]) * x[c];
+    return q;
+  };
+  auto qm = matvec(w), qh = matvec(wp);
+  const int pos = 7;
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < hd / 2; ++i) {
+      const double theta = pos * std::pow(10000.0, -2.0 * i / hd), c = std::cos(theta), s = std::sin(theta);
+      // Meta: pair (2i, 2i+1). HF: pair (i, i + hd/2).
+      const double a = qm[h * hd + 2 * i], b = qm[h * hd + 2 * i + 1];
+      const double ha = qh[h * hd + i], hb = qh[h * hd + i + hd / 2];
+      EXPECT_NEAR(a * c - b * s, ha * c - hb * s, 1e-9);
+      EXPECT_NEAR(a * s + b * c, ha * s + hb * c, 1e-9);
+    }
+}
+
+TEST(Convert, ShardedOutputReadsBackAsOneModel) {
+  require(kLlama);
+  TempDir tmp;
+  auto o = opts(Scheme::ds_fp8);
+  o.shard_size = 40000;
+  auto report = mx8::convert::convert_checkpoint(kLlama.string(), tmp / "sharded", o);
+  EXPECT_GT(report.shards, 2);
+  auto one = opts(Scheme::ds_fp8);
+  mx8::convert::convert_checkpoint(kLlama.string(), tmp / "single", one);
+  auto a = mx8::io::SafetensorsModel::open(tmp / "sharded");
+  auto b = mx8::io::SafetensorsModel::open(tmp / "single");
+  EXPECT_EQ(a.shards().size(), static_cast<size_t>(report.shards));
+  ASSERT_EQ(a.tensors().size(), b.tensors().size());
+  for (const auto& [name, t] : b.tensors()) {
+    const auto& u = a.get(name);
+    ASSERT_EQ(u.nbytes(), t->nbytes());
+    EXPECT_EQ(std::memcmp(u.data, t->data, t->nbytes()), 0) << name;
+    EXPECT_EQ(a.shard_of(name), a.shard_of(name.substr(0, name.rfind(".weight") + 7)))
+        << name << " split from its weight";
+  }
+}
+
+TEST(Convert, FailuresLeaveNoOutput) {
+  require(kLlama);
+  TempDir tmp;
+  auto no_leftovers = [&] {
+    for (const auto& e : fs::directory_iterator(tmp.path))
+      if (e.path().filename() != "bad" && e.path().filename() != "exists")
+        ADD_FAILURE() << "left behind: " << e.path();
+  };
+  // A corrupt input.
+  fs::create_directories(tmp / "bad");
+  {
+    std::ofstream f(tmp / "bad/model.safetensors", std::ios::binary);
+    f << "\x10\0\0\0\0\0\0\0{\"a\":1}";
+  }
+  EXPECT_THROW(mx8::convert::convert_checkpoint(tmp / "bad", tmp / "out", opts(Scheme::ds_fp8)), mx8::Error);
+  EXPECT_FALSE(fs::exists(tmp / "out"));
+  // An interrupt (what Ctrl-C does) after the output folder was started.
+  mx8::convert::request_interrupt();
+  try {
+    mx8::convert::convert_checkpoint(kLlama.string(), tmp / "out", opts(Scheme::ds_fp8));
+    ADD_FAILURE() << "not interrupted";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("interrupted"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(tmp / "out"));
+  // An existing output without overwrite.
+  fs::create_directories(tmp / "exists");
+  EXPECT_THROW(mx8::convert::convert_checkpoint(kLlama.string(), tmp / "exists", opts(Scheme::ds_fp8)),
+               mx8::Error);
+  EXPECT_TRUE(fs::is_empty(tmp / "exists"));
+  // fp32 scales cannot be stored as UE8M0.
+  EXPECT_THROW(mx8::convert::convert_checkpoint(kLlama.string(), tmp / "out",
+                                                opts(Scheme::mxfp8, mx8::format::ScaleRule::fp32)),
+               mx8::Error);
+  no_leftovers();
+  // And the next conversion after an interrupt works.
+  mx8::convert::convert_checkpoint(kLlama.string(), tmp / "out", opts(Scheme::ds_fp8));
+  EXPECT_TRUE(fs::exists(fs::path(tmp / "out") / "model.safetensors"));
+}
+
+TEST(ConvertRules, DefaultsAndGlobs) {
+  mx8::convert::QuantizeRules r;
+  auto q = [&](const std::string& n) {
+    return mx8::convert::QuantizeRules::quantizes(r.decide(n, {8, 8}, true));
+  };
+  EXPECT_TRUE(q("model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_TRUE(q("model.layers.0.mlp.gate_proj.weight"));
+  EXPECT_TRUE(q("model.layers.3.mlp.experts.7.down_proj.weight"));
+  EXPECT_FALSE(q("model.embed_tokens.weight"));
+  EXPECT_FALSE(q("lm_head.weight"));
+  EXPECT_FALSE(q("model.layers.0.mlp.gate.weight"));  // MoE router
+  EXPECT_FALSE(q("model.layers.0.input_layernorm.weight"));
+  EXPECT_FALSE(q("model.layers.0.self_attn.q_proj.bias"));
+  EXPECT_FALSE(mx8::convert::QuantizeRules::quantizes(r.decide("a.weight", {8}, true)));
+  EXPECT_FALSE(mx8::convert::QuantizeRules::quantizes(r.decide("a.weight", {8, 8}, false)));
+  r.quantize = {"lm_head.*"};
+  r.keep = {"*.down_proj.*"};
+  EXPECT_TRUE(q("lm_head.weight"));
+  EXPECT_FALSE(q("model.layers.3.mlp.down_proj.weight"));
+  r.quantize.push_back("*down_proj*");
+  EXPECT_FALSE(q("model.layers.3.mlp.down_proj.weight"));  // --keep wins
+}

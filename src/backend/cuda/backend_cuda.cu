@@ -15,6 +15,8 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -39,6 +41,17 @@ std::string describe_error_bits(uint32_t bits) {
   add(kErrAttnKvLen, "attention: a kv_len is <= 0 or beyond the block table, or a seq index is negative");
   add(kErrAttnPage, "attention: a block table names a page outside the KV cache");
   return s;
+}
+
+namespace {
+std::atomic<bool> g_pdl{true};
+}  // namespace
+
+bool pdl_enabled() {
+  return g_pdl.load(std::memory_order_relaxed);
+}
+void set_pdl_enabled(bool on) {
+  g_pdl.store(on, std::memory_order_relaxed);
 }
 
 namespace {
@@ -70,9 +83,17 @@ class CudaBackend final : public Backend {
                         std::to_string(prop.minor) + ", " + std::to_string(prop.multiProcessorCount) +
                         " SMs, " + std::to_string(prop.totalGlobalMem >> 30) + " GiB)";
     info_.host_memory = false;
+    // PDL needs sm_90; MX8_CUDA_PDL=0 turns it off (for comparisons).
+    const char* env = std::getenv("MX8_CUDA_PDL");
+    set_pdl_enabled(prop.major >= 9 && !(env && std::string(env) == "0"));
+    if (pdl_enabled()) info_.description += ", programmatic dependent launch";
+    // The tensor-core FP8 GEMM for m > 16 needs sm_90a (wgmma); MX8_CUDA_WGMMA=0 keeps the SIMT GEMM.
+    const char* wg = std::getenv("MX8_CUDA_WGMMA");
+    use_wgmma_ = prop.major == 9 && prop.minor == 0 && !(wg && std::string(wg) == "0");
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
+    fp8_ws_.release();
     cudaStreamDestroy(stream_);
     cudaFreeHost(staging_);
     cudaFreeHost(err_host_);
@@ -129,9 +150,15 @@ class CudaBackend final : public Backend {
     return f != WeightFormat::mxfp8 || st == ScaleType::ue8m0;
   }
   bool supports_kv(KvFormat) const override { return true; }
-  std::string activation_quantization(WeightFormat) const override {
-    return "none: f32 activations; weights decoded to f32 in registers (m <= 16: streaming GEMV; larger m: "
-           "tiled SIMT GEMM), f32 accumulation";
+  std::string activation_quantization(WeightFormat f) const override {
+    const std::string none =
+        "none: f32 activations, weights decoded to f32 in registers, f32 accumulation (m <= 16: streaming "
+        "GEMV; larger m: tiled SIMT GEMM)";
+    if (f != WeightFormat::fp8_block || !use_wgmma_) return none;
+    return "m <= 16: " + none +
+           "; m > 16 with n % 16 == 0 and k % 128 == 0: E4M3 with 1x128 `ceil` scales (UE8M0, or f32 powers "
+           "of "
+           "two for f32-scaled weights), wgmma FP8 GEMM with FP32 promotion every 128 of k";
   }
 
   void matmul(const WeightView& w, const float* x, int64_t m, float* y, const float* bias) override {
@@ -163,7 +190,7 @@ class CudaBackend final : public Backend {
       throw Error("cuda backend: bad KV cache shape (layers " + std::to_string(d.n_layers) + ", kv heads " +
                   std::to_string(d.n_kv_heads) + ", head_dim " + std::to_string(d.head_dim) + ", page size " +
                   std::to_string(d.page_size) + ", pages " + std::to_string(d.n_pages) + ")");
-    return std::make_unique<CudaKvCache>(d);
+    return std::make_unique<CudaKvCache>(d, stream_);
   }
   void kv_write(KvCache& cache, int layer, const float* k, const float* v, const int32_t* slots,
                 int64_t n_tokens) override {
@@ -197,6 +224,8 @@ class CudaBackend final : public Backend {
   uint32_t* err_dev_ = nullptr;
   uint8_t* staging_ = nullptr;
   size_t staging_pos_ = 0;
+  bool use_wgmma_ = false;
+  Fp8Workspace fp8_ws_;
 };
 
 }  // namespace

@@ -39,11 +39,47 @@ inline void check_launch(const char* op) {
   check(cudaGetLastError(), op);
 }
 
+// Programmatic dependent launch (Hopper): kernels are launched with programmatic stream
+// serialization, so kernel N+1 is scheduled while kernel N drains instead of after it. Every kernel
+// of this backend starts with pdl_trigger() (let the next kernel be scheduled) and calls pdl_wait()
+// (wait for the previous kernel to finish and its writes to be visible) before it reads anything a
+// previous kernel may have written; the GEMV issues its first weight loads before pdl_wait(), as
+// weights are never written by kernels. Decode is ~500 small launches per token, so the launch gaps
+// this hides are a measurable part of the token time. MX8_CUDA_PDL=0 turns it off.
+bool pdl_enabled();
+void set_pdl_enabled(bool on);
+
+#if defined(__CUDACC__)
+__device__ __forceinline__ void pdl_wait() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+__device__ __forceinline__ void pdl_trigger() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+
+// Launches `kernel` on `s` (with the PDL attribute when enabled) and checks the launch.
+template <typename... KArgs, typename... Args>
+void launch(const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  check(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), op);
+}
+#endif
+
 // Device memory of a paged KV cache: layers x {K, V} x pages, each page_bytes long, laid out as the
 // CPU backend lays out its pages (elements [slot][kv head][head_dim], then fp8 scales).
 class CudaKvCache final : public KvCache {
  public:
-  explicit CudaKvCache(const KvCacheDesc& d);
+  // Zeroed on `s` (stream-ordered before the backend's later ops).
+  CudaKvCache(const KvCacheDesc& d, cudaStream_t s);
   ~CudaKvCache() override;
   uint8_t* base() const { return base_; }
   size_t page_bytes() const { return page_bytes_; }
@@ -75,6 +111,20 @@ void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cud
 
 // y[m][n] = x[m][k] W^T (+ bias), m <= 16 recommended (each group of 8 rows of x streams W once).
 void launch_gemv(const WeightView& w, const float* x, int64_t m, float* y, const float* bias, cudaStream_t s);
+// Device scratch for quantized activations (grows, never shrinks; freed with the backend).
+struct Fp8Workspace {
+  uint8_t* codes = nullptr;
+  uint8_t* scales = nullptr;
+  size_t code_cap = 0, scale_cap = 0;
+  void reserve(size_t code_bytes, size_t scale_bytes, cudaStream_t s);
+  void release();
+};
+// True when the tensor-core path takes this matmul: fp8_block weights, m > 16, n % 16 == 0,
+// k % 128 == 0, 16-byte aligned pointers.
+bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const float* y);
+// Quantizes x (E4M3, 1x128 `ceil` scales) and runs the wgmma FP8 GEMM into y (+ bias).
+void launch_fp8_gemm(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
+                     Fp8Workspace& ws, cudaStream_t s);
 // Tiled SIMT GEMM for any m (the fallback for m > 16): W decoded to f32 in shared memory.
 void launch_gemm_simt(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
                       cudaStream_t s);

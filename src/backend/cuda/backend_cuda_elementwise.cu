@@ -50,6 +50,8 @@ __device__ float block_reduce(float v) {
 }
 
 __global__ void embedding_kernel(WeightView table, const int32_t* ids, int64_t n, float* out, uint32_t* err) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t t = blockIdx.x;
   if (t >= n) return;
   const int32_t id = ids[t];
@@ -61,6 +63,8 @@ __global__ void embedding_kernel(WeightView table, const int32_t* ids, int64_t n
 }
 
 __global__ void rmsnorm_kernel(const float* x, const float* w, int64_t dim, float eps, float* y) {
+  pdl_trigger();
+  pdl_wait();
   const float* xr = x + int64_t(blockIdx.x) * dim;
   float* yr = y + int64_t(blockIdx.x) * dim;
   float ss = 0.0f;
@@ -75,6 +79,8 @@ __global__ void rmsnorm_kernel(const float* x, const float* w, int64_t dim, floa
 
 __global__ void rope_kernel(float* x, const int32_t* positions, int64_t n_tokens, int64_t n_heads,
                             RopeArgs r) {
+  pdl_trigger();
+  pdl_wait();
   const int half = r.rot_dim / 2;
   const int64_t total = n_tokens * n_heads * half;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
@@ -96,12 +102,16 @@ __global__ void rope_kernel(float* x, const int32_t* positions, int64_t n_tokens
 }
 
 __global__ void add_kernel(float* y, const float* x, int64_t n) {
+  pdl_trigger();
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     y[i] += x[i];
 }
 
 __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
+  pdl_trigger();
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     float v = gate[i];
@@ -111,6 +121,8 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, 
 }
 
 __global__ void softmax_kernel(float* x, int64_t cols) {
+  pdl_trigger();
+  pdl_wait();
   float* v = x + int64_t(blockIdx.x) * cols;
   float mx = -INFINITY;
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, v[j]);
@@ -141,7 +153,7 @@ void launch_embedding(const WeightView& table, const int32_t* ids, int64_t n, fl
   if (n <= 0) return;
   check_rows(n, "embedding");
   int threads = table.k >= 256 ? 256 : 64;
-  embedding_kernel<<<unsigned(n), threads, 0, s>>>(table, ids, n, out, err);
+  launch("embedding_kernel", embedding_kernel, dim3(unsigned(n)), dim3(threads), s, table, ids, n, out, err);
   check_launch("embedding");
 }
 
@@ -149,7 +161,8 @@ void launch_rmsnorm(const float* x, const float* w, int64_t rows, int64_t dim, f
                     cudaStream_t s) {
   if (rows <= 0 || dim <= 0) return;
   check_rows(rows, "rmsnorm");
-  rmsnorm_kernel<<<unsigned(rows), row_threads(dim), 0, s>>>(x, w, dim, eps, y);
+  launch("rmsnorm_kernel", rmsnorm_kernel, dim3(unsigned(rows)), dim3(row_threads(dim)), s, x, w, dim, eps,
+         y);
   check_launch("rmsnorm");
 }
 
@@ -160,26 +173,28 @@ void launch_rope(float* x, const int32_t* positions, int64_t n_tokens, int64_t n
                 std::to_string(r.head_dim) + " is not supported");
   const int64_t total = n_tokens * n_heads * (r.rot_dim / 2);
   if (total <= 0) return;
-  rope_kernel<<<grid_for(total, kThreads), kThreads, 0, s>>>(x, positions, n_tokens, n_heads, r);
+  launch("rope_kernel", rope_kernel, dim3(grid_for(total, kThreads)), dim3(kThreads), s, x, positions,
+         n_tokens, n_heads, r);
   check_launch("rope");
 }
 
 void launch_add(float* y, const float* x, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
-  add_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(y, x, n);
+  launch("add_kernel", add_kernel, dim3(grid_for(n, kThreads)), dim3(kThreads), s, y, x, n);
   check_launch("add");
 }
 
 void launch_silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
-  silu_mul_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(gate, up, out, n);
+  launch("silu_mul_kernel", silu_mul_kernel, dim3(grid_for(n, kThreads)), dim3(kThreads), s, gate, up, out,
+         n);
   check_launch("silu_mul");
 }
 
 void launch_softmax(float* x, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows <= 0 || cols <= 0) return;
   check_rows(rows, "softmax");
-  softmax_kernel<<<unsigned(rows), row_threads(cols), 0, s>>>(x, cols);
+  launch("softmax_kernel", softmax_kernel, dim3(unsigned(rows)), dim3(row_threads(cols)), s, x, cols);
   check_launch("softmax");
 }
 

@@ -17,6 +17,8 @@ constexpr int kBM = 64, kBN = 64, kBK = 16;
 
 __global__ void __launch_bounds__(256)
     gemm_simt_kernel(WeightView w, const float* x, int64_t m, float* y, const float* bias) {
+  pdl_trigger();
+  pdl_wait();
   __shared__ float xs[kBK][kBM + 4];
   __shared__ float ws[kBK][kBN + 4];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -65,7 +67,8 @@ void launch_gemm_simt(const WeightView& w, const float* x, int64_t m, float* y, 
   if (m <= 0) return;
   const int64_t gx = (w.n + kBN - 1) / kBN, gy = (m + kBM - 1) / kBM;
   if (gx > 0x7fffffff || gy > 65535) throw Error("cuda backend: matmul shape too large for the SIMT GEMM");
-  gemm_simt_kernel<<<dim3(unsigned(gx), unsigned(gy)), 256, 0, s>>>(w, x, m, y, bias);
+  launch("gemm_simt_kernel", gemm_simt_kernel, dim3(dim3(unsigned(gx), unsigned(gy))), dim3(256), s, w, x, m,
+         y, bias);
   check_launch("matmul (simt gemm)");
 }
 

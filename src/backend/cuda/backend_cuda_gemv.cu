@@ -116,15 +116,27 @@ constexpr int esize(WeightFormat f) {
 // Vector path: requires (k * esize) % 16 == 0, k % 4 == 0 and 16-byte aligned w and x.
 template <WeightFormat F, int M>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(GemvParams p) {
+  pdl_trigger();
   constexpr int E = Chunk<F>::kElems;
   const int lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (row >= p.n) return;
-  const uint8_t* wrow = p.w + row * p.k * esize(F);
-  const int64_t nchunk = p.k / E;
+  const bool active = row < p.n;
+  const uint8_t* wrow = p.w + (active ? row : 0) * p.k * esize(F);
+  const int64_t nchunk = active ? p.k / E : 0;
   float acc[M];
 #pragma unroll
   for (int i = 0; i < M; ++i) acc[i] = 0.0f;
+
+    // The first round of the row is prefetched into L2 before waiting for the previous kernel, so the
+    // weight stream starts while that kernel drains. (A prefetch into L2, the point of coherence, not a
+    // load into registers: it stays correct even if a weight were written by the previous kernel.)
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t c = lane + int64_t(u) * 32;
+    if (c < nchunk) asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow + c * 16));
+  }
+  pdl_wait();
+  if (!active) return;
 
   for (int64_t c0 = lane; c0 < nchunk; c0 += 32 * kUnroll) {
     uint4 raw[kUnroll];
@@ -192,6 +204,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(GemvParams p)
 // Scalar path for shapes the vector path cannot load (unaligned rows): one warp per output row,
 // lanes stride over k with element loads.
 __global__ void gemv_scalar_kernel(WeightView w, const float* x, int64_t m, float* y, const float* bias) {
+  pdl_trigger();
+  pdl_wait();
   const int lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (row >= w.n) return;
@@ -212,13 +226,13 @@ void launch_vec(const GemvParams& base, int64_t m, cudaStream_t s) {
     p.y = base.y + r0 * base.y_ld;
     p.m = int(m - r0 < 8 ? m - r0 : 8);
     if (p.m == 1)
-      gemv_kernel<F, 1><<<blocks, kWarpsPerBlock * 32, 0, s>>>(p);
+      launch("gemv_kernel", gemv_kernel<F, 1>, dim3(blocks), dim3(kWarpsPerBlock * 32), s, p);
     else if (p.m == 2)
-      gemv_kernel<F, 2><<<blocks, kWarpsPerBlock * 32, 0, s>>>(p);
+      launch("gemv_kernel", gemv_kernel<F, 2>, dim3(blocks), dim3(kWarpsPerBlock * 32), s, p);
     else if (p.m <= 4)
-      gemv_kernel<F, 4><<<blocks, kWarpsPerBlock * 32, 0, s>>>(p);
+      launch("gemv_kernel", gemv_kernel<F, 4>, dim3(blocks), dim3(kWarpsPerBlock * 32), s, p);
     else
-      gemv_kernel<F, 8><<<blocks, kWarpsPerBlock * 32, 0, s>>>(p);
+      launch("gemv_kernel", gemv_kernel<F, 8>, dim3(blocks), dim3(kWarpsPerBlock * 32), s, p);
   }
 }
 
@@ -235,7 +249,8 @@ void launch_gemv(const WeightView& w, const float* x, int64_t m, float* y, const
                        reinterpret_cast<uintptr_t>(x) % 16 == 0;
   if (!aligned) {
     const unsigned blocks = unsigned((w.n + kWarpsPerBlock - 1) / kWarpsPerBlock);
-    gemv_scalar_kernel<<<blocks, kWarpsPerBlock * 32, 0, s>>>(w, x, m, y, bias);
+    launch("gemv_scalar_kernel", gemv_scalar_kernel, dim3(blocks), dim3(kWarpsPerBlock * 32), s, w, x, m, y,
+           bias);
     check_launch("matmul (gemv, scalar)");
     return;
   }

@@ -25,7 +25,7 @@
 
 namespace mx8::backend::cuda_impl {
 
-CudaKvCache::CudaKvCache(const KvCacheDesc& d) : KvCache(d) {
+CudaKvCache::CudaKvCache(const KvCacheDesc& d, cudaStream_t s) : KvCache(d) {
   page_bytes_ = d.page_bytes();
   const size_t bytes = d.total_bytes();
   cudaError_t e = cudaMalloc(&base_, bytes);
@@ -33,7 +33,7 @@ CudaKvCache::CudaKvCache(const KvCacheDesc& d) : KvCache(d) {
     throw Error("cuda backend: cannot allocate " + std::to_string(bytes >> 20) + " MiB for the KV cache (" +
                 cudaGetErrorString(e) + ")");
   // Zeroed so that a cache is deterministic even where nothing was written yet.
-  check(cudaMemset(base_, 0, bytes), "KV cache memset");
+  check(cudaMemsetAsync(base_, 0, bytes, s), "KV cache memset");
 }
 
 CudaKvCache::~CudaKvCache() {
@@ -81,6 +81,8 @@ __device__ __forceinline__ size_t scale_off(const KvGeom& g, int slot, int head)
 template <KvFormat F>
 __global__ void kv_write_kernel(uint8_t* kpool, uint8_t* vpool, KvGeom g, const float* k, const float* v,
                                 const int32_t* slots, int64_t n_tokens, uint32_t* err) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   if (gw >= n_tokens * g.n_kv * 2) return;
@@ -176,6 +178,8 @@ struct AttnParams {
 template <KvFormat F>
 __global__ void __launch_bounds__(kAttnWarps * 32)
     attention_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p, uint32_t* err) {
+  pdl_trigger();
+  pdl_wait();
   constexpr int D = kMaxHeadDim / 32;
   __shared__ float q_s[kMaxHeadDim];
   __shared__ float m_s[kAttnWarps], l_s[kAttnWarps];
@@ -285,13 +289,16 @@ void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, 
   uint8_t* vp = c.pool(layer, 1);
   switch (d.format) {
     case KvFormat::f32:
-      kv_write_kernel<KvFormat::f32><<<blocks, threads, 0, s>>>(kp, vp, g, k, v, slots, n_tokens, err);
+      launch("kv_write_kernel", kv_write_kernel<KvFormat::f32>, dim3(blocks), dim3(threads), s, kp, vp, g, k,
+             v, slots, n_tokens, err);
       break;
     case KvFormat::bf16:
-      kv_write_kernel<KvFormat::bf16><<<blocks, threads, 0, s>>>(kp, vp, g, k, v, slots, n_tokens, err);
+      launch("kv_write_kernel", kv_write_kernel<KvFormat::bf16>, dim3(blocks), dim3(threads), s, kp, vp, g, k,
+             v, slots, n_tokens, err);
       break;
     case KvFormat::fp8:
-      kv_write_kernel<KvFormat::fp8><<<blocks, threads, 0, s>>>(kp, vp, g, k, v, slots, n_tokens, err);
+      launch("kv_write_kernel", kv_write_kernel<KvFormat::fp8>, dim3(blocks), dim3(threads), s, kp, vp, g, k,
+             v, slots, n_tokens, err);
       break;
   }
   check_launch("kv_write");
@@ -317,13 +324,16 @@ void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cud
   const uint8_t* vp = c.pool(a.layer, 1);
   switch (d.format) {
     case KvFormat::f32:
-      attention_kernel<KvFormat::f32><<<grid, kAttnWarps * 32, 0, s>>>(kp, vp, g, p, err);
+      launch("attention_kernel", attention_kernel<KvFormat::f32>, dim3(grid), dim3(kAttnWarps * 32), s, kp,
+             vp, g, p, err);
       break;
     case KvFormat::bf16:
-      attention_kernel<KvFormat::bf16><<<grid, kAttnWarps * 32, 0, s>>>(kp, vp, g, p, err);
+      launch("attention_kernel", attention_kernel<KvFormat::bf16>, dim3(grid), dim3(kAttnWarps * 32), s, kp,
+             vp, g, p, err);
       break;
     case KvFormat::fp8:
-      attention_kernel<KvFormat::fp8><<<grid, kAttnWarps * 32, 0, s>>>(kp, vp, g, p, err);
+      launch("attention_kernel", attention_kernel<KvFormat::fp8>, dim3(grid), dim3(kAttnWarps * 32), s, kp,
+             vp, g, p, err);
       break;
   }
   check_launch("attention");

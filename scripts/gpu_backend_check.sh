@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The CUDA backend's GPU evidence in one device call (owned by the cudabackend engineer):
+#   backend tests vs the CPU backend -> stories260K greedy golden (test + `mx8 run --device cuda`) ->
+#   compute-sanitizer memcheck on the small backend tests -> `mx8 bench decode-cuda` -> logs in $OUT.
+# Usage (device tool): run(command="bash scripts/gpu_backend_check.sh", carry=[".carry/cudabackend"])
+#
+# The binaries are built on the development machine (2 cores there are slow, but device time is
+# scarcer) and carried in .carry/cudabackend (git-ignored): `scripts/gpu_backend_check.sh --pack`
+# copies them from build/cudabackend. glibc 2.36 here, 2.39 there: binaries built here run there.
+# Where none are carried, it builds on the GPU machine as scripts/gpu_check.sh does (system gcc,
+# the carried JSON/CLI11 headers in .carry/deps).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [[ "${1:-}" == "--pack" ]]; then
+  mkdir -p .carry/cudabackend
+  cp build/cudabackend/mx8 build/cudabackend/test_cuda .carry/cudabackend/
+  strip --strip-debug .carry/cudabackend/mx8 .carry/cudabackend/test_cuda
+  ls -la .carry/cudabackend
+  exit 0
+fi
+OUT=${OUT:-$PWD/build/gpu-backend-out}
+mkdir -p "$OUT"
+S="$OUT/summary.txt"
+: >"$S"
+note() { echo "== $*" | tee -a "$S"; }
+t0=$SECONDS
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee -a "$S"
+
+B=.carry/cudabackend
+if [[ ! -x $B/test_cuda || ! -x $B/mx8 ]]; then
+  note "no carried binaries: building on the GPU machine"
+  export CC=/usr/bin/gcc CXX=/usr/bin/g++
+  B=build/gpu-backend
+  prefix=""
+  [[ -d .carry/deps/usr ]] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.carry/deps/usr"
+  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DMX8_CUDA=ON -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
+    -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++ $prefix >"$OUT/build.log" 2>&1 &&
+    cmake --build $B -j"$(nproc)" --target mx8_cli test_cuda >>"$OUT/build.log" 2>&1
+  note "build rc=$? ($((SECONDS - t0)) s)"
+fi
+ldd $B/test_cuda | grep -E "not found" | tee -a "$S"
+
+note "backend tests ($((SECONDS - t0)) s)"
+timeout 150 $B/test_cuda --gtest_color=no --gtest_filter='CudaVsCpu.*:CudaStoriesGolden.*' >"$OUT/tests.log" 2>&1
+note "tests rc=$? : $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/tests.log" | tr '\n' ' ')"
+grep -E "^\[  FAILED|Failure|agreement" -A3 "$OUT/tests.log" | head -40 | tee -a "$S"
+
+note "mx8 run --device cuda golden ($((SECONDS - t0)) s)"
+timeout 60 $B/mx8 run -m models/stories260K.gguf --device cuda --temperature 0 -n 200 >"$OUT/golden.txt" 2>"$OUT/golden.err"
+rc=$?
+if cmp -s "$OUT/golden.txt" tests/data/stories260K.greedy200.txt; then note "golden rc=$rc: IDENTICAL to tests/data/stories260K.greedy200.txt"
+else note "golden rc=$rc: DIFFERS"; cmp "$OUT/golden.txt" tests/data/stories260K.greedy200.txt | tee -a "$S"; fi
+tail -4 "$OUT/golden.err" | tee -a "$S"
+
+if [[ "${SKIP_SANITIZER:-0}" != 1 ]]; then
+  note "compute-sanitizer memcheck ($((SECONDS - t0)) s)"
+  small='CudaVsCpu.BadIndices*:CudaVsCpu.KvWrite*:CudaVsCpu.Embedding*:CudaVsCpu.AddSilu*:CudaVsCpu.Rope*'
+  timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 $B/test_cuda --gtest_filter="$small" \
+    >"$OUT/sanitizer.log" 2>&1
+  note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+fi
+
+note "bench decode-cuda ($((SECONDS - t0)) s)"
+cp docs/PERF.md "$OUT/PERF.md" 2>/dev/null || touch "$OUT/PERF.md"
+timeout 150 $B/mx8 bench decode-cuda --perf-md "$OUT/PERF.md" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
+note "bench rc=$?"
+cat "$OUT/bench.log" | tee -a "$S"
+if [[ "${PDL_AB:-0}" == 1 ]]; then
+  MX8_CUDA_PDL=0 timeout 60 $B/mx8 bench decode-cuda --weights fp8 --no-perf-md >"$OUT/bench_nopdl.log" 2>&1
+  note "without PDL: $(grep -E 'tok/s' "$OUT/bench_nopdl.log")"
+fi
+note "done ($((SECONDS - t0)) s)"

@@ -1,0 +1,389 @@
+// `mx8 bench decode-cuda`: batch-1 decode of a Llama-3-8B-shaped model with random weights on the
+// CUDA backend, FP8 (E4M3, 128x128 UE8M0 blocks) next to BF16 weights in the same run, against the
+// bandwidth roofline (weight bytes per token / measured device copy bandwidth).
+//
+// Owned by the cudabackend engineer. The decode step issues exactly the backend calls of the model's
+// forward pass (src/model/llama.cpp: embedding; per layer rmsnorm, q/k/v matmuls, rope, kv_write,
+// attention, o matmul, add, rmsnorm, gate/up matmuls, silu_mul, down matmul, add; final norm, lm_head,
+// logits download), including the per-step uploads of token, position, slot, length and block table.
+// Weights are random bytes made on the GPU side from a host template per shape, copied into a
+// separate allocation for every layer (so nothing is served from L2), which takes seconds where
+// drawing and quantizing 8e9 values on the host would take minutes.
+#if defined(MX8_HAVE_CUDA)
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/command.h"
+#include "cli/perf_report.h"
+#include "mx8/backend/backend.h"
+#include "mx8/error.h"
+#include "mx8/format/common.h"
+
+namespace {
+
+using namespace mx8::backend;
+
+struct Options {
+  int layers = 32;
+  int tokens = 128;
+  int warmup = 8;
+  std::string weights = "fp8,bf16";
+  std::string kv = "bf16";
+  bool write_perf = true;
+  std::string perf_md;
+};
+
+// Llama-3-8B.
+constexpr int64_t kVocab = 128256, kDim = 4096, kHeads = 32, kKvHeads = 8, kHeadDim = 128, kFfn = 14336;
+
+void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw mx8::Error(std::string("bench decode-cuda: ") + what + ": " + cudaGetErrorString(e));
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+// Device copy bandwidth: cudaMemcpy device-to-device of 1 GiB, bytes read + bytes written per second.
+double copy_bandwidth_gbps(Backend& be) {
+  const size_t bytes = size_t(1) << 30;
+  void* a = be.alloc(bytes);
+  void* b = be.alloc(bytes);
+  cuda_ok(cudaMemset(a, 1, bytes), "memset");
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  for (int i = 0; i < 3; ++i) cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+  const int reps = 10;
+  cudaEventRecord(e0);
+  for (int i = 0; i < reps; ++i)
+    cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice);
+  cudaEventRecord(e1);
+  cuda_ok(cudaEventSynchronize(e1), "copy bandwidth");
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  be.free(a);
+  be.free(b);
+  return 2.0 * double(bytes) * reps / (ms * 1e-3) / 1e9;
+}
+
+// Random weights, one device allocation per tensor, tracked for freeing.
+class WeightFactory {
+ public:
+  WeightFactory(Backend& be, WeightFormat f) : be_(be), f_(f) {}
+  ~WeightFactory() {
+    for (void* p : allocs_) be_.free(p);
+  }
+  WeightView make(int64_t n, int64_t k) {
+    WeightView w;
+    w.format = f_;
+    w.n = n;
+    w.k = k;
+    w.scale_type = ScaleType::ue8m0;
+    const size_t db = weight_data_bytes(f_, n, k), sb = weight_scale_bytes(f_, ScaleType::ue8m0, n, k);
+    const void* tmpl = template_for(n, k, db, sb);
+    void* d = be_.alloc(db);
+    allocs_.push_back(d);
+    cuda_ok(cudaMemcpy(d, tmpl, db, cudaMemcpyDeviceToDevice), "weight copy");
+    w.data = d;
+    if (sb) {
+      void* s = be_.alloc(sb);
+      allocs_.push_back(s);
+      cuda_ok(cudaMemcpy(s, static_cast<const uint8_t*>(tmpl) + db, sb, cudaMemcpyDeviceToDevice),
+              "scale copy");
+      w.scales = s;
+    }
+    bytes_ += db + sb;
+    return w;
+  }
+  float* vec(int64_t n, float value) {
+    std::vector<float> v(size_t(n), value);
+    float* d = static_cast<float*>(be_.alloc(size_t(n) * 4));
+    allocs_.push_back(d);
+    be_.upload(d, v.data(), v.size() * 4);
+    return d;
+  }
+  void* scratch(size_t bytes) {
+    void* d = be_.alloc(bytes);
+    allocs_.push_back(d);
+    return d;
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  // One template (data then scales) per shape, drawn on the host once and uploaded.
+  const void* template_for(int64_t n, int64_t k, size_t db, size_t sb) {
+    auto key = std::make_pair(n, k);
+    auto it = templates_.find(key);
+    if (it != templates_.end()) return it->second;
+    std::vector<uint8_t> h(db + sb);
+    uint64_t s = 0x9E3779B97F4A7C15ull ^ uint64_t(n * 31 + k);
+    auto next = [&] {
+      s ^= s << 13;
+      s ^= s >> 7;
+      s ^= s << 17;
+      return s;
+    };
+    if (f_ == WeightFormat::bf16) {
+      // bf16 values in about [-0.03, 0.03]: sign, exponent 2^-6..2^-13, random mantissa.
+      uint16_t* p = reinterpret_cast<uint16_t*>(h.data());
+      for (size_t i = 0; i < db / 2; ++i) {
+        uint64_t r = next();
+        p[i] = uint16_t(((r & 1) << 15) | ((121 - (r >> 1) % 8) << 7) | ((r >> 8) & 0x7F));
+      }
+    } else {
+      // E4M3 codes with magnitude below 2 (never NaN), UE8M0 scales 2^-7: values within about 0.015.
+      for (size_t i = 0; i < db; i += 8) {
+        uint64_t r = next();
+        for (size_t j = 0; j < 8 && i + j < db; ++j) h[i + j] = uint8_t((r >> (8 * j)) & 0xBF);
+      }
+      std::memset(h.data() + db, 127 - 7, sb);
+    }
+    void* d = be_.alloc(h.size());
+    allocs_.push_back(d);
+    be_.upload(d, h.data(), h.size());
+    templates_[key] = d;
+    return d;
+  }
+
+  Backend& be_;
+  WeightFormat f_;
+  std::vector<void*> allocs_;
+  std::map<std::pair<int64_t, int64_t>, const void*> templates_;
+  size_t bytes_ = 0;
+};
+
+struct Result {
+  std::string weights;
+  double tok_s = 0, ms_per_token = 0;
+  size_t bytes_per_token = 0;
+  double weight_gbps = 0;  // bytes per token / time per token
+  double gemv_gbps = 0;    // the largest GEMV alone, cold weights
+};
+
+Result run_one(Backend& be, WeightFormat f, const Options& o, KvFormat kvf) {
+  Result res;
+  res.weights = f == WeightFormat::bf16 ? "bf16" : weight_format_name(f);
+  WeightFactory wf(be, f);
+  const int L = o.layers;
+  struct Layer {
+    float *attn_norm, *ffn_norm;
+    WeightView wq, wk, wv, wo, gate, up, down;
+  };
+  std::vector<Layer> layers(static_cast<size_t>(L));
+  for (Layer& l : layers) {
+    l.attn_norm = wf.vec(kDim, 1.0f);
+    l.ffn_norm = wf.vec(kDim, 1.0f);
+    l.wq = wf.make(kHeads * kHeadDim, kDim);
+    l.wk = wf.make(kKvHeads * kHeadDim, kDim);
+    l.wv = wf.make(kKvHeads * kHeadDim, kDim);
+    l.wo = wf.make(kDim, kHeads * kHeadDim);
+    l.gate = wf.make(kFfn, kDim);
+    l.up = wf.make(kFfn, kDim);
+    l.down = wf.make(kDim, kFfn);
+  }
+  WeightView head = wf.make(kVocab, kDim);
+  size_t linear_bytes = wf.bytes();
+  // The embedding table stays bf16 (as the model keeps it); a lookup reads one row.
+  WeightFactory ef(be, WeightFormat::bf16);
+  WeightView embed = ef.make(kVocab, kDim);
+  float* out_norm = wf.vec(kDim, 1.0f);
+  // The weight copies above ran on the legacy stream (device-to-device cudaMemcpy does not block the
+  // host); the backend's stream does not wait for it.
+  cuda_ok(cudaDeviceSynchronize(), "weight set-up");
+  std::vector<float> inv(size_t(kHeadDim / 2));
+  for (int j = 0; j < kHeadDim / 2; ++j)
+    inv[size_t(j)] = 1.0f / std::pow(500000.0f, 2.0f * j / float(kHeadDim));
+  float* d_inv = static_cast<float*>(wf.scratch(inv.size() * 4));
+  be.upload(d_inv, inv.data(), inv.size() * 4);
+  res.bytes_per_token = linear_bytes + size_t(2 * L + 1) * kDim * 4 + size_t(kDim) * 2;
+
+  auto fbuf = [&](int64_t n) { return static_cast<float*>(wf.scratch(size_t(n) * 4)); };
+  float *x = fbuf(kDim), *h = fbuf(kDim), *q = fbuf(kHeads * kHeadDim), *k = fbuf(kKvHeads * kHeadDim),
+        *v = fbuf(kKvHeads * kHeadDim), *att = fbuf(kHeads * kHeadDim), *gate = fbuf(kFfn), *up = fbuf(kFfn),
+        *logits = fbuf(kVocab);
+  auto ibuf = [&] { return static_cast<int32_t*>(wf.scratch(64)); };
+  int32_t *d_tok = ibuf(), *d_pos = ibuf(), *d_seq = ibuf(), *d_slot = ibuf(), *d_len = ibuf(),
+          *d_rows = ibuf();
+  const int total = o.warmup + o.tokens;
+  KvCacheDesc kd{kvf, L, int(kKvHeads), int(kHeadDim), 16, (total + 15) / 16 + 1};
+  auto kv = be.create_kv_cache(kd);
+  const int max_pages = kd.n_pages;
+  std::vector<int32_t> table(static_cast<size_t>(max_pages));
+  for (int i = 0; i < max_pages; ++i) table[size_t(i)] = i;
+  int32_t* d_bt = static_cast<int32_t*>(wf.scratch(table.size() * 4));
+  std::vector<float> host_logits(static_cast<size_t>(kVocab));
+  RopeArgs rope{RopeStyle::half, int(kHeadDim), int(kHeadDim), d_inv};
+
+  auto step = [&](int pos) {
+    const int32_t tok = (pos * 7919) % int32_t(kVocab), zero = 0, slot = pos, len = pos + 1;
+    be.upload(d_tok, &tok, 4);
+    be.upload(d_pos, &pos, 4);
+    be.upload(d_seq, &zero, 4);
+    be.upload(d_slot, &slot, 4);
+    be.upload(d_len, &len, 4);
+    be.upload(d_rows, &zero, 4);
+    be.upload(d_bt, table.data(), table.size() * 4);
+    be.embedding(embed, d_tok, 1, x);
+    for (int l = 0; l < L; ++l) {
+      const Layer& ly = layers[size_t(l)];
+      be.rmsnorm(x, ly.attn_norm, 1, kDim, 1e-5f, h);
+      be.matmul(ly.wq, h, 1, q);
+      be.matmul(ly.wk, h, 1, k);
+      be.matmul(ly.wv, h, 1, v);
+      be.rope(q, d_pos, 1, kHeads, rope);
+      be.rope(k, d_pos, 1, kKvHeads, rope);
+      be.kv_write(*kv, l, k, v, d_slot, 1);
+      AttentionArgs a;
+      a.q = q;
+      a.out = att;
+      a.n_tokens = 1;
+      a.n_heads = int(kHeads);
+      a.n_kv_heads = int(kKvHeads);
+      a.head_dim = int(kHeadDim);
+      a.scale = 1.0f / std::sqrt(float(kHeadDim));
+      a.layer = l;
+      a.seq = d_seq;
+      a.kv_len = d_len;
+      a.block_tables = d_bt;
+      a.max_pages_per_seq = max_pages;
+      be.attention(*kv, a);
+      be.matmul(ly.wo, att, 1, h);
+      be.add(x, h, kDim);
+      be.rmsnorm(x, ly.ffn_norm, 1, kDim, 1e-5f, h);
+      be.matmul(ly.gate, h, 1, gate);
+      be.matmul(ly.up, h, 1, up);
+      be.silu_mul(gate, up, gate, kFfn);
+      be.matmul(ly.down, gate, 1, h);
+      be.add(x, h, kDim);
+    }
+    WeightView rows{WeightFormat::f32, 1, kDim, x, nullptr, ScaleType::ue8m0};
+    be.embedding(rows, d_rows, 1, h);
+    be.rmsnorm(h, out_norm, 1, kDim, 1e-5f, h);
+    be.matmul(head, h, 1, logits);
+    be.download(host_logits.data(), logits, host_logits.size() * 4);
+  };
+  for (int p = 0; p < o.warmup; ++p) step(p);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int p = o.warmup; p < total; ++p) step(p);
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.ms_per_token = s * 1e3 / o.tokens;
+  res.tok_s = o.tokens / s;
+  res.weight_gbps = double(res.bytes_per_token) / (res.ms_per_token * 1e-3) / 1e9;
+  if (!std::isfinite(host_logits[0]))
+    std::printf("  (note: logits are not finite with these random weights)\n");
+
+  // The gate GEMV alone (14336 x 4096), rotating over the layers' copies so weights come from DRAM.
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  be.synchronize();
+  const int reps = 4 * L;
+  cudaEventRecord(e0);  // legacy stream: waits for the backend's stream work, which is done
+  for (int r = 0; r < reps; ++r) be.matmul(layers[size_t(r % L)].gate, h, 1, gate);
+  be.synchronize();
+  cudaEventRecord(e1);
+  cudaEventSynchronize(e1);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  const size_t gbytes =
+      weight_data_bytes(f, kFfn, kDim) + weight_scale_bytes(f, ScaleType::ue8m0, kFfn, kDim);
+  res.gemv_gbps = double(gbytes) * reps / (ms * 1e-3) / 1e9;
+  return res;
+}
+
+void run(const Options& o) {
+  auto be = make_cuda_backend(0);
+  const KvFormat kvf = o.kv == "fp8" ? KvFormat::fp8 : o.kv == "f32" ? KvFormat::f32 : KvFormat::bf16;
+  const double bw = copy_bandwidth_gbps(*be);
+  std::printf(
+      "mx8 bench decode-cuda: Llama-3-8B shapes (%d layers), batch 1, %s KV, %d tokens after %d warm-up\n",
+      o.layers, kv_format_name(kvf), o.tokens, o.warmup);
+  std::printf("device: %s; copy bandwidth %.0f GB/s (read + write)\n", be->info().description.c_str(), bw);
+  std::vector<Result> results;
+  for (const std::string& wname : {std::string("fp8"), std::string("bf16")}) {
+    if (o.weights.find(wname) == std::string::npos) continue;
+    const WeightFormat f = wname == "fp8" ? WeightFormat::fp8_block : WeightFormat::bf16;
+    Result r = run_one(*be, f, o, kvf);
+    std::printf(
+        "%-28s %8.1f tok/s  %7.3f ms/token  %6.2f GB/token  %6.0f GB/s (%.0f%% of copy bw)  gate GEMV alone "
+        "%6.0f GB/s (%.0f%%)\n",
+        r.weights.c_str(), r.tok_s, r.ms_per_token, r.bytes_per_token / 1e9, r.weight_gbps,
+        100 * r.weight_gbps / bw, r.gemv_gbps, 100 * r.gemv_gbps / bw);
+    std::fflush(stdout);
+    results.push_back(r);
+  }
+  double fp8 = 0, bf16 = 0;
+  for (auto& r : results) (r.weights == "bf16" ? bf16 : fp8) = r.tok_s;
+  if (fp8 > 0 && bf16 > 0) std::printf("FP8 / BF16 tokens/s: %.2fx\n", fp8 / bf16);
+
+  std::string md = "## CUDA decode, Llama-3-8B shapes, batch 1 (`mx8 bench decode-cuda`)\n\n";
+  md += "Machine: " + mx8::cli::machine_description() + "; GPU " + be->info().description +
+        ". Date: " + mx8::cli::today_utc() + ". Command: `mx8 bench decode-cuda --layers " +
+        std::to_string(o.layers) + " --tokens " + std::to_string(o.tokens) + " --kv " + o.kv + "`.\n\n";
+  md +=
+      "Random weights; every backend call of the model's decode step (src/model/llama.cpp), logits "
+      "downloaded "
+      "each token. Roofline = weight bytes per token / device copy bandwidth measured in the same run (" +
+      fmt("%.0f", bw) +
+      " GB/s, read + write). Weight bytes = all linear weights with scales, lm_head, norms, one embedding "
+      "row. 'gate GEMV alone' = the 14336x4096 matmul timed on its own over the layers' cold copies.\n\n";
+  md +=
+      "| weights | tokens/s | ms/token | GB/token | weight GB/s | % of roofline | gate GEMV alone GB/s | vs "
+      "BF16 |\n";
+  md += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (auto& r : results)
+    md += "| " + r.weights + " | " + fmt("%.1f", r.tok_s) + " | " + fmt("%.3f", r.ms_per_token) + " | " +
+          fmt("%.2f", r.bytes_per_token / 1e9) + " | " + fmt("%.0f", r.weight_gbps) + " | " +
+          fmt("%.0f%%", 100 * r.weight_gbps / bw) + " | " + fmt("%.0f", r.gemv_gbps) + " | " +
+          (bf16 > 0 ? fmt("%.2fx", r.tok_s / bf16) : std::string("")) + " |\n";
+  md += "\nTargets (issue 5): >= 80% of the roofline with FP8 weights and >= 1.8x the BF16 tokens/s.\n";
+  if (o.write_perf) {
+    std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
+    mx8::cli::update_perf_section(path, "decode-cuda", md);
+    std::printf("updated %s (section decode-cuda)\n", path.c_str());
+  }
+}
+
+mx8::cli::CommandRegistration reg{
+    "bench decode-cuda", "batch-1 decode of a Llama-3-8B-shaped model on the GPU: FP8 vs BF16 weights",
+    [](CLI::App& app) {
+      auto o = std::make_shared<Options>();
+      app.add_option("--layers", o->layers, "transformer layers (32 for Llama-3-8B)")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 128));
+      app.add_option("--tokens", o->tokens, "decode steps timed")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 100000));
+      app.add_option("--warmup", o->warmup, "decode steps before timing")
+          ->capture_default_str()
+          ->check(CLI::Range(0, 1000));
+      app.add_option("--weights", o->weights, "fp8, bf16 or both (comma-separated)")->capture_default_str();
+      app.add_option("--kv", o->kv, "KV cache format: bf16, fp8 or f32")
+          ->capture_default_str()
+          ->check(CLI::IsMember({"bf16", "fp8", "f32"}));
+      app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
+      app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
+      return [o] { run(*o); };
+    }};
+
+}  // namespace
+
+#endif  // MX8_HAVE_CUDA

@@ -1,0 +1,529 @@
+// The CUDA backend against the CPU backend (the reference semantics), op by op, on fresh random
+// inputs (the seed is printed on failure), ragged shapes and special values. Skips without a GPU.
+//
+// Tolerances, and why they are those numbers (u = 2^-24, the f32 unit roundoff):
+// - Bit-exact: embedding (a decode of each element), add, the KV cache's bytes after kv_write
+//   (the same codecs from include/mx8/format run on both sides), the E4M3/bf16 decodes in matmul.
+// - matmul: both sides form the same f32 products; they sum them in different orders (CPU: 4 lanes
+//   in k order per scale block; GPU: 32 lanes, 16-value chunks, then a shuffle tree). With random
+//   signs the rounding error of either order stays near u * sum|w x| (the partial sums, not the
+//   terms, are what get rounded), so |gpu - cpu| <= 64 u sum_k |w_k x_k| has a wide margin, while
+//   one wrongly decoded weight, a wrong scale or a skipped chunk moves the result by at least
+//   ~sum|w x| / k, which is >= 3.7e-4 sum|w x| here (k <= 2600): 100x above the tolerance.
+// - rmsnorm and softmax: the sums of n positive terms are reordered: relative error of order
+//   sqrt(n) u (<= 4e-6 for n <= 4200); the tolerance is 2e-5 relative. A wrong eps (tested with
+//   eps = 0.25) or dim is a change of percent.
+// - rope, silu_mul: CUDA's sincosf/expf and glibc's differ by at most 2 ulp; tolerance 1e-6
+//   relative to the magnitudes involved (16 u).
+// - attention: a convex combination of V rows; scores are dot products summed in other orders and
+//   the softmax is online (rescaled partial sums): |gpu - cpu| <= 2e-5 max|V|. Using a wrong page,
+//   position or head moves outputs by a sizeable fraction of max|V| (inputs are N(0, 1)).
+#include <gtest/gtest.h>
+
+#if defined(MX8_HAVE_CUDA)
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/backend_cpu.h"
+#include "backend/cuda/backend_cuda.cuh"
+#include "mx8/backend/backend.h"
+#include "mx8/error.h"
+#include "mx8/format/common.h"
+#include "mx8/format/element.h"
+#include "mx8/format/scale_rule.h"
+#include "mx8/format/ue8m0.h"
+
+namespace mx8::backend {
+namespace {
+
+constexpr double kU = 1.0 / 16777216.0;  // 2^-24
+
+bool gpu_present() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+#define REQUIRE_GPU() \
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine"
+
+// Both backends, and helpers that put the same host data into each.
+class CudaVsCpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+    cpu = make_cpu_backend(0);
+    gpu = make_cuda_backend(0);
+    seed = std::random_device{}();
+    rng.seed(seed);
+  }
+  void TearDown() override {
+    for (void* p : cpu_allocs) cpu->free(p);
+    for (void* p : gpu_allocs) gpu->free(p);
+  }
+  struct Pair {
+    void* c;
+    void* g;
+  };
+  Pair put(const void* host, size_t bytes) {
+    Pair p{cpu->alloc(bytes), gpu->alloc(bytes)};
+    cpu_allocs.push_back(p.c);
+    gpu_allocs.push_back(p.g);
+    cpu->upload(p.c, host, bytes);
+    gpu->upload(p.g, host, bytes);
+    return p;
+  }
+  template <typename T>
+  Pair put(const std::vector<T>& v) {
+    return put(v.data(), v.size() * sizeof(T));
+  }
+  template <typename T>
+  Pair zeros(size_t count) {
+    std::vector<T> z(count);
+    return put(z);
+  }
+  template <typename T>
+  std::vector<T> get_cpu(const Pair& p, size_t count) {
+    std::vector<T> v(count);
+    cpu->download(v.data(), p.c, count * sizeof(T));
+    return v;
+  }
+  template <typename T>
+  std::vector<T> get_gpu(const Pair& p, size_t count) {
+    std::vector<T> v(count);
+    gpu->download(v.data(), p.g, count * sizeof(T));
+    return v;
+  }
+  std::vector<float> normal(size_t n, float sigma = 1.0f) {
+    std::normal_distribution<float> d(0.0f, sigma);
+    std::vector<float> v(n);
+    for (float& x : v) x = d(rng);
+    return v;
+  }
+  std::string trace() const { return "seed " + std::to_string(seed); }
+
+  std::unique_ptr<Backend> cpu, gpu;
+  std::vector<void*> cpu_allocs, gpu_allocs;
+  uint32_t seed = 0;
+  std::mt19937 rng;
+};
+
+bool same_bits(float a, float b) {
+  return format::f32_bits(a) == format::f32_bits(b) || (std::isnan(a) && std::isnan(b));
+}
+
+// ---- weights -----------------------------------------------------------------------------------
+
+struct HostWeight {
+  WeightFormat format;
+  ScaleType scale_type = ScaleType::ue8m0;
+  int64_t n, k;
+  std::vector<uint8_t> data, scales;
+  std::vector<float> deq;  // [n][k], decoded exactly (for sum |w x|)
+};
+
+// Random weights: f32/bf16 normal values; E4M3 codes uniform over the finite codes with scales
+// around 2^-6 (UE8M0, or f32 non-powers-of-two for fp8_block with f32 scales).
+HostWeight random_weight(WeightFormat f, ScaleType st, int64_t n, int64_t k, std::mt19937& rng) {
+  HostWeight w{f, st, n, k, {}, {}, {}};
+  w.deq.resize(size_t(n * k));
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  w.data.resize(weight_data_bytes(f, n, k));
+  w.scales.resize(weight_scale_bytes(f, st, n, k));
+  if (f == WeightFormat::f32) {
+    for (size_t i = 0; i < w.deq.size(); ++i) w.deq[i] = nd(rng);
+    std::memcpy(w.data.data(), w.deq.data(), w.data.size());
+    return w;
+  }
+  if (f == WeightFormat::bf16) {
+    uint16_t* d = reinterpret_cast<uint16_t*>(w.data.data());
+    for (size_t i = 0; i < w.deq.size(); ++i) {
+      d[i] = format::f32_to_bf16_rne(nd(rng));
+      w.deq[i] = format::bf16_to_f32(d[i]);
+    }
+    return w;
+  }
+  std::uniform_int_distribution<int> code(0, 255), sc(127 - 9, 127 - 3);
+  for (auto& c : w.data) {
+    do c = uint8_t(code(rng));
+    while ((c & 0x7F) == 0x7F);
+  }
+  std::uniform_real_distribution<float> fs(0.001f, 0.03f);
+  const bool f32s = f == WeightFormat::fp8_block && st == ScaleType::f32;
+  const size_t n_scales = f32s ? w.scales.size() / 4 : w.scales.size();
+  std::vector<float> scale_values(n_scales);
+  for (size_t i = 0; i < n_scales; ++i) {
+    if (f32s) {
+      scale_values[i] = fs(rng);
+      std::memcpy(w.scales.data() + 4 * i, &scale_values[i], 4);
+    } else {
+      w.scales[i] = uint8_t(sc(rng));
+      scale_values[i] = format::ue8m0_to_f32(w.scales[i]);
+    }
+  }
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < k; ++c) {
+      size_t si = f == WeightFormat::mxfp8 ? size_t(r * ((k + 31) / 32) + c / 32)
+                                           : size_t((r / 128) * ((k + 127) / 128) + c / 128);
+      w.deq[size_t(r * k + c)] = format::e4m3_to_f32(w.data[size_t(r * k + c)]) * scale_values[si];
+    }
+  return w;
+}
+
+// x quantized as the backend's tensor-core path quantizes it (E4M3, one `ceil` scale per 1x128 tile
+// along k), then decoded: the CPU reference of that path is the CPU matmul of these values.
+std::vector<float> quantize_1x128_ceil(const std::vector<float>& x, int64_t m, int64_t k) {
+  std::vector<float> q(x.size());
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t k0 = 0; k0 < k; k0 += 128) {
+      uint32_t amax = 0;
+      for (int64_t i = k0; i < k0 + 128; ++i) amax = format::amax_bits_accumulate(amax, x[size_t(r * k + i)]);
+      const format::BlockScale bs = format::compute_block_scale(
+          format::f32_from_bits(amax), format::ElementFormat::e4m3, {format::ScaleRule::ceil});
+      for (int64_t i = k0; i < k0 + 128; ++i) {
+        const size_t o = size_t(r * k + i);
+        q[o] = format::e4m3_to_f32(format::e4m3_from_f32(x[o] * bs.inv_scale, true)) * bs.scale;
+      }
+    }
+  return q;
+}
+
+// ---- element-wise ops ----------------------------------------------------------------------------
+
+TEST_F(CudaVsCpu, Info) {
+  EXPECT_EQ(gpu->info().name, "cuda");
+  EXPECT_FALSE(gpu->info().host_memory);
+  EXPECT_TRUE(gpu->supports_weight(WeightFormat::fp8_block, ScaleType::f32));
+  EXPECT_FALSE(gpu->supports_weight(WeightFormat::mxfp8, ScaleType::f32));
+  EXPECT_TRUE(gpu->supports_kv(KvFormat::fp8));
+}
+
+TEST_F(CudaVsCpu, RmsnormMatchesCpu) {
+  SCOPED_TRACE(trace());
+  for (int64_t dim : {8, 64, 300, 4096 + 13}) {
+    for (float eps : {1e-5f, 0.25f}) {
+      const int64_t rows = 5;
+      auto x = normal(size_t(rows * dim), 3.0f);
+      auto w = normal(size_t(dim));
+      Pair px = put(x), pw = put(w), py = zeros<float>(x.size());
+      cpu->rmsnorm((float*)px.c, (float*)pw.c, rows, dim, eps, (float*)py.c);
+      gpu->rmsnorm((float*)px.g, (float*)pw.g, rows, dim, eps, (float*)py.g);
+      auto a = get_cpu<float>(py, x.size()), b = get_gpu<float>(py, x.size());
+      for (size_t i = 0; i < a.size(); ++i)
+        ASSERT_NEAR(b[i], a[i], 2e-5 * std::fabs(a[i]) + 1e-30) << "dim " << dim << " i " << i;
+      // In place (y == x), as the model does for q/k norms.
+      gpu->rmsnorm((float*)px.g, (float*)pw.g, rows, dim, eps, (float*)px.g);
+      auto c = get_gpu<float>(px, x.size());
+      for (size_t i = 0; i < a.size(); ++i) ASSERT_TRUE(same_bits(c[i], b[i])) << "in place differs at " << i;
+    }
+  }
+}
+
+TEST_F(CudaVsCpu, RopeMatchesCpu) {
+  SCOPED_TRACE(trace());
+  for (RopeStyle style : {RopeStyle::interleaved, RopeStyle::half}) {
+    for (int hd : {8, 64, 128}) {
+      const int64_t T = 7, H = 3;
+      const int rot = hd == 64 ? 32 : hd;  // a partial rotation too
+      std::vector<float> inv(size_t(rot / 2));
+      for (int j = 0; j < rot / 2; ++j) inv[size_t(j)] = 1.0f / std::pow(500000.0f, 2.0f * j / float(rot));
+      std::vector<int32_t> pos = {0, 1, 5, 77, 1000, 8191, 131071};
+      auto x = normal(size_t(T * H * hd));
+      Pair px = put(x), pp = put(pos), pi = put(inv);
+      RopeArgs rc{style, hd, rot, (const float*)pi.c}, rg{style, hd, rot, (const float*)pi.g};
+      cpu->rope((float*)px.c, (const int32_t*)pp.c, T, H, rc);
+      gpu->rope((float*)px.g, (const int32_t*)pp.g, T, H, rg);
+      auto a = get_cpu<float>(px, x.size()), b = get_gpu<float>(px, x.size());
+      for (size_t i = 0; i < a.size(); ++i) {
+        // Compare against the magnitude of the pair that produced the value.
+        const size_t head = i / size_t(hd) * size_t(hd);
+        double mag = 0;
+        for (int d = 0; d < hd; ++d) mag = std::max(mag, double(std::fabs(x[head + size_t(d)])));
+        ASSERT_NEAR(b[i], a[i], 1e-6 * 2 * mag) << "style " << int(style) << " hd " << hd << " i " << i;
+      }
+    }
+  }
+}
+
+TEST_F(CudaVsCpu, AddSiluSoftmaxMatchCpu) {
+  SCOPED_TRACE(trace());
+  const int64_t n = 10007;
+  auto y = normal(size_t(n)), x = normal(size_t(n)), g = normal(size_t(n), 4.0f), u = normal(size_t(n));
+  g[0] = 100.0f;
+  g[1] = -100.0f;
+  g[2] = 0.0f;
+  Pair py = put(y), px = put(x), pg = put(g), pu = put(u), po = zeros<float>(size_t(n));
+  cpu->add((float*)py.c, (const float*)px.c, n);
+  gpu->add((float*)py.g, (const float*)px.g, n);
+  auto a = get_cpu<float>(py, size_t(n)), b = get_gpu<float>(py, size_t(n));
+  for (int64_t i = 0; i < n; ++i) ASSERT_TRUE(same_bits(a[size_t(i)], b[size_t(i)])) << "add " << i;
+
+  cpu->silu_mul((const float*)pg.c, (const float*)pu.c, (float*)po.c, n);
+  gpu->silu_mul((const float*)pg.g, (const float*)pu.g, (float*)po.g, n);
+  a = get_cpu<float>(po, size_t(n));
+  b = get_gpu<float>(po, size_t(n));
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_NEAR(b[size_t(i)], a[size_t(i)], 1e-6 * std::fabs(g[size_t(i)] * u[size_t(i)]) + 1e-30)
+        << "silu " << i;
+  // In place (out == gate), as the model calls it.
+  gpu->silu_mul((const float*)pg.g, (const float*)pu.g, (float*)pg.g, n);
+  auto c = get_gpu<float>(pg, size_t(n));
+  for (int64_t i = 0; i < n; ++i) ASSERT_TRUE(same_bits(c[size_t(i)], b[size_t(i)])) << "silu in place " << i;
+
+  for (int64_t cols : {1, 7, 1000, 32000}) {
+    const int64_t rows = 3;
+    auto s = normal(size_t(rows * cols), 5.0f);
+    Pair ps = put(s);
+    cpu->softmax((float*)ps.c, rows, cols);
+    gpu->softmax((float*)ps.g, rows, cols);
+    a = get_cpu<float>(ps, s.size());
+    b = get_gpu<float>(ps, s.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      ASSERT_NEAR(b[i], a[i], 2e-5 * a[i] + 1e-37) << "softmax cols " << cols;
+  }
+}
+
+TEST_F(CudaVsCpu, EmbeddingEveryFormatIsExact) {
+  SCOPED_TRACE(trace());
+  struct Case {
+    WeightFormat f;
+    ScaleType st;
+  };
+  for (Case cs :
+       {Case{WeightFormat::f32, ScaleType::ue8m0}, Case{WeightFormat::bf16, ScaleType::ue8m0},
+        Case{WeightFormat::fp8_block, ScaleType::ue8m0}, Case{WeightFormat::fp8_block, ScaleType::f32},
+        Case{WeightFormat::mxfp8, ScaleType::ue8m0}}) {
+    for (int64_t k : {64, 200, 4096}) {
+      const int64_t n = 300;
+      HostWeight hw = random_weight(cs.f, cs.st, n, k, rng);
+      Pair pd = put(hw.data), ps = put(hw.scales.empty() ? std::vector<uint8_t>(16) : hw.scales);
+      std::vector<int32_t> ids = {0, 299, 128, 127, 5, 5, 256};
+      Pair pi = put(ids), po = zeros<float>(ids.size() * size_t(k));
+      WeightView wc{cs.f, n, k, pd.c, ps.c, cs.st}, wg{cs.f, n, k, pd.g, ps.g, cs.st};
+      cpu->embedding(wc, (const int32_t*)pi.c, int64_t(ids.size()), (float*)po.c);
+      gpu->embedding(wg, (const int32_t*)pi.g, int64_t(ids.size()), (float*)po.g);
+      auto a = get_cpu<float>(po, ids.size() * size_t(k)), b = get_gpu<float>(po, ids.size() * size_t(k));
+      for (size_t i = 0; i < a.size(); ++i)
+        ASSERT_TRUE(same_bits(a[i], b[i])) << weight_format_name(cs.f) << " k " << k << " i " << i;
+    }
+  }
+}
+
+TEST_F(CudaVsCpu, BadIndicesBecomeErrorsNamingTheOp) {
+  std::vector<float> table(16 * 8, 1.0f);
+  Pair pt = put(table);
+  std::vector<int32_t> ids = {3, 16};
+  Pair pi = put(ids), po = zeros<float>(16);
+  WeightView w{WeightFormat::f32, 16, 8, pt.g, nullptr, ScaleType::ue8m0};
+  gpu->embedding(w, (const int32_t*)pi.g, 2, (float*)po.g);
+  try {
+    gpu->synchronize();
+    FAIL() << "an out-of-range id was not reported";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("embedding"), std::string::npos) << e.what();
+  }
+  gpu->synchronize();  // reported once, then cleared
+
+  KvCacheDesc d{KvFormat::bf16, 1, 2, 8, 4, 3};
+  auto kv = gpu->create_kv_cache(d);
+  std::vector<int32_t> slots = {12};  // 3 pages x 4 slots: 12 is one past the end
+  std::vector<float> k(16, 1.0f);
+  Pair ps = put(slots), pk = put(k);
+  gpu->kv_write(*kv, 0, (const float*)pk.g, (const float*)pk.g, (const int32_t*)ps.g, 1);
+  EXPECT_THROW(gpu->synchronize(), Error);
+  EXPECT_THROW(gpu->kv_write(*kv, 1, (const float*)pk.g, (const float*)pk.g, (const int32_t*)ps.g, 1), Error);
+}
+
+// ---- matmul --------------------------------------------------------------------------------------
+
+TEST_F(CudaVsCpu, MatmulEveryFormatMatchesCpu) {
+  SCOPED_TRACE(trace());
+  struct Case {
+    WeightFormat f;
+    ScaleType st;
+  };
+  struct Shape {
+    int64_t n, k;
+  };
+  // Aligned (vector path) and ragged shapes: k = 200 and 4100 leave a tail after the 16-byte chunks;
+  // k = 37 and 1037 are not 16-byte aligned rows (scalar path); n = 130 splits a 128-row scale block.
+  // (64, 2560) and (144, 384) take the tensor-core FP8 GEMM for fp8_block weights and m > 16.
+  const Shape shapes[] = {{130, 256}, {64, 2560}, {144, 384}, {33, 200}, {17, 37}, {40, 1037}, {260, 4100}};
+  for (Case cs :
+       {Case{WeightFormat::f32, ScaleType::ue8m0}, Case{WeightFormat::bf16, ScaleType::ue8m0},
+        Case{WeightFormat::fp8_block, ScaleType::ue8m0}, Case{WeightFormat::fp8_block, ScaleType::f32},
+        Case{WeightFormat::mxfp8, ScaleType::ue8m0}}) {
+    for (Shape sh : shapes) {
+      HostWeight hw = random_weight(cs.f, cs.st, sh.n, sh.k, rng);
+      Pair pd = put(hw.data), ps = put(hw.scales.empty() ? std::vector<uint8_t>(16) : hw.scales);
+      WeightView wc{cs.f, sh.n, sh.k, pd.c, ps.c, cs.st}, wg{cs.f, sh.n, sh.k, pd.g, ps.g, cs.st};
+      auto bias = normal(size_t(sh.n));
+      Pair pb = put(bias);
+      for (int64_t m : {1, 2, 3, 5, 8, 9, 16, 17, 70}) {
+        auto x = normal(size_t(m * sh.k));
+        // The tensor-core path quantizes activations: its reference is the CPU product of the quantized
+        // x, and its tolerance is the FP8 GEMM's (tests/cuda/gemm_test.cpp): 2^-9 sum |w x|, from the
+        // tensor cores' limited-width accumulation inside each 128-wide chunk (16x margin there).
+        const bool quantized = cs.f == WeightFormat::fp8_block && m > 16 && sh.n % 16 == 0 && sh.k % 128 == 0;
+        const std::vector<float> xr = quantized ? quantize_1x128_ceil(x, m, sh.k) : x;
+        Pair px = put(x), pxr = put(xr), py = zeros<float>(size_t(m * sh.n));
+        const bool with_bias = m % 2 == 1;
+        cpu->matmul(wc, (const float*)pxr.c, m, (float*)py.c, with_bias ? (const float*)pb.c : nullptr);
+        gpu->matmul(wg, (const float*)px.g, m, (float*)py.g, with_bias ? (const float*)pb.g : nullptr);
+        auto a = get_cpu<float>(py, size_t(m * sh.n)), b = get_gpu<float>(py, size_t(m * sh.n));
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t c = 0; c < sh.n; ++c) {
+            double abs_sum = with_bias ? std::fabs(bias[size_t(c)]) : 0.0;
+            for (int64_t i = 0; i < sh.k; ++i)
+              abs_sum += std::fabs(double(hw.deq[size_t(c * sh.k + i)]) * xr[size_t(r * sh.k + i)]);
+            const size_t o = size_t(r * sh.n + c);
+            ASSERT_NEAR(b[o], a[o], quantized ? abs_sum / 512 : 64 * kU * abs_sum)
+                << weight_format_name(cs.f) << (cs.st == ScaleType::f32 ? " f32 scales" : "") << " n " << sh.n
+                << " k " << sh.k << " m " << m << " row " << r << " col " << c
+                << (quantized ? " (wgmma)" : "");
+          }
+      }
+    }
+  }
+}
+
+TEST_F(CudaVsCpu, MatmulPropagatesNaN) {
+  const int64_t n = 48, k = 256;
+  HostWeight hw = random_weight(WeightFormat::fp8_block, ScaleType::ue8m0, n, k, rng);
+  hw.data[size_t(5 * k + 17)] = 0x7F;  // a NaN code in row 5
+  Pair pd = put(hw.data), ps = put(hw.scales);
+  WeightView wg{WeightFormat::fp8_block, n, k, pd.g, ps.g, ScaleType::ue8m0};
+  for (int64_t m : {1, 20}) {
+    auto x = normal(size_t(m * k));
+    x[3] = std::numeric_limits<float>::infinity();  // row 0 of x: +-Inf * w, and Inf - Inf = NaN somewhere
+    x[size_t(k + 3)] = std::nanf("");               // row 1 of x: NaN everywhere
+    Pair px = put(x), py = zeros<float>(size_t(m * n));
+    gpu->matmul(wg, (const float*)px.g, m, (float*)py.g);
+    auto b = get_gpu<float>(py, size_t(m * n));
+    for (int64_t r = 0; r < m; ++r)
+      EXPECT_TRUE(std::isnan(b[size_t(r * n + 5)])) << "m " << m << " row " << r;
+    for (int64_t c = 0; c < n; ++c) EXPECT_TRUE(std::isnan(b[size_t(n + c)])) << "m " << m << " col " << c;
+  }
+}
+
+// ---- KV cache and attention ------------------------------------------------------------------------
+
+struct KvCase {
+  KvFormat f;
+  int hd, page_size, n_kv, group;
+};
+
+TEST_F(CudaVsCpu, KvWriteBytesEqualCpuAndAttentionMatches) {
+  SCOPED_TRACE(trace());
+  const KvCase cases[] = {{KvFormat::f32, 8, 16, 4, 2},   {KvFormat::bf16, 128, 16, 2, 4},
+                          {KvFormat::fp8, 128, 16, 2, 4}, {KvFormat::fp8, 200, 5, 1, 3},
+                          {KvFormat::bf16, 64, 5, 2, 1},  {KvFormat::fp8, 256, 8, 2, 2},
+                          {KvFormat::f32, 96, 7, 3, 2},   {KvFormat::fp8, 8, 16, 4, 2}};
+  for (const KvCase& kc : cases) {
+    SCOPED_TRACE(std::string(kv_format_name(kc.f)) + " hd " + std::to_string(kc.hd) + " page " +
+                 std::to_string(kc.page_size));
+    const int n_layers = 2, n_heads = kc.n_kv * kc.group;
+    const std::vector<int> seq_len = {1, 37, 130};
+    const int max_pages = (130 + kc.page_size - 1) / kc.page_size;
+    const int n_pages = 3 * max_pages + 2;
+    KvCacheDesc d{kc.f, n_layers, kc.n_kv, kc.hd, kc.page_size, n_pages};
+    auto kv_c = cpu->create_kv_cache(d);
+    auto kv_g = gpu->create_kv_cache(d);
+    // Pages handed out in a shuffled order, as a KV manager would after churn.
+    std::vector<int32_t> perm(static_cast<size_t>(n_pages));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    std::vector<int32_t> tables(size_t(3 * max_pages), -1);
+    for (int s = 0, next = 0; s < 3; ++s)
+      for (int p = 0; p < (seq_len[size_t(s)] + kc.page_size - 1) / kc.page_size; ++p)
+        tables[size_t(s * max_pages + p)] = perm[size_t(next++)];
+    // Every position of every sequence, written in two calls per layer (a prefill and the rest).
+    std::vector<int32_t> slots;
+    for (int s = 0; s < 3; ++s)
+      for (int p = 0; p < seq_len[size_t(s)]; ++p)
+        slots.push_back(tables[size_t(s * max_pages + p / kc.page_size)] * kc.page_size + p % kc.page_size);
+    const int64_t T = int64_t(slots.size());
+    const size_t per_tok = size_t(kc.n_kv * kc.hd);
+    Pair pslots = put(slots);
+    for (int layer = 0; layer < n_layers; ++layer) {
+      auto k = normal(size_t(T) * per_tok), v = normal(size_t(T) * per_tok);
+      if (layer == 1) {  // special values: they must convert exactly as on the CPU (no attention on layer 1)
+        const float specials[] = {0.0f,         -0.0f,   1e-40f,
+                                  -3e-39f,      448.0f,  464.0f,
+                                  1e30f,        -1e-30f, std::numeric_limits<float>::infinity(),
+                                  std::nanf("")};
+        for (size_t i = 0; i < std::size(specials); ++i) {
+          k[i * 37 % k.size()] = specials[i];
+          v[(i * 53 + 5) % v.size()] = specials[i] * 0.5f;
+        }
+        for (size_t i = 0; i < k.size(); i += 97) k[i] *= 1e-38f;  // whole blocks of tiny values
+      }
+      Pair pk = put(k), pv = put(v);
+      const int64_t first = 10;
+      cpu->kv_write(*kv_c, layer, (const float*)pk.c, (const float*)pv.c, (const int32_t*)pslots.c, T);
+      gpu->kv_write(*kv_g, layer, (const float*)pk.g, (const float*)pv.g, (const int32_t*)pslots.g, first);
+      gpu->kv_write(*kv_g, layer, (const float*)pk.g + first * per_tok, (const float*)pv.g + first * per_tok,
+                    (const int32_t*)pslots.g + first, T - first);
+    }
+    // The cache bytes, all layers, K and V, elements and scales.
+    auto& cc = dynamic_cast<cpu_impl::CpuKvCache&>(*kv_c);
+    auto& gc = dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g);
+    std::vector<uint8_t> gbytes(d.total_bytes());
+    gpu->download(gbytes.data(), gc.base(), gbytes.size());
+    const uint8_t* cbytes = cc.page(0, 0, 0);
+    for (size_t i = 0; i < gbytes.size(); ++i)
+      ASSERT_EQ(int(gbytes[i]), int(cbytes[i])) << "KV cache byte " << i << " of " << gbytes.size();
+
+    // Queries: every position of sequence 2 as a causal prefill chunk, plus decode tokens of
+    // sequences 0 and 1, in one batch.
+    std::vector<int32_t> seq, kv_len;
+    for (int p = 0; p < 130; ++p) {
+      seq.push_back(2);
+      kv_len.push_back(p + 1);
+    }
+    seq.insert(seq.end(), {0, 1, 1});
+    kv_len.insert(kv_len.end(), {1, 37, 20});
+    const int nq = int(seq.size());
+    auto q = normal(size_t(nq) * size_t(n_heads * kc.hd));
+    Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables), pout = zeros<float>(q.size());
+    AttentionArgs a;
+    a.n_tokens = nq;
+    a.n_heads = n_heads;
+    a.n_kv_heads = kc.n_kv;
+    a.head_dim = kc.hd;
+    a.scale = 1.0f / std::sqrt(float(kc.hd));
+    a.layer = 0;
+    a.max_pages_per_seq = max_pages;
+    AttentionArgs ac = a, ag = a;
+    ac.q = (const float*)pq.c, ac.out = (float*)pout.c, ac.seq = (const int32_t*)pseq.c;
+    ac.kv_len = (const int32_t*)plen.c, ac.block_tables = (const int32_t*)pbt.c;
+    ag.q = (const float*)pq.g, ag.out = (float*)pout.g, ag.seq = (const int32_t*)pseq.g;
+    ag.kv_len = (const int32_t*)plen.g, ag.block_tables = (const int32_t*)pbt.g;
+    cpu->attention(*kv_c, ac);
+    gpu->attention(*kv_g, ag);
+    auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
+    for (size_t i = 0; i < r_c.size(); ++i) {
+      ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
+      // V values are N(0, 1) (max |v| < 6 with overwhelming probability; fp8 keeps that).
+      ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mx8::backend
+
+#else  // no CUDA in this build
+
+TEST(CudaBackend, NotBuilt) {
+  GTEST_SKIP() << "built without -DMX8_CUDA=ON";
+}
+
+#endif

@@ -79,4 +79,22 @@ if [[ " $STAGES " == *" bench "* ]]; then
   note "bench rc=$?"
   grep -E "geomean|error" "$OUT/bench.log" | tee -a "$SUMMARY"
 fi
+if [[ " $STAGES " == *" exp "* ]]; then
+  # Experiments for docs/CUDA.md: the K loop alone (MX8_GEMM_DEBUG=1 skips the output stores), and
+  # forced tile shapes against the heuristic's choice.
+  note "experiments ($((SECONDS - t0)) s)"
+  {
+    echo "## no stores (mainloop only), M=4096"
+    MX8_GEMM_DEBUG=1 timeout 120 $BUILD/mx8 bench cuda-gemm --m 4096 --no-perf-md --iters 10
+    for t in ${GPU_CHECK_TILES_SMALL:-64x16 64x32 64x64 128x32 128x64}; do
+      echo "## forced tile $t, M=64"
+      timeout 60 $BUILD/mx8 bench cuda-gemm --m 64 --tile "$t" --no-perf-md --iters 10
+    done
+    for t in ${GPU_CHECK_TILES_LARGE:-128x128 128x192 256x128}; do
+      echo "## forced tile $t, M=4096"
+      timeout 90 $BUILD/mx8 bench cuda-gemm --m 4096 --tile "$t" --no-perf-md --iters 10
+    done
+  } >"$OUT/experiments.log" 2>&1
+  note "experiments rc=$?"
+fi
 note "done ($((SECONDS - t0)) s)"

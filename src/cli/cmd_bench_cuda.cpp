@@ -119,7 +119,9 @@ struct GemmOperands {
   int m, n, k, ld;
   Dev<uint16_t> xa, xb;
   Dev<uint8_t> a8, b8, sa_u8, sb_u8;
-  Dev<float> sa, sb;
+  Dev<float> sa, sb, sa_lt;
+  Dev<uint8_t> a_mx, b_mx, sa_mx, sb_mx, tmp_scales;
+  int ld_b;
   Dev<uint16_t> d_mx, d_lt, d_bf16;
   GemmOperands(int m_, int n_, int k_)
       : m(m_),
@@ -134,6 +136,13 @@ struct GemmOperands {
         sb_u8(size_t((n_ + 127) / 128) * (k_ / 128)),
         sa(size_t(ld) * (k_ / 128)),
         sb(size_t((n_ + 127) / 128) * (k_ / 128)),
+        sa_lt(size_t(m_) * (k_ / 128)),
+        a_mx(size_t(m_) * k_),
+        b_mx(size_t(n_) * k_),
+        sa_mx(size_t(sa_ld(m_)) * (k_ / 32)),
+        sb_mx(size_t(sa_ld(n_)) * (k_ / 32)),
+        tmp_scales(size_t(std::max(m_, n_)) * (k_ / 32)),
+        ld_b(sa_ld(n_)),
         d_mx(size_t(m_) * n_),
         d_lt(size_t(m_) * n_),
         d_bf16(size_t(m_) * n_) {
@@ -150,7 +159,32 @@ struct GemmOperands {
     quantize(fmt::SourceType::bf16, xb.p, n, k, w, b8.p, reinterpret_cast<uint8_t*>(sb.p), nullptr);
     w.storage = fmt::ScaleStorage::ue8m0;
     quantize(fmt::SourceType::bf16, xb.p, n, k, w, b8.p, sb_u8.p, nullptr);
+    // MXFP8 operands: 1x32 UE8M0 (floor, OCP) on both, scales transposed to the MN-major layout.
+    fmt::QuantSpec mxs;
+    mxs.blocking = fmt::Blocking::tile(32);
+    mxs.rule = fmt::ScaleRule::floor;
+    quantize(fmt::SourceType::bf16, xa.p, m, k, mxs, a_mx.p, tmp_scales.p, nullptr);
+    transpose_u8(tmp_scales.p, m, k / 32, sa_mx.p, ld, nullptr);
+    quantize(fmt::SourceType::bf16, xb.p, n, k, mxs, b_mx.p, tmp_scales.p, nullptr);
+    transpose_u8(tmp_scales.p, n, k / 32, sb_mx.p, ld_b, nullptr);
+    // cuBLASLt's VEC128 scales are [K/128][M] with no leading dimension: a compact copy.
+    MX8_CUDA_CHECK(cudaMemcpy2D(sa_lt.p, size_t(m) * 4, sa.p, size_t(ld) * 4, size_t(m) * 4, size_t(k / 128),
+                                cudaMemcpyDeviceToDevice));
     MX8_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  GemmMxfp8Args mx_args() {
+    GemmMxfp8Args g;
+    g.a = a_mx.p;
+    g.scale_a = sa_mx.p;
+    g.scale_a_ld = ld;
+    g.b = b_mx.p;
+    g.scale_b = sb_mx.p;
+    g.scale_b_ld = ld_b;
+    g.d = d_mx.p;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    return g;
   }
   GemmFp8Args args(bool ue8m0) {
     GemmFp8Args g;
@@ -208,14 +242,17 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
                      command, gpu);
   md << "Times are medians of " << o.iters
      << " CUDA-event timings, L2 flushed (512 MB memset) before each. mx8 and cuBLASLt FP8 read the same "
-        "E4M3 codes and float32 scales; `mx8 ue8m0` is the same product with UE8M0 scale bytes. "
+        "E4M3 codes and float32 scales; `mx8 ue8m0` is the same product with UE8M0 scale bytes; `MXFP8` is "
+        "mx8's MXFP8 GEMM (1x32 UE8M0 scales on both operands, promotion every 32 of K). "
      << (gemv ? "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth."
               : "Floor = max(2MNK / 1979 TFLOP/s, bytes / measured copy bandwidth), bytes = MK + NK + 2MN.")
      << " `diff` = max|mx8 - cuBLASLt| / max|cuBLASLt| (`=` when bitwise equal).\n\n";
-  md << "| M | N | K | tile | mx8 us | mx8 ue8m0 us | TFLOP/s | GB/s | of floor | cuBLASLt FP8 us | vs FP8 | "
-        "cuBLASLt BF16 us | vs BF16 | diff |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
-  std::printf("%s\n%6s %6s %6s %-22s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s\n", gpu.c_str(), "M", "N", "K",
-              "tile", "mx8 us", "ue8m0 us", "TFLOP/s", "GB/s", "floor", "ltFP8 us", "vsFP8", "ltBF16",
+  md << "| M | N | K | tile | mx8 us | mx8 ue8m0 us | MXFP8 us | TFLOP/s | GB/s | of floor | cuBLASLt FP8 us "
+        "| vs FP8 | "
+        "cuBLASLt BF16 us | vs BF16 | diff "
+        "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  std::printf("%s\n%6s %6s %6s %-22s %9s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s\n", gpu.c_str(), "M", "N",
+              "K", "tile", "mx8 us", "ue8m0 us", "TFLOP/s", "GB/s", "floor", "ltFP8 us", "vsFP8", "ltBF16",
               "vsBF16", "diff");
   std::vector<std::string> summary;
   for (int m : ms) {
@@ -227,14 +264,16 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
       GemmFp8Args a32 = op.args(false), a8 = op.args(true);
       const double t_mx = timer.median_us([&] { gemm_fp8_1x128(a32, nullptr, f); }, o.iters);
       const double t_u8 = timer.median_us([&] { gemm_fp8_1x128(a8, nullptr, f); }, o.iters);
+      const GemmMxfp8Args amx = op.mx_args();
+      const double t_mxfp8 = timer.median_us([&] { gemm_mxfp8(amx, nullptr); }, o.iters);
       double t_lt = NAN, t_bf = NAN;
       std::string diff = "n/a";
-      const bool lt_ok = op.ld == m;  // cuBLASLt's VEC128 scales have no leading dimension
-      if (lt_ok) {
+      {
         try {
           t_lt = timer.median_us(
               [&] {
-                lt.gemm_fp8_blockscaled(op.a8.p, op.sa.p, op.b8.p, op.sb.p, op.d_lt.p, m, s.n, s.k, nullptr);
+                lt.gemm_fp8_blockscaled(op.a8.p, op.sa_lt.p, op.b8.p, op.sb.p, op.d_lt.p, m, s.n, s.k,
+                                        nullptr);
               },
               o.iters);
           gemm_fp8_1x128(a32, nullptr, f);
@@ -258,9 +297,9 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
       if (t_lt == t_lt) sp_fp8.push_back(t_lt / t_mx);
       if (t_bf == t_bf) sp_bf16.push_back(t_bf / t_mx);
       const std::string tile = std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n);
-      std::printf("%6d %6d %6d %-22s %9.1f %9.1f %8.1f %8.0f %6.0f%% %9.1f %6.2fx %9.1f %6.2fx %9s\n", m, s.n,
-                  s.k, cfg.str().c_str(), t_mx, t_u8, flops / t_mx * 1e-6, bytes / t_mx * 1e-3, 100 * fr,
-                  t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str());
+      std::printf("%6d %6d %6d %-22s %9.1f %9.1f %9.1f %8.1f %8.0f %6.0f%% %9.1f %6.2fx %9.1f %6.2fx %9s\n",
+                  m, s.n, s.k, cfg.str().c_str(), t_mx, t_u8, flops / t_mx * 1e-6, bytes / t_mx * 1e-3,
+                  100 * fr, t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str());
       std::fflush(stdout);
       md << "| " << m << " | " << s.n << " | " << s.k << " | " << tile << " | " << fmt_double("%.1f", t_mx)
          << " | " << fmt_double("%.1f", t_u8) << " | " << fmt_double("%.0f", flops / t_mx * 1e-6) << " | "

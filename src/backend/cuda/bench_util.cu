@@ -26,7 +26,21 @@ __global__ void fill_random_bf16_kernel(uint16_t* dst, size_t n, uint64_t seed, 
   }
 }
 
+__global__ void transpose_u8_kernel(const uint8_t* src, int rows, int cols, uint8_t* dst, int ld) {
+  const int64_t n = static_cast<int64_t>(rows) * cols;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    dst[c * ld + r] = src[i];
+  }
+}
+
 }  // namespace
+
+void transpose_u8(const uint8_t* src, int rows, int cols, uint8_t* dst, int ld, cudaStream_t stream) {
+  transpose_u8_kernel<<<132 * 8, 256, 0, stream>>>(src, rows, cols, dst, ld);
+  MX8_CUDA_CHECK(cudaGetLastError());
+}
 
 void fill_random_bf16(uint16_t* dst, size_t n, uint64_t seed, float sigma, cudaStream_t stream) {
   fill_random_bf16_kernel<<<132 * 16, 256, 0, stream>>>(dst, n, seed, sigma);

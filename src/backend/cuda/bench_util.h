@@ -13,6 +13,9 @@ namespace mx8::cuda {
 // n bf16 values ~ sigma * (sum of 4 uniforms - 2) * sqrt(3) (roughly normal), from a hash of (seed, i).
 void fill_random_bf16(uint16_t* dst, size_t n, uint64_t seed, float sigma, cudaStream_t stream);
 
+// dst[c * ld + r] = src[r * cols + c]: a row-major byte grid to the MN-major layout the GEMMs read.
+void transpose_u8(const uint8_t* src, int rows, int cols, uint8_t* dst, int ld, cudaStream_t stream);
+
 class GpuTimer {
  public:
   // flush_bytes: a buffer written before every timed run so that no operand stays in L2 (60 MB on

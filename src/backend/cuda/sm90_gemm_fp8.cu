@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "backend/cuda/cuda_check.h"
@@ -51,9 +52,19 @@ double estimate_seconds(const Shape& s, int m, int n, int k, int num_sms) {
   return std::max(t_sm, t_dram);
 }
 
-int stages_for(int bm, int bn, bool mx) {
-  const int per = detail::stage_bytes(bm, bn, mx) + 16;
-  return std::min(16, (detail::kSmemLimit - 1024) / per);
+int stages_for(int bm, int bn, int w, bool mx, bool tma_store) {
+  int st = 16;
+  while (st > 2 && detail::smem_bytes(bm, bn, w, mx, st, tma_store) > detail::kSmemLimit) --st;
+  return st;
+}
+
+// MX8_GEMM_DEBUG=1 skips the output stores (timing experiments: mainloop alone); read once.
+int debug_flags() {
+  static const int flags = [] {
+    const char* e = std::getenv("MX8_GEMM_DEBUG");
+    return e ? std::atoi(e) : 0;
+  }();
+  return flags;
 }
 
 void check_common(const char* what, const void* a, const void* b, const void* d, int m, int n, int k) {
@@ -96,7 +107,7 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
   c.block_m = best->bm;
   c.block_n = best->bn;
   c.math_warpgroups = best->w;
-  c.stages = stages_for(best->bm, best->bn, false);
+  c.stages = stages_for(best->bm, best->bn, best->w, false, best->bn % 64 == 0);
   const long tiles = static_cast<long>((m + c.block_m - 1) / c.block_m) * ((n + c.block_n - 1) / c.block_n);
   c.grid = static_cast<int>(std::min<long>(tiles, num_sms));
   return c;
@@ -118,8 +129,8 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
     c.block_m = forced->block_m;
     c.block_n = forced->block_n;
     c.math_warpgroups = c.block_m == 64 ? 1 : 2;
-    c.stages = forced->stages > 0 ? std::min(forced->stages, stages_for(c.block_m, c.block_n, false))
-                                  : stages_for(c.block_m, c.block_n, false);
+    const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false, c.block_n % 64 == 0);
+    c.stages = forced->stages > 0 ? std::min(forced->stages, max_st) : max_st;
     const long tiles =
         static_cast<long>((a.m + c.block_m - 1) / c.block_m) * ((a.n + c.block_n - 1) / c.block_n);
     c.grid = static_cast<int>(std::min<long>(tiles, forced->grid > 0 ? forced->grid : sms));
@@ -141,10 +152,21 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   p.stages = c.stages;
   p.scale_ue8m0 = ue8m0 ? 1 : 0;
   p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;
-#define MX8_GEMM_CASE(BM, BN, W)                                                \
-  if (c.block_m == BM && c.block_n == BN) {                                     \
-    detail::launch_gemm<BM, BN, W, false>(ta, tb, tsa, tsa, p, c.grid, stream); \
-    return;                                                                     \
+  // bf16 output of 64-column multiples goes through shared memory and TMA stores (the stage count
+  // above already left room for the staging tile); f32 output and narrow tiles store directly.
+  p.tma_store = (!p.out_f32 && c.block_n % 64 == 0) ? 1 : 0;
+  p.debug = debug_flags();
+  if (!p.tma_store)
+    c.stages =
+        std::min(16, std::max(c.stages, stages_for(c.block_m, c.block_n, c.math_warpgroups, false, false)));
+  p.stages = c.stages;
+  const CUtensorMap td =
+      make_tensor_map_2d(a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n, c.block_m / c.math_warpgroups,
+                         p.tma_store ? 64 : 16, p.tma_store != 0);
+#define MX8_GEMM_CASE(BM, BN, W)                                                    \
+  if (c.block_m == BM && c.block_n == BN) {                                         \
+    detail::launch_gemm<BM, BN, W, false>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
+    return;                                                                         \
   }
   MX8_GEMM_CASE(64, 16, 1)
   MX8_GEMM_CASE(64, 32, 1)
@@ -176,7 +198,8 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
   c.block_m = s.bm;
   c.block_n = s.bn;
   c.math_warpgroups = s.w;
-  c.stages = stages_for(s.bm, s.bn, true);
+  const bool tma_store = a.out_type == OutType::kBF16 && s.bn % 64 == 0;
+  c.stages = stages_for(s.bm, s.bn, s.w, true, tma_store);
   const long tiles = static_cast<long>((a.m + s.bm - 1) / s.bm) * ((a.n + s.bn - 1) / s.bn);
   c.grid = static_cast<int>(std::min<long>(tiles, sms));
   const int k32 = a.k / 32;
@@ -194,10 +217,14 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
   p.stages = c.stages;
   p.scale_ue8m0 = 1;
   p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;
+  p.tma_store = tma_store ? 1 : 0;
+  p.debug = debug_flags();
+  const CUtensorMap td = make_tensor_map_2d(a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,
+                                            c.block_m / c.math_warpgroups, tma_store ? 64 : 16, tma_store);
   if (s.bm == 64)
-    detail::launch_gemm<64, 64, 1, true>(ta, tb, tsa, tsb, p, c.grid, stream);
+    detail::launch_gemm<64, 64, 1, true>(ta, tb, tsa, tsb, td, p, c.grid, stream);
   else
-    detail::launch_gemm<128, 128, 2, true>(ta, tb, tsa, tsb, p, c.grid, stream);
+    detail::launch_gemm<128, 128, 2, true>(ta, tb, tsa, tsb, td, p, c.grid, stream);
 }
 
 }  // namespace mx8::cuda

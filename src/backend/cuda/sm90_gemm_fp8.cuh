@@ -38,11 +38,14 @@ template <int BM, int BN, int W, bool kMX>
 __global__ void __launch_bounds__((W + 1) * 128, 1)
     sm90_gemm_fp8_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
                          const __grid_constant__ CUtensorMap tm_sa, const __grid_constant__ CUtensorMap tm_sb,
-                         const GemmParams p) {
+                         const __grid_constant__ CUtensorMap tm_d, const GemmParams p) {
   static_assert(BM % (64 * W) == 0, "each math warpgroup owns whole 64-row waves");
   static_assert(BN % 16 == 0 && BN <= 256, "wgmma N");
   constexpr int kWaves = BM / W / 64;
   constexpr int kRegs = BN / 2;
+  constexpr int kRowsPerWg = BM / W;
+  // Widths that divide 128 never straddle a B-scale block boundary (n0 is a multiple of BN).
+  constexpr bool kOneScaleBlock = 128 % BN == 0;
   using Mma = ptx::WgmmaFp8<BN>;
 
   extern __shared__ uint8_t smem_raw[];
@@ -50,11 +53,14 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   uint8_t* smem =
       reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const int stages = p.stages;
-  uint8_t* smem_a = smem;
-  uint8_t* smem_b = smem_a + stages * BM * kBlockK;
-  uint8_t* smem_sa = smem_b + stages * BN * kBlockK;  // BM * 4 bytes per slot
-  uint8_t* smem_sb = smem_sa + stages * BM * 4;       // kMX: 4 * BN bytes per slot
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem_sb + (kMX ? stages * BN * 4 : 0));
+  const SmemLayout L = smem_layout(BM, BN, W, kMX, stages, p.tma_store != 0);
+  uint8_t* smem_a = smem + L.a;
+  uint8_t* smem_b = smem + L.b;
+  uint8_t* smem_sa = smem + L.sa;     // BM * 4 bytes per slot
+  uint8_t* smem_sb = smem + L.sb_mx;  // kMX: 4 * BN bytes per slot
+  uint8_t* staging = smem + L.staging;
+  float* sb_tile = reinterpret_cast<float*>(smem + L.sb_tile);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + L.bars);
   uint64_t* empty = full + stages;
 
   const int wg = threadIdx.x / 128;
@@ -73,16 +79,18 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     ptx::tma_prefetch_desc(&tm_b);
     ptx::tma_prefetch_desc(&tm_sa);
     if (kMX) ptx::tma_prefetch_desc(&tm_sb);
+    if (p.tma_store) ptx::tma_prefetch_desc(&tm_d);
   }
   __syncthreads();
 
   if (wg == W) {
     // ---------------- producer warpgroup ----------------
-    if constexpr (W > 1) ptx::setmaxnreg_dec<40>();
+    if constexpr (W > 1) ptx::setmaxnreg_dec<24>();
     if (threadIdx.x == W * 128) {
       // Bytes the slot's TMA copies deliver: A and B tiles, plus the scales (1x128: BM floats or BM
       // UE8M0 bytes; MXFP8: 4 x BM and 4 x BN bytes). Must be exact or the barrier never completes.
-      const uint32_t kTx = BM * kBlockK + BN * kBlockK + (kMX ? 4 * BM + 4 * BN : (p.scale_ue8m0 ? BM : 4 * BM));
+      const uint32_t tx =
+          BM * kBlockK + BN * kBlockK + (kMX ? 4 * BM + 4 * BN : (p.scale_ue8m0 ? BM : 4 * BM));
       int s = 0;
       uint32_t phase = 0;
       for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
@@ -90,7 +98,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         const int n0 = (tile / p.num_m_blocks) * BN;
         for (int kb = 0; kb < num_kb; ++kb) {
           ptx::mbar_wait(&empty[s], phase ^ 1);
-          ptx::mbar_arrive_expect_tx(&full[s], kTx);
+          ptx::mbar_arrive_expect_tx(&full[s], tx);
           ptx::tma_load_2d(smem_a + s * BM * kBlockK, &tm_a, &full[s], kb * kBlockK, m0);
           ptx::tma_load_2d(smem_b + s * BN * kBlockK, &tm_b, &full[s], kb * kBlockK, n0);
           if constexpr (kMX) {
@@ -110,13 +118,17 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   }
 
   // ---------------- math warpgroups ----------------
-  if constexpr (W > 1) ptx::setmaxnreg_inc<232>();
-  const int warp = (threadIdx.x % 128) / 32;
+  if constexpr (W > 1) ptx::setmaxnreg_inc<240>();
+  const int tid_wg = threadIdx.x % 128;
+  const int warp = tid_wg / 32;
   const int lane = threadIdx.x % 32;
   const int row_in_wave = warp * 16 + lane / 4;  // and row_in_wave + 8
   const int col_in_group = 2 * (lane % 4);       // and + 1, for each 8-column group j
-  const int wg_row0 = wg * (BM / W);
+  const int wg_row0 = wg * kRowsPerWg;
   const int num_sb_blocks = (p.n + 127) / 128;
+  const bool sb_in_smem = !kMX && num_kb <= kSbCap;
+  float* my_sb = sb_tile + wg * 2 * kSbCap;
+  bool stores_pending = false;
 
   float acc[kWaves][kRegs];
   float tmp[kRegs];
@@ -136,18 +148,31 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     const int nb0 = n0 / 128;
     const int nb1 = min(nb0 + 1, num_sb_blocks - 1);
     const int n_off = n0 % 128;
+    auto load_sb = [&](int nb, int kb) -> float {
+      if (p.scale_ue8m0)
+        return ue8m0_to_float(__ldg(static_cast<const uint8_t*>(p.scale_b) + nb * num_kb + kb));
+      return __ldg(static_cast<const float*>(p.scale_b) + nb * num_kb + kb);
+    };
+    if (sb_in_smem) {
+      // Stage both scale rows for the whole tile: one round of global loads per tile instead of a
+      // dependent load in every K step. The first barrier keeps the previous tile's readers safe.
+      ptx::named_barrier(1 + wg, 128);
+      for (int i = tid_wg; i < num_kb; i += 128) {
+        my_sb[i] = load_sb(nb0, i);
+        my_sb[kSbCap + i] = load_sb(nb1, i);
+      }
+      ptx::named_barrier(1 + wg, 128);
+    }
 
     for (int kb = 0; kb < num_kb; ++kb) {
       float sb0 = 0.f, sb1 = 0.f;
       if constexpr (!kMX) {
-        if (p.scale_ue8m0) {
-          const uint8_t* sb = static_cast<const uint8_t*>(p.scale_b);
-          sb0 = ue8m0_to_float(__ldg(sb + nb0 * num_kb + kb));
-          sb1 = ue8m0_to_float(__ldg(sb + nb1 * num_kb + kb));
+        if (sb_in_smem) {
+          sb0 = my_sb[kb];
+          sb1 = my_sb[kSbCap + kb];
         } else {
-          const float* sb = static_cast<const float*>(p.scale_b);
-          sb0 = __ldg(sb + nb0 * num_kb + kb);
-          sb1 = __ldg(sb + nb1 * num_kb + kb);
+          sb0 = load_sb(nb0, kb);
+          sb1 = load_sb(nb1, kb);
         }
       }
       ptx::mbar_wait(&full[s], phase);
@@ -183,15 +208,21 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
             __syncwarp();
             if (lane == 0) ptx::mbar_arrive(&empty[s]);
           }
-          const float s00 = sa[w][0] * sb0, s01 = sa[w][0] * sb1;
-          const float s10 = sa[w][1] * sb0, s11 = sa[w][1] * sb1;
+          const float s00 = sa[w][0] * sb0, s10 = sa[w][1] * sb0;
+          if constexpr (kOneScaleBlock) {
 #pragma unroll
-          for (int i = 0; i < kRegs; ++i) {
-            const int j = i / 4;
-            const bool second = n_off + 8 * j >= 128;
-            const bool upper = (i % 4) >= 2;
-            const float scale = upper ? (second ? s11 : s10) : (second ? s01 : s00);
-            acc[w][i] = fmaf(tmp[i], scale, acc[w][i]);
+            for (int i = 0; i < kRegs; ++i) acc[w][i] = fmaf(tmp[i], (i % 4) >= 2 ? s10 : s00, acc[w][i]);
+          } else {
+            const float s01 = sa[w][0] * sb1, s11 = sa[w][1] * sb1;
+#pragma unroll
+            for (int j = 0; j < kRegs / 4; ++j) {
+              const bool second = n_off + 8 * j >= 128;
+              const float lo = second ? s01 : s00, hi = second ? s11 : s10;
+              acc[w][4 * j + 0] = fmaf(tmp[4 * j + 0], lo, acc[w][4 * j + 0]);
+              acc[w][4 * j + 1] = fmaf(tmp[4 * j + 1], lo, acc[w][4 * j + 1]);
+              acc[w][4 * j + 2] = fmaf(tmp[4 * j + 2], hi, acc[w][4 * j + 2]);
+              acc[w][4 * j + 3] = fmaf(tmp[4 * j + 3], hi, acc[w][4 * j + 3]);
+            }
           }
         }
       } else {
@@ -232,7 +263,39 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       }
     }
 
-    // Epilogue: straight from registers, masked to M x N (N % 16 == 0, so a column pair is either
+    if (p.debug & 1) continue;
+    if (p.tma_store) {
+      // Epilogue through shared memory: bf16 pairs into a 128-byte-swizzled tile (16-byte chunk c
+      // of row r stored at chunk c ^ (r % 8): conflict-free, and the layout TMA's SWIZZLE_128B
+      // expects), then one thread of the warpgroup stores its rows with TMA, asynchronously: the
+      // next tile's K loop overlaps the store. The tile is split into 64-column panels.
+      if (tid_wg == 0 && stores_pending) ptx::bulk_wait_read<0>();
+      ptx::named_barrier(1 + wg, 128);
+#pragma unroll
+      for (int w = 0; w < kWaves; ++w)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
+#pragma unroll
+          for (int j = 0; j < kRegs / 4; ++j) {
+            const int panel = j / 8, chunk = j % 8;
+            __nv_bfloat162 v = __floats2bfloat162_rn(acc[w][4 * j + 2 * h], acc[w][4 * j + 2 * h + 1]);
+            uint8_t* dst = staging + panel * BM * 128 + r * 128 + ((chunk ^ (r % 8)) * 16) + col_in_group * 2;
+            *reinterpret_cast<__nv_bfloat162*>(dst) = v;
+          }
+        }
+      ptx::fence_proxy_async_smem();
+      ptx::named_barrier(1 + wg, 128);
+      if (tid_wg == 0) {
+#pragma unroll
+        for (int panel = 0; panel < BN / 64; ++panel)
+          ptx::tma_store_2d(&tm_d, staging + panel * BM * 128 + wg_row0 * 128, n0 + panel * 64, m0 + wg_row0);
+        ptx::bulk_commit();
+        stores_pending = true;
+      }
+      continue;
+    }
+    // Epilogue straight from registers, masked to M x N (N % 16 == 0, so a column pair is either
     // wholly inside or wholly outside).
 #pragma unroll
     for (int w = 0; w < kWaves; ++w) {
@@ -256,6 +319,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       }
     }
   }
+  // Shared memory must outlive the TMA stores reading it.
+  if (tid_wg == 0 && stores_pending) ptx::bulk_wait<0>();
 }
 
 }  // namespace mx8::cuda::detail

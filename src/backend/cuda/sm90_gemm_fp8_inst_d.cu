@@ -4,6 +4,7 @@
 namespace mx8::cuda::detail {
 
 template void launch_gemm<256, 128, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
-                                              const CUtensorMap&, const GemmParams&, int, cudaStream_t);
+                                              const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                              cudaStream_t);
 
 }  // namespace mx8::cuda::detail

@@ -9,15 +9,15 @@ namespace mx8::cuda::detail {
 
 template <int BM, int BN, int W, bool kMX>
 void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
-                 const GemmParams& p, int grid, cudaStream_t stream) {
+                 const CUtensorMap& td, const GemmParams& p, int grid, cudaStream_t stream) {
   auto kernel = sm90_gemm_fp8_kernel<BM, BN, W, kMX>;
-  const int smem = smem_bytes(BM, BN, kMX, p.stages);
+  const int smem = smem_bytes(BM, BN, W, kMX, p.stages, p.tma_store != 0);
   static int configured = 0;  // the largest dynamic smem size set so far for this instantiation
   if (smem > configured) {
     MX8_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = smem;
   }
-  kernel<<<grid, (W + 1) * 128, smem, stream>>>(ta, tb, tsa, tsb, p);
+  kernel<<<grid, (W + 1) * 128, smem, stream>>>(ta, tb, tsa, tsb, td, p);
   MX8_CUDA_CHECK(cudaGetLastError());
 }
 

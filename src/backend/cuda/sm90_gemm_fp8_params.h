@@ -18,21 +18,47 @@ struct GemmParams {
   int stages;
   int scale_ue8m0;  // 1x128 path: scales are UE8M0 bytes rather than float32
   int out_f32;
+  int tma_store;  // bf16 output through a swizzled shared-memory tile and TMA stores (BN % 64 == 0)
+  int debug;      // bit 0: skip the output stores (timing experiments only)
 };
 
 constexpr int kBlockK = 128;
 constexpr int kSmemLimit = 232448;  // sm_90 opt-in maximum per block
 
+// Per math warpgroup, the tile's two B-scale rows are staged in shared memory once per tile
+// (2 x kSbCap floats), so the K loop never waits on a global load; K <= 128 * kSbCap uses it.
+constexpr int kSbCap = 256;
+
 __host__ __device__ constexpr int stage_bytes(int bm, int bn, bool mx) {
   return bm * kBlockK + bn * kBlockK + bm * 4 + (mx ? bn * 4 : 0);
 }
-// Dynamic shared memory for `stages` slots, the barriers, and 1024 bytes of alignment slack.
-__host__ __device__ constexpr int smem_bytes(int bm, int bn, bool mx, int stages) {
-  return 1024 + stages * stage_bytes(bm, bn, mx) + stages * 16;
+__host__ __device__ constexpr int align1024(int x) {
+  return (x + 1023) / 1024 * 1024;
+}
+// Offsets inside the (1024-aligned) dynamic shared memory.
+struct SmemLayout {
+  int a, b, sa, sb_mx, staging, sb_tile, bars, total;
+};
+__host__ __device__ constexpr SmemLayout smem_layout(int bm, int bn, int w, bool mx, int stages,
+                                                     bool tma_store) {
+  SmemLayout l{};
+  l.a = 0;
+  l.b = l.a + stages * bm * kBlockK;
+  l.sa = l.b + stages * bn * kBlockK;
+  l.sb_mx = l.sa + stages * bm * 4;
+  l.staging = align1024(l.sb_mx + (mx ? stages * bn * 4 : 0));
+  l.sb_tile = l.staging + (tma_store ? bm * bn * 2 : 0);
+  l.bars = l.sb_tile + w * 2 * kSbCap * 4;
+  l.total = l.bars + stages * 16;
+  return l;
+}
+// Dynamic shared memory to request: the layout plus 1024 bytes of alignment slack.
+__host__ __device__ constexpr int smem_bytes(int bm, int bn, int w, bool mx, int stages, bool tma_store) {
+  return 1024 + smem_layout(bm, bn, w, mx, stages, tma_store).total;
 }
 
 template <int BM, int BN, int W, bool kMX>
 void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
-                 const GemmParams& p, int grid, cudaStream_t stream);
+                 const CUtensorMap& td, const GemmParams& p, int grid, cudaStream_t stream);
 
 }  // namespace mx8::cuda::detail

@@ -46,7 +46,7 @@ struct CublasLtBaseline::Impl {
 
   // Row-major D[M,N] = A[M,K] B[N,K]^T is column-major D^T[N,M] = B^T... i.e. cuBLASLt's
   // "TN" product with its A = our B (K x N column-major, transposed) and its B = our A.
-  Plan& plan(bool fp8, int m, int n, int k) {
+  Plan& plan(bool fp8, int m, int n, int k, const void* scale_w = nullptr, const void* scale_act = nullptr) {
     auto key = std::make_tuple(fp8 ? 1 : 0, m, n, k);
     auto it = plans.find(key);
     if (it != plans.end()) return it->second;
@@ -70,8 +70,13 @@ struct CublasLtBaseline::Impl {
     check_lt(cublasLtMatrixLayoutCreate(&p.lb, in, k, m, k), "layout B");
     check_lt(cublasLtMatrixLayoutCreate(&p.lc, CUDA_R_16BF, n, m, n), "layout C");
     if (fp8) {
-      // The scale pointers must be set for the heuristic to see the scale modes; real ones are set
-      // before each call.
+      // The heuristic rejects block-scaled FP8 (status 7) unless the scale pointers are set.
+      check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scale_w,
+                                              sizeof scale_w),
+               "A_SCALE_POINTER");
+      check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scale_act,
+                                              sizeof scale_act),
+               "B_SCALE_POINTER");
     }
     cublasLtMatmulPreference_t pref = nullptr;
     check_lt(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
@@ -103,7 +108,7 @@ CublasLtBaseline::~CublasLtBaseline() = default;
 void CublasLtBaseline::gemm_fp8_blockscaled(const uint8_t* a, const float* scale_a, const uint8_t* b,
                                             const float* scale_b, void* d, int m, int n, int k,
                                             cudaStream_t stream) {
-  Plan& p = impl_->plan(true, m, n, k);
+  Plan& p = impl_->plan(true, m, n, k, scale_b, scale_a);
   check_lt(
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scale_b, sizeof scale_b),
       "A_SCALE_POINTER");

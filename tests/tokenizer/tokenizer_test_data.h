@@ -3,6 +3,8 @@
 // system's gzip); ../shared/testdata/tokenizers is the fallback. Missing data -> "" (the test skips).
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -29,18 +31,26 @@ inline std::string read_text(const fs::path& p) {
 }
 
 // A folder holding tokenizer.json and tokenizer_config.json of `name` (llama3, qwen3, deepseek_v3).
+// The unpacked copy is cached in the temp folder under a name that changes with the .gz file, and
+// written through a rename, so concurrent test processes share it safely.
 inline fs::path hf_tokenizer_folder(const std::string& name) {
   fs::path committed = tokenizer_data_dir() / name;
-  if (fs::exists(committed / "tokenizer.json.gz")) {
-    fs::path out = fs::temp_directory_path() / ("mx8_tok_" + std::to_string(::getpid())) / name;
+  fs::path gz = committed / "tokenizer.json.gz";
+  if (fs::exists(gz)) {
+    auto stamp = fs::last_write_time(gz).time_since_epoch().count();
+    fs::path out = fs::temp_directory_path() / "mx8_tokenizer_test_data" /
+                   (name + "-" + std::to_string(fs::file_size(gz)) + "-" + std::to_string(stamp));
     if (!fs::exists(out / "tokenizer.json")) {
       fs::create_directories(out);
-      fs::copy_file(committed / "tokenizer_config.json", out / "tokenizer_config.json",
+      std::string tmp_name = "tokenizer.json." + std::to_string(::getpid());
+      fs::copy_file(committed / "tokenizer_config.json",
+                    out / ("tokenizer_config.json." + std::to_string(::getpid())),
                     fs::copy_options::overwrite_existing);
-      std::string cmd = "gzip -dc '" + (committed / "tokenizer.json.gz").string() + "' > '" +
-                        (out / "tokenizer.json.tmp").string() + "'";
+      fs::rename(out / ("tokenizer_config.json." + std::to_string(::getpid())),
+                 out / "tokenizer_config.json");
+      std::string cmd = "gzip -dc '" + gz.string() + "' > '" + (out / tmp_name).string() + "'";
       if (std::system(cmd.c_str()) != 0) return {};
-      fs::rename(out / "tokenizer.json.tmp", out / "tokenizer.json");
+      fs::rename(out / tmp_name, out / "tokenizer.json");
     }
     return out;
   }

@@ -292,9 +292,8 @@ const std::string& BpeTokenizer::token_text(TokenId id) const {
 }
 
 std::optional<TokenId> BpeTokenizer::find_token(std::string_view text) const {
-  std::string key(text);
-  if (auto it = added_to_id_.find(key); it != added_to_id_.end()) return it->second;
-  if (auto it = token_to_id_.find(key); it != token_to_id_.end()) return it->second;
+  if (auto it = added_to_id_.find(text); it != added_to_id_.end()) return it->second;
+  if (auto it = token_to_id_.find(text); it != token_to_id_.end()) return it->second;
   return std::nullopt;
 }
 

@@ -14,6 +14,7 @@
 
 #include "mx8/runtime/tokenizer.h"
 #include "runtime/tokenizer/regex.h"
+#include "runtime/tokenizer/string_map.h"
 
 namespace mx8::runtime {
 
@@ -80,17 +81,17 @@ class BpeTokenizer final : public Tokenizer {
 
   BpeSpec spec_;
   std::vector<Step> steps_;
-  std::vector<std::string> pieces_;                       // id -> stored text (model vocab or added token)
-  std::vector<uint8_t> special_;                          // id -> 1 for special added tokens
-  std::vector<uint8_t> added_;                            // id -> 1 for added tokens
-  std::unordered_map<std::string, TokenId> token_to_id_;  // model vocabulary
-  std::unordered_map<std::string, TokenId> added_to_id_;
+  std::vector<std::string> pieces_;  // id -> stored text (model vocab or added token)
+  std::vector<uint8_t> special_;     // id -> 1 for special added tokens
+  std::vector<uint8_t> added_;       // id -> 1 for added tokens
+  StringMap<TokenId> token_to_id_;   // model vocabulary
+  StringMap<TokenId> added_to_id_;
   std::unordered_map<uint64_t, std::pair<uint32_t, TokenId>> merges_;  // (a,b) -> (rank, merged)
   std::vector<std::vector<size_t>> added_by_first_byte_;  // index into spec_.added, longest first
   TokenId byte_ids_[256];                                 // id of each byte's mapped character
 
   mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<TokenId>> cache_;
+  mutable StringMap<std::vector<TokenId>> cache_;
 };
 
 }  // namespace mx8::runtime

@@ -63,6 +63,9 @@ SpmTokenizer::SpmTokenizer(SpmVocab vocab) : v_(std::move(vocab)) {
       matchable_.push_back(static_cast<TokenId>(i));
   std::stable_sort(matchable_.begin(), matchable_.end(),
                    [&](TokenId a, TokenId b) { return v_.tokens[a].size() > v_.tokens[b].size(); });
+  split_at_newlines_ = true;
+  for (const std::string& t : v_.tokens)
+    if (t.size() > 1 && t.find('\n') != std::string::npos) split_at_newlines_ = false;
   auto valid = [&](TokenId id) { return id >= 0 && static_cast<size_t>(id) < n ? id : kNoToken; };
   bos_ = valid(v_.bos);
   eos_ = valid(v_.eos);
@@ -73,6 +76,16 @@ SpmTokenizer::SpmTokenizer(SpmVocab vocab) : v_(std::move(vocab)) {
 
 void SpmTokenizer::encode_text(std::string_view raw, bool prefix_space, std::vector<TokenId>& out) const {
   std::string text = escape_spaces(prefix_space ? " " + std::string(raw) : std::string(raw));
+  if (!split_at_newlines_) return merge_symbols(text, out);
+  size_t start = 0;
+  for (size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+    merge_symbols(text.substr(start, nl - start), out);
+    merge_symbols("\n", out);
+  }
+  merge_symbols(text.substr(start), out);
+}
+
+void SpmTokenizer::merge_symbols(const std::string& text, std::vector<TokenId>& out) const {
   if (text.empty()) return;
   // Symbols: one per UTF-8 character, in a doubly linked list.
   struct Sym {
@@ -98,7 +111,7 @@ void SpmTokenizer::encode_text(std::string_view raw, bool prefix_space, std::vec
   auto try_add = [&](int left, int right) {
     if (left < 0 || right < 0) return;
     size_t len = syms[left].len + syms[right].len;
-    auto it = token_to_id_.find(text.substr(syms[left].start, len));
+    auto it = token_to_id_.find(std::string_view(text).substr(syms[left].start, len));
     if (it == token_to_id_.end()) return;
     heap.push({v_.scores[it->second], left, right, len});
   };
@@ -117,7 +130,7 @@ void SpmTokenizer::encode_text(std::string_view raw, bool prefix_space, std::vec
     try_add(b.left, l.next);
   }
   for (int i = 0; i >= 0; i = syms[i].next) {
-    auto it = token_to_id_.find(text.substr(syms[i].start, syms[i].len));
+    auto it = token_to_id_.find(std::string_view(text).substr(syms[i].start, syms[i].len));
     if (it != token_to_id_.end()) {
       out.push_back(it->second);
       continue;
@@ -209,7 +222,7 @@ const std::string& SpmTokenizer::token_text(TokenId id) const {
 }
 
 std::optional<TokenId> SpmTokenizer::find_token(std::string_view text) const {
-  auto it = token_to_id_.find(std::string(text));
+  auto it = token_to_id_.find(text);
   if (it == token_to_id_.end()) return std::nullopt;
   return it->second;
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mx8/runtime/tokenizer.h"
+#include "runtime/tokenizer/string_map.h"
 
 namespace mx8::runtime {
 
@@ -26,14 +27,18 @@ class SpmTokenizer final : public Tokenizer {
 
  private:
   void encode_text(std::string_view text, bool prefix_space, std::vector<TokenId>& out) const;
+  void merge_symbols(const std::string& text, std::vector<TokenId>& out) const;
   int32_t type(TokenId id) const { return v_.types[id]; }
 
   SpmVocab v_;
-  std::unordered_map<std::string, TokenId> token_to_id_;
+  StringMap<TokenId> token_to_id_;
   TokenId byte_ids_[256];
   // Tokens matched in the raw text before merging: control tokens (when parsing special) and
   // user-defined ones, longest first.
   std::vector<TokenId> matchable_;
+  // No multi-character vocabulary entry contains '\n', so no merge crosses one: the text can be
+  // merged line by line, which keeps the merge queue small (and in cache) for long inputs.
+  bool split_at_newlines_ = false;
 };
 
 }  // namespace mx8::runtime

@@ -1,0 +1,174 @@
+// `mx8 bench decode`: batch-1 decode tokens/s of a Llama-3-8B-shaped model with random weights on
+// the CPU backend, through the real runtime (model forward + engine + KV cache + greedy sampler).
+//
+// The default model is the one llama.cpp's anchor used (../shared/research/cpu-anchor.md section 8):
+// 4 layers of exact Llama-3-8B shape (dim 4096, ffn 14336, 32 heads, 8 kv heads, head_dim 128) and a
+// 512-token vocabulary, so the layers' 874.5 M matmul weights are what a token reads. FP8 (E4M3 +
+// UE8M0 per 128x128), MXFP8 and BF16 weights are measured in the same run, next to the recorded
+// llama.cpp figures (Q8_0 22 tok/s, BF16 13.8 tok/s, 2 threads) and the machine's read-bandwidth floor
+// (weight bytes per token / read GB/s measured here).
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/bench_cpu_util.h"
+#include "cli/command.h"
+#include "cli/perf_report.h"
+#include "mx8/backend/backend.h"
+#include "mx8/backend/cpu/thread_pool.h"
+#include "mx8/error.h"
+#include "mx8/model/llama.h"
+#include "mx8/runtime/engine.h"
+
+namespace {
+
+struct Options {
+  std::string weights = "fp8,mxfp8,bf16";
+  int threads = 2;
+  int layers = 4;
+  int vocab = 512;
+  int tokens = 32;
+  int warmup = 4;
+  std::string kv = "bf16";
+  bool write_perf = true;
+  std::string perf_md;
+};
+
+// llama.cpp on a machine of the same kind (cpu-anchor.md section 8, tg64, 2 threads, two runs).
+struct Anchor {
+  const char* weights;
+  double tok_s_lo, tok_s_hi;
+};
+const Anchor kLlamaCpp[] = {{"Q8_0", 21.47, 23.25}, {"BF16", 13.78, 13.85}, {"F16", 13.21, 14.74}};
+
+struct Row {
+  std::string weights;
+  double tok_s = 0, ms = 0;
+  size_t bytes_per_token = 0;
+  double gbps = 0, floor_fraction = 0;
+  std::string formats;
+};
+
+Row measure(const Options& o, mx8::model::WeightMode mode, double read_gbps) {
+  using namespace mx8;
+  model::LlamaConfig c;
+  c.arch = "llama";
+  c.vocab = o.vocab;
+  c.dim = 4096;
+  c.n_layers = o.layers;
+  c.n_heads = 32;
+  c.n_kv_heads = 8;
+  c.head_dim = 128;
+  c.ffn = 14336;
+  c.norm_eps = 1e-5f;
+  c.rope_theta = 500000;
+  c.max_position = 8192;
+  auto be = backend::make_cpu_backend(o.threads);
+  std::fprintf(stderr, "bench decode: building %s model (random weights)...\n",
+               model::weight_mode_name(mode));
+  auto m = model::make_random_llama(c, *be, mode, 1, 1234);
+  runtime::EngineOptions eo;
+  eo.kv_format = o.kv == "fp8"   ? backend::KvFormat::fp8
+                 : o.kv == "f32" ? backend::KvFormat::f32
+                                 : backend::KvFormat::bf16;
+  eo.max_context = o.warmup + o.tokens + 2;
+  runtime::Engine eng(*m, *be, eo);
+  runtime::GenerationParams gp;
+  gp.sampling.temperature = 0;
+  gp.max_new_tokens = o.warmup + o.tokens;
+  eng.add({1}, gp);
+  // Step 1 is the prompt; then `warmup` decode steps untimed; then `tokens` timed decode steps.
+  int steps = 0;
+  std::vector<double> times;
+  while (!eng.idle()) {
+    auto t0 = std::chrono::steady_clock::now();
+    eng.step();
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (steps++ > o.warmup) times.push_back(dt);
+  }
+  std::sort(times.begin(), times.end());
+  Row r;
+  r.weights = model::weight_mode_name(mode);
+  r.ms = times.empty() ? 0 : times[times.size() / 2] * 1e3;  // median: the machine is shared and noisy
+  r.tok_s = r.ms > 0 ? 1e3 / r.ms : 0;
+  const model::WeightStats& ws = m->weight_stats();
+  r.bytes_per_token = ws.linear_bytes;  // every matmul weight is read once per token
+  r.gbps = r.ms > 0 ? double(r.bytes_per_token) / (r.ms * 1e-3) / 1e9 : 0;
+  r.floor_fraction = read_gbps > 0 ? (double(r.bytes_per_token) / (read_gbps * 1e9)) / (r.ms * 1e-3) : 0;
+  r.formats = ws.formats;
+  return r;
+}
+
+void run(const Options& o) {
+  using namespace mx8;
+  if (o.tokens <= 0 || o.layers <= 0 || o.vocab <= 1 || o.threads <= 0)
+    throw Error("bench decode: --tokens, --layers, --threads must be positive and --vocab > 1");
+  std::vector<model::WeightMode> modes;
+  std::stringstream ss(o.weights);
+  for (std::string w; std::getline(ss, w, ',');) modes.push_back(model::parse_weight_mode(w));
+  mx8::cpu::ThreadPool pool(o.threads);
+  const double read_gbps = cli::bench::measure_read_gbps(&pool, size_t(512) << 20);
+  std::vector<Row> rows;
+  for (auto m : modes) rows.push_back(measure(o, m, read_gbps));
+  double bf16_tok_s = 0;
+  for (auto& r : rows)
+    if (r.weights == "bf16") bf16_tok_s = r.tok_s;
+
+  std::ostringstream md;
+  char line[512];
+  md << "Batch-1 decode through the runtime (`mx8 run`'s path: model forward, paged " << o.kv
+     << " KV cache, greedy sampling) of a " << o.layers
+     << "-layer model with Llama-3-8B layer shapes (dim 4096, ffn 14336, 32/8 heads, head_dim 128), vocab "
+     << o.vocab << ", random weights, " << o.threads << " threads; median of " << o.tokens << " tokens after "
+     << o.warmup
+     << " warm-up tokens. Floor: matmul weight bytes per token / read bandwidth measured in the same run ("
+     << std::fixed;
+  md.precision(1);
+  md << read_gbps << " GB/s).\n\n";
+  md << "| weights | tokens/s | ms/token | weight MB/token | weight GB/s | fraction of floor | vs mx8 bf16 | "
+        "vs llama.cpp Q8_0 (22.4) |\n";
+  md << "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (auto& r : rows) {
+    std::snprintf(line, sizeof line, "| %s | %.2f | %.1f | %.0f | %.1f | %.2f | %.2fx | %.2fx |\n",
+                  r.weights.c_str(), r.tok_s, r.ms, double(r.bytes_per_token) / 1e6, r.gbps, r.floor_fraction,
+                  bf16_tok_s > 0 ? r.tok_s / bf16_tok_s : 0.0, r.tok_s / 22.36);
+    md << line;
+  }
+  md << "\nllama.cpp on a machine of the same kind (recorded, cpu-anchor.md section 8, tg64, 2 threads): ";
+  for (auto& a : kLlamaCpp) {
+    std::snprintf(line, sizeof line, "%s %.1f-%.1f tok/s; ", a.weights, a.tok_s_lo, a.tok_s_hi);
+    md << line;
+  }
+  md << "llama.cpp itself is not part of mx8.\n\nMachine: " << cli::machine_description()
+     << ". Date: " << cli::today_utc() << ". Command: `mx8 bench decode --weights " << o.weights
+     << " --threads " << o.threads << " --layers " << o.layers << " --vocab " << o.vocab << " --tokens "
+     << o.tokens << " --kv " << o.kv << "`.\n";
+  std::printf("%s", md.str().c_str());
+  if (o.write_perf) {
+    std::string path = o.perf_md.empty() ? cli::default_perf_md_path() : o.perf_md;
+    cli::update_perf_section(path, "decode-cpu", "### Decode, CPU (`mx8 bench decode`)\n\n" + md.str());
+    std::fprintf(stderr, "bench decode: updated section decode-cpu of %s\n", path.c_str());
+  }
+}
+
+mx8::cli::CommandRegistration reg{
+    "bench decode", "Batch-1 decode tokens/s of a Llama-3-8B-shaped model on the CPU (fp8 vs bf16 weights)",
+    [](CLI::App& app) {
+      auto o = std::make_shared<Options>();
+      app.add_option("--weights", o->weights, "comma-separated: f32, bf16, fp8, mxfp8")
+          ->capture_default_str();
+      app.add_option("--threads", o->threads)->capture_default_str();
+      app.add_option("--layers", o->layers, "layers of Llama-3-8B shape")->capture_default_str();
+      app.add_option("--vocab", o->vocab, "vocabulary (llama.cpp's anchor model used 512)")
+          ->capture_default_str();
+      app.add_option("--tokens", o->tokens, "timed decode tokens")->capture_default_str();
+      app.add_option("--warmup", o->warmup, "untimed decode tokens first")->capture_default_str();
+      app.add_option("--kv", o->kv, "KV cache format: bf16, fp8, f32")->capture_default_str();
+      app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
+      app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
+      return [o] { run(*o); };
+    }};
+
+}  // namespace

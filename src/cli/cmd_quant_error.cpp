@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "mx8/backend/cpu/quantize.h"
 #include "mx8/error.h"
 #include "mx8/format/quantize_ref.h"
 #include "mx8/io/safetensors.h"
@@ -33,6 +34,7 @@ struct QuantErrorArgs {
   std::string granularities = "tensor,row,1x128,1x32,128x128,32x32";
   float amax_floor = 0.f;
   bool no_sat = false;
+  bool reference = false;
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -111,11 +113,18 @@ struct ErrorStats {
   double sqnr_db, max_rel, mean_rel, saturated, bytes_per_value;
 };
 
-ErrorStats measure(const std::vector<float>& x, int64_t rows, int64_t cols, const QuantSpec& spec) {
+// pool == nullptr: the scalar reference; otherwise the fast CPU quantizer (bit-identical to it).
+ErrorStats measure(const std::vector<float>& x, int64_t rows, int64_t cols, const QuantSpec& spec,
+                   mx8::cpu::ThreadPool* pool) {
   std::vector<uint8_t> codes(code_bytes(spec, rows, cols)), scales(scale_bytes(spec, rows, cols));
-  quantize_ref(SourceType::f32, x.data(), rows, cols, spec, codes.data(), scales.data());
   std::vector<float> back(x.size());
-  dequantize_ref(codes.data(), scales.data(), rows, cols, spec, back.data());
+  if (pool) {
+    mx8::cpu::quantize(SourceType::f32, x.data(), rows, cols, spec, codes.data(), scales.data(), pool);
+    mx8::cpu::dequantize(codes.data(), scales.data(), rows, cols, spec, back.data(), pool);
+  } else {
+    quantize_ref(SourceType::f32, x.data(), rows, cols, spec, codes.data(), scales.data());
+    dequantize_ref(codes.data(), scales.data(), rows, cols, spec, back.data());
+  }
   ScaleGrid g = scale_grid(spec.blocking, rows, cols);
   std::vector<float> grid(size_t(g.rows * g.cols));
   scales_to_f32_grid(scales.data(), spec, rows, cols, grid.data());
@@ -203,7 +212,11 @@ void run(const QuantErrorArgs& a) {
     source = a.file + " (raw f32) [" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
   }
 
-  std::printf("quant-error: %s\n", source.c_str());
+  std::unique_ptr<mx8::cpu::ThreadPool> pool;
+  if (!a.reference) pool = std::make_unique<mx8::cpu::ThreadPool>(0);
+  std::printf(
+      "quant-error: %s (%s)\n", source.c_str(),
+      a.reference ? "scalar reference quantizer" : "fast CPU quantizer, bit-identical to the reference");
   std::printf("scales: UE8M0 bytes for ceil/floor, f32 for fp32; amax floor %g; %s elements\n",
               double(a.amax_floor), a.no_sat ? "non-saturating" : "saturating");
   std::printf(
@@ -221,7 +234,7 @@ void run(const QuantErrorArgs& a) {
         spec.storage = r == ScaleRule::fp32 ? ScaleStorage::f32 : ScaleStorage::ue8m0;
         spec.saturate = !a.no_sat;
         spec.amax_floor = a.amax_floor;
-        ErrorStats s = measure(x, rows, cols, spec);
+        ErrorStats s = measure(x, rows, cols, spec, pool.get());
         std::printf("%-6s %-6s %-8s %9.2f %11.3e %11.3e %10.2e %8.4f\n", element_traits(f).name,
                     scale_rule_name(r), blocking_name(b).c_str(), s.sqnr_db, s.max_rel, s.mean_rel,
                     s.saturated, s.bytes_per_value);
@@ -252,6 +265,7 @@ mx8::cli::CommandRegistration reg{
           ->capture_default_str();
       app.add_option("--amax-floor", a->amax_floor, "Clamp each block's amax from below (DeepSeek: 1e-4)");
       app.add_flag("--no-sat", a->no_sat, "Non-saturating element conversion (overflow -> NaN/Inf)");
+      app.add_flag("--reference", a->reference, "Use the scalar reference quantizer instead of the fast one");
       return [a] { run(*a); };
     }};
 

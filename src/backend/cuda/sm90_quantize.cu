@@ -6,6 +6,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <string>
 
 #include "backend/cuda/cuda_check.h"
@@ -83,55 +84,124 @@ __device__ __forceinline__ uint32_t unpack_bf16_hi(uint32_t w) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fast 1xK tile quantizer: bf16 input, 8-bit elements, K in {32, 128}, cols % 8 == 0. A group of
-// K/8 lanes owns one block; each lane loads 16 bytes (8 values), the group reduces amax with
-// shuffles, and each lane stores its 8 codes as one 8-byte store.
+// Fast 1xK tile quantizer: bf16 input, 8-bit elements, K in {32, 128}, cols % 16 == 0. Each thread
+// owns 16 consecutive values (two 16-byte loads, one 16-byte store of codes); a group of K/16
+// lanes owns one block and reduces its amax with shuffles. Row = blockIdx.y (grid-stride), so all
+// index math is 32-bit.
 template <int K>
-__global__ void quantize_tile_bf16_kernel(const uint16_t* __restrict__ src, int64_t rows, int64_t cols,
-                                          fmt::ElementFormat elem, fmt::ScaleOptions opt, bool saturate,
-                                          ScaleWriter sw, uint8_t* __restrict__ codes,
-                                          uint8_t* __restrict__ scales) {
-  constexpr int L = K / 8;
-  const int64_t bpr = (cols + K - 1) / K;
-  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t blk = t / L;
-  const int li = static_cast<int>(t % L);
-  const bool in_range = blk < rows * bpr;
-  const int64_t r = in_range ? blk / bpr : 0;
-  const int64_t gc = in_range ? blk % bpr : 0;
-  const int64_t c0 = gc * K + li * 8;
-  const bool active = in_range && c0 < cols;
-  uint4 v = make_uint4(0, 0, 0, 0);
-  if (active) v = __ldg(reinterpret_cast<const uint4*>(src + r * cols + c0));
-  float x[8];
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+__global__ void __launch_bounds__(256)
+    quantize_tile_bf16_kernel(const uint16_t* __restrict__ src, int rows, int cols, fmt::ElementFormat elem,
+                              fmt::ScaleOptions opt, bool saturate, ScaleWriter sw,
+                              uint8_t* __restrict__ codes, uint8_t* __restrict__ scales) {
+  constexpr int L = K / 16;
+  const int chunk = blockIdx.x * blockDim.x + threadIdx.x;  // 16-value chunk within the row
+  const int c0 = chunk * 16;
+  const int li = chunk % L;
+  const bool active = c0 < cols;
+  const bool hw = saturate && (elem == fmt::ElementFormat::e4m3 || elem == fmt::ElementFormat::e5m2);
+  for (int r = blockIdx.y; r < rows; r += gridDim.y) {
+    const uint16_t* row = src + static_cast<size_t>(r) * cols;
+    uint4 v0 = make_uint4(0, 0, 0, 0), v1 = v0;
+    if (active) {
+      v0 = __ldg(reinterpret_cast<const uint4*>(row + c0));
+      v1 = __ldg(reinterpret_cast<const uint4*>(row + c0 + 8));
+    }
+    const uint32_t w[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+    float x[16];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    x[2 * i] = __uint_as_float(unpack_bf16_lo(w[i]));
-    x[2 * i + 1] = __uint_as_float(unpack_bf16_hi(w[i]));
+    for (int i = 0; i < 8; ++i) {
+      x[2 * i] = __uint_as_float(unpack_bf16_lo(w[i]));
+      x[2 * i + 1] = __uint_as_float(unpack_bf16_hi(w[i]));
+    }
+    uint32_t amax = 0;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) amax = fmt::amax_bits_accumulate(amax, x[i]);
+#pragma unroll
+    for (int off = L / 2; off > 0; off /= 2) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off, L));
+    if (!active) continue;
+    const fmt::BlockScale sc = fmt::compute_block_scale(__uint_as_float(amax), elem, opt);
+    uint32_t q[4];
+    if (hw) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        q[i] = cvt2(x[4 * i] * sc.inv_scale, x[4 * i + 1] * sc.inv_scale, elem) |
+               cvt2(x[4 * i + 2] * sc.inv_scale, x[4 * i + 3] * sc.inv_scale, elem) << 16;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        q[i] = 0;
+#pragma unroll
+        for (int b = 0; b < 4; ++b)
+          q[i] |= static_cast<uint32_t>(fmt::encode_element(elem, x[4 * i + b] * sc.inv_scale, saturate))
+                  << (8 * b);
+      }
+    }
+    *reinterpret_cast<uint4*>(codes + static_cast<size_t>(r) * cols + c0) =
+        make_uint4(q[0], q[1], q[2], q[3]);
+    if (li == 0) sw.write(scales, r, c0 / K, sc);
   }
+}
+
+// 128x128 weight blocks (DeepSeek's weight_scale_inv granularity): one thread block per scale
+// block, bf16 input, 8-bit elements, cols % 8 == 0. Thread t loads rows t/16 + 16i (i < 8), columns
+// 8 (t % 16) .. +7: eight 16-byte loads held in registers across the block-wide amax.
+__global__ void __launch_bounds__(256)
+    quantize_block128_bf16_kernel(const uint16_t* __restrict__ src, int rows, int cols,
+                                  fmt::ElementFormat elem, fmt::ScaleOptions opt, bool saturate,
+                                  ScaleWriter sw, uint8_t* __restrict__ codes, uint8_t* __restrict__ scales) {
+  __shared__ uint32_t warp_amax[8];
+  const int r0 = blockIdx.y * 128, c0 = blockIdx.x * 128 + (threadIdx.x % 16) * 8;
+  const bool col_ok = c0 < cols;
+  uint4 v[8];
   uint32_t amax = 0;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) amax = fmt::amax_bits_accumulate(amax, x[i]);
+  for (int i = 0; i < 8; ++i) {
+    const int r = r0 + threadIdx.x / 16 + 16 * i;
+    v[i] = make_uint4(0, 0, 0, 0);
+    if (col_ok && r < rows)
+      v[i] = __ldg(reinterpret_cast<const uint4*>(src + static_cast<size_t>(r) * cols + c0));
+    const uint32_t w[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
 #pragma unroll
-  for (int off = L / 2; off > 0; off /= 2) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off, L));
-  if (!active) return;
-  const fmt::BlockScale s = fmt::compute_block_scale(__uint_as_float(amax), elem, opt);
-  uint32_t lo, hi;
-  if (saturate && (elem == fmt::ElementFormat::e4m3 || elem == fmt::ElementFormat::e5m2)) {
-    lo = cvt2(x[0] * s.inv_scale, x[1] * s.inv_scale, elem) |
-         cvt2(x[2] * s.inv_scale, x[3] * s.inv_scale, elem) << 16;
-    hi = cvt2(x[4] * s.inv_scale, x[5] * s.inv_scale, elem) |
-         cvt2(x[6] * s.inv_scale, x[7] * s.inv_scale, elem) << 16;
-  } else {
-    uint32_t b[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) b[i] = fmt::encode_element(elem, x[i] * s.inv_scale, saturate);
-    lo = b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24;
-    hi = b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24;
+    for (int j = 0; j < 4; ++j) {
+      amax = fmt::amax_bits_accumulate(amax, __uint_as_float(unpack_bf16_lo(w[j])));
+      amax = fmt::amax_bits_accumulate(amax, __uint_as_float(unpack_bf16_hi(w[j])));
+    }
   }
-  *reinterpret_cast<uint2*>(codes + r * cols + c0) = make_uint2(lo, hi);
-  if (li == 0) sw.write(scales, r, gc, s);
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
+  if (threadIdx.x % 32 == 0) warp_amax[threadIdx.x / 32] = amax;
+  __syncthreads();
+  amax = 0;
+#pragma unroll
+  for (int w = 0; w < 8; ++w) amax = max(amax, warp_amax[w]);
+  const fmt::BlockScale sc = fmt::compute_block_scale(__uint_as_float(amax), elem, opt);
+  const bool hw = saturate && (elem == fmt::ElementFormat::e4m3 || elem == fmt::ElementFormat::e5m2);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int r = r0 + threadIdx.x / 16 + 16 * i;
+    if (!col_ok || r >= rows) continue;
+    const uint32_t w[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+    float x[8];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      x[2 * j] = __uint_as_float(unpack_bf16_lo(w[j])) * sc.inv_scale;
+      x[2 * j + 1] = __uint_as_float(unpack_bf16_hi(w[j])) * sc.inv_scale;
+    }
+    uint32_t lo, hi;
+    if (hw) {
+      lo = cvt2(x[0], x[1], elem) | cvt2(x[2], x[3], elem) << 16;
+      hi = cvt2(x[4], x[5], elem) | cvt2(x[6], x[7], elem) << 16;
+    } else {
+      lo = hi = 0;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        lo |= static_cast<uint32_t>(fmt::encode_element(elem, x[b], saturate)) << (8 * b);
+        hi |= static_cast<uint32_t>(fmt::encode_element(elem, x[4 + b], saturate)) << (8 * b);
+      }
+    }
+    *reinterpret_cast<uint2*>(codes + static_cast<size_t>(r) * cols + c0) = make_uint2(lo, hi);
+  }
+  if (threadIdx.x == 0) sw.write(scales, blockIdx.y, blockIdx.x, sc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,10 +415,6 @@ ScaleWriter make_writer(const fmt::QuantSpec& spec, int64_t rows, int64_t cols, 
                      g.block_cols, mn_ld};
 }
 
-int grid_for(int64_t threads, int block) {
-  return static_cast<int>((threads + block - 1) / block);
-}
-
 int stride_grid() {
   return 132 * 8;
 }
@@ -370,16 +436,32 @@ void quantize(format::SourceType st, const void* src, int64_t rows, int64_t cols
     throw mx8::Error("cuda quantize: E2M1 needs an even block width (two elements per byte), got " +
                      std::to_string(g.block_cols));
   const bool aligned =
-      reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 8 == 0;
+      reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 16 == 0;
+  const bool fits32 = rows < (int64_t{1} << 31) && cols < (int64_t{1} << 30);
   if (st == fmt::SourceType::bf16 && eight_bit && spec.blocking.kind == fmt::Granularity::tile &&
-      (spec.blocking.block_cols == 128 || spec.blocking.block_cols == 32) && cols % 8 == 0 && aligned) {
-    const int64_t blocks = rows * g.cols;
+      (spec.blocking.block_cols == 128 || spec.blocking.block_cols == 32) && cols % 16 == 0 && aligned &&
+      fits32) {
+    const dim3 grid(static_cast<unsigned>((cols / 16 + 255) / 256),
+                    static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
     if (spec.blocking.block_cols == 128)
-      quantize_tile_bf16_kernel<128><<<grid_for(blocks * 16, 256), 256, 0, stream>>>(
-          static_cast<const uint16_t*>(src), rows, cols, spec.element, opt, spec.saturate, sw, codes, scales);
+      quantize_tile_bf16_kernel<128><<<grid, 256, 0, stream>>>(static_cast<const uint16_t*>(src), int(rows),
+                                                               int(cols), spec.element, opt, spec.saturate,
+                                                               sw, codes, scales);
     else
-      quantize_tile_bf16_kernel<32><<<grid_for(blocks * 4, 256), 256, 0, stream>>>(
-          static_cast<const uint16_t*>(src), rows, cols, spec.element, opt, spec.saturate, sw, codes, scales);
+      quantize_tile_bf16_kernel<32><<<grid, 256, 0, stream>>>(static_cast<const uint16_t*>(src), int(rows),
+                                                              int(cols), spec.element, opt, spec.saturate, sw,
+                                                              codes, scales);
+    MX8_CUDA_CHECK(cudaGetLastError());
+    return;
+  }
+  if (st == fmt::SourceType::bf16 && eight_bit && spec.blocking.kind == fmt::Granularity::block &&
+      spec.blocking.block_rows == 128 && spec.storage != fmt::ScaleStorage::ue8m0_blackwell &&
+      cols % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(codes) % 8 == 0 && fits32 && g.rows <= 65535) {
+    const dim3 grid(static_cast<unsigned>(g.cols), static_cast<unsigned>(g.rows));
+    quantize_block128_bf16_kernel<<<grid, 256, 0, stream>>>(static_cast<const uint16_t*>(src), int(rows),
+                                                            int(cols), spec.element, opt, spec.saturate, sw,
+                                                            codes, scales);
     MX8_CUDA_CHECK(cudaGetLastError());
     return;
   }
@@ -449,10 +531,13 @@ void quantize_act_1x128(const uint16_t* src, int64_t rows, int64_t cols, format:
   spec.amax_floor = amax_floor;
   const ScaleWriter sw =
       make_writer(spec, rows, cols, layout == ScaleLayout::kMnMajor ? sa_ld(static_cast<int>(rows)) : 0);
-  const int64_t blocks = rows * (cols / 128);
-  quantize_tile_bf16_kernel<128><<<grid_for(blocks * 16, 256), 256, 0, stream>>>(
-      src, rows, cols, fmt::ElementFormat::e4m3, fmt::ScaleOptions{rule, amax_floor}, true, sw, codes,
-      static_cast<uint8_t*>(scales));
+  if (reinterpret_cast<uintptr_t>(src) % 16 != 0 || reinterpret_cast<uintptr_t>(codes) % 16 != 0)
+    throw mx8::Error("quantize_act_1x128: src and codes must be 16-byte aligned");
+  const dim3 grid(static_cast<unsigned>((cols / 16 + 255) / 256),
+                  static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
+  quantize_tile_bf16_kernel<128><<<grid, 256, 0, stream>>>(
+      src, int(rows), int(cols), fmt::ElementFormat::e4m3, fmt::ScaleOptions{rule, amax_floor}, true, sw,
+      codes, static_cast<uint8_t*>(scales));
   MX8_CUDA_CHECK(cudaGetLastError());
 }
 

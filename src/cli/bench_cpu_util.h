@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,37 @@ double median_ms(Fn&& fn, double min_time_s = 0.3, int min_reps = 5) {
   }
   std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
   return t[t.size() / 2];
+}
+
+// Seconds of CPU time used by the whole process (all threads): on a loaded machine, bytes per
+// CPU-second says what a core achieves while it runs, which wall time cannot.
+inline double process_cpu_s() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + double(t.tv_nsec) * 1e-9;
+}
+
+struct Timing {
+  double wall_ms;  // median wall milliseconds per call
+  double cpu_ms;   // median process CPU milliseconds per call
+};
+
+// Like median_ms, and also the median CPU time per call.
+template <class Fn>
+Timing median_timing(Fn&& fn, double min_time_s = 0.3, int min_reps = 5) {
+  fn();
+  std::vector<double> wall, cpu;
+  double start = now_s();
+  while (int(wall.size()) < min_reps || now_s() - start < min_time_s) {
+    double t0 = now_s(), c0 = process_cpu_s();
+    fn();
+    cpu.push_back((process_cpu_s() - c0) * 1e3);
+    wall.push_back((now_s() - t0) * 1e3);
+    if (wall.size() > 100000) break;
+  }
+  std::nth_element(wall.begin(), wall.begin() + wall.size() / 2, wall.end());
+  std::nth_element(cpu.begin(), cpu.begin() + cpu.size() / 2, cpu.end());
+  return {wall[wall.size() / 2], cpu[cpu.size() / 2]};
 }
 
 // Deterministic fast pseudo-random numbers (xorshift64*), good enough for benchmark data.

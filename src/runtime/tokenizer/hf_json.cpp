@@ -1,9 +1,11 @@
 // Hugging Face tokenizer.json (+ tokenizer_config.json) -> BpeTokenizer.
 //
-// Supported: model "BPE" with a ByteLevel pre-tokenizer or decoder (the byte-level family);
-// normalizers NFC / empty Sequence; pre-tokenizers Split (Regex or String pattern), ByteLevel,
-// Digits and Sequence of those; post-processors TemplateProcessing, ByteLevel and Sequence. Anything
-// else is refused with an error that names it, rather than tokenizing differently.
+// Supported: model "BPE", either byte-level (a ByteLevel pre-tokenizer) or over characters with
+// byte fallback (Llama-2 / Mistral: Prepend + Replace normalizers or a Metaspace pre-tokenizer);
+// normalizers NFC, Prepend, Replace (string patterns) and Sequence; pre-tokenizers Split (Regex or
+// String pattern), ByteLevel, Digits, Metaspace and Sequence; post-processors TemplateProcessing,
+// ByteLevel and Sequence. Anything else is refused with an error that names it, rather than
+// tokenizing differently.
 #include <nlohmann/json.hpp>
 
 #include "mx8/error.h"
@@ -32,6 +34,12 @@ bool add_normalizer(const json& n, BpeSpec& spec, const std::string& name) {
   std::string type = n.value("type", "");
   if (type == "NFC") {
     spec.nfc = true;
+  } else if (type == "Prepend") {
+    spec.prepend = n.at("prepend").get<std::string>() + spec.prepend;
+  } else if (type == "Replace") {
+    const json& pat = n.at("pattern");
+    if (!pat.contains("String")) unsupported(name, "Replace normalizer with a regex pattern");
+    spec.replace.emplace_back(pat["String"].get<std::string>(), n.at("content").get<std::string>());
   } else if (type == "Sequence") {
     for (auto& k : n.at("normalizers")) add_normalizer(k, spec, name);
   } else {
@@ -76,6 +84,15 @@ bool add_pre_tokenizer(const json& p, BpeSpec& spec, const std::string& name) {
     step.kind = S::kByteLevel;
     step.add_prefix_space = p.value("add_prefix_space", false);
     step.use_regex = p.value("use_regex", true);
+  } else if (type == "Metaspace") {
+    step.kind = S::kMetaspace;
+    step.replacement = p.value("replacement", "\xE2\x96\x81");
+    std::string scheme = p.contains("prepend_scheme")
+                             ? p["prepend_scheme"].get<std::string>()
+                             : (p.value("add_prefix_space", true) ? "always" : "never");
+    step.prepend_always = scheme == "always";
+    step.prepend_first = scheme == "first";
+    step.split = p.value("split", true);
   } else if (type == "Digits") {
     step.kind = S::kDigits;
     step.individual_digits = p.value("individual_digits", false);
@@ -84,6 +101,24 @@ bool add_pre_tokenizer(const json& p, BpeSpec& spec, const std::string& name) {
   }
   spec.pre.push_back(step);
   return type == "ByteLevel";
+}
+
+// Whether the decoder drops one leading space of the text (Strip(' ', start >= 1), or Metaspace
+// with a prefix).
+bool decoder_strips_leading_space(const json& d) {
+  if (d.is_null()) return false;
+  std::string type = d.value("type", "");
+  if (type == "Sequence") {
+    bool r = false;
+    for (auto& k : d.at("decoders")) r |= decoder_strips_leading_space(k);
+    return r;
+  }
+  if (type == "Strip") return d.value("content", "") == " " && d.value("start", 0) >= 1;
+  if (type == "Metaspace") {
+    if (d.contains("prepend_scheme")) return d["prepend_scheme"].get<std::string>() != "never";
+    return d.value("add_prefix_space", true);
+  }
+  return false;
 }
 
 TokenId special_id(const json& special_tokens, const std::string& key, const std::string& name) {
@@ -176,7 +211,17 @@ std::unique_ptr<Tokenizer> tokenizer_from_hf_json(std::string_view tokenizer_jso
     }
     add_normalizer(j.value("normalizer", json()), spec, name);
     bool byte_level = add_pre_tokenizer(j.value("pre_tokenizer", json()), spec, name);
-    if (!byte_level) unsupported(name, "no ByteLevel pre-tokenizer (only byte-level BPE is supported)");
+    spec.byte_fallback = model.value("byte_fallback", false);
+    if (!byte_level) {
+      bool metaspace = false;
+      for (auto& st : spec.pre) metaspace |= st.kind == BpeSpec::PreStep::kMetaspace;
+      if (!spec.byte_fallback && !metaspace && spec.prepend.empty())
+        unsupported(name,
+                    "BPE that is neither byte-level nor SentencePiece-style (no ByteLevel, Metaspace or "
+                    "byte_fallback)");
+      spec.byte_level = false;
+      spec.strip_leading_space = decoder_strips_leading_space(j.value("decoder", json()));
+    }
     add_post_processor(j.value("post_processor", json()), spec, name);
 
     // BOS/EOS: tokenizer_config.json names them; its add_bos_token/add_eos_token, where given,

@@ -1,0 +1,149 @@
+// Sampler and stop-sequence tests: greedy, reproducibility, each filter's effect, the empirical
+// distribution against softmax, penalties; StopText holding back partial matches.
+#include "mx8/runtime/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "mx8/runtime/stop_text.h"
+
+using namespace mx8::runtime;
+
+namespace {
+std::vector<float> logits_of(std::initializer_list<float> v) {
+  return v;
+}
+}  // namespace
+
+TEST(Sampler, GreedyIsArgmaxWithFirstIndexOnTies) {
+  SamplingParams p;
+  p.temperature = 0;
+  Sampler s(p);
+  auto l = logits_of({1, 5, 5, -2});
+  EXPECT_EQ(s.sample(l, {}), 1);
+  auto n = logits_of({NAN, -1, -3});
+  EXPECT_EQ(argmax(n), 1);
+}
+
+TEST(Sampler, SameSeedSameTokensDifferentSeedDifferentTokens) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1;
+  p.min_p = 0;
+  std::vector<float> base(50);
+  for (int i = 0; i < 50; ++i) base[i] = std::sin(float(i));
+  auto draw = [&](uint64_t seed) {
+    p.seed = seed;
+    Sampler s(p);
+    std::vector<int32_t> out;
+    for (int k = 0; k < 64; ++k) {
+      std::vector<float> l = base;
+      out.push_back(s.sample(l, out));
+    }
+    return out;
+  };
+  EXPECT_EQ(draw(7), draw(7));
+  EXPECT_NE(draw(7), draw(8));
+}
+
+TEST(Sampler, EmpiricalDistributionMatchesSoftmax) {
+  SamplingParams p;
+  p.temperature = 0.5f;
+  p.top_k = 0;
+  p.top_p = 1;
+  p.min_p = 0;
+  p.seed = 3;
+  Sampler s(p);
+  const std::vector<float> base = {0.0f, 0.3f, -0.4f, 0.1f};
+  std::vector<double> want(4);
+  double z = 0;
+  for (int i = 0; i < 4; ++i) z += want[i] = std::exp(base[i] / 0.5);
+  std::vector<int> count(4);
+  const int n = 40000;
+  for (int k = 0; k < n; ++k) {
+    std::vector<float> l = base;
+    count[s.sample(l, {})]++;
+  }
+  // 5 standard deviations of a binomial count: fails on a wrong temperature or an off-by-one draw.
+  for (int i = 0; i < 4; ++i) {
+    double pr = want[i] / z;
+    EXPECT_NEAR(count[i], n * pr, 5 * std::sqrt(n * pr * (1 - pr))) << "token " << i;
+  }
+}
+
+TEST(Sampler, TopKTopPMinPKeepOnlyWhatTheyShould) {
+  const std::vector<float> base = {2.0f, 1.9f, 0.0f, -1.0f, -5.0f};  // probabilities ~ .47 .43 .06 .02 .0003
+  auto support = [&](SamplingParams p) {
+    p.temperature = 1;
+    Sampler s(p);
+    std::map<int32_t, int> seen;
+    for (int k = 0; k < 3000; ++k) {
+      std::vector<float> l = base;
+      seen[s.sample(l, {})]++;
+    }
+    std::vector<int32_t> keys;
+    for (auto& [t, c] : seen) keys.push_back(t);
+    return keys;
+  };
+  SamplingParams p;
+  p.top_k = 2, p.top_p = 1, p.min_p = 0;
+  EXPECT_EQ(support(p), (std::vector<int32_t>{0, 1}));
+  p.top_k = 1;
+  EXPECT_EQ(support(p), (std::vector<int32_t>{0}));
+  p.top_k = 0, p.top_p = 0.5f;  // .47 < .5, so the second token is needed too
+  EXPECT_EQ(support(p), (std::vector<int32_t>{0, 1}));
+  p.top_p = 1, p.min_p = 0.1f;  // keeps p >= .047: tokens 0, 1, 2
+  EXPECT_EQ(support(p), (std::vector<int32_t>{0, 1, 2}));
+}
+
+TEST(Sampler, Penalties) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.repetition_penalty = 2.0f;
+  Sampler rep(p);
+  // Token 0 (logit 3) was generated: 3 / 2 = 1.5 < 2 of token 1.
+  auto l = logits_of({3, 2, 0});
+  std::vector<int32_t> hist = {0};
+  EXPECT_EQ(rep.sample(l, hist), 1);
+  EXPECT_FLOAT_EQ(l[0], 1.5f);
+  // A negative logit is multiplied (moves further down).
+  auto neg = logits_of({-1, -3});
+  std::vector<int32_t> h0 = {0};
+  rep.sample(neg, h0);
+  EXPECT_FLOAT_EQ(neg[0], -2.0f);
+  SamplingParams f;
+  f.temperature = 0;
+  f.frequency_penalty = 0.5f;
+  f.presence_penalty = 0.25f;
+  Sampler fp(f);
+  auto l2 = logits_of({3, 2.5f});
+  std::vector<int32_t> h2 = {0, 0};  // count 2: 3 - 2*0.5 - 0.25 = 1.75
+  EXPECT_EQ(fp.sample(l2, h2), 1);
+  EXPECT_FLOAT_EQ(l2[0], 1.75f);
+  // penalty_last_n limits the window: only the last token (1) is penalised.
+  f.penalty_last_n = 1;
+  Sampler win(f);
+  auto l3 = logits_of({3, 2.5f});
+  std::vector<int32_t> h3 = {0, 0, 1};
+  EXPECT_EQ(win.sample(l3, h3), 0);
+  EXPECT_FLOAT_EQ(l3[0], 3.0f);
+}
+
+TEST(StopText, HoldsBackPartialMatchesAndCutsAtTheStop) {
+  StopText s({"END", "\n\n"});
+  EXPECT_EQ(s.push("Hello E"), "Hello ");  // "E" might start END
+  EXPECT_EQ(s.push("N"), "");
+  EXPECT_EQ(s.push("X more"), "ENX more");
+  EXPECT_EQ(s.push(" and\n"), " and");
+  EXPECT_EQ(s.push("\nrest"), "");
+  EXPECT_TRUE(s.stopped());
+  EXPECT_EQ(s.push("ignored"), "");
+  StopText t({"END"});
+  EXPECT_EQ(t.push("abc EN"), "abc ");
+  EXPECT_EQ(t.flush(), "EN");  // no stop: the held text is released at the end
+  StopText none({});
+  EXPECT_EQ(none.push("x"), "x");
+}

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -218,6 +219,21 @@ TEST(CudaGemmMxfp8, MatchesReference) {
       EXPECT_EQ(check_product(A.deq, B.deq, m, n, k, dd.download(), false), 0u) << "block_m " << bm;
     }
   }
+}
+
+// The heuristic runs on the host: every pick is a compiled shape and fills the GPU sensibly.
+// Prints the picks for the benchmark shapes (docs/CUDA.md quotes them). No GPU needed.
+TEST(CudaGemmFp8, HeuristicPicksCompiledShapes) {
+  const int ms[] = {1, 16, 64, 128, 4096};
+  const int nk[][2] = {{2112, 7168}, {24576, 1536}, {32768, 512}, {7168, 16384}, {4096, 7168}, {7168, 2048}};
+  for (int m : ms)
+    for (const auto& s : nk) {
+      const GemmConfig c = gemm_fp8_pick_config(m, s[0], s[1], 132);
+      EXPECT_TRUE(gemm_fp8_has_config(c.block_m, c.block_n)) << c.str();
+      EXPECT_GE(c.stages, 2);
+      EXPECT_LE(c.grid, 132);
+      std::printf("  pick M=%d N=%d K=%d -> %s\n", m, s[0], s[1], c.str().c_str());
+    }
 }
 
 TEST(CudaGemmFp8, RejectsBadShapes) {

@@ -29,25 +29,31 @@ constexpr Shape kShapes[] = {{64, 16, 1},  {64, 32, 1},  {64, 64, 1},   {64, 128
                              {128, 32, 2}, {128, 64, 2}, {128, 128, 2}, {128, 192, 2}, {256, 128, 2}};
 constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
 
-// Efficiency of the tensor cores per tile shape (fraction of the per-SM FP8 peak a long-K tile
-// sustains): narrow N re-reads A from shared memory for little work, 64-row tiles have one math
-// warpgroup and cannot overlap promotion with MMA. Educated guesses, refined by measurement
-// (docs/CUDA.md records the runs).
-double shape_efficiency(int bm, int bn) {
-  const double base = bm >= 256 ? 0.88 : bm >= 128 ? 0.80 : 0.62;
-  return base * bn / (bn + 16.0);
+// Cost model per 128-wide K block of one tile, calibrated on the H200 (docs/CUDA.md, v2 runs):
+//  * latency: one math warpgroup cannot finish a K block faster than its chain of TMA wait ->
+//    4 wgmma -> wait -> promote -> release; measured ~0.37 us (1 warpgroup, 64-row tiles) and
+//    ~0.54 us (2 warpgroups, 128-row tiles) whatever the tile width, before the K loop was
+//    software-pipelined (v3), which is assumed to shave about a fifth off;
+//  * tensor cores: 2 BM BN 128 FLOP at the per-SM peak times an efficiency measured per shape
+//    (256x128: 0.66, 128x128: 0.51, 128x192: 0.46; 64-row tiles are latency-bound anyway);
+//  * loads: (rows of A actually present + BN) x 128 bytes through one SM's share of L2/DRAM.
+double kb_seconds(const Shape& s, int m) {
+  constexpr double kPeakPerSm = 1979e12 / 132, kSmBytesPerSec = 60e9;
+  const double latency = s.bm == 64 ? 0.30e-6 : s.bm == 128 ? 0.45e-6 : 0.0;
+  const double eff = s.bm == 256 ? 0.66 : s.bn >= 192 ? 0.46 : s.bm == 128 ? 0.51 : 0.45;
+  const double mma = 2.0 * s.bm * s.bn * 128 / (kPeakPerSm * eff);
+  const double load = double(std::min(m, s.bm) + s.bn) * 128 / kSmBytesPerSec;
+  return std::max({latency, mma, load});
 }
 
-// Estimated seconds of the persistent schedule for one shape (see gemm.h).
+// Estimated seconds of the persistent schedule: the busiest SM's tiles, each its K blocks plus a
+// fixed per-tile cost (epilogue, pipeline turn-around), or the DRAM floor at the bandwidth such
+// kernels reach (3 TB/s), whichever is larger.
 double estimate_seconds(const Shape& s, int m, int n, int k, int num_sms) {
-  constexpr double kPeakFp8 = 1979e12, kSmBytesPerSec = 110e9, kDramBytesPerSec = 4.0e12,
-                   kTileOverhead = 0.6e-6;
+  constexpr double kDramBytesPerSec = 3.0e12, kTileOverhead = 1.0e-6;
   const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
   const long tiles_per_sm = (tiles + num_sms - 1) / num_sms;
-  const double t_load = double(s.bm + s.bn) * k / kSmBytesPerSec;
-  const double t_mma = 2.0 * s.bm * s.bn * k / (kPeakFp8 / 132 * shape_efficiency(s.bm, s.bn));
-  const double t_store = 2.0 * s.bm * s.bn / kSmBytesPerSec;
-  const double t_sm = tiles_per_sm * (std::max(t_load, t_mma) + t_store + kTileOverhead);
+  const double t_sm = tiles_per_sm * ((k / 128) * kb_seconds(s, m) + kTileOverhead);
   const double t_dram = (double(m) * k + double(n) * k + 2.0 * m * n) / kDramBytesPerSec;
   return std::max(t_sm, t_dram);
 }
@@ -95,12 +101,19 @@ bool gemm_fp8_has_config(int block_m, int block_n) {
 GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
   const Shape* best = nullptr;
   double best_t = 0;
+  long best_tiles = 0;
   for (const Shape& s : kShapes) {
     const double t = estimate_seconds(s, m, n, k, num_sms);
-    // Ties (within 2%) go to the larger tile: fewer re-reads of A and B through L2.
-    if (!best || t < best_t * 0.98 || (t <= best_t * 1.02 && s.bm * s.bn > best->bm * best->bn)) {
+    const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
+    // Ties (within 2%) go to the shape that keeps more SMs busy (more loads in flight when the
+    // estimate is latency-bound), then to the larger tile (fewer re-reads through L2).
+    const bool tie = best && t <= best_t * 1.02 && t >= best_t * 0.98;
+    const long busy = std::min<long>(tiles, num_sms), best_busy = std::min<long>(best_tiles, num_sms);
+    if (!best || t < best_t * 0.98 ||
+        (tie && (busy > best_busy || (busy == best_busy && s.bm * s.bn > best->bm * best->bn)))) {
       best = &s;
       best_t = t;
+      best_tiles = tiles;
     }
   }
   GemmConfig c;

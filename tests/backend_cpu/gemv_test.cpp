@@ -124,11 +124,13 @@ TEST(Gemv, Fp8MatchesReferenceOnEveryIsa) {
     int64_t m, n, k, br, bc;
   };
   // DeepSeek 128x128 blocks and MXFP8 1x32, plus ragged K and N (not multiples of 4, 16, 32 or the
-  // block), block_cols 64, and a block_cols of 48 (the scalar fallback), M from 1 to 17.
-  const Shape shapes[] = {{1, 37, 300, 128, 128},  {1, 130, 256, 1, 32}, {3, 9, 77, 1, 32},
-                          {4, 64, 384, 128, 128},  {5, 70, 200, 16, 64}, {16, 33, 130, 128, 128},
-                          {17, 8, 96, 1, 32},      {2, 21, 144, 1, 48},  {1, 5, 31, 128, 128},
-                          {1, 260, 1000, 128, 128}};
+  // block), block_cols 64, and a block_cols of 48 (the scalar fallback), M from 1 to 17 (each of the
+  // M = 1, M = 2..4 and M > 4 kernels).
+  const Shape shapes[] = {{1, 37, 300, 128, 128},   {1, 130, 256, 1, 32},  {3, 9, 77, 1, 32},
+                          {4, 64, 384, 128, 128},   {5, 70, 200, 16, 64},  {16, 33, 130, 128, 128},
+                          {17, 8, 96, 1, 32},       {2, 21, 144, 1, 48},   {1, 5, 31, 128, 128},
+                          {1, 260, 1000, 128, 128}, {2, 7, 333, 128, 128}, {2, 12, 64, 1, 32},
+                          {3, 5, 500, 128, 64}};
   for (Isa isa : testing::runnable_isas()) {
     ScopedIsa scoped(isa);
     for (const Shape& s : shapes)

@@ -54,9 +54,12 @@ MX8_AVX2 inline uint32_t hmax_epu16(__m256i v) {
   return uint32_t(_mm_cvtsi128_si32(m)) & 0xFFFF;
 }
 
-MX8_AVX2 uint32_t amax_avx2(SourceType t, const void* row, int64_t c0, int64_t c1, uint32_t acc) {
+// The SIMD part of the block max over [c0, c1); returns where it stopped (the caller finishes the
+// tail with the scalar kernel).
+template <SourceType T>
+MX8_AVX2 inline int64_t amax_simd(const void* row, int64_t c0, int64_t c1, uint32_t& acc) {
   int64_t c = c0;
-  if (t == SourceType::f32) {
+  if constexpr (T == SourceType::f32) {
     const float* p = static_cast<const float*>(row);
     const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF);
     __m256i m0 = _mm256_setzero_si256(), m1 = m0;
@@ -80,10 +83,27 @@ MX8_AVX2 uint32_t amax_avx2(SourceType t, const void* row, int64_t c0, int64_t c
           m1, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c + 16)), abs));
     }
     uint16_t h = uint16_t(hmax_epu16(_mm256_max_epu16(m0, m1)));
-    float wide = t == SourceType::bf16 ? format::bf16_to_f32(h) : format::f16_to_f32(h);
+    float wide = T == SourceType::bf16 ? format::bf16_to_f32(h) : format::f16_to_f32(h);
     acc = format::amax_bits_accumulate(acc, wide);
   }
-  return quant_kernels_scalar().amax(t, row, c, c1, acc);
+  return c;
+}
+
+MX8_AVX2 uint32_t amax_avx2(SourceType t, const void* row, int64_t c0, int64_t c1, uint32_t acc) {
+  int64_t c;
+  switch (t) {
+    case SourceType::f32:
+      c = amax_simd<SourceType::f32>(row, c0, c1, acc);
+      break;
+    case SourceType::bf16:
+      c = amax_simd<SourceType::bf16>(row, c0, c1, acc);
+      break;
+    case SourceType::f16:
+    default:
+      c = amax_simd<SourceType::f16>(row, c0, c1, acc);
+      break;
+  }
+  return c < c1 ? quant_kernels_scalar().amax(t, row, c, c1, acc) : acc;
 }
 
 // Per-format constants of the integer encode.
@@ -183,7 +203,60 @@ MX8_AVX2 bool encode_avx2(SourceType t, const void* row, int64_t c0, int64_t c1,
                     : encode_s<ElementFormat::e5m2, false>(t, row, c0, c1, inv_scale, codes);
   else
     return false;
-  return quant_kernels_scalar().encode(t, row, done, c1, inv_scale, f, saturate, codes);
+  return done < c1 ? quant_kernels_scalar().encode(t, row, done, c1, inv_scale, f, saturate, codes) : true;
+}
+
+// A whole row of 1 x bc tiles with everything fixed at compile time: no calls per tile except the
+// scalar tails of ragged tiles.
+template <ElementFormat F, bool Saturate, SourceType T>
+MX8_AVX2 void row_tiles_t(const void* row, int64_t cols, int64_t bc, format::ScaleOptions opt, uint8_t* codes,
+                          float* scales_f32, uint8_t* scales_u8) {
+  const QuantKernels& scalar = quant_kernels_scalar();
+  for (int64_t c0 = 0, g = 0; c0 < cols; c0 += bc, ++g) {
+    const int64_t c1 = c0 + bc < cols ? c0 + bc : cols;
+    uint32_t amax = 0;
+    int64_t c = amax_simd<T>(row, c0, c1, amax);
+    if (c < c1) amax = scalar.amax(T, row, c, c1, amax);
+    const format::BlockScale s = format::compute_block_scale(format::f32_from_bits(amax), F, opt);
+    scales_f32[g] = s.scale;
+    scales_u8[g] = s.ue8m0;
+    c = encode_t<F, Saturate, T>(row, c0, c1, s.inv_scale, codes);
+    if (c < c1) scalar.encode(T, row, c, c1, s.inv_scale, F, Saturate, codes);
+  }
+}
+
+template <ElementFormat F, bool Saturate>
+MX8_AVX2 void row_tiles_s(SourceType t, const void* row, int64_t cols, int64_t bc, format::ScaleOptions opt,
+                          uint8_t* codes, float* sf, uint8_t* su) {
+  switch (t) {
+    case SourceType::f32:
+      return row_tiles_t<F, Saturate, SourceType::f32>(row, cols, bc, opt, codes, sf, su);
+    case SourceType::bf16:
+      return row_tiles_t<F, Saturate, SourceType::bf16>(row, cols, bc, opt, codes, sf, su);
+    case SourceType::f16:
+    default:
+      return row_tiles_t<F, Saturate, SourceType::f16>(row, cols, bc, opt, codes, sf, su);
+  }
+}
+
+MX8_AVX2 bool row_tiles_avx2(SourceType t, const void* row, int64_t cols, int64_t bc, ElementFormat f,
+                             bool saturate, format::ScaleOptions opt, uint8_t* codes, float* sf,
+                             uint8_t* su) {
+  if (f == ElementFormat::e4m3) {
+    if (saturate)
+      row_tiles_s<ElementFormat::e4m3, true>(t, row, cols, bc, opt, codes, sf, su);
+    else
+      row_tiles_s<ElementFormat::e4m3, false>(t, row, cols, bc, opt, codes, sf, su);
+    return true;
+  }
+  if (f == ElementFormat::e5m2) {
+    if (saturate)
+      row_tiles_s<ElementFormat::e5m2, true>(t, row, cols, bc, opt, codes, sf, su);
+    else
+      row_tiles_s<ElementFormat::e5m2, false>(t, row, cols, bc, opt, codes, sf, su);
+    return true;
+  }
+  return false;
 }
 
 // Decode: the byte above a zero byte is an f16 (E5M2 exactly; E4M3 after the shift of gemv_avx2.cpp,
@@ -220,13 +293,13 @@ MX8_AVX2 bool decode_avx2(const uint8_t* codes, int64_t c0, int64_t c1, float sc
     else
       decode16<ElementFormat::e5m2>(v, s, dst + c);
   }
-  return quant_kernels_scalar().decode(codes, c, c1, scale, f, dst);
+  return c < c1 ? quant_kernels_scalar().decode(codes, c, c1, scale, f, dst) : true;
 }
 
 }  // namespace
 
 const QuantKernels& quant_kernels_avx2() {
-  static const QuantKernels k{amax_avx2, encode_avx2, decode_avx2};
+  static const QuantKernels k{amax_avx2, encode_avx2, decode_avx2, row_tiles_avx2};
   return k;
 }
 

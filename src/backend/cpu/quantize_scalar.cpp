@@ -113,7 +113,7 @@ bool decode_scalar(const uint8_t* codes, int64_t c0, int64_t c1, float scale, El
 }  // namespace
 
 const QuantKernels& quant_kernels_scalar() {
-  static const QuantKernels k{amax_scalar, encode_scalar, decode_scalar};
+  static const QuantKernels k{amax_scalar, encode_scalar, decode_scalar, nullptr};
   return k;
 }
 

@@ -29,9 +29,9 @@ struct Result {
 };
 
 Result generate_greedy(mx8::model::WeightMode weights, mx8::backend::KvFormat kv, int n, int threads = 2,
-                       int chunk = 256, bool quantize_head = true) {
+                       int chunk = 256, bool quantize_head = true, const std::string& device = "cpu") {
   using namespace mx8;
-  auto be = backend::make_cpu_backend(threads);
+  auto be = backend::make_backend(device, threads);
   model::LoadOptions lo;
   lo.weights = weights;
   lo.max_tokens_per_step = chunk;
@@ -120,6 +120,28 @@ TEST(StoriesGolden, F32GreedyMatchesLlama2cByteForByte) {
   Result r = generate_greedy(mx8::model::WeightMode::as_given, mx8::backend::KvFormat::f32, 200);
   EXPECT_EQ(r.text, expected);
 }
+
+#if defined(MX8_HAVE_CUDA)
+TEST(StoriesGolden, F32GreedyOnCuda) {
+  // The same evidence on the CUDA backend (CUDA builds on a machine with a GPU; skipped otherwise).
+  try {
+    mx8::backend::make_backend("cuda", 0);
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << "no usable GPU: " << e.what();
+  }
+  const std::string expected =
+      read_file(std::string(MX8_SOURCE_DIR) + "/tests/data/stories260K.greedy200.txt");
+  Result r = generate_greedy(mx8::model::WeightMode::as_given, mx8::backend::KvFormat::f32, 200, 0, 256, true,
+                             "cuda");
+  EXPECT_EQ(r.text, expected);
+  Result f =
+      generate_greedy(mx8::model::WeightMode::fp8, mx8::backend::KvFormat::fp8, 200, 0, 256, true, "cuda");
+  size_t n = 0;
+  while (n < f.tokens.size() && n < r.tokens.size() && f.tokens[n] == r.tokens[n]) ++n;
+  std::printf("[ agreement ] cuda fp8 weights, fp8 KV: first %zu of %zu greedy tokens equal the F32 output\n",
+              n, r.tokens.size());
+}
+#endif
 
 TEST(StoriesGolden, SameOutputWithOneThreadAndSmallPrefillChunks) {
   // Thread count and step size must not change a single bit (fixed summation order).

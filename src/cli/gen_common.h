@@ -93,9 +93,14 @@ inline Loaded load_for_generation(GenOptions& o, int positions_needed) {
   model::LlamaConfig cfg = model::read_llama_config(o.model);
   runtime::EngineOptions eo;
   eo.max_context = o.ctx > 0 ? o.ctx : positions_needed;
-  eo.kv_format = o.kv == "fp8"   ? backend::KvFormat::fp8
-                 : o.kv == "f32" ? backend::KvFormat::f32
-                                 : backend::KvFormat::bf16;
+  // --kv auto is decided after loading (f32 when every matrix is f32); plan with the larger format it
+  // may pick, so that "fits" is never optimistic.
+  const bool maybe_f32 =
+      o.kv == "f32" ||
+      (o.kv == "auto" && (mode == model::WeightMode::f32 || mode == model::WeightMode::as_given));
+  eo.kv_format = o.kv == "fp8" ? backend::KvFormat::fp8
+                 : maybe_f32   ? backend::KvFormat::f32
+                               : backend::KvFormat::bf16;
   runtime::MemoryPlan plan =
       runtime::plan_memory(cfg, runtime::estimate_weight_bytes(cfg, mode, 4), eo, o.chunk);
   std::fprintf(stderr, "mx8: %s (%s, %lld layers, dim %lld, heads %lld/%lld, vocab %lld)\n", o.model.c_str(),

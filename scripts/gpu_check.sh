@@ -37,7 +37,7 @@ if [[ " $STAGES " == *" build "* ]]; then
   fi
   rc=$?
   grep -E "ptxas info +: (Compiling|Used)|spill" "$OUT/build.log" | grep -B1 -A1 "sm90\|Used" >"$OUT/ptxas.txt" || true
-  note "build rc=$rc; spills: $(grep -c 'bytes spill stores' "$OUT/ptxas.txt") reports, non-zero: $(grep -E '[1-9][0-9]* bytes spill' "$OUT/ptxas.txt" | wc -l)"
+  note "build rc=$rc; spills: $(grep -c 'bytes spill stores' "$OUT/ptxas.txt") reports, non-zero: $(grep -E '[1-9][0-9]* bytes spill' "$OUT/ptxas.txt" | wc -l); wgmma serialization warnings: $(grep -c 'C75[0-9][0-9]' "$OUT/build.log")"
   if [[ $rc -ne 0 ]]; then
     grep -E "error" -A3 "$OUT/build.log" | head -20
     note "full preset failed: building the CUDA parts alone (scripts/gpu_check/CMakeLists.txt)"
@@ -47,14 +47,16 @@ if [[ " $STAGES " == *" build "* ]]; then
       >>"$OUT/build.log" 2>&1 && cmake --build $BUILD -j"$(nproc)" >>"$OUT/build.log" 2>&1
     rc=$?
     grep -E "ptxas info +: (Compiling|Used)|spill" "$OUT/build.log" >"$OUT/ptxas.txt" || true
-    note "standalone build rc=$rc"
+    note "standalone build rc=$rc; non-zero spills: $(grep -E '[1-9][0-9]* bytes spill' "$OUT/ptxas.txt" | wc -l); wgmma serialization warnings: $(grep -c 'C75[0-9][0-9]' "$OUT/build.log")"
     if [[ $rc -ne 0 ]]; then grep -E "error" -A3 "$OUT/build.log" | tail -40; exit 1; fi
   fi
 fi
 
 if [[ " $STAGES " == *" test "* ]]; then
   note "tests ($((SECONDS - t0)) s)"
-  timeout 180 $BUILD/test_cuda --gtest_color=no >"$OUT/tests.log" 2>&1
+  # The kernel suites (the backend's own tests, also in test_cuda, belong to the backend check).
+  timeout 180 $BUILD/test_cuda --gtest_color=no --gtest_filter="${GPU_CHECK_TEST_FILTER:-CudaQuantize.*:CudaGemm*}" \
+    >"$OUT/tests.log" 2>&1
   trc=$?
   note "test_cuda rc=$trc : $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/tests.log" | tr '\n' ' ')"
   grep -E "FAILED|Failure|error" -A4 "$OUT/tests.log" | head -60
@@ -84,15 +86,21 @@ if [[ " $STAGES " == *" exp "* ]]; then
   # forced tile shapes against the heuristic's choice.
   note "experiments ($((SECONDS - t0)) s)"
   {
+    if [[ -n "${GPU_CHECK_AB_SPLITK:-}" ]]; then
+      echo "## A/B: heuristic without the split-K tiles (MX8_GEMM_NO_SPLITK=1), M=64 128"
+      MX8_GEMM_NO_SPLITK=1 timeout 90 $BUILD/mx8 bench cuda-gemm --m 64 128 --no-perf-md --iters 20
+      echo "## A/B: heuristic without the split-K tiles, GEMV M=1 16"
+      MX8_GEMM_NO_SPLITK=1 timeout 90 $BUILD/mx8 bench cuda-gemv --m 1 16 --no-perf-md --iters 20
+    fi
     if [[ -n "${GPU_CHECK_NOSTORE:-}" ]]; then
       echo "## no stores (mainloop only), M=4096"
       MX8_GEMM_DEBUG=1 timeout 120 $BUILD/mx8 bench cuda-gemm --m 4096 --no-perf-md --iters 10
     fi
-    for t in ${GPU_CHECK_TILES_SMALL:-64x16 64x32 64x64 128x32 128x64}; do
+    for t in ${GPU_CHECK_TILES_SMALL-64x16 64x32 64x64 128x32 128x64}; do
       echo "## forced tile $t, M=64"
       timeout 60 $BUILD/mx8 bench cuda-gemm --m 64 --tile "$t" --no-perf-md --iters 10
     done
-    for t in ${GPU_CHECK_TILES_LARGE:-128x128 128x192 256x128}; do
+    for t in ${GPU_CHECK_TILES_LARGE-128x128 128x192 256x128}; do
       echo "## forced tile $t, M=4096"
       timeout 90 $BUILD/mx8 bench cuda-gemm --m 4096 --tile "$t" --no-perf-md --iters 10
     done

@@ -222,8 +222,9 @@ std::pair<double, bool> compare_bf16(const uint16_t* x_dev, const uint16_t* y_de
 GemmConfig parse_tile(const std::string& s) {
   GemmConfig c;
   if (s.empty()) return c;
-  if (std::sscanf(s.c_str(), "%dx%d", &c.block_m, &c.block_n) != 2)
-    throw mx8::Error("--tile: expected BMxBN, e.g. 128x128, got '" + s + "'");
+  // BMxBN, or BMxBNw2 for the split-K 64-row variant (two math warpgroups).
+  const int n = std::sscanf(s.c_str(), "%dx%dw%d", &c.block_m, &c.block_n, &c.math_warpgroups);
+  if (n < 2) throw mx8::Error("--tile: expected BMxBN or BMxBNw2, e.g. 128x128, got '" + s + "'");
   return c;
 }
 

@@ -99,13 +99,14 @@ struct GemmCase {
   int block_m = 0, block_n = 0;  // 0: the heuristic's choice
   bool ue8m0 = true;
   bool out_f32 = false;
+  bool split_k = false;  // 64-row tiles: the two-warpgroup split-K variant
 };
 
 void run_gemm_case(const GemmCase& c, uint32_t seed) {
   SCOPED_TRACE("M " + std::to_string(c.m) + " N " + std::to_string(c.n) + " K " + std::to_string(c.k) +
-               " tile " + std::to_string(c.block_m) + "x" + std::to_string(c.block_n) + " ue8m0 " +
-               std::to_string(c.ue8m0) + " f32out " + std::to_string(c.out_f32) + " seed " +
-               std::to_string(seed));
+               " tile " + std::to_string(c.block_m) + "x" + std::to_string(c.block_n) +
+               (c.split_k ? " split-K" : "") + " ue8m0 " + std::to_string(c.ue8m0) + " f32out " +
+               std::to_string(c.out_f32) + " seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   const auto xa = random_bf16(size_t(c.m) * c.k, rng), xb = random_bf16(size_t(c.n) * c.k, rng, 0.05f);
   fmt::QuantSpec sa_spec, sb_spec;
@@ -142,6 +143,7 @@ void run_gemm_case(const GemmCase& c, uint32_t seed) {
   GemmConfig forced;
   forced.block_m = c.block_m;
   forced.block_n = c.block_n;
+  forced.math_warpgroups = c.split_k ? 2 : 0;
   gemm_fp8_1x128(args, nullptr, c.block_m ? &forced : nullptr);
   MX8_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_EQ(check_product(A.deq, B.deq, c.m, c.n, c.k, dd.download(), c.out_f32), 0u);
@@ -161,19 +163,31 @@ TEST(CudaGemmFp8, HeuristicTilesOnRaggedShapes) {
 TEST(CudaGemmFp8, EveryCompiledTileShape) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
-  const int shapes[][2] = {{64, 16},  {64, 32},  {64, 64},   {64, 128},  {128, 16},
-                           {128, 32}, {128, 64}, {128, 128}, {128, 192}, {256, 128}};
+  const int shapes[][3] = {{64, 16, 0},  {64, 32, 0},   {64, 64, 0},   {64, 128, 0}, {64, 16, 1},
+                           {64, 32, 1},  {64, 64, 1},   {64, 128, 1},  {128, 16, 0}, {128, 32, 0},
+                           {128, 64, 0}, {128, 128, 0}, {128, 192, 0}, {256, 128, 0}};
   for (const auto& s : shapes) {
     ASSERT_TRUE(gemm_fp8_has_config(s[0], s[1]));
-    run_gemm_case(GemmCase{s[0] * 2 + 17, s[1] * 3 + 48, 384, s[0], s[1], (s[1] / 16) % 2 == 0, s[0] == 128},
-                  seed);
+    GemmCase c{s[0] * 2 + 17, s[1] * 3 + 48, 384, s[0], s[1], (s[1] / 16) % 2 == 0, s[0] == 128};
+    c.split_k = s[2] != 0;
+    run_gemm_case(c, seed);
+    if (c.split_k) {
+      // Split-K alternates K blocks between the warpgroups: 3 blocks above, 5 here (odd counts
+      // give one warpgroup an extra block), and the other output type.
+      c.k = 640;
+      c.out_f32 = !c.out_f32;
+      run_gemm_case(c, seed + 1);
+    }
   }
 }
 
-// More tiles than SMs: the persistent scheduler's later iterations and the pipeline's phase wrap.
 TEST(CudaGemmFp8, ManyTilesPerCta) {
   MX8_REQUIRE_GPU();
-  run_gemm_case(GemmCase{1000, 2112, 256, 64, 16}, fresh_seed());
+  const uint32_t seed = fresh_seed();
+  run_gemm_case(GemmCase{1000, 2112, 256, 64, 16}, seed);
+  GemmCase split{700, 1040, 512, 64, 16};
+  split.split_k = true;
+  run_gemm_case(split, seed);
 }
 
 TEST(CudaGemmMxfp8, MatchesReference) {

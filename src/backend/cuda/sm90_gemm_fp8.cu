@@ -25,21 +25,24 @@ struct Shape {
 };
 // Compiled 1x128 tile shapes. A tile may span at most two 128-column B-scale blocks: any width
 // <= 144, or 160/192/256 (whose offsets n0 % 128 are multiples of 32/64/128), satisfies that.
-constexpr Shape kShapes[] = {{64, 16, 1},  {64, 32, 1},  {64, 64, 1},   {64, 128, 1},  {128, 16, 2},
-                             {128, 32, 2}, {128, 64, 2}, {128, 128, 2}, {128, 192, 2}, {256, 128, 2}};
+// w = 2 with 64 rows is the split-K variant (two warpgroups on alternate K blocks of one tile).
+constexpr Shape kShapes[] = {{64, 16, 1},  {64, 32, 1},   {64, 64, 1},   {64, 128, 1}, {64, 16, 2},
+                             {64, 32, 2},  {64, 64, 2},   {64, 128, 2},  {128, 16, 2}, {128, 32, 2},
+                             {128, 64, 2}, {128, 128, 2}, {128, 192, 2}, {256, 128, 2}};
 constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
 
 // Cost model per 128-wide K block of one tile, calibrated on the H200 (docs/CUDA.md, v2 runs):
 //  * latency: one math warpgroup cannot finish a K block faster than its chain of TMA wait ->
 //    4 wgmma -> wait -> promote -> release; measured ~0.37 us (1 warpgroup, 64-row tiles) and
-//    ~0.54 us (2 warpgroups, 128-row tiles) whatever the tile width, before the K loop was
-//    software-pipelined (v3), which is assumed to shave about a fifth off;
+//    ~0.54 us (2 warpgroups, 128-row tiles) whatever the tile width (a software-pipelined K loop
+//    was tried in v3: ptxas serializes the wgmmas then, C7514, and it was slower);
 //  * tensor cores: 2 BM BN 128 FLOP at the per-SM peak times an efficiency measured per shape
 //    (256x128: 0.66, 128x128: 0.51, 128x192: 0.46; 64-row tiles are latency-bound anyway);
 //  * loads: (rows of A actually present + BN) x 128 bytes through one SM's share of L2/DRAM.
 double kb_seconds(const Shape& s, int m) {
   constexpr double kPeakPerSm = 1979e12 / 132, kSmBytesPerSec = 60e9;
-  const double latency = s.bm == 64 ? 0.30e-6 : s.bm == 128 ? 0.45e-6 : 0.0;
+  // Split-K 64-row tiles run two such chains per SM: assumed ~0.6x the one-chain latency (v4).
+  const double latency = s.bm == 64 ? (s.w == 2 ? 0.22e-6 : 0.37e-6) : s.bm == 128 ? 0.54e-6 : 0.0;
   const double eff = s.bm == 256 ? 0.66 : s.bn >= 192 ? 0.46 : s.bm == 128 ? 0.51 : 0.45;
   const double mma = 2.0 * s.bm * s.bn * 128 / (kPeakPerSm * eff);
   const double load = double(std::min(m, s.bm) + s.bn) * 128 / kSmBytesPerSec;
@@ -62,6 +65,12 @@ int stages_for(int bm, int bn, int w, bool mx, bool tma_store) {
   int st = 16;
   while (st > 2 && detail::smem_bytes(bm, bn, w, mx, st, tma_store) > detail::kSmemLimit) --st;
   return st;
+}
+
+// MX8_GEMM_NO_SPLITK=1 keeps the heuristic off the split-K tiles (A/B comparisons); read once.
+bool no_split_k() {
+  static const bool off = std::getenv("MX8_GEMM_NO_SPLITK") != nullptr;
+  return off;
 }
 
 // MX8_GEMM_DEBUG=1 skips the output stores (timing experiments: mainloop alone); read once.
@@ -103,6 +112,7 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
   double best_t = 0;
   long best_tiles = 0;
   for (const Shape& s : kShapes) {
+    if (s.bm == 64 && s.w == 2 && no_split_k()) continue;
     const double t = estimate_seconds(s, m, n, k, num_sms);
     const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
     // Ties (within 2%) go to the shape that keeps more SMs busy (more loads in flight when the
@@ -141,7 +151,7 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
                        std::to_string(forced->block_n) + " is not compiled");
     c.block_m = forced->block_m;
     c.block_n = forced->block_n;
-    c.math_warpgroups = c.block_m == 64 ? 1 : 2;
+    c.math_warpgroups = c.block_m == 64 ? (forced->math_warpgroups == 2 ? 2 : 1) : 2;
     const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false, c.block_n % 64 == 0);
     c.stages = forced->stages > 0 ? std::min(forced->stages, max_st) : max_st;
     const long tiles =
@@ -173,11 +183,12 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
     c.stages =
         std::min(16, std::max(c.stages, stages_for(c.block_m, c.block_n, c.math_warpgroups, false, false)));
   p.stages = c.stages;
-  const CUtensorMap td =
-      make_tensor_map_2d(a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n, c.block_m / c.math_warpgroups,
-                         p.tma_store ? 64 : 16, p.tma_store != 0);
+  const CUtensorMap td = make_tensor_map_2d(
+      a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,
+      detail::is_split_k(c.block_m, c.math_warpgroups, false) ? 64 : c.block_m / c.math_warpgroups,
+      p.tma_store ? 64 : 16, p.tma_store != 0);
 #define MX8_GEMM_CASE(BM, BN, W)                                                    \
-  if (c.block_m == BM && c.block_n == BN) {                                         \
+  if (c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) {               \
     detail::launch_gemm<BM, BN, W, false>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
     return;                                                                         \
   }
@@ -185,6 +196,10 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   MX8_GEMM_CASE(64, 32, 1)
   MX8_GEMM_CASE(64, 64, 1)
   MX8_GEMM_CASE(64, 128, 1)
+  MX8_GEMM_CASE(64, 16, 2)
+  MX8_GEMM_CASE(64, 32, 2)
+  MX8_GEMM_CASE(64, 64, 2)
+  MX8_GEMM_CASE(64, 128, 2)
   MX8_GEMM_CASE(128, 16, 2)
   MX8_GEMM_CASE(128, 32, 2)
   MX8_GEMM_CASE(128, 64, 2)

@@ -39,15 +39,17 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     sm90_gemm_fp8_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
                          const __grid_constant__ CUtensorMap tm_sa, const __grid_constant__ CUtensorMap tm_sb,
                          const __grid_constant__ CUtensorMap tm_d, const GemmParams p) {
-  static_assert(BM % (64 * W) == 0, "each math warpgroup owns whole 64-row waves");
+  // Split-K tiles (64 rows, two math warpgroups): both warpgroups own the same 64 rows and take
+  // alternate K blocks, so two wgmma chains are in flight per SM where one 64-row chain is
+  // latency-bound (small M); partial sums meet in shared memory at the end of the tile.
+  constexpr bool kSplitK = is_split_k(BM, W, kMX);
+  static_assert(kSplitK || BM % (64 * W) == 0, "each math warpgroup owns whole 64-row waves");
   static_assert(BN % 16 == 0 && BN <= 256, "wgmma N");
-  constexpr int kWaves = BM / W / 64;
+  constexpr int kRowsPerWg = kSplitK ? 64 : BM / W;
+  constexpr int kWaves = kRowsPerWg / 64;
   constexpr int kRegs = BN / 2;
-  constexpr int kRowsPerWg = BM / W;
   // Widths that divide 128 never straddle a B-scale block boundary (n0 is a multiple of BN).
   constexpr bool kOneScaleBlock = 128 % BN == 0;
-  // Pipelined K loop (see below) where two scratch sets fit next to the accumulators.
-  constexpr bool kPipelined = !kMX && kWaves == 1 && kRegs <= 64;
   using Mma = ptx::WgmmaFp8<BN>;
 
   extern __shared__ uint8_t smem_raw[];
@@ -72,7 +74,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
       ptx::mbar_init(&full[s], 1);
-      ptx::mbar_init(&empty[s], W * 4);
+      ptx::mbar_init(&empty[s], kSplitK ? 4 : W * 4);
     }
     ptx::fence_barrier_init();
   }
@@ -126,7 +128,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   const int lane = threadIdx.x % 32;
   const int row_in_wave = warp * 16 + lane / 4;  // and row_in_wave + 8
   const int col_in_group = 2 * (lane % 4);       // and + 1, for each 8-column group j
-  const int wg_row0 = wg * kRowsPerWg;
+  const int wg_row0 = kSplitK ? 0 : wg * kRowsPerWg;
   const int num_sb_blocks = (p.n + 127) / 128;
   const bool sb_in_smem = !kMX && num_kb <= kSbCap;
   float* my_sb = sb_tile + wg * 2 * kSbCap;
@@ -166,54 +168,16 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       ptx::named_barrier(1 + wg, 128);
     }
 
-    if constexpr (kPipelined) {
-      // Software-pipelined K loop (one wave per warpgroup, BN <= 128): the wgmma group of K block
-      // kb + 1 is issued into the second scratch accumulator before block kb is promoted, so the
-      // tensor cores work while this warpgroup waits, releases the slot and runs the FFMAs. Two
-      // scratch sets are swapped by unrolling by two (compile-time register names, no local memory).
-      float tmp2[kRegs];
-      const uint64_t a_off = static_cast<uint64_t>(wg_row0) * kBlockK;
-      auto read_sa = [&](int slot, float(&out)[2]) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int r = wg_row0 + row_in_wave + 8 * h;
-          out[h] = p.scale_ue8m0 ? ue8m0_to_float(smem_sa[slot * BM * 4 + r])
-                                 : reinterpret_cast<const float*>(smem_sa + slot * BM * 4)[r];
+    for (int kb = 0; kb < num_kb; ++kb) {
+      if (kSplitK && (kb & 1) != wg) {  // the other warpgroup's K block: only keep the ring in step
+        if (++s == stages) {
+          s = 0;
+          phase ^= 1;
         }
-      };
-      auto issue = [&](float(&t)[kRegs], int slot) {
-        const uint64_t desc_a = ptx::make_desc_sw128(smem_a + slot * BM * kBlockK + a_off);
-        const uint64_t desc_b = ptx::make_desc_sw128(smem_b + slot * BN * kBlockK);
-        ptx::fence_regs(t);
-        ptx::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) Mma::mma(desc_a + 2 * kk, desc_b + 2 * kk, t, kk > 0);
-        ptx::wgmma_commit();
-      };
-      float sa_cur[2], sa_nxt[2];
-      int s_cur = s;
-      ptx::mbar_wait(&full[s], phase);
-      read_sa(s, sa_cur);
-      issue(tmp, s);
-      if (++s == stages) {
-        s = 0;
-        phase ^= 1;
+        continue;
       }
-      // One step: block kb sits in `cur` (issued from slot s_cur); issue kb + 1 into `nxt`.
-      auto step = [&](float(&cur)[kRegs], float(&nxt)[kRegs], int kb) {
-        const bool more = kb + 1 < num_kb;
-        if (more) {
-          ptx::mbar_wait(&full[s], phase);
-          read_sa(s, sa_nxt);
-          issue(nxt, s);
-          ptx::wgmma_wait<1>();
-        } else {
-          ptx::wgmma_wait<0>();
-        }
-        ptx::fence_regs(cur);
-        __syncwarp();
-        if (lane == 0) ptx::mbar_arrive(&empty[s_cur]);
-        float sb0, sb1;
+      float sb0 = 0.f, sb1 = 0.f;
+      if constexpr (!kMX) {
         if (sb_in_smem) {
           sb0 = my_sb[kb];
           sb1 = my_sb[kSbCap + kb];
@@ -221,136 +185,109 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
           sb0 = load_sb(nb0, kb);
           sb1 = load_sb(nb1, kb);
         }
-        const float s00 = sa_cur[0] * sb0, s10 = sa_cur[1] * sb0;
-        if constexpr (kOneScaleBlock) {
-#pragma unroll
-          for (int i = 0; i < kRegs; ++i) acc[0][i] = fmaf(cur[i], (i % 4) >= 2 ? s10 : s00, acc[0][i]);
-        } else {
-          const float s01 = sa_cur[0] * sb1, s11 = sa_cur[1] * sb1;
-#pragma unroll
-          for (int j = 0; j < kRegs / 4; ++j) {
-            const bool second = n_off + 8 * j >= 128;
-            const float lo = second ? s01 : s00, hi = second ? s11 : s10;
-            acc[0][4 * j + 0] = fmaf(cur[4 * j + 0], lo, acc[0][4 * j + 0]);
-            acc[0][4 * j + 1] = fmaf(cur[4 * j + 1], lo, acc[0][4 * j + 1]);
-            acc[0][4 * j + 2] = fmaf(cur[4 * j + 2], hi, acc[0][4 * j + 2]);
-            acc[0][4 * j + 3] = fmaf(cur[4 * j + 3], hi, acc[0][4 * j + 3]);
-          }
-        }
-        if (more) {
-          s_cur = s;
-          sa_cur[0] = sa_nxt[0];
-          sa_cur[1] = sa_nxt[1];
-          if (++s == stages) {
-            s = 0;
-            phase ^= 1;
-          }
-        }
-      };
-      for (int kb = 0; kb < num_kb; kb += 2) {
-        step(tmp, tmp2, kb);
-        if (kb + 1 < num_kb) step(tmp2, tmp, kb + 1);
       }
-    } else
-      for (int kb = 0; kb < num_kb; ++kb) {
-        float sb0 = 0.f, sb1 = 0.f;
-        if constexpr (!kMX) {
-          if (sb_in_smem) {
-            sb0 = my_sb[kb];
-            sb1 = my_sb[kSbCap + kb];
+      ptx::mbar_wait(&full[s], phase);
+      const uint8_t* a_slot = smem_a + s * BM * kBlockK;
+      const uint8_t* b_slot = smem_b + s * BN * kBlockK;
+      const uint64_t desc_b = ptx::make_desc_sw128(b_slot);
+
+      if constexpr (!kMX) {
+        // A scales of this thread's rows, read before the slot is released.
+        float sa[kWaves][2];
+#pragma unroll
+        for (int w = 0; w < kWaves; ++w)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
+            sa[w][h] = p.scale_ue8m0 ? ue8m0_to_float(smem_sa[s * BM * 4 + r])
+                                     : reinterpret_cast<const float*>(smem_sa + s * BM * 4)[r];
+          }
+#pragma unroll
+        for (int w = 0; w < kWaves; ++w) {
+          const uint64_t desc_a = ptx::make_desc_sw128(a_slot + (wg_row0 + w * 64) * kBlockK);
+          ptx::fence_regs(tmp);
+          ptx::wgmma_fence();
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+            // +32 bytes along K = +2 in the descriptor's 16-byte address units.
+            Mma::mma(desc_a + 2 * kk, desc_b + 2 * kk, tmp, kk > 0);
+          }
+          ptx::wgmma_commit();
+          ptx::wgmma_wait<0>();
+          ptx::fence_regs(tmp);
+          if (w == kWaves - 1) {
+            __syncwarp();
+            if (lane == 0) ptx::mbar_arrive(&empty[s]);
+          }
+          const float s00 = sa[w][0] * sb0, s10 = sa[w][1] * sb0;
+          if constexpr (kOneScaleBlock) {
+#pragma unroll
+            for (int i = 0; i < kRegs; ++i) acc[w][i] = fmaf(tmp[i], (i % 4) >= 2 ? s10 : s00, acc[w][i]);
           } else {
-            sb0 = load_sb(nb0, kb);
-            sb1 = load_sb(nb1, kb);
+            const float s01 = sa[w][0] * sb1, s11 = sa[w][1] * sb1;
+#pragma unroll
+            for (int j = 0; j < kRegs / 4; ++j) {
+              const bool second = n_off + 8 * j >= 128;
+              const float lo = second ? s01 : s00, hi = second ? s11 : s10;
+              acc[w][4 * j + 0] = fmaf(tmp[4 * j + 0], lo, acc[w][4 * j + 0]);
+              acc[w][4 * j + 1] = fmaf(tmp[4 * j + 1], lo, acc[w][4 * j + 1]);
+              acc[w][4 * j + 2] = fmaf(tmp[4 * j + 2], hi, acc[w][4 * j + 2]);
+              acc[w][4 * j + 3] = fmaf(tmp[4 * j + 3], hi, acc[w][4 * j + 3]);
+            }
           }
         }
-        ptx::mbar_wait(&full[s], phase);
-        const uint8_t* a_slot = smem_a + s * BM * kBlockK;
-        const uint8_t* b_slot = smem_b + s * BN * kBlockK;
-        const uint64_t desc_b = ptx::make_desc_sw128(b_slot);
-
-        if constexpr (!kMX) {
-          // A scales of this thread's rows, read before the slot is released.
-          float sa[kWaves][2];
+      } else {
+        const uint8_t* sa_slot = smem_sa + s * BM * 4;  // [4][BM] bytes
+        const uint8_t* sb_slot = smem_sb + s * BN * 4;  // [4][BN] bytes
 #pragma unroll
-          for (int w = 0; w < kWaves; ++w)
+        for (int w = 0; w < kWaves; ++w) {
+          const uint64_t desc_a = ptx::make_desc_sw128(a_slot + (wg_row0 + w * 64) * kBlockK);
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
-              sa[w][h] = p.scale_ue8m0 ? ue8m0_to_float(smem_sa[s * BM * 4 + r])
-                                       : reinterpret_cast<const float*>(smem_sa + s * BM * 4)[r];
-            }
-#pragma unroll
-          for (int w = 0; w < kWaves; ++w) {
-            const uint64_t desc_a = ptx::make_desc_sw128(a_slot + (wg_row0 + w * 64) * kBlockK);
+          for (int kk = 0; kk < 4; ++kk) {
+            const int r = wg_row0 + w * 64 + row_in_wave;
+            const float sa0 = ue8m0_to_float(sa_slot[kk * BM + r]);
+            const float sa1 = ue8m0_to_float(sa_slot[kk * BM + r + 8]);
             ptx::fence_regs(tmp);
             ptx::wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-              // +32 bytes along K = +2 in the descriptor's 16-byte address units.
-              Mma::mma(desc_a + 2 * kk, desc_b + 2 * kk, tmp, kk > 0);
-            }
+            Mma::mma(desc_a + 2 * kk, desc_b + 2 * kk, tmp, false);
             ptx::wgmma_commit();
             ptx::wgmma_wait<0>();
             ptx::fence_regs(tmp);
-            if (w == kWaves - 1) {
-              __syncwarp();
-              if (lane == 0) ptx::mbar_arrive(&empty[s]);
-            }
-            const float s00 = sa[w][0] * sb0, s10 = sa[w][1] * sb0;
-            if constexpr (kOneScaleBlock) {
 #pragma unroll
-              for (int i = 0; i < kRegs; ++i) acc[w][i] = fmaf(tmp[i], (i % 4) >= 2 ? s10 : s00, acc[w][i]);
-            } else {
-              const float s01 = sa[w][0] * sb1, s11 = sa[w][1] * sb1;
-#pragma unroll
-              for (int j = 0; j < kRegs / 4; ++j) {
-                const bool second = n_off + 8 * j >= 128;
-                const float lo = second ? s01 : s00, hi = second ? s11 : s10;
-                acc[w][4 * j + 0] = fmaf(tmp[4 * j + 0], lo, acc[w][4 * j + 0]);
-                acc[w][4 * j + 1] = fmaf(tmp[4 * j + 1], lo, acc[w][4 * j + 1]);
-                acc[w][4 * j + 2] = fmaf(tmp[4 * j + 2], hi, acc[w][4 * j + 2]);
-                acc[w][4 * j + 3] = fmaf(tmp[4 * j + 3], hi, acc[w][4 * j + 3]);
-              }
+            for (int j = 0; j < kRegs / 4; ++j) {
+              const uint16_t pair =
+                  *reinterpret_cast<const uint16_t*>(sb_slot + kk * BN + 8 * j + col_in_group);
+              const float b0 = ue8m0_to_float(pair & 0xFF), b1 = ue8m0_to_float(pair >> 8);
+              acc[w][4 * j + 0] = fmaf(tmp[4 * j + 0], sa0 * b0, acc[w][4 * j + 0]);
+              acc[w][4 * j + 1] = fmaf(tmp[4 * j + 1], sa0 * b1, acc[w][4 * j + 1]);
+              acc[w][4 * j + 2] = fmaf(tmp[4 * j + 2], sa1 * b0, acc[w][4 * j + 2]);
+              acc[w][4 * j + 3] = fmaf(tmp[4 * j + 3], sa1 * b1, acc[w][4 * j + 3]);
             }
           }
-        } else {
-          const uint8_t* sa_slot = smem_sa + s * BM * 4;  // [4][BM] bytes
-          const uint8_t* sb_slot = smem_sb + s * BN * 4;  // [4][BN] bytes
-#pragma unroll
-          for (int w = 0; w < kWaves; ++w) {
-            const uint64_t desc_a = ptx::make_desc_sw128(a_slot + (wg_row0 + w * 64) * kBlockK);
-#pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-              const int r = wg_row0 + w * 64 + row_in_wave;
-              const float sa0 = ue8m0_to_float(sa_slot[kk * BM + r]);
-              const float sa1 = ue8m0_to_float(sa_slot[kk * BM + r + 8]);
-              ptx::fence_regs(tmp);
-              ptx::wgmma_fence();
-              Mma::mma(desc_a + 2 * kk, desc_b + 2 * kk, tmp, false);
-              ptx::wgmma_commit();
-              ptx::wgmma_wait<0>();
-              ptx::fence_regs(tmp);
-#pragma unroll
-              for (int j = 0; j < kRegs / 4; ++j) {
-                const uint16_t pair =
-                    *reinterpret_cast<const uint16_t*>(sb_slot + kk * BN + 8 * j + col_in_group);
-                const float b0 = ue8m0_to_float(pair & 0xFF), b1 = ue8m0_to_float(pair >> 8);
-                acc[w][4 * j + 0] = fmaf(tmp[4 * j + 0], sa0 * b0, acc[w][4 * j + 0]);
-                acc[w][4 * j + 1] = fmaf(tmp[4 * j + 1], sa0 * b1, acc[w][4 * j + 1]);
-                acc[w][4 * j + 2] = fmaf(tmp[4 * j + 2], sa1 * b0, acc[w][4 * j + 2]);
-                acc[w][4 * j + 3] = fmaf(tmp[4 * j + 3], sa1 * b1, acc[w][4 * j + 3]);
-              }
-            }
-          }
-          __syncwarp();
-          if (lane == 0) ptx::mbar_arrive(&empty[s]);
         }
-        if (++s == stages) {
-          s = 0;
-          phase ^= 1;
-        }
+        __syncwarp();
+        if (lane == 0) ptx::mbar_arrive(&empty[s]);
       }
+      if (++s == stages) {
+        s = 0;
+        phase ^= 1;
+      }
+    }
 
+    if constexpr (kSplitK) {
+      // Warpgroup 1 hands its partial sums to warpgroup 0, which finishes the tile. The first
+      // barrier also proves warpgroup 0 is done reading the previous tile's partials.
+      float* red = reinterpret_cast<float*>(smem + L.reduce);
+      ptx::named_barrier(15, 256);
+      if (wg == 1) {
+#pragma unroll
+        for (int i = 0; i < kRegs; ++i) red[i * 128 + tid_wg] = acc[0][i];
+      }
+      ptx::named_barrier(15, 256);
+      if (wg == 1) continue;
+#pragma unroll
+      for (int i = 0; i < kRegs; ++i) acc[0][i] += red[i * 128 + tid_wg];
+    }
     if (p.debug & 1) continue;
     if (p.tma_store) {
       // Epilogue through shared memory: bf16 pairs into a 128-byte-swizzled tile (16-byte chunk c

@@ -35,9 +35,13 @@ __host__ __device__ constexpr int stage_bytes(int bm, int bn, bool mx) {
 __host__ __device__ constexpr int align1024(int x) {
   return (x + 1023) / 1024 * 1024;
 }
+// 64-row tiles with two math warpgroups split K between them (sm90_gemm_fp8.cuh).
+__host__ __device__ constexpr bool is_split_k(int bm, int w, bool mx) {
+  return !mx && bm == 64 && w == 2;
+}
 // Offsets inside the (1024-aligned) dynamic shared memory.
 struct SmemLayout {
-  int a, b, sa, sb_mx, staging, sb_tile, bars, total;
+  int a, b, sa, sb_mx, staging, sb_tile, reduce, bars, total;
 };
 __host__ __device__ constexpr SmemLayout smem_layout(int bm, int bn, int w, bool mx, int stages,
                                                      bool tma_store) {
@@ -48,7 +52,8 @@ __host__ __device__ constexpr SmemLayout smem_layout(int bm, int bn, int w, bool
   l.sb_mx = l.sa + stages * bm * 4;
   l.staging = align1024(l.sb_mx + (mx ? stages * bn * 4 : 0));
   l.sb_tile = l.staging + (tma_store ? bm * bn * 2 : 0);
-  l.bars = l.sb_tile + w * 2 * kSbCap * 4;
+  l.reduce = l.sb_tile + w * 2 * kSbCap * 4;
+  l.bars = l.reduce + (is_split_k(bm, w, mx) ? bm * bn * 4 : 0);
   l.total = l.bars + stages * 16;
   return l;
 }

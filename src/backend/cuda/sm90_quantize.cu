@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(256)
                          bool ue8m0, int mn_ld, uint8_t* __restrict__ codes, void* scales,
                          uint8_t* __restrict__ codes_t, void* scales_t) {
   __shared__ uint32_t tile_w[128 * kDualPitch / 2];
-  __shared__ uint32_t col_amax[2][128];
+  __shared__ uint32_t col_part[8][128];  // per warp: column amax over its 16 rows
   __shared__ float col_inv[128];
   const uint16_t* tile = reinterpret_cast<const uint16_t*>(tile_w);
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * 128, k0 = static_cast<int64_t>(blockIdx.x) * 128;
@@ -237,7 +237,9 @@ __global__ void __launch_bounds__(256)
   }
   __syncthreads();
 
-  // Row pass: warp w quantizes rows 16w..16w+15; lane l owns columns 4l..4l+3.
+  // Row pass: warp w quantizes rows 16w..16w+15; lane l owns columns 4l..4l+3 and also keeps
+  // their amax over the warp's 16 rows (the column pass then only combines 8 partials).
+  uint32_t colmax[4] = {0, 0, 0, 0};
   for (int rr = 0; rr < 16; ++rr) {
     const int r = warp * 16 + rr;
     const uint32_t w0 = tile_w[(r * kDualPitch) / 2 + lane * 2],
@@ -249,6 +251,10 @@ __global__ void __launch_bounds__(256)
     amax = fmt::amax_bits_accumulate(amax, x1);
     amax = fmt::amax_bits_accumulate(amax, x2);
     amax = fmt::amax_bits_accumulate(amax, x3);
+    colmax[0] = fmt::amax_bits_accumulate(colmax[0], x0);
+    colmax[1] = fmt::amax_bits_accumulate(colmax[1], x1);
+    colmax[2] = fmt::amax_bits_accumulate(colmax[2], x2);
+    colmax[3] = fmt::amax_bits_accumulate(colmax[3], x3);
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
     if (m0 + r >= rows) continue;  // warp-uniform
@@ -266,18 +272,16 @@ __global__ void __launch_bounds__(256)
     }
   }
 
-  // Column pass: amax of each column over the tile's rows (two half-columns per column).
-  {
-    const int c = tid % 128, half = tid / 128;
-    uint32_t amax = 0;
-    for (int r = half * 64; r < half * 64 + 64; ++r)
-      amax = fmt::amax_bits_accumulate(amax, fmt::bf16_to_f32(tile[r * kDualPitch + c]));
-    col_amax[half][c] = amax;
-  }
+  // Column pass: combine the 8 warps' partial column maxima.
+#pragma unroll
+  for (int i = 0; i < 4; ++i) col_part[warp][lane * 4 + i] = colmax[i];
   __syncthreads();
   if (tid < 128) {
     const fmt::BlockScale s = fmt::compute_block_scale(
-        __uint_as_float(max(col_amax[0][tid], col_amax[1][tid])), fmt::ElementFormat::e4m3, opt);
+        __uint_as_float(
+            max(max(max(col_part[0][tid], col_part[1][tid]), max(col_part[2][tid], col_part[3][tid])),
+                max(max(col_part[4][tid], col_part[5][tid]), max(col_part[6][tid], col_part[7][tid])))),
+        fmt::ElementFormat::e4m3, opt);
     col_inv[tid] = s.inv_scale;
     const int64_t i = (k0 + tid) * grid_rows_t + m0 / 128;
     if (ue8m0)

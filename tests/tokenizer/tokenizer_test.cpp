@@ -249,3 +249,74 @@ TEST(Tokenizer, LoadErrorsNameTheProblem) {
 
 }  // namespace
 }  // namespace mx8::runtime
+
+namespace mx8::runtime {
+namespace {
+
+// Random text: decode(encode(text)) gives the text back (valid UTF-8), or its U+FFFD-replaced form
+// (arbitrary bytes, byte-level tokenizers), and streaming agrees with decode.
+TEST(Tokenizer, RandomRoundTrips) {
+  std::vector<std::pair<const Tokenizer*, std::string>> subjects;
+  for (const char* n : {"llama3", "deepseek_v3", "lenml_llama2"})
+    if (const Tokenizer* t = hf(n)) subjects.emplace_back(t, n);
+  if (const Tokenizer* t = gguf("llama-spm")) subjects.emplace_back(t, "llama-spm");
+  if (const Tokenizer* t = gguf("gpt-2")) subjects.emplace_back(t, "gpt-2");
+  if (subjects.empty()) GTEST_SKIP();
+  const uint32_t pool[] = {' ',    ' ',    'a',  'Z',    '7',    '\n',   '\t',   '\'',    's',
+                           '.',    '!',    0xE9, 0x301,  0x4E2D, 0x3042, 0xAC00, 0x1F999, 0x200D,
+                           0xFE0F, 0x2581, 0xA0, 0x3000, 0x661,  '<',    '|',    '>'};
+  uint64_t seed = 0x9E3779B97F4A7C15ull;
+  auto next = [&] {
+    seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+    return seed;
+  };
+  for (int iter = 0; iter < 200; ++iter) {
+    std::string text;
+    for (int k = 0, n = 1 + next() % 40; k < n; ++k) {
+      uint32_t cp = pool[next() % std::size(pool)];
+      std::string s;
+      if (cp < 0x80)
+        s = std::string(1, static_cast<char>(cp));
+      else if (cp < 0x800)
+        s = {char(0xC0 | (cp >> 6)), char(0x80 | (cp & 0x3F))};
+      else if (cp < 0x10000)
+        s = {char(0xE0 | (cp >> 12)), char(0x80 | ((cp >> 6) & 0x3F)), char(0x80 | (cp & 0x3F))};
+      else
+        s = {char(0xF0 | (cp >> 18)), char(0x80 | ((cp >> 12) & 0x3F)), char(0x80 | ((cp >> 6) & 0x3F)),
+             char(0x80 | (cp & 0x3F))};
+      text += s;
+    }
+    for (auto& [tok, name] : subjects) {
+      auto ids = tok->encode(text, {.add_special = false, .parse_special = false});
+      std::string back = tok->decode(ids);
+      // SentencePiece writes spaces as U+2581, so a U+2581 in the text comes back as a space.
+      std::string want = text;
+      if (name == "llama-spm" || name == "lenml_llama2")
+        for (size_t k; (k = want.find("\xE2\x96\x81")) != std::string::npos;) want.replace(k, 3, " ");
+      EXPECT_EQ(back, want) << name << " iteration " << iter;
+      StreamDecoder s(*tok);
+      std::string streamed;
+      for (TokenId id : ids) streamed += s.push(id);
+      EXPECT_EQ(streamed + s.flush(), back) << name;
+    }
+  }
+  // Arbitrary bytes through byte-level BPE: every byte survives, invalid sequences show as U+FFFD.
+  for (auto& [tok, name] : subjects) {
+    if (name == "llama-spm" || name == "lenml_llama2") continue;
+    for (int iter = 0; iter < 50; ++iter) {
+      std::string bytes;
+      for (int k = 0, n = 1 + next() % 30; k < n; ++k) bytes += static_cast<char>(next() & 0xFF);
+      auto ids = tok->encode(bytes, {.add_special = false, .parse_special = false});
+      std::string raw;
+      for (TokenId id : ids) raw += tok->token_bytes(id, false);
+      EXPECT_EQ(raw, bytes) << name;
+      StreamDecoder s(*tok);
+      std::string streamed;
+      for (TokenId id : ids) streamed += s.push(id);
+      EXPECT_EQ(streamed + s.flush(), tok->decode(ids)) << name;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mx8::runtime

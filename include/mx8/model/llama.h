@@ -54,7 +54,8 @@ std::vector<float> rope_inv_freq(const LlamaConfig& c);
 
 // What the linear weights become at load.
 enum class WeightMode {
-  as_given,  // f32 stays f32, bf16 stays bf16, FP8 checkpoints stay FP8; f16/Q8_0/MXFP4 -> f32
+  as_given,  // f32 stays f32, bf16 stays bf16, FP8 checkpoints stay FP8; GGUF MXFP4 -> mxfp8 (exact);
+             // f16/Q8_0 -> f32
   f32,
   bf16,
   fp8,    // E4M3 + UE8M0 per 128x128 block, `ceil` rule (DeepSeek-V3.1 layout)

@@ -375,7 +375,7 @@ void run_quantize_bench(const BenchOptions& o, const std::string& command) {
         {"MXFP8 1x32 floor ue8m0",
          [&] { quantize(fmt::SourceType::bf16, x.p, q.rows, q.cols, mx, codes.p, scales.p, nullptr); },
          3 * N + N / 32},
-        {"weights 128x128 ceil f32 (generic)",
+        {"weights 128x128 ceil f32",
          [&] { quantize(fmt::SourceType::bf16, x.p, q.rows, q.cols, w, codes.p, scales.p, nullptr); },
          3 * N + N / 16384 * 4},
         {"dequantize 1x128 -> f32",

@@ -3,7 +3,6 @@
 #include "mx8/convert/convert.h"
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,6 +21,7 @@
 #include "mx8/backend/cpu/thread_pool.h"
 #include "mx8/convert/gguf_to_hf.h"
 #include "mx8/convert/rules.h"
+#include "mx8/backend/cpu/quantize.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
 #include "mx8/format/quantize_ref.h"
@@ -89,10 +89,18 @@ void check_interrupt() {
   if (g_interrupted) throw Error("interrupted; the partial output was removed");
 }
 
+// VmHWM of /proc/self/status: the peak resident set of this program's own address space.
+// (getrusage's ru_maxrss is not used: Linux carries it across exec, so a process started from a
+// large parent, e.g. Python, would report the parent's peak.)
 uint64_t peak_rss_bytes() {
-  struct rusage ru {};
-  ::getrusage(RUSAGE_SELF, &ru);
-  return static_cast<uint64_t>(ru.ru_maxrss) * 1024;  // Linux reports KiB
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  uint64_t kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %lu kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb * 1024;
 }
 
 enum class Op { copy, cast, quantize };
@@ -272,15 +280,16 @@ void run_quantize(const Job& job, const ShardFile& shard, cpu::ThreadPool& pool,
     }
     codes.resize(format::code_bytes(q, n, C));
     scales.resize(format::scale_bytes(q, n, C));
-    format::quantize_ref(type, src, n, C, q, codes.data(), scales.data());
+    cpu::quantize(type, src, n, C, q, codes.data(), scales.data(), nullptr);
     shard.write(codes.data(), codes.size(), main_off + static_cast<uint64_t>(r0) * code_row);
     shard.write(scales.data(), scales.size(),
                 scale_off + static_cast<uint64_t>(r0 / grid.block_rows) * scale_row);
     if (job.measure) {
       y.resize(static_cast<size_t>(n * C));
-      format::dequantize_ref(codes.data(), scales.data(), n, C, q, y.data());
+      cpu::dequantize(codes.data(), scales.data(), n, C, q, y.data(), nullptr);
       stats.add(x.data(), y.data(), n * C);
     }
+    s.release_rows(r0, r1);
     progress.add(static_cast<uint64_t>(in_bytes_per_row * n));
   });
   if (job.measure) {

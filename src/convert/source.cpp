@@ -6,6 +6,7 @@
 #include <set>
 
 #include "mx8/convert/gguf_to_hf.h"
+#include "mx8/backend/cpu/quantize.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
 #include "mx8/format/element.h"
@@ -137,8 +138,8 @@ void Source::read_rows_f32(int64_t r0, int64_t r1, float* dst) const {
       const auto grid = format::scale_grid(qspec.blocking, rows(), c);
       const size_t scale_elem = qspec.storage == format::ScaleStorage::f32 ? 4 : 1;
       const int64_t grid_row0 = r0 / grid.block_rows;
-      format::dequantize_ref(data + r0 * code_row, scales + grid_row0 * grid.cols * scale_elem, r1 - r0, c,
-                             qspec, dst);
+      cpu::dequantize(data + r0 * code_row, scales + grid_row0 * grid.cols * scale_elem, r1 - r0, c,
+                             qspec, dst, nullptr);
       return;
     }
     case Kind::gguf: {
@@ -203,6 +204,12 @@ void Source::release() const {
   if (!mapping) return;
   mapping->dont_need(static_cast<size_t>(data - mapping->data()), nbytes);
   if (scales) mapping->dont_need(static_cast<size_t>(scales - mapping->data()), scale_nbytes);
+}
+
+void Source::release_rows(int64_t r0, int64_t r1) const {
+  if (!mapping || kind == Kind::gguf) return;
+  const uint64_t row = kind == Kind::raw ? row_bytes() : format::code_row_bytes(qspec.element, cols());
+  mapping->dont_need(static_cast<size_t>(data - mapping->data()) + r0 * row, (r1 - r0) * row);
 }
 
 namespace {

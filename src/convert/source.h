@@ -57,6 +57,9 @@ struct Source {
   // Counts input scales that are not powers of two (quantized inputs with f32 scales).
   int64_t count_nonpow2_scales(int64_t* total) const;
   void release() const;  // tells the OS the input pages may go
+  // The same for rows [r0, r1) only (raw and quantized tensors), so that memory stays at a few
+  // chunks even for a single tensor larger than RAM.
+  void release_rows(int64_t r0, int64_t r1) const;
 };
 
 // An opened input: HF folder/file or GGUF, its tensors in file order, and config/extra files.

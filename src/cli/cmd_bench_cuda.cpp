@@ -310,10 +310,10 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
          << fmt_double("%.2fx", t_lt / t_mx) << " | " << fmt_double("%.1f", t_bf) << " | "
          << fmt_double("%.2fx", t_bf / t_mx) << " | " << diff << " |\n";
     }
-    summary.push_back("| " + std::to_string(m) + " | " + fmt_double("%.2fx", geomean(sp_fp8)) + " | " +
-                      fmt_double("%.2fx", geomean(sp_bf16)) + " | " +
-                      fmt_double("%.0f%%", 100 * geomean(frac)) + " | " +
-                      fmt_double("%.2fx", geomean(mx_cost)) + " |");
+    const std::string fp8_ratio = sp_fp8.empty() ? std::string("n/a") : fmt_double("%.2fx", geomean(sp_fp8));
+    summary.push_back(
+        "| " + std::to_string(m) + " | " + fp8_ratio + " | " + fmt_double("%.2fx", geomean(sp_bf16)) + " | " +
+        fmt_double("%.0f%%", 100 * geomean(frac)) + " | " + fmt_double("%.2fx", geomean(mx_cost)) + " |");
     std::printf("M=%d geomean: %.2fx over cuBLASLt block-scaled FP8, %.2fx over BF16, %.0f%% of floor\n", m,
                 geomean(sp_fp8), geomean(sp_bf16), 100 * geomean(frac));
   }

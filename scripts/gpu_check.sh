@@ -6,7 +6,12 @@
 # Locally, OUT defaults to build/gpu-check-out. Stages: GPU_CHECK_STAGES="build test sanitize bench".
 #
 # The GPU machine has nvcc, cmake, ninja and gtest but not the nlohmann-json/CLI11 -dev packages:
-# their headers travel in .carry/deps (extracted with dpkg -x from the .deb files, git-ignored).
+# their headers travel in .carry/deps (git-ignored), prepared once on the development machine:
+#   mkdir -p .carry/deps && cd .carry && apt-get download nlohmann-json3-dev libcli11-dev && \
+#     for f in *.deb; do dpkg -x "$f" deps; done
+# Env knobs: GPU_CHECK_STANDALONE=1 builds only the CUDA parts (scripts/gpu_check/CMakeLists.txt);
+# GPU_CHECK_AB_SPLITK=1, GPU_CHECK_NOSTORE=1, GPU_CHECK_TILES_SMALL/LARGE="64x64 64x64w2 ..." add
+# experiments (stage "exp") to $OUT/experiments.log.
 # CC/CXX there are wrappers that link libstdc++ statically (../shared/DESIGN.md): use the system gcc.
 set -uo pipefail
 cd "$(dirname "$0")/.."

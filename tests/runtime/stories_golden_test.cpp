@@ -4,6 +4,9 @@
 // on this path. Also measures how far FP8 weights and an FP8 KV cache stay on the same path.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -179,4 +182,26 @@ TEST(StoriesGolden, Fp8WeightsAndKvAgreement) {
     EXPECT_GE(tf, ref.tokens.size() * 8 / 10) << c.name;
     EXPECT_GE(n, 10u) << c.name;
   }
+}
+
+// The same through the command line (`mx8 run`, as a user types it): stdout is the text plus the
+// final newline. The mx8 executable sits next to this test in the build folder.
+TEST(StoriesGolden, MxRunCommandLine) {
+  char self[4096];
+  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  ASSERT_GT(len, 0);
+  self[len] = 0;
+  const std::string exe = (std::filesystem::path(self).parent_path() / "mx8").string();
+  if (!std::filesystem::exists(exe)) GTEST_SKIP() << exe << " not built";
+  const std::string cmd = "'" + exe + "' run --temperature 0 -n 200 -m '" + kModel + "' 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0);
+  const std::string expected =
+      read_file(std::string(MX8_SOURCE_DIR) + "/tests/data/stories260K.greedy200.txt");
+  EXPECT_EQ(out, expected + "\n");
 }

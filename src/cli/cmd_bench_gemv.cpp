@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/gemv_kernels.h"
 #include "cli/bench_cpu_util.h"
 #include "cli/command.h"
 #include "cli/perf_report.h"
@@ -188,7 +189,7 @@ void run(const Options& o) {
     types.insert(types.begin() + 2, WType::fp8_block_lut);
   for (auto [n, k] : shapes) {
     for (WType t : types) {
-      if (t == WType::fp8_block_lut) setenv("MX8_GEMV_DECODE", "lut", 1);
+      mx8::cpu::detail::g_fp8_table_decode = t == WType::fp8_block_lut;
       ThreadPool* fill_pool = pools.rbegin()->second.get();
       Weights first = make_weights(t, n, k, 1, fill_pool);
       const size_t copies = std::max<size_t>(1, (o.cold_bytes + first.bytes - 1) / first.bytes);
@@ -236,7 +237,7 @@ void run(const Options& o) {
           std::fflush(stdout);
         }
       }
-      if (t == WType::fp8_block_lut) unsetenv("MX8_GEMV_DECODE");
+      mx8::cpu::detail::g_fp8_table_decode = false;
     }
   }
 

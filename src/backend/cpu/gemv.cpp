@@ -2,6 +2,7 @@
 #include "mx8/backend/cpu/gemv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -14,6 +15,8 @@
 
 namespace mx8::cpu {
 namespace detail {
+
+std::atomic<bool> g_fp8_table_decode{false};
 
 const float* ue8m0_table() {
   static const auto table = [] {
@@ -184,12 +187,9 @@ void gemv_fp8(const float* x, int64_t m, const Fp8Matrix& w, float* y, ThreadPoo
   auto kernel = detail::gemv_fp8_rows_scalar;
 #if defined(__x86_64__)
   if (avx2_kernels() && w.block_cols % 32 == 0) kernel = detail::gemv_fp8_rows_avx2;
-  // MX8_GEMV_DECODE=lut: the gather-table decode, only so that benchmarks can compare the two.
-  static const bool use_lut = [] {
-    const char* v = std::getenv("MX8_GEMV_DECODE");
-    return v && std::string(v) == "lut";
-  }();
-  if (use_lut && kernel != detail::gemv_fp8_rows_scalar) kernel = detail::gemv_fp8_rows_avx2_lut;
+  // The gather-table decode, only so that benchmarks can show why the shift decode was chosen.
+  if (detail::g_fp8_table_decode.load(std::memory_order_relaxed) && kernel != detail::gemv_fp8_rows_scalar)
+    kernel = detail::gemv_fp8_rows_avx2_lut;
 #endif
   run_rows(w.rows, pool, [&](int64_t n0, int64_t n1) { kernel(panel, op, y, n0, n1); });
 }

@@ -87,6 +87,14 @@ constexpr float decode_factor() {
   return D == Decode::e4m3 ? 256.f : 1.f;
 }
 
+// Software prefetch of the same columns of the next row tile (R rows further on) into L2: the decode
+// keeps the core busy enough that the hardware prefetcher alone leaves DRAM latency exposed. Measured
+// on 14336x4096, 1 thread, cold: 7.6-8.6 -> 10.6-11.5 GB of weights per CPU-second (T0 into L1 and two
+// tiles ahead were no better). Prefetches past the end of the matrix are harmless hints.
+MX8_AVX2 inline void prefetch_next_tile(const uint8_t* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1);
+}
+
 // ---- FP8, M = 1 (per activation row): R weight rows at once ----
 // One accumulator chain per row: with R = 4 rows there are 4 independent FMA chains, enough here
 // because the decode, not the FMA latency, bounds the loop (measured: two chains per row gained
@@ -115,6 +123,7 @@ MX8_AVX2 void fp8_rows_m1(const float* xr, const Fp8Operand& w, const float* lut
       const __m256 x2 = _mm256_load_ps(xr + k + 16), x3 = _mm256_load_ps(xr + k + 24);
       for (int r = 0; r < R; ++r) {
         __m256 v[4];
+        prefetch_next_tile(rows[r] + R * w.k + k);
         decode32<D>(rows[r] + k, lut, v);
         acc[r] = _mm256_fmadd_ps(v[0], x0, acc[r]);
         acc[r] = _mm256_fmadd_ps(v[1], x1, acc[r]);
@@ -166,6 +175,7 @@ MX8_AVX2 void fp8_rows_small_m(const XPanel& x, const Fp8Operand& w, float* y, i
     for (int64_t k = k0; k < k1; k += 32) {
       for (int r = 0; r < R; ++r) {
         __m256 v[4];
+        prefetch_next_tile(rows[r] + R * w.k + k);
         decode32<D>(k < kfull ? rows[r] + k : tail[r], nullptr, v);
         for (int q = 0; q < 4; ++q) {
           v[q] = _mm256_mul_ps(v[q], s[r]);

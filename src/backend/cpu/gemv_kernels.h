@@ -3,6 +3,7 @@
 // Every kernel computes the outputs of weight rows [n0, n1) for all M activation rows.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include "mx8/backend/cpu/gemv.h"
@@ -42,6 +43,9 @@ struct Fp8Operand {
   }
   float scale(int64_t n_row, int64_t k_block) const { return row(n_row)[k_block]; }
 };
+
+// Benchmarks only: when set, gemv_fp8 on AVX2 uses the gather-table decode (gemv_fp8_rows_avx2_lut).
+extern std::atomic<bool> g_fp8_table_decode;
 
 // UE8M0 byte -> f32, as a table (exact: format::ue8m0_to_f32 of every byte).
 const float* ue8m0_table();

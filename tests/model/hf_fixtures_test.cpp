@@ -9,6 +9,7 @@
 // head grouping) moves logits by 1e-2 or more. Greedy tokens must be equal: every greedy step of
 // the references wins by >= 2.2e-3, twenty times the tolerance.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -233,3 +234,27 @@ TEST(HfFixtures, QuantizedWeightsStayClose) {
 }
 
 }  // namespace
+
+TEST(HfFixtures, UnsupportedArchitectureIsNamed) {
+  const std::string src = kDir + "/llama2_tied";
+  if (!fs::exists(src)) GTEST_SKIP() << src << " absent";
+  const fs::path dir = fs::temp_directory_path() / ("mx8_arch_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  json cfg = read_json(src + "/config.json");
+  cfg["model_type"] = "gpt_neox";
+  std::ofstream(dir / "config.json") << cfg.dump();
+  fs::copy_file(src + "/model.safetensors", dir / "model.safetensors", fs::copy_options::overwrite_existing);
+  auto be = mx8::backend::make_cpu_backend(1);
+  for (int k = 0; k < 2; ++k) {
+    try {
+      if (k == 0)
+        mx8::model::read_llama_config(dir.string());
+      else
+        mx8::model::load_llama(dir.string(), *be, {});
+      ADD_FAILURE() << "expected an error";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("'gpt_neox' is not supported"), std::string::npos) << e.what();
+    }
+  }
+  fs::remove_all(dir);
+}

@@ -102,6 +102,23 @@ void load_head(const uint8_t* page, const KvLayout& L, int slot, int head, float
   }
 }
 
+// q . k over one head. Short heads (< 64) sum in plain order, exactly as llama2.c does (stories260K's
+// byte-exact output depends on it); longer heads use 8 partial sums the compiler vectorizes, in a
+// fixed order, so results still do not depend on batching or threads.
+inline float dot_head(const float* a, const float* b, int n) {
+  if (n < 64) {
+    float s = 0.0f;
+    for (int i = 0; i < n; ++i) s += a[i] * b[i];
+    return s;
+  }
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) s[j] += a[i + j] * b[i + j];
+  for (; i < n; ++i) s[0] += a[i] * b[i];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 }  // namespace
 
 void kv_write_cpu(CpuKvCache& cache, int layer, const float* k, const float* v, const int32_t* slots,
@@ -153,33 +170,44 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
   int64_t work = 0;
   for (int t = 0; t < a.n_tokens; ++t) work += int64_t(a.kv_len[t]) * a.n_heads * hd;
   if (work < (int64_t(1) << 15)) pool = nullptr;  // not worth waking workers
-  mx8::cpu::parallel_for(pool, size_t(a.n_tokens) * a.n_heads, 1, [&](size_t b, size_t e) {
+  // One job per (token, kv head): each K/V entry is decoded once and used by all `group` query heads
+  // that share it (GQA). Per head the arithmetic is the plain sequential order (scores, softmax,
+  // weighted sum in position order), so results do not depend on the grouping or the threads.
+  mx8::cpu::parallel_for(pool, size_t(a.n_tokens) * a.n_kv_heads, 1, [&](size_t b, size_t e) {
     std::vector<float> att, kbuf(hd), vbuf(hd);
     for (size_t job = b; job < e; ++job) {
-      int t = int(job / a.n_heads), h = int(job % a.n_heads), kvh = h / group;
-      const float* q = a.q + (size_t(t) * a.n_heads + h) * hd;
-      float* out = a.out + (size_t(t) * a.n_heads + h) * hd;
+      const int t = int(job / a.n_kv_heads), kvh = int(job % a.n_kv_heads), h0 = kvh * group;
+      const float* q = a.q + (size_t(t) * a.n_heads + h0) * hd;  // the group's heads are consecutive
+      float* out = a.out + (size_t(t) * a.n_heads + h0) * hd;
       const int32_t* table = a.block_tables + size_t(a.seq[t]) * a.max_pages_per_seq;
       const int len = a.kv_len[t];
-      att.resize(len);
+      att.resize(size_t(len) * group);
       for (int p = 0; p < len; ++p) {
         load_head(cache.page(a.layer, 0, table[p / d.page_size]), L, p % d.page_size, kvh, kbuf.data());
-        float score = 0.0f;
-        for (int i = 0; i < hd; ++i) score += q[i] * kbuf[i];
-        att[p] = score * a.scale;
+        for (int g = 0; g < group; ++g) {
+          const float* qg = q + size_t(g) * hd;
+          att[size_t(g) * len + p] = dot_head(qg, kbuf.data(), hd) * a.scale;
+        }
       }
-      float mx = att[0];
-      for (int p = 1; p < len; ++p) mx = att[p] > mx ? att[p] : mx;
-      float sum = 0.0f;
-      for (int p = 0; p < len; ++p) {
-        att[p] = std::exp(att[p] - mx);
-        sum += att[p];
+      for (int g = 0; g < group; ++g) {
+        float* ag = att.data() + size_t(g) * len;
+        float mx = ag[0];
+        for (int p = 1; p < len; ++p) mx = ag[p] > mx ? ag[p] : mx;
+        float sum = 0.0f;
+        for (int p = 0; p < len; ++p) {
+          ag[p] = std::exp(ag[p] - mx);
+          sum += ag[p];
+        }
+        for (int p = 0; p < len; ++p) ag[p] /= sum;
       }
-      for (int p = 0; p < len; ++p) att[p] /= sum;
-      std::memset(out, 0, size_t(hd) * 4);
+      std::memset(out, 0, size_t(hd) * group * 4);
       for (int p = 0; p < len; ++p) {
         load_head(cache.page(a.layer, 1, table[p / d.page_size]), L, p % d.page_size, kvh, vbuf.data());
-        for (int i = 0; i < hd; ++i) out[i] += att[p] * vbuf[i];
+        for (int g = 0; g < group; ++g) {
+          const float w = att[size_t(g) * len + p];
+          float* og = out + size_t(g) * hd;
+          for (int i = 0; i < hd; ++i) og[i] += w * vbuf[i];
+        }
       }
     }
   });

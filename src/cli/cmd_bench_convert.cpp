@@ -203,11 +203,11 @@ void run(const Args& a) {
   std::printf("%-34s %7s %12s %10s %10s %9s\n", "what", "threads", "GB/s", "x read", "out MB", "of floor");
   for (const auto& r : rows) {
     char line[256];
-    std::snprintf(line, sizeof line, "| %s | %" PRId64 " | %.2f | %.3f | %.0f |\n", r.what.c_str(), r.threads,
-                  r.gbps, r.ratio_read, r.out_mb);
+    std::snprintf(line, sizeof line, "| %s | %" PRId64 " | %.2f | %.3f | %.0f | %.0f%% |\n", r.what.c_str(),
+                  r.threads, r.gbps, r.ratio_read, r.out_mb, 100 * r.ratio_floor);
     md += line;
-    std::printf("%-34s %7" PRId64 " %12.2f %10.3f %10.0f\n", r.what.c_str(), r.threads, r.gbps, r.ratio_read,
-                r.out_mb);
+    std::printf("%-34s %7" PRId64 " %12.2f %10.3f %10.0f %8.0f%%\n", r.what.c_str(), r.threads, r.gbps,
+                r.ratio_read, r.out_mb, 100 * r.ratio_floor);
   }
   std::printf("floors: %s; write+fsync %.3f GB/s\n", floors.c_str(), write_gbps);
   if (!a.no_perf_md) {

@@ -120,9 +120,11 @@ mx8::cli::CommandRegistration reg{
                      "ceil (UE8M0, never saturates; default), floor (OCP MX), fp32 (ds-fp8 only)")
           ->check(CLI::IsMember({"ceil", "floor", "fp32"}));
       app.add_option("--keep", a->keep,
-                     "glob of tensors to keep in high precision (repeatable; wins over --quantize)");
+                     "glob of tensors to keep in high precision (repeatable; wins over --quantize)")
+          ->allow_extra_args(false);
       app.add_option("--quantize", a->quantize,
-                     "glob of tensors to quantize despite the defaults (repeatable)");
+                     "glob of tensors to quantize despite the defaults (repeatable)")
+          ->allow_extra_args(false);
       app.add_option("--threads", a->threads, "worker threads (0: all cores)")->check(CLI::NonNegativeNumber);
       app.add_option("--shard-size", a->shard_size, "largest output shard, e.g. 5GB (default), 500MB");
       app.add_flag("--force", a->force, "replace OUT if it exists (only once the new one is complete)");

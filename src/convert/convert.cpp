@@ -389,6 +389,8 @@ Job plan_job(const Source& s, const ConvertOptions& opt, const QuantizeRules& ru
   // Whatever cannot be copied as it is becomes F32 from GGUF (exact for Q8_0 and MXFP4 blocks)
   // and BF16 from safetensors quantized codes (exact for power-of-two scales).
   const DType wide = s.kind == Source::Kind::gguf ? DType::F32 : DType::BF16;
+  // Already quantized input: DeepSeek/MX codes with scales, or GGUF Q8_0/MXFP4 blocks.
+  const bool input_quantized = s.kind == Source::Kind::quantized || !copyable;
 
   if (opt.scheme == Scheme::bf16) {
     rep.reason = "bf16 scheme";
@@ -413,7 +415,7 @@ Job plan_job(const Source& s, const ConvertOptions& opt, const QuantizeRules& ru
     if (QuantizeRules::quantizes(reason)) {
       job.op = Op::quantize;
       job.spec = scheme_spec(opt.scheme, opt.rule);
-      job.measure = s.kind == Source::Kind::quantized || opt.stats;
+      job.measure = input_quantized || opt.stats;
       const int64_t R = s.shape[0], C = s.shape[1];
       const auto grid = format::scale_grid(job.spec.blocking, R, C);
       if (opt.scheme == Scheme::ds_fp8) {
@@ -436,8 +438,8 @@ Job plan_job(const Source& s, const ConvertOptions& opt, const QuantizeRules& ru
   }
   rep.action = job.op == Op::copy   ? "copy"
                : job.op == Op::cast ? (s.kind == Source::Kind::quantized || !copyable ? "dequantize" : "cast")
-               : s.kind == Source::Kind::raw ? "quantize"
-                                             : "requantize";
+               : input_quantized    ? "requantize"
+                                    : "quantize";
   rep.out_dtype = std::string(io::dtype_name(job.main.dtype));
   if (job.scale)
     rep.out_dtype +=

@@ -44,6 +44,9 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
     for (auto& e : fs::directory_iterator(path))
       if (e.is_regular_file() && e.path().extension() == ".gguf") ggufs.push_back(e.path());
     if (ggufs.size() == 1) return tokenizer_from_gguf(ggufs[0]);
+    if (fs::exists(path / "tokenizer.json.gz"))
+      throw Error(path.string() +
+                  ": only tokenizer.json.gz found; decompress it first (gzip -dk tokenizer.json.gz)");
     if (fs::exists(path / "tokenizer.model"))
       throw Error(path.string() +
                   ": only tokenizer.model (SentencePiece protobuf) found; mx8 reads tokenizer.json "

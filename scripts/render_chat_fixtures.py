@@ -67,6 +67,110 @@ MISTRAL = (
     "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
     "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}")
 
+# In the style of Llama-3.1's template (system prompt with dates, tools in the system or first user
+# message, JSON tool calls, ipython results), written for this test from its structure.
+LLAMA31_STYLE = r"""{{- bos_token }}
+{%- if custom_tools is defined %}
+    {%- set tools = custom_tools %}
+{%- endif %}
+{%- if not tools_in_user_message is defined %}
+    {%- set tools_in_user_message = true %}
+{%- endif %}
+{%- if not date_string is defined %}
+    {%- set date_string = "26 Jul 2024" %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+
+{#- System message + builtin tools #}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+{%- if builtin_tools is defined or tools is not none %}
+    {{- "Environment: ipython\n" }}
+{%- endif %}
+{%- if builtin_tools is defined %}
+    {{- "Tools: " + builtin_tools | reject('equalto', 'code_interpreter') | join(", ") + "\n\n"}}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\n" }}
+{{- "Today Date: " + date_string + "\n\n" }}
+{%- if tools is not none and not tools_in_user_message %}
+    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+{%- endif %}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+{#- Custom tools are passed in a user message with some extra guidance #}
+{%- if tools_in_user_message and not tools is none %}
+    {#- Extract the first user message so we can plug it in here #}
+    {%- if messages | length != 0 %}
+        {%- set first_user_message = messages[0]['content']|trim %}
+        {%- set messages = messages[1:] %}
+    {%- else %}
+        {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
+{%- endif %}
+    {{- '<|start_header_id|>user<|end_header_id|>\n\n' -}}
+    {{- "Given the following functions, please respond with a JSON for a function call " }}
+    {{- "with its proper arguments that best answers the given prompt.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+    {{- first_user_message + "<|eot_id|>"}}
+{%- endif %}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- elif 'tool_calls' in message %}
+        {%- if not message.tool_calls|length == 1 %}
+            {{- raise_exception("This model only supports single tool-calls at once!") }}
+        {%- endif %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+        {{- '{"name": "' + tool_call.name + '", ' }}
+        {{- '"parameters": ' }}
+        {{- tool_call.arguments | tojson }}
+        {{- "}" }}
+        {{- "<|eot_id|>" }}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}
+"""
+
+# In the style of Gemma's template (no system role, "model" for the assistant), written for this test.
+GEMMA_STYLE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
+
 # Exercises the interpreter's constructs; written for this test.
 FEATURES = r"""{#- a comment -#}
 {%- set ns = namespace(count=0, roles=[]) -%}
@@ -141,6 +245,21 @@ DEEPSEEK_EXTRA = {
     "two_system": ([SYSTEM, {"role": "system", "content": "Be brief."}, U1], {}),
 }
 
+ADD_TOOL = {"type": "function", "function": {"name": "add", "description": "Add two numbers",
+            "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                           "required": ["a", "b"]}}}
+LLAMA31_EXTRA = {
+    "tools_in_user": ([SYSTEM, U1, {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 2}}}]},
+        {"role": "tool", "content": {"result": 4}}, {"role": "ipython", "content": "4"}],
+        {"tools": [ADD_TOOL], "date_string": "01 Jan 2025"}),
+    "tools_in_system": ([SYSTEM, U1], {"tools": [ADD_TOOL], "tools_in_user_message": False}),
+    "builtin_tools": ([U1], {"builtin_tools": ["brave_search", "code_interpreter", "wolfram_alpha"]}),
+    "two_tool_calls": ([U1, {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "a", "arguments": {}}},
+        {"type": "function", "function": {"name": "b", "arguments": {}}}]}], {"tools": [ADD_TOOL]}),
+}
+
 
 def main():
     env = make_env()
@@ -151,6 +270,8 @@ def main():
         "llama2": {"source": LLAMA2, "bos_token": "<s>", "eos_token": "</s>"},
         "mistral": {"source": MISTRAL, "bos_token": "<s>", "eos_token": "</s>"},
         "features": {"source": FEATURES, "bos_token": "<s>", "eos_token": "</s>"},
+        "llama31_style": {"source": LLAMA31_STYLE, "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
+        "gemma_style": {"source": GEMMA_STYLE, "bos_token": "<bos>", "eos_token": "<eos>"},
     }
     cases = []
     for tname, t in templates.items():
@@ -160,6 +281,8 @@ def main():
             convs += [(k, v, x) for k, (v, x) in QWEN_EXTRA.items()]
         if tname == "deepseek_v3":
             convs += [(k, v, x) for k, (v, x) in DEEPSEEK_EXTRA.items()]
+        if tname == "llama31_style":
+            convs += [(k, v, x) for k, (v, x) in LLAMA31_EXTRA.items()]
         for cname, messages, extra in convs:
             for agp in (True, False):
                 variables = dict(extra)

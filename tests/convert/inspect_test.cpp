@@ -1,0 +1,100 @@
+// mx8 inspect: sizes against BF16/FP32, scale statistics and --compare errors, checked against
+// numbers derived independently from the files and from the converter's own report.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "mx8/convert/convert.h"
+#include "mx8/convert/inspect.h"
+#include "mx8/io/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kLlama = fs::path(MX8_SOURCE_DIR) / "tests/data/hf/llama31_gqa";
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("mx8_inspect_test_" + std::to_string(::getpid()));
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+}  // namespace
+
+TEST(Inspect, SizesScalesAndCompareAgreeWithTheConversion) {
+  if (!fs::exists(kLlama)) GTEST_SKIP() << kLlama << " is absent";
+  TempDir tmp;
+  const std::string out = (tmp.path / "ds").string();
+  mx8::convert::ConvertOptions o;
+  o.scheme = mx8::convert::Scheme::ds_fp8;
+  o.stats = true;
+  auto conv = mx8::convert::convert_checkpoint(kLlama.string(), out, o);
+  auto r = mx8::convert::inspect_checkpoint(out, kLlama.string(), 2);
+
+  // Totals from the file itself: every tensor's bytes; BF16/FP32 at 2/4 bytes per logical value
+  // (the fixture is all real-valued).
+  auto m = mx8::io::SafetensorsModel::open(out);
+  uint64_t bytes = 0, values = 0;
+  for (const auto& [name, t] : m.tensors()) {
+    bytes += t->nbytes();
+    if (name.find("_scale_inv") == std::string::npos) values += static_cast<uint64_t>(t->numel());
+  }
+  EXPECT_EQ(r.bytes, bytes);
+  EXPECT_EQ(r.bf16_bytes, 2 * values);
+  EXPECT_EQ(r.f32_bytes, 4 * values);
+  ASSERT_EQ(r.tensors.size(), 21u);  // scales are reported with their weights
+
+  int quantized = 0;
+  for (const auto& t : r.tensors) {
+    const mx8::convert::TensorReport* c = nullptr;
+    for (const auto& x : conv.tensors)
+      if (x.name == t.name) c = &x;
+    ASSERT_NE(c, nullptr) << t.name;
+    ASSERT_TRUE(t.compared) << t.name << ": " << t.compare_note;
+    if (!t.quantized) {
+      EXPECT_TRUE(std::isinf(t.sqnr_db)) << t.name;  // kept tensors are exact
+      continue;
+    }
+    ++quantized;
+    // One 128x128 block (the fixture's matrices are at most 128 wide): one scale, a power of two.
+    EXPECT_EQ(t.scales, 1);
+    EXPECT_EQ(t.nonpow2_scales, 0);
+    int64_t hist = 0;
+    for (const auto& [e, n] : t.scale_exponents) hist += n;
+    EXPECT_EQ(hist, t.scales);
+    EXPECT_EQ(t.codes, t.numel);
+    // Inspect's comparison and the converter's own measurement are two computations of one number.
+    EXPECT_NEAR(t.sqnr_db, c->sqnr_db, 1e-9) << t.name;
+    EXPECT_DOUBLE_EQ(t.max_abs_err, c->max_abs_err) << t.name;
+    EXPECT_NEAR(t.rel_err, std::pow(10.0, -t.sqnr_db / 20), 1e-12) << t.name;
+  }
+  EXPECT_EQ(quantized, 14);
+}
+
+TEST(Inspect, SaturationCountsCodesAtTheFormatMax) {
+  if (!fs::exists(kLlama)) GTEST_SKIP() << kLlama << " is absent";
+  TempDir tmp;
+  // floor saturates the blocks whose maximum has a large significand; ceil never does.
+  for (auto rule : {mx8::format::ScaleRule::ceil, mx8::format::ScaleRule::floor}) {
+    const std::string out = (tmp.path / mx8::format::scale_rule_name(rule)).string();
+    mx8::convert::ConvertOptions o;
+    o.scheme = mx8::convert::Scheme::mxfp8;
+    o.rule = rule;
+    mx8::convert::convert_checkpoint(kLlama.string(), out, o);
+    auto r = mx8::convert::inspect_checkpoint(out, std::nullopt, 1);
+    auto m = mx8::io::SafetensorsModel::open(out);
+    for (const auto& t : r.tensors) {
+      if (!t.quantized) continue;
+      const auto& w = m.get(t.name);
+      int64_t at_max = 0;
+      for (size_t i = 0; i < w.nbytes(); ++i) at_max += (w.data[i] & 0x7F) == 0x7E;
+      EXPECT_EQ(t.saturated, at_max) << t.name;
+    }
+  }
+}

@@ -158,7 +158,10 @@ void check_against_ref(SourceType t, const std::vector<uint8_t>& src, int64_t ro
   const std::string what = describe(spec, t, rows, cols);
   const size_t cb = format::code_bytes(spec, rows, cols), sb = format::scale_bytes(spec, rows, cols);
   // Poisoned outputs: bytes a path forgets to write show up as differences.
-  std::vector<uint8_t> codes_ref(cb, 0xA5), scales_ref(sb, 0x5A), codes(cb, 0x3C), scales(sb, 0xC3);
+  // At least one byte each: an empty vector's data() is null, which memset/memcpy must not get even
+  // for zero bytes (UBSan).
+  std::vector<uint8_t> codes_ref(cb + 1, 0xA5), scales_ref(sb + 1, 0x5A), codes(cb + 1, 0x3C),
+      scales(sb + 1, 0xC3);
   format::quantize_ref(t, src.data(), rows, cols, spec, codes_ref.data(), scales_ref.data());
   quantize(t, src.data(), rows, cols, spec, codes.data(), scales.data(), pool);
   for (size_t i = 0; i < cb; ++i)
@@ -167,10 +170,10 @@ void check_against_ref(SourceType t, const std::vector<uint8_t>& src, int64_t ro
   for (size_t i = 0; i < sb; ++i)
     ASSERT_EQ(int(scales[i]), int(scales_ref[i])) << "scale byte " << i << " of " << what;
 
-  std::vector<float> deq_ref(size_t(rows * cols)), deq(size_t(rows * cols), 1234.f);
+  std::vector<float> deq_ref(size_t(rows * cols) + 1), deq(size_t(rows * cols) + 1, 1234.f);
   format::dequantize_ref(codes_ref.data(), scales_ref.data(), rows, cols, spec, deq_ref.data());
   dequantize(codes_ref.data(), scales_ref.data(), rows, cols, spec, deq.data(), pool);
-  for (size_t i = 0; i < deq.size(); ++i) {
+  for (size_t i = 0; i < size_t(rows * cols); ++i) {
     if (std::isnan(deq_ref[i]))
       ASSERT_TRUE(std::isnan(deq[i])) << "dequantized element " << i << " of " << what;
     else

@@ -54,7 +54,7 @@ void quantize(SourceType src_type, const void* src, int64_t rows, int64_t cols, 
   const size_t esize = source_size(src_type);
   const size_t code_row = format::code_row_bytes(spec.element, cols);
   const auto* in = static_cast<const uint8_t*>(src);
-  if (spec.element == ElementFormat::e2m1 && rows > 0)
+  if (spec.element == ElementFormat::e2m1 && format::code_bytes(spec, rows, cols) > 0)
     std::memset(codes, 0, format::code_bytes(spec, rows, cols));
   std::vector<float> grid_f32(size_t(g.rows * g.cols));
   std::vector<uint8_t> grid_u8(size_t(g.rows * g.cols));
@@ -108,8 +108,9 @@ void quantize(SourceType src_type, const void* src, int64_t rows, int64_t cols, 
     });
   }
 
+  if (format::scale_bytes(spec, rows, cols) == 0) return;  // nothing to store (and scales may be null)
   if (spec.storage == format::ScaleStorage::f32) {
-    if (!grid_f32.empty()) std::memcpy(scales, grid_f32.data(), grid_f32.size() * 4);
+    std::memcpy(scales, grid_f32.data(), grid_f32.size() * 4);
   } else {
     format::pack_ue8m0_scales(grid_u8.data(), spec.storage, spec.blocking, rows, cols, scales);
   }

@@ -385,6 +385,15 @@ TEST(Convert, ShardedOutputReadsBackAsOneModel) {
     EXPECT_EQ(a.shard_of(name), a.shard_of(name.substr(0, name.rfind(".weight") + 7)))
         << name << " split from its weight";
   }
+  // A sharded input converts like the single file it was split from.
+  mx8::convert::convert_checkpoint(tmp / "sharded", tmp / "from_sharded", opts(Scheme::bf16));
+  mx8::convert::convert_checkpoint(tmp / "single", tmp / "from_single", opts(Scheme::bf16));
+  auto read_all = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  EXPECT_EQ(read_all(fs::path(tmp / "from_sharded") / "model.safetensors"),
+            read_all(fs::path(tmp / "from_single") / "model.safetensors"));
 }
 
 TEST(Convert, FailuresLeaveNoOutput) {

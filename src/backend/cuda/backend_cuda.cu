@@ -87,9 +87,12 @@ class CudaBackend final : public Backend {
     const char* env = std::getenv("MX8_CUDA_PDL");
     set_pdl_enabled(prop.major >= 9 && !(env && std::string(env) == "0"));
     if (pdl_enabled()) info_.description += ", programmatic dependent launch";
-    // The tensor-core FP8 GEMM for m > 16 needs sm_90a (wgmma); MX8_CUDA_WGMMA=0 keeps the SIMT GEMM.
+    // The tensor-core FP8 GEMM for m > 16 (sm_90a wgmma) is opt-in with MX8_CUDA_WGMMA=1: on its first
+    // GPU run through this backend it differed from the CPU reference on quantized activations by more
+    // than its tolerance (docs/CUDA_BACKEND.md), so the SIMT GEMM stays the default until that is
+    // understood.
     const char* wg = std::getenv("MX8_CUDA_WGMMA");
-    use_wgmma_ = prop.major == 9 && prop.minor == 0 && !(wg && std::string(wg) == "0");
+    use_wgmma_ = prop.major == 9 && prop.minor == 0 && wg && std::string(wg) == "1";
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);

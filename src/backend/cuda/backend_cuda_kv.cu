@@ -140,6 +140,7 @@ __device__ __forceinline__ float dot_q_k(const float* q, const uint8_t* row, con
   float s = 0.0f;
   constexpr int E = 16 / kElemBytes<F>;
   if ((hd * kElemBytes<F>) % 16 == 0) {
+#pragma unroll 8
     for (int c = 0; c < hd / E; ++c) {
       uint4 raw = *reinterpret_cast<const uint4*>(row + c * 16);
       const uint8_t* b = reinterpret_cast<const uint8_t*>(&raw);
@@ -231,6 +232,9 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 #pragma unroll
     for (int j = 0; j < D; ++j) acc[j] *= corr;
     const int n_in_chunk = min(32, len - c0);
+    // Unrolled so that the V loads of 8 positions are in flight together (they are independent; a
+    // rolled loop waits for one DRAM/L2 round trip per position).
+#pragma unroll 8
     for (int pp = 0; pp < n_in_chunk; ++pp) {
       const float w = __shfl_sync(0xffffffffu, pw, pp);
       const int pg_id = __shfl_sync(0xffffffffu, page, pp);

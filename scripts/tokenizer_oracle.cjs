@@ -47,6 +47,11 @@ const TEXTS = [
   "",
   "a",
   "   ",
+  // Longer than 256 bytes with newlines: the SentencePiece-style paths merge such text line by line.
+  "Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine.\n" +
+    "One day, she saw a big, red ball in the park.  She ran to it and kicked it high into the sky!\n\n" +
+    "  \"Look, Mom!\" she shouted. 🦙 Her mom smiled and said, \"Well done, Lily.\"\n" +
+    "\tThey went home and had warm soup with bread. The end.\n",
 ];
 
 function main() {

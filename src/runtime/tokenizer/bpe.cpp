@@ -132,6 +132,11 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec) : spec_(std::move(spec)) {
     byte_ids_[b] = it == token_to_id_.end() ? kNoToken : it->second;
     if (!spec_.byte_level && it != token_to_id_.end()) byte_of_token_[it->second] = static_cast<int16_t>(b);
   }
+  if (!spec_.byte_level) {
+    split_at_newlines_ = true;
+    for (const std::string& t : spec_.vocab)
+      if (t.size() > 1 && t.find('\n') != std::string::npos) split_at_newlines_ = false;
+  }
   for (auto& s : spec_.pre) {
     Step step{s, nullptr};
     if (s.kind == BpeSpec::PreStep::kSplit) step.regex = std::make_unique<Regex>(s.pattern);
@@ -282,7 +287,17 @@ void BpeTokenizer::encode_segment(std::string_view segment, bool first_segment,
                                   std::vector<TokenId>& out) const {
   for (auto& piece : pre_tokenize(segment, first_segment)) {
     if (piece.size() > 256) {  // long pieces (whole segments without a pre-tokenizer) are not cached
-      std::vector<TokenId> ids = bpe_piece(piece);
+      size_t start = 0;
+      if (split_at_newlines_) {
+        for (size_t nl; (nl = piece.find('\n', start)) != std::string::npos; start = nl + 1) {
+          for (std::string_view part :
+               {std::string_view(piece).substr(start, nl - start), std::string_view("\n")}) {
+            std::vector<TokenId> ids = bpe_piece(part);
+            out.insert(out.end(), ids.begin(), ids.end());
+          }
+        }
+      }
+      std::vector<TokenId> ids = bpe_piece(std::string_view(piece).substr(start));
       out.insert(out.end(), ids.begin(), ids.end());
       continue;
     }

@@ -101,6 +101,9 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<std::vector<size_t>> added_by_first_byte_;  // index into spec_.added, longest first
   TokenId byte_ids_[256];               // id of each byte's token: its mapped character, or <0xNN>
   std::vector<int16_t> byte_of_token_;  // character alphabet: id -> byte of a <0xNN> token, or -1
+  // Character alphabet, no multi-character entry holds '\n': no merge crosses a newline, so long
+  // pieces (there is often no pre-tokenizer) are merged line by line, keeping the queue small.
+  bool split_at_newlines_ = false;
 
   mutable std::mutex cache_mutex_;
   mutable StringMap<std::vector<TokenId>> cache_;

@@ -458,3 +458,44 @@ TEST(ConvertRules, DefaultsAndGlobs) {
   r.quantize.push_back("*down_proj*");
   EXPECT_FALSE(q("model.layers.3.mlp.down_proj.weight"));  // --keep wins
 }
+
+// DeepSeek checkpoints may store weight_scale_inv as UE8M0 bytes (F8_E8M0) instead of F32: the same
+// checkpoint in both forms must read identically.
+TEST(Convert, Ue8m0ScaleTensorsReadLikeF32Ones) {
+  require(kLlama);
+  TempDir tmp;
+  mx8::convert::convert_checkpoint(kLlama.string(), tmp / "f32", opts(Scheme::ds_fp8));
+  auto m = mx8::io::SafetensorsModel::open(tmp / "f32");
+  std::vector<std::vector<uint8_t>> store;
+  store.reserve(m.tensors().size());
+  std::vector<mx8::io::TensorData> tensors;
+  for (const auto& [name, t] : m.tensors()) {
+    if (name.size() > 10 && name.compare(name.size() - 10, 10, "_scale_inv") == 0) {
+      store.emplace_back(static_cast<size_t>(t->numel()));
+      for (int64_t i = 0; i < t->numel(); ++i) {
+        uint32_t b;
+        std::memcpy(&b, t->data + 4 * i, 4);
+        ASSERT_EQ(b & 0x7FFFFF, 0u);
+        store.back()[i] = static_cast<uint8_t>(b >> 23);  // 2^(e-127) as a UE8M0 byte
+      }
+      tensors.push_back({{name, DType::F8_E8M0, t->shape()}, store.back()});
+    } else {
+      tensors.push_back({{name, t->dtype(), t->shape()}, t->bytes()});
+    }
+  }
+  fs::create_directories(tmp / "e8m0");
+  mx8::io::write_safetensors(tmp / "e8m0/model.safetensors", tensors);
+  fs::copy_file(kLlama / "config.json", tmp / "e8m0/config.json");
+  auto a = mx8::convert::convert_checkpoint(tmp / "f32", tmp / "a", opts(Scheme::bf16));
+  auto b = mx8::convert::convert_checkpoint(tmp / "e8m0", tmp / "b", opts(Scheme::bf16));
+  auto ma = mx8::io::SafetensorsModel::open(tmp / "a");
+  auto mb = mx8::io::SafetensorsModel::open(tmp / "b");
+  int dequantized = 0;
+  for (const auto& r : b.tensors) {
+    if (r.action != "dequantize") continue;
+    ++dequantized;
+    EXPECT_EQ(r.in_dtype, "F8_E4M3+F8_E8M0 128x128");
+    EXPECT_EQ(values(ma.get(r.name)), values(mb.get(r.name))) << r.name;
+  }
+  EXPECT_EQ(dequantized, 14);
+}

@@ -3,8 +3,11 @@
 // "/exit" (or end of input) quits. The whole conversation is re-rendered through the template every
 // turn (exactly what the model was trained on) and prefilled in chunks.
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <sstream>
 
 #include "cli/command.h"
 #include "cli/gen_common.h"
@@ -18,18 +21,31 @@ namespace {
 struct ChatOptions {
   mx8::cli::GenOptions gen;
   std::string system;
+  std::string template_file;
   int n = 512;
 };
 
 void chat(ChatOptions& o) {
   using namespace mx8;
   if (o.gen.model.empty()) o.gen.model = cli::default_model_path();
-  auto tmpl = runtime::ChatTemplate::from_model(o.gen.model);
+  auto tok = runtime::load_tokenizer(o.gen.model);
+  std::optional<runtime::ChatTemplate> tmpl;
+  if (!o.template_file.empty()) {
+    std::ifstream in(o.template_file);
+    if (!in) throw Error("--template " + o.template_file + ": cannot read the file");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto text_of = [&](runtime::TokenId id) {
+      return id == runtime::kNoToken ? std::string() : tok->token_text(id);
+    };
+    tmpl.emplace(ss.str(), text_of(tok->bos_id()), text_of(tok->eos_id()));
+  } else {
+    tmpl = runtime::ChatTemplate::from_model(o.gen.model);
+  }
   if (!tmpl)
     throw Error("model " + o.gen.model +
                 " has no chat template (tokenizer_config.json chat_template, chat_template.jinja "
-                "or GGUF tokenizer.chat_template); use `mx8 run -p TEXT` for plain completion");
-  auto tok = runtime::load_tokenizer(o.gen.model);
+                "or GGUF tokenizer.chat_template); pass --template FILE or use `mx8 run -p TEXT`");
   const int ctx = o.gen.ctx > 0 ? o.gen.ctx : 4096;
   cli::Loaded l = cli::load_for_generation(o.gen, ctx);
   runtime::EngineOptions eo;
@@ -102,6 +118,7 @@ mx8::cli::CommandRegistration reg{
       auto o = std::make_shared<ChatOptions>();
       mx8::cli::add_gen_options(app, o->gen);
       app.add_option("--system", o->system, "system message");
+      app.add_option("--template", o->template_file, "Jinja chat template file (default: the model's own)");
       app.add_option("-n,--n-predict", o->n, "max tokens per reply")->capture_default_str();
       return [o] { chat(*o); };
     }};

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "mx8/backend/backend.h"
@@ -204,4 +205,47 @@ TEST(StoriesGolden, MxRunCommandLine) {
   const std::string expected =
       read_file(std::string(MX8_SOURCE_DIR) + "/tests/data/stories260K.greedy200.txt");
   EXPECT_EQ(out, expected + "\n");
+}
+
+namespace {
+// Runs `mx8 ARGS` (the executable next to this test) with `input` on stdin; returns stdout.
+std::optional<std::string> run_mx8(const std::string& args, const std::string& input, int* status) {
+  char self[4096];
+  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (len <= 0) return std::nullopt;
+  self[len] = 0;
+  const std::string exe = (std::filesystem::path(self).parent_path() / "mx8").string();
+  if (!std::filesystem::exists(exe)) return std::nullopt;
+  const std::string in_file =
+      std::filesystem::temp_directory_path() / ("mx8_stdin_" + std::to_string(getpid()));
+  std::ofstream(in_file) << input;
+  FILE* p = popen(("'" + exe + "' " + args + " < '" + in_file + "' 2>/dev/null").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while (p && (n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  *status = p ? pclose(p) : -1;
+  std::filesystem::remove(in_file);
+  return out;
+}
+}  // namespace
+
+// `mx8 chat` with a chat template given on the command line: the first reply equals `mx8 run`'s
+// continuation of the same rendered prompt (same tokens, same greedy path), and a second turn works.
+TEST(StoriesGolden, MxChatFirstReplyEqualsRunContinuation) {
+  const std::string tmpl =
+      std::filesystem::temp_directory_path() / ("mx8_tmpl_" + std::to_string(getpid()) + ".jinja");
+  std::ofstream(tmpl) << "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}";
+  int st1 = 0, st2 = 0;
+  auto chat = run_mx8("chat -m '" + kModel + "' --template '" + tmpl + "' --temperature 0 -n 30",
+                      "Once upon a time\nThe end\n", &st1);
+  auto run =
+      run_mx8("run -m '" + kModel + "' -p 'Once upon a time' --temperature 0 -n 30 --no-echo", "", &st2);
+  std::filesystem::remove(tmpl);
+  if (!chat || !run) GTEST_SKIP() << "mx8 executable not built";
+  EXPECT_EQ(st1, 0);
+  EXPECT_EQ(st2, 0);
+  ASSERT_FALSE(run->empty());
+  EXPECT_EQ(chat->substr(0, run->size()), *run);  // run ends with '\n', as the chat reply does
+  EXPECT_GT(chat->size(), run->size() + 1);       // the second turn produced a reply too
 }

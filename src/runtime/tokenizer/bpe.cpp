@@ -91,8 +91,8 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec) : spec_(std::move(spec)) {
   added_.assign(n, 0);
   token_to_id_.reserve(spec_.vocab.size());
   for (size_t id = 0; id < spec_.vocab.size(); ++id) {
-    pieces_[id] = spec_.vocab[id];
     if (!spec_.vocab[id].empty()) token_to_id_.emplace(spec_.vocab[id], static_cast<TokenId>(id));
+    pieces_[id] = std::move(spec_.vocab[id]);
   }
   added_by_first_byte_.assign(256, {});
   for (size_t k = 0; k < spec_.added.size(); ++k) {
@@ -110,14 +110,19 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec) : spec_(std::move(spec)) {
     });
 
   merges_.reserve(spec_.merges.size());
+  std::string joined;
   for (size_t r = 0; r < spec_.merges.size(); ++r) {
     auto& [a, b] = spec_.merges[r];
-    auto ia = token_to_id_.find(a), ib = token_to_id_.find(b), im = token_to_id_.find(a + b);
+    joined.assign(a).append(b);
+    auto ia = token_to_id_.find(a), ib = token_to_id_.find(b), im = token_to_id_.find(joined);
     if (ia == token_to_id_.end() || ib == token_to_id_.end() || im == token_to_id_.end())
       throw Error("tokenizer: merge '" + a + " " + b + "' (rank " + std::to_string(r) +
                   ") uses a token missing from the vocabulary");
     merges_.try_emplace(pair_key(ia->second, ib->second), static_cast<uint32_t>(r), im->second);
   }
+  // The strings now live in pieces_ and the maps; drop the spec's copies.
+  std::vector<std::pair<std::string, std::string>>().swap(spec_.merges);
+  std::vector<std::string>().swap(spec_.vocab);
   byte_of_token_.assign(pieces_.size(), -1);
   for (int b = 0; b < 256; ++b) {
     std::string name;
@@ -134,7 +139,7 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec) : spec_(std::move(spec)) {
   }
   if (!spec_.byte_level) {
     split_at_newlines_ = true;
-    for (const std::string& t : spec_.vocab)
+    for (const std::string& t : pieces_)
       if (t.size() > 1 && t.find('\n') != std::string::npos) split_at_newlines_ = false;
   }
   for (auto& s : spec_.pre) {

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -55,13 +56,15 @@ Buffer alloc(size_t bytes) {
   return Buffer(p);
 }
 
-enum class WType { fp8_block, mxfp8, fp8_block_lut, bf16, f32 };
+enum class WType { fp8_block, mxfp8, fp8_block_avx2, fp8_block_lut, bf16, f32 };
 const char* wtype_name(WType t) {
   switch (t) {
     case WType::fp8_block:
       return "fp8 e4m3 128x128 ue8m0";
     case WType::mxfp8:
       return "mxfp8 e4m3 1x32 ue8m0";
+    case WType::fp8_block_avx2:
+      return "fp8 128x128, AVX2 kernel";
     case WType::fp8_block_lut:
       return "fp8 128x128, table decode";
     case WType::bf16:
@@ -128,6 +131,7 @@ void run_product(WType t, const Weights& w, const float* x, int64_t m, int64_t n
   switch (t) {
     case WType::fp8_block:
     case WType::mxfp8:
+    case WType::fp8_block_avx2:
     case WType::fp8_block_lut:
       mx8::cpu::gemv_fp8(x, m, w.fp8, y, pool);
       break;
@@ -187,6 +191,8 @@ void run(const Options& o) {
   std::vector<WType> types = {WType::fp8_block, WType::mxfp8, WType::bf16, WType::f32};
   if (o.lut && mx8::cpu::active_isa() != mx8::cpu::Isa::scalar)
     types.insert(types.begin() + 2, WType::fp8_block_lut);
+  // On AVX-512 machines, also the AVX2 kernel (what an AVX2-only machine, like cpu-anchor.md's, runs).
+  if (mx8::cpu::active_isa() == mx8::cpu::Isa::avx512) types.insert(types.begin() + 2, WType::fp8_block_avx2);
   for (auto [n, k] : shapes) {
     for (WType t : types) {
       mx8::cpu::detail::g_fp8_table_decode = t == WType::fp8_block_lut;
@@ -202,7 +208,9 @@ void run(const Options& o) {
       for (auto& v : x) v = rng.normal(1.f);
       for (int64_t th : threads) {
         for (int64_t m : ms) {
-          if (t == WType::fp8_block_lut && m != 1) continue;
+          if ((t == WType::fp8_block_lut || t == WType::fp8_block_avx2) && m != 1) continue;
+          std::optional<mx8::cpu::ScopedIsa> isa;
+          if (t == WType::fp8_block_avx2) isa.emplace(mx8::cpu::Isa::avx2);
           ThreadPool* pool = pools[int(th)].get();
           size_t next = 0;
           bench::Timing timing = bench::median_timing(

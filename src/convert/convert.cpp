@@ -384,6 +384,16 @@ Job plan_job(const Source& s, const ConvertOptions& opt, const QuantizeRules& ru
   rep.shape = s.shape;
   rep.in_dtype = s.describe();
   rep.in_bytes = s.nbytes + (s.kind == Source::Kind::quantized ? s.scale_nbytes : 0);
+  // An FP8 matrix whose scales are not in a layout we recognise (per-channel or per-tensor scales of
+  // other tools) would be read as if its scale were 1: refuse rather than convert it wrongly.
+  const bool lone_fp8 = s.kind == Source::Kind::raw &&
+                        (s.dtype == DType::F8_E4M3 || s.dtype == DType::F8_E5M2) && s.shape.size() == 2;
+  if (lone_fp8 &&
+      !(opt.scheme != Scheme::bf16 && rules.decide(s.name, s.shape, true) == RuleReason::keep_glob))
+    throw Error("tensor \"" + s.name + "\" is " + std::string(io::dtype_name(s.dtype)) +
+                " without block scales mx8 recognises (X.weight_scale_inv per block, or X.weight_scale "
+                "F8_E8M0 per 32); "
+                "its values cannot be known (use --keep to copy it unchanged)");
   DType copy_dtype{};
   const bool copyable = s.copyable(&copy_dtype);
   // Whatever cannot be copied as it is becomes F32 from GGUF (exact for Q8_0 and MXFP4 blocks)
@@ -527,6 +537,9 @@ ConvertReport convert_checkpoint(const std::string& in_path, const std::string& 
       throw Error("output " + out_path + " is the input");
   }
   Input in = open_input(in_path);
+  if (!in.foreign_quant_method.empty())
+    throw Error(in_path + ": the checkpoint is quantized with quant_method \"" + in.foreign_quant_method +
+                "\", which mx8 cannot read (supported: DeepSeek-style fp8 block scales, mx8's mxfp8/mxfp4)");
   ConvertReport report;
   report.input = in_path;
   report.output = out_path;

@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <set>
 
-#include "mx8/convert/gguf_to_hf.h"
 #include "mx8/backend/cpu/quantize.h"
+#include "mx8/convert/gguf_to_hf.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
 #include "mx8/format/element.h"
@@ -138,8 +138,8 @@ void Source::read_rows_f32(int64_t r0, int64_t r1, float* dst) const {
       const auto grid = format::scale_grid(qspec.blocking, rows(), c);
       const size_t scale_elem = qspec.storage == format::ScaleStorage::f32 ? 4 : 1;
       const int64_t grid_row0 = r0 / grid.block_rows;
-      cpu::dequantize(data + r0 * code_row, scales + grid_row0 * grid.cols * scale_elem, r1 - r0, c,
-                             qspec, dst, nullptr);
+      cpu::dequantize(data + r0 * code_row, scales + grid_row0 * grid.cols * scale_elem, r1 - r0, c, qspec,
+                      dst, nullptr);
       return;
     }
     case Kind::gguf: {
@@ -287,7 +287,12 @@ Input open_safetensors(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec) && fs::exists(fs::path(path) / "config.json", ec)) {
     auto cfg = io::HfConfig::load(path);
-    if (cfg.quantization) cfg_block = cfg.quantization->weight_block_size;
+    if (cfg.quantization) {
+      // Only the layouts recognise_quantized reads; the converter refuses others (inspect lists them).
+      const std::string& method = cfg.quantization->quant_method;
+      if (method != "fp8" && method != "mx8") in.foreign_quant_method = method;
+      cfg_block = cfg.quantization->weight_block_size;
+    }
   }
   std::set<std::string> consumed;
   std::vector<Source> sources;

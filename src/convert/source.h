@@ -69,7 +69,8 @@ struct Input {
   std::unique_ptr<io::SafetensorsModel> model;
   std::unique_ptr<io::GgufFile> gguf;
   std::vector<Source> tensors;
-  std::string folder;  // HF: the folder whose side files are carried along
+  std::string folder;                // HF: the folder whose side files are carried along
+  std::string foreign_quant_method;  // config.json quant_method of a layout mx8 cannot read, if any
 };
 
 Input open_input(const std::string& path);

@@ -499,3 +499,31 @@ TEST(Convert, Ue8m0ScaleTensorsReadLikeF32Ones) {
   }
   EXPECT_EQ(dequantized, 14);
 }
+
+// Quantized checkpoints in layouts mx8 does not read are refused, never misread as unscaled values.
+TEST(Convert, UnrecognisedQuantizedInputsAreRefused) {
+  TempDir tmp;
+  const std::vector<uint8_t> codes(64 * 64, 0x38), scale(4 * 64, 0);
+  fs::create_directories(tmp / "ct");
+  // compressed-tensors style: F8_E4M3 weight with a per-channel F32 weight_scale [out, 1].
+  mx8::io::write_safetensors(
+      tmp / "ct/model.safetensors",
+      {{{"l.weight", DType::F8_E4M3, {64, 64}}, codes}, {{"l.weight_scale", DType::F32, {64, 1}}, scale}});
+  try {
+    mx8::convert::convert_checkpoint(tmp / "ct", tmp / "out", opts(Scheme::bf16));
+    ADD_FAILURE() << "accepted";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("l.weight"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(tmp / "out"));
+  auto keep = opts(Scheme::ds_fp8);
+  keep.keep = {"*"};
+  mx8::convert::convert_checkpoint(tmp / "ct", tmp / "kept", keep);  // --keep copies it unchanged
+  // A config naming another quantization method is refused up front.
+  {
+    std::ofstream c(tmp / "ct/config.json");
+    c << R"({"model_type":"llama","quantization_config":{"quant_method":"gptq","bits":4}})";
+  }
+  EXPECT_THROW(mx8::convert::convert_checkpoint(tmp / "ct", tmp / "out", keep), mx8::Error);
+  EXPECT_FALSE(fs::exists(tmp / "out"));
+}

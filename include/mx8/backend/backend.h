@@ -54,15 +54,16 @@ size_t weight_scale_bytes(WeightFormat f, ScaleType st, int64_t n, int64_t k);
 
 // ---------------------------------------------------------------------------------------------
 // Paged KV cache. Each layer has a K pool and a V pool of `n_pages` pages; a page holds
-// `page_size` consecutive token positions of one sequence, for all kv heads:
-//   element [page][slot in page][kv head][head_dim]
-// A token's place is its slot id = page * page_size + slot in page. Sequences own lists of pages
-// (block tables); the runtime's KV manager hands pages out, the backend only reads/writes them.
+// `page_size` consecutive token positions of one sequence, for all kv heads. The arrangement inside
+// a page is the backend's own (the CPU backend stores it head-major, [kv head][slot][head_dim], so
+// that attention streams each head's rows); page_bytes() fixes only the size. A token's place is its slot id
+// = page * page_size + slot in page. Sequences own lists of pages (block tables); the runtime's KV manager
+// hands pages out, the backend only reads/writes them.
 enum class KvFormat : uint8_t {
   f32,   // exact: for golden tests against f32 references
   bf16,  // round-to-nearest-even bf16
   fp8,   // E4M3 with one UE8M0 `ceil` scale per (token, head, 128 values): scale storage
-         // [page][slot][kv head][ceil(head_dim/128)] bytes, next to the elements
+         // bytes (one per token, head and 128 values) in the same page as the elements
 };
 const char* kv_format_name(KvFormat f);
 

@@ -82,16 +82,16 @@ void quantize(SourceType src_type, const void* src, int64_t rows, int64_t cols, 
     }
   } else {
     // One task unit = one stripe of block_rows rows (1 for tiles and per-row scales). Each block is
-    // read twice (max, then encode) while it is still in L1/L2. Rows of tiles go to the ISA's fused
-    // row kernel when it has one for the format.
+    // read twice (max, then encode) while it is still in L1/L2. Stripes go to the ISA's fused kernel
+    // when it has one for the element format.
     const size_t grain = g.block_rows == 1 ? rows_grain(cols) : 1;
     parallel_for(pool, size_t(g.rows), grain, [&](size_t gr0, size_t gr1) {
       for (int64_t gr = int64_t(gr0); gr < int64_t(gr1); ++gr) {
         const int64_t r0 = gr * g.block_rows, r1 = std::min(rows, r0 + g.block_rows);
-        if (g.block_rows == 1 && k.quantize_row_tiles &&
-            k.quantize_row_tiles(src_type, in + r0 * cols * esize, cols, g.block_cols, spec.element,
-                                 spec.saturate, opt, codes + r0 * code_row, grid_f32.data() + gr * g.cols,
-                                 grid_u8.data() + gr * g.cols))
+        if (k.quantize_stripe &&
+            k.quantize_stripe(src_type, in + r0 * cols * esize, r1 - r0, cols, g.block_cols, spec.element,
+                              spec.saturate, opt, codes + r0 * code_row, grid_f32.data() + gr * g.cols,
+                              grid_u8.data() + gr * g.cols))
           continue;
         for (int64_t gc = 0; gc < g.cols; ++gc) {
           const int64_t c0 = gc * g.block_cols, c1 = std::min(cols, c0 + g.block_cols);

@@ -206,54 +206,63 @@ MX8_AVX2 bool encode_avx2(SourceType t, const void* row, int64_t c0, int64_t c1,
   return done < c1 ? quant_kernels_scalar().encode(t, row, done, c1, inv_scale, f, saturate, codes) : true;
 }
 
-// A whole row of 1 x bc tiles with everything fixed at compile time: no calls per tile except the
-// scalar tails of ragged tiles.
+// A stripe of nrows rows of nrows x bc blocks (1 x bc tiles when nrows = 1) with everything fixed
+// at compile time: no calls per block except the scalar tails of ragged blocks. Each block is read
+// twice (max, then encode) while it is still in L1/L2.
 template <ElementFormat F, bool Saturate, SourceType T>
-MX8_AVX2 void row_tiles_t(const void* row, int64_t cols, int64_t bc, format::ScaleOptions opt, uint8_t* codes,
-                          float* scales_f32, uint8_t* scales_u8) {
+MX8_AVX2 void stripe_t(const void* src, int64_t nrows, int64_t cols, int64_t bc, format::ScaleOptions opt,
+                       uint8_t* codes, float* scales_f32, uint8_t* scales_u8) {
+  constexpr int64_t kElem = T == SourceType::f32 ? 4 : 2;
+  const uint8_t* base = static_cast<const uint8_t*>(src);
   const QuantKernels& scalar = quant_kernels_scalar();
   for (int64_t c0 = 0, g = 0; c0 < cols; c0 += bc, ++g) {
     const int64_t c1 = c0 + bc < cols ? c0 + bc : cols;
     uint32_t amax = 0;
-    int64_t c = amax_simd<T>(row, c0, c1, amax);
-    if (c < c1) amax = scalar.amax(T, row, c, c1, amax);
+    for (int64_t r = 0; r < nrows; ++r) {
+      const void* row = base + r * cols * kElem;
+      int64_t c = amax_simd<T>(row, c0, c1, amax);
+      if (c < c1) amax = scalar.amax(T, row, c, c1, amax);
+    }
     const format::BlockScale s = format::compute_block_scale(format::f32_from_bits(amax), F, opt);
     scales_f32[g] = s.scale;
     scales_u8[g] = s.ue8m0;
-    c = encode_t<F, Saturate, T>(row, c0, c1, s.inv_scale, codes);
-    if (c < c1) scalar.encode(T, row, c, c1, s.inv_scale, F, Saturate, codes);
+    for (int64_t r = 0; r < nrows; ++r) {
+      const void* row = base + r * cols * kElem;
+      int64_t c = encode_t<F, Saturate, T>(row, c0, c1, s.inv_scale, codes + r * cols);
+      if (c < c1) scalar.encode(T, row, c, c1, s.inv_scale, F, Saturate, codes + r * cols);
+    }
   }
 }
 
 template <ElementFormat F, bool Saturate>
-MX8_AVX2 void row_tiles_s(SourceType t, const void* row, int64_t cols, int64_t bc, format::ScaleOptions opt,
-                          uint8_t* codes, float* sf, uint8_t* su) {
+MX8_AVX2 void stripe_s(SourceType t, const void* src, int64_t nrows, int64_t cols, int64_t bc,
+                       format::ScaleOptions opt, uint8_t* codes, float* sf, uint8_t* su) {
   switch (t) {
     case SourceType::f32:
-      return row_tiles_t<F, Saturate, SourceType::f32>(row, cols, bc, opt, codes, sf, su);
+      return stripe_t<F, Saturate, SourceType::f32>(src, nrows, cols, bc, opt, codes, sf, su);
     case SourceType::bf16:
-      return row_tiles_t<F, Saturate, SourceType::bf16>(row, cols, bc, opt, codes, sf, su);
+      return stripe_t<F, Saturate, SourceType::bf16>(src, nrows, cols, bc, opt, codes, sf, su);
     case SourceType::f16:
     default:
-      return row_tiles_t<F, Saturate, SourceType::f16>(row, cols, bc, opt, codes, sf, su);
+      return stripe_t<F, Saturate, SourceType::f16>(src, nrows, cols, bc, opt, codes, sf, su);
   }
 }
 
-MX8_AVX2 bool row_tiles_avx2(SourceType t, const void* row, int64_t cols, int64_t bc, ElementFormat f,
-                             bool saturate, format::ScaleOptions opt, uint8_t* codes, float* sf,
-                             uint8_t* su) {
+MX8_AVX2 bool stripe_avx2(SourceType t, const void* src, int64_t nrows, int64_t cols, int64_t bc,
+                          ElementFormat f, bool saturate, format::ScaleOptions opt, uint8_t* codes, float* sf,
+                          uint8_t* su) {
   if (f == ElementFormat::e4m3) {
     if (saturate)
-      row_tiles_s<ElementFormat::e4m3, true>(t, row, cols, bc, opt, codes, sf, su);
+      stripe_s<ElementFormat::e4m3, true>(t, src, nrows, cols, bc, opt, codes, sf, su);
     else
-      row_tiles_s<ElementFormat::e4m3, false>(t, row, cols, bc, opt, codes, sf, su);
+      stripe_s<ElementFormat::e4m3, false>(t, src, nrows, cols, bc, opt, codes, sf, su);
     return true;
   }
   if (f == ElementFormat::e5m2) {
     if (saturate)
-      row_tiles_s<ElementFormat::e5m2, true>(t, row, cols, bc, opt, codes, sf, su);
+      stripe_s<ElementFormat::e5m2, true>(t, src, nrows, cols, bc, opt, codes, sf, su);
     else
-      row_tiles_s<ElementFormat::e5m2, false>(t, row, cols, bc, opt, codes, sf, su);
+      stripe_s<ElementFormat::e5m2, false>(t, src, nrows, cols, bc, opt, codes, sf, su);
     return true;
   }
   return false;
@@ -299,7 +308,7 @@ MX8_AVX2 bool decode_avx2(const uint8_t* codes, int64_t c0, int64_t c1, float sc
 }  // namespace
 
 const QuantKernels& quant_kernels_avx2() {
-  static const QuantKernels k{amax_avx2, encode_avx2, decode_avx2, row_tiles_avx2};
+  static const QuantKernels k{amax_avx2, encode_avx2, decode_avx2, stripe_avx2};
   return k;
 }
 

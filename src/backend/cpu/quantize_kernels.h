@@ -24,12 +24,13 @@ struct QuantKernels {
   // dst_row[c] = decode(code(c)) * scale for c in [c0, c1). Returns false like encode.
   bool (*decode)(const uint8_t* codes_row, int64_t c0, int64_t c1, float scale, ElementFormat f,
                  float* dst_row);
-  // Optional (null when absent): a whole row of 1 x block_cols tiles (per-row scales: block_cols =
-  // cols) in one call, max and scale and encode fused per tile, writing the row's scales to
-  // scales_f32[g] / scales_u8[g]. Returns false when this ISA has no kernel for the element format.
-  bool (*quantize_row_tiles)(SourceType t, const void* src_row, int64_t cols, int64_t block_cols,
-                             ElementFormat f, bool saturate, format::ScaleOptions opt, uint8_t* codes_row,
-                             float* scales_f32, uint8_t* scales_u8);
+  // Optional (null when absent): a stripe of nrows consecutive rows (row-major, cols elements each)
+  // cut into nrows x block_cols blocks (1 x K tiles and per-row scales: nrows = 1), max and scale and
+  // encode fused per block, writing the stripe's scales to scales_f32[g] / scales_u8[g]. Returns
+  // false when this ISA has no kernel for the element format.
+  bool (*quantize_stripe)(SourceType t, const void* src, int64_t nrows, int64_t cols, int64_t block_cols,
+                          ElementFormat f, bool saturate, format::ScaleOptions opt, uint8_t* codes,
+                          float* scales_f32, uint8_t* scales_u8);
 };
 
 const QuantKernels& quant_kernels_scalar();

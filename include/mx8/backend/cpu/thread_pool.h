@@ -7,7 +7,8 @@
 // address), so it can be called per matrix-vector product during decode.
 //
 // Calls from several external threads on one pool are serialised; a parallel_for issued from
-// inside a task runs inline on that thread (no nested parallelism, no deadlock).
+// inside a task runs inline on that thread (no nested parallelism, no deadlock). Tasks must not
+// throw (an exception on a worker thread ends the process).
 // Every kernel entry point of the CPU backend takes a `ThreadPool*`; nullptr means "run on the
 // calling thread only".
 #pragma once
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace mx8::cpu {

@@ -101,14 +101,15 @@ inline Loaded load_for_generation(GenOptions& o, int positions_needed) {
   eo.kv_format = o.kv == "fp8" ? backend::KvFormat::fp8
                  : maybe_f32   ? backend::KvFormat::f32
                                : backend::KvFormat::bf16;
-  runtime::MemoryPlan plan =
-      runtime::plan_memory(cfg, runtime::estimate_weight_bytes(cfg, mode, 4), eo, o.chunk);
+  // The backend first (cheap): the plan compares against what *it* can hold (host RAM or GPU memory).
+  l.backend = backend::make_backend(o.device, o.threads);
+  runtime::MemoryPlan plan = runtime::plan_memory(cfg, runtime::estimate_weight_bytes(cfg, mode, 4), eo,
+                                                  o.chunk, l.backend->available_memory());
   std::fprintf(stderr, "mx8: %s (%s, %lld layers, dim %lld, heads %lld/%lld, vocab %lld)\n", o.model.c_str(),
                cfg.arch.c_str(), (long long)cfg.n_layers, (long long)cfg.dim, (long long)cfg.n_heads,
                (long long)cfg.n_kv_heads, (long long)cfg.vocab);
   std::fprintf(stderr, "mx8: %s (estimate before loading)\n", plan.text.c_str());
   if (!plan.fits) std::fprintf(stderr, "mx8: warning: the plan exceeds available memory; lower --ctx\n");
-  l.backend = backend::make_backend(o.device, o.threads);
   model::LoadOptions lo;
   lo.weights = mode;
   lo.max_tokens_per_step = o.chunk;

@@ -243,7 +243,7 @@ size_t estimate_weight_bytes(const model::LlamaConfig& c, model::WeightMode mode
 }
 
 MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const EngineOptions& o,
-                       int max_tokens_per_step) {
+                       int max_tokens_per_step, size_t available_bytes) {
   MemoryPlan p;
   p.weight_bytes = weight_bytes;
   backend::KvCacheDesc d;
@@ -260,7 +260,7 @@ MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const E
       size_t(max_tokens_per_step) *
       size_t(c.dim * 2 + c.n_heads * c.head_dim * 3 + c.n_kv_heads * c.head_dim * 2 + c.ffn * 2 + c.vocab) *
       4;
-  p.available_bytes = host_available_memory();
+  p.available_bytes = available_bytes;
   const size_t total = p.weight_bytes + p.kv_bytes + p.activation_bytes;
   p.fits = p.available_bytes == 0 || total <= p.available_bytes;
   auto mib = [](size_t b) {

@@ -145,6 +145,9 @@ class Backend {
   virtual void upload(void* dst, const void* src, size_t bytes) = 0;
   virtual void download(void* dst, const void* src, size_t bytes) = 0;  // synchronizes first
   virtual void synchronize() = 0;
+  // Bytes this backend could still allocate (host MemAvailable on the CPU, free device memory on a
+  // GPU); 0 when unknown. Used by the memory plan.
+  virtual size_t available_memory() const { return 0; }
 
   // Capabilities.
   virtual bool supports_weight(WeightFormat f, ScaleType st) const = 0;

@@ -49,6 +49,9 @@ struct EngineStats {
   int64_t steps = 0;
 };
 
+// MemAvailable of /proc/meminfo, or 0.
+size_t host_available_memory();
+
 // What a configuration costs in memory, printed before loading (mx8 run prints it up front).
 struct MemoryPlan {
   size_t weight_bytes = 0;
@@ -60,12 +63,11 @@ struct MemoryPlan {
   std::string text;  // human-readable, several lines
 };
 // `weight_bytes` as the model will hold them (estimate_weight_bytes gives it before loading).
+// `available_bytes`: what the device can hold (Backend::available_memory()); 0 = unknown (no verdict).
 MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const EngineOptions& o,
-                       int max_tokens_per_step);
+                       int max_tokens_per_step, size_t available_bytes = host_available_memory());
 size_t estimate_weight_bytes(const model::LlamaConfig& c, model::WeightMode mode,
                              int source_bytes_per_weight);
-// MemAvailable of /proc/meminfo, or 0.
-size_t host_available_memory();
 
 class Engine {
  public:

@@ -5,6 +5,7 @@
 #include "backend/cpu/backend_cpu.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -46,6 +47,21 @@ class CpuBackend final : public Backend {
     if (bytes) std::memcpy(dst, src, bytes);
   }
   void synchronize() override {}
+  size_t available_memory() const override {
+    // MemAvailable of /proc/meminfo: what the kernel can hand out without swapping.
+    std::FILE* f = std::fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char key[64];
+    unsigned long long kb = 0;
+    size_t out = 0;
+    while (std::fscanf(f, "%63s %llu kB", key, &kb) == 2)
+      if (std::string(key) == "MemAvailable:") {
+        out = size_t(kb) * 1024;
+        break;
+      }
+    std::fclose(f);
+    return out;
+  }
 
   bool supports_weight(WeightFormat f, ScaleType st) const override {
     // Every format and scale type has at least the scalar path.

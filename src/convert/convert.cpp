@@ -615,6 +615,15 @@ ConvertReport convert_checkpoint(const std::string& in_path, const std::string& 
   if (auto cfg = output_config(in, opt, kept_linear, any_quantized))
     write_file_atomically(folder.file("config.json"), cfg->dump(2) + "\n");
   std::error_code ec;
+  if (in.is_gguf) {
+    // The GGUF's embedded SentencePiece-style vocabulary, as the tokenizer files HF loaders read.
+    if (auto tok = gguf_llama_tokenizer(*in.gguf)) {
+      write_file_atomically(folder.file("tokenizer.json"), tok->tokenizer_json);
+      write_file_atomically(folder.file("tokenizer_config.json"), tok->tokenizer_config_json);
+      report.copied_files.push_back("tokenizer.json (from GGUF)");
+      report.copied_files.push_back("tokenizer_config.json (from GGUF)");
+    }
+  }
   if (!in.is_gguf && fs::is_directory(in_path, ec)) {
     for (const auto& e : fs::directory_iterator(in_path)) {
       if (!e.is_regular_file() || !carry_file(e.path())) continue;

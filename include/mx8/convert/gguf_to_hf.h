@@ -33,4 +33,13 @@ int64_t gguf_permute_heads(const io::GgufFile& f, const std::string& gguf_name, 
 // config.json for the GGUF's model (LlamaForCausalLM). Throws for a non-llama architecture.
 nlohmann::json gguf_llama_hf_config(const io::GgufFile& f);
 
+// tokenizer.json and tokenizer_config.json (as text) for a GGUF SentencePiece-style ("llama")
+// vocabulary, in the form transformers' Llama converter writes: BPE over characters with byte
+// fallback, merges ordered by the merged piece's score (SentencePiece BPE merges the best-scoring
+// pair first), "▁" for spaces, control tokens as special added tokens. nullopt for other vocabularies.
+struct HfTokenizerFiles {
+  std::string tokenizer_json, tokenizer_config_json;
+};
+std::optional<HfTokenizerFiles> gguf_llama_tokenizer(const io::GgufFile& f);
+
 }  // namespace mx8::convert

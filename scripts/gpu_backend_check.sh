@@ -13,7 +13,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--pack" ]]; then
   mkdir -p .carry/cudabackend
-  cp build/cudabackend/mx8 build/cudabackend/test_cuda .carry/cudabackend/
+  src=${BUILD:-build/cudabackend}
+  cp $src/mx8 $src/test_cuda .carry/cudabackend/
   strip --strip-debug .carry/cudabackend/mx8 .carry/cudabackend/test_cuda
   ls -la .carry/cudabackend
   exit 0
@@ -81,5 +82,21 @@ fi
 if [[ "${PDL_AB:-0}" == 1 ]]; then
   MX8_CUDA_PDL=0 timeout 60 $B/mx8 bench decode-cuda --weights fp8 --no-perf-md >"$OUT/bench_nopdl.log" 2>&1
   note "without PDL: $(grep -E 'tok/s' "$OUT/bench_nopdl.log")"
+fi
+if [[ "${AB:-0}" == 1 ]]; then
+  # A/B of the decode-speed changes, FP8 weights only: the previous E4M3 decode (hardware cvt) and the
+  # previous per-query-head attention kernel; the cvt path's matmul tests (the default path is tested above).
+  for v in MX8_CUDA_FP8_DECODE=int MX8_CUDA_GEMV=r4u8 MX8_CUDA_GEMV=r2u8 MX8_CUDA_GEMV=r8u2; do
+    env $v timeout 60 $B/test_cuda --gtest_color=no --gtest_filter='CudaVsCpu.Matmul*' >"$OUT/ab.log" 2>&1
+    note "matmul tests with $v rc=$?"
+    env $v timeout 60 $B/mx8 bench decode-cuda --weights fp8 --no-perf-md >"$OUT/ab.log" 2>&1
+    note "$v: $(grep -E 'tok/s' "$OUT/ab.log")"
+  done
+  MX8_CUDA_GQA_ATTN=0 timeout 60 $B/mx8 bench decode-cuda --weights fp8 --no-perf-md >"$OUT/bench_oldattn.log" 2>&1
+  note "per-head attention: $(grep -E 'tok/s' "$OUT/bench_oldattn.log")"
+  timeout 60 $B/mx8 bench decode-cuda --weights fp8 --kv fp8 --no-perf-md >"$OUT/bench_kvfp8.log" 2>&1
+  note "fp8 KV: $(grep -E 'tok/s' "$OUT/bench_kvfp8.log")"
+  MX8_CUDA_GQA_ATTN=0 timeout 60 $B/mx8 bench decode-cuda --weights fp8 --kv fp8 --no-perf-md >"$OUT/ab.log" 2>&1
+  note "fp8 KV, per-head attention: $(grep -E 'tok/s' "$OUT/ab.log")"
 fi
 note "done ($((SECONDS - t0)) s)"

@@ -377,7 +377,10 @@ TEST_F(CudaVsCpu, MatmulEveryFormatMatchesCpu) {
   // Aligned (vector path) and ragged shapes: k = 200 and 4100 leave a tail after the 16-byte chunks;
   // k = 37 and 1037 are not 16-byte aligned rows (scalar path); n = 130 splits a 128-row scale block.
   // (64, 2560) and (144, 384) take the tensor-core FP8 GEMM for fp8_block weights and m > 16.
-  const Shape shapes[] = {{130, 256}, {64, 2560}, {144, 384}, {33, 200}, {17, 37}, {40, 1037}, {260, 4100}};
+  // n = 4100 and 8200 take the GEMV's 4- and 8-rows-per-warp kernels for one token (n >= 4096, >= 8192),
+  // with a last warp whose rows run past n.
+  const Shape shapes[] = {{130, 256}, {64, 2560},  {144, 384},  {33, 200},  {17, 37},
+                          {40, 1037}, {260, 4100}, {4100, 256}, {8200, 384}};
   for (Case cs :
        {Case{WeightFormat::f32, ScaleType::ue8m0}, Case{WeightFormat::bf16, ScaleType::ue8m0},
         Case{WeightFormat::fp8_block, ScaleType::ue8m0}, Case{WeightFormat::fp8_block, ScaleType::f32},

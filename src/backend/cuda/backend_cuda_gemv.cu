@@ -15,6 +15,9 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/backend_cuda_weight.cuh"
 #include "mx8/error.h"
@@ -90,6 +93,41 @@ struct ChunkE4m3 {
     }
   }
 };
+// The same 16 E4M3 codes decoded with integer ops only (no conversion unit). The hardware
+// cvt path above costs 1.5 conversions per weight byte (E4M3x2 -> f16x2, then f16 -> f32), and the
+// conversion pipe (16 per clock per SM) caps that at ~2.8 TB/s on the H200 - the FP8 GEMV measured
+// 2.4 TB/s (57% of copy bandwidth) while BF16, shifts only, reached 77%. Here a code's sign goes to
+// bit 31 and its 7 exponent+mantissa bits to bits 26..20, which reads as an f32 equal to the E4M3
+// value times 2^-120 (E4M3 subnormals become f32 subnormals, still exact); one multiply by 2^120
+// (exact) restores it: 3 integer ops and 1 FMUL per weight. NaN codes (S.1111.111) would decode as
+// +-480, so each chunk is also checked for them (3 integer ops per 4 codes) and a chunk holding one
+// makes the row's result NaN, as the CPU's lut[code] does.
+struct ChunkE4m3Int {
+  static constexpr int kElems = 16;
+  __device__ static float one(uint32_t top) {  // the code in bits 31..24 of `top`
+    return __uint_as_float(uint32_t(int32_t(top) >> 4) & 0x87f00000u) * 0x1p120f;
+  }
+  __device__ static void decode(const uint4& r, float* v) {
+    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      v[4 * i] = one(w[i] << 24);
+      v[4 * i + 1] = one(w[i] << 16);
+      v[4 * i + 2] = one(w[i] << 8);
+      v[4 * i + 3] = one(w[i]);
+    }
+  }
+  // Nonzero when a byte of the chunk is an E4M3 NaN code: (code & 0x7f) + 1 == 0x80 only for 0x7f,
+  // and no byte carries into the next one.
+  __device__ static uint32_t nan_bytes(const uint4& r) {
+    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+    uint32_t f = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) f |= (w[i] & 0x7f7f7f7fu) + 0x01010101u;
+    return f & 0x80808080u;
+  }
+};
+
 template <>
 struct Chunk<WeightFormat::fp8_block> : ChunkE4m3 {};
 template <>
@@ -118,10 +156,12 @@ constexpr int esize(WeightFormat f) {
 // to 1 (R = 4) - with one row per warp the x loads, not DRAM, limited the FP8 GEMV to ~30% of the
 // copy bandwidth on the H200. R rows never straddle a 128-row scale block (R divides 128), so
 // fp8_block rows share one scale per chunk.
-template <WeightFormat F, int M, int R, int U>
+template <WeightFormat F, int M, int R, int U, bool kIntDecode>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(GemvParams p) {
   pdl_trigger();
   constexpr int E = Chunk<F>::kElems;
+  constexpr bool kFp8 = F == WeightFormat::fp8_block || F == WeightFormat::mxfp8;
+  constexpr bool kInt = kFp8 && kIntDecode;
   const int lane = threadIdx.x & 31;
   const int64_t row0 = (int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5)) * R;
   const int64_t nchunk = row0 < p.n ? p.k / E : 0;
@@ -167,9 +207,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(GemvParams p)
         const float sc_shared = chunk_scale<F>(p, row0, c * E);  // fp8_block: one scale for the R rows
         float wv[R][E];
         float sc[R];
+        bool nan[R];
 #pragma unroll
         for (int j = 0; j < R; ++j) {
-          Chunk<F>::decode(raw[j][u], wv[j]);
+          if constexpr (kInt) {
+            ChunkE4m3Int::decode(raw[j][u], wv[j]);
+            nan[j] = ChunkE4m3Int::nan_bytes(raw[j][u]) != 0;
+          } else {
+            Chunk<F>::decode(raw[j][u], wv[j]);
+            nan[j] = false;
+          }
           sc[j] = F == WeightFormat::mxfp8 ? chunk_scale<F>(p, row0 + j < p.n ? row0 + j : p.n - 1, c * E)
                                            : sc_shared;
         }
@@ -191,7 +238,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(GemvParams p)
               float part = 0.0f;
 #pragma unroll
               for (int e = 0; e < E; ++e) part += wv[j][e] * xi[e];
-              if constexpr (F == WeightFormat::fp8_block || F == WeightFormat::mxfp8) part *= sc[j];
+              if constexpr (kFp8) part *= sc[j];
+              if constexpr (kInt) part = nan[j] ? __uint_as_float(0x7fffffffu) : part;
               acc[j][i] += part;
             }
           }
@@ -249,10 +297,47 @@ __global__ void gemv_scalar_kernel(WeightView w, const float* x, int64_t m, floa
   }
 }
 
+// MX8_CUDA_FP8_DECODE=int selects the integer E4M3 decode (opt-in: measured slower on the H200,
+// docs/CUDA_BACKEND.md); the default is the hardware conversion.
+bool fp8_int_decode() {
+  static const bool on = [] {
+    const char* e = std::getenv("MX8_CUDA_FP8_DECODE");
+    return e && std::strcmp(e, "int") == 0;
+  }();
+  return on;
+}
+
+// MX8_CUDA_GEMV=r4u4 / r4u8 / r2u8 / r8u2 forces rows per warp (R) and chunks per row per round (U)
+// for one token and n >= 4096, for A/B measurements. The default takes R = 8, U = 2 for n >= 8192
+// and R = 4, U = 4 below. Measured on the H200 (gate 14336x4096 FP8 alone, 2026-11-28): r4u4 2407
+// GB/s, r8u2 3005 GB/s, r4u8 1846, r2u8 1887 - the x values a lane loads from L1 (reused over R
+// rows), not the weight loads in flight, limit the FP8 GEMV. With r8u2 everywhere the whole decode
+// step got slower (210.9 vs 216.0 tok/s): n = 4096 has only 64 blocks of 8 warps at R = 8, fewer
+// than the 132 SMs, so n < 8192 keeps R = 4.
+int gemv_variant() {
+  static const int v = [] {
+    const char* e = std::getenv("MX8_CUDA_GEMV");
+    if (!e) return 0;
+    if (std::strcmp(e, "r4u8") == 0) return 1;
+    if (std::strcmp(e, "r2u8") == 0) return 2;
+    if (std::strcmp(e, "r8u2") == 0) return 3;
+    if (std::strcmp(e, "r4u4") == 0) return 4;
+    return 0;
+  }();
+  return v;
+}
+
 template <WeightFormat F, int M, int R, int U>
 void launch_rows(const GemvParams& p, cudaStream_t s) {
   const unsigned blocks = unsigned((p.n + kWarpsPerBlock * R - 1) / (kWarpsPerBlock * R));
-  launch("gemv_kernel", gemv_kernel<F, M, R, U>, dim3(blocks), dim3(kWarpsPerBlock * 32), s, p);
+  constexpr bool kFp8 = F == WeightFormat::fp8_block || F == WeightFormat::mxfp8;
+  if constexpr (kFp8) {
+    if (fp8_int_decode()) {
+      launch("gemv_kernel", gemv_kernel<F, M, R, U, true>, dim3(blocks), dim3(kWarpsPerBlock * 32), s, p);
+      return;
+    }
+  }
+  launch("gemv_kernel", gemv_kernel<F, M, R, U, false>, dim3(blocks), dim3(kWarpsPerBlock * 32), s, p);
 }
 
 template <WeightFormat F>
@@ -264,9 +349,27 @@ void launch_vec(const GemvParams& base, int64_t m, cudaStream_t s) {
     p.m = int(m - r0 < 8 ? m - r0 : 8);
     // Rows per warp: 4 for one token (decode), fewer as the x registers grow with M; small n (the k/v
     // projections' 1024 rows) keeps 2 rows per warp so that more SMs take part.
-    if (p.m == 1 && p.n >= 4096)
-      launch_rows<F, 1, 4, 4>(p, s);
-    else if (p.m == 1)
+    if (p.m == 1 && p.n >= 4096) {
+      switch (gemv_variant()) {
+        case 1:
+          launch_rows<F, 1, 4, 8>(p, s);
+          break;
+        case 2:
+          launch_rows<F, 1, 2, 8>(p, s);
+          break;
+        case 3:
+          launch_rows<F, 1, 8, 2>(p, s);
+          break;
+        case 4:
+          launch_rows<F, 1, 4, 4>(p, s);
+          break;
+        default:
+          if (p.n >= 8192)
+            launch_rows<F, 1, 8, 2>(p, s);
+          else
+            launch_rows<F, 1, 4, 4>(p, s);
+      }
+    } else if (p.m == 1)
       launch_rows<F, 1, 2, 4>(p, s);
     else if (p.m == 2)
       launch_rows<F, 2, 2, 4>(p, s);

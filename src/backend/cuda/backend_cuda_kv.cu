@@ -1,8 +1,9 @@
 // The paged KV cache on the GPU: storage, kv_write (f32 / bf16 / fp8 E4M3 with one UE8M0 `ceil`
 // scale per (token, head, 128 values)) and attention over the pages.
 //
-// Page layout is the CPU backend's (backend_cpu_attention.cpp), byte for byte: elements
-// [slot][kv head][head_dim] in the cache's format, then for fp8 the scales [slot][kv head][nb].
+// Page layout is the CPU backend's (backend_cpu_attention.cpp), byte for byte, head-major: elements
+// [kv head][slot][head_dim] in the cache's format, then for fp8 the scales [kv head][slot][nb]
+// (the CPU backend moved to head-major pages in f296e73; the test compares the bytes).
 // kv_write converts with the format layer's codecs, so the bytes equal the CPU backend's.
 //
 // Attention: one thread block per (query token, query head), 4 warps. The keys of the sequence are
@@ -12,9 +13,15 @@
 // coalesced (lane owns dims lane, lane + 32, ...). At the end the 4 warps' partial results are
 // merged in shared memory. This reads each K and V row once per query head; GQA's sibling heads hit
 // the same rows in L2.
+// That kernel remains the general path; head_dim 128 with GQA groups of 1, 2 or 4 (Llama-3) takes
+// attention_gqa_kernel instead: one block per (query token, kv head), each K/V row read once for
+// the whole group (see its comment).
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "backend/cuda/backend_cuda.cuh"
 #include "mx8/error.h"
@@ -41,6 +48,15 @@ CudaKvCache::~CudaKvCache() {
 }
 
 namespace {
+
+// MX8_CUDA_GQA_ATTN=0 selects the per-query-head kernel everywhere (for A/B measurements).
+bool gqa_attention_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("MX8_CUDA_GQA_ATTN");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
 
 constexpr int kMaxHeadDim = 256;  // lanes own ceil(head_dim / 32) <= 8 output dims each
 constexpr int kAttnWarps = 4;
@@ -70,10 +86,10 @@ constexpr int kElemBytes = F == KvFormat::f32    ? 4
 // Byte offsets inside a page (as the CPU backend computes them).
 template <KvFormat F>
 __device__ __forceinline__ size_t elem_off(const KvGeom& g, int slot, int head) {
-  return (size_t(slot) * g.n_kv + head) * size_t(g.hd) * kElemBytes<F>;
+  return (size_t(head) * g.ps + slot) * size_t(g.hd) * kElemBytes<F>;
 }
 __device__ __forceinline__ size_t scale_off(const KvGeom& g, int slot, int head) {
-  return size_t(g.ps) * g.n_kv * g.hd + (size_t(slot) * g.n_kv + head) * g.nb;
+  return size_t(g.ps) * g.n_kv * g.hd + (size_t(head) * g.ps + slot) * g.nb;
 }
 
 // ---- kv_write: one warp per (token, kv head, K or V) --------------------------------------------
@@ -276,6 +292,206 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   }
 }
 
+// ---- attention, GQA-grouped (head_dim 128, group <= 4) --------------------------------------------
+//
+// One block per (query token, kv head) serves all G query heads of the group, so every K and V row
+// is read once (the per-query-head kernel above reads it G times). 8 warps; each warp is 4 "streams"
+// of 8 lanes, stream s of the block takes positions s, s + 32, ...; inside a stream lane `sub` owns
+// the 16 contiguous dims [16 sub, 16 sub + 16) of the head (one to four 16-byte loads per row), so
+// the 8 lanes of a stream read one row coalesced and a dot product needs only a 3-step shuffle
+// reduction over the stream's lanes. Each stream keeps its own online softmax (max, sum, output) per
+// query head; the 32 streams are merged at the end (shuffles inside a warp, shared memory across
+// warps). Loads of the next position are independent of the running softmax, so the loop is
+// unrolled by 2 to keep two rows' loads in flight per stream.
+constexpr int kGqaWarps = 8;
+constexpr int kGqaHd = 128;
+constexpr int kGqaDims = 16;  // dims per lane
+
+// 16 dims of a stored head row (starting at element d0) as f32; fp8 is times its block's scale.
+template <KvFormat F>
+__device__ __forceinline__ void load16(const uint8_t* row, const uint8_t* scales, int d0, float* v) {
+  if constexpr (F == KvFormat::f32) {
+    const float4* p = reinterpret_cast<const float4*>(row) + d0 / 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float4 t = p[i];
+      v[4 * i] = t.x, v[4 * i + 1] = t.y, v[4 * i + 2] = t.z, v[4 * i + 3] = t.w;
+    }
+  } else if constexpr (F == KvFormat::bf16) {
+    const uint4* p = reinterpret_cast<const uint4*>(row + size_t(d0) * 2);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const uint4 r = p[i];
+      const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        v[8 * i + 2 * j] = __uint_as_float(w[j] << 16);
+        v[8 * i + 2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+      }
+    }
+  } else {
+    const uint4 r = *reinterpret_cast<const uint4*>(row + d0);
+    const float s = format::ue8m0_to_f32(scales[d0 >> 7]);
+    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      // E4M3 -> f16 is exact (hardware cvt), f16 -> f32 exact, times a power of two: equals the
+      // format layer's e4m3_to_f32(code) * scale.
+      const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[j] & 0xffffu), __NV_E4M3);
+      const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[j] >> 16), __NV_E4M3);
+      const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+      v[4 * j] = a.x * s, v[4 * j + 1] = a.y * s, v[4 * j + 2] = b.x * s, v[4 * j + 3] = b.y * s;
+    }
+  }
+}
+
+template <KvFormat F, int G>
+__global__ void __launch_bounds__(kGqaWarps * 32)
+    attention_gqa_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p, uint32_t* err) {
+  pdl_trigger();
+  pdl_wait();
+  constexpr int kStreams = kGqaWarps * 4;
+  __shared__ float m_s[kGqaWarps][G], l_s[kGqaWarps][G];
+  __shared__ float acc_s[kGqaWarps][G][kGqaHd];
+  const int kvh = blockIdx.x, t = blockIdx.y;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int sub = lane & 7, stream = warp * 4 + (lane >> 3);
+  const int d0 = sub * kGqaDims;
+
+  const int len = p.kv_len[t];
+  const int sq = p.seq[t];
+  if (len <= 0 || int64_t(len) > int64_t(p.max_pages_per_seq) * g.ps || sq < 0) {
+    if (threadIdx.x == 0) atomicOr(err, kErrAttnKvLen);
+    return;
+  }
+  const int32_t* table = p.block_tables + size_t(sq) * p.max_pages_per_seq;
+
+  float q[G][kGqaDims], acc[G][kGqaDims], m[G], l[G];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    const float4* qp =
+        reinterpret_cast<const float4*>(p.q + (size_t(t) * p.n_heads + size_t(kvh) * G + h) * kGqaHd + d0);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float4 v = qp[i];
+      q[h][4 * i] = v.x, q[h][4 * i + 1] = v.y, q[h][4 * i + 2] = v.z, q[h][4 * i + 3] = v.w;
+    }
+#pragma unroll
+    for (int i = 0; i < kGqaDims; ++i) acc[h][i] = 0.0f;
+    m[h] = -INFINITY;
+    l[h] = 0.0f;
+  }
+  bool bad_page = false;
+
+  // The loop bound is uniform across the warp (its 4 streams run the same number of rounds), so the
+  // shuffles below always have all 32 lanes; a stream past the end, or on a bad page, computes on
+  // zeros and skips its update.
+#pragma unroll 2
+  for (int base = warp * 4; base < len; base += kStreams) {
+    const int pos = base + (lane >> 3);
+    bool valid = pos < len;
+    int page = 0;
+    if (valid) {
+      page = table[pos / g.ps];
+      if (page < 0 || page >= g.n_pages) {
+        bad_page = true;
+        valid = false;
+      }
+    }
+    float kv[kGqaDims], vv[kGqaDims];
+    if (valid) {
+      const int slot = pos % g.ps;
+      const size_t off = size_t(page) * g.page_bytes;
+      load16<F>(kpool + off + elem_off<F>(g, slot, kvh), kpool + off + scale_off(g, slot, kvh), d0, kv);
+      load16<F>(vpool + off + elem_off<F>(g, slot, kvh), vpool + off + scale_off(g, slot, kvh), d0, vv);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kGqaDims; ++i) kv[i] = vv[i] = 0.0f;
+    }
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      float s = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kGqaDims; ++i) s += q[h][i] * kv[i];
+      // The 8 lanes of the stream: xor 4, 2, 1 stays inside the stream.
+      s += __shfl_xor_sync(0xffffffffu, s, 4);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      if (valid) {
+        s *= p.scale;
+        const float m_new = fmaxf(m[h], s);
+        const float corr = m[h] == -INFINITY ? 0.0f : expf(m[h] - m_new);
+        const float pw = expf(s - m_new);
+        l[h] = l[h] * corr + pw;
+#pragma unroll
+        for (int i = 0; i < kGqaDims; ++i) acc[h][i] = acc[h][i] * corr + pw * vv[i];
+        m[h] = m_new;
+      }
+    }
+  }
+  if (__any_sync(0xffffffffu, bad_page) && lane == 0) atomicOr(err, kErrAttnPage);
+
+    // Merge the warp's 4 streams (lanes sub, sub + 8, sub + 16, sub + 24 hold the same dims).
+#pragma unroll
+  for (int o = 8; o <= 16; o <<= 1) {
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m[h], o);
+      const float l2 = __shfl_xor_sync(0xffffffffu, l[h], o);
+      const float M = fmaxf(m[h], m2);
+      const float f1 = m[h] == -INFINITY ? 0.0f : expf(m[h] - M);
+      const float f2 = m2 == -INFINITY ? 0.0f : expf(m2 - M);
+      l[h] = l[h] * f1 + l2 * f2;
+#pragma unroll
+      for (int i = 0; i < kGqaDims; ++i) {
+        const float a2 = __shfl_xor_sync(0xffffffffu, acc[h][i], o);
+        acc[h][i] = acc[h][i] * f1 + a2 * f2;
+      }
+      m[h] = M;
+    }
+  }
+  if (lane < 8) {
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      if (lane == 0) m_s[warp][h] = m[h], l_s[warp][h] = l[h];
+#pragma unroll
+      for (int i = 0; i < kGqaDims; ++i) acc_s[warp][h][d0 + i] = acc[h][i];
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < G * kGqaHd; e += blockDim.x) {
+    const int h = e / kGqaHd, d = e % kGqaHd;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kGqaWarps; ++w) M = fmaxf(M, m_s[w][h]);
+    float L = 0.0f, o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGqaWarps; ++w) {
+      const float f = m_s[w][h] == -INFINITY ? 0.0f : expf(m_s[w][h] - M);
+      L += l_s[w][h] * f;
+      o += acc_s[w][h][d] * f;
+    }
+    p.out[(size_t(t) * p.n_heads + size_t(kvh) * G + h) * kGqaHd + d] = o / L;
+  }
+}
+
+template <KvFormat F>
+void launch_attention_gqa(const uint8_t* kp, const uint8_t* vp, const KvGeom& g, const AttnParams& p,
+                          int n_kv, int n_tokens, uint32_t* err, cudaStream_t s) {
+  const dim3 grid{unsigned(n_kv), unsigned(n_tokens)}, block{kGqaWarps * 32};
+  switch (p.group) {
+    case 1:
+      launch("attention_gqa_kernel", attention_gqa_kernel<F, 1>, grid, block, s, kp, vp, g, p, err);
+      break;
+    case 2:
+      launch("attention_gqa_kernel", attention_gqa_kernel<F, 2>, grid, block, s, kp, vp, g, p, err);
+      break;
+    default:
+      launch("attention_gqa_kernel", attention_gqa_kernel<F, 4>, grid, block, s, kp, vp, g, p, err);
+      break;
+  }
+}
+
 }  // namespace
 
 void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, const int32_t* slots,
@@ -326,6 +542,25 @@ void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cud
   const dim3 grid(unsigned(a.n_heads), unsigned(a.n_tokens));
   const uint8_t* kp = c.pool(a.layer, 0);
   const uint8_t* vp = c.pool(a.layer, 1);
+  // The grouped kernel: head_dim 128, groups of 1, 2 or 4, 16-byte aligned rows and q.
+  const int group = a.n_heads / a.n_kv_heads;
+  if (gqa_attention_enabled() && d.head_dim == kGqaHd && (group == 1 || group == 2 || group == 4) &&
+      g.page_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(kp) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(vp) % 16 == 0 && reinterpret_cast<uintptr_t>(a.q) % 16 == 0) {
+    switch (d.format) {
+      case KvFormat::f32:
+        launch_attention_gqa<KvFormat::f32>(kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, s);
+        break;
+      case KvFormat::bf16:
+        launch_attention_gqa<KvFormat::bf16>(kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, s);
+        break;
+      case KvFormat::fp8:
+        launch_attention_gqa<KvFormat::fp8>(kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, s);
+        break;
+    }
+    check_launch("attention");
+    return;
+  }
   switch (d.format) {
     case KvFormat::f32:
       launch("attention_kernel", attention_kernel<KvFormat::f32>, dim3(grid), dim3(kAttnWarps * 32), s, kp,

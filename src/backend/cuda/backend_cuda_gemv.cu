@@ -103,7 +103,6 @@ struct ChunkE4m3 {
 // +-480, so each chunk is also checked for them (3 integer ops per 4 codes) and a chunk holding one
 // makes the row's result NaN, as the CPU's lut[code] does.
 struct ChunkE4m3Int {
-  static constexpr int kElems = 16;
   __device__ static float one(uint32_t top) {  // the code in bits 31..24 of `top`
     return __uint_as_float(uint32_t(int32_t(top) >> 4) & 0x87f00000u) * 0x1p120f;
   }

@@ -279,9 +279,9 @@ void run(const Options& o) {
           (r.anchor_ms > 0 ? fmt("%.2f", r.anchor_ms) : "") + " | " +
           (r.anchor_ms > 0 ? fmt("%.2fx", r.anchor_ms / r.ms) : "") + " |\n";
   }
-  md +=
-      "\nThese numbers are preliminary: they were measured while other work loaded the same 2 cores; "
-      "the machine's run-to-run spread is ~12% even when idle (cpu-anchor.md).\n";
+  md += "\nLoad average when the run started: " + mx8::cli::load_average() +
+        " (other work on the same cores lowers wall-clock figures; run-to-run spread is ~12% even when idle, "
+        "cpu-anchor.md).\n";
   if (o.write_perf) {
     std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
     mx8::cli::update_perf_section(path, "cpu-gemv", md);

@@ -160,16 +160,16 @@ void run(const Options& o) {
         "machine is "
         "shared, unlike wall time).\n\n";
   md +=
-      "| source | granularity | threads | quantize GB/s (input) | % of memcpy | dequantize GB/s (f32 out) "
-      "|\n";
-  md += "|---|---|---:|---:|---:|---:|\n";
+      "| source | granularity | threads | quantize GB/s (input) | % of memcpy | quantize GB/s per CPU-s "
+      "| dequantize GB/s (f32 out) |\n";
+  md += "|---|---|---:|---:|---:|---:|---:|\n";
   for (const Row& r : rows)
     md += std::string("| ") + src_name(r.src) + " | " + r.gran + " | " + std::to_string(r.threads) + " | " +
           fmt("%.2f", r.q_gbps) + " | " + fmt("%.0f%%", 100 * r.q_gbps / memcpy_bw[r.threads]) + " | " +
           fmt("%.2f", r.q_cpu_gbps) + " | " + fmt("%.2f", r.dq_gbps) + " |\n";
-  md +=
-      "\nThese numbers are preliminary: measured while other work loaded the same 2 cores (run-to-run "
-      "spread ~12% even when idle, cpu-anchor.md).\n";
+  md += "\nLoad average when the run started: " + mx8::cli::load_average() +
+        " (other work on the same cores lowers wall-clock figures; run-to-run spread is ~12% even when idle, "
+        "cpu-anchor.md).\n";
   if (o.write_perf) {
     std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
     mx8::cli::update_perf_section(path, "cpu-quantize", md);

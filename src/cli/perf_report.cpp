@@ -1,5 +1,6 @@
 #include "cli/perf_report.h"
 
+#include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -19,6 +20,15 @@ std::string machine_description() {
     }
   }
   return model + ", " + std::to_string(std::thread::hardware_concurrency()) + " hardware threads";
+}
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  double one = 0, five = 0, fifteen = 0;
+  if (!(in >> one >> five >> fifteen)) return "unknown";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f %.2f %.2f", one, five, fifteen);
+  return buf;
 }
 
 std::string today_utc() {

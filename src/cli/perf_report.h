@@ -9,6 +9,9 @@ namespace mx8::cli {
 
 // One line naming the machine: CPU model, cores visible, and (when known) the GPU.
 std::string machine_description();
+// The 1-, 5- and 15-minute load averages of /proc/loadavg ("unknown" where there is none): benchmarks
+// record it, since other work on the same cores lowers wall-clock figures.
+std::string load_average();
 // Today's date as YYYY-MM-DD (UTC).
 std::string today_utc();
 // Replaces (or appends) section `id` of `perf_md_path` with `markdown`, atomically.

@@ -268,9 +268,9 @@ void run(const Options& o) {
       "weight bytes by the CPU time of all threads: what the cores deliver while running, robust to a shared "
       "machine (it is not a wall-clock speed).\n\n";
   md +=
-      "| N x K | M | threads | weights | ms | weight GB/s | GFLOP/s | floor ms | % of floor | llama.cpp ms | "
-      "llama.cpp / mx8 |\n";
-  md += "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n";
+      "| N x K | M | threads | weights | ms | weight GB/s | per CPU-s | GFLOP/s | floor ms | % of floor | "
+      "llama.cpp ms | llama.cpp / mx8 |\n";
+  md += "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const Row& r : rows) {
     md += "| " + std::to_string(r.n) + " x " + std::to_string(r.k) + " | " + std::to_string(r.m) + " | " +
           std::to_string(r.threads) + " | " + wtype_name(r.type) + " | " + fmt("%.3f", r.ms) + " | " +

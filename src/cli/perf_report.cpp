@@ -38,7 +38,8 @@ std::string today_utc() {
   return buf;
 }
 
-void update_perf_section(const std::string& perf_md_path, const std::string& id, const std::string& markdown) {
+void update_perf_section(const std::string& perf_md_path, const std::string& id,
+                         const std::string& markdown) {
   std::string text;
   {
     std::ifstream in(perf_md_path);
@@ -59,6 +60,8 @@ void update_perf_section(const std::string& perf_md_path, const std::string& id,
   write_file_atomically(perf_md_path, text);
 }
 
-std::string default_perf_md_path() { return std::string(MX8_SOURCE_DIR) + "/docs/PERF.md"; }
+std::string default_perf_md_path() {
+  return std::string(MX8_SOURCE_DIR) + "/docs/PERF.md";
+}
 
 }  // namespace mx8::cli

@@ -20,8 +20,9 @@ std::string read_all(const fs::path& p) {
 }
 
 fs::path fresh_dir() {
-  fs::path dir = fs::temp_directory_path() / ("mx8_atomic_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-                                              ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  fs::path dir = fs::temp_directory_path() /
+                 ("mx8_atomic_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+                  ::testing::UnitTest::GetInstance()->current_test_info()->name());
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;

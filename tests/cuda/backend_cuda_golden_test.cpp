@@ -18,6 +18,7 @@
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/tokenizer.h"
+#include "stories_greedy.h"
 
 namespace {
 
@@ -40,48 +41,11 @@ std::string read_file(const std::string& p) {
   return ss.str();
 }
 
-struct Result {
-  std::string text;
-  std::vector<int32_t> tokens;
-};
+using Result = mx8::testing::GreedyResult;
 
 Result generate_greedy(mx8::backend::Backend& be, mx8::model::WeightMode weights, mx8::backend::KvFormat kv,
-                       int n, int chunk = 256) {
-  using namespace mx8;
-  const std::string model = repo_file("models/stories260K.gguf");
-  model::LoadOptions lo;
-  lo.weights = weights;
-  lo.max_tokens_per_step = chunk;
-  auto m = model::load_llama(model, be, lo);
-  auto tok = runtime::load_tokenizer(model);
-  runtime::EngineOptions eo;
-  eo.kv_format = kv;
-  eo.max_context = n + 1;
-  runtime::Engine eng(*m, be, eo);
-  runtime::GenerationParams gp;
-  gp.sampling.temperature = 0;
-  gp.max_new_tokens = n;
-  gp.stop_tokens = {tok->bos_id(), tok->eos_id()};
-  eng.add({tok->bos_id()}, gp);
-  runtime::DecodeOptions dopt;
-  dopt.skip_special = true;
-  runtime::StreamDecoder dec(*tok, dopt);
-  Result r;
-  dec.push(tok->bos_id());
-  while (!eng.idle())
-    for (auto& e : eng.step()) {
-      if (e.token < 0 || e.finish == runtime::FinishReason::stop_token) continue;
-      r.tokens.push_back(e.token);
-      r.text += dec.push(e.token);
-    }
-  r.text += dec.flush();
-  return r;
-}
-
-size_t agree(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
-  size_t i = 0;
-  while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
-  return i;
+                       int n) {
+  return mx8::testing::generate_greedy(repo_file("models/stories260K.gguf"), be, weights, kv, n);
 }
 
 }  // namespace
@@ -96,7 +60,8 @@ TEST(CudaStoriesGolden, F32GreedyMatchesLlama2cByteForByte) {
   // The same tokens as the CPU backend, step for step (a divergence shows where, if the text differs).
   auto cpu = mx8::backend::make_cpu_backend(0);
   Result c = generate_greedy(*cpu, mx8::model::WeightMode::as_given, mx8::backend::KvFormat::f32, 200);
-  EXPECT_EQ(agree(r.tokens, c.tokens), c.tokens.size()) << "CUDA and CPU greedy tokens diverge";
+  EXPECT_EQ(mx8::testing::common_prefix(r.tokens, c.tokens), c.tokens.size())
+      << "CUDA and CPU greedy tokens diverge";
 }
 
 TEST(CudaStoriesGolden, Fp8WeightsAndKvAgreement) {
@@ -116,7 +81,7 @@ TEST(CudaStoriesGolden, Fp8WeightsAndKvAgreement) {
                {"mxfp8 weights, bf16 KV", mx8::model::WeightMode::mxfp8, mx8::backend::KvFormat::bf16}};
   for (const Case& c : cases) {
     Result r = generate_greedy(*be, c.w, c.kv, 200);
-    size_t n = agree(ref.tokens, r.tokens);
+    size_t n = mx8::testing::common_prefix(ref.tokens, r.tokens);
     std::printf("[ agreement ] cuda %-24s first %zu of %zu greedy tokens equal the F32 output\n", c.name, n,
                 ref.tokens.size());
     EXPECT_GE(n, 10u) << c.name;

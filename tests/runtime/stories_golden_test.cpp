@@ -15,6 +15,7 @@
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/tokenizer.h"
+#include "stories_greedy.h"
 
 namespace {
 
@@ -27,43 +28,12 @@ std::string read_file(const std::string& p) {
   return ss.str();
 }
 
-struct Result {
-  std::string text;
-  std::vector<int32_t> tokens;
-};
+using Result = mx8::testing::GreedyResult;
 
 Result generate_greedy(mx8::model::WeightMode weights, mx8::backend::KvFormat kv, int n, int threads = 2,
                        int chunk = 256, bool quantize_head = true, const std::string& device = "cpu") {
-  using namespace mx8;
-  auto be = backend::make_backend(device, threads);
-  model::LoadOptions lo;
-  lo.weights = weights;
-  lo.max_tokens_per_step = chunk;
-  lo.quantize_output_head = quantize_head;
-  auto m = model::load_llama(kModel, *be, lo);
-  auto tok = runtime::load_tokenizer(kModel);
-  runtime::EngineOptions eo;
-  eo.kv_format = kv;
-  eo.max_context = n + 1;
-  runtime::Engine eng(*m, *be, eo);
-  runtime::GenerationParams gp;
-  gp.sampling.temperature = 0;
-  gp.max_new_tokens = n;
-  gp.stop_tokens = {tok->bos_id(), tok->eos_id()};
-  eng.add({tok->bos_id()}, gp);
-  runtime::DecodeOptions dopt;
-  dopt.skip_special = true;
-  runtime::StreamDecoder dec(*tok, dopt);
-  Result r;
-  dec.push(tok->bos_id());
-  while (!eng.idle())
-    for (auto& e : eng.step()) {
-      if (e.token < 0 || e.finish == runtime::FinishReason::stop_token) continue;
-      r.tokens.push_back(e.token);
-      r.text += dec.push(e.token);
-    }
-  r.text += dec.flush();
-  return r;
+  auto be = mx8::backend::make_backend(device, threads);
+  return mx8::testing::generate_greedy(kModel, *be, weights, kv, n, chunk, quantize_head);
 }
 
 // Teacher-forced agreement: feed BOS + the reference tokens in one forward pass and count the
@@ -109,11 +79,6 @@ size_t teacher_forced(mx8::model::WeightMode weights, mx8::backend::KvFormat kv,
 }
 
 // Length of the common prefix, in tokens.
-size_t agree(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
-  size_t i = 0;
-  while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
-  return i;
-}
 
 }  // namespace
 
@@ -174,7 +139,7 @@ TEST(StoriesGolden, Fp8WeightsAndKvAgreement) {
                {"mxfp8 weights, bf16 KV", mx8::model::WeightMode::mxfp8, mx8::backend::KvFormat::bf16}};
   for (const Case& c : cases) {
     Result r = generate_greedy(c.w, c.kv, 200, 2, 256, c.quantize_head);
-    size_t n = agree(ref.tokens, r.tokens);
+    size_t n = mx8::testing::common_prefix(ref.tokens, r.tokens);
     size_t tf = teacher_forced(c.w, c.kv, c.quantize_head, ref.tokens);
     std::printf(
         "[ agreement ] %-24s first %zu of %zu greedy tokens equal the F32 output; teacher-forced top-1 "

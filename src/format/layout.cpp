@@ -147,7 +147,7 @@ void pack_ue8m0_scales(const uint8_t* grid, ScaleStorage to, const Blocking& b, 
       return;
     case ScaleStorage::ue8m0_packed4: {
       int64_t words = ceil_div(g.cols, 4);
-      std::memset(dst, 0, size_t(g.rows * words * 4));
+      if (g.rows * words != 0) std::memset(dst, 0, size_t(g.rows * words * 4));
       // Byte i of word q is column 4q + i: in memory that is simply the row padded to a multiple of 4
       // (little-endian words), which is what makes the packing exact and trivially reversible.
       for (int64_t r = 0; r < g.rows; ++r)
@@ -156,7 +156,8 @@ void pack_ue8m0_scales(const uint8_t* grid, ScaleStorage to, const Blocking& b, 
     }
     case ScaleStorage::ue8m0_blackwell: {
       int64_t ks = ceil_div(cols, 32);
-      std::memset(dst, 0, scale_storage_bytes(to, b, rows, cols));
+      // An empty tensor has no scale bytes, and its caller may pass a null buffer.
+      if (size_t n = scale_storage_bytes(to, b, rows, cols)) std::memset(dst, 0, n);
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = 0; j < ks; ++j)
           dst[blackwell_offset(r, j, ks)] = grid[(r / g.block_rows) * g.cols + (j * 32) / g.block_cols];

@@ -100,7 +100,8 @@ size_t scale_bytes(const QuantSpec& spec, int64_t rows, int64_t cols) {
 void quantize_ref(SourceType src_type, const void* src, int64_t rows, int64_t cols, const QuantSpec& spec,
                   uint8_t* codes, uint8_t* scales) {
   validate_spec(spec, rows, cols);
-  if (spec.element == ElementFormat::e2m1) std::memset(codes, 0, code_bytes(spec, rows, cols));
+  if (spec.element == ElementFormat::e2m1 && code_bytes(spec, rows, cols) != 0)
+    std::memset(codes, 0, code_bytes(spec, rows, cols));
   const ScaleGrid g = scale_grid(spec.blocking, rows, cols);
   const ScaleOptions opt{spec.rule, spec.amax_floor};
   const EncodeSpanFn encode = encoder_for(spec.element);

@@ -5,8 +5,6 @@
 // Also records how far FP8 weights / KV cache follow the F32 path on the GPU. Skips without a GPU.
 #include <gtest/gtest.h>
 
-#if defined(MX8_HAVE_CUDA)
-
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
@@ -87,11 +85,3 @@ TEST(CudaStoriesGolden, Fp8WeightsAndKvAgreement) {
     EXPECT_GE(n, 10u) << c.name;
   }
 }
-
-#else
-
-TEST(CudaStoriesGolden, NotBuilt) {
-  GTEST_SKIP() << "built without -DMX8_CUDA=ON";
-}
-
-#endif

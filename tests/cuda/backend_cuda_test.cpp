@@ -20,8 +20,6 @@
 //   position or head moves outputs by a sizeable fraction of max|V| (inputs are N(0, 1)).
 #include <gtest/gtest.h>
 
-#if defined(MX8_HAVE_CUDA)
-
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -545,11 +543,3 @@ TEST_F(CudaVsCpu, KvWriteBytesEqualCpuAndAttentionMatches) {
 
 }  // namespace
 }  // namespace mx8::backend
-
-#else  // no CUDA in this build
-
-TEST(CudaBackend, NotBuilt) {
-  GTEST_SKIP() << "built without -DMX8_CUDA=ON";
-}
-
-#endif

@@ -1,6 +1,8 @@
 // safetensors writer (reference byte layout), shard planning, index file, staged output folders.
 #include "mx8/io/safetensors_writer.h"
 
+#include "mx8/util/json_string.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -32,51 +34,6 @@ void sort_reference_order(std::vector<TensorSpec>& specs) {
   });
 }
 
-namespace {
-
-// JSON string escaping exactly as serde_json writes it: '"' and '\\' escaped, the short forms for
-// \b \f \n \r \t, other control characters as \u00xx (lower-case hex), everything else raw UTF-8.
-void append_json_string(std::string& out, const std::string& s) {
-  static const char* hex = "0123456789abcdef";
-  out += '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += hex[c >> 4];
-          out += hex[c & 15];
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
-}
-
-}  // namespace
-
 std::string safetensors_header(const std::vector<TensorSpec>& ordered,
                                const std::map<std::string, std::string>& metadata) {
   std::string h = "{";
@@ -86,9 +43,9 @@ std::string safetensors_header(const std::vector<TensorSpec>& ordered,
     for (const auto& [k, v] : metadata) {
       if (!first) h += ',';
       first = false;
-      append_json_string(h, k);
+      mx8::append_json_string(h, k);
       h += ':';
-      append_json_string(h, v);
+      mx8::append_json_string(h, v);
     }
     h += '}';
     first = false;
@@ -98,7 +55,7 @@ std::string safetensors_header(const std::vector<TensorSpec>& ordered,
     if (t.name == "__metadata__") throw Error("a tensor may not be named __metadata__");
     if (!first) h += ',';
     first = false;
-    append_json_string(h, t.name);
+    mx8::append_json_string(h, t.name);
     h += ":{\"dtype\":\"";
     h += dtype_name(t.dtype);
     h += "\",\"shape\":[";

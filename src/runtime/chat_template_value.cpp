@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "mx8/error.h"
+#include "mx8/util/json_string.h"
 
 namespace mx8::runtime::jinja {
 
@@ -172,42 +173,9 @@ std::string string_repr(const std::string& s) {
 }
 
 std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    uint8_t u = static_cast<uint8_t>(c);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      default:
-        if (u < 0x20) {
-          char b[8];
-          std::snprintf(b, sizeof b, "\\u%04x", u);
-          out += b;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
+  std::string out;
+  append_json_string(out, s);
+  return out;
 }
 
 void json_into(const Value& v, int indent, bool sort_keys, int level, std::string& out) {

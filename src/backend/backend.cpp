@@ -1,6 +1,9 @@
 // Backend-independent parts of the backend interface: names, byte counts, the KV page layout.
 #include "mx8/backend/backend.h"
 
+#include <algorithm>
+#include <string>
+
 #include "mx8/error.h"
 
 namespace mx8::backend {
@@ -80,6 +83,44 @@ size_t KvCacheDesc::page_bytes() const {
 
 size_t KvCacheDesc::total_bytes() const {
   return page_bytes() * size_t(n_pages) * 2 * size_t(n_layers);
+}
+
+void Backend::matmul_fused(const MatmulInput& in, const MatmulTarget* targets, int count) {
+  if (count <= 0) return;
+  const int64_t k = targets[0].w.k;
+  for (int i = 0; i < count; ++i)
+    if (targets[i].w.k != k)
+      throw Error("matmul_fused: target " + std::to_string(i) + " has k = " + std::to_string(targets[i].w.k) +
+                  ", target 0 has k = " + std::to_string(k) + " (the targets share one input)");
+  // Temporaries are backend memory, released when this call returns or throws.
+  struct Temp {
+    Backend& b;
+    void* p = nullptr;
+    ~Temp() {
+      if (p) b.free(p);
+    }
+  };
+  Temp input{*this}, product{*this};
+  const float* x = in.x;
+  if (in.x_up) {
+    input.p = alloc(size_t(in.m * k) * sizeof(float));
+    silu_mul(in.x, in.x_up, static_cast<float*>(input.p), in.m * k);
+    x = static_cast<const float*>(input.p);
+  }
+  for (int i = 0; i < count; ++i) {
+    const MatmulTarget& t = targets[i];
+    if (!in.accumulate) {
+      matmul(t.w, x, in.m, t.y, t.bias);
+      continue;
+    }
+    if (!product.p) {
+      int64_t widest = 0;
+      for (int j = 0; j < count; ++j) widest = std::max(widest, targets[j].w.n);
+      product.p = alloc(size_t(in.m * widest) * sizeof(float));
+    }
+    matmul(t.w, x, in.m, static_cast<float*>(product.p), t.bias);
+    add(t.y, static_cast<const float*>(product.p), in.m * t.w.n);
+  }
 }
 
 void throw_unknown_backend(const std::string& name) {

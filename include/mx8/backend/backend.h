@@ -127,6 +127,20 @@ struct AttentionArgs {
   int max_pages_per_seq = 0;
 };
 
+// ---------------------------------------------------------------------------------------------
+// matmul_fused: the input side and the output side of a group of matmuls sharing one input.
+struct MatmulInput {
+  const float* x = nullptr;     // [m][k]
+  const float* x_up = nullptr;  // when set, the input row is silu(x) * x_up (SwiGLU), both [m][k]
+  int64_t m = 0;
+  bool accumulate = false;  // y += x W^T (+ bias): the residual connection fused into the matmul
+};
+struct MatmulTarget {
+  WeightView w;
+  float* y = nullptr;           // [m][w.n]
+  const float* bias = nullptr;  // [w.n] or nullptr
+};
+
 // What a backend can do; supports*() must agree with what the ops accept.
 struct BackendInfo {
   std::string name;         // "cpu", "cuda"
@@ -158,6 +172,12 @@ class Backend {
   // y[m][n] = x[m][k] * W^T (+ bias[n] when bias != nullptr). x and y do not alias.
   virtual void matmul(const WeightView& w, const float* x, int64_t m, float* y,
                       const float* bias = nullptr) = 0;
+  // Several matmuls that read the same input (q/k/v; gate/up), with the input transform and output
+  // mode of `in`, in one launch where the backend can: a decode step is a handful of weight streams,
+  // and each launch saved is a ramp-up and a tail saved. Every target's weight has k == the input's
+  // width; targets' y do not alias the input or each other. The default composes the plain ops
+  // (silu_mul, matmul, add) with temporaries from alloc().
+  virtual void matmul_fused(const MatmulInput& in, const MatmulTarget* targets, int count);
   // out[t][:] = row ids[t] of `table` as f32 (any WeightFormat), t < n.
   virtual void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) = 0;
   // y[r][:] = x[r][:] / sqrt(mean(x[r]^2) + eps) * w[:]; rows x dim; y may equal x.
@@ -179,6 +199,20 @@ class Backend {
   virtual void kv_write(KvCache& cache, int layer, const float* k, const float* v, const int32_t* slots,
                         int64_t n_tokens) = 0;
   virtual void attention(KvCache& cache, const AttentionArgs& a) = 0;
+
+  // Step recording, for backends where launching costs more than running (CUDA graphs). The caller
+  // brackets a sequence of ops whose launches depend only on `key` (shapes and pointers) - the data
+  // they read may change between replays, only through backend memory (upload() before the
+  // bracket). replay(key) enqueues the sequence recorded under `key` and returns true, or returns
+  // false when there is none; then the caller enqueues the ops between begin_recording(key) and
+  // end_recording(), which also runs them. Backends without recording return false and ignore
+  // the bracket. No upload(), download() or synchronize() inside the bracket.
+  virtual bool replay(uint64_t key) {
+    (void)key;
+    return false;
+  }
+  virtual void begin_recording(uint64_t key) { (void)key; }
+  virtual void end_recording() {}
 };
 
 // The CPU backend. threads <= 0: all hardware threads.

@@ -111,6 +111,13 @@ void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cud
 
 // y[m][n] = x[m][k] W^T (+ bias), m <= 16 recommended (each group of 8 rows of x streams W once).
 void launch_gemv(const WeightView& w, const float* x, int64_t m, float* y, const float* bias, cudaStream_t s);
+// Several GEMVs that share their input, in one launch (matmul_fused for m <= 16): for every target,
+// y = in W^T (+ bias), or y += in W^T (+ bias) when in.accumulate; in = x, or silu(x) * x_up when
+// in.x_up is set. Requirements (gemv_group_applies): 1 <= count <= kMaxGemvTargets, m <= 16, every
+// target of the same WeightFormat and ScaleType and the same k.
+constexpr int kMaxGemvTargets = 4;
+bool gemv_group_applies(const MatmulInput& in, const MatmulTarget* targets, int count);
+void launch_gemv_group(const MatmulInput& in, const MatmulTarget* targets, int count, cudaStream_t s);
 // Device scratch for quantized activations (grows, never shrinks; freed with the backend).
 struct Fp8Workspace {
   uint8_t* codes = nullptr;

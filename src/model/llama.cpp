@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <unordered_set>
 
 #include "model/model_source.h"
 #include "mx8/backend/cpu/quantize.h"
@@ -186,32 +187,61 @@ class Llama final : public LlamaModel {
       t.name = "random";
       return prepare_linear(t, n, k, mode, &f);
     };
-    std::vector<float> ones(size_t(std::max(c.dim, c.head_dim)), 1.0f);
-    auto vec = [&](int64_t n) { return static_cast<float*>(arena_.upload(ones.data(), size_t(n) * 4)); };
+    WeightView table;
     {
       std::vector<float> e = fill(c.vocab, c.dim);
       SourceTensor t;
       t.type = SourceTensor::Type::f32;
       t.shape = {c.vocab, c.dim};
       t.data = reinterpret_cast<const uint8_t*>(e.data());
-      embed_ =
+      table =
           prepare_table(t, c.vocab, c.dim, mode == WeightMode::f32 ? WeightMode::f32 : WeightMode::bf16, &e);
-      output_ = c.tied_embeddings ? embed_ : linear(c.vocab, c.dim);
     }
+    assemble(table, [&](const std::string&, int64_t n, int64_t k) { return linear(n, k); });
+  }
+
+  void build_external(const LlamaConfig& c, const WeightMaker& make) {
+    config_ = c;
+    source_ = "weights made by the caller";
+    WeightView table = make("token_embd", c.vocab, c.dim);
+    note(table, false);
+    assemble(table, [&](const std::string& name, int64_t n, int64_t k) {
+      WeightView w = make(name, n, k);
+      if (w.n != n || w.k != k)
+        throw Error("model: weight " + name + " made as [" + std::to_string(w.n) + ", " +
+                    std::to_string(w.k) + "], expected [" + std::to_string(n) + ", " + std::to_string(k) +
+                    "]");
+      note(w, true);
+      return w;
+    });
+  }
+
+  // Everything but the weights' values: the embedding table `table`, the matmul weights from
+  // `linear` (named as in GGUF, without ".weight"), norms 1, biases 0, then the buffers.
+  void assemble(const WeightView& table, const WeightMaker& linear) {
+    const LlamaConfig& c = config_;
+    embed_ = table;
+    output_ = c.tied_embeddings ? embed_ : linear("output", c.vocab, c.dim);
+    std::vector<float> ones(size_t(std::max(c.dim, c.head_dim)), 1.0f);
+    auto vec = [&](int64_t n) {
+      stats_.bytes += size_t(n) * 4;
+      return static_cast<float*>(arena_.upload(ones.data(), size_t(n) * 4));
+    };
     output_norm_ = vec(c.dim);
-    stats_.bytes += size_t(c.dim) * 4;
     const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
     layers_.resize(size_t(c.n_layers));
-    for (Layer& L : layers_) {
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      Layer& L = layers_[l];
+      const std::string blk = "blk." + std::to_string(l) + ".";
       L.attn_norm = vec(c.dim);
       L.ffn_norm = vec(c.dim);
-      L.wq = linear(qd, c.dim);
-      L.wk = linear(kvd, c.dim);
-      L.wv = linear(kvd, c.dim);
-      L.wo = linear(c.dim, qd);
-      L.w_gate = linear(c.ffn, c.dim);
-      L.w_up = linear(c.ffn, c.dim);
-      L.w_down = linear(c.dim, c.ffn);
+      L.wq = linear(blk + "attn_q", qd, c.dim);
+      L.wk = linear(blk + "attn_k", kvd, c.dim);
+      L.wv = linear(blk + "attn_v", kvd, c.dim);
+      L.wo = linear(blk + "attn_output", c.dim, qd);
+      L.w_gate = linear(blk + "ffn_gate", c.ffn, c.dim);
+      L.w_up = linear(blk + "ffn_up", c.ffn, c.dim);
+      L.w_down = linear(blk + "ffn_down", c.dim, c.ffn);
       if (c.qk_norm) {
         L.q_norm = vec(c.head_dim);
         L.k_norm = vec(c.head_dim);
@@ -256,53 +286,37 @@ class Llama final : public LlamaModel {
     }
     b_.upload(d_bt_, sb.block_tables.data(), sb.block_tables.size() * 4);
 
-    const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
-    b_.embedding(embed_, d_tokens_, T, x_);
-    backend::RopeArgs rope{c.rope_style, int(c.head_dim), int(c.head_dim), inv_freq_};
-    for (int64_t l = 0; l < c.n_layers; ++l) {
-      const Layer& L = layers_[size_t(l)];
-      b_.rmsnorm(x_, L.attn_norm, T, c.dim, c.norm_eps, h_);
-      b_.matmul(L.wq, h_, T, q_, L.bq);
-      b_.matmul(L.wk, h_, T, k_, L.bk);
-      b_.matmul(L.wv, h_, T, v_, L.bv);
-      if (c.qk_norm) {
-        b_.rmsnorm(q_, L.q_norm, int64_t(T) * c.n_heads, c.head_dim, c.norm_eps, q_);
-        b_.rmsnorm(k_, L.k_norm, int64_t(T) * c.n_kv_heads, c.head_dim, c.norm_eps, k_);
+    // A small step is recorded once per shape and replayed afterwards (CUDA graphs): at batch 1 the
+    // ~300 launches of a step cost about as much host time as the GPU needs to stream the weights.
+    // Large steps (prefill) are launch-cheap relative to their work and vary in shape, so they run
+    // as they are.
+    if (T <= kMaxRecordedTokens) {
+      const uint64_t key = step_key(T, R, sb.max_pages_per_seq, kv);
+      if (!b_.replay(key)) {
+        if (unrecordable_.count(key)) {
+          run_step(T, R, sb.max_pages_per_seq, kv);
+        } else {
+          bool ran = false;
+          try {
+            b_.begin_recording(key);
+            run_step(T, R, sb.max_pages_per_seq, kv);
+            b_.end_recording();  // runs what was recorded
+            ran = true;
+          } catch (const Error&) {
+            b_.discard_recording();
+          }
+          if (!ran) {
+            // Nothing of the step ran: run it without recording (a real error throws again from
+            // there) and do not try to record this shape again.
+            unrecordable_.insert(key);
+            run_step(T, R, sb.max_pages_per_seq, kv);
+          }
+        }
       }
-      b_.rope(q_, d_pos_, T, c.n_heads, rope);
-      b_.rope(k_, d_pos_, T, c.n_kv_heads, rope);
-      b_.kv_write(kv, int(l), k_, v_, d_slot_, T);
-      backend::AttentionArgs a;
-      a.q = q_;
-      a.out = att_;
-      a.n_tokens = T;
-      a.n_heads = int(c.n_heads);
-      a.n_kv_heads = int(c.n_kv_heads);
-      a.head_dim = int(c.head_dim);
-      a.scale = 1.0f / std::sqrt(float(c.head_dim));
-      a.layer = int(l);
-      a.seq = d_seq_;
-      a.kv_len = d_kvlen_;
-      a.block_tables = d_bt_;
-      a.max_pages_per_seq = sb.max_pages_per_seq;
-      b_.attention(kv, a);
-      b_.matmul(L.wo, att_, T, h_);
-      b_.add(x_, h_, int64_t(T) * c.dim);
-      b_.rmsnorm(x_, L.ffn_norm, T, c.dim, c.norm_eps, h_);
-      b_.matmul(L.w_gate, h_, T, gate_);
-      b_.matmul(L.w_up, h_, T, up_);
-      b_.silu_mul(gate_, up_, gate_, int64_t(T) * c.ffn);
-      b_.matmul(L.w_down, gate_, T, h_);
-      b_.add(x_, h_, int64_t(T) * c.dim);
+    } else {
+      run_step(T, R, sb.max_pages_per_seq, kv);
     }
-    (void)qd;
-    (void)kvd;
     if (R == 0) return;
-    // Gather the rows that need logits (an embedding lookup into the activations), then the head.
-    WeightView rows{WeightFormat::f32, T, c.dim, x_, nullptr, ScaleType::ue8m0};
-    b_.embedding(rows, d_rows_, R, h_);
-    b_.rmsnorm(h_, output_norm_, R, c.dim, c.norm_eps, h_);
-    b_.matmul(output_, h_, R, logits_);
     b_.download(logits, logits_, size_t(R) * size_t(c.vocab) * 4);
   }
 
@@ -317,6 +331,92 @@ class Llama final : public LlamaModel {
     float* bv = nullptr;
     WeightView wq, wk, wv, wo, w_gate, w_up, w_down;
   };
+
+  // Steps of up to this many tokens are recorded (Backend::begin_recording) and replayed.
+  static constexpr int kMaxRecordedTokens = 16;
+
+  // Everything the launches of run_step depend on besides the model's own buffers (fixed at load):
+  // the shapes, the KV cache and the block table buffer (reallocated when it grows).
+  uint64_t step_key(int T, int R, int max_pages, const backend::KvCache& kv) const {
+    uint64_t h = 0x6d78385f73746570ull;  // any non-zero start
+    auto mix = [&h](uint64_t v) {
+      h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+      h *= 0xBF58476D1CE4E5B9ull;
+      h ^= h >> 31;
+    };
+    mix(reinterpret_cast<uintptr_t>(this));
+    mix(uint64_t(T));
+    mix(uint64_t(R));
+    mix(uint64_t(uint32_t(max_pages)));
+    mix(reinterpret_cast<uintptr_t>(&kv));
+    mix(reinterpret_cast<uintptr_t>(d_bt_));
+    return h;
+  }
+
+  // The backend ops of one step, from the token ids in d_tokens_ to the logits in logits_. Enqueues
+  // only (no upload, download or synchronize), so that it can be recorded.
+  void run_step(int T, int R, int max_pages, backend::KvCache& kv) {
+    const LlamaConfig& c = config_;
+    const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+    // q, k and v of the step lie back to back in qkv_ ([T][qd] then [T][kvd] twice), so that at T == 1
+    // q and k form one [n_heads + n_kv_heads][head_dim] array that one rope call rotates.
+    float* q = qkv_;
+    float* k = q + int64_t(T) * qd;
+    float* v = k + int64_t(T) * kvd;
+    b_.embedding(embed_, d_tokens_, T, x_);
+    backend::RopeArgs rope{c.rope_style, int(c.head_dim), int(c.head_dim), inv_freq_};
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const Layer& L = layers_[size_t(l)];
+      b_.rmsnorm(x_, L.attn_norm, T, c.dim, c.norm_eps, h_);
+      const backend::MatmulTarget qkv[3] = {{L.wq, q, L.bq}, {L.wk, k, L.bk}, {L.wv, v, L.bv}};
+      b_.matmul_fused({h_, nullptr, T, false}, qkv, 3);
+      if (c.qk_norm) {
+        b_.rmsnorm(q, L.q_norm, int64_t(T) * c.n_heads, c.head_dim, c.norm_eps, q);
+        b_.rmsnorm(k, L.k_norm, int64_t(T) * c.n_kv_heads, c.head_dim, c.norm_eps, k);
+      }
+      if (T == 1) {
+        b_.rope(q, d_pos_, 1, c.n_heads + c.n_kv_heads, rope);
+      } else {
+        b_.rope(q, d_pos_, T, c.n_heads, rope);
+        b_.rope(k, d_pos_, T, c.n_kv_heads, rope);
+      }
+      b_.kv_write(kv, int(l), k, v, d_slot_, T);
+      backend::AttentionArgs a;
+      a.q = q;
+      a.out = att_;
+      a.n_tokens = T;
+      a.n_heads = int(c.n_heads);
+      a.n_kv_heads = int(c.n_kv_heads);
+      a.head_dim = int(c.head_dim);
+      a.scale = 1.0f / std::sqrt(float(c.head_dim));
+      a.layer = int(l);
+      a.seq = d_seq_;
+      a.kv_len = d_kvlen_;
+      a.block_tables = d_bt_;
+      a.max_pages_per_seq = max_pages;
+      b_.attention(kv, a);
+      // x += att Wo^T: the residual add fused into the matmul.
+      const backend::MatmulTarget o{L.wo, x_, nullptr};
+      b_.matmul_fused({att_, nullptr, T, true}, &o, 1);
+      b_.rmsnorm(x_, L.ffn_norm, T, c.dim, c.norm_eps, h_);
+      const backend::MatmulTarget gate_up[2] = {{L.w_gate, gate_, nullptr}, {L.w_up, up_, nullptr}};
+      b_.matmul_fused({h_, nullptr, T, false}, gate_up, 2);
+      // x += (silu(gate) * up) Wd^T: SwiGLU and the residual add fused into the matmul.
+      const backend::MatmulTarget down{L.w_down, x_, nullptr};
+      b_.matmul_fused({gate_, up_, T, true}, &down, 1);
+    }
+    if (R == 0) return;
+    if (T == 1) {
+      // The only row (logit_rows are checked to lie within the batch).
+      b_.rmsnorm(x_, output_norm_, 1, c.dim, c.norm_eps, h_);
+    } else {
+      // Gather the rows that need logits (an embedding lookup into the activations), then the head.
+      WeightView rows{WeightFormat::f32, T, c.dim, x_, nullptr, ScaleType::ue8m0};
+      b_.embedding(rows, d_rows_, R, h_);
+      b_.rmsnorm(h_, output_norm_, R, c.dim, c.norm_eps, h_);
+    }
+    b_.matmul(output_, h_, R, logits_);
+  }
 
   static WeightMode high_precision(WeightMode m) {
     return m == WeightMode::fp8 || m == WeightMode::mxfp8 ? WeightMode::as_given : m;
@@ -450,9 +550,7 @@ class Llama final : public LlamaModel {
     };
     x_ = buf(c.dim);
     h_ = buf(std::max(c.dim, c.n_heads * c.head_dim));
-    q_ = buf(c.n_heads * c.head_dim);
-    k_ = buf(c.n_kv_heads * c.head_dim);
-    v_ = buf(c.n_kv_heads * c.head_dim);
+    qkv_ = buf(c.n_heads * c.head_dim + 2 * c.n_kv_heads * c.head_dim);
     att_ = buf(c.n_heads * c.head_dim);
     gate_ = buf(c.ffn);
     up_ = buf(c.ffn);
@@ -473,12 +571,13 @@ class Llama final : public LlamaModel {
   float* output_norm_ = nullptr;
   std::vector<Layer> layers_;
   float* inv_freq_ = nullptr;
-  float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *att_ = nullptr;
+  float *x_ = nullptr, *h_ = nullptr, *qkv_ = nullptr, *att_ = nullptr;
   float *gate_ = nullptr, *up_ = nullptr, *logits_ = nullptr;
   int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_seq_ = nullptr, *d_slot_ = nullptr, *d_kvlen_ = nullptr,
           *d_rows_ = nullptr;
   int32_t* d_bt_ = nullptr;
   size_t bt_capacity_ = 0;
+  std::unordered_set<uint64_t> unrecordable_;  // step keys whose recording failed
 
  public:
   ~Llama() override {
@@ -495,6 +594,13 @@ std::unique_ptr<LlamaModel> load_llama(const std::string& path, Backend& backend
   auto m = std::make_unique<Llama>(backend, opts.max_tokens_per_step);
   m->load(*src, opts);
   m->source_holder_ = std::move(src);
+  return m;
+}
+
+std::unique_ptr<LlamaModel> make_llama_with_weights(const LlamaConfig& c, Backend& backend,
+                                                    int max_tokens_per_step, const WeightMaker& make) {
+  auto m = std::make_unique<Llama>(backend, max_tokens_per_step);
+  m->build_external(c, make);
   return m;
 }
 

@@ -206,13 +206,19 @@ class Backend {
   // bracket). replay(key) enqueues the sequence recorded under `key` and returns true, or returns
   // false when there is none; then the caller enqueues the ops between begin_recording(key) and
   // end_recording(), which also runs them. Backends without recording return false and ignore
-  // the bracket. No upload(), download() or synchronize() inside the bracket.
+  // the bracket. No upload(), download() or synchronize() inside the bracket. When an op throws
+  // inside the bracket, the caller ends it with discard_recording() instead: nothing recorded runs
+  // or is kept (the caller may then enqueue the same ops without a bracket). A recording is
+  // dropped by the backend when memory it may refer to is freed or reallocated, so a replay never
+  // touches freed memory; the caller's key must still name every pointer and shape that is not
+  // fixed for the caller's lifetime.
   virtual bool replay(uint64_t key) {
     (void)key;
     return false;
   }
   virtual void begin_recording(uint64_t key) { (void)key; }
   virtual void end_recording() {}
+  virtual void discard_recording() {}
 };
 
 // The CPU backend. threads <= 0: all hardware threads.

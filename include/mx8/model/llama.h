@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -121,5 +122,13 @@ LlamaConfig read_llama_config(const std::string& path);
 // `mode` (f32, bf16, fp8 or mxfp8), norms 1.
 std::unique_ptr<LlamaModel> make_random_llama(const LlamaConfig& c, backend::Backend& backend,
                                               WeightMode mode, int max_tokens_per_step, uint64_t seed);
+
+// A model whose weights the caller made in backend memory (benchmarks that make large weights on
+// the device): make(name, n, k) returns the [n][k] weight `name` - "token_embd" (the embedding
+// table), "output" (unless tied), "blk.<i>.attn_q", attn_k, attn_v, attn_output, ffn_gate, ffn_up,
+// ffn_down. Norms are 1 and biases 0. The weights' memory must outlive the model.
+using WeightMaker = std::function<backend::WeightView(const std::string& name, int64_t n, int64_t k)>;
+std::unique_ptr<LlamaModel> make_llama_with_weights(const LlamaConfig& c, backend::Backend& backend,
+                                                    int max_tokens_per_step, const WeightMaker& make);
 
 }  // namespace mx8::model

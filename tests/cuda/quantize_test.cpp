@@ -28,6 +28,9 @@ std::vector<uint16_t> tricky_bf16(int64_t rows, int64_t cols, std::mt19937& rng)
     v[pick(rng)] = 0xFF80;                      // -Inf
     v[pick(rng)] = 0x0001;                      // smallest subnormal
     v[pick(rng)] = 0x7F7F;                      // bf16 max
+    v[pick(rng)] = 0xFFFF;                      // a negative NaN with the largest 16-bit magnitude
+    v[pick(rng)] = 0x8001;                      // a negative subnormal
+    v[pick(rng)] = 0x8000;                      // -0
     const int64_t z = pick(rng) / cols * cols;  // zero the start of a row (a whole 1x32 tile at least)
     for (int64_t i = z; i < std::min(z + 64, rows * cols); ++i) v[i] = 0;
     const int64_t s = pick(rng) / cols * cols;  // a run of subnormals and tiny normals
@@ -170,13 +173,29 @@ TEST(CudaQuantize, EveryGranularityRuleAndStorageMatchesReference) {
   for (const Case& c : cases) run_case(c, seed);
 }
 
+// Shapes large enough that the streaming 1xK kernel's persistent grid makes several grid-stride
+// passes, with a ragged last pass (the small shapes above finish in one).
+TEST(CudaQuantize, StreamingQuantizerLargeShapesMatchReference) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  const std::vector<Case> cases = {
+      {"act 1x128 ceil ue8m0, several passes",
+       make_spec(ElementFormat::e4m3, ScaleRule::ceil, Blocking::tile(128), ScaleStorage::ue8m0), 4096, 2048},
+      {"MXFP8 1x32 floor, several passes, ragged rows",
+       make_spec(ElementFormat::e4m3, ScaleRule::floor, Blocking::tile(32), ScaleStorage::ue8m0), 2051, 4096},
+  };
+  for (const Case& c : cases) run_case(c, seed);
+}
+
 // The fused activation quantizer in the GEMM's MN-major scale layout, and the dual variant whose
 // transposed output must equal quantize_ref of X^T.
 TEST(CudaQuantize, ActivationQuantizerAndTransposedVariantMatchReference) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
   for (const bool ue8m0 : {true, false}) {
-    for (const int64_t rows : {int64_t{1}, int64_t{200}, int64_t{256}}) {
+    // 131 and 300: rows % 8 != 0 (the transposed codes go out byte by byte); 200: a ragged last
+    // tile whose rows are still whole 8-row segments.
+    for (const int64_t rows : {int64_t{1}, int64_t{131}, int64_t{200}, int64_t{256}, int64_t{300}}) {
       const int64_t cols = 384;
       SCOPED_TRACE("rows " + std::to_string(rows) + " ue8m0 " + std::to_string(ue8m0) + " seed " +
                    std::to_string(seed));

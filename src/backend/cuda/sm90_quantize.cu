@@ -7,9 +7,12 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/quantize_dual.cuh"
+#include "backend/cuda/quantize_stream.cuh"
 #include "mx8/backend/cuda/gemm.h"
 #include "mx8/backend/cuda/quantize.h"
 #include "mx8/format/quantize_ref.h"
@@ -19,45 +22,7 @@ namespace {
 
 namespace fmt = mx8::format;
 
-struct ScaleWriter {
-  fmt::ScaleStorage storage;
-  int64_t grid_cols;   // canonical grid columns
-  int64_t words4;      // ue8m0_packed4: bytes per grid row (multiple of 4)
-  int64_t rows, cols;  // the tensor (Blackwell expansion)
-  int64_t block_rows, block_cols;
-  int mn_major_ld;  // > 0: the GEMM's transposed layout scales[gc * ld + gr] (1xK tiles only)
-
-  __device__ void write(uint8_t* scales, int64_t gr, int64_t gc, const fmt::BlockScale& s) const {
-    if (mn_major_ld > 0) {
-      const int64_t i = gc * mn_major_ld + gr;
-      if (storage == fmt::ScaleStorage::f32)
-        reinterpret_cast<float*>(scales)[i] = s.scale;
-      else
-        scales[i] = s.ue8m0;
-      return;
-    }
-    switch (storage) {
-      case fmt::ScaleStorage::f32:
-        reinterpret_cast<float*>(scales)[gr * grid_cols + gc] = s.scale;
-        break;
-      case fmt::ScaleStorage::ue8m0:
-        scales[gr * grid_cols + gc] = s.ue8m0;
-        break;
-      case fmt::ScaleStorage::ue8m0_packed4:
-        scales[gr * words4 + gc] = s.ue8m0;
-        break;
-      case fmt::ScaleStorage::ue8m0_blackwell: {
-        // Every (row, 32-column group) of the block gets the byte.
-        const int64_t ks = fmt::ceil_div(cols, 32);
-        const int64_t r0 = gr * block_rows, r1 = min(rows, r0 + block_rows);
-        const int64_t j0 = gc * block_cols / 32, j1 = min(ks, fmt::ceil_div((gc + 1) * block_cols, 32));
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t j = j0; j < j1; ++j) scales[fmt::blackwell_offset(r, j, ks)] = s.ue8m0;
-        break;
-      }
-    }
-  }
-};
+using qdev::ScaleWriter;
 
 __device__ __forceinline__ float load_src(fmt::SourceType t, const void* src, int64_t i) {
   switch (t) {
@@ -70,11 +35,7 @@ __device__ __forceinline__ float load_src(fmt::SourceType t, const void* src, in
   }
 }
 
-// Hardware encode of two values (RNE, satfinite); low byte = a.
-__device__ __forceinline__ uint32_t cvt2(float a, float b, fmt::ElementFormat f) {
-  return __nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE,
-                                  f == fmt::ElementFormat::e4m3 ? __NV_E4M3 : __NV_E5M2);
-}
+using qdev::cvt2;
 
 __device__ __forceinline__ uint32_t unpack_bf16_lo(uint32_t w) {
   return w << 16;
@@ -423,6 +384,63 @@ int stride_grid() {
   return 132 * 8;
 }
 
+// Benchmark experiments only (docs/CUDA.md): MX8_QUANT_U = vectors in flight per lane in the
+// streaming kernel (2, 4, 8), MX8_QUANT_HINTS=0 plain loads/stores instead of the streaming hints,
+// MX8_QUANT_BPS = cap on its blocks per SM, MX8_QUANT_OLD=1 the previous kernels.
+struct Knobs {
+  int u, hints, bps, old;
+};
+const Knobs& knobs() {
+  static const Knobs k = [] {
+    auto get = [](const char* name, int dflt) {
+      const char* v = std::getenv(name);
+      return v && *v ? std::atoi(v) : dflt;
+    };
+    return Knobs{get("MX8_QUANT_U", 4), get("MX8_QUANT_HINTS", 1), get("MX8_QUANT_BPS", 0),
+                 get("MX8_QUANT_OLD", 0)};
+  }();
+  return k;
+}
+
+template <int K, bool kHints>
+void launch_stream_u(const uint16_t* src, int64_t rows, int64_t cols, fmt::ElementFormat elem,
+                     fmt::ScaleOptions opt, bool saturate, const ScaleWriter& sw, uint8_t* codes,
+                     uint8_t* scales, cudaStream_t stream) {
+  const Knobs& k = knobs();
+  switch (k.u) {
+    case 2:
+      qdev::launch_stream<K, 2, kHints>(src, rows, cols, elem, opt, saturate, sw, codes, scales, k.bps,
+                                        stream);
+      break;
+    case 8:
+      qdev::launch_stream<K, 8, kHints>(src, rows, cols, elem, opt, saturate, sw, codes, scales, k.bps,
+                                        stream);
+      break;
+    default:
+      qdev::launch_stream<K, 4, kHints>(src, rows, cols, elem, opt, saturate, sw, codes, scales, k.bps,
+                                        stream);
+  }
+}
+
+// The streaming 1xK kernel applies: bf16 rows of whole K-groups, 16-byte aligned input, 8-byte
+// aligned codes, fewer than 2^31 values (32-bit flat indices).
+bool stream_applies(const void* src, int64_t rows, int64_t cols, int k, const uint8_t* codes) {
+  return !knobs().old && cols % k == 0 && rows * cols < (int64_t{1} << 31) &&
+         reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 8 == 0;
+}
+
+void launch_stream_any(int k, const uint16_t* src, int64_t rows, int64_t cols, fmt::ElementFormat elem,
+                       fmt::ScaleOptions opt, bool saturate, const ScaleWriter& sw, uint8_t* codes,
+                       uint8_t* scales, cudaStream_t stream) {
+  const bool hints = knobs().hints != 0;
+  if (k == 128)
+    hints ? launch_stream_u<128, true>(src, rows, cols, elem, opt, saturate, sw, codes, scales, stream)
+          : launch_stream_u<128, false>(src, rows, cols, elem, opt, saturate, sw, codes, scales, stream);
+  else
+    hints ? launch_stream_u<32, true>(src, rows, cols, elem, opt, saturate, sw, codes, scales, stream)
+          : launch_stream_u<32, false>(src, rows, cols, elem, opt, saturate, sw, codes, scales, stream);
+}
+
 }  // namespace
 
 void quantize(format::SourceType st, const void* src, int64_t rows, int64_t cols,
@@ -439,6 +457,13 @@ void quantize(format::SourceType st, const void* src, int64_t rows, int64_t cols
       spec.blocking.kind != fmt::Granularity::per_tensor && g.block_cols % 2 != 0)
     throw mx8::Error("cuda quantize: E2M1 needs an even block width (two elements per byte), got " +
                      std::to_string(g.block_cols));
+  if (st == fmt::SourceType::bf16 && eight_bit && spec.blocking.kind == fmt::Granularity::tile &&
+      (spec.blocking.block_cols == 128 || spec.blocking.block_cols == 32) &&
+      stream_applies(src, rows, cols, spec.blocking.block_cols, codes)) {
+    launch_stream_any(spec.blocking.block_cols, static_cast<const uint16_t*>(src), rows, cols, spec.element,
+                      opt, spec.saturate, sw, codes, scales, stream);
+    return;
+  }
   const bool aligned =
       reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 16 == 0;
   const bool fits32 = rows < (int64_t{1} << 31) && cols < (int64_t{1} << 30);
@@ -537,6 +562,11 @@ void quantize_act_1x128(const uint16_t* src, int64_t rows, int64_t cols, format:
       make_writer(spec, rows, cols, layout == ScaleLayout::kMnMajor ? sa_ld(static_cast<int>(rows)) : 0);
   if (reinterpret_cast<uintptr_t>(src) % 16 != 0 || reinterpret_cast<uintptr_t>(codes) % 16 != 0)
     throw mx8::Error("quantize_act_1x128: src and codes must be 16-byte aligned");
+  if (stream_applies(src, rows, cols, 128, codes)) {
+    launch_stream_any(128, src, rows, cols, fmt::ElementFormat::e4m3, fmt::ScaleOptions{rule, amax_floor},
+                      true, sw, codes, static_cast<uint8_t*>(scales), stream);
+    return;
+  }
   const dim3 grid(static_cast<unsigned>((cols / 16 + 255) / 256),
                   static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
   quantize_tile_bf16_kernel<128><<<grid, 256, 0, stream>>>(
@@ -554,7 +584,23 @@ void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, fo
   if (ue8m0 && rule == format::ScaleRule::fp32)
     throw mx8::Error("quantize_act_1x128_dual: the fp32 rule cannot be stored as UE8M0");
   if (rows > 65535 * 128) throw mx8::Error("quantize_act_1x128_dual: too many rows");
+  if (cols > (int64_t{1} << 30)) throw mx8::Error("quantize_act_1x128_dual: too many columns");
+  if (reinterpret_cast<uintptr_t>(src) % 16 != 0 || reinterpret_cast<uintptr_t>(codes) % 8 != 0)
+    throw mx8::Error("quantize_act_1x128_dual: src must be 16-byte and codes 8-byte aligned");
   const dim3 grid(static_cast<unsigned>(cols / 128), static_cast<unsigned>((rows + 127) / 128));
+  const int mn_ld = layout == ScaleLayout::kMnMajor ? sa_ld(static_cast<int>(rows)) : 0;
+  if (!knobs().old) {
+    const bool vec_t = rows % 8 == 0 && reinterpret_cast<uintptr_t>(codes_t) % 8 == 0;
+    const fmt::ScaleOptions opt{rule, amax_floor};
+    if (knobs().hints)
+      qdev::quantize_dual_tile_kernel<true><<<grid, 256, 0, stream>>>(
+          src, int(rows), int(cols), opt, ue8m0, mn_ld, vec_t, codes, scales, codes_t, scales_t);
+    else
+      qdev::quantize_dual_tile_kernel<false><<<grid, 256, 0, stream>>>(
+          src, int(rows), int(cols), opt, ue8m0, mn_ld, vec_t, codes, scales, codes_t, scales_t);
+    MX8_CUDA_CHECK(cudaGetLastError());
+    return;
+  }
   quantize_dual_kernel<<<grid, 256, 0, stream>>>(
       src, rows, cols, fmt::ScaleOptions{rule, amax_floor}, ue8m0,
       layout == ScaleLayout::kMnMajor ? sa_ld(static_cast<int>(rows)) : 0, codes, scales, codes_t, scales_t);

@@ -1,0 +1,160 @@
+// Fused activation quantizer writing X (1x128 tiles) and X^T (1x128 tiles of X^T = 128x1 blocks of
+// X) from one read. One thread block per 128x128 tile of X, and the tile never goes through shared
+// memory: thread (warp w, lane l) holds an 8x8 sub-block in registers, rows 32(w%4) + 8(l/8) .. +7,
+// columns 64(w/4) + 8(l%8) .. +7 (eight 16-byte loads, all in flight before any arithmetic).
+//  * row amax: 16-bit magnitudes (two rows per word) reduced over the 8 lanes of a row, then over
+//    the two column halves through shared memory;
+//  * column amax: per-halfword maxima down the thread's 8 rows, reduced over the 4 lanes of a column
+//    strip, then over the 4 row quarters through shared memory;
+//  * 256 threads compute the 128 row scales and 128 column scales (one each);
+//  * each thread encodes its 64 values twice: with the row scales (8-byte stores along X's rows,
+//    64 contiguous bytes per 8 lanes) and with the column scales, then transposes the 8x8 bytes in
+//    registers (byte permutes) and stores 8 bytes down each column (32 contiguous bytes per 4 lanes
+//    in X^T). Shared memory holds only 2.5 KB of partial maxima and reciprocal scales.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/quantize_device.cuh"
+
+namespace mx8::cuda::qdev {
+
+// 4x4 byte transpose: byte c of out[r] = byte r of in[c].
+__device__ __forceinline__ void transpose4x4(uint32_t i0, uint32_t i1, uint32_t i2, uint32_t i3, uint32_t& o0,
+                                             uint32_t& o1, uint32_t& o2, uint32_t& o3) {
+  const uint32_t t0 = __byte_perm(i0, i1, 0x5140);  // i0.b0 i1.b0 i0.b1 i1.b1
+  const uint32_t t1 = __byte_perm(i0, i1, 0x7362);  // i0.b2 i1.b2 i0.b3 i1.b3
+  const uint32_t t2 = __byte_perm(i2, i3, 0x5140);
+  const uint32_t t3 = __byte_perm(i2, i3, 0x7362);
+  o0 = __byte_perm(t0, t2, 0x5410);  // i0.b0 i1.b0 i2.b0 i3.b0
+  o1 = __byte_perm(t0, t2, 0x7632);
+  o2 = __byte_perm(t1, t3, 0x5410);
+  o3 = __byte_perm(t1, t3, 0x7632);
+}
+
+__device__ __forceinline__ void store_scale(void* scales, size_t i, bool ue8m0, const fmt::BlockScale& s) {
+  if (ue8m0)
+    static_cast<uint8_t*>(scales)[i] = s.ue8m0;
+  else
+    static_cast<float*>(scales)[i] = s.scale;
+}
+
+// vec_t: rows % 8 == 0 and codes_t 8-byte aligned, so full 8-row column segments go out as one store.
+template <bool kHints>
+__global__ void __launch_bounds__(256, 2)
+    quantize_dual_tile_kernel(const uint16_t* __restrict__ src, int rows, int cols, fmt::ScaleOptions opt,
+                              bool ue8m0, int mn_ld, bool vec_t, uint8_t* __restrict__ codes,
+                              void* __restrict__ scales, uint8_t* __restrict__ codes_t,
+                              void* __restrict__ scales_t) {
+  __shared__ uint32_t row_part[2][128];  // per column half: row maxima (16-bit magnitudes)
+  __shared__ uint32_t col_part[4][128];  // per row quarter: column maxima
+  __shared__ __align__(16) float row_inv[128];
+  __shared__ __align__(16) float col_inv[128];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int rq = warp % 4, ch = warp / 4, a = lane / 8, b = lane % 8;
+  const int tr = 32 * rq + 8 * a, tc = 64 * ch + 8 * b;  // the thread's first tile row and column
+  const int m0 = blockIdx.y * 128, k0 = blockIdx.x * 128;
+  const int valid_rows = min(8, rows - (m0 + tr));  // <= 0: the sub-block is past the end
+
+  uint4 d[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    d[i] = make_uint4(0, 0, 0, 0);  // zeros never raise an amax
+    if (i < valid_rows) {
+      const uint16_t* p = src + static_cast<size_t>(m0 + tr + i) * cols + k0 + tc;
+      d[i] = kHints ? ld_stream(p) : ld_plain(p);
+    }
+  }
+
+  // Row maxima, rows 2k and 2k+1 packed in rp[k]; column maxima, columns 2j and 2j+1 in cp[j].
+  uint32_t rp[4], cp[4] = {0, 0, 0, 0};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) rp[k] = mag8(d[2 * k]) | mag8(d[2 * k + 1]) << 16;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    cp[0] = max_u16x2(cp[0], mag2(d[i].x));
+    cp[1] = max_u16x2(cp[1], mag2(d[i].y));
+    cp[2] = max_u16x2(cp[2], mag2(d[i].z));
+    cp[3] = max_u16x2(cp[3], mag2(d[i].w));
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+#pragma unroll
+    for (int off = 1; off < 8; off *= 2) rp[k] = max_u16x2(rp[k], __shfl_xor_sync(0xFFFFFFFFu, rp[k], off));
+#pragma unroll
+    for (int off = 8; off < 32; off *= 2) cp[k] = max_u16x2(cp[k], __shfl_xor_sync(0xFFFFFFFFu, cp[k], off));
+  }
+  if (b == 0) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      row_part[ch][tr + 2 * k] = rp[k] & 0xFFFFu;
+      row_part[ch][tr + 2 * k + 1] = rp[k] >> 16;
+    }
+  }
+  if (a == 0) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      col_part[rq][tc + 2 * j] = cp[j] & 0xFFFFu;
+      col_part[rq][tc + 2 * j + 1] = cp[j] >> 16;
+    }
+  }
+  __syncthreads();
+
+  // One scale per thread: threads 0..127 the tile's rows, 128..255 its columns.
+  if (tid < 128) {
+    const fmt::BlockScale s = fmt::compute_block_scale(amax_from_mag(max(row_part[0][tid], row_part[1][tid])),
+                                                       fmt::ElementFormat::e4m3, opt);
+    row_inv[tid] = s.inv_scale;
+    const int gr = m0 + tid, gc = k0 / 128;
+    if (gr < rows)
+      store_scale(
+          scales,
+          mn_ld > 0 ? static_cast<size_t>(gc) * mn_ld + gr : static_cast<size_t>(gr) * (cols / 128) + gc,
+          ue8m0, s);
+  } else {
+    const int c = tid - 128;
+    const uint32_t m = max(max(col_part[0][c], col_part[1][c]), max(col_part[2][c], col_part[3][c]));
+    const fmt::BlockScale s = fmt::compute_block_scale(amax_from_mag(m), fmt::ElementFormat::e4m3, opt);
+    col_inv[c] = s.inv_scale;
+    store_scale(scales_t, static_cast<size_t>(k0 + c) * ((rows + 127) / 128) + m0 / 128, ue8m0, s);
+  }
+  __syncthreads();
+
+  const float4 r_lo = *reinterpret_cast<const float4*>(row_inv + tr),
+               r_hi = *reinterpret_cast<const float4*>(row_inv + tr + 4);
+  const float4 c_lo = *reinterpret_cast<const float4*>(col_inv + tc),
+               c_hi = *reinterpret_cast<const float4*>(col_inv + tc + 4);
+  const float rinv[8] = {r_lo.x, r_lo.y, r_lo.z, r_lo.w, r_hi.x, r_hi.y, r_hi.z, r_hi.w};
+  const fmt::ElementFormat e4 = fmt::ElementFormat::e4m3;
+  uint32_t q[8][2];  // column-scaled codes: q[i][h] = columns 4h..4h+3 of row i
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    float x[8];
+    unpack8(d[i], x);
+    uint32_t lo, hi;
+    encode8(x, rinv[i], true, e4, true, lo, hi);
+    if (i < valid_rows) st8<kHints>(codes + static_cast<size_t>(m0 + tr + i) * cols + k0 + tc, lo, hi);
+    q[i][0] = cvt2(x[0] * c_lo.x, x[1] * c_lo.y, e4) | cvt2(x[2] * c_lo.z, x[3] * c_lo.w, e4) << 16;
+    q[i][1] = cvt2(x[4] * c_hi.x, x[5] * c_hi.y, e4) | cvt2(x[6] * c_hi.z, x[7] * c_hi.w, e4) << 16;
+  }
+  // t[j][h] = rows 4h..4h+3 of column j.
+  uint32_t t[8][2];
+  transpose4x4(q[0][0], q[1][0], q[2][0], q[3][0], t[0][0], t[1][0], t[2][0], t[3][0]);
+  transpose4x4(q[0][1], q[1][1], q[2][1], q[3][1], t[4][0], t[5][0], t[6][0], t[7][0]);
+  transpose4x4(q[4][0], q[5][0], q[6][0], q[7][0], t[0][1], t[1][1], t[2][1], t[3][1]);
+  transpose4x4(q[4][1], q[5][1], q[6][1], q[7][1], t[4][1], t[5][1], t[6][1], t[7][1]);
+  if (valid_rows <= 0) return;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    uint8_t* out = codes_t + static_cast<size_t>(k0 + tc + j) * rows + m0 + tr;
+    if (vec_t && valid_rows == 8) {
+      st8<kHints>(out, t[j][0], t[j][1]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i)  // constant indices keep t in registers
+        if (i < valid_rows) out[i] = static_cast<uint8_t>(t[j][i / 4] >> (8 * (i % 4)));
+    }
+  }
+}
+
+}  // namespace mx8::cuda::qdev

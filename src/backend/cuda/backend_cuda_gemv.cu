@@ -1,44 +1,50 @@
-// matmul for few rows of activations (decode): y[m][n] = x[m][k] W^T (+ bias), m <= 8 per launch.
+// matmul for few rows of activations (decode): for up to kMaxGemvTargets weights that share one
+// input, y_t = in W_t^T (+ bias_t) or y_t += in W_t^T (+ bias_t), in = x or silu(x) * x_up, all in
+// one launch (launch_gemv_group); launch_gemv is the one-target case.
 //
 // Decode is a stream of weight bytes: each weight is used once per row of x, so the kernel's job is
 // to keep enough 16-byte loads in flight to saturate HBM and to do the decoding in registers.
-// One warp computes one output feature (one row of W): lane j reads 16-byte chunks j, j + 32, ...
-// of the row, kUnroll chunks per round all issued before any is used, with ld.global.nc.L1::no_allocate
-// (weights are streamed once; L1 keeps x, which every warp of the SM re-reads). Each chunk holds 16
-// E4M3 codes (4 f32, 8 bf16) that lie inside one scale block (16 divides 32 and 128); it is decoded
-// with the hardware E4M3x2 -> f16x2 conversion (exact: E4M3 is a subset of f16), multiplied by x in
-// f32, and the chunk's partial sum is multiplied by its block scale - the CPU backend's "partial sum
-// per scale block, times the scale" - before joining the lane's total. Lanes are summed with shuffles.
+//
+// Work split. A block of 256 threads is G = 256 / T groups of T threads; a group owns R rows of one
+// target's W and its T threads split the row's 16-byte chunks (thread i takes chunks i, i + T, ...,
+// U per round), so a warp's loads are 512 contiguous bytes of a row and each thread reuses the x
+// values it loads for its R rows. A tile is the G * R rows of one block; tiles of all targets are
+// numbered consecutively (blocks map to (target, rows)). The grid is persistent (at most the
+// resident blocks of all SMs, sized so that every block gets the same number of tiles) and each
+// block walks its tiles round by round with the next round's loads issued before the current round
+// is decoded - also across a tile boundary, so the partial sums' reduction of one tile (shuffles,
+// then a fixed-order sum over the group's warps in shared memory: deterministic) overlaps the next
+// tile's loads. Weight loads are ld.global.nc.L1::no_allocate (streamed once; L1 keeps x).
+//
+// Numerics: each chunk holds 16 E4M3 codes (4 f32, 8 bf16) inside one scale block (16 divides 32 and
+// 128); its partial sum is multiplied by its block scale before joining the thread's total - the
+// CPU backend's "partial sum per scale block, times the scale". Sums are f32. E4M3 is decoded with the
+// hardware E4M3x2 -> f16x2 conversion (exact: E4M3 is a subset of f16) or, as an A/B option, integer
+// ops. The SwiGLU input silu(g) * u is formed as the CPU's silu_mul does, g * (1 / (1 + exp(-g))) * u,
+// with __expf and an approximate reciprocal (a few ulp of the input, well inside the matmul tolerance,
+// and 6 instructions per x value, which each thread loads once per R rows).
 //
 // Activations stay f32: nothing is quantized (activation_quantization() says so).
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/backend_cuda_weight.cuh"
+#include "backend/cuda/gemv_tuning.h"
 #include "mx8/error.h"
 
 namespace mx8::backend::cuda_impl {
 namespace {
 
-constexpr int kWarpsPerBlock = 8;
-
-struct GemvParams {
-  const uint8_t* w;
-  const void* scales;
-  bool scale_f32;
-  int64_t n, k;
-  const float* x;
-  int64_t x_ld;  // row stride of x (== k)
-  float* y;
-  int64_t y_ld;  // row stride of y (== n)
-  const float* bias;
-  int m;  // rows of x in this launch, <= M
-};
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kWarpsPerBlock = 8;  // scalar path: one warp per output row
 
 __device__ __forceinline__ uint4 load_stream(const uint8_t* p) {
   uint4 r;
@@ -132,151 +138,257 @@ struct Chunk<WeightFormat::fp8_block> : ChunkE4m3 {};
 template <>
 struct Chunk<WeightFormat::mxfp8> : ChunkE4m3 {};
 
-template <WeightFormat F>
-__device__ __forceinline__ float chunk_scale(const GemvParams& p, int64_t row, int64_t col) {
-  if constexpr (F == WeightFormat::fp8_block) {
-    const int64_t idx = (row >> 7) * ((p.k + 127) >> 7) + (col >> 7);
-    return p.scale_f32 ? static_cast<const float*>(p.scales)[idx]
-                       : format::ue8m0_to_f32(static_cast<const uint8_t*>(p.scales)[idx]);
-  } else if constexpr (F == WeightFormat::mxfp8) {
-    return format::ue8m0_to_f32(static_cast<const uint8_t*>(p.scales)[row * ((p.k + 31) >> 5) + (col >> 5)]);
-  } else {
-    return 1.0f;
-  }
-}
-
 constexpr int esize(WeightFormat f) {
   return f == WeightFormat::f32 ? 4 : f == WeightFormat::bf16 ? 2 : 1;
 }
 
-// Vector path: requires (k * esize) % 16 == 0, k % 4 == 0 and 16-byte aligned w and x.
-// A warp computes R consecutive rows (output features): the x values a lane loads for a chunk are
-// reused for all R rows, which cuts the L1 traffic for x from 4 bytes per weight byte (E4M3, one row)
-// to 1 (R = 4) - with one row per warp the x loads, not DRAM, limited the FP8 GEMV to ~30% of the
-// copy bandwidth on the H200. R rows never straddle a 128-row scale block (R divides 128), so
-// fp8_block rows share one scale per chunk.
-template <WeightFormat F, int M, int R, int U, bool kIntDecode>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(GemvParams p) {
+struct GroupTarget {
+  const uint8_t* w;
+  const void* scales;
+  float* y;
+  const float* bias;
+  int64_t n;
+  int tile_begin;  // first tile of this target
+};
+
+struct GroupParams {
+  GroupTarget t[kMaxGemvTargets];
+  int count;
+  int tiles;    // of all targets
+  int rounds;   // per tile: ceil(k / E / (T * U))
+  int threads;  // T
+  int64_t k;
+  const float* x;     // [m][k], this pass's rows
+  const float* x_up;  // [m][k] or nullptr
+  int m;              // rows of x in this pass (<= M)
+  int64_t x_ld;       // == k; y's row stride is the target's n
+  bool accumulate;
+  bool scale_f32;
+};
+
+// The target a tile belongs to, selected field by field (a dynamic index into the kernel parameters
+// would copy them to local memory).
+__device__ __forceinline__ GroupTarget target_of(const GroupParams& p, int tile) {
+  GroupTarget g = p.t[0];
+#pragma unroll
+  for (int i = 1; i < kMaxGemvTargets; ++i)
+    if (i < p.count && tile >= p.t[i].tile_begin) g = p.t[i];
+  return g;
+}
+
+// silu(g) * u as the CPU backend's silu_mul forms it: g * (1 / (1 + exp(-g))) * u.
+__device__ __forceinline__ float swiglu(float g, float u) {
+  return g * __fdividef(1.0f, 1.0f + __expf(-g)) * u;
+}
+
+// One round of one tile for this thread: where its loads go and what they are multiplied by.
+struct Item {
+  GroupTarget tg;
+  int64_t row0;  // first of the group's R rows (>= n: the group has no rows in this tile)
+  int64_t c0;    // first chunk of the round for this thread
+  int round;
+  int tile;
+};
+
+template <WeightFormat F, int M, int R, int U, int D>
+__global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
   pdl_trigger();
   constexpr int E = Chunk<F>::kElems;
   constexpr bool kFp8 = F == WeightFormat::fp8_block || F == WeightFormat::mxfp8;
-  constexpr bool kInt = kFp8 && kIntDecode;
-  const int lane = threadIdx.x & 31;
-  const int64_t row0 = (int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5)) * R;
-  const int64_t nchunk = row0 < p.n ? p.k / E : 0;
-  const uint8_t* wrow[R];
+  constexpr bool kInt = kFp8 && D == 1;
+  const int T = p.threads;
+  const int group = threadIdx.x / T, lt = threadIdx.x % T;
+  const int rows_per_tile = (kThreads / T) * R;
+  const int64_t nchunk = p.k / E;
+  const int64_t row_bytes = p.k * esize(F);
+  const int my_tiles = int(blockIdx.x) < p.tiles ? (p.tiles - 1 - int(blockIdx.x)) / int(gridDim.x) + 1 : 0;
+  const int items = my_tiles * p.rounds;
+
+  auto make_item = [&](int tile, int round) {
+    Item it;
+    it.tg = target_of(p, tile);
+    it.row0 = int64_t(tile - it.tg.tile_begin) * rows_per_tile + int64_t(group) * R;
+    it.c0 = lt + int64_t(round) * T * U;
+    it.round = round;
+    it.tile = tile;
+    return it;
+  };
+  auto load = [&](const Item& it, uint4(&raw)[R][U]) {
+    if (it.row0 >= it.tg.n) return;
 #pragma unroll
-  for (int j = 0; j < R; ++j) {
-    const int64_t r = row0 + j < p.n ? row0 + j : p.n - 1;  // rows past n are read (row n-1), never stored
-    wrow[j] = p.w + r * p.k * esize(F);
-  }
+    for (int j = 0; j < R; ++j) {
+      const int64_t r = it.row0 + j < it.tg.n ? it.row0 + j : it.tg.n - 1;  // read (never stored)
+      const uint8_t* row = it.tg.w + r * row_bytes;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = it.c0 + int64_t(u) * T;
+        if (c < nchunk) raw[j][u] = load_stream(row + c * 16);
+      }
+    }
+  };
+
   float acc[R][M];
 #pragma unroll
   for (int j = 0; j < R; ++j)
 #pragma unroll
     for (int i = 0; i < M; ++i) acc[j][i] = 0.0f;
+  __shared__ float red[2][kWarps][R * M];
 
-      // The first round of each row is prefetched into L2 before waiting for the previous kernel, so the
-      // weight stream starts while that kernel drains. (A prefetch into L2, the point of coherence, not a
-      // load into registers: it stays correct even if a weight were written by the previous kernel.)
-#pragma unroll
-  for (int j = 0; j < R; ++j)
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t c = lane + int64_t(u) * 32;
-      if (c < nchunk) asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow[j] + c * 16));
-    }
-  pdl_wait();
-  if (row0 >= p.n) return;
-
-  for (int64_t c0 = lane; c0 < nchunk; c0 += 32 * U) {
-    uint4 raw[R][U];
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int j = 0; j < R; ++j) {
-        const int64_t c = c0 + int64_t(u) * 32;
-        if (c < nchunk) raw[j][u] = load_stream(wrow[j] + c * 16);
-      }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t c = c0 + int64_t(u) * 32;
-      if (c < nchunk) {
-        // Decode the R rows' chunks once, then stream x row by row (E floats live at a time).
-        const float sc_shared = chunk_scale<F>(p, row0, c * E);  // fp8_block: one scale for the R rows
-        float wv[R][E];
-        float sc[R];
-        bool nan[R];
-#pragma unroll
-        for (int j = 0; j < R; ++j) {
-          if constexpr (kInt) {
-            ChunkE4m3Int::decode(raw[j][u], wv[j]);
-            nan[j] = ChunkE4m3Int::nan_bytes(raw[j][u]) != 0;
-          } else {
-            Chunk<F>::decode(raw[j][u], wv[j]);
-            nan[j] = false;
-          }
-          sc[j] = F == WeightFormat::mxfp8 ? chunk_scale<F>(p, row0 + j < p.n ? row0 + j : p.n - 1, c * E)
-                                           : sc_shared;
-        }
-#pragma unroll
-        for (int i = 0; i < M; ++i) {
-          if (i < p.m) {
-            float xi[E];
-            const float4* xp = reinterpret_cast<const float4*>(p.x + i * p.x_ld + c * E);
-#pragma unroll
-            for (int e4 = 0; e4 < E / 4; ++e4) {
-              const float4 t = __ldg(xp + e4);
-              xi[4 * e4] = t.x;
-              xi[4 * e4 + 1] = t.y;
-              xi[4 * e4 + 2] = t.z;
-              xi[4 * e4 + 3] = t.w;
-            }
-#pragma unroll
-            for (int j = 0; j < R; ++j) {
-              float part = 0.0f;
-#pragma unroll
-              for (int e = 0; e < E; ++e) part += wv[j][e] * xi[e];
-              if constexpr (kFp8) part *= sc[j];
-              if constexpr (kInt) part = nan[j] ? __uint_as_float(0x7fffffffu) : part;
-              acc[j][i] += part;
-            }
-          }
-        }
-      }
-    }
-  }
-  // Ragged tail (k not a multiple of the chunk): element by element.
-  for (int64_t col = (p.k / E) * E + lane; col < p.k; col += 32) {
+  Item cur = make_item(int(blockIdx.x), 0);
+  // The first round's weights are prefetched into L2 before waiting for the previous kernel, so the
+  // stream starts while that kernel drains (into L2, the point of coherence, not into registers: it
+  // stays correct even if a weight were written by the previous kernel).
+  if (items > 0 && cur.row0 < cur.tg.n) {
 #pragma unroll
     for (int j = 0; j < R; ++j) {
-      const int64_t r = row0 + j < p.n ? row0 + j : p.n - 1;
-      float wv;
-      if constexpr (F == WeightFormat::f32)
-        wv = reinterpret_cast<const float*>(wrow[j])[col];
-      else if constexpr (F == WeightFormat::bf16)
-        wv = format::bf16_to_f32(reinterpret_cast<const uint16_t*>(wrow[j])[col]);
-      else
-        wv = format::e4m3_to_f32(wrow[j][col]) * chunk_scale<F>(p, r, col);
+      const int64_t r = cur.row0 + j < cur.tg.n ? cur.row0 + j : cur.tg.n - 1;
 #pragma unroll
-      for (int i = 0; i < M; ++i)
-        if (i < p.m) acc[j][i] += wv * p.x[i * p.x_ld + col];
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = cur.c0 + int64_t(u) * T;
+        if (c < nchunk) asm volatile("prefetch.global.L2 [%0];" ::"l"(cur.tg.w + r * row_bytes + c * 16));
+      }
     }
   }
-  // Lane j * M + i ends up with output (row0 + j, x row i).
-  float out = 0.0f;
-#pragma unroll
-  for (int j = 0; j < R; ++j)
-#pragma unroll
-    for (int i = 0; i < M; ++i) {
-      float v = acc[j][i];
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == j * M + i) out = v;
+  pdl_wait();
+  if (items == 0) return;  // uniform over the block
+
+  uint4 rc[R][U];
+  load(cur, rc);
+  int parity = 0;
+  for (int i_item = 0; i_item < items; ++i_item) {
+    Item nx = cur;
+    uint4 rn[R][U];
+    if (i_item + 1 < items) {
+      const bool next_tile = cur.round + 1 == p.rounds;
+      nx = make_item(next_tile ? cur.tile + int(gridDim.x) : cur.tile, next_tile ? 0 : cur.round + 1);
+      load(nx, rn);
     }
-  const int j = lane / M, i = lane % M;
-  if (lane < R * M && i < p.m && row0 + j < p.n) {
-    if (p.bias) out += p.bias[row0 + j];
-    p.y[i * p.y_ld + row0 + j] = out;
+    if (cur.row0 < cur.tg.n) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = cur.c0 + int64_t(u) * T;
+        if (c >= nchunk) continue;
+        const int64_t col = c * E;
+        float sc[R];
+#pragma unroll
+        for (int j = 0; j < R; ++j) {
+          if constexpr (F == WeightFormat::fp8_block) {
+            const int64_t idx = (cur.row0 >> 7) * ((p.k + 127) >> 7) + (col >> 7);
+            sc[j] =
+                j > 0 ? sc[0]
+                      : (p.scale_f32
+                             ? __ldg(static_cast<const float*>(cur.tg.scales) + idx)
+                             : format::ue8m0_to_f32(__ldg(static_cast<const uint8_t*>(cur.tg.scales) + idx)));
+          } else if constexpr (F == WeightFormat::mxfp8) {
+            const int64_t r = cur.row0 + j < cur.tg.n ? cur.row0 + j : cur.tg.n - 1;
+            sc[j] = format::ue8m0_to_f32(
+                __ldg(static_cast<const uint8_t*>(cur.tg.scales) + r * ((p.k + 31) >> 5) + (col >> 5)));
+          } else {
+            sc[j] = 1.0f;
+          }
+        }
+        // x of this chunk for the pass's rows, SwiGLU applied; held across the R rows when small,
+        // else re-read from L1 per row of x.
+        auto load_x = [&](int i, float* xi) {
+          const float4* xp = reinterpret_cast<const float4*>(p.x + i * p.x_ld + col);
+#pragma unroll
+          for (int e4 = 0; e4 < E / 4; ++e4) {
+            float4 t = __ldg(xp + e4);
+            if (p.x_up) {
+              const float4 v = __ldg(reinterpret_cast<const float4*>(p.x_up + i * p.x_ld + col) + e4);
+              t.x = swiglu(t.x, v.x);
+              t.y = swiglu(t.y, v.y);
+              t.z = swiglu(t.z, v.z);
+              t.w = swiglu(t.w, v.w);
+            }
+            xi[4 * e4] = t.x;
+            xi[4 * e4 + 1] = t.y;
+            xi[4 * e4 + 2] = t.z;
+            xi[4 * e4 + 3] = t.w;
+          }
+        };
+        auto decode = [&](const uint4& r, float* wv, bool& nan) {
+          if constexpr (kInt) {
+            ChunkE4m3Int::decode(r, wv);
+            nan = ChunkE4m3Int::nan_bytes(r) != 0;
+          } else {
+            Chunk<F>::decode(r, wv);
+            nan = false;
+          }
+        };
+        auto finish = [&](float part, float s, bool nan) {
+          if constexpr (kFp8) part *= s;
+          if constexpr (kInt) part = nan ? __uint_as_float(0x7fffffffu) : part;
+          return part;
+        };
+        if constexpr (M == 1) {
+          float xi[E];
+          load_x(0, xi);
+#pragma unroll
+          for (int j = 0; j < R; ++j) {
+            float wv[E];
+            bool nan;
+            decode(rc[j][u], wv, nan);
+            float part = 0.0f;
+#pragma unroll
+            for (int e = 0; e < E; ++e) part += wv[e] * xi[e];
+            acc[j][0] += finish(part, sc[j], nan);
+          }
+        } else {
+          float wv[R][E];
+          bool nan[R];
+#pragma unroll
+          for (int j = 0; j < R; ++j) decode(rc[j][u], wv[j], nan[j]);
+#pragma unroll
+          for (int i = 0; i < M; ++i) {
+            if (i < p.m) {
+              float xi[E];
+              load_x(i, xi);
+#pragma unroll
+              for (int j = 0; j < R; ++j) {
+                float part = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E; ++e) part += wv[j][e] * xi[e];
+                acc[j][i] += finish(part, sc[j], nan[j]);
+              }
+            }
+          }
+        }
+      }
+    }
+    if (cur.round + 1 == p.rounds) {
+      // Tile done: each warp's sums (shuffle tree), then the group's warps in a fixed order.
+      const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+      for (int j = 0; j < R; ++j)
+#pragma unroll
+        for (int i = 0; i < M; ++i) {
+          float v = acc[j][i];
+          for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+          if (lane == 0) red[parity][warp][j * M + i] = v;
+          acc[j][i] = 0.0f;
+        }
+      __syncthreads();  // red[parity] complete; red[parity ^ 1] was last read before the previous sync
+      const int wpg = T / 32;
+      const int q = threadIdx.x;
+      if (q < (kThreads / T) * R * M) {
+        const int g = q / (R * M), jm = q % (R * M), j = jm / M, i = jm % M;
+        float s = 0.0f;
+        for (int w = 0; w < wpg; ++w) s += red[parity][g * wpg + w][jm];
+        const int64_t row = int64_t(cur.tile - cur.tg.tile_begin) * rows_per_tile + int64_t(g) * R + j;
+        if (i < p.m && row < cur.tg.n) {
+          if (cur.tg.bias) s += cur.tg.bias[row];
+          float* yp = cur.tg.y + int64_t(i) * cur.tg.n + row;
+          *yp = p.accumulate ? *yp + s : s;
+        }
+      }
+      parity ^= 1;
+    }
+    cur = nx;
+#pragma unroll
+    for (int j = 0; j < R; ++j)
+#pragma unroll
+      for (int u = 0; u < U; ++u) rc[j][u] = rn[j][u];
   }
 }
 
@@ -296,133 +408,199 @@ __global__ void gemv_scalar_kernel(WeightView w, const float* x, int64_t m, floa
   }
 }
 
-// MX8_CUDA_FP8_DECODE=int selects the integer E4M3 decode (opt-in: measured slower on the H200,
-// docs/CUDA_BACKEND.md); the default is the hardware conversion.
-bool fp8_int_decode() {
-  static const bool on = [] {
-    const char* e = std::getenv("MX8_CUDA_FP8_DECODE");
-    return e && std::strcmp(e, "int") == 0;
+// Rows per group (R) and chunks per row per round (U) for rows of x per pass (M): one token holds its
+// 16 x values in registers across R = 4 rows; more tokens hold R decoded rows instead.
+struct Shape {
+  int m, r, u;
+};
+constexpr Shape kDefault[] = {{1, 4, 2}, {2, 4, 2}, {4, 2, 2}, {8, 2, 2}};
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      return 132;
+    return v;
   }();
-  return on;
+  return n;
 }
 
-// MX8_CUDA_GEMV=r4u4 / r4u8 / r2u8 / r8u2 forces rows per warp (R) and chunks per row per round (U)
-// for one token and n >= 4096, for A/B measurements. The default takes R = 8, U = 2 for n >= 8192
-// and R = 4, U = 4 below. Measured on the H200 (gate 14336x4096 FP8 alone, 2026-11-28): r4u4 2407
-// GB/s, r8u2 3005 GB/s, r4u8 1846, r2u8 1887 - the x values a lane loads from L1 (reused over R
-// rows), not the weight loads in flight, limit the FP8 GEMV. With r8u2 everywhere the whole decode
-// step got slower (210.9 vs 216.0 tok/s): n = 4096 has only 64 blocks of 8 warps at R = 8, fewer
-// than the 132 SMs, so n < 8192 keeps R = 4.
-int gemv_variant() {
-  static const int v = [] {
-    const char* e = std::getenv("MX8_CUDA_GEMV");
-    if (!e) return 0;
-    if (std::strcmp(e, "r4u8") == 0) return 1;
-    if (std::strcmp(e, "r2u8") == 0) return 2;
-    if (std::strcmp(e, "r8u2") == 0) return 3;
-    if (std::strcmp(e, "r4u4") == 0) return 4;
-    return 0;
+template <WeightFormat F, int M, int R, int U, int D>
+bool try_launch(int m, int r, int u, int d, GroupParams p, cudaStream_t s) {
+  if (m != M || r != R || u != U || d != D) return false;
+  auto kernel = gemv_group_kernel<F, M, R, U, D>;
+  // Resident blocks per SM: a property of the compiled kernel, computed once per instantiation.
+  static const int per_sm = [kernel] {
+    int v = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, kernel, kThreads, 0) != cudaSuccess || v < 1)
+      return 1;
+    return v;
   }();
-  return v;
+  // Persistent grid: at most the resident blocks, and as few as give every block the same number of
+  // tiles (the last wave is not a partial one).
+  const int64_t slots = int64_t(sm_count()) * per_sm;
+  const int64_t per_block = (p.tiles + slots - 1) / slots;
+  const unsigned grid = unsigned(std::max<int64_t>(1, (p.tiles + per_block - 1) / per_block));
+  launch("gemv_group", kernel, dim3(grid), dim3(kThreads), s, p);
+  return true;
 }
 
-template <WeightFormat F, int M, int R, int U>
-void launch_rows(const GemvParams& p, cudaStream_t s) {
-  const unsigned blocks = unsigned((p.n + kWarpsPerBlock * R - 1) / (kWarpsPerBlock * R));
-  constexpr bool kFp8 = F == WeightFormat::fp8_block || F == WeightFormat::mxfp8;
-  if constexpr (kFp8) {
-    if (fp8_int_decode()) {
-      launch("gemv_kernel", gemv_kernel<F, M, R, U, true>, dim3(blocks), dim3(kWarpsPerBlock * 32), s, p);
-      return;
-    }
-  }
-  launch("gemv_kernel", gemv_kernel<F, M, R, U, false>, dim3(blocks), dim3(kWarpsPerBlock * 32), s, p);
-}
-
+// The instantiated (M, R, U, decode) combinations; the A/B set (R, U in {2, 4, 8} x {1, 2, 4}, integer
+// E4M3 decode) exists for one token and fp8_block / bf16 weights only.
 template <WeightFormat F>
-void launch_vec(const GemvParams& base, int64_t m, cudaStream_t s) {
-  for (int64_t r0 = 0; r0 < m; r0 += 8) {
-    GemvParams p = base;
-    p.x = base.x + r0 * base.x_ld;
-    p.y = base.y + r0 * base.y_ld;
-    p.m = int(m - r0 < 8 ? m - r0 : 8);
-    // Rows per warp: 4 for one token (decode), fewer as the x registers grow with M; small n (the k/v
-    // projections' 1024 rows) keeps 2 rows per warp so that more SMs take part.
-    if (p.m == 1 && p.n >= 4096) {
-      switch (gemv_variant()) {
-        case 1:
-          launch_rows<F, 1, 4, 8>(p, s);
-          break;
-        case 2:
-          launch_rows<F, 1, 2, 8>(p, s);
-          break;
-        case 3:
-          launch_rows<F, 1, 8, 2>(p, s);
-          break;
-        case 4:
-          launch_rows<F, 1, 4, 4>(p, s);
-          break;
-        default:
-          if (p.n >= 8192)
-            launch_rows<F, 1, 8, 2>(p, s);
-          else
-            launch_rows<F, 1, 4, 4>(p, s);
-      }
-    } else if (p.m == 1)
-      launch_rows<F, 1, 2, 4>(p, s);
-    else if (p.m == 2)
-      launch_rows<F, 2, 2, 4>(p, s);
-    else if (p.m <= 4)
-      launch_rows<F, 4, 1, 4>(p, s);
-    else
-      launch_rows<F, 8, 1, 4>(p, s);
+bool dispatch(int m, int r, int u, int d, const GroupParams& p, cudaStream_t s) {
+  constexpr bool kFp8 = F == WeightFormat::fp8_block || F == WeightFormat::mxfp8;
+  constexpr bool kAb = F == WeightFormat::fp8_block || F == WeightFormat::bf16;
+  if (try_launch<F, 1, 4, 2, 0>(m, r, u, d, p, s) || try_launch<F, 2, 4, 2, 0>(m, r, u, d, p, s) ||
+      try_launch<F, 4, 2, 2, 0>(m, r, u, d, p, s) || try_launch<F, 8, 2, 2, 0>(m, r, u, d, p, s))
+    return true;
+  if constexpr (kFp8) {
+    if (try_launch<F, 1, 4, 2, 1>(m, r, u, d, p, s)) return true;
   }
+  if constexpr (kAb) {
+    if (try_launch<F, 1, 8, 1, 0>(m, r, u, d, p, s) || try_launch<F, 1, 4, 4, 0>(m, r, u, d, p, s) ||
+        try_launch<F, 1, 8, 2, 0>(m, r, u, d, p, s) || try_launch<F, 1, 2, 4, 0>(m, r, u, d, p, s))
+      return true;
+  }
+  return false;
+}
+
+int elems_per_chunk(WeightFormat f) {
+  return 16 / esize(f);
+}
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+// One launch for up to 8 rows of x (`m` here), rows [r0, r0 + m) of the caller's input.
+void launch_pass(const MatmulInput& in, const MatmulTarget* targets, int count, const GemvTuning& tn,
+                 int64_t r0, int m, cudaStream_t s) {
+  const WeightFormat f = targets[0].w.format;
+  const int64_t k = targets[0].w.k;
+  const int M = m == 1 ? 1 : m == 2 ? 2 : m <= 4 ? 4 : 8;
+  int R = 0, U = 0;
+  for (const Shape& d : kDefault)
+    if (d.m == M) R = d.r, U = d.u;
+  if (tn.rows) R = tn.rows;
+  if (tn.unroll) U = tn.unroll;
+  const int D = tn.fp8_decode > 0 ? tn.fp8_decode : 0;
+  const int64_t nchunk = k / elems_per_chunk(f);
+  // Threads per row: as many as keep every thread's U loads per round busy (T * U <= chunks), at most
+  // the block; more threads per row = smaller tiles = finer balance over the SMs.
+  int T = tn.threads;
+  if (!T) {
+    T = kThreads;
+    while (T > 32 && int64_t(T) * U > nchunk) T /= 2;
+  }
+  if (T < 32 || T > kThreads || (T & (T - 1)))
+    throw Error("cuda backend: gemv: threads per row must be 32, 64, 128 or 256, got " + std::to_string(T));
+  const int rows_per_tile = (kThreads / T) * R;
+  GroupParams p{};
+  int64_t tiles = 0;
+  for (int i = 0; i < count; ++i) {
+    const MatmulTarget& t = targets[i];
+    p.t[i].w = static_cast<const uint8_t*>(t.w.data);
+    p.t[i].scales = t.w.scales;
+    p.t[i].y = t.y + r0 * t.w.n;
+    p.t[i].bias = t.bias;
+    p.t[i].n = t.w.n;
+    p.t[i].tile_begin = int(tiles);
+    tiles += (t.w.n + rows_per_tile - 1) / rows_per_tile;
+  }
+  for (int i = count; i < kMaxGemvTargets; ++i) p.t[i] = p.t[0];
+  if (tiles > 0x7fffffff / 2) throw Error("cuda backend: matmul with too many rows");
+  if (tiles == 0) return;
+  p.count = count;
+  p.tiles = int(tiles);
+  p.rounds = int((nchunk + int64_t(T) * U - 1) / (int64_t(T) * U));
+  p.threads = T;
+  p.k = k;
+  p.x = in.x + r0 * k;
+  p.x_up = in.x_up ? in.x_up + r0 * k : nullptr;
+  p.m = m;
+  p.x_ld = k;
+  p.accumulate = in.accumulate;
+  p.scale_f32 = f == WeightFormat::fp8_block && targets[0].w.scale_type == ScaleType::f32;
+  bool ok = false;
+  switch (f) {
+    case WeightFormat::f32:
+      ok = dispatch<WeightFormat::f32>(M, R, U, D, p, s);
+      break;
+    case WeightFormat::bf16:
+      ok = dispatch<WeightFormat::bf16>(M, R, U, D, p, s);
+      break;
+    case WeightFormat::fp8_block:
+      ok = dispatch<WeightFormat::fp8_block>(M, R, U, D, p, s);
+      break;
+    case WeightFormat::mxfp8:
+      ok = dispatch<WeightFormat::mxfp8>(M, R, U, D, p, s);
+      break;
+  }
+  if (!ok)
+    throw Error("cuda backend: gemv: no kernel for " + std::string(weight_format_name(f)) + " M " +
+                std::to_string(M) + " R " + std::to_string(R) + " U " + std::to_string(U) + " decode " +
+                std::to_string(D));
 }
 
 }  // namespace
 
+bool gemv_group_applies(const MatmulInput& in, const MatmulTarget* targets, int count) {
+  if (count < 1 || count > kMaxGemvTargets || in.m < 1 || in.m > 16 || !in.x) return false;
+  const WeightView& w0 = targets[0].w;
+  const int64_t k = w0.k;
+  // The vector path loads 16-byte chunks of W rows and float4s of x: rows of whole chunks, aligned.
+  if (k <= 0 || (k * esize(w0.format)) % 16 != 0 || k % 4 != 0 || !aligned16(in.x) ||
+      (in.x_up && !aligned16(in.x_up)))
+    return false;
+  for (int i = 0; i < count; ++i) {
+    const WeightView& w = targets[i].w;
+    if (w.format != w0.format || w.k != k || !aligned16(w.data) || !targets[i].y || w.n < 0) return false;
+    if (w.format == WeightFormat::fp8_block && w.scale_type != w0.scale_type) return false;
+  }
+  return true;
+}
+
+void launch_gemv_group_tuned(const MatmulInput& in, const MatmulTarget* targets, int count,
+                             const GemvTuning& tuning, cudaStream_t s) {
+  if (!gemv_group_applies(in, targets, count))
+    throw Error("cuda backend: gemv group: targets do not meet gemv_group_applies");
+  for (int64_t r0 = 0; r0 < in.m; r0 += 8)
+    launch_pass(in, targets, count, tuning, r0, int(std::min<int64_t>(8, in.m - r0)), s);
+  check_launch("matmul (gemv group)");
+}
+
+void launch_gemv_group(const MatmulInput& in, const MatmulTarget* targets, int count, cudaStream_t s) {
+  launch_gemv_group_tuned(in, targets, count, GemvTuning{}, s);
+}
+
 void launch_gemv(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
                  cudaStream_t s) {
   if (m <= 0) return;
-  if ((w.n + kWarpsPerBlock - 1) / kWarpsPerBlock > 0x7fffffff)
-    throw Error("cuda backend: matmul with too many rows");
-  const int es = w.format == WeightFormat::f32 ? 4 : w.format == WeightFormat::bf16 ? 2 : 1;
-  const bool aligned = (w.k * es) % 16 == 0 && w.k % 4 == 0 &&
-                       reinterpret_cast<uintptr_t>(w.data) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  if (!aligned) {
-    const unsigned blocks = unsigned((w.n + kWarpsPerBlock - 1) / kWarpsPerBlock);
-    launch("gemv_scalar_kernel", gemv_scalar_kernel, dim3(blocks), dim3(kWarpsPerBlock * 32), s, w, x, m, y,
-           bias);
-    check_launch("matmul (gemv, scalar)");
+  MatmulInput in;
+  in.x = x;
+  in.m = m;
+  MatmulTarget t;
+  t.w = w;
+  t.y = y;
+  t.bias = bias;
+  in.m = std::min<int64_t>(m, 16);
+  if (gemv_group_applies(in, &t, 1)) {
+    for (int64_t r0 = 0; r0 < m; r0 += 16) {  // callers pass m <= 16; more rows stream W again per 16
+      in.x = x + r0 * w.k;
+      in.m = std::min<int64_t>(16, m - r0);
+      t.y = y + r0 * w.n;
+      launch_gemv_group(in, &t, 1, s);
+    }
     return;
   }
-  GemvParams p{static_cast<const uint8_t*>(w.data),
-               w.scales,
-               w.scale_type == ScaleType::f32,
-               w.n,
-               w.k,
-               x,
-               w.k,
-               y,
-               w.n,
-               bias,
-               1};
-  switch (w.format) {
-    case WeightFormat::f32:
-      launch_vec<WeightFormat::f32>(p, m, s);
-      break;
-    case WeightFormat::bf16:
-      launch_vec<WeightFormat::bf16>(p, m, s);
-      break;
-    case WeightFormat::fp8_block:
-      launch_vec<WeightFormat::fp8_block>(p, m, s);
-      break;
-    case WeightFormat::mxfp8:
-      launch_vec<WeightFormat::mxfp8>(p, m, s);
-      break;
-  }
-  check_launch("matmul (gemv)");
+  if ((w.n + kWarpsPerBlock - 1) / kWarpsPerBlock > 0x7fffffff)
+    throw Error("cuda backend: matmul with too many rows");
+  const unsigned blocks = unsigned((w.n + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  launch("gemv_scalar_kernel", gemv_scalar_kernel, dim3(blocks), dim3(kWarpsPerBlock * 32), s, w, x, m, y,
+         bias);
+  check_launch("matmul (gemv, scalar)");
 }
 
 }  // namespace mx8::backend::cuda_impl

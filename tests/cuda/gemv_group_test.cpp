@@ -1,0 +1,303 @@
+// The grouped GEMV (launch_gemv_group, backend_cuda_gemv.cu) against the CPU backend's
+// matmul_fused (the composition of silu_mul, matmul and add), on random inputs with ragged n, every
+// weight format, m in {1, 2, 5, 9, 16}, with and without the SwiGLU input, accumulate and biases.
+// Outputs that are not accumulated into start as NaN, so an unwritten one fails. Skips without a GPU.
+//
+// Tolerance: |gpu - cpu| <= 64 u sum_k |w_k x_k| (+ |bias| + |y0|), u = 2^-24, the matmul test's
+// bound (tests/cuda/backend_cuda_test.cpp says why: both sides form the same f32 products and sum
+// them in different orders, while one wrong weight, scale or chunk moves a result by >= ~sum|w x| / k,
+// >= 2.4e-4 sum|w x| for k <= 4096 here, 250x the tolerance). The SwiGLU input adds the difference of
+// the GPU's silu (__expf, approximate reciprocal: relative error <= ~|g| * 2^-23 + 2 ulp, <= ~10 u for
+// the |g| <= 6 of N(0, 1) inputs) from the CPU's (glibc expf): <= 10 u |w x| per term, inside the
+// bound. The accumulated y0 + (s + bias) adds one rounding of |y0| + |s|, covered by adding |y0|.
+#include <gtest/gtest.h>
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/gemv_tuning.h"
+#include "cuda/cuda_test_util.h"
+#include "mx8/backend/backend.h"
+#include "mx8/format/common.h"
+#include "mx8/format/element.h"
+#include "mx8/format/ue8m0.h"
+
+namespace mx8::backend {
+namespace {
+
+using cuda::test::DeviceBuffer;
+constexpr double kU = 1.0 / 16777216.0;  // 2^-24
+
+struct HostW {
+  WeightFormat f;
+  ScaleType st;
+  int64_t n, k;
+  std::vector<uint8_t> data, scales;
+  std::vector<float> deq;  // [n][k] exactly decoded
+};
+
+HostW make_weight(WeightFormat f, ScaleType st, int64_t n, int64_t k, std::mt19937& rng) {
+  HostW w{f, st, n, k, {}, {}, std::vector<float>(size_t(n * k))};
+  w.data.resize(weight_data_bytes(f, n, k));
+  w.scales.resize(weight_scale_bytes(f, st, n, k));
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  if (f == WeightFormat::f32) {
+    for (auto& v : w.deq) v = nd(rng);
+    std::memcpy(w.data.data(), w.deq.data(), w.data.size());
+    return w;
+  }
+  if (f == WeightFormat::bf16) {
+    auto* d = reinterpret_cast<uint16_t*>(w.data.data());
+    for (size_t i = 0; i < w.deq.size(); ++i) {
+      d[i] = format::f32_to_bf16_rne(nd(rng));
+      w.deq[i] = format::bf16_to_f32(d[i]);
+    }
+    return w;
+  }
+  std::uniform_int_distribution<int> code(0, 255), ex(127 - 9, 127 - 3);
+  for (auto& c : w.data) {
+    do c = uint8_t(code(rng));
+    while ((c & 0x7F) == 0x7F);  // no NaN codes here (MatmulGroupPropagatesNaN has them)
+  }
+  const bool f32s = f == WeightFormat::fp8_block && st == ScaleType::f32;
+  std::uniform_real_distribution<float> fs(0.001f, 0.03f);
+  const size_t ns = f32s ? w.scales.size() / 4 : w.scales.size();
+  std::vector<float> sv(ns);
+  for (size_t i = 0; i < ns; ++i) {
+    if (f32s) {
+      sv[i] = fs(rng);  // DeepSeek's weight_scale_inv: not a power of two
+    } else {
+      w.scales[i] = uint8_t(ex(rng));
+      sv[i] = format::ue8m0_to_f32(w.scales[i]);
+    }
+  }
+  if (f32s) std::memcpy(w.scales.data(), sv.data(), ns * 4);
+  const int64_t kb = f == WeightFormat::mxfp8 ? (k + 31) / 32 : (k + 127) / 128;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < k; ++c) {
+      const size_t si = f == WeightFormat::mxfp8 ? size_t(r * kb + c / 32) : size_t((r / 128) * kb + c / 128);
+      w.deq[size_t(r * k + c)] = format::e4m3_to_f32(w.data[size_t(r * k + c)]) * sv[si];
+    }
+  return w;
+}
+
+std::vector<float> normal(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+template <typename T>
+std::unique_ptr<DeviceBuffer<T>> dev(const std::vector<T>& v) {
+  auto b = std::make_unique<DeviceBuffer<T>>(v.size());
+  if (!v.empty()) b->upload(v);
+  return b;
+}
+
+// One group: weights, biases and outputs on both sides.
+struct Group {
+  std::vector<HostW> w;
+  std::vector<std::unique_ptr<DeviceBuffer<uint8_t>>> dd, ds;
+  std::vector<std::vector<float>> bias, y;  // host: bias (empty = none), y (CPU result)
+  std::vector<std::unique_ptr<DeviceBuffer<float>>> db, dy;
+};
+
+class GemvGroup : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MX8_REQUIRE_GPU();
+    cpu = make_cpu_backend(0);
+    seed = cuda::test::fresh_seed();
+    rng.seed(seed);
+  }
+  std::unique_ptr<Backend> cpu;
+  uint32_t seed = 0;
+  std::mt19937 rng;
+
+  // Runs one case through the GPU launcher (tuned or default) and the CPU, and compares.
+  void check(WeightFormat f, ScaleType st, const std::vector<int64_t>& ns, int64_t k, int64_t m, bool swiglu,
+             bool accumulate, const cuda_impl::GemvTuning* tuning, const std::string& what) {
+    SCOPED_TRACE("seed " + std::to_string(seed) + " " + what + " " + weight_format_name(f) +
+                 (st == ScaleType::f32 ? "/f32 scales" : "") + " k " + std::to_string(k) + " m " +
+                 std::to_string(m) + (swiglu ? " swiglu" : "") + (accumulate ? " accumulate" : ""));
+    const int count = int(ns.size());
+    Group g;
+    std::vector<MatmulTarget> tc(static_cast<size_t>(count)), tg(static_cast<size_t>(count));
+    for (int i = 0; i < count; ++i) {
+      g.w.push_back(make_weight(f, st, ns[size_t(i)], k, rng));
+      const HostW& w = g.w.back();
+      g.dd.push_back(dev(w.data));
+      g.ds.push_back(dev(w.scales.empty() ? std::vector<uint8_t>(16) : w.scales));
+      g.bias.push_back(i % 2 == 0 ? normal(size_t(w.n), rng) : std::vector<float>{});
+      g.db.push_back(dev(g.bias.back()));
+      std::vector<float> y0 =
+          accumulate ? normal(size_t(m * w.n), rng)
+                     : std::vector<float>(size_t(m * w.n), std::numeric_limits<float>::quiet_NaN());
+      g.y.push_back(y0);
+      g.dy.push_back(dev(y0));
+      tc[size_t(i)] = {WeightView{f, w.n, k, w.data.data(), w.scales.data(), st}, g.y.back().data(),
+                       g.bias.back().empty() ? nullptr : g.bias.back().data()};
+      tg[size_t(i)] = {WeightView{f, w.n, k, g.dd.back()->get(), g.ds.back()->get(), st}, g.dy.back()->get(),
+                       g.bias.back().empty() ? nullptr : g.db.back()->get()};
+    }
+    const std::vector<float> x = normal(size_t(m * k), rng), up = normal(size_t(m * k), rng);
+    auto dx = dev(x), dup = dev(up);
+    MatmulInput ic{x.data(), swiglu ? up.data() : nullptr, m, accumulate};
+    MatmulInput ig{dx->get(), swiglu ? dup->get() : nullptr, m, accumulate};
+    ASSERT_TRUE(cuda_impl::gemv_group_applies(ig, tg.data(), count));
+    std::vector<std::vector<float>> y0 = g.y;
+    if (tuning)
+      cuda_impl::launch_gemv_group_tuned(ig, tg.data(), count, *tuning, nullptr);
+    else
+      cuda_impl::launch_gemv_group(ig, tg.data(), count, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    cpu->matmul_fused(ic, tc.data(), count);
+    // The effective input, as the CPU forms it, for the bound.
+    std::vector<float> xe = x;
+    if (swiglu) cpu->silu_mul(x.data(), up.data(), xe.data(), m * k);
+    for (int t = 0; t < count; ++t) {
+      const HostW& w = g.w[size_t(t)];
+      const std::vector<float> b = g.dy[size_t(t)]->download();
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < w.n; ++c) {
+          const size_t o = size_t(r * w.n + c);
+          double bound = g.bias[size_t(t)].empty() ? 0.0 : std::fabs(g.bias[size_t(t)][size_t(c)]);
+          if (accumulate) bound += std::fabs(y0[size_t(t)][o]);
+          for (int64_t i = 0; i < k; ++i)
+            bound += std::fabs(double(w.deq[size_t(c * k + i)]) * xe[size_t(r * k + i)]);
+          ASSERT_NEAR(b[o], g.y[size_t(t)][o], 64 * kU * bound)
+              << "target " << t << " (n " << w.n << ") row " << r << " col " << c;
+        }
+    }
+  }
+};
+
+struct Fmt {
+  WeightFormat f;
+  ScaleType st;
+};
+const Fmt kFormats[] = {{WeightFormat::f32, ScaleType::ue8m0},
+                        {WeightFormat::bf16, ScaleType::ue8m0},
+                        {WeightFormat::fp8_block, ScaleType::ue8m0},
+                        {WeightFormat::fp8_block, ScaleType::f32},
+                        {WeightFormat::mxfp8, ScaleType::ue8m0}};
+
+TEST_F(GemvGroup, EveryFormatModeAndRowCountMatchesCpu) {
+  struct G {
+    std::vector<int64_t> ns;
+    int64_t k;
+  };
+  // Ragged n (tiles and 128-row scale blocks cut), 1..4 targets; k = 1040 ends in a partial 128-column
+  // scale block, k = 4096 is the decode width.
+  const G groups[] = {{{1000, 130, 4100}, 512}, {{300}, 1040}, {{64, 64, 200, 33}, 256}, {{257, 1024}, 4096}};
+  int mode = 0;
+  for (const Fmt& fm : kFormats)
+    for (const G& g : groups)
+      for (int64_t m : {1, 2, 5, 9, 16}) {
+        if (g.k == 4096 && m > 2) continue;  // keep the CPU reference quick
+        ++mode;
+        check(fm.f, fm.st, g.ns, g.k, m, mode % 2 == 1, (mode / 2) % 2 == 1, nullptr, "default");
+        if (HasFatalFailure()) return;
+      }
+}
+
+// The A/B kernels of `mx8 bench gemv-cuda` (one token; fp8_block and bf16), every knob setting.
+TEST_F(GemvGroup, TunedVariantsMatchCpu) {
+  const int variants[][3] = {{4, 2, 0}, {8, 1, 0}, {4, 4, 0}, {8, 2, 0}, {2, 4, 0}, {4, 2, 32}, {4, 2, 256}};
+  for (const Fmt& fm : {kFormats[1], kFormats[2]})
+    for (const auto& v : variants)
+      for (int dec : {0, 1}) {
+        if (dec == 1 && (fm.f != WeightFormat::fp8_block || v[0] != 4 || v[1] != 2)) continue;
+        cuda_impl::GemvTuning t;
+        t.rows = v[0];
+        t.unroll = v[1];
+        t.threads = v[2];
+        t.fp8_decode = dec;
+        const std::string what = "R " + std::to_string(v[0]) + " U " + std::to_string(v[1]) + " T " +
+                                 std::to_string(v[2]) + " decode " + std::to_string(dec);
+        check(fm.f, fm.st, {700, 136}, 2048, 1, dec == 1, dec == 1, &t, what);
+        if (HasFatalFailure()) return;
+      }
+}
+
+TEST_F(GemvGroup, PropagatesNaNCodesAndNaNInputs) {
+  const int64_t n = 48, k = 256;
+  HostW w = make_weight(WeightFormat::fp8_block, ScaleType::ue8m0, n, k, rng);
+  w.data[size_t(5 * k + 17)] = 0x7F;  // a NaN code in row 5
+  auto dd = dev(w.data), ds = dev(w.scales);
+  for (int dec : {0, 1}) {
+    std::vector<float> x = normal(size_t(2 * k), rng);
+    x[size_t(k + 3)] = std::nanf("");  // row 1 of x: NaN everywhere
+    auto dx = dev(x);
+    DeviceBuffer<float> y(size_t(2 * n));
+    MatmulTarget t{WeightView{WeightFormat::fp8_block, n, k, dd->get(), ds->get(), ScaleType::ue8m0}, y.get(),
+                   nullptr};
+    cuda_impl::GemvTuning tn;
+    tn.fp8_decode = dec;
+    tn.rows = 4;
+    tn.unroll = 2;
+    MatmulInput in{dx->get(), nullptr, 1, false};
+    cuda_impl::launch_gemv_group_tuned(in, &t, 1, tn, nullptr);  // one token: the A/B kernels
+    MatmulInput in2{dx->get(), nullptr, 2, false};
+    DeviceBuffer<float> y2(size_t(2 * n));
+    MatmulTarget t2 = t;
+    t2.y = y2.get();
+    cuda_impl::launch_gemv_group(in2, &t2, 1, nullptr);
+    const auto a = y.download(), b = y2.download();
+    EXPECT_TRUE(std::isnan(a[5])) << "decode " << dec;
+    EXPECT_FALSE(std::isnan(a[4])) << "decode " << dec;
+    for (int64_t r = 0; r < 2; ++r) EXPECT_TRUE(std::isnan(b[size_t(r * n + 5)]));
+    for (int64_t c = 0; c < n; ++c) EXPECT_TRUE(std::isnan(b[size_t(n + c)])) << "col " << c;
+  }
+}
+
+// Launches recorded into a CUDA graph and replayed give the same bits as direct launches (the
+// launcher does no host reads, allocations or synchronization, and keeps no per-launch state).
+TEST_F(GemvGroup, GraphCaptureReplaysTheSameResult) {
+  const int64_t k = 1024;
+  HostW w0 = make_weight(WeightFormat::mxfp8, ScaleType::ue8m0, 500, k, rng);
+  HostW w1 = make_weight(WeightFormat::mxfp8, ScaleType::ue8m0, 70, k, rng);
+  auto d0 = dev(w0.data), s0 = dev(w0.scales), d1 = dev(w1.data), s1 = dev(w1.scales);
+  const int64_t m = 3;
+  auto dx = dev(normal(size_t(m * k), rng)), dup = dev(normal(size_t(m * k), rng));
+  DeviceBuffer<float> ya(size_t(m * 500)), yb(size_t(m * 70)), ga(size_t(m * 500)), gb(size_t(m * 70));
+  MatmulInput in{dx->get(), dup->get(), m, false};
+  MatmulTarget direct[2] = {
+      {WeightView{WeightFormat::mxfp8, 500, k, d0->get(), s0->get(), ScaleType::ue8m0}, ya.get(), nullptr},
+      {WeightView{WeightFormat::mxfp8, 70, k, d1->get(), s1->get(), ScaleType::ue8m0}, yb.get(), nullptr}};
+  MatmulTarget graphed[2] = {direct[0], direct[1]};
+  graphed[0].y = ga.get();
+  graphed[1].y = gb.get();
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  cuda_impl::launch_gemv_group(in, graphed, 2, s);
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ga.poison();
+  gb.poison();
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  cuda_impl::launch_gemv_group(in, direct, 2, nullptr);
+  const auto a = ya.download(), b = yb.download(), c = ga.download(), d = gb.download();
+  EXPECT_EQ(std::memcmp(a.data(), c.data(), a.size() * 4), 0);
+  EXPECT_EQ(std::memcmp(b.data(), d.data(), b.size() * 4), 0);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+}
+
+}  // namespace
+}  // namespace mx8::backend

@@ -39,33 +39,48 @@ __device__ __forceinline__ void store_scale(void* scales, size_t i, bool ue8m0, 
     static_cast<float*>(scales)[i] = s.scale;
 }
 
-// vec_t: rows % 8 == 0 and codes_t 8-byte aligned, so full 8-row column segments go out as one store.
-template <bool kHints>
-__global__ void __launch_bounds__(256, 2)
-    quantize_dual_tile_kernel(const uint16_t* __restrict__ src, int rows, int cols, fmt::ScaleOptions opt,
-                              bool ue8m0, int mn_ld, bool vec_t, uint8_t* __restrict__ codes,
-                              void* __restrict__ scales, uint8_t* __restrict__ codes_t,
-                              void* __restrict__ scales_t) {
-  __shared__ uint32_t row_part[2][128];  // per column half: row maxima (16-bit magnitudes)
-  __shared__ uint32_t col_part[4][128];  // per row quarter: column maxima
-  __shared__ __align__(16) float row_inv[128];
-  __shared__ __align__(16) float col_inv[128];
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int rq = warp % 4, ch = warp / 4, a = lane / 8, b = lane % 8;
-  const int tr = 32 * rq + 8 * a, tc = 64 * ch + 8 * b;  // the thread's first tile row and column
-  const int m0 = blockIdx.y * 128, k0 = blockIdx.x * 128;
-  const int valid_rows = min(8, rows - (m0 + tr));  // <= 0: the sub-block is past the end
+struct DualArgs {
+  const uint16_t* src;
+  int rows, cols;
+  fmt::ScaleOptions opt;
+  bool ue8m0;
+  int mn_ld;   // > 0: X's scales MN-major with this leading dimension, else row-major
+  bool vec_t;  // rows % 8 == 0 and codes_t 8-byte aligned: 8-row column segments go out as one store
+  uint8_t* codes;
+  void* scales;
+  uint8_t* codes_t;
+  void* scales_t;
+};
 
-  uint4 d[8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    d[i] = make_uint4(0, 0, 0, 0);  // zeros never raise an amax
-    if (i < valid_rows) {
-      const uint16_t* p = src + static_cast<size_t>(m0 + tr + i) * cols + k0 + tc;
-      d[i] = kHints ? ld_stream(p) : ld_plain(p);
-    }
+struct DualSmem {
+  uint32_t row_part[2][128];  // per column half: row maxima (16-bit magnitudes)
+  uint32_t col_part[4][128];  // per row quarter: column maxima
+  __align__(16) float row_inv[128];
+  __align__(16) float col_inv[128];
+};
+
+// The thread's place in the tile: first row tr, first column tc of its 8x8 sub-block.
+struct DualGeom {
+  int tid, rq, ch, a, b, tr, tc;
+  __device__ DualGeom() {
+    tid = threadIdx.x;
+    const int lane = tid % 32, warp = tid / 32;
+    rq = warp % 4;
+    ch = warp / 4;
+    a = lane / 8;
+    b = lane % 8;
+    tr = 32 * rq + 8 * a;
+    tc = 64 * ch + 8 * b;
   }
+};
 
+// One 128x128 tile at (m0, k0) whose sub-block the thread holds in d (zeros past the last row).
+// after_amax() runs once d has been consumed by the maxima (the persistent kernel refills its
+// staging slots there).
+template <bool kHints, typename AfterAmax>
+__device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const DualGeom& g,
+                                          const uint4 (&d)[8], int m0, int k0, AfterAmax after_amax) {
+  const int valid_rows = min(8, p.rows - (m0 + g.tr));  // <= 0: the sub-block is past the end
   // Row maxima, rows 2k and 2k+1 packed in rp[k]; column maxima, columns 2j and 2j+1 in cp[j].
   uint32_t rp[4], cp[4] = {0, 0, 0, 0};
 #pragma unroll
@@ -77,6 +92,7 @@ __global__ void __launch_bounds__(256, 2)
     cp[2] = max_u16x2(cp[2], mag2(d[i].z));
     cp[3] = max_u16x2(cp[3], mag2(d[i].w));
   }
+  after_amax();
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
 #pragma unroll
@@ -84,46 +100,48 @@ __global__ void __launch_bounds__(256, 2)
 #pragma unroll
     for (int off = 8; off < 32; off *= 2) cp[k] = max_u16x2(cp[k], __shfl_xor_sync(0xFFFFFFFFu, cp[k], off));
   }
-  if (b == 0) {
+  if (g.b == 0) {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      row_part[ch][tr + 2 * k] = rp[k] & 0xFFFFu;
-      row_part[ch][tr + 2 * k + 1] = rp[k] >> 16;
+      sm.row_part[g.ch][g.tr + 2 * k] = rp[k] & 0xFFFFu;
+      sm.row_part[g.ch][g.tr + 2 * k + 1] = rp[k] >> 16;
     }
   }
-  if (a == 0) {
+  if (g.a == 0) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      col_part[rq][tc + 2 * j] = cp[j] & 0xFFFFu;
-      col_part[rq][tc + 2 * j + 1] = cp[j] >> 16;
+      sm.col_part[g.rq][g.tc + 2 * j] = cp[j] & 0xFFFFu;
+      sm.col_part[g.rq][g.tc + 2 * j + 1] = cp[j] >> 16;
     }
   }
   __syncthreads();
 
   // One scale per thread: threads 0..127 the tile's rows, 128..255 its columns.
-  if (tid < 128) {
-    const fmt::BlockScale s = fmt::compute_block_scale(amax_from_mag(max(row_part[0][tid], row_part[1][tid])),
-                                                       fmt::ElementFormat::e4m3, opt);
-    row_inv[tid] = s.inv_scale;
-    const int gr = m0 + tid, gc = k0 / 128;
-    if (gr < rows)
-      store_scale(
-          scales,
-          mn_ld > 0 ? static_cast<size_t>(gc) * mn_ld + gr : static_cast<size_t>(gr) * (cols / 128) + gc,
-          ue8m0, s);
+  if (g.tid < 128) {
+    const int r = g.tid;
+    const fmt::BlockScale s = fmt::compute_block_scale(
+        amax_from_mag(max(sm.row_part[0][r], sm.row_part[1][r])), fmt::ElementFormat::e4m3, p.opt);
+    sm.row_inv[r] = s.inv_scale;
+    const int gr = m0 + r, gc = k0 / 128;
+    if (gr < p.rows)
+      store_scale(p.scales,
+                  p.mn_ld > 0 ? static_cast<size_t>(gc) * p.mn_ld + gr
+                              : static_cast<size_t>(gr) * (p.cols / 128) + gc,
+                  p.ue8m0, s);
   } else {
-    const int c = tid - 128;
-    const uint32_t m = max(max(col_part[0][c], col_part[1][c]), max(col_part[2][c], col_part[3][c]));
-    const fmt::BlockScale s = fmt::compute_block_scale(amax_from_mag(m), fmt::ElementFormat::e4m3, opt);
-    col_inv[c] = s.inv_scale;
-    store_scale(scales_t, static_cast<size_t>(k0 + c) * ((rows + 127) / 128) + m0 / 128, ue8m0, s);
+    const int c = g.tid - 128;
+    const uint32_t m =
+        max(max(sm.col_part[0][c], sm.col_part[1][c]), max(sm.col_part[2][c], sm.col_part[3][c]));
+    const fmt::BlockScale s = fmt::compute_block_scale(amax_from_mag(m), fmt::ElementFormat::e4m3, p.opt);
+    sm.col_inv[c] = s.inv_scale;
+    store_scale(p.scales_t, static_cast<size_t>(k0 + c) * ((p.rows + 127) / 128) + m0 / 128, p.ue8m0, s);
   }
   __syncthreads();
 
-  const float4 r_lo = *reinterpret_cast<const float4*>(row_inv + tr),
-               r_hi = *reinterpret_cast<const float4*>(row_inv + tr + 4);
-  const float4 c_lo = *reinterpret_cast<const float4*>(col_inv + tc),
-               c_hi = *reinterpret_cast<const float4*>(col_inv + tc + 4);
+  const float4 r_lo = *reinterpret_cast<const float4*>(sm.row_inv + g.tr),
+               r_hi = *reinterpret_cast<const float4*>(sm.row_inv + g.tr + 4);
+  const float4 c_lo = *reinterpret_cast<const float4*>(sm.col_inv + g.tc),
+               c_hi = *reinterpret_cast<const float4*>(sm.col_inv + g.tc + 4);
   const float rinv[8] = {r_lo.x, r_lo.y, r_lo.z, r_lo.w, r_hi.x, r_hi.y, r_hi.z, r_hi.w};
   const fmt::ElementFormat e4 = fmt::ElementFormat::e4m3;
   uint32_t q[8][2];  // column-scaled codes: q[i][h] = columns 4h..4h+3 of row i
@@ -133,7 +151,8 @@ __global__ void __launch_bounds__(256, 2)
     unpack8(d[i], x);
     uint32_t lo, hi;
     encode8(x, rinv[i], true, e4, true, lo, hi);
-    if (i < valid_rows) st8<kHints>(codes + static_cast<size_t>(m0 + tr + i) * cols + k0 + tc, lo, hi);
+    if (i < valid_rows)
+      st8<kHints>(p.codes + static_cast<size_t>(m0 + g.tr + i) * p.cols + k0 + g.tc, lo, hi);
     q[i][0] = cvt2(x[0] * c_lo.x, x[1] * c_lo.y, e4) | cvt2(x[2] * c_lo.z, x[3] * c_lo.w, e4) << 16;
     q[i][1] = cvt2(x[4] * c_hi.x, x[5] * c_hi.y, e4) | cvt2(x[6] * c_hi.z, x[7] * c_hi.w, e4) << 16;
   }
@@ -146,14 +165,76 @@ __global__ void __launch_bounds__(256, 2)
   if (valid_rows <= 0) return;
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
-    uint8_t* out = codes_t + static_cast<size_t>(k0 + tc + j) * rows + m0 + tr;
-    if (vec_t && valid_rows == 8) {
+    uint8_t* out = p.codes_t + static_cast<size_t>(k0 + g.tc + j) * p.rows + m0 + g.tr;
+    if (p.vec_t && valid_rows == 8) {
       st8<kHints>(out, t[j][0], t[j][1]);
     } else {
 #pragma unroll
       for (int i = 0; i < 8; ++i)  // constant indices keep t in registers
         if (i < valid_rows) out[i] = static_cast<uint8_t>(t[j][i / 4] >> (8 * (i % 4)));
     }
+  }
+}
+
+// One thread block per tile (grid: cols/128 x ceil(rows/128)); the eight loads are the block's
+// only memory-level parallelism, so several blocks per SM must overlap.
+template <bool kHints>
+__global__ void __launch_bounds__(256, 2) quantize_dual_tile_kernel(DualArgs p) {
+  __shared__ DualSmem sm;
+  const DualGeom g;
+  const int m0 = blockIdx.y * 128, k0 = blockIdx.x * 128;
+  const int valid_rows = min(8, p.rows - (m0 + g.tr));
+  uint4 d[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    d[i] = make_uint4(0, 0, 0, 0);  // zeros never raise an amax
+    if (i < valid_rows) {
+      const uint16_t* src = p.src + static_cast<size_t>(m0 + g.tr + i) * p.cols + k0 + g.tc;
+      d[i] = kHints ? ld_stream(src) : ld_plain(src);
+    }
+  }
+  dual_tile<kHints>(p, sm, g, d, m0, k0, [] {});
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(
+                   static_cast<uint32_t>(__cvta_generic_to_shared(smem))),
+               "l"(gmem)
+               : "memory");
+}
+
+// Persistent variant: the grid walks the tiles (column tile fastest) and each thread copies its
+// sub-block of the next tile into shared memory (cp.async, 32 KB per block) while it works on the
+// current one, so a block always has a tile's loads in flight. Each thread reads back only the
+// slots it filled itself, so waiting for its own copies is enough (no barrier); the refill is
+// issued after the maxima have consumed the registers read from those slots.
+template <bool kHints>
+__global__ void __launch_bounds__(256, 2)
+    quantize_dual_persistent_kernel(DualArgs p, int tiles_k, int n_tiles) {
+  __shared__ DualSmem sm;
+  __shared__ uint4 stage[8][256];  // [row of the sub-block][thread]: conflict-free 16-byte accesses
+  const DualGeom g;
+  auto issue = [&](int t) {
+    const int m0 = t / tiles_k * 128, k0 = t % tiles_k * 128;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      if (m0 + g.tr + i < p.rows)
+        cp_async16(&stage[i][g.tid], p.src + static_cast<size_t>(m0 + g.tr + i) * p.cols + k0 + g.tc);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  };
+  int t = blockIdx.x;
+  if (t < n_tiles) issue(t);
+  for (; t < n_tiles; t += gridDim.x) {
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    const int m0 = t / tiles_k * 128, k0 = t % tiles_k * 128;
+    const int valid_rows = min(8, p.rows - (m0 + g.tr));
+    uint4 d[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) d[i] = i < valid_rows ? stage[i][g.tid] : make_uint4(0, 0, 0, 0);
+    const int next = t + gridDim.x;
+    dual_tile<kHints>(p, sm, g, d, m0, k0, [&] {
+      if (next < n_tiles) issue(next);
+    });
   }
 }
 

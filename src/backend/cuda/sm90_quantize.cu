@@ -386,9 +386,10 @@ int stride_grid() {
 
 // Benchmark experiments only (docs/CUDA.md): MX8_QUANT_U = vectors in flight per lane in the
 // streaming kernel (2, 4, 8), MX8_QUANT_HINTS=0 plain loads/stores instead of the streaming hints,
-// MX8_QUANT_BPS = cap on its blocks per SM, MX8_QUANT_OLD=1 the previous kernels.
+// MX8_QUANT_BPS = cap on its blocks per SM, MX8_QUANT_OLD=1 the previous kernels, MX8_QUANT_DUAL=0
+// the one-shot dual kernel instead of the persistent one.
 struct Knobs {
-  int u, hints, bps, old;
+  int u, hints, bps, old, dual;
 };
 const Knobs& knobs() {
   static const Knobs k = [] {
@@ -397,7 +398,7 @@ const Knobs& knobs() {
       return v && *v ? std::atoi(v) : dflt;
     };
     return Knobs{get("MX8_QUANT_U", 4), get("MX8_QUANT_HINTS", 1), get("MX8_QUANT_BPS", 0),
-                 get("MX8_QUANT_OLD", 0)};
+                 get("MX8_QUANT_OLD", 0), get("MX8_QUANT_DUAL", 1)};
   }();
   return k;
 }
@@ -590,14 +591,41 @@ void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, fo
   const dim3 grid(static_cast<unsigned>(cols / 128), static_cast<unsigned>((rows + 127) / 128));
   const int mn_ld = layout == ScaleLayout::kMnMajor ? sa_ld(static_cast<int>(rows)) : 0;
   if (!knobs().old) {
-    const bool vec_t = rows % 8 == 0 && reinterpret_cast<uintptr_t>(codes_t) % 8 == 0;
-    const fmt::ScaleOptions opt{rule, amax_floor};
-    if (knobs().hints)
-      qdev::quantize_dual_tile_kernel<true><<<grid, 256, 0, stream>>>(
-          src, int(rows), int(cols), opt, ue8m0, mn_ld, vec_t, codes, scales, codes_t, scales_t);
-    else
-      qdev::quantize_dual_tile_kernel<false><<<grid, 256, 0, stream>>>(
-          src, int(rows), int(cols), opt, ue8m0, mn_ld, vec_t, codes, scales, codes_t, scales_t);
+    const qdev::DualArgs args{src,
+                              int(rows),
+                              int(cols),
+                              fmt::ScaleOptions{rule, amax_floor},
+                              ue8m0,
+                              mn_ld,
+                              rows % 8 == 0 && reinterpret_cast<uintptr_t>(codes_t) % 8 == 0,
+                              codes,
+                              scales,
+                              codes_t,
+                              scales_t};
+    const bool hints = knobs().hints != 0;
+    if (knobs().dual == 1) {
+      static int occupancy[2] = {0, 0};
+      int& occ = occupancy[hints];
+      if (occ == 0)
+        MX8_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &occ,
+            hints ? qdev::quantize_dual_persistent_kernel<true>
+                  : qdev::quantize_dual_persistent_kernel<false>,
+            256, 0));
+      const int tiles_k = int(cols / 128);
+      const int64_t tiles = int64_t{tiles_k} * ((rows + 127) / 128);
+      if (tiles > INT32_MAX) throw mx8::Error("quantize_act_1x128_dual: too many tiles");
+      const int n_tiles = int(tiles);
+      const int g = std::max(1, std::min(n_tiles, num_sms() * std::max(occ, 1)));
+      if (hints)
+        qdev::quantize_dual_persistent_kernel<true><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
+      else
+        qdev::quantize_dual_persistent_kernel<false><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
+    } else if (hints) {
+      qdev::quantize_dual_tile_kernel<true><<<grid, 256, 0, stream>>>(args);
+    } else {
+      qdev::quantize_dual_tile_kernel<false><<<grid, 256, 0, stream>>>(args);
+    }
     MX8_CUDA_CHECK(cudaGetLastError());
     return;
   }

@@ -1,0 +1,300 @@
+// `mx8 bench gemv-cuda`: the CUDA backend's weight-streaming GEMV (launch_gemv_group, f32
+// activations, FP8 / BF16 / MXFP8 weights) on the Llama-3-8B decode shapes, grouped as the model calls
+// them, and on the six DeepSeek-V3 (N, K) shapes of issue 4 at M = 1..16, against the measured device
+// copy bandwidth and cuBLASLt's BF16 GEMM of the same product. Prints tables and rewrites its section
+// of docs/PERF.md. CUDA builds only (the file compiles to nothing elsewhere).
+#if defined(MX8_HAVE_CUDA)
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/bench_util.h"
+#include "backend/cuda/cublaslt/cublaslt_baseline.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_info.h"
+#include "backend/cuda/gemv_tuning.h"
+#include "cli/command.h"
+#include "cli/perf_report.h"
+#include "mx8/backend/backend.h"
+#include "mx8/error.h"
+
+namespace {
+
+using namespace mx8::backend;
+using mx8::backend::cuda_impl::GemvTuning;
+
+struct Options {
+  int iters = 30;
+  bool ab = false;
+  bool deepseek = true;
+  std::string perf_md;
+  bool no_perf_md = false;
+};
+
+// Device memory released at scope exit.
+struct Buf {
+  void* p = nullptr;
+  explicit Buf(size_t bytes) { MX8_CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 16)); }
+  ~Buf() { cudaFree(p); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+};
+
+// A random weight of `f` (UE8M0 scales): the element bytes are bf16 noise (for E4M3 the bytes of
+// bf16 values read as codes, a spread of magnitudes; a few may be NaN codes, which cost the decode
+// nothing extra), scales 2^-7. Speed does not depend on the values.
+struct DevWeight {
+  std::unique_ptr<Buf> data, scales;
+  WeightView view;
+  size_t bytes = 0;  // data + scales
+  DevWeight(WeightFormat f, int64_t n, int64_t k, uint64_t seed) {
+    const size_t db = weight_data_bytes(f, n, k), sb = weight_scale_bytes(f, ScaleType::ue8m0, n, k);
+    data = std::make_unique<Buf>(db);
+    scales = std::make_unique<Buf>(sb);
+    mx8::cuda::fill_random_bf16(static_cast<uint16_t*>(data->p), db / 2, seed, 0.05f, nullptr);
+    if (sb) MX8_CUDA_CHECK(cudaMemset(scales->p, 127 - 7, sb));
+    view = WeightView{f, n, k, data->p, sb ? scales->p : nullptr, ScaleType::ue8m0};
+    bytes = db + sb;
+  }
+};
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+const char* short_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::f32:
+      return "f32";
+    case WeightFormat::bf16:
+      return "bf16";
+    case WeightFormat::fp8_block:
+      return "fp8 128x128";
+    case WeightFormat::mxfp8:
+      return "mxfp8";
+  }
+  return "?";
+}
+
+// One timed product: targets sharing an input of m rows (x f32 [m][k], x_up when swiglu).
+struct Case {
+  std::string name;
+  std::vector<int64_t> ns;
+  int64_t k;
+  bool swiglu, accumulate;
+};
+
+class Runner {
+ public:
+  Runner(const Options& o) : o_(o), timer_() {
+    copy_bw_ = timer_.copy_bandwidth();
+    cudaDeviceProp prop{};
+    int dev = 0;
+    MX8_CUDA_CHECK(cudaGetDevice(&dev));
+    MX8_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    char b[512];
+    std::snprintf(b, sizeof b, "%s, %d SMs; measured D2D copy %.0f GB/s (read + write)", prop.name,
+                  prop.multiProcessorCount, copy_bw_ / 1e9);
+    gpu_ = b;
+  }
+  double copy_bw() const { return copy_bw_; }
+  const std::string& gpu() const { return gpu_; }
+
+  // Median microseconds of the mx8 launch, and the weight bytes streamed.
+  std::pair<double, double> time_mx8(WeightFormat f, const Case& c, int64_t m, const GemvTuning* tn) {
+    std::vector<std::unique_ptr<DevWeight>> ws;
+    std::vector<std::unique_ptr<Buf>> ys;
+    std::vector<MatmulTarget> ts;
+    double bytes = 0;
+    for (size_t i = 0; i < c.ns.size(); ++i) {
+      ws.push_back(std::make_unique<DevWeight>(f, c.ns[i], c.k, 1000 + i * 7 + uint64_t(c.k)));
+      ys.push_back(std::make_unique<Buf>(size_t(m * c.ns[i]) * 4));
+      MX8_CUDA_CHECK(cudaMemset(ys.back()->p, 0, size_t(m * c.ns[i]) * 4));
+      ts.push_back(MatmulTarget{ws.back()->view, static_cast<float*>(ys.back()->p), nullptr});
+      bytes += double(ws.back()->bytes);
+    }
+    Buf x(size_t(m * c.k) * 4), up(size_t(m * c.k) * 4);
+    MX8_CUDA_CHECK(cudaMemset(x.p, 0, size_t(m * c.k) * 4));  // zeros: silu(0) * 0 stays finite
+    MX8_CUDA_CHECK(cudaMemset(up.p, 0, size_t(m * c.k) * 4));
+    MatmulInput in{static_cast<const float*>(x.p), c.swiglu ? static_cast<const float*>(up.p) : nullptr, m,
+                   c.accumulate};
+    if (!cuda_impl::gemv_group_applies(in, ts.data(), int(ts.size())))
+      throw mx8::Error("bench gemv-cuda: the grouped GEMV does not apply to " + c.name);
+    const double us = timer_.median_us(
+        [&] {
+          if (tn)
+            cuda_impl::launch_gemv_group_tuned(in, ts.data(), int(ts.size()), *tn, nullptr);
+          else
+            cuda_impl::launch_gemv_group(in, ts.data(), int(ts.size()), nullptr);
+        },
+        o_.iters);
+    return {us, bytes};
+  }
+
+  // cuBLASLt BF16 GEMM of the same product (the targets' rows concatenated), or NaN when it fails.
+  double time_cublas_bf16(const Case& c, int64_t m) {
+    int64_t n = 0;
+    for (int64_t v : c.ns) n += v;
+    try {
+      Buf a(size_t(m * c.k) * 2), b(size_t(n * c.k) * 2), d(size_t(m * n) * 2);
+      mx8::cuda::fill_random_bf16(static_cast<uint16_t*>(a.p), size_t(m * c.k), 1, 1.0f, nullptr);
+      mx8::cuda::fill_random_bf16(static_cast<uint16_t*>(b.p), size_t(n * c.k), 2, 0.05f, nullptr);
+      return timer_.median_us([&] { lt_.gemm_bf16(a.p, b.p, d.p, int(m), int(n), int(c.k), nullptr); },
+                              o_.iters);
+    } catch (const mx8::Error& e) {
+      std::printf("cuBLASLt BF16 %s m %lld: %s\n", c.name.c_str(), (long long)m, e.what());
+      return NAN;
+    }
+  }
+
+ private:
+  const Options& o_;
+  mx8::cuda::GpuTimer timer_;
+  mx8::cuda::CublasLtBaseline lt_;
+  double copy_bw_ = 0;
+  std::string gpu_;
+};
+
+// Llama-3-8B, batch 1, grouped as the model's decode step calls the backend.
+const Case kDecode[] = {
+    {"q/k/v (3 targets)", {4096, 1024, 1024}, 4096, false, false},
+    {"o-proj", {4096}, 4096, false, false},
+    {"gate/up (2 targets)", {14336, 14336}, 4096, false, false},
+    {"down (SwiGLU in, += out)", {4096}, 14336, true, true},
+    {"lm_head", {128256}, 4096, false, false},
+};
+
+// DeepSeek-V3's projection shapes (issue 4; the same list as `mx8 bench cuda-gemv`).
+const Case kDeepSeek[] = {{"", {2112}, 7168, false, false}, {"", {24576}, 1536, false, false},
+                          {"", {32768}, 512, false, false}, {"", {7168}, 16384, false, false},
+                          {"", {4096}, 7168, false, false}, {"", {7168}, 2048, false, false}};
+
+std::string shape_str(const Case& c) {
+  std::string s;
+  for (size_t i = 0; i < c.ns.size(); ++i) s += (i ? "+" : "") + std::to_string(c.ns[i]);
+  return s + " x " + std::to_string(c.k);
+}
+
+void run(const Options& o) {
+  if (!mx8::cuda::device_available()) throw mx8::Error("bench gemv-cuda: no CUDA device on this machine");
+  Runner r(o);
+  const double bw = r.copy_bw();
+  std::ostringstream md;
+  md << "### CUDA GEMV (weight streaming, f32 activations)\n\n"
+     << mx8::cli::today_utc() << " - " << r.gpu() << "\n\n`mx8 bench gemv-cuda" << (o.ab ? " --ab" : "")
+     << "`\n\nTimes are medians of " << o.iters
+     << " CUDA-event timings of one launch, L2 flushed (512 MB memset) before each. GB/s counts the "
+        "weight bytes (elements + scales) read once; `% copy` = that rate / the D2D copy bandwidth "
+        "measured in the same run. cuBLASLt BF16 is the same product as one BF16 GEMM (targets' rows "
+        "concatenated), x in BF16; `x` = its time / mx8's.\n\n";
+  std::printf("%s\n", r.gpu().c_str());
+
+  // 1. The decode shapes at M = 1.
+  md << "Llama-3-8B decode step, M = 1 (one launch per row: the grouped targets share the launch):\n\n"
+     << "| product | N x K | weights | mx8 us | GB/s | % copy | cuBLASLt BF16 us | x |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|\n";
+  std::printf("\n%-26s %-24s %-12s %9s %8s %7s %10s %7s\n", "product", "N x K", "weights", "mx8 us", "GB/s",
+              "%copy", "ltBF16 us", "x");
+  for (const Case& c : kDecode) {
+    const double lt = r.time_cublas_bf16(c, 1);
+    for (WeightFormat f : {WeightFormat::fp8_block, WeightFormat::mxfp8, WeightFormat::bf16}) {
+      const auto [us, bytes] = r.time_mx8(f, c, 1, nullptr);
+      const double gbs = bytes / us * 1e-3, frac = gbs * 1e9 / bw;
+      std::printf("%-26s %-24s %-12s %9.1f %8.0f %6.0f%% %10.1f %6.2fx\n", c.name.c_str(),
+                  shape_str(c).c_str(), short_name(f), us, gbs, 100 * frac, lt, lt / us);
+      std::fflush(stdout);
+      md << "| " << c.name << " | " << shape_str(c) << " | " << short_name(f) << " | " << fmt("%.1f", us)
+         << " | " << fmt("%.0f", gbs) << " | " << fmt("%.0f%%", 100 * frac) << " | " << fmt("%.1f", lt)
+         << " | " << fmt("%.2fx", lt / us) << " |\n";
+    }
+  }
+
+  // 2. A/B of the kernel knobs (rows R, chunks per round U, threads per row T, E4M3 decode).
+  if (o.ab) {
+    struct V {
+      int r, u, t, d;
+    };
+    const V vs[] = {{4, 2, 0, 0},  {8, 1, 0, 0},  {4, 4, 0, 0},   {8, 2, 0, 0},   {2, 4, 0, 0},
+                    {4, 2, 32, 0}, {4, 2, 64, 0}, {4, 2, 128, 0}, {4, 2, 256, 0}, {4, 2, 0, 1}};
+    md << "\nA/B of the kernel knobs, M = 1 (R rows per thread group, U chunks per row per round, T threads "
+          "per row, 0 = heuristic; decode 1 = integer E4M3 decode):\n\n"
+          "| product | weights | R | U | T | decode | us | % copy "
+          "|\n|---|---|---:|---:|---:|---:|---:|---:|\n";
+    std::printf("\nA/B\n");
+    for (const Case& c : {kDecode[1], kDecode[2], kDecode[3]})
+      for (WeightFormat f : {WeightFormat::fp8_block, WeightFormat::bf16})
+        for (const V& v : vs) {
+          if (v.d == 1 && f != WeightFormat::fp8_block) continue;
+          GemvTuning tn;
+          tn.rows = v.r;
+          tn.unroll = v.u;
+          tn.threads = v.t;
+          tn.fp8_decode = v.d;
+          const auto [us, bytes] = r.time_mx8(f, c, 1, &tn);
+          const double frac = bytes / (us * 1e-6) / bw;
+          std::printf("%-26s %-12s R %d U %d T %3d dec %d %9.1f %6.0f%%\n", c.name.c_str(), short_name(f),
+                      v.r, v.u, v.t, v.d, us, 100 * frac);
+          std::fflush(stdout);
+          md << "| " << c.name << " | " << short_name(f) << " | " << v.r << " | " << v.u << " | " << v.t
+             << " | " << v.d << " | " << fmt("%.1f", us) << " | " << fmt("%.0f%%", 100 * frac) << " |\n";
+        }
+  }
+
+  // 3. Issue 4: skinny products M = 1..16 on DeepSeek-V3 shapes.
+  if (o.deepseek) {
+    md << "\nDeepSeek-V3 shapes (issue 4: >= 85% of copy bandwidth in weight bytes for M = 1..16), FP8 "
+          "128x128 UE8M0 and BF16 weights:\n\n"
+          "| M | N | K | fp8 us | fp8 GB/s | fp8 % copy | bf16 us | bf16 % copy | cuBLASLt BF16 us | fp8 x "
+          "|\n"
+          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    std::printf("\n%3s %6s %6s %9s %8s %7s %9s %7s %10s %7s\n", "M", "N", "K", "fp8 us", "GB/s", "%copy",
+                "bf16 us", "%copy", "ltBF16 us", "x");
+    for (int64_t m : {1, 2, 4, 8, 16})
+      for (const Case& c : kDeepSeek) {
+        const auto [u8, b8] = r.time_mx8(WeightFormat::fp8_block, c, m, nullptr);
+        const auto [ub, bb] = r.time_mx8(WeightFormat::bf16, c, m, nullptr);
+        const double lt = r.time_cublas_bf16(c, m);
+        const double g8 = b8 / u8 * 1e-3;
+        std::printf("%3lld %6lld %6lld %9.1f %8.0f %6.0f%% %9.1f %6.0f%% %10.1f %6.2fx\n", (long long)m,
+                    (long long)c.ns[0], (long long)c.k, u8, g8, 100 * g8 * 1e9 / bw, ub,
+                    100 * bb / (ub * 1e-6) / bw, lt, lt / u8);
+        std::fflush(stdout);
+        md << "| " << m << " | " << c.ns[0] << " | " << c.k << " | " << fmt("%.1f", u8) << " | "
+           << fmt("%.0f", g8) << " | " << fmt("%.0f%%", 100 * g8 * 1e9 / bw) << " | " << fmt("%.1f", ub)
+           << " | " << fmt("%.0f%%", 100 * bb / (ub * 1e-6) / bw) << " | " << fmt("%.1f", lt) << " | "
+           << fmt("%.2fx", lt / u8) << " |\n";
+      }
+  }
+  if (!o.no_perf_md) {
+    const std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
+    mx8::cli::update_perf_section(path, "gemv-cuda", md.str());
+    std::printf("updated section 'gemv-cuda' of %s\n", path.c_str());
+  }
+}
+
+mx8::cli::CommandRegistration reg{
+    "bench gemv-cuda",
+    "CUDA weight-streaming GEMV: decode and DeepSeek shapes vs copy bandwidth and cuBLASLt",
+    [](CLI::App& app) {
+      auto o = std::make_shared<Options>();
+      app.add_option("--iters", o->iters, "timed runs per product (median reported)")
+          ->check(CLI::Range(20, 1000));
+      app.add_flag("--ab", o->ab, "also time the kernel knob variants (rows, unroll, threads, E4M3 decode)");
+      app.add_flag("!--no-deepseek", o->deepseek, "skip the DeepSeek M = 1..16 table");
+      app.add_option("--perf-md", o->perf_md, "docs/PERF.md to update (default: the source tree's)");
+      app.add_flag("--no-perf-md", o->no_perf_md, "print only; leave docs/PERF.md alone");
+      return mx8::cli::CommandRun([o] { run(*o); });
+    }};
+
+}  // namespace
+
+#endif  // MX8_HAVE_CUDA

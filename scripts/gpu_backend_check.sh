@@ -3,6 +3,7 @@
 #   backend tests vs the CPU backend -> stories260K greedy golden (test + `mx8 run --device cuda`) ->
 #   compute-sanitizer memcheck on the small backend tests -> `mx8 bench decode-cuda` -> logs in $OUT.
 # Usage (device tool): run(command="bash scripts/gpu_backend_check.sh", carry=[".carry/cudabackend"])
+# CARRY=.carry/<dir> selects another carried folder (pack and run), BUILD=build/<dir> the build to pack.
 #
 # The binaries are built on the development machine (2 cores there are slow, but device time is
 # scarcer) and carried in .carry/cudabackend (git-ignored): `scripts/gpu_backend_check.sh --pack`
@@ -12,11 +13,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--pack" ]]; then
-  mkdir -p .carry/cudabackend
+  dst=${CARRY:-.carry/cudabackend}
+  mkdir -p "$dst"
   src=${BUILD:-build/cudabackend}
-  cp $src/mx8 $src/test_cuda .carry/cudabackend/
-  strip --strip-debug .carry/cudabackend/mx8 .carry/cudabackend/test_cuda
-  ls -la .carry/cudabackend
+  cp $src/mx8 $src/test_cuda "$dst"/
+  strip --strip-debug "$dst"/mx8 "$dst"/test_cuda
+  ls -la "$dst"
   exit 0
 fi
 OUT=${OUT:-$PWD/build/gpu-backend-out}
@@ -28,7 +30,7 @@ t0=$SECONDS
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee -a "$S"
 
-B=.carry/cudabackend
+B=${CARRY:-.carry/cudabackend}
 if [[ ! -x $B/test_cuda || ! -x $B/mx8 ]]; then
   note "no carried binaries: building on the GPU machine"
   export CC=/usr/bin/gcc CXX=/usr/bin/g++
@@ -43,7 +45,7 @@ fi
 ldd $B/test_cuda | grep -E "not found" | tee -a "$S"
 
 note "backend tests ($((SECONDS - t0)) s)"
-timeout 150 $B/test_cuda --gtest_color=no --gtest_filter='CudaVsCpu.*:CudaStoriesGolden.*' >"$OUT/tests.log" 2>&1
+timeout 150 $B/test_cuda --gtest_color=no --gtest_filter='CudaVsCpu.*:CudaStoriesGolden.*:CudaDecodeGraphs.*' >"$OUT/tests.log" 2>&1
 note "tests rc=$? : $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/tests.log" | tr '\n' ' ')"
 grep -E "^\[  FAILED|Failure|agreement" -A3 "$OUT/tests.log" | head -40 | tee -a "$S"
 
@@ -59,6 +61,7 @@ tail -4 "$OUT/golden.err" | tee -a "$S"
 if [[ "${SKIP_SANITIZER:-0}" != 1 ]]; then
   note "compute-sanitizer memcheck ($((SECONDS - t0)) s)"
   small='CudaVsCpu.BadIndices*:CudaVsCpu.KvWrite*:CudaVsCpu.Embedding*:CudaVsCpu.AddSilu*:CudaVsCpu.Rope*'
+  small+=':CudaDecodeGraphs.*'
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 $B/test_cuda --gtest_filter="$small" \
     >"$OUT/sanitizer.log" 2>&1
   note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
@@ -81,7 +84,7 @@ if [[ "${EXTRA:-0}" == 1 ]]; then
 fi
 if [[ "${PDL_AB:-0}" == 1 ]]; then
   MX8_CUDA_PDL=0 timeout 60 $B/mx8 bench decode-cuda --weights fp8 --no-perf-md >"$OUT/bench_nopdl.log" 2>&1
-  note "without PDL: $(grep -E 'tok/s' "$OUT/bench_nopdl.log")"
+  note "without PDL: $(grep -E 'tok/s' "$OUT/bench_nopdl.log" | tr '\n' ';')"
 fi
 if [[ "${AB:-0}" == 1 ]]; then
   # A/B of the decode-speed changes, FP8 weights only: the previous E4M3 decode (hardware cvt) and the

@@ -286,14 +286,17 @@ class Llama final : public LlamaModel {
     }
     b_.upload(d_bt_, sb.block_tables.data(), sb.block_tables.size() * 4);
 
-    // A small step is recorded once per shape and replayed afterwards (CUDA graphs): at batch 1 the
-    // ~300 launches of a step cost about as much host time as the GPU needs to stream the weights.
-    // Large steps (prefill) are launch-cheap relative to their work and vary in shape, so they run
-    // as they are.
+    // A small step is recorded and replayed afterwards (CUDA graphs): at batch 1 the ~300 launches
+    // of a step cost about as much host time as the GPU needs to stream the weights. A shape is
+    // recorded the second time it comes (a prompt's odd-sized last chunk would pay for a recording
+    // it never replays). Large steps (prefill) are launch-cheap relative to their work and vary in
+    // shape, so they run as they are.
     if (T <= kMaxRecordedTokens) {
       const uint64_t key = step_key(T, R, sb.max_pages_per_seq, kv);
       if (!b_.replay(key)) {
-        if (unrecordable_.count(key)) {
+        if (seen_.size() > 4096) seen_.clear();  // keys of dead caches accumulate otherwise
+        const bool first = seen_.insert(key).second;
+        if (first || unrecordable_.count(key)) {
           run_step(T, R, sb.max_pages_per_seq, kv);
         } else {
           bool ran = false;
@@ -577,6 +580,7 @@ class Llama final : public LlamaModel {
           *d_rows_ = nullptr;
   int32_t* d_bt_ = nullptr;
   size_t bt_capacity_ = 0;
+  std::unordered_set<uint64_t> seen_;          // step keys that ran at least once
   std::unordered_set<uint64_t> unrecordable_;  // step keys whose recording failed
 
  public:

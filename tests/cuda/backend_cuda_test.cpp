@@ -437,6 +437,88 @@ TEST_F(CudaVsCpu, MatmulPropagatesNaN) {
   }
 }
 
+// matmul_fused: the grouped GEMV (m <= 16, same format, <= kMaxGemvTargets targets) and the composed
+// fallback (m = 17, five targets, mixed formats) against the CPU backend's composition of the plain
+// ops. Tolerance 96 u (sum |w in| + |bias| + |y0|), in = the matmul's input row (x, or silu(x) * up):
+// 64 u for the summation order as in MatmulEveryFormatMatchesCpu, 16 u for silu (CUDA's expf against
+// glibc's, <= 2 ulp, as in AddSiluSoftmaxMatchCpu, passed through the sum), and the bias and
+// accumulation adds, each rounded on both sides (2 u of their magnitudes each), with margin. A
+// wrongly selected input (x instead of silu(x) * up), a lost accumulation or bias, or a target's
+// output written to another's y moves results by a sizeable fraction of sum |w in|.
+TEST_F(CudaVsCpu, MatmulFusedMatchesCpu) {
+  SCOPED_TRACE(trace());
+  const int64_t k = 256;
+  struct Group {
+    std::vector<WeightFormat> formats;  // one target per entry
+    std::vector<int64_t> ns;
+  };
+  const Group groups[] = {
+      {{WeightFormat::fp8_block, WeightFormat::fp8_block, WeightFormat::fp8_block}, {130, 40, 40}},  // q/k/v
+      {{WeightFormat::bf16, WeightFormat::bf16}, {300, 300}},     // gate/up
+      {{WeightFormat::mxfp8}, {64}},                              // o / down
+      {{WeightFormat::fp8_block, WeightFormat::bf16}, {48, 48}},  // mixed formats: composed
+      {std::vector<WeightFormat>(5, WeightFormat::fp8_block), {16, 32, 48, 64, 80}},  // > 4 targets: composed
+  };
+  for (const Group& g : groups) {
+    const int count = int(g.formats.size());
+    std::vector<HostWeight> hw;
+    std::vector<std::vector<float>> bias;
+    std::vector<WeightView> wc, wg;
+    std::vector<Pair> pb;
+    for (int i = 0; i < count; ++i) {
+      hw.push_back(random_weight(g.formats[size_t(i)], ScaleType::ue8m0, g.ns[size_t(i)], k, rng));
+      Pair pd = put(hw.back().data),
+           ps = put(hw.back().scales.empty() ? std::vector<uint8_t>(16) : hw.back().scales);
+      wc.push_back({g.formats[size_t(i)], g.ns[size_t(i)], k, pd.c, ps.c, ScaleType::ue8m0});
+      wg.push_back({g.formats[size_t(i)], g.ns[size_t(i)], k, pd.g, ps.g, ScaleType::ue8m0});
+      bias.push_back(normal(size_t(g.ns[size_t(i)])));
+      pb.push_back(put(bias.back()));
+    }
+    for (int64_t m : {1, 3, 17})
+      for (bool swiglu : {false, true})
+        for (bool accumulate : {false, true})
+          for (bool with_bias : {false, true}) {
+            const auto x = normal(size_t(m * k)), up = normal(size_t(m * k));
+            Pair px = put(x), pu = put(up);
+            std::vector<std::vector<float>> y0;
+            std::vector<Pair> py;
+            std::vector<MatmulTarget> tc(static_cast<size_t>(count)), tg(static_cast<size_t>(count));
+            for (int i = 0; i < count; ++i) {
+              y0.push_back(normal(size_t(m * g.ns[size_t(i)])));
+              py.push_back(put(y0.back()));
+              tc[size_t(i)] = {wc[size_t(i)], (float*)py.back().c,
+                               with_bias ? (const float*)pb[size_t(i)].c : nullptr};
+              tg[size_t(i)] = {wg[size_t(i)], (float*)py.back().g,
+                               with_bias ? (const float*)pb[size_t(i)].g : nullptr};
+            }
+            cpu->matmul_fused({(const float*)px.c, swiglu ? (const float*)pu.c : nullptr, m, accumulate},
+                              tc.data(), count);
+            gpu->matmul_fused({(const float*)px.g, swiglu ? (const float*)pu.g : nullptr, m, accumulate},
+                              tg.data(), count);
+            std::vector<double> in(size_t(m * k));
+            for (size_t i = 0; i < in.size(); ++i)
+              in[i] = swiglu ? double(x[i]) / (1.0 + std::exp(-double(x[i]))) * up[i] : double(x[i]);
+            for (int i = 0; i < count; ++i) {
+              const int64_t n = g.ns[size_t(i)];
+              auto a = get_cpu<float>(py[size_t(i)], size_t(m * n)),
+                   b = get_gpu<float>(py[size_t(i)], size_t(m * n));
+              for (int64_t r = 0; r < m; ++r)
+                for (int64_t c = 0; c < n; ++c) {
+                  double mag = (with_bias ? std::fabs(bias[size_t(i)][size_t(c)]) : 0.0) +
+                               (accumulate ? std::fabs(y0[size_t(i)][size_t(r * n + c)]) : 0.0);
+                  for (int64_t j = 0; j < k; ++j)
+                    mag += std::fabs(double(hw[size_t(i)].deq[size_t(c * k + j)]) * in[size_t(r * k + j)]);
+                  const size_t o = size_t(r * n + c);
+                  ASSERT_NEAR(b[o], a[o], 96 * kU * mag)
+                      << "target " << i << " of " << count << " (" << weight_format_name(g.formats[size_t(i)])
+                      << ", n " << n << ") m " << m << " swiglu " << swiglu << " accumulate " << accumulate
+                      << " bias " << with_bias << " row " << r << " col " << c;
+                }
+            }
+          }
+  }
+}
+
 // ---- KV cache and attention ------------------------------------------------------------------------
 
 struct KvCase {

@@ -10,15 +10,27 @@
 //
 // matmul: m <= 16 rows of activations take the weight-streaming GEMV (backend_cuda_gemv.cu), which
 // dequantizes in registers and keeps activations f32; larger m take the tiled GEMM
-// (backend_cuda_gemm.cu).
+// (backend_cuda_gemm.cu). matmul_fused: one grouped GEMV launch where launch_gemv_group applies,
+// else the plain ops composed with scratch buffers owned by the backend.
+//
+// Step recording (Backend::begin_recording) is CUDA stream capture into a graph, instantiated and
+// launched at end_recording and kept in a small cache by key; replay() launches it: one launch
+// instead of ~300 for a decode step. PDL launch attributes become programmatic edges of the graph.
+// Inside a capture nothing may synchronize or copy from the staging ring (upload, download and
+// synchronize throw), and device memory is never freed (free() defers to the next synchronize(),
+// scratch grows by retiring the old buffer the same way), because the captured kernels keep raw
+// pointers. Any free bumps memory_epoch(), which drops every graph recorded before it.
+// MX8_CUDA_GRAPHS=0 turns recording off (for comparisons).
 #include "backend/cuda/backend_cuda.cuh"
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "mx8/error.h"
 
@@ -45,7 +57,23 @@ std::string describe_error_bits(uint32_t bits) {
 
 namespace {
 std::atomic<bool> g_pdl{true};
+std::atomic<uint64_t> g_memory_epoch{0};
+std::atomic<bool> g_graphs{true};
 }  // namespace
+
+bool graphs_enabled() {
+  return g_graphs.load(std::memory_order_relaxed);
+}
+void set_graphs_enabled(bool on) {
+  g_graphs.store(on, std::memory_order_relaxed);
+}
+
+uint64_t memory_epoch() {
+  return g_memory_epoch.load(std::memory_order_acquire);
+}
+void bump_memory_epoch() {
+  g_memory_epoch.fetch_add(1, std::memory_order_acq_rel);
+}
 
 bool pdl_enabled() {
   return g_pdl.load(std::memory_order_relaxed);
@@ -58,6 +86,7 @@ namespace {
 
 constexpr size_t kStagingBytes = size_t(4) << 20;  // pinned ring for small uploads
 constexpr size_t kStagedMax = size_t(256) << 10;   // uploads up to this size are staged
+constexpr size_t kMaxGraphs = 8;                   // recorded steps kept (least recently used goes)
 
 class CudaBackend final : public Backend {
  public:
@@ -93,9 +122,17 @@ class CudaBackend final : public Backend {
     // understood.
     const char* wg = std::getenv("MX8_CUDA_WGMMA");
     use_wgmma_ = prop.major == 9 && prop.minor == 0 && wg && std::string(wg) == "1";
+    const char* gr = std::getenv("MX8_CUDA_GRAPHS");
+    set_graphs_enabled(!(gr && std::string(gr) == "0"));
+    if (graphs_enabled()) info_.description += ", CUDA graphs";
   }
   ~CudaBackend() override {
+    discard_recording();
     cudaStreamSynchronize(stream_);
+    for (Recorded& g : graphs_) cudaGraphExecDestroy(g.exec);
+    for (Scratch& sc : scratch_)
+      if (sc.p) cudaFree(sc.p);
+    for (void* p : retired_) cudaFree(p);
     fp8_ws_.release();
     cudaStreamDestroy(stream_);
     cudaFreeHost(staging_);
@@ -115,10 +152,26 @@ class CudaBackend final : public Backend {
     return p;
   }
   void free(void* p) override {
-    if (p) check(cudaFree(p), "cudaFree");
+    if (!p) return;
+    bump_memory_epoch();
+    if (capturing_) {
+      retired_.push_back(p);  // the graph being captured may refer to it; freed at synchronize()
+      return;
+    }
+    check(cudaFree(p), "cudaFree");
+  }
+  size_t available_memory() const override {
+    size_t free_bytes = 0, total = 0;
+    if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return free_bytes;
   }
   void upload(void* dst, const void* src, size_t bytes) override {
     if (!bytes) return;
+    if (capturing_)
+      throw Error("cuda backend: upload inside a recorded step (not allowed: see Backend::replay)");
     if (bytes <= kStagedMax) {
       if (staging_pos_ + bytes > kStagingBytes) {
         // The ring is full: wait until every staged copy has been consumed, then start over.
@@ -140,8 +193,13 @@ class CudaBackend final : public Backend {
     check(cudaStreamSynchronize(stream_), "download");
   }
   void synchronize() override {
+    if (capturing_)
+      throw Error(
+          "cuda backend: synchronize or download inside a recorded step (not allowed: see Backend::replay)");
     check(cudaStreamSynchronize(stream_), "synchronize");
     staging_pos_ = 0;
+    for (void* p : retired_) check(cudaFree(p), "cudaFree (retired)");
+    retired_.clear();
     const uint32_t bits = *static_cast<volatile uint32_t*>(err_host_);
     if (bits) {
       *err_host_ = 0;
@@ -170,6 +228,38 @@ class CudaBackend final : public Backend {
       launch_gemv(w, x, m, y, bias, stream_);
     else
       launch_gemm_simt(w, x, m, y, bias, stream_);
+  }
+  void matmul_fused(const MatmulInput& in, const MatmulTarget* targets, int count) override {
+    if (count <= 0) return;
+    const int64_t k = targets[0].w.k;
+    for (int i = 0; i < count; ++i) {
+      validate(targets[i].w, "matmul_fused");
+      if (targets[i].w.k != k)
+        throw Error("cuda backend: matmul_fused: target " + std::to_string(i) +
+                    " has k = " + std::to_string(targets[i].w.k) + ", target 0 has k = " + std::to_string(k));
+    }
+    if (gemv_group_applies(in, targets, count)) {
+      launch_gemv_group(in, targets, count, stream_);
+      return;
+    }
+    // The composition of Backend::matmul_fused, with scratch that outlives the call (a recorded
+    // step keeps the pointers).
+    const float* x = in.x;
+    if (in.x_up) {
+      float* swiglu = scratch(0, size_t(in.m * k));
+      launch_silu_mul(in.x, in.x_up, swiglu, in.m * k, stream_);
+      x = swiglu;
+    }
+    for (int i = 0; i < count; ++i) {
+      const MatmulTarget& t = targets[i];
+      if (!in.accumulate) {
+        matmul(t.w, x, in.m, t.y, t.bias);
+        continue;
+      }
+      float* product = scratch(1, size_t(in.m * t.w.n));
+      matmul(t.w, x, in.m, product, t.bias);
+      launch_add(t.y, product, in.m * t.w.n, stream_);
+    }
   }
   void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) override {
     validate(table, "embedding");
@@ -203,7 +293,103 @@ class CudaBackend final : public Backend {
     launch_attention(as_cuda(cache), a, err_dev_, stream_);
   }
 
+  bool replay(uint64_t key) override {
+    if (!graphs_enabled() || capturing_) return false;
+    const uint64_t epoch = memory_epoch();
+    for (size_t i = 0; i < graphs_.size();) {
+      if (graphs_[i].epoch != epoch) {
+        // Recorded before some memory was freed: it may point at it. Destroying a graph that is
+        // still running is allowed (CUDA frees it when it completes).
+        cudaGraphExecDestroy(graphs_[i].exec);
+        graphs_.erase(graphs_.begin() + std::ptrdiff_t(i));
+        continue;
+      }
+      if (graphs_[i].key == key) {
+        check(cudaGraphLaunch(graphs_[i].exec, stream_), "cudaGraphLaunch");
+        graphs_[i].last_use = ++use_clock_;
+        return true;
+      }
+      ++i;
+    }
+    return false;
+  }
+  void begin_recording(uint64_t key) override {
+    if (!graphs_enabled()) return;
+    if (capturing_) throw Error("cuda backend: begin_recording inside a recording");
+    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+    capturing_ = true;
+    capture_key_ = key;
+    capture_epoch_ = memory_epoch();
+  }
+  void end_recording() override {
+    if (!capturing_) return;
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+    if (e != cudaSuccess) {
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      check(e, "cudaStreamEndCapture");
+    }
+    cudaGraphExec_t exec = nullptr;
+    e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    check(e, "cudaGraphInstantiate");
+    e = cudaGraphLaunch(exec, stream_);
+    if (e != cudaSuccess) {
+      cudaGraphExecDestroy(exec);
+      check(e, "cudaGraphLaunch");
+    }
+    if (memory_epoch() != capture_epoch_) {
+      cudaGraphExecDestroy(exec);  // scratch grew while recording: run once, do not keep
+      return;
+    }
+    if (graphs_.size() >= kMaxGraphs) {
+      auto lru = std::min_element(graphs_.begin(), graphs_.end(), [](const Recorded& a, const Recorded& b) {
+        return a.last_use < b.last_use;
+      });
+      cudaGraphExecDestroy(lru->exec);
+      graphs_.erase(lru);
+    }
+    graphs_.push_back({capture_key_, exec, capture_epoch_, ++use_clock_});
+  }
+  void discard_recording() override {
+    if (!capturing_) return;
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream_, &graph);  // an invalidated capture reports an error: nothing to keep
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+  }
+
  private:
+  struct Recorded {
+    uint64_t key;
+    cudaGraphExec_t exec;
+    uint64_t epoch;
+    uint64_t last_use;
+  };
+  struct Scratch {
+    float* p = nullptr;
+    size_t floats = 0;
+  };
+
+  // Scratch buffer `i` with room for `floats` values. Growing retires the old buffer (freed at the
+  // next synchronize(): enqueued or recorded work may still use it) and drops recorded steps.
+  float* scratch(int i, size_t floats) {
+    Scratch& sc = scratch_[i];
+    if (sc.floats < floats) {
+      const size_t n = std::max(floats, 2 * sc.floats);
+      if (sc.p) retired_.push_back(sc.p);
+      bump_memory_epoch();
+      sc.p = nullptr;
+      sc.floats = 0;
+      sc.p = static_cast<float*>(alloc(n * sizeof(float)));
+      sc.floats = n;
+    }
+    return sc.p;
+  }
+
   static CudaKvCache& as_cuda(KvCache& c) {
     auto* p = dynamic_cast<CudaKvCache*>(&c);
     if (!p) throw Error("cuda backend: KV cache was created by another backend");
@@ -229,6 +415,11 @@ class CudaBackend final : public Backend {
   size_t staging_pos_ = 0;
   bool use_wgmma_ = false;
   Fp8Workspace fp8_ws_;
+  bool capturing_ = false;
+  uint64_t capture_key_ = 0, capture_epoch_ = 0, use_clock_ = 0;
+  std::vector<Recorded> graphs_;
+  Scratch scratch_[2];          // 0: the SwiGLU input, 1: a product before its accumulation
+  std::vector<void*> retired_;  // device memory freed at the next synchronize()
 };
 
 }  // namespace

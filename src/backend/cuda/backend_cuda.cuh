@@ -39,6 +39,17 @@ inline void check_launch(const char* op) {
   check(cudaGetLastError(), op);
 }
 
+// Bumped whenever device memory that a recorded step (a CUDA graph) may refer to is freed: backend
+// free(), a KV cache's destruction, scratch reallocation. Recorded graphs older than the current
+// epoch are dropped instead of replayed (a graph holds raw pointers).
+uint64_t memory_epoch();
+void bump_memory_epoch();
+// Step recording into CUDA graphs (Backend::begin_recording): on unless MX8_CUDA_GRAPHS=0 when the
+// backend was created; benchmarks switch it for A/B runs. Off: replay() returns false and the
+// recording bracket is ignored.
+bool graphs_enabled();
+void set_graphs_enabled(bool on);
+
 // Programmatic dependent launch (Hopper): kernels are launched with programmatic stream
 // serialization, so kernel N+1 is scheduled while kernel N drains instead of after it. Every kernel
 // of this backend starts with pdl_trigger() (let the next kernel be scheduled) and calls pdl_wait()

@@ -44,6 +44,7 @@ CudaKvCache::CudaKvCache(const KvCacheDesc& d, cudaStream_t s) : KvCache(d) {
 }
 
 CudaKvCache::~CudaKvCache() {
+  bump_memory_epoch();  // recorded steps that wrote or read these pages must not be replayed
   if (base_) cudaFree(base_);
 }
 

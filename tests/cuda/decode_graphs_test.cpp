@@ -1,0 +1,191 @@
+// Step recording on the CUDA backend (CUDA graphs, Backend::begin_recording / replay): a recorded
+// step replays the same launches (bit-identical results, PDL edges included), is dropped when memory
+// it may refer to is freed, and ops that cannot be recorded throw inside the bracket. The model's
+// forward pass gives bit-identical logits with recording on and off. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/backend_cuda.cuh"
+#include "mx8/backend/backend.h"
+#include "mx8/error.h"
+#include "mx8/model/llama.h"
+
+namespace mx8::backend {
+namespace {
+
+bool gpu_present() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+// Restores the process-wide recording switch when a test ends.
+struct GraphsSwitch {
+  bool was = cuda_impl::graphs_enabled();
+  explicit GraphsSwitch(bool on) { cuda_impl::set_graphs_enabled(on); }
+  ~GraphsSwitch() { cuda_impl::set_graphs_enabled(was); }
+};
+
+TEST(CudaDecodeGraphs, RecordReplayAndInvalidation) {
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+  auto be = make_cuda_backend(0);
+  GraphsSwitch on(true);
+  const size_t n = 1000;
+  std::vector<float> a(n), b(n), out(n);
+  for (size_t i = 0; i < n; ++i) {
+    a[i] = float(i);
+    b[i] = 1.0f;
+  }
+  float* da = static_cast<float*>(be->alloc(n * 4));
+  float* db = static_cast<float*>(be->alloc(n * 4));
+  be->upload(da, a.data(), n * 4);
+  be->upload(db, b.data(), n * 4);
+  EXPECT_FALSE(be->replay(7));
+  be->begin_recording(7);
+  // Two dependent launches: with PDL on, the second waits on the first through a programmatic edge.
+  be->add(da, db, int64_t(n));
+  be->add(da, db, int64_t(n));
+  be->end_recording();  // runs them once
+  be->download(out.data(), da, n * 4);
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], float(i) + 2) << i;
+  ASSERT_TRUE(be->replay(7));
+  ASSERT_TRUE(be->replay(7));
+  be->download(out.data(), da, n * 4);
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], float(i) + 6) << i;
+  EXPECT_FALSE(be->replay(8));
+
+  // Inside a bracket, an upload would record a copy from the staging ring (reused afterwards) and a
+  // synchronize would stall the capture: both throw; the bracket is then discarded.
+  be->begin_recording(9);
+  EXPECT_THROW(be->upload(da, a.data(), n * 4), Error);
+  EXPECT_THROW(be->synchronize(), Error);
+  be->discard_recording();
+  EXPECT_FALSE(be->replay(9));
+  be->add(da, db, int64_t(n));  // the stream works as before
+  be->download(out.data(), da, n * 4);
+  EXPECT_EQ(out[5], 5.0f + 7);
+
+  // Freeing any backend memory drops the recorded steps (they may point at it).
+  be->free(be->alloc(64));
+  EXPECT_FALSE(be->replay(7));
+  be->free(da);
+  be->free(db);
+}
+
+TEST(CudaDecodeGraphs, MatmulFusedFallbackRecordsWithScratch) {
+  // m = 17 is past the grouped GEMV: matmul_fused composes with backend scratch, which must be valid
+  // at every replay (it is sized on the first call, inside the recording here).
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+  auto be = make_cuda_backend(0);
+  GraphsSwitch on(true);
+  const int64_t m = 17, n = 24, k = 40;
+  std::vector<float> w(size_t(n * k), 0.5f), x(size_t(m * k), 1.0f), up(size_t(m * k), 2.0f),
+      y(size_t(m * n), 1.0f);
+  void* dw = be->alloc(w.size() * 4);
+  float* dx = static_cast<float*>(be->alloc(x.size() * 4));
+  float* du = static_cast<float*>(be->alloc(up.size() * 4));
+  float* dy = static_cast<float*>(be->alloc(y.size() * 4));
+  be->upload(dw, w.data(), w.size() * 4);
+  be->upload(dx, x.data(), x.size() * 4);
+  be->upload(du, up.data(), up.size() * 4);
+  be->upload(dy, y.data(), y.size() * 4);
+  MatmulTarget t{WeightView{WeightFormat::f32, n, k, dw, nullptr, ScaleType::ue8m0}, dy, nullptr};
+  for (int rep = 0; rep < 3; ++rep) {
+    if (!be->replay(11)) {
+      be->begin_recording(11);
+      be->matmul_fused({dx, du, m, true}, &t, 1);
+      be->end_recording();
+    }
+  }
+  std::vector<float> got(y.size());
+  be->download(got.data(), dy, got.size() * 4);
+  // Each run adds k * 0.5 * silu(1) * 2 = 40 * silu(1) to every output.
+  std::vector<float> cpu_y = y;
+  auto cpu = make_cpu_backend(1);
+  for (int rep = 0; rep < 3; ++rep) {
+    MatmulTarget tc{WeightView{WeightFormat::f32, n, k, w.data(), nullptr, ScaleType::ue8m0}, cpu_y.data(),
+                    nullptr};
+    cpu->matmul_fused({x.data(), up.data(), m, true}, &tc, 1);
+  }
+  for (size_t i = 0; i < got.size(); ++i)
+    // silu through CUDA's expf vs glibc's (<= 2 ulp) summed over k = 40 equal terms and 3 accumulations:
+    // 1e-5 relative covers it; a missing replay or scratch content would be off by ~1/3.
+    ASSERT_NEAR(got[i], cpu_y[i], 1e-5 * std::fabs(cpu_y[i])) << i;
+  be->free(dw);
+  be->free(dx);
+  be->free(du);
+  be->free(dy);
+}
+
+std::string repo_file(const std::string& rel) {
+  std::string p = std::string(MX8_SOURCE_DIR) + "/" + rel;
+  return std::filesystem::exists(p) ? p : rel;
+}
+
+// A 5-token prompt in one step (logits of rows 2 and 4: the gather path), then `steps` decode steps of
+// one token, on a fresh KV cache; returns every step's logits.
+std::vector<std::vector<float>> decode(model::LlamaModel& m, Backend& be, KvFormat kvf, int steps) {
+  const model::LlamaConfig& c = m.config();
+  const int page = 16, pages = (5 + steps + page - 1) / page + 1;
+  auto kv =
+      be.create_kv_cache(KvCacheDesc{kvf, int(c.n_layers), int(c.n_kv_heads), int(c.head_dim), page, pages});
+  model::StepBatch b;
+  b.max_pages_per_seq = pages;
+  for (int i = 0; i < pages; ++i) b.block_tables.push_back(i);
+  std::vector<std::vector<float>> out;
+  b.tokens = {1, 50, 60, 70, 80};
+  b.pos = {0, 1, 2, 3, 4};
+  b.seq = std::vector<int32_t>(5, 0);
+  b.slot = b.pos;
+  b.kv_len = {1, 2, 3, 4, 5};
+  b.logit_rows = {2, 4};
+  out.emplace_back(size_t(2 * c.vocab));
+  m.forward(b, *kv, out.back().data());
+  b.seq = {0};
+  b.logit_rows = {0};
+  for (int s = 0; s < steps; ++s) {
+    const int p = 5 + s;
+    b.tokens = {int32_t((p * 37 + 3) % c.vocab)};
+    b.pos = {p};
+    b.slot = {p};
+    b.kv_len = {p + 1};
+    out.emplace_back(size_t(c.vocab));
+    m.forward(b, *kv, out.back().data());
+  }
+  return out;
+}
+
+TEST(CudaDecodeGraphs, ModelLogitsBitIdenticalWithAndWithoutRecording) {
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+  const std::string path = repo_file("models/stories260K.gguf");
+  ASSERT_TRUE(std::filesystem::exists(path)) << path;
+  auto be = make_cuda_backend(0);
+  for (model::WeightMode wm : {model::WeightMode::as_given, model::WeightMode::fp8}) {
+    SCOPED_TRACE(model::weight_mode_name(wm));
+    model::LoadOptions lo;
+    lo.weights = wm;
+    lo.max_tokens_per_step = 16;
+    auto m = model::load_llama(path, *be, lo);
+    std::vector<std::vector<float>> off, on;
+    {
+      GraphsSwitch g(false);
+      off = decode(*m, *be, KvFormat::bf16, 10);
+    }
+    {
+      GraphsSwitch g(true);
+      on = decode(*m, *be, KvFormat::bf16, 10);  // decode step 1 runs, step 2 records, 3.. replay
+      ASSERT_EQ(on.size(), off.size());
+      for (size_t s = 0; s < on.size(); ++s)
+        EXPECT_EQ(std::memcmp(on[s].data(), off[s].data(), on[s].size() * 4), 0) << "step " << s;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mx8::backend

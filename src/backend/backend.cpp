@@ -123,6 +123,14 @@ void Backend::matmul_fused(const MatmulInput& in, const MatmulTarget* targets, i
   }
 }
 
+void Backend::rope_kv_write(KvCache& cache, int layer, float* q, float* k, const float* v,
+                            const int32_t* positions, const int32_t* slots, int64_t n_tokens, int64_t n_heads,
+                            const RopeArgs& r) {
+  rope(q, positions, n_tokens, n_heads, r);
+  rope(k, positions, n_tokens, cache.desc().n_kv_heads, r);
+  kv_write(cache, layer, k, v, slots, n_tokens);
+}
+
 void throw_unknown_backend(const std::string& name) {
   if (name == "cuda")
     throw Error(

@@ -361,8 +361,7 @@ class Llama final : public LlamaModel {
   void run_step(int T, int R, int max_pages, backend::KvCache& kv) {
     const LlamaConfig& c = config_;
     const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
-    // q, k and v of the step lie back to back in qkv_ ([T][qd] then [T][kvd] twice), so that at T == 1
-    // q and k form one [n_heads + n_kv_heads][head_dim] array that one rope call rotates.
+    // q, k and v of the step lie back to back in qkv_: [T][qd], then [T][kvd] twice.
     float* q = qkv_;
     float* k = q + int64_t(T) * qd;
     float* v = k + int64_t(T) * kvd;
@@ -377,13 +376,7 @@ class Llama final : public LlamaModel {
         b_.rmsnorm(q, L.q_norm, int64_t(T) * c.n_heads, c.head_dim, c.norm_eps, q);
         b_.rmsnorm(k, L.k_norm, int64_t(T) * c.n_kv_heads, c.head_dim, c.norm_eps, k);
       }
-      if (T == 1) {
-        b_.rope(q, d_pos_, 1, c.n_heads + c.n_kv_heads, rope);
-      } else {
-        b_.rope(q, d_pos_, T, c.n_heads, rope);
-        b_.rope(k, d_pos_, T, c.n_kv_heads, rope);
-      }
-      b_.kv_write(kv, int(l), k, v, d_slot_, T);
+      b_.rope_kv_write(kv, int(l), q, k, v, d_pos_, d_slot_, T, c.n_heads, rope);
       backend::AttentionArgs a;
       a.q = q;
       a.out = att_;

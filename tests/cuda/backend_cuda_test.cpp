@@ -519,6 +519,52 @@ TEST_F(CudaVsCpu, MatmulFusedMatchesCpu) {
   }
 }
 
+// rope_kv_write: the fused kernel against the composition of the GPU's own rope and kv_write (the
+// default Backend::rope_kv_write called on the CUDA backend), bit for bit: q, k and every cache
+// byte. Both round each rotation alike (rope_pair) and store with the same codecs; the composed ops
+// are checked against the CPU by RopeMatchesCpu and KvWriteBytesEqualCpuAndAttentionMatches.
+TEST_F(CudaVsCpu, RopeKvWriteFusedEqualsComposed) {
+  SCOPED_TRACE(trace());
+  struct Case {
+    KvFormat f;
+    RopeStyle style;
+    int hd, rot, n_heads, n_kv, T;
+  };
+  for (Case cs : {Case{KvFormat::bf16, RopeStyle::half, 128, 128, 32, 8, 1},
+                  Case{KvFormat::fp8, RopeStyle::half, 128, 128, 8, 2, 5},
+                  Case{KvFormat::f32, RopeStyle::interleaved, 64, 64, 6, 3, 3},
+                  Case{KvFormat::fp8, RopeStyle::half, 256, 192, 4, 4, 2},
+                  Case{KvFormat::bf16, RopeStyle::interleaved, 48, 32, 4, 1, 17}}) {
+    const KvCacheDesc d{cs.f, 2, cs.n_kv, cs.hd, 16, 4};
+    auto fused = gpu->create_kv_cache(d), composed = gpu->create_kv_cache(d);
+    std::vector<float> inv(size_t(cs.rot / 2));
+    for (size_t j = 0; j < inv.size(); ++j) inv[j] = std::pow(10000.0f, -2.0f * float(j) / float(cs.rot));
+    Pair pinv = put(inv);
+    const RopeArgs r{cs.style, cs.hd, cs.rot, (const float*)pinv.g};
+    std::vector<int32_t> pos, slots;
+    for (int t = 0; t < cs.T; ++t) {
+      pos.push_back(1000 * t + 7);
+      slots.push_back((t * 13 + 5) % 64);
+    }
+    const auto q = normal(size_t(cs.T * cs.n_heads * cs.hd)), k = normal(size_t(cs.T * cs.n_kv * cs.hd)),
+               v = normal(size_t(cs.T * cs.n_kv * cs.hd));
+    Pair pq1 = put(q), pq2 = put(q), pk1 = put(k), pk2 = put(k), pv = put(v), ppos = put(pos),
+         psl = put(slots);
+    gpu->rope_kv_write(*fused, 1, (float*)pq1.g, (float*)pk1.g, (const float*)pv.g, (const int32_t*)ppos.g,
+                       (const int32_t*)psl.g, cs.T, cs.n_heads, r);
+    gpu->Backend::rope_kv_write(*composed, 1, (float*)pq2.g, (float*)pk2.g, (const float*)pv.g,
+                                (const int32_t*)ppos.g, (const int32_t*)psl.g, cs.T, cs.n_heads, r);
+    const std::string what =
+        std::string(kv_format_name(cs.f)) + " hd " + std::to_string(cs.hd) + " T " + std::to_string(cs.T);
+    EXPECT_EQ(get_gpu<float>(pq1, q.size()), get_gpu<float>(pq2, q.size())) << what;
+    EXPECT_EQ(get_gpu<float>(pk1, k.size()), get_gpu<float>(pk2, k.size())) << what;
+    std::vector<uint8_t> a(d.total_bytes()), b(d.total_bytes());
+    gpu->download(a.data(), dynamic_cast<cuda_impl::CudaKvCache&>(*fused).base(), a.size());
+    gpu->download(b.data(), dynamic_cast<cuda_impl::CudaKvCache&>(*composed).base(), b.size());
+    EXPECT_TRUE(a == b) << what;
+  }
+}
+
 // ---- KV cache and attention ------------------------------------------------------------------------
 
 struct KvCase {

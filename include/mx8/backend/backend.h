@@ -199,6 +199,12 @@ class Backend {
   virtual void kv_write(KvCache& cache, int layer, const float* k, const float* v, const int32_t* slots,
                         int64_t n_tokens) = 0;
   virtual void attention(KvCache& cache, const AttentionArgs& a) = 0;
+  // rope(q, positions, n_tokens, n_heads, r), rope(k, positions, n_tokens, cache's n_kv_heads, r),
+  // then kv_write(cache, layer, k, v, slots, n_tokens): the step between a layer's q/k/v projections
+  // and its attention, in one launch where the backend can. The default composes those three ops.
+  virtual void rope_kv_write(KvCache& cache, int layer, float* q, float* k, const float* v,
+                             const int32_t* positions, const int32_t* slots, int64_t n_tokens,
+                             int64_t n_heads, const RopeArgs& r);
 
   // Step recording, for backends where launching costs more than running (CUDA graphs). The caller
   // brackets a sequence of ops whose launches depend only on `key` (shapes and pointers) - the data

@@ -289,6 +289,11 @@ class CudaBackend final : public Backend {
                 int64_t n_tokens) override {
     launch_kv_write(as_cuda(cache), layer, k, v, slots, n_tokens, err_dev_, stream_);
   }
+  void rope_kv_write(KvCache& cache, int layer, float* q, float* k, const float* v, const int32_t* positions,
+                     const int32_t* slots, int64_t n_tokens, int64_t n_heads, const RopeArgs& r) override {
+    launch_rope_kv_write(as_cuda(cache), layer, q, k, v, positions, slots, n_tokens, n_heads, r, err_dev_,
+                         stream_);
+  }
   void attention(KvCache& cache, const AttentionArgs& a) override {
     launch_attention(as_cuda(cache), a, err_dev_, stream_);
   }

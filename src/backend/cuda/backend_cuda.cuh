@@ -68,6 +68,21 @@ __device__ __forceinline__ void pdl_trigger() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 
+// Rotates pair j of one head vector v by angle float(pos) * inv_freq[j] (rope_kernel and the fused
+// rope_kv_write_kernel share it, so both round alike). __fmul_rn/__fadd_rn: no FMA contraction, so
+// each output is rounded as the CPU rounds it.
+__device__ __forceinline__ void rope_pair(float* v, int j, int32_t pos, const RopeArgs& r) {
+  const int half = r.rot_dim / 2;
+  const float val = float(pos) * r.inv_freq[j];
+  float sn, cs;
+  sincosf(val, &sn, &cs);
+  const int i0 = r.style == RopeStyle::interleaved ? 2 * j : j;
+  const int i1 = r.style == RopeStyle::interleaved ? 2 * j + 1 : j + half;
+  const float v0 = v[i0], v1 = v[i1];
+  v[i0] = __fsub_rn(__fmul_rn(v0, cs), __fmul_rn(v1, sn));
+  v[i1] = __fadd_rn(__fmul_rn(v0, sn), __fmul_rn(v1, cs));
+}
+
 // Launches `kernel` on `s` (with the PDL attribute when enabled) and checks the launch.
 template <typename... KArgs, typename... Args>
 void launch(const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
@@ -119,6 +134,10 @@ void launch_softmax(float* x, int64_t rows, int64_t cols, cudaStream_t s);
 void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, const int32_t* slots,
                      int64_t n_tokens, uint32_t* err, cudaStream_t s);
 void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s);
+// rope on q [n_tokens][n_heads][head_dim] and k, then kv_write of k and v: one launch.
+void launch_rope_kv_write(CudaKvCache& c, int layer, float* q, float* k, const float* v,
+                          const int32_t* positions, const int32_t* slots, int64_t n_tokens, int64_t n_heads,
+                          const RopeArgs& r, uint32_t* err, cudaStream_t s);
 
 // y[m][n] = x[m][k] W^T (+ bias), m <= 16 recommended (each group of 8 rows of x streams W once).
 void launch_gemv(const WeightView& w, const float* x, int64_t m, float* y, const float* bias, cudaStream_t s);

@@ -109,19 +109,8 @@ __global__ void rope_kernel(float* x, const int32_t* positions, int64_t n_tokens
   const int64_t total = n_tokens * n_heads * half;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int j = int(i % half);
     const int64_t th = i / half;  // token * n_heads + head
-    const int64_t t = th / n_heads;
-    float val = float(positions[t]) * r.inv_freq[j];
-    float sn, cs;
-    sincosf(val, &sn, &cs);
-    float* v = x + th * r.head_dim;
-    const int i0 = r.style == RopeStyle::interleaved ? 2 * j : j;
-    const int i1 = r.style == RopeStyle::interleaved ? 2 * j + 1 : j + half;
-    const float v0 = v[i0], v1 = v[i1];
-    // __fmul_rn/__fadd_rn: no FMA contraction, so each output is rounded as the CPU rounds it.
-    v[i0] = __fsub_rn(__fmul_rn(v0, cs), __fmul_rn(v1, sn));
-    v[i1] = __fadd_rn(__fmul_rn(v0, sn), __fmul_rn(v1, cs));
+    rope_pair(x + th * r.head_dim, int(i % half), positions[th / n_heads], r);
   }
 }
 

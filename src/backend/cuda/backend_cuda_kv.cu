@@ -95,26 +95,16 @@ __device__ __forceinline__ size_t scale_off(const KvGeom& g, int slot, int head)
 
 // ---- kv_write: one warp per (token, kv head, K or V) --------------------------------------------
 
+// One warp stores head `h` of one token, src[hd], at slot id `s` of `pool` (K or V of a layer).
 template <KvFormat F>
-__global__ void kv_write_kernel(uint8_t* kpool, uint8_t* vpool, KvGeom g, const float* k, const float* v,
-                                const int32_t* slots, int64_t n_tokens, uint32_t* err) {
-  pdl_trigger();
-  pdl_wait();
-  const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int lane = threadIdx.x & 31;
-  if (gw >= n_tokens * g.n_kv * 2) return;
-  const int which = int(gw & 1);  // 0: K, 1: V
-  const int64_t th = gw >> 1;
-  const int64_t t = th / g.n_kv;
-  const int h = int(th % g.n_kv);
-  const int32_t s = slots[t];
+__device__ void write_head(uint8_t* pool, const KvGeom& g, const float* src, int32_t s, int h, int lane,
+                           uint32_t* err) {
   if (s < 0 || s >= g.capacity) {
     if (lane == 0) atomicOr(err, kErrKvSlot);
     return;
   }
   const int page = s / g.ps, slot = s % g.ps;
-  uint8_t* pg = (which ? vpool : kpool) + size_t(page) * g.page_bytes;
-  const float* src = (which ? v : k) + th * g.hd;
+  uint8_t* pg = pool + size_t(page) * g.page_bytes;
   uint8_t* dst = pg + elem_off<F>(g, slot, h);
   if constexpr (F == KvFormat::f32) {
     float* d32 = reinterpret_cast<float*>(dst);
@@ -136,6 +126,49 @@ __global__ void kv_write_kernel(uint8_t* kpool, uint8_t* vpool, KvGeom g, const 
         dst[i] = format::e4m3_from_f32(__fmul_rn(src[i], bs.inv_scale), true);
     }
   }
+}
+
+template <KvFormat F>
+__global__ void kv_write_kernel(uint8_t* kpool, uint8_t* vpool, KvGeom g, const float* k, const float* v,
+                                const int32_t* slots, int64_t n_tokens, uint32_t* err) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (gw >= n_tokens * g.n_kv * 2) return;
+  const int which = int(gw & 1);  // 0: K, 1: V
+  const int64_t th = gw >> 1;
+  const int64_t t = th / g.n_kv;
+  write_head<F>(which ? vpool : kpool, g, (which ? v : k) + th * g.hd, slots[t], int(th % g.n_kv), lane, err);
+}
+
+// rope on q and k, then kv_write, in one launch: one warp per (token, row), rows = the token's query
+// heads, then its kv heads (rotated in place, then stored), then its V heads (stored). The rotation
+// is rope_kernel's (rope_pair), so the results are bit-identical to rope + rope + kv_write.
+template <KvFormat F>
+__global__ void rope_kv_write_kernel(uint8_t* kpool, uint8_t* vpool, KvGeom g, float* q, float* k,
+                                     const float* v, const int32_t* positions, const int32_t* slots,
+                                     int64_t n_tokens, int n_heads, RopeArgs r, uint32_t* err) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  const int rows = n_heads + 2 * g.n_kv;
+  if (gw >= n_tokens * rows) return;
+  const int64_t t = gw / rows;
+  const int row = int(gw % rows);
+  if (row < n_heads + g.n_kv) {
+    float* x =
+        row < n_heads ? q + (t * n_heads + row) * r.head_dim : k + (t * g.n_kv + row - n_heads) * r.head_dim;
+    const int32_t pos = positions[t];
+    for (int j = lane; j < r.rot_dim / 2; j += 32) rope_pair(x, j, pos, r);
+    if (row < n_heads) return;
+    __syncwarp();  // the warp's rotated k is read back by other lanes below
+    write_head<F>(kpool, g, x, slots[t], row - n_heads, lane, err);
+    return;
+  }
+  const int h = row - n_heads - g.n_kv;
+  write_head<F>(vpool, g, v + (t * g.n_kv + h) * g.hd, slots[t], h, lane, err);
 }
 
 // ---- attention ------------------------------------------------------------------------------------
@@ -523,6 +556,41 @@ void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, 
       break;
   }
   check_launch("kv_write");
+}
+
+void launch_rope_kv_write(CudaKvCache& c, int layer, float* q, float* k, const float* v,
+                          const int32_t* positions, const int32_t* slots, int64_t n_tokens, int64_t n_heads,
+                          const RopeArgs& r, uint32_t* err, cudaStream_t s) {
+  const KvCacheDesc& d = c.desc();
+  if (layer < 0 || layer >= d.n_layers)
+    throw Error("cuda backend: rope_kv_write to layer " + std::to_string(layer) + " of " +
+                std::to_string(d.n_layers));
+  if (r.head_dim != d.head_dim || r.rot_dim < 0 || r.rot_dim > r.head_dim || r.rot_dim % 2 != 0)
+    throw Error("cuda backend: rope_kv_write with head_dim " + std::to_string(r.head_dim) + " / rot_dim " +
+                std::to_string(r.rot_dim) + " for a cache of head_dim " + std::to_string(d.head_dim));
+  if (n_tokens <= 0) return;
+  const KvGeom g = geom_of(c);
+  const int64_t warps = n_tokens * (n_heads + 2 * g.n_kv);
+  const int threads = 128;
+  const unsigned blocks = unsigned((warps * 32 + threads - 1) / threads);
+  uint8_t* kp = c.pool(layer, 0);
+  uint8_t* vp = c.pool(layer, 1);
+  const int nh = int(n_heads);
+  switch (d.format) {
+    case KvFormat::f32:
+      launch("rope_kv_write_kernel", rope_kv_write_kernel<KvFormat::f32>, dim3(blocks), dim3(threads), s, kp,
+             vp, g, q, k, v, positions, slots, n_tokens, nh, r, err);
+      break;
+    case KvFormat::bf16:
+      launch("rope_kv_write_kernel", rope_kv_write_kernel<KvFormat::bf16>, dim3(blocks), dim3(threads), s, kp,
+             vp, g, q, k, v, positions, slots, n_tokens, nh, r, err);
+      break;
+    case KvFormat::fp8:
+      launch("rope_kv_write_kernel", rope_kv_write_kernel<KvFormat::fp8>, dim3(blocks), dim3(threads), s, kp,
+             vp, g, q, k, v, positions, slots, n_tokens, nh, r, err);
+      break;
+  }
+  check_launch("rope_kv_write");
 }
 
 void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s) {

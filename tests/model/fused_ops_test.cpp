@@ -1,7 +1,7 @@
-// Backend::matmul_fused's default (the composition every backend without a fused kernel uses, the
-// CPU backend among them) against the plain ops it stands for, bit for bit: the model's numerics
-// on such backends did not change when its forward pass moved to matmul_fused. Also the recording
-// hooks' defaults (no recording: the caller runs the ops itself).
+// The defaults of Backend::matmul_fused and Backend::rope_kv_write (the compositions every backend
+// without fused kernels uses, the CPU backend among them) against the plain ops they stand for, bit
+// for bit: the model's numerics on such backends did not change when its forward pass moved to the
+// fused ops. Also the recording hooks' defaults (no recording: the caller runs the ops itself).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -84,6 +84,49 @@ TEST(MatmulFused, TargetsWithDifferentInputWidthsAreAnError) {
   t[1].w = WeightView{WeightFormat::f32, 8, 5, w2.data(), nullptr, ScaleType::ue8m0};
   t[1].y = y2.data();
   EXPECT_THROW(be->matmul_fused({x.data(), nullptr, 1, false}, t, 2), mx8::Error);
+}
+
+TEST(RopeKvWrite, DefaultEqualsThePlainOpsBitForBit) {
+  auto be = make_cpu_backend(2);
+  std::mt19937_64 rng(7);
+  const int T = 3, n_heads = 4, n_kv = 2, hd = 64, page = 4;
+  for (KvFormat f : {KvFormat::f32, KvFormat::bf16, KvFormat::fp8}) {
+    const KvCacheDesc d{f, 2, n_kv, hd, page, 3};
+    auto fused = be->create_kv_cache(d), plain = be->create_kv_cache(d);
+    std::vector<float> inv(size_t(hd / 2));
+    for (int j = 0; j < hd / 2; ++j) inv[size_t(j)] = std::pow(10000.0f, -2.0f * float(j) / float(hd));
+    const RopeArgs r{RopeStyle::half, hd, hd, inv.data()};
+    const std::vector<int32_t> pos{3, 4, 9}, slots{3, 4, 9};
+    const std::vector<float> q0 = randn(size_t(T * n_heads * hd), rng),
+                             k0 = randn(size_t(T * n_kv * hd), rng), v = randn(size_t(T * n_kv * hd), rng);
+    std::vector<float> qf = q0, kf = k0, qp = q0, kp = k0;
+    be->rope_kv_write(*fused, 1, qf.data(), kf.data(), v.data(), pos.data(), slots.data(), T, n_heads, r);
+    be->rope(qp.data(), pos.data(), T, n_heads, r);
+    be->rope(kp.data(), pos.data(), T, n_kv, r);
+    be->kv_write(*plain, 1, kp.data(), v.data(), slots.data(), T);
+    EXPECT_TRUE(same_bits(qf, qp));
+    EXPECT_TRUE(same_bits(kf, kp));
+    // Decode token 2 of the cache through attention: equal caches give equal outputs.
+    std::vector<float> of(size_t(n_heads * hd)), op(size_t(n_heads * hd));
+    const std::vector<int32_t> seq{0}, len{10}, table{0, 1, 2};
+    AttentionArgs a;
+    a.q = qp.data() + 2 * n_heads * hd;
+    a.n_tokens = 1;
+    a.n_heads = n_heads;
+    a.n_kv_heads = n_kv;
+    a.head_dim = hd;
+    a.scale = 0.125f;
+    a.layer = 1;
+    a.seq = seq.data();
+    a.kv_len = len.data();
+    a.block_tables = table.data();
+    a.max_pages_per_seq = 3;
+    a.out = of.data();
+    be->attention(*fused, a);
+    a.out = op.data();
+    be->attention(*plain, a);
+    EXPECT_TRUE(same_bits(of, op)) << kv_format_name(f);
+  }
 }
 
 TEST(MatmulFused, RecordingDefaultsRecordNothing) {

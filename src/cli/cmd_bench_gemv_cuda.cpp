@@ -7,8 +7,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -19,6 +21,7 @@
 #include "backend/cuda/cublaslt/cublaslt_baseline.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_info.h"
+#include "backend/cuda/gemv_bench_util.h"
 #include "backend/cuda/gemv_tuning.h"
 #include "cli/command.h"
 #include "cli/perf_report.h"
@@ -93,10 +96,45 @@ struct Case {
   bool swiglu, accumulate;
 };
 
+// Median event timings, each run preceded by an L2 flush: a 512 MB memset (write) and, when `clean`,
+// a 256 MB read (gemv_bench_util.h says why).
+class FlushTimer {
+ public:
+  FlushTimer() : write_(kWrite), read_(kRead) {
+    MX8_CUDA_CHECK(cudaMemset(read_.p, 1, kRead));
+    MX8_CUDA_CHECK(cudaEventCreate(&e0_));
+    MX8_CUDA_CHECK(cudaEventCreate(&e1_));
+  }
+  ~FlushTimer() {
+    cudaEventDestroy(e0_);
+    cudaEventDestroy(e1_);
+  }
+  double median_us(const std::function<void()>& fn, int iters, bool clean = true) {
+    for (int i = 0; i < 3; ++i) fn();
+    std::vector<float> ms(size_t(iters), 0.0f);
+    for (int i = 0; i < iters; ++i) {
+      MX8_CUDA_CHECK(cudaMemsetAsync(write_.p, i & 0xff, kWrite, nullptr));
+      if (clean) mx8::cuda::l2_read_through(read_.p, kRead, nullptr);
+      MX8_CUDA_CHECK(cudaEventRecord(e0_, nullptr));
+      fn();
+      MX8_CUDA_CHECK(cudaEventRecord(e1_, nullptr));
+      MX8_CUDA_CHECK(cudaEventSynchronize(e1_));
+      MX8_CUDA_CHECK(cudaEventElapsedTime(&ms[size_t(i)], e0_, e1_));
+    }
+    std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
+    return ms[size_t(iters / 2)] * 1000.0;
+  }
+
+ private:
+  static constexpr size_t kWrite = size_t(512) << 20, kRead = size_t(256) << 20;
+  Buf write_, read_;
+  cudaEvent_t e0_ = nullptr, e1_ = nullptr;
+};
+
 class Runner {
  public:
-  Runner(const Options& o) : o_(o), timer_() {
-    copy_bw_ = timer_.copy_bandwidth();
+  Runner(const Options& o) : o_(o) {
+    copy_bw_ = mx8::cuda::GpuTimer().copy_bandwidth();
     cudaDeviceProp prop{};
     int dev = 0;
     MX8_CUDA_CHECK(cudaGetDevice(&dev));
@@ -110,7 +148,8 @@ class Runner {
   const std::string& gpu() const { return gpu_; }
 
   // Median microseconds of the mx8 launch, and the weight bytes streamed.
-  std::pair<double, double> time_mx8(WeightFormat f, const Case& c, int64_t m, const GemvTuning* tn) {
+  std::pair<double, double> time_mx8(WeightFormat f, const Case& c, int64_t m, const GemvTuning* tn,
+                                     bool clean = true) {
     std::vector<std::unique_ptr<DevWeight>> ws;
     std::vector<std::unique_ptr<Buf>> ys;
     std::vector<MatmulTarget> ts;
@@ -136,7 +175,7 @@ class Runner {
           else
             cuda_impl::launch_gemv_group(in, ts.data(), int(ts.size()), nullptr);
         },
-        o_.iters);
+        o_.iters, clean);
     return {us, bytes};
   }
 
@@ -158,7 +197,7 @@ class Runner {
 
  private:
   const Options& o_;
-  mx8::cuda::GpuTimer timer_;
+  FlushTimer timer_;
   mx8::cuda::CublasLtBaseline lt_;
   double copy_bw_ = 0;
   std::string gpu_;
@@ -192,18 +231,20 @@ void run(const Options& o) {
   md << "### CUDA GEMV (weight streaming, f32 activations)\n\n"
      << mx8::cli::today_utc() << " - " << r.gpu() << "\n\n`mx8 bench gemv-cuda" << (o.ab ? " --ab" : "")
      << "`\n\nTimes are medians of " << o.iters
-     << " CUDA-event timings of one launch, L2 flushed (512 MB memset) before each. GB/s counts the "
-        "weight bytes (elements + scales) read once; `% copy` = that rate / the D2D copy bandwidth "
-        "measured in the same run. cuBLASLt BF16 is the same product as one BF16 GEMM (targets' rows "
-        "concatenated), x in BF16; `x` = its time / mx8's.\n\n";
+     << " CUDA-event timings of one launch, L2 flushed before each by a 512 MB memset followed by a "
+        "256 MB read (a write-only flush leaves L2 full of dirty lines whose write-back the timed "
+        "product would pay: column `dirty L2 us`, mx8 after the memset alone). GB/s counts the weight "
+        "bytes (elements + scales) read once; `% copy` = that rate / the D2D copy bandwidth measured in "
+        "the same run. cuBLASLt BF16 is the same product as one BF16 GEMM (targets' rows concatenated), "
+        "x in BF16; `x` = its time / mx8's.\n\n";
   std::printf("%s\n", r.gpu().c_str());
 
   // 1. The decode shapes at M = 1.
   md << "Llama-3-8B decode step, M = 1 (one launch per row: the grouped targets share the launch):\n\n"
-     << "| product | N x K | weights | mx8 us | GB/s | % copy | cuBLASLt BF16 us | x |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|\n";
-  std::printf("\n%-26s %-24s %-12s %9s %8s %7s %10s %7s\n", "product", "N x K", "weights", "mx8 us", "GB/s",
-              "%copy", "ltBF16 us", "x");
+     << "| product | N x K | weights | mx8 us | GB/s | % copy | dirty L2 us | cuBLASLt BF16 us | x |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|\n";
+  std::printf("\n%-26s %-24s %-12s %9s %8s %7s %9s %10s %7s\n", "product", "N x K", "weights", "mx8 us",
+              "GB/s", "%copy", "dirty us", "ltBF16 us", "x");
   for (const Case& c : kDecode) {
     const double lt = r.time_cublas_bf16(c, 1);
     for (WeightFormat f : {WeightFormat::fp8_block, WeightFormat::mxfp8, WeightFormat::bf16}) {
@@ -222,30 +263,36 @@ void run(const Options& o) {
   if (o.ab) {
     struct V {
       int r, u, t, d;
+      bool hint = false;
     };
     const V vs[] = {{4, 2, 0, 0},  {8, 1, 0, 0},  {4, 4, 0, 0},   {8, 2, 0, 0},   {2, 4, 0, 0},
                     {4, 2, 32, 0}, {4, 2, 64, 0}, {4, 2, 128, 0}, {4, 2, 256, 0}, {4, 2, 0, 1}};
     md << "\nA/B of the kernel knobs, M = 1 (R rows per thread group, U chunks per row per round, T threads "
-          "per row, 0 = heuristic; decode 1 = integer E4M3 decode):\n\n"
+          "per row, 0 = heuristic; decode = E4M3 words of 4 per 16-code chunk decoded with integer ops "
+          "instead of the hardware conversion: 0 none, 1 all, 2 half, 3 one; +L2::256B = weight loads "
+          "with that hint):\n\n"
           "| product | weights | R | U | T | decode | us | % copy "
           "|\n|---|---|---:|---:|---:|---:|---:|---:|\n";
     std::printf("\nA/B\n");
     for (const Case& c : {kDecode[1], kDecode[2], kDecode[3]})
       for (WeightFormat f : {WeightFormat::fp8_block, WeightFormat::bf16})
         for (const V& v : vs) {
-          if (v.d == 1 && f != WeightFormat::fp8_block) continue;
+          if (v.d > 0 && f != WeightFormat::fp8_block) continue;
+          if (v.hint && f == WeightFormat::fp8_block && v.r == 4) continue;
           GemvTuning tn;
           tn.rows = v.r;
           tn.unroll = v.u;
           tn.threads = v.t;
           tn.fp8_decode = v.d;
+          tn.l2_hint = v.hint;
           const auto [us, bytes] = r.time_mx8(f, c, 1, &tn);
           const double frac = bytes / (us * 1e-6) / bw;
-          std::printf("%-26s %-12s R %d U %d T %3d dec %d %9.1f %6.0f%%\n", c.name.c_str(), short_name(f),
-                      v.r, v.u, v.t, v.d, us, 100 * frac);
+          std::printf("%-26s %-12s R %d U %d T %3d dec %d%s %9.1f %6.0f%%\n", c.name.c_str(), short_name(f),
+                      v.r, v.u, v.t, v.d, v.hint ? " L2::256B" : "", us, 100 * frac);
           std::fflush(stdout);
           md << "| " << c.name << " | " << short_name(f) << " | " << v.r << " | " << v.u << " | " << v.t
-             << " | " << v.d << " | " << fmt("%.1f", us) << " | " << fmt("%.0f%%", 100 * frac) << " |\n";
+             << " | " << v.d << (v.hint ? " +L2::256B" : "") << " | " << fmt("%.1f", us) << " | "
+             << fmt("%.0f%%", 100 * frac) << " |\n";
         }
   }
 

@@ -215,8 +215,9 @@ TEST_F(GemvGroup, TunedVariantsMatchCpu) {
   const int variants[][3] = {{4, 2, 0}, {8, 1, 0}, {4, 4, 0}, {8, 2, 0}, {2, 4, 0}, {4, 2, 32}, {4, 2, 256}};
   for (const Fmt& fm : {kFormats[1], kFormats[2]})
     for (const auto& v : variants)
-      for (int dec : {0, 1}) {
-        if (dec == 1 && (fm.f != WeightFormat::fp8_block || v[0] != 4 || v[1] != 2)) continue;
+      for (int dec : {0, 1, 2, 3}) {
+        const bool int_set = (v[0] == 4 && v[1] == 2) || (v[0] == 8 && v[1] == 1);
+        if (dec > 0 && (fm.f != WeightFormat::fp8_block || !int_set || v[2] != 0)) continue;
         cuda_impl::GemvTuning t;
         t.rows = v[0];
         t.unroll = v[1];
@@ -224,7 +225,7 @@ TEST_F(GemvGroup, TunedVariantsMatchCpu) {
         t.fp8_decode = dec;
         const std::string what = "R " + std::to_string(v[0]) + " U " + std::to_string(v[1]) + " T " +
                                  std::to_string(v[2]) + " decode " + std::to_string(dec);
-        check(fm.f, fm.st, {700, 136}, 2048, 1, dec == 1, dec == 1, &t, what);
+        check(fm.f, fm.st, {700, 136}, 2048, 1, dec % 2 == 1, dec >= 1, &t, what);
         if (HasFatalFailure()) return;
       }
 }
@@ -232,9 +233,10 @@ TEST_F(GemvGroup, TunedVariantsMatchCpu) {
 TEST_F(GemvGroup, PropagatesNaNCodesAndNaNInputs) {
   const int64_t n = 48, k = 256;
   HostW w = make_weight(WeightFormat::fp8_block, ScaleType::ue8m0, n, k, rng);
-  w.data[size_t(5 * k + 17)] = 0x7F;  // a NaN code in row 5
+  w.data[size_t(5 * k + 17)] = 0x7F;  // a NaN code in row 5, word 0 of its 16-code chunk
+  w.data[size_t(7 * k + 31)] = 0xFF;  // and in row 7, word 3 (integer-decoded in every mixed decode)
   auto dd = dev(w.data), ds = dev(w.scales);
-  for (int dec : {0, 1}) {
+  for (int dec : {0, 1, 2, 3}) {
     std::vector<float> x = normal(size_t(2 * k), rng);
     x[size_t(k + 3)] = std::nanf("");  // row 1 of x: NaN everywhere
     auto dx = dev(x);
@@ -254,6 +256,7 @@ TEST_F(GemvGroup, PropagatesNaNCodesAndNaNInputs) {
     cuda_impl::launch_gemv_group(in2, &t2, 1, nullptr);
     const auto a = y.download(), b = y2.download();
     EXPECT_TRUE(std::isnan(a[5])) << "decode " << dec;
+    EXPECT_TRUE(std::isnan(a[7])) << "decode " << dec;
     EXPECT_FALSE(std::isnan(a[4])) << "decode " << dec;
     for (int64_t r = 0; r < 2; ++r) EXPECT_TRUE(std::isnan(b[size_t(r * n + 5)]));
     for (int64_t c = 0; c < n; ++c) EXPECT_TRUE(std::isnan(b[size_t(n + c)])) << "col " << c;

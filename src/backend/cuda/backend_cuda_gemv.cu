@@ -46,8 +46,16 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kWarpsPerBlock = 8;  // scalar path: one warp per output row
 
+// kHint: with .L2::256B, a miss fetches the whole 256-byte block into L2 (an A/B option).
+template <bool kHint = false>
 __device__ __forceinline__ uint4 load_stream(const uint8_t* p) {
   uint4 r;
+  if constexpr (kHint) {
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+  }
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                : "l"(p));
@@ -82,24 +90,11 @@ struct Chunk<WeightFormat::bf16> {
   }
 };
 
+// 16 E4M3 codes; decode_e4m3 below decodes them.
 struct ChunkE4m3 {
   static constexpr int kElems = 16;
-  __device__ static void decode(const uint4& r, float* v) {
-    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] & 0xffffu), __NV_E4M3);
-      __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] >> 16), __NV_E4M3);
-      float2 a = __half22float2(__half2(lo));
-      float2 b = __half22float2(__half2(hi));
-      v[4 * i] = a.x;
-      v[4 * i + 1] = a.y;
-      v[4 * i + 2] = b.x;
-      v[4 * i + 3] = b.y;
-    }
-  }
 };
-// The same 16 E4M3 codes decoded with integer ops only (no conversion unit). The hardware
+// E4M3 codes decoded with integer ops only (no conversion unit). The hardware
 // cvt path above costs 1.5 conversions per weight byte (E4M3x2 -> f16x2, then f16 -> f32), and the
 // conversion pipe (16 per clock per SM) caps that at ~2.8 TB/s on the H200 - the FP8 GEMV measured
 // 2.4 TB/s (57% of copy bandwidth) while BF16, shifts only, reached 77%. Here a code's sign goes to
@@ -112,26 +107,35 @@ struct ChunkE4m3Int {
   __device__ static float one(uint32_t top) {  // the code in bits 31..24 of `top`
     return __uint_as_float(uint32_t(int32_t(top) >> 4) & 0x87f00000u) * 0x1p120f;
   }
-  __device__ static void decode(const uint4& r, float* v) {
-    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+};
+
+// E4M3 chunk decode that spreads the work over two pipes: the first 4 - IW words (4 codes each) through
+// the hardware conversion (conversion pipe), the last IW through ChunkE4m3Int (integer pipe; those
+// words are checked for NaN codes). Returns nonzero when an integer-decoded code is a NaN.
+template <int IW>
+__device__ __forceinline__ uint32_t decode_e4m3(const uint4& r, float* v) {
+  const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+  uint32_t nan = 0;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      v[4 * i] = one(w[i] << 24);
-      v[4 * i + 1] = one(w[i] << 16);
-      v[4 * i + 2] = one(w[i] << 8);
-      v[4 * i + 3] = one(w[i]);
+  for (int i = 0; i < 4; ++i) {
+    if (i < 4 - IW) {
+      __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] & 0xffffu), __NV_E4M3);
+      __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] >> 16), __NV_E4M3);
+      const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+      v[4 * i] = a.x;
+      v[4 * i + 1] = a.y;
+      v[4 * i + 2] = b.x;
+      v[4 * i + 3] = b.y;
+    } else {
+      v[4 * i] = ChunkE4m3Int::one(w[i] << 24);
+      v[4 * i + 1] = ChunkE4m3Int::one(w[i] << 16);
+      v[4 * i + 2] = ChunkE4m3Int::one(w[i] << 8);
+      v[4 * i + 3] = ChunkE4m3Int::one(w[i]);
+      nan |= (w[i] & 0x7f7f7f7fu) + 0x01010101u;
     }
   }
-  // Nonzero when a byte of the chunk is an E4M3 NaN code: (code & 0x7f) + 1 == 0x80 only for 0x7f,
-  // and no byte carries into the next one.
-  __device__ static uint32_t nan_bytes(const uint4& r) {
-    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
-    uint32_t f = 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) f |= (w[i] & 0x7f7f7f7fu) + 0x01010101u;
-    return f & 0x80808080u;
-  }
-};
+  return nan & 0x80808080u;
+}
 
 template <>
 struct Chunk<WeightFormat::fp8_block> : ChunkE4m3 {};
@@ -195,7 +199,11 @@ __global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
   pdl_trigger();
   constexpr int E = Chunk<F>::kElems;
   constexpr bool kFp8 = F == WeightFormat::fp8_block || F == WeightFormat::mxfp8;
-  constexpr bool kInt = kFp8 && D == 1;
+  // Words of each 16-code chunk decoded with integer ops (decode_e4m3): D = 0 none, 1 all, 2 half, 3 one.
+  // D + 4: the same with the L2::256B load hint.
+  constexpr int kIntWords = !kFp8 ? 0 : (D & 3) == 1 ? 4 : (D & 3) == 2 ? 2 : (D & 3) == 3 ? 1 : 0;
+  constexpr bool kHint = D >= 4;
+  constexpr bool kInt = kIntWords > 0;
   const int T = p.threads;
   const int group = threadIdx.x / T, lt = threadIdx.x % T;
   const int rows_per_tile = (kThreads / T) * R;
@@ -222,7 +230,7 @@ __global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const int64_t c = it.c0 + int64_t(u) * T;
-        if (c < nchunk) raw[j][u] = load_stream(row + c * 16);
+        if (c < nchunk) raw[j][u] = load_stream<kHint>(row + c * 16);
       }
     }
   };
@@ -308,9 +316,8 @@ __global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
           }
         };
         auto decode = [&](const uint4& r, float* wv, bool& nan) {
-          if constexpr (kInt) {
-            ChunkE4m3Int::decode(r, wv);
-            nan = ChunkE4m3Int::nan_bytes(r) != 0;
+          if constexpr (kFp8) {
+            nan = decode_e4m3<kIntWords>(r, wv) != 0;
           } else {
             Chunk<F>::decode(r, wv);
             nan = false;
@@ -456,7 +463,15 @@ bool dispatch(int m, int r, int u, int d, const GroupParams& p, cudaStream_t s) 
       try_launch<F, 4, 2, 2, 0>(m, r, u, d, p, s) || try_launch<F, 8, 2, 2, 0>(m, r, u, d, p, s))
     return true;
   if constexpr (kFp8) {
-    if (try_launch<F, 1, 4, 2, 1>(m, r, u, d, p, s)) return true;
+    if (try_launch<F, 1, 4, 2, 1>(m, r, u, d, p, s) || try_launch<F, 1, 4, 2, 2>(m, r, u, d, p, s) ||
+        try_launch<F, 1, 4, 2, 3>(m, r, u, d, p, s) || try_launch<F, 1, 8, 1, 1>(m, r, u, d, p, s) ||
+        try_launch<F, 1, 8, 1, 2>(m, r, u, d, p, s) || try_launch<F, 1, 8, 1, 3>(m, r, u, d, p, s) ||
+        try_launch<F, 1, 8, 1, 4>(m, r, u, d, p, s) || try_launch<F, 1, 8, 1, 6>(m, r, u, d, p, s))
+      return true;
+  }
+  if constexpr (!kFp8) {
+    if (try_launch<F, 1, 4, 2, 4>(m, r, u, d, p, s) || try_launch<F, 1, 8, 1, 4>(m, r, u, d, p, s))
+      return true;
   }
   if constexpr (kAb) {
     if (try_launch<F, 1, 8, 1, 0>(m, r, u, d, p, s) || try_launch<F, 1, 4, 4, 0>(m, r, u, d, p, s) ||
@@ -485,7 +500,7 @@ void launch_pass(const MatmulInput& in, const MatmulTarget* targets, int count, 
     if (d.m == M) R = d.r, U = d.u;
   if (tn.rows) R = tn.rows;
   if (tn.unroll) U = tn.unroll;
-  const int D = tn.fp8_decode > 0 ? tn.fp8_decode : 0;
+  const int D = (tn.fp8_decode > 0 ? tn.fp8_decode : 0) + (tn.l2_hint ? 4 : 0);
   const int64_t nchunk = k / elems_per_chunk(f);
   // Threads per row: as many as keep every thread's U loads per round busy (T * U <= chunks), at most
   // the block; more threads per row = smaller tiles = finer balance over the SMs.

@@ -267,24 +267,16 @@ class Llama final : public LlamaModel {
         sb.kv_len.size() != size_t(T))
       throw Error("forward: batch arrays have inconsistent lengths");
     const int R = int(sb.logit_rows.size());
+    if (R > max_tokens_)
+      throw Error("forward: " + std::to_string(R) + " logit rows, more than the " +
+                  std::to_string(max_tokens_) + " the model was set up for");
     for (int32_t r : sb.logit_rows)
       if (r < 0 || r >= T) throw Error("forward: logit row " + std::to_string(r) + " outside the batch");
     for (int32_t t : sb.tokens)
       if (t < 0 || t >= c.vocab)
         throw Error("forward: token id " + std::to_string(t) + " outside the vocabulary");
 
-    upload_ints(d_tokens_, sb.tokens);
-    upload_ints(d_pos_, sb.pos);
-    upload_ints(d_seq_, sb.seq);
-    upload_ints(d_slot_, sb.slot);
-    upload_ints(d_kvlen_, sb.kv_len);
-    upload_ints(d_rows_, sb.logit_rows);
-    if (sb.block_tables.size() > bt_capacity_) {
-      if (d_bt_) b_.free(d_bt_);
-      bt_capacity_ = sb.block_tables.size() * 2;
-      d_bt_ = static_cast<int32_t*>(b_.alloc(bt_capacity_ * 4));
-    }
-    b_.upload(d_bt_, sb.block_tables.data(), sb.block_tables.size() * 4);
+    upload_step_ints(sb);
 
     // A small step is recorded and replayed afterwards (CUDA graphs): at batch 1 the ~300 launches
     // of a step cost about as much host time as the GPU needs to stream the weights. A shape is
@@ -551,12 +543,35 @@ class Llama final : public LlamaModel {
     gate_ = buf(c.ffn);
     up_ = buf(c.ffn);
     logits_ = buf(c.vocab);
-    for (int32_t** p : {&d_tokens_, &d_pos_, &d_seq_, &d_slot_, &d_kvlen_, &d_rows_})
-      *p = static_cast<int32_t*>(arena_.alloc(T * 4));
   }
 
-  void upload_ints(int32_t* dst, const std::vector<int32_t>& v) {
-    if (!v.empty()) b_.upload(dst, v.data(), v.size() * 4);
+  // The step's index arrays go to the device in one upload (each upload is a copy the device
+  // waits for before the step): sections of max_tokens_ values for tokens, positions, sequences,
+  // slots, kv lengths and logit rows, then the block tables. The buffer grows with the block tables.
+  void upload_step_ints(const StepBatch& sb) {
+    const size_t M = size_t(max_tokens_), need = 6 * M + sb.block_tables.size();
+    if (need > ints_capacity_) {
+      if (d_ints_) b_.free(d_ints_);
+      d_ints_ = nullptr;
+      const size_t cap = 6 * M + std::max<size_t>(2 * sb.block_tables.size(), 64);
+      d_ints_ = static_cast<int32_t*>(b_.alloc(cap * 4));
+      ints_capacity_ = cap;
+      int32_t* p = d_ints_;
+      for (int32_t** d : {&d_tokens_, &d_pos_, &d_seq_, &d_slot_, &d_kvlen_, &d_rows_}) {
+        *d = p;
+        p += M;
+      }
+      d_bt_ = p;
+    }
+    host_ints_.resize(need);
+    int32_t* h = host_ints_.data();
+    for (const std::vector<int32_t>* v :
+         {&sb.tokens, &sb.pos, &sb.seq, &sb.slot, &sb.kv_len, &sb.logit_rows}) {
+      std::copy(v->begin(), v->end(), h);
+      h += M;
+    }
+    std::copy(sb.block_tables.begin(), sb.block_tables.end(), h);
+    b_.upload(d_ints_, host_ints_.data(), need * 4);
   }
 
   Backend& b_;
@@ -572,13 +587,15 @@ class Llama final : public LlamaModel {
   int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_seq_ = nullptr, *d_slot_ = nullptr, *d_kvlen_ = nullptr,
           *d_rows_ = nullptr;
   int32_t* d_bt_ = nullptr;
-  size_t bt_capacity_ = 0;
+  int32_t* d_ints_ = nullptr;  // holds all of the above (upload_step_ints)
+  size_t ints_capacity_ = 0;
+  std::vector<int32_t> host_ints_;
   std::unordered_set<uint64_t> seen_;          // step keys that ran at least once
   std::unordered_set<uint64_t> unrecordable_;  // step keys whose recording failed
 
  public:
   ~Llama() override {
-    if (d_bt_) b_.free(d_bt_);
+    if (d_ints_) b_.free(d_ints_);
   }
   std::unique_ptr<ModelSource> source_holder_;  // keeps mapped files alive for zero-copy weights
 };

@@ -187,72 +187,85 @@ TEST(CudaQuantize, StreamingQuantizerLargeShapesMatchReference) {
   for (const Case& c : cases) run_case(c, seed);
 }
 
-// The fused activation quantizer in the GEMM's MN-major scale layout, and the dual variant whose
-// transposed output must equal quantize_ref of X^T.
+// The fused activation quantizer and the dual variant (whose transposed output must equal
+// quantize_ref of X^T) on one shape, scales in `layout`.
+void check_activation(int64_t rows, int64_t cols, bool ue8m0, ScaleRule rule, ScaleLayout layout,
+                      uint32_t seed) {
+  SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + " ue8m0 " + std::to_string(ue8m0) +
+               " rule " + std::to_string(static_cast<int>(rule)) + " layout " +
+               std::to_string(static_cast<int>(layout)) + " seed " + std::to_string(seed));
+  std::mt19937 rng(seed + static_cast<uint32_t>(rows));
+  const std::vector<uint16_t> h = tricky_bf16(rows, cols, rng);
+  const fmt::QuantSpec spec = make_spec(ElementFormat::e4m3, rule, Blocking::tile(128),
+                                        ue8m0 ? ScaleStorage::ue8m0 : ScaleStorage::f32, 1e-4f);
+  const size_t esz = ue8m0 ? 1 : 4;
+  std::vector<uint8_t> ref_codes(rows * cols), ref_scales(rows * (cols / 128) * esz);
+  fmt::quantize_ref(fmt::SourceType::bf16, h.data(), rows, cols, spec, ref_codes.data(), ref_scales.data());
+  // X^T and its reference.
+  std::vector<uint16_t> ht(h.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) ht[c * rows + r] = h[r * cols + c];
+  const int64_t gt = (rows + 127) / 128;
+  std::vector<uint8_t> ref_codes_t(rows * cols), ref_scales_t(cols * gt * esz);
+  fmt::quantize_ref(fmt::SourceType::bf16, ht.data(), cols, rows, spec, ref_codes_t.data(),
+                    ref_scales_t.data());
+
+  const bool mn = layout == ScaleLayout::kMnMajor;
+  const int64_t ld = mn ? sa_ld(static_cast<int>(rows)) : rows;
+  DeviceBuffer<uint16_t> d_src(h.size());
+  d_src.upload(h);
+  DeviceBuffer<uint8_t> d_codes(rows * cols), d_scales(ld * (cols / 128) * esz), d_codes_t(rows * cols),
+      d_scales_t(cols * gt * esz);
+  for (int variant = 0; variant < 2; ++variant) {
+    d_codes.poison();
+    d_scales.poison();
+    d_codes_t.poison();
+    d_scales_t.poison();
+    if (variant == 0)
+      quantize_act_1x128(d_src.get(), rows, cols, rule, ue8m0, 1e-4f, layout, d_codes.get(), d_scales.get(),
+                         nullptr);
+    else
+      quantize_act_1x128_dual(d_src.get(), rows, cols, rule, ue8m0, 1e-4f, layout, d_codes.get(),
+                              d_scales.get(), d_codes_t.get(), d_scales_t.get(), nullptr);
+    const auto codes = d_codes.download();
+    const auto scales = d_scales.download();
+    EXPECT_EQ(0, std::memcmp(codes.data(), ref_codes.data(), codes.size())) << "variant " << variant;
+    size_t bad = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t kb = 0; kb < cols / 128; ++kb) {
+        const int64_t at = mn ? kb * ld + r : r * (cols / 128) + kb;
+        if (std::memcmp(&scales[at * esz], &ref_scales[(r * (cols / 128) + kb) * esz], esz) != 0) ++bad;
+      }
+    EXPECT_EQ(bad, 0u) << "scales, variant " << variant;
+    if (variant == 1) {
+      const auto codes_t = d_codes_t.download();
+      const auto scales_t = d_scales_t.download();
+      EXPECT_EQ(0, std::memcmp(codes_t.data(), ref_codes_t.data(), codes_t.size())) << "transposed codes";
+      EXPECT_EQ(0, std::memcmp(scales_t.data(), ref_scales_t.data(), scales_t.size())) << "transposed scales";
+    }
+  }
+}
+
 TEST(CudaQuantize, ActivationQuantizerAndTransposedVariantMatchReference) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
-  for (const bool ue8m0 : {true, false}) {
-    // 131 and 300: rows % 8 != 0 (the transposed codes go out byte by byte); 200: a ragged last
-    // tile whose rows are still whole 8-row segments.
-    for (const int64_t rows : {int64_t{1}, int64_t{131}, int64_t{200}, int64_t{256}, int64_t{300}}) {
-      const int64_t cols = 384;
-      SCOPED_TRACE("rows " + std::to_string(rows) + " ue8m0 " + std::to_string(ue8m0) + " seed " +
-                   std::to_string(seed));
-      std::mt19937 rng(seed + static_cast<uint32_t>(rows));
-      const std::vector<uint16_t> h = tricky_bf16(rows, cols, rng);
-      const fmt::QuantSpec spec = make_spec(ElementFormat::e4m3, ScaleRule::ceil, Blocking::tile(128),
-                                            ue8m0 ? ScaleStorage::ue8m0 : ScaleStorage::f32, 1e-4f);
-      const size_t esz = ue8m0 ? 1 : 4;
-      std::vector<uint8_t> ref_codes(rows * cols), ref_scales(rows * (cols / 128) * esz);
-      fmt::quantize_ref(fmt::SourceType::bf16, h.data(), rows, cols, spec, ref_codes.data(),
-                        ref_scales.data());
-      // X^T and its reference.
-      std::vector<uint16_t> ht(h.size());
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) ht[c * rows + r] = h[r * cols + c];
-      const int64_t gt = (rows + 127) / 128;
-      std::vector<uint8_t> ref_codes_t(rows * cols), ref_scales_t(cols * gt * esz);
-      fmt::quantize_ref(fmt::SourceType::bf16, ht.data(), cols, rows, spec, ref_codes_t.data(),
-                        ref_scales_t.data());
+  // 131 and 300: rows % 8 != 0 (the transposed codes go out byte by byte); 200: a ragged last tile
+  // whose rows are still whole 8-row segments.
+  for (const bool ue8m0 : {true, false})
+    for (const int64_t rows : {int64_t{1}, int64_t{131}, int64_t{200}, int64_t{256}, int64_t{300}})
+      check_activation(rows, 384, ue8m0, ScaleRule::ceil, ScaleLayout::kMnMajor, seed);
+  check_activation(131, 640, true, ScaleRule::ceil, ScaleLayout::kRowMajor, seed);
+  check_activation(256, 640, false, ScaleRule::ceil, ScaleLayout::kRowMajor, seed);
+  check_activation(200, 384, false, ScaleRule::fp32, ScaleLayout::kMnMajor, seed);
+}
 
-      const int ld = sa_ld(static_cast<int>(rows));
-      DeviceBuffer<uint16_t> d_src(h.size());
-      d_src.upload(h);
-      DeviceBuffer<uint8_t> d_codes(rows * cols), d_scales(ld * (cols / 128) * esz), d_codes_t(rows * cols),
-          d_scales_t(cols * gt * esz);
-      for (int variant = 0; variant < 2; ++variant) {
-        d_codes.poison();
-        d_scales.poison();
-        d_codes_t.poison();
-        d_scales_t.poison();
-        if (variant == 0)
-          quantize_act_1x128(d_src.get(), rows, cols, ScaleRule::ceil, ue8m0, 1e-4f, ScaleLayout::kMnMajor,
-                             d_codes.get(), d_scales.get(), nullptr);
-        else
-          quantize_act_1x128_dual(d_src.get(), rows, cols, ScaleRule::ceil, ue8m0, 1e-4f,
-                                  ScaleLayout::kMnMajor, d_codes.get(), d_scales.get(), d_codes_t.get(),
-                                  d_scales_t.get(), nullptr);
-        const auto codes = d_codes.download();
-        const auto scales = d_scales.download();
-        EXPECT_EQ(0, std::memcmp(codes.data(), ref_codes.data(), codes.size())) << "variant " << variant;
-        size_t bad = 0;
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t kb = 0; kb < cols / 128; ++kb)
-            if (std::memcmp(&scales[(kb * ld + r) * esz], &ref_scales[(r * (cols / 128) + kb) * esz], esz) !=
-                0)
-              ++bad;
-        EXPECT_EQ(bad, 0u) << "MN-major scales, variant " << variant;
-        if (variant == 1) {
-          const auto codes_t = d_codes_t.download();
-          const auto scales_t = d_scales_t.download();
-          EXPECT_EQ(0, std::memcmp(codes_t.data(), ref_codes_t.data(), codes_t.size())) << "transposed codes";
-          EXPECT_EQ(0, std::memcmp(scales_t.data(), ref_scales_t.data(), scales_t.size()))
-              << "transposed scales";
-        }
-      }
-    }
-  }
+// Large enough for several grid-stride passes of the persistent kernels and MN-major scale rows
+// far from the first (a row count that is not a power of two, 56 groups per row).
+TEST(CudaQuantize, LargeActivationShapesMatchReference) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  check_activation(2304, 7168, true, ScaleRule::ceil, ScaleLayout::kMnMajor, seed);
+  check_activation(1000, 2048, false, ScaleRule::ceil, ScaleLayout::kMnMajor, seed);
 }
 
 TEST(CudaQuantize, RejectsBadArguments) {

@@ -92,6 +92,19 @@ __device__ __forceinline__ float amax_from_mag(uint32_t m16) {
   return __uint_as_float(m16 << 16);
 }
 
+// n / d for n < 2^31 by a multiply-high, add and shift (the round-up method: m = floor(2^32 (2^l - d)
+// / d) + 1 with l = ceil(log2 d); exact for every n < 2^31, where the add cannot overflow).
+struct FastDiv {
+  uint32_t mul = 1, shift = 0, d = 1;
+  static FastDiv make(uint32_t d) {
+    uint32_t l = 0;
+    while ((uint64_t{1} << l) < d) ++l;
+    const uint64_t m = ((uint64_t{1} << 32) * ((uint64_t{1} << l) - d)) / d + 1;
+    return FastDiv{static_cast<uint32_t>(m), l, d};
+  }
+  __device__ __forceinline__ uint32_t div(uint32_t n) const { return (__umulhi(n, mul) + n) >> shift; }
+};
+
 // 16-byte load that bypasses L1 (every byte is read once) and asks L2 for 256-byte prefetches.
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
   uint4 v;
@@ -104,10 +117,16 @@ __device__ __forceinline__ uint4 ld_plain(const void* p) {
   return __ldg(static_cast<const uint4*>(p));
 }
 
-// 8-byte store; kStream marks it evict-first (.cs), for outputs larger than L2.
-template <bool kStream>
-__device__ __forceinline__ void st8(void* p, uint32_t lo, uint32_t hi) {
-  if constexpr (kStream)
+// Cache hints, a run-time bit mask (uniform branches): kHintLoad streams the loads (no L1
+// allocation, 256-byte L2 prefetch), kHintStore marks the stores evict-first (.cs).
+constexpr int kHintLoad = 1, kHintStore = 2;
+
+__device__ __forceinline__ uint4 ld16(const void* p, int hints) {
+  return (hints & kHintLoad) ? ld_stream(p) : ld_plain(p);
+}
+
+__device__ __forceinline__ void st8(void* p, uint32_t lo, uint32_t hi, int hints) {
+  if (hints & kHintStore)
     asm volatile("st.global.cs.v2.u32 [%0], {%1, %2};" ::"l"(p), "r"(lo), "r"(hi) : "memory");
   else
     *static_cast<uint2*>(p) = make_uint2(lo, hi);

@@ -46,6 +46,7 @@ struct DualArgs {
   bool ue8m0;
   int mn_ld;   // > 0: X's scales MN-major with this leading dimension, else row-major
   bool vec_t;  // rows % 8 == 0 and codes_t 8-byte aligned: 8-row column segments go out as one store
+  int hints;   // kHintLoad | kHintStore
   uint8_t* codes;
   void* scales;
   uint8_t* codes_t;
@@ -77,7 +78,7 @@ struct DualGeom {
 // One 128x128 tile at (m0, k0) whose sub-block the thread holds in d (zeros past the last row).
 // after_amax() runs once d has been consumed by the maxima (the persistent kernel refills its
 // staging slots there).
-template <bool kHints, typename AfterAmax>
+template <typename AfterAmax>
 __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const DualGeom& g,
                                           const uint4 (&d)[8], int m0, int k0, AfterAmax after_amax) {
   const int valid_rows = min(8, p.rows - (m0 + g.tr));  // <= 0: the sub-block is past the end
@@ -152,7 +153,7 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
     uint32_t lo, hi;
     encode8(x, rinv[i], true, e4, true, lo, hi);
     if (i < valid_rows)
-      st8<kHints>(p.codes + static_cast<size_t>(m0 + g.tr + i) * p.cols + k0 + g.tc, lo, hi);
+      st8(p.codes + static_cast<size_t>(m0 + g.tr + i) * p.cols + k0 + g.tc, lo, hi, p.hints);
     q[i][0] = cvt2(x[0] * c_lo.x, x[1] * c_lo.y, e4) | cvt2(x[2] * c_lo.z, x[3] * c_lo.w, e4) << 16;
     q[i][1] = cvt2(x[4] * c_hi.x, x[5] * c_hi.y, e4) | cvt2(x[6] * c_hi.z, x[7] * c_hi.w, e4) << 16;
   }
@@ -167,7 +168,7 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
   for (int j = 0; j < 8; ++j) {
     uint8_t* out = p.codes_t + static_cast<size_t>(k0 + g.tc + j) * p.rows + m0 + g.tr;
     if (p.vec_t && valid_rows == 8) {
-      st8<kHints>(out, t[j][0], t[j][1]);
+      st8(out, t[j][0], t[j][1], p.hints);
     } else {
 #pragma unroll
       for (int i = 0; i < 8; ++i)  // constant indices keep t in registers
@@ -178,8 +179,8 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
 
 // One thread block per tile (grid: cols/128 x ceil(rows/128)); the eight loads are the block's
 // only memory-level parallelism, so several blocks per SM must overlap.
-template <bool kHints>
-__global__ void __launch_bounds__(256, 2) quantize_dual_tile_kernel(DualArgs p) {
+template <int kMinBlocks>
+__global__ void __launch_bounds__(256, kMinBlocks) quantize_dual_tile_kernel(DualArgs p) {
   __shared__ DualSmem sm;
   const DualGeom g;
   const int m0 = blockIdx.y * 128, k0 = blockIdx.x * 128;
@@ -190,10 +191,10 @@ __global__ void __launch_bounds__(256, 2) quantize_dual_tile_kernel(DualArgs p) 
     d[i] = make_uint4(0, 0, 0, 0);  // zeros never raise an amax
     if (i < valid_rows) {
       const uint16_t* src = p.src + static_cast<size_t>(m0 + g.tr + i) * p.cols + k0 + g.tc;
-      d[i] = kHints ? ld_stream(src) : ld_plain(src);
+      d[i] = ld16(src, p.hints);
     }
   }
-  dual_tile<kHints>(p, sm, g, d, m0, k0, [] {});
+  dual_tile(p, sm, g, d, m0, k0, [] {});
 }
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
@@ -208,8 +209,8 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 // current one, so a block always has a tile's loads in flight. Each thread reads back only the
 // slots it filled itself, so waiting for its own copies is enough (no barrier); the refill is
 // issued after the maxima have consumed the registers read from those slots.
-template <bool kHints>
-__global__ void __launch_bounds__(256, 2)
+template <int kMinBlocks>
+__global__ void __launch_bounds__(256, kMinBlocks)
     quantize_dual_persistent_kernel(DualArgs p, int tiles_k, int n_tiles) {
   __shared__ DualSmem sm;
   __shared__ uint4 stage[8][256];  // [row of the sub-block][thread]: conflict-free 16-byte accesses
@@ -232,7 +233,7 @@ __global__ void __launch_bounds__(256, 2)
 #pragma unroll
     for (int i = 0; i < 8; ++i) d[i] = i < valid_rows ? stage[i][g.tid] : make_uint4(0, 0, 0, 0);
     const int next = t + gridDim.x;
-    dual_tile<kHints>(p, sm, g, d, m0, k0, [&] {
+    dual_tile(p, sm, g, d, m0, k0, [&] {
       if (next < n_tiles) issue(next);
     });
   }

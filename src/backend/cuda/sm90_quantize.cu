@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -384,12 +385,23 @@ int stride_grid() {
   return 132 * 8;
 }
 
-// Benchmark experiments only (docs/CUDA.md): MX8_QUANT_U = vectors in flight per lane in the
-// streaming kernel (2, 4, 8), MX8_QUANT_HINTS=0 plain loads/stores instead of the streaming hints,
-// MX8_QUANT_BPS = cap on its blocks per SM, MX8_QUANT_OLD=1 the previous kernels, MX8_QUANT_DUAL=0
-// the one-shot dual kernel instead of the persistent one.
+// Kernel configurations. The defaults are the best measured on the H200 (docs/CUDA.md); the
+// environment can override them for benchmark experiments: MX8_QUANT_CFG128 / MX8_QUANT_CFG32 =
+// "P,S,B,H" for the streaming kernel on 1x128 / 1x32 tiles (pieces per lane, sets in flight,
+// minimum blocks per SM in the launch bounds, cache-hint mask H: 1 streaming loads, 2 evict-first
+// stores; only the instantiated P,S,B below, others take the default), MX8_QUANT_DUAL = "M,B,H" for
+// the dual kernel (M 1 persistent, 0 one-shot; B 2 or 3), MX8_QUANT_BPS caps the streaming
+// kernel's blocks per SM, MX8_QUANT_OLD=1 runs the previous kernels.
+struct StreamCfg {
+  int p, s, b, hints;
+};
+struct DualCfg {
+  int mode, b, hints;
+};
 struct Knobs {
-  int u, hints, bps, old, dual;
+  StreamCfg k128, k32;
+  DualCfg dual;
+  int bps, old;
 };
 const Knobs& knobs() {
   static const Knobs k = [] {
@@ -397,30 +409,39 @@ const Knobs& knobs() {
       const char* v = std::getenv(name);
       return v && *v ? std::atoi(v) : dflt;
     };
-    return Knobs{get("MX8_QUANT_U", 4), get("MX8_QUANT_HINTS", 1), get("MX8_QUANT_BPS", 0),
-                 get("MX8_QUANT_OLD", 0), get("MX8_QUANT_DUAL", 1)};
+    auto cfg = [](const char* name, StreamCfg dflt) {
+      const char* v = std::getenv(name);
+      StreamCfg c = dflt;
+      if (v && std::sscanf(v, "%d,%d,%d,%d", &c.p, &c.s, &c.b, &c.hints) != 4) c = dflt;
+      return c;
+    };
+    DualCfg dual{1, 3, 0};
+    if (const char* v = std::getenv("MX8_QUANT_DUAL"))
+      if (std::sscanf(v, "%d,%d,%d", &dual.mode, &dual.b, &dual.hints) != 3) dual = DualCfg{1, 3, 0};
+    return Knobs{cfg("MX8_QUANT_CFG128", {2, 2, 1, 0}), cfg("MX8_QUANT_CFG32", {1, 4, 1, 0}), dual,
+                 get("MX8_QUANT_BPS", 0), get("MX8_QUANT_OLD", 0)};
   }();
   return k;
 }
 
-template <int K, bool kHints>
-void launch_stream_u(const uint16_t* src, int64_t rows, int64_t cols, fmt::ElementFormat elem,
-                     fmt::ScaleOptions opt, bool saturate, const ScaleWriter& sw, uint8_t* codes,
-                     uint8_t* scales, cudaStream_t stream) {
-  const Knobs& k = knobs();
-  switch (k.u) {
-    case 2:
-      qdev::launch_stream<K, 2, kHints>(src, rows, cols, elem, opt, saturate, sw, codes, scales, k.bps,
-                                        stream);
-      break;
-    case 8:
-      qdev::launch_stream<K, 8, kHints>(src, rows, cols, elem, opt, saturate, sw, codes, scales, k.bps,
-                                        stream);
-      break;
-    default:
-      qdev::launch_stream<K, 4, kHints>(src, rows, cols, elem, opt, saturate, sw, codes, scales, k.bps,
-                                        stream);
-  }
+struct StreamCall {
+  const uint16_t* src;
+  int64_t rows, cols;
+  fmt::ElementFormat elem;
+  fmt::ScaleOptions opt;
+  bool saturate;
+  const ScaleWriter& sw;
+  uint8_t* codes;
+  uint8_t* scales;
+  cudaStream_t stream;
+};
+
+template <int K, int P, int S, int B>
+bool try_stream(const StreamCfg& c, const StreamCall& a, bool force = false) {
+  if (!force && (c.p != P || c.s != S || c.b != B)) return false;
+  qdev::launch_stream<K, P, S, B>(a.src, a.rows, a.cols, a.elem, a.opt, a.saturate, c.hints, a.sw, a.codes,
+                                  a.scales, knobs().bps, a.stream);
+  return true;
 }
 
 // The streaming 1xK kernel applies: bf16 rows of whole K-groups, 16-byte aligned input, 8-byte
@@ -433,13 +454,18 @@ bool stream_applies(const void* src, int64_t rows, int64_t cols, int k, const ui
 void launch_stream_any(int k, const uint16_t* src, int64_t rows, int64_t cols, fmt::ElementFormat elem,
                        fmt::ScaleOptions opt, bool saturate, const ScaleWriter& sw, uint8_t* codes,
                        uint8_t* scales, cudaStream_t stream) {
-  const bool hints = knobs().hints != 0;
-  if (k == 128)
-    hints ? launch_stream_u<128, true>(src, rows, cols, elem, opt, saturate, sw, codes, scales, stream)
-          : launch_stream_u<128, false>(src, rows, cols, elem, opt, saturate, sw, codes, scales, stream);
-  else
-    hints ? launch_stream_u<32, true>(src, rows, cols, elem, opt, saturate, sw, codes, scales, stream)
-          : launch_stream_u<32, false>(src, rows, cols, elem, opt, saturate, sw, codes, scales, stream);
+  const StreamCall a{src, rows, cols, elem, opt, saturate, sw, codes, scales, stream};
+  if (k == 128) {
+    const StreamCfg& c = knobs().k128;
+    try_stream<128, 2, 2, 1>(c, a) || try_stream<128, 1, 4, 1>(c, a) || try_stream<128, 2, 1, 1>(c, a) ||
+        try_stream<128, 4, 1, 1>(c, a) || try_stream<128, 2, 1, 6>(c, a) || try_stream<128, 2, 2, 6>(c, a) ||
+        try_stream<128, 4, 1, 6>(c, a) || try_stream<128, 2, 1, 8>(c, a) ||
+        try_stream<128, 2, 2, 1>(c, a, true);
+  } else {
+    const StreamCfg& c = knobs().k32;
+    try_stream<32, 1, 4, 1>(c, a) || try_stream<32, 1, 2, 1>(c, a) || try_stream<32, 2, 2, 1>(c, a) ||
+        try_stream<32, 1, 2, 6>(c, a) || try_stream<32, 2, 2, 6>(c, a) || try_stream<32, 1, 4, 1>(c, a, true);
+  }
 }
 
 }  // namespace
@@ -598,33 +624,32 @@ void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, fo
                               ue8m0,
                               mn_ld,
                               rows % 8 == 0 && reinterpret_cast<uintptr_t>(codes_t) % 8 == 0,
+                              knobs().dual.hints,
                               codes,
                               scales,
                               codes_t,
                               scales_t};
-    const bool hints = knobs().hints != 0;
-    if (knobs().dual == 1) {
+    const bool three = knobs().dual.b == 3;
+    if (knobs().dual.mode == 1) {
       static int occupancy[2] = {0, 0};
-      int& occ = occupancy[hints];
+      int& occ = occupancy[three];
       if (occ == 0)
         MX8_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &occ,
-            hints ? qdev::quantize_dual_persistent_kernel<true>
-                  : qdev::quantize_dual_persistent_kernel<false>,
+            &occ, three ? qdev::quantize_dual_persistent_kernel<3> : qdev::quantize_dual_persistent_kernel<2>,
             256, 0));
       const int tiles_k = int(cols / 128);
       const int64_t tiles = int64_t{tiles_k} * ((rows + 127) / 128);
       if (tiles > INT32_MAX) throw mx8::Error("quantize_act_1x128_dual: too many tiles");
       const int n_tiles = int(tiles);
       const int g = std::max(1, std::min(n_tiles, num_sms() * std::max(occ, 1)));
-      if (hints)
-        qdev::quantize_dual_persistent_kernel<true><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
+      if (three)
+        qdev::quantize_dual_persistent_kernel<3><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
       else
-        qdev::quantize_dual_persistent_kernel<false><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
-    } else if (hints) {
-      qdev::quantize_dual_tile_kernel<true><<<grid, 256, 0, stream>>>(args);
+        qdev::quantize_dual_persistent_kernel<2><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
+    } else if (three) {
+      qdev::quantize_dual_tile_kernel<3><<<grid, 256, 0, stream>>>(args);
     } else {
-      qdev::quantize_dual_tile_kernel<false><<<grid, 256, 0, stream>>>(args);
+      qdev::quantize_dual_tile_kernel<2><<<grid, 256, 0, stream>>>(args);
     }
     MX8_CUDA_CHECK(cudaGetLastError());
     return;

@@ -84,8 +84,15 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
   const int valid_rows = min(8, p.rows - (m0 + g.tr));  // <= 0: the sub-block is past the end
   // Row maxima, rows 2k and 2k+1 packed in rp[k]; column maxima, columns 2j and 2j+1 in cp[j].
   uint32_t rp[4], cp[4] = {0, 0, 0, 0};
+  auto row_max2 = [](const uint4& v) {  // halfword maxima over the row's even and odd columns
+    return max_u16x2(max_u16x2(mag2(v.x), mag2(v.y)), max_u16x2(mag2(v.z), mag2(v.w)));
+  };
 #pragma unroll
-  for (int k = 0; k < 4; ++k) rp[k] = mag8(d[2 * k]) | mag8(d[2 * k + 1]) << 16;
+  for (int k = 0; k < 4; ++k) {
+    const uint32_t ra = row_max2(d[2 * k]), rb = row_max2(d[2 * k + 1]);
+    // (ra.lo, rb.lo) max (ra.hi, rb.hi): both rows folded by one packed max.
+    rp[k] = max_u16x2(__byte_perm(ra, rb, 0x5410), __byte_perm(ra, rb, 0x7632));
+  }
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     cp[0] = max_u16x2(cp[0], mag2(d[i].x));

@@ -21,7 +21,9 @@
 
 namespace mx8::cuda::qdev {
 
-template <int K, int P, int S, int kMinBlocks>
+// kPf: software-pipelined, the next iteration's loads are issued before this one's arithmetic
+// (twice the data registers; loads stay in flight while the warp encodes).
+template <int K, int P, int S, int kMinBlocks, bool kPf>
 __global__ void __launch_bounds__(256, kMinBlocks)
     quantize_stream_kernel(const uint16_t* __restrict__ src, uint32_t n, FastDiv groups_per_row,
                            fmt::ElementFormat elem, fmt::ScaleOptions opt, bool saturate, int hints,
@@ -37,8 +39,7 @@ __global__ void __launch_bounds__(256, kMinBlocks)
   // Row-major f32/ue8m0 scales are indexed by the flat group number; other layouts need (row, group).
   const bool flat_scales =
       sw.mn_major_ld == 0 && (sw.storage == fmt::ScaleStorage::f32 || sw.storage == fmt::ScaleStorage::ue8m0);
-  for (uint32_t s0 = warp * S; s0 < n_sets; s0 += n_warps * S) {
-    uint4 d[S][P];
+  auto load = [&](uint32_t s0, uint4(&d)[S][P]) {
 #pragma unroll
     for (int s = 0; s < S; ++s) {
       const uint32_t g0 = (s0 + s) * kSet + gi * K;  // the lane's group; whole or absent (n % K == 0)
@@ -47,6 +48,19 @@ __global__ void __launch_bounds__(256, kMinBlocks)
         d[s][j] = make_uint4(0, 0, 0, 0);
         if (g0 < n) d[s][j] = ld16(src + g0 + (li + Lg * j) * 8, hints);
       }
+    }
+  };
+  uint4 d[S][P], dn[S][P];
+  if constexpr (kPf) load(warp * S, dn);
+  for (uint32_t s0 = warp * S; s0 < n_sets; s0 += n_warps * S) {
+    if constexpr (kPf) {
+#pragma unroll
+      for (int s = 0; s < S; ++s)
+#pragma unroll
+        for (int j = 0; j < P; ++j) d[s][j] = dn[s][j];
+      load(s0 + n_warps * S, dn);
+    } else {
+      load(s0, d);
     }
     uint32_t m[S];
 #pragma unroll
@@ -94,20 +108,20 @@ __global__ void __launch_bounds__(256, kMinBlocks)
 
 // Grid: enough warps for one pass of S sets each, at most what fits on the device at once (the
 // loop strides over the rest). blocks_per_sm_cap <= 0: the occupancy limit.
-template <int K, int P, int S, int kMinBlocks>
+template <int K, int P, int S, int kMinBlocks, bool kPf>
 void launch_stream(const uint16_t* src, int64_t rows, int64_t cols, fmt::ElementFormat elem,
                    fmt::ScaleOptions opt, bool saturate, int hints, const ScaleWriter& sw, uint8_t* codes,
                    uint8_t* scales, int blocks_per_sm_cap, cudaStream_t stream) {
   static int occupancy = 0;  // per instantiation; the same on every Hopper device
   if (occupancy == 0)
     MX8_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &occupancy, quantize_stream_kernel<K, P, S, kMinBlocks>, 256, 0));
+        &occupancy, quantize_stream_kernel<K, P, S, kMinBlocks, kPf>, 256, 0));
   const int per_sm = blocks_per_sm_cap > 0 ? std::min(occupancy, blocks_per_sm_cap) : occupancy;
   const int64_t n = rows * cols, n_sets = (n + 256 * P - 1) / (256 * P);
   const int64_t needed = (n_sets + 8 * S - 1) / (8 * S);  // 8 warps per block
   const int grid = static_cast<int>(
       std::max<int64_t>(1, std::min<int64_t>(needed, int64_t{num_sms()} * std::max(per_sm, 1))));
-  quantize_stream_kernel<K, P, S, kMinBlocks><<<grid, 256, 0, stream>>>(
+  quantize_stream_kernel<K, P, S, kMinBlocks, kPf><<<grid, 256, 0, stream>>>(
       src, static_cast<uint32_t>(n), FastDiv::make(static_cast<uint32_t>(cols / K)), elem, opt, saturate,
       hints, sw, codes, scales);
   MX8_CUDA_CHECK(cudaGetLastError());

@@ -387,13 +387,14 @@ int stride_grid() {
 
 // Kernel configurations. The defaults are the best measured on the H200 (docs/CUDA.md); the
 // environment can override them for benchmark experiments: MX8_QUANT_CFG128 / MX8_QUANT_CFG32 =
-// "P,S,B,H" for the streaming kernel on 1x128 / 1x32 tiles (pieces per lane, sets in flight,
+// "P,S,B,H,F" for the streaming kernel on 1x128 / 1x32 tiles (pieces per lane, sets in flight,
 // minimum blocks per SM in the launch bounds, cache-hint mask H: 1 streaming loads, 2 evict-first
-// stores; only the instantiated P,S,B below, others take the default), MX8_QUANT_DUAL = "M,B,H" for
+// stores, F 1: software-pipelined loads; only the instantiated P,S,B,F below, others take the
+// default), MX8_QUANT_DUAL = "M,B,H" for
 // the dual kernel (M 1 persistent, 0 one-shot; B 2 or 3), MX8_QUANT_BPS caps the streaming
 // kernel's blocks per SM, MX8_QUANT_OLD=1 runs the previous kernels.
 struct StreamCfg {
-  int p, s, b, hints;
+  int p, s, b, hints, pf;
 };
 struct DualCfg {
   int mode, b, hints;
@@ -412,13 +413,13 @@ const Knobs& knobs() {
     auto cfg = [](const char* name, StreamCfg dflt) {
       const char* v = std::getenv(name);
       StreamCfg c = dflt;
-      if (v && std::sscanf(v, "%d,%d,%d,%d", &c.p, &c.s, &c.b, &c.hints) != 4) c = dflt;
+      if (v && std::sscanf(v, "%d,%d,%d,%d,%d", &c.p, &c.s, &c.b, &c.hints, &c.pf) != 5) c = dflt;
       return c;
     };
     DualCfg dual{1, 3, 0};
     if (const char* v = std::getenv("MX8_QUANT_DUAL"))
       if (std::sscanf(v, "%d,%d,%d", &dual.mode, &dual.b, &dual.hints) != 3) dual = DualCfg{1, 3, 0};
-    return Knobs{cfg("MX8_QUANT_CFG128", {2, 2, 1, 0}), cfg("MX8_QUANT_CFG32", {1, 4, 1, 0}), dual,
+    return Knobs{cfg("MX8_QUANT_CFG128", {2, 2, 1, 0, 0}), cfg("MX8_QUANT_CFG32", {1, 4, 1, 0, 0}), dual,
                  get("MX8_QUANT_BPS", 0), get("MX8_QUANT_OLD", 0)};
   }();
   return k;
@@ -436,11 +437,11 @@ struct StreamCall {
   cudaStream_t stream;
 };
 
-template <int K, int P, int S, int B>
+template <int K, int P, int S, int B, bool Pf = false>
 bool try_stream(const StreamCfg& c, const StreamCall& a, bool force = false) {
-  if (!force && (c.p != P || c.s != S || c.b != B)) return false;
-  qdev::launch_stream<K, P, S, B>(a.src, a.rows, a.cols, a.elem, a.opt, a.saturate, c.hints, a.sw, a.codes,
-                                  a.scales, knobs().bps, a.stream);
+  if (!force && (c.p != P || c.s != S || c.b != B || (c.pf != 0) != Pf)) return false;
+  qdev::launch_stream<K, P, S, B, Pf>(a.src, a.rows, a.cols, a.elem, a.opt, a.saturate, c.hints, a.sw,
+                                      a.codes, a.scales, knobs().bps, a.stream);
   return true;
 }
 
@@ -460,11 +461,13 @@ void launch_stream_any(int k, const uint16_t* src, int64_t rows, int64_t cols, f
     try_stream<128, 2, 2, 1>(c, a) || try_stream<128, 1, 4, 1>(c, a) || try_stream<128, 2, 1, 1>(c, a) ||
         try_stream<128, 4, 1, 1>(c, a) || try_stream<128, 2, 1, 6>(c, a) || try_stream<128, 2, 2, 6>(c, a) ||
         try_stream<128, 4, 1, 6>(c, a) || try_stream<128, 2, 1, 8>(c, a) ||
+        try_stream<128, 2, 1, 6, true>(c, a) || try_stream<128, 4, 1, 1, true>(c, a) ||
         try_stream<128, 2, 2, 1>(c, a, true);
   } else {
     const StreamCfg& c = knobs().k32;
     try_stream<32, 1, 4, 1>(c, a) || try_stream<32, 1, 2, 1>(c, a) || try_stream<32, 2, 2, 1>(c, a) ||
-        try_stream<32, 1, 2, 6>(c, a) || try_stream<32, 2, 2, 6>(c, a) || try_stream<32, 1, 4, 1>(c, a, true);
+        try_stream<32, 1, 2, 6>(c, a) || try_stream<32, 2, 2, 6>(c, a) ||
+        try_stream<32, 1, 2, 1, true>(c, a) || try_stream<32, 1, 4, 1>(c, a, true);
   }
 }
 
@@ -646,10 +649,8 @@ void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, fo
         qdev::quantize_dual_persistent_kernel<3><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
       else
         qdev::quantize_dual_persistent_kernel<2><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
-    } else if (three) {
-      qdev::quantize_dual_tile_kernel<3><<<grid, 256, 0, stream>>>(args);
     } else {
-      qdev::quantize_dual_tile_kernel<2><<<grid, 256, 0, stream>>>(args);
+      qdev::quantize_dual_tile_kernel<2><<<grid, 256, 0, stream>>>(args);  // 3 per SM would spill
     }
     MX8_CUDA_CHECK(cudaGetLastError());
     return;

@@ -131,6 +131,14 @@ void Backend::rope_kv_write(KvCache& cache, int layer, float* q, float* k, const
   kv_write(cache, layer, k, v, slots, n_tokens);
 }
 
+void Backend::rope_kv_write_attention(KvCache& cache, float* q, float* k, const float* v,
+                                      const int32_t* positions, const int32_t* slots, const RopeArgs& r,
+                                      const AttentionArgs& a) {
+  if (a.q != q) throw Error("rope_kv_write_attention: the attention's q is not the rotated q");
+  rope_kv_write(cache, a.layer, q, k, v, positions, slots, a.n_tokens, a.n_heads, r);
+  attention(cache, a);
+}
+
 void throw_unknown_backend(const std::string& name) {
   if (name == "cuda")
     throw Error(

@@ -368,7 +368,6 @@ class Llama final : public LlamaModel {
         b_.rmsnorm(q, L.q_norm, int64_t(T) * c.n_heads, c.head_dim, c.norm_eps, q);
         b_.rmsnorm(k, L.k_norm, int64_t(T) * c.n_kv_heads, c.head_dim, c.norm_eps, k);
       }
-      b_.rope_kv_write(kv, int(l), q, k, v, d_pos_, d_slot_, T, c.n_heads, rope);
       backend::AttentionArgs a;
       a.q = q;
       a.out = att_;
@@ -382,7 +381,8 @@ class Llama final : public LlamaModel {
       a.kv_len = d_kvlen_;
       a.block_tables = d_bt_;
       a.max_pages_per_seq = max_pages;
-      b_.attention(kv, a);
+      // rope on q and k, K/V into the cache, attention: one launch on CUDA at T == 1.
+      b_.rope_kv_write_attention(kv, q, k, v, d_pos_, d_slot_, rope, a);
       // x += att Wo^T: the residual add fused into the matmul.
       const backend::MatmulTarget o{L.wo, x_, nullptr};
       b_.matmul_fused({att_, nullptr, T, true}, &o, 1);

@@ -565,6 +565,75 @@ TEST_F(CudaVsCpu, RopeKvWriteFusedEqualsComposed) {
   }
 }
 
+// rope_kv_write_attention at one token: the fused kernel (the grouped attention kernel with a
+// rope + kv_write prologue) against the GPU's own rope_kv_write + attention (the default), bit for
+// bit on q, k, the output and every cache byte, over a cache that already holds earlier positions.
+// Same code on both sides (rope_pair, write_head, the same attention loop), hence bit equality. The
+// last case (rot_dim 64) is not fused: it checks the fallback.
+TEST_F(CudaVsCpu, RopeKvWriteAttentionFusedEqualsComposed) {
+  SCOPED_TRACE(trace());
+  struct Case {
+    KvFormat f;
+    int group, history, rot;
+  };
+  for (Case cs :
+       {Case{KvFormat::bf16, 4, 37, 128}, Case{KvFormat::fp8, 2, 0, 128}, Case{KvFormat::f32, 1, 16, 128},
+        Case{KvFormat::fp8, 4, 50, 128}, Case{KvFormat::bf16, 4, 5, 64}}) {
+    const int hd = 128, n_kv = 2, n_heads = n_kv * cs.group, pages = 4, page = 16;
+    const KvCacheDesc d{cs.f, 2, n_kv, hd, page, pages};
+    auto fused = gpu->create_kv_cache(d), composed = gpu->create_kv_cache(d);
+    // Earlier positions 0 .. history-1 at slots 63 - p (pages in reverse through the block table below).
+    std::vector<int32_t> table{3, 2, 1, 0};
+    auto slot_of = [&](int p) { return table[size_t(p / page)] * page + p % page; };
+    if (cs.history > 0) {
+      std::vector<int32_t> hs;
+      for (int p = 0; p < cs.history; ++p) hs.push_back(slot_of(p));
+      auto hk = normal(size_t(cs.history * n_kv * hd)), hv = normal(size_t(cs.history * n_kv * hd));
+      Pair phk = put(hk), phv = put(hv), phs = put(hs);
+      for (auto* kv : {fused.get(), composed.get()})
+        gpu->kv_write(*kv, 1, (const float*)phk.g, (const float*)phv.g, (const int32_t*)phs.g, cs.history);
+    }
+    std::vector<float> inv(size_t(cs.rot / 2));
+    for (size_t j = 0; j < inv.size(); ++j) inv[j] = std::pow(500000.0f, -2.0f * float(j) / float(cs.rot));
+    Pair pinv = put(inv);
+    const RopeArgs r{RopeStyle::half, hd, cs.rot, (const float*)pinv.g};
+    const int pos = cs.history;
+    const std::vector<int32_t> vpos{pos}, vslot{slot_of(pos)}, vseq{0}, vlen{pos + 1};
+    const auto q = normal(size_t(n_heads * hd)), k = normal(size_t(n_kv * hd)), v = normal(size_t(n_kv * hd));
+    Pair pq1 = put(q), pq2 = put(q), pk1 = put(k), pk2 = put(k), pv = put(v), ppos = put(vpos),
+         psl = put(vslot), pseq = put(vseq), plen = put(vlen), pbt = put(table), po1 = zeros<float>(q.size()),
+         po2 = zeros<float>(q.size());
+    AttentionArgs a;
+    a.n_tokens = 1;
+    a.n_heads = n_heads;
+    a.n_kv_heads = n_kv;
+    a.head_dim = hd;
+    a.scale = 1.0f / std::sqrt(float(hd));
+    a.layer = 1;
+    a.seq = (const int32_t*)pseq.g;
+    a.kv_len = (const int32_t*)plen.g;
+    a.block_tables = (const int32_t*)pbt.g;
+    a.max_pages_per_seq = pages;
+    a.q = (const float*)pq1.g;
+    a.out = (float*)po1.g;
+    gpu->rope_kv_write_attention(*fused, (float*)pq1.g, (float*)pk1.g, (const float*)pv.g,
+                                 (const int32_t*)ppos.g, (const int32_t*)psl.g, r, a);
+    a.q = (const float*)pq2.g;
+    a.out = (float*)po2.g;
+    gpu->Backend::rope_kv_write_attention(*composed, (float*)pq2.g, (float*)pk2.g, (const float*)pv.g,
+                                          (const int32_t*)ppos.g, (const int32_t*)psl.g, r, a);
+    const std::string what = std::string(kv_format_name(cs.f)) + " group " + std::to_string(cs.group) +
+                             " history " + std::to_string(cs.history) + " rot " + std::to_string(cs.rot);
+    EXPECT_EQ(get_gpu<float>(pq1, q.size()), get_gpu<float>(pq2, q.size())) << what;
+    EXPECT_EQ(get_gpu<float>(pk1, k.size()), get_gpu<float>(pk2, k.size())) << what;
+    EXPECT_EQ(get_gpu<float>(po1, q.size()), get_gpu<float>(po2, q.size())) << what;
+    std::vector<uint8_t> ba(d.total_bytes()), bb(d.total_bytes());
+    gpu->download(ba.data(), dynamic_cast<cuda_impl::CudaKvCache&>(*fused).base(), ba.size());
+    gpu->download(bb.data(), dynamic_cast<cuda_impl::CudaKvCache&>(*composed).base(), bb.size());
+    EXPECT_TRUE(ba == bb) << what;
+  }
+}
+
 // ---- KV cache and attention ------------------------------------------------------------------------
 
 struct KvCase {

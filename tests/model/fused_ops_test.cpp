@@ -86,7 +86,7 @@ TEST(MatmulFused, TargetsWithDifferentInputWidthsAreAnError) {
   EXPECT_THROW(be->matmul_fused({x.data(), nullptr, 1, false}, t, 2), mx8::Error);
 }
 
-TEST(RopeKvWrite, DefaultEqualsThePlainOpsBitForBit) {
+TEST(RopeKvWrite, DefaultsEqualThePlainOpsBitForBit) {
   auto be = make_cpu_backend(2);
   std::mt19937_64 rng(7);
   const int T = 3, n_heads = 4, n_kv = 2, hd = 64, page = 4;
@@ -126,6 +126,26 @@ TEST(RopeKvWrite, DefaultEqualsThePlainOpsBitForBit) {
     a.out = op.data();
     be->attention(*plain, a);
     EXPECT_TRUE(same_bits(of, op)) << kv_format_name(f);
+
+    // rope_kv_write_attention = rope_kv_write + attention, for token 2 alone (on both caches again).
+    std::vector<float> q1 = q0, k1 = k0, q2 = q0, k2 = k0, o1(size_t(n_heads * hd)), o2(size_t(n_heads * hd));
+    const int64_t qo = 2 * n_heads * hd, ko = 2 * n_kv * hd;
+    a.q = q1.data() + qo;
+    a.out = o1.data();
+    be->rope_kv_write_attention(*fused, q1.data() + qo, k1.data() + ko, v.data() + ko, pos.data() + 2,
+                                slots.data() + 2, r, a);
+    be->rope_kv_write(*plain, 1, q2.data() + qo, k2.data() + ko, v.data() + ko, pos.data() + 2,
+                      slots.data() + 2, 1, n_heads, r);
+    a.q = q2.data() + qo;
+    a.out = o2.data();
+    be->attention(*plain, a);
+    EXPECT_TRUE(same_bits(q1, q2));
+    EXPECT_TRUE(same_bits(k1, k2));
+    EXPECT_TRUE(same_bits(o1, o2)) << kv_format_name(f);
+    a.q = q2.data();  // not the q being rotated
+    EXPECT_THROW(
+        be->rope_kv_write_attention(*fused, q1.data(), k1.data(), v.data(), pos.data(), slots.data(), r, a),
+        mx8::Error);
   }
 }
 

@@ -205,6 +205,12 @@ class Backend {
   virtual void rope_kv_write(KvCache& cache, int layer, float* q, float* k, const float* v,
                              const int32_t* positions, const int32_t* slots, int64_t n_tokens,
                              int64_t n_heads, const RopeArgs& r);
+  // rope_kv_write(cache, a.layer, q, k, v, positions, slots, a.n_tokens, a.n_heads, r), then
+  // attention(cache, a), with a.q == q: a layer's attention from its projections on, in one launch
+  // where the backend can (CUDA: decode steps of one token). The default composes the two.
+  virtual void rope_kv_write_attention(KvCache& cache, float* q, float* k, const float* v,
+                                       const int32_t* positions, const int32_t* slots, const RopeArgs& r,
+                                       const AttentionArgs& a);
 
   // Step recording, for backends where launching costs more than running (CUDA graphs). The caller
   // brackets a sequence of ops whose launches depend only on `key` (shapes and pointers) - the data

@@ -122,6 +122,9 @@ class CudaBackend final : public Backend {
     // understood.
     const char* wg = std::getenv("MX8_CUDA_WGMMA");
     use_wgmma_ = prop.major == 9 && prop.minor == 0 && wg && std::string(wg) == "1";
+    // MX8_CUDA_FUSED_ATTN=0: rope_kv_write_attention as two launches (for comparisons).
+    const char* fa = std::getenv("MX8_CUDA_FUSED_ATTN");
+    fused_attention_ = !(fa && std::string(fa) == "0");
     const char* gr = std::getenv("MX8_CUDA_GRAPHS");
     set_graphs_enabled(!(gr && std::string(gr) == "0"));
     if (graphs_enabled()) info_.description += ", CUDA graphs";
@@ -294,6 +297,12 @@ class CudaBackend final : public Backend {
     launch_rope_kv_write(as_cuda(cache), layer, q, k, v, positions, slots, n_tokens, n_heads, r, err_dev_,
                          stream_);
   }
+  void rope_kv_write_attention(KvCache& cache, float* q, float* k, const float* v, const int32_t* positions,
+                               const int32_t* slots, const RopeArgs& r, const AttentionArgs& a) override {
+    if (!fused_attention_ ||
+        !launch_rope_kv_write_attention(as_cuda(cache), q, k, v, positions, slots, r, a, err_dev_, stream_))
+      Backend::rope_kv_write_attention(cache, q, k, v, positions, slots, r, a);
+  }
   void attention(KvCache& cache, const AttentionArgs& a) override {
     launch_attention(as_cuda(cache), a, err_dev_, stream_);
   }
@@ -421,6 +430,7 @@ class CudaBackend final : public Backend {
   bool use_wgmma_ = false;
   Fp8Workspace fp8_ws_;
   bool capturing_ = false;
+  bool fused_attention_ = true;
   uint64_t capture_key_ = 0, capture_epoch_ = 0, use_clock_ = 0;
   std::vector<Recorded> graphs_;
   Scratch scratch_[2];          // 0: the SwiGLU input, 1: a product before its accumulation

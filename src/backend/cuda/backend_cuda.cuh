@@ -134,6 +134,12 @@ void launch_softmax(float* x, int64_t rows, int64_t cols, cudaStream_t s);
 void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, const int32_t* slots,
                      int64_t n_tokens, uint32_t* err, cudaStream_t s);
 void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s);
+// rope_kv_write of one token, then attention, in one launch (the grouped attention kernel with a
+// prologue); returns false, having launched nothing, where that kernel does not apply (more than one
+// token, q != a.q, head_dim or rot_dim != 128, groups other than 1, 2, 4): the caller composes.
+bool launch_rope_kv_write_attention(CudaKvCache& c, float* q, float* k, const float* v,
+                                    const int32_t* positions, const int32_t* slots, const RopeArgs& r,
+                                    const AttentionArgs& a, uint32_t* err, cudaStream_t s);
 // rope on q [n_tokens][n_heads][head_dim] and k, then kv_write of k and v: one launch.
 void launch_rope_kv_write(CudaKvCache& c, int layer, float* q, float* k, const float* v,
                           const int32_t* positions, const int32_t* slots, int64_t n_tokens, int64_t n_heads,

@@ -379,9 +379,24 @@ __device__ __forceinline__ void load16(const uint8_t* row, const uint8_t* scales
   }
 }
 
-template <KvFormat F, int G>
+// The new token's q, k, v for attention_gqa_kernel<..., kNew = true> (one token per launch).
+struct NewKv {
+  float* q;  // == AttnParams::q
+  float* k;
+  const float* v;
+  const int32_t* positions;
+  const int32_t* slots;
+  RopeArgs r;
+};
+
+// kNew: rope_kv_write of the launch's one token first (block kvh rotates its G query heads and kv
+// head kvh, and stores K/V head kvh; warps 0 and 1 store K and V, warps 2.. rotate the query heads),
+// with rope_kernel's and kv_write_kernel's code (rope_pair, write_head), so the results are the
+// composed ops' bit for bit. Each block reads only the K/V head it stored itself, after a barrier.
+template <KvFormat F, int G, bool kNew>
 __global__ void __launch_bounds__(kGqaWarps * 32)
-    attention_gqa_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p, uint32_t* err) {
+    attention_gqa_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p, uint32_t* err,
+                         NewKv nk) {
   pdl_trigger();
   pdl_wait();
   constexpr int kStreams = kGqaWarps * 4;
@@ -389,6 +404,23 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   __shared__ float acc_s[kGqaWarps][G][kGqaHd];
   const int kvh = blockIdx.x, t = blockIdx.y;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if constexpr (kNew) {
+    static_assert(G + 2 <= kGqaWarps, "one warp per query head of the group, two for K and V");
+    const int32_t pos = nk.positions[t];
+    if (warp == 0) {
+      float* kr = nk.k + (size_t(t) * g.n_kv + kvh) * kGqaHd;
+      for (int j = lane; j < kGqaHd / 2; j += 32) rope_pair(kr, j, pos, nk.r);
+      __syncwarp();  // the warp's rotated k is read back by other lanes
+      write_head<F>(const_cast<uint8_t*>(kpool), g, kr, nk.slots[t], kvh, lane, err);
+    } else if (warp == 1) {
+      write_head<F>(const_cast<uint8_t*>(vpool), g, nk.v + (size_t(t) * g.n_kv + kvh) * kGqaHd, nk.slots[t],
+                    kvh, lane, err);
+    } else if (warp - 2 < G) {
+      float* qr = nk.q + (size_t(t) * p.n_heads + size_t(kvh) * G + (warp - 2)) * kGqaHd;
+      for (int j = lane; j < kGqaHd / 2; j += 32) rope_pair(qr, j, pos, nk.r);
+    }
+    __syncthreads();  // the stored K/V row and the rotated q are read by the whole block below
+  }
   const int sub = lane & 7, stream = warp * 4 + (lane >> 3);
   const int d0 = sub * kGqaDims;
 
@@ -509,21 +541,61 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   }
 }
 
-template <KvFormat F>
+template <KvFormat F, bool kNew>
 void launch_attention_gqa(const uint8_t* kp, const uint8_t* vp, const KvGeom& g, const AttnParams& p,
-                          int n_kv, int n_tokens, uint32_t* err, cudaStream_t s) {
+                          int n_kv, int n_tokens, uint32_t* err, const NewKv& nk, cudaStream_t s) {
   const dim3 grid{unsigned(n_kv), unsigned(n_tokens)}, block{kGqaWarps * 32};
   switch (p.group) {
     case 1:
-      launch("attention_gqa_kernel", attention_gqa_kernel<F, 1>, grid, block, s, kp, vp, g, p, err);
+      launch("attention_gqa_kernel", attention_gqa_kernel<F, 1, kNew>, grid, block, s, kp, vp, g, p, err, nk);
       break;
     case 2:
-      launch("attention_gqa_kernel", attention_gqa_kernel<F, 2>, grid, block, s, kp, vp, g, p, err);
+      launch("attention_gqa_kernel", attention_gqa_kernel<F, 2, kNew>, grid, block, s, kp, vp, g, p, err, nk);
       break;
     default:
-      launch("attention_gqa_kernel", attention_gqa_kernel<F, 4>, grid, block, s, kp, vp, g, p, err);
+      launch("attention_gqa_kernel", attention_gqa_kernel<F, 4, kNew>, grid, block, s, kp, vp, g, p, err, nk);
       break;
   }
+}
+
+template <bool kNew>
+void launch_attention_gqa_any(KvFormat f, const uint8_t* kp, const uint8_t* vp, const KvGeom& g,
+                              const AttnParams& p, int n_kv, int n_tokens, uint32_t* err, const NewKv& nk,
+                              cudaStream_t s) {
+  switch (f) {
+    case KvFormat::f32:
+      launch_attention_gqa<KvFormat::f32, kNew>(kp, vp, g, p, n_kv, n_tokens, err, nk, s);
+      break;
+    case KvFormat::bf16:
+      launch_attention_gqa<KvFormat::bf16, kNew>(kp, vp, g, p, n_kv, n_tokens, err, nk, s);
+      break;
+    case KvFormat::fp8:
+      launch_attention_gqa<KvFormat::fp8, kNew>(kp, vp, g, p, n_kv, n_tokens, err, nk, s);
+      break;
+  }
+  check_launch("attention");
+}
+
+void check_attention_args(const CudaKvCache& c, const AttentionArgs& a) {
+  const KvCacheDesc& d = c.desc();
+  if (a.head_dim != d.head_dim || a.n_kv_heads != d.n_kv_heads || a.n_heads <= 0 || a.n_kv_heads <= 0 ||
+      a.n_heads % a.n_kv_heads != 0 || a.layer < 0 || a.layer >= d.n_layers)
+    throw Error("cuda backend: attention arguments (heads " + std::to_string(a.n_heads) + ", kv heads " +
+                std::to_string(a.n_kv_heads) + ", head_dim " + std::to_string(a.head_dim) + ", layer " +
+                std::to_string(a.layer) + ") do not match the KV cache");
+  if (d.head_dim > kMaxHeadDim)
+    throw Error("cuda backend: attention with head_dim " + std::to_string(d.head_dim) + " (at most " +
+                std::to_string(kMaxHeadDim) + " supported)");
+  if (a.n_tokens > 65535) throw Error("cuda backend: attention over more than 65535 tokens in one call");
+}
+
+// The grouped kernel applies: head_dim 128, groups of 1, 2 or 4, 16-byte aligned rows and q.
+bool gqa_applies(const CudaKvCache& c, const AttentionArgs& a) {
+  const int group = a.n_heads / a.n_kv_heads;
+  return gqa_attention_enabled() && c.desc().head_dim == kGqaHd && (group == 1 || group == 2 || group == 4) &&
+         c.page_bytes() % 16 == 0 && reinterpret_cast<uintptr_t>(c.pool(a.layer, 0)) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(c.pool(a.layer, 1)) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(a.q) % 16 == 0;
 }
 
 }  // namespace
@@ -593,41 +665,31 @@ void launch_rope_kv_write(CudaKvCache& c, int layer, float* q, float* k, const f
   check_launch("rope_kv_write");
 }
 
+bool launch_rope_kv_write_attention(CudaKvCache& c, float* q, float* k, const float* v,
+                                    const int32_t* positions, const int32_t* slots, const RopeArgs& r,
+                                    const AttentionArgs& a, uint32_t* err, cudaStream_t s) {
+  check_attention_args(c, a);
+  if (a.n_tokens != 1 || a.q != q || r.head_dim != kGqaHd || r.rot_dim != kGqaHd || !gqa_applies(c, a))
+    return false;
+  const AttnParams p{a.q,   a.out,    a.n_heads,      a.n_heads / a.n_kv_heads, a.scale,
+                     a.seq, a.kv_len, a.block_tables, a.max_pages_per_seq};
+  launch_attention_gqa_any<true>(c.desc().format, c.pool(a.layer, 0), c.pool(a.layer, 1), geom_of(c), p,
+                                 a.n_kv_heads, 1, err, NewKv{q, k, v, positions, slots, r}, s);
+  return true;
+}
+
 void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s) {
   const KvCacheDesc& d = c.desc();
-  if (a.head_dim != d.head_dim || a.n_kv_heads != d.n_kv_heads || a.n_heads <= 0 || a.n_kv_heads <= 0 ||
-      a.n_heads % a.n_kv_heads != 0 || a.layer < 0 || a.layer >= d.n_layers)
-    throw Error("cuda backend: attention arguments (heads " + std::to_string(a.n_heads) + ", kv heads " +
-                std::to_string(a.n_kv_heads) + ", head_dim " + std::to_string(a.head_dim) + ", layer " +
-                std::to_string(a.layer) + ") do not match the KV cache");
-  if (d.head_dim > kMaxHeadDim)
-    throw Error("cuda backend: attention with head_dim " + std::to_string(d.head_dim) + " (at most " +
-                std::to_string(kMaxHeadDim) + " supported)");
+  check_attention_args(c, a);
   if (a.n_tokens <= 0) return;
-  if (a.n_tokens > 65535) throw Error("cuda backend: attention over more than 65535 tokens in one call");
   const KvGeom g = geom_of(c);
   AttnParams p{a.q,   a.out,    a.n_heads,      a.n_heads / a.n_kv_heads, a.scale,
                a.seq, a.kv_len, a.block_tables, a.max_pages_per_seq};
   const dim3 grid(unsigned(a.n_heads), unsigned(a.n_tokens));
   const uint8_t* kp = c.pool(a.layer, 0);
   const uint8_t* vp = c.pool(a.layer, 1);
-  // The grouped kernel: head_dim 128, groups of 1, 2 or 4, 16-byte aligned rows and q.
-  const int group = a.n_heads / a.n_kv_heads;
-  if (gqa_attention_enabled() && d.head_dim == kGqaHd && (group == 1 || group == 2 || group == 4) &&
-      g.page_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(kp) % 16 == 0 &&
-      reinterpret_cast<uintptr_t>(vp) % 16 == 0 && reinterpret_cast<uintptr_t>(a.q) % 16 == 0) {
-    switch (d.format) {
-      case KvFormat::f32:
-        launch_attention_gqa<KvFormat::f32>(kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, s);
-        break;
-      case KvFormat::bf16:
-        launch_attention_gqa<KvFormat::bf16>(kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, s);
-        break;
-      case KvFormat::fp8:
-        launch_attention_gqa<KvFormat::fp8>(kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, s);
-        break;
-    }
-    check_launch("attention");
+  if (gqa_applies(c, a)) {
+    launch_attention_gqa_any<false>(d.format, kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, NewKv{}, s);
     return;
   }
   switch (d.format) {

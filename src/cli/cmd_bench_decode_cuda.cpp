@@ -39,6 +39,7 @@ struct Options {
   int layers = 32;
   int tokens = 128;
   int warmup = 8;
+  int context = 0;  // position of the first decode step (attention reads that many cached positions)
   std::string weights = "fp8,bf16";
   std::string kv = "bf16";
   std::string graphs = "on,off";
@@ -201,7 +202,7 @@ mx8::model::LlamaConfig llama3_8b(int layers) {
 // Decode steps of one sequence through the model, graphs on or off; the KV cache is fresh.
 void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, KvFormat kvf, Result& res) {
   mx8::backend::cuda_impl::set_graphs_enabled(res.graphs);
-  const int total = o.warmup + o.tokens;
+  const int total = o.context + o.warmup + o.tokens;
   KvCacheDesc kd{kvf, o.layers, int(kKvHeads), int(kHeadDim), 16, (total + 15) / 16 + 1};
   auto kv = be.create_kv_cache(kd);
   mx8::model::StepBatch b;
@@ -217,9 +218,10 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
     b.kv_len = {pos + 1};
     model.forward(b, *kv, logits.data());
   };
-  for (int p = 0; p < o.warmup; ++p) step(p);
+  // Positions before `context` are never written: attention reads them as zeros, at full cost.
+  for (int p = o.context; p < o.context + o.warmup; ++p) step(p);
   auto t0 = std::chrono::steady_clock::now();
-  for (int p = o.warmup; p < total; ++p) step(p);
+  for (int p = o.context + o.warmup; p < total; ++p) step(p);
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   res.ms_per_token = s * 1e3 / o.tokens;
   res.tok_s = o.tokens / s;
@@ -288,8 +290,10 @@ void run(const Options& o) {
   const KvFormat kvf = o.kv == "fp8" ? KvFormat::fp8 : o.kv == "f32" ? KvFormat::f32 : KvFormat::bf16;
   const double bw = copy_bandwidth_gbps(*be);
   std::printf(
-      "mx8 bench decode-cuda: Llama-3-8B shapes (%d layers), batch 1, %s KV, %d tokens after %d warm-up\n",
-      o.layers, kv_format_name(kvf), o.tokens, o.warmup);
+      "mx8 bench decode-cuda: Llama-3-8B shapes (%d layers), batch 1, %s KV, %d tokens after %d warm-up, "
+      "from "
+      "position %d\n",
+      o.layers, kv_format_name(kvf), o.tokens, o.warmup, o.context);
   std::printf("device: %s; copy bandwidth %.0f GB/s (read + write)\n", be->info().description.c_str(), bw);
   std::vector<Result> results;
   for (const std::string& wname : {std::string("fp8"), std::string("bf16")}) {
@@ -320,7 +324,8 @@ void run(const Options& o) {
   std::string md = "## CUDA decode, Llama-3-8B shapes, batch 1 (`mx8 bench decode-cuda`)\n\n";
   md += "Machine: " + mx8::cli::machine_description() + "; GPU " + be->info().description +
         ". Date: " + mx8::cli::today_utc() + ". Command: `mx8 bench decode-cuda --layers " +
-        std::to_string(o.layers) + " --tokens " + std::to_string(o.tokens) + " --kv " + o.kv + "`.\n\n";
+        std::to_string(o.layers) + " --tokens " + std::to_string(o.tokens) + " --kv " + o.kv +
+        (o.context ? " --context " + std::to_string(o.context) : "") + "`.\n\n";
   md +=
       "Random weights; each token is the model's forward pass (src/model/llama.cpp) as `mx8 run` does it: "
       "uploads of the step's indices, the layers, the head, logits downloaded. graphs on = the step "
@@ -365,6 +370,10 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--warmup", o->warmup, "decode steps before timing")
           ->capture_default_str()
           ->check(CLI::Range(0, 1000));
+      app.add_option("--context", o->context,
+                     "position of the first decode step (cached positions attended to)")
+          ->capture_default_str()
+          ->check(CLI::Range(0, 1000000));
       app.add_option("--weights", o->weights, "fp8, bf16 or both (comma-separated)")->capture_default_str();
       app.add_option("--kv", o->kv, "KV cache format: bf16, fp8 or f32")
           ->capture_default_str()

@@ -2,7 +2,9 @@
 // block scale with the format layer's own compute_block_scale and encodes with either the format
 // layer's encode_element or, for saturating E4M3/E5M2, the hardware cvt.rn.satfinite instruction,
 // which rounds identically (RNE, NaN -> 0x7F, overflow -> max); tests/cuda checks every byte
-// against quantize_ref.
+// against quantize_ref. The bandwidth-bound paths live in their own headers: the streaming 1xK
+// kernel (quantize_stream.cuh: activations 1x128 and MXFP8 1x32) and the dual X / X^T kernels
+// (quantize_dual.cuh); docs/CUDA.md has their design and measurements.
 #include <cuda_fp8.h>
 #include <cuda_runtime_api.h>
 
@@ -46,7 +48,8 @@ __device__ __forceinline__ uint32_t unpack_bf16_hi(uint32_t w) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fast 1xK tile quantizer: bf16 input, 8-bit elements, K in {32, 128}, cols % 16 == 0. Each thread
+// 1xK tile quantizer for what the streaming kernel does not take (ragged widths, cols % 16 == 0
+// but not % K; misaligned codes; 2^31 values or more): bf16 input, 8-bit elements. Each thread
 // owns 16 consecutive values (two 16-byte loads, one 16-byte store of codes); a group of K/16
 // lanes owns one block and reduces its amax with shuffles. Row = blockIdx.y (grid-stride), so all
 // index math is 32-bit.
@@ -167,113 +170,6 @@ __global__ void __launch_bounds__(256)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fused activation quantizer writing both X (1x128 tiles) and X^T (1x128 tiles of X^T = 128x1
-// blocks of X) from one read: one thread block per 128x128 tile of X, staged in shared memory.
-constexpr int kDualPitch = 130;  // bf16 elements per staged row: 260 bytes, shifts banks by 1 per row
-
-__global__ void __launch_bounds__(256)
-    quantize_dual_kernel(const uint16_t* __restrict__ src, int64_t rows, int64_t cols, fmt::ScaleOptions opt,
-                         bool ue8m0, int mn_ld, uint8_t* __restrict__ codes, void* scales,
-                         uint8_t* __restrict__ codes_t, void* scales_t) {
-  __shared__ uint32_t tile_w[128 * kDualPitch / 2];
-  __shared__ uint32_t col_part[8][128];  // per warp: column amax over its 16 rows
-  __shared__ float col_inv[128];
-  const uint16_t* tile = reinterpret_cast<const uint16_t*>(tile_w);
-  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * 128, k0 = static_cast<int64_t>(blockIdx.x) * 128;
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int64_t grid_cols = cols / 128, grid_rows_t = (rows + 127) / 128;
-
-  // Stage: 128 rows x 256 bytes = 2048 16-byte chunks, 8 per thread; rows past the end are zeros
-  // (zeros never raise an amax, so ragged tiles need no other special case).
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const int chunk = tid + 256 * i;
-    const int r = chunk / 16, part = chunk % 16;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (m0 + r < rows) v = __ldg(reinterpret_cast<const uint4*>(src + (m0 + r) * cols + k0 + part * 8));
-    uint32_t* dst = tile_w + (r * kDualPitch + part * 8) / 2;
-    dst[0] = v.x;
-    dst[1] = v.y;
-    dst[2] = v.z;
-    dst[3] = v.w;
-  }
-  __syncthreads();
-
-  // Row pass: warp w quantizes rows 16w..16w+15; lane l owns columns 4l..4l+3 and also keeps
-  // their amax over the warp's 16 rows (the column pass then only combines 8 partials).
-  uint32_t colmax[4] = {0, 0, 0, 0};
-  for (int rr = 0; rr < 16; ++rr) {
-    const int r = warp * 16 + rr;
-    const uint32_t w0 = tile_w[(r * kDualPitch) / 2 + lane * 2],
-                   w1 = tile_w[(r * kDualPitch) / 2 + lane * 2 + 1];
-    const float x0 = __uint_as_float(unpack_bf16_lo(w0)), x1 = __uint_as_float(unpack_bf16_hi(w0));
-    const float x2 = __uint_as_float(unpack_bf16_lo(w1)), x3 = __uint_as_float(unpack_bf16_hi(w1));
-    uint32_t amax = 0;
-    amax = fmt::amax_bits_accumulate(amax, x0);
-    amax = fmt::amax_bits_accumulate(amax, x1);
-    amax = fmt::amax_bits_accumulate(amax, x2);
-    amax = fmt::amax_bits_accumulate(amax, x3);
-    colmax[0] = fmt::amax_bits_accumulate(colmax[0], x0);
-    colmax[1] = fmt::amax_bits_accumulate(colmax[1], x1);
-    colmax[2] = fmt::amax_bits_accumulate(colmax[2], x2);
-    colmax[3] = fmt::amax_bits_accumulate(colmax[3], x3);
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) amax = max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
-    if (m0 + r >= rows) continue;  // warp-uniform
-    const fmt::BlockScale s = fmt::compute_block_scale(__uint_as_float(amax), fmt::ElementFormat::e4m3, opt);
-    const uint32_t q = cvt2(x0 * s.inv_scale, x1 * s.inv_scale, fmt::ElementFormat::e4m3) |
-                       cvt2(x2 * s.inv_scale, x3 * s.inv_scale, fmt::ElementFormat::e4m3) << 16;
-    *reinterpret_cast<uint32_t*>(codes + (m0 + r) * cols + k0 + lane * 4) = q;
-    if (lane == 0) {
-      const int64_t gr = m0 + r, gc = k0 / 128;
-      const int64_t i = mn_ld > 0 ? gc * mn_ld + gr : gr * grid_cols + gc;
-      if (ue8m0)
-        static_cast<uint8_t*>(scales)[i] = s.ue8m0;
-      else
-        static_cast<float*>(scales)[i] = s.scale;
-    }
-  }
-
-  // Column pass: combine the 8 warps' partial column maxima.
-#pragma unroll
-  for (int i = 0; i < 4; ++i) col_part[warp][lane * 4 + i] = colmax[i];
-  __syncthreads();
-  if (tid < 128) {
-    const fmt::BlockScale s = fmt::compute_block_scale(
-        __uint_as_float(
-            max(max(max(col_part[0][tid], col_part[1][tid]), max(col_part[2][tid], col_part[3][tid])),
-                max(max(col_part[4][tid], col_part[5][tid]), max(col_part[6][tid], col_part[7][tid])))),
-        fmt::ElementFormat::e4m3, opt);
-    col_inv[tid] = s.inv_scale;
-    const int64_t i = (k0 + tid) * grid_rows_t + m0 / 128;
-    if (ue8m0)
-      static_cast<uint8_t*>(scales_t)[i] = s.ue8m0;
-    else
-      static_cast<float*>(scales_t)[i] = s.scale;
-  }
-  __syncthreads();
-  // Transposed codes: warp w writes rows k0+16w..+15 of X^T; lane l covers X rows 4l..4l+3.
-  const bool full_rows = m0 + 128 <= rows && rows % 4 == 0;
-  for (int cc = 0; cc < 16; ++cc) {
-    const int c = warp * 16 + cc;
-    const float inv = col_inv[c];
-    float x[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) x[i] = fmt::bf16_to_f32(tile[(lane * 4 + i) * kDualPitch + c]) * inv;
-    uint8_t* out = codes_t + (k0 + c) * rows + m0 + lane * 4;
-    const uint32_t q = cvt2(x[0], x[1], fmt::ElementFormat::e4m3) | cvt2(x[2], x[3], fmt::ElementFormat::e4m3)
-                                                                        << 16;
-    if (full_rows) {
-      *reinterpret_cast<uint32_t*>(out) = q;
-    } else {
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-        if (m0 + lane * 4 + i < rows) out[i] = static_cast<uint8_t>(q >> (8 * i));
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Generic quantizer: one thread block per scale block, any source type, element, blocking, storage.
 __global__ void quantize_generic_kernel(fmt::SourceType st, const void* __restrict__ src, int64_t rows,
                                         int64_t cols, fmt::ScaleGrid g, fmt::ElementFormat elem,
@@ -385,14 +281,14 @@ int stride_grid() {
   return 132 * 8;
 }
 
-// Kernel configurations. The defaults are the best measured on the H200 (docs/CUDA.md); the
-// environment can override them for benchmark experiments: MX8_QUANT_CFG128 / MX8_QUANT_CFG32 =
-// "P,S,B,H,F" for the streaming kernel on 1x128 / 1x32 tiles (pieces per lane, sets in flight,
-// minimum blocks per SM in the launch bounds, cache-hint mask H: 1 streaming loads, 2 evict-first
-// stores, F 1: software-pipelined loads; only the instantiated P,S,B,F below, others take the
-// default), MX8_QUANT_DUAL = "M,B,H" for
-// the dual kernel (M 1 persistent, 0 one-shot; B 2 or 3), MX8_QUANT_BPS caps the streaming
-// kernel's blocks per SM, MX8_QUANT_OLD=1 runs the previous kernels.
+// Kernel configurations. The defaults are the best measured on the H200 (docs/CUDA.md, "Quantizer
+// tuning"); the environment overrides them for benchmark experiments:
+//   MX8_QUANT_CFG128 / MX8_QUANT_CFG32 = "P,S,B,H,F": the streaming kernel on 1x128 / 1x32 tiles:
+//     pieces per lane, sets in flight, minimum blocks per SM (launch bounds), cache-hint mask
+//     (1 streaming loads, 2 evict-first stores), 1 = software-pipelined loads. Only the
+//     instantiations in launch_stream_any exist; other values take the default.
+//   MX8_QUANT_DUAL = "M,B,H": the dual kernel, M 0 one-shot (B 2) or 1 persistent (B 2 or 3).
+//   MX8_QUANT_BPS: a cap on the streaming kernel's blocks per SM.
 struct StreamCfg {
   int p, s, b, hints, pf;
 };
@@ -402,7 +298,7 @@ struct DualCfg {
 struct Knobs {
   StreamCfg k128, k32;
   DualCfg dual;
-  int bps, old;
+  int bps;
 };
 const Knobs& knobs() {
   static const Knobs k = [] {
@@ -416,11 +312,13 @@ const Knobs& knobs() {
       if (v && std::sscanf(v, "%d,%d,%d,%d,%d", &c.p, &c.s, &c.b, &c.hints, &c.pf) != 5) c = dflt;
       return c;
     };
-    DualCfg dual{1, 3, 0};
+    // The defaults: the best measured (docs/CUDA.md, "Quantizer tuning").
+    const DualCfg dual_default{0, 2, 0};
+    DualCfg dual = dual_default;
     if (const char* v = std::getenv("MX8_QUANT_DUAL"))
-      if (std::sscanf(v, "%d,%d,%d", &dual.mode, &dual.b, &dual.hints) != 3) dual = DualCfg{1, 3, 0};
-    return Knobs{cfg("MX8_QUANT_CFG128", {2, 2, 1, 0, 0}), cfg("MX8_QUANT_CFG32", {1, 4, 1, 0, 0}), dual,
-                 get("MX8_QUANT_BPS", 0), get("MX8_QUANT_OLD", 0)};
+      if (std::sscanf(v, "%d,%d,%d", &dual.mode, &dual.b, &dual.hints) != 3) dual = dual_default;
+    return Knobs{cfg("MX8_QUANT_CFG128", {2, 1, 6, 0, 0}), cfg("MX8_QUANT_CFG32", {1, 2, 1, 0, 1}), dual,
+                 get("MX8_QUANT_BPS", 0)};
   }();
   return k;
 }
@@ -448,8 +346,8 @@ bool try_stream(const StreamCfg& c, const StreamCall& a, bool force = false) {
 // The streaming 1xK kernel applies: bf16 rows of whole K-groups, 16-byte aligned input, 8-byte
 // aligned codes, fewer than 2^31 values (32-bit flat indices).
 bool stream_applies(const void* src, int64_t rows, int64_t cols, int k, const uint8_t* codes) {
-  return !knobs().old && cols % k == 0 && rows * cols < (int64_t{1} << 31) &&
-         reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 8 == 0;
+  return cols % k == 0 && rows * cols < (int64_t{1} << 31) && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(codes) % 8 == 0;
 }
 
 void launch_stream_any(int k, const uint16_t* src, int64_t rows, int64_t cols, fmt::ElementFormat elem,
@@ -462,12 +360,12 @@ void launch_stream_any(int k, const uint16_t* src, int64_t rows, int64_t cols, f
         try_stream<128, 4, 1, 1>(c, a) || try_stream<128, 2, 1, 6>(c, a) || try_stream<128, 2, 2, 6>(c, a) ||
         try_stream<128, 4, 1, 6>(c, a) || try_stream<128, 2, 1, 8>(c, a) ||
         try_stream<128, 2, 1, 6, true>(c, a) || try_stream<128, 4, 1, 1, true>(c, a) ||
-        try_stream<128, 2, 2, 1>(c, a, true);
+        try_stream<128, 2, 1, 6>(c, a, true);
   } else {
     const StreamCfg& c = knobs().k32;
     try_stream<32, 1, 4, 1>(c, a) || try_stream<32, 1, 2, 1>(c, a) || try_stream<32, 2, 2, 1>(c, a) ||
         try_stream<32, 1, 2, 6>(c, a) || try_stream<32, 2, 2, 6>(c, a) ||
-        try_stream<32, 1, 2, 1, true>(c, a) || try_stream<32, 1, 4, 1>(c, a, true);
+        try_stream<32, 1, 2, 1, true>(c, a) || try_stream<32, 1, 2, 1, true>(c, a, true);
   }
 }
 
@@ -619,45 +517,38 @@ void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, fo
     throw mx8::Error("quantize_act_1x128_dual: src must be 16-byte and codes 8-byte aligned");
   const dim3 grid(static_cast<unsigned>(cols / 128), static_cast<unsigned>((rows + 127) / 128));
   const int mn_ld = layout == ScaleLayout::kMnMajor ? sa_ld(static_cast<int>(rows)) : 0;
-  if (!knobs().old) {
-    const qdev::DualArgs args{src,
-                              int(rows),
-                              int(cols),
-                              fmt::ScaleOptions{rule, amax_floor},
-                              ue8m0,
-                              mn_ld,
-                              rows % 8 == 0 && reinterpret_cast<uintptr_t>(codes_t) % 8 == 0,
-                              knobs().dual.hints,
-                              codes,
-                              scales,
-                              codes_t,
-                              scales_t};
-    const bool three = knobs().dual.b == 3;
-    if (knobs().dual.mode == 1) {
-      static int occupancy[2] = {0, 0};
-      int& occ = occupancy[three];
-      if (occ == 0)
-        MX8_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &occ, three ? qdev::quantize_dual_persistent_kernel<3> : qdev::quantize_dual_persistent_kernel<2>,
-            256, 0));
-      const int tiles_k = int(cols / 128);
-      const int64_t tiles = int64_t{tiles_k} * ((rows + 127) / 128);
-      if (tiles > INT32_MAX) throw mx8::Error("quantize_act_1x128_dual: too many tiles");
-      const int n_tiles = int(tiles);
-      const int g = std::max(1, std::min(n_tiles, num_sms() * std::max(occ, 1)));
-      if (three)
-        qdev::quantize_dual_persistent_kernel<3><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
-      else
-        qdev::quantize_dual_persistent_kernel<2><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
-    } else {
-      qdev::quantize_dual_tile_kernel<2><<<grid, 256, 0, stream>>>(args);  // 3 per SM would spill
-    }
-    MX8_CUDA_CHECK(cudaGetLastError());
-    return;
+  const qdev::DualArgs args{src,
+                            int(rows),
+                            int(cols),
+                            fmt::ScaleOptions{rule, amax_floor},
+                            ue8m0,
+                            mn_ld,
+                            rows % 8 == 0 && reinterpret_cast<uintptr_t>(codes_t) % 8 == 0,
+                            knobs().dual.hints,
+                            codes,
+                            scales,
+                            codes_t,
+                            scales_t};
+  const bool three = knobs().dual.b == 3;
+  if (knobs().dual.mode == 1) {
+    static int occupancy[2] = {0, 0};
+    int& occ = occupancy[three];
+    if (occ == 0)
+      MX8_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &occ, three ? qdev::quantize_dual_persistent_kernel<3> : qdev::quantize_dual_persistent_kernel<2>,
+          256, 0));
+    const int tiles_k = int(cols / 128);
+    const int64_t tiles = int64_t{tiles_k} * ((rows + 127) / 128);
+    if (tiles > INT32_MAX) throw mx8::Error("quantize_act_1x128_dual: too many tiles");
+    const int n_tiles = int(tiles);
+    const int g = std::max(1, std::min(n_tiles, num_sms() * std::max(occ, 1)));
+    if (three)
+      qdev::quantize_dual_persistent_kernel<3><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
+    else
+      qdev::quantize_dual_persistent_kernel<2><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
+  } else {
+    qdev::quantize_dual_tile_kernel<2><<<grid, 256, 0, stream>>>(args);  // 3 per SM would spill
   }
-  quantize_dual_kernel<<<grid, 256, 0, stream>>>(
-      src, rows, cols, fmt::ScaleOptions{rule, amax_floor}, ue8m0,
-      layout == ScaleLayout::kMnMajor ? sa_ld(static_cast<int>(rows)) : 0, codes, scales, codes_t, scales_t);
   MX8_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -250,48 +250,47 @@ void run(const Options& o) {
     for (WeightFormat f : {WeightFormat::fp8_block, WeightFormat::mxfp8, WeightFormat::bf16}) {
       const auto [us, bytes] = r.time_mx8(f, c, 1, nullptr);
       const double gbs = bytes / us * 1e-3, frac = gbs * 1e9 / bw;
-      std::printf("%-26s %-24s %-12s %9.1f %8.0f %6.0f%% %10.1f %6.2fx\n", c.name.c_str(),
-                  shape_str(c).c_str(), short_name(f), us, gbs, 100 * frac, lt, lt / us);
+      const double dirty = r.time_mx8(f, c, 1, nullptr, false).first;
+      std::printf("%-26s %-24s %-12s %9.1f %8.0f %6.0f%% %9.1f %10.1f %6.2fx\n", c.name.c_str(),
+                  shape_str(c).c_str(), short_name(f), us, gbs, 100 * frac, dirty, lt, lt / us);
       std::fflush(stdout);
       md << "| " << c.name << " | " << shape_str(c) << " | " << short_name(f) << " | " << fmt("%.1f", us)
-         << " | " << fmt("%.0f", gbs) << " | " << fmt("%.0f%%", 100 * frac) << " | " << fmt("%.1f", lt)
-         << " | " << fmt("%.2fx", lt / us) << " |\n";
+         << " | " << fmt("%.0f", gbs) << " | " << fmt("%.0f%%", 100 * frac) << " | " << fmt("%.1f", dirty)
+         << " | " << fmt("%.1f", lt) << " | " << fmt("%.2fx", lt / us) << " |\n";
     }
   }
 
-  // 2. A/B of the kernel knobs (rows R, chunks per round U, threads per row T, E4M3 decode).
+  // 2. A/B of the kernel knobs.
   if (o.ab) {
     struct V {
-      int r, u, t, d;
-      bool hint = false;
+      int r, u, t, s;
+      bool hint;
     };
-    const V vs[] = {{4, 2, 0, 0},  {8, 1, 0, 0},  {4, 4, 0, 0},   {8, 2, 0, 0},   {2, 4, 0, 0},
-                    {4, 2, 32, 0}, {4, 2, 64, 0}, {4, 2, 128, 0}, {4, 2, 256, 0}, {4, 2, 0, 1}};
-    md << "\nA/B of the kernel knobs, M = 1 (R rows per thread group, U chunks per row per round, T threads "
-          "per row, 0 = heuristic; decode = E4M3 words of 4 per 16-code chunk decoded with integer ops "
-          "instead of the hardware conversion: 0 none, 1 all, 2 half, 3 one; +L2::256B = weight loads "
-          "with that hint):\n\n"
-          "| product | weights | R | U | T | decode | us | % copy "
-          "|\n|---|---|---:|---:|---:|---:|---:|---:|\n";
+    const V vs[] = {{4, 2, 0, 0, false},  {8, 1, 0, 0, false}, {8, 1, 0, 0, true},  {4, 1, 0, 5, false},
+                    {4, 1, 0, 5, true},   {2, 2, 0, 5, false}, {8, 1, 0, 2, false}, {4, 1, 0, 3, false},
+                    {4, 1, 32, 5, false}, {4, 1, 64, 5, false}};
+    md << "\nA/B of the kernel knobs, M = 1 (R rows per thread group, U 16-byte chunks per row per round, T "
+          "threads per row (0 = heuristic), S shared-memory stages (0 = next round in registers, 256-thread "
+          "blocks; S > 0 = cp.async S rounds deep, 128-thread blocks), +L2::256B = weight loads with that "
+          "hint):\n\n"
+          "| product | weights | R | U | T | S | us | % copy |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
     std::printf("\nA/B\n");
-    for (const Case& c : {kDecode[1], kDecode[2], kDecode[3]})
+    for (const Case& c : kDecode)
       for (WeightFormat f : {WeightFormat::fp8_block, WeightFormat::bf16})
         for (const V& v : vs) {
-          if (v.d > 0 && f != WeightFormat::fp8_block) continue;
-          if (v.hint && f == WeightFormat::fp8_block && v.r == 4) continue;
           GemvTuning tn;
           tn.rows = v.r;
           tn.unroll = v.u;
           tn.threads = v.t;
-          tn.fp8_decode = v.d;
+          tn.stages = v.s;
           tn.l2_hint = v.hint;
           const auto [us, bytes] = r.time_mx8(f, c, 1, &tn);
           const double frac = bytes / (us * 1e-6) / bw;
-          std::printf("%-26s %-12s R %d U %d T %3d dec %d%s %9.1f %6.0f%%\n", c.name.c_str(), short_name(f),
-                      v.r, v.u, v.t, v.d, v.hint ? " L2::256B" : "", us, 100 * frac);
+          std::printf("%-26s %-12s R %d U %d T %3d S %d%s %9.1f %6.0f%%\n", c.name.c_str(), short_name(f),
+                      v.r, v.u, v.t, v.s, v.hint ? " L2::256B" : "", us, 100 * frac);
           std::fflush(stdout);
           md << "| " << c.name << " | " << short_name(f) << " | " << v.r << " | " << v.u << " | " << v.t
-             << " | " << v.d << (v.hint ? " +L2::256B" : "") << " | " << fmt("%.1f", us) << " | "
+             << " | " << v.s << (v.hint ? " +L2::256B" : "") << " | " << fmt("%.1f", us) << " | "
              << fmt("%.0f%%", 100 * frac) << " |\n";
         }
   }

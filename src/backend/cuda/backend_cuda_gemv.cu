@@ -5,24 +5,30 @@
 // Decode is a stream of weight bytes: each weight is used once per row of x, so the kernel's job is
 // to keep enough 16-byte loads in flight to saturate HBM and to do the decoding in registers.
 //
-// Work split. A block of 256 threads is G = 256 / T groups of T threads; a group owns R rows of one
-// target's W and its T threads split the row's 16-byte chunks (thread i takes chunks i, i + T, ...,
-// U per round), so a warp's loads are 512 contiguous bytes of a row and each thread reuses the x
-// values it loads for its R rows. A tile is the G * R rows of one block; tiles of all targets are
-// numbered consecutively (blocks map to (target, rows)). The grid is persistent (at most the
-// resident blocks of all SMs, sized so that every block gets the same number of tiles) and each
-// block walks its tiles round by round with the next round's loads issued before the current round
-// is decoded - also across a tile boundary, so the partial sums' reduction of one tile (shuffles,
-// then a fixed-order sum over the group's warps in shared memory: deterministic) overlaps the next
-// tile's loads. Weight loads are ld.global.nc.L1::no_allocate (streamed once; L1 keeps x).
+// Work split. A block is G = NT / T groups of T threads; a group owns R rows of one target's W and
+// its T threads split the rows' 16-byte chunks (thread i takes chunks i, i + T, ..., U per row per
+// round), so a warp's loads are 512 contiguous bytes of a row and each thread reuses the x values it
+// loads for its R rows. A tile is the G * R rows of one block; the tiles of all targets are numbered
+// consecutively (blocks map to (target, rows)). The grid is persistent (at most the resident blocks,
+// sized so that every block gets the same number of tiles) and each block walks its tiles round by
+// round with the next round's loads issued before the current round is decoded - also across a
+// tile boundary, so one tile's reduction (shuffles, then a fixed-order sum over the group's warps in
+// shared memory: deterministic, no atomics) overlaps the next tile's loads.
+//
+// Two ways to keep loads in flight. S = 0: the next round goes to registers (ld.global.nc, 256-thread
+// blocks). S > 0: it goes to shared memory with cp.async.cg, S rounds deep, 128-thread blocks; each
+// thread reads back only its own copies, so no barrier is needed. Defaults: one token with fp8_block or
+// bf16 weights takes R = 8, U = 1, S = 2 (in `mx8 bench gemv-cuda --ab`: the fastest variant on all
+// five decode shapes for FP8, within 4% of the fastest for BF16; R = 8 matters most, x is loaded once
+// per 8 rows); other cases R = 4, U = 2 (or fewer rows for more tokens), S = 0. gemv_tuning.h exposes the
+// knobs for A/B runs.
 //
 // Numerics: each chunk holds 16 E4M3 codes (4 f32, 8 bf16) inside one scale block (16 divides 32 and
 // 128); its partial sum is multiplied by its block scale before joining the thread's total - the
-// CPU backend's "partial sum per scale block, times the scale". Sums are f32. E4M3 is decoded with the
-// hardware E4M3x2 -> f16x2 conversion (exact: E4M3 is a subset of f16) or, as an A/B option, integer
-// ops. The SwiGLU input silu(g) * u is formed as the CPU's silu_mul does, g * (1 / (1 + exp(-g))) * u,
-// with __expf and an approximate reciprocal (a few ulp of the input, well inside the matmul tolerance,
-// and 6 instructions per x value, which each thread loads once per R rows).
+// CPU backend's "partial sum per scale block, times the scale". Sums are f32. The SwiGLU input
+// silu(g) * u is formed as the CPU's silu_mul does, g * (1 / (1 + exp(-g))) * u, with __expf and an
+// approximate reciprocal (a few ulp of the input, well inside the matmul tolerance, and 6
+// instructions per x value, which each thread loads once per R rows).
 //
 // Activations stay f32: nothing is quantized (activation_quantization() says so).
 #include <cuda_fp16.h>
@@ -43,7 +49,6 @@ namespace mx8::backend::cuda_impl {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
 constexpr int kWarpsPerBlock = 8;  // scalar path: one warp per output row
 
 // kHint: with .L2::256B, a miss fetches the whole 256-byte block into L2 (an A/B option).
@@ -94,47 +99,24 @@ struct Chunk<WeightFormat::bf16> {
 struct ChunkE4m3 {
   static constexpr int kElems = 16;
 };
-// E4M3 codes decoded with integer ops only (no conversion unit). The hardware
-// cvt path above costs 1.5 conversions per weight byte (E4M3x2 -> f16x2, then f16 -> f32), and the
-// conversion pipe (16 per clock per SM) caps that at ~2.8 TB/s on the H200 - the FP8 GEMV measured
-// 2.4 TB/s (57% of copy bandwidth) while BF16, shifts only, reached 77%. Here a code's sign goes to
-// bit 31 and its 7 exponent+mantissa bits to bits 26..20, which reads as an f32 equal to the E4M3
-// value times 2^-120 (E4M3 subnormals become f32 subnormals, still exact); one multiply by 2^120
-// (exact) restores it: 3 integer ops and 1 FMUL per weight. NaN codes (S.1111.111) would decode as
-// +-480, so each chunk is also checked for them (3 integer ops per 4 codes) and a chunk holding one
-// makes the row's result NaN, as the CPU's lut[code] does.
-struct ChunkE4m3Int {
-  __device__ static float one(uint32_t top) {  // the code in bits 31..24 of `top`
-    return __uint_as_float(uint32_t(int32_t(top) >> 4) & 0x87f00000u) * 0x1p120f;
-  }
-};
 
-// E4M3 chunk decode that spreads the work over two pipes: the first 4 - IW words (4 codes each) through
-// the hardware conversion (conversion pipe), the last IW through ChunkE4m3Int (integer pipe; those
-// words are checked for NaN codes). Returns nonzero when an integer-decoded code is a NaN.
-template <int IW>
-__device__ __forceinline__ uint32_t decode_e4m3(const uint4& r, float* v) {
+// 16 E4M3 codes to f32 with the hardware conversions: E4M3x2 -> f16x2 (F2FP, exact: E4M3 is a subset
+// of f16, NaN codes become NaN) and f16 -> f32, which sm_90 SASS does as HADD2.F32 on the FMA pipe (not
+// the conversion pipe, as an earlier note here assumed). 1.5 instructions per weight; an integer-only
+// decode (the code's bits moved into an f32 and multiplied by 2^120, plus a NaN-code check) costs
+// ~4 and measured slower (A/B 2026-11-28: gate/up 51% vs 61% of copy bandwidth).
+__device__ __forceinline__ void decode_e4m3(const uint4& r, float* v) {
   const uint32_t w[4] = {r.x, r.y, r.z, r.w};
-  uint32_t nan = 0;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    if (i < 4 - IW) {
-      __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] & 0xffffu), __NV_E4M3);
-      __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] >> 16), __NV_E4M3);
-      const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
-      v[4 * i] = a.x;
-      v[4 * i + 1] = a.y;
-      v[4 * i + 2] = b.x;
-      v[4 * i + 3] = b.y;
-    } else {
-      v[4 * i] = ChunkE4m3Int::one(w[i] << 24);
-      v[4 * i + 1] = ChunkE4m3Int::one(w[i] << 16);
-      v[4 * i + 2] = ChunkE4m3Int::one(w[i] << 8);
-      v[4 * i + 3] = ChunkE4m3Int::one(w[i]);
-      nan |= (w[i] & 0x7f7f7f7fu) + 0x01010101u;
-    }
+    __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] & 0xffffu), __NV_E4M3);
+    __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] >> 16), __NV_E4M3);
+    const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+    v[4 * i] = a.x;
+    v[4 * i + 1] = a.y;
+    v[4 * i + 2] = b.x;
+    v[4 * i + 3] = b.y;
   }
-  return nan & 0x80808080u;
 }
 
 template <>
@@ -185,6 +167,28 @@ __device__ __forceinline__ float swiglu(float g, float u) {
   return g * __fdividef(1.0f, 1.0f + __expf(-g)) * u;
 }
 
+// cp.async of 16 bytes global -> shared (L2 only, .cg), optionally with the L2::256B hint.
+template <bool kHint>
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  if constexpr (kHint)
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+  else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// Threads per block: 256 for the register pipeline (S = 0), 128 for the shared-memory one.
+constexpr int block_threads(int stages) {
+  return stages ? 128 : kThreads;
+}
+
 // One round of one tile for this thread: where its loads go and what they are multiplied by.
 struct Item {
   GroupTarget tg;
@@ -194,19 +198,19 @@ struct Item {
   int tile;
 };
 
-template <WeightFormat F, int M, int R, int U, int D>
-__global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
+// S = 0: the next round's loads go to registers (two rounds of registers). S > 0: they go to shared
+// memory with cp.async, S rounds deep (S - 1 in flight while one is decoded), each thread reading
+// back only what it copied itself (no barrier); registers then no longer bound the loads in flight.
+template <WeightFormat F, int M, int R, int U, int D, int S>
+__global__ void __launch_bounds__(block_threads(S)) gemv_group_kernel(GroupParams p) {
   pdl_trigger();
+  constexpr int NT = block_threads(S);
   constexpr int E = Chunk<F>::kElems;
   constexpr bool kFp8 = F == WeightFormat::fp8_block || F == WeightFormat::mxfp8;
-  // Words of each 16-code chunk decoded with integer ops (decode_e4m3): D = 0 none, 1 all, 2 half, 3 one.
-  // D + 4: the same with the L2::256B load hint.
-  constexpr int kIntWords = !kFp8 ? 0 : (D & 3) == 1 ? 4 : (D & 3) == 2 ? 2 : (D & 3) == 3 ? 1 : 0;
-  constexpr bool kHint = D >= 4;
-  constexpr bool kInt = kIntWords > 0;
+  constexpr bool kHint = D == 4;  // D = 4: weight loads with the L2::256B hint (an A/B option)
   const int T = p.threads;
   const int group = threadIdx.x / T, lt = threadIdx.x % T;
-  const int rows_per_tile = (kThreads / T) * R;
+  const int rows_per_tile = (NT / T) * R;
   const int64_t nchunk = p.k / E;
   const int64_t row_bytes = p.k * esize(F);
   const int my_tiles = int(blockIdx.x) < p.tiles ? (p.tiles - 1 - int(blockIdx.x)) / int(gridDim.x) + 1 : 0;
@@ -220,6 +224,24 @@ __global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
     it.round = round;
     it.tile = tile;
     return it;
+  };
+  auto next_item = [&](const Item& it) {
+    const bool next_tile = it.round + 1 == p.rounds;
+    return make_item(next_tile ? it.tile + int(gridDim.x) : it.tile, next_tile ? 0 : it.round + 1);
+  };
+  __shared__ __align__(16) uint4 stage[S ? S : 1][S ? R * U : 1][S ? NT : 1];
+  auto issue = [&](const Item& it, int slot) {
+    if (it.row0 >= it.tg.n) return;
+#pragma unroll
+    for (int j = 0; j < R; ++j) {
+      const int64_t r = it.row0 + j < it.tg.n ? it.row0 + j : it.tg.n - 1;  // read (never stored)
+      const uint8_t* row = it.tg.w + r * row_bytes;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = it.c0 + int64_t(u) * T;
+        if (c < nchunk) cp_async16<kHint>(&stage[slot][j * U + u][threadIdx.x], row + c * 16);
+      }
+    }
   };
   auto load = [&](const Item& it, uint4(&raw)[R][U]) {
     if (it.row0 >= it.tg.n) return;
@@ -240,7 +262,7 @@ __global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
   for (int j = 0; j < R; ++j)
 #pragma unroll
     for (int i = 0; i < M; ++i) acc[j][i] = 0.0f;
-  __shared__ float red[2][kWarps][R * M];
+  __shared__ float red[2][NT / 32][R * M];
 
   Item cur = make_item(int(blockIdx.x), 0);
   // The first round's weights are prefetched into L2 before waiting for the previous kernel, so the
@@ -261,15 +283,42 @@ __global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
   if (items == 0) return;  // uniform over the block
 
   uint4 rc[R][U];
-  load(cur, rc);
+  Item iss = cur;  // S > 0: the next round to copy
+  if constexpr (S == 0) {
+    load(cur, rc);
+  } else {
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s) {
+      if (s < items) {
+        issue(iss, s);
+        iss = next_item(iss);
+      }
+      cp_async_commit();
+    }
+  }
   int parity = 0;
   for (int i_item = 0; i_item < items; ++i_item) {
     Item nx = cur;
     uint4 rn[R][U];
-    if (i_item + 1 < items) {
-      const bool next_tile = cur.round + 1 == p.rounds;
-      nx = make_item(next_tile ? cur.tile + int(gridDim.x) : cur.tile, next_tile ? 0 : cur.round + 1);
-      load(nx, rn);
+    if constexpr (S == 0) {
+      if (i_item + 1 < items) {
+        nx = next_item(cur);
+        load(nx, rn);
+      }
+    } else {
+      if (i_item + S - 1 < items) {
+        issue(iss, (i_item + S - 1) % S);
+        iss = next_item(iss);
+      }
+      cp_async_commit();
+      cp_async_wait<S - 1>();  // this thread's copies of round i_item have landed
+      if (cur.row0 < cur.tg.n) {
+#pragma unroll
+        for (int j = 0; j < R; ++j)
+#pragma unroll
+          for (int u = 0; u < U; ++u) rc[j][u] = stage[i_item % S][j * U + u][threadIdx.x];
+      }
+      if (i_item + 1 < items) nx = next_item(cur);
     }
     if (cur.row0 < cur.tg.n) {
 #pragma unroll
@@ -315,37 +364,29 @@ __global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
             xi[4 * e4 + 3] = t.w;
           }
         };
-        auto decode = [&](const uint4& r, float* wv, bool& nan) {
-          if constexpr (kFp8) {
-            nan = decode_e4m3<kIntWords>(r, wv) != 0;
-          } else {
+        auto decode = [&](const uint4& r, float* wv) {
+          if constexpr (kFp8)
+            decode_e4m3(r, wv);
+          else
             Chunk<F>::decode(r, wv);
-            nan = false;
-          }
         };
-        auto finish = [&](float part, float s, bool nan) {
-          if constexpr (kFp8) part *= s;
-          if constexpr (kInt) part = nan ? __uint_as_float(0x7fffffffu) : part;
-          return part;
-        };
+        auto finish = [&](float part, float s) { return kFp8 ? part * s : part; };
         if constexpr (M == 1) {
           float xi[E];
           load_x(0, xi);
 #pragma unroll
           for (int j = 0; j < R; ++j) {
             float wv[E];
-            bool nan;
-            decode(rc[j][u], wv, nan);
+            decode(rc[j][u], wv);
             float part = 0.0f;
 #pragma unroll
             for (int e = 0; e < E; ++e) part += wv[e] * xi[e];
-            acc[j][0] += finish(part, sc[j], nan);
+            acc[j][0] += finish(part, sc[j]);
           }
         } else {
           float wv[R][E];
-          bool nan[R];
 #pragma unroll
-          for (int j = 0; j < R; ++j) decode(rc[j][u], wv[j], nan[j]);
+          for (int j = 0; j < R; ++j) decode(rc[j][u], wv[j]);
 #pragma unroll
           for (int i = 0; i < M; ++i) {
             if (i < p.m) {
@@ -356,7 +397,7 @@ __global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
                 float part = 0.0f;
 #pragma unroll
                 for (int e = 0; e < E; ++e) part += wv[j][e] * xi[e];
-                acc[j][i] += finish(part, sc[j], nan[j]);
+                acc[j][i] += finish(part, sc[j]);
               }
             }
           }
@@ -378,7 +419,7 @@ __global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
       __syncthreads();  // red[parity] complete; red[parity ^ 1] was last read before the previous sync
       const int wpg = T / 32;
       const int q = threadIdx.x;
-      if (q < (kThreads / T) * R * M) {
+      if (q < (NT / T) * R * M) {
         const int g = q / (R * M), jm = q % (R * M), j = jm / M, i = jm % M;
         float s = 0.0f;
         for (int w = 0; w < wpg; ++w) s += red[parity][g * wpg + w][jm];
@@ -392,10 +433,12 @@ __global__ void __launch_bounds__(kThreads) gemv_group_kernel(GroupParams p) {
       parity ^= 1;
     }
     cur = nx;
+    if constexpr (S == 0) {
 #pragma unroll
-    for (int j = 0; j < R; ++j)
+      for (int j = 0; j < R; ++j)
 #pragma unroll
-      for (int u = 0; u < U; ++u) rc[j][u] = rn[j][u];
+        for (int u = 0; u < U; ++u) rc[j][u] = rn[j][u];
+    }
   }
 }
 
@@ -415,8 +458,9 @@ __global__ void gemv_scalar_kernel(WeightView w, const float* x, int64_t m, floa
   }
 }
 
-// Rows per group (R) and chunks per row per round (U) for rows of x per pass (M): one token holds its
-// 16 x values in registers across R = 4 rows; more tokens hold R decoded rows instead.
+// Rows per group (R) and chunks per row per round (U) for rows of x per pass (M), register pipeline:
+// one token holds its x values in registers across R rows; more tokens hold R decoded rows instead.
+// (One token with fp8_block or bf16 weights takes R = 8 in shared memory instead: launch_pass.)
 struct Shape {
   int m, r, u;
 };
@@ -433,15 +477,21 @@ int sm_count() {
   return n;
 }
 
-template <WeightFormat F, int M, int R, int U, int D>
-bool try_launch(int m, int r, int u, int d, GroupParams p, cudaStream_t s) {
-  if (m != M || r != R || u != U || d != D) return false;
-  auto kernel = gemv_group_kernel<F, M, R, U, D>;
+// A kernel instantiation: rows of x per pass (M), rows per thread group (R), chunks per row per round
+// (U), load hint (D = 4: L2::256B), shared-memory stages (S, 0 = register pipeline).
+struct Variant {
+  int m, r, u, d, s;
+};
+
+template <WeightFormat F, int M, int R, int U, int D, int S>
+bool try_launch(const Variant& v, GroupParams p, cudaStream_t s) {
+  if (v.m != M || v.r != R || v.u != U || v.d != D || v.s != S) return false;
+  auto kernel = gemv_group_kernel<F, M, R, U, D, S>;
+  constexpr int NT = block_threads(S);
   // Resident blocks per SM: a property of the compiled kernel, computed once per instantiation.
   static const int per_sm = [kernel] {
     int v = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, kernel, kThreads, 0) != cudaSuccess || v < 1)
-      return 1;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, kernel, NT, 0) != cudaSuccess || v < 1) return 1;
     return v;
   }();
   // Persistent grid: at most the resident blocks, and as few as give every block the same number of
@@ -449,33 +499,24 @@ bool try_launch(int m, int r, int u, int d, GroupParams p, cudaStream_t s) {
   const int64_t slots = int64_t(sm_count()) * per_sm;
   const int64_t per_block = (p.tiles + slots - 1) / slots;
   const unsigned grid = unsigned(std::max<int64_t>(1, (p.tiles + per_block - 1) / per_block));
-  launch("gemv_group", kernel, dim3(grid), dim3(kThreads), s, p);
+  launch("gemv_group", kernel, dim3(grid), dim3(NT), s, p);
   return true;
 }
 
-// The instantiated (M, R, U, decode) combinations; the A/B set (R, U in {2, 4, 8} x {1, 2, 4}, integer
-// E4M3 decode) exists for one token and fp8_block / bf16 weights only.
+// The instantiated variants. Every format: the register-pipeline defaults for M = 1, 2, 4, 8 and the
+// 5-stage shared-memory pipeline for one token; fp8_block and bf16 also their default (R = 8, S = 2)
+// and the A/B set of `mx8 bench gemv-cuda --ab`.
 template <WeightFormat F>
-bool dispatch(int m, int r, int u, int d, const GroupParams& p, cudaStream_t s) {
-  constexpr bool kFp8 = F == WeightFormat::fp8_block || F == WeightFormat::mxfp8;
+bool dispatch(const Variant& v, const GroupParams& p, cudaStream_t s) {
   constexpr bool kAb = F == WeightFormat::fp8_block || F == WeightFormat::bf16;
-  if (try_launch<F, 1, 4, 2, 0>(m, r, u, d, p, s) || try_launch<F, 2, 4, 2, 0>(m, r, u, d, p, s) ||
-      try_launch<F, 4, 2, 2, 0>(m, r, u, d, p, s) || try_launch<F, 8, 2, 2, 0>(m, r, u, d, p, s))
+  if (try_launch<F, 1, 4, 2, 0, 0>(v, p, s) || try_launch<F, 2, 4, 2, 0, 0>(v, p, s) ||
+      try_launch<F, 4, 2, 2, 0, 0>(v, p, s) || try_launch<F, 8, 2, 2, 0, 0>(v, p, s) ||
+      try_launch<F, 1, 4, 1, 0, 5>(v, p, s))
     return true;
-  if constexpr (kFp8) {
-    if (try_launch<F, 1, 4, 2, 1>(m, r, u, d, p, s) || try_launch<F, 1, 4, 2, 2>(m, r, u, d, p, s) ||
-        try_launch<F, 1, 4, 2, 3>(m, r, u, d, p, s) || try_launch<F, 1, 8, 1, 1>(m, r, u, d, p, s) ||
-        try_launch<F, 1, 8, 1, 2>(m, r, u, d, p, s) || try_launch<F, 1, 8, 1, 3>(m, r, u, d, p, s) ||
-        try_launch<F, 1, 8, 1, 4>(m, r, u, d, p, s) || try_launch<F, 1, 8, 1, 6>(m, r, u, d, p, s))
-      return true;
-  }
-  if constexpr (!kFp8) {
-    if (try_launch<F, 1, 4, 2, 4>(m, r, u, d, p, s) || try_launch<F, 1, 8, 1, 4>(m, r, u, d, p, s))
-      return true;
-  }
   if constexpr (kAb) {
-    if (try_launch<F, 1, 8, 1, 0>(m, r, u, d, p, s) || try_launch<F, 1, 4, 4, 0>(m, r, u, d, p, s) ||
-        try_launch<F, 1, 8, 2, 0>(m, r, u, d, p, s) || try_launch<F, 1, 2, 4, 0>(m, r, u, d, p, s))
+    if (try_launch<F, 1, 8, 1, 0, 0>(v, p, s) || try_launch<F, 1, 8, 1, 4, 0>(v, p, s) ||
+        try_launch<F, 1, 4, 1, 4, 5>(v, p, s) || try_launch<F, 1, 2, 2, 0, 5>(v, p, s) ||
+        try_launch<F, 1, 8, 1, 0, 2>(v, p, s) || try_launch<F, 1, 4, 1, 0, 3>(v, p, s))
       return true;
   }
   return false;
@@ -498,20 +539,30 @@ void launch_pass(const MatmulInput& in, const MatmulTarget* targets, int count, 
   int R = 0, U = 0;
   for (const Shape& d : kDefault)
     if (d.m == M) R = d.r, U = d.u;
+  // One token with fp8_block or bf16 weights: 8 rows per thread, one chunk per row per round, rounds
+  // double-buffered in shared memory by cp.async (S = 2), measured fastest (docs/CUDA_BACKEND.md,
+  // GEMV). Other formats keep the register pipeline (R = 4, U = 2).
+  const bool ab = f == WeightFormat::fp8_block || f == WeightFormat::bf16;
+  int S = 0;
+  if (M == 1 && ab) R = 8, U = 1, S = 2;
+  if (tn.stages >= 0) S = tn.stages;
+  if (tn.stages > 0 && !tn.rows) R = tn.stages == 2 ? 8 : 4, U = 1;
   if (tn.rows) R = tn.rows;
   if (tn.unroll) U = tn.unroll;
-  const int D = (tn.fp8_decode > 0 ? tn.fp8_decode : 0) + (tn.l2_hint ? 4 : 0);
+  const int D = tn.l2_hint ? 4 : 0;
+  const int NT = block_threads(S);
   const int64_t nchunk = k / elems_per_chunk(f);
   // Threads per row: as many as keep every thread's U loads per round busy (T * U <= chunks), at most
   // the block; more threads per row = smaller tiles = finer balance over the SMs.
   int T = tn.threads;
   if (!T) {
-    T = kThreads;
+    T = NT;
     while (T > 32 && int64_t(T) * U > nchunk) T /= 2;
   }
-  if (T < 32 || T > kThreads || (T & (T - 1)))
-    throw Error("cuda backend: gemv: threads per row must be 32, 64, 128 or 256, got " + std::to_string(T));
-  const int rows_per_tile = (kThreads / T) * R;
+  if (T < 32 || T > NT || (T & (T - 1)))
+    throw Error("cuda backend: gemv: threads per row must be a power of two in [32, " + std::to_string(NT) +
+                "], got " + std::to_string(T));
+  const int rows_per_tile = (NT / T) * R;
   GroupParams p{};
   int64_t tiles = 0;
   for (int i = 0; i < count; ++i) {
@@ -538,25 +589,26 @@ void launch_pass(const MatmulInput& in, const MatmulTarget* targets, int count, 
   p.x_ld = k;
   p.accumulate = in.accumulate;
   p.scale_f32 = f == WeightFormat::fp8_block && targets[0].w.scale_type == ScaleType::f32;
+  const Variant v{M, R, U, D, S};
   bool ok = false;
   switch (f) {
     case WeightFormat::f32:
-      ok = dispatch<WeightFormat::f32>(M, R, U, D, p, s);
+      ok = dispatch<WeightFormat::f32>(v, p, s);
       break;
     case WeightFormat::bf16:
-      ok = dispatch<WeightFormat::bf16>(M, R, U, D, p, s);
+      ok = dispatch<WeightFormat::bf16>(v, p, s);
       break;
     case WeightFormat::fp8_block:
-      ok = dispatch<WeightFormat::fp8_block>(M, R, U, D, p, s);
+      ok = dispatch<WeightFormat::fp8_block>(v, p, s);
       break;
     case WeightFormat::mxfp8:
-      ok = dispatch<WeightFormat::mxfp8>(M, R, U, D, p, s);
+      ok = dispatch<WeightFormat::mxfp8>(v, p, s);
       break;
   }
   if (!ok)
     throw Error("cuda backend: gemv: no kernel for " + std::string(weight_format_name(f)) + " M " +
                 std::to_string(M) + " R " + std::to_string(R) + " U " + std::to_string(U) + " decode " +
-                std::to_string(D));
+                std::to_string(D) + " stages " + std::to_string(S));
 }
 
 }  // namespace

@@ -12,9 +12,9 @@ struct GemvTuning {
   int rows = 0;          // rows of W per thread group (R): 2, 4 or 8 for one token; 0 = heuristic
   int unroll = 0;        // 16-byte chunks per row a thread loads per round (U): 1, 2 or 4; 0 = heuristic
   int threads = 0;       // threads sharing one row's k (T): 32, 64, 128 or 256; 0 = heuristic
-  int fp8_decode = -1;   // E4M3 words (of 4 per chunk) decoded with integer ops: 0 none (hardware cvt),
-                         // 1 all, 2 half, 3 one; -1 = default
   bool l2_hint = false;  // weight loads with .L2::256B
+  int stages = -1;       // 0: loads into registers, one round ahead; S > 0: cp.async into shared memory,
+                         // S rounds deep (128-thread blocks); -1 = default
 };
 
 // launch_gemv_group with explicit knobs (values the kernel set does not instantiate throw mx8::Error).

@@ -36,8 +36,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "backend/cuda/backend_cuda.cuh"

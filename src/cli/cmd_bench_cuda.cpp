@@ -253,8 +253,8 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         "cuBLASLt BF16 us | vs BF16 | diff "
         "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   std::printf("%s\n%6s %6s %6s %-22s %9s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s\n", gpu.c_str(), "M", "N",
-              "K", "tile", "mx8 us", "ue8m0 us", "TFLOP/s", "GB/s", "floor", "ltFP8 us", "vsFP8", "ltBF16",
-              "vsBF16", "diff");
+              "K", "tile", "mx8 us", "ue8m0 us", "MXFP8 us", "TFLOP/s", "GB/s", "floor", "ltFP8 us", "vsFP8",
+              "ltBF16", "vsBF16", "diff");
   std::vector<std::string> summary;
   for (int m : ms) {
     std::vector<double> sp_fp8, sp_bf16, frac, mx_cost;

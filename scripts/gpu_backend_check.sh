@@ -61,12 +61,12 @@ tail -4 "$OUT/golden.err" | tee -a "$S"
 if [[ "${SKIP_SANITIZER:-0}" != 1 ]]; then
   note "compute-sanitizer memcheck ($((SECONDS - t0)) s)"
   small='CudaVsCpu.BadIndices*:CudaVsCpu.KvWrite*:CudaVsCpu.Embedding*:CudaVsCpu.AddSilu*:CudaVsCpu.Rope*'
-  small+=':CudaDecodeGraphs.*:CudaVsCpu.RopeKvWrite*'
+  small+=':CudaDecodeGraphs.*:CudaVsCpu.RopeKvWrite*:CudaVsCpu.SplitAttention*'
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 $B/test_cuda --gtest_filter="$small" \
     >"$OUT/sanitizer.log" 2>&1
   note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
   timeout 90 compute-sanitizer --tool racecheck --error-exitcode 9 $B/test_cuda \
-    --gtest_filter='CudaVsCpu.KvWrite*:CudaVsCpu.Rmsnorm*:CudaVsCpu.AddSilu*:CudaVsCpu.RopeKvWrite*' >>"$OUT/sanitizer.log" 2>&1
+    --gtest_filter='CudaVsCpu.KvWrite*:CudaVsCpu.Rmsnorm*:CudaVsCpu.AddSilu*:CudaVsCpu.RopeKvWrite*:CudaVsCpu.SplitAttention*' >>"$OUT/sanitizer.log" 2>&1
   note "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
 fi
 
@@ -93,6 +93,9 @@ if [[ "${DECODE_AB:-0}" == 1 ]]; then
   note "fused attention off: $(grep -E 'tok/s' "$OUT/bench_nofusedattn.log" | tr '\n' ';')"
   timeout 90 $B/mx8 bench decode-cuda --context 4096 --no-perf-md >"$OUT/bench_ctx4096.log" 2>&1
   note "context 4096: $(grep -E 'tok/s|x$' "$OUT/bench_ctx4096.log" | tr '\n' ';')"
+  MX8_CUDA_SPLIT_ATTN=1 timeout 90 $B/mx8 bench decode-cuda --context 4096 --graphs on --no-perf-md \
+    >"$OUT/bench_ctx4096_split.log" 2>&1
+  note "context 4096, split attention: $(grep -E 'tok/s|x$' "$OUT/bench_ctx4096_split.log" | tr '\n' ';')"
 fi
 if [[ "${AB:-0}" == 1 ]]; then
   # A/B of the decode-speed changes, FP8 weights only: the previous E4M3 decode (hardware cvt) and the

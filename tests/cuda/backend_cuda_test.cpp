@@ -519,6 +519,76 @@ TEST_F(CudaVsCpu, MatmulFusedMatchesCpu) {
   }
 }
 
+// Split attention (opt-in: positions spread over blocks, partial softmaxes merged by a second
+// kernel) against the CPU backend, for block tables wider than 1024 positions: lengths 1 (one split
+// holds everything), 700 (some splits empty), 3000 (12 splits) and a 2-token causal chunk. Same
+// tolerance as KvWriteBytesEqualCpuAndAttentionMatches (2e-5 max|V|): the merge adds one level of
+// rescaled partial sums, which moves results by a few u of max|V|; a wrong split range (a position
+// missed or counted twice) or a wrong merge moves outputs by ~1/len of max|V| or more, which at
+// 3000 positions is ~3e-4 > 1.2e-4; the 700-position sequence has ~1e-3 per position.
+TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
+  SCOPED_TRACE(trace());
+  struct SplitSwitch {
+    bool was = cuda_impl::split_attention_enabled();
+    SplitSwitch() { cuda_impl::set_split_attention_enabled(true); }
+    ~SplitSwitch() { cuda_impl::set_split_attention_enabled(was); }
+  } on;
+  for (KvFormat f : {KvFormat::bf16, KvFormat::fp8, KvFormat::f32}) {
+    for (int group : {4, 1}) {
+      SCOPED_TRACE(std::string(kv_format_name(f)) + " group " + std::to_string(group));
+      const int hd = 128, n_kv = 2, n_heads = n_kv * group, ps = 16;
+      const std::vector<int> seq_len = {1, 700, 3000};
+      const int max_pages = (3000 + ps - 1) / ps;
+      const int n_pages = 3 * max_pages;
+      KvCacheDesc d{f, 1, n_kv, hd, ps, n_pages};
+      auto kv_c = cpu->create_kv_cache(d);
+      auto kv_g = gpu->create_kv_cache(d);
+      std::vector<int32_t> perm(static_cast<size_t>(n_pages));
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      std::vector<int32_t> tables(size_t(3 * max_pages), 0);
+      for (int s = 0, next = 0; s < 3; ++s)
+        for (int p = 0; p < (seq_len[size_t(s)] + ps - 1) / ps; ++p)
+          tables[size_t(s * max_pages + p)] = perm[size_t(next++)];
+      std::vector<int32_t> slots;
+      for (int s = 0; s < 3; ++s)
+        for (int p = 0; p < seq_len[size_t(s)]; ++p)
+          slots.push_back(tables[size_t(s * max_pages + p / ps)] * ps + p % ps);
+      const int64_t T = int64_t(slots.size());
+      auto k = normal(size_t(T) * size_t(n_kv * hd)), v = normal(size_t(T) * size_t(n_kv * hd));
+      Pair pk = put(k), pv = put(v), psl = put(slots);
+      cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, T);
+      gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, T);
+      const std::vector<int32_t> seq{0, 1, 2, 2, 2}, kv_len{1, 700, 2999, 3000, 17};
+      const int nq = int(seq.size());
+      auto q = normal(size_t(nq) * size_t(n_heads * hd));
+      Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables), pout = zeros<float>(q.size());
+      AttentionArgs a;
+      a.n_tokens = nq;
+      a.n_heads = n_heads;
+      a.n_kv_heads = n_kv;
+      a.head_dim = hd;
+      a.scale = 1.0f / std::sqrt(float(hd));
+      a.layer = 0;
+      a.max_pages_per_seq = max_pages;
+      AttentionArgs ac = a, ag = a;
+      ac.q = (const float*)pq.c, ac.out = (float*)pout.c, ac.seq = (const int32_t*)pseq.c;
+      ac.kv_len = (const int32_t*)plen.c, ac.block_tables = (const int32_t*)pbt.c;
+      ag.q = (const float*)pq.g, ag.out = (float*)pout.g, ag.seq = (const int32_t*)pseq.g;
+      ag.kv_len = (const int32_t*)plen.g, ag.block_tables = (const int32_t*)pbt.g;
+      ASSERT_GT(cuda_impl::attention_scratch_floats(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag), 0u)
+          << "split attention does not apply";
+      cpu->attention(*kv_c, ac);
+      gpu->attention(*kv_g, ag);
+      auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
+      for (size_t i = 0; i < r_c.size(); ++i) {
+        ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
+        ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;  // max |v| < 6, as above
+      }
+    }
+  }
+}
+
 // rope_kv_write: the fused kernel against the composition of the GPU's own rope and kv_write (the
 // default Backend::rope_kv_write called on the CUDA backend), bit for bit: q, k and every cache
 // byte. Both round each rotation alike (rope_pair) and store with the same codecs; the composed ops

@@ -125,6 +125,8 @@ class CudaBackend final : public Backend {
     // MX8_CUDA_FUSED_ATTN=0: rope_kv_write_attention as two launches (for comparisons).
     const char* fa = std::getenv("MX8_CUDA_FUSED_ATTN");
     fused_attention_ = !(fa && std::string(fa) == "0");
+    const char* sa = std::getenv("MX8_CUDA_SPLIT_ATTN");
+    set_split_attention_enabled(sa && std::string(sa) == "1");
     const char* gr = std::getenv("MX8_CUDA_GRAPHS");
     set_graphs_enabled(!(gr && std::string(gr) == "0"));
     if (graphs_enabled()) info_.description += ", CUDA graphs";
@@ -304,7 +306,9 @@ class CudaBackend final : public Backend {
       Backend::rope_kv_write_attention(cache, q, k, v, positions, slots, r, a);
   }
   void attention(KvCache& cache, const AttentionArgs& a) override {
-    launch_attention(as_cuda(cache), a, err_dev_, stream_);
+    CudaKvCache& c = as_cuda(cache);
+    const size_t floats = attention_scratch_floats(c, a);
+    launch_attention(c, a, err_dev_, stream_, floats ? scratch(2, floats) : nullptr);
   }
 
   bool replay(uint64_t key) override {
@@ -433,7 +437,7 @@ class CudaBackend final : public Backend {
   bool fused_attention_ = true;
   uint64_t capture_key_ = 0, capture_epoch_ = 0, use_clock_ = 0;
   std::vector<Recorded> graphs_;
-  Scratch scratch_[2];          // 0: the SwiGLU input, 1: a product before its accumulation
+  Scratch scratch_[3];  // 0: the SwiGLU input, 1: a product before its accumulation, 2: split attention
   std::vector<void*> retired_;  // device memory freed at the next synchronize()
 };
 

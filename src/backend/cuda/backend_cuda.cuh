@@ -133,7 +133,16 @@ void launch_softmax(float* x, int64_t rows, int64_t cols, cudaStream_t s);
 
 void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, const int32_t* slots,
                      int64_t n_tokens, uint32_t* err, cudaStream_t s);
-void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s);
+// scratch: attention_scratch_floats(c, a) floats of device memory (nullptr when that is 0).
+void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s,
+                      float* scratch = nullptr);
+// Split attention (positions spread over blocks, then a merge kernel) for block tables of more than
+// 1024 positions with the grouped kernel's shapes: opt-in (MX8_CUDA_SPLIT_ATTN=1 when the backend
+// is created, or this switch), as it has not run on a GPU yet.
+bool split_attention_enabled();
+void set_split_attention_enabled(bool on);
+// Scratch launch_attention needs for `a` (the partial results of split attention), or 0.
+size_t attention_scratch_floats(const CudaKvCache& c, const AttentionArgs& a);
 // rope_kv_write of one token, then attention, in one launch (the grouped attention kernel with a
 // prologue); returns false, having launched nothing, where that kernel does not apply (more than one
 // token, q != a.q, head_dim or rot_dim != 128, groups other than 1, 2, 4): the caller composes.

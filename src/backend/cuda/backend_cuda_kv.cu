@@ -20,6 +20,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 
@@ -31,6 +32,17 @@
 #include "mx8/format/ue8m0.h"
 
 namespace mx8::backend::cuda_impl {
+
+namespace {
+std::atomic<bool> g_split_attention{false};
+}  // namespace
+
+bool split_attention_enabled() {
+  return g_split_attention.load(std::memory_order_relaxed);
+}
+void set_split_attention_enabled(bool on) {
+  g_split_attention.store(on, std::memory_order_relaxed);
+}
 
 CudaKvCache::CudaKvCache(const KvCacheDesc& d, cudaStream_t s) : KvCache(d) {
   page_bytes_ = d.page_bytes();
@@ -393,10 +405,21 @@ struct NewKv {
 // head kvh, and stores K/V head kvh; warps 0 and 1 store K and V, warps 2.. rotate the query heads),
 // with rope_kernel's and kv_write_kernel's code (rope_pair, write_head), so the results are the
 // composed ops' bit for bit. Each block reads only the K/V head it stored itself, after a barrier.
-template <KvFormat F, int G, bool kNew>
+// Split attention (opt-in, MX8_CUDA_SPLIT_ATTN=1): block z of a launch takes positions
+// [z * split_len, (z + 1) * split_len) of its token and writes its unnormalized partial result
+// (per query head: running max m, sum l, output acc scaled to m) to `part`; attention_merge_kernel
+// combines the n_splits partials. For long contexts at batch 1, where one block per kv head leaves
+// most SMs idle.
+struct SplitParams {
+  float* part;  // [token][kv head][split][G * (2 + 128)]: m[G], l[G], acc[G][128]
+  int split_len;
+  int n_splits;
+};
+
+template <KvFormat F, int G, bool kNew, bool kSplit = false>
 __global__ void __launch_bounds__(kGqaWarps * 32)
     attention_gqa_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p, uint32_t* err,
-                         NewKv nk) {
+                         NewKv nk, SplitParams sp) {
   pdl_trigger();
   pdl_wait();
   constexpr int kStreams = kGqaWarps * 4;
@@ -431,6 +454,8 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
     return;
   }
   const int32_t* table = p.block_tables + size_t(sq) * p.max_pages_per_seq;
+  const int lo = kSplit ? int(blockIdx.z) * sp.split_len : 0;
+  const int hi = kSplit ? min(len, lo + sp.split_len) : len;
 
   float q[G][kGqaDims], acc[G][kGqaDims], m[G], l[G];
 #pragma unroll
@@ -453,9 +478,9 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   // shuffles below always have all 32 lanes; a stream past the end, or on a bad page, computes on
   // zeros and skips its update.
 #pragma unroll 2
-  for (int base = warp * 4; base < len; base += kStreams) {
+  for (int base = lo + warp * 4; base < hi; base += kStreams) {
     const int pos = base + (lane >> 3);
-    bool valid = pos < len;
+    bool valid = pos < hi;
     int page = 0;
     if (valid) {
       page = table[pos / g.ps];
@@ -537,8 +562,35 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
       L += l_s[w][h] * f;
       o += acc_s[w][h][d] * f;
     }
-    p.out[(size_t(t) * p.n_heads + size_t(kvh) * G + h) * kGqaHd + d] = o / L;
+    if constexpr (kSplit) {
+      float* rec = sp.part + ((size_t(t) * gridDim.x + kvh) * sp.n_splits + blockIdx.z) * (G * (2 + kGqaHd));
+      if (d == 0) rec[h] = M, rec[G + h] = L;
+      rec[2 * G + h * kGqaHd + d] = o;
+    } else {
+      p.out[(size_t(t) * p.n_heads + size_t(kvh) * G + h) * kGqaHd + d] = o / L;
+    }
   }
+}
+
+// Combines the partials of attention_gqa_kernel<..., kSplit>: one block of 128 threads per (query
+// head, token), thread d owns output dim d. Splits past the token's length hold m = -inf, l = 0.
+template <int G>
+__global__ void attention_merge_kernel(AttnParams p, SplitParams sp, int n_kv) {
+  pdl_trigger();
+  pdl_wait();
+  const int qh = blockIdx.x, t = blockIdx.y, d = threadIdx.x;
+  const int kvh = qh / G, h = qh % G;
+  const float* base = sp.part + (size_t(t) * n_kv + kvh) * sp.n_splits * (G * (2 + kGqaHd));
+  float M = -INFINITY;
+  for (int z = 0; z < sp.n_splits; ++z) M = fmaxf(M, base[size_t(z) * (G * (2 + kGqaHd)) + h]);
+  float L = 0.0f, o = 0.0f;
+  for (int z = 0; z < sp.n_splits; ++z) {
+    const float* rec = base + size_t(z) * (G * (2 + kGqaHd));
+    const float f = rec[h] == -INFINITY ? 0.0f : expf(rec[h] - M);
+    L += rec[G + h] * f;
+    o += rec[2 * G + h * kGqaHd + d] * f;
+  }
+  p.out[(size_t(t) * p.n_heads + qh) * kGqaHd + d] = o / L;
 }
 
 template <KvFormat F, bool kNew>
@@ -547,13 +599,42 @@ void launch_attention_gqa(const uint8_t* kp, const uint8_t* vp, const KvGeom& g,
   const dim3 grid{unsigned(n_kv), unsigned(n_tokens)}, block{kGqaWarps * 32};
   switch (p.group) {
     case 1:
-      launch("attention_gqa_kernel", attention_gqa_kernel<F, 1, kNew>, grid, block, s, kp, vp, g, p, err, nk);
+      launch("attention_gqa_kernel", attention_gqa_kernel<F, 1, kNew>, grid, block, s, kp, vp, g, p, err, nk,
+             SplitParams{});
       break;
     case 2:
-      launch("attention_gqa_kernel", attention_gqa_kernel<F, 2, kNew>, grid, block, s, kp, vp, g, p, err, nk);
+      launch("attention_gqa_kernel", attention_gqa_kernel<F, 2, kNew>, grid, block, s, kp, vp, g, p, err, nk,
+             SplitParams{});
       break;
     default:
-      launch("attention_gqa_kernel", attention_gqa_kernel<F, 4, kNew>, grid, block, s, kp, vp, g, p, err, nk);
+      launch("attention_gqa_kernel", attention_gqa_kernel<F, 4, kNew>, grid, block, s, kp, vp, g, p, err, nk,
+             SplitParams{});
+      break;
+  }
+}
+
+template <KvFormat F, int G>
+void launch_split(const uint8_t* kp, const uint8_t* vp, const KvGeom& g, const AttnParams& p, int n_kv,
+                  int n_tokens, uint32_t* err, const SplitParams& sp, cudaStream_t s) {
+  launch("attention_gqa_kernel (split)", attention_gqa_kernel<F, G, false, true>,
+         dim3(unsigned(n_kv), unsigned(n_tokens), unsigned(sp.n_splits)), dim3(kGqaWarps * 32), s, kp, vp, g,
+         p, err, NewKv{}, sp);
+  launch("attention_merge_kernel", attention_merge_kernel<G>, dim3(unsigned(p.n_heads), unsigned(n_tokens)),
+         dim3(kGqaHd), s, p, sp, n_kv);
+}
+
+template <KvFormat F>
+void launch_split_any_group(const uint8_t* kp, const uint8_t* vp, const KvGeom& g, const AttnParams& p,
+                            int n_kv, int n_tokens, uint32_t* err, const SplitParams& sp, cudaStream_t s) {
+  switch (p.group) {
+    case 1:
+      launch_split<F, 1>(kp, vp, g, p, n_kv, n_tokens, err, sp, s);
+      break;
+    case 2:
+      launch_split<F, 2>(kp, vp, g, p, n_kv, n_tokens, err, sp, s);
+      break;
+    default:
+      launch_split<F, 4>(kp, vp, g, p, n_kv, n_tokens, err, sp, s);
       break;
   }
 }
@@ -588,6 +669,10 @@ void check_attention_args(const CudaKvCache& c, const AttentionArgs& a) {
                 std::to_string(kMaxHeadDim) + " supported)");
   if (a.n_tokens > 65535) throw Error("cuda backend: attention over more than 65535 tokens in one call");
 }
+
+constexpr int kSplitLen = 256;    // positions per block of split attention (8 rounds of the 32 streams)
+constexpr int kMaxSplits = 64;    // at most this many blocks per (token, kv head)
+constexpr int kSplitFrom = 1024;  // split only when the block table can hold more positions than this
 
 // The grouped kernel applies: head_dim 128, groups of 1, 2 or 4, 16-byte aligned rows and q.
 bool gqa_applies(const CudaKvCache& c, const AttentionArgs& a) {
@@ -665,11 +750,37 @@ void launch_rope_kv_write(CudaKvCache& c, int layer, float* q, float* k, const f
   check_launch("rope_kv_write");
 }
 
+// Split attention's layout for `a` (n_splits 0: not split): by the block table's capacity, since the
+// lengths are on the device.
+SplitParams split_for(const CudaKvCache& c, const AttentionArgs& a) {
+  SplitParams sp{nullptr, 0, 0};
+  const int64_t cap = int64_t(a.max_pages_per_seq) * c.desc().page_size;
+  if (!split_attention_enabled() || cap <= kSplitFrom || !gqa_applies(c, a)) return sp;
+  int64_t len = kSplitLen;
+  int64_t n = (cap + len - 1) / len;
+  if (n > kMaxSplits) {
+    len = ((cap + kMaxSplits - 1) / kMaxSplits + 31) / 32 * 32;
+    n = (cap + len - 1) / len;
+  }
+  sp.split_len = int(len);
+  sp.n_splits = int(n);
+  return sp;
+}
+
+size_t attention_scratch_floats(const CudaKvCache& c, const AttentionArgs& a) {
+  check_attention_args(c, a);
+  const SplitParams sp = split_for(c, a);
+  if (sp.n_splits == 0 || a.n_tokens <= 0) return 0;
+  const int group = a.n_heads / a.n_kv_heads;
+  return size_t(a.n_tokens) * size_t(a.n_kv_heads) * size_t(sp.n_splits) * size_t(group * (2 + kGqaHd));
+}
+
 bool launch_rope_kv_write_attention(CudaKvCache& c, float* q, float* k, const float* v,
                                     const int32_t* positions, const int32_t* slots, const RopeArgs& r,
                                     const AttentionArgs& a, uint32_t* err, cudaStream_t s) {
   check_attention_args(c, a);
-  if (a.n_tokens != 1 || a.q != q || r.head_dim != kGqaHd || r.rot_dim != kGqaHd || !gqa_applies(c, a))
+  if (a.n_tokens != 1 || a.q != q || r.head_dim != kGqaHd || r.rot_dim != kGqaHd || !gqa_applies(c, a) ||
+      split_for(c, a).n_splits > 0)
     return false;
   const AttnParams p{a.q,   a.out,    a.n_heads,      a.n_heads / a.n_kv_heads, a.scale,
                      a.seq, a.kv_len, a.block_tables, a.max_pages_per_seq};
@@ -678,7 +789,7 @@ bool launch_rope_kv_write_attention(CudaKvCache& c, float* q, float* k, const fl
   return true;
 }
 
-void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s) {
+void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s, float* scratch) {
   const KvCacheDesc& d = c.desc();
   check_attention_args(c, a);
   if (a.n_tokens <= 0) return;
@@ -688,6 +799,23 @@ void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cud
   const dim3 grid(unsigned(a.n_heads), unsigned(a.n_tokens));
   const uint8_t* kp = c.pool(a.layer, 0);
   const uint8_t* vp = c.pool(a.layer, 1);
+  if (SplitParams sp = split_for(c, a); sp.n_splits > 0) {
+    if (!scratch) throw Error("cuda backend: split attention without scratch (attention_scratch_floats)");
+    sp.part = scratch;
+    switch (d.format) {
+      case KvFormat::f32:
+        launch_split_any_group<KvFormat::f32>(kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, sp, s);
+        break;
+      case KvFormat::bf16:
+        launch_split_any_group<KvFormat::bf16>(kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, sp, s);
+        break;
+      case KvFormat::fp8:
+        launch_split_any_group<KvFormat::fp8>(kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, sp, s);
+        break;
+    }
+    check_launch("attention (split)");
+    return;
+  }
   if (gqa_applies(c, a)) {
     launch_attention_gqa_any<false>(d.format, kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, NewKv{}, s);
     return;

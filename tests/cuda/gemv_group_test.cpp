@@ -122,6 +122,7 @@ class GemvGroup : public ::testing::Test {
   std::unique_ptr<Backend> cpu;
   uint32_t seed = 0;
   std::mt19937 rng;
+  std::vector<float> x_override;  // when set, check() uses it as x ([m][k])
 
   // Runs one case through the GPU launcher (tuned or default) and the CPU, and compares.
   void check(WeightFormat f, ScaleType st, const std::vector<int64_t>& ns, int64_t k, int64_t m, bool swiglu,
@@ -149,7 +150,8 @@ class GemvGroup : public ::testing::Test {
       tg[size_t(i)] = {WeightView{f, w.n, k, g.dd.back()->get(), g.ds.back()->get(), st}, g.dy.back()->get(),
                        g.bias.back().empty() ? nullptr : g.db.back()->get()};
     }
-    const std::vector<float> x = normal(size_t(m * k), rng), up = normal(size_t(m * k), rng);
+    const std::vector<float> x = x_override.empty() ? normal(size_t(m * k), rng) : x_override;
+    const std::vector<float> up = normal(size_t(m * k), rng);
     auto dx = dev(x), dup = dev(up);
     MatmulInput ic{x.data(), swiglu ? up.data() : nullptr, m, accumulate};
     MatmulInput ig{dx->get(), swiglu ? dup->get() : nullptr, m, accumulate};
@@ -241,6 +243,28 @@ TEST_F(GemvGroup, TunedVariantsMatchCpu) {
       check(fm.f, fm.st, {700, 136}, 2064, 1, mode % 2 == 1, (mode / 2) % 2 == 1, &t, what);
       if (HasFatalFailure()) return;
     }
+}
+
+// The tensor-core FP8 GEMV (gemv_fp8_mma.cu) splits x into f16 hi + lo parts under a power of two per
+// 128 values: inputs whose 128-value blocks span 1e-30..1e30, and blocks where one value is 1e6 times
+// the rest (the rest then sit far below the block's scale, down to f16 subnormals), must still meet
+// the f32 bound. Rows 1..3 scale row 0's pattern differently so each row of a launch has its own scales.
+TEST_F(GemvGroup, Fp8MmaKeepsF32PrecisionOverWideRanges) {
+  const int64_t k = 1024, m = 4;
+  std::vector<float> x = normal(size_t(m * k), rng);
+  const float block_scale[8] = {1e-30f, 1e-6f, 1.0f, 3e4f, 7e4f, 1e12f, 1e30f, 1.0f};
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t i = 0; i < k; ++i) {
+      float& v = x[size_t(r * k + i)];
+      v *= block_scale[(i / 128 + r) % 8] * float(r + 1);
+      if (i % 128 == 5 && (i / 128) % 2 == 0) v *= 1e6f;  // one outlier per even block
+      if (i % 97 == 3) v *= 1e-9f;                        // scattered tiny values
+    }
+  x_override = x;
+  for (ScaleType st : {ScaleType::ue8m0, ScaleType::f32}) {
+    check(WeightFormat::fp8_block, st, {384, 136}, k, m, false, false, nullptr, "wide range");
+    if (HasFatalFailure()) return;
+  }
 }
 
 TEST_F(GemvGroup, PropagatesNaNCodesAndNaNInputs) {

@@ -15,6 +15,8 @@ struct GemvTuning {
   bool l2_hint = false;  // weight loads with .L2::256B
   int stages = -1;       // 0: loads into registers, one round ahead; S > 0: cp.async into shared memory,
                          // S rounds deep (128-thread blocks); -1 = default
+  bool simt = false;     // fp8_block weights: the SIMT kernels even where the tensor-core GEMV
+                         // (gemv_fp8_mma.cu) applies; any knob above also selects them
 };
 
 // launch_gemv_group with explicit knobs (values the kernel set does not instantiate throw mx8::Error).

@@ -1,0 +1,420 @@
+// The FP8 GEMV on the tensor cores: y = x W^T for fp8_block weights and 1..4 rows of x.
+//
+// Why: the SIMT GEMV (backend_cuda_gemv.cu) decodes every E4M3 weight to f32 (a cvt to f16 and a
+// conversion to f32) and multiplies it with one FMA per row of x: ~2.5x the instructions per byte of
+// the BF16 GEMV, and on the H200 it stops at 35-70% of the copy bandwidth, compute-bound. Here one
+// cvt.f16x2.e4m3x2 decodes two weights (exact: every E4M3 value is an f16) and mma.sync m16n8k16
+// (f16 inputs, products exact, f32 accumulation) does the multiplications: 0.5 conversions per
+// weight byte, and no FMA per weight.
+//
+// x keeps (nearly) f32 precision: each row of x is split, per 128 values along k, into two f16
+// parts, hi = f16(x * 2^-e) and lo = f16(x * 2^-e - hi), with the power of two 2^e chosen from the
+// 128 values' largest finite magnitude so that it lands in [2^14, 2^15) (no f16 overflow). hi + lo
+// carries 22 significant bits: each product's error is <= 2^-22 |w x| (the matmul tolerance is
+// 64 u = 2^-18 of sum |w x|). A non-finite x keeps its hi part (Inf or NaN) and lo = 0, so Inf and
+// NaN reach y as in the f32 product. hi and lo are two columns of the mma's B operand (4 rows of x
+// x {hi, lo} = the 8 columns of n8); their results are added in f32, times 2^e and the weights'
+// 128x128 block scale once per 128 of k (DeepSeek's promotion point).
+//
+// Fragments (PTX ISA, mma.m16n8k16, f16): lane = 4 g + t holds A rows g and g + 8 at k slots
+// {2t, 2t+1, 2t+8, 2t+9}, B column g at the same slots. A dot product does not care which k a slot
+// stands for, as long as A and B agree: slot 2t+{0,1} is k = 16t + 4s + {0,1} and slot 2t+8+{0,1}
+// is k = 16t + 4s + {2,3} in step s of a 64-wide chunk. So a lane's A data for a whole chunk is 16
+// consecutive bytes of each of its two rows (one 16-byte load each), and its B data 16 consecutive
+// values of x (two 16-byte shared-memory loads).
+//
+// Work split: a block is 8 warps = RG row groups of 16 rows x KS warps splitting k (in whole 128-wide
+// scale blocks); the KS partial sums of a row are added in a fixed order in shared memory
+// (deterministic). Each warp loads the next U = 2 scale blocks of weights while it multiplies the
+// current ones; the first loads are issued before griddepcontrol.wait (weights are never written by
+// kernels). Every block stages its rows of x as f16 planes in shared memory first.
+#include "backend/cuda/gemv_fp8_mma.cuh"
+
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <algorithm>
+#include <string>
+
+#include "backend/cuda/backend_cuda.cuh"
+#include "mx8/error.h"
+#include "mx8/format/ue8m0.h"
+
+namespace mx8::backend::cuda_impl {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kU = 2;                          // scale blocks (128 of k) per warp per round
+constexpr int kPad = 8;                        // halfs after each x plane: no bank conflicts between planes
+constexpr size_t kMaxSmem = size_t(200) << 10;  // dynamic shared memory for x, at most
+
+struct MmaTarget {
+  const uint8_t* w;
+  const void* scales;
+  float* y;
+  const float* bias;
+  int64_t n;
+  int block_begin;  // first tile of this target
+};
+
+struct MmaParams {
+  MmaTarget t[kMaxGemvTargets];
+  int count;
+  int64_t k;
+  int kblocks;        // k / 128
+  const float* x;     // [m][k], this launch's rows
+  const float* x_up;  // [m][k] or nullptr: the input is silu(x) * x_up
+  int m;              // rows of x in this launch (<= P)
+  bool accumulate;
+  bool scale_f32;
+};
+
+// Field by field: a dynamic index into the kernel parameters would copy them to local memory.
+__device__ __forceinline__ MmaTarget target_of(const MmaParams& p, int block) {
+  MmaTarget g = p.t[0];
+#pragma unroll
+  for (int i = 1; i < kMaxGemvTargets; ++i)
+    if (i < p.count && block >= p.t[i].block_begin) g = p.t[i];
+  return g;
+}
+
+__device__ __forceinline__ uint4 load_stream(const uint8_t* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+// Two E4M3 codes (low byte first) -> f16x2 (low half first), exact.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two & 0xffffu), __NV_E4M3);
+  return uint32_t(h.x) | (uint32_t(h.y) << 16);
+}
+
+__device__ __forceinline__ void mma_f16_f32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                            uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// silu(g) * u exactly as silu_mul_kernel (backend_cuda_elementwise.cu) forms it.
+__device__ __forceinline__ float silu_times(float g, float u) {
+  g *= (1.0f / (1.0f + expf(-g)));
+  return g * u;
+}
+
+__device__ __forceinline__ float pow2(int e) {  // e in [-126, 127]
+  return __int_as_float((127 + e) << 23);
+}
+
+// The rows of one warp in one tile: a tile is RG row groups of 16 rows of one target.
+struct WarpRows {
+  MmaTarget tg;
+  const uint8_t* wa;  // row row0 + g, at this lane's 16 bytes of a 64-wide chunk
+  const uint8_t* wb;  // row row0 + g + 8
+  int64_t row0;
+  int64_t srow;  // first scale of row0's 128-row block
+  bool active;   // row0 < n
+};
+
+template <int RG>
+__device__ __forceinline__ WarpRows rows_of(const MmaParams& p, int tile, int rg, int g, int t) {
+  WarpRows r;
+  r.tg = target_of(p, tile);
+  r.row0 = (int64_t(tile - r.tg.block_begin) * RG + rg) * 16;
+  r.active = r.row0 < r.tg.n;
+  const int64_t ra = min(r.row0 + g, r.tg.n - 1), rb = min(r.row0 + g + 8, r.tg.n - 1);  // past n: read, never stored
+  r.wa = r.tg.w + ra * p.k + t * 16;
+  r.wb = r.tg.w + rb * p.k + t * 16;
+  r.srow = (r.row0 >> 7) * int64_t(p.kblocks);
+  return r;
+}
+
+// One round: kU scale blocks of this lane's two rows, two 64-wide chunks each.
+__device__ __forceinline__ void load_round(const MmaParams& p, const WarpRows& r, int base, uint4 (&v)[kU][4]) {
+#pragma unroll
+  for (int j = 0; j < kU; ++j)
+    if (base + j < p.kblocks) {
+      const int64_t off = int64_t(base + j) * 128;
+      v[j][0] = load_stream(r.wa + off);
+      v[j][1] = load_stream(r.wa + off + 64);
+      v[j][2] = load_stream(r.wb + off);
+      v[j][3] = load_stream(r.wb + off + 64);
+    }
+}
+
+// A persistent grid: block b takes tiles b, b + gridDim.x, ...; warp (rg, ks) of a tile multiplies
+// rows row0 + [0, 16) of row group rg over scale blocks ks * kU + [0, kU), + KS * kU, ... Every warp
+// walks the flat sequence of its (tile, round) items and loads the next item's weights - also across
+// the tile boundary - before it multiplies the current one.
+template <int P, int KS>
+__global__ void __launch_bounds__(kWarps * 32) gemv_fp8_mma_kernel(MmaParams p, int tiles) {
+  constexpr int RG = kWarps / KS;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ float2 partial[2][KS > 1 ? kWarps : 1][32];  // double-buffered by tile parity
+  pdl_trigger();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int rg = warp / KS, ks = warp % KS;
+  const int first = ks * kU, stride = KS * kU;
+
+  int tile = int(blockIdx.x);
+  WarpRows cr = rows_of<RG>(p, tile, rg, g, t);
+  uint4 cur[kU][4];
+  bool loaded = tile < tiles && cr.active && first < p.kblocks;
+  if (loaded) load_round(p, cr, first, cur);
+  pdl_wait();
+
+  // Stage x as f16 planes: plane 2i = hi parts of row i, plane 2i + 1 = lo parts; xscale = 2^e.
+  const int64_t plane = p.k + kPad;
+  __half* planes = reinterpret_cast<__half*>(smem);
+  float* xscale = reinterpret_cast<float*>(smem + size_t(2 * P) * size_t(plane) * sizeof(__half));
+  for (int pair = warp; pair < P * p.kblocks; pair += kWarps) {
+    const int row = pair / p.kblocks, kb = pair % p.kblocks;
+    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (row < p.m) {
+      const int64_t o = int64_t(row) * p.k + int64_t(kb) * 128 + lane * 4;
+      const float4 a = *reinterpret_cast<const float4*>(p.x + o);
+      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+      if (p.x_up) {
+        const float4 u = *reinterpret_cast<const float4*>(p.x_up + o);
+        v[0] = silu_times(v[0], u.x), v[1] = silu_times(v[1], u.y);
+        v[2] = silu_times(v[2], u.z), v[3] = silu_times(v[3], u.w);
+      }
+    }
+    uint32_t amax = 0;  // largest finite magnitude, as bits
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t b = __float_as_uint(v[i]) & 0x7fffffffu;
+      if (b < 0x7f800000u) amax = max(amax, b);
+    }
+    amax = __reduce_max_sync(0xffffffffu, amax);
+    // 2^e puts the largest magnitude in [2^14, 2^15); the clamp keeps 2^e and 2^-e normal f32
+    // (a block whose largest value is below 2^-86 keeps fewer bits of it: far below any tolerance).
+    const int e = amax == 0 ? 0 : min(max(int(amax >> 23) - 127 - 14, -100), 113);
+    const float down = pow2(-e);
+    __half hi[4], lo[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float sv = v[i] * down;  // exact: a power of two, no overflow
+      hi[i] = __float2half_rn(sv);
+      const float rest = sv - __half2float(hi[i]);  // exact in f32
+      lo[i] = __float2half_rn(isfinite(sv) ? rest : 0.0f);
+    }
+    const int64_t col = int64_t(kb) * 128 + lane * 4;
+    *reinterpret_cast<uint2*>(planes + 2 * row * plane + col) = *reinterpret_cast<const uint2*>(hi);
+    *reinterpret_cast<uint2*>(planes + (2 * row + 1) * plane + col) = *reinterpret_cast<const uint2*>(lo);
+    if (lane == 0) xscale[row * p.kblocks + kb] = pow2(e);
+  }
+  __syncthreads();
+
+  const __half* xrow = planes + int64_t(g) * plane + t * 16;  // B column g = plane g
+  const bool has_col = g < 2 * P;
+  for (int parity = 0; tile < tiles; tile += int(gridDim.x), parity ^= 1) {
+    if (!loaded && cr.active && first < p.kblocks) load_round(p, cr, first, cur);
+    float acc_a = 0.0f, acc_b = 0.0f;  // rows row0 + g, row0 + g + 8 for row t of x
+    WarpRows nr = cr;
+    loaded = false;
+    for (int base = first; base < p.kblocks; base += stride) {
+      // The next item: the next round of this tile, or the first round of the block's next tile.
+      const bool same_tile = base + stride < p.kblocks;
+      const int ntile = same_tile ? tile : tile + int(gridDim.x);
+      if (!same_tile) nr = rows_of<RG>(p, ntile, rg, g, t);
+      uint4 next[kU][4];
+      loaded = ntile < tiles && nr.active;
+      if (loaded) load_round(p, nr, same_tile ? base + stride : first, next);
+      if (cr.active) {
+#pragma unroll
+        for (int j = 0; j < kU; ++j) {
+          const int kb = base + j;
+          if (kb >= p.kblocks) break;
+          float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+            if (has_col) {
+              const __half* xp = xrow + int64_t(kb) * 128 + c * 64;
+              x0 = *reinterpret_cast<const uint4*>(xp);
+              x1 = *reinterpret_cast<const uint4*>(xp + 8);
+            }
+            const uint32_t xb[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+            const uint4 va = cur[j][c], vb = cur[j][2 + c];
+            const uint32_t wa4[4] = {va.x, va.y, va.z, va.w}, wb4[4] = {vb.x, vb.y, vb.z, vb.w};
+#pragma unroll
+            for (int s = 0; s < 4; ++s)
+              mma_f16_f32(d, e4m3x2_to_f16x2(wa4[s]), e4m3x2_to_f16x2(wb4[s]), e4m3x2_to_f16x2(wa4[s] >> 16),
+                          e4m3x2_to_f16x2(wb4[s] >> 16), xb[2 * s], xb[2 * s + 1]);
+          }
+          const float wscale =
+              p.scale_f32 ? static_cast<const float*>(cr.tg.scales)[cr.srow + kb]
+                          : format::ue8m0_to_f32(static_cast<const uint8_t*>(cr.tg.scales)[cr.srow + kb]);
+          const float sc = t < P ? wscale * xscale[t * p.kblocks + kb] : 0.0f;
+          // d[0] / d[1]: row row0 + g, columns hi / lo of row t of x; d[2] / d[3]: row row0 + g + 8.
+          acc_a = fmaf(d[0] + d[1], sc, acc_a);
+          acc_b = fmaf(d[2] + d[3], sc, acc_b);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kU; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) cur[j][i] = next[j][i];
+    }
+
+    bool store = cr.active && t < p.m;
+    if constexpr (KS > 1) {  // the KS partial sums of each row group, added in warp order
+      partial[parity][warp][lane] = make_float2(acc_a, acc_b);
+      __syncthreads();
+      store = store && ks == 0;
+      if (store) {
+        acc_a = acc_b = 0.0f;
+#pragma unroll
+        for (int j = 0; j < KS; ++j) {
+          const float2 q = partial[parity][warp + j][lane];
+          acc_a += q.x;
+          acc_b += q.y;
+        }
+      }
+    }
+    if (store) {
+      float* y = cr.tg.y + int64_t(t) * cr.tg.n;
+      const int64_t rows[2] = {cr.row0 + g, cr.row0 + g + 8};
+      const float acc[2] = {acc_a, acc_b};
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        if (rows[i] >= cr.tg.n) continue;
+        float v = acc[i];
+        if (cr.tg.bias) v += cr.tg.bias[rows[i]];
+        y[rows[i]] = p.accumulate ? y[rows[i]] + v : v;
+      }
+    }
+    cr = rows_of<RG>(p, tile + int(gridDim.x), rg, g, t);
+  }
+}
+
+size_t smem_bytes(int P, int64_t k) {
+  return size_t(2 * P) * size_t(k + kPad) * sizeof(__half) + size_t(P) * size_t(k / 128) * sizeof(float);
+}
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev);
+    return v > 0 ? v : 132;
+  }();
+  return n;
+}
+
+template <int P, int KS>
+void launch_variant(const MmaParams& p, int tiles, size_t smem, cudaStream_t s) {
+  const auto kernel = gemv_fp8_mma_kernel<P, KS>;
+  // Once per kernel, before any launch (and so before any graph capture): allow kMaxSmem.
+  static const cudaError_t configured =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem));
+  check(configured, "matmul (fp8 mma gemv): shared memory attribute");
+  int per_sm = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem),
+        "matmul (fp8 mma gemv): occupancy");
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(std::min(tiles, std::max(per_sm, 1) * sm_count())));
+  cfg.blockDim = dim3(kWarps * 32);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  check(cudaLaunchKernelEx(&cfg, kernel, p, tiles), "matmul (fp8 mma gemv)");
+}
+
+template <int P>
+void launch_rows(const MmaParams& p, int ks, int tiles, size_t smem, cudaStream_t s) {
+  switch (ks) {
+    case 1:
+      return launch_variant<P, 1>(p, tiles, smem, s);
+    case 2:
+      return launch_variant<P, 2>(p, tiles, smem, s);
+    case 4:
+      return launch_variant<P, 4>(p, tiles, smem, s);
+    default:
+      return launch_variant<P, 8>(p, tiles, smem, s);
+  }
+}
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+}  // namespace
+
+int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int count) {
+  if (count < 1 || count > kMaxGemvTargets || in.m < 1 || !in.x || !aligned16(in.x) ||
+      (in.x_up && !aligned16(in.x_up)))
+    return 0;
+  const WeightView& w0 = targets[0].w;
+  const int64_t k = w0.k;
+  if (w0.format != WeightFormat::fp8_block || k <= 0 || k % 128 != 0) return 0;
+  for (int i = 0; i < count; ++i) {
+    const WeightView& w = targets[i].w;
+    if (w.format != WeightFormat::fp8_block || w.scale_type != w0.scale_type || w.k != k || w.n <= 0 ||
+        w.n > (int64_t(1) << 30) || !aligned16(w.data) || !w.scales || !targets[i].y)
+      return 0;
+  }
+  for (int P : {4, 2, 1})
+    if (smem_bytes(P, k) <= kMaxSmem) return P;
+  return 0;
+}
+
+void launch_gemv_fp8_mma(const MatmulInput& in, const MatmulTarget* targets, int count, int64_t r0, int m,
+                         cudaStream_t s) {
+  const int capacity = gemv_fp8_mma_rows(in, targets, count);
+  if (capacity == 0 || m < 1 || m > capacity)
+    throw Error("cuda backend: fp8 mma gemv: " + std::to_string(m) + " rows of x do not meet gemv_fp8_mma_rows");
+  const int P = m == 1 ? 1 : m == 2 ? 2 : 4;  // rows of x staged: fewer planes, more blocks per SM
+  const int64_t k = targets[0].w.k;
+  // Row groups of 16 per tile (RG) as many as still give every SM two tiles; the tile's other warps
+  // split k (KS = 8 / RG), so narrow products (n = 1024..4096) still stream on every SM.
+  int64_t groups[kMaxGemvTargets] = {};
+  for (int i = 0; i < count; ++i) groups[i] = (targets[i].w.n + 15) / 16;
+  auto tiles_for = [&](int rg) {
+    int64_t b = 0;
+    for (int i = 0; i < count; ++i) b += (groups[i] + rg - 1) / rg;
+    return b;
+  };
+  int rg = 8;
+  while (rg > 1 && tiles_for(rg) < 2 * sm_count()) rg /= 2;
+  MmaParams p{};
+  int64_t tiles = 0;
+  for (int i = 0; i < count; ++i) {
+    const MatmulTarget& t = targets[i];
+    p.t[i] = MmaTarget{static_cast<const uint8_t*>(t.w.data), t.w.scales, t.y + r0 * t.w.n, t.bias, t.w.n,
+                       int(tiles)};
+    tiles += (groups[i] + rg - 1) / rg;
+  }
+  for (int i = count; i < kMaxGemvTargets; ++i) p.t[i] = p.t[0];
+  p.count = count;
+  p.k = k;
+  p.kblocks = int(k / 128);
+  p.x = in.x + r0 * k;
+  p.x_up = in.x_up ? in.x_up + r0 * k : nullptr;
+  p.m = m;
+  p.accumulate = in.accumulate;
+  p.scale_f32 = targets[0].w.scale_type == ScaleType::f32;
+  const size_t smem = smem_bytes(P, k);
+  const int ks = kWarps / rg;
+  switch (P) {
+    case 4:
+      return launch_rows<4>(p, ks, int(tiles), smem, s);
+    case 2:
+      return launch_rows<2>(p, ks, int(tiles), smem, s);
+    default:
+      return launch_rows<1>(p, ks, int(tiles), smem, s);
+  }
+}
+
+}  // namespace mx8::backend::cuda_impl

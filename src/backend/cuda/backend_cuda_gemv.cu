@@ -632,8 +632,8 @@ void launch_gemv_group_tuned(const MatmulInput& in, const MatmulTarget* targets,
                              const GemvTuning& tuning, cudaStream_t s) {
   if (!gemv_group_applies(in, targets, count))
     throw Error("cuda backend: gemv group: targets do not meet gemv_group_applies");
-  const bool knobs = tuning.simt || tuning.rows || tuning.unroll || tuning.threads || tuning.l2_hint ||
-                     tuning.stages >= 0;
+  const bool knobs =
+      tuning.simt || tuning.rows || tuning.unroll || tuning.threads || tuning.l2_hint || tuning.stages >= 0;
   if (const int rows = knobs ? 0 : gemv_fp8_mma_rows(in, targets, count)) {
     for (int64_t r0 = 0; r0 < in.m; r0 += rows)
       launch_gemv_fp8_mma(in, targets, count, r0, int(std::min<int64_t>(rows, in.m - r0)), s);

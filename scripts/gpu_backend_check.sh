@@ -91,26 +91,10 @@ if [[ "${DECODE_AB:-0}" == 1 ]]; then
   MX8_CUDA_FUSED_ATTN=0 timeout 60 $B/mx8 bench decode-cuda --weights fp8 --graphs on --no-perf-md \
     >"$OUT/bench_nofusedattn.log" 2>&1
   note "fused attention off: $(grep -E 'tok/s' "$OUT/bench_nofusedattn.log" | tr '\n' ';')"
-  timeout 90 $B/mx8 bench decode-cuda --context 4096 --no-perf-md >"$OUT/bench_ctx4096.log" 2>&1
-  note "context 4096: $(grep -E 'tok/s|x$' "$OUT/bench_ctx4096.log" | tr '\n' ';')"
-  MX8_CUDA_SPLIT_ATTN=1 timeout 90 $B/mx8 bench decode-cuda --context 4096 --graphs on --no-perf-md \
+  MX8_CUDA_SPLIT_ATTN=0 timeout 90 $B/mx8 bench decode-cuda --context 4096 --no-perf-md >"$OUT/bench_ctx4096.log" 2>&1
+  note "context 4096, split attention off: $(grep -E 'tok/s|x$' "$OUT/bench_ctx4096.log" | tr '\n' ';')"
+  timeout 90 $B/mx8 bench decode-cuda --context 4096 --graphs on --no-perf-md \
     >"$OUT/bench_ctx4096_split.log" 2>&1
-  note "context 4096, split attention: $(grep -E 'tok/s|x$' "$OUT/bench_ctx4096_split.log" | tr '\n' ';')"
-fi
-if [[ "${AB:-0}" == 1 ]]; then
-  # A/B of the decode-speed changes, FP8 weights only: the previous E4M3 decode (hardware cvt) and the
-  # previous per-query-head attention kernel; the cvt path's matmul tests (the default path is tested above).
-  for v in MX8_CUDA_FP8_DECODE=int MX8_CUDA_GEMV=r4u8 MX8_CUDA_GEMV=r2u8 MX8_CUDA_GEMV=r8u2; do
-    env $v timeout 60 $B/test_cuda --gtest_color=no --gtest_filter='CudaVsCpu.Matmul*' >"$OUT/ab.log" 2>&1
-    note "matmul tests with $v rc=$?"
-    env $v timeout 60 $B/mx8 bench decode-cuda --weights fp8 --no-perf-md >"$OUT/ab.log" 2>&1
-    note "$v: $(grep -E 'tok/s' "$OUT/ab.log")"
-  done
-  MX8_CUDA_GQA_ATTN=0 timeout 60 $B/mx8 bench decode-cuda --weights fp8 --no-perf-md >"$OUT/bench_oldattn.log" 2>&1
-  note "per-head attention: $(grep -E 'tok/s' "$OUT/bench_oldattn.log")"
-  timeout 60 $B/mx8 bench decode-cuda --weights fp8 --kv fp8 --no-perf-md >"$OUT/bench_kvfp8.log" 2>&1
-  note "fp8 KV: $(grep -E 'tok/s' "$OUT/bench_kvfp8.log")"
-  MX8_CUDA_GQA_ATTN=0 timeout 60 $B/mx8 bench decode-cuda --weights fp8 --kv fp8 --no-perf-md >"$OUT/ab.log" 2>&1
-  note "fp8 KV, per-head attention: $(grep -E 'tok/s' "$OUT/ab.log")"
+  note "context 4096 (split attention): $(grep -E 'tok/s|x$' "$OUT/bench_ctx4096_split.log" | tr '\n' ';')"
 fi
 note "done ($((SECONDS - t0)) s)"

@@ -126,7 +126,7 @@ class CudaBackend final : public Backend {
     const char* fa = std::getenv("MX8_CUDA_FUSED_ATTN");
     fused_attention_ = !(fa && std::string(fa) == "0");
     const char* sa = std::getenv("MX8_CUDA_SPLIT_ATTN");
-    set_split_attention_enabled(sa && std::string(sa) == "1");
+    set_split_attention_enabled(!(sa && std::string(sa) == "0"));
     const char* gr = std::getenv("MX8_CUDA_GRAPHS");
     set_graphs_enabled(!(gr && std::string(gr) == "0"));
     if (graphs_enabled()) info_.description += ", CUDA graphs";

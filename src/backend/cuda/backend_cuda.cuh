@@ -137,8 +137,8 @@ void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, 
 void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s,
                       float* scratch = nullptr);
 // Split attention (positions spread over blocks, then a merge kernel) for block tables of more than
-// 1024 positions with the grouped kernel's shapes: opt-in (MX8_CUDA_SPLIT_ATTN=1 when the backend
-// is created, or this switch), as it has not run on a GPU yet.
+// 1024 positions with the grouped kernel's shapes: on unless MX8_CUDA_SPLIT_ATTN=0 when the backend
+// is created (H200, batch 1 at 4096 positions: 109 -> 270 tok/s with FP8 weights).
 bool split_attention_enabled();
 void set_split_attention_enabled(bool on);
 // Scratch launch_attention needs for `a` (the partial results of split attention), or 0.

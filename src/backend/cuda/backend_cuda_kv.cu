@@ -405,7 +405,7 @@ struct NewKv {
 // head kvh, and stores K/V head kvh; warps 0 and 1 store K and V, warps 2.. rotate the query heads),
 // with rope_kernel's and kv_write_kernel's code (rope_pair, write_head), so the results are the
 // composed ops' bit for bit. Each block reads only the K/V head it stored itself, after a barrier.
-// Split attention (opt-in, MX8_CUDA_SPLIT_ATTN=1): block z of a launch takes positions
+// Split attention (MX8_CUDA_SPLIT_ATTN=0 turns it off): block z of a launch takes positions
 // [z * split_len, (z + 1) * split_len) of its token and writes its unnormalized partial result
 // (per query head: running max m, sum l, output acc scaled to m) to `part`; attention_merge_kernel
 // combines the n_splits partials. For long contexts at batch 1, where one block per kv head leaves

@@ -83,13 +83,15 @@ __device__ __forceinline__ void rope_pair(float* v, int j, int32_t pos, const Ro
   v[i1] = __fadd_rn(__fmul_rn(v0, sn), __fmul_rn(v1, cs));
 }
 
-// Launches `kernel` on `s` (with the PDL attribute when enabled) and checks the launch.
+// Launches `kernel` on `s` with `smem` bytes of dynamic shared memory (with the PDL attribute when
+// enabled) and checks the launch.
 template <typename... KArgs, typename... Args>
-void launch(const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+void launch_smem(const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                 Args... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
-  cfg.dynamicSmemBytes = 0;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -97,6 +99,10 @@ void launch(const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, cud
   cfg.attrs = attr;
   cfg.numAttrs = pdl_enabled() ? 1 : 0;
   check(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), op);
+}
+template <typename... KArgs, typename... Args>
+void launch(const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+  launch_smem(op, kernel, grid, block, 0, s, args...);
 }
 #endif
 

@@ -41,6 +41,7 @@
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/backend_cuda_weight.cuh"
 #include "backend/cuda/gemv_fp8_mma.cuh"
+#include "backend/cuda/gemv_target.cuh"
 #include "backend/cuda/gemv_tuning.h"
 #include "mx8/error.h"
 
@@ -127,17 +128,8 @@ constexpr int esize(WeightFormat f) {
   return f == WeightFormat::f32 ? 4 : f == WeightFormat::bf16 ? 2 : 1;
 }
 
-struct GroupTarget {
-  const uint8_t* w;
-  const void* scales;
-  float* y;
-  const float* bias;
-  int64_t n;
-  int tile_begin;  // first tile of this target
-};
-
 struct GroupParams {
-  GroupTarget t[kMaxGemvTargets];
+  GemvTarget t[kMaxGemvTargets];
   int count;
   int tiles;    // of all targets
   int rounds;   // per tile: ceil(k / E / (T * U))
@@ -150,16 +142,6 @@ struct GroupParams {
   bool accumulate;
   bool scale_f32;
 };
-
-// The target a tile belongs to, selected field by field (a dynamic index into the kernel parameters
-// would copy them to local memory).
-__device__ __forceinline__ GroupTarget target_of(const GroupParams& p, int tile) {
-  GroupTarget g = p.t[0];
-#pragma unroll
-  for (int i = 1; i < kMaxGemvTargets; ++i)
-    if (i < p.count && tile >= p.t[i].tile_begin) g = p.t[i];
-  return g;
-}
 
 // silu(g) * u as the CPU backend's silu_mul forms it: g * (1 / (1 + exp(-g))) * u.
 __device__ __forceinline__ float swiglu(float g, float u) {
@@ -190,7 +172,7 @@ constexpr int block_threads(int stages) {
 
 // One round of one tile for this thread: where its loads go and what they are multiplied by.
 struct Item {
-  GroupTarget tg;
+  GemvTarget tg;
   int64_t row0;  // first of the group's R rows (>= n: the group has no rows in this tile)
   int64_t c0;    // first chunk of the round for this thread
   int round;

@@ -37,6 +37,7 @@
 #include <string>
 
 #include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/gemv_target.cuh"
 #include "mx8/error.h"
 #include "mx8/format/ue8m0.h"
 
@@ -48,17 +49,8 @@ constexpr int kU = 2;                           // scale blocks (128 of k) per w
 constexpr int kPad = 8;                         // halfs after each x plane: no bank conflicts between planes
 constexpr size_t kMaxSmem = size_t(200) << 10;  // dynamic shared memory for x, at most
 
-struct MmaTarget {
-  const uint8_t* w;
-  const void* scales;
-  float* y;
-  const float* bias;
-  int64_t n;
-  int block_begin;  // first tile of this target
-};
-
 struct MmaParams {
-  MmaTarget t[kMaxGemvTargets];
+  GemvTarget t[kMaxGemvTargets];
   int count;
   int64_t k;
   int kblocks;        // k / 128
@@ -68,15 +60,6 @@ struct MmaParams {
   bool accumulate;
   bool scale_f32;
 };
-
-// Field by field: a dynamic index into the kernel parameters would copy them to local memory.
-__device__ __forceinline__ MmaTarget target_of(const MmaParams& p, int block) {
-  MmaTarget g = p.t[0];
-#pragma unroll
-  for (int i = 1; i < kMaxGemvTargets; ++i)
-    if (i < p.count && block >= p.t[i].block_begin) g = p.t[i];
-  return g;
-}
 
 __device__ __forceinline__ uint4 load_stream(const uint8_t* p) {
   uint4 r;
@@ -113,7 +96,7 @@ __device__ __forceinline__ float pow2(int e) {  // e in [-126, 127]
 
 // The rows of a tile (16 rows of one target) as one lane sees them.
 struct WarpRows {
-  MmaTarget tg;
+  GemvTarget tg;
   const uint8_t* wa;  // row row0 + g, at this lane's 16 bytes of a 64-wide chunk
   const uint8_t* wb;  // row row0 + g + 8
   int64_t row0;
@@ -124,7 +107,7 @@ struct WarpRows {
 __device__ __forceinline__ WarpRows rows_of(const MmaParams& p, int tile, int g, int t) {
   WarpRows r;
   r.tg = target_of(p, tile);
-  r.row0 = int64_t(tile - r.tg.block_begin) * 16;
+  r.row0 = int64_t(tile - r.tg.tile_begin) * 16;
   r.active = r.row0 < r.tg.n;
   const int64_t ra = min(r.row0 + g, r.tg.n - 1),
                 rb = min(r.row0 + g + 8, r.tg.n - 1);  // past n: read, never stored
@@ -329,17 +312,8 @@ void launch_variant(const MmaParams& p, int tiles, size_t smem, cudaStream_t s) 
   int per_sm = 0;
   check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem),
         "matmul (fp8 mma gemv): occupancy");
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(unsigned(std::min(tiles, std::max(per_sm, 1) * sm_count())));
-  cfg.blockDim = dim3(kWarps * 32);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  check(cudaLaunchKernelEx(&cfg, kernel, p, tiles), "matmul (fp8 mma gemv)");
+  const unsigned grid = unsigned(std::min(tiles, std::max(per_sm, 1) * sm_count()));
+  launch_smem("matmul (fp8 mma gemv)", kernel, dim3(grid), dim3(kWarps * 32), smem, s, p, tiles);
 }
 
 bool aligned16(const void* p) {
@@ -378,7 +352,7 @@ void launch_gemv_fp8_mma(const MatmulInput& in, const MatmulTarget* targets, int
   int64_t tiles = 0;
   for (int i = 0; i < count; ++i) {
     const MatmulTarget& t = targets[i];
-    p.t[i] = MmaTarget{
+    p.t[i] = GemvTarget{
         static_cast<const uint8_t*>(t.w.data), t.w.scales, t.y + r0 * t.w.n, t.bias, t.w.n, int(tiles)};
     tiles += (t.w.n + 15) / 16;
   }

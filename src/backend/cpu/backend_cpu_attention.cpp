@@ -202,7 +202,6 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
     throw Error("cpu backend: attention arguments (heads " + std::to_string(a.n_heads) + ", kv heads " +
                 std::to_string(a.n_kv_heads) + ", head_dim " + std::to_string(a.head_dim) + ", layer " +
                 std::to_string(a.layer) + ") do not match the KV cache");
-  const KvLayout L = layout_of(d);
   const int group = a.n_heads / a.n_kv_heads;
   const int hd = a.head_dim;
   // Validate every index before the parallel region (an exception must not leave a worker thread).

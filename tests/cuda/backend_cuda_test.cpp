@@ -29,6 +29,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/backend_cpu.h"
@@ -107,6 +108,16 @@ class CudaVsCpu : public ::testing::Test {
     return v;
   }
   std::string trace() const { return "seed " + std::to_string(seed); }
+  // `a` (shapes) pointed at the CPU and at the GPU copies of the same buffers.
+  std::pair<AttentionArgs, AttentionArgs> on_both(const AttentionArgs& a, const Pair& q, const Pair& out,
+                                                  const Pair& seq, const Pair& kv_len, const Pair& tables) {
+    AttentionArgs c = a, g = a;
+    c.q = (const float*)q.c, c.out = (float*)out.c, c.seq = (const int32_t*)seq.c;
+    c.kv_len = (const int32_t*)kv_len.c, c.block_tables = (const int32_t*)tables.c;
+    g.q = (const float*)q.g, g.out = (float*)out.g, g.seq = (const int32_t*)seq.g;
+    g.kv_len = (const int32_t*)kv_len.g, g.block_tables = (const int32_t*)tables.g;
+    return {c, g};
+  }
 
   std::unique_ptr<Backend> cpu, gpu;
   std::vector<void*> cpu_allocs, gpu_allocs;
@@ -571,11 +582,7 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
       a.scale = 1.0f / std::sqrt(float(hd));
       a.layer = 0;
       a.max_pages_per_seq = max_pages;
-      AttentionArgs ac = a, ag = a;
-      ac.q = (const float*)pq.c, ac.out = (float*)pout.c, ac.seq = (const int32_t*)pseq.c;
-      ac.kv_len = (const int32_t*)plen.c, ac.block_tables = (const int32_t*)pbt.c;
-      ag.q = (const float*)pq.g, ag.out = (float*)pout.g, ag.seq = (const int32_t*)pseq.g;
-      ag.kv_len = (const int32_t*)plen.g, ag.block_tables = (const int32_t*)pbt.g;
+      const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
       ASSERT_GT(cuda_impl::attention_scratch_floats(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag), 0u)
           << "split attention does not apply";
       cpu->attention(*kv_c, ac);
@@ -792,11 +799,7 @@ TEST_F(CudaVsCpu, KvWriteBytesEqualCpuAndAttentionMatches) {
     a.scale = 1.0f / std::sqrt(float(kc.hd));
     a.layer = 0;
     a.max_pages_per_seq = max_pages;
-    AttentionArgs ac = a, ag = a;
-    ac.q = (const float*)pq.c, ac.out = (float*)pout.c, ac.seq = (const int32_t*)pseq.c;
-    ac.kv_len = (const int32_t*)plen.c, ac.block_tables = (const int32_t*)pbt.c;
-    ag.q = (const float*)pq.g, ag.out = (float*)pout.g, ag.seq = (const int32_t*)pseq.g;
-    ag.kv_len = (const int32_t*)plen.g, ag.block_tables = (const int32_t*)pbt.g;
+    const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
     cpu->attention(*kv_c, ac);
     gpu->attention(*kv_g, ag);
     auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());

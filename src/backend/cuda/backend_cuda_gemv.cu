@@ -41,6 +41,7 @@
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/backend_cuda_weight.cuh"
 #include "backend/cuda/gemv_fp8_mma.cuh"
+#include "backend/cuda/gemv_fp8_skinny.cuh"
 #include "backend/cuda/gemv_target.cuh"
 #include "backend/cuda/gemv_tuning.h"
 #include "mx8/error.h"
@@ -616,6 +617,10 @@ void launch_gemv_group_tuned(const MatmulInput& in, const MatmulTarget* targets,
     throw Error("cuda backend: gemv group: targets do not meet gemv_group_applies");
   const bool knobs =
       tuning.simt || tuning.rows || tuning.unroll || tuning.threads || tuning.l2_hint || tuning.stages >= 0;
+  if (!knobs && gemv_fp8_skinny_applies(in, targets, count)) {  // fp8_block, m >= 5 (>= 2 at k >= 4096)
+    launch_gemv_fp8_skinny(in, targets, count, s);
+    return;
+  }
   if (const int rows = knobs ? 0 : gemv_fp8_mma_rows(in, targets, count)) {
     for (int64_t r0 = 0; r0 < in.m; r0 += rows)
       launch_gemv_fp8_mma(in, targets, count, r0, int(std::min<int64_t>(rows, in.m - r0)), s);

@@ -20,7 +20,8 @@
 // stores its own sums. C and W are chosen on the host from the shape (plan_for): enough warps in
 // flight on every SM, x's slice within shared memory, and few idle clusters in the last round.
 //
-// Loads: two kernels, the plan picks one. The register kernel loads the next KU scale blocks of a
+// Loads: two kernels, the plan picks one (the ring only for up to 4 rows of x unless a test or A/B
+// run asks for it; plan_for says why). The register kernel loads the next KU scale blocks of a
 // warp's rows (or of its next tile) into registers while it multiplies the current ones; the ring
 // kernel keeps the next S - 1 scale blocks of its (tile, scale block) sequence in flight with cp.async
 // into a per-warp shared-memory ring, so that more bytes are in flight than registers could hold

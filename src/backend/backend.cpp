@@ -100,8 +100,14 @@ void Backend::matmul_fused(const MatmulInput& in, const MatmulTarget* targets, i
       if (p) b.free(p);
     }
   };
+  if (in.x_up && in.norm) throw Error("matmul_fused: an input with both x_up and norm");
   Temp input{*this}, product{*this};
   const float* x = in.x;
+  if (in.norm) {
+    input.p = alloc(size_t(in.m * k) * sizeof(float));
+    rmsnorm(in.x, in.norm, in.m, k, in.norm_eps, static_cast<float*>(input.p));
+    x = static_cast<const float*>(input.p);
+  }
   if (in.x_up) {
     input.p = alloc(size_t(in.m * k) * sizeof(float));
     silu_mul(in.x, in.x_up, static_cast<float*>(input.p), in.m * k);

@@ -361,9 +361,9 @@ class Llama final : public LlamaModel {
     backend::RopeArgs rope{c.rope_style, int(c.head_dim), int(c.head_dim), inv_freq_};
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const Layer& L = layers_[size_t(l)];
-      b_.rmsnorm(x_, L.attn_norm, T, c.dim, c.norm_eps, h_);
+      // q, k, v = rmsnorm(x) W^T: the normalization fused into the matmul.
       const backend::MatmulTarget qkv[3] = {{L.wq, q, L.bq}, {L.wk, k, L.bk}, {L.wv, v, L.bv}};
-      b_.matmul_fused({h_, nullptr, T, false}, qkv, 3);
+      b_.matmul_fused({x_, nullptr, T, false, L.attn_norm, c.norm_eps}, qkv, 3);
       if (c.qk_norm) {
         b_.rmsnorm(q, L.q_norm, int64_t(T) * c.n_heads, c.head_dim, c.norm_eps, q);
         b_.rmsnorm(k, L.k_norm, int64_t(T) * c.n_kv_heads, c.head_dim, c.norm_eps, k);
@@ -386,23 +386,23 @@ class Llama final : public LlamaModel {
       // x += att Wo^T: the residual add fused into the matmul.
       const backend::MatmulTarget o{L.wo, x_, nullptr};
       b_.matmul_fused({att_, nullptr, T, true}, &o, 1);
-      b_.rmsnorm(x_, L.ffn_norm, T, c.dim, c.norm_eps, h_);
       const backend::MatmulTarget gate_up[2] = {{L.w_gate, gate_, nullptr}, {L.w_up, up_, nullptr}};
-      b_.matmul_fused({h_, nullptr, T, false}, gate_up, 2);
+      b_.matmul_fused({x_, nullptr, T, false, L.ffn_norm, c.norm_eps}, gate_up, 2);
       // x += (silu(gate) * up) Wd^T: SwiGLU and the residual add fused into the matmul.
       const backend::MatmulTarget down{L.w_down, x_, nullptr};
       b_.matmul_fused({gate_, up_, T, true}, &down, 1);
     }
     if (R == 0) return;
     if (T == 1) {
-      // The only row (logit_rows are checked to lie within the batch).
-      b_.rmsnorm(x_, output_norm_, 1, c.dim, c.norm_eps, h_);
-    } else {
-      // Gather the rows that need logits (an embedding lookup into the activations), then the head.
-      WeightView rows{WeightFormat::f32, T, c.dim, x_, nullptr, ScaleType::ue8m0};
-      b_.embedding(rows, d_rows_, R, h_);
-      b_.rmsnorm(h_, output_norm_, R, c.dim, c.norm_eps, h_);
+      // The only row (logit_rows are checked to lie within the batch); the final norm fused.
+      const backend::MatmulTarget head{output_, logits_, nullptr};
+      b_.matmul_fused({x_, nullptr, 1, false, output_norm_, c.norm_eps}, &head, 1);
+      return;
     }
+    // Gather the rows that need logits (an embedding lookup into the activations), then the head.
+    WeightView rows{WeightFormat::f32, T, c.dim, x_, nullptr, ScaleType::ue8m0};
+    b_.embedding(rows, d_rows_, R, h_);
+    b_.rmsnorm(h_, output_norm_, R, c.dim, c.norm_eps, h_);
     b_.matmul(output_, h_, R, logits_);
   }
 

@@ -123,6 +123,7 @@ class GemvGroup : public ::testing::Test {
   uint32_t seed = 0;
   std::mt19937 rng;
   std::vector<float> x_override;  // when set, check() uses it as x ([m][k])
+  bool use_norm = false;          // check() fuses an rmsnorm into the input (not with swiglu)
 
   // Runs one case through the GPU launcher (tuned or default) and the CPU, and compares.
   void check(WeightFormat f, ScaleType st, const std::vector<int64_t>& ns, int64_t k, int64_t m, bool swiglu,
@@ -152,12 +153,23 @@ class GemvGroup : public ::testing::Test {
     }
     const std::vector<float> x = x_override.empty() ? normal(size_t(m * k), rng) : x_override;
     const std::vector<float> up = normal(size_t(m * k), rng);
-    auto dx = dev(x), dup = dev(up);
-    MatmulInput ic{x.data(), swiglu ? up.data() : nullptr, m, accumulate};
-    MatmulInput ig{dx->get(), swiglu ? dup->get() : nullptr, m, accumulate};
-    ASSERT_TRUE(cuda_impl::gemv_group_applies(ig, tg.data(), count));
+    std::vector<float> norm_w = normal(size_t(k), rng);
+    for (float& v : norm_w) v = 1.0f + 0.25f * v;
+    const float eps = 1e-5f;
+    auto dx = dev(x), dup = dev(up), dnorm = dev(norm_w);
+    MatmulInput ic{x.data(),   swiglu ? up.data() : nullptr,       m,
+                   accumulate, use_norm ? norm_w.data() : nullptr, eps};
+    MatmulInput ig{dx->get(),  swiglu ? dup->get() : nullptr,     m,
+                   accumulate, use_norm ? dnorm->get() : nullptr, eps};
     std::vector<std::vector<float>> y0 = g.y;
-    if (tuning)
+    if (use_norm && !cuda_impl::gemv_group_applies(ig, tg.data(), count)) {
+      // Rows the skinny GEMM takes: the backend normalizes into scratch, then runs the group.
+      auto gpu = make_cuda_backend(0);
+      gpu->matmul_fused(ig, tg.data(), count);
+      gpu->synchronize();
+    } else if (!cuda_impl::gemv_group_applies(ig, tg.data(), count)) {
+      FAIL() << "the group does not meet gemv_group_applies";
+    } else if (tuning)
       cuda_impl::launch_gemv_group_tuned(ig, tg.data(), count, *tuning, nullptr);
     else
       cuda_impl::launch_gemv_group(ig, tg.data(), count, nullptr);
@@ -166,6 +178,7 @@ class GemvGroup : public ::testing::Test {
     // The effective input, as the CPU forms it, for the bound.
     std::vector<float> xe = x;
     if (swiglu) cpu->silu_mul(x.data(), up.data(), xe.data(), m * k);
+    if (use_norm) cpu->rmsnorm(x.data(), norm_w.data(), m, k, eps, xe.data());
     for (int t = 0; t < count; ++t) {
       const HostW& w = g.w[size_t(t)];
       const std::vector<float> b = g.dy[size_t(t)]->download();
@@ -176,6 +189,16 @@ class GemvGroup : public ::testing::Test {
           if (accumulate) bound += std::fabs(y0[size_t(t)][o]);
           for (int64_t i = 0; i < k; ++i)
             bound += std::fabs(double(w.deq[size_t(c * k + i)]) * xe[size_t(r * k + i)]);
+          // A fused rmsnorm scales the product by 1/rms instead of every input: the two sums of
+          // squares (k positive terms, different orders) each carry <= k u relative error, 1/sqrt
+          // halves it, so 1/rms agrees within (k + 4) u relative, and the product p within that of |p|
+          // (added as (k + 4) / 64 |p|: the bound is multiplied by 64 u below).
+          if (use_norm) {
+            double p = g.y[size_t(t)][o];
+            if (accumulate) p -= y0[size_t(t)][o];
+            if (!g.bias[size_t(t)].empty()) p -= g.bias[size_t(t)][size_t(c)];
+            bound += double(k + 4) / 64 * std::fabs(p);
+          }
           ASSERT_NEAR(b[o], g.y[size_t(t)][o], 64 * kU * bound)
               << "target " << t << " (n " << w.n << ") row " << r << " col " << c;
         }
@@ -208,6 +231,27 @@ TEST_F(GemvGroup, EveryFormatModeAndRowCountMatchesCpu) {
         if (g.k == 4096 && m > 2) continue;  // keep the CPU reference quick
         ++mode;
         check(fm.f, fm.st, g.ns, g.k, m, mode % 2 == 1, (mode / 2) % 2 == 1, nullptr, "default");
+        if (HasFatalFailure()) return;
+      }
+}
+
+// rmsnorm fused into the FP8 GEMV (gemv_fp8_mma.cu) for m <= 4 (m >= 2 at k >= 4096 and m >= 5 go
+// to the skinny GEMM after an rmsnorm kernel: the backend's matmul_fused, checked here as well);
+// k = 14336 is Llama-3-8B's down width; ragged n, several targets.
+TEST_F(GemvGroup, FusedRmsnormMatchesCpu) {
+  use_norm = true;
+  struct G {
+    std::vector<int64_t> ns;
+    int64_t k;
+  };
+  const G groups[] = {{{1000, 130}, 512}, {{300, 40, 24}, 1536}, {{257}, 4096}, {{130}, 14336}};
+  int mode = 0;
+  for (ScaleType st : {ScaleType::ue8m0, ScaleType::f32})
+    for (const G& g : groups)
+      for (int64_t m : {1, 2, 4, 8}) {
+        if (g.k == 14336 && m > 2) continue;  // keep the CPU reference quick
+        ++mode;
+        check(WeightFormat::fp8_block, st, g.ns, g.k, m, false, mode % 2 == 1, nullptr, "fused rmsnorm");
         if (HasFatalFailure()) return;
       }
 }
@@ -325,6 +369,8 @@ TEST_F(GemvGroup, GraphCaptureReplaysTheSameResult) {
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
   ga.poison();
   gb.poison();
+  // The poison is a legacy-stream memset, which a non-blocking stream does not wait for.
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
   ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
   ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);

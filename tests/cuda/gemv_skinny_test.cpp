@@ -358,17 +358,6 @@ TEST_F(GemvSkinny, DeterministicAndGraphReplayable) {
     }
 }
 
-// gemv_fp8_skinny_applies with a fused rmsnorm on the input (false where MatmulInput has no norm).
-template <typename In>
-bool applies_with_norm(In in, const MatmulTarget* t, const float* norm) {
-  if constexpr (requires { in.norm; }) {
-    in.norm = norm;
-    return cuda_impl::gemv_fp8_skinny_applies(in, t, 1);
-  } else {
-    return false;
-  }
-}
-
 // What launch_gemv_group routes here: fp8_block with m = 5..16, and m = 2..4 from k = 4096 on (the
 // rest stays with gemv_fp8_mma.cu; other formats and fused rmsnorm with their kernels).
 TEST_F(GemvSkinny, RoutesOnlyFp8BlockWithFiveToSixteenRows) {
@@ -388,7 +377,9 @@ TEST_F(GemvSkinny, RoutesOnlyFp8BlockWithFiveToSixteenRows) {
   }
   t.w.k = 512;
   MatmulInput in{x.get(), nullptr, 8, false};
-  EXPECT_FALSE(applies_with_norm(in, &t, norm.get()));  // a fused rmsnorm stays with gemv_fp8_mma.cu
+  MatmulInput normed = in;
+  normed.norm = norm.get();
+  EXPECT_FALSE(cuda_impl::gemv_fp8_skinny_applies(normed, &t, 1));  // the backend normalizes first
   MatmulTarget bf = t;
   bf.w.format = WeightFormat::bf16;
   EXPECT_FALSE(cuda_impl::gemv_fp8_skinny_applies(in, &bf, 1));

@@ -37,14 +37,18 @@ TEST(MatmulFused, DefaultEqualsThePlainOpsBitForBit) {
     w.push_back(randn(size_t(n * k), rng));
     bias.push_back(randn(size_t(n), rng));
   }
+  const std::vector<float> norm_w = randn(size_t(k), rng);
+  const float eps = 1e-5f;
+  enum Input { plain_x, swiglu_x, normed_x };
   for (int64_t m : {1, 3, 17})
     for (int count : {1, 2, 3})
-      for (bool swiglu : {false, true})
+      for (Input input : {plain_x, swiglu_x, normed_x})
         for (bool accumulate : {false, true})
           for (bool with_bias : {false, true}) {
-            SCOPED_TRACE("m " + std::to_string(m) + ", count " + std::to_string(count) + ", swiglu " +
-                         std::to_string(swiglu) + ", accumulate " + std::to_string(accumulate) + ", bias " +
-                         std::to_string(with_bias));
+            const bool swiglu = input == swiglu_x, normed = input == normed_x;
+            SCOPED_TRACE("m " + std::to_string(m) + ", count " + std::to_string(count) + ", input " +
+                         std::to_string(int(input)) + ", accumulate " + std::to_string(accumulate) +
+                         ", bias " + std::to_string(with_bias));
             const std::vector<float> x = randn(size_t(m * k), rng), up = randn(size_t(m * k), rng);
             std::vector<std::vector<float>> y0, fused, plain;
             for (int i = 0; i < count; ++i) y0.push_back(randn(size_t(m * ns[i]), rng));
@@ -56,11 +60,14 @@ TEST(MatmulFused, DefaultEqualsThePlainOpsBitForBit) {
               t[size_t(i)].y = fused[size_t(i)].data();
               t[size_t(i)].bias = with_bias ? bias[size_t(i)].data() : nullptr;
             }
-            be->matmul_fused({x.data(), swiglu ? up.data() : nullptr, m, accumulate}, t.data(), count);
+            be->matmul_fused({x.data(), swiglu ? up.data() : nullptr, m, accumulate,
+                              normed ? norm_w.data() : nullptr, eps},
+                             t.data(), count);
 
             // The same with the plain ops.
             std::vector<float> in = x;
             if (swiglu) be->silu_mul(x.data(), up.data(), in.data(), m * k);
+            if (normed) be->rmsnorm(x.data(), norm_w.data(), m, k, eps, in.data());
             plain = y0;
             for (int i = 0; i < count; ++i) {
               std::vector<float> p(size_t(m * ns[i]));
@@ -84,6 +91,15 @@ TEST(MatmulFused, TargetsWithDifferentInputWidthsAreAnError) {
   t[1].w = WeightView{WeightFormat::f32, 8, 5, w2.data(), nullptr, ScaleType::ue8m0};
   t[1].y = y2.data();
   EXPECT_THROW(be->matmul_fused({x.data(), nullptr, 1, false}, t, 2), mx8::Error);
+}
+
+TEST(MatmulFused, SwigluAndNormTogetherAreAnError) {
+  auto be = make_cpu_backend(1);
+  std::vector<float> w(8 * 4), x(4), up(4), g(4, 1.0f), y(8);
+  MatmulTarget t;
+  t.w = WeightView{WeightFormat::f32, 8, 4, w.data(), nullptr, ScaleType::ue8m0};
+  t.y = y.data();
+  EXPECT_THROW(be->matmul_fused({x.data(), up.data(), 1, false, g.data(), 1e-5f}, &t, 1), mx8::Error);
 }
 
 TEST(RopeKvWrite, DefaultsEqualThePlainOpsBitForBit) {

@@ -134,6 +134,10 @@ struct MatmulInput {
   const float* x_up = nullptr;  // when set, the input row is silu(x) * x_up (SwiGLU), both [m][k]
   int64_t m = 0;
   bool accumulate = false;  // y += x W^T (+ bias): the residual connection fused into the matmul
+  // When set, the input row is rmsnorm(x) with these weights [k] and norm_eps (not with x_up): the
+  // normalization fused into the matmul.
+  const float* norm = nullptr;
+  float norm_eps = 0.0f;
 };
 struct MatmulTarget {
   WeightView w;

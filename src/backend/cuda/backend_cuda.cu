@@ -249,6 +249,16 @@ class CudaBackend final : public Backend {
     }
     // The composition of Backend::matmul_fused, with scratch that outlives the call (a recorded
     // step keeps the pointers).
+    if (in.x_up && in.norm) throw Error("cuda backend: matmul_fused: an input with both x_up and norm");
+    if (in.norm) {
+      // The normalized rows into scratch, then the plain group (the GEMV where it applies).
+      float* normed = scratch(3, size_t(in.m * k));
+      launch_rmsnorm(in.x, in.norm, in.m, k, in.norm_eps, normed, stream_);
+      MatmulInput plain = in;
+      plain.x = normed;
+      plain.norm = nullptr;
+      return matmul_fused(plain, targets, count);
+    }
     const float* x = in.x;
     if (in.x_up) {
       float* swiglu = scratch(0, size_t(in.m * k));
@@ -437,7 +447,8 @@ class CudaBackend final : public Backend {
   bool fused_attention_ = true;
   uint64_t capture_key_ = 0, capture_epoch_ = 0, use_clock_ = 0;
   std::vector<Recorded> graphs_;
-  Scratch scratch_[3];  // 0: the SwiGLU input, 1: a product before its accumulation, 2: split attention
+  Scratch scratch_[4];  // 0: the SwiGLU input, 1: a product before its accumulation, 2: split attention,
+                        // 3: normalized rows (a fused rmsnorm the GEMV does not take)
   std::vector<void*> retired_;  // device memory freed at the next synchronize()
 };
 

@@ -597,6 +597,13 @@ void launch_pass(const MatmulInput& in, const MatmulTarget* targets, int count, 
 
 bool gemv_group_applies(const MatmulInput& in, const MatmulTarget* targets, int count) {
   if (count < 1 || count > kMaxGemvTargets || in.m < 1 || in.m > 16 || !in.x) return false;
+  if (in.norm) {
+    // Only the mma GEMV fuses rmsnorm; where the skinny GEMM takes the rows (m >= 5), normalizing
+    // first and reading the weights once beats re-reading them per 4 rows (CudaBackend::matmul_fused).
+    MatmulInput plain = in;
+    plain.norm = nullptr;
+    return !gemv_fp8_skinny_applies(plain, targets, count) && gemv_fp8_mma_rows(in, targets, count) > 0;
+  }
   const WeightView& w0 = targets[0].w;
   const int64_t k = w0.k;
   // The vector path loads 16-byte chunks of W rows and float4s of x: rows of whole chunks, aligned.
@@ -617,6 +624,7 @@ void launch_gemv_group_tuned(const MatmulInput& in, const MatmulTarget* targets,
     throw Error("cuda backend: gemv group: targets do not meet gemv_group_applies");
   const bool knobs =
       tuning.simt || tuning.rows || tuning.unroll || tuning.threads || tuning.l2_hint || tuning.stages >= 0;
+  if (knobs && in.norm) throw Error("cuda backend: gemv group: tuning knobs with a fused rmsnorm");
   if (!knobs && gemv_fp8_skinny_applies(in, targets, count)) {  // fp8_block, m >= 5 (>= 2 at k >= 4096)
     launch_gemv_fp8_skinny(in, targets, count, s);
     return;

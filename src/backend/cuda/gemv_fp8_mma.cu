@@ -27,7 +27,9 @@
 // scale blocks) and their partial sums of a row are added in a fixed order in shared memory
 // (deterministic). Each warp loads the next U = 2 scale blocks of weights while it multiplies the
 // current ones; the first loads are issued before griddepcontrol.wait (weights are never written by
-// kernels). Every block stages its rows of x as f16 planes in shared memory first.
+// kernels). Every block stages its rows of x as f16 planes in shared memory first; the input may be
+// x, silu(x) * x_up (SwiGLU) or rmsnorm(x) (the staging multiplies by the norm weights and sums the
+// squares; the 1/rms factor scales the finished product, so the decode step has no rmsnorm kernel).
 #include "backend/cuda/gemv_fp8_mma.cuh"
 
 #include <cuda_fp16.h>
@@ -56,7 +58,9 @@ struct MmaParams {
   int kblocks;        // k / 128
   const float* x;     // [m][k], this launch's rows
   const float* x_up;  // [m][k] or nullptr: the input is silu(x) * x_up
-  int m;              // rows of x in this launch (<= P)
+  const float* norm;  // [k] or nullptr: the input is rmsnorm(x) with these weights
+  float norm_eps;
+  int m;  // rows of x in this launch (<= P)
   bool accumulate;
   bool scale_f32;
 };
@@ -94,91 +98,52 @@ __device__ __forceinline__ float pow2(int e) {  // e in [-126, 127]
   return __int_as_float((127 + e) << 23);
 }
 
-// The rows of a tile (16 rows of one target) as one lane sees them.
-struct WarpRows {
-  GemvTarget tg;
-  const uint8_t* wa;  // row row0 + g, at this lane's 16 bytes of a 64-wide chunk
-  const uint8_t* wb;  // row row0 + g + 8
-  int64_t row0;
-  int64_t srow;  // first scale of row0's 128-row block
-  bool active;   // row0 < n
-};
-
-__device__ __forceinline__ WarpRows rows_of(const MmaParams& p, int tile, int g, int t) {
-  WarpRows r;
-  r.tg = target_of(p, tile);
-  r.row0 = int64_t(tile - r.tg.tile_begin) * 16;
-  r.active = r.row0 < r.tg.n;
-  const int64_t ra = min(r.row0 + g, r.tg.n - 1),
-                rb = min(r.row0 + g + 8, r.tg.n - 1);  // past n: read, never stored
-  r.wa = r.tg.w + ra * p.k + t * 16;
-  r.wb = r.tg.w + rb * p.k + t * 16;
-  r.srow = (r.row0 >> 7) * int64_t(p.kblocks);
-  return r;
-}
-
-// One round: kU scale blocks of this lane's two rows, two 64-wide chunks each.
-__device__ __forceinline__ void load_round(const MmaParams& p, const WarpRows& r, int base,
-                                           uint4 (&v)[kU][4]) {
-#pragma unroll
-  for (int j = 0; j < kU; ++j)
-    if (base + j < p.kblocks) {
-      const int64_t off = int64_t(base + j) * 128;
-      v[j][0] = load_stream(r.wa + off);
-      v[j][1] = load_stream(r.wa + off + 64);
-      v[j][2] = load_stream(r.wb + off);
-      v[j][3] = load_stream(r.wb + off + 64);
-    }
-}
-
-// A persistent grid: block b takes tiles b, b + gridDim.x, ...; warp w multiplies the tile's rows over
-// scale blocks w * kU + [0, kU), + 8 kU, ... (many 16-row tiles per block balance the SMs better than
-// fewer tiles of 32..128 rows with fewer warps per row: H200, lm_head 82% -> 94% of copy bandwidth,
-// decode 305.9 -> 315.9 tok/s). Every warp walks the flat sequence of its (tile, round) items and loads the
-// next item's weights - also across the tile boundary - before it multiplies the current one.
-template <int P>
-__global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams p, int tiles) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ float2 partial[2][kWarps][32];  // double-buffered by tile parity
-  pdl_trigger();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, t = lane & 3;
-  const int first = warp * kU, stride = kWarps * kU;
-
-  int tile = int(blockIdx.x);
-  WarpRows cr = rows_of(p, tile, g, t);
-  uint4 cur[kU][4];
-  bool loaded = tile < tiles && cr.active && first < p.kblocks;
-  if (loaded) load_round(p, cr, first, cur);
-  pdl_wait();
-
-  // Stage x as f16 planes: plane 2i = hi parts of row i, plane 2i + 1 = lo parts; xscale = 2^e.
+// Stages rows [0, P) of the input as f16 planes in shared memory: plane 2i = hi parts of row i,
+// plane 2i + 1 = lo parts, xscale[i][kb] = 2^e of scale block kb; rows past p.m are zeros. The input
+// is x, silu(x) * x_up, or x * norm (rmsnorm's weights; its 1/rms factor is applied to the products
+// instead, from the sums of squares that each warp leaves in ssq[warp][row]). W warps share the work.
+template <int P, int W>
+__device__ __forceinline__ void stage_x(const MmaParams& p, __half* planes, float* xscale, float* ssq,
+                                        int warp, int lane) {
   const int64_t plane = p.k + kPad;
-  __half* planes = reinterpret_cast<__half*>(smem);
-  float* xscale = reinterpret_cast<float*>(smem + size_t(2 * P) * size_t(plane) * sizeof(__half));
+  float sumsq[P] = {};
   // kX (row, scale block) pairs per warp at a time, all loads first: the staging is a chain of L2
-  // round trips otherwise (k = 14336 is 14 pairs per warp).
+  // round trips otherwise (k = 14336 is 14 pairs per warp of 8).
   constexpr int kX = 4;
-  for (int pair0 = warp; pair0 < P * p.kblocks; pair0 += kX * kWarps) {
+  const float* second = p.x_up ? p.x_up : p.norm;
+  for (int pair0 = warp; pair0 < P * p.kblocks; pair0 += kX * W) {
     float v[kX][4], u[kX][4];
 #pragma unroll
     for (int q = 0; q < kX; ++q) {
-      const int pair = pair0 + q * kWarps, row = pair / p.kblocks, kb = pair % p.kblocks;
+      const int pair = pair0 + q * W, row = pair / p.kblocks, kb = pair % p.kblocks;
       const bool real = pair < P * p.kblocks && row < p.m;
-      const int64_t o = int64_t(row) * p.k + int64_t(kb) * 128 + lane * 4;
-      const float4 a = real ? *reinterpret_cast<const float4*>(p.x + o) : make_float4(0, 0, 0, 0);
+      const int64_t col = int64_t(kb) * 128 + lane * 4;
+      const float4 a =
+          real ? *reinterpret_cast<const float4*>(p.x + int64_t(row) * p.k + col) : make_float4(0, 0, 0, 0);
+      const int64_t o2 = p.x_up ? int64_t(row) * p.k + col : col;
       const float4 b =
-          real && p.x_up ? *reinterpret_cast<const float4*>(p.x_up + o) : make_float4(0, 0, 0, 0);
+          real && second ? *reinterpret_cast<const float4*>(second + o2) : make_float4(0, 0, 0, 0);
       v[q][0] = a.x, v[q][1] = a.y, v[q][2] = a.z, v[q][3] = a.w;
       u[q][0] = b.x, u[q][1] = b.y, u[q][2] = b.z, u[q][3] = b.w;
     }
 #pragma unroll
     for (int q = 0; q < kX; ++q) {
-      const int pair = pair0 + q * kWarps, row = pair / p.kblocks, kb = pair % p.kblocks;
+      const int pair = pair0 + q * W, row = pair / p.kblocks, kb = pair % p.kblocks;
       if (pair >= P * p.kblocks) break;  // warp-uniform
-      if (p.x_up)
+      if (p.x_up) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) v[q][i] = silu_times(v[q][i], u[q][i]);
+      } else if (p.norm) {
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          s = fmaf(v[q][i], v[q][i], s);
+          v[q][i] *= u[q][i];
+        }
+#pragma unroll
+        for (int r = 0; r < P; ++r)
+          if (r == row) sumsq[r] += s;  // static indices: sumsq stays in registers
+      }
       uint32_t amax = 0;  // largest finite magnitude, as bits
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
@@ -204,7 +169,104 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams 
       if (lane == 0) xscale[row * p.kblocks + kb] = pow2(e);
     }
   }
+  if (ssq) {
+#pragma unroll
+    for (int r = 0; r < P; ++r) {
+      float s = sumsq[r];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      if (lane == 0) ssq[warp * P + r] = s;
+    }
+  }
+}
+
+// rmsnorm's 1/rms of row `row` from the warps' sums of squares (stage_x), with the operations of
+// rmsnorm_vec_kernel after its sum; 1 without a fused rmsnorm.
+template <int P, int W>
+__device__ __forceinline__ float rms_factor(const MmaParams& p, const float* ssq, int row) {
+  if (!p.norm || row >= P) return 1.0f;
+  float s = 0.0f;
+  for (int w = 0; w < W; ++w) s += ssq[w * P + row];
+  s /= float(p.k);
+  s += p.norm_eps;
+  return 1.0f / sqrtf(s);
+}
+
+// The rows of a tile (16 rows of one target) as one lane sees them.
+struct WarpRows {
+  GemvTarget tg;
+  const uint8_t* wa;  // row row0 + g, at this lane's 16 bytes of a 64-wide chunk
+  const uint8_t* wb;  // row row0 + g + 8
+  int64_t row0;
+  int64_t srow;  // first scale of row0's 128-row block
+  bool active;   // row0 < n
+};
+
+__device__ __forceinline__ WarpRows rows_of(const MmaParams& p, int tile, int g, int t) {
+  WarpRows r;
+  r.tg = target_of(p, tile);
+  r.row0 = int64_t(tile - r.tg.tile_begin) * 16;
+  r.active = r.row0 < r.tg.n;
+  const int64_t ra = min(r.row0 + g, r.tg.n - 1),
+                rb = min(r.row0 + g + 8, r.tg.n - 1);  // past n: read, never stored
+  r.wa = r.tg.w + ra * p.k + t * 16;
+  r.wb = r.tg.w + rb * p.k + t * 16;
+  r.srow = (r.row0 >> 7) * int64_t(p.kblocks);
+  return r;
+}
+
+// One round of a warp: kU scale blocks of this lane's two rows (two 64-wide chunks each) and their
+// weight scales (f32 bits or the UE8M0 byte). The scales travel with the weights: loaded where they
+// are used, each one was a dependent global load in the multiply loop, one exposed memory latency
+// per scale block (ncu: the top stall of every FP8 GEMV).
+struct Round {
+  uint4 w[kU][4];
+  uint32_t scale[kU];
+};
+
+__device__ __forceinline__ void load_round(const MmaParams& p, const WarpRows& r, int base, Round& v) {
+#pragma unroll
+  for (int j = 0; j < kU; ++j)
+    if (base + j < p.kblocks) {
+      const int64_t off = int64_t(base + j) * 128;
+      v.w[j][0] = load_stream(r.wa + off);
+      v.w[j][1] = load_stream(r.wa + off + 64);
+      v.w[j][2] = load_stream(r.wb + off);
+      v.w[j][3] = load_stream(r.wb + off + 64);
+      const int64_t si = r.srow + base + j;
+      v.scale[j] = p.scale_f32 ? __float_as_uint(__ldg(static_cast<const float*>(r.tg.scales) + si))
+                               : uint32_t(__ldg(static_cast<const unsigned char*>(r.tg.scales) + si));
+    }
+}
+
+// A persistent grid: block b takes tiles b, b + gridDim.x, ...; warp w multiplies the tile's rows over
+// scale blocks w * kU + [0, kU), + 8 kU, ... (many 16-row tiles per block balance the SMs better than
+// fewer tiles of 32..128 rows with fewer warps per row: H200, lm_head 82% -> 94% of copy bandwidth,
+// decode 305.9 -> 315.9 tok/s). Every warp walks the flat sequence of its (tile, round) items and loads the
+// next item's weights - also across the tile boundary - before it multiplies the current one.
+template <int P>
+__global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams p, int tiles) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ float2 partial[2][kWarps][32];  // double-buffered by tile parity
+  __shared__ float ssq[kWarps * P];
+  pdl_trigger();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int first = warp * kU, stride = kWarps * kU;
+
+  int tile = int(blockIdx.x);
+  WarpRows cr = rows_of(p, tile, g, t);
+  Round cur;
+  bool loaded = tile < tiles && cr.active && first < p.kblocks;
+  if (loaded) load_round(p, cr, first, cur);
+  pdl_wait();
+
+  const int64_t plane = p.k + kPad;
+  __half* planes = reinterpret_cast<__half*>(smem);
+  float* xscale = reinterpret_cast<float*>(smem + size_t(2 * P) * size_t(plane) * sizeof(__half));
+  stage_x<P, kWarps>(p, planes, xscale, p.norm ? ssq : nullptr, warp, lane);
   __syncthreads();
+  const float rnorm = rms_factor<P, kWarps>(p, ssq, t);
 
   const __half* xrow = planes + int64_t(g) * plane + t * 16;  // B column g = plane g
   const bool has_col = g < 2 * P;
@@ -218,7 +280,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams 
       const bool same_tile = base + stride < p.kblocks;
       const int ntile = same_tile ? tile : tile + int(gridDim.x);
       if (!same_tile) nr = rows_of(p, ntile, g, t);
-      uint4 next[kU][4];
+      Round next;
       loaded = ntile < tiles && nr.active;
       if (loaded) load_round(p, nr, same_tile ? base + stride : first, next);
       if (cr.active) {
@@ -237,7 +299,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams 
               x1 = *reinterpret_cast<const uint4*>(xp + 8);
             }
             const uint32_t xb[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-            const uint4 va = cur[j][c], vb = cur[j][2 + c];
+            const uint4 va = cur.w[j][c], vb = cur.w[j][2 + c];
             const uint32_t wa4[4] = {va.x, va.y, va.z, va.w}, wb4[4] = {vb.x, vb.y, vb.z, vb.w};
 #pragma unroll
             for (int s = 0; s < 4; ++s)
@@ -245,18 +307,14 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams 
                           e4m3x2_to_f16x2(wb4[s] >> 16), xb[2 * s], xb[2 * s + 1]);
           }
           const float wscale =
-              p.scale_f32 ? static_cast<const float*>(cr.tg.scales)[cr.srow + kb]
-                          : format::ue8m0_to_f32(static_cast<const uint8_t*>(cr.tg.scales)[cr.srow + kb]);
+              p.scale_f32 ? __uint_as_float(cur.scale[j]) : format::ue8m0_to_f32(uint8_t(cur.scale[j]));
           const float sc = t < P ? wscale * xscale[t * p.kblocks + kb] : 0.0f;
           // d[0] / d[1]: row row0 + g, columns hi / lo of row t of x; d[2] / d[3]: row row0 + g + 8.
           acc_a = fmaf((d2[0][0] + d2[0][1]) + (d2[1][0] + d2[1][1]), sc, acc_a);
           acc_b = fmaf((d2[0][2] + d2[0][3]) + (d2[1][2] + d2[1][3]), sc, acc_b);
         }
       }
-#pragma unroll
-      for (int j = 0; j < kU; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) cur[j][i] = next[j][i];
+      cur = next;
     }
 
     // The warps' partial sums of each row, added in warp order.
@@ -279,7 +337,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams 
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         if (rows[i] >= cr.tg.n) continue;
-        float v = acc[i];
+        float v = acc[i] * rnorm;
         if (cr.tg.bias) v += cr.tg.bias[rows[i]];
         y[rows[i]] = p.accumulate ? y[rows[i]] + v : v;
       }
@@ -302,17 +360,22 @@ int sm_count() {
   return n;
 }
 
+// Blocks of a persistent grid for `work` items. Allows max_smem of dynamic shared memory once per
+// kernel, before its first launch (and so before any graph capture).
+template <auto Kernel>
+unsigned grid_for(int threads, size_t smem, size_t max_smem, int work, const char* op) {
+  static const cudaError_t configured =
+      cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_smem));
+  check(configured, op);
+  int per_sm = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, threads, smem), op);
+  return unsigned(std::min(work, std::max(per_sm, 1) * sm_count()));
+}
+
 template <int P>
 void launch_variant(const MmaParams& p, int tiles, size_t smem, cudaStream_t s) {
-  const auto kernel = gemv_fp8_mma_kernel<P>;
-  // Once per kernel, before any launch (and so before any graph capture): allow kMaxSmem.
-  static const cudaError_t configured =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSmem));
-  check(configured, "matmul (fp8 mma gemv): shared memory attribute");
-  int per_sm = 0;
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem),
-        "matmul (fp8 mma gemv): occupancy");
-  const unsigned grid = unsigned(std::min(tiles, std::max(per_sm, 1) * sm_count()));
+  constexpr auto kernel = gemv_fp8_mma_kernel<P>;
+  const unsigned grid = grid_for<kernel>(kWarps * 32, smem, kMaxSmem, tiles, "matmul (fp8 mma gemv)");
   launch_smem("matmul (fp8 mma gemv)", kernel, dim3(grid), dim3(kWarps * 32), smem, s, p, tiles);
 }
 
@@ -324,7 +387,7 @@ bool aligned16(const void* p) {
 
 int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int count) {
   if (count < 1 || count > kMaxGemvTargets || in.m < 1 || !in.x || !aligned16(in.x) ||
-      (in.x_up && !aligned16(in.x_up)))
+      (in.x_up && !aligned16(in.x_up)) || (in.norm && in.x_up))
     return 0;
   const WeightView& w0 = targets[0].w;
   const int64_t k = w0.k;
@@ -335,8 +398,9 @@ int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int co
         w.n > (int64_t(1) << 30) || !aligned16(w.data) || !w.scales || !targets[i].y)
       return 0;
   }
-  for (int P : {4, 2, 1})
+  for (int P : {4, 2, 1}) {
     if (smem_bytes(P, k) <= kMaxSmem) return P;
+  }
   return 0;
 }
 
@@ -362,6 +426,8 @@ void launch_gemv_fp8_mma(const MatmulInput& in, const MatmulTarget* targets, int
   p.kblocks = int(k / 128);
   p.x = in.x + r0 * k;
   p.x_up = in.x_up ? in.x_up + r0 * k : nullptr;
+  p.norm = in.norm;
+  p.norm_eps = in.norm_eps;
   p.m = m;
   p.accumulate = in.accumulate;
   p.scale_f32 = targets[0].w.scale_type == ScaleType::f32;

@@ -726,18 +726,9 @@ Plan plan_for(int nt, int64_t tiles, int kblocks, const SkinnyConfig& cfg) {
   return best;
 }
 
-// A fused rmsnorm on the input (MatmulInput::norm, where the struct has it): not done here.
-template <typename In>
-bool fused_norm(const In& in) {
-  if constexpr (requires { in.norm; })
-    return in.norm != nullptr;
-  else
-    return false;
-}
-
 bool shape_ok(const MatmulInput& in, const MatmulTarget* targets, int count) {
   if (count < 1 || count > kMaxGemvTargets || in.m < 1 || in.m > 16 || !in.x || !aligned16(in.x) ||
-      (in.x_up && !aligned16(in.x_up)) || fused_norm(in))
+      (in.x_up && !aligned16(in.x_up)) || in.norm)  // a fused rmsnorm: gemv_fp8_mma.cu
     return false;
   const WeightView& w0 = targets[0].w;
   const int64_t k = w0.k;

@@ -13,15 +13,21 @@
 // coalesced (lane owns dims lane, lane + 32, ...). At the end the 4 warps' partial results are
 // merged in shared memory. This reads each K and V row once per query head; GQA's sibling heads hit
 // the same rows in L2.
-// That kernel remains the general path; head_dim 128 with GQA groups of 1, 2 or 4 (Llama-3) takes
-// attention_gqa_kernel instead: one block per (query token, kv head), each K/V row read once for
-// the whole group (see its comment).
+// That kernel remains the general path. head_dim 128 (Llama-3) takes attention_cluster_kernel: one
+// (query token, kv head) over a thread block cluster, split by query heads and positions, merged
+// through distributed shared memory (see its comment); block tables of more than 1024 positions
+// take split attention (attention_gqa_kernel<..., kSplit>: blocks over 256 positions, partials in
+// scratch, attention_merge_kernel). attention_gqa_kernel without the split (one block per (query
+// token, kv head), each K/V row read once for the whole group) is kept for A/B comparisons
+// (MX8_CUDA_CLUSTER_ATTN=0).
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 
 #include "backend/cuda/backend_cuda.cuh"
@@ -354,20 +360,22 @@ constexpr int kGqaHd = 128;
 constexpr int kGqaDims = 16;  // dims per lane
 
 // 16 dims of a stored head row (starting at element d0) as f32; fp8 is times its block's scale.
-template <KvFormat F>
+// kL2: loads that bypass L1 (__ldcg), for rows another SM of the cluster has just stored.
+template <KvFormat F, bool kL2 = false>
 __device__ __forceinline__ void load16(const uint8_t* row, const uint8_t* scales, int d0, float* v) {
+  auto ld = [](const auto* p) { return kL2 ? __ldcg(p) : *p; };
   if constexpr (F == KvFormat::f32) {
     const float4* p = reinterpret_cast<const float4*>(row) + d0 / 4;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const float4 t = p[i];
+      const float4 t = ld(p + i);
       v[4 * i] = t.x, v[4 * i + 1] = t.y, v[4 * i + 2] = t.z, v[4 * i + 3] = t.w;
     }
   } else if constexpr (F == KvFormat::bf16) {
     const uint4* p = reinterpret_cast<const uint4*>(row + size_t(d0) * 2);
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const uint4 r = p[i];
+      const uint4 r = ld(p + i);
       const uint32_t w[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
@@ -376,8 +384,8 @@ __device__ __forceinline__ void load16(const uint8_t* row, const uint8_t* scales
       }
     }
   } else {
-    const uint4 r = *reinterpret_cast<const uint4*>(row + d0);
-    const float s = format::ue8m0_to_f32(scales[d0 >> 7]);
+    const uint4 r = ld(reinterpret_cast<const uint4*>(row + d0));
+    const float s = format::ue8m0_to_f32(ld(scales + (d0 >> 7)));
     const uint32_t w[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
@@ -581,9 +589,13 @@ __global__ void attention_merge_kernel(AttnParams p, SplitParams sp, int n_kv) {
   const int qh = blockIdx.x, t = blockIdx.y, d = threadIdx.x;
   const int kvh = qh / G, h = qh % G;
   const float* base = sp.part + (size_t(t) * n_kv + kvh) * sp.n_splits * (G * (2 + kGqaHd));
+  // Unrolled: the records' loads are independent, so 8 are in flight at a time (a rolled loop
+  // waits one L2 round trip per split); the sums keep their order z = 0, 1, ...
   float M = -INFINITY;
+#pragma unroll 8
   for (int z = 0; z < sp.n_splits; ++z) M = fmaxf(M, base[size_t(z) * (G * (2 + kGqaHd)) + h]);
   float L = 0.0f, o = 0.0f;
+#pragma unroll 8
   for (int z = 0; z < sp.n_splits; ++z) {
     const float* rec = base + size_t(z) * (G * (2 + kGqaHd));
     const float f = rec[h] == -INFINITY ? 0.0f : expf(rec[h] - M);
@@ -591,6 +603,329 @@ __global__ void attention_merge_kernel(AttnParams p, SplitParams sp, int n_kv) {
     o += rec[2 * G + h * kGqaHd + d] * f;
   }
   p.out[(size_t(t) * p.n_heads + qh) * kGqaHd + d] = o / L;
+}
+
+// ---- attention, cluster-split (head_dim 128, decode and short prefill chunks) ---------------------
+//
+// attention_gqa_kernel with one block per kv head leaves most SMs idle at batch 1 and runs its
+// positions as a chain of dependent rounds (table, then K/V rows, then the softmax) on those few
+// SMs: 14.5 us per layer at ~126 positions (ncu, H200, Llama-3-8B shapes, 8 blocks). This kernel
+// spreads one (token, kv head) over a thread block cluster of n_hs * S blocks (at most 8 by
+// default, 16 allowed):
+// - head split: block hs of the n_hs serves query heads [hs * Gb, (hs + 1) * Gb) of the group
+//   (Gb = 1 by default, 2 or 4: fewer registers and less softmax/merge work per thread; the
+//   sibling blocks read the same K/V rows, mostly from L2);
+// - position split: the S blocks of a head split take the positions round-robin by stream (stream
+//   j of block z, 32 streams per block, takes positions 32 z + j, 32 z + j + 32 S, ...), so the
+//   work adapts to the actual length (read on the device; a recorded step only knows the block
+//   table's capacity) and up to 32 S positions cost one round of loads.
+// Streams are attention_gqa_kernel's (8 lanes, 16 dims each, own online softmax per query head),
+// merged in the warp, then across the block's warps in shared memory, then across the S blocks of
+// the cluster through distributed shared memory: each block merges a slice of the Gb * 128
+// outputs; the others push their partials for it into its shared memory, and it sums them in the
+// order z = 0 .. S-1 (deterministic; one cluster barrier).
+// Llama-3-8B at ~126 positions (G = 4: clusters of 4 x 2 blocks, 64 blocks): 9.5-10 us in ncu,
+// decode 305 -> 319 tok/s (FP8 weights, graphs on).
+// The table entry and the K/V rows of a stream's first round are loaded before anything else (the
+// q load, the rope + kv_write prologue, the cluster barrier), so their DRAM latency overlaps it.
+// With nk.q set (rope_kv_write_attention, one token): block 0 of the cluster rotates k and stores
+// K/V head kvh (warps 0 and 1, rope_pair + write_head as the composed ops), every block rotates its
+// own copy of its query heads in shared memory (rope_pair: the same bits as rope_kernel), and a
+// cluster barrier orders the stores before every read of the cache; a first-round row that is the
+// slot just written is loaded again after it. Block z = 0 of each head split writes the rotated q
+// back (after the barrier, when every sibling has read the raw q).
+constexpr int kCluWarps = 8;
+constexpr int kCluStreams = kCluWarps * 4;
+constexpr int kCluMaxS = 16;
+
+// How attention_cluster_kernel spreads a (token, kv head): a cluster of n_hs * S blocks.
+struct CluParams {
+  int group;  // query heads per kv head
+  int n_hs;   // head splits (group / Gb)
+  int S;      // position splits
+};
+
+__device__ __forceinline__ void cluster_sync_all() {
+  asm volatile("barrier.cluster.arrive.release;\n\tbarrier.cluster.wait.acquire;" ::: "memory");
+}
+// Split barrier: arrive (no ordering), and later wait: every block of the cluster has started
+// (the condition for touching its shared memory).
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+  asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
+}
+// The same shared variable in block `rank` of the cluster (a generic address, so plain loads and
+// stores work).
+__device__ __forceinline__ float* cluster_peer(float* p, int rank) {
+  float* r;
+  asm("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
+  return r;
+}
+
+// Table entry and K/V rows (this lane's 16 dims) of position `pos` of head kvh; false when the
+// position is past `hi` or on a bad page (then kv and vv are zeros).
+template <KvFormat F, bool kL2 = false>
+__device__ __forceinline__ bool clu_load(const uint8_t* kpool, const uint8_t* vpool, const KvGeom& g,
+                                         const int32_t* table, int pos, int hi, int kvh, int d0, float* kv,
+                                         float* vv, int& slot_id, bool& bad_page) {
+  bool valid = pos < hi;
+  int page = 0;
+  if (valid) {
+    page = table[pos / g.ps];
+    if (page < 0 || page >= g.n_pages) {
+      bad_page = true;
+      valid = false;
+    }
+  }
+  slot_id = -1;
+  if (valid) {
+    const int slot = pos % g.ps;
+    slot_id = page * g.ps + slot;
+    const size_t off = size_t(page) * g.page_bytes;
+    load16<F, kL2>(kpool + off + elem_off<F>(g, slot, kvh), kpool + off + scale_off(g, slot, kvh), d0, kv);
+    load16<F, kL2>(vpool + off + elem_off<F>(g, slot, kvh), vpool + off + scale_off(g, slot, kvh), d0, vv);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kGqaDims; ++i) kv[i] = vv[i] = 0.0f;
+  }
+  return valid;
+}
+
+template <KvFormat F, int Gb>
+__global__ void __launch_bounds__(kCluWarps * 32)
+    attention_cluster_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p,
+                             uint32_t* err, NewKv nk, CluParams cp) {
+  pdl_trigger();
+  pdl_wait();
+  __shared__ __align__(16) float q_s[Gb][kGqaHd];
+  __shared__ float m_s[kCluWarps][Gb], l_s[kCluWarps][Gb];
+  __shared__ float acc_s[kCluWarps][Gb][kGqaHd];
+  // S > 1: the partials of the S blocks for the outputs this block merges (written by the others).
+  __shared__ float ml_s[kCluMaxS][2 * Gb];        // [z]: m[Gb], l[Gb]
+  __shared__ float po_s[Gb * kGqaHd + kCluMaxS];  // [z][per]: acc of this block's outputs
+  const int C = cp.n_hs * cp.S;
+  const int c = int(blockIdx.x) % C;  // rank in the cluster (clusters are C consecutive blocks along x)
+  const int kvh = int(blockIdx.x) / C, hs = c / cp.S, z = c % cp.S, t = blockIdx.y;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int sub = lane & 7, d0 = sub * kGqaDims;
+  const size_t qrow = size_t(t) * p.n_heads + size_t(kvh) * cp.group + size_t(hs) * Gb;  // first q head
+  const bool fresh = nk.q != nullptr;
+
+  const int len = p.kv_len[t];
+  const int sq = p.seq[t];
+  const bool bad_len = len <= 0 || int64_t(len) > int64_t(p.max_pages_per_seq) * g.ps || sq < 0;
+  const int32_t* table = p.block_tables + size_t(bad_len ? 0 : sq) * p.max_pages_per_seq;
+  const int stride = kCluStreams * cp.S;
+  const int base0 = z * kCluStreams + warp * 4;  // the warp's first position (its 4 streams: + 0..3)
+  const int hi = bad_len ? 0 : len;
+  // Blocks push their partials into each other's shared memory at the end (S > 1); without the
+  // prologue's cluster barrier, this split barrier says that all have started.
+  const bool early_arrive = cp.S > 1 && !fresh;
+  if (early_arrive) cluster_arrive_relaxed();
+
+  // First round: issued before the prologue.
+  bool bad_page = false;
+  float kv[kGqaDims], vv[kGqaDims];
+  int slot_id;
+  bool valid =
+      clu_load<F>(kpool, vpool, g, table, base0 + (lane >> 3), hi, kvh, d0, kv, vv, slot_id, bad_page);
+
+  int32_t new_slot = -1;
+  if (fresh) {
+    const int32_t pos = nk.positions[t];
+    new_slot = nk.slots[t];
+    if (c == 0 && warp == 0) {
+      float* kr = nk.k + (size_t(t) * g.n_kv + kvh) * kGqaHd;
+      for (int j = lane; j < kGqaHd / 2; j += 32) rope_pair(kr, j, pos, nk.r);
+      __syncwarp();  // the warp's rotated k is read back by other lanes
+      write_head<F>(const_cast<uint8_t*>(kpool), g, kr, new_slot, kvh, lane, err);
+    } else if (c == 0 && warp == 1) {
+      write_head<F>(const_cast<uint8_t*>(vpool), g, nk.v + (size_t(t) * g.n_kv + kvh) * kGqaHd, new_slot, kvh,
+                    lane, err);
+    }
+    for (int i = threadIdx.x; i < Gb * kGqaHd; i += blockDim.x)
+      q_s[i / kGqaHd][i % kGqaHd] = p.q[qrow * kGqaHd + i];
+    __syncthreads();
+    for (int j = threadIdx.x; j < Gb * (kGqaHd / 2); j += blockDim.x)
+      rope_pair(q_s[j / (kGqaHd / 2)], j % (kGqaHd / 2), pos, nk.r);
+    // The cache stores of block 0 before every block's reads (the cluster barrier orders global
+    // memory at cluster scope); the raw q read by every block before block z = 0 overwrites it.
+    if (C > 1)
+      cluster_sync_all();
+    else
+      __syncthreads();
+    if (z == 0)
+      for (int i = threadIdx.x; i < Gb * kGqaHd; i += blockDim.x)
+        nk.q[qrow * kGqaHd + i] = q_s[i / kGqaHd][i % kGqaHd];
+    if (valid && slot_id == new_slot)
+      valid = clu_load<F, true>(kpool, vpool, g, table, base0 + (lane >> 3), hi, kvh, d0, kv, vv, slot_id,
+                                bad_page);
+  } else {
+    for (int i = threadIdx.x; i < Gb * kGqaHd; i += blockDim.x)
+      q_s[i / kGqaHd][i % kGqaHd] = p.q[qrow * kGqaHd + i];
+    __syncthreads();
+  }
+  if (bad_len) {
+    if (threadIdx.x == 0 && c == 0) atomicOr(err, kErrAttnKvLen);
+    if (early_arrive) cluster_wait();
+    return;  // uniform over the cluster (every block reads the same length)
+  }
+
+  float q[Gb][kGqaDims], acc[Gb][kGqaDims], m[Gb], l[Gb];
+#pragma unroll
+  for (int h = 0; h < Gb; ++h) {
+    const float4* qp = reinterpret_cast<const float4*>(&q_s[h][d0]);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float4 v = qp[i];
+      q[h][4 * i] = v.x, q[h][4 * i + 1] = v.y, q[h][4 * i + 2] = v.z, q[h][4 * i + 3] = v.w;
+    }
+#pragma unroll
+    for (int i = 0; i < kGqaDims; ++i) acc[h][i] = 0.0f;
+    m[h] = -INFINITY;
+    l[h] = 0.0f;
+  }
+
+  // One round of the warp's 4 streams (the loop bound is uniform over the warp, so the shuffles
+  // have all 32 lanes; an invalid stream computes on zeros and skips its update).
+  auto step = [&](bool ok) {
+#pragma unroll
+    for (int h = 0; h < Gb; ++h) {
+      float s = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kGqaDims; ++i) s += q[h][i] * kv[i];
+      s += __shfl_xor_sync(0xffffffffu, s, 4);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      if (ok) {
+        s *= p.scale;
+        const float m_new = fmaxf(m[h], s);
+        const float corr = m[h] == -INFINITY ? 0.0f : expf(m[h] - m_new);
+        const float pw = expf(s - m_new);
+        l[h] = l[h] * corr + pw;
+#pragma unroll
+        for (int i = 0; i < kGqaDims; ++i) acc[h][i] = acc[h][i] * corr + pw * vv[i];
+        m[h] = m_new;
+      }
+    }
+  };
+  if (base0 < hi) step(valid);
+#pragma unroll 2
+  for (int base = base0 + stride; base < hi; base += stride) {
+    valid = clu_load<F>(kpool, vpool, g, table, base + (lane >> 3), hi, kvh, d0, kv, vv, slot_id, bad_page);
+    step(valid);
+  }
+  if (__any_sync(0xffffffffu, bad_page) && lane == 0) atomicOr(err, kErrAttnPage);
+
+    // Merge the warp's 4 streams (lanes sub, sub + 8, sub + 16, sub + 24 hold the same dims).
+#pragma unroll
+  for (int o = 8; o <= 16; o <<= 1) {
+#pragma unroll
+    for (int h = 0; h < Gb; ++h) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m[h], o);
+      const float l2 = __shfl_xor_sync(0xffffffffu, l[h], o);
+      const float M = fmaxf(m[h], m2);
+      const float f1 = m[h] == -INFINITY ? 0.0f : expf(m[h] - M);
+      const float f2 = m2 == -INFINITY ? 0.0f : expf(m2 - M);
+      l[h] = l[h] * f1 + l2 * f2;
+#pragma unroll
+      for (int i = 0; i < kGqaDims; ++i) {
+        const float a2 = __shfl_xor_sync(0xffffffffu, acc[h][i], o);
+        acc[h][i] = acc[h][i] * f1 + a2 * f2;
+      }
+      m[h] = M;
+    }
+  }
+  if (lane < 8) {
+#pragma unroll
+    for (int h = 0; h < Gb; ++h) {
+      if (lane == 0) m_s[warp][h] = m[h], l_s[warp][h] = l[h];
+#pragma unroll
+      for (int i = 0; i < kGqaDims; ++i) acc_s[warp][h][d0 + i] = acc[h][i];
+    }
+  }
+  __syncthreads();
+  // Across the block's warps; S == 1: the result, else the block's partial goes to the block that
+  // merges output e (block w = e / per of the head split), into its po_s[z][e - w * per], with
+  // m and l to all S of them.
+  const int per = (Gb * kGqaHd + cp.S - 1) / cp.S;
+  if (early_arrive) cluster_wait();
+  for (int e = threadIdx.x; e < Gb * kGqaHd; e += blockDim.x) {
+    const int h = e / kGqaHd, d = e % kGqaHd;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kCluWarps; ++w) M = fmaxf(M, m_s[w][h]);
+    float L = 0.0f, o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kCluWarps; ++w) {
+      const float f = m_s[w][h] == -INFINITY ? 0.0f : expf(m_s[w][h] - M);
+      L += l_s[w][h] * f;
+      o += acc_s[w][h][d] * f;
+    }
+    if (cp.S == 1) {
+      p.out[(qrow + h) * kGqaHd + d] = o / L;
+    } else {
+      const int w = e / per;
+      cluster_peer(po_s, hs * cp.S + w)[z * per + e - w * per] = o;
+      if (d == 0)
+        for (int w2 = 0; w2 < cp.S; ++w2) {
+          float* ml = cluster_peer(&ml_s[0][0], hs * cp.S + w2) + z * 2 * Gb;
+          ml[h] = M;
+          ml[Gb + h] = L;
+        }
+    }
+  }
+  if (cp.S == 1) return;
+  // Block z merges outputs [z * per, (z + 1) * per) from the S partials, in the order 0 .. S-1.
+  cluster_sync_all();  // the pushes above are visible (nothing remote is touched after this)
+  const int e_end = min(Gb * kGqaHd, (z + 1) * per);
+  for (int e = z * per + int(threadIdx.x); e < e_end; e += blockDim.x) {
+    const int h = e / kGqaHd;
+    float M = -INFINITY;
+#pragma unroll
+    for (int zz = 0; zz < kCluMaxS; ++zz)
+      if (zz < cp.S) M = fmaxf(M, ml_s[zz][h]);
+    float L = 0.0f, o = 0.0f;
+#pragma unroll
+    for (int zz = 0; zz < kCluMaxS; ++zz) {
+      if (zz < cp.S) {
+        const float f = ml_s[zz][h] == -INFINITY ? 0.0f : expf(ml_s[zz][h] - M);
+        L += ml_s[zz][Gb + h] * f;
+        o += po_s[zz * per + e - z * per] * f;
+      }
+    }
+    p.out[(qrow + h) * kGqaHd + e % kGqaHd] = o / L;
+  }
+}
+
+// Launches `kernel` on `s` as clusters of `cluster_x` blocks along x (with the PDL attribute when
+// enabled) and checks the launch.
+template <typename... KArgs, typename... Args>
+void launch_cluster(const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, unsigned cluster_x,
+                    cudaStream_t s, Args... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (pdl_enabled()) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  if (cluster_x > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = cluster_x;
+    attr[n].val.clusterDim.y = 1;
+    attr[n].val.clusterDim.z = 1;
+    ++n;
+  }
+  cfg.attrs = attr;
+  cfg.numAttrs = n;
+  check(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), op);
 }
 
 template <KvFormat F, bool kNew>
@@ -683,7 +1018,191 @@ bool gqa_applies(const CudaKvCache& c, const AttentionArgs& a) {
          reinterpret_cast<uintptr_t>(a.q) % 16 == 0;
 }
 
+// attention_cluster_kernel's knobs, read once (A/B measurements): MX8_CUDA_CLUSTER_ATTN=0 turns it
+// off (the grouped kernel as before); MX8_CUDA_CLUSTER_ATTN_MAX_C caps the blocks of a cluster
+// (default 8, the portable cluster size; up to 16, where the device schedules it);
+// MX8_CUDA_CLUSTER_ATTN_GB forces query heads per block (1, 2 or 4, where it divides the group);
+// MX8_CUDA_CLUSTER_ATTN_POS is the positions of block table capacity per split (default 32: one
+// round of a block's streams); MX8_CUDA_CLUSTER_ATTN_VERBOSE prints the layouts chosen.
+struct CluKnobs {
+  bool on = true;
+  int max_c = 8, gb = 0, pos = 32;
+};
+const CluKnobs& clu_knobs() {
+  static const CluKnobs k = [] {
+    CluKnobs r;
+    auto num = [](const char* name, int def) {
+      const char* e = std::getenv(name);
+      return e && *e ? std::atoi(e) : def;
+    };
+    r.on = num("MX8_CUDA_CLUSTER_ATTN", 1) != 0;
+    r.max_c = std::max(1, std::min(kCluMaxS, num("MX8_CUDA_CLUSTER_ATTN_MAX_C", r.max_c)));
+    r.gb = num("MX8_CUDA_CLUSTER_ATTN_GB", 0);
+    r.pos = std::max(1, num("MX8_CUDA_CLUSTER_ATTN_POS", r.pos));
+    return r;
+  }();
+  return k;
+}
+std::atomic<int> g_cluster_splits{0};  // tests: force the position splits (0: the heuristic)
+std::atomic<int> g_cluster_gb{0};      // tests: force the query heads per block (0: the default)
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      v = 132;
+    return v;
+  }();
+  return n;
+}
+
+// Clusters of more than 8 blocks (non-portable) for the kernel (F, gb): allowed and schedulable?
+// Asked once per kernel.
+template <KvFormat F, int Gb>
+bool big_clusters_ok(int C) {
+  static std::atomic<int> known[kCluMaxS + 1] = {};
+  int v = known[C].load(std::memory_order_relaxed);
+  if (v == 0) {
+    auto* kern = attention_cluster_kernel<F, Gb>;
+    bool ok = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
+    if (ok) {
+      cudaLaunchConfig_t cfg{};
+      cfg.gridDim = dim3(unsigned(C));
+      cfg.blockDim = dim3(kCluWarps * 32);
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = unsigned(C);
+      attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = 1;
+      int n = 0;
+      ok = cudaOccupancyMaxActiveClusters(&n, kern, &cfg) == cudaSuccess && n > 0;
+      if (std::getenv("MX8_CUDA_CLUSTER_ATTN_VERBOSE"))
+        std::fprintf(stderr, "attention_cluster_kernel: clusters of %d blocks: %d active at most\n", C, n);
+    }
+    cudaGetLastError();  // a refusal is an answer, not a sticky error
+    v = ok ? 1 : 2;
+    known[C].store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
+template <int Gb>
+bool big_clusters_ok_any(KvFormat f, int C) {
+  switch (f) {
+    case KvFormat::f32:
+      return big_clusters_ok<KvFormat::f32, Gb>(C);
+    case KvFormat::bf16:
+      return big_clusters_ok<KvFormat::bf16, Gb>(C);
+    default:
+      return big_clusters_ok<KvFormat::fp8, Gb>(C);
+  }
+}
+
+// attention_cluster_kernel's layout for `a` (S == 0: it does not apply): head_dim 128, 16-byte
+// aligned rows and q, group / Gb <= 8. S from the block table's capacity (the lengths are on the
+// device, and a recorded step is replayed for every length up to the capacity): one split per
+// `pos` positions of capacity, at most max_c blocks per cluster, no more blocks than ~2 per SM in
+// all.
+struct CluPlan {
+  CluParams cp{0, 0, 0};
+  int gb = 0;
+};
+CluPlan cluster_plan(const CudaKvCache& c, const AttentionArgs& a) {
+  CluPlan pl;
+  const CluKnobs& k = clu_knobs();
+  const int G = a.n_heads / a.n_kv_heads;
+  if (!k.on || c.desc().head_dim != kGqaHd || c.page_bytes() % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(c.pool(a.layer, 0)) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(c.pool(a.layer, 1)) % 16 != 0 || reinterpret_cast<uintptr_t>(a.q) % 16 != 0)
+    return pl;
+  // One query head per block where the group allows (G <= 8): measured fastest (H200, batch-1
+  // decode at ~130 positions, tok/s with Gb 1 / 2 / 4: 318.8 / 310.8 / 301.8, the grouped kernel
+  // 305): the per-thread softmax and merge work and the registers (95 / 128 / 200) scale with Gb,
+  // and the repeated K/V reads of the sibling blocks are L2 hits.
+  int gb = G <= 8 ? 1 : G % 2 == 0 && G <= 16 ? 2 : 4;
+  const int want =
+      g_cluster_gb.load(std::memory_order_relaxed) ? g_cluster_gb.load(std::memory_order_relaxed) : k.gb;
+  if ((want == 1 || want == 2 || want == 4) && G % want == 0 && G / want <= 8) gb = want;
+  if (G % gb != 0) return pl;
+  const int n_hs = G / gb;
+  if (n_hs > 8) return pl;
+  const int64_t cap = int64_t(a.max_pages_per_seq) * c.desc().page_size;
+  int64_t S = (cap + k.pos - 1) / k.pos;
+  const int64_t blocks = int64_t(a.n_kv_heads) * n_hs * std::max(1, a.n_tokens);
+  S = std::min<int64_t>(S, std::max<int64_t>(1, 2 * sm_count() / blocks));
+  S = std::min<int64_t>(S, std::max(1, k.max_c / n_hs));
+  if (const int forced = g_cluster_splits.load(std::memory_order_relaxed); forced > 0) S = forced;
+  S = std::max<int64_t>(1, std::min<int64_t>(S, kCluMaxS / n_hs));
+  while (n_hs * S > 8) {
+    const int C = int(n_hs * S);
+    const bool ok = gb == 4   ? big_clusters_ok_any<4>(c.desc().format, C)
+                    : gb == 2 ? big_clusters_ok_any<2>(c.desc().format, C)
+                              : big_clusters_ok_any<1>(c.desc().format, C);
+    if (ok) break;
+    --S;
+  }
+  pl.cp = CluParams{G, n_hs, int(S)};
+  pl.gb = gb;
+  if (std::getenv("MX8_CUDA_CLUSTER_ATTN_VERBOSE")) {
+    static std::atomic<int> printed{0};
+    if (printed.fetch_add(1) < 4)
+      std::fprintf(stderr,
+                   "attention_cluster_kernel: capacity %lld, %d tokens, group %d: %d heads/block, %d x %d "
+                   "blocks per cluster\n",
+                   (long long)cap, a.n_tokens, G, gb, n_hs, int(S));
+  }
+  return pl;
+}
+
+template <KvFormat F>
+void launch_cluster_attention_f(int gb, const uint8_t* kp, const uint8_t* vp, const KvGeom& g,
+                                const AttnParams& p, int n_kv, int n_tokens, uint32_t* err, const NewKv& nk,
+                                const CluParams& cp, cudaStream_t s) {
+  const unsigned C = unsigned(cp.n_hs * cp.S);
+  const dim3 grid(unsigned(n_kv) * C, unsigned(n_tokens)), block(kCluWarps * 32);
+  switch (gb) {
+    case 1:
+      launch_cluster("attention_cluster_kernel", attention_cluster_kernel<F, 1>, grid, block, C, s, kp, vp, g,
+                     p, err, nk, cp);
+      break;
+    case 2:
+      launch_cluster("attention_cluster_kernel", attention_cluster_kernel<F, 2>, grid, block, C, s, kp, vp, g,
+                     p, err, nk, cp);
+      break;
+    default:
+      launch_cluster("attention_cluster_kernel", attention_cluster_kernel<F, 4>, grid, block, C, s, kp, vp, g,
+                     p, err, nk, cp);
+      break;
+  }
+}
+
+void launch_cluster_attention(KvFormat f, const CluPlan& pl, const uint8_t* kp, const uint8_t* vp,
+                              const KvGeom& g, const AttnParams& p, int n_kv, int n_tokens, uint32_t* err,
+                              const NewKv& nk, cudaStream_t s) {
+  switch (f) {
+    case KvFormat::f32:
+      launch_cluster_attention_f<KvFormat::f32>(pl.gb, kp, vp, g, p, n_kv, n_tokens, err, nk, pl.cp, s);
+      break;
+    case KvFormat::bf16:
+      launch_cluster_attention_f<KvFormat::bf16>(pl.gb, kp, vp, g, p, n_kv, n_tokens, err, nk, pl.cp, s);
+      break;
+    case KvFormat::fp8:
+      launch_cluster_attention_f<KvFormat::fp8>(pl.gb, kp, vp, g, p, n_kv, n_tokens, err, nk, pl.cp, s);
+      break;
+  }
+  check_launch("attention");
+}
+
 }  // namespace
+
+void set_cluster_attention_splits(int s) {
+  g_cluster_splits.store(s, std::memory_order_relaxed);
+}
+void set_cluster_attention_heads_per_block(int gb) {
+  g_cluster_gb.store(gb, std::memory_order_relaxed);
+}
 
 void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, const int32_t* slots,
                      int64_t n_tokens, uint32_t* err, cudaStream_t s) {
@@ -779,11 +1298,17 @@ bool launch_rope_kv_write_attention(CudaKvCache& c, float* q, float* k, const fl
                                     const int32_t* positions, const int32_t* slots, const RopeArgs& r,
                                     const AttentionArgs& a, uint32_t* err, cudaStream_t s) {
   check_attention_args(c, a);
-  if (a.n_tokens != 1 || a.q != q || r.head_dim != kGqaHd || r.rot_dim != kGqaHd || !gqa_applies(c, a) ||
+  if (a.n_tokens != 1 || a.q != q || r.head_dim != kGqaHd || r.rot_dim != kGqaHd ||
       split_for(c, a).n_splits > 0)
     return false;
   const AttnParams p{a.q,   a.out,    a.n_heads,      a.n_heads / a.n_kv_heads, a.scale,
                      a.seq, a.kv_len, a.block_tables, a.max_pages_per_seq};
+  if (const CluPlan pl = cluster_plan(c, a); pl.cp.S > 0) {
+    launch_cluster_attention(c.desc().format, pl, c.pool(a.layer, 0), c.pool(a.layer, 1), geom_of(c), p,
+                             a.n_kv_heads, 1, err, NewKv{q, k, v, positions, slots, r}, s);
+    return true;
+  }
+  if (!gqa_applies(c, a)) return false;
   launch_attention_gqa_any<true>(c.desc().format, c.pool(a.layer, 0), c.pool(a.layer, 1), geom_of(c), p,
                                  a.n_kv_heads, 1, err, NewKv{q, k, v, positions, slots, r}, s);
   return true;
@@ -814,6 +1339,10 @@ void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cud
         break;
     }
     check_launch("attention (split)");
+    return;
+  }
+  if (const CluPlan pl = cluster_plan(c, a); pl.cp.S > 0) {
+    launch_cluster_attention(d.format, pl, kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, NewKv{}, s);
     return;
   }
   if (gqa_applies(c, a)) {

@@ -29,13 +29,6 @@
 #include "backend/cuda/backend_cuda.cuh"
 #include "mx8/backend/backend.h"
 
-namespace mx8::backend::cuda_impl {
-// Force the position splits and the query heads per block of the cluster kernel (0: the
-// heuristic); backend_cuda_kv.cu.
-void set_cluster_attention_splits(int s);
-void set_cluster_attention_heads_per_block(int gb);
-}  // namespace mx8::backend::cuda_impl
-
 namespace mx8::backend {
 namespace {
 

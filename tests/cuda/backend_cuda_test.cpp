@@ -642,7 +642,7 @@ TEST_F(CudaVsCpu, RopeKvWriteFusedEqualsComposed) {
   }
 }
 
-// rope_kv_write_attention at one token: the fused kernel (the grouped attention kernel with a
+// rope_kv_write_attention at one token: the fused kernel (the cluster attention kernel with a
 // rope + kv_write prologue) against the GPU's own rope_kv_write + attention (the default), bit for
 // bit on q, k, the output and every cache byte, over a cache that already holds earlier positions.
 // Same code on both sides (rope_pair, write_head, the same attention loop), hence bit equality. The

@@ -142,6 +142,12 @@ void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, 
 // scratch: attention_scratch_floats(c, a) floats of device memory (nullptr when that is 0).
 void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s,
                       float* scratch = nullptr);
+// Decode attention for block tables of up to 1024 positions: one kv head per thread-block cluster of
+// up to 8 blocks (split by query head and position, merged through distributed shared memory in a
+// fixed order); MX8_CUDA_CLUSTER_ATTN=0 keeps the grouped kernel. The split/heads knobs are for tests
+// (0: the heuristic).
+void set_cluster_attention_splits(int s);
+void set_cluster_attention_heads_per_block(int gb);
 // Split attention (positions spread over blocks, then a merge kernel) for block tables of more than
 // 1024 positions with the grouped kernel's shapes: on unless MX8_CUDA_SPLIT_ATTN=0 when the backend
 // is created (H200, batch 1 at 4096 positions: 109 -> 270 tok/s with FP8 weights).
@@ -149,9 +155,10 @@ bool split_attention_enabled();
 void set_split_attention_enabled(bool on);
 // Scratch launch_attention needs for `a` (the partial results of split attention), or 0.
 size_t attention_scratch_floats(const CudaKvCache& c, const AttentionArgs& a);
-// rope_kv_write of one token, then attention, in one launch (the grouped attention kernel with a
-// prologue); returns false, having launched nothing, where that kernel does not apply (more than one
-// token, q != a.q, head_dim or rot_dim != 128, groups other than 1, 2, 4): the caller composes.
+// rope_kv_write of one token, then attention, in one launch (the cluster attention kernel, or the
+// grouped one, with a rope + kv_write prologue); returns false, having launched nothing, where no
+// fused kernel applies (more than one token, q != a.q, head_dim or rot_dim != 128, GQA groups above
+// 8): the caller composes.
 bool launch_rope_kv_write_attention(CudaKvCache& c, float* q, float* k, const float* v,
                                     const int32_t* positions, const int32_t* slots, const RopeArgs& r,
                                     const AttentionArgs& a, uint32_t* err, cudaStream_t s);
@@ -160,7 +167,8 @@ void launch_rope_kv_write(CudaKvCache& c, int layer, float* q, float* k, const f
                           const int32_t* positions, const int32_t* slots, int64_t n_tokens, int64_t n_heads,
                           const RopeArgs& r, uint32_t* err, cudaStream_t s);
 
-// y[m][n] = x[m][k] W^T (+ bias), m <= 16 recommended (each group of 8 rows of x streams W once).
+// y[m][n] = x[m][k] W^T (+ bias), m <= 16 recommended (launch_gemv_group's kernels; W is streamed
+// once per call for fp8_block weights, once per 8 rows of x for the other formats).
 void launch_gemv(const WeightView& w, const float* x, int64_t m, float* y, const float* bias, cudaStream_t s);
 // Several GEMVs that share their input, in one launch (matmul_fused for m <= 16): for every target,
 // y = in W^T (+ bias), or y += in W^T (+ bias) when in.accumulate; in = x, or silu(x) * x_up when

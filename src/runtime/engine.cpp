@@ -83,6 +83,7 @@ int Engine::add(std::vector<int32_t> prompt, const GenerationParams& params) {
   s->id = next_id_++;
   s->prompt_len = prompt.size();
   s->tokens = std::move(prompt);
+  if (opts_.prefix_reuse) take_prefix(*s);
   seqs_.push_back(std::move(s));
   return seqs_.back()->id;
 }
@@ -103,17 +104,63 @@ const std::vector<float>* Engine::last_logits(int request) const {
 }
 
 int Engine::alloc_page() {
-  // Each sequence can hold max_pages_per_seq pages and there are that many per sequence slot, so a
-  // resident sequence never runs out; this is a defensive check.
+  // Retained prefixes give way first. Each sequence can hold max_pages_per_seq pages and there are
+  // that many per sequence slot, so once they are gone a resident sequence never runs out; the throw
+  // is a defensive check.
+  while (free_pages_.empty() && !retained_.empty()) evict_oldest_prefix();
   if (free_pages_.empty()) throw Error("engine: KV cache out of pages");
   int p = free_pages_.back();
   free_pages_.pop_back();
   return p;
 }
 
+void Engine::evict_oldest_prefix() {
+  for (int32_t p : retained_.front().pages) free_pages_.push_back(p);
+  retained_.pop_front();
+  stats_.evicted_prefixes++;
+}
+
 void Engine::release(Seq& s) {
-  for (int32_t p : s.pages) free_pages_.push_back(p);
+  // Positions < cached have their K/V in the cache; the last sampled token was never fed back. Pages
+  // are allocated as positions are fed, so they are exactly the ones covering [0, cached).
+  if (opts_.prefix_reuse && s.cached > 0) {
+    const size_t n_pages = (s.cached + size_t(opts_.page_size) - 1) / size_t(opts_.page_size);
+    for (size_t i = n_pages; i < s.pages.size(); ++i) free_pages_.push_back(s.pages[i]);
+    s.pages.resize(std::min(n_pages, s.pages.size()));
+    Retained r;
+    r.tokens.assign(s.tokens.begin(), s.tokens.begin() + std::ptrdiff_t(s.cached));
+    r.pages = std::move(s.pages);
+    retained_.push_back(std::move(r));
+    while (retained_.size() > size_t(opts_.max_sequences)) evict_oldest_prefix();
+  } else {
+    for (int32_t p : s.pages) free_pages_.push_back(p);
+  }
   s.pages.clear();
+}
+
+void Engine::take_prefix(Seq& s) {
+  // The retained prefix with the longest common token prefix (the newest one on ties).
+  size_t best = retained_.size(), best_common = 0;
+  for (size_t i = 0; i < retained_.size(); ++i) {
+    const std::vector<int32_t>& t = retained_[i].tokens;
+    size_t n = 0;
+    while (n < t.size() && n < s.tokens.size() && t[n] == s.tokens[n]) ++n;
+    if (n > 0 && n >= best_common) best = i, best_common = n;
+  }
+  // At least the last prompt token is fed, so the step that does it returns the first logits.
+  const size_t reuse = std::min(best_common, s.prompt_len - 1);
+  if (best == retained_.size() || reuse == 0) return;
+  // The pages covering [0, reuse) move whole to the new sequence (one owner per page, nothing is
+  // copied). Positions >= reuse in its last page hold the old sequence's K/V until the new sequence
+  // writes them, which happens before any attention reads them (kv_len = pos + 1), just as a page
+  // from the free list holds whatever its last owner left.
+  Retained& r = retained_[best];
+  const size_t n_pages = (reuse + size_t(opts_.page_size) - 1) / size_t(opts_.page_size);
+  s.pages.assign(r.pages.begin(), r.pages.begin() + std::ptrdiff_t(n_pages));
+  for (size_t i = n_pages; i < r.pages.size(); ++i) free_pages_.push_back(r.pages[i]);
+  retained_.erase(retained_.begin() + std::ptrdiff_t(best));
+  s.cached = reuse;
+  stats_.reused_tokens += int64_t(reuse);
 }
 
 std::vector<TokenEvent> Engine::step() {

@@ -3,12 +3,25 @@
 // sequences still reading their prompt (chunked prefill), up to the model's tokens-per-step budget.
 // The server batches users through it; `mx8 run` is the one-sequence case.
 //
+// Prefix reuse: a finished sequence (any reason, cancel included) keeps its tokens and KV pages as a
+// retained prefix (at most max_sequences of them, oldest evicted first; page allocation evicts them,
+// oldest first, before it would run out, so resident sequences never starve). add() takes the retained
+// prefix sharing the longest token prefix with the new prompt and starts the new sequence with those
+// positions already cached (all but at least the last prompt token, whose logits are needed); the
+// pages move whole to the new owner, the rest of that entry's pages go back to the free list. K/V of
+// position p depends only on tokens 0..p (causal attention), so with row-independent kernels (the
+// CPU's scalar ones) the result is bit for bit that of prefilling everything; the AVX2 f32 GEMV sums
+// one row (decode) in another order than several (prefill), so there a reused position that was
+// decoded differs by ulps, as it does when a prefill chunk has one token. A multi-turn chat thus
+// prefills only what is new each turn.
+//
 //   Engine eng(model, backend, opts);
 //   int id = eng.add(prompt_ids, params);
 //   while (!eng.idle()) for (const TokenEvent& e : eng.step()) ...;
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,9 +34,10 @@ namespace mx8::runtime {
 
 struct EngineOptions {
   backend::KvFormat kv_format = backend::KvFormat::bf16;
-  int max_context = 4096;  // positions per sequence (prompt + generated)
-  int max_sequences = 1;   // sequences resident at once
-  int page_size = 16;      // positions per KV page
+  int max_context = 4096;    // positions per sequence (prompt + generated)
+  int max_sequences = 1;     // sequences resident at once
+  int page_size = 16;        // positions per KV page
+  bool prefix_reuse = true;  // keep finished sequences' KV and reuse their common prefix (see above)
 };
 
 struct GenerationParams {
@@ -47,6 +61,8 @@ struct EngineStats {
   double prefill_seconds = 0;  // time of steps that carried only prefill work
   double decode_seconds = 0;   // time of steps that carried decode work
   int64_t steps = 0;
+  int64_t reused_tokens = 0;     // prompt positions taken from retained prefixes instead of prefilled
+  int64_t evicted_prefixes = 0;  // retained prefixes dropped (count bound or page pressure)
 };
 
 // MemAvailable of /proc/meminfo, or 0.
@@ -88,11 +104,20 @@ class Engine {
   const std::vector<float>* last_logits(int request) const;
   // When set, every step keeps the logits it sampled from (tests compare them to references).
   void keep_logits(bool on) { keep_logits_ = on; }
+  // Retained prefixes held now (at most max_sequences; for tests and diagnostics).
+  size_t retained_prefixes() const { return retained_.size(); }
 
  private:
   struct Seq;
+  // A finished sequence's positions whose K/V are in the cache, and the pages holding them.
+  struct Retained {
+    std::vector<int32_t> tokens;
+    std::vector<int32_t> pages;
+  };
   int alloc_page();
   void release(Seq& s);
+  void evict_oldest_prefix();
+  void take_prefix(Seq& s);
 
   model::LlamaModel& model_;
   backend::Backend& backend_;
@@ -100,6 +125,7 @@ class Engine {
   std::unique_ptr<backend::KvCache> kv_;
   std::vector<int> free_pages_;
   std::vector<std::unique_ptr<Seq>> seqs_;  // active, in arrival order
+  std::deque<Retained> retained_;           // oldest first
   int next_id_ = 0;
   int max_pages_per_seq_ = 0;
   EngineStats stats_;

@@ -1,7 +1,9 @@
 // `mx8 chat -m PATH`: an interactive conversation using the model's own chat template.
 // Each line on stdin is a user turn; the reply streams to stdout. "/reset" forgets the conversation,
 // "/exit" (or end of input) quits. The whole conversation is re-rendered through the template every
-// turn (exactly what the model was trained on) and prefilled in chunks.
+// turn (exactly what the model was trained on); the engine keeps the previous turn's KV cache and
+// reuses its longest common token prefix with the new prompt (EngineOptions::prefix_reuse), so only
+// the new part is prefilled, in chunks. The stats line on stderr counts the reused positions.
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -107,10 +109,13 @@ void chat(ChatOptions& o) {
     messages.push_back({"assistant", reply});
   }
   const runtime::EngineStats& st = engine.stats();
-  std::fprintf(
-      stderr, "mx8 chat: prefill %lld tokens (%.1f tokens/s), decode %lld tokens (%.1f tokens/s)\n",
-      (long long)st.prefill_tokens, st.prefill_seconds > 0 ? st.prefill_tokens / st.prefill_seconds : 0.0,
-      (long long)st.decode_tokens, st.decode_seconds > 0 ? st.decode_tokens / st.decode_seconds : 0.0);
+  std::fprintf(stderr,
+               "mx8 chat: prefill %lld tokens (%.1f tokens/s), %lld reused from earlier turns, decode %lld "
+               "tokens (%.1f tokens/s)\n",
+               (long long)st.prefill_tokens,
+               st.prefill_seconds > 0 ? st.prefill_tokens / st.prefill_seconds : 0.0,
+               (long long)st.reused_tokens, (long long)st.decode_tokens,
+               st.decode_seconds > 0 ? st.decode_tokens / st.decode_seconds : 0.0);
 }
 
 mx8::cli::CommandRegistration reg{

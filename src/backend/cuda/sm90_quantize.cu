@@ -271,6 +271,36 @@ __global__ void dequantize_kernel(const uint8_t* __restrict__ codes, const uint8
   }
 }
 
+// Dequantize for one-byte codes in rows of whole 16-byte chunks with one scale per chunk (block_cols
+// a multiple of 16; f32 or UE8M0 scales, packed4 included): a thread takes 16 codes, one index
+// division and one scale load per 16 elements, and writes four float4. The element-wise kernel
+// above divides a 64-bit index per element and ran at 16% of copy bandwidth on the H200.
+__global__ void dequantize_vec16_kernel(const uint8_t* __restrict__ codes, const uint8_t* __restrict__ scales,
+                                        int64_t rows, int64_t cols, fmt::ScaleGrid g, fmt::ElementFormat elem,
+                                        fmt::ScaleStorage storage, float* __restrict__ dst) {
+  const int64_t per_row = cols / 16, n = rows * per_row;
+  const int64_t scale_ld =
+      storage == fmt::ScaleStorage::ue8m0_packed4 ? fmt::ceil_div(g.cols, 4) * 4 : g.cols;
+  for (int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < n;
+       q += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = q / per_row, c = (q - r * per_row) * 16;
+    const int64_t si = (r / g.block_rows) * scale_ld + c / g.block_cols;
+    const float scale = storage == fmt::ScaleStorage::f32 ? reinterpret_cast<const float*>(scales)[si]
+                                                          : fmt::ue8m0_to_f32(scales[si]);
+    const uint4 v = reinterpret_cast<const uint4*>(codes)[q];
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+    float4* out = reinterpret_cast<float4*>(dst) + q * 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float f[4];
+#pragma unroll
+      for (int b = 0; b < 4; ++b)
+        f[b] = fmt::decode_element(elem, static_cast<uint8_t>(w[i] >> (8 * b))) * scale;
+      out[i] = make_float4(f[0], f[1], f[2], f[3]);
+    }
+  }
+}
+
 ScaleWriter make_writer(const fmt::QuantSpec& spec, int64_t rows, int64_t cols, int mn_ld) {
   const fmt::ScaleGrid g = fmt::scale_grid(spec.blocking, rows, cols);
   return ScaleWriter{spec.storage, g.cols, fmt::ceil_div(g.cols, 4) * 4, rows, cols, g.block_rows,
@@ -557,8 +587,17 @@ void dequantize(const uint8_t* codes, const uint8_t* scales, int64_t rows, int64
   fmt::validate_spec(spec, rows, cols);
   if (rows == 0 || cols == 0) return;
   const fmt::ScaleGrid g = fmt::scale_grid(spec.blocking, rows, cols);
-  dequantize_kernel<<<stride_grid(), 256, 0, stream>>>(codes, scales, rows, cols, g, spec.element,
-                                                       spec.storage, dst);
+  const bool vec16 = spec.element != fmt::ElementFormat::e2m1 && cols % 16 == 0 && g.block_cols % 16 == 0 &&
+                     (spec.storage == fmt::ScaleStorage::f32 || spec.storage == fmt::ScaleStorage::ue8m0 ||
+                      spec.storage == fmt::ScaleStorage::ue8m0_packed4) &&
+                     reinterpret_cast<uintptr_t>(codes) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(dst) % 16 == 0;
+  if (vec16)
+    dequantize_vec16_kernel<<<stride_grid(), 256, 0, stream>>>(codes, scales, rows, cols, g, spec.element,
+                                                               spec.storage, dst);
+  else
+    dequantize_kernel<<<stride_grid(), 256, 0, stream>>>(codes, scales, rows, cols, g, spec.element,
+                                                         spec.storage, dst);
   MX8_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/gemv_fp8_common.cuh"
 #include "backend/cuda/gemv_target.cuh"
 #include "mx8/error.h"
 #include "mx8/format/ue8m0.h"
@@ -69,39 +70,6 @@ struct SkinnyParams {
   bool accumulate;
   bool scale_f32;
 };
-
-__device__ __forceinline__ uint4 load_stream(const uint8_t* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
-
-// Two E4M3 codes (low byte first) -> f16x2 (low half first), exact.
-__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two & 0xffffu), __NV_E4M3);
-  return uint32_t(h.x) | (uint32_t(h.y) << 16);
-}
-
-__device__ __forceinline__ void mma_f16_f32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                            uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// silu(g) * u exactly as silu_mul_kernel (backend_cuda_elementwise.cu) forms it.
-__device__ __forceinline__ float silu_times(float g, float u) {
-  g *= (1.0f / (1.0f + expf(-g)));
-  return g * u;
-}
-
-__device__ __forceinline__ float pow2(int e) {  // e in [-126, 127]
-  return __int_as_float((127 + e) << 23);
-}
 
 __device__ __forceinline__ uint4 lds128(uint32_t addr) {
   uint4 r;
@@ -231,28 +199,11 @@ __device__ __forceinline__ void stage_x(const SkinnyParams& p, const Geometry& q
       if (p.x_up && row < p.m)
 #pragma unroll
         for (int j = 0; j < 4; ++j) v[i][j] = silu_times(v[i][j], u[i][j]);
-      uint32_t amax = 0;  // largest finite magnitude, as bits
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const uint32_t b = __float_as_uint(v[i][j]) & 0x7fffffffu;
-        if (b < 0x7f800000u) amax = max(amax, b);
-      }
-      amax = __reduce_max_sync(0xffffffffu, amax);
-      // 2^e puts the largest magnitude in [2^14, 2^15); the clamp keeps 2^e and 2^-e normal f32
-      // (gemv_fp8_mma.cu says why that is enough).
-      const int e = amax == 0 ? 0 : min(max(int(amax >> 23) - 127 - 14, -100), 113);
-      const float down = pow2(-e);
-      __half hi[4], lo[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float sv = v[i][j] * down;  // exact: a power of two, no overflow
-        hi[j] = __float2half_rn(sv);
-        const float rest = sv - __half2float(hi[j]);  // exact in f32
-        lo[j] = __float2half_rn(isfinite(sv) ? rest : 0.0f);
-      }
+      uint2 hi, lo;
+      const int e = split_hi_lo(v[i], hi, lo);
       const int64_t col = int64_t(kl) * 128 + lane * 4;
-      *reinterpret_cast<uint2*>(planes + 2 * row * plane + col) = *reinterpret_cast<const uint2*>(hi);
-      *reinterpret_cast<uint2*>(planes + (2 * row + 1) * plane + col) = *reinterpret_cast<const uint2*>(lo);
+      *reinterpret_cast<uint2*>(planes + 2 * row * plane + col) = hi;
+      *reinterpret_cast<uint2*>(planes + (2 * row + 1) * plane + col) = lo;
       if (lane == 0) xscale[row * p.max_nkb + kl] = pow2(e);
     }
   }

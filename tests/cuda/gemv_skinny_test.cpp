@@ -30,6 +30,7 @@
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/gemv_fp8_skinny.cuh"
 #include "cuda/cuda_test_util.h"
+#include "cuda/gemv_test_util.h"
 #include "mx8/backend/backend.h"
 #include "mx8/format/common.h"
 #include "mx8/format/element.h"
@@ -39,59 +40,15 @@ namespace mx8::backend {
 namespace {
 
 using cuda::test::DeviceBuffer;
+using gemv_test::dev;
+using gemv_test::HostW;
+using gemv_test::normal;
 constexpr double kU = 1.0 / 16777216.0;  // 2^-24
 constexpr size_t kTail = 64;             // poisoned floats after every output
 
-struct HostW {
-  ScaleType st;
-  int64_t n, k;
-  std::vector<uint8_t> data, scales;
-  std::vector<float> deq;  // [n][k] exactly decoded
-};
-
+// fp8_block weights (the only format this kernel takes).
 HostW make_weight(ScaleType st, int64_t n, int64_t k, std::mt19937& rng) {
-  const WeightFormat f = WeightFormat::fp8_block;
-  HostW w{st, n, k, {}, {}, std::vector<float>(size_t(n * k))};
-  w.data.resize(weight_data_bytes(f, n, k));
-  w.scales.resize(weight_scale_bytes(f, st, n, k));
-  std::uniform_int_distribution<int> code(0, 255), ex(127 - 9, 127 - 3);
-  for (auto& c : w.data) {
-    do c = uint8_t(code(rng));
-    while ((c & 0x7F) == 0x7F);  // no NaN codes here (NaNAndInfPropagate has them)
-  }
-  const bool f32s = st == ScaleType::f32;
-  std::uniform_real_distribution<float> fs(0.001f, 0.03f);
-  const size_t ns = f32s ? w.scales.size() / 4 : w.scales.size();
-  std::vector<float> sv(ns);
-  for (size_t i = 0; i < ns; ++i) {
-    if (f32s) {
-      sv[i] = fs(rng);  // DeepSeek's weight_scale_inv: not a power of two
-    } else {
-      w.scales[i] = uint8_t(ex(rng));
-      sv[i] = format::ue8m0_to_f32(w.scales[i]);
-    }
-  }
-  if (f32s) std::memcpy(w.scales.data(), sv.data(), ns * 4);
-  const int64_t kb = k / 128;
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t c = 0; c < k; ++c)
-      w.deq[size_t(r * k + c)] =
-          format::e4m3_to_f32(w.data[size_t(r * k + c)]) * sv[size_t((r / 128) * kb + c / 128)];
-  return w;
-}
-
-std::vector<float> normal(size_t n, std::mt19937& rng) {
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
-
-template <typename T>
-std::unique_ptr<DeviceBuffer<T>> dev(const std::vector<T>& v) {
-  auto b = std::make_unique<DeviceBuffer<T>>(v.size());
-  if (!v.empty()) b->upload(v);
-  return b;
+  return gemv_test::make_weight(WeightFormat::fp8_block, st, n, k, rng);
 }
 
 // How a case is launched: through launch_gemv_group (routing), or directly with a pinned shape.

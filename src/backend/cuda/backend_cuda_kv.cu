@@ -359,6 +359,59 @@ constexpr int kGqaWarps = 8;
 constexpr int kGqaHd = 128;
 constexpr int kGqaDims = 16;  // dims per lane
 
+// One K/V row against a stream's G query heads: the dot products (the stream's 8 lanes hold 16
+// dims each: xor 4, 2, 1 stays inside the stream), then each head's online-softmax update with the
+// row's value. `valid` is uniform over the stream, so the shuffles have all 32 lanes; an invalid
+// stream computes on zeros and skips its update.
+template <int G>
+__device__ __forceinline__ void attend_row(const float (&q)[G][kGqaDims], const float (&kv)[kGqaDims],
+                                           const float (&vv)[kGqaDims], bool valid, float scale,
+                                           float (&m)[G], float (&l)[G], float (&acc)[G][kGqaDims]) {
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kGqaDims; ++i) s += q[h][i] * kv[i];
+    s += __shfl_xor_sync(0xffffffffu, s, 4);
+    s += __shfl_xor_sync(0xffffffffu, s, 2);
+    s += __shfl_xor_sync(0xffffffffu, s, 1);
+    if (valid) {
+      s *= scale;
+      const float m_new = fmaxf(m[h], s);
+      const float corr = m[h] == -INFINITY ? 0.0f : expf(m[h] - m_new);
+      const float pw = expf(s - m_new);
+      l[h] = l[h] * corr + pw;
+#pragma unroll
+      for (int i = 0; i < kGqaDims; ++i) acc[h][i] = acc[h][i] * corr + pw * vv[i];
+      m[h] = m_new;
+    }
+  }
+}
+
+// Merges a warp's 4 streams (lanes sub, sub + 8, sub + 16, sub + 24 hold the same dims): after it,
+// every lane holds its dims' state of the whole warp.
+template <int G>
+__device__ __forceinline__ void merge_streams(float (&m)[G], float (&l)[G], float (&acc)[G][kGqaDims]) {
+#pragma unroll
+  for (int o = 8; o <= 16; o <<= 1) {
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m[h], o);
+      const float l2 = __shfl_xor_sync(0xffffffffu, l[h], o);
+      const float M = fmaxf(m[h], m2);
+      const float f1 = m[h] == -INFINITY ? 0.0f : expf(m[h] - M);
+      const float f2 = m2 == -INFINITY ? 0.0f : expf(m2 - M);
+      l[h] = l[h] * f1 + l2 * f2;
+#pragma unroll
+      for (int i = 0; i < kGqaDims; ++i) {
+        const float a2 = __shfl_xor_sync(0xffffffffu, acc[h][i], o);
+        acc[h][i] = acc[h][i] * f1 + a2 * f2;
+      }
+      m[h] = M;
+    }
+  }
+}
+
 // 16 dims of a stored head row (starting at element d0) as f32; fp8 is times its block's scale.
 // kL2: loads that bypass L1 (__ldcg), for rows another SM of the cluster has just stored.
 template <KvFormat F, bool kL2 = false>
@@ -507,48 +560,11 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
 #pragma unroll
       for (int i = 0; i < kGqaDims; ++i) kv[i] = vv[i] = 0.0f;
     }
-#pragma unroll
-    for (int h = 0; h < G; ++h) {
-      float s = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kGqaDims; ++i) s += q[h][i] * kv[i];
-      // The 8 lanes of the stream: xor 4, 2, 1 stays inside the stream.
-      s += __shfl_xor_sync(0xffffffffu, s, 4);
-      s += __shfl_xor_sync(0xffffffffu, s, 2);
-      s += __shfl_xor_sync(0xffffffffu, s, 1);
-      if (valid) {
-        s *= p.scale;
-        const float m_new = fmaxf(m[h], s);
-        const float corr = m[h] == -INFINITY ? 0.0f : expf(m[h] - m_new);
-        const float pw = expf(s - m_new);
-        l[h] = l[h] * corr + pw;
-#pragma unroll
-        for (int i = 0; i < kGqaDims; ++i) acc[h][i] = acc[h][i] * corr + pw * vv[i];
-        m[h] = m_new;
-      }
-    }
+    attend_row<G>(q, kv, vv, valid, p.scale, m, l, acc);
   }
   if (__any_sync(0xffffffffu, bad_page) && lane == 0) atomicOr(err, kErrAttnPage);
 
-    // Merge the warp's 4 streams (lanes sub, sub + 8, sub + 16, sub + 24 hold the same dims).
-#pragma unroll
-  for (int o = 8; o <= 16; o <<= 1) {
-#pragma unroll
-    for (int h = 0; h < G; ++h) {
-      const float m2 = __shfl_xor_sync(0xffffffffu, m[h], o);
-      const float l2 = __shfl_xor_sync(0xffffffffu, l[h], o);
-      const float M = fmaxf(m[h], m2);
-      const float f1 = m[h] == -INFINITY ? 0.0f : expf(m[h] - M);
-      const float f2 = m2 == -INFINITY ? 0.0f : expf(m2 - M);
-      l[h] = l[h] * f1 + l2 * f2;
-#pragma unroll
-      for (int i = 0; i < kGqaDims; ++i) {
-        const float a2 = __shfl_xor_sync(0xffffffffu, acc[h][i], o);
-        acc[h][i] = acc[h][i] * f1 + a2 * f2;
-      }
-      m[h] = M;
-    }
-  }
+  merge_streams<G>(m, l, acc);
   if (lane < 8) {
 #pragma unroll
     for (int h = 0; h < G; ++h) {
@@ -790,27 +806,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
 
   // One round of the warp's 4 streams (the loop bound is uniform over the warp, so the shuffles
   // have all 32 lanes; an invalid stream computes on zeros and skips its update).
-  auto step = [&](bool ok) {
-#pragma unroll
-    for (int h = 0; h < Gb; ++h) {
-      float s = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kGqaDims; ++i) s += q[h][i] * kv[i];
-      s += __shfl_xor_sync(0xffffffffu, s, 4);
-      s += __shfl_xor_sync(0xffffffffu, s, 2);
-      s += __shfl_xor_sync(0xffffffffu, s, 1);
-      if (ok) {
-        s *= p.scale;
-        const float m_new = fmaxf(m[h], s);
-        const float corr = m[h] == -INFINITY ? 0.0f : expf(m[h] - m_new);
-        const float pw = expf(s - m_new);
-        l[h] = l[h] * corr + pw;
-#pragma unroll
-        for (int i = 0; i < kGqaDims; ++i) acc[h][i] = acc[h][i] * corr + pw * vv[i];
-        m[h] = m_new;
-      }
-    }
-  };
+  auto step = [&](bool ok) { attend_row<Gb>(q, kv, vv, ok, p.scale, m, l, acc); };
   if (base0 < hi) step(valid);
 #pragma unroll 2
   for (int base = base0 + stride; base < hi; base += stride) {
@@ -819,25 +815,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   }
   if (__any_sync(0xffffffffu, bad_page) && lane == 0) atomicOr(err, kErrAttnPage);
 
-    // Merge the warp's 4 streams (lanes sub, sub + 8, sub + 16, sub + 24 hold the same dims).
-#pragma unroll
-  for (int o = 8; o <= 16; o <<= 1) {
-#pragma unroll
-    for (int h = 0; h < Gb; ++h) {
-      const float m2 = __shfl_xor_sync(0xffffffffu, m[h], o);
-      const float l2 = __shfl_xor_sync(0xffffffffu, l[h], o);
-      const float M = fmaxf(m[h], m2);
-      const float f1 = m[h] == -INFINITY ? 0.0f : expf(m[h] - M);
-      const float f2 = m2 == -INFINITY ? 0.0f : expf(m2 - M);
-      l[h] = l[h] * f1 + l2 * f2;
-#pragma unroll
-      for (int i = 0; i < kGqaDims; ++i) {
-        const float a2 = __shfl_xor_sync(0xffffffffu, acc[h][i], o);
-        acc[h][i] = acc[h][i] * f1 + a2 * f2;
-      }
-      m[h] = M;
-    }
-  }
+  merge_streams<Gb>(m, l, acc);
   if (lane < 8) {
 #pragma unroll
     for (int h = 0; h < Gb; ++h) {

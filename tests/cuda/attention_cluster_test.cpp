@@ -27,6 +27,7 @@
 
 #include "backend/cpu/backend_cpu.h"
 #include "backend/cuda/backend_cuda.cuh"
+#include "cuda/backend_pair_test.h"
 #include "mx8/backend/backend.h"
 
 namespace mx8::backend {
@@ -34,59 +35,12 @@ namespace {
 
 constexpr double kTol = 2e-5 * 6;  // 2e-5 max|V|, max|V| < 6 (see the top)
 
-bool gpu_present() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-class ClusterAttention : public ::testing::Test {
+class ClusterAttention : public test::BackendPair {
  protected:
-  void SetUp() override {
-    if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
-    cpu = make_cpu_backend(0);
-    gpu = make_cuda_backend(0);
-    seed = std::random_device{}();
-    rng.seed(seed);
-  }
   void TearDown() override {
     cuda_impl::set_cluster_attention_splits(0);
     cuda_impl::set_cluster_attention_heads_per_block(0);
-    for (void* p : cpu_allocs) cpu->free(p);
-    for (void* p : gpu_allocs) gpu->free(p);
-  }
-  struct Pair {
-    void* c;
-    void* g;
-  };
-  Pair put(const void* host, size_t bytes) {
-    Pair p{cpu->alloc(bytes), gpu->alloc(bytes)};
-    cpu_allocs.push_back(p.c);
-    gpu_allocs.push_back(p.g);
-    cpu->upload(p.c, host, bytes);
-    gpu->upload(p.g, host, bytes);
-    return p;
-  }
-  template <typename T>
-  Pair put(const std::vector<T>& v) {
-    return put(v.data(), v.size() * sizeof(T));
-  }
-  template <typename T>
-  std::vector<T> get_cpu(const Pair& p, size_t count) {
-    std::vector<T> v(count);
-    cpu->download(v.data(), p.c, count * sizeof(T));
-    return v;
-  }
-  template <typename T>
-  std::vector<T> get_gpu(const Pair& p, size_t count) {
-    std::vector<T> v(count);
-    gpu->download(v.data(), p.g, count * sizeof(T));
-    return v;
-  }
-  std::vector<float> normal(size_t n) {
-    std::normal_distribution<float> d(0.0f, 1.0f);
-    std::vector<float> v(n);
-    for (float& x : v) x = d(rng);
-    return v;
+    BackendPair::TearDown();
   }
 
   // A cache of `n_seq` sequences of up to max_len positions on both backends (pages shuffled, as
@@ -149,12 +103,6 @@ class ClusterAttention : public ::testing::Test {
           << what << ": output " << i << " (token " << i / size_t(n_heads * 128) << ")";
     }
   }
-  std::string trace() const { return "seed " + std::to_string(seed); }
-
-  std::unique_ptr<Backend> cpu, gpu;
-  std::vector<void*> cpu_allocs, gpu_allocs;
-  uint32_t seed = 0;
-  std::mt19937 rng;
 };
 
 const std::vector<int32_t> kLengths = {1, 2, 31, 32, 33, 255, 256, 257};

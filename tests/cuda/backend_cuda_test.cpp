@@ -34,6 +34,7 @@
 
 #include "backend/cpu/backend_cpu.h"
 #include "backend/cuda/backend_cuda.cuh"
+#include "cuda/backend_pair_test.h"
 #include "mx8/backend/backend.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
@@ -46,84 +47,7 @@ namespace {
 
 constexpr double kU = 1.0 / 16777216.0;  // 2^-24
 
-bool gpu_present() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-#define REQUIRE_GPU() \
-  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine"
-
-// Both backends, and helpers that put the same host data into each.
-class CudaVsCpu : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
-    cpu = make_cpu_backend(0);
-    gpu = make_cuda_backend(0);
-    seed = std::random_device{}();
-    rng.seed(seed);
-  }
-  void TearDown() override {
-    for (void* p : cpu_allocs) cpu->free(p);
-    for (void* p : gpu_allocs) gpu->free(p);
-  }
-  struct Pair {
-    void* c;
-    void* g;
-  };
-  Pair put(const void* host, size_t bytes) {
-    Pair p{cpu->alloc(bytes), gpu->alloc(bytes)};
-    cpu_allocs.push_back(p.c);
-    gpu_allocs.push_back(p.g);
-    cpu->upload(p.c, host, bytes);
-    gpu->upload(p.g, host, bytes);
-    return p;
-  }
-  template <typename T>
-  Pair put(const std::vector<T>& v) {
-    return put(v.data(), v.size() * sizeof(T));
-  }
-  template <typename T>
-  Pair zeros(size_t count) {
-    std::vector<T> z(count);
-    return put(z);
-  }
-  template <typename T>
-  std::vector<T> get_cpu(const Pair& p, size_t count) {
-    std::vector<T> v(count);
-    cpu->download(v.data(), p.c, count * sizeof(T));
-    return v;
-  }
-  template <typename T>
-  std::vector<T> get_gpu(const Pair& p, size_t count) {
-    std::vector<T> v(count);
-    gpu->download(v.data(), p.g, count * sizeof(T));
-    return v;
-  }
-  std::vector<float> normal(size_t n, float sigma = 1.0f) {
-    std::normal_distribution<float> d(0.0f, sigma);
-    std::vector<float> v(n);
-    for (float& x : v) x = d(rng);
-    return v;
-  }
-  std::string trace() const { return "seed " + std::to_string(seed); }
-  // `a` (shapes) pointed at the CPU and at the GPU copies of the same buffers.
-  std::pair<AttentionArgs, AttentionArgs> on_both(const AttentionArgs& a, const Pair& q, const Pair& out,
-                                                  const Pair& seq, const Pair& kv_len, const Pair& tables) {
-    AttentionArgs c = a, g = a;
-    c.q = (const float*)q.c, c.out = (float*)out.c, c.seq = (const int32_t*)seq.c;
-    c.kv_len = (const int32_t*)kv_len.c, c.block_tables = (const int32_t*)tables.c;
-    g.q = (const float*)q.g, g.out = (float*)out.g, g.seq = (const int32_t*)seq.g;
-    g.kv_len = (const int32_t*)kv_len.g, g.block_tables = (const int32_t*)tables.g;
-    return {c, g};
-  }
-
-  std::unique_ptr<Backend> cpu, gpu;
-  std::vector<void*> cpu_allocs, gpu_allocs;
-  uint32_t seed = 0;
-  std::mt19937 rng;
-};
+using CudaVsCpu = test::BackendPair;
 
 // The tensor-core FP8 GEMM path is opt-in (MX8_CUDA_WGMMA=1; see backend_cuda.cu).
 bool wgmma_on() {

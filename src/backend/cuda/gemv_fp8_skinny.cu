@@ -504,15 +504,18 @@ const EnvKnobs& env_knobs() {
       if (j == std::string::npos) j = s.size();
       const std::string kv = s.substr(i, j - i);
       const size_t eq = kv.find('=');
-      if (eq != std::string::npos) {
-        const std::string key = kv.substr(0, eq);
-        const int v = std::atoi(kv.c_str() + eq + 1);
-        if (key == "min") r.min_m = v;
-        if (key == "c") r.split = v;
-        if (key == "w") r.warps = v;
-        if (key == "ku") r.ku = v;
-        if (key == "st") r.stages = v;
-      }
+      const std::string key = kv.substr(0, eq);
+      int* field = key == "min"  ? &r.min_m
+                   : key == "c"  ? &r.split
+                   : key == "w"  ? &r.warps
+                   : key == "ku" ? &r.ku
+                   : key == "st" ? &r.stages
+                                 : nullptr;
+      char* end = nullptr;
+      const long v = eq == std::string::npos ? 0 : std::strtol(kv.c_str() + eq + 1, &end, 10);
+      if (!field || eq == std::string::npos || end == kv.c_str() + eq + 1 || *end != '\0')
+        throw Error("MX8_SKINNY: '" + kv + "' is not one of off, min=N, c=N, w=N, ku=N, st=N");
+      *field = int(v);
       i = j + 1;
     }
     return r;

@@ -1011,7 +1011,11 @@ const CluKnobs& clu_knobs() {
     CluKnobs r;
     auto num = [](const char* name, int def) {
       const char* e = std::getenv(name);
-      return e && *e ? std::atoi(e) : def;
+      if (!e || !*e) return def;
+      char* end = nullptr;
+      const long v = std::strtol(e, &end, 10);
+      if (*end != '\0') throw Error(std::string(name) + "=" + e + ": not an integer");
+      return int(v);
     };
     r.on = num("MX8_CUDA_CLUSTER_ATTN", 1) != 0;
     r.max_c = std::max(1, std::min(kCluMaxS, num("MX8_CUDA_CLUSTER_ATTN_MAX_C", r.max_c)));

@@ -48,8 +48,8 @@ void chat(ChatOptions& o) {
     throw Error("model " + o.gen.model +
                 " has no chat template (tokenizer_config.json chat_template, chat_template.jinja "
                 "or GGUF tokenizer.chat_template); pass --template FILE or use `mx8 run -p TEXT`");
-  const int ctx = o.gen.ctx > 0 ? o.gen.ctx : 4096;
-  cli::Loaded l = cli::load_for_generation(o.gen, ctx);
+  cli::Loaded l = cli::load_for_generation(o.gen, o.gen.ctx > 0 ? o.gen.ctx : 4096);
+  const int ctx = l.context;
   runtime::EngineOptions eo;
   eo.kv_format = l.kv_format;
   eo.max_context = ctx;

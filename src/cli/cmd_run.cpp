@@ -38,7 +38,7 @@ void run(RunOptions& o) {
 
   runtime::EngineOptions eo;
   eo.kv_format = l.kv_format;
-  eo.max_context = o.gen.ctx > 0 ? o.gen.ctx : int(prompt.size()) + o.n;
+  eo.max_context = l.context;
   eo.max_sequences = 1;
   runtime::Engine engine(*l.model, *l.backend, eo);
 

@@ -52,6 +52,7 @@ LlamaConfig config_from_gguf(const io::GgufFile& g) {
   c.norm_eps = float(g.get_float(key("attention.layer_norm_rms_epsilon"), 1e-5));
   c.rope_theta = g.get_float(key("rope.freq_base"), 10000.0);
   c.max_position = g.get_int(key("context_length"), 2048);
+  c.sliding_window = g.get_int(key("attention.sliding_window"), 0);
   std::string scaling = g.get_string(key("rope.scaling.type"), "none");
   if (scaling == "linear") {
     c.rope_scaling.type = RopeScaling::Type::linear;
@@ -94,6 +95,7 @@ LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path) {
   c.norm_eps = float(h.rms_norm_eps);
   c.rope_theta = h.rope_theta;
   c.max_position = h.max_position_embeddings;
+  c.sliding_window = h.sliding_window.value_or(0);
   c.rope_style = backend::RopeStyle::half;  // transformers' rotate_half (checkpoints are permuted for it)
   c.qkv_bias = h.qkv_bias();
   c.qk_norm = h.model_type == "qwen3";

@@ -412,6 +412,39 @@ __device__ __forceinline__ void merge_streams(float (&m)[G], float (&l)[G], floa
   }
 }
 
+// A warp's merged state into shared memory (after merge_streams lanes 0..7 hold all 128 dims).
+template <int W, int G>
+__device__ __forceinline__ void stash_warp(float (&m_s)[W][G], float (&l_s)[W][G],
+                                           float (&acc_s)[W][G][kGqaHd], int warp, int lane, int d0,
+                                           const float (&m)[G], const float (&l)[G],
+                                           const float (&acc)[G][kGqaDims]) {
+  if (lane < 8) {
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      if (lane == 0) m_s[warp][h] = m[h], l_s[warp][h] = l[h];
+#pragma unroll
+      for (int i = 0; i < kGqaDims; ++i) acc_s[warp][h][d0 + i] = acc[h][i];
+    }
+  }
+}
+
+// Dim d of head h over the block's W warps, in warp order: running max M, sum L, unnormalized o.
+template <int W, int G>
+__device__ __forceinline__ void combine_warps(const float (&m_s)[W][G], const float (&l_s)[W][G],
+                                              const float (&acc_s)[W][G][kGqaHd], int h, int d, float& M,
+                                              float& L, float& o) {
+  M = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < W; ++w) M = fmaxf(M, m_s[w][h]);
+  L = 0.0f, o = 0.0f;
+#pragma unroll
+  for (int w = 0; w < W; ++w) {
+    const float f = m_s[w][h] == -INFINITY ? 0.0f : expf(m_s[w][h] - M);
+    L += l_s[w][h] * f;
+    o += acc_s[w][h][d] * f;
+  }
+}
+
 // 16 dims of a stored head row (starting at element d0) as f32; fp8 is times its block's scale.
 // kL2: loads that bypass L1 (__ldcg), for rows another SM of the cluster has just stored.
 template <KvFormat F, bool kL2 = false>
@@ -505,7 +538,7 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
     }
     __syncthreads();  // the stored K/V row and the rotated q are read by the whole block below
   }
-  const int sub = lane & 7, stream = warp * 4 + (lane >> 3);
+  const int sub = lane & 7;
   const int d0 = sub * kGqaDims;
 
   const int len = p.kv_len[t];
@@ -565,27 +598,12 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   if (__any_sync(0xffffffffu, bad_page) && lane == 0) atomicOr(err, kErrAttnPage);
 
   merge_streams<G>(m, l, acc);
-  if (lane < 8) {
-#pragma unroll
-    for (int h = 0; h < G; ++h) {
-      if (lane == 0) m_s[warp][h] = m[h], l_s[warp][h] = l[h];
-#pragma unroll
-      for (int i = 0; i < kGqaDims; ++i) acc_s[warp][h][d0 + i] = acc[h][i];
-    }
-  }
+  stash_warp(m_s, l_s, acc_s, warp, lane, d0, m, l, acc);
   __syncthreads();
   for (int e = threadIdx.x; e < G * kGqaHd; e += blockDim.x) {
     const int h = e / kGqaHd, d = e % kGqaHd;
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kGqaWarps; ++w) M = fmaxf(M, m_s[w][h]);
-    float L = 0.0f, o = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kGqaWarps; ++w) {
-      const float f = m_s[w][h] == -INFINITY ? 0.0f : expf(m_s[w][h] - M);
-      L += l_s[w][h] * f;
-      o += acc_s[w][h][d] * f;
-    }
+    float M, L, o;
+    combine_warps(m_s, l_s, acc_s, h, d, M, L, o);
     if constexpr (kSplit) {
       float* rec = sp.part + ((size_t(t) * gridDim.x + kvh) * sp.n_splits + blockIdx.z) * (G * (2 + kGqaHd));
       if (d == 0) rec[h] = M, rec[G + h] = L;
@@ -816,14 +834,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   if (__any_sync(0xffffffffu, bad_page) && lane == 0) atomicOr(err, kErrAttnPage);
 
   merge_streams<Gb>(m, l, acc);
-  if (lane < 8) {
-#pragma unroll
-    for (int h = 0; h < Gb; ++h) {
-      if (lane == 0) m_s[warp][h] = m[h], l_s[warp][h] = l[h];
-#pragma unroll
-      for (int i = 0; i < kGqaDims; ++i) acc_s[warp][h][d0 + i] = acc[h][i];
-    }
-  }
+  stash_warp(m_s, l_s, acc_s, warp, lane, d0, m, l, acc);
   __syncthreads();
   // Across the block's warps; S == 1: the result, else the block's partial goes to the block that
   // merges output e (block w = e / per of the head split), into its po_s[z][e - w * per], with
@@ -832,16 +843,8 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   if (early_arrive) cluster_wait();
   for (int e = threadIdx.x; e < Gb * kGqaHd; e += blockDim.x) {
     const int h = e / kGqaHd, d = e % kGqaHd;
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kCluWarps; ++w) M = fmaxf(M, m_s[w][h]);
-    float L = 0.0f, o = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kCluWarps; ++w) {
-      const float f = m_s[w][h] == -INFINITY ? 0.0f : expf(m_s[w][h] - M);
-      L += l_s[w][h] * f;
-      o += acc_s[w][h][d] * f;
-    }
+    float M, L, o;
+    combine_warps(m_s, l_s, acc_s, h, d, M, L, o);
     if (cp.S == 1) {
       p.out[(qrow + h) * kGqaHd + d] = o / L;
     } else {

@@ -208,17 +208,7 @@ TEST_F(ClusterAttention, FusedRopeKvWriteMatchesComposedAndCpu) {
           Pair pq1 = put(q), pq2 = put(q), pk1 = put(k), pk2 = put(k), pv = put(v), ppos = put(vpos),
                psl = put(vslot), pseq = put(vseq), plen = put(vlen), pbt = put(table), po1 = put(poison),
                po2 = put(poison);
-          AttentionArgs a;
-          a.n_tokens = 1;
-          a.n_heads = n_heads;
-          a.n_kv_heads = n_kv;
-          a.head_dim = 128;
-          a.scale = 1.0f / std::sqrt(128.0f);
-          a.layer = 0;
-          a.seq = (const int32_t*)pseq.g;
-          a.kv_len = (const int32_t*)plen.g;
-          a.block_tables = (const int32_t*)pbt.g;
-          a.max_pages_per_seq = pages;
+          AttentionArgs a = gpu_decode_args(n_heads, n_kv, 128, 0, pseq, plen, pbt, pages);
           a.q = (const float*)pq1.g;
           a.out = (float*)po1.g;
           gpu->rope_kv_write_attention(*fused, (float*)pq1.g, (float*)pk1.g, (const float*)pv.g,

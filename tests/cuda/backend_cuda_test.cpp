@@ -604,17 +604,7 @@ TEST_F(CudaVsCpu, RopeKvWriteAttentionFusedEqualsComposed) {
     Pair pq1 = put(q), pq2 = put(q), pk1 = put(k), pk2 = put(k), pv = put(v), ppos = put(vpos),
          psl = put(vslot), pseq = put(vseq), plen = put(vlen), pbt = put(table), po1 = zeros<float>(q.size()),
          po2 = zeros<float>(q.size());
-    AttentionArgs a;
-    a.n_tokens = 1;
-    a.n_heads = n_heads;
-    a.n_kv_heads = n_kv;
-    a.head_dim = hd;
-    a.scale = 1.0f / std::sqrt(float(hd));
-    a.layer = 1;
-    a.seq = (const int32_t*)pseq.g;
-    a.kv_len = (const int32_t*)plen.g;
-    a.block_tables = (const int32_t*)pbt.g;
-    a.max_pages_per_seq = pages;
+    AttentionArgs a = gpu_decode_args(n_heads, n_kv, hd, 1, pseq, plen, pbt, pages);
     a.q = (const float*)pq1.g;
     a.out = (float*)po1.g;
     gpu->rope_kv_write_attention(*fused, (float*)pq1.g, (float*)pk1.g, (const float*)pv.g,

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -70,6 +71,23 @@ class BackendPair : public ::testing::Test {
     return v;
   }
   std::string trace() const { return "seed " + std::to_string(seed); }
+  // One decode token's attention (head_dim hd, scale 1/sqrt(hd)) over the GPU copies of the
+  // sequence rows, lengths and block tables; q and out are the caller's.
+  AttentionArgs gpu_decode_args(int n_heads, int n_kv, int hd, int layer, const Pair& seq, const Pair& kv_len,
+                                const Pair& tables, int pages) const {
+    AttentionArgs a;
+    a.n_tokens = 1;
+    a.n_heads = n_heads;
+    a.n_kv_heads = n_kv;
+    a.head_dim = hd;
+    a.scale = 1.0f / std::sqrt(float(hd));
+    a.layer = layer;
+    a.seq = (const int32_t*)seq.g;
+    a.kv_len = (const int32_t*)kv_len.g;
+    a.block_tables = (const int32_t*)tables.g;
+    a.max_pages_per_seq = pages;
+    return a;
+  }
   // `a` (shapes) pointed at the CPU and at the GPU copies of the same buffers.
   std::pair<AttentionArgs, AttentionArgs> on_both(const AttentionArgs& a, const Pair& q, const Pair& out,
                                                   const Pair& seq, const Pair& kv_len, const Pair& tables) {

@@ -56,10 +56,14 @@ __global__ void embedding_kernel(WeightView table, const int32_t* ids, int64_t n
   if (t >= n) return;
   const int32_t id = ids[t];
   if (id < 0 || id >= table.n) {
-    if (threadIdx.x == 0) atomicOr(err, kErrEmbeddingId);
+    if (threadIdx.x == 0 && blockIdx.y == 0) atomicOr(err, kErrEmbeddingId);
     return;
   }
-  for (int64_t c = threadIdx.x; c < table.k; c += blockDim.x) out[t * table.k + c] = weight_at(table, id, c);
+  // One value per thread, the row's columns over blockIdx.y: a loop over the row was one dependent
+  // load after another (the stores may alias the table as far as the compiler knows): H200, one
+  // decode row of 4096 took 9.5 us in one block.
+  const int64_t c = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (c < table.k) out[t * table.k + c] = weight_at(table, id, c);
 }
 
 __global__ void rmsnorm_kernel(const float* x, const float* w, int64_t dim, float eps, float* y) {
@@ -165,8 +169,11 @@ void launch_embedding(const WeightView& table, const int32_t* ids, int64_t n, fl
                       cudaStream_t s) {
   if (n <= 0) return;
   check_rows(n, "embedding");
-  int threads = table.k >= 256 ? 256 : 64;
-  launch("embedding_kernel", embedding_kernel, dim3(unsigned(n)), dim3(threads), s, table, ids, n, out, err);
+  const int threads = table.k >= 256 ? 256 : 64;
+  const int64_t chunks = (table.k + threads - 1) / threads;
+  if (chunks > 65535) throw Error("cuda backend: embedding: rows of " + std::to_string(table.k) + " values");
+  launch("embedding_kernel", embedding_kernel, dim3(unsigned(n), unsigned(chunks)), dim3(threads), s, table,
+         ids, n, out, err);
   check_launch("embedding");
 }
 

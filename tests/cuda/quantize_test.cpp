@@ -259,13 +259,17 @@ TEST(CudaQuantize, ActivationQuantizerAndTransposedVariantMatchReference) {
   check_activation(200, 384, false, ScaleRule::fp32, ScaleLayout::kMnMajor, seed);
 }
 
-// Large enough for several grid-stride passes of the persistent kernels and MN-major scale rows
-// far from the first (a row count that is not a power of two, 56 groups per row).
+// Large enough for many blocks of the tile kernels and MN-major scale rows far from the first (a
+// row count that is not a power of two, 56 groups per row).
 TEST(CudaQuantize, LargeActivationShapesMatchReference) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
   check_activation(2304, 7168, true, ScaleRule::ceil, ScaleLayout::kMnMajor, seed);
   check_activation(1000, 2048, false, ScaleRule::ceil, ScaleLayout::kMnMajor, seed);
+  // An odd row count past many 64- and 128-row blocks: the tile kernel's last lane holds one valid
+  // row, so its scales take the per-row stores instead of the vector store.
+  check_activation(4097, 1152, true, ScaleRule::ceil, ScaleLayout::kMnMajor, seed);
+  check_activation(4097, 1152, false, ScaleRule::ceil, ScaleLayout::kRowMajor, seed);
 }
 
 TEST(CudaQuantize, RejectsBadArguments) {

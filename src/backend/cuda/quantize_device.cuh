@@ -117,12 +117,41 @@ __device__ __forceinline__ uint4 ld_plain(const void* p) {
   return __ldg(static_cast<const uint4*>(p));
 }
 
+// 16-byte load with no L1 allocation and an L2 evict-first policy: the bytes are read once, so
+// they should be the first lines L2 gives up rather than displacing what others will read.
+__device__ __forceinline__ uint4 ld_evict_first(const void* p) {
+  uint64_t pol;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p), "l"(pol));
+  return v;
+}
+__device__ __forceinline__ uint4 ld_no_alloc(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
 // Cache hints, a run-time bit mask (uniform branches): kHintLoad streams the loads (no L1
-// allocation, 256-byte L2 prefetch), kHintStore marks the stores evict-first (.cs).
-constexpr int kHintLoad = 1, kHintStore = 2;
+// allocation, 256-byte L2 prefetch), kHintStore marks the stores evict-first (.cs),
+// kHintLoadEvictFirst loads with no L1 allocation and an L2 evict-first policy, kHintLoadNoL1 with
+// no L1 allocation alone (these two: ld16_any). None is a default: on the H200 the load hints cost
+// the 1x128 tile kernel 1-5 points of copy bandwidth (the dual kernel 4-8, tried there and not
+// kept; 2026-11-29), .cs stores were neutral.
+constexpr int kHintLoad = 1, kHintStore = 2, kHintLoadEvictFirst = 4, kHintLoadNoL1 = 8;
 
 __device__ __forceinline__ uint4 ld16(const void* p, int hints) {
   return (hints & kHintLoad) ? ld_stream(p) : ld_plain(p);
+}
+// ld16 with every load hint (the act tile kernel's; the other kernels keep ld16's two).
+__device__ __forceinline__ uint4 ld16_any(const void* p, int hints) {
+  if (hints & kHintLoadEvictFirst) return ld_evict_first(p);
+  if (hints & kHintLoadNoL1) return ld_no_alloc(p);
+  return ld16(p, hints);
 }
 
 __device__ __forceinline__ void st8(void* p, uint32_t lo, uint32_t hi, int hints) {

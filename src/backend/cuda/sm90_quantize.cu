@@ -312,8 +312,12 @@ int stride_grid() {
 // tuning"); the environment overrides them for benchmark experiments:
 //   MX8_QUANT_CFG128 / MX8_QUANT_CFG32 = "P,S,B,H,F": the streaming kernel on 1x128 / 1x32 tiles:
 //     pieces per lane, sets in flight, minimum blocks per SM (launch bounds), cache-hint mask
-//     (1 streaming loads, 2 evict-first stores), 1 = software-pipelined loads. Only the
-//     instantiations in launch_stream_any exist; other values take the default.
+//     (qdev::kHint*: 1 streaming loads, 2 evict-first stores, 4 evict-first-policy loads, 8 loads
+//     without L1 allocation), 1 = software-pipelined loads. Only the instantiations in
+//     launch_stream_any exist; other values take the default.
+//   MX8_QUANT_ACT = "M,C,R,O,H": quantize_act_1x128's kernel, M 0 the streaming kernel, 1 the 2-D
+//     tile kernel (default) with C column strips per block (1 or 2), R rows per lane (2 or 4),
+//     O 1 = row blocks fastest in the grid (measured 4-6 points slower), H the cache-hint mask.
 //   MX8_QUANT_DUAL = "M,B,H": the dual kernel, M 0 one-shot (B 2) or 1 persistent (B 2 or 3).
 //   MX8_QUANT_BPS: a cap on the streaming kernel's blocks per SM.
 struct StreamCfg {
@@ -322,9 +326,13 @@ struct StreamCfg {
 struct DualCfg {
   int mode, b, hints;
 };
+struct ActCfg {
+  int mode, cw, r, rows_fast, hints;
+};
 struct Knobs {
   StreamCfg k128, k32;
   DualCfg dual;
+  ActCfg act;
   int bps;
 };
 const Knobs& knobs() {
@@ -344,7 +352,15 @@ const Knobs& knobs() {
     DualCfg dual = dual_default;
     if (const char* v = std::getenv("MX8_QUANT_DUAL"))
       if (std::sscanf(v, "%d,%d,%d", &dual.mode, &dual.b, &dual.hints) != 3) dual = dual_default;
-    return Knobs{cfg("MX8_QUANT_CFG128", {2, 1, 6, 0, 0}), cfg("MX8_QUANT_CFG32", {1, 2, 1, 0, 1}), dual,
+    // The 2-D tile kernel, two rows per lane (H200, mx8 bench cuda-quantize, 2026-11-29: 4096 x 16384
+    // 54.0 us, 16384 x 7168 88.4 us against the streaming kernel's 60.3 and 101.1; four rows per lane
+    // and two column strips measured the same within 1%).
+    const ActCfg act_default{1, 1, 2, 0, 0};
+    ActCfg act = act_default;
+    if (const char* v = std::getenv("MX8_QUANT_ACT"))
+      if (std::sscanf(v, "%d,%d,%d,%d,%d", &act.mode, &act.cw, &act.r, &act.rows_fast, &act.hints) != 5)
+        act = act_default;
+    return Knobs{cfg("MX8_QUANT_CFG128", {2, 1, 6, 0, 0}), cfg("MX8_QUANT_CFG32", {1, 2, 1, 0, 1}), dual, act,
                  get("MX8_QUANT_BPS", 0)};
   }();
   return k;
@@ -517,6 +533,26 @@ void quantize_act_1x128(const uint16_t* src, int64_t rows, int64_t cols, format:
       make_writer(spec, rows, cols, layout == ScaleLayout::kMnMajor ? sa_ld(static_cast<int>(rows)) : 0);
   if (reinterpret_cast<uintptr_t>(src) % 16 != 0 || reinterpret_cast<uintptr_t>(codes) % 16 != 0)
     throw mx8::Error("quantize_act_1x128: src and codes must be 16-byte aligned");
+  const ActCfg& ac = knobs().act;
+  if (ac.mode == 1 && cols <= (int64_t{1} << 30) && rows < (int64_t{1} << 31)) {
+    const bool mn = layout == ScaleLayout::kMnMajor;
+    const qdev::ActTileArgs args{src,
+                                 int(rows),
+                                 int(cols),
+                                 fmt::ScaleOptions{rule, amax_floor},
+                                 ue8m0,
+                                 sw.mn_major_ld,
+                                 mn && reinterpret_cast<uintptr_t>(scales) % (ue8m0 ? 4 : 16) == 0,
+                                 ac.hints,
+                                 ac.rows_fast != 0,
+                                 codes,
+                                 scales};
+    const bool done = ac.cw == 2 ? (ac.r == 2 ? qdev::launch_act_tile<2, 2>(args, stream)
+                                              : qdev::launch_act_tile<2, 4>(args, stream))
+                                 : (ac.r == 2 ? qdev::launch_act_tile<1, 2>(args, stream)
+                                              : qdev::launch_act_tile<1, 4>(args, stream));
+    if (done) return;
+  }
   if (stream_applies(src, rows, cols, 128, codes)) {
     launch_stream_any(128, src, rows, cols, fmt::ElementFormat::e4m3, fmt::ScaleOptions{rule, amax_floor},
                       true, sw, codes, static_cast<uint8_t*>(scales), stream);

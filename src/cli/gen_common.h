@@ -94,15 +94,6 @@ inline Loaded load_for_generation(GenOptions& o, int positions_needed) {
   model::LlamaConfig cfg = model::read_llama_config(o.model);
   runtime::EngineOptions eo;
   eo.max_context = o.ctx > 0 ? o.ctx : positions_needed;
-  // A model with a sliding window is exact only up to the window (mx8 attends to every position):
-  // without --ctx the context stops there; a larger --ctx is the engine's error.
-  if (o.ctx == 0 && cfg.sliding_window > 0 && eo.max_context > cfg.sliding_window) {
-    std::fprintf(stderr,
-                 "mx8: the model attends within a sliding window of %lld positions, which mx8 does not "
-                 "apply: the context is limited to %lld positions\n",
-                 (long long)cfg.sliding_window, (long long)cfg.sliding_window);
-    eo.max_context = int(cfg.sliding_window);
-  }
   l.context = eo.max_context;
   // --kv auto is decided after loading (f32 when every matrix is f32); plan with the larger format it
   // may pick, so that "fits" is never optimistic.

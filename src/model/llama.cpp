@@ -381,6 +381,7 @@ class Llama final : public LlamaModel {
       a.kv_len = d_kvlen_;
       a.block_tables = d_bt_;
       a.max_pages_per_seq = max_pages;
+      a.window = int(c.sliding_window);  // 0: none
       // rope on q and k, K/V into the cache, attention: one launch on CUDA at T == 1.
       b_.rope_kv_write_attention(kv, q, k, v, d_pos_, d_slot_, rope, a);
       // x += att Wo^T: the residual add fused into the matmul.

@@ -33,6 +33,8 @@ void check_config(const LlamaConfig& c, const std::string& path) {
     bad("attention heads " + std::to_string(c.n_heads) + " are not a multiple of kv heads " +
         std::to_string(c.n_kv_heads));
   if (c.head_dim % 2 != 0) bad("head_dim " + std::to_string(c.head_dim) + " is odd (RoPE rotates pairs)");
+  if (c.sliding_window < 0 || c.sliding_window > 0x7fffffff)
+    bad("sliding window " + std::to_string(c.sliding_window) + " is not a position count");
 }
 
 }  // namespace

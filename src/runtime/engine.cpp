@@ -46,11 +46,6 @@ Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const Engine
   const model::LlamaConfig& c = model.config();
   if (opts.max_context <= 0 || opts.max_sequences <= 0 || opts.page_size <= 0)
     throw Error("engine: max_context, max_sequences and page_size must be positive");
-  if (c.sliding_window > 0 && opts.max_context > c.sliding_window)
-    throw Error("engine: the model attends within a sliding window of " + std::to_string(c.sliding_window) +
-                " positions, which mx8 does not apply: a context of " + std::to_string(opts.max_context) +
-                " positions would attend past it and give wrong results (use a context of at most " +
-                std::to_string(c.sliding_window) + ")");
   if (!backend.supports_kv(opts.kv_format))
     throw Error("backend " + backend.info().name + " does not support a " +
                 std::string(backend::kv_format_name(opts.kv_format)) + " KV cache");

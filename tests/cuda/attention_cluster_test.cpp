@@ -76,7 +76,7 @@ class ClusterAttention : public test::BackendPair {
 
   // Attention of tokens (seq[i], kv_len[i]) on both backends; outputs compared within kTol.
   void check(Caches& cs, int n_kv, int group, const std::vector<int32_t>& seq,
-             const std::vector<int32_t>& kv_len, const std::string& what) {
+             const std::vector<int32_t>& kv_len, const std::string& what, int window = 0) {
     const int n_heads = n_kv * group, nq = int(seq.size());
     auto q = normal(size_t(nq) * size_t(n_heads * 128));
     std::vector<float> poison(q.size(), -777.0f);
@@ -89,6 +89,7 @@ class ClusterAttention : public test::BackendPair {
     a.scale = 1.0f / std::sqrt(128.0f);
     a.layer = 0;
     a.max_pages_per_seq = cs.max_pages;
+    a.window = window;
     AttentionArgs ac = a, ag = a;
     ac.q = (const float*)pq.c, ac.out = (float*)pout.c, ac.seq = (const int32_t*)pseq.c;
     ac.kv_len = (const int32_t*)plen.c, ac.block_tables = (const int32_t*)pbt.c;
@@ -128,6 +129,24 @@ TEST_F(ClusterAttention, DecodeLengthsAndGroupsMatchCpu) {
 
 // f32 KV, and page sizes that do not divide the 32-position rounds (bf16: fp8 pages of 5 or 7
 // slots are not 16-byte multiples, which the cluster kernel requires).
+// Sliding windows (Mistral): each token attends to its last `window` positions; 1 (itself only),
+// 31 and 33 (around one round of a block's streams), 100 (streams of some blocks all outside).
+TEST_F(ClusterAttention, SlidingWindowsMatchCpu) {
+  SCOPED_TRACE(trace());
+  const int n_kv = 2;
+  for (KvFormat f : {KvFormat::bf16, KvFormat::fp8}) {
+    auto cs = make_caches(f, n_kv, 16, int(kLengths.size()), 257);
+    for (int window : {1, 31, 33, 100})
+      for (size_t s = 0; s < kLengths.size(); ++s) {
+        check(cs, n_kv, 4, {int32_t(s)}, {kLengths[s]},
+              std::string(kv_format_name(f)) + " window " + std::to_string(window) + " length " +
+                  std::to_string(kLengths[s]),
+              window);
+        if (HasFatalFailure()) return;
+      }
+  }
+}
+
 TEST_F(ClusterAttention, F32AndOddPagesMatchCpu) {
   SCOPED_TRACE(trace());
   for (int ps : {16, 5, 7}) {

@@ -506,15 +506,20 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
       a.scale = 1.0f / std::sqrt(float(hd));
       a.layer = 0;
       a.max_pages_per_seq = max_pages;
-      const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
-      ASSERT_GT(cuda_impl::attention_scratch_floats(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag), 0u)
-          << "split attention does not apply";
-      cpu->attention(*kv_c, ac);
-      gpu->attention(*kv_g, ag);
-      auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
-      for (size_t i = 0; i < r_c.size(); ++i) {
-        ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
-        ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;  // max |v| < 6, as above
+      // Sliding windows too: 100 leaves whole splits without positions, 1000 cuts one in the middle.
+      for (int window : {0, 100, 1000}) {
+        SCOPED_TRACE("window " + std::to_string(window));
+        a.window = window;
+        const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
+        ASSERT_GT(cuda_impl::attention_scratch_floats(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag), 0u)
+            << "split attention does not apply";
+        cpu->attention(*kv_c, ac);
+        gpu->attention(*kv_g, ag);
+        auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
+        for (size_t i = 0; i < r_c.size(); ++i) {
+          ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
+          ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;  // max |v| < 6, as above
+        }
       }
     }
   }
@@ -713,14 +718,18 @@ TEST_F(CudaVsCpu, KvWriteBytesEqualCpuAndAttentionMatches) {
     a.scale = 1.0f / std::sqrt(float(kc.hd));
     a.layer = 0;
     a.max_pages_per_seq = max_pages;
-    const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
-    cpu->attention(*kv_c, ac);
-    gpu->attention(*kv_g, ag);
-    auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
-    for (size_t i = 0; i < r_c.size(); ++i) {
-      ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
-      // V values are N(0, 1) (max |v| < 6 with overwhelming probability; fp8 keeps that).
-      ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;
+    for (int window : {0, 9}) {  // and a sliding window shorter than most lengths here
+      SCOPED_TRACE("window " + std::to_string(window));
+      a.window = window;
+      const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
+      cpu->attention(*kv_c, ac);
+      gpu->attention(*kv_g, ag);
+      auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
+      for (size_t i = 0; i < r_c.size(); ++i) {
+        ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
+        // V values are N(0, 1) (max |v| < 6 with overwhelming probability; fp8 keeps that).
+        ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;
+      }
     }
   }
 }

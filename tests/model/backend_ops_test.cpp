@@ -226,27 +226,34 @@ TEST(BackendOps, PagedAttentionAllKvFormats) {
     a.kv_len = kvlen.data();
     a.block_tables = tables.data();
     a.max_pages_per_seq = 4;
-    be->attention(*cache, a);
-    for (int t = 0; t < 3; ++t)
-      for (int h = 0; h < heads; ++h) {
-        const int s = seq[t], kvh = h / (heads / kv_heads);
-        std::vector<double> sc(kvlen[t]);
-        double mx = -1e300, z = 0;
-        for (int p = 0; p < kvlen[t]; ++p) {
-          double dot = 0;
-          for (int i = 0; i < hd; ++i)
-            dot += double(q[(t * heads + h) * hd + i]) * K[s][(p * kv_heads + kvh) * hd + i];
-          sc[p] = dot * a.scale;
-          mx = std::max(mx, sc[p]);
+    // No window, a sliding window of 5 (each token sees its last 5 positions), one longer than any
+    // sequence here (the same as none).
+    for (int window : {0, 5, 13}) {
+      a.window = window;
+      be->attention(*cache, a);
+      for (int t = 0; t < 3; ++t)
+        for (int h = 0; h < heads; ++h) {
+          const int s = seq[t], kvh = h / (heads / kv_heads);
+          const int first = window > 0 ? std::max(0, kvlen[t] - window) : 0;
+          std::vector<double> sc(kvlen[t]);
+          double mx = -1e300, z = 0;
+          for (int p = first; p < kvlen[t]; ++p) {
+            double dot = 0;
+            for (int i = 0; i < hd; ++i)
+              dot += double(q[(t * heads + h) * hd + i]) * K[s][(p * kv_heads + kvh) * hd + i];
+            sc[p] = dot * a.scale;
+            mx = std::max(mx, sc[p]);
+          }
+          for (int p = first; p < kvlen[t]; ++p) z += (sc[p] = std::exp(sc[p] - mx));
+          for (int i = 0; i < hd; ++i) {
+            double o = 0;
+            for (int p = first; p < kvlen[t]; ++p) o += sc[p] / z * V[s][(p * kv_heads + kvh) * hd + i];
+            ASSERT_NEAR(out[(t * heads + h) * hd + i], o, 2e-5)
+                << kv_format_name(fmt) << " window " << window << " t" << t << " h" << h << " i" << i;
+          }
         }
-        for (double& v : sc) z += (v = std::exp(v - mx));
-        for (int i = 0; i < hd; ++i) {
-          double o = 0;
-          for (int p = 0; p < kvlen[t]; ++p) o += sc[p] / z * V[s][(p * kv_heads + kvh) * hd + i];
-          ASSERT_NEAR(out[(t * heads + h) * hd + i], o, 2e-5)
-              << kv_format_name(fmt) << " t" << t << " h" << h << " i" << i;
-        }
-      }
+    }
+    a.window = 0;
     // Out-of-range slots and pages are errors, not writes anywhere.
     int32_t bad_slot = pages * ps;
     EXPECT_THROW(be->kv_write(*cache, 0, k0.data(), v0.data(), &bad_slot, 1), mx8::Error);

@@ -125,6 +125,9 @@ struct AttentionArgs {
   const int32_t* kv_len = nullptr;  // [n_tokens]
   const int32_t* block_tables = nullptr;
   int max_pages_per_seq = 0;
+  // > 0: a sliding window (Mistral v0.1): a token attends to its last `window` positions only,
+  // [kv_len - window, kv_len), as Hugging Face transformers masks them.
+  int window = 0;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -41,8 +41,8 @@ struct LlamaConfig {
   RopeScaling rope_scaling;
   backend::RopeStyle rope_style = backend::RopeStyle::half;
   int64_t max_position = 0;  // trained context (informational; the runtime may go further with scaling)
-  // > 0: the model attends only to the last this-many positions (Mistral v0.1's 4096). mx8's attention
-  // does not apply a window, so it is exact up to that many positions and the engine refuses more.
+  // > 0: each token attends only to the last this-many positions, itself included (Mistral v0.1's
+  // 4096; AttentionArgs::window).
   int64_t sliding_window = 0;
   bool qkv_bias = false;
   bool qk_norm = false;

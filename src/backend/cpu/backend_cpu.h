@@ -48,8 +48,9 @@ const float* e4m3_table();
 struct GroupAttention {
   const float* q = nullptr;  // [group][hd]
   float* out = nullptr;      // [group][hd]
-  float* att = nullptr;      // scratch [group][len]
+  float* att = nullptr;      // scratch [group][len - first]
   int group = 1, hd = 0, len = 0, page_size = 0, n_kv = 0, kvh = 0;
+  int first = 0;  // positions [first, len) are attended (a sliding window starts past 0)
   float scale = 1;
   KvFormat fmt = KvFormat::f32;
   const uint8_t* k_pool = nullptr;

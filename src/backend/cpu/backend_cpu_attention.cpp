@@ -145,17 +145,18 @@ void attend_group_scalar(const GroupAttention& j) {
   auto page_of = [&](const uint8_t* pool, int p) {
     return pool + size_t(j.table[p / j.page_size]) * j.page_bytes;
   };
-  for (int p = 0; p < j.len; ++p) {
+  const int n = j.len - j.first;
+  for (int p = j.first; p < j.len; ++p) {
     load_head(page_of(j.k_pool, p), L, p % j.page_size, j.kvh, kbuf.data());
     for (int g = 0; g < j.group; ++g)
-      j.att[size_t(g) * j.len + p] = dot_head(j.q + size_t(g) * j.hd, kbuf.data(), j.hd) * j.scale;
+      j.att[size_t(g) * n + (p - j.first)] = dot_head(j.q + size_t(g) * j.hd, kbuf.data(), j.hd) * j.scale;
   }
-  softmax_rows(j.att, j.group, j.len);
+  softmax_rows(j.att, j.group, n);
   std::memset(j.out, 0, size_t(j.hd) * j.group * 4);
-  for (int p = 0; p < j.len; ++p) {
+  for (int p = j.first; p < j.len; ++p) {
     load_head(page_of(j.v_pool, p), L, p % j.page_size, j.kvh, vbuf.data());
     for (int g = 0; g < j.group; ++g) {
-      const float w = j.att[size_t(g) * j.len + p];
+      const float w = j.att[size_t(g) * n + (p - j.first)];
       float* og = j.out + size_t(g) * j.hd;
       for (int i = 0; i < j.hd; ++i) og[i] += w * vbuf[i];
     }
@@ -217,7 +218,8 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
   }
 
   int64_t work = 0;
-  for (int t = 0; t < a.n_tokens; ++t) work += int64_t(a.kv_len[t]) * a.n_heads * hd;
+  for (int t = 0; t < a.n_tokens; ++t)
+    work += int64_t(a.window > 0 ? std::min(a.kv_len[t], a.window) : a.kv_len[t]) * a.n_heads * hd;
   if (work < (int64_t(1) << 15)) pool = nullptr;  // not worth waking workers
   // One job per (token, kv head): each K/V entry is decoded once and used by all `group` query heads
   // that share it (GQA). Results do not depend on the grouping or the threads.
@@ -231,6 +233,7 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
       g.group = group;
       g.hd = hd;
       g.len = a.kv_len[t];
+      g.first = a.window > 0 ? std::max(0, g.len - a.window) : 0;
       g.page_size = d.page_size;
       g.n_kv = d.n_kv_heads;
       g.kvh = kvh;
@@ -240,7 +243,7 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
       g.v_pool = cache.page(a.layer, 1, 0);
       g.page_bytes = cache.page_bytes();
       g.table = a.block_tables + size_t(a.seq[t]) * a.max_pages_per_seq;
-      att.resize(size_t(g.len) * group);
+      att.resize(size_t(g.len - g.first) * group);
       g.att = att.data();
       attend_group(g);
     }

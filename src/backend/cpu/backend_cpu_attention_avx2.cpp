@@ -65,7 +65,8 @@ MX8_AVX2 void attend_group_avx2(const GroupAttention& j) {
   auto page_of = [&](const uint8_t* pool, int p) {
     return pool + size_t(j.table[p / j.page_size]) * j.page_bytes;
   };
-  for (int p = 0; p < j.len; ++p) {
+  const int n = j.len - j.first;
+  for (int p = j.first; p < j.len; ++p) {
     decode_row(page_of(j.k_pool, p), j, p % j.page_size, row, lut);
     for (int g = 0; g < j.group; ++g) {
       const float* q = j.q + size_t(g) * j.hd;
@@ -76,15 +77,15 @@ MX8_AVX2 void attend_group_avx2(const GroupAttention& j) {
         a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(row + i + 8), a1);
       }
       if (i < j.hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(row + i), a0);
-      j.att[size_t(g) * j.len + p] = hsum(_mm256_add_ps(a0, a1)) * j.scale;
+      j.att[size_t(g) * n + (p - j.first)] = hsum(_mm256_add_ps(a0, a1)) * j.scale;
     }
   }
-  softmax_rows(j.att, j.group, j.len);
+  softmax_rows(j.att, j.group, n);
   std::memset(j.out, 0, size_t(j.hd) * j.group * 4);
-  for (int p = 0; p < j.len; ++p) {
+  for (int p = j.first; p < j.len; ++p) {
     decode_row(page_of(j.v_pool, p), j, p % j.page_size, row, lut);
     for (int g = 0; g < j.group; ++g) {
-      const __m256 w = _mm256_set1_ps(j.att[size_t(g) * j.len + p]);
+      const __m256 w = _mm256_set1_ps(j.att[size_t(g) * n + (p - j.first)]);
       float* o = j.out + size_t(g) * j.hd;
       for (int i = 0; i < j.hd; i += 8)
         _mm256_storeu_ps(o + i, _mm256_fmadd_ps(w, _mm256_loadu_ps(row + i), _mm256_loadu_ps(o + i)));

@@ -242,7 +242,13 @@ struct AttnParams {
   const int32_t* kv_len;
   const int32_t* block_tables;
   int max_pages_per_seq;
+  int window;  // AttentionArgs::window
 };
+
+// The first position a token with `len` cached positions attends to.
+__device__ __forceinline__ int first_attended(const AttnParams& p, int len) {
+  return p.window > 0 ? max(0, len - p.window) : 0;
+}
 
 template <KvFormat F>
 __global__ void __launch_bounds__(kAttnWarps * 32)
@@ -273,12 +279,13 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 #pragma unroll
   for (int j = 0; j < D; ++j) acc[j] = 0.0f;
   bool bad_page = false;
+  const int first = first_attended(p, len);
 
-  for (int c0 = warp * 32; c0 < len; c0 += kAttnWarps * 32) {
+  for (int c0 = first / 32 * 32 + warp * 32; c0 < len; c0 += kAttnWarps * 32) {
     const int pos = c0 + lane;
     float sc = -INFINITY;
     int page = 0;
-    if (pos < len) {
+    if (pos >= first && pos < len) {
       page = table[pos / g.ps];
       if (page < 0 || page >= g.n_pages) {
         bad_page = true;
@@ -548,8 +555,9 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
     return;
   }
   const int32_t* table = p.block_tables + size_t(sq) * p.max_pages_per_seq;
-  const int lo = kSplit ? int(blockIdx.z) * sp.split_len : 0;
-  const int hi = kSplit ? min(len, lo + sp.split_len) : len;
+  const int split0 = kSplit ? int(blockIdx.z) * sp.split_len : 0;
+  const int lo = max(split0, first_attended(p, len));
+  const int hi = kSplit ? min(len, split0 + sp.split_len) : len;
 
   float q[G][kGqaDims], acc[G][kGqaDims], m[G], l[G];
 #pragma unroll
@@ -699,12 +707,12 @@ __device__ __forceinline__ float* cluster_peer(float* p, int rank) {
 }
 
 // Table entry and K/V rows (this lane's 16 dims) of position `pos` of head kvh; false when the
-// position is past `hi` or on a bad page (then kv and vv are zeros).
+// position is outside [lo, hi) or on a bad page (then kv and vv are zeros).
 template <KvFormat F, bool kL2 = false>
 __device__ __forceinline__ bool clu_load(const uint8_t* kpool, const uint8_t* vpool, const KvGeom& g,
-                                         const int32_t* table, int pos, int hi, int kvh, int d0, float* kv,
-                                         float* vv, int& slot_id, bool& bad_page) {
-  bool valid = pos < hi;
+                                         const int32_t* table, int pos, int lo, int hi, int kvh, int d0,
+                                         float* kv, float* vv, int& slot_id, bool& bad_page) {
+  bool valid = pos >= lo && pos < hi;
   int page = 0;
   if (valid) {
     page = table[pos / g.ps];
@@ -754,6 +762,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   const int stride = kCluStreams * cp.S;
   const int base0 = z * kCluStreams + warp * 4;  // the warp's first position (its 4 streams: + 0..3)
   const int hi = bad_len ? 0 : len;
+  const int lo = first_attended(p, hi);
   // Blocks push their partials into each other's shared memory at the end (S > 1); without the
   // prologue's cluster barrier, this split barrier says that all have started.
   const bool early_arrive = cp.S > 1 && !fresh;
@@ -764,7 +773,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   float kv[kGqaDims], vv[kGqaDims];
   int slot_id;
   bool valid =
-      clu_load<F>(kpool, vpool, g, table, base0 + (lane >> 3), hi, kvh, d0, kv, vv, slot_id, bad_page);
+      clu_load<F>(kpool, vpool, g, table, base0 + (lane >> 3), lo, hi, kvh, d0, kv, vv, slot_id, bad_page);
 
   int32_t new_slot = -1;
   if (fresh) {
@@ -794,7 +803,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
       for (int i = threadIdx.x; i < Gb * kGqaHd; i += blockDim.x)
         nk.q[qrow * kGqaHd + i] = q_s[i / kGqaHd][i % kGqaHd];
     if (valid && slot_id == new_slot)
-      valid = clu_load<F, true>(kpool, vpool, g, table, base0 + (lane >> 3), hi, kvh, d0, kv, vv, slot_id,
+      valid = clu_load<F, true>(kpool, vpool, g, table, base0 + (lane >> 3), lo, hi, kvh, d0, kv, vv, slot_id,
                                 bad_page);
   } else {
     for (int i = threadIdx.x; i < Gb * kGqaHd; i += blockDim.x)
@@ -828,7 +837,8 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   if (base0 < hi) step(valid);
 #pragma unroll 2
   for (int base = base0 + stride; base < hi; base += stride) {
-    valid = clu_load<F>(kpool, vpool, g, table, base + (lane >> 3), hi, kvh, d0, kv, vv, slot_id, bad_page);
+    valid =
+        clu_load<F>(kpool, vpool, g, table, base + (lane >> 3), lo, hi, kvh, d0, kv, vv, slot_id, bad_page);
     step(valid);
   }
   if (__any_sync(0xffffffffu, bad_page) && lane == 0) atomicOr(err, kErrAttnPage);
@@ -1287,7 +1297,7 @@ bool launch_rope_kv_write_attention(CudaKvCache& c, float* q, float* k, const fl
       split_for(c, a).n_splits > 0)
     return false;
   const AttnParams p{a.q,   a.out,    a.n_heads,      a.n_heads / a.n_kv_heads, a.scale,
-                     a.seq, a.kv_len, a.block_tables, a.max_pages_per_seq};
+                     a.seq, a.kv_len, a.block_tables, a.max_pages_per_seq,      a.window};
   if (const CluPlan pl = cluster_plan(c, a); pl.cp.S > 0) {
     launch_cluster_attention(c.desc().format, pl, c.pool(a.layer, 0), c.pool(a.layer, 1), geom_of(c), p,
                              a.n_kv_heads, 1, err, NewKv{q, k, v, positions, slots, r}, s);
@@ -1305,7 +1315,7 @@ void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cud
   if (a.n_tokens <= 0) return;
   const KvGeom g = geom_of(c);
   AttnParams p{a.q,   a.out,    a.n_heads,      a.n_heads / a.n_kv_heads, a.scale,
-               a.seq, a.kv_len, a.block_tables, a.max_pages_per_seq};
+               a.seq, a.kv_len, a.block_tables, a.max_pages_per_seq,      a.window};
   const dim3 grid(unsigned(a.n_heads), unsigned(a.n_tokens));
   const uint8_t* kp = c.pool(a.layer, 0);
   const uint8_t* vp = c.pool(a.layer, 1);

@@ -242,7 +242,9 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
                           : "CUDA FP8 block-scaled GEMM (A 1x128, B 128x128 scales, BF16 out)",
                      command, gpu);
   md << "Times are medians of " << o.iters
-     << " CUDA-event timings, L2 flushed (512 MB memset) before each. mx8 and cuBLASLt FP8 read the same "
+     << " CUDA-event timings, L2 flushed before each (a 512 MB memset, then a 256 MB read so that no dirty "
+        "line "
+        "of the flush is written back during the timed run). mx8 and cuBLASLt FP8 read the same "
         "E4M3 codes and float32 scales; `mx8 ue8m0` is the same product with UE8M0 scale bytes; `MXFP8` is "
         "mx8's MXFP8 GEMM (1x32 UE8M0 scales on both operands, promotion every 32 of K). "
      << (gemv ? "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth."
@@ -337,7 +339,9 @@ void run_quantize_bench(const BenchOptions& o, const std::string& command) {
         "that "
         "over the measured device copy bandwidth. Medians of "
      << o.iters
-     << " runs, L2 flushed before each.\n\n| kernel | rows | cols | us | GB/s | of copy "
+     << " runs, L2 flushed before each (a 512 MB memset, then a 256 MB read so that no dirty line of the "
+        "flush "
+        "is written back during the timed run).\n\n| kernel | rows | cols | us | GB/s | of copy "
         "|\n|---|---|---|---|---|---|\n";
   std::printf("%s\n%-34s %6s %6s %9s %8s %7s\n", gpu.c_str(), "kernel", "rows", "cols", "us", "GB/s", "copy");
   std::string target;  // issue 4: the activation quantizers at >= 90% of copy on the large shapes

@@ -21,7 +21,6 @@
 #include "backend/cuda/cublaslt/cublaslt_baseline.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_info.h"
-#include "backend/cuda/gemv_bench_util.h"
 #include "backend/cuda/gemv_tuning.h"
 #include "cli/command.h"
 #include "cli/perf_report.h"
@@ -96,41 +95,6 @@ struct Case {
   bool swiglu, accumulate;
 };
 
-// Median event timings, each run preceded by an L2 flush: a 512 MB memset (write) and, when `clean`,
-// a 256 MB read (gemv_bench_util.h says why).
-class FlushTimer {
- public:
-  FlushTimer() : write_(kWrite), read_(kRead) {
-    MX8_CUDA_CHECK(cudaMemset(read_.p, 1, kRead));
-    MX8_CUDA_CHECK(cudaEventCreate(&e0_));
-    MX8_CUDA_CHECK(cudaEventCreate(&e1_));
-  }
-  ~FlushTimer() {
-    cudaEventDestroy(e0_);
-    cudaEventDestroy(e1_);
-  }
-  double median_us(const std::function<void()>& fn, int iters, bool clean = true) {
-    for (int i = 0; i < 3; ++i) fn();
-    std::vector<float> ms(size_t(iters), 0.0f);
-    for (int i = 0; i < iters; ++i) {
-      MX8_CUDA_CHECK(cudaMemsetAsync(write_.p, i & 0xff, kWrite, nullptr));
-      if (clean) mx8::cuda::l2_read_through(read_.p, kRead, nullptr);
-      MX8_CUDA_CHECK(cudaEventRecord(e0_, nullptr));
-      fn();
-      MX8_CUDA_CHECK(cudaEventRecord(e1_, nullptr));
-      MX8_CUDA_CHECK(cudaEventSynchronize(e1_));
-      MX8_CUDA_CHECK(cudaEventElapsedTime(&ms[size_t(i)], e0_, e1_));
-    }
-    std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
-    return ms[size_t(iters / 2)] * 1000.0;
-  }
-
- private:
-  static constexpr size_t kWrite = size_t(512) << 20, kRead = size_t(256) << 20;
-  Buf write_, read_;
-  cudaEvent_t e0_ = nullptr, e1_ = nullptr;
-};
-
 class Runner {
  public:
   Runner(const Options& o) : o_(o) {
@@ -175,7 +139,7 @@ class Runner {
           else
             cuda_impl::launch_gemv_group(in, ts.data(), int(ts.size()), nullptr);
         },
-        o_.iters, clean);
+        o_.iters, 3, clean);
     return {us, bytes};
   }
 
@@ -197,7 +161,7 @@ class Runner {
 
  private:
   const Options& o_;
-  FlushTimer timer_;
+  mx8::cuda::GpuTimer timer_;
   mx8::cuda::CublasLtBaseline lt_;
   double copy_bw_ = 0;
   std::string gpu_;

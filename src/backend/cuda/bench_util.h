@@ -16,24 +16,32 @@ void fill_random_bf16(uint16_t* dst, size_t n, uint64_t seed, float sigma, cudaS
 // dst[c * ld + r] = src[r * cols + c]: a row-major byte grid to the MN-major layout the GEMMs read.
 void transpose_u8(const uint8_t* src, int rows, int cols, uint8_t* dst, int ld, cudaStream_t stream);
 
+// Reads `bytes` of `buf` (16-byte aligned, bytes % 16 == 0) on `s`. After an L2 flush that writes a
+// large buffer, L2 is full of dirty lines; a kernel timed right then pays for writing them back
+// (~L2 size, 50-60 MB, ~12 us on an H200) as its accesses evict them. Reading a buffer larger than
+// L2 first leaves L2 cold and clean.
+void l2_read_through(const void* buf, size_t bytes, cudaStream_t s);
+
 class GpuTimer {
  public:
-  // flush_bytes: a buffer written before every timed run so that no operand stays in L2 (60 MB on
-  // an H200; 512 MB is several times that).
-  explicit GpuTimer(size_t flush_bytes = 512u << 20);
+  // The L2 flush before every timed run: a 512 MB buffer written (no operand stays in L2: 60 MB on an
+  // H200), then a 256 MB buffer read (l2_read_through: no dirty line of the flush stays either).
+  GpuTimer();
   ~GpuTimer();
   GpuTimer(const GpuTimer&) = delete;
   GpuTimer& operator=(const GpuTimer&) = delete;
 
   // Median microseconds of `iters` runs of `fn` (enqueued on stream 0), each preceded by the flush
-  // and bracketed by events; `warmup` untimed runs first.
-  double median_us(const std::function<void()>& fn, int iters = 30, int warmup = 3);
+  // and bracketed by events; `warmup` untimed runs first. clean = false skips the read of the flush
+  // (L2 left dirty: what a kernel pays after a large write).
+  double median_us(const std::function<void()>& fn, int iters = 30, int warmup = 3, bool clean = true);
   // Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written.
   double copy_bandwidth(size_t bytes = size_t{1} << 30);
 
  private:
-  void* flush_ = nullptr;
-  size_t flush_bytes_ = 0;
+  static constexpr size_t kWrite = size_t(512) << 20, kRead = size_t(256) << 20;
+  void* write_ = nullptr;
+  void* read_ = nullptr;
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
 };
 

@@ -336,12 +336,12 @@ void run_quantize_bench(const BenchOptions& o, const std::string& command) {
   std::ostringstream md;
   md << header_block("CUDA quantize / dequantize (bf16 in, E4M3 out)", command, gpu);
   md << "GB/s counts bytes read + written (codes, scales, and the transposed copy for `dual`); `of copy` is "
-        "that "
-        "over the measured device copy bandwidth. Medians of "
+        "that over the measured device copy bandwidth, which moves as many bytes each way: a kernel that "
+        "reads two bytes per byte it writes turns the HBM bus around less often and can pass 100%. Medians "
+        "of "
      << o.iters
      << " runs, L2 flushed before each (a 512 MB memset, then a 256 MB read so that no dirty line of the "
-        "flush "
-        "is written back during the timed run).\n\n| kernel | rows | cols | us | GB/s | of copy "
+        "flush is written back during the timed run).\n\n| kernel | rows | cols | us | GB/s | of copy "
         "|\n|---|---|---|---|---|---|\n";
   std::printf("%s\n%-34s %6s %6s %9s %8s %7s\n", gpu.c_str(), "kernel", "rows", "cols", "us", "GB/s", "copy");
   std::string target;  // issue 4: the activation quantizers at >= 90% of copy on the large shapes

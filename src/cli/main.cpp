@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "cli/command.h"
 #include "mx8/error.h"
@@ -33,6 +35,45 @@ CLI::App* node_for(CLI::App& root, std::map<std::string, CLI::App*>& nodes, cons
   return app;
 }
 
+// `mx8 bench gemm|quantize|gemv|decode --device cuda` (the form the benchmarks are asked for) is the
+// CUDA benchmark of that name: the arguments are rewritten to `mx8 bench cuda-gemm|cuda-quantize|
+// gemv-cuda|decode-cuda`, whose options then apply. `--device cpu` is the CPU benchmark as it is (there
+// is no CPU GEMM benchmark; `bench gemm` alone means the GPU's).
+std::vector<std::string> route_bench_device(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  if (args.size() < 3 || args[1] != "bench") return args;
+  static const std::map<std::string, std::string> kCuda = {
+      {"gemm", "cuda-gemm"}, {"quantize", "cuda-quantize"}, {"gemv", "gemv-cuda"}, {"decode", "decode-cuda"}};
+  const auto target = kCuda.find(args[2]);
+  if (target == kCuda.end()) return args;
+  std::string device = args[2] == "gemm" ? "cuda" : "cpu";
+  for (size_t i = 3; i < args.size(); ++i) {
+    if (args[i] == "--device" && i + 1 < args.size()) {
+      device = args[i + 1];
+      args.erase(args.begin() + std::ptrdiff_t(i), args.begin() + std::ptrdiff_t(i) + 2);
+      break;
+    }
+    if (args[i].rfind("--device=", 0) == 0) {
+      device = args[i].substr(9);
+      args.erase(args.begin() + std::ptrdiff_t(i));
+      break;
+    }
+  }
+  if (device == "cuda") {
+    const auto& reg = mx8::cli::command_registry();
+    if (std::none_of(reg.begin(), reg.end(), [&](auto& c) { return c.path == "bench " + target->second; }))
+      throw mx8::Error("bench " + args[2] +
+                       " --device cuda: this build has no CUDA backend (configure with "
+                       "-DMX8_CUDA=ON)");
+    args[2] = target->second;
+  } else if (device != "cpu" || args[2] == "gemm") {
+    throw mx8::Error(
+        "bench " + args[2] + ": no benchmark for --device " + device +
+        (args[2] == "gemm" ? " (the GEMM benchmark is the GPU's: --device cuda)" : " (cpu or cuda)"));
+  }
+  return args;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -51,8 +92,17 @@ int main(int argc, char** argv) {
   for (auto& [path, app] : nodes)
     if (!app->get_subcommands({}).empty()) app->require_subcommand(1);
 
+  std::vector<std::string> args;
   try {
-    root.parse(argc, argv);
+    args = route_bench_device(argc, argv);
+  } catch (const mx8::Error& e) {
+    std::fprintf(stderr, "mx8: error: %s\n", e.what());
+    return 1;
+  }
+  std::vector<char*> argp;
+  for (std::string& a : args) argp.push_back(a.data());
+  try {
+    root.parse(int(argp.size()), argp.data());
   } catch (const CLI::ParseError& e) {
     return root.exit(e);
   }

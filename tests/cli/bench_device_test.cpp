@@ -1,0 +1,73 @@
+// `mx8 bench gemm|quantize|gemv|decode --device cpu|cuda` (src/cli/main.cpp, route_bench_device): the
+// CUDA device selects the CUDA benchmark of that name, the CPU device the CPU one, anything else is
+// an error that names it. Runs the mx8 executable built beside this test (skips without it); only
+// --help and the errors, so nothing is measured.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace {
+
+std::string mx8_exe() {
+  char self[4096] = {};
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return "";
+  return (std::filesystem::path(std::string(self, size_t(n))).parent_path() / "mx8").string();
+}
+
+// stdout and stderr of `mx8 args`, and its exit status.
+std::string run(const std::string& args, int* status) {
+  FILE* p = popen(("'" + mx8_exe() + "' " + args + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while (p && (n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int st = p ? pclose(p) : -1;
+  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+class BenchDevice : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(mx8_exe())) GTEST_SKIP() << mx8_exe() << " not built";
+  }
+};
+
+TEST_F(BenchDevice, CpuIsTheCpuBenchmark) {
+  int st = 0;
+  std::string out = run("bench gemv --device cpu --help", &st);
+  EXPECT_EQ(st, 0) << out;
+  EXPECT_NE(out.find("CPU FP8/MXFP8/bf16/f32 matrix-vector products"), std::string::npos) << out;
+  out = run("bench quantize --device=cpu --help", &st);
+  EXPECT_EQ(st, 0) << out;
+  EXPECT_NE(out.find("CPU quantize/dequantize"), std::string::npos) << out;
+}
+
+TEST_F(BenchDevice, CudaIsTheCudaBenchmark) {
+  int st = 0;
+  const std::string out = run("bench gemv --device cuda --help", &st);
+#ifdef MX8_HAVE_CUDA
+  EXPECT_EQ(st, 0) << out;
+  EXPECT_NE(out.find("CUDA weight-streaming GEMV"), std::string::npos) << out;
+#else
+  EXPECT_EQ(st, 1) << out;
+  EXPECT_NE(out.find("this build has no CUDA backend"), std::string::npos) << out;
+#endif
+}
+
+TEST_F(BenchDevice, UnknownDevicesAndTheCpuGemmAreErrors) {
+  int st = 0;
+  std::string out = run("bench gemv --device tpu", &st);
+  EXPECT_EQ(st, 1) << out;
+  EXPECT_NE(out.find("no benchmark for --device tpu"), std::string::npos) << out;
+  out = run("bench gemm --device cpu", &st);
+  EXPECT_EQ(st, 1) << out;
+  EXPECT_NE(out.find("the GEMM benchmark is the GPU's"), std::string::npos) << out;
+}
+
+}  // namespace

@@ -16,93 +16,23 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "model/hf_fixture_util.h"
 #include "mx8/backend/backend.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
 
 namespace {
 
+using mx8::hf_test::fixture_names;
+using mx8::hf_test::kDir;
+using mx8::hf_test::max_abs_diff;
+using mx8::hf_test::PromptRun;
+using mx8::hf_test::read_json;
+using mx8::hf_test::run_prompt;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-const std::string kDir = std::string(MX8_SOURCE_DIR) + "/tests/data/hf";
 constexpr float kTol = 1e-4f;
-
-json read_json(const std::string& p) {
-  std::ifstream in(p);
-  return json::parse(in);
-}
-
-std::vector<std::string> fixtures() {
-  std::vector<std::string> names;
-  if (!fs::exists(kDir)) return names;
-  for (auto& e : fs::directory_iterator(kDir))
-    if (e.is_directory() && fs::exists(e.path() / "reference.json"))
-      names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-struct PromptRun {
-  std::vector<std::vector<float>> prompt_logits;  // at logits_positions
-  std::vector<int32_t> greedy;
-  std::vector<float> greedy_last_logits;
-};
-
-// Prompt logits through one forward pass (the whole prompt as one prefill chunk), then 16 greedy
-// tokens through the engine (decode path over the paged KV cache).
-PromptRun run_prompt(mx8::model::LlamaModel& m, mx8::backend::Backend& be, const std::vector<int32_t>& prompt,
-                     const std::vector<int32_t>& positions, mx8::backend::KvFormat kv) {
-  using namespace mx8;
-  PromptRun r;
-  {
-    runtime::EngineOptions eo;
-    eo.kv_format = kv;
-    eo.max_context = int(prompt.size()) + 32;
-    eo.page_size = 16;
-    const int pages = (eo.max_context + 15) / 16;
-    backend::KvCacheDesc d{
-        kv, int(m.config().n_layers), int(m.config().n_kv_heads), int(m.config().head_dim), 16, pages};
-    auto cache = be.create_kv_cache(d);
-    model::StepBatch b;
-    b.max_pages_per_seq = pages;
-    for (int p = 0; p < pages; ++p) b.block_tables.push_back(p);
-    for (size_t i = 0; i < prompt.size(); ++i) {
-      b.tokens.push_back(prompt[i]);
-      b.pos.push_back(int32_t(i));
-      b.seq.push_back(0);
-      b.slot.push_back(int32_t(i));
-      b.kv_len.push_back(int32_t(i) + 1);
-    }
-    b.logit_rows = positions;
-    std::vector<float> logits(positions.size() * size_t(m.config().vocab));
-    m.forward(b, *cache, logits.data());
-    for (size_t i = 0; i < positions.size(); ++i)
-      r.prompt_logits.emplace_back(logits.begin() + i * m.config().vocab,
-                                   logits.begin() + (i + 1) * m.config().vocab);
-  }
-  runtime::EngineOptions eo;
-  eo.kv_format = kv;
-  eo.max_context = int(prompt.size()) + 32;
-  runtime::Engine eng(m, be, eo);
-  eng.keep_logits(true);
-  runtime::GenerationParams gp;
-  gp.sampling.temperature = 0;
-  gp.max_new_tokens = 17;  // the 17th is never run: the sequence stays alive to read its last logits
-  int id = eng.add(prompt, gp);
-  while (r.greedy.size() < 16) {
-    for (auto& e : eng.step()) r.greedy.push_back(e.token);
-  }
-  r.greedy_last_logits = *eng.last_logits(id);
-  eng.cancel(id);
-  return r;
-}
-
-float max_abs_diff(const std::vector<float>& a, const json& b) {
-  float d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(a[i] - b[i].get<float>()));
-  return d;
-}
 
 class HfFixture : public ::testing::TestWithParam<std::string> {};
 
@@ -165,7 +95,7 @@ TEST_P(HfFixture, BatchedChunkedDecodeEqualsOneAtATime) {
     EXPECT_EQ(got[ids[p]], ref["greedy"][p].get<std::vector<int32_t>>()) << GetParam() << " prompt " << p;
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, HfFixture, ::testing::ValuesIn(fixtures()),
+INSTANTIATE_TEST_SUITE_P(Fixtures, HfFixture, ::testing::ValuesIn(fixture_names()),
                          [](const auto& info) { return info.param; });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(HfFixture);
 

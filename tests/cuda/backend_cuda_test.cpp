@@ -327,8 +327,10 @@ TEST_F(CudaVsCpu, MatmulEveryFormatMatchesCpu) {
       for (int64_t m : {1, 2, 3, 5, 8, 9, 16, 17, 70}) {
         auto x = normal(size_t(m * sh.k));
         // The tensor-core path quantizes activations: its reference is the CPU product of the quantized
-        // x, and its tolerance is the FP8 GEMM's (tests/cuda/gemm_test.cpp): 2^-9 sum |w x|, from the
-        // tensor cores' limited-width accumulation inside each 128-wide chunk (16x margin there).
+        // x, and its tolerance is the FP8 GEMM's (tests/cuda/gemm_test.cpp, which says why): 2^-9 sum
+        // |w x| plus 2^-8 of the largest |w x| of every 32-wide k group, from the tensor cores'
+        // limited-width accumulation inside each wgmma k32 step. (This test had only the first term,
+        // and the H200 run with MX8_CUDA_WGMMA=1 missed it by up to 2x: 6.1 vs 5.6, 12.7 vs 6.5.)
         const bool quantized =
             wgmma_on() && cs.f == WeightFormat::fp8_block && m > 16 && sh.n % 16 == 0 && sh.k % 128 == 0;
         const std::vector<float> xr = quantized ? quantize_1x128_ceil(x, m, sh.k) : x;
@@ -339,11 +341,16 @@ TEST_F(CudaVsCpu, MatmulEveryFormatMatchesCpu) {
         auto a = get_cpu<float>(py, size_t(m * sh.n)), b = get_gpu<float>(py, size_t(m * sh.n));
         for (int64_t r = 0; r < m; ++r)
           for (int64_t c = 0; c < sh.n; ++c) {
-            double abs_sum = with_bias ? std::fabs(bias[size_t(c)]) : 0.0;
-            for (int64_t i = 0; i < sh.k; ++i)
-              abs_sum += std::fabs(double(hw.deq[size_t(c * sh.k + i)]) * xr[size_t(r * sh.k + i)]);
+            double abs_sum = with_bias ? std::fabs(bias[size_t(c)]) : 0.0, group_max_sum = 0.0,
+                   group_max = 0.0;
+            for (int64_t i = 0; i < sh.k; ++i) {
+              const double p = std::fabs(double(hw.deq[size_t(c * sh.k + i)]) * xr[size_t(r * sh.k + i)]);
+              abs_sum += p;
+              group_max = std::max(group_max, p);
+              if (i % 32 == 31 || i + 1 == sh.k) group_max_sum += std::exchange(group_max, 0.0);
+            }
             const size_t o = size_t(r * sh.n + c);
-            ASSERT_NEAR(b[o], a[o], quantized ? abs_sum / 512 : 64 * kU * abs_sum)
+            ASSERT_NEAR(b[o], a[o], quantized ? abs_sum / 512 + group_max_sum / 256 : 64 * kU * abs_sum)
                 << weight_format_name(cs.f) << (cs.st == ScaleType::f32 ? " f32 scales" : "") << " n " << sh.n
                 << " k " << sh.k << " m " << m << " row " << r << " col " << c
                 << (quantized ? " (wgmma)" : "");

@@ -1,6 +1,7 @@
 // Hugging Face config.json reader.
 #include "mx8/io/hf_config.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -70,6 +71,32 @@ HfConfig HfConfig::from_json(const nlohmann::json& j, const std::string& what) {
       !(j.contains("use_sliding_window") && j["use_sliding_window"].is_boolean() &&
         !j["use_sliding_window"].get<bool>()))
     c.sliding_window = j["sliding_window"].get<int64_t>();
+  if (c.sliding_window.value_or(0) > 0 && c.num_hidden_layers > 0) {
+    // Which layers slide: transformers' `layer_types` where the config lists them, else Qwen2/Qwen3's
+    // max_window_layers (the layers from it on), else all (Mistral). mx8 applies one window to every
+    // layer or to none: a mix is refused rather than computed wrongly.
+    int64_t sliding = c.num_hidden_layers;
+    if (j.contains("layer_types") && j["layer_types"].is_array()) {
+      sliding = 0;
+      for (const auto& t : j["layer_types"]) {
+        const std::string type = t.is_string() ? t.get<std::string>() : "";
+        if (type == "sliding_attention")
+          ++sliding;
+        else if (type != "full_attention")
+          throw Error(what + ": layer type '" + (t.is_string() ? type : t.dump()) +
+                      "' (mx8 runs full_attention and sliding_attention layers)");
+      }
+    } else if ((c.model_type == "qwen2" || c.model_type == "qwen3") && j.contains("max_window_layers")) {
+      const int64_t from = get_int(j, "max_window_layers", 0, what);
+      sliding = std::max<int64_t>(0, c.num_hidden_layers - std::max<int64_t>(0, from));
+    }
+    if (sliding == 0)
+      c.sliding_window.reset();
+    else if (sliding < c.num_hidden_layers)
+      throw Error(what + ": a sliding window on " + std::to_string(sliding) + " of " +
+                  std::to_string(c.num_hidden_layers) +
+                  " layers (mx8 applies a window to every layer or to none)");
+  }
   c.dtype = get_string(j, "torch_dtype");
   if (c.dtype.empty()) c.dtype = get_string(j, "dtype");
 

@@ -315,3 +315,45 @@ TEST(HfConfig, ParsesLlamaAndV5RopeAndQuantConfig) {
   EXPECT_FALSE(odd.tie_word_embeddings);
   EXPECT_EQ(odd.sliding_window, 4);
 }
+
+// A sliding window applies to every layer or to none: transformers' layer_types, or Qwen2/Qwen3's
+// max_window_layers (layers from it on slide), decide which; a mix is an error that says so.
+TEST(HfConfig, SlidingWindowLayers) {
+  auto parse = [](const std::string& extra) {
+    return mx8::io::HfConfig::from_json(
+        nlohmann::json::parse(R"({"model_type":"qwen2","num_hidden_layers":4,"sliding_window":64,)" + extra +
+                              "}"),
+        "cfg");
+  };
+  EXPECT_EQ(parse(R"("use_sliding_window":true,"max_window_layers":4)").sliding_window.value_or(0),
+            0);  // none slides
+  EXPECT_EQ(parse(R"("use_sliding_window":true,"max_window_layers":0)").sliding_window.value_or(0),
+            64);  // all slide
+  EXPECT_EQ(parse(R"("use_sliding_window":false,"max_window_layers":0)").sliding_window.value_or(0), 0);
+  EXPECT_EQ(
+      parse(
+          R"("layer_types":["sliding_attention","sliding_attention","sliding_attention","sliding_attention"])")
+          .sliding_window.value_or(0),
+      64);
+  EXPECT_EQ(parse(R"("layer_types":["full_attention","full_attention","full_attention","full_attention"])")
+                .sliding_window.value_or(0),
+            0);
+  auto message = [&](const std::string& extra) {
+    try {
+      parse(extra);
+    } catch (const mx8::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(R"("use_sliding_window":true,"max_window_layers":3)").find("1 of 4 layers"),
+            std::string::npos);
+  EXPECT_NE(
+      message(R"("layer_types":["full_attention","sliding_attention","full_attention","sliding_attention"])")
+          .find("2 of 4 layers"),
+      std::string::npos);
+  EXPECT_NE(
+      message(R"("layer_types":["chunked_attention","full_attention","full_attention","full_attention"])")
+          .find("layer type 'chunked_attention'"),
+      std::string::npos);
+}

@@ -31,8 +31,9 @@ struct Engine::Seq {
   int id = 0;
   std::vector<int32_t> tokens;  // prompt, then generated tokens
   size_t prompt_len = 0;
-  size_t cached = 0;  // positions whose K/V are in the cache
-  std::vector<int32_t> pages;
+  size_t cached = 0;           // positions whose K/V are in the cache
+  std::vector<int32_t> pages;  // by position / page_size; -1 once a sliding window has passed it
+  size_t released = 0;         // pages[0, released) went back to the free list
   GenerationParams params;
   Sampler sampler;
   int generated = 0;
@@ -50,13 +51,14 @@ Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const Engine
     throw Error("backend " + backend.info().name + " does not support a " +
                 std::string(backend::kv_format_name(opts.kv_format)) + " KV cache");
   max_pages_per_seq_ = (opts.max_context + opts.page_size - 1) / opts.page_size;
+  window_ = c.sliding_window > 0 && c.sliding_window < opts.max_context ? int(c.sliding_window) : 0;
   backend::KvCacheDesc d;
   d.format = opts.kv_format;
   d.n_layers = int(c.n_layers);
   d.n_kv_heads = int(c.n_kv_heads);
   d.head_dim = int(c.head_dim);
   d.page_size = opts.page_size;
-  d.n_pages = max_pages_per_seq_ * opts.max_sequences;
+  d.n_pages = kv_pages_per_sequence(c, opts, model.max_tokens_per_step()) * opts.max_sequences;
   kv_ = backend.create_kv_cache(d);
   free_pages_.resize(size_t(d.n_pages));
   // Hand out low page numbers first (pop_back takes the end).
@@ -83,7 +85,7 @@ int Engine::add(std::vector<int32_t> prompt, const GenerationParams& params) {
   s->id = next_id_++;
   s->prompt_len = prompt.size();
   s->tokens = std::move(prompt);
-  if (opts_.prefix_reuse) take_prefix(*s);
+  if (opts_.prefix_reuse && !window_) take_prefix(*s);
   seqs_.push_back(std::move(s));
   return seqs_.back()->id;
 }
@@ -123,7 +125,7 @@ void Engine::evict_oldest_prefix() {
 void Engine::release(Seq& s) {
   // Positions < cached have their K/V in the cache; the last sampled token was never fed back. Pages
   // are allocated as positions are fed, so they are exactly the ones covering [0, cached).
-  if (opts_.prefix_reuse && s.cached > 0) {
+  if (opts_.prefix_reuse && !window_ && s.cached > 0) {
     const size_t n_pages = (s.cached + size_t(opts_.page_size) - 1) / size_t(opts_.page_size);
     for (size_t i = n_pages; i < s.pages.size(); ++i) free_pages_.push_back(s.pages[i]);
     s.pages.resize(std::min(n_pages, s.pages.size()));
@@ -133,7 +135,8 @@ void Engine::release(Seq& s) {
     retained_.push_back(std::move(r));
     while (retained_.size() > size_t(opts_.max_sequences)) evict_oldest_prefix();
   } else {
-    for (int32_t p : s.pages) free_pages_.push_back(p);
+    for (int32_t p : s.pages)
+      if (p >= 0) free_pages_.push_back(p);
   }
   s.pages.clear();
 }
@@ -189,7 +192,15 @@ std::vector<TokenEvent> Engine::step() {
       if (pending == 0 || decoding != (pass == 0) || budget == 0) continue;
       const int chunk = int(std::min<size_t>(pending, size_t(budget)));
       const int row = int(b.block_tables.size()) / max_pages_per_seq_;
-      // Make sure the pages for the new positions exist.
+      // With a sliding window, pages wholly before the first position the chunk attends to are
+      // done with; then make sure the pages for the new positions exist.
+      const size_t ps = size_t(opts_.page_size);
+      for (; window_ && s.released < s.pages.size() &&
+             int64_t((s.released + 1) * ps) <= int64_t(s.cached) + 1 - window_;
+           ++s.released) {
+        free_pages_.push_back(s.pages[s.released]);
+        s.pages[s.released] = -1;
+      }
       const size_t last_pos = s.cached + size_t(chunk) - 1;
       while (s.pages.size() <= last_pos / size_t(opts_.page_size)) s.pages.push_back(alloc_page());
       for (int i = 0; i < max_pages_per_seq_; ++i)
@@ -289,6 +300,15 @@ size_t estimate_weight_bytes(const model::LlamaConfig& c, model::WeightMode mode
   return size_t((linear + head) * bpw + embed * embed_bpw);
 }
 
+int kv_pages_per_sequence(const model::LlamaConfig& c, const EngineOptions& o, int max_tokens_per_step) {
+  const int all = (o.max_context + o.page_size - 1) / o.page_size;
+  if (c.sliding_window <= 0 || c.sliding_window >= o.max_context) return all;
+  // A chunk at p0 reads from p0 + 1 - W and writes up to p0 + T - 1: W + T - 1 positions, which can
+  // touch one page more than they fill.
+  const int64_t span = c.sliding_window + std::max(1, max_tokens_per_step) - 1;
+  return int(std::min<int64_t>(all, (span + o.page_size - 1) / o.page_size + 1));
+}
+
 MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const EngineOptions& o,
                        int max_tokens_per_step, size_t available_bytes) {
   MemoryPlan p;
@@ -301,7 +321,7 @@ MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const E
   d.page_size = o.page_size;
   d.n_pages = 1;
   p.kv_bytes_per_token = d.total_bytes() / size_t(o.page_size);
-  const size_t pages = size_t((o.max_context + o.page_size - 1) / o.page_size) * size_t(o.max_sequences);
+  const size_t pages = size_t(kv_pages_per_sequence(c, o, max_tokens_per_step)) * size_t(o.max_sequences);
   p.kv_bytes = d.total_bytes() * pages;
   p.activation_bytes =
       size_t(max_tokens_per_step) *
@@ -318,8 +338,11 @@ MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const E
   std::ostringstream s;
   s << "memory plan: weights " << mib(p.weight_bytes) << " + KV cache ("
     << backend::kv_format_name(o.kv_format) << ", " << o.max_context << " positions x " << o.max_sequences
-    << " sequences, " << p.kv_bytes_per_token << " bytes/position) " << mib(p.kv_bytes) << " + activations "
-    << mib(p.activation_bytes) << " = " << mib(total);
+    << " sequences, " << p.kv_bytes_per_token << " bytes/position";
+  if (pages < size_t((o.max_context + o.page_size - 1) / o.page_size) * size_t(o.max_sequences))
+    s << "; sliding window " << c.sliding_window << ": "
+      << pages / size_t(o.max_sequences) * size_t(o.page_size) << " positions kept";
+  s << ") " << mib(p.kv_bytes) << " + activations " << mib(p.activation_bytes) << " = " << mib(total);
   if (p.available_bytes) {
     s << "; available " << mib(p.available_bytes) << ": " << (p.fits ? "fits" : "DOES NOT FIT");
     if (!p.fits && p.kv_bytes_per_token) {

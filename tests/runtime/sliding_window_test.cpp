@@ -54,4 +54,38 @@ TEST(SlidingWindow, MatchesTransformersPastTheWindow) {
   }
 }
 
+// With a window shorter than the context, the engine gives a sequence's pages back once the window
+// has passed them: the cache holds a window's worth of pages (4 of 16 here: window 8, chunks of 4,
+// pages of 4), and the tokens are still transformers' (a page given back too early would be a -1 in
+// the block table inside the window, which the CPU attention refuses).
+TEST(SlidingWindow, EngineKeepsOnlyTheWindowsPages) {
+  const nlohmann::json ref = hf_test::read_json(hf_test::kDir + "/mistral_gqa/sliding_window.json");
+  const int window = ref["sliding_window"].get<int>();
+  EditedCopy copy("mistral_gqa", [&](nlohmann::json& c) { c["sliding_window"] = window; });
+  auto be = backend::make_cpu_backend(2);
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = 4;
+  auto m = model::load_llama(copy.dir.string(), *be, lo);
+  runtime::EngineOptions eo;
+  eo.kv_format = backend::KvFormat::f32;
+  eo.max_context = 64;
+  eo.page_size = 4;
+  ASSERT_EQ(runtime::kv_pages_per_sequence(m->config(), eo, 4), 4);  // (8 + 4 - 1) / 4 rounded up, + 1
+  const runtime::MemoryPlan plan = runtime::plan_memory(m->config(), 0, eo, 4, 0);
+  EXPECT_NE(plan.text.find("sliding window 8: 16 positions kept"), std::string::npos) << plan.text;
+  runtime::Engine eng(*m, *be, eo);
+  EXPECT_EQ(eng.kv_bytes(), plan.kv_bytes);
+  EXPECT_EQ(eng.free_pages(), 4u);
+  runtime::GenerationParams gp;
+  gp.sampling.temperature = 0;
+  gp.max_new_tokens = int(ref["greedy"].size());
+  eng.add(ref["prompt"].get<std::vector<int32_t>>(), gp);
+  std::vector<int32_t> got;
+  while (!eng.idle())
+    for (const runtime::TokenEvent& e : eng.step())
+      if (e.token >= 0) got.push_back(e.token);
+  EXPECT_EQ(got, ref["greedy"].get<std::vector<int32_t>>());
+  EXPECT_EQ(eng.free_pages(), 4u);  // all back (prefix reuse is off with a window)
+}
+
 }  // namespace

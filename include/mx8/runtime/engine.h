@@ -15,6 +15,11 @@
 // decoded differs by ulps, as it does when a prefill chunk has one token. A multi-turn chat thus
 // prefills only what is new each turn.
 //
+// Sliding window (a model's `sliding_window` shorter than max_context): a sequence's pages that fall
+// wholly before the first position its next chunk attends to go back to the free list, so the
+// cache holds kv_pages_per_sequence() pages per sequence, not max_context's; prefix reuse is off
+// (a retained prefix would have lost the pages a shorter shared prefix needs).
+//
 //   Engine eng(model, backend, opts);
 //   int id = eng.add(prompt_ids, params);
 //   while (!eng.idle()) for (const TokenEvent& e : eng.step()) ...;
@@ -68,6 +73,10 @@ struct EngineStats {
 // MemAvailable of /proc/meminfo, or 0.
 size_t host_available_memory();
 
+// KV pages one sequence holds at most: those of max_context, or with a sliding window W the pages
+// of a step's chunk (up to max_tokens_per_step positions) and the W - 1 positions before it.
+int kv_pages_per_sequence(const model::LlamaConfig& c, const EngineOptions& o, int max_tokens_per_step);
+
 // What a configuration costs in memory, printed before loading (mx8 run prints it up front).
 struct MemoryPlan {
   size_t weight_bytes = 0;
@@ -100,6 +109,8 @@ class Engine {
   const EngineStats& stats() const { return stats_; }
   const EngineOptions& options() const { return opts_; }
   size_t kv_bytes() const;
+  // Pages on the free list (for tests: a sliding window returns pages as a sequence moves on).
+  size_t free_pages() const { return free_pages_.size(); }
   // Logits of the last step for `request` (valid after a step that sampled for it; for tests).
   const std::vector<float>* last_logits(int request) const;
   // When set, every step keeps the logits it sampled from (tests compare them to references).
@@ -127,7 +138,8 @@ class Engine {
   std::vector<std::unique_ptr<Seq>> seqs_;  // active, in arrival order
   std::deque<Retained> retained_;           // oldest first
   int next_id_ = 0;
-  int max_pages_per_seq_ = 0;
+  int max_pages_per_seq_ = 0;  // block table width: pages of max_context
+  int window_ = 0;             // the model's sliding window when it is shorter than max_context, else 0
   EngineStats stats_;
   bool keep_logits_ = false;
   std::vector<float> logits_;

@@ -211,7 +211,9 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
       throw Error("cpu backend: attention kv_len " + std::to_string(a.kv_len[t]) +
                   " outside the block table");
     const int32_t* table = a.block_tables + size_t(a.seq[t]) * a.max_pages_per_seq;
-    for (int p = 0; p < (a.kv_len[t] + d.page_size - 1) / d.page_size; ++p)
+    // Pages before a sliding window are never read (the engine may have given them back).
+    const int first_page = a.window > 0 ? std::max(0, a.kv_len[t] - a.window) / d.page_size : 0;
+    for (int p = first_page; p < (a.kv_len[t] + d.page_size - 1) / d.page_size; ++p)
       if (table[p] < 0 || table[p] >= d.n_pages)
         throw Error("cpu backend: attention block table names page " + std::to_string(table[p]) + " of " +
                     std::to_string(d.n_pages));

@@ -722,7 +722,7 @@ class Interpreter {
     }
     if (name == "length" || name == "count") return Value::integer(length_of(v, line));
     if (name == "string") return Value::string(v.defined() ? to_str(v) : "");
-    if (name == "safe" || name == "list" && v.type == Value::kList) return v;
+    if (name == "safe" || (name == "list" && v.type == Value::kList)) return v;
     if (name == "list") return Value::new_list(iterate(v, line));
     if (name == "lower") return Value::string(ascii_map(to_str(v), ::tolower));
     if (name == "upper") return Value::string(ascii_map(to_str(v), ::toupper));

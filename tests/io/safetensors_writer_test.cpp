@@ -130,8 +130,9 @@ TEST(SafetensorsWriter, RoundTripsEveryDtypeAligned) {
     EXPECT_EQ(r.dtype(), t.spec.dtype);
     EXPECT_EQ(r.shape(), t.spec.shape);
     ASSERT_EQ(r.nbytes(), t.bytes.size());
-    if (!t.bytes.empty())  // memcmp with an empty span's null pointer is undefined, even for 0 bytes
+    if (!t.bytes.empty()) {  // memcmp with an empty span's null pointer is undefined, even for 0 bytes
       EXPECT_EQ(std::memcmp(r.data, t.bytes.data(), t.bytes.size()), 0) << t.spec.name;
+    }
     // The reference order puts every tensor at a multiple of its element size (the file's data
     // section starts 8-aligned and larger dtypes come first).
     EXPECT_EQ(reinterpret_cast<uintptr_t>(r.data) % mx8::io::dtype_size(r.dtype()), 0u) << t.spec.name;

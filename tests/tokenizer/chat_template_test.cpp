@@ -72,7 +72,9 @@ TEST(ChatTemplate, FromModelFolders) {
             "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
   // The GGUF vocabularies have no chat template.
   auto gguf = test::vocab_case_dir() / "ggml-vocab-llama-spm.gguf";
-  if (std::filesystem::exists(gguf)) EXPECT_FALSE(ChatTemplate::from_model(gguf).has_value());
+  if (std::filesystem::exists(gguf)) {
+    EXPECT_FALSE(ChatTemplate::from_model(gguf).has_value());
+  }
 }
 
 TEST(ChatTemplate, ErrorsNameTheProblem) {

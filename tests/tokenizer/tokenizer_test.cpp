@@ -244,7 +244,9 @@ TEST(Tokenizer, LoadErrorsNameTheProblem) {
   expect_error(tmp / "x.gguf", "not a GGUF file");
   fs::remove_all(tmp);
   const Tokenizer* spm = gguf("llama-spm");
-  if (spm) EXPECT_THROW(spm->decode(std::vector<TokenId>{32000}), Error);
+  if (spm) {
+    EXPECT_THROW(spm->decode(std::vector<TokenId>{32000}), Error);
+  }
 }
 
 }  // namespace

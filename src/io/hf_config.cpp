@@ -67,9 +67,13 @@ HfConfig HfConfig::from_json(const nlohmann::json& j, const std::string& what) {
                           j["tie_word_embeddings"].get<bool>();
   c.attention_bias =
       j.contains("attention_bias") && j["attention_bias"].is_boolean() && j["attention_bias"].get<bool>();
-  if (j.contains("sliding_window") && j["sliding_window"].is_number_integer() &&
-      !(j.contains("use_sliding_window") && j["use_sliding_window"].is_boolean() &&
-        !j["use_sliding_window"].get<bool>()))
+  // use_sliding_window switches the window off where it is false; transformers' Qwen2/Qwen3 configs
+  // default it to false, so there a window needs it set.
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
+  bool use_window = !qwen;
+  if (j.contains("use_sliding_window") && j["use_sliding_window"].is_boolean())
+    use_window = j["use_sliding_window"].get<bool>();
+  if (use_window && j.contains("sliding_window") && j["sliding_window"].is_number_integer())
     c.sliding_window = j["sliding_window"].get<int64_t>();
   if (c.sliding_window.value_or(0) > 0 && c.num_hidden_layers > 0) {
     // Which layers slide: transformers' `layer_types` where the config lists them, else Qwen2/Qwen3's
@@ -86,7 +90,7 @@ HfConfig HfConfig::from_json(const nlohmann::json& j, const std::string& what) {
           throw Error(what + ": layer type '" + (t.is_string() ? type : t.dump()) +
                       "' (mx8 runs full_attention and sliding_attention layers)");
       }
-    } else if ((c.model_type == "qwen2" || c.model_type == "qwen3") && j.contains("max_window_layers")) {
+    } else if (qwen && j.contains("max_window_layers")) {
       const int64_t from = get_int(j, "max_window_layers", 0, what);
       sliding = std::max<int64_t>(0, c.num_hidden_layers - std::max<int64_t>(0, from));
     }

@@ -330,14 +330,17 @@ TEST(HfConfig, SlidingWindowLayers) {
   EXPECT_EQ(parse(R"("use_sliding_window":true,"max_window_layers":0)").sliding_window.value_or(0),
             64);  // all slide
   EXPECT_EQ(parse(R"("use_sliding_window":false,"max_window_layers":0)").sliding_window.value_or(0), 0);
+  EXPECT_EQ(parse(R"("max_window_layers":0)").sliding_window.value_or(0), 0);  // Qwen's default: off
   EXPECT_EQ(
       parse(
-          R"("layer_types":["sliding_attention","sliding_attention","sliding_attention","sliding_attention"])")
+          R"("use_sliding_window":true,"layer_types":["sliding_attention","sliding_attention","sliding_attention","sliding_attention"])")
           .sliding_window.value_or(0),
       64);
-  EXPECT_EQ(parse(R"("layer_types":["full_attention","full_attention","full_attention","full_attention"])")
-                .sliding_window.value_or(0),
-            0);
+  EXPECT_EQ(
+      parse(
+          R"("use_sliding_window":true,"layer_types":["full_attention","full_attention","full_attention","full_attention"])")
+          .sliding_window.value_or(0),
+      0);
   auto message = [&](const std::string& extra) {
     try {
       parse(extra);
@@ -349,11 +352,13 @@ TEST(HfConfig, SlidingWindowLayers) {
   EXPECT_NE(message(R"("use_sliding_window":true,"max_window_layers":3)").find("1 of 4 layers"),
             std::string::npos);
   EXPECT_NE(
-      message(R"("layer_types":["full_attention","sliding_attention","full_attention","sliding_attention"])")
+      message(
+          R"("use_sliding_window":true,"layer_types":["full_attention","sliding_attention","full_attention","sliding_attention"])")
           .find("2 of 4 layers"),
       std::string::npos);
   EXPECT_NE(
-      message(R"("layer_types":["chunked_attention","full_attention","full_attention","full_attention"])")
+      message(
+          R"("use_sliding_window":true,"layer_types":["chunked_attention","full_attention","full_attention","full_attention"])")
           .find("layer type 'chunked_attention'"),
       std::string::npos);
 }

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,20 @@ TEST(SlidingWindow, EngineKeepsOnlyTheWindowsPages) {
       if (e.token >= 0) got.push_back(e.token);
   EXPECT_EQ(got, ref["greedy"].get<std::vector<int32_t>>());
   EXPECT_EQ(eng.free_pages(), 4u);  // all back (prefix reuse is off with a window)
+
+  // Three sequences at once, the second and third a step and two behind the first: their pages
+  // interleave on the free list as the window passes them, and each still gives the same tokens.
+  eo.max_sequences = 3;
+  runtime::Engine many(*m, *be, eo);
+  std::map<int, std::vector<int32_t>> by_request;
+  std::vector<int> ids = {many.add(ref["prompt"].get<std::vector<int32_t>>(), gp)};
+  for (int added = 1; !many.idle();) {
+    for (const runtime::TokenEvent& e : many.step())
+      if (e.token >= 0) by_request[e.request].push_back(e.token);
+    if (added < 3) ids.push_back(many.add(ref["prompt"].get<std::vector<int32_t>>(), gp)), ++added;
+  }
+  for (int id : ids) EXPECT_EQ(by_request[id], ref["greedy"].get<std::vector<int32_t>>()) << "request " << id;
+  EXPECT_EQ(many.free_pages(), 12u);
 }
 
 }  // namespace

@@ -94,10 +94,10 @@ TEST(SlidingWindow, EngineKeepsOnlyTheWindowsPages) {
   runtime::Engine many(*m, *be, eo);
   std::map<int, std::vector<int32_t>> by_request;
   std::vector<int> ids = {many.add(ref["prompt"].get<std::vector<int32_t>>(), gp)};
-  for (int added = 1; !many.idle();) {
+  while (!many.idle()) {
     for (const runtime::TokenEvent& e : many.step())
       if (e.token >= 0) by_request[e.request].push_back(e.token);
-    if (added < 3) ids.push_back(many.add(ref["prompt"].get<std::vector<int32_t>>(), gp)), ++added;
+    if (ids.size() < 3) ids.push_back(many.add(ref["prompt"].get<std::vector<int32_t>>(), gp));
   }
   for (int id : ids) EXPECT_EQ(by_request[id], ref["greedy"].get<std::vector<int32_t>>()) << "request " << id;
   EXPECT_EQ(many.free_pages(), 12u);

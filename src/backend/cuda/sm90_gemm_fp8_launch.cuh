@@ -2,6 +2,8 @@
 // instantiation units sm90_gemm_fp8_inst_*.cu.
 #pragma once
 
+#include <algorithm>
+
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/sm90_gemm_fp8.cuh"
 
@@ -17,8 +19,34 @@ void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap
     MX8_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = smem;
   }
-  kernel<<<grid, (W + 1) * 128, smem, stream>>>(ta, tb, tsa, tsb, td, p);
-  MX8_CUDA_CHECK(cudaGetLastError());
+  if (p.multicast == kMulticastNone) {
+    kernel<<<grid, (W + 1) * 128, smem, stream>>>(ta, tb, tsa, tsb, td, p);
+    MX8_CUDA_CHECK(cudaGetLastError());
+    return;
+  }
+  // 2-CTA clusters. The schedule is persistent, so the grid must not exceed the clusters that fit
+  // at once (a GPC with an odd number of free SMs leaves one idle): a cluster that waited for a
+  // free pair would run its tiles after everyone else's.
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = 2;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cfg.blockDim = dim3((W + 1) * 128);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  static int fitting_clusters = 0, fitting_smem = -1;  // per instantiation, for the last smem size
+  if (fitting_smem != smem) {
+    cfg.gridDim = dim3(2);
+    MX8_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&fitting_clusters, kernel, &cfg));
+    fitting_smem = smem;
+    if (fitting_clusters < 1) throw mx8::Error("gemm: no 2-CTA cluster of this GEMM fits on the device");
+  }
+  cfg.gridDim = dim3(2 * std::min(grid / 2, fitting_clusters));
+  MX8_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, ta, tb, tsa, tsb, td, p));
 }
 
 }  // namespace mx8::cuda::detail

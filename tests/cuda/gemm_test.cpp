@@ -196,7 +196,7 @@ TEST(CudaGemmFp8, MulticastClustersShareATileOrBTile) {
   };
   for (const Case& t :
        {Case{924, 400, 256, 128, 'A'}, Case{924, 304, 256, 128, 'B'}, Case{700, 304, 256, 128, 0},
-        Case{200, 576, 128, 192, 'B'}, Case{300, 676, 128, 192, 'A'}, Case{130, 512, 128, 16, 'A'},
+        Case{200, 576, 128, 192, 'B'}, Case{300, 688, 128, 192, 'A'}, Case{130, 512, 128, 16, 'A'},
         Case{130, 528, 128, 16, 'B'}}) {
     GemmCase c{t.m, t.n, 1024, t.bm, t.bn};
     c.grid = 4;

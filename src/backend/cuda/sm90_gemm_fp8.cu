@@ -229,10 +229,19 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
       a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,
       detail::is_split_k(c.block_m, c.math_warpgroups, false) ? 64 : c.block_m / c.math_warpgroups,
       p.tma_store ? 64 : 16, p.tma_store != 0);
-#define MX8_GEMM_CASE(BM, BN, W)                                                    \
-  if (c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) {               \
-    detail::launch_gemm<BM, BN, W, false>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
-    return;                                                                         \
+#define MX8_GEMM_CASE(BM, BN, W)                                                           \
+  if (c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) {                      \
+    detail::launch_gemm<BM, BN, W, false, false>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
+    return;                                                                                \
+  }
+// Shapes that may run as 2-CTA clusters (pick_multicast): both variants are compiled.
+#define MX8_GEMM_CASE_MC(BM, BN)                                                             \
+  if (c.block_m == BM && c.block_n == BN) {                                                  \
+    if (multicast == detail::kMulticastNone)                                                 \
+      detail::launch_gemm<BM, BN, 2, false, false>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
+    else                                                                                     \
+      detail::launch_gemm<BM, BN, 2, false, true>(ta, tb, tsa, tsa, td, p, c.grid, stream);  \
+    return;                                                                                  \
   }
   MX8_GEMM_CASE(64, 16, 1)
   MX8_GEMM_CASE(64, 32, 1)
@@ -242,12 +251,13 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   MX8_GEMM_CASE(64, 32, 2)
   MX8_GEMM_CASE(64, 64, 2)
   MX8_GEMM_CASE(64, 128, 2)
-  MX8_GEMM_CASE(128, 16, 2)
-  MX8_GEMM_CASE(128, 32, 2)
-  MX8_GEMM_CASE(128, 64, 2)
-  MX8_GEMM_CASE(128, 128, 2)
-  MX8_GEMM_CASE(128, 192, 2)
-  MX8_GEMM_CASE(256, 128, 2)
+  MX8_GEMM_CASE_MC(128, 16)
+  MX8_GEMM_CASE_MC(128, 32)
+  MX8_GEMM_CASE_MC(128, 64)
+  MX8_GEMM_CASE_MC(128, 128)
+  MX8_GEMM_CASE_MC(128, 192)
+  MX8_GEMM_CASE_MC(256, 128)
+#undef MX8_GEMM_CASE_MC
 #undef MX8_GEMM_CASE
   throw mx8::Error("gemm_fp8_1x128: no kernel for tile " + c.str());
 }
@@ -292,9 +302,9 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
   const CUtensorMap td = make_tensor_map_2d(a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,
                                             c.block_m / c.math_warpgroups, tma_store ? 64 : 16, tma_store);
   if (s.bm == 64)
-    detail::launch_gemm<64, 64, 1, true>(ta, tb, tsa, tsb, td, p, c.grid, stream);
+    detail::launch_gemm<64, 64, 1, true, false>(ta, tb, tsa, tsb, td, p, c.grid, stream);
   else
-    detail::launch_gemm<128, 128, 2, true>(ta, tb, tsa, tsb, td, p, c.grid, stream);
+    detail::launch_gemm<128, 128, 2, true, false>(ta, tb, tsa, tsb, td, p, c.grid, stream);
 }
 
 }  // namespace mx8::cuda

@@ -42,17 +42,16 @@ __device__ __forceinline__ float ue8m0_to_float(uint32_t b) {
 
 // Origin (m0, n0) of the tile that cluster rank `rank` computes for schedule unit `unit` (a tile,
 // or with multicast a pair of tiles; see GemmParams::multicast). M blocks vary fastest.
+template <bool kCluster>
 __device__ __forceinline__ int2 tile_origin(const GemmParams& p, int unit, int rank, int bm, int bn) {
+  if (!kCluster) return make_int2(unit % p.num_m_blocks * bm, unit / p.num_m_blocks * bn);
   if (p.multicast == kMulticastA)
     return make_int2(unit % p.num_m_blocks * bm, (2 * (unit / p.num_m_blocks) + rank) * bn);
-  if (p.multicast == kMulticastB) {
-    const int m_pairs = p.num_m_blocks / 2;
-    return make_int2((2 * (unit % m_pairs) + rank) * bm, unit / m_pairs * bn);
-  }
-  return make_int2(unit % p.num_m_blocks * bm, unit / p.num_m_blocks * bn);
+  const int m_pairs = p.num_m_blocks / 2;
+  return make_int2((2 * (unit % m_pairs) + rank) * bm, unit / m_pairs * bn);
 }
 
-template <int BM, int BN, int W, bool kMX>
+template <int BM, int BN, int W, bool kMX, bool kCluster>
 __global__ void __launch_bounds__((W + 1) * 128, 1)
     sm90_gemm_fp8_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
                          const __grid_constant__ CUtensorMap tm_sa, const __grid_constant__ CUtensorMap tm_sb,
@@ -87,8 +86,9 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
 
   const int wg = threadIdx.x / 128;
   const int num_kb = p.k / kBlockK;
-  const int cluster = p.multicast != kMulticastNone ? 2 : 1;
-  const int rank = cluster == 2 ? static_cast<int>(ptx::cluster_ctarank()) : 0;
+  // kCluster is a template parameter so that the CTAs that run alone keep the code they had.
+  constexpr int cluster = kCluster ? 2 : 1;
+  const int rank = kCluster ? static_cast<int>(ptx::cluster_ctarank()) : 0;
   const int num_units = p.num_m_blocks * p.num_n_blocks / cluster;
   const int first_unit = blockIdx.x / cluster, unit_stride = gridDim.x / cluster;
 
@@ -108,14 +108,14 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   }
   __syncthreads();
   // The peer CTA's multicast copies signal this CTA's barriers: they must be initialized first.
-  if (cluster == 2) ptx::cluster_sync();
+  if constexpr (kCluster) ptx::cluster_sync();
 
   if (wg == W) {
     // ---------------- producer warpgroup ----------------
     if constexpr (W > 1) ptx::setmaxnreg_dec<24>();
-    // The end-of-kernel cluster barrier (see the math warps' end) needs no wait here: everything
-    // this warpgroup sends to the peer CTA is consumed by the peer's math warps before they arrive.
-    if (p.multicast != kMulticastNone) ptx::cluster_arrive();
+    // No arrival at the end-of-kernel cluster barrier (see the math warps' end): exited threads
+    // do not hold it up, and everything this warpgroup sends to the peer CTA is consumed by the
+    // peer's math warps before they arrive.
     if (threadIdx.x == W * 128) {
       // Bytes the slot's TMA copies deliver: A and B tiles, plus the scales (1x128: BM floats or BM
       // UE8M0 bytes; MXFP8: 4 x BM and 4 x BN bytes). Must be exact or the barrier never completes.
@@ -124,7 +124,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       int s = 0;
       uint32_t phase = 0;
       for (int unit = first_unit; unit < num_units; unit += unit_stride) {
-        const int2 origin = tile_origin(p, unit, rank, BM, BN);
+        const int2 origin = tile_origin<kCluster>(p, unit, rank, BM, BN);
         const int m0 = origin.x, n0 = origin.y;
         for (int kb = 0; kb < num_kb; ++kb) {
           ptx::mbar_wait(&empty[s], phase ^ 1);
@@ -133,13 +133,13 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
           uint8_t* b_dst = smem_b + s * BN * kBlockK;
           // Multicast halves start at a multiple of 8 rows: the 128-byte swizzle pattern (by
           // shared-memory address within 1024 bytes) is the same as for a whole-tile load.
-          if (p.multicast == kMulticastA) {
+          if (kCluster && p.multicast == kMulticastA) {
             ptx::tma_load_2d_multicast(a_dst + rank * (BM / 2) * kBlockK, &tm_a, &full[s], kb * kBlockK,
                                        m0 + rank * (BM / 2), 0b11);
           } else {
             ptx::tma_load_2d(a_dst, &tm_a, &full[s], kb * kBlockK, m0);
           }
-          if (p.multicast == kMulticastB) {
+          if (kCluster && p.multicast == kMulticastB) {
             ptx::tma_load_2d_multicast(b_dst + rank * (BN / 2) * kBlockK, &tm_b, &full[s], kb * kBlockK,
                                        n0 + rank * (BN / 2), 0b11);
           } else {
@@ -177,12 +177,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   // One warp's release of slot `s`: to this CTA's empty barrier, and with multicast to the peer's.
   auto release = [&](int s) {
     __syncwarp();
-    if (lane != 0) return;
-    if (cluster == 2) {
-      ptx::mbar_arrive_cluster(&empty[s], 0);
-      ptx::mbar_arrive_cluster(&empty[s], 1);
+    if constexpr (kCluster) {
+      if (lane < 2) ptx::mbar_arrive_cluster(&empty[s], lane);  // lane c: cluster CTA c's barrier
     } else {
-      ptx::mbar_arrive(&empty[s]);
+      if (lane == 0) ptx::mbar_arrive(&empty[s]);
     }
   };
 
@@ -192,7 +190,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   uint32_t phase = 0;
 
   for (int unit = first_unit; unit < num_units; unit += unit_stride) {
-    const int2 origin = tile_origin(p, unit, rank, BM, BN);
+    const int2 origin = tile_origin<kCluster>(p, unit, rank, BM, BN);
     const int m0 = origin.x, n0 = origin.y;
 #pragma unroll
     for (int w = 0; w < kWaves; ++w)
@@ -396,7 +394,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   if (tid_wg == 0 && stores_pending) ptx::bulk_wait<0>();
   // With multicast the peer CTA's math warps arrive on this CTA's empty barriers until their last
   // K block: neither CTA exits (freeing its shared memory) before both are done.
-  if (p.multicast != kMulticastNone) ptx::cluster_sync();
+  if constexpr (kCluster) ptx::cluster_sync();
 }
 
 }  // namespace mx8::cuda::detail

@@ -3,23 +3,25 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/sm90_gemm_fp8.cuh"
 
 namespace mx8::cuda::detail {
 
-template <int BM, int BN, int W, bool kMX>
+template <int BM, int BN, int W, bool kMX, bool kCluster>
 void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
                  const CUtensorMap& td, const GemmParams& p, int grid, cudaStream_t stream) {
-  auto kernel = sm90_gemm_fp8_kernel<BM, BN, W, kMX>;
+  auto kernel = sm90_gemm_fp8_kernel<BM, BN, W, kMX, kCluster>;
   const int smem = smem_bytes(BM, BN, W, kMX, p.stages, p.tma_store != 0);
   static int configured = 0;  // the largest dynamic smem size set so far for this instantiation
   if (smem > configured) {
     MX8_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = smem;
   }
-  if (p.multicast == kMulticastNone) {
+  if constexpr (!kCluster) {
     kernel<<<grid, (W + 1) * 128, smem, stream>>>(ta, tb, tsa, tsb, td, p);
     MX8_CUDA_CHECK(cudaGetLastError());
     return;
@@ -46,6 +48,10 @@ void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap
     if (fitting_clusters < 1) throw mx8::Error("gemm: no 2-CTA cluster of this GEMM fits on the device");
   }
   cfg.gridDim = dim3(2 * std::min(grid / 2, fitting_clusters));
+  static const bool verbose = std::getenv("MX8_GEMM_VERBOSE") != nullptr;
+  if (verbose)
+    std::fprintf(stderr, "gemm %dx%d multicast %c: %d clusters fit, grid %u (asked %d)\n", BM, BN,
+                 p.multicast == kMulticastA ? 'A' : 'B', fitting_clusters, cfg.gridDim.x, grid);
   MX8_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, ta, tb, tsa, tsb, td, p));
 }
 

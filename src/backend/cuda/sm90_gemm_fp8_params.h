@@ -68,7 +68,8 @@ __host__ __device__ constexpr int smem_bytes(int bm, int bn, int w, bool mx, int
   return 1024 + smem_layout(bm, bn, w, mx, stages, tma_store).total;
 }
 
-template <int BM, int BN, int W, bool kMX>
+// kCluster: 2-CTA clusters with TMA multicast (p.multicast says which operand is shared).
+template <int BM, int BN, int W, bool kMX, bool kCluster>
 void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
                  const CUtensorMap& td, const GemmParams& p, int grid, cudaStream_t stream);
 

@@ -23,19 +23,14 @@ __device__ __forceinline__ void cluster_sync() {
                    : "memory");
 }
 
-// The arrive half of cluster_sync, for threads that exit without waiting (the CTA's shared memory
-// lives on while any of its threads still waits).
-__device__ __forceinline__ void cluster_arrive() {
-  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
-}
-
 // One arrival on the mbarrier at the same shared-memory offset as `bar`, in cluster CTA `cta`
-// (which may be this CTA). Release at cluster scope: this thread's earlier reads of the slot
-// (wgmma, already waited for) are ordered before the other CTA's producer overwrites it.
+// (which may be this CTA). Default (CTA-scope release) semantics: the slot reads it announces are
+// wgmma reads already waited for, and a cluster-scope release here costs the math warps ~50% of
+// the GEMM's time (measured, docs/CUDA_BACKEND.md).
 __device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t cta) {
   uint32_t remote;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(smem_addr(bar)), "r"(cta));
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
 }
 
 // 2D tile load written to the same shared-memory offset in every CTA of `cta_mask`; each

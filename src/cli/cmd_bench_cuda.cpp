@@ -263,7 +263,7 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
     for (const Shape& s : kShapes) {
       GemmOperands op(m, s.n, s.k);
       const GemmConfig* f = forced.block_m ? &forced : nullptr;
-      const GemmConfig cfg = gemm_fp8_config(m, s.n, s.k, OutType::kBF16, f);
+      const GemmConfig cfg = f ? *f : gemm_fp8_pick_config(m, s.n, s.k, num_sms());
       GemmFp8Args a32 = op.args(false), a8 = op.args(true);
       const double t_mx = timer.median_us([&] { gemm_fp8_1x128(a32, nullptr, f); }, o.iters);
       const double t_u8 = timer.median_us([&] { gemm_fp8_1x128(a8, nullptr, f); }, o.iters);
@@ -300,8 +300,7 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
       if (t_lt == t_lt) sp_fp8.push_back(t_lt / t_mx);
       if (t_bf == t_bf) sp_bf16.push_back(t_bf / t_mx);
       mx_cost.push_back(t_mxfp8 / t_mx);
-      const std::string tile = std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n) +
-                               (cfg.multicast ? std::string(" mc") + cfg.multicast : std::string());
+      const std::string tile = std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n);
       std::printf("%6d %6d %6d %-22s %9.1f %9.1f %9.1f %8.1f %8.0f %6.0f%% %9.1f %6.2fx %9.1f %6.2fx %9s\n",
                   m, s.n, s.k, cfg.str().c_str(), t_mx, t_u8, t_mxfp8, flops / t_mx * 1e-6,
                   bytes / t_mx * 1e-3, 100 * fr, t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str());

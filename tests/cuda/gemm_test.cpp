@@ -100,7 +100,6 @@ struct GemmCase {
   bool ue8m0 = true;
   bool out_f32 = false;
   bool split_k = false;  // 64-row tiles: the two-warpgroup split-K variant
-  int grid = 0;          // 0: as many CTAs as tiles or SMs
 };
 
 void run_gemm_case(const GemmCase& c, uint32_t seed) {
@@ -145,7 +144,6 @@ void run_gemm_case(const GemmCase& c, uint32_t seed) {
   forced.block_m = c.block_m;
   forced.block_n = c.block_n;
   forced.math_warpgroups = c.split_k ? 2 : 0;
-  forced.grid = c.grid;
   gemm_fp8_1x128(args, nullptr, c.block_m ? &forced : nullptr);
   MX8_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_EQ(check_product(A.deq, B.deq, c.m, c.n, c.k, dd.download(), c.out_f32), 0u);
@@ -180,33 +178,6 @@ TEST(CudaGemmFp8, EveryCompiledTileShape) {
       c.out_f32 = !c.out_f32;
       run_gemm_case(c, seed + 1);
     }
-  }
-}
-
-// 2-CTA clusters with TMA multicast: the rule shares A when the N blocks pair up (and A's tile is
-// the larger or the M blocks do not pair), B when only the M blocks pair up, and runs CTAs alone
-// otherwise. Each case is ragged in M and N, and grid 4 (two clusters) makes each cluster walk
-// several tile pairs through the ring.
-TEST(CudaGemmFp8, MulticastClustersShareATileOrBTile) {
-  MX8_REQUIRE_GPU();
-  const uint32_t seed = fresh_seed();
-  struct Case {
-    int m, n, bm, bn;
-    char multicast;
-  };
-  for (const Case& t :
-       {Case{924, 400, 256, 128, 'A'}, Case{924, 304, 256, 128, 'B'}, Case{700, 304, 256, 128, 0},
-        Case{200, 576, 128, 192, 'B'}, Case{300, 688, 128, 192, 'A'}, Case{130, 512, 128, 16, 'A'},
-        Case{130, 528, 128, 16, 'B'}}) {
-    GemmCase c{t.m, t.n, 1024, t.bm, t.bn};
-    c.grid = 4;
-    GemmConfig forced;
-    forced.block_m = t.bm;
-    forced.block_n = t.bn;
-    forced.grid = c.grid;
-    EXPECT_EQ(gemm_fp8_config(c.m, c.n, c.k, OutType::kBF16, &forced).multicast, t.multicast)
-        << t.m << "x" << t.n;
-    run_gemm_case(c, seed);
   }
 }
 

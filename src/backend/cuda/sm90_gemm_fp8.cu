@@ -73,29 +73,6 @@ bool no_split_k() {
   return off;
 }
 
-// MX8_GEMM_NO_MULTICAST=1 launches without 2-CTA clusters (A/B comparisons); read once.
-bool no_multicast() {
-  static const bool off = std::getenv("MX8_GEMM_NO_MULTICAST") != nullptr;
-  return off;
-}
-
-// Which operand a 2-CTA cluster shares (GemmParams::multicast). Only tiles of 128 rows or more:
-// there the K loop is fast enough that each SM's L2 bandwidth share limits it (a 256x128 tile
-// pulls 48 KB per 128 of K; at 1.2 PFLOP/s that is ~7 TB/s through L2 for the whole GPU). The
-// larger of the two tiles is shared when the blocks along the other dimension pair up evenly.
-// Sets c.multicast and rounds c.grid down to whole clusters.
-void pick_multicast(GemmConfig& c, int m, int n) {
-  c.multicast = 0;
-  if (no_multicast() || c.block_m < 128 || detail::is_split_k(c.block_m, c.math_warpgroups, false)) return;
-  const bool pair_n = (n + c.block_n - 1) / c.block_n % 2 == 0,
-             pair_m = (m + c.block_m - 1) / c.block_m % 2 == 0;
-  if (pair_n && (c.block_m >= c.block_n || !pair_m))
-    c.multicast = 'A';
-  else if (pair_m)
-    c.multicast = 'B';
-  if (c.multicast) c.grid = std::max(2, c.grid / 2 * 2);
-}
-
 // MX8_GEMM_DEBUG=1 skips the output stores (timing experiments: mainloop alone); read once.
 int debug_flags() {
   static const int flags = [] {
@@ -117,18 +94,11 @@ void check_common(const char* what, const void* a, const void* b, const void* d,
       throw mx8::Error(w + ": operand pointers must be non-null and 16-byte aligned");
 }
 
-// bf16 output of 64-column multiples goes through shared memory and TMA stores (the stage count
-// leaves room for the staging tile); f32 output and narrow tiles store directly.
-bool uses_tma_store(const GemmConfig& c, OutType out) {
-  return out == OutType::kBF16 && c.block_n % 64 == 0;
-}
-
 }  // namespace
 
 std::string GemmConfig::str() const {
   return std::to_string(block_m) + "x" + std::to_string(block_n) + " st" + std::to_string(stages) + " wg" +
-         std::to_string(math_warpgroups) + " grid" + std::to_string(grid) +
-         (multicast ? std::string(" mc") + multicast : std::string());
+         std::to_string(math_warpgroups) + " grid" + std::to_string(grid);
 }
 
 bool gemm_fp8_has_config(int block_m, int block_n) {
@@ -163,29 +133,6 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
   c.stages = stages_for(best->bm, best->bn, best->w, false, best->bn % 64 == 0);
   const long tiles = static_cast<long>((m + c.block_m - 1) / c.block_m) * ((n + c.block_n - 1) / c.block_n);
   c.grid = static_cast<int>(std::min<long>(tiles, num_sms));
-  pick_multicast(c, m, n);
-  return c;
-}
-
-GemmConfig gemm_fp8_config(int m, int n, int k, OutType out, const GemmConfig* forced) {
-  const int sms = num_sms();
-  GemmConfig c = gemm_fp8_pick_config(m, n, k, sms);
-  if (forced) {
-    if (!gemm_fp8_has_config(forced->block_m, forced->block_n))
-      throw mx8::Error("gemm_fp8_1x128: tile " + std::to_string(forced->block_m) + "x" +
-                       std::to_string(forced->block_n) + " is not compiled");
-    c.block_m = forced->block_m;
-    c.block_n = forced->block_n;
-    c.math_warpgroups = c.block_m == 64 ? (forced->math_warpgroups == 2 ? 2 : 1) : 2;
-    const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false, c.block_n % 64 == 0);
-    c.stages = forced->stages > 0 ? std::min(forced->stages, max_st) : max_st;
-    const long tiles = static_cast<long>((m + c.block_m - 1) / c.block_m) * ((n + c.block_n - 1) / c.block_n);
-    c.grid = static_cast<int>(std::min<long>(tiles, forced->grid > 0 ? forced->grid : sms));
-    pick_multicast(c, m, n);
-  }
-  if (!uses_tma_store(c, out))
-    c.stages =
-        std::min(16, std::max(c.stages, stages_for(c.block_m, c.block_n, c.math_warpgroups, false, false)));
   return c;
 }
 
@@ -196,19 +143,25 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
                      std::to_string(a.scale_a_ld));
   if (!a.scale_a || !a.scale_b || reinterpret_cast<uintptr_t>(a.scale_a) % 16 != 0)
     throw mx8::Error("gemm_fp8_1x128: scale pointers must be non-null, scale_a 16-byte aligned");
-  const GemmConfig c = gemm_fp8_config(a.m, a.n, a.k, a.out_type, forced);
+  const int sms = num_sms();
+  GemmConfig c = gemm_fp8_pick_config(a.m, a.n, a.k, sms);
+  if (forced) {
+    if (!gemm_fp8_has_config(forced->block_m, forced->block_n))
+      throw mx8::Error("gemm_fp8_1x128: tile " + std::to_string(forced->block_m) + "x" +
+                       std::to_string(forced->block_n) + " is not compiled");
+    c.block_m = forced->block_m;
+    c.block_n = forced->block_n;
+    c.math_warpgroups = c.block_m == 64 ? (forced->math_warpgroups == 2 ? 2 : 1) : 2;
+    const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false, c.block_n % 64 == 0);
+    c.stages = forced->stages > 0 ? std::min(forced->stages, max_st) : max_st;
+    const long tiles =
+        static_cast<long>((a.m + c.block_m - 1) / c.block_m) * ((a.n + c.block_n - 1) / c.block_n);
+    c.grid = static_cast<int>(std::min<long>(tiles, forced->grid > 0 ? forced->grid : sms));
+  }
   const bool ue8m0 = a.scale_type == ScaleType::kUE8M0;
   const int kbs = a.k / kBlockK;
-  const int num_m_blocks = (a.m + c.block_m - 1) / c.block_m,
-            num_n_blocks = (a.n + c.block_n - 1) / c.block_n;
-  const int multicast = c.multicast == 'A'   ? detail::kMulticastA
-                        : c.multicast == 'B' ? detail::kMulticastB
-                                             : detail::kMulticastNone;
-  // A multicast operand is loaded in halves, one by each CTA of the cluster.
-  const CUtensorMap ta = make_tensor_map_2d(
-      a.a, 1, a.m, a.k, a.k, c.block_m / (multicast == detail::kMulticastA ? 2 : 1), kBlockK, true);
-  const CUtensorMap tb = make_tensor_map_2d(
-      a.b, 1, a.n, a.k, a.k, c.block_n / (multicast == detail::kMulticastB ? 2 : 1), kBlockK, true);
+  const CUtensorMap ta = make_tensor_map_2d(a.a, 1, a.m, a.k, a.k, c.block_m, kBlockK, true);
+  const CUtensorMap tb = make_tensor_map_2d(a.b, 1, a.n, a.k, a.k, c.block_n, kBlockK, true);
   const CUtensorMap tsa =
       make_tensor_map_2d(a.scale_a, ue8m0 ? 1 : 4, kbs, a.m, a.scale_a_ld, 1, c.block_m, false);
   GemmParams p{};
@@ -217,31 +170,27 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   p.m = a.m;
   p.n = a.n;
   p.k = a.k;
-  p.num_m_blocks = num_m_blocks;
-  p.num_n_blocks = num_n_blocks;
+  p.num_m_blocks = (a.m + c.block_m - 1) / c.block_m;
+  p.num_n_blocks = (a.n + c.block_n - 1) / c.block_n;
   p.stages = c.stages;
-  p.multicast = multicast;
   p.scale_ue8m0 = ue8m0 ? 1 : 0;
   p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;
-  p.tma_store = uses_tma_store(c, a.out_type) ? 1 : 0;
+  // bf16 output of 64-column multiples goes through shared memory and TMA stores (the stage count
+  // above already left room for the staging tile); f32 output and narrow tiles store directly.
+  p.tma_store = (!p.out_f32 && c.block_n % 64 == 0) ? 1 : 0;
   p.debug = debug_flags();
+  if (!p.tma_store)
+    c.stages =
+        std::min(16, std::max(c.stages, stages_for(c.block_m, c.block_n, c.math_warpgroups, false, false)));
+  p.stages = c.stages;
   const CUtensorMap td = make_tensor_map_2d(
       a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,
       detail::is_split_k(c.block_m, c.math_warpgroups, false) ? 64 : c.block_m / c.math_warpgroups,
       p.tma_store ? 64 : 16, p.tma_store != 0);
-#define MX8_GEMM_CASE(BM, BN, W)                                                           \
-  if (c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) {                      \
-    detail::launch_gemm<BM, BN, W, false, false>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
-    return;                                                                                \
-  }
-// Shapes that may run as 2-CTA clusters (pick_multicast): both variants are compiled.
-#define MX8_GEMM_CASE_MC(BM, BN)                                                             \
-  if (c.block_m == BM && c.block_n == BN) {                                                  \
-    if (multicast == detail::kMulticastNone)                                                 \
-      detail::launch_gemm<BM, BN, 2, false, false>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
-    else                                                                                     \
-      detail::launch_gemm<BM, BN, 2, false, true>(ta, tb, tsa, tsa, td, p, c.grid, stream);  \
-    return;                                                                                  \
+#define MX8_GEMM_CASE(BM, BN, W)                                                    \
+  if (c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) {               \
+    detail::launch_gemm<BM, BN, W, false>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
+    return;                                                                         \
   }
   MX8_GEMM_CASE(64, 16, 1)
   MX8_GEMM_CASE(64, 32, 1)
@@ -251,13 +200,12 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   MX8_GEMM_CASE(64, 32, 2)
   MX8_GEMM_CASE(64, 64, 2)
   MX8_GEMM_CASE(64, 128, 2)
-  MX8_GEMM_CASE_MC(128, 16)
-  MX8_GEMM_CASE_MC(128, 32)
-  MX8_GEMM_CASE_MC(128, 64)
-  MX8_GEMM_CASE_MC(128, 128)
-  MX8_GEMM_CASE_MC(128, 192)
-  MX8_GEMM_CASE_MC(256, 128)
-#undef MX8_GEMM_CASE_MC
+  MX8_GEMM_CASE(128, 16, 2)
+  MX8_GEMM_CASE(128, 32, 2)
+  MX8_GEMM_CASE(128, 64, 2)
+  MX8_GEMM_CASE(128, 128, 2)
+  MX8_GEMM_CASE(128, 192, 2)
+  MX8_GEMM_CASE(256, 128, 2)
 #undef MX8_GEMM_CASE
   throw mx8::Error("gemm_fp8_1x128: no kernel for tile " + c.str());
 }
@@ -302,9 +250,9 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
   const CUtensorMap td = make_tensor_map_2d(a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,
                                             c.block_m / c.math_warpgroups, tma_store ? 64 : 16, tma_store);
   if (s.bm == 64)
-    detail::launch_gemm<64, 64, 1, true, false>(ta, tb, tsa, tsb, td, p, c.grid, stream);
+    detail::launch_gemm<64, 64, 1, true>(ta, tb, tsa, tsb, td, p, c.grid, stream);
   else
-    detail::launch_gemm<128, 128, 2, true, false>(ta, tb, tsa, tsb, td, p, c.grid, stream);
+    detail::launch_gemm<128, 128, 2, true>(ta, tb, tsa, tsb, td, p, c.grid, stream);
 }
 
 }  // namespace mx8::cuda

@@ -9,11 +9,6 @@
 //     per math warp once it no longer reads the slot);
 //   * tiles are visited in the same order by producer and math warps: tile = blockIdx.x + i * grid,
 //     M-block fastest, so CTAs running at the same time share B tiles and the A panel in L2;
-//   * with p.multicast the grid is made of 2-CTA clusters that walk the tiles in pairs sharing an
-//     A (or B) tile: each CTA's producer loads half of that tile into both CTAs (TMA multicast), so
-//     each SM pulls a quarter (or a third) fewer bytes through L2 per K block. A slot is then
-//     written by both producers, so it is free only when the math warps of both CTAs released it:
-//     they arrive on the "empty" barriers of both CTAs;
 //   * each math warpgroup owns BM/W rows, processed as 64-row "waves": per K block of 128 it runs
 //     four wgmma m64nBNk32 into a scratch accumulator, waits, and promotes it into the FP32 result
 //     with scale_a[row] * scale_b[block]: FP32 promotion every 128 of K, as in DeepSeek-V3.
@@ -26,7 +21,6 @@
 
 #include <cstdint>
 
-#include "backend/cuda/ptx/cluster.cuh"
 #include "backend/cuda/ptx/mbarrier.cuh"
 #include "backend/cuda/ptx/tma.cuh"
 #include "backend/cuda/ptx/wgmma.cuh"
@@ -40,18 +34,7 @@ __device__ __forceinline__ float ue8m0_to_float(uint32_t b) {
   return __uint_as_float(bits);
 }
 
-// Origin (m0, n0) of the tile that cluster rank `rank` computes for schedule unit `unit` (a tile,
-// or with multicast a pair of tiles; see GemmParams::multicast). M blocks vary fastest.
-template <bool kCluster>
-__device__ __forceinline__ int2 tile_origin(const GemmParams& p, int unit, int rank, int bm, int bn) {
-  if (!kCluster) return make_int2(unit % p.num_m_blocks * bm, unit / p.num_m_blocks * bn);
-  if (p.multicast == kMulticastA)
-    return make_int2(unit % p.num_m_blocks * bm, (2 * (unit / p.num_m_blocks) + rank) * bn);
-  const int m_pairs = p.num_m_blocks / 2;
-  return make_int2((2 * (unit % m_pairs) + rank) * bm, unit / m_pairs * bn);
-}
-
-template <int BM, int BN, int W, bool kMX, bool kCluster>
+template <int BM, int BN, int W, bool kMX>
 __global__ void __launch_bounds__((W + 1) * 128, 1)
     sm90_gemm_fp8_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
                          const __grid_constant__ CUtensorMap tm_sa, const __grid_constant__ CUtensorMap tm_sb,
@@ -86,16 +69,12 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
 
   const int wg = threadIdx.x / 128;
   const int num_kb = p.k / kBlockK;
-  // kCluster is a template parameter so that the CTAs that run alone keep the code they had.
-  constexpr int cluster = kCluster ? 2 : 1;
-  const int rank = kCluster ? static_cast<int>(ptx::cluster_ctarank()) : 0;
-  const int num_units = p.num_m_blocks * p.num_n_blocks / cluster;
-  const int first_unit = blockIdx.x / cluster, unit_stride = gridDim.x / cluster;
+  const int num_tiles = p.num_m_blocks * p.num_n_blocks;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
       ptx::mbar_init(&full[s], 1);
-      ptx::mbar_init(&empty[s], (kSplitK ? 4 : W * 4) * cluster);
+      ptx::mbar_init(&empty[s], kSplitK ? 4 : W * 4);
     }
     ptx::fence_barrier_init();
   }
@@ -107,15 +86,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     if (p.tma_store) ptx::tma_prefetch_desc(&tm_d);
   }
   __syncthreads();
-  // The peer CTA's multicast copies signal this CTA's barriers: they must be initialized first.
-  if constexpr (kCluster) ptx::cluster_sync();
 
   if (wg == W) {
     // ---------------- producer warpgroup ----------------
     if constexpr (W > 1) ptx::setmaxnreg_dec<24>();
-    // No arrival at the end-of-kernel cluster barrier (see the math warps' end): exited threads
-    // do not hold it up, and everything this warpgroup sends to the peer CTA is consumed by the
-    // peer's math warps before they arrive.
     if (threadIdx.x == W * 128) {
       // Bytes the slot's TMA copies deliver: A and B tiles, plus the scales (1x128: BM floats or BM
       // UE8M0 bytes; MXFP8: 4 x BM and 4 x BN bytes). Must be exact or the barrier never completes.
@@ -123,28 +97,14 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
           BM * kBlockK + BN * kBlockK + (kMX ? 4 * BM + 4 * BN : (p.scale_ue8m0 ? BM : 4 * BM));
       int s = 0;
       uint32_t phase = 0;
-      for (int unit = first_unit; unit < num_units; unit += unit_stride) {
-        const int2 origin = tile_origin<kCluster>(p, unit, rank, BM, BN);
-        const int m0 = origin.x, n0 = origin.y;
+      for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+        const int m0 = (tile % p.num_m_blocks) * BM;
+        const int n0 = (tile / p.num_m_blocks) * BN;
         for (int kb = 0; kb < num_kb; ++kb) {
           ptx::mbar_wait(&empty[s], phase ^ 1);
           ptx::mbar_arrive_expect_tx(&full[s], tx);
-          uint8_t* a_dst = smem_a + s * BM * kBlockK;
-          uint8_t* b_dst = smem_b + s * BN * kBlockK;
-          // Multicast halves start at a multiple of 8 rows: the 128-byte swizzle pattern (by
-          // shared-memory address within 1024 bytes) is the same as for a whole-tile load.
-          if (kCluster && p.multicast == kMulticastA) {
-            ptx::tma_load_2d_multicast(a_dst + rank * (BM / 2) * kBlockK, &tm_a, &full[s], kb * kBlockK,
-                                       m0 + rank * (BM / 2), 0b11);
-          } else {
-            ptx::tma_load_2d(a_dst, &tm_a, &full[s], kb * kBlockK, m0);
-          }
-          if (kCluster && p.multicast == kMulticastB) {
-            ptx::tma_load_2d_multicast(b_dst + rank * (BN / 2) * kBlockK, &tm_b, &full[s], kb * kBlockK,
-                                       n0 + rank * (BN / 2), 0b11);
-          } else {
-            ptx::tma_load_2d(b_dst, &tm_b, &full[s], kb * kBlockK, n0);
-          }
+          ptx::tma_load_2d(smem_a + s * BM * kBlockK, &tm_a, &full[s], kb * kBlockK, m0);
+          ptx::tma_load_2d(smem_b + s * BN * kBlockK, &tm_b, &full[s], kb * kBlockK, n0);
           if constexpr (kMX) {
             ptx::tma_load_2d(smem_sa + s * BM * 4, &tm_sa, &full[s], m0, kb * 4);
             ptx::tma_load_2d(smem_sb + s * BN * 4, &tm_sb, &full[s], n0, kb * 4);
@@ -174,24 +134,14 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   float* my_sb = sb_tile + wg * 2 * kSbCap;
   bool stores_pending = false;
 
-  // One warp's release of slot `s`: to this CTA's empty barrier, and with multicast to the peer's.
-  auto release = [&](int s) {
-    __syncwarp();
-    if constexpr (kCluster) {
-      if (lane < 2) ptx::mbar_arrive_cluster(&empty[s], lane);  // lane c: cluster CTA c's barrier
-    } else {
-      if (lane == 0) ptx::mbar_arrive(&empty[s]);
-    }
-  };
-
   float acc[kWaves][kRegs];
   float tmp[kRegs];
   int s = 0;
   uint32_t phase = 0;
 
-  for (int unit = first_unit; unit < num_units; unit += unit_stride) {
-    const int2 origin = tile_origin<kCluster>(p, unit, rank, BM, BN);
-    const int m0 = origin.x, n0 = origin.y;
+  for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+    const int m0 = (tile % p.num_m_blocks) * BM;
+    const int n0 = (tile / p.num_m_blocks) * BN;
 #pragma unroll
     for (int w = 0; w < kWaves; ++w)
 #pragma unroll
@@ -265,7 +215,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
           ptx::wgmma_commit();
           ptx::wgmma_wait<0>();
           ptx::fence_regs(tmp);
-          if (w == kWaves - 1) release(s);
+          if (w == kWaves - 1) {
+            __syncwarp();
+            if (lane == 0) ptx::mbar_arrive(&empty[s]);
+          }
           const float s00 = sa[w][0] * sb0, s10 = sa[w][1] * sb0;
           if constexpr (kOneScaleBlock) {
 #pragma unroll
@@ -312,7 +265,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
             }
           }
         }
-        release(s);
+        __syncwarp();
+        if (lane == 0) ptx::mbar_arrive(&empty[s]);
       }
       if (++s == stages) {
         s = 0;
@@ -392,9 +346,6 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   }
   // Shared memory must outlive the TMA stores reading it.
   if (tid_wg == 0 && stores_pending) ptx::bulk_wait<0>();
-  // With multicast the peer CTA's math warps arrive on this CTA's empty barriers until their last
-  // K block: neither CTA exits (freeing its shared memory) before both are done.
-  if constexpr (kCluster) ptx::cluster_sync();
 }
 
 }  // namespace mx8::cuda::detail

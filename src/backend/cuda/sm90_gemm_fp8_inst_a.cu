@@ -3,17 +3,17 @@
 
 namespace mx8::cuda::detail {
 
-template void launch_gemm<64, 16, 1, false, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
-                                                   const CUtensorMap&, const CUtensorMap&, const GemmParams&,
-                                                   int, cudaStream_t);
-template void launch_gemm<64, 32, 1, false, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
-                                                   const CUtensorMap&, const CUtensorMap&, const GemmParams&,
-                                                   int, cudaStream_t);
-template void launch_gemm<64, 64, 1, false, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
-                                                   const CUtensorMap&, const CUtensorMap&, const GemmParams&,
-                                                   int, cudaStream_t);
-template void launch_gemm<64, 128, 1, false, false>(const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const GemmParams&, int, cudaStream_t);
+template void launch_gemm<64, 16, 1, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                            const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                            cudaStream_t);
+template void launch_gemm<64, 32, 1, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                            const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                            cudaStream_t);
+template void launch_gemm<64, 64, 1, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                            const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                            cudaStream_t);
+template void launch_gemm<64, 128, 1, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                             const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                             cudaStream_t);
 
 }  // namespace mx8::cuda::detail

@@ -3,14 +3,14 @@
 
 namespace mx8::cuda::detail {
 
-template void launch_gemm<128, 16, 2, false, false>(const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const GemmParams&, int, cudaStream_t);
-template void launch_gemm<128, 32, 2, false, false>(const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const GemmParams&, int, cudaStream_t);
-template void launch_gemm<128, 64, 2, false, false>(const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const GemmParams&, int, cudaStream_t);
+template void launch_gemm<128, 16, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                             const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                             cudaStream_t);
+template void launch_gemm<128, 32, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                             const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                             cudaStream_t);
+template void launch_gemm<128, 64, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                             const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                             cudaStream_t);
 
 }  // namespace mx8::cuda::detail

@@ -3,13 +3,11 @@
 
 namespace mx8::cuda::detail {
 
-template void launch_gemm<128, 128, 2, false, false>(const CUtensorMap&, const CUtensorMap&,
-                                                     const CUtensorMap&, const CUtensorMap&,
-                                                     const CUtensorMap&, const GemmParams&, int,
-                                                     cudaStream_t);
-template void launch_gemm<128, 192, 2, false, false>(const CUtensorMap&, const CUtensorMap&,
-                                                     const CUtensorMap&, const CUtensorMap&,
-                                                     const CUtensorMap&, const GemmParams&, int,
-                                                     cudaStream_t);
+template void launch_gemm<128, 128, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                              const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                              cudaStream_t);
+template void launch_gemm<128, 192, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                              const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                              cudaStream_t);
 
 }  // namespace mx8::cuda::detail

@@ -3,9 +3,8 @@
 
 namespace mx8::cuda::detail {
 
-template void launch_gemm<256, 128, 2, false, false>(const CUtensorMap&, const CUtensorMap&,
-                                                     const CUtensorMap&, const CUtensorMap&,
-                                                     const CUtensorMap&, const GemmParams&, int,
-                                                     cudaStream_t);
+template void launch_gemm<256, 128, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                              const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                              cudaStream_t);
 
 }  // namespace mx8::cuda::detail

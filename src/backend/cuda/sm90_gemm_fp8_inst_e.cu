@@ -3,17 +3,17 @@
 
 namespace mx8::cuda::detail {
 
-template void launch_gemm<64, 16, 2, false, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
-                                                   const CUtensorMap&, const CUtensorMap&, const GemmParams&,
-                                                   int, cudaStream_t);
-template void launch_gemm<64, 32, 2, false, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
-                                                   const CUtensorMap&, const CUtensorMap&, const GemmParams&,
-                                                   int, cudaStream_t);
-template void launch_gemm<64, 64, 2, false, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
-                                                   const CUtensorMap&, const CUtensorMap&, const GemmParams&,
-                                                   int, cudaStream_t);
-template void launch_gemm<64, 128, 2, false, false>(const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const GemmParams&, int, cudaStream_t);
+template void launch_gemm<64, 16, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                            const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                            cudaStream_t);
+template void launch_gemm<64, 32, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                            const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                            cudaStream_t);
+template void launch_gemm<64, 64, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                            const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                            cudaStream_t);
+template void launch_gemm<64, 128, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                             const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                             cudaStream_t);
 
 }  // namespace mx8::cuda::detail

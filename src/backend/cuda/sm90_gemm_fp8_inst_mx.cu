@@ -3,11 +3,11 @@
 
 namespace mx8::cuda::detail {
 
-template void launch_gemm<64, 64, 1, true, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
-                                                  const CUtensorMap&, const CUtensorMap&, const GemmParams&,
-                                                  int, cudaStream_t);
-template void launch_gemm<128, 128, 2, true, false>(const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const CUtensorMap&,
-                                                    const CUtensorMap&, const GemmParams&, int, cudaStream_t);
+template void launch_gemm<64, 64, 1, true>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                           const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                           cudaStream_t);
+template void launch_gemm<128, 128, 2, true>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                             const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                             cudaStream_t);
 
 }  // namespace mx8::cuda::detail

@@ -19,16 +19,10 @@ struct GemmParams {
   int scale_ue8m0;  // 1x128 path: scales are UE8M0 bytes rather than float32
   int out_f32;
   int tma_store;  // bf16 output through a swizzled shared-memory tile and TMA stores (BN % 64 == 0)
-  int multicast;  // kMulticast*: 2-CTA clusters whose two tiles share their A (or B) tile
   int debug;      // bit 0: skip the output stores (timing experiments only)
 };
 
 constexpr int kBlockK = 128;
-
-// GemmParams::multicast. With a 2-CTA cluster the two CTAs walk the tiles in pairs: kMulticastA
-// pairs have the same M block and adjacent N blocks, and each CTA loads half of the common A tile
-// for both (TMA multicast); kMulticastB pairs have adjacent M blocks and share the B tile.
-constexpr int kMulticastNone = 0, kMulticastA = 1, kMulticastB = 2;
 constexpr int kSmemLimit = 232448;  // sm_90 opt-in maximum per block
 
 // Per math warpgroup, the tile's two B-scale rows are staged in shared memory once per tile
@@ -68,8 +62,7 @@ __host__ __device__ constexpr int smem_bytes(int bm, int bn, int w, bool mx, int
   return 1024 + smem_layout(bm, bn, w, mx, stages, tma_store).total;
 }
 
-// kCluster: 2-CTA clusters with TMA multicast (p.multicast says which operand is shared).
-template <int BM, int BN, int W, bool kMX, bool kCluster>
+template <int BM, int BN, int W, bool kMX>
 void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
                  const CUtensorMap& td, const GemmParams& p, int grid, cudaStream_t stream);
 

@@ -43,9 +43,6 @@ struct GemmFp8Args {
 // A tile shape and pipeline depth. block_m in {64, 128, 256}; block_n one of the compiled widths.
 struct GemmConfig {
   int block_m = 0, block_n = 0, stages = 0, math_warpgroups = 0, grid = 0;
-  // Filled in by the heuristic (a forced config's value is ignored): 'A' or 'B' when pairs of CTAs
-  // in a 2-CTA cluster share that operand's tile through TMA multicast, 0 when CTAs run alone.
-  char multicast = 0;
   std::string str() const;
 };
 
@@ -56,9 +53,6 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms);
 // True when (block_m, block_n) is a compiled shape.
 bool gemm_fp8_has_config(int block_m, int block_n);
 
-// The configuration gemm_fp8_1x128 launches for this shape: the heuristic's, or `forced`'s tile
-// shape (and stages/grid where set) with the rest filled in. Throws for a tile that is not compiled.
-GemmConfig gemm_fp8_config(int m, int n, int k, OutType out, const GemmConfig* forced = nullptr);
 // Validates arguments (throws mx8::Error naming the problem), then launches on `stream`.
 // `forced` (optional) overrides the heuristic's tile shape; its stages/grid are filled in.
 void gemm_fp8_1x128(const GemmFp8Args& args, cudaStream_t stream, const GemmConfig* forced = nullptr);

@@ -152,9 +152,9 @@ void run_gemm_case(const GemmCase& c, uint32_t seed) {
 TEST(CudaGemmFp8, HeuristicTilesOnRaggedShapes) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
-  for (const GemmCase& c :
-       {GemmCase{1, 2112, 512}, GemmCase{7, 256, 384}, GemmCase{64, 2112, 256}, GemmCase{129, 272, 640},
-        GemmCase{300, 400, 256, 0, 0, false}, GemmCase{513, 1040, 256, 0, 0, true, true}})
+  for (const GemmCase& c : {GemmCase{1, 2112, 512}, GemmCase{7, 256, 384}, GemmCase{17, 64, 2560},
+                            GemmCase{17, 144, 384}, GemmCase{64, 2112, 256}, GemmCase{129, 272, 640},
+                            GemmCase{300, 400, 256, 0, 0, false}, GemmCase{513, 1040, 256, 0, 0, true, true}})
     run_gemm_case(c, seed);
 }
 

@@ -178,19 +178,18 @@ constexpr int kMaxGemvTargets = 4;
 bool gemv_group_applies(const MatmulInput& in, const MatmulTarget* targets, int count);
 void launch_gemv_group(const MatmulInput& in, const MatmulTarget* targets, int count, cudaStream_t s);
 // Device scratch for quantized activations (grows, never shrinks; freed with the backend).
-struct Fp8Workspace {
-  uint8_t* codes = nullptr;
-  uint8_t* scales = nullptr;
-  size_t code_cap = 0, scale_cap = 0;
-  void reserve(size_t code_bytes, size_t scale_bytes, cudaStream_t s);
-  void release();
+// Bytes of the quantized activations the FP8 GEMM needs for m rows against w.
+struct Fp8GemmWorkspace {
+  size_t code_bytes, scale_bytes;
 };
+Fp8GemmWorkspace fp8_gemm_workspace(const WeightView& w, int64_t m);
 // True when the tensor-core path takes this matmul: fp8_block weights, m > 16, n % 16 == 0,
 // k % 128 == 0, 16-byte aligned pointers.
 bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const float* y);
-// Quantizes x (E4M3, 1x128 `ceil` scales) and runs the wgmma FP8 GEMM into y (+ bias).
+// Quantizes x (E4M3, 1x128 `ceil` scales) into codes and scales (16-byte aligned, sized by
+// fp8_gemm_workspace) and runs the wgmma FP8 GEMM into y (+ bias).
 void launch_fp8_gemm(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
-                     Fp8Workspace& ws, cudaStream_t s);
+                     uint8_t* codes, void* scales, cudaStream_t s);
 // Tiled SIMT GEMM for any m (the fallback for m > 16): W decoded to f32 in shared memory.
 void launch_gemm_simt(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
                       cudaStream_t s);

@@ -72,19 +72,21 @@ bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const floa
          reinterpret_cast<uintptr_t>(y) % 16 == 0;
 }
 
+Fp8GemmWorkspace fp8_gemm_workspace(const WeightView& w, int64_t m) {
+  const size_t scale_bytes = w.scale_type == ScaleType::ue8m0 ? 1 : 4;
+  return {size_t(m) * size_t(w.k), size_t(w.k / 128) * size_t(mx8::cuda::sa_ld(int(m))) * scale_bytes};
+}
+
 void launch_fp8_gemm(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
-                     Fp8Workspace& ws, cudaStream_t s) {
+                     uint8_t* codes, void* scales, cudaStream_t s) {
   const bool ue8m0 = w.scale_type == ScaleType::ue8m0;
   const int ld = mx8::cuda::sa_ld(int(m));
-  const size_t code_bytes = size_t(m) * size_t(w.k);
-  const size_t scale_bytes = size_t(w.k / 128) * size_t(ld) * (ue8m0 ? 1 : 4);
-  ws.reserve(code_bytes, scale_bytes, s);
   const int64_t warps = m * (w.k / 128);
   launch("quantize_1x128_kernel", quantize_1x128_kernel, dim3(unsigned((warps + 7) / 8)), dim3(256), s, x, m,
-         w.k, ue8m0, ws.codes, static_cast<void*>(ws.scales), ld);
+         w.k, ue8m0, codes, scales, ld);
   mx8::cuda::GemmFp8Args a;
-  a.a = ws.codes;
-  a.scale_a = ws.scales;
+  a.a = codes;
+  a.scale_a = scales;
   a.scale_a_ld = ld;
   a.b = static_cast<const uint8_t*>(w.data);
   a.scale_b = w.scales;
@@ -100,23 +102,6 @@ void launch_fp8_gemm(const WeightView& w, const float* x, int64_t m, float* y, c
     const unsigned blocks = unsigned(std::min<int64_t>((total + 255) / 256, 65535));
     launch("add_bias_kernel", add_bias_kernel, dim3(blocks), dim3(256), s, y, bias, m, w.n);
   }
-}
-
-void Fp8Workspace::reserve(size_t code_bytes, size_t scale_bytes, cudaStream_t s) {
-  if (code_bytes <= code_cap && scale_bytes <= scale_cap) return;
-  check(cudaStreamSynchronize(s), "fp8 workspace");
-  release();
-  code_cap = std::max(code_bytes, code_cap) * 2;  // *2 (hysteresis: prefill chunks vary in size)
-  scale_cap = std::max(scale_bytes, scale_cap) * 2;
-  check(cudaMalloc(reinterpret_cast<void**>(&codes), code_cap), "fp8 workspace (activation codes)");
-  check(cudaMalloc(reinterpret_cast<void**>(&scales), scale_cap), "fp8 workspace (activation scales)");
-}
-
-void Fp8Workspace::release() {
-  if (codes) cudaFree(codes);
-  if (scales) cudaFree(scales);
-  codes = scales = nullptr;
-  code_cap = scale_cap = 0;
 }
 
 }  // namespace mx8::backend::cuda_impl

@@ -177,8 +177,8 @@ void launch_gemv(const WeightView& w, const float* x, int64_t m, float* y, const
 constexpr int kMaxGemvTargets = 4;
 bool gemv_group_applies(const MatmulInput& in, const MatmulTarget* targets, int count);
 void launch_gemv_group(const MatmulInput& in, const MatmulTarget* targets, int count, cudaStream_t s);
-// Device scratch for quantized activations (grows, never shrinks; freed with the backend).
-// Bytes of the quantized activations the FP8 GEMM needs for m rows against w.
+// Bytes of the quantized activations the FP8 GEMM needs for m rows against w (the backend keeps
+// them in its scratch slots 4 and 5).
 struct Fp8GemmWorkspace {
   size_t code_bytes, scale_bytes;
 };

@@ -12,8 +12,8 @@ namespace mx8::cuda::qdev {
 //  * group 0: tk fastest, a whole row of tiles after another (a 2-D grid's launch order);
 //  * group G > 0: G rows of tiles at a time, tm fastest inside the group, so the blocks resident
 //    together cover a G x (resident / G) patch and each row of X and of X^T receives neighbouring
-//    128-byte pieces at about the same time (in group 0 a row of X^T gets one piece per row of
-//    tiles, i.e. one per DRAM page visit).
+//    128-byte pieces at about the same time (in group 0 they span the few rows of tiles that fit,
+//    so a row of X^T gets only that few pieces per visit; docs/CUDA.md).
 MX8_HD inline void dual_tile_of(int64_t l, int tiles_m, int tiles_k, int group, int& tm, int& tk) {
   if (group <= 0) {
     tm = static_cast<int>(l / tiles_k);

@@ -85,6 +85,21 @@ size_t KvCacheDesc::total_bytes() const {
   return page_bytes() * size_t(n_pages) * 2 * size_t(n_layers);
 }
 
+MatmulInput Backend::matmul_swiglu(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up) {
+  if (in.x_up || in.accumulate) throw Error("matmul_swiglu: an input with x_up or accumulate");
+  if (gate.w.n != up.w.n || gate.w.k != up.w.k)
+    throw Error("matmul_swiglu: gate weights " + std::to_string(gate.w.n) + " x " + std::to_string(gate.w.k) +
+                " and up weights " + std::to_string(up.w.n) + " x " + std::to_string(up.w.k) +
+                " differ in shape");
+  const MatmulTarget t[2] = {gate, up};
+  matmul_fused(in, t, 2);
+  MatmulInput h;
+  h.x = gate.y;
+  h.x_up = up.y;
+  h.m = in.m;
+  return h;
+}
+
 void Backend::matmul_fused(const MatmulInput& in, const MatmulTarget* targets, int count) {
   if (count <= 0) return;
   const int64_t k = targets[0].w.k;

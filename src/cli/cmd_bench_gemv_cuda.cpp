@@ -87,12 +87,14 @@ const char* short_name(WeightFormat f) {
   return "?";
 }
 
-// One timed product: targets sharing an input of m rows (x f32 [m][k], x_up when swiglu).
+// One timed product: targets sharing an input of m rows (x f32 [m][k], x_up when swiglu); pair: the
+// two targets are gate and up, and the launch writes silu(gate) * up (matmul_swiglu's paired kernel).
 struct Case {
   std::string name;
   std::vector<int64_t> ns;
   int64_t k;
   bool swiglu, accumulate;
+  bool pair = false;
 };
 
 class Runner {
@@ -134,7 +136,10 @@ class Runner {
       throw mx8::Error("bench gemv-cuda: the grouped GEMV does not apply to " + c.name);
     const double us = timer_.median_us(
         [&] {
-          if (tn)
+          if (c.pair) {
+            if (tn || !cuda_impl::launch_gemv_swiglu(in, ts[0], ts[1], nullptr))
+              throw mx8::Error("bench gemv-cuda: the paired SwiGLU GEMV does not apply to " + c.name);
+          } else if (tn)
             cuda_impl::launch_gemv_group_tuned(in, ts.data(), int(ts.size()), *tn, nullptr);
           else
             cuda_impl::launch_gemv_group(in, ts.data(), int(ts.size()), nullptr);
@@ -172,7 +177,9 @@ const Case kDecode[] = {
     {"q/k/v (3 targets)", {4096, 1024, 1024}, 4096, false, false},
     {"o-proj", {4096}, 4096, false, false},
     {"gate/up (2 targets)", {14336, 14336}, 4096, false, false},
+    {"gate/up, silu(g) * u out", {14336, 14336}, 4096, false, false, true},
     {"down (SwiGLU in, += out)", {4096}, 14336, true, true},
+    {"down (h in, += out)", {4096}, 14336, false, true},
     {"lm_head", {128256}, 4096, false, false},
 };
 
@@ -212,6 +219,7 @@ void run(const Options& o) {
   for (const Case& c : kDecode) {
     const double lt = r.time_cublas_bf16(c, 1);
     for (WeightFormat f : {WeightFormat::fp8_block, WeightFormat::mxfp8, WeightFormat::bf16}) {
+      if (c.pair && f != WeightFormat::fp8_block) continue;  // the paired kernel is the FP8 GEMV's
       const auto [us, bytes] = r.time_mx8(f, c, 1, nullptr);
       const double gbs = bytes / us * 1e-3, frac = gbs * 1e9 / bw;
       const double dirty = r.time_mx8(f, c, 1, nullptr, false).first;
@@ -242,6 +250,7 @@ void run(const Options& o) {
     for (const Case& c : kDecode)
       for (WeightFormat f : {WeightFormat::fp8_block, WeightFormat::bf16})
         for (const V& v : vs) {
+          if (c.pair) continue;  // no knobs
           GemvTuning tn;
           tn.rows = v.r;
           tn.unroll = v.u;

@@ -387,11 +387,14 @@ class Llama final : public LlamaModel {
       // x += att Wo^T: the residual add fused into the matmul.
       const backend::MatmulTarget o{L.wo, x_, nullptr};
       b_.matmul_fused({att_, nullptr, T, true}, &o, 1);
-      const backend::MatmulTarget gate_up[2] = {{L.w_gate, gate_, nullptr}, {L.w_up, up_, nullptr}};
-      b_.matmul_fused({x_, nullptr, T, false, L.ffn_norm, c.norm_eps}, gate_up, 2);
-      // x += (silu(gate) * up) Wd^T: SwiGLU and the residual add fused into the matmul.
+      // h = silu(rmsnorm(x) Wg^T) * (rmsnorm(x) Wu^T), in the form the backend makes it (formed in
+      // the same launch, or left to the down matmul, which reads gate and up).
+      backend::MatmulInput h = b_.matmul_swiglu({x_, nullptr, T, false, L.ffn_norm, c.norm_eps},
+                                                {L.w_gate, gate_, nullptr}, {L.w_up, up_, nullptr});
+      // x += h Wd^T: the residual add fused into the matmul.
+      h.accumulate = true;
       const backend::MatmulTarget down{L.w_down, x_, nullptr};
-      b_.matmul_fused({gate_, up_, T, true}, &down, 1);
+      b_.matmul_fused(h, &down, 1);
     }
     if (R == 0) return;
     if (T == 1) {

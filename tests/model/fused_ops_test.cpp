@@ -1,4 +1,4 @@
-// The defaults of Backend::matmul_fused and Backend::rope_kv_write (the compositions every backend
+// The defaults of Backend::matmul_fused, matmul_swiglu and rope_kv_write (the compositions every backend
 // without fused kernels uses, the CPU backend among them) against the plain ops they stand for, bit
 // for bit: the model's numerics on such backends did not change when its forward pass moved to the
 // fused ops. Also the recording hooks' defaults (no recording: the caller runs the ops itself).
@@ -100,6 +100,35 @@ TEST(MatmulFused, SwigluAndNormTogetherAreAnError) {
   t.w = WeightView{WeightFormat::f32, 8, 4, w.data(), nullptr, ScaleType::ue8m0};
   t.y = y.data();
   EXPECT_THROW(be->matmul_fused({x.data(), up.data(), 1, false, g.data(), 1e-5f}, &t, 1), mx8::Error);
+}
+
+// The default matmul_swiglu: matmul_fused into gate and up, and the down matmul's input as
+// {x = gate, x_up = up}, so the model's numerics are those of the two separate calls.
+TEST(MatmulSwiglu, DefaultIsTheFusedPairLeftToTheConsumer) {
+  auto be = make_cpu_backend(2);
+  std::mt19937_64 rng(20261129);
+  const int64_t k = 64, n = 24, m = 3;
+  const std::vector<float> wg = randn(size_t(n * k), rng), wu = randn(size_t(n * k), rng),
+                           x = randn(size_t(m * k), rng), norm_w = randn(size_t(k), rng);
+  const WeightView vg{WeightFormat::f32, n, k, wg.data(), nullptr, ScaleType::ue8m0},
+      vu{WeightFormat::f32, n, k, wu.data(), nullptr, ScaleType::ue8m0};
+  std::vector<float> g1(size_t(m * n)), u1(size_t(m * n)), g2(size_t(m * n)), u2(size_t(m * n));
+  const MatmulInput in{x.data(), nullptr, m, false, norm_w.data(), 1e-5f};
+  const MatmulTarget t[2] = {{vg, g1.data(), nullptr}, {vu, u1.data(), nullptr}};
+  be->matmul_fused(in, t, 2);
+  const MatmulInput h = be->matmul_swiglu(in, {vg, g2.data(), nullptr}, {vu, u2.data(), nullptr});
+  EXPECT_EQ(h.x, g2.data());
+  EXPECT_EQ(h.x_up, u2.data());
+  EXPECT_EQ(h.m, m);
+  EXPECT_FALSE(h.accumulate);
+  EXPECT_EQ(h.norm, nullptr);
+  EXPECT_TRUE(same_bits(g1, g2));
+  EXPECT_TRUE(same_bits(u1, u2));
+  // A pair of different shapes, or an input that already has x_up or accumulates, is an error.
+  const WeightView narrow{WeightFormat::f32, n - 8, k, wu.data(), nullptr, ScaleType::ue8m0};
+  EXPECT_THROW(be->matmul_swiglu(in, {vg, g2.data()}, {narrow, u2.data()}), mx8::Error);
+  EXPECT_THROW(be->matmul_swiglu({x.data(), x.data(), m}, {vg, g2.data()}, {vu, u2.data()}), mx8::Error);
+  EXPECT_THROW(be->matmul_swiglu({x.data(), nullptr, m, true}, {vg, g2.data()}, {vu, u2.data()}), mx8::Error);
 }
 
 TEST(RopeKvWrite, DefaultsEqualThePlainOpsBitForBit) {

@@ -185,6 +185,12 @@ class Backend {
   // width; targets' y do not alias the input or each other. The default composes the plain ops
   // (silu_mul, matmul, add) with temporaries from alloc().
   virtual void matmul_fused(const MatmulInput& in, const MatmulTarget* targets, int count);
+  // A gated FFN's two projections (gate and up: one shape, `in` without x_up or accumulate) and the
+  // input of the matmul that follows, h = silu(in W_gate^T) * (in W_up^T). Returns h in the form the
+  // backend produced: {x = gate.y, x_up = up.y} (the default: matmul_fused into both targets, the
+  // consumer forms h as it reads them), or {x = gate.y} with h itself written there (a backend that
+  // forms h in the same launch; up.y is then left alone). The caller sets accumulate on the result.
+  virtual MatmulInput matmul_swiglu(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up);
   // out[t][:] = row ids[t] of `table` as f32 (any WeightFormat), t < n.
   virtual void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) = 0;
   // y[r][:] = x[r][:] / sqrt(mean(x[r]^2) + eps) * w[:]; rows x dim; y may equal x.

@@ -237,6 +237,19 @@ class CudaBackend final : public Backend {
       launch_gemm_simt(w, x, m, y, bias, stream_);
     }
   }
+  MatmulInput matmul_swiglu(const MatmulInput& in, const MatmulTarget& gate,
+                            const MatmulTarget& up) override {
+    validate(gate.w, "matmul_swiglu");
+    validate(up.w, "matmul_swiglu");
+    if (!in.x_up && !in.accumulate && gate.w.n == up.w.n && gate.w.k == up.w.k &&
+        launch_gemv_swiglu(in, gate, up, stream_)) {
+      MatmulInput h;
+      h.x = gate.y;
+      h.m = in.m;
+      return h;
+    }
+    return Backend::matmul_swiglu(in, gate, up);
+  }
   void matmul_fused(const MatmulInput& in, const MatmulTarget* targets, int count) override {
     if (count <= 0) return;
     const int64_t k = targets[0].w.k;

@@ -177,6 +177,11 @@ void launch_gemv(const WeightView& w, const float* x, int64_t m, float* y, const
 constexpr int kMaxGemvTargets = 4;
 bool gemv_group_applies(const MatmulInput& in, const MatmulTarget* targets, int count);
 void launch_gemv_group(const MatmulInput& in, const MatmulTarget* targets, int count, cudaStream_t s);
+// matmul_swiglu in one launch where the group {gate, up} takes the tensor-core FP8 GEMV: gate.y =
+// silu(in W_gate^T) * (in W_up^T), bit for bit silu_mul of the products launch_gemv_group would
+// store. Returns false (and launches nothing) where it does not apply.
+bool launch_gemv_swiglu(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                        cudaStream_t s);
 // Bytes of the quantized activations the FP8 GEMM needs for m rows against w (the backend keeps
 // them in its scratch slots 4 and 5).
 struct Fp8GemmWorkspace {

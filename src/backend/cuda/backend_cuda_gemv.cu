@@ -644,6 +644,18 @@ void launch_gemv_group(const MatmulInput& in, const MatmulTarget* targets, int c
   launch_gemv_group_tuned(in, targets, count, GemvTuning{}, s);
 }
 
+bool launch_gemv_swiglu(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                        cudaStream_t s) {
+  const MatmulTarget t[2] = {gate, up};
+  // Where launch_gemv_group would take the mma GEMV (not the skinny GEMM, not the SIMT kernels).
+  if (!gemv_group_applies(in, t, 2) || gemv_fp8_skinny_applies(in, t, 2) ||
+      !gemv_fp8_mma_swiglu_applies(in, gate, up))
+    return false;
+  launch_gemv_fp8_mma_swiglu(in, gate, up, s);
+  check_launch("matmul (fp8 mma gemv, swiglu)");
+  return true;
+}
+
 void launch_gemv(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
                  cudaStream_t s) {
   if (m <= 0) return;

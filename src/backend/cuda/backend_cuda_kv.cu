@@ -682,9 +682,10 @@ constexpr int kCluMaxS = 16;
 
 // How attention_cluster_kernel spreads a (token, kv head): a cluster of n_hs * S blocks.
 struct CluParams {
-  int group;  // query heads per kv head
-  int n_hs;   // head splits (group / Gb)
-  int S;      // position splits
+  int group;   // query heads per kv head
+  int n_hs;    // head splits (group / Gb)
+  int S;       // position splits
+  bool early;  // one-token fused path: the first K/V round is loaded before griddepcontrol.wait
 };
 
 __device__ __forceinline__ void cluster_sync_all() {
@@ -740,7 +741,14 @@ __global__ void __launch_bounds__(kCluWarps * 32)
     attention_cluster_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p,
                              uint32_t* err, NewKv nk, CluParams cp) {
   pdl_trigger();
-  pdl_wait();
+  // cp.early (one token, nk.q set): everything the first round reads before the wait is stable while
+  // the previous kernel runs. The block table, lengths and sequence ids are copies the host staged
+  // before the step's first kernel, and every K/V row but the new token's was written by an earlier
+  // step; the new token's row is loaded again after the cluster barrier below. Not with a separate
+  // kv_write before this kernel (chunks of tokens): its rows would be read too early.
+  const bool fresh = nk.q != nullptr;
+  const bool wait_late = cp.early && fresh;
+  if (!wait_late) pdl_wait();
   __shared__ __align__(16) float q_s[Gb][kGqaHd];
   __shared__ float m_s[kCluWarps][Gb], l_s[kCluWarps][Gb];
   __shared__ float acc_s[kCluWarps][Gb][kGqaHd];
@@ -753,7 +761,6 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane & 7, d0 = sub * kGqaDims;
   const size_t qrow = size_t(t) * p.n_heads + size_t(kvh) * cp.group + size_t(hs) * Gb;  // first q head
-  const bool fresh = nk.q != nullptr;
 
   const int len = p.kv_len[t];
   const int sq = p.seq[t];
@@ -774,6 +781,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   int slot_id;
   bool valid =
       clu_load<F>(kpool, vpool, g, table, base0 + (lane >> 3), lo, hi, kvh, d0, kv, vv, slot_id, bad_page);
+  if (wait_late) pdl_wait();
 
   int32_t new_slot = -1;
   if (fresh) {
@@ -1014,9 +1022,11 @@ bool gqa_applies(const CudaKvCache& c, const AttentionArgs& a) {
 // (default 8, the portable cluster size; up to 16, where the device schedules it);
 // MX8_CUDA_CLUSTER_ATTN_GB forces query heads per block (1, 2 or 4, where it divides the group);
 // MX8_CUDA_CLUSTER_ATTN_POS is the positions of block table capacity per split (default 32: one
-// round of a block's streams); MX8_CUDA_CLUSTER_ATTN_VERBOSE prints the layouts chosen.
+// round of a block's streams); MX8_CUDA_CLUSTER_ATTN_VERBOSE prints the layouts chosen;
+// MX8_CUDA_CLUSTER_ATTN_EARLY=0 loads the first K/V round after griddepcontrol.wait in the one-token
+// fused path too (default: before it).
 struct CluKnobs {
-  bool on = true;
+  bool on = true, early = true;
   int max_c = 8, gb = 0, pos = 32;
 };
 const CluKnobs& clu_knobs() {
@@ -1031,6 +1041,7 @@ const CluKnobs& clu_knobs() {
       return int(v);
     };
     r.on = num("MX8_CUDA_CLUSTER_ATTN", 1) != 0;
+    r.early = num("MX8_CUDA_CLUSTER_ATTN_EARLY", 1) != 0;
     r.max_c = std::max(1, std::min(kCluMaxS, num("MX8_CUDA_CLUSTER_ATTN_MAX_C", r.max_c)));
     r.gb = num("MX8_CUDA_CLUSTER_ATTN_GB", 0);
     r.pos = std::max(1, num("MX8_CUDA_CLUSTER_ATTN_POS", r.pos));
@@ -1101,7 +1112,7 @@ bool big_clusters_ok_any(KvFormat f, int C) {
 // `pos` positions of capacity, at most max_c blocks per cluster, no more blocks than ~2 per SM in
 // all.
 struct CluPlan {
-  CluParams cp{0, 0, 0};
+  CluParams cp{0, 0, 0, false};
   int gb = 0;
 };
 CluPlan cluster_plan(const CudaKvCache& c, const AttentionArgs& a) {
@@ -1138,7 +1149,7 @@ CluPlan cluster_plan(const CudaKvCache& c, const AttentionArgs& a) {
     if (ok) break;
     --S;
   }
-  pl.cp = CluParams{G, n_hs, int(S)};
+  pl.cp = CluParams{G, n_hs, int(S), k.early};
   pl.gb = gb;
   if (std::getenv("MX8_CUDA_CLUSTER_ATTN_VERBOSE")) {
     static std::atomic<int> printed{0};

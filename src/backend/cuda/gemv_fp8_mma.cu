@@ -36,6 +36,7 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "backend/cuda/backend_cuda.cuh"
@@ -47,9 +48,9 @@
 namespace mx8::backend::cuda_impl {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kU = 2;                           // scale blocks (128 of k) per warp per round
-constexpr int kPad = 8;                         // halfs after each x plane: no bank conflicts between planes
+constexpr int kWarps = 8;  // warps per block (2 blocks per SM); MX8_MMA_GEMV w=16: one block of 16
+constexpr int kU = 2;      // scale blocks (128 of k) per warp per round
+constexpr int kPad = 8;    // halfs after each x plane: no bank conflicts between planes
 constexpr size_t kMaxSmem = size_t(200) << 10;  // dynamic shared memory for x, at most
 
 struct MmaParams {
@@ -64,6 +65,7 @@ struct MmaParams {
   int m;  // rows of x in this launch (<= P)
   bool accumulate;
   bool scale_f32;
+  int stage_rot;  // block b stages x from scale block (b * stage_rot) % kblocks on (MX8_MMA_GEMV rot=)
 };
 
 // Stages rows [0, P) of the input as f16 planes in shared memory: plane 2i = hi parts of row i,
@@ -79,11 +81,12 @@ __device__ __forceinline__ void stage_x(const MmaParams& p, __half* planes, floa
   // round trips otherwise (k = 14336 is 14 pairs per warp of 8).
   constexpr int kX = 4;
   const float* second = p.x_up ? p.x_up : p.norm;
+  const int rot = int((int64_t(blockIdx.x) * p.stage_rot) % p.kblocks);
   for (int pair0 = warp; pair0 < P * p.kblocks; pair0 += kX * W) {
     float v[kX][4], u[kX][4];
 #pragma unroll
     for (int q = 0; q < kX; ++q) {
-      const int pair = pair0 + q * W, row = pair / p.kblocks, kb = pair % p.kblocks;
+      const int pair = pair0 + q * W, row = pair / p.kblocks, kb = (pair % p.kblocks + rot) % p.kblocks;
       const bool real = pair < P * p.kblocks && row < p.m;
       const int64_t col = int64_t(kb) * 128 + lane * 4;
       const float4 a =
@@ -96,7 +99,7 @@ __device__ __forceinline__ void stage_x(const MmaParams& p, __half* planes, floa
     }
 #pragma unroll
     for (int q = 0; q < kX; ++q) {
-      const int pair = pair0 + q * W, row = pair / p.kblocks, kb = pair % p.kblocks;
+      const int pair = pair0 + q * W, row = pair / p.kblocks, kb = (pair % p.kblocks + rot) % p.kblocks;
       if (pair >= P * p.kblocks) break;  // warp-uniform
       if (p.x_up) {
 #pragma unroll
@@ -146,23 +149,39 @@ __device__ __forceinline__ float rms_factor(const MmaParams& p, const float* ssq
 // The rows of a tile (16 rows of one target) as one lane sees them.
 struct WarpRows {
   GemvTarget tg;
-  const uint8_t* wa;  // row row0 + g, at this lane's 16 bytes of a 64-wide chunk
-  const uint8_t* wb;  // row row0 + g + 8
+  const uint8_t* wa;     // row row0 + g, at this lane's 16 bytes of a 64-wide chunk
+  const uint8_t* wb;     // row row0 + g + 8 (SwiGLU pairs: row row0 + g of the up weights)
+  const void* scales_b;  // the scales of wb's rows: tg's, or the up weights'
   int64_t row0;
   int64_t srow;  // first scale of row0's 128-row block
   bool active;   // row0 < n
 };
 
+// kPair (SwiGLU pairs): targets 0 and 1 are the gate and up weights, of the same shape; a tile is 8
+// rows of both, A rows g from the gate weights and g + 8 from the up weights, so that a lane ends
+// with the gate and up products of one output row.
+template <bool kPair>
 __device__ __forceinline__ WarpRows rows_of(const MmaParams& p, int tile, int g, int t) {
   WarpRows r;
-  r.tg = target_of(p, tile);
-  r.row0 = int64_t(tile - r.tg.tile_begin) * 16;
-  r.active = r.row0 < r.tg.n;
-  const int64_t ra = min(r.row0 + g, r.tg.n - 1),
-                rb = min(r.row0 + g + 8, r.tg.n - 1);  // past n: read, never stored
-  r.wa = r.tg.w + ra * p.k + t * 16;
-  r.wb = r.tg.w + rb * p.k + t * 16;
-  r.srow = (r.row0 >> 7) * int64_t(p.kblocks);
+  if (kPair) {
+    r.tg = p.t[0];
+    r.row0 = int64_t(tile) * 8;
+    r.active = r.row0 < r.tg.n;
+    const int64_t ra = min(r.row0 + g, r.tg.n - 1);  // past n: read, never stored
+    r.wa = r.tg.w + ra * p.k + t * 16;
+    r.wb = p.t[1].w + ra * p.k + t * 16;
+    r.scales_b = p.t[1].scales;
+  } else {
+    r.tg = target_of(p, tile);
+    r.row0 = int64_t(tile - r.tg.tile_begin) * 16;
+    r.active = r.row0 < r.tg.n;
+    const int64_t ra = min(r.row0 + g, r.tg.n - 1),
+                  rb = min(r.row0 + g + 8, r.tg.n - 1);  // past n: read, never stored
+    r.wa = r.tg.w + ra * p.k + t * 16;
+    r.wb = r.tg.w + rb * p.k + t * 16;
+    r.scales_b = r.tg.scales;
+  }
+  r.srow = (r.row0 >> 7) * int64_t(p.kblocks);  // a tile's rows share one 128-row scale block
   return r;
 }
 
@@ -173,8 +192,15 @@ __device__ __forceinline__ WarpRows rows_of(const MmaParams& p, int tile, int g,
 struct Round {
   uint4 w[kU][4];
   uint32_t scale[kU];
+  uint32_t scale_b[kU];  // SwiGLU pairs: the up rows' scales (unused, and so no registers, otherwise)
 };
 
+__device__ __forceinline__ uint32_t load_scale(const MmaParams& p, const void* scales, int64_t i) {
+  return p.scale_f32 ? __float_as_uint(__ldg(static_cast<const float*>(scales) + i))
+                     : uint32_t(__ldg(static_cast<const unsigned char*>(scales) + i));
+}
+
+template <bool kPair>
 __device__ __forceinline__ void load_round(const MmaParams& p, const WarpRows& r, int base, Round& v) {
 #pragma unroll
   for (int j = 0; j < kU; ++j)
@@ -185,8 +211,8 @@ __device__ __forceinline__ void load_round(const MmaParams& p, const WarpRows& r
       v.w[j][2] = load_stream(r.wb + off);
       v.w[j][3] = load_stream(r.wb + off + 64);
       const int64_t si = r.srow + base + j;
-      v.scale[j] = p.scale_f32 ? __float_as_uint(__ldg(static_cast<const float*>(r.tg.scales) + si))
-                               : uint32_t(__ldg(static_cast<const unsigned char*>(r.tg.scales) + si));
+      v.scale[j] = load_scale(p, r.tg.scales, si);
+      if (kPair) v.scale_b[j] = load_scale(p, r.scales_b, si);
     }
 }
 
@@ -195,34 +221,34 @@ __device__ __forceinline__ void load_round(const MmaParams& p, const WarpRows& r
 // fewer tiles of 32..128 rows with fewer warps per row: H200, lm_head 82% -> 94% of copy bandwidth,
 // decode 305.9 -> 315.9 tok/s). Every warp walks the flat sequence of its (tile, round) items and loads the
 // next item's weights - also across the tile boundary - before it multiplies the current one.
-template <int P>
-__global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams p, int tiles) {
+template <int P, int W, bool kPair>
+__global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams p, int tiles) {
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ float2 partial[2][kWarps][32];  // double-buffered by tile parity
-  __shared__ float ssq[kWarps * P];
+  __shared__ float2 partial[2][W][32];  // double-buffered by tile parity
+  __shared__ float ssq[W * P];
   pdl_trigger();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int first = warp * kU, stride = kWarps * kU;
+  const int first = warp * kU, stride = W * kU;
 
   int tile = int(blockIdx.x);
-  WarpRows cr = rows_of(p, tile, g, t);
+  WarpRows cr = rows_of<kPair>(p, tile, g, t);
   Round cur;
   bool loaded = tile < tiles && cr.active && first < p.kblocks;
-  if (loaded) load_round(p, cr, first, cur);
+  if (loaded) load_round<kPair>(p, cr, first, cur);
   pdl_wait();
 
   const int64_t plane = p.k + kPad;
   __half* planes = reinterpret_cast<__half*>(smem);
   float* xscale = reinterpret_cast<float*>(smem + size_t(2 * P) * size_t(plane) * sizeof(__half));
-  stage_x<P, kWarps>(p, planes, xscale, p.norm ? ssq : nullptr, warp, lane);
+  stage_x<P, W>(p, planes, xscale, p.norm ? ssq : nullptr, warp, lane);
   __syncthreads();
-  const float rnorm = rms_factor<P, kWarps>(p, ssq, t);
+  const float rnorm = rms_factor<P, W>(p, ssq, t);
 
   const __half* xrow = planes + int64_t(g) * plane + t * 16;  // B column g = plane g
   const bool has_col = g < 2 * P;
   for (int parity = 0; tile < tiles; tile += int(gridDim.x), parity ^= 1) {
-    if (!loaded && cr.active && first < p.kblocks) load_round(p, cr, first, cur);
+    if (!loaded && cr.active && first < p.kblocks) load_round<kPair>(p, cr, first, cur);
     float acc_a = 0.0f, acc_b = 0.0f;  // rows row0 + g, row0 + g + 8 for row t of x
     WarpRows nr = cr;
     loaded = false;
@@ -230,10 +256,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams 
       // The next item: the next round of this tile, or the first round of the block's next tile.
       const bool same_tile = base + stride < p.kblocks;
       const int ntile = same_tile ? tile : tile + int(gridDim.x);
-      if (!same_tile) nr = rows_of(p, ntile, g, t);
+      if (!same_tile) nr = rows_of<kPair>(p, ntile, g, t);
       Round next;
       loaded = ntile < tiles && nr.active;
-      if (loaded) load_round(p, nr, same_tile ? base + stride : first, next);
+      if (loaded) load_round<kPair>(p, nr, same_tile ? base + stride : first, next);
       if (cr.active) {
 #pragma unroll
         for (int j = 0; j < kU; ++j) {
@@ -257,12 +283,14 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams 
               mma_f16_f32(d, e4m3x2_to_f16x2(wa4[s]), e4m3x2_to_f16x2(wb4[s]), e4m3x2_to_f16x2(wa4[s] >> 16),
                           e4m3x2_to_f16x2(wb4[s] >> 16), xb[2 * s], xb[2 * s + 1]);
           }
-          const float wscale =
-              p.scale_f32 ? __uint_as_float(cur.scale[j]) : format::ue8m0_to_f32(uint8_t(cur.scale[j]));
-          const float sc = t < P ? wscale * xscale[t * p.kblocks + kb] : 0.0f;
+          auto decode = [&](uint32_t v) {
+            return p.scale_f32 ? __uint_as_float(v) : format::ue8m0_to_f32(uint8_t(v));
+          };
+          const float xs = t < P ? xscale[t * p.kblocks + kb] : 0.0f;
+          const float sc = decode(cur.scale[j]) * xs, sc_b = kPair ? decode(cur.scale_b[j]) * xs : sc;
           // d[0] / d[1]: row row0 + g, columns hi / lo of row t of x; d[2] / d[3]: row row0 + g + 8.
           acc_a = fmaf((d2[0][0] + d2[0][1]) + (d2[1][0] + d2[1][1]), sc, acc_a);
-          acc_b = fmaf((d2[0][2] + d2[0][3]) + (d2[1][2] + d2[1][3]), sc, acc_b);
+          acc_b = fmaf((d2[0][2] + d2[0][3]) + (d2[1][2] + d2[1][3]), sc_b, acc_b);
         }
       }
       cur = next;
@@ -275,13 +303,21 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams 
     if (store) {
       acc_a = acc_b = 0.0f;
 #pragma unroll
-      for (int j = 0; j < kWarps; ++j) {
+      for (int j = 0; j < W; ++j) {
         const float2 q = partial[parity][j][lane];
         acc_a += q.x;
         acc_b += q.y;
       }
     }
-    if (store) {
+    if (kPair && store && cr.row0 + g < cr.tg.n) {
+      // silu(gate) * up of row row0 + g, from the two products as the unpaired kernel stores them.
+      const int64_t row = cr.row0 + g;
+      float gv = acc_a * rnorm, uv = acc_b * rnorm;
+      if (cr.tg.bias) gv += cr.tg.bias[row];
+      if (p.t[1].bias) uv += p.t[1].bias[row];
+      cr.tg.y[int64_t(t) * cr.tg.n + row] = silu_times(gv, uv);
+    }
+    if (!kPair && store) {
       float* y = cr.tg.y + int64_t(t) * cr.tg.n;
       const int64_t rows[2] = {cr.row0 + g, cr.row0 + g + 8};
       const float acc[2] = {acc_a, acc_b};
@@ -293,7 +329,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_mma_kernel(MmaParams 
         y[rows[i]] = p.accumulate ? y[rows[i]] + v : v;
       }
     }
-    cr = rows_of(p, tile + int(gridDim.x), g, t);
+    cr = rows_of<kPair>(p, tile + int(gridDim.x), g, t);
   }
 }
 
@@ -323,11 +359,44 @@ unsigned grid_for(int threads, size_t smem, size_t max_smem, int work, const cha
   return unsigned(std::min(work, std::max(per_sm, 1) * sm_count()));
 }
 
-template <int P>
+template <int P, int W = kWarps, bool kPair = false>
 void launch_variant(const MmaParams& p, int tiles, size_t smem, cudaStream_t s) {
-  constexpr auto kernel = gemv_fp8_mma_kernel<P>;
-  const unsigned grid = grid_for<kernel>(kWarps * 32, smem, kMaxSmem, tiles, "matmul (fp8 mma gemv)");
-  launch_smem("matmul (fp8 mma gemv)", kernel, dim3(grid), dim3(kWarps * 32), smem, s, p, tiles);
+  constexpr auto kernel = gemv_fp8_mma_kernel<P, W, kPair>;
+  const unsigned grid = grid_for<kernel>(W * 32, smem, kMaxSmem, tiles, "matmul (fp8 mma gemv)");
+  launch_smem("matmul (fp8 mma gemv)", kernel, dim3(grid), dim3(W * 32), smem, s, p, tiles);
+}
+
+// MX8_MMA_GEMV: comma-separated knobs for A/B runs: rot=<n> (block b stages x from scale block
+// b * n on, spreading the grid's simultaneous reads of x over L2), w16min=<k> (one row of x with
+// k >= this, default 7168, 0 = never: one block of 16 warps per SM instead of two of 8, so half as
+// many blocks stage x).
+struct EnvKnobs {
+  int rot = 0, w16_min_k = 7168;
+};
+const EnvKnobs& env_knobs() {
+  static const EnvKnobs k = [] {
+    EnvKnobs r;
+    const char* e = std::getenv("MX8_MMA_GEMV");
+    if (!e) return r;
+    const std::string s(e);
+    size_t i = 0;
+    while (i < s.size()) {
+      size_t j = s.find(',', i);
+      if (j == std::string::npos) j = s.size();
+      const std::string kv = s.substr(i, j - i);
+      const size_t eq = kv.find('=');
+      const std::string key = kv.substr(0, eq);
+      int* field = key == "rot" ? &r.rot : key == "w16min" ? &r.w16_min_k : nullptr;
+      char* end = nullptr;
+      const long v = eq == std::string::npos ? 0 : std::strtol(kv.c_str() + eq + 1, &end, 10);
+      if (!field || eq == std::string::npos || end == kv.c_str() + eq + 1 || *end != '\0' || v < 0)
+        throw Error("MX8_MMA_GEMV: '" + kv + "' is not one of rot=N, w16min=N");
+      *field = int(v);
+      i = j + 1;
+    }
+    return r;
+  }();
+  return k;
 }
 
 bool aligned16(const void* p) {
@@ -355,8 +424,12 @@ int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int co
   return 0;
 }
 
-void launch_gemv_fp8_mma(const MatmulInput& in, const MatmulTarget* targets, int count, int64_t r0, int m,
-                         cudaStream_t s) {
+namespace {
+
+// Launches rows [r0, r0 + m) of the group (kPair: the gate/up pair, 8-row tiles of both).
+template <bool kPair>
+void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, int64_t r0, int m,
+                 cudaStream_t s) {
   const int capacity = gemv_fp8_mma_rows(in, targets, count);
   if (capacity == 0 || m < 1 || m > capacity)
     throw Error("cuda backend: fp8 mma gemv: " + std::to_string(m) +
@@ -371,6 +444,7 @@ void launch_gemv_fp8_mma(const MatmulInput& in, const MatmulTarget* targets, int
         static_cast<const uint8_t*>(t.w.data), t.w.scales, t.y + r0 * t.w.n, t.bias, t.w.n, int(tiles)};
     tiles += (t.w.n + 15) / 16;
   }
+  if (kPair) tiles = (targets[0].w.n + 7) / 8;
   for (int i = count; i < kMaxGemvTargets; ++i) p.t[i] = p.t[0];
   p.count = count;
   p.k = k;
@@ -382,15 +456,42 @@ void launch_gemv_fp8_mma(const MatmulInput& in, const MatmulTarget* targets, int
   p.m = m;
   p.accumulate = in.accumulate;
   p.scale_f32 = targets[0].w.scale_type == ScaleType::f32;
+  const EnvKnobs& knobs = env_knobs();
+  p.stage_rot = knobs.rot;
   const size_t smem = smem_bytes(P, k);
   switch (P) {
     case 4:
-      return launch_variant<4>(p, int(tiles), smem, s);
+      return launch_variant<4, kWarps, kPair>(p, int(tiles), smem, s);
     case 2:
-      return launch_variant<2>(p, int(tiles), smem, s);
+      return launch_variant<2, kWarps, kPair>(p, int(tiles), smem, s);
     default:
-      return launch_variant<1>(p, int(tiles), smem, s);
+      // The same split for the pair as for the group: its products must be the group's bit for bit.
+      if (knobs.w16_min_k > 0 && k >= knobs.w16_min_k)
+        return launch_variant<1, 16, kPair>(p, int(tiles), smem, s);
+      return launch_variant<1, kWarps, kPair>(p, int(tiles), smem, s);
   }
+}
+
+}  // namespace
+
+void launch_gemv_fp8_mma(const MatmulInput& in, const MatmulTarget* targets, int count, int64_t r0, int m,
+                         cudaStream_t s) {
+  launch_rows<false>(in, targets, count, r0, m, s);
+}
+
+bool gemv_fp8_mma_swiglu_applies(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up) {
+  const MatmulTarget t[2] = {gate, up};
+  return !in.x_up && !in.accumulate && gate.w.n == up.w.n && gemv_fp8_mma_rows(in, t, 2) > 0;
+}
+
+void launch_gemv_fp8_mma_swiglu(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                                cudaStream_t s) {
+  if (!gemv_fp8_mma_swiglu_applies(in, gate, up))
+    throw Error("cuda backend: fp8 mma gemv: the gate/up pair does not meet gemv_fp8_mma_swiglu_applies");
+  const MatmulTarget t[2] = {gate, up};
+  const int rows = gemv_fp8_mma_rows(in, t, 2);
+  for (int64_t r0 = 0; r0 < in.m; r0 += rows)
+    launch_rows<true>(in, t, 2, r0, int(std::min<int64_t>(rows, in.m - r0)), s);
 }
 
 }  // namespace mx8::backend::cuda_impl

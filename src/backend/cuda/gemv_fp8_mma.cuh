@@ -18,4 +18,12 @@ int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int co
 void launch_gemv_fp8_mma(const MatmulInput& in, const MatmulTarget* targets, int count, int64_t r0, int m,
                          cudaStream_t s);
 
+// SwiGLU pairs: y_gate = silu(in W_gate^T (+ bias)) * (in W_up^T (+ bias)), both weights of one
+// shape; up.y is not written. The two products are the ones launch_gemv_fp8_mma stores, so the
+// result equals silu_mul of them bit for bit. Applies where the group {gate, up} meets
+// gemv_fp8_mma_rows, without x_up or accumulate.
+bool gemv_fp8_mma_swiglu_applies(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up);
+void launch_gemv_fp8_mma_swiglu(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                                cudaStream_t s);
+
 }  // namespace mx8::backend::cuda_impl

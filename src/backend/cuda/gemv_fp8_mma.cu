@@ -27,9 +27,10 @@
 // scale blocks) and their partial sums of a row are added in a fixed order in shared memory
 // (deterministic). Each warp loads the next U = 2 scale blocks of weights while it multiplies the
 // current ones; the first loads are issued before griddepcontrol.wait (weights are never written by
-// kernels). Every block stages its rows of x as f16 planes in shared memory first; the input may be
-// x, silu(x) * x_up (SwiGLU) or rmsnorm(x) (the staging multiplies by the norm weights and sums the
-// squares; the 1/rms factor scales the finished product, so the decode step has no rmsnorm kernel).
+// kernels). Every warp first stages the part of x it multiplies as f16 planes in shared memory; the
+// input may be x, silu(x) * x_up (SwiGLU) or rmsnorm(x) (the staging multiplies by the norm weights
+// and sums the squares; the 1/rms factor scales the finished product, so the decode step has no
+// rmsnorm kernel).
 #include "backend/cuda/gemv_fp8_mma.cuh"
 
 #include <cuda_fp16.h>
@@ -65,63 +66,64 @@ struct MmaParams {
   int m;  // rows of x in this launch (<= P)
   bool accumulate;
   bool scale_f32;
-  int stage_rot;  // block b stages x from scale block (b * stage_rot) % kblocks on (MX8_MMA_GEMV rot=)
 };
 
-// Stages rows [0, P) of the input as f16 planes in shared memory: plane 2i = hi parts of row i,
-// plane 2i + 1 = lo parts, xscale[i][kb] = 2^e of scale block kb; rows past p.m are zeros. The input
-// is x, silu(x) * x_up, or x * norm (rmsnorm's weights; its 1/rms factor is applied to the products
-// instead, from the sums of squares that each warp leaves in ssq[warp][row]). W warps share the work.
+// Stages this warp's part of rows [0, P) of the input as f16 planes in shared memory: the scale
+// blocks it multiplies (warp * kU + i * W * kU + [0, kU)), so that no other warp waits for them (a
+// block barrier here cost the slowest warp's L2 round trips to every warp). Plane 2r = hi parts of
+// row r, plane 2r + 1 = lo parts, xscale[r][kb] = 2^e of scale block kb; rows past p.m are zeros. The
+// input is x, silu(x) * x_up, or x * norm (rmsnorm's weights; its 1/rms factor is applied to the
+// products instead, from the sums of squares that each warp leaves in ssq[warp][row]).
 template <int P, int W>
 __device__ __forceinline__ void stage_x(const MmaParams& p, __half* planes, float* xscale, float* ssq,
                                         int warp, int lane) {
   const int64_t plane = p.k + kPad;
+  const int first = warp * kU, stride = W * kU;
   float sumsq[P] = {};
-  // kX (row, scale block) pairs per warp at a time, all loads first: the staging is a chain of L2
-  // round trips otherwise (k = 14336 is 14 pairs per warp of 8).
-  constexpr int kX = 4;
+  // kJ scale blocks of all P rows at a time, all loads first (k = 14336 is 7 blocks per warp of 16).
+  constexpr int kJ = P >= 4 ? 1 : 4 / P;
   const float* second = p.x_up ? p.x_up : p.norm;
-  const int rot = int((int64_t(blockIdx.x) * p.stage_rot) % p.kblocks);
-  for (int pair0 = warp; pair0 < P * p.kblocks; pair0 += kX * W) {
-    float v[kX][4], u[kX][4];
+  for (int j0 = 0; first + (j0 / kU) * stride < p.kblocks; j0 += kJ) {
+    int kb[kJ];
+    float v[P][kJ][4], u[P][kJ][4];
 #pragma unroll
-    for (int q = 0; q < kX; ++q) {
-      const int pair = pair0 + q * W, row = pair / p.kblocks, kb = (pair % p.kblocks + rot) % p.kblocks;
-      const bool real = pair < P * p.kblocks && row < p.m;
-      const int64_t col = int64_t(kb) * 128 + lane * 4;
-      const float4 a =
-          real ? *reinterpret_cast<const float4*>(p.x + int64_t(row) * p.k + col) : make_float4(0, 0, 0, 0);
-      const int64_t o2 = p.x_up ? int64_t(row) * p.k + col : col;
-      const float4 b =
-          real && second ? *reinterpret_cast<const float4*>(second + o2) : make_float4(0, 0, 0, 0);
-      v[q][0] = a.x, v[q][1] = a.y, v[q][2] = a.z, v[q][3] = a.w;
-      u[q][0] = b.x, u[q][1] = b.y, u[q][2] = b.z, u[q][3] = b.w;
-    }
+    for (int j = 0; j < kJ; ++j) kb[j] = first + ((j0 + j) / kU) * stride + (j0 + j) % kU;
 #pragma unroll
-    for (int q = 0; q < kX; ++q) {
-      const int pair = pair0 + q * W, row = pair / p.kblocks, kb = (pair % p.kblocks + rot) % p.kblocks;
-      if (pair >= P * p.kblocks) break;  // warp-uniform
-      if (p.x_up) {
+    for (int r = 0; r < P; ++r)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) v[q][i] = silu_times(v[q][i], u[q][i]);
-      } else if (p.norm) {
-        float s = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          s = fmaf(v[q][i], v[q][i], s);
-          v[q][i] *= u[q][i];
-        }
-#pragma unroll
-        for (int r = 0; r < P; ++r)
-          if (r == row) sumsq[r] += s;  // static indices: sumsq stays in registers
+      for (int j = 0; j < kJ; ++j) {
+        const bool real = kb[j] < p.kblocks && r < p.m;
+        const int64_t col = int64_t(kb[j]) * 128 + lane * 4;
+        const float4 a =
+            real ? *reinterpret_cast<const float4*>(p.x + int64_t(r) * p.k + col) : make_float4(0, 0, 0, 0);
+        const int64_t o2 = p.x_up ? int64_t(r) * p.k + col : col;
+        const float4 b =
+            real && second ? *reinterpret_cast<const float4*>(second + o2) : make_float4(0, 0, 0, 0);
+        v[r][j][0] = a.x, v[r][j][1] = a.y, v[r][j][2] = a.z, v[r][j][3] = a.w;
+        u[r][j][0] = b.x, u[r][j][1] = b.y, u[r][j][2] = b.z, u[r][j][3] = b.w;
       }
-      uint2 hi, lo;
-      const int e = split_hi_lo(v[q], hi, lo);
-      const int64_t col = int64_t(kb) * 128 + lane * 4;
-      *reinterpret_cast<uint2*>(planes + 2 * row * plane + col) = hi;
-      *reinterpret_cast<uint2*>(planes + (2 * row + 1) * plane + col) = lo;
-      if (lane == 0) xscale[row * p.kblocks + kb] = pow2(e);
-    }
+#pragma unroll
+    for (int r = 0; r < P; ++r)
+#pragma unroll
+      for (int j = 0; j < kJ; ++j) {
+        if (kb[j] >= p.kblocks) continue;  // warp-uniform: the last round's blocks past k
+        if (p.x_up) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) v[r][j][i] = silu_times(v[r][j][i], u[r][j][i]);
+        } else if (p.norm) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            sumsq[r] = fmaf(v[r][j][i], v[r][j][i], sumsq[r]);
+            v[r][j][i] *= u[r][j][i];
+          }
+        }
+        uint2 hi, lo;
+        const int e = split_hi_lo(v[r][j], hi, lo);
+        const int64_t col = int64_t(kb[j]) * 128 + lane * 4;
+        *reinterpret_cast<uint2*>(planes + 2 * r * plane + col) = hi;
+        *reinterpret_cast<uint2*>(planes + (2 * r + 1) * plane + col) = lo;
+        if (lane == 0) xscale[r * p.kblocks + kb[j]] = pow2(e);
+      }
   }
   if (ssq) {
 #pragma unroll
@@ -132,6 +134,7 @@ __device__ __forceinline__ void stage_x(const MmaParams& p, __half* planes, floa
       if (lane == 0) ssq[warp * P + r] = s;
     }
   }
+  __syncwarp();  // the warp's lanes read each other's stores
 }
 
 // rmsnorm's 1/rms of row `row` from the warps' sums of squares (stage_x), with the operations of
@@ -242,8 +245,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   __half* planes = reinterpret_cast<__half*>(smem);
   float* xscale = reinterpret_cast<float*>(smem + size_t(2 * P) * size_t(plane) * sizeof(__half));
   stage_x<P, W>(p, planes, xscale, p.norm ? ssq : nullptr, warp, lane);
-  __syncthreads();
-  const float rnorm = rms_factor<P, W>(p, ssq, t);
+  float rnorm = 1.0f;
 
   const __half* xrow = planes + int64_t(g) * plane + t * 16;  // B column g = plane g
   const bool has_col = g < 2 * P;
@@ -300,6 +302,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
     partial[parity][warp][lane] = make_float2(acc_a, acc_b);
     __syncthreads();
     const bool store = warp == 0 && cr.active && t < p.m;
+    rnorm = rms_factor<P, W>(p, ssq, t);  // every warp's sums of squares are in (the barrier above)
     if (store) {
       acc_a = acc_b = 0.0f;
 #pragma unroll
@@ -366,12 +369,10 @@ void launch_variant(const MmaParams& p, int tiles, size_t smem, cudaStream_t s) 
   launch_smem("matmul (fp8 mma gemv)", kernel, dim3(grid), dim3(W * 32), smem, s, p, tiles);
 }
 
-// MX8_MMA_GEMV: comma-separated knobs for A/B runs: rot=<n> (block b stages x from scale block
-// b * n on, spreading the grid's simultaneous reads of x over L2), w16min=<k> (one row of x with
-// k >= this, default 7168, 0 = never: one block of 16 warps per SM instead of two of 8, so half as
-// many blocks stage x).
+// MX8_MMA_GEMV: knobs for A/B runs, comma-separated: w16min=<k> (one row of x with k >= this, default
+// 7168, 0 = never: one block of 16 warps per SM instead of two of 8, so half as many blocks stage x).
 struct EnvKnobs {
-  int rot = 0, w16_min_k = 7168;
+  int w16_min_k = 7168;
 };
 const EnvKnobs& env_knobs() {
   static const EnvKnobs k = [] {
@@ -386,11 +387,11 @@ const EnvKnobs& env_knobs() {
       const std::string kv = s.substr(i, j - i);
       const size_t eq = kv.find('=');
       const std::string key = kv.substr(0, eq);
-      int* field = key == "rot" ? &r.rot : key == "w16min" ? &r.w16_min_k : nullptr;
+      int* field = key == "w16min" ? &r.w16_min_k : nullptr;
       char* end = nullptr;
       const long v = eq == std::string::npos ? 0 : std::strtol(kv.c_str() + eq + 1, &end, 10);
       if (!field || eq == std::string::npos || end == kv.c_str() + eq + 1 || *end != '\0' || v < 0)
-        throw Error("MX8_MMA_GEMV: '" + kv + "' is not one of rot=N, w16min=N");
+        throw Error("MX8_MMA_GEMV: '" + kv + "' is not w16min=N");
       *field = int(v);
       i = j + 1;
     }
@@ -457,7 +458,6 @@ void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, 
   p.accumulate = in.accumulate;
   p.scale_f32 = targets[0].w.scale_type == ScaleType::f32;
   const EnvKnobs& knobs = env_knobs();
-  p.stage_rot = knobs.rot;
   const size_t smem = smem_bytes(P, k);
   switch (P) {
     case 4:

@@ -2,6 +2,7 @@
 #include "mx8/backend/backend.h"
 
 #include <algorithm>
+#include <new>
 #include <string>
 
 #include "mx8/error.h"
@@ -83,6 +84,14 @@ size_t KvCacheDesc::page_bytes() const {
 
 size_t KvCacheDesc::total_bytes() const {
   return page_bytes() * size_t(n_pages) * 2 * size_t(n_layers);
+}
+
+void* Backend::alloc_host(size_t bytes) {
+  return ::operator new(bytes ? bytes : 1, std::align_val_t(64));
+}
+
+void Backend::free_host(void* p) {
+  if (p) ::operator delete(p, std::align_val_t(64));
 }
 
 MatmulInput Backend::matmul_swiglu(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up) {

@@ -27,6 +27,7 @@
 #include "cli/command.h"
 #include "cli/perf_report.h"
 #include "mx8/backend/backend.h"
+#include "mx8/backend/host_buffer.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
 #include "mx8/model/llama.h"
@@ -210,7 +211,8 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
   for (int i = 0; i < kd.n_pages; ++i) b.block_tables.push_back(i);
   b.seq = {0};
   b.logit_rows = {0};
-  std::vector<float> logits(static_cast<size_t>(kVocab));
+  HostBuffer<float> logits(be);  // what the engine downloads into (page-locked)
+  logits.reserve(static_cast<size_t>(kVocab));
   auto step = [&](int pos) {
     b.tokens = {(pos * 7919) % int32_t(kVocab)};
     b.pos = {pos};
@@ -226,7 +228,8 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
   res.ms_per_token = s * 1e3 / o.tokens;
   res.tok_s = o.tokens / s;
   res.weight_gbps = double(res.bytes_per_token) / (res.ms_per_token * 1e-3) / 1e9;
-  if (!std::isfinite(logits[0])) std::printf("  (note: logits are not finite with these random weights)\n");
+  if (!std::isfinite(logits.data()[0]))
+    std::printf("  (note: logits are not finite with these random weights)\n");
 }
 
 // One weight format: the model once, then decode with graphs on and off (as asked).

@@ -43,7 +43,7 @@ struct Engine::Seq {
 };
 
 Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const EngineOptions& opts)
-    : model_(model), backend_(backend), opts_(opts) {
+    : model_(model), backend_(backend), opts_(opts), logits_(backend) {
   const model::LlamaConfig& c = model.config();
   if (opts.max_context <= 0 || opts.max_sequences <= 0 || opts.page_size <= 0)
     throw Error("engine: max_context, max_sequences and page_size must be positive");
@@ -223,12 +223,12 @@ std::vector<TokenEvent> Engine::step() {
     }
   }
   const size_t vocab = size_t(model_.config().vocab);
-  logits_.resize(b.logit_rows.size() * vocab);
-  model_.forward(b, *kv_, logits_.data());
+  float* logits = logits_.reserve(b.logit_rows.size() * vocab);
+  model_.forward(b, *kv_, logits);
 
   for (size_t r = 0; r < sampled.size(); ++r) {
     Seq& s = *sampled[r];
-    std::span<float> lg(logits_.data() + r * vocab, vocab);
+    std::span<float> lg(logits + r * vocab, vocab);
     if (keep_logits_) s.last_logits.assign(lg.begin(), lg.end());
     const int32_t tok = s.sampler.sample(lg, s.tokens);
     s.tokens.push_back(tok);

@@ -36,6 +36,7 @@
 #include "backend/cuda/backend_cuda.cuh"
 #include "cuda/backend_pair_test.h"
 #include "mx8/backend/backend.h"
+#include "mx8/backend/host_buffer.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
 #include "mx8/format/element.h"
@@ -297,6 +298,23 @@ TEST_F(CudaVsCpu, BadIndicesBecomeErrorsNamingTheOp) {
 }
 
 // ---- matmul --------------------------------------------------------------------------------------
+
+// alloc_host gives page-locked memory (what makes the logits download fast), and download() fills
+// it: the copy is queued behind the kernels, then the stream is synchronized.
+TEST_F(CudaVsCpu, DownloadIntoPageLockedHostBuffer) {
+  HostBuffer<float> buf(*gpu);
+  float* h = buf.reserve(4096);
+  cudaPointerAttributes attr{};
+  ASSERT_EQ(cudaPointerGetAttributes(&attr, h), cudaSuccess);
+  EXPECT_EQ(attr.type, cudaMemoryTypeHost);  // pageable memory reads as cudaMemoryTypeUnregistered
+  const auto x = normal(4096);
+  auto* d = static_cast<float*>(gpu->alloc(4096 * sizeof(float)));
+  gpu->upload(d, x.data(), 4096 * sizeof(float));
+  gpu->add(d, d, 4096);  // a kernel before the copy: the copy must see its result
+  gpu->download(h, d, 4096 * sizeof(float));
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(h[i], 2.0f * x[i]) << i;
+  gpu->free(d);
+}
 
 TEST_F(CudaVsCpu, MatmulEveryFormatMatchesCpu) {
   SCOPED_TRACE(trace());

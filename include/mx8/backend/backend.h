@@ -163,6 +163,11 @@ class Backend {
   // Memory.
   virtual void* alloc(size_t bytes) = 0;  // 64-byte aligned; throws mx8::Error when out of memory
   virtual void free(void* p) = 0;
+  // Host memory that download() fills and upload() reads fastest: page-locked on a GPU (on the H200
+  // a 0.5 MB logits row downloads in ~15 us, ~53 us into pageable memory). The default is ordinary
+  // 64-byte aligned host memory. free_host releases it.
+  virtual void* alloc_host(size_t bytes);
+  virtual void free_host(void* p);
   virtual void upload(void* dst, const void* src, size_t bytes) = 0;
   virtual void download(void* dst, const void* src, size_t bytes) = 0;  // synchronizes first
   virtual void synchronize() = 0;

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "mx8/backend/backend.h"
+#include "mx8/backend/host_buffer.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/sampler.h"
 
@@ -142,7 +143,7 @@ class Engine {
   int window_ = 0;             // the model's sliding window when it is shorter than max_context, else 0
   EngineStats stats_;
   bool keep_logits_ = false;
-  std::vector<float> logits_;
+  backend::HostBuffer<float> logits_;  // the step's logits rows, in the backend's fastest host memory
 };
 
 }  // namespace mx8::runtime

@@ -190,10 +190,24 @@ class CudaBackend final : public Backend {
     synchronize();
   }
   void download(void* dst, const void* src, size_t bytes) override {
+    if (capturing_) synchronize();  // throws: not inside a recorded step
+    // The copy is queued behind the step's kernels and starts as they end; synchronize() then
+    // waits for it and reports the errors the kernels flagged (dst is not to be used then).
+    if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "download");
     synchronize();
-    if (!bytes) return;
-    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "download");
-    check(cudaStreamSynchronize(stream_), "download");
+  }
+  void* alloc_host(size_t bytes) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      throw Error("cuda backend: page-locked host allocation of " + std::to_string(bytes) +
+                  " bytes failed: " + cudaGetErrorString(e));
+    }
+    return p;
+  }
+  void free_host(void* p) override {
+    if (p) cudaFreeHost(p);  // called from destructors: nothing to report a failure to
   }
   void synchronize() override {
     if (capturing_)

@@ -3,14 +3,11 @@
 // (NaN, Inf, zeros, subnormals, outliers), ragged shapes, and poisoned outputs.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include "backend/cuda/dual_tile_order.h"
 #include "cuda/cuda_test_util.h"
 #include "mx8/backend/cuda/gemm.h"
 #include "mx8/backend/cuda/quantize.h"
@@ -273,34 +270,6 @@ TEST(CudaQuantize, LargeActivationShapesMatchReference) {
   // row, so its scales take the per-row stores instead of the vector store.
   check_activation(4097, 1152, true, ScaleRule::ceil, ScaleLayout::kMnMajor, seed);
   check_activation(4097, 1152, false, ScaleRule::ceil, ScaleLayout::kRowMajor, seed);
-}
-
-// The dual kernel's tile orders (MX8_QUANT_DUAL's G) against the orders written out as loops: 0 is
-// the 2-D grid's own (row of tiles after row of tiles, tk fastest); G > 0 takes G rows of tiles at a
-// time (the last group may be shorter), column by column, the row fastest. Host-only: no GPU needed.
-TEST(CudaQuantize, DualTileOrdersMatchTheirDefinition) {
-  for (const auto& [tiles_m, tiles_k] :
-       {std::pair{1, 1}, std::pair{3, 5}, std::pair{17, 4}, std::pair{32, 128}})
-    for (int group : {0, 1, 2, 8, 16, 40}) {
-      std::vector<std::pair<int, int>> expected;
-      const int step = group > 0 ? group : 1;
-      for (int first = 0; first < tiles_m; first += step) {
-        const int rows = std::min(step, tiles_m - first);
-        if (group == 0) {
-          for (int tk = 0; tk < tiles_k; ++tk) expected.emplace_back(first, tk);
-        } else {
-          for (int tk = 0; tk < tiles_k; ++tk)
-            for (int r = 0; r < rows; ++r) expected.emplace_back(first + r, tk);
-        }
-      }
-      ASSERT_EQ(expected.size(), size_t(tiles_m) * tiles_k);
-      for (size_t l = 0; l < expected.size(); ++l) {
-        int tm = -1, tk = -1;
-        mx8::cuda::qdev::dual_tile_of(int64_t(l), tiles_m, tiles_k, group, tm, tk);
-        ASSERT_EQ(std::pair(tm, tk), expected[l])
-            << tiles_m << "x" << tiles_k << " group " << group << " step " << l;
-      }
-    }
 }
 
 TEST(CudaQuantize, RejectsBadArguments) {

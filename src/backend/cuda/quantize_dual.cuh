@@ -15,7 +15,6 @@
 
 #include <cuda_runtime_api.h>
 
-#include "backend/cuda/dual_tile_order.h"
 #include "backend/cuda/quantize_device.cuh"
 
 namespace mx8::cuda::qdev {
@@ -48,7 +47,6 @@ struct DualArgs {
   int mn_ld;   // > 0: X's scales MN-major with this leading dimension, else row-major
   bool vec_t;  // rows % 8 == 0 and codes_t 8-byte aligned: 8-row column segments go out as one store
   int hints;   // kHintLoad | kHintStore
-  int group;   // tile order (dual_tile_of): 0 row of tiles after row of tiles, G > 0 G rows at a time
   uint8_t* codes;
   void* scales;
   uint8_t* codes_t;
@@ -186,15 +184,13 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
   }
 }
 
-// One thread block per tile (grid: cols/128 x ceil(rows/128), the tile from dual_tile_of); the eight
-// loads are the block's only memory-level parallelism, so several blocks per SM must overlap.
+// One thread block per tile (grid: cols/128 x ceil(rows/128)); the eight loads are the block's
+// only memory-level parallelism, so several blocks per SM must overlap.
 template <int kMinBlocks>
 __global__ void __launch_bounds__(256, kMinBlocks) quantize_dual_tile_kernel(DualArgs p) {
   __shared__ DualSmem sm;
   const DualGeom g;
-  int tm, tk;
-  dual_tile_of(int64_t{blockIdx.y} * gridDim.x + blockIdx.x, gridDim.y, gridDim.x, p.group, tm, tk);
-  const int m0 = tm * 128, k0 = tk * 128;
+  const int m0 = blockIdx.y * 128, k0 = blockIdx.x * 128;
   const int valid_rows = min(8, p.rows - (m0 + g.tr));
   uint4 d[8];
 #pragma unroll
@@ -215,7 +211,7 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
                : "memory");
 }
 
-// Persistent variant: the grid walks the tiles (in dual_tile_of's order) and each thread copies its
+// Persistent variant: the grid walks the tiles (column tile fastest) and each thread copies its
 // sub-block of the next tile into shared memory (cp.async, 32 KB per block) while it works on the
 // current one, so a block always has a tile's loads in flight. Each thread reads back only the
 // slots it filled itself, so waiting for its own copies is enough (no barrier); the refill is
@@ -223,18 +219,11 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 template <int kMinBlocks>
 __global__ void __launch_bounds__(256, kMinBlocks)
     quantize_dual_persistent_kernel(DualArgs p, int tiles_k, int n_tiles) {
-  const int tiles_m = n_tiles / tiles_k;
   __shared__ DualSmem sm;
   __shared__ uint4 stage[8][256];  // [row of the sub-block][thread]: conflict-free 16-byte accesses
   const DualGeom g;
-  auto origin = [&](int t, int& m0, int& k0) {
-    dual_tile_of(t, tiles_m, tiles_k, p.group, m0, k0);
-    m0 *= 128;
-    k0 *= 128;
-  };
   auto issue = [&](int t) {
-    int m0, k0;
-    origin(t, m0, k0);
+    const int m0 = t / tiles_k * 128, k0 = t % tiles_k * 128;
 #pragma unroll
     for (int i = 0; i < 8; ++i)
       if (m0 + g.tr + i < p.rows)
@@ -245,8 +234,7 @@ __global__ void __launch_bounds__(256, kMinBlocks)
   if (t < n_tiles) issue(t);
   for (; t < n_tiles; t += gridDim.x) {
     asm volatile("cp.async.wait_group 0;" ::: "memory");
-    int m0, k0;
-    origin(t, m0, k0);
+    const int m0 = t / tiles_k * 128, k0 = t % tiles_k * 128;
     const int valid_rows = min(8, p.rows - (m0 + g.tr));
     uint4 d[8];
 #pragma unroll

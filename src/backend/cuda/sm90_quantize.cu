@@ -318,14 +318,13 @@ int stride_grid() {
 //   MX8_QUANT_ACT = "M,C,R,O,H": quantize_act_1x128's kernel, M 0 the streaming kernel, 1 the 2-D
 //     tile kernel (default) with C column strips per block (1 or 2), R rows per lane (2 or 4),
 //     O 1 = row blocks fastest in the grid (measured 4-6 points slower), H the cache-hint mask.
-//   MX8_QUANT_DUAL = "M,B,H[,G]": the dual kernel, M 0 one-shot (B 2) or 1 persistent (B 2 or 3), G
-//     the tile order (qdev::dual_tile_of; 0, the default, row of tiles after row of tiles).
+//   MX8_QUANT_DUAL = "M,B,H": the dual kernel, M 0 one-shot (B 2) or 1 persistent (B 2 or 3).
 //   MX8_QUANT_BPS: a cap on the streaming kernel's blocks per SM.
 struct StreamCfg {
   int p, s, b, hints, pf;
 };
 struct DualCfg {
-  int mode, b, hints, group;
+  int mode, b, hints;
 };
 struct ActCfg {
   int mode, cw, r, rows_fast, hints;
@@ -349,11 +348,10 @@ const Knobs& knobs() {
       return c;
     };
     // The defaults: the best measured (docs/CUDA.md, "Quantizer tuning").
-    const DualCfg dual_default{0, 2, 0, 0};
+    const DualCfg dual_default{0, 2, 0};
     DualCfg dual = dual_default;
     if (const char* v = std::getenv("MX8_QUANT_DUAL"))
-      if (std::sscanf(v, "%d,%d,%d,%d", &dual.mode, &dual.b, &dual.hints, &dual.group) < 3)
-        dual = dual_default;
+      if (std::sscanf(v, "%d,%d,%d", &dual.mode, &dual.b, &dual.hints) != 3) dual = dual_default;
     // The 2-D tile kernel, two rows per lane (H200, mx8 bench cuda-quantize, 2026-11-29: 4096 x 16384
     // 54.0 us, 16384 x 7168 88.4 us against the streaming kernel's 60.3 and 101.1; four rows per lane
     // and two column strips measured the same within 1%).
@@ -590,7 +588,6 @@ void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, fo
                             mn_ld,
                             rows % 8 == 0 && reinterpret_cast<uintptr_t>(codes_t) % 8 == 0,
                             knobs().dual.hints,
-                            knobs().dual.group,
                             codes,
                             scales,
                             codes_t,

@@ -49,7 +49,7 @@
 namespace mx8::backend::cuda_impl {
 namespace {
 
-constexpr int kWarps = 8;  // warps per block (2 blocks per SM); MX8_MMA_GEMV w=16: one block of 16
+constexpr int kWarps = 8;  // warps per block (2 blocks per SM); one row with a wide k: 16 (w16_min_k)
 constexpr int kU = 2;      // scale blocks (128 of k) per warp per round
 constexpr int kPad = 8;    // halfs after each x plane: no bank conflicts between planes
 constexpr size_t kMaxSmem = size_t(200) << 10;  // dynamic shared memory for x, at most
@@ -369,35 +369,19 @@ void launch_variant(const MmaParams& p, int tiles, size_t smem, cudaStream_t s) 
   launch_smem("matmul (fp8 mma gemv)", kernel, dim3(grid), dim3(W * 32), smem, s, p, tiles);
 }
 
-// MX8_MMA_GEMV: knobs for A/B runs, comma-separated: w16min=<k> (one row of x with k >= this, default
-// 7168, 0 = never: one block of 16 warps per SM instead of two of 8, so half as many blocks stage x).
-struct EnvKnobs {
-  int w16_min_k = 7168;
-};
-const EnvKnobs& env_knobs() {
-  static const EnvKnobs k = [] {
-    EnvKnobs r;
-    const char* e = std::getenv("MX8_MMA_GEMV");
-    if (!e) return r;
-    const std::string s(e);
-    size_t i = 0;
-    while (i < s.size()) {
-      size_t j = s.find(',', i);
-      if (j == std::string::npos) j = s.size();
-      const std::string kv = s.substr(i, j - i);
-      const size_t eq = kv.find('=');
-      const std::string key = kv.substr(0, eq);
-      int* field = key == "w16min" ? &r.w16_min_k : nullptr;
-      char* end = nullptr;
-      const long v = eq == std::string::npos ? 0 : std::strtol(kv.c_str() + eq + 1, &end, 10);
-      if (!field || eq == std::string::npos || end == kv.c_str() + eq + 1 || *end != '\0' || v < 0)
-        throw Error("MX8_MMA_GEMV: '" + kv + "' is not w16min=N");
-      *field = int(v);
-      i = j + 1;
-    }
-    return r;
+// MX8_MMA_GEMV_W16MIN=<k> (A/B runs): one row of x with k >= this (default 7168, 0 = never) runs one
+// block of 16 warps per SM instead of two of 8, so half as many blocks stage x (docs/CUDA_BACKEND.md).
+int w16_min_k() {
+  static const int v = [] {
+    const char* e = std::getenv("MX8_MMA_GEMV_W16MIN");
+    if (!e || !*e) return 7168;
+    char* end = nullptr;
+    const long n = std::strtol(e, &end, 10);
+    if (*end != '\0' || n < 0 || n > (1L << 30))
+      throw Error(std::string("MX8_MMA_GEMV_W16MIN=") + e + ": not a width k (0 = never)");
+    return int(n);
   }();
-  return k;
+  return v;
 }
 
 bool aligned16(const void* p) {
@@ -457,7 +441,6 @@ void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, 
   p.m = m;
   p.accumulate = in.accumulate;
   p.scale_f32 = targets[0].w.scale_type == ScaleType::f32;
-  const EnvKnobs& knobs = env_knobs();
   const size_t smem = smem_bytes(P, k);
   switch (P) {
     case 4:
@@ -466,8 +449,7 @@ void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, 
       return launch_variant<2, kWarps, kPair>(p, int(tiles), smem, s);
     default:
       // The same split for the pair as for the group: its products must be the group's bit for bit.
-      if (knobs.w16_min_k > 0 && k >= knobs.w16_min_k)
-        return launch_variant<1, 16, kPair>(p, int(tiles), smem, s);
+      if (w16_min_k() > 0 && k >= w16_min_k()) return launch_variant<1, 16, kPair>(p, int(tiles), smem, s);
       return launch_variant<1, kWarps, kPair>(p, int(tiles), smem, s);
   }
 }

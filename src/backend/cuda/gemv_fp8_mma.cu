@@ -302,8 +302,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
     partial[parity][warp][lane] = make_float2(acc_a, acc_b);
     __syncthreads();
     const bool store = warp == 0 && cr.active && t < p.m;
-    rnorm = rms_factor<P, W>(p, ssq, t);  // every warp's sums of squares are in (the barrier above)
     if (store) {
+      rnorm = rms_factor<P, W>(p, ssq, t);  // every warp's sums of squares are in (the barrier above)
       acc_a = acc_b = 0.0f;
 #pragma unroll
       for (int j = 0; j < W; ++j) {
@@ -427,9 +427,9 @@ void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, 
     const MatmulTarget& t = targets[i];
     p.t[i] = GemvTarget{
         static_cast<const uint8_t*>(t.w.data), t.w.scales, t.y + r0 * t.w.n, t.bias, t.w.n, int(tiles)};
-    tiles += (t.w.n + 15) / 16;
+    tiles += kPair ? 0 : (t.w.n + 15) / 16;
   }
-  if (kPair) tiles = (targets[0].w.n + 7) / 8;
+  if (kPair) tiles = (targets[0].w.n + 7) / 8;  // 8 rows of both weights per tile
   for (int i = count; i < kMaxGemvTargets; ++i) p.t[i] = p.t[0];
   p.count = count;
   p.k = k;

@@ -181,6 +181,17 @@ TEST(CudaGemmFp8, EveryCompiledTileShape) {
   }
 }
 
+// K > 128 x 256: the kernel stages the B scales 256 K blocks at a time (sm90_gemm_fp8_params.h,
+// kSbCap), so the second stage, on 44 K blocks here, is exercised; with split-K too, float scales.
+TEST(CudaGemmFp8, LongKRestagesBScales) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  run_gemm_case(GemmCase{65, 144, 300 * 128}, seed);
+  GemmCase split{70, 272, 300 * 128, 64, 64, false};
+  split.split_k = true;
+  run_gemm_case(split, seed + 1);
+}
+
 TEST(CudaGemmFp8, ManyTilesPerCta) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();

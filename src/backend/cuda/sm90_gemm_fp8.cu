@@ -34,15 +34,19 @@ constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
 // Cost model per 128-wide K block of one tile, calibrated on the H200 (docs/CUDA.md, v2 runs):
 //  * latency: one math warpgroup cannot finish a K block faster than its chain of TMA wait ->
 //    4 wgmma -> wait -> promote -> release; measured ~0.37 us (1 warpgroup, 64-row tiles) and
-//    ~0.54 us (2 warpgroups, 128-row tiles) whatever the tile width (a software-pipelined K loop
+//    ~0.45 us (2 warpgroups, 128-row tiles) whatever the tile width (a software-pipelined K loop
 //    was tried in v3: ptxas serializes the wgmmas then, C7514, and it was slower);
 //  * tensor cores: 2 BM BN 128 FLOP at the per-SM peak times an efficiency measured per shape
 //    (256x128: 0.66, 128x128: 0.51, 128x192: 0.46; 64-row tiles are latency-bound anyway);
-//  * loads: (rows of A actually present + BN) x 128 bytes through one SM's share of L2/DRAM.
+//  * loads: (rows of A actually present + BN) x 128 bytes through one SM's share of L2/DRAM,
+//    ~70 GB/s (M = 128, 7168 x 16384 with split-K 64x128 tiles pulls 69.6 GB/s per SM).
+// The latencies, the per-SM load rate and the per-tile cost below were fitted (seventh session,
+// H200) to a forced-tile sweep of the 18 DeepSeek-V3 shapes (docs/CUDA.md): with them the pick is
+// the measured best tile, or within 2% of it, on every shape.
 double kb_seconds(const Shape& s, int m) {
-  constexpr double kPeakPerSm = 1979e12 / 132, kSmBytesPerSec = 60e9;
-  // Split-K 64-row tiles run two such chains per SM: assumed ~0.6x the one-chain latency (v4).
-  const double latency = s.bm == 64 ? (s.w == 2 ? 0.22e-6 : 0.37e-6) : s.bm == 128 ? 0.54e-6 : 0.0;
+  constexpr double kPeakPerSm = 1979e12 / 132, kSmBytesPerSec = 70e9;
+  // Split-K 64-row tiles run two such chains per SM: about half the one-chain latency.
+  const double latency = s.bm == 64 ? (s.w == 2 ? 0.18e-6 : 0.37e-6) : s.bm == 128 ? 0.45e-6 : 0.0;
   const double eff = s.bm == 256 ? 0.66 : s.bn >= 192 ? 0.46 : s.bm == 128 ? 0.51 : 0.45;
   const double mma = 2.0 * s.bm * s.bn * 128 / (kPeakPerSm * eff);
   const double load = double(std::min(m, s.bm) + s.bn) * 128 / kSmBytesPerSec;
@@ -53,7 +57,7 @@ double kb_seconds(const Shape& s, int m) {
 // fixed per-tile cost (epilogue, pipeline turn-around), or the DRAM floor at the bandwidth such
 // kernels reach (3 TB/s), whichever is larger.
 double estimate_seconds(const Shape& s, int m, int n, int k, int num_sms) {
-  constexpr double kDramBytesPerSec = 3.0e12, kTileOverhead = 1.0e-6;
+  constexpr double kDramBytesPerSec = 3.0e12, kTileOverhead = 1.5e-6;
   const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
   const long tiles_per_sm = (tiles + num_sms - 1) / num_sms;
   const double t_sm = tiles_per_sm * ((k / 128) * kb_seconds(s, m) + kTileOverhead);

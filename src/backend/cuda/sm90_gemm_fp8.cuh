@@ -130,8 +130,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   const int col_in_group = 2 * (lane % 4);       // and + 1, for each 8-column group j
   const int wg_row0 = kSplitK ? 0 : wg * kRowsPerWg;
   const int num_sb_blocks = (p.n + 127) / 128;
-  const bool sb_in_smem = !kMX && num_kb <= kSbCap;
   float* my_sb = sb_tile + wg * 2 * kSbCap;
+  const uint32_t sb_u32 = ptx::smem_addr(my_sb), sa_u32 = ptx::smem_addr(smem_sa);
   bool stores_pending = false;
 
   float acc[kWaves][kRegs];
@@ -157,18 +157,18 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         return ue8m0_to_float(__ldg(static_cast<const uint8_t*>(p.scale_b) + nb * num_kb + kb));
       return __ldg(static_cast<const float*>(p.scale_b) + nb * num_kb + kb);
     };
-    if (sb_in_smem) {
-      // Stage both scale rows for the whole tile: one round of global loads per tile instead of a
-      // dependent load in every K step. The first barrier keeps the previous tile's readers safe.
-      ptx::named_barrier(1 + wg, 128);
-      for (int i = tid_wg; i < num_kb; i += 128) {
-        my_sb[i] = load_sb(nb0, i);
-        my_sb[kSbCap + i] = load_sb(nb1, i);
-      }
-      ptx::named_barrier(1 + wg, 128);
-    }
-
     for (int kb = 0; kb < num_kb; ++kb) {
+      if (!kMX && kb % kSbCap == 0) {
+        // Stage both B-scale rows of the next kSbCap K blocks (all of them unless K > 128 kSbCap):
+        // the K loop then reads shared memory, never a dependent global load. The first barrier
+        // keeps the previous readers safe.
+        ptx::named_barrier(1 + wg, 128);
+        for (int i = tid_wg; i < min(kSbCap, num_kb - kb); i += 128) {
+          my_sb[i] = load_sb(nb0, kb + i);
+          my_sb[kSbCap + i] = load_sb(nb1, kb + i);
+        }
+        ptx::named_barrier(1 + wg, 128);
+      }
       if (kSplitK && (kb & 1) != wg) {  // the other warpgroup's K block: only keep the ring in step
         if (++s == stages) {
           s = 0;
@@ -178,13 +178,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       }
       float sb0 = 0.f, sb1 = 0.f;
       if constexpr (!kMX) {
-        if (sb_in_smem) {
-          sb0 = my_sb[kb];
-          sb1 = my_sb[kSbCap + kb];
-        } else {
-          sb0 = load_sb(nb0, kb);
-          sb1 = load_sb(nb1, kb);
-        }
+        sb0 = ptx::ld_shared_f32(sb_u32 + 4 * (kb % kSbCap));
+        if constexpr (!kOneScaleBlock) sb1 = ptx::ld_shared_f32(sb_u32 + 4 * (kSbCap + kb % kSbCap));
       }
       ptx::mbar_wait(&full[s], phase);
       const uint8_t* a_slot = smem_a + s * BM * kBlockK;
@@ -199,8 +194,9 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
-            sa[w][h] = p.scale_ue8m0 ? ue8m0_to_float(smem_sa[s * BM * 4 + r])
-                                     : reinterpret_cast<const float*>(smem_sa + s * BM * 4)[r];
+            // Explicit shared-memory loads: through the generic pointer these were LD, not LDS.
+            sa[w][h] = p.scale_ue8m0 ? ue8m0_to_float(ptx::ld_shared_u8(sa_u32 + s * BM * 4 + r))
+                                     : ptx::ld_shared_f32(sa_u32 + s * BM * 4 + 4 * r);
           }
 #pragma unroll
         for (int w = 0; w < kWaves; ++w) {
@@ -215,10 +211,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
           ptx::wgmma_commit();
           ptx::wgmma_wait<0>();
           ptx::fence_regs(tmp);
-          if (w == kWaves - 1) {
-            __syncwarp();
-            if (lane == 0) ptx::mbar_arrive(&empty[s]);
-          }
+          if (w == kWaves - 1) ptx::mbar_arrive_one_lane(&empty[s]);
           const float s00 = sa[w][0] * sb0, s10 = sa[w][1] * sb0;
           if constexpr (kOneScaleBlock) {
 #pragma unroll

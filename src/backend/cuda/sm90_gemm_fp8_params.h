@@ -25,8 +25,9 @@ struct GemmParams {
 constexpr int kBlockK = 128;
 constexpr int kSmemLimit = 232448;  // sm_90 opt-in maximum per block
 
-// Per math warpgroup, the tile's two B-scale rows are staged in shared memory once per tile
-// (2 x kSbCap floats), so the K loop never waits on a global load; K <= 128 * kSbCap uses it.
+// Per math warpgroup, the tile's two B-scale rows are staged in shared memory (2 x kSbCap floats)
+// once per tile, or once per kSbCap K blocks where K > 128 kSbCap, so the K loop never waits on a
+// global load.
 constexpr int kSbCap = 256;
 
 __host__ __device__ constexpr int stage_bytes(int bm, int bn, bool mx) {

@@ -31,23 +31,24 @@ constexpr Shape kShapes[] = {{64, 16, 1},  {64, 32, 1},   {64, 64, 1},   {64, 12
                              {128, 64, 2}, {128, 128, 2}, {128, 192, 2}, {256, 128, 2}};
 constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
 
-// Cost model per 128-wide K block of one tile, calibrated on the H200 (docs/CUDA.md, v2 runs):
+// Cost model per 128-wide K block of one tile, calibrated on the H200 (docs/CUDA.md):
 //  * latency: one math warpgroup cannot finish a K block faster than its chain of TMA wait ->
 //    4 wgmma -> wait -> promote -> release; measured ~0.37 us (1 warpgroup, 64-row tiles) and
-//    ~0.45 us (2 warpgroups, 128-row tiles) whatever the tile width (a software-pipelined K loop
+//    ~0.35 us (2 warpgroups, 128-row tiles) whatever the tile width (a software-pipelined K loop
 //    was tried in v3: ptxas serializes the wgmmas then, C7514, and it was slower);
 //  * tensor cores: 2 BM BN 128 FLOP at the per-SM peak times an efficiency measured per shape
-//    (256x128: 0.66, 128x128: 0.51, 128x192: 0.46; 64-row tiles are latency-bound anyway);
+//    (256x128: 0.62, 128x128: 0.51, 128x192: 0.52; 64-row tiles are latency-bound anyway);
 //  * loads: (rows of A actually present + BN) x 128 bytes through one SM's share of L2/DRAM,
 //    ~70 GB/s (M = 128, 7168 x 16384 with split-K 64x128 tiles pulls 69.6 GB/s per SM).
 // The latencies, the per-SM load rate and the per-tile cost below were fitted (seventh session,
 // H200) to a forced-tile sweep of the 18 DeepSeek-V3 shapes (docs/CUDA.md): with them the pick is
-// the measured best tile, or within 2% of it, on every shape.
+// the measured best tile, or within 4% of it, on every shape (128x192 now wins 4096 x 2112 x 7168
+// by 14% over 256x128: its 352 tiles fill three rounds of 132 SMs to 89%, 256x128's 272 to 69%).
 double kb_seconds(const Shape& s, int m) {
   constexpr double kPeakPerSm = 1979e12 / 132, kSmBytesPerSec = 70e9;
   // Split-K 64-row tiles run two such chains per SM: about half the one-chain latency.
-  const double latency = s.bm == 64 ? (s.w == 2 ? 0.18e-6 : 0.37e-6) : s.bm == 128 ? 0.45e-6 : 0.0;
-  const double eff = s.bm == 256 ? 0.66 : s.bn >= 192 ? 0.46 : s.bm == 128 ? 0.51 : 0.45;
+  const double latency = s.bm == 64 ? (s.w == 2 ? 0.15e-6 : 0.37e-6) : s.bm == 128 ? 0.35e-6 : 0.0;
+  const double eff = s.bm == 256 ? 0.62 : s.bn >= 192 ? 0.52 : s.bm == 128 ? 0.51 : 0.45;
   const double mma = 2.0 * s.bm * s.bn * 128 / (kPeakPerSm * eff);
   const double load = double(std::min(m, s.bm) + s.bn) * 128 / kSmBytesPerSec;
   return std::max({latency, mma, load});

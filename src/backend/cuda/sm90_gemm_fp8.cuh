@@ -53,9 +53,11 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   using Mma = ptx::WgmmaFp8<BN>;
 
   extern __shared__ uint8_t smem_raw[];
-  // TMA with 128-byte swizzle and the wgmma descriptors need 1024-byte aligned tiles.
-  uint8_t* smem =
-      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  // TMA with 128-byte swizzle and the wgmma descriptors need 1024-byte aligned tiles. Aligned by
+  // pointer arithmetic on the shared array, not through an integer, so that the compiler still
+  // knows every pointer below is shared memory: through generic pointers the scale reads were LD,
+  // not LDS, and sat in each K block's chain (ncu).
+  uint8_t* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
   const int stages = p.stages;
   const SmemLayout L = smem_layout(BM, BN, W, kMX, stages, p.tma_store != 0);
   uint8_t* smem_a = smem + L.a;
@@ -131,7 +133,6 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   const int wg_row0 = kSplitK ? 0 : wg * kRowsPerWg;
   const int num_sb_blocks = (p.n + 127) / 128;
   float* my_sb = sb_tile + wg * 2 * kSbCap;
-  const uint32_t sb_u32 = ptx::smem_addr(my_sb), sa_u32 = ptx::smem_addr(smem_sa);
   bool stores_pending = false;
 
   float acc[kWaves][kRegs];
@@ -178,8 +179,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       }
       float sb0 = 0.f, sb1 = 0.f;
       if constexpr (!kMX) {
-        sb0 = ptx::ld_shared_f32(sb_u32 + 4 * (kb % kSbCap));
-        if constexpr (!kOneScaleBlock) sb1 = ptx::ld_shared_f32(sb_u32 + 4 * (kSbCap + kb % kSbCap));
+        sb0 = my_sb[kb % kSbCap];
+        if constexpr (!kOneScaleBlock) sb1 = my_sb[kSbCap + kb % kSbCap];
       }
       ptx::mbar_wait(&full[s], phase);
       const uint8_t* a_slot = smem_a + s * BM * kBlockK;
@@ -194,9 +195,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
-            // Explicit shared-memory loads: through the generic pointer these were LD, not LDS.
-            sa[w][h] = p.scale_ue8m0 ? ue8m0_to_float(ptx::ld_shared_u8(sa_u32 + s * BM * 4 + r))
-                                     : ptx::ld_shared_f32(sa_u32 + s * BM * 4 + 4 * r);
+            sa[w][h] = p.scale_ue8m0 ? ue8m0_to_float(smem_sa[s * BM * 4 + r])
+                                     : reinterpret_cast<const float*>(smem_sa + s * BM * 4)[r];
           }
 #pragma unroll
         for (int w = 0; w < kWaves; ++w) {

@@ -42,8 +42,8 @@ constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
 //    ~70 GB/s (M = 128, 7168 x 16384 with split-K 64x128 tiles pulls 69.6 GB/s per SM).
 // The latencies, the per-SM load rate and the per-tile cost below were fitted (seventh session,
 // H200) to a forced-tile sweep of the 18 DeepSeek-V3 shapes (docs/CUDA.md): with them the pick is
-// the measured best tile, or within 4% of it, on every shape (128x192 now wins 4096 x 2112 x 7168
-// by 14% over 256x128: its 352 tiles fill three rounds of 132 SMs to 89%, 256x128's 272 to 69%).
+// the measured best tile, or within 4% of it, on every shape (at 4096 x 2112 x 7168 it picks 128x192,
+// whose 352 tiles fill three rounds of 132 SMs to 89%, where 256x128's 272 tiles fill them to 69%).
 double kb_seconds(const Shape& s, int m) {
   constexpr double kPeakPerSm = 1979e12 / 132, kSmBytesPerSec = 70e9;
   // Split-K 64-row tiles run two such chains per SM: about half the one-chain latency.

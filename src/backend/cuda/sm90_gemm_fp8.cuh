@@ -206,7 +206,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
 #pragma unroll
           for (int kk = 0; kk < 4; ++kk) {
             // +32 bytes along K = +2 in the descriptor's 16-byte address units.
-            Mma::mma(desc_a + 2 * kk, desc_b + 2 * kk, tmp, kk > 0);
+            Mma::mma(ptx::desc_plus(desc_a, 2 * kk), ptx::desc_plus(desc_b, 2 * kk), tmp, kk > 0);
           }
           ptx::wgmma_commit();
           ptx::wgmma_wait<0>();
@@ -242,7 +242,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
             const float sa1 = ue8m0_to_float(sa_slot[kk * BM + r + 8]);
             ptx::fence_regs(tmp);
             ptx::wgmma_fence();
-            Mma::mma(desc_a + 2 * kk, desc_b + 2 * kk, tmp, false);
+            Mma::mma(ptx::desc_plus(desc_a, 2 * kk), ptx::desc_plus(desc_b, 2 * kk), tmp, false);
             ptx::wgmma_commit();
             ptx::wgmma_wait<0>();
             ptx::fence_regs(tmp);

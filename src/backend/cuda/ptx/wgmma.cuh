@@ -21,6 +21,13 @@ __device__ __forceinline__ uint64_t make_desc_sw128(const void* smem_tile) {
   return start | (lbo << 16) | (sbo << 32) | (uint64_t{1} << 62);
 }
 
+// The descriptor `units` x 16 bytes further along its tile. Only the low word changes: the start
+// address field (bits 0-13) cannot carry out (shared memory is below 256 KB), and a 64-bit add
+// cost a carry instruction and a second register move per wgmma (ncu).
+__device__ __forceinline__ uint64_t desc_plus(uint64_t desc, uint32_t units) {
+  return (desc & 0xFFFFFFFF00000000ull) | uint32_t(uint32_t(desc) + units);
+}
+
 // Orders this warpgroup's register accesses before the following wgmma (required before the first
 // wgmma and whenever the accumulators were touched by ordinary instructions).
 __device__ __forceinline__ void wgmma_fence() {

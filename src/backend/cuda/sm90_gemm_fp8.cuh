@@ -135,6 +135,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   float* my_sb = sb_tile + wg * 2 * kSbCap;
   bool stores_pending = false;
 
+  const uint64_t desc_a0 = ptx::make_desc_sw128(smem_a + wg_row0 * kBlockK);  // slot 0, first wave
+  const uint64_t desc_b0 = ptx::make_desc_sw128(smem_b);
   float acc[kWaves][kRegs];
   float tmp[kRegs];
   int s = 0;
@@ -183,9 +185,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         if constexpr (!kOneScaleBlock) sb1 = my_sb[kSbCap + kb % kSbCap];
       }
       ptx::mbar_wait(&full[s], phase);
-      const uint8_t* a_slot = smem_a + s * BM * kBlockK;
-      const uint8_t* b_slot = smem_b + s * BN * kBlockK;
-      const uint64_t desc_b = ptx::make_desc_sw128(b_slot);
+      // Slot s's descriptors from slot 0's: one add on the low word (see desc_plus).
+      const uint64_t desc_b = ptx::desc_plus(desc_b0, s * BN * kBlockK / 16);
 
       if constexpr (!kMX) {
         // A scales of this thread's rows, read before the slot is released.
@@ -200,7 +201,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
           }
 #pragma unroll
         for (int w = 0; w < kWaves; ++w) {
-          const uint64_t desc_a = ptx::make_desc_sw128(a_slot + (wg_row0 + w * 64) * kBlockK);
+          const uint64_t desc_a = ptx::desc_plus(desc_a0, (s * BM + w * 64) * kBlockK / 16);
           ptx::fence_regs(tmp);
           ptx::wgmma_fence();
 #pragma unroll
@@ -234,7 +235,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         const uint8_t* sb_slot = smem_sb + s * BN * 4;  // [4][BN] bytes
 #pragma unroll
         for (int w = 0; w < kWaves; ++w) {
-          const uint64_t desc_a = ptx::make_desc_sw128(a_slot + (wg_row0 + w * 64) * kBlockK);
+          const uint64_t desc_a = ptx::desc_plus(desc_a0, (s * BM + w * 64) * kBlockK / 16);
 #pragma unroll
           for (int kk = 0; kk < 4; ++kk) {
             const int r = wg_row0 + w * 64 + row_in_wave;

@@ -40,13 +40,13 @@ constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
 //    (256x128: 0.62, 128x128: 0.51, 128x192: 0.52; 64-row tiles are latency-bound anyway);
 //  * loads: (rows of A actually present + BN) x 128 bytes through one SM's share of L2/DRAM,
 //    ~70 GB/s (M = 128, 7168 x 16384 with split-K 64x128 tiles pulls 69.6 GB/s per SM).
-// The latencies, the per-SM load rate and the per-tile cost below were fitted (seventh session,
+// The latencies, efficiencies, per-SM load rate and per-tile cost below were fitted (seventh session,
 // H200) to a forced-tile sweep of the 18 DeepSeek-V3 shapes (docs/CUDA.md): with them the pick is
 // the measured best tile, or within 4% of it, on every shape (at 4096 x 2112 x 7168 it picks 128x192,
 // whose 352 tiles fill three rounds of 132 SMs to 89%, where 256x128's 272 tiles fill them to 69%).
 double kb_seconds(const Shape& s, int m) {
   constexpr double kPeakPerSm = 1979e12 / 132, kSmBytesPerSec = 70e9;
-  // Split-K 64-row tiles run two such chains per SM: about half the one-chain latency.
+  // Split-K 64-row tiles run two such chains per SM: 0.4x the one-chain latency per K block.
   const double latency = s.bm == 64 ? (s.w == 2 ? 0.15e-6 : 0.37e-6) : s.bm == 128 ? 0.35e-6 : 0.0;
   const double eff = s.bm == 256 ? 0.62 : s.bn >= 192 ? 0.52 : s.bm == 128 ? 0.51 : 0.45;
   const double mma = 2.0 * s.bm * s.bn * 128 / (kPeakPerSm * eff);

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Fits the FP8 GEMM tile heuristic's constants to a forced-tile sweep.
+
+    scripts/fit_gemm_heuristic.py [sweep.txt]   (default: tests/cuda/data/gemm_tile_sweep_h200.txt)
+
+The cost model is the one in src/backend/cuda/sm90_gemm_fp8.cu (kb_seconds, estimate_seconds,
+gemm_fp8_pick_config), written again here; a change there must be made here too. For the
+constants in the source and for the best ones of a grid search, the script prints each shape's
+pick, its measured time against the best measured tile, and the geometric mean of that ratio.
+"""
+import itertools
+import math
+import sys
+from collections import defaultdict
+
+SMS = 132
+PEAK_PER_SM = 1979e12 / SMS
+SHAPES = [(64, 16, 1), (64, 32, 1), (64, 64, 1), (64, 128, 1), (64, 16, 2), (64, 32, 2), (64, 64, 2),
+          (64, 128, 2), (128, 16, 2), (128, 32, 2), (128, 64, 2), (128, 128, 2), (128, 192, 2),
+          (256, 128, 2)]
+# The constants of sm90_gemm_fp8.cu: latencies per K block (one 64-row chain, split-K, 128-row
+# tiles), efficiencies (256-row, 128x192, other 128-row, 64-row), per-SM load rate, per-tile cost.
+SOURCE = dict(l1=0.37e-6, l2=0.15e-6, l128=0.35e-6, e256=0.62, e192=0.52, e128=0.51, e64=0.45,
+              bw=70e9, tile=1.5e-6)
+
+
+def parse_tile(text):
+    bm, bn = text.replace("w2", "").split("x")
+    w = 2 if text.endswith("w2") or int(bm) > 64 else 1
+    return int(bm), int(bn), w
+
+
+def read_sweep(path):
+    times = defaultdict(dict)  # (M, N, K) -> {(BM, BN, W): us}
+    for line in open(path):
+        if line.startswith("#") or not line.strip():
+            continue
+        tile, m, n, k, us = line.split()
+        times[(int(m), int(n), int(k))][parse_tile(tile)] = float(us)
+    return times
+
+
+def kb_seconds(s, m, c):
+    bm, bn, w = s
+    latency = (c["l2"] if w == 2 else c["l1"]) if bm == 64 else (c["l128"] if bm == 128 else 0.0)
+    eff = c["e256"] if bm == 256 else c["e192"] if bn >= 192 else c["e128"] if bm == 128 else c["e64"]
+    mma = 2.0 * bm * bn * 128 / (PEAK_PER_SM * eff)
+    load = (min(m, bm) + bn) * 128 / c["bw"]
+    return max(latency, mma, load)
+
+
+def estimate_seconds(s, m, n, k, c):
+    tiles = math.ceil(m / s[0]) * math.ceil(n / s[1])
+    t_sm = math.ceil(tiles / SMS) * ((k // 128) * kb_seconds(s, m, c) + c["tile"])
+    return max(t_sm, (m * k + n * k + 2.0 * m * n) / 3.0e12)
+
+
+def pick(m, n, k, c):
+    best = None  # (shape, seconds, tiles)
+    for s in SHAPES:
+        t = estimate_seconds(s, m, n, k, c)
+        tiles = math.ceil(m / s[0]) * math.ceil(n / s[1])
+        if best is None:
+            best = (s, t, tiles)
+            continue
+        bs, bt, btiles = best
+        tie = bt * 0.98 <= t <= bt * 1.02
+        busy, best_busy = min(tiles, SMS), min(btiles, SMS)
+        if t < bt * 0.98 or (tie and (busy > best_busy or (busy == best_busy and s[0] * s[1] > bs[0] * bs[1]))):
+            best = (s, t, tiles)
+    return best[0]
+
+
+def score(times, c, show=False):
+    """Geometric mean and worst of (pick's time / best time); an unmeasured pick counts as 1.2."""
+    logs, worst = [], 1.0
+    for (m, n, k), d in sorted(times.items()):
+        s = pick(m, n, k, c)
+        best = min(d, key=d.get)
+        ratio = d[s] / d[best] if s in d else 1.2
+        logs.append(math.log(ratio))
+        worst = max(worst, ratio)
+        if show:
+            got = f"{d[s]:.1f} us" if s in d else "not measured"
+            print(f"  {m:5d} {n:6d} {k:6d}  pick {s}  {got}  best {best} {d[best]:.1f} us  x{ratio:.3f}")
+    return math.exp(sum(logs) / len(logs)), worst
+
+
+def main():
+    path = sys.argv[1] if len(sys.argv) > 1 else "tests/cuda/data/gemm_tile_sweep_h200.txt"
+    times = read_sweep(path)
+    print("constants in sm90_gemm_fp8.cu:")
+    print("  geomean x%.3f, worst x%.3f" % score(times, SOURCE, show=True))
+    grid = dict(l1=[0.3e-6, 0.37e-6], l2=[0.15e-6, 0.18e-6, 0.22e-6], l128=[0.35e-6, 0.45e-6],
+                bw=[60e9, 70e9, 80e9], tile=[1e-6, 1.5e-6], e256=[0.62, 0.66, 0.7],
+                e192=[0.46, 0.52, 0.58], e128=[0.51, 0.56, 0.6])
+    best = None
+    for values in itertools.product(*grid.values()):
+        c = dict(SOURCE, **dict(zip(grid.keys(), values)))
+        sc = score(times, c)
+        if best is None or sc < best[0]:
+            best = (sc, c)
+    print("best of the grid:", {k: v for k, v in best[1].items() if k in grid})
+    print("  geomean x%.3f, worst x%.3f" % score(times, best[1], show=True))
+
+
+if __name__ == "__main__":
+    main()

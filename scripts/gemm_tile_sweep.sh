@@ -10,7 +10,7 @@ sweep() {  # M, tiles...
   local m=$1
   shift
   for t in "$@"; do
-    "$MX8" bench cuda-gemm --m "$m" --tile "$t" --iters 15 --no-perf-md |
+    "$MX8" bench cuda-gemm --m "$m" --tile "$t" --iters 15 --mx8-only |
       awk -v t="$t" -v m="$m" '$1 == m && NF > 8 {print t, $1, $2, $3, $8}'
   done
 }

@@ -32,7 +32,8 @@ struct BenchOptions {
   std::string perf_md;
   bool no_perf_md = false;
   std::vector<int> ms;
-  std::string tile;  // "BMxBN" to force a tile shape (experiments)
+  std::string tile;       // "BMxBN[w2]" to force a tile shape (experiments)
+  bool mx8_only = false;  // time only mx8's float-scale GEMM (tile sweeps): the other columns are nan
 };
 
 void add_common_options(CLI::App& app, const std::shared_ptr<BenchOptions>& o) {
@@ -95,7 +96,7 @@ std::string header_block(const std::string& title, const std::string& command, c
 }
 
 void write_section(const BenchOptions& o, const std::string& id, const std::string& md) {
-  if (o.no_perf_md) return;
+  if (o.no_perf_md || o.mx8_only) return;  // an mx8-only sweep has no table for PERF.md
   const std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
   mx8::cli::update_perf_section(path, id, md);
   std::printf("updated section '%s' of %s\n", id.c_str(), path.c_str());
@@ -266,12 +267,12 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
       const GemmConfig cfg = f ? *f : gemm_fp8_pick_config(m, s.n, s.k, num_sms());
       GemmFp8Args a32 = op.args(false), a8 = op.args(true);
       const double t_mx = timer.median_us([&] { gemm_fp8_1x128(a32, nullptr, f); }, o.iters);
-      const double t_u8 = timer.median_us([&] { gemm_fp8_1x128(a8, nullptr, f); }, o.iters);
-      const GemmMxfp8Args amx = op.mx_args();
-      const double t_mxfp8 = timer.median_us([&] { gemm_mxfp8(amx, nullptr); }, o.iters);
-      double t_lt = NAN, t_bf = NAN;
+      double t_u8 = NAN, t_mxfp8 = NAN, t_lt = NAN, t_bf = NAN;
       std::string diff = "n/a";
-      {
+      if (!o.mx8_only) {
+        t_u8 = timer.median_us([&] { gemm_fp8_1x128(a8, nullptr, f); }, o.iters);
+        const GemmMxfp8Args amx = op.mx_args();
+        t_mxfp8 = timer.median_us([&] { gemm_mxfp8(amx, nullptr); }, o.iters);
         try {
           t_lt = timer.median_us(
               [&] {
@@ -285,12 +286,12 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         } catch (const mx8::Error& e) {
           std::printf("cuBLASLt FP8 %dx%dx%d: %s\n", m, s.n, s.k, e.what());
         }
-      }
-      try {
-        t_bf = timer.median_us([&] { lt.gemm_bf16(op.xa.p, op.xb.p, op.d_bf16.p, m, s.n, s.k, nullptr); },
-                               o.iters);
-      } catch (const mx8::Error& e) {
-        std::printf("cuBLASLt BF16 %dx%dx%d: %s\n", m, s.n, s.k, e.what());
+        try {
+          t_bf = timer.median_us([&] { lt.gemm_bf16(op.xa.p, op.xb.p, op.d_bf16.p, m, s.n, s.k, nullptr); },
+                                 o.iters);
+        } catch (const mx8::Error& e) {
+          std::printf("cuBLASLt BF16 %dx%dx%d: %s\n", m, s.n, s.k, e.what());
+        }
       }
       const double flops = 2.0 * m * s.n * s.k;
       const double bytes = gemv ? double(s.n) * s.k : double(m) * s.k + double(s.n) * s.k + 2.0 * m * s.n;
@@ -422,7 +423,8 @@ void register_bench(const char* name, const char* summary, int kind) {
         if (kind != 1) {
           app.add_option("--m", o->ms,
                          "M values (default: 64 128 4096 for cuda-gemm, 1 2 4 8 16 for cuda-gemv)");
-          app.add_option("--tile", o->tile, "force a tile shape BMxBN (default: the heuristic's)");
+          app.add_option("--tile", o->tile, "force a tile shape BMxBN or BMxBNw2 (default: the heuristic's)");
+          app.add_flag("--mx8-only", o->mx8_only, "time only mx8's float-scale GEMM (tile sweeps)");
         }
         return mx8::cli::CommandRun([o, name, kind] {
 #ifndef MX8_HAVE_CUDA

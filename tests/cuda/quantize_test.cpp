@@ -250,9 +250,11 @@ TEST(CudaQuantize, ActivationQuantizerAndTransposedVariantMatchReference) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
   // 131 and 300: rows % 8 != 0 (the transposed codes go out byte by byte); 200: a ragged last tile
-  // whose rows are still whole 8-row segments.
+  // whose rows are still whole 8-row segments; 208 and 256: rows % 16 == 0, X^T through shared
+  // memory (208: five of the last tile's eight 16-row chunks).
   for (const bool ue8m0 : {true, false})
-    for (const int64_t rows : {int64_t{1}, int64_t{131}, int64_t{200}, int64_t{256}, int64_t{300}})
+    for (const int64_t rows :
+         {int64_t{1}, int64_t{131}, int64_t{200}, int64_t{208}, int64_t{256}, int64_t{300}})
       check_activation(rows, 384, ue8m0, ScaleRule::ceil, ScaleLayout::kMnMajor, seed);
   check_activation(131, 640, true, ScaleRule::ceil, ScaleLayout::kRowMajor, seed);
   check_activation(256, 640, false, ScaleRule::ceil, ScaleLayout::kRowMajor, seed);

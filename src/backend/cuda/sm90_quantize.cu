@@ -566,6 +566,16 @@ void quantize_act_1x128(const uint16_t* src, int64_t rows, int64_t cols, format:
   MX8_CUDA_CHECK(cudaGetLastError());
 }
 
+// Whether the dual kernel stages X^T's codes in shared memory (whole-line stores; H200: 2-4% faster
+// on the large shapes, docs/CUDA.md). MX8_QUANT_DUAL_STAGE=0 (A/B runs) turns it off.
+bool dual_stage_t(int64_t rows, const uint8_t* codes_t) {
+  static const bool on = [] {
+    const char* v = std::getenv("MX8_QUANT_DUAL_STAGE");
+    return !(v && std::string(v) == "0");
+  }();
+  return on && rows % 16 == 0 && reinterpret_cast<uintptr_t>(codes_t) % 16 == 0;
+}
+
 void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, format::ScaleRule rule,
                              bool ue8m0, float amax_floor, ScaleLayout layout, uint8_t* codes, void* scales,
                              uint8_t* codes_t, void* scales_t, cudaStream_t stream) {
@@ -588,6 +598,7 @@ void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, fo
                             mn_ld,
                             rows % 8 == 0 && reinterpret_cast<uintptr_t>(codes_t) % 8 == 0,
                             knobs().dual.hints,
+                            dual_stage_t(rows, codes_t),
                             codes,
                             scales,
                             codes_t,

@@ -49,17 +49,8 @@ struct Group {
   std::vector<std::unique_ptr<DeviceBuffer<float>>> db, dy;
 };
 
-class GemvGroup : public ::testing::Test {
+class GemvGroup : public gemv_test::GemvTest<false> {
  protected:
-  void SetUp() override {
-    MX8_REQUIRE_GPU();
-    cpu = make_cpu_backend(0);
-    seed = cuda::test::fresh_seed();
-    rng.seed(seed);
-  }
-  std::unique_ptr<Backend> cpu;
-  uint32_t seed = 0;
-  std::mt19937 rng;
   std::vector<float> x_override;  // when set, check() uses it as x ([m][k])
   bool use_norm = false;          // check() fuses an rmsnorm into the input (not with swiglu)
 
@@ -112,11 +103,11 @@ class GemvGroup : public ::testing::Test {
     else
       cuda_impl::launch_gemv_group(ig, tg.data(), count, nullptr);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    cpu->matmul_fused(ic, tc.data(), count);
+    backend->matmul_fused(ic, tc.data(), count);
     // The effective input, as the CPU forms it, for the bound.
     std::vector<float> xe = x;
-    if (swiglu) cpu->silu_mul(x.data(), up.data(), xe.data(), m * k);
-    if (use_norm) cpu->rmsnorm(x.data(), norm_w.data(), m, k, eps, xe.data());
+    if (swiglu) backend->silu_mul(x.data(), up.data(), xe.data(), m * k);
+    if (use_norm) backend->rmsnorm(x.data(), norm_w.data(), m, k, eps, xe.data());
     for (int t = 0; t < count; ++t) {
       const HostW& w = g.w[size_t(t)];
       const std::vector<float> b = g.dy[size_t(t)]->download();

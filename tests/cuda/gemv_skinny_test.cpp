@@ -62,17 +62,8 @@ struct Launch {
   }
 };
 
-class GemvSkinny : public ::testing::Test {
+class GemvSkinny : public gemv_test::GemvTest<false> {
  protected:
-  void SetUp() override {
-    MX8_REQUIRE_GPU();
-    cpu = make_cpu_backend(0);
-    seed = cuda::test::fresh_seed();
-    rng.seed(seed);
-  }
-  std::unique_ptr<Backend> cpu;
-  uint32_t seed = 0;
-  std::mt19937 rng;
   std::vector<float> x_override;       // when set, used as x ([m][k])
   std::vector<HostW> weight_override;  // when set, used as the targets' weights
   std::vector<int64_t> nan_code_rows;  // rows of target 0 with an E4M3 NaN code: NaN expected
@@ -126,9 +117,9 @@ class GemvSkinny : public ::testing::Test {
       cuda_impl::launch_gemv_fp8_skinny(ig, tg.data(), count, nullptr, how.cfg);
     }
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    cpu->matmul_fused(ic, tc.data(), count);
+    backend->matmul_fused(ic, tc.data(), count);
     std::vector<float> xe = x;  // the effective input, as the CPU forms it, for the bound
-    if (swiglu) cpu->silu_mul(x.data(), up.data(), xe.data(), m * k);
+    if (swiglu) backend->silu_mul(x.data(), up.data(), xe.data(), m * k);
     for (int t = 0; t < count; ++t) {
       const HostW& hw = w[size_t(t)];
       const std::vector<float> b = dy[size_t(t)]->download();

@@ -30,17 +30,8 @@ using gemv_test::HostW;
 using gemv_test::make_weight;
 using gemv_test::normal;
 
-class GemvSwiglu : public ::testing::Test {
+class GemvSwiglu : public gemv_test::GemvTest<true> {
  protected:
-  void SetUp() override {
-    MX8_REQUIRE_GPU();
-    gpu = make_cuda_backend(0);
-    seed = cuda::test::fresh_seed();
-    rng.seed(seed);
-  }
-  std::unique_ptr<Backend> gpu;
-  uint32_t seed = 0;
-  std::mt19937 rng;
 
   // One case; returns whether the backend formed h in its launch (x_up unset in the result).
   bool check(WeightFormat f, ScaleType st, int64_t n, int64_t k, int64_t m, bool norm, bool bias) {
@@ -62,18 +53,18 @@ class GemvSwiglu : public ::testing::Test {
     // The reference: the two products, then silu_mul.
     const MatmulTarget ref[2] = {{vg, g1->get(), bias ? bg->get() : nullptr},
                                  {vu, u1->get(), bias ? bu->get() : nullptr}};
-    gpu->matmul_fused(in, ref, 2);
-    gpu->silu_mul(g1->get(), u1->get(), g1->get(), m * n);
-    const MatmulInput h = gpu->matmul_swiglu(in, {vg, g2->get(), bias ? bg->get() : nullptr},
+    backend->matmul_fused(in, ref, 2);
+    backend->silu_mul(g1->get(), u1->get(), g1->get(), m * n);
+    const MatmulInput h = backend->matmul_swiglu(in, {vg, g2->get(), bias ? bg->get() : nullptr},
                                              {vu, u2->get(), bias ? bu->get() : nullptr});
     EXPECT_EQ(h.x, g2->get());
     EXPECT_EQ(h.m, m);
     EXPECT_FALSE(h.accumulate);
     if (h.x_up) {
       EXPECT_EQ(h.x_up, u2->get());
-      gpu->silu_mul(g2->get(), u2->get(), g2->get(), m * n);
+      backend->silu_mul(g2->get(), u2->get(), g2->get(), m * n);
     }
-    gpu->synchronize();
+    backend->synchronize();
     const std::vector<float> a = g1->download(), b = g2->download();
     for (size_t i = 0; i < a.size(); ++i) {
       uint32_t ba, bb;
@@ -130,9 +121,9 @@ TEST_F(GemvSwiglu, RejectsMismatchedShapesAndModes) {
   const WeightView a{WeightFormat::fp8_block, 128, 256, w->get(), s->get(), ScaleType::ue8m0};
   WeightView b = a;
   b.n = 64;
-  EXPECT_THROW(gpu->matmul_swiglu({x->get(), nullptr, 1}, {a, y->get()}, {b, y->get()}), Error);
-  EXPECT_THROW(gpu->matmul_swiglu({x->get(), nullptr, 1, true}, {a, y->get()}, {a, y->get()}), Error);
-  EXPECT_THROW(gpu->matmul_swiglu({x->get(), x->get(), 1}, {a, y->get()}, {a, y->get()}), Error);
+  EXPECT_THROW(backend->matmul_swiglu({x->get(), nullptr, 1}, {a, y->get()}, {b, y->get()}), Error);
+  EXPECT_THROW(backend->matmul_swiglu({x->get(), nullptr, 1, true}, {a, y->get()}, {a, y->get()}), Error);
+  EXPECT_THROW(backend->matmul_swiglu({x->get(), x->get(), 1}, {a, y->get()}, {a, y->get()}), Error);
 }
 
 }  // namespace

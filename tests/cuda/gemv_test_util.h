@@ -1,6 +1,9 @@
-// Host-side material shared by the GEMV tests (gemv_group_test.cpp, gemv_skinny_test.cpp): random
-// weights of any format with their exact decode, normal vectors, and device copies.
+// Material shared by the GEMV tests (gemv_group_test.cpp, gemv_skinny_test.cpp, gemv_swiglu_test.cpp):
+// their fixture, random weights of any format with their exact decode, normal vectors, and device
+// copies.
 #pragma once
+
+#include <gtest/gtest.h>
 
 #include <cstring>
 #include <memory>
@@ -15,6 +18,22 @@
 namespace mx8::backend::gemv_test {
 
 using cuda::test::DeviceBuffer;
+
+// The suites' fixture: skips without a GPU, a fresh seed per test (in every failure message, to
+// reproduce it), an rng seeded with it, and the backend the suite runs on (kCuda) or checks against.
+template <bool kCuda>
+class GemvTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MX8_REQUIRE_GPU();
+    backend = kCuda ? make_cuda_backend(0) : make_cpu_backend(0);
+    seed = cuda::test::fresh_seed();
+    rng.seed(seed);
+  }
+  std::unique_ptr<Backend> backend;
+  uint32_t seed = 0;
+  std::mt19937 rng;
+};
 
 struct HostW {
   WeightFormat f;

@@ -227,7 +227,7 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
 }
 
 // One thread block per tile (grid: cols/128 x ceil(rows/128)); the eight loads are the block's
-// only memory-level parallelism, so several blocks per SM must overlap.
+// only memory-level parallelism, so several blocks per SM must overlap: 3 by default (80 registers).
 template <int kMinBlocks>
 __global__ void __launch_bounds__(256, kMinBlocks) quantize_dual_tile_kernel(DualArgs p) {
   __shared__ DualSmem sm;

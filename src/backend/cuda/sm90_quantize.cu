@@ -318,7 +318,8 @@ int stride_grid() {
 //   MX8_QUANT_ACT = "M,C,R,O,H": quantize_act_1x128's kernel, M 0 the streaming kernel, 1 the 2-D
 //     tile kernel (default) with C column strips per block (1 or 2), R rows per lane (2 or 4),
 //     O 1 = row blocks fastest in the grid (measured 4-6 points slower), H the cache-hint mask.
-//   MX8_QUANT_DUAL = "M,B,H": the dual kernel, M 0 one-shot (B 2) or 1 persistent (B 2 or 3).
+//   MX8_QUANT_DUAL = "M,B,H": the dual kernel, M 0 one tile per block or 1 persistent, B blocks per
+//     SM (2 or 3).
 //   MX8_QUANT_BPS: a cap on the streaming kernel's blocks per SM.
 struct StreamCfg {
   int p, s, b, hints, pf;
@@ -348,7 +349,10 @@ const Knobs& knobs() {
       return c;
     };
     // The defaults: the best measured (docs/CUDA.md, "Quantizer tuning").
-    const DualCfg dual_default{0, 2, 0};
+    // The dual kernel: one tile per block, 3 blocks per SM (80 registers, no spills since X^T goes
+    // through shared memory; H200, 2026-11-29: 83-87% of copy against 78-84% with 2 per SM, and
+    // 80-85% with 4 per SM, which spills).
+    const DualCfg dual_default{0, 3, 0};
     DualCfg dual = dual_default;
     if (const char* v = std::getenv("MX8_QUANT_DUAL"))
       if (std::sscanf(v, "%d,%d,%d", &dual.mode, &dual.b, &dual.hints) != 3) dual = dual_default;
@@ -621,7 +625,10 @@ void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, fo
     else
       qdev::quantize_dual_persistent_kernel<2><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
   } else {
-    qdev::quantize_dual_tile_kernel<2><<<grid, 256, 0, stream>>>(args);  // 3 per SM would spill
+    if (three)
+      qdev::quantize_dual_tile_kernel<3><<<grid, 256, 0, stream>>>(args);
+    else
+      qdev::quantize_dual_tile_kernel<2><<<grid, 256, 0, stream>>>(args);
   }
   MX8_CUDA_CHECK(cudaGetLastError());
 }

@@ -32,7 +32,6 @@ using gemv_test::normal;
 
 class GemvSwiglu : public gemv_test::GemvTest<true> {
  protected:
-
   // One case; returns whether the backend formed h in its launch (x_up unset in the result).
   bool check(WeightFormat f, ScaleType st, int64_t n, int64_t k, int64_t m, bool norm, bool bias) {
     SCOPED_TRACE("seed " + std::to_string(seed) + " " + weight_format_name(f) +
@@ -56,7 +55,7 @@ class GemvSwiglu : public gemv_test::GemvTest<true> {
     backend->matmul_fused(in, ref, 2);
     backend->silu_mul(g1->get(), u1->get(), g1->get(), m * n);
     const MatmulInput h = backend->matmul_swiglu(in, {vg, g2->get(), bias ? bg->get() : nullptr},
-                                             {vu, u2->get(), bias ? bu->get() : nullptr});
+                                                 {vu, u2->get(), bias ? bu->get() : nullptr});
     EXPECT_EQ(h.x, g2->get());
     EXPECT_EQ(h.m, m);
     EXPECT_FALSE(h.accumulate);

@@ -191,7 +191,8 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int r = g.tc + j;
-      *reinterpret_cast<uint2*>(sm.t_tile + r * 128 + 8 * t_chunk(r, g.tr / 8)) = make_uint2(t[j][0], t[j][1]);
+      *reinterpret_cast<uint2*>(sm.t_tile + r * 128 + 8 * t_chunk(r, g.tr / 8)) =
+          make_uint2(t[j][0], t[j][1]);
     }
     __syncthreads();  // (the next tile writes t_tile only after its first barrier)
     const int valid_chunks = min(8, (p.rows - m0) / 16);

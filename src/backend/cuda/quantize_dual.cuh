@@ -1,5 +1,5 @@
 // Fused activation quantizer writing X (1x128 tiles) and X^T (1x128 tiles of X^T = 128x1 blocks of
-// X) from one read. One thread block per 128x128 tile of X, and the input tile never goes through shared
+// X) from one read. One thread block per 128x128 tile of X, whose input never goes through shared
 // memory: thread (warp w, lane l) holds an 8x8 sub-block in registers, rows 32(w%4) + 8(l/8) .. +7,
 // columns 64(w/4) + 8(l%8) .. +7 (eight 16-byte loads, all in flight before any arithmetic).
 //  * row amax: 16-bit magnitudes (two rows per word) reduced over the 8 lanes of a row, then over

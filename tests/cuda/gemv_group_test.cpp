@@ -49,6 +49,7 @@ struct Group {
   std::vector<std::unique_ptr<DeviceBuffer<float>>> db, dy;
 };
 
+// `backend` is the CPU backend: the reference the GPU launches are compared with.
 class GemvGroup : public gemv_test::GemvTest<false> {
  protected:
   std::vector<float> x_override;  // when set, check() uses it as x ([m][k])

@@ -62,6 +62,7 @@ struct Launch {
   }
 };
 
+// `backend` is the CPU backend: the reference the GPU launches are compared with.
 class GemvSkinny : public gemv_test::GemvTest<false> {
  protected:
   std::vector<float> x_override;       // when set, used as x ([m][k])

@@ -30,6 +30,7 @@ using gemv_test::HostW;
 using gemv_test::make_weight;
 using gemv_test::normal;
 
+// `backend` is the CUDA backend: the paired launch and its composition both run on it.
 class GemvSwiglu : public gemv_test::GemvTest<true> {
  protected:
   // One case; returns whether the backend formed h in its launch (x_up unset in the result).

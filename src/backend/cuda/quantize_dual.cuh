@@ -201,15 +201,7 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
       const int r = i * 32 + g.tid / 8, c2 = g.tid % 8;
       const uint4 v = *reinterpret_cast<const uint4*>(sm.t_tile + r * 128 + c2 * 16);
       const int q = t_chunk(r, 2 * c2) / 2;
-      if (q < valid_chunks) {
-        uint8_t* out = p.codes_t + static_cast<size_t>(k0 + r) * p.rows + m0 + q * 16;
-        if (p.hints & kHintStore)
-          asm volatile("st.global.cs.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(out), "r"(v.x), "r"(v.y), "r"(v.z),
-                       "r"(v.w)
-                       : "memory");
-        else
-          *reinterpret_cast<uint4*>(out) = v;
-      }
+      if (q < valid_chunks) st16(p.codes_t + static_cast<size_t>(k0 + r) * p.rows + m0 + q * 16, v, p.hints);
     }
     return;
   }

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -148,6 +149,27 @@ class Runner {
     return {us, bytes};
   }
 
+  // The peer that only reads: median microseconds of the fastest plain streaming read (read_once
+  // with 1, 2, 4 or 8 blocks per SM) of `bytes`, timed as the products are. No kernel that reads the
+  // bytes once, from a cold L2, in one launch, does better by much; at a few MB the launch and the
+  // first loads' latency are most of it.
+  double time_read(double bytes) {
+    const size_t n = size_t(bytes) / 16 * 16;
+    if (auto it = read_us_.find(n); it != read_us_.end()) return it->second;
+    if (!read_buf_ || read_cap_ < n) {
+      read_buf_.reset();
+      read_buf_ = std::make_unique<Buf>(n);
+      MX8_CUDA_CHECK(cudaMemset(read_buf_->p, 1, n));
+      read_cap_ = n;
+    }
+    double best = INFINITY;
+    for (int bps : {1, 2, 4, 8})
+      best = std::min(
+          best, timer_.median_us([&] { mx8::cuda::read_once(read_buf_->p, n, bps, nullptr); }, o_.iters));
+    read_us_[n] = best;
+    return best;
+  }
+
   // cuBLASLt BF16 GEMM of the same product (the targets' rows concatenated), or NaN when it fails.
   double time_cublas_bf16(const Case& c, int64_t m) {
     int64_t n = 0;
@@ -170,6 +192,9 @@ class Runner {
   mx8::cuda::CublasLtBaseline lt_;
   double copy_bw_ = 0;
   std::string gpu_;
+  std::unique_ptr<Buf> read_buf_;
+  size_t read_cap_ = 0;
+  std::map<size_t, double> read_us_;
 };
 
 // Llama-3-8B, batch 1, grouped as the model's decode step calls the backend.
@@ -206,16 +231,20 @@ void run(const Options& o) {
         "256 MB read (a write-only flush leaves L2 full of dirty lines whose write-back the timed "
         "product would pay: column `dirty L2 us`, mx8 after the memset alone). GB/s counts the weight "
         "bytes (elements + scales) read once; `% copy` = that rate / the D2D copy bandwidth measured in "
-        "the same run. cuBLASLt BF16 is the same product as one BF16 GEMM (targets' rows concatenated), "
+        "the same run. `read us` is the peer that only reads: the fastest of four plain streaming reads of "
+        "the same bytes (one launch, the same flush; at a few MB the launch and the first loads' latency "
+        "are most of it), and `of read` = its time / mx8's. cuBLASLt BF16 is the same product as one BF16 "
+        "GEMM (targets' rows concatenated), "
         "x in BF16; `x` = its time / mx8's.\n\n";
   std::printf("%s\n", r.gpu().c_str());
 
   // 1. The decode shapes at M = 1.
   md << "Llama-3-8B decode step, M = 1 (one launch per row: the grouped targets share the launch):\n\n"
-     << "| product | N x K | weights | mx8 us | GB/s | % copy | dirty L2 us | cuBLASLt BF16 us | x |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|\n";
-  std::printf("\n%-26s %-24s %-12s %9s %8s %7s %9s %10s %7s\n", "product", "N x K", "weights", "mx8 us",
-              "GB/s", "%copy", "dirty us", "ltBF16 us", "x");
+     << "| product | N x K | weights | mx8 us | GB/s | % copy | read us | of read | dirty L2 us | cuBLASLt "
+        "BF16 us | x |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  std::printf("\n%-26s %-24s %-12s %9s %8s %7s %8s %7s %9s %10s %7s\n", "product", "N x K", "weights",
+              "mx8 us", "GB/s", "%copy", "read us", "of rd", "dirty us", "ltBF16 us", "x");
   for (const Case& c : kDecode) {
     const double lt = r.time_cublas_bf16(c, 1);
     for (WeightFormat f : {WeightFormat::fp8_block, WeightFormat::mxfp8, WeightFormat::bf16}) {
@@ -223,12 +252,15 @@ void run(const Options& o) {
       const auto [us, bytes] = r.time_mx8(f, c, 1, nullptr);
       const double gbs = bytes / us * 1e-3, frac = gbs * 1e9 / bw;
       const double dirty = r.time_mx8(f, c, 1, nullptr, false).first;
-      std::printf("%-26s %-24s %-12s %9.1f %8.0f %6.0f%% %9.1f %10.1f %6.2fx\n", c.name.c_str(),
-                  shape_str(c).c_str(), short_name(f), us, gbs, 100 * frac, dirty, lt, lt / us);
+      const double rd = r.time_read(bytes);
+      std::printf("%-26s %-24s %-12s %9.1f %8.0f %6.0f%% %8.1f %6.0f%% %9.1f %10.1f %6.2fx\n", c.name.c_str(),
+                  shape_str(c).c_str(), short_name(f), us, gbs, 100 * frac, rd, 100 * rd / us, dirty, lt,
+                  lt / us);
       std::fflush(stdout);
       md << "| " << c.name << " | " << shape_str(c) << " | " << short_name(f) << " | " << fmt("%.1f", us)
-         << " | " << fmt("%.0f", gbs) << " | " << fmt("%.0f%%", 100 * frac) << " | " << fmt("%.1f", dirty)
-         << " | " << fmt("%.1f", lt) << " | " << fmt("%.2fx", lt / us) << " |\n";
+         << " | " << fmt("%.0f", gbs) << " | " << fmt("%.0f%%", 100 * frac) << " | " << fmt("%.1f", rd)
+         << " | " << fmt("%.0f%%", 100 * rd / us) << " | " << fmt("%.1f", dirty) << " | " << fmt("%.1f", lt)
+         << " | " << fmt("%.2fx", lt / us) << " |\n";
     }
   }
 
@@ -272,24 +304,25 @@ void run(const Options& o) {
   if (o.deepseek) {
     md << "\nDeepSeek-V3 shapes (issue 4: >= 85% of copy bandwidth in weight bytes for M = 1..16), FP8 "
           "128x128 UE8M0 and BF16 weights:\n\n"
-          "| M | N | K | fp8 us | fp8 GB/s | fp8 % copy | bf16 us | bf16 % copy | cuBLASLt BF16 us | fp8 x "
-          "|\n"
-          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-    std::printf("\n%3s %6s %6s %9s %8s %7s %9s %7s %10s %7s\n", "M", "N", "K", "fp8 us", "GB/s", "%copy",
-                "bf16 us", "%copy", "ltBF16 us", "x");
+          "| M | N | K | fp8 us | fp8 GB/s | fp8 % copy | read us | fp8 of read | bf16 us | bf16 % copy | "
+          "cuBLASLt BF16 us | fp8 x |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    std::printf("\n%3s %6s %6s %9s %8s %7s %8s %7s %9s %7s %10s %7s\n", "M", "N", "K", "fp8 us", "GB/s",
+                "%copy", "read us", "of rd", "bf16 us", "%copy", "ltBF16 us", "x");
     for (int64_t m : {1, 2, 4, 8, 16})
       for (const Case& c : kDeepSeek) {
         const auto [u8, b8] = r.time_mx8(WeightFormat::fp8_block, c, m, nullptr);
         const auto [ub, bb] = r.time_mx8(WeightFormat::bf16, c, m, nullptr);
         const double lt = r.time_cublas_bf16(c, m);
-        const double g8 = b8 / u8 * 1e-3;
-        std::printf("%3lld %6lld %6lld %9.1f %8.0f %6.0f%% %9.1f %6.0f%% %10.1f %6.2fx\n", (long long)m,
-                    (long long)c.ns[0], (long long)c.k, u8, g8, 100 * g8 * 1e9 / bw, ub,
-                    100 * bb / (ub * 1e-6) / bw, lt, lt / u8);
+        const double g8 = b8 / u8 * 1e-3, rd = r.time_read(b8);
+        std::printf("%3lld %6lld %6lld %9.1f %8.0f %6.0f%% %8.1f %6.0f%% %9.1f %6.0f%% %10.1f %6.2fx\n",
+                    (long long)m, (long long)c.ns[0], (long long)c.k, u8, g8, 100 * g8 * 1e9 / bw, rd,
+                    100 * rd / u8, ub, 100 * bb / (ub * 1e-6) / bw, lt, lt / u8);
         std::fflush(stdout);
         md << "| " << m << " | " << c.ns[0] << " | " << c.k << " | " << fmt("%.1f", u8) << " | "
-           << fmt("%.0f", g8) << " | " << fmt("%.0f%%", 100 * g8 * 1e9 / bw) << " | " << fmt("%.1f", ub)
-           << " | " << fmt("%.0f%%", 100 * bb / (ub * 1e-6) / bw) << " | " << fmt("%.1f", lt) << " | "
+           << fmt("%.0f", g8) << " | " << fmt("%.0f%%", 100 * g8 * 1e9 / bw) << " | " << fmt("%.1f", rd)
+           << " | " << fmt("%.0f%%", 100 * rd / u8) << " | " << fmt("%.1f", ub) << " | "
+           << fmt("%.0f%%", 100 * bb / (ub * 1e-6) / bw) << " | " << fmt("%.1f", lt) << " | "
            << fmt("%.2fx", lt / u8) << " |\n";
       }
   }

@@ -152,8 +152,13 @@ TEST_F(GemvGroup, EveryFormatModeAndRowCountMatchesCpu) {
     int64_t k;
   };
   // Ragged n (tiles and 128-row scale blocks cut), 1..4 targets; k = 1040 ends in a partial 128-column
-  // scale block, k = 4096 is the decode width.
-  const G groups[] = {{{1000, 130, 4100}, 512}, {{300}, 1040}, {{64, 64, 200, 33}, 256}, {{257, 1024}, 4096}};
+  // scale block, k = 4096 is the decode width. k = 256, 512 and 768 are shorter than 16 scale blocks:
+  // the FP8 mma GEMV splits its blocks into groups of 1, 2 and 1 warps with their own tiles.
+  const G groups[] = {{{1000, 130, 4100}, 512},
+                      {{300}, 1040},
+                      {{64, 64, 200, 33}, 256},
+                      {{257, 1024}, 4096},
+                      {{520, 33}, 768}};
   int mode = 0;
   for (const Fmt& fm : kFormats)
     for (const G& g : groups)
@@ -174,7 +179,10 @@ TEST_F(GemvGroup, FusedRmsnormMatchesCpu) {
     std::vector<int64_t> ns;
     int64_t k;
   };
-  const G groups[] = {{{1000, 130}, 512}, {{300, 40, 24}, 1536}, {{257}, 4096}, {{130}, 14336}};
+  // n = 20000 at k = 512: more tiles than the grid's warp groups (4 per block), which then take
+  // different numbers of tiles (each group has its own barrier).
+  const G groups[] = {
+      {{1000, 130}, 512}, {{300, 40, 24}, 1536}, {{257}, 4096}, {{130}, 14336}, {{20000}, 512}};
   int mode = 0;
   for (ScaleType st : {ScaleType::ue8m0, ScaleType::f32})
     for (const G& g : groups)

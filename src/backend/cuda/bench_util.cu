@@ -3,6 +3,7 @@
 
 #include "backend/cuda/bench_util.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_info.h"
 
 namespace mx8::cuda {
 namespace {
@@ -56,10 +57,40 @@ __global__ void read_through_kernel(const uint4* p, size_t n, uint32_t* sink) {
   if (acc == 0x9E3779B9u) *sink = acc;  // keeps the loads; practically never stores
 }
 
-void l2_read_through(const void* buf, size_t bytes, cudaStream_t s) {
+// Four independent 16-byte loads per thread in flight, then the next four: the plain streaming read
+// that a GEMV's weight traffic is compared with.
+__global__ void read_once_kernel(const uint4* p, size_t n, uint32_t* sink) {
+  const size_t stride = size_t(gridDim.x) * blockDim.x;
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  uint32_t acc = 0;
+  for (; i + 3 * stride < n; i += 4 * stride) {
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) v[u] = __ldcs(p + i + u * stride);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  for (; i < n; i += stride) {
+    const uint4 v = __ldcs(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9E3779B9u) *sink = acc;  // keeps the loads; practically never stores
+}
+
+uint32_t* sink_word() {
   static uint32_t* sink = nullptr;
   if (!sink) MX8_CUDA_CHECK(cudaMalloc(&sink, sizeof(uint32_t)));
-  read_through_kernel<<<132 * 8, 512, 0, s>>>(static_cast<const uint4*>(buf), bytes / 16, sink);
+  return sink;
+}
+
+void read_once(const void* buf, size_t bytes, int blocks_per_sm, cudaStream_t s) {
+  read_once_kernel<<<num_sms() * blocks_per_sm, 512, 0, s>>>(static_cast<const uint4*>(buf), bytes / 16,
+                                                             sink_word());
+  MX8_CUDA_CHECK(cudaGetLastError());
+}
+
+void l2_read_through(const void* buf, size_t bytes, cudaStream_t s) {
+  read_through_kernel<<<132 * 8, 512, 0, s>>>(static_cast<const uint4*>(buf), bytes / 16, sink_word());
   MX8_CUDA_CHECK(cudaGetLastError());
 }
 

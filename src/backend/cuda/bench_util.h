@@ -22,6 +22,10 @@ void transpose_u8(const uint8_t* src, int rows, int cols, uint8_t* dst, int ld, 
 // L2 first leaves L2 cold and clean.
 void l2_read_through(const void* buf, size_t bytes, cudaStream_t s);
 
+// Reads `bytes` of `buf` (16-byte aligned, bytes % 16 == 0) once, streaming, with `blocks_per_sm`
+// blocks of 512 threads per SM: the memory floor of a kernel that only has to read those bytes.
+void read_once(const void* buf, size_t bytes, int blocks_per_sm, cudaStream_t s);
+
 class GpuTimer {
  public:
   // The L2 flush before every timed run: a 512 MB buffer written (no operand stays in L2: 60 MB on an

@@ -66,19 +66,28 @@ struct MmaParams {
   int m;  // rows of x in this launch (<= P)
   bool accumulate;
   bool scale_f32;
+  int wpt;  // warps per tile: W, or fewer where k is short (kernel comment)
 };
 
+// Dynamic shared memory of one warp group's staged x: 2P f16 planes and P x (k / 128) powers of two,
+// rounded to 16 bytes so that the next group's planes stay aligned.
+__host__ __device__ inline size_t smem_bytes(int P, int64_t k) {
+  const size_t b =
+      size_t(2 * P) * size_t(k + kPad) * sizeof(__half) + size_t(P) * size_t(k / 128) * sizeof(float);
+  return (b + 15) / 16 * 16;
+}
+
 // Stages this warp's part of rows [0, P) of the input as f16 planes in shared memory: the scale
-// blocks it multiplies (warp * kU + i * W * kU + [0, kU)), so that no other warp waits for them (a
-// block barrier here cost the slowest warp's L2 round trips to every warp). Plane 2r = hi parts of
-// row r, plane 2r + 1 = lo parts, xscale[r][kb] = 2^e of scale block kb; rows past p.m are zeros. The
-// input is x, silu(x) * x_up, or x * norm (rmsnorm's weights; its 1/rms factor is applied to the
-// products instead, from the sums of squares that each warp leaves in ssq[warp][row]).
-template <int P, int W>
+// blocks it multiplies (wl * kU + i * wpt * kU + [0, kU), wl its place in its group of wpt warps), so
+// that no other warp waits for them (a block barrier here cost the slowest warp's L2 round trips to
+// every warp). Plane 2r = hi parts of row r, plane 2r + 1 = lo parts, xscale[r][kb] = 2^e of scale block kb;
+// rows past p.m are zeros. The input is x, silu(x) * x_up, or x * norm (rmsnorm's weights; its 1/rms factor
+// is applied to the products instead, from the sums of squares that each warp leaves in ssq[warp][row]).
+template <int P>
 __device__ __forceinline__ void stage_x(const MmaParams& p, __half* planes, float* xscale, float* ssq,
-                                        int warp, int lane) {
+                                        int warp, int wl, int wpt, int lane) {
   const int64_t plane = p.k + kPad;
-  const int first = warp * kU, stride = W * kU;
+  const int first = wl * kU, stride = wpt * kU;
   float sumsq[P] = {};
   // kJ scale blocks of all P rows at a time, all loads first (k = 14336 is 7 blocks per warp of 16).
   constexpr int kJ = P >= 4 ? 1 : 4 / P;
@@ -137,13 +146,13 @@ __device__ __forceinline__ void stage_x(const MmaParams& p, __half* planes, floa
   __syncwarp();  // the warp's lanes read each other's stores
 }
 
-// rmsnorm's 1/rms of row `row` from the warps' sums of squares (stage_x), with the operations of
-// rmsnorm_vec_kernel after its sum; 1 without a fused rmsnorm.
-template <int P, int W>
-__device__ __forceinline__ float rms_factor(const MmaParams& p, const float* ssq, int row) {
+// rmsnorm's 1/rms of row `row` from the sums of squares (stage_x) of the group's warps w0.., with the
+// operations of rmsnorm_vec_kernel after its sum; 1 without a fused rmsnorm.
+template <int P>
+__device__ __forceinline__ float rms_factor(const MmaParams& p, const float* ssq, int w0, int wpt, int row) {
   if (!p.norm || row >= P) return 1.0f;
   float s = 0.0f;
-  for (int w = 0; w < W; ++w) s += ssq[w * P + row];
+  for (int w = w0; w < w0 + wpt; ++w) s += ssq[w * P + row];
   s /= float(p.k);
   s += p.norm_eps;
   return 1.0f / sqrtf(s);
@@ -224,7 +233,11 @@ __device__ __forceinline__ void load_round(const MmaParams& p, const WarpRows& r
 // fewer tiles of 32..128 rows with fewer warps per row: H200, lm_head 82% -> 94% of copy bandwidth,
 // decode 305.9 -> 315.9 tok/s). Every warp walks the flat sequence of its (tile, round) items and loads the
 // next item's weights - also across the tile boundary - before it multiplies the current one.
-template <int P, int W, bool kPair>
+// kGrouped (k so short that at least half the warps would have no round: DeepSeek's k = 512 idled 6
+// of 8): the block's warps form W / p.wpt groups of p.wpt warps, each with its own tiles (the block's
+// virtual blocks), staged x and named barrier. A template choice: a run-time warp count in the other
+// kernels' loops cost 4.5% of decode (.carry/lead/e34.sh).
+template <int P, int W, bool kPair, bool kGrouped>
 __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams p, int tiles) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float2 partial[2][W][32];  // double-buffered by tile parity
@@ -232,9 +245,12 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   pdl_trigger();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int first = warp * kU, stride = W * kU;
+  const int wpt = kGrouped ? p.wpt : W;
+  const int groups = W / wpt, group = kGrouped ? warp / wpt : 0, w0 = group * wpt;  // w0: its first warp
+  const int first = (warp - w0) * kU, stride = wpt * kU;
+  const int tile_step = int(gridDim.x) * groups;
 
-  int tile = int(blockIdx.x);
+  int tile = int(blockIdx.x) * groups + group;
   WarpRows cr = rows_of<kPair>(p, tile, g, t);
   Round cur;
   bool loaded = tile < tiles && cr.active && first < p.kblocks;
@@ -242,14 +258,15 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   pdl_wait();
 
   const int64_t plane = p.k + kPad;
-  __half* planes = reinterpret_cast<__half*>(smem);
-  float* xscale = reinterpret_cast<float*>(smem + size_t(2 * P) * size_t(plane) * sizeof(__half));
-  stage_x<P, W>(p, planes, xscale, p.norm ? ssq : nullptr, warp, lane);
+  unsigned char* mine = kGrouped ? smem + size_t(group) * smem_bytes(P, p.k) : smem;
+  __half* planes = reinterpret_cast<__half*>(mine);
+  float* xscale = reinterpret_cast<float*>(mine + size_t(2 * P) * size_t(plane) * sizeof(__half));
+  stage_x<P>(p, planes, xscale, p.norm ? ssq : nullptr, warp, warp - w0, wpt, lane);
   float rnorm = 1.0f;
 
   const __half* xrow = planes + int64_t(g) * plane + t * 16;  // B column g = plane g
   const bool has_col = g < 2 * P;
-  for (int parity = 0; tile < tiles; tile += int(gridDim.x), parity ^= 1) {
+  for (int parity = 0; tile < tiles; tile += tile_step, parity ^= 1) {
     if (!loaded && cr.active && first < p.kblocks) load_round<kPair>(p, cr, first, cur);
     float acc_a = 0.0f, acc_b = 0.0f;  // rows row0 + g, row0 + g + 8 for row t of x
     WarpRows nr = cr;
@@ -257,7 +274,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
     for (int base = first; base < p.kblocks; base += stride) {
       // The next item: the next round of this tile, or the first round of the block's next tile.
       const bool same_tile = base + stride < p.kblocks;
-      const int ntile = same_tile ? tile : tile + int(gridDim.x);
+      const int ntile = same_tile ? tile : tile + tile_step;
       if (!same_tile) nr = rows_of<kPair>(p, ntile, g, t);
       Round next;
       loaded = ntile < tiles && nr.active;
@@ -300,13 +317,16 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
 
     // The warps' partial sums of each row, added in warp order.
     partial[parity][warp][lane] = make_float2(acc_a, acc_b);
-    __syncthreads();
-    const bool store = warp == 0 && cr.active && t < p.m;
+    if (!kGrouped)
+      __syncthreads();
+    else  // the group's warps only (groups may take different numbers of tiles)
+      asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(wpt * 32) : "memory");
+    const bool store = warp == w0 && cr.active && t < p.m;
     if (store) {
-      rnorm = rms_factor<P, W>(p, ssq, t);  // every warp's sums of squares are in (the barrier above)
+      rnorm = rms_factor<P>(p, ssq, w0, wpt, t);  // the group's sums of squares are in (the barrier above)
       acc_a = acc_b = 0.0f;
 #pragma unroll
-      for (int j = 0; j < W; ++j) {
+      for (int j = w0; j < w0 + wpt; ++j) {
         const float2 q = partial[parity][j][lane];
         acc_a += q.x;
         acc_b += q.y;
@@ -332,12 +352,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
         y[rows[i]] = p.accumulate ? y[rows[i]] + v : v;
       }
     }
-    cr = rows_of<kPair>(p, tile + int(gridDim.x), g, t);
+    cr = rows_of<kPair>(p, tile + tile_step, g, t);
   }
-}
-
-size_t smem_bytes(int P, int64_t k) {
-  return size_t(2 * P) * size_t(k + kPad) * sizeof(__half) + size_t(P) * size_t(k / 128) * sizeof(float);
 }
 
 int sm_count() {
@@ -362,11 +378,39 @@ unsigned grid_for(int threads, size_t smem, size_t max_smem, int work, const cha
   return unsigned(std::min(work, std::max(per_sm, 1) * sm_count()));
 }
 
-template <int P, int W = kWarps, bool kPair = false>
-void launch_variant(const MmaParams& p, int tiles, size_t smem, cudaStream_t s) {
-  constexpr auto kernel = gemv_fp8_mma_kernel<P, W, kPair>;
-  const unsigned grid = grid_for<kernel>(W * 32, smem, kMaxSmem, tiles, "matmul (fp8 mma gemv)");
+// Warps per tile for W warps per block: all W, unless at least half of them would have no round of
+// kU scale blocks (k <= 64 W). Then the largest power of two that has one each and splits k into whole
+// rounds, where there is one, so that W / wpt tiles run side by side. H200, DeepSeek's k = 512 (M = 1):
+// 17.1 -> 11.9 us; not where fewer than half idle: k = 1536 with 2 warps of 3 rounds was no faster at
+// M = 1 and 1.6x slower at M = 4 (e34.sh). The groups' staged x must fit.
+int warps_per_tile(int W, int P, int64_t k) {
+  const int kblocks = int(k / 128);
+  if (2 * kblocks > W * kU) return W;
+  int wpt = 1;
+  while (2 * wpt * kU <= kblocks) wpt *= 2;
+  while (wpt > 1 && kblocks % (wpt * kU) != 0) wpt /= 2;
+  while (wpt < W && size_t(W / wpt) * smem_bytes(P, k) > kMaxSmem) wpt *= 2;
+  return wpt;
+}
+
+template <int P, int W, bool kPair, bool kGrouped>
+void launch_kernel(const MmaParams& p, int tiles, cudaStream_t s) {
+  constexpr auto kernel = gemv_fp8_mma_kernel<P, W, kPair, kGrouped>;
+  const int groups = W / p.wpt;
+  const size_t smem = size_t(groups) * smem_bytes(P, p.k);
+  const unsigned grid =
+      grid_for<kernel>(W * 32, smem, kMaxSmem, (tiles + groups - 1) / groups, "matmul (fp8 mma gemv)");
   launch_smem("matmul (fp8 mma gemv)", kernel, dim3(grid), dim3(W * 32), smem, s, p, tiles);
+}
+
+template <int P, int W = kWarps, bool kPair = false>
+void launch_variant(MmaParams p, int tiles, cudaStream_t s) {
+  p.wpt = warps_per_tile(W, P, p.k);
+  if constexpr (W == kWarps) {  // 16-warp blocks are for k >= 7168 only: never grouped
+    if (p.wpt < W) return launch_kernel<P, W, kPair, true>(p, tiles, s);
+  }
+  p.wpt = W;
+  launch_kernel<P, W, kPair, false>(p, tiles, s);
 }
 
 // MX8_MMA_GEMV_W16MIN=<k> (A/B runs): one row of x with k >= this (default 7168, 0 = never) runs one
@@ -441,16 +485,15 @@ void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, 
   p.m = m;
   p.accumulate = in.accumulate;
   p.scale_f32 = targets[0].w.scale_type == ScaleType::f32;
-  const size_t smem = smem_bytes(P, k);
   switch (P) {
     case 4:
-      return launch_variant<4, kWarps, kPair>(p, int(tiles), smem, s);
+      return launch_variant<4, kWarps, kPair>(p, int(tiles), s);
     case 2:
-      return launch_variant<2, kWarps, kPair>(p, int(tiles), smem, s);
+      return launch_variant<2, kWarps, kPair>(p, int(tiles), s);
     default:
       // The same split for the pair as for the group: its products must be the group's bit for bit.
-      if (w16_min_k() > 0 && k >= w16_min_k()) return launch_variant<1, 16, kPair>(p, int(tiles), smem, s);
-      return launch_variant<1, kWarps, kPair>(p, int(tiles), smem, s);
+      if (w16_min_k() > 0 && k >= w16_min_k()) return launch_variant<1, 16, kPair>(p, int(tiles), s);
+      return launch_variant<1, kWarps, kPair>(p, int(tiles), s);
   }
 }
 

@@ -234,8 +234,7 @@ void run(const Options& o) {
         "the same run. `read us` is the peer that only reads: the fastest of four plain streaming reads of "
         "the same bytes (one launch, the same flush; at a few MB the launch and the first loads' latency "
         "are most of it), and `of read` = its time / mx8's. cuBLASLt BF16 is the same product as one BF16 "
-        "GEMM (targets' rows concatenated), "
-        "x in BF16; `x` = its time / mx8's.\n\n";
+        "GEMM (targets' rows concatenated), x in BF16; `x` = its time / mx8's.\n\n";
   std::printf("%s\n", r.gpu().c_str());
 
   // 1. The decode shapes at M = 1.

@@ -80,9 +80,10 @@ __host__ __device__ inline size_t smem_bytes(int P, int64_t k) {
 // Stages this warp's part of rows [0, P) of the input as f16 planes in shared memory: the scale
 // blocks it multiplies (wl * kU + i * wpt * kU + [0, kU), wl its place in its group of wpt warps), so
 // that no other warp waits for them (a block barrier here cost the slowest warp's L2 round trips to
-// every warp). Plane 2r = hi parts of row r, plane 2r + 1 = lo parts, xscale[r][kb] = 2^e of scale block kb;
-// rows past p.m are zeros. The input is x, silu(x) * x_up, or x * norm (rmsnorm's weights; its 1/rms factor
-// is applied to the products instead, from the sums of squares that each warp leaves in ssq[warp][row]).
+// every warp). Plane 2r = hi parts of row r, plane 2r + 1 = lo parts, xscale[r][kb] = 2^e of scale
+// block kb; rows past p.m are zeros. The input is x, silu(x) * x_up, or x * norm (rmsnorm's weights;
+// its 1/rms factor is applied to the products instead, from the sums of squares that each warp leaves
+// in ssq[warp][row]).
 template <int P>
 __device__ __forceinline__ void stage_x(const MmaParams& p, __half* planes, float* xscale, float* ssq,
                                         int warp, int wl, int wpt, int lane) {

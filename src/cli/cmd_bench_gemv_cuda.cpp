@@ -308,6 +308,13 @@ void run(const Options& o) {
           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     std::printf("\n%3s %6s %6s %9s %8s %7s %8s %7s %9s %7s %10s %7s\n", "M", "N", "K", "fp8 us", "GB/s",
                 "%copy", "read us", "of rd", "bf16 us", "%copy", "ltBF16 us", "x");
+    // Per M, geometric means over the shapes of the fraction of copy, the fraction of the read-only
+    // peer and the speedup over cuBLASLt BF16 (logs summed).
+    struct Sums {
+      double copy = 0, read = 0, lt = 0;
+      int n = 0, n_lt = 0;
+    };
+    std::map<int64_t, Sums> sums;
     for (int64_t m : {1, 2, 4, 8, 16})
       for (const Case& c : kDeepSeek) {
         const auto [u8, b8] = r.time_mx8(WeightFormat::fp8_block, c, m, nullptr);
@@ -323,7 +330,25 @@ void run(const Options& o) {
            << " | " << fmt("%.0f%%", 100 * rd / u8) << " | " << fmt("%.1f", ub) << " | "
            << fmt("%.0f%%", 100 * bb / (ub * 1e-6) / bw) << " | " << fmt("%.1f", lt) << " | "
            << fmt("%.2fx", lt / u8) << " |\n";
+        Sums& sm = sums[m];
+        sm.copy += std::log(g8 * 1e9 / bw);
+        sm.read += std::log(rd / u8);
+        sm.n += 1;
+        if (std::isfinite(lt)) {
+          sm.lt += std::log(lt / u8);
+          sm.n_lt += 1;
+        }
       }
+    md << "\nGeometric means over the six shapes (FP8 weights):\n\n"
+          "| M | of copy | of read | vs cuBLASLt BF16 |\n|---:|---:|---:|---:|\n";
+    std::printf("\n%3s %8s %8s %10s\n", "M", "of copy", "of read", "vs ltBF16");
+    for (const auto& [m, sm] : sums) {
+      const double copy = std::exp(sm.copy / sm.n), read = std::exp(sm.read / sm.n),
+                   lt = sm.n_lt ? std::exp(sm.lt / sm.n_lt) : NAN;
+      std::printf("%3lld %7.0f%% %7.0f%% %9.2fx\n", (long long)m, 100 * copy, 100 * read, lt);
+      md << "| " << m << " | " << fmt("%.0f%%", 100 * copy) << " | " << fmt("%.0f%%", 100 * read) << " | "
+         << fmt("%.2fx", lt) << " |\n";
+    }
   }
   if (!o.no_perf_md) {
     const std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;

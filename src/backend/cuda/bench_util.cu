@@ -48,50 +48,48 @@ void fill_random_bf16(uint16_t* dst, size_t n, uint64_t seed, float sigma, cudaS
   MX8_CUDA_CHECK(cudaGetLastError());
 }
 
-__global__ void read_through_kernel(const uint4* p, size_t n, uint32_t* sink) {
-  uint32_t acc = 0;
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const uint4 v = p[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9E3779B9u) *sink = acc;  // keeps the loads; practically never stores
-}
+namespace {
 
-// Four independent 16-byte loads per thread in flight, then the next four: the plain streaming read
-// that a GEMV's weight traffic is compared with.
-__global__ void read_once_kernel(const uint4* p, size_t n, uint32_t* sink) {
+// Four independent 16-byte loads per thread in flight, then the next four. kStream: loads that L2
+// keeps first in line for eviction (read_once, the plain streaming read a GEMV's weight traffic is
+// compared with); plain loads for the flush's read, which is there to displace L2's dirty lines.
+template <bool kStream>
+__global__ void read_kernel(const uint4* p, size_t n, uint32_t* sink) {
+  auto ld = [](const uint4* q) { return kStream ? __ldcs(q) : *q; };
   const size_t stride = size_t(gridDim.x) * blockDim.x;
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   uint32_t acc = 0;
   for (; i + 3 * stride < n; i += 4 * stride) {
     uint4 v[4];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) v[u] = __ldcs(p + i + u * stride);
+    for (int u = 0; u < 4; ++u) v[u] = ld(p + i + u * stride);
 #pragma unroll
     for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
   }
   for (; i < n; i += stride) {
-    const uint4 v = __ldcs(p + i);
+    const uint4 v = ld(p + i);
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
   }
   if (acc == 0x9E3779B9u) *sink = acc;  // keeps the loads; practically never stores
 }
 
-uint32_t* sink_word() {
+template <bool kStream>
+void launch_read(const void* buf, size_t bytes, int blocks_per_sm, cudaStream_t s) {
   static uint32_t* sink = nullptr;
   if (!sink) MX8_CUDA_CHECK(cudaMalloc(&sink, sizeof(uint32_t)));
-  return sink;
+  read_kernel<kStream>
+      <<<num_sms() * blocks_per_sm, 512, 0, s>>>(static_cast<const uint4*>(buf), bytes / 16, sink);
+  MX8_CUDA_CHECK(cudaGetLastError());
 }
 
+}  // namespace
+
 void read_once(const void* buf, size_t bytes, int blocks_per_sm, cudaStream_t s) {
-  read_once_kernel<<<num_sms() * blocks_per_sm, 512, 0, s>>>(static_cast<const uint4*>(buf), bytes / 16,
-                                                             sink_word());
-  MX8_CUDA_CHECK(cudaGetLastError());
+  launch_read<true>(buf, bytes, blocks_per_sm, s);
 }
 
 void l2_read_through(const void* buf, size_t bytes, cudaStream_t s) {
-  read_through_kernel<<<132 * 8, 512, 0, s>>>(static_cast<const uint4*>(buf), bytes / 16, sink_word());
-  MX8_CUDA_CHECK(cudaGetLastError());
+  launch_read<false>(buf, bytes, 8, s);
 }
 
 GpuTimer::GpuTimer() {

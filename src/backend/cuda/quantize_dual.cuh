@@ -48,7 +48,6 @@ struct DualArgs {
   bool ue8m0;
   int mn_ld;   // > 0: X's scales MN-major with this leading dimension, else row-major
   bool vec_t;  // rows % 8 == 0 and codes_t 8-byte aligned: 8-row column segments go out as one store
-  int hints;   // kHintLoad | kHintStore
   // X^T's codes through shared memory, so that every store instruction writes whole 128-byte lines
   // of X^T (needs rows % 16 == 0 and codes_t 16-byte aligned).
   bool stage_t;
@@ -90,13 +89,19 @@ struct DualGeom {
   }
 };
 
-// One 128x128 tile at (m0, k0) whose sub-block the thread holds in d (zeros past the last row).
-// after_amax() runs once d has been consumed by the maxima (the persistent kernel refills its
-// staging slots there).
-template <typename AfterAmax>
-__device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const DualGeom& g,
-                                          const uint4 (&d)[8], int m0, int k0, AfterAmax after_amax) {
-  const int valid_rows = min(8, p.rows - (m0 + g.tr));  // <= 0: the sub-block is past the end
+// One 128x128 tile at (m0, k0). kFull: the tile lies wholly inside X, so no row needs a bounds
+// test (the ragged last tile row takes the other instantiation; the tests cost ~15% of the
+// instructions).
+template <bool kFull>
+__device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const DualGeom& g, int m0,
+                                          int k0) {
+  const int valid_rows = kFull ? 8 : min(8, p.rows - (m0 + g.tr));  // <= 0: the sub-block is past the end
+  const uint16_t* src = p.src + static_cast<size_t>(m0 + g.tr) * p.cols + k0 + g.tc;
+  uint4 d[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+    d[i] = i < valid_rows ? ld_plain(src + static_cast<size_t>(i) * p.cols)
+                          : make_uint4(0, 0, 0, 0);  // zeros never raise an amax
   // Row maxima, rows 2k and 2k+1 packed in rp[k]; column maxima, columns 2j and 2j+1 in cp[j].
   uint32_t rp[4], cp[4] = {0, 0, 0, 0};
   auto row_max2 = [](const uint4& v) {  // halfword maxima over the row's even and odd columns
@@ -115,7 +120,6 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
     cp[2] = max_u16x2(cp[2], mag2(d[i].z));
     cp[3] = max_u16x2(cp[3], mag2(d[i].w));
   }
-  after_amax();
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
 #pragma unroll
@@ -175,7 +179,8 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
     uint32_t lo, hi;
     encode8(x, rinv[i], true, e4, true, lo, hi);
     if (i < valid_rows)
-      st8(p.codes + static_cast<size_t>(m0 + g.tr + i) * p.cols + k0 + g.tc, lo, hi, p.hints);
+      *reinterpret_cast<uint2*>(p.codes + static_cast<size_t>(m0 + g.tr + i) * p.cols + k0 + g.tc) =
+          make_uint2(lo, hi);
     q[i][0] = cvt2(x[0] * c_lo.x, x[1] * c_lo.y, e4) | cvt2(x[2] * c_lo.z, x[3] * c_lo.w, e4) << 16;
     q[i][1] = cvt2(x[4] * c_hi.x, x[5] * c_hi.y, e4) | cvt2(x[6] * c_hi.z, x[7] * c_hi.w, e4) << 16;
   }
@@ -195,13 +200,14 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
           make_uint2(t[j][0], t[j][1]);
     }
     __syncthreads();  // (the next tile writes t_tile only after its first barrier)
-    const int valid_chunks = min(8, (p.rows - m0) / 16);
+    const int valid_chunks = kFull ? 8 : min(8, (p.rows - m0) / 16);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int r = i * 32 + g.tid / 8, c2 = g.tid % 8;
       const uint4 v = *reinterpret_cast<const uint4*>(sm.t_tile + r * 128 + c2 * 16);
       const int q = t_chunk(r, 2 * c2) / 2;
-      if (q < valid_chunks) st16(p.codes_t + static_cast<size_t>(k0 + r) * p.rows + m0 + q * 16, v, p.hints);
+      if (q < valid_chunks)
+        *reinterpret_cast<uint4*>(p.codes_t + static_cast<size_t>(k0 + r) * p.rows + m0 + q * 16) = v;
     }
     return;
   }
@@ -210,7 +216,7 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
   for (int j = 0; j < 8; ++j) {
     uint8_t* out = p.codes_t + static_cast<size_t>(k0 + g.tc + j) * p.rows + m0 + g.tr;
     if (p.vec_t && valid_rows == 8) {
-      st8(out, t[j][0], t[j][1], p.hints);
+      *reinterpret_cast<uint2*>(out) = make_uint2(t[j][0], t[j][1]);
     } else {
 #pragma unroll
       for (int i = 0; i < 8; ++i)  // constant indices keep t in registers
@@ -226,59 +232,10 @@ __global__ void __launch_bounds__(256, kMinBlocks) quantize_dual_tile_kernel(Dua
   __shared__ DualSmem sm;
   const DualGeom g;
   const int m0 = blockIdx.y * 128, k0 = blockIdx.x * 128;
-  const int valid_rows = min(8, p.rows - (m0 + g.tr));
-  uint4 d[8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    d[i] = make_uint4(0, 0, 0, 0);  // zeros never raise an amax
-    if (i < valid_rows) {
-      const uint16_t* src = p.src + static_cast<size_t>(m0 + g.tr + i) * p.cols + k0 + g.tc;
-      d[i] = ld16(src, p.hints);
-    }
-  }
-  dual_tile(p, sm, g, d, m0, k0, [] {});
-}
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(
-                   static_cast<uint32_t>(__cvta_generic_to_shared(smem))),
-               "l"(gmem)
-               : "memory");
-}
-
-// Persistent variant: the grid walks the tiles (column tile fastest) and each thread copies its
-// sub-block of the next tile into shared memory (cp.async, 32 KB per block) while it works on the
-// current one, so a block always has a tile's loads in flight. Each thread reads back only the
-// slots it filled itself, so waiting for its own copies is enough (no barrier); the refill is
-// issued after the maxima have consumed the registers read from those slots.
-template <int kMinBlocks>
-__global__ void __launch_bounds__(256, kMinBlocks)
-    quantize_dual_persistent_kernel(DualArgs p, int tiles_k, int n_tiles) {
-  __shared__ DualSmem sm;
-  __shared__ uint4 stage[8][256];  // [row of the sub-block][thread]: conflict-free 16-byte accesses
-  const DualGeom g;
-  auto issue = [&](int t) {
-    const int m0 = t / tiles_k * 128, k0 = t % tiles_k * 128;
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-      if (m0 + g.tr + i < p.rows)
-        cp_async16(&stage[i][g.tid], p.src + static_cast<size_t>(m0 + g.tr + i) * p.cols + k0 + g.tc);
-    asm volatile("cp.async.commit_group;" ::: "memory");
-  };
-  int t = blockIdx.x;
-  if (t < n_tiles) issue(t);
-  for (; t < n_tiles; t += gridDim.x) {
-    asm volatile("cp.async.wait_group 0;" ::: "memory");
-    const int m0 = t / tiles_k * 128, k0 = t % tiles_k * 128;
-    const int valid_rows = min(8, p.rows - (m0 + g.tr));
-    uint4 d[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) d[i] = i < valid_rows ? stage[i][g.tid] : make_uint4(0, 0, 0, 0);
-    const int next = t + gridDim.x;
-    dual_tile(p, sm, g, d, m0, k0, [&] {
-      if (next < n_tiles) issue(next);
-    });
-  }
+  if (m0 + 128 <= p.rows)
+    dual_tile<true>(p, sm, g, m0, k0);
+  else
+    dual_tile<false>(p, sm, g, m0, k0);
 }
 
 }  // namespace mx8::cuda::qdev

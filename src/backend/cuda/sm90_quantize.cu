@@ -318,21 +318,17 @@ int stride_grid() {
 //   MX8_QUANT_ACT = "M,C,R,O,H": quantize_act_1x128's kernel, M 0 the streaming kernel, 1 the 2-D
 //     tile kernel (default) with C column strips per block (1 or 2), R rows per lane (2 or 4),
 //     O 1 = row blocks fastest in the grid (measured 4-6 points slower), H the cache-hint mask.
-//   MX8_QUANT_DUAL = "M,B,H": the dual kernel, M 0 one tile per block or 1 persistent, B blocks per
-//     SM (2 or 3).
+//   MX8_QUANT_DUAL = B: the dual kernel's minimum blocks per SM (launch bounds: 2, 3 or 4).
 //   MX8_QUANT_BPS: a cap on the streaming kernel's blocks per SM.
 struct StreamCfg {
   int p, s, b, hints, pf;
-};
-struct DualCfg {
-  int mode, b, hints;
 };
 struct ActCfg {
   int mode, cw, r, rows_fast, hints;
 };
 struct Knobs {
   StreamCfg k128, k32;
-  DualCfg dual;
+  int dual_blocks;
   ActCfg act;
   int bps;
 };
@@ -349,13 +345,6 @@ const Knobs& knobs() {
       return c;
     };
     // The defaults: the best measured (docs/CUDA.md, "Quantizer tuning").
-    // The dual kernel: one tile per block, 3 blocks per SM (80 registers, no spills since X^T goes
-    // through shared memory; H200, 2026-11-29: 83-87% of copy against 78-84% with 2 per SM, and
-    // 80-85% with 4 per SM, which spills).
-    const DualCfg dual_default{0, 3, 0};
-    DualCfg dual = dual_default;
-    if (const char* v = std::getenv("MX8_QUANT_DUAL"))
-      if (std::sscanf(v, "%d,%d,%d", &dual.mode, &dual.b, &dual.hints) != 3) dual = dual_default;
     // The 2-D tile kernel, two rows per lane (H200, mx8 bench cuda-quantize, 2026-11-29: 4096 x 16384
     // 54.0 us, 16384 x 7168 88.4 us against the streaming kernel's 60.3 and 101.1; four rows per lane
     // and two column strips measured the same within 1%).
@@ -364,8 +353,10 @@ const Knobs& knobs() {
     if (const char* v = std::getenv("MX8_QUANT_ACT"))
       if (std::sscanf(v, "%d,%d,%d,%d,%d", &act.mode, &act.cw, &act.r, &act.rows_fast, &act.hints) != 5)
         act = act_default;
-    return Knobs{cfg("MX8_QUANT_CFG128", {2, 1, 6, 0, 0}), cfg("MX8_QUANT_CFG32", {1, 2, 1, 0, 1}), dual, act,
-                 get("MX8_QUANT_BPS", 0)};
+    return Knobs{cfg("MX8_QUANT_CFG128", {2, 1, 6, 0, 0}), cfg("MX8_QUANT_CFG32", {1, 2, 1, 0, 1}),
+                 // The dual kernel: 3 blocks per SM (80 registers; H200, 2026-11-29: 83-87% of copy
+                 // against 78-84% with 2 per SM, and 80-85% with 4 per SM, which spilled).
+                 get("MX8_QUANT_DUAL", 3), act, get("MX8_QUANT_BPS", 0)};
   }();
   return k;
 }
@@ -601,35 +592,17 @@ void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, fo
                             ue8m0,
                             mn_ld,
                             rows % 8 == 0 && reinterpret_cast<uintptr_t>(codes_t) % 8 == 0,
-                            knobs().dual.hints,
                             dual_stage_t(rows, codes_t),
                             codes,
                             scales,
                             codes_t,
                             scales_t};
-  const bool three = knobs().dual.b == 3;
-  if (knobs().dual.mode == 1) {
-    static int occupancy[2] = {0, 0};
-    int& occ = occupancy[three];
-    if (occ == 0)
-      MX8_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &occ, three ? qdev::quantize_dual_persistent_kernel<3> : qdev::quantize_dual_persistent_kernel<2>,
-          256, 0));
-    const int tiles_k = int(cols / 128);
-    const int64_t tiles = int64_t{tiles_k} * ((rows + 127) / 128);
-    if (tiles > INT32_MAX) throw mx8::Error("quantize_act_1x128_dual: too many tiles");
-    const int n_tiles = int(tiles);
-    const int g = std::max(1, std::min(n_tiles, num_sms() * std::max(occ, 1)));
-    if (three)
-      qdev::quantize_dual_persistent_kernel<3><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
-    else
-      qdev::quantize_dual_persistent_kernel<2><<<g, 256, 0, stream>>>(args, tiles_k, n_tiles);
-  } else {
-    if (three)
-      qdev::quantize_dual_tile_kernel<3><<<grid, 256, 0, stream>>>(args);
-    else
-      qdev::quantize_dual_tile_kernel<2><<<grid, 256, 0, stream>>>(args);
-  }
+  if (knobs().dual_blocks == 2)
+    qdev::quantize_dual_tile_kernel<2><<<grid, 256, 0, stream>>>(args);
+  else if (knobs().dual_blocks == 4)
+    qdev::quantize_dual_tile_kernel<4><<<grid, 256, 0, stream>>>(args);
+  else
+    qdev::quantize_dual_tile_kernel<3><<<grid, 256, 0, stream>>>(args);
   MX8_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -318,7 +318,7 @@ int stride_grid() {
 //   MX8_QUANT_ACT = "M,C,R,O,H": quantize_act_1x128's kernel, M 0 the streaming kernel, 1 the 2-D
 //     tile kernel (default) with C column strips per block (1 or 2), R rows per lane (2 or 4),
 //     O 1 = row blocks fastest in the grid (measured 4-6 points slower), H the cache-hint mask.
-//   MX8_QUANT_DUAL = B: the dual kernel's minimum blocks per SM (launch bounds: 2, 3 or 4).
+//   MX8_QUANT_DUAL = B: the dual kernel's minimum blocks per SM (launch bounds: 2 or 3).
 //   MX8_QUANT_BPS: a cap on the streaming kernel's blocks per SM.
 struct StreamCfg {
   int p, s, b, hints, pf;
@@ -354,8 +354,8 @@ const Knobs& knobs() {
       if (std::sscanf(v, "%d,%d,%d,%d,%d", &act.mode, &act.cw, &act.r, &act.rows_fast, &act.hints) != 5)
         act = act_default;
     return Knobs{cfg("MX8_QUANT_CFG128", {2, 1, 6, 0, 0}), cfg("MX8_QUANT_CFG32", {1, 2, 1, 0, 1}),
-                 // The dual kernel: 3 blocks per SM (80 registers; H200, 2026-11-29: 83-87% of copy
-                 // against 78-84% with 2 per SM, and 80-85% with 4 per SM, which spilled).
+                 // The dual kernel: 3 blocks per SM (80 registers). 4 per SM (64 registers) spills
+                 // 12-20 bytes and gained at most one point (docs/CUDA.md), so it is not built.
                  get("MX8_QUANT_DUAL", 3), act, get("MX8_QUANT_BPS", 0)};
   }();
   return k;
@@ -599,8 +599,6 @@ void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, fo
                             scales_t};
   if (knobs().dual_blocks == 2)
     qdev::quantize_dual_tile_kernel<2><<<grid, 256, 0, stream>>>(args);
-  else if (knobs().dual_blocks == 4)
-    qdev::quantize_dual_tile_kernel<4><<<grid, 256, 0, stream>>>(args);
   else
     qdev::quantize_dual_tile_kernel<3><<<grid, 256, 0, stream>>>(args);
   MX8_CUDA_CHECK(cudaGetLastError());

@@ -390,6 +390,13 @@ void run_quantize_bench(const BenchOptions& o, const std::string& command) {
                                    ScaleLayout::kMnMajor, codes.p, scales.p, codes_t.p, scales_t.p, nullptr);
          },
          4 * N + 2 * N / 128},
+        // X^T's scales row-major: one byte per 32-byte sector per tile (the MN-major row's peer).
+        {"dual, row-major scales",
+         [&] {
+           quantize_act_1x128_dual(x.p, q.rows, q.cols, fmt::ScaleRule::ceil, true, 1e-4f,
+                                   ScaleLayout::kRowMajor, codes.p, scales.p, codes_t.p, scales_t.p, nullptr);
+         },
+         4 * N + 2 * N / 128},
         {"MXFP8 1x32 floor ue8m0",
          [&] { quantize(fmt::SourceType::bf16, x.p, q.rows, q.cols, mx, codes.p, scales.p, nullptr); },
          3 * N + N / 32},

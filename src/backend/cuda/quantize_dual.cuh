@@ -46,7 +46,7 @@ struct DualArgs {
   int rows, cols;
   fmt::ScaleOptions opt;
   bool ue8m0;
-  int mn_ld;   // > 0: X's scales MN-major with this leading dimension, else row-major
+  int mn_ld;   // > 0: X's scales MN-major with this leading dimension (X^T's with cols), else row-major
   bool vec_t;  // rows % 8 == 0 and codes_t 8-byte aligned: 8-row column segments go out as one store
   // X^T's codes through shared memory, so that every store instruction writes whole 128-byte lines
   // of X^T (needs rows % 16 == 0 and codes_t 16-byte aligned).
@@ -164,7 +164,12 @@ __device__ __forceinline__ void dual_tile(const DualArgs& p, DualSmem& sm, const
         max(max(sm.col_part[0][c], sm.col_part[1][c]), max(sm.col_part[2][c], sm.col_part[3][c]));
     const fmt::BlockScale s = fmt::compute_block_scale(amax_from_mag(m), fmt::ElementFormat::e4m3, p.opt);
     sm.col_inv[c] = s.inv_scale;
-    store_scale(p.scales_t, static_cast<size_t>(k0 + c) * ((p.rows + 127) / 128) + m0 / 128, p.ue8m0, s);
+    // MN-major with X's (a tile's 128 scales contiguous); row-major scatters them one per 32-byte
+    // sector, which costs 4-6% of the kernel's time on the H200 (docs/CUDA.md, tenth session).
+    store_scale(p.scales_t,
+                p.mn_ld > 0 ? static_cast<size_t>(m0 / 128) * p.cols + k0 + c
+                            : static_cast<size_t>(k0 + c) * ((p.rows + 127) / 128) + m0 / 128,
+                p.ue8m0, s);
   }
   __syncthreads();
 

@@ -29,8 +29,10 @@ void quantize_act_1x128(const uint16_t* src, int64_t rows, int64_t cols, format:
                         cudaStream_t stream);
 
 // The same, also writing the transposed operand (for the backward pass): codes_t [cols][rows] and
-// scales_t [cols][ceil(rows/128)] (row-major), i.e. quantize_ref of src^T with 1x128 tiles, which are
-// 128x1 blocks of src. One read of src; rows and cols % 128 == 0... rows may be ragged (any rows >= 1).
+// its scales, i.e. quantize_ref of src^T with 1x128 tiles, which are 128x1 blocks of src. scales_t
+// takes `layout` too: row-major [cols][ceil(rows/128)] as quantize_ref writes it, or MN-major
+// [ceil(rows/128)][cols] (the GEMM's layout for src^T as an operand; cols % 16 == 0, so cols is its
+// own sa_ld). One read of src; cols % 128 == 0, rows may be ragged (any rows >= 1).
 void quantize_act_1x128_dual(const uint16_t* src, int64_t rows, int64_t cols, format::ScaleRule rule,
                              bool ue8m0, float amax_floor, ScaleLayout layout, uint8_t* codes, void* scales,
                              uint8_t* codes_t, void* scales_t, cudaStream_t stream);

@@ -161,15 +161,6 @@ __device__ __forceinline__ void st8(void* p, uint32_t lo, uint32_t hi, int hints
     *static_cast<uint2*>(p) = make_uint2(lo, hi);
 }
 
-__device__ __forceinline__ void st16(void* p, const uint4& v, int hints) {
-  if (hints & kHintStore)
-    asm volatile("st.global.cs.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z),
-                 "r"(v.w)
-                 : "memory");
-  else
-    *static_cast<uint4*>(p) = v;
-}
-
 // Eight values (x[i] * inv) as eight 8-bit codes, element 0 in the low byte of lo.
 __device__ __forceinline__ void encode8(const float (&x)[8], float inv, bool hw, fmt::ElementFormat elem,
                                         bool saturate, uint32_t& lo, uint32_t& hi) {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/gemv_fp8_mma.cuh"
 #include "backend/cuda/gemv_tuning.h"
 #include "cuda/cuda_test_util.h"
 #include "cuda/gemv_test_util.h"
@@ -54,6 +55,20 @@ class GemvGroup : public gemv_test::GemvTest<false> {
  protected:
   std::vector<float> x_override;  // when set, check() uses it as x ([m][k])
   bool use_norm = false;          // check() fuses an rmsnorm into the input (not with swiglu)
+  bool wide_mx_scales = false;    // check() redraws MXFP8 scales from 2^-30 .. 2^10 (with 2^-127)
+
+  // MXFP8 scales that differ a lot between the four 32-wide blocks of every 128 of k (the mma GEMV
+  // scales each block's products separately), and some 2^-127 (UE8M0 0, a subnormal f32).
+  void redraw_mx_scales(HostW& w) {
+    ASSERT_EQ(w.f, WeightFormat::mxfp8);
+    std::uniform_int_distribution<int> ex(127 - 30, 127 + 10), pick(0, 15);
+    const int64_t kb = w.k / 32;
+    for (auto& b : w.scales) b = uint8_t(pick(rng) == 0 ? 0 : ex(rng));
+    for (int64_t r = 0; r < w.n; ++r)
+      for (int64_t c = 0; c < w.k; ++c)
+        w.deq[size_t(r * w.k + c)] = format::e4m3_to_f32(w.data[size_t(r * w.k + c)]) *
+                                     format::ue8m0_to_f32(w.scales[size_t(r * kb + c / 32)]);
+  }
 
   // Runs one case through the GPU launcher (tuned or default) and the CPU, and compares.
   void check(WeightFormat f, ScaleType st, const std::vector<int64_t>& ns, int64_t k, int64_t m, bool swiglu,
@@ -66,6 +81,7 @@ class GemvGroup : public gemv_test::GemvTest<false> {
     std::vector<MatmulTarget> tc(static_cast<size_t>(count)), tg(static_cast<size_t>(count));
     for (int i = 0; i < count; ++i) {
       g.w.push_back(make_weight(f, st, ns[size_t(i)], k, rng));
+      if (wide_mx_scales) redraw_mx_scales(g.w.back());
       const HostW& w = g.w.back();
       g.dd.push_back(dev(w.data));
       g.ds.push_back(dev(w.scales.empty() ? std::vector<uint8_t>(16) : w.scales));
@@ -249,6 +265,57 @@ TEST_F(GemvGroup, Fp8MmaKeepsF32PrecisionOverWideRanges) {
   for (ScaleType st : {ScaleType::ue8m0, ScaleType::f32}) {
     check(WeightFormat::fp8_block, st, {384, 136}, k, m, false, false, nullptr, "wide range");
     if (HasFatalFailure()) return;
+  }
+}
+
+// MXFP8 weights on the tensor-core GEMV (1..4 rows of x, k % 128 == 0): scales spanning 2^40 within
+// every 128 of k, ragged n, several targets, with and without a fused rmsnorm and accumulation.
+TEST_F(GemvGroup, Mxfp8OnTheTensorCoresMatchesCpu) {
+  wide_mx_scales = true;
+  struct G {
+    std::vector<int64_t> ns;
+    int64_t k;
+  };
+  const G groups[] = {{{300, 40}, 512}, {{130}, 4096}, {{1000, 24, 17}, 1536}};
+  int mode = 0;
+  for (bool norm : {false, true})
+    for (const G& g : groups)
+      for (int64_t m : {1, 2, 3, 4}) {
+        use_norm = norm;
+        ++mode;
+        // (Only the pointers' alignment is looked at.)
+        const MatmulInput probe{reinterpret_cast<const float*>(uintptr_t(256)), nullptr, m, false};
+        const MatmulTarget t{
+            WeightView{WeightFormat::mxfp8, g.ns[0], g.k, probe.x, probe.x, ScaleType::ue8m0},
+            reinterpret_cast<float*>(uintptr_t(256)), nullptr};
+        ASSERT_GT(cuda_impl::gemv_fp8_mma_rows(probe, &t, 1), 0)
+            << "the tensor-core GEMV must take these rows";
+        check(WeightFormat::mxfp8, ScaleType::ue8m0, g.ns, g.k, m, !norm && mode % 3 == 0, mode % 2 == 1,
+              nullptr, norm ? "mxfp8, fused rmsnorm" : "mxfp8");
+        if (HasFatalFailure()) return;
+      }
+}
+
+// A NaN scale (UE8M0 0xFF) makes its row NaN on the tensor-core path; others stay finite.
+TEST_F(GemvGroup, Mxfp8NaNScalePropagates) {
+  const int64_t n = 48, k = 256;
+  HostW w = make_weight(WeightFormat::mxfp8, ScaleType::ue8m0, n, k, rng);
+  w.scales[size_t(5 * (k / 32) + 3)] = 0xFF;  // row 5, k = 96 .. 127
+  auto dd = dev(w.data), ds = dev(w.scales);
+  for (int64_t m : {1, 2}) {
+    auto dx = dev(normal(size_t(m * k), rng));
+    DeviceBuffer<float> y(size_t(m * n));
+    MatmulTarget t{WeightView{WeightFormat::mxfp8, n, k, dd->get(), ds->get(), ScaleType::ue8m0}, y.get(),
+                   nullptr};
+    MatmulInput in{dx->get(), nullptr, m, false};
+    ASSERT_GT(cuda_impl::gemv_fp8_mma_rows(in, &t, 1), 0);
+    cuda_impl::launch_gemv_group(in, &t, 1, nullptr);
+    const auto a = y.download();
+    for (int64_t r = 0; r < m; ++r) {
+      EXPECT_TRUE(std::isnan(a[size_t(r * n + 5)])) << "m " << m;
+      EXPECT_FALSE(std::isnan(a[size_t(r * n + 4)])) << "m " << m;
+      EXPECT_FALSE(std::isnan(a[size_t(r * n + 6)])) << "m " << m;
+    }
   }
 }
 

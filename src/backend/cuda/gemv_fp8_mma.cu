@@ -204,8 +204,8 @@ __device__ __forceinline__ WarpRows rows_of(const MmaParams& p, int tile, int g,
 // per scale block (ncu: the top stall of every FP8 GEMV).
 struct Round {
   uint4 w[kU][4];
-  uint32_t scale[kU];
-  uint32_t scale_b[kU];  // SwiGLU pairs: the up rows' scales (unused, and so no registers, otherwise)
+  uint32_t scale[kU];    // kMX: the four 1x32 scales of row wa in this 128 of k
+  uint32_t scale_b[kU];  // SwiGLU pairs: the up rows' scales; kMX: row wb's four (else unused)
 };
 
 __device__ __forceinline__ uint32_t load_scale(const MmaParams& p, const void* scales, int64_t i) {
@@ -213,7 +213,7 @@ __device__ __forceinline__ uint32_t load_scale(const MmaParams& p, const void* s
                      : uint32_t(__ldg(static_cast<const unsigned char*>(scales) + i));
 }
 
-template <bool kPair>
+template <bool kPair, bool kMX>
 __device__ __forceinline__ void load_round(const MmaParams& p, const WarpRows& r, int base, Round& v) {
 #pragma unroll
   for (int j = 0; j < kU; ++j)
@@ -223,10 +223,73 @@ __device__ __forceinline__ void load_round(const MmaParams& p, const WarpRows& r
       v.w[j][1] = load_stream(r.wa + off + 64);
       v.w[j][2] = load_stream(r.wb + off);
       v.w[j][3] = load_stream(r.wb + off + 64);
+      if (kMX) {
+        // Row r's 1x32 scales start at byte r k / 32, which (k % 128 == 0) is 4 (the row's offset in
+        // its weights, wa - w, over 128): the lane's t 16 bytes drop out of the shift. Four bytes
+        // (one 32-bit load) per 128 of k.
+        const uint8_t* wb0 = kPair ? p.t[1].w : r.tg.w;
+        const auto* sa = static_cast<const uint32_t*>(r.tg.scales) + ((r.wa - r.tg.w) >> 7);
+        const auto* sb = static_cast<const uint32_t*>(r.scales_b) + ((r.wb - wb0) >> 7);
+        v.scale[j] = __ldg(sa + base + j);
+        v.scale_b[j] = __ldg(sb + base + j);
+        continue;
+      }
       const int64_t si = r.srow + base + j;
       v.scale[j] = load_scale(p, r.tg.scales, si);
       if (kPair) v.scale_b[j] = load_scale(p, r.scales_b, si);
     }
+}
+
+// One scale block (128 of k) of MXFP8 weights, whose scales change every 32 of k. A lane's 16 bytes
+// of a 64-wide chunk are k = 16t .. 16t + 15, inside one 32-wide scale block (t < 2: the chunk's
+// first, else its second), but every mma step sums over all four t. So each step runs twice, with
+// x (the B operand) zeroed on the lanes of the other scale block: two accumulators per chunk, each
+// one scale block's exact products summed in f32, times its two rows' scales. (Loading 8 bytes of
+// each scale block per lane instead, so that every step stays in one block without the second mma,
+// was slower: H200, .carry/lead/e54.sh.) The scales are exponents: 2^(b - 127) is b << 23 except for
+// b = 0 (2^-127, subnormal) and 255 (NaN), which take format::ue8m0_to_f32 when a warp meets them.
+__device__ __forceinline__ bool has_byte_00_or_ff(uint32_t w) {
+  const uint32_t n = ~w;
+  return (((w - 0x01010101u) & ~w) | ((n - 0x01010101u) & ~n)) & 0x80808080u;
+}
+__device__ __forceinline__ void mx_block(const Round& cur, int j, const __half* xrow, int kb, bool has_col,
+                                         float xs, int t, float& acc_a, float& acc_b) {
+  const uint32_t first_half = t < 2 ? 0xFFFFFFFFu : 0u;
+  const bool exact_path =
+      __any_sync(0xFFFFFFFFu, has_byte_00_or_ff(cur.scale[j]) || has_byte_00_or_ff(cur.scale_b[j]));
+  auto scale_of = [&](uint32_t word, int byte) {
+    const uint32_t b = (word >> (8 * byte)) & 0xFFu;
+    return exact_path ? format::ue8m0_to_f32(uint8_t(b)) : __uint_as_float(b << 23);
+  };
+  float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+    if (has_col) {
+      const __half* xp = xrow + int64_t(kb) * 128 + c * 64;
+      x0 = *reinterpret_cast<const uint4*>(xp);
+      x1 = *reinterpret_cast<const uint4*>(xp + 8);
+    }
+    const uint32_t xb[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+    const uint4 va = cur.w[j][c], vb = cur.w[j][2 + c];
+    const uint32_t wa4[4] = {va.x, va.y, va.z, va.w}, wb4[4] = {vb.x, vb.y, vb.z, vb.w};
+    float d[2][4] = {};  // [scale block 2c + h][row g hi, lo, row g + 8 hi, lo]
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const uint32_t a0 = e4m3x2_to_f16x2(wa4[s]), a1 = e4m3x2_to_f16x2(wb4[s]),
+                     a2 = e4m3x2_to_f16x2(wa4[s] >> 16), a3 = e4m3x2_to_f16x2(wb4[s] >> 16);
+      const uint32_t b0 = xb[2 * s], b1 = xb[2 * s + 1];
+      mma_f16_f32(d[0], a0, a1, a2, a3, b0 & first_half, b1 & first_half);
+      mma_f16_f32(d[1], a0, a1, a2, a3, b0 & ~first_half, b1 & ~first_half);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      sum_a = fmaf(d[h][0] + d[h][1], scale_of(cur.scale[j], 2 * c + h), sum_a);
+      sum_b = fmaf(d[h][2] + d[h][3], scale_of(cur.scale_b[j], 2 * c + h), sum_b);
+    }
+  }
+  acc_a = fmaf(sum_a, xs, acc_a);
+  acc_b = fmaf(sum_b, xs, acc_b);
 }
 
 // A persistent grid: block b takes tiles b, b + gridDim.x, ...; warp w multiplies the tile's rows over
@@ -238,7 +301,7 @@ __device__ __forceinline__ void load_round(const MmaParams& p, const WarpRows& r
 // of 8): the block's warps form W / p.wpt groups of p.wpt warps, each with its own tiles (the block's
 // virtual blocks), staged x and named barrier. A template choice: a run-time warp count in the other
 // kernels' loops cost 4.5% of decode (.carry/lead/e34.sh).
-template <int P, int W, bool kPair, bool kGrouped>
+template <int P, int W, bool kPair, bool kGrouped, bool kMX>
 __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams p, int tiles) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float2 partial[2][W][32];  // double-buffered by tile parity
@@ -255,7 +318,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   WarpRows cr = rows_of<kPair>(p, tile, g, t);
   Round cur;
   bool loaded = tile < tiles && cr.active && first < p.kblocks;
-  if (loaded) load_round<kPair>(p, cr, first, cur);
+  if (loaded) load_round<kPair, kMX>(p, cr, first, cur);
   pdl_wait();
 
   const int64_t plane = p.k + kPad;
@@ -268,7 +331,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   const __half* xrow = planes + int64_t(g) * plane + t * 16;  // B column g = plane g
   const bool has_col = g < 2 * P;
   for (int parity = 0; tile < tiles; tile += tile_step, parity ^= 1) {
-    if (!loaded && cr.active && first < p.kblocks) load_round<kPair>(p, cr, first, cur);
+    if (!loaded && cr.active && first < p.kblocks) load_round<kPair, kMX>(p, cr, first, cur);
     float acc_a = 0.0f, acc_b = 0.0f;  // rows row0 + g, row0 + g + 8 for row t of x
     WarpRows nr = cr;
     loaded = false;
@@ -279,8 +342,14 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
       if (!same_tile) nr = rows_of<kPair>(p, ntile, g, t);
       Round next;
       loaded = ntile < tiles && nr.active;
-      if (loaded) load_round<kPair>(p, nr, same_tile ? base + stride : first, next);
-      if (cr.active) {
+      if (loaded) load_round<kPair, kMX>(p, nr, same_tile ? base + stride : first, next);
+      if (kMX && cr.active) {
+#pragma unroll
+        for (int j = 0; j < kU; ++j)
+          if (base + j < p.kblocks)
+            mx_block(cur, j, xrow, base + j, has_col, t < P ? xscale[t * p.kblocks + base + j] : 0.0f, t,
+                     acc_a, acc_b);
+      } else if (cr.active) {
 #pragma unroll
         for (int j = 0; j < kU; ++j) {
           const int kb = base + j;
@@ -399,9 +468,9 @@ int warps_per_tile(int W, int P, int64_t k) {
   return wpt;
 }
 
-template <int P, int W, bool kPair, bool kGrouped>
+template <int P, int W, bool kPair, bool kGrouped, bool kMX>
 void launch_kernel(const MmaParams& p, int tiles, cudaStream_t s) {
-  constexpr auto kernel = gemv_fp8_mma_kernel<P, W, kPair, kGrouped>;
+  constexpr auto kernel = gemv_fp8_mma_kernel<P, W, kPair, kGrouped, kMX>;
   const int groups = W / p.wpt;
   const size_t smem = size_t(groups) * smem_bytes(P, p.k);
   const unsigned grid =
@@ -409,14 +478,16 @@ void launch_kernel(const MmaParams& p, int tiles, cudaStream_t s) {
   launch_smem("matmul (fp8 mma gemv)", kernel, dim3(grid), dim3(W * 32), smem, s, p, tiles);
 }
 
-template <int P, int W = kWarps, bool kPair = false>
+// kMX (MXFP8 weights) has no grouped variant: the groups are for k <= 512, which no MXFP8 model this
+// serves has, and each variant is one more kernel to compile.
+template <int P, int W, bool kPair, bool kMX>
 void launch_variant(MmaParams p, int tiles, cudaStream_t s) {
   p.wpt = warps_per_tile(W, P, p.k);
-  if constexpr (W == kWarps) {  // 16-warp blocks are for k >= 7168 only: never grouped
-    if (p.wpt < W) return launch_kernel<P, W, kPair, true>(p, tiles, s);
+  if constexpr (W == kWarps && !kMX) {  // 16-warp blocks are for k >= 7168 only: never grouped
+    if (p.wpt < W) return launch_kernel<P, W, kPair, true, false>(p, tiles, s);
   }
   p.wpt = W;
-  launch_kernel<P, W, kPair, false>(p, tiles, s);
+  launch_kernel<P, W, kPair, false, kMX>(p, tiles, s);
 }
 
 // MX8_MMA_GEMV_W16MIN=<k> (A/B runs): one row of x with k >= this (default 7168, 0 = never) runs one
@@ -446,10 +517,13 @@ int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int co
     return 0;
   const WeightView& w0 = targets[0].w;
   const int64_t k = w0.k;
-  if (w0.format != WeightFormat::fp8_block || k <= 0 || k % 128 != 0) return 0;
+  // MXFP8 (UE8M0 scales) up to 4 rows of x: beyond, the SIMT kernel's passes of 8 rows read the
+  // weights fewer times than passes of 4 (the skinny GEMM takes fp8_block only).
+  const bool mx = w0.format == WeightFormat::mxfp8 && w0.scale_type == ScaleType::ue8m0 && in.m <= 4;
+  if ((w0.format != WeightFormat::fp8_block && !mx) || k <= 0 || k % 128 != 0) return 0;
   for (int i = 0; i < count; ++i) {
     const WeightView& w = targets[i].w;
-    if (w.format != WeightFormat::fp8_block || w.scale_type != w0.scale_type || w.k != k || w.n <= 0 ||
+    if (w.format != w0.format || w.scale_type != w0.scale_type || w.k != k || w.n <= 0 ||
         w.n > (int64_t(1) << 30) || !aligned16(w.data) || !w.scales || !targets[i].y)
       return 0;
   }
@@ -462,7 +536,7 @@ int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int co
 namespace {
 
 // Launches rows [r0, r0 + m) of the group (kPair: the gate/up pair, 8-row tiles of both).
-template <bool kPair>
+template <bool kPair, bool kMX>
 void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, int64_t r0, int m,
                  cudaStream_t s) {
   const int capacity = gemv_fp8_mma_rows(in, targets, count);
@@ -493,13 +567,13 @@ void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, 
   p.scale_f32 = targets[0].w.scale_type == ScaleType::f32;
   switch (P) {
     case 4:
-      return launch_variant<4, kWarps, kPair>(p, int(tiles), s);
+      return launch_variant<4, kWarps, kPair, kMX>(p, int(tiles), s);
     case 2:
-      return launch_variant<2, kWarps, kPair>(p, int(tiles), s);
+      return launch_variant<2, kWarps, kPair, kMX>(p, int(tiles), s);
     default:
       // The same split for the pair as for the group: its products must be the group's bit for bit.
-      if (w16_min_k() > 0 && k >= w16_min_k()) return launch_variant<1, 16, kPair>(p, int(tiles), s);
-      return launch_variant<1, kWarps, kPair>(p, int(tiles), s);
+      if (w16_min_k() > 0 && k >= w16_min_k()) return launch_variant<1, 16, kPair, kMX>(p, int(tiles), s);
+      return launch_variant<1, kWarps, kPair, kMX>(p, int(tiles), s);
   }
 }
 
@@ -507,12 +581,18 @@ void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, 
 
 void launch_gemv_fp8_mma(const MatmulInput& in, const MatmulTarget* targets, int count, int64_t r0, int m,
                          cudaStream_t s) {
-  launch_rows<false>(in, targets, count, r0, m, s);
+  if (targets[0].w.format == WeightFormat::mxfp8)
+    launch_rows<false, true>(in, targets, count, r0, m, s);
+  else
+    launch_rows<false, false>(in, targets, count, r0, m, s);
 }
 
 bool gemv_fp8_mma_swiglu_applies(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up) {
+  // Not MXFP8: its pair kernel spilled (8-16 bytes at 128 registers); the group GEMV and a SwiGLU
+  // kernel take those.
   const MatmulTarget t[2] = {gate, up};
-  return !in.x_up && !in.accumulate && gate.w.n == up.w.n && gemv_fp8_mma_rows(in, t, 2) > 0;
+  return !in.x_up && !in.accumulate && gate.w.n == up.w.n && gate.w.format == WeightFormat::fp8_block &&
+         gemv_fp8_mma_rows(in, t, 2) > 0;
 }
 
 void launch_gemv_fp8_mma_swiglu(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
@@ -522,7 +602,7 @@ void launch_gemv_fp8_mma_swiglu(const MatmulInput& in, const MatmulTarget& gate,
   const MatmulTarget t[2] = {gate, up};
   const int rows = gemv_fp8_mma_rows(in, t, 2);
   for (int64_t r0 = 0; r0 < in.m; r0 += rows)
-    launch_rows<true>(in, t, 2, r0, int(std::min<int64_t>(rows, in.m - r0)), s);
+    launch_rows<true, false>(in, t, 2, r0, int(std::min<int64_t>(rows, in.m - r0)), s);
 }
 
 }  // namespace mx8::backend::cuda_impl

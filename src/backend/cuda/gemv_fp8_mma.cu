@@ -265,6 +265,8 @@ __device__ __forceinline__ void mx_block(const Round& cur, int j, const __half* 
   float sum_a = 0.0f, sum_b = 0.0f;
 #pragma unroll
   for (int c = 0; c < 2; ++c) {
+    // The operand loads repeat the fp8_block loop's: as one shared helper they made ptxas spill 4 bytes
+    // in two grouped fp8_block kernels.
     uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
     if (has_col) {
       const __half* xp = xrow + int64_t(kb) * 128 + c * 64;

@@ -1,7 +1,7 @@
 // `mx8 bench decode-cuda`: batch-1 decode of a Llama-3-8B-shaped model with random weights on the
-// CUDA backend, FP8 (E4M3, 128x128 UE8M0 blocks) next to BF16 weights in the same run, with step
-// recording (CUDA graphs) on and off, against the bandwidth roofline (weight bytes per token /
-// measured device copy bandwidth).
+// CUDA backend, FP8 (E4M3, 128x128 UE8M0 blocks; MXFP8 when asked) next to BF16 weights in the same
+// run, with step recording (CUDA graphs) on and off, against the bandwidth roofline (weight bytes per
+// token / measured device copy bandwidth).
 //
 // Each step is the model's own forward pass (src/model/llama.cpp, make_llama_with_weights): the
 // per-step uploads of token, position, slot, length and block table, the layers, the head, the
@@ -291,7 +291,28 @@ std::vector<Result> run_format(Backend& be, WeightFormat f, const Options& o, Kv
   return out;
 }
 
+// The --weights list ("fp8,mxfp8,bf16" in any order and subset), in that order.
+std::vector<WeightFormat> weight_formats(const std::string& list) {
+  std::vector<WeightFormat> out;
+  size_t i = 0;
+  while (i <= list.size()) {
+    const size_t j = std::min(list.find(',', i), list.size());
+    const std::string name = list.substr(i, j - i);
+    if (name == "fp8")
+      out.push_back(WeightFormat::fp8_block);
+    else if (name == "mxfp8")
+      out.push_back(WeightFormat::mxfp8);
+    else if (name == "bf16")
+      out.push_back(WeightFormat::bf16);
+    else
+      throw mx8::Error("bench decode-cuda: --weights: '" + name + "' is not fp8, mxfp8 or bf16");
+    i = j + 1;
+  }
+  return out;
+}
+
 void run(const Options& o) {
+  const std::vector<WeightFormat> formats = weight_formats(o.weights);  // bad names fail before the GPU
   auto be = make_cuda_backend(0);
   const KvFormat kvf = o.kv == "fp8" ? KvFormat::fp8 : o.kv == "f32" ? KvFormat::f32 : KvFormat::bf16;
   const double bw = copy_bandwidth_gbps(*be);
@@ -302,9 +323,7 @@ void run(const Options& o) {
       o.layers, kv_format_name(kvf), o.tokens, o.warmup, o.context);
   std::printf("device: %s; copy bandwidth %.0f GB/s (read + write)\n", be->info().description.c_str(), bw);
   std::vector<Result> results;
-  for (const std::string& wname : {std::string("fp8"), std::string("bf16")}) {
-    if (o.weights.find(wname) == std::string::npos) continue;
-    const WeightFormat f = wname == "fp8" ? WeightFormat::fp8_block : WeightFormat::bf16;
+  for (const WeightFormat f : formats) {
     for (const Result& r : run_format(*be, f, o, kvf)) {
       std::printf(
           "%-28s graphs %-3s %8.1f tok/s  %7.3f ms/token  %6.2f GB/token  %6.0f GB/s (%.0f%% of copy bw)  "
@@ -324,14 +343,15 @@ void run(const Options& o) {
   };
   for (auto& r : results)
     if (r.weights != "bf16" && bf16_tok_s(r.graphs) > 0)
-      std::printf("FP8 / BF16 tokens/s, graphs %s: %.2fx\n", r.graphs ? "on" : "off",
+      std::printf("%s / BF16 tokens/s, graphs %s: %.2fx\n", r.weights.c_str(), r.graphs ? "on" : "off",
                   r.tok_s / bf16_tok_s(r.graphs));
 
   std::string md = "## CUDA decode, Llama-3-8B shapes, batch 1 (`mx8 bench decode-cuda`)\n\n";
   md += "Machine: " + mx8::cli::machine_description() + "; GPU " + be->info().description +
         ". Date: " + mx8::cli::today_utc() + ". Command: `mx8 bench decode-cuda --layers " +
         std::to_string(o.layers) + " --tokens " + std::to_string(o.tokens) + " --kv " + o.kv +
-        (o.context ? " --context " + std::to_string(o.context) : "") + "`.\n\n";
+        (o.context ? " --context " + std::to_string(o.context) : "") +
+        (o.weights != Options{}.weights ? " --weights " + o.weights : "") + "`.\n\n";
   md +=
       "Random weights; each token is the model's forward pass (src/model/llama.cpp) as `mx8 run` does it: "
       "uploads of the step's indices, the layers, the head, logits downloaded. graphs on = the step "
@@ -364,7 +384,8 @@ void run(const Options& o) {
 }
 
 mx8::cli::CommandRegistration reg{
-    "bench decode-cuda", "batch-1 decode of a Llama-3-8B-shaped model on the GPU: FP8 vs BF16 weights",
+    "bench decode-cuda",
+    "batch-1 decode of a Llama-3-8B-shaped model on the GPU: FP8 (and MXFP8) vs BF16 weights",
     [](CLI::App& app) {
       auto o = std::make_shared<Options>();
       app.add_option("--layers", o->layers, "transformer layers (32 for Llama-3-8B)")
@@ -380,7 +401,7 @@ mx8::cli::CommandRegistration reg{
                      "position of the first decode step (cached positions attended to)")
           ->capture_default_str()
           ->check(CLI::Range(0, 1000000));
-      app.add_option("--weights", o->weights, "fp8, bf16 or both (comma-separated)")->capture_default_str();
+      app.add_option("--weights", o->weights, "fp8, mxfp8, bf16 (comma-separated)")->capture_default_str();
       app.add_option("--kv", o->kv, "KV cache format: bf16, fp8 or f32")
           ->capture_default_str()
           ->check(CLI::IsMember({"bf16", "fp8", "f32"}));

@@ -76,8 +76,8 @@ timeout 150 $B/mx8 bench decode-cuda --perf-md "$OUT/PERF.md" ${BENCH_ARGS:-} >"
 note "bench rc=$?"
 cat "$OUT/bench.log" | tee -a "$S"
 if [[ "${EXTRA:-0}" == 1 ]]; then
-  MX8_CUDA_WGMMA=1 timeout 60 $B/test_cuda --gtest_color=no --gtest_filter='CudaVsCpu.Matmul*' >"$OUT/tests_wgmma.log" 2>&1
-  note "opt-in wgmma path (MX8_CUDA_WGMMA=1) matmul tests rc=$?"
+  MX8_CUDA_WGMMA=0 timeout 60 $B/test_cuda --gtest_color=no --gtest_filter='CudaVsCpu.Matmul*' >"$OUT/tests_wgmma.log" 2>&1
+  note "SIMT path for m > 16 (MX8_CUDA_WGMMA=0) matmul tests rc=$?"
   grep -E "Failure" -A6 "$OUT/tests_wgmma.log" | head -24 | tee -a "$S"
   timeout 60 $B/mx8 bench decode-cuda --weights fp8 --kv fp8 --no-perf-md >"$OUT/bench_kvfp8.log" 2>&1
   note "fp8 KV: $(grep -E 'tok/s' "$OUT/bench_kvfp8.log")"

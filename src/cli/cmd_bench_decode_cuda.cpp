@@ -40,7 +40,8 @@ struct Options {
   int layers = 32;
   int tokens = 128;
   int warmup = 8;
-  int context = 0;  // position of the first decode step (attention reads that many cached positions)
+  int context = 0;    // position of the first decode step (attention reads that many cached positions)
+  int prefill = 512;  // tokens of the timed prompt step (0: none)
   std::string weights = "fp8,bf16";
   std::string kv = "bf16";
   std::string graphs = "on,off";
@@ -179,8 +180,10 @@ struct Result {
   bool graphs = false;
   double tok_s = 0, ms_per_token = 0;
   size_t bytes_per_token = 0;
-  double weight_gbps = 0;  // bytes per token / time per token
-  double gemv_gbps = 0;    // the largest GEMV alone, cold weights
+  double weight_gbps = 0;    // bytes per token / time per token
+  double gemv_gbps = 0;      // the largest GEMV alone, cold weights
+  double prefill_ms = 0;     // one step of Options::prefill prompt tokens (0: not timed)
+  std::string prefill_path;  // what the backend does with the activations of such a step
 };
 
 mx8::model::LlamaConfig llama3_8b(int layers) {
@@ -232,14 +235,45 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
     std::printf("  (note: logits are not finite with these random weights)\n");
 }
 
-// One weight format: the model once, then decode with graphs on and off (as asked).
+// One step of o.prefill prompt tokens at positions 0.. of a fresh sequence (causal attention over the
+// step, logits of its last row), as the engine runs a prompt chunk: one untimed step, then the median
+// of three.
+void time_prefill(Backend& be, mx8::model::LlamaModel& model, const Options& o, KvFormat kvf, Result& res) {
+  const int T = o.prefill;
+  KvCacheDesc kd{kvf, o.layers, int(kKvHeads), int(kHeadDim), 16, (T + 15) / 16 + 1};
+  auto kv = be.create_kv_cache(kd);
+  mx8::model::StepBatch b;
+  b.max_pages_per_seq = kd.n_pages;
+  for (int i = 0; i < kd.n_pages; ++i) b.block_tables.push_back(i);
+  for (int i = 0; i < T; ++i) {
+    b.tokens.push_back((i * 7919) % int32_t(kVocab));
+    b.pos.push_back(i);
+    b.seq.push_back(0);
+    b.slot.push_back(i);
+    b.kv_len.push_back(i + 1);
+  }
+  b.logit_rows = {T - 1};
+  HostBuffer<float> logits(be);
+  logits.reserve(static_cast<size_t>(kVocab));
+  std::vector<double> ms;
+  for (int rep = 0; rep < 4; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    model.forward(b, *kv, logits.data());  // returns after the logits are downloaded
+    if (rep > 0)
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  res.prefill_ms = ms[ms.size() / 2];
+}
+
+// One weight format: the model once, then decode with graphs on and off (as asked), then a prompt step.
 std::vector<Result> run_format(Backend& be, WeightFormat f, const Options& o, KvFormat kvf) {
   WeightFactory wf(be, f);
   // The embedding table stays bf16 (as the model keeps it); a lookup reads one row.
   WeightFactory ef(be, WeightFormat::bf16);
   std::vector<WeightView> gates;
   auto model = mx8::model::make_llama_with_weights(
-      llama3_8b(o.layers), be, 1, [&](const std::string& name, int64_t n, int64_t k) {
+      llama3_8b(o.layers), be, std::max(1, o.prefill), [&](const std::string& name, int64_t n, int64_t k) {
         if (name == "token_embd") return ef.make(n, k);
         WeightView w = wf.make(n, k);
         if (name.size() > 8 && name.compare(name.size() - 8, 8, "ffn_gate") == 0) gates.push_back(w);
@@ -250,6 +284,11 @@ std::vector<Result> run_format(Backend& be, WeightFormat f, const Options& o, Kv
   cuda_ok(cudaDeviceSynchronize(), "weight set-up");
   Result base;
   base.weights = f == WeightFormat::bf16 ? "bf16" : weight_format_name(f);
+  // What a prompt step's matmuls run (Backend::activation_quantization has the long form).
+  const bool tc = mx8::backend::cuda_impl::wgmma_gemm_enabled() && f != WeightFormat::bf16;
+  base.prefill_path = !tc                        ? "f32, SIMT GEMM"
+                      : f == WeightFormat::mxfp8 ? "E4M3 1x32 UE8M0, wgmma MXFP8 GEMM"
+                                                 : "E4M3 1x128 UE8M0, wgmma FP8 GEMM";
   // All linear weights with scales, the norms (2 per layer + the final one), one embedding row.
   base.bytes_per_token = wf.bytes() + size_t(2 * o.layers + 1) * kDim * 4 + size_t(kDim) * 2;
 
@@ -288,6 +327,7 @@ std::vector<Result> run_format(Backend& be, WeightFormat f, const Options& o, Kv
     time_decode(be, *model, o, kvf, r);
     out.push_back(r);
   }
+  if (o.prefill > 0 && !out.empty()) time_prefill(be, *model, o, kvf, out.front());
   return out;
 }
 
@@ -331,6 +371,9 @@ void run(const Options& o) {
           "GEMV alone %6.0f GB/s (%.0f%%)\n",
           r.weights.c_str(), r.graphs ? "on" : "off", r.tok_s, r.ms_per_token, r.bytes_per_token / 1e9,
           r.weight_gbps, 100 * r.weight_gbps / bw, r.gemv_gbps, 100 * r.gemv_gbps / bw);
+      if (r.prefill_ms > 0)
+        std::printf("%-28s prefill of %d tokens: %8.1f ms  %8.0f tok/s\n", r.weights.c_str(), o.prefill,
+                    r.prefill_ms, o.prefill / (r.prefill_ms * 1e-3));
       std::fflush(stdout);
       results.push_back(r);
     }
@@ -351,6 +394,7 @@ void run(const Options& o) {
         ". Date: " + mx8::cli::today_utc() + ". Command: `mx8 bench decode-cuda --layers " +
         std::to_string(o.layers) + " --tokens " + std::to_string(o.tokens) + " --kv " + o.kv +
         (o.context ? " --context " + std::to_string(o.context) : "") +
+        (o.prefill != Options{}.prefill ? " --prefill " + std::to_string(o.prefill) : "") +
         (o.weights != Options{}.weights ? " --weights " + o.weights : "") + "`.\n\n";
   md +=
       "Random weights; each token is the model's forward pass (src/model/llama.cpp) as `mx8 run` does it: "
@@ -376,6 +420,25 @@ void run(const Options& o) {
           " |\n";
   }
   md += "\nTargets (issue 5): >= 80% of the roofline with FP8 weights and >= 1.8x the BF16 tokens/s.\n";
+  if (o.prefill > 0) {
+    // 2 FLOPs per weight of the layers' matmuls per token (attention and the one lm_head row aside).
+    const double flops =
+        2.0 * o.prefill * double(o.layers) *
+        double(kDim * (kHeads + 2 * kKvHeads) * kHeadDim + kHeads * kHeadDim * kDim + 3 * kDim * kFfn);
+    md += "\nPrompt step: one forward of " + std::to_string(o.prefill) +
+          " tokens at positions 0.. of a fresh sequence (causal attention within the step, the last row's "
+          "logits downloaded), the median of 3 after one untimed step. TFLOP/s counts the layers' matmuls "
+          "only (2 FLOPs per weight per token). `activations` is what the backend does with a prompt step's "
+          "matmul inputs.\n\n";
+    md +=
+        "| weights | prompt tokens | ms | tokens/s | matmul TFLOP/s | activations "
+        "|\n|---|---:|---:|---:|---:|---|\n";
+    for (auto& r : results)
+      if (r.prefill_ms > 0)
+        md += "| " + r.weights + " | " + std::to_string(o.prefill) + " | " + fmt("%.1f", r.prefill_ms) +
+              " | " + fmt("%.0f", o.prefill / (r.prefill_ms * 1e-3)) + " | " +
+              fmt("%.0f", flops / (r.prefill_ms * 1e-3) / 1e12) + " | " + r.prefill_path + " |\n";
+  }
   if (o.write_perf) {
     std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
     mx8::cli::update_perf_section(path, "decode-cuda", md);
@@ -401,6 +464,9 @@ mx8::cli::CommandRegistration reg{
                      "position of the first decode step (cached positions attended to)")
           ->capture_default_str()
           ->check(CLI::Range(0, 1000000));
+      app.add_option("--prefill", o->prefill, "tokens of one timed prompt step per weight format (0: none)")
+          ->capture_default_str()
+          ->check(CLI::Range(0, 16384));
       app.add_option("--weights", o->weights, "fp8, mxfp8, bf16 (comma-separated)")->capture_default_str();
       app.add_option("--kv", o->kv, "KV cache format: bf16, fp8 or f32")
           ->capture_default_str()

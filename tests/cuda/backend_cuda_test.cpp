@@ -50,10 +50,12 @@ constexpr double kU = 1.0 / 16777216.0;  // 2^-24
 
 using CudaVsCpu = test::BackendPair;
 
-// The tensor-core FP8 GEMM path is opt-in (MX8_CUDA_WGMMA=1; see backend_cuda.cu).
-bool wgmma_on() {
-  const char* e = std::getenv("MX8_CUDA_WGMMA");
-  return e && std::string(e) == "1";
+// The activation block that the backend quantizes x in for this matmul: 128 (fp8_block weights) or 32
+// (mxfp8) where the tensor-core FP8 GEMMs take it (m > 16 on sm_90a, unless MX8_CUDA_WGMMA=0; see
+// backend_cuda.cu), 0 where x stays f32.
+int quantized_block(WeightFormat f, int64_t m, int64_t n, int64_t k) {
+  if (!cuda_impl::wgmma_gemm_enabled() || m <= 16 || n % 16 != 0 || k % 128 != 0) return 0;
+  return f == WeightFormat::fp8_block ? 128 : f == WeightFormat::mxfp8 ? 32 : 0;
 }
 
 bool same_bits(float a, float b) {
@@ -118,17 +120,18 @@ HostWeight random_weight(WeightFormat f, ScaleType st, int64_t n, int64_t k, std
   return w;
 }
 
-// x quantized as the backend's tensor-core path quantizes it (E4M3, one `ceil` scale per 1x128 tile
+// x quantized as the backend's tensor-core path quantizes it (E4M3, one `ceil` scale per 1 x `block`
 // along k), then decoded: the CPU reference of that path is the CPU matmul of these values.
-std::vector<float> quantize_1x128_ceil(const std::vector<float>& x, int64_t m, int64_t k) {
+std::vector<float> quantize_ceil(const std::vector<float>& x, int64_t m, int64_t k, int block) {
   std::vector<float> q(x.size());
   for (int64_t r = 0; r < m; ++r)
-    for (int64_t k0 = 0; k0 < k; k0 += 128) {
+    for (int64_t k0 = 0; k0 < k; k0 += block) {
       uint32_t amax = 0;
-      for (int64_t i = k0; i < k0 + 128; ++i) amax = format::amax_bits_accumulate(amax, x[size_t(r * k + i)]);
+      for (int64_t i = k0; i < k0 + block; ++i)
+        amax = format::amax_bits_accumulate(amax, x[size_t(r * k + i)]);
       const format::BlockScale bs = format::compute_block_scale(
           format::f32_from_bits(amax), format::ElementFormat::e4m3, {format::ScaleRule::ceil});
-      for (int64_t i = k0; i < k0 + 128; ++i) {
+      for (int64_t i = k0; i < k0 + block; ++i) {
         const size_t o = size_t(r * k + i);
         q[o] = format::e4m3_to_f32(format::e4m3_from_f32(x[o] * bs.inv_scale, true)) * bs.scale;
       }
@@ -349,9 +352,10 @@ TEST_F(CudaVsCpu, MatmulEveryFormatMatchesCpu) {
         // |w x| plus 2^-8 of the largest |w x| of every 32-wide k group, from the tensor cores'
         // limited-width accumulation inside each wgmma k32 step. (This test had only the first term,
         // and the H200 run with MX8_CUDA_WGMMA=1 missed it by up to 2x: 6.1 vs 5.6, 12.7 vs 6.5.)
-        const bool quantized =
-            wgmma_on() && cs.f == WeightFormat::fp8_block && m > 16 && sh.n % 16 == 0 && sh.k % 128 == 0;
-        const std::vector<float> xr = quantized ? quantize_1x128_ceil(x, m, sh.k) : x;
+        // MXFP8 (1x32 blocks, promotion every 32) has the same per-k32 accumulation and so the same bound.
+        const int qb = quantized_block(cs.f, m, sh.n, sh.k);
+        const bool quantized = qb > 0;
+        const std::vector<float> xr = quantized ? quantize_ceil(x, m, sh.k, qb) : x;
         Pair px = put(x), pxr = put(xr), py = zeros<float>(size_t(m * sh.n));
         const bool with_bias = m % 2 == 1;
         cpu->matmul(wc, (const float*)pxr.c, m, (float*)py.c, with_bias ? (const float*)pb.c : nullptr);
@@ -451,26 +455,30 @@ TEST_F(CudaVsCpu, MatmulFusedMatchesCpu) {
               tg[size_t(i)] = {wg[size_t(i)], (float*)py.back().g,
                                with_bias ? (const float*)pb[size_t(i)].g : nullptr};
             }
-            // With MX8_CUDA_WGMMA=1 an fp8_block target of the composed path (m > 16) takes the FP8 GEMM,
+            // An FP8 target of the composed path (m > 16) takes the FP8 GEMM (unless MX8_CUDA_WGMMA=0),
             // which quantizes its input: its reference is the CPU product of the quantized x and its
             // tolerance the GEMM's (MatmulEveryFormatMatchesCpu says why). Not with SwiGLU: the GPU forms
             // silu(x) * up with CUDA's expf (within 2 ulp of the CPU's), which can move an E4M3 rounding
             // by a whole step; the GEMM on a given input is covered by the cases without it.
             auto quantized = [&](int i) {
-              return wgmma_on() && g.formats[size_t(i)] == WeightFormat::fp8_block && m > 16 &&
-                     g.ns[size_t(i)] % 16 == 0 && k % 128 == 0;
+              return quantized_block(g.formats[size_t(i)], m, g.ns[size_t(i)], k) > 0;
             };
-            const std::vector<float> xq = quantize_1x128_ceil(x, m, k);
-            std::vector<Pair> pyq;  // the CPU reference on xq, for the quantized targets
+            // Each target's x as its path quantizes it (the formats of a group may differ).
+            std::vector<std::vector<float>> xqs;
+            for (int i = 0; i < count; ++i) {
+              const int qb = quantized_block(g.formats[size_t(i)], m, g.ns[size_t(i)], k);
+              xqs.push_back(qb > 0 ? quantize_ceil(x, m, k, qb) : x);
+            }
+            std::vector<Pair> pyq;  // the CPU reference on target i's quantized x, for the quantized targets
             std::vector<MatmulTarget> tq = tc;
             for (int i = 0; i < count; ++i) {
               pyq.push_back(put(y0[size_t(i)]));
               tq[size_t(i)].y = (float*)pyq.back().c;
+              Pair pxq = put(xqs[size_t(i)]);
+              cpu->matmul_fused({(const float*)pxq.c, nullptr, m, accumulate}, &tq[size_t(i)], 1);
             }
-            Pair pxq = put(xq);
             cpu->matmul_fused({(const float*)px.c, swiglu ? (const float*)pu.c : nullptr, m, accumulate},
                               tc.data(), count);
-            cpu->matmul_fused({(const float*)pxq.c, nullptr, m, accumulate}, tq.data(), count);
             gpu->matmul_fused({(const float*)px.g, swiglu ? (const float*)pu.g : nullptr, m, accumulate},
                               tg.data(), count);
             std::vector<double> in(size_t(m * k));
@@ -490,7 +498,7 @@ TEST_F(CudaVsCpu, MatmulFusedMatchesCpu) {
                   for (int64_t j = 0; j < k; ++j) {
                     const double w = hw[size_t(i)].deq[size_t(c * k + j)];
                     mag += std::fabs(w * in[size_t(r * k + j)]);
-                    const double pq = std::fabs(w * xq[size_t(r * k + j)]);
+                    const double pq = std::fabs(w * xqs[size_t(i)][size_t(r * k + j)]);
                     abs_sum += pq;
                     group_max = std::max(group_max, pq);
                     if (j % 32 == 31) group_max_sum += std::exchange(group_max, 0.0);

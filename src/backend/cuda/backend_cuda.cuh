@@ -59,6 +59,10 @@ void set_graphs_enabled(bool on);
 // this hides are a measurable part of the token time. MX8_CUDA_PDL=0 turns it off.
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
+// Whether the last CUDA backend created takes the tensor-core FP8 GEMMs for FP8 weights at m > 16
+// (sm_90a, unless MX8_CUDA_WGMMA=0): tests choose their quantized reference by it.
+bool wgmma_gemm_enabled();
+void set_wgmma_gemm_enabled(bool on);
 
 #if defined(__CUDACC__)
 __device__ __forceinline__ void pdl_wait() {
@@ -188,11 +192,12 @@ struct Fp8GemmWorkspace {
   size_t code_bytes, scale_bytes;
 };
 Fp8GemmWorkspace fp8_gemm_workspace(const WeightView& w, int64_t m);
-// True when the tensor-core path takes this matmul: fp8_block weights, m > 16, n % 16 == 0,
-// k % 128 == 0, 16-byte aligned pointers.
+// True when the tensor-core path takes this matmul: fp8_block or (UE8M0-scaled) mxfp8 weights,
+// m > 16, n % 16 == 0, k % 128 == 0, 16-byte aligned pointers.
 bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const float* y);
-// Quantizes x (E4M3, 1x128 `ceil` scales) into codes and scales (16-byte aligned, sized by
-// fp8_gemm_workspace) and runs the wgmma FP8 GEMM into y (+ bias).
+// Quantizes x (E4M3 with `ceil` scales: 1x128 for fp8_block weights, 1x32 for mxfp8) into codes and
+// scales (16-byte aligned, sized by fp8_gemm_workspace) and runs the wgmma FP8 / MXFP8 GEMM into y
+// (+ bias).
 void launch_fp8_gemm(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
                      uint8_t* codes, void* scales, cudaStream_t s);
 // Tiled SIMT GEMM for any m (the fallback for m > 16): W decoded to f32 in shared memory.

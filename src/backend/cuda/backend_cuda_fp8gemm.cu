@@ -1,14 +1,21 @@
-// matmul for m > 16 rows with fp8_block weights on the tensor cores: activations are quantized to
-// E4M3 with one `ceil` scale per 1x128 tile along k (DeepSeek-V3.1's recipe), then the kernels
-// engineer's warp-specialized wgmma GEMM (include/mx8/backend/cuda/gemm.h) computes
-// y = (x_q * s_x) (W * s_W)^T with FP32 promotion every 128 of k, writing f32 directly into y.
+// matmul for m > 16 rows with FP8 weights on the tensor cores: activations are quantized to E4M3
+// on the fly with `ceil` UE8M0 scales, then the kernels engineer's warp-specialized wgmma GEMM
+// (include/mx8/backend/cuda/gemm.h) computes y = (x_q * s_x) (W * s_W)^T with FP32 promotion, writing
+// f32 directly into y:
+//   * fp8_block weights: one activation scale per 1x128 tile along k (DeepSeek-V3.1's recipe),
+//     gemm_fp8_1x128, promotion every 128 of k;
+//   * mxfp8 weights: one activation scale per 1x32 (the OCP MX block), gemm_mxfp8, promotion every
+//     32 of k. That GEMM takes both operands' scales MN-major ([k/32][ld]) for its TMA (a K-major
+//     row of k/32 bytes per weight row is below TMA's 16-byte box minimum), so the weights' scales
+//     (row-major [n][k/32], the format layer's layout) are transposed into scratch per call: n k / 32
+//     bytes, under 1% of the GEMM's time at prefill sizes (docs/CUDA_BACKEND.md).
 //
-// The activation quantizer: one warp per (row, 128-wide tile) - lanes read 4 values each, the tile's
+// The activation quantizer: one warp per (row, 128-wide tile) - lanes read 4 values each, a block's
 // amax is an integer max over |x| bit patterns (NaN-propagating, as the format layer does), the
 // scale comes from format::compute_block_scale(ceil) and the codes from format::e4m3_from_f32, so a
-// tile's bytes equal the CPU reference quantizer's. Scales are written MN-major ([k/128][ld], ld =
-// sa_ld(m)) as the GEMM's TMA wants them: UE8M0 bytes for UE8M0-scaled weights, f32 (the same
-// powers of two) for f32-scaled weights, since the GEMM takes one scale type for both operands.
+// block's bytes equal the CPU reference quantizer's. Scales are written MN-major ([k/B][ld], ld =
+// sa_ld(m)) as the GEMM's TMA wants them: UE8M0 bytes, or f32 (the same powers of two) for f32-scaled
+// fp8_block weights, since the GEMM takes one scale type for both operands.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -23,8 +30,11 @@
 namespace mx8::backend::cuda_impl {
 namespace {
 
-__global__ void quantize_1x128_kernel(const float* x, int64_t m, int64_t k, bool ue8m0, uint8_t* codes,
-                                      void* scales, int ld) {
+// kBlock = 128 (a block per warp) or 32 (lanes 8j .. 8j + 7 hold block j of the warp's 128 values).
+template <int kBlock>
+__global__ void quantize_act_kernel(const float* x, int64_t m, int64_t k, bool ue8m0, uint8_t* codes,
+                                    void* scales, int ld) {
+  static_assert(kBlock == 128 || kBlock == 32, "1x128 or 1x32 blocks");
   pdl_trigger();
   pdl_wait();
   const int64_t gw = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
@@ -38,7 +48,12 @@ __global__ void quantize_1x128_kernel(const float* x, int64_t m, int64_t k, bool
   amax = format::amax_bits_accumulate(amax, v.y);
   amax = format::amax_bits_accumulate(amax, v.z);
   amax = format::amax_bits_accumulate(amax, v.w);
-  amax = __reduce_max_sync(0xffffffffu, amax);
+  if (kBlock == 128) {
+    amax = __reduce_max_sync(0xffffffffu, amax);
+  } else {
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  }
   const format::BlockScale bs = format::compute_block_scale(
       format::f32_from_bits(amax), format::ElementFormat::e4m3, {format::ScaleRule::ceil});
   uchar4 c;
@@ -47,11 +62,31 @@ __global__ void quantize_1x128_kernel(const float* x, int64_t m, int64_t k, bool
   c.z = format::e4m3_from_f32(__fmul_rn(v.z, bs.inv_scale), true);
   c.w = format::e4m3_from_f32(__fmul_rn(v.w, bs.inv_scale), true);
   *reinterpret_cast<uchar4*>(codes + row * k + kb * 128 + lane * 4) = c;
-  if (lane == 0) {
+  if (lane % (kBlock / 4) == 0) {
+    const int64_t b = kb * (128 / kBlock) + lane / (kBlock / 4);  // block index along k
     if (ue8m0)
-      static_cast<uint8_t*>(scales)[kb * ld + row] = bs.ue8m0;
+      static_cast<uint8_t*>(scales)[b * ld + row] = bs.ue8m0;
     else
-      static_cast<float*>(scales)[kb * ld + row] = bs.scale;
+      static_cast<float*>(scales)[b * ld + row] = bs.scale;
+  }
+}
+
+// MXFP8 weight scales, row-major [n][kc] bytes -> MN-major [kc][ld] (columns n .. ld - 1 are never
+// read: the GEMM's TMA box stops at n). 32 x 32 tiles through shared memory, so that both the reads
+// and the writes are coalesced.
+__global__ void transpose_scales_kernel(const uint8_t* src, int64_t n, int64_t kc, uint8_t* dst, int ld) {
+  pdl_trigger();
+  pdl_wait();
+  __shared__ uint8_t tile[32][33];
+  const int64_t r0 = int64_t(blockIdx.y) * 32, c0 = int64_t(blockIdx.x) * 32;
+  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+    const int64_t r = r0 + i, c = c0 + threadIdx.x;
+    if (r < n && c < kc) tile[i][threadIdx.x] = src[r * kc + c];
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+    const int64_t c = c0 + i, r = r0 + threadIdx.x;
+    if (r < n && c < kc) dst[c * ld + r] = tile[threadIdx.x][i];
   }
 }
 
@@ -66,37 +101,74 @@ __global__ void add_bias_kernel(float* y, const float* bias, int64_t m, int64_t 
 }  // namespace
 
 bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const float* y) {
-  return w.format == WeightFormat::fp8_block && m > 16 && m <= 0x7fffffff && w.n % 16 == 0 &&
-         w.k % 128 == 0 && w.n <= 0x7fffffff && w.k <= 0x7fffffff &&
-         reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-         reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  const bool format_ok = w.format == WeightFormat::fp8_block ||
+                         (w.format == WeightFormat::mxfp8 && w.scale_type == ScaleType::ue8m0);
+  return format_ok && m > 16 && m <= 0x7fffffff && w.n % 16 == 0 && w.k % 128 == 0 && w.n <= 0x7fffffff &&
+         w.k <= 0x7fffffff && reinterpret_cast<uintptr_t>(w.data) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
 }
 
+namespace {
+// mxfp8: the activations' scales, then (at a 16-byte boundary) the weights' transposed ones.
+size_t mx_act_scale_bytes(int64_t m, int64_t k) {
+  return (size_t(k / 32) * size_t(mx8::cuda::sa_ld(int(m))) + 15) / 16 * 16;
+}
+}  // namespace
+
 Fp8GemmWorkspace fp8_gemm_workspace(const WeightView& w, int64_t m) {
+  if (w.format == WeightFormat::mxfp8)
+    return {size_t(m) * size_t(w.k),
+            mx_act_scale_bytes(m, w.k) + size_t(w.k / 32) * size_t(mx8::cuda::sa_ld(int(w.n)))};
   const size_t scale_bytes = w.scale_type == ScaleType::ue8m0 ? 1 : 4;
   return {size_t(m) * size_t(w.k), size_t(w.k / 128) * size_t(mx8::cuda::sa_ld(int(m))) * scale_bytes};
 }
 
 void launch_fp8_gemm(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
                      uint8_t* codes, void* scales, cudaStream_t s) {
+  const bool mx = w.format == WeightFormat::mxfp8;
   const bool ue8m0 = w.scale_type == ScaleType::ue8m0;
   const int ld = mx8::cuda::sa_ld(int(m));
   const int64_t warps = m * (w.k / 128);
-  launch("quantize_1x128_kernel", quantize_1x128_kernel, dim3(unsigned((warps + 7) / 8)), dim3(256), s, x, m,
-         w.k, ue8m0, codes, scales, ld);
-  mx8::cuda::GemmFp8Args a;
-  a.a = codes;
-  a.scale_a = scales;
-  a.scale_a_ld = ld;
-  a.b = static_cast<const uint8_t*>(w.data);
-  a.scale_b = w.scales;
-  a.scale_type = ue8m0 ? mx8::cuda::ScaleType::kUE8M0 : mx8::cuda::ScaleType::kF32;
-  a.d = y;
-  a.out_type = mx8::cuda::OutType::kF32;
-  a.m = int(m);
-  a.n = int(w.n);
-  a.k = int(w.k);
-  mx8::cuda::gemm_fp8_1x128(a, s);
+  const dim3 qgrid(unsigned((warps + 7) / 8)), qblock(256);
+  if (mx) {
+    launch("quantize_act_kernel<32>", quantize_act_kernel<32>, qgrid, qblock, s, x, m, w.k, true, codes,
+           scales, ld);
+    uint8_t* wscales = static_cast<uint8_t*>(scales) + mx_act_scale_bytes(m, w.k);
+    const int64_t kc = w.k / 32;
+    const int ldb = mx8::cuda::sa_ld(int(w.n));
+    launch("transpose_scales_kernel", transpose_scales_kernel,
+           dim3(unsigned((kc + 31) / 32), unsigned((w.n + 31) / 32)), dim3(32, 8), s,
+           static_cast<const uint8_t*>(w.scales), w.n, kc, wscales, ldb);
+    mx8::cuda::GemmMxfp8Args a;
+    a.a = codes;
+    a.scale_a = static_cast<const uint8_t*>(scales);
+    a.scale_a_ld = ld;
+    a.b = static_cast<const uint8_t*>(w.data);
+    a.scale_b = wscales;
+    a.scale_b_ld = ldb;
+    a.d = y;
+    a.out_type = mx8::cuda::OutType::kF32;
+    a.m = int(m);
+    a.n = int(w.n);
+    a.k = int(w.k);
+    mx8::cuda::gemm_mxfp8(a, s);
+  } else {
+    launch("quantize_act_kernel<128>", quantize_act_kernel<128>, qgrid, qblock, s, x, m, w.k, ue8m0, codes,
+           scales, ld);
+    mx8::cuda::GemmFp8Args a;
+    a.a = codes;
+    a.scale_a = scales;
+    a.scale_a_ld = ld;
+    a.b = static_cast<const uint8_t*>(w.data);
+    a.scale_b = w.scales;
+    a.scale_type = ue8m0 ? mx8::cuda::ScaleType::kUE8M0 : mx8::cuda::ScaleType::kF32;
+    a.d = y;
+    a.out_type = mx8::cuda::OutType::kF32;
+    a.m = int(m);
+    a.n = int(w.n);
+    a.k = int(w.k);
+    mx8::cuda::gemm_fp8_1x128(a, s);
+  }
   if (bias) {
     const int64_t total = m * w.n;
     const unsigned blocks = unsigned(std::min<int64_t>((total + 255) / 256, 65535));

@@ -235,22 +235,23 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
     std::printf("  (note: logits are not finite with these random weights)\n");
 }
 
-// One step of o.prefill prompt tokens at positions 0.. of a fresh sequence (causal attention over the
-// step, logits of its last row), as the engine runs a prompt chunk: one untimed step, then the median
-// of three.
+// One step of o.prefill prompt tokens at positions o.context.. of one sequence (causal attention over
+// the cached positions and the step, logits of its last row), as the engine runs a prompt chunk: one
+// untimed step, then the median of three. Positions before o.context are never written: attention
+// reads them as zeros, at full cost.
 void time_prefill(Backend& be, mx8::model::LlamaModel& model, const Options& o, KvFormat kvf, Result& res) {
   const int T = o.prefill;
-  KvCacheDesc kd{kvf, o.layers, int(kKvHeads), int(kHeadDim), 16, (T + 15) / 16 + 1};
+  KvCacheDesc kd{kvf, o.layers, int(kKvHeads), int(kHeadDim), 16, (o.context + T + 15) / 16 + 1};
   auto kv = be.create_kv_cache(kd);
   mx8::model::StepBatch b;
   b.max_pages_per_seq = kd.n_pages;
   for (int i = 0; i < kd.n_pages; ++i) b.block_tables.push_back(i);
   for (int i = 0; i < T; ++i) {
     b.tokens.push_back((i * 7919) % int32_t(kVocab));
-    b.pos.push_back(i);
+    b.pos.push_back(o.context + i);
     b.seq.push_back(0);
-    b.slot.push_back(i);
-    b.kv_len.push_back(i + 1);
+    b.slot.push_back(o.context + i);
+    b.kv_len.push_back(o.context + i + 1);
   }
   b.logit_rows = {T - 1};
   HostBuffer<float> logits(be);
@@ -425,8 +426,9 @@ void run(const Options& o) {
     const double flops =
         2.0 * o.prefill * double(o.layers) *
         double(kDim * (kHeads + 2 * kKvHeads) * kHeadDim + kHeads * kHeadDim * kDim + 3 * kDim * kFfn);
-    md += "\nPrompt step: one forward of " + std::to_string(o.prefill) +
-          " tokens at positions 0.. of a fresh sequence (causal attention within the step, the last row's "
+    md += "\nPrompt step: one forward of " + std::to_string(o.prefill) + " tokens at positions " +
+          std::to_string(o.context) +
+          ".. of a sequence (causal attention over the cached positions and the step, the last row's "
           "logits downloaded), the median of 3 after one untimed step. TFLOP/s counts the layers' matmuls "
           "only (2 FLOPs per weight per token). `activations` is what the backend does with a prompt step's "
           "matmul inputs.\n\n";
@@ -460,8 +462,9 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--warmup", o->warmup, "decode steps before timing")
           ->capture_default_str()
           ->check(CLI::Range(0, 1000));
-      app.add_option("--context", o->context,
-                     "position of the first decode step (cached positions attended to)")
+      app.add_option(
+             "--context", o->context,
+             "position of the first decode step and of the prompt step (cached positions attended to)")
           ->capture_default_str()
           ->check(CLI::Range(0, 1000000));
       app.add_option("--prefill", o->prefill, "tokens of one timed prompt step per weight format (0: none)")

@@ -157,6 +157,15 @@ void set_cluster_attention_heads_per_block(int gb);
 // is created (H200, batch 1 at 4096 positions: 109 -> 270 tok/s with FP8 weights).
 bool split_attention_enabled();
 void set_split_attention_enabled(bool on);
+// Prompt steps (attention_prefill.cu): steps of more than kPrefillMinTokens query tokens with
+// head_dim 128, a bf16 or fp8 cache and groups dividing 64 take the tensor-core kernel, which reads
+// each K/V row once per 64 query rows (decode-sized steps keep the per-token kernels, whose blocks
+// serve one token). MX8_CUDA_PREFILL_ATTN=0 turns it off (comparisons).
+constexpr int kPrefillMinTokens = 16;
+bool attention_prefill_enabled();
+bool attention_prefill_applies(const CudaKvCache& c, const AttentionArgs& a);
+void launch_attention_prefill(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s);
+
 // Scratch launch_attention needs for `a` (the partial results of split attention), or 0.
 size_t attention_scratch_floats(const CudaKvCache& c, const AttentionArgs& a);
 // rope_kv_write of one token, then attention, in one launch (the cluster attention kernel, or the

@@ -30,6 +30,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/backend_cuda.cuh"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
@@ -79,37 +80,6 @@ bool gqa_attention_enabled() {
 
 constexpr int kMaxHeadDim = 256;  // lanes own ceil(head_dim / 32) <= 8 output dims each
 constexpr int kAttnWarps = 4;
-
-struct KvGeom {
-  int n_kv, hd, ps, nb, n_pages;
-  size_t page_bytes;
-  int64_t capacity;  // slots per layer
-};
-
-KvGeom geom_of(const CudaKvCache& c) {
-  const KvCacheDesc& d = c.desc();
-  return {d.n_kv_heads,
-          d.head_dim,
-          d.page_size,
-          (d.head_dim + 127) / 128,
-          d.n_pages,
-          c.page_bytes(),
-          int64_t(d.n_pages) * d.page_size};
-}
-
-template <KvFormat F>
-constexpr int kElemBytes = F == KvFormat::f32    ? 4
-                           : F == KvFormat::bf16 ? 2
-                                                 : 1;
-
-// Byte offsets inside a page (as the CPU backend computes them).
-template <KvFormat F>
-__device__ __forceinline__ size_t elem_off(const KvGeom& g, int slot, int head) {
-  return (size_t(head) * g.ps + slot) * size_t(g.hd) * kElemBytes<F>;
-}
-__device__ __forceinline__ size_t scale_off(const KvGeom& g, int slot, int head) {
-  return size_t(g.ps) * g.n_kv * g.hd + (size_t(head) * g.ps + slot) * g.nb;
-}
 
 // ---- kv_write: one warp per (token, kv head, K or V) --------------------------------------------
 
@@ -231,23 +201,6 @@ __device__ __forceinline__ float dot_q_k(const float* q, const uint8_t* row, con
     for (int i = 0; i < hd; ++i) s += q[i] * kv_elem<F>(row, scales, i);
   }
   return s;
-}
-
-struct AttnParams {
-  const float* q;
-  float* out;
-  int n_heads, group;
-  float scale;
-  const int32_t* seq;
-  const int32_t* kv_len;
-  const int32_t* block_tables;
-  int max_pages_per_seq;
-  int window;  // AttentionArgs::window
-};
-
-// The first position a token with `len` cached positions attends to.
-__device__ __forceinline__ int first_attended(const AttnParams& p, int len) {
-  return p.window > 0 ? max(0, len - p.window) : 0;
 }
 
 template <KvFormat F>
@@ -1280,7 +1233,9 @@ void launch_rope_kv_write(CudaKvCache& c, int layer, float* q, float* k, const f
 SplitParams split_for(const CudaKvCache& c, const AttentionArgs& a) {
   SplitParams sp{nullptr, 0, 0};
   const int64_t cap = int64_t(a.max_pages_per_seq) * c.desc().page_size;
-  if (!split_attention_enabled() || cap <= kSplitFrom || !gqa_applies(c, a)) return sp;
+  if (!split_attention_enabled() || cap <= kSplitFrom || !gqa_applies(c, a) ||
+      attention_prefill_applies(c, a))
+    return sp;
   int64_t len = kSplitLen;
   int64_t n = (cap + len - 1) / len;
   if (n > kMaxSplits) {
@@ -1330,6 +1285,10 @@ void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cud
   const dim3 grid(unsigned(a.n_heads), unsigned(a.n_tokens));
   const uint8_t* kp = c.pool(a.layer, 0);
   const uint8_t* vp = c.pool(a.layer, 1);
+  if (attention_prefill_applies(c, a)) {
+    launch_attention_prefill(c, a, err, s);
+    return;
+  }
   if (SplitParams sp = split_for(c, a); sp.n_splits > 0) {
     if (!scratch) throw Error("cuda backend: split attention without scratch (attention_scratch_floats)");
     sp.part = scratch;

@@ -1,0 +1,60 @@
+// What the attention kernels share: the paged KV cache's geometry and byte offsets (the CPU
+// backend's page layout), and the attention arguments as the kernels take them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/cuda/backend_cuda.cuh"
+
+namespace mx8::backend::cuda_impl {
+
+struct KvGeom {
+  int n_kv, hd, ps, nb, n_pages;
+  size_t page_bytes;
+  int64_t capacity;  // slots per layer
+};
+
+inline KvGeom geom_of(const CudaKvCache& c) {
+  const KvCacheDesc& d = c.desc();
+  return {d.n_kv_heads,
+          d.head_dim,
+          d.page_size,
+          (d.head_dim + 127) / 128,
+          d.n_pages,
+          c.page_bytes(),
+          int64_t(d.n_pages) * d.page_size};
+}
+
+template <KvFormat F>
+constexpr int kElemBytes = F == KvFormat::f32    ? 4
+                           : F == KvFormat::bf16 ? 2
+                                                 : 1;
+
+// Byte offsets inside a page (as the CPU backend computes them).
+template <KvFormat F>
+__device__ __forceinline__ size_t elem_off(const KvGeom& g, int slot, int head) {
+  return (size_t(head) * g.ps + slot) * size_t(g.hd) * kElemBytes<F>;
+}
+__device__ __forceinline__ size_t scale_off(const KvGeom& g, int slot, int head) {
+  return size_t(g.ps) * g.n_kv * g.hd + (size_t(head) * g.ps + slot) * g.nb;
+}
+
+struct AttnParams {
+  const float* q;
+  float* out;
+  int n_heads, group;
+  float scale;
+  const int32_t* seq;
+  const int32_t* kv_len;
+  const int32_t* block_tables;
+  int max_pages_per_seq;
+  int window;  // AttentionArgs::window
+};
+
+// The first position a token with `len` cached positions attends to.
+__device__ __forceinline__ int first_attended(const AttnParams& p, int len) {
+  return p.window > 0 ? max(0, len - p.window) : 0;
+}
+
+}  // namespace mx8::backend::cuda_impl

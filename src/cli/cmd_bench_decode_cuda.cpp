@@ -42,6 +42,8 @@ struct Options {
   int warmup = 8;
   int context = 0;    // position of the first decode step (attention reads that many cached positions)
   int prefill = 512;  // tokens of the timed prompt step (0: none)
+  std::string prefill_at = "0,4096,16384";  // cached positions before the prompt step, one step each
+  std::vector<int> prefill_starts;          // from prefill_at
   std::string weights = "fp8,bf16";
   std::string kv = "bf16";
   std::string graphs = "on,off";
@@ -180,10 +182,10 @@ struct Result {
   bool graphs = false;
   double tok_s = 0, ms_per_token = 0;
   size_t bytes_per_token = 0;
-  double weight_gbps = 0;    // bytes per token / time per token
-  double gemv_gbps = 0;      // the largest GEMV alone, cold weights
-  double prefill_ms = 0;     // one step of Options::prefill prompt tokens (0: not timed)
-  std::string prefill_path;  // what the backend does with the activations of such a step
+  double weight_gbps = 0;          // bytes per token / time per token
+  double gemv_gbps = 0;            // the largest GEMV alone, cold weights
+  std::vector<double> prefill_ms;  // one step of Options::prefill prompt tokens per prefill_starts entry
+  std::string prefill_path;        // what the backend does with the activations of such a step
 };
 
 mx8::model::LlamaConfig llama3_8b(int layers) {
@@ -235,23 +237,23 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
     std::printf("  (note: logits are not finite with these random weights)\n");
 }
 
-// One step of o.prefill prompt tokens at positions o.context.. of one sequence (causal attention over
-// the cached positions and the step, logits of its last row), as the engine runs a prompt chunk: one
-// untimed step, then the median of three. Positions before o.context are never written: attention
+// One step of o.prefill prompt tokens at positions start.. of one sequence (causal attention over the
+// cached positions and the step, logits of its last row), as the engine runs a prompt chunk: one
+// untimed step, then the median of three. Positions before `start` are never written: attention
 // reads them as zeros, at full cost.
-void time_prefill(Backend& be, mx8::model::LlamaModel& model, const Options& o, KvFormat kvf, Result& res) {
+double time_prefill(Backend& be, mx8::model::LlamaModel& model, const Options& o, KvFormat kvf, int start) {
   const int T = o.prefill;
-  KvCacheDesc kd{kvf, o.layers, int(kKvHeads), int(kHeadDim), 16, (o.context + T + 15) / 16 + 1};
+  KvCacheDesc kd{kvf, o.layers, int(kKvHeads), int(kHeadDim), 16, (start + T + 15) / 16 + 1};
   auto kv = be.create_kv_cache(kd);
   mx8::model::StepBatch b;
   b.max_pages_per_seq = kd.n_pages;
   for (int i = 0; i < kd.n_pages; ++i) b.block_tables.push_back(i);
   for (int i = 0; i < T; ++i) {
     b.tokens.push_back((i * 7919) % int32_t(kVocab));
-    b.pos.push_back(o.context + i);
+    b.pos.push_back(start + i);
     b.seq.push_back(0);
-    b.slot.push_back(o.context + i);
-    b.kv_len.push_back(o.context + i + 1);
+    b.slot.push_back(start + i);
+    b.kv_len.push_back(start + i + 1);
   }
   b.logit_rows = {T - 1};
   HostBuffer<float> logits(be);
@@ -264,7 +266,7 @@ void time_prefill(Backend& be, mx8::model::LlamaModel& model, const Options& o, 
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(ms.begin(), ms.end());
-  res.prefill_ms = ms[ms.size() / 2];
+  return ms[ms.size() / 2];
 }
 
 // One weight format: the model once, then decode with graphs on and off (as asked), then a prompt step.
@@ -328,7 +330,9 @@ std::vector<Result> run_format(Backend& be, WeightFormat f, const Options& o, Kv
     time_decode(be, *model, o, kvf, r);
     out.push_back(r);
   }
-  if (o.prefill > 0 && !out.empty()) time_prefill(be, *model, o, kvf, out.front());
+  if (o.prefill > 0 && !out.empty())
+    for (int start : o.prefill_starts)
+      out.front().prefill_ms.push_back(time_prefill(be, *model, o, kvf, start));
   return out;
 }
 
@@ -372,9 +376,9 @@ void run(const Options& o) {
           "GEMV alone %6.0f GB/s (%.0f%%)\n",
           r.weights.c_str(), r.graphs ? "on" : "off", r.tok_s, r.ms_per_token, r.bytes_per_token / 1e9,
           r.weight_gbps, 100 * r.weight_gbps / bw, r.gemv_gbps, 100 * r.gemv_gbps / bw);
-      if (r.prefill_ms > 0)
-        std::printf("%-28s prefill of %d tokens: %8.1f ms  %8.0f tok/s\n", r.weights.c_str(), o.prefill,
-                    r.prefill_ms, o.prefill / (r.prefill_ms * 1e-3));
+      for (size_t i = 0; i < r.prefill_ms.size(); ++i)
+        std::printf("%-28s prefill of %d tokens after %6d: %8.1f ms  %8.0f tok/s\n", r.weights.c_str(),
+                    o.prefill, o.prefill_starts[i], r.prefill_ms[i], o.prefill / (r.prefill_ms[i] * 1e-3));
       std::fflush(stdout);
       results.push_back(r);
     }
@@ -396,6 +400,7 @@ void run(const Options& o) {
         std::to_string(o.layers) + " --tokens " + std::to_string(o.tokens) + " --kv " + o.kv +
         (o.context ? " --context " + std::to_string(o.context) : "") +
         (o.prefill != Options{}.prefill ? " --prefill " + std::to_string(o.prefill) : "") +
+        (o.prefill_at != Options{}.prefill_at ? " --prefill-at " + o.prefill_at : "") +
         (o.weights != Options{}.weights ? " --weights " + o.weights : "") + "`.\n\n";
   md +=
       "Random weights; each token is the model's forward pass (src/model/llama.cpp) as `mx8 run` does it: "
@@ -426,20 +431,20 @@ void run(const Options& o) {
     const double flops =
         2.0 * o.prefill * double(o.layers) *
         double(kDim * (kHeads + 2 * kKvHeads) * kHeadDim + kHeads * kHeadDim * kDim + 3 * kDim * kFfn);
-    md += "\nPrompt step: one forward of " + std::to_string(o.prefill) + " tokens at positions " +
-          std::to_string(o.context) +
-          ".. of a sequence (causal attention over the cached positions and the step, the last row's "
-          "logits downloaded), the median of 3 after one untimed step. TFLOP/s counts the layers' matmuls "
-          "only (2 FLOPs per weight per token). `activations` is what the backend does with a prompt step's "
-          "matmul inputs.\n\n";
+    md += "\nPrompt step: one forward of " + std::to_string(o.prefill) +
+          " tokens after `cached` positions of a sequence (causal attention over the cached positions and "
+          "the step, the last row's logits downloaded), the median of 3 after one untimed step. matmul "
+          "TFLOP/s counts the layers' matmuls only (2 FLOPs per weight per token), over the whole step's "
+          "time. `activations` is what the backend does with a prompt step's matmul inputs.\n\n";
     md +=
-        "| weights | prompt tokens | ms | tokens/s | matmul TFLOP/s | activations "
-        "|\n|---|---:|---:|---:|---:|---|\n";
+        "| weights | prompt tokens | cached | ms | tokens/s | matmul TFLOP/s | activations "
+        "|\n|---|---:|---:|---:|---:|---:|---|\n";
     for (auto& r : results)
-      if (r.prefill_ms > 0)
-        md += "| " + r.weights + " | " + std::to_string(o.prefill) + " | " + fmt("%.1f", r.prefill_ms) +
-              " | " + fmt("%.0f", o.prefill / (r.prefill_ms * 1e-3)) + " | " +
-              fmt("%.0f", flops / (r.prefill_ms * 1e-3) / 1e12) + " | " + r.prefill_path + " |\n";
+      for (size_t i = 0; i < r.prefill_ms.size(); ++i)
+        md += "| " + r.weights + " | " + std::to_string(o.prefill) + " | " +
+              std::to_string(o.prefill_starts[i]) + " | " + fmt("%.1f", r.prefill_ms[i]) + " | " +
+              fmt("%.0f", o.prefill / (r.prefill_ms[i] * 1e-3)) + " | " +
+              fmt("%.0f", flops / (r.prefill_ms[i] * 1e-3) / 1e12) + " | " + r.prefill_path + " |\n";
   }
   if (o.write_perf) {
     std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
@@ -462,11 +467,13 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--warmup", o->warmup, "decode steps before timing")
           ->capture_default_str()
           ->check(CLI::Range(0, 1000));
-      app.add_option(
-             "--context", o->context,
-             "position of the first decode step and of the prompt step (cached positions attended to)")
+      app.add_option("--context", o->context,
+                     "position of the first decode step (cached positions attended to)")
           ->capture_default_str()
           ->check(CLI::Range(0, 1000000));
+      app.add_option("--prefill-at", o->prefill_at,
+                     "cached positions before the prompt step (comma-separated; one step each)")
+          ->capture_default_str();
       app.add_option("--prefill", o->prefill, "tokens of one timed prompt step per weight format (0: none)")
           ->capture_default_str()
           ->check(CLI::Range(0, 16384));
@@ -484,6 +491,21 @@ mx8::cli::CommandRegistration reg{
         if (o->graphs.find("off") != std::string::npos) o->graph_modes.push_back(false);
         if (o->graph_modes.empty())
           throw mx8::Error("--graphs " + o->graphs + ": expected on, off or on,off");
+        o->prefill_starts.clear();
+        for (size_t i = 0; i <= o->prefill_at.size();) {
+          const size_t j = std::min(o->prefill_at.find(',', i), o->prefill_at.size());
+          const std::string item = o->prefill_at.substr(i, j - i);
+          size_t used = 0;
+          int v = -1;
+          try {
+            v = std::stoi(item, &used);
+          } catch (const std::exception&) {
+          }
+          if (item.empty() || used != item.size() || v < 0 || v > 1000000)
+            throw mx8::Error("--prefill-at: '" + item + "' is not a position in [0, 1000000]");
+          o->prefill_starts.push_back(v);
+          i = j + 1;
+        }
         run(*o);
       };
     }};

@@ -71,16 +71,58 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], float a0, float a1, floa
         "r"(__float_as_uint(a3)), "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
 }
 
-// 32 consecutive values of a stored head row (elements d0 .. d0 + 31) as f32 codes: bf16 widened,
-// E4M3 decoded without its scale (the caller applies it).
+// A thread's share of one K/V tile as loaded: 32 values (a quarter row) of K and of V at one
+// position, raw (bf16: 4 x 16 bytes each; E4M3: 2 x 16 bytes), and fp8's row scales. Loaded a tile
+// ahead, while the current tile is multiplied.
+struct TileShare {
+  uint4 k[4], v[4];
+  float ks, vs;
+};
+
 template <KvFormat F>
-__device__ __forceinline__ void load32(const uint8_t* row, int d0, float* v) {
+__device__ __forceinline__ void fetch_share(const uint8_t* kpool, const uint8_t* vpool, const KvGeom& g,
+                                            const int32_t* table, int pos, int end, int kvh, int d0,
+                                            uint32_t* err, TileShare& t) {
+  constexpr int kChunks = F == KvFormat::bf16 ? 4 : 2;
+  t.ks = t.vs = 1.0f;
+  bool ok = pos < end;
+  int page = 0;
+  if (ok) {
+    page = table[pos / g.ps];
+    if (page < 0 || page >= g.n_pages) {
+      atomicOr(err, kErrAttnPage);
+      ok = false;
+    }
+  }
+  if (!ok) {
+#pragma unroll
+    for (int i = 0; i < kChunks; ++i) t.k[i] = t.v[i] = make_uint4(0, 0, 0, 0);
+    return;
+  }
+  const int slot = pos % g.ps;
+  const size_t off = size_t(page) * g.page_bytes, e = elem_off<F>(g, slot, kvh) + size_t(d0) * kElemBytes<F>;
+  const uint4* kp = reinterpret_cast<const uint4*>(kpool + off + e);
+  const uint4* vp = reinterpret_cast<const uint4*>(vpool + off + e);
+#pragma unroll
+  for (int i = 0; i < kChunks; ++i) {
+    t.k[i] = kp[i];
+    t.v[i] = vp[i];
+  }
+  if constexpr (F == KvFormat::fp8) {
+    t.ks = format::ue8m0_to_f32(kpool[off + scale_off(g, slot, kvh)]);
+    t.vs = format::ue8m0_to_f32(vpool[off + scale_off(g, slot, kvh)]);
+  }
+}
+
+// 32 raw values as f32 codes into shared memory: bf16 widened, E4M3 decoded without its scale (the
+// scores and probabilities take it).
+template <KvFormat F>
+__device__ __forceinline__ void widen(const uint4 (&raw)[4], float* dst) {
+  float v[32];
   if constexpr (F == KvFormat::bf16) {
-    const uint4* p = reinterpret_cast<const uint4*>(row + size_t(d0) * 2);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint4 r = p[i];
-      const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+      const uint32_t w[4] = {raw[i].x, raw[i].y, raw[i].z, raw[i].w};
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         v[8 * i + 2 * j] = __uint_as_float(w[j] << 16);
@@ -88,26 +130,27 @@ __device__ __forceinline__ void load32(const uint8_t* row, int d0, float* v) {
       }
     }
   } else {
-    const uint4* p = reinterpret_cast<const uint4*>(row + d0);
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const uint4 r = p[i];
-      const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+      const uint32_t w[4] = {raw[i].x, raw[i].y, raw[i].z, raw[i].w};
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         // E4M3 -> f16 is exact (hardware cvt), f16 -> f32 exact.
         const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[j] & 0xffffu), __NV_E4M3);
         const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[j] >> 16), __NV_E4M3);
         const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
-        v[16 * i + 4 * j] = a.x, v[16 * i + 4 * j + 1] = a.y, v[16 * i + 4 * j + 2] = b.x,
-                       v[16 * i + 4 * j + 3] = b.y;
+        v[16 * i + 4 * j] = a.x, v[16 * i + 4 * j + 1] = a.y, v[16 * i + 4 * j + 2] = b.x;
+        v[16 * i + 4 * j + 3] = b.y;
       }
     }
   }
+#pragma unroll
+  for (int i = 0; i < 32; i += 4)
+    *reinterpret_cast<float4*>(dst + i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
 }
 
 template <KvFormat F>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     attention_prefill_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p, int n_tokens,
                              uint32_t* err) {
   pdl_trigger();
@@ -172,50 +215,23 @@ __global__ void __launch_bounds__(kThreads)
 
     float o[kHd / 8][4] = {};
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    for (int kb = seg_lo / kKeys * kKeys; kb < seg_hi; kb += kKeys) {
+    // Tile staging: thread = (key, quarter of the row); the next tile's share is loaded before the
+    // current one is multiplied.
+    const int key = tid >> 2, d0 = (tid & 3) * 32;
+    const int kb0 = seg_lo / kKeys * kKeys;
+    TileShare next;
+    fetch_share<F>(kpool, vpool, g, table, kb0 + key, seg_hi, kvh, d0, err, next);
+    for (int kb = kb0; kb < seg_hi; kb += kKeys) {
       __syncthreads();  // the previous tile is no longer read
-      {
-        // Stage K and V of positions kb .. kb + 31: thread = (key, quarter of the row), K then V (one
-        // row quarter in registers at a time).
-        const int key = tid >> 2, d0 = (tid & 3) * 32, pos = kb + key;
-        bool ok = pos < seg_hi;
-        int page = 0;
-        if (ok) {
-          page = table[pos / g.ps];
-          if (page < 0 || page >= g.n_pages) {
-            atomicOr(err, kErrAttnPage);
-            ok = false;
-          }
-        }
-        const int slot = pos % g.ps;
-        const size_t off = size_t(page) * g.page_bytes;
-        auto stage = [&](const uint8_t* pool, float* dst) {
-          float v[32];
-          if (ok) {
-            load32<F>(pool + off + elem_off<F>(g, slot, kvh), d0, v);
-          } else {
-#pragma unroll
-            for (int i = 0; i < 32; ++i) v[i] = 0.0f;
-          }
-#pragma unroll
-          for (int i = 0; i < 32; i += 4)
-            *reinterpret_cast<float4*>(dst + d0 + i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
-        };
-        stage(kpool, sm.k[key]);
-        stage(vpool, sm.v[key]);
-        if (d0 == 0) {
-          float ks = 1.0f, vs = 1.0f;
-          if constexpr (F == KvFormat::fp8) {
-            if (ok) {
-              ks = format::ue8m0_to_f32(kpool[off + scale_off(g, slot, kvh)]);
-              vs = format::ue8m0_to_f32(vpool[off + scale_off(g, slot, kvh)]);
-            }
-          }
-          sm.k_scale[key] = ks;
-          sm.v_scale[key] = vs;
-        }
+      widen<F>(next.k, &sm.k[key][d0]);
+      widen<F>(next.v, &sm.v[key][d0]);
+      if (d0 == 0) {
+        sm.k_scale[key] = next.ks;
+        sm.v_scale[key] = next.vs;
       }
       __syncthreads();
+      if (kb + kKeys < seg_hi)
+        fetch_share<F>(kpool, vpool, g, table, kb + kKeys + key, seg_hi, kvh, d0, err, next);
 
       // S = Q K^T for the warp's 16 rows x 32 keys.
       float s[kKeys / 8][4] = {};

@@ -288,8 +288,9 @@ std::vector<Result> run_format(Backend& be, WeightFormat f, const Options& o, Kv
   Result base;
   base.weights = f == WeightFormat::bf16 ? "bf16" : weight_format_name(f);
   // What a prompt step's matmuls run (Backend::activation_quantization has the long form).
-  const bool tc = mx8::backend::cuda_impl::wgmma_gemm_enabled() && f != WeightFormat::bf16;
+  const bool tc = mx8::backend::cuda_impl::wgmma_gemm_enabled();
   base.prefill_path = !tc                        ? "f32, SIMT GEMM"
+                      : f == WeightFormat::bf16  ? "f32 as three bf16 parts, cuBLASLt bf16 GEMMs"
                       : f == WeightFormat::mxfp8 ? "E4M3 1x32 UE8M0, wgmma MXFP8 GEMM"
                                                  : "E4M3 1x128 UE8M0, wgmma FP8 GEMM";
   // All linear weights with scales, the norms (2 per layer + the final one), one embedding row.

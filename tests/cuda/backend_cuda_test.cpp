@@ -401,6 +401,43 @@ TEST_F(CudaVsCpu, MatmulPropagatesNaN) {
   }
 }
 
+// Prompt-step matmul with bf16 weights (cuBLASLt on x split into three bf16 parts): Inf, NaN and
+// values near the f32 maximum in x reach y as in the CPU's f32 product (a row with Inf gives +-Inf or
+// NaN, never a finite value; NaN stays NaN), and the finite rows keep MatmulEveryFormatMatchesCpu's
+// 64 u tolerance. A split that rounded the largest values up would overflow them to Inf, and one that
+// subtracted Inf from itself would turn Inf rows into NaN.
+TEST_F(CudaVsCpu, Bf16PromptMatmulKeepsSpecialValues) {
+  SCOPED_TRACE(trace());
+  const int64_t n = 64, k = 256, m = 20;
+  HostWeight hw = random_weight(WeightFormat::bf16, ScaleType::ue8m0, n, k, rng);
+  Pair pd = put(hw.data), ps = put(std::vector<uint8_t>(16));
+  WeightView wc{WeightFormat::bf16, n, k, pd.c, ps.c, ScaleType::ue8m0},
+      wg{WeightFormat::bf16, n, k, pd.g, ps.g, ScaleType::ue8m0};
+  auto x = normal(size_t(m * k));
+  x[0] = INFINITY;
+  x[size_t(k + 3)] = std::nanf("");
+  x[size_t(2 * k + 5)] = -INFINITY;
+  x[size_t(3 * k + 7)] = 3.4e38f;  // rounds to bf16 Inf, truncates to a finite bf16
+  x[size_t(4 * k + 9)] = 1e-40f;   // subnormal
+  Pair px = put(x), py = zeros<float>(size_t(m * n));
+  cpu->matmul(wc, (const float*)px.c, m, (float*)py.c, nullptr);
+  gpu->matmul(wg, (const float*)px.g, m, (float*)py.g, nullptr);
+  auto a = get_cpu<float>(py, size_t(m * n)), b = get_gpu<float>(py, size_t(m * n));
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < n; ++c) {
+      const size_t o = size_t(r * n + c);
+      if (!std::isfinite(a[o])) {
+        EXPECT_TRUE(std::isnan(a[o]) ? std::isnan(b[o]) : a[o] == b[o])
+            << "row " << r << " col " << c << ": cpu " << a[o] << " gpu " << b[o];
+        continue;
+      }
+      double abs_sum = 0.0;
+      for (int64_t i = 0; i < k; ++i)
+        abs_sum += std::fabs(double(hw.deq[size_t(c * k + i)]) * x[size_t(r * k + i)]);
+      ASSERT_NEAR(b[o], a[o], 64 * kU * abs_sum) << "row " << r << " col " << c;
+    }
+}
+
 // matmul_fused: the grouped GEMV (m <= 16, same format, <= kMaxGemvTargets targets) and the composed
 // fallback (m = 17, five targets, mixed formats) against the CPU backend's composition of the plain
 // ops. Tolerance 96 u (sum |w in| + |bias| + |y0|), in = the matmul's input row (x, or silu(x) * up):

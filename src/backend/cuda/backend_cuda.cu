@@ -123,10 +123,10 @@ class CudaBackend final : public Backend {
     const char* env = std::getenv("MX8_CUDA_PDL");
     set_pdl_enabled(prop.major >= 9 && !(env && std::string(env) == "0"));
     if (pdl_enabled()) info_.description += ", programmatic dependent launch";
-    // FP8 weights with m > 16 (prefill) take the tensor-core FP8 GEMMs (sm_90a wgmma), which quantize
-    // the activations to E4M3 on the fly, as issue 5 asks where the backend has FP8 GEMMs; the SIMT
-    // GEMM keeps them f32 and is ~20x slower (docs/CUDA_BACKEND.md). MX8_CUDA_WGMMA=0 keeps the SIMT
-    // GEMM (comparisons; results then equal the CPU's f32-activation products more closely).
+    // Prompt steps (m > 16) on the tensor cores: FP8 weights take the wgmma FP8 GEMMs (sm_90a), which
+    // quantize the activations to E4M3 on the fly, as issue 5 asks where the backend has FP8 GEMMs;
+    // bf16 weights take cuBLASLt with x split into three bf16 planes (not rounded). The SIMT GEMM is
+    // 10-20x slower (docs/CUDA_BACKEND.md); MX8_CUDA_WGMMA=0 keeps it for every format (comparisons).
     const char* wg = std::getenv("MX8_CUDA_WGMMA");
     use_wgmma_ = prop.major == 9 && prop.minor == 0 && !(wg && std::string(wg) == "0");
     set_wgmma_gemm_enabled(use_wgmma_);
@@ -241,7 +241,12 @@ class CudaBackend final : public Backend {
     const std::string none =
         "none: f32 activations, weights decoded to f32 in registers, f32 accumulation (m <= 16: streaming "
         "GEMV; larger m: tiled SIMT GEMM)";
-    if ((f != WeightFormat::fp8_block && f != WeightFormat::mxfp8) || !use_wgmma_) return none;
+    if (!use_wgmma_ || f == WeightFormat::f32) return none;
+    if (f == WeightFormat::bf16)
+      return "m <= 16: " + none +
+             "; m > 16 with k % 8 == 0 and n % 4 == 0: f32 split into three bf16 parts (~2^-24, not "
+             "rounded), "
+             "cuBLASLt bf16 GEMMs with f32 accumulation";
     if (f == WeightFormat::mxfp8)
       return "m <= 16: " + none +
              "; m > 16 with n % 16 == 0 and k % 128 == 0: E4M3 with 1x32 `ceil` UE8M0 scales (MXFP8), wgmma "
@@ -259,7 +264,11 @@ class CudaBackend final : public Backend {
       const Fp8GemmWorkspace need = fp8_gemm_workspace(w, m);
       launch_fp8_gemm(w, x, m, y, bias, reinterpret_cast<uint8_t*>(scratch(4, (need.code_bytes + 3) / 4)),
                       scratch(5, (need.scale_bytes + 3) / 4), stream_);
-    } else {
+    } else if (!(use_wgmma_ && bf16_gemm_applies(w, x, y) &&
+                 bf16_gemm_.run(
+                     w, x, m, y, bias,
+                     reinterpret_cast<uint16_t*>(scratch(4, (Bf16Gemm::plane_bytes(m, w.k) + 3) / 4)),
+                     stream_))) {
       launch_gemm_simt(w, x, m, y, bias, stream_);
     }
   }
@@ -483,7 +492,8 @@ class CudaBackend final : public Backend {
   uint32_t* err_dev_ = nullptr;
   uint8_t* staging_ = nullptr;
   size_t staging_pos_ = 0;
-  bool use_wgmma_ = false;
+  bool use_wgmma_ = false;  // tensor-core GEMMs for m > 16 (FP8 wgmma, bf16 through cuBLASLt)
+  Bf16Gemm bf16_gemm_;
   bool capturing_ = false;
   bool fused_attention_ = true;
   uint64_t capture_key_ = 0, capture_epoch_ = 0, use_clock_ = 0;

@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "mx8/backend/backend.h"
@@ -209,6 +210,29 @@ bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const floa
 // (+ bias).
 void launch_fp8_gemm(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
                      uint8_t* codes, void* scales, cudaStream_t s);
+// y[m][n] += bias[n].
+void launch_add_bias(float* y, const float* bias, int64_t m, int64_t n, cudaStream_t s);
+// True where Bf16Gemm may take the matmul: bf16 weights, k % 8 == 0, n % 4 == 0, 16-byte aligned.
+bool bf16_gemm_applies(const WeightView& w, const float* x, const float* y);
+// matmul for m > 16 with bf16 weights on the tensor cores (backend_cuda_bf16gemm.cu): x split into
+// three bf16 planes, three cuBLASLt bf16 GEMMs with f32 output; no rounding of x beyond ~2^-24.
+class Bf16Gemm {
+ public:
+  Bf16Gemm();
+  ~Bf16Gemm();
+  Bf16Gemm(const Bf16Gemm&) = delete;
+  Bf16Gemm& operator=(const Bf16Gemm&) = delete;
+  // Scratch the planes of x need (16-byte aligned, passed to run).
+  static size_t plane_bytes(int64_t m, int64_t k);
+  // y = x W^T (+ bias) for bf16 weights. False, with nothing launched, where cuBLASLt has no algorithm
+  // for the shape (the caller falls back to the SIMT GEMM).
+  bool run(const WeightView& w, const float* x, int64_t m, float* y, const float* bias, uint16_t* planes,
+           cudaStream_t s);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 // Tiled SIMT GEMM for any m (the fallback for m > 16): W decoded to f32 in shared memory.
 void launch_gemm_simt(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
                       cudaStream_t s);

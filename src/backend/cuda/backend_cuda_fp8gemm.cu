@@ -100,6 +100,12 @@ __global__ void add_bias_kernel(float* y, const float* bias, int64_t m, int64_t 
 
 }  // namespace
 
+void launch_add_bias(float* y, const float* bias, int64_t m, int64_t n, cudaStream_t s) {
+  const int64_t total = m * n;
+  const unsigned blocks = unsigned(std::min<int64_t>((total + 255) / 256, 65535));
+  launch("add_bias_kernel", add_bias_kernel, dim3(blocks), dim3(256), s, y, bias, m, n);
+}
+
 bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const float* y) {
   const bool format_ok = w.format == WeightFormat::fp8_block ||
                          (w.format == WeightFormat::mxfp8 && w.scale_type == ScaleType::ue8m0);
@@ -169,11 +175,7 @@ void launch_fp8_gemm(const WeightView& w, const float* x, int64_t m, float* y, c
     a.k = int(w.k);
     mx8::cuda::gemm_fp8_1x128(a, s);
   }
-  if (bias) {
-    const int64_t total = m * w.n;
-    const unsigned blocks = unsigned(std::min<int64_t>((total + 255) / 256, 65535));
-    launch("add_bias_kernel", add_bias_kernel, dim3(blocks), dim3(256), s, y, bias, m, w.n);
-  }
+  if (bias) launch_add_bias(y, bias, m, w.n, s);
 }
 
 }  // namespace mx8::backend::cuda_impl

@@ -233,8 +233,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (kb + kKeys < seg_hi)
         fetch_share<F>(kpool, vpool, g, table, kb + kKeys + key, seg_hi, kvh, d0, err, next);
 
-      // S = Q K^T for the warp's 16 rows x 32 keys.
-      float s[kKeys / 8][4] = {};
+      // S = Q K^T for the warp's 16 rows x 32 keys; the hi and lo products in separate accumulators,
+      // so that eight independent mma chains are in flight instead of four.
+      float s[kKeys / 8][4] = {}, sl[kKeys / 8][4] = {};
 #pragma unroll 4
       for (int ks = 0; ks < kHd / 8; ++ks) {
         const int c = ks * 8 + tq;
@@ -247,9 +248,13 @@ __global__ void __launch_bounds__(kThreads, 2)
         for (int nt = 0; nt < kKeys / 8; ++nt) {
           const float b0 = sm.k[nt * 8 + gq][c], b1 = sm.k[nt * 8 + gq][c + 4];
           mma_tf32(s[nt], ah[0], ah[1], ah[2], ah[3], b0, b1);
-          mma_tf32(s[nt], al[0], al[1], al[2], al[3], b0, b1);
+          mma_tf32(sl[nt], al[0], al[1], al[2], al[3], b0, b1);
         }
       }
+#pragma unroll
+      for (int nt = 0; nt < kKeys / 8; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) s[nt][c] += sl[nt][c];
 
       // Scores (times the softmax scale and fp8's K row scale), masked to each row's range; the
       // online softmax update of rows g (h = 0) and g + 8 (h = 1).

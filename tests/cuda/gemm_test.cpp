@@ -61,9 +61,12 @@ float bf16_bits_to_f32(uint16_t h) {
   return fmt::bf16_to_f32(h);
 }
 
-// Compares d (f32 or bf16 bits) against the float64 product; returns the number of failures.
+// Compares d (f32 or bf16 bits) against the float64 product, plus `base` where the GEMM accumulated
+// into it (f32 output: its one rounded add is 2^-24 of the sum's magnitude, bounded here by 2^-23);
+// returns the number of failures.
 size_t check_product(const std::vector<float>& a, const std::vector<float>& b, int m, int n, int k,
-                     const std::vector<uint8_t>& d_bytes, bool out_f32) {
+                     const std::vector<uint8_t>& d_bytes, bool out_f32,
+                     const std::vector<float>* base = nullptr) {
   size_t bad = 0;
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < n; ++j) {
@@ -78,6 +81,8 @@ size_t check_product(const std::vector<float>& a, const std::vector<float>& b, i
           group_max = 0;
         }
       }
+      const double b0 = base ? double((*base)[size_t(i) * n + j]) : 0.0;
+      ref += b0;
       float got;
       if (out_f32) {
         std::memcpy(&got, &d_bytes[(size_t(i) * n + j) * 4], 4);
@@ -87,7 +92,8 @@ size_t check_product(const std::vector<float>& a, const std::vector<float>& b, i
         got = bf16_bits_to_f32(h);
       }
       const double tol = std::ldexp(mag, -9) + std::ldexp(max_sum, -8) +
-                         (out_f32 ? 0.0 : std::ldexp(std::fabs(ref), -8)) + 1e-30;
+                         (out_f32 ? 0.0 : std::ldexp(std::fabs(ref), -8)) +
+                         (base ? std::ldexp(std::fabs(b0) + std::fabs(ref), -23) : 0.0) + 1e-30;
       if (!(std::fabs(got - ref) <= tol)) {
         if (bad < 5)
           ADD_FAILURE() << "D[" << i << "][" << j << "] = " << got << ", expected " << ref << " (tol " << tol
@@ -103,7 +109,8 @@ struct GemmCase {
   int block_m = 0, block_n = 0;  // 0: the heuristic's choice
   bool ue8m0 = true;
   bool out_f32 = false;
-  bool split_k = false;  // 64-row tiles: the two-warpgroup split-K variant
+  bool split_k = false;     // 64-row tiles: the two-warpgroup split-K variant
+  bool accumulate = false;  // f32 output: d += the product (d starts at a known pattern, not NaN)
 };
 
 void run_gemm_case(const GemmCase& c, uint32_t seed) {
@@ -131,6 +138,12 @@ void run_gemm_case(const GemmCase& c, uint32_t seed) {
   const size_t out_bytes = size_t(c.m) * c.n * (c.out_f32 ? 4 : 2);
   DeviceBuffer<uint8_t> dd(out_bytes);
   dd.poison(0xFF);  // NaN in both bf16 and f32
+  std::vector<float> base;
+  if (c.accumulate) {
+    base.resize(size_t(c.m) * c.n);
+    for (size_t i = 0; i < base.size(); ++i) base[i] = float(int(i % 13) - 6) * 0.25f;
+    MX8_CUDA_CHECK(cudaMemcpy(dd.get(), base.data(), out_bytes, cudaMemcpyHostToDevice));
+  }
 
   GemmFp8Args args;
   args.a = da.get();
@@ -141,6 +154,7 @@ void run_gemm_case(const GemmCase& c, uint32_t seed) {
   args.scale_type = c.ue8m0 ? ScaleType::kUE8M0 : ScaleType::kF32;
   args.d = dd.get();
   args.out_type = c.out_f32 ? OutType::kF32 : OutType::kBF16;
+  args.accumulate = c.accumulate;
   args.m = c.m;
   args.n = c.n;
   args.k = c.k;
@@ -150,7 +164,25 @@ void run_gemm_case(const GemmCase& c, uint32_t seed) {
   forced.math_warpgroups = c.split_k ? 2 : 0;
   gemm_fp8_1x128(args, nullptr, c.block_m ? &forced : nullptr);
   MX8_CUDA_CHECK(cudaDeviceSynchronize());
-  EXPECT_EQ(check_product(A.deq, B.deq, c.m, c.n, c.k, dd.download(), c.out_f32), 0u);
+  EXPECT_EQ(
+      check_product(A.deq, B.deq, c.m, c.n, c.k, dd.download(), c.out_f32, c.accumulate ? &base : nullptr),
+      0u);
+}
+
+// f32 output accumulated into (the backend's residual adds): the tiles of a 64-row split-K, a
+// 128-row and a 256-row instantiation, on ragged M; d starts at a pattern that a plain store would
+// overwrite (and the poison is not used, so an unwritten element fails as a wrong value).
+TEST(CudaGemmFp8, AccumulatesIntoF32Output) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  GemmCase c1{17, 64, 2560};
+  GemmCase c2{129, 272, 640, 128, 128};
+  GemmCase c3{300, 512, 1024, 256, 128};
+  for (GemmCase c : {c1, c2, c3}) {
+    c.out_f32 = true;
+    c.accumulate = true;
+    run_gemm_case(c, seed);
+  }
 }
 
 TEST(CudaGemmFp8, HeuristicTilesOnRaggedShapes) {
@@ -246,6 +278,22 @@ TEST(CudaGemmMxfp8, MatchesReference) {
       gemm_mxfp8(args, nullptr, &forced);
       MX8_CUDA_CHECK(cudaDeviceSynchronize());
       EXPECT_EQ(check_product(A.deq, B.deq, m, n, k, dd.download(), false), 0u) << "block_m " << bm;
+      // f32 output accumulated into a known pattern (the backend's residual adds).
+      std::vector<float> base(size_t(m) * n);
+      for (size_t i = 0; i < base.size(); ++i) base[i] = float(int(i % 13) - 6) * 0.25f;
+      DeviceBuffer<float> df(base.size());
+      df.upload(base);
+      GemmMxfp8Args acc = args;
+      acc.d = df.get();
+      acc.out_type = OutType::kF32;
+      acc.accumulate = true;
+      gemm_mxfp8(acc, nullptr, &forced);
+      MX8_CUDA_CHECK(cudaDeviceSynchronize());
+      const std::vector<float> got = df.download();
+      std::vector<uint8_t> bytes(got.size() * 4);
+      std::memcpy(bytes.data(), got.data(), bytes.size());
+      EXPECT_EQ(check_product(A.deq, B.deq, m, n, k, bytes, true, &base), 0u)
+          << "block_m " << bm << " accumulate";
     }
   }
 }

@@ -262,8 +262,10 @@ class CudaBackend final : public Backend {
       launch_gemv(w, x, m, y, bias, stream_);
     } else if (use_wgmma_ && fp8_gemm_applies(w, x, m, y)) {
       const Fp8GemmWorkspace need = fp8_gemm_workspace(w, m);
-      launch_fp8_gemm(w, x, m, y, bias, reinterpret_cast<uint8_t*>(scratch(4, (need.code_bytes + 3) / 4)),
-                      scratch(5, (need.scale_bytes + 3) / 4), stream_);
+      uint8_t* codes = reinterpret_cast<uint8_t*>(scratch(4, (need.code_bytes + 3) / 4));
+      float* scales = scratch(5, (need.scale_bytes + 3) / 4);
+      quantize_fp8_act(w, x, nullptr, m, codes, scales, stream_);
+      run_fp8_gemm(w, codes, scales, m, y, bias, false, stream_);
     } else if (!(use_wgmma_ && bf16_gemm_applies(w, x, y) &&
                  bf16_gemm_.run(
                      w, x, m, y, bias,
@@ -301,6 +303,7 @@ class CudaBackend final : public Backend {
     // The composition of Backend::matmul_fused, with scratch that outlives the call (a recorded
     // step keeps the pointers).
     if (in.x_up && in.norm) throw Error("cuda backend: matmul_fused: an input with both x_up and norm");
+    if (!in.norm && fp8_group(in, targets, count)) return;
     if (in.norm) {
       // The normalized rows into scratch, then the plain group (the GEMV where it applies).
       float* normed = scratch(3, size_t(in.m * k));
@@ -455,6 +458,31 @@ class CudaBackend final : public Backend {
 
   // Scratch buffer `i` with room for `floats` values. Growing retires the old buffer (freed at the
   // next synchronize(): enqueued or recorded work may still use it) and drops recorded steps.
+  // A prompt step's group of FP8 targets that share a format, scale type and k (q/k/v, gate/up) on
+  // the wgmma GEMMs: x (or silu(x) * x_up) quantized once for all of them, accumulation into y done
+  // by the GEMM's epilogue. False, with nothing launched, where that does not apply.
+  bool fp8_group(const MatmulInput& in, const MatmulTarget* targets, int count) {
+    if (!use_wgmma_ || in.m <= 16) return false;
+    const WeightView& w0 = targets[0].w;
+    Fp8GemmWorkspace need{0, 0};
+    for (int i = 0; i < count; ++i) {
+      const WeightView& w = targets[i].w;
+      if (w.format != w0.format || w.scale_type != w0.scale_type ||
+          !fp8_gemm_applies(w, in.x, in.m, targets[i].y) ||
+          (in.x_up && reinterpret_cast<uintptr_t>(in.x_up) % 16 != 0))
+        return false;
+      const Fp8GemmWorkspace wi = fp8_gemm_workspace(w, in.m);
+      need.code_bytes = std::max(need.code_bytes, wi.code_bytes);
+      need.scale_bytes = std::max(need.scale_bytes, wi.scale_bytes);
+    }
+    uint8_t* codes = reinterpret_cast<uint8_t*>(scratch(4, (need.code_bytes + 3) / 4));
+    float* scales = scratch(5, (need.scale_bytes + 3) / 4);
+    quantize_fp8_act(w0, in.x, in.x_up, in.m, codes, scales, stream_);
+    for (int i = 0; i < count; ++i)
+      run_fp8_gemm(targets[i].w, codes, scales, in.m, targets[i].y, targets[i].bias, in.accumulate, stream_);
+    return true;
+  }
+
   float* scratch(int i, size_t floats) {
     Scratch& sc = scratch_[i];
     if (sc.floats < floats) {

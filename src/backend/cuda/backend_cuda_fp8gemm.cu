@@ -21,6 +21,7 @@
 #include <algorithm>
 
 #include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/gemv_fp8_common.cuh"
 #include "mx8/backend/cuda/gemm.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
@@ -32,8 +33,8 @@ namespace {
 
 // kBlock = 128 (a block per warp) or 32 (lanes 8j .. 8j + 7 hold block j of the warp's 128 values).
 template <int kBlock>
-__global__ void quantize_act_kernel(const float* x, int64_t m, int64_t k, bool ue8m0, uint8_t* codes,
-                                    void* scales, int ld) {
+__global__ void quantize_act_kernel(const float* x, const float* x_up, int64_t m, int64_t k, bool ue8m0,
+                                    uint8_t* codes, void* scales, int ld) {
   static_assert(kBlock == 128 || kBlock == 32, "1x128 or 1x32 blocks");
   pdl_trigger();
   pdl_wait();
@@ -42,7 +43,11 @@ __global__ void quantize_act_kernel(const float* x, int64_t m, int64_t k, bool u
   const int64_t tiles = k / 128;
   if (gw >= m * tiles) return;
   const int64_t row = gw / tiles, kb = gw % tiles;
-  const float4 v = *reinterpret_cast<const float4*>(x + row * k + kb * 128 + lane * 4);
+  float4 v = *reinterpret_cast<const float4*>(x + row * k + kb * 128 + lane * 4);
+  if (x_up) {  // the input is silu(x) * x_up, formed as silu_mul_kernel forms it
+    const float4 u = *reinterpret_cast<const float4*>(x_up + row * k + kb * 128 + lane * 4);
+    v = make_float4(silu_times(v.x, u.x), silu_times(v.y, u.y), silu_times(v.z, u.z), silu_times(v.w, u.w));
+  }
   uint32_t amax = 0;
   amax = format::amax_bits_accumulate(amax, v.x);
   amax = format::amax_bits_accumulate(amax, v.y);
@@ -129,16 +134,23 @@ Fp8GemmWorkspace fp8_gemm_workspace(const WeightView& w, int64_t m) {
   return {size_t(m) * size_t(w.k), size_t(w.k / 128) * size_t(mx8::cuda::sa_ld(int(m))) * scale_bytes};
 }
 
-void launch_fp8_gemm(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
-                     uint8_t* codes, void* scales, cudaStream_t s) {
-  const bool mx = w.format == WeightFormat::mxfp8;
-  const bool ue8m0 = w.scale_type == ScaleType::ue8m0;
+void quantize_fp8_act(const WeightView& w, const float* x, const float* x_up, int64_t m, uint8_t* codes,
+                      void* scales, cudaStream_t s) {
   const int ld = mx8::cuda::sa_ld(int(m));
   const int64_t warps = m * (w.k / 128);
-  const dim3 qgrid(unsigned((warps + 7) / 8)), qblock(256);
-  if (mx) {
-    launch("quantize_act_kernel<32>", quantize_act_kernel<32>, qgrid, qblock, s, x, m, w.k, true, codes,
+  const dim3 grid(unsigned((warps + 7) / 8)), block(256);
+  if (w.format == WeightFormat::mxfp8)
+    launch("quantize_act_kernel<32>", quantize_act_kernel<32>, grid, block, s, x, x_up, m, w.k, true, codes,
            scales, ld);
+  else
+    launch("quantize_act_kernel<128>", quantize_act_kernel<128>, grid, block, s, x, x_up, m, w.k,
+           w.scale_type == ScaleType::ue8m0, codes, scales, ld);
+}
+
+void run_fp8_gemm(const WeightView& w, const uint8_t* codes, void* scales, int64_t m, float* y,
+                  const float* bias, bool accumulate, cudaStream_t s) {
+  const int ld = mx8::cuda::sa_ld(int(m));
+  if (w.format == WeightFormat::mxfp8) {
     uint8_t* wscales = static_cast<uint8_t*>(scales) + mx_act_scale_bytes(m, w.k);
     const int64_t kc = w.k / 32;
     const int ldb = mx8::cuda::sa_ld(int(w.n));
@@ -154,22 +166,23 @@ void launch_fp8_gemm(const WeightView& w, const float* x, int64_t m, float* y, c
     a.scale_b_ld = ldb;
     a.d = y;
     a.out_type = mx8::cuda::OutType::kF32;
+    a.accumulate = accumulate;
     a.m = int(m);
     a.n = int(w.n);
     a.k = int(w.k);
     mx8::cuda::gemm_mxfp8(a, s);
   } else {
-    launch("quantize_act_kernel<128>", quantize_act_kernel<128>, qgrid, qblock, s, x, m, w.k, ue8m0, codes,
-           scales, ld);
     mx8::cuda::GemmFp8Args a;
     a.a = codes;
     a.scale_a = scales;
     a.scale_a_ld = ld;
     a.b = static_cast<const uint8_t*>(w.data);
     a.scale_b = w.scales;
-    a.scale_type = ue8m0 ? mx8::cuda::ScaleType::kUE8M0 : mx8::cuda::ScaleType::kF32;
+    a.scale_type =
+        w.scale_type == ScaleType::ue8m0 ? mx8::cuda::ScaleType::kUE8M0 : mx8::cuda::ScaleType::kF32;
     a.d = y;
     a.out_type = mx8::cuda::OutType::kF32;
+    a.accumulate = accumulate;
     a.m = int(m);
     a.n = int(w.n);
     a.k = int(w.k);

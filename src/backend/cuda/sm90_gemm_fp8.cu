@@ -143,6 +143,8 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
 
 void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig* forced) {
   check_common("gemm_fp8_1x128", a.a, a.b, a.d, a.m, a.n, a.k);
+  if (a.accumulate && a.out_type != OutType::kF32)
+    throw mx8::Error("gemm_fp8_1x128: accumulate needs f32 output");
   if (a.scale_a_ld < a.m || a.scale_a_ld % 16 != 0)
     throw mx8::Error("gemm_fp8_1x128: scale_a_ld must be >= M and a multiple of 16 (see sa_ld()), got " +
                      std::to_string(a.scale_a_ld));
@@ -180,6 +182,7 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   p.stages = c.stages;
   p.scale_ue8m0 = ue8m0 ? 1 : 0;
   p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;
+  p.accumulate = a.accumulate ? 1 : 0;
   // bf16 output of 64-column multiples goes through shared memory and TMA stores (the stage count
   // above already left room for the staging tile); f32 output and narrow tiles store directly.
   p.tma_store = (!p.out_f32 && c.block_n % 64 == 0) ? 1 : 0;
@@ -217,6 +220,8 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
 
 void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* forced) {
   check_common("gemm_mxfp8", a.a, a.b, a.d, a.m, a.n, a.k);
+  if (a.accumulate && a.out_type != OutType::kF32)
+    throw mx8::Error("gemm_mxfp8: accumulate needs f32 output");
   if (a.scale_a_ld < a.m || a.scale_a_ld % 16 != 0 || a.scale_b_ld < a.n || a.scale_b_ld % 16 != 0)
     throw mx8::Error("gemm_mxfp8: scale_a_ld/scale_b_ld must be >= M/N and multiples of 16");
   if (!a.scale_a || !a.scale_b || reinterpret_cast<uintptr_t>(a.scale_a) % 16 ||
@@ -250,6 +255,7 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
   p.stages = c.stages;
   p.scale_ue8m0 = 1;
   p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;
+  p.accumulate = a.accumulate ? 1 : 0;
   p.tma_store = tma_store ? 1 : 0;
   p.debug = debug_flags();
   const CUtensorMap td = make_tensor_map_2d(a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,

@@ -329,7 +329,13 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
           const float v0 = acc[w][4 * j + 2 * h], v1 = acc[w][4 * j + 2 * h + 1];
           const size_t off = static_cast<size_t>(row) * p.n + col;
           if (p.out_f32) {
-            *reinterpret_cast<float2*>(static_cast<float*>(p.d) + off) = make_float2(v0, v1);
+            float2* dst = reinterpret_cast<float2*>(static_cast<float*>(p.d) + off);
+            if (p.accumulate) {
+              const float2 old = *dst;
+              *dst = make_float2(old.x + v0, old.y + v1);
+            } else {
+              *dst = make_float2(v0, v1);
+            }
           } else {
             *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.d) + off) =
                 __floats2bfloat162_rn(v0, v1);

@@ -18,6 +18,7 @@ struct GemmParams {
   int stages;
   int scale_ue8m0;  // 1x128 path: scales are UE8M0 bytes rather than float32
   int out_f32;
+  int accumulate;  // f32 output: d += the product
   int tma_store;  // bf16 output through a swizzled shared-memory tile and TMA stores (BN % 64 == 0)
   int debug;      // bit 0: skip the output stores (timing experiments only)
 };

@@ -37,6 +37,7 @@ struct GemmFp8Args {
   ScaleType scale_type = ScaleType::kF32;  // both operands' scales
   void* d = nullptr;
   OutType out_type = OutType::kBF16;
+  bool accumulate = false;  // d += A B^T instead of d = A B^T (f32 output only)
   int m = 0, n = 0, k = 0;
 };
 
@@ -68,6 +69,7 @@ struct GemmMxfp8Args {
   int scale_b_ld = 0;
   void* d = nullptr;
   OutType out_type = OutType::kBF16;
+  bool accumulate = false;  // d += A B^T (f32 output only)
   int m = 0, n = 0, k = 0;
 };
 void gemm_mxfp8(const GemmMxfp8Args& args, cudaStream_t stream, const GemmConfig* forced = nullptr);

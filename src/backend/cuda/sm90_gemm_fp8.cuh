@@ -139,6 +139,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   const uint64_t desc_b0 = ptx::make_desc_sw128(smem_b);
   float acc[kWaves][kRegs];
   float tmp[kRegs];
+  [[maybe_unused]] float tmp2[kMX ? kRegs : 1];  // kMX: the second scratch accumulator
   int s = 0;
   uint32_t phase = 0;
 
@@ -236,26 +237,38 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
 #pragma unroll
         for (int w = 0; w < kWaves; ++w) {
           const uint64_t desc_a = ptx::desc_plus(desc_a0, (s * BM + w * 64) * kBlockK / 16);
+          // Two scratch accumulators: the wgmma of step kk + 1 runs on the tensor cores while step kk
+          // is promoted (the promotion, two multiplies and an FFMA per element every 32 of K, is
+          // what this path spends its time on).
+          auto issue = [&](int kk, float(&t)[kRegs]) {
+            ptx::fence_regs(t);
+            ptx::wgmma_fence();
+            Mma::mma(ptx::desc_plus(desc_a, 2 * kk), ptx::desc_plus(desc_b, 2 * kk), t, false);
+            ptx::wgmma_commit();
+          };
+          issue(0, tmp);
 #pragma unroll
           for (int kk = 0; kk < 4; ++kk) {
+            float(&cur)[kRegs] = kk % 2 == 0 ? tmp : tmp2;
+            if (kk + 1 < 4) {
+              issue(kk + 1, kk % 2 == 0 ? tmp2 : tmp);
+              ptx::wgmma_wait<1>();
+            } else {
+              ptx::wgmma_wait<0>();
+            }
+            ptx::fence_regs(cur);
             const int r = wg_row0 + w * 64 + row_in_wave;
             const float sa0 = ue8m0_to_float(sa_slot[kk * BM + r]);
             const float sa1 = ue8m0_to_float(sa_slot[kk * BM + r + 8]);
-            ptx::fence_regs(tmp);
-            ptx::wgmma_fence();
-            Mma::mma(ptx::desc_plus(desc_a, 2 * kk), ptx::desc_plus(desc_b, 2 * kk), tmp, false);
-            ptx::wgmma_commit();
-            ptx::wgmma_wait<0>();
-            ptx::fence_regs(tmp);
 #pragma unroll
             for (int j = 0; j < kRegs / 4; ++j) {
               const uint16_t pair =
                   *reinterpret_cast<const uint16_t*>(sb_slot + kk * BN + 8 * j + col_in_group);
               const float b0 = ue8m0_to_float(pair & 0xFF), b1 = ue8m0_to_float(pair >> 8);
-              acc[w][4 * j + 0] = fmaf(tmp[4 * j + 0], sa0 * b0, acc[w][4 * j + 0]);
-              acc[w][4 * j + 1] = fmaf(tmp[4 * j + 1], sa0 * b1, acc[w][4 * j + 1]);
-              acc[w][4 * j + 2] = fmaf(tmp[4 * j + 2], sa1 * b0, acc[w][4 * j + 2]);
-              acc[w][4 * j + 3] = fmaf(tmp[4 * j + 3], sa1 * b1, acc[w][4 * j + 3]);
+              acc[w][4 * j + 0] = fmaf(cur[4 * j + 0], sa0 * b0, acc[w][4 * j + 0]);
+              acc[w][4 * j + 1] = fmaf(cur[4 * j + 1], sa0 * b1, acc[w][4 * j + 1]);
+              acc[w][4 * j + 2] = fmaf(cur[4 * j + 2], sa1 * b0, acc[w][4 * j + 2]);
+              acc[w][4 * j + 3] = fmaf(cur[4 * j + 3], sa1 * b1, acc[w][4 * j + 3]);
             }
           }
         }

@@ -1,7 +1,8 @@
 // `mx8 bench decode-cuda`: batch-1 decode of a Llama-3-8B-shaped model with random weights on the
 // CUDA backend, FP8 (E4M3, 128x128 UE8M0 blocks; MXFP8 when asked) next to BF16 weights in the same
 // run, with step recording (CUDA graphs) on and off, against the bandwidth roofline (weight bytes per
-// token / measured device copy bandwidth).
+// token / measured device copy bandwidth); then one prompt step per format (--prefill tokens after each
+// --prefill-at cached length), the prefill side of `mx8 run`.
 //
 // Each step is the model's own forward pass (src/model/llama.cpp, make_llama_with_weights): the
 // per-step uploads of token, position, slot, length and block table, the layers, the head, the

@@ -552,6 +552,40 @@ TEST_F(CudaVsCpu, MatmulFusedMatchesCpu) {
   }
 }
 
+// Attention over layer 0 of a cache for nq query tokens, scale 1 / sqrt(hd), no window.
+AttentionArgs attention_args(int nq, int n_heads, int n_kv, int hd, int max_pages) {
+  AttentionArgs a;
+  a.n_tokens = nq;
+  a.n_heads = n_heads;
+  a.n_kv_heads = n_kv;
+  a.head_dim = hd;
+  a.scale = 1.0f / std::sqrt(float(hd));
+  a.layer = 0;
+  a.max_pages_per_seq = max_pages;
+  return a;
+}
+
+// Block tables (max_pages per sequence) of sequences with lengths `lens` over pages in shuffled order,
+// and the cache slot of every position, sequence by sequence.
+struct PagedSeqs {
+  std::vector<int32_t> tables, slots;
+};
+PagedSeqs shuffled_pages(const std::vector<int>& lens, int max_pages, int n_pages, int ps,
+                         std::mt19937& rng) {
+  std::vector<int32_t> perm(static_cast<size_t>(n_pages));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  PagedSeqs r;
+  r.tables.assign(lens.size() * size_t(max_pages), 0);
+  for (size_t s = 0, next = 0; s < lens.size(); ++s) {
+    for (int p = 0; p < (lens[s] + ps - 1) / ps; ++p)
+      r.tables[s * size_t(max_pages) + size_t(p)] = perm[next++];
+    for (int p = 0; p < lens[s]; ++p)
+      r.slots.push_back(r.tables[s * size_t(max_pages) + size_t(p / ps)] * ps + p % ps);
+  }
+  return r;
+}
+
 // Split attention (opt-in: positions spread over blocks, partial softmaxes merged by a second
 // kernel) against the CPU backend, for block tables wider than 1024 positions: lengths 1 (one split
 // holds everything), 700 (some splits empty), 3000 (12 splits) and a 2-token causal chunk. Same
@@ -576,17 +610,7 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
       KvCacheDesc d{f, 1, n_kv, hd, ps, n_pages};
       auto kv_c = cpu->create_kv_cache(d);
       auto kv_g = gpu->create_kv_cache(d);
-      std::vector<int32_t> perm(static_cast<size_t>(n_pages));
-      std::iota(perm.begin(), perm.end(), 0);
-      std::shuffle(perm.begin(), perm.end(), rng);
-      std::vector<int32_t> tables(size_t(3 * max_pages), 0);
-      for (int s = 0, next = 0; s < 3; ++s)
-        for (int p = 0; p < (seq_len[size_t(s)] + ps - 1) / ps; ++p)
-          tables[size_t(s * max_pages + p)] = perm[size_t(next++)];
-      std::vector<int32_t> slots;
-      for (int s = 0; s < 3; ++s)
-        for (int p = 0; p < seq_len[size_t(s)]; ++p)
-          slots.push_back(tables[size_t(s * max_pages + p / ps)] * ps + p % ps);
+      const auto [tables, slots] = shuffled_pages(seq_len, max_pages, n_pages, ps, rng);
       const int64_t T = int64_t(slots.size());
       auto k = normal(size_t(T) * size_t(n_kv * hd)), v = normal(size_t(T) * size_t(n_kv * hd));
       Pair pk = put(k), pv = put(v), psl = put(slots);
@@ -596,14 +620,7 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
       const int nq = int(seq.size());
       auto q = normal(size_t(nq) * size_t(n_heads * hd));
       Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables), pout = zeros<float>(q.size());
-      AttentionArgs a;
-      a.n_tokens = nq;
-      a.n_heads = n_heads;
-      a.n_kv_heads = n_kv;
-      a.head_dim = hd;
-      a.scale = 1.0f / std::sqrt(float(hd));
-      a.layer = 0;
-      a.max_pages_per_seq = max_pages;
+      AttentionArgs a = attention_args(nq, n_heads, n_kv, hd, max_pages);
       // Sliding windows too: 100 leaves whole splits without positions, 1000 cuts one in the middle.
       for (int window : {0, 100, 1000}) {
         SCOPED_TRACE("window " + std::to_string(window));
@@ -644,16 +661,8 @@ TEST_F(CudaVsCpu, PrefillAttentionMatchesCpu) {
       KvCacheDesc d{f, 1, n_kv, hd, ps, n_pages};
       auto kv_c = cpu->create_kv_cache(d);
       auto kv_g = gpu->create_kv_cache(d);
-      std::vector<int32_t> perm(static_cast<size_t>(n_pages));
-      std::iota(perm.begin(), perm.end(), 0);
-      std::shuffle(perm.begin(), perm.end(), rng);
-      std::vector<int32_t> tables(size_t(3 * max_pages), 0), slots;
-      for (int s = 0, next = 0; s < 3; ++s) {
-        const int len = cached[size_t(s)] + chunk[size_t(s)];
-        for (int p = 0; p < (len + ps - 1) / ps; ++p)
-          tables[size_t(s * max_pages + p)] = perm[size_t(next++)];
-        for (int p = 0; p < len; ++p) slots.push_back(tables[size_t(s * max_pages + p / ps)] * ps + p % ps);
-      }
+      const auto [tables, slots] = shuffled_pages(
+          {cached[0] + chunk[0], cached[1] + chunk[1], cached[2] + chunk[2]}, max_pages, n_pages, ps, rng);
       const int64_t W = int64_t(slots.size());  // every position's K/V, the chunks' included
       auto k = normal(size_t(W) * size_t(n_kv * hd)), v = normal(size_t(W) * size_t(n_kv * hd));
       Pair pk = put(k), pv = put(v), psl = put(slots);
@@ -678,14 +687,7 @@ TEST_F(CudaVsCpu, PrefillAttentionMatchesCpu) {
         auto q = normal(size_t(nq) * size_t(n_heads * hd));
         Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables),
              pout = zeros<float>(q.size());
-        AttentionArgs a;
-        a.n_tokens = nq;
-        a.n_heads = n_heads;
-        a.n_kv_heads = n_kv;
-        a.head_dim = hd;
-        a.scale = 1.0f / std::sqrt(float(hd));
-        a.layer = 0;
-        a.max_pages_per_seq = max_pages;
+        AttentionArgs a = attention_args(nq, n_heads, n_kv, hd, max_pages);
         for (int window : {0, 25}) {
           SCOPED_TRACE(std::string(interleaved ? "interleaved" : "grouped") + " window " +
                        std::to_string(window));

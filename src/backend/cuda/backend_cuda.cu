@@ -244,8 +244,7 @@ class CudaBackend final : public Backend {
     if (!use_wgmma_ || f == WeightFormat::f32) return none;
     if (f == WeightFormat::bf16)
       return "m <= 16: " + none +
-             "; m > 16 with k % 8 == 0 and n % 4 == 0: f32 split into three bf16 parts (~2^-24, not "
-             "rounded), "
+             "; m > 16 with k % 8 == 0 and n % 4 == 0: x split exactly into three bf16 parts (not rounded), "
              "cuBLASLt bf16 GEMMs with f32 accumulation";
     if (f == WeightFormat::mxfp8)
       return "m <= 16: " + none +
@@ -456,20 +455,18 @@ class CudaBackend final : public Backend {
     size_t floats = 0;
   };
 
-  // Scratch buffer `i` with room for `floats` values. Growing retires the old buffer (freed at the
-  // next synchronize(): enqueued or recorded work may still use it) and drops recorded steps.
   // A prompt step's group of FP8 targets that share a format, scale type and k (q/k/v, gate/up) on
   // the wgmma GEMMs: x (or silu(x) * x_up) quantized once for all of them, accumulation into y done
   // by the GEMM's epilogue. False, with nothing launched, where that does not apply.
   bool fp8_group(const MatmulInput& in, const MatmulTarget* targets, int count) {
-    if (!use_wgmma_ || in.m <= 16) return false;
+    if (!use_wgmma_ || in.m <= 16 || (in.x_up && reinterpret_cast<uintptr_t>(in.x_up) % 16 != 0))
+      return false;
     const WeightView& w0 = targets[0].w;
     Fp8GemmWorkspace need{0, 0};
     for (int i = 0; i < count; ++i) {
       const WeightView& w = targets[i].w;
       if (w.format != w0.format || w.scale_type != w0.scale_type ||
-          !fp8_gemm_applies(w, in.x, in.m, targets[i].y) ||
-          (in.x_up && reinterpret_cast<uintptr_t>(in.x_up) % 16 != 0))
+          !fp8_gemm_applies(w, in.x, in.m, targets[i].y))
         return false;
       const Fp8GemmWorkspace wi = fp8_gemm_workspace(w, in.m);
       need.code_bytes = std::max(need.code_bytes, wi.code_bytes);
@@ -483,6 +480,8 @@ class CudaBackend final : public Backend {
     return true;
   }
 
+  // Scratch buffer `i` with room for `floats` values. Growing retires the old buffer (freed at the
+  // next synchronize(): enqueued or recorded work may still use it) and drops recorded steps.
   float* scratch(int i, size_t floats) {
     Scratch& sc = scratch_[i];
     if (sc.floats < floats) {

@@ -60,8 +60,8 @@ void set_graphs_enabled(bool on);
 // this hides are a measurable part of the token time. MX8_CUDA_PDL=0 turns it off.
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
-// Whether the last CUDA backend created takes the tensor-core FP8 GEMMs for FP8 weights at m > 16
-// (sm_90a, unless MX8_CUDA_WGMMA=0): tests choose their quantized reference by it.
+// Whether the last CUDA backend created takes the tensor-core GEMMs at m > 16 (sm_90a, unless
+// MX8_CUDA_WGMMA=0): FP8 weights then quantize x, and tests choose their quantized reference by it.
 bool wgmma_gemm_enabled();
 void set_wgmma_gemm_enabled(bool on);
 

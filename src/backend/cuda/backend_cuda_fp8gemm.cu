@@ -149,7 +149,17 @@ void quantize_fp8_act(const WeightView& w, const float* x, const float* x_up, in
 
 void run_fp8_gemm(const WeightView& w, const uint8_t* codes, void* scales, int64_t m, float* y,
                   const float* bias, bool accumulate, cudaStream_t s) {
-  const int ld = mx8::cuda::sa_ld(int(m));
+  auto common = [&](auto& a) {  // the fields both GEMMs' arguments share
+    a.a = codes;
+    a.scale_a_ld = mx8::cuda::sa_ld(int(m));
+    a.b = static_cast<const uint8_t*>(w.data);
+    a.d = y;
+    a.out_type = mx8::cuda::OutType::kF32;
+    a.accumulate = accumulate;
+    a.m = int(m);
+    a.n = int(w.n);
+    a.k = int(w.k);
+  };
   if (w.format == WeightFormat::mxfp8) {
     uint8_t* wscales = static_cast<uint8_t*>(scales) + mx_act_scale_bytes(m, w.k);
     const int64_t kc = w.k / 32;
@@ -158,34 +168,18 @@ void run_fp8_gemm(const WeightView& w, const uint8_t* codes, void* scales, int64
            dim3(unsigned((kc + 31) / 32), unsigned((w.n + 31) / 32)), dim3(32, 8), s,
            static_cast<const uint8_t*>(w.scales), w.n, kc, wscales, ldb);
     mx8::cuda::GemmMxfp8Args a;
-    a.a = codes;
+    common(a);
     a.scale_a = static_cast<const uint8_t*>(scales);
-    a.scale_a_ld = ld;
-    a.b = static_cast<const uint8_t*>(w.data);
     a.scale_b = wscales;
     a.scale_b_ld = ldb;
-    a.d = y;
-    a.out_type = mx8::cuda::OutType::kF32;
-    a.accumulate = accumulate;
-    a.m = int(m);
-    a.n = int(w.n);
-    a.k = int(w.k);
     mx8::cuda::gemm_mxfp8(a, s);
   } else {
     mx8::cuda::GemmFp8Args a;
-    a.a = codes;
+    common(a);
     a.scale_a = scales;
-    a.scale_a_ld = ld;
-    a.b = static_cast<const uint8_t*>(w.data);
     a.scale_b = w.scales;
     a.scale_type =
         w.scale_type == ScaleType::ue8m0 ? mx8::cuda::ScaleType::kUE8M0 : mx8::cuda::ScaleType::kF32;
-    a.d = y;
-    a.out_type = mx8::cuda::OutType::kF32;
-    a.accumulate = accumulate;
-    a.m = int(m);
-    a.n = int(w.n);
-    a.k = int(w.k);
     mx8::cuda::gemm_fp8_1x128(a, s);
   }
   if (bias) launch_add_bias(y, bias, m, w.n, s);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "model/model_source.h"
@@ -277,6 +278,7 @@ class Llama final : public LlamaModel {
         throw Error("forward: token id " + std::to_string(t) + " outside the vocabulary");
 
     upload_step_ints(sb);
+    singles_ = leading_single_tokens(sb);
 
     // A small step is recorded and replayed afterwards (CUDA graphs): at batch 1 the ~300 launches
     // of a step cost about as much host time as the GPU needs to stream the weights. A shape is
@@ -382,8 +384,27 @@ class Llama final : public LlamaModel {
       a.block_tables = d_bt_;
       a.max_pages_per_seq = max_pages;
       a.window = int(c.sliding_window);  // 0: none
-      // rope on q and k, K/V into the cache, attention: one launch on CUDA at T == 1.
-      b_.rope_kv_write_attention(kv, q, k, v, d_pos_, d_slot_, rope, a);
+      if (T > kMaxRecordedTokens && singles_ > 0 && singles_ < T) {
+        // A step of decode tokens (leading, one per sequence) and prompt chunks: two attention calls,
+        // so that each part takes the kernels suited to it (CUDA: per-token kernels for the decode
+        // tokens, K/V tiles shared by a chunk's tokens for the rest).
+        b_.rope_kv_write(kv, int(l), q, k, v, d_pos_, d_slot_, T, c.n_heads, rope);
+        backend::AttentionArgs decode = a;
+        decode.n_tokens = singles_;
+        decode.one_token_per_seq = true;
+        b_.attention(kv, decode);
+        backend::AttentionArgs chunks = a;
+        chunks.q = q + int64_t(singles_) * qd;
+        chunks.out = att_ + int64_t(singles_) * qd;
+        chunks.seq = d_seq_ + singles_;
+        chunks.kv_len = d_kvlen_ + singles_;
+        chunks.n_tokens = T - singles_;
+        b_.attention(kv, chunks);
+      } else {
+        // rope on q and k, K/V into the cache, attention: one launch on CUDA at T == 1.
+        a.one_token_per_seq = singles_ == T;
+        b_.rope_kv_write_attention(kv, q, k, v, d_pos_, d_slot_, rope, a);
+      }
       // x += att Wo^T: the residual add fused into the matmul.
       const backend::MatmulTarget o{L.wo, x_, nullptr};
       b_.matmul_fused({att_, nullptr, T, true}, &o, 1);
@@ -552,6 +573,16 @@ class Llama final : public LlamaModel {
   // The step's index arrays go to the device in one upload (each upload is a copy the device
   // waits for before the step): sections of max_tokens_ values for tokens, positions, sequences,
   // slots, kv lengths and logit rows, then the block tables. The buffer grows with the block tables.
+  // How many leading tokens of the step are each the only token of their sequence: the engine puts
+  // decode tokens first, then prompt chunks (run_step's attention hint).
+  static int leading_single_tokens(const StepBatch& sb) {
+    std::unordered_map<int32_t, int> count;
+    for (int32_t s : sb.seq) ++count[s];
+    int n = 0;
+    while (n < int(sb.seq.size()) && count[sb.seq[size_t(n)]] == 1) ++n;
+    return n;
+  }
+
   void upload_step_ints(const StepBatch& sb) {
     const size_t M = size_t(max_tokens_), need = 6 * M + sb.block_tables.size();
     if (need > ints_capacity_) {
@@ -588,6 +619,7 @@ class Llama final : public LlamaModel {
   float* inv_freq_ = nullptr;
   float *x_ = nullptr, *h_ = nullptr, *qkv_ = nullptr, *att_ = nullptr;
   float *gate_ = nullptr, *up_ = nullptr, *logits_ = nullptr;
+  int singles_ = 0;  // leading_single_tokens of the step being run
   int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_seq_ = nullptr, *d_slot_ = nullptr, *d_kvlen_ = nullptr,
           *d_rows_ = nullptr;
   int32_t* d_bt_ = nullptr;

@@ -709,6 +709,42 @@ TEST_F(CudaVsCpu, PrefillAttentionMatchesCpu) {
   }
 }
 
+// The one_token_per_seq hint (decode tokens of many sequences): 20 tokens of 20 sequences with 300
+// cached positions each take the per-token kernels with the hint and the prompt-step kernel without
+// it; both match the CPU within the attention tolerance above (2e-5 max|V|, max |V| < 6).
+TEST_F(CudaVsCpu, OneTokenPerSeqHintRoutesAndMatches) {
+  SCOPED_TRACE(trace());
+  const int hd = 128, n_kv = 2, group = 4, n_heads = n_kv * group, ps = 16, n_seq = 20, len = 300;
+  const int max_pages = (len + ps - 1) / ps, n_pages = n_seq * max_pages;
+  KvCacheDesc d{KvFormat::bf16, 1, n_kv, hd, ps, n_pages};
+  auto kv_c = cpu->create_kv_cache(d);
+  auto kv_g = gpu->create_kv_cache(d);
+  const auto [tables, slots] = shuffled_pages(std::vector<int>(n_seq, len), max_pages, n_pages, ps, rng);
+  const int64_t W = int64_t(slots.size());
+  auto k = normal(size_t(W) * size_t(n_kv * hd)), v = normal(size_t(W) * size_t(n_kv * hd));
+  Pair pk = put(k), pv = put(v), psl = put(slots);
+  cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, W);
+  gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, W);
+  std::vector<int32_t> seq, kv_len;
+  for (int s = 0; s < n_seq; ++s) {
+    seq.push_back(s);
+    kv_len.push_back(len - s);  // different lengths per sequence
+  }
+  auto q = normal(size_t(n_seq) * size_t(n_heads * hd));
+  Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables), pout = zeros<float>(q.size());
+  AttentionArgs a = attention_args(n_seq, n_heads, n_kv, hd, max_pages);
+  for (bool hint : {true, false}) {
+    SCOPED_TRACE(hint ? "hint" : "no hint");
+    a.one_token_per_seq = hint;
+    const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
+    EXPECT_EQ(cuda_impl::attention_prefill_applies(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag), !hint);
+    cpu->attention(*kv_c, ac);
+    gpu->attention(*kv_g, ag);
+    auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
+    for (size_t i = 0; i < r_c.size(); ++i) ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;
+  }
+}
+
 // rope_kv_write: the fused kernel against the composition of the GPU's own rope and kv_write (the
 // default Backend::rope_kv_write called on the CUDA backend), bit for bit: q, k and every cache
 // byte. Both round each rotation alike (rope_pair) and store with the same codecs; the composed ops

@@ -128,6 +128,10 @@ struct AttentionArgs {
   // > 0: a sliding window (Mistral v0.1): a token attends to its last `window` positions only,
   // [kv_len - window, kv_len), as Hugging Face transformers masks them.
   int window = 0;
+  // A hint, never needed for correct results: every token of this call is the only one of its
+  // sequence (the decode tokens of a step that serves many sequences), so kernels that share K/V
+  // reads between a sequence's tokens gain nothing (CUDA then keeps its per-token kernels).
+  bool one_token_per_seq = false;
 };
 
 // ---------------------------------------------------------------------------------------------

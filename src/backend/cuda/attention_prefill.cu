@@ -353,9 +353,10 @@ bool attention_prefill_enabled() {
 bool attention_prefill_applies(const CudaKvCache& c, const AttentionArgs& a) {
   const KvCacheDesc& d = c.desc();
   const int group = a.n_heads / a.n_kv_heads;
-  return attention_prefill_enabled() && a.n_tokens > kPrefillMinTokens && d.head_dim == kHd &&
-         (d.format == KvFormat::bf16 || d.format == KvFormat::fp8) && group >= 1 && kRows % group == 0 &&
-         c.page_bytes() % 16 == 0 && reinterpret_cast<uintptr_t>(c.pool(a.layer, 0)) % 16 == 0 &&
+  return attention_prefill_enabled() && !a.one_token_per_seq && a.n_tokens > kPrefillMinTokens &&
+         d.head_dim == kHd && (d.format == KvFormat::bf16 || d.format == KvFormat::fp8) && group >= 1 &&
+         kRows % group == 0 && c.page_bytes() % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(c.pool(a.layer, 0)) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(c.pool(a.layer, 1)) % 16 == 0;
 }
 

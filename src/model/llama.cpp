@@ -278,7 +278,7 @@ class Llama final : public LlamaModel {
         throw Error("forward: token id " + std::to_string(t) + " outside the vocabulary");
 
     upload_step_ints(sb);
-    singles_ = leading_single_tokens(sb);
+    singles_ = T > kMaxRecordedTokens ? leading_single_tokens(sb) : 0;  // only prompt-sized steps use it
 
     // A small step is recorded and replayed afterwards (CUDA graphs): at batch 1 the ~300 launches
     // of a step cost about as much host time as the GPU needs to stream the weights. A shape is
@@ -402,7 +402,7 @@ class Llama final : public LlamaModel {
         b_.attention(kv, chunks);
       } else {
         // rope on q and k, K/V into the cache, attention: one launch on CUDA at T == 1.
-        a.one_token_per_seq = singles_ == T;
+        a.one_token_per_seq = T > kMaxRecordedTokens && singles_ == T;
         b_.rope_kv_write_attention(kv, q, k, v, d_pos_, d_slot_, rope, a);
       }
       // x += att Wo^T: the residual add fused into the matmul.

@@ -104,6 +104,37 @@ SPECS = [
         intermediates=False,
     ),
     dict(
+        name="qwen2_yarn",
+        arch="Qwen2ForCausalLM",
+        covers="YaRN RoPE scaling (Qwen2.5 long-context style): factor 4, original_max_position_embeddings "
+        "32, beta_fast 32, beta_slow 1, head_dim 32 (16 bands: with theta 10000 and 32 original positions "
+        "the bands fall in all three regimes: extrapolated, ramped, interpolated), the default attention "
+        "factor 0.1 ln(4) + 1 on cos and sin; prompts of 40 and 100 tokens, past the original window.",
+        seed=1007,
+        vocab=256,
+        hidden=64,
+        layers=2,
+        heads=2,
+        kv_heads=1,
+        head_dim=32,
+        inter=128,
+        eps=1e-6,
+        tied=True,
+        qkv_bias=True,
+        qk_norm=False,
+        max_pos=128,  # = factor x original: transformers versions differ on which of the two they read
+        rope=dict(
+            rope_type="yarn",
+            rope_theta=10000.0,
+            factor=4.0,
+            original_max_position_embeddings=32,
+            beta_fast=32.0,
+            beta_slow=1.0,
+        ),
+        prompt_lens=[1, 40, 100],
+        intermediates=False,
+    ),
+    dict(
         name="llama2_tied",
         arch="LlamaForCausalLM",
         covers="Llama-2 style: multi-head attention (kv heads == heads), plain RoPE theta 10000, no "
@@ -211,6 +242,24 @@ def ref_inv_freq(spec):
     inv = [1.0 / (base ** (2.0 * i / d)) for i in range(d // 2)]
     if r["rope_type"] == "default":
         return inv
+    if r["rope_type"] == "yarn":
+        # YaRN (Peng et al. 2023): bands that turn fewer than beta_slow times over the original window
+        # are interpolated (divided by factor), more than beta_fast times kept, a linear ramp between
+        # (over band indices, the correction range rounded outwards).
+        factor, orig = r["factor"], r["original_max_position_embeddings"]
+
+        def corr_dim(rotations):
+            return d * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+        lo = max(math.floor(corr_dim(r["beta_fast"])), 0)
+        hi = min(math.ceil(corr_dim(r["beta_slow"])), d - 1)
+        if lo == hi:
+            hi += 0.001
+        out = []
+        for i, f in enumerate(inv):
+            ramp = min(max((i - lo) / (hi - lo), 0.0), 1.0)  # 0: keep (extrapolate), 1: interpolate
+            out.append(f / factor * ramp + f * (1.0 - ramp))
+        return out
     assert r["rope_type"] == "llama3", r
     factor, lo, hi = r["factor"], r["low_freq_factor"], r["high_freq_factor"]
     orig = r["original_max_position_embeddings"]
@@ -411,8 +460,11 @@ def ref_forward_f64(T, spec, ids, torch):
     x = T["model.embed_tokens.weight"][torch.tensor(ids)]
     inv = torch.tensor(ref_inv_freq(spec), dtype=torch.float64)
     ang = torch.arange(L, dtype=torch.float64)[:, None] * inv[None, :]
-    cos = torch.cat([ang.cos(), ang.cos()], -1)[:, None, :]
-    sin = torch.cat([ang.sin(), ang.sin()], -1)[:, None, :]
+    # YaRN scales cos and sin (so q . k) by its attention factor, 0.1 ln(factor) + 1 by default.
+    r = spec["rope"]
+    m = 0.1 * math.log(r["factor"]) + 1.0 if r["rope_type"] == "yarn" else 1.0
+    cos = torch.cat([ang.cos(), ang.cos()], -1)[:, None, :] * m
+    sin = torch.cat([ang.sin(), ang.sin()], -1)[:, None, :] * m
 
     def rms(v, w):
         return v / torch.sqrt((v * v).mean(-1, keepdim=True) + eps) * w

@@ -378,6 +378,9 @@ class Llama final : public LlamaModel {
       a.n_kv_heads = int(c.n_kv_heads);
       a.head_dim = int(c.head_dim);
       a.scale = 1.0f / std::sqrt(float(c.head_dim));
+      // YaRN scales cos and sin (q and k) by its attention factor: the scores by its square.
+      const double af = c.rope_scaling.attention_factor;
+      if (af != 1.0) a.scale = float(double(a.scale) * af * af);
       a.layer = int(l);
       a.seq = d_seq_;
       a.kv_len = d_kvlen_;

@@ -1,4 +1,5 @@
 // Llama-family configuration from GGUF metadata or a Hugging Face config.json, and RoPE frequencies.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -37,6 +38,11 @@ void check_config(const LlamaConfig& c, const std::string& path) {
     bad("sliding window " + std::to_string(c.sliding_window) + " is not a position count");
 }
 
+// YaRN's scale of cos and sin when the model gives none (transformers' get_mscale, and llama.cpp's).
+double yarn_default_attention_factor(double factor) {
+  return factor <= 1.0 ? 1.0 : 0.1 * std::log(factor) + 1.0;
+}
+
 }  // namespace
 
 LlamaConfig config_from_gguf(const io::GgufFile& g) {
@@ -59,9 +65,16 @@ LlamaConfig config_from_gguf(const io::GgufFile& g) {
   if (scaling == "linear") {
     c.rope_scaling.type = RopeScaling::Type::linear;
     c.rope_scaling.factor = g.require_float(key("rope.scaling.factor"));
+  } else if (scaling == "yarn") {
+    // llama.cpp writes Qwen2.5's YaRN as factor and original context; beta_fast, beta_slow and the
+    // attention factor are then the defaults that both it and transformers use.
+    c.rope_scaling.type = RopeScaling::Type::yarn;
+    c.rope_scaling.factor = g.require_float(key("rope.scaling.factor"));
+    c.rope_scaling.original_max_position = g.require_int(key("rope.scaling.original_context_length"));
+    c.rope_scaling.attention_factor = yarn_default_attention_factor(c.rope_scaling.factor);
   } else if (scaling != "none") {
     throw Error("model " + g.path() + ": RoPE scaling type '" + scaling +
-                "' is not supported (none, linear, llama3)");
+                "' is not supported (none, linear, yarn, llama3)");
   }
   // llama.cpp writes Llama-3.1's llama3 scaling as a tensor of per-pair frequency divisors.
   if (g.find_tensor("rope_freqs.weight")) c.rope_scaling.type = RopeScaling::Type::llama3;
@@ -116,9 +129,28 @@ LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path) {
     } else if (type == "linear") {
       c.rope_scaling.type = RopeScaling::Type::linear;
       c.rope_scaling.factor = rs.value("factor", 1.0);
+    } else if (type == "yarn") {
+      // transformers' _compute_yarn_parameters. DeepSeek-style mscale / mscale_all_dim attention
+      // factors are not read: refused below rather than silently different.
+      RopeScaling& y = c.rope_scaling;
+      y.type = RopeScaling::Type::yarn;
+      y.factor = rs.value("factor", 1.0);
+      y.original_max_position = rs.value("original_max_position_embeddings", h.max_position_embeddings);
+      y.beta_fast = rs.value("beta_fast", 32.0);
+      y.beta_slow = rs.value("beta_slow", 1.0);
+      if (rs.contains("mscale") || rs.contains("mscale_all_dim") || !rs.value("truncate", true))
+        throw Error("model " + path +
+                    ": YaRN with mscale, mscale_all_dim or truncate=false is not supported");
+      if (!(y.factor >= 1.0) || y.original_max_position <= 0)
+        throw Error("model " + path + ": YaRN factor " + std::to_string(y.factor) +
+                    " (must be >= 1) or original_max_position_embeddings " +
+                    std::to_string(y.original_max_position) + " (must be > 0)");
+      y.attention_factor = rs.contains("attention_factor") && !rs["attention_factor"].is_null()
+                               ? rs["attention_factor"].get<double>()
+                               : yarn_default_attention_factor(y.factor);
     } else if (type != "default") {
       throw Error("model " + path + ": RoPE scaling type '" + type +
-                  "' is not supported (default, linear, llama3)");
+                  "' is not supported (default, linear, llama3, yarn)");
     }
   }
   check_config(c, path);
@@ -150,6 +182,21 @@ std::vector<float> rope_inv_freq(const LlamaConfig& c) {
         out = (1 - smooth) * inv / s.factor + smooth * inv;
       }
       x = float(out);
+    }
+  } else if (s.type == RopeScaling::Type::yarn) {
+    // transformers' _compute_yarn_parameters: bands that turn fewer than beta_slow times over the
+    // original window are interpolated (divided by factor), more than beta_fast times kept, with a
+    // linear ramp over the band indices in between (the correction range rounded outwards).
+    const double d = double(c.head_dim), base = c.rope_theta, orig = double(s.original_max_position);
+    auto corr_dim = [&](double rotations) {
+      return d * std::log(orig / (rotations * 2 * M_PI)) / (2 * std::log(base));
+    };
+    const double lo = std::max(std::floor(corr_dim(s.beta_fast)), 0.0);
+    double hi = std::min(std::ceil(corr_dim(s.beta_slow)), d - 1);
+    if (lo == hi) hi += 0.001;
+    for (int j = 0; j < half; ++j) {
+      const double ramp = std::clamp((j - lo) / (hi - lo), 0.0, 1.0);  // 0: kept, 1: interpolated
+      f[j] = float(f[j] / s.factor * ramp + double(f[j]) * (1.0 - ramp));
     }
   }
   return f;

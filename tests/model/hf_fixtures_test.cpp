@@ -1,9 +1,9 @@
-// mx8 against Hugging Face transformers on the six fixture models of tests/data/hf (docs/FIXTURES.md):
+// mx8 against Hugging Face transformers on the seven fixture models of tests/data/hf (docs/FIXTURES.md):
 // Llama-3.1 (GQA, llama3 RoPE scaling, also past the original context), Llama-2 (tied), Mistral,
-// Qwen2 (q/k/v biases, tied), Qwen3 (q/k norm). F32 weights, f32 KV cache, CPU backend.
+// Qwen2 (q/k/v biases, tied; and with YaRN scaling past its original window), Qwen3 (q/k norm). F32 weights, f32 KV cache, CPU backend.
 //
 // Tolerance: 1e-4 absolute on every stored logit. HF's float32 logits differ from an exact float64
-// computation by up to 1.26e-5 on these models (recorded in each reference.json), and mx8's f32
+// computation by up to 1.28e-5 on these models (recorded in each reference.json), and mx8's f32
 // path rounds differently but by the same order, so 1e-4 is ~8x the measured rounding gap while
 // still 1e-5 of the largest logit: any real error (a missed norm weight, a wrong RoPE band, bias,
 // head grouping) moves logits by 1e-2 or more. Greedy tokens must be equal: every greedy step of
@@ -187,5 +187,39 @@ TEST(HfFixtures, UnsupportedArchitectureIsNamed) {
       EXPECT_NE(std::string(e.what()).find("'gpt_neox' is not supported"), std::string::npos) << e.what();
     }
   }
+  fs::remove_all(dir);
+}
+
+TEST(HfFixtures, UnsupportedYarnVariantsAreNamed) {
+  // DeepSeek's YaRN (mscale, mscale_all_dim) and truncate=false change the frequencies or the
+  // attention factor in ways mx8 does not implement: they must fail loudly, not run differently.
+  const std::string src = kDir + "/llama2_tied";
+  if (!fs::exists(src)) GTEST_SKIP() << src << " absent";
+  const fs::path dir = fs::temp_directory_path() / ("mx8_yarn_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const json yarn = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32}};
+  const std::pair<const char*, json> variants[] = {
+      {"mscale", 1.0}, {"mscale_all_dim", 1.0}, {"truncate", false}};
+  for (const auto& [key, value] : variants) {
+    json cfg = read_json(src + "/config.json");
+    cfg["rope_scaling"] = yarn;
+    cfg["rope_scaling"][key] = value;
+    std::ofstream(dir / "config.json") << cfg.dump();
+    try {
+      mx8::model::read_llama_config(dir.string());
+      ADD_FAILURE() << "expected an error for " << key;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("YaRN with mscale, mscale_all_dim or truncate=false"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  // The plain variant is accepted, with the default attention factor 0.1 ln(4) + 1.
+  json cfg = read_json(src + "/config.json");
+  cfg["rope_scaling"] = yarn;
+  std::ofstream(dir / "config.json") << cfg.dump();
+  const mx8::model::LlamaConfig c = mx8::model::read_llama_config(dir.string());
+  EXPECT_EQ(c.rope_scaling.type, mx8::model::RopeScaling::Type::yarn);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.attention_factor, 0.1 * std::log(4.0) + 1.0);
   fs::remove_all(dir);
 }

@@ -19,12 +19,16 @@
 namespace mx8::model {
 
 struct RopeScaling {
-  enum class Type { none, linear, llama3 };
+  enum class Type { none, linear, llama3, yarn };
   Type type = Type::none;
   double factor = 1.0;
-  double low_freq_factor = 1.0;          // llama3
-  double high_freq_factor = 4.0;         // llama3
-  int64_t original_max_position = 8192;  // llama3
+  double low_freq_factor = 1.0;              // llama3
+  double high_freq_factor = 4.0;             // llama3
+  int64_t original_max_position = 8192;      // llama3, yarn
+  double beta_fast = 32.0, beta_slow = 1.0;  // yarn: the correction range, in rotations
+  // yarn: cos and sin are scaled by it (so q . k by its square); 0.1 ln(factor) + 1 unless the
+  // config gives attention_factor. 1 for the other types.
+  double attention_factor = 1.0;
 };
 
 struct LlamaConfig {

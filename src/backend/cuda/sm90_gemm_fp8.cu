@@ -25,10 +25,12 @@ struct Shape {
 };
 // Compiled 1x128 tile shapes. A tile may span at most two 128-column B-scale blocks: any width
 // <= 144, or 160/192/256 (whose offsets n0 % 128 are multiples of 32/64/128), satisfies that.
-// w = 2 with 64 rows is the split-K variant (two warpgroups on alternate K blocks of one tile).
+// w = 2 with 64 rows is the split-K variant (two warpgroups on alternate K blocks of one tile);
+// 192 rows take three math warpgroups of one 64-row wave each, a third tile height for rounding
+// the tile count to whole rounds of 132 SMs (4096 x 2112 x 7168: 374 tiles fill three rounds to 94%).
 constexpr Shape kShapes[] = {{64, 16, 1},  {64, 32, 1},   {64, 64, 1},   {64, 128, 1}, {64, 16, 2},
                              {64, 32, 2},  {64, 64, 2},   {64, 128, 2},  {128, 16, 2}, {128, 32, 2},
-                             {128, 64, 2}, {128, 128, 2}, {128, 192, 2}, {256, 128, 2}};
+                             {128, 64, 2}, {128, 128, 2}, {128, 192, 2}, {256, 128, 2}, {192, 128, 3}};
 constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
 
 // Cost model per 128-wide K block of one tile, calibrated on the H200 (docs/CUDA.md):
@@ -48,7 +50,9 @@ double kb_seconds(const Shape& s, int m) {
   constexpr double kPeakPerSm = 1979e12 / 132, kSmBytesPerSec = 70e9;
   // Split-K 64-row tiles run two such chains per SM: 0.4x the one-chain latency per K block.
   const double latency = s.bm == 64 ? (s.w == 2 ? 0.15e-6 : 0.37e-6) : s.bm == 128 ? 0.35e-6 : 0.0;
-  const double eff = s.bm == 256 ? 0.62 : s.bn >= 192 ? 0.52 : s.bm == 128 ? 0.51 : 0.45;
+  // 192x128 (three warpgroups, one 64-row wave each) matched 256x128 per FLOP where both fill
+  // whole rounds (4096 x 24576 x 1536: 267.9 vs 267.4 us, twelfth session, .carry/lead/g3.sh).
+  const double eff = s.bm >= 192 ? 0.62 : s.bn >= 192 ? 0.52 : s.bm == 128 ? 0.51 : 0.45;
   const double mma = 2.0 * s.bm * s.bn * 128 / (kPeakPerSm * eff);
   const double load = double(std::min(m, s.bm) + s.bn) * 128 / kSmBytesPerSec;
   return std::max({latency, mma, load});
@@ -118,6 +122,9 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
   long best_tiles = 0;
   for (const Shape& s : kShapes) {
     if (s.bm == 64 && s.w == 2 && no_split_k()) continue;
+    // A tile with a whole 64-row wave below M computes nothing there, which the per-block load
+    // estimate does not see (M = 128: 192x128 would tie with 128x128 and win on area).
+    if (s.bm - 64 >= m) continue;
     const double t = estimate_seconds(s, m, n, k, num_sms);
     const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
     // Ties (within 2%) go to the shape that keeps more SMs busy (more loads in flight when the
@@ -158,7 +165,7 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
                        std::to_string(forced->block_n) + " is not compiled");
     c.block_m = forced->block_m;
     c.block_n = forced->block_n;
-    c.math_warpgroups = c.block_m == 64 ? (forced->math_warpgroups == 2 ? 2 : 1) : 2;
+    c.math_warpgroups = c.block_m == 64 ? (forced->math_warpgroups == 2 ? 2 : 1) : c.block_m == 192 ? 3 : 2;
     const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false, c.block_n % 64 == 0);
     c.stages = forced->stages > 0 ? std::min(forced->stages, max_st) : max_st;
     const long tiles =
@@ -214,6 +221,7 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   MX8_GEMM_CASE(128, 128, 2)
   MX8_GEMM_CASE(128, 192, 2)
   MX8_GEMM_CASE(256, 128, 2)
+  MX8_GEMM_CASE(192, 128, 3)
 #undef MX8_GEMM_CASE
   throw mx8::Error("gemm_fp8_1x128: no kernel for tile " + c.str());
 }

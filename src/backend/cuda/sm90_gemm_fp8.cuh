@@ -124,7 +124,9 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   }
 
   // ---------------- math warpgroups ----------------
-  if constexpr (W > 1) ptx::setmaxnreg_inc<240>();
+  // Registers per math thread: the whole file (64K) less the producer's 128 x 24, shared by the
+  // math warpgroups (multiples of 8): 240 for two, 160 for three (one 64-row wave each).
+  if constexpr (W > 1) ptx::setmaxnreg_inc<W >= 3 ? 160 : 240>();
   const int tid_wg = threadIdx.x % 128;
   const int warp = tid_wg / 32;
   const int lane = threadIdx.x % 32;

@@ -6,5 +6,8 @@ namespace mx8::cuda::detail {
 template void launch_gemm<256, 128, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
                                               const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
                                               cudaStream_t);
+template void launch_gemm<192, 128, 3, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
+                                              const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
+                                              cudaStream_t);
 
 }  // namespace mx8::cuda::detail

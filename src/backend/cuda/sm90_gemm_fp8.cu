@@ -28,8 +28,8 @@ struct Shape {
 // w = 2 with 64 rows is the split-K variant (two warpgroups on alternate K blocks of one tile);
 // 192 rows take three math warpgroups of one 64-row wave each, a third tile height for rounding
 // the tile count to whole rounds of 132 SMs (4096 x 2112 x 7168: 374 tiles fill three rounds to 94%).
-constexpr Shape kShapes[] = {{64, 16, 1},  {64, 32, 1},   {64, 64, 1},   {64, 128, 1}, {64, 16, 2},
-                             {64, 32, 2},  {64, 64, 2},   {64, 128, 2},  {128, 16, 2}, {128, 32, 2},
+constexpr Shape kShapes[] = {{64, 16, 1},  {64, 32, 1},   {64, 64, 1},   {64, 128, 1},  {64, 16, 2},
+                             {64, 32, 2},  {64, 64, 2},   {64, 128, 2},  {128, 16, 2},  {128, 32, 2},
                              {128, 64, 2}, {128, 128, 2}, {128, 192, 2}, {256, 128, 2}, {192, 128, 3}};
 constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
 

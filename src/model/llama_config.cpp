@@ -134,8 +134,10 @@ LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path) {
       // factors are not read: refused below rather than silently different.
       RopeScaling& y = c.rope_scaling;
       y.type = RopeScaling::Type::yarn;
-      y.factor = rs.value("factor", 1.0);
       y.original_max_position = rs.value("original_max_position_embeddings", h.max_position_embeddings);
+      // Without a factor, transformers takes the ratio of the two context lengths.
+      y.factor = rs.contains("factor") ? rs["factor"].get<double>()
+                                       : double(h.max_position_embeddings) / double(y.original_max_position);
       y.beta_fast = rs.value("beta_fast", 32.0);
       y.beta_slow = rs.value("beta_slow", 1.0);
       if (rs.contains("mscale") || rs.contains("mscale_all_dim") || !rs.value("truncate", true))

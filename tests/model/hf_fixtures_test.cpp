@@ -1,6 +1,7 @@
-// mx8 against Hugging Face transformers on the seven fixture models of tests/data/hf (docs/FIXTURES.md):
-// Llama-3.1 (GQA, llama3 RoPE scaling, also past the original context), Llama-2 (tied), Mistral,
-// Qwen2 (q/k/v biases, tied; and with YaRN scaling past its original window), Qwen3 (q/k norm). F32 weights, f32 KV cache, CPU backend.
+// mx8 against Hugging Face transformers on the seven fixture models of tests/data/hf
+// (docs/FIXTURES.md): Llama-3.1 (GQA, llama3 RoPE scaling, also past the original context),
+// Llama-2 (tied), Mistral, Qwen2 (q/k/v biases, tied; and with YaRN scaling past its original
+// window), Qwen3 (q/k norm). F32 weights, f32 KV cache, CPU backend.
 //
 // Tolerance: 1e-4 absolute on every stored logit. HF's float32 logits differ from an exact float64
 // computation by up to 1.28e-5 on these models (recorded in each reference.json), and mx8's f32
@@ -214,12 +215,18 @@ TEST(HfFixtures, UnsupportedYarnVariantsAreNamed) {
           << e.what();
     }
   }
-  // The plain variant is accepted, with the default attention factor 0.1 ln(4) + 1.
+  // The plain variant is accepted, with the default attention factor 0.1 ln(4) + 1; without a
+  // factor, the ratio of max_position_embeddings to the original window, as transformers takes it.
   json cfg = read_json(src + "/config.json");
   cfg["rope_scaling"] = yarn;
   std::ofstream(dir / "config.json") << cfg.dump();
-  const mx8::model::LlamaConfig c = mx8::model::read_llama_config(dir.string());
+  mx8::model::LlamaConfig c = mx8::model::read_llama_config(dir.string());
   EXPECT_EQ(c.rope_scaling.type, mx8::model::RopeScaling::Type::yarn);
   EXPECT_DOUBLE_EQ(c.rope_scaling.attention_factor, 0.1 * std::log(4.0) + 1.0);
+  cfg["rope_scaling"].erase("factor");
+  cfg["max_position_embeddings"] = 256;
+  std::ofstream(dir / "config.json") << cfg.dump();
+  c = mx8::model::read_llama_config(dir.string());
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 8.0);
   fs::remove_all(dir);
 }

@@ -112,6 +112,11 @@ inline Loaded load_for_generation(GenOptions& o, int positions_needed) {
                (long long)cfg.n_kv_heads, (long long)cfg.vocab);
   std::fprintf(stderr, "mx8: %s (estimate before loading)\n", plan.text.c_str());
   if (!plan.fits) std::fprintf(stderr, "mx8: warning: the plan exceeds available memory; lower --ctx\n");
+  if (const int64_t made_for = model::supported_context(cfg); made_for > 0 && eo.max_context > made_for)
+    std::fprintf(stderr,
+                 "mx8: warning: a context of %d positions is past the %lld the model was made for (RoPE "
+                 "scaling included); text past that point may degrade\n",
+                 eo.max_context, (long long)made_for);
   model::LoadOptions lo;
   lo.weights = mode;
   lo.max_tokens_per_step = o.chunk;

@@ -59,7 +59,7 @@ LlamaConfig config_from_gguf(const io::GgufFile& g) {
   c.head_dim = g.get_int(key("attention.key_length"), c.n_heads > 0 ? c.dim / c.n_heads : 0);
   c.norm_eps = float(g.get_float(key("attention.layer_norm_rms_epsilon"), 1e-5));
   c.rope_theta = g.get_float(key("rope.freq_base"), 10000.0);
-  c.max_position = g.get_int(key("context_length"), 2048);
+  c.max_position = g.get_int(key("context_length"), 0);  // 0: the file does not say
   c.sliding_window = g.get_int(key("attention.sliding_window"), 0);
   std::string scaling = g.get_string(key("rope.scaling.type"), "none");
   if (scaling == "linear") {
@@ -157,6 +157,12 @@ LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path) {
   }
   check_config(c, path);
   return c;
+}
+
+int64_t supported_context(const LlamaConfig& c) {
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type != RopeScaling::Type::yarn) return c.max_position;
+  return std::max(c.max_position, int64_t(std::llround(s.factor * double(s.original_max_position))));
 }
 
 std::vector<float> rope_inv_freq(const LlamaConfig& c) {

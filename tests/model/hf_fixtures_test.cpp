@@ -228,5 +228,13 @@ TEST(HfFixtures, UnsupportedYarnVariantsAreNamed) {
   std::ofstream(dir / "config.json") << cfg.dump();
   c = mx8::model::read_llama_config(dir.string());
   EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 8.0);
+  // The context a YaRN model is made for: factor x the original window, past max_position when the
+  // config keeps that at the original length (Qwen2.5); other scalings: max_position.
+  cfg["rope_scaling"]["factor"] = 4.0;
+  cfg["max_position_embeddings"] = 32;
+  std::ofstream(dir / "config.json") << cfg.dump();
+  EXPECT_EQ(mx8::model::supported_context(mx8::model::read_llama_config(dir.string())), 128);
+  EXPECT_EQ(mx8::model::supported_context(mx8::model::read_llama_config(src)),
+            read_json(src + "/config.json")["max_position_embeddings"].get<int64_t>());
   fs::remove_all(dir);
 }

@@ -60,6 +60,10 @@ struct LlamaConfig {
 // _compute_llama3_parameters does for llama3 scaling.
 std::vector<float> rope_inv_freq(const LlamaConfig& c);
 
+// Positions the model is made for: max_position, or factor x the original window for YaRN, whose
+// configs (Qwen2.5) keep max_position at the original length. 0: the config does not say.
+int64_t supported_context(const LlamaConfig& c);
+
 // What the linear weights become at load.
 enum class WeightMode {
   as_given,  // f32 stays f32, bf16 stays bf16, FP8 checkpoints stay FP8; GGUF MXFP4 -> mxfp8 (exact);

@@ -41,7 +41,8 @@ struct GemmFp8Args {
   int m = 0, n = 0, k = 0;
 };
 
-// A tile shape and pipeline depth. block_m in {64, 128, 256}; block_n one of the compiled widths.
+// A tile shape and pipeline depth. block_m in {64, 128, 192, 256}; block_n one of the compiled widths.
+// math_warpgroups: 64-row tiles take 1, or 2 for split-K; 192 rows take 3; the others 2.
 struct GemmConfig {
   int block_m = 0, block_n = 0, stages = 0, math_warpgroups = 0, grid = 0;
   std::string str() const;

@@ -105,7 +105,7 @@ if [[ " $STAGES " == *" exp "* ]]; then
       echo "## forced tile $t, M=64"
       timeout 60 $BUILD/mx8 bench cuda-gemm --m 64 --tile "$t" --no-perf-md --iters 10
     done
-    for t in ${GPU_CHECK_TILES_LARGE-128x128 128x192 256x128}; do
+    for t in ${GPU_CHECK_TILES_LARGE-128x128 128x192 192x128 256x128}; do
       echo "## forced tile $t, M=4096"
       timeout 90 $BUILD/mx8 bench cuda-gemm --m 4096 --tile "$t" --no-perf-md --iters 10
     done

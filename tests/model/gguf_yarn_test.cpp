@@ -1,0 +1,96 @@
+// YaRN from GGUF metadata (llama.cpp's rope.scaling.type = yarn, factor, original_context_length):
+// the same configuration as the qwen2_yarn Hugging Face fixture, written as a GGUF file, must give
+// the same RoPE frequencies, attention factor and supported context as its config.json (which the
+// fixture test checks against transformers). No GGUF with YaRN written by llama.cpp is available
+// here, so the file is built field by field (GGUF v3: header, key-values, tensor infos, data).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "mx8/io/gguf.h"
+#include "mx8/model/llama.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using mx8::io::GgufValueType;
+
+struct GgufBytes {
+  std::vector<uint8_t> b;
+  template <typename T>
+  void put(T v) {
+    uint8_t tmp[sizeof(T)];
+    std::memcpy(tmp, &v, sizeof(T));
+    b.insert(b.end(), tmp, tmp + sizeof(T));
+  }
+  void str(const std::string& s) {
+    put<uint64_t>(s.size());
+    b.insert(b.end(), s.begin(), s.end());
+  }
+  void key(const std::string& k, GgufValueType t) {
+    str(k);
+    put<uint32_t>(uint32_t(t));
+  }
+  void u32(const std::string& k, uint32_t v) { key(k, GgufValueType::kUint32), put(v); }
+  void f32(const std::string& k, float v) { key(k, GgufValueType::kFloat32), put(v); }
+  void text(const std::string& k, const std::string& v) { key(k, GgufValueType::kString), str(v); }
+};
+
+// qwen2_yarn's shape: hidden 64, 2 layers, 2 heads over 1 kv head (head_dim 32), vocab 256,
+// theta 10000, YaRN factor 4 over an original window of 32.
+std::vector<uint8_t> yarn_gguf() {
+  GgufBytes g;
+  g.put<uint32_t>(0x46554747u);  // "GGUF"
+  g.put<uint32_t>(3);
+  g.put<uint64_t>(1);   // tensors
+  g.put<uint64_t>(12);  // key-value pairs
+  g.text("general.architecture", "qwen2");
+  g.u32("general.alignment", 32);
+  g.u32("qwen2.embedding_length", 64);
+  g.u32("qwen2.block_count", 2);
+  g.u32("qwen2.feed_forward_length", 128);
+  g.u32("qwen2.attention.head_count", 2);
+  g.u32("qwen2.attention.head_count_kv", 1);
+  g.f32("qwen2.rope.freq_base", 10000.0f);
+  g.u32("qwen2.context_length", 32);
+  g.text("qwen2.rope.scaling.type", "yarn");
+  g.f32("qwen2.rope.scaling.factor", 4.0f);
+  g.u32("qwen2.rope.scaling.original_context_length", 32);
+  g.str("token_embd.weight");  // ne = [64, 256], F32, offset 0
+  g.put<uint32_t>(2);
+  g.put<uint64_t>(64);
+  g.put<uint64_t>(256);
+  g.put<uint32_t>(0);
+  g.put<uint64_t>(0);
+  while (g.b.size() % 32) g.b.push_back(0);
+  g.b.resize(g.b.size() + 64 * 256 * 4, 0);
+  return g.b;
+}
+
+TEST(GgufYarn, MatchesTheHuggingFaceConfig) {
+  const std::string hf = std::string(MX8_SOURCE_DIR) + "/tests/data/hf/qwen2_yarn";
+  if (!fs::exists(hf)) GTEST_SKIP() << hf << " absent";
+  const fs::path path = fs::temp_directory_path() / ("mx8_yarn_" + std::to_string(::getpid()) + ".gguf");
+  {
+    const std::vector<uint8_t> bytes = yarn_gguf();
+    std::ofstream(path, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  }
+  const mx8::model::LlamaConfig g = mx8::model::read_llama_config(path.string());
+  const mx8::model::LlamaConfig h = mx8::model::read_llama_config(hf);
+  fs::remove(path);
+  ASSERT_EQ(g.rope_scaling.type, mx8::model::RopeScaling::Type::yarn);
+  EXPECT_EQ(g.rope_scaling.attention_factor, h.rope_scaling.attention_factor);
+  EXPECT_EQ(mx8::model::supported_context(g), 128);
+  EXPECT_EQ(mx8::model::supported_context(h), 128);
+  // Same inputs, same f32 arithmetic: the frequencies are equal bit for bit (the fixture test holds
+  // the HF side to transformers' own inv_freq).
+  EXPECT_EQ(mx8::model::rope_inv_freq(g), mx8::model::rope_inv_freq(h));
+}
+
+}  // namespace

@@ -36,6 +36,10 @@ void check_config(const LlamaConfig& c, const std::string& path) {
   if (c.head_dim % 2 != 0) bad("head_dim " + std::to_string(c.head_dim) + " is odd (RoPE rotates pairs)");
   if (c.sliding_window < 0 || c.sliding_window > 0x7fffffff)
     bad("sliding window " + std::to_string(c.sliding_window) + " is not a position count");
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type == RopeScaling::Type::yarn && (!(s.factor >= 1.0) || s.original_max_position <= 0))
+    bad("YaRN factor " + std::to_string(s.factor) + " (must be >= 1) or original context " +
+        std::to_string(s.original_max_position) + " (must be > 0)");
 }
 
 // YaRN's scale of cos and sin when the model gives none (transformers' get_mscale, and llama.cpp's).
@@ -143,10 +147,6 @@ LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path) {
       if (rs.contains("mscale") || rs.contains("mscale_all_dim") || !rs.value("truncate", true))
         throw Error("model " + path +
                     ": YaRN with mscale, mscale_all_dim or truncate=false is not supported");
-      if (!(y.factor >= 1.0) || y.original_max_position <= 0)
-        throw Error("model " + path + ": YaRN factor " + std::to_string(y.factor) +
-                    " (must be >= 1) or original_max_position_embeddings " +
-                    std::to_string(y.original_max_position) + " (must be > 0)");
       y.attention_factor = rs.contains("attention_factor") && !rs["attention_factor"].is_null()
                                ? rs["attention_factor"].get<double>()
                                : yarn_default_attention_factor(y.factor);

@@ -43,7 +43,7 @@ struct GgufBytes {
 
 // qwen2_yarn's shape: hidden 64, 2 layers, 2 heads over 1 kv head (head_dim 32), vocab 256,
 // theta 10000, YaRN factor 4 over an original window of 32.
-std::vector<uint8_t> yarn_gguf() {
+std::vector<uint8_t> yarn_gguf(uint32_t original = 32) {
   GgufBytes g;
   g.put<uint32_t>(0x46554747u);  // "GGUF"
   g.put<uint32_t>(3);
@@ -60,7 +60,7 @@ std::vector<uint8_t> yarn_gguf() {
   g.u32("qwen2.context_length", 32);
   g.text("qwen2.rope.scaling.type", "yarn");
   g.f32("qwen2.rope.scaling.factor", 4.0f);
-  g.u32("qwen2.rope.scaling.original_context_length", 32);
+  g.u32("qwen2.rope.scaling.original_context_length", original);
   g.str("token_embd.weight");  // ne = [64, 256], F32, offset 0
   g.put<uint32_t>(2);
   g.put<uint64_t>(64);
@@ -72,15 +72,17 @@ std::vector<uint8_t> yarn_gguf() {
   return g.b;
 }
 
+fs::path write_temp(const std::vector<uint8_t>& bytes) {
+  const fs::path path = fs::temp_directory_path() / ("mx8_yarn_" + std::to_string(::getpid()) + ".gguf");
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  return path;
+}
+
 TEST(GgufYarn, MatchesTheHuggingFaceConfig) {
   const std::string hf = std::string(MX8_SOURCE_DIR) + "/tests/data/hf/qwen2_yarn";
   if (!fs::exists(hf)) GTEST_SKIP() << hf << " absent";
-  const fs::path path = fs::temp_directory_path() / ("mx8_yarn_" + std::to_string(::getpid()) + ".gguf");
-  {
-    const std::vector<uint8_t> bytes = yarn_gguf();
-    std::ofstream(path, std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-  }
+  const fs::path path = write_temp(yarn_gguf());
   const mx8::model::LlamaConfig g = mx8::model::read_llama_config(path.string());
   const mx8::model::LlamaConfig h = mx8::model::read_llama_config(hf);
   fs::remove(path);
@@ -91,6 +93,20 @@ TEST(GgufYarn, MatchesTheHuggingFaceConfig) {
   // Same inputs, same f32 arithmetic: the frequencies are equal bit for bit (the fixture test holds
   // the HF side to transformers' own inv_freq).
   EXPECT_EQ(mx8::model::rope_inv_freq(g), mx8::model::rope_inv_freq(h));
+}
+
+// An original context of 0 would make the ramp meaningless: an error that names YaRN.
+TEST(GgufYarn, ZeroOriginalContextIsAnError) {
+  const fs::path path = write_temp(yarn_gguf(0));
+  try {
+    mx8::model::read_llama_config(path.string());
+    ADD_FAILURE() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("YaRN factor 4.000000 (must be >= 1) or original context 0"),
+              std::string::npos)
+        << e.what();
+  }
+  fs::remove(path);
 }
 
 }  // namespace

@@ -110,6 +110,18 @@ std::string GemmConfig::str() const {
          std::to_string(math_warpgroups) + " grid" + std::to_string(grid);
 }
 
+// The math warpgroups of a compiled (block_m, block_n) shape: `wanted` where that variant is
+// compiled (64 rows: 1, or 2 for split-K), else the shape's only variant; 0 if none is compiled.
+static int compiled_warpgroups(int block_m, int block_n, int wanted) {
+  int any = 0;
+  for (const Shape& s : kShapes)
+    if (s.bm == block_m && s.bn == block_n) {
+      if (s.w == wanted) return s.w;
+      if (any == 0) any = s.w;
+    }
+  return any;
+}
+
 bool gemm_fp8_has_config(int block_m, int block_n) {
   for (const Shape& s : kShapes)
     if (s.bm == block_m && s.bn == block_n) return true;
@@ -165,7 +177,7 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
                        std::to_string(forced->block_n) + " is not compiled");
     c.block_m = forced->block_m;
     c.block_n = forced->block_n;
-    c.math_warpgroups = c.block_m == 64 ? (forced->math_warpgroups == 2 ? 2 : 1) : c.block_m == 192 ? 3 : 2;
+    c.math_warpgroups = compiled_warpgroups(c.block_m, c.block_n, std::max(1, forced->math_warpgroups));
     const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false, c.block_n % 64 == 0);
     c.stages = forced->stages > 0 ? std::min(forced->stages, max_st) : max_st;
     const long tiles =

@@ -15,19 +15,27 @@ from collections import defaultdict
 
 SMS = 132
 PEAK_PER_SM = 1979e12 / SMS
-SHAPES = [(64, 16, 1), (64, 32, 1), (64, 64, 1), (64, 128, 1), (64, 16, 2), (64, 32, 2), (64, 64, 2),
-          (64, 128, 2), (128, 16, 2), (128, 32, 2), (128, 64, 2), (128, 128, 2), (128, 192, 2),
-          (256, 128, 2), (192, 128, 3)]
+# (BM, BN, math warpgroups, cluster K splits)
+SHAPES = [(64, 16, 1, 1), (64, 32, 1, 1), (64, 64, 1, 1), (64, 128, 1, 1), (64, 16, 2, 1), (64, 32, 2, 1),
+          (64, 64, 2, 1), (64, 128, 2, 1), (128, 16, 2, 1), (128, 32, 2, 1), (128, 64, 2, 1), (128, 128, 2, 1),
+          (128, 192, 2, 1), (256, 128, 2, 1), (192, 128, 3, 1)]
+SHAPES += [(bm, bn, 2, c) for bm, bn in [(64, 64), (128, 128)] for c in (2, 4)]
 # The constants of sm90_gemm_fp8.cu: latencies per K block (one 64-row chain, split-K, 128-row
-# tiles), efficiencies (192- and 256-row, 128x192, other 128-row, 64-row), per-SM load rate, per-tile cost.
-SOURCE = dict(l1=0.37e-6, l2=0.15e-6, l128=0.35e-6, e256=0.62, e192=0.52, e128=0.51, e64=0.45,
-              bw=70e9, tile=1.5e-6)
+# tiles), efficiencies (192- and 256-row, 128x192, other 128-row, 64-row), per-SM load rate, per-tile
+# cost, and the cluster K split's per-tile cost (its exchange of partial sums).
+SOURCE = dict(l1=0.37e-6, l2=0.18e-6, l128=0.35e-6, e256=0.62, e192=0.52, e128=0.51, e64=0.45,
+              bw=70e9, tile=1.5e-6, ck=2.0e-6)
 
 
 def parse_tile(text):
+    """BMxBN[w2][cC] -> (BM, BN, W, C)."""
+    splits = 1
+    if "c" in text:
+        text, c = text.split("c")
+        splits = int(c)
     bm, bn = text.replace("w2", "").split("x")
     w = 3 if int(bm) == 192 else 2 if text.endswith("w2") or int(bm) > 64 else 1
-    return int(bm), int(bn), w
+    return int(bm), int(bn), w, splits
 
 
 def read_sweep(path):
@@ -41,7 +49,7 @@ def read_sweep(path):
 
 
 def kb_seconds(s, m, c):
-    bm, bn, w = s
+    bm, bn, w, _ = s
     latency = (c["l2"] if w == 2 else c["l1"]) if bm == 64 else (c["l128"] if bm == 128 else 0.0)
     eff = c["e256"] if bm >= 192 else c["e192"] if bn >= 192 else c["e128"] if bm == 128 else c["e64"]
     mma = 2.0 * bm * bn * 128 / (PEAK_PER_SM * eff)
@@ -51,7 +59,10 @@ def kb_seconds(s, m, c):
 
 def estimate_seconds(s, m, n, k, c):
     tiles = math.ceil(m / s[0]) * math.ceil(n / s[1])
-    t_sm = math.ceil(tiles / SMS) * ((k // 128) * kb_seconds(s, m, c) + c["tile"])
+    splits = s[3]
+    kbs = math.ceil(k // 128 / splits)
+    per_tile = kbs * kb_seconds(s, m, c) + c["tile"] + c["ck"] * (splits - 1)
+    t_sm = math.ceil(tiles / (SMS // splits)) * per_tile
     return max(t_sm, (m * k + n * k + 2.0 * m * n) / 3.0e12)
 
 
@@ -67,8 +78,9 @@ def pick(m, n, k, c):
             continue
         bs, bt, btiles = best
         tie = bt * 0.98 <= t <= bt * 1.02
-        busy, best_busy = min(tiles, SMS), min(btiles, SMS)
-        if t < bt * 0.98 or (tie and (busy > best_busy or (busy == best_busy and s[0] * s[1] > bs[0] * bs[1]))):
+        busy = min(tiles * s[3], SMS // s[3] * s[3])
+        best_busy = min(btiles * bs[3], SMS // bs[3] * bs[3])
+        if t < bt * 0.98 or (tie and (s[3], -busy, -s[0] * s[1]) < (bs[3], -best_busy, -bs[0] * bs[1])):
             best = (s, t, tiles)
     return best[0]
 
@@ -95,7 +107,7 @@ def main():
     print("  geomean x%.3f, worst x%.3f" % score(times, SOURCE, show=True))
     grid = dict(l1=[0.3e-6, 0.37e-6], l2=[0.15e-6, 0.18e-6, 0.22e-6], l128=[0.35e-6, 0.45e-6],
                 bw=[60e9, 70e9, 80e9], tile=[1e-6, 1.5e-6], e256=[0.62, 0.66, 0.7],
-                e192=[0.46, 0.52, 0.58], e128=[0.51, 0.56, 0.6])
+                e192=[0.46, 0.52, 0.58], e128=[0.51, 0.56, 0.6], ck=[1e-6, 1.5e-6, 1.8e-6, 2e-6, 2.2e-6, 2.5e-6])
     best = None
     for values in itertools.product(*grid.values()):
         c = dict(SOURCE, **dict(zip(grid.keys(), values)))

@@ -33,7 +33,7 @@ struct BenchOptions {
   std::string perf_md;
   bool no_perf_md = false;
   std::vector<int> ms;
-  std::string tile;       // "BMxBN[w2]" to force a tile shape (experiments)
+  std::string tile;       // "BMxBN[wW][cC]" to force a tile shape (experiments)
   bool mx8_only = false;  // time only mx8's float-scale GEMM (tile sweeps): the other columns are nan
 };
 
@@ -232,9 +232,23 @@ bool retime_f32() {
 GemmConfig parse_tile(const std::string& s) {
   GemmConfig c;
   if (s.empty()) return c;
-  // BMxBN, or BMxBNw2 for the split-K 64-row variant (two math warpgroups).
-  const int n = std::sscanf(s.c_str(), "%dx%dw%d", &c.block_m, &c.block_n, &c.math_warpgroups);
-  if (n < 2) throw mx8::Error("--tile: expected BMxBN or BMxBNw2, e.g. 128x128, got '" + s + "'");
+  // BMxBN, then optionally wW (math warpgroups: w2 = the split-K 64-row variant) and cC (clusters of
+  // C blocks splitting K), e.g. 128x128, 64x64w2, 64x64w2c4.
+  const char* rest = s.c_str();
+  // Reads one "<format>" field at `rest` and moves past it; false if it does not match.
+  auto field = [&rest](const char* format, int* a, int* b = nullptr) {
+    int used = 0;
+    const int want = b ? 2 : 1;
+    if ((b ? std::sscanf(rest, format, a, b, &used) : std::sscanf(rest, format, a, &used)) != want)
+      return false;
+    rest += used;
+    return true;
+  };
+  bool ok = field("%dx%d%n", &c.block_m, &c.block_n);
+  if (ok && *rest == 'w') ok = field("w%d%n", &c.math_warpgroups);
+  if (ok && *rest == 'c') ok = field("c%d%n", &c.splits);
+  if (!ok || *rest != '\0')
+    throw mx8::Error("--tile: expected BMxBN[wW][cC], e.g. 128x128 or 64x64w2c4, got '" + s + "'");
   return c;
 }
 
@@ -313,7 +327,8 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
       if (t_lt == t_lt) sp_fp8.push_back(t_lt / t_mx);
       if (t_bf == t_bf) sp_bf16.push_back(t_bf / t_mx);
       mx_cost.push_back(t_mxfp8 / t_mx);
-      const std::string tile = std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n);
+      const std::string tile = std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n) +
+                               (cfg.splits > 1 ? "c" + std::to_string(cfg.splits) : "");
       std::printf("%6d %6d %6d %-22s %9.1f %9.1f %9.1f %8.1f %8.0f %6.0f%% %9.1f %6.2fx %9.1f %6.2fx %9s\n",
                   m, s.n, s.k, cfg.str().c_str(), t_mx, t_u8, t_mxfp8, flops / t_mx * 1e-6,
                   bytes / t_mx * 1e-3, 100 * fr, t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str());
@@ -442,7 +457,7 @@ void register_bench(const char* name, const char* summary, int kind) {
         if (kind != 1) {
           app.add_option("--m", o->ms,
                          "M values (default: 64 128 4096 for cuda-gemm, 1 2 4 8 16 for cuda-gemv)");
-          app.add_option("--tile", o->tile, "force a tile shape BMxBN or BMxBNw2 (default: the heuristic's)");
+          app.add_option("--tile", o->tile, "force a tile shape BMxBN[wW][cC] (default: the heuristic's)");
           app.add_flag("--mx8-only", o->mx8_only, "time only mx8's float-scale GEMM (tile sweeps)");
         }
         return mx8::cli::CommandRun([o, name, kind] {

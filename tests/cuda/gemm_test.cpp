@@ -111,13 +111,15 @@ struct GemmCase {
   bool out_f32 = false;
   bool split_k = false;     // 64-row tiles: the two-warpgroup split-K variant
   bool accumulate = false;  // f32 output: d += the product (d starts at a known pattern, not NaN)
+  int splits = 1;           // > 1: a cluster of that many blocks splits each tile's K range
 };
 
 void run_gemm_case(const GemmCase& c, uint32_t seed) {
   SCOPED_TRACE("M " + std::to_string(c.m) + " N " + std::to_string(c.n) + " K " + std::to_string(c.k) +
                " tile " + std::to_string(c.block_m) + "x" + std::to_string(c.block_n) +
-               (c.split_k ? " split-K" : "") + " ue8m0 " + std::to_string(c.ue8m0) + " f32out " +
-               std::to_string(c.out_f32) + " seed " + std::to_string(seed));
+               (c.split_k ? " split-K" : "") + " cluster splits " + std::to_string(c.splits) + " ue8m0 " +
+               std::to_string(c.ue8m0) + " f32out " + std::to_string(c.out_f32) + " seed " +
+               std::to_string(seed));
   std::mt19937 rng(seed);
   const auto xa = random_bf16(size_t(c.m) * c.k, rng), xb = random_bf16(size_t(c.n) * c.k, rng, 0.05f);
   fmt::QuantSpec sa_spec, sb_spec;
@@ -162,6 +164,7 @@ void run_gemm_case(const GemmCase& c, uint32_t seed) {
   forced.block_m = c.block_m;
   forced.block_n = c.block_n;
   forced.math_warpgroups = c.split_k ? 2 : 0;
+  forced.splits = c.splits;
   gemm_fp8_1x128(args, nullptr, c.block_m ? &forced : nullptr);
   MX8_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_EQ(
@@ -216,6 +219,39 @@ TEST(CudaGemmFp8, EveryCompiledTileShape) {
       run_gemm_case(c, seed + 1);
     }
   }
+}
+
+// The cluster K split (clusters of 2 or 4 blocks, each a K range of the tile, partial sums added
+// through distributed shared memory), on every compiled shape: ragged M and N; K blocks that do not
+// divide evenly over the blocks (5 over 4: ranges of 1, 1, 1 and 2), a rank with an empty range (3
+// K blocks over 4), more clusters than the GPU runs at once (one cluster per tile: 45 tiles x 4
+// blocks), bf16 and f32 output, f32 accumulation.
+TEST(CudaGemmFp8, ClusterKSplit) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  const int shapes[][2] = {{64, 64}, {128, 128}};
+  int n = 0;
+  for (const auto& s : shapes)
+    for (int splits : {2, 4}) {
+      ASSERT_TRUE(gemm_fp8_has_config(s[0], s[1], splits));
+      GemmCase c{s[0] + 17, s[1] * 3 + 48, 5 * 128, s[0], s[1], n % 2 == 0, n % 3 == 0};
+      c.split_k = s[0] == 64;
+      c.splits = splits;
+      run_gemm_case(c, seed + n++);
+      c.k = 3 * 128;
+      c.m = 2 * s[0] + 5;
+      run_gemm_case(c, seed + n++);
+    }
+  GemmCase waves{600, 1040, 512, 128, 128};
+  waves.splits = 4;
+  run_gemm_case(waves, seed + n++);
+  GemmCase acc{129, 272, 20 * 128, 128, 128};
+  acc.splits = 4;
+  acc.out_f32 = acc.accumulate = true;
+  run_gemm_case(acc, seed + n++);
+  EXPECT_FALSE(gemm_fp8_has_config(64, 64, 3));
+  EXPECT_FALSE(gemm_fp8_has_config(256, 128, 2));
+  EXPECT_FALSE(gemm_fp8_has_config(128, 64, 2));
 }
 
 // K > 128 x 256: the kernel stages the B scales 256 K blocks at a time (sm90_gemm_fp8_params.h,
@@ -307,7 +343,7 @@ TEST(CudaGemmFp8, HeuristicPicksCompiledShapes) {
   for (int m : ms)
     for (const auto& s : nk) {
       const GemmConfig c = gemm_fp8_pick_config(m, s[0], s[1], 132);
-      EXPECT_TRUE(gemm_fp8_has_config(c.block_m, c.block_n)) << c.str();
+      EXPECT_TRUE(gemm_fp8_has_config(c.block_m, c.block_n, c.splits)) << c.str();
       EXPECT_GE(c.stages, 2);
       EXPECT_LE(c.grid, 132);
       std::printf("  pick M=%d N=%d K=%d -> %s\n", m, s[0], s[1], c.str().c_str());
@@ -327,7 +363,7 @@ TEST(CudaGemmFp8, HeuristicPickIsNearTheSweepBest) {
     int m, n, k;
     bool operator<(const Key& o) const { return std::tie(m, n, k) < std::tie(o.m, o.n, o.k); }
   };
-  std::map<Key, std::map<std::string, double>> us;  // shape -> "BMxBN" or "BMxBNw2" -> time
+  std::map<Key, std::map<std::string, double>> us;  // shape -> "BMxBN[w2][cC]" -> time
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty() || line[0] == '#') continue;
@@ -342,7 +378,8 @@ TEST(CudaGemmFp8, HeuristicPickIsNearTheSweepBest) {
   for (const auto& [key, times] : us) {
     const GemmConfig c = gemm_fp8_pick_config(key.m, key.n, key.k, 132);
     const std::string tile = std::to_string(c.block_m) + "x" + std::to_string(c.block_n) +
-                             (c.block_m == 64 && c.math_warpgroups == 2 ? "w2" : "");
+                             (c.block_m == 64 && c.math_warpgroups == 2 ? "w2" : "") +
+                             (c.splits > 1 ? "c" + std::to_string(c.splits) : "");
     double best = 1e30;
     for (const auto& [name, t] : times) best = std::min(best, t);
     const auto picked = times.find(tile);

@@ -32,6 +32,7 @@
 
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/ptx/cluster.cuh"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
 #include "mx8/format/element.h"
@@ -641,24 +642,10 @@ struct CluParams {
   bool early;  // one-token fused path: the first K/V round is loaded before griddepcontrol.wait
 };
 
-__device__ __forceinline__ void cluster_sync_all() {
-  asm volatile("barrier.cluster.arrive.release;\n\tbarrier.cluster.wait.acquire;" ::: "memory");
-}
-// Split barrier: arrive (no ordering), and later wait: every block of the cluster has started
-// (the condition for touching its shared memory).
-__device__ __forceinline__ void cluster_arrive_relaxed() {
-  asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
-}
-__device__ __forceinline__ void cluster_wait() {
-  asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
-}
-// The same shared variable in block `rank` of the cluster (a generic address, so plain loads and
-// stores work).
-__device__ __forceinline__ float* cluster_peer(float* p, int rank) {
-  float* r;
-  asm("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
-  return r;
-}
+using mx8::cuda::ptx::cluster_arrive_relaxed;
+using mx8::cuda::ptx::cluster_peer;
+using mx8::cuda::ptx::cluster_sync_all;
+using mx8::cuda::ptx::cluster_wait;
 
 // Table entry and K/V rows (this lane's 16 dims) of position `pos` of head kvh; false when the
 // position is outside [lo, hi) or on a bad page (then kv and vv are zeros).

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_info.h"
@@ -22,15 +23,22 @@ using detail::kBlockK;
 
 struct Shape {
   int bm, bn, w;
+  bool ck = false;  // the cluster K split variant (GemmConfig::splits > 1)
 };
 // Compiled 1x128 tile shapes. A tile may span at most two 128-column B-scale blocks: any width
 // <= 144, or 160/192/256 (whose offsets n0 % 128 are multiples of 32/64/128), satisfies that.
 // w = 2 with 64 rows is the split-K variant (two warpgroups on alternate K blocks of one tile);
 // 192 rows take three math warpgroups of one 64-row wave each, a third tile height for rounding
 // the tile count to whole rounds of 132 SMs (4096 x 2112 x 7168: 374 tiles fill three rounds to 94%).
-constexpr Shape kShapes[] = {{64, 16, 1},  {64, 32, 1},   {64, 64, 1},   {64, 128, 1},  {64, 16, 2},
-                             {64, 32, 2},  {64, 64, 2},   {64, 128, 2},  {128, 16, 2},  {128, 32, 2},
-                             {128, 64, 2}, {128, 128, 2}, {128, 192, 2}, {256, 128, 2}, {192, 128, 3}};
+// ck: clusters of 2 or 4 blocks split each tile's K range (kClusterSplits), for small M and few
+// tiles: 64 x 2112 x 7168 runs 33 64x64 tiles on 66 SMs, each over half of K, instead of 132 64x16
+// tiles that each read all of A (12.1 against 14.3 us, docs/CUDA.md). Of the four shapes built and
+// swept with it, 64x128 and 128x64 never won, so only these two are compiled.
+constexpr Shape kShapes[] = {
+    {64, 16, 1},   {64, 32, 1},   {64, 64, 1},   {64, 128, 1},      {64, 16, 2},        {64, 32, 2},
+    {64, 64, 2},   {64, 128, 2},  {128, 16, 2},  {128, 32, 2},      {128, 64, 2},       {128, 128, 2},
+    {128, 192, 2}, {256, 128, 2}, {192, 128, 3}, {64, 64, 2, true}, {128, 128, 2, true}};
+constexpr int kClusterSplits[] = {2, 4};
 constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
 
 // Cost model per 128-wide K block of one tile, calibrated on the H200 (docs/CUDA.md):
@@ -48,8 +56,8 @@ constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
 // whose 352 tiles fill three rounds of 132 SMs to 89%, where 256x128's 272 tiles fill them to 69%).
 double kb_seconds(const Shape& s, int m) {
   constexpr double kPeakPerSm = 1979e12 / 132, kSmBytesPerSec = 70e9;
-  // Split-K 64-row tiles run two such chains per SM: 0.4x the one-chain latency per K block.
-  const double latency = s.bm == 64 ? (s.w == 2 ? 0.15e-6 : 0.37e-6) : s.bm == 128 ? 0.35e-6 : 0.0;
+  // Split-K 64-row tiles run two such chains per SM: about half the one-chain latency per K block.
+  const double latency = s.bm == 64 ? (s.w == 2 ? 0.18e-6 : 0.37e-6) : s.bm == 128 ? 0.35e-6 : 0.0;
   // 192x128 (three warpgroups, one 64-row wave each) matched 256x128 per FLOP where both fill
   // whole rounds (4096 x 24576 x 1536: 267.9 vs 267.4 us, twelfth session, .carry/lead/g3.sh).
   const double eff = s.bm >= 192 ? 0.62 : s.bn >= 192 ? 0.52 : s.bm == 128 ? 0.51 : 0.45;
@@ -58,25 +66,31 @@ double kb_seconds(const Shape& s, int m) {
   return std::max({latency, mma, load});
 }
 
-// Estimated seconds of the persistent schedule: the busiest SM's tiles, each its K blocks plus a
-// fixed per-tile cost (epilogue, pipeline turn-around), or the DRAM floor at the bandwidth such
-// kernels reach (3 TB/s), whichever is larger.
-double estimate_seconds(const Shape& s, int m, int n, int k, int num_sms) {
-  constexpr double kDramBytesPerSec = 3.0e12, kTileOverhead = 1.5e-6;
+// Estimated seconds of the persistent schedule: the busiest SM's tiles, each its K blocks (its share
+// of them with a cluster K split) plus a fixed per-tile cost (epilogue, pipeline turn-around, and
+// the split's exchange of partial sums), or the DRAM floor at the bandwidth such kernels reach
+// (3 TB/s), whichever is larger. The cluster split's cost, 2 us per extra block of a cluster, is a
+// fit to the thirteenth session's sweep (docs/CUDA.md): it grows with the split.
+double estimate_seconds(const Shape& s, int m, int n, int k, int num_sms, int splits) {
+  constexpr double kDramBytesPerSec = 3.0e12, kTileOverhead = 1.5e-6, kClusterSplitCost = 2.0e-6;
   const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
-  const long tiles_per_sm = (tiles + num_sms - 1) / num_sms;
-  const double t_sm = tiles_per_sm * ((k / 128) * kb_seconds(s, m) + kTileOverhead);
+  const long units = num_sms / splits;  // tiles in progress at once (clusters: in one wave)
+  const long tiles_per_unit = (tiles + units - 1) / units;
+  const int kbs = (k / 128 + splits - 1) / splits;
+  const double t_sm =
+      tiles_per_unit * (kbs * kb_seconds(s, m) + kTileOverhead + kClusterSplitCost * (splits - 1));
   const double t_dram = (double(m) * k + double(n) * k + 2.0 * m * n) / kDramBytesPerSec;
   return std::max(t_sm, t_dram);
 }
 
-int stages_for(int bm, int bn, int w, bool mx, bool tma_store) {
+int stages_for(int bm, int bn, int w, bool mx, bool tma_store, bool ck = false) {
   int st = 16;
-  while (st > 2 && detail::smem_bytes(bm, bn, w, mx, st, tma_store) > detail::kSmemLimit) --st;
+  while (st > 2 && detail::smem_bytes(bm, bn, w, mx, st, tma_store, ck) > detail::kSmemLimit) --st;
   return st;
 }
 
-// MX8_GEMM_NO_SPLITK=1 keeps the heuristic off the split-K tiles (A/B comparisons); read once.
+// MX8_GEMM_NO_SPLITK=1 keeps the heuristic off the split-K tiles, within a block or over a cluster
+// (A/B comparisons); read once.
 bool no_split_k() {
   static const bool off = std::getenv("MX8_GEMM_NO_SPLITK") != nullptr;
   return off;
@@ -106,57 +120,72 @@ void check_common(const char* what, const void* a, const void* b, const void* d,
 }  // namespace
 
 std::string GemmConfig::str() const {
-  return std::to_string(block_m) + "x" + std::to_string(block_n) + " st" + std::to_string(stages) + " wg" +
+  return std::to_string(block_m) + "x" + std::to_string(block_n) +
+         (splits > 1 ? "c" + std::to_string(splits) : "") + " st" + std::to_string(stages) + " wg" +
          std::to_string(math_warpgroups) + " grid" + std::to_string(grid);
 }
 
-// The math warpgroups of a compiled (block_m, block_n) shape: `wanted` where that variant is
-// compiled (64 rows: 1, or 2 for split-K), else the shape's only variant; 0 if none is compiled.
-static int compiled_warpgroups(int block_m, int block_n, int wanted) {
+// The math warpgroups of a compiled (block_m, block_n) shape, with or without the cluster K split:
+// `wanted` where that variant is compiled (64 rows: 1, or 2 for split-K), else the shape's only
+// variant; 0 if none is compiled.
+static int compiled_warpgroups(int block_m, int block_n, int wanted, bool ck) {
   int any = 0;
   for (const Shape& s : kShapes)
-    if (s.bm == block_m && s.bn == block_n) {
+    if (s.bm == block_m && s.bn == block_n && s.ck == ck) {
       if (s.w == wanted) return s.w;
       if (any == 0) any = s.w;
     }
   return any;
 }
 
-bool gemm_fp8_has_config(int block_m, int block_n) {
-  for (const Shape& s : kShapes)
-    if (s.bm == block_m && s.bn == block_n) return true;
-  return false;
+static bool valid_splits(int splits) {
+  return splits == 1 ||
+         std::find(std::begin(kClusterSplits), std::end(kClusterSplits), splits) != std::end(kClusterSplits);
+}
+
+bool gemm_fp8_has_config(int block_m, int block_n, int splits) {
+  return valid_splits(splits) && compiled_warpgroups(block_m, block_n, 0, splits > 1) != 0;
 }
 
 GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
   const Shape* best = nullptr;
+  int best_splits = 1;
   double best_t = 0;
-  long best_tiles = 0;
+  long best_busy = 0;
   for (const Shape& s : kShapes) {
-    if (s.bm == 64 && s.w == 2 && no_split_k()) continue;
+    if (((s.bm == 64 && s.w == 2) || s.ck) && no_split_k()) continue;
     // A tile with a whole 64-row wave below M computes nothing there, which the per-block load
     // estimate does not see (M = 128: 192x128 would tie with 128x128 and win on area).
     if (s.bm - 64 >= m) continue;
-    const double t = estimate_seconds(s, m, n, k, num_sms);
-    const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
-    // Ties (within 2%) go to the shape that keeps more SMs busy (more loads in flight when the
-    // estimate is latency-bound), then to the larger tile (fewer re-reads through L2).
-    const bool tie = best && t <= best_t * 1.02 && t >= best_t * 0.98;
-    const long busy = std::min<long>(tiles, num_sms), best_busy = std::min<long>(best_tiles, num_sms);
-    if (!best || t < best_t * 0.98 ||
-        (tie && (busy > best_busy || (busy == best_busy && s.bm * s.bn > best->bm * best->bn)))) {
-      best = &s;
-      best_t = t;
-      best_tiles = tiles;
+    for (const int splits : kClusterSplits) {
+      const int sp = s.ck ? splits : 1;
+      if (sp == 1 && splits != kClusterSplits[0]) break;  // no cluster split: one estimate
+      const double t = estimate_seconds(s, m, n, k, num_sms, sp);
+      const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
+      // Ties (within 2%) go to no cluster split (where the DRAM floor bounds both: 64 x 7168 x 16384),
+      // then to the shape that keeps more SMs busy (more loads in flight when the estimate is
+      // latency-bound), then to the larger tile (fewer re-reads through L2).
+      const bool tie = best && t <= best_t * 1.02 && t >= best_t * 0.98;
+      const long busy = std::min<long>(tiles * sp, num_sms / sp * sp);
+      if (!best || t < best_t * 0.98 ||
+          (tie && std::make_tuple(sp, -busy, -s.bm * s.bn) <
+                      std::make_tuple(best_splits, -best_busy, -best->bm * best->bn))) {
+        best = &s;
+        best_splits = sp;
+        best_t = t;
+        best_busy = busy;
+      }
     }
   }
   GemmConfig c;
   c.block_m = best->bm;
   c.block_n = best->bn;
   c.math_warpgroups = best->w;
-  c.stages = stages_for(best->bm, best->bn, best->w, false, best->bn % 64 == 0);
+  c.splits = best_splits;
+  c.stages = stages_for(best->bm, best->bn, best->w, false, best->bn % 64 == 0 && !best->ck, best->ck);
   const long tiles = static_cast<long>((m + c.block_m - 1) / c.block_m) * ((n + c.block_n - 1) / c.block_n);
-  c.grid = static_cast<int>(std::min<long>(tiles, num_sms));
+  // Persistent blocks, or one cluster per tile with the cluster K split.
+  c.grid = static_cast<int>(c.splits > 1 ? tiles * c.splits : std::min<long>(tiles, num_sms));
   return c;
 }
 
@@ -172,18 +201,23 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   const int sms = num_sms();
   GemmConfig c = gemm_fp8_pick_config(a.m, a.n, a.k, sms);
   if (forced) {
-    if (!gemm_fp8_has_config(forced->block_m, forced->block_n))
+    if (!gemm_fp8_has_config(forced->block_m, forced->block_n, forced->splits))
       throw mx8::Error("gemm_fp8_1x128: tile " + std::to_string(forced->block_m) + "x" +
-                       std::to_string(forced->block_n) + " is not compiled");
+                       std::to_string(forced->block_n) + " with " + std::to_string(forced->splits) +
+                       " cluster K splits is not compiled");
     c.block_m = forced->block_m;
     c.block_n = forced->block_n;
-    c.math_warpgroups = compiled_warpgroups(c.block_m, c.block_n, std::max(1, forced->math_warpgroups));
-    const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false, c.block_n % 64 == 0);
+    c.splits = forced->splits;
+    c.math_warpgroups =
+        compiled_warpgroups(c.block_m, c.block_n, std::max(1, forced->math_warpgroups), c.splits > 1);
+    const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false,
+                                  c.block_n % 64 == 0 && c.splits == 1, c.splits > 1);
     c.stages = forced->stages > 0 ? std::min(forced->stages, max_st) : max_st;
     const long tiles =
         static_cast<long>((a.m + c.block_m - 1) / c.block_m) * ((a.n + c.block_n - 1) / c.block_n);
     c.grid = static_cast<int>(std::min<long>(tiles, forced->grid > 0 ? forced->grid : sms));
   }
+  const bool ck = c.splits > 1;
   const bool ue8m0 = a.scale_type == ScaleType::kUE8M0;
   const int kbs = a.k / kBlockK;
   const CUtensorMap ta = make_tensor_map_2d(a.a, 1, a.m, a.k, a.k, c.block_m, kBlockK, true);
@@ -204,20 +238,28 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   p.accumulate = a.accumulate ? 1 : 0;
   // bf16 output of 64-column multiples goes through shared memory and TMA stores (the stage count
   // above already left room for the staging tile); f32 output and narrow tiles store directly.
-  p.tma_store = (!p.out_f32 && c.block_n % 64 == 0) ? 1 : 0;
+  // (The cluster K split stores each block's column slice straight from registers.)
+  p.tma_store = (!p.out_f32 && c.block_n % 64 == 0 && !ck) ? 1 : 0;
   p.debug = debug_flags();
   if (!p.tma_store)
-    c.stages =
-        std::min(16, std::max(c.stages, stages_for(c.block_m, c.block_n, c.math_warpgroups, false, false)));
+    c.stages = std::min(
+        16, std::max(c.stages, stages_for(c.block_m, c.block_n, c.math_warpgroups, false, false, ck)));
   p.stages = c.stages;
   const CUtensorMap td = make_tensor_map_2d(
       a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,
       detail::is_split_k(c.block_m, c.math_warpgroups, false) ? 64 : c.block_m / c.math_warpgroups,
       p.tma_store ? 64 : 16, p.tma_store != 0);
 #define MX8_GEMM_CASE(BM, BN, W)                                                    \
-  if (c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) {               \
+  if (!ck && c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) {        \
     detail::launch_gemm<BM, BN, W, false>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
     return;                                                                         \
+  }
+  // Cluster K split: one cluster per tile (the kernel exchanges partial sums once, at the end).
+#define MX8_GEMM_CK_CASE(BM, BN, W, KC)                                                 \
+  if (c.splits == KC && c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) { \
+    c.grid = p.num_m_blocks * p.num_n_blocks * KC;                                      \
+    detail::launch_gemm<BM, BN, W, false, KC>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
+    return;                                                                             \
   }
   MX8_GEMM_CASE(64, 16, 1)
   MX8_GEMM_CASE(64, 32, 1)
@@ -234,7 +276,12 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   MX8_GEMM_CASE(128, 192, 2)
   MX8_GEMM_CASE(256, 128, 2)
   MX8_GEMM_CASE(192, 128, 3)
+  MX8_GEMM_CK_CASE(64, 64, 2, 2)
+  MX8_GEMM_CK_CASE(64, 64, 2, 4)
+  MX8_GEMM_CK_CASE(128, 128, 2, 2)
+  MX8_GEMM_CK_CASE(128, 128, 2, 4)
 #undef MX8_GEMM_CASE
+#undef MX8_GEMM_CK_CASE
   throw mx8::Error("gemm_fp8_1x128: no kernel for tile " + c.str());
 }
 

@@ -14,6 +14,13 @@
 //     with scale_a[row] * scale_b[block]: FP32 promotion every 128 of K, as in DeepSeek-V3.
 //   * kMX (MXFP8): scales are UE8M0 per 1x32 on both operands; the slot also holds 4 x BM and
 //     4 x BN scale bytes, and the promotion happens after every wgmma (every 32 of K).
+//   * KC > 1 (cluster K split): the KC blocks of a thread-block cluster take one tile (the grid has a
+//     cluster per tile, not persistent) over KC consecutive K ranges. Block r owns slice r of the
+//     tile's columns: every block pushes its promoted FP32 partial sums of the other slices into
+//     their owners' shared memory (distributed shared memory stores), one cluster barrier, and each
+//     owner adds the KC partials of its slice in rank order and stores it. Small M: KC times fewer
+//     K blocks per tile chain, and KC times fewer A re-reads through L2, than the narrow tiles that
+//     would otherwise fill the SMs.
 #pragma once
 
 #include <cuda.h>
@@ -21,6 +28,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/ptx/cluster.cuh"
 #include "backend/cuda/ptx/mbarrier.cuh"
 #include "backend/cuda/ptx/tma.cuh"
 #include "backend/cuda/ptx/wgmma.cuh"
@@ -34,7 +42,7 @@ __device__ __forceinline__ float ue8m0_to_float(uint32_t b) {
   return __uint_as_float(bits);
 }
 
-template <int BM, int BN, int W, bool kMX>
+template <int BM, int BN, int W, bool kMX, int KC>
 __global__ void __launch_bounds__((W + 1) * 128, 1)
     sm90_gemm_fp8_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
                          const __grid_constant__ CUtensorMap tm_sa, const __grid_constant__ CUtensorMap tm_sb,
@@ -51,6 +59,14 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   // Widths that divide 128 never straddle a B-scale block boundary (n0 is a multiple of BN).
   constexpr bool kOneScaleBlock = 128 % BN == 0;
   using Mma = ptx::WgmmaFp8<BN>;
+  constexpr bool kCK = KC > 1;
+  static_assert(!kCK || !kMX, "the cluster K split is compiled for the 1x128 path only");
+  // kCK: threads that hold the block's partial sums after the split-K hand-over (warpgroup 0 of a
+  // split-K tile, else every math thread), and the accumulator registers of a block's slice per
+  // wave: whole 8-column groups (4 registers each).
+  constexpr int kSumThreads = kSplitK ? 128 : W * 128;
+  constexpr int kSlice = kRegs / KC;
+  static_assert(kRegs % (4 * KC) == 0, "a slice is whole 8-column groups");
 
   extern __shared__ uint8_t smem_raw[];
   // TMA with 128-byte swizzle and the wgmma descriptors need 1024-byte aligned tiles. Aligned by
@@ -59,7 +75,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   // not LDS, and sat in each K block's chain (ncu).
   uint8_t* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
   const int stages = p.stages;
-  const SmemLayout L = smem_layout(BM, BN, W, kMX, stages, p.tma_store != 0);
+  const SmemLayout L = smem_layout(BM, BN, W, kMX, stages, p.tma_store != 0, kCK);
   uint8_t* smem_a = smem + L.a;
   uint8_t* smem_b = smem + L.b;
   uint8_t* smem_sa = smem + L.sa;     // BM * 4 bytes per slot
@@ -68,10 +84,16 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   float* sb_tile = reinterpret_cast<float*>(smem + L.sb_tile);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + L.bars);
   uint64_t* empty = full + stages;
+  // kCK: the partial sums pushed to this block, [sender rank][wave][kSlice][kSumThreads] floats.
+  float* sums = reinterpret_cast<float*>(smem + L.cluster_sums);
 
   const int wg = threadIdx.x / 128;
   const int num_kb = p.k / kBlockK;
   const int num_tiles = p.num_m_blocks * p.num_n_blocks;
+  // Tiles are dealt to blocks, or (kCK) one to each cluster, whose blocks split the K blocks evenly.
+  const int crank = kCK ? int(ptx::cluster_rank()) : 0;
+  const int first_tile = blockIdx.x / KC, tile_step = gridDim.x / KC;
+  const int kb_begin = crank * num_kb / KC, kb_end = (crank + 1) * num_kb / KC;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
@@ -88,6 +110,9 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     if (p.tma_store) ptx::tma_prefetch_desc(&tm_d);
   }
   __syncthreads();
+  // kCK: a block's shared memory may be written by the others only once it has started; the
+  // math threads wait for this arrival before their pushes, long after (split barrier).
+  if constexpr (kCK) ptx::cluster_arrive_relaxed();
 
   if (wg == W) {
     // ---------------- producer warpgroup ----------------
@@ -99,10 +124,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
           BM * kBlockK + BN * kBlockK + (kMX ? 4 * BM + 4 * BN : (p.scale_ue8m0 ? BM : 4 * BM));
       int s = 0;
       uint32_t phase = 0;
-      for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+      for (int tile = first_tile; tile < num_tiles; tile += tile_step) {
         const int m0 = (tile % p.num_m_blocks) * BM;
         const int n0 = (tile / p.num_m_blocks) * BN;
-        for (int kb = 0; kb < num_kb; ++kb) {
+        for (int kb = kb_begin; kb < kb_end; ++kb) {
           ptx::mbar_wait(&empty[s], phase ^ 1);
           ptx::mbar_arrive_expect_tx(&full[s], tx);
           ptx::tma_load_2d(smem_a + s * BM * kBlockK, &tm_a, &full[s], kb * kBlockK, m0);
@@ -145,7 +170,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   int s = 0;
   uint32_t phase = 0;
 
-  for (int tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {
+  for (int tile = first_tile; tile < num_tiles; tile += tile_step) {
     const int m0 = (tile % p.num_m_blocks) * BM;
     const int n0 = (tile / p.num_m_blocks) * BN;
 #pragma unroll
@@ -163,19 +188,20 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         return ue8m0_to_float(__ldg(static_cast<const uint8_t*>(p.scale_b) + nb * num_kb + kb));
       return __ldg(static_cast<const float*>(p.scale_b) + nb * num_kb + kb);
     };
-    for (int kb = 0; kb < num_kb; ++kb) {
-      if (!kMX && kb % kSbCap == 0) {
+    for (int kb = kb_begin; kb < kb_end; ++kb) {
+      const int kr = kb - kb_begin;  // K blocks into this block's range
+      if (!kMX && kr % kSbCap == 0) {
         // Stage both B-scale rows of the next kSbCap K blocks (all of them unless K > 128 kSbCap):
         // the K loop then reads shared memory, never a dependent global load. The first barrier
         // keeps the previous readers safe.
         ptx::named_barrier(1 + wg, 128);
-        for (int i = tid_wg; i < min(kSbCap, num_kb - kb); i += 128) {
+        for (int i = tid_wg; i < min(kSbCap, kb_end - kb); i += 128) {
           my_sb[i] = load_sb(nb0, kb + i);
           my_sb[kSbCap + i] = load_sb(nb1, kb + i);
         }
         ptx::named_barrier(1 + wg, 128);
       }
-      if (kSplitK && (kb & 1) != wg) {  // the other warpgroup's K block: only keep the ring in step
+      if (kSplitK && (kr & 1) != wg) {  // the other warpgroup's K block: only keep the ring in step
         if (++s == stages) {
           s = 0;
           phase ^= 1;
@@ -184,8 +210,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       }
       float sb0 = 0.f, sb1 = 0.f;
       if constexpr (!kMX) {
-        sb0 = my_sb[kb % kSbCap];
-        if constexpr (!kOneScaleBlock) sb1 = my_sb[kSbCap + kb % kSbCap];
+        sb0 = my_sb[kr % kSbCap];
+        if constexpr (!kOneScaleBlock) sb1 = my_sb[kSbCap + kr % kSbCap];
       }
       ptx::mbar_wait(&full[s], phase);
       // Slot s's descriptors from slot 0's: one add on the low word (see desc_plus).
@@ -297,6 +323,43 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
 #pragma unroll
       for (int i = 0; i < kRegs; ++i) acc[0][i] += red[i * 128 + tid_wg];
     }
+    // kCK: this block's slice of the tile's columns, 8-column groups [j_lo, j_hi); all of them
+    // otherwise.
+    int j_lo = 0, j_hi = kRegs / 4;
+    if constexpr (kCK) {
+      const int mt = kSplitK ? tid_wg : int(threadIdx.x);  // index among the kSumThreads
+      // Slot of (sender, wave, register of the slice) for this thread: stride kSumThreads, so the
+      // stores and loads of a warp are conflict-free.
+      auto slot = [&](int sender, int w, int i) {
+        return ((sender * kWaves + w) * kSlice + i % kSlice) * kSumThreads + mt;
+      };
+      uint32_t peer[KC];
+#pragma unroll
+      for (int q = 0; q < KC; ++q) peer[q] = ptx::cluster_peer_addr(sums, q);
+      ptx::cluster_wait();  // every block of the cluster has started
+#pragma unroll
+      for (int w = 0; w < kWaves; ++w)
+#pragma unroll
+        for (int i = 0; i < kRegs; ++i)
+          if (i / kSlice != crank) ptx::st_cluster(peer[i / kSlice] + 4 * slot(crank, w, i), acc[w][i]);
+      // Every thread still running in the cluster (the producers have issued their last loads and
+      // exited; so have a split-K tile's second warpgroups): the pushes are visible after it, and no
+      // block exits while another may still write to it.
+      ptx::cluster_sync_all();
+      // Added in rank order, the same order whichever block owns the slice.
+#pragma unroll
+      for (int w = 0; w < kWaves; ++w)
+#pragma unroll
+        for (int i = 0; i < kRegs; ++i) {
+          if (i / kSlice != crank) continue;
+          float v = 0.f;
+#pragma unroll
+          for (int q = 0; q < KC; ++q) v += q == crank ? acc[w][i] : sums[slot(q, w, i)];
+          acc[w][i] = v;
+        }
+      j_lo = crank * kSlice / 4;
+      j_hi = j_lo + kSlice / 4;
+    }
     if (p.debug & 1) continue;
     if (p.tma_store) {
       // Epilogue through shared memory: bf16 pairs into a 128-byte-swizzled tile (16-byte chunk c
@@ -340,7 +403,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
 #pragma unroll
         for (int j = 0; j < kRegs / 4; ++j) {
           const int col = n0 + 8 * j + col_in_group;
-          if (col >= p.n) continue;
+          if (col >= p.n || j < j_lo || j >= j_hi) continue;
           const float v0 = acc[w][4 * j + 2 * h], v1 = acc[w][4 * j + 2 * h + 1];
           const size_t off = static_cast<size_t>(row) * p.n + col;
           if (p.out_f32) {

@@ -1,16 +1,6 @@
 // Explicit instantiations of the GEMM kernel (one file per group so that they compile in parallel).
 #include "backend/cuda/sm90_gemm_fp8_launch.cuh"
 
-namespace mx8::cuda::detail {
-
-template void launch_gemm<128, 16, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
-                                             const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
-                                             cudaStream_t);
-template void launch_gemm<128, 32, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
-                                             const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
-                                             cudaStream_t);
-template void launch_gemm<128, 64, 2, false>(const CUtensorMap&, const CUtensorMap&, const CUtensorMap&,
-                                             const CUtensorMap&, const CUtensorMap&, const GemmParams&, int,
-                                             cudaStream_t);
-
-}  // namespace mx8::cuda::detail
+MX8_INSTANTIATE_GEMM(128, 16, 2, false, 1)
+MX8_INSTANTIATE_GEMM(128, 32, 2, false, 1)
+MX8_INSTANTIATE_GEMM(128, 64, 2, false, 1)

@@ -7,18 +7,36 @@
 
 namespace mx8::cuda::detail {
 
-template <int BM, int BN, int W, bool kMX>
+template <int BM, int BN, int W, bool kMX, int KC>
 void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
                  const CUtensorMap& td, const GemmParams& p, int grid, cudaStream_t stream) {
-  auto kernel = sm90_gemm_fp8_kernel<BM, BN, W, kMX>;
-  const int smem = smem_bytes(BM, BN, W, kMX, p.stages, p.tma_store != 0);
+  auto kernel = sm90_gemm_fp8_kernel<BM, BN, W, kMX, KC>;
+  const int smem = smem_bytes(BM, BN, W, kMX, p.stages, p.tma_store != 0, KC > 1);
   static int configured = 0;  // the largest dynamic smem size set so far for this instantiation
   if (smem > configured) {
     MX8_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = smem;
   }
-  kernel<<<grid, (W + 1) * 128, smem, stream>>>(ta, tb, tsa, tsb, td, p);
-  MX8_CUDA_CHECK(cudaGetLastError());
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3((W + 1) * 128);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (KC > 1) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = KC;
+    attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  MX8_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, ta, tb, tsa, tsb, td, p));
 }
 
 }  // namespace mx8::cuda::detail
+
+// Explicit instantiation of one compiled shape (in sm90_gemm_fp8_inst_*.cu).
+#define MX8_INSTANTIATE_GEMM(BM, BN, W, MX, KC)                                                           \
+  template void mx8::cuda::detail::launch_gemm<BM, BN, W, MX, KC>(                                        \
+      const CUtensorMap&, const CUtensorMap&, const CUtensorMap&, const CUtensorMap&, const CUtensorMap&, \
+      const mx8::cuda::detail::GemmParams&, int, cudaStream_t);

@@ -19,8 +19,8 @@ struct GemmParams {
   int scale_ue8m0;  // 1x128 path: scales are UE8M0 bytes rather than float32
   int out_f32;
   int accumulate;  // f32 output: d += the product
-  int tma_store;  // bf16 output through a swizzled shared-memory tile and TMA stores (BN % 64 == 0)
-  int debug;      // bit 0: skip the output stores (timing experiments only)
+  int tma_store;   // bf16 output through a swizzled shared-memory tile and TMA stores (BN % 64 == 0)
+  int debug;       // bit 0: skip the output stores (timing experiments only)
 };
 
 constexpr int kBlockK = 128;
@@ -41,12 +41,13 @@ __host__ __device__ constexpr int align1024(int x) {
 __host__ __device__ constexpr bool is_split_k(int bm, int w, bool mx) {
   return !mx && bm == 64 && w == 2;
 }
-// Offsets inside the (1024-aligned) dynamic shared memory.
+// Offsets inside the (1024-aligned) dynamic shared memory. `ck`: the cluster K split's buffer for
+// the partial sums that the other blocks of the cluster push (BM x BN floats).
 struct SmemLayout {
-  int a, b, sa, sb_mx, staging, sb_tile, reduce, bars, total;
+  int a, b, sa, sb_mx, staging, sb_tile, reduce, cluster_sums, bars, total;
 };
 __host__ __device__ constexpr SmemLayout smem_layout(int bm, int bn, int w, bool mx, int stages,
-                                                     bool tma_store) {
+                                                     bool tma_store, bool ck = false) {
   SmemLayout l{};
   l.a = 0;
   l.b = l.a + stages * bm * kBlockK;
@@ -55,16 +56,20 @@ __host__ __device__ constexpr SmemLayout smem_layout(int bm, int bn, int w, bool
   l.staging = align1024(l.sb_mx + (mx ? stages * bn * 4 : 0));
   l.sb_tile = l.staging + (tma_store ? bm * bn * 2 : 0);
   l.reduce = l.sb_tile + w * 2 * kSbCap * 4;
-  l.bars = l.reduce + (is_split_k(bm, w, mx) ? bm * bn * 4 : 0);
+  l.cluster_sums = l.reduce + (is_split_k(bm, w, mx) ? bm * bn * 4 : 0);
+  l.bars = l.cluster_sums + (ck ? bm * bn * 4 : 0);
   l.total = l.bars + stages * 16;
   return l;
 }
 // Dynamic shared memory to request: the layout plus 1024 bytes of alignment slack.
-__host__ __device__ constexpr int smem_bytes(int bm, int bn, int w, bool mx, int stages, bool tma_store) {
-  return 1024 + smem_layout(bm, bn, w, mx, stages, tma_store).total;
+__host__ __device__ constexpr int smem_bytes(int bm, int bn, int w, bool mx, int stages, bool tma_store,
+                                             bool ck = false) {
+  return 1024 + smem_layout(bm, bn, w, mx, stages, tma_store, ck).total;
 }
 
-template <int BM, int BN, int W, bool kMX>
+// KC > 1: clusters of KC blocks split each tile's K range (sm90_gemm_fp8.cuh); then `grid` must be
+// KC x the tile count (one cluster per tile).
+template <int BM, int BN, int W, bool kMX, int KC = 1>
 void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
                  const CUtensorMap& td, const GemmParams& p, int grid, cudaStream_t stream);
 

@@ -43,8 +43,11 @@ struct GemmFp8Args {
 
 // A tile shape and pipeline depth. block_m in {64, 128, 192, 256}; block_n one of the compiled widths.
 // math_warpgroups: 64-row tiles take 1, or 2 for split-K; 192 rows take 3; the others 2.
+// splits > 1: thread-block clusters of `splits` blocks share each tile, one K range each, and add
+// their partial sums through distributed shared memory (compiled for 64x64 with two warpgroups and
+// 128x128; splits 2 or 4). grid counts blocks: one cluster per tile.
 struct GemmConfig {
-  int block_m = 0, block_n = 0, stages = 0, math_warpgroups = 0, grid = 0;
+  int block_m = 0, block_n = 0, stages = 0, math_warpgroups = 0, grid = 0, splits = 1;
   std::string str() const;
 };
 
@@ -52,8 +55,8 @@ struct GemmConfig {
 // persistent schedule on `num_sms` SMs from a roofline per tile (bytes through L2 and tensor-core
 // work, with an efficiency per tile shape) and the DRAM floor of the whole product; pick the least.
 GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms);
-// True when (block_m, block_n) is a compiled shape.
-bool gemm_fp8_has_config(int block_m, int block_n);
+// True when (block_m, block_n) is a compiled shape (with the cluster K split, when splits > 1).
+bool gemm_fp8_has_config(int block_m, int block_n, int splits = 1);
 
 // Validates arguments (throws mx8::Error naming the problem), then launches on `stream`.
 // `forced` (optional) overrides the heuristic's tile shape; its stages/grid are filled in.

@@ -17,7 +17,7 @@ SMS = 132
 PEAK_PER_SM = 1979e12 / SMS
 # (BM, BN, math warpgroups, cluster K splits)
 SHAPES = [(64, 16, 1, 1), (64, 32, 1, 1), (64, 64, 1, 1), (64, 128, 1, 1), (64, 16, 2, 1), (64, 32, 2, 1),
-          (64, 64, 2, 1), (64, 128, 2, 1), (128, 16, 2, 1), (128, 32, 2, 1), (128, 64, 2, 1), (128, 128, 2, 1),
+          (64, 64, 2, 1), (64, 128, 2, 1), (64, 192, 2, 1), (128, 16, 2, 1), (128, 32, 2, 1), (128, 64, 2, 1), (128, 128, 2, 1),
           (128, 192, 2, 1), (256, 128, 2, 1), (192, 128, 3, 1)]
 SHAPES += [(bm, bn, 2, c) for bm, bn in [(64, 64), (128, 128)] for c in (2, 4)]
 # The constants of sm90_gemm_fp8.cu: latencies per K block (one 64-row chain, split-K, 128-row
@@ -66,22 +66,28 @@ def estimate_seconds(s, m, n, k, c):
     return max(t_sm, (m * k + n * k + 2.0 * m * n) / 3.0e12)
 
 
+def tie_key(s, m, n):
+    """Order among estimates within 2%: no cluster split, then the least idle SM time over the
+    rounds of tiles (wave efficiency, to 0.01), then fewer rounds, then the larger tile."""
+    tiles = math.ceil(m / s[0]) * math.ceil(n / s[1])
+    units = SMS // s[3]
+    rounds = math.ceil(tiles / units)
+    return (s[3], -int(100.0 * tiles / (rounds * units) + 0.5), rounds, -s[0] * s[1])
+
+
 def pick(m, n, k, c):
-    best = None  # (shape, seconds, tiles)
+    best = None  # (shape, seconds)
     for s in SHAPES:
         if s[0] - 64 >= m:  # a whole empty 64-row wave (as sm90_gemm_fp8.cu skips it)
             continue
         t = estimate_seconds(s, m, n, k, c)
-        tiles = math.ceil(m / s[0]) * math.ceil(n / s[1])
         if best is None:
-            best = (s, t, tiles)
+            best = (s, t)
             continue
-        bs, bt, btiles = best
+        bs, bt = best
         tie = bt * 0.98 <= t <= bt * 1.02
-        busy = min(tiles * s[3], SMS // s[3] * s[3])
-        best_busy = min(btiles * bs[3], SMS // bs[3] * bs[3])
-        if t < bt * 0.98 or (tie and (s[3], -busy, -s[0] * s[1]) < (bs[3], -best_busy, -bs[0] * bs[1])):
-            best = (s, t, tiles)
+        if t < bt * 0.98 or (tie and tie_key(s, m, n) < tie_key(bs, m, n)):
+            best = (s, t)
     return best[0]
 
 

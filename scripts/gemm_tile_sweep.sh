@@ -15,7 +15,7 @@ sweep() {  # M, tiles...
       awk -v t="$t" -v m="$m" '$1 == m && NF > 8 {print t, $1, $2, $3, $8}'
   done
 }
-small="64x16 64x32 64x64 64x128 64x16w2 64x32w2 64x64w2 64x128w2 64x64w2c2 64x64w2c4 128x128c2 128x128c4"
+small="64x16 64x32 64x64 64x128 64x16w2 64x32w2 64x64w2 64x128w2 64x192w2 64x64w2c2 64x64w2c4 128x128c2 128x128c4"
 sweep 64 $small 128x64 128x128
 sweep 128 $small 128x16 128x32 128x64 128x128 128x192
 sweep 4096 128x128 128x192 256x128 192x128

@@ -33,11 +33,12 @@ struct Shape {
 // ck: clusters of 2 or 4 blocks split each tile's K range (kClusterSplits), for small M and few
 // tiles: 64 x 2112 x 7168 runs 33 64x64 tiles on 66 SMs, each over half of K, instead of 132 64x16
 // tiles that each read all of A (12.1 against 14.3 us, docs/CUDA.md). Of the four shapes built and
-// swept with it, 64x128 and 128x64 never won, so only these two are compiled.
+// swept with it, 64x128 and 128x64 never won, so only these two are compiled. 64x192 (split-K) is for
+// wide N at M <= 64: 64 x 24576 x 1536 in one round of 128 tiles (15.6 against 17.8 us for 64x128).
 constexpr Shape kShapes[] = {
-    {64, 16, 1},   {64, 32, 1},   {64, 64, 1},   {64, 128, 1},      {64, 16, 2},        {64, 32, 2},
-    {64, 64, 2},   {64, 128, 2},  {128, 16, 2},  {128, 32, 2},      {128, 64, 2},       {128, 128, 2},
-    {128, 192, 2}, {256, 128, 2}, {192, 128, 3}, {64, 64, 2, true}, {128, 128, 2, true}};
+    {64, 16, 1},   {64, 32, 1},   {64, 64, 1},   {64, 128, 1},  {64, 16, 2},       {64, 32, 2},
+    {64, 64, 2},   {64, 128, 2},  {64, 192, 2},  {128, 16, 2},  {128, 32, 2},      {128, 64, 2},
+    {128, 128, 2}, {128, 192, 2}, {256, 128, 2}, {192, 128, 3}, {64, 64, 2, true}, {128, 128, 2, true}};
 constexpr int kClusterSplits[] = {2, 4};
 constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
 
@@ -148,10 +149,22 @@ bool gemm_fp8_has_config(int block_m, int block_n, int splits) {
 }
 
 GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
+  // Order among estimates within 2% of each other (they tie mostly at the DRAM floor, where the
+  // model says nothing about how well a shape fills the GPU): no cluster split, then the least idle
+  // SM time over the rounds of tiles (wave efficiency, to 0.01), then fewer rounds, then the larger
+  // tile (fewer re-reads through L2). 64 x 24576 x 1536: 64x192's 128 tiles in one round (15.6 us)
+  // beat 64x128's 192 in two (17.8); 64 x 32768 x 512: 64x128's 256 tiles fill two rounds, 64x192's
+  // 171 do not (11.0 against 12.8 us).
+  auto tie_key = [&](const Shape& s, int splits) {
+    const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
+    const long units = num_sms / splits;
+    const long rounds = (tiles + units - 1) / units;
+    const long efficiency = std::lround(100.0 * tiles / (rounds * units));
+    return std::make_tuple(splits, -efficiency, rounds, -s.bm * s.bn);
+  };
   const Shape* best = nullptr;
   int best_splits = 1;
   double best_t = 0;
-  long best_busy = 0;
   for (const Shape& s : kShapes) {
     if (((s.bm == 64 && s.w == 2) || s.ck) && no_split_k()) continue;
     // A tile with a whole 64-row wave below M computes nothing there, which the per-block load
@@ -161,19 +174,11 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
       const int sp = s.ck ? splits : 1;
       if (sp == 1 && splits != kClusterSplits[0]) break;  // no cluster split: one estimate
       const double t = estimate_seconds(s, m, n, k, num_sms, sp);
-      const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
-      // Ties (within 2%) go to no cluster split (where the DRAM floor bounds both: 64 x 7168 x 16384),
-      // then to the shape that keeps more SMs busy (more loads in flight when the estimate is
-      // latency-bound), then to the larger tile (fewer re-reads through L2).
       const bool tie = best && t <= best_t * 1.02 && t >= best_t * 0.98;
-      const long busy = std::min<long>(tiles * sp, num_sms / sp * sp);
-      if (!best || t < best_t * 0.98 ||
-          (tie && std::make_tuple(sp, -busy, -s.bm * s.bn) <
-                      std::make_tuple(best_splits, -best_busy, -best->bm * best->bn))) {
+      if (!best || t < best_t * 0.98 || (tie && tie_key(s, sp) < tie_key(*best, best_splits))) {
         best = &s;
         best_splits = sp;
         best_t = t;
-        best_busy = busy;
       }
     }
   }
@@ -265,6 +270,7 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   MX8_GEMM_CASE(64, 32, 1)
   MX8_GEMM_CASE(64, 64, 1)
   MX8_GEMM_CASE(64, 128, 1)
+  MX8_GEMM_CASE(64, 192, 2)
   MX8_GEMM_CASE(64, 16, 2)
   MX8_GEMM_CASE(64, 32, 2)
   MX8_GEMM_CASE(64, 64, 2)

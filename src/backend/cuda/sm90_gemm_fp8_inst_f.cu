@@ -1,0 +1,4 @@
+// Explicit instantiations of the GEMM kernel (one file per group so that they compile in parallel).
+#include "backend/cuda/sm90_gemm_fp8_launch.cuh"
+
+MX8_INSTANTIATE_GEMM(64, 192, 2, false, 1)

@@ -101,7 +101,7 @@ if [[ " $STAGES " == *" exp "* ]]; then
       echo "## no stores (mainloop only), M=4096"
       MX8_GEMM_DEBUG=1 timeout 120 $BUILD/mx8 bench cuda-gemm --m 4096 --no-perf-md --iters 10
     fi
-    for t in ${GPU_CHECK_TILES_SMALL-64x16 64x32 64x64 128x32 128x64}; do
+    for t in ${GPU_CHECK_TILES_SMALL-64x16 64x32 64x64 64x192w2 64x64w2c2 128x32 128x64 128x128c2}; do
       echo "## forced tile $t, M=64"
       timeout 60 $BUILD/mx8 bench cuda-gemm --m 64 --tile "$t" --no-perf-md --iters 10
     done

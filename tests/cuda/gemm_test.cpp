@@ -351,6 +351,18 @@ TEST(CudaGemmFp8, HeuristicPicksCompiledShapes) {
     }
 }
 
+// Fewer SMs than a cluster has blocks (a small partition of the GPU): no cluster split, no division
+// by zero in the estimate, and every pick still a compiled shape. No GPU needed.
+TEST(CudaGemmFp8, HeuristicOnFewSms) {
+  for (int sms : {1, 3, 16})
+    for (int m : {1, 64, 4096}) {
+      const GemmConfig c = gemm_fp8_pick_config(m, 2112, 7168, sms);
+      EXPECT_TRUE(gemm_fp8_has_config(c.block_m, c.block_n, c.splits)) << c.str();
+      EXPECT_LE(c.splits, sms) << c.str();
+      EXPECT_GE(c.grid, 1) << c.str();
+    }
+}
+
 // The heuristic against a forced-tile sweep measured on the H200 (tests/cuda/data, whose header
 // says how it was made; its constants were fitted to it): on every swept shape the picked tile must
 // have been measured and be within 5% of the fastest one. The fit's worst pick is 0.9% off (M = 128,

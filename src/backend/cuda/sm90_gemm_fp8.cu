@@ -173,6 +173,7 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
     for (const int splits : kClusterSplits) {
       const int sp = s.ck ? splits : 1;
       if (sp == 1 && splits != kClusterSplits[0]) break;  // no cluster split: one estimate
+      if (sp > num_sms) continue;                         // (a partition with fewer SMs)
       const double t = estimate_seconds(s, m, n, k, num_sms, sp);
       const bool tie = best && t <= best_t * 1.02 && t >= best_t * 0.98;
       if (!best || t < best_t * 0.98 || (tie && tie_key(s, sp) < tie_key(*best, best_splits))) {

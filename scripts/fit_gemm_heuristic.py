@@ -22,9 +22,9 @@ SHAPES = [(64, 16, 1, 1), (64, 32, 1, 1), (64, 64, 1, 1), (64, 128, 1, 1), (64, 
 SHAPES += [(bm, bn, 2, c) for bm, bn in [(64, 64), (128, 128)] for c in (2, 4)]
 # The constants of sm90_gemm_fp8.cu: latencies per K block (one 64-row chain, split-K, 128-row
 # tiles), efficiencies (192- and 256-row, 128x192, other 128-row, 64-row), per-SM load rate, per-tile
-# cost, and the cluster K split's per-tile cost (its exchange of partial sums).
+# cost, and the cluster K split's extra per-tile cost (its exchange of partial sums, the cluster launch).
 SOURCE = dict(l1=0.37e-6, l2=0.18e-6, l128=0.35e-6, e256=0.62, e192=0.52, e128=0.51, e64=0.45,
-              bw=70e9, tile=1.5e-6, ck=2.0e-6)
+              bw=70e9, tile=1.5e-6, ck=3.0e-6)
 
 
 def parse_tile(text):
@@ -57,12 +57,17 @@ def kb_seconds(s, m, c):
     return max(latency, mma, load)
 
 
+def tile_slots(splits):
+    """Tiles in progress at once: SMs, or clusters (the H200 runs 30 clusters of 4 at once)."""
+    return SMS * 30 // 132 if splits == 4 else SMS // splits
+
+
 def estimate_seconds(s, m, n, k, c):
     tiles = math.ceil(m / s[0]) * math.ceil(n / s[1])
     splits = s[3]
     kbs = math.ceil(k // 128 / splits)
-    per_tile = kbs * kb_seconds(s, m, c) + c["tile"] + c["ck"] * (splits - 1)
-    t_sm = math.ceil(tiles / (SMS // splits)) * per_tile
+    per_tile = kbs * kb_seconds(s, m, c) + c["tile"] + (c["ck"] if splits > 1 else 0.0)
+    t_sm = math.ceil(tiles / tile_slots(splits)) * per_tile
     return max(t_sm, (m * k + n * k + 2.0 * m * n) / 3.0e12)
 
 
@@ -70,9 +75,9 @@ def tie_key(s, m, n):
     """Order among estimates within 2%: no cluster split, then the least idle SM time over the
     rounds of tiles (wave efficiency, to 0.01), then fewer rounds, then the larger tile."""
     tiles = math.ceil(m / s[0]) * math.ceil(n / s[1])
-    units = SMS // s[3]
-    rounds = math.ceil(tiles / units)
-    return (s[3], -int(100.0 * tiles / (rounds * units) + 0.5), rounds, -s[0] * s[1])
+    slots = tile_slots(s[3])
+    rounds = math.ceil(tiles / slots)
+    return (s[3], -int(100.0 * tiles / (rounds * slots) + 0.5), rounds, -s[0] * s[1])
 
 
 def pick(m, n, k, c):
@@ -113,7 +118,7 @@ def main():
     print("  geomean x%.3f, worst x%.3f" % score(times, SOURCE, show=True))
     grid = dict(l1=[0.3e-6, 0.37e-6], l2=[0.15e-6, 0.18e-6, 0.22e-6], l128=[0.35e-6, 0.45e-6],
                 bw=[60e9, 70e9, 80e9], tile=[1e-6, 1.5e-6], e256=[0.62, 0.66, 0.7],
-                e192=[0.46, 0.52, 0.58], e128=[0.51, 0.56, 0.6], ck=[1e-6, 1.5e-6, 1.8e-6, 2e-6, 2.2e-6, 2.5e-6])
+                e192=[0.46, 0.52, 0.58], e128=[0.51, 0.56, 0.6], ck=[2e-6, 2.5e-6, 3e-6, 3.5e-6])
     best = None
     for values in itertools.product(*grid.values()):
         c = dict(SOURCE, **dict(zip(grid.keys(), values)))

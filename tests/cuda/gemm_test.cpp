@@ -354,7 +354,7 @@ TEST(CudaGemmFp8, HeuristicPicksCompiledShapes) {
 // Fewer SMs than a cluster has blocks (a small partition of the GPU): no cluster split, no division
 // by zero in the estimate, and every pick still a compiled shape. No GPU needed.
 TEST(CudaGemmFp8, HeuristicOnFewSms) {
-  for (int sms : {1, 3, 16})
+  for (int sms : {1, 3, 4, 16})
     for (int m : {1, 64, 4096}) {
       const GemmConfig c = gemm_fp8_pick_config(m, 2112, 7168, sms);
       EXPECT_TRUE(gemm_fp8_has_config(c.block_m, c.block_n, c.splits)) << c.str();

@@ -67,19 +67,26 @@ double kb_seconds(const Shape& s, int m) {
   return std::max({latency, mma, load});
 }
 
-// Estimated seconds of the persistent schedule: the busiest SM's tiles, each its K blocks (its share
-// of them with a cluster K split) plus a fixed per-tile cost (epilogue, pipeline turn-around, and
-// the split's exchange of partial sums), or the DRAM floor at the bandwidth such kernels reach
-// (3 TB/s), whichever is larger. The cluster split's cost, 2 us per extra block of a cluster, is a
-// fit to the thirteenth session's sweep (docs/CUDA.md): it grows with the split.
+// Tiles in progress at once: one per SM, or one per cluster of `splits` blocks. A cluster's blocks
+// must share a GPC, and the H200's GPCs (14-18 SMs) run only 30 clusters of 4 one-block-per-SM
+// blocks at once, not 33 (cudaOccupancyMaxActiveClusters, docs/CUDA.md); 66 of 2.
+long tile_slots(int num_sms, int splits) {
+  return splits == 4 ? num_sms * 30L / 132 : num_sms / splits;
+}
+
+// Estimated seconds of the schedule: the busiest SM's (or cluster's) tiles, each its K blocks (its
+// share of them with a cluster K split) plus a fixed per-tile cost (epilogue, pipeline turn-around;
+// 3 us more with a cluster split: the exchange of partial sums and the cluster launch, a fit to the
+// thirteenth session's sweep), or the DRAM floor at the bandwidth such kernels reach (3 TB/s),
+// whichever is larger.
 double estimate_seconds(const Shape& s, int m, int n, int k, int num_sms, int splits) {
-  constexpr double kDramBytesPerSec = 3.0e12, kTileOverhead = 1.5e-6, kClusterSplitCost = 2.0e-6;
+  constexpr double kDramBytesPerSec = 3.0e12, kTileOverhead = 1.5e-6, kClusterSplitCost = 3.0e-6;
   const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
-  const long units = num_sms / splits;  // tiles in progress at once (clusters: in one wave)
-  const long tiles_per_unit = (tiles + units - 1) / units;
+  const long slots = tile_slots(num_sms, splits);
+  const long rounds = (tiles + slots - 1) / slots;
   const int kbs = (k / 128 + splits - 1) / splits;
   const double t_sm =
-      tiles_per_unit * (kbs * kb_seconds(s, m) + kTileOverhead + kClusterSplitCost * (splits - 1));
+      rounds * (kbs * kb_seconds(s, m) + kTileOverhead + (splits > 1 ? kClusterSplitCost : 0.0));
   const double t_dram = (double(m) * k + double(n) * k + 2.0 * m * n) / kDramBytesPerSec;
   return std::max(t_sm, t_dram);
 }
@@ -157,9 +164,9 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
   // 171 do not (11.0 against 12.8 us).
   auto tie_key = [&](const Shape& s, int splits) {
     const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
-    const long units = num_sms / splits;
-    const long rounds = (tiles + units - 1) / units;
-    const long efficiency = std::lround(100.0 * tiles / (rounds * units));
+    const long slots = tile_slots(num_sms, splits);
+    const long rounds = (tiles + slots - 1) / slots;
+    const long efficiency = std::lround(100.0 * tiles / (rounds * slots));
     return std::make_tuple(splits, -efficiency, rounds, -s.bm * s.bn);
   };
   const Shape* best = nullptr;
@@ -173,7 +180,7 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
     for (const int splits : kClusterSplits) {
       const int sp = s.ck ? splits : 1;
       if (sp == 1 && splits != kClusterSplits[0]) break;  // no cluster split: one estimate
-      if (sp > num_sms) continue;                         // (a partition with fewer SMs)
+      if (tile_slots(num_sms, sp) < 1) continue;          // (a partition with few SMs)
       const double t = estimate_seconds(s, m, n, k, num_sms, sp);
       const bool tie = best && t <= best_t * 1.02 && t >= best_t * 0.98;
       if (!best || t < best_t * 0.98 || (tie && tie_key(s, sp) < tie_key(*best, best_splits))) {

@@ -91,6 +91,18 @@ double estimate_seconds(const Shape& s, int m, int n, int k, int num_sms, int sp
   return std::max(t_sm, t_dram);
 }
 
+// bf16 output of such a tile goes through shared memory and TMA stores (room for the staging tile is
+// left in the stage count); the cluster K split stores each block's column slice from registers.
+bool tma_store_tile(int bn, int splits) {
+  return bn % 64 == 0 && splits == 1;
+}
+
+// Blocks to launch: persistent, at most one per SM; or one cluster per tile with the cluster K split
+// (`cap` does not apply: the tiles' clusters run in waves).
+int launch_grid(long tiles, int splits, long cap) {
+  return static_cast<int>(splits > 1 ? tiles * splits : std::min(tiles, cap));
+}
+
 int stages_for(int bm, int bn, int w, bool mx, bool tma_store, bool ck = false) {
   int st = 16;
   while (st > 2 && detail::smem_bytes(bm, bn, w, mx, st, tma_store, ck) > detail::kSmemLimit) --st;
@@ -195,10 +207,9 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
   c.block_n = best->bn;
   c.math_warpgroups = best->w;
   c.splits = best_splits;
-  c.stages = stages_for(best->bm, best->bn, best->w, false, best->bn % 64 == 0 && !best->ck, best->ck);
+  c.stages = stages_for(best->bm, best->bn, best->w, false, tma_store_tile(best->bn, c.splits), best->ck);
   const long tiles = static_cast<long>((m + c.block_m - 1) / c.block_m) * ((n + c.block_n - 1) / c.block_n);
-  // Persistent blocks, or one cluster per tile with the cluster K split.
-  c.grid = static_cast<int>(c.splits > 1 ? tiles * c.splits : std::min<long>(tiles, num_sms));
+  c.grid = launch_grid(tiles, c.splits, num_sms);
   return c;
 }
 
@@ -224,11 +235,11 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
     c.math_warpgroups =
         compiled_warpgroups(c.block_m, c.block_n, std::max(1, forced->math_warpgroups), c.splits > 1);
     const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false,
-                                  c.block_n % 64 == 0 && c.splits == 1, c.splits > 1);
+                                  tma_store_tile(c.block_n, c.splits), c.splits > 1);
     c.stages = forced->stages > 0 ? std::min(forced->stages, max_st) : max_st;
     const long tiles =
         static_cast<long>((a.m + c.block_m - 1) / c.block_m) * ((a.n + c.block_n - 1) / c.block_n);
-    c.grid = static_cast<int>(std::min<long>(tiles, forced->grid > 0 ? forced->grid : sms));
+    c.grid = launch_grid(tiles, c.splits, forced->grid > 0 ? forced->grid : sms);
   }
   const bool ck = c.splits > 1;
   const bool ue8m0 = a.scale_type == ScaleType::kUE8M0;
@@ -249,10 +260,8 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   p.scale_ue8m0 = ue8m0 ? 1 : 0;
   p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;
   p.accumulate = a.accumulate ? 1 : 0;
-  // bf16 output of 64-column multiples goes through shared memory and TMA stores (the stage count
-  // above already left room for the staging tile); f32 output and narrow tiles store directly.
-  // (The cluster K split stores each block's column slice straight from registers.)
-  p.tma_store = (!p.out_f32 && c.block_n % 64 == 0 && !ck) ? 1 : 0;
+  // f32 output stores directly from registers.
+  p.tma_store = (!p.out_f32 && tma_store_tile(c.block_n, c.splits)) ? 1 : 0;
   p.debug = debug_flags();
   if (!p.tma_store)
     c.stages = std::min(
@@ -267,10 +276,8 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
     detail::launch_gemm<BM, BN, W, false>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
     return;                                                                         \
   }
-  // Cluster K split: one cluster per tile (the kernel exchanges partial sums once, at the end).
 #define MX8_GEMM_CK_CASE(BM, BN, W, KC)                                                 \
   if (c.splits == KC && c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) { \
-    c.grid = p.num_m_blocks * p.num_n_blocks * KC;                                      \
     detail::launch_gemm<BM, BN, W, false, KC>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
     return;                                                                             \
   }

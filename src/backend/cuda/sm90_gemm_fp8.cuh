@@ -170,6 +170,34 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   int s = 0;
   uint32_t phase = 0;
 
+  auto load_sb = [&](int nb, int kb) -> float {
+    if (p.scale_ue8m0)
+      return ue8m0_to_float(__ldg(static_cast<const uint8_t*>(p.scale_b) + nb * num_kb + kb));
+    return __ldg(static_cast<const float*>(p.scale_b) + nb * num_kb + kb);
+  };
+  // Persistent tiles fetch the B-scale rows of a tile's first 128 K blocks (K block tid_wg, both
+  // rows) one tile ahead, during the previous tile's epilogue, so that a tile does not start with a
+  // dependent global load; split-K and cluster-split tiles are usually their block's only tile.
+  // fetch_sb derives everything from the parameters and special registers again (a value kept from
+  // before the K loop to the epilogue spilled in the 256x128 loop) and writes sb_next on every path,
+  // so that sb_next is dead during the K loop.
+  constexpr bool kPrefetchSb = !kMX && !kSplitK && !kCK;
+  float sb_next[2];
+  auto fetch_sb = [&](int t) {
+    const int kbs = p.k / kBlockK, kb = threadIdx.x % 128;
+    const int nb = (t / p.num_m_blocks) * BN / 128, nb_last = (p.n - 1) / 128;
+    const bool in = kb < kbs;
+    auto get = [&](int row) -> float {
+      if (!in) return 0.f;
+      if (p.scale_ue8m0)
+        return ue8m0_to_float(__ldg(static_cast<const uint8_t*>(p.scale_b) + row * kbs + kb));
+      return __ldg(static_cast<const float*>(p.scale_b) + row * kbs + kb);
+    };
+    sb_next[0] = get(nb);
+    sb_next[1] = get(min(nb + 1, nb_last));
+  };
+  if (kPrefetchSb && first_tile < num_tiles) fetch_sb(first_tile);
+
   for (int tile = first_tile; tile < num_tiles; tile += tile_step) {
     const int m0 = (tile % p.num_m_blocks) * BM;
     const int n0 = (tile / p.num_m_blocks) * BN;
@@ -183,17 +211,26 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     const int nb0 = n0 / 128;
     const int nb1 = min(nb0 + 1, num_sb_blocks - 1);
     const int n_off = n0 % 128;
-    auto load_sb = [&](int nb, int kb) -> float {
-      if (p.scale_ue8m0)
-        return ue8m0_to_float(__ldg(static_cast<const uint8_t*>(p.scale_b) + nb * num_kb + kb));
-      return __ldg(static_cast<const float*>(p.scale_b) + nb * num_kb + kb);
-    };
+    if constexpr (kPrefetchSb) {
+      // Stage both B-scale rows of the first kSbCap K blocks (all of them unless K > 128 kSbCap),
+      // fetched during the previous tile: the K loop then reads shared memory, never a dependent
+      // global load. The first barrier keeps the previous tile's readers safe.
+      ptx::named_barrier(1 + wg, 128);
+      if (tid_wg < num_kb) {
+        my_sb[tid_wg] = sb_next[0];
+        my_sb[kSbCap + tid_wg] = sb_next[1];
+      }
+      for (int i = tid_wg + 128; i < min(kSbCap, num_kb); i += 128) {
+        my_sb[i] = load_sb(nb0, i);
+        my_sb[kSbCap + i] = load_sb(nb1, i);
+      }
+      ptx::named_barrier(1 + wg, 128);
+    }
     for (int kb = kb_begin; kb < kb_end; ++kb) {
       const int kr = kb - kb_begin;  // K blocks into this block's range
-      if (!kMX && kr % kSbCap == 0) {
-        // Stage both B-scale rows of the next kSbCap K blocks (all of them unless K > 128 kSbCap):
-        // the K loop then reads shared memory, never a dependent global load. The first barrier
-        // keeps the previous readers safe.
+      if (!kMX && kr % kSbCap == 0 && (kr > 0 || !kPrefetchSb)) {
+        // Stage both B-scale rows of the next kSbCap K blocks (kPrefetchSb: of K blocks past the
+        // first kSbCap). The first barrier keeps the previous readers safe.
         ptx::named_barrier(1 + wg, 128);
         for (int i = tid_wg; i < min(kSbCap, kb_end - kb); i += 128) {
           my_sb[i] = load_sb(nb0, kb + i);
@@ -309,6 +346,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       }
     }
 
+    // Two-wave tiles (256x128) fetch after their first wave's output, when its registers are free:
+    // before the epilogue, the fetched values would push 256x128 past its register budget.
+    const bool fetch_next = kPrefetchSb && tile + tile_step < num_tiles;
+    if (kWaves < 2 && fetch_next) fetch_sb(tile + tile_step);
     if constexpr (kSplitK) {
       // Warpgroup 1 hands its partial sums to warpgroup 0, which finishes the tile. The first
       // barrier also proves warpgroup 0 is done reading the previous tile's partials.
@@ -360,7 +401,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       j_lo = crank * kSlice / 4;
       j_hi = j_lo + kSlice / 4;
     }
-    if (p.debug & 1) continue;
+    if (p.debug & 1) {
+      if (kWaves == 2 && fetch_next) fetch_sb(tile + tile_step);
+      continue;
+    }
     if (p.tma_store) {
       // Epilogue through shared memory: bf16 pairs into a 128-byte-swizzled tile (16-byte chunk c
       // of row r stored at chunk c ^ (r % 8): conflict-free, and the layout TMA's SWIZZLE_128B
@@ -369,7 +413,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       if (tid_wg == 0 && stores_pending) ptx::bulk_wait_read<0>();
       ptx::named_barrier(1 + wg, 128);
 #pragma unroll
-      for (int w = 0; w < kWaves; ++w)
+      for (int w = 0; w < kWaves; ++w) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
@@ -381,6 +425,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
             *reinterpret_cast<__nv_bfloat162*>(dst) = v;
           }
         }
+        if (kWaves == 2 && w == 0 && fetch_next) fetch_sb(tile + tile_step);
+      }
       ptx::fence_proxy_async_smem();
       ptx::named_barrier(1 + wg, 128);
       if (tid_wg == 0) {
@@ -396,6 +442,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     // wholly inside or wholly outside).
 #pragma unroll
     for (int w = 0; w < kWaves; ++w) {
+      if (kWaves == 2 && w == 1 && fetch_next) fetch_sb(tile + tile_step);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int row = m0 + wg_row0 + w * 64 + row_in_wave + 8 * h;

@@ -186,7 +186,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   // dependent global load; split-K and cluster-split tiles are usually their block's only tile.
   // fetch_sb derives everything from the parameters and special registers again (a value kept from
   // before the K loop to the epilogue spilled in the 256x128 loop) and writes sb_next on every path,
-  // so that sb_next is dead during the K loop.
+  // so that sb_next is dead during the K loop. It repeats load_sb's two reads on purpose: one helper
+  // for both changed the code of the split-K tiles, 128 x 4096 x 7168 went 16.3 -> 17.4 us.
   constexpr bool kPrefetchSb = !kMX && !kSplitK && !kCK;
   float sb_next[2];
   auto fetch_sb = [&](int t) {

@@ -31,6 +31,7 @@
 
 #include "backend/cuda/ptx/cluster.cuh"
 #include "backend/cuda/ptx/mbarrier.cuh"
+#include "backend/cuda/ptx/stmatrix.cuh"
 #include "backend/cuda/ptx/tma.cuh"
 #include "backend/cuda/ptx/wgmma.cuh"
 #include "backend/cuda/sm90_gemm_fp8_params.h"
@@ -427,21 +428,23 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       // Epilogue through shared memory: bf16 pairs into a 128-byte-swizzled tile (16-byte chunk c
       // of row r stored at chunk c ^ (r % 8): conflict-free, and the layout TMA's SWIZZLE_128B
       // expects), then one thread of the warpgroup stores its rows with TMA, asynchronously: the
-      // next tile's K loop overlaps the store. The tile is split into 64-column panels.
+      // next tile's K loop overlaps the store. The tile is split into 64-column panels. An 8-column
+      // group of a 16-row half-wave is one 8x8 matrix of the accumulator layout: one stmatrix.x4
+      // writes two groups of both halves (lane t addresses row t % 8 of matrix t / 8).
       if (tid_wg == 0 && stores_pending) ptx::bulk_wait_read<0>();
       ptx::named_barrier(1 + wg, 128);
 #pragma unroll
       for (int w = 0; w < kWaves; ++w) {
+        const int r = wg_row0 + w * 64 + warp * 16 + ((lane / 8) % 2) * 8 + lane % 8;
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
-#pragma unroll
-          for (int j = 0; j < kRegs / 4; ++j) {
-            const int panel = j / 8, chunk = j % 8;
-            __nv_bfloat162 v = __floats2bfloat162_rn(acc[w][4 * j + 2 * h], acc[w][4 * j + 2 * h + 1]);
-            uint8_t* dst = staging + panel * BM * 128 + r * 128 + ((chunk ^ (r % 8)) * 16) + col_in_group * 2;
-            *reinterpret_cast<__nv_bfloat162*>(dst) = v;
-          }
+        for (int j = 0; j < kRegs / 4; j += 2) {
+          const int jq = j + lane / 16, panel = jq / 8, chunk = jq % 8;
+          auto pack = [&](int i) {
+            const __nv_bfloat162 v = __floats2bfloat162_rn(acc[w][i], acc[w][i + 1]);
+            return *reinterpret_cast<const uint32_t*>(&v);
+          };
+          ptx::stmatrix_x4(staging + panel * BM * 128 + r * 128 + ((chunk ^ (lane % 8)) * 16), pack(4 * j),
+                           pack(4 * j + 2), pack(4 * j + 4), pack(4 * j + 6));
         }
         if (kWaves == 2 && w == 0 && fetch_next) fetch_sb(tile + tile_step);
       }

@@ -206,6 +206,32 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   };
   if (kPrefetchSb && first_tile < num_tiles) fetch_sb(first_tile);
 
+  // Wave w of the K block in `slot`: four wgmma m64nBNk32 into tmp, committed as one group.
+  auto issue_wave = [&](int slot, int w) {
+    const uint64_t desc_a = ptx::desc_plus(desc_a0, (slot * BM + w * 64) * kBlockK / 16);
+    const uint64_t desc_b = ptx::desc_plus(desc_b0, slot * BN * kBlockK / 16);
+    ptx::fence_regs(tmp);
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      // +32 bytes along K = +2 in the descriptor's 16-byte address units.
+      Mma::mma(ptx::desc_plus(desc_a, 2 * kk), ptx::desc_plus(desc_b, 2 * kk), tmp, kk > 0);
+    }
+    ptx::wgmma_commit();
+  };
+  // Persistent 256x128 and 128x128 tiles (kPipeTiles) issue the next tile's first wave before their
+  // epilogue, so every tile starts with that group in flight (H200: M = 4096 1.3-3.7% faster with
+  // 256x128, 128 x 32768 x 512 1.5%; 192x128 was 10% slower and 128x192 4%: docs/CUDA.md). The issue
+  // is unconditional: the block's last tile (and a block without tiles) issues a wave on whatever
+  // slot s holds, without waiting for it, and discards the result. ptxas must see tmp written by a
+  // wgmma on every path into the K loop, or it waits for the group where the paths join (C7517).
+  constexpr bool kPipeTiles = kPrefetchSb && (BM == 256 || (BM == 128 && BN == 128));
+  auto issue_next = [&](bool exists) {
+    if (exists) ptx::mbar_wait(&full[s], phase);
+    issue_wave(s, 0);
+  };
+  if constexpr (kPipeTiles) issue_next(first_tile < num_tiles);
+
   for (int tile = first_tile; tile < num_tiles; tile += tile_step) {
     const int m0 = (tile % p.num_m_blocks) * BM;
     const int n0 = (tile / p.num_m_blocks) * BN;
@@ -237,126 +263,121 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     // The K loop. Tiles of 192 and 256 rows compile it once per scale type, so the scale type is
     // not tested in the loop (UE8M0 2-7% faster at M = 4096); for the smaller tiles the second copy
     // of the loop cost 3-5% at M = 128 (docs/CUDA.md, fourteenth session).
-    auto k_loop = [&](auto ue8m0) {
-      for (int kb = kb_begin; kb < kb_end; ++kb) {
-        const int kr = kb - kb_begin;  // K blocks into this block's range
-        if (!kMX && kr % kSbCap == 0 && (kr > 0 || !kPrefetchSb)) {
-          // Stage both B-scale rows of the next kSbCap K blocks (kPrefetchSb: of K blocks past the
-          // first kSbCap). The first barrier keeps the previous readers safe.
-          ptx::named_barrier(1 + wg, 128);
-          for (int i = tid_wg; i < min(kSbCap, kb_end - kb); i += 128) {
-            my_sb[i] = load_sb(nb0, kb + i);
-            my_sb[kSbCap + i] = load_sb(nb1, kb + i);
-          }
-          ptx::named_barrier(1 + wg, 128);
+    auto k_block = [&](int kb, auto ue8m0, auto pre_issued) {
+      const int kr = kb - kb_begin;  // K blocks into this block's range
+      if (!kMX && kr % kSbCap == 0 && (kr > 0 || !kPrefetchSb)) {
+        // Stage both B-scale rows of the next kSbCap K blocks (kPrefetchSb: of K blocks past the
+        // first kSbCap). The first barrier keeps the previous readers safe.
+        ptx::named_barrier(1 + wg, 128);
+        for (int i = tid_wg; i < min(kSbCap, kb_end - kb); i += 128) {
+          my_sb[i] = load_sb(nb0, kb + i);
+          my_sb[kSbCap + i] = load_sb(nb1, kb + i);
         }
-        if (kSplitK && (kr & 1) != wg) {  // the other warpgroup's K block: only keep the ring in step
-          if (++s == stages) {
-            s = 0;
-            phase ^= 1;
-          }
-          continue;
-        }
-        float sb0 = 0.f, sb1 = 0.f;
-        if constexpr (!kMX) {
-          sb0 = my_sb[kr % kSbCap];
-          if constexpr (!kOneScaleBlock) sb1 = my_sb[kSbCap + kr % kSbCap];
-        }
-        ptx::mbar_wait(&full[s], phase);
-        // Slot s's descriptors from slot 0's: one add on the low word (see desc_plus).
-        const uint64_t desc_b = ptx::desc_plus(desc_b0, s * BN * kBlockK / 16);
-
-        if constexpr (!kMX) {
-          // A scales of this thread's rows, read before the slot is released.
-          float sa[kWaves][2];
-#pragma unroll
-          for (int w = 0; w < kWaves; ++w)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
-              sa[w][h] = ue8m0.value ? ue8m0_to_float(smem_sa[s * BM * 4 + r])
-                                     : reinterpret_cast<const float*>(smem_sa + s * BM * 4)[r];
-            }
-#pragma unroll
-          for (int w = 0; w < kWaves; ++w) {
-            const uint64_t desc_a = ptx::desc_plus(desc_a0, (s * BM + w * 64) * kBlockK / 16);
-            ptx::fence_regs(tmp);
-            ptx::wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-              // +32 bytes along K = +2 in the descriptor's 16-byte address units.
-              Mma::mma(ptx::desc_plus(desc_a, 2 * kk), ptx::desc_plus(desc_b, 2 * kk), tmp, kk > 0);
-            }
-            ptx::wgmma_commit();
-            ptx::wgmma_wait<0>();
-            ptx::fence_regs(tmp);
-            if (w == kWaves - 1) ptx::mbar_arrive_one_lane(&empty[s]);
-            const float s00 = sa[w][0] * sb0, s10 = sa[w][1] * sb0;
-            if constexpr (kOneScaleBlock) {
-#pragma unroll
-              for (int i = 0; i < kRegs; ++i) acc[w][i] = fmaf(tmp[i], (i % 4) >= 2 ? s10 : s00, acc[w][i]);
-            } else {
-              const float s01 = sa[w][0] * sb1, s11 = sa[w][1] * sb1;
-#pragma unroll
-              for (int j = 0; j < kRegs / 4; ++j) {
-                const bool second = n_off + 8 * j >= 128;
-                const float lo = second ? s01 : s00, hi = second ? s11 : s10;
-                acc[w][4 * j + 0] = fmaf(tmp[4 * j + 0], lo, acc[w][4 * j + 0]);
-                acc[w][4 * j + 1] = fmaf(tmp[4 * j + 1], lo, acc[w][4 * j + 1]);
-                acc[w][4 * j + 2] = fmaf(tmp[4 * j + 2], hi, acc[w][4 * j + 2]);
-                acc[w][4 * j + 3] = fmaf(tmp[4 * j + 3], hi, acc[w][4 * j + 3]);
-              }
-            }
-          }
-        } else {
-          const uint8_t* sa_slot = smem_sa + s * BM * 4;  // [4][BM] bytes
-          const uint8_t* sb_slot = smem_sb + s * BN * 4;  // [4][BN] bytes
-#pragma unroll
-          for (int w = 0; w < kWaves; ++w) {
-            const uint64_t desc_a = ptx::desc_plus(desc_a0, (s * BM + w * 64) * kBlockK / 16);
-            // Two scratch accumulators: the wgmma of step kk + 1 runs on the tensor cores while step kk
-            // is promoted (the promotion, two multiplies and an FFMA per element every 32 of K, is
-            // what this path spends its time on).
-            auto issue = [&](int kk, float(&t)[kRegs]) {
-              ptx::fence_regs(t);
-              ptx::wgmma_fence();
-              Mma::mma(ptx::desc_plus(desc_a, 2 * kk), ptx::desc_plus(desc_b, 2 * kk), t, false);
-              ptx::wgmma_commit();
-            };
-            issue(0, tmp);
-#pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-              float(&cur)[kRegs] = kk % 2 == 0 ? tmp : tmp2;
-              if (kk + 1 < 4) {
-                issue(kk + 1, kk % 2 == 0 ? tmp2 : tmp);
-                ptx::wgmma_wait<1>();
-              } else {
-                ptx::wgmma_wait<0>();
-              }
-              ptx::fence_regs(cur);
-              const int r = wg_row0 + w * 64 + row_in_wave;
-              const float sa0 = ue8m0_to_float(sa_slot[kk * BM + r]);
-              const float sa1 = ue8m0_to_float(sa_slot[kk * BM + r + 8]);
-#pragma unroll
-              for (int j = 0; j < kRegs / 4; ++j) {
-                const uint16_t pair =
-                    *reinterpret_cast<const uint16_t*>(sb_slot + kk * BN + 8 * j + col_in_group);
-                const float b0 = ue8m0_to_float(pair & 0xFF), b1 = ue8m0_to_float(pair >> 8);
-                acc[w][4 * j + 0] = fmaf(cur[4 * j + 0], sa0 * b0, acc[w][4 * j + 0]);
-                acc[w][4 * j + 1] = fmaf(cur[4 * j + 1], sa0 * b1, acc[w][4 * j + 1]);
-                acc[w][4 * j + 2] = fmaf(cur[4 * j + 2], sa1 * b0, acc[w][4 * j + 2]);
-                acc[w][4 * j + 3] = fmaf(cur[4 * j + 3], sa1 * b1, acc[w][4 * j + 3]);
-              }
-            }
-          }
-          __syncwarp();
-          if (lane == 0) ptx::mbar_arrive(&empty[s]);
-        }
+        ptx::named_barrier(1 + wg, 128);
+      }
+      if (kSplitK && (kr & 1) != wg) {  // the other warpgroup's K block: only keep the ring in step
         if (++s == stages) {
           s = 0;
           phase ^= 1;
         }
+        return;
       }
+      [[maybe_unused]] float sb0 = 0.f, sb1 = 0.f;
+      if constexpr (!kMX) {
+        sb0 = my_sb[kr % kSbCap];
+        if constexpr (!kOneScaleBlock) sb1 = my_sb[kSbCap + kr % kSbCap];
+      }
+      ptx::mbar_wait(&full[s], phase);
+      // Slot s's descriptors from slot 0's: one add on the low word (see desc_plus).
+      const uint64_t desc_b = ptx::desc_plus(desc_b0, s * BN * kBlockK / 16);
+
+      if constexpr (!kMX) {
+        // A scales of this thread's rows, read before the slot is released.
+        float sa[kWaves][2];
+#pragma unroll
+        for (int w = 0; w < kWaves; ++w)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
+            sa[w][h] = ue8m0.value ? ue8m0_to_float(smem_sa[s * BM * 4 + r])
+                                   : reinterpret_cast<const float*>(smem_sa + s * BM * 4)[r];
+          }
+#pragma unroll
+        for (int w = 0; w < kWaves; ++w) {
+          if (!(pre_issued.value && w == 0)) issue_wave(s, w);
+          ptx::wgmma_wait<0>();
+          ptx::fence_regs(tmp);
+          if (w == kWaves - 1) ptx::mbar_arrive_one_lane(&empty[s]);
+          const float s00 = sa[w][0] * sb0, s10 = sa[w][1] * sb0;
+          if constexpr (kOneScaleBlock) {
+#pragma unroll
+            for (int i = 0; i < kRegs; ++i) acc[w][i] = fmaf(tmp[i], (i % 4) >= 2 ? s10 : s00, acc[w][i]);
+          } else {
+            const float s01 = sa[w][0] * sb1, s11 = sa[w][1] * sb1;
+#pragma unroll
+            for (int j = 0; j < kRegs / 4; ++j) {
+              const bool second = n_off + 8 * j >= 128;
+              const float lo = second ? s01 : s00, hi = second ? s11 : s10;
+              acc[w][4 * j + 0] = fmaf(tmp[4 * j + 0], lo, acc[w][4 * j + 0]);
+              acc[w][4 * j + 1] = fmaf(tmp[4 * j + 1], lo, acc[w][4 * j + 1]);
+              acc[w][4 * j + 2] = fmaf(tmp[4 * j + 2], hi, acc[w][4 * j + 2]);
+              acc[w][4 * j + 3] = fmaf(tmp[4 * j + 3], hi, acc[w][4 * j + 3]);
+            }
+          }
+        }
+      } else {
+        const uint8_t* sa_slot = smem_sa + s * BM * 4;  // [4][BM] bytes
+        const uint8_t* sb_slot = smem_sb + s * BN * 4;  // [4][BN] bytes
+#pragma unroll
+        for (int w = 0; w < kWaves; ++w) {
+          const uint64_t desc_a = ptx::desc_plus(desc_a0, (s * BM + w * 64) * kBlockK / 16);
+          // Two scratch accumulators: the wgmma of step kk + 1 runs on the tensor cores while step kk
+          // is promoted (the promotion, two multiplies and an FFMA per element every 32 of K, is
+          // what this path spends its time on).
+          auto issue = [&](int kk, float(&t)[kRegs]) {
+            ptx::fence_regs(t);
+            ptx::wgmma_fence();
+            Mma::mma(ptx::desc_plus(desc_a, 2 * kk), ptx::desc_plus(desc_b, 2 * kk), t, false);
+            ptx::wgmma_commit();
+          };
+          issue(0, tmp);
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+            float(&cur)[kRegs] = kk % 2 == 0 ? tmp : tmp2;
+            if (kk + 1 < 4) {
+              issue(kk + 1, kk % 2 == 0 ? tmp2 : tmp);
+              ptx::wgmma_wait<1>();
+            } else {
+              ptx::wgmma_wait<0>();
+            }
+            ptx::fence_regs(cur);
+            const int r = wg_row0 + w * 64 + row_in_wave;
+            const float sa0 = ue8m0_to_float(sa_slot[kk * BM + r]);
+            const float sa1 = ue8m0_to_float(sa_slot[kk * BM + r + 8]);
+#pragma unroll
+            for (int j = 0; j < kRegs / 4; ++j) {
+              const uint16_t pair =
+                  *reinterpret_cast<const uint16_t*>(sb_slot + kk * BN + 8 * j + col_in_group);
+              const float b0 = ue8m0_to_float(pair & 0xFF), b1 = ue8m0_to_float(pair >> 8);
+              acc[w][4 * j + 0] = fmaf(cur[4 * j + 0], sa0 * b0, acc[w][4 * j + 0]);
+              acc[w][4 * j + 1] = fmaf(cur[4 * j + 1], sa0 * b1, acc[w][4 * j + 1]);
+              acc[w][4 * j + 2] = fmaf(cur[4 * j + 2], sa1 * b0, acc[w][4 * j + 2]);
+              acc[w][4 * j + 3] = fmaf(cur[4 * j + 3], sa1 * b1, acc[w][4 * j + 3]);
+            }
+          }
+        }
+        __syncwarp();
+        if (lane == 0) ptx::mbar_arrive(&empty[s]);
+      }
+      if (++s == stages) {
+        s = 0;
+        phase ^= 1;
+      }
+    };
+    auto k_loop = [&](auto ue8m0) {
+      int kb = kb_begin;
+      if constexpr (kPipeTiles) k_block(kb++, ue8m0, std::true_type{});
+      for (; kb < kb_end; ++kb) k_block(kb, ue8m0, std::false_type{});
     };
     if constexpr (kMX || BM < 192)
       k_loop(RuntimeFlag{p.scale_ue8m0 != 0});
@@ -364,6 +385,9 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       k_loop(std::true_type{});
     else
       k_loop(std::false_type{});
+    // The next tile's first wave goes to the tensor cores now, and runs while this tile's epilogue
+    // converts and stores the accumulators (tmp is free: this tile's promotions are done).
+    if constexpr (kPipeTiles) issue_next(tile + tile_step < num_tiles);
 
     // Two-wave tiles (256x128) fetch after their first wave's output, when its registers are free:
     // before the epilogue, the fetched values would push 256x128 past its register budget.
@@ -490,6 +514,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       }
     }
   }
+  if constexpr (kPipeTiles) ptx::wgmma_wait<0>();  // the discarded wave (see issue_next)
   // Shared memory must outlive the TMA stores reading it.
   if (tid_wg == 0 && stores_pending) ptx::bulk_wait<0>();
 }

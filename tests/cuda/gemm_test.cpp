@@ -275,6 +275,24 @@ TEST(CudaGemmFp8, ManyTilesPerCta) {
   run_gemm_case(split, seed);
 }
 
+// 256x128 tiles issue the next tile's first wave before the epilogue of the tile before: several
+// tiles per block (363 and 297 tiles over at most 132 blocks; 128x128 as the control), one K block
+// (the early wave belongs to the next tile's only K block) and two, both scale types, bf16 output through TMA
+// and f32 output accumulated from registers.
+TEST(CudaGemmFp8, TileBoundariesOfPersistentBlocks) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  int n = 0;
+  for (const int bm : {256, 128})
+    for (const int k : {128, 256}) {
+      GemmCase c{bm == 256 ? 2577 : 1100, 4112, k, bm, 128, k == 128};
+      run_gemm_case(c, seed + n++);
+      c.ue8m0 = !c.ue8m0;
+      c.out_f32 = c.accumulate = true;
+      run_gemm_case(c, seed + n++);
+    }
+}
+
 TEST(CudaGemmMxfp8, MatchesReference) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();

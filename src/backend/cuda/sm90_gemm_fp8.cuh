@@ -219,13 +219,13 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     }
     ptx::wgmma_commit();
   };
-  // Persistent 256x128 and 128x128 tiles (kPipeTiles) issue the next tile's first wave before their
-  // epilogue, so every tile starts with that group in flight (H200: M = 4096 1.3-3.7% faster with
-  // 256x128, 128 x 32768 x 512 1.5%; 192x128 was 10% slower and 128x192 4%: docs/CUDA.md). The issue
-  // is unconditional: the block's last tile (and a block without tiles) issues a wave on whatever
-  // slot s holds, without waiting for it, and discards the result. ptxas must see tmp written by a
-  // wgmma on every path into the K loop, or it waits for the group where the paths join (C7517).
-  constexpr bool kPipeTiles = kPrefetchSb && (BM == 256 || (BM == 128 && BN == 128));
+  // Persistent 256x128 tiles (kPipeTiles) issue the next tile's first wave before their epilogue,
+  // so every tile starts with that group in flight (H200: M = 4096 1.3-3.7% faster; 192x128 was 10%
+  // slower, 128x192 4%, 128x128 within the spread: docs/CUDA.md). The issue is unconditional: the
+  // block's last tile issues a wave on whatever slot s holds, without waiting for it, and discards
+  // the result. ptxas must see tmp written by a wgmma on every path into the K loop, or it waits
+  // for the group where the paths join (C7517).
+  constexpr bool kPipeTiles = kPrefetchSb && BM == 256;
   auto issue_next = [&](bool exists) {
     if (exists) ptx::mbar_wait(&full[s], phase);
     issue_wave(s, 0);

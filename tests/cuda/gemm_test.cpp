@@ -277,8 +277,8 @@ TEST(CudaGemmFp8, ManyTilesPerCta) {
 
 // 256x128 tiles issue the next tile's first wave before the epilogue of the tile before: several
 // tiles per block (363 and 297 tiles over at most 132 blocks; 128x128 as the control), one K block
-// (the early wave belongs to the next tile's only K block) and two, both scale types, bf16 output through TMA
-// and f32 output accumulated from registers.
+// (the early wave is then in the next tile's only K block) and two, both scale types, bf16 output
+// through TMA and f32 output accumulated from registers.
 TEST(CudaGemmFp8, TileBoundariesOfPersistentBlocks) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();

@@ -293,6 +293,26 @@ TEST(CudaGemmFp8, TileBoundariesOfPersistentBlocks) {
     }
 }
 
+// M below one block of rows: the TMA loads bring only M rounded up to 16 rows of A and its scales
+// (a_rows_for), and the rest of the tile computes on stale shared memory into rows that are never
+// stored. Every row count, M = 1, a multiple of 16 and ragged ones, both scale types, bf16 and
+// accumulated f32 output.
+TEST(CudaGemmFp8, RowsBelowOneTile) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  const int shapes[][3] = {{64, 64, 1},   {64, 128, 0},  {128, 128, 0},
+                           {128, 192, 0}, {192, 128, 0}, {256, 128, 0}};
+  int n = 0;
+  for (const auto& s : shapes)
+    for (const int m : {1, 16, 37, s[0] - 20}) {
+      if (m < 1) continue;
+      GemmCase c{m, 272, 384, s[0], s[1], n % 2 == 0, n % 3 == 0};
+      c.split_k = s[2] != 0;
+      c.accumulate = c.out_f32;
+      run_gemm_case(c, seed + n++);
+    }
+}
+
 TEST(CudaGemmMxfp8, MatchesReference) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();

@@ -244,11 +244,13 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   const bool ck = c.splits > 1;
   const bool ue8m0 = a.scale_type == ScaleType::kUE8M0;
   const int kbs = a.k / kBlockK;
-  const CUtensorMap ta = make_tensor_map_2d(a.a, 1, a.m, a.k, a.k, c.block_m, kBlockK, true);
+  const int a_rows = detail::a_rows_for(a.m, c.block_m);
+  const CUtensorMap ta = make_tensor_map_2d(a.a, 1, a.m, a.k, a.k, a_rows, kBlockK, true);
   const CUtensorMap tb = make_tensor_map_2d(a.b, 1, a.n, a.k, a.k, c.block_n, kBlockK, true);
   const CUtensorMap tsa =
-      make_tensor_map_2d(a.scale_a, ue8m0 ? 1 : 4, kbs, a.m, a.scale_a_ld, 1, c.block_m, false);
+      make_tensor_map_2d(a.scale_a, ue8m0 ? 1 : 4, kbs, a.m, a.scale_a_ld, 1, a_rows, false);
   GemmParams p{};
+  p.a_rows = a_rows;
   p.scale_b = a.scale_b;
   p.d = a.d;
   p.m = a.m;
@@ -329,11 +331,14 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
   const long tiles = static_cast<long>((a.m + s.bm - 1) / s.bm) * ((a.n + s.bn - 1) / s.bn);
   c.grid = static_cast<int>(std::min<long>(tiles, sms));
   const int k32 = a.k / 32;
-  const CUtensorMap ta = make_tensor_map_2d(a.a, 1, a.m, a.k, a.k, c.block_m, kBlockK, true);
+  const int a_rows = detail::a_rows_for(a.m, c.block_m);
+  const CUtensorMap ta = make_tensor_map_2d(a.a, 1, a.m, a.k, a.k, a_rows, kBlockK, true);
   const CUtensorMap tb = make_tensor_map_2d(a.b, 1, a.n, a.k, a.k, c.block_n, kBlockK, true);
+  // The scales keep whole boxes: the slot holds them as [4][BM] bytes (4 x BM: a small fill).
   const CUtensorMap tsa = make_tensor_map_2d(a.scale_a, 1, k32, a.m, a.scale_a_ld, 4, c.block_m, false);
   const CUtensorMap tsb = make_tensor_map_2d(a.scale_b, 1, k32, a.n, a.scale_b_ld, 4, c.block_n, false);
   GemmParams p{};
+  p.a_rows = a_rows;
   p.d = a.d;
   p.m = a.m;
   p.n = a.n;

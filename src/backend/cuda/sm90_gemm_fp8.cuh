@@ -128,7 +128,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       // Bytes the slot's TMA copies deliver: A and B tiles, plus the scales (1x128: BM floats or BM
       // UE8M0 bytes; MXFP8: 4 x BM and 4 x BN bytes). Must be exact or the barrier never completes.
       const uint32_t tx =
-          BM * kBlockK + BN * kBlockK + (kMX ? 4 * BM + 4 * BN : (p.scale_ue8m0 ? BM : 4 * BM));
+          (p.a_rows + BN) * kBlockK + (kMX ? 4 * BM + 4 * BN : (p.scale_ue8m0 ? p.a_rows : 4 * p.a_rows));
       int s = 0;
       uint32_t phase = 0;
       for (int tile = first_tile; tile < num_tiles; tile += tile_step) {

@@ -40,7 +40,7 @@ constexpr Shape kShapes[] = {
     {64, 64, 2},   {64, 128, 2},  {64, 192, 2},  {128, 16, 2},  {128, 32, 2},      {128, 64, 2},
     {128, 128, 2}, {128, 192, 2}, {256, 128, 2}, {192, 128, 3}, {64, 64, 2, true}, {128, 128, 2, true}};
 constexpr int kClusterSplits[] = {2, 4};
-constexpr Shape kMxShapes[] = {{64, 64, 1}, {128, 128, 2}};
+constexpr Shape kMxShapes[] = {{64, 64, 2}, {128, 128, 2}};
 
 // Cost model per 128-wide K block of one tile, calibrated on the H200 (docs/CUDA.md):
 //  * latency: one math warpgroup cannot finish a K block faster than its chain of TMA wait ->
@@ -318,7 +318,8 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
       reinterpret_cast<uintptr_t>(a.scale_b) % 16)
     throw mx8::Error("gemm_mxfp8: scale pointers must be non-null and 16-byte aligned");
   const int sms = num_sms();
-  // Two compiled shapes: 64x64 for decode-sized M, 128x128 otherwise (docs/CUDA.md, MXFP8).
+  // Two compiled shapes: 64x64 with K split over two warpgroups for M <= 64, 128x128 otherwise
+  // (docs/CUDA.md, MXFP8).
   Shape s = a.m <= 64 ? kMxShapes[0] : kMxShapes[1];
   if (forced && forced->block_m == 128) s = kMxShapes[1];
   if (forced && forced->block_m == 64) s = kMxShapes[0];
@@ -351,10 +352,13 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
   p.accumulate = a.accumulate ? 1 : 0;
   p.tma_store = tma_store ? 1 : 0;
   p.debug = debug_flags();
-  const CUtensorMap td = make_tensor_map_2d(a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,
-                                            c.block_m / c.math_warpgroups, tma_store ? 64 : 16, tma_store);
+  // A split-K tile's first warpgroup stores all of its 64 rows.
+  const CUtensorMap td = make_tensor_map_2d(
+      a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,
+      detail::is_split_k(c.block_m, c.math_warpgroups, true) ? 64 : c.block_m / c.math_warpgroups,
+      tma_store ? 64 : 16, tma_store);
   if (s.bm == 64)
-    detail::launch_gemm<64, 64, 1, true>(ta, tb, tsa, tsb, td, p, c.grid, stream);
+    detail::launch_gemm<64, 64, 2, true>(ta, tb, tsa, tsb, td, p, c.grid, stream);
   else
     detail::launch_gemm<128, 128, 2, true>(ta, tb, tsa, tsb, td, p, c.grid, stream);
 }

@@ -48,9 +48,9 @@ __host__ __device__ constexpr int stage_bytes(int bm, int bn, bool mx) {
 __host__ __device__ constexpr int align1024(int x) {
   return (x + 1023) / 1024 * 1024;
 }
-// 64-row tiles with two math warpgroups split K between them (sm90_gemm_fp8.cuh).
+// 64-row tiles with two math warpgroups split K between them (sm90_gemm_fp8.cuh), 1x128 and MXFP8.
 __host__ __device__ constexpr bool is_split_k(int bm, int w, bool mx) {
-  return !mx && bm == 64 && w == 2;
+  return bm == 64 && w == 2;
 }
 // Offsets inside the (1024-aligned) dynamic shared memory. `ck`: the cluster K split's buffer for
 // the partial sums that the other blocks of the cluster push (BM x BN floats).

@@ -11,7 +11,8 @@
 //     M-block fastest, so CTAs running at the same time share B tiles and the A panel in L2;
 //   * each math warpgroup owns BM/W rows, processed as 64-row "waves": per K block of 128 it runs
 //     four wgmma m64nBNk32 into a scratch accumulator, waits, and promotes it into the FP32 result
-//     with scale_a[row] * scale_b[block]: FP32 promotion every 128 of K, as in DeepSeek-V3.
+//     with scale_a[row] * scale_b[block]: FP32 promotion every 128 of K, as in DeepSeek-V3;
+//     256x128 tiles issue the next tile's first wave before storing their accumulators;
 //   * kMX (MXFP8): scales are UE8M0 per 1x32 on both operands; the slot also holds 4 x BM and
 //     4 x BN scale bytes, and the promotion happens after every wgmma (every 32 of K).
 //   * KC > 1 (cluster K split): the KC blocks of a thread-block cluster take one tile (the grid has a
@@ -125,8 +126,9 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     // ---------------- producer warpgroup ----------------
     if constexpr (W > 1) ptx::setmaxnreg_dec<24>();
     if (threadIdx.x == W * 128) {
-      // Bytes the slot's TMA copies deliver: A and B tiles, plus the scales (1x128: BM floats or BM
-      // UE8M0 bytes; MXFP8: 4 x BM and 4 x BN bytes). Must be exact or the barrier never completes.
+      // Bytes the slot's TMA copies deliver: p.a_rows rows of A, BN of B, plus the scales (1x128: a
+      // float or a UE8M0 byte per row loaded; MXFP8: 4 x BM and 4 x BN bytes). Must be exact or the
+      // barrier never completes.
       const uint32_t tx =
           (p.a_rows + BN) * kBlockK + (kMX ? 4 * BM + 4 * BN : (p.scale_ue8m0 ? p.a_rows : 4 * p.a_rows));
       int s = 0;
@@ -288,7 +290,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         if constexpr (!kOneScaleBlock) sb1 = my_sb[kSbCap + kr % kSbCap];
       }
       ptx::mbar_wait(&full[s], phase);
-      // Slot s's descriptors from slot 0's: one add on the low word (see desc_plus).
+      // Slot s's B descriptor from slot 0's, one add on the low word (see desc_plus); used by the
+      // MXFP8 path below (issue_wave computes its own).
       const uint64_t desc_b = ptx::desc_plus(desc_b0, s * BN * kBlockK / 16);
 
       if constexpr (!kMX) {

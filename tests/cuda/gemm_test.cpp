@@ -391,6 +391,30 @@ TEST(CudaGemmFp8, HeuristicPicksCompiledShapes) {
     }
 }
 
+// MXFP8's tile height against the H200 measurements of both tiles (docs/CUDA.md, fifteenth
+// session, j12.sh: the MXFP8 column in microseconds, 64x64 with K split against 128x128, two rounds
+// each agreeing within 2%): the pick must be the faster one wherever the two differ by more than
+// that spread. Where they were not both measured, M <= 64 takes 64 and M = 4096 takes 128 (the
+// tables in PERF.md). Host code only: runs without a GPU.
+TEST(CudaGemmMxfp8, PickIsTheFasterMeasuredTile) {
+  struct Measured {
+    int m, n, k;  // k: which benchmark shape (the pick does not depend on it)
+    double us64, us128;
+  };
+  const Measured cases[] = {{128, 2112, 7168, 42.9, 137.2}, {128, 7168, 16384, 175.4, 293.4},
+                            {128, 4096, 7168, 43.5, 138.4}, {128, 7168, 2048, 27.6, 44.1},
+                            {256, 2112, 7168, 43.4, 138.2}, {256, 7168, 16384, 342.9, 288.5},
+                            {256, 4096, 7168, 80.1, 134.3}, {256, 7168, 2048, 49.4, 42.9}};
+  for (const Measured& c : cases)
+    EXPECT_EQ(gemm_mxfp8_pick_block_m(c.m, c.n, 132), c.us64 < c.us128 ? 64 : 128)
+        << c.m << " x " << c.n << " x " << c.k;
+  for (const int n : {2112, 4096, 7168, 24576, 32768}) {
+    EXPECT_EQ(gemm_mxfp8_pick_block_m(1, n, 132), 64) << n;
+    EXPECT_EQ(gemm_mxfp8_pick_block_m(64, n, 132), 64) << n;
+    EXPECT_EQ(gemm_mxfp8_pick_block_m(4096, n, 132), 128) << n;
+  }
+}
+
 // Fewer SMs than a cluster has blocks (a small partition of the GPU): no cluster split, no division
 // by zero in the estimate, and every pick still a compiled shape. No GPU needed.
 TEST(CudaGemmFp8, HeuristicOnFewSms) {

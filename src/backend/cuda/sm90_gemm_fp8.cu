@@ -308,6 +308,19 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
   throw mx8::Error("gemm_fp8_1x128: no kernel for tile " + c.str());
 }
 
+// Two compiled shapes: 64x64 with K split over two warpgroups, and 128x128. A 128x128 tile takes
+// ~3.2x as long as a 64x64 one (H200, 7168 x 16384, one round of tiles each: 293 us at M = 128, 92 at
+// M = 64), so 64x64 is taken for M <= 64 and wherever its rounds of tiles over the SMs stay below
+// 2.9x (3.2 less a 10% margin) those of 128x128: M = 128, N = 2112 makes 17 tiles of 128x128 for 132
+// SMs (docs/CUDA.md, MXFP8).
+int gemm_mxfp8_pick_block_m(int m, int n, int num_sms) {
+  auto rounds = [&](int bm, int bn) {
+    const long tiles = static_cast<long>((m + bm - 1) / bm) * ((n + bn - 1) / bn);
+    return (tiles + num_sms - 1) / num_sms;
+  };
+  return m <= 64 || rounds(64, 64) < 2.9 * rounds(128, 128) ? 64 : 128;
+}
+
 void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* forced) {
   check_common("gemm_mxfp8", a.a, a.b, a.d, a.m, a.n, a.k);
   if (a.accumulate && a.out_type != OutType::kF32)
@@ -318,16 +331,7 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
       reinterpret_cast<uintptr_t>(a.scale_b) % 16)
     throw mx8::Error("gemm_mxfp8: scale pointers must be non-null and 16-byte aligned");
   const int sms = num_sms();
-  // Two compiled shapes: 64x64 with K split over two warpgroups, and 128x128. A 128x128 tile takes
-  // ~3.2x as long as a 64x64 one (H200, 7168 x 16384, one round of tiles each: 293 us at M = 128,
-  // 92 at M = 64), so 64x64 is taken for M <= 64 and wherever its rounds of tiles over the SMs stay
-  // below 2.9x (3.2 less a 10% margin) those of 128x128: M = 128, N = 2112 makes 17 tiles of
-  // 128x128 for 132 SMs (docs/CUDA.md, MXFP8).
-  auto rounds = [&](int bm, int bn) {
-    const long tiles = static_cast<long>((a.m + bm - 1) / bm) * ((a.n + bn - 1) / bn);
-    return (tiles + sms - 1) / sms;
-  };
-  Shape s = a.m <= 64 || rounds(64, 64) < 2.9 * rounds(128, 128) ? kMxShapes[0] : kMxShapes[1];
+  Shape s = gemm_mxfp8_pick_block_m(a.m, a.n, sms) == 64 ? kMxShapes[0] : kMxShapes[1];
   if (forced && forced->block_m == 128) s = kMxShapes[1];
   if (forced && forced->block_m == 64) s = kMxShapes[0];
   GemmConfig c;

@@ -77,5 +77,7 @@ struct GemmMxfp8Args {
   int m = 0, n = 0, k = 0;
 };
 void gemm_mxfp8(const GemmMxfp8Args& args, cudaStream_t stream, const GemmConfig* forced = nullptr);
+// The MXFP8 tile height gemm_mxfp8 takes on `num_sms` SMs: 64 (K split over two warpgroups) or 128.
+int gemm_mxfp8_pick_block_m(int m, int n, int num_sms);
 
 }  // namespace mx8::cuda

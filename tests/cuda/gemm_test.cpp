@@ -305,7 +305,6 @@ TEST(CudaGemmFp8, RowsBelowOneTile) {
   int n = 0;
   for (const auto& s : shapes)
     for (const int m : {1, 16, 37, s[0] - 20}) {
-      if (m < 1) continue;
       GemmCase c{m, 272, 384, s[0], s[1], n % 2 == 0, n % 3 == 0};
       c.split_k = s[2] != 0;
       c.accumulate = c.out_f32;

@@ -298,7 +298,7 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         // and that time reported: tells the scale type's cost from a clock drop during a long run.
         if (retime_f32()) t_mx = timer.median_us([&] { gemm_fp8_1x128(a32, nullptr, f); }, o.iters);
         const GemmMxfp8Args amx = op.mx_args();
-        t_mxfp8 = timer.median_us([&] { gemm_mxfp8(amx, nullptr); }, o.iters);
+        t_mxfp8 = timer.median_us([&] { gemm_mxfp8(amx, nullptr, f); }, o.iters);  // f: its BM, 64 or 128
         try {
           t_lt = timer.median_us(
               [&] {
@@ -457,7 +457,9 @@ void register_bench(const char* name, const char* summary, int kind) {
         if (kind != 1) {
           app.add_option("--m", o->ms,
                          "M values (default: 64 128 4096 for cuda-gemm, 1 2 4 8 16 for cuda-gemv)");
-          app.add_option("--tile", o->tile, "force a tile shape BMxBN[wW][cC] (default: the heuristic's)");
+          app.add_option("--tile", o->tile,
+                         "force a tile shape BMxBN[wW][cC] (default: the heuristic's; MXFP8 takes BM 64 or "
+                         "128 from it)");
           app.add_flag("--mx8-only", o->mx8_only, "time only mx8's float-scale GEMM (tile sweeps)");
         }
         return mx8::cli::CommandRun([o, name, kind] {

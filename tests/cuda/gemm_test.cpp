@@ -317,8 +317,10 @@ TEST(CudaGemmFp8, RowsBelowOneTile) {
 TEST(CudaGemmMxfp8, MatchesReference) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
+  // 1100 x 2112: more tiles than SMs (153 at 128 rows), so blocks convert the scales of several
+  // tiles' K blocks into their alternating buffers.
   for (const auto& [m, n, k] : {std::tuple{5, 128, 256}, std::tuple{9, 64, 128}, std::tuple{64, 2112, 256},
-                                std::tuple{200, 272, 384}}) {
+                                std::tuple{200, 272, 384}, std::tuple{1100, 2112, 256}}) {
     SCOPED_TRACE("MXFP8 M " + std::to_string(m) + " N " + std::to_string(n) + " K " + std::to_string(k) +
                  " seed " + std::to_string(seed));
     std::mt19937 rng(seed + m);
@@ -395,15 +397,86 @@ TEST(CudaGemmFp8, HeuristicPicksCompiledShapes) {
 // each agreeing within 2%): the pick must be the faster one wherever the two differ by more than
 // that spread. Where they were not both measured, M <= 64 takes 64 and M = 4096 takes 128 (the
 // tables in PERF.md). Host code only: runs without a GPU.
+// UE8M0 scale bytes 255 (NaN) and 0 (2^-127, not zero): a NaN A scale makes its row NaN and leaves
+// the others alone; a B column whose scales are all 0 gives products near 2^-128, which an f32
+// output holds (as subnormals at worst), not zeros.
+TEST(CudaGemmMxfp8, NaNAndZeroScaleBytes) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  const int m = 70, n = 192, k = 256, kb = k / 32, nan_row = 2, tiny_col = 5;
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const auto xa = random_bf16(size_t(m) * k, rng), xb = random_bf16(size_t(n) * k, rng, 0.05f);
+  fmt::QuantSpec spec;
+  spec.blocking = fmt::Blocking::tile(32);
+  spec.rule = fmt::ScaleRule::floor;
+  spec.storage = fmt::ScaleStorage::ue8m0;
+  Operand A = quantize_operand(xa, m, k, spec), B = quantize_operand(xb, n, k, spec);
+  A.scales[nan_row * kb + 1] = 0xFF;
+  for (int j = 0; j < kb; ++j) B.scales[tiny_col * kb + j] = 0x00;
+  fmt::dequantize_ref(B.codes.data(), B.scales.data(), n, k, spec, B.deq.data());
+  const int lda = sa_ld(m), ldb = sa_ld(n);
+  const auto sa = to_mn_major(A.scales, m, kb, lda, 1), sb = to_mn_major(B.scales, n, kb, ldb, 1);
+  DeviceBuffer<uint8_t> da(A.codes.size()), db(B.codes.size()), dsa(sa.size()), dsb(sb.size()),
+      dd(size_t(m) * n * 4);
+  da.upload(A.codes);
+  db.upload(B.codes);
+  dsa.upload(sa);
+  dsb.upload(sb);
+  GemmMxfp8Args args;
+  args.a = da.get();
+  args.scale_a = dsa.get();
+  args.scale_a_ld = lda;
+  args.b = db.get();
+  args.scale_b = dsb.get();
+  args.scale_b_ld = ldb;
+  args.d = dd.get();
+  args.out_type = OutType::kF32;
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  // The rows after the NaN row, checked against the reference on their own.
+  const std::vector<float> a_rest(A.deq.begin() + size_t(nan_row + 1) * k, A.deq.end());
+  for (const int bm : {64, 128}) {
+    GemmConfig forced;
+    forced.block_m = bm;
+    dd.poison(0xFF);
+    gemm_mxfp8(args, nullptr, &forced);
+    MX8_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<uint8_t> bytes = dd.download();
+    std::vector<float> d(size_t(m) * n);
+    std::memcpy(d.data(), bytes.data(), bytes.size());
+    int nan_in_row = 0;
+    for (int j = 0; j < n; ++j) nan_in_row += std::isnan(d[size_t(nan_row) * n + j]);
+    EXPECT_EQ(nan_in_row, n) << "block_m " << bm;
+    const std::vector<uint8_t> d_rest(bytes.begin() + size_t(nan_row + 1) * n * 4, bytes.end());
+    EXPECT_EQ(check_product(a_rest, B.deq, m - nan_row - 1, n, k, d_rest, true), 0u) << "block_m " << bm;
+    // check_product's absolute floor (1e-30) would pass zeros in the tiny column, so it gets its own
+    // check: relative to the sum of |products|, 2^-8 covers the tensor cores' 32-wide partial sums
+    // (as check_product's max_sum term) and the subnormal rounding of terms near 2^-135 (2^-14 of them).
+    for (int i = nan_row + 1; i < m; ++i) {
+      double ref = 0, mag = 0;
+      for (int c = 0; c < k; ++c) {
+        const double p = double(A.deq[size_t(i) * k + c]) * B.deq[size_t(tiny_col) * k + c];
+        ref += p;
+        mag += std::fabs(p);
+      }
+      const float got = d[size_t(i) * n + tiny_col];
+      EXPECT_TRUE(got != 0.f && std::fabs(got - ref) <= std::ldexp(mag, -8))
+          << "row " << i << ": " << got << ", expected " << ref << " (block_m " << bm << ")";
+    }
+  }
+}
+
 TEST(CudaGemmMxfp8, PickIsTheFasterMeasuredTile) {
   struct Measured {
     int m, n, k;  // k: which benchmark shape (the pick does not depend on it)
     double us64, us128;
   };
-  const Measured cases[] = {{128, 2112, 7168, 42.9, 137.2}, {128, 7168, 16384, 175.4, 293.4},
-                            {128, 4096, 7168, 43.5, 138.4}, {128, 7168, 2048, 27.6, 44.1},
-                            {256, 2112, 7168, 43.4, 138.2}, {256, 7168, 16384, 342.9, 288.5},
-                            {256, 4096, 7168, 80.1, 134.3}, {256, 7168, 2048, 49.4, 42.9}};
+  const Measured cases[] = {{128, 2112, 7168, 32.5, 87.7}, {128, 7168, 16384, 126.8, 192.6},
+                            {128, 4096, 7168, 33.1, 87.4}, {128, 7168, 2048, 21.1, 29.5},
+                            {256, 2112, 7168, 33.2, 88.4}, {256, 7168, 16384, 242.0, 194.8},
+                            {256, 4096, 7168, 57.8, 88.1}, {256, 7168, 2048, 35.6, 30.0}};
   for (const Measured& c : cases)
     EXPECT_EQ(gemm_mxfp8_pick_block_m(c.m, c.n, 132), c.us64 < c.us128 ? 64 : 128)
         << c.m << " x " << c.n << " x " << c.k;

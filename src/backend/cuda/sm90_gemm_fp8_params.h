@@ -52,8 +52,14 @@ __host__ __device__ constexpr int align1024(int x) {
 __host__ __device__ constexpr bool is_split_k(int bm, int w, bool mx) {
   return bm == 64 && w == 2;
 }
+// MXFP8: floats per math warpgroup for one K block's scales, converted from the slot's UE8M0 bytes
+// once per K block: [4][bn] column scales, then [4][rows the warpgroup owns] row scales.
+__host__ __device__ constexpr int mx_scale_floats(int bm, int bn, int w) {
+  return 4 * bn + 4 * (is_split_k(bm, w, true) ? 64 : bm / w);
+}
 // Offsets inside the (1024-aligned) dynamic shared memory. `ck`: the cluster K split's buffer for
-// the partial sums that the other blocks of the cluster push (BM x BN floats).
+// the partial sums that the other blocks of the cluster push (BM x BN floats). `sb_tile` holds the
+// 1x128 path's staged B scales, or MXFP8's converted scales (two K blocks per math warpgroup).
 struct SmemLayout {
   int a, b, sa, sb_mx, staging, sb_tile, reduce, cluster_sums, bars, total;
 };
@@ -66,7 +72,7 @@ __host__ __device__ constexpr SmemLayout smem_layout(int bm, int bn, int w, bool
   l.sb_mx = l.sa + stages * bm * 4;
   l.staging = align1024(l.sb_mx + (mx ? stages * bn * 4 : 0));
   l.sb_tile = l.staging + (tma_store ? bm * bn * 2 : 0);
-  l.reduce = l.sb_tile + w * 2 * kSbCap * 4;
+  l.reduce = l.sb_tile + w * 2 * (mx ? mx_scale_floats(bm, bn, w) : kSbCap) * 4;
   l.cluster_sums = l.reduce + (is_split_k(bm, w, mx) ? bm * bn * 4 : 0);
   l.bars = l.cluster_sums + (ck ? bm * bn * 4 : 0);
   l.total = l.bars + stages * 16;

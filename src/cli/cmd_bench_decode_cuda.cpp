@@ -1,6 +1,6 @@
-// `mx8 bench decode-cuda`: batch-1 decode of a Llama-3-8B-shaped model with random weights on the
-// CUDA backend, FP8 (E4M3, 128x128 UE8M0 blocks; MXFP8 when asked) next to BF16 weights in the same
-// run, with step recording (CUDA graphs) on and off, against the bandwidth roofline (weight bytes per
+// `mx8 bench decode-cuda`: decode (batch 1, or --batch sequences) of a Llama-3-8B-shaped model with random
+// weights on the CUDA backend, FP8 (E4M3, 128x128 UE8M0 blocks; MXFP8 when asked) next to BF16 weights in the
+// same run, with step recording (CUDA graphs) on and off, against the bandwidth roofline (weight bytes per
 // token / measured device copy bandwidth); then one prompt step per format (--prefill tokens after each
 // --prefill-at cached length), the prefill side of `mx8 run`.
 //
@@ -39,6 +39,8 @@ using namespace mx8::backend;
 
 struct Options {
   int layers = 32;
+  std::string batch = "1";   // sequences decoded together (a step has one row per sequence), comma-separated
+  std::vector<int> batches;  // from `batch`
   int tokens = 128;
   int warmup = 8;
   int context = 0;    // position of the first decode step (attention reads that many cached positions)
@@ -181,12 +183,13 @@ class WeightFactory {
 struct Result {
   std::string weights;
   bool graphs = false;
-  double tok_s = 0, ms_per_token = 0;
-  size_t bytes_per_token = 0;
-  double weight_gbps = 0;          // bytes per token / time per token
-  double gemv_gbps = 0;            // the largest GEMV alone, cold weights
-  std::vector<double> prefill_ms;  // one step of Options::prefill prompt tokens per prefill_starts entry
-  std::string prefill_path;        // what the backend does with the activations of such a step
+  int batch = 1;
+  double tok_s = 0, ms_per_token = 0;  // tokens of all sequences per second; ms per step
+  size_t bytes_per_token = 0;          // weight bytes a step reads (once, whatever the batch)
+  double weight_gbps = 0;              // bytes per step / time per step
+  double gemv_gbps = 0;                // the largest GEMV alone, cold weights
+  std::vector<double> prefill_ms;      // one step of Options::prefill prompt tokens per prefill_starts entry
+  std::string prefill_path;            // what the backend does with the activations of such a step
 };
 
 mx8::model::LlamaConfig llama3_8b(int layers) {
@@ -206,24 +209,32 @@ mx8::model::LlamaConfig llama3_8b(int layers) {
   return c;
 }
 
-// Decode steps of one sequence through the model, graphs on or off; the KV cache is fresh.
+// Decode steps of res.batch sequences (all at the same position) through the model, graphs on or off;
+// the KV cache is fresh.
 void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, KvFormat kvf, Result& res) {
   mx8::backend::cuda_impl::set_graphs_enabled(res.graphs);
-  const int total = o.context + o.warmup + o.tokens;
-  KvCacheDesc kd{kvf, o.layers, int(kKvHeads), int(kHeadDim), 16, (total + 15) / 16 + 1};
+  const int total = o.context + o.warmup + o.tokens, seqs = res.batch;
+  const int pages_per_seq = (total + 15) / 16 + 1;
+  KvCacheDesc kd{kvf, o.layers, int(kKvHeads), int(kHeadDim), 16, seqs * pages_per_seq};
   auto kv = be.create_kv_cache(kd);
   mx8::model::StepBatch b;
-  b.max_pages_per_seq = kd.n_pages;
-  for (int i = 0; i < kd.n_pages; ++i) b.block_tables.push_back(i);
-  b.seq = {0};
-  b.logit_rows = {0};
+  b.max_pages_per_seq = pages_per_seq;
+  for (int i = 0; i < kd.n_pages; ++i) b.block_tables.push_back(i);  // sequence s: pages s * pages_per_seq..
+  for (int q = 0; q < seqs; ++q) {
+    b.seq.push_back(q);
+    b.logit_rows.push_back(q);
+  }
   HostBuffer<float> logits(be);  // what the engine downloads into (page-locked)
-  logits.reserve(static_cast<size_t>(kVocab));
+  logits.reserve(static_cast<size_t>(kVocab) * seqs);
   auto step = [&](int pos) {
-    b.tokens = {(pos * 7919) % int32_t(kVocab)};
-    b.pos = {pos};
-    b.slot = {pos};
-    b.kv_len = {pos + 1};
+    b.tokens.clear();
+    b.pos.assign(size_t(seqs), pos);
+    b.slot.clear();
+    b.kv_len.assign(size_t(seqs), pos + 1);
+    for (int q = 0; q < seqs; ++q) {
+      b.tokens.push_back((pos * 7919 + q * 104729) % int32_t(kVocab));
+      b.slot.push_back(q * pages_per_seq * 16 + pos);
+    }
     model.forward(b, *kv, logits.data());
   };
   // Positions before `context` are never written: attention reads them as zeros, at full cost.
@@ -232,7 +243,7 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
   for (int p = o.context + o.warmup; p < total; ++p) step(p);
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   res.ms_per_token = s * 1e3 / o.tokens;
-  res.tok_s = o.tokens / s;
+  res.tok_s = double(o.tokens) * seqs / s;
   res.weight_gbps = double(res.bytes_per_token) / (res.ms_per_token * 1e-3) / 1e9;
   if (!std::isfinite(logits.data()[0]))
     std::printf("  (note: logits are not finite with these random weights)\n");
@@ -277,7 +288,9 @@ std::vector<Result> run_format(Backend& be, WeightFormat f, const Options& o, Kv
   WeightFactory ef(be, WeightFormat::bf16);
   std::vector<WeightView> gates;
   auto model = mx8::model::make_llama_with_weights(
-      llama3_8b(o.layers), be, std::max(1, o.prefill), [&](const std::string& name, int64_t n, int64_t k) {
+      llama3_8b(o.layers), be,
+      std::max({1, o.prefill, *std::max_element(o.batches.begin(), o.batches.end())}),
+      [&](const std::string& name, int64_t n, int64_t k) {
         if (name == "token_embd") return ef.make(n, k);
         WeightView w = wf.make(n, k);
         if (name.size() > 8 && name.compare(name.size() - 8, 8, "ffn_gate") == 0) gates.push_back(w);
@@ -326,15 +339,38 @@ std::vector<Result> run_format(Backend& be, WeightFormat f, const Options& o, Kv
   }
 
   std::vector<Result> out;
-  for (bool graphs : o.graph_modes) {
-    Result r = base;
-    r.graphs = graphs;
-    time_decode(be, *model, o, kvf, r);
-    out.push_back(r);
-  }
-  if (o.prefill > 0 && !out.empty())
+  for (int batch : o.batches)
+    for (bool graphs : o.graph_modes) {
+      Result r = base;
+      r.graphs = graphs;
+      r.batch = batch;
+      time_decode(be, *model, o, kvf, r);
+      out.push_back(r);
+    }
+  if (o.prefill > 0 && o.batch == "1" && !out.empty())
     for (int start : o.prefill_starts)
       out.front().prefill_ms.push_back(time_prefill(be, *model, o, kvf, start));
+  return out;
+}
+
+// A comma-separated list of integers in [lo, hi] (--batch, --prefill-at).
+std::vector<int> parse_counts(const std::string& list, const char* option, int lo, int hi) {
+  std::vector<int> out;
+  for (size_t i = 0; i <= list.size();) {
+    const size_t j = std::min(list.find(',', i), list.size());
+    const std::string item = list.substr(i, j - i);
+    size_t used = 0;
+    int v = lo - 1;
+    try {
+      v = std::stoi(item, &used);
+    } catch (const std::exception&) {
+    }
+    if (item.empty() || used != item.size() || v < lo || v > hi)
+      throw mx8::Error(std::string(option) + ": '" + item + "' is not a number in [" + std::to_string(lo) +
+                       ", " + std::to_string(hi) + "]");
+    out.push_back(v);
+    i = j + 1;
+  }
   return out;
 }
 
@@ -364,20 +400,19 @@ void run(const Options& o) {
   const KvFormat kvf = o.kv == "fp8" ? KvFormat::fp8 : o.kv == "f32" ? KvFormat::f32 : KvFormat::bf16;
   const double bw = copy_bandwidth_gbps(*be);
   std::printf(
-      "mx8 bench decode-cuda: Llama-3-8B shapes (%d layers), batch 1, %s KV, %d tokens after %d warm-up, "
-      "from "
-      "position %d\n",
-      o.layers, kv_format_name(kvf), o.tokens, o.warmup, o.context);
+      "mx8 bench decode-cuda: Llama-3-8B shapes (%d layers), batch %s, %s KV, %d steps after %d warm-up, "
+      "from position %d\n",
+      o.layers, o.batch.c_str(), kv_format_name(kvf), o.tokens, o.warmup, o.context);
   std::printf("device: %s; copy bandwidth %.0f GB/s (read + write)\n", be->info().description.c_str(), bw);
   std::vector<Result> results;
   for (const WeightFormat f : formats) {
     for (const Result& r : run_format(*be, f, o, kvf)) {
       std::printf(
-          "%-28s graphs %-3s %8.1f tok/s  %7.3f ms/token  %6.2f GB/token  %6.0f GB/s (%.0f%% of copy bw)  "
-          "gate "
-          "GEMV alone %6.0f GB/s (%.0f%%)\n",
-          r.weights.c_str(), r.graphs ? "on" : "off", r.tok_s, r.ms_per_token, r.bytes_per_token / 1e9,
-          r.weight_gbps, 100 * r.weight_gbps / bw, r.gemv_gbps, 100 * r.gemv_gbps / bw);
+          "%-28s batch %2d graphs %-3s %8.1f tok/s  %7.3f ms/step  %6.2f GB/step  %6.0f GB/s (%.0f%% of copy "
+          "bw)  gate GEMV alone %6.0f GB/s (%.0f%%)\n",
+          r.weights.c_str(), r.batch, r.graphs ? "on" : "off", r.tok_s, r.ms_per_token,
+          r.bytes_per_token / 1e9, r.weight_gbps, 100 * r.weight_gbps / bw, r.gemv_gbps,
+          100 * r.gemv_gbps / bw);
       for (size_t i = 0; i < r.prefill_ms.size(); ++i)
         std::printf("%-28s prefill of %d tokens after %6d: %8.1f ms  %8.0f tok/s\n", r.weights.c_str(),
                     o.prefill, o.prefill_starts[i], r.prefill_ms[i], o.prefill / (r.prefill_ms[i] * 1e-3));
@@ -386,49 +421,59 @@ void run(const Options& o) {
     }
   }
   // vs BF16: against the BF16 run with the same graphs setting.
-  auto bf16_tok_s = [&](bool graphs) {
+  auto bf16_tok_s = [&](const Result& of) {
     for (auto& r : results)
-      if (r.weights == "bf16" && r.graphs == graphs) return r.tok_s;
+      if (r.weights == "bf16" && r.graphs == of.graphs && r.batch == of.batch) return r.tok_s;
     return 0.0;
   };
   for (auto& r : results)
-    if (r.weights != "bf16" && bf16_tok_s(r.graphs) > 0)
-      std::printf("%s / BF16 tokens/s, graphs %s: %.2fx\n", r.weights.c_str(), r.graphs ? "on" : "off",
-                  r.tok_s / bf16_tok_s(r.graphs));
+    if (r.weights != "bf16" && bf16_tok_s(r) > 0)
+      std::printf("%s / BF16 tokens/s, batch %d, graphs %s: %.2fx\n", r.weights.c_str(), r.batch,
+                  r.graphs ? "on" : "off", r.tok_s / bf16_tok_s(r));
 
-  std::string md = "## CUDA decode, Llama-3-8B shapes, batch 1 (`mx8 bench decode-cuda`)\n\n";
+  const bool batched = o.batch != "1";
+  std::string md = std::string("## CUDA decode, Llama-3-8B shapes, ") +
+                   (batched ? "batches " + o.batch : std::string("batch 1")) +
+                   " (`mx8 bench decode-cuda`)\n\n";
   md += "Machine: " + mx8::cli::machine_description() + "; GPU " + be->info().description +
         ". Date: " + mx8::cli::today_utc() + ". Command: `mx8 bench decode-cuda --layers " +
-        std::to_string(o.layers) + " --tokens " + std::to_string(o.tokens) + " --kv " + o.kv +
+        std::to_string(o.layers) + (batched ? " --batch " + o.batch : "") + " --tokens " +
+        std::to_string(o.tokens) + " --kv " + o.kv +
         (o.context ? " --context " + std::to_string(o.context) : "") +
         (o.prefill != Options{}.prefill ? " --prefill " + std::to_string(o.prefill) : "") +
         (o.prefill_at != Options{}.prefill_at ? " --prefill-at " + o.prefill_at : "") +
         (o.weights != Options{}.weights ? " --weights " + o.weights : "") + "`.\n\n";
+  const std::string per = batched ? "step" : "token";
   md +=
-      "Random weights; each token is the model's forward pass (src/model/llama.cpp) as `mx8 run` does it: "
-      "uploads of the step's indices, the layers, the head, logits downloaded. graphs on = the step "
-      "recorded once as a CUDA graph and replayed (MX8_CUDA_GRAPHS=0 turns it off). Roofline = weight bytes "
-      "per token / device copy bandwidth measured in the same run (" +
-      fmt("%.0f", bw) +
+      "Random weights; each " + per +
+      " is the model's forward pass (src/model/llama.cpp) as `mx8 run` does it: uploads of the step's "
+      "indices, the layers, the head, logits downloaded. graphs on = the step recorded once as a CUDA graph "
+      "and replayed (MX8_CUDA_GRAPHS=0 turns it off). Roofline = weight bytes per " +
+      per + " / device copy bandwidth measured in the same run (" + fmt("%.0f", bw) +
       " GB/s, read + write). Weight bytes = all linear weights with scales, lm_head, norms, one embedding "
-      "row. 'gate GEMV alone' = the 14336x4096 matmul timed on its own over the layers' cold copies. vs BF16 "
-      "= "
-      "against BF16 with the same graphs setting.\n\n";
-  md +=
-      "| weights | graphs | tokens/s | ms/token | GB/token | weight GB/s | % of roofline | gate GEMV alone "
-      "GB/s | "
-      "vs BF16 |\n";
-  md += "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
+      "row. 'gate GEMV alone' = the 14336x4096 matmul timed on its own over the layers' cold copies. vs "
+      "BF16 = against BF16 with the same graphs setting" +
+      (batched ? " and batch" : "") + ".\n\n";
+  if (batched)
+    md +=
+        "A step of batch B decodes one token for each of B sequences (all at the same position, each with "
+        "its own KV pages) and downloads their logits; tokens/s counts every sequence's tokens, and the "
+        "weights are read once per step. A matmul has B rows; FP8 weights: " +
+        be->activation_quantization(WeightFormat::fp8_block) + ".\n\n";
+  md += std::string("| weights | ") + (batched ? "batch | " : "") + "graphs | tokens/s | ms/" + per +
+        " | GB/" + per + " | weight GB/s | % of roofline | gate GEMV alone GB/s | vs BF16 |\n";
+  md += std::string("|---|") + (batched ? "---:|" : "") + "---|---:|---:|---:|---:|---:|---:|---:|\n";
   for (auto& r : results) {
-    const double ref = bf16_tok_s(r.graphs);
-    md += "| " + r.weights + " | " + (r.graphs ? "on" : "off") + " | " + fmt("%.1f", r.tok_s) + " | " +
-          fmt("%.3f", r.ms_per_token) + " | " + fmt("%.2f", r.bytes_per_token / 1e9) + " | " +
-          fmt("%.0f", r.weight_gbps) + " | " + fmt("%.0f%%", 100 * r.weight_gbps / bw) + " | " +
-          fmt("%.0f", r.gemv_gbps) + " | " + (ref > 0 ? fmt("%.2fx", r.tok_s / ref) : std::string("")) +
-          " |\n";
+    const double ref = bf16_tok_s(r);
+    md += "| " + r.weights + " | " + (batched ? std::to_string(r.batch) + " | " : "") +
+          (r.graphs ? "on" : "off") + " | " + fmt("%.1f", r.tok_s) + " | " + fmt("%.3f", r.ms_per_token) +
+          " | " + fmt("%.2f", r.bytes_per_token / 1e9) + " | " + fmt("%.0f", r.weight_gbps) + " | " +
+          fmt("%.0f%%", 100 * r.weight_gbps / bw) + " | " + fmt("%.0f", r.gemv_gbps) + " | " +
+          (ref > 0 ? fmt("%.2fx", r.tok_s / ref) : std::string("")) + " |\n";
   }
-  md += "\nTargets (issue 5): >= 80% of the roofline with FP8 weights and >= 1.8x the BF16 tokens/s.\n";
-  if (o.prefill > 0) {
+  if (!batched)
+    md += "\nTargets (issue 5): >= 80% of the roofline with FP8 weights and >= 1.8x the BF16 tokens/s.\n";
+  if (o.prefill > 0 && !batched) {
     // 2 FLOPs per weight of the layers' matmuls per token (attention and the one lm_head row aside).
     const double flops =
         2.0 * o.prefill * double(o.layers) *
@@ -450,19 +495,25 @@ void run(const Options& o) {
   }
   if (o.write_perf) {
     std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
-    mx8::cli::update_perf_section(path, "decode-cuda", md);
-    std::printf("updated %s (section decode-cuda)\n", path.c_str());
+    const std::string section = batched ? "decode-cuda-batch" : "decode-cuda";
+    mx8::cli::update_perf_section(path, section, md);
+    std::printf("updated %s (section %s)\n", path.c_str(), section.c_str());
   }
 }
 
 mx8::cli::CommandRegistration reg{
     "bench decode-cuda",
-    "batch-1 decode of a Llama-3-8B-shaped model on the GPU: FP8 (and MXFP8) vs BF16 weights",
+    "decode of a Llama-3-8B-shaped model on the GPU (batch 1 unless --batch): FP8 (and MXFP8) vs BF16 "
+    "weights",
     [](CLI::App& app) {
       auto o = std::make_shared<Options>();
       app.add_option("--layers", o->layers, "transformer layers (32 for Llama-3-8B)")
           ->capture_default_str()
           ->check(CLI::Range(1, 128));
+      app.add_option("--batch", o->batch,
+                     "sequences decoded together, comma-separated (other than 1: no prompt step; PERF.md "
+                     "section decode-cuda-batch)")
+          ->capture_default_str();
       app.add_option("--tokens", o->tokens, "decode steps timed")
           ->capture_default_str()
           ->check(CLI::Range(1, 100000));
@@ -493,21 +544,8 @@ mx8::cli::CommandRegistration reg{
         if (o->graphs.find("off") != std::string::npos) o->graph_modes.push_back(false);
         if (o->graph_modes.empty())
           throw mx8::Error("--graphs " + o->graphs + ": expected on, off or on,off");
-        o->prefill_starts.clear();
-        for (size_t i = 0; i <= o->prefill_at.size();) {
-          const size_t j = std::min(o->prefill_at.find(',', i), o->prefill_at.size());
-          const std::string item = o->prefill_at.substr(i, j - i);
-          size_t used = 0;
-          int v = -1;
-          try {
-            v = std::stoi(item, &used);
-          } catch (const std::exception&) {
-          }
-          if (item.empty() || used != item.size() || v < 0 || v > 1000000)
-            throw mx8::Error("--prefill-at: '" + item + "' is not a position in [0, 1000000]");
-          o->prefill_starts.push_back(v);
-          i = j + 1;
-        }
+        o->batches = parse_counts(o->batch, "--batch", 1, 256);
+        o->prefill_starts = parse_counts(o->prefill_at, "--prefill-at", 0, 1000000);
         run(*o);
       };
     }};

@@ -51,10 +51,11 @@ constexpr double kU = 1.0 / 16777216.0;  // 2^-24
 using CudaVsCpu = test::BackendPair;
 
 // The activation block that the backend quantizes x in for this matmul: 128 (fp8_block weights) or 32
-// (mxfp8) where the tensor-core FP8 GEMMs take it (m > 16 on sm_90a, unless MX8_CUDA_WGMMA=0; see
-// backend_cuda.cu), 0 where x stays f32.
+// (mxfp8) where the tensor-core FP8 GEMMs take it (m > cuda_impl::gemv_max_rows on sm_90a, unless
+// MX8_CUDA_WGMMA=0; see backend_cuda.cu), 0 where x stays f32.
 int quantized_block(WeightFormat f, int64_t m, int64_t n, int64_t k) {
-  if (!cuda_impl::wgmma_gemm_enabled() || m <= 16 || n % 16 != 0 || k % 128 != 0) return 0;
+  if (!cuda_impl::wgmma_gemm_enabled() || m <= cuda_impl::gemv_max_rows(f) || n % 16 != 0 || k % 128 != 0)
+    return 0;
   return f == WeightFormat::fp8_block ? 128 : f == WeightFormat::mxfp8 ? 32 : 0;
 }
 
@@ -330,7 +331,7 @@ TEST_F(CudaVsCpu, MatmulEveryFormatMatchesCpu) {
   };
   // Aligned (vector path) and ragged shapes: k = 200 and 4100 leave a tail after the 16-byte chunks;
   // k = 37 and 1037 are not 16-byte aligned rows (scalar path); n = 130 splits a 128-row scale block.
-  // (64, 2560) and (144, 384) take the tensor-core FP8 GEMM for fp8_block weights and m > 16.
+  // (64, 2560) and (144, 384) take the tensor-core FP8 GEMMs for FP8 weights and m > gemv_max_rows (4).
   // n = 4100 and 8200 take the GEMV's 4- and 8-rows-per-warp kernels for one token (n >= 4096, >= 8192),
   // with a last warp whose rows run past n.
   const Shape shapes[] = {{130, 256}, {64, 2560},  {144, 384},  {33, 200},  {17, 37},
@@ -401,45 +402,51 @@ TEST_F(CudaVsCpu, MatmulPropagatesNaN) {
   }
 }
 
-// Prompt-step matmul with bf16 weights (cuBLASLt on x split into three bf16 parts): Inf, NaN and
-// values near the f32 maximum in x reach y as in the CPU's f32 product (a row with Inf gives +-Inf or
+// Prompt-step and batched-decode matmul with bf16 weights (cuBLASLt on x split into three bf16 parts): Inf,
+// NaN and values near the f32 maximum in x reach y as in the CPU's f32 product (a row with Inf gives +-Inf or
 // NaN, never a finite value; NaN stays NaN), and the finite rows keep MatmulEveryFormatMatchesCpu's
 // 64 u tolerance. A split that rounded the largest values up would overflow them to Inf, and one that
 // subtracted Inf from itself would turn Inf rows into NaN.
 TEST_F(CudaVsCpu, Bf16PromptMatmulKeepsSpecialValues) {
   SCOPED_TRACE(trace());
-  const int64_t n = 64, k = 256, m = 20;
-  HostWeight hw = random_weight(WeightFormat::bf16, ScaleType::ue8m0, n, k, rng);
-  Pair pd = put(hw.data), ps = put(std::vector<uint8_t>(16));
-  WeightView wc{WeightFormat::bf16, n, k, pd.c, ps.c, ScaleType::ue8m0},
-      wg{WeightFormat::bf16, n, k, pd.g, ps.g, ScaleType::ue8m0};
-  auto x = normal(size_t(m * k));
-  x[0] = INFINITY;
-  x[size_t(k + 3)] = std::nanf("");
-  x[size_t(2 * k + 5)] = -INFINITY;
-  x[size_t(3 * k + 7)] = 3.4e38f;  // rounds to bf16 Inf, truncates to a finite bf16
-  x[size_t(4 * k + 9)] = 1e-40f;   // subnormal
-  Pair px = put(x), py = zeros<float>(size_t(m * n));
-  cpu->matmul(wc, (const float*)px.c, m, (float*)py.c, nullptr);
-  gpu->matmul(wg, (const float*)px.g, m, (float*)py.g, nullptr);
-  auto a = get_cpu<float>(py, size_t(m * n)), b = get_gpu<float>(py, size_t(m * n));
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t c = 0; c < n; ++c) {
-      const size_t o = size_t(r * n + c);
-      if (!std::isfinite(a[o])) {
-        EXPECT_TRUE(std::isnan(a[o]) ? std::isnan(b[o]) : a[o] == b[o])
-            << "row " << r << " col " << c << ": cpu " << a[o] << " gpu " << b[o];
-        continue;
+  const int64_t n = 64, k = 256;
+  // 20 rows: three GEMMs, one per plane; 6 rows (above the 4 set here): one GEMM of the stacked planes.
+  const cuda_impl::ScopedGemvMaxRows rows(WeightFormat::bf16, 4);
+  for (const int64_t m : {int64_t(20), int64_t(6)}) {
+    SCOPED_TRACE("m " + std::to_string(m));
+    HostWeight hw = random_weight(WeightFormat::bf16, ScaleType::ue8m0, n, k, rng);
+    Pair pd = put(hw.data), ps = put(std::vector<uint8_t>(16));
+    WeightView wc{WeightFormat::bf16, n, k, pd.c, ps.c, ScaleType::ue8m0},
+        wg{WeightFormat::bf16, n, k, pd.g, ps.g, ScaleType::ue8m0};
+    auto x = normal(size_t(m * k));
+    x[0] = INFINITY;
+    x[size_t(k + 3)] = std::nanf("");
+    x[size_t(2 * k + 5)] = -INFINITY;
+    x[size_t(3 * k + 7)] = 3.4e38f;  // rounds to bf16 Inf, truncates to a finite bf16
+    x[size_t(4 * k + 9)] = 1e-40f;   // subnormal
+    Pair px = put(x), py = zeros<float>(size_t(m * n));
+    cpu->matmul(wc, (const float*)px.c, m, (float*)py.c, nullptr);
+    gpu->matmul(wg, (const float*)px.g, m, (float*)py.g, nullptr);
+    auto a = get_cpu<float>(py, size_t(m * n)), b = get_gpu<float>(py, size_t(m * n));
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < n; ++c) {
+        const size_t o = size_t(r * n + c);
+        if (!std::isfinite(a[o])) {
+          EXPECT_TRUE(std::isnan(a[o]) ? std::isnan(b[o]) : a[o] == b[o])
+              << "row " << r << " col " << c << ": cpu " << a[o] << " gpu " << b[o];
+          continue;
+        }
+        double abs_sum = 0.0;
+        for (int64_t i = 0; i < k; ++i)
+          abs_sum += std::fabs(double(hw.deq[size_t(c * k + i)]) * x[size_t(r * k + i)]);
+        ASSERT_NEAR(b[o], a[o], 64 * kU * abs_sum) << "row " << r << " col " << c;
       }
-      double abs_sum = 0.0;
-      for (int64_t i = 0; i < k; ++i)
-        abs_sum += std::fabs(double(hw.deq[size_t(c * k + i)]) * x[size_t(r * k + i)]);
-      ASSERT_NEAR(b[o], a[o], 64 * kU * abs_sum) << "row " << r << " col " << c;
-    }
+  }
 }
 
-// matmul_fused: the grouped GEMV (m <= 16, same format, <= kMaxGemvTargets targets) and the composed
-// fallback (m = 17, five targets, mixed formats) against the CPU backend's composition of the plain
+// matmul_fused: the grouped GEMV (m <= gemv_max_rows, same format, <= kMaxGemvTargets targets), the FP8
+// GEMMs' group (m = 5 and 17 with FP8 weights) and the composed fallback (five targets, mixed formats,
+// m = 17) against the CPU backend's composition of the plain
 // ops. Tolerance 96 u (sum |w in| + |bias| + |y0|), in = the matmul's input row (x, or silu(x) * up):
 // 64 u for the summation order as in MatmulEveryFormatMatchesCpu, 16 u for silu (CUDA's expf against
 // glibc's, <= 2 ulp, as in AddSiluSoftmaxMatchCpu, passed through the sum), and the bias and
@@ -475,7 +482,7 @@ TEST_F(CudaVsCpu, MatmulFusedMatchesCpu) {
       bias.push_back(normal(size_t(g.ns[size_t(i)])));
       pb.push_back(put(bias.back()));
     }
-    for (int64_t m : {1, 3, 17})
+    for (int64_t m : {1, 3, 5, 17})
       for (bool swiglu : {false, true})
         for (bool accumulate : {false, true})
           for (bool with_bias : {false, true}) {
@@ -492,7 +499,7 @@ TEST_F(CudaVsCpu, MatmulFusedMatchesCpu) {
               tg[size_t(i)] = {wg[size_t(i)], (float*)py.back().g,
                                with_bias ? (const float*)pb[size_t(i)].g : nullptr};
             }
-            // An FP8 target of the composed path (m > 16) takes the FP8 GEMM (unless MX8_CUDA_WGMMA=0),
+            // An FP8 target with m > gemv_max_rows takes the FP8 GEMM (unless MX8_CUDA_WGMMA=0),
             // which quantizes its input: its reference is the CPU product of the quantized x and its
             // tolerance the GEMM's (MatmulEveryFormatMatchesCpu says why). Not with SwiGLU: the GPU forms
             // silu(x) * up with CUDA's expf (within 2 ulp of the CPU's), which can move an E4M3 rounding

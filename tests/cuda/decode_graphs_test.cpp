@@ -227,5 +227,72 @@ TEST(CudaDecodeGraphs, FusedAttentionAndGraphsBitIdenticalOnLlama3Heads) {
   }
 }
 
+// `seqs` sequences decoded together from position 0, `steps` steps of one token each (every step's
+// logits of all rows).
+std::vector<std::vector<float>> decode_batch(model::LlamaModel& m, Backend& be, int seqs, int steps) {
+  const model::LlamaConfig& c = m.config();
+  const int page = 16, pages = (steps + page - 1) / page + 1;
+  auto kv = be.create_kv_cache(
+      KvCacheDesc{KvFormat::bf16, int(c.n_layers), int(c.n_kv_heads), int(c.head_dim), page, seqs * pages});
+  model::StepBatch b;
+  b.max_pages_per_seq = pages;
+  for (int i = 0; i < seqs * pages; ++i) b.block_tables.push_back(i);
+  for (int q = 0; q < seqs; ++q) {
+    b.seq.push_back(q);
+    b.logit_rows.push_back(q);
+  }
+  std::vector<std::vector<float>> out;
+  for (int p = 0; p < steps; ++p) {
+    b.tokens.clear();
+    b.slot.clear();
+    for (int q = 0; q < seqs; ++q) {
+      b.tokens.push_back(int32_t((p * 37 + 11 * q + 3) % c.vocab));
+      b.slot.push_back(q * pages * page + p);
+    }
+    b.pos.assign(size_t(seqs), p);
+    b.kv_len.assign(size_t(seqs), p + 1);
+    out.emplace_back(size_t(seqs * c.vocab));
+    m.forward(b, *kv, out.back().data());
+  }
+  return out;
+}
+
+// Decode steps of more rows than the GEMV takes (gemv_max_rows: 4 for FP8 weights, 1 for BF16) run the
+// tensor-core GEMMs (FP8: activations quantized on the way; BF16: cuBLASLt on x's stacked planes);
+// recorded and replayed, they give the same logits bit for bit. 6 sequences of Llama-3's head shape
+// (dims that the GEMMs take: multiples of 128).
+TEST(CudaDecodeGraphs, BatchedStepsOnTheFp8GemmsRecordBitIdentical) {
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+  model::LlamaConfig c;
+  c.arch = "llama";
+  c.vocab = 512;
+  c.dim = 256;
+  c.n_layers = 2;
+  c.n_heads = 8;
+  c.n_kv_heads = 2;
+  c.head_dim = 128;
+  c.ffn = 512;
+  c.rope_theta = 500000.0;
+  auto be = make_cuda_backend(0);
+  for (model::WeightMode wm : {model::WeightMode::fp8, model::WeightMode::mxfp8, model::WeightMode::bf16}) {
+    SCOPED_TRACE(model::weight_mode_name(wm));
+    auto m = model::make_random_llama(c, *be, wm, 16, 3);
+    std::vector<std::vector<float>> off, on;
+    {
+      GraphsSwitch g(false);
+      off = decode_batch(*m, *be, 6, 8);
+    }
+    {
+      GraphsSwitch g(true);
+      on = decode_batch(*m, *be, 6, 8);  // step 1 runs, step 2 records, 3.. replay
+    }
+    ASSERT_EQ(on.size(), off.size());
+    for (size_t s = 0; s < on.size(); ++s) {
+      EXPECT_EQ(std::memcmp(on[s].data(), off[s].data(), on[s].size() * 4), 0) << "step " << s;
+      for (float v : on[s]) ASSERT_TRUE(std::isfinite(v)) << "step " << s;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace mx8::backend

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -109,8 +110,12 @@ class GemvGroup : public gemv_test::GemvTest<false> {
                    accumulate, use_norm ? dnorm->get() : nullptr, eps};
     std::vector<std::vector<float>> y0 = g.y;
     if (use_norm && !cuda_impl::gemv_group_applies(ig, tg.data(), count)) {
-      // Rows the skinny GEMM takes: the backend normalizes into scratch, then runs the group.
+      // Rows the skinny GEMM takes: the backend normalizes into scratch, then runs the group (told to
+      // keep every row count on the GEMV, not the tensor-core GEMMs, for the formats that have them).
       auto gpu = make_cuda_backend(0);
+      std::optional<cuda_impl::ScopedGemvMaxRows> rows;
+      if (f == WeightFormat::fp8_block || f == WeightFormat::mxfp8 || f == WeightFormat::bf16)
+        rows.emplace(f, 16);
       gpu->matmul_fused(ig, tg.data(), count);
       gpu->synchronize();
     } else if (!cuda_impl::gemv_group_applies(ig, tg.data(), count)) {

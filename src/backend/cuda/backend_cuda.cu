@@ -8,10 +8,11 @@
 // synchronize. Kernels report bad indices through a host-mapped error word, checked at
 // synchronize() and download() (backend_cuda.cuh explains why).
 //
-// matmul: m <= 16 rows of activations take the weight-streaming GEMV (backend_cuda_gemv.cu), which
-// dequantizes in registers and keeps activations f32; larger m take the tiled GEMM
-// (backend_cuda_gemm.cu). matmul_fused: one grouped GEMV launch where launch_gemv_group applies,
-// else the plain ops composed with scratch buffers owned by the backend.
+// matmul: m <= 16 rows of activations (on sm_90a: m <= 4 for FP8 and MXFP8 weights, 1 for BF16;
+// gemv_max_rows) take the weight-streaming GEMV (backend_cuda_gemv.cu), which dequantizes in registers and
+// keeps activations f32; larger m take the tiled GEMMs (the FP8 ones quantize the activations). matmul_fused:
+// one grouped GEMV launch where launch_gemv_group applies, else the plain ops composed with scratch buffers
+// owned by the backend.
 //
 // Step recording (Backend::begin_recording) is CUDA stream capture into a graph, instantiated and
 // launched at end_recording and kept in a small cache by key; replay() launches it: one launch
@@ -88,6 +89,53 @@ bool wgmma_gemm_enabled() {
 void set_wgmma_gemm_enabled(bool on) {
   g_wgmma_gemm.store(on, std::memory_order_relaxed);
 }
+// Batched decode of a Llama-3-8B shape on the H200 (`mx8 bench decode-cuda --batch`, tok/s with the
+// GEMV for every batch -> the tensor-core GEMMs above the row count given): FP8 weights, above 1 row:
+// batch 2 565 -> 545, 4 1064 -> 1048; above 4 rows: batch 5 1202 -> 1336, 6 1425 -> 1587, 8 1832 ->
+// 2087, 16 2944 -> 3802. MXFP8 (whose tensor-core GEMV takes at most 4 rows, the SIMT GEMV beyond):
+// batch 2 515 -> 234 and 4 729 -> 460 above 1 row, batch 5 285 -> 582 and 8 324 -> 921 above 4.
+// BF16 (cuBLASLt on the three stacked planes of x) above 1 row: batch 2 357 -> 365, 3 334 -> 538,
+// 4 374 -> 695, 8 385 -> 1368, 16 388 -> 2510.
+constexpr int kFp8GemvMaxRows = 4;
+constexpr int kBf16GemvMaxRows = 1;
+
+namespace {
+// gemv_max_rows' settings, [0] FP8 and MXFP8, [1] BF16; 0 until first read from the environment.
+std::atomic<int> g_gemv_rows[2] = {0, 0};
+
+int gemv_rows_setting(int group) {
+  int rows = g_gemv_rows[group].load(std::memory_order_relaxed);
+  if (rows) return rows;
+  const char* name = group == 0 ? "MX8_CUDA_GEMV_MAX_ROWS" : "MX8_CUDA_BF16_GEMV_MAX_ROWS";
+  rows = group == 0 ? kFp8GemvMaxRows : kBf16GemvMaxRows;
+  if (const char* e = std::getenv(name)) {
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    if (end == e || *end || v < 1 || v > 16)
+      throw Error(std::string(name) + "=" + e + ": not a row count in 1..16");
+    rows = int(v);
+  }
+  g_gemv_rows[group].store(rows, std::memory_order_relaxed);
+  return rows;
+}
+int gemv_rows_group(WeightFormat f) {
+  return f == WeightFormat::fp8_block || f == WeightFormat::mxfp8 ? 0 : f == WeightFormat::bf16 ? 1 : -1;
+}
+}  // namespace
+
+int64_t gemv_max_rows(WeightFormat f) {
+  const int group = gemv_rows_group(f);
+  return group < 0 || !wgmma_gemm_enabled() ? 16 : gemv_rows_setting(group);
+}
+int64_t set_gemv_max_rows(WeightFormat f, int64_t rows) {
+  const int group = gemv_rows_group(f);
+  if (group < 0 || rows < 1 || rows > 16)
+    throw Error("set_gemv_max_rows: " + std::string(weight_format_name(f)) + " weights, " +
+                std::to_string(rows) + " rows (FP8, MXFP8 or BF16 weights, 1..16 rows)");
+  const int was = gemv_rows_setting(group);
+  g_gemv_rows[group].store(int(rows), std::memory_order_relaxed);
+  return was;
+}
 
 namespace {
 
@@ -123,10 +171,10 @@ class CudaBackend final : public Backend {
     const char* env = std::getenv("MX8_CUDA_PDL");
     set_pdl_enabled(prop.major >= 9 && !(env && std::string(env) == "0"));
     if (pdl_enabled()) info_.description += ", programmatic dependent launch";
-    // Prompt steps (m > 16) on the tensor cores: FP8 weights take the wgmma FP8 GEMMs (sm_90a), which
-    // quantize the activations to E4M3 on the fly, as issue 5 asks where the backend has FP8 GEMMs;
-    // bf16 weights take cuBLASLt with x split into three bf16 planes (not rounded). The SIMT GEMM is
-    // 10-20x slower (docs/CUDA_BACKEND.md); MX8_CUDA_WGMMA=0 keeps it for every format (comparisons).
+    // Prompt steps and batched decode (m > gemv_max_rows) on the tensor cores: FP8 weights take the wgmma FP8
+    // GEMMs (sm_90a), which quantize the activations to E4M3 on the fly, as issue 5 asks where the backend
+    // has FP8 GEMMs; bf16 weights take cuBLASLt with x split into three bf16 planes (not rounded). The SIMT
+    // GEMM is 10-20x slower (docs/CUDA_BACKEND.md); MX8_CUDA_WGMMA=0 keeps it for every format (comparisons).
     const char* wg = std::getenv("MX8_CUDA_WGMMA");
     use_wgmma_ = prop.major == 9 && prop.minor == 0 && !(wg && std::string(wg) == "0");
     set_wgmma_gemm_enabled(use_wgmma_);
@@ -238,47 +286,49 @@ class CudaBackend final : public Backend {
   }
   bool supports_kv(KvFormat) const override { return true; }
   std::string activation_quantization(WeightFormat f) const override {
-    const std::string none =
-        "none: f32 activations, weights decoded to f32 in registers, f32 accumulation (m <= 16: streaming "
-        "GEMV; larger m: tiled SIMT GEMM)";
-    if (!use_wgmma_ || f == WeightFormat::f32) return none;
+    const std::string f32 = "none: f32 activations, weights decoded to f32 in registers, f32 accumulation";
+    if (!use_wgmma_ || f == WeightFormat::f32)
+      return f32 + " (m <= 16: streaming GEMV; larger m: tiled SIMT GEMM)";
+    const std::string rows = std::to_string(gemv_max_rows(f)), none = f32 + " (streaming GEMV)";
     if (f == WeightFormat::bf16)
-      return "m <= 16: " + none +
-             "; m > 16 with k % 8 == 0 and n % 4 == 0: x split exactly into three bf16 parts (not rounded), "
+      return "m <= " + rows + ": " + none + "; m > " + rows +
+             " with k % 8 == 0 and n % 4 == 0: x split exactly into three bf16 parts (not rounded), "
              "cuBLASLt bf16 GEMMs with f32 accumulation";
     if (f == WeightFormat::mxfp8)
-      return "m <= 16: " + none +
-             "; m > 16 with n % 16 == 0 and k % 128 == 0: E4M3 with 1x32 `ceil` UE8M0 scales (MXFP8), wgmma "
+      return "m <= " + rows + ": " + none + "; m > " + rows +
+             " with n % 16 == 0 and k % 128 == 0: E4M3 with 1x32 `ceil` UE8M0 scales (MXFP8), wgmma "
              "MXFP8 GEMM with FP32 promotion every 32 of k";
-    return "m <= 16: " + none +
-           "; m > 16 with n % 16 == 0 and k % 128 == 0: E4M3 with 1x128 `ceil` scales (UE8M0, or f32 powers "
+    return "m <= " + rows + ": " + none + "; m > " + rows +
+           " with n % 16 == 0 and k % 128 == 0: E4M3 with 1x128 `ceil` scales (UE8M0, or f32 powers "
            "of two for f32-scaled weights), wgmma FP8 GEMM with FP32 promotion every 128 of k";
   }
 
   void matmul(const WeightView& w, const float* x, int64_t m, float* y, const float* bias) override {
     validate(w, "matmul");
-    if (m <= 16) {
-      launch_gemv(w, x, m, y, bias, stream_);
-    } else if (use_wgmma_ && fp8_gemm_applies(w, x, m, y)) {
+    if (use_wgmma_ && fp8_gemm_applies(w, x, m, y)) {  // m > gemv_max_rows
       const Fp8GemmWorkspace need = fp8_gemm_workspace(w, m);
       uint8_t* codes = reinterpret_cast<uint8_t*>(scratch(4, (need.code_bytes + 3) / 4));
       float* scales = scratch(5, (need.scale_bytes + 3) / 4);
       quantize_fp8_act(w, x, nullptr, m, codes, scales, stream_);
       run_fp8_gemm(w, codes, scales, m, y, bias, false, stream_);
-    } else if (!(use_wgmma_ && bf16_gemm_applies(w, x, y) &&
+    } else if (!(bf16_gemm_takes(w, x, m, y) &&
                  bf16_gemm_.run(
                      w, x, m, y, bias,
-                     reinterpret_cast<uint16_t*>(scratch(4, (Bf16Gemm::plane_bytes(m, w.k) + 3) / 4)),
+                     reinterpret_cast<uint16_t*>(scratch(4, (Bf16Gemm::scratch_bytes(m, w) + 3) / 4)),
                      stream_))) {
-      launch_gemm_simt(w, x, m, y, bias, stream_);
+      if (m <= 16)
+        launch_gemv(w, x, m, y, bias, stream_);
+      else
+        launch_gemm_simt(w, x, m, y, bias, stream_);
     }
   }
   MatmulInput matmul_swiglu(const MatmulInput& in, const MatmulTarget& gate,
                             const MatmulTarget& up) override {
     validate(gate.w, "matmul_swiglu");
     validate(up.w, "matmul_swiglu");
+    const MatmulTarget pair[2] = {gate, up};
     if (!in.x_up && !in.accumulate && gate.w.n == up.w.n && gate.w.k == up.w.k &&
-        launch_gemv_swiglu(in, gate, up, stream_)) {
+        !tensor_cores_take(in, pair, 2) && launch_gemv_swiglu(in, gate, up, stream_)) {
       MatmulInput h;
       h.x = gate.y;
       h.m = in.m;
@@ -295,7 +345,8 @@ class CudaBackend final : public Backend {
         throw Error("cuda backend: matmul_fused: target " + std::to_string(i) +
                     " has k = " + std::to_string(targets[i].w.k) + ", target 0 has k = " + std::to_string(k));
     }
-    if (gemv_group_applies(in, targets, count)) {
+    const bool gemv = gemv_group_applies(in, targets, count);
+    if (gemv && !tensor_cores_take(in, targets, count)) {
       launch_gemv_group(in, targets, count, stream_);
       return;
     }
@@ -303,6 +354,10 @@ class CudaBackend final : public Backend {
     // step keeps the pointers).
     if (in.x_up && in.norm) throw Error("cuda backend: matmul_fused: an input with both x_up and norm");
     if (!in.norm && fp8_group(in, targets, count)) return;
+    if (gemv && !in.norm && !tensor_cores_take(in, targets, count)) {  // not a shape for the FP8 GEMMs
+      launch_gemv_group(in, targets, count, stream_);
+      return;
+    }
     if (in.norm) {
       // The normalized rows into scratch, then the plain group (the GEMV where it applies).
       float* normed = scratch(3, size_t(in.m * k));
@@ -455,20 +510,38 @@ class CudaBackend final : public Backend {
     size_t floats = 0;
   };
 
+  // Whether the FP8 GEMMs take this group: more rows than the GEMV takes (gemv_max_rows), and every
+  // target a shape they run (fp8_group's conditions, checked without launching).
+  bool fp8_gemm_takes(const MatmulInput& in, const MatmulTarget* targets, int count) const {
+    if (!use_wgmma_ || (in.x_up && reinterpret_cast<uintptr_t>(in.x_up) % 16 != 0)) return false;
+    for (int i = 0; i < count; ++i)
+      if (targets[i].w.format != targets[0].w.format || targets[i].w.scale_type != targets[0].w.scale_type ||
+          !fp8_gemm_applies(targets[i].w, in.x, in.m, targets[i].y))
+        return false;
+    return true;
+  }
+
+  bool bf16_gemm_takes(const WeightView& w, const float* x, int64_t m, const float* y) const {
+    return use_wgmma_ && m > gemv_max_rows(w.format) && bf16_gemm_applies(w, x, y);
+  }
+  // Whether a group's rows go to the tensor-core GEMMs rather than the grouped GEMV: the FP8 GEMMs
+  // (above), or cuBLASLt's for BF16 weights, each target composed through matmul().
+  bool tensor_cores_take(const MatmulInput& in, const MatmulTarget* targets, int count) const {
+    if (fp8_gemm_takes(in, targets, count)) return true;
+    for (int i = 0; i < count; ++i)
+      if (!bf16_gemm_takes(targets[i].w, in.x, in.m, targets[i].y)) return false;
+    return true;
+  }
+
   // A prompt step's group of FP8 targets that share a format, scale type and k (q/k/v, gate/up) on
   // the wgmma GEMMs: x (or silu(x) * x_up) quantized once for all of them, accumulation into y done
   // by the GEMM's epilogue. False, with nothing launched, where that does not apply.
   bool fp8_group(const MatmulInput& in, const MatmulTarget* targets, int count) {
-    if (!use_wgmma_ || in.m <= 16 || (in.x_up && reinterpret_cast<uintptr_t>(in.x_up) % 16 != 0))
-      return false;
+    if (!fp8_gemm_takes(in, targets, count)) return false;
     const WeightView& w0 = targets[0].w;
     Fp8GemmWorkspace need{0, 0};
     for (int i = 0; i < count; ++i) {
-      const WeightView& w = targets[i].w;
-      if (w.format != w0.format || w.scale_type != w0.scale_type ||
-          !fp8_gemm_applies(w, in.x, in.m, targets[i].y))
-        return false;
-      const Fp8GemmWorkspace wi = fp8_gemm_workspace(w, in.m);
+      const Fp8GemmWorkspace wi = fp8_gemm_workspace(targets[i].w, in.m);
       need.code_bytes = std::max(need.code_bytes, wi.code_bytes);
       need.scale_bytes = std::max(need.scale_bytes, wi.scale_bytes);
     }
@@ -519,7 +592,7 @@ class CudaBackend final : public Backend {
   uint32_t* err_dev_ = nullptr;
   uint8_t* staging_ = nullptr;
   size_t staging_pos_ = 0;
-  bool use_wgmma_ = false;  // tensor-core GEMMs for m > 16 (FP8 wgmma, bf16 through cuBLASLt)
+  bool use_wgmma_ = false;  // tensor-core GEMMs for m > gemv_max_rows (FP8 wgmma, bf16 through cuBLASLt)
   Bf16Gemm bf16_gemm_;
   bool capturing_ = false;
   bool fused_attention_ = true;

@@ -4,8 +4,8 @@
 //   backend_cuda.cu              the Backend class: memory, staging of uploads, dispatch, errors
 //   backend_cuda_elementwise.cu  embedding, rmsnorm, rope, add, silu_mul, softmax
 //   backend_cuda_kv.cu           the paged KV cache: kv_write and attention
-//   backend_cuda_gemv.cu         matmul for m <= 16: weight-streaming GEMV, every weight format
-//   backend_cuda_gemm.cu         matmul for m > 16: a tiled SIMT GEMM (correct fallback) and the
+//   backend_cuda_gemv.cu         matmul for m <= gemv_max_rows: weight-streaming GEMV, every weight format
+//   backend_cuda_gemm.cu         matmul for larger m: a tiled SIMT GEMM (correct fallback) and the
 //                                kernels engineer's FP8 wgmma GEMM where it applies
 //
 // Index arrays (token ids, slots, block tables, kv lengths) live in device memory, so they cannot
@@ -60,10 +60,30 @@ void set_graphs_enabled(bool on);
 // this hides are a measurable part of the token time. MX8_CUDA_PDL=0 turns it off.
 bool pdl_enabled();
 void set_pdl_enabled(bool on);
-// Whether the last CUDA backend created takes the tensor-core GEMMs at m > 16 (sm_90a, unless
+// Whether the last CUDA backend created takes the tensor-core GEMMs above gemv_max_rows (sm_90a, unless
 // MX8_CUDA_WGMMA=0): FP8 weights then quantize x, and tests choose their quantized reference by it.
 bool wgmma_gemm_enabled();
 void set_wgmma_gemm_enabled(bool on);
+// The most rows of activations that a matmul with weights of format f streams through the GEMV
+// (f32 activations); more rows take the tensor-core GEMMs where they run (sm_90a, and the shape
+// theirs). FP8 and MXFP8 weights: 4 (backend_cuda.cu has the measurements), or MX8_CUDA_GEMV_MAX_ROWS;
+// BF16: 1, or MX8_CUDA_BF16_GEMV_MAX_ROWS (1..16, read once); other formats, or no tensor-core GEMMs: 16.
+// One row always stays on the GEMV (through the FP8 GEMM, batch-1 decode ran 280 tok/s against 391).
+int64_t gemv_max_rows(WeightFormat f);
+// Sets it for f's group (FP8 and MXFP8, or BF16) and returns the previous value (tests, A/B runs).
+int64_t set_gemv_max_rows(WeightFormat f, int64_t rows);
+// set_gemv_max_rows for a scope.
+class ScopedGemvMaxRows {
+ public:
+  ScopedGemvMaxRows(WeightFormat f, int64_t rows) : f_(f), was_(set_gemv_max_rows(f, rows)) {}
+  ~ScopedGemvMaxRows() { set_gemv_max_rows(f_, was_); }
+  ScopedGemvMaxRows(const ScopedGemvMaxRows&) = delete;
+  ScopedGemvMaxRows& operator=(const ScopedGemvMaxRows&) = delete;
+
+ private:
+  WeightFormat f_;
+  int64_t was_;
+};
 
 #if defined(__CUDACC__)
 __device__ __forceinline__ void pdl_wait() {
@@ -203,7 +223,7 @@ struct Fp8GemmWorkspace {
 };
 Fp8GemmWorkspace fp8_gemm_workspace(const WeightView& w, int64_t m);
 // True when the tensor-core path takes this matmul: fp8_block or (UE8M0-scaled) mxfp8 weights,
-// m > 16, n % 16 == 0, k % 128 == 0, 16-byte aligned pointers.
+// m > gemv_max_rows, n % 16 == 0, k % 128 == 0, 16-byte aligned pointers.
 bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const float* y);
 // Quantizes x, or silu(x) * x_up where x_up is set (formed as silu_mul_kernel forms it), for the FP8
 // GEMM against w: E4M3 with `ceil` scales, 1x128 for fp8_block weights (UE8M0 or f32 as the
@@ -219,16 +239,18 @@ void run_fp8_gemm(const WeightView& w, const uint8_t* codes, void* scales, int64
 void launch_add_bias(float* y, const float* bias, int64_t m, int64_t n, cudaStream_t s);
 // True where Bf16Gemm may take the matmul: bf16 weights, k % 8 == 0, n % 4 == 0, 16-byte aligned.
 bool bf16_gemm_applies(const WeightView& w, const float* x, const float* y);
-// matmul for m > 16 with bf16 weights on the tensor cores (backend_cuda_bf16gemm.cu): x split into
-// three bf16 planes, three cuBLASLt bf16 GEMMs with f32 output; no rounding of x beyond ~2^-24.
+// matmul for m > gemv_max_rows with bf16 weights on the tensor cores (backend_cuda_bf16gemm.cu): x
+// split into three bf16 planes, cuBLASLt bf16 GEMMs with f32 output (one of 3m rows up to 16 rows,
+// else three); no rounding of x beyond ~2^-24.
 class Bf16Gemm {
  public:
   Bf16Gemm();
   ~Bf16Gemm();
   Bf16Gemm(const Bf16Gemm&) = delete;
   Bf16Gemm& operator=(const Bf16Gemm&) = delete;
-  // Scratch the planes of x need (16-byte aligned, passed to run).
-  static size_t plane_bytes(int64_t m, int64_t k);
+  // Scratch that run needs for m rows against w (16-byte aligned): the planes of x, and up to 16 rows
+  // the three planes' products.
+  static size_t scratch_bytes(int64_t m, const WeightView& w);
   // y = x W^T (+ bias) for bf16 weights. False, with nothing launched, where cuBLASLt has no algorithm
   // for the shape (the caller falls back to the SIMT GEMM).
   bool run(const WeightView& w, const float* x, int64_t m, float* y, const float* bias, uint16_t* planes,

@@ -5,7 +5,9 @@
 // accumulation (beta = 1 for the second and third). bf16 x bf16 products are exact in f32, so the
 // result is the f32 product up to summation order, like the SIMT GEMM it replaces at ~10x its speed
 // (docs/CUDA_BACKEND.md). A non-finite x keeps its hi part and zero remainders, so Inf and NaN reach
-// y as in the f32 product.
+// y as in the f32 product. Up to kStackedRows rows (batched decode steps) the three planes are one
+// GEMM of 3m rows, so W is read once instead of three times, and a small kernel adds the three
+// products in the same order (hi + mid, then + lo): weight streaming is what such a step costs.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -50,6 +52,21 @@ __global__ void split3_bf16_kernel(const float* x, int64_t n, uint16_t* planes) 
     planes[2 * n + i] = lo;
   }
 }
+
+// y[i] = (p[i] + p[n + i]) + p[2n + i] (+ bias), n = m * cols: the three planes' products summed as
+// the three-GEMM sequence sums them (beta = 1 adds the previous y).
+__global__ void sum3_kernel(const float* p, int64_t n, int64_t cols, const float* bias, float* y) {
+  pdl_trigger();
+  pdl_wait();
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float v = (p[i] + p[n + i]) + p[2 * n + i];
+    if (bias) v += bias[i % cols];
+    y[i] = v;
+  }
+}
+
+constexpr int64_t kStackedRows = 16;
 
 void check_lt(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
@@ -126,18 +143,31 @@ bool bf16_gemm_applies(const WeightView& w, const float* x, const float* y) {
 Bf16Gemm::Bf16Gemm() : impl_(std::make_unique<Impl>()) {}
 Bf16Gemm::~Bf16Gemm() = default;
 
-size_t Bf16Gemm::plane_bytes(int64_t m, int64_t k) {
-  return 3 * size_t(m) * size_t(k) * 2;
+size_t Bf16Gemm::scratch_bytes(int64_t m, const WeightView& w) {
+  const size_t planes = (3 * size_t(m) * size_t(w.k) * 2 + 15) / 16 * 16;
+  return planes + (m <= kStackedRows ? 3 * size_t(m) * size_t(w.n) * 4 : 0);
 }
 
 bool Bf16Gemm::run(const WeightView& w, const float* x, int64_t m, float* y, const float* bias,
                    uint16_t* planes, cudaStream_t s) {
-  Impl::Plan& p = impl_->plan(m, w.n, w.k);
+  const bool stacked = m <= kStackedRows;
+  Impl::Plan& p = impl_->plan(stacked ? 3 * m : m, w.n, w.k);
   if (!p.ok) return false;
   const int64_t n = m * w.k;
   const unsigned blocks = unsigned(std::min<int64_t>((n + 255) / 256, 4096));
   launch("split3_bf16_kernel", split3_bf16_kernel, dim3(blocks), dim3(256), s, x, n, planes);
   const float one = 1.0f, zero = 0.0f;
+  if (stacked) {
+    float* products =
+        reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(planes) + (3 * n * 2 + 15) / 16 * 16);
+    check_lt(cublasLtMatmul(impl_->handle, p.desc, &one, w.data, p.lw, planes, p.lx, &zero, products, p.ly,
+                            products, p.ly, &p.algo, impl_->workspace, impl_->workspace_bytes, s),
+             "Matmul (stacked bf16 planes)");
+    const int64_t outs = m * w.n;
+    launch("sum3_kernel", sum3_kernel, dim3(unsigned(std::min<int64_t>((outs + 255) / 256, 4096))), dim3(256),
+           s, products, outs, w.n, bias, y);
+    return true;
+  }
   for (int i = 0; i < 3; ++i)
     check_lt(cublasLtMatmul(impl_->handle, p.desc, &one, w.data, p.lw, planes + i * n, p.lx, i ? &one : &zero,
                             y, p.ly, y, p.ly, &p.algo, impl_->workspace, impl_->workspace_bytes, s),

@@ -1,4 +1,4 @@
-// matmul for m > 16 rows with FP8 weights on the tensor cores: activations are quantized to E4M3
+// matmul for m > gemv_max_rows rows with FP8 weights on the tensor cores: activations are quantized to E4M3
 // on the fly with `ceil` UE8M0 scales, then the kernels engineer's warp-specialized wgmma GEMM
 // (include/mx8/backend/cuda/gemm.h) computes y = (x_q * s_x) (W * s_W)^T with FP32 promotion, writing
 // f32 directly into y:
@@ -114,8 +114,8 @@ void launch_add_bias(float* y, const float* bias, int64_t m, int64_t n, cudaStre
 bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const float* y) {
   const bool format_ok = w.format == WeightFormat::fp8_block ||
                          (w.format == WeightFormat::mxfp8 && w.scale_type == ScaleType::ue8m0);
-  return format_ok && m > 16 && m <= 0x7fffffff && w.n % 16 == 0 && w.k % 128 == 0 && w.n <= 0x7fffffff &&
-         w.k <= 0x7fffffff && reinterpret_cast<uintptr_t>(w.data) % 16 == 0 &&
+  return format_ok && m > gemv_max_rows(w.format) && m <= 0x7fffffff && w.n % 16 == 0 && w.k % 128 == 0 &&
+         w.n <= 0x7fffffff && w.k <= 0x7fffffff && reinterpret_cast<uintptr_t>(w.data) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
 }
 

@@ -191,7 +191,7 @@ TEST_F(GemvGroup, EveryFormatModeAndRowCountMatchesCpu) {
       }
 }
 
-// rmsnorm fused into the FP8 GEMV (gemv_fp8_mma.cu) for m <= 4 (m >= 2 at k >= 4096 and m >= 5 go
+// rmsnorm fused into the FP8 GEMV (gemv_fp8_mma.cu) for m <= 4 (m >= 3 at k >= 4096 and m >= 5 go
 // to the skinny GEMM after an rmsnorm kernel: the backend's matmul_fused, checked here as well);
 // k = 14336 is Llama-3-8B's down width; ragged n, several targets.
 TEST_F(GemvGroup, FusedRmsnormMatchesCpu) {

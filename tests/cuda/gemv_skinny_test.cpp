@@ -186,7 +186,7 @@ TEST_F(GemvSkinny, EveryLaunchShapeMatchesCpu) {
     }
 }
 
-// The route launch_gemv_group takes for m = 5..16 (2..16 at k = 4096; the heuristic picks the shape), 1..4
+// The route launch_gemv_group takes for m = 5..16 (3..16 at k = 4096; the heuristic picks the shape), 1..4
 // targets, every m, both scale types, with and without SwiGLU and accumulation.
 TEST_F(GemvSkinny, RoutedGroupsMatchCpu) {
   struct G {
@@ -196,7 +196,7 @@ TEST_F(GemvSkinny, RoutedGroupsMatchCpu) {
   const G groups[] = {{{1000, 130, 4100}, 512}, {{300}, 4096}, {{64, 64, 200, 33}, 256}, {{2112}, 1536}};
   int mode = 0;
   for (const G& g : groups)
-    for (int64_t m = g.k >= 4096 ? 2 : 5; m <= 16; ++m) {
+    for (int64_t m = g.k >= 4096 ? 3 : 5; m <= 16; ++m) {
       if (g.ns.size() == 1 && g.ns[0] == 300 && m % 3 != 0 && m > 4)
         continue;  // keep the CPU reference quick
       if (g.k == 1536 && m % 4 != 0) continue;
@@ -308,7 +308,7 @@ TEST_F(GemvSkinny, DeterministicAndGraphReplayable) {
     }
 }
 
-// What launch_gemv_group routes here: fp8_block with m = 5..16, and m = 2..4 from k = 4096 on (the
+// What launch_gemv_group routes here: fp8_block with m = 5..16, and m = 3..4 from k = 4096 on (the
 // rest stays with gemv_fp8_mma.cu; other formats and fused rmsnorm with their kernels).
 TEST_F(GemvSkinny, RoutesOnlyFp8BlockWithFiveToSixteenRows) {
   if (std::getenv("MX8_SKINNY")) GTEST_SKIP() << "MX8_SKINNY overrides the routing";
@@ -321,7 +321,7 @@ TEST_F(GemvSkinny, RoutesOnlyFp8BlockWithFiveToSixteenRows) {
     for (int64_t m = 1; m <= 16; ++m) {
       MatmulInput in{x.get(), nullptr, m, false};
       EXPECT_TRUE(cuda_impl::gemv_fp8_skinny_supports(in, &t, 1)) << m;
-      EXPECT_EQ(cuda_impl::gemv_fp8_skinny_applies(in, &t, 1), m >= (k >= 4096 ? 2 : 5))
+      EXPECT_EQ(cuda_impl::gemv_fp8_skinny_applies(in, &t, 1), m >= (k >= 4096 ? 3 : 5))
           << "k " << k << " m " << m;
     }
   }

@@ -625,7 +625,7 @@ void launch_gemv_group_tuned(const MatmulInput& in, const MatmulTarget* targets,
   const bool knobs =
       tuning.simt || tuning.rows || tuning.unroll || tuning.threads || tuning.l2_hint || tuning.stages >= 0;
   if (knobs && in.norm) throw Error("cuda backend: gemv group: tuning knobs with a fused rmsnorm");
-  if (!knobs && gemv_fp8_skinny_applies(in, targets, count)) {  // fp8_block, m >= 5 (>= 2 at k >= 4096)
+  if (!knobs && gemv_fp8_skinny_applies(in, targets, count)) {  // fp8_block, m >= 5 (>= 3 at k >= 4096)
     launch_gemv_fp8_skinny(in, targets, count, s);
     return;
   }

@@ -481,7 +481,7 @@ bool aligned16(const void* q) {
 }
 
 // MX8_SKINNY: "off" (never route), or comma-separated knobs for A/B runs: min=<m> (smallest m routed,
-// default: 2 from k = 4096 on, else 5), c=<split>, w=<warps>, ku=<1|2> (scale blocks
+// default: 3 from k = 4096 on, else 5), c=<split>, w=<warps>, ku=<1|2> (scale blocks
 // per round of the register kernel), st=<0|4|8> (0: the register kernel; 4, 8: the ring kernel with
 // that many stages).
 struct EnvKnobs {
@@ -712,10 +712,13 @@ bool gemv_fp8_skinny_supports(const MatmulInput& in, const MatmulTarget* targets
 bool gemv_fp8_skinny_applies(const MatmulInput& in, const MatmulTarget* targets, int count) {
   const EnvKnobs& e = env_knobs();
   if (e.off || count < 1) return false;
-  // m = 2..4: faster than gemv_fp8_mma.cu's 1..4-row kernel from k = 4096 on (H200, DeepSeek-V3 shapes,
+  // m = 3..4: faster than gemv_fp8_mma.cu's 1..4-row kernel from k = 4096 on (H200, DeepSeek-V3 shapes,
   // M = 2 / 4: k = 16384 39.8 / 40.8 us vs 51.2 / 99.0, k = 7168 15.4 / 15.5 vs 18.8 / 23.6 (n 4096) and
   // 15.2 / 15.3 vs 14.7 / 19.4 (n 2112); k = 2048: 13.6 / 13.9 vs 12.9 / 14.5, k <= 1536 no better).
-  const int min_m = e.min_m > 0 ? e.min_m : targets[0].w.k >= 4096 ? 2 : 5;
+  // Two rows stay on the mma GEMV all the same: in a decode step it fuses the rmsnorms and the SwiGLU
+  // pair, and a Llama-3-8B step of 2 sequences ran 691 tok/s there against 564 with the skinny GEMM
+  // (H200, `mx8 bench decode-cuda --batch 2`, FP8; 3 rows: 780 against 820, 4: 964 against 1063).
+  const int min_m = e.min_m > 0 ? e.min_m : targets[0].w.k >= 4096 ? 3 : 5;
   return in.m >= min_m && shape_ok(in, targets, count);
 }
 

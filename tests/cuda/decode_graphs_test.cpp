@@ -188,12 +188,9 @@ TEST(CudaDecodeGraphs, ModelLogitsBitIdenticalWithAndWithoutRecording) {
   }
 }
 
-TEST(CudaDecodeGraphs, FusedAttentionAndGraphsBitIdenticalOnLlama3Heads) {
-  // stories260K's heads (8 dims) take no fused attention; a random model with Llama-3's head shape
-  // (128 dims, groups of 4) does. Reference: a backend created with MX8_CUDA_FUSED_ATTN=0 and graphs
-  // off (rope_kv_write + attention, launched one by one); the same weights (same seed) on a default
-  // backend with graphs on must give the same logits bit for bit.
-  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+// A small random Llama with Llama-3's head shape (128 dims, groups of 4) and dims that the tensor-core
+// GEMMs take (multiples of 128).
+model::LlamaConfig llama3_heads() {
   model::LlamaConfig c;
   c.arch = "llama";
   c.vocab = 512;
@@ -204,6 +201,16 @@ TEST(CudaDecodeGraphs, FusedAttentionAndGraphsBitIdenticalOnLlama3Heads) {
   c.head_dim = 128;
   c.ffn = 512;
   c.rope_theta = 500000.0;
+  return c;
+}
+
+TEST(CudaDecodeGraphs, FusedAttentionAndGraphsBitIdenticalOnLlama3Heads) {
+  // stories260K's heads (8 dims) take no fused attention; a random model with Llama-3's head shape
+  // (128 dims, groups of 4) does. Reference: a backend created with MX8_CUDA_FUSED_ATTN=0 and graphs
+  // off (rope_kv_write + attention, launched one by one); the same weights (same seed) on a default
+  // backend with graphs on must give the same logits bit for bit.
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+  const model::LlamaConfig c = llama3_heads();
   setenv("MX8_CUDA_FUSED_ATTN", "0", 1);
   auto plain = make_cuda_backend(0);
   unsetenv("MX8_CUDA_FUSED_ATTN");
@@ -263,16 +270,7 @@ std::vector<std::vector<float>> decode_batch(model::LlamaModel& m, Backend& be, 
 // (dims that the GEMMs take: multiples of 128).
 TEST(CudaDecodeGraphs, BatchedStepsOnTheFp8GemmsRecordBitIdentical) {
   if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
-  model::LlamaConfig c;
-  c.arch = "llama";
-  c.vocab = 512;
-  c.dim = 256;
-  c.n_layers = 2;
-  c.n_heads = 8;
-  c.n_kv_heads = 2;
-  c.head_dim = 128;
-  c.ffn = 512;
-  c.rope_theta = 500000.0;
+  const model::LlamaConfig c = llama3_heads();
   auto be = make_cuda_backend(0);
   for (model::WeightMode wm : {model::WeightMode::fp8, model::WeightMode::mxfp8, model::WeightMode::bf16}) {
     SCOPED_TRACE(model::weight_mode_name(wm));

@@ -314,6 +314,44 @@ TEST(CudaGemmFp8, RowsBelowOneTile) {
 
 // MXFP8 on both compiled tiles: 64 rows split K over two warpgroups (one K block at K = 128: the
 // second warpgroup has none; three at K = 384), 128x128 does not; ragged M and N.
+// MXFP8 operands on the device (1x32 UE8M0 scales, MN-major) and the GEMM's arguments for them, with
+// an output of out_bytes per element.
+struct Mxfp8Device {
+  DeviceBuffer<uint8_t> a, b, sa, sb, d;
+  GemmMxfp8Args args;
+  Mxfp8Device(const Operand& A, const Operand& B, int m, int n, int k, size_t out_bytes)
+      : a(A.codes.size()),
+        b(B.codes.size()),
+        sa(size_t(k / 32) * sa_ld(m)),
+        sb(size_t(k / 32) * sa_ld(n)),
+        d(size_t(m) * n * out_bytes) {
+    a.upload(A.codes);
+    b.upload(B.codes);
+    sa.upload(to_mn_major(A.scales, m, k / 32, sa_ld(m), 1));
+    sb.upload(to_mn_major(B.scales, n, k / 32, sa_ld(n), 1));
+    args.a = a.get();
+    args.scale_a = sa.get();
+    args.scale_a_ld = sa_ld(m);
+    args.b = b.get();
+    args.scale_b = sb.get();
+    args.scale_b_ld = sa_ld(n);
+    args.d = d.get();
+    args.out_type = out_bytes == 4 ? OutType::kF32 : OutType::kBF16;
+    args.m = m;
+    args.n = n;
+    args.k = k;
+  }
+  // The product with tile height bm into a poisoned output, downloaded.
+  std::vector<uint8_t> run(int bm) {
+    GemmConfig forced;
+    forced.block_m = bm;
+    d.poison(0xFF);
+    gemm_mxfp8(args, nullptr, &forced);
+    MX8_CUDA_CHECK(cudaDeviceSynchronize());
+    return d.download();
+  }
+};
+
 TEST(CudaGemmMxfp8, MatchesReference) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
@@ -330,42 +368,20 @@ TEST(CudaGemmMxfp8, MatchesReference) {
     spec.rule = fmt::ScaleRule::floor;
     spec.storage = fmt::ScaleStorage::ue8m0;
     const Operand A = quantize_operand(xa, m, k, spec), B = quantize_operand(xb, n, k, spec);
-    const int lda = sa_ld(m), ldb = sa_ld(n);
-    const auto sa = to_mn_major(A.scales, m, k / 32, lda, 1), sb = to_mn_major(B.scales, n, k / 32, ldb, 1);
-    DeviceBuffer<uint8_t> da(A.codes.size()), db(B.codes.size()), dsa(sa.size()), dsb(sb.size()),
-        dd(size_t(m) * n * 2);
-    da.upload(A.codes);
-    db.upload(B.codes);
-    dsa.upload(sa);
-    dsb.upload(sb);
-    dd.poison(0xFF);
-    GemmMxfp8Args args;
-    args.a = da.get();
-    args.scale_a = dsa.get();
-    args.scale_a_ld = lda;
-    args.b = db.get();
-    args.scale_b = dsb.get();
-    args.scale_b_ld = ldb;
-    args.d = dd.get();
-    args.m = m;
-    args.n = n;
-    args.k = k;
+    Mxfp8Device dev(A, B, m, n, k, 2);
     for (const int bm : {64, 128}) {
-      GemmConfig forced;
-      forced.block_m = bm;
-      dd.poison(0xFF);
-      gemm_mxfp8(args, nullptr, &forced);
-      MX8_CUDA_CHECK(cudaDeviceSynchronize());
-      EXPECT_EQ(check_product(A.deq, B.deq, m, n, k, dd.download(), false), 0u) << "block_m " << bm;
+      EXPECT_EQ(check_product(A.deq, B.deq, m, n, k, dev.run(bm), false), 0u) << "block_m " << bm;
       // f32 output accumulated into a known pattern (the backend's residual adds).
       std::vector<float> base(size_t(m) * n);
       for (size_t i = 0; i < base.size(); ++i) base[i] = float(int(i % 13) - 6) * 0.25f;
       DeviceBuffer<float> df(base.size());
       df.upload(base);
-      GemmMxfp8Args acc = args;
+      GemmMxfp8Args acc = dev.args;
       acc.d = df.get();
       acc.out_type = OutType::kF32;
       acc.accumulate = true;
+      GemmConfig forced;
+      forced.block_m = bm;
       gemm_mxfp8(acc, nullptr, &forced);
       MX8_CUDA_CHECK(cudaDeviceSynchronize());
       const std::vector<float> got = df.download();
@@ -415,35 +431,11 @@ TEST(CudaGemmMxfp8, NaNAndZeroScaleBytes) {
   A.scales[nan_row * kb + 1] = 0xFF;
   for (int j = 0; j < kb; ++j) B.scales[tiny_col * kb + j] = 0x00;
   fmt::dequantize_ref(B.codes.data(), B.scales.data(), n, k, spec, B.deq.data());
-  const int lda = sa_ld(m), ldb = sa_ld(n);
-  const auto sa = to_mn_major(A.scales, m, kb, lda, 1), sb = to_mn_major(B.scales, n, kb, ldb, 1);
-  DeviceBuffer<uint8_t> da(A.codes.size()), db(B.codes.size()), dsa(sa.size()), dsb(sb.size()),
-      dd(size_t(m) * n * 4);
-  da.upload(A.codes);
-  db.upload(B.codes);
-  dsa.upload(sa);
-  dsb.upload(sb);
-  GemmMxfp8Args args;
-  args.a = da.get();
-  args.scale_a = dsa.get();
-  args.scale_a_ld = lda;
-  args.b = db.get();
-  args.scale_b = dsb.get();
-  args.scale_b_ld = ldb;
-  args.d = dd.get();
-  args.out_type = OutType::kF32;
-  args.m = m;
-  args.n = n;
-  args.k = k;
+  Mxfp8Device dev(A, B, m, n, k, 4);
   // The rows after the NaN row, checked against the reference on their own.
   const std::vector<float> a_rest(A.deq.begin() + size_t(nan_row + 1) * k, A.deq.end());
   for (const int bm : {64, 128}) {
-    GemmConfig forced;
-    forced.block_m = bm;
-    dd.poison(0xFF);
-    gemm_mxfp8(args, nullptr, &forced);
-    MX8_CUDA_CHECK(cudaDeviceSynchronize());
-    const std::vector<uint8_t> bytes = dd.download();
+    const std::vector<uint8_t> bytes = dev.run(bm);
     std::vector<float> d(size_t(m) * n);
     std::memcpy(d.data(), bytes.data(), bytes.size());
     int nan_in_row = 0;

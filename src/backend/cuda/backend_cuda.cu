@@ -354,10 +354,6 @@ class CudaBackend final : public Backend {
     // step keeps the pointers).
     if (in.x_up && in.norm) throw Error("cuda backend: matmul_fused: an input with both x_up and norm");
     if (!in.norm && fp8_group(in, targets, count)) return;
-    if (gemv && !in.norm && !tensor_cores_take(in, targets, count)) {  // not a shape for the FP8 GEMMs
-      launch_gemv_group(in, targets, count, stream_);
-      return;
-    }
     if (in.norm) {
       // The normalized rows into scratch, then the plain group (the GEMV where it applies).
       float* normed = scratch(3, size_t(in.m * k));

@@ -180,7 +180,8 @@ TEST(Gemv, DenseMatchReferenceOnEveryIsa) {
   }
 }
 
-// Activations far from 1 (the AVX-512 kernel pre-scales them by a power of two) and non-finite ones.
+// Activations far from 1 (the AVX-512 kernel pre-scales them by a power of two), alone and as rows of
+// a batch, and non-finite ones.
 TEST(Gemv, Fp8ActivationMagnitudesAndNonFinite) {
   std::mt19937 rng(10);
   for (Isa isa : testing::runnable_isas()) {
@@ -194,6 +195,22 @@ TEST(Gemv, Fp8ActivationMagnitudesAndNonFinite) {
       gemv_fp8_ref(p.x.data(), 1, c.w, ref.data());
       gemv_fp8(p.x.data(), 1, c.w, got.data(), nullptr);
       expect_close(got, ref, p.abs_dot, p, 128, "x scaled by 2^" + std::to_string(e));
+      if (HasFatalFailure()) return;
+    }
+    {
+      // A batch whose rows lie 2^190 apart (the AVX-512 kernel pre-scales each row by its own power
+      // of two: one factor for all of them would push the small rows' products below f32's range).
+      const int exps[] = {-100, -40, 0, 40, 90};
+      Fp8Case c = random_fp8(12, 300, 128, 128, ElementFormat::e4m3, ScaleStorage::ue8m0, rng);
+      Problem p{5, 12, 300, random_x(5, 300, rng), {}};
+      for (int i = 0; i < 5; ++i)
+        for (int j = 0; j < 300; ++j)
+          p.x[size_t(i * 300 + j)] = std::ldexp(p.x[size_t(i * 300 + j)], exps[i]);
+      p.abs_dot = abs_dots(p.x, 5, 12, 300, fp8_values(c.w));
+      std::vector<float> ref(60), got(60, NAN);
+      gemv_fp8_ref(p.x.data(), 5, c.w, ref.data());
+      gemv_fp8(p.x.data(), 5, c.w, got.data(), nullptr);
+      expect_close(got, ref, p.abs_dot, p, 128, "rows scaled by 2^-100 .. 2^90");
       if (HasFatalFailure()) return;
     }
     Fp8Case c = random_fp8(12, 300, 128, 128, ElementFormat::e4m3, ScaleStorage::ue8m0, rng);

@@ -65,7 +65,7 @@ XPanel make_panel(const float* x, int64_t m, int64_t k) {
     std::memcpy(buf.data + i * stride, x + i * k, size_t(k) * 4);
     std::memset(buf.data + i * stride + k, 0, size_t(stride - k) * 4);
   }
-  return {buf.data, m, k, stride, 0};
+  return {buf.data, m, k, stride};
 }
 
 // Splits the N outputs into tasks of whole 4-row groups, ~8 tasks per thread (load balance on a
@@ -187,10 +187,13 @@ void gemv_fp8(const float* x, int64_t m, const Fp8Matrix& w, float* y, ThreadPoo
   auto kernel = detail::gemv_fp8_rows_scalar;
 #if defined(__x86_64__)
   if (avx2_kernels() && w.block_cols % 32 == 0) kernel = detail::gemv_fp8_rows_avx2;
-  if (active_isa() == Isa::avx512 && w.block_cols % 32 == 0 && m == 1 && !op.e5m2) {
+  if (active_isa() == Isa::avx512 && w.block_cols % 32 == 0 && m <= detail::kPrescaledRows && !op.e5m2) {
     kernel = detail::gemv_fp8_rows_avx512;
-    // The panel is this thread's own buffer (make_panel), so scaling it in place is safe.
-    panel.pow2 = detail::prescale_panel_for_avx512(const_cast<float*>(panel.data), panel.m * panel.stride);
+    // The panel is this thread's own buffer (make_panel), so scaling it in place is safe. Row by row:
+    // rows of a batch may lie far apart in magnitude.
+    for (int64_t i = 0; i < m; ++i)
+      panel.pow2[i] =
+          detail::prescale_panel_for_avx512(const_cast<float*>(panel.data) + i * panel.stride, panel.stride);
   }
   // The gather-table decode, only so that benchmarks can show why the shift decode was chosen.
   if (detail::g_fp8_table_decode.load(std::memory_order_relaxed) && kernel != detail::gemv_fp8_rows_scalar)

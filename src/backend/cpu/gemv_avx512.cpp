@@ -1,5 +1,5 @@
-// AVX-512 GEMV kernel for E4M3 weights at M = 1 (the decode case); every other case goes to the AVX2
-// kernels, which AVX-512 machines also run.
+// AVX-512 GEMV kernels for E4M3 weights at M = 1 (the decode case) and M = 2..16 (batched decode);
+// every other case goes to the AVX2 kernels, which AVX-512 machines also run.
 //
 // Decode without F16C: an E4M3 byte S.EEEE.MMM placed at bits 31 and 26..20 of an f32 (sign-extend
 // the byte to 32 bits, shift left by 20, keep bits 31 and 26..20) is exactly the E4M3 value times
@@ -11,7 +11,12 @@
 // an exact power of two 2^a that puts max|x| near 2^100 (products then stay normal unless they are
 // ~2^-100 below the largest one), and the result is multiplied by 2^(120 - a) at the end. Every
 // scaling is by a power of two, hence exact; the rounding is the same as the AVX2 kernel's up to
-// the order of the sums. The NaN code 0x7F decodes to 480 here too (gemv.h).
+// the order of the sums. The NaN code 0x7F decodes to 480 here too (gemv.h). Rows of a batch are
+// pre-scaled each by its own power of two.
+//
+// M = 2..16: two weight rows against up to four rows of x at a time (8 block sums and 8 totals in
+// registers, 22 of the 32), the two weight rows decoded again for each group of four x rows while
+// they are in L1. The AVX2 kernels decode W to f32 first, into registers (M <= 4) or an L1 tile.
 #if defined(__x86_64__)
 
 #include <immintrin.h>
@@ -23,6 +28,13 @@
 #include "mx8/format/common.h"
 
 #define MX8_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+// GCC 12 reports the don't-care pass-through operand inside its _mm512_cvtepi8_epi32 and
+// _mm512_reduce_add_ps as maybe uninitialized once they are inlined into the batch kernel below.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 namespace mx8::cpu::detail {
 namespace {
@@ -66,6 +78,80 @@ MX8_AVX512 void e4m3_rows_m1(const float* xr, const Fp8Operand& w, float* y, int
   for (int r = 0; r < R; ++r) y[n + r] = _mm512_reduce_add_ps(total[r]) * f1 * f2;
 }
 
+// Rows [i0, i0 + MT) of x against weight rows [n, n + R): as e4m3_rows_m1, per 32 columns two decodes
+// per weight row and 2 R MT FMAs. `prefetch`: the first group of x rows pulls the next weight rows.
+template <int R, int MT>
+MX8_AVX512 void e4m3_rows_mt(const XPanel& x, int64_t i0, const Fp8Operand& w, float* y, int64_t n,
+                             bool prefetch) {
+  const uint8_t* rows[R];
+  Fp8Operand::ScaleRow scale[R];
+  for (int r = 0; r < R; ++r) rows[r] = w.codes + (n + r) * w.k, scale[r] = w.row(n + r);
+  const int64_t kfull = w.k & ~int64_t(31);
+  alignas(64) uint8_t tail[R][32];
+  if (kfull < w.k)
+    for (int r = 0; r < R; ++r) {
+      std::memset(tail[r], 0, 32);
+      std::memcpy(tail[r], rows[r] + kfull, size_t(w.k - kfull));
+    }
+  const float* xr[MT];
+  for (int i = 0; i < MT; ++i) xr[i] = x.data + (i0 + i) * x.stride;
+  __m512 total[MT][R];
+  for (int i = 0; i < MT; ++i)
+    for (int r = 0; r < R; ++r) total[i][r] = _mm512_setzero_ps();
+  for (int64_t kb = 0, k0 = 0; k0 < w.k; ++kb, k0 += w.block_cols) {
+    const int64_t k1 = std::min(k0 + w.block_cols, w.k);
+    __m512 acc[MT][R];
+    for (int i = 0; i < MT; ++i)
+      for (int r = 0; r < R; ++r) acc[i][r] = _mm512_setzero_ps();
+    for (int64_t k = k0; k < k1; k += 32) {
+      __m512 w0[R], w1[R];
+      for (int r = 0; r < R; ++r) {
+        if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + R * w.k + k), _MM_HINT_T1);
+        const uint8_t* p = k < kfull ? rows[r] + k : tail[r];
+        w0[r] = e4m3_16(p);
+        w1[r] = e4m3_16(p + 16);
+      }
+      for (int i = 0; i < MT; ++i) {
+        const __m512 x0 = _mm512_load_ps(xr[i] + k), x1 = _mm512_load_ps(xr[i] + k + 16);
+        for (int r = 0; r < R; ++r) {
+          acc[i][r] = _mm512_fmadd_ps(w0[r], x0, acc[i][r]);
+          acc[i][r] = _mm512_fmadd_ps(w1[r], x1, acc[i][r]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512 s = _mm512_set1_ps(scale[r][kb]);
+      for (int i = 0; i < MT; ++i) total[i][r] = _mm512_fmadd_ps(acc[i][r], s, total[i][r]);
+    }
+  }
+  for (int i = 0; i < MT; ++i) {
+    // y = sum * 2^(120 - a), with 120 - a in [0, 140]: two exact power-of-two factors.
+    const int e = 120 - x.pow2[i0 + i], e1 = std::min(e, 100);
+    const float f1 = format::f32_pow2(e1), f2 = format::f32_pow2(e - e1);
+    for (int r = 0; r < R; ++r) y[(i0 + i) * w.n + n + r] = _mm512_reduce_add_ps(total[i][r]) * f1 * f2;
+  }
+}
+
+template <int R>
+MX8_AVX512 void e4m3_rows_batch(const XPanel& x, const Fp8Operand& w, float* y, int64_t n) {
+  for (int64_t i0 = 0; i0 < x.m; i0 += 4) {
+    const bool prefetch = i0 == 0;
+    switch (std::min<int64_t>(4, x.m - i0)) {
+      case 4:
+        e4m3_rows_mt<R, 4>(x, i0, w, y, n, prefetch);
+        break;
+      case 3:
+        e4m3_rows_mt<R, 3>(x, i0, w, y, n, prefetch);
+        break;
+      case 2:
+        e4m3_rows_mt<R, 2>(x, i0, w, y, n, prefetch);
+        break;
+      default:
+        e4m3_rows_mt<R, 1>(x, i0, w, y, n, prefetch);
+    }
+  }
+}
+
 }  // namespace
 
 int prescale_panel_for_avx512(float* data, int64_t count) {
@@ -80,9 +166,15 @@ int prescale_panel_for_avx512(float* data, int64_t count) {
 }
 
 void gemv_fp8_rows_avx512(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1) {
-  if (w.e5m2 || x.m != 1) return gemv_fp8_rows_avx2(x, w, y, n0, n1);
+  if (w.e5m2 || x.m > kPrescaledRows) return gemv_fp8_rows_avx2(x, w, y, n0, n1);
+  if (x.m > 1) {
+    int64_t n = n0;
+    for (; n + 2 <= n1; n += 2) e4m3_rows_batch<2>(x, w, y, n);
+    for (; n < n1; ++n) e4m3_rows_batch<1>(x, w, y, n);
+    return;
+  }
   // y = sum * 2^(120 - a), with 120 - a in [0, 140]: two exact power-of-two factors.
-  const int e = 120 - x.pow2, e1 = std::min(e, 100);
+  const int e = 120 - x.pow2[0], e1 = std::min(e, 100);
   const float f1 = format::f32_pow2(e1), f2 = format::f32_pow2(e - e1);
   int64_t n = n0;
   for (; n + 4 <= n1; n += 4) e4m3_rows_m1<4>(x.data, w, y, n, f1, f2);

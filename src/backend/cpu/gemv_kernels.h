@@ -12,12 +12,16 @@ namespace mx8::cpu::detail {
 
 // The activations, copied so that each row is zero-padded to `stride` floats (a multiple of 32) and
 // 64-byte aligned: kernels may read x[i, k] for k < stride without bounds checks.
+// The AVX-512 E4M3 kernel pre-scales rows of x by powers of two, up to kPrescaledRows rows.
+constexpr int64_t kPrescaledRows = 16;
+
 struct XPanel {
   const float* data;
   int64_t m;
   int64_t k;
   int64_t stride;
-  int pow2 = 0;  // data holds x * 2^pow2 (only the AVX-512 E4M3 kernel pre-scales; see gemv_avx512.cpp)
+  // Row i of data holds x_i * 2^pow2[i] (only the AVX-512 E4M3 kernel pre-scales; see gemv_avx512.cpp).
+  int pow2[kPrescaledRows] = {};
 };
 
 // FP8 weights with everything the kernels need precomputed.
@@ -62,8 +66,9 @@ void gemv_bf16_rows_avx2(const XPanel& x, const uint16_t* w, int64_t n, float* y
 void gemv_f32_rows_avx2(const XPanel& x, const float* w, int64_t n, float* y, int64_t n0, int64_t n1);
 // The same product with a 256-entry table and vgatherdps instead of the shift decode; kept only so
 // that `mx8 bench gemv` can show why the shift decode was chosen.
-// AVX-512: E4M3 at M = 1 (other cases forward to the AVX2 kernel). Needs the panel pre-scaled by
-// prescale_panel_for_avx512 (which returns the power of two to store in XPanel::pow2).
+// AVX-512: E4M3 at M <= kPrescaledRows (other cases forward to the AVX2 kernel). Needs each row of
+// the panel pre-scaled by prescale_panel_for_avx512 (which returns the power of two to store in
+// XPanel::pow2).
 void gemv_fp8_rows_avx512(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
 int prescale_panel_for_avx512(float* data, int64_t count);
 void gemv_fp8_rows_avx2_lut(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);

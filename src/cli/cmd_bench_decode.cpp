@@ -1,5 +1,6 @@
-// `mx8 bench decode`: batch-1 decode tokens/s of a Llama-3-8B-shaped model with random weights on
-// the CPU backend, through the real runtime (model forward + engine + KV cache + greedy sampler).
+// `mx8 bench decode`: decode tokens/s (batch 1, or --batch sequences at once) of a Llama-3-8B-shaped
+// model with random weights on the CPU backend, through the real runtime (model forward + engine + KV
+// cache + greedy sampler).
 //
 // The default model is the one llama.cpp's anchor used (../shared/research/cpu-anchor.md section 8):
 // 4 layers of exact Llama-3-8B shape (dim 4096, ffn 14336, 32 heads, 8 kv heads, head_dim 128) and a
@@ -31,6 +32,7 @@ struct Options {
   int vocab = 512;
   int tokens = 32;
   int warmup = 4;
+  int batch = 1;  // sequences decoded together (> 1: PERF.md section decode-cpu-batch)
   std::string kv = "bf16";
   bool write_perf = true;
   std::string perf_md;
@@ -68,18 +70,20 @@ Row measure(const Options& o, mx8::model::WeightMode mode, double read_gbps) {
   auto be = backend::make_cpu_backend(o.threads);
   std::fprintf(stderr, "bench decode: building %s model (random weights)...\n",
                model::weight_mode_name(mode));
-  auto m = model::make_random_llama(c, *be, mode, 1, 1234);
+  auto m = model::make_random_llama(c, *be, mode, o.batch, 1234);
   runtime::EngineOptions eo;
   eo.kv_format = o.kv == "fp8"   ? backend::KvFormat::fp8
                  : o.kv == "f32" ? backend::KvFormat::f32
                                  : backend::KvFormat::bf16;
   eo.max_context = o.warmup + o.tokens + 2;
+  eo.max_sequences = o.batch;
   runtime::Engine eng(*m, *be, eo);
   runtime::GenerationParams gp;
   gp.sampling.temperature = 0;
   gp.max_new_tokens = o.warmup + o.tokens;
-  eng.add({1}, gp);
-  // Step 1 is the prompt; then `warmup` decode steps untimed; then `tokens` timed decode steps.
+  for (int q = 0; q < o.batch; ++q) eng.add({1 + q}, gp);
+  // Step 1 is the prompts (one token each); then `warmup` decode steps untimed; then `tokens` timed
+  // decode steps of one token per sequence.
   int steps = 0;
   std::vector<double> times;
   while (!eng.idle()) {
@@ -92,7 +96,7 @@ Row measure(const Options& o, mx8::model::WeightMode mode, double read_gbps) {
   Row r;
   r.weights = model::weight_mode_name(mode);
   r.ms = times.empty() ? 0 : times[times.size() / 2] * 1e3;  // median: the machine is shared and noisy
-  r.tok_s = r.ms > 0 ? 1e3 / r.ms : 0;
+  r.tok_s = r.ms > 0 ? 1e3 * o.batch / r.ms : 0;
   const model::WeightStats& ws = m->weight_stats();
   r.bytes_per_token = ws.linear_bytes;  // every matmul weight is read once per token
   r.gbps = r.ms > 0 ? double(r.bytes_per_token) / (r.ms * 1e-3) / 1e9 : 0;
@@ -118,23 +122,35 @@ void run(const Options& o) {
 
   std::ostringstream md;
   char line[512];
-  md << "Batch-1 decode through the runtime (`mx8 run`'s path: model forward, paged " << o.kv
+  const bool batched = o.batch > 1;
+  md << (batched ? "Decode of " + std::to_string(o.batch) + " sequences at once"
+                 : std::string("Batch-1 decode"))
+     << " through the runtime (`mx8 run`'s path: model forward, paged " << o.kv
      << " KV cache, greedy sampling) of a " << o.layers
      << "-layer model with Llama-3-8B layer shapes (dim 4096, ffn 14336, 32/8 heads, head_dim 128), vocab "
-     << o.vocab << ", random weights, " << o.threads << " threads; median of " << o.tokens << " tokens after "
-     << o.warmup
-     << " warm-up tokens. Floor: matmul weight bytes per token / read bandwidth measured in the same run ("
-     << std::fixed;
+     << o.vocab << ", random weights, " << o.threads << " threads; median of " << o.tokens << " steps after "
+     << o.warmup << " warm-up steps"
+     << (batched ? " (tokens/s counts every sequence's tokens; ms and weight bytes are per step, which reads "
+                   "the weights once)"
+                 : "")
+     << ". Floor: matmul weight bytes per step / read bandwidth measured in the same run (" << std::fixed;
   md.precision(1);
   md << read_gbps << " GB/s).\n\n";
-  md << "| weights | tokens/s | ms/token | weight MB/token | weight GB/s | fraction of floor | vs mx8 bf16 | "
-        "vs llama.cpp Q8_0 (22.4) |\n";
-  md << "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  // llama.cpp's figure is batch 1: its column only beside batch 1.
+  const std::string per = batched ? "step" : "token";
+  md << "| weights | tokens/s | ms/" << per << " | weight MB/" << per
+     << " | weight GB/s | fraction of floor | vs mx8 bf16 |" << (batched ? "" : " vs llama.cpp Q8_0 (22.4) |")
+     << "\n|---|---:|---:|---:|---:|---:|---:|" << (batched ? "" : "---:|") << "\n";
   for (auto& r : rows) {
-    std::snprintf(line, sizeof line, "| %s | %.2f | %.1f | %.0f | %.1f | %.2f | %.2fx | %.2fx |\n",
-                  r.weights.c_str(), r.tok_s, r.ms, double(r.bytes_per_token) / 1e6, r.gbps, r.floor_fraction,
-                  bf16_tok_s > 0 ? r.tok_s / bf16_tok_s : 0.0, r.tok_s / 22.36);
+    std::snprintf(line, sizeof line, "| %s | %.2f | %.1f | %.0f | %.1f | %.2f | %.2fx |", r.weights.c_str(),
+                  r.tok_s, r.ms, double(r.bytes_per_token) / 1e6, r.gbps, r.floor_fraction,
+                  bf16_tok_s > 0 ? r.tok_s / bf16_tok_s : 0.0);
     md << line;
+    if (!batched) {
+      std::snprintf(line, sizeof line, " %.2fx |", r.tok_s / 22.36);
+      md << line;
+    }
+    md << "\n";
   }
   md << "\nllama.cpp on a machine of the same kind (recorded, cpu-anchor.md section 8, tg64, 2 threads): ";
   for (auto& a : kLlamaCpp) {
@@ -143,18 +159,22 @@ void run(const Options& o) {
   }
   md << "llama.cpp itself is not part of mx8.\n\nMachine: " << cli::machine_description()
      << ". Date: " << cli::today_utc() << ". Command: `mx8 bench decode --weights " << o.weights
-     << " --threads " << o.threads << " --layers " << o.layers << " --vocab " << o.vocab << " --tokens "
-     << o.tokens << " --kv " << o.kv << "`.\n";
+     << " --threads " << o.threads << " --layers " << o.layers << " --vocab " << o.vocab
+     << (batched ? " --batch " + std::to_string(o.batch) : "") << " --tokens " << o.tokens << " --kv " << o.kv
+     << "`.\n";
   std::printf("%s", md.str().c_str());
   if (o.write_perf) {
     std::string path = o.perf_md.empty() ? cli::default_perf_md_path() : o.perf_md;
-    cli::update_perf_section(path, "decode-cpu", "### Decode, CPU (`mx8 bench decode`)\n\n" + md.str());
-    std::fprintf(stderr, "bench decode: updated section decode-cpu of %s\n", path.c_str());
+    const std::string section = batched ? "decode-cpu-batch" : "decode-cpu";
+    cli::update_perf_section(path, section,
+                             std::string("### Decode, CPU") + (batched ? ", batched" : "") +
+                                 " (`mx8 bench decode`)\n\n" + md.str());
+    std::fprintf(stderr, "bench decode: updated section %s of %s\n", section.c_str(), path.c_str());
   }
 }
 
 mx8::cli::CommandRegistration reg{
-    "bench decode", "Batch-1 decode tokens/s of a Llama-3-8B-shaped model on the CPU (fp8 vs bf16 weights)",
+    "bench decode", "Decode tokens/s of a Llama-3-8B-shaped model on the CPU (fp8 vs bf16 weights; --batch)",
     [](CLI::App& app) {
       auto o = std::make_shared<Options>();
       app.add_option("--weights", o->weights, "comma-separated: f32, bf16, fp8, mxfp8")
@@ -165,6 +185,9 @@ mx8::cli::CommandRegistration reg{
           ->capture_default_str();
       app.add_option("--tokens", o->tokens, "timed decode tokens")->capture_default_str();
       app.add_option("--warmup", o->warmup, "untimed decode tokens first")->capture_default_str();
+      app.add_option("--batch", o->batch, "sequences decoded together")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 256));
       app.add_option("--kv", o->kv, "KV cache format: bf16, fp8, f32")->capture_default_str();
       app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
       app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");

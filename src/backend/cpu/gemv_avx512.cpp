@@ -45,41 +45,10 @@ MX8_AVX512 inline __m512 e4m3_16(const uint8_t* p) {
   return _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(int(0x87F00000u))));
 }
 
-template <int R>
-MX8_AVX512 void e4m3_rows_m1(const float* xr, const Fp8Operand& w, float* y, int64_t n, float f1, float f2) {
-  const uint8_t* rows[R];
-  Fp8Operand::ScaleRow scale[R];
-  for (int r = 0; r < R; ++r) rows[r] = w.codes + (n + r) * w.k, scale[r] = w.row(n + r);
-  const int64_t kfull = w.k & ~int64_t(31);
-  alignas(64) uint8_t tail[R][32];
-  if (kfull < w.k)
-    for (int r = 0; r < R; ++r) {
-      std::memset(tail[r], 0, 32);
-      std::memcpy(tail[r], rows[r] + kfull, size_t(w.k - kfull));
-    }
-  __m512 total[R];
-  for (int r = 0; r < R; ++r) total[r] = _mm512_setzero_ps();
-  for (int64_t kb = 0, k0 = 0; k0 < w.k; ++kb, k0 += w.block_cols) {
-    const int64_t k1 = std::min(k0 + w.block_cols, w.k);
-    __m512 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-    for (int64_t k = k0; k < k1; k += 32) {
-      const __m512 x0 = _mm512_load_ps(xr + k), x1 = _mm512_load_ps(xr + k + 16);
-      for (int r = 0; r < R; ++r) {
-        // Same columns of the next row tile into L2 (see gemv_avx2.cpp).
-        _mm_prefetch(reinterpret_cast<const char*>(rows[r] + R * w.k + k), _MM_HINT_T1);
-        const uint8_t* p = k < kfull ? rows[r] + k : tail[r];
-        acc[r] = _mm512_fmadd_ps(e4m3_16(p), x0, acc[r]);
-        acc[r] = _mm512_fmadd_ps(e4m3_16(p + 16), x1, acc[r]);
-      }
-    }
-    for (int r = 0; r < R; ++r) total[r] = _mm512_fmadd_ps(acc[r], _mm512_set1_ps(scale[r][kb]), total[r]);
-  }
-  for (int r = 0; r < R; ++r) y[n + r] = _mm512_reduce_add_ps(total[r]) * f1 * f2;
-}
-
-// Rows [i0, i0 + MT) of x against weight rows [n, n + R): as e4m3_rows_m1, per 32 columns two decodes
-// per weight row and 2 R MT FMAs. `prefetch`: the first group of x rows pulls the next weight rows.
+// Rows [i0, i0 + MT) of x against weight rows [n, n + R): per 32 columns two decodes per weight row
+// and 2 R MT FMAs into one sum per scale block, then one FMA per block for the scale. `prefetch`:
+// the same columns of the next R weight rows into L2 (the decode keeps the core busy enough that the
+// hardware prefetcher alone left DRAM latency exposed at M = 1); the first group of x rows issues it.
 template <int R, int MT>
 MX8_AVX512 void e4m3_rows_mt(const XPanel& x, int64_t i0, const Fp8Operand& w, float* y, int64_t n,
                              bool prefetch) {
@@ -167,18 +136,14 @@ int prescale_panel_for_avx512(float* data, int64_t count) {
 
 void gemv_fp8_rows_avx512(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1) {
   if (w.e5m2 || x.m > kPrescaledRows) return gemv_fp8_rows_avx2(x, w, y, n0, n1);
-  if (x.m > 1) {
-    int64_t n = n0;
-    for (; n + 2 <= n1; n += 2) e4m3_rows_batch<2>(x, w, y, n);
-    for (; n < n1; ++n) e4m3_rows_batch<1>(x, w, y, n);
-    return;
-  }
-  // y = sum * 2^(120 - a), with 120 - a in [0, 140]: two exact power-of-two factors.
-  const int e = 120 - x.pow2[0], e1 = std::min(e, 100);
-  const float f1 = format::f32_pow2(e1), f2 = format::f32_pow2(e - e1);
+  // One row of x streams 4 weight rows at a time; a batch, 2 (against groups of 4 rows of x).
   int64_t n = n0;
-  for (; n + 4 <= n1; n += 4) e4m3_rows_m1<4>(x.data, w, y, n, f1, f2);
-  for (; n < n1; ++n) e4m3_rows_m1<1>(x.data, w, y, n, f1, f2);
+  if (x.m == 1) {
+    for (; n + 4 <= n1; n += 4) e4m3_rows_mt<4, 1>(x, 0, w, y, n, true);
+  } else {
+    for (; n + 2 <= n1; n += 2) e4m3_rows_batch<2>(x, w, y, n);
+  }
+  for (; n < n1; ++n) e4m3_rows_batch<1>(x, w, y, n);
 }
 
 }  // namespace mx8::cpu::detail

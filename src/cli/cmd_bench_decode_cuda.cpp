@@ -347,7 +347,7 @@ std::vector<Result> run_format(Backend& be, WeightFormat f, const Options& o, Kv
       time_decode(be, *model, o, kvf, r);
       out.push_back(r);
     }
-  if (o.prefill > 0 && o.batch == "1" && !out.empty())
+  if (o.prefill > 0 && o.batches == std::vector<int>{1} && !out.empty())
     for (int start : o.prefill_starts)
       out.front().prefill_ms.push_back(time_prefill(be, *model, o, kvf, start));
   return out;
@@ -431,7 +431,7 @@ void run(const Options& o) {
       std::printf("%s / BF16 tokens/s, batch %d, graphs %s: %.2fx\n", r.weights.c_str(), r.batch,
                   r.graphs ? "on" : "off", r.tok_s / bf16_tok_s(r));
 
-  const bool batched = o.batch != "1";
+  const bool batched = o.batches != std::vector<int>{1};
   std::string md = std::string("## CUDA decode, Llama-3-8B shapes, ") +
                    (batched ? "batches " + o.batch : std::string("batch 1")) +
                    " (`mx8 bench decode-cuda`)\n\n";

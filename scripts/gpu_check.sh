@@ -85,6 +85,9 @@ if [[ " $STAGES " == *" bench "* ]]; then
   timeout 400 $BUILD/mx8 bench cuda --perf-md "$OUT/PERF.md" ${GPU_CHECK_BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
   note "bench rc=$?"
   grep -E "geomean|error" "$OUT/bench.log" | tee -a "$SUMMARY"
+  # The other comparator the issue names: cuBLASLt through torch._scaled_mm (needs PyTorch).
+  timeout 200 python3 scripts/peer_torch_scaled_mm.py --perf-md "$OUT/PERF.md" >"$OUT/torch_peer.log" 2>&1
+  note "torch._scaled_mm peer rc=$? $(grep -E 'geomean|peer_torch' "$OUT/torch_peer.log" | tr '\n' ' ')"
 fi
 if [[ " $STAGES " == *" exp "* ]]; then
   # Experiments for docs/CUDA.md: the K loop alone (MX8_GEMM_DEBUG=1 skips the output stores), and

@@ -12,7 +12,9 @@ Usage (on the GPU machine, after `mx8 bench cuda-gemm --perf-md PERF.md`):
     python3 scripts/peer_torch_scaled_mm.py --perf-md PERF.md
 """
 import argparse
+import datetime
 import math
+import os
 import re
 import statistics
 import sys
@@ -81,8 +83,6 @@ def write_section(perf_md, body):
     tmp = perf_md + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
-    import os
-
     os.replace(tmp, perf_md)
 
 
@@ -124,9 +124,10 @@ def main():
             print(lines[-1], flush=True)
     gm = lambda v: math.exp(sum(math.log(x) for x in v) / len(v))
     dev = torch.cuda.get_device_name()
+    today = datetime.date.today().isoformat()
     body = f"""### torch._scaled_mm (cuBLASLt through PyTorch) beside mx8 and cuBLASLt called directly
 
-Device: {dev}; torch {torch.__version__}, CUDA {torch.version.cuda}. Command: `mx8 bench cuda-gemm --perf-md PERF.md`, then `python3 scripts/peer_torch_scaled_mm.py --perf-md PERF.md` in the same device call.
+{today} - {dev}; torch {torch.__version__}, CUDA {torch.version.cuda}. Command: `mx8 bench cuda-gemm --perf-md PERF.md`, then `python3 scripts/peer_torch_scaled_mm.py --perf-md PERF.md` in the same device call.
 
 The same timing as `mx8 bench cuda-gemm` (medians of {args.iters} CUDA-event timings of one call, L2 flushed before each by a 512 MB write and a 256 MB read). torch._scaled_mm gets E4M3 A with 1x128 f32 scales of stride (1, M) and B with 128x128 f32 scales passed transposed, as in ../shared/research/deepgemm-h200.md; each shape's result is checked against the dequantized product first. `mx8 us` and `cuBLASLt us` are the cuda-gemm section's columns from the same run.
 

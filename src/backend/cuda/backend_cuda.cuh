@@ -93,19 +93,37 @@ __device__ __forceinline__ void pdl_trigger() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 
-// Rotates pair j of one head vector v by angle float(pos) * inv_freq[j] (rope_kernel and the fused
-// rope_kv_write_kernel share it, so both round alike). __fmul_rn/__fadd_rn: no FMA contraction, so
-// each output is rounded as the CPU rounds it.
-__device__ __forceinline__ void rope_pair(float* v, int j, int32_t pos, const RopeArgs& r) {
-  const int half = r.rot_dim / 2;
-  const float val = float(pos) * r.inv_freq[j];
+// Rope of pair j at position pos: the angle float(pos) * inv_freq[j] as sine and cosine, the indices
+// of the pair's two elements, and the rotation. rope_pair is all of it on a head vector in memory
+// (rope_kernel and the fused kernels share these, so all round alike); the cluster attention computes
+// the angle before griddepcontrol.wait and rotates values it holds in registers. __fmul_rn/__fadd_rn:
+// no FMA contraction, so each output is rounded as the CPU rounds it.
+struct RopeAngle {
   float sn, cs;
-  sincosf(val, &sn, &cs);
-  const int i0 = r.style == RopeStyle::interleaved ? 2 * j : j;
-  const int i1 = r.style == RopeStyle::interleaved ? 2 * j + 1 : j + half;
-  const float v0 = v[i0], v1 = v[i1];
-  v[i0] = __fsub_rn(__fmul_rn(v0, cs), __fmul_rn(v1, sn));
-  v[i1] = __fadd_rn(__fmul_rn(v0, sn), __fmul_rn(v1, cs));
+};
+__device__ __forceinline__ RopeAngle rope_angle(int j, int32_t pos, const RopeArgs& r) {
+  RopeAngle a;
+  sincosf(float(pos) * r.inv_freq[j], &a.sn, &a.cs);
+  return a;
+}
+__device__ __forceinline__ int rope_i0(int j, const RopeArgs& r) {
+  return r.style == RopeStyle::interleaved ? 2 * j : j;
+}
+__device__ __forceinline__ int rope_i1(int j, const RopeArgs& r) {
+  return r.style == RopeStyle::interleaved ? 2 * j + 1 : j + r.rot_dim / 2;
+}
+__device__ __forceinline__ void rope_rotate(float& v0, float& v1, RopeAngle a) {
+  const float x0 = v0, x1 = v1;
+  v0 = __fsub_rn(__fmul_rn(x0, a.cs), __fmul_rn(x1, a.sn));
+  v1 = __fadd_rn(__fmul_rn(x0, a.sn), __fmul_rn(x1, a.cs));
+}
+__device__ __forceinline__ void rope_pair(float* v, int j, int32_t pos, const RopeArgs& r) {
+  const RopeAngle a = rope_angle(j, pos, r);
+  const int i0 = rope_i0(j, r), i1 = rope_i1(j, r);
+  float v0 = v[i0], v1 = v[i1];
+  rope_rotate(v0, v1, a);
+  v[i0] = v0;
+  v[i1] = v1;
 }
 
 // Launches `kernel` on `s` with `smem` bytes of dynamic shared memory (with the PDL attribute when

@@ -622,14 +622,16 @@ __global__ void attention_merge_kernel(AttnParams p, SplitParams sp, int n_kv) {
 // order z = 0 .. S-1 (deterministic; one cluster barrier).
 // Llama-3-8B at ~126 positions (G = 4: clusters of 4 x 2 blocks, 64 blocks): 9.5-10 us in ncu,
 // decode 305 -> 319 tok/s (FP8 weights, graphs on).
-// The table entry and the K/V rows of a stream's first round are loaded before anything else (the
-// q load, the rope + kv_write prologue, the cluster barrier), so their DRAM latency overlaps it.
+// The table entries and the K/V rows of a stream's first two rounds are loaded before anything else
+// (the q load, the rope + kv_write prologue, the cluster barrier), so their DRAM latency overlaps it.
 // With nk.q set (rope_kv_write_attention, one token): block 0 of the cluster rotates k and stores
-// K/V head kvh (warps 0 and 1, rope_pair + write_head as the composed ops), every block rotates its
-// own copy of its query heads in shared memory (rope_pair: the same bits as rope_kernel), and a
-// cluster barrier orders the stores before every read of the cache; a first-round row that is the
-// slot just written is loaded again after it. Block z = 0 of each head split writes the rotated q
-// back (after the barrier, when every sibling has read the raw q).
+// K/V head kvh (warps 0 and 1, rope_angle + rope_rotate + write_head as the composed ops), every
+// block rotates its own copy of its query heads into shared memory (the same bits as rope_kernel),
+// and a cluster barrier orders the stores before every read of the cache; a preloaded row that is
+// the slot just written is loaded again after it. The rope angles are computed before the wait and
+// each pair is rotated in registers by the thread that loads it, so q and k cost one round trip each
+// (H200, decode FP8 at ~130 positions: 391 -> 394 tok/s with the second round). Block z = 0 of each
+// head split writes the rotated q back (after the barrier, when every sibling has read the raw q).
 constexpr int kCluWarps = 8;
 constexpr int kCluStreams = kCluWarps * 4;
 constexpr int kCluMaxS = 16;
@@ -690,6 +692,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   const bool wait_late = cp.early && fresh;
   if (!wait_late) pdl_wait();
   __shared__ __align__(16) float q_s[Gb][kGqaHd];
+  __shared__ float k_s[kGqaHd];  // block 0 (fresh): the new token's rotated k, for write_head
   __shared__ float m_s[kCluWarps][Gb], l_s[kCluWarps][Gb];
   __shared__ float acc_s[kCluWarps][Gb][kGqaHd];
   // S > 1: the partials of the S blocks for the outputs this block merges (written by the others).
@@ -721,26 +724,61 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   int slot_id;
   bool valid =
       clu_load<F>(kpool, vpool, g, table, base0 + (lane >> 3), lo, hi, kvh, d0, kv, vv, slot_id, bad_page);
+  // and the second (positions past the length load nothing): with up to 64 S positions nothing is
+  // left to load after the barrier but the new token's row.
+  float kv2[kGqaDims], vv2[kGqaDims];
+  int slot_id2;
+  bool valid2 = clu_load<F>(kpool, vpool, g, table, base0 + stride + (lane >> 3), lo, hi, kvh, d0, kv2, vv2,
+                            slot_id2, bad_page);
+  // The new token's rope angles, also before the wait: its position comes with the same host-staged
+  // upload as the table, and inv_freq is a constant table. Each pair is rotated by one thread, which
+  // loads its two values after the wait, so q and k each take one round trip: q pair qt % 64 of head
+  // qt / 64 by the block's last Gb * 64 threads (block 0's warps 0 and 1, which store K and V, are
+  // free of them where Gb < 4), k pairs lane and lane + 32 by block 0's warp 0.
+  int32_t pos = 0, new_slot = -1;
+  const int qt = int(threadIdx.x) - (kCluWarps * 32 - Gb * (kGqaHd / 2));
+  const bool k_warp = fresh && c == 0 && warp == 0;
+  RopeAngle aq{}, ak[2]{};
+  if (fresh) {
+    pos = nk.positions[t];
+    new_slot = nk.slots[t];
+    if (qt >= 0) aq = rope_angle(qt % (kGqaHd / 2), pos, nk.r);
+    if (k_warp)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) ak[i] = rope_angle(lane + 32 * i, pos, nk.r);
+  }
   if (wait_late) pdl_wait();
 
-  int32_t new_slot = -1;
   if (fresh) {
-    const int32_t pos = nk.positions[t];
-    new_slot = nk.slots[t];
-    if (c == 0 && warp == 0) {
+    if (k_warp) {
       float* kr = nk.k + (size_t(t) * g.n_kv + kvh) * kGqaHd;
-      for (int j = lane; j < kGqaHd / 2; j += 32) rope_pair(kr, j, pos, nk.r);
+      float v[2][2];
+      int at[2][2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        at[i][0] = rope_i0(lane + 32 * i, nk.r), at[i][1] = rope_i1(lane + 32 * i, nk.r);
+        v[i][0] = kr[at[i][0]], v[i][1] = kr[at[i][1]];
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        rope_rotate(v[i][0], v[i][1], ak[i]);
+#pragma unroll
+        for (int e = 0; e < 2; ++e) kr[at[i][e]] = k_s[at[i][e]] = v[i][e];
+      }
       __syncwarp();  // the warp's rotated k is read back by other lanes
-      write_head<F>(const_cast<uint8_t*>(kpool), g, kr, new_slot, kvh, lane, err);
+      write_head<F>(const_cast<uint8_t*>(kpool), g, k_s, new_slot, kvh, lane, err);
     } else if (c == 0 && warp == 1) {
       write_head<F>(const_cast<uint8_t*>(vpool), g, nk.v + (size_t(t) * g.n_kv + kvh) * kGqaHd, new_slot, kvh,
                     lane, err);
     }
-    for (int i = threadIdx.x; i < Gb * kGqaHd; i += blockDim.x)
-      q_s[i / kGqaHd][i % kGqaHd] = p.q[qrow * kGqaHd + i];
-    __syncthreads();
-    for (int j = threadIdx.x; j < Gb * (kGqaHd / 2); j += blockDim.x)
-      rope_pair(q_s[j / (kGqaHd / 2)], j % (kGqaHd / 2), pos, nk.r);
+    if (qt >= 0) {
+      const int h = qt / (kGqaHd / 2), j = qt % (kGqaHd / 2);
+      const int i0 = rope_i0(j, nk.r), i1 = rope_i1(j, nk.r);
+      float v0 = p.q[(qrow + h) * kGqaHd + i0], v1 = p.q[(qrow + h) * kGqaHd + i1];
+      rope_rotate(v0, v1, aq);
+      q_s[h][i0] = v0;
+      q_s[h][i1] = v1;
+    }
     // The cache stores of block 0 before every block's reads (the cluster barrier orders global
     // memory at cluster scope); the raw q read by every block before block z = 0 overwrites it.
     if (C > 1)
@@ -753,6 +791,9 @@ __global__ void __launch_bounds__(kCluWarps * 32)
     if (valid && slot_id == new_slot)
       valid = clu_load<F, true>(kpool, vpool, g, table, base0 + (lane >> 3), lo, hi, kvh, d0, kv, vv, slot_id,
                                 bad_page);
+    if (valid2 && slot_id2 == new_slot)
+      valid2 = clu_load<F, true>(kpool, vpool, g, table, base0 + stride + (lane >> 3), lo, hi, kvh, d0, kv2,
+                                 vv2, slot_id2, bad_page);
   } else {
     for (int i = threadIdx.x; i < Gb * kGqaHd; i += blockDim.x)
       q_s[i / kGqaHd][i % kGqaHd] = p.q[qrow * kGqaHd + i];
@@ -779,15 +820,15 @@ __global__ void __launch_bounds__(kCluWarps * 32)
     l[h] = 0.0f;
   }
 
-  // One round of the warp's 4 streams (the loop bound is uniform over the warp, so the shuffles
+  // The warp's rounds of its 4 streams, in order (the bounds are uniform over the warp, so the shuffles
   // have all 32 lanes; an invalid stream computes on zeros and skips its update).
-  auto step = [&](bool ok) { attend_row<Gb>(q, kv, vv, ok, p.scale, m, l, acc); };
-  if (base0 < hi) step(valid);
+  if (base0 < hi) attend_row<Gb>(q, kv, vv, valid, p.scale, m, l, acc);
+  if (base0 + stride < hi) attend_row<Gb>(q, kv2, vv2, valid2, p.scale, m, l, acc);
 #pragma unroll 2
-  for (int base = base0 + stride; base < hi; base += stride) {
+  for (int base = base0 + 2 * stride; base < hi; base += stride) {
     valid =
         clu_load<F>(kpool, vpool, g, table, base + (lane >> 3), lo, hi, kvh, d0, kv, vv, slot_id, bad_page);
-    step(valid);
+    attend_row<Gb>(q, kv, vv, valid, p.scale, m, l, acc);
   }
   if (__any_sync(0xffffffffu, bad_page) && lane == 0) atomicOr(err, kErrAttnPage);
 

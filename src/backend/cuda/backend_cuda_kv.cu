@@ -635,6 +635,9 @@ __global__ void attention_merge_kernel(AttnParams p, SplitParams sp, int n_kv) {
 constexpr int kCluWarps = 8;
 constexpr int kCluStreams = kCluWarps * 4;
 constexpr int kCluMaxS = 16;
+// Rounds of a stream's K/V rows loaded before the prologue: with up to 32 S kPreRounds positions,
+// nothing is left to load after the cluster barrier but the new token's row.
+constexpr int kPreRounds = 2;
 
 // How attention_cluster_kernel spreads a (token, kv head): a cluster of n_hs * S blocks.
 struct CluParams {
@@ -718,18 +721,15 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   const bool early_arrive = cp.S > 1 && !fresh;
   if (early_arrive) cluster_arrive_relaxed();
 
-  // First round: issued before the prologue.
+  // The first kPreRounds rounds: issued before the prologue (positions past the length load nothing).
   bool bad_page = false;
-  float kv[kGqaDims], vv[kGqaDims];
-  int slot_id;
-  bool valid =
-      clu_load<F>(kpool, vpool, g, table, base0 + (lane >> 3), lo, hi, kvh, d0, kv, vv, slot_id, bad_page);
-  // and the second (positions past the length load nothing): with up to 64 S positions nothing is
-  // left to load after the barrier but the new token's row.
-  float kv2[kGqaDims], vv2[kGqaDims];
-  int slot_id2;
-  bool valid2 = clu_load<F>(kpool, vpool, g, table, base0 + stride + (lane >> 3), lo, hi, kvh, d0, kv2, vv2,
-                            slot_id2, bad_page);
+  float kv[kPreRounds][kGqaDims], vv[kPreRounds][kGqaDims];
+  int slot_id[kPreRounds];
+  bool valid[kPreRounds];
+#pragma unroll
+  for (int r = 0; r < kPreRounds; ++r)
+    valid[r] = clu_load<F>(kpool, vpool, g, table, base0 + r * stride + (lane >> 3), lo, hi, kvh, d0, kv[r],
+                           vv[r], slot_id[r], bad_page);
   // The new token's rope angles, also before the wait: its position comes with the same host-staged
   // upload as the table, and inv_freq is a constant table. Each pair is rotated by one thread, which
   // loads its two values after the wait, so q and k each take one round trip: q pair qt % 64 of head
@@ -788,12 +788,11 @@ __global__ void __launch_bounds__(kCluWarps * 32)
     if (z == 0)
       for (int i = threadIdx.x; i < Gb * kGqaHd; i += blockDim.x)
         nk.q[qrow * kGqaHd + i] = q_s[i / kGqaHd][i % kGqaHd];
-    if (valid && slot_id == new_slot)
-      valid = clu_load<F, true>(kpool, vpool, g, table, base0 + (lane >> 3), lo, hi, kvh, d0, kv, vv, slot_id,
-                                bad_page);
-    if (valid2 && slot_id2 == new_slot)
-      valid2 = clu_load<F, true>(kpool, vpool, g, table, base0 + stride + (lane >> 3), lo, hi, kvh, d0, kv2,
-                                 vv2, slot_id2, bad_page);
+#pragma unroll
+    for (int r = 0; r < kPreRounds; ++r)
+      if (valid[r] && slot_id[r] == new_slot)
+        valid[r] = clu_load<F, true>(kpool, vpool, g, table, base0 + r * stride + (lane >> 3), lo, hi, kvh,
+                                     d0, kv[r], vv[r], slot_id[r], bad_page);
   } else {
     for (int i = threadIdx.x; i < Gb * kGqaHd; i += blockDim.x)
       q_s[i / kGqaHd][i % kGqaHd] = p.q[qrow * kGqaHd + i];
@@ -822,13 +821,14 @@ __global__ void __launch_bounds__(kCluWarps * 32)
 
   // The warp's rounds of its 4 streams, in order (the bounds are uniform over the warp, so the shuffles
   // have all 32 lanes; an invalid stream computes on zeros and skips its update).
-  if (base0 < hi) attend_row<Gb>(q, kv, vv, valid, p.scale, m, l, acc);
-  if (base0 + stride < hi) attend_row<Gb>(q, kv2, vv2, valid2, p.scale, m, l, acc);
+#pragma unroll
+  for (int r = 0; r < kPreRounds; ++r)
+    if (base0 + r * stride < hi) attend_row<Gb>(q, kv[r], vv[r], valid[r], p.scale, m, l, acc);
 #pragma unroll 2
-  for (int base = base0 + 2 * stride; base < hi; base += stride) {
-    valid =
-        clu_load<F>(kpool, vpool, g, table, base + (lane >> 3), lo, hi, kvh, d0, kv, vv, slot_id, bad_page);
-    attend_row<Gb>(q, kv, vv, valid, p.scale, m, l, acc);
+  for (int base = base0 + kPreRounds * stride; base < hi; base += stride) {
+    valid[0] = clu_load<F>(kpool, vpool, g, table, base + (lane >> 3), lo, hi, kvh, d0, kv[0], vv[0],
+                           slot_id[0], bad_page);
+    attend_row<Gb>(q, kv[0], vv[0], valid[0], p.scale, m, l, acc);
   }
   if (__any_sync(0xffffffffu, bad_page) && lane == 0) atomicOr(err, kErrAttnPage);
 
@@ -1002,8 +1002,8 @@ bool gqa_applies(const CudaKvCache& c, const AttentionArgs& a) {
 // off (the grouped kernel as before); MX8_CUDA_CLUSTER_ATTN_MAX_C caps the blocks of a cluster
 // (default 8, the portable cluster size; up to 16, where the device schedules it);
 // MX8_CUDA_CLUSTER_ATTN_GB forces query heads per block (1, 2 or 4, where it divides the group);
-// MX8_CUDA_CLUSTER_ATTN_POS is the positions of block table capacity per split (default 32: one
-// round of a block's streams); MX8_CUDA_CLUSTER_ATTN_VERBOSE prints the layouts chosen;
+// MX8_CUDA_CLUSTER_ATTN_POS is the positions of block table capacity per split above 160 (default
+// 32: one round of a block's streams); MX8_CUDA_CLUSTER_ATTN_VERBOSE prints the layouts chosen;
 // MX8_CUDA_CLUSTER_ATTN_EARLY=0 loads the first K/V round after griddepcontrol.wait in the one-token
 // fused path too (default: before it).
 struct CluKnobs {
@@ -1089,9 +1089,9 @@ bool big_clusters_ok_any(KvFormat f, int C) {
 
 // attention_cluster_kernel's layout for `a` (S == 0: it does not apply): head_dim 128, 16-byte
 // aligned rows and q, group / Gb <= 8. S from the block table's capacity (the lengths are on the
-// device, and a recorded step is replayed for every length up to the capacity): one split per
-// `pos` positions of capacity, at most max_c blocks per cluster, no more blocks than ~2 per SM in
-// all.
+// device, and a recorded step is replayed for every length up to the capacity): one split up to 160
+// positions, above that one per `pos` positions of capacity, at most max_c blocks per cluster, no
+// more blocks than ~2 per SM in all.
 struct CluPlan {
   CluParams cp{0, 0, 0, false};
   int gb = 0;
@@ -1116,7 +1116,13 @@ CluPlan cluster_plan(const CudaKvCache& c, const AttentionArgs& a) {
   const int n_hs = G / gb;
   if (n_hs > 8) return pl;
   const int64_t cap = int64_t(a.max_pages_per_seq) * c.desc().page_size;
-  int64_t S = (cap + k.pos - 1) / k.pos;
+  // Up to kOneSplitCap positions of capacity a block's warps take every position themselves (the
+  // first two rounds loaded before the prologue, the rest one round trip each), which costs less than
+  // merging the splits through distributed shared memory and a second cluster barrier (H200, Llama-3-8B
+  // decode FP8, same call: capacity 160 at 8..136 positions 394.0 / 394.1 tok/s with 2 splits, 399.4 /
+  // 398.8 with 1; capacity 288 at 136..264 positions 387.4 / 385.9 with 2, 379.8 / 381.1 with 1).
+  constexpr int64_t kOneSplitCap = 160;
+  int64_t S = cap <= kOneSplitCap ? 1 : (cap + k.pos - 1) / k.pos;
   const int64_t blocks = int64_t(a.n_kv_heads) * n_hs * std::max(1, a.n_tokens);
   S = std::min<int64_t>(S, std::max<int64_t>(1, 2 * sm_count() / blocks));
   S = std::min<int64_t>(S, std::max(1, k.max_c / n_hs));

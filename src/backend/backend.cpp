@@ -109,6 +109,16 @@ MatmulInput Backend::matmul_swiglu(const MatmulInput& in, const MatmulTarget& ga
   return h;
 }
 
+void Backend::swiglu_ffn(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                         const MatmulTarget& down, bool accumulate) {
+  if (down.w.k != gate.w.n)
+    throw Error("swiglu_ffn: down weights take k = " + std::to_string(down.w.k) + ", the gate makes " +
+                std::to_string(gate.w.n));
+  MatmulInput h = matmul_swiglu(in, gate, up);
+  h.accumulate = accumulate;
+  matmul_fused(h, &down, 1);
+}
+
 void Backend::matmul_fused(const MatmulInput& in, const MatmulTarget* targets, int count) {
   if (count <= 0) return;
   const int64_t k = targets[0].w.k;

@@ -411,14 +411,10 @@ class Llama final : public LlamaModel {
       // x += att Wo^T: the residual add fused into the matmul.
       const backend::MatmulTarget o{L.wo, x_, nullptr};
       b_.matmul_fused({att_, nullptr, T, true}, &o, 1);
-      // h = silu(rmsnorm(x) Wg^T) * (rmsnorm(x) Wu^T), in the form the backend makes it (formed in
-      // the same launch, or left to the down matmul, which reads gate and up).
-      backend::MatmulInput h = b_.matmul_swiglu({x_, nullptr, T, false, L.ffn_norm, c.norm_eps},
-                                                {L.w_gate, gate_, nullptr}, {L.w_up, up_, nullptr});
-      // x += h Wd^T: the residual add fused into the matmul.
-      h.accumulate = true;
-      const backend::MatmulTarget down{L.w_down, x_, nullptr};
-      b_.matmul_fused(h, &down, 1);
+      // x += h Wd^T for h = silu(rmsnorm(x) Wg^T) * (rmsnorm(x) Wu^T): the residual add fused into
+      // the down matmul, h made in the form the backend chooses (Backend::matmul_swiglu).
+      b_.swiglu_ffn({x_, nullptr, T, false, L.ffn_norm, c.norm_eps}, {L.w_gate, gate_, nullptr},
+                    {L.w_up, up_, nullptr}, {L.w_down, x_, nullptr}, true);
     }
     if (R == 0) return;
     if (T == 1) {

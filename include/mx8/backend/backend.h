@@ -200,6 +200,12 @@ class Backend {
   // consumer forms h as it reads them), or {x = gate.y} with h itself written there (a backend that
   // forms h in the same launch; up.y is then left alone). The caller sets accumulate on the result.
   virtual MatmulInput matmul_swiglu(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up);
+  // The whole gated FFN: down.y = h W_down^T (+ down.bias), or += with accumulate (the residual), for
+  // h = matmul_swiglu(in, gate, up) (gate.y and up.y are its scratch; down.w.k == gate.w.n, down.y
+  // aliases none of the inputs). The default composes matmul_swiglu and matmul_fused; a backend may
+  // overlap the two (CUDA, one row: the down projection starts on the rows of h already made).
+  virtual void swiglu_ffn(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                          const MatmulTarget& down, bool accumulate);
   // out[t][:] = row ids[t] of `table` as f32 (any WeightFormat), t < n.
   virtual void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) = 0;
   // y[r][:] = x[r][:] / sqrt(mean(x[r]^2) + eps) * w[:]; rows x dim; y may equal x.

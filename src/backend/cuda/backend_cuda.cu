@@ -23,6 +23,7 @@
 // pointers. Any free bumps memory_epoch(), which drops every graph recorded before it.
 // MX8_CUDA_GRAPHS=0 turns recording off (for comparisons).
 #include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/gemv_fp8_mma.cuh"
 
 #include <cuda_runtime.h>
 
@@ -183,6 +184,9 @@ class CudaBackend final : public Backend {
     fused_attention_ = !(fa && std::string(fa) == "0");
     const char* sa = std::getenv("MX8_CUDA_SPLIT_ATTN");
     set_split_attention_enabled(!(sa && std::string(sa) == "0"));
+    // MX8_CUDA_FFN_OVERLAP=0: swiglu_ffn's down projection waits for the whole pair (comparisons).
+    const char* fo = std::getenv("MX8_CUDA_FFN_OVERLAP");
+    ffn_overlap_ = !(fo && std::string(fo) == "0");
     const char* gr = std::getenv("MX8_CUDA_GRAPHS");
     set_graphs_enabled(!(gr && std::string(gr) == "0"));
     if (graphs_enabled()) info_.description += ", CUDA graphs";
@@ -335,6 +339,21 @@ class CudaBackend final : public Backend {
       return h;
     }
     return Backend::matmul_swiglu(in, gate, up);
+  }
+  void swiglu_ffn(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                  const MatmulTarget& down, bool accumulate) override {
+    validate(gate.w, "swiglu_ffn");
+    validate(up.w, "swiglu_ffn");
+    validate(down.w, "swiglu_ffn");
+    const MatmulTarget pair[2] = {gate, up};
+    if (ffn_overlap_ && !in.x_up && !in.accumulate && gate.w.n == up.w.n && gate.w.k == up.w.k &&
+        !tensor_cores_take(in, pair, 2) && gemv_group_applies(in, pair, 2) &&
+        gemv_fp8_mma_ffn_applies(in, gate, up, down)) {
+      launch_gemv_fp8_mma_ffn(in, gate, up, down, accumulate, stream_);
+      check_launch("swiglu_ffn (fp8 mma gemv pair, then the down projection on the rows made)");
+      return;
+    }
+    Backend::swiglu_ffn(in, gate, up, down, accumulate);
   }
   void matmul_fused(const MatmulInput& in, const MatmulTarget* targets, int count) override {
     if (count <= 0) return;
@@ -592,6 +611,7 @@ class CudaBackend final : public Backend {
   Bf16Gemm bf16_gemm_;
   bool capturing_ = false;
   bool fused_attention_ = true;
+  bool ffn_overlap_ = true;
   uint64_t capture_key_ = 0, capture_epoch_ = 0, use_clock_ = 0;
   std::vector<Recorded> graphs_;
   Scratch scratch_[6];  // 0: the SwiGLU input, 1: a product before its accumulation, 2: split attention,

@@ -70,6 +70,50 @@ struct MmaParams {
   int wpt;  // warps per tile: W, or fewer where k is short (kernel comment)
 };
 
+// The overlapped FFN (gemv_fp8_mma.cuh, swiglu_ffn): a row of h not yet stored by this step's pair holds
+// these bits, a NaN that no arithmetic makes (GPU arithmetic returns the canonical NaN 0x7fffffff).
+constexpr uint32_t kNotYet = 0xffffffffu;
+
+// The overlapped down kernel's x for one round (P = 1): scale blocks base + [0, kU) at this lane's 4
+// values, through L2 (ld.global.cg: this kernel does not wait for the pair's grid, and an SM's L1 may
+// hold the previous layer's h).
+__device__ __forceinline__ void load_x_round(const MmaParams& p, int base, int lane, float4 (&a)[kU]) {
+#pragma unroll
+  for (int j = 0; j < kU; ++j)
+    a[j] = base + j < p.kblocks ? __ldcg(reinterpret_cast<const float4*>(p.x + (base + j) * 128 + lane * 4))
+                                : make_float4(0, 0, 0, 0);
+}
+
+// Stages a round loaded by load_x_round as stage_x does, once none of its values is kNotYet (reloading
+// until then).
+__device__ __forceinline__ void stage_round_when_made(const MmaParams& p, __half* planes, float* xscale,
+                                                      int base, int lane, float4 (&a)[kU]) {
+  auto not_yet = [&] {
+    bool any = false;
+#pragma unroll
+    for (int j = 0; j < kU; ++j)
+      any |= __float_as_uint(a[j].x) == kNotYet || __float_as_uint(a[j].y) == kNotYet ||
+             __float_as_uint(a[j].z) == kNotYet || __float_as_uint(a[j].w) == kNotYet;
+    return __any_sync(0xffffffffu, any);
+  };
+  while (not_yet()) {
+    __nanosleep(100);
+    load_x_round(p, base, lane, a);
+  }
+#pragma unroll
+  for (int j = 0; j < kU; ++j) {
+    if (base + j >= p.kblocks) break;
+    const float v[4] = {a[j].x, a[j].y, a[j].z, a[j].w};
+    uint2 hi, lo;
+    const int e = split_hi_lo(v, hi, lo);
+    const int64_t col = int64_t(base + j) * 128 + lane * 4;
+    *reinterpret_cast<uint2*>(planes + col) = hi;
+    *reinterpret_cast<uint2*>(planes + (p.k + kPad) + col) = lo;
+    if (lane == 0) xscale[base + j] = pow2(e);
+  }
+  __syncwarp();
+}
+
 // Dynamic shared memory of one warp group's staged x: 2P f16 planes and P x (k / 128) powers of two,
 // rounded to 16 bytes so that the next group's planes stay aligned.
 __host__ __device__ inline size_t smem_bytes(int P, int64_t k) {
@@ -304,12 +348,19 @@ __device__ __forceinline__ void mx_block(const Round& cur, int j, const __half* 
 // of 8): the block's warps form W / p.wpt groups of p.wpt warps, each with its own tiles (the block's
 // virtual blocks), staged x and named barrier. A template choice: a run-time warp count in the other
 // kernels' loops cost 4.5% of decode (.carry/lead/e34.sh).
-template <int P, int W, bool kPair, bool kGrouped, bool kMX>
+// kOverlap, one row of x (gemv_fp8_mma.cuh, swiglu_ffn): with kPair, the block first sets its rows of h
+// to kNotYet and lets the down kernel start only then; without, that down kernel: no
+// griddepcontrol.wait, and each warp stages a round's x in its first tile once it holds no kNotYet
+// (prefetched a round ahead), so the blocks that become resident while the pair's slowest blocks
+// finish start on the rows already made.
+template <int P, int W, bool kPair, bool kGrouped, bool kMX, bool kOverlap = false>
 __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams p, int tiles) {
+  static_assert(!kOverlap || (P == 1 && !kMX && (kPair || !kGrouped)),
+                "overlap: one row, the pair or the down");
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float2 partial[2][W][32];  // double-buffered by tile parity
   __shared__ float ssq[W * P];
-  pdl_trigger();
+  if constexpr (!(kPair && kOverlap)) pdl_trigger();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int wpt = kGrouped ? p.wpt : W;
@@ -322,13 +373,31 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   Round cur;
   bool loaded = tile < tiles && cr.active && first < p.kblocks;
   if (loaded) load_round<kPair, kMX>(p, cr, first, cur);
-  pdl_wait();
+  if constexpr (kPair || !kOverlap) pdl_wait();
+  if constexpr (kPair && kOverlap) {
+    // kNotYet on the block's rows of h (8 per tile), made visible before any thread lets the dependent
+    // down kernel start (after the wait: the previous layer's down has read h by then).
+    const int64_t per_step = int64_t(groups) * 8;
+    for (int64_t i = threadIdx.x;; i += blockDim.x) {
+      const int64_t step0 = int64_t(blockIdx.x) * groups + i / per_step * tile_step;
+      if (step0 >= tiles) break;
+      const int64_t tile_i = step0 + i % per_step / 8, row = tile_i * 8 + i % 8;
+      if (tile_i < tiles && row < p.t[0].n) p.t[0].y[row] = __uint_as_float(kNotYet);
+    }
+    __threadfence();
+    __syncthreads();
+    pdl_trigger();
+  }
 
   const int64_t plane = p.k + kPad;
   unsigned char* mine = kGrouped ? smem + size_t(group) * smem_bytes(P, p.k) : smem;
   __half* planes = reinterpret_cast<__half*>(mine);
   float* xscale = reinterpret_cast<float*>(mine + size_t(2 * P) * size_t(plane) * sizeof(__half));
-  stage_x<P>(p, planes, xscale, p.norm ? ssq : nullptr, warp, warp - w0, wpt, lane);
+  if constexpr (kPair || !kOverlap)
+    stage_x<P>(p, planes, xscale, p.norm ? ssq : nullptr, warp, warp - w0, wpt, lane);
+  bool staged = kPair || !kOverlap;        // the overlapped down: the first tile stages each round once made
+  float4 xr[kOverlap && !kPair ? kU : 1];  // the overlapped down: the round's x, loaded a round ahead
+  if constexpr (kOverlap && !kPair) load_x_round(p, first, lane, xr);
   float rnorm = 1.0f;
 
   const __half* xrow = planes + int64_t(g) * plane + t * 16;  // B column g = plane g
@@ -346,6 +415,12 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
       Round next;
       loaded = ntile < tiles && nr.active;
       if (loaded) load_round<kPair, kMX>(p, nr, same_tile ? base + stride : first, next);
+      if constexpr (kOverlap && !kPair) {
+        if (!staged) {
+          stage_round_when_made(p, planes, xscale, base, lane, xr);
+          if (same_tile) load_x_round(p, base + stride, lane, xr);
+        }
+      }
       if (kMX && cr.active) {
 #pragma unroll
         for (int j = 0; j < kU; ++j)
@@ -388,6 +463,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
       cur = next;
     }
 
+    staged = true;
     // The warps' partial sums of each row, added in warp order.
     partial[parity][warp][lane] = make_float2(acc_a, acc_b);
     if (!kGrouped)
@@ -422,7 +498,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
         if (rows[i] >= cr.tg.n) continue;
         float v = acc[i] * rnorm;
         if (cr.tg.bias) v += cr.tg.bias[rows[i]];
-        y[rows[i]] = p.accumulate ? y[rows[i]] + v : v;
+        // kOverlap: the residual through L2 too (no griddepcontrol.wait here; the pair's wait saw it made).
+        y[rows[i]] = p.accumulate ? (kOverlap ? __ldcg(y + rows[i]) : y[rows[i]]) + v : v;
       }
     }
     cr = rows_of<kPair>(p, tile + tile_step, g, t);
@@ -471,9 +548,9 @@ int warps_per_tile(int W, int P, int64_t k) {
   return wpt;
 }
 
-template <int P, int W, bool kPair, bool kGrouped, bool kMX>
+template <int P, int W, bool kPair, bool kGrouped, bool kMX, bool kOverlap = false>
 void launch_kernel(const MmaParams& p, int tiles, cudaStream_t s) {
-  constexpr auto kernel = gemv_fp8_mma_kernel<P, W, kPair, kGrouped, kMX>;
+  constexpr auto kernel = gemv_fp8_mma_kernel<P, W, kPair, kGrouped, kMX, kOverlap>;
   const int groups = W / p.wpt;
   const size_t smem = size_t(groups) * smem_bytes(P, p.k);
   const unsigned grid =
@@ -483,14 +560,14 @@ void launch_kernel(const MmaParams& p, int tiles, cudaStream_t s) {
 
 // kMX (MXFP8 weights) has no grouped variant: the groups are for k <= 512, which no MXFP8 model this
 // serves has, and each variant is one more kernel to compile.
-template <int P, int W, bool kPair, bool kMX>
+template <int P, int W, bool kPair, bool kMX, bool kOverlap = false>
 void launch_variant(MmaParams p, int tiles, cudaStream_t s) {
   p.wpt = warps_per_tile(W, P, p.k);
   if constexpr (W == kWarps && !kMX) {  // 16-warp blocks are for k >= 7168 only: never grouped
-    if (p.wpt < W) return launch_kernel<P, W, kPair, true, false>(p, tiles, s);
+    if (p.wpt < W) return launch_kernel<P, W, kPair, true, false, kOverlap>(p, tiles, s);
   }
   p.wpt = W;
-  launch_kernel<P, W, kPair, false, kMX>(p, tiles, s);
+  launch_kernel<P, W, kPair, false, kMX, kOverlap>(p, tiles, s);
 }
 
 // MX8_MMA_GEMV_W16MIN=<k> (A/B runs): one row of x with k >= this (default 7168, 0 = never) runs one
@@ -538,18 +615,17 @@ int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int co
 
 namespace {
 
-// Launches rows [r0, r0 + m) of the group (kPair: the gate/up pair, 8-row tiles of both).
-template <bool kPair, bool kMX>
-void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, int64_t r0, int m,
-                 cudaStream_t s) {
+// The kernel parameters of rows [r0, r0 + m) of the group (kPair: the gate/up pair, 8-row tiles of
+// both) and their number of tiles.
+MmaParams params_of(const MatmulInput& in, const MatmulTarget* targets, int count, int64_t r0, int m,
+                    bool kPair, int64_t& tiles) {
   const int capacity = gemv_fp8_mma_rows(in, targets, count);
   if (capacity == 0 || m < 1 || m > capacity)
     throw Error("cuda backend: fp8 mma gemv: " + std::to_string(m) +
                 " rows of x do not meet gemv_fp8_mma_rows");
-  const int P = m == 1 ? 1 : m == 2 ? 2 : 4;  // rows of x staged: fewer planes, more blocks per SM
   const int64_t k = targets[0].w.k;
   MmaParams p{};
-  int64_t tiles = 0;
+  tiles = 0;
   for (int i = 0; i < count; ++i) {
     const MatmulTarget& t = targets[i];
     p.t[i] = GemvTarget{
@@ -568,6 +644,18 @@ void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, 
   p.m = m;
   p.accumulate = in.accumulate;
   p.scale_f32 = targets[0].w.scale_type == ScaleType::f32;
+  return p;
+}
+
+// Launches rows [r0, r0 + m) of the group; kPair with `overlapped`: the pair of the overlapped FFN
+// (swiglu_ffn).
+template <bool kPair, bool kMX>
+void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, int64_t r0, int m,
+                 cudaStream_t s, bool overlapped = false) {
+  int64_t tiles = 0;
+  const MmaParams p = params_of(in, targets, count, r0, m, kPair, tiles);
+  const int64_t k = p.k;
+  const int P = m == 1 ? 1 : m == 2 ? 2 : 4;  // rows of x staged: fewer planes, more blocks per SM
   switch (P) {
     case 4:
       return launch_variant<4, kWarps, kPair, kMX>(p, int(tiles), s);
@@ -575,6 +663,10 @@ void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, 
       return launch_variant<2, kWarps, kPair, kMX>(p, int(tiles), s);
     default:
       // The same split for the pair as for the group: its products must be the group's bit for bit.
+      if constexpr (kPair && !kMX) {
+        // Overlapped with the 8-warp pair only (gemv_fp8_mma_ffn_applies): the 16-warp one spilled.
+        if (overlapped) return launch_variant<1, kWarps, true, false, true>(p, int(tiles), s);
+      }
       if (w16_min_k() > 0 && k >= w16_min_k()) return launch_variant<1, 16, kPair, kMX>(p, int(tiles), s);
       return launch_variant<1, kWarps, kPair, kMX>(p, int(tiles), s);
   }
@@ -606,6 +698,37 @@ void launch_gemv_fp8_mma_swiglu(const MatmulInput& in, const MatmulTarget& gate,
   const int rows = gemv_fp8_mma_rows(in, t, 2);
   for (int64_t r0 = 0; r0 < in.m; r0 += rows)
     launch_rows<true, false>(in, t, 2, r0, int(std::min<int64_t>(rows, in.m - r0)), s);
+}
+
+bool gemv_fp8_mma_ffn_applies(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                              const MatmulTarget& down) {
+  // One row of x; the 8-warp pair (gate k below w16_min_k: the 16-warp one spilled with it) and
+  // the 16-warp down kernel (its k, the pair's n, from w16_min_k on).
+  const MatmulInput h{gate.y, nullptr, 1, true};
+  return in.m == 1 && gemv_fp8_mma_swiglu_applies(in, gate, up) && w16_min_k() > 0 &&
+         gate.w.k < w16_min_k() && down.w.k == gate.w.n && down.w.k >= w16_min_k() &&
+         down.w.format == WeightFormat::fp8_block && down.y && gemv_fp8_mma_rows(h, &down, 1) > 0;
+}
+
+void launch_gemv_fp8_mma_ffn(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                             const MatmulTarget& down, bool accumulate, cudaStream_t s) {
+  if (!gemv_fp8_mma_ffn_applies(in, gate, up, down))
+    throw Error("cuda backend: fp8 mma gemv: the FFN does not meet gemv_fp8_mma_ffn_applies");
+  launch_gemv_fp8_mma_ffn_pair(in, gate, up, s);
+  launch_gemv_fp8_mma_ffn_down(gate.y, down, accumulate, s);
+}
+
+void launch_gemv_fp8_mma_ffn_pair(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                                  cudaStream_t s) {
+  const MatmulTarget pair[2] = {gate, up};
+  launch_rows<true, false>(in, pair, 2, 0, 1, s, true);
+}
+
+void launch_gemv_fp8_mma_ffn_down(const float* h, const MatmulTarget& down, bool accumulate, cudaStream_t s) {
+  const MatmulInput in{h, nullptr, 1, accumulate};
+  int64_t tiles = 0;
+  const MmaParams p = params_of(in, &down, 1, 0, 1, false, tiles);
+  launch_variant<1, 16, false, false, true>(p, int(tiles), s);
 }
 
 }  // namespace mx8::backend::cuda_impl

@@ -28,4 +28,22 @@ bool gemv_fp8_mma_swiglu_applies(const MatmulInput& in, const MatmulTarget& gate
 void launch_gemv_fp8_mma_swiglu(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
                                 cudaStream_t s);
 
+// A decode FFN, down.y (+)= h W_down^T with h = silu(in W_gate^T) * (in W_up^T) in gate.y, whose down
+// projection starts before the pair is done. A kernel boundary costs the pair's slowest blocks (every
+// down block waits for the last pair block although most of h is made) and the down kernel's ramp.
+// Here the pair kernel's blocks first set their rows of h to a NaN that arithmetic never makes and only
+// then let the dependent down kernel start (programmatic dependent launch); the down kernel does not
+// wait for the pair's grid but stages each round of h once it holds none of those NaNs. The results
+// are the two plain launches' bit for bit (the same partial sums, added in the same order). It cannot
+// deadlock: the down kernel starts only after every pair block has started (or, without PDL, after the
+// pair has completed). Applies to one row of x with FP8 block weights, gate k < 7168 and n >= 7168.
+bool gemv_fp8_mma_ffn_applies(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                              const MatmulTarget& down);
+void launch_gemv_fp8_mma_ffn(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                             const MatmulTarget& down, bool accumulate, cudaStream_t s);
+// Its two launches, for tests that hold the pair back (the down kernel polls h until no row is the NaN).
+void launch_gemv_fp8_mma_ffn_pair(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
+                                  cudaStream_t s);
+void launch_gemv_fp8_mma_ffn_down(const float* h, const MatmulTarget& down, bool accumulate, cudaStream_t s);
+
 }  // namespace mx8::backend::cuda_impl

@@ -234,6 +234,34 @@ TEST(CudaDecodeGraphs, FusedAttentionAndGraphsBitIdenticalOnLlama3Heads) {
   }
 }
 
+TEST(CudaDecodeGraphs, OverlappedFfnBitIdenticalInTheModel) {
+  // An FFN width the overlapped swiglu_ffn takes (>= 7168; gemv_fp8_mma.cuh): its down projection polls
+  // h instead of waiting for the pair's grid. Reference: a backend created with
+  // MX8_CUDA_FFN_OVERLAP=0 and graphs off; the same weights (same seed) on a default backend with graphs
+  // on (step 2 records, 3.. replay) must give the same logits bit for bit.
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+  model::LlamaConfig c = llama3_heads();
+  c.ffn = 7168;
+  setenv("MX8_CUDA_FFN_OVERLAP", "0", 1);
+  auto plain = make_cuda_backend(0);
+  unsetenv("MX8_CUDA_FFN_OVERLAP");
+  auto overlapped = make_cuda_backend(0);
+  std::vector<std::vector<float>> ref, got;
+  {
+    GraphsSwitch g(false);
+    auto m = model::make_random_llama(c, *plain, model::WeightMode::fp8, 16, 5);
+    ref = decode(*m, *plain, KvFormat::bf16, 10);
+  }
+  {
+    GraphsSwitch g(true);
+    auto m = model::make_random_llama(c, *overlapped, model::WeightMode::fp8, 16, 5);
+    got = decode(*m, *overlapped, KvFormat::bf16, 10);
+  }
+  ASSERT_EQ(got.size(), ref.size());
+  for (size_t s = 0; s < got.size(); ++s)
+    EXPECT_EQ(std::memcmp(got[s].data(), ref[s].data(), got[s].size() * 4), 0) << "step " << s;
+}
+
 // `seqs` sequences decoded together from position 0, `steps` steps of one token each (every step's
 // logits of all rows).
 std::vector<std::vector<float>> decode_batch(model::LlamaModel& m, Backend& be, int seqs, int steps) {

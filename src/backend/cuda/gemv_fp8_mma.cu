@@ -618,7 +618,7 @@ namespace {
 // The kernel parameters of rows [r0, r0 + m) of the group (kPair: the gate/up pair, 8-row tiles of
 // both) and their number of tiles.
 MmaParams params_of(const MatmulInput& in, const MatmulTarget* targets, int count, int64_t r0, int m,
-                    bool kPair, int64_t& tiles) {
+                    bool pair, int64_t& tiles) {
   const int capacity = gemv_fp8_mma_rows(in, targets, count);
   if (capacity == 0 || m < 1 || m > capacity)
     throw Error("cuda backend: fp8 mma gemv: " + std::to_string(m) +
@@ -630,9 +630,9 @@ MmaParams params_of(const MatmulInput& in, const MatmulTarget* targets, int coun
     const MatmulTarget& t = targets[i];
     p.t[i] = GemvTarget{
         static_cast<const uint8_t*>(t.w.data), t.w.scales, t.y + r0 * t.w.n, t.bias, t.w.n, int(tiles)};
-    tiles += kPair ? 0 : (t.w.n + 15) / 16;
+    tiles += pair ? 0 : (t.w.n + 15) / 16;
   }
-  if (kPair) tiles = (targets[0].w.n + 7) / 8;  // 8 rows of both weights per tile
+  if (pair) tiles = (targets[0].w.n + 7) / 8;  // 8 rows of both weights per tile
   for (int i = count; i < kMaxGemvTargets; ++i) p.t[i] = p.t[0];
   p.count = count;
   p.k = k;

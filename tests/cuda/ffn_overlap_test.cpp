@@ -9,8 +9,10 @@
 #include <cuda_runtime_api.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -162,6 +164,39 @@ TEST_F(FfnOverlap, BackendLayersEqualThePlainPathRecordedAndNot) {
     plain->synchronize();
     expect_bits_equal(bo.x->download(), bp.x->download(), "x");
   }
+}
+
+// Non-finite activations: NaN and Inf in x make NaN rows of h, which must not be taken for rows not yet
+// made (arithmetic makes only the canonical NaN, never the mark), so the down kernel ends, with the
+// plain launches' bits.
+TEST_F(FfnOverlap, NonFiniteActivationsEndAndEqualThePlainLaunches) {
+  using namespace cuda_impl;
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const int64_t dim = 4096, rows = 1000;
+  const Ffn f{device_weight(kHidden, dim, rng), device_weight(kHidden, dim, rng),
+              device_weight(rows, kHidden, rng)};
+  std::vector<float> xv = normal(size_t(dim), rng);
+  xv[7] = std::numeric_limits<float>::quiet_NaN();
+  xv[1000] = std::numeric_limits<float>::infinity();
+  xv[3000] = -std::numeric_limits<float>::infinity();
+  auto x = dev(xv);
+  const std::vector<float> y0 = normal(size_t(rows), rng);
+  auto y = dev(y0), y_plain = dev(y0);
+  auto h = dev(std::vector<float>(size_t(kHidden))), hp = dev(std::vector<float>(size_t(kHidden))),
+       u = dev(std::vector<float>(size_t(kHidden)));
+  const MatmulInput in{x->get(), nullptr, 1};
+  const MatmulTarget up{f.up.view, u->get(), nullptr};
+  const MatmulTarget down{f.down.view, y->get(), nullptr}, down_plain{f.down.view, y_plain->get(), nullptr};
+  launch_gemv_fp8_mma_swiglu(in, {f.gate.view, hp->get(), nullptr}, up, nullptr);
+  launch_gemv_fp8_mma(MatmulInput{hp->get(), nullptr, 1, true}, &down_plain, 1, 0, 1, nullptr);
+  launch_gemv_fp8_mma_ffn(in, {f.gate.view, h->get(), nullptr}, up, down, true, nullptr);
+  MX8_CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<float> hv = h->download();
+  size_t nans = 0;
+  for (float v : hv) nans += std::isnan(v) ? 1 : 0;
+  EXPECT_GT(nans, 0u) << "expected NaN rows of h from the non-finite x";
+  expect_bits_equal(hv, hp->download(), "h");
+  expect_bits_equal(y->download(), y_plain->download(), "y");
 }
 
 TEST_F(FfnOverlap, RejectsADownProjectionOfAnotherWidth) {

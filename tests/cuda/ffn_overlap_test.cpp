@@ -67,6 +67,11 @@ Weights device_weight(int64_t n, int64_t k, std::mt19937& rng) {
 struct Ffn {
   Weights gate, up, down;
 };
+// Gate and up of kHidden x dim, down of rows x kHidden.
+Ffn random_ffn(int64_t dim, int64_t rows, std::mt19937& rng) {
+  return {device_weight(kHidden, dim, rng), device_weight(kHidden, dim, rng),
+          device_weight(rows, kHidden, rng)};
+}
 
 using FfnOverlap = gemv_test::GemvTest<true>;
 
@@ -81,8 +86,7 @@ TEST_F(FfnOverlap, DownKernelWaitsForThePairAndEqualsThePlainLaunch) {
   // The model's gate/up shape; down with 1000 rows (63 tiles, the last one ragged): its grid leaves SMs
   // for the pair.
   const int64_t dim = 4096, rows = 1000;
-  const Ffn f{device_weight(kHidden, dim, rng), device_weight(kHidden, dim, rng),
-              device_weight(rows, kHidden, rng)};
+  const Ffn f = random_ffn(dim, rows, rng);
   auto x = dev(normal(size_t(dim), rng));
   const std::vector<float> y0 = normal(size_t(rows), rng);
   auto h = dev(std::vector<float>(size_t(kHidden))), u = dev(std::vector<float>(size_t(kHidden)));
@@ -123,9 +127,7 @@ TEST_F(FfnOverlap, BackendLayersEqualThePlainPathRecordedAndNot) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   const int64_t dim = 256;  // a narrow model: the pair takes its grouped kernel
   std::vector<Ffn> layers;
-  for (int l = 0; l < 3; ++l)
-    layers.push_back({device_weight(kHidden, dim, rng), device_weight(kHidden, dim, rng),
-                      device_weight(dim, kHidden, rng)});
+  for (int l = 0; l < 3; ++l) layers.push_back(random_ffn(dim, dim, rng));
   std::vector<float> norm_w = normal(size_t(dim), rng);
   for (float& v : norm_w) v = 1.0f + 0.25f * v;
   auto norm = dev(norm_w);
@@ -173,8 +175,7 @@ TEST_F(FfnOverlap, NonFiniteActivationsEndAndEqualThePlainLaunches) {
   using namespace cuda_impl;
   SCOPED_TRACE("seed " + std::to_string(seed));
   const int64_t dim = 4096, rows = 1000;
-  const Ffn f{device_weight(kHidden, dim, rng), device_weight(kHidden, dim, rng),
-              device_weight(rows, kHidden, rng)};
+  const Ffn f = random_ffn(dim, rows, rng);
   std::vector<float> xv = normal(size_t(dim), rng);
   xv[7] = std::numeric_limits<float>::quiet_NaN();
   xv[1000] = std::numeric_limits<float>::infinity();

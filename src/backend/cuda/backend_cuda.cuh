@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 
+#include "backend/cuda/ptx/griddep.cuh"
 #include "mx8/backend/backend.h"
 
 namespace mx8::backend::cuda_impl {
@@ -87,10 +88,10 @@ class ScopedGemvMaxRows {
 
 #if defined(__CUDACC__)
 __device__ __forceinline__ void pdl_wait() {
-  asm volatile("griddepcontrol.wait;" ::: "memory");
+  mx8::cuda::ptx::griddep_wait();
 }
 __device__ __forceinline__ void pdl_trigger() {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  mx8::cuda::ptx::griddep_launch_dependents();
 }
 
 // Rope of pair j at position pos: the angle float(pos) * inv_freq[j] as sine and cosine, the indices

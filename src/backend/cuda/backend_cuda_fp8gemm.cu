@@ -159,6 +159,7 @@ void run_fp8_gemm(const WeightView& w, const uint8_t* codes, void* scales, int64
     a.m = int(m);
     a.n = int(w.n);
     a.k = int(w.k);
+    a.pdl = pdl_enabled();  // the kernels before it (quantizer, scale transpose) trigger at their start
   };
   if (w.format == WeightFormat::mxfp8) {
     uint8_t* wscales = static_cast<uint8_t*>(scales) + mx_act_scale_bytes(m, w.k);

@@ -273,15 +273,15 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
       a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,
       detail::is_split_k(c.block_m, c.math_warpgroups, false) ? 64 : c.block_m / c.math_warpgroups,
       p.tma_store ? 64 : 16, p.tma_store != 0);
-#define MX8_GEMM_CASE(BM, BN, W)                                                    \
-  if (!ck && c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) {        \
-    detail::launch_gemm<BM, BN, W, false>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
-    return;                                                                         \
+#define MX8_GEMM_CASE(BM, BN, W)                                                           \
+  if (!ck && c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) {               \
+    detail::launch_gemm<BM, BN, W, false>(ta, tb, tsa, tsa, td, p, c.grid, a.pdl, stream); \
+    return;                                                                                \
   }
-#define MX8_GEMM_CK_CASE(BM, BN, W, KC)                                                 \
-  if (c.splits == KC && c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) { \
-    detail::launch_gemm<BM, BN, W, false, KC>(ta, tb, tsa, tsa, td, p, c.grid, stream); \
-    return;                                                                             \
+#define MX8_GEMM_CK_CASE(BM, BN, W, KC)                                                        \
+  if (c.splits == KC && c.block_m == BM && c.block_n == BN && c.math_warpgroups == W) {        \
+    detail::launch_gemm<BM, BN, W, false, KC>(ta, tb, tsa, tsa, td, p, c.grid, a.pdl, stream); \
+    return;                                                                                    \
   }
   MX8_GEMM_CASE(64, 16, 1)
   MX8_GEMM_CASE(64, 32, 1)
@@ -369,9 +369,9 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
       detail::is_split_k(c.block_m, c.math_warpgroups, true) ? 64 : c.block_m / c.math_warpgroups,
       tma_store ? 64 : 16, tma_store);
   if (s.bm == 64)
-    detail::launch_gemm<64, 64, 2, true>(ta, tb, tsa, tsb, td, p, c.grid, stream);
+    detail::launch_gemm<64, 64, 2, true>(ta, tb, tsa, tsb, td, p, c.grid, a.pdl, stream);
   else
-    detail::launch_gemm<128, 128, 2, true>(ta, tb, tsa, tsb, td, p, c.grid, stream);
+    detail::launch_gemm<128, 128, 2, true>(ta, tb, tsa, tsb, td, p, c.grid, a.pdl, stream);
 }
 
 }  // namespace mx8::cuda

@@ -31,6 +31,7 @@
 #include <type_traits>
 
 #include "backend/cuda/ptx/cluster.cuh"
+#include "backend/cuda/ptx/griddep.cuh"
 #include "backend/cuda/ptx/mbarrier.cuh"
 #include "backend/cuda/ptx/stmatrix.cuh"
 #include "backend/cuda/ptx/tma.cuh"
@@ -118,6 +119,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     if (p.tma_store) ptx::tma_prefetch_desc(&tm_d);
   }
   __syncthreads();
+  // The dependent kernel may launch now (launched with programmatic stream serialization): a block
+  // of this kernel takes a whole SM's registers, so the dependent's blocks fill only SMs that this
+  // kernel leaves free or has left, and they wait for its completion before reading its output.
+  ptx::griddep_launch_dependents();
   // kCK: a block's shared memory may be written by the others only once it has started; the
   // math threads wait for this arrival before their pushes, long after (split barrier).
   if constexpr (kCK) ptx::cluster_arrive_relaxed();
@@ -131,6 +136,20 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       // barrier never completes.
       const uint32_t tx =
           (p.a_rows + BN) * kBlockK + (kMX ? 4 * BM + 4 * BN : (p.scale_ue8m0 ? p.a_rows : 4 * p.a_rows));
+      // Launched as a programmatic dependent, the block starts while the kernel before it still
+      // runs: the first tile's B tiles of the whole ring are requested before griddepcontrol.wait
+      // (B must not be written by that kernel: the contract of GemmFp8Args::pdl), so the weights
+      // stream while it finishes; A and every scale are loaded after the wait.
+      int pre = 0;
+      if (first_tile < num_tiles) {
+        const int n0 = (first_tile / p.num_m_blocks) * BN;
+        pre = min(stages, kb_end - kb_begin);
+        for (int i = 0; i < pre; ++i) {  // slots 0 .. pre - 1 of the first pass: free
+          ptx::mbar_arrive_expect_tx(&full[i], tx);
+          ptx::tma_load_2d(smem_b + i * BN * kBlockK, &tm_b, &full[i], (kb_begin + i) * kBlockK, n0);
+        }
+      }
+      ptx::griddep_wait();
       int s = 0;
       uint32_t phase = 0;
       for (int tile = first_tile; tile < num_tiles; tile += tile_step) {
@@ -138,9 +157,13 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         const int n0 = (tile / p.num_m_blocks) * BN;
         for (int kb = kb_begin; kb < kb_end; ++kb) {
           ptx::mbar_wait(&empty[s], phase ^ 1);
-          ptx::mbar_arrive_expect_tx(&full[s], tx);
+          if (pre > 0) {
+            --pre;  // its bytes are expected and its B tile requested already
+          } else {
+            ptx::mbar_arrive_expect_tx(&full[s], tx);
+            ptx::tma_load_2d(smem_b + s * BN * kBlockK, &tm_b, &full[s], kb * kBlockK, n0);
+          }
           ptx::tma_load_2d(smem_a + s * BM * kBlockK, &tm_a, &full[s], kb * kBlockK, m0);
-          ptx::tma_load_2d(smem_b + s * BN * kBlockK, &tm_b, &full[s], kb * kBlockK, n0);
           if constexpr (kMX) {
             ptx::tma_load_2d(smem_sa + s * BM * 4, &tm_sa, &full[s], m0, kb * 4);
             ptx::tma_load_2d(smem_sb + s * BN * 4, &tm_sb, &full[s], n0, kb * 4);
@@ -210,6 +233,9 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     sb_next[1] = get(min(nb + 1, nb_last));
   };
   if (kPrefetchSb && first_tile < num_tiles) fetch_sb(first_tile);
+  // Nothing the kernel before this one wrote is read before this (A arrives through the producer,
+  // which waited too; the epilogue reads d when it accumulates).
+  ptx::griddep_wait();
 
   // Wave w of the K block in `slot`: four wgmma m64nBNk32 into tmp, committed as one group.
   auto issue_wave = [&](int slot, int w) {

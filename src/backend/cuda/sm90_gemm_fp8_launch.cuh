@@ -9,7 +9,7 @@ namespace mx8::cuda::detail {
 
 template <int BM, int BN, int W, bool kMX, int KC>
 void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
-                 const CUtensorMap& td, const GemmParams& p, int grid, cudaStream_t stream) {
+                 const CUtensorMap& td, const GemmParams& p, int grid, bool pdl, cudaStream_t stream) {
   auto kernel = sm90_gemm_fp8_kernel<BM, BN, W, kMX, KC>;
   const int smem = smem_bytes(BM, BN, W, kMX, p.stages, p.tma_store != 0, KC > 1);
   static int configured = 0;  // the largest dynamic smem size set so far for this instantiation
@@ -22,14 +22,21 @@ void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap
   cfg.blockDim = dim3((W + 1) * 128);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
   if (KC > 1) {
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = KC;
-    attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = KC;
+    attr[n].val.clusterDim.y = attr[n].val.clusterDim.z = 1;
+    ++n;
   }
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  cfg.attrs = attr;
+  cfg.numAttrs = n;
   MX8_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, ta, tb, tsa, tsb, td, p));
 }
 
@@ -39,4 +46,4 @@ void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap
 #define MX8_INSTANTIATE_GEMM(BM, BN, W, MX, KC)                                                           \
   template void mx8::cuda::detail::launch_gemm<BM, BN, W, MX, KC>(                                        \
       const CUtensorMap&, const CUtensorMap&, const CUtensorMap&, const CUtensorMap&, const CUtensorMap&, \
-      const mx8::cuda::detail::GemmParams&, int, cudaStream_t);
+      const mx8::cuda::detail::GemmParams&, int, bool, cudaStream_t);

@@ -88,6 +88,6 @@ __host__ __device__ constexpr int smem_bytes(int bm, int bn, int w, bool mx, int
 // KC x the tile count (one cluster per tile).
 template <int BM, int BN, int W, bool kMX, int KC = 1>
 void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
-                 const CUtensorMap& td, const GemmParams& p, int grid, cudaStream_t stream);
+                 const CUtensorMap& td, const GemmParams& p, int grid, bool pdl, cudaStream_t stream);
 
 }  // namespace mx8::cuda::detail

@@ -39,6 +39,11 @@ struct GemmFp8Args {
   OutType out_type = OutType::kBF16;
   bool accumulate = false;  // d += A B^T instead of d = A B^T (f32 output only)
   int m = 0, n = 0, k = 0;
+  // Launch as a programmatic dependent of the kernel before it on the stream (which should let
+  // its dependents launch early): the kernel starts while that one finishes and requests its
+  // first B tiles before waiting for it, so B must not be written by it (weights never are); A,
+  // the scales and d are touched only after the wait.
+  bool pdl = false;
 };
 
 // A tile shape and pipeline depth. block_m in {64, 128, 192, 256}; block_n one of the compiled widths.
@@ -75,6 +80,7 @@ struct GemmMxfp8Args {
   OutType out_type = OutType::kBF16;
   bool accumulate = false;  // d += A B^T (f32 output only)
   int m = 0, n = 0, k = 0;
+  bool pdl = false;  // as GemmFp8Args::pdl (B's codes are requested before the wait, its scales after)
 };
 void gemm_mxfp8(const GemmMxfp8Args& args, cudaStream_t stream, const GemmConfig* forced = nullptr);
 // The MXFP8 tile height gemm_mxfp8 takes on `num_sms` SMs: 64 (K split over two warpgroups) or 128.

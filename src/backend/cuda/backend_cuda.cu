@@ -314,7 +314,8 @@ class CudaBackend final : public Backend {
       uint8_t* codes = reinterpret_cast<uint8_t*>(scratch(4, (need.code_bytes + 3) / 4));
       float* scales = scratch(5, (need.scale_bytes + 3) / 4);
       quantize_fp8_act(w, x, nullptr, m, codes, scales, stream_);
-      run_fp8_gemm(w, codes, scales, m, y, bias, false, stream_);
+      const MatmulTarget t{w, y, bias};
+      run_fp8_gemm(&t, 1, codes, scales, m, false, stream_);
     } else if (!(bf16_gemm_takes(w, x, m, y) &&
                  bf16_gemm_.run(
                      w, x, m, y, bias,
@@ -563,8 +564,7 @@ class CudaBackend final : public Backend {
     uint8_t* codes = reinterpret_cast<uint8_t*>(scratch(4, (need.code_bytes + 3) / 4));
     float* scales = scratch(5, (need.scale_bytes + 3) / 4);
     quantize_fp8_act(w0, in.x, in.x_up, in.m, codes, scales, stream_);
-    for (int i = 0; i < count; ++i)
-      run_fp8_gemm(targets[i].w, codes, scales, in.m, targets[i].y, targets[i].bias, in.accumulate, stream_);
+    run_fp8_gemm(targets, count, codes, scales, in.m, in.accumulate, stream_);
     return true;
   }
 

@@ -250,10 +250,11 @@ bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const floa
 // One quantization serves every weight of the same format, scale type and k.
 void quantize_fp8_act(const WeightView& w, const float* x, const float* x_up, int64_t m, uint8_t* codes,
                       void* scales, cudaStream_t s);
-// y = (or, accumulate: y +=) x_q W^T (+ bias) by the wgmma FP8 / MXFP8 GEMM, from quantize_fp8_act's
-// codes and scales (for mxfp8 the weights' transposed scales are written behind the activations').
-void run_fp8_gemm(const WeightView& w, const uint8_t* codes, void* scales, int64_t m, float* y,
-                  const float* bias, bool accumulate, cudaStream_t s);
+// Each target's y = (or, accumulate: y +=) x_q W^T (+ bias) by the wgmma FP8 / MXFP8 GEMM, from
+// quantize_fp8_act's codes and scales (for mxfp8 the weights' transposed scales are written behind
+// the activations'). fp8_block targets (at most 3) run as one launch; mxfp8 ones one after another.
+void run_fp8_gemm(const MatmulTarget* targets, int count, const uint8_t* codes, void* scales, int64_t m,
+                  bool accumulate, cudaStream_t s);
 // y[m][n] += bias[n].
 void launch_add_bias(float* y, const float* bias, int64_t m, int64_t n, cudaStream_t s);
 // True where Bf16Gemm may take the matmul: bf16 weights, k % 8 == 0, n % 4 == 0, 16-byte aligned.

@@ -147,43 +147,55 @@ void quantize_fp8_act(const WeightView& w, const float* x, const float* x_up, in
            w.scale_type == ScaleType::ue8m0, codes, scales, ld);
 }
 
-void run_fp8_gemm(const WeightView& w, const uint8_t* codes, void* scales, int64_t m, float* y,
-                  const float* bias, bool accumulate, cudaStream_t s) {
-  auto common = [&](auto& a) {  // the fields both GEMMs' arguments share
+void run_fp8_gemm(const MatmulTarget* targets, int count, const uint8_t* codes, void* scales, int64_t m,
+                  bool accumulate, cudaStream_t s) {
+  auto common = [&](auto& a, const MatmulTarget& t) {  // the fields both GEMMs' arguments share
     a.a = codes;
     a.scale_a_ld = mx8::cuda::sa_ld(int(m));
-    a.b = static_cast<const uint8_t*>(w.data);
-    a.d = y;
+    a.b = static_cast<const uint8_t*>(t.w.data);
+    a.d = t.y;
     a.out_type = mx8::cuda::OutType::kF32;
     a.accumulate = accumulate;
     a.m = int(m);
-    a.n = int(w.n);
-    a.k = int(w.k);
+    a.n = int(t.w.n);
+    a.k = int(t.w.k);
     a.pdl = pdl_enabled();  // the kernels before it (quantizer, scale transpose) trigger at their start
   };
-  if (w.format == WeightFormat::mxfp8) {
-    uint8_t* wscales = static_cast<uint8_t*>(scales) + mx_act_scale_bytes(m, w.k);
-    const int64_t kc = w.k / 32;
-    const int ldb = mx8::cuda::sa_ld(int(w.n));
-    launch("transpose_scales_kernel", transpose_scales_kernel,
-           dim3(unsigned((kc + 31) / 32), unsigned((w.n + 31) / 32)), dim3(32, 8), s,
-           static_cast<const uint8_t*>(w.scales), w.n, kc, wscales, ldb);
-    mx8::cuda::GemmMxfp8Args a;
-    common(a);
-    a.scale_a = static_cast<const uint8_t*>(scales);
-    a.scale_b = wscales;
-    a.scale_b_ld = ldb;
-    mx8::cuda::gemm_mxfp8(a, s);
+  if (targets[0].w.format == WeightFormat::mxfp8) {
+    for (int i = 0; i < count; ++i) {
+      const WeightView& w = targets[i].w;
+      uint8_t* wscales = static_cast<uint8_t*>(scales) + mx_act_scale_bytes(m, w.k);
+      const int64_t kc = w.k / 32;
+      const int ldb = mx8::cuda::sa_ld(int(w.n));
+      launch("transpose_scales_kernel", transpose_scales_kernel,
+             dim3(unsigned((kc + 31) / 32), unsigned((w.n + 31) / 32)), dim3(32, 8), s,
+             static_cast<const uint8_t*>(w.scales), w.n, kc, wscales, ldb);
+      mx8::cuda::GemmMxfp8Args a;
+      common(a, targets[i]);
+      a.scale_a = static_cast<const uint8_t*>(scales);
+      a.scale_b = wscales;
+      a.scale_b_ld = ldb;
+      mx8::cuda::gemm_mxfp8(a, s);
+    }
   } else {
     mx8::cuda::GemmFp8Args a;
-    common(a);
+    common(a, targets[0]);
     a.scale_a = scales;
-    a.scale_b = w.scales;
-    a.scale_type =
-        w.scale_type == ScaleType::ue8m0 ? mx8::cuda::ScaleType::kUE8M0 : mx8::cuda::ScaleType::kF32;
-    mx8::cuda::gemm_fp8_1x128(a, s);
+    a.scale_type = targets[0].w.scale_type == ScaleType::ue8m0 ? mx8::cuda::ScaleType::kUE8M0
+                                                               : mx8::cuda::ScaleType::kF32;
+    // q/k/v and gate/up as one launch: their tiles fill the SMs together (batched decode steps).
+    mx8::cuda::GemmFp8Target g[mx8::cuda::kMaxGemmGroup];
+    for (int first = 0; first < count; first += mx8::cuda::kMaxGemmGroup) {
+      const int n = std::min(count - first, mx8::cuda::kMaxGemmGroup);
+      for (int i = 0; i < n; ++i) {
+        const MatmulTarget& t = targets[first + i];
+        g[i] = {static_cast<const uint8_t*>(t.w.data), t.w.scales, t.y, int(t.w.n)};
+      }
+      mx8::cuda::gemm_fp8_1x128_group(a, g, n, s);
+    }
   }
-  if (bias) launch_add_bias(y, bias, m, w.n, s);
+  for (int i = 0; i < count; ++i)
+    if (targets[i].bias) launch_add_bias(targets[i].y, targets[i].bias, m, targets[i].w.n, s);
 }
 
 }  // namespace mx8::backend::cuda_impl

@@ -214,16 +214,31 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
 }
 
 void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig* forced) {
-  check_common("gemm_fp8_1x128", a.a, a.b, a.d, a.m, a.n, a.k);
+  const GemmFp8Target t{a.b, a.scale_b, a.d, a.n};
+  gemm_fp8_1x128_group(a, &t, 1, stream, forced);
+}
+
+void gemm_fp8_1x128_group(const GemmFp8Args& a, const GemmFp8Target* targets, int count, cudaStream_t stream,
+                          const GemmConfig* forced) {
+  if (count < 1 || count > kMaxGemmGroup)
+    throw mx8::Error("gemm_fp8_1x128: a group of " + std::to_string(count) + " products (1 to " +
+                     std::to_string(kMaxGemmGroup) + " run as one launch)");
+  int n_sum = 0;
+  for (int g = 0; g < count; ++g) {
+    const GemmFp8Target& t = targets[g];
+    check_common("gemm_fp8_1x128", a.a, t.b, t.d, a.m, t.n, a.k);
+    if (!t.scale_b) throw mx8::Error("gemm_fp8_1x128: scale pointers must be non-null");
+    n_sum += t.n;
+  }
   if (a.accumulate && a.out_type != OutType::kF32)
     throw mx8::Error("gemm_fp8_1x128: accumulate needs f32 output");
   if (a.scale_a_ld < a.m || a.scale_a_ld % 16 != 0)
     throw mx8::Error("gemm_fp8_1x128: scale_a_ld must be >= M and a multiple of 16 (see sa_ld()), got " +
                      std::to_string(a.scale_a_ld));
-  if (!a.scale_a || !a.scale_b || reinterpret_cast<uintptr_t>(a.scale_a) % 16 != 0)
+  if (!a.scale_a || reinterpret_cast<uintptr_t>(a.scale_a) % 16 != 0)
     throw mx8::Error("gemm_fp8_1x128: scale pointers must be non-null, scale_a 16-byte aligned");
   const int sms = num_sms();
-  GemmConfig c = gemm_fp8_pick_config(a.m, a.n, a.k, sms);
+  GemmConfig c = gemm_fp8_pick_config(a.m, n_sum, a.k, sms);
   if (forced) {
     if (!gemm_fp8_has_config(forced->block_m, forced->block_n, forced->splits))
       throw mx8::Error("gemm_fp8_1x128: tile " + std::to_string(forced->block_m) + "x" +
@@ -237,40 +252,41 @@ void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig*
     const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false,
                                   tma_store_tile(c.block_n, c.splits), c.splits > 1);
     c.stages = forced->stages > 0 ? std::min(forced->stages, max_st) : max_st;
-    const long tiles =
-        static_cast<long>((a.m + c.block_m - 1) / c.block_m) * ((a.n + c.block_n - 1) / c.block_n);
-    c.grid = launch_grid(tiles, c.splits, forced->grid > 0 ? forced->grid : sms);
   }
   const bool ck = c.splits > 1;
   const bool ue8m0 = a.scale_type == ScaleType::kUE8M0;
   const int kbs = a.k / kBlockK;
   const int a_rows = detail::a_rows_for(a.m, c.block_m);
   const CUtensorMap ta = make_tensor_map_2d(a.a, 1, a.m, a.k, a.k, a_rows, kBlockK, true);
-  const CUtensorMap tb = make_tensor_map_2d(a.b, 1, a.n, a.k, a.k, c.block_n, kBlockK, true);
   const CUtensorMap tsa =
       make_tensor_map_2d(a.scale_a, ue8m0 ? 1 : 4, kbs, a.m, a.scale_a_ld, 1, a_rows, false);
+  detail::GemmMapsB tb{};
   GemmParams p{};
-  p.a_rows = a_rows;
-  p.scale_b = a.scale_b;
-  p.d = a.d;
-  p.m = a.m;
-  p.n = a.n;
-  p.k = a.k;
   p.num_m_blocks = (a.m + c.block_m - 1) / c.block_m;
-  p.num_n_blocks = (a.n + c.block_n - 1) / c.block_n;
-  p.stages = c.stages;
+  p.targets = count;
+  for (int g = 0; g < count; ++g) {
+    const GemmFp8Target& t = targets[g];
+    tb.m[g] = make_tensor_map_2d(t.b, 1, t.n, a.k, a.k, c.block_n, kBlockK, true);
+    p.t[g] = {t.scale_b, t.d, t.n};
+    p.first_tile[g + 1] = p.first_tile[g] + p.num_m_blocks * ((t.n + c.block_n - 1) / c.block_n);
+  }
+  const long tiles = p.first_tile[count];
+  c.grid = launch_grid(tiles, c.splits, forced && forced->grid > 0 ? forced->grid : sms);
+  p.a_rows = a_rows;
+  p.m = a.m;
+  p.k = a.k;
   p.scale_ue8m0 = ue8m0 ? 1 : 0;
   p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;
   p.accumulate = a.accumulate ? 1 : 0;
-  // f32 output stores directly from registers.
-  p.tma_store = (!p.out_f32 && tma_store_tile(c.block_n, c.splits)) ? 1 : 0;
+  // f32 output, and groups (one output tensor map), store directly from registers.
+  p.tma_store = (!p.out_f32 && count == 1 && tma_store_tile(c.block_n, c.splits)) ? 1 : 0;
   p.debug = debug_flags();
   if (!p.tma_store)
     c.stages = std::min(
         16, std::max(c.stages, stages_for(c.block_m, c.block_n, c.math_warpgroups, false, false, ck)));
   p.stages = c.stages;
   const CUtensorMap td = make_tensor_map_2d(
-      a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,
+      targets[0].d, p.out_f32 ? 4 : 2, a.m, targets[0].n, targets[0].n,
       detail::is_split_k(c.block_m, c.math_warpgroups, false) ? 64 : c.block_m / c.math_warpgroups,
       p.tma_store ? 64 : 16, p.tma_store != 0);
 #define MX8_GEMM_CASE(BM, BN, W)                                                           \
@@ -345,18 +361,19 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
   const int k32 = a.k / 32;
   const int a_rows = detail::a_rows_for(a.m, c.block_m);
   const CUtensorMap ta = make_tensor_map_2d(a.a, 1, a.m, a.k, a.k, a_rows, kBlockK, true);
-  const CUtensorMap tb = make_tensor_map_2d(a.b, 1, a.n, a.k, a.k, c.block_n, kBlockK, true);
+  detail::GemmMapsB tb{};
+  tb.m[0] = make_tensor_map_2d(a.b, 1, a.n, a.k, a.k, c.block_n, kBlockK, true);
   // The scales keep whole boxes: the slot holds them as [4][BM] bytes (4 x BM: a small fill).
   const CUtensorMap tsa = make_tensor_map_2d(a.scale_a, 1, k32, a.m, a.scale_a_ld, 4, c.block_m, false);
   const CUtensorMap tsb = make_tensor_map_2d(a.scale_b, 1, k32, a.n, a.scale_b_ld, 4, c.block_n, false);
   GemmParams p{};
   p.a_rows = a_rows;
-  p.d = a.d;
+  p.t[0] = {nullptr, a.d, a.n};
+  p.targets = 1;
   p.m = a.m;
-  p.n = a.n;
   p.k = a.k;
   p.num_m_blocks = (a.m + c.block_m - 1) / c.block_m;
-  p.num_n_blocks = (a.n + c.block_n - 1) / c.block_n;
+  p.first_tile[1] = p.num_m_blocks * ((a.n + c.block_n - 1) / c.block_n);
   p.stages = c.stages;
   p.scale_ue8m0 = 1;
   p.out_f32 = a.out_type == OutType::kF32 ? 1 : 0;

@@ -51,9 +51,27 @@ __device__ __forceinline__ float ue8m0_to_float(uint32_t b) {
   return __uint_as_float(bits);
 }
 
+// Tile `tile` of the launch: its target g (see GemmParams) and its first row and column there.
+// Selects, not an indexed parameter read: a run-time index into the parameters would copy them to
+// the stack.
+static_assert(kMaxGemmGroup == 3, "tile_at and of_target select among three targets");
+struct TileAt {
+  int g, m0, n0;
+};
+template <int BM, int BN>
+__device__ __forceinline__ TileAt tile_at(const GemmParams& p, int tile) {
+  const int g = p.targets < 2 ? 0 : (tile >= p.first_tile[1]) + (p.targets > 2 && tile >= p.first_tile[2]);
+  const int local = tile - (g == 0 ? 0 : g == 1 ? p.first_tile[1] : p.first_tile[2]);
+  return {g, (local % p.num_m_blocks) * BM, (local / p.num_m_blocks) * BN};
+}
+template <typename T>
+__device__ __forceinline__ T of_target(int g, T t0, T t1, T t2) {
+  return g == 0 ? t0 : g == 1 ? t1 : t2;
+}
+
 template <int BM, int BN, int W, bool kMX, int KC>
 __global__ void __launch_bounds__((W + 1) * 128, 1)
-    sm90_gemm_fp8_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
+    sm90_gemm_fp8_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ GemmMapsB tm_b,
                          const __grid_constant__ CUtensorMap tm_sa, const __grid_constant__ CUtensorMap tm_sb,
                          const __grid_constant__ CUtensorMap tm_d, const GemmParams p) {
   // Split-K tiles (64 rows, two math warpgroups): both warpgroups own the same 64 rows and take
@@ -98,7 +116,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
 
   const int wg = threadIdx.x / 128;
   const int num_kb = p.k / kBlockK;
-  const int num_tiles = p.num_m_blocks * p.num_n_blocks;
+  const int num_tiles = p.first_tile[p.targets];
   // Tiles are dealt to blocks, or (kCK) one to each cluster, whose blocks split the K blocks evenly.
   const int crank = kCK ? int(ptx::cluster_rank()) : 0;
   const int first_tile = blockIdx.x / KC, tile_step = gridDim.x / KC;
@@ -113,7 +131,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   }
   if (threadIdx.x == W * 128) {
     ptx::tma_prefetch_desc(&tm_a);
-    ptx::tma_prefetch_desc(&tm_b);
+    for (int g = 0; g < p.targets; ++g) ptx::tma_prefetch_desc(&tm_b.m[g]);
     ptx::tma_prefetch_desc(&tm_sa);
     if (kMX) ptx::tma_prefetch_desc(&tm_sb);
     if (p.tma_store) ptx::tma_prefetch_desc(&tm_d);
@@ -142,26 +160,28 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       // stream while it finishes; A and every scale are loaded after the wait.
       int pre = 0;
       if (first_tile < num_tiles) {
-        const int n0 = (first_tile / p.num_m_blocks) * BN;
+        const TileAt at = tile_at<BM, BN>(p, first_tile);
+        const CUtensorMap* mb = of_target(at.g, &tm_b.m[0], &tm_b.m[1], &tm_b.m[2]);
         pre = min(stages, kb_end - kb_begin);
         for (int i = 0; i < pre; ++i) {  // slots 0 .. pre - 1 of the first pass: free
           ptx::mbar_arrive_expect_tx(&full[i], tx);
-          ptx::tma_load_2d(smem_b + i * BN * kBlockK, &tm_b, &full[i], (kb_begin + i) * kBlockK, n0);
+          ptx::tma_load_2d(smem_b + i * BN * kBlockK, mb, &full[i], (kb_begin + i) * kBlockK, at.n0);
         }
       }
       ptx::griddep_wait();
       int s = 0;
       uint32_t phase = 0;
       for (int tile = first_tile; tile < num_tiles; tile += tile_step) {
-        const int m0 = (tile % p.num_m_blocks) * BM;
-        const int n0 = (tile / p.num_m_blocks) * BN;
+        const TileAt at = tile_at<BM, BN>(p, tile);
+        const int m0 = at.m0, n0 = at.n0;
+        const CUtensorMap* mb = of_target(at.g, &tm_b.m[0], &tm_b.m[1], &tm_b.m[2]);
         for (int kb = kb_begin; kb < kb_end; ++kb) {
           ptx::mbar_wait(&empty[s], phase ^ 1);
           if (pre > 0) {
             --pre;  // its bytes are expected and its B tile requested already
           } else {
             ptx::mbar_arrive_expect_tx(&full[s], tx);
-            ptx::tma_load_2d(smem_b + s * BN * kBlockK, &tm_b, &full[s], kb * kBlockK, n0);
+            ptx::tma_load_2d(smem_b + s * BN * kBlockK, mb, &full[s], kb * kBlockK, n0);
           }
           ptx::tma_load_2d(smem_a + s * BM * kBlockK, &tm_a, &full[s], kb * kBlockK, m0);
           if constexpr (kMX) {
@@ -190,7 +210,6 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   const int row_in_wave = warp * 16 + lane / 4;  // and row_in_wave + 8
   const int col_in_group = 2 * (lane % 4);       // and + 1, for each 8-column group j
   const int wg_row0 = kSplitK ? 0 : wg * kRowsPerWg;
-  const int num_sb_blocks = (p.n + 127) / 128;
   float* my_sb = sb_tile + wg * 2 * kSbCap;
   constexpr int kMxFloats = mx_scale_floats(BM, BN, W);
   [[maybe_unused]] float* mx_scales = sb_tile + wg * 2 * kMxFloats;  // kMX: two K blocks' converted scales
@@ -205,10 +224,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   int s = 0;
   uint32_t phase = 0;
 
+  const void* scale_b = nullptr;  // the tile's target's B scales
   auto load_sb = [&](int nb, int kb) -> float {
-    if (p.scale_ue8m0)
-      return ue8m0_to_float(__ldg(static_cast<const uint8_t*>(p.scale_b) + nb * num_kb + kb));
-    return __ldg(static_cast<const float*>(p.scale_b) + nb * num_kb + kb);
+    if (p.scale_ue8m0) return ue8m0_to_float(__ldg(static_cast<const uint8_t*>(scale_b) + nb * num_kb + kb));
+    return __ldg(static_cast<const float*>(scale_b) + nb * num_kb + kb);
   };
   // Persistent tiles fetch the B-scale rows of a tile's first 128 K blocks (K block tid_wg, both
   // rows) one tile ahead, during the previous tile's epilogue, so that a tile does not start with a
@@ -221,13 +240,14 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   float sb_next[2];
   auto fetch_sb = [&](int t) {
     const int kbs = p.k / kBlockK, kb = threadIdx.x % 128;
-    const int nb = (t / p.num_m_blocks) * BN / 128, nb_last = (p.n - 1) / 128;
+    const TileAt at = tile_at<BM, BN>(p, t);
+    const void* sb = of_target(at.g, p.t[0].scale_b, p.t[1].scale_b, p.t[2].scale_b);
+    const int nb = at.n0 / 128, nb_last = (of_target(at.g, p.t[0].n, p.t[1].n, p.t[2].n) - 1) / 128;
     const bool in = kb < kbs;
     auto get = [&](int row) -> float {
       if (!in) return 0.f;
-      if (p.scale_ue8m0)
-        return ue8m0_to_float(__ldg(static_cast<const uint8_t*>(p.scale_b) + row * kbs + kb));
-      return __ldg(static_cast<const float*>(p.scale_b) + row * kbs + kb);
+      if (p.scale_ue8m0) return ue8m0_to_float(__ldg(static_cast<const uint8_t*>(sb) + row * kbs + kb));
+      return __ldg(static_cast<const float*>(sb) + row * kbs + kb);
     };
     sb_next[0] = get(nb);
     sb_next[1] = get(min(nb + 1, nb_last));
@@ -264,8 +284,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   if constexpr (kPipeTiles) issue_next(first_tile < num_tiles);
 
   for (int tile = first_tile; tile < num_tiles; tile += tile_step) {
-    const int m0 = (tile % p.num_m_blocks) * BM;
-    const int n0 = (tile / p.num_m_blocks) * BN;
+    const TileAt at = tile_at<BM, BN>(p, tile);
+    const int g = at.g, m0 = at.m0, n0 = at.n0;
+    scale_b = of_target(g, p.t[0].scale_b, p.t[1].scale_b, p.t[2].scale_b);
+    const int num_sb_blocks = (of_target(g, p.t[0].n, p.t[1].n, p.t[2].n) + 127) / 128;
 #pragma unroll
     for (int w = 0; w < kWaves; ++w)
 #pragma unroll
@@ -544,7 +566,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       continue;
     }
     // Epilogue straight from registers, masked to M x N (N % 16 == 0, so a column pair is either
-    // wholly inside or wholly outside).
+    // wholly inside or wholly outside). The target is found again: held across the K loop, its
+    // values would take registers there.
+    const int n = of_target(g, p.t[0].n, p.t[1].n, p.t[2].n);
+    void* const d = of_target(g, p.t[0].d, p.t[1].d, p.t[2].d);
 #pragma unroll
     for (int w = 0; w < kWaves; ++w) {
       if (kWaves == 2 && w == 1 && fetch_next) fetch_sb(tile + tile_step);
@@ -555,11 +580,11 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
 #pragma unroll
         for (int j = 0; j < kRegs / 4; ++j) {
           const int col = n0 + 8 * j + col_in_group;
-          if (col >= p.n || j < j_lo || j >= j_hi) continue;
+          if (col >= n || j < j_lo || j >= j_hi) continue;
           const float v0 = acc[w][4 * j + 2 * h], v1 = acc[w][4 * j + 2 * h + 1];
-          const size_t off = static_cast<size_t>(row) * p.n + col;
+          const size_t off = static_cast<size_t>(row) * n + col;
           if (p.out_f32) {
-            float2* dst = reinterpret_cast<float2*>(static_cast<float*>(p.d) + off);
+            float2* dst = reinterpret_cast<float2*>(static_cast<float*>(d) + off);
             if (p.accumulate) {
               const float2 old = *dst;
               *dst = make_float2(old.x + v0, old.y + v1);
@@ -567,7 +592,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
               *dst = make_float2(v0, v1);
             }
           } else {
-            *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.d) + off) =
+            *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(d) + off) =
                 __floats2bfloat162_rn(v0, v1);
           }
         }

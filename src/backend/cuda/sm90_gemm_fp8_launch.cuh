@@ -8,7 +8,7 @@
 namespace mx8::cuda::detail {
 
 template <int BM, int BN, int W, bool kMX, int KC>
-void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
+void launch_gemm(const CUtensorMap& ta, const GemmMapsB& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
                  const CUtensorMap& td, const GemmParams& p, int grid, bool pdl, cudaStream_t stream) {
   auto kernel = sm90_gemm_fp8_kernel<BM, BN, W, kMX, KC>;
   const int smem = smem_bytes(BM, BN, W, kMX, p.stages, p.tma_store != 0, KC > 1);
@@ -43,7 +43,7 @@ void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap
 }  // namespace mx8::cuda::detail
 
 // Explicit instantiation of one compiled shape (in sm90_gemm_fp8_inst_*.cu).
-#define MX8_INSTANTIATE_GEMM(BM, BN, W, MX, KC)                                                           \
-  template void mx8::cuda::detail::launch_gemm<BM, BN, W, MX, KC>(                                        \
-      const CUtensorMap&, const CUtensorMap&, const CUtensorMap&, const CUtensorMap&, const CUtensorMap&, \
-      const mx8::cuda::detail::GemmParams&, int, bool, cudaStream_t);
+#define MX8_INSTANTIATE_GEMM(BM, BN, W, MX, KC)                                                        \
+  template void mx8::cuda::detail::launch_gemm<BM, BN, W, MX, KC>(                                     \
+      const CUtensorMap&, const mx8::cuda::detail::GemmMapsB&, const CUtensorMap&, const CUtensorMap&, \
+      const CUtensorMap&, const mx8::cuda::detail::GemmParams&, int, bool, cudaStream_t);

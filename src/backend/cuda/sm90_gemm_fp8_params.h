@@ -8,13 +8,28 @@
 
 #include <cstdint>
 
+#include "mx8/backend/cuda/gemm.h"
+
 namespace mx8::cuda::detail {
 
-struct GemmParams {
+// Up to kMaxGemmGroup (gemm.h) products that share A (a group such as q/k/v or gate/up) run as one launch:
+// each target has its own B (tensor map GemmMapsB::m[g]), B scales, d and N; tiles are numbered
+// target by target, target g owning tiles [first_tile[g], first_tile[g + 1]).
+struct GemmTarget {
   const void* scale_b;  // 1x128 path: [ceil(N/128)][K/128]
   void* d;
-  int m, n, k;
-  int num_m_blocks, num_n_blocks;
+  int n;
+};
+struct GemmMapsB {
+  CUtensorMap m[kMaxGemmGroup];
+};
+
+struct GemmParams {
+  GemmTarget t[kMaxGemmGroup];
+  int targets;
+  int first_tile[kMaxGemmGroup + 1];
+  int m, k;
+  int num_m_blocks;
   int stages;
   int scale_ue8m0;  // 1x128 path: scales are UE8M0 bytes rather than float32
   int out_f32;
@@ -87,7 +102,7 @@ __host__ __device__ constexpr int smem_bytes(int bm, int bn, int w, bool mx, int
 // KC > 1: clusters of KC blocks split each tile's K range (sm90_gemm_fp8.cuh); then `grid` must be
 // KC x the tile count (one cluster per tile).
 template <int BM, int BN, int W, bool kMX, int KC = 1>
-void launch_gemm(const CUtensorMap& ta, const CUtensorMap& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
+void launch_gemm(const CUtensorMap& ta, const GemmMapsB& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
                  const CUtensorMap& td, const GemmParams& p, int grid, bool pdl, cudaStream_t stream);
 
 }  // namespace mx8::cuda::detail

@@ -67,6 +67,21 @@ bool gemm_fp8_has_config(int block_m, int block_n, int splits = 1);
 // `forced` (optional) overrides the heuristic's tile shape; its stages/grid are filled in.
 void gemm_fp8_1x128(const GemmFp8Args& args, cudaStream_t stream, const GemmConfig* forced = nullptr);
 
+// Up to three products that share A (q/k/v, gate/up) as one launch: the fields of `shared` but b,
+// scale_b, d and n (A, its scales, M, K, the scale and output types, accumulate, pdl) with each
+// target's B, B scales, d and N. Tiles are numbered target by target and picked for the summed N,
+// so the small products fill the SMs together instead of one launch and one drain each. Every
+// product equals, bit for bit, the one gemm_fp8_1x128 makes with the same tile.
+constexpr int kMaxGemmGroup = 3;
+struct GemmFp8Target {
+  const uint8_t* b = nullptr;
+  const void* scale_b = nullptr;
+  void* d = nullptr;
+  int n = 0;
+};
+void gemm_fp8_1x128_group(const GemmFp8Args& shared, const GemmFp8Target* targets, int count,
+                          cudaStream_t stream, const GemmConfig* forced = nullptr);
+
 // MXFP8: both operands carry one UE8M0 scale per 1x32 along K (scale_a [K/32][scale_a_ld],
 // scale_b [K/32][scale_b_ld], MN-major bytes, ld multiple of 16); promotion every 32 of K.
 struct GemmMxfp8Args {

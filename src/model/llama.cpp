@@ -278,7 +278,7 @@ class Llama final : public LlamaModel {
         throw Error("forward: token id " + std::to_string(t) + " outside the vocabulary");
 
     upload_step_ints(sb);
-    singles_ = T > kMaxRecordedTokens ? leading_single_tokens(sb) : 0;  // only prompt-sized steps use it
+    singles_ = leading_single_tokens(sb);
 
     // A small step is recorded and replayed afterwards (CUDA graphs): at batch 1 the ~300 launches
     // of a step cost about as much host time as the GPU needs to stream the weights. A shape is
@@ -286,7 +286,7 @@ class Llama final : public LlamaModel {
     // it never replays). Large steps (prefill) are launch-cheap relative to their work and vary in
     // shape, so they run as they are.
     if (T <= kMaxRecordedTokens) {
-      const uint64_t key = step_key(T, R, sb.max_pages_per_seq, kv);
+      const uint64_t key = step_key(T, R, sb.max_pages_per_seq, singles_ == T, kv);
       if (!b_.replay(key)) {
         if (seen_.size() > 4096) seen_.clear();  // keys of dead caches accumulate otherwise
         const bool first = seen_.insert(key).second;
@@ -334,7 +334,7 @@ class Llama final : public LlamaModel {
 
   // Everything the launches of run_step depend on besides the model's own buffers (fixed at load):
   // the shapes, the KV cache and the block table buffer (reallocated when it grows).
-  uint64_t step_key(int T, int R, int max_pages, const backend::KvCache& kv) const {
+  uint64_t step_key(int T, int R, int max_pages, bool one_token_per_seq, const backend::KvCache& kv) const {
     uint64_t h = 0x6d78385f73746570ull;  // any non-zero start
     auto mix = [&h](uint64_t v) {
       h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
@@ -345,6 +345,7 @@ class Llama final : public LlamaModel {
     mix(uint64_t(T));
     mix(uint64_t(R));
     mix(uint64_t(uint32_t(max_pages)));
+    mix(one_token_per_seq ? 1 : 2);  // the backend may fuse more then (AttentionArgs::one_token_per_seq)
     mix(reinterpret_cast<uintptr_t>(&kv));
     mix(reinterpret_cast<uintptr_t>(d_bt_));
     return h;
@@ -404,8 +405,9 @@ class Llama final : public LlamaModel {
         chunks.n_tokens = T - singles_;
         b_.attention(kv, chunks);
       } else {
-        // rope on q and k, K/V into the cache, attention: one launch on CUDA at T == 1.
-        a.one_token_per_seq = T > kMaxRecordedTokens && singles_ == T;
+        // rope on q and k, K/V into the cache, attention: one launch on CUDA for one token, or for a
+        // token of each of several sequences (batched decode).
+        a.one_token_per_seq = singles_ == T;
         b_.rope_kv_write_attention(kv, q, k, v, d_pos_, d_slot_, rope, a);
       }
       // x += att Wo^T: the residual add fused into the matmul.

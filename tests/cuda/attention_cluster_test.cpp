@@ -270,5 +270,71 @@ TEST_F(ClusterAttention, FusedRopeKvWriteMatchesComposedAndCpu) {
     }
 }
 
+// rope_kv_write_attention for a batched decode step: one token of each of 6 sequences of different
+// lengths (1 to 150: the cache's capacity of 160 positions takes one position split; the 2 KV heads
+// of group 4 take clusters of 4 blocks), a.one_token_per_seq set. Each cluster stores its own
+// token's K/V while the others attend; every byte must equal the composed ops' (rope_kv_write, then
+// attention), as in the one-token test above. Without the hint the call composes (a chunk's tokens
+// would read rows other clusters write); its bytes must match as well.
+TEST_F(ClusterAttention, FusedRopeKvWriteOfOneTokenPerSequence) {
+  SCOPED_TRACE(trace());
+  const int n_kv = 2, group = 4, n_heads = n_kv * group, ps = 16, max_pages = 10;
+  const std::vector<int32_t> lens = {1, 2, 17, 33, 100, 150};
+  const int n_seq = int(lens.size()), pages = n_seq * max_pages;
+  std::vector<float> inv(64);
+  for (size_t j = 0; j < inv.size(); ++j) inv[j] = std::pow(500000.0f, -2.0f * float(j) / 128.0f);
+  Pair pinv = put(inv);
+  const RopeArgs r{RopeStyle::half, 128, 128, (const float*)pinv.g};
+  for (KvFormat f : {KvFormat::bf16, KvFormat::fp8})
+    for (const bool hint : {true, false}) {
+      const std::string what =
+          std::string(kv_format_name(f)) + (hint ? " one token per sequence" : " no hint");
+      const KvCacheDesc d{f, 1, n_kv, 128, ps, pages};
+      auto fused = gpu->create_kv_cache(d), composed = gpu->create_kv_cache(d);
+      std::vector<int32_t> table(static_cast<size_t>(pages));
+      std::iota(table.begin(), table.end(), 0);
+      std::shuffle(table.begin(), table.end(), rng);
+      auto slot_of = [&](int s, int p) { return table[size_t(s * max_pages + p / ps)] * ps + p % ps; };
+      std::vector<int32_t> hs, pos, slot, seq;
+      for (int s = 0; s < n_seq; ++s) {
+        for (int p = 0; p < lens[size_t(s)] - 1; ++p) hs.push_back(slot_of(s, p));
+        pos.push_back(lens[size_t(s)] - 1);
+        slot.push_back(slot_of(s, lens[size_t(s)] - 1));
+        seq.push_back(s);
+      }
+      const int64_t history = int64_t(hs.size());
+      auto hk = normal(size_t(history * n_kv * 128)), hv = normal(size_t(history * n_kv * 128));
+      Pair phk = put(hk), phv = put(hv), phs = put(hs);
+      for (auto* kv : {fused.get(), composed.get()})
+        gpu->kv_write(*kv, 0, (const float*)phk.g, (const float*)phv.g, (const int32_t*)phs.g, history);
+      const auto q = normal(size_t(n_seq * n_heads * 128)), k = normal(size_t(n_seq * n_kv * 128)),
+                 v = normal(size_t(n_seq * n_kv * 128));
+      std::vector<float> poison(q.size(), -777.0f);
+      Pair pq1 = put(q), pq2 = put(q), pk1 = put(k), pk2 = put(k), pv = put(v), ppos = put(pos),
+           psl = put(slot), pseq = put(seq), plen = put(lens), pbt = put(table), po1 = put(poison),
+           po2 = put(poison);
+      AttentionArgs a = gpu_decode_args(n_heads, n_kv, 128, 0, pseq, plen, pbt, max_pages);
+      a.n_tokens = n_seq;
+      a.one_token_per_seq = hint;
+      a.q = (const float*)pq1.g;
+      a.out = (float*)po1.g;
+      gpu->rope_kv_write_attention(*fused, (float*)pq1.g, (float*)pk1.g, (const float*)pv.g,
+                                   (const int32_t*)ppos.g, (const int32_t*)psl.g, r, a);
+      a.q = (const float*)pq2.g;
+      a.out = (float*)po2.g;
+      gpu->Backend::rope_kv_write_attention(*composed, (float*)pq2.g, (float*)pk2.g, (const float*)pv.g,
+                                            (const int32_t*)ppos.g, (const int32_t*)psl.g, r, a);
+      ASSERT_EQ(get_gpu<float>(pq1, q.size()), get_gpu<float>(pq2, q.size())) << what;
+      ASSERT_EQ(get_gpu<float>(pk1, k.size()), get_gpu<float>(pk2, k.size())) << what;
+      const auto out = get_gpu<float>(po1, q.size());
+      for (float o : out) ASSERT_FALSE(std::isnan(o) || o == -777.0f) << what;
+      ASSERT_EQ(out, get_gpu<float>(po2, q.size())) << what;
+      std::vector<uint8_t> ba(d.total_bytes()), bb(d.total_bytes());
+      gpu->download(ba.data(), dynamic_cast<cuda_impl::CudaKvCache&>(*fused).base(), ba.size());
+      gpu->download(bb.data(), dynamic_cast<cuda_impl::CudaKvCache&>(*composed).base(), bb.size());
+      ASSERT_TRUE(ba == bb) << what;
+    }
+}
+
 }  // namespace
 }  // namespace mx8::backend

@@ -128,9 +128,10 @@ struct AttentionArgs {
   // > 0: a sliding window (Mistral v0.1): a token attends to its last `window` positions only,
   // [kv_len - window, kv_len), as Hugging Face transformers masks them.
   int window = 0;
-  // A hint, never needed for correct results: every token of this call is the only one of its
-  // sequence (the decode tokens of a step that serves many sequences), so kernels that share K/V
-  // reads between a sequence's tokens gain nothing (CUDA then keeps its per-token kernels).
+  // Every token of this call is the only one of its sequence (the decode tokens of a step that
+  // serves many sequences), so kernels that share K/V reads between a sequence's tokens gain nothing
+  // (CUDA then keeps its per-token kernels), and rope_kv_write_attention may store each token's K/V
+  // while other tokens attend (CUDA: one launch). Must be true when set; false is always correct.
   bool one_token_per_seq = false;
 };
 
@@ -235,7 +236,8 @@ class Backend {
                              int64_t n_heads, const RopeArgs& r);
   // rope_kv_write(cache, a.layer, q, k, v, positions, slots, a.n_tokens, a.n_heads, r), then
   // attention(cache, a), with a.q == q: a layer's attention from its projections on, in one launch
-  // where the backend can (CUDA: decode steps of one token). The default composes the two.
+  // where the backend can (CUDA: decode steps of one token, or of one token per sequence with
+  // a.one_token_per_seq). The default composes the two.
   virtual void rope_kv_write_attention(KvCache& cache, float* q, float* k, const float* v,
                                        const int32_t* positions, const int32_t* slots, const RopeArgs& r,
                                        const AttentionArgs& a);

@@ -96,19 +96,23 @@ void set_wgmma_gemm_enabled(bool on) {
 // 2087, 16 2944 -> 3802. MXFP8 (whose tensor-core GEMV takes at most 4 rows, the SIMT GEMV beyond):
 // batch 2 515 -> 234 and 4 729 -> 460 above 1 row, batch 5 285 -> 582 and 8 324 -> 921 above 4.
 // BF16 (cuBLASLt on the three stacked planes of x) above 1 row: batch 2 357 -> 365, 3 334 -> 538,
-// 4 374 -> 695, 8 385 -> 1368, 16 388 -> 2510.
-constexpr int kFp8GemvMaxRows = 4;
+// 4 374 -> 695, 8 385 -> 1368, 16 388 -> 2510. Since the FP8 GEMMs launch as programmatic dependents
+// and q/k/v and gate/up each as one launch (twentieth session), FP8 above 2 rows: batch 2 701 -> 637,
+// 3 826 -> 956, 4 1075 -> 1268.
+constexpr int kFp8GemvMaxRows = 2;
 constexpr int kBf16GemvMaxRows = 1;
+constexpr int kMxfp8GemvMaxRows = 4;
 
 namespace {
-// gemv_max_rows' settings, [0] FP8 and MXFP8, [1] BF16; 0 until first read from the environment.
-std::atomic<int> g_gemv_rows[2] = {0, 0};
+// gemv_max_rows' settings, [0] FP8, [1] BF16, [2] MXFP8; 0 until first read from the environment
+// (MX8_CUDA_GEMV_MAX_ROWS sets FP8 and MXFP8).
+std::atomic<int> g_gemv_rows[3] = {0, 0, 0};
 
 int gemv_rows_setting(int group) {
   int rows = g_gemv_rows[group].load(std::memory_order_relaxed);
   if (rows) return rows;
-  const char* name = group == 0 ? "MX8_CUDA_GEMV_MAX_ROWS" : "MX8_CUDA_BF16_GEMV_MAX_ROWS";
-  rows = group == 0 ? kFp8GemvMaxRows : kBf16GemvMaxRows;
+  const char* name = group == 1 ? "MX8_CUDA_BF16_GEMV_MAX_ROWS" : "MX8_CUDA_GEMV_MAX_ROWS";
+  rows = group == 0 ? kFp8GemvMaxRows : group == 1 ? kBf16GemvMaxRows : kMxfp8GemvMaxRows;
   if (const char* e = std::getenv(name)) {
     char* end = nullptr;
     const long v = std::strtol(e, &end, 10);
@@ -120,7 +124,7 @@ int gemv_rows_setting(int group) {
   return rows;
 }
 int gemv_rows_group(WeightFormat f) {
-  return f == WeightFormat::fp8_block || f == WeightFormat::mxfp8 ? 0 : f == WeightFormat::bf16 ? 1 : -1;
+  return f == WeightFormat::fp8_block ? 0 : f == WeightFormat::bf16 ? 1 : f == WeightFormat::mxfp8 ? 2 : -1;
 }
 }  // namespace
 
@@ -313,7 +317,7 @@ class CudaBackend final : public Backend {
       const Fp8GemmWorkspace need = fp8_gemm_workspace(w, m);
       uint8_t* codes = reinterpret_cast<uint8_t*>(scratch(4, (need.code_bytes + 3) / 4));
       float* scales = scratch(5, (need.scale_bytes + 3) / 4);
-      quantize_fp8_act(w, x, nullptr, m, codes, scales, stream_);
+      quantize_fp8_act(w, x, nullptr, nullptr, 0.0f, m, codes, scales, stream_);
       const MatmulTarget t{w, y, bias};
       run_fp8_gemm(&t, 1, codes, scales, m, false, stream_);
     } else if (!(bf16_gemm_takes(w, x, m, y) &&
@@ -373,7 +377,7 @@ class CudaBackend final : public Backend {
     // The composition of Backend::matmul_fused, with scratch that outlives the call (a recorded
     // step keeps the pointers).
     if (in.x_up && in.norm) throw Error("cuda backend: matmul_fused: an input with both x_up and norm");
-    if (!in.norm && fp8_group(in, targets, count)) return;
+    if (fp8_group(in, targets, count)) return;
     if (in.norm) {
       // The normalized rows into scratch, then the plain group (the GEMV where it applies).
       float* normed = scratch(3, size_t(in.m * k));
@@ -550,10 +554,12 @@ class CudaBackend final : public Backend {
   }
 
   // A prompt step's group of FP8 targets that share a format, scale type and k (q/k/v, gate/up) on
-  // the wgmma GEMMs: x (or silu(x) * x_up) quantized once for all of them, accumulation into y done
-  // by the GEMM's epilogue. False, with nothing launched, where that does not apply.
+  // the wgmma GEMMs: x (or silu(x) * x_up, or rmsnorm(x)) quantized once for all of them,
+  // accumulation into y done by the GEMM's epilogue. False, with nothing launched, where that does
+  // not apply.
   bool fp8_group(const MatmulInput& in, const MatmulTarget* targets, int count) {
-    if (!fp8_gemm_takes(in, targets, count)) return false;
+    if (!fp8_gemm_takes(in, targets, count) || (in.norm && reinterpret_cast<uintptr_t>(in.norm) % 16 != 0))
+      return false;
     const WeightView& w0 = targets[0].w;
     Fp8GemmWorkspace need{0, 0};
     for (int i = 0; i < count; ++i) {
@@ -563,7 +569,7 @@ class CudaBackend final : public Backend {
     }
     uint8_t* codes = reinterpret_cast<uint8_t*>(scratch(4, (need.code_bytes + 3) / 4));
     float* scales = scratch(5, (need.scale_bytes + 3) / 4);
-    quantize_fp8_act(w0, in.x, in.x_up, in.m, codes, scales, stream_);
+    quantize_fp8_act(w0, in.x, in.x_up, in.norm, in.norm_eps, in.m, codes, scales, stream_);
     run_fp8_gemm(targets, count, codes, scales, in.m, in.accumulate, stream_);
     return true;
   }

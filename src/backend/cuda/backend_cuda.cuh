@@ -244,12 +244,14 @@ Fp8GemmWorkspace fp8_gemm_workspace(const WeightView& w, int64_t m);
 // True when the tensor-core path takes this matmul: fp8_block or (UE8M0-scaled) mxfp8 weights,
 // m > gemv_max_rows, n % 16 == 0, k % 128 == 0, 16-byte aligned pointers.
 bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const float* y);
-// Quantizes x, or silu(x) * x_up where x_up is set (formed as silu_mul_kernel forms it), for the FP8
-// GEMM against w: E4M3 with `ceil` scales, 1x128 for fp8_block weights (UE8M0 or f32 as the
-// weights'), 1x32 UE8M0 for mxfp8; codes and scales sized by fp8_gemm_workspace, 16-byte aligned.
-// One quantization serves every weight of the same format, scale type and k.
-void quantize_fp8_act(const WeightView& w, const float* x, const float* x_up, int64_t m, uint8_t* codes,
-                      void* scales, cudaStream_t s);
+// Quantizes x, silu(x) * x_up where x_up is set (formed as silu_mul_kernel forms it), or rmsnorm(x)
+// with weights `norm` and `eps` where norm is set (16-byte aligned; formed as rmsnorm_vec_kernel
+// forms it, in the same launch), for the FP8 GEMM against w: E4M3 with `ceil` scales, 1x128 for
+// fp8_block weights (UE8M0 or f32 as the weights'), 1x32 UE8M0 for mxfp8; codes and scales sized
+// by fp8_gemm_workspace, 16-byte aligned. One quantization serves every weight of the same format,
+// scale type and k.
+void quantize_fp8_act(const WeightView& w, const float* x, const float* x_up, const float* norm, float eps,
+                      int64_t m, uint8_t* codes, void* scales, cudaStream_t s);
 // Each target's y = (or, accumulate: y +=) x_q W^T (+ bias) by the wgmma FP8 / MXFP8 GEMM, from
 // quantize_fp8_act's codes and scales (for mxfp8 the weights' transposed scales are written behind
 // the activations'). fp8_block targets (at most 3) run as one launch; mxfp8 ones one after another.

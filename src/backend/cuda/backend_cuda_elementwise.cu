@@ -8,6 +8,7 @@
 
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/backend_cuda_weight.cuh"
+#include "backend/cuda/block_reduce.cuh"
 #include "mx8/error.h"
 
 namespace mx8::backend::cuda_impl {
@@ -18,35 +19,6 @@ constexpr int kThreads = 256;
 int grid_for(int64_t n, int threads) {
   int64_t g = (n + threads - 1) / threads;
   return int(g < 65535 * 8 ? (g < 1 ? 1 : g) : 65535 * 8);  // grid-stride loops cover the rest
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-// Block-wide sum (or max) for blockDim.x a multiple of 32, at most 1024; every thread gets the result.
-template <bool kMax>
-__device__ float block_reduce(float v) {
-  __shared__ float part[32];
-  __shared__ float result;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  v = kMax ? warp_max(v) : warp_sum(v);
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    float t = lane < nw ? part[lane] : (kMax ? -INFINITY : 0.0f);
-    t = kMax ? warp_max(t) : warp_sum(t);
-    if (lane == 0) result = t;
-  }
-  __syncthreads();
-  float r = result;
-  __syncthreads();  // `result` and `part` may be reused by the next call
-  return r;
 }
 
 __global__ void embedding_kernel(WeightView table, const int32_t* ids, int64_t n, float* out, uint32_t* err) {
@@ -90,15 +62,7 @@ __global__ void rmsnorm_vec_kernel(const float* x, const float* w, int64_t dim, 
   float4* yr = reinterpret_cast<float4*>(y + int64_t(blockIdx.x) * dim);
   const float4* w4 = reinterpret_cast<const float4*>(w);
   const int64_t n4 = dim / 4;
-  float ss = 0.0f;
-  for (int64_t j = threadIdx.x; j < n4; j += blockDim.x) {
-    const float4 v = xr[j];
-    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-  }
-  ss = block_reduce<false>(ss);
-  ss /= float(dim);
-  ss += eps;
-  ss = 1.0f / sqrtf(ss);
+  const float ss = rms_scale_vec(xr, dim, eps);
   for (int64_t j = threadIdx.x; j < n4; j += blockDim.x) {
     const float4 v = xr[j], g = w4[j];
     yr[j] = make_float4(g.x * (ss * v.x), g.y * (ss * v.y), g.z * (ss * v.z), g.w * (ss * v.w));

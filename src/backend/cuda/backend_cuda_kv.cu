@@ -1306,17 +1306,19 @@ bool launch_rope_kv_write_attention(CudaKvCache& c, float* q, float* k, const fl
                                     const int32_t* positions, const int32_t* slots, const RopeArgs& r,
                                     const AttentionArgs& a, uint32_t* err, cudaStream_t s) {
   check_attention_args(c, a);
-  if (a.n_tokens != 1 || a.q != q || r.head_dim != kGqaHd || r.rot_dim != kGqaHd ||
-      split_for(c, a).n_splits > 0)
+  // Several tokens only where each is its sequence's one token of the step (batched decode): a
+  // cluster then reads no K/V row that another cluster of the launch writes.
+  if ((a.n_tokens != 1 && !a.one_token_per_seq) || a.n_tokens < 1 || a.q != q || r.head_dim != kGqaHd ||
+      r.rot_dim != kGqaHd || split_for(c, a).n_splits > 0)
     return false;
   const AttnParams p{a.q,   a.out,    a.n_heads,      a.n_heads / a.n_kv_heads, a.scale,
                      a.seq, a.kv_len, a.block_tables, a.max_pages_per_seq,      a.window};
   if (const CluPlan pl = cluster_plan(c, a); pl.cp.S > 0) {
     launch_cluster_attention(c.desc().format, pl, c.pool(a.layer, 0), c.pool(a.layer, 1), geom_of(c), p,
-                             a.n_kv_heads, 1, err, NewKv{q, k, v, positions, slots, r}, s);
+                             a.n_kv_heads, a.n_tokens, err, NewKv{q, k, v, positions, slots, r}, s);
     return true;
   }
-  if (!gqa_applies(c, a)) return false;
+  if (a.n_tokens != 1 || !gqa_applies(c, a)) return false;
   launch_attention_gqa_any<true>(c.desc().format, c.pool(a.layer, 0), c.pool(a.layer, 1), geom_of(c), p,
                                  a.n_kv_heads, 1, err, NewKv{q, k, v, positions, slots, r}, s);
   return true;

@@ -281,6 +281,7 @@ void gemm_fp8_1x128_group(const GemmFp8Args& a, const GemmFp8Target* targets, in
   // f32 output, and groups (one output tensor map), store directly from registers.
   p.tma_store = (!p.out_f32 && count == 1 && tma_store_tile(c.block_n, c.splits)) ? 1 : 0;
   p.debug = debug_flags();
+  p.pre_b = a.pdl ? 1 : 0;
   if (!p.tma_store)
     c.stages = std::min(
         16, std::max(c.stages, stages_for(c.block_m, c.block_n, c.math_warpgroups, false, false, ck)));
@@ -380,6 +381,7 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
   p.accumulate = a.accumulate ? 1 : 0;
   p.tma_store = tma_store ? 1 : 0;
   p.debug = debug_flags();
+  p.pre_b = a.pdl ? 1 : 0;
   // A split-K tile's first warpgroup stores all of its 64 rows.
   const CUtensorMap td = make_tensor_map_2d(
       a.d, p.out_f32 ? 4 : 2, a.m, a.n, a.n,

@@ -36,6 +36,7 @@ struct GemmParams {
   int accumulate;  // f32 output: d += the product
   int tma_store;   // bf16 output through a swizzled shared-memory tile and TMA stores (BN % 64 == 0)
   int debug;       // bit 0: skip the output stores (timing experiments only)
+  int pre_b;       // launched as a programmatic dependent: the ring's first B tiles before the wait
   // Rows of A (and of its 1x128 scales) that one TMA load brings: BM, or M rounded up to 16 where
   // one block of rows covers M (a_rows_for). The slot's rows past it keep stale values; the output
   // rows they feed lie past M and are never stored. MXFP8 loads its A scales as whole [4][BM] boxes.

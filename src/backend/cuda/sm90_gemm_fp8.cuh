@@ -58,9 +58,12 @@ static_assert(kMaxGemmGroup == 3, "tile_at and of_target select among three targ
 struct TileAt {
   int g, m0, n0;
 };
+__device__ __forceinline__ int target_of(const GemmParams& p, int tile) {
+  return p.targets < 2 ? 0 : (tile >= p.first_tile[1]) + (p.targets > 2 && tile >= p.first_tile[2]);
+}
 template <int BM, int BN>
 __device__ __forceinline__ TileAt tile_at(const GemmParams& p, int tile) {
-  const int g = p.targets < 2 ? 0 : (tile >= p.first_tile[1]) + (p.targets > 2 && tile >= p.first_tile[2]);
+  const int g = target_of(p, tile);
   const int local = tile - (g == 0 ? 0 : g == 1 ? p.first_tile[1] : p.first_tile[2]);
   return {g, (local % p.num_m_blocks) * BM, (local / p.num_m_blocks) * BN};
 }
@@ -237,7 +240,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   // The B scales of tile t's target. Found again where needed, from t (live anyway), not held across
   // the K loop: a pointer and the target index kept there cost M = 128, 7168 x 16384 15% (128x128c2).
   auto scale_b_of = [&](int t) {
-    return of_target(tile_at<BM, BN>(p, t).g, p.t[0].scale_b, p.t[1].scale_b, p.t[2].scale_b);
+    return of_target(target_of(p, t), p.t[0].scale_b, p.t[1].scale_b, p.t[2].scale_b);
   };
   auto load_sb = [&](const void* sb, int nb, int kb) -> float {
     if (p.scale_ue8m0) return ue8m0_to_float(__ldg(static_cast<const uint8_t*>(sb) + nb * num_kb + kb));
@@ -320,9 +323,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         my_sb[tid_wg] = sb_next[0];
         my_sb[kSbCap + tid_wg] = sb_next[1];
       }
+      const void* sb = scale_b_of(tile);
       for (int i = tid_wg + 128; i < min(kSbCap, num_kb); i += 128) {
-        my_sb[i] = load_sb(scale_b_of(tile), nb0, i);
-        my_sb[kSbCap + i] = load_sb(scale_b_of(tile), nb1, i);
+        my_sb[i] = load_sb(sb, nb0, i);
+        my_sb[kSbCap + i] = load_sb(sb, nb1, i);
       }
       ptx::named_barrier(1 + wg, 128);
     }
@@ -335,9 +339,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         // Stage both B-scale rows of the next kSbCap K blocks (kPrefetchSb: of K blocks past the
         // first kSbCap). The first barrier keeps the previous readers safe.
         ptx::named_barrier(1 + wg, 128);
+        const void* sb = scale_b_of(tile);
         for (int i = tid_wg; i < min(kSbCap, kb_end - kb); i += 128) {
-          my_sb[i] = load_sb(scale_b_of(tile), nb0, kb + i);
-          my_sb[kSbCap + i] = load_sb(scale_b_of(tile), nb1, kb + i);
+          my_sb[i] = load_sb(sb, nb0, kb + i);
+          my_sb[kSbCap + i] = load_sb(sb, nb1, kb + i);
         }
         ptx::named_barrier(1 + wg, 128);
       }
@@ -580,7 +585,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     }
     // Epilogue straight from registers, masked to M x N (N % 16 == 0, so a column pair is either
     // wholly inside or wholly outside). The target is found again (see scale_b_of).
-    const int g = tile_at<BM, BN>(p, tile).g;
+    const int g = target_of(p, tile);
     const int n = of_target(g, p.t[0].n, p.t[1].n, p.t[2].n);
     void* const d = of_target(g, p.t[0].d, p.t[1].d, p.t[2].d);
 #pragma unroll

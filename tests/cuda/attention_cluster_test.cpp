@@ -234,14 +234,7 @@ TEST_F(ClusterAttention, FusedRopeKvWriteMatchesComposedAndCpu) {
                  psl = put(vslot), pseq = put(vseq), plen = put(vlen), pbt = put(table), po1 = put(poison),
                  po2 = put(poison);
             AttentionArgs a = gpu_decode_args(n_heads, n_kv, 128, 0, pseq, plen, pbt, pages);
-            a.q = (const float*)pq1.g;
-            a.out = (float*)po1.g;
-            gpu->rope_kv_write_attention(*fused, (float*)pq1.g, (float*)pk1.g, (const float*)pv.g,
-                                         (const int32_t*)ppos.g, (const int32_t*)psl.g, r, a);
-            a.q = (const float*)pq2.g;
-            a.out = (float*)po2.g;
-            gpu->Backend::rope_kv_write_attention(*composed, (float*)pq2.g, (float*)pk2.g, (const float*)pv.g,
-                                                  (const int32_t*)ppos.g, (const int32_t*)psl.g, r, a);
+            run_fused_and_composed({*fused, *composed, pq1, pq2, pk1, pk2, pv, ppos, psl, po1, po2}, r, a);
             const auto q_rot = get_gpu<float>(pq1, q.size()), out = get_gpu<float>(po1, q.size());
             ASSERT_EQ(q_rot, get_gpu<float>(pq2, q.size())) << what;
             ASSERT_EQ(get_gpu<float>(pk1, k.size()), get_gpu<float>(pk2, k.size())) << what;
@@ -316,14 +309,7 @@ TEST_F(ClusterAttention, FusedRopeKvWriteOfOneTokenPerSequence) {
       AttentionArgs a = gpu_decode_args(n_heads, n_kv, 128, 0, pseq, plen, pbt, max_pages);
       a.n_tokens = n_seq;
       a.one_token_per_seq = hint;
-      a.q = (const float*)pq1.g;
-      a.out = (float*)po1.g;
-      gpu->rope_kv_write_attention(*fused, (float*)pq1.g, (float*)pk1.g, (const float*)pv.g,
-                                   (const int32_t*)ppos.g, (const int32_t*)psl.g, r, a);
-      a.q = (const float*)pq2.g;
-      a.out = (float*)po2.g;
-      gpu->Backend::rope_kv_write_attention(*composed, (float*)pq2.g, (float*)pk2.g, (const float*)pv.g,
-                                            (const int32_t*)ppos.g, (const int32_t*)psl.g, r, a);
+      run_fused_and_composed({*fused, *composed, pq1, pq2, pk1, pk2, pv, ppos, psl, po1, po2}, r, a);
       ASSERT_EQ(get_gpu<float>(pq1, q.size()), get_gpu<float>(pq2, q.size())) << what;
       ASSERT_EQ(get_gpu<float>(pk1, k.size()), get_gpu<float>(pk2, k.size())) << what;
       const auto out = get_gpu<float>(po1, q.size());

@@ -837,14 +837,7 @@ TEST_F(CudaVsCpu, RopeKvWriteAttentionFusedEqualsComposed) {
          psl = put(vslot), pseq = put(vseq), plen = put(vlen), pbt = put(table), po1 = zeros<float>(q.size()),
          po2 = zeros<float>(q.size());
     AttentionArgs a = gpu_decode_args(n_heads, n_kv, hd, 1, pseq, plen, pbt, pages);
-    a.q = (const float*)pq1.g;
-    a.out = (float*)po1.g;
-    gpu->rope_kv_write_attention(*fused, (float*)pq1.g, (float*)pk1.g, (const float*)pv.g,
-                                 (const int32_t*)ppos.g, (const int32_t*)psl.g, r, a);
-    a.q = (const float*)pq2.g;
-    a.out = (float*)po2.g;
-    gpu->Backend::rope_kv_write_attention(*composed, (float*)pq2.g, (float*)pk2.g, (const float*)pv.g,
-                                          (const int32_t*)ppos.g, (const int32_t*)psl.g, r, a);
+    run_fused_and_composed({*fused, *composed, pq1, pq2, pk1, pk2, pv, ppos, psl, po1, po2}, r, a);
     const std::string what = std::string(kv_format_name(cs.f)) + " group " + std::to_string(cs.group) +
                              " history " + std::to_string(cs.history) + " rot " + std::to_string(cs.rot);
     EXPECT_EQ(get_gpu<float>(pq1, q.size()), get_gpu<float>(pq2, q.size())) << what;

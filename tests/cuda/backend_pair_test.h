@@ -88,6 +88,23 @@ class BackendPair : public ::testing::Test {
     a.max_pages_per_seq = pages;
     return a;
   }
+  // The GPU's rope_kv_write_attention into `fused` (q1, k1, out1) and its composition of
+  // rope_kv_write and attention (Backend's default) into `composed` (q2, k2, out2), from the same
+  // inputs: the fused launch is held to the composed ops bit for bit.
+  struct FusedAndComposed {
+    KvCache &fused, &composed;
+    Pair &q1, &q2, &k1, &k2, &v, &pos, &slot, &out1, &out2;
+  };
+  void run_fused_and_composed(const FusedAndComposed& f, const RopeArgs& r, AttentionArgs a) {
+    a.q = (const float*)f.q1.g;
+    a.out = (float*)f.out1.g;
+    gpu->rope_kv_write_attention(f.fused, (float*)f.q1.g, (float*)f.k1.g, (const float*)f.v.g,
+                                 (const int32_t*)f.pos.g, (const int32_t*)f.slot.g, r, a);
+    a.q = (const float*)f.q2.g;
+    a.out = (float*)f.out2.g;
+    gpu->Backend::rope_kv_write_attention(f.composed, (float*)f.q2.g, (float*)f.k2.g, (const float*)f.v.g,
+                                          (const int32_t*)f.pos.g, (const int32_t*)f.slot.g, r, a);
+  }
   // `a` (shapes) pointed at the CPU and at the GPU copies of the same buffers.
   std::pair<AttentionArgs, AttentionArgs> on_both(const AttentionArgs& a, const Pair& q, const Pair& out,
                                                   const Pair& seq, const Pair& kv_len, const Pair& tables) {

@@ -96,33 +96,29 @@ std::vector<uint8_t> run(const Case& c, uint32_t seed, bool plain) {
   }
   launch_late_copies(late, plain ? 0 : kDelayUs, s);
   const GemmConfig* forced = c.tile.block_m ? &c.tile : nullptr;
-  if (c.mx) {
-    GemmMxfp8Args g;
+  auto fill = [&](auto& g) {  // the fields both GEMMs' arguments share
     g.a = A.live.get();
-    g.scale_a = SA.live.get();
     g.scale_a_ld = sa_ld(c.m);
     g.b = B.live.get();
-    g.scale_b = SB.live.get();
-    g.scale_b_ld = sa_ld(c.n);
     g.d = D.live.get();
     g.out_type = c.accumulate ? OutType::kF32 : OutType::kBF16;
     g.accumulate = c.accumulate;
     g.m = c.m, g.n = c.n, g.k = c.k;
     g.pdl = !plain;
+  };
+  if (c.mx) {
+    GemmMxfp8Args g;
+    fill(g);
+    g.scale_a = SA.live.get();
+    g.scale_b = SB.live.get();
+    g.scale_b_ld = sa_ld(c.n);
     gemm_mxfp8(g, s, forced);
   } else {
     GemmFp8Args g;
-    g.a = A.live.get();
+    fill(g);
     g.scale_a = SA.live.get();
-    g.scale_a_ld = sa_ld(c.m);
-    g.b = B.live.get();
     g.scale_b = SB.live.get();
     g.scale_type = ScaleType::kUE8M0;
-    g.d = D.live.get();
-    g.out_type = c.accumulate ? OutType::kF32 : OutType::kBF16;
-    g.accumulate = c.accumulate;
-    g.m = c.m, g.n = c.n, g.k = c.k;
-    g.pdl = !plain;
     gemm_fp8_1x128(g, s, forced);
   }
   MX8_CUDA_CHECK(cudaStreamSynchronize(s));

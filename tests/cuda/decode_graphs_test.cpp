@@ -320,5 +320,68 @@ TEST(CudaDecodeGraphs, BatchedStepsOnTheFp8GemmsRecordBitIdentical) {
   }
 }
 
+// Four steps of one token of each of sequences 0..3, then a 4-token prompt chunk (all rows' logits)
+// of each of sequences 4, 5 and 6: steps with the same token and logit-row counts on one KV cache.
+std::vector<std::vector<float>> singles_then_chunks(model::LlamaModel& m, Backend& be) {
+  const model::LlamaConfig& c = m.config();
+  const int page = 16, pages = 1, seqs = 7;
+  auto kv = be.create_kv_cache(
+      KvCacheDesc{KvFormat::bf16, int(c.n_layers), int(c.n_kv_heads), int(c.head_dim), page, seqs * pages});
+  model::StepBatch b;
+  b.max_pages_per_seq = pages;
+  for (int i = 0; i < seqs * pages; ++i) b.block_tables.push_back(i);
+  b.logit_rows = {0, 1, 2, 3};
+  std::vector<std::vector<float>> out;
+  auto add = [&](int q, int p) {  // token at position p of sequence q
+    b.tokens.push_back(int32_t((p * 37 + 11 * q + 3) % c.vocab));
+    b.seq.push_back(q);
+    b.pos.push_back(p);
+    b.slot.push_back(q * pages * page + p);
+    b.kv_len.push_back(p + 1);
+  };
+  auto step = [&](auto fill) {
+    b.tokens.clear(), b.seq.clear(), b.pos.clear(), b.slot.clear(), b.kv_len.clear();
+    fill();
+    out.emplace_back(size_t(4 * c.vocab));
+    m.forward(b, *kv, out.back().data());
+  };
+  for (int p = 0; p < 4; ++p)
+    step([&] {
+      for (int q = 0; q < 4; ++q) add(q, p);
+    });
+  for (int q = 4; q < 7; ++q)
+    step([&] {
+      for (int p = 0; p < 4; ++p) add(q, p);
+    });
+  return out;
+}
+
+// A step of one token per sequence takes the fused rope + K/V write + attention launch (each token is
+// alone in its sequence), which a prompt chunk of one sequence must not (its tokens read rows that
+// other clusters write), so the model keys its recordings on it: the singles are recorded at their
+// second step and replayed after; a chunk with the same token and logit-row counts on the same cache
+// must not replay them (the third chunk would replay its own recording). Graphs on must give the
+// logits of graphs off, bit for bit, and finite.
+TEST(CudaDecodeGraphs, ChunksDoNotReplayTheRecordingOfSingleTokens) {
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+  const model::LlamaConfig c = llama3_heads();
+  auto be = make_cuda_backend(0);
+  auto m = model::make_random_llama(c, *be, model::WeightMode::fp8, 16, 7);
+  std::vector<std::vector<float>> off, on;
+  {
+    GraphsSwitch g(false);
+    off = singles_then_chunks(*m, *be);
+  }
+  {
+    GraphsSwitch g(true);
+    on = singles_then_chunks(*m, *be);
+  }
+  ASSERT_EQ(on.size(), off.size());
+  for (size_t s = 0; s < on.size(); ++s) {
+    EXPECT_EQ(std::memcmp(on[s].data(), off[s].data(), on[s].size() * 4), 0) << "step " << s;
+    for (float v : on[s]) ASSERT_TRUE(std::isfinite(v)) << "step " << s;
+  }
+}
+
 }  // namespace
 }  // namespace mx8::backend

@@ -22,6 +22,7 @@
 #include "backend/cuda/cublaslt/cublaslt_baseline.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_info.h"
+#include "backend/cuda/gemv_fp8x8.cuh"
 #include "mx8/backend/cuda/gemm.h"
 #include "mx8/backend/cuda/quantize.h"
 #endif
@@ -271,19 +272,23 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         "of the flush is written back during the timed run). mx8 and cuBLASLt FP8 read the same "
         "E4M3 codes and float32 scales; `mx8 ue8m0` is the same product with UE8M0 scale bytes; `MXFP8` is "
         "mx8's MXFP8 GEMM (1x32 UE8M0 scales on both operands, promotion every 32 of K). "
-     << (gemv ? "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth."
+     << (gemv ? "`fp8x8 us` is the product the runtime's batched decode steps take for 3..8 rows, the "
+                "mma.sync GEMV of E4M3 activations (src/backend/cuda/gemv_fp8x8.cu: the same codes and "
+                "float32 scales, f32 out), `fp8x8 floor` its fraction of the floor. "
+                "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth."
               : "Floor = max(2MNK / 1979 TFLOP/s, bytes / measured copy bandwidth), bytes = MK + NK + 2MN.")
      << " `diff` = max|mx8 - cuBLASLt| / max|cuBLASLt| (`=` when bitwise equal).\n\n";
   md << "| M | N | K | tile | mx8 us | mx8 ue8m0 us | MXFP8 us | TFLOP/s | GB/s | of floor | cuBLASLt FP8 us "
         "| vs FP8 | "
-        "cuBLASLt BF16 us | vs BF16 | diff "
-        "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
-  std::printf("%s\n%6s %6s %6s %-22s %9s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s\n", gpu.c_str(), "M", "N",
-              "K", "tile", "mx8 us", "ue8m0 us", "MXFP8 us", "TFLOP/s", "GB/s", "floor", "ltFP8 us", "vsFP8",
-              "ltBF16", "vsBF16", "diff");
+        "cuBLASLt BF16 us | vs BF16 | diff |"
+     << (gemv ? " fp8x8 us | fp8x8 floor |" : "")
+     << "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" << (gemv ? "---|---|" : "") << "\n";
+  std::printf("%s\n%6s %6s %6s %-22s %9s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s %9s\n", gpu.c_str(), "M",
+              "N", "K", "tile", "mx8 us", "ue8m0 us", "MXFP8 us", "TFLOP/s", "GB/s", "floor", "ltFP8 us",
+              "vsFP8", "ltBF16", "vsBF16", "diff", "fp8x8 us");
   std::vector<std::string> summary;
   for (int m : ms) {
-    std::vector<double> sp_fp8, sp_bf16, frac, mx_cost;
+    std::vector<double> sp_fp8, sp_bf16, frac, mx_cost, x8_frac;
     for (const Shape& s : kShapes) {
       GemmOperands op(m, s.n, s.k);
       const GemmConfig* f = forced.block_m ? &forced : nullptr;
@@ -319,6 +324,19 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
           std::printf("cuBLASLt BF16 %dx%dx%d: %s\n", m, s.n, s.k, e.what());
         }
       }
+      double t_x8 = NAN;
+      if (gemv && m <= mx8::backend::cuda_impl::kFp8x8MaxRows && !o.mx8_only) {
+        Dev<float> y(size_t(m) * s.n);
+        const mx8::backend::MatmulTarget t{
+            {mx8::backend::WeightFormat::fp8_block, s.n, s.k, op.b8.p, op.sb.p, mx8::backend::ScaleType::f32},
+            y.p,
+            nullptr};
+        t_x8 = timer.median_us(
+            [&] {
+              mx8::backend::cuda_impl::launch_gemv_fp8x8(&t, 1, op.a8.p, op.sa.p, op.ld, m, false, nullptr);
+            },
+            o.iters);
+      }
       const double flops = 2.0 * m * s.n * s.k;
       const double bytes = gemv ? double(s.n) * s.k : double(m) * s.k + double(s.n) * s.k + 2.0 * m * s.n;
       const double floor_s = gemv ? bytes / copy_bw : std::max(flops / kFp8PeakFlops, bytes / copy_bw);
@@ -327,28 +345,41 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
       if (t_lt == t_lt) sp_fp8.push_back(t_lt / t_mx);
       if (t_bf == t_bf) sp_bf16.push_back(t_bf / t_mx);
       mx_cost.push_back(t_mxfp8 / t_mx);
+      if (t_x8 == t_x8) x8_frac.push_back(floor_s / (t_x8 * 1e-6));
       const std::string tile = std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n) +
                                (cfg.splits > 1 ? "c" + std::to_string(cfg.splits) : "");
-      std::printf("%6d %6d %6d %-22s %9.1f %9.1f %9.1f %8.1f %8.0f %6.0f%% %9.1f %6.2fx %9.1f %6.2fx %9s\n",
-                  m, s.n, s.k, cfg.str().c_str(), t_mx, t_u8, t_mxfp8, flops / t_mx * 1e-6,
-                  bytes / t_mx * 1e-3, 100 * fr, t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str());
+      std::printf(
+          "%6d %6d %6d %-22s %9.1f %9.1f %9.1f %8.1f %8.0f %6.0f%% %9.1f %6.2fx %9.1f %6.2fx %9s %9.1f\n", m,
+          s.n, s.k, cfg.str().c_str(), t_mx, t_u8, t_mxfp8, flops / t_mx * 1e-6, bytes / t_mx * 1e-3,
+          100 * fr, t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str(), t_x8);
       std::fflush(stdout);
       md << "| " << m << " | " << s.n << " | " << s.k << " | " << tile << " | " << fmt_double("%.1f", t_mx)
          << " | " << fmt_double("%.1f", t_u8) << " | " << fmt_double("%.1f", t_mxfp8) << " | "
          << fmt_double("%.0f", flops / t_mx * 1e-6) << " | " << fmt_double("%.0f", bytes / t_mx * 1e-3)
          << " | " << fmt_double("%.0f%%", 100 * fr) << " | " << fmt_double("%.1f", t_lt) << " | "
          << fmt_double("%.2fx", t_lt / t_mx) << " | " << fmt_double("%.1f", t_bf) << " | "
-         << fmt_double("%.2fx", t_bf / t_mx) << " | " << diff << " |\n";
+         << fmt_double("%.2fx", t_bf / t_mx) << " | " << diff << " |";
+      if (gemv)
+        md << " " << fmt_double("%.1f", t_x8) << " | " << fmt_double("%.0f%%", 100 * floor_s / (t_x8 * 1e-6))
+           << " |";
+      md << "\n";
     }
     const std::string fp8_ratio = sp_fp8.empty() ? std::string("n/a") : fmt_double("%.2fx", geomean(sp_fp8));
     summary.push_back(
         "| " + std::to_string(m) + " | " + fp8_ratio + " | " + fmt_double("%.2fx", geomean(sp_bf16)) + " | " +
-        fmt_double("%.0f%%", 100 * geomean(frac)) + " | " + fmt_double("%.2fx", geomean(mx_cost)) + " |");
-    std::printf("M=%d geomean: %.2fx over cuBLASLt block-scaled FP8, %.2fx over BF16, %.0f%% of floor\n", m,
-                geomean(sp_fp8), geomean(sp_bf16), 100 * geomean(frac));
+        fmt_double("%.0f%%", 100 * geomean(frac)) + " | " + fmt_double("%.2fx", geomean(mx_cost)) + " |" +
+        (gemv ? " " + (x8_frac.empty() ? std::string("n/a") : fmt_double("%.0f%%", 100 * geomean(x8_frac))) +
+                    " |"
+              : std::string()));
+    std::printf("M=%d geomean: %.2fx over cuBLASLt block-scaled FP8, %.2fx over BF16, %.0f%% of floor%s\n", m,
+                geomean(sp_fp8), geomean(sp_bf16), 100 * geomean(frac),
+                x8_frac.empty()
+                    ? ""
+                    : (", fp8x8 " + fmt_double("%.0f%%", 100 * geomean(x8_frac)) + " of floor").c_str());
   }
   md << "\nGeometric means over the six (N, K) shapes:\n\n| M | mx8 / cuBLASLt FP8 | mx8 / cuBLASLt BF16 | "
-        "of floor | MXFP8 time / 1x128 time |\n|---|---|---|---|---|\n";
+        "of floor | MXFP8 time / 1x128 time |"
+     << (gemv ? " fp8x8 of floor |" : "") << "\n|---|---|---|---|---|" << (gemv ? "---|" : "") << "\n";
   for (const auto& l : summary) md << l << "\n";
   write_section(o, gemv ? "cuda-gemv" : "cuda-gemm", md.str());
 }

@@ -98,10 +98,11 @@ void set_wgmma_gemm_enabled(bool on) {
 // BF16 (cuBLASLt on the three stacked planes of x) above 1 row: batch 2 357 -> 365, 3 334 -> 538,
 // 4 374 -> 695, 8 385 -> 1368, 16 388 -> 2510. Since the FP8 GEMMs launch as programmatic dependents
 // and q/k/v and gate/up each as one launch (twentieth session), FP8 above 2 rows: batch 2 701 -> 637,
-// 3 826 -> 956, 4 1075 -> 1268.
+// 3 826 -> 956, 4 1075 -> 1268. Since MXFP8 rows past the GEMV go to gemv_fp8x8 (twenty-first
+// session), MXFP8 above 2 rows: batch 3 621 -> 723, 4 766 -> 941.
 constexpr int kFp8GemvMaxRows = 2;
 constexpr int kBf16GemvMaxRows = 1;
-constexpr int kMxfp8GemvMaxRows = 4;
+constexpr int kMxfp8GemvMaxRows = 2;
 
 namespace {
 // gemv_max_rows' settings, [0] FP8, [1] BF16, [2] MXFP8; 0 until first read from the environment
@@ -304,8 +305,9 @@ class CudaBackend final : public Backend {
              "cuBLASLt bf16 GEMMs with f32 accumulation";
     if (f == WeightFormat::mxfp8)
       return "m <= " + rows + ": " + none + "; m > " + rows +
-             " with n % 16 == 0 and k % 128 == 0: E4M3 with 1x32 `ceil` UE8M0 scales (MXFP8), wgmma "
-             "MXFP8 GEMM with FP32 promotion every 32 of k";
+             " with n % 16 == 0 and k % 128 == 0: E4M3 with 1x32 `ceil` UE8M0 scales (MXFP8), FP32 "
+             "promotion every 32 of k: up to 16 rows mma.sync FP8 GEMV (launches of 8 rows), more the "
+             "wgmma MXFP8 GEMM";
     return "m <= " + rows + ": " + none + "; m > " + rows +
            " with n % 16 == 0 and k % 128 == 0: E4M3 with 1x128 `ceil` scales (UE8M0, or f32 powers "
            "of two for f32-scaled weights), wgmma FP8 GEMM with FP32 promotion every 128 of k";

@@ -254,7 +254,9 @@ void quantize_fp8_act(const WeightView& w, const float* x, const float* x_up, co
                       int64_t m, uint8_t* codes, void* scales, cudaStream_t s);
 // Each target's y = (or, accumulate: y +=) x_q W^T (+ bias) by the wgmma FP8 / MXFP8 GEMM, from
 // quantize_fp8_act's codes and scales (for mxfp8 the weights' transposed scales are written behind
-// the activations'). fp8_block targets (at most 3) run as one launch; mxfp8 ones one after another.
+// the activations'). fp8_block targets run as one launch: up to 8 rows on gemv_fp8x8 (where it
+// applies and MX8_CUDA_FP8X8 is not 0), else on the wgmma GEMM, 3 targets per launch; mxfp8 ones
+// one after another.
 void run_fp8_gemm(const MatmulTarget* targets, int count, const uint8_t* codes, void* scales, int64_t m,
                   bool accumulate, cudaStream_t s);
 // y[m][n] += bias[n].

@@ -1,9 +1,10 @@
-// gemv_fp8x8 (src/backend/cuda/gemv_fp8x8.cu): 1..8 rows of E4M3 activations times fp8_block weights
+// gemv_fp8x8 (src/backend/cuda/gemv_fp8x8.cu): 1..16 rows of E4M3 activations times fp8_block weights
 // (1x128 activation scales) or MXFP8 weights (1x32 scales on both), against a double-precision
 // product of the decoded operands. Fresh random
 // codes and scales per run (the seed is printed on failure), ragged n (rows past n in a tile), 1..3
-// targets, both scale types, bias and accumulation, k from one scale block to 14336 (where 8 rows
-// take the 16-warp blocks), NaN codes, and a poisoned row past m that must stay untouched.
+// targets, both scale types, bias and accumulation, k from one scale block to 14336 (every launch
+// plan: one or two groups of 8 rows, 8- or 16-warp blocks, launches of 8 rows), NaN codes, and a
+// poisoned row past m that must stay untouched.
 //
 // Tolerance: the FP8 GEMM's (tests/cuda/gemm_test.cpp says why): 2^-9 sum |w a| plus 2^-8 of the
 // largest |w a| of every 32-wide k group. The products are exact in f32, but the tensor cores add
@@ -187,13 +188,15 @@ TEST_F(GemvFp8x8, EveryRowCountMatchesTheDecodedProduct) {
 }
 
 // k of one scale block (7 of 8 warps idle), Llama-3-8B's 4096 and 14336 (8 rows: 16-warp blocks,
-// staged activations too large for two blocks per SM), one weight row.
+// staged activations too large for two blocks per SM; 16 rows: two launches of 8), one weight row.
 TEST_F(GemvFp8x8, ShortAndLongK) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   run_case({3, {48}, 128, ScaleType::ue8m0, false, true}, rng, "k 128");
   run_case({5, {1}, 4096, ScaleType::f32, true, false}, rng, "n 1");
+  run_case({12, {64, 48}, 4096, ScaleType::ue8m0, true, true}, rng, "m 12 k 4096");
   run_case({4, {200}, 14336, ScaleType::ue8m0, true, false}, rng, "m 4 k 14336");
   run_case({8, {136}, 14336, ScaleType::f32, true, true}, rng, "m 8 k 14336");
+  run_case({16, {40}, 14336, ScaleType::f32, true, true}, rng, "m 16 k 14336");
 }
 
 // MXFP8: 1x32 UE8M0 scales on both operands, scales spanning 2^-20 .. 2^20 inside every 128 of k.
@@ -203,6 +206,7 @@ TEST_F(GemvFp8x8, Mxfp8EveryRowCountAndLongK) {
     run_case({m, {16, 40, 272}, 1024, ScaleType::ue8m0, m % 2 == 1, m % 3 == 0, WeightFormat::mxfp8}, rng,
              "mxfp8 m " + std::to_string(m));
   run_case({8, {136}, 14336, ScaleType::ue8m0, true, true, WeightFormat::mxfp8}, rng, "mxfp8 m 8 k 14336");
+  run_case({13, {72}, 14336, ScaleType::ue8m0, false, true, WeightFormat::mxfp8}, rng, "mxfp8 m 13 k 14336");
   run_case({6, {64}, 512, ScaleType::ue8m0, false, false, WeightFormat::mxfp8}, rng, "mxfp8 NaN weight", 3,
            -1);
 }
@@ -218,8 +222,8 @@ TEST(GemvFp8x8Host, TakesOnlyWhatItRuns) {
   float y[16];
   const WeightView w{WeightFormat::fp8_block, 16, 256, dummy, dummy, ScaleType::ue8m0};
   MatmulTarget t{w, y, nullptr};
-  EXPECT_TRUE(cuda_impl::gemv_fp8x8_applies(&t, 1, 8));
-  EXPECT_FALSE(cuda_impl::gemv_fp8x8_applies(&t, 1, 9));  // more rows than n8 has columns
+  EXPECT_TRUE(cuda_impl::gemv_fp8x8_applies(&t, 1, 16));
+  EXPECT_FALSE(cuda_impl::gemv_fp8x8_applies(&t, 1, 17));  // more rows than two n8 column groups
   EXPECT_FALSE(cuda_impl::gemv_fp8x8_applies(&t, 1, 0));
   MatmulTarget bad = t;
   bad.w.format = WeightFormat::mxfp8;

@@ -138,11 +138,9 @@ __global__ void add_bias_kernel(float* y, const float* bias, int64_t m, int64_t 
 
 }  // namespace
 
-// MXFP8 products of up to this many rows take gemv_fp8x8 (in launches of 8 rows): H200, Llama-3-8B
-// decode, tok/s with the MXFP8 GEMM -> gemv_fp8x8: batch 6 703 -> 1108, 8 918 -> 1733. FP8 keeps the
-// wgmma GEMM, which is as fast or faster there (batch 6 1867 against 1719; `mx8 bench cuda-gemv`).
-constexpr int64_t kFp8x8Mxfp8MaxRows = 16;
-
+// MXFP8 products of up to 16 rows take gemv_fp8x8: H200, Llama-3-8B decode, tok/s with the MXFP8 GEMM
+// -> gemv_fp8x8: batch 6 703 -> 1108, 8 918 -> 1733. FP8 keeps the wgmma GEMM, as fast or faster there
+// (batch 6 1867 against 1719; `mx8 bench cuda-gemv`). MX8_CUDA_FP8X8=0 keeps MXFP8 on its GEMM too.
 bool fp8x8_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("MX8_CUDA_FP8X8");
@@ -217,21 +215,12 @@ void run_fp8_gemm(const MatmulTarget* targets, int count, const uint8_t* codes, 
     a.n = int(t.w.n);
     a.k = int(t.w.k);
   };
-  if (targets[0].w.format == WeightFormat::mxfp8 && fp8x8_enabled() && m <= kFp8x8Mxfp8MaxRows &&
-      gemv_fp8x8_applies(targets, count, std::min<int64_t>(m, kFp8x8MaxRows))) {
-    // Batched decode with MXFP8 weights: gemv_fp8x8 per 8 rows, where the MXFP8 GEMM's promotion
-    // every 32 of k is a latency chain at small M; its weights' scales are read as stored (no
-    // transpose), the bias added in its epilogue.
-    const int ld = mx8::cuda::sa_ld(int(m));
-    for (int64_t r0 = 0; r0 < m; r0 += kFp8x8MaxRows) {
-      MatmulTarget part[kMaxGemvTargets];
-      for (int i = 0; i < count; ++i) {
-        part[i] = targets[i];
-        part[i].y = targets[i].y + r0 * targets[i].w.n;
-      }
-      launch_gemv_fp8x8(part, count, codes + r0 * targets[0].w.k, static_cast<uint8_t*>(scales) + r0, ld,
-                        std::min<int64_t>(m - r0, kFp8x8MaxRows), accumulate, s);
-    }
+  if (targets[0].w.format == WeightFormat::mxfp8 && fp8x8_enabled() &&
+      gemv_fp8x8_applies(targets, count, m)) {
+    // Batched decode with MXFP8 weights, where the MXFP8 GEMM's promotion every 32 of k is a latency
+    // chain at small M; its weights' scales are read as stored (no transpose), the bias added in its
+    // epilogue.
+    launch_gemv_fp8x8(targets, count, codes, scales, mx8::cuda::sa_ld(int(m)), m, accumulate, s);
     return;
   }
   if (targets[0].w.format == WeightFormat::mxfp8) {

@@ -1,24 +1,27 @@
-// The FP8 x FP8 GEMV (gemv_fp8x8.cuh): 1..8 rows of E4M3 activations times fp8_block weights on
-// mma.sync m16n8k32 (E4M3 inputs, f32 accumulation).
+// The FP8 x FP8 GEMV (gemv_fp8x8.cuh): 1..16 rows of E4M3 activations times fp8_block or MXFP8
+// weights on mma.sync m16n8k32 (E4M3 inputs, f32 accumulation).
 //
-// Why: a batched decode step has a few rows per product, and the wgmma GEMM gives them 64-row tiles
-// whose K loop waits on a TMA ring that starts cold at every tile; at 8 rows it streamed Llama-3-8B's
-// weights at about half the rate the one-row GEMV reaches. This kernel is that GEMV's weight stream
-// (gemv_fp8_mma.cu: 16-row tiles, the block's warps splitting k, each warp loading the next round of
-// weights while it multiplies the current one, the first round before griddepcontrol.wait) with the
-// activations already E4M3, as the GEMM takes them: the 8 columns of n8 are 8 rows of activations, and
-// no weight is converted (the one-row GEMV decodes two per cvt and splits x into f16 hi and lo parts).
+// Why: batched decode with MXFP8 weights. The wgmma MXFP8 GEMM promotes its accumulators every 32 of
+// k, a latency chain that a few rows of activations cannot hide (Llama-3-8B batch 8 decoded at 0.67x
+// the BF16 path). This kernel is the one-row GEMV's weight stream (gemv_fp8_mma.cu: 16-row tiles, the
+// block's warps splitting k, each warp loading the next round of weights while it multiplies the
+// current one, the first round before griddepcontrol.wait) with the activations already E4M3, as the
+// GEMMs take them: the 8 columns of n8 are 8 rows of activations, and no weight is converted (the
+// one-row GEMV decodes two per cvt and splits x into f16 hi and lo parts). With fp8_block weights it
+// is no faster than the wgmma FP8 GEMM, which the runtime keeps for them (docs/CUDA_BACKEND.md).
 //
 // Fragments (PTX ISA, mma.m16n8k32, 8-bit inputs): lane = 4 g + t holds A rows g and g + 8 at k slots
 // 4t .. 4t + 3 (registers a0, a1) and 16 + 4t .. 16 + 4t + 3 (a2, a3), B column g at the same slots,
 // and D rows g, g + 8 at columns 2t, 2t + 1. Which k a slot stands for is free as long as A and B
 // agree: a lane loads 16 consecutive bytes of each of its two weight rows per 64-wide chunk, and the
-// chunk's two mma take bytes 0-7 and 8-15, with the same 16 bytes of activation row g as B.
+// chunk's two mma take bytes 0-7 and 8-15, with the same 16 bytes of activation row g as B. Up to 16
+// rows: each weight fragment goes to two mma, rows 0-7 and 8-15 of the activations.
 //
-// Promotion: the four mma of a 128-wide block sum into f32 registers, which are added into the
-// accumulator times the weight block's scale and the activation row's scale once per 128 of k, as the
-// GEMM does (DeepSeek-V3's recipe). The activations of the block's rows are staged in shared memory
-// by the warps that multiply them (each warp its own blocks of k, so no warp waits for another's loads).
+// Promotion: fp8_block, the four mma of a 128-wide block sum into f32 registers, which are added into
+// the accumulator times the weight block's scale and the activation row's scale once per 128 of k, as
+// the GEMM does (DeepSeek-V3's recipe); MXFP8, every 32 of k (mx_block). The activations of the block's rows
+// are staged in shared memory by the warps that multiply them (each warp its own blocks of k, so no warp
+// waits for another's loads).
 #include "backend/cuda/gemv_fp8x8.cuh"
 
 #include <algorithm>
@@ -33,14 +36,18 @@
 namespace mx8::backend::cuda_impl {
 namespace {
 
-constexpr int kU = 2;  // scale blocks (128 of k) per warp per round
+// Scale blocks (128 of k) per warp per round: 2, or 1 where a weight fragment feeds two groups of 8
+// activation rows (kNG = 2: the accumulators and activation loads double, the round's weights halve
+// to stay within 128 registers).
+template <int kNG>
+constexpr int kU = kNG == 2 ? 1 : 2;
 // Bytes after each staged row of activations: the 8 lanes of a quarter warp read rows g, g + 1 at
 // 16 t, which a stride of 64 mod 128 bytes puts on different banks.
 constexpr int kRowPad = 64;
 constexpr size_t kSmemPerSm = size_t(224) << 10;     // shared memory of the blocks on one SM, at most
 constexpr size_t kSmemPerBlock = size_t(227) << 10;  // a block's, static and dynamic (sm_90)
-template <int W>
-constexpr size_t kStaticSmem = sizeof(float) * 4 * 2 * W * 32;  // the kernel's `partial`
+template <int W, int kNG = 1>
+constexpr size_t kStaticSmem = sizeof(float) * 4 * 2 * W* kNG * 32;  // the kernel's `partial`
 
 struct Fp8x8Params {
   GemvTarget t[kMaxGemvTargets];
@@ -107,15 +114,16 @@ __device__ __forceinline__ Rows rows_of(const Fp8x8Params& p, int tile, int g, i
 
 // A warp's round: kU scale blocks of its two rows, and their weight scales (bits, decoded where used:
 // decoding at the load would wait for it).
+template <int U>
 struct Round {
-  uint4 w[kU][4];
-  uint32_t scale[kU];    // fp8_block: the tile's block scale; kMX: row wa's four 1x32 scales
-  uint32_t scale_b[kU];  // kMX: row wb's four
+  uint4 w[U][4];
+  uint32_t scale[U];    // fp8_block: the tile's block scale; kMX: row wa's four 1x32 scales
+  uint32_t scale_b[U];  // kMX: row wb's four
 };
-template <bool kMX>
-__device__ __forceinline__ void load_round(const Fp8x8Params& p, const Rows& r, int base, Round& v) {
+template <bool kMX, int U>
+__device__ __forceinline__ void load_round(const Fp8x8Params& p, const Rows& r, int base, Round<U>& v) {
 #pragma unroll
-  for (int j = 0; j < kU; ++j)
+  for (int j = 0; j < U; ++j)
     if (base + j < p.kblocks) {
       const int64_t off = int64_t(base + j) * 128;
       const uint8_t* wb = r.wb(p.k);
@@ -138,42 +146,52 @@ __host__ __device__ inline int64_t act_scales_per_row(int64_t k) {
   return kMX ? k / 32 : k / 128;
 }
 
-// Stages the warp's blocks of k (first + i * stride + [0, kU)) of the m activation rows into xs
+// Stages the warp's blocks of k (first + i * stride + [0, U)) of the m activation rows into xs
 // ([m][k + kRowPad] bytes) and their scales into xscale ([m][act_scales_per_row] floats): a round's
 // loads first, then its stores, so that a warp waits for L2 once per round.
-template <bool kMX>
+template <bool kMX, int U, int kNG>
 __device__ __forceinline__ void stage_a(const Fp8x8Params& p, uint8_t* xs, float* xscale, int first,
                                         int stride, int lane) {
   const int64_t per_row = act_scales_per_row<kMX>(p.k);
-  // The scale a lane stages per block: row lane (1x128), or row lane / 4's 32-wide block lane % 4.
-  const int sr = kMX ? lane >> 2 : lane, sq = kMX ? lane & 3 : 0;
+  // The scales a lane stages per block: row lane (1x128), or rows lane / 4 + 8 h's 32-wide block lane % 4.
+  constexpr int kS = kMX ? kNG : 1;
+  const int sq = kMX ? lane & 3 : 0;
   const int64_t row_bytes = p.k + kRowPad;
   for (int base = first; base < p.kblocks; base += stride) {
-    uint4 v[kU][2];  // kU blocks x m rows x 8 chunks of 16 bytes, two per lane (m <= 8)
-    uint32_t s[kU];
+    uint4 v[U][2 * kNG];  // U blocks x m rows x 8 chunks of 16 bytes, 2 kNG per lane (m <= 8 kNG)
+    uint32_t s[U][kS];
 #pragma unroll
-    for (int j = 0; j < kU; ++j) {
+    for (int j = 0; j < U; ++j) {
       const int kb = base + j;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
+      for (int h = 0; h < 2 * kNG; ++h) {
         const int i = lane + 32 * h, r = i >> 3, c = i & 7;
         v[j][h] = kb < p.kblocks && r < p.m
                       ? *reinterpret_cast<const uint4*>(p.a + int64_t(r) * p.k + int64_t(kb) * 128 + c * 16)
                       : make_uint4(0, 0, 0, 0);
       }
-      const int64_t si = kMX ? int64_t(kb * 4 + sq) * p.ld + sr : int64_t(kb) * p.ld + sr;
-      s[j] = kb < p.kblocks && sr < p.m ? load_scale_bits(!kMX && p.scale_f32, p.sa, si) : 0u;
+#pragma unroll
+      for (int h = 0; h < kS; ++h) {
+        const int sr = kMX ? (lane >> 2) + 8 * h : lane;
+        const int64_t si = kMX ? int64_t(kb * 4 + sq) * p.ld + sr : int64_t(kb) * p.ld + sr;
+        s[j][h] = kb < p.kblocks && sr < p.m ? load_scale_bits(!kMX && p.scale_f32, p.sa, si) : 0u;
+      }
     }
 #pragma unroll
-    for (int j = 0; j < kU; ++j) {
+    for (int j = 0; j < U; ++j) {
       const int kb = base + j;
       if (kb >= p.kblocks) break;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
+      for (int h = 0; h < 2 * kNG; ++h) {
         const int i = lane + 32 * h, r = i >> 3, c = i & 7;
         if (r < p.m) *reinterpret_cast<uint4*>(xs + r * row_bytes + int64_t(kb) * 128 + c * 16) = v[j][h];
       }
-      if (sr < p.m) xscale[sr * per_row + (kMX ? kb * 4 + sq : kb)] = scale_of(!kMX && p.scale_f32, s[j]);
+#pragma unroll
+      for (int h = 0; h < kS; ++h) {
+        const int sr = kMX ? (lane >> 2) + 8 * h : lane;
+        if (sr < p.m)
+          xscale[sr * per_row + (kMX ? kb * 4 + sq : kb)] = scale_of(!kMX && p.scale_f32, s[j][h]);
+      }
     }
   }
   __syncwarp();  // the warp's lanes read each other's stores
@@ -184,46 +202,55 @@ __device__ __forceinline__ void stage_a(const Fp8x8Params& p, uint8_t* xs, float
 // every mma sums over all four t. So each mma runs twice, with B zeroed on the lanes of the other
 // block: four accumulators per 128 of k, each one 32-wide block's products, promoted with the two
 // weight rows' and the two activation rows' scales of that block.
-__device__ __forceinline__ void mx_block(const Round& cur, int j, const uint8_t* xblk, bool has_col,
-                                         const float* sx0, const float* sx1, bool col0, bool col1, int t,
-                                         float (&acc)[4]) {
+template <int U, int kNG>
+__device__ __forceinline__ void mx_block(const Round<U>& cur, int j, const uint8_t* xblk, int64_t group_bytes,
+                                         int g, int m, const float* sx, int64_t per_row, int t,
+                                         float (&acc)[kNG][4]) {
   const uint32_t first_half = t < 2 ? 0xFFFFFFFFu : 0u;
 #pragma unroll
   for (int q = 0; q < 4; ++q) {  // the 32-wide block within the 128: chunk q / 2, lanes t < 2 or t >= 2
     const int c = q >> 1;
-    const uint32_t m = q & 1 ? ~first_half : first_half;
-    const uint4 x = has_col ? *reinterpret_cast<const uint4*>(xblk + c * 64) : make_uint4(0, 0, 0, 0);
+    const uint32_t msk = q & 1 ? ~first_half : first_half;
     const uint4 wa = cur.w[j][c], wb = cur.w[j][2 + c];
-    float d[4] = {};
-    mma_e4m3(d, wa.x, wb.x, wa.y, wb.y, x.x & m, x.y & m);
-    mma_e4m3(d, wa.z, wb.z, wa.w, wb.w, x.z & m, x.w & m);
     const float sa = format::ue8m0_to_f32(uint8_t(cur.scale[j] >> (8 * q)));
     const float sb = format::ue8m0_to_f32(uint8_t(cur.scale_b[j] >> (8 * q)));
-    const float x0 = col0 ? sx0[q] : 0.0f, x1 = col1 ? sx1[q] : 0.0f;
-    acc[0] = fmaf(d[0], sa * x0, acc[0]);
-    acc[1] = fmaf(d[1], sa * x1, acc[1]);
-    acc[2] = fmaf(d[2], sb * x0, acc[2]);
-    acc[3] = fmaf(d[3], sb * x1, acc[3]);
+#pragma unroll
+    for (int ng = 0; ng < kNG; ++ng) {  // activation rows 8 ng .. 8 ng + 7
+      const uint4 x = g + 8 * ng < m ? *reinterpret_cast<const uint4*>(xblk + ng * group_bytes + c * 64)
+                                     : make_uint4(0, 0, 0, 0);
+      float d[4] = {};
+      mma_e4m3(d, wa.x, wb.x, wa.y, wb.y, x.x & msk, x.y & msk);
+      mma_e4m3(d, wa.z, wb.z, wa.w, wb.w, x.z & msk, x.w & msk);
+      const int c0 = 2 * t + 8 * ng;
+      const float x0 = c0 < m ? sx[c0 * per_row + q] : 0.0f,
+                  x1 = c0 + 1 < m ? sx[(c0 + 1) * per_row + q] : 0.0f;
+      acc[ng][0] = fmaf(d[0], sa * x0, acc[ng][0]);
+      acc[ng][1] = fmaf(d[1], sa * x1, acc[ng][1]);
+      acc[ng][2] = fmaf(d[2], sb * x0, acc[ng][2]);
+      acc[ng][3] = fmaf(d[3], sb * x1, acc[ng][3]);
+    }
   }
 }
 
 // A persistent grid: block b takes tiles b, b + gridDim.x, ...; warp w multiplies the tile's rows over
-// the scale blocks w * kU + [0, kU), + W kU, ..., and loads the next (tile, round) item's weights,
-// also across the tile boundary, before it multiplies the current one. The warps' partial sums are
-// added in warp order (deterministic).
-template <int W, bool kMX>
+// the scale blocks w * U + [0, U), + W U, ..., and loads the next (tile, round) item's weights, also
+// across the tile boundary, before it multiplies the current one. The warps' partial sums are added
+// in warp order (deterministic). kNG groups of 8 activation rows (B's n8 columns) share each weight
+// fragment.
+template <int W, bool kMX, int kNG>
 __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8x8_kernel(Fp8x8Params p, int tiles) {
+  constexpr int U = kU<kNG>;
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ float4 partial[2][W][32];  // double-buffered by tile parity
+  __shared__ float4 partial[2][W][kNG][32];  // double-buffered by tile parity
   pdl_trigger();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int first = warp * kU, stride = W * kU;
+  const int first = warp * U, stride = W * U;
   const int tile_step = int(gridDim.x);
 
   int tile = int(blockIdx.x);
   Rows cr = rows_of<kMX>(p, tile, g, t);
-  Round cur;
+  Round<U> cur;
   bool loaded = tile < tiles && cr.active && first < p.kblocks;
   if (loaded) load_round<kMX>(p, cr, first, cur);  // weights: never written by a kernel
   pdl_wait();
@@ -231,79 +258,88 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8x8_kernel(Fp8x8Params 
   const int64_t row_bytes = p.k + kRowPad;
   uint8_t* xs = smem;
   float* xscale = reinterpret_cast<float*>(smem + p.m * row_bytes);
-  stage_a<kMX>(p, xs, xscale, first, stride, lane);
+  stage_a<kMX, U, kNG>(p, xs, xscale, first, stride, lane);
   const int64_t per_row = act_scales_per_row<kMX>(p.k);
-  const uint8_t* xrow = xs + g * row_bytes + t * 16;  // B column g = activation row g
-  const bool has_col = g < p.m;
-  const int c0 = 2 * t, c1 = 2 * t + 1;  // the activation rows of this lane's D columns
+  const uint8_t* xrow = xs + g * row_bytes + t * 16;  // B column g = activation row g (+ 8 ng)
 
   for (int parity = 0; tile < tiles; tile += tile_step, parity ^= 1) {
     if (!loaded && cr.active && first < p.kblocks) load_round<kMX>(p, cr, first, cur);
-    float acc[4] = {};  // D: (row g, c0), (row g, c1), (row g + 8, c0), (row g + 8, c1)
+    // D of group ng: (row g, 2t), (row g, 2t + 1), (row g + 8, 2t), (row g + 8, 2t + 1), columns + 8 ng.
+    float acc[kNG][4] = {};
     Rows nr = cr;
     loaded = false;
     for (int base = first; base < p.kblocks; base += stride) {
       const bool same_tile = base + stride < p.kblocks;
       const int ntile = same_tile ? tile : tile + tile_step;
       if (!same_tile) nr = rows_of<kMX>(p, ntile, g, t);
-      Round next;
+      Round<U> next;
       loaded = ntile < tiles && nr.active;
       if (loaded) load_round<kMX>(p, nr, same_tile ? base + stride : first, next);
       if (kMX && cr.active) {
 #pragma unroll
-        for (int j = 0; j < kU; ++j) {
+        for (int j = 0; j < U; ++j) {
           const int kb = base + j;
           if (kb >= p.kblocks) break;
-          mx_block(cur, j, xrow + int64_t(kb) * 128, has_col, xscale + c0 * per_row + kb * 4,
-                   xscale + c1 * per_row + kb * 4, c0 < p.m, c1 < p.m, t, acc);
+          mx_block<U, kNG>(cur, j, xrow + int64_t(kb) * 128, 8 * row_bytes, g, p.m, xscale + kb * 4, per_row,
+                           t, acc);
         }
       } else if (cr.active) {
 #pragma unroll
-        for (int j = 0; j < kU; ++j) {
+        for (int j = 0; j < U; ++j) {
           const int kb = base + j;
           if (kb >= p.kblocks) break;
-          float d2[2][4] = {};  // one per 64-wide chunk: two independent mma chains
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const uint4 x = has_col ? *reinterpret_cast<const uint4*>(xrow + int64_t(kb) * 128 + c * 64)
-                                    : make_uint4(0, 0, 0, 0);
-            const uint4 wa = cur.w[j][c], wb = cur.w[j][2 + c];
-            mma_e4m3(d2[c], wa.x, wb.x, wa.y, wb.y, x.x, x.y);
-            mma_e4m3(d2[c], wa.z, wb.z, wa.w, wb.w, x.z, x.w);
-          }
           const float sw = scale_of(p.scale_f32, cur.scale[j]);
-          const float s0 = c0 < p.m ? sw * xscale[c0 * per_row + kb] : 0.0f;
-          const float s1 = c1 < p.m ? sw * xscale[c1 * per_row + kb] : 0.0f;
-          acc[0] = fmaf(d2[0][0] + d2[1][0], s0, acc[0]);
-          acc[1] = fmaf(d2[0][1] + d2[1][1], s1, acc[1]);
-          acc[2] = fmaf(d2[0][2] + d2[1][2], s0, acc[2]);
-          acc[3] = fmaf(d2[0][3] + d2[1][3], s1, acc[3]);
+#pragma unroll
+          for (int ng = 0; ng < kNG; ++ng) {
+            float d2[2][4] = {};  // one per 64-wide chunk: two independent mma chains
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const uint4 x = g + 8 * ng < p.m ? *reinterpret_cast<const uint4*>(xrow + 8 * ng * row_bytes +
+                                                                                 int64_t(kb) * 128 + c * 64)
+                                               : make_uint4(0, 0, 0, 0);
+              const uint4 wa = cur.w[j][c], wb = cur.w[j][2 + c];
+              mma_e4m3(d2[c], wa.x, wb.x, wa.y, wb.y, x.x, x.y);
+              mma_e4m3(d2[c], wa.z, wb.z, wa.w, wb.w, x.z, x.w);
+            }
+            const int c0 = 2 * t + 8 * ng;
+            const float s0 = c0 < p.m ? sw * xscale[c0 * per_row + kb] : 0.0f;
+            const float s1 = c0 + 1 < p.m ? sw * xscale[(c0 + 1) * per_row + kb] : 0.0f;
+            acc[ng][0] = fmaf(d2[0][0] + d2[1][0], s0, acc[ng][0]);
+            acc[ng][1] = fmaf(d2[0][1] + d2[1][1], s1, acc[ng][1]);
+            acc[ng][2] = fmaf(d2[0][2] + d2[1][2], s0, acc[ng][2]);
+            acc[ng][3] = fmaf(d2[0][3] + d2[1][3], s1, acc[ng][3]);
+          }
         }
       }
       cur = next;
     }
 
-    partial[parity][warp][lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+#pragma unroll
+    for (int ng = 0; ng < kNG; ++ng)
+      partial[parity][warp][ng][lane] = make_float4(acc[ng][0], acc[ng][1], acc[ng][2], acc[ng][3]);
     __syncthreads();
     if (warp == 0 && cr.active) {
       const GemvTarget tg = target_of(p, tile);
       const int64_t row0 = int64_t(tile - tg.tile_begin) * 16;
-      float4 s = partial[parity][0][lane];
 #pragma unroll
-      for (int w = 1; w < W; ++w) {
-        const float4 q = partial[parity][w][lane];
-        s.x += q.x, s.y += q.y, s.z += q.z, s.w += q.w;
-      }
-      const float v[4] = {s.x, s.y, s.z, s.w};
+      for (int ng = 0; ng < kNG; ++ng) {
+        float4 s = partial[parity][0][ng][lane];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int64_t row = row0 + g + (i >= 2 ? 8 : 0);
-        const int col = i & 1 ? c1 : c0;
-        if (row >= tg.n || col >= p.m) continue;
-        float y = v[i];
-        if (tg.bias) y += tg.bias[row];
-        float* out = tg.y + int64_t(col) * tg.n + row;
-        *out = p.accumulate ? *out + y : y;
+        for (int w = 1; w < W; ++w) {
+          const float4 q = partial[parity][w][ng][lane];
+          s.x += q.x, s.y += q.y, s.z += q.z, s.w += q.w;
+        }
+        const float v[4] = {s.x, s.y, s.z, s.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int64_t row = row0 + g + (i >= 2 ? 8 : 0);
+          const int col = 2 * t + 8 * ng + (i & 1);
+          if (row >= tg.n || col >= p.m) continue;
+          float y = v[i];
+          if (tg.bias) y += tg.bias[row];
+          float* out = tg.y + int64_t(col) * tg.n + row;
+          *out = p.accumulate ? *out + y : y;
+        }
       }
     }
     cr = rows_of<kMX>(p, tile + tile_step, g, t);
@@ -315,21 +351,34 @@ size_t smem_bytes(int m, int64_t k, bool mx) {
          size_t(m) * size_t(mx ? act_scales_per_row<true>(k) : act_scales_per_row<false>(k)) * sizeof(float);
 }
 
-// Blocks of 8 warps, two per SM, where two blocks' staged activations fit; else one block of 16.
-bool two_blocks_fit(int m, int64_t k, bool mx) {
-  return 2 * (smem_bytes(m, k, mx) + kStaticSmem<8>) <= kSmemPerSm;
+template <int W, int kNG>
+constexpr size_t kMaxDynamicSmem =
+    W == 8 ? kSmemPerSm / 2 - kStaticSmem<8, kNG> : kSmemPerBlock - kStaticSmem<16, kNG>;
+
+// How a launch of m rows runs: groups of 8 rows per weight fragment (kNG = 2: up to 16 rows, blocks of
+// 8 warps, two per SM, where their staged activations fit), else launches of up to 8 rows, each in
+// blocks of 8 warps (two per SM) or, where two blocks' activations do not fit, 16 (one per SM).
+enum class Plan { none, one_group_w8, one_group_w16, two_groups, per_8_rows };
+Plan plan_of(int64_t m, int64_t k, bool mx) {
+  if (m < 1 || m > kFp8x8MaxRows) return Plan::none;
+  if (m <= 8) {
+    const size_t b = smem_bytes(int(m), k, mx);
+    return b <= kMaxDynamicSmem<8, 1>    ? Plan::one_group_w8
+           : b <= kMaxDynamicSmem<16, 1> ? Plan::one_group_w16
+                                         : Plan::none;
+  }
+  if (smem_bytes(int(m), k, mx) <= kMaxDynamicSmem<8, 2>) return Plan::two_groups;
+  return plan_of(8, k, mx) == Plan::none ? Plan::none : Plan::per_8_rows;
 }
-template <int W>
-constexpr size_t kMaxDynamicSmem = W == 8 ? kSmemPerSm / 2 - kStaticSmem<8> : kSmemPerBlock - kStaticSmem<16>;
 
 // Blocks of the persistent grid: as many as fit, or the fewest that take the same number of tiles
 // each (gemv_fp8_mma.cu's rule).
-template <int W, bool kMX>
+template <int W, bool kMX, int kNG>
 void launch_w(const Fp8x8Params& p, int tiles, cudaStream_t s) {
-  constexpr auto kernel = gemv_fp8x8_kernel<W, kMX>;
+  constexpr auto kernel = gemv_fp8x8_kernel<W, kMX, kNG>;
   const size_t smem = smem_bytes(p.m, p.k, kMX);
   static const cudaError_t configured =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxDynamicSmem<W>));
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxDynamicSmem<W, kNG>));
   check(configured, "matmul (fp8 x fp8 gemv)");
   int per_sm = 0;
   check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, W * 32, smem),
@@ -338,6 +387,20 @@ void launch_w(const Fp8x8Params& p, int tiles, cudaStream_t s) {
   const int per = (tiles + most - 1) / most;
   launch_smem("matmul (fp8 x fp8 gemv)", kernel, dim3(unsigned((tiles + per - 1) / per)), dim3(W * 32), smem,
               s, p, tiles);
+}
+
+template <bool kMX>
+void launch_plan(Plan plan, const Fp8x8Params& p, int tiles, cudaStream_t s) {
+  switch (plan) {
+    case Plan::one_group_w8:
+      return launch_w<8, kMX, 1>(p, tiles, s);
+    case Plan::one_group_w16:
+      return launch_w<16, kMX, 1>(p, tiles, s);
+    case Plan::two_groups:
+      return launch_w<8, kMX, 2>(p, tiles, s);
+    default:
+      throw Error("cuda backend: gemv_fp8x8: no launch plan");
+  }
 }
 
 bool aligned16(const void* p) {
@@ -351,7 +414,7 @@ bool gemv_fp8x8_applies(const MatmulTarget* targets, int count, int64_t m) {
   const WeightView& w0 = targets[0].w;
   const bool mx = w0.format == WeightFormat::mxfp8;
   if (!(w0.format == WeightFormat::fp8_block || (mx && w0.scale_type == ScaleType::ue8m0)) || w0.k <= 0 ||
-      w0.k % 128 != 0 || smem_bytes(int(m), w0.k, mx) > kMaxDynamicSmem<16>)
+      w0.k % 128 != 0 || plan_of(m, w0.k, mx) == Plan::none)
     return false;
   for (int i = 0; i < count; ++i) {
     const WeightView& w = targets[i].w;
@@ -382,11 +445,21 @@ void launch_gemv_fp8x8(const MatmulTarget* targets, int count, const uint8_t* a,
   p.m = int(m);
   p.accumulate = accumulate;
   p.scale_f32 = targets[0].w.scale_type == ScaleType::f32;
-  const bool mx = targets[0].w.format == WeightFormat::mxfp8, two = two_blocks_fit(p.m, p.k, mx);
-  if (mx)
-    two ? launch_w<8, true>(p, tiles, s) : launch_w<16, true>(p, tiles, s);
-  else
-    two ? launch_w<8, false>(p, tiles, s) : launch_w<16, false>(p, tiles, s);
+  const bool mx = targets[0].w.format == WeightFormat::mxfp8;
+  Plan plan = plan_of(m, p.k, mx);
+  if (plan != Plan::per_8_rows)
+    return mx ? launch_plan<true>(plan, p, tiles, s) : launch_plan<false>(plan, p, tiles, s);
+  // Rows [r0, r0 + 8): their codes, their scales (MN-major: column r0 on), their outputs.
+  plan = plan_of(8, p.k, mx);
+  const size_t scale_bytes = p.scale_f32 ? sizeof(float) : 1;
+  for (int64_t r0 = 0; r0 < m; r0 += 8) {
+    Fp8x8Params q = p;
+    q.a = a + r0 * p.k;
+    q.sa = static_cast<const uint8_t*>(a_scales) + r0 * scale_bytes;
+    q.m = int(std::min<int64_t>(8, m - r0));
+    for (int i = 0; i < count; ++i) q.t[i].y = p.t[i].y + r0 * p.t[i].n;
+    mx ? launch_plan<true>(plan, q, tiles, s) : launch_plan<false>(plan, q, tiles, s);
+  }
 }
 
 }  // namespace mx8::backend::cuda_impl

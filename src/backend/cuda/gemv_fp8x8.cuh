@@ -1,4 +1,4 @@
-// The FP8 x FP8 GEMV on mma.sync (gemv_fp8x8.cu): y = a W^T, or y += a W^T, for 1..8 rows of E4M3
+// The FP8 x FP8 GEMV on mma.sync (gemv_fp8x8.cu): y = a W^T, or y += a W^T, for 1..16 rows of E4M3
 // activations (quantize_fp8_act's output) and fp8_block weights (activation scales per 1x128,
 // products promoted into f32 once per 128 of k) or MXFP8 weights (1x32 UE8M0 scales on both
 // operands, promoted every 32 of k; the weights' scales row-major as the format layer stores them).
@@ -14,8 +14,9 @@
 
 namespace mx8::backend::cuda_impl {
 
-// Most rows of activations gemv_fp8x8 takes: the 8 columns of mma's n8.
-constexpr int kFp8x8MaxRows = 8;
+// Most rows of activations gemv_fp8x8 takes: two groups of mma's 8 n8 columns per weight fragment
+// (where 16 rows' activations do not fit in shared memory, two launches of 8).
+constexpr int kFp8x8MaxRows = 16;
 
 // Whether it takes this group: 1 <= m <= kFp8x8MaxRows, 1..4 targets of fp8_block weights with one
 // scale type, or of MXFP8 weights with UE8M0 scales, and one k (k % 128 == 0), 16-byte aligned

@@ -123,7 +123,7 @@ struct GemmOperands {
   Dev<uint16_t> xa, xb;
   Dev<uint8_t> a8, b8, sa_u8, sb_u8;
   Dev<float> sa, sb, sa_lt;
-  Dev<uint8_t> a_mx, b_mx, sa_mx, sb_mx, tmp_scales;
+  Dev<uint8_t> a_mx, b_mx, sa_mx, sb_mx, tmp_scales, sb_mx_rows;
   int ld_b;
   Dev<uint16_t> d_mx, d_lt, d_bf16;
   GemmOperands(int m_, int n_, int k_)
@@ -145,6 +145,7 @@ struct GemmOperands {
         sa_mx(size_t(sa_ld(m_)) * (k_ / 32)),
         sb_mx(size_t(sa_ld(n_)) * (k_ / 32)),
         tmp_scales(size_t(std::max(m_, n_)) * (k_ / 32)),
+        sb_mx_rows(size_t(n_) * (k_ / 32)),
         ld_b(sa_ld(n_)),
         d_mx(size_t(m_) * n_),
         d_lt(size_t(m_) * n_),
@@ -168,8 +169,8 @@ struct GemmOperands {
     mxs.rule = fmt::ScaleRule::floor;
     quantize(fmt::SourceType::bf16, xa.p, m, k, mxs, a_mx.p, tmp_scales.p, nullptr);
     transpose_u8(tmp_scales.p, m, k / 32, sa_mx.p, ld, nullptr);
-    quantize(fmt::SourceType::bf16, xb.p, n, k, mxs, b_mx.p, tmp_scales.p, nullptr);
-    transpose_u8(tmp_scales.p, n, k / 32, sb_mx.p, ld_b, nullptr);
+    quantize(fmt::SourceType::bf16, xb.p, n, k, mxs, b_mx.p, sb_mx_rows.p, nullptr);  // as stored
+    transpose_u8(sb_mx_rows.p, n, k / 32, sb_mx.p, ld_b, nullptr);
     // cuBLASLt's VEC128 scales are [K/128][M] with no leading dimension: a compact copy.
     MX8_CUDA_CHECK(cudaMemcpy2D(sa_lt.p, size_t(m) * 4, sa.p, size_t(ld) * 4, size_t(m) * 4, size_t(k / 128),
                                 cudaMemcpyDeviceToDevice));
@@ -272,23 +273,26 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         "of the flush is written back during the timed run). mx8 and cuBLASLt FP8 read the same "
         "E4M3 codes and float32 scales; `mx8 ue8m0` is the same product with UE8M0 scale bytes; `MXFP8` is "
         "mx8's MXFP8 GEMM (1x32 UE8M0 scales on both operands, promotion every 32 of K). "
-     << (gemv ? "`fp8x8 us` is the product the runtime's batched decode steps take for 3..8 rows, the "
-                "mma.sync GEMV of E4M3 activations (src/backend/cuda/gemv_fp8x8.cu: the same codes and "
-                "float32 scales, f32 out), `fp8x8 floor` its fraction of the floor. "
+     << (gemv ? "`fp8x8 us` is the same product on the mma.sync GEMV of E4M3 activations "
+                "(src/backend/cuda/gemv_fp8x8.cu: the same codes and float32 scales, f32 out), `fp8x8 "
+                "floor` its fraction of the floor; `MX fp8x8 us` the MXFP8 product on it, the one the "
+                "runtime's batched decode steps of 3..16 rows take for MXFP8 weights (the weights' scales "
+                "row-major, as stored). "
                 "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth."
               : "Floor = max(2MNK / 1979 TFLOP/s, bytes / measured copy bandwidth), bytes = MK + NK + 2MN.")
      << " `diff` = max|mx8 - cuBLASLt| / max|cuBLASLt| (`=` when bitwise equal).\n\n";
   md << "| M | N | K | tile | mx8 us | mx8 ue8m0 us | MXFP8 us | TFLOP/s | GB/s | of floor | cuBLASLt FP8 us "
         "| vs FP8 | "
         "cuBLASLt BF16 us | vs BF16 | diff |"
-     << (gemv ? " fp8x8 us | fp8x8 floor |" : "")
-     << "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" << (gemv ? "---|---|" : "") << "\n";
-  std::printf("%s\n%6s %6s %6s %-22s %9s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s %9s\n", gpu.c_str(), "M",
+     << (gemv ? " fp8x8 us | fp8x8 floor | MX fp8x8 us |" : "")
+     << "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" << (gemv ? "---|---|---|" : "")
+     << "\n";
+  std::printf("%s\n%6s %6s %6s %-22s %9s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s %9s %9s\n", gpu.c_str(), "M",
               "N", "K", "tile", "mx8 us", "ue8m0 us", "MXFP8 us", "TFLOP/s", "GB/s", "floor", "ltFP8 us",
-              "vsFP8", "ltBF16", "vsBF16", "diff", "fp8x8 us");
+              "vsFP8", "ltBF16", "vsBF16", "diff", "fp8x8 us", "MXx8 us");
   std::vector<std::string> summary;
   for (int m : ms) {
-    std::vector<double> sp_fp8, sp_bf16, frac, mx_cost, x8_frac;
+    std::vector<double> sp_fp8, sp_bf16, frac, mx_cost, x8_frac, mx8_gain;
     for (const Shape& s : kShapes) {
       GemmOperands op(m, s.n, s.k);
       const GemmConfig* f = forced.block_m ? &forced : nullptr;
@@ -324,16 +328,22 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
           std::printf("cuBLASLt BF16 %dx%dx%d: %s\n", m, s.n, s.k, e.what());
         }
       }
-      double t_x8 = NAN;
+      double t_x8 = NAN, t_mx8 = NAN;
       if (gemv && m <= mx8::backend::cuda_impl::kFp8x8MaxRows && !o.mx8_only) {
+        namespace be = mx8::backend;
         Dev<float> y(size_t(m) * s.n);
-        const mx8::backend::MatmulTarget t{
-            {mx8::backend::WeightFormat::fp8_block, s.n, s.k, op.b8.p, op.sb.p, mx8::backend::ScaleType::f32},
+        const be::MatmulTarget t{
+            {be::WeightFormat::fp8_block, s.n, s.k, op.b8.p, op.sb.p, be::ScaleType::f32}, y.p, nullptr};
+        t_x8 = timer.median_us(
+            [&] { be::cuda_impl::launch_gemv_fp8x8(&t, 1, op.a8.p, op.sa.p, op.ld, m, false, nullptr); },
+            o.iters);
+        const be::MatmulTarget tm{
+            {be::WeightFormat::mxfp8, s.n, s.k, op.b_mx.p, op.sb_mx_rows.p, be::ScaleType::ue8m0},
             y.p,
             nullptr};
-        t_x8 = timer.median_us(
+        t_mx8 = timer.median_us(
             [&] {
-              mx8::backend::cuda_impl::launch_gemv_fp8x8(&t, 1, op.a8.p, op.sa.p, op.ld, m, false, nullptr);
+              be::cuda_impl::launch_gemv_fp8x8(&tm, 1, op.a_mx.p, op.sa_mx.p, op.ld, m, false, nullptr);
             },
             o.iters);
       }
@@ -346,12 +356,14 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
       if (t_bf == t_bf) sp_bf16.push_back(t_bf / t_mx);
       mx_cost.push_back(t_mxfp8 / t_mx);
       if (t_x8 == t_x8) x8_frac.push_back(floor_s / (t_x8 * 1e-6));
+      if (t_mx8 == t_mx8 && t_mxfp8 == t_mxfp8) mx8_gain.push_back(t_mx8 / t_mxfp8);
       const std::string tile = std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n) +
                                (cfg.splits > 1 ? "c" + std::to_string(cfg.splits) : "");
       std::printf(
-          "%6d %6d %6d %-22s %9.1f %9.1f %9.1f %8.1f %8.0f %6.0f%% %9.1f %6.2fx %9.1f %6.2fx %9s %9.1f\n", m,
-          s.n, s.k, cfg.str().c_str(), t_mx, t_u8, t_mxfp8, flops / t_mx * 1e-6, bytes / t_mx * 1e-3,
-          100 * fr, t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str(), t_x8);
+          "%6d %6d %6d %-22s %9.1f %9.1f %9.1f %8.1f %8.0f %6.0f%% %9.1f %6.2fx %9.1f %6.2fx %9s %9.1f "
+          "%9.1f\n",
+          m, s.n, s.k, cfg.str().c_str(), t_mx, t_u8, t_mxfp8, flops / t_mx * 1e-6, bytes / t_mx * 1e-3,
+          100 * fr, t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str(), t_x8, t_mx8);
       std::fflush(stdout);
       md << "| " << m << " | " << s.n << " | " << s.k << " | " << tile << " | " << fmt_double("%.1f", t_mx)
          << " | " << fmt_double("%.1f", t_u8) << " | " << fmt_double("%.1f", t_mxfp8) << " | "
@@ -361,7 +373,7 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
          << fmt_double("%.2fx", t_bf / t_mx) << " | " << diff << " |";
       if (gemv)
         md << " " << fmt_double("%.1f", t_x8) << " | " << fmt_double("%.0f%%", 100 * floor_s / (t_x8 * 1e-6))
-           << " |";
+           << " | " << fmt_double("%.1f", t_mx8) << " |";
       md << "\n";
     }
     const std::string fp8_ratio = sp_fp8.empty() ? std::string("n/a") : fmt_double("%.2fx", geomean(sp_fp8));
@@ -369,6 +381,7 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         "| " + std::to_string(m) + " | " + fp8_ratio + " | " + fmt_double("%.2fx", geomean(sp_bf16)) + " | " +
         fmt_double("%.0f%%", 100 * geomean(frac)) + " | " + fmt_double("%.2fx", geomean(mx_cost)) + " |" +
         (gemv ? " " + (x8_frac.empty() ? std::string("n/a") : fmt_double("%.0f%%", 100 * geomean(x8_frac))) +
+                    " | " + (mx8_gain.empty() ? std::string("n/a") : fmt_double("%.2fx", geomean(mx8_gain))) +
                     " |"
               : std::string()));
     std::printf("M=%d geomean: %.2fx over cuBLASLt block-scaled FP8, %.2fx over BF16, %.0f%% of floor%s\n", m,
@@ -379,7 +392,8 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
   }
   md << "\nGeometric means over the six (N, K) shapes:\n\n| M | mx8 / cuBLASLt FP8 | mx8 / cuBLASLt BF16 | "
         "of floor | MXFP8 time / 1x128 time |"
-     << (gemv ? " fp8x8 of floor |" : "") << "\n|---|---|---|---|---|" << (gemv ? "---|" : "") << "\n";
+     << (gemv ? " fp8x8 of floor | MX fp8x8 time / MXFP8 GEMM time |" : "") << "\n|---|---|---|---|---|"
+     << (gemv ? "---|---|" : "") << "\n";
   for (const auto& l : summary) md << l << "\n";
   write_section(o, gemv ? "cuda-gemv" : "cuda-gemm", md.str());
 }

@@ -40,6 +40,7 @@
 
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/backend_cuda_weight.cuh"
+#include "backend/cuda/device_info.h"
 #include "backend/cuda/gemv_fp8_mma.cuh"
 #include "backend/cuda/gemv_fp8_skinny.cuh"
 #include "backend/cuda/gemv_target.cuh"
@@ -448,17 +449,6 @@ struct Shape {
 };
 constexpr Shape kDefault[] = {{1, 4, 2}, {2, 4, 2}, {4, 2, 2}, {8, 2, 2}};
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      return 132;
-    return v;
-  }();
-  return n;
-}
-
 // A kernel instantiation: rows of x per pass (M), rows per thread group (R), chunks per row per round
 // (U), load hint (D = 4: L2::256B), shared-memory stages (S, 0 = register pipeline).
 struct Variant {
@@ -478,7 +468,7 @@ bool try_launch(const Variant& v, GroupParams p, cudaStream_t s) {
   }();
   // Persistent grid: at most the resident blocks, and as few as give every block the same number of
   // tiles (the last wave is not a partial one).
-  const int64_t slots = int64_t(sm_count()) * per_sm;
+  const int64_t slots = int64_t(mx8::cuda::num_sms()) * per_sm;
   const int64_t per_block = (p.tiles + slots - 1) / slots;
   const unsigned grid = unsigned(std::max<int64_t>(1, (p.tiles + per_block - 1) / per_block));
   launch("gemv_group", kernel, dim3(grid), dim3(NT), s, p);

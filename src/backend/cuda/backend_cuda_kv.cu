@@ -32,6 +32,7 @@
 
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/device_info.h"
 #include "backend/cuda/ptx/cluster.cuh"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
@@ -1046,17 +1047,6 @@ const CluKnobs& clu_knobs() {
 std::atomic<int> g_cluster_splits{0};  // tests: force the position splits (0: the heuristic)
 std::atomic<int> g_cluster_gb{0};      // tests: force the query heads per block (0: the default)
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      v = 132;
-    return v;
-  }();
-  return n;
-}
-
 // Clusters of more than 8 blocks (non-portable) for the kernel (F, gb): allowed and schedulable?
 // Asked once per kernel.
 template <KvFormat F, int Gb>
@@ -1137,7 +1127,7 @@ CluPlan cluster_plan(const CudaKvCache& c, const AttentionArgs& a) {
   constexpr int64_t kOneSplitCap = 160;
   int64_t S = cap <= kOneSplitCap ? 1 : (cap + k.pos - 1) / k.pos;
   const int64_t blocks = int64_t(a.n_kv_heads) * n_hs * std::max(1, a.n_tokens);
-  S = std::min<int64_t>(S, std::max<int64_t>(1, 2 * sm_count() / blocks));
+  S = std::min<int64_t>(S, std::max<int64_t>(1, 2 * mx8::cuda::num_sms() / blocks));
   S = std::min<int64_t>(S, std::max(1, k.max_c / n_hs));
   if (const int forced = g_cluster_splits.load(std::memory_order_relaxed); forced > 0) S = forced;
   S = std::max<int64_t>(1, std::min<int64_t>(S, kCluMaxS / n_hs));

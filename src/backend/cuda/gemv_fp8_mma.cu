@@ -506,33 +506,6 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   }
 }
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev);
-    return v > 0 ? v : 132;
-  }();
-  return n;
-}
-
-// Blocks of a persistent grid for `work` items: as many as fit on the device, or, where that is not
-// enough for one item each, the fewest that take the same number of items each (q/k/v's 384 tiles: 192
-// blocks of 2, not 264 of which 120 take a second tile while the rest idle). H200, decode FP8: 385.4
-// -> 390.6 tok/s (three runs each, .carry/lead/e36.sh); q/k/v alone 14.1 -> 13.5 us. Allows max_smem
-// of dynamic shared memory once per kernel, before its first launch (and so before any graph capture).
-template <auto Kernel>
-unsigned grid_for(int threads, size_t smem, size_t max_smem, int work, const char* op) {
-  static const cudaError_t configured =
-      cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_smem));
-  check(configured, op);
-  int per_sm = 0;
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, threads, smem), op);
-  const int most = std::max(per_sm, 1) * sm_count();
-  const int per = (work + most - 1) / most;  // items per block
-  return unsigned((work + per - 1) / per);
-}
-
 // Warps per tile for W warps per block: all W, unless at least half of them would have no round of
 // kU scale blocks (k <= 64 W). Then the largest power of two that has one each and splits k into whole
 // rounds, where there is one, so that W / wpt tiles run side by side. H200, DeepSeek's k = 512 (M = 1):

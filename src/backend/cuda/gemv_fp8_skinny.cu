@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/device_info.h"
 #include "backend/cuda/gemv_fp8_common.cuh"
 #include "backend/cuda/gemv_target.cuh"
 #include "mx8/error.h"
@@ -466,16 +467,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) gemv_fp8_skinny_ring_kernel
   if (q.C > 1) cluster_sync();  // no block leaves while another may still read its partial sums
 }
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev);
-    return v > 0 ? v : 132;
-  }();
-  return n;
-}
-
 bool aligned16(const void* q) {
   return reinterpret_cast<uintptr_t>(q) % 16 == 0;
 }
@@ -609,7 +600,7 @@ int resident_clusters(KernelFn k, int split, int warps, size_t smem) {
       (void)cudaGetLastError();
       per_sm = 0;
     }
-    n = per_sm * sm_count();
+    n = per_sm * mx8::cuda::num_sms();
   } else {
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(unsigned(split * 64));
@@ -654,7 +645,7 @@ Plan plan_for(int nt, int64_t tiles, int kblocks, const SkinnyConfig& cfg) {
   if (cfg.stages > 0) kernels.push_back(ring_variant(nt, cfg.stages));
   Plan best{};
   double best_score = 0;
-  const int sms = sm_count();
+  const int sms = mx8::cuda::num_sms();
   for (const Kernel& k : kernels)
     for (int warps : {k.max_warps, 8, 4}) {
       if (cfg.warps && warps != cfg.warps) continue;

@@ -27,7 +27,6 @@
 #include <algorithm>
 
 #include "backend/cuda/backend_cuda.cuh"
-#include "backend/cuda/device_info.h"
 #include "backend/cuda/gemv_fp8_common.cuh"
 #include "backend/cuda/gemv_target.cuh"
 #include "mx8/error.h"
@@ -371,22 +370,13 @@ Plan plan_of(int64_t m, int64_t k, bool mx) {
   return plan_of(8, k, mx) == Plan::none ? Plan::none : Plan::per_8_rows;
 }
 
-// Blocks of the persistent grid: as many as fit, or the fewest that take the same number of tiles
-// each (gemv_fp8_mma.cu's rule).
 template <int W, bool kMX, int kNG>
 void launch_w(const Fp8x8Params& p, int tiles, cudaStream_t s) {
   constexpr auto kernel = gemv_fp8x8_kernel<W, kMX, kNG>;
   const size_t smem = smem_bytes(p.m, p.k, kMX);
-  static const cudaError_t configured =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxDynamicSmem<W, kNG>));
-  check(configured, "matmul (fp8 x fp8 gemv)");
-  int per_sm = 0;
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, W * 32, smem),
-        "matmul (fp8 x fp8 gemv)");
-  const int most = std::max(per_sm, 1) * mx8::cuda::num_sms();
-  const int per = (tiles + most - 1) / most;
-  launch_smem("matmul (fp8 x fp8 gemv)", kernel, dim3(unsigned((tiles + per - 1) / per)), dim3(W * 32), smem,
-              s, p, tiles);
+  const char* op = "matmul (fp8 x fp8 gemv)";
+  const unsigned grid = grid_for<kernel>(W * 32, smem, kMaxDynamicSmem<W, kNG>, tiles, op);
+  launch_smem(op, kernel, dim3(grid), dim3(W * 32), smem, s, p, tiles);
 }
 
 template <bool kMX>

@@ -24,6 +24,16 @@ __device__ __forceinline__ uint4 load_stream(const uint8_t* p) {
   return r;
 }
 
+// 8 bytes read once: not kept in L1.
+__device__ __forceinline__ uint2 load_stream8(const uint8_t* p) {
+  uint2 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ uint4 join(uint2 lo, uint2 hi) {
+  return make_uint4(lo.x, lo.y, hi.x, hi.y);
+}
+
 // Two E4M3 codes (low byte first) -> f16x2 (low half first), exact.
 __device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two) {
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two & 0xffffu), __NV_E4M3);

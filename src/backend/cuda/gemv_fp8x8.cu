@@ -13,9 +13,11 @@
 // Fragments (PTX ISA, mma.m16n8k32, 8-bit inputs): lane = 4 g + t holds A rows g and g + 8 at k slots
 // 4t .. 4t + 3 (registers a0, a1) and 16 + 4t .. 16 + 4t + 3 (a2, a3), B column g at the same slots,
 // and D rows g, g + 8 at columns 2t, 2t + 1. Which k a slot stands for is free as long as A and B
-// agree: a lane loads 16 consecutive bytes of each of its two weight rows per 64-wide chunk, and the
-// chunk's two mma take bytes 0-7 and 8-15, with the same 16 bytes of activation row g as B. Up to 16
-// rows: each weight fragment goes to two mma, rows 0-7 and 8-15 of the activations.
+// agree: with fp8_block weights a lane loads 16 consecutive bytes of each of its two weight rows per
+// 64-wide chunk, and the chunk's two mma take bytes 0-7 and 8-15, with the same 16 bytes of activation
+// row g as B; with MXFP8 weights, whose every mma must stay in one 32-wide scale block, 8 bytes of each
+// block (k = 8t .. 8t + 7), one mma per block. Up to 16 rows: each weight fragment goes to two mma,
+// rows 0-7 and 8-15 of the activations.
 //
 // Promotion: fp8_block, the four mma of a 128-wide block sum into f32 registers, which are added into
 // the accumulator times the weight block's scale and the activation row's scale once per 128 of k, as
@@ -35,14 +37,18 @@
 namespace mx8::backend::cuda_impl {
 namespace {
 
-// Scale blocks (128 of k) per warp per round: 2, or 1 where a weight fragment feeds two groups of 8
-// activation rows (kNG = 2: the accumulators and activation loads double, the round's weights halve
-// to stay within 128 registers).
-template <int kNG>
-constexpr int kU = kNG == 2 ? 1 : 2;
-// Bytes after each staged row of activations: the 8 lanes of a quarter warp read rows g, g + 1 at
-// 16 t, which a stride of 64 mod 128 bytes puts on different banks.
-constexpr int kRowPad = 64;
+// Scale blocks (128 of k) per warp per round: 2 for fp8_block, or 1 where a weight fragment feeds two
+// groups of 8 activation rows (kNG = 2: the accumulators and activation loads double, the round's
+// weights halve to stay within 128 registers) and for MXFP8, whose per-32 promotion needs the
+// registers: with 2 it spilled 72-120 bytes and decoded 10-14% slower (H200, Llama-3-8B, batch 3..8).
+template <int kNG, bool kMX>
+constexpr int kU = kNG == 2 || kMX ? 1 : 2;
+// Bytes after each staged row of activations, so that a warp's B loads take the fewest wavefronts:
+// fp8_block, lanes read 16 bytes at 16 t of rows g (a quarter warp: rows g, g + 1), which a stride of
+// 64 mod 128 bytes puts on different banks; MXFP8, 8 bytes at 8 t (32 bytes per row, 8 rows), which a
+// stride of 32 mod 128 spreads over all banks, two rows each.
+template <bool kMX>
+constexpr int kRowPad = kMX ? 32 : 64;
 constexpr size_t kSmemPerSm = size_t(224) << 10;     // shared memory of the blocks on one SM, at most
 constexpr size_t kSmemPerBlock = size_t(227) << 10;  // a block's, static and dynamic (sm_90)
 template <int W, int kNG = 1>
@@ -100,7 +106,7 @@ __device__ __forceinline__ Rows rows_of(const Fp8x8Params& p, int tile, int g, i
   Rows r;
   r.active = row0 < tg.n;
   r.drow = int(rb - ra);
-  r.wa = tg.w + ra * p.k + t * 16;
+  r.wa = tg.w + ra * p.k + t * (kMX ? 8 : 16);
   if (kMX) {
     r.sa = static_cast<const uint32_t*>(tg.scales) + ra * p.kblocks;
   } else {
@@ -126,10 +132,18 @@ __device__ __forceinline__ void load_round(const Fp8x8Params& p, const Rows& r, 
     if (base + j < p.kblocks) {
       const int64_t off = int64_t(base + j) * 128;
       const uint8_t* wb = r.wb(p.k);
-      v.w[j][0] = load_stream(r.wa + off);
-      v.w[j][1] = load_stream(r.wa + off + 64);
-      v.w[j][2] = load_stream(wb + off);
-      v.w[j][3] = load_stream(wb + off + 64);
+      if (kMX) {  // chunk c: 8 bytes of its first 32-wide block (x, y), 8 of its second (z, w)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          v.w[j][c] = join(load_stream8(r.wa + off + 64 * c), load_stream8(r.wa + off + 64 * c + 32));
+          v.w[j][2 + c] = join(load_stream8(wb + off + 64 * c), load_stream8(wb + off + 64 * c + 32));
+        }
+      } else {
+        v.w[j][0] = load_stream(r.wa + off);
+        v.w[j][1] = load_stream(r.wa + off + 64);
+        v.w[j][2] = load_stream(wb + off);
+        v.w[j][3] = load_stream(wb + off + 64);
+      }
       if (kMX) {
         v.scale[j] = __ldg(static_cast<const uint32_t*>(r.sa) + base + j);
         v.scale_b[j] = __ldg(r.sb(p.kblocks) + base + j);
@@ -155,7 +169,7 @@ __device__ __forceinline__ void stage_a(const Fp8x8Params& p, uint8_t* xs, float
   // The scales a lane stages per block: row lane (1x128), or rows lane / 4 + 8 h's 32-wide block lane % 4.
   constexpr int kS = kMX ? kNG : 1;
   const int sq = kMX ? lane & 3 : 0;
-  const int64_t row_bytes = p.k + kRowPad;
+  const int64_t row_bytes = p.k + kRowPad<kMX>;
   for (int base = first; base < p.kblocks; base += stride) {
     uint4 v[U][2 * kNG];  // U blocks x m rows x 8 chunks of 16 bytes, 2 kNG per lane (m <= 8 kNG)
     uint32_t s[U][kS];
@@ -196,33 +210,31 @@ __device__ __forceinline__ void stage_a(const Fp8x8Params& p, uint8_t* xs, float
   __syncwarp();  // the warp's lanes read each other's stores
 }
 
-// One 128-wide block of MXFP8 weights (scales every 32 of k, on both operands). A lane's 16 bytes of a
-// 64-wide chunk (k = 16t .. 16t + 15) lie in one 32-wide block (the chunk's first for t < 2), but
-// every mma sums over all four t. So each mma runs twice, with B zeroed on the lanes of the other
-// block: four accumulators per 128 of k, each one 32-wide block's products, promoted with the two
-// weight rows' and the two activation rows' scales of that block.
+// One 128-wide block of MXFP8 weights (scales every 32 of k, on both operands). Each 32-wide block is
+// one mma: a lane holds 8 bytes of it per row (k = 8t .. 8t + 7 of the block, load_round), and B takes
+// the same 8 bytes of its activation row. Each block's sum is promoted with its two weight rows' and
+// two activation rows' scales.
 template <int U, int kNG>
 __device__ __forceinline__ void mx_block(const Round<U>& cur, int j, const uint8_t* xblk, int64_t group_bytes,
                                          int g, int m, const float* sx, int64_t per_row, int t,
                                          float (&acc)[kNG][4]) {
-  const uint32_t first_half = t < 2 ? 0xFFFFFFFFu : 0u;
 #pragma unroll
-  for (int q = 0; q < 4; ++q) {  // the 32-wide block within the 128: chunk q / 2, lanes t < 2 or t >= 2
+  for (int q = 0; q < 4; ++q) {  // the 32-wide block within the 128: chunk q / 2, half q % 2
     const int c = q >> 1;
-    const uint32_t msk = q & 1 ? ~first_half : first_half;
     const uint4 wa = cur.w[j][c], wb = cur.w[j][2 + c];
+    const uint32_t a0 = q & 1 ? wa.z : wa.x, a2 = q & 1 ? wa.w : wa.y;
+    const uint32_t a1 = q & 1 ? wb.z : wb.x, a3 = q & 1 ? wb.w : wb.y;
     const float sa = format::ue8m0_to_f32(uint8_t(cur.scale[j] >> (8 * q)));
     const float sb = format::ue8m0_to_f32(uint8_t(cur.scale_b[j] >> (8 * q)));
 #pragma unroll
     for (int ng = 0; ng < kNG; ++ng) {  // activation rows 8 ng .. 8 ng + 7
-      const uint4 x = g + 8 * ng < m ? *reinterpret_cast<const uint4*>(xblk + ng * group_bytes + c * 64)
-                                     : make_uint4(0, 0, 0, 0);
+      const uint2 x = g + 8 * ng < m ? *reinterpret_cast<const uint2*>(xblk + ng * group_bytes + 32 * q)
+                                     : make_uint2(0, 0);
       float d[4] = {};
-      mma_e4m3(d, wa.x, wb.x, wa.y, wb.y, x.x & msk, x.y & msk);
-      mma_e4m3(d, wa.z, wb.z, wa.w, wb.w, x.z & msk, x.w & msk);
+      mma_e4m3(d, a0, a1, a2, a3, x.x, x.y);
       const int c0 = 2 * t + 8 * ng;
-      const float x0 = c0 < m ? sx[c0 * per_row + q] : 0.0f,
-                  x1 = c0 + 1 < m ? sx[(c0 + 1) * per_row + q] : 0.0f;
+      const float x0 = c0 < m ? sx[c0 * per_row + q] : 0.0f;
+      const float x1 = c0 + 1 < m ? sx[(c0 + 1) * per_row + q] : 0.0f;
       acc[ng][0] = fmaf(d[0], sa * x0, acc[ng][0]);
       acc[ng][1] = fmaf(d[1], sa * x1, acc[ng][1]);
       acc[ng][2] = fmaf(d[2], sb * x0, acc[ng][2]);
@@ -238,7 +250,7 @@ __device__ __forceinline__ void mx_block(const Round<U>& cur, int j, const uint8
 // fragment.
 template <int W, bool kMX, int kNG>
 __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8x8_kernel(Fp8x8Params p, int tiles) {
-  constexpr int U = kU<kNG>;
+  constexpr int U = kU<kNG, kMX>;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float4 partial[2][W][kNG][32];  // double-buffered by tile parity
   pdl_trigger();
@@ -254,12 +266,12 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8x8_kernel(Fp8x8Params 
   if (loaded) load_round<kMX>(p, cr, first, cur);  // weights: never written by a kernel
   pdl_wait();
 
-  const int64_t row_bytes = p.k + kRowPad;
+  const int64_t row_bytes = p.k + kRowPad<kMX>;
   uint8_t* xs = smem;
   float* xscale = reinterpret_cast<float*>(smem + p.m * row_bytes);
   stage_a<kMX, U, kNG>(p, xs, xscale, first, stride, lane);
   const int64_t per_row = act_scales_per_row<kMX>(p.k);
-  const uint8_t* xrow = xs + g * row_bytes + t * 16;  // B column g = activation row g (+ 8 ng)
+  const uint8_t* xrow = xs + g * row_bytes + t * (kMX ? 8 : 16);  // B column g = activation row g (+ 8 ng)
 
   for (int parity = 0; tile < tiles; tile += tile_step, parity ^= 1) {
     if (!loaded && cr.active && first < p.kblocks) load_round<kMX>(p, cr, first, cur);
@@ -346,7 +358,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8x8_kernel(Fp8x8Params 
 }
 
 size_t smem_bytes(int m, int64_t k, bool mx) {
-  return size_t(m) * size_t(k + kRowPad) +
+  return size_t(m) * size_t(k + (mx ? kRowPad<true> : kRowPad<false>)) +
          size_t(m) * size_t(mx ? act_scales_per_row<true>(k) : act_scales_per_row<false>(k)) * sizeof(float);
 }
 

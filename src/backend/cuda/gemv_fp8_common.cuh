@@ -1,7 +1,7 @@
 // Pieces shared by the tensor-core FP8 GEMVs (gemv_fp8_mma.cu, gemv_fp8_skinny.cu, gemv_fp8x8.cu):
-// streaming weight loads, the exact E4M3 -> f16 decode, mma.sync m16n8k16 (f16 in, f32 accumulate),
-// and the split of x into f16 hi + lo parts under a power of two (gemv_fp8_mma.cu says why); and the
-// size of their persistent grids.
+// streaming weight loads, the exact E4M3 -> f16 decode, mma.sync m16n8k16 (f16 in) and m16n8k32 (E4M3
+// in), both with f32 accumulation, the split of x into f16 hi + lo parts under a power of two
+// (gemv_fp8_mma.cu says why), and the size of their persistent grids.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -44,6 +44,16 @@ __device__ __forceinline__ void mma_f16_f32(float (&d)[4], uint32_t a0, uint32_t
                                             uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// mma.sync m16n8k32 with E4M3 A and B (products exact, f32 accumulation; sm_89 and later).
+__device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));

@@ -67,15 +67,6 @@ struct Fp8x8Params {
   bool scale_f32;  // weights' and activations' scales (fp8_block only)
 };
 
-__device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ uint32_t load_scale_bits(bool f32, const void* s, int64_t i) {
   return f32 ? __float_as_uint(__ldg(static_cast<const float*>(s) + i))
              : uint32_t(__ldg(static_cast<const uint8_t*>(s) + i));

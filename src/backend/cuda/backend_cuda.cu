@@ -99,7 +99,8 @@ void set_wgmma_gemm_enabled(bool on) {
 // 4 374 -> 695, 8 385 -> 1368, 16 388 -> 2510. Since the FP8 GEMMs launch as programmatic dependents
 // and q/k/v and gate/up each as one launch (twentieth session), FP8 above 2 rows: batch 2 701 -> 637,
 // 3 826 -> 956, 4 1075 -> 1268. Since MXFP8 rows past the GEMV go to gemv_fp8x8 (twenty-first
-// session), MXFP8 above 2 rows: batch 3 621 -> 723, 4 766 -> 941.
+// session), MXFP8 above 2 rows: batch 3 621 -> 822, 4 766 -> 1054 (above 1 row: batch 2 529 -> 552,
+// not taken, so that 2 rows keep f32 activations as FP8's do).
 constexpr int kFp8GemvMaxRows = 2;
 constexpr int kBf16GemvMaxRows = 1;
 constexpr int kMxfp8GemvMaxRows = 2;
@@ -306,8 +307,8 @@ class CudaBackend final : public Backend {
     if (f == WeightFormat::mxfp8)
       return "m <= " + rows + ": " + none + "; m > " + rows +
              " with n % 16 == 0 and k % 128 == 0: E4M3 with 1x32 `ceil` UE8M0 scales (MXFP8), FP32 "
-             "promotion every 32 of k: up to 16 rows mma.sync FP8 GEMV (launches of 8 rows), more the "
-             "wgmma MXFP8 GEMM";
+             "promotion every 32 of k: up to 16 rows the mma.sync FP8 GEMV (gemv_fp8x8), more the wgmma "
+             "MXFP8 GEMM";
     return "m <= " + rows + ": " + none + "; m > " + rows +
            " with n % 16 == 0 and k % 128 == 0: E4M3 with 1x128 `ceil` scales (UE8M0, or f32 powers "
            "of two for f32-scaled weights), wgmma FP8 GEMM with FP32 promotion every 128 of k";

@@ -252,11 +252,10 @@ bool fp8_gemm_applies(const WeightView& w, const float* x, int64_t m, const floa
 // scale type and k.
 void quantize_fp8_act(const WeightView& w, const float* x, const float* x_up, const float* norm, float eps,
                       int64_t m, uint8_t* codes, void* scales, cudaStream_t s);
-// Each target's y = (or, accumulate: y +=) x_q W^T (+ bias) by the wgmma FP8 / MXFP8 GEMM, from
-// quantize_fp8_act's codes and scales (for mxfp8 the weights' transposed scales are written behind
-// the activations'). fp8_block targets run as one launch: up to 8 rows on gemv_fp8x8 (where it
-// applies and MX8_CUDA_FP8X8 is not 0), else on the wgmma GEMM, 3 targets per launch; mxfp8 ones
-// one after another.
+// Each target's y = (or, accumulate: y +=) x_q W^T (+ bias), from quantize_fp8_act's codes and
+// scales: fp8_block targets on the wgmma FP8 GEMM, 3 targets per launch; mxfp8 ones on gemv_fp8x8 up
+// to 16 rows (all targets in one launch; MX8_CUDA_FP8X8=0 turns it off), else on the wgmma MXFP8
+// GEMM one after another (the weights' transposed scales are then written behind the activations').
 void run_fp8_gemm(const MatmulTarget* targets, int count, const uint8_t* codes, void* scales, int64_t m,
                   bool accumulate, cudaStream_t s);
 // y[m][n] += bias[n].

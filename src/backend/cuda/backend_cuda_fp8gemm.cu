@@ -136,11 +136,10 @@ __global__ void add_bias_kernel(float* y, const float* bias, int64_t m, int64_t 
     y[i] += bias[i % n];
 }
 
-}  // namespace
-
 // MXFP8 products of up to 16 rows take gemv_fp8x8: H200, Llama-3-8B decode, tok/s with the MXFP8 GEMM
-// -> gemv_fp8x8: batch 6 703 -> 1108, 8 918 -> 1733. FP8 keeps the wgmma GEMM, as fast or faster there
-// (batch 6 1867 against 1719; `mx8 bench cuda-gemv`). MX8_CUDA_FP8X8=0 keeps MXFP8 on its GEMM too.
+// -> gemv_fp8x8: batch 8 917 -> 1911, 16 1709 -> 2351. FP8 keeps the wgmma GEMM, as fast or faster
+// there (batch 6 1867 against 1719; `mx8 bench cuda-gemv`). MX8_CUDA_FP8X8=0 keeps MXFP8 on its GEMM
+// too (comparisons).
 bool fp8x8_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("MX8_CUDA_FP8X8");
@@ -148,6 +147,8 @@ bool fp8x8_enabled() {
   }();
   return on;
 }
+
+}  // namespace
 
 void launch_add_bias(float* y, const float* bias, int64_t m, int64_t n, cudaStream_t s) {
   const int64_t total = m * n;

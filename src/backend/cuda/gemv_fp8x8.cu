@@ -52,7 +52,7 @@ constexpr int kRowPad = kMX ? 32 : 64;
 constexpr size_t kSmemPerSm = size_t(224) << 10;     // shared memory of the blocks on one SM, at most
 constexpr size_t kSmemPerBlock = size_t(227) << 10;  // a block's, static and dynamic (sm_90)
 template <int W, int kNG = 1>
-constexpr size_t kStaticSmem = sizeof(float) * 4 * 2 * W* kNG * 32;  // the kernel's `partial`
+constexpr size_t kStaticSmem = size_t(2 * W * kNG * 32) * sizeof(float4);  // the kernel's `partial`
 
 struct Fp8x8Params {
   GemvTarget t[kMaxGemvTargets];

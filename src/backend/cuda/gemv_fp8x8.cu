@@ -76,9 +76,9 @@ __device__ __forceinline__ float scale_of(bool f32, uint32_t bits) {
 }
 
 // The 16 rows of a tile as a lane sees them in its loads: rows row0 + g (wa) and row0 + g + 8 (wb) at
-// its 16 bytes of a 64-wide chunk (rows past n are read, clamped to the last row, and never stored),
-// and their scales. Only what the loads need: the target's outputs are found again at the store (each
-// register held across the loop is one of 128).
+// its bytes of a 64-wide chunk (16 at 16t; MXFP8 8 at 8t of each 32-wide block), rows past n read
+// (clamped to the last row) and never stored, and their scales. Only what the loads need: the target's
+// outputs are found again at the store (each register held across the loop is one of 128).
 struct Rows {
   const uint8_t* wa;
   const void* sa;  // fp8_block: the tile's 128-row block's scales (+ kb); kMX: row wa's 4-byte words (+ kb)
@@ -129,16 +129,13 @@ __device__ __forceinline__ void load_round(const Fp8x8Params& p, const Rows& r, 
           v.w[j][c] = join(load_stream8(r.wa + off + 64 * c), load_stream8(r.wa + off + 64 * c + 32));
           v.w[j][2 + c] = join(load_stream8(wb + off + 64 * c), load_stream8(wb + off + 64 * c + 32));
         }
+        v.scale[j] = __ldg(static_cast<const uint32_t*>(r.sa) + base + j);
+        v.scale_b[j] = __ldg(r.sb(p.kblocks) + base + j);
       } else {
         v.w[j][0] = load_stream(r.wa + off);
         v.w[j][1] = load_stream(r.wa + off + 64);
         v.w[j][2] = load_stream(wb + off);
         v.w[j][3] = load_stream(wb + off + 64);
-      }
-      if (kMX) {
-        v.scale[j] = __ldg(static_cast<const uint32_t*>(r.sa) + base + j);
-        v.scale_b[j] = __ldg(r.sb(p.kblocks) + base + j);
-      } else {
         v.scale[j] = load_scale_bits(p.scale_f32, r.sa, base + j);
       }
     }

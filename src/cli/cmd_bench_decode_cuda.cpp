@@ -454,12 +454,17 @@ void run(const Options& o) {
       "row. 'gate GEMV alone' = the 14336x4096 matmul timed on its own over the layers' cold copies. vs "
       "BF16 = against BF16 with the same graphs setting" +
       (batched ? " and batch" : "") + ".\n\n";
-  if (batched)
+  if (batched) {
     md +=
         "A step of batch B decodes one token for each of B sequences (all at the same position, each with "
         "its own KV pages) and downloads their logits; tokens/s counts every sequence's tokens, and the "
-        "weights are read once per step. A matmul has B rows; FP8 weights: " +
-        be->activation_quantization(WeightFormat::fp8_block) + ".\n\n";
+        "weights are read once per step. A matmul has B rows, and its activations are, with ";
+    for (size_t i = 0; i < formats.size(); ++i)
+      md += std::string(i ? "; with " : "") +
+            (formats[i] == WeightFormat::fp8_block ? "FP8" : weight_format_name(formats[i])) +
+            " weights: " + be->activation_quantization(formats[i]);
+    md += ".\n\n";
+  }
   md += std::string("| weights | ") + (batched ? "batch | " : "") + "graphs | tokens/s | ms/" + per +
         " | GB/" + per + " | weight GB/s | % of roofline | gate GEMV alone GB/s | vs BF16 |\n";
   md += std::string("|---|") + (batched ? "---:|" : "") + "---|---:|---:|---:|---:|---:|---:|---:|\n";

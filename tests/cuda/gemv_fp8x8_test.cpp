@@ -239,6 +239,15 @@ TEST(GemvFp8x8Host, TakesOnlyWhatItRuns) {
   MatmulTarget two[2] = {t, t};
   two[1].w.scale_type = ScaleType::f32;  // one scale type per launch
   EXPECT_FALSE(cuda_impl::gemv_fp8x8_applies(two, 2, 4));
+  // The staged activations must fit in shared memory: 8 rows of k = 16384 (131 KB, 16-warp blocks) do,
+  // 16 rows of it as two launches of 8; 8 rows of k = 32768 (262 KB) do not.
+  MatmulTarget wide = t;
+  wide.w.k = 16384;
+  EXPECT_TRUE(cuda_impl::gemv_fp8x8_applies(&wide, 1, 8));
+  EXPECT_TRUE(cuda_impl::gemv_fp8x8_applies(&wide, 1, 16));
+  wide.w.k = 32768;
+  EXPECT_FALSE(cuda_impl::gemv_fp8x8_applies(&wide, 1, 8));
+  EXPECT_TRUE(cuda_impl::gemv_fp8x8_applies(&wide, 1, 4));  // 131 KB again
 }
 
 }  // namespace

@@ -34,6 +34,11 @@ enum ErrorBit : uint32_t {
 };
 std::string describe_error_bits(uint32_t bits);
 
+// 16-byte alignment, which the vector loads and TMA of the matmul kernels need.
+inline bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
 // Throws mx8::Error("cuda backend: <what>: <cuda error>") when e is not cudaSuccess.
 void check(cudaError_t e, const char* what);
 // Checks the launch that was just enqueued.

@@ -498,10 +498,6 @@ int elems_per_chunk(WeightFormat f) {
   return 16 / esize(f);
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 // One launch for up to 8 rows of x (`m` here), rows [r0, r0 + m) of the caller's input.
 void launch_pass(const MatmulInput& in, const MatmulTarget* targets, int count, const GemvTuning& tn,
                  int64_t r0, int m, cudaStream_t s) {

@@ -558,10 +558,6 @@ int w16_min_k() {
   return v;
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 }  // namespace
 
 int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int count) {

@@ -467,10 +467,6 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) gemv_fp8_skinny_ring_kernel
   if (q.C > 1) cluster_sync();  // no block leaves while another may still read its partial sums
 }
 
-bool aligned16(const void* q) {
-  return reinterpret_cast<uintptr_t>(q) % 16 == 0;
-}
-
 // MX8_SKINNY: "off" (never route), or comma-separated knobs for A/B runs: min=<m> (smallest m routed,
 // default: 3 from k = 4096 on, else 5), c=<split>, w=<warps>, ku=<1|2> (scale blocks
 // per round of the register kernel), st=<0|4|8> (0: the register kernel; 4, 8: the ring kernel with

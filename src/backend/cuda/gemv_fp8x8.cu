@@ -393,10 +393,6 @@ void launch_plan(Plan plan, const Fp8x8Params& p, int tiles, cudaStream_t s) {
   }
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 }  // namespace
 
 bool gemv_fp8x8_applies(const MatmulTarget* targets, int count, int64_t m) {

@@ -287,53 +287,53 @@ __device__ __forceinline__ void load_round(const MmaParams& p, const WarpRows& r
 
 // One scale block (128 of k) of MXFP8 weights, whose scales change every 32 of k. A lane's 16 bytes
 // of a 64-wide chunk are k = 16t .. 16t + 15, inside one 32-wide scale block (t < 2: the chunk's
-// first, else its second), but every mma step sums over all four t. So each step runs twice, with
-// x (the B operand) zeroed on the lanes of the other scale block: two accumulators per chunk, each
-// one scale block's exact products summed in f32, times its two rows' scales. (Loading 8 bytes of
-// each scale block per lane instead, so that every step stays in one block without the second mma,
-// was slower: H200, .carry/lead/e54.sh.) The scales are exponents: 2^(b - 127) is b << 23 except for
-// b = 0 (2^-127, subnormal) and 255 (NaN), which take format::ue8m0_to_f32 when a warp meets them.
+// first, else its second), but every mma step sums over all four t. So the two scale blocks of a
+// chunk get their own columns of B: column g holds x's hi or lo part (g & 1) of row g >> 2 on the
+// lanes of block (g >> 1) & 1 and zeros on the others (mx_lane_x). With one or two rows of x that is
+// at most the mma's 8 columns, so one mma per step sums each block apart, and lane t's accumulators
+// are block t & 1 of row t >> 1 (hi and lo), promoted with that block's two weight-row scales. (Two
+// mma per step with B masked to one block's lanes: ~2x the instructions per weight byte; 8 bytes of
+// each block per lane, so that every step stays in one block: slower, H200, .carry/lead/e54.sh.) The
+// scales are exponents: 2^(b - 127) is b << 23 except for b = 0 (2^-127, subnormal) and 255 (NaN),
+// which take format::ue8m0_to_f32 in a round that has them (mx_round_exact).
 __device__ __forceinline__ bool has_byte_00_or_ff(uint32_t w) {
   const uint32_t n = ~w;
   return (((w - 0x01010101u) & ~w) | ((n - 0x01010101u) & ~n)) & 0x80808080u;
 }
-__device__ __forceinline__ void mx_block(const Round& cur, int j, const __half* xrow, int kb, bool has_col,
-                                         float xs, int t, float& acc_a, float& acc_b) {
-  const uint32_t first_half = t < 2 ? 0xFFFFFFFFu : 0u;
-  const bool exact_path =
-      __any_sync(0xFFFFFFFFu, has_byte_00_or_ff(cur.scale[j]) || has_byte_00_or_ff(cur.scale_b[j]));
+__device__ __forceinline__ bool mx_round_exact(const Round& cur, int base, int kblocks) {
+  bool any = false;
+#pragma unroll
+  for (int j = 0; j < kU; ++j)
+    if (base + j < kblocks) any |= has_byte_00_or_ff(cur.scale[j]) || has_byte_00_or_ff(cur.scale_b[j]);
+  return __any_sync(0xFFFFFFFFu, any);
+}
+// Whether lane (g, t) holds x in its B fragment (else zeros), for P rows of x.
+__device__ __forceinline__ bool mx_lane_x(int g, int t, int P) {
+  return g < 4 * P && ((g >> 1) & 1) == (t >> 1);
+}
+// xb: this lane's 16 values of B for the block (x or the zero row), at chunk c's offset c * 64.
+__device__ __forceinline__ void mx_block(const Round& cur, int j, const __half* xb, int t, float xs,
+                                         bool exact, float& acc_a, float& acc_b) {
   auto scale_of = [&](uint32_t word, int byte) {
     const uint32_t b = (word >> (8 * byte)) & 0xFFu;
-    return exact_path ? format::ue8m0_to_f32(uint8_t(b)) : __uint_as_float(b << 23);
+    return exact ? format::ue8m0_to_f32(uint8_t(b)) : __uint_as_float(b << 23);
   };
   float sum_a = 0.0f, sum_b = 0.0f;
 #pragma unroll
   for (int c = 0; c < 2; ++c) {
-    // The operand loads repeat the fp8_block loop's: as one shared helper they made ptxas spill 4 bytes
-    // in two grouped fp8_block kernels.
-    uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
-    if (has_col) {
-      const __half* xp = xrow + int64_t(kb) * 128 + c * 64;
-      x0 = *reinterpret_cast<const uint4*>(xp);
-      x1 = *reinterpret_cast<const uint4*>(xp + 8);
-    }
-    const uint32_t xb[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+    const uint4 x0 = *reinterpret_cast<const uint4*>(xb + c * 64),
+                x1 = *reinterpret_cast<const uint4*>(xb + c * 64 + 8);
+    const uint32_t x8[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
     const uint4 va = cur.w[j][c], vb = cur.w[j][2 + c];
     const uint32_t wa4[4] = {va.x, va.y, va.z, va.w}, wb4[4] = {vb.x, vb.y, vb.z, vb.w};
-    float d[2][4] = {};  // [scale block 2c + h][row g hi, lo, row g + 8 hi, lo]
+    float d[4] = {};  // row g hi, lo, row g + 8 hi, lo of this lane's block and row of x
 #pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      const uint32_t a0 = e4m3x2_to_f16x2(wa4[s]), a1 = e4m3x2_to_f16x2(wb4[s]),
-                     a2 = e4m3x2_to_f16x2(wa4[s] >> 16), a3 = e4m3x2_to_f16x2(wb4[s] >> 16);
-      const uint32_t b0 = xb[2 * s], b1 = xb[2 * s + 1];
-      mma_f16_f32(d[0], a0, a1, a2, a3, b0 & first_half, b1 & first_half);
-      mma_f16_f32(d[1], a0, a1, a2, a3, b0 & ~first_half, b1 & ~first_half);
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      sum_a = fmaf(d[h][0] + d[h][1], scale_of(cur.scale[j], 2 * c + h), sum_a);
-      sum_b = fmaf(d[h][2] + d[h][3], scale_of(cur.scale_b[j], 2 * c + h), sum_b);
-    }
+    for (int s = 0; s < 4; ++s)
+      mma_f16_f32(d, e4m3x2_to_f16x2(wa4[s]), e4m3x2_to_f16x2(wb4[s]), e4m3x2_to_f16x2(wa4[s] >> 16),
+                  e4m3x2_to_f16x2(wb4[s] >> 16), x8[2 * s], x8[2 * s + 1]);
+    const int byte = 2 * c + (t & 1);
+    sum_a = fmaf(d[0] + d[1], scale_of(cur.scale[j], byte), sum_a);
+    sum_b = fmaf(d[2] + d[3], scale_of(cur.scale_b[j], byte), sum_b);
   }
   acc_a = fmaf(sum_a, xs, acc_a);
   acc_b = fmaf(sum_b, xs, acc_b);
@@ -360,8 +360,12 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float2 partial[2][W][32];  // double-buffered by tile parity
   __shared__ float ssq[W * P];
+  __shared__ __align__(16) __half mx_zeros[kMX ? W : 1][80];  // kMX: B of a lane without x (mx_block)
+  static_assert(!kMX || P <= 2, "MXFP8: two columns of B per row of x and scale block, 8 in all");
   if constexpr (!(kPair && kOverlap)) pdl_trigger();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (kMX && lane < 10)  // seen after stage_x's __syncwarp
+    reinterpret_cast<uint4*>(mx_zeros[warp])[lane] = make_uint4(0, 0, 0, 0);
   const int g = lane >> 2, t = lane & 3;
   const int wpt = kGrouped ? p.wpt : W;
   const int groups = W / wpt, group = kGrouped ? warp / wpt : 0, w0 = group * wpt;  // w0: its first warp
@@ -402,6 +406,11 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
 
   const __half* xrow = planes + int64_t(g) * plane + t * 16;  // B column g = plane g
   const bool has_col = g < 2 * P;
+  // kMX (mx_block): column g is plane 2 (g >> 2) + (g & 1) on the lanes of its block, and each lane's
+  // accumulators are for row x_row of x (else x_row = t).
+  const bool mx_x = kMX && mx_lane_x(g, t, P);
+  const __half* mx_xrow = planes + int64_t(2 * (g >> 2) + (g & 1)) * plane + t * 16;
+  const int x_row = kMX ? t >> 1 : t;
   for (int parity = 0; tile < tiles; tile += tile_step, parity ^= 1) {
     if (!loaded && cr.active && first < p.kblocks) load_round<kPair, kMX>(p, cr, first, cur);
     float acc_a = 0.0f, acc_b = 0.0f;  // rows row0 + g, row0 + g + 8 for row t of x
@@ -422,11 +431,12 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
         }
       }
       if (kMX && cr.active) {
+        const bool exact = mx_round_exact(cur, base, p.kblocks);
 #pragma unroll
         for (int j = 0; j < kU; ++j)
           if (base + j < p.kblocks)
-            mx_block(cur, j, xrow, base + j, has_col, t < P ? xscale[t * p.kblocks + base + j] : 0.0f, t,
-                     acc_a, acc_b);
+            mx_block(cur, j, mx_x ? mx_xrow + (base + j) * 128 : mx_zeros[warp], t,
+                     x_row < P ? xscale[x_row * p.kblocks + base + j] : 0.0f, exact, acc_a, acc_b);
       } else if (cr.active) {
 #pragma unroll
         for (int j = 0; j < kU; ++j) {
@@ -465,14 +475,19 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
 
     staged = true;
     // The warps' partial sums of each row, added in warp order.
+    if (kMX) {  // the two scale blocks' lanes of each row of x
+      acc_a += __shfl_xor_sync(0xFFFFFFFFu, acc_a, 1);
+      acc_b += __shfl_xor_sync(0xFFFFFFFFu, acc_b, 1);
+    }
     partial[parity][warp][lane] = make_float2(acc_a, acc_b);
     if (!kGrouped)
       __syncthreads();
     else  // the group's warps only (groups may take different numbers of tiles)
       asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(wpt * 32) : "memory");
-    const bool store = warp == w0 && cr.active && t < p.m;
+    const bool store = warp == w0 && cr.active && x_row < p.m && (!kMX || (t & 1) == 0);
     if (store) {
-      rnorm = rms_factor<P>(p, ssq, w0, wpt, t);  // the group's sums of squares are in (the barrier above)
+      rnorm =
+          rms_factor<P>(p, ssq, w0, wpt, x_row);  // the group's sums of squares are in (the barrier above)
       acc_a = acc_b = 0.0f;
 #pragma unroll
       for (int j = w0; j < w0 + wpt; ++j) {
@@ -487,10 +502,10 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
       float gv = acc_a * rnorm, uv = acc_b * rnorm;
       if (cr.tg.bias) gv += cr.tg.bias[row];
       if (p.t[1].bias) uv += p.t[1].bias[row];
-      cr.tg.y[int64_t(t) * cr.tg.n + row] = silu_times(gv, uv);
+      cr.tg.y[int64_t(x_row) * cr.tg.n + row] = silu_times(gv, uv);
     }
     if (!kPair && store) {
-      float* y = cr.tg.y + int64_t(t) * cr.tg.n;
+      float* y = cr.tg.y + int64_t(x_row) * cr.tg.n;
       const int64_t rows[2] = {cr.row0 + g, cr.row0 + g + 8};
       const float acc[2] = {acc_a, acc_b};
 #pragma unroll
@@ -566,8 +581,8 @@ int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int co
     return 0;
   const WeightView& w0 = targets[0].w;
   const int64_t k = w0.k;
-  // MXFP8 (UE8M0 scales) up to 4 rows of x: beyond, the SIMT kernel's passes of 8 rows read the
-  // weights fewer times than passes of 4 (the skinny GEMM takes fp8_block only).
+  // MXFP8 (UE8M0 scales) up to 4 rows of x, in passes of up to 2 (mx_block): beyond, the SIMT kernel's
+  // passes of 8 rows read the weights fewer times (the skinny GEMM takes fp8_block only).
   const bool mx = w0.format == WeightFormat::mxfp8 && w0.scale_type == ScaleType::ue8m0 && in.m <= 4;
   if ((w0.format != WeightFormat::fp8_block && !mx) || k <= 0 || k % 128 != 0) return 0;
   for (int i = 0; i < count; ++i) {
@@ -577,7 +592,7 @@ int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int co
       return 0;
   }
   for (int P : {4, 2, 1}) {
-    if (smem_bytes(P, k) <= kMaxSmem) return P;
+    if (smem_bytes(P, k) <= kMaxSmem && (!mx || P <= 2)) return P;  // MXFP8: 2 rows at most (mx_block)
   }
   return 0;
 }
@@ -627,7 +642,10 @@ void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, 
   const int P = m == 1 ? 1 : m == 2 ? 2 : 4;  // rows of x staged: fewer planes, more blocks per SM
   switch (P) {
     case 4:
-      return launch_variant<4, kWarps, kPair, kMX>(p, int(tiles), s);
+      if constexpr (kMX)
+        throw Error("cuda backend: fp8 mma gemv: MXFP8 takes 2 rows of x at a time");
+      else
+        return launch_variant<4, kWarps, kPair, kMX>(p, int(tiles), s);
     case 2:
       return launch_variant<2, kWarps, kPair, kMX>(p, int(tiles), s);
     default:

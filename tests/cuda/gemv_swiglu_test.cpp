@@ -81,7 +81,7 @@ class GemvSwiglu : public gemv_test::GemvTest<true> {
 // One row of x takes the paired kernel (h formed) for FP8 block weights: ragged n (a last tile of
 // fewer than 8 rows, 128-row scale blocks cut), UE8M0 and f32 scales, with and without the fused
 // rmsnorm and biases; k = 14336 is the widest staging. Two and four rows take it too where the skinny
-// GEMM does not (k < 4096).
+// GEMM does not (k < 4096). MXFP8 weights take it for one and two rows (more go to gemv_fp8x8).
 TEST_F(GemvSwiglu, PairedKernelEqualsTheComposition) {
   struct Case {
     int64_t n, k, m;
@@ -96,10 +96,18 @@ TEST_F(GemvSwiglu, PairedKernelEqualsTheComposition) {
           << "expected the paired kernel";
       if (HasFailure()) return;
     }
+  for (const Case& c : cases) {
+    if (c.m > 2) continue;
+    ++i;
+    EXPECT_TRUE(check(WeightFormat::mxfp8, ScaleType::ue8m0, c.n, c.k, c.m, i % 2 == 1, (i / 2) % 2 == 0))
+        << "expected the paired kernel";
+    if (HasFailure()) return;
+  }
 }
 
 // Where the paired kernel does not apply, the default composition: the two products, h left to the
-// consumer. Rows the skinny GEMM takes (m >= 3 at k = 4096, m >= 5), other formats, m > 16.
+// consumer. Rows the skinny GEMM takes (m >= 3 at k = 4096, m >= 5), other formats, MXFP8 beyond the
+// mma GEMV's 4 rows, m > 16.
 TEST_F(GemvSwiglu, OtherRowsAndFormatsKeepTheComposition) {
   struct Case {
     WeightFormat f;
@@ -107,7 +115,7 @@ TEST_F(GemvSwiglu, OtherRowsAndFormatsKeepTheComposition) {
   };
   const Case cases[] = {{WeightFormat::fp8_block, 256, 4096, 3}, {WeightFormat::fp8_block, 200, 512, 5},
                         {WeightFormat::fp8_block, 64, 256, 17},  {WeightFormat::bf16, 300, 512, 1},
-                        {WeightFormat::mxfp8, 130, 256, 1},      {WeightFormat::f32, 40, 128, 3}};
+                        {WeightFormat::mxfp8, 130, 256, 5},      {WeightFormat::f32, 40, 128, 3}};
   for (const Case& c : cases) {
     EXPECT_FALSE(check(c.f, ScaleType::ue8m0, c.n, c.k, c.m, false, true)) << "expected the composition";
     if (HasFailure()) return;

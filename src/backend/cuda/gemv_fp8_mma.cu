@@ -670,11 +670,9 @@ void launch_gemv_fp8_mma(const MatmulInput& in, const MatmulTarget* targets, int
 }
 
 bool gemv_fp8_mma_swiglu_applies(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up) {
-  // Not MXFP8: its pair kernel spilled (8-16 bytes at 128 registers); the group GEMV and a SwiGLU
-  // kernel take those.
+  // FP8 block or MXFP8 weights, both of one format (gemv_fp8_mma_rows checks it).
   const MatmulTarget t[2] = {gate, up};
-  return !in.x_up && !in.accumulate && gate.w.n == up.w.n && gate.w.format == WeightFormat::fp8_block &&
-         gemv_fp8_mma_rows(in, t, 2) > 0;
+  return !in.x_up && !in.accumulate && gate.w.n == up.w.n && gemv_fp8_mma_rows(in, t, 2) > 0;
 }
 
 void launch_gemv_fp8_mma_swiglu(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
@@ -683,18 +681,24 @@ void launch_gemv_fp8_mma_swiglu(const MatmulInput& in, const MatmulTarget& gate,
     throw Error("cuda backend: fp8 mma gemv: the gate/up pair does not meet gemv_fp8_mma_swiglu_applies");
   const MatmulTarget t[2] = {gate, up};
   const int rows = gemv_fp8_mma_rows(in, t, 2);
-  for (int64_t r0 = 0; r0 < in.m; r0 += rows)
-    launch_rows<true, false>(in, t, 2, r0, int(std::min<int64_t>(rows, in.m - r0)), s);
+  const bool mx = gate.w.format == WeightFormat::mxfp8;
+  for (int64_t r0 = 0; r0 < in.m; r0 += rows) {
+    const int m = int(std::min<int64_t>(rows, in.m - r0));
+    mx ? launch_rows<true, true>(in, t, 2, r0, m, s) : launch_rows<true, false>(in, t, 2, r0, m, s);
+  }
 }
 
 bool gemv_fp8_mma_ffn_applies(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,
                               const MatmulTarget& down) {
   // One row of x; the 8-warp pair (gate k below w16_min_k: the 16-warp one spilled with it) and
-  // the 16-warp down kernel (its k, the pair's n, from w16_min_k on).
+  // the 16-warp down kernel (its k, the pair's n, from w16_min_k on); FP8 block weights (the MXFP8
+  // down kernel spilled 24 bytes with the overlap and decoded no faster with it: H200, decode MXFP8
+  // 366.4 / 368.6 tok/s against 365.1 / 366.3 with MX8_CUDA_FFN_OVERLAP=0, .carry/lead/r2.sh).
   const MatmulInput h{gate.y, nullptr, 1, true};
   return in.m == 1 && gemv_fp8_mma_swiglu_applies(in, gate, up) && w16_min_k() > 0 &&
          gate.w.k < w16_min_k() && down.w.k == gate.w.n && down.w.k >= w16_min_k() &&
-         down.w.format == WeightFormat::fp8_block && down.y && gemv_fp8_mma_rows(h, &down, 1) > 0;
+         gate.w.format == WeightFormat::fp8_block && down.w.format == WeightFormat::fp8_block && down.y &&
+         gemv_fp8_mma_rows(h, &down, 1) > 0;
 }
 
 void launch_gemv_fp8_mma_ffn(const MatmulInput& in, const MatmulTarget& gate, const MatmulTarget& up,

@@ -1,5 +1,5 @@
 // The FP8 GEMV on the tensor cores: y = x W^T for fp8_block weights and 1..4 rows of x (MXFP8
-// weights too: mx_block).
+// weights too, 1..2 rows: mx_block).
 //
 // Why: the SIMT GEMV (backend_cuda_gemv.cu) decodes every E4M3 weight to f32 (a cvt to f16 and a
 // conversion to f32) and multiplies it with one FMA per row of x: ~2.5x the instructions per byte of

@@ -1,5 +1,5 @@
-// The FP8 GEMV on the tensor cores (gemv_fp8_mma.cu): fp8_block weights (and MXFP8 for up to 4 rows
-// of x in all), up to 4 rows of x per launch, the grouped-GEMV semantics of launch_gemv_group
+// The FP8 GEMV on the tensor cores (gemv_fp8_mma.cu): fp8_block weights, up to 4 rows of x per launch
+// (MXFP8: up to 4 rows in all, 2 per launch), the grouped-GEMV semantics of launch_gemv_group
 // (backend_cuda.cuh).
 #pragma once
 
@@ -11,9 +11,9 @@
 
 namespace mx8::backend::cuda_impl {
 
-// Rows of x the tensor-core GEMV takes in one launch for this group (1, 2 or 4), or 0 when it does not
-// apply: fp8_block weights (or MXFP8 with UE8M0 scales and in.m <= 4), k % 128 == 0, 16-byte aligned
-// rows, and x staged in shared memory fits.
+// Rows of x the tensor-core GEMV takes in one launch for this group (1, 2 or 4; MXFP8 1 or 2), or 0
+// when it does not apply: fp8_block weights (or MXFP8 with UE8M0 scales and in.m <= 4), k % 128 == 0,
+// 16-byte aligned rows, and x staged in shared memory fits.
 int gemv_fp8_mma_rows(const MatmulInput& in, const MatmulTarget* targets, int count);
 
 // Rows [r0, r0 + m) of the group's input, m <= gemv_fp8_mma_rows(...).

@@ -595,7 +595,8 @@ PagedSeqs shuffled_pages(const std::vector<int>& lens, int max_pages, int n_page
 
 // Split attention (opt-in: positions spread over blocks, partial softmaxes merged by a second
 // kernel) against the CPU backend, for block tables wider than 1024 positions: lengths 1 (one split
-// holds everything), 700 (some splits empty), 3000 (12 splits) and a 2-token causal chunk. Same
+// holds everything), 700 (some splits empty), 3000 (12 splits) and a 2-token causal chunk; GQA groups
+// of 4, 2 and 1 with 1, 2 or 4 query heads per block (the default, 2, and the forced others). Same
 // tolerance as KvWriteBytesEqualCpuAndAttentionMatches (2e-5 max|V|): the merge adds one level of
 // rescaled partial sums, which moves results by a few u of max|V|; a wrong split range (a position
 // missed or counted twice) or a wrong merge moves outputs by ~1/len of max|V| or more, which at
@@ -605,46 +606,53 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
   struct SplitSwitch {
     bool was = cuda_impl::split_attention_enabled();
     SplitSwitch() { cuda_impl::set_split_attention_enabled(true); }
-    ~SplitSwitch() { cuda_impl::set_split_attention_enabled(was); }
+    ~SplitSwitch() {
+      cuda_impl::set_split_attention_enabled(was);
+      cuda_impl::set_split_attention_heads_per_block(0);
+    }
   } on;
-  for (KvFormat f : {KvFormat::bf16, KvFormat::fp8, KvFormat::f32}) {
-    for (int group : {4, 1}) {
-      SCOPED_TRACE(std::string(kv_format_name(f)) + " group " + std::to_string(group));
-      const int hd = 128, n_kv = 2, n_heads = n_kv * group, ps = 16;
-      const std::vector<int> seq_len = {1, 700, 3000};
-      const int max_pages = (3000 + ps - 1) / ps;
-      const int n_pages = 3 * max_pages;
-      KvCacheDesc d{f, 1, n_kv, hd, ps, n_pages};
-      auto kv_c = cpu->create_kv_cache(d);
-      auto kv_g = gpu->create_kv_cache(d);
-      const auto [tables, slots] = shuffled_pages(seq_len, max_pages, n_pages, ps, rng);
-      const int64_t T = int64_t(slots.size());
-      auto k = normal(size_t(T) * size_t(n_kv * hd)), v = normal(size_t(T) * size_t(n_kv * hd));
-      Pair pk = put(k), pv = put(v), psl = put(slots);
-      cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, T);
-      gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, T);
-      const std::vector<int32_t> seq{0, 1, 2, 2, 2}, kv_len{1, 700, 2999, 3000, 17};
-      const int nq = int(seq.size());
-      auto q = normal(size_t(nq) * size_t(n_heads * hd));
-      Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables), pout = zeros<float>(q.size());
-      AttentionArgs a = attention_args(nq, n_heads, n_kv, hd, max_pages);
-      // Sliding windows too: 100 leaves whole splits without positions, 1000 cuts one in the middle.
-      for (int window : {0, 100, 1000}) {
-        SCOPED_TRACE("window " + std::to_string(window));
-        a.window = window;
-        const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
-        ASSERT_GT(cuda_impl::attention_scratch_floats(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag), 0u)
-            << "split attention does not apply";
-        cpu->attention(*kv_c, ac);
-        gpu->attention(*kv_g, ag);
-        auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
-        for (size_t i = 0; i < r_c.size(); ++i) {
-          ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
-          ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;  // max |v| < 6, as above
+  for (KvFormat f : {KvFormat::bf16, KvFormat::fp8, KvFormat::f32})
+    for (int group : {4, 2, 1})
+      for (int gb : {0, 1, 4}) {
+        if (gb > group) continue;
+        cuda_impl::set_split_attention_heads_per_block(gb);
+        SCOPED_TRACE(std::string(kv_format_name(f)) + " group " + std::to_string(group) + " heads/block " +
+                     std::to_string(gb));
+        const int hd = 128, n_kv = 2, n_heads = n_kv * group, ps = 16;
+        const std::vector<int> seq_len = {1, 700, 3000};
+        const int max_pages = (3000 + ps - 1) / ps;
+        const int n_pages = 3 * max_pages;
+        KvCacheDesc d{f, 1, n_kv, hd, ps, n_pages};
+        auto kv_c = cpu->create_kv_cache(d);
+        auto kv_g = gpu->create_kv_cache(d);
+        const auto [tables, slots] = shuffled_pages(seq_len, max_pages, n_pages, ps, rng);
+        const int64_t T = int64_t(slots.size());
+        auto k = normal(size_t(T) * size_t(n_kv * hd)), v = normal(size_t(T) * size_t(n_kv * hd));
+        Pair pk = put(k), pv = put(v), psl = put(slots);
+        cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, T);
+        gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, T);
+        const std::vector<int32_t> seq{0, 1, 2, 2, 2}, kv_len{1, 700, 2999, 3000, 17};
+        const int nq = int(seq.size());
+        auto q = normal(size_t(nq) * size_t(n_heads * hd));
+        Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables),
+             pout = zeros<float>(q.size());
+        AttentionArgs a = attention_args(nq, n_heads, n_kv, hd, max_pages);
+        // Sliding windows too: 100 leaves whole splits without positions, 1000 cuts one in the middle.
+        for (int window : {0, 100, 1000}) {
+          SCOPED_TRACE("window " + std::to_string(window));
+          a.window = window;
+          const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
+          ASSERT_GT(cuda_impl::attention_scratch_floats(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag), 0u)
+              << "split attention does not apply";
+          cpu->attention(*kv_c, ac);
+          gpu->attention(*kv_g, ag);
+          auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
+          for (size_t i = 0; i < r_c.size(); ++i) {
+            ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
+            ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;  // max |v| < 6, as above
+          }
         }
       }
-    }
-  }
 }
 
 // Prompt-step attention (attention_prefill.cu: tensor-core tiles of 64 query rows) against the CPU

@@ -190,6 +190,12 @@ class CudaBackend final : public Backend {
     fused_attention_ = !(fa && std::string(fa) == "0");
     const char* sa = std::getenv("MX8_CUDA_SPLIT_ATTN");
     set_split_attention_enabled(!(sa && std::string(sa) == "0"));
+    // MX8_CUDA_SPLIT_GB=1|2|4: split attention's query heads per block (comparisons).
+    if (const char* gb = std::getenv("MX8_CUDA_SPLIT_GB")) {
+      const std::string v = gb;
+      if (v != "1" && v != "2" && v != "4") throw Error("MX8_CUDA_SPLIT_GB=" + v + ": not 1, 2 or 4");
+      set_split_attention_heads_per_block(std::stoi(v));
+    }
     // MX8_CUDA_FFN_OVERLAP=0: swiglu_ffn's down projection waits for the whole pair (comparisons).
     const char* fo = std::getenv("MX8_CUDA_FFN_OVERLAP");
     ffn_overlap_ = !(fo && std::string(fo) == "0");

@@ -202,6 +202,9 @@ void set_cluster_attention_heads_per_block(int gb);
 // is created (H200, batch 1 at 4096 positions: 109 -> 270 tok/s with FP8 weights).
 bool split_attention_enabled();
 void set_split_attention_enabled(bool on);
+// Query heads per block of split attention, for tests and comparisons (0: the default, 2; a value that
+// does not divide the group takes the default).
+void set_split_attention_heads_per_block(int gb);
 // Prompt steps (attention_prefill.cu): steps of more than kPrefillMinTokens query tokens with
 // head_dim 128, a bf16 or fp8 cache and groups dividing 64 take the tensor-core kernel, which reads
 // each K/V row once per 64 query rows (decode-sized steps keep the per-token kernels, whose blocks

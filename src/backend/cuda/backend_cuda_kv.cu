@@ -479,10 +479,15 @@ struct NewKv {
 // (per query head: running max m, sum l, output acc scaled to m) to `part`; attention_merge_kernel
 // combines the n_splits partials. For long contexts at batch 1, where one block per kv head leaves
 // most SMs idle.
+// Head split (split attention only): the kernel's G query heads are a part of their kv head's group,
+// n_hs blocks per kv head (blockIdx.x = kv head * n_hs + part), each reading the kv head's rows (the
+// siblings' reads mostly hit L2). Fewer heads per block take fewer registers: with G = 4 one 256-thread
+// block fit per SM (192-203 registers), with G = 2 two do.
 struct SplitParams {
-  float* part;  // [token][kv head][split][G * (2 + 128)]: m[G], l[G], acc[G][128]
+  float* part;  // [token][blockIdx.x][split][G * (2 + 128)]: m[G], l[G], acc[G][128]
   int split_len;
   int n_splits;
+  int n_hs;  // blocks per kv head
 };
 
 template <KvFormat F, int G, bool kNew, bool kSplit = false>
@@ -494,7 +499,8 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   constexpr int kStreams = kGqaWarps * 4;
   __shared__ float m_s[kGqaWarps][G], l_s[kGqaWarps][G];
   __shared__ float acc_s[kGqaWarps][G][kGqaHd];
-  const int kvh = blockIdx.x, t = blockIdx.y;
+  // bx * G: the block's first query head; kvh: their kv head.
+  const int bx = blockIdx.x, kvh = kSplit ? bx / sp.n_hs : bx, t = blockIdx.y;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if constexpr (kNew) {
     static_assert(G + 2 <= kGqaWarps, "one warp per query head of the group, two for K and V");
@@ -531,7 +537,7 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
 #pragma unroll
   for (int h = 0; h < G; ++h) {
     const float4* qp =
-        reinterpret_cast<const float4*>(p.q + (size_t(t) * p.n_heads + size_t(kvh) * G + h) * kGqaHd + d0);
+        reinterpret_cast<const float4*>(p.q + (size_t(t) * p.n_heads + size_t(bx) * G + h) * kGqaHd + d0);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const float4 v = qp[i];
@@ -581,37 +587,55 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
     float M, L, o;
     combine_warps(m_s, l_s, acc_s, h, d, M, L, o);
     if constexpr (kSplit) {
-      float* rec = sp.part + ((size_t(t) * gridDim.x + kvh) * sp.n_splits + blockIdx.z) * (G * (2 + kGqaHd));
+      float* rec = sp.part + ((size_t(t) * gridDim.x + bx) * sp.n_splits + blockIdx.z) * (G * (2 + kGqaHd));
       if (d == 0) rec[h] = M, rec[G + h] = L;
       rec[2 * G + h * kGqaHd + d] = o;
     } else {
-      p.out[(size_t(t) * p.n_heads + size_t(kvh) * G + h) * kGqaHd + d] = o / L;
+      p.out[(size_t(t) * p.n_heads + size_t(bx) * G + h) * kGqaHd + d] = o / L;
     }
   }
 }
 
-// Combines the partials of attention_gqa_kernel<..., kSplit>: one block of 128 threads per (query
-// head, token), thread d owns output dim d. Splits past the token's length hold m = -inf, l = 0.
+// Combines the partials of attention_gqa_kernel<..., kSplit>: one block per (query head, token),
+// kMergeParts groups of 128 threads, thread d of a group owning output dim d. The block first finds
+// the largest m of the head's records (one per thread), then group j sums records j, j + kMergeParts,
+// ... in order and the groups' sums are added in group order: a fixed order, and a few L2 round trips
+// where one group over all records waited one per 8 records (H200, 63 records: 27.6 us). Splits past
+// the token's length hold m = -inf, l = 0.
+constexpr int kMergeParts = 4;
 template <int G>
-__global__ void attention_merge_kernel(AttnParams p, SplitParams sp, int n_kv) {
+__global__ void __launch_bounds__(kMergeParts* kGqaHd)
+    attention_merge_kernel(AttnParams p, SplitParams sp, int n_bx) {
   pdl_trigger();
   pdl_wait();
-  const int qh = blockIdx.x, t = blockIdx.y, d = threadIdx.x;
-  const int kvh = qh / G, h = qh % G;
-  const float* base = sp.part + (size_t(t) * n_kv + kvh) * sp.n_splits * (G * (2 + kGqaHd));
-  // Unrolled: the records' loads are independent, so 8 are in flight at a time (a rolled loop
-  // waits one L2 round trip per split); the sums keep their order z = 0, 1, ...
+  constexpr int kRec = G * (2 + kGqaHd);
+  __shared__ float m_s[kMergeParts * kGqaHd / 32], l_s[kMergeParts], o_s[kMergeParts][kGqaHd];
+  const int qh = blockIdx.x, t = blockIdx.y, d = threadIdx.x % kGqaHd, j = threadIdx.x / kGqaHd;
+  const int bx = qh / G, h = qh % G;
+  const float* base = sp.part + (size_t(t) * n_bx + bx) * sp.n_splits * kRec;
   float M = -INFINITY;
-#pragma unroll 8
-  for (int z = 0; z < sp.n_splits; ++z) M = fmaxf(M, base[size_t(z) * (G * (2 + kGqaHd)) + h]);
+  for (int z = threadIdx.x; z < sp.n_splits; z += blockDim.x) M = fmaxf(M, base[size_t(z) * kRec + h]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+  if ((threadIdx.x & 31) == 0) m_s[threadIdx.x >> 5] = M;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < kMergeParts * kGqaHd / 32; ++w) M = fmaxf(M, m_s[w]);
   float L = 0.0f, o = 0.0f;
-#pragma unroll 8
-  for (int z = 0; z < sp.n_splits; ++z) {
-    const float* rec = base + size_t(z) * (G * (2 + kGqaHd));
+#pragma unroll 4
+  for (int z = j; z < sp.n_splits; z += kMergeParts) {
+    const float* rec = base + size_t(z) * kRec;
     const float f = rec[h] == -INFINITY ? 0.0f : expf(rec[h] - M);
     L += rec[G + h] * f;
     o += rec[2 * G + h * kGqaHd + d] * f;
   }
+  o_s[j][d] = o;
+  if (d == 0) l_s[j] = L;
+  __syncthreads();
+  if (j != 0) return;
+  L = 0.0f, o = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kMergeParts; ++i) L += l_s[i], o += o_s[i][d];
   p.out[(size_t(t) * p.n_heads + qh) * kGqaHd + d] = o / L;
 }
 
@@ -942,20 +966,22 @@ void launch_attention_gqa(const uint8_t* kp, const uint8_t* vp, const KvGeom& g,
   }
 }
 
+// G: query heads per block (sp.n_hs blocks per kv head).
 template <KvFormat F, int G>
 void launch_split(const uint8_t* kp, const uint8_t* vp, const KvGeom& g, const AttnParams& p, int n_kv,
                   int n_tokens, uint32_t* err, const SplitParams& sp, cudaStream_t s) {
+  const int n_bx = n_kv * sp.n_hs;
   launch("attention_gqa_kernel (split)", attention_gqa_kernel<F, G, false, true>,
-         dim3(unsigned(n_kv), unsigned(n_tokens), unsigned(sp.n_splits)), dim3(kGqaWarps * 32), s, kp, vp, g,
+         dim3(unsigned(n_bx), unsigned(n_tokens), unsigned(sp.n_splits)), dim3(kGqaWarps * 32), s, kp, vp, g,
          p, err, NewKv{}, sp);
   launch("attention_merge_kernel", attention_merge_kernel<G>, dim3(unsigned(p.n_heads), unsigned(n_tokens)),
-         dim3(kGqaHd), s, p, sp, n_kv);
+         dim3(kMergeParts * kGqaHd), s, p, sp, n_bx);
 }
 
 template <KvFormat F>
 void launch_split_any_group(const uint8_t* kp, const uint8_t* vp, const KvGeom& g, const AttnParams& p,
                             int n_kv, int n_tokens, uint32_t* err, const SplitParams& sp, cudaStream_t s) {
-  switch (p.group) {
+  switch (p.group / sp.n_hs) {
     case 1:
       launch_split<F, 1>(kp, vp, g, p, n_kv, n_tokens, err, sp, s);
       break;
@@ -1002,6 +1028,9 @@ void check_attention_args(const CudaKvCache& c, const AttentionArgs& a) {
 constexpr int kSplitLen = 256;    // positions per block of split attention (8 rounds of the 32 streams)
 constexpr int kMaxSplits = 64;    // at most this many blocks per (token, kv head)
 constexpr int kSplitFrom = 1024;  // split only when the block table can hold more positions than this
+// Query heads per block of split attention (SplitParams): two fit two 256-thread blocks per SM.
+constexpr int kSplitHeadsPerBlock = 2;
+std::atomic<int> g_split_gb{0};  // tests: force the query heads per block (0: kSplitHeadsPerBlock)
 
 // The grouped kernel applies: head_dim 128, groups of 1, 2 or 4, 16-byte aligned rows and q.
 bool gqa_applies(const CudaKvCache& c, const AttentionArgs& a) {
@@ -1199,6 +1228,9 @@ void set_cluster_attention_splits(int s) {
 void set_cluster_attention_heads_per_block(int gb) {
   g_cluster_gb.store(gb, std::memory_order_relaxed);
 }
+void set_split_attention_heads_per_block(int gb) {
+  g_split_gb.store(gb, std::memory_order_relaxed);
+}
 
 void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, const int32_t* slots,
                      int64_t n_tokens, uint32_t* err, cudaStream_t s) {
@@ -1268,7 +1300,7 @@ void launch_rope_kv_write(CudaKvCache& c, int layer, float* q, float* k, const f
 // Split attention's layout for `a` (n_splits 0: not split): by the block table's capacity, since the
 // lengths are on the device.
 SplitParams split_for(const CudaKvCache& c, const AttentionArgs& a) {
-  SplitParams sp{nullptr, 0, 0};
+  SplitParams sp{nullptr, 0, 0, 1};
   const int64_t cap = int64_t(a.max_pages_per_seq) * c.desc().page_size;
   if (!split_attention_enabled() || cap <= kSplitFrom || !gqa_applies(c, a) ||
       attention_prefill_applies(c, a))
@@ -1281,6 +1313,10 @@ SplitParams split_for(const CudaKvCache& c, const AttentionArgs& a) {
   }
   sp.split_len = int(len);
   sp.n_splits = int(n);
+  const int group = a.n_heads / a.n_kv_heads;
+  const int forced = g_split_gb.load(std::memory_order_relaxed);
+  const int gb = forced > 0 && group % forced == 0 ? forced : std::min(group, kSplitHeadsPerBlock);
+  sp.n_hs = group / gb;
   return sp;
 }
 

@@ -338,10 +338,16 @@ constexpr int kGqaDims = 16;  // dims per lane
 // dims each: xor 4, 2, 1 stays inside the stream), then each head's online-softmax update with the
 // row's value. `valid` is uniform over the stream, so the shuffles have all 32 lanes; an invalid
 // stream computes on zeros and skips its update.
-template <int G>
+// kLazy (split attention, long rows of positions): the running output is rescaled only when a
+// stream's max grows (a warp-wide vote; corr = 1 on the other streams), which past the first rounds is
+// rare, so a row costs one FFMA per output value instead of a multiply and an FFMA; and ks, vs are the
+// row's K and V scales (fp8 codes loaded unscaled: a power of two applied to the dot product and to
+// the probability instead of to 16 values each).
+template <int G, bool kLazy = false>
 __device__ __forceinline__ void attend_row(const float (&q)[G][kGqaDims], const float (&kv)[kGqaDims],
                                            const float (&vv)[kGqaDims], bool valid, float scale,
-                                           float (&m)[G], float (&l)[G], float (&acc)[G][kGqaDims]) {
+                                           float (&m)[G], float (&l)[G], float (&acc)[G][kGqaDims],
+                                           float ks = 1.0f, float vs = 1.0f) {
 #pragma unroll
   for (int h = 0; h < G; ++h) {
     float s = 0.0f;
@@ -350,7 +356,24 @@ __device__ __forceinline__ void attend_row(const float (&q)[G][kGqaDims], const 
     s += __shfl_xor_sync(0xffffffffu, s, 4);
     s += __shfl_xor_sync(0xffffffffu, s, 2);
     s += __shfl_xor_sync(0xffffffffu, s, 1);
-    if (valid) {
+    if constexpr (kLazy) {
+      s *= scale * ks;
+      const float m_new = valid ? fmaxf(m[h], s) : m[h];
+      if (__any_sync(0xffffffffu, m_new != m[h])) {
+        const float corr = m[h] == -INFINITY ? 0.0f : expf(m[h] - m_new);
+        l[h] *= corr;
+#pragma unroll
+        for (int i = 0; i < kGqaDims; ++i) acc[h][i] *= corr;
+        m[h] = m_new;
+      }
+      if (valid) {
+        const float pw = expf(s - m[h]);
+        l[h] += pw;
+        const float pv = pw * vs;
+#pragma unroll
+        for (int i = 0; i < kGqaDims; ++i) acc[h][i] = fmaf(pv, vv[i], acc[h][i]);
+      }
+    } else if (valid) {
       s *= scale;
       const float m_new = fmaxf(m[h], s);
       const float corr = m[h] == -INFINITY ? 0.0f : expf(m[h] - m_new);
@@ -420,10 +443,11 @@ __device__ __forceinline__ void combine_warps(const float (&m_s)[W][G], const fl
   }
 }
 
-// 16 dims of a stored head row (starting at element d0) as f32; fp8 is times its block's scale.
-// kL2: loads that bypass L1 (__ldcg), for rows another SM of the cluster has just stored.
-template <KvFormat F, bool kL2 = false>
-__device__ __forceinline__ void load16(const uint8_t* row, const uint8_t* scales, int d0, float* v) {
+// 16 dims of a stored head row (starting at element d0) as f32; fp8 is times its block's scale, or
+// with kScaled false the codes' values, the scale returned for the caller to apply (1 for the other
+// formats). kL2: loads that bypass L1 (__ldcg), for rows another SM of the cluster has just stored.
+template <KvFormat F, bool kL2 = false, bool kScaled = true>
+__device__ __forceinline__ float load16(const uint8_t* row, const uint8_t* scales, int d0, float* v) {
   auto ld = [](const auto* p) { return kL2 ? __ldcg(p) : *p; };
   if constexpr (F == KvFormat::f32) {
     const float4* p = reinterpret_cast<const float4*>(row) + d0 / 4;
@@ -455,9 +479,12 @@ __device__ __forceinline__ void load16(const uint8_t* row, const uint8_t* scales
       const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[j] & 0xffffu), __NV_E4M3);
       const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[j] >> 16), __NV_E4M3);
       const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
-      v[4 * j] = a.x * s, v[4 * j + 1] = a.y * s, v[4 * j + 2] = b.x * s, v[4 * j + 3] = b.y * s;
+      const float m = kScaled ? s : 1.0f;
+      v[4 * j] = a.x * m, v[4 * j + 1] = a.y * m, v[4 * j + 2] = b.x * m, v[4 * j + 3] = b.y * m;
     }
+    return s;
   }
+  return 1.0f;
 }
 
 // The new token's q, k, v for attention_gqa_kernel<..., kNew = true> (one token per launch).
@@ -552,8 +579,9 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
 
   // The loop bound is uniform across the warp (its 4 streams run the same number of rounds), so the
   // shuffles below always have all 32 lanes; a stream past the end, or on a bad page, computes on
-  // zeros and skips its update.
-#pragma unroll 2
+  // zeros and skips its update. Split fp8 rows one at a time: two spilled 16 bytes at 128 registers
+  // (the limit for two blocks per SM), and one was as fast (H200, .carry/lead/r9.sh).
+#pragma unroll(kSplit&& F == KvFormat::fp8 ? 1 : 2)
   for (int base = lo + warp * 4; base < hi; base += kStreams) {
     const int pos = base + (lane >> 3);
     bool valid = pos < hi;
@@ -565,17 +593,19 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
         valid = false;
       }
     }
-    float kv[kGqaDims], vv[kGqaDims];
+    float kv[kGqaDims], vv[kGqaDims], ks = 1.0f, vs = 1.0f;
     if (valid) {
       const int slot = pos % g.ps;
       const size_t off = size_t(page) * g.page_bytes;
-      load16<F>(kpool + off + elem_off<F>(g, slot, kvh), kpool + off + scale_off(g, slot, kvh), d0, kv);
-      load16<F>(vpool + off + elem_off<F>(g, slot, kvh), vpool + off + scale_off(g, slot, kvh), d0, vv);
+      ks = load16<F, false, !kSplit>(kpool + off + elem_off<F>(g, slot, kvh),
+                                     kpool + off + scale_off(g, slot, kvh), d0, kv);
+      vs = load16<F, false, !kSplit>(vpool + off + elem_off<F>(g, slot, kvh),
+                                     vpool + off + scale_off(g, slot, kvh), d0, vv);
     } else {
 #pragma unroll
       for (int i = 0; i < kGqaDims; ++i) kv[i] = vv[i] = 0.0f;
     }
-    attend_row<G>(q, kv, vv, valid, p.scale, m, l, acc);
+    attend_row<G, kSplit>(q, kv, vv, valid, p.scale, m, l, acc, ks, vs);
   }
   if (__any_sync(0xffffffffu, bad_page) && lane == 0) atomicOr(err, kErrAttnPage);
 

@@ -199,7 +199,8 @@ void set_cluster_attention_splits(int s);
 void set_cluster_attention_heads_per_block(int gb);
 // Split attention (positions spread over blocks, then a merge kernel) for block tables of more than
 // 1024 positions with the grouped kernel's shapes: on unless MX8_CUDA_SPLIT_ATTN=0 when the backend
-// is created (H200, batch 1 at 4096 positions: 109 -> 270 tok/s with FP8 weights).
+// is created (H200, batch 1 at 4096 positions: 109 -> 270 tok/s with FP8 weights; at 65536 positions
+// 129 tok/s with a bf16 cache since two query heads per block, docs/CUDA_BACKEND.md).
 bool split_attention_enabled();
 void set_split_attention_enabled(bool on);
 // Query heads per block of split attention, for tests and comparisons (0: the default, 2; a value that

@@ -413,7 +413,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   const int x_row = kMX ? t >> 1 : t;
   for (int parity = 0; tile < tiles; tile += tile_step, parity ^= 1) {
     if (!loaded && cr.active && first < p.kblocks) load_round<kPair, kMX>(p, cr, first, cur);
-    float acc_a = 0.0f, acc_b = 0.0f;  // rows row0 + g, row0 + g + 8 for row t of x
+    float acc_a = 0.0f, acc_b = 0.0f;  // rows row0 + g, row0 + g + 8 for row x_row of x (kMX: one block)
     WarpRows nr = cr;
     loaded = false;
     for (int base = first; base < p.kblocks; base += stride) {

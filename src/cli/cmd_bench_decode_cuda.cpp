@@ -2,7 +2,8 @@
 // weights on the CUDA backend, FP8 (E4M3, 128x128 UE8M0 blocks; MXFP8 when asked) next to BF16 weights in the
 // same run, with step recording (CUDA graphs) on and off, against the bandwidth roofline (weight bytes per
 // token / measured device copy bandwidth); then one prompt step per format (--prefill tokens after each
-// --prefill-at cached length), the prefill side of `mx8 run`.
+// --prefill-at cached length), the prefill side of `mx8 run`; and, with --decode-at, batch-1 decode after
+// that many cached positions with bf16 and fp8 KV caches (long contexts: the K/V bytes join the roofline).
 //
 // Each step is the model's own forward pass (src/model/llama.cpp, make_llama_with_weights): the
 // per-step uploads of token, position, slot, length and block table, the layers, the head, the
@@ -47,6 +48,8 @@ struct Options {
   int prefill = 512;  // tokens of the timed prompt step (0: none)
   std::string prefill_at = "0,4096,16384";  // cached positions before the prompt step, one step each
   std::vector<int> prefill_starts;          // from prefill_at
+  std::string decode_at;                    // cached positions of the long-context decode rows (batch 1)
+  std::vector<int> decode_starts;           // from decode_at
   std::string weights = "fp8,bf16";
   std::string kv = "bf16";
   std::string graphs = "on,off";
@@ -190,6 +193,12 @@ struct Result {
   double gemv_gbps = 0;                // the largest GEMV alone, cold weights
   std::vector<double> prefill_ms;      // one step of Options::prefill prompt tokens per prefill_starts entry
   std::string prefill_path;            // what the backend does with the activations of such a step
+  struct LongDecode {
+    KvFormat kv;
+    int cached;
+    double tok_s, ms_per_token, kv_bytes;  // kv_bytes: K/V a step reads, on average over the timed steps
+  };
+  std::vector<LongDecode> long_decode;  // one per (KV format, decode_starts entry), graphs on
 };
 
 mx8::model::LlamaConfig llama3_8b(int layers) {
@@ -350,6 +359,21 @@ std::vector<Result> run_format(Backend& be, WeightFormat f, const Options& o, Kv
   if (o.prefill > 0 && o.batches == std::vector<int>{1} && !out.empty())
     for (int start : o.prefill_starts)
       out.front().prefill_ms.push_back(time_prefill(be, *model, o, kvf, start));
+  if (o.batches == std::vector<int>{1} && !out.empty())
+    for (KvFormat lkv : {KvFormat::bf16, KvFormat::fp8})
+      for (int cached : o.decode_starts) {
+        Options oc = o;
+        oc.context = cached;
+        Result r = base;
+        r.graphs = true;
+        time_decode(be, *model, oc, lkv, r);
+        // Every layer reads K and V of each attended position: head_dim values per kv head, and for fp8
+        // one scale byte per 128 of them. Step p attends p + 1 positions.
+        const double per_pos = double(o.layers) * kKvHeads * 2 *
+                               (lkv == KvFormat::fp8 ? kHeadDim + kHeadDim / 128 : 2 * kHeadDim);
+        const double mean_len = cached + o.warmup + (o.tokens + 1) / 2.0;
+        out.front().long_decode.push_back({lkv, cached, r.tok_s, r.ms_per_token, per_pos * mean_len});
+      }
   return out;
 }
 
@@ -416,6 +440,10 @@ void run(const Options& o) {
       for (size_t i = 0; i < r.prefill_ms.size(); ++i)
         std::printf("%-28s prefill of %d tokens after %6d: %8.1f ms  %8.0f tok/s\n", r.weights.c_str(),
                     o.prefill, o.prefill_starts[i], r.prefill_ms[i], o.prefill / (r.prefill_ms[i] * 1e-3));
+      for (const auto& d : r.long_decode)
+        std::printf("%-28s decode after %6d cached, %s KV: %8.1f tok/s  %7.3f ms/token  %.0f%% of roofline\n",
+                    r.weights.c_str(), d.cached, kv_format_name(d.kv), d.tok_s, d.ms_per_token,
+                    100 * (double(r.bytes_per_token) + d.kv_bytes) / (d.ms_per_token * 1e-3) / 1e9 / bw);
       std::fflush(stdout);
       results.push_back(r);
     }
@@ -442,6 +470,7 @@ void run(const Options& o) {
         (o.context ? " --context " + std::to_string(o.context) : "") +
         (o.prefill != Options{}.prefill ? " --prefill " + std::to_string(o.prefill) : "") +
         (o.prefill_at != Options{}.prefill_at ? " --prefill-at " + o.prefill_at : "") +
+        (!o.decode_at.empty() && !batched ? " --decode-at " + o.decode_at : "") +
         (o.weights != Options{}.weights ? " --weights " + o.weights : "") + "`.\n\n";
   const std::string per = batched ? "step" : "token";
   md +=
@@ -498,6 +527,24 @@ void run(const Options& o) {
               fmt("%.0f", o.prefill / (r.prefill_ms[i] * 1e-3)) + " | " +
               fmt("%.0f", flops / (r.prefill_ms[i] * 1e-3) / 1e12) + " | " + r.prefill_path + " |\n";
   }
+  if (!o.decode_starts.empty() && !batched) {
+    md += "\nDecode at long contexts: batch 1, graphs on, " + std::to_string(o.tokens) + " steps after " +
+          std::to_string(o.warmup) +
+          " from `cached` positions (never written: attention reads them as zeros, at full cost), with a "
+          "bf16 and an fp8 KV cache. KV GB/token = the K/V bytes a step reads on average (fp8: one UE8M0 "
+          "scale byte per 128 values); roofline = (weight bytes + KV bytes) per token / copy bandwidth.\n\n";
+    md +=
+        "| weights | KV | cached | tokens/s | ms/token | KV GB/token | GB/s | % of roofline |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|\n";
+    for (auto& r : results)
+      for (const auto& d : r.long_decode) {
+        const double gbps = (double(r.bytes_per_token) + d.kv_bytes) / (d.ms_per_token * 1e-3) / 1e9;
+        md += "| " + r.weights + " | " + kv_format_name(d.kv) + " | " + std::to_string(d.cached) + " | " +
+              fmt("%.1f", d.tok_s) + " | " + fmt("%.3f", d.ms_per_token) + " | " +
+              fmt("%.2f", d.kv_bytes / 1e9) + " | " + fmt("%.0f", gbps) + " | " +
+              fmt("%.0f%%", 100 * gbps / bw) + " |\n";
+      }
+  }
   if (o.write_perf) {
     std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
     const std::string section = batched ? "decode-cuda-batch" : "decode-cuda";
@@ -532,6 +579,9 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--prefill-at", o->prefill_at,
                      "cached positions before the prompt step (comma-separated; one step each)")
           ->capture_default_str();
+      app.add_option("--decode-at", o->decode_at,
+                     "cached positions of extra batch-1 decode rows with bf16 and fp8 KV caches, graphs on "
+                     "(comma-separated; long contexts)");
       app.add_option("--prefill", o->prefill, "tokens of one timed prompt step per weight format (0: none)")
           ->capture_default_str()
           ->check(CLI::Range(0, 16384));
@@ -551,6 +601,8 @@ mx8::cli::CommandRegistration reg{
           throw mx8::Error("--graphs " + o->graphs + ": expected on, off or on,off");
         o->batches = parse_counts(o->batch, "--batch", 1, 256);
         o->prefill_starts = parse_counts(o->prefill_at, "--prefill-at", 0, 1000000);
+        o->decode_starts.clear();
+        if (!o->decode_at.empty()) o->decode_starts = parse_counts(o->decode_at, "--decode-at", 0, 1000000);
         run(*o);
       };
     }};

@@ -655,6 +655,46 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
       }
 }
 
+// Split attention at Llama-3-8B's shape, as a decode step runs it: 8 kv heads of 4 query heads (two
+// blocks per kv head), one token over 4200 of a block table's 4256 positions (17 splits, the last one
+// partly empty), pages in shuffled order. Against the CPU backend, tolerance as in
+// SplitAttentionMatchesCpu.
+TEST_F(CudaVsCpu, SplitAttentionAtLlama3ShapeMatchesCpu) {
+  SCOPED_TRACE(trace());
+  struct SplitSwitch {
+    bool was = cuda_impl::split_attention_enabled();
+    SplitSwitch() { cuda_impl::set_split_attention_enabled(true); }
+    ~SplitSwitch() { cuda_impl::set_split_attention_enabled(was); }
+  } on;
+  for (KvFormat f : {KvFormat::bf16, KvFormat::fp8}) {
+    SCOPED_TRACE(kv_format_name(f));
+    const int hd = 128, n_kv = 8, n_heads = 32, ps = 16, len = 4200, max_pages = 266;
+    KvCacheDesc d{f, 1, n_kv, hd, ps, max_pages};
+    auto kv_c = cpu->create_kv_cache(d);
+    auto kv_g = gpu->create_kv_cache(d);
+    const auto [tables, slots] = shuffled_pages({len}, max_pages, max_pages, ps, rng);
+    const int64_t T = int64_t(slots.size());
+    auto k = normal(size_t(T) * size_t(n_kv * hd)), v = normal(size_t(T) * size_t(n_kv * hd));
+    Pair pk = put(k), pv = put(v), psl = put(slots);
+    cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, T);
+    gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, T);
+    const std::vector<int32_t> seq{0}, kv_len{len};
+    auto q = normal(size_t(n_heads * hd));
+    Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables), pout = zeros<float>(q.size());
+    const AttentionArgs a = attention_args(1, n_heads, n_kv, hd, max_pages);
+    const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
+    ASSERT_GT(cuda_impl::attention_scratch_floats(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag), 0u)
+        << "split attention does not apply";
+    cpu->attention(*kv_c, ac);
+    gpu->attention(*kv_g, ag);
+    auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
+    for (size_t i = 0; i < r_c.size(); ++i) {
+      ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
+      ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;  // max |v| < 6, as above
+    }
+  }
+}
+
 // Prompt-step attention (attention_prefill.cu: tensor-core tiles of 64 query rows) against the CPU
 // backend: three sequences with 0, 37 and 300 cached positions and prompt chunks of 20, 33 and 50
 // tokens (kv_len = cached + i + 1: causal within the chunk), laid out sequence by sequence and

@@ -581,7 +581,8 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   // shuffles below always have all 32 lanes; a stream past the end, or on a bad page, computes on
   // zeros and skips its update. Split fp8 rows one at a time: two spilled 16 bytes at 128 registers
   // (the limit for two blocks per SM), and one was as fast (H200, .carry/lead/r9.sh).
-#pragma unroll(kSplit&& F == KvFormat::fp8 ? 1 : 2)
+  constexpr int kRowsInFlight = kSplit && F == KvFormat::fp8 ? 1 : 2;
+#pragma unroll kRowsInFlight
   for (int base = lo + warp * 4; base < hi; base += kStreams) {
     const int pos = base + (lane >> 3);
     bool valid = pos < hi;
@@ -633,13 +634,14 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
 // where one group over all records waited one per 8 records (H200, 63 records: 27.6 us). Splits past
 // the token's length hold m = -inf, l = 0.
 constexpr int kMergeParts = 4;
+constexpr int kMergeThreads = kMergeParts * kGqaHd;
 template <int G>
-__global__ void __launch_bounds__(kMergeParts* kGqaHd)
+__global__ void __launch_bounds__(kMergeThreads)
     attention_merge_kernel(AttnParams p, SplitParams sp, int n_bx) {
   pdl_trigger();
   pdl_wait();
   constexpr int kRec = G * (2 + kGqaHd);
-  __shared__ float m_s[kMergeParts * kGqaHd / 32], l_s[kMergeParts], o_s[kMergeParts][kGqaHd];
+  __shared__ float m_s[kMergeThreads / 32], l_s[kMergeParts], o_s[kMergeParts][kGqaHd];
   const int qh = blockIdx.x, t = blockIdx.y, d = threadIdx.x % kGqaHd, j = threadIdx.x / kGqaHd;
   const int bx = qh / G, h = qh % G;
   const float* base = sp.part + (size_t(t) * n_bx + bx) * sp.n_splits * kRec;
@@ -650,7 +652,7 @@ __global__ void __launch_bounds__(kMergeParts* kGqaHd)
   if ((threadIdx.x & 31) == 0) m_s[threadIdx.x >> 5] = M;
   __syncthreads();
 #pragma unroll
-  for (int w = 0; w < kMergeParts * kGqaHd / 32; ++w) M = fmaxf(M, m_s[w]);
+  for (int w = 0; w < kMergeThreads / 32; ++w) M = fmaxf(M, m_s[w]);
   float L = 0.0f, o = 0.0f;
 #pragma unroll 4
   for (int z = j; z < sp.n_splits; z += kMergeParts) {
@@ -1005,7 +1007,7 @@ void launch_split(const uint8_t* kp, const uint8_t* vp, const KvGeom& g, const A
          dim3(unsigned(n_bx), unsigned(n_tokens), unsigned(sp.n_splits)), dim3(kGqaWarps * 32), s, kp, vp, g,
          p, err, NewKv{}, sp);
   launch("attention_merge_kernel", attention_merge_kernel<G>, dim3(unsigned(p.n_heads), unsigned(n_tokens)),
-         dim3(kMergeParts * kGqaHd), s, p, sp, n_bx);
+         dim3(kMergeThreads), s, p, sp, n_bx);
 }
 
 template <KvFormat F>

@@ -596,11 +596,13 @@ PagedSeqs shuffled_pages(const std::vector<int>& lens, int max_pages, int n_page
 // Split attention (opt-in: positions spread over blocks, partial softmaxes merged by a second
 // kernel) against the CPU backend, for block tables wider than 1024 positions: lengths 1 (one split
 // holds everything), 700 (some splits empty), 3000 (12 splits) and a 2-token causal chunk; GQA groups
-// of 4, 2 and 1 with 1, 2 or 4 query heads per block (the default, 2, and the forced others). Same
-// tolerance as KvWriteBytesEqualCpuAndAttentionMatches (2e-5 max|V|): the merge adds one level of
-// rescaled partial sums, which moves results by a few u of max|V|; a wrong split range (a position
-// missed or counted twice) or a wrong merge moves outputs by ~1/len of max|V| or more, which at
-// 3000 positions is ~3e-4 > 1.2e-4; the 700-position sequence has ~1e-3 per position.
+// of 4, 2 and 1 with 1, 2 or 4 query heads per block (the default, 2, and the forced others), with
+// sliding windows; then Llama-3-8B's shape as a decode step runs it (8 kv heads of 4 query heads, one
+// token over 4200 of 4256 positions: 17 splits, the last one partly empty). Same tolerance as
+// KvWriteBytesEqualCpuAndAttentionMatches (2e-5 max|V|): the merge adds one level of rescaled partial
+// sums, which moves results by a few u of max|V|; a wrong split range (a position missed or counted
+// twice) or a wrong merge moves outputs by ~1/len of max|V| or more, which at 3000 positions is
+// ~3e-4 > 1.2e-4; the 700-position sequence has ~1e-3 per position.
 TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
   SCOPED_TRACE(trace());
   struct SplitSwitch {
@@ -611,6 +613,42 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
       cuda_impl::set_split_attention_heads_per_block(0);
     }
   } on;
+  // Sequences of seq_len positions (pages shuffled) in block tables of `cap` positions, queries (seq,
+  // kv_len), each window in turn.
+  auto check = [&](KvFormat f, int n_kv, int group, int cap, const std::vector<int>& seq_len,
+                   const std::vector<int32_t>& seq, const std::vector<int32_t>& kv_len,
+                   std::initializer_list<int> windows) {
+    const int hd = 128, n_heads = n_kv * group, ps = 16;
+    const int max_pages = (cap + ps - 1) / ps;
+    const int n_pages = int(seq_len.size()) * max_pages;
+    KvCacheDesc d{f, 1, n_kv, hd, ps, n_pages};
+    auto kv_c = cpu->create_kv_cache(d);
+    auto kv_g = gpu->create_kv_cache(d);
+    const auto [tables, slots] = shuffled_pages(seq_len, max_pages, n_pages, ps, rng);
+    const int64_t T = int64_t(slots.size());
+    auto k = normal(size_t(T) * size_t(n_kv * hd)), v = normal(size_t(T) * size_t(n_kv * hd));
+    Pair pk = put(k), pv = put(v), psl = put(slots);
+    cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, T);
+    gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, T);
+    const int nq = int(seq.size());
+    auto q = normal(size_t(nq) * size_t(n_heads * hd));
+    Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables), pout = zeros<float>(q.size());
+    AttentionArgs a = attention_args(nq, n_heads, n_kv, hd, max_pages);
+    for (int window : windows) {
+      SCOPED_TRACE("window " + std::to_string(window));
+      a.window = window;
+      const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
+      ASSERT_GT(cuda_impl::attention_scratch_floats(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag), 0u)
+          << "split attention does not apply";
+      cpu->attention(*kv_c, ac);
+      gpu->attention(*kv_g, ag);
+      auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
+      for (size_t i = 0; i < r_c.size(); ++i) {
+        ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
+        ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;  // max |v| < 6, as above
+      }
+    }
+  };
   for (KvFormat f : {KvFormat::bf16, KvFormat::fp8, KvFormat::f32})
     for (int group : {4, 2, 1})
       for (int gb : {0, 1, 4}) {
@@ -618,80 +656,15 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
         cuda_impl::set_split_attention_heads_per_block(gb);
         SCOPED_TRACE(std::string(kv_format_name(f)) + " group " + std::to_string(group) + " heads/block " +
                      std::to_string(gb));
-        const int hd = 128, n_kv = 2, n_heads = n_kv * group, ps = 16;
-        const std::vector<int> seq_len = {1, 700, 3000};
-        const int max_pages = (3000 + ps - 1) / ps;
-        const int n_pages = 3 * max_pages;
-        KvCacheDesc d{f, 1, n_kv, hd, ps, n_pages};
-        auto kv_c = cpu->create_kv_cache(d);
-        auto kv_g = gpu->create_kv_cache(d);
-        const auto [tables, slots] = shuffled_pages(seq_len, max_pages, n_pages, ps, rng);
-        const int64_t T = int64_t(slots.size());
-        auto k = normal(size_t(T) * size_t(n_kv * hd)), v = normal(size_t(T) * size_t(n_kv * hd));
-        Pair pk = put(k), pv = put(v), psl = put(slots);
-        cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, T);
-        gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, T);
-        const std::vector<int32_t> seq{0, 1, 2, 2, 2}, kv_len{1, 700, 2999, 3000, 17};
-        const int nq = int(seq.size());
-        auto q = normal(size_t(nq) * size_t(n_heads * hd));
-        Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables),
-             pout = zeros<float>(q.size());
-        AttentionArgs a = attention_args(nq, n_heads, n_kv, hd, max_pages);
         // Sliding windows too: 100 leaves whole splits without positions, 1000 cuts one in the middle.
-        for (int window : {0, 100, 1000}) {
-          SCOPED_TRACE("window " + std::to_string(window));
-          a.window = window;
-          const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
-          ASSERT_GT(cuda_impl::attention_scratch_floats(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag), 0u)
-              << "split attention does not apply";
-          cpu->attention(*kv_c, ac);
-          gpu->attention(*kv_g, ag);
-          auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
-          for (size_t i = 0; i < r_c.size(); ++i) {
-            ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
-            ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;  // max |v| < 6, as above
-          }
-        }
+        check(f, 2, group, 3000, {1, 700, 3000}, {0, 1, 2, 2, 2}, {1, 700, 2999, 3000, 17}, {0, 100, 1000});
+        if (HasFatalFailure()) return;
       }
-}
-
-// Split attention at Llama-3-8B's shape, as a decode step runs it: 8 kv heads of 4 query heads (two
-// blocks per kv head), one token over 4200 of a block table's 4256 positions (17 splits, the last one
-// partly empty), pages in shuffled order. Against the CPU backend, tolerance as in
-// SplitAttentionMatchesCpu.
-TEST_F(CudaVsCpu, SplitAttentionAtLlama3ShapeMatchesCpu) {
-  SCOPED_TRACE(trace());
-  struct SplitSwitch {
-    bool was = cuda_impl::split_attention_enabled();
-    SplitSwitch() { cuda_impl::set_split_attention_enabled(true); }
-    ~SplitSwitch() { cuda_impl::set_split_attention_enabled(was); }
-  } on;
+  cuda_impl::set_split_attention_heads_per_block(0);
   for (KvFormat f : {KvFormat::bf16, KvFormat::fp8}) {
-    SCOPED_TRACE(kv_format_name(f));
-    const int hd = 128, n_kv = 8, n_heads = 32, ps = 16, len = 4200, max_pages = 266;
-    KvCacheDesc d{f, 1, n_kv, hd, ps, max_pages};
-    auto kv_c = cpu->create_kv_cache(d);
-    auto kv_g = gpu->create_kv_cache(d);
-    const auto [tables, slots] = shuffled_pages({len}, max_pages, max_pages, ps, rng);
-    const int64_t T = int64_t(slots.size());
-    auto k = normal(size_t(T) * size_t(n_kv * hd)), v = normal(size_t(T) * size_t(n_kv * hd));
-    Pair pk = put(k), pv = put(v), psl = put(slots);
-    cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, T);
-    gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, T);
-    const std::vector<int32_t> seq{0}, kv_len{len};
-    auto q = normal(size_t(n_heads * hd));
-    Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables), pout = zeros<float>(q.size());
-    const AttentionArgs a = attention_args(1, n_heads, n_kv, hd, max_pages);
-    const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
-    ASSERT_GT(cuda_impl::attention_scratch_floats(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag), 0u)
-        << "split attention does not apply";
-    cpu->attention(*kv_c, ac);
-    gpu->attention(*kv_g, ag);
-    auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
-    for (size_t i = 0; i < r_c.size(); ++i) {
-      ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
-      ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i;  // max |v| < 6, as above
-    }
+    SCOPED_TRACE(std::string(kv_format_name(f)) + " Llama-3-8B shape");
+    check(f, 8, 4, 4256, {4200}, {0}, {4200}, {0});
+    if (HasFatalFailure()) return;
   }
 }
 

@@ -305,7 +305,13 @@ class CudaBackend final : public Backend {
     const std::string f32 = "none: f32 activations, weights decoded to f32 in registers, f32 accumulation";
     if (!use_wgmma_ || f == WeightFormat::f32)
       return f32 + " (m <= 16: streaming GEMV; larger m: tiled SIMT GEMM)";
-    const std::string rows = std::to_string(gemv_max_rows(f)), none = f32 + " (streaming GEMV)";
+    const std::string rows = std::to_string(gemv_max_rows(f));
+    // FP8 and MXFP8 rows of that few take the tensor-core GEMV (gemv_fp8_mma.cu) where it applies.
+    const std::string none =
+        f == WeightFormat::bf16
+            ? f32 + " (streaming GEMV)"
+            : "none: f32 activations, on the tensor-core GEMV as two f16 parts (hi + lo, ~22 "
+              "significant bits), weights exact in f16, f32 accumulation";
     if (f == WeightFormat::bf16)
       return "m <= " + rows + ": " + none + "; m > " + rows +
              " with k % 8 == 0 and n % 4 == 0: x split exactly into three bf16 parts (not rounded), "

@@ -598,7 +598,9 @@ PagedSeqs shuffled_pages(const std::vector<int>& lens, int max_pages, int n_page
 // holds everything), 700 (some splits empty), 3000 (12 splits) and a 2-token causal chunk; GQA groups
 // of 4, 2 and 1 with 1, 2 or 4 query heads per block (the default, 2, and the forced others), with
 // sliding windows; then Llama-3-8B's shape as a decode step runs it (8 kv heads of 4 query heads, one
-// token over 4200 of 4256 positions: 17 splits, the last one partly empty). Same tolerance as
+// token over 4183 of 4256 positions: 17 splits, the last one partly empty, the positions past the query's
+// NaN). Both partial kernels: the tensor-core one (attention_split_mma.cu; q and the probabilities
+// enter as three 16-bit parts, ~24 bits, so the same bound holds) and the SIMT one. Same tolerance as
 // KvWriteBytesEqualCpuAndAttentionMatches (2e-5 max|V|): the merge adds one level of rescaled partial
 // sums, which moves results by a few u of max|V|; a wrong split range (a position missed or counted
 // twice) or a wrong merge moves outputs by ~1/len of max|V| or more, which at 3000 positions is
@@ -606,18 +608,21 @@ PagedSeqs shuffled_pages(const std::vector<int>& lens, int max_pages, int n_page
 TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
   SCOPED_TRACE(trace());
   struct SplitSwitch {
-    bool was = cuda_impl::split_attention_enabled();
+    bool was = cuda_impl::split_attention_enabled(), was_mma = cuda_impl::split_attention_mma_enabled();
     SplitSwitch() { cuda_impl::set_split_attention_enabled(true); }
     ~SplitSwitch() {
       cuda_impl::set_split_attention_enabled(was);
+      cuda_impl::set_split_attention_mma_enabled(was_mma);
       cuda_impl::set_split_attention_heads_per_block(0);
     }
   } on;
   // Sequences of seq_len positions (pages shuffled) in block tables of `cap` positions, queries (seq,
   // kv_len), each window in turn.
+  // Positions from poison_from on hold NaN in K and V: no query reaches them, but they share pages
+  // (and the tensor-core kernel's 16-position tiles) with positions that are read.
   auto check = [&](KvFormat f, int n_kv, int group, int cap, const std::vector<int>& seq_len,
                    const std::vector<int32_t>& seq, const std::vector<int32_t>& kv_len,
-                   std::initializer_list<int> windows) {
+                   std::initializer_list<int> windows, int poison_from = 1 << 30) {
     const int hd = 128, n_heads = n_kv * group, ps = 16;
     const int max_pages = (cap + ps - 1) / ps;
     const int n_pages = int(seq_len.size()) * max_pages;
@@ -627,6 +632,11 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
     const auto [tables, slots] = shuffled_pages(seq_len, max_pages, n_pages, ps, rng);
     const int64_t T = int64_t(slots.size());
     auto k = normal(size_t(T) * size_t(n_kv * hd)), v = normal(size_t(T) * size_t(n_kv * hd));
+    for (size_t sq = 0, row = 0; sq < seq_len.size(); ++sq)
+      for (int pos = 0; pos < seq_len[sq]; ++pos, ++row)
+        if (pos >= poison_from)
+          for (size_t i = 0; i < size_t(n_kv * hd); ++i)
+            k[row * size_t(n_kv * hd) + i] = v[row * size_t(n_kv * hd) + i] = NAN;
     Pair pk = put(k), pv = put(v), psl = put(slots);
     cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, T);
     gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, T);
@@ -649,22 +659,27 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
       }
     }
   };
-  for (KvFormat f : {KvFormat::bf16, KvFormat::fp8, KvFormat::f32})
-    for (int group : {4, 2, 1})
-      for (int gb : {0, 1, 4}) {
-        if (gb > group) continue;
-        cuda_impl::set_split_attention_heads_per_block(gb);
-        SCOPED_TRACE(std::string(kv_format_name(f)) + " group " + std::to_string(group) + " heads/block " +
-                     std::to_string(gb));
-        // Sliding windows too: 100 leaves whole splits without positions, 1000 cuts one in the middle.
-        check(f, 2, group, 3000, {1, 700, 3000}, {0, 1, 2, 2, 2}, {1, 700, 2999, 3000, 17}, {0, 100, 1000});
-        if (HasFatalFailure()) return;
-      }
-  cuda_impl::set_split_attention_heads_per_block(0);
-  for (KvFormat f : {KvFormat::bf16, KvFormat::fp8}) {
-    SCOPED_TRACE(std::string(kv_format_name(f)) + " Llama-3-8B shape");
-    check(f, 8, 4, 4256, {4200}, {0}, {4200}, {0});
-    if (HasFatalFailure()) return;
+  for (bool mma : {true, false}) {
+    cuda_impl::set_split_attention_mma_enabled(mma);
+    for (KvFormat f : {KvFormat::bf16, KvFormat::fp8, KvFormat::f32})
+      for (int group : {4, 2, 1})
+        for (int gb : {0, 1, 4}) {
+          // The tensor-core kernel takes every head of a group (f32 caches take the SIMT one).
+          if (gb > group || (mma && gb != 0)) continue;
+          cuda_impl::set_split_attention_heads_per_block(gb);
+          SCOPED_TRACE(std::string(mma ? "tensor cores " : "SIMT ") + kv_format_name(f) + " group " +
+                       std::to_string(group) + " heads/block " + std::to_string(gb));
+          // Sliding windows too: 100 leaves whole splits without positions, 1000 cuts one in the middle.
+          check(f, 2, group, 3000, {1, 700, 3000}, {0, 1, 2, 2, 2}, {1, 700, 2999, 3000, 17}, {0, 100, 1000});
+          if (HasFatalFailure()) return;
+        }
+    cuda_impl::set_split_attention_heads_per_block(0);
+    for (KvFormat f : {KvFormat::bf16, KvFormat::fp8}) {
+      SCOPED_TRACE(std::string(mma ? "tensor cores " : "SIMT ") + kv_format_name(f) + " Llama-3-8B shape");
+      // Positions 4190.. poisoned: the query's last tile (4176..4191) and page hold them.
+      check(f, 8, 4, 4256, {4200}, {0}, {4183}, {0, 1000}, 4190);
+      if (HasFatalFailure()) return;
+    }
   }
 }
 

@@ -190,6 +190,8 @@ class CudaBackend final : public Backend {
     fused_attention_ = !(fa && std::string(fa) == "0");
     const char* sa = std::getenv("MX8_CUDA_SPLIT_ATTN");
     set_split_attention_enabled(!(sa && std::string(sa) == "0"));
+    const char* sm = std::getenv("MX8_CUDA_SPLIT_MMA");
+    set_split_attention_mma_enabled(!(sm && std::string(sm) == "0"));
     // MX8_CUDA_SPLIT_GB=1|2|4: split attention's query heads per block (comparisons).
     if (const char* gb = std::getenv("MX8_CUDA_SPLIT_GB")) {
       const std::string v = gb;

@@ -206,6 +206,11 @@ void set_split_attention_enabled(bool on);
 // Query heads per block of split attention, for tests and comparisons (0: the default, 2; a value that
 // does not divide the group takes the default).
 void set_split_attention_heads_per_block(int gb);
+// Split attention's partials on the tensor cores (attention_split_mma.cu) for bf16 and fp8 caches
+// with pages of a multiple of 16 positions and groups of 1, 2 or 4: on unless MX8_CUDA_SPLIT_MMA=0
+// when the backend is created; off, the grouped SIMT kernel takes them.
+bool split_attention_mma_enabled();
+void set_split_attention_mma_enabled(bool on);
 // Prompt steps (attention_prefill.cu): steps of more than kPrefillMinTokens query tokens with
 // head_dim 128, a bf16 or fp8 cache and groups dividing 64 take the tensor-core kernel, which reads
 // each K/V row once per 64 query rows (decode-sized steps keep the per-token kernels, whose blocks

@@ -31,6 +31,7 @@
 #include <cstdlib>
 
 #include "backend/cuda/attention_common.cuh"
+#include "backend/cuda/attention_split_mma.cuh"
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/device_info.h"
 #include "backend/cuda/ptx/cluster.cuh"
@@ -515,6 +516,7 @@ struct SplitParams {
   int split_len;
   int n_splits;
   int n_hs;  // blocks per kv head
+  bool mma;  // the partials come from attention_split_mma.cu (all G heads of a kv head per block)
 };
 
 template <KvFormat F, int G, bool kNew, bool kSplit = false>
@@ -1006,8 +1008,21 @@ void launch_split(const uint8_t* kp, const uint8_t* vp, const KvGeom& g, const A
   launch("attention_gqa_kernel (split)", attention_gqa_kernel<F, G, false, true>,
          dim3(unsigned(n_bx), unsigned(n_tokens), unsigned(sp.n_splits)), dim3(kGqaWarps * 32), s, kp, vp, g,
          p, err, NewKv{}, sp);
-  launch("attention_merge_kernel", attention_merge_kernel<G>, dim3(unsigned(p.n_heads), unsigned(n_tokens)),
-         dim3(kMergeThreads), s, p, sp, n_bx);
+}
+
+void launch_merge(const AttnParams& p, const SplitParams& sp, int n_bx, int n_tokens, cudaStream_t s) {
+  const dim3 grid(unsigned(p.n_heads), unsigned(n_tokens));
+  switch (p.group / sp.n_hs) {
+    case 1:
+      launch("attention_merge_kernel", attention_merge_kernel<1>, grid, dim3(kMergeThreads), s, p, sp, n_bx);
+      break;
+    case 2:
+      launch("attention_merge_kernel", attention_merge_kernel<2>, grid, dim3(kMergeThreads), s, p, sp, n_bx);
+      break;
+    default:
+      launch("attention_merge_kernel", attention_merge_kernel<4>, grid, dim3(kMergeThreads), s, p, sp, n_bx);
+      break;
+  }
 }
 
 template <KvFormat F>
@@ -1024,6 +1039,7 @@ void launch_split_any_group(const uint8_t* kp, const uint8_t* vp, const KvGeom& 
       launch_split<F, 4>(kp, vp, g, p, n_kv, n_tokens, err, sp, s);
       break;
   }
+  launch_merge(p, sp, n_kv * sp.n_hs, n_tokens, s);
 }
 
 template <bool kNew>
@@ -1062,6 +1078,8 @@ constexpr int kMaxSplits = 64;    // at most this many blocks per (token, kv hea
 constexpr int kSplitFrom = 1024;  // split only when the block table can hold more positions than this
 // Query heads per block of split attention (SplitParams): two fit two 256-thread blocks per SM.
 constexpr int kSplitHeadsPerBlock = 2;
+constexpr int kSplitMmaBlocksPerSm = 2;  // the tensor-core split kernel's blocks per SM (a wave)
+std::atomic<bool> g_split_mma{true};
 std::atomic<int> g_split_gb{0};  // tests: force the query heads per block (0: kSplitHeadsPerBlock)
 
 // The grouped kernel applies: head_dim 128, groups of 1, 2 or 4, 16-byte aligned rows and q.
@@ -1263,6 +1281,12 @@ void set_cluster_attention_heads_per_block(int gb) {
 void set_split_attention_heads_per_block(int gb) {
   g_split_gb.store(gb, std::memory_order_relaxed);
 }
+bool split_attention_mma_enabled() {
+  return g_split_mma.load(std::memory_order_relaxed);
+}
+void set_split_attention_mma_enabled(bool on) {
+  g_split_mma.store(on, std::memory_order_relaxed);
+}
 
 void launch_kv_write(CudaKvCache& c, int layer, const float* k, const float* v, const int32_t* slots,
                      int64_t n_tokens, uint32_t* err, cudaStream_t s) {
@@ -1332,11 +1356,23 @@ void launch_rope_kv_write(CudaKvCache& c, int layer, float* q, float* k, const f
 // Split attention's layout for `a` (n_splits 0: not split): by the block table's capacity, since the
 // lengths are on the device.
 SplitParams split_for(const CudaKvCache& c, const AttentionArgs& a) {
-  SplitParams sp{nullptr, 0, 0, 1};
+  SplitParams sp{nullptr, 0, 0, 1, false};
   const int64_t cap = int64_t(a.max_pages_per_seq) * c.desc().page_size;
   if (!split_attention_enabled() || cap <= kSplitFrom || !gqa_applies(c, a) ||
       attention_prefill_applies(c, a))
     return sp;
+  const int group = a.n_heads / a.n_kv_heads;
+  if (split_attention_mma_enabled() && split_mma_applies(c.desc().format, group, c.desc().page_size)) {
+    // All of a kv head's query heads per block; about kSplitMmaBlocksPerSm blocks per SM in all (one wave
+    // of the kernel's two per SM: its blocks stream at the memory's pace, so more waves only add
+    // partials to merge), splits of at least kSplitLen positions.
+    const int64_t units = int64_t(a.n_tokens) * a.n_kv_heads;
+    int64_t n =
+        std::max<int64_t>(1, (int64_t(kSplitMmaBlocksPerSm) * mx8::cuda::num_sms() + units - 1) / units);
+    n = std::min({n, int64_t(kMaxSplits), (cap + kSplitLen - 1) / kSplitLen});
+    const int64_t len = ((cap + n - 1) / n + 31) / 32 * 32;
+    return SplitParams{nullptr, int(len), int((cap + len - 1) / len), 1, true};
+  }
   int64_t len = kSplitLen;
   int64_t n = (cap + len - 1) / len;
   if (n > kMaxSplits) {
@@ -1345,7 +1381,6 @@ SplitParams split_for(const CudaKvCache& c, const AttentionArgs& a) {
   }
   sp.split_len = int(len);
   sp.n_splits = int(n);
-  const int group = a.n_heads / a.n_kv_heads;
   const int forced = g_split_gb.load(std::memory_order_relaxed);
   const int gb = forced > 0 && group % forced == 0 ? forced : std::min(group, kSplitHeadsPerBlock);
   sp.n_hs = group / gb;
@@ -1399,6 +1434,13 @@ void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cud
   if (SplitParams sp = split_for(c, a); sp.n_splits > 0) {
     if (!scratch) throw Error("cuda backend: split attention without scratch (attention_scratch_floats)");
     sp.part = scratch;
+    if (sp.mma) {
+      launch_split_mma_partials(d.format, kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, scratch, sp.split_len,
+                                sp.n_splits, s);
+      launch_merge(p, sp, a.n_kv_heads, a.n_tokens, s);
+      check_launch("attention (split, tensor cores)");
+      return;
+    }
     switch (d.format) {
       case KvFormat::f32:
         launch_split_any_group<KvFormat::f32>(kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, sp, s);

@@ -1,0 +1,488 @@
+// Split decode attention on the tensor cores: the per-split partial results of one (token, kv head)
+// for long contexts, where the SIMT split kernel (attention_gqa_kernel<..., kSplit>) spent ~45 warp
+// instructions per position and ran at a third of the bandwidth its K/V bytes allow (H200, 65536
+// positions: ~175 us per layer against ~64 for the bytes).
+//
+// A block takes one split of one (token, kv head); its 4 warps take the split's 16-position tiles
+// round robin (a tile is one page's worth: pages hold a multiple of 16 positions), each keeping an
+// online softmax per query head and the output in mma accumulators; the warps are merged at the end
+// into the record attention_merge_kernel reads.
+//
+// Arithmetic: mma.sync m16n8k16 with f32 accumulation, bf16 operands for a bf16 cache and f16 for
+// fp8 (E4M3 codes are exact in f16; one cvt per pair). The 16 rows of the A operand are three parts
+// of up to four query heads: row h the high part of head h, row h + 4 the middle, row h + 8 the low
+// (x = hi + mid + lo, each rounded to 16 bits: ~24 significant bits), rows 12..15 zero. So
+//   * S = Q K^T: K's codes are exact, q enters as its three parts, and the three rows' scores are
+//     added (rows h and h + 8 are on the same lane, row h + 4 sixteen lanes away);
+//   * O += P V: the probabilities enter as their three parts in the same rows, V exactly; the rows'
+//     outputs are added once at the end.
+// Nothing but f32 rounding separates the result from the CPU's f32 attention. fp8 scales: K's
+// per-position scale multiplies the score; V's is folded into the probability relative to the largest
+// V scale seen so far (a second running maximum, as the softmax's, so the f16 parts keep their
+// precision), the output rescaled by a power of two when that maximum grows. For f16, q is first
+// multiplied by a power of two that puts its largest magnitude in [2^14, 2^15).
+//
+// The reduction dimension of each product may be permuted freely as long as both operands agree, so
+// every operand is read in the order that makes its global loads coalesced and its fragments
+// shuffle-free:
+//   * S: lane (g, t) (lane = 4 g + t) holds K rows g and g + 8 of the tile, 16-byte chunks t, t + 4,
+//     ... of each (bf16: dims 32 i + 8 t + [0, 8) for i < 4; fp8: 64 i + 16 t + [0, 16) for i < 2);
+//     k step j takes four of those dims (base_dim below), and the q fragments take the same;
+//   * P V: the keys are the reduction; lane (g, t) holds V rows 2t, 2t + 1, 2t + 8, 2t + 9 (the keys
+//     of its P fragment, which are the score columns its S accumulators hold) at dims 8 g + [0, 8) and
+//     64 + 8 g + [0, 8) (bf16) or 16 g + [0, 16) (fp8); n-tile nt, column g is dim out_dim(nt, g).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "backend/cuda/attention_split_mma.cuh"
+#include "backend/cuda/backend_cuda.cuh"
+#include "mx8/format/ue8m0.h"
+
+namespace mx8::backend::cuda_impl {
+namespace {
+
+constexpr int kHd = 128;
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTile = kSplitMmaTile;
+constexpr int kKSteps = kHd / 16;  // k steps of S = Q K^T
+constexpr int kNTiles = kHd / 8;   // n-tiles of O = P V
+constexpr uint32_t kFull = 0xffffffffu;
+
+template <bool kF16>
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint4& a, uint32_t b0, uint32_t b1) {
+  if constexpr (kF16)
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+  else
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+}
+
+template <bool kF16>
+__device__ __forceinline__ float round16(float x) {
+  if constexpr (kF16)
+    return __half2float(__float2half_rn(x));
+  else
+    return __bfloat162float(__float2bfloat16_rn(x));
+}
+
+// Two values as one 32-bit operand register (lo in the low half: the lower k or n index).
+template <bool kF16>
+__device__ __forceinline__ uint32_t pack16(float lo, float hi) {
+  if constexpr (kF16) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  } else {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+}
+
+// x's share of the lane's two A rows: rows g < 4 take the high part (row g) and the low part (row
+// g + 8); rows 4..7 the middle part, rows 12..15 zero (the "upper" lanes, g >= 4).
+template <bool kF16>
+__device__ __forceinline__ void split3(float x, bool upper, float& row_a, float& row_b) {
+  const float hi = round16<kF16>(x), r = x - hi, mid = round16<kF16>(r);
+  row_a = upper ? mid : hi;
+  row_b = upper ? 0.0f : r - mid;
+}
+
+// The four A values of one k step (reduction indices 2t, 2t + 1, 2t + 8, 2t + 9 of rows g, g + 8).
+template <bool kF16>
+__device__ __forceinline__ uint4 a_fragment(float x0, float x1, float x2, float x3, bool upper) {
+  float a0, b0, a1, b1, a2, b2, a3, b3;
+  split3<kF16>(x0, upper, a0, b0);
+  split3<kF16>(x1, upper, a1, b1);
+  split3<kF16>(x2, upper, a2, b2);
+  split3<kF16>(x3, upper, a3, b3);
+  return make_uint4(pack16<kF16>(a0, a1), pack16<kF16>(b0, b1), pack16<kF16>(a2, a3), pack16<kF16>(b2, b3));
+}
+
+// E4M3 pair (low byte first) as f16x2, exact.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two_bytes) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two_bytes & 0xffffu), __NV_E4M3);
+  return uint32_t(h.x) | (uint32_t(h.y) << 16);
+}
+
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// The first of the four dims of k step j that lane t's S fragments hold (see the file comment).
+template <KvFormat F>
+__device__ __forceinline__ int base_dim(int j, int t) {
+  if constexpr (F == KvFormat::bf16)
+    return 32 * (j >> 1) + 8 * t + 4 * (j & 1);
+  else
+    return 64 * (j >> 2) + 16 * t + 4 * (j & 3);
+}
+
+// The output dim of n-tile nt, column n of O = P V.
+template <KvFormat F>
+__device__ __forceinline__ int out_dim(int nt, int n) {
+  if constexpr (F == KvFormat::bf16)
+    return 64 * (nt >> 3) + 8 * n + (nt & 7);
+  else
+    return 16 * n + nt;
+}
+
+// 2^e for an integer e, 0 below the normal range (such a term is < 2^-126 of the largest one).
+__device__ __forceinline__ float pow2i(int e) {
+  return e < -126 ? 0.0f : __int_as_float((e + 127) << 23);
+}
+
+// The keys of the tile a lane's S accumulators and P fragment hold: r = 0..3 is key 2t, 2t + 1,
+// 2t + 8, 2t + 9 (accumulator n-tile r >> 1, column 2t + (r & 1)).
+__device__ __forceinline__ int lane_key(int t, int r) {
+  return 2 * t + (r & 1) + 8 * (r >> 1);
+}
+
+// A lane's share of one tile, loaded a tile ahead of its use.
+template <KvFormat F>
+struct KvTile {
+  static constexpr int kChunks = F == KvFormat::bf16 ? 8 : 4;
+  uint4 k[kChunks];   // rows g, g + 8: 16-byte chunks t, t + 4, ... (bf16: 4 per row; fp8: 2)
+  uint4 v[kChunks];   // bf16: [key r][dims 8g.., 64 + 8g..]; fp8: [key r] dims 16g..
+  uint32_t ksc, vsc;  // fp8: the UE8M0 scale bytes of lane_key(t, 0..3)
+  bool ok;            // the tile's page is inside the cache
+};
+
+template <KvFormat F>
+__device__ __forceinline__ void fetch_tile(const uint8_t* kpool, const uint8_t* vpool, const KvGeom& g,
+                                           const int32_t* table, int base, int kvh, int gq, int tq,
+                                           KvTile<F>& x) {
+  constexpr int kRow = kHd * kElemBytes<F>;
+  const int page = table[base / g.ps];
+  x.ok = page >= 0 && page < g.n_pages;
+  if (!x.ok) return;
+  const size_t off = size_t(page) * g.page_bytes;
+  const int slot0 = base % g.ps;
+  const uint8_t* kb = kpool + off + elem_off<F>(g, slot0, kvh);
+  const uint8_t* vb = vpool + off + elem_off<F>(g, slot0, kvh);
+  auto ld = [](const uint8_t* a) { return *reinterpret_cast<const uint4*>(a); };
+  constexpr int kPerRow = KvTile<F>::kChunks / 2;
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int i = 0; i < kPerRow; ++i) x.k[kPerRow * r + i] = ld(kb + (gq + 8 * r) * kRow + 64 * i + 16 * tq);
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const uint8_t* row = vb + lane_key(tq, r) * kRow;
+    if constexpr (F == KvFormat::bf16) {
+      x.v[2 * r] = ld(row + 16 * gq);
+      x.v[2 * r + 1] = ld(row + 128 + 16 * gq);
+    } else {
+      x.v[r] = ld(row + 16 * gq);
+    }
+  }
+  if constexpr (F == KvFormat::fp8) {
+    const uint8_t* ks = kpool + off + scale_off(g, slot0, kvh);
+    const uint8_t* vs = vpool + off + scale_off(g, slot0, kvh);
+    auto ld2 = [](const uint8_t* a) { return uint32_t(*reinterpret_cast<const uint16_t*>(a)); };
+    x.ksc = ld2(ks + 2 * tq) | (ld2(ks + 8 + 2 * tq) << 16);
+    x.vsc = ld2(vs + 2 * tq) | (ld2(vs + 8 + 2 * tq) << 16);
+  }
+}
+
+// One warp's running state for its query heads: lane (g, t) keeps head g & 3's max and its share of
+// the sum, and the O accumulators of rows g and g + 8.
+struct WarpState {
+  float o[kNTiles][4];
+  float m, l;
+  int vmax;  // fp8: the largest V scale byte so far (-1000: none)
+};
+
+template <KvFormat F>
+__device__ __forceinline__ void attend_tile(const KvTile<F>& x, const uint4 (&qa)[kKSteps][32], int lane,
+                                            int base, int lo, int hi, float sscale, WarpState& w) {
+  constexpr bool kF16 = F == KvFormat::fp8;
+  const int gq = lane >> 2, tq = lane & 3;
+  const bool upper = gq >= 4;
+
+  // S = Q K^T for the tile's two n-tiles of 8 keys.
+  float s[2][4] = {};
+#pragma unroll
+  for (int j = 0; j < kKSteps; ++j) {
+    const uint4 a = qa[j][lane];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      uint32_t b0, b1;
+      if constexpr (F == KvFormat::bf16) {
+        const uint4& c = x.k[4 * nt + (j >> 1)];
+        b0 = word(c, 2 * (j & 1));
+        b1 = word(c, 2 * (j & 1) + 1);
+      } else {
+        const uint32_t wd = word(x.k[2 * nt + (j >> 2)], j & 3);
+        b0 = e4m3x2_to_f16x2(wd);
+        b1 = e4m3x2_to_f16x2(wd >> 16);
+      }
+      mma16816<kF16>(s[nt], a, b0, b1);
+    }
+  }
+
+  // Scores of the lane's four keys (head g & 3), masked to [lo, hi).
+  float sc[4], mx = -INFINITY;
+  int vtile = -1000;
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int nt = r >> 1, e = r & 1;
+    float v = s[nt][e] + s[nt][2 + e];
+    v += __shfl_xor_sync(kFull, v, 16);
+    const int pos = base + lane_key(tq, r);
+    const bool valid = x.ok && pos >= lo && pos < hi;
+    if constexpr (kF16) {
+      v *= format::ue8m0_to_f32((x.ksc >> (8 * r)) & 0xffu);
+      if (valid) vtile = max(vtile, int((x.vsc >> (8 * r)) & 0xffu));
+    }
+    sc[r] = valid ? v * sscale : -INFINITY;
+    mx = fmaxf(mx, sc[r]);
+  }
+  mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 1));
+  mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 2));
+  const float m_new = fmaxf(w.m, mx);
+  int v_new = w.vmax;
+  if constexpr (kF16) {
+    vtile = max(vtile, __shfl_xor_sync(kFull, vtile, 1));
+    vtile = max(vtile, __shfl_xor_sync(kFull, vtile, 2));
+    v_new = max(w.vmax, vtile);
+  }
+  // Rescale only when a maximum grew (rare past the first tiles); the vote keeps the branch uniform.
+  if (__any_sync(kFull, m_new != w.m || v_new != w.vmax)) {
+    const float corr = m_new == w.m ? 1.0f : w.m == -INFINITY ? 0.0f : expf(w.m - m_new);
+    const float co = kF16 ? corr * pow2i(w.vmax - v_new) : corr;
+    w.l *= corr;
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) w.o[nt][i] *= co;
+    w.m = m_new;
+    w.vmax = v_new;
+  }
+
+  // Probabilities (times V's scale relative to the largest, fp8) as the P V A fragment.
+  float pv[4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const float pr = sc[r] == -INFINITY ? 0.0f : expf(sc[r] - w.m);
+    w.l += pr;
+    pv[r] = pr;
+    if constexpr (kF16) {
+      const int b = int((x.vsc >> (8 * r)) & 0xffu);
+      if (sc[r] != -INFINITY) pv[r] = b == 255 ? NAN : pr * pow2i(b - w.vmax);
+    }
+  }
+  const uint4 pa = a_fragment<kF16>(pv[0], pv[1], pv[2], pv[3], upper);
+
+  // V rows of masked keys may hold anything (NaN codes of another sequence): zero them, as 0 x NaN
+  // is NaN. Only tiles at the range's ends, or on a bad page, have masked keys.
+  const bool edge = !x.ok || base < lo || base + kTile > hi;
+  uint4 v[KvTile<F>::kChunks];
+#pragma unroll
+  for (int i = 0; i < KvTile<F>::kChunks; ++i) v[i] = x.v[i];
+  if (edge) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int pos = base + lane_key(tq, r);
+      if (!x.ok || pos < lo || pos >= hi) {
+        if constexpr (F == KvFormat::bf16)
+          v[2 * r] = v[2 * r + 1] = make_uint4(0, 0, 0, 0);
+        else
+          v[r] = make_uint4(0, 0, 0, 0);
+      }
+    }
+  }
+
+  // O += P V.
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt) {
+    uint32_t b0, b1;
+    if constexpr (F == KvFormat::bf16) {
+      const int hf = nt >> 3, e8 = nt & 7;
+      const uint32_t sel = (e8 & 1) ? 0x7632u : 0x5410u;
+      b0 = __byte_perm(word(v[hf], e8 >> 1), word(v[2 + hf], e8 >> 1), sel);
+      b1 = __byte_perm(word(v[4 + hf], e8 >> 1), word(v[6 + hf], e8 >> 1), sel);
+    } else {
+      // Byte nt & 3 of word nt >> 2 of keys (2t, 2t + 1) and (2t + 8, 2t + 9), paired and widened.
+      const int b = nt & 3, wi = nt >> 2;
+      const uint32_t sel = uint32_t(b) | uint32_t(4 + b) << 4;
+      b0 = e4m3x2_to_f16x2(__byte_perm(word(v[0], wi), word(v[1], wi), sel));
+      b1 = e4m3x2_to_f16x2(__byte_perm(word(v[2], wi), word(v[3], wi), sel));
+    }
+    mma16816<kF16>(w.o[nt], pa, b0, b1);
+  }
+}
+
+template <KvFormat F, int G>
+__global__ void __launch_bounds__(kThreads, 2)
+    attention_split_mma_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p,
+                               uint32_t* err, float* part, int split_len, int n_splits) {
+  static_assert(G == 1 || G == 2 || G == 4, "three parts of up to four heads fill the 16 rows");
+  constexpr bool kF16 = F == KvFormat::fp8;
+  pdl_trigger();
+  pdl_wait();
+  __shared__ uint4 qa_s[kKSteps][32];
+  __shared__ float qinv_s[4];
+  __shared__ float m_s[kWarps][G], l_s[kWarps][G], o_s[kWarps][G][kHd];
+  __shared__ int v_s[kWarps];
+  const int kvh = blockIdx.x, t = blockIdx.y, z = blockIdx.z;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int h = gq & 3;  // the lane's query head (rows h, h + 4, h + 8)
+  const bool upper = gq >= 4;
+
+  const int len = p.kv_len[t];
+  const int sq = p.seq[t];
+  if (len <= 0 || int64_t(len) > int64_t(p.max_pages_per_seq) * g.ps || sq < 0) {
+    if (threadIdx.x == 0) atomicOr(err, kErrAttnKvLen);
+    return;
+  }
+  const int32_t* table = p.block_tables + size_t(sq) * p.max_pages_per_seq;
+  const int split0 = z * split_len;
+  const int lo = max(split0, first_attended(p, len));
+  const int hi = min(len, split0 + split_len);
+
+  // q's A fragments, once per block (warp 0; heads past G are zero rows).
+  if (warp == 0) {
+    float q[kKSteps][4];
+    float amax = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kKSteps; ++j) {
+      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (h < G)
+        v = *reinterpret_cast<const float4*>(p.q + (size_t(t) * p.n_heads + size_t(kvh) * G + h) * kHd +
+                                             base_dim<F>(j, tq));
+      q[j][0] = v.x, q[j][1] = v.y, q[j][2] = v.z, q[j][3] = v.w;
+      amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+    }
+    float mul = 1.0f;
+    if constexpr (kF16) {
+      amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 1));
+      amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 2));
+      // f16 holds magnitudes below 65504: scale by 2^c so that the largest lies in [2^14, 2^15).
+      const int c = amax > 0.0f && amax <= 3.4e38f ? min(126, max(-126, 14 - ilogbf(amax))) : 0;
+      mul = pow2i(c);
+      if (tq == 0 && !upper) qinv_s[h] = pow2i(-c);
+    } else {
+      if (tq == 0 && !upper) qinv_s[h] = 1.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kKSteps; ++j)
+      qa_s[j][lane] = a_fragment<kF16>(q[j][0] * mul, q[j][1] * mul, q[j][2] * mul, q[j][3] * mul, upper);
+  }
+  __syncthreads();
+  const float sscale = p.scale * qinv_s[h];
+
+  WarpState w;
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w.o[nt][i] = 0.0f;
+  w.m = -INFINITY;
+  w.l = 0.0f;
+  w.vmax = -1000;
+
+  // The warp's tiles: warp, warp + 4, ... from the tile holding lo; the next one's loads are issued
+  // before the current one is multiplied.
+  bool bad_page = false;
+  int base = split0 + ((lo - split0) / kTile + warp) * kTile;
+  KvTile<F> cur;
+  if (base < hi) fetch_tile<F>(kpool, vpool, g, table, base, kvh, gq, tq, cur);
+  while (base < hi) {
+    const int next = base + kWarps * kTile;
+    KvTile<F> nxt;
+    if (next < hi) fetch_tile<F>(kpool, vpool, g, table, next, kvh, gq, tq, nxt);
+    bad_page |= !cur.ok;
+    attend_tile<F>(cur, qa_s, lane, base, lo, hi, sscale, w);
+    cur = nxt;
+    base = next;
+  }
+  if (bad_page && lane == 0) atomicOr(err, kErrAttnPage);
+
+    // The three rows of each head summed; lanes g < 4 then hold head g's output and sum.
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const float v = w.o[nt][e] + w.o[nt][2 + e];
+      w.o[nt][e] = v + __shfl_xor_sync(kFull, v, 16);
+    }
+  w.l += __shfl_xor_sync(kFull, w.l, 1);
+  w.l += __shfl_xor_sync(kFull, w.l, 2);
+  if (!upper && h < G) {
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) o_s[warp][h][out_dim<F>(nt, 2 * tq + e)] = w.o[nt][e];
+    if (tq == 0) m_s[warp][h] = w.m, l_s[warp][h] = w.l;
+  }
+  if (lane == 0) v_s[warp] = w.vmax;
+  __syncthreads();
+
+  // The warps in order, into the split's record (as attention_gqa_kernel<..., kSplit> writes it).
+  float* rec = part + ((size_t(t) * gridDim.x + kvh) * n_splits + z) * (G * (2 + kHd));
+  const int d = threadIdx.x;
+#pragma unroll
+  for (int hh = 0; hh < G; ++hh) {
+    float M = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kWarps; ++i) M = fmaxf(M, m_s[i][hh]);
+    float L = 0.0f, o = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarps; ++i) {
+      if (m_s[i][hh] == -INFINITY) continue;
+      const float f = expf(m_s[i][hh] - M);
+      L += l_s[i][hh] * f;
+      // fp8: the warp's output is in units of its largest V scale.
+      o += o_s[i][hh][d] * (kF16 ? f * format::ue8m0_to_f32(uint32_t(max(v_s[i], 0))) : f);
+    }
+    if (d == 0) rec[hh] = M, rec[G + hh] = L;
+    rec[2 * G + hh * kHd + d] = o;
+  }
+}
+
+template <KvFormat F>
+void launch_group(int group, const uint8_t* kp, const uint8_t* vp, const KvGeom& g, const AttnParams& p,
+                  int n_kv, int n_tokens, uint32_t* err, float* part, int split_len, int n_splits,
+                  cudaStream_t s) {
+  const dim3 grid{unsigned(n_kv), unsigned(n_tokens), unsigned(n_splits)};
+  switch (group) {
+    case 1:
+      launch("attention_split_mma_kernel", attention_split_mma_kernel<F, 1>, grid, dim3(kThreads), s, kp, vp,
+             g, p, err, part, split_len, n_splits);
+      break;
+    case 2:
+      launch("attention_split_mma_kernel", attention_split_mma_kernel<F, 2>, grid, dim3(kThreads), s, kp, vp,
+             g, p, err, part, split_len, n_splits);
+      break;
+    default:
+      launch("attention_split_mma_kernel", attention_split_mma_kernel<F, 4>, grid, dim3(kThreads), s, kp, vp,
+             g, p, err, part, split_len, n_splits);
+      break;
+  }
+}
+
+}  // namespace
+
+bool split_mma_applies(KvFormat f, int group, int page_size) {
+  return (f == KvFormat::bf16 || f == KvFormat::fp8) && (group == 1 || group == 2 || group == 4) &&
+         page_size % kSplitMmaTile == 0;
+}
+
+void launch_split_mma_partials(KvFormat f, const uint8_t* kp, const uint8_t* vp, const KvGeom& g,
+                               const AttnParams& p, int n_kv, int n_tokens, uint32_t* err, float* part,
+                               int split_len, int n_splits, cudaStream_t s) {
+  if (f == KvFormat::bf16)
+    launch_group<KvFormat::bf16>(p.group, kp, vp, g, p, n_kv, n_tokens, err, part, split_len, n_splits, s);
+  else
+    launch_group<KvFormat::fp8>(p.group, kp, vp, g, p, n_kv, n_tokens, err, part, split_len, n_splits, s);
+}
+
+}  // namespace mx8::backend::cuda_impl

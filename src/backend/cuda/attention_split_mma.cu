@@ -1,7 +1,10 @@
 // Split decode attention on the tensor cores: the per-split partial results of one (token, kv head)
 // for long contexts, where the SIMT split kernel (attention_gqa_kernel<..., kSplit>) spent ~45 warp
 // instructions per position and ran at a third of the bandwidth its K/V bytes allow (H200, 65536
-// positions: ~175 us per layer against ~64 for the bytes).
+// positions: ~175 us per layer against ~64 for a bf16 cache's bytes). This one takes ~76 us there
+// for a bf16 cache (74% of the DRAM peak, ncu) and for fp8 (whose half as many bytes it does not
+// turn into time: at two warps per scheduler it waits on its own dependency chains, ~6 cycles per
+// instruction; docs/CUDA_BACKEND.md, "Twenty-third session").
 //
 // A block takes one split of one (token, kv head); its 4 warps take the split's 16-position tiles
 // round robin (a tile is one page's worth: pages hold a multiple of 16 positions), each keeping an
@@ -153,43 +156,53 @@ struct KvTile {
   uint4 k[kChunks];   // rows g, g + 8: 16-byte chunks t, t + 4, ... (bf16: 4 per row; fp8: 2)
   uint4 v[kChunks];   // bf16: [key r][dims 8g.., 64 + 8g..]; fp8: [key r] dims 16g..
   uint32_t ksc, vsc;  // fp8: the UE8M0 scale bytes of lane_key(t, 0..3)
-  bool ok;            // the tile's page is inside the cache
+  bool ok;            // the page is inside the cache
 };
 
+// Where a block's tiles lie: the page size is a power of two, so a position's page and slot are a
+// shift and a mask (an integer division costs ~20 instructions per tile).
+struct TileGeom {
+  size_t page_bytes;
+  uint32_t head_off;   // the kv head's first row in a page
+  uint32_t scale_off;  // fp8: its first scale byte in a page
+  int ps_shift, n_pages;
+};
+
+// A lane's loads relative to a tile's first row, the same for every tile.
+struct LaneOffsets {
+  uint32_t k[2];  // K rows g, g + 8 at chunk t
+  uint32_t v[4];  // V rows lane_key(t, 0..3) at dims 8 g (bf16) or 16 g (fp8)
+  uint32_t sc;    // fp8: the scale byte of key 2t
+};
+
+// Tile `base` on `page`. No branch: a bad page reads page 0 and marks the tile (its keys are masked).
 template <KvFormat F>
-__device__ __forceinline__ void fetch_tile(const uint8_t* kpool, const uint8_t* vpool, const KvGeom& g,
-                                           const int32_t* table, int base, int kvh, int gq, int tq,
-                                           KvTile<F>& x) {
-  constexpr int kRow = kHd * kElemBytes<F>;
-  const int page = table[base / g.ps];
-  x.ok = page >= 0 && page < g.n_pages;
-  if (!x.ok) return;
-  const size_t off = size_t(page) * g.page_bytes;
-  const int slot0 = base % g.ps;
-  const uint8_t* kb = kpool + off + elem_off<F>(g, slot0, kvh);
-  const uint8_t* vb = vpool + off + elem_off<F>(g, slot0, kvh);
-  auto ld = [](const uint8_t* a) { return *reinterpret_cast<const uint4*>(a); };
+__device__ __forceinline__ void fetch_tile(const uint8_t* kpool, const uint8_t* vpool, const TileGeom& tg,
+                                           const LaneOffsets& lo, int base, int page, KvTile<F>& x) {
   constexpr int kPerRow = KvTile<F>::kChunks / 2;
+  x.ok = page >= 0 && page < tg.n_pages;
+  const size_t page_off = size_t(x.ok ? page : 0) * tg.page_bytes;
+  const uint32_t slot0 = uint32_t(base) & ((1u << tg.ps_shift) - 1);
+  const size_t row0 = page_off + tg.head_off + slot0 * (kHd * kElemBytes<F>);
+  auto ld = [](const uint8_t* a) { return *reinterpret_cast<const uint4*>(a); };
 #pragma unroll
   for (int r = 0; r < 2; ++r)
 #pragma unroll
-    for (int i = 0; i < kPerRow; ++i) x.k[kPerRow * r + i] = ld(kb + (gq + 8 * r) * kRow + 64 * i + 16 * tq);
+    for (int i = 0; i < kPerRow; ++i) x.k[kPerRow * r + i] = ld(kpool + row0 + lo.k[r] + 64 * i);
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
-    const uint8_t* row = vb + lane_key(tq, r) * kRow;
     if constexpr (F == KvFormat::bf16) {
-      x.v[2 * r] = ld(row + 16 * gq);
-      x.v[2 * r + 1] = ld(row + 128 + 16 * gq);
+      x.v[2 * r] = ld(vpool + row0 + lo.v[r]);
+      x.v[2 * r + 1] = ld(vpool + row0 + lo.v[r] + 128);
     } else {
-      x.v[r] = ld(row + 16 * gq);
+      x.v[r] = ld(vpool + row0 + lo.v[r]);
     }
   }
   if constexpr (F == KvFormat::fp8) {
-    const uint8_t* ks = kpool + off + scale_off(g, slot0, kvh);
-    const uint8_t* vs = vpool + off + scale_off(g, slot0, kvh);
+    const size_t sc0 = page_off + tg.scale_off + slot0 + lo.sc;
     auto ld2 = [](const uint8_t* a) { return uint32_t(*reinterpret_cast<const uint16_t*>(a)); };
-    x.ksc = ld2(ks + 2 * tq) | (ld2(ks + 8 + 2 * tq) << 16);
-    x.vsc = ld2(vs + 2 * tq) | (ld2(vs + 8 + 2 * tq) << 16);
+    x.ksc = ld2(kpool + sc0) | (ld2(kpool + sc0 + 8) << 16);
+    x.vsc = ld2(vpool + sc0) | (ld2(vpool + sc0 + 8) << 16);
   }
 }
 
@@ -201,15 +214,15 @@ struct WarpState {
   int vmax;  // fp8: the largest V scale byte so far (-1000: none)
 };
 
+// S = Q K^T for the tile's two n-tiles of 8 keys.
 template <KvFormat F>
-__device__ __forceinline__ void attend_tile(const KvTile<F>& x, const uint4 (&qa)[kKSteps][32], int lane,
-                                            int base, int lo, int hi, float sscale, WarpState& w) {
+__device__ __forceinline__ void tile_scores(const KvTile<F>& x, const uint4 (&qa)[kKSteps][32], int lane,
+                                            float (&s)[2][4]) {
   constexpr bool kF16 = F == KvFormat::fp8;
-  const int gq = lane >> 2, tq = lane & 3;
-  const bool upper = gq >= 4;
-
-  // S = Q K^T for the tile's two n-tiles of 8 keys.
-  float s[2][4] = {};
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) s[nt][i] = 0.0f;
 #pragma unroll
   for (int j = 0; j < kKSteps; ++j) {
     const uint4 a = qa[j][lane];
@@ -228,6 +241,15 @@ __device__ __forceinline__ void attend_tile(const KvTile<F>& x, const uint4 (&qa
       mma16816<kF16>(s[nt], a, b0, b1);
     }
   }
+}
+
+// The tile's scores into the online softmax, then O += P V.
+template <KvFormat F>
+__device__ __forceinline__ void tile_softmax_pv(const KvTile<F>& x, const float (&s)[2][4], int lane,
+                                                int base, int lo, int hi, float sscale, WarpState& w) {
+  constexpr bool kF16 = F == KvFormat::fp8;
+  const int gq = lane >> 2, tq = lane & 3;
+  const bool upper = gq >= 4;
 
   // Scores of the lane's four keys (head g & 3), masked to [lo, hi).
   float sc[4], mx = -INFINITY;
@@ -268,11 +290,13 @@ __device__ __forceinline__ void attend_tile(const KvTile<F>& x, const uint4 (&qa
     w.vmax = v_new;
   }
 
-  // Probabilities (times V's scale relative to the largest, fp8) as the P V A fragment.
+  // Probabilities (times V's scale relative to the largest, fp8) as the P V A fragment. While no key
+  // was valid yet, m is -inf and every score too.
+  const float m_sub = w.m == -INFINITY ? 0.0f : w.m;
   float pv[4];
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
-    const float pr = sc[r] == -INFINITY ? 0.0f : expf(sc[r] - w.m);
+    const float pr = expf(sc[r] - m_sub);  // expf(-inf) = 0 for masked keys
     w.l += pr;
     pv[r] = pr;
     if constexpr (kF16) {
@@ -320,6 +344,13 @@ __device__ __forceinline__ void attend_tile(const KvTile<F>& x, const uint4 (&qa
     mma16816<kF16>(w.o[nt], pa, b0, b1);
   }
 }
+
+// Tiles in flight per warp besides the one being multiplied: a bf16 tile holds 64 registers per lane,
+// so one (233 registers in all); an fp8 tile 32, so two (249; H200, 65536 positions: 77.4 -> 75.9 us
+// per layer, FP8 decode 212 -> 223 tok/s, .carry/lead/s5.sh and s6.sh). Two blocks per SM either way:
+// the fp8 kernel with one tile ahead fits three at 167 registers, and was slower (99 us).
+template <KvFormat F>
+constexpr int kAhead = F == KvFormat::fp8 ? 2 : 1;
 
 template <KvFormat F, int G>
 __global__ void __launch_bounds__(kThreads, 2)
@@ -389,20 +420,60 @@ __global__ void __launch_bounds__(kThreads, 2)
   w.l = 0.0f;
   w.vmax = -1000;
 
-  // The warp's tiles: warp, warp + 4, ... from the tile holding lo; the next one's loads are issued
-  // before the current one is multiplied.
+  // The warp's tiles: warp, warp + 4, ... from the tile holding lo. The next tile's loads are issued
+  // before the current one is multiplied, and the page of the one after that is looked up then too: a
+  // load whose address waits for a page number just asked for would stall the warp there.
   bool bad_page = false;
+  constexpr int kStep = kWarps * kTile;
   int base = split0 + ((lo - split0) / kTile + warp) * kTile;
-  KvTile<F> cur;
-  if (base < hi) fetch_tile<F>(kpool, vpool, g, table, base, kvh, gq, tq, cur);
-  while (base < hi) {
-    const int next = base + kWarps * kTile;
-    KvTile<F> nxt;
-    if (next < hi) fetch_tile<F>(kpool, vpool, g, table, next, kvh, gq, tq, nxt);
-    bad_page |= !cur.ok;
-    attend_tile<F>(cur, qa_s, lane, base, lo, hi, sscale, w);
-    cur = nxt;
-    base = next;
+  const TileGeom tg{g.page_bytes, uint32_t(kvh * g.ps * kHd * kElemBytes<F>),
+                    uint32_t(g.ps * g.n_kv * kHd + kvh * g.ps), 31 - __clz(g.ps), g.n_pages};
+  LaneOffsets lof;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) lof.k[r] = uint32_t((gq + 8 * r) * kHd * kElemBytes<F> + 16 * tq);
+#pragma unroll
+  for (int r = 0; r < 4; ++r) lof.v[r] = uint32_t(lane_key(tq, r) * kHd * kElemBytes<F> + 16 * gq);
+  lof.sc = uint32_t(2 * tq);
+  auto page_at = [&](int b) { return b < hi ? table[b >> tg.ps_shift] : 0; };
+  auto fetch = [&](int b, int page, KvTile<F>& x) { fetch_tile<F>(kpool, vpool, tg, lof, b, page, x); };
+  if constexpr (kAhead<F> == 1) {
+    KvTile<F> cur;
+    if (base < hi) fetch(base, page_at(base), cur);
+    int page_next = page_at(base + kStep);
+    while (base < hi) {
+      const int next = base + kStep;
+      const int page_after = page_at(next + kStep);
+      KvTile<F> nxt;
+      if (next < hi) fetch(next, page_next, nxt);
+      bad_page |= !cur.ok;
+      float s[2][4];
+      tile_scores<F>(cur, qa_s, lane, s);
+      tile_softmax_pv<F>(cur, s, lane, base, lo, hi, sscale, w);
+      cur = nxt;
+      base = next;
+      page_next = page_after;
+    }
+  } else {
+    // Two tiles in flight, the loop unrolled over three buffers (a copy would wait for the loads).
+    int page_next = page_at(base + 2 * kStep);
+    auto step = [&](const KvTile<F>& x, KvTile<F>& nx) {
+      const int nb = base + 2 * kStep;
+      const int page_after = page_at(nb + kStep);
+      if (nb < hi) fetch(nb, page_next, nx);
+      bad_page |= !x.ok;
+      float s[2][4];
+      tile_scores<F>(x, qa_s, lane, s);
+      tile_softmax_pv<F>(x, s, lane, base, lo, hi, sscale, w);
+      base += kStep;
+      page_next = page_after;
+      return base < hi;
+    };
+    KvTile<F> t0, t1, t2;
+    if (base < hi) fetch(base, page_at(base), t0);
+    if (base + kStep < hi) fetch(base + kStep, page_at(base + kStep), t1);
+    while (base < hi) {
+      if (!step(t0, t2) || !step(t1, t0) || !step(t2, t1)) break;
+    }
   }
   if (bad_page && lane == 0) atomicOr(err, kErrAttnPage);
 
@@ -473,7 +544,7 @@ void launch_group(int group, const uint8_t* kp, const uint8_t* vp, const KvGeom&
 
 bool split_mma_applies(KvFormat f, int group, int page_size) {
   return (f == KvFormat::bf16 || f == KvFormat::fp8) && (group == 1 || group == 2 || group == 4) &&
-         page_size % kSplitMmaTile == 0;
+         page_size >= kSplitMmaTile && (page_size & (page_size - 1)) == 0;
 }
 
 void launch_split_mma_partials(KvFormat f, const uint8_t* kp, const uint8_t* vp, const KvGeom& g,

@@ -7,7 +7,7 @@
 // instruction; docs/CUDA_BACKEND.md, "Twenty-third session").
 //
 // A block takes one split of one (token, kv head); its 4 warps take the split's 16-position tiles
-// round robin (a tile is one page's worth: pages hold a multiple of 16 positions), each keeping an
+// round robin (a tile is 16 positions of one page: pages hold a power of two of at least 16), each keeping an
 // online softmax per query head and the output in mma accumulators; the warps are merged at the end
 // into the record attention_merge_kernel reads.
 //

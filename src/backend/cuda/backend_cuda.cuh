@@ -200,15 +200,15 @@ void set_cluster_attention_heads_per_block(int gb);
 // Split attention (positions spread over blocks, then a merge kernel) for block tables of more than
 // 1024 positions with the grouped kernel's shapes: on unless MX8_CUDA_SPLIT_ATTN=0 when the backend
 // is created (H200, batch 1 at 4096 positions: 109 -> 270 tok/s with FP8 weights; at 65536 positions
-// 129 tok/s with a bf16 cache since two query heads per block, docs/CUDA_BACKEND.md).
+// 215 tok/s with a bf16 cache since the partials run on the tensor cores, docs/CUDA_BACKEND.md).
 bool split_attention_enabled();
 void set_split_attention_enabled(bool on);
 // Query heads per block of split attention, for tests and comparisons (0: the default, 2; a value that
 // does not divide the group takes the default).
 void set_split_attention_heads_per_block(int gb);
 // Split attention's partials on the tensor cores (attention_split_mma.cu) for bf16 and fp8 caches
-// with pages of a multiple of 16 positions and groups of 1, 2 or 4: on unless MX8_CUDA_SPLIT_MMA=0
-// when the backend is created; off, the grouped SIMT kernel takes them.
+// with pages of a power of two of at least 16 positions and groups of 1, 2 or 4: on unless
+// MX8_CUDA_SPLIT_MMA=0 when the backend is created; off, the grouped SIMT kernel takes them.
 bool split_attention_mma_enabled();
 void set_split_attention_mma_enabled(bool on);
 // Prompt steps (attention_prefill.cu): steps of more than kPrefillMinTokens query tokens with

@@ -7,9 +7,9 @@
 // instruction; docs/CUDA_BACKEND.md, "Twenty-third session").
 //
 // A block takes one split of one (token, kv head); its 4 warps take the split's 16-position tiles
-// round robin (a tile is 16 positions of one page: pages hold a power of two of at least 16), each keeping an
-// online softmax per query head and the output in mma accumulators; the warps are merged at the end
-// into the record attention_merge_kernel reads.
+// round robin (a tile is 16 positions of one page: pages hold a power of two of at least 16), each
+// keeping an online softmax per query head and the output in mma accumulators; the warps are merged
+// at the end into the record attention_merge_kernel reads.
 //
 // Arithmetic: mma.sync m16n8k16 with f32 accumulation, bf16 operands for a bf16 cache and f16 for
 // fp8 (E4M3 codes are exact in f16; one cvt per pair). The 16 rows of the A operand are three parts

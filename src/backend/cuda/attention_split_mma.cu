@@ -25,22 +25,12 @@
 // precision), the output rescaled by a power of two when that maximum grows. For f16, q is first
 // multiplied by a power of two that puts its largest magnitude in [2^14, 2^15).
 //
-// The reduction dimension of each product may be permuted freely as long as both operands agree, so
-// every operand is read in the order that makes its global loads coalesced and its fragments
-// shuffle-free:
-//   * S: lane (g, t) (lane = 4 g + t) holds K rows g and g + 8 of the tile, 16-byte chunks t, t + 4,
-//     ... of each (bf16: dims 32 i + 8 t + [0, 8) for i < 4; fp8: 64 i + 16 t + [0, 16) for i < 2);
-//     k step j takes four of those dims (base_dim below), and the q fragments take the same;
-//   * P V: the keys are the reduction; lane (g, t) holds V rows 2t, 2t + 1, 2t + 8, 2t + 9 (the keys
-//     of its P fragment, which are the score columns its S accumulators hold) at dims 8 g + [0, 8) and
-//     64 + 8 g + [0, 8) (bf16) or 16 g + [0, 16) (fp8); n-tile nt, column g is dim out_dim(nt, g).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
+// The operands' layouts are attention_mma.cuh's.
 #include <cuda_runtime.h>
 
 #include <cmath>
 
+#include "backend/cuda/attention_mma.cuh"
 #include "backend/cuda/attention_split_mma.cuh"
 #include "backend/cuda/backend_cuda.cuh"
 #include "mx8/format/ue8m0.h"
@@ -48,47 +38,10 @@
 namespace mx8::backend::cuda_impl {
 namespace {
 
-constexpr int kHd = 128;
+using namespace attn_mma;
+
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kTile = kSplitMmaTile;
-constexpr int kKSteps = kHd / 16;  // k steps of S = Q K^T
-constexpr int kNTiles = kHd / 8;   // n-tiles of O = P V
-constexpr uint32_t kFull = 0xffffffffu;
-
-template <bool kF16>
-__device__ __forceinline__ void mma16816(float (&d)[4], const uint4& a, uint32_t b0, uint32_t b1) {
-  if constexpr (kF16)
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
-  else
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
-}
-
-template <bool kF16>
-__device__ __forceinline__ float round16(float x) {
-  if constexpr (kF16)
-    return __half2float(__float2half_rn(x));
-  else
-    return __bfloat162float(__float2bfloat16_rn(x));
-}
-
-// Two values as one 32-bit operand register (lo in the low half: the lower k or n index).
-template <bool kF16>
-__device__ __forceinline__ uint32_t pack16(float lo, float hi) {
-  if constexpr (kF16) {
-    const __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&h);
-  } else {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&h);
-  }
-}
 
 // x's share of the lane's two A rows: rows g < 4 take the high part (row g) and the low part (row
 // g + 8); rows 4..7 the middle part, rows 12..15 zero (the "upper" lanes, g >= 4).
@@ -108,102 +61,6 @@ __device__ __forceinline__ uint4 a_fragment(float x0, float x1, float x2, float 
   split3<kF16>(x2, upper, a2, b2);
   split3<kF16>(x3, upper, a3, b3);
   return make_uint4(pack16<kF16>(a0, a1), pack16<kF16>(b0, b1), pack16<kF16>(a2, a3), pack16<kF16>(b2, b3));
-}
-
-// E4M3 pair (low byte first) as f16x2, exact.
-__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two_bytes) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two_bytes & 0xffffu), __NV_E4M3);
-  return uint32_t(h.x) | (uint32_t(h.y) << 16);
-}
-
-__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
-// The first of the four dims of k step j that lane t's S fragments hold (see the file comment).
-template <KvFormat F>
-__device__ __forceinline__ int base_dim(int j, int t) {
-  if constexpr (F == KvFormat::bf16)
-    return 32 * (j >> 1) + 8 * t + 4 * (j & 1);
-  else
-    return 64 * (j >> 2) + 16 * t + 4 * (j & 3);
-}
-
-// The output dim of n-tile nt, column n of O = P V.
-template <KvFormat F>
-__device__ __forceinline__ int out_dim(int nt, int n) {
-  if constexpr (F == KvFormat::bf16)
-    return 64 * (nt >> 3) + 8 * n + (nt & 7);
-  else
-    return 16 * n + nt;
-}
-
-// 2^e for an integer e, 0 below the normal range (such a term is < 2^-126 of the largest one).
-__device__ __forceinline__ float pow2i(int e) {
-  return e < -126 ? 0.0f : __int_as_float((e + 127) << 23);
-}
-
-// The keys of the tile a lane's S accumulators and P fragment hold: r = 0..3 is key 2t, 2t + 1,
-// 2t + 8, 2t + 9 (accumulator n-tile r >> 1, column 2t + (r & 1)).
-__device__ __forceinline__ int lane_key(int t, int r) {
-  return 2 * t + (r & 1) + 8 * (r >> 1);
-}
-
-// A lane's share of one tile, loaded a tile ahead of its use.
-template <KvFormat F>
-struct KvTile {
-  static constexpr int kChunks = F == KvFormat::bf16 ? 8 : 4;
-  uint4 k[kChunks];   // rows g, g + 8: 16-byte chunks t, t + 4, ... (bf16: 4 per row; fp8: 2)
-  uint4 v[kChunks];   // bf16: [key r][dims 8g.., 64 + 8g..]; fp8: [key r] dims 16g..
-  uint32_t ksc, vsc;  // fp8: the UE8M0 scale bytes of lane_key(t, 0..3)
-  bool ok;            // the page is inside the cache
-};
-
-// Where a block's tiles lie: the page size is a power of two, so a position's page and slot are a
-// shift and a mask (an integer division costs ~20 instructions per tile).
-struct TileGeom {
-  size_t page_bytes;
-  uint32_t head_off;   // the kv head's first row in a page
-  uint32_t scale_off;  // fp8: its first scale byte in a page
-  int ps_shift, n_pages;
-};
-
-// A lane's loads relative to a tile's first row, the same for every tile.
-struct LaneOffsets {
-  uint32_t k[2];  // K rows g, g + 8 at chunk t
-  uint32_t v[4];  // V rows lane_key(t, 0..3) at dims 8 g (bf16) or 16 g (fp8)
-  uint32_t sc;    // fp8: the scale byte of key 2t
-};
-
-// Tile `base` on `page`. No branch: a bad page reads page 0 and marks the tile (its keys are masked).
-template <KvFormat F>
-__device__ __forceinline__ void fetch_tile(const uint8_t* kpool, const uint8_t* vpool, const TileGeom& tg,
-                                           const LaneOffsets& lo, int base, int page, KvTile<F>& x) {
-  constexpr int kPerRow = KvTile<F>::kChunks / 2;
-  x.ok = page >= 0 && page < tg.n_pages;
-  const size_t page_off = size_t(x.ok ? page : 0) * tg.page_bytes;
-  const uint32_t slot0 = uint32_t(base) & ((1u << tg.ps_shift) - 1);
-  const size_t row0 = page_off + tg.head_off + slot0 * (kHd * kElemBytes<F>);
-  auto ld = [](const uint8_t* a) { return *reinterpret_cast<const uint4*>(a); };
-#pragma unroll
-  for (int r = 0; r < 2; ++r)
-#pragma unroll
-    for (int i = 0; i < kPerRow; ++i) x.k[kPerRow * r + i] = ld(kpool + row0 + lo.k[r] + 64 * i);
-#pragma unroll
-  for (int r = 0; r < 4; ++r) {
-    if constexpr (F == KvFormat::bf16) {
-      x.v[2 * r] = ld(vpool + row0 + lo.v[r]);
-      x.v[2 * r + 1] = ld(vpool + row0 + lo.v[r] + 128);
-    } else {
-      x.v[r] = ld(vpool + row0 + lo.v[r]);
-    }
-  }
-  if constexpr (F == KvFormat::fp8) {
-    const size_t sc0 = page_off + tg.scale_off + slot0 + lo.sc;
-    auto ld2 = [](const uint8_t* a) { return uint32_t(*reinterpret_cast<const uint16_t*>(a)); };
-    x.ksc = ld2(kpool + sc0) | (ld2(kpool + sc0 + 8) << 16);
-    x.vsc = ld2(vpool + sc0) | (ld2(vpool + sc0 + 8) << 16);
-  }
 }
 
 // One warp's running state for its query heads: lane (g, t) keeps head g & 3's max and its share of
@@ -229,15 +86,7 @@ __device__ __forceinline__ void tile_scores(const KvTile<F>& x, const uint4 (&qa
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
       uint32_t b0, b1;
-      if constexpr (F == KvFormat::bf16) {
-        const uint4& c = x.k[4 * nt + (j >> 1)];
-        b0 = word(c, 2 * (j & 1));
-        b1 = word(c, 2 * (j & 1) + 1);
-      } else {
-        const uint32_t wd = word(x.k[2 * nt + (j >> 2)], j & 3);
-        b0 = e4m3x2_to_f16x2(wd);
-        b1 = e4m3x2_to_f16x2(wd >> 16);
-      }
+      k_fragment<F>(x, nt, j, b0, b1);
       mma16816<kF16>(s[nt], a, b0, b1);
     }
   }
@@ -306,41 +155,12 @@ __device__ __forceinline__ void tile_softmax_pv(const KvTile<F>& x, const float 
   }
   const uint4 pa = a_fragment<kF16>(pv[0], pv[1], pv[2], pv[3], upper);
 
-  // V rows of masked keys may hold anything (NaN codes of another sequence): zero them, as 0 x NaN
-  // is NaN. Only tiles at the range's ends, or on a bad page, have masked keys.
-  const bool edge = !x.ok || base < lo || base + kTile > hi;
   uint4 v[KvTile<F>::kChunks];
-#pragma unroll
-  for (int i = 0; i < KvTile<F>::kChunks; ++i) v[i] = x.v[i];
-  if (edge) {
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int pos = base + lane_key(tq, r);
-      if (!x.ok || pos < lo || pos >= hi) {
-        if constexpr (F == KvFormat::bf16)
-          v[2 * r] = v[2 * r + 1] = make_uint4(0, 0, 0, 0);
-        else
-          v[r] = make_uint4(0, 0, 0, 0);
-      }
-    }
-  }
-
-  // O += P V.
+  masked_v<F>(x, base, lo, hi, tq, v);
 #pragma unroll
   for (int nt = 0; nt < kNTiles; ++nt) {
     uint32_t b0, b1;
-    if constexpr (F == KvFormat::bf16) {
-      const int hf = nt >> 3, e8 = nt & 7;
-      const uint32_t sel = (e8 & 1) ? 0x7632u : 0x5410u;
-      b0 = __byte_perm(word(v[hf], e8 >> 1), word(v[2 + hf], e8 >> 1), sel);
-      b1 = __byte_perm(word(v[4 + hf], e8 >> 1), word(v[6 + hf], e8 >> 1), sel);
-    } else {
-      // Byte nt & 3 of word nt >> 2 of keys (2t, 2t + 1) and (2t + 8, 2t + 9), paired and widened.
-      const int b = nt & 3, wi = nt >> 2;
-      const uint32_t sel = uint32_t(b) | uint32_t(4 + b) << 4;
-      b0 = e4m3x2_to_f16x2(__byte_perm(word(v[0], wi), word(v[1], wi), sel));
-      b1 = e4m3x2_to_f16x2(__byte_perm(word(v[2], wi), word(v[3], wi), sel));
-    }
+    v_fragment<F>(v, nt, b0, b1);
     mma16816<kF16>(w.o[nt], pa, b0, b1);
   }
 }
@@ -426,14 +246,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   bool bad_page = false;
   constexpr int kStep = kWarps * kTile;
   int base = split0 + ((lo - split0) / kTile + warp) * kTile;
-  const TileGeom tg{g.page_bytes, uint32_t(kvh * g.ps * kHd * kElemBytes<F>),
-                    uint32_t(g.ps * g.n_kv * kHd + kvh * g.ps), 31 - __clz(g.ps), g.n_pages};
-  LaneOffsets lof;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) lof.k[r] = uint32_t((gq + 8 * r) * kHd * kElemBytes<F> + 16 * tq);
-#pragma unroll
-  for (int r = 0; r < 4; ++r) lof.v[r] = uint32_t(lane_key(tq, r) * kHd * kElemBytes<F> + 16 * gq);
-  lof.sc = uint32_t(2 * tq);
+  const TileGeom tg = tile_geom<F>(g, kvh);
+  const LaneOffsets lof = lane_offsets<F>(gq, tq);
   auto page_at = [&](int b) { return b < hi ? table[b >> tg.ps_shift] : 0; };
   auto fetch = [&](int b, int page, KvTile<F>& x) { fetch_tile<F>(kpool, vpool, tg, lof, b, page, x); };
   if constexpr (kAhead<F> == 1) {
@@ -544,7 +358,7 @@ void launch_group(int group, const uint8_t* kp, const uint8_t* vp, const KvGeom&
 
 bool split_mma_applies(KvFormat f, int group, int page_size) {
   return (f == KvFormat::bf16 || f == KvFormat::fp8) && (group == 1 || group == 2 || group == 4) &&
-         page_size >= kSplitMmaTile && (page_size & (page_size - 1)) == 0;
+         attn_mma::page_size_ok(page_size);
 }
 
 void launch_split_mma_partials(KvFormat f, const uint8_t* kp, const uint8_t* vp, const KvGeom& g,

@@ -8,12 +8,9 @@
 
 namespace mx8::backend::cuda_impl {
 
-// Positions per tile of the kernel (one page's rows, or part of them).
-constexpr int kSplitMmaTile = 16;
-
 // Whether a split-attention call with this cache format, group and page size (a power of two of at
-// least kSplitMmaTile) can take the kernel (head_dim 128 and the grouped kernel's alignment are the
-// caller's split_for conditions).
+// least 16) can take the kernel (head_dim 128 and the grouped kernel's alignment are the caller's
+// split_for conditions).
 bool split_mma_applies(KvFormat f, int group, int page_size);
 
 // One block per (kv head, token, split): writes part[token][kv head][split][group * (2 + 128)]

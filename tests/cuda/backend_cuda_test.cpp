@@ -688,63 +688,74 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
 // tokens (kv_len = cached + i + 1: causal within the chunk), laid out sequence by sequence and
 // interleaved (every block then mixes sequences and runs one pass per sequence), GQA groups of 1, 2,
 // 4 and 8, bf16 and fp8 caches, pages in shuffled order, with and without a sliding window.
+// Both kernels: attention_prefill_mma.cu (m16n8k16; pages of 16 positions) and the TF32 one.
 // Tolerance 2e-5 max|V| (as SplitAttentionMatchesCpu): q enters the mma as tf32 hi + lo (~2^-22
-// relative), K and V exactly, the probabilities as hi + lo; what is left is f32 accumulation order and
+// relative; m16n8k16: three bf16 parts, ~24 bits, or two f16 parts, 22 bits), K and V exactly, the
+// probabilities in as many parts; what is left is f32 accumulation order and
 // the online softmax's rescaling, a few u of the scores' and outputs' magnitudes. A missed or doubled
 // position moves an output by ~1/len of max|V| (>= 3e-3 here), a wrong row/head mapping by O(1).
 TEST_F(CudaVsCpu, PrefillAttentionMatchesCpu) {
   SCOPED_TRACE(trace());
-  for (KvFormat f : {KvFormat::bf16, KvFormat::fp8}) {
-    for (int group : {4, 1, 2, 8}) {
-      SCOPED_TRACE(std::string(kv_format_name(f)) + " group " + std::to_string(group));
-      const int hd = 128, n_kv = 2, n_heads = n_kv * group, ps = 16;
-      const std::vector<int> cached = {0, 37, 300}, chunk = {20, 33, 50};
-      const int max_pages = (350 + ps - 1) / ps;
-      const int n_pages = 3 * max_pages;
-      KvCacheDesc d{f, 1, n_kv, hd, ps, n_pages};
-      auto kv_c = cpu->create_kv_cache(d);
-      auto kv_g = gpu->create_kv_cache(d);
-      const auto [tables, slots] = shuffled_pages(
-          {cached[0] + chunk[0], cached[1] + chunk[1], cached[2] + chunk[2]}, max_pages, n_pages, ps, rng);
-      const int64_t W = int64_t(slots.size());  // every position's K/V, the chunks' included
-      auto k = normal(size_t(W) * size_t(n_kv * hd)), v = normal(size_t(W) * size_t(n_kv * hd));
-      Pair pk = put(k), pv = put(v), psl = put(slots);
-      cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, W);
-      gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, W);
-      for (bool interleaved : {false, true}) {
-        // Grouped: sequence 0's tokens, then 1's, then 2's; interleaved: round robin.
-        std::vector<int32_t> seq, kv_len;
-        auto add = [&](int s, int i) {
-          seq.push_back(s);
-          kv_len.push_back(cached[size_t(s)] + i + 1);
-        };
-        if (interleaved) {
-          for (int i = 0; i < 50; ++i)
+  struct MmaSwitch {
+    bool was = cuda_impl::attention_prefill_mma_enabled();
+    ~MmaSwitch() { cuda_impl::set_attention_prefill_mma_enabled(was); }
+  } restore;
+  for (bool mma : {true, false}) {
+    cuda_impl::set_attention_prefill_mma_enabled(mma);
+    for (KvFormat f : {KvFormat::bf16, KvFormat::fp8}) {
+      for (int group : {4, 1, 2, 8}) {
+        SCOPED_TRACE(std::string(mma ? "m16n8k16 " : "TF32 ") + kv_format_name(f) + " group " +
+                     std::to_string(group));
+        const int hd = 128, n_kv = 2, n_heads = n_kv * group, ps = 16;
+        const std::vector<int> cached = {0, 37, 300}, chunk = {20, 33, 50};
+        const int max_pages = (350 + ps - 1) / ps;
+        const int n_pages = 3 * max_pages;
+        KvCacheDesc d{f, 1, n_kv, hd, ps, n_pages};
+        auto kv_c = cpu->create_kv_cache(d);
+        auto kv_g = gpu->create_kv_cache(d);
+        const auto [tables, slots] = shuffled_pages(
+            {cached[0] + chunk[0], cached[1] + chunk[1], cached[2] + chunk[2]}, max_pages, n_pages, ps, rng);
+        const int64_t W = int64_t(slots.size());  // every position's K/V, the chunks' included
+        auto k = normal(size_t(W) * size_t(n_kv * hd)), v = normal(size_t(W) * size_t(n_kv * hd));
+        Pair pk = put(k), pv = put(v), psl = put(slots);
+        cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, W);
+        gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, W);
+        for (bool interleaved : {false, true}) {
+          // Grouped: sequence 0's tokens, then 1's, then 2's; interleaved: round robin.
+          std::vector<int32_t> seq, kv_len;
+          auto add = [&](int s, int i) {
+            seq.push_back(s);
+            kv_len.push_back(cached[size_t(s)] + i + 1);
+          };
+          if (interleaved) {
+            for (int i = 0; i < 50; ++i)
+              for (int s = 0; s < 3; ++s)
+                if (i < chunk[size_t(s)]) add(s, i);
+          } else {
             for (int s = 0; s < 3; ++s)
-              if (i < chunk[size_t(s)]) add(s, i);
-        } else {
-          for (int s = 0; s < 3; ++s)
-            for (int i = 0; i < chunk[size_t(s)]; ++i) add(s, i);
-        }
-        const int nq = int(seq.size());
-        auto q = normal(size_t(nq) * size_t(n_heads * hd));
-        Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables),
-             pout = zeros<float>(q.size());
-        AttentionArgs a = attention_args(nq, n_heads, n_kv, hd, max_pages);
-        for (int window : {0, 25}) {
-          SCOPED_TRACE(std::string(interleaved ? "interleaved" : "grouped") + " window " +
-                       std::to_string(window));
-          a.window = window;
-          const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
-          ASSERT_TRUE(cuda_impl::attention_prefill_applies(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag))
-              << "the prompt-step kernel does not apply";
-          cpu->attention(*kv_c, ac);
-          gpu->attention(*kv_g, ag);
-          auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
-          for (size_t i = 0; i < r_c.size(); ++i) {
-            ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
-            ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6)
-                << "attention output " << i << " (token " << i / size_t(n_heads * hd) << ")";  // max |v| < 6
+              for (int i = 0; i < chunk[size_t(s)]; ++i) add(s, i);
+          }
+          const int nq = int(seq.size());
+          auto q = normal(size_t(nq) * size_t(n_heads * hd));
+          Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables),
+               pout = zeros<float>(q.size());
+          AttentionArgs a = attention_args(nq, n_heads, n_kv, hd, max_pages);
+          for (int window : {0, 25}) {
+            SCOPED_TRACE(std::string(interleaved ? "interleaved" : "grouped") + " window " +
+                         std::to_string(window));
+            a.window = window;
+            const auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
+            ASSERT_TRUE(
+                cuda_impl::attention_prefill_applies(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag))
+                << "the prompt-step kernel does not apply";
+            cpu->attention(*kv_c, ac);
+            gpu->attention(*kv_g, ag);
+            auto r_c = get_cpu<float>(pout, q.size()), r_g = get_gpu<float>(pout, q.size());
+            for (size_t i = 0; i < r_c.size(); ++i) {
+              ASSERT_FALSE(std::isnan(r_g[i])) << "attention output " << i;
+              ASSERT_NEAR(r_g[i], r_c[i], 2e-5 * 6) << "attention output " << i << " (token "
+                                                    << i / size_t(n_heads * hd) << ")";  // max |v| < 6
+            }
           }
         }
       }

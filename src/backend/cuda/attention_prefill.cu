@@ -34,6 +34,7 @@
 #include <cstdlib>
 
 #include "backend/cuda/attention_common.cuh"
+#include "backend/cuda/attention_prefill_mma.cuh"
 #include "backend/cuda/backend_cuda.cuh"
 #include "mx8/format/ue8m0.h"
 
@@ -381,6 +382,10 @@ void launch_prefill(CudaKvCache& c, const AttentionArgs& a, const AttnParams& p,
 void launch_attention_prefill(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s) {
   const AttnParams p{a.q,   a.out,    a.n_heads,      a.n_heads / a.n_kv_heads, a.scale,
                      a.seq, a.kv_len, a.block_tables, a.max_pages_per_seq,      a.window};
+  if (launch_attention_prefill_mma(c, a, p, err, s)) {
+    check_launch("attention (prefill, m16n8k16)");
+    return;
+  }
   if (c.desc().format == KvFormat::fp8)
     launch_prefill<KvFormat::fp8>(c, a, p, err, s);
   else

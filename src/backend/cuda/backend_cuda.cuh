@@ -218,6 +218,11 @@ void set_split_attention_mma_enabled(bool on);
 constexpr int kPrefillMinTokens = 16;
 bool attention_prefill_enabled();
 bool attention_prefill_applies(const CudaKvCache& c, const AttentionArgs& a);
+// Prompt-step attention on mma.sync m16n8k16 (attention_prefill_mma.cu) where pages hold a power of
+// two of at least 16 positions: on unless MX8_CUDA_PREFILL_MMA=0 when the backend is created; off, the
+// TF32 kernel of attention_prefill.cu takes those calls too (comparisons, tests).
+bool attention_prefill_mma_enabled();
+void set_attention_prefill_mma_enabled(bool on);
 void launch_attention_prefill(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cudaStream_t s);
 
 // Scratch launch_attention needs for `a` (the partial results of split attention), or 0.

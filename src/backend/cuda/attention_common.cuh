@@ -52,6 +52,31 @@ struct AttnParams {
   int window;  // AttentionArgs::window
 };
 
+// A token's cached length and sequence can be attended: 0 < len <= the block table's positions, seq >= 0.
+__device__ __forceinline__ bool token_ok(const AttnParams& p, const KvGeom& g, int len, int seq) {
+  return len > 0 && int64_t(len) <= int64_t(p.max_pages_per_seq) * g.ps && seq >= 0;
+}
+
+// The prompt-step kernels' table of a block's tokens t0 .. t0 + ntok - 1 (threads tid, tid + n, ...):
+// sequence (-1 for a token that cannot be attended, flagged once per token, and past ntok) and length.
+__device__ __forceinline__ void stage_block_tokens(const AttnParams& p, const KvGeom& g, int t0, int ntok,
+                                                   int rows, int tid, int n, bool flag, uint32_t* err,
+                                                   int* tok_seq, int* tok_len) {
+  for (int lt = tid; lt < rows; lt += n) {
+    int sq = -1, len = 0;
+    if (lt < ntok) {
+      sq = p.seq[t0 + lt];
+      len = p.kv_len[t0 + lt];
+      if (!token_ok(p, g, len, sq)) {
+        if (flag) atomicOr(err, kErrAttnKvLen);
+        sq = -1;  // no pass serves it: its output stays unwritten, as in the other kernels
+      }
+    }
+    tok_seq[lt] = sq;
+    tok_len[lt] = len;
+  }
+}
+
 // The first position a token with `len` cached positions attends to.
 __device__ __forceinline__ int first_attended(const AttnParams& p, int len) {
   return p.window > 0 ? max(0, len - p.window) : 0;

@@ -14,7 +14,7 @@
 //     64 + 8 g + [0, 8) (bf16) or 16 g + [0, 16) (fp8); n-tile nt, column g is dim out_dim(nt, g).
 //
 // q and the probabilities enter as parts of 16 bits each (hi = round(x), mid = round(x - hi), ...),
-// so that the products keep ~24 bits; how the parts are laid out is each kernel's.
+// so that the products keep 22-24 bits; how the parts are laid out is each kernel's.
 #pragma once
 
 #include <cuda_bf16.h>

@@ -232,19 +232,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31, gq = lane >> 2, tq = lane & 3;
   const int ntok = min(tpb, n_tokens - t0);
 
-  for (int lt = tid; lt < kRows; lt += kThreads) {
-    int sq = -1, len = 0;
-    if (lt < ntok) {
-      sq = p.seq[t0 + lt];
-      len = p.kv_len[t0 + lt];
-      if (len <= 0 || int64_t(len) > int64_t(p.max_pages_per_seq) * g.ps || sq < 0) {
-        if (kvh == 0) atomicOr(err, kErrAttnKvLen);
-        sq = -1;  // no pass serves it: its output stays unwritten, as in the other kernels
-      }
-    }
-    sm.tok_seq[lt] = sq;
-    sm.tok_len[lt] = len;
-  }
+  stage_block_tokens(p, g, t0, ntok, kRows, tid, kThreads, kvh == 0, err, sm.tok_seq, sm.tok_len);
 
   // The lane's rows g and g + 8 of the warp's 16 (row r: local token r / G, query head kvh G + r % G):
   // q as A fragments of its parts, each row first scaled into f16's range for fp8.

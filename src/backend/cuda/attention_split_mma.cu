@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   const int len = p.kv_len[t];
   const int sq = p.seq[t];
-  if (len <= 0 || int64_t(len) > int64_t(p.max_pages_per_seq) * g.ps || sq < 0) {
+  if (!token_ok(p, g, len, sq)) {
     if (threadIdx.x == 0) atomicOr(err, kErrAttnKvLen);
     return;
   }

@@ -16,10 +16,10 @@
 // That kernel remains the general path. head_dim 128 (Llama-3) takes attention_cluster_kernel: one
 // (query token, kv head) over a thread block cluster, split by query heads and positions, merged
 // through distributed shared memory (see its comment); block tables of more than 1024 positions
-// take split attention (attention_gqa_kernel<..., kSplit>: blocks over 256 positions, partials in
-// scratch, attention_merge_kernel). attention_gqa_kernel without the split (one block per (query
-// token, kv head), each K/V row read once for the whole group) is kept for A/B comparisons
-// (MX8_CUDA_CLUSTER_ATTN=0).
+// take split attention (partials in scratch from attention_split_mma.cu's tensor-core kernel, or for
+// f32 caches and other page sizes from attention_gqa_kernel<..., kSplit>; attention_merge_kernel).
+// attention_gqa_kernel without the split (one block per (query token, kv head), each K/V row read
+// once for the whole group) is kept for A/B comparisons (MX8_CUDA_CLUSTER_ATTN=0).
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
@@ -223,7 +223,7 @@ __device__ __forceinline__ void attention_body(const uint8_t* kpool, const uint8
 
   const int len = p.kv_len[t];
   const int sq = p.seq[t];
-  if (len <= 0 || int64_t(len) > int64_t(p.max_pages_per_seq) * g.ps || sq < 0) {
+  if (!token_ok(p, g, len, sq)) {
     if (threadIdx.x == 0) atomicOr(err, kErrAttnKvLen);
     return;
   }
@@ -553,7 +553,7 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
 
   const int len = p.kv_len[t];
   const int sq = p.seq[t];
-  if (len <= 0 || int64_t(len) > int64_t(p.max_pages_per_seq) * g.ps || sq < 0) {
+  if (!token_ok(p, g, len, sq)) {
     if (threadIdx.x == 0) atomicOr(err, kErrAttnKvLen);
     return;
   }
@@ -782,7 +782,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
 
   const int len = p.kv_len[t];
   const int sq = p.seq[t];
-  const bool bad_len = len <= 0 || int64_t(len) > int64_t(p.max_pages_per_seq) * g.ps || sq < 0;
+  const bool bad_len = !token_ok(p, g, len, sq);
   const int32_t* table = p.block_tables + size_t(bad_len ? 0 : sq) * p.max_pages_per_seq;
   const int stride = kCluStreams * cp.S;
   const int base0 = z * kCluStreams + warp * 4;  // the warp's first position (its 4 streams: + 0..3)
@@ -1364,8 +1364,8 @@ SplitParams split_for(const CudaKvCache& c, const AttentionArgs& a) {
   const int group = a.n_heads / a.n_kv_heads;
   if (split_attention_mma_enabled() && split_mma_applies(c.desc().format, group, c.desc().page_size)) {
     // All of a kv head's query heads per block; about kSplitMmaBlocksPerSm blocks per SM in all (one wave
-    // of the kernel's two per SM: its blocks stream at the memory's pace, so more waves only add
-    // partials to merge), splits of at least kSplitLen positions.
+    // of the kernel's two per SM: two or three waves' worth of shorter splits ran 5-10% slower on the
+    // H200), splits of at least kSplitLen positions.
     const int64_t units = int64_t(a.n_tokens) * a.n_kv_heads;
     int64_t n =
         std::max<int64_t>(1, (int64_t(kSplitMmaBlocksPerSm) * mx8::cuda::num_sms() + units - 1) / units);

@@ -77,6 +77,16 @@ __device__ __forceinline__ void stage_block_tokens(const AttnParams& p, const Kv
   }
 }
 
+// Whether local token `first` of a prompt kernel's block starts a pass: it can be attended, and no
+// earlier token of the block belongs to its sequence.
+__device__ __forceinline__ bool starts_pass(const int* tok_seq, int first) {
+  const int sq = tok_seq[first];
+  if (sq < 0) return false;
+  for (int j = 0; j < first; ++j)
+    if (tok_seq[j] == sq) return false;
+  return true;
+}
+
 // The first position a token with `len` cached positions attends to.
 __device__ __forceinline__ int first_attended(const AttnParams& p, int len) {
   return p.window > 0 ? max(0, len - p.window) : 0;

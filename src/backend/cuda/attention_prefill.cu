@@ -182,11 +182,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int r0 = warp * 16 + gq, r1 = r0 + 8;
   const int lt0 = r0 / G, lt1 = r1 / G;
   for (int first = 0; first < ntok; ++first) {
+    if (!starts_pass(sm.tok_seq, first)) continue;
     const int sq = sm.tok_seq[first];
-    if (sq < 0) continue;
-    bool seen = false;  // an earlier token of the same sequence already had its pass
-    for (int j = 0; j < first && !seen; ++j) seen = sm.tok_seq[j] == sq;
-    if (seen) continue;
 
     // The pass's key range: the union of its rows' [first attended, kv_len).
     if (tid == 0) {

@@ -284,11 +284,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const TileGeom tg = tile_geom<F>(g, kvh);
   const LaneOffsets lof = lane_offsets<F>(gq, tq);
   for (int first = 0; first < ntok; ++first) {
+    if (!starts_pass(sm.tok_seq, first)) continue;
     const int sq = sm.tok_seq[first];
-    if (sq < 0) continue;
-    bool seen = false;  // an earlier token of the same sequence already had its pass
-    for (int j = 0; j < first && !seen; ++j) seen = sm.tok_seq[j] == sq;
-    if (seen) continue;
 
     // The pass's key range (the union of its rows' [first attended, kv_len)) and the lane's rows'.
     int seg_lo = INT32_MAX, seg_hi = 0;

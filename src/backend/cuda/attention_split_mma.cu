@@ -1,10 +1,11 @@
 // Split decode attention on the tensor cores: the per-split partial results of one (token, kv head)
 // for long contexts, where the SIMT split kernel (attention_gqa_kernel<..., kSplit>) spent ~45 warp
 // instructions per position and ran at a third of the bandwidth its K/V bytes allow (H200, 65536
-// positions: ~175 us per layer against ~64 for a bf16 cache's bytes). This one takes ~76 us there
-// for a bf16 cache (74% of the DRAM peak, ncu) and for fp8 (whose half as many bytes it does not
-// turn into time: at two warps per scheduler it waits on its own dependency chains, ~6 cycles per
-// instruction; docs/CUDA_BACKEND.md, "Twenty-third session").
+// positions: ~175 us per layer against ~64 for a bf16 cache's bytes). This one takes ~71 us there
+// for a bf16 cache and ~77 for fp8, whose half as many bytes it does not turn into time: at two warps
+// per scheduler it waits on its own dependency chains, ~6 cycles per instruction, and neither three
+// times the bytes in flight (shared-memory rings) nor 10% fewer instructions made it faster
+// (docs/CUDA_BACKEND.md, "Twenty-third session" and "Twenty-fourth session").
 //
 // A block takes one split of one (token, kv head); its 4 warps take the split's 16-position tiles
 // round robin (a tile is 16 positions of one page: pages hold a power of two of at least 16), each
@@ -42,6 +43,11 @@ using namespace attn_mma;
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
+// Scores are kept in log2 units (one MUFU.EX2 per probability; expf is ~10 instructions): rounding
+// s log2(e) moves p by ~|s| 2^-24 relative, and the record's maximum goes back to natural units for the
+// merge (its rounding, ~|m| 2^-24, scales a split's whole contribution by as little).
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2 = 0.693147180559945309f;
 
 // x's share of the lane's two A rows: rows g < 4 take the high part (row g) and the low part (row
 // g + 8); rows 4..7 the middle part, rows 12..15 zero (the "upper" lanes, g >= 4).
@@ -92,8 +98,10 @@ __device__ __forceinline__ void tile_scores(const KvTile<F>& x, const uint4 (&qa
   }
 }
 
-// The tile's scores into the online softmax, then O += P V.
-template <KvFormat F>
+// The tile's scores into the online softmax, then O += P V. Scores are in log2 units (sscale holds
+// log2 e), so each probability is one exp2. kWhole: every key of the tile is in [lo, hi) on a good page
+// (most tiles), so no key needs a mask.
+template <KvFormat F, bool kWhole>
 __device__ __forceinline__ void tile_softmax_pv(const KvTile<F>& x, const float (&s)[2][4], int lane,
                                                 int base, int lo, int hi, float sscale, WarpState& w) {
   constexpr bool kF16 = F == KvFormat::fp8;
@@ -109,7 +117,7 @@ __device__ __forceinline__ void tile_softmax_pv(const KvTile<F>& x, const float 
     float v = s[nt][e] + s[nt][2 + e];
     v += __shfl_xor_sync(kFull, v, 16);
     const int pos = base + lane_key(tq, r);
-    const bool valid = x.ok && pos >= lo && pos < hi;
+    const bool valid = kWhole || (x.ok && pos >= lo && pos < hi);
     if constexpr (kF16) {
       v *= format::ue8m0_to_f32((x.ksc >> (8 * r)) & 0xffu);
       if (valid) vtile = max(vtile, int((x.vsc >> (8 * r)) & 0xffu));
@@ -128,7 +136,7 @@ __device__ __forceinline__ void tile_softmax_pv(const KvTile<F>& x, const float 
   }
   // Rescale only when a maximum grew (rare past the first tiles); the vote keeps the branch uniform.
   if (__any_sync(kFull, m_new != w.m || v_new != w.vmax)) {
-    const float corr = m_new == w.m ? 1.0f : w.m == -INFINITY ? 0.0f : expf(w.m - m_new);
+    const float corr = m_new == w.m ? 1.0f : w.m == -INFINITY ? 0.0f : exp2f(w.m - m_new);
     const float co = kF16 ? corr * pow2i(w.vmax - v_new) : corr;
     w.l *= corr;
 #pragma unroll
@@ -145,7 +153,7 @@ __device__ __forceinline__ void tile_softmax_pv(const KvTile<F>& x, const float 
   float pv[4];
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
-    const float pr = expf(sc[r] - m_sub);  // expf(-inf) = 0 for masked keys
+    const float pr = exp2f(sc[r] - m_sub);  // exp2f(-inf) = 0 for masked keys
     w.l += pr;
     pv[r] = pr;
     if constexpr (kF16) {
@@ -156,13 +164,35 @@ __device__ __forceinline__ void tile_softmax_pv(const KvTile<F>& x, const float 
   const uint4 pa = a_fragment<kF16>(pv[0], pv[1], pv[2], pv[3], upper);
 
   uint4 v[KvTile<F>::kChunks];
-  masked_v<F>(x, base, lo, hi, tq, v);
+  if constexpr (kWhole) {
+#pragma unroll
+    for (int i = 0; i < KvTile<F>::kChunks; ++i) v[i] = x.v[i];
+  } else {
+    masked_v<F>(x, base, lo, hi, tq, v);
+  }
 #pragma unroll
   for (int nt = 0; nt < kNTiles; ++nt) {
     uint32_t b0, b1;
     v_fragment<F>(v, nt, b0, b1);
     mma16816<kF16>(w.o[nt], pa, b0, b1);
   }
+}
+
+// One tile: S, then the softmax and O += P V. bf16 tiles whose keys are all attended skip the masks
+// (H200, 65536 positions: 76.2 -> 70.9 us per layer with log2 units, 9% fewer instructions). The fp8
+// kernel does not: with that path it ran 10% fewer instructions and took 80.4 us against 79.5
+// (.carry/lead/t7.sh); its time follows where ptxas puts the two tiles' loads at 250 registers, not
+// its instruction count.
+template <KvFormat F>
+__device__ __forceinline__ void tile_step(const KvTile<F>& x, const uint4 (&qa)[kKSteps][32], int lane,
+                                          int base, int lo, int hi, float sscale, WarpState& w) {
+  float s[2][4];
+  tile_scores<F>(x, qa, lane, s);
+  const bool whole = x.ok && base >= lo && base + kTile <= hi;  // the same on every lane
+  if (F == KvFormat::bf16 && whole)
+    tile_softmax_pv<F, true>(x, s, lane, base, lo, hi, sscale, w);
+  else
+    tile_softmax_pv<F, false>(x, s, lane, base, lo, hi, sscale, w);
 }
 
 // Tiles in flight per warp besides the one being multiplied: a bf16 tile holds 64 registers per lane,
@@ -229,7 +259,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       qa_s[j][lane] = a_fragment<kF16>(q[j][0] * mul, q[j][1] * mul, q[j][2] * mul, q[j][3] * mul, upper);
   }
   __syncthreads();
-  const float sscale = p.scale * qinv_s[h];
+  const float sscale = p.scale * kLog2e * qinv_s[h];
 
   WarpState w;
 #pragma unroll
@@ -260,9 +290,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       KvTile<F> nxt;
       if (next < hi) fetch(next, page_next, nxt);
       bad_page |= !cur.ok;
-      float s[2][4];
-      tile_scores<F>(cur, qa_s, lane, s);
-      tile_softmax_pv<F>(cur, s, lane, base, lo, hi, sscale, w);
+      tile_step<F>(cur, qa_s, lane, base, lo, hi, sscale, w);
       cur = nxt;
       base = next;
       page_next = page_after;
@@ -275,9 +303,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       const int page_after = page_at(nb + kStep);
       if (nb < hi) fetch(nb, page_next, nx);
       bad_page |= !x.ok;
-      float s[2][4];
-      tile_scores<F>(x, qa_s, lane, s);
-      tile_softmax_pv<F>(x, s, lane, base, lo, hi, sscale, w);
+      tile_step<F>(x, qa_s, lane, base, lo, hi, sscale, w);
       base += kStep;
       page_next = page_after;
       return base < hi;
@@ -323,12 +349,12 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int i = 0; i < kWarps; ++i) {
       if (m_s[i][hh] == -INFINITY) continue;
-      const float f = expf(m_s[i][hh] - M);
+      const float f = exp2f(m_s[i][hh] - M);
       L += l_s[i][hh] * f;
       // fp8: the warp's output is in units of its largest V scale.
       o += o_s[i][hh][d] * (kF16 ? f * format::ue8m0_to_f32(uint32_t(max(v_s[i], 0))) : f);
     }
-    if (d == 0) rec[hh] = M, rec[G + hh] = L;
+    if (d == 0) rec[hh] = M * kLn2, rec[G + hh] = L;  // the merge's natural-log units
     rec[2 * G + hh * kHd + d] = o;
   }
 }

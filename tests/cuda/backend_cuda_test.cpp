@@ -599,8 +599,9 @@ PagedSeqs shuffled_pages(const std::vector<int>& lens, int max_pages, int n_page
 // of 4, 2 and 1 with 1, 2 or 4 query heads per block (the default, 2, and the forced others), with
 // sliding windows; then Llama-3-8B's shape as a decode step runs it (8 kv heads of 4 query heads, one
 // token over 4183 of 4256 positions: 17 splits, the last one partly empty, the positions past the query's
-// NaN). Both partial kernels: the tensor-core one (attention_split_mma.cu; q and the probabilities
-// enter as three 16-bit parts, ~24 bits, so the same bound holds) and the SIMT one. Same tolerance as
+// NaN). Every partial kernel: the tensor-core ones (attention_split_mma.cu: q and the probabilities
+// enter as three 16-bit parts, ~24 bits; attention_split_fp8.cu for fp8 caches: two f16 parts, ~22
+// bits, an error an order of magnitude below the bound) and the SIMT one. Same tolerance as
 // KvWriteBytesEqualCpuAndAttentionMatches (2e-5 max|V|): the merge adds one level of rescaled partial
 // sums, which moves results by a few u of max|V|; a wrong split range (a position missed or counted
 // twice) or a wrong merge moves outputs by ~1/len of max|V| or more, which at 3000 positions is
@@ -609,10 +610,12 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
   SCOPED_TRACE(trace());
   struct SplitSwitch {
     bool was = cuda_impl::split_attention_enabled(), was_mma = cuda_impl::split_attention_mma_enabled();
+    bool was_t = cuda_impl::split_fp8_transposed_enabled();
     SplitSwitch() { cuda_impl::set_split_attention_enabled(true); }
     ~SplitSwitch() {
       cuda_impl::set_split_attention_enabled(was);
       cuda_impl::set_split_attention_mma_enabled(was_mma);
+      cuda_impl::set_split_fp8_transposed_enabled(was_t);
       cuda_impl::set_split_attention_heads_per_block(0);
     }
   } on;
@@ -659,23 +662,31 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
       }
     }
   };
-  for (bool mma : {true, false}) {
+  // The kernels: tensor cores (for fp8 the transposed products, then attention_split_mma.cu's), SIMT.
+  for (int kernel : {0, 1, 2}) {
+    const bool mma = kernel < 2, transposed = kernel == 0;
     cuda_impl::set_split_attention_mma_enabled(mma);
+    cuda_impl::set_split_fp8_transposed_enabled(transposed);
+    const std::string name = !mma         ? "SIMT "
+                             : transposed ? "tensor cores "
+                                          : "tensor cores, fp8 untransposed ";
     for (KvFormat f : {KvFormat::bf16, KvFormat::fp8, KvFormat::f32})
       for (int group : {4, 2, 1})
         for (int gb : {0, 1, 4}) {
-          // The tensor-core kernel takes every head of a group (f32 caches take the SIMT one).
-          if (gb > group || (mma && gb != 0)) continue;
+          // The tensor-core kernels take every head of a group (f32 caches take the SIMT one); kernel 1
+          // differs from kernel 0 for fp8 only.
+          if (gb > group || (mma && gb != 0) || (kernel == 1 && f != KvFormat::fp8)) continue;
           cuda_impl::set_split_attention_heads_per_block(gb);
-          SCOPED_TRACE(std::string(mma ? "tensor cores " : "SIMT ") + kv_format_name(f) + " group " +
-                       std::to_string(group) + " heads/block " + std::to_string(gb));
+          SCOPED_TRACE(name + kv_format_name(f) + " group " + std::to_string(group) + " heads/block " +
+                       std::to_string(gb));
           // Sliding windows too: 100 leaves whole splits without positions, 1000 cuts one in the middle.
           check(f, 2, group, 3000, {1, 700, 3000}, {0, 1, 2, 2, 2}, {1, 700, 2999, 3000, 17}, {0, 100, 1000});
           if (HasFatalFailure()) return;
         }
     cuda_impl::set_split_attention_heads_per_block(0);
     for (KvFormat f : {KvFormat::bf16, KvFormat::fp8}) {
-      SCOPED_TRACE(std::string(mma ? "tensor cores " : "SIMT ") + kv_format_name(f) + " Llama-3-8B shape");
+      if (kernel == 1 && f != KvFormat::fp8) continue;
+      SCOPED_TRACE(name + kv_format_name(f) + " Llama-3-8B shape");
       // Positions 4190.. poisoned: the query's last tile (4176..4191) and page hold them.
       check(f, 8, 4, 4256, {4200}, {0}, {4183}, {0, 1000}, 4190);
       if (HasFatalFailure()) return;

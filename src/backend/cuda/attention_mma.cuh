@@ -139,31 +139,53 @@ struct LaneOffsets {
   uint32_t sc;    // fp8: the scale byte of key 2t
 };
 
-// Tile `base` on `page`. No branch: a bad page reads page 0 and marks the tile (its keys are masked).
+// Where tile `base` on `page` lies: its page's offset in the pool (page 0 for a bad page, whose keys
+// the caller masks) and its first row's.
+struct TileAddr {
+  size_t page_off, row0;
+  uint32_t slot0;
+  bool ok;
+};
 template <KvFormat F>
-__device__ __forceinline__ void fetch_tile(const uint8_t* kpool, const uint8_t* vpool, const TileGeom& tg,
-                                           const LaneOffsets& lo, int base, int page, KvTile<F>& x) {
+__device__ __forceinline__ TileAddr tile_addr(const TileGeom& tg, int base, int page) {
+  TileAddr a;
+  a.ok = page >= 0 && page < tg.n_pages;
+  a.page_off = size_t(a.ok ? page : 0) * tg.page_bytes;
+  a.slot0 = uint32_t(base) & ((1u << tg.ps_shift) - 1);
+  a.row0 = a.page_off + tg.head_off + a.slot0 * (kHd * kElemBytes<F>);
+  return a;
+}
+
+// A lane's K and V rows of a tile (K's 16 rows at krows, V's at vrows).
+template <KvFormat F>
+__device__ __forceinline__ void load_rows(const uint8_t* krows, const uint8_t* vrows, const LaneOffsets& lo,
+                                          KvTile<F>& x) {
   constexpr int kPerRow = KvTile<F>::kChunks / 2;
-  x.ok = page >= 0 && page < tg.n_pages;
-  const size_t page_off = size_t(x.ok ? page : 0) * tg.page_bytes;
-  const uint32_t slot0 = uint32_t(base) & ((1u << tg.ps_shift) - 1);
-  const size_t row0 = page_off + tg.head_off + slot0 * (kHd * kElemBytes<F>);
   auto ld = [](const uint8_t* a) { return *reinterpret_cast<const uint4*>(a); };
 #pragma unroll
   for (int r = 0; r < 2; ++r)
 #pragma unroll
-    for (int i = 0; i < kPerRow; ++i) x.k[kPerRow * r + i] = ld(kpool + row0 + lo.k[r] + 64 * i);
+    for (int i = 0; i < kPerRow; ++i) x.k[kPerRow * r + i] = ld(krows + lo.k[r] + 64 * i);
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
     if constexpr (F == KvFormat::bf16) {
-      x.v[2 * r] = ld(vpool + row0 + lo.v[r]);
-      x.v[2 * r + 1] = ld(vpool + row0 + lo.v[r] + 128);
+      x.v[2 * r] = ld(vrows + lo.v[r]);
+      x.v[2 * r + 1] = ld(vrows + lo.v[r] + 128);
     } else {
-      x.v[r] = ld(vpool + row0 + lo.v[r]);
+      x.v[r] = ld(vrows + lo.v[r]);
     }
   }
+}
+
+// Tile `base` on `page`. No branch: a bad page reads page 0 and marks the tile (its keys are masked).
+template <KvFormat F>
+__device__ __forceinline__ void fetch_tile(const uint8_t* kpool, const uint8_t* vpool, const TileGeom& tg,
+                                           const LaneOffsets& lo, int base, int page, KvTile<F>& x) {
+  const TileAddr a = tile_addr<F>(tg, base, page);
+  x.ok = a.ok;
+  load_rows<F>(kpool + a.row0, vpool + a.row0, lo, x);
   if constexpr (F == KvFormat::fp8) {
-    const size_t sc0 = page_off + tg.scale_off + slot0 + lo.sc;
+    const size_t sc0 = a.page_off + tg.scale_off + a.slot0 + lo.sc;
     auto ld2 = [](const uint8_t* a) { return uint32_t(*reinterpret_cast<const uint16_t*>(a)); };
     x.ksc = ld2(kpool + sc0) | (ld2(kpool + sc0 + 8) << 16);
     x.vsc = ld2(vpool + sc0) | (ld2(vpool + sc0 + 8) << 16);

@@ -29,6 +29,7 @@
 // The operands' layouts are attention_mma.cuh's.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cmath>
 
 #include "backend/cuda/attention_mma.cuh"
@@ -380,7 +381,16 @@ void launch_group(int group, const uint8_t* kp, const uint8_t* vp, const KvGeom&
   }
 }
 
+std::atomic<bool> g_fp8_transposed{true};
+
 }  // namespace
+
+bool split_fp8_transposed_enabled() {
+  return g_fp8_transposed.load(std::memory_order_relaxed);
+}
+void set_split_fp8_transposed_enabled(bool on) {
+  g_fp8_transposed.store(on, std::memory_order_relaxed);
+}
 
 bool split_mma_applies(KvFormat f, int group, int page_size) {
   return (f == KvFormat::bf16 || f == KvFormat::fp8) && (group == 1 || group == 2 || group == 4) &&
@@ -392,6 +402,8 @@ void launch_split_mma_partials(KvFormat f, const uint8_t* kp, const uint8_t* vp,
                                int split_len, int n_splits, cudaStream_t s) {
   if (f == KvFormat::bf16)
     launch_group<KvFormat::bf16>(p.group, kp, vp, g, p, n_kv, n_tokens, err, part, split_len, n_splits, s);
+  else if (split_fp8_transposed_enabled())
+    launch_split_fp8_partials(kp, vp, g, p, n_kv, n_tokens, err, part, split_len, n_splits, s);
   else
     launch_group<KvFormat::fp8>(p.group, kp, vp, g, p, n_kv, n_tokens, err, part, split_len, n_splits, s);
 }

@@ -20,4 +20,9 @@ void launch_split_mma_partials(KvFormat f, const uint8_t* kp, const uint8_t* vp,
                                const AttnParams& p, int n_kv, int n_tokens, uint32_t* err, float* part,
                                int split_len, int n_splits, cudaStream_t s);
 
+// The same records for an fp8 cache from the transposed products (attention_split_fp8.cu).
+void launch_split_fp8_partials(const uint8_t* kp, const uint8_t* vp, const KvGeom& g, const AttnParams& p,
+                               int n_kv, int n_tokens, uint32_t* err, float* part, int split_len,
+                               int n_splits, cudaStream_t s);
+
 }  // namespace mx8::backend::cuda_impl

@@ -192,6 +192,8 @@ class CudaBackend final : public Backend {
     set_split_attention_enabled(!(sa && std::string(sa) == "0"));
     const char* sm = std::getenv("MX8_CUDA_SPLIT_MMA");
     set_split_attention_mma_enabled(!(sm && std::string(sm) == "0"));
+    const char* ft = std::getenv("MX8_CUDA_SPLIT_FP8T");
+    set_split_fp8_transposed_enabled(!(ft && std::string(ft) == "0"));
     const char* pm = std::getenv("MX8_CUDA_PREFILL_MMA");
     set_attention_prefill_mma_enabled(!(pm && std::string(pm) == "0"));
     // MX8_CUDA_SPLIT_GB=1|2|4: split attention's query heads per block (comparisons).

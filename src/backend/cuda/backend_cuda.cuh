@@ -211,6 +211,10 @@ void set_split_attention_heads_per_block(int gb);
 // MX8_CUDA_SPLIT_MMA=0 when the backend is created; off, the grouped SIMT kernel takes them.
 bool split_attention_mma_enabled();
 void set_split_attention_mma_enabled(bool on);
+// fp8 caches' split partials from the transposed products (attention_split_fp8.cu) rather than
+// attention_split_mma.cu's (MX8_CUDA_SPLIT_FP8T=0 when the backend is created, for comparisons).
+bool split_fp8_transposed_enabled();
+void set_split_fp8_transposed_enabled(bool on);
 // Prompt steps (attention_prefill.cu): steps of more than kPrefillMinTokens query tokens with
 // head_dim 128, a bf16 or fp8 cache and groups dividing 64 take the tensor-core kernel, which reads
 // each K/V row once per 64 query rows (decode-sized steps keep the per-token kernels, whose blocks

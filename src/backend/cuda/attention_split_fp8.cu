@@ -162,7 +162,11 @@ __device__ __forceinline__ void tile_step_t(const KvTile<F>& x, const uint2 (&qb
   for (int i = 0; i < kDimTiles; ++i) mma16816<true>(w.o[i], v_operand(v, i), prow[0], prow[1]);
 }
 
-// Two blocks per SM (213 registers; at three, 168, it spills 284 bytes), as attention_split_mma.cu's.
+// Tiles in flight per warp besides the one being multiplied, two blocks per SM (212 registers), as
+// attention_split_mma.cu's fp8 kernel. H200, decode at 65536 positions (.carry/lead/t9.sh): 247.4 tok/s;
+// three tiles (243 registers) 244.0; one tile at three blocks per SM (165 registers) 226.0.
+constexpr int kAhead = 2;
+
 template <int G>
 __global__ void __launch_bounds__(kThreads, 2)
     attention_split_fp8_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p,
@@ -230,8 +234,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   w.l[0] = w.l[1] = 0.0f;
   w.vmax = -1000;
 
-  // The warp's tiles: warp, warp + 4, ... from the tile holding lo; two in flight over three unrolled
-  // buffers, pages looked up a tile before their loads (as attention_split_mma.cu does).
+  // The warp's tiles: warp, warp + 4, ... from the tile holding lo; kAhead in flight over kAhead + 1
+  // buffers (the loop unrolled over them: a copy would wait for the loads), pages looked up a tile
+  // before their loads (as attention_split_mma.cu does).
   bool bad_page = false;
   constexpr int kStep = kWarps * kTile;
   int base = split0 + ((lo - split0) / kTile + warp) * kTile;
@@ -239,9 +244,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   const LaneOffsets lof = lane_offsets<F>(gq, tq);
   auto page_at = [&](int b) { return b < hi ? table[b >> tg.ps_shift] : 0; };
   auto fetch = [&](int b, int page, KvTile<F>& x) { fetch_tile_t(kpool, vpool, tg, lof, gq, b, page, x); };
-  int page_next = page_at(base + 2 * kStep);
+  int page_next = page_at(base + kAhead * kStep);
   auto step = [&](const KvTile<F>& x, KvTile<F>& nx) {
-    const int nb = base + 2 * kStep;
+    const int nb = base + kAhead * kStep;
     const int page_after = page_at(nb + kStep);
     if (nb < hi) fetch(nb, page_next, nx);
     bad_page |= !x.ok;
@@ -250,11 +255,15 @@ __global__ void __launch_bounds__(kThreads, 2)
     page_next = page_after;
     return base < hi;
   };
-  KvTile<F> t0, t1, t2;
-  if (base < hi) fetch(base, page_at(base), t0);
-  if (base + kStep < hi) fetch(base + kStep, page_at(base + kStep), t1);
-  while (base < hi) {
-    if (!step(t0, t2) || !step(t1, t0) || !step(t2, t1)) break;
+  KvTile<F> buf[kAhead + 1];
+#pragma unroll
+  for (int i = 0; i < kAhead; ++i)
+    if (base + i * kStep < hi) fetch(base + i * kStep, page_at(base + i * kStep), buf[i]);
+  bool more = base < hi;
+  while (more) {
+#pragma unroll
+    for (int u = 0; u <= kAhead; ++u)
+      if (more) more = step(buf[u], buf[(u + kAhead) % (kAhead + 1)]);
   }
   if (bad_page && lane == 0) atomicOr(err, kErrAttnPage);
 

@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "backend/cuda/attention_common.cuh"
+#include "mx8/format/ue8m0.h"
 
 namespace mx8::backend::cuda_impl::attn_mma {
 
@@ -105,6 +106,55 @@ __device__ __forceinline__ int out_dim(int nt, int n) {
 // 2^e for an integer e, 0 below the normal range (such a term is < 2^-126 of the largest one).
 __device__ __forceinline__ float pow2i(int e) {
   return e < -126 ? 0.0f : __int_as_float((e + 127) << 23);
+}
+
+// Scores are kept in log2 units (one MUFU.EX2 per probability; expf is ~10 instructions): rounding
+// s log2(e) moves p by ~|s| 2^-24 relative. Records for the shared merge go back to natural units.
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2 = 0.693147180559945309f;
+
+// The exponent c for which 2^c puts a row's largest finite magnitude amax in [2^14, 2^15), so that its
+// f16 parts keep their precision (0 for a zero or non-finite row).
+__device__ __forceinline__ int f16_scale_exp(float amax) {
+  return amax > 0.0f && amax <= 3.4e38f ? min(126, max(-126, 14 - ilogbf(amax))) : 0;
+}
+
+// The four values of k step j (from base_dim(j, t)) of q's row `row` (nullptr: zeros), and their
+// largest magnitude folded into amax.
+template <KvFormat F>
+__device__ __forceinline__ void load_q_row(const float* row, int t, float (&q)[kKSteps][4], float& amax) {
+#pragma unroll
+  for (int j = 0; j < kKSteps; ++j) {
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (row) v = *reinterpret_cast<const float4*>(row + base_dim<F>(j, t));
+    q[j][0] = v.x, q[j][1] = v.y, q[j][2] = v.z, q[j][3] = v.w;
+    amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+  }
+}
+
+// A split-attention block's record (m[G] in natural-log units, l[G], unnormalized output[G][128], as the
+// merge kernel reads it) from its W warps' states, merged in warp order by thread d (one per dim): m
+// in log2 units; fp8 (kF16): each warp's output in units of its largest V scale byte v (< 0: none).
+template <int G, int W, bool kF16>
+__device__ __forceinline__ void write_split_record(const float (&m_s)[W][G], const float (&l_s)[W][G],
+                                                   const float (&o_s)[W][G][kHd], const int (&v_s)[W],
+                                                   float* rec, int d) {
+#pragma unroll
+  for (int hh = 0; hh < G; ++hh) {
+    float M = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < W; ++i) M = fmaxf(M, m_s[i][hh]);
+    float L = 0.0f, o = 0.0f;
+#pragma unroll
+    for (int i = 0; i < W; ++i) {
+      if (m_s[i][hh] == -INFINITY) continue;
+      const float f = exp2f(m_s[i][hh] - M);
+      L += l_s[i][hh] * f;
+      o += o_s[i][hh][d] * (kF16 ? f * format::ue8m0_to_f32(uint32_t(max(v_s[i], 0))) : f);
+    }
+    if (d == 0) rec[hh] = M * kLn2, rec[G + hh] = L;
+    rec[2 * G + hh * kHd + d] = o;
+  }
 }
 
 // The keys of the tile a lane's S accumulators and P fragment hold: r = 0..3 is key 2t, 2t + 1,

@@ -34,9 +34,6 @@ using namespace attn_mma;
 constexpr int kRows = 64;  // query rows per block: 4 warps x the mma's 16
 constexpr int kWarps = kRows / 16;
 constexpr int kThreads = kWarps * 32;
-// Scores are kept in log2 units, so that each probability is one exp2 (MUFU.EX2; expf is ~10
-// instructions). The rounding of s log2(e) moves p by ~|s| 2^-24 relative, well inside the tests' bound.
-constexpr float kLog2e = 1.44269504088896341f;
 
 // q's parts: three bf16 (24 bits) or two f16 (22 bits) per value.
 template <KvFormat F>
@@ -260,8 +257,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       if constexpr (kF16) {
         amax[row] = fmaxf(amax[row], __shfl_xor_sync(kFull, amax[row], 1));
         amax[row] = fmaxf(amax[row], __shfl_xor_sync(kFull, amax[row], 2));
-        const int c =
-            amax[row] > 0.0f && amax[row] <= 3.4e38f ? min(126, max(-126, 14 - ilogbf(amax[row]))) : 0;
+        const int c = f16_scale_exp(amax[row]);
         mul = pow2i(c);
         sscale[row] = p.scale * kLog2e * pow2i(-c);
       }

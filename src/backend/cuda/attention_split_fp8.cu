@@ -35,8 +35,6 @@ using namespace attn_mma;
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kDimTiles = kHd / 16;  // m-tiles of O^T
-constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2 = 0.693147180559945309f;
 constexpr KvFormat F = KvFormat::fp8;
 
 // An 8x8 matrix of 16-bit values (lane (g, t) holding row g, columns 2t, 2t + 1), transposed.
@@ -196,20 +194,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   // scaled by the power of two that puts the head's largest magnitude in [2^14, 2^15).
   if (warp == 0) {
     const int h = gq & 3;
-    float q[kKSteps][4];
-    float amax = 0.0f;
-#pragma unroll
-    for (int j = 0; j < kKSteps; ++j) {
-      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (h < G)
-        v = *reinterpret_cast<const float4*>(p.q + (size_t(t) * p.n_heads + size_t(kvh) * G + h) * kHd +
-                                             base_dim<F>(j, tq));
-      q[j][0] = v.x, q[j][1] = v.y, q[j][2] = v.z, q[j][3] = v.w;
-      amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
-    }
+    float q[kKSteps][4], amax = 0.0f;
+    load_q_row<F>(h < G ? p.q + (size_t(t) * p.n_heads + size_t(kvh) * G + h) * kHd : nullptr, tq, q, amax);
     amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 1));
     amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 2));
-    const int c = amax > 0.0f && amax <= 3.4e38f ? min(126, max(-126, 14 - ilogbf(amax))) : 0;
+    const int c = f16_scale_exp(amax);
     const float mul = pow2i(c);
     if (tq == 0 && gq < 4) qinv_s[h] = pow2i(-c);
     auto part_of = [&](float x) {
@@ -294,25 +283,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   if (lane == 0) v_s[warp] = w.vmax;
   __syncthreads();
 
-  // The warps in order, into the split's record (as attention_split_mma.cu writes it).
-  float* rec = part + ((size_t(t) * gridDim.x + kvh) * n_splits + z) * (G * (2 + kHd));
-  const int d = threadIdx.x;
-#pragma unroll
-  for (int hh = 0; hh < G; ++hh) {
-    float M = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < kWarps; ++i) M = fmaxf(M, m_s[i][hh]);
-    float L = 0.0f, o = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kWarps; ++i) {
-      if (m_s[i][hh] == -INFINITY) continue;
-      const float f = exp2f(m_s[i][hh] - M);
-      L += l_s[i][hh] * f;
-      o += o_s[i][hh][d] * f * format::ue8m0_to_f32(uint32_t(max(v_s[i], 0)));
-    }
-    if (d == 0) rec[hh] = M * kLn2, rec[G + hh] = L;  // the merge's natural-log units
-    rec[2 * G + hh * kHd + d] = o;
-  }
+  // The warps in order, into the split's record.
+  write_split_record<G, kWarps, true>(m_s, l_s, o_s, v_s,
+                                      part + ((size_t(t) * gridDim.x + kvh) * n_splits + z) * (G * (2 + kHd)),
+                                      threadIdx.x);
 }
 
 }  // namespace

@@ -44,11 +44,6 @@ using namespace attn_mma;
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-// Scores are kept in log2 units (one MUFU.EX2 per probability; expf is ~10 instructions): rounding
-// s log2(e) moves p by ~|s| 2^-24 relative, and the record's maximum goes back to natural units for the
-// merge (its rounding, ~|m| 2^-24, scales a split's whole contribution by as little).
-constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2 = 0.693147180559945309f;
 
 // x's share of the lane's two A rows: rows g < 4 take the high part (row g) and the low part (row
 // g + 8); rows 4..7 the middle part, rows 12..15 zero (the "upper" lanes, g >= 4).
@@ -233,23 +228,14 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // q's A fragments, once per block (warp 0; heads past G are zero rows).
   if (warp == 0) {
-    float q[kKSteps][4];
-    float amax = 0.0f;
-#pragma unroll
-    for (int j = 0; j < kKSteps; ++j) {
-      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (h < G)
-        v = *reinterpret_cast<const float4*>(p.q + (size_t(t) * p.n_heads + size_t(kvh) * G + h) * kHd +
-                                             base_dim<F>(j, tq));
-      q[j][0] = v.x, q[j][1] = v.y, q[j][2] = v.z, q[j][3] = v.w;
-      amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
-    }
+    float q[kKSteps][4], amax = 0.0f;
+    load_q_row<F>(h < G ? p.q + (size_t(t) * p.n_heads + size_t(kvh) * G + h) * kHd : nullptr, tq, q, amax);
     float mul = 1.0f;
     if constexpr (kF16) {
       amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 1));
       amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 2));
       // f16 holds magnitudes below 65504: scale by 2^c so that the largest lies in [2^14, 2^15).
-      const int c = amax > 0.0f && amax <= 3.4e38f ? min(126, max(-126, 14 - ilogbf(amax))) : 0;
+      const int c = f16_scale_exp(amax);
       mul = pow2i(c);
       if (tq == 0 && !upper) qinv_s[h] = pow2i(-c);
     } else {
@@ -339,25 +325,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   __syncthreads();
 
   // The warps in order, into the split's record (as attention_gqa_kernel<..., kSplit> writes it).
-  float* rec = part + ((size_t(t) * gridDim.x + kvh) * n_splits + z) * (G * (2 + kHd));
-  const int d = threadIdx.x;
-#pragma unroll
-  for (int hh = 0; hh < G; ++hh) {
-    float M = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < kWarps; ++i) M = fmaxf(M, m_s[i][hh]);
-    float L = 0.0f, o = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kWarps; ++i) {
-      if (m_s[i][hh] == -INFINITY) continue;
-      const float f = exp2f(m_s[i][hh] - M);
-      L += l_s[i][hh] * f;
-      // fp8: the warp's output is in units of its largest V scale.
-      o += o_s[i][hh][d] * (kF16 ? f * format::ue8m0_to_f32(uint32_t(max(v_s[i], 0))) : f);
-    }
-    if (d == 0) rec[hh] = M * kLn2, rec[G + hh] = L;  // the merge's natural-log units
-    rec[2 * G + hh * kHd + d] = o;
-  }
+  write_split_record<G, kWarps, kF16>(m_s, l_s, o_s, v_s,
+                                      part + ((size_t(t) * gridDim.x + kvh) * n_splits + z) * (G * (2 + kHd)),
+                                      threadIdx.x);
 }
 
 template <KvFormat F>

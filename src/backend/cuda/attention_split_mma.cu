@@ -4,7 +4,8 @@
 // positions: ~175 us per layer against ~64 for a bf16 cache's bytes). This one takes ~71 us there
 // for a bf16 cache and ~77 for fp8, whose half as many bytes it does not turn into time: at two warps
 // per scheduler it waits on its own dependency chains, ~6 cycles per instruction, and neither three
-// times the bytes in flight (shared-memory rings) nor 10% fewer instructions made it faster
+// times the bytes in flight (shared-memory rings) nor 10% fewer instructions made it faster. So fp8
+// caches take attention_split_fp8.cu (half the mma, ~66 us) unless MX8_CUDA_SPLIT_FP8T=0
 // (docs/CUDA_BACKEND.md, "Twenty-third session" and "Twenty-fourth session").
 //
 // A block takes one split of one (token, kv head); its 4 warps take the split's 16-position tiles

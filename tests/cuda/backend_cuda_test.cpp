@@ -694,6 +694,54 @@ TEST_F(CudaVsCpu, SplitAttentionMatchesCpu) {
   }
 }
 
+// A block table that names a page past the cache is reported, not read: every attention kernel flags it
+// (the page is replaced by page 0 and its keys masked), and synchronize() throws the message that names
+// it, once. Kernels: decode over a short table (the cluster kernel), split attention over a long one
+// (the tensor-core kernels for bf16 and both fp8 ones, the SIMT one), and a 20-token prompt step.
+TEST_F(CudaVsCpu, AttentionReportsABlockTablePageOutsideTheCache) {
+  SCOPED_TRACE(trace());
+  struct Restore {
+    bool mma = cuda_impl::split_attention_mma_enabled(), t = cuda_impl::split_fp8_transposed_enabled();
+    ~Restore() {
+      cuda_impl::set_split_attention_mma_enabled(mma);
+      cuda_impl::set_split_fp8_transposed_enabled(t);
+    }
+  } restore;
+  auto check = [&](KvFormat f, int cap, int len, int n_tokens) {
+    const int n_kv = 2, group = 4, hd = 128, ps = 16, n_heads = n_kv * group;
+    const int max_pages = cap / ps, n_pages = max_pages;
+    auto kv = gpu->create_kv_cache(KvCacheDesc{f, 1, n_kv, hd, ps, n_pages});
+    std::vector<int32_t> table(static_cast<size_t>(max_pages));
+    std::iota(table.begin(), table.end(), 0);
+    table[size_t(len / ps / 2)] = n_pages;  // one past the cache, in the middle of the attended pages
+    std::vector<int32_t> seq(static_cast<size_t>(n_tokens), 0), kv_len(static_cast<size_t>(n_tokens));
+    for (int i = 0; i < n_tokens; ++i) kv_len[size_t(i)] = len - n_tokens + 1 + i;
+    auto q = normal(size_t(n_tokens) * size_t(n_heads * hd));
+    Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(table), pout = zeros<float>(q.size());
+    const AttentionArgs a =
+        on_both(attention_args(n_tokens, n_heads, n_kv, hd, max_pages), pq, pout, pseq, plen, pbt).second;
+    gpu->attention(*kv, a);
+    try {
+      gpu->synchronize();
+      ADD_FAILURE() << "a page outside the cache was not reported";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("page outside the KV cache"), std::string::npos) << e.what();
+    }
+    gpu->synchronize();  // reported once, then cleared
+  };
+  for (KvFormat f : {KvFormat::bf16, KvFormat::fp8}) {
+    SCOPED_TRACE(kv_format_name(f));
+    check(f, 256, 200, 1);   // decode, short table
+    check(f, 256, 200, 20);  // prompt step
+    for (int kernel : {0, 1, 2}) {
+      SCOPED_TRACE("split kernel " + std::to_string(kernel));
+      cuda_impl::set_split_attention_mma_enabled(kernel < 2);
+      cuda_impl::set_split_fp8_transposed_enabled(kernel == 0);
+      check(f, 2048, 1500, 1);  // split attention (tables over 1024 positions)
+    }
+  }
+}
+
 // Prompt-step attention (attention_prefill.cu: tensor-core tiles of 64 query rows) against the CPU
 // backend: three sequences with 0, 37 and 300 cached positions and prompt chunks of 20, 33 and 50
 // tokens (kv_len = cached + i + 1: causal within the chunk), laid out sequence by sequence and

@@ -45,6 +45,7 @@
 #include "backend/cuda/gemv_fp8_skinny.cuh"
 #include "backend/cuda/gemv_target.cuh"
 #include "backend/cuda/gemv_tuning.h"
+#include "backend/cuda/ptx/cp_async.cuh"
 #include "mx8/error.h"
 
 namespace mx8::backend::cuda_impl {
@@ -150,22 +151,9 @@ __device__ __forceinline__ float swiglu(float g, float u) {
   return g * __fdividef(1.0f, 1.0f + __expf(-g)) * u;
 }
 
-// cp.async of 16 bytes global -> shared (L2 only, .cg), optionally with the L2::256B hint.
-template <bool kHint>
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  if constexpr (kHint)
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-  else
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
+using mx8::cuda::ptx::cp_async16;
+using mx8::cuda::ptx::cp_async_commit;
+using mx8::cuda::ptx::cp_async_wait;
 
 // Threads per block: 256 for the register pipeline (S = 0), 128 for the shared-memory one.
 constexpr int block_threads(int stages) {

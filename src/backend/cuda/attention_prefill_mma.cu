@@ -16,11 +16,11 @@
 // Arithmetic: the query rows here are real rows, so q's parts are separate mma: three bf16 parts for
 // a bf16 cache (hi + mid + lo, ~24 bits), two f16 parts for fp8 (hi + lo, 22 bits, q first scaled per
 // row by a power of two into [2^14, 2^15)). S = sum over the parts of Q_part K^T, per n-tile in two
-// accumulators (the high part's and the others'). The probabilities take the same number of parts into O += P
-// V, straight from the S accumulators (the P fragment's keys 2t, 2t + 1, 2t + 8, 2t + 9 are the score columns
-// the lane holds). K and V codes are exact, the accumulation f32: the CPU's f32 attention up to rounding. fp8
-// scales as in attention_split_mma.cu: K's on the score, V's folded into p against the warp's running maximum
-// of V scales.
+// accumulators (the high part's and the others'). The probabilities take the same number of parts
+// into O += P V, straight from the S accumulators (the P fragment's keys 2t, 2t + 1, 2t + 8, 2t + 9
+// are the score columns the lane holds). K and V codes are exact, the accumulation f32: the CPU's f32
+// attention up to rounding. fp8 scales as in attention_split_mma.cu: K's on the score, V's folded
+// into p against the warp's running maximum of V scales.
 #include <cuda_runtime.h>
 
 #include <atomic>

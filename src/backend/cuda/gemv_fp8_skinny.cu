@@ -46,6 +46,7 @@
 #include "backend/cuda/device_info.h"
 #include "backend/cuda/gemv_fp8_common.cuh"
 #include "backend/cuda/gemv_target.cuh"
+#include "backend/cuda/ptx/cp_async.cuh"
 #include "mx8/error.h"
 #include "mx8/format/ue8m0.h"
 
@@ -378,16 +379,9 @@ __global__ void __launch_bounds__(MAXW * 32, 1) gemv_fp8_skinny_kernel(SkinnyPar
   if (q.C > 1) cluster_sync();  // no block leaves while another may still read its partial sums
 }
 
-__device__ __forceinline__ void cp_async16(uint32_t dst, const uint8_t* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
+using mx8::cuda::ptx::cp_async16;
+using mx8::cuda::ptx::cp_async_commit;
+using mx8::cuda::ptx::cp_async_wait;
 
 // Weights through a shared-memory ring: each warp walks the flat sequence of its (cluster tile,
 // scale block) items and keeps the next S - 1 of them in flight with cp.async (16 bytes per lane and

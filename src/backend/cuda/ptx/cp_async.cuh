@@ -6,14 +6,18 @@
 
 namespace mx8::cuda::ptx {
 
-// 16 bytes global -> shared through L2 only (.cg), optionally with the L2::256B prefetch hint.
+// 16 bytes global -> shared through L2 only (.cg), optionally with the L2::256B prefetch hint; the
+// destination as a shared-window address or as a generic pointer to shared memory.
 template <bool kHint = false>
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+__device__ __forceinline__ void cp_async16(uint32_t s, const void* gmem) {
   if constexpr (kHint)
     asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
   else
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+template <bool kHint = false>
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  cp_async16<kHint>(static_cast<uint32_t>(__cvta_generic_to_shared(smem)), gmem);
 }
 // Closes the thread's copies issued since the last commit into a group.
 __device__ __forceinline__ void cp_async_commit() {

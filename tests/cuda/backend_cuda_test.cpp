@@ -762,10 +762,13 @@ TEST_F(CudaVsCpu, PrefillAttentionMatchesCpu) {
   for (bool mma : {true, false}) {
     cuda_impl::set_attention_prefill_mma_enabled(mma);
     for (KvFormat f : {KvFormat::bf16, KvFormat::fp8}) {
-      for (int group : {4, 1, 2, 8}) {
+      // Pages of 32: a 16-position tile starts mid-page (its slot and scale offsets within the page).
+      for (const std::pair<int, int>& gp :
+           {std::pair{4, 16}, std::pair{1, 16}, std::pair{2, 16}, std::pair{8, 16}, std::pair{4, 32}}) {
+        const int group = gp.first, ps = gp.second;
         SCOPED_TRACE(std::string(mma ? "m16n8k16 " : "TF32 ") + kv_format_name(f) + " group " +
-                     std::to_string(group));
-        const int hd = 128, n_kv = 2, n_heads = n_kv * group, ps = 16;
+                     std::to_string(group) + " page " + std::to_string(ps));
+        const int hd = 128, n_kv = 2, n_heads = n_kv * group;
         const std::vector<int> cached = {0, 37, 300}, chunk = {20, 33, 50};
         const int max_pages = (350 + ps - 1) / ps;
         const int n_pages = 3 * max_pages;

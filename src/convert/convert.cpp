@@ -243,6 +243,13 @@ struct Stats {
     max_abs = std::max(max_abs, mx);
   }
   double sqnr_db() const { return sum_e2 == 0 ? INFINITY : 10 * std::log10(sum_x2 / sum_e2); }
+  // The tensor's measured error, into its report (where the job measures).
+  void report(const Job& job, TensorReport& rep) const {
+    if (!job.measure) return;
+    rep.measured = true;
+    rep.sqnr_db = sqnr_db();
+    rep.max_abs_err = max_abs;
+  }
 };
 
 // Rows per chunk: a multiple of `align`, about `target` bytes of f32 per chunk.
@@ -292,11 +299,7 @@ void run_quantize(const Job& job, const ShardFile& shard, cpu::ThreadPool& pool,
     s.release_rows(r0, r1);
     progress.add(static_cast<uint64_t>(in_bytes_per_row * n));
   });
-  if (job.measure) {
-    rep.measured = true;
-    rep.sqnr_db = stats.sqnr_db();
-    rep.max_abs_err = stats.max_abs;
-  }
+  stats.report(job, rep);
 }
 
 void run_cast(const Job& job, const ShardFile& shard, cpu::ThreadPool& pool, Progress& progress,
@@ -312,39 +315,28 @@ void run_cast(const Job& job, const ShardFile& shard, cpu::ThreadPool& pool, Pro
   for_chunks(pool, n_chunks, [&](int64_t c) {
     const int64_t r0 = c * step, r1 = std::min(R, r0 + step), n = r1 - r0;
     thread_local std::vector<float> x, y;
-    thread_local std::vector<uint8_t> out;
+    thread_local std::vector<uint16_t> h;
     x.resize(static_cast<size_t>(n * C));
     s.read_rows_f32(r0, r1, x.data());
-    out.resize(static_cast<size_t>(n * C) * out_size);
+    const void* out = x.data();  // F32: the rows as read
     if (job.main.dtype == DType::BF16) {
       // format::f32_to_bf16_rne over a plain uint16_t array, which the compiler vectorizes.
-      thread_local std::vector<uint16_t> h;
       h.resize(x.size());
       for (size_t i = 0; i < x.size(); ++i) h[i] = format::f32_to_bf16_rne(x[i]);
-      std::memcpy(out.data(), h.data(), out.size());
-    } else if (job.main.dtype == DType::F32) {
-      std::memcpy(out.data(), x.data(), out.size());
-    } else {
+      out = h.data();
+    } else if (job.main.dtype != DType::F32) {
       throw Error("internal: cast to " + std::string(io::dtype_name(job.main.dtype)));
     }
-    shard.write(out.data(), out.size(), off + static_cast<uint64_t>(r0) * C * out_size);
-    if (job.measure) {
+    shard.write(out, x.size() * out_size, off + static_cast<uint64_t>(r0) * C * out_size);
+    if (job.measure && job.main.dtype == DType::BF16) {  // an F32 cast is exact: no error to add
       y.resize(x.size());
-      for (int64_t i = 0; i < n * C; ++i) {
-        uint16_t h;
-        std::memcpy(&h, out.data() + 2 * i, 2);
-        y[i] = job.main.dtype == DType::BF16 ? format::bf16_to_f32(h) : x[i];
-      }
+      for (size_t i = 0; i < x.size(); ++i) y[i] = format::bf16_to_f32(h[i]);
       stats.add(x.data(), y.data(), n * C);
     }
     s.release_rows(r0, r1);
     progress.add(static_cast<uint64_t>(in_bytes_per_row * n));
   });
-  if (job.measure) {
-    rep.measured = true;
-    rep.sqnr_db = stats.sqnr_db();
-    rep.max_abs_err = stats.max_abs;
-  }
+  stats.report(job, rep);
 }
 
 void run_copy(const Job& job, const ShardFile& shard, cpu::ThreadPool& pool, Progress& progress) {

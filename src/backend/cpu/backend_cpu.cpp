@@ -141,19 +141,7 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void softmax(float* x, int64_t rows, int64_t cols) override {
-    for (int64_t r = 0; r < rows; ++r) {
-      float* v = x + r * cols;
-      float mx = v[0];
-      for (int64_t j = 1; j < cols; ++j) mx = v[j] > mx ? v[j] : mx;
-      float sum = 0.0f;
-      for (int64_t j = 0; j < cols; ++j) {
-        v[j] = std::exp(v[j] - mx);
-        sum += v[j];
-      }
-      for (int64_t j = 0; j < cols; ++j) v[j] /= sum;
-    }
-  }
+  void softmax(float* x, int64_t rows, int64_t cols) override { softmax_rows(x, rows, cols); }
 
   std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) override {
     if (d.n_layers <= 0 || d.n_kv_heads <= 0 || d.head_dim <= 0 || d.page_size <= 0 || d.n_pages <= 0)

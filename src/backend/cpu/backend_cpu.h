@@ -63,7 +63,7 @@ struct GroupAttention {
 void attend_group_scalar(const GroupAttention& j);
 void attend_group_avx2(const GroupAttention& j);
 void attend_group(const GroupAttention& j);
-// Softmax of each of the group's score rows in place (shared by both kernels).
-void softmax_rows(float* att, int rows, int len);
+// Softmax of each of `rows` rows of `len` values in place (both attention kernels and Backend::softmax).
+void softmax_rows(float* att, int64_t rows, int64_t len);
 
 }  // namespace mx8::backend::cpu_impl

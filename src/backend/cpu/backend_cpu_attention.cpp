@@ -125,17 +125,17 @@ inline float dot_head(const float* a, const float* b, int n) {
 
 }  // namespace
 
-void softmax_rows(float* att, int rows, int len) {
-  for (int g = 0; g < rows; ++g) {
-    float* ag = att + size_t(g) * len;
+void softmax_rows(float* att, int64_t rows, int64_t len) {
+  for (int64_t g = 0; g < rows; ++g) {
+    float* ag = att + g * len;
     float mx = ag[0];
-    for (int p = 1; p < len; ++p) mx = ag[p] > mx ? ag[p] : mx;
+    for (int64_t p = 1; p < len; ++p) mx = ag[p] > mx ? ag[p] : mx;
     float sum = 0.0f;
-    for (int p = 0; p < len; ++p) {
+    for (int64_t p = 0; p < len; ++p) {
       ag[p] = std::exp(ag[p] - mx);
       sum += ag[p];
     }
-    for (int p = 0; p < len; ++p) ag[p] /= sum;
+    for (int64_t p = 0; p < len; ++p) ag[p] /= sum;
   }
 }
 

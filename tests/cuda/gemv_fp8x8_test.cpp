@@ -3,7 +3,7 @@
 // product of the decoded operands. Fresh random
 // codes and scales per run (the seed is printed on failure), ragged n (rows past n in a tile), 1..3
 // targets, both scale types, bias and accumulation, k from one scale block to 14336 (every launch
-// plan: one or two groups of 8 rows, 8- or 16-warp blocks, launches of 8 rows), NaN codes, and a
+// plan: one or two groups of 8 rows, 8- or 16-warp blocks, launches over parts of k), NaN codes, and a
 // poisoned row past m that must stay untouched.
 //
 // Tolerance: the FP8 GEMM's (tests/cuda/gemm_test.cpp says why): 2^-9 sum |w a| plus 2^-8 of the
@@ -188,7 +188,11 @@ TEST_F(GemvFp8x8, EveryRowCountMatchesTheDecodedProduct) {
 }
 
 // k of one scale block (7 of 8 warps idle), Llama-3-8B's 4096 and 14336 (8 rows: 16-warp blocks,
-// staged activations too large for two blocks per SM; 16 rows: two launches of 8), one weight row.
+// staged activations too large for two blocks per SM; 16 rows: two launches over halves of k), one
+// weight row, and k in more parts: two uneven ones (113 scale blocks: 57 + 56), three (16 rows of
+// 38400), two for 8 rows (38400: 300 KB of activations). The later parts add onto the first's output
+// and the bias once: a part at a wrong offset, a bias added twice or a part that overwrites instead of
+// adding moves results by a part's share of sum |w a| or by |bias|.
 TEST_F(GemvFp8x8, ShortAndLongK) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   run_case({3, {48}, 128, ScaleType::ue8m0, false, true}, rng, "k 128");
@@ -197,6 +201,9 @@ TEST_F(GemvFp8x8, ShortAndLongK) {
   run_case({4, {200}, 14336, ScaleType::ue8m0, true, false}, rng, "m 4 k 14336");
   run_case({8, {136}, 14336, ScaleType::f32, true, true}, rng, "m 8 k 14336");
   run_case({16, {40}, 14336, ScaleType::f32, true, true}, rng, "m 16 k 14336");
+  run_case({16, {40}, 14464, ScaleType::ue8m0, true, true}, rng, "m 16 k 14464 (uneven parts)");
+  run_case({12, {24}, 38400, ScaleType::ue8m0, false, true}, rng, "m 12 k 38400 (three parts)");
+  run_case({8, {48}, 38400, ScaleType::f32, true, true}, rng, "m 8 k 38400 (two parts)");
 }
 
 // MXFP8: 1x32 UE8M0 scales on both operands, scales spanning 2^-20 .. 2^20 inside every 128 of k.
@@ -207,6 +214,8 @@ TEST_F(GemvFp8x8, Mxfp8EveryRowCountAndLongK) {
              "mxfp8 m " + std::to_string(m));
   run_case({8, {136}, 14336, ScaleType::ue8m0, true, true, WeightFormat::mxfp8}, rng, "mxfp8 m 8 k 14336");
   run_case({13, {72}, 14336, ScaleType::ue8m0, false, true, WeightFormat::mxfp8}, rng, "mxfp8 m 13 k 14336");
+  run_case({16, {72}, 16384, ScaleType::ue8m0, true, true, WeightFormat::mxfp8}, rng,
+           "mxfp8 m 16 k 16384 (two parts)");
   run_case({6, {64}, 512, ScaleType::ue8m0, false, false, WeightFormat::mxfp8}, rng, "mxfp8 NaN weight", 3,
            -1);
 }
@@ -239,15 +248,14 @@ TEST(GemvFp8x8Host, TakesOnlyWhatItRuns) {
   MatmulTarget two[2] = {t, t};
   two[1].w.scale_type = ScaleType::f32;  // one scale type per launch
   EXPECT_FALSE(cuda_impl::gemv_fp8x8_applies(two, 2, 4));
-  // The staged activations must fit in shared memory: 8 rows of k = 16384 (131 KB, 16-warp blocks) do,
-  // 16 rows of it as two launches of 8; 8 rows of k = 32768 (262 KB) do not.
+  // Any k of whole scale blocks: where the staged activations do not fit in shared memory, k runs in
+  // parts (ShortAndLongK above runs them).
   MatmulTarget wide = t;
-  wide.w.k = 16384;
-  EXPECT_TRUE(cuda_impl::gemv_fp8x8_applies(&wide, 1, 8));
-  EXPECT_TRUE(cuda_impl::gemv_fp8x8_applies(&wide, 1, 16));
-  wide.w.k = 32768;
-  EXPECT_FALSE(cuda_impl::gemv_fp8x8_applies(&wide, 1, 8));
-  EXPECT_TRUE(cuda_impl::gemv_fp8x8_applies(&wide, 1, 4));  // 131 KB again
+  for (int64_t k : {16384, 32768, 1 << 20}) {
+    wide.w.k = k;
+    EXPECT_TRUE(cuda_impl::gemv_fp8x8_applies(&wide, 1, 8)) << k;
+    EXPECT_TRUE(cuda_impl::gemv_fp8x8_applies(&wide, 1, 16)) << k;
+  }
 }
 
 }  // namespace

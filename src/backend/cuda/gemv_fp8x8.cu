@@ -27,6 +27,8 @@
 #include "backend/cuda/gemv_fp8x8.cuh"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/gemv_fp8_common.cuh"
@@ -49,16 +51,15 @@ constexpr int kU = kNG == 2 || kMX ? 1 : 2;
 // stride of 32 mod 128 spreads over all banks, two rows each.
 template <bool kMX>
 constexpr int kRowPad = kMX ? 32 : 64;
-constexpr size_t kSmemPerSm = size_t(224) << 10;     // shared memory of the blocks on one SM, at most
 constexpr size_t kSmemPerBlock = size_t(227) << 10;  // a block's, static and dynamic (sm_90)
-template <int W, int kNG = 1>
-constexpr size_t kStaticSmem = size_t(2 * W * kNG * 32) * sizeof(float4);  // the kernel's `partial`
 
 struct Fp8x8Params {
   GemvTarget t[kMaxGemvTargets];
   int count;
-  int64_t k;
+  int64_t k;         // this launch's part of k (weights, activations and their scales start there)
   int kblocks;       // k / 128
+  int64_t row_k;     // the whole k: the distance between rows of the weights and of the activations
+  int row_kblocks;   // row_k / 128: between rows of the weights' scales
   const uint8_t* a;  // [m][k] E4M3
   const void* sa;    // [kblocks][ld]: UE8M0 bytes, or f32 with scale_f32
   int ld;
@@ -84,9 +85,9 @@ struct Rows {
   const void* sa;  // fp8_block: the tile's 128-row block's scales (+ kb); kMX: row wa's 4-byte words (+ kb)
   int drow;        // row wb - row wa: 8, or less where row0 + g + 8 is past n
   bool active;     // row0 < n
-  __device__ const uint8_t* wb(int64_t k) const { return wa + drow * k; }
-  __device__ const uint32_t* sb(int kblocks) const {
-    return static_cast<const uint32_t*>(sa) + drow * kblocks;
+  __device__ const uint8_t* wb(int64_t row_k) const { return wa + drow * row_k; }
+  __device__ const uint32_t* sb(int row_kblocks) const {
+    return static_cast<const uint32_t*>(sa) + drow * row_kblocks;
   }
 };
 template <bool kMX>
@@ -97,11 +98,11 @@ __device__ __forceinline__ Rows rows_of(const Fp8x8Params& p, int tile, int g, i
   Rows r;
   r.active = row0 < tg.n;
   r.drow = int(rb - ra);
-  r.wa = tg.w + ra * p.k + t * (kMX ? 8 : 16);
+  r.wa = tg.w + ra * p.row_k + t * (kMX ? 8 : 16);
   if (kMX) {
-    r.sa = static_cast<const uint32_t*>(tg.scales) + ra * p.kblocks;
+    r.sa = static_cast<const uint32_t*>(tg.scales) + ra * p.row_kblocks;
   } else {
-    const int64_t first = (row0 >> 7) * int64_t(p.kblocks);  // a tile's rows share one 128-row block
+    const int64_t first = (row0 >> 7) * int64_t(p.row_kblocks);  // a tile's rows share one 128-row block
     r.sa = p.scale_f32 ? static_cast<const void*>(static_cast<const float*>(tg.scales) + first)
                        : static_cast<const void*>(static_cast<const uint8_t*>(tg.scales) + first);
   }
@@ -122,7 +123,7 @@ __device__ __forceinline__ void load_round(const Fp8x8Params& p, const Rows& r, 
   for (int j = 0; j < U; ++j)
     if (base + j < p.kblocks) {
       const int64_t off = int64_t(base + j) * 128;
-      const uint8_t* wb = r.wb(p.k);
+      const uint8_t* wb = r.wb(p.row_k);
       if (kMX) {  // chunk c: 8 bytes of its first 32-wide block (x, y), 8 of its second (z, w)
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
@@ -130,7 +131,7 @@ __device__ __forceinline__ void load_round(const Fp8x8Params& p, const Rows& r, 
           v.w[j][2 + c] = join(load_stream8(wb + off + 64 * c), load_stream8(wb + off + 64 * c + 32));
         }
         v.scale[j] = __ldg(static_cast<const uint32_t*>(r.sa) + base + j);
-        v.scale_b[j] = __ldg(r.sb(p.kblocks) + base + j);
+        v.scale_b[j] = __ldg(r.sb(p.row_kblocks) + base + j);
       } else {
         v.w[j][0] = load_stream(r.wa + off);
         v.w[j][1] = load_stream(r.wa + off + 64);
@@ -167,9 +168,10 @@ __device__ __forceinline__ void stage_a(const Fp8x8Params& p, uint8_t* xs, float
 #pragma unroll
       for (int h = 0; h < 2 * kNG; ++h) {
         const int i = lane + 32 * h, r = i >> 3, c = i & 7;
-        v[j][h] = kb < p.kblocks && r < p.m
-                      ? *reinterpret_cast<const uint4*>(p.a + int64_t(r) * p.k + int64_t(kb) * 128 + c * 16)
-                      : make_uint4(0, 0, 0, 0);
+        v[j][h] =
+            kb < p.kblocks && r < p.m
+                ? *reinterpret_cast<const uint4*>(p.a + int64_t(r) * p.row_k + int64_t(kb) * 128 + c * 16)
+                : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
       for (int h = 0; h < kS; ++h) {
@@ -350,24 +352,59 @@ size_t smem_bytes(int m, int64_t k, bool mx) {
          size_t(m) * size_t(mx ? act_scales_per_row<true>(k) : act_scales_per_row<false>(k)) * sizeof(float);
 }
 
-template <int W, int kNG>
-constexpr size_t kMaxDynamicSmem =
-    W == 8 ? kSmemPerSm / 2 - kStaticSmem<8, kNG> : kSmemPerBlock - kStaticSmem<16, kNG>;
+// Shared memory that the blocks on one SM take, static and dynamic, at most. MX8_FP8X8_SMEM_KB=<n>
+// for A/B runs (docs/CUDA_BACKEND.md, twenty-sixth session).
+size_t smem_per_sm() {
+  static const size_t v = [] {
+    const char* e = std::getenv("MX8_FP8X8_SMEM_KB");
+    if (!e || !*e) return size_t(195) << 10;
+    char* end = nullptr;
+    const long kb = std::strtol(e, &end, 10);
+    if (*end != '\0' || kb < 64 || kb > 228)
+      throw Error(std::string("MX8_FP8X8_SMEM_KB=") + e + ": not a size in 64..228 KB");
+    return size_t(kb) << 10;
+  }();
+  return v;
+}
 
-// How a launch of m rows runs: groups of 8 rows per weight fragment (kNG = 2: up to 16 rows, blocks of
-// 8 warps, two per SM, where their staged activations fit), else launches of up to 8 rows, each in
-// blocks of 8 warps (two per SM) or, where two blocks' activations do not fit, 16 (one per SM).
-enum class Plan { none, one_group_w8, one_group_w16, two_groups, per_8_rows };
+// The dynamic shared memory a block of W warps (two per SM for 8, one for 16) may take beside the
+// kernel's `partial`.
+size_t max_dynamic_smem(int W, int kNG) {
+  const size_t per_block = W == 8 ? smem_per_sm() / 2 : std::min(smem_per_sm(), kSmemPerBlock);
+  const size_t partial = size_t(2 * W * kNG * 32) * sizeof(float4);
+  return per_block > partial ? per_block - partial : 0;
+}
+
+// How a launch of m rows runs: kNG groups of 8 rows per weight fragment (2 above 8 rows), in blocks of
+// 8 warps (two per SM) or, where two blocks' staged activations do not fit, 16 (one per SM); and where
+// neither fits, k in `parts` launches of at most part_kblocks scale blocks each, the later ones adding
+// onto the first's output. Every launch reads its part of the weights once, so 9..16 rows with a long
+// k read them once in all, where launches of 8 rows over all of k read them twice (H200, MXFP8
+// 16 x 4096 x 14336: docs/CUDA_BACKEND.md, twenty-sixth session).
+struct Plan {
+  int W = 0;  // 0: none (k is not whole scale blocks, or m is out of range)
+  int kNG = 1;
+  int parts = 1;
+  int part_kblocks = 0;
+};
 Plan plan_of(int64_t m, int64_t k, bool mx) {
-  if (m < 1 || m > kFp8x8MaxRows) return Plan::none;
-  if (m <= 8) {
-    const size_t b = smem_bytes(int(m), k, mx);
-    return b <= kMaxDynamicSmem<8, 1>    ? Plan::one_group_w8
-           : b <= kMaxDynamicSmem<16, 1> ? Plan::one_group_w16
-                                         : Plan::none;
+  Plan plan;
+  if (m < 1 || m > kFp8x8MaxRows || k <= 0 || k % 128 != 0) return plan;
+  plan.kNG = m > 8 ? 2 : 1;
+  const int64_t kblocks = k / 128;
+  // The fewest parts whose staged activations fit (one scale block of 16 rows always does).
+  for (int64_t parts = 1; parts <= kblocks; ++parts) {
+    const int64_t per = (kblocks + parts - 1) / parts;
+    const size_t b = smem_bytes(int(m), per * 128, mx);
+    const bool w8 = b <= max_dynamic_smem(8, plan.kNG), w16 = b <= max_dynamic_smem(16, plan.kNG);
+    if (w8 || w16) {
+      plan.W = w8 ? 8 : 16;
+      plan.parts = int((kblocks + per - 1) / per);
+      plan.part_kblocks = int(per);
+      return plan;
+    }
   }
-  if (smem_bytes(int(m), k, mx) <= kMaxDynamicSmem<8, 2>) return Plan::two_groups;
-  return plan_of(8, k, mx) == Plan::none ? Plan::none : Plan::per_8_rows;
+  return plan;
 }
 
 template <int W, bool kMX, int kNG>
@@ -375,22 +412,16 @@ void launch_w(const Fp8x8Params& p, int tiles, cudaStream_t s) {
   constexpr auto kernel = gemv_fp8x8_kernel<W, kMX, kNG>;
   const size_t smem = smem_bytes(p.m, p.k, kMX);
   const char* op = "matmul (fp8 x fp8 gemv)";
-  const unsigned grid = grid_for<kernel>(W * 32, smem, kMaxDynamicSmem<W, kNG>, tiles, op);
+  const unsigned grid = grid_for<kernel>(W * 32, smem, max_dynamic_smem(W, kNG), tiles, op);
   launch_smem(op, kernel, dim3(grid), dim3(W * 32), smem, s, p, tiles);
 }
 
 template <bool kMX>
-void launch_plan(Plan plan, const Fp8x8Params& p, int tiles, cudaStream_t s) {
-  switch (plan) {
-    case Plan::one_group_w8:
-      return launch_w<8, kMX, 1>(p, tiles, s);
-    case Plan::one_group_w16:
-      return launch_w<16, kMX, 1>(p, tiles, s);
-    case Plan::two_groups:
-      return launch_w<8, kMX, 2>(p, tiles, s);
-    default:
-      throw Error("cuda backend: gemv_fp8x8: no launch plan");
-  }
+void launch_plan(const Plan& plan, const Fp8x8Params& p, int tiles, cudaStream_t s) {
+  if (plan.W == 8) return plan.kNG == 1 ? launch_w<8, kMX, 1>(p, tiles, s) : launch_w<8, kMX, 2>(p, tiles, s);
+  if (plan.W == 16)
+    return plan.kNG == 1 ? launch_w<16, kMX, 1>(p, tiles, s) : launch_w<16, kMX, 2>(p, tiles, s);
+  throw Error("cuda backend: gemv_fp8x8: no launch plan");
 }
 
 }  // namespace
@@ -400,7 +431,7 @@ bool gemv_fp8x8_applies(const MatmulTarget* targets, int count, int64_t m) {
   const WeightView& w0 = targets[0].w;
   const bool mx = w0.format == WeightFormat::mxfp8;
   if (!(w0.format == WeightFormat::fp8_block || (mx && w0.scale_type == ScaleType::ue8m0)) || w0.k <= 0 ||
-      w0.k % 128 != 0 || plan_of(m, w0.k, mx) == Plan::none)
+      plan_of(m, w0.k, mx).W == 0)
     return false;
   for (int i = 0; i < count; ++i) {
     const WeightView& w = targets[i].w;
@@ -423,27 +454,29 @@ void launch_gemv_fp8x8(const MatmulTarget* targets, int count, const uint8_t* a,
     tiles += int((t.w.n + 15) / 16);
   }
   p.count = count;
-  p.k = targets[0].w.k;
-  p.kblocks = int(p.k / 128);
-  p.a = a;
-  p.sa = a_scales;
+  p.row_k = targets[0].w.k;
+  p.row_kblocks = int(p.row_k / 128);
   p.ld = ld;
   p.m = int(m);
-  p.accumulate = accumulate;
   p.scale_f32 = targets[0].w.scale_type == ScaleType::f32;
   const bool mx = targets[0].w.format == WeightFormat::mxfp8;
-  Plan plan = plan_of(m, p.k, mx);
-  if (plan != Plan::per_8_rows)
-    return mx ? launch_plan<true>(plan, p, tiles, s) : launch_plan<false>(plan, p, tiles, s);
-  // Rows [r0, r0 + 8): their codes, their scales (MN-major: column r0 on), their outputs.
-  plan = plan_of(8, p.k, mx);
-  const size_t scale_bytes = p.scale_f32 ? sizeof(float) : 1;
-  for (int64_t r0 = 0; r0 < m; r0 += 8) {
+  const Plan plan = plan_of(m, p.row_k, mx);
+  // Scale bytes per scale block (128 of k): the weights' (fp8_block: one per 128-row block and scale
+  // block; MXFP8: four per row) and the activations' (per row: one, or four UE8M0 bytes).
+  const size_t w_scale = mx ? 4 : p.scale_f32 ? sizeof(float) : 1, a_scale = mx ? 4 : w_scale;
+  for (int part = 0; part < plan.parts; ++part) {
+    const int kb0 = part * plan.part_kblocks;
     Fp8x8Params q = p;
-    q.a = a + r0 * p.k;
-    q.sa = static_cast<const uint8_t*>(a_scales) + r0 * scale_bytes;
-    q.m = int(std::min<int64_t>(8, m - r0));
-    for (int i = 0; i < count; ++i) q.t[i].y = p.t[i].y + r0 * p.t[i].n;
+    q.kblocks = std::min(plan.part_kblocks, p.row_kblocks - kb0);
+    q.k = int64_t(q.kblocks) * 128;
+    q.a = a + int64_t(kb0) * 128;
+    q.sa = static_cast<const uint8_t*>(a_scales) + size_t(kb0) * size_t(ld) * a_scale;
+    q.accumulate = accumulate || part > 0;  // the later parts add onto the first's output
+    for (int i = 0; i < count; ++i) {
+      q.t[i].w += int64_t(kb0) * 128;
+      q.t[i].scales = static_cast<const uint8_t*>(p.t[i].scales) + size_t(kb0) * w_scale;
+      if (part > 0) q.t[i].bias = nullptr;  // once, with the first part
+    }
     mx ? launch_plan<true>(plan, q, tiles, s) : launch_plan<false>(plan, q, tiles, s);
   }
 }

@@ -15,12 +15,12 @@
 namespace mx8::backend::cuda_impl {
 
 // Most rows of activations gemv_fp8x8 takes: two groups of mma's 8 n8 columns per weight fragment
-// (where 16 rows' activations do not fit in shared memory, two launches of 8).
+// (where the rows' staged activations do not fit in shared memory, launches over parts of k).
 constexpr int kFp8x8MaxRows = 16;
 
 // Whether it takes this group: 1 <= m <= kFp8x8MaxRows, 1..4 targets of fp8_block weights with one
 // scale type, or of MXFP8 weights with UE8M0 scales, and one k (k % 128 == 0), 16-byte aligned
-// weight rows, the staged activations within shared memory.
+// weight rows.
 bool gemv_fp8x8_applies(const MatmulTarget* targets, int count, int64_t m);
 
 // For every target: y = a W^T + bias, or y += a W^T + bias with accumulate (y + (product + bias), the

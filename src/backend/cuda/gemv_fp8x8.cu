@@ -147,16 +147,21 @@ template <bool kMX>
 __host__ __device__ inline int64_t act_scales_per_row(int64_t k) {
   return kMX ? k / 32 : k / 128;
 }
+// Rows of each scale block's staged activation scales: 8 kNG, rows past m zero. Block-major, so that
+// the lanes of a quarter warp, which read columns 2t and 2t + 1 of one block, read 8 consecutive
+// floats (one float2 each, no bank conflicts; row-major rows k / 32 floats apart were 4-way).
+__host__ __device__ constexpr int scale_rows(int64_t m) {
+  return m > 8 ? 16 : 8;
+}
 
 // Stages the warp's blocks of k (first + i * stride + [0, U)) of the m activation rows into xs
-// ([m][k + kRowPad] bytes) and their scales into xscale ([m][act_scales_per_row] floats): a round's
-// loads first, then its stores, so that a warp waits for L2 once per round.
+// ([m][k + kRowPad] bytes) and their scales into xscale ([act_scales_per_row][8 kNG] floats): a
+// round's loads first, then its stores, so that a warp waits for L2 once per round.
 template <bool kMX, int U, int kNG>
 __device__ __forceinline__ void stage_a(const Fp8x8Params& p, uint8_t* xs, float* xscale, int first,
                                         int stride, int lane) {
-  const int64_t per_row = act_scales_per_row<kMX>(p.k);
   // The scales a lane stages per block: row lane (1x128), or rows lane / 4 + 8 h's 32-wide block lane % 4.
-  constexpr int kS = kMX ? kNG : 1;
+  constexpr int kS = kMX ? kNG : 1, kSR = 8 * kNG;
   const int sq = kMX ? lane & 3 : 0;
   const int64_t row_bytes = p.k + kRowPad<kMX>;
   for (int base = first; base < p.kblocks; base += stride) {
@@ -192,8 +197,9 @@ __device__ __forceinline__ void stage_a(const Fp8x8Params& p, uint8_t* xs, float
 #pragma unroll
       for (int h = 0; h < kS; ++h) {
         const int sr = kMX ? (lane >> 2) + 8 * h : lane;
-        if (sr < p.m)
-          xscale[sr * per_row + (kMX ? kb * 4 + sq : kb)] = scale_of(!kMX && p.scale_f32, s[j][h]);
+        if (sr < kSR)
+          xscale[(kMX ? kb * 4 + sq : kb) * kSR + sr] =
+              sr < p.m ? scale_of(!kMX && p.scale_f32, s[j][h]) : 0.0f;
       }
     }
   }
@@ -206,8 +212,7 @@ __device__ __forceinline__ void stage_a(const Fp8x8Params& p, uint8_t* xs, float
 // two activation rows' scales.
 template <int U, int kNG>
 __device__ __forceinline__ void mx_block(const Round<U>& cur, int j, const uint8_t* xblk, int64_t group_bytes,
-                                         int g, int m, const float* sx, int64_t per_row, int t,
-                                         float (&acc)[kNG][4]) {
+                                         int g, int m, const float* sx, int t, float (&acc)[kNG][4]) {
 #pragma unroll
   for (int q = 0; q < 4; ++q) {  // the 32-wide block within the 128: chunk q / 2, half q % 2
     const int c = q >> 1;
@@ -222,13 +227,11 @@ __device__ __forceinline__ void mx_block(const Round<U>& cur, int j, const uint8
                                      : make_uint2(0, 0);
       float d[4] = {};
       mma_e4m3(d, a0, a1, a2, a3, x.x, x.y);
-      const int c0 = 2 * t + 8 * ng;
-      const float x0 = c0 < m ? sx[c0 * per_row + q] : 0.0f;
-      const float x1 = c0 + 1 < m ? sx[(c0 + 1) * per_row + q] : 0.0f;
-      acc[ng][0] = fmaf(d[0], sa * x0, acc[ng][0]);
-      acc[ng][1] = fmaf(d[1], sa * x1, acc[ng][1]);
-      acc[ng][2] = fmaf(d[2], sb * x0, acc[ng][2]);
-      acc[ng][3] = fmaf(d[3], sb * x1, acc[ng][3]);
+      const float2 x01 = *reinterpret_cast<const float2*>(sx + q * (8 * kNG) + 2 * t + 8 * ng);
+      acc[ng][0] = fmaf(d[0], sa * x01.x, acc[ng][0]);
+      acc[ng][1] = fmaf(d[1], sa * x01.y, acc[ng][1]);
+      acc[ng][2] = fmaf(d[2], sb * x01.x, acc[ng][2]);
+      acc[ng][3] = fmaf(d[3], sb * x01.y, acc[ng][3]);
     }
   }
 }
@@ -260,7 +263,6 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8x8_kernel(Fp8x8Params 
   uint8_t* xs = smem;
   float* xscale = reinterpret_cast<float*>(smem + p.m * row_bytes);
   stage_a<kMX, U, kNG>(p, xs, xscale, first, stride, lane);
-  const int64_t per_row = act_scales_per_row<kMX>(p.k);
   const uint8_t* xrow = xs + g * row_bytes + t * (kMX ? 8 : 16);  // B column g = activation row g (+ 8 ng)
 
   for (int parity = 0; tile < tiles; tile += tile_step, parity ^= 1) {
@@ -281,8 +283,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8x8_kernel(Fp8x8Params 
         for (int j = 0; j < U; ++j) {
           const int kb = base + j;
           if (kb >= p.kblocks) break;
-          mx_block<U, kNG>(cur, j, xrow + int64_t(kb) * 128, 8 * row_bytes, g, p.m, xscale + kb * 4, per_row,
-                           t, acc);
+          mx_block<U, kNG>(cur, j, xrow + int64_t(kb) * 128, 8 * row_bytes, g, p.m,
+                           xscale + kb * 4 * (8 * kNG), t, acc);
         }
       } else if (cr.active) {
 #pragma unroll
@@ -302,9 +304,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8x8_kernel(Fp8x8Params 
               mma_e4m3(d2[c], wa.x, wb.x, wa.y, wb.y, x.x, x.y);
               mma_e4m3(d2[c], wa.z, wb.z, wa.w, wb.w, x.z, x.w);
             }
-            const int c0 = 2 * t + 8 * ng;
-            const float s0 = c0 < p.m ? sw * xscale[c0 * per_row + kb] : 0.0f;
-            const float s1 = c0 + 1 < p.m ? sw * xscale[(c0 + 1) * per_row + kb] : 0.0f;
+            const float2 x01 = *reinterpret_cast<const float2*>(xscale + kb * (8 * kNG) + 2 * t + 8 * ng);
+            const float s0 = sw * x01.x, s1 = sw * x01.y;
             acc[ng][0] = fmaf(d2[0][0] + d2[1][0], s0, acc[ng][0]);
             acc[ng][1] = fmaf(d2[0][1] + d2[1][1], s1, acc[ng][1]);
             acc[ng][2] = fmaf(d2[0][2] + d2[1][2], s0, acc[ng][2]);
@@ -349,7 +350,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8x8_kernel(Fp8x8Params 
 
 size_t smem_bytes(int m, int64_t k, bool mx) {
   return size_t(m) * size_t(k + (mx ? kRowPad<true> : kRowPad<false>)) +
-         size_t(m) * size_t(mx ? act_scales_per_row<true>(k) : act_scales_per_row<false>(k)) * sizeof(float);
+         size_t(scale_rows(m)) * size_t(mx ? act_scales_per_row<true>(k) : act_scales_per_row<false>(k)) *
+             sizeof(float);
 }
 
 // Shared memory that the blocks on one SM take, static and dynamic, at most. MX8_FP8X8_SMEM_KB=<n>

@@ -92,4 +92,26 @@ __device__ __forceinline__ int first_attended(const AttnParams& p, int len) {
   return p.window > 0 ? max(0, len - p.window) : 0;
 }
 
+// What a decode block of token t attends: split z of split_len positions (split_len 0: one split of
+// them all), clipped to the token's window and length. False, the error flagged once, for a token that
+// cannot be attended (the block then returns: its output stays unwritten).
+struct TokenSpan {
+  const int32_t* table;  // the token's block table
+  int split0;            // the split's first position
+  int lo, hi;            // the positions attended: [lo, hi)
+};
+__device__ __forceinline__ bool token_span(const AttnParams& p, const KvGeom& g, int t, int z, int split_len,
+                                           uint32_t* err, TokenSpan& s) {
+  const int len = p.kv_len[t], sq = p.seq[t];
+  if (!token_ok(p, g, len, sq)) {
+    if (threadIdx.x == 0) atomicOr(err, kErrAttnKvLen);
+    return false;
+  }
+  s.table = p.block_tables + size_t(sq) * p.max_pages_per_seq;
+  s.split0 = z * split_len;
+  s.lo = max(s.split0, first_attended(p, len));
+  s.hi = split_len > 0 ? min(len, s.split0 + split_len) : len;
+  return true;
+}
+
 }  // namespace mx8::backend::cuda_impl

@@ -179,16 +179,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int kvh = blockIdx.x, t = blockIdx.y, z = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
 
-  const int len = p.kv_len[t];
-  const int sq = p.seq[t];
-  if (!token_ok(p, g, len, sq)) {
-    if (threadIdx.x == 0) atomicOr(err, kErrAttnKvLen);
-    return;
-  }
-  const int32_t* table = p.block_tables + size_t(sq) * p.max_pages_per_seq;
-  const int split0 = z * split_len;
-  const int lo = max(split0, first_attended(p, len));
-  const int hi = min(len, split0 + split_len);
+  TokenSpan span;
+  if (!token_span(p, g, t, z, split_len, err, span)) return;
+  const int32_t* table = span.table;
+  const int split0 = span.split0, lo = span.lo, hi = span.hi;
 
   // q's B fragments, once per block (warp 0): column g is part g >> 2 of head g & 3 (heads past G zero),
   // scaled by the power of two that puts the head's largest magnitude in [2^14, 2^15).

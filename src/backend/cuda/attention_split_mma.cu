@@ -216,16 +216,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int h = gq & 3;  // the lane's query head (rows h, h + 4, h + 8)
   const bool upper = gq >= 4;
 
-  const int len = p.kv_len[t];
-  const int sq = p.seq[t];
-  if (!token_ok(p, g, len, sq)) {
-    if (threadIdx.x == 0) atomicOr(err, kErrAttnKvLen);
-    return;
-  }
-  const int32_t* table = p.block_tables + size_t(sq) * p.max_pages_per_seq;
-  const int split0 = z * split_len;
-  const int lo = max(split0, first_attended(p, len));
-  const int hi = min(len, split0 + split_len);
+  TokenSpan span;
+  if (!token_span(p, g, t, z, split_len, err, span)) return;
+  const int32_t* table = span.table;
+  const int split0 = span.split0, lo = span.lo, hi = span.hi;
 
   // q's A fragments, once per block (warp 0; heads past G are zero rows).
   if (warp == 0) {

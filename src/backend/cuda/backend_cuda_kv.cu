@@ -551,16 +551,10 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   const int sub = lane & 7;
   const int d0 = sub * kGqaDims;
 
-  const int len = p.kv_len[t];
-  const int sq = p.seq[t];
-  if (!token_ok(p, g, len, sq)) {
-    if (threadIdx.x == 0) atomicOr(err, kErrAttnKvLen);
-    return;
-  }
-  const int32_t* table = p.block_tables + size_t(sq) * p.max_pages_per_seq;
-  const int split0 = kSplit ? int(blockIdx.z) * sp.split_len : 0;
-  const int lo = max(split0, first_attended(p, len));
-  const int hi = kSplit ? min(len, split0 + sp.split_len) : len;
+  TokenSpan span;
+  if (!token_span(p, g, t, kSplit ? int(blockIdx.z) : 0, kSplit ? sp.split_len : 0, err, span)) return;
+  const int32_t* table = span.table;
+  const int lo = span.lo, hi = span.hi;
 
   float q[G][kGqaDims], acc[G][kGqaDims], m[G], l[G];
 #pragma unroll

@@ -88,6 +88,7 @@ struct Loaded {
 inline Loaded load_for_generation(GenOptions& o, int positions_needed) {
   if (o.model.empty()) o.model = default_model_path();
   if (o.chunk <= 0) throw Error("--chunk must be positive");
+  runtime::validate(o.sampling);  // before the model loads, not at the first token
   if (o.ctx < 0 || o.ctx > 1048576) throw Error("--ctx " + std::to_string(o.ctx) + " is out of range");
   Loaded l;
   model::WeightMode mode = model::parse_weight_mode(o.weights);

@@ -3,9 +3,43 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <string>
 #include <unordered_map>
 
+#include "mx8/error.h"
+
 namespace mx8::runtime {
+
+namespace {
+std::string shown(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", double(v));
+  return buf;
+}
+}  // namespace
+
+void validate(const SamplingParams& p) {
+  const std::pair<const char*, float> numbers[] = {{"temperature", p.temperature},
+                                                   {"top-p", p.top_p},
+                                                   {"min-p", p.min_p},
+                                                   {"repeat penalty", p.repetition_penalty},
+                                                   {"frequency penalty", p.frequency_penalty},
+                                                   {"presence penalty", p.presence_penalty}};
+  for (const auto& [name, v] : numbers)
+    if (!std::isfinite(v))
+      throw Error(std::string("sampling: ") + name + " " + shown(v) + " is not a finite number");
+  if (!(p.repetition_penalty > 0.0f))
+    throw Error("sampling: repeat penalty " + shown(p.repetition_penalty) +
+                " must be positive (1 = off; > 1 discourages repeats)");
+  if (p.penalty_last_n < -1)
+    throw Error("sampling: penalty look-back " + std::to_string(p.penalty_last_n) +
+                " must be -1 (all tokens) or a token count >= 0");
+}
+
+Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {
+  validate(p);
+}
 
 int32_t argmax(std::span<const float> v) {
   int32_t best = 0;

@@ -6,7 +6,9 @@
 
 #include <cmath>
 #include <map>
+#include <string>
 
+#include "mx8/error.h"
 #include "mx8/runtime/stop_text.h"
 
 using namespace mx8::runtime;
@@ -146,4 +148,38 @@ TEST(StopText, HoldsBackPartialMatchesAndCutsAtTheStop) {
   EXPECT_EQ(t.flush(), "EN");  // no stop: the held text is released at the end
   StopText none({});
   EXPECT_EQ(none.push("x"), "x");
+}
+
+// Settings without a meaning are errors that name the setting; the documented conventions stay valid.
+TEST(Sampler, RejectsSettingsWithoutAMeaning) {
+  auto error_of = [](SamplingParams p) {
+    try {
+      Sampler s(p);
+    } catch (const mx8::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  SamplingParams p;
+  p.temperature = NAN;
+  EXPECT_NE(error_of(p).find("temperature"), std::string::npos);
+  p = {};
+  p.frequency_penalty = INFINITY;
+  EXPECT_NE(error_of(p).find("frequency penalty"), std::string::npos);
+  for (float r : {0.0f, -1.0f}) {
+    p = {};
+    p.repetition_penalty = r;
+    EXPECT_NE(error_of(p).find("repeat penalty"), std::string::npos) << r;
+  }
+  p = {};
+  p.penalty_last_n = -2;
+  EXPECT_NE(error_of(p).find("look-back"), std::string::npos);
+  // Valid by the header's conventions: greedy, filters off, all tokens looked back at.
+  p = {};
+  p.temperature = -1;
+  p.top_p = 2;
+  p.min_p = -0.5f;
+  p.top_k = -3;
+  p.penalty_last_n = -1;
+  EXPECT_EQ(error_of(p), "");
 }

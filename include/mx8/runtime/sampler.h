@@ -29,9 +29,15 @@ struct SamplingParams {
   uint64_t seed = 0;
 };
 
+// Throws mx8::Error naming the first setting that has no meaning: a number that is NaN or infinite, a
+// repetition penalty <= 0 (it divides positive logits: 0 would make every repeated token certain, a
+// negative one flip its sign) or a look-back below -1. Every other value has one (see above: e.g.
+// temperature <= 0 is greedy, top_p >= 1 and min_p <= 0 are off).
+void validate(const SamplingParams& p);
+
 class Sampler {
  public:
-  explicit Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {}
+  explicit Sampler(const SamplingParams& p);  // validate(p) first
   // Picks the next token from `logits` (vocab values; modified in place) given the sequence so far.
   int32_t sample(std::span<float> logits, std::span<const int32_t> history);
   const SamplingParams& params() const { return p_; }

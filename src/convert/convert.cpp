@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -537,6 +538,16 @@ ConvertReport convert_checkpoint(const std::string& in_path, const std::string& 
   report.output = out_path;
 
   QuantizeRules rules{opt.keep, opt.quantize};
+  // A glob that names no tensor is a typo more often than not: say so before anything is written.
+  for (const auto* globs : {&opt.keep, &opt.quantize})
+    for (const std::string& g : *globs) {
+      const bool any = std::any_of(in.tensors.begin(), in.tensors.end(),
+                                   [&](const auto& s) { return glob_match(g, s.name); });
+      if (!any && !in.tensors.empty())
+        throw Error(std::string(globs == &opt.keep ? "--keep" : "--quantize") + " '" + g +
+                    "' matches no tensor of " + in_path + " (names look like '" + in.tensors.front().name +
+                    "'; '*' crosses dots)");
+    }
   std::vector<Job> jobs;
   report.tensors.resize(in.tensors.size());
   std::vector<std::string> kept_linear;

@@ -253,9 +253,11 @@ TEST(Convert, RequantizingPowerOfTwoScalesIsLossless) {
   // ds-fp8 -> mxfp8 as well: the 1x32 blocks refine the 128x128 ones, so values survive exactly.
   auto r2 = mx8::convert::convert_checkpoint(tmp / "a", tmp / "c", opts(Scheme::mxfp8));
   auto c = mx8::io::SafetensorsModel::open(tmp / "c");
-  for (const auto& r : r2.tensors)
-    if (r.action == "requantize")
+  for (const auto& r : r2.tensors) {
+    if (r.action == "requantize") {
       EXPECT_EQ(dequantize(a, r.name, Scheme::ds_fp8), dequantize(c, r.name, Scheme::mxfp8));
+    }
+  }
 }
 
 TEST(Convert, DeepSeekV3ScalesAreRequantizedAndTheErrorReported) {
@@ -526,4 +528,31 @@ TEST(Convert, UnrecognisedQuantizedInputsAreRefused) {
   }
   EXPECT_THROW(mx8::convert::convert_checkpoint(tmp / "ct", tmp / "out", keep), mx8::Error);
   EXPECT_FALSE(fs::exists(tmp / "out"));
+}
+
+// A --keep or --quantize glob that names no tensor (a typo, usually) is an error that names the glob
+// and an actual tensor name, before anything is written.
+TEST(Convert, GlobsThatMatchNoTensorAreErrors) {
+  TempDir tmp;
+  const std::vector<uint8_t> w(64 * 64 * 4, 0);
+  fs::create_directories(tmp / "in");
+  mx8::io::write_safetensors(tmp / "in/model.safetensors",
+                             {{{"model.layers.0.mlp.down_proj.weight", DType::F32, {64, 64}}, w}});
+  for (bool keep : {true, false}) {
+    auto o = opts(Scheme::ds_fp8);
+    (keep ? o.keep : o.quantize) = {"*.down_proj.weight", "*down-proj*"};
+    try {
+      mx8::convert::convert_checkpoint(tmp / "in", tmp / "out", o);
+      ADD_FAILURE() << "accepted";
+    } catch (const mx8::Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find(keep ? "--keep '*down-proj*'" : "--quantize '*down-proj*'"), std::string::npos) << m;
+      EXPECT_NE(m.find("model.layers.0.mlp.down_proj.weight"), std::string::npos) << m;
+    }
+    EXPECT_FALSE(fs::exists(tmp / "out"));
+  }
+  auto o = opts(Scheme::ds_fp8);
+  o.keep = {"*.down_proj.weight"};  // matches: converts
+  mx8::convert::convert_checkpoint(tmp / "in", tmp / "out", o);
+  EXPECT_TRUE(fs::exists(tmp / "out/model.safetensors"));
 }

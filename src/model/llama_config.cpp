@@ -36,7 +36,21 @@ void check_config(const LlamaConfig& c, const std::string& path) {
   if (c.head_dim % 2 != 0) bad("head_dim " + std::to_string(c.head_dim) + " is odd (RoPE rotates pairs)");
   if (c.sliding_window < 0 || c.sliding_window > 0x7fffffff)
     bad("sliding window " + std::to_string(c.sliding_window) + " is not a position count");
+  // RoPE's base and rmsnorm's epsilon: a bad value would not fail, it would make every output NaN.
+  if (!(c.rope_theta > 0.0) || !std::isfinite(c.rope_theta))
+    bad("rope_theta " + std::to_string(c.rope_theta) + " is not a positive base");
+  if (!(c.norm_eps >= 0.0f) || !std::isfinite(c.norm_eps))
+    bad("rms_norm_eps " + std::to_string(c.norm_eps) + " is not a non-negative number");
   const RopeScaling& s = c.rope_scaling;
+  if (s.type == RopeScaling::Type::linear && (!(s.factor > 0.0) || !std::isfinite(s.factor)))
+    bad("linear RoPE scaling factor " + std::to_string(s.factor) + " is not a positive number");
+  if (s.type == RopeScaling::Type::llama3 &&
+      (!(s.factor > 0.0) || !(s.low_freq_factor > 0.0) || !(s.high_freq_factor > s.low_freq_factor) ||
+       s.original_max_position <= 0))
+    bad("llama3 RoPE scaling: factor " + std::to_string(s.factor) + ", low_freq_factor " +
+        std::to_string(s.low_freq_factor) + ", high_freq_factor " + std::to_string(s.high_freq_factor) +
+        " and original context " + std::to_string(s.original_max_position) +
+        " must be positive, with high_freq_factor > low_freq_factor");
   if (s.type == RopeScaling::Type::yarn && (!(s.factor >= 1.0) || s.original_max_position <= 0))
     bad("YaRN factor " + std::to_string(s.factor) + " (must be >= 1) or original context " +
         std::to_string(s.original_max_position) + " (must be > 0)");

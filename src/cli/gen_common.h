@@ -46,7 +46,9 @@ inline void add_gen_options(CLI::App& app, GenOptions& o) {
   app.add_option("--kv", o.kv, "KV cache: auto (f32 for f32 weights, else bf16) | f32 | bf16 | fp8")
       ->capture_default_str();
   app.add_option("--device", o.device, "cpu | cuda")->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0: all)")
+      ->check(CLI::Range(0, 4096))
+      ->capture_default_str();
   app.add_option("--ctx", o.ctx,
                  "context positions per sequence (0: prompt + tokens to generate), up to 131072");
   app.add_option("--chunk", o.chunk, "tokens per forward step (prefill chunk size)")->capture_default_str();

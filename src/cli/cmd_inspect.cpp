@@ -103,7 +103,10 @@ void run(const Args& a) {
   }
   if (compare) {
     std::printf("\ncompared %lld tensors with %s", static_cast<long long>(compared), compare->c_str());
-    if (compared) std::printf("; lowest SQNR %s (%s)", db(worst_sqnr).c_str(), worst.c_str());
+    if (compared && worst.empty())
+      std::printf("; every one equal to it");  // no tensor set a finite SQNR: all exact
+    else if (compared)
+      std::printf("; lowest SQNR %s (%s)", db(worst_sqnr).c_str(), worst.c_str());
     std::printf("\n");
   }
 }

@@ -1,0 +1,32 @@
+// Runs the mx8 executable built beside a CLI test (tests skip without it).
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace mx8::test {
+
+inline std::string mx8_exe() {
+  char self[4096] = {};
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return "";
+  return (std::filesystem::path(std::string(self, size_t(n))).parent_path() / "mx8").string();
+}
+
+// stdout and stderr of `mx8 args`, and its exit status.
+inline std::string run(const std::string& args, int* status) {
+  FILE* p = popen(("'" + mx8_exe() + "' " + args + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while (p && (n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int st = p ? pclose(p) : -1;
+  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+}  // namespace mx8::test

@@ -528,6 +528,12 @@ ConvertReport convert_checkpoint(const std::string& in_path, const std::string& 
     std::error_code ec;
     if (fs::exists(out_path, ec) && fs::equivalent(in_path, out_path, ec))
       throw Error("output " + out_path + " is the input");
+    // An input inside the output folder: replacing the folder (--force) would delete the input.
+    const fs::path in_c = fs::weakly_canonical(in_path, ec), out_c = fs::weakly_canonical(out_path, ec);
+    if (!ec && fs::exists(out_c, ec) &&
+        std::mismatch(out_c.begin(), out_c.end(), in_c.begin(), in_c.end()).first == out_c.end())
+      throw Error("output " + out_path + " contains the input " + in_path +
+                  ": replacing it would delete the input (choose another output path)");
   }
   Input in = open_input(in_path);
   if (!in.foreign_quant_method.empty())

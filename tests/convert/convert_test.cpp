@@ -530,6 +530,29 @@ TEST(Convert, UnrecognisedQuantizedInputsAreRefused) {
   EXPECT_FALSE(fs::exists(tmp / "out"));
 }
 
+// An output folder that holds the input is refused even with --force (overwrite): replacing the
+// folder would delete the input. Nothing in it changes.
+TEST(Convert, AnOutputThatContainsTheInputIsRefused) {
+  TempDir tmp;
+  const std::vector<uint8_t> w(64 * 64 * 4, 0);
+  fs::create_directories(tmp / "m");
+  mx8::io::write_safetensors(tmp / "m/model.safetensors", {{{"l.weight", DType::F32, {64, 64}}, w}});
+  std::ofstream(tmp / "m/notes.txt") << "keep me";
+  const auto input_bytes = fs::file_size(tmp / "m/model.safetensors");
+  auto o = opts(Scheme::bf16);
+  o.overwrite = true;
+  try {
+    mx8::convert::convert_checkpoint(tmp / "m/model.safetensors", tmp / "m", o);
+    ADD_FAILURE() << "accepted";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("contains the input"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(fs::exists(tmp / "m/notes.txt"));
+  EXPECT_EQ(fs::file_size(tmp / "m/model.safetensors"), input_bytes);  // bf16 output would be half
+  mx8::convert::convert_checkpoint(tmp / "m", tmp / "m/out", o);       // an output inside the input is fine
+  EXPECT_TRUE(fs::exists(tmp / "m/out/model.safetensors"));
+}
+
 // A --keep or --quantize glob that names no tensor (a typo, usually) is an error that names the glob
 // and an actual tensor name, before anything is written.
 TEST(Convert, GlobsThatMatchNoTensorAreErrors) {

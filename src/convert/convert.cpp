@@ -525,15 +525,14 @@ ConvertReport convert_checkpoint(const std::string& in_path, const std::string& 
     throw Error(std::string("--scale-rule fp32 gives scales that are not powers of two; ") +
                 scheme_name(opt.scheme) + " stores UE8M0 scales (use ceil or floor)");
   {
+    // The output is the input or a folder that holds it: replacing it (--force) would delete the input.
     std::error_code ec;
-    if (fs::exists(out_path, ec) && fs::equivalent(in_path, out_path, ec))
-      throw Error("output " + out_path + " is the input");
-    // An input inside the output folder: replacing the folder (--force) would delete the input.
     const fs::path in_c = fs::weakly_canonical(in_path, ec), out_c = fs::weakly_canonical(out_path, ec);
-    if (!ec && fs::exists(out_c, ec) &&
-        std::mismatch(out_c.begin(), out_c.end(), in_c.begin(), in_c.end()).first == out_c.end())
+    const bool holds =
+        !ec && std::mismatch(out_c.begin(), out_c.end(), in_c.begin(), in_c.end()).first == out_c.end();
+    if (fs::exists(out_path, ec) && (holds || fs::equivalent(in_path, out_path, ec)))
       throw Error("output " + out_path + " contains the input " + in_path +
-                  ": replacing it would delete the input (choose another output path)");
+                  " (or is it): replacing it would delete the input (choose another output path)");
   }
   Input in = open_input(in_path);
   if (!in.foreign_quant_method.empty())

@@ -432,8 +432,8 @@ bool gemv_fp8x8_applies(const MatmulTarget* targets, int count, int64_t m) {
   if (count < 1 || count > kMaxGemvTargets || m < 1 || m > kFp8x8MaxRows) return false;
   const WeightView& w0 = targets[0].w;
   const bool mx = w0.format == WeightFormat::mxfp8;
-  if (!(w0.format == WeightFormat::fp8_block || (mx && w0.scale_type == ScaleType::ue8m0)) || w0.k <= 0 ||
-      plan_of(m, w0.k, mx).W == 0)
+  if (!(w0.format == WeightFormat::fp8_block || (mx && w0.scale_type == ScaleType::ue8m0)) ||
+      plan_of(m, w0.k, mx).W == 0)  // plan_of: k of whole scale blocks
     return false;
   for (int i = 0; i < count; ++i) {
     const WeightView& w = targets[i].w;

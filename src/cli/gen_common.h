@@ -87,7 +87,8 @@ struct Loaded {
   int context = 0;  // positions per sequence: --ctx, or what was asked for, within a sliding window
 };
 
-inline Loaded load_for_generation(GenOptions& o, int positions_needed) {
+// `sequences`: how many sequences the engine will hold at once (the plan counts their KV cache).
+inline Loaded load_for_generation(GenOptions& o, int positions_needed, int sequences = 1) {
   if (o.model.empty()) o.model = default_model_path();
   if (o.chunk <= 0) throw Error("--chunk must be positive");
   runtime::validate(o.sampling);  // before the model loads, not at the first token
@@ -97,6 +98,7 @@ inline Loaded load_for_generation(GenOptions& o, int positions_needed) {
   model::LlamaConfig cfg = model::read_llama_config(o.model);
   runtime::EngineOptions eo;
   eo.max_context = o.ctx > 0 ? o.ctx : positions_needed;
+  eo.max_sequences = sequences;
   l.context = eo.max_context;
   // --kv auto is decided after loading (f32 when every matrix is f32); plan with the larger format it
   // may pick, so that "fits" is never optimistic.

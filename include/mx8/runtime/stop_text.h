@@ -17,11 +17,14 @@ class StopText {
   // The held-back text (at the end of generation when no stop sequence completed).
   std::string flush();
   bool stopped() const { return stopped_; }
+  // The stop sequence that completed (the one starting earliest; the first listed on a tie).
+  const std::string& matched() const { return matched_; }
 
  private:
   std::vector<std::string> stops_;
   std::string held_;
   bool stopped_ = false;
+  std::string matched_;
 };
 
 }  // namespace mx8::runtime

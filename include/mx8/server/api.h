@@ -1,0 +1,95 @@
+// The wire formats the server speaks: OpenAI chat completions and (legacy) completions, and Anthropic
+// messages. Each is a Dialect: it turns a request body into the server's terms and the result back
+// into that API's JSON and server-sent events. No I/O here (http_server.h does it), so every format
+// is tested on its own (tests/server/api_test.cpp).
+//
+// Requests are checked field by field: a field of the wrong type or out of its range, a missing
+// required field, or a feature the server does not have (n > 1, logprobs, tools, images) is an
+// ApiError that names the field; unknown fields are ignored, as both APIs' clients send extras.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mx8/error.h"
+#include "mx8/runtime/sampler.h"
+#include "mx8/server/generation_service.h"
+
+namespace mx8::server {
+
+// A request the server refuses, with the HTTP status to send and the field it is about ("" if none).
+class ApiError : public Error {
+ public:
+  ApiError(int status, const std::string& message, std::string param = "")
+      : Error(message), status_(status), param_(std::move(param)) {}
+  int status() const { return status_; }
+  const std::string& param() const { return param_; }
+
+ private:
+  int status_;
+  std::string param_;
+};
+
+// A request in the server's terms.
+struct ApiRequest {
+  // Chat: the conversation for the chat template, [{"role", "content"}] with text content.
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  // Chat: text the reply must start with (an Anthropic request whose last message is the assistant's);
+  // it is appended to the rendered prompt and is not repeated in the reply.
+  std::string assistant_prefix;
+  std::optional<std::string> prompt;  // completions: the raw prompt text
+  runtime::SamplingParams sampling;   // the server's settings, overridden by the request's fields
+  bool seeded = false;                // the request gave a seed
+  std::optional<int> max_tokens;      // none: up to the context
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool include_usage = false;  // OpenAI stream_options.include_usage
+};
+
+// What a finished request produced.
+struct ApiResult {
+  std::string text;
+  StopReason reason = StopReason::none;
+  std::string stop_sequence;
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+};
+
+// The fields every response carries.
+struct ResponseMeta {
+  std::string id;  // "chatcmpl-...", "cmpl-...", "msg_..."
+  std::string model;
+  int64_t created = 0;  // Unix seconds
+};
+
+class Dialect {
+ public:
+  virtual ~Dialect() = default;
+  // Throws ApiError. `defaults`: the server's sampling settings, for the fields the body leaves out.
+  virtual ApiRequest parse(const nlohmann::ordered_json& body,
+                           const runtime::SamplingParams& defaults) const = 0;
+  virtual std::string id_prefix() const = 0;
+  // A whole (non-streaming) response.
+  virtual nlohmann::ordered_json response(const ResponseMeta& m, const ApiResult& r) const = 0;
+  // An error body for `status`.
+  virtual nlohmann::ordered_json error_body(int status, const std::string& message,
+                                            const std::string& param) const = 0;
+  // Server-sent events of a streamed response: the opening, one piece of text, the end, an error.
+  virtual std::string stream_start(const ResponseMeta& m, int prompt_tokens) const = 0;
+  virtual std::string stream_text(const ResponseMeta& m, const std::string& text) const = 0;
+  virtual std::string stream_end(const ResponseMeta& m, const ApiResult& r, bool include_usage) const = 0;
+  virtual std::string stream_error(int status, const std::string& message) const = 0;
+};
+
+std::unique_ptr<Dialect> openai_chat_dialect();        // POST /v1/chat/completions
+std::unique_ptr<Dialect> openai_completion_dialect();  // POST /v1/completions
+std::unique_ptr<Dialect> anthropic_dialect();          // POST /v1/messages
+
+// One server-sent event: "event: NAME\n" (when NAME is not empty), "data: JSON\n\n".
+std::string sse_event(const std::string& name, const nlohmann::ordered_json& data);
+
+}  // namespace mx8::server

@@ -1,0 +1,132 @@
+// `mx8 serve [-m PATH]`: an HTTP server with the OpenAI chat/completions and Anthropic messages APIs
+// (docs/SERVER.md). Requests are batched through one engine: --parallel of them generate at once,
+// up to --queue more wait. Ctrl-C (SIGINT) or SIGTERM ends every request and stops the server.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "cli/command.h"
+#include "cli/gen_common.h"
+#include "mx8/model/llama.h"
+#include "mx8/runtime/chat_template.h"
+#include "mx8/runtime/tokenizer.h"
+#include "mx8/server/generation_service.h"
+#include "mx8/server/http_server.h"
+
+namespace {
+
+struct ServeOptions {
+  mx8::cli::GenOptions gen;
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  int parallel = 4;
+  int queue = 64;
+  std::string template_file;
+  std::string name;
+};
+
+// "stories260K" for models/stories260K.gguf, "Qwen2.5-7B" for /m/Qwen2.5-7B/.
+std::string model_name_of(const std::string& path) {
+  std::filesystem::path p(path);
+  if (p.filename().empty()) p = p.parent_path();
+  return std::filesystem::is_directory(p) ? p.filename().string() : p.stem().string();
+}
+
+std::optional<mx8::runtime::ChatTemplate> load_template(const ServeOptions& o,
+                                                        const mx8::runtime::Tokenizer& tok) {
+  using namespace mx8;
+  if (o.template_file.empty()) return runtime::ChatTemplate::from_model(o.gen.model);
+  std::ifstream in(o.template_file);
+  if (!in) throw Error("--template " + o.template_file + ": cannot read the file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto text_of = [&](runtime::TokenId id) {
+    return id == runtime::kNoToken ? std::string() : tok.token_text(id);
+  };
+  return runtime::ChatTemplate(ss.str(), text_of(tok.bos_id()), text_of(tok.eos_id()));
+}
+
+void serve(ServeOptions& o) {
+  using namespace mx8;
+  // SIGINT / SIGTERM go to one thread (below) that ends the requests first, so that handlers return,
+  // then the listener. Blocked before any thread starts (the backend's pool, the engine's), so that
+  // every thread inherits the mask and none of them takes the signal instead.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (o.gen.model.empty()) o.gen.model = cli::default_model_path();
+  if (o.parallel < 1 || o.parallel > 4096) throw Error("--parallel must be from 1 to 4096");
+  if (o.queue < 0 || o.queue > 65536) throw Error("--queue must be from 0 to 65536");
+  auto tok = runtime::load_tokenizer(o.gen.model);
+  std::optional<runtime::ChatTemplate> tmpl = load_template(o, *tok);
+  // Without --ctx: 4096 positions per request, or less where the model was made for less.
+  int ctx = 4096;
+  if (const int64_t made_for = model::supported_context(model::read_llama_config(o.gen.model)); made_for > 0)
+    ctx = int(std::min<int64_t>(ctx, made_for));
+  cli::Loaded l = cli::load_for_generation(o.gen, ctx, o.parallel);
+
+  server::ServiceOptions so;
+  so.engine.kv_format = l.kv_format;
+  so.engine.max_context = l.context;
+  so.engine.max_sequences = o.parallel;
+  so.max_waiting = o.queue;
+  server::GenerationService service(*l.model, *l.backend, *tok, so);
+
+  server::ServerOptions ho;
+  ho.host = o.host;
+  ho.port = o.port;
+  ho.model_name = o.name.empty() ? model_name_of(o.gen.model) : o.name;
+  ho.sampling = o.gen.sampling;
+  ho.stop = o.gen.stop;
+  server::HttpServer http(service, *tok, tmpl ? &*tmpl : nullptr, ho);
+
+  const int port = http.bind();
+  std::fprintf(stderr, "mx8 serve: %s as \"%s\", %d positions per request, %d at once (+%d waiting)%s\n",
+               o.gen.model.c_str(), ho.model_name.c_str(), l.context, o.parallel, o.queue,
+               tmpl ? "" : "; no chat template: /v1/completions only (or --template FILE)");
+  std::fprintf(stderr, "mx8 serve: listening on http://%s:%d (Ctrl-C stops)\n", o.host.c_str(), port);
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::fprintf(stderr, "mx8 serve: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+    service.stop();
+    http.stop();
+  });
+  const bool ok = http.listen();
+  if (!ok) {  // the listener died on its own: let the waiter go
+    pthread_kill(waiter.native_handle(), SIGTERM);
+  }
+  waiter.join();
+  const runtime::EngineStats st = service.status().stats;
+  std::fprintf(stderr, "mx8 serve: %lld prompt tokens, %lld generated, %lld reused from earlier requests\n",
+               (long long)st.prefill_tokens, (long long)st.decode_tokens, (long long)st.reused_tokens);
+  if (!ok) throw Error("the HTTP listener stopped with an error");
+}
+
+mx8::cli::CommandRegistration reg{
+    "serve", "HTTP server: OpenAI chat/completions and Anthropic messages APIs", [](CLI::App& app) {
+      auto o = std::make_shared<ServeOptions>();
+      mx8::cli::add_gen_options(app, o->gen);
+      app.add_option("--host", o->host, "address to listen on")->capture_default_str();
+      app.add_option("--port", o->port, "port (0: any free one, printed)")
+          ->check(CLI::Range(0, 65535))
+          ->capture_default_str();
+      app.add_option("--parallel", o->parallel, "requests generating at once (KV cache for each)")
+          ->capture_default_str();
+      app.add_option("--queue", o->queue, "requests waiting for a slot before new ones are refused")
+          ->capture_default_str();
+      app.add_option("--template", o->template_file, "Jinja chat template file (default: the model's own)");
+      app.add_option("--name", o->name, "model name in responses (default: the model file or folder name)");
+      return [o] { serve(*o); };
+    }};
+
+}  // namespace

@@ -1,0 +1,130 @@
+// Request field readers: see api_fields.h.
+#include "server/api_fields.h"
+
+#include <cmath>
+#include <random>
+#include <sstream>
+
+namespace mx8::server::fields {
+
+using json = nlohmann::ordered_json;
+
+namespace {
+
+const json* find(const json& body, const char* name) {
+  auto it = body.find(name);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::string range_text(double lo, double hi) {
+  std::ostringstream s;
+  s << lo << " to " << hi;
+  return s.str();
+}
+
+[[noreturn]] void bad(const char* name, const std::string& what) {
+  throw ApiError(400, std::string("'") + name + "' " + what, name);
+}
+
+}  // namespace
+
+void require_object(const json& body) {
+  if (!body.is_object())
+    throw ApiError(400, "the request body must be a JSON object, not " + std::string(body.type_name()));
+}
+
+std::optional<double> number(const json& body, const char* name, double lo, double hi) {
+  const json* v = find(body, name);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) bad(name, "must be a number, not " + std::string(v->type_name()));
+  const double d = v->get<double>();
+  if (!std::isfinite(d) || d < lo || d > hi)
+    bad(name, "must be from " + range_text(lo, hi) + ", not " + v->dump());
+  return d;
+}
+
+std::optional<int64_t> integer(const json& body, const char* name, int64_t lo, int64_t hi) {
+  const json* v = find(body, name);
+  if (!v) return std::nullopt;
+  if (!v->is_number_integer()) bad(name, "must be an integer, not " + v->dump());
+  // Unsigned values above INT64_MAX come back negative from get<int64_t>; range them as unsigned.
+  if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(hi))
+    bad(name, "must be at most " + std::to_string(hi));
+  const int64_t i = v->get<int64_t>();
+  if (i < lo || i > hi)
+    bad(name, "must be from " + std::to_string(lo) + " to " + std::to_string(hi) + ", not " + v->dump());
+  return i;
+}
+
+std::optional<bool> boolean(const json& body, const char* name) {
+  const json* v = find(body, name);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean()) bad(name, "must be true or false, not " + v->dump());
+  return v->get<bool>();
+}
+
+std::vector<std::string> strings(const json& body, const char* name, size_t max) {
+  const json* v = find(body, name);
+  if (!v) return {};
+  std::vector<std::string> out;
+  if (v->is_string()) {
+    out.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    for (const json& e : *v) {
+      if (!e.is_string()) bad(name, "must hold strings only, not " + e.dump());
+      out.push_back(e.get<std::string>());
+    }
+  } else {
+    bad(name, "must be a string or an array of strings, not " + std::string(v->type_name()));
+  }
+  if (out.size() > max) bad(name, "may hold at most " + std::to_string(max) + " entries");
+  for (const std::string& s : out)
+    if (s.empty()) bad(name, "must not hold an empty string");
+  return out;
+}
+
+std::string text_content(const json& content, const std::string& where) {
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array())
+    throw ApiError(
+        400, "'" + where + "' must be a string or an array of text parts, not " + content.type_name(), where);
+  std::string text;
+  for (size_t i = 0; i < content.size(); ++i) {
+    const json& part = content[i];
+    const std::string at = where + "[" + std::to_string(i) + "]";
+    if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
+      throw ApiError(400, "'" + at + "' must be an object with a 'type'", at);
+    const std::string type = part["type"];
+    if (type != "text")
+      throw ApiError(400, "'" + at + "' is of type '" + type + "'; this server takes text parts only", at);
+    if (!part.contains("text") || !part["text"].is_string())
+      throw ApiError(400, "'" + at + ".text' must be a string", at + ".text");
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+void unsupported_unless(const json& body, const char* name, const json& allowed) {
+  const json* v = find(body, name);
+  if (v && *v != allowed)
+    throw ApiError(400, std::string("'") + name + "' " + v->dump() + " is not supported by this server",
+                   name);
+}
+
+void read_sampling(const json& body, double max_temperature, ApiRequest& r) {
+  if (auto t = number(body, "temperature", 0, max_temperature)) r.sampling.temperature = float(*t);
+  if (auto p = number(body, "top_p", 0, 1)) r.sampling.top_p = float(*p);
+  if (auto k = integer(body, "top_k", 0, 1 << 30)) r.sampling.top_k = int(*k);
+  if (auto m = number(body, "min_p", 0, 1)) r.sampling.min_p = float(*m);
+  if (auto p = number(body, "repetition_penalty", 0.01, 100)) r.sampling.repetition_penalty = float(*p);
+  if (auto s = integer(body, "seed", INT64_MIN, INT64_MAX)) {
+    r.sampling.seed = uint64_t(*s);
+    r.seeded = true;
+  } else {
+    // No seed: every request draws its own, so two identical requests can differ (as both APIs do).
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    r.sampling.seed = rng();
+  }
+}
+
+}  // namespace mx8::server::fields

@@ -1,0 +1,33 @@
+// Typed, range-checked reads of request fields, shared by the API dialects. Each throws ApiError (400)
+// naming the field; an absent field (or JSON null) reads as nullopt.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mx8/server/api.h"
+
+namespace mx8::server::fields {
+
+// The body must be a JSON object.
+void require_object(const nlohmann::ordered_json& body);
+std::optional<double> number(const nlohmann::ordered_json& body, const char* name, double lo, double hi);
+std::optional<int64_t> integer(const nlohmann::ordered_json& body, const char* name, int64_t lo, int64_t hi);
+std::optional<bool> boolean(const nlohmann::ordered_json& body, const char* name);
+// A string or an array of strings (`max` of them at most).
+std::vector<std::string> strings(const nlohmann::ordered_json& body, const char* name, size_t max);
+// Message content: a string, or an array of {"type": "text", "text": ...} parts, joined. `where`
+// names it in errors ("messages[2].content").
+std::string text_content(const nlohmann::ordered_json& content, const std::string& where);
+// Fails with 400 "`name` is not supported by this server" when the field is present and not `allowed`.
+void unsupported_unless(const nlohmann::ordered_json& body, const char* name,
+                        const nlohmann::ordered_json& allowed);
+
+// The sampling fields both APIs share: temperature (up to `max_temperature`), top_p, top_k, and mx8's
+// extensions min_p and repetition_penalty; seed.
+void read_sampling(const nlohmann::ordered_json& body, double max_temperature, ApiRequest& r);
+
+}  // namespace mx8::server::fields

@@ -1,0 +1,243 @@
+// HttpServer: see http_server.h.
+#include "mx8/server/http_server.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "mx8/server/api.h"
+
+namespace mx8::server {
+
+using json = nlohmann::ordered_json;
+
+namespace {
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Response ids: the dialect's prefix, then 24 hex digits unique within this process run.
+std::string new_id(const std::string& prefix) {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t start = uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%08llx%016llx", (unsigned long long)(start & 0xffffffffu),
+                (unsigned long long)counter.fetch_add(1));
+  return prefix + buf;
+}
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  GenerationService& service;
+  const runtime::Tokenizer& tok;
+  const runtime::ChatTemplate* tmpl;
+  ServerOptions opts;
+  httplib::Server http;
+  std::unique_ptr<Dialect> openai_chat = openai_chat_dialect();
+  std::unique_ptr<Dialect> openai_completion = openai_completion_dialect();
+  std::unique_ptr<Dialect> anthropic = anthropic_dialect();
+
+  Impl(GenerationService& s, const runtime::Tokenizer& t, const runtime::ChatTemplate* c,
+       const ServerOptions& o)
+      : service(s), tok(t), tmpl(c), opts(o) {}
+
+  // The prompt's token ids: the chat template's rendering (it writes BOS where the model wants it), or
+  // the raw completion prompt with the tokenizer's own framing.
+  std::vector<int32_t> prompt_ids(const ApiRequest& r) const {
+    runtime::EncodeOptions enc;
+    if (r.prompt) return tok.encode(*r.prompt, enc);
+    if (!tmpl)
+      throw ApiError(400,
+                     "this model has no chat template; start mx8 serve with --template FILE, or send a raw "
+                     "prompt to /v1/completions");
+    std::string text = tmpl->render(r.messages, {{"add_generation_prompt", true}}) + r.assistant_prefix;
+    enc.add_special = false;
+    return tok.encode(text, enc);
+  }
+
+  void generate(const Dialect& d, int busy_status, const httplib::Request& req, httplib::Response& res) {
+    ResponseMeta meta{new_id(d.id_prefix()), opts.model_name, unix_now()};
+    ApiRequest ar;
+    std::shared_ptr<Generation> gen;
+    try {
+      json body;
+      try {
+        body = json::parse(req.body);
+      } catch (const json::parse_error& e) {
+        throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
+      }
+      ar = d.parse(body, opts.sampling);
+      GenerationJob job;
+      job.prompt = prompt_ids(ar);
+      job.sampling = ar.sampling;
+      job.max_new_tokens = ar.max_tokens.value_or(service.max_context());
+      job.stop = ar.stop;
+      job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
+      gen = service.submit(std::move(job));
+    } catch (const ApiError& e) {
+      return send_json(res, e.status(), d.error_body(e.status(), e.what(), e.param()));
+    } catch (const ServiceBusy& e) {
+      return send_json(res, busy_status, d.error_body(busy_status, e.what(), ""));
+    } catch (const Error& e) {  // a prompt that does not fit, a template's raise_exception, ...
+      return send_json(res, 400, d.error_body(400, e.what(), ""));
+    }
+
+    if (!ar.stream) {
+      ApiResult r;
+      r.prompt_tokens = gen->prompt_tokens();
+      Update u;
+      while (!u.finished)
+        if (gen->next(u, std::chrono::seconds(1))) r.text += u.text;
+      if (u.reason == StopReason::error) return send_json(res, 500, d.error_body(500, u.error, ""));
+      if (u.reason == StopReason::cancelled)
+        return send_json(res, 503, d.error_body(503, "the server is shutting down", ""));
+      r.reason = u.reason;
+      r.stop_sequence = u.stop_sequence;
+      r.completion_tokens = u.completion_tokens;
+      return send_json(res, 200, d.response(meta, r));
+    }
+
+    res.set_header("Cache-Control", "no-cache");
+    const Dialect* dp = &d;
+    const bool include_usage = ar.include_usage;
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [gen, meta, dp, include_usage](size_t, httplib::DataSink& sink) {
+          auto send = [&](const std::string& s) {
+            if (s.empty() || sink.write(s.data(), s.size())) return true;
+            gen->cancel();  // the client went away
+            return false;
+          };
+          if (!send(dp->stream_start(meta, gen->prompt_tokens()))) return false;
+          Update u;
+          while (!u.finished) {
+            if (!gen->next(u, std::chrono::milliseconds(200))) {
+              if (!sink.is_writable()) {
+                gen->cancel();
+                return false;
+              }
+              continue;
+            }
+            if (!u.text.empty() && !send(dp->stream_text(meta, u.text))) return false;
+          }
+          std::string tail;
+          if (u.reason == StopReason::error) {
+            tail = dp->stream_error(500, u.error);
+          } else if (u.reason == StopReason::cancelled) {
+            tail = dp->stream_error(503, "the server is shutting down");
+          } else {
+            ApiResult r;
+            r.reason = u.reason;
+            r.stop_sequence = u.stop_sequence;
+            r.prompt_tokens = gen->prompt_tokens();
+            r.completion_tokens = u.completion_tokens;
+            tail = dp->stream_end(meta, r, include_usage);
+          }
+          if (!send(tail)) return false;
+          sink.done();
+          return true;
+        },
+        [gen](bool success) {
+          if (!success) gen->cancel();
+        });
+  }
+
+  void routes() {
+    http.set_payload_max_length(opts.max_body_bytes);
+    http.Post("/v1/chat/completions",
+              [this](const httplib::Request& q, httplib::Response& s) { generate(*openai_chat, 429, q, s); });
+    http.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& s) {
+      generate(*openai_completion, 429, q, s);
+    });
+    http.Post("/v1/messages",
+              [this](const httplib::Request& q, httplib::Response& s) { generate(*anthropic, 529, q, s); });
+    http.Get("/v1/models", [this](const httplib::Request& q, httplib::Response& s) {
+      if (q.has_header("anthropic-version")) {
+        json m = {{"type", "model"},
+                  {"id", opts.model_name},
+                  {"display_name", opts.model_name},
+                  {"created_at", "1970-01-01T00:00:00Z"}};
+        send_json(s, 200,
+                  {{"data", json::array({m})},
+                   {"has_more", false},
+                   {"first_id", opts.model_name},
+                   {"last_id", opts.model_name}});
+      } else {
+        json m = {{"id", opts.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "mx8"}};
+        send_json(s, 200, {{"object", "list"}, {"data", json::array({m})}});
+      }
+    });
+    http.Get("/health", [this](const httplib::Request&, httplib::Response& s) {
+      const ServiceStatus st = service.status();
+      json body = {
+          {"status", st.broken.empty() ? "ok" : "error"}, {"running", st.running}, {"waiting", st.waiting}};
+      if (!st.broken.empty()) body["error"] = st.broken;
+      send_json(s, st.broken.empty() ? 200 : 503, body);
+    });
+    // Anything else (an unknown path, a wrong method, a body over the limit): an error in OpenAI's
+    // shape, which Anthropic clients also read as an error.
+    http.set_error_handler([this](const httplib::Request& q, httplib::Response& s) {
+      if (!s.body.empty()) return;  // a handler already wrote its error
+      const std::string msg =
+          s.status == 404   ? "no endpoint " + q.method + " " + q.path
+          : s.status == 413 ? "the request body is over " + std::to_string(opts.max_body_bytes) + " bytes"
+                            : "the request failed (HTTP " + std::to_string(s.status) + ")";
+      send_json(s, s.status, openai_chat->error_body(s.status, msg, ""));
+    });
+    http.set_exception_handler([this](const httplib::Request&, httplib::Response& s, std::exception_ptr ep) {
+      std::string msg = "internal error";
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        msg = e.what();
+      } catch (...) {
+      }
+      send_json(s, 500, openai_chat->error_body(500, msg, ""));
+    });
+    const ServiceOptions& so = service.options();
+    const size_t threads = opts.threads > 0 ? size_t(opts.threads)
+                                            : size_t(so.engine.max_sequences) + size_t(so.max_waiting) + 8;
+    http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  }
+};
+
+HttpServer::HttpServer(GenerationService& service, const runtime::Tokenizer& tok,
+                       const runtime::ChatTemplate* tmpl, const ServerOptions& opts)
+    : impl_(std::make_unique<Impl>(service, tok, tmpl, opts)) {
+  impl_->routes();
+}
+
+HttpServer::~HttpServer() {
+  stop();
+}
+
+int HttpServer::bind() {
+  Impl& m = *impl_;
+  const int port = m.opts.port == 0 ? m.http.bind_to_any_port(m.opts.host)
+                                    : (m.http.bind_to_port(m.opts.host, m.opts.port) ? m.opts.port : -1);
+  if (port < 0)
+    throw Error("cannot listen on " + m.opts.host + ":" + std::to_string(m.opts.port) +
+                " (in use, or not an address of this machine)");
+  return port;
+}
+
+bool HttpServer::listen() {
+  return impl_->http.listen_after_bind();
+}
+
+void HttpServer::stop() {
+  if (impl_->http.is_running()) impl_->http.stop();
+}
+
+}  // namespace mx8::server

@@ -1,0 +1,227 @@
+// The OpenAI dialects: POST /v1/chat/completions and the legacy POST /v1/completions.
+//
+// Chat: messages (system, developer = system, user, assistant; text content), max_completion_tokens or
+// max_tokens, temperature (0..2), top_p, frequency_penalty and presence_penalty (-2..2), seed, stop
+// (up to 4 strings), stream and stream_options.include_usage; mx8 adds top_k, min_p and
+// repetition_penalty. n must be 1; logprobs, tools and non-text response formats are refused.
+// finish_reason: "stop" (end of turn or a stop string), "length" (the token limit or the context).
+// Streams end with "data: [DONE]".
+#include <nlohmann/json.hpp>
+
+#include "mx8/server/api.h"
+#include "server/api_fields.h"
+
+namespace mx8::server {
+
+using json = nlohmann::ordered_json;
+
+std::string sse_event(const std::string& name, const json& data) {
+  std::string s;
+  if (!name.empty()) s += "event: " + name + "\n";
+  s += "data: " + data.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+  return s;
+}
+
+namespace {
+
+const char* finish_reason(StopReason r) {
+  return r == StopReason::max_tokens || r == StopReason::context_full ? "length" : "stop";
+}
+
+json usage(const ApiResult& r) {
+  return {{"prompt_tokens", r.prompt_tokens},
+          {"completion_tokens", r.completion_tokens},
+          {"total_tokens", r.prompt_tokens + r.completion_tokens}};
+}
+
+const char* error_type(int status) {
+  switch (status) {
+    case 400:
+    case 413:
+      return "invalid_request_error";
+    case 404:
+      return "not_found_error";
+    case 429:
+      return "rate_limit_exceeded";
+    default:
+      return "server_error";
+  }
+}
+
+// What both OpenAI endpoints read besides their prompt.
+void read_common(const json& body, const runtime::SamplingParams& defaults, ApiRequest& r) {
+  r.sampling = defaults;
+  fields::read_sampling(body, 2, r);
+  if (auto f = fields::number(body, "frequency_penalty", -2, 2)) r.sampling.frequency_penalty = float(*f);
+  if (auto p = fields::number(body, "presence_penalty", -2, 2)) r.sampling.presence_penalty = float(*p);
+  if (auto n = fields::integer(body, "max_completion_tokens", 1, 1 << 30))
+    r.max_tokens = int(*n);
+  else if (auto m = fields::integer(body, "max_tokens", 1, 1 << 30))
+    r.max_tokens = int(*m);
+  r.stop = fields::strings(body, "stop", 4);
+  r.stream = fields::boolean(body, "stream").value_or(false);
+  if (body.contains("stream_options") && !body["stream_options"].is_null()) {
+    const json& so = body["stream_options"];
+    if (!so.is_object()) throw ApiError(400, "'stream_options' must be an object", "stream_options");
+    r.include_usage = fields::boolean(so, "include_usage").value_or(false);
+  }
+  fields::unsupported_unless(body, "n", 1);
+  fields::unsupported_unless(body, "logprobs", false);
+}
+
+class OpenAiBase : public Dialect {
+ public:
+  json error_body(int status, const std::string& message, const std::string& param) const override {
+    return {{"error",
+             {{"message", message},
+              {"type", error_type(status)},
+              {"param", param.empty() ? json(nullptr) : json(param)},
+              {"code", nullptr}}}};
+  }
+  std::string stream_error(int status, const std::string& message) const override {
+    return sse_event("", error_body(status, message, ""));
+  }
+};
+
+class OpenAiChat : public OpenAiBase {
+ public:
+  ApiRequest parse(const json& body, const runtime::SamplingParams& defaults) const override {
+    fields::require_object(body);
+    ApiRequest r;
+    read_common(body, defaults, r);
+    if (body.contains("tools") && !body["tools"].is_null() && !body["tools"].empty())
+      throw ApiError(400, "'tools' is not supported by this server", "tools");
+    if (body.contains("response_format") && body["response_format"].is_object() &&
+        body["response_format"].value("type", "text") != "text")
+      throw ApiError(400, "'response_format' other than text is not supported by this server",
+                     "response_format");
+    if (!body.contains("messages")) throw ApiError(400, "'messages' is required", "messages");
+    const json& msgs = body["messages"];
+    if (!msgs.is_array() || msgs.empty())
+      throw ApiError(400, "'messages' must be a non-empty array", "messages");
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      const std::string at = "messages[" + std::to_string(i) + "]";
+      const json& m = msgs[i];
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
+        throw ApiError(400, "'" + at + "' must be an object with a string 'role'", at);
+      std::string role = m["role"];
+      if (role == "developer") role = "system";
+      if (role != "system" && role != "user" && role != "assistant")
+        throw ApiError(
+            400, "'" + at + ".role' '" + role + "' is not supported (system, developer, user, assistant)",
+            at + ".role");
+      // An assistant turn may carry no content (it made tool calls, which this server has not).
+      const bool empty_ok = role == "assistant" && (!m.contains("content") || m["content"].is_null());
+      if (!empty_ok && !m.contains("content"))
+        throw ApiError(400, "'" + at + ".content' is required", at + ".content");
+      const std::string text = empty_ok ? "" : fields::text_content(m["content"], at + ".content");
+      r.messages.push_back({{"role", role}, {"content", text}});
+    }
+    return r;
+  }
+  std::string id_prefix() const override { return "chatcmpl-"; }
+  json response(const ResponseMeta& m, const ApiResult& r) const override {
+    return {{"id", m.id},
+            {"object", "chat.completion"},
+            {"created", m.created},
+            {"model", m.model},
+            {"choices", json::array({{{"index", 0},
+                                      {"message", {{"role", "assistant"}, {"content", r.text}}},
+                                      {"logprobs", nullptr},
+                                      {"finish_reason", finish_reason(r.reason)}}})},
+            {"usage", usage(r)}};
+  }
+  std::string stream_start(const ResponseMeta& m, int) const override {
+    return sse_event("", chunk(m, {{"role", "assistant"}, {"content", ""}}, nullptr));
+  }
+  std::string stream_text(const ResponseMeta& m, const std::string& text) const override {
+    return sse_event("", chunk(m, {{"content", text}}, nullptr));
+  }
+  std::string stream_end(const ResponseMeta& m, const ApiResult& r, bool include_usage) const override {
+    std::string s = sse_event("", chunk(m, json::object(), finish_reason(r.reason)));
+    if (include_usage) {
+      json u = chunk(m, json::object(), nullptr);
+      u["choices"] = json::array();
+      u["usage"] = usage(r);
+      s += sse_event("", u);
+    }
+    return s + "data: [DONE]\n\n";
+  }
+
+ private:
+  static json chunk(const ResponseMeta& m, json delta, json finish) {
+    return {{"id", m.id},
+            {"object", "chat.completion.chunk"},
+            {"created", m.created},
+            {"model", m.model},
+            {"choices", json::array({{{"index", 0},
+                                      {"delta", std::move(delta)},
+                                      {"logprobs", nullptr},
+                                      {"finish_reason", finish}}})}};
+  }
+};
+
+class OpenAiCompletion : public OpenAiBase {
+ public:
+  ApiRequest parse(const json& body, const runtime::SamplingParams& defaults) const override {
+    fields::require_object(body);
+    ApiRequest r;
+    read_common(body, defaults, r);
+    fields::unsupported_unless(body, "echo", false);
+    fields::unsupported_unless(body, "best_of", 1);
+    fields::unsupported_unless(body, "suffix", "");
+    if (!body.contains("prompt")) throw ApiError(400, "'prompt' is required", "prompt");
+    const json& p = body["prompt"];
+    if (p.is_string())
+      r.prompt = p.get<std::string>();
+    else if (p.is_array() && p.size() == 1 && p[0].is_string())
+      r.prompt = p[0].get<std::string>();
+    else
+      throw ApiError(400, "'prompt' must be a string (or an array of one string)", "prompt");
+    return r;
+  }
+  std::string id_prefix() const override { return "cmpl-"; }
+  json response(const ResponseMeta& m, const ApiResult& r) const override {
+    json c = choice(r.text, finish_reason(r.reason));
+    json out = base(m, std::move(c));
+    out["usage"] = usage(r);
+    return out;
+  }
+  std::string stream_start(const ResponseMeta&, int) const override { return ""; }
+  std::string stream_text(const ResponseMeta& m, const std::string& text) const override {
+    return sse_event("", base(m, choice(text, nullptr)));
+  }
+  std::string stream_end(const ResponseMeta& m, const ApiResult& r, bool include_usage) const override {
+    std::string s = sse_event("", base(m, choice("", finish_reason(r.reason))));
+    if (include_usage) {
+      json u = base(m, json());
+      u["choices"] = json::array();
+      u["usage"] = usage(r);
+      s += sse_event("", u);
+    }
+    return s + "data: [DONE]\n\n";
+  }
+
+ private:
+  static json choice(const std::string& text, json finish) {
+    return {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", std::move(finish)}};
+  }
+  static json base(const ResponseMeta& m, json choice) {
+    return {{"id", m.id},
+            {"object", "text_completion"},
+            {"created", m.created},
+            {"model", m.model},
+            {"choices", choice.is_null() ? json::array() : json::array({std::move(choice)})}};
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Dialect> openai_chat_dialect() {
+  return std::make_unique<OpenAiChat>();
+}
+std::unique_ptr<Dialect> openai_completion_dialect() {
+  return std::make_unique<OpenAiCompletion>();
+}
+
+}  // namespace mx8::server

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -215,6 +216,9 @@ struct HttpServer::Impl {
 HttpServer::HttpServer(GenerationService& service, const runtime::Tokenizer& tok,
                        const runtime::ChatTemplate* tmpl, const ServerOptions& opts)
     : impl_(std::make_unique<Impl>(service, tok, tmpl, opts)) {
+  // Debian's cpp-httplib sends without MSG_NOSIGNAL, so a write to a client that has gone would raise
+  // SIGPIPE and end the process; ignored, the write fails with EPIPE and the request is cancelled.
+  std::signal(SIGPIPE, SIG_IGN);
   impl_->routes();
 }
 

@@ -1,0 +1,296 @@
+// The API dialects on their own (no model, no sockets): what each request field becomes, which
+// requests are refused and with which field named, and the shape of responses and streamed events.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "mx8/server/api.h"
+
+namespace {
+
+using json = nlohmann::ordered_json;
+using mx8::server::ApiError;
+using mx8::server::ApiRequest;
+using mx8::server::ApiResult;
+using mx8::server::Dialect;
+using mx8::server::ResponseMeta;
+using mx8::server::StopReason;
+
+mx8::runtime::SamplingParams defaults() {
+  mx8::runtime::SamplingParams p;
+  p.temperature = 0.5f;
+  p.top_k = 7;
+  return p;
+}
+
+// The field an ApiError names, or "" when parse succeeds (then the test fails).
+std::string refused_field(const Dialect& d, const json& body) {
+  try {
+    d.parse(body, defaults());
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 400) << e.what();
+    return e.param().empty() ? "(none)" : e.param();
+  }
+  ADD_FAILURE() << "accepted: " << body.dump();
+  return "";
+}
+
+// The data of each server-sent event, in order, and the event names ("" where none).
+struct Events {
+  std::vector<std::string> names;
+  std::vector<std::string> data;
+};
+Events parse_sse(const std::string& s) {
+  Events ev;
+  size_t at = 0;
+  while (at < s.size()) {
+    const size_t end = s.find("\n\n", at);
+    EXPECT_NE(end, std::string::npos) << "an event does not end with a blank line: " << s.substr(at);
+    if (end == std::string::npos) break;
+    const std::string block = s.substr(at, end - at);
+    std::string name, data;
+    size_t line = 0;
+    while (line < block.size()) {
+      size_t nl = block.find('\n', line);
+      if (nl == std::string::npos) nl = block.size();
+      const std::string l = block.substr(line, nl - line);
+      if (l.rfind("event: ", 0) == 0) name = l.substr(7);
+      if (l.rfind("data: ", 0) == 0) data = l.substr(6);
+      line = nl + 1;
+    }
+    ev.names.push_back(name);
+    ev.data.push_back(data);
+    at = end + 2;
+  }
+  return ev;
+}
+
+const ResponseMeta kMeta{"id-1", "tiny", 1700000000};
+
+TEST(OpenAiChat, ReadsMessagesSamplingAndLimits) {
+  auto d = mx8::server::openai_chat_dialect();
+  ApiRequest r = d->parse(json::parse(R"({
+      "model": "whatever", "user": "ignored",
+      "messages": [{"role": "developer", "content": "Be brief."},
+                   {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]},
+                   {"role": "assistant", "content": null},
+                   {"role": "user", "content": "Again"}],
+      "temperature": 0, "top_p": 0.9, "frequency_penalty": 0.5, "presence_penalty": -1, "seed": 42,
+      "max_tokens": 10, "max_completion_tokens": 20, "stop": "END", "stream": true,
+      "stream_options": {"include_usage": true}, "n": 1, "logprobs": false})"),
+                          defaults());
+  ASSERT_EQ(r.messages.size(), 4u);
+  EXPECT_EQ(r.messages[0], json({{"role", "system"}, {"content", "Be brief."}}));
+  EXPECT_EQ(r.messages[1]["content"], "Hi there");
+  EXPECT_EQ(r.messages[2]["content"], "");
+  EXPECT_EQ(r.sampling.temperature, 0.0f);
+  EXPECT_EQ(r.sampling.top_p, 0.9f);
+  EXPECT_EQ(r.sampling.top_k, 7);  // not in the request: the server's setting
+  EXPECT_EQ(r.sampling.frequency_penalty, 0.5f);
+  EXPECT_EQ(r.sampling.presence_penalty, -1.0f);
+  EXPECT_EQ(r.sampling.seed, 42u);
+  EXPECT_TRUE(r.seeded);
+  EXPECT_EQ(r.max_tokens, 20);  // max_completion_tokens wins over the older max_tokens
+  EXPECT_EQ(r.stop, std::vector<std::string>{"END"});
+  EXPECT_TRUE(r.stream);
+  EXPECT_TRUE(r.include_usage);
+  EXPECT_FALSE(r.prompt.has_value());
+}
+
+TEST(OpenAiChat, UnseededRequestsDrawTheirOwnSeeds) {
+  auto d = mx8::server::openai_chat_dialect();
+  const json body = json::parse(R"({"messages": [{"role": "user", "content": "x"}]})");
+  const ApiRequest a = d->parse(body, defaults()), b = d->parse(body, defaults());
+  EXPECT_FALSE(a.seeded);
+  EXPECT_NE(a.sampling.seed, b.sampling.seed);  // equal with probability 2^-64
+  EXPECT_EQ(a.sampling.temperature, 0.5f);
+  EXPECT_FALSE(a.max_tokens.has_value());
+}
+
+TEST(OpenAiChat, RefusesWhatItCannotDoNamingTheField) {
+  auto d = mx8::server::openai_chat_dialect();
+  const std::string user = R"("messages": [{"role": "user", "content": "x"}])";
+  auto with = [&](const std::string& extra) { return json::parse("{" + user + ", " + extra + "}"); };
+  EXPECT_EQ(refused_field(*d, json::parse("{}")), "messages");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": []})")), "messages");
+  EXPECT_EQ(refused_field(*d, json::parse("[1, 2]")), "(none)");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": "tool", "content": "x"}]})")),
+            "messages[0].role");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": "user"}]})")), "messages[0].content");
+  EXPECT_EQ(refused_field(
+                *d, json::parse(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})")),
+            "messages[0].content[0]");
+  EXPECT_EQ(refused_field(*d, with(R"("temperature": 2.5)")), "temperature");
+  EXPECT_EQ(refused_field(*d, with(R"("temperature": "hot")")), "temperature");
+  EXPECT_EQ(refused_field(*d, with(R"("top_p": -0.1)")), "top_p");
+  EXPECT_EQ(refused_field(*d, with(R"("frequency_penalty": 3)")), "frequency_penalty");
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 0)")), "max_tokens");
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 1.5)")), "max_tokens");
+  EXPECT_EQ(refused_field(*d, with(R"("seed": 18446744073709551615)")), "seed");
+  EXPECT_EQ(refused_field(*d, with(R"("stop": ["a", "b", "c", "d", "e"])")), "stop");
+  EXPECT_EQ(refused_field(*d, with(R"("stop": [""])")), "stop");
+  EXPECT_EQ(refused_field(*d, with(R"("stop": 3)")), "stop");
+  EXPECT_EQ(refused_field(*d, with(R"("stream": "yes")")), "stream");
+  EXPECT_EQ(refused_field(*d, with(R"("n": 2)")), "n");
+  EXPECT_EQ(refused_field(*d, with(R"("logprobs": true)")), "logprobs");
+  EXPECT_EQ(refused_field(*d, with(R"("tools": [{"type": "function"}])")), "tools");
+  EXPECT_EQ(refused_field(*d, with(R"("response_format": {"type": "json_object"})")), "response_format");
+  // Accepted: empty tool lists, text response formats, nulls for optional fields.
+  EXPECT_NO_THROW(
+      d->parse(with(R"("tools": [], "response_format": {"type": "text"}, "stop": null)"), defaults()));
+}
+
+TEST(OpenAiChat, ResponseAndStreamShapes) {
+  auto d = mx8::server::openai_chat_dialect();
+  ApiResult r{"Hello", StopReason::max_tokens, "", 5, 3};
+  const json full = d->response(kMeta, r);
+  EXPECT_EQ(full["object"], "chat.completion");
+  EXPECT_EQ(full["id"], "id-1");
+  EXPECT_EQ(full["model"], "tiny");
+  EXPECT_EQ(full["choices"][0]["message"], json({{"role", "assistant"}, {"content", "Hello"}}));
+  EXPECT_EQ(full["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(full["usage"], json({{"prompt_tokens", 5}, {"completion_tokens", 3}, {"total_tokens", 8}}));
+  r.reason = StopReason::stop_sequence;
+  EXPECT_EQ(d->response(kMeta, r)["choices"][0]["finish_reason"], "stop");
+  r.reason = StopReason::end_of_turn;
+  EXPECT_EQ(d->response(kMeta, r)["choices"][0]["finish_reason"], "stop");
+
+  const Events ev = parse_sse(d->stream_start(kMeta, 5) + d->stream_text(kMeta, "Hel") +
+                              d->stream_text(kMeta, "lo") + d->stream_end(kMeta, r, true));
+  ASSERT_EQ(ev.data.size(), 6u);
+  EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(json::parse(ev.data[1])["choices"][0]["delta"]["content"], "Hel");
+  EXPECT_EQ(json::parse(ev.data[1])["object"], "chat.completion.chunk");
+  EXPECT_TRUE(json::parse(ev.data[2])["choices"][0]["finish_reason"].is_null());
+  EXPECT_EQ(json::parse(ev.data[3])["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(json::parse(ev.data[4])["choices"], json::array());
+  EXPECT_EQ(json::parse(ev.data[4])["usage"]["total_tokens"], 8);
+  EXPECT_EQ(ev.data[5], "[DONE]");
+  // Without include_usage there is no usage chunk.
+  EXPECT_EQ(parse_sse(d->stream_end(kMeta, r, false)).data.size(), 2u);
+}
+
+TEST(OpenAiChat, ErrorShape) {
+  auto d = mx8::server::openai_chat_dialect();
+  const json e = d->error_body(400, "bad", "temperature");
+  EXPECT_EQ(e["error"]["message"], "bad");
+  EXPECT_EQ(e["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(e["error"]["param"], "temperature");
+  EXPECT_EQ(d->error_body(429, "busy", "")["error"]["type"], "rate_limit_exceeded");
+  EXPECT_TRUE(d->error_body(500, "x", "")["error"]["param"].is_null());
+}
+
+TEST(OpenAiCompletion, PromptAndRefusals) {
+  auto d = mx8::server::openai_completion_dialect();
+  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": "Once"})"), defaults()).prompt, "Once");
+  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": ["Once"], "echo": false, "best_of": 1})"), defaults()).prompt,
+            "Once");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": ["a", "b"]})")), "prompt");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": [1, 2]})")), "prompt");
+  EXPECT_EQ(refused_field(*d, json::parse("{}")), "prompt");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "echo": true})")), "echo");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "suffix": "z"})")), "suffix");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "logprobs": 2})")), "logprobs");
+
+  const ApiResult r{" upon", StopReason::end_of_turn, "", 2, 1};
+  const json full = d->response(kMeta, r);
+  EXPECT_EQ(full["object"], "text_completion");
+  EXPECT_EQ(full["choices"][0]["text"], " upon");
+  EXPECT_EQ(full["choices"][0]["finish_reason"], "stop");
+  const Events ev =
+      parse_sse(d->stream_start(kMeta, 2) + d->stream_text(kMeta, " upon") + d->stream_end(kMeta, r, false));
+  ASSERT_EQ(ev.data.size(), 3u);
+  EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["text"], " upon");
+  EXPECT_EQ(json::parse(ev.data[1])["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(ev.data[2], "[DONE]");
+}
+
+TEST(Anthropic, ReadsSystemTurnsPrefillAndSampling) {
+  auto d = mx8::server::anthropic_dialect();
+  ApiRequest r = d->parse(json::parse(R"({
+      "model": "claude-x", "max_tokens": 64, "metadata": {"user_id": "u"},
+      "system": [{"type": "text", "text": "Be "}, {"type": "text", "text": "kind."}],
+      "messages": [{"role": "user", "content": "Hi"},
+                   {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]},
+                   {"role": "user", "content": "Tell me"},
+                   {"role": "assistant", "content": "Once"}],
+      "temperature": 1, "top_k": 3, "top_p": 0.5, "stop_sequences": ["\n\n", "END"], "stream": false})"),
+                          defaults());
+  ASSERT_EQ(r.messages.size(), 4u);
+  EXPECT_EQ(r.messages[0], json({{"role", "system"}, {"content", "Be kind."}}));
+  EXPECT_EQ(r.messages[2]["content"], "Hello!");
+  EXPECT_EQ(r.messages[3]["role"], "user");
+  EXPECT_EQ(r.assistant_prefix, "Once");  // the last assistant turn is a prefill, not history
+  EXPECT_EQ(r.max_tokens, 64);
+  EXPECT_EQ(r.sampling.temperature, 1.0f);
+  EXPECT_EQ(r.sampling.top_k, 3);
+  EXPECT_EQ(r.sampling.top_p, 0.5f);
+  EXPECT_EQ(r.stop, (std::vector<std::string>{"\n\n", "END"}));
+  EXPECT_FALSE(r.stream);
+}
+
+TEST(Anthropic, RefusesWhatItCannotDoNamingTheField) {
+  auto d = mx8::server::anthropic_dialect();
+  const std::string user = R"("messages": [{"role": "user", "content": "x"}])";
+  auto with = [&](const std::string& extra) { return json::parse("{" + user + ", " + extra + "}"); };
+  EXPECT_EQ(refused_field(*d, json::parse("{" + user + "}")), "max_tokens");
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "temperature": 1.5)")), "temperature");
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "top_k": -1)")), "top_k");
+  EXPECT_EQ(refused_field(
+                *d, json::parse(R"({"max_tokens": 10, "messages": [{"role": "system", "content": "x"}]})")),
+            "messages.0.role");
+  EXPECT_EQ(
+      refused_field(
+          *d, json::parse(
+                  R"({"max_tokens": 10, "messages": [{"role": "user", "content": [{"type": "image"}]}]})")),
+      "messages.0.content[0]");
+  EXPECT_EQ(
+      refused_field(
+          *d, json::parse(R"({"max_tokens": 10, "messages": [{"role": "assistant", "content": "x"}]})")),
+      "messages");  // only a prefill: no user turn
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "tools": [{"name": "f"}])")), "tools");
+}
+
+TEST(Anthropic, ResponseStreamAndErrorShapes) {
+  auto d = mx8::server::anthropic_dialect();
+  ApiResult r{"Hi", StopReason::stop_sequence, "END", 9, 4};
+  const json full = d->response(kMeta, r);
+  EXPECT_EQ(full["type"], "message");
+  EXPECT_EQ(full["role"], "assistant");
+  EXPECT_EQ(full["content"], json::parse(R"([{"type": "text", "text": "Hi"}])"));
+  EXPECT_EQ(full["stop_reason"], "stop_sequence");
+  EXPECT_EQ(full["stop_sequence"], "END");
+  EXPECT_EQ(full["usage"], json({{"input_tokens", 9}, {"output_tokens", 4}}));
+  r.reason = StopReason::context_full;
+  EXPECT_EQ(d->response(kMeta, r)["stop_reason"], "max_tokens");
+  EXPECT_TRUE(d->response(kMeta, r)["stop_sequence"].is_null());
+  r.reason = StopReason::end_of_turn;
+
+  const Events ev =
+      parse_sse(d->stream_start(kMeta, 9) + d->stream_text(kMeta, "Hi") + d->stream_end(kMeta, r, false));
+  EXPECT_EQ(ev.names,
+            (std::vector<std::string>{"message_start", "content_block_start", "ping", "content_block_delta",
+                                      "content_block_stop", "message_delta", "message_stop"}));
+  for (size_t i = 0; i < ev.names.size(); ++i) EXPECT_EQ(json::parse(ev.data[i])["type"], ev.names[i]);
+  EXPECT_EQ(json::parse(ev.data[0])["message"]["usage"]["input_tokens"], 9);
+  EXPECT_EQ(json::parse(ev.data[3])["delta"], json({{"type", "text_delta"}, {"text", "Hi"}}));
+  EXPECT_EQ(json::parse(ev.data[5])["delta"]["stop_reason"], "end_turn");
+  EXPECT_EQ(json::parse(ev.data[5])["usage"]["output_tokens"], 4);
+
+  EXPECT_EQ(
+      d->error_body(400, "bad", "x"),
+      json::parse(R"({"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}})"));
+  EXPECT_EQ(d->error_body(529, "busy", "")["error"]["type"], "overloaded_error");
+  EXPECT_EQ(parse_sse(d->stream_error(500, "boom")).names, std::vector<std::string>{"error"});
+}
+
+TEST(Sse, InvalidUtf8IsReplacedNotThrown) {
+  // A token's bytes never reach the dialect split (the decoder emits whole characters), but a stop
+  // string or prompt echo could carry bad bytes; the event must still be valid JSON.
+  const std::string s = mx8::server::sse_event("", json({{"t", std::string("a\xff")}}));
+  EXPECT_EQ(s.rfind("data: ", 0), 0u);
+  EXPECT_NO_THROW(json::parse(s.substr(6)));
+}
+
+}  // namespace

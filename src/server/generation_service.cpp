@@ -106,8 +106,6 @@ std::shared_ptr<Generation> GenerationService::submit(GenerationJob job) {
     if (t < 0 || t >= model_.config().vocab)
       throw Error("prompt token " + std::to_string(t) + " outside the vocabulary");
   if (job.max_new_tokens < 1) throw Error("the token limit must be at least 1");
-  // Never past the context: the engine would end the request there anyway (context_full).
-  job.max_new_tokens = std::min(job.max_new_tokens, max_context() - int(job.prompt.size()));
   std::shared_ptr<Generation> g(new Generation(*this, std::move(job), tok_));
   {
     std::lock_guard lk(mu_);

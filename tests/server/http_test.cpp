@@ -1,0 +1,330 @@
+// `mx8 serve`'s HTTP front end (server/http_server.h) on stories260K, through real sockets: each
+// endpoint's text equals what the engine generates alone for the same prompt (streamed or not,
+// several clients at once), errors come back in each API's shape, and a client that disconnects
+// mid-stream cancels its request.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "mx8/runtime/chat_template.h"
+#include "mx8/server/http_server.h"
+#include "server/server_fixture.h"
+
+namespace {
+
+using namespace mx8;
+using json = nlohmann::ordered_json;
+using mx8::testing::greedy_job;
+using mx8::testing::Reference;
+using mx8::testing::run_alone;
+using mx8::testing::stories;
+
+constexpr int kContext = 2048;
+// A plain template (stories260K has none): "user: Hi\nassistant:".
+const char* kTemplate =
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}";
+
+// A service and an HTTP server on a free port, listening on a thread of its own.
+struct Served {
+  server::GenerationService service;
+  runtime::ChatTemplate tmpl{kTemplate};
+  server::HttpServer http;
+  int port = 0;
+  std::thread listener;
+
+  explicit Served(bool with_template = true, size_t max_body = 32u << 20)
+      : service(*stories().model, *stories().be, *stories().tok, service_options()),
+        http(service, *stories().tok, with_template ? &tmpl : nullptr, server_options(max_body)) {
+    port = http.bind();
+    listener = std::thread([this] { http.listen(); });
+  }
+  ~Served() {
+    service.stop();
+    http.stop();
+    listener.join();
+  }
+  static server::ServiceOptions service_options() {
+    server::ServiceOptions o;
+    o.engine.kv_format = backend::KvFormat::f32;
+    o.engine.max_context = kContext;
+    o.engine.max_sequences = 3;
+    return o;
+  }
+  static server::ServerOptions server_options(size_t max_body) {
+    server::ServerOptions o;
+    o.host = "127.0.0.1";
+    o.port = 0;
+    o.model_name = "stories260K";
+    o.max_body_bytes = max_body;
+    return o;
+  }
+  httplib::Result post(const std::string& path, const std::string& body) {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60, 0);
+    return c.Post(path.c_str(), body, "application/json");
+  }
+  httplib::Result get(const std::string& path, const httplib::Headers& h = {}) {
+    httplib::Client c("127.0.0.1", port);
+    return c.Get(path.c_str(), h);
+  }
+};
+
+// The reference for a chat request: the template's rendering (plus a prefill), greedy.
+Reference chat_reference(const json& messages, int max_new, const std::string& prefix = "") {
+  runtime::ChatTemplate t(kTemplate);
+  server::GenerationJob j = greedy_job("", max_new);
+  runtime::EncodeOptions enc;
+  enc.add_special = false;
+  j.prompt = stories().tok->encode(t.render(messages, {{"add_generation_prompt", true}}) + prefix, enc);
+  return run_alone(j, kContext);
+}
+
+// The data lines of a server-sent-event body, and the event names.
+std::vector<std::string> sse_data(const std::string& body, std::vector<std::string>* names = nullptr) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while ((at = body.find_first_not_of('\n', at)) != std::string::npos) {
+    size_t end = body.find("\n\n", at);
+    EXPECT_NE(end, std::string::npos) << "an unterminated event";
+    if (end == std::string::npos) break;
+    const std::string block = body.substr(at, end - at);
+    if (names) {
+      const size_t e = block.find("event: ");
+      names->push_back(e == 0 ? block.substr(7, block.find('\n') - 7) : "");
+    }
+    const size_t d = block.find("data: ");
+    out.push_back(d == std::string::npos ? "" : block.substr(d + 6));
+    at = end + 2;
+  }
+  return out;
+}
+
+TEST(HttpServer, CompletionsPlainAndStreamedEqualTheEngineAlone) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  const Reference ref = run_alone(greedy_job("Once upon a time", 40), kContext);
+  Served s;
+  auto r = s.post("/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], "stories260K");
+  EXPECT_EQ(j["choices"][0]["text"], ref.text);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 40);
+  EXPECT_EQ(j["usage"]["prompt_tokens"], int(stories().prompt("Once upon a time").size()));
+
+  r = s.post("/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0,
+                                    "stream": true, "stream_options": {"include_usage": true}})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
+  const std::vector<std::string> data = sse_data(r->body);
+  ASSERT_GE(data.size(), 3u);
+  EXPECT_EQ(data.back(), "[DONE]");
+  std::string text;
+  for (size_t i = 0; i + 3 < data.size(); ++i)
+    text += json::parse(data[i])["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(text, ref.text);
+  EXPECT_EQ(json::parse(data[data.size() - 3])["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(json::parse(data[data.size() - 2])["usage"]["completion_tokens"], 40);
+}
+
+TEST(HttpServer, ChatCompletionsUseTheTemplate) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  const json messages = json::parse(R"([{"role": "system", "content": "Tell a story."},
+                                        {"role": "user", "content": "A cat"}])");
+  const Reference ref = chat_reference(messages, 30);
+  Served s;
+  json body = {{"model", "anything"}, {"messages", messages}, {"max_tokens", 30}, {"temperature", 0}};
+  auto r = s.post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], ref.text);
+  EXPECT_EQ(j["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+
+  body["stream"] = true;
+  r = s.post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  const std::vector<std::string> data = sse_data(r->body);
+  ASSERT_GE(data.size(), 3u);
+  EXPECT_EQ(json::parse(data[0])["choices"][0]["delta"]["role"], "assistant");
+  std::string text;
+  for (size_t i = 1; i + 2 < data.size(); ++i) {
+    const json c = json::parse(data[i]);
+    EXPECT_EQ(c["id"], json::parse(data[0])["id"]);
+    text += c["choices"][0]["delta"]["content"].get<std::string>();
+  }
+  EXPECT_EQ(text, ref.text);
+  EXPECT_EQ(json::parse(data[data.size() - 2])["choices"][0]["finish_reason"], "length");
+}
+
+TEST(HttpServer, AnthropicMessagesWithPrefillAndStopSequence) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  const json turns = json::parse(R"([{"role": "user", "content": "A dog"}])");
+  const Reference ref = chat_reference(turns, 60, " Once");
+  const std::string stop = ref.text.substr(ref.text.size() / 2, 5);
+  const std::string before = ref.text.substr(0, ref.text.find(stop));
+  Served s;
+  json body = {{"model", "m"},
+               {"max_tokens", 60},
+               {"temperature", 0},
+               {"messages", {turns[0], {{"role", "assistant"}, {"content", " Once"}}}}};
+  auto r = s.post("/v1/messages", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["type"], "message");
+  EXPECT_EQ(j["content"][0]["text"], ref.text);  // the continuation of " Once", without it
+  EXPECT_EQ(j["stop_reason"], "max_tokens");
+  EXPECT_EQ(j["usage"]["output_tokens"], 60);
+
+  body["stop_sequences"] = {stop};
+  body["stream"] = true;
+  r = s.post("/v1/messages", body.dump());
+  ASSERT_TRUE(r);
+  std::vector<std::string> names;
+  const std::vector<std::string> data = sse_data(r->body, &names);
+  ASSERT_GE(names.size(), 6u);
+  EXPECT_EQ(names[0], "message_start");
+  EXPECT_EQ(names[1], "content_block_start");
+  EXPECT_EQ(names[2], "ping");
+  EXPECT_EQ(names[names.size() - 3], "content_block_stop");
+  EXPECT_EQ(names[names.size() - 2], "message_delta");
+  EXPECT_EQ(names.back(), "message_stop");
+  std::string text;
+  for (size_t i = 3; i + 3 < names.size(); ++i) {
+    EXPECT_EQ(names[i], "content_block_delta");
+    text += json::parse(data[i])["delta"]["text"].get<std::string>();
+  }
+  EXPECT_EQ(text, before);
+  const json delta = json::parse(data[data.size() - 2]);
+  EXPECT_EQ(delta["delta"]["stop_reason"], "stop_sequence");
+  EXPECT_EQ(delta["delta"]["stop_sequence"], stop);
+}
+
+TEST(HttpServer, ClientsAtOnceEachGetTheirOwnText) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  const std::vector<std::string> prompts = {"The cat", "Tom and", "One day", "Lily saw", "A bird", "The sun"};
+  std::vector<Reference> refs;
+  for (const std::string& p : prompts) refs.push_back(run_alone(greedy_job(p, 25), kContext));
+  Served s;  // 3 generate at once, the others wait
+  std::vector<std::string> got(prompts.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    clients.emplace_back([&, i] {
+      json body = {{"prompt", prompts[i]}, {"max_tokens", 25}, {"temperature", 0}, {"stream", i % 2 == 1}};
+      auto r = s.post("/v1/completions", body.dump());
+      if (!r || r->status != 200) return;
+      if (i % 2 == 0) {
+        got[i] = json::parse(r->body)["choices"][0]["text"];
+      } else {
+        for (const std::string& d : sse_data(r->body))
+          if (d != "[DONE]") got[i] += json::parse(d)["choices"][0]["text"].get<std::string>();
+      }
+    });
+  for (auto& c : clients) c.join();
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i], refs[i].text) << prompts[i];
+}
+
+TEST(HttpServer, ErrorsInEachApisShape) {
+  Served s(/*with_template=*/true, /*max_body=*/4096);
+  auto r = s.post("/v1/chat/completions", "{not json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(json::parse(r->body)["error"]["type"], "invalid_request_error");
+  r = s.post("/v1/messages", R"({"messages": [{"role": "user", "content": "x"}]})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(json::parse(r->body)["type"], "error");
+  EXPECT_NE(json::parse(r->body)["error"]["message"].get<std::string>().find("max_tokens"),
+            std::string::npos);
+  r = s.post("/v1/completions", R"({"prompt": "x", "temperature": -1})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(json::parse(r->body)["error"]["param"], "temperature");
+  // A prompt longer than the context names both sizes.
+  std::string words;
+  for (int i = 0; i < 700; ++i) words += "cat ";
+  Served small(true, 1 << 20);
+  r = small.post("/v1/completions", json({{"prompt", words + words + words}, {"max_tokens", 1}}).dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(r->body.find("context is 2048 positions"), std::string::npos) << r->body;
+  // Over the body limit, an unknown path, a wrong method.
+  r = s.post("/v1/completions", json({{"prompt", words + words}}).dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  r = s.get("/v1/nothing");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_NE(json::parse(r->body)["error"]["message"].get<std::string>().find("/v1/nothing"),
+            std::string::npos);
+  EXPECT_EQ(s.get("/v1/messages")->status, 404);
+}
+
+TEST(HttpServer, ChatWithoutATemplateSaysSo) {
+  Served s(/*with_template=*/false);
+  auto r = s.post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "x"}]})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(r->body.find("no chat template"), std::string::npos);
+  r = s.post("/v1/completions", R"({"prompt": "x", "max_tokens": 2})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST(HttpServer, ModelsAndHealth) {
+  Served s;
+  auto r = s.get("/v1/models");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body)["data"][0]["id"], "stories260K");
+  EXPECT_EQ(json::parse(r->body)["object"], "list");
+  r = s.get("/v1/models", {{"anthropic-version", "2023-06-01"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body)["data"][0]["type"], "model");
+  r = s.get("/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(json::parse(r->body), json::parse(R"({"status": "ok", "running": 0, "waiting": 0})"));
+}
+
+TEST(HttpServer, AClientThatLeavesMidStreamCancelsItsRequest) {
+  Served s;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(s.port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  // 1900 tokens take stories260K about a second; the client reads the first bytes and leaves.
+  const std::string body = R"({"prompt": "Once upon a time", "max_tokens": 1900, "stream": true})";
+  const std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(::write(fd, req.data(), req.size()), ssize_t(req.size()));
+  char buf[256];
+  ASSERT_GT(::read(fd, buf, sizeof buf), 0);
+  for (int i = 0; i < 200 && s.service.status().running == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(s.service.status().running, 1);
+  ::close(fd);
+  // The request must end (running 0) long before its 1900 tokens.
+  for (int i = 0; i < 200 && s.service.status().running > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  const server::ServiceStatus st = s.service.status();
+  EXPECT_EQ(st.running, 0);
+  EXPECT_LT(st.stats.decode_tokens, 1500);
+}
+
+}  // namespace

@@ -1,0 +1,100 @@
+// mx8 serve driven by the official OpenAI and Anthropic client libraries: what their users run.
+// Usage: MX8_SERVER_URL=http://127.0.0.1:PORT node sdk_clients.mjs
+// The server runs stories260K with plain_template.jinja. Greedy requests, so the plain, streamed and
+// cross-API answers to the same conversation must be the same text. Exit status 1 on any failure.
+import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
+
+const base = process.env.MX8_SERVER_URL;
+if (!base) throw new Error('MX8_SERVER_URL is not set');
+const openai = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'none', maxRetries: 0 });
+const anthropic = new Anthropic({ baseURL: base, apiKey: 'none', maxRetries: 0 });
+const model = 'stories260K';
+
+let failures = 0;
+function check(ok, what, detail = '') {
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}${ok ? '' : ` ${detail}`}`);
+  if (!ok) failures++;
+}
+
+async function refused(what, call, Type, status) {
+  try {
+    await call();
+    check(false, what, 'was accepted');
+  } catch (e) {
+    check(e instanceof Type && e.status === status, what, `${e.constructor.name} ${e.status} ${e.message}`);
+  }
+}
+
+// OpenAI chat completions: plain, streamed chunk by chunk, and through the SDK's stream helper.
+const system = 'Tell a story.';
+const messages = [{ role: 'system', content: system }, { role: 'user', content: 'A cat' }];
+const plain = await openai.chat.completions.create({ model, messages, max_tokens: 30, temperature: 0 });
+const text = plain.choices[0].message.content;
+check(plain.object === 'chat.completion' && plain.model === model, 'chat: object and model');
+check(typeof text === 'string' && text.length > 0, 'chat: text', JSON.stringify(plain));
+check(plain.choices[0].finish_reason === 'length', 'chat: finish_reason length');
+check(plain.usage.completion_tokens === 30, 'chat: usage.completion_tokens', JSON.stringify(plain.usage));
+
+let streamed = '';
+let finish = null;
+let usage = null;
+const stream = await openai.chat.completions.create({
+  model, messages, max_tokens: 30, temperature: 0, stream: true, stream_options: { include_usage: true },
+});
+for await (const chunk of stream) {
+  if (chunk.choices.length) {
+    streamed += chunk.choices[0].delta.content ?? '';
+    finish = chunk.choices[0].finish_reason ?? finish;
+  }
+  if (chunk.usage) usage = chunk.usage;
+}
+check(streamed === text, 'chat stream: same text', JSON.stringify([streamed, text]));
+check(finish === 'length', 'chat stream: finish_reason');
+check(usage?.total_tokens === plain.usage.total_tokens, 'chat stream: usage chunk', JSON.stringify(usage));
+
+const helper = await openai.chat.completions
+  .stream({ model, messages, max_tokens: 30, temperature: 0 })
+  .finalChatCompletion();
+check(helper.choices[0].message.content === text, 'chat stream helper: final message');
+
+// Legacy completions and the model list.
+const completion = await openai.completions.create({ model, prompt: 'Once upon a time', max_tokens: 12, temperature: 0 });
+check(completion.choices[0].text.length > 0 && completion.usage.completion_tokens === 12, 'completions');
+const models = await openai.models.list();
+check(models.data.length === 1 && models.data[0].id === model, 'models.list');
+
+await refused('chat: temperature 5 is a BadRequestError',
+  () => openai.chat.completions.create({ model, messages, temperature: 5 }), OpenAI.BadRequestError, 400);
+await refused('chat: n = 2 is a BadRequestError',
+  () => openai.chat.completions.create({ model, messages, n: 2 }), OpenAI.BadRequestError, 400);
+
+// Anthropic messages: the same conversation gives the same text.
+const request = { model, max_tokens: 30, temperature: 0, system, messages: [{ role: 'user', content: 'A cat' }] };
+const msg = await anthropic.messages.create(request);
+check(msg.type === 'message' && msg.role === 'assistant', 'messages: type and role');
+check(msg.content.length === 1 && msg.content[0].text === text, 'messages: same text as OpenAI chat',
+  JSON.stringify([msg.content, text]));
+check(msg.stop_reason === 'max_tokens' && msg.usage.output_tokens === 30, 'messages: stop_reason, usage');
+
+let deltas = '';
+const ms = anthropic.messages.stream(request);
+ms.on('text', (t) => { deltas += t; });
+const final = await ms.finalMessage();
+check(deltas === text && final.content[0].text === text, 'messages stream: text events and final message');
+check(final.stop_reason === 'max_tokens' && final.usage.output_tokens === 30, 'messages stream: stop_reason, usage',
+  JSON.stringify(final));
+
+const stop = text.slice(Math.floor(text.length / 2), Math.floor(text.length / 2) + 4);
+const stopped = await anthropic.messages.create({ ...request, stop_sequences: [stop] });
+check(stopped.stop_reason === 'stop_sequence' && stopped.stop_sequence === stop, 'messages: stop_sequence');
+check(stopped.content[0].text === text.slice(0, text.indexOf(stop)), 'messages: text ends before the stop');
+
+await refused('messages: temperature 2 is a BadRequestError',
+  () => anthropic.messages.create({ ...request, temperature: 2 }), Anthropic.BadRequestError, 400);
+
+if (failures) {
+  console.log(`${failures} check(s) failed`);
+  process.exit(1);
+}
+console.log('all checks passed');

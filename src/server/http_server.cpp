@@ -2,6 +2,7 @@
 #include "mx8/server/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -154,7 +155,17 @@ struct HttpServer::Impl {
         });
   }
 
+  int listen_fd = -1;
+
   void routes() {
+    // The listening socket, as httplib makes it: SO_REUSEADDR (a restarted server binds at once),
+    // where httplib's default would set SO_REUSEPORT, which lets a second server bind the same port
+    // and silently take half the connections. The fd is kept for the backlog (bind()).
+    http.set_socket_options([this](socket_t fd) {
+      const int yes = 1;
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      listen_fd = fd;
+    });
     http.set_payload_max_length(opts.max_body_bytes);
     http.Post("/v1/chat/completions",
               [this](const httplib::Request& q, httplib::Response& s) { generate(*openai_chat, 429, q, s); });
@@ -233,6 +244,10 @@ int HttpServer::bind() {
   if (port < 0)
     throw Error("cannot listen on " + m.opts.host + ":" + std::to_string(m.opts.port) +
                 " (in use, or not an address of this machine)");
+  // httplib listens with a backlog of 5: a burst of clients connecting at once overflows it, and
+  // each dropped connection waits for the client's SYN retry (1 s, then 3). Listening again on the
+  // bound socket raises the backlog to the system's limit.
+  if (m.listen_fd >= 0) ::listen(m.listen_fd, SOMAXCONN);
   return port;
 }
 

@@ -282,6 +282,19 @@ TEST(HttpServer, ChatWithoutATemplateSaysSo) {
   EXPECT_EQ(r->status, 200);
 }
 
+TEST(HttpServer, APortInUseIsAnError) {
+  Served s;
+  server::ServerOptions o = Served::server_options(1 << 20);
+  o.port = s.port;
+  server::HttpServer second(s.service, *stories().tok, nullptr, o);
+  try {
+    second.bind();
+    ADD_FAILURE() << "a second server bound port " << s.port;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(std::to_string(s.port)), std::string::npos) << e.what();
+  }
+}
+
 TEST(HttpServer, ModelsAndHealth) {
   Served s;
   auto r = s.get("/v1/models");

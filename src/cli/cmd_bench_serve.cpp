@@ -1,0 +1,237 @@
+// `mx8 bench serve`: what the HTTP server costs over the engine it drives. For each number of clients
+// C, C streaming /v1/completions requests go to an in-process `mx8 serve` (port 0, --parallel C) at
+// once, each from its own thread over a socket; then the same C requests (prompts, seeds, lengths) run
+// straight through a runtime::Engine, the peer that bounds the server. Reported: generated tokens/s of
+// both, their ratio, and per request the time to the first text and the streaming rate.
+//
+// The default model is the bundled stories260K, whose forward pass takes microseconds: the engine's
+// rate is then high enough that the server's own work (HTTP, JSON, SSE, one thread per request) is
+// what the ratio measures. With a real model on a GPU the forward pass dominates and the ratio tends
+// to 1.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+
+#include "cli/command.h"
+#include "cli/gen_common.h"
+#include "cli/perf_report.h"
+#include "mx8/runtime/tokenizer.h"
+#include "mx8/server/generation_service.h"
+#include "mx8/server/http_server.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  mx8::cli::GenOptions gen;
+  std::vector<int> clients = {1, 4, 16, 64};
+  int tokens = 128;
+  bool write_perf = true;
+  std::string perf_md;
+};
+
+const char* kOpenings[] = {"Once upon a time", "One day", "Tom and Lily", "The little dog",
+                           "A big bird",       "She saw", "Mom said",     "In the park"};
+
+struct Request {
+  std::string prompt;
+  uint64_t seed;
+};
+
+std::vector<Request> requests(int n) {
+  std::vector<Request> r;
+  for (int i = 0; i < n; ++i) r.push_back({kOpenings[i % 8], uint64_t(1000 + i)});
+  return r;
+}
+
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Row {
+  int clients = 0;
+  int64_t tokens = 0, engine_tokens = 0;
+  double engine_tok_s = 0, server_tok_s = 0;
+  double ttft_median_ms = 0, ttft_max_ms = 0, stream_tok_s_median = 0;
+};
+
+// The peer: the same requests through an Engine of C sequences, stepped until idle.
+double engine_rate(mx8::cli::Loaded& l, const mx8::runtime::Tokenizer& tok, const std::vector<Request>& reqs,
+                   const Options& o, int64_t* tokens) {
+  using namespace mx8;
+  runtime::EngineOptions eo;
+  eo.kv_format = l.kv_format;
+  eo.max_context = l.context;
+  eo.max_sequences = int(reqs.size());
+  eo.prefix_reuse = false;
+  runtime::Engine eng(*l.model, *l.backend, eo);
+  const auto t0 = Clock::now();
+  for (const Request& r : reqs) {
+    runtime::GenerationParams gp;
+    gp.sampling = o.gen.sampling;
+    gp.sampling.seed = r.seed;
+    gp.max_new_tokens = o.tokens;
+    gp.stop_tokens = tok.stop_ids();
+    eng.add(tok.encode(r.prompt), gp);
+  }
+  *tokens = 0;
+  while (!eng.idle())
+    for (const runtime::TokenEvent& e : eng.step()) *tokens += e.token >= 0;
+  return double(*tokens) / seconds(t0, Clock::now());
+}
+
+Row measure(mx8::cli::Loaded& l, const mx8::runtime::Tokenizer& tok, const Options& o, int c) {
+  using namespace mx8;
+  using json = nlohmann::json;
+  const std::vector<Request> reqs = requests(c);
+  Row row;
+  row.clients = c;
+  row.engine_tok_s = engine_rate(l, tok, reqs, o, &row.engine_tokens);
+
+  server::ServiceOptions so;
+  so.engine.kv_format = l.kv_format;
+  so.engine.max_context = l.context;
+  so.engine.max_sequences = c;
+  so.engine.prefix_reuse = false;  // as the peer: every prompt is prefilled
+  server::GenerationService service(*l.model, *l.backend, tok, so);
+  server::ServerOptions ho;
+  ho.port = 0;
+  ho.model_name = "bench";
+  ho.sampling = o.gen.sampling;
+  server::HttpServer http(service, tok, nullptr, ho);
+  const int port = http.bind();
+  std::thread listener([&] { http.listen(); });
+
+  std::vector<double> ttft(size_t(c), 0), rate(size_t(c), 0);
+  std::vector<int64_t> got(size_t(c), 0);
+  std::vector<std::thread> clients;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < c; ++i)
+    clients.emplace_back([&, i] {
+      httplib::Client cli("127.0.0.1", port);
+      cli.set_read_timeout(600, 0);
+      httplib::Request rq;
+      rq.method = "POST";
+      rq.path = "/v1/completions";
+      rq.set_header("Content-Type", "application/json");
+      rq.body = json{{"prompt", reqs[size_t(i)].prompt},
+                     {"max_tokens", o.tokens},
+                     {"seed", reqs[size_t(i)].seed},
+                     {"stream", true},
+                     {"stream_options", {{"include_usage", true}}}}
+                    .dump();
+      std::string body;
+      Clock::time_point first{};
+      rq.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+        if (first == Clock::time_point{}) first = Clock::now();
+        body.append(d, n);
+        return true;
+      };
+      const Clock::time_point start = Clock::now();
+      auto res = cli.send(rq);
+      const Clock::time_point end = Clock::now();
+      if (!res || res->status != 200) return;
+      // The usage chunk: the last event before [DONE].
+      const size_t u = body.rfind("\"usage\"");
+      if (u == std::string::npos) return;
+      const size_t line = body.rfind("data: ", u);
+      got[size_t(i)] =
+          json::parse(body.substr(line + 6, body.find('\n', u) - line - 6))["usage"]["completion_tokens"];
+      ttft[size_t(i)] = seconds(start, first) * 1e3;
+      rate[size_t(i)] = got[size_t(i)] > 1 ? double(got[size_t(i)] - 1) / seconds(first, end) : 0;
+    });
+  for (auto& t : clients) t.join();
+  const double wall = seconds(t0, Clock::now());
+  service.stop();
+  http.stop();
+  listener.join();
+
+  for (int64_t g : got) row.tokens += g;
+  const auto failed = std::count(got.begin(), got.end(), 0);
+  if (failed)
+    throw Error("bench serve: " + std::to_string(failed) + " of " + std::to_string(c) +
+                " requests failed or generated nothing");
+  row.server_tok_s = double(row.tokens) / wall;
+  row.ttft_median_ms = median(ttft);
+  row.ttft_max_ms = *std::max_element(ttft.begin(), ttft.end());
+  row.stream_tok_s_median = median(rate);
+  return row;
+}
+
+void run(Options& o) {
+  using namespace mx8;
+  if (o.tokens < 1) throw Error("--tokens must be at least 1");
+  int max_clients = 0;
+  for (int c : o.clients) {
+    if (c < 1 || c > 1024) throw Error("--clients: each count must be from 1 to 1024");
+    max_clients = std::max(max_clients, c);
+  }
+  if (o.gen.model.empty()) o.gen.model = cli::default_model_path();
+  auto tok = runtime::load_tokenizer(o.gen.model);
+  cli::Loaded l = cli::load_for_generation(o.gen, o.gen.ctx > 0 ? o.gen.ctx : o.tokens + 32, max_clients);
+
+  std::vector<Row> rows;
+  for (int c : o.clients) {
+    rows.push_back(measure(l, *tok, o, c));
+    const Row& r = rows.back();
+    std::printf(
+        "%4d clients: engine %9.0f tok/s, server %9.0f tok/s (%.2fx), first text %.1f ms median / %.1f "
+        "max, %.0f tok/s per stream\n",
+        r.clients, r.engine_tok_s, r.server_tok_s, r.server_tok_s / r.engine_tok_s, r.ttft_median_ms,
+        r.ttft_max_ms, r.stream_tok_s_median);
+  }
+
+  std::ostringstream md;
+  md << "## Server (`mx8 bench serve`)\n\n"
+     << "Machine: " << cli::machine_description() << " (load average " << cli::load_average()
+     << "). Date: " << cli::today_utc() << ". Model: " << o.gen.model.substr(o.gen.model.rfind('/') + 1)
+     << ", device " << o.gen.device << ", weights " << o.gen.weights << ", " << o.tokens
+     << " tokens per request, sampled (temperature " << o.gen.sampling.temperature
+     << ", a seed per request).\n\n"
+     << "C clients send one streaming /v1/completions request each, at once, to an in-process `mx8 serve` "
+        "(--parallel C), each over its own socket. The peer is the same C requests (prompts, seeds, lengths) "
+        "straight through a runtime::Engine of C sequences. `server / engine` is the fraction of the "
+        "engine's rate the server delivers; `first text` is the time from sending a request to its first "
+        "text; `per stream` is one request's rate after its first text.\n\n"
+     << "| clients | tokens | engine tok/s | server tok/s | server / engine | first text, median ms | first "
+        "text, max ms | per stream tok/s |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  char buf[256];
+  for (const Row& r : rows) {
+    std::snprintf(buf, sizeof buf, "| %d | %lld | %.0f | %.0f | %.2f | %.1f | %.1f | %.0f |\n", r.clients,
+                  (long long)r.tokens, r.engine_tok_s, r.server_tok_s, r.server_tok_s / r.engine_tok_s,
+                  r.ttft_median_ms, r.ttft_max_ms, r.stream_tok_s_median);
+    md << buf;
+  }
+  if (o.write_perf) {
+    const std::string path = o.perf_md.empty() ? cli::default_perf_md_path() : o.perf_md;
+    cli::update_perf_section(path, "serve-" + o.gen.device, md.str());
+    std::fprintf(stderr, "bench serve: updated %s (section serve-%s)\n", path.c_str(), o.gen.device.c_str());
+  }
+}
+
+mx8::cli::CommandRegistration reg{
+    "bench serve", "HTTP server throughput against the engine it drives", [](CLI::App& app) {
+      auto o = std::make_shared<Options>();
+      mx8::cli::add_gen_options(app, o->gen);
+      app.add_option("--clients", o->clients, "numbers of concurrent clients to measure")->delimiter(',');
+      app.add_option("--tokens", o->tokens, "tokens generated per request")->capture_default_str();
+      app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
+      app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
+      return [o] { run(*o); };
+    }};
+
+}  // namespace

@@ -22,6 +22,7 @@
 #include "cli/command.h"
 #include "cli/gen_common.h"
 #include "cli/perf_report.h"
+#include "cli/random_cuda_weights.h"
 #include "mx8/runtime/tokenizer.h"
 #include "mx8/server/generation_service.h"
 #include "mx8/server/http_server.h"
@@ -34,6 +35,7 @@ struct Options {
   mx8::cli::GenOptions gen;
   std::vector<int> clients = {1, 4, 16, 64};
   int tokens = 128;
+  int random_layers = 0;  // > 0: a Llama-3-8B-shaped model with random weights on the GPU
   bool write_perf = true;
   std::string perf_md;
 };
@@ -62,6 +64,15 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// What the requests run on: a loaded model, or (CUDA) a Llama-3-8B-shaped one with random weights.
+struct Target {
+  mx8::backend::Backend* be = nullptr;
+  mx8::model::LlamaModel* model = nullptr;
+  mx8::backend::KvFormat kv = mx8::backend::KvFormat::bf16;
+  int context = 0;
+  std::string what;  // for the report
+};
+
 struct Row {
   int clients = 0;
   int64_t tokens = 0, engine_tokens = 0;
@@ -70,15 +81,15 @@ struct Row {
 };
 
 // The peer: the same requests through an Engine of C sequences, stepped until idle.
-double engine_rate(mx8::cli::Loaded& l, const mx8::runtime::Tokenizer& tok, const std::vector<Request>& reqs,
+double engine_rate(const Target& t, const mx8::runtime::Tokenizer& tok, const std::vector<Request>& reqs,
                    const Options& o, int64_t* tokens) {
   using namespace mx8;
   runtime::EngineOptions eo;
-  eo.kv_format = l.kv_format;
-  eo.max_context = l.context;
+  eo.kv_format = t.kv;
+  eo.max_context = t.context;
   eo.max_sequences = int(reqs.size());
   eo.prefix_reuse = false;
-  runtime::Engine eng(*l.model, *l.backend, eo);
+  runtime::Engine eng(*t.model, *t.be, eo);
   const auto t0 = Clock::now();
   for (const Request& r : reqs) {
     runtime::GenerationParams gp;
@@ -94,20 +105,21 @@ double engine_rate(mx8::cli::Loaded& l, const mx8::runtime::Tokenizer& tok, cons
   return double(*tokens) / seconds(t0, Clock::now());
 }
 
-Row measure(mx8::cli::Loaded& l, const mx8::runtime::Tokenizer& tok, const Options& o, int c) {
+Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& o, int c) {
   using namespace mx8;
   using json = nlohmann::json;
   const std::vector<Request> reqs = requests(c);
   Row row;
   row.clients = c;
-  row.engine_tok_s = engine_rate(l, tok, reqs, o, &row.engine_tokens);
+  engine_rate(t, tok, reqs, o, &row.engine_tokens);  // untimed: first-use costs (graph capture, caches)
+  row.engine_tok_s = engine_rate(t, tok, reqs, o, &row.engine_tokens);
 
   server::ServiceOptions so;
-  so.engine.kv_format = l.kv_format;
-  so.engine.max_context = l.context;
+  so.engine.kv_format = t.kv;
+  so.engine.max_context = t.context;
   so.engine.max_sequences = c;
   so.engine.prefix_reuse = false;  // as the peer: every prompt is prefilled
-  server::GenerationService service(*l.model, *l.backend, tok, so);
+  server::GenerationService service(*t.model, *t.be, tok, so);
   server::ServerOptions ho;
   ho.port = 0;
   ho.model_name = "bench";
@@ -182,11 +194,54 @@ void run(Options& o) {
   }
   if (o.gen.model.empty()) o.gen.model = cli::default_model_path();
   auto tok = runtime::load_tokenizer(o.gen.model);
-  cli::Loaded l = cli::load_for_generation(o.gen, o.gen.ctx > 0 ? o.gen.ctx : o.tokens + 32, max_clients);
+  const int context = o.gen.ctx > 0 ? o.gen.ctx : o.tokens + 32;
+  Target t;
+  cli::Loaded l;
+#if defined(MX8_HAVE_CUDA)
+  std::unique_ptr<backend::Backend> rbe;
+  std::unique_ptr<cli::WeightFactory> wf, ef;
+  std::unique_ptr<model::LlamaModel> rmodel;
+#endif
+  if (o.random_layers > 0) {
+#if defined(MX8_HAVE_CUDA)
+    if (o.gen.device != "cuda") throw Error("--random-layers needs --device cuda");
+    if (tok->vocab_size() > size_t(cli::kVocab))
+      throw Error("--random-layers: the tokenizer of " + o.gen.model + " has " +
+                  std::to_string(tok->vocab_size()) + " tokens, more than the model's " +
+                  std::to_string(cli::kVocab));
+    const backend::WeightFormat f =
+        o.gen.weights == "mxfp8"  ? backend::WeightFormat::mxfp8
+        : o.gen.weights == "bf16" ? backend::WeightFormat::bf16
+        : o.gen.weights == "fp8" || o.gen.weights == "as-given"
+            ? backend::WeightFormat::fp8_block
+            : throw Error("--random-layers: --weights must be fp8, mxfp8 or bf16");
+    rbe = backend::make_backend("cuda", 0);
+    wf = std::make_unique<cli::WeightFactory>(*rbe, f);
+    ef = std::make_unique<cli::WeightFactory>(*rbe, backend::WeightFormat::bf16);  // the table stays bf16
+    rmodel = model::make_llama_with_weights(cli::llama3_8b(o.random_layers), *rbe,
+                                            std::max(o.gen.chunk, max_clients),
+                                            [&](const std::string& name, int64_t n, int64_t k) {
+                                              return name == "token_embd" ? ef->make(n, k) : wf->make(n, k);
+                                            });
+    cli::cuda_ok(cudaDeviceSynchronize(), "weight set-up");
+    t = {rbe.get(), rmodel.get(), o.gen.kv == "fp8" ? backend::KvFormat::fp8 : backend::KvFormat::bf16,
+         context,
+         "Llama-3-8B shape with " + std::to_string(o.random_layers) + " layers, random " +
+             (f == backend::WeightFormat::fp8_block ? std::string("fp8") : backend::weight_format_name(f)) +
+             " weights (" + tok->kind() + " tokenizer of " + o.gen.model.substr(o.gen.model.rfind('/') + 1) +
+             ")"};
+#else
+    throw Error("--random-layers needs a CUDA build (cmake --preset cuda)");
+#endif
+  } else {
+    l = cli::load_for_generation(o.gen, context, max_clients);
+    t = {l.backend.get(), l.model.get(), l.kv_format, l.context,
+         o.gen.model.substr(o.gen.model.rfind('/') + 1) + ", weights " + o.gen.weights};
+  }
 
   std::vector<Row> rows;
   for (int c : o.clients) {
-    rows.push_back(measure(l, *tok, o, c));
+    rows.push_back(measure(t, *tok, o, c));
     const Row& r = rows.back();
     std::printf(
         "%4d clients: engine %9.0f tok/s, server %9.0f tok/s (%.2fx), first text %.1f ms median / %.1f "
@@ -195,11 +250,20 @@ void run(Options& o) {
         r.ttft_max_ms, r.stream_tok_s_median);
   }
 
+  std::string clients;
+  for (int c : o.clients) clients += (clients.empty() ? "" : ",") + std::to_string(c);
+  std::string command = "mx8 bench serve --device " + o.gen.device + " --clients " + clients + " --tokens " +
+                        std::to_string(o.tokens);
+  if (o.random_layers > 0)
+    command += " --random-layers " + std::to_string(o.random_layers) + " --weights " + o.gen.weights +
+               " --kv " + o.gen.kv + " -m " + o.gen.model.substr(o.gen.model.rfind('/') + 1);
+  const std::string section = "serve-" + o.gen.device + (o.random_layers > 0 ? "-llama3-8b" : "");
+
   std::ostringstream md;
-  md << "## Server (`mx8 bench serve`)\n\n"
-     << "Machine: " << cli::machine_description() << " (load average " << cli::load_average()
-     << "). Date: " << cli::today_utc() << ". Model: " << o.gen.model.substr(o.gen.model.rfind('/') + 1)
-     << ", device " << o.gen.device << ", weights " << o.gen.weights << ", " << o.tokens
+  md << "## Server (`mx8 bench serve`), " << (o.random_layers > 0 ? "Llama-3-8B shape" : "stories260K")
+     << ", " << o.gen.device << "\n\nCommand: `" << command << "`. Machine: " << cli::machine_description()
+     << " (load average " << cli::load_average() << "). Date: " << cli::today_utc() << ". Model: " << t.what
+     << ", device " << o.gen.device << ", KV " << backend::kv_format_name(t.kv) << ", " << o.tokens
      << " tokens per request, sampled (temperature " << o.gen.sampling.temperature
      << ", a seed per request).\n\n"
      << "C clients send one streaming /v1/completions request each, at once, to an in-process `mx8 serve` "
@@ -218,8 +282,8 @@ void run(Options& o) {
   }
   if (o.write_perf) {
     const std::string path = o.perf_md.empty() ? cli::default_perf_md_path() : o.perf_md;
-    cli::update_perf_section(path, "serve-" + o.gen.device, md.str());
-    std::fprintf(stderr, "bench serve: updated %s (section serve-%s)\n", path.c_str(), o.gen.device.c_str());
+    cli::update_perf_section(path, section, md.str());
+    std::fprintf(stderr, "bench serve: updated %s (section %s)\n", path.c_str(), section.c_str());
   }
 }
 
@@ -229,6 +293,10 @@ mx8::cli::CommandRegistration reg{
       mx8::cli::add_gen_options(app, o->gen);
       app.add_option("--clients", o->clients, "numbers of concurrent clients to measure")->delimiter(',');
       app.add_option("--tokens", o->tokens, "tokens generated per request")->capture_default_str();
+      app.add_option(
+          "--random-layers", o->random_layers,
+          "CUDA: a Llama-3-8B-shaped model of this many layers with random weights (--weights fp8, "
+          "mxfp8 or bf16); -m then only gives the tokenizer");
       app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
       app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
       return [o] { run(*o); };

@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
+#include "mx8/backend/cpu/thread_pool.h"
 #include "mx8/error.h"
 
 namespace mx8::runtime {
@@ -226,11 +228,29 @@ std::vector<TokenEvent> Engine::step() {
   float* logits = logits_.reserve(b.logit_rows.size() * vocab);
   model_.forward(b, *kv_, logits);
 
+  // Sampling: each sequence has its own sampler and logits row, so rows are independent and the result
+  // does not depend on how they are spread over threads. With a large vocabulary and several
+  // sequences, they run on a pool: ~50 us per 128k-entry row, serially 3 ms of a 64-sequence step.
+  std::vector<int32_t> picked(sampled.size());
+  auto sample_rows = [&](size_t begin, size_t end) {
+    for (size_t r = begin; r < end; ++r) {
+      Seq& s = *sampled[r];
+      std::span<float> lg(logits + r * vocab, vocab);
+      if (keep_logits_) s.last_logits.assign(lg.begin(), lg.end());
+      picked[r] = s.sampler.sample(lg, s.tokens);
+    }
+  };
+  if (sampled.size() >= 2 && vocab >= 32768) {
+    if (!sample_pool_)
+      sample_pool_ = std::make_unique<cpu::ThreadPool>(
+          int(std::min(8u, std::max(1u, std::thread::hardware_concurrency()))));
+    sample_pool_->parallel_for(sampled.size(), 1, sample_rows);
+  } else {
+    sample_rows(0, sampled.size());
+  }
   for (size_t r = 0; r < sampled.size(); ++r) {
     Seq& s = *sampled[r];
-    std::span<float> lg(logits + r * vocab, vocab);
-    if (keep_logits_) s.last_logits.assign(lg.begin(), lg.end());
-    const int32_t tok = s.sampler.sample(lg, s.tokens);
+    const int32_t tok = picked[r];
     s.tokens.push_back(tok);
     s.generated++;
     TokenEvent e{s.id, tok, FinishReason::none};

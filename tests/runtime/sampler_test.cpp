@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
 #include <string>
 
 #include "mx8/error.h"
@@ -182,4 +184,85 @@ TEST(Sampler, RejectsSettingsWithoutAMeaning) {
   p.top_k = -3;
   p.penalty_last_n = -1;
   EXPECT_EQ(error_of(p), "");
+}
+
+namespace {
+
+// The sampler's step 3 written the obvious way: every candidate (logit / T, id), fully sorted, then
+// the same top-k, softmax, top-p, min-p and draw. The Sampler selects its top k in one pass that
+// skips most logits without dividing them; both must pick the same token from the same RNG state.
+int32_t reference_sample(const SamplingParams& p, std::mt19937_64& rng, const std::vector<float>& logits) {
+  std::vector<std::pair<float, int32_t>> cand;
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (!std::isnan(logits[i])) cand.emplace_back(logits[i] / p.temperature, int32_t(i));
+  if (cand.empty()) return 0;
+  std::sort(cand.begin(), cand.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  if (p.top_k > 0 && size_t(p.top_k) < cand.size()) cand.resize(size_t(p.top_k));
+  const float mx = cand[0].first;
+  double sum = 0;
+  for (auto& c : cand) sum += (c.first = std::exp(c.first - mx));
+  for (auto& c : cand) c.first = float(c.first / sum);
+  size_t keep = cand.size();
+  if (p.top_p < 1.0f) {
+    double cum = 0;
+    for (size_t i = 0; i < cand.size(); ++i)
+      if ((cum += cand[i].first) >= p.top_p) {
+        keep = i + 1;
+        break;
+      }
+  }
+  if (p.min_p > 0.0f) {
+    size_t k = 1;
+    while (k < keep && cand[k].first >= p.min_p * cand[0].first) ++k;
+    keep = k;
+  }
+  cand.resize(keep);
+  double total = 0;
+  for (auto& c : cand) total += c.first;
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng) * total;
+  double cum = 0;
+  for (auto& c : cand)
+    if (u < (cum += c.first)) return c.second;
+  return cand.back().second;
+}
+
+}  // namespace
+
+TEST(Sampler, OnePassTopKEqualsSortingEveryCandidate) {
+  std::mt19937 gen(7);
+  // Temperatures that make v / T overflow, go subnormal, or round distinct logits to equal values.
+  const float temps[] = {1.0f, 0.7f, 3.0f, 1e-30f, 1e30f, 0.01f};
+  const int ks[] = {1, 5, 40, 999};
+  int draws = 0;
+  for (float t : temps)
+    for (int k : ks)
+      for (int trial = 0; trial < 6; ++trial) {
+        std::vector<float> logits(1000 + trial * 37);  // ragged: not a multiple of 16
+        std::normal_distribution<float> d(0.0f, trial % 2 ? 3.0f : 1e-3f);
+        for (auto& v : logits) v = d(gen);
+        // Ties, NaNs, infinities, subnormals and neighbouring floats.
+        for (size_t i = 0; i < logits.size(); i += 17) logits[i] = logits[i / 2];
+        for (size_t i = 5; i < logits.size(); i += 97) logits[i] = NAN;
+        if (trial == 2) logits[3] = INFINITY, logits[9] = -INFINITY;
+        if (trial == 3)
+          for (size_t i = 0; i < logits.size(); i += 3) logits[i] = float(i % 7) * 1e-40f;
+        if (trial == 4)
+          for (size_t i = 1; i < logits.size(); i += 2) logits[i] = std::nextafter(logits[i - 1], 1e9f);
+        SamplingParams p;
+        p.temperature = t;
+        p.top_k = k;
+        p.top_p = trial % 3 == 0 ? 1.0f : 0.9f;
+        p.min_p = trial % 2 ? 0.0f : 0.05f;
+        p.seed = uint64_t(trial * 131 + k);
+        Sampler s(p);
+        std::mt19937_64 rng(p.seed);
+        for (int rep = 0; rep < 4; ++rep, ++draws) {
+          std::vector<float> mine = logits;
+          ASSERT_EQ(s.sample(mine, {}), reference_sample(p, rng, logits))
+              << "T " << t << " k " << k << " trial " << trial << " draw " << rep;
+        }
+      }
+  EXPECT_EQ(draws, 6 * 4 * 6 * 4);
 }

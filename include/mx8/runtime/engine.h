@@ -36,6 +36,10 @@
 #include "mx8/model/llama.h"
 #include "mx8/runtime/sampler.h"
 
+namespace mx8::cpu {
+class ThreadPool;
+}
+
 namespace mx8::runtime {
 
 struct EngineOptions {
@@ -144,6 +148,7 @@ class Engine {
   EngineStats stats_;
   bool keep_logits_ = false;
   backend::HostBuffer<float> logits_;  // the step's logits rows, in the backend's fastest host memory
+  std::unique_ptr<cpu::ThreadPool> sample_pool_;  // made at the first step that samples in parallel
 };
 
 }  // namespace mx8::runtime

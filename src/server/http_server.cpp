@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "mx8/server/api.h"
 
@@ -156,6 +157,7 @@ struct HttpServer::Impl {
   }
 
   int listen_fd = -1;
+  std::atomic<bool> listening{false}, stop_requested{false};
 
   void routes() {
     // The listening socket, as httplib makes it: SO_REUSEADDR (a restarted server binds at once),
@@ -252,11 +254,25 @@ int HttpServer::bind() {
 }
 
 bool HttpServer::listen() {
-  return impl_->http.listen_after_bind();
+  Impl& m = *impl_;
+  m.listening = true;
+  if (m.stop_requested) {
+    m.listening = false;
+    return true;
+  }
+  const bool ok = m.http.listen_after_bind();
+  m.listening = false;
+  return ok;
 }
 
 void HttpServer::stop() {
-  if (impl_->http.is_running()) impl_->http.stop();
+  // httplib's stop() does nothing until listen has marked itself running, so a stop() that comes
+  // while listen() is starting waits for that; one that comes before listen() makes it return at
+  // once (the two flags are sequentially consistent: each side sees the other's).
+  Impl& m = *impl_;
+  m.stop_requested = true;
+  while (m.listening && !m.http.is_running()) std::this_thread::yield();
+  if (m.http.is_running()) m.http.stop();
 }
 
 }  // namespace mx8::server

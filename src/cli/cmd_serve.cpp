@@ -30,6 +30,7 @@ struct ServeOptions {
   int queue = 64;
   std::string template_file;
   std::string name;
+  bool quiet = false;
 };
 
 // "stories260K" for models/stories260K.gguf, "Qwen2.5-7B" for /m/Qwen2.5-7B/.
@@ -87,6 +88,8 @@ void serve(ServeOptions& o) {
   ho.model_name = o.name.empty() ? model_name_of(o.gen.model) : o.name;
   ho.sampling = o.gen.sampling;
   ho.stop = o.gen.stop;
+  if (!o.quiet)
+    ho.log = [](const std::string& line) { std::fprintf(stderr, "mx8 serve: %s\n", line.c_str()); };
   server::HttpServer http(service, *tok, tmpl ? &*tmpl : nullptr, ho);
 
   const int port = http.bind();
@@ -126,6 +129,7 @@ mx8::cli::CommandRegistration reg{
           ->capture_default_str();
       app.add_option("--template", o->template_file, "Jinja chat template file (default: the model's own)");
       app.add_option("--name", o->name, "model name in responses (default: the model file or folder name)");
+      app.add_flag("--quiet", o->quiet, "no line per request on stderr");
       return [o] { serve(*o); };
     }};
 

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -18,6 +20,8 @@ namespace mx8::server {
 using json = nlohmann::ordered_json;
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -69,7 +73,31 @@ struct HttpServer::Impl {
     return tok.encode(text, enc);
   }
 
+  // Requests by endpoint and outcome (an HTTP status for refusals, a stop reason for the rest), for
+  // /metrics; and one log line per request when the options ask for it.
+  std::mutex counters_mu;
+  std::map<std::pair<std::string, std::string>, int64_t> requests;
+
+  void record(const std::string& endpoint, const std::string& outcome, const std::string& detail) {
+    {
+      std::lock_guard lk(counters_mu);
+      requests[{endpoint, outcome}]++;
+    }
+    if (opts.log) opts.log(endpoint + " " + outcome + (detail.empty() ? "" : " " + detail));
+  }
+  void record_refusal(const std::string& endpoint, int status, const std::string& why) {
+    record(endpoint, std::to_string(status), why);
+  }
+  void record_end(const std::string& endpoint, const ResponseMeta& m, bool stream, int prompt,
+                  const Update& u, Clock::time_point start) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%s%s, %d + %d tokens, %.3f s", m.id.c_str(), stream ? " (stream)" : "",
+                  prompt, u.completion_tokens, std::chrono::duration<double>(Clock::now() - start).count());
+    record(endpoint, stop_reason_name(u.reason), u.reason == StopReason::error ? u.error : buf);
+  }
+
   void generate(const Dialect& d, int busy_status, const httplib::Request& req, httplib::Response& res) {
+    const Clock::time_point start = Clock::now();
     ResponseMeta meta{new_id(d.id_prefix()), opts.model_name, unix_now()};
     ApiRequest ar;
     std::shared_ptr<Generation> gen;
@@ -89,10 +117,13 @@ struct HttpServer::Impl {
       job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
       gen = service.submit(std::move(job));
     } catch (const ApiError& e) {
+      record_refusal(req.path, e.status(), e.what());
       return send_json(res, e.status(), d.error_body(e.status(), e.what(), e.param()));
     } catch (const ServiceBusy& e) {
+      record_refusal(req.path, busy_status, e.what());
       return send_json(res, busy_status, d.error_body(busy_status, e.what(), ""));
     } catch (const Error& e) {  // a prompt that does not fit, a template's raise_exception, ...
+      record_refusal(req.path, 400, e.what());
       return send_json(res, 400, d.error_body(400, e.what(), ""));
     }
 
@@ -102,6 +133,7 @@ struct HttpServer::Impl {
       Update u;
       while (!u.finished)
         if (gen->next(u, std::chrono::seconds(1))) r.text += u.text;
+      record_end(req.path, meta, false, r.prompt_tokens, u, start);
       if (u.reason == StopReason::error) return send_json(res, 500, d.error_body(500, u.error, ""));
       if (u.reason == StopReason::cancelled)
         return send_json(res, 503, d.error_body(503, "the server is shutting down", ""));
@@ -116,24 +148,25 @@ struct HttpServer::Impl {
     const bool include_usage = ar.include_usage;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [gen, meta, dp, include_usage](size_t, httplib::DataSink& sink) {
-          auto send = [&](const std::string& s) {
-            if (s.empty() || sink.write(s.data(), s.size())) return true;
-            gen->cancel();  // the client went away
+        [this, gen, meta, dp, include_usage, start, endpoint = req.path](size_t, httplib::DataSink& sink) {
+          auto gone = [&] {  // the client went away
+            gen->cancel();
+            record(endpoint, "disconnected", meta.id);
             return false;
+          };
+          auto send = [&](const std::string& s) {
+            return s.empty() || sink.write(s.data(), s.size()) || gone();
           };
           if (!send(dp->stream_start(meta, gen->prompt_tokens()))) return false;
           Update u;
           while (!u.finished) {
             if (!gen->next(u, std::chrono::milliseconds(200))) {
-              if (!sink.is_writable()) {
-                gen->cancel();
-                return false;
-              }
+              if (!sink.is_writable()) return gone();
               continue;
             }
             if (!u.text.empty() && !send(dp->stream_text(meta, u.text))) return false;
           }
+          record_end(endpoint, meta, true, gen->prompt_tokens(), u, start);
           std::string tail;
           if (u.reason == StopReason::error) {
             tail = dp->stream_error(500, u.error);
@@ -159,6 +192,48 @@ struct HttpServer::Impl {
   int listen_fd = -1;
   std::atomic<bool> listening{false}, stop_requested{false};
 
+  // Prometheus' text format.
+  std::string metrics() {
+    const ServiceStatus st = service.status();
+    std::string out;
+    auto metric = [&](const char* name, const char* type, const char* help, const std::string& samples) {
+      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + samples;
+    };
+    auto one = [](const char* name, double v) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "%s %.17g\n", name, v);
+      return std::string(buf);
+    };
+    std::string by_outcome;
+    {
+      std::lock_guard lk(counters_mu);
+      for (const auto& [key, n] : requests)
+        by_outcome += "mx8_requests_total{endpoint=\"" + key.first + "\",outcome=\"" + key.second + "\"} " +
+                      std::to_string(n) + "\n";
+    }
+    metric("mx8_requests_total", "counter",
+           "Generation requests by endpoint and outcome (an HTTP status when refused, else how they ended).",
+           by_outcome);
+    metric("mx8_requests_running", "gauge", "Requests generating now.",
+           one("mx8_requests_running", st.running));
+    metric("mx8_requests_waiting", "gauge", "Requests waiting for a slot.",
+           one("mx8_requests_waiting", st.waiting));
+    metric("mx8_prompt_tokens_total", "counter", "Prompt tokens prefilled.",
+           one("mx8_prompt_tokens_total", double(st.stats.prefill_tokens)));
+    metric("mx8_prompt_tokens_reused_total", "counter",
+           "Prompt tokens taken from earlier requests' KV cache.",
+           one("mx8_prompt_tokens_reused_total", double(st.stats.reused_tokens)));
+    metric("mx8_decoded_tokens_total", "counter", "Tokens fed back in decode steps.",
+           one("mx8_decoded_tokens_total", double(st.stats.decode_tokens)));
+    metric("mx8_engine_steps_total", "counter", "Forward steps.",
+           one("mx8_engine_steps_total", double(st.stats.steps)));
+    metric("mx8_engine_busy_seconds_total", "counter", "Time spent in forward steps.",
+           one("mx8_engine_busy_seconds_total", st.stats.prefill_seconds + st.stats.decode_seconds));
+    metric("mx8_up", "gauge", "1 while the server can generate, 0 once a step has failed.",
+           one("mx8_up", st.broken.empty() ? 1 : 0));
+    return out;
+  }
+
   void routes() {
     // The listening socket, as httplib makes it: SO_REUSEADDR (a restarted server binds at once),
     // where httplib's default would set SO_REUSEPORT, which lets a second server bind the same port
@@ -176,6 +251,25 @@ struct HttpServer::Impl {
     });
     http.Post("/v1/messages",
               [this](const httplib::Request& q, httplib::Response& s) { generate(*anthropic, 529, q, s); });
+    http.Post("/v1/messages/count_tokens", [this](const httplib::Request& q, httplib::Response& s) {
+      try {
+        json body;
+        try {
+          body = json::parse(q.body);
+        } catch (const json::parse_error& e) {
+          throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
+        }
+        if (body.is_object() && !body.contains("max_tokens")) body["max_tokens"] = 1;  // not asked here
+        send_json(s, 200, {{"input_tokens", prompt_ids(anthropic->parse(body, opts.sampling)).size()}});
+      } catch (const ApiError& e) {
+        send_json(s, e.status(), anthropic->error_body(e.status(), e.what(), e.param()));
+      } catch (const Error& e) {
+        send_json(s, 400, anthropic->error_body(400, e.what(), ""));
+      }
+    });
+    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& s) {
+      s.set_content(metrics(), "text/plain; version=0.0.4");
+    });
     http.Get("/v1/models", [this](const httplib::Request& q, httplib::Response& s) {
       if (q.has_header("anthropic-version")) {
         json m = {{"type", "model"},

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <mutex>
 #include <thread>
 
 #include "mx8/runtime/chat_template.h"
@@ -34,6 +35,8 @@ const char* kTemplate =
 struct Served {
   server::GenerationService service;
   runtime::ChatTemplate tmpl{kTemplate};
+  std::mutex log_mu;
+  std::vector<std::string> log;  // the server's request log
   server::HttpServer http;
   int port = 0;
   std::thread listener;
@@ -56,8 +59,12 @@ struct Served {
     o.engine.max_sequences = 3;
     return o;
   }
-  static server::ServerOptions server_options(size_t max_body) {
+  server::ServerOptions server_options(size_t max_body) {
     server::ServerOptions o;
+    o.log = [this](const std::string& line) {
+      std::lock_guard lk(log_mu);
+      log.push_back(line);
+    };
     o.host = "127.0.0.1";
     o.port = 0;
     o.model_name = "stories260K";
@@ -284,7 +291,7 @@ TEST(HttpServer, ChatWithoutATemplateSaysSo) {
 
 TEST(HttpServer, APortInUseIsAnError) {
   Served s;
-  server::ServerOptions o = Served::server_options(1 << 20);
+  server::ServerOptions o = s.server_options(1 << 20);
   o.port = s.port;
   server::HttpServer second(s.service, *stories().tok, nullptr, o);
   try {
@@ -293,6 +300,46 @@ TEST(HttpServer, APortInUseIsAnError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(std::to_string(s.port)), std::string::npos) << e.what();
   }
+}
+
+TEST(HttpServer, CountTokensMetricsAndTheRequestLog) {
+  Served s;
+  const json messages = json::parse(R"([{"role": "user", "content": "A cat"}])");
+  runtime::EncodeOptions enc;
+  enc.add_special = false;
+  const size_t expected =
+      stories()
+          .tok
+          ->encode(runtime::ChatTemplate(kTemplate).render(messages, {{"add_generation_prompt", true}}), enc)
+          .size();
+  auto r = s.post("/v1/messages/count_tokens", json({{"model", "m"}, {"messages", messages}}).dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body), json({{"input_tokens", expected}}));
+  EXPECT_EQ(s.post("/v1/messages/count_tokens", R"({"messages": []})")->status, 400);
+
+  ASSERT_EQ(s.post("/v1/completions", R"({"prompt": "The cat", "max_tokens": 5})")->status, 200);
+  ASSERT_EQ(s.post("/v1/completions", R"({"prompt": "The cat", "max_tokens": 3, "stream": true})")->status,
+            200);
+  ASSERT_EQ(s.post("/v1/messages", R"({"messages": [{"role": "user", "content": "x"}]})")->status, 400);
+  r = s.get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->body.find("mx8_requests_total{endpoint=\"/v1/completions\",outcome=\"max_tokens\"} 2\n"),
+            std::string::npos)
+      << r->body;
+  EXPECT_NE(r->body.find("mx8_requests_total{endpoint=\"/v1/messages\",outcome=\"400\"} 1\n"),
+            std::string::npos)
+      << r->body;
+  EXPECT_NE(r->body.find("mx8_up 1\n"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("mx8_decoded_tokens_total 6\n"), std::string::npos) << r->body;  // 4 + 2 fed back
+
+  std::lock_guard lk(s.log_mu);
+  ASSERT_EQ(s.log.size(), 3u);
+  EXPECT_EQ(s.log[0].rfind("/v1/completions max_tokens cmpl-", 0), 0u) << s.log[0];
+  EXPECT_NE(s.log[0].find(" + 5 tokens"), std::string::npos) << s.log[0];
+  EXPECT_NE(s.log[1].find("(stream)"), std::string::npos) << s.log[1];
+  EXPECT_EQ(s.log[2], "/v1/messages 400 'max_tokens' is required");
 }
 
 TEST(HttpServer, ModelsAndHealth) {

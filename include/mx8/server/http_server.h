@@ -4,7 +4,9 @@
 //   POST /v1/completions        OpenAI completions (raw prompt, no chat template)
 //   POST /v1/messages           Anthropic messages
 //   GET  /v1/models             the one model (Anthropic's shape when the request has anthropic-version)
+//   POST /v1/messages/count_tokens   Anthropic: the prompt's token count
 //   GET  /health                {"status": "ok", "running": N, "waiting": N}, 503 once broken
+//   GET  /metrics               Prometheus text: requests by outcome, tokens, steps, running/waiting
 //
 // Each request is served on its own thread of a pool that is larger than the requests that can run
 // and wait at once, so a waiting request never blocks one that could be answered. Prompts are
@@ -12,6 +14,7 @@
 // client disconnects is cancelled; errors come back in the dialect's own error shape.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +34,9 @@ struct ServerOptions {
   std::vector<std::string> stop;     // stop strings of every request, besides its own
   int threads = 0;                   // HTTP worker threads; 0: running + waiting requests + 8
   size_t max_body_bytes = 32u << 20;
+  // One line per generation request when set: the endpoint, how it ended (or the HTTP status that
+  // refused it), the response id, prompt + generated tokens and the time taken.
+  std::function<void(const std::string&)> log;
 };
 
 class HttpServer {

@@ -85,8 +85,12 @@ GenerationService::GenerationService(model::LlamaModel& model, backend::Backend&
                                      const runtime::Tokenizer& tok, const ServiceOptions& opts)
     : model_(model), tok_(tok), opts_(opts), engine_(model, backend, opts.engine) {
   if (opts.max_waiting < 0) throw Error("server: the waiting queue bound must be >= 0");
+  // End-of-turn tokens, the model's EOS, and (as mx8 run and llama2.c do) BOS: a generated BOS starts
+  // a new document, which is no part of a reply.
   stop_tokens_ = tok.stop_ids();
-  for (int32_t e : model.config().eos)
+  std::vector<int32_t> more(model.config().eos.begin(), model.config().eos.end());
+  if (tok.bos_id() != runtime::kNoToken) more.push_back(tok.bos_id());
+  for (int32_t e : more)
     if (std::find(stop_tokens_.begin(), stop_tokens_.end(), e) == stop_tokens_.end())
       stop_tokens_.push_back(e);
   thread_ = std::thread([this] { run(); });

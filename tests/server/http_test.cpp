@@ -366,8 +366,10 @@ TEST(HttpServer, AClientThatLeavesMidStreamCancelsItsRequest) {
   a.sin_port = htons(uint16_t(s.port));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  // 1900 tokens take stories260K about a second; the client reads the first bytes and leaves.
-  const std::string body = R"({"prompt": "Once upon a time", "max_tokens": 1900, "stream": true})";
+  // Greedy from "Tom and Lily", stories260K writes 1900 tokens without ending its story, about a
+  // second of work; the client reads the first bytes and leaves.
+  const std::string body =
+      R"({"prompt": "Tom and Lily", "max_tokens": 1900, "temperature": 0, "stream": true})";
   const std::string req =
       "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
       "Content-Length: " +

@@ -57,6 +57,7 @@ inline Reference run_alone(const server::GenerationJob& job, int max_context) {
   gp.sampling = job.sampling;
   gp.max_new_tokens = job.max_new_tokens;
   gp.stop_tokens = m.tok->stop_ids();
+  gp.stop_tokens.push_back(m.tok->bos_id());  // as the service: a generated BOS ends a reply
   eng.add(job.prompt, gp);
   std::vector<int32_t> out;
   while (!eng.idle())

@@ -23,6 +23,12 @@ using server::Update;
 
 constexpr int kContext = 2048;
 
+// A request that keeps the engine busy: greedy from "Tom and Lily", stories260K writes 1900 tokens
+// without a BOS (its end of a story, which ends a reply), about a second of work.
+GenerationJob long_job() {
+  return greedy_job("Tom and Lily", 1900);
+}
+
 server::ServiceOptions options(int parallel, int waiting = 64) {
   server::ServiceOptions o;
   o.engine.kv_format = backend::KvFormat::f32;
@@ -98,6 +104,19 @@ TEST(GenerationService, StopStringEndsTheRequestBeforeIt) {
   EXPECT_EQ(collect(*svc.submit(greedy_job("The cat", 5))).reason, StopReason::max_tokens);
 }
 
+TEST(GenerationService, EndOfTextEndsTheTurn) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  // Greedy from "Once upon a time", stories260K ends its story (a BOS) after a few hundred tokens.
+  const GenerationJob j = greedy_job("Once upon a time", 1000);
+  const mx8::testing::Reference ref = run_alone(j, kContext);
+  ASSERT_LT(ref.tokens, 1000);
+  server::GenerationService svc(*stories().model, *stories().be, *stories().tok, options(2));
+  const Update u = collect(*svc.submit(j));
+  EXPECT_EQ(u.reason, StopReason::end_of_turn);
+  EXPECT_EQ(u.text, ref.text);
+  EXPECT_EQ(u.completion_tokens, ref.tokens);  // the BOS that ended it counts
+}
+
 TEST(GenerationService, ContextEndsARequestThatAsksForMore) {
   cpu::ScopedIsa scalar(cpu::Isa::scalar);
   server::ServiceOptions o = options(1);
@@ -134,10 +153,10 @@ TEST(GenerationService, RefusesJobsThatCannotRun) {
 }
 
 TEST(GenerationService, FullQueueRefusesAndCancelFreesTheSlot) {
-  // One slot, one waiting place. A long request holds the slot (stories260K does not stop by
-  // itself: 1900 tokens take ~1 s), the next one waits, the third is refused.
+  // One slot, one waiting place. A long request holds the slot, the next one waits, the third is
+  // refused.
   server::GenerationService svc(*stories().model, *stories().be, *stories().tok, options(1, 1));
-  auto a = svc.submit(greedy_job("Once upon a time", 1900));
+  auto a = svc.submit(long_job());
   Update u;
   while (!a->next(u, 100ms)) {
   }
@@ -155,7 +174,7 @@ TEST(GenerationService, FullQueueRefusesAndCancelFreesTheSlot) {
 
 TEST(GenerationService, CancelledWhileWaitingNeverStarts) {
   server::GenerationService svc(*stories().model, *stories().be, *stories().tok, options(1, 4));
-  auto a = svc.submit(greedy_job("Once upon a time", 1900));
+  auto a = svc.submit(long_job());
   Update u;
   while (!a->next(u, 100ms)) {
   }
@@ -172,8 +191,8 @@ TEST(GenerationService, CancelledWhileWaitingNeverStarts) {
 TEST(GenerationService, StopEndsEverythingInFlight) {
   auto svc = std::make_unique<server::GenerationService>(*stories().model, *stories().be, *stories().tok,
                                                          options(1));
-  auto a = svc->submit(greedy_job("Once upon a time", 1900));
-  auto b = svc->submit(greedy_job("The cat", 1900));
+  auto a = svc->submit(long_job());
+  auto b = svc->submit(long_job());
   svc->stop();
   EXPECT_EQ(collect(*a).reason, StopReason::cancelled);
   EXPECT_EQ(collect(*b).reason, StopReason::cancelled);

@@ -96,7 +96,8 @@ double engine_rate(const Target& t, const mx8::runtime::Tokenizer& tok, const st
     gp.sampling = o.gen.sampling;
     gp.sampling.seed = r.seed;
     gp.max_new_tokens = o.tokens;
-    gp.stop_tokens = tok.stop_ids();
+    gp.stop_tokens = tok.stop_ids();  // and BOS, as the server (generation_service.cpp)
+    if (tok.bos_id() != runtime::kNoToken) gp.stop_tokens.push_back(tok.bos_id());
     eng.add(tok.encode(r.prompt), gp);
   }
   *tokens = 0;

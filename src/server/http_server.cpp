@@ -43,6 +43,25 @@ void send_json(httplib::Response& res, int status, const json& body) {
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
+json parse_body(const httplib::Request& req) {
+  try {
+    return json::parse(req.body);
+  } catch (const json::parse_error& e) {
+    throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
+  }
+}
+
+// What a finished generation reports.
+ApiResult result_of(const Update& u, int prompt_tokens, std::string text) {
+  ApiResult r;
+  r.text = std::move(text);
+  r.reason = u.reason;
+  r.stop_sequence = u.stop_sequence;
+  r.prompt_tokens = prompt_tokens;
+  r.completion_tokens = u.completion_tokens;
+  return r;
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -85,8 +104,11 @@ struct HttpServer::Impl {
     }
     if (opts.log) opts.log(endpoint + " " + outcome + (detail.empty() ? "" : " " + detail));
   }
-  void record_refusal(const std::string& endpoint, int status, const std::string& why) {
+  // An error response in dialect `d`'s shape, counted and logged.
+  void refuse(httplib::Response& res, const Dialect& d, const std::string& endpoint, int status,
+              const std::string& why, const std::string& param = "") {
     record(endpoint, std::to_string(status), why);
+    send_json(res, status, d.error_body(status, why, param));
   }
   void record_end(const std::string& endpoint, const ResponseMeta& m, bool stream, int prompt,
                   const Update& u, Clock::time_point start) {
@@ -102,13 +124,7 @@ struct HttpServer::Impl {
     ApiRequest ar;
     std::shared_ptr<Generation> gen;
     try {
-      json body;
-      try {
-        body = json::parse(req.body);
-      } catch (const json::parse_error& e) {
-        throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
-      }
-      ar = d.parse(body, opts.sampling);
+      ar = d.parse(parse_body(req), opts.sampling);
       GenerationJob job;
       job.prompt = prompt_ids(ar);
       job.sampling = ar.sampling;
@@ -117,30 +133,23 @@ struct HttpServer::Impl {
       job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
       gen = service.submit(std::move(job));
     } catch (const ApiError& e) {
-      record_refusal(req.path, e.status(), e.what());
-      return send_json(res, e.status(), d.error_body(e.status(), e.what(), e.param()));
+      return refuse(res, d, req.path, e.status(), e.what(), e.param());
     } catch (const ServiceBusy& e) {
-      record_refusal(req.path, busy_status, e.what());
-      return send_json(res, busy_status, d.error_body(busy_status, e.what(), ""));
+      return refuse(res, d, req.path, busy_status, e.what());
     } catch (const Error& e) {  // a prompt that does not fit, a template's raise_exception, ...
-      record_refusal(req.path, 400, e.what());
-      return send_json(res, 400, d.error_body(400, e.what(), ""));
+      return refuse(res, d, req.path, 400, e.what());
     }
 
     if (!ar.stream) {
-      ApiResult r;
-      r.prompt_tokens = gen->prompt_tokens();
+      std::string text;
       Update u;
       while (!u.finished)
-        if (gen->next(u, std::chrono::seconds(1))) r.text += u.text;
-      record_end(req.path, meta, false, r.prompt_tokens, u, start);
+        if (gen->next(u, std::chrono::seconds(1))) text += u.text;
+      record_end(req.path, meta, false, gen->prompt_tokens(), u, start);
       if (u.reason == StopReason::error) return send_json(res, 500, d.error_body(500, u.error, ""));
       if (u.reason == StopReason::cancelled)
         return send_json(res, 503, d.error_body(503, "the server is shutting down", ""));
-      r.reason = u.reason;
-      r.stop_sequence = u.stop_sequence;
-      r.completion_tokens = u.completion_tokens;
-      return send_json(res, 200, d.response(meta, r));
+      return send_json(res, 200, d.response(meta, result_of(u, gen->prompt_tokens(), std::move(text))));
     }
 
     res.set_header("Cache-Control", "no-cache");
@@ -173,12 +182,7 @@ struct HttpServer::Impl {
           } else if (u.reason == StopReason::cancelled) {
             tail = dp->stream_error(503, "the server is shutting down");
           } else {
-            ApiResult r;
-            r.reason = u.reason;
-            r.stop_sequence = u.stop_sequence;
-            r.prompt_tokens = gen->prompt_tokens();
-            r.completion_tokens = u.completion_tokens;
-            tail = dp->stream_end(meta, r, include_usage);
+            tail = dp->stream_end(meta, result_of(u, gen->prompt_tokens(), ""), include_usage);
           }
           if (!send(tail)) return false;
           sink.done();
@@ -253,18 +257,13 @@ struct HttpServer::Impl {
               [this](const httplib::Request& q, httplib::Response& s) { generate(*anthropic, 529, q, s); });
     http.Post("/v1/messages/count_tokens", [this](const httplib::Request& q, httplib::Response& s) {
       try {
-        json body;
-        try {
-          body = json::parse(q.body);
-        } catch (const json::parse_error& e) {
-          throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
-        }
+        json body = parse_body(q);
         if (body.is_object() && !body.contains("max_tokens")) body["max_tokens"] = 1;  // not asked here
         send_json(s, 200, {{"input_tokens", prompt_ids(anthropic->parse(body, opts.sampling)).size()}});
       } catch (const ApiError& e) {
-        send_json(s, e.status(), anthropic->error_body(e.status(), e.what(), e.param()));
+        refuse(s, *anthropic, q.path, e.status(), e.what(), e.param());
       } catch (const Error& e) {
-        send_json(s, 400, anthropic->error_body(400, e.what(), ""));
+        refuse(s, *anthropic, q.path, 400, e.what());
       }
     });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& s) {

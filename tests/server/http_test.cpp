@@ -335,11 +335,12 @@ TEST(HttpServer, CountTokensMetricsAndTheRequestLog) {
   EXPECT_NE(r->body.find("mx8_decoded_tokens_total 6\n"), std::string::npos) << r->body;  // 4 + 2 fed back
 
   std::lock_guard lk(s.log_mu);
-  ASSERT_EQ(s.log.size(), 3u);
-  EXPECT_EQ(s.log[0].rfind("/v1/completions max_tokens cmpl-", 0), 0u) << s.log[0];
-  EXPECT_NE(s.log[0].find(" + 5 tokens"), std::string::npos) << s.log[0];
-  EXPECT_NE(s.log[1].find("(stream)"), std::string::npos) << s.log[1];
-  EXPECT_EQ(s.log[2], "/v1/messages 400 'max_tokens' is required");
+  ASSERT_EQ(s.log.size(), 4u);
+  EXPECT_EQ(s.log[0], "/v1/messages/count_tokens 400 'messages' must be a non-empty array");
+  EXPECT_EQ(s.log[1].rfind("/v1/completions max_tokens cmpl-", 0), 0u) << s.log[1];
+  EXPECT_NE(s.log[1].find(" + 5 tokens"), std::string::npos) << s.log[1];
+  EXPECT_NE(s.log[2].find("(stream)"), std::string::npos) << s.log[2];
+  EXPECT_EQ(s.log[3], "/v1/messages 400 'max_tokens' is required");
 }
 
 TEST(HttpServer, ModelsAndHealth) {

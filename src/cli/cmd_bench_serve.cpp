@@ -96,7 +96,8 @@ double engine_rate(const Target& t, const mx8::runtime::Tokenizer& tok, const st
     gp.sampling = o.gen.sampling;
     gp.sampling.seed = r.seed;
     gp.max_new_tokens = o.tokens;
-    gp.stop_tokens = tok.stop_ids();  // and BOS, as the server (generation_service.cpp)
+    gp.stop_tokens = tok.stop_ids();  // and EOS and BOS, as the server (generation_service.cpp)
+    for (int32_t e : t.model->config().eos) gp.stop_tokens.push_back(e);
     if (tok.bos_id() != runtime::kNoToken) gp.stop_tokens.push_back(tok.bos_id());
     eng.add(tok.encode(r.prompt), gp);
   }
@@ -167,7 +168,7 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
       ttft[size_t(i)] = seconds(start, first) * 1e3;
       rate[size_t(i)] = got[size_t(i)] > 1 ? double(got[size_t(i)] - 1) / seconds(first, end) : 0;
     });
-  for (auto& t : clients) t.join();
+  for (auto& th : clients) th.join();
   const double wall = seconds(t0, Clock::now());
   service.stop();
   http.stop();

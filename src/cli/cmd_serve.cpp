@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -88,6 +89,8 @@ void serve(ServeOptions& o) {
   ho.model_name = o.name.empty() ? model_name_of(o.gen.model) : o.name;
   ho.sampling = o.gen.sampling;
   ho.stop = o.gen.stop;
+  // The key comes from the environment, not the command line, where other users of the machine see it.
+  if (const char* key = std::getenv("MX8_API_KEY"); key && *key) ho.api_key = key;
   if (!o.quiet)
     ho.log = [](const std::string& line) { std::fprintf(stderr, "mx8 serve: %s\n", line.c_str()); };
   server::HttpServer http(service, *tok, tmpl ? &*tmpl : nullptr, ho);
@@ -96,7 +99,8 @@ void serve(ServeOptions& o) {
   std::fprintf(stderr, "mx8 serve: %s as \"%s\", %d positions per request, %d at once (+%d waiting)%s\n",
                o.gen.model.c_str(), ho.model_name.c_str(), l.context, o.parallel, o.queue,
                tmpl ? "" : "; no chat template: /v1/completions only (or --template FILE)");
-  std::fprintf(stderr, "mx8 serve: listening on http://%s:%d (Ctrl-C stops)\n", o.host.c_str(), port);
+  std::fprintf(stderr, "mx8 serve: listening on http://%s:%d%s (Ctrl-C stops)\n", o.host.c_str(), port,
+               ho.api_key.empty() ? ", no API key" : ", API key from MX8_API_KEY");
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);

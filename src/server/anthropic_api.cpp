@@ -33,6 +33,8 @@ const char* error_type(int status) {
   switch (status) {
     case 400:
       return "invalid_request_error";
+    case 401:
+      return "authentication_error";
     case 404:
       return "not_found_error";
     case 413:

@@ -238,7 +238,28 @@ struct HttpServer::Impl {
     return out;
   }
 
+  // With an API key set, every endpoint but /health wants it: OpenAI clients send
+  // "Authorization: Bearer KEY", Anthropic's "x-api-key: KEY". Compared in constant time.
+  bool authorized(const httplib::Request& q) const {
+    if (opts.api_key.empty() || q.path == "/health") return true;
+    auto same = [&](const std::string& given) {
+      unsigned char diff = given.size() != opts.api_key.size();
+      for (size_t i = 0; i < given.size() && i < opts.api_key.size(); ++i)
+        diff |= (unsigned char)(given[i] ^ opts.api_key[i]);
+      return diff == 0;
+    };
+    const std::string bearer = q.get_header_value("Authorization");
+    return same(q.get_header_value("x-api-key")) ||
+           (bearer.rfind("Bearer ", 0) == 0 && same(bearer.substr(7)));
+  }
+
   void routes() {
+    http.set_pre_routing_handler([this](const httplib::Request& q, httplib::Response& s) {
+      if (authorized(q)) return httplib::Server::HandlerResponse::Unhandled;
+      const Dialect& d = q.path.rfind("/v1/messages", 0) == 0 ? *anthropic : *openai_chat;
+      refuse(s, d, q.path, 401, "a valid API key is required (Authorization: Bearer KEY, or x-api-key: KEY)");
+      return httplib::Server::HandlerResponse::Handled;
+    });
     // The listening socket, as httplib makes it: SO_REUSEADDR (a restarted server binds at once),
     // where httplib's default would set SO_REUSEPORT, which lets a second server bind the same port
     // and silently take half the connections. The fd is kept for the backlog (bind()).

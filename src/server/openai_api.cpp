@@ -39,6 +39,8 @@ const char* error_type(int status) {
     case 400:
     case 413:
       return "invalid_request_error";
+    case 401:
+      return "invalid_api_key";
     case 404:
       return "not_found_error";
     case 429:

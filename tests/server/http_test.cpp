@@ -343,6 +343,37 @@ TEST(HttpServer, CountTokensMetricsAndTheRequestLog) {
   EXPECT_EQ(s.log[3], "/v1/messages 400 'max_tokens' is required");
 }
 
+TEST(HttpServer, AnApiKeyIsRequiredWhenSet) {
+  server::GenerationService service(*stories().model, *stories().be, *stories().tok,
+                                    Served::service_options());
+  server::ServerOptions o;
+  o.port = 0;
+  o.api_key = "s3cret";
+  server::HttpServer http(service, *stories().tok, nullptr, o);
+  const int port = http.bind();
+  std::thread listener([&] { http.listen(); });
+  httplib::Client c("127.0.0.1", port);
+  const std::string body = R"({"prompt": "x", "max_tokens": 1})";
+  auto r = c.Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(json::parse(r->body)["error"]["type"], "invalid_api_key");
+  r = c.Post("/v1/completions", {{"Authorization", "Bearer s3cre"}}, body, "application/json");
+  EXPECT_EQ(r->status, 401);
+  r = c.Post("/v1/messages", {{"x-api-key", "wrong"}},
+             R"({"max_tokens": 1, "messages": [{"role": "user", "content": "x"}]})", "application/json");
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(json::parse(r->body)["error"]["type"], "authentication_error");
+  EXPECT_EQ(c.Post("/v1/completions", {{"Authorization", "Bearer s3cret"}}, body, "application/json")->status,
+            200);
+  EXPECT_EQ(c.Post("/v1/completions", {{"x-api-key", "s3cret"}}, body, "application/json")->status, 200);
+  EXPECT_EQ(c.Get("/v1/models")->status, 401);
+  EXPECT_EQ(c.Get("/health")->status, 200);  // for load balancers
+  service.stop();
+  http.stop();
+  listener.join();
+}
+
 TEST(HttpServer, ModelsAndHealth) {
   Served s;
   auto r = s.get("/v1/models");

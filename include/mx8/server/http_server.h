@@ -34,6 +34,8 @@ struct ServerOptions {
   std::vector<std::string> stop;     // stop strings of every request, besides its own
   int threads = 0;                   // HTTP worker threads; 0: running + waiting requests + 8
   size_t max_body_bytes = 32u << 20;
+  std::string
+      api_key;  // when set, requests must carry it (Authorization: Bearer, or x-api-key); 401 otherwise
   // One line per generation request when set: the endpoint, how it ended (or the HTTP status that
   // refused it), the response id, prompt + generated tokens and the time taken.
   std::function<void(const std::string&)> log;

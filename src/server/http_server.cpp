@@ -290,21 +290,36 @@ struct HttpServer::Impl {
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& s) {
       s.set_content(metrics(), "text/plain; version=0.0.4");
     });
-    http.Get("/v1/models", [this](const httplib::Request& q, httplib::Response& s) {
-      if (q.has_header("anthropic-version")) {
-        json m = {{"type", "model"},
-                  {"id", opts.model_name},
-                  {"display_name", opts.model_name},
-                  {"created_at", "1970-01-01T00:00:00Z"}};
+    // The model list, or one model (/v1/models/ID): OpenAI's shapes, Anthropic's when the request
+    // carries an anthropic-version header.
+    auto model_object = [this](const httplib::Request& q) -> json {
+      if (q.has_header("anthropic-version"))
+        return {{"type", "model"},
+                {"id", opts.model_name},
+                {"display_name", opts.model_name},
+                {"created_at", "1970-01-01T00:00:00Z"}};
+      return {{"id", opts.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "mx8"}};
+    };
+    http.Get("/v1/models", [this, model_object](const httplib::Request& q, httplib::Response& s) {
+      const json m = model_object(q);
+      if (q.has_header("anthropic-version"))
         send_json(s, 200,
                   {{"data", json::array({m})},
                    {"has_more", false},
                    {"first_id", opts.model_name},
                    {"last_id", opts.model_name}});
-      } else {
-        json m = {{"id", opts.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "mx8"}};
+      else
         send_json(s, 200, {{"object", "list"}, {"data", json::array({m})}});
-      }
+    });
+    http.Get("/v1/models/(.+)", [this, model_object](const httplib::Request& q, httplib::Response& s) {
+      const Dialect& d = q.has_header("anthropic-version") ? *anthropic : *openai_chat;
+      if (q.matches[1] != opts.model_name)
+        return send_json(s, 404,
+                         d.error_body(404,
+                                      "no model '" + std::string(q.matches[1]) + "' here; this server has '" +
+                                          opts.model_name + "'",
+                                      "model"));
+      send_json(s, 200, model_object(q));
     });
     http.Get("/health", [this](const httplib::Request&, httplib::Response& s) {
       const ServiceStatus st = service.status();

@@ -383,6 +383,13 @@ TEST(HttpServer, ModelsAndHealth) {
   r = s.get("/v1/models", {{"anthropic-version", "2023-06-01"}});
   ASSERT_TRUE(r);
   EXPECT_EQ(json::parse(r->body)["data"][0]["type"], "model");
+  r = s.get("/v1/models/stories260K");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body)["id"], "stories260K");
+  r = s.get("/v1/models/gpt-9");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_NE(r->body.find("stories260K"), std::string::npos) << r->body;
   r = s.get("/health");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);

@@ -3,7 +3,7 @@
 //   POST /v1/chat/completions   OpenAI chat (stream: server-sent events)
 //   POST /v1/completions        OpenAI completions (raw prompt, no chat template)
 //   POST /v1/messages           Anthropic messages
-//   GET  /v1/models             the one model (Anthropic's shape when the request has anthropic-version)
+//   GET  /v1/models[/ID]        the one model (Anthropic's shape when the request has anthropic-version)
 //   POST /v1/messages/count_tokens   Anthropic: the prompt's token count
 //   GET  /health                {"status": "ok", "running": N, "waiting": N}, 503 once broken
 //   GET  /metrics               Prometheus text: requests by outcome, tokens, steps, running/waiting

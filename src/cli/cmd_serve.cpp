@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -55,16 +56,57 @@ std::optional<mx8::runtime::ChatTemplate> load_template(const ServeOptions& o,
   return runtime::ChatTemplate(ss.str(), text_of(tok.bos_id()), text_of(tok.eos_id()));
 }
 
+// SIGINT / SIGTERM go to one thread. Before the server runs they end the process at once (a large
+// model loads for minutes); once it runs, they end the requests first, so that handlers return, then
+// the listener. The signals are blocked before any other thread starts (the backend's pool, the
+// engine's), so that every thread inherits the mask and none of them takes a signal instead.
+class SignalWaiter {
+ public:
+  SignalWaiter() {
+    sigemptyset(&signals_);
+    sigaddset(&signals_, SIGINT);
+    sigaddset(&signals_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
+    thread_ = std::thread([this] {
+      int sig = 0;
+      sigwait(&signals_, &sig);
+      std::lock_guard lk(mu_);
+      if (done_) return;
+      std::fprintf(stderr, "mx8 serve: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+      if (!service_) std::_Exit(130);
+      service_->stop();
+      http_->stop();
+    });
+  }
+  // From here on a signal stops these two instead of the process.
+  void serving(mx8::server::GenerationService& s, mx8::server::HttpServer& h) {
+    std::lock_guard lk(mu_);
+    service_ = &s;
+    http_ = &h;
+  }
+  // Signals from here on are ignored (the server has stopped; its objects are about to go).
+  void finish() {
+    std::lock_guard lk(mu_);
+    done_ = true;
+  }
+  ~SignalWaiter() {  // also when serve() throws: the thread is let go and joined
+    finish();
+    pthread_kill(thread_.native_handle(), SIGTERM);
+    thread_.join();
+  }
+
+ private:
+  sigset_t signals_;
+  std::mutex mu_;
+  bool done_ = false;
+  mx8::server::GenerationService* service_ = nullptr;
+  mx8::server::HttpServer* http_ = nullptr;
+  std::thread thread_;
+};
+
 void serve(ServeOptions& o) {
   using namespace mx8;
-  // SIGINT / SIGTERM go to one thread (below) that ends the requests first, so that handlers return,
-  // then the listener. Blocked before any thread starts (the backend's pool, the engine's), so that
-  // every thread inherits the mask and none of them takes the signal instead.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  SignalWaiter waiter;
   if (o.gen.model.empty()) o.gen.model = cli::default_model_path();
   if (o.parallel < 1 || o.parallel > 4096) throw Error("--parallel must be from 1 to 4096");
   if (o.queue < 0 || o.queue > 65536) throw Error("--queue must be from 0 to 65536");
@@ -101,18 +143,9 @@ void serve(ServeOptions& o) {
                tmpl ? "" : "; no chat template: /v1/completions only (or --template FILE)");
   std::fprintf(stderr, "mx8 serve: listening on http://%s:%d%s (Ctrl-C stops)\n", o.host.c_str(), port,
                ho.api_key.empty() ? ", no API key" : ", API key from MX8_API_KEY");
-  std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    std::fprintf(stderr, "mx8 serve: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
-    service.stop();
-    http.stop();
-  });
+  waiter.serving(service, http);
   const bool ok = http.listen();
-  if (!ok) {  // the listener died on its own: let the waiter go
-    pthread_kill(waiter.native_handle(), SIGTERM);
-  }
-  waiter.join();
+  waiter.finish();
   const runtime::EngineStats st = service.status().stats;
   std::fprintf(stderr, "mx8 serve: %lld prompt tokens, %lld generated, %lld reused from earlier requests\n",
                (long long)st.prefill_tokens, (long long)st.decode_tokens, (long long)st.reused_tokens);

@@ -102,6 +102,12 @@ TEST(MxServe, AnswersAndStopsCleanlyOnSigint) {
              R"({"messages": [{"role": "user", "content": "A cat"}], "max_tokens": 8})", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
+  // A second server on the same port is an error that names it (the thread that waits for signals,
+  // already started, is let go: exit status 1, not an abort).
+  int status = 0;
+  const std::string out = mx8::test::run("serve --port " + std::to_string(port), &status);
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("cannot listen on 127.0.0.1:" + std::to_string(port)), std::string::npos) << out;
   EXPECT_EQ(p.stop(SIGINT, 10), 0) << p.log();
   EXPECT_NE(p.log().find("stopping"), std::string::npos) << p.log();
   EXPECT_NE(p.log().find("generated"), std::string::npos) << p.log();

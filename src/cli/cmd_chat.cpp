@@ -5,11 +5,9 @@
 // reuses its longest common token prefix with the new prompt (EngineOptions::prefix_reuse), so only
 // the new part is prefilled, in chunks. The stats line on stderr counts the reused positions.
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <sstream>
 
 #include "cli/command.h"
 #include "cli/gen_common.h"
@@ -31,19 +29,7 @@ void chat(ChatOptions& o) {
   using namespace mx8;
   if (o.gen.model.empty()) o.gen.model = cli::default_model_path();
   auto tok = runtime::load_tokenizer(o.gen.model);
-  std::optional<runtime::ChatTemplate> tmpl;
-  if (!o.template_file.empty()) {
-    std::ifstream in(o.template_file);
-    if (!in) throw Error("--template " + o.template_file + ": cannot read the file");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    auto text_of = [&](runtime::TokenId id) {
-      return id == runtime::kNoToken ? std::string() : tok->token_text(id);
-    };
-    tmpl.emplace(ss.str(), text_of(tok->bos_id()), text_of(tok->eos_id()));
-  } else {
-    tmpl = runtime::ChatTemplate::from_model(o.gen.model);
-  }
+  std::optional<runtime::ChatTemplate> tmpl = cli::chat_template_for(o.gen.model, o.template_file, *tok);
   if (!tmpl)
     throw Error("model " + o.gen.model +
                 " has no chat template (tokenizer_config.json chat_template, chat_template.jinja "

@@ -7,11 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <thread>
 
 #include "cli/command.h"
@@ -40,20 +38,6 @@ std::string model_name_of(const std::string& path) {
   std::filesystem::path p(path);
   if (p.filename().empty()) p = p.parent_path();
   return std::filesystem::is_directory(p) ? p.filename().string() : p.stem().string();
-}
-
-std::optional<mx8::runtime::ChatTemplate> load_template(const ServeOptions& o,
-                                                        const mx8::runtime::Tokenizer& tok) {
-  using namespace mx8;
-  if (o.template_file.empty()) return runtime::ChatTemplate::from_model(o.gen.model);
-  std::ifstream in(o.template_file);
-  if (!in) throw Error("--template " + o.template_file + ": cannot read the file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto text_of = [&](runtime::TokenId id) {
-    return id == runtime::kNoToken ? std::string() : tok.token_text(id);
-  };
-  return runtime::ChatTemplate(ss.str(), text_of(tok.bos_id()), text_of(tok.eos_id()));
 }
 
 // SIGINT / SIGTERM go to one thread. Before the server runs they end the process at once (a large
@@ -111,7 +95,7 @@ void serve(ServeOptions& o) {
   if (o.parallel < 1 || o.parallel > 4096) throw Error("--parallel must be from 1 to 4096");
   if (o.queue < 0 || o.queue > 65536) throw Error("--queue must be from 0 to 65536");
   auto tok = runtime::load_tokenizer(o.gen.model);
-  std::optional<runtime::ChatTemplate> tmpl = load_template(o, *tok);
+  std::optional<runtime::ChatTemplate> tmpl = cli::chat_template_for(o.gen.model, o.template_file, *tok);
   // Without --ctx: 4096 positions per request, or less where the model was made for less.
   int ctx = 4096;
   if (const int64_t made_for = model::supported_context(model::read_llama_config(o.gen.model)); made_for > 0)

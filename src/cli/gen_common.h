@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -13,8 +16,10 @@
 #include "mx8/backend/backend.h"
 #include "mx8/error.h"
 #include "mx8/model/llama.h"
+#include "mx8/runtime/chat_template.h"
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/sampler.h"
+#include "mx8/runtime/tokenizer.h"
 
 namespace mx8::cli {
 
@@ -63,6 +68,22 @@ inline void add_gen_options(CLI::App& app, GenOptions& o) {
       ->capture_default_str();
   app.add_option("--seed", o.sampling.seed, "random seed (same seed, same output)")->capture_default_str();
   app.add_option("--stop", o.stop, "stop sequence (repeatable); generation ends before it");
+}
+
+// The chat template for `model`: the Jinja file `template_file` when one is given (with the
+// tokenizer's BOS and EOS text as bos_token / eos_token), else the model's own; nullopt if it has none.
+inline std::optional<runtime::ChatTemplate> chat_template_for(const std::string& model,
+                                                              const std::string& template_file,
+                                                              const runtime::Tokenizer& tok) {
+  if (template_file.empty()) return runtime::ChatTemplate::from_model(model);
+  std::ifstream in(template_file);
+  if (!in) throw Error("--template " + template_file + ": cannot read the file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto text_of = [&](runtime::TokenId id) {
+    return id == runtime::kNoToken ? std::string() : tok.token_text(id);
+  };
+  return runtime::ChatTemplate(ss.str(), text_of(tok.bos_id()), text_of(tok.eos_id()));
 }
 
 inline backend::KvFormat parse_kv(const std::string& s, const model::LlamaModel& m) {

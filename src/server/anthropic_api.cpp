@@ -60,8 +60,7 @@ class Anthropic : public Dialect {
     r.max_tokens = int(*max_tokens);
     r.stop = fields::strings(body, "stop_sequences", 64);
     r.stream = fields::boolean(body, "stream").value_or(false);
-    if (body.contains("tools") && !body["tools"].is_null() && !body["tools"].empty())
-      throw ApiError(400, "'tools' is not supported by this server", "tools");
+    fields::refuse_nonempty(body, "tools");
     if (body.contains("system") && !body["system"].is_null()) {
       const std::string system = fields::text_content(body["system"], "system");
       if (!system.empty()) r.messages.push_back({{"role", "system"}, {"content", system}});

@@ -111,6 +111,12 @@ void unsupported_unless(const json& body, const char* name, const json& allowed)
                    name);
 }
 
+void refuse_nonempty(const json& body, const char* name) {
+  const json* v = find(body, name);
+  if (v && !v->empty())
+    throw ApiError(400, std::string("'") + name + "' is not supported by this server", name);
+}
+
 void read_sampling(const json& body, double max_temperature, ApiRequest& r) {
   if (auto t = number(body, "temperature", 0, max_temperature)) r.sampling.temperature = float(*t);
   if (auto p = number(body, "top_p", 0, 1)) r.sampling.top_p = float(*p);

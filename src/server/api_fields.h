@@ -26,6 +26,10 @@ std::string text_content(const nlohmann::ordered_json& content, const std::strin
 void unsupported_unless(const nlohmann::ordered_json& body, const char* name,
                         const nlohmann::ordered_json& allowed);
 
+// Fails with 400 "`name` is not supported by this server" when the field is present and not empty (an
+// empty list of tools is no tool).
+void refuse_nonempty(const nlohmann::ordered_json& body, const char* name);
+
 // The sampling fields both APIs share: temperature (up to `max_temperature`), top_p, top_k, and mx8's
 // extensions min_p and repetition_penalty; seed.
 void read_sampling(const nlohmann::ordered_json& body, double max_temperature, ApiRequest& r);

@@ -51,7 +51,9 @@ const char* error_type(int status) {
 }
 
 // What both OpenAI endpoints read besides their prompt.
-void read_common(const json& body, const runtime::SamplingParams& defaults, ApiRequest& r) {
+ApiRequest read_common(const json& body, const runtime::SamplingParams& defaults) {
+  fields::require_object(body);
+  ApiRequest r;
   r.sampling = defaults;
   fields::read_sampling(body, 2, r);
   if (auto f = fields::number(body, "frequency_penalty", -2, 2)) r.sampling.frequency_penalty = float(*f);
@@ -69,6 +71,7 @@ void read_common(const json& body, const runtime::SamplingParams& defaults, ApiR
   }
   fields::unsupported_unless(body, "n", 1);
   fields::unsupported_unless(body, "logprobs", false);
+  return r;
 }
 
 class OpenAiBase : public Dialect {
@@ -88,11 +91,8 @@ class OpenAiBase : public Dialect {
 class OpenAiChat : public OpenAiBase {
  public:
   ApiRequest parse(const json& body, const runtime::SamplingParams& defaults) const override {
-    fields::require_object(body);
-    ApiRequest r;
-    read_common(body, defaults, r);
-    if (body.contains("tools") && !body["tools"].is_null() && !body["tools"].empty())
-      throw ApiError(400, "'tools' is not supported by this server", "tools");
+    ApiRequest r = read_common(body, defaults);
+    fields::refuse_nonempty(body, "tools");
     if (body.contains("response_format") && body["response_format"].is_object() &&
         body["response_format"].value("type", "text") != "text")
       throw ApiError(400, "'response_format' other than text is not supported by this server",
@@ -166,9 +166,7 @@ class OpenAiChat : public OpenAiBase {
 class OpenAiCompletion : public OpenAiBase {
  public:
   ApiRequest parse(const json& body, const runtime::SamplingParams& defaults) const override {
-    fields::require_object(body);
-    ApiRequest r;
-    read_common(body, defaults, r);
+    ApiRequest r = read_common(body, defaults);
     fields::unsupported_unless(body, "echo", false);
     fields::unsupported_unless(body, "best_of", 1);
     fields::unsupported_unless(body, "suffix", "");

@@ -17,9 +17,9 @@ inline std::string mx8_exe() {
   return (std::filesystem::path(std::string(self, size_t(n))).parent_path() / "mx8").string();
 }
 
-// stdout and stderr of `mx8 args`, and its exit status.
-inline std::string run(const std::string& args, int* status) {
-  FILE* p = popen(("'" + mx8_exe() + "' " + args + " 2>&1").c_str(), "r");
+// The standard output of the shell command `command`, and its exit status.
+inline std::string run_shell(const std::string& command, int* status) {
+  FILE* p = popen(command.c_str(), "r");
   std::string out;
   char buf[4096];
   size_t n;
@@ -27,6 +27,11 @@ inline std::string run(const std::string& args, int* status) {
   const int st = p ? pclose(p) : -1;
   *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return out;
+}
+
+// stdout and stderr of `mx8 args`, and its exit status.
+inline std::string run(const std::string& args, int* status) {
+  return run_shell("'" + mx8_exe() + "' " + args + " 2>&1", status);
 }
 
 }  // namespace mx8::test

@@ -139,14 +139,9 @@ TEST(MxServe, OfficialOpenAiAndAnthropicClients) {
   ASSERT_GT(port, 0) << p.log();
   const std::string cmd =
       "MX8_SERVER_URL=http://127.0.0.1:" + std::to_string(port) + " node '" + sdk + "/sdk_clients.mjs' 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  ASSERT_NE(f, nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  const int st = pclose(f);
-  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << out;
+  int status = -1;
+  const std::string out = mx8::test::run_shell(cmd, &status);
+  EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("all checks passed"), std::string::npos) << out;
   EXPECT_EQ(p.stop(SIGTERM, 10), 0) << p.log();
 }

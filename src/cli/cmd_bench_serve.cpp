@@ -264,10 +264,10 @@ void run(Options& o) {
   std::ostringstream md;
   md << "## Server (`mx8 bench serve`), " << (o.random_layers > 0 ? "Llama-3-8B shape" : "stories260K")
      << ", " << o.gen.device << "\n\nCommand: `" << command << "`. Machine: " << cli::machine_description()
-     << " (load average " << cli::load_average() << "). Date: " << cli::today_utc() << ". Model: " << t.what
-     << ", device " << o.gen.device << ", KV " << backend::kv_format_name(t.kv) << ", " << o.tokens
-     << " tokens per request, sampled (temperature " << o.gen.sampling.temperature
-     << ", a seed per request).\n\n"
+     << "; backend " << t.be->info().description << " (load average " << cli::load_average()
+     << "). Date: " << cli::today_utc() << ". Model: " << t.what << ", device " << o.gen.device << ", KV "
+     << backend::kv_format_name(t.kv) << ", " << o.tokens << " tokens per request, sampled (temperature "
+     << o.gen.sampling.temperature << ", a seed per request).\n\n"
      << "C clients send one streaming /v1/completions request each, at once, to an in-process `mx8 serve` "
         "(--parallel C), each over its own socket. The peer is the same C requests (prompts, seeds, lengths) "
         "straight through a runtime::Engine of C sequences. `server / engine` is the fraction of the "

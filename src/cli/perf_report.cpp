@@ -38,17 +38,17 @@ std::string today_utc() {
   return buf;
 }
 
-void update_perf_section(const std::string& perf_md_path, const std::string& id,
-                         const std::string& markdown) {
+void update_doc_section(const std::string& path, const std::string& id, const std::string& markdown,
+                        const std::string& heading) {
   std::string text;
   {
-    std::ifstream in(perf_md_path);
+    std::ifstream in(path);
     std::stringstream ss;
     ss << in.rdbuf();
     text = ss.str();
   }
-  if (text.empty()) text = "# mx8 performance\n\nEvery section below is written by the benchmark it names.\n";
-  const std::string open = "<!-- bench:" + id + " -->", close = "<!-- /bench:" + id + " -->";
+  if (text.empty()) text = heading;
+  const std::string open = "<!-- " + id + " -->", close = "<!-- /" + id + " -->";
   std::string section = open + "\n" + markdown + (markdown.ends_with('\n') ? "" : "\n") + close;
   size_t begin = text.find(open), end = text.find(close);
   if (begin != std::string::npos && end != std::string::npos && end > begin) {
@@ -57,7 +57,13 @@ void update_perf_section(const std::string& perf_md_path, const std::string& id,
     if (!text.ends_with('\n')) text += '\n';
     text += "\n" + section + "\n";
   }
-  write_file_atomically(perf_md_path, text);
+  write_file_atomically(path, text);
+}
+
+void update_perf_section(const std::string& perf_md_path, const std::string& id,
+                         const std::string& markdown) {
+  update_doc_section(perf_md_path, "bench:" + id, markdown,
+                     "# mx8 performance\n\nEvery section below is written by the benchmark it names.\n");
 }
 
 std::string default_perf_md_path() {

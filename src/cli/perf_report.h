@@ -14,6 +14,10 @@ std::string machine_description();
 std::string load_average();
 // Today's date as YYYY-MM-DD (UTC).
 std::string today_utc();
+// Replaces (or appends) the section of `path` between <!-- ID --> and <!-- /ID --> with `markdown`,
+// atomically; a file that does not exist yet starts with `heading`.
+void update_doc_section(const std::string& path, const std::string& id, const std::string& markdown,
+                        const std::string& heading);
 // Replaces (or appends) section `id` of `perf_md_path` with `markdown`, atomically.
 void update_perf_section(const std::string& perf_md_path, const std::string& id, const std::string& markdown);
 // The default docs/PERF.md of the source tree this binary was built from.

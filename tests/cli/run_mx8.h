@@ -31,7 +31,9 @@ inline std::string run_shell(const std::string& command, int* status) {
 
 // stdout and stderr of `mx8 args`, and its exit status.
 inline std::string run(const std::string& args, int* status) {
-  return run_shell("'" + mx8_exe() + "' " + args + " 2>&1", status);
+  std::string command = "'";  // built by appending: g++ 12 warns (-Wrestrict) on "'" + std::string&&
+  command += mx8_exe() + "' " + args + " 2>&1";
+  return run_shell(command, status);
 }
 
 }  // namespace mx8::test

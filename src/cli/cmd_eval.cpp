@@ -190,11 +190,13 @@ void run_eval(EvalOptions& o) {
                 fmt("%.1f GiB", ref_bytes / (1ull << 30)) +
                 " (positions x vocabulary x 4 bytes); pass --max-tokens " +
                 std::to_string(int64_t(kMaxReferenceBytes / (double(cfg.vocab) * 4.0))) + " or fewer");
-  std::fprintf(stderr,
-               "mx8 eval: %s (%s, %lld layers, vocab %lld); %s: %zu documents, %lld positions scored "
-               "(windows of %d, stride %d)\n",
-               o.model.c_str(), cfg.arch.c_str(), (long long)cfg.n_layers, (long long)cfg.vocab,
-               o.text.c_str(), docs.size(), (long long)positions, w.ctx, w.stride);
+  const std::string scope = std::to_string(docs.size()) +
+                            (docs.size() == 1 ? " document, " : " documents, ") + std::to_string(positions) +
+                            " positions scored (windows of " + std::to_string(w.ctx) + " tokens, stride " +
+                            std::to_string(w.stride) + ")";
+  std::fprintf(stderr, "mx8 eval: %s (%s, %lld layers, vocab %lld); %s: %s\n", o.model.c_str(),
+               cfg.arch.c_str(), (long long)cfg.n_layers, (long long)cfg.vocab, o.text.c_str(),
+               scope.c_str());
 
   auto be = backend::make_backend(o.device, o.threads);
   std::vector<Variant> done;
@@ -257,11 +259,8 @@ void run_eval(EvalOptions& o) {
   const std::string name = std::filesystem::path(o.model).filename().string(),
                     text_name = std::filesystem::path(o.text).filename().string();
   std::string md = "## " + name + " on " + text_name + ", " + be->info().name + "\n\n" + cli::today_utc() +
-                   " - " + be->info().description + "\n\n`" + command_line(o, w) + "`\n\n" +
-                   std::to_string(docs.size()) + " documents, " + std::to_string(positions) +
-                   " positions scored (windows of " + std::to_string(w.ctx) + " tokens, stride " +
-                   std::to_string(w.stride) +
-                   "). The reference is the model as given with the KV cache it "
+                   " - " + be->info().description + "\n\n`" + command_line(o, w) + "`\n\n" + scope +
+                   ". The reference is the model as given with the KV cache it "
                    "selects by default.\n\n" +
                    tbl + "\nWeights:\n\n" + legend;
   cli::update_doc_section(o.quality_md, "eval:" + name + ":" + text_name + ":" + be->info().name, md,

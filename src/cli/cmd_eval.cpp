@@ -169,7 +169,7 @@ void run_eval(EvalOptions& o) {
   if (o.text.empty()) o.text = default_text_path();
   if (o.max_tokens < 0) throw Error("--max-tokens must be >= 0 (0: the whole text)");
   const std::vector<std::string> weights = split_list(o.weights, "--weights"), kvs = split_list(o.kv, "--kv");
-  for (const std::string& w : weights) model::parse_weight_mode(w);  // a bad name fails before any load
+  for (const std::string& w : weights) model::parse_weight_spec(w);  // a bad name fails before any load
   for (const std::string& k : kvs)
     if (k != "auto" && k != "f32" && k != "bf16" && k != "fp8")
       throw Error("--kv " + k + ": expected auto, f32, bf16 or fp8");
@@ -208,13 +208,18 @@ void run_eval(EvalOptions& o) {
       if (!(wm == "as-given" && k == "auto")) plan.push_back({wm, k});
   for (const auto& [wm, k] : plan) {
     model::LoadOptions lo;
-    lo.weights = model::parse_weight_mode(wm);
+    const model::WeightSpec spec = model::parse_weight_spec(wm);
+    lo.weights = spec.mode;
+    lo.scale_rule = spec.rule;
     lo.max_tokens_per_step = w.chunk;
     auto m = model::load_llama(o.model, *be, lo);
     Variant v;
     v.weights = wm;
     v.kv = cli::parse_kv(k, *m);
+    // What tells variants apart: the weights' formats and, for weights quantized here, the rule.
     v.formats = m->weight_stats().formats;
+    if (spec.mode == model::WeightMode::fp8 || spec.mode == model::WeightMode::mxfp8)
+      v.formats += std::string(", scale rule ") + format::scale_rule_name(spec.rule);
     v.weight_bytes = m->weight_stats().bytes;
     v.kv_bytes_per_position = kv_bytes_per_position(cfg, v.kv);
     bool same = false;  // e.g. bf16 weights of a bf16 model: the same numbers again
@@ -263,8 +268,10 @@ void run_eval(EvalOptions& o) {
                    ". The reference is the model as given with the KV cache it "
                    "selects by default.\n\n" +
                    tbl + "\nWeights:\n\n" + legend;
-  cli::update_doc_section(o.quality_md, "eval:" + name + ":" + text_name + ":" + be->info().name, md,
-                          "# mx8 accuracy\n\nEvery section below is written by `mx8 eval --quality-md`.\n");
+  // One section per comparison: a rerun of the same one replaces it, another one gets its own.
+  cli::update_doc_section(
+      o.quality_md, "eval:" + name + ":" + text_name + ":" + be->info().name + ":" + o.weights + ":" + o.kv,
+      md, "# mx8 accuracy\n\nEvery section below is written by `mx8 eval --quality-md`.\n");
   std::fprintf(stderr, "mx8 eval: wrote %s\n", o.quality_md.c_str());
 }
 
@@ -278,7 +285,9 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--separator", o->separator,
                      "string between documents; each is scored from its own BOS (empty: one document)")
           ->capture_default_str();
-      app.add_option("--weights", o->weights, "comma-separated: as-given, f32, bf16, fp8, mxfp8")
+      app.add_option("--weights", o->weights,
+                     "comma-separated: as-given, f32, bf16, fp8, mxfp8; fp8 and mxfp8 with an optional scale "
+                     "rule (fp8:floor, fp8:fp32, mxfp8:floor; ceil by default)")
           ->capture_default_str();
       app.add_option("--kv", o->kv, "comma-separated KV caches: auto, f32, bf16, fp8")->capture_default_str();
       app.add_option("--device", o->device, "cpu | cuda")->capture_default_str();

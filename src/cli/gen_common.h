@@ -45,8 +45,10 @@ inline std::string default_model_path() {
 inline void add_gen_options(CLI::App& app, GenOptions& o) {
   app.add_option("-m,--model", o.model,
                  "GGUF file or Hugging Face folder (default: the bundled stories260K)");
-  app.add_option("--weights", o.weights,
-                 "as-given | f32 | bf16 | fp8 (E4M3, UE8M0 per 128x128) | mxfp8 (UE8M0 per 1x32)")
+  app.add_option(
+         "--weights", o.weights,
+         "as-given | f32 | bf16 | fp8 (E4M3, UE8M0 per 128x128) | mxfp8 (UE8M0 per 1x32); fp8 and mxfp8 "
+         "take a scale rule after a colon: ceil (default), floor, fp32 (fp8 only: float scales)")
       ->capture_default_str();
   app.add_option("--kv", o.kv, "KV cache: auto (f32 for f32 weights, else bf16) | f32 | bf16 | fp8")
       ->capture_default_str();
@@ -115,7 +117,8 @@ inline Loaded load_for_generation(GenOptions& o, int positions_needed, int seque
   runtime::validate(o.sampling);  // before the model loads, not at the first token
   if (o.ctx < 0 || o.ctx > 1048576) throw Error("--ctx " + std::to_string(o.ctx) + " is out of range");
   Loaded l;
-  model::WeightMode mode = model::parse_weight_mode(o.weights);
+  const model::WeightSpec spec = model::parse_weight_spec(o.weights);
+  const model::WeightMode mode = spec.mode;
   model::LlamaConfig cfg = model::read_llama_config(o.model);
   runtime::EngineOptions eo;
   eo.max_context = o.ctx > 0 ? o.ctx : positions_needed;
@@ -145,6 +148,7 @@ inline Loaded load_for_generation(GenOptions& o, int positions_needed, int seque
                  eo.max_context, (long long)made_for);
   model::LoadOptions lo;
   lo.weights = mode;
+  lo.scale_rule = spec.rule;
   lo.max_tokens_per_step = o.chunk;
   l.model = model::load_llama(o.model, *l.backend, lo);
   l.kv_format = parse_kv(o.kv, *l.model);

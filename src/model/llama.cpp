@@ -36,6 +36,23 @@ WeightMode parse_weight_mode(const std::string& s) {
   throw Error("--weights " + s + ": expected one of as-given, f32, bf16, fp8, mxfp8");
 }
 
+WeightSpec parse_weight_spec(const std::string& s) {
+  const size_t colon = s.find(':');
+  WeightSpec w;
+  w.mode = parse_weight_mode(s.substr(0, colon));
+  if (colon == std::string::npos) return w;
+  const std::string rule = s.substr(colon + 1);
+  const auto r = format::parse_scale_rule(rule);
+  if (!r)
+    throw Error("--weights " + s + ": unknown scale rule '" + rule + "' (expected ceil, floor or fp32)");
+  if (w.mode != WeightMode::fp8 && w.mode != WeightMode::mxfp8)
+    throw Error("--weights " + s + ": a scale rule applies only to fp8 and mxfp8");
+  if (w.mode == WeightMode::mxfp8 && *r == format::ScaleRule::fp32)
+    throw Error("--weights " + s + ": MXFP8 scales are UE8M0 powers of two; fp32 scales exist for fp8 only");
+  w.rule = *r;
+  return w;
+}
+
 const char* weight_mode_name(WeightMode m) {
   switch (m) {
     case WeightMode::as_given:
@@ -88,13 +105,14 @@ struct Quantized {
   std::vector<uint8_t> codes, scales;
 };
 
-// E4M3 with UE8M0 `ceil` scales: 128x128 blocks (fp8) or 1x32 tiles (mxfp8).
-Quantized quantize_fp8(const std::vector<float>& f, int64_t n, int64_t k, bool mx) {
+// E4M3 with scales of `rule`: 128x128 blocks (fp8) or 1x32 tiles (mxfp8); UE8M0 scale bytes, or
+// float32 for the fp32 rule.
+Quantized quantize_fp8(const std::vector<float>& f, int64_t n, int64_t k, bool mx, format::ScaleRule rule) {
   format::QuantSpec spec;
   spec.element = format::ElementFormat::e4m3;
-  spec.rule = format::ScaleRule::ceil;
+  spec.rule = rule;
   spec.blocking = mx ? format::Blocking::tile(32) : format::Blocking::block(128);
-  spec.storage = format::ScaleStorage::ue8m0;
+  spec.storage = rule == format::ScaleRule::fp32 ? format::ScaleStorage::f32 : format::ScaleStorage::ue8m0;
   Quantized q;
   q.codes.resize(format::code_bytes(spec, n, k));
   q.scales.resize(format::scale_bytes(spec, n, k));
@@ -111,6 +129,7 @@ class Llama final : public LlamaModel {
   int max_tokens_per_step() const override { return max_tokens_; }
 
   void load(const ModelSource& src, const LoadOptions& opts) {
+    scale_rule_ = opts.scale_rule;
     config_ = src.config();
     source_ = src.describe();
     const LlamaConfig& c = config_;
@@ -443,7 +462,10 @@ class Llama final : public LlamaModel {
     if (linear) stats_.linear_bytes += bytes;
     stats_.parameters += w.n * w.k;
     if (w.format != WeightFormat::f32) stats_.linear_all_f32 = false;
-    format_counts_[backend::weight_format_name(w.format)]++;
+    // FP8 blocks with float32 scales (DeepSeek-V3 checkpoints, the fp32 rule) are named apart.
+    const bool f32_scales = w.format == WeightFormat::fp8_block && w.scale_type == ScaleType::f32;
+    format_counts_[backend::weight_format_name(w.format) +
+                   std::string(f32_scales ? " with f32 scales" : "")]++;
     stats_.formats.clear();
     for (auto& [name, count] : format_counts_)
       stats_.formats += (stats_.formats.empty() ? "" : ", ") + name + " x " + std::to_string(count);
@@ -514,8 +536,8 @@ class Llama final : public LlamaModel {
           w.data = keep(t.data, size_t(n * k));
           w.scales = keep(t.scales, backend::weight_scale_bytes(w.format, w.scale_type, n, k));
         } else {
-          Quantized q = quantize_fp8(f32(), n, k, mx);
-          w.scale_type = ScaleType::ue8m0;
+          Quantized q = quantize_fp8(f32(), n, k, mx, scale_rule_);
+          w.scale_type = scale_rule_ == format::ScaleRule::fp32 ? ScaleType::f32 : ScaleType::ue8m0;
           w.data = arena_.upload(q.codes.data(), q.codes.size());
           w.scales = arena_.upload(q.scales.data(), q.scales.size());
         }
@@ -612,6 +634,7 @@ class Llama final : public LlamaModel {
 
   Backend& b_;
   BackendArena arena_;
+  format::ScaleRule scale_rule_ = format::ScaleRule::ceil;  // of FP8 weights quantized at load
   int max_tokens_;
   std::map<std::string, int> format_counts_;
   WeightView embed_, output_;

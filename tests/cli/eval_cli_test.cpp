@@ -82,7 +82,7 @@ TEST_F(EvalCli, WritesOneSectionPerModelTextAndDevice) {
   ss << in.rdbuf();
   const std::string text = ss.str();
   EXPECT_EQ(text.rfind("# mx8 accuracy", 0), 0u) << text;
-  const std::string open = "<!-- eval:stories260K.gguf:tinystories_sample.txt:cpu -->";
+  const std::string open = "<!-- eval:stories260K.gguf:tinystories_sample.txt:cpu:fp8:auto -->";
   EXPECT_NE(text.find(open), std::string::npos) << text;
   EXPECT_EQ(text.find(open), text.rfind(open)) << "one section, replaced:\n" << text;
   EXPECT_NE(

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "mx8/backend/backend.h"
+#include "mx8/format/scale_rule.h"
 
 namespace mx8::model {
 
@@ -76,8 +77,20 @@ enum class WeightMode {
 WeightMode parse_weight_mode(const std::string& s);  // "as-given"/"auto", "f32", "bf16", "fp8", "mxfp8"
 const char* weight_mode_name(WeightMode m);
 
+// A --weights value: a mode, and for fp8 / mxfp8 made at load the scale rule after a colon
+// ("fp8:floor"; format/scale_rule.h): ceil (the default; DeepSeek-V3.1, UE8M0 scales), floor (OCP MX,
+// UE8M0 scales; may saturate a block's largest value) or fp32 (DeepSeek-V3's float scales; fp8
+// only, since MX scales are UE8M0 by definition).
+struct WeightSpec {
+  WeightMode mode = WeightMode::as_given;
+  format::ScaleRule rule = format::ScaleRule::ceil;
+};
+WeightSpec parse_weight_spec(const std::string& s);
+
 struct LoadOptions {
   WeightMode weights = WeightMode::as_given;
+  // The scale rule of FP8 weights quantized at load (weights fp8 or mxfp8; FP8 checkpoints keep theirs).
+  format::ScaleRule scale_rule = format::ScaleRule::ceil;
   int max_tokens_per_step = 256;     // activation buffers are sized for this many tokens per forward
   bool quantize_output_head = true;  // with fp8/mxfp8, also the lm_head (llama.cpp does the same for Q8_0)
 };

@@ -276,7 +276,7 @@ class Llama final : public LlamaModel {
     setup_common(rope_inv_freq(c));
   }
 
-  void forward(const StepBatch& sb, backend::KvCache& kv, float* logits) override {
+  void forward(const StepBatch& sb, backend::KvCache& kv, float* logits, int32_t* argmax) override {
     const LlamaConfig& c = config_;
     const int T = int(sb.tokens.size());
     if (T <= 0) return;
@@ -292,6 +292,10 @@ class Llama final : public LlamaModel {
                   std::to_string(max_tokens_) + " the model was set up for");
     for (int32_t r : sb.logit_rows)
       if (r < 0 || r >= T) throw Error("forward: logit row " + std::to_string(r) + " outside the batch");
+    const int A = sb.argmax_rows;
+    if (A < 0 || A > R || (A > 0 && !argmax))
+      throw Error("forward: " + std::to_string(A) + " arg max rows of " + std::to_string(R) + " logit rows" +
+                  (A > 0 && !argmax ? " and no place for them" : ""));
     for (int32_t t : sb.tokens)
       if (t < 0 || t >= c.vocab)
         throw Error("forward: token id " + std::to_string(t) + " outside the vocabulary");
@@ -305,17 +309,17 @@ class Llama final : public LlamaModel {
     // it never replays). Large steps (prefill) are launch-cheap relative to their work and vary in
     // shape, so they run as they are.
     if (T <= kMaxRecordedTokens) {
-      const uint64_t key = step_key(T, R, sb.max_pages_per_seq, singles_ == T, kv);
+      const uint64_t key = step_key(T, R, A, sb.max_pages_per_seq, singles_ == T, kv);
       if (!b_.replay(key)) {
         if (seen_.size() > 4096) seen_.clear();  // keys of dead caches accumulate otherwise
         const bool first = seen_.insert(key).second;
         if (first || unrecordable_.count(key)) {
-          run_step(T, R, sb.max_pages_per_seq, kv);
+          run_step(T, R, A, sb.max_pages_per_seq, kv);
         } else {
           bool ran = false;
           try {
             b_.begin_recording(key);
-            run_step(T, R, sb.max_pages_per_seq, kv);
+            run_step(T, R, A, sb.max_pages_per_seq, kv);
             b_.end_recording();  // runs what was recorded
             ran = true;
           } catch (const Error&) {
@@ -325,15 +329,15 @@ class Llama final : public LlamaModel {
             // Nothing of the step ran: run it without recording (a real error throws again from
             // there) and do not try to record this shape again.
             unrecordable_.insert(key);
-            run_step(T, R, sb.max_pages_per_seq, kv);
+            run_step(T, R, A, sb.max_pages_per_seq, kv);
           }
         }
       }
     } else {
-      run_step(T, R, sb.max_pages_per_seq, kv);
+      run_step(T, R, A, sb.max_pages_per_seq, kv);
     }
-    if (R == 0) return;
-    b_.download(logits, logits_, size_t(R) * size_t(c.vocab) * 4);
+    if (R > A) b_.download(logits, logits_, size_t(R - A) * size_t(c.vocab) * 4);
+    if (A > 0) b_.download(argmax, argmax_, size_t(A) * 4);
   }
 
  private:
@@ -353,7 +357,8 @@ class Llama final : public LlamaModel {
 
   // Everything the launches of run_step depend on besides the model's own buffers (fixed at load):
   // the shapes, the KV cache and the block table buffer (reallocated when it grows).
-  uint64_t step_key(int T, int R, int max_pages, bool one_token_per_seq, const backend::KvCache& kv) const {
+  uint64_t step_key(int T, int R, int A, int max_pages, bool one_token_per_seq,
+                    const backend::KvCache& kv) const {
     uint64_t h = 0x6d78385f73746570ull;  // any non-zero start
     auto mix = [&h](uint64_t v) {
       h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
@@ -363,6 +368,7 @@ class Llama final : public LlamaModel {
     mix(reinterpret_cast<uintptr_t>(this));
     mix(uint64_t(T));
     mix(uint64_t(R));
+    mix(uint64_t(A));
     mix(uint64_t(uint32_t(max_pages)));
     mix(one_token_per_seq ? 1 : 2);  // the backend may fuse more then (AttentionArgs::one_token_per_seq)
     mix(reinterpret_cast<uintptr_t>(&kv));
@@ -370,9 +376,15 @@ class Llama final : public LlamaModel {
     return h;
   }
 
-  // The backend ops of one step, from the token ids in d_tokens_ to the logits in logits_. Enqueues
-  // only (no upload, download or synchronize), so that it can be recorded.
-  void run_step(int T, int R, int max_pages, backend::KvCache& kv) {
+  // The backend ops of one step, from the token ids in d_tokens_ to the logits in logits_ (and the
+  // arg max of the last A of the R rows in argmax_). Enqueues only (no upload, download or
+  // synchronize), so that it can be recorded.
+  void run_step(int T, int R, int A, int max_pages, backend::KvCache& kv) {
+    compute_logits(T, R, max_pages, kv);
+    if (A > 0) b_.argmax(logits_ + size_t(R - A) * size_t(config_.vocab), A, config_.vocab, argmax_);
+  }
+
+  void compute_logits(int T, int R, int max_pages, backend::KvCache& kv) {
     const LlamaConfig& c = config_;
     const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
     // q, k and v of the step lie back to back in qkv_: [T][qd], then [T][kvd] twice.
@@ -591,6 +603,7 @@ class Llama final : public LlamaModel {
     gate_ = buf(c.ffn);
     up_ = buf(c.ffn);
     logits_ = buf(c.vocab);
+    argmax_ = static_cast<int32_t*>(arena_.alloc(T * sizeof(int32_t)));
   }
 
   // The step's index arrays go to the device in one upload (each upload is a copy the device
@@ -643,7 +656,8 @@ class Llama final : public LlamaModel {
   float* inv_freq_ = nullptr;
   float *x_ = nullptr, *h_ = nullptr, *qkv_ = nullptr, *att_ = nullptr;
   float *gate_ = nullptr, *up_ = nullptr, *logits_ = nullptr;
-  int singles_ = 0;  // leading_single_tokens of the step being run
+  int32_t* argmax_ = nullptr;  // [max_tokens_]: Backend::argmax of the step's last rows
+  int singles_ = 0;            // leading_single_tokens of the step being run
   int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_seq_ = nullptr, *d_slot_ = nullptr, *d_kvlen_ = nullptr,
           *d_rows_ = nullptr;
   int32_t* d_bt_ = nullptr;

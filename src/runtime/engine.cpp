@@ -69,6 +69,12 @@ Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const Engine
 
 Engine::~Engine() = default;
 
+bool Engine::argmax_on_backend(const Seq& s) const {
+  const SamplingParams& p = s.params.sampling;
+  return !keep_logits_ && p.temperature <= 0.0f && p.repetition_penalty == 1.0f &&
+         p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f;
+}
+
 size_t Engine::kv_bytes() const {
   return kv_->desc().total_bytes();
 }
@@ -183,7 +189,12 @@ std::vector<TokenEvent> Engine::step() {
   int budget = model_.max_tokens_per_step();
   model::StepBatch b;
   b.max_pages_per_seq = max_pages_per_seq_;
-  std::vector<Seq*> sampled;  // sequences whose logits come back, in logit-row order
+  // Sequences whose next token is drawn this step: those sampled on the host (their logits come back)
+  // and the greedy ones whose arg max the backend finds (only the index comes back), with their rows.
+  std::vector<Seq*> sampled, greedy;
+  std::vector<int32_t> greedy_rows;
+  std::vector<std::pair<Seq*, int>>
+      drawn;  // in row order: the sequence, -1 - its greedy index or its sampled one
   int64_t n_decode = 0, n_prefill = 0;
   // Decode tokens first (one per running sequence), then prefill chunks with what budget is left.
   for (int pass = 0; pass < 2 && budget > 0; ++pass) {
@@ -219,19 +230,28 @@ std::vector<TokenEvent> Engine::step() {
       budget -= chunk;
       (decoding ? n_decode : n_prefill) += chunk;
       if (s.cached == s.tokens.size()) {
-        b.logit_rows.push_back(int32_t(b.tokens.size()) - 1);
-        sampled.push_back(&s);
+        if (argmax_on_backend(s)) {
+          drawn.push_back({&s, -1 - int(greedy.size())});
+          greedy_rows.push_back(int32_t(b.tokens.size()) - 1);
+          greedy.push_back(&s);
+        } else {
+          drawn.push_back({&s, int(sampled.size())});
+          b.logit_rows.push_back(int32_t(b.tokens.size()) - 1);
+          sampled.push_back(&s);
+        }
       }
     }
   }
   const size_t vocab = size_t(model_.config().vocab);
   float* logits = logits_.reserve(b.logit_rows.size() * vocab);
-  model_.forward(b, *kv_, logits);
+  b.logit_rows.insert(b.logit_rows.end(), greedy_rows.begin(), greedy_rows.end());
+  b.argmax_rows = int(greedy_rows.size());
+  std::vector<int32_t> picked(sampled.size() + greedy.size());
+  model_.forward(b, *kv_, logits, picked.data() + sampled.size());
 
   // Sampling: each sequence has its own sampler and logits row, so rows are independent and the result
   // does not depend on how they are spread over threads. With a large vocabulary and several
   // sequences, they run on a pool: ~50 us per 128k-entry row, serially 3 ms of a 64-sequence step.
-  std::vector<int32_t> picked(sampled.size());
   auto sample_rows = [&](size_t begin, size_t end) {
     for (size_t r = begin; r < end; ++r) {
       Seq& s = *sampled[r];
@@ -248,9 +268,9 @@ std::vector<TokenEvent> Engine::step() {
   } else {
     sample_rows(0, sampled.size());
   }
-  for (size_t r = 0; r < sampled.size(); ++r) {
-    Seq& s = *sampled[r];
-    const int32_t tok = picked[r];
+  for (const auto& [sp, i] : drawn) {
+    Seq& s = *sp;
+    const int32_t tok = picked[i >= 0 ? size_t(i) : sampled.size() + size_t(-1 - i)];
     s.tokens.push_back(tok);
     s.generated++;
     TokenEvent e{s.id, tok, FinishReason::none};

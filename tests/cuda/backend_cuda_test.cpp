@@ -35,6 +35,7 @@
 #include "backend/cpu/backend_cpu.h"
 #include "backend/cuda/backend_cuda.cuh"
 #include "cuda/backend_pair_test.h"
+#include "model/argmax_rows.h"
 #include "mx8/backend/backend.h"
 #include "mx8/backend/host_buffer.h"
 #include "mx8/error.h"
@@ -42,6 +43,7 @@
 #include "mx8/format/element.h"
 #include "mx8/format/scale_rule.h"
 #include "mx8/format/ue8m0.h"
+#include "mx8/runtime/sampler.h"
 
 namespace mx8::backend {
 namespace {
@@ -194,6 +196,19 @@ TEST_F(CudaVsCpu, RopeMatchesCpu) {
         ASSERT_NEAR(b[i], a[i], 1e-6 * 2 * mag) << "style " << int(style) << " hd " << hd << " i " << i;
       }
     }
+  }
+}
+
+TEST_F(CudaVsCpu, ArgmaxFollowsTheSamplersRule) {
+  // Exact: a maximum with ties to the lower index does not depend on the order of the reduction.
+  SCOPED_TRACE(trace());
+  for (const auto& c : mx8::test::argmax_cases(seed)) {
+    Pair px = put(c.x), po = zeros<int32_t>(size_t(c.rows()));
+    gpu->argmax((const float*)px.g, c.rows(), c.cols, (int32_t*)po.g);
+    const auto got = get_gpu<int32_t>(po, size_t(c.rows()));
+    for (int64_t r = 0; r < c.rows(); ++r)
+      EXPECT_EQ(got[size_t(r)], runtime::argmax({c.x.data() + r * c.cols, size_t(c.cols)}))
+          << "row " << r << " of " << c.cols << " columns";
   }
 }
 

@@ -6,12 +6,14 @@
 #include <cmath>
 #include <random>
 
+#include "model/argmax_rows.h"
 #include "mx8/backend/backend.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
 #include "mx8/format/element.h"
 #include "mx8/format/quantize_ref.h"
 #include "mx8/io/gguf.h"
+#include "mx8/runtime/sampler.h"
 
 namespace {
 
@@ -175,6 +177,17 @@ TEST(BackendOps, RmsnormRopeSiluSoftmax) {
 
 // Attention over a paged cache (pages shuffled, two sequences, GQA) against a direct computation on
 // the K/V values as the cache stores them (f32 exact, bf16 rounded, fp8 quantized per token/head/128).
+TEST(BackendOps, ArgmaxFollowsTheSamplersRule) {
+  auto be = make_cpu_backend(2);
+  for (const auto& c : mx8::test::argmax_cases(11)) {
+    std::vector<int32_t> got(size_t(c.rows()), -1);
+    be->argmax(c.x.data(), c.rows(), c.cols, got.data());
+    for (int64_t r = 0; r < c.rows(); ++r)
+      EXPECT_EQ(got[size_t(r)], mx8::runtime::argmax({c.x.data() + r * c.cols, size_t(c.cols)}))
+          << "row " << r << " of " << c.cols << " columns";
+  }
+}
+
 TEST(BackendOps, PagedAttentionAllKvFormats) {
   auto be = make_cpu_backend(2);
   const int heads = 4, kv_heads = 2, hd = 160, ps = 4, pages = 8, len0 = 13, len1 = 6;

@@ -220,6 +220,10 @@ class Backend {
   virtual void silu_mul(const float* gate, const float* up, float* out, int64_t n) = 0;
   // In place, row-wise softmax over x[rows][cols].
   virtual void softmax(float* x, int64_t rows, int64_t cols) = 0;
+  // out[r] = the index of the largest value of x[r][0..cols), r < rows: the first such index, NaN
+  // skipped, 0 for a row of NaN only (runtime::argmax's rule, so that greedy decoding on the backend
+  // picks what the sampler would). out is backend memory.
+  virtual void argmax(const float* x, int64_t rows, int64_t cols, int32_t* out) = 0;
 
   // KV cache.
   virtual std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) = 0;

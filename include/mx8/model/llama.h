@@ -107,6 +107,9 @@ struct StepBatch {
   std::vector<int32_t> block_tables;  // [n_seqs][max_pages_per_seq]
   int max_pages_per_seq = 0;
   std::vector<int32_t> logit_rows;  // rows of `tokens` whose logits are wanted, in output order
+  // The last this-many logit rows want only the index of their largest logit (greedy decoding): the
+  // backend finds it, and only the index leaves its memory (Backend::argmax).
+  int argmax_rows = 0;
 };
 
 struct WeightStats {
@@ -124,8 +127,10 @@ class LlamaModel {
   const WeightStats& weight_stats() const { return stats_; }
   const std::string& source() const { return source_; }
 
-  // Runs the batch; writes logits [logit_rows.size()][vocab] to host memory `logits`.
-  virtual void forward(const StepBatch& batch, backend::KvCache& kv, float* logits) = 0;
+  // Runs the batch; writes the logits of the first logit_rows.size() - argmax_rows logit rows to host
+  // memory `logits` ([rows][vocab]), and the arg max of each of the last argmax_rows to `argmax`.
+  virtual void forward(const StepBatch& batch, backend::KvCache& kv, float* logits,
+                       int32_t* argmax = nullptr) = 0;
   virtual int max_tokens_per_step() const = 0;
 
  protected:

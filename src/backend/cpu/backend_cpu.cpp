@@ -143,6 +143,16 @@ class CpuBackend final : public Backend {
 
   void softmax(float* x, int64_t rows, int64_t cols) override { softmax_rows(x, rows, cols); }
 
+  void argmax(const float* x, int64_t rows, int64_t cols, int32_t* out) override {
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* v = x + r * cols;
+      int64_t best = -1;  // the first non-NaN value that no later one exceeds
+      for (int64_t i = 0; i < cols; ++i)
+        if (!std::isnan(v[i]) && (best < 0 || v[i] > v[best])) best = i;
+      out[r] = int32_t(best < 0 ? 0 : best);
+    }
+  }
+
   std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) override {
     if (d.n_layers <= 0 || d.n_kv_heads <= 0 || d.head_dim <= 0 || d.page_size <= 0 || d.n_pages <= 0)
       throw Error("cpu backend: bad KV cache shape (layers " + std::to_string(d.n_layers) + ", kv heads " +

@@ -441,6 +441,9 @@ class CudaBackend final : public Backend {
     launch_silu_mul(gate, up, out, n, stream_);
   }
   void softmax(float* x, int64_t rows, int64_t cols) override { launch_softmax(x, rows, cols, stream_); }
+  void argmax(const float* x, int64_t rows, int64_t cols, int32_t* out) override {
+    launch_argmax(x, rows, cols, out, stream_);
+  }
 
   std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) override {
     if (d.n_layers <= 0 || d.n_kv_heads <= 0 || d.head_dim <= 0 || d.page_size <= 0 || d.n_pages <= 0)

@@ -1,5 +1,5 @@
-// Element-wise and row-wise ops of the CUDA backend: embedding, rmsnorm, rope, add, silu_mul and
-// softmax. Each follows the CPU backend's arithmetic (backend_cpu.cpp) except where a parallel
+// Element-wise and row-wise ops of the CUDA backend: embedding, rmsnorm, rope, add, silu_mul, softmax
+// and argmax. Each follows the CPU backend's arithmetic (backend_cpu.cpp) except where a parallel
 // reduction must reorder a sum (rmsnorm's sum of squares, softmax's sum), which moves results by a
 // few ulps; expf/sincosf are CUDA's full-precision functions (never the fast intrinsics).
 #include <cuda_runtime.h>
@@ -184,6 +184,61 @@ void launch_silu_mul(const float* gate, const float* up, float* out, int64_t n, 
   launch("silu_mul_kernel", silu_mul_kernel, dim3(grid_for(n, kThreads)), dim3(kThreads), s, gate, up, out,
          n);
   check_launch("silu_mul");
+}
+
+namespace {
+
+// A candidate of argmax_kernel: a value and its index; a NaN value is no candidate.
+struct Best {
+  float v;
+  int32_t i;
+};
+// Whether a is the better of two candidates: the larger value, the lower index among equal ones.
+__device__ __forceinline__ bool better(Best a, Best b) {
+  if (isnan(a.v)) return false;
+  return isnan(b.v) || a.v > b.v || (a.v == b.v && a.i < b.i);
+}
+__device__ __forceinline__ Best shfl_best(Best b, int o) {
+  return {__shfl_xor_sync(0xffffffffu, b.v, o), __shfl_xor_sync(0xffffffffu, b.i, o)};
+}
+
+// One block per row: every thread keeps the best of its strided values, then the warps and the block
+// combine theirs. The combination is exact (a maximum, ties to the lower index), so the result is the
+// host rule's whatever the order.
+__global__ void argmax_kernel(const float* x, int64_t cols, int32_t* out) {
+  pdl_trigger();
+  pdl_wait();
+  const float* row = x + int64_t(blockIdx.x) * cols;
+  Best best{NAN, 0};
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const Best c{row[j], int32_t(j)};
+    if (better(c, best)) best = c;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const Best other = shfl_best(best, o);
+    if (better(other, best)) best = other;
+  }
+  __shared__ Best part[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) part[warp] = best;
+  __syncthreads();
+  if (warp == 0) {
+    best = lane < int(blockDim.x >> 5) ? part[lane] : Best{NAN, 0};
+    for (int o = 16; o > 0; o >>= 1) {
+      const Best other = shfl_best(best, o);
+      if (better(other, best)) best = other;
+    }
+    if (lane == 0) out[blockIdx.x] = isnan(best.v) ? 0 : best.i;
+  }
+}
+
+}  // namespace
+
+void launch_argmax(const float* x, int64_t rows, int64_t cols, int32_t* out, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return;
+  check_rows(rows, "argmax");
+  launch("argmax_kernel", argmax_kernel, dim3(unsigned(rows)), dim3(1024), s, x, cols, out);
+  check_launch("argmax");
 }
 
 void launch_softmax(float* x, int64_t rows, int64_t cols, cudaStream_t s) {

@@ -1,0 +1,96 @@
+// Greedy decoding without penalties picks its tokens on the backend (Backend::argmax: only the index
+// comes back). Every token must be the one the host sampler picks from the downloaded logits, with
+// greedy, penalised greedy and sampled sequences in one batch, on the bundled stories260K.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mx8/backend/backend.h"
+#include "mx8/model/llama.h"
+#include "mx8/runtime/engine.h"
+#include "mx8/runtime/sampler.h"
+
+namespace {
+
+using namespace mx8;
+
+const std::string kStories = std::string(MX8_SOURCE_DIR) + "/models/stories260K.gguf";
+
+// The (request, token) events of every step, with the engine keeping logits (every row sampled on the
+// host) or not (greedy rows on the backend).
+std::vector<std::vector<std::pair<int, int32_t>>> run(model::LlamaModel& m, backend::Backend& be, bool host) {
+  runtime::EngineOptions eo;
+  eo.kv_format = backend::KvFormat::f32;
+  eo.max_context = 160;
+  eo.max_sequences = 4;
+  runtime::Engine eng(m, be, eo);
+  eng.keep_logits(host);
+  for (int q = 0; q < 4; ++q) {
+    runtime::GenerationParams gp;
+    gp.max_new_tokens = 100;
+    gp.sampling.temperature = q == 3 ? 0.9f : 0.0f;  // 3: sampled
+    gp.sampling.seed = 5;
+    if (q == 2) gp.sampling.repetition_penalty = 1.3f;  // greedy on the host: penalties change the logits
+    eng.add({1, int32_t(300 + 17 * q)}, gp);
+  }
+  std::vector<std::vector<std::pair<int, int32_t>>> steps;
+  while (!eng.idle()) {
+    steps.emplace_back();
+    for (const runtime::TokenEvent& e : eng.step()) steps.back().push_back({e.request, e.token});
+  }
+  return steps;
+}
+
+TEST(EngineArgmax, BackendGreedyPicksWhatTheSamplerPicks) {
+  auto be = backend::make_cpu_backend(2);
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = 32;
+  auto m = model::load_llama(kStories, *be, lo);
+  const auto on_backend = run(*m, *be, false), on_host = run(*m, *be, true);
+  EXPECT_EQ(on_backend, on_host);
+  EXPECT_GT(on_backend.size(), 50u);  // the sequences ran to their limits or ends, not one step
+}
+
+TEST(EngineArgmax, ForwardReturnsTheArgmaxOfTheRowsItWouldDownload) {
+  auto be = backend::make_cpu_backend(2);
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = 8;
+  auto m = model::load_llama(kStories, *be, lo);
+  const size_t vocab = size_t(m->config().vocab);
+  auto forward = [&](int argmax_rows, std::vector<float>& logits, std::vector<int32_t>& ids) {
+    backend::KvCacheDesc d{backend::KvFormat::f32,
+                           int(m->config().n_layers),
+                           int(m->config().n_kv_heads),
+                           int(m->config().head_dim),
+                           16,
+                           1};
+    auto cache = be->create_kv_cache(d);
+    model::StepBatch b;
+    b.max_pages_per_seq = 1;
+    b.block_tables = {0};
+    for (int i = 0; i < 6; ++i) {
+      b.tokens.push_back(i == 0 ? 1 : 40 + 31 * i);
+      b.pos.push_back(i);
+      b.seq.push_back(0);
+      b.slot.push_back(i);
+      b.kv_len.push_back(i + 1);
+    }
+    b.logit_rows = {5, 1, 3};
+    b.argmax_rows = argmax_rows;
+    logits.assign((3 - size_t(argmax_rows)) * vocab, 0.0f);
+    ids.assign(size_t(argmax_rows), -1);
+    m->forward(b, *cache, logits.data(), ids.data());
+  };
+  std::vector<float> all, some;
+  std::vector<int32_t> none, two;
+  forward(0, all, none);
+  forward(2, some, two);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(std::vector<float>(all.begin(), all.begin() + long(vocab)), some);  // row 5's logits
+  for (size_t r = 1; r < 3; ++r)
+    EXPECT_EQ(two[r - 1], runtime::argmax({all.data() + r * vocab, vocab})) << "logit row " << r;
+}
+
+}  // namespace

@@ -55,6 +55,7 @@ struct Options {
   std::string kv = "bf16";
   std::string graphs = "on,off";
   std::vector<bool> graph_modes;  // from `graphs`
+  bool greedy = false;            // decode steps take the arg max on the GPU (only indices downloaded)
   bool write_perf = true;
   std::string perf_md;
 };
@@ -134,8 +135,11 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
     b.seq.push_back(q);
     b.logit_rows.push_back(q);
   }
-  HostBuffer<float> logits(be);  // what the engine downloads into (page-locked)
+  if (o.greedy) b.argmax_rows = seqs;  // as the engine does for greedy sequences without penalties
+  HostBuffer<float> logits(be);        // what the engine downloads into (page-locked)
   logits.reserve(static_cast<size_t>(kVocab) * seqs);
+  HostBuffer<int32_t> ids(be);
+  ids.reserve(size_t(seqs));
   auto step = [&](int pos) {
     b.tokens.clear();
     b.pos.assign(size_t(seqs), pos);
@@ -145,7 +149,7 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
       b.tokens.push_back((pos * 7919 + q * 104729) % int32_t(kVocab));
       b.slot.push_back(q * pages_per_seq * 16 + pos);
     }
-    model.forward(b, *kv, logits.data());
+    model.forward(b, *kv, logits.data(), ids.data());
   };
   // Positions before `context` are never written: attention reads them as zeros, at full cost.
   for (int p = o.context; p < o.context + o.warmup; ++p) step(p);
@@ -155,7 +159,7 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
   res.ms_per_token = s * 1e3 / o.tokens;
   res.tok_s = double(o.tokens) * seqs / s;
   res.weight_gbps = double(res.bytes_per_token) / (res.ms_per_token * 1e-3) / 1e9;
-  if (!std::isfinite(logits.data()[0]))
+  if (!o.greedy && !std::isfinite(logits.data()[0]))
     std::printf("  (note: logits are not finite with these random weights)\n");
 }
 
@@ -372,18 +376,23 @@ void run(const Options& o) {
         (o.prefill != Options{}.prefill ? " --prefill " + std::to_string(o.prefill) : "") +
         (o.prefill_at != Options{}.prefill_at ? " --prefill-at " + o.prefill_at : "") +
         (!o.decode_at.empty() && !batched ? " --decode-at " + o.decode_at : "") +
-        (o.weights != Options{}.weights ? " --weights " + o.weights : "") + "`.\n\n";
+        (o.weights != Options{}.weights ? " --weights " + o.weights : "") + (o.greedy ? " --greedy" : "") +
+        "`.\n\n";
   const std::string per = batched ? "step" : "token";
-  md +=
-      "Random weights; each " + per +
-      " is the model's forward pass (src/model/llama.cpp) as `mx8 run` does it: uploads of the step's "
-      "indices, the layers, the head, logits downloaded. graphs on = the step recorded once as a CUDA graph "
-      "and replayed (MX8_CUDA_GRAPHS=0 turns it off). Roofline = weight bytes per " +
-      per + " / device copy bandwidth measured in the same run (" + fmt("%.0f", bw) +
-      " GB/s, read + write). Weight bytes = all linear weights with scales, lm_head, norms, one embedding "
-      "row. 'gate GEMV alone' = the 14336x4096 matmul timed on its own over the layers' cold copies. vs "
-      "BF16 = against BF16 with the same graphs setting" +
-      (batched ? " and batch" : "") + ".\n\n";
+  md += "Random weights; each " + per +
+        " is the model's forward pass (src/model/llama.cpp) as `mx8 run` does it: uploads of the step's "
+        "indices, the layers, the head, " +
+        (o.greedy
+             ? std::string("the arg max of each row taken on the GPU and only the indices downloaded (greedy "
+                           "decoding without penalties: `mx8 run --temperature 0`)")
+             : std::string("logits downloaded")) +
+        ". graphs on = the step recorded once as a CUDA graph "
+        "and replayed (MX8_CUDA_GRAPHS=0 turns it off). Roofline = weight bytes per " +
+        per + " / device copy bandwidth measured in the same run (" + fmt("%.0f", bw) +
+        " GB/s, read + write). Weight bytes = all linear weights with scales, lm_head, norms, one embedding "
+        "row. 'gate GEMV alone' = the 14336x4096 matmul timed on its own over the layers' cold copies. vs "
+        "BF16 = against BF16 with the same graphs setting" +
+        (batched ? " and batch" : "") + ".\n\n";
   if (batched) {
     md +=
         "A step of batch B decodes one token for each of B sequences (all at the same position, each with "
@@ -448,7 +457,8 @@ void run(const Options& o) {
   }
   if (o.write_perf) {
     std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
-    const std::string section = batched ? "decode-cuda-batch" : "decode-cuda";
+    const std::string section =
+        std::string(batched ? "decode-cuda-batch" : "decode-cuda") + (o.greedy ? "-greedy" : "");
     mx8::cli::update_perf_section(path, section, md);
     std::printf("updated %s (section %s)\n", path.c_str(), section.c_str());
   }
@@ -490,6 +500,9 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--kv", o->kv, "KV cache format: bf16, fp8 or f32")
           ->capture_default_str()
           ->check(CLI::IsMember({"bf16", "fp8", "f32"}));
+      app.add_flag("--greedy", o->greedy,
+                   "take each row's arg max on the GPU and download only the indices, as greedy decoding "
+                   "does (PERF.md section decode-cuda-greedy or decode-cuda-batch-greedy)");
       app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
       app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
       app.add_option("--graphs", o->graphs, "CUDA graphs: on, off or both (comma-separated, in that order)")

@@ -259,15 +259,22 @@ void run(Options& o) {
   if (o.random_layers > 0)
     command += " --random-layers " + std::to_string(o.random_layers) + " --weights " + o.gen.weights +
                " --kv " + o.gen.kv + " -m " + o.gen.model.substr(o.gen.model.rfind('/') + 1);
-  const std::string section = "serve-" + o.gen.device + (o.random_layers > 0 ? "-llama3-8b" : "");
+  const bool greedy = o.gen.sampling.temperature <= 0.0f;
+  if (greedy) command += " --temperature 0";
+  const std::string section =
+      "serve-" + o.gen.device + (o.random_layers > 0 ? "-llama3-8b" : "") + (greedy ? "-greedy" : "");
 
   std::ostringstream md;
   md << "## Server (`mx8 bench serve`), " << (o.random_layers > 0 ? "Llama-3-8B shape" : "stories260K")
      << ", " << o.gen.device << "\n\nCommand: `" << command << "`. Machine: " << cli::machine_description()
      << "; backend " << t.be->info().description << " (load average " << cli::load_average()
      << "). Date: " << cli::today_utc() << ". Model: " << t.what << ", device " << o.gen.device << ", KV "
-     << backend::kv_format_name(t.kv) << ", " << o.tokens << " tokens per request, sampled (temperature "
-     << o.gen.sampling.temperature << ", a seed per request).\n\n"
+     << backend::kv_format_name(t.kv) << ", " << o.tokens << " tokens per request, ";
+  if (greedy)
+    md << "greedy (the arg max taken on the backend, only the token's index downloaded)";
+  else
+    md << "sampled (temperature " << o.gen.sampling.temperature << ", a seed per request)";
+  md << ".\n\n"
      << "C clients send one streaming /v1/completions request each, at once, to an in-process `mx8 serve` "
         "(--parallel C), each over its own socket. The peer is the same C requests (prompts, seeds, lengths) "
         "straight through a runtime::Engine of C sequences. `server / engine` is the fraction of the "

@@ -34,32 +34,6 @@ std::vector<int32_t> document(size_t n, uint32_t seed) {
   return d;
 }
 
-// The logits of one forward pass over `tokens` from position 0, at its last row.
-std::vector<float> last_row(model::LlamaModel& m, backend::Backend& be, const std::vector<int32_t>& tokens) {
-  const int pages = int(tokens.size() + 15) / 16;
-  backend::KvCacheDesc d{backend::KvFormat::f32,
-                         int(m.config().n_layers),
-                         int(m.config().n_kv_heads),
-                         int(m.config().head_dim),
-                         16,
-                         pages};
-  auto cache = be.create_kv_cache(d);
-  model::StepBatch b;
-  b.max_pages_per_seq = pages;
-  for (int p = 0; p < pages; ++p) b.block_tables.push_back(p);
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    b.tokens.push_back(tokens[i]);
-    b.pos.push_back(int32_t(i));
-    b.seq.push_back(0);
-    b.slot.push_back(int32_t(i));
-    b.kv_len.push_back(int32_t(i) + 1);
-  }
-  b.logit_rows = {int32_t(tokens.size()) - 1};
-  std::vector<float> out(size_t(m.config().vocab));
-  m.forward(b, *cache, out.data());
-  return out;
-}
-
 TEST(TeacherForcing, EveryTokenScoredOnceInOrder) {
   auto be = backend::make_cpu_backend(2);
   auto m = load(*be, kStories, 48);
@@ -104,7 +78,8 @@ TEST(TeacherForcing, EachPositionHasItsWindowsContext) {
     std::vector<int32_t> ctx;
     if (b > 0) ctx.push_back(1);
     ctx.insert(ctx.end(), d.begin() + long(b), d.begin() + long(j));
-    const std::vector<float> want = last_row(*m, *be, ctx);
+    const std::vector<float> want =
+        hf_test::prompt_logits(*m, *be, ctx, {int32_t(ctx.size()) - 1}, backend::KvFormat::f32)[0];
     float diff = 0;
     for (size_t v = 0; v < want.size(); ++v) diff = std::max(diff, std::abs(rows[j - 1][v] - want[v]));
     worst = std::max(worst, diff);

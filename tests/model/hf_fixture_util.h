@@ -54,34 +54,42 @@ struct PromptRun {
   std::vector<float> greedy_last_logits;
 };
 
-// Prompt logits through one forward pass (the whole prompt as one prefill chunk), then `n_greedy`
-// greedy tokens through the engine (decode path over the paged KV cache) and the logits of the last.
+// The logits at `positions` of one forward pass over `prompt` (one prefill chunk, a fresh KV cache).
+inline std::vector<std::vector<float>> prompt_logits(model::LlamaModel& m, backend::Backend& be,
+                                                     const std::vector<int32_t>& prompt,
+                                                     const std::vector<int32_t>& positions,
+                                                     backend::KvFormat kv) {
+  const int pages = (int(prompt.size()) + 15) / 16;
+  backend::KvCacheDesc d{
+      kv, int(m.config().n_layers), int(m.config().n_kv_heads), int(m.config().head_dim), 16, pages};
+  auto cache = be.create_kv_cache(d);
+  model::StepBatch b;
+  b.max_pages_per_seq = pages;
+  for (int p = 0; p < pages; ++p) b.block_tables.push_back(p);
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    b.tokens.push_back(prompt[i]);
+    b.pos.push_back(int32_t(i));
+    b.seq.push_back(0);
+    b.slot.push_back(int32_t(i));
+    b.kv_len.push_back(int32_t(i) + 1);
+  }
+  b.logit_rows = positions;
+  const size_t vocab = size_t(m.config().vocab);
+  std::vector<float> logits(positions.size() * vocab);
+  m.forward(b, *cache, logits.data());
+  std::vector<std::vector<float>> out;
+  for (size_t i = 0; i < positions.size(); ++i)
+    out.emplace_back(logits.begin() + std::ptrdiff_t(i * vocab),
+                     logits.begin() + std::ptrdiff_t((i + 1) * vocab));
+  return out;
+}
+
+// Prompt logits through one forward pass (prompt_logits), then `n_greedy` greedy tokens through the
+// engine (decode path over the paged KV cache) and the logits of the last.
 inline PromptRun run_prompt(model::LlamaModel& m, backend::Backend& be, const std::vector<int32_t>& prompt,
                             const std::vector<int32_t>& positions, backend::KvFormat kv, int n_greedy = 16) {
   PromptRun r;
-  {
-    const int max_context = int(prompt.size()) + n_greedy + 16;
-    const int pages = (max_context + 15) / 16;
-    backend::KvCacheDesc d{
-        kv, int(m.config().n_layers), int(m.config().n_kv_heads), int(m.config().head_dim), 16, pages};
-    auto cache = be.create_kv_cache(d);
-    model::StepBatch b;
-    b.max_pages_per_seq = pages;
-    for (int p = 0; p < pages; ++p) b.block_tables.push_back(p);
-    for (size_t i = 0; i < prompt.size(); ++i) {
-      b.tokens.push_back(prompt[i]);
-      b.pos.push_back(int32_t(i));
-      b.seq.push_back(0);
-      b.slot.push_back(int32_t(i));
-      b.kv_len.push_back(int32_t(i) + 1);
-    }
-    b.logit_rows = positions;
-    std::vector<float> logits(positions.size() * size_t(m.config().vocab));
-    m.forward(b, *cache, logits.data());
-    for (size_t i = 0; i < positions.size(); ++i)
-      r.prompt_logits.emplace_back(logits.begin() + std::ptrdiff_t(i * m.config().vocab),
-                                   logits.begin() + std::ptrdiff_t((i + 1) * m.config().vocab));
-  }
+  r.prompt_logits = prompt_logits(m, be, prompt, positions, kv);
   runtime::EngineOptions eo;
   eo.kv_format = kv;
   eo.max_context = int(prompt.size()) + n_greedy + 16;

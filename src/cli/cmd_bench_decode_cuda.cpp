@@ -396,7 +396,9 @@ void run(const Options& o) {
   if (batched) {
     md +=
         "A step of batch B decodes one token for each of B sequences (all at the same position, each with "
-        "its own KV pages) and downloads their logits; tokens/s counts every sequence's tokens, and the "
+        "its own KV pages) and downloads their " +
+        std::string(o.greedy ? "tokens' indices" : "logits") +
+        "; tokens/s counts every sequence's tokens, and the "
         "weights are read once per step. A matmul has B rows, and its activations are, with ";
     for (size_t i = 0; i < formats.size(); ++i)
       md += std::string(i ? "; with " : "") +

@@ -191,10 +191,14 @@ std::vector<TokenEvent> Engine::step() {
   b.max_pages_per_seq = max_pages_per_seq_;
   // Sequences whose next token is drawn this step: those sampled on the host (their logits come back)
   // and the greedy ones whose arg max the backend finds (only the index comes back), with their rows.
-  std::vector<Seq*> sampled, greedy;
+  std::vector<Seq*> sampled;
   std::vector<int32_t> greedy_rows;
-  std::vector<std::pair<Seq*, int>>
-      drawn;  // in row order: the sequence, -1 - its greedy index or its sampled one
+  struct Drawn {
+    Seq* s;
+    bool greedy;   // its arg max comes from the backend
+    size_t index;  // among the sampled sequences, or among the greedy ones
+  };
+  std::vector<Drawn> drawn;  // in row order
   int64_t n_decode = 0, n_prefill = 0;
   // Decode tokens first (one per running sequence), then prefill chunks with what budget is left.
   for (int pass = 0; pass < 2 && budget > 0; ++pass) {
@@ -231,11 +235,10 @@ std::vector<TokenEvent> Engine::step() {
       (decoding ? n_decode : n_prefill) += chunk;
       if (s.cached == s.tokens.size()) {
         if (argmax_on_backend(s)) {
-          drawn.push_back({&s, -1 - int(greedy.size())});
+          drawn.push_back({&s, true, greedy_rows.size()});
           greedy_rows.push_back(int32_t(b.tokens.size()) - 1);
-          greedy.push_back(&s);
         } else {
-          drawn.push_back({&s, int(sampled.size())});
+          drawn.push_back({&s, false, sampled.size()});
           b.logit_rows.push_back(int32_t(b.tokens.size()) - 1);
           sampled.push_back(&s);
         }
@@ -246,7 +249,7 @@ std::vector<TokenEvent> Engine::step() {
   float* logits = logits_.reserve(b.logit_rows.size() * vocab);
   b.logit_rows.insert(b.logit_rows.end(), greedy_rows.begin(), greedy_rows.end());
   b.argmax_rows = int(greedy_rows.size());
-  std::vector<int32_t> picked(sampled.size() + greedy.size());
+  std::vector<int32_t> picked(sampled.size() + greedy_rows.size());  // the sampled rows', then the greedy
   model_.forward(b, *kv_, logits, picked.data() + sampled.size());
 
   // Sampling: each sequence has its own sampler and logits row, so rows are independent and the result
@@ -268,9 +271,9 @@ std::vector<TokenEvent> Engine::step() {
   } else {
     sample_rows(0, sampled.size());
   }
-  for (const auto& [sp, i] : drawn) {
-    Seq& s = *sp;
-    const int32_t tok = picked[i >= 0 ? size_t(i) : sampled.size() + size_t(-1 - i)];
+  for (const Drawn& d : drawn) {
+    Seq& s = *d.s;
+    const int32_t tok = picked[d.greedy ? sampled.size() + d.index : d.index];
     s.tokens.push_back(tok);
     s.generated++;
     TokenEvent e{s.id, tok, FinishReason::none};

@@ -198,8 +198,13 @@ __device__ __forceinline__ bool better(Best a, Best b) {
   if (isnan(a.v)) return false;
   return isnan(b.v) || a.v > b.v || (a.v == b.v && a.i < b.i);
 }
-__device__ __forceinline__ Best shfl_best(Best b, int o) {
-  return {__shfl_xor_sync(0xffffffffu, b.v, o), __shfl_xor_sync(0xffffffffu, b.i, o)};
+// The best of the warp's 32 candidates, on every lane.
+__device__ __forceinline__ Best warp_best(Best b) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const Best other{__shfl_xor_sync(0xffffffffu, b.v, o), __shfl_xor_sync(0xffffffffu, b.i, o)};
+    if (better(other, b)) b = other;
+  }
+  return b;
 }
 
 // One block per row: every thread keeps the best of its strided values, then the warps and the block
@@ -214,20 +219,13 @@ __global__ void argmax_kernel(const float* x, int64_t cols, int32_t* out) {
     const Best c{row[j], int32_t(j)};
     if (better(c, best)) best = c;
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    const Best other = shfl_best(best, o);
-    if (better(other, best)) best = other;
-  }
+  best = warp_best(best);
   __shared__ Best part[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) part[warp] = best;
   __syncthreads();
   if (warp == 0) {
-    best = lane < int(blockDim.x >> 5) ? part[lane] : Best{NAN, 0};
-    for (int o = 16; o > 0; o >>= 1) {
-      const Best other = shfl_best(best, o);
-      if (better(other, best)) best = other;
-    }
+    best = warp_best(lane < int(blockDim.x >> 5) ? part[lane] : Best{NAN, 0});
     if (lane == 0) out[blockIdx.x] = isnan(best.v) ? 0 : best.i;
   }
 }

@@ -149,7 +149,7 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
       b.tokens.push_back((pos * 7919 + q * 104729) % int32_t(kVocab));
       b.slot.push_back(q * pages_per_seq * 16 + pos);
     }
-    model.forward(b, *kv, logits.data(), ids.data());
+    model.forward(b, *kv, mx8::model::StepOutput{logits.data(), nullptr, nullptr, ids.data()});
   };
   // Positions before `context` are never written: attention reads them as zeros, at full cost.
   for (int p = o.context; p < o.context + o.warmup; ++p) step(p);

@@ -276,7 +276,8 @@ class Llama final : public LlamaModel {
     setup_common(rope_inv_freq(c));
   }
 
-  void forward(const StepBatch& sb, backend::KvCache& kv, float* logits, int32_t* argmax) override {
+  using LlamaModel::forward;
+  void forward(const StepBatch& sb, backend::KvCache& kv, const StepOutput& out) override {
     const LlamaConfig& c = config_;
     const int T = int(sb.tokens.size());
     if (T <= 0) return;
@@ -292,10 +293,19 @@ class Llama final : public LlamaModel {
                   std::to_string(max_tokens_) + " the model was set up for");
     for (int32_t r : sb.logit_rows)
       if (r < 0 || r >= T) throw Error("forward: logit row " + std::to_string(r) + " outside the batch");
-    const int A = sb.argmax_rows;
-    if (A < 0 || A > R || (A > 0 && !argmax))
-      throw Error("forward: " + std::to_string(A) + " arg max rows of " + std::to_string(R) + " logit rows" +
-                  (A > 0 && !argmax ? " and no place for them" : ""));
+    const int A = sb.argmax_rows, KR = sb.top_k_rows, K = KR > 0 ? sb.top_k : 0;
+    if (A < 0 || KR < 0 || A + KR > R)
+      throw Error("forward: " + std::to_string(A) + " arg max and " + std::to_string(KR) + " top-k rows of " +
+                  std::to_string(R) + " logit rows");
+    if ((A > 0 && !out.argmax) || (KR > 0 && (!out.top_values || !out.top_ids)) ||
+        (R > A + KR && !out.logits))
+      throw Error("forward: no place for what the logit rows ask for");
+    if (KR > 0 && (K < 1 || K > backend::Backend::kMaxTopK || sb.temperature.size() != size_t(KR)))
+      throw Error("forward: top-k rows need 1 <= top_k <= " + std::to_string(backend::Backend::kMaxTopK) +
+                  " and one temperature each");
+    for (float t : sb.temperature)
+      if (!(t > 0.0f) || !std::isfinite(t))
+        throw Error("forward: a top-k row's temperature must be positive");
     for (int32_t t : sb.tokens)
       if (t < 0 || t >= c.vocab)
         throw Error("forward: token id " + std::to_string(t) + " outside the vocabulary");
@@ -309,17 +319,17 @@ class Llama final : public LlamaModel {
     // it never replays). Large steps (prefill) are launch-cheap relative to their work and vary in
     // shape, so they run as they are.
     if (T <= kMaxRecordedTokens) {
-      const uint64_t key = step_key(T, R, A, sb.max_pages_per_seq, singles_ == T, kv);
+      const uint64_t key = step_key(T, R, A, KR, K, sb.max_pages_per_seq, singles_ == T, kv);
       if (!b_.replay(key)) {
         if (seen_.size() > 4096) seen_.clear();  // keys of dead caches accumulate otherwise
         const bool first = seen_.insert(key).second;
         if (first || unrecordable_.count(key)) {
-          run_step(T, R, A, sb.max_pages_per_seq, kv);
+          run_step(T, R, A, KR, K, sb.max_pages_per_seq, kv);
         } else {
           bool ran = false;
           try {
             b_.begin_recording(key);
-            run_step(T, R, A, sb.max_pages_per_seq, kv);
+            run_step(T, R, A, KR, K, sb.max_pages_per_seq, kv);
             b_.end_recording();  // runs what was recorded
             ran = true;
           } catch (const Error&) {
@@ -329,15 +339,19 @@ class Llama final : public LlamaModel {
             // Nothing of the step ran: run it without recording (a real error throws again from
             // there) and do not try to record this shape again.
             unrecordable_.insert(key);
-            run_step(T, R, A, sb.max_pages_per_seq, kv);
+            run_step(T, R, A, KR, K, sb.max_pages_per_seq, kv);
           }
         }
       }
     } else {
-      run_step(T, R, A, sb.max_pages_per_seq, kv);
+      run_step(T, R, A, KR, K, sb.max_pages_per_seq, kv);
     }
-    if (R > A) b_.download(logits, logits_, size_t(R - A) * size_t(c.vocab) * 4);
-    if (A > 0) b_.download(argmax, argmax_, size_t(A) * 4);
+    if (R > A + KR) b_.download(out.logits, logits_, size_t(R - A - KR) * size_t(c.vocab) * 4);
+    if (KR > 0) {
+      b_.download(out.top_values, top_values_, size_t(KR) * size_t(K) * 4);
+      b_.download(out.top_ids, top_ids_, size_t(KR) * size_t(K) * 4);
+    }
+    if (A > 0) b_.download(out.argmax, argmax_, size_t(A) * 4);
   }
 
  private:
@@ -357,7 +371,7 @@ class Llama final : public LlamaModel {
 
   // Everything the launches of run_step depend on besides the model's own buffers (fixed at load):
   // the shapes, the KV cache and the block table buffer (reallocated when it grows).
-  uint64_t step_key(int T, int R, int A, int max_pages, bool one_token_per_seq,
+  uint64_t step_key(int T, int R, int A, int KR, int K, int max_pages, bool one_token_per_seq,
                     const backend::KvCache& kv) const {
     uint64_t h = 0x6d78385f73746570ull;  // any non-zero start
     auto mix = [&h](uint64_t v) {
@@ -369,6 +383,8 @@ class Llama final : public LlamaModel {
     mix(uint64_t(T));
     mix(uint64_t(R));
     mix(uint64_t(A));
+    mix(uint64_t(KR));
+    mix(uint64_t(K));
     mix(uint64_t(uint32_t(max_pages)));
     mix(one_token_per_seq ? 1 : 2);  // the backend may fuse more then (AttentionArgs::one_token_per_seq)
     mix(reinterpret_cast<uintptr_t>(&kv));
@@ -376,12 +392,16 @@ class Llama final : public LlamaModel {
     return h;
   }
 
-  // The backend ops of one step, from the token ids in d_tokens_ to the logits in logits_ (and the
-  // arg max of the last A of the R rows in argmax_). Enqueues only (no upload, download or
-  // synchronize), so that it can be recorded.
-  void run_step(int T, int R, int A, int max_pages, backend::KvCache& kv) {
+  // The backend ops of one step, from the token ids in d_tokens_ to the logits in logits_, then for the
+  // last A of the R rows their arg max (argmax_) and for the KR before those their K best candidates
+  // (top_values_, top_ids_). Enqueues only (no upload, download or synchronize), so that it can be
+  // recorded.
+  void run_step(int T, int R, int A, int KR, int K, int max_pages, backend::KvCache& kv) {
     compute_logits(T, R, max_pages, kv);
-    if (A > 0) b_.argmax(logits_ + size_t(R - A) * size_t(config_.vocab), A, config_.vocab, argmax_);
+    const size_t vocab = size_t(config_.vocab);
+    if (KR > 0)
+      b_.top_k(logits_ + size_t(R - A - KR) * vocab, KR, int64_t(vocab), K, d_temp_, top_values_, top_ids_);
+    if (A > 0) b_.argmax(logits_ + size_t(R - A) * vocab, A, int64_t(vocab), argmax_);
   }
 
   void compute_logits(int T, int R, int max_pages, backend::KvCache& kv) {
@@ -604,13 +624,15 @@ class Llama final : public LlamaModel {
     up_ = buf(c.ffn);
     logits_ = buf(c.vocab);
     argmax_ = static_cast<int32_t*>(arena_.alloc(T * sizeof(int32_t)));
+    top_values_ = static_cast<float*>(arena_.alloc(T * backend::Backend::kMaxTopK * 4));
+    top_ids_ = static_cast<int32_t*>(arena_.alloc(T * backend::Backend::kMaxTopK * 4));
   }
 
   // The step's index arrays go to the device in one upload (each upload is a copy the device
   // waits for before the step): sections of max_tokens_ values for tokens, positions, sequences,
-  // slots, kv lengths and logit rows, then the block tables. The buffer grows with the block tables.
-  // How many leading tokens of the step are each the only token of their sequence: the engine puts
-  // decode tokens first, then prompt chunks (run_step's attention hint).
+  // slots, kv lengths, logit rows and the top-k rows' temperatures, then the block tables. The buffer grows
+  // with the block tables. How many leading tokens of the step are each the only token of their sequence: the
+  // engine puts decode tokens first, then prompt chunks (run_step's attention hint).
   static int leading_single_tokens(const StepBatch& sb) {
     std::unordered_map<int32_t, int> count;
     for (int32_t s : sb.seq) ++count[s];
@@ -620,11 +642,11 @@ class Llama final : public LlamaModel {
   }
 
   void upload_step_ints(const StepBatch& sb) {
-    const size_t M = size_t(max_tokens_), need = 6 * M + sb.block_tables.size();
+    const size_t M = size_t(max_tokens_), need = 7 * M + sb.block_tables.size();
     if (need > ints_capacity_) {
       if (d_ints_) b_.free(d_ints_);
       d_ints_ = nullptr;
-      const size_t cap = 6 * M + std::max<size_t>(2 * sb.block_tables.size(), 64);
+      const size_t cap = 7 * M + std::max<size_t>(2 * sb.block_tables.size(), 64);
       d_ints_ = static_cast<int32_t*>(b_.alloc(cap * 4));
       ints_capacity_ = cap;
       int32_t* p = d_ints_;
@@ -632,7 +654,8 @@ class Llama final : public LlamaModel {
         *d = p;
         p += M;
       }
-      d_bt_ = p;
+      d_temp_ = reinterpret_cast<float*>(p);  // the top-k rows' temperatures, as their bits
+      d_bt_ = p + M;
     }
     host_ints_.resize(need);
     int32_t* h = host_ints_.data();
@@ -641,6 +664,8 @@ class Llama final : public LlamaModel {
       std::copy(v->begin(), v->end(), h);
       h += M;
     }
+    std::memcpy(h, sb.temperature.data(), sb.temperature.size() * 4);
+    h += M;
     std::copy(sb.block_tables.begin(), sb.block_tables.end(), h);
     b_.upload(d_ints_, host_ints_.data(), need * 4);
   }
@@ -656,10 +681,13 @@ class Llama final : public LlamaModel {
   float* inv_freq_ = nullptr;
   float *x_ = nullptr, *h_ = nullptr, *qkv_ = nullptr, *att_ = nullptr;
   float *gate_ = nullptr, *up_ = nullptr, *logits_ = nullptr;
-  int32_t* argmax_ = nullptr;  // [max_tokens_]: Backend::argmax of the step's last rows
-  int singles_ = 0;            // leading_single_tokens of the step being run
+  int32_t* argmax_ = nullptr;    // [max_tokens_]: Backend::argmax of the step's last rows
+  float* top_values_ = nullptr;  // [max_tokens_][kMaxTopK]: Backend::top_k of the rows before those
+  int32_t* top_ids_ = nullptr;
+  int singles_ = 0;  // leading_single_tokens of the step being run
   int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_seq_ = nullptr, *d_slot_ = nullptr, *d_kvlen_ = nullptr,
           *d_rows_ = nullptr;
+  float* d_temp_ = nullptr;
   int32_t* d_bt_ = nullptr;
   int32_t* d_ints_ = nullptr;  // holds all of the above (upload_step_ints)
   size_t ints_capacity_ = 0;

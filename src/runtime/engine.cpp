@@ -69,10 +69,15 @@ Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const Engine
 
 Engine::~Engine() = default;
 
-bool Engine::argmax_on_backend(const Seq& s) const {
+Engine::Where Engine::where_drawn(const Seq& s) const {
   const SamplingParams& p = s.params.sampling;
-  return !keep_logits_ && p.temperature <= 0.0f && p.repetition_penalty == 1.0f &&
-         p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f;
+  if (keep_logits_ || p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
+      p.presence_penalty != 0.0f)
+    return Where::host;
+  if (p.temperature <= 0.0f) return Where::argmax;
+  if (p.top_k > 0 && p.top_k <= backend::Backend::kMaxTopK && p.top_k < model_.config().vocab)
+    return Where::top_k;
+  return Where::host;
 }
 
 size_t Engine::kv_bytes() const {
@@ -189,14 +194,15 @@ std::vector<TokenEvent> Engine::step() {
   int budget = model_.max_tokens_per_step();
   model::StepBatch b;
   b.max_pages_per_seq = max_pages_per_seq_;
-  // Sequences whose next token is drawn this step: those sampled on the host (their logits come back)
-  // and the greedy ones whose arg max the backend finds (only the index comes back), with their rows.
-  std::vector<Seq*> sampled;
-  std::vector<int32_t> greedy_rows;
+  // Sequences whose next token is drawn this step, with their rows: sampled on the host from their
+  // logits (`sampled`, b.logit_rows), from the k candidates the backend selected (`top_k_seqs`), or the
+  // backend's arg max (greedy). The forward pass gets the rows in that order.
+  std::vector<Seq*> sampled, top_k_seqs;
+  std::vector<int32_t> top_k_rows, greedy_rows;
   struct Drawn {
     Seq* s;
-    bool greedy;   // its arg max comes from the backend
-    size_t index;  // among the sampled sequences, or among the greedy ones
+    Where where;
+    size_t index;  // among the sequences drawn there
   };
   std::vector<Drawn> drawn;  // in row order
   int64_t n_decode = 0, n_prefill = 0;
@@ -234,12 +240,20 @@ std::vector<TokenEvent> Engine::step() {
       budget -= chunk;
       (decoding ? n_decode : n_prefill) += chunk;
       if (s.cached == s.tokens.size()) {
-        if (argmax_on_backend(s)) {
-          drawn.push_back({&s, true, greedy_rows.size()});
-          greedy_rows.push_back(int32_t(b.tokens.size()) - 1);
+        const int32_t row = int32_t(b.tokens.size()) - 1;
+        const Where where = where_drawn(s);
+        if (where == Where::argmax) {
+          drawn.push_back({&s, where, greedy_rows.size()});
+          greedy_rows.push_back(row);
+        } else if (where == Where::top_k) {
+          drawn.push_back({&s, where, top_k_seqs.size()});
+          top_k_rows.push_back(row);
+          top_k_seqs.push_back(&s);
+          b.temperature.push_back(s.params.sampling.temperature);
+          b.top_k = std::max(b.top_k, s.params.sampling.top_k);  // each row takes its own first top_k
         } else {
-          drawn.push_back({&s, false, sampled.size()});
-          b.logit_rows.push_back(int32_t(b.tokens.size()) - 1);
+          drawn.push_back({&s, where, sampled.size()});
+          b.logit_rows.push_back(row);
           sampled.push_back(&s);
         }
       }
@@ -247,10 +261,15 @@ std::vector<TokenEvent> Engine::step() {
   }
   const size_t vocab = size_t(model_.config().vocab);
   float* logits = logits_.reserve(b.logit_rows.size() * vocab);
+  b.logit_rows.insert(b.logit_rows.end(), top_k_rows.begin(), top_k_rows.end());
   b.logit_rows.insert(b.logit_rows.end(), greedy_rows.begin(), greedy_rows.end());
+  b.top_k_rows = int(top_k_rows.size());
   b.argmax_rows = int(greedy_rows.size());
-  std::vector<int32_t> picked(sampled.size() + greedy_rows.size());  // the sampled rows', then the greedy
-  model_.forward(b, *kv_, logits, picked.data() + sampled.size());
+  const size_t K = size_t(b.top_k);
+  std::vector<float> top_values(top_k_rows.size() * K);
+  std::vector<int32_t> top_ids(top_k_rows.size() * K), greedy_picked(greedy_rows.size());
+  model_.forward(b, *kv_, {logits, top_values.data(), top_ids.data(), greedy_picked.data()});
+  std::vector<int32_t> picked(sampled.size());
 
   // Sampling: each sequence has its own sampler and logits row, so rows are independent and the result
   // does not depend on how they are spread over threads. With a large vocabulary and several
@@ -273,7 +292,11 @@ std::vector<TokenEvent> Engine::step() {
   }
   for (const Drawn& d : drawn) {
     Seq& s = *d.s;
-    const int32_t tok = picked[d.greedy ? sampled.size() + d.index : d.index];
+    const int32_t tok =
+        d.where == Where::host ? picked[d.index]
+        : d.where == Where::argmax
+            ? greedy_picked[d.index]
+            : s.sampler.sample_top_k({top_values.data() + d.index * K, K}, {top_ids.data() + d.index * K, K});
     s.tokens.push_back(tok);
     s.generated++;
     TokenEvent e{s.id, tok, FinishReason::none};

@@ -123,6 +123,17 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
       if (!std::isnan(logits[size_t(i)])) cand_.emplace_back(logits[size_t(i)] / p_.temperature, i);
     std::sort(cand_.begin(), cand_.end(), by_logit);
   }
+  return draw();
+}
+
+int32_t Sampler::sample_top_k(std::span<const float> values, std::span<const int32_t> ids) {
+  cand_.clear();
+  for (size_t i = 0; i < ids.size() && i < size_t(p_.top_k) && ids[i] >= 0; ++i)
+    cand_.emplace_back(values[i], ids[i]);
+  return draw();
+}
+
+int32_t Sampler::draw() {
   if (cand_.empty()) return 0;
   const float mx = cand_[0].first;
   double sum = 0;

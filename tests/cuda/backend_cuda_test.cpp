@@ -35,7 +35,7 @@
 #include "backend/cpu/backend_cpu.h"
 #include "backend/cuda/backend_cuda.cuh"
 #include "cuda/backend_pair_test.h"
-#include "model/argmax_rows.h"
+#include "model/selection_rows.h"
 #include "mx8/backend/backend.h"
 #include "mx8/backend/host_buffer.h"
 #include "mx8/error.h"
@@ -202,13 +202,36 @@ TEST_F(CudaVsCpu, RopeMatchesCpu) {
 TEST_F(CudaVsCpu, ArgmaxFollowsTheSamplersRule) {
   // Exact: a maximum with ties to the lower index does not depend on the order of the reduction.
   SCOPED_TRACE(trace());
-  for (const auto& c : mx8::test::argmax_cases(seed)) {
+  for (const auto& c : mx8::test::selection_cases(seed)) {
     Pair px = put(c.x), po = zeros<int32_t>(size_t(c.rows()));
     gpu->argmax((const float*)px.g, c.rows(), c.cols, (int32_t*)po.g);
     const auto got = get_gpu<int32_t>(po, size_t(c.rows()));
     for (int64_t r = 0; r < c.rows(); ++r)
       EXPECT_EQ(got[size_t(r)], runtime::argmax({c.x.data() + r * c.cols, size_t(c.cols)}))
           << "row " << r << " of " << c.cols << " columns";
+  }
+}
+
+TEST_F(CudaVsCpu, TopKEqualsTheCpus) {
+  // Exact: the selection and the order are decided on exact values (the IEEE quotients x / t) and
+  // indices; the CPU backend's top_k is held to a full sort in BackendOps.TopKInTheSamplersOrder.
+  SCOPED_TRACE(trace());
+  for (const auto& c : mx8::test::selection_cases(seed)) {
+    for (int k : {1, 7, 40, Backend::kMaxTopK}) {
+      std::vector<float> temps(size_t(c.rows()));
+      for (size_t r = 0; r < temps.size(); ++r) temps[r] = std::vector<float>{0.37f, 1.0f, 1.7f, 3.0f}[r % 4];
+      const size_t n = size_t(c.rows()) * size_t(k);
+      Pair px = put(c.x), pt = put(temps), pv = zeros<float>(n), pi = zeros<int32_t>(n);
+      cpu->top_k((const float*)px.c, c.rows(), c.cols, k, (const float*)pt.c, (float*)pv.c, (int32_t*)pi.c);
+      gpu->top_k((const float*)px.g, c.rows(), c.cols, k, (const float*)pt.g, (float*)pv.g, (int32_t*)pi.g);
+      const auto ci = get_cpu<int32_t>(pi, n), gi = get_gpu<int32_t>(pi, n);
+      const auto cv = get_cpu<float>(pv, n), gv = get_gpu<float>(pv, n);
+      for (size_t i = 0; i < n; ++i) {
+        ASSERT_EQ(gi[i], ci[i]) << c.cols << " columns, k " << k << ", row " << i / size_t(k) << " rank "
+                                << i % size_t(k);
+        if (ci[i] >= 0) ASSERT_TRUE(same_bits(gv[i], cv[i])) << c.cols << " columns, k " << k << ", " << i;
+      }
+    }
   }
 }
 

@@ -3,10 +3,11 @@
 // checks by adding it to backends().
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
-#include "model/argmax_rows.h"
+#include "model/selection_rows.h"
 #include "mx8/backend/backend.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
@@ -179,12 +180,48 @@ TEST(BackendOps, RmsnormRopeSiluSoftmax) {
 // the K/V values as the cache stores them (f32 exact, bf16 rounded, fp8 quantized per token/head/128).
 TEST(BackendOps, ArgmaxFollowsTheSamplersRule) {
   auto be = make_cpu_backend(2);
-  for (const auto& c : mx8::test::argmax_cases(11)) {
+  for (const auto& c : mx8::test::selection_cases(11)) {
     std::vector<int32_t> got(size_t(c.rows()), -1);
     be->argmax(c.x.data(), c.rows(), c.cols, got.data());
     for (int64_t r = 0; r < c.rows(); ++r)
       EXPECT_EQ(got[size_t(r)], mx8::runtime::argmax({c.x.data() + r * c.cols, size_t(c.cols)}))
           << "row " << r << " of " << c.cols << " columns";
+  }
+}
+
+TEST(BackendOps, TopKInTheSamplersOrder) {
+  // Against a full sort of every (x / t, j), x not NaN, by value and then by the lower index: the order
+  // the sampler draws from (runtime::Sampler). Temperatures that are not powers of two make distinct
+  // x equal after the division, which the index order must then decide.
+  auto be = make_cpu_backend(2);
+  for (const auto& c : mx8::test::selection_cases(12)) {
+    for (int k : {1, 7, 40, Backend::kMaxTopK}) {
+      std::vector<float> temps(size_t(c.rows()));
+      for (size_t r = 0; r < temps.size(); ++r) temps[r] = std::vector<float>{0.37f, 1.0f, 1.7f, 3.0f}[r % 4];
+      std::vector<float> values(size_t(c.rows()) * size_t(k));
+      std::vector<int32_t> ids(values.size());
+      be->top_k(c.x.data(), c.rows(), c.cols, k, temps.data(), values.data(), ids.data());
+      for (int64_t r = 0; r < c.rows(); ++r) {
+        std::vector<std::pair<float, int32_t>> all;
+        for (int64_t j = 0; j < c.cols; ++j) {
+          const float x = c.x[size_t(r * c.cols + j)];
+          if (!std::isnan(x)) all.emplace_back(x / temps[size_t(r)], int32_t(j));
+        }
+        std::sort(all.begin(), all.end(), [](auto& a, auto& b) {
+          return a.first > b.first || (a.first == b.first && a.second < b.second);
+        });
+        for (int i = 0; i < k; ++i) {
+          const size_t at = size_t(r * k + i);
+          if (size_t(i) < all.size()) {
+            ASSERT_EQ(ids[at], all[size_t(i)].second)
+                << "row " << r << " of " << c.cols << ", k " << k << ", " << i;
+            ASSERT_EQ(values[at], all[size_t(i)].first);
+          } else {
+            ASSERT_EQ(ids[at], -1) << "row " << r << " past its candidates";
+          }
+        }
+      }
+    }
   }
 }
 

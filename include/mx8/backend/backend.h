@@ -224,6 +224,14 @@ class Backend {
   // skipped, 0 for a row of NaN only (runtime::argmax's rule, so that greedy decoding on the backend
   // picks what the sampler would). out is backend memory.
   virtual void argmax(const float* x, int64_t rows, int64_t cols, int32_t* out) = 0;
+  // The k best candidates of each row for sampling with top-k, in the sampler's order
+  // (runtime::Sampler): for row r the values x[r][j] / temperature[r] (an IEEE division; NaN x
+  // skipped), ordered by value, larger first, then by the lower j; values[r][i] and ids[r][i], i < k,
+  // ids -1 past the row's non-NaN values. temperature (> 0), values and ids are backend memory;
+  // 1 <= k <= kMaxTopK.
+  static constexpr int kMaxTopK = 64;
+  virtual void top_k(const float* x, int64_t rows, int64_t cols, int k, const float* temperature,
+                     float* values, int32_t* ids) = 0;
 
   // KV cache.
   virtual std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) = 0;

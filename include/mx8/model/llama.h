@@ -110,6 +110,21 @@ struct StepBatch {
   // The last this-many logit rows want only the index of their largest logit (greedy decoding): the
   // backend finds it, and only the index leaves its memory (Backend::argmax).
   int argmax_rows = 0;
+  // The top_k_rows logit rows before those want only their top_k best sampling candidates at their
+  // temperature (Backend::top_k: sampling with top-k; temperature has one value per such row).
+  int top_k_rows = 0;
+  int top_k = 0;
+  std::vector<float> temperature;
+};
+
+// Where forward() puts what the step's logit rows asked for (StepBatch): the logits of the other rows
+// ([rows][vocab]), the top-k rows' candidates ([top_k_rows][top_k] values and ids), the arg max rows'
+// indices. Host memory.
+struct StepOutput {
+  float* logits = nullptr;
+  float* top_values = nullptr;
+  int32_t* top_ids = nullptr;
+  int32_t* argmax = nullptr;
 };
 
 struct WeightStats {
@@ -127,10 +142,12 @@ class LlamaModel {
   const WeightStats& weight_stats() const { return stats_; }
   const std::string& source() const { return source_; }
 
-  // Runs the batch; writes the logits of the first logit_rows.size() - argmax_rows logit rows to host
-  // memory `logits` ([rows][vocab]), and the arg max of each of the last argmax_rows to `argmax`.
-  virtual void forward(const StepBatch& batch, backend::KvCache& kv, float* logits,
-                       int32_t* argmax = nullptr) = 0;
+  // Runs the batch and writes what its logit rows ask for to `out` (StepOutput).
+  virtual void forward(const StepBatch& batch, backend::KvCache& kv, const StepOutput& out) = 0;
+  // The same when every logit row wants its logits.
+  void forward(const StepBatch& batch, backend::KvCache& kv, float* logits) {
+    forward(batch, kv, StepOutput{logits});
+  }
   virtual int max_tokens_per_step() const = 0;
 
  protected:

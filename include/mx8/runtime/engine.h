@@ -134,9 +134,12 @@ class Engine {
   void release(Seq& s);
   void evict_oldest_prefix();
   void take_prefix(Seq& s);
-  // Greedy without penalties (and no logits kept): the backend picks the token, and only its index
-  // leaves the backend's memory (at a 128k vocabulary 0.5 MB less per sequence and step).
-  bool argmax_on_backend(const Seq& s) const;
+  // Where a sequence's next token is chosen. Without penalties (and with no logits kept) the backend
+  // does what needs the whole row: greedy takes the arg max there, top-k sampling selects its
+  // candidates there, and only indices (and k values) leave the backend's memory instead of a
+  // vocabulary of logits (0.5 MB per sequence and step at 128k). Everything else is the host's.
+  enum class Where { host, top_k, argmax };
+  Where where_drawn(const Seq& s) const;
 
   model::LlamaModel& model_;
   backend::Backend& backend_;

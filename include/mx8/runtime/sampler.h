@@ -40,12 +40,17 @@ class Sampler {
   explicit Sampler(const SamplingParams& p);  // validate(p) first
   // Picks the next token from `logits` (vocab values; modified in place) given the sequence so far.
   int32_t sample(std::span<float> logits, std::span<const int32_t> history);
+  // The same draw from the top-k step's result when another computed it (Backend::top_k): the
+  // candidates (logit / temperature, id), best first, ids < 0 ending the list; the first top_k are
+  // used. Equal to sample() on the whole row when there are no penalties and 0 < top_k < vocab.
+  int32_t sample_top_k(std::span<const float> values, std::span<const int32_t> ids);
   const SamplingParams& params() const { return p_; }
 
  private:
   SamplingParams p_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> cand_;  // scratch
+  int32_t draw();  // softmax, top-p, min-p and the draw over cand_ (ordered best first)
 };
 
 // The index of the largest value (the first one on ties; NaN never wins).

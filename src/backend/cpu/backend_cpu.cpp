@@ -4,6 +4,7 @@
 // backend_cpu_attention.cpp.
 #include "backend/cpu/backend_cpu.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -142,6 +143,25 @@ class CpuBackend final : public Backend {
   }
 
   void softmax(float* x, int64_t rows, int64_t cols) override { softmax_rows(x, rows, cols); }
+
+  void top_k(const float* x, int64_t rows, int64_t cols, int k, const float* temperature, float* values,
+             int32_t* ids) override {
+    std::vector<std::pair<float, int32_t>> c;
+    auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    };
+    for (int64_t r = 0; r < rows; ++r) {
+      c.clear();
+      for (int64_t j = 0; j < cols; ++j)
+        if (!std::isnan(x[r * cols + j])) c.emplace_back(x[r * cols + j] / temperature[r], int32_t(j));
+      const size_t n = std::min(c.size(), size_t(k));
+      std::partial_sort(c.begin(), c.begin() + long(n), c.end(), better);
+      for (int i = 0; i < k; ++i) {
+        values[r * k + i] = size_t(i) < n ? c[size_t(i)].first : 0.0f;
+        ids[r * k + i] = size_t(i) < n ? c[size_t(i)].second : -1;
+      }
+    }
+  }
 
   void argmax(const float* x, int64_t rows, int64_t cols, int32_t* out) override {
     for (int64_t r = 0; r < rows; ++r) {

@@ -441,6 +441,10 @@ class CudaBackend final : public Backend {
     launch_silu_mul(gate, up, out, n, stream_);
   }
   void softmax(float* x, int64_t rows, int64_t cols) override { launch_softmax(x, rows, cols, stream_); }
+  void top_k(const float* x, int64_t rows, int64_t cols, int k, const float* temperature, float* values,
+             int32_t* ids) override {
+    launch_top_k(x, rows, cols, k, temperature, values, ids, stream_);
+  }
   void argmax(const float* x, int64_t rows, int64_t cols, int32_t* out) override {
     launch_argmax(x, rows, cols, out, stream_);
   }

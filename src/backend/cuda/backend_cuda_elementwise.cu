@@ -230,7 +230,139 @@ __global__ void argmax_kernel(const float* x, int64_t cols, int32_t* out) {
   }
 }
 
+// Sortable bits of a candidate's value: a larger value has larger bits; -0 takes +0's (the sampler
+// orders them as equal, by index).
+__device__ __forceinline__ uint32_t order_bits(float v) {
+  const uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// The exclusive prefix sum of v over the block (blockDim.x == 1024).
+__device__ int block_exclusive_scan(int v) {
+  __shared__ int warp_sums[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int incl = v;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int n = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += n;
+  }
+  if (lane == 31) warp_sums[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    int w = warp_sums[lane], wi = w;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int n = __shfl_up_sync(0xffffffffu, wi, o);
+      if (lane >= o) wi += n;
+    }
+    warp_sums[lane] = wi - w;  // exclusive, per warp
+  }
+  __syncthreads();
+  const int r = warp_sums[warp] + incl - v;
+  __syncthreads();  // warp_sums may be reused
+  return r;
+}
+
+// One block of 1024 threads per row. A radix select over the candidates' order bits (four 8-bit
+// digits, a histogram each) finds the k-th largest value; the candidates above it are taken, and of
+// those equal to it the ones of lowest index (a prefix sum over contiguous ranges of the row keeps the
+// index order); a rank sort puts the k in the sampler's order. Every decision is on exact values and
+// indices, so the result does not depend on thread timing.
+__global__ void top_k_kernel(const float* x, int64_t cols, int k, const float* temperature, float* values,
+                             int32_t* ids) {
+  pdl_trigger();
+  pdl_wait();
+  const float* row = x + int64_t(blockIdx.x) * cols;
+  const float t = temperature[blockIdx.x];
+  __shared__ int hist[256];
+  __shared__ uint32_t prefix, mask;
+  __shared__ int remaining, taken, take_all;
+  __shared__ float sel_v[Backend::kMaxTopK];
+  __shared__ int32_t sel_i[Backend::kMaxTopK];
+  if (threadIdx.x == 0) prefix = mask = 0, remaining = k, taken = 0, take_all = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int d = threadIdx.x; d < 256; d += blockDim.x) hist[d] = 0;
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const float v = row[j];
+      if (isnan(v)) continue;
+      const uint32_t b = order_bits(v / t);
+      if ((b & mask) == prefix) atomicAdd(&hist[(b >> shift) & 255], 1);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0 && !take_all) {
+      int cum = 0, d = 255;
+      for (; d >= 0; --d) {
+        if (cum + hist[d] >= remaining) break;
+        cum += hist[d];
+      }
+      if (d < 0) {
+        take_all = 1;  // fewer candidates than k (only possible in the first pass)
+      } else {
+        remaining -= cum;
+        prefix |= uint32_t(d) << shift;
+        mask |= 255u << shift;
+      }
+    }
+    __syncthreads();
+    if (take_all) break;
+  }
+  // Above the k-th largest value (or every candidate, with take_all): all of them.
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float v = row[j];
+    if (isnan(v)) continue;
+    const float key = v / t;
+    if (take_all || order_bits(key) > prefix) {
+      const int at = atomicAdd(&taken, 1);
+      sel_v[at] = key;
+      sel_i[at] = int32_t(j);
+    }
+  }
+  __syncthreads();
+  if (!take_all) {
+    // Equal to it: the `remaining` of lowest index.
+    const int64_t per = (cols + blockDim.x - 1) / blockDim.x, lo = threadIdx.x * per,
+                  hi = min(cols, lo + per);
+    int mine = 0;
+    for (int64_t j = lo; j < hi; ++j) mine += !isnan(row[j]) && order_bits(row[j] / t) == prefix;
+    int rank = block_exclusive_scan(mine);
+    const int base = taken;
+    for (int64_t j = lo; j < hi && rank < remaining; ++j) {
+      const float v = row[j];
+      if (isnan(v) || order_bits(v / t) != prefix) continue;
+      sel_v[base + rank] = v / t;
+      sel_i[base + rank] = int32_t(j);
+      ++rank;
+    }
+    __syncthreads();
+  }
+  const int n = take_all ? taken : k;
+  float* out_v = values + int64_t(blockIdx.x) * k;
+  int32_t* out_i = ids + int64_t(blockIdx.x) * k;
+  if (int(threadIdx.x) < n) {
+    const float v = sel_v[threadIdx.x];
+    const int32_t i = sel_i[threadIdx.x];
+    int r = 0;
+    for (int o = 0; o < n; ++o) r += sel_v[o] > v || (sel_v[o] == v && sel_i[o] < i);
+    out_v[r] = v;
+    out_i[r] = i;
+  } else if (int(threadIdx.x) < k) {
+    out_v[threadIdx.x] = 0.0f;
+    out_i[threadIdx.x] = -1;
+  }
+}
+
 }  // namespace
+
+void launch_top_k(const float* x, int64_t rows, int64_t cols, int k, const float* temperature, float* values,
+                  int32_t* ids, cudaStream_t s) {
+  if (rows <= 0) return;
+  if (k < 1 || k > Backend::kMaxTopK)
+    throw Error("cuda top_k: k " + std::to_string(k) + " outside 1.." + std::to_string(Backend::kMaxTopK));
+  check_rows(rows, "top_k");
+  launch("top_k_kernel", top_k_kernel, dim3(unsigned(rows)), dim3(1024), s, x, cols, k, temperature, values,
+         ids);
+  check_launch("top_k");
+}
 
 void launch_argmax(const float* x, int64_t rows, int64_t cols, int32_t* out, cudaStream_t s) {
   if (rows <= 0 || cols <= 0) return;

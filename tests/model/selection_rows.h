@@ -1,6 +1,6 @@
-// Rows for testing Backend::argmax against the sampler's rule (runtime::argmax): random values, and
-// the cases the rule decides: ties at the maximum, NaN anywhere, rows of NaN only, -inf, the maximum
-// first or last, one column, and a 128k vocabulary.
+// Rows for testing Backend::argmax and Backend::top_k against the sampler's rules: random values, and
+// the cases the rules decide: ties at the maximum, NaN anywhere, rows of NaN only, -inf, the maximum
+// first or last, values on a coarse grid (ties everywhere, -0 beside +0), one column, a 128k vocabulary.
 #pragma once
 
 #include <cmath>
@@ -10,20 +10,20 @@
 
 namespace mx8::test {
 
-struct ArgmaxRows {
+struct SelectionRows {
   int64_t cols = 0;
   std::vector<float> x;  // [rows][cols]
   int64_t rows() const { return int64_t(x.size()) / cols; }
 };
 
-inline std::vector<ArgmaxRows> argmax_cases(uint64_t seed) {
+inline std::vector<SelectionRows> selection_cases(uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> d(0.0f, 4.0f);
-  std::vector<ArgmaxRows> out;
+  std::vector<SelectionRows> out;
   for (int64_t cols : {1, 7, 1000, 4099, 128256}) {
-    ArgmaxRows c;
+    SelectionRows c;
     c.cols = cols;
-    const int rows = 9;
+    const int rows = 10;
     c.x.resize(size_t(rows * cols));
     for (float& v : c.x) v = d(rng);
     auto row = [&](int r) { return c.x.data() + size_t(r) * size_t(cols); };
@@ -52,6 +52,9 @@ inline std::vector<ArgmaxRows> argmax_cases(uint64_t seed) {
     // Row 8: +inf beside NaN.
     row(8)[at(rng)] = INFINITY;
     row(8)[at(rng)] = NAN;
+    // Row 9: multiples of 1/4 in [-2, 2] (so many equal values), zeros of both signs.
+    for (int64_t i = 0; i < cols; ++i) row(9)[i] = float(int64_t(rng() % 17) - 8) / 4.0f;
+    for (int i = 0; i < 3; ++i) row(9)[at(rng)] = -0.0f;
     out.push_back(std::move(c));
   }
   return out;

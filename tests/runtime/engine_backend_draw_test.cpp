@@ -1,6 +1,7 @@
-// Greedy decoding without penalties picks its tokens on the backend (Backend::argmax: only the index
-// comes back). Every token must be the one the host sampler picks from the downloaded logits, with
-// greedy, penalised greedy and sampled sequences in one batch, on the bundled stories260K.
+// Greedy decoding and top-k sampling without penalties choose on the backend (Backend::argmax, and
+// Backend::top_k with Sampler::sample_top_k): only indices and k candidates come back. Every token must
+// be the one the host sampler draws from the downloaded logits, with greedy, top-k sampled, penalised
+// and unrestricted sequences in one batch, on the bundled stories260K.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -18,21 +19,24 @@ using namespace mx8;
 
 const std::string kStories = std::string(MX8_SOURCE_DIR) + "/models/stories260K.gguf";
 
-// The (request, token) events of every step, with the engine keeping logits (every row sampled on the
-// host) or not (greedy rows on the backend).
+// The (request, token) events of every step, with the engine keeping logits (every row drawn on the
+// host) or not (greedy and top-k rows on the backend).
 std::vector<std::vector<std::pair<int, int32_t>>> run(model::LlamaModel& m, backend::Backend& be, bool host) {
   runtime::EngineOptions eo;
   eo.kv_format = backend::KvFormat::f32;
   eo.max_context = 160;
-  eo.max_sequences = 4;
+  eo.max_sequences = 6;
   runtime::Engine eng(m, be, eo);
   eng.keep_logits(host);
-  for (int q = 0; q < 4; ++q) {
+  for (int q = 0; q < 6; ++q) {
     runtime::GenerationParams gp;
     gp.max_new_tokens = 100;
-    gp.sampling.temperature = q == 3 ? 0.9f : 0.0f;  // 3: sampled
-    gp.sampling.seed = 5;
-    if (q == 2) gp.sampling.repetition_penalty = 1.3f;  // greedy on the host: penalties change the logits
+    runtime::SamplingParams& sp = gp.sampling;
+    sp.seed = uint64_t(5 + q);
+    sp.temperature = q < 3 ? 0.0f : q == 3 ? 0.9f : 1.3f;  // 0-2 greedy, 3-5 sampled
+    if (q == 2 || q == 5) sp.repetition_penalty = 1.3f;    // penalties: the host's
+    if (q == 4) sp.top_k = 7, sp.top_p = 0.9f, sp.min_p = 0.02f;
+    if (q == 5) sp.top_k = 0;
     eng.add({1, int32_t(300 + 17 * q)}, gp);
   }
   std::vector<std::vector<std::pair<int, int32_t>>> steps;
@@ -43,7 +47,7 @@ std::vector<std::vector<std::pair<int, int32_t>>> run(model::LlamaModel& m, back
   return steps;
 }
 
-TEST(EngineArgmax, BackendGreedyPicksWhatTheSamplerPicks) {
+TEST(EngineBackendDraw, TokensAreTheHostSamplers) {
   auto be = backend::make_cpu_backend(2);
   model::LoadOptions lo;
   lo.max_tokens_per_step = 32;
@@ -53,7 +57,24 @@ TEST(EngineArgmax, BackendGreedyPicksWhatTheSamplerPicks) {
   EXPECT_GT(on_backend.size(), 50u);  // the sequences ran to their limits or ends, not one step
 }
 
-TEST(EngineArgmax, ForwardReturnsTheArgmaxOfTheRowsItWouldDownload) {
+TEST(EngineBackendDraw, SampleTopKIgnoresPaddingAndUsesItsOwnK) {
+  // Candidates as Backend::top_k gives them for a k larger than this sampler's: the first top_k are
+  // the sampler's; ids of -1 end the list.
+  runtime::SamplingParams p;
+  p.temperature = 1.0f, p.top_k = 2, p.top_p = 1.0f, p.min_p = 0.0f, p.seed = 3;
+  runtime::Sampler s(p);
+  const std::vector<float> v{5.0f, 4.0f, 100.0f, 0.0f};
+  const std::vector<int32_t> ids{7, 9, 11, -1};
+  for (int i = 0; i < 200; ++i) {
+    const int32_t t = s.sample_top_k(v, ids);
+    EXPECT_TRUE(t == 7 || t == 9) << t;  // 11 is past top_k = 2
+  }
+  p.top_k = 8;
+  runtime::Sampler wide(p);
+  for (int i = 0; i < 200; ++i) EXPECT_NE(wide.sample_top_k(v, ids), -1);  // the padding is never drawn
+}
+
+TEST(EngineBackendDraw, ForwardReturnsTheArgmaxOfTheRowsItWouldDownload) {
   auto be = backend::make_cpu_backend(2);
   model::LoadOptions lo;
   lo.max_tokens_per_step = 8;
@@ -81,7 +102,7 @@ TEST(EngineArgmax, ForwardReturnsTheArgmaxOfTheRowsItWouldDownload) {
     b.argmax_rows = argmax_rows;
     logits.assign((3 - size_t(argmax_rows)) * vocab, 0.0f);
     ids.assign(size_t(argmax_rows), -1);
-    m->forward(b, *cache, logits.data(), ids.data());
+    m->forward(b, *cache, model::StepOutput{logits.data(), nullptr, nullptr, ids.data()});
   };
   std::vector<float> all, some;
   std::vector<int32_t> none, two;

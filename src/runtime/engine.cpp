@@ -71,7 +71,10 @@ Engine::~Engine() = default;
 
 Engine::Where Engine::where_drawn(const Seq& s) const {
   const SamplingParams& p = s.params.sampling;
-  if (keep_logits_ || p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
+  const bool backend_draws =
+      opts_.backend_draw == EngineOptions::BackendDraw::always ||
+      (opts_.backend_draw == EngineOptions::BackendDraw::auto_ && !backend_.info().host_memory);
+  if (!backend_draws || keep_logits_ || p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
       p.presence_penalty != 0.0f)
     return Where::host;
   if (p.temperature <= 0.0f) return Where::argmax;

@@ -26,6 +26,8 @@ std::vector<std::vector<std::pair<int, int32_t>>> run(model::LlamaModel& m, back
   eo.kv_format = backend::KvFormat::f32;
   eo.max_context = 160;
   eo.max_sequences = 6;
+  eo.backend_draw =
+      runtime::EngineOptions::BackendDraw::always;  // the CPU backend would leave it to the host
   runtime::Engine eng(m, be, eo);
   eng.keep_logits(host);
   for (int q = 0; q < 6; ++q) {

@@ -48,6 +48,10 @@ struct EngineOptions {
   int max_sequences = 1;     // sequences resident at once
   int page_size = 16;        // positions per KV page
   bool prefix_reuse = true;  // keep finished sequences' KV and reuse their common prefix (see above)
+  // Greedy and top-k rows choose on the backend (Engine::where_drawn) where its memory is not the host's
+  // (a GPU: the row would have to be downloaded); `always` does it on any backend (tests), `never` on none.
+  enum class BackendDraw { auto_, always, never };
+  BackendDraw backend_draw = BackendDraw::auto_;
 };
 
 struct GenerationParams {
@@ -134,10 +138,11 @@ class Engine {
   void release(Seq& s);
   void evict_oldest_prefix();
   void take_prefix(Seq& s);
-  // Where a sequence's next token is chosen. Without penalties (and with no logits kept) the backend
-  // does what needs the whole row: greedy takes the arg max there, top-k sampling selects its
-  // candidates there, and only indices (and k values) leave the backend's memory instead of a
-  // vocabulary of logits (0.5 MB per sequence and step at 128k). Everything else is the host's.
+  // Where a sequence's next token is chosen. Without penalties (and with no logits kept), on a backend
+  // that draws (EngineOptions::backend_draw), the backend does what needs the whole row: greedy takes
+  // the arg max there, top-k sampling selects its candidates there, and only indices (and k values)
+  // leave the backend's memory instead of a vocabulary of logits (0.5 MB per sequence and step at
+  // 128k). Everything else is the host's.
   enum class Where { host, top_k, argmax };
   Where where_drawn(const Seq& s) const;
 

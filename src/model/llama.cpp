@@ -664,7 +664,7 @@ class Llama final : public LlamaModel {
       std::copy(v->begin(), v->end(), h);
       h += M;
     }
-    std::memcpy(h, sb.temperature.data(), sb.temperature.size() * 4);
+    if (!sb.temperature.empty()) std::memcpy(h, sb.temperature.data(), sb.temperature.size() * 4);
     h += M;
     std::copy(sb.block_tables.begin(), sb.block_tables.end(), h);
     b_.upload(d_ints_, host_ints_.data(), need * 4);

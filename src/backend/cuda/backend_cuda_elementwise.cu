@@ -262,11 +262,30 @@ __device__ int block_exclusive_scan(int v) {
   return r;
 }
 
-// One block of 1024 threads per row. A radix select over the candidates' order bits (four 8-bit
-// digits, a histogram each) finds the k-th largest value; the candidates above it are taken, and of
-// those equal to it the ones of lowest index (a prefix sum over contiguous ranges of the row keeps the
-// index order); a rank sort puts the k in the sampler's order. Every decision is on exact values and
-// indices, so the result does not depend on thread timing.
+// The float whose order_bits are b.
+__device__ __forceinline__ float from_order_bits(uint32_t b) {
+  return __uint_as_float((b & 0x80000000u) ? (b & 0x7fffffffu) : ~b);
+}
+
+// hist[bin] += 1 for every lane with `on`, one shared atomic per distinct bin of the warp (a row's logits
+// share a few exponents, so in the first digit most lanes collide). Every lane of the warp calls it.
+__device__ __forceinline__ void warp_hist_add(int* hist, uint32_t bin, bool on) {
+  const uint32_t active = __ballot_sync(0xffffffffu, on);
+  if (!on) return;
+  const uint32_t same = __match_any_sync(active, bin);
+  if (int(threadIdx.x & 31) == __ffs(int(same)) - 1) atomicAdd(&hist[bin], __popc(same));
+}
+
+// One block of 1024 threads per row.
+// 1. A radix select over the order bits of x (four 8-bit digits, a histogram each; no division) finds
+//    x_k, the k-th largest x. The division by t > 0 is monotone, so q_k = x_k / t is the k-th largest
+//    quotient: fewer than k quotients are above it, and all of those have x above x_k.
+// 2. One pass takes the quotients above q_k (G) and counts those equal to it (E: x_k itself, and x
+//    within rounding of it), keeping the first k of E as they come.
+// 3. Where E has more members than the k - |G| slots left, a pass over contiguous ranges of the row with
+//    a prefix sum takes the members of lowest index instead.
+// 4. A rank sort puts the k in the sampler's order (quotient, then index).
+// Every decision is on exact values and indices, so the result does not depend on thread timing.
 __global__ void top_k_kernel(const float* x, int64_t cols, int k, const float* temperature, float* values,
                              int32_t* ids) {
   pdl_trigger();
@@ -275,21 +294,21 @@ __global__ void top_k_kernel(const float* x, int64_t cols, int k, const float* t
   const float t = temperature[blockIdx.x];
   __shared__ int hist[256];
   __shared__ uint32_t prefix, mask;
-  __shared__ int remaining, taken, take_all;
-  __shared__ float sel_v[Backend::kMaxTopK];
-  __shared__ int32_t sel_i[Backend::kMaxTopK];
-  if (threadIdx.x == 0) prefix = mask = 0, remaining = k, taken = 0, take_all = 0;
+  __shared__ int remaining, n_g, n_e, take_all;
+  __shared__ float g_v[Backend::kMaxTopK], e_v[Backend::kMaxTopK];
+  __shared__ int32_t g_i[Backend::kMaxTopK], e_i[Backend::kMaxTopK];
+  if (threadIdx.x == 0) prefix = mask = 0, remaining = k, n_g = n_e = take_all = 0;
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int d = threadIdx.x; d < 256; d += blockDim.x) hist[d] = 0;
     __syncthreads();
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-      const float v = row[j];
-      if (isnan(v)) continue;
-      const uint32_t b = order_bits(v / t);
-      if ((b & mask) == prefix) atomicAdd(&hist[(b >> shift) & 255], 1);
+    for (int64_t base = 0; base < cols; base += blockDim.x) {  // the same trips for every lane
+      const int64_t j = base + threadIdx.x;
+      const float v = j < cols ? row[j] : NAN;
+      const uint32_t b = order_bits(v);
+      warp_hist_add(hist, (b >> shift) & 255u, !isnan(v) && (b & mask) == prefix);
     }
     __syncthreads();
-    if (threadIdx.x == 0 && !take_all) {
+    if (threadIdx.x == 0) {
       int cum = 0, d = 255;
       for (; d >= 0; --d) {
         if (cum + hist[d] >= remaining) break;
@@ -306,48 +325,57 @@ __global__ void top_k_kernel(const float* x, int64_t cols, int k, const float* t
     __syncthreads();
     if (take_all) break;
   }
-  // Above the k-th largest value (or every candidate, with take_all): all of them.
+  const float xk = take_all ? -INFINITY : from_order_bits(prefix), qk = xk / t;
+  // x whose quotient can round to q_k lie within a relative 2^-23 of x_k when both are normal numbers
+  // (8x margin); otherwise every x is checked.
+  const bool shortcut = isnormal(xk) && isnormal(qk);
+  const float lo = shortcut ? xk - fabsf(xk) * 0x1p-20f : -INFINITY,
+              hi = shortcut ? xk + fabsf(xk) * 0x1p-20f : INFINITY;
+  auto equal = [&](float v) { return v == xk || (v >= lo && v <= hi && v / t == qk); };
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
     const float v = row[j];
-    if (isnan(v)) continue;
-    const float key = v / t;
-    if (take_all || order_bits(key) > prefix) {
-      const int at = atomicAdd(&taken, 1);
-      sel_v[at] = key;
-      sel_i[at] = int32_t(j);
+    if (isnan(v) || (!take_all && v < lo)) continue;
+    const float q = v / t;
+    if (take_all || q > qk) {
+      const int at = atomicAdd(&n_g, 1);
+      g_v[at] = q, g_i[at] = int32_t(j);
+    } else if (equal(v)) {
+      const int at = atomicAdd(&n_e, 1);
+      if (at < k) e_v[at] = q, e_i[at] = int32_t(j);
     }
   }
   __syncthreads();
-  if (!take_all) {
-    // Equal to it: the `remaining` of lowest index.
-    const int64_t per = (cols + blockDim.x - 1) / blockDim.x, lo = threadIdx.x * per,
-                  hi = min(cols, lo + per);
+  const int slots = k - n_g;
+  if (!take_all && n_e > slots) {  // uniform: shared counts after the barrier
+    // The `slots` members of E of lowest index: thread t takes the row's t-th contiguous range.
+    const int64_t per = (cols + blockDim.x - 1) / blockDim.x, lo_j = threadIdx.x * per,
+                  hi_j = min(cols, lo_j + per);
     int mine = 0;
-    for (int64_t j = lo; j < hi; ++j) mine += !isnan(row[j]) && order_bits(row[j] / t) == prefix;
+    for (int64_t j = lo_j; j < hi_j; ++j) mine += !isnan(row[j]) && equal(row[j]);
     int rank = block_exclusive_scan(mine);
-    const int base = taken;
-    for (int64_t j = lo; j < hi && rank < remaining; ++j) {
+    for (int64_t j = lo_j; j < hi_j && rank < slots; ++j) {
       const float v = row[j];
-      if (isnan(v) || order_bits(v / t) != prefix) continue;
-      sel_v[base + rank] = v / t;
-      sel_i[base + rank] = int32_t(j);
+      if (isnan(v) || !equal(v)) continue;
+      e_v[rank] = v / t, e_i[rank] = int32_t(j);
       ++rank;
     }
     __syncthreads();
   }
-  const int n = take_all ? taken : k;
+  // G, then the E members taken: n candidates (k, or fewer with take_all), ranked and stored.
+  const int n = take_all ? n_g : k;
+  const int i = int(threadIdx.x);
   float* out_v = values + int64_t(blockIdx.x) * k;
   int32_t* out_i = ids + int64_t(blockIdx.x) * k;
-  if (int(threadIdx.x) < n) {
-    const float v = sel_v[threadIdx.x];
-    const int32_t i = sel_i[threadIdx.x];
+  auto cand_v = [&](int c) { return c < n_g ? g_v[c] : e_v[c - n_g]; };
+  auto cand_i = [&](int c) { return c < n_g ? g_i[c] : e_i[c - n_g]; };
+  if (i < n) {
+    const float v = cand_v(i);
+    const int32_t id = cand_i(i);
     int r = 0;
-    for (int o = 0; o < n; ++o) r += sel_v[o] > v || (sel_v[o] == v && sel_i[o] < i);
-    out_v[r] = v;
-    out_i[r] = i;
-  } else if (int(threadIdx.x) < k) {
-    out_v[threadIdx.x] = 0.0f;
-    out_i[threadIdx.x] = -1;
+    for (int o = 0; o < n; ++o) r += cand_v(o) > v || (cand_v(o) == v && cand_i(o) < id);
+    out_v[r] = v, out_i[r] = id;
+  } else if (i < k) {
+    out_v[i] = 0.0f, out_i[i] = -1;
   }
 }
 

@@ -347,9 +347,12 @@ class Llama final : public LlamaModel {
       run_step(T, R, A, KR, K, sb.max_pages_per_seq, kv);
     }
     if (R > A + KR) b_.download(out.logits, logits_, size_t(R - A - KR) * size_t(c.vocab) * 4);
-    if (KR > 0) {
-      b_.download(out.top_values, top_values_, size_t(KR) * size_t(K) * 4);
-      b_.download(out.top_ids, top_ids_, size_t(KR) * size_t(K) * 4);
+    if (KR > 0) {  // values and ids lie back to back: one download (each one waits for the device)
+      const size_t n = size_t(KR) * size_t(K);
+      host_top_.resize(2 * n);
+      b_.download(host_top_.data(), top_, 2 * n * 4);
+      std::memcpy(out.top_values, host_top_.data(), n * 4);
+      std::memcpy(out.top_ids, host_top_.data() + n, n * 4);
     }
     if (A > 0) b_.download(out.argmax, argmax_, size_t(A) * 4);
   }
@@ -394,13 +397,14 @@ class Llama final : public LlamaModel {
 
   // The backend ops of one step, from the token ids in d_tokens_ to the logits in logits_, then for the
   // last A of the R rows their arg max (argmax_) and for the KR before those their K best candidates
-  // (top_values_, top_ids_). Enqueues only (no upload, download or synchronize), so that it can be
-  // recorded.
+  // (top_: KR x K values, then their ids). Enqueues only (no upload, download or synchronize), so that it can
+  // be recorded.
   void run_step(int T, int R, int A, int KR, int K, int max_pages, backend::KvCache& kv) {
     compute_logits(T, R, max_pages, kv);
     const size_t vocab = size_t(config_.vocab);
     if (KR > 0)
-      b_.top_k(logits_ + size_t(R - A - KR) * vocab, KR, int64_t(vocab), K, d_temp_, top_values_, top_ids_);
+      b_.top_k(logits_ + size_t(R - A - KR) * vocab, KR, int64_t(vocab), K, d_temp_, top_,
+               reinterpret_cast<int32_t*>(top_ + size_t(KR) * size_t(K)));
     if (A > 0) b_.argmax(logits_ + size_t(R - A) * vocab, A, int64_t(vocab), argmax_);
   }
 
@@ -624,8 +628,7 @@ class Llama final : public LlamaModel {
     up_ = buf(c.ffn);
     logits_ = buf(c.vocab);
     argmax_ = static_cast<int32_t*>(arena_.alloc(T * sizeof(int32_t)));
-    top_values_ = static_cast<float*>(arena_.alloc(T * backend::Backend::kMaxTopK * 4));
-    top_ids_ = static_cast<int32_t*>(arena_.alloc(T * backend::Backend::kMaxTopK * 4));
+    top_ = static_cast<float*>(arena_.alloc(2 * T * backend::Backend::kMaxTopK * 4));
   }
 
   // The step's index arrays go to the device in one upload (each upload is a copy the device
@@ -681,9 +684,9 @@ class Llama final : public LlamaModel {
   float* inv_freq_ = nullptr;
   float *x_ = nullptr, *h_ = nullptr, *qkv_ = nullptr, *att_ = nullptr;
   float *gate_ = nullptr, *up_ = nullptr, *logits_ = nullptr;
-  int32_t* argmax_ = nullptr;    // [max_tokens_]: Backend::argmax of the step's last rows
-  float* top_values_ = nullptr;  // [max_tokens_][kMaxTopK]: Backend::top_k of the rows before those
-  int32_t* top_ids_ = nullptr;
+  int32_t* argmax_ = nullptr;  // [max_tokens_]: Backend::argmax of the step's last rows
+  float* top_ = nullptr;       // Backend::top_k of the rows before those: KR x K values, then as many ids
+  std::vector<uint32_t> host_top_;
   int singles_ = 0;  // leading_single_tokens of the step being run
   int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_seq_ = nullptr, *d_slot_ = nullptr, *d_kvlen_ = nullptr,
           *d_rows_ = nullptr;

@@ -273,7 +273,8 @@ void run(Options& o) {
   if (greedy)
     md << "greedy (the arg max taken on the backend, only the token's index downloaded)";
   else
-    md << "sampled (temperature " << o.gen.sampling.temperature << ", a seed per request)";
+    md << "sampled (temperature " << o.gen.sampling.temperature << ", top-k " << o.gen.sampling.top_k
+       << ", top-p " << o.gen.sampling.top_p << ", min-p " << o.gen.sampling.min_p << ", a seed per request)";
   md << ".\n\n"
      << "C clients send one streaming /v1/completions request each, at once, to an in-process `mx8 serve` "
         "(--parallel C), each over its own socket. The peer is the same C requests (prompts, seeds, lengths) "

@@ -16,6 +16,7 @@
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/tokenizer.h"
+#include "runtime/mixed_draw.h"
 #include "stories_greedy.h"
 
 namespace {
@@ -60,6 +61,21 @@ TEST(CudaStoriesGolden, F32GreedyMatchesLlama2cByteForByte) {
   Result c = generate_greedy(*cpu, mx8::model::WeightMode::as_given, mx8::backend::KvFormat::f32, 200);
   EXPECT_EQ(mx8::testing::common_prefix(r.tokens, c.tokens), c.tokens.size())
       << "CUDA and CPU greedy tokens diverge";
+}
+
+TEST(CudaStoriesGolden, BackendDrawIsTheHostSamplers) {
+  // On the GPU the engine takes greedy rows' arg max and top-k rows' candidates on the device (graphs
+  // recorded with those kernels in them); the same batch with every row drawn on the host from the
+  // downloaded logits must give the same tokens, step for step.
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+  auto be = mx8::backend::make_cuda_backend(0);
+  mx8::model::LoadOptions lo;
+  lo.max_tokens_per_step = 32;
+  auto m = mx8::model::load_llama(repo_file("models/stories260K.gguf"), *be, lo);
+  const auto on_gpu = mx8::test::mixed_draw_events(*m, *be, false),
+             on_host = mx8::test::mixed_draw_events(*m, *be, true);
+  EXPECT_EQ(on_gpu, on_host);
+  EXPECT_GT(on_gpu.size(), 50u);
 }
 
 TEST(CudaStoriesGolden, Fp8WeightsAndKvAgreement) {

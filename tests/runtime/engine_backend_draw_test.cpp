@@ -12,49 +12,19 @@
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/sampler.h"
+#include "runtime/mixed_draw.h"
 
 namespace {
 
 using namespace mx8;
 
-const std::string kStories = std::string(MX8_SOURCE_DIR) + "/models/stories260K.gguf";
-
-// The (request, token) events of every step, with the engine keeping logits (every row drawn on the
-// host) or not (greedy and top-k rows on the backend).
-std::vector<std::vector<std::pair<int, int32_t>>> run(model::LlamaModel& m, backend::Backend& be, bool host) {
-  runtime::EngineOptions eo;
-  eo.kv_format = backend::KvFormat::f32;
-  eo.max_context = 160;
-  eo.max_sequences = 6;
-  eo.backend_draw =
-      runtime::EngineOptions::BackendDraw::always;  // the CPU backend would leave it to the host
-  runtime::Engine eng(m, be, eo);
-  eng.keep_logits(host);
-  for (int q = 0; q < 6; ++q) {
-    runtime::GenerationParams gp;
-    gp.max_new_tokens = 100;
-    runtime::SamplingParams& sp = gp.sampling;
-    sp.seed = uint64_t(5 + q);
-    sp.temperature = q < 3 ? 0.0f : q == 3 ? 0.9f : 1.3f;  // 0-2 greedy, 3-5 sampled
-    if (q == 2 || q == 5) sp.repetition_penalty = 1.3f;    // penalties: the host's
-    if (q == 4) sp.top_k = 7, sp.top_p = 0.9f, sp.min_p = 0.02f;
-    if (q == 5) sp.top_k = 0;
-    eng.add({1, int32_t(300 + 17 * q)}, gp);
-  }
-  std::vector<std::vector<std::pair<int, int32_t>>> steps;
-  while (!eng.idle()) {
-    steps.emplace_back();
-    for (const runtime::TokenEvent& e : eng.step()) steps.back().push_back({e.request, e.token});
-  }
-  return steps;
-}
-
 TEST(EngineBackendDraw, TokensAreTheHostSamplers) {
   auto be = backend::make_cpu_backend(2);
   model::LoadOptions lo;
   lo.max_tokens_per_step = 32;
-  auto m = model::load_llama(kStories, *be, lo);
-  const auto on_backend = run(*m, *be, false), on_host = run(*m, *be, true);
+  auto m = model::load_llama(test::kStoriesModel, *be, lo);
+  const auto on_backend = test::mixed_draw_events(*m, *be, false),
+             on_host = test::mixed_draw_events(*m, *be, true);
   EXPECT_EQ(on_backend, on_host);
   EXPECT_GT(on_backend.size(), 50u);  // the sequences ran to their limits or ends, not one step
 }
@@ -80,7 +50,7 @@ TEST(EngineBackendDraw, ForwardReturnsTheArgmaxOfTheRowsItWouldDownload) {
   auto be = backend::make_cpu_backend(2);
   model::LoadOptions lo;
   lo.max_tokens_per_step = 8;
-  auto m = model::load_llama(kStories, *be, lo);
+  auto m = model::load_llama(test::kStoriesModel, *be, lo);
   const size_t vocab = size_t(m->config().vocab);
   auto forward = [&](int argmax_rows, std::vector<float>& logits, std::vector<int32_t>& ids) {
     backend::KvCacheDesc d{backend::KvFormat::f32,

@@ -1,0 +1,49 @@
+// A batch that mixes every way the engine chooses a token (greedy, top-k sampled, penalised,
+// unrestricted), run with the backend choosing where it may or with every row drawn on the host: the two
+// must give the same tokens (tests/runtime/engine_backend_draw_test.cpp on the CPU, tests/cuda on the GPU).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mx8/backend/backend.h"
+#include "mx8/model/llama.h"
+#include "mx8/runtime/engine.h"
+
+namespace mx8::test {
+
+inline const std::string kStoriesModel = std::string(MX8_SOURCE_DIR) + "/models/stories260K.gguf";
+
+// The (request, token) events of every step, with the engine keeping logits (every row drawn on the
+// host) or not (greedy and top-k rows on the backend, whatever its memory).
+inline std::vector<std::vector<std::pair<int, int32_t>>> mixed_draw_events(model::LlamaModel& m,
+                                                                           backend::Backend& be, bool host) {
+  runtime::EngineOptions eo;
+  eo.kv_format = backend::KvFormat::f32;
+  eo.max_context = 160;
+  eo.max_sequences = 6;
+  eo.backend_draw =
+      runtime::EngineOptions::BackendDraw::always;  // the CPU backend would leave it to the host
+  runtime::Engine eng(m, be, eo);
+  eng.keep_logits(host);
+  for (int q = 0; q < 6; ++q) {
+    runtime::GenerationParams gp;
+    gp.max_new_tokens = 100;
+    runtime::SamplingParams& sp = gp.sampling;
+    sp.seed = uint64_t(5 + q);
+    sp.temperature = q < 3 ? 0.0f : q == 3 ? 0.9f : 1.3f;  // 0-2 greedy, 3-5 sampled
+    if (q == 2 || q == 5) sp.repetition_penalty = 1.3f;    // penalties: the host's
+    if (q == 4) sp.top_k = 7, sp.top_p = 0.9f, sp.min_p = 0.02f;
+    if (q == 5) sp.top_k = 0;
+    eng.add({1, int32_t(300 + 17 * q)}, gp);
+  }
+  std::vector<std::vector<std::pair<int, int32_t>>> steps;
+  while (!eng.idle()) {
+    steps.emplace_back();
+    for (const runtime::TokenEvent& e : eng.step()) steps.back().push_back({e.request, e.token});
+  }
+  return steps;
+}
+
+}  // namespace mx8::test

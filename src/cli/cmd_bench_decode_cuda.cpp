@@ -71,11 +71,7 @@ using mx8::cli::kVocab;
 using mx8::cli::llama3_8b;
 using mx8::cli::WeightFactory;
 
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
+using mx8::cli::fmt;
 
 // Device copy bandwidth: cudaMemcpy device-to-device of 1 GiB, bytes read + bytes written per second.
 double copy_bandwidth_gbps(Backend& be) {

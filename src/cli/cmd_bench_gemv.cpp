@@ -153,11 +153,7 @@ struct Row {
   double cpu_gbps;   // weight bytes per CPU-second of all threads
 };
 
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
+using mx8::cli::fmt;
 
 void run(const Options& o) {
   auto shapes_txt = o.shapes;

@@ -68,11 +68,7 @@ struct DevWeight {
   }
 };
 
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
+using mx8::cli::fmt;
 
 const char* short_name(WeightFormat f) {
   switch (f) {

@@ -37,11 +37,7 @@ const char* src_name(SourceType t) {
   return t == SourceType::f32 ? "f32" : t == SourceType::bf16 ? "bf16" : "f16";
 }
 
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
+using mx8::cli::fmt;
 
 void run(const Options& o) {
   if (o.rows <= 0 || o.cols <= 0) throw mx8::Error("--rows and --cols must be positive");

@@ -107,11 +107,7 @@ size_t kv_bytes_per_position(const model::LlamaConfig& c, backend::KvFormat f) {
   return d.total_bytes() / 16;
 }
 
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
+using mx8::cli::fmt;
 
 // 95% interval of exp(mean) from the mean's standard error, as "x (lo-hi)".
 std::string ppl_cell(double nll, double se) {

@@ -38,6 +38,12 @@ std::string today_utc() {
   return buf;
 }
 
+std::string fmt(const char* format, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, format, v);
+  return b;
+}
+
 void update_doc_section(const std::string& path, const std::string& id, const std::string& markdown,
                         const std::string& heading) {
   std::string text;

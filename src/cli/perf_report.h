@@ -7,6 +7,8 @@
 
 namespace mx8::cli {
 
+// printf-style formatting of one number, for table cells ("%.1f").
+std::string fmt(const char* format, double v);
 // One line naming the machine: CPU model, cores visible, and (when known) the GPU.
 std::string machine_description();
 // The 1-, 5- and 15-minute load averages of /proc/loadavg ("unknown" where there is none): benchmarks

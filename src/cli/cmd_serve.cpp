@@ -106,6 +106,7 @@ void serve(ServeOptions& o) {
   so.engine.kv_format = l.kv_format;
   so.engine.max_context = l.context;
   so.engine.max_sequences = o.parallel;
+  so.engine.kv_positions = l.kv_positions;
   so.max_waiting = o.queue;
   server::GenerationService service(*l.model, *l.backend, *tok, so);
 
@@ -122,8 +123,10 @@ void serve(ServeOptions& o) {
   server::HttpServer http(service, *tok, tmpl ? &*tmpl : nullptr, ho);
 
   const int port = http.bind();
-  std::fprintf(stderr, "mx8 serve: %s as \"%s\", %d positions per request, %d at once (+%d waiting)%s\n",
-               o.gen.model.c_str(), ho.model_name.c_str(), l.context, o.parallel, o.queue,
+  const std::string pool =
+      l.kv_positions > 0 ? ", sharing " + std::to_string(l.kv_positions) + " KV cache positions" : "";
+  std::fprintf(stderr, "mx8 serve: %s as \"%s\", %d positions per request, %d at once%s (+%d waiting)%s\n",
+               o.gen.model.c_str(), ho.model_name.c_str(), l.context, o.parallel, pool.c_str(), o.queue,
                tmpl ? "" : "; no chat template: /v1/completions only (or --template FILE)");
   std::fprintf(stderr, "mx8 serve: listening on http://%s:%d%s (Ctrl-C stops)\n", o.host.c_str(), port,
                ho.api_key.empty() ? ", no API key" : ", API key from MX8_API_KEY");
@@ -131,8 +134,11 @@ void serve(ServeOptions& o) {
   const bool ok = http.listen();
   waiter.finish();
   const runtime::EngineStats st = service.status().stats;
-  std::fprintf(stderr, "mx8 serve: %lld prompt tokens, %lld generated, %lld reused from earlier requests\n",
-               (long long)st.prefill_tokens, (long long)st.decode_tokens, (long long)st.reused_tokens);
+  std::fprintf(stderr,
+               "mx8 serve: %lld prompt tokens, %lld generated, %lld reused from earlier requests, %lld "
+               "preemptions (%lld positions prefilled again)\n",
+               (long long)st.prefill_tokens, (long long)st.decode_tokens, (long long)st.reused_tokens,
+               (long long)st.preemptions, (long long)st.recomputed_tokens);
   if (!ok) throw Error("the HTTP listener stopped with an error");
 }
 
@@ -144,7 +150,10 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--port", o->port, "port (0: any free one, printed)")
           ->check(CLI::Range(0, 65535))
           ->capture_default_str();
-      app.add_option("--parallel", o->parallel, "requests generating at once (KV cache for each)")
+      app.add_option("--parallel", o->parallel, "requests generating at once")->capture_default_str();
+      app.add_option("--kv-positions", o->gen.kv_positions,
+                     "KV cache positions of all requests together (0: --ctx for each, or what fits in "
+                     "memory); when full, the newest requests wait and prefill again")
           ->capture_default_str();
       app.add_option("--queue", o->queue, "requests waiting for a slot before new ones are refused")
           ->capture_default_str();

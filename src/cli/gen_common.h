@@ -29,8 +29,9 @@ struct GenOptions {
   std::string kv = "auto";
   std::string device = "cpu";
   int threads = 0;
-  int ctx = 0;      // 0: what the request needs
-  int chunk = 256;  // tokens per forward step (prefill chunk)
+  int ctx = 0;               // 0: what the request needs
+  int chunk = 256;           // tokens per forward step (prefill chunk)
+  int64_t kv_positions = 0;  // of all sequences together; 0: each its whole context, or what fits
   runtime::SamplingParams sampling;
   std::vector<std::string> stop;
 };
@@ -107,7 +108,8 @@ struct Loaded {
   std::unique_ptr<backend::Backend> backend;
   std::unique_ptr<model::LlamaModel> model;
   backend::KvFormat kv_format = backend::KvFormat::bf16;
-  int context = 0;  // positions per sequence: --ctx, or what was asked for, within a sliding window
+  int context = 0;           // positions per sequence: --ctx, or what was asked for, within a sliding window
+  int64_t kv_positions = 0;  // EngineOptions::kv_positions: --kv-positions, or a pool that fits
 };
 
 // `sequences`: how many sequences the engine will hold at once (the plan counts their KV cache).
@@ -134,13 +136,25 @@ inline Loaded load_for_generation(GenOptions& o, int positions_needed, int seque
                                : backend::KvFormat::bf16;
   // The backend first (cheap): the plan compares against what *it* can hold (host RAM or GPU memory).
   l.backend = backend::make_backend(o.device, o.threads);
-  runtime::MemoryPlan plan = runtime::plan_memory(cfg, runtime::estimate_weight_bytes(cfg, mode, 4), eo,
-                                                  o.chunk, l.backend->available_memory());
+  if (o.kv_positions < 0) throw Error("--kv-positions must be 0 (automatic) or positive");
+  eo.kv_positions = o.kv_positions;
+  const size_t weight_bytes = runtime::estimate_weight_bytes(cfg, mode, 4);
+  runtime::MemoryPlan plan =
+      runtime::plan_memory(cfg, weight_bytes, eo, o.chunk, l.backend->available_memory());
+  // Several sequences whose whole contexts do not fit share a pool that does (they wait when it is full).
+  if (o.kv_positions == 0 && sequences > 1)
+    if (int64_t fit = runtime::kv_positions_that_fit(plan, cfg, eo, o.chunk); fit > 0) {
+      eo.kv_positions = fit;
+      plan = runtime::plan_memory(cfg, weight_bytes, eo, o.chunk, l.backend->available_memory());
+    }
+  l.kv_positions = eo.kv_positions;
   std::fprintf(stderr, "mx8: %s (%s, %lld layers, dim %lld, heads %lld/%lld, vocab %lld)\n", o.model.c_str(),
                cfg.arch.c_str(), (long long)cfg.n_layers, (long long)cfg.dim, (long long)cfg.n_heads,
                (long long)cfg.n_kv_heads, (long long)cfg.vocab);
   std::fprintf(stderr, "mx8: %s (estimate before loading)\n", plan.text.c_str());
-  if (!plan.fits) std::fprintf(stderr, "mx8: warning: the plan exceeds available memory; lower --ctx\n");
+  if (!plan.fits)
+    std::fprintf(stderr, "mx8: warning: the plan exceeds available memory; lower --ctx%s\n",
+                 sequences > 1 ? " or --kv-positions" : "");
   if (const int64_t made_for = model::supported_context(cfg); made_for > 0 && eo.max_context > made_for)
     std::fprintf(stderr,
                  "mx8: warning: a context of %d positions is past the %lld the model was made for (RoPE "

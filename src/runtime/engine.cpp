@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iomanip>
 #include <sstream>
 #include <thread>
 
@@ -42,6 +43,8 @@ struct Engine::Seq {
   FinishReason finish = FinishReason::none;
   std::vector<float> last_logits;
   Seq(const GenerationParams& p) : params(p), sampler(p.sampling) {}
+  // One token to feed after the prompt. A preempted sequence prefills its generated tokens too first.
+  bool decoding() const { return tokens.size() == cached + 1 && cached >= prompt_len; }
 };
 
 Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const EngineOptions& opts)
@@ -60,7 +63,7 @@ Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const Engine
   d.n_kv_heads = int(c.n_kv_heads);
   d.head_dim = int(c.head_dim);
   d.page_size = opts.page_size;
-  d.n_pages = kv_pages_per_sequence(c, opts, model.max_tokens_per_step()) * opts.max_sequences;
+  d.n_pages = kv_pool_pages(c, opts, model.max_tokens_per_step());
   kv_ = backend.create_kv_cache(d);
   free_pages_.resize(size_t(d.n_pages));
   // Hand out low page numbers first (pop_back takes the end).
@@ -122,9 +125,8 @@ const std::vector<float>* Engine::last_logits(int request) const {
 }
 
 int Engine::alloc_page() {
-  // Retained prefixes give way first. Each sequence can hold max_pages_per_seq pages and there are
-  // that many per sequence slot, so once they are gone a resident sequence never runs out; the throw
-  // is a defensive check.
+  // Retained prefixes give way first. fit_chunk has counted what this step takes, so the throw is a
+  // defensive check.
   while (free_pages_.empty() && !retained_.empty()) evict_oldest_prefix();
   if (free_pages_.empty()) throw Error("engine: KV cache out of pages");
   int p = free_pages_.back();
@@ -132,8 +134,65 @@ int Engine::alloc_page() {
   return p;
 }
 
+size_t Engine::obtainable_pages() const {
+  return free_pages_.size() + retained_pages_;
+}
+
+size_t Engine::pages_missing(const Seq& s, size_t end) const {
+  const size_t pages = (end + size_t(opts_.page_size) - 1) / size_t(opts_.page_size);
+  return pages > s.pages.size() ? pages - s.pages.size() : 0;
+}
+
+void Engine::preempt(Seq& s) {
+  for (int32_t p : s.pages)
+    if (p >= 0) free_pages_.push_back(p);
+  s.pages.clear();
+  s.released = 0;
+  stats_.preemptions++;
+  stats_.recomputed_tokens += int64_t(s.cached);
+  s.cached = 0;
+}
+
+size_t Engine::fit_chunk(size_t i, size_t want, bool decoding, size_t decoders, std::vector<InStep>& state) {
+  Seq& s = *seqs_[i];
+  const size_t ps = size_t(opts_.page_size);
+  // Positions [cached, cached + n) fit in the pages s holds plus `extra` new ones.
+  auto fits = [&](size_t extra) { return std::min(want, (s.pages.size() + extra) * ps - s.cached); };
+  // A prefill chunk leaves one page per decoding sequence of this step, which may need it next step.
+  auto spare = [&] {
+    const size_t n = obtainable_pages(), keep = decoding ? 0 : decoders;
+    return n > keep ? n - keep : 0;
+  };
+  const size_t need = pages_missing(s, s.cached + (decoding ? want : 1));
+  // The newest sequences first, never one already in the step or older than s.
+  for (size_t v = seqs_.size(); v-- > i + 1 && spare() < need;) {
+    if (state[v] != InStep::no || seqs_[v]->pages.empty()) continue;
+    preempt(*seqs_[v]);
+    state[v] = InStep::preempted;
+  }
+  if (spare() >= need) return fits(spare());
+  // Nothing newer to take: a decoding sequence gives its own pages to the older ones and waits.
+  if (decoding) {
+    preempt(s);
+    state[i] = InStep::preempted;
+  }
+  return 0;
+}
+
+void Engine::release_window_pages(Seq& s) {
+  // Pages wholly before the first position the next chunk attends to are done with.
+  const size_t ps = size_t(opts_.page_size);
+  for (; window_ && s.released < s.pages.size() &&
+         int64_t((s.released + 1) * ps) <= int64_t(s.cached) + 1 - window_;
+       ++s.released) {
+    free_pages_.push_back(s.pages[s.released]);
+    s.pages[s.released] = -1;
+  }
+}
+
 void Engine::evict_oldest_prefix() {
   for (int32_t p : retained_.front().pages) free_pages_.push_back(p);
+  retained_pages_ -= retained_.front().pages.size();
   retained_.pop_front();
   stats_.evicted_prefixes++;
 }
@@ -148,6 +207,7 @@ void Engine::release(Seq& s) {
     Retained r;
     r.tokens.assign(s.tokens.begin(), s.tokens.begin() + std::ptrdiff_t(s.cached));
     r.pages = std::move(s.pages);
+    retained_pages_ += r.pages.size();
     retained_.push_back(std::move(r));
     while (retained_.size() > size_t(opts_.max_sequences)) evict_oldest_prefix();
   } else {
@@ -177,6 +237,7 @@ void Engine::take_prefix(Seq& s) {
   const size_t n_pages = (reuse + size_t(opts_.page_size) - 1) / size_t(opts_.page_size);
   s.pages.assign(r.pages.begin(), r.pages.begin() + std::ptrdiff_t(n_pages));
   for (size_t i = n_pages; i < r.pages.size(); ++i) free_pages_.push_back(r.pages[i]);
+  retained_pages_ -= r.pages.size();
   retained_.erase(retained_.begin() + std::ptrdiff_t(best));
   s.cached = reuse;
   stats_.reused_tokens += int64_t(reuse);
@@ -209,30 +270,29 @@ std::vector<TokenEvent> Engine::step() {
   };
   std::vector<Drawn> drawn;  // in row order
   int64_t n_decode = 0, n_prefill = 0;
-  // Decode tokens first (one per running sequence), then prefill chunks with what budget is left.
+  // Decode tokens first (one per running sequence), then prefill chunks with what budget is left, each
+  // within the pages it can get (fit_chunk).
+  std::vector<InStep> state(seqs_.size(), InStep::no);
+  size_t decoders = 0;
   for (int pass = 0; pass < 2 && budget > 0; ++pass) {
-    for (auto& sp : seqs_) {
-      Seq& s = *sp;
+    for (size_t i = 0; i < seqs_.size() && budget > 0; ++i) {
+      Seq& s = *seqs_[i];
       const size_t pending = s.tokens.size() - s.cached;
-      const bool decoding = s.cached >= s.prompt_len;
-      if (pending == 0 || decoding != (pass == 0) || budget == 0) continue;
-      const int chunk = int(std::min<size_t>(pending, size_t(budget)));
+      const bool decoding = s.decoding();
+      if (pending == 0 || decoding != (pass == 0) || state[i] != InStep::no) continue;
+      release_window_pages(s);
+      const int chunk =
+          int(fit_chunk(i, std::min<size_t>(pending, size_t(budget)), decoding, decoders, state));
+      if (chunk == 0) continue;  // waits for pages
+      state[i] = InStep::yes;
+      decoders += decoding;
       const int row = int(b.block_tables.size()) / max_pages_per_seq_;
-      // With a sliding window, pages wholly before the first position the chunk attends to are
-      // done with; then make sure the pages for the new positions exist.
-      const size_t ps = size_t(opts_.page_size);
-      for (; window_ && s.released < s.pages.size() &&
-             int64_t((s.released + 1) * ps) <= int64_t(s.cached) + 1 - window_;
-           ++s.released) {
-        free_pages_.push_back(s.pages[s.released]);
-        s.pages[s.released] = -1;
-      }
       const size_t last_pos = s.cached + size_t(chunk) - 1;
       while (s.pages.size() <= last_pos / size_t(opts_.page_size)) s.pages.push_back(alloc_page());
-      for (int i = 0; i < max_pages_per_seq_; ++i)
-        b.block_tables.push_back(i < int(s.pages.size()) ? s.pages[size_t(i)] : 0);
-      for (int i = 0; i < chunk; ++i) {
-        const int32_t pos = int32_t(s.cached) + i;
+      for (int p = 0; p < max_pages_per_seq_; ++p)
+        b.block_tables.push_back(p < int(s.pages.size()) ? s.pages[size_t(p)] : 0);
+      for (int t = 0; t < chunk; ++t) {
+        const int32_t pos = int32_t(s.cached) + t;
         b.tokens.push_back(s.tokens[size_t(pos)]);
         b.pos.push_back(pos);
         b.seq.push_back(row);
@@ -262,6 +322,8 @@ std::vector<TokenEvent> Engine::step() {
       }
     }
   }
+  // The oldest sequence can always take the pages it needs (fit_chunk), so a step without work is a bug.
+  if (b.tokens.empty()) throw Error("engine: no sequence could get KV cache pages this step");
   // One row's selection costs the GPU about what downloading the row and sampling it on the host does
   // (H200, 128k vocabulary: bench serve at 1 client 378 -> 370 tok/s, at 4 1156 -> 1172), so the
   // backend selects only for several rows; argmax, one cheap pass, always.
@@ -382,6 +444,19 @@ size_t estimate_weight_bytes(const model::LlamaConfig& c, model::WeightMode mode
   return size_t((linear + head) * bpw + embed * embed_bpw);
 }
 
+int kv_pool_pages(const model::LlamaConfig& c, const EngineOptions& o, int max_tokens_per_step) {
+  const int64_t one = kv_pages_per_sequence(c, o, max_tokens_per_step);
+  const int64_t all = one * o.max_sequences;
+  if (o.kv_positions <= 0) return int(all);
+  const int64_t pool = (o.kv_positions + o.page_size - 1) / o.page_size;
+  if (pool < one)
+    throw Error("KV cache of " + std::to_string(o.kv_positions) + " positions: one sequence needs " +
+                std::to_string(one * o.page_size) + " (its context of " + std::to_string(o.max_context) +
+                " in pages of " + std::to_string(o.page_size) +
+                "); give more positions or a shorter context");
+  return int(std::min(pool, all));
+}
+
 int kv_pages_per_sequence(const model::LlamaConfig& c, const EngineOptions& o, int max_tokens_per_step) {
   const int all = (o.max_context + o.page_size - 1) / o.page_size;
   if (c.sliding_window <= 0 || c.sliding_window >= o.max_context) return all;
@@ -389,6 +464,18 @@ int kv_pages_per_sequence(const model::LlamaConfig& c, const EngineOptions& o, i
   // touch one page more than they fill.
   const int64_t span = c.sliding_window + std::max(1, max_tokens_per_step) - 1;
   return int(std::min<int64_t>(all, (span + o.page_size - 1) / o.page_size + 1));
+}
+
+int64_t kv_positions_that_fit(const MemoryPlan& plan, const model::LlamaConfig& c, const EngineOptions& o,
+                              int max_tokens_per_step) {
+  if (plan.fits || plan.kv_bytes_per_token == 0) return 0;
+  // What the estimates leave out (the backend's workspaces, graphs, the allocator's rounding).
+  const int64_t margin = int64_t(plan.available_bytes / 20) + (int64_t(512) << 20);
+  const int64_t room =
+      int64_t(plan.available_bytes) - int64_t(plan.weight_bytes + plan.activation_bytes) - margin;
+  const int64_t positions = room / int64_t(plan.kv_bytes_per_token) / o.page_size * o.page_size;
+  const int64_t one = int64_t(kv_pages_per_sequence(c, o, max_tokens_per_step)) * o.page_size;
+  return positions >= one ? positions : 0;
 }
 
 MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const EngineOptions& o,
@@ -403,7 +490,8 @@ MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const E
   d.page_size = o.page_size;
   d.n_pages = 1;
   p.kv_bytes_per_token = d.total_bytes() / size_t(o.page_size);
-  const size_t pages = size_t(kv_pages_per_sequence(c, o, max_tokens_per_step)) * size_t(o.max_sequences);
+  const size_t per_sequence = size_t(kv_pages_per_sequence(c, o, max_tokens_per_step));
+  const size_t pages = size_t(kv_pool_pages(c, o, max_tokens_per_step));
   p.kv_bytes = d.total_bytes() * pages;
   p.activation_bytes =
       size_t(max_tokens_per_step) *
@@ -421,9 +509,13 @@ MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const E
   s << "memory plan: weights " << mib(p.weight_bytes) << " + KV cache ("
     << backend::kv_format_name(o.kv_format) << ", " << o.max_context << " positions x " << o.max_sequences
     << " sequences, " << p.kv_bytes_per_token << " bytes/position";
-  if (pages < size_t((o.max_context + o.page_size - 1) / o.page_size) * size_t(o.max_sequences))
-    s << "; sliding window " << c.sliding_window << ": "
-      << pages / size_t(o.max_sequences) * size_t(o.page_size) << " positions kept";
+  if (per_sequence < size_t((o.max_context + o.page_size - 1) / o.page_size))
+    s << "; sliding window " << c.sliding_window << ": " << per_sequence * size_t(o.page_size)
+      << " positions kept";
+  if (pages < per_sequence * size_t(o.max_sequences))
+    s << "; one pool of " << pages * size_t(o.page_size) << " positions for all, " << std::fixed
+      << std::setprecision(1) << 100.0 * double(pages) / double(per_sequence * size_t(o.max_sequences))
+      << "% of every sequence's whole context: the newest wait when it is full";
   s << ") " << mib(p.kv_bytes) << " + activations " << mib(p.activation_bytes) << " = " << mib(total);
   if (p.available_bytes) {
     s << "; available " << mib(p.available_bytes) << ": " << (p.fits ? "fits" : "DOES NOT FIT");

@@ -227,6 +227,11 @@ struct HttpServer::Impl {
     metric("mx8_prompt_tokens_reused_total", "counter",
            "Prompt tokens taken from earlier requests' KV cache.",
            one("mx8_prompt_tokens_reused_total", double(st.stats.reused_tokens)));
+    metric("mx8_preemptions_total", "counter",
+           "Requests that gave their KV cache pages to older ones (they prefill again later).",
+           one("mx8_preemptions_total", double(st.stats.preemptions)));
+    metric("mx8_recomputed_tokens_total", "counter", "Positions prefilled again after a preemption.",
+           one("mx8_recomputed_tokens_total", double(st.stats.recomputed_tokens)));
     metric("mx8_decoded_tokens_total", "counter", "Tokens fed back in decode steps.",
            one("mx8_decoded_tokens_total", double(st.stats.decode_tokens)));
     metric("mx8_engine_steps_total", "counter", "Forward steps.",

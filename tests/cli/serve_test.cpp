@@ -125,6 +125,12 @@ TEST(MxServe, BadSettingsAreErrorsBeforeListening) {
   out = mx8::test::run("serve --temperature nan --port 0", &status);
   EXPECT_EQ(status, 1);
   EXPECT_NE(out.find("temperature"), std::string::npos) << out;
+  out = mx8::test::run("serve --ctx 512 --kv-positions 400 --port 0", &status);
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(out.find("KV cache of 400 positions: one sequence needs 512"), std::string::npos) << out;
+  out = mx8::test::run("serve --kv-positions -1 --port 0", &status);
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(out.find("--kv-positions"), std::string::npos) << out;
 }
 
 TEST(MxServe, OfficialOpenAiAndAnthropicClients) {

@@ -83,6 +83,34 @@ TEST(GenerationService, RequestsBatchedAndQueuedGenerateWhatTheyWouldAlone) {
   EXPECT_TRUE(st.broken.empty());
 }
 
+// Eight requests at once in a KV cache of one 128-position context (EngineOptions::kv_positions): the
+// newest are preempted and prefill again, and each still generates what it does alone.
+TEST(GenerationService, ManyRequestsShareASmallKvCache) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  constexpr int kSmall = 128;
+  const std::vector<std::string> prompts = {"Once upon a time", "The cat", "Tom and Lily", "A big dog",
+                                            "She saw",          "One day", "The sun",      "Mom said"};
+  std::vector<GenerationJob> jobs;
+  std::vector<mx8::testing::Reference> refs;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    jobs.push_back(greedy_job(prompts[i], 40 + int(i) * 5));
+    refs.push_back(run_alone(jobs.back(), kSmall));
+  }
+  server::ServiceOptions o = options(8);
+  o.engine.max_context = kSmall;
+  o.engine.kv_positions = kSmall;
+  server::GenerationService svc(*stories().model, *stories().be, *stories().tok, o);
+  std::vector<std::shared_ptr<server::Generation>> gens;
+  for (const GenerationJob& j : jobs) gens.push_back(svc.submit(j));
+  for (size_t i = 0; i < gens.size(); ++i) {
+    const Update u = collect(*gens[i]);
+    EXPECT_EQ(u.text, refs[i].text) << prompts[i];
+    EXPECT_EQ(u.completion_tokens, refs[i].tokens) << prompts[i];
+  }
+  EXPECT_GT(svc.status().stats.preemptions, 0);
+  EXPECT_TRUE(svc.status().broken.empty());
+}
+
 TEST(GenerationService, StopStringEndsTheRequestBeforeIt) {
   cpu::ScopedIsa scalar(cpu::Isa::scalar);
   GenerationJob j = greedy_job("Once upon a time", 200);

@@ -20,6 +20,18 @@
 // cache holds kv_pages_per_sequence() pages per sequence, not max_context's; prefix reuse is off
 // (a retained prefix would have lost the pages a shorter shared prefix needs).
 //
+// Preemption (EngineOptions::kv_positions below max_sequences x max_context): sequences take pages as
+// they grow, from one pool. When a sequence finds none free (retained prefixes go first), it takes
+// the pages of the newest sequences that are not in the step yet: they drop their K/V (their tokens,
+// sampler and count stay) and prefill them again once pages are free, as vLLM's recompute preemption
+// does. Older sequences come first: a sequence may preempt any newer one that is not in the step yet
+// (decode tokens are placed before prefill chunks), and a decoding sequence with nothing newer left to
+// take waits itself. A prefill chunk leaves one free page per decoding sequence of the step, which may
+// need it next step. The pool holds one whole context, so the oldest sequence always progresses
+// (fit_chunk). A recomputed position gets the K/V it had
+// (row-independent kernels: bit for bit; the SIMD GEMV sums one row and several in different orders,
+// a few ulps, as with prefix reuse).
+//
 //   Engine eng(model, backend, opts);
 //   int id = eng.add(prompt_ids, params);
 //   while (!eng.idle()) for (const TokenEvent& e : eng.step()) ...;
@@ -48,6 +60,10 @@ struct EngineOptions {
   int max_sequences = 1;     // sequences resident at once
   int page_size = 16;        // positions per KV page
   bool prefix_reuse = true;  // keep finished sequences' KV and reuse their common prefix (see above)
+  // Positions the KV cache holds for all sequences together (rounded up to whole pages). 0: each of
+  // max_sequences sequences its whole context (kv_pages_per_sequence), so none is ever preempted.
+  // Fewer: a shared pool (see "Preemption" above); it must hold one sequence's context.
+  int64_t kv_positions = 0;
   // Greedy and top-k rows choose on the backend (Engine::where_drawn) where its memory is not the host's
   // (a GPU: the row would have to be downloaded); `always` does it on any backend (tests), `never` on none.
   enum class BackendDraw { auto_, always, never };
@@ -75,8 +91,10 @@ struct EngineStats {
   double prefill_seconds = 0;  // time of steps that carried only prefill work
   double decode_seconds = 0;   // time of steps that carried decode work
   int64_t steps = 0;
-  int64_t reused_tokens = 0;     // prompt positions taken from retained prefixes instead of prefilled
-  int64_t evicted_prefixes = 0;  // retained prefixes dropped (count bound or page pressure)
+  int64_t reused_tokens = 0;      // prompt positions taken from retained prefixes instead of prefilled
+  int64_t evicted_prefixes = 0;   // retained prefixes dropped (count bound or page pressure)
+  int64_t preemptions = 0;        // sequences that gave their pages back to older ones (see Preemption)
+  int64_t recomputed_tokens = 0;  // positions whose K/V were dropped by preemption (prefilled again)
 };
 
 // MemAvailable of /proc/meminfo, or 0.
@@ -85,6 +103,9 @@ size_t host_available_memory();
 // KV pages one sequence holds at most: those of max_context, or with a sliding window W the pages
 // of a step's chunk (up to max_tokens_per_step positions) and the W - 1 positions before it.
 int kv_pages_per_sequence(const model::LlamaConfig& c, const EngineOptions& o, int max_tokens_per_step);
+// Pages of the whole cache: every sequence's kv_pages_per_sequence, or the kv_positions pool when
+// that is smaller (Error if it cannot hold one sequence).
+int kv_pool_pages(const model::LlamaConfig& c, const EngineOptions& o, int max_tokens_per_step);
 
 // What a configuration costs in memory, printed before loading (mx8 run prints it up front).
 struct MemoryPlan {
@@ -100,6 +121,11 @@ struct MemoryPlan {
 // `available_bytes`: what the device can hold (Backend::available_memory()); 0 = unknown (no verdict).
 MemoryPlan plan_memory(const model::LlamaConfig& c, size_t weight_bytes, const EngineOptions& o,
                        int max_tokens_per_step, size_t available_bytes = host_available_memory());
+// A shared pool for a plan that does not fit (EngineOptions::kv_positions): the positions that fit in
+// what the weights and activations leave of `plan.available_bytes`, less a margin for what the
+// estimates omit; 0 when the plan fits, or when not even one sequence's context would.
+int64_t kv_positions_that_fit(const MemoryPlan& plan, const model::LlamaConfig& c, const EngineOptions& o,
+                              int max_tokens_per_step);
 size_t estimate_weight_bytes(const model::LlamaConfig& c, model::WeightMode mode,
                              int source_bytes_per_weight);
 
@@ -135,6 +161,15 @@ class Engine {
     std::vector<int32_t> pages;
   };
   int alloc_page();
+  size_t obtainable_pages() const;  // free, or held by retained prefixes
+  // Pages `s` lacks for positions [0, end).
+  size_t pages_missing(const Seq& s, size_t end) const;
+  // How many of `want` positions sequence `i` can have this step, preempting newer sequences as the
+  // rules above allow (Preemption); 0 when it waits. `state` marks the step's sequences.
+  enum class InStep : char { no, yes, preempted };
+  size_t fit_chunk(size_t i, size_t want, bool decoding, size_t decoders, std::vector<InStep>& state);
+  void preempt(Seq& s);
+  void release_window_pages(Seq& s);
   void release(Seq& s);
   void evict_oldest_prefix();
   void take_prefix(Seq& s);
@@ -153,6 +188,7 @@ class Engine {
   std::vector<int> free_pages_;
   std::vector<std::unique_ptr<Seq>> seqs_;  // active, in arrival order
   std::deque<Retained> retained_;           // oldest first
+  size_t retained_pages_ = 0;               // their pages, all together
   int next_id_ = 0;
   int max_pages_per_seq_ = 0;  // block table width: pages of max_context
   int window_ = 0;             // the model's sliding window when it is shorter than max_context, else 0

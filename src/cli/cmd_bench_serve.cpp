@@ -76,18 +76,20 @@ struct Target {
 struct Row {
   int clients = 0;
   int64_t tokens = 0, engine_tokens = 0;
+  int64_t preemptions = 0, recomputed = 0;  // the engine run's, with --kv-positions
   double engine_tok_s = 0, server_tok_s = 0;
   double ttft_median_ms = 0, ttft_max_ms = 0, stream_tok_s_median = 0;
 };
 
 // The peer: the same requests through an Engine of C sequences, stepped until idle.
 double engine_rate(const Target& t, const mx8::runtime::Tokenizer& tok, const std::vector<Request>& reqs,
-                   const Options& o, int64_t* tokens) {
+                   const Options& o, Row* row) {
   using namespace mx8;
   runtime::EngineOptions eo;
   eo.kv_format = t.kv;
   eo.max_context = t.context;
   eo.max_sequences = int(reqs.size());
+  eo.kv_positions = o.gen.kv_positions;
   eo.prefix_reuse = false;
   runtime::Engine eng(*t.model, *t.be, eo);
   const auto t0 = Clock::now();
@@ -101,10 +103,12 @@ double engine_rate(const Target& t, const mx8::runtime::Tokenizer& tok, const st
     if (tok.bos_id() != runtime::kNoToken) gp.stop_tokens.push_back(tok.bos_id());
     eng.add(tok.encode(r.prompt), gp);
   }
-  *tokens = 0;
+  row->engine_tokens = 0;
   while (!eng.idle())
-    for (const runtime::TokenEvent& e : eng.step()) *tokens += e.token >= 0;
-  return double(*tokens) / seconds(t0, Clock::now());
+    for (const runtime::TokenEvent& e : eng.step()) row->engine_tokens += e.token >= 0;
+  row->preemptions = eng.stats().preemptions;
+  row->recomputed = eng.stats().recomputed_tokens;
+  return double(row->engine_tokens) / seconds(t0, Clock::now());
 }
 
 Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& o, int c) {
@@ -113,13 +117,14 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
   const std::vector<Request> reqs = requests(c);
   Row row;
   row.clients = c;
-  engine_rate(t, tok, reqs, o, &row.engine_tokens);  // untimed: first-use costs (graph capture, caches)
-  row.engine_tok_s = engine_rate(t, tok, reqs, o, &row.engine_tokens);
+  engine_rate(t, tok, reqs, o, &row);  // untimed: first-use costs (graph capture, caches)
+  row.engine_tok_s = engine_rate(t, tok, reqs, o, &row);
 
   server::ServiceOptions so;
   so.engine.kv_format = t.kv;
   so.engine.max_context = t.context;
   so.engine.max_sequences = c;
+  so.engine.kv_positions = o.gen.kv_positions;
   so.engine.prefix_reuse = false;  // as the peer: every prompt is prefilled
   server::GenerationService service(*t.model, *t.be, tok, so);
   server::ServerOptions ho;
@@ -247,9 +252,9 @@ void run(Options& o) {
     const Row& r = rows.back();
     std::printf(
         "%4d clients: engine %9.0f tok/s, server %9.0f tok/s (%.2fx), first text %.1f ms median / %.1f "
-        "max, %.0f tok/s per stream\n",
+        "max, %.0f tok/s per stream, %lld preemptions\n",
         r.clients, r.engine_tok_s, r.server_tok_s, r.server_tok_s / r.engine_tok_s, r.ttft_median_ms,
-        r.ttft_max_ms, r.stream_tok_s_median);
+        r.ttft_max_ms, r.stream_tok_s_median, (long long)r.preemptions);
   }
 
   std::string clients;
@@ -261,15 +266,21 @@ void run(Options& o) {
                " --kv " + o.gen.kv + " -m " + o.gen.model.substr(o.gen.model.rfind('/') + 1);
   const bool greedy = o.gen.sampling.temperature <= 0.0f;
   if (greedy) command += " --temperature 0";
-  const std::string section =
-      "serve-" + o.gen.device + (o.random_layers > 0 ? "-llama3-8b" : "") + (greedy ? "-greedy" : "");
+  const bool pool = o.gen.kv_positions > 0;
+  if (pool) command += " --kv-positions " + std::to_string(o.gen.kv_positions);
+  const std::string section = "serve-" + o.gen.device + (o.random_layers > 0 ? "-llama3-8b" : "") +
+                              (greedy ? "-greedy" : "") + (pool ? "-pool" : "");
 
   std::ostringstream md;
   md << "## Server (`mx8 bench serve`), " << (o.random_layers > 0 ? "Llama-3-8B shape" : "stories260K")
      << ", " << o.gen.device << "\n\nCommand: `" << command << "`. Machine: " << cli::machine_description()
      << "; backend " << t.be->info().description << " (load average " << cli::load_average()
      << "). Date: " << cli::today_utc() << ". Model: " << t.what << ", device " << o.gen.device << ", KV "
-     << backend::kv_format_name(t.kv) << ", " << o.tokens << " tokens per request, ";
+     << backend::kv_format_name(t.kv) << ", " << o.tokens << " tokens per request, " << t.context
+     << " positions per request, ";
+  if (pool)
+    md << "one KV pool of " << o.gen.kv_positions << " positions for all (the newest requests are preempted "
+       << "and prefill again when it is full; docs/RUNTIME.md), ";
   if (greedy)
     md << "greedy (the arg max taken on the backend, only the token's index downloaded)";
   else
@@ -282,13 +293,17 @@ void run(Options& o) {
         "engine's rate the server delivers; `first text` is the time from sending a request to its first "
         "text; `per stream` is one request's rate after its first text.\n\n"
      << "| clients | tokens | engine tok/s | server tok/s | server / engine | first text, median ms | first "
-        "text, max ms | per stream tok/s |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        "text, max ms | per stream tok/s |"
+     << (pool ? " engine preemptions | positions prefilled again |" : "")
+     << "\n|---:|---:|---:|---:|---:|---:|---:|---:|" << (pool ? "---:|---:|" : "") << "\n";
   char buf[256];
   for (const Row& r : rows) {
-    std::snprintf(buf, sizeof buf, "| %d | %lld | %.0f | %.0f | %.2f | %.1f | %.1f | %.0f |\n", r.clients,
+    std::snprintf(buf, sizeof buf, "| %d | %lld | %.0f | %.0f | %.2f | %.1f | %.1f | %.0f |", r.clients,
                   (long long)r.tokens, r.engine_tok_s, r.server_tok_s, r.server_tok_s / r.engine_tok_s,
                   r.ttft_median_ms, r.ttft_max_ms, r.stream_tok_s_median);
     md << buf;
+    if (pool) md << " " << r.preemptions << " | " << r.recomputed << " |";
+    md << "\n";
   }
   if (o.write_perf) {
     const std::string path = o.perf_md.empty() ? cli::default_perf_md_path() : o.perf_md;
@@ -307,6 +322,8 @@ mx8::cli::CommandRegistration reg{
           "--random-layers", o->random_layers,
           "CUDA: a Llama-3-8B-shaped model of this many layers with random weights (--weights fp8, "
           "mxfp8 or bf16); -m then only gives the tokenizer");
+      app.add_option("--kv-positions", o->gen.kv_positions,
+                     "one KV pool of this many positions for all requests (0: each its whole context)");
       app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
       app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
       return [o] { run(*o); };

@@ -2,6 +2,7 @@
 #include "mx8/runtime/engine.h"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -257,7 +258,7 @@ std::vector<TokenEvent> Engine::step() {
   const auto t0 = std::chrono::steady_clock::now();
   int budget = model_.max_tokens_per_step();
   model::StepBatch b;
-  b.max_pages_per_seq = max_pages_per_seq_;
+  std::vector<const Seq*> rows;  // the block tables' rows, filled once the step's width is known
   // Sequences whose next token is drawn this step, with their rows: sampled on the host from their
   // logits (`sampled`, b.logit_rows), from the k candidates the backend selected (`top_k_seqs`), or the
   // backend's arg max (greedy). The forward pass gets the rows in that order.
@@ -286,11 +287,10 @@ std::vector<TokenEvent> Engine::step() {
       if (chunk == 0) continue;  // waits for pages
       state[i] = InStep::yes;
       decoders += decoding;
-      const int row = int(b.block_tables.size()) / max_pages_per_seq_;
+      const int row = int(rows.size());
+      rows.push_back(&s);
       const size_t last_pos = s.cached + size_t(chunk) - 1;
       while (s.pages.size() <= last_pos / size_t(opts_.page_size)) s.pages.push_back(alloc_page());
-      for (int p = 0; p < max_pages_per_seq_; ++p)
-        b.block_tables.push_back(p < int(s.pages.size()) ? s.pages[size_t(p)] : 0);
       for (int t = 0; t < chunk; ++t) {
         const int32_t pos = int32_t(s.cached) + t;
         b.tokens.push_back(s.tokens[size_t(pos)]);
@@ -324,6 +324,20 @@ std::vector<TokenEvent> Engine::step() {
   }
   // The oldest sequence can always take the pages it needs (fit_chunk), so a step without work is a bug.
   if (b.tokens.empty()) throw Error("engine: no sequence could get KV cache pages this step");
+  // The block tables are as wide as the step's longest sequence needs, rounded up to a power of two,
+  // not max_context: the backend chooses attention's layout by that capacity (the lengths are on the
+  // device), and at a long max_context short sequences would pay for splits over positions they do not
+  // have (H200, Llama-3-8B shape, 128 positions, max_context 131072: 346 against 374 tok/s), and each
+  // step would upload 32 KB of table per row. Powers of two keep the CUDA graphs of decode steps, one
+  // per width, to a few.
+  size_t width = 1;
+  for (const Seq* s : rows) width = std::max(width, s->pages.size());
+  width = std::min(std::bit_ceil(width), size_t(max_pages_per_seq_));
+  b.max_pages_per_seq = int(width);
+  b.block_tables.assign(rows.size() * width, 0);
+  for (size_t r = 0; r < rows.size(); ++r)
+    std::copy(rows[r]->pages.begin(), rows[r]->pages.end(),
+              b.block_tables.begin() + std::ptrdiff_t(r * width));
   // One row's selection costs the GPU about what downloading the row and sampling it on the host does
   // (H200, 128k vocabulary: bench serve at 1 client 378 -> 370 tok/s, at 4 1156 -> 1172), so the
   // backend selects only for several rows; argmax, one cheap pass, always.

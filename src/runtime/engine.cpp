@@ -44,9 +44,29 @@ struct Engine::Seq {
   FinishReason finish = FinishReason::none;
   std::vector<float> last_logits;
   Seq(const GenerationParams& p) : params(p), sampler(p.sampling) {}
+  std::vector<uint64_t> hashes;   // of pages [0, hashes.size()): each full page's prefix hash
+  bool prefix_looked_up = false;  // take_prefix ran since the sequence (re)started
   // One token to feed after the prompt. A preempted sequence prefills its generated tokens too first.
   bool decoding() const { return tokens.size() == cached + 1 && cached >= prompt_len; }
 };
+
+namespace {
+
+// The prefix hash of a page: of the hash of the pages before it (kNoPages for the first) and its tokens.
+constexpr uint64_t kNoPages = 0x6d78382070616765ull;
+uint64_t mix(uint64_t h, uint64_t v) {  // splitmix64's finalizer over h and v
+  h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+  return h ^ (h >> 31);
+}
+uint64_t page_hash(uint64_t before, const int32_t* tokens, size_t n) {
+  uint64_t h = mix(before, n);
+  for (size_t i = 0; i < n; ++i) h = mix(h, uint32_t(tokens[i]));
+  return h;
+}
+
+}  // namespace
 
 Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const EngineOptions& opts)
     : model_(model), backend_(backend), opts_(opts), logits_(backend) {
@@ -67,6 +87,7 @@ Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const Engine
   d.n_pages = kv_pool_pages(c, opts, model.max_tokens_per_step());
   kv_ = backend.create_kv_cache(d);
   free_pages_.resize(size_t(d.n_pages));
+  pages_.resize(size_t(d.n_pages));
   // Hand out low page numbers first (pop_back takes the end).
   for (int i = 0; i < d.n_pages; ++i) free_pages_[size_t(i)] = d.n_pages - 1 - i;
 }
@@ -105,7 +126,6 @@ int Engine::add(std::vector<int32_t> prompt, const GenerationParams& params) {
   s->id = next_id_++;
   s->prompt_len = prompt.size();
   s->tokens = std::move(prompt);
-  if (opts_.prefix_reuse && !window_) take_prefix(*s);
   seqs_.push_back(std::move(s));
   return seqs_.back()->id;
 }
@@ -126,17 +146,82 @@ const std::vector<float>* Engine::last_logits(int request) const {
 }
 
 int Engine::alloc_page() {
-  // Retained prefixes give way first. fit_chunk has counted what this step takes, so the throw is a
-  // defensive check.
-  while (free_pages_.empty() && !retained_.empty()) evict_oldest_prefix();
+  // Cached pages give way once the free list is empty. fit_chunk has counted what this step takes, so
+  // the throw is a defensive check.
+  if (free_pages_.empty() && !cached_.empty()) evict_cached_page();
   if (free_pages_.empty()) throw Error("engine: KV cache out of pages");
-  int p = free_pages_.back();
+  const int p = free_pages_.back();
   free_pages_.pop_back();
+  pages_[size_t(p)].holders = 1;
   return p;
 }
 
 size_t Engine::obtainable_pages() const {
-  return free_pages_.size() + retained_pages_;
+  return free_pages_.size() + cached_.size();
+}
+
+void Engine::hold(int32_t p) {
+  Page& pg = pages_[size_t(p)];
+  if (pg.holders++ == 0) cached_.erase(pg.lru);  // only kept pages are taken while nobody holds them
+}
+
+void Engine::drop(int32_t p) {
+  Page& pg = pages_[size_t(p)];
+  if (--pg.holders > 0) return;
+  if (pg.kept)
+    pg.lru = cached_.insert(cached_.end(), p);
+  else
+    free_pages_.push_back(p);
+}
+
+void Engine::keep(int32_t p, uint64_t before, int32_t parent, const int32_t* tokens, size_t n) {
+  Page& pg = pages_[size_t(p)];
+  pg.kept = true;
+  pg.before = before;
+  pg.parent = parent;
+  pg.tokens.assign(tokens, tokens + n);
+  children_.emplace(before, p);
+}
+
+void Engine::unkeep(int32_t p) {
+  Page& pg = pages_[size_t(p)];
+  if (pg.indexed) prefix_index_.erase(pg.hash);
+  for (auto [it, end] = children_.equal_range(pg.before); it != end; ++it)
+    if (it->second == p) {
+      children_.erase(it);
+      break;
+    }
+  const int holders = pg.holders;
+  pg = Page();
+  pg.holders = holders;
+}
+
+void Engine::evict_cached_page() {
+  const int32_t p = cached_.front();
+  cached_.pop_front();
+  unkeep(p);
+  free_pages_.push_back(p);
+  stats_.evicted_pages++;
+}
+
+void Engine::index_full_pages(Seq& s) {
+  if (!opts_.prefix_reuse || window_) return;
+  const size_t ps = size_t(opts_.page_size);
+  while (s.hashes.size() < s.cached / ps) {
+    const size_t i = s.hashes.size();
+    const int32_t* t = s.tokens.data() + i * ps;
+    const uint64_t before = i ? s.hashes.back() : kNoPages, h = page_hash(before, t, ps);
+    s.hashes.push_back(h);
+    const int32_t p = s.pages[i], parent = i ? s.pages[i - 1] : -1;
+    Page& pg = pages_[size_t(p)];
+    // Chains of indexed pages only (take_prefix follows `parent`), one page per hash: a page another
+    // sequence also wrote (both prefilled the same tokens at once) stays out, and the pages after it.
+    if (pg.indexed || (parent >= 0 && !pages_[size_t(parent)].indexed) || prefix_index_.count(h)) continue;
+    pg.indexed = true;
+    pg.hash = h;
+    keep(p, before, parent, t, ps);
+    prefix_index_.emplace(h, p);
+  }
 }
 
 size_t Engine::pages_missing(const Seq& s, size_t end) const {
@@ -145,34 +230,44 @@ size_t Engine::pages_missing(const Seq& s, size_t end) const {
 }
 
 void Engine::preempt(Seq& s) {
-  for (int32_t p : s.pages)
-    if (p >= 0) free_pages_.push_back(p);
-  s.pages.clear();
-  s.released = 0;
   stats_.preemptions++;
   stats_.recomputed_tokens += int64_t(s.cached);
+  release(s);
   s.cached = 0;
+  s.prefix_looked_up = false;
 }
 
-size_t Engine::fit_chunk(size_t i, size_t want, bool decoding, size_t decoders, std::vector<InStep>& state) {
+size_t Engine::fit_chunk(size_t i, size_t want, bool decoding, size_t reserve, std::vector<InStep>& state) {
   Seq& s = *seqs_[i];
   const size_t ps = size_t(opts_.page_size);
   // Positions [cached, cached + n) fit in the pages s holds plus `extra` new ones.
   auto fits = [&](size_t extra) { return std::min(want, (s.pages.size() + extra) * ps - s.cached); };
-  // A prefill chunk leaves one page per decoding sequence of this step, which may need it next step.
+  // A prefill chunk leaves the pages that the step's decoding sequences need next step.
   auto spare = [&] {
-    const size_t n = obtainable_pages(), keep = decoding ? 0 : decoders;
+    const size_t n = obtainable_pages(), keep = decoding ? 0 : reserve;
     return n > keep ? n - keep : 0;
   };
   const size_t need = pages_missing(s, s.cached + (decoding ? want : 1));
-  // The newest sequences first, never one already in the step or older than s.
-  for (size_t v = seqs_.size(); v-- > i + 1 && spare() < need;) {
+  // Victims: the newest sequences first, not in the step, newer than s; as few as free what is
+  // missing between them (a shared page is freed when all its holders go), and none if all of them
+  // together could not.
+  std::vector<size_t> victims;
+  std::unordered_map<int32_t, int> leaving;  // page -> its holders among the victims
+  size_t freed = 0;
+  for (size_t v = seqs_.size(); v-- > i + 1 && spare() + freed < need;) {
     if (state[v] != InStep::no || seqs_[v]->pages.empty()) continue;
-    preempt(*seqs_[v]);
-    state[v] = InStep::preempted;
+    victims.push_back(v);
+    for (int32_t p : seqs_[v]->pages)
+      if (p >= 0 && ++leaving[p] == pages_[size_t(p)].holders) ++freed;
   }
-  if (spare() >= need) return fits(spare());
-  // Nothing newer to take: a decoding sequence gives its own pages to the older ones and waits.
+  if (spare() + freed >= need) {
+    for (size_t v : victims) {
+      preempt(*seqs_[v]);
+      state[v] = InStep::preempted;
+    }
+    return fits(spare());
+  }
+  // Not enough newer pages: a decoding sequence gives its own to the older ones and waits.
   if (decoding) {
     preempt(s);
     state[i] = InStep::preempted;
@@ -186,62 +281,71 @@ void Engine::release_window_pages(Seq& s) {
   for (; window_ && s.released < s.pages.size() &&
          int64_t((s.released + 1) * ps) <= int64_t(s.cached) + 1 - window_;
        ++s.released) {
-    free_pages_.push_back(s.pages[s.released]);
+    drop(s.pages[s.released]);
     s.pages[s.released] = -1;
   }
 }
 
-void Engine::evict_oldest_prefix() {
-  for (int32_t p : retained_.front().pages) free_pages_.push_back(p);
-  retained_pages_ -= retained_.front().pages.size();
-  retained_.pop_front();
-  stats_.evicted_prefixes++;
-}
-
 void Engine::release(Seq& s) {
-  // Positions < cached have their K/V in the cache; the last sampled token was never fed back. Pages
-  // are allocated as positions are fed, so they are exactly the ones covering [0, cached).
-  if (opts_.prefix_reuse && !window_ && s.cached > 0) {
-    const size_t n_pages = (s.cached + size_t(opts_.page_size) - 1) / size_t(opts_.page_size);
-    for (size_t i = n_pages; i < s.pages.size(); ++i) free_pages_.push_back(s.pages[i]);
-    s.pages.resize(std::min(n_pages, s.pages.size()));
-    Retained r;
-    r.tokens.assign(s.tokens.begin(), s.tokens.begin() + std::ptrdiff_t(s.cached));
-    r.pages = std::move(s.pages);
-    retained_pages_ += r.pages.size();
-    retained_.push_back(std::move(r));
-    while (retained_.size() > size_t(opts_.max_sequences)) evict_oldest_prefix();
-  } else {
-    for (int32_t p : s.pages)
-      if (p >= 0) free_pages_.push_back(p);
-  }
+  // A finished sequence's last, partly filled page is kept when it alone holds it and the pages before
+  // it are indexed (take_prefix finds it through them). Pages cover exactly [0, cached).
+  const size_t ps = size_t(opts_.page_size), full = s.cached / ps, part = s.cached % ps;
+  if (opts_.prefix_reuse && !window_ && part > 0 && s.pages.size() == full + 1 && s.hashes.size() == full &&
+      pages_[size_t(s.pages[full])].holders == 1 && (full == 0 || pages_[size_t(s.pages[full - 1])].indexed))
+    keep(s.pages[full], full ? s.hashes.back() : kNoPages, full ? s.pages[full - 1] : -1,
+         s.tokens.data() + full * ps, part);
+  for (int32_t p : s.pages)
+    if (p >= 0) drop(p);
   s.pages.clear();
+  s.hashes.clear();
+  s.released = 0;
 }
 
 void Engine::take_prefix(Seq& s) {
-  // The retained prefix with the longest common token prefix (the newest one on ties).
-  size_t best = retained_.size(), best_common = 0;
-  for (size_t i = 0; i < retained_.size(); ++i) {
-    const std::vector<int32_t>& t = retained_[i].tokens;
-    size_t n = 0;
-    while (n < t.size() && n < s.tokens.size() && t[n] == s.tokens[n]) ++n;
-    if (n > 0 && n >= best_common) best = i, best_common = n;
+  s.prefix_looked_up = true;
+  if (!opts_.prefix_reuse || window_ || !s.pages.empty()) return;
+  const size_t ps = size_t(opts_.page_size);
+  // At least the last token is fed: its logits are the next token's.
+  const size_t limit = s.tokens.size() - 1;
+  uint64_t before = kNoPages;
+  int32_t parent = -1;
+  while ((s.pages.size() + 1) * ps <= limit) {
+    const int32_t* t = s.tokens.data() + s.pages.size() * ps;
+    const uint64_t h = page_hash(before, t, ps);
+    const auto it = prefix_index_.find(h);
+    if (it == prefix_index_.end()) break;
+    const Page& pg = pages_[size_t(it->second)];
+    if (pg.parent != parent || !std::equal(pg.tokens.begin(), pg.tokens.end(), t)) break;  // a collision
+    hold(it->second);
+    s.pages.push_back(it->second);
+    s.hashes.push_back(h);
+    before = h;
+    parent = it->second;
   }
-  // At least the last prompt token is fed, so the step that does it returns the first logits.
-  const size_t reuse = std::min(best_common, s.prompt_len - 1);
-  if (best == retained_.size() || reuse == 0) return;
-  // The pages covering [0, reuse) move whole to the new sequence (one owner per page, nothing is
-  // copied). Positions >= reuse in its last page hold the old sequence's K/V until the new sequence
-  // writes them, which happens before any attention reads them (kv_len = pos + 1), just as a page
-  // from the free list holds whatever its last owner left.
-  Retained& r = retained_[best];
-  const size_t n_pages = (reuse + size_t(opts_.page_size) - 1) / size_t(opts_.page_size);
-  s.pages.assign(r.pages.begin(), r.pages.begin() + std::ptrdiff_t(n_pages));
-  for (size_t i = n_pages; i < r.pages.size(); ++i) free_pages_.push_back(r.pages[i]);
-  retained_pages_ -= r.pages.size();
-  retained_.erase(retained_.begin() + std::ptrdiff_t(best));
-  s.cached = reuse;
-  stats_.reused_tokens += int64_t(reuse);
+  s.cached = s.pages.size() * ps;
+  // Then the kept page after those that shares the most tokens with what follows and that no sequence
+  // holds (a finished sequence's last page, or a full page whose later tokens differ or lie past the
+  // limit). It becomes this sequence's own page: its positions from the first difference on are
+  // overwritten before attention reads them (kv_len = pos + 1), as a page from the free list holds
+  // what its last owner left.
+  const int32_t* next = s.tokens.data() + s.cached;
+  const size_t room = std::min(limit - s.cached, ps);
+  int32_t best = -1;
+  size_t best_n = 0;
+  for (auto [it, end] = children_.equal_range(before); it != end; ++it) {
+    const Page& pg = pages_[size_t(it->second)];
+    if (pg.holders > 0 || pg.parent != parent) continue;
+    size_t n = 0;
+    while (n < std::min(room, pg.tokens.size()) && pg.tokens[n] == next[n]) ++n;
+    if (n > best_n) best = it->second, best_n = n;
+  }
+  if (best >= 0) {
+    hold(best);
+    unkeep(best);
+    s.pages.push_back(best);
+    s.cached += best_n;
+  }
+  stats_.reused_tokens += int64_t(s.cached);
 }
 
 std::vector<TokenEvent> Engine::step() {
@@ -258,7 +362,7 @@ std::vector<TokenEvent> Engine::step() {
   const auto t0 = std::chrono::steady_clock::now();
   int budget = model_.max_tokens_per_step();
   model::StepBatch b;
-  std::vector<const Seq*> rows;  // the block tables' rows, filled once the step's width is known
+  std::vector<Seq*> rows;  // the block tables' rows, filled once the step's width is known
   // Sequences whose next token is drawn this step, with their rows: sampled on the host from their
   // logits (`sampled`, b.logit_rows), from the k candidates the backend selected (`top_k_seqs`), or the
   // backend's arg max (greedy). The forward pass gets the rows in that order.
@@ -274,19 +378,22 @@ std::vector<TokenEvent> Engine::step() {
   // Decode tokens first (one per running sequence), then prefill chunks with what budget is left, each
   // within the pages it can get (fit_chunk).
   std::vector<InStep> state(seqs_.size(), InStep::no);
-  size_t decoders = 0;
+  size_t reserve = 0;  // pages the step's decoding sequences need for their next token
   for (int pass = 0; pass < 2 && budget > 0; ++pass) {
     for (size_t i = 0; i < seqs_.size() && budget > 0; ++i) {
       Seq& s = *seqs_[i];
-      const size_t pending = s.tokens.size() - s.cached;
       const bool decoding = s.decoding();
-      if (pending == 0 || decoding != (pass == 0) || state[i] != InStep::no) continue;
+      if (s.tokens.size() == s.cached || decoding != (pass == 0) || state[i] != InStep::no) continue;
+      // A sequence looks for cached pages when it first gets budget: the pages of prompts ahead of it,
+      // prefilled meanwhile, are indexed by then.
+      if (!s.prefix_looked_up) take_prefix(s);
+      const size_t pending = s.tokens.size() - s.cached;
       release_window_pages(s);
       const int chunk =
-          int(fit_chunk(i, std::min<size_t>(pending, size_t(budget)), decoding, decoders, state));
+          int(fit_chunk(i, std::min<size_t>(pending, size_t(budget)), decoding, reserve, state));
       if (chunk == 0) continue;  // waits for pages
       state[i] = InStep::yes;
-      decoders += decoding;
+
       const int row = int(rows.size());
       rows.push_back(&s);
       const size_t last_pos = s.cached + size_t(chunk) - 1;
@@ -300,6 +407,7 @@ std::vector<TokenEvent> Engine::step() {
         b.kv_len.push_back(pos + 1);
       }
       s.cached += size_t(chunk);
+      reserve += decoding && s.cached % size_t(opts_.page_size) == 0;
       budget -= chunk;
       (decoding ? n_decode : n_prefill) += chunk;
       if (s.cached == s.tokens.size()) {
@@ -361,6 +469,7 @@ std::vector<TokenEvent> Engine::step() {
   std::vector<float> top_values(top_k_rows.size() * K);
   std::vector<int32_t> top_ids(top_k_rows.size() * K), greedy_picked(greedy_rows.size());
   model_.forward(b, *kv_, {logits, top_values.data(), top_ids.data(), greedy_picked.data()});
+  for (Seq* s : rows) index_full_pages(*s);
   std::vector<int32_t> picked(sampled.size());
 
   // Sampling: each sequence has its own sampler and logits row, so rows are independent and the result

@@ -51,7 +51,7 @@ class EnginePreemption : public ::testing::TestWithParam<cpu::Isa> {
 
 // Four requests that grow to 110-128 positions each (28-32 pages in all) in a pool of 10 pages: the
 // decoding sequences keep preempting the newest. Run twice in one engine, so that the second round
-// also meets the first round's retained prefixes in the pool.
+// also meets the first round's cached pages in the pool.
 TEST_P(EnginePreemption, DecodingSequencesPreemptTheNewest) {
   std::mt19937 g(3);
   std::vector<std::vector<int32_t>> prompts;
@@ -156,7 +156,8 @@ TEST(EnginePool, PlanAndFit) {
 }
 
 // Random workloads: 10 requests of 1-70 prompt tokens and 1-90 new ones (some reach the context) in
-// pools of one to three contexts. Every request generates what it does alone.
+// pools of one to three contexts; half of the prompts start with one of two common 35-token prefixes,
+// so preemption meets shared and cached pages. Every request generates what it does alone.
 TEST(EnginePool, RandomWorkloads) {
   cpu::ScopedIsa isa(cpu::Isa::scalar);  // exact: a wrong K/V shows in the logits, not only the tokens
   int64_t preemptions = 0;
@@ -165,8 +166,10 @@ TEST(EnginePool, RandomWorkloads) {
     std::mt19937 g(seed);
     std::vector<std::vector<int32_t>> prompts;
     std::vector<runtime::GenerationParams> params;
+    const std::vector<int32_t> common[2] = {random_tokens(g, 35, kBos), random_tokens(g, 35, kBos)};
     for (int i = 0; i < 10; ++i) {
-      prompts.push_back(random_tokens(g, 1 + g() % 70, 3 + int32_t(g() % 500)));
+      std::vector<int32_t> own = random_tokens(g, 1 + g() % 70, 3 + int32_t(g() % 500));
+      prompts.push_back(i % 2 ? concat(common[(i / 2) % 2], own) : own);
       params.push_back(greedy(1 + int(g() % 90)));
     }
     const int64_t pool = kContext * (1 + int64_t(seed % 3));

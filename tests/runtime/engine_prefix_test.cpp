@@ -49,7 +49,7 @@ TwoTurns two_turns(const std::vector<int32_t>& p1, int n1, Second second, int n2
   out.prefilled = on.stats().prefill_tokens - pre_on;
   out.prefilled_without = off.stats().prefill_tokens - pre_off;
   EXPECT_EQ(off.stats().reused_tokens, 0);
-  EXPECT_EQ(off.retained_prefixes(), 0u);
+  EXPECT_EQ(off.cached_pages(), 0u);
   EXPECT_EQ(out.prefilled_without, int64_t(p2.size()));
   EXPECT_EQ(out.reused + out.prefilled, int64_t(p2.size()));
   return out;
@@ -115,8 +115,8 @@ TEST_P(EnginePrefix, NoOverlapPrefillsEverything) {
 
 // Prompts shorter than a page: a 5-token prompt + 4 generated tokens leaves 8 positions in one page;
 // a continuation reuses all 8 from that partly filled page. A 1-token prompt cannot reuse anything
-// (its only token must be fed) and leaves the retained prefix in place: with max_sequences 1 it is
-// the bound on retained prefixes, not the BOS request, that drops it afterwards.
+// (its only token must be fed); its own last page is kept beside the first one, and a 2-token prompt
+// takes one of them for its first token.
 TEST_P(EnginePrefix, PromptsShorterThanAPage) {
   const std::vector<int32_t> p1(kPrompt.begin(), kPrompt.begin() + 5);
   auto t = two_turns(
@@ -130,12 +130,12 @@ TEST_P(EnginePrefix, PromptsShorterThanAPage) {
 
   runtime::Engine on(*fx().m, *fx().be, options(true)), off(*fx().m, *fx().be, options(false));
   expect_same(run_one(on, p1, 4), run_one(off, p1, 4), "5-token prompt");
-  EXPECT_EQ(on.retained_prefixes(), 1u);
+  EXPECT_EQ(on.cached_pages(), 1u);
   expect_same(run_one(on, {kBos}, 6), run_one(off, {kBos}, 6), "BOS only");
   EXPECT_EQ(on.stats().reused_tokens, 0);
   EXPECT_EQ(on.stats().prefill_tokens, 6);  // 5 + 1
-  EXPECT_EQ(on.stats().evicted_prefixes, 1);
-  EXPECT_EQ(on.retained_prefixes(), 1u);  // BOS + 5 fed tokens
+  EXPECT_EQ(on.stats().evicted_pages, 0);
+  EXPECT_EQ(on.cached_pages(), 2u);  // 5 + 3 fed tokens, and BOS + 5
   const std::vector<int32_t> p3 = {kBos, 200};
   expect_same(run_one(on, p3, 3), run_one(off, p3, 3), "BOS + 1");
   EXPECT_EQ(on.stats().reused_tokens, 1);
@@ -166,11 +166,11 @@ TEST_P(EnginePrefix, CancelledSequenceIsReusable) {
 }
 
 // Page pressure: max_sequences 2 and a 64-position context give 8 pages in all. Pairs of requests
-// that each nearly fill a sequence's 4 pages run side by side; the retained prefixes of one round
+// that each nearly fill a sequence's 4 pages run side by side; the cached pages of one round
 // hold every page when the next round starts, so page allocation must evict them (it never throws).
 // Some requests continue an earlier one, so reuse happens under pressure too; every request matches
 // the engine without reuse.
-TEST_P(EnginePrefix, PagePressureEvictsRetainedPrefixes) {
+TEST_P(EnginePrefix, PagePressureEvictsCachedPages) {
   runtime::Engine on(*fx().m, *fx().be, options(true, 64, 2)), off(*fx().m, *fx().be, options(false, 64, 2));
   std::mt19937 g(10);
   std::vector<std::vector<int32_t>> previous;
@@ -190,11 +190,47 @@ TEST_P(EnginePrefix, PagePressureEvictsRetainedPrefixes) {
       previous.resize(2);
       previous[i] = prompts[i];
     }
-    EXPECT_EQ(on.retained_prefixes(), 2u);  // 4 pages each after context_full: all 8 pages
+    EXPECT_EQ(on.cached_pages(), 8u);  // 4 full pages each after context_full, all indexed
   }
-  EXPECT_GT(on.stats().evicted_prefixes, 0);
+  EXPECT_GT(on.stats().evicted_pages, 0);
   EXPECT_GT(on.stats().reused_tokens, 0);
   EXPECT_LT(on.stats().prefill_tokens, off.stats().prefill_tokens);
+}
+
+// Requests that run at once share the pages of a common prompt: four prompts of a common 40 tokens and
+// 5 of their own, added together. The first prefills everything (8 tokens per step); the others get
+// budget once its prompt is nearly done and take its two full pages (32 positions), which then have
+// four holders; the third page, still being written, is not shared.
+TEST_P(EnginePrefix, RunningRequestsShareACommonPrompt) {
+  std::mt19937 g(11);
+  const std::vector<int32_t> common = random_tokens(g, 40, kBos);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 4; ++i) prompts.push_back(concat(common, random_tokens(g, 5, 300 + i)));
+  runtime::Engine on(*fx().m, *fx().be, options(true, 128, 4)), off(*fx().m, *fx().be, options(false, 128, 4));
+  const std::vector<Gen> a = run_all(on, prompts, 20), b = run_all(off, prompts, 20);
+  for (size_t i = 0; i < a.size(); ++i) expect_same(a[i], b[i], "request " + std::to_string(i));
+  EXPECT_EQ(on.stats().reused_tokens, 3 * 32);
+  EXPECT_EQ(on.stats().prefill_tokens, 4 * 45 - 3 * 32);
+  EXPECT_EQ(off.stats().prefill_tokens, 4 * 45);
+}
+
+// Pages held by running requests are counted once: with the common prompt shared, eight requests fit
+// in a pool where their own copies would not, and none is preempted.
+TEST_P(EnginePrefix, SharedPagesLeaveRoomInAPool) {
+  std::mt19937 g(12);
+  const std::vector<int32_t> common = random_tokens(g, 64, kBos);
+  std::vector<std::vector<int32_t>> prompts{common};  // the first request makes the pages
+  for (int i = 0; i < 8; ++i) prompts.push_back(concat(common, random_tokens(g, 3, 300 + i)));
+  runtime::EngineOptions o = options(true, 128, 8);
+  o.kv_positions = 256;  // 16 pages: 4 shared + 8 x 1 of each request's own; copies would need 40
+  runtime::Engine on(*fx().m, *fx().be, o), off(*fx().m, *fx().be, options(false, 128, 8));
+  const Gen first_on = run_one(on, prompts[0], 2);
+  expect_same(first_on, run_one(off, prompts[0], 2), "the first request");
+  const std::vector<std::vector<int32_t>> rest(prompts.begin() + 1, prompts.end());
+  const std::vector<Gen> a = run_all(on, rest, 10), b = run_all(off, rest, 10);
+  for (size_t i = 0; i < a.size(); ++i) expect_same(a[i], b[i], "request " + std::to_string(i + 1));
+  EXPECT_EQ(on.stats().preemptions, 0);
+  EXPECT_EQ(on.stats().reused_tokens, 8 * 64);
 }
 
 // prefix_reuse off keeps nothing: the same prompt twice prefills twice.
@@ -202,7 +238,7 @@ TEST_P(EnginePrefix, OffKeepsNothing) {
   runtime::Engine off(*fx().m, *fx().be, options(false));
   run_one(off, kPrompt, 3);
   run_one(off, kPrompt, 3);
-  EXPECT_EQ(off.retained_prefixes(), 0u);
+  EXPECT_EQ(off.cached_pages(), 0u);
   EXPECT_EQ(off.stats().reused_tokens, 0);
   EXPECT_EQ(off.stats().prefill_tokens, 2 * int64_t(kPrompt.size()));
 }

@@ -3,31 +3,36 @@
 // sequences still reading their prompt (chunked prefill), up to the model's tokens-per-step budget.
 // The server batches users through it; `mx8 run` is the one-sequence case.
 //
-// Prefix reuse: a finished sequence (any reason, cancel included) keeps its tokens and KV pages as a
-// retained prefix (at most max_sequences of them, oldest evicted first; page allocation evicts them,
-// oldest first, before it would run out, so resident sequences never starve). add() takes the retained
-// prefix sharing the longest token prefix with the new prompt and starts the new sequence with those
-// positions already cached (all but at least the last prompt token, whose logits are needed); the
-// pages move whole to the new owner, the rest of that entry's pages go back to the free list. K/V of
-// position p depends only on tokens 0..p (causal attention), so with row-independent kernels (the
-// CPU's scalar ones) the result is bit for bit that of prefilling everything; the AVX2 f32 GEMV sums
-// one row (decode) in another order than several (prefill), so there a reused position that was
-// decoded differs by ulps, as it does when a prefill chunk has one token. A multi-turn chat thus
-// prefills only what is new each turn.
+// Prefix caching: each full page of K/V a sequence has written is indexed by a hash of every token
+// from position 0 to the page's end, and when a sequence starts (or starts over after a preemption) it
+// takes the indexed pages that match its tokens, page by page, up to all but its last token (whose
+// logits are needed), and starts with those positions cached. Pages are shared: every sequence whose
+// block table holds a page counts as one holder, and a page no sequence holds stays indexed on a list
+// that allocation takes from, least recently released first, once the free list is empty. A shared
+// page is full and lies before every holder's next position, so no holder writes into it. So requests
+// with a common system prompt share its pages while they run, and a multi-turn chat prefills only what
+// is new: a finished sequence's last, partly filled page is kept too, and a sequence whose tokens
+// continue the same full pages but end inside that page, or differ in it, takes over the kept page
+// (one no sequence holds) that matches the most of them, and writes the rest. K/V of position p depends only
+// on tokens 0..p (causal attention), so with row-independent kernels (the CPU's scalar ones) the result is
+// bit for bit that of prefilling everything; the AVX2 f32 GEMV sums one row (decode) in another order than
+// several (prefill), so there a reused position that was decoded differs by ulps, as it does when a prefill
+// chunk has one token.
 //
 // Sliding window (a model's `sliding_window` shorter than max_context): a sequence's pages that fall
 // wholly before the first position its next chunk attends to go back to the free list, so the
-// cache holds kv_pages_per_sequence() pages per sequence, not max_context's; prefix reuse is off
-// (a retained prefix would have lost the pages a shorter shared prefix needs).
+// cache holds kv_pages_per_sequence() pages per sequence, not max_context's; prefix caching is off
+// (a sequence gives up the pages a shorter shared prefix needs).
 //
 // Preemption (EngineOptions::kv_positions below max_sequences x max_context): sequences take pages as
-// they grow, from one pool. When a sequence finds none free (retained prefixes go first), it takes
+// they grow, from one pool. When a sequence finds none free (cached pages go first), it takes
 // the pages of the newest sequences that are not in the step yet: they drop their K/V (their tokens,
 // sampler and count stay) and prefill them again once pages are free, as vLLM's recompute preemption
 // does. Older sequences come first: a sequence may preempt any newer one that is not in the step yet
 // (decode tokens are placed before prefill chunks), and a decoding sequence with nothing newer left to
-// take waits itself. A prefill chunk leaves one free page per decoding sequence of the step, which may
-// need it next step. The pool holds one whole context, so the oldest sequence always progresses
+// take waits itself; a sequence preempts only as many as free what it misses (pages shared with others
+// are freed when all their holders go). A prefill chunk leaves the pages the step's decoding sequences
+// need next step. The pool holds one whole context, so the oldest sequence always progresses
 // (fit_chunk). A recomputed position gets the K/V it had
 // (row-independent kernels: bit for bit; the SIMD GEMV sums one row and several in different orders,
 // a few ulps, as with prefix reuse).
@@ -38,9 +43,10 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
+#include <list>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "mx8/backend/backend.h"
@@ -59,7 +65,7 @@ struct EngineOptions {
   int max_context = 4096;    // positions per sequence (prompt + generated)
   int max_sequences = 1;     // sequences resident at once
   int page_size = 16;        // positions per KV page
-  bool prefix_reuse = true;  // keep finished sequences' KV and reuse their common prefix (see above)
+  bool prefix_reuse = true;  // prefix caching (see above)
   // Positions the KV cache holds for all sequences together (rounded up to whole pages). 0: each of
   // max_sequences sequences its whole context (kv_pages_per_sequence), so none is ever preempted.
   // Fewer: a shared pool (see "Preemption" above); it must hold one sequence's context.
@@ -91,8 +97,8 @@ struct EngineStats {
   double prefill_seconds = 0;  // time of steps that carried only prefill work
   double decode_seconds = 0;   // time of steps that carried decode work
   int64_t steps = 0;
-  int64_t reused_tokens = 0;      // prompt positions taken from retained prefixes instead of prefilled
-  int64_t evicted_prefixes = 0;   // retained prefixes dropped (count bound or page pressure)
+  int64_t reused_tokens = 0;      // positions taken from cached pages instead of prefilled
+  int64_t evicted_pages = 0;      // cached pages given to new positions
   int64_t preemptions = 0;        // sequences that gave their pages back to older ones (see Preemption)
   int64_t recomputed_tokens = 0;  // positions whose K/V were dropped by preemption (prefilled again)
 };
@@ -150,28 +156,40 @@ class Engine {
   const std::vector<float>* last_logits(int request) const;
   // When set, every step keeps the logits it sampled from (tests compare them to references).
   void keep_logits(bool on) { keep_logits_ = on; }
-  // Retained prefixes held now (at most max_sequences; for tests and diagnostics).
-  size_t retained_prefixes() const { return retained_.size(); }
+  // Pages kept for prefix caching that no sequence holds (for tests and diagnostics).
+  size_t cached_pages() const { return cached_.size(); }
 
  private:
   struct Seq;
-  // A finished sequence's positions whose K/V are in the cache, and the pages holding them.
-  struct Retained {
-    std::vector<int32_t> tokens;
-    std::vector<int32_t> pages;
+  // A page of the cache, for prefix caching.
+  struct Page {
+    int holders = 0;                   // sequences whose block table has it
+    bool indexed = false;              // full, and in prefix_index_ under `hash`
+    bool kept = false;                 // in children_ under `before`: indexed, or a finished sequence's last
+    uint64_t hash = 0;                 // indexed: the prefix hash of positions [0, page end)
+    uint64_t before = 0;               // kept: the prefix hash of the pages before it
+    int32_t parent = -1;               // kept: the page before it in the sequence that wrote it (-1: none)
+    std::vector<int32_t> tokens;       // kept: the tokens of its positions that hold K/V
+    std::list<int32_t>::iterator lru;  // in cached_ while kept and held by no sequence
   };
+
   int alloc_page();
-  size_t obtainable_pages() const;  // free, or held by retained prefixes
+  size_t obtainable_pages() const;  // free, or cached and held by no sequence
+  void hold(int32_t page);
+  void drop(int32_t page);
+  void keep(int32_t page, uint64_t before, int32_t parent, const int32_t* tokens, size_t n);
+  void unkeep(int32_t page);
+  void evict_cached_page();
+  void index_full_pages(Seq& s);
   // Pages `s` lacks for positions [0, end).
   size_t pages_missing(const Seq& s, size_t end) const;
   // How many of `want` positions sequence `i` can have this step, preempting newer sequences as the
   // rules above allow (Preemption); 0 when it waits. `state` marks the step's sequences.
   enum class InStep : char { no, yes, preempted };
-  size_t fit_chunk(size_t i, size_t want, bool decoding, size_t decoders, std::vector<InStep>& state);
+  size_t fit_chunk(size_t i, size_t want, bool decoding, size_t reserve, std::vector<InStep>& state);
   void preempt(Seq& s);
   void release_window_pages(Seq& s);
   void release(Seq& s);
-  void evict_oldest_prefix();
   void take_prefix(Seq& s);
   // Where a sequence's next token is chosen. Without penalties (and with no logits kept), on a backend
   // that draws (EngineOptions::backend_draw), the backend does what needs the whole row: greedy takes
@@ -185,10 +203,12 @@ class Engine {
   backend::Backend& backend_;
   EngineOptions opts_;
   std::unique_ptr<backend::KvCache> kv_;
-  std::vector<int> free_pages_;
+  std::vector<int> free_pages_;                          // held by no sequence, not cached
+  std::vector<Page> pages_;                              // by page number
+  std::unordered_map<uint64_t, int32_t> prefix_index_;   // full pages by hash (one page per hash)
+  std::unordered_multimap<uint64_t, int32_t> children_;  // kept pages by the hash of the pages before them
+  std::list<int32_t> cached_;               // cached pages no sequence holds, least recently used first
   std::vector<std::unique_ptr<Seq>> seqs_;  // active, in arrival order
-  std::deque<Retained> retained_;           // oldest first
-  size_t retained_pages_ = 0;               // their pages, all together
   int next_id_ = 0;
   int max_pages_per_seq_ = 0;  // block table width: pages of max_context
   int window_ = 0;             // the model's sliding window when it is shorter than max_context, else 0

@@ -36,6 +36,8 @@ struct Options {
   std::vector<int> clients = {1, 4, 16, 64};
   int tokens = 128;
   int random_layers = 0;  // > 0: a Llama-3-8B-shaped model with random weights on the GPU
+  int shared_prefix = 0;  // tokens of text every prompt starts with (a system prompt)
+  bool prefix_cache = false;
   bool write_perf = true;
   std::string perf_md;
 };
@@ -48,10 +50,19 @@ struct Request {
   uint64_t seed;
 };
 
-std::vector<Request> requests(int n) {
+std::vector<Request> requests(int n, const std::string& prefix) {
   std::vector<Request> r;
-  for (int i = 0; i < n; ++i) r.push_back({kOpenings[i % 8], uint64_t(1000 + i)});
+  for (int i = 0; i < n; ++i) r.push_back({prefix + kOpenings[i % 8], uint64_t(1000 + i)});
   return r;
+}
+
+// Text of at least `tokens` tokens, the same for every request.
+std::string shared_text(const mx8::runtime::Tokenizer& tok, int tokens) {
+  std::string text;
+  for (int i = 0; tokens > 0 && tok.encode(text).size() < size_t(tokens); ++i)
+    text += "Once upon a time, in a small house by the sea, there lived a girl named Lily (" +
+            std::to_string(i) + "). ";
+  return text;
 }
 
 double seconds(Clock::time_point a, Clock::time_point b) {
@@ -90,7 +101,7 @@ double engine_rate(const Target& t, const mx8::runtime::Tokenizer& tok, const st
   eo.max_context = t.context;
   eo.max_sequences = int(reqs.size());
   eo.kv_positions = o.gen.kv_positions;
-  eo.prefix_reuse = false;
+  eo.prefix_reuse = o.prefix_cache;
   runtime::Engine eng(*t.model, *t.be, eo);
   const auto t0 = Clock::now();
   for (const Request& r : reqs) {
@@ -111,10 +122,11 @@ double engine_rate(const Target& t, const mx8::runtime::Tokenizer& tok, const st
   return double(row->engine_tokens) / seconds(t0, Clock::now());
 }
 
-Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& o, int c) {
+Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& o, int c,
+            const std::string& prefix) {
   using namespace mx8;
   using json = nlohmann::json;
-  const std::vector<Request> reqs = requests(c);
+  const std::vector<Request> reqs = requests(c, prefix);
   Row row;
   row.clients = c;
   engine_rate(t, tok, reqs, o, &row);  // untimed: first-use costs (graph capture, caches)
@@ -125,7 +137,7 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
   so.engine.max_context = t.context;
   so.engine.max_sequences = c;
   so.engine.kv_positions = o.gen.kv_positions;
-  so.engine.prefix_reuse = false;  // as the peer: every prompt is prefilled
+  so.engine.prefix_reuse = o.prefix_cache;  // as the peer
   server::GenerationService service(*t.model, *t.be, tok, so);
   server::ServerOptions ho;
   ho.port = 0;
@@ -201,7 +213,9 @@ void run(Options& o) {
   }
   if (o.gen.model.empty()) o.gen.model = cli::default_model_path();
   auto tok = runtime::load_tokenizer(o.gen.model);
-  const int context = o.gen.ctx > 0 ? o.gen.ctx : o.tokens + 32;
+  const std::string prefix = shared_text(*tok, o.shared_prefix);
+  const int prefix_tokens = int(tok->encode(prefix).size());
+  const int context = o.gen.ctx > 0 ? o.gen.ctx : o.tokens + 32 + prefix_tokens;
   Target t;
   cli::Loaded l;
 #if defined(MX8_HAVE_CUDA)
@@ -248,7 +262,7 @@ void run(Options& o) {
 
   std::vector<Row> rows;
   for (int c : o.clients) {
-    rows.push_back(measure(t, *tok, o, c));
+    rows.push_back(measure(t, *tok, o, c, prefix));
     const Row& r = rows.back();
     std::printf(
         "%4d clients: engine %9.0f tok/s, server %9.0f tok/s (%.2fx), first text %.1f ms median / %.1f "
@@ -268,8 +282,11 @@ void run(Options& o) {
   if (greedy) command += " --temperature 0";
   const bool pool = o.gen.kv_positions > 0;
   if (pool) command += " --kv-positions " + std::to_string(o.gen.kv_positions);
+  if (o.shared_prefix > 0) command += " --shared-prefix " + std::to_string(o.shared_prefix);
+  if (o.prefix_cache) command += " --prefix-cache";
   const std::string section = "serve-" + o.gen.device + (o.random_layers > 0 ? "-llama3-8b" : "") +
-                              (greedy ? "-greedy" : "") + (pool ? "-pool" : "");
+                              (greedy ? "-greedy" : "") + (pool ? "-pool" : "") +
+                              (o.shared_prefix > 0 ? "-prefix" : "") + (o.prefix_cache ? "-cached" : "");
 
   std::ostringstream md;
   md << "## Server (`mx8 bench serve`), " << (o.random_layers > 0 ? "Llama-3-8B shape" : "stories260K")
@@ -278,6 +295,8 @@ void run(Options& o) {
      << "). Date: " << cli::today_utc() << ". Model: " << t.what << ", device " << o.gen.device << ", KV "
      << backend::kv_format_name(t.kv) << ", " << o.tokens << " tokens per request, " << t.context
      << " positions per request, ";
+  if (o.shared_prefix > 0) md << "every prompt starting with the same " << prefix_tokens << " tokens, ";
+  md << "prefix caching " << (o.prefix_cache ? "on" : "off (every prompt prefilled)") << ", ";
   if (pool)
     md << "one KV pool of " << o.gen.kv_positions << " positions for all (the newest requests are preempted "
        << "and prefill again when it is full; docs/RUNTIME.md), ";
@@ -324,6 +343,10 @@ mx8::cli::CommandRegistration reg{
           "mxfp8 or bf16); -m then only gives the tokenizer");
       app.add_option("--kv-positions", o->gen.kv_positions,
                      "one KV pool of this many positions for all requests (0: each its whole context)");
+      app.add_option("--shared-prefix", o->shared_prefix,
+                     "every prompt starts with the same text of about this many tokens (a system prompt)");
+      app.add_flag("--prefix-cache", o->prefix_cache,
+                   "prefix caching on, as in mx8 serve (off by default: every prompt is prefilled)");
       app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
       app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
       return [o] { run(*o); };

@@ -294,8 +294,10 @@ void Engine::release(Seq& s) {
       pages_[size_t(s.pages[full])].holders == 1 && (full == 0 || pages_[size_t(s.pages[full - 1])].indexed))
     keep(s.pages[full], full ? s.hashes.back() : kNoPages, full ? s.pages[full - 1] : -1,
          s.tokens.data() + full * ps, part);
-  for (int32_t p : s.pages)
-    if (p >= 0) drop(p);
+  // Last page first: the cache then gives up a sequence's later pages before the earlier ones that
+  // lead to them (a page is found only through the pages before it).
+  for (auto p = s.pages.rbegin(); p != s.pages.rend(); ++p)
+    if (*p >= 0) drop(*p);
   s.pages.clear();
   s.hashes.clear();
   s.released = 0;

@@ -99,8 +99,8 @@ Engine::Where Engine::where_drawn(const Seq& s) const {
   const bool backend_draws =
       opts_.backend_draw == EngineOptions::BackendDraw::always ||
       (opts_.backend_draw == EngineOptions::BackendDraw::auto_ && !backend_.info().host_memory);
-  if (!backend_draws || keep_logits_ || p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
-      p.presence_penalty != 0.0f)
+  if (!backend_draws || keep_logits_ || s.params.logprobs >= 0 || p.repetition_penalty != 1.0f ||
+      p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f)
     return Where::host;
   if (p.temperature <= 0.0f) return Where::argmax;
   if (p.top_k > 0 && p.top_k <= backend::Backend::kMaxTopK && p.top_k < model_.config().vocab)
@@ -355,7 +355,7 @@ std::vector<TokenEvent> Engine::step() {
   // Drop cancelled sequences first.
   for (auto& s : seqs_)
     if (s->finish == FinishReason::cancelled) {
-      events.push_back({s->id, -1, FinishReason::cancelled});
+      events.push_back({s->id, -1, FinishReason::cancelled, std::nullopt});
       release(*s);
     }
   std::erase_if(seqs_, [](auto& s) { return s->finish == FinishReason::cancelled; });
@@ -473,6 +473,7 @@ std::vector<TokenEvent> Engine::step() {
   model_.forward(b, *kv_, {logits, top_values.data(), top_ids.data(), greedy_picked.data()});
   for (Seq* s : rows) index_full_pages(*s);
   std::vector<int32_t> picked(sampled.size());
+  std::vector<std::optional<TokenLogprobs>> logprobs(sampled.size());
 
   // Sampling: each sequence has its own sampler and logits row, so rows are independent and the result
   // does not depend on how they are spread over threads. With a large vocabulary and several
@@ -482,7 +483,13 @@ std::vector<TokenEvent> Engine::step() {
       Seq& s = *sampled[r];
       std::span<float> lg(logits + r * vocab, vocab);
       if (keep_logits_) s.last_logits.assign(lg.begin(), lg.end());
+      if (s.params.logprobs < 0) {
+        picked[r] = s.sampler.sample(lg, s.tokens);
+        continue;
+      }
+      const std::vector<float> raw(lg.begin(), lg.end());  // the penalties change lg in place
       picked[r] = s.sampler.sample(lg, s.tokens);
+      logprobs[r] = token_logprobs(raw, picked[r], std::min(s.params.logprobs, 20));
     }
   };
   if (sampled.size() >= 2 && vocab >= 32768) {
@@ -502,7 +509,8 @@ std::vector<TokenEvent> Engine::step() {
             : s.sampler.sample_top_k({top_values.data() + d.index * K, K}, {top_ids.data() + d.index * K, K});
     s.tokens.push_back(tok);
     s.generated++;
-    TokenEvent e{s.id, tok, FinishReason::none};
+    TokenEvent e{s.id, tok, FinishReason::none, std::nullopt};
+    if (d.where == Where::host) e.logprobs = std::move(logprobs[d.index]);
     const auto& st = s.params.stop_tokens;
     if (std::find(st.begin(), st.end(), tok) != st.end())
       e.finish = FinishReason::stop_token;

@@ -171,4 +171,28 @@ int32_t Sampler::draw() {
   return cand_.back().second;
 }
 
+TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int top_n) {
+  // log softmax = x - (max + log sum exp(x - max)), the sum in double.
+  float mx = -INFINITY;
+  for (float v : logits)
+    if (v > mx) mx = v;
+  double sum = 0;
+  for (float v : logits)
+    if (!std::isnan(v)) sum += std::exp(double(v) - double(mx));
+  const double lse = double(mx) + std::log(sum);
+  auto lp = [&](float v) { return float(double(v) - lse); };
+  TokenLogprobs r;
+  r.token = token;
+  r.logprob = token >= 0 && size_t(token) < logits.size() ? lp(logits[size_t(token)]) : NAN;
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (!std::isnan(logits[i])) ids.push_back(int32_t(i));
+  const size_t n = std::min(ids.size(), size_t(std::max(0, top_n)));
+  std::partial_sort(ids.begin(), ids.begin() + std::ptrdiff_t(n), ids.end(), [&](int32_t a, int32_t b) {
+    return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
+  });
+  for (size_t i = 0; i < n; ++i) r.top.emplace_back(ids[i], lp(logits[size_t(ids[i])]));
+  return r;
+}
+
 }  // namespace mx8::runtime

@@ -108,7 +108,8 @@ class Anthropic : public Dialect {
                                              {"content_block", {{"type", "text"}, {"text", ""}}}}) +
            sse_event("ping", {{"type", "ping"}});
   }
-  std::string stream_text(const ResponseMeta&, const std::string& text) const override {
+  std::string stream_text(const ResponseMeta&, const std::string& text,
+                          const std::vector<TokenLogprob>*) const override {
     return sse_event(
         "content_block_delta",
         {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", text}}}});

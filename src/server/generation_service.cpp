@@ -47,6 +47,8 @@ bool Generation::next(Update& out, std::chrono::milliseconds timeout) {
   out = state_;
   out.text.swap(pending_);
   pending_.clear();
+  out.logprobs.swap(pending_logprobs_);
+  pending_logprobs_.clear();
   return true;
 }
 
@@ -64,10 +66,12 @@ bool Generation::cancel_requested() {
   return cancel_requested_;
 }
 
-void Generation::deliver(const std::string& text, bool count_token) {
+void Generation::deliver(const std::string& text, bool count_token,
+                         std::optional<runtime::TokenLogprobs> logprobs) {
   std::lock_guard lk(mu_);
   pending_ += text;
   if (count_token) state_.completion_tokens++;
+  if (logprobs) pending_logprobs_.push_back(std::move(*logprobs));
   if (!text.empty()) cv_.notify_all();
 }
 
@@ -110,6 +114,7 @@ std::shared_ptr<Generation> GenerationService::submit(GenerationJob job) {
     if (t < 0 || t >= model_.config().vocab)
       throw Error("prompt token " + std::to_string(t) + " outside the vocabulary");
   if (job.max_new_tokens < 1) throw Error("the token limit must be at least 1");
+  if (job.logprobs < -1 || job.logprobs > 20) throw Error("log-probabilities: at most 20 alternatives");
   std::shared_ptr<Generation> g(new Generation(*this, std::move(job), tok_));
   {
     std::lock_guard lk(mu_);
@@ -179,6 +184,7 @@ void GenerationService::run() {
       p.sampling = g->job_.sampling;
       p.max_new_tokens = g->job_.max_new_tokens;
       p.stop_tokens = stop_tokens_;
+      p.logprobs = g->job_.logprobs;
       try {
         running_[engine_.add(g->job_.prompt, p)] = g;
       } catch (const std::exception& e) {
@@ -219,10 +225,13 @@ void GenerationService::run() {
       }
       if (g.cancel_sent_) continue;  // stopped on a stop sequence; its cancelled event follows
       std::string text;
-      if (e.token >= 0 && e.finish != runtime::FinishReason::stop_token)
+      std::optional<runtime::TokenLogprobs> lp;  // an end-of-turn token is no part of the text
+      if (e.token >= 0 && e.finish != runtime::FinishReason::stop_token) {
         text = g.stop_text_.push(g.decoder_.push(e.token));
+        lp = e.logprobs;
+      }
       if (g.stop_text_.stopped()) {
-        g.deliver(text, e.token >= 0);
+        g.deliver(text, e.token >= 0, std::move(lp));
         // The matched stop string: the earliest of the job's that the generated text contains.
         g.finish(StopReason::stop_sequence, g.stop_text_.matched());
         if (e.finish == runtime::FinishReason::none) {
@@ -234,14 +243,14 @@ void GenerationService::run() {
         continue;
       }
       if (e.finish == runtime::FinishReason::none) {
-        g.deliver(text, e.token >= 0);
+        g.deliver(text, e.token >= 0, std::move(lp));
         continue;
       }
       // The end: what the decoder and the stop-sequence filter still hold is text too (and may
       // complete a stop sequence).
       text += g.stop_text_.push(g.decoder_.flush());
       text += g.stop_text_.flush();
-      g.deliver(text, e.token >= 0);
+      g.deliver(text, e.token >= 0, std::move(lp));
       if (g.stop_text_.stopped())
         g.finish(StopReason::stop_sequence, g.stop_text_.matched());
       else

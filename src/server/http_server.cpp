@@ -92,6 +92,21 @@ struct HttpServer::Impl {
     return tok.encode(text, enc);
   }
 
+  // Log-probabilities as the APIs show them: token ids as the bytes they add to the reply (as the
+  // decoder writes them: SentencePiece drops a leading space at the start), each at `offset` in it
+  // (advanced past it).
+  std::vector<TokenLogprob> shown(const std::vector<runtime::TokenLogprobs>& lps, size_t& offset) const {
+    std::vector<TokenLogprob> out;
+    for (const runtime::TokenLogprobs& lp : lps) {
+      const bool at_start = offset == 0;
+      TokenLogprob t{tok.token_bytes(lp.token, at_start), offset, lp.logprob, {}};
+      offset += t.token.size();
+      for (const auto& [id, v] : lp.top) t.top.emplace_back(tok.token_bytes(id, at_start), v);
+      out.push_back(std::move(t));
+    }
+    return out;
+  }
+
   // Requests by endpoint and outcome (an HTTP status for refusals, a stop reason for the rest), for
   // /metrics; and one log line per request when the options ask for it.
   std::mutex counters_mu;
@@ -131,6 +146,7 @@ struct HttpServer::Impl {
       job.max_new_tokens = ar.max_tokens.value_or(service.max_context());
       job.stop = ar.stop;
       job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
+      job.logprobs = ar.logprobs;
       gen = service.submit(std::move(job));
     } catch (const ApiError& e) {
       return refuse(res, d, req.path, e.status(), e.what(), e.param());
@@ -140,16 +156,24 @@ struct HttpServer::Impl {
       return refuse(res, d, req.path, 400, e.what());
     }
 
+    const bool logprobs = ar.logprobs >= 0;
     if (!ar.stream) {
       std::string text;
+      std::vector<TokenLogprob> lps;
+      size_t offset = 0;
       Update u;
       while (!u.finished)
-        if (gen->next(u, std::chrono::seconds(1))) text += u.text;
+        if (gen->next(u, std::chrono::seconds(1))) {
+          text += u.text;
+          for (TokenLogprob& t : shown(u.logprobs, offset)) lps.push_back(std::move(t));
+        }
       record_end(req.path, meta, false, gen->prompt_tokens(), u, start);
       if (u.reason == StopReason::error) return send_json(res, 500, d.error_body(500, u.error, ""));
       if (u.reason == StopReason::cancelled)
         return send_json(res, 503, d.error_body(503, "the server is shutting down", ""));
-      return send_json(res, 200, d.response(meta, result_of(u, gen->prompt_tokens(), std::move(text))));
+      ApiResult r = result_of(u, gen->prompt_tokens(), std::move(text));
+      if (logprobs) r.logprobs = std::move(lps);
+      return send_json(res, 200, d.response(meta, r));
     }
 
     res.set_header("Cache-Control", "no-cache");
@@ -157,7 +181,8 @@ struct HttpServer::Impl {
     const bool include_usage = ar.include_usage;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, gen, meta, dp, include_usage, start, endpoint = req.path](size_t, httplib::DataSink& sink) {
+        [this, gen, meta, dp, include_usage, logprobs, start, endpoint = req.path](size_t,
+                                                                                   httplib::DataSink& sink) {
           auto gone = [&] {  // the client went away
             gen->cancel();
             record(endpoint, "disconnected", meta.id);
@@ -168,12 +193,16 @@ struct HttpServer::Impl {
           };
           if (!send(dp->stream_start(meta, gen->prompt_tokens()))) return false;
           Update u;
+          size_t offset = 0;
           while (!u.finished) {
             if (!gen->next(u, std::chrono::milliseconds(200))) {
               if (!sink.is_writable()) return gone();
               continue;
             }
-            if (!u.text.empty() && !send(dp->stream_text(meta, u.text))) return false;
+            const std::vector<TokenLogprob> lps = shown(u.logprobs, offset);
+            if ((!u.text.empty() || !lps.empty()) &&
+                !send(dp->stream_text(meta, u.text, logprobs ? &lps : nullptr)))
+              return false;
           }
           record_end(endpoint, meta, true, gen->prompt_tokens(), u, start);
           std::string tail;

@@ -3,7 +3,10 @@
 // Chat: messages (system, developer = system, user, assistant; text content), max_completion_tokens or
 // max_tokens, temperature (0..2), top_p, frequency_penalty and presence_penalty (-2..2), seed, stop
 // (up to 4 strings), stream and stream_options.include_usage; mx8 adds top_k, min_p and
-// repetition_penalty. n must be 1; logprobs, tools and non-text response formats are refused.
+// repetition_penalty; logprobs and top_logprobs (0..20). n must be 1; tools and non-text response
+// formats are refused. Completions: prompt (a string), the same sampling fields, logprobs (0..5).
+// Log-probabilities are of the model's distribution (before penalties and temperature), one entry per
+// generated token but an end-of-turn token.
 // finish_reason: "stop" (end of turn or a stop string), "length" (the token limit or the context).
 // Streams end with "data: [DONE]".
 #include <nlohmann/json.hpp>
@@ -70,8 +73,41 @@ ApiRequest read_common(const json& body, const runtime::SamplingParams& defaults
     r.include_usage = fields::boolean(so, "include_usage").value_or(false);
   }
   fields::unsupported_unless(body, "n", 1);
-  fields::unsupported_unless(body, "logprobs", false);
   return r;
+}
+
+std::vector<int> utf8_bytes(const std::string& s) {
+  return std::vector<int>(reinterpret_cast<const unsigned char*>(s.data()),
+                          reinterpret_cast<const unsigned char*>(s.data()) + s.size());
+}
+
+// Chat's shape: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.
+json chat_logprobs(const std::vector<TokenLogprob>* lp) {
+  if (!lp) return nullptr;
+  json content = json::array();
+  for (const TokenLogprob& t : *lp) {
+    json top = json::array();
+    for (const auto& [text, v] : t.top)
+      top.push_back({{"token", text}, {"logprob", v}, {"bytes", utf8_bytes(text)}});
+    content.push_back(
+        {{"token", t.token}, {"logprob", t.logprob}, {"bytes", utf8_bytes(t.token)}, {"top_logprobs", top}});
+  }
+  return {{"content", content}, {"refusal", nullptr}};
+}
+
+// The legacy completions' shape: parallel lists, the alternatives as {token: logprob}.
+json completion_logprobs(const std::vector<TokenLogprob>* lp) {
+  if (!lp) return nullptr;
+  json tokens = json::array(), values = json::array(), top = json::array(), offsets = json::array();
+  for (const TokenLogprob& t : *lp) {
+    tokens.push_back(t.token);
+    values.push_back(t.logprob);
+    json alt = json::object();
+    for (const auto& [text, v] : t.top) alt[text] = v;
+    top.push_back(alt);
+    offsets.push_back(t.offset);
+  }
+  return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", top}, {"text_offset", offsets}};
 }
 
 class OpenAiBase : public Dialect {
@@ -92,6 +128,11 @@ class OpenAiChat : public OpenAiBase {
  public:
   ApiRequest parse(const json& body, const runtime::SamplingParams& defaults) const override {
     ApiRequest r = read_common(body, defaults);
+    const auto top = fields::integer(body, "top_logprobs", 0, 20);
+    if (fields::boolean(body, "logprobs").value_or(false))
+      r.logprobs = int(top.value_or(0));
+    else if (top)
+      throw ApiError(400, "'top_logprobs' needs 'logprobs' to be true", "top_logprobs");
     fields::refuse_nonempty(body, "tools");
     if (body.contains("response_format") && body["response_format"].is_object() &&
         body["response_format"].value("type", "text") != "text")
@@ -129,15 +170,16 @@ class OpenAiChat : public OpenAiBase {
             {"model", m.model},
             {"choices", json::array({{{"index", 0},
                                       {"message", {{"role", "assistant"}, {"content", r.text}}},
-                                      {"logprobs", nullptr},
+                                      {"logprobs", chat_logprobs(r.logprobs ? &*r.logprobs : nullptr)},
                                       {"finish_reason", finish_reason(r.reason)}}})},
             {"usage", usage(r)}};
   }
   std::string stream_start(const ResponseMeta& m, int) const override {
     return sse_event("", chunk(m, {{"role", "assistant"}, {"content", ""}}, nullptr));
   }
-  std::string stream_text(const ResponseMeta& m, const std::string& text) const override {
-    return sse_event("", chunk(m, {{"content", text}}, nullptr));
+  std::string stream_text(const ResponseMeta& m, const std::string& text,
+                          const std::vector<TokenLogprob>* logprobs) const override {
+    return sse_event("", chunk(m, {{"content", text}}, nullptr, chat_logprobs(logprobs)));
   }
   std::string stream_end(const ResponseMeta& m, const ApiResult& r, bool include_usage) const override {
     std::string s = sse_event("", chunk(m, json::object(), finish_reason(r.reason)));
@@ -151,14 +193,14 @@ class OpenAiChat : public OpenAiBase {
   }
 
  private:
-  static json chunk(const ResponseMeta& m, json delta, json finish) {
+  static json chunk(const ResponseMeta& m, json delta, json finish, json logprobs = nullptr) {
     return {{"id", m.id},
             {"object", "chat.completion.chunk"},
             {"created", m.created},
             {"model", m.model},
             {"choices", json::array({{{"index", 0},
                                       {"delta", std::move(delta)},
-                                      {"logprobs", nullptr},
+                                      {"logprobs", std::move(logprobs)},
                                       {"finish_reason", finish}}})}};
   }
 };
@@ -167,6 +209,7 @@ class OpenAiCompletion : public OpenAiBase {
  public:
   ApiRequest parse(const json& body, const runtime::SamplingParams& defaults) const override {
     ApiRequest r = read_common(body, defaults);
+    if (auto n = fields::integer(body, "logprobs", 0, 5)) r.logprobs = int(*n);
     fields::unsupported_unless(body, "echo", false);
     fields::unsupported_unless(body, "best_of", 1);
     fields::unsupported_unless(body, "suffix", "");
@@ -182,14 +225,16 @@ class OpenAiCompletion : public OpenAiBase {
   }
   std::string id_prefix() const override { return "cmpl-"; }
   json response(const ResponseMeta& m, const ApiResult& r) const override {
-    json c = choice(r.text, finish_reason(r.reason));
+    json c =
+        choice(r.text, finish_reason(r.reason), completion_logprobs(r.logprobs ? &*r.logprobs : nullptr));
     json out = base(m, std::move(c));
     out["usage"] = usage(r);
     return out;
   }
   std::string stream_start(const ResponseMeta&, int) const override { return ""; }
-  std::string stream_text(const ResponseMeta& m, const std::string& text) const override {
-    return sse_event("", base(m, choice(text, nullptr)));
+  std::string stream_text(const ResponseMeta& m, const std::string& text,
+                          const std::vector<TokenLogprob>* logprobs) const override {
+    return sse_event("", base(m, choice(text, nullptr, completion_logprobs(logprobs))));
   }
   std::string stream_end(const ResponseMeta& m, const ApiResult& r, bool include_usage) const override {
     std::string s = sse_event("", base(m, choice("", finish_reason(r.reason))));
@@ -203,8 +248,11 @@ class OpenAiCompletion : public OpenAiBase {
   }
 
  private:
-  static json choice(const std::string& text, json finish) {
-    return {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", std::move(finish)}};
+  static json choice(const std::string& text, json finish, json logprobs = nullptr) {
+    return {{"text", text},
+            {"index", 0},
+            {"logprobs", std::move(logprobs)},
+            {"finish_reason", std::move(finish)}};
   }
   static json base(const ResponseMeta& m, json choice) {
     return {{"id", m.id},

@@ -62,3 +62,43 @@ TEST(EngineSampling, ParallelRowsDrawWhatEachSequenceDrawsAlone) {
 }
 
 }  // namespace
+
+// A request that asks for log-probabilities gets, with each token, those of the logits it was drawn
+// from before its penalties (the raw model distribution), and its alternatives; others get none.
+TEST(EngineSampling, LogprobsOfTheRowsTheTokensCameFrom) {
+  auto be = backend::make_cpu_backend(2);
+  model::LoadOptions lo;
+  lo.weights = model::WeightMode::f32;
+  auto m = model::load_llama(std::string(MX8_SOURCE_DIR) + "/models/stories260K.gguf", *be, lo);
+  runtime::EngineOptions eo;
+  eo.kv_format = backend::KvFormat::f32;
+  eo.max_context = 64;
+  eo.max_sequences = 2;
+  eo.backend_draw = runtime::EngineOptions::BackendDraw::always;  // logprobs must still be the host's
+  runtime::Engine eng(*m, *be, eo);
+  eng.keep_logits(true);
+  runtime::GenerationParams with, without;
+  with.max_new_tokens = without.max_new_tokens = 12;
+  with.sampling.repetition_penalty = 1.3f;  // changes the row in place: the logprobs must not see that
+  with.sampling.seed = 3;
+  with.logprobs = 4;
+  without.sampling.temperature = 0;
+  const int a = eng.add({1, 403, 407, 261}, with), b = eng.add({1, 300, 301}, without);
+  int seen = 0;
+  while (!eng.idle())
+    for (const runtime::TokenEvent& e : eng.step()) {
+      if (e.request == b) {
+        EXPECT_FALSE(e.logprobs.has_value());
+        continue;
+      }
+      ASSERT_EQ(e.request, a);
+      ASSERT_TRUE(e.logprobs.has_value());
+      ++seen;
+      if (e.finish != runtime::FinishReason::none) continue;  // the engine has let the sequence go
+      const runtime::TokenLogprobs want = runtime::token_logprobs(*eng.last_logits(a), e.token, 4);
+      EXPECT_EQ(e.logprobs->token, e.token);
+      EXPECT_EQ(e.logprobs->logprob, want.logprob);
+      EXPECT_EQ(e.logprobs->top, want.top);
+    }
+  EXPECT_EQ(seen, 12);
+}

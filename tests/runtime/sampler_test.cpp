@@ -266,3 +266,27 @@ TEST(Sampler, OnePassTopKEqualsSortingEveryCandidate) {
       }
   EXPECT_EQ(draws, 6 * 4 * 6 * 4);
 }
+
+// Log-probabilities: exp of them sums to 1 over the vocabulary (NaN entries absent), the top list is
+// the best first with the lower id on ties, and a token's value is its logit less log sum exp.
+TEST(Sampler, TokenLogprobsAreTheLogSoftmax) {
+  const std::vector<float> logits = {1.0f, 3.0f, NAN, 3.0f, -2.0f, 0.5f};
+  const TokenLogprobs lp = token_logprobs(logits, 5, 3);
+  double lse = 0;
+  for (float v : logits)
+    if (!std::isnan(v)) lse += std::exp(double(v));
+  lse = std::log(lse);
+  EXPECT_EQ(lp.token, 5);
+  // 1e-6: the float rounding of (x - lse) at |x - lse| < 4; a wrong normaliser is off by O(0.1).
+  EXPECT_NEAR(lp.logprob, 0.5 - lse, 1e-6);
+  ASSERT_EQ(lp.top.size(), 3u);
+  EXPECT_EQ(lp.top[0].first, 1);
+  EXPECT_EQ(lp.top[1].first, 3);  // the tie with 1, after it
+  EXPECT_EQ(lp.top[2].first, 0);
+  double total = 0;
+  for (int32_t t = 0; t < int32_t(logits.size()); ++t)
+    if (!std::isnan(logits[size_t(t)])) total += std::exp(double(token_logprobs(logits, t, 0).logprob));
+  EXPECT_NEAR(total, 1.0, 1e-6);  // six float exps
+  EXPECT_TRUE(token_logprobs(logits, 5, 0).top.empty());
+  EXPECT_EQ(token_logprobs(logits, 0, 100).top.size(), 5u);  // only the 5 that are numbers
+}

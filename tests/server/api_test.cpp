@@ -14,8 +14,11 @@ using mx8::server::ApiError;
 using mx8::server::ApiRequest;
 using mx8::server::ApiResult;
 using mx8::server::Dialect;
+using mx8::server::openai_chat_dialect;
+using mx8::server::openai_completion_dialect;
 using mx8::server::ResponseMeta;
 using mx8::server::StopReason;
+using mx8::server::TokenLogprob;
 
 mx8::runtime::SamplingParams defaults() {
   mx8::runtime::SamplingParams p;
@@ -133,7 +136,9 @@ TEST(OpenAiChat, RefusesWhatItCannotDoNamingTheField) {
   EXPECT_EQ(refused_field(*d, with(R"("stop": 3)")), "stop");
   EXPECT_EQ(refused_field(*d, with(R"("stream": "yes")")), "stream");
   EXPECT_EQ(refused_field(*d, with(R"("n": 2)")), "n");
-  EXPECT_EQ(refused_field(*d, with(R"("logprobs": true)")), "logprobs");
+  EXPECT_EQ(refused_field(*d, with(R"("logprobs": "yes")")), "logprobs");
+  EXPECT_EQ(refused_field(*d, with(R"("top_logprobs": 2)")), "top_logprobs");  // without logprobs: true
+  EXPECT_EQ(refused_field(*d, with(R"("logprobs": true, "top_logprobs": 21)")), "top_logprobs");
   EXPECT_EQ(refused_field(*d, with(R"("tools": [{"type": "function"}])")), "tools");
   EXPECT_EQ(refused_field(*d, with(R"("response_format": {"type": "json_object"})")), "response_format");
   // Accepted: empty tool lists, text response formats, nulls for optional fields.
@@ -143,7 +148,7 @@ TEST(OpenAiChat, RefusesWhatItCannotDoNamingTheField) {
 
 TEST(OpenAiChat, ResponseAndStreamShapes) {
   auto d = mx8::server::openai_chat_dialect();
-  ApiResult r{"Hello", StopReason::max_tokens, "", 5, 3};
+  ApiResult r{"Hello", StopReason::max_tokens, "", 5, 3, std::nullopt};
   const json full = d->response(kMeta, r);
   EXPECT_EQ(full["object"], "chat.completion");
   EXPECT_EQ(full["id"], "id-1");
@@ -156,8 +161,8 @@ TEST(OpenAiChat, ResponseAndStreamShapes) {
   r.reason = StopReason::end_of_turn;
   EXPECT_EQ(d->response(kMeta, r)["choices"][0]["finish_reason"], "stop");
 
-  const Events ev = parse_sse(d->stream_start(kMeta, 5) + d->stream_text(kMeta, "Hel") +
-                              d->stream_text(kMeta, "lo") + d->stream_end(kMeta, r, true));
+  const Events ev = parse_sse(d->stream_start(kMeta, 5) + d->stream_text(kMeta, "Hel", nullptr) +
+                              d->stream_text(kMeta, "lo", nullptr) + d->stream_end(kMeta, r, true));
   ASSERT_EQ(ev.data.size(), 6u);
   EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["delta"]["role"], "assistant");
   EXPECT_EQ(json::parse(ev.data[1])["choices"][0]["delta"]["content"], "Hel");
@@ -191,15 +196,16 @@ TEST(OpenAiCompletion, PromptAndRefusals) {
   EXPECT_EQ(refused_field(*d, json::parse("{}")), "prompt");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "echo": true})")), "echo");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "suffix": "z"})")), "suffix");
-  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "logprobs": 2})")), "logprobs");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "logprobs": 6})")), "logprobs");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "logprobs": true})")), "logprobs");
 
-  const ApiResult r{" upon", StopReason::end_of_turn, "", 2, 1};
+  const ApiResult r{" upon", StopReason::end_of_turn, "", 2, 1, std::nullopt};
   const json full = d->response(kMeta, r);
   EXPECT_EQ(full["object"], "text_completion");
   EXPECT_EQ(full["choices"][0]["text"], " upon");
   EXPECT_EQ(full["choices"][0]["finish_reason"], "stop");
-  const Events ev =
-      parse_sse(d->stream_start(kMeta, 2) + d->stream_text(kMeta, " upon") + d->stream_end(kMeta, r, false));
+  const Events ev = parse_sse(d->stream_start(kMeta, 2) + d->stream_text(kMeta, " upon", nullptr) +
+                              d->stream_end(kMeta, r, false));
   ASSERT_EQ(ev.data.size(), 3u);
   EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["text"], " upon");
   EXPECT_EQ(json::parse(ev.data[1])["choices"][0]["finish_reason"], "stop");
@@ -254,7 +260,7 @@ TEST(Anthropic, RefusesWhatItCannotDoNamingTheField) {
 
 TEST(Anthropic, ResponseStreamAndErrorShapes) {
   auto d = mx8::server::anthropic_dialect();
-  ApiResult r{"Hi", StopReason::stop_sequence, "END", 9, 4};
+  ApiResult r{"Hi", StopReason::stop_sequence, "END", 9, 4, std::nullopt};
   const json full = d->response(kMeta, r);
   EXPECT_EQ(full["type"], "message");
   EXPECT_EQ(full["role"], "assistant");
@@ -267,8 +273,8 @@ TEST(Anthropic, ResponseStreamAndErrorShapes) {
   EXPECT_TRUE(d->response(kMeta, r)["stop_sequence"].is_null());
   r.reason = StopReason::end_of_turn;
 
-  const Events ev =
-      parse_sse(d->stream_start(kMeta, 9) + d->stream_text(kMeta, "Hi") + d->stream_end(kMeta, r, false));
+  const Events ev = parse_sse(d->stream_start(kMeta, 9) + d->stream_text(kMeta, "Hi", nullptr) +
+                              d->stream_end(kMeta, r, false));
   EXPECT_EQ(ev.names,
             (std::vector<std::string>{"message_start", "content_block_start", "ping", "content_block_delta",
                                       "content_block_stop", "message_delta", "message_stop"}));
@@ -294,3 +300,43 @@ TEST(Sse, InvalidUtf8IsReplacedNotThrown) {
 }
 
 }  // namespace
+
+// Log-probabilities in each OpenAI shape: chat's list of {token, logprob, bytes, top_logprobs}, the
+// legacy completions' parallel lists with text offsets; null when not asked for.
+TEST(OpenAiApi, LogprobsInBothShapes) {
+  const std::vector<TokenLogprob> lp = {{"He", 0, -0.25f, {{"He", -0.25f}, {"Hi", -1.5f}}},
+                                        {"llo", 2, -0.5f, {{"llo", -0.5f}, {"y", -2.0f}}}};
+  auto chat = openai_chat_dialect();
+  EXPECT_EQ(chat->parse(json::parse(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true,
+                                       "top_logprobs": 2})"),
+                        defaults())
+                .logprobs,
+            2);
+  EXPECT_EQ(
+      chat->parse(json::parse(R"({"messages": [{"role": "user", "content": "x"}]})"), defaults()).logprobs,
+      -1);
+  ApiResult r{"Hello", StopReason::max_tokens, "", 5, 2, lp};
+  const json c = chat->response(kMeta, r)["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0]["token"], "He");
+  EXPECT_EQ(c[0]["logprob"], -0.25);
+  EXPECT_EQ(c[0]["bytes"], json::parse("[72, 101]"));
+  EXPECT_EQ(c[1]["top_logprobs"][1]["token"], "y");
+  EXPECT_EQ(c[1]["top_logprobs"][1]["logprob"], -2.0);
+  const Events ev =
+      parse_sse(chat->stream_text(kMeta, "Hello", &lp) + chat->stream_text(kMeta, "!", nullptr));
+  ASSERT_EQ(ev.data.size(), 2u);
+  EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["logprobs"]["content"][1]["token"], "llo");
+  EXPECT_TRUE(json::parse(ev.data[1])["choices"][0]["logprobs"].is_null());
+  r.logprobs.reset();
+  EXPECT_TRUE(chat->response(kMeta, r)["choices"][0]["logprobs"].is_null());
+
+  auto cmpl = openai_completion_dialect();
+  EXPECT_EQ(cmpl->parse(json::parse(R"({"prompt": "a", "logprobs": 0})"), defaults()).logprobs, 0);
+  r.logprobs = lp;
+  const json l = cmpl->response(kMeta, r)["choices"][0]["logprobs"];
+  EXPECT_EQ(l["tokens"], json::parse(R"(["He", "llo"])"));
+  EXPECT_EQ(l["token_logprobs"], json::parse("[-0.25, -0.5]"));
+  EXPECT_EQ(l["text_offset"], json::parse("[0, 2]"));
+  EXPECT_EQ(l["top_logprobs"][0]["Hi"], -1.5);
+}

@@ -174,6 +174,55 @@ TEST(HttpServer, ChatCompletionsUseTheTemplate) {
   EXPECT_EQ(json::parse(data[data.size() - 2])["choices"][0]["finish_reason"], "length");
 }
 
+// Log-probabilities through the server: greedy, so each token is its row's most likely one (the first
+// alternative, with the same value); the tokens' bytes spell the reply; the stream carries the same
+// entries as the whole response.
+TEST(HttpServer, LogprobsOfAGreedyReply) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  Served s;
+  json body = {{"messages", json::parse(R"([{"role": "user", "content": "A cat"}])")},
+               {"max_tokens", 12},
+               {"temperature", 0},
+               {"logprobs", true},
+               {"top_logprobs", 3}};
+  auto r = s.post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body)["choices"][0];
+  const json content = j["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 12u);
+  std::string spelled;
+  for (const json& t : content) {
+    spelled += t["token"].get<std::string>();
+    ASSERT_EQ(t["top_logprobs"].size(), 3u);
+    EXPECT_EQ(t["top_logprobs"][0]["token"], t["token"]);
+    EXPECT_EQ(t["top_logprobs"][0]["logprob"], t["logprob"]);
+    EXPECT_LE(t["logprob"].get<double>(), 0.0);
+    EXPECT_GE(t["logprob"].get<double>(), t["top_logprobs"][1]["logprob"].get<double>());
+  }
+  EXPECT_EQ(spelled, j["message"]["content"]);
+
+  body["stream"] = true;
+  r = s.post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  json streamed = json::array();
+  for (const std::string& d : sse_data(r->body)) {
+    if (d == "[DONE]") continue;
+    const json lp = json::parse(d)["choices"][0]["logprobs"];
+    if (lp.is_object())
+      for (const json& t : lp["content"]) streamed.push_back(t);
+  }
+  EXPECT_EQ(streamed, content);
+
+  r = s.post("/v1/completions",
+             R"({"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0, "logprobs": 1})");
+  ASSERT_TRUE(r);
+  const json c = json::parse(r->body)["choices"][0];
+  ASSERT_EQ(c["logprobs"]["tokens"].size(), 5u);
+  EXPECT_EQ(c["logprobs"]["text_offset"][0], 0);
+  EXPECT_EQ(c["logprobs"]["text_offset"][1], c["logprobs"]["tokens"][0].get<std::string>().size());
+}
+
 TEST(HttpServer, AnthropicMessagesWithPrefillAndStopSequence) {
   cpu::ScopedIsa scalar(cpu::Isa::scalar);
   const json turns = json::parse(R"([{"role": "user", "content": "A dog"}])");

@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -80,6 +81,7 @@ struct GenerationParams {
   SamplingParams sampling;
   int max_new_tokens = 256;
   std::vector<int32_t> stop_tokens;  // generation ends after emitting one of these (it is reported)
+  int logprobs = -1;  // >= 0: each token's log-probability and this many alternatives (at most 20)
 };
 
 enum class FinishReason { none, stop_token, max_tokens, context_full, cancelled };
@@ -89,6 +91,7 @@ struct TokenEvent {
   int request = 0;
   int32_t token = -1;  // -1 when the event only reports finishing
   FinishReason finish = FinishReason::none;
+  std::optional<TokenLogprobs> logprobs;  // of `token`, when its request asked (GenerationParams)
 };
 
 struct EngineStats {

@@ -56,4 +56,14 @@ class Sampler {
 // The index of the largest value (the first one on ties; NaN never wins).
 int32_t argmax(std::span<const float> v);
 
+// Log-probabilities under the model's own distribution, the softmax of the raw logits (before
+// penalties and temperature, which vLLM also reports by default): of `token`, and of the `top_n` most
+// likely tokens, best first, the lower id on ties. NaN logits count as absent.
+struct TokenLogprobs {
+  int32_t token = -1;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int top_n);
+
 }  // namespace mx8::runtime

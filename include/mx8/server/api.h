@@ -4,7 +4,7 @@
 // is tested on its own (tests/server/api_test.cpp).
 //
 // Requests are checked field by field: a field of the wrong type or out of its range, a missing
-// required field, or a feature the server does not have (n > 1, logprobs, tools, images) is an
+// required field, or a feature the server does not have (n > 1, tools, images) is an
 // ApiError that names the field; unknown fields are ignored, as both APIs' clients send extras.
 #pragma once
 
@@ -34,6 +34,15 @@ class ApiError : public Error {
   std::string param_;
 };
 
+// A generated token's log-probability as the APIs show it: the bytes it adds to the reply, where they
+// start in it, and its most likely alternatives (their bytes and log-probabilities).
+struct TokenLogprob {
+  std::string token;
+  size_t offset = 0;
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;
+};
+
 // A request in the server's terms.
 struct ApiRequest {
   // Chat: the conversation for the chat template, [{"role", "content"}] with text content.
@@ -48,6 +57,7 @@ struct ApiRequest {
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  // OpenAI stream_options.include_usage
+  int logprobs = -1;           // OpenAI: >= 0 when asked for log-probabilities, with this many alternatives
 };
 
 // What a finished request produced.
@@ -57,6 +67,7 @@ struct ApiResult {
   std::string stop_sequence;
   int prompt_tokens = 0;
   int completion_tokens = 0;
+  std::optional<std::vector<TokenLogprob>> logprobs;  // when the request asked for them
 };
 
 // The fields every response carries.
@@ -80,7 +91,9 @@ class Dialect {
                                             const std::string& param) const = 0;
   // Server-sent events of a streamed response: the opening, one piece of text, the end, an error.
   virtual std::string stream_start(const ResponseMeta& m, int prompt_tokens) const = 0;
-  virtual std::string stream_text(const ResponseMeta& m, const std::string& text) const = 0;
+  // `logprobs`: those of the tokens since the previous piece, when the request asked for them.
+  virtual std::string stream_text(const ResponseMeta& m, const std::string& text,
+                                  const std::vector<TokenLogprob>* logprobs) const = 0;
   virtual std::string stream_end(const ResponseMeta& m, const ApiResult& r, bool include_usage) const = 0;
   virtual std::string stream_error(int status, const std::string& message) const = 0;
 };

@@ -52,6 +52,7 @@ struct GenerationJob {
   runtime::SamplingParams sampling;
   int max_new_tokens = 256;
   std::vector<std::string> stop;  // stop strings
+  int logprobs = -1;              // >= 0: each token's log-probability and this many alternatives
 };
 
 // What a waiting handler receives: the text decoded since its previous call, and once the request
@@ -63,6 +64,9 @@ struct Update {
   std::string stop_sequence;  // reason == stop_sequence: the one that matched
   std::string error;          // reason == error
   int completion_tokens = 0;  // tokens generated so far (an end-of-turn token counts)
+  // The job asked for log-probabilities: those of the tokens generated since the previous call (not
+  // of an end-of-turn token, which is no part of the text; a token that completes a stop string is).
+  std::vector<runtime::TokenLogprobs> logprobs;
 };
 
 class GenerationService;
@@ -81,7 +85,8 @@ class Generation {
   friend class GenerationService;
   Generation(GenerationService& svc, GenerationJob job, const runtime::Tokenizer& tok);
   // Engine-thread side: appends text / ends the request, and wakes the handler.
-  void deliver(const std::string& text, bool count_token);
+  void deliver(const std::string& text, bool count_token,
+               std::optional<runtime::TokenLogprobs> logprobs = std::nullopt);
   void finish(StopReason reason, std::string detail = "");
   bool cancel_requested();
 
@@ -95,6 +100,7 @@ class Generation {
   std::mutex mu_;
   std::condition_variable cv_;
   std::string pending_;
+  std::vector<runtime::TokenLogprobs> pending_logprobs_;
   Update state_;  // finished / reason / stop_sequence / error / completion_tokens
   bool cancel_requested_ = false;
 };

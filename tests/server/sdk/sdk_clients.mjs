@@ -58,6 +58,17 @@ const helper = await openai.chat.completions
   .finalChatCompletion();
 check(helper.choices[0].message.content === text, 'chat stream helper: final message');
 
+// Log-probabilities: one entry per token, greedy tokens first among their alternatives, the bytes
+// spelling the reply.
+const withLogprobs = await openai.chat.completions.create({
+  model, messages, max_tokens: 30, temperature: 0, logprobs: true, top_logprobs: 2,
+});
+const entries = withLogprobs.choices[0].logprobs?.content ?? [];
+check(entries.length === 30 && entries.map((e) => e.token).join('') === text, 'chat: logprobs spell the reply',
+  JSON.stringify(withLogprobs.choices[0].logprobs));
+check(entries.every((e) => e.top_logprobs.length === 2 && e.top_logprobs[0].logprob === e.logprob && e.logprob <= 0),
+  'chat: logprobs of greedy tokens are the largest');
+
 // Legacy completions and the model list.
 const completion = await openai.completions.create({ model, prompt: 'Once upon a time', max_tokens: 12, temperature: 0 });
 check(completion.choices[0].text.length > 0 && completion.usage.completion_tokens === 12, 'completions');

@@ -115,22 +115,19 @@ TEST(MxServe, AnswersAndStopsCleanlyOnSigint) {
 
 TEST(MxServe, BadSettingsAreErrorsBeforeListening) {
   if (!std::filesystem::exists(mx8::test::mx8_exe())) GTEST_SKIP() << "mx8 executable not built";
-  int status = 0;
-  std::string out = mx8::test::run("serve --parallel 0", &status);
-  EXPECT_EQ(status, 1);
-  EXPECT_NE(out.find("--parallel"), std::string::npos) << out;
-  out = mx8::test::run("serve --template /no/such/file.jinja", &status);
-  EXPECT_EQ(status, 1);
-  EXPECT_NE(out.find("/no/such/file.jinja"), std::string::npos) << out;
-  out = mx8::test::run("serve --temperature nan --port 0", &status);
-  EXPECT_EQ(status, 1);
-  EXPECT_NE(out.find("temperature"), std::string::npos) << out;
-  out = mx8::test::run("serve --ctx 512 --kv-positions 400 --port 0", &status);
-  EXPECT_EQ(status, 1);
-  EXPECT_NE(out.find("KV cache of 400 positions: one sequence needs 512"), std::string::npos) << out;
-  out = mx8::test::run("serve --kv-positions -1 --port 0", &status);
-  EXPECT_EQ(status, 1);
-  EXPECT_NE(out.find("--kv-positions"), std::string::npos) << out;
+  const std::pair<const char*, const char*> cases[] = {
+      {"serve --parallel 0", "--parallel"},
+      {"serve --template /no/such/file.jinja", "/no/such/file.jinja"},
+      {"serve --temperature nan --port 0", "temperature"},
+      {"serve --ctx 512 --kv-positions 400 --port 0", "KV cache of 400 positions: one sequence needs 512"},
+      {"serve --kv-positions -1 --port 0", "--kv-positions"},
+  };
+  for (const auto& [args, says] : cases) {
+    int status = 0;
+    const std::string out = mx8::test::run(args, &status);
+    EXPECT_EQ(status, 1) << args;
+    EXPECT_NE(out.find(says), std::string::npos) << args << ": " << out;
+  }
 }
 
 TEST(MxServe, OfficialOpenAiAndAnthropicClients) {

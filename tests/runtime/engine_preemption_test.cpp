@@ -19,13 +19,7 @@ using namespace engine_runs;
 constexpr int kContext = 128;  // 8 pages of 16 positions per sequence
 
 runtime::EngineOptions options(int max_sequences, int64_t kv_positions) {
-  runtime::EngineOptions o;
-  o.kv_format = backend::KvFormat::f32;
-  o.max_context = kContext;
-  o.max_sequences = max_sequences;
-  o.page_size = 16;
-  o.kv_positions = kv_positions;
-  return o;
+  return engine_options(kContext, max_sequences, true, kv_positions);
 }
 
 std::vector<Gen> alone(const std::vector<std::vector<int32_t>>& prompts,

@@ -18,13 +18,7 @@ using namespace mx8;
 using namespace engine_runs;
 
 runtime::EngineOptions options(bool reuse, int max_context = 512, int max_sequences = 1) {
-  runtime::EngineOptions o;
-  o.kv_format = backend::KvFormat::f32;
-  o.max_context = max_context;
-  o.max_sequences = max_sequences;
-  o.page_size = 16;
-  o.prefix_reuse = reuse;
-  return o;
+  return engine_options(max_context, max_sequences, reuse);
 }
 
 // Runs request 1, then request 2 (whose prompt `second(run1)` builds), in one engine with reuse and
@@ -206,7 +200,8 @@ TEST_P(EnginePrefix, RunningRequestsShareACommonPrompt) {
   const std::vector<int32_t> common = random_tokens(g, 40, kBos);
   std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < 4; ++i) prompts.push_back(concat(common, random_tokens(g, 5, 300 + i)));
-  runtime::Engine on(*fx().m, *fx().be, options(true, 128, 4)), off(*fx().m, *fx().be, options(false, 128, 4));
+  runtime::Engine on(*fx().m, *fx().be, options(true, 128, 4)),
+      off(*fx().m, *fx().be, options(false, 128, 4));
   const std::vector<Gen> a = run_all(on, prompts, 20), b = run_all(off, prompts, 20);
   for (size_t i = 0; i < a.size(); ++i) expect_same(a[i], b[i], "request " + std::to_string(i));
   EXPECT_EQ(on.stats().reused_tokens, 3 * 32);

@@ -76,6 +76,19 @@ inline void expect_same(const Gen& a, const Gen& b, const std::string& what) {
   }
 }
 
+// An f32 cache in pages of 16 positions (f32: the logits of different runs compare bit for bit).
+inline runtime::EngineOptions engine_options(int max_context, int max_sequences, bool prefix_reuse = true,
+                                             int64_t kv_positions = 0) {
+  runtime::EngineOptions o;
+  o.kv_format = backend::KvFormat::f32;
+  o.max_context = max_context;
+  o.max_sequences = max_sequences;
+  o.page_size = 16;
+  o.prefix_reuse = prefix_reuse;
+  o.kv_positions = kv_positions;
+  return o;
+}
+
 inline runtime::GenerationParams greedy(int n) {
   runtime::GenerationParams gp;
   gp.sampling.temperature = 0;

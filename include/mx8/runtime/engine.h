@@ -3,39 +3,38 @@
 // sequences still reading their prompt (chunked prefill), up to the model's tokens-per-step budget.
 // The server batches users through it; `mx8 run` is the one-sequence case.
 //
-// Prefix caching: each full page of K/V a sequence has written is indexed by a hash of every token
-// from position 0 to the page's end, and when a sequence starts (or starts over after a preemption) it
-// takes the indexed pages that match its tokens, page by page, up to all but its last token (whose
-// logits are needed), and starts with those positions cached. Pages are shared: every sequence whose
-// block table holds a page counts as one holder, and a page no sequence holds stays indexed on a list
-// that allocation takes from, least recently released first, once the free list is empty. A shared
-// page is full and lies before every holder's next position, so no holder writes into it. So requests
-// with a common system prompt share its pages while they run, and a multi-turn chat prefills only what
-// is new: a finished sequence's last, partly filled page is kept too, and a sequence whose tokens
-// continue the same full pages but end inside that page, or differ in it, takes over the kept page
-// (one no sequence holds) that matches the most of them, and writes the rest. K/V of position p depends only
-// on tokens 0..p (causal attention), so with row-independent kernels (the CPU's scalar ones) the result is
-// bit for bit that of prefilling everything; the AVX2 f32 GEMV sums one row (decode) in another order than
-// several (prefill), so there a reused position that was decoded differs by ulps, as it does when a prefill
-// chunk has one token.
+// Prefix caching: each full page of K/V a sequence has written is indexed by a hash of every token from
+// position 0 to the page's end, and when a sequence starts (or starts over after a preemption) it takes
+// the indexed pages that match its tokens, page by page, up to all but its last token (whose logits are
+// needed), and starts with those positions cached. Pages are shared: every sequence whose block table
+// holds a page counts as one holder, and a page no sequence holds stays indexed on a list that allocation
+// takes from, least recently released first, once the free list is empty. A shared page is full and lies
+// before every holder's next position, so no holder writes into it. So requests with a common system
+// prompt share its pages while they run, and a multi-turn chat prefills only what is new: a finished
+// sequence's last, partly filled page is kept too, and a sequence whose tokens continue the same full
+// pages but end inside that page, or differ in it, takes over the kept page (one no sequence holds) that
+// matches the most of them, and writes the rest. K/V of position p depends only on tokens 0..p (causal
+// attention), so with row-independent kernels (the CPU's scalar ones) the result is bit for bit that of
+// prefilling everything; the AVX2 f32 GEMV sums one row (decode) in another order than several (prefill),
+// so there a reused position that was decoded differs by ulps, as it does when a prefill chunk has one
+// token.
 //
 // Sliding window (a model's `sliding_window` shorter than max_context): a sequence's pages that fall
 // wholly before the first position its next chunk attends to go back to the free list, so the
 // cache holds kv_pages_per_sequence() pages per sequence, not max_context's; prefix caching is off
 // (a sequence gives up the pages a shorter shared prefix needs).
 //
-// Preemption (EngineOptions::kv_positions below max_sequences x max_context): sequences take pages as
-// they grow, from one pool. When a sequence finds none free (cached pages go first), it takes
-// the pages of the newest sequences that are not in the step yet: they drop their K/V (their tokens,
-// sampler and count stay) and prefill them again once pages are free, as vLLM's recompute preemption
-// does. Older sequences come first: a sequence may preempt any newer one that is not in the step yet
-// (decode tokens are placed before prefill chunks), and a decoding sequence with nothing newer left to
-// take waits itself; a sequence preempts only as many as free what it misses (pages shared with others
-// are freed when all their holders go). A prefill chunk leaves the pages the step's decoding sequences
-// need next step. The pool holds one whole context, so the oldest sequence always progresses
-// (fit_chunk). A recomputed position gets the K/V it had
-// (row-independent kernels: bit for bit; the SIMD GEMV sums one row and several in different orders,
-// a few ulps, as with prefix reuse).
+// Preemption (EngineOptions::kv_positions below max_sequences x max_context): sequences take pages as they
+// grow, from one pool. When a sequence finds none free (cached pages go first), it takes the pages of the
+// newest sequences that are not in the step yet: they drop their K/V (their tokens, sampler and count
+// stay) and prefill them again once pages are free, as vLLM's recompute preemption does. Older sequences
+// come first: a sequence may preempt any newer one that is not in the step yet (decode tokens are placed
+// before prefill chunks), and a decoding sequence with nothing newer left to take waits itself; a sequence
+// preempts only as many as free what it misses (pages shared with others are freed when all their holders
+// go). A prefill chunk leaves the pages the step's decoding sequences need next step. The pool holds one
+// whole context, so the oldest sequence always progresses (fit_chunk). A recomputed position gets the K/V
+// it had (row-independent kernels: bit for bit; the SIMD GEMV sums one row and several in different
+// orders, a few ulps, as with prefix reuse).
 //
 //   Engine eng(model, backend, opts);
 //   int id = eng.add(prompt_ids, params);

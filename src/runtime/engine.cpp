@@ -44,8 +44,15 @@ struct Engine::Seq {
   FinishReason finish = FinishReason::none;
   std::vector<float> last_logits;
   Seq(const GenerationParams& p) : params(p), sampler(p.sampling) {}
-  std::vector<uint64_t> hashes;   // of pages [0, hashes.size()): each full page's prefix hash
-  bool prefix_looked_up = false;  // take_prefix ran since the sequence (re)started
+  std::vector<uint64_t> hashes;           // of pages [0, hashes.size()): each full page's prefix hash
+  bool prefix_looked_up = false;          // take_prefix ran since the sequence (re)started
+  std::vector<TokenLogprobs> prompt_lps;  // GenerationParams::prompt_logprobs: of positions 1..
+  // The log-probabilities the prompt still needs (all but the first token's), from the logits of the
+  // positions before them.
+  bool wants_prompt_logprobs() const {
+    return params.prompt_logprobs && params.logprobs >= 0 && generated == 0 &&
+           prompt_lps.size() + 1 < prompt_len;
+  }
   // One token to feed after the prompt. A preempted sequence prefills its generated tokens too first.
   bool decoding() const { return tokens.size() == cached + 1 && cached >= prompt_len; }
 };
@@ -305,7 +312,7 @@ void Engine::release(Seq& s) {
 
 void Engine::take_prefix(Seq& s) {
   s.prefix_looked_up = true;
-  if (!opts_.prefix_reuse || window_ || !s.pages.empty()) return;
+  if (!opts_.prefix_reuse || window_ || !s.pages.empty() || s.wants_prompt_logprobs()) return;
   const size_t ps = size_t(opts_.page_size);
   // At least the last token is fed: its logits are the next token's.
   const size_t limit = s.tokens.size() - 1;
@@ -355,7 +362,7 @@ std::vector<TokenEvent> Engine::step() {
   // Drop cancelled sequences first.
   for (auto& s : seqs_)
     if (s->finish == FinishReason::cancelled) {
-      events.push_back({s->id, -1, FinishReason::cancelled, std::nullopt});
+      events.push_back({s->id, -1, FinishReason::cancelled, std::nullopt, {}});
       release(*s);
     }
   std::erase_if(seqs_, [](auto& s) { return s->finish == FinishReason::cancelled; });
@@ -369,6 +376,8 @@ std::vector<TokenEvent> Engine::step() {
   // logits (`sampled`, b.logit_rows), from the k candidates the backend selected (`top_k_seqs`), or the
   // backend's arg max (greedy). The forward pass gets the rows in that order.
   std::vector<Seq*> sampled, top_k_seqs;
+  // Prompt positions whose logits give a prompt token's log-probability: the sequence, the row.
+  std::vector<std::pair<Seq*, int32_t>> prompt_rows;
   std::vector<int32_t> top_k_rows, greedy_rows;
   struct Drawn {
     Seq* s;
@@ -402,6 +411,10 @@ std::vector<TokenEvent> Engine::step() {
       while (s.pages.size() <= last_pos / size_t(opts_.page_size)) s.pages.push_back(alloc_page());
       for (int t = 0; t < chunk; ++t) {
         const int32_t pos = int32_t(s.cached) + t;
+        // Position pos predicts token pos + 1; prompt_lps holds those of positions [0, its size) (a
+        // preempted sequence computes them again, but reads them only once).
+        if (s.wants_prompt_logprobs() && size_t(pos) + 1 < s.prompt_len && size_t(pos) >= s.prompt_lps.size())
+          prompt_rows.emplace_back(&s, int32_t(b.tokens.size()));
         b.tokens.push_back(s.tokens[size_t(pos)]);
         b.pos.push_back(pos);
         b.seq.push_back(row);
@@ -462,6 +475,7 @@ std::vector<TokenEvent> Engine::step() {
     b.top_k = 0;
   }
   const size_t vocab = size_t(model_.config().vocab);
+  for (const auto& [s, row] : prompt_rows) b.logit_rows.push_back(row);  // downloaded after the sampled
   float* logits = logits_.reserve(b.logit_rows.size() * vocab);
   b.logit_rows.insert(b.logit_rows.end(), top_k_rows.begin(), top_k_rows.end());
   b.logit_rows.insert(b.logit_rows.end(), greedy_rows.begin(), greedy_rows.end());
@@ -472,6 +486,12 @@ std::vector<TokenEvent> Engine::step() {
   std::vector<int32_t> top_ids(top_k_rows.size() * K), greedy_picked(greedy_rows.size());
   model_.forward(b, *kv_, {logits, top_values.data(), top_ids.data(), greedy_picked.data()});
   for (Seq* s : rows) index_full_pages(*s);
+  for (size_t r = 0; r < prompt_rows.size(); ++r) {
+    Seq& s = *prompt_rows[r].first;
+    const size_t next = s.prompt_lps.size() + 1;  // the token this row predicts
+    s.prompt_lps.push_back(token_logprobs({logits + (sampled.size() + r) * vocab, vocab}, s.tokens[next],
+                                          std::min(s.params.logprobs, 20)));
+  }
   std::vector<int32_t> picked(sampled.size());
   std::vector<std::optional<TokenLogprobs>> logprobs(sampled.size());
 
@@ -509,8 +529,9 @@ std::vector<TokenEvent> Engine::step() {
             : s.sampler.sample_top_k({top_values.data() + d.index * K, K}, {top_ids.data() + d.index * K, K});
     s.tokens.push_back(tok);
     s.generated++;
-    TokenEvent e{s.id, tok, FinishReason::none, std::nullopt};
+    TokenEvent e{s.id, tok, FinishReason::none, std::nullopt, {}};
     if (d.where == Where::host) e.logprobs = std::move(logprobs[d.index]);
+    if (s.generated == 1) e.prompt_logprobs = std::move(s.prompt_lps);
     const auto& st = s.params.stop_tokens;
     if (std::find(st.begin(), st.end(), tok) != st.end())
       e.finish = FinishReason::stop_token;

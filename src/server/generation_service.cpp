@@ -49,6 +49,8 @@ bool Generation::next(Update& out, std::chrono::milliseconds timeout) {
   pending_.clear();
   out.logprobs.swap(pending_logprobs_);
   pending_logprobs_.clear();
+  out.prompt_logprobs.swap(pending_prompt_logprobs_);
+  pending_prompt_logprobs_.clear();
   return true;
 }
 
@@ -67,11 +69,13 @@ bool Generation::cancel_requested() {
 }
 
 void Generation::deliver(const std::string& text, bool count_token,
-                         std::optional<runtime::TokenLogprobs> logprobs) {
+                         std::optional<runtime::TokenLogprobs> logprobs,
+                         std::vector<runtime::TokenLogprobs> prompt_logprobs) {
   std::lock_guard lk(mu_);
   pending_ += text;
   if (count_token) state_.completion_tokens++;
   if (logprobs) pending_logprobs_.push_back(std::move(*logprobs));
+  for (runtime::TokenLogprobs& lp : prompt_logprobs) pending_prompt_logprobs_.push_back(std::move(lp));
   if (!text.empty()) cv_.notify_all();
 }
 
@@ -185,6 +189,7 @@ void GenerationService::run() {
       p.max_new_tokens = g->job_.max_new_tokens;
       p.stop_tokens = stop_tokens_;
       p.logprobs = g->job_.logprobs;
+      p.prompt_logprobs = g->job_.prompt_logprobs;
       try {
         running_[engine_.add(g->job_.prompt, p)] = g;
       } catch (const std::exception& e) {
@@ -231,7 +236,7 @@ void GenerationService::run() {
         lp = e.logprobs;
       }
       if (g.stop_text_.stopped()) {
-        g.deliver(text, e.token >= 0, std::move(lp));
+        g.deliver(text, e.token >= 0, std::move(lp), e.prompt_logprobs);
         // The matched stop string: the earliest of the job's that the generated text contains.
         g.finish(StopReason::stop_sequence, g.stop_text_.matched());
         if (e.finish == runtime::FinishReason::none) {
@@ -243,14 +248,14 @@ void GenerationService::run() {
         continue;
       }
       if (e.finish == runtime::FinishReason::none) {
-        g.deliver(text, e.token >= 0, std::move(lp));
+        g.deliver(text, e.token >= 0, std::move(lp), e.prompt_logprobs);
         continue;
       }
       // The end: what the decoder and the stop-sequence filter still hold is text too (and may
       // complete a stop sequence).
       text += g.stop_text_.push(g.decoder_.flush());
       text += g.stop_text_.flush();
-      g.deliver(text, e.token >= 0, std::move(lp));
+      g.deliver(text, e.token >= 0, std::move(lp), e.prompt_logprobs);
       if (g.stop_text_.stopped())
         g.finish(StopReason::stop_sequence, g.stop_text_.matched());
       else

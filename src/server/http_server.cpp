@@ -82,6 +82,7 @@ struct HttpServer::Impl {
   // the raw completion prompt with the tokenizer's own framing.
   std::vector<int32_t> prompt_ids(const ApiRequest& r) const {
     runtime::EncodeOptions enc;
+    if (r.prompt_ids) return *r.prompt_ids;
     if (r.prompt) return tok.encode(*r.prompt, enc);
     if (!tmpl)
       throw ApiError(400,
@@ -137,6 +138,7 @@ struct HttpServer::Impl {
     const Clock::time_point start = Clock::now();
     ResponseMeta meta{new_id(d.id_prefix()), opts.model_name, unix_now()};
     ApiRequest ar;
+    std::vector<int32_t> echoed;  // the prompt, when the reply starts with it (completions' echo)
     std::shared_ptr<Generation> gen;
     try {
       ar = d.parse(parse_body(req), opts.sampling);
@@ -147,6 +149,8 @@ struct HttpServer::Impl {
       job.stop = ar.stop;
       job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
       job.logprobs = ar.logprobs;
+      job.prompt_logprobs = ar.echo && ar.logprobs >= 0;
+      if (ar.echo) echoed = job.prompt;
       gen = service.submit(std::move(job));
     } catch (const ApiError& e) {
       return refuse(res, d, req.path, e.status(), e.what(), e.param());
@@ -159,14 +163,29 @@ struct HttpServer::Impl {
     const bool logprobs = ar.logprobs >= 0;
     if (!ar.stream) {
       std::string text;
-      std::vector<TokenLogprob> lps;
-      size_t offset = 0;
+      std::vector<runtime::TokenLogprobs> raw, prompt_raw;
       Update u;
       while (!u.finished)
         if (gen->next(u, std::chrono::seconds(1))) {
           text += u.text;
-          for (TokenLogprob& t : shown(u.logprobs, offset)) lps.push_back(std::move(t));
+          raw.insert(raw.end(), u.logprobs.begin(), u.logprobs.end());
+          prompt_raw.insert(prompt_raw.end(), u.prompt_logprobs.begin(), u.prompt_logprobs.end());
         }
+      // An echo: the prompt's tokens first, the first one without a log-probability.
+      std::vector<TokenLogprob> lps;
+      size_t offset = 0;
+      std::string echo;
+      for (size_t i = 0; i < echoed.size(); ++i) {
+        TokenLogprob t{tok.token_bytes(echoed[i], offset == 0), offset, NAN, {}};
+        if (i > 0 && i - 1 < prompt_raw.size())
+          t = shown({prompt_raw[i - 1]}, offset).front();
+        else
+          offset += t.token.size();
+        echo += t.token;
+        lps.push_back(std::move(t));
+      }
+      text = echo + text;
+      for (TokenLogprob& t : shown(raw, offset)) lps.push_back(std::move(t));
       record_end(req.path, meta, false, gen->prompt_tokens(), u, start);
       if (u.reason == StopReason::error) return send_json(res, 500, d.error_body(500, u.error, ""));
       if (u.reason == StopReason::cancelled)

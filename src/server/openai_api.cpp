@@ -4,11 +4,15 @@
 // max_tokens, temperature (0..2), top_p, frequency_penalty and presence_penalty (-2..2), seed, stop
 // (up to 4 strings), stream and stream_options.include_usage; mx8 adds top_k, min_p and
 // repetition_penalty; logprobs and top_logprobs (0..20). n must be 1; tools and non-text response
-// formats are refused. Completions: prompt (a string), the same sampling fields, logprobs (0..5).
+// formats are refused. Completions: prompt (a string or token ids), the same sampling fields,
+// logprobs (0..5), echo (not streamed: the reply starts with the prompt, and with logprobs so do its
+// log-probabilities, the first token's null).
 // Log-probabilities are of the model's distribution (before penalties and temperature), one entry per
 // generated token but an end-of-turn token.
 // finish_reason: "stop" (end of turn or a stop string), "length" (the token limit or the context).
 // Streams end with "data: [DONE]".
+#include <climits>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "mx8/server/api.h"
@@ -101,10 +105,11 @@ json completion_logprobs(const std::vector<TokenLogprob>* lp) {
   json tokens = json::array(), values = json::array(), top = json::array(), offsets = json::array();
   for (const TokenLogprob& t : *lp) {
     tokens.push_back(t.token);
-    values.push_back(t.logprob);
+    const bool none = std::isnan(t.logprob);  // an echoed prompt's first token
+    values.push_back(none ? json(nullptr) : json(t.logprob));
     json alt = json::object();
     for (const auto& [text, v] : t.top) alt[text] = v;
-    top.push_back(alt);
+    top.push_back(none ? json(nullptr) : alt);
     offsets.push_back(t.offset);
   }
   return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", top}, {"text_offset", offsets}};
@@ -210,17 +215,29 @@ class OpenAiCompletion : public OpenAiBase {
   ApiRequest parse(const json& body, const runtime::SamplingParams& defaults) const override {
     ApiRequest r = read_common(body, defaults);
     if (auto n = fields::integer(body, "logprobs", 0, 5)) r.logprobs = int(*n);
-    fields::unsupported_unless(body, "echo", false);
+    r.echo = fields::boolean(body, "echo").value_or(false);
+    if (r.echo && r.stream) throw ApiError(400, "'echo' is not supported with 'stream'", "echo");
     fields::unsupported_unless(body, "best_of", 1);
     fields::unsupported_unless(body, "suffix", "");
     if (!body.contains("prompt")) throw ApiError(400, "'prompt' is required", "prompt");
-    const json& p = body["prompt"];
+    // A string, token ids, or an array of one of those (what batching clients send one at a time).
+    const json& p = body["prompt"].is_array() && body["prompt"].size() == 1 &&
+                            (body["prompt"][0].is_string() || body["prompt"][0].is_array())
+                        ? body["prompt"][0]
+                        : body["prompt"];
+    auto ids = [&] {
+      std::vector<int32_t> v;
+      for (const json& t : p) {
+        if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) return false;
+        v.push_back(t.get<int32_t>());
+      }
+      r.prompt_ids = std::move(v);
+      return !r.prompt_ids->empty();
+    };
     if (p.is_string())
       r.prompt = p.get<std::string>();
-    else if (p.is_array() && p.size() == 1 && p[0].is_string())
-      r.prompt = p[0].get<std::string>();
-    else
-      throw ApiError(400, "'prompt' must be a string (or an array of one string)", "prompt");
+    else if (!p.is_array() || !ids())
+      throw ApiError(400, "'prompt' must be a string or token ids (or an array of one of those)", "prompt");
     return r;
   }
   std::string id_prefix() const override { return "cmpl-"; }

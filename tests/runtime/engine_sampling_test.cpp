@@ -102,3 +102,52 @@ TEST(EngineSampling, LogprobsOfTheRowsTheTokensCameFrom) {
     }
   EXPECT_EQ(seen, 12);
 }
+
+// Prompt log-probabilities (the completions' echo): token j's is its log-probability under the logits
+// of position j - 1, as a request for the prompt's first j tokens would have them for its first draw;
+// they come with the first generated token, and a request that does not ask has none.
+TEST(EngineSampling, PromptLogprobsAreThoseOfEachPrefix) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);  // the chunked rows equal the single ones bit for bit
+  auto be = backend::make_cpu_backend(2);
+  model::LoadOptions lo;
+  lo.weights = model::WeightMode::f32;
+  lo.max_tokens_per_step = 4;  // an 11-token prompt over three steps
+  auto m = model::load_llama(std::string(MX8_SOURCE_DIR) + "/models/stories260K.gguf", *be, lo);
+  runtime::EngineOptions eo;
+  eo.kv_format = backend::KvFormat::f32;
+  eo.max_context = 64;
+  const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 446, 280, 301, 268, 388, 371};
+  runtime::GenerationParams gp;
+  gp.sampling.temperature = 0;
+  gp.max_new_tokens = 2;
+  gp.logprobs = 2;
+  gp.prompt_logprobs = true;
+  std::vector<runtime::TokenLogprobs> got;
+  {
+    runtime::Engine eng(*m, *be, eo);
+    eng.add(prompt, gp);
+    int events = 0;
+    while (!eng.idle())
+      for (runtime::TokenEvent& e : eng.step()) {
+        if (events++ == 0)
+          got = std::move(e.prompt_logprobs);
+        else
+          EXPECT_TRUE(e.prompt_logprobs.empty());
+      }
+  }
+  ASSERT_EQ(got.size(), prompt.size() - 1);
+  for (size_t j = 1; j < prompt.size(); ++j) {
+    runtime::Engine eng(*m, *be, eo);
+    eng.keep_logits(true);
+    runtime::GenerationParams one = gp;
+    one.prompt_logprobs = false;
+    one.max_new_tokens = 3;
+    const int id = eng.add({prompt.begin(), prompt.begin() + std::ptrdiff_t(j)}, one);
+    while (eng.step().empty()) {  // prefill steps until the first token
+    }
+    const runtime::TokenLogprobs want = runtime::token_logprobs(*eng.last_logits(id), prompt[j], 2);
+    EXPECT_EQ(got[j - 1].token, prompt[j]);
+    EXPECT_EQ(got[j - 1].logprob, want.logprob) << "token " << j;
+    EXPECT_EQ(got[j - 1].top, want.top) << "token " << j;
+  }
+}

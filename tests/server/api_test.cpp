@@ -192,9 +192,15 @@ TEST(OpenAiCompletion, PromptAndRefusals) {
   EXPECT_EQ(*d->parse(json::parse(R"({"prompt": ["Once"], "echo": false, "best_of": 1})"), defaults()).prompt,
             "Once");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": ["a", "b"]})")), "prompt");
-  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": [1, 2]})")), "prompt");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": [1, -2]})")), "prompt");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": [1, 2.5]})")), "prompt");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": []})")), "prompt");
+  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": [1, 2]})"), defaults()).prompt_ids,
+            (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": [[7]]})"), defaults()).prompt_ids, (std::vector<int32_t>{7}));
   EXPECT_EQ(refused_field(*d, json::parse("{}")), "prompt");
-  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "echo": true})")), "echo");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "echo": true, "stream": true})")), "echo");
+  EXPECT_TRUE(d->parse(json::parse(R"({"prompt": "a", "echo": true})"), defaults()).echo);
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "suffix": "z"})")), "suffix");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "logprobs": 6})")), "logprobs");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "logprobs": true})")), "logprobs");

@@ -214,6 +214,30 @@ TEST(HttpServer, LogprobsOfAGreedyReply) {
   }
   EXPECT_EQ(streamed, content);
 
+  // Echo (what evaluation harnesses send to score a text): the prompt's tokens first, the first one
+  // without a log-probability, then the generated one; token ids as the prompt work the same.
+  const std::vector<int32_t> ids = stories().prompt("Once upon a time");
+  for (const std::string& prompt : {std::string("\"Once upon a time\""), json(ids).dump()}) {
+    r = s.post("/v1/completions", R"({"prompt": )" + prompt +
+                                      R"(, "max_tokens": 1, "temperature": 0, "logprobs": 2, "echo": true})");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const json e = json::parse(r->body)["choices"][0];
+    const json values = e["logprobs"]["token_logprobs"];
+    ASSERT_EQ(values.size(), ids.size() + 1) << prompt;
+    EXPECT_TRUE(values[0].is_null());
+    EXPECT_TRUE(e["logprobs"]["top_logprobs"][0].is_null());
+    std::string spelled;
+    for (size_t i = 0; i < values.size(); ++i) {
+      spelled += e["logprobs"]["tokens"][i].get<std::string>();
+      if (i > 0) {
+        EXPECT_LT(values[i].get<double>(), 0.0);
+      }
+    }
+    EXPECT_EQ(spelled, e["text"]);
+    EXPECT_EQ(json::parse(r->body)["usage"]["prompt_tokens"], ids.size());
+  }
+
   r = s.post("/v1/completions",
              R"({"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0, "logprobs": 1})");
   ASSERT_TRUE(r);

@@ -81,6 +81,10 @@ struct GenerationParams {
   int max_new_tokens = 256;
   std::vector<int32_t> stop_tokens;  // generation ends after emitting one of these (it is reported)
   int logprobs = -1;  // >= 0: each token's log-probability and this many alternatives (at most 20)
+  // With logprobs >= 0: also those of the prompt's tokens but the first (the OpenAI completions' `echo`),
+  // each under the logits of the position before it; they come with the first generated token. Such a
+  // sequence computes its whole prompt (no prefix caching) and reads back a row of logits per position.
+  bool prompt_logprobs = false;
 };
 
 enum class FinishReason { none, stop_token, max_tokens, context_full, cancelled };
@@ -90,7 +94,8 @@ struct TokenEvent {
   int request = 0;
   int32_t token = -1;  // -1 when the event only reports finishing
   FinishReason finish = FinishReason::none;
-  std::optional<TokenLogprobs> logprobs;  // of `token`, when its request asked (GenerationParams)
+  std::optional<TokenLogprobs> logprobs;       // of `token`, when its request asked (GenerationParams)
+  std::vector<TokenLogprobs> prompt_logprobs;  // with the first token: prompt positions 1.. (when asked)
 };
 
 struct EngineStats {

@@ -50,10 +50,12 @@ struct ApiRequest {
   // Chat: text the reply must start with (an Anthropic request whose last message is the assistant's);
   // it is appended to the rendered prompt and is not repeated in the reply.
   std::string assistant_prefix;
-  std::optional<std::string> prompt;  // completions: the raw prompt text
-  runtime::SamplingParams sampling;   // the server's settings, overridden by the request's fields
-  bool seeded = false;                // the request gave a seed
-  std::optional<int> max_tokens;      // none: up to the context
+  std::optional<std::string> prompt;               // completions: the raw prompt text
+  std::optional<std::vector<int32_t>> prompt_ids;  // completions: the prompt as token ids instead
+  bool echo = false;                               // completions: the reply starts with the prompt
+  runtime::SamplingParams sampling;  // the server's settings, overridden by the request's fields
+  bool seeded = false;               // the request gave a seed
+  std::optional<int> max_tokens;     // none: up to the context
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  // OpenAI stream_options.include_usage

@@ -53,6 +53,7 @@ struct GenerationJob {
   int max_new_tokens = 256;
   std::vector<std::string> stop;  // stop strings
   int logprobs = -1;              // >= 0: each token's log-probability and this many alternatives
+  bool prompt_logprobs = false;   // with logprobs >= 0: the prompt's too (Update::prompt_logprobs)
 };
 
 // What a waiting handler receives: the text decoded since its previous call, and once the request
@@ -67,6 +68,8 @@ struct Update {
   // The job asked for log-probabilities: those of the tokens generated since the previous call (not
   // of an end-of-turn token, which is no part of the text; a token that completes a stop string is).
   std::vector<runtime::TokenLogprobs> logprobs;
+  // GenerationJob::prompt_logprobs: those of the prompt's tokens but the first, with the first text.
+  std::vector<runtime::TokenLogprobs> prompt_logprobs;
 };
 
 class GenerationService;
@@ -86,7 +89,8 @@ class Generation {
   Generation(GenerationService& svc, GenerationJob job, const runtime::Tokenizer& tok);
   // Engine-thread side: appends text / ends the request, and wakes the handler.
   void deliver(const std::string& text, bool count_token,
-               std::optional<runtime::TokenLogprobs> logprobs = std::nullopt);
+               std::optional<runtime::TokenLogprobs> logprobs = std::nullopt,
+               std::vector<runtime::TokenLogprobs> prompt_logprobs = {});
   void finish(StopReason reason, std::string detail = "");
   bool cancel_requested();
 
@@ -100,7 +104,7 @@ class Generation {
   std::mutex mu_;
   std::condition_variable cv_;
   std::string pending_;
-  std::vector<runtime::TokenLogprobs> pending_logprobs_;
+  std::vector<runtime::TokenLogprobs> pending_logprobs_, pending_prompt_logprobs_;
   Update state_;  // finished / reason / stop_sequence / error / completion_tokens
   bool cancel_requested_ = false;
 };

@@ -51,6 +51,8 @@ bool Generation::next(Update& out, std::chrono::milliseconds timeout) {
   pending_logprobs_.clear();
   out.prompt_logprobs.swap(pending_prompt_logprobs_);
   pending_prompt_logprobs_.clear();
+  out.end_logprobs = std::move(end_logprobs_);
+  end_logprobs_.reset();
   return true;
 }
 
@@ -77,6 +79,11 @@ void Generation::deliver(const std::string& text, bool count_token,
   if (logprobs) pending_logprobs_.push_back(std::move(*logprobs));
   for (runtime::TokenLogprobs& lp : prompt_logprobs) pending_prompt_logprobs_.push_back(std::move(lp));
   if (!text.empty()) cv_.notify_all();
+}
+
+void Generation::set_end_logprobs(runtime::TokenLogprobs lp) {
+  std::lock_guard lk(mu_);
+  end_logprobs_ = std::move(lp);
 }
 
 void Generation::finish(StopReason reason, std::string detail) {
@@ -234,6 +241,8 @@ void GenerationService::run() {
       if (e.token >= 0 && e.finish != runtime::FinishReason::stop_token) {
         text = g.stop_text_.push(g.decoder_.push(e.token));
         lp = e.logprobs;
+      } else if (e.logprobs) {
+        g.set_end_logprobs(*e.logprobs);
       }
       if (g.stop_text_.stopped()) {
         g.deliver(text, e.token >= 0, std::move(lp), e.prompt_logprobs);

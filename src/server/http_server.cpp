@@ -169,6 +169,7 @@ struct HttpServer::Impl {
         if (gen->next(u, std::chrono::seconds(1))) {
           text += u.text;
           raw.insert(raw.end(), u.logprobs.begin(), u.logprobs.end());
+          if (u.end_logprobs && d.lists_end_of_turn()) raw.push_back(*u.end_logprobs);
           prompt_raw.insert(prompt_raw.end(), u.prompt_logprobs.begin(), u.prompt_logprobs.end());
         }
       // An echo: the prompt's tokens first, the first one without a log-probability.

@@ -241,6 +241,7 @@ class OpenAiCompletion : public OpenAiBase {
     return r;
   }
   std::string id_prefix() const override { return "cmpl-"; }
+  bool lists_end_of_turn() const override { return true; }
   json response(const ResponseMeta& m, const ApiResult& r) const override {
     json c =
         choice(r.text, finish_reason(r.reason), completion_logprobs(r.logprobs ? &*r.logprobs : nullptr));

@@ -247,6 +247,39 @@ TEST(HttpServer, LogprobsOfAGreedyReply) {
   EXPECT_EQ(c["logprobs"]["text_offset"][1], c["logprobs"]["tokens"][0].get<std::string>().size());
 }
 
+// A reply that ends with an end-of-turn token: the completions list its entry too (a harness expects
+// one per generated token), chat does not (its entries spell the reply). Seeded sampling, the first of
+// a few seeds whose reply ends that way within 300 tokens (stories260K's stories run 190-290).
+TEST(HttpServer, LogprobsOfAnEndOfTurnToken) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  Served s;
+  const std::string prompt = "They were happy. The end.";
+  bool ended = false;
+  for (int seed = 0; seed < 10 && !ended; ++seed) {
+    json body = {
+        {"prompt", prompt}, {"seed", seed}, {"max_tokens", 300}, {"temperature", 1}, {"logprobs", 1}};
+    auto r = s.post("/v1/completions", body.dump());
+    ASSERT_TRUE(r);
+    const json j = json::parse(r->body);
+    if (j["choices"][0]["finish_reason"] != "stop") continue;
+    ended = true;
+    EXPECT_EQ(j["choices"][0]["logprobs"]["tokens"].size(), j["usage"]["completion_tokens"].get<size_t>());
+    json chat = {{"messages", json::array({{{"role", "user"}, {"content", prompt}}})},
+                 {"seed", seed},
+                 {"max_tokens", 300},
+                 {"temperature", 1},
+                 {"logprobs", true}};
+    r = s.post("/v1/chat/completions", chat.dump());
+    ASSERT_TRUE(r);
+    const json c = json::parse(r->body);
+    if (c["choices"][0]["finish_reason"] == "stop") {
+      EXPECT_EQ(c["choices"][0]["logprobs"]["content"].size(),
+                c["usage"]["completion_tokens"].get<size_t>() - 1);
+    }
+  }
+  EXPECT_TRUE(ended) << "no seed ended its reply within 300 tokens";
+}
+
 TEST(HttpServer, AnthropicMessagesWithPrefillAndStopSequence) {
   cpu::ScopedIsa scalar(cpu::Isa::scalar);
   const json turns = json::parse(R"([{"role": "user", "content": "A dog"}])");

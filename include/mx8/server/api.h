@@ -86,6 +86,9 @@ class Dialect {
   virtual ApiRequest parse(const nlohmann::ordered_json& body,
                            const runtime::SamplingParams& defaults) const = 0;
   virtual std::string id_prefix() const = 0;
+  // Whether log-probabilities list an end-of-turn token (the completions do: a harness that echoes a
+  // prompt expects one entry per token, however generation ended; chat lists the reply's tokens).
+  virtual bool lists_end_of_turn() const { return false; }
   // A whole (non-streaming) response.
   virtual nlohmann::ordered_json response(const ResponseMeta& m, const ApiResult& r) const = 0;
   // An error body for `status`.

@@ -68,6 +68,7 @@ struct Update {
   // The job asked for log-probabilities: those of the tokens generated since the previous call (not
   // of an end-of-turn token, which is no part of the text; a token that completes a stop string is).
   std::vector<runtime::TokenLogprobs> logprobs;
+  std::optional<runtime::TokenLogprobs> end_logprobs;  // the end-of-turn token's (the completions list it)
   // GenerationJob::prompt_logprobs: those of the prompt's tokens but the first, with the first text.
   std::vector<runtime::TokenLogprobs> prompt_logprobs;
 };
@@ -91,6 +92,7 @@ class Generation {
   void deliver(const std::string& text, bool count_token,
                std::optional<runtime::TokenLogprobs> logprobs = std::nullopt,
                std::vector<runtime::TokenLogprobs> prompt_logprobs = {});
+  void set_end_logprobs(runtime::TokenLogprobs lp);
   void finish(StopReason reason, std::string detail = "");
   bool cancel_requested();
 
@@ -105,6 +107,7 @@ class Generation {
   std::condition_variable cv_;
   std::string pending_;
   std::vector<runtime::TokenLogprobs> pending_logprobs_, pending_prompt_logprobs_;
+  std::optional<runtime::TokenLogprobs> end_logprobs_;
   Update state_;  // finished / reason / stop_sequence / error / completion_tokens
   bool cancel_requested_ = false;
 };

@@ -219,6 +219,7 @@ struct HttpServer::Impl {
               if (!sink.is_writable()) return gone();
               continue;
             }
+            if (u.end_logprobs && dp->lists_end_of_turn()) u.logprobs.push_back(*u.end_logprobs);
             const std::vector<TokenLogprob> lps = shown(u.logprobs, offset);
             if ((!u.text.empty() || !lps.empty()) &&
                 !send(dp->stream_text(meta, u.text, logprobs ? &lps : nullptr)))

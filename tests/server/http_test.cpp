@@ -264,6 +264,14 @@ TEST(HttpServer, LogprobsOfAnEndOfTurnToken) {
     if (j["choices"][0]["finish_reason"] != "stop") continue;
     ended = true;
     EXPECT_EQ(j["choices"][0]["logprobs"]["tokens"].size(), j["usage"]["completion_tokens"].get<size_t>());
+    body["stream"] = true;  // the same entries, chunk by chunk
+    r = s.post("/v1/completions", body.dump());
+    ASSERT_TRUE(r);
+    size_t streamed = 0;
+    for (const std::string& d : sse_data(r->body))
+      if (d != "[DONE]" && json::parse(d)["choices"][0]["logprobs"].is_object())
+        streamed += json::parse(d)["choices"][0]["logprobs"]["tokens"].size();
+    EXPECT_EQ(streamed, j["usage"]["completion_tokens"].get<size_t>());
     json chat = {{"messages", json::array({{{"role", "user"}, {"content", prompt}}})},
                  {"seed", seed},
                  {"max_tokens", 300},

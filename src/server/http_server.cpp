@@ -134,67 +134,88 @@ struct HttpServer::Impl {
     record(endpoint, stop_reason_name(u.reason), u.reason == StopReason::error ? u.error : buf);
   }
 
+  // Waits for a non-streamed request's end: its text and, when asked, its log-probabilities (an echo's
+  // prompt first, its first token without one). `u` is the last update (how it ended).
+  ApiResult collect(Generation& gen, const Dialect& d, const std::vector<int32_t>& echoed, bool logprobs,
+                    Update& u) const {
+    std::string text;
+    std::vector<runtime::TokenLogprobs> raw, prompt_raw;
+    while (!u.finished)
+      if (gen.next(u, std::chrono::seconds(1))) {
+        text += u.text;
+        raw.insert(raw.end(), u.logprobs.begin(), u.logprobs.end());
+        if (u.end_logprobs && d.lists_end_of_turn()) raw.push_back(*u.end_logprobs);
+        prompt_raw.insert(prompt_raw.end(), u.prompt_logprobs.begin(), u.prompt_logprobs.end());
+      }
+    std::vector<TokenLogprob> lps;
+    size_t offset = 0;
+    std::string echo;
+    for (size_t i = 0; i < echoed.size(); ++i) {
+      TokenLogprob t{tok.token_bytes(echoed[i], offset == 0), offset, NAN, {}};
+      if (i > 0 && i - 1 < prompt_raw.size())
+        t = shown({prompt_raw[i - 1]}, offset).front();
+      else
+        offset += t.token.size();
+      echo += t.token;
+      lps.push_back(std::move(t));
+    }
+    for (TokenLogprob& t : shown(raw, offset)) lps.push_back(std::move(t));
+    ApiResult r = result_of(u, gen.prompt_tokens(), echo + text);
+    if (logprobs) r.logprobs = std::move(lps);
+    return r;
+  }
+
   void generate(const Dialect& d, int busy_status, const httplib::Request& req, httplib::Response& res) {
     const Clock::time_point start = Clock::now();
     ResponseMeta meta{new_id(d.id_prefix()), opts.model_name, unix_now()};
     ApiRequest ar;
-    std::vector<int32_t> echoed;  // the prompt, when the reply starts with it (completions' echo)
-    std::shared_ptr<Generation> gen;
+    // One generation per prompt (the completions take several), and the prompts an echo repeats.
+    std::vector<std::shared_ptr<Generation>> gens;
+    std::vector<std::vector<int32_t>> echoed;
     try {
       ar = d.parse(parse_body(req), opts.sampling);
-      GenerationJob job;
-      job.prompt = prompt_ids(ar);
-      job.sampling = ar.sampling;
-      job.max_new_tokens = ar.max_tokens.value_or(service.max_context());
-      job.stop = ar.stop;
-      job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
-      job.logprobs = ar.logprobs;
-      job.prompt_logprobs = ar.echo && ar.logprobs >= 0;
-      if (ar.echo) echoed = job.prompt;
-      gen = service.submit(std::move(job));
-    } catch (const ApiError& e) {
-      return refuse(res, d, req.path, e.status(), e.what(), e.param());
-    } catch (const ServiceBusy& e) {
-      return refuse(res, d, req.path, busy_status, e.what());
-    } catch (const Error& e) {  // a prompt that does not fit, a template's raise_exception, ...
-      return refuse(res, d, req.path, 400, e.what());
+      std::vector<std::vector<int32_t>> prompts;
+      if (ar.prompt_batch.empty()) prompts.push_back(prompt_ids(ar));
+      for (const PromptInput& p : ar.prompt_batch)
+        prompts.push_back(p.ids ? *p.ids : tok.encode(*p.text, runtime::EncodeOptions{}));
+      for (std::vector<int32_t>& prompt : prompts) {
+        GenerationJob job;
+        job.prompt = std::move(prompt);
+        job.sampling = ar.sampling;
+        job.max_new_tokens = ar.max_tokens.value_or(service.max_context());
+        job.stop = ar.stop;
+        job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
+        job.logprobs = ar.logprobs;
+        job.prompt_logprobs = ar.echo && ar.logprobs >= 0;
+        echoed.push_back(ar.echo ? job.prompt : std::vector<int32_t>());
+        gens.push_back(service.submit(std::move(job)));
+      }
+    } catch (const Error& e) {
+      for (auto& g : gens) g->cancel();  // all of a request's prompts run, or none
+      if (auto* a = dynamic_cast<const ApiError*>(&e))
+        return refuse(res, d, req.path, a->status(), e.what(), a->param());
+      if (dynamic_cast<const ServiceBusy*>(&e)) return refuse(res, d, req.path, busy_status, e.what());
+      return refuse(res, d, req.path, 400,
+                    e.what());  // a prompt that does not fit, a template's raise_exception
     }
 
     const bool logprobs = ar.logprobs >= 0;
     if (!ar.stream) {
-      std::string text;
-      std::vector<runtime::TokenLogprobs> raw, prompt_raw;
+      std::vector<ApiResult> results;
       Update u;
-      while (!u.finished)
-        if (gen->next(u, std::chrono::seconds(1))) {
-          text += u.text;
-          raw.insert(raw.end(), u.logprobs.begin(), u.logprobs.end());
-          if (u.end_logprobs && d.lists_end_of_turn()) raw.push_back(*u.end_logprobs);
-          prompt_raw.insert(prompt_raw.end(), u.prompt_logprobs.begin(), u.prompt_logprobs.end());
+      for (size_t i = 0; i < gens.size(); ++i) {
+        u = Update();
+        results.push_back(collect(*gens[i], d, echoed[i], logprobs, u));
+        record_end(req.path, meta, false, gens[i]->prompt_tokens(), u, start);
+        if (u.reason == StopReason::error || u.reason == StopReason::cancelled) {
+          for (auto& g : gens) g->cancel();
+          if (u.reason == StopReason::error) return send_json(res, 500, d.error_body(500, u.error, ""));
+          return send_json(res, 503, d.error_body(503, "the server is shutting down", ""));
         }
-      // An echo: the prompt's tokens first, the first one without a log-probability.
-      std::vector<TokenLogprob> lps;
-      size_t offset = 0;
-      std::string echo;
-      for (size_t i = 0; i < echoed.size(); ++i) {
-        TokenLogprob t{tok.token_bytes(echoed[i], offset == 0), offset, NAN, {}};
-        if (i > 0 && i - 1 < prompt_raw.size())
-          t = shown({prompt_raw[i - 1]}, offset).front();
-        else
-          offset += t.token.size();
-        echo += t.token;
-        lps.push_back(std::move(t));
       }
-      text = echo + text;
-      for (TokenLogprob& t : shown(raw, offset)) lps.push_back(std::move(t));
-      record_end(req.path, meta, false, gen->prompt_tokens(), u, start);
-      if (u.reason == StopReason::error) return send_json(res, 500, d.error_body(500, u.error, ""));
-      if (u.reason == StopReason::cancelled)
-        return send_json(res, 503, d.error_body(503, "the server is shutting down", ""));
-      ApiResult r = result_of(u, gen->prompt_tokens(), std::move(text));
-      if (logprobs) r.logprobs = std::move(lps);
-      return send_json(res, 200, d.response(meta, r));
+      return send_json(res, 200, d.response(meta, results));
     }
+    std::shared_ptr<Generation> gen = gens.front();
 
     res.set_header("Cache-Control", "no-cache");
     const Dialect* dp = &d;

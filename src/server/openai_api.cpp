@@ -4,7 +4,8 @@
 // max_tokens, temperature (0..2), top_p, frequency_penalty and presence_penalty (-2..2), seed, stop
 // (up to 4 strings), stream and stream_options.include_usage; mx8 adds top_k, min_p and
 // repetition_penalty; logprobs and top_logprobs (0..20). n must be 1; tools and non-text response
-// formats are refused. Completions: prompt (a string or token ids), the same sampling fields,
+// formats are refused. Completions: prompt (a string or token ids, or several: one choice each, not
+// streamed), the same sampling fields,
 // logprobs (0..5), echo (not streamed: the reply starts with the prompt, and with logprobs so do its
 // log-probabilities, the first token's null).
 // Log-probabilities are of the model's distribution (before penalties and temperature), one entry per
@@ -220,33 +221,56 @@ class OpenAiCompletion : public OpenAiBase {
     fields::unsupported_unless(body, "best_of", 1);
     fields::unsupported_unless(body, "suffix", "");
     if (!body.contains("prompt")) throw ApiError(400, "'prompt' is required", "prompt");
-    // A string, token ids, or an array of one of those (what batching clients send one at a time).
-    const json& p = body["prompt"].is_array() && body["prompt"].size() == 1 &&
-                            (body["prompt"][0].is_string() || body["prompt"][0].is_array())
-                        ? body["prompt"][0]
-                        : body["prompt"];
-    auto ids = [&] {
+    // A string, token ids, or an array of those: several prompts, one choice each.
+    auto one = [&](const json& p) {
+      PromptInput in;
+      if (p.is_string()) {
+        in.text = p.get<std::string>();
+        return in;
+      }
       std::vector<int32_t> v;
-      for (const json& t : p) {
-        if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) return false;
+      for (const json& t : p.is_array() ? p : json::array()) {
+        if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) break;
         v.push_back(t.get<int32_t>());
       }
-      r.prompt_ids = std::move(v);
-      return !r.prompt_ids->empty();
+      if (!p.is_array() || v.empty() || v.size() != p.size())
+        throw ApiError(400, "'prompt' must be a string or token ids, or an array of those", "prompt");
+      in.ids = std::move(v);
+      return in;
     };
-    if (p.is_string())
-      r.prompt = p.get<std::string>();
-    else if (!p.is_array() || !ids())
-      throw ApiError(400, "'prompt' must be a string or token ids (or an array of one of those)", "prompt");
+    const json& p = body["prompt"];
+    std::vector<PromptInput> prompts;
+    if (p.is_array() && !p.empty() && (p[0].is_string() || p[0].is_array()))
+      for (const json& each : p) prompts.push_back(one(each));
+    else
+      prompts.push_back(one(p));
+    if (prompts.size() > 1) {
+      if (r.stream) throw ApiError(400, "several prompts cannot be streamed", "prompt");
+      r.prompt_batch = std::move(prompts);
+    } else {
+      r.prompt = std::move(prompts[0].text);
+      r.prompt_ids = std::move(prompts[0].ids);
+    }
     return r;
   }
   std::string id_prefix() const override { return "cmpl-"; }
   bool lists_end_of_turn() const override { return true; }
   json response(const ResponseMeta& m, const ApiResult& r) const override {
-    json c =
-        choice(r.text, finish_reason(r.reason), completion_logprobs(r.logprobs ? &*r.logprobs : nullptr));
-    json out = base(m, std::move(c));
-    out["usage"] = usage(r);
+    return response(m, std::vector<ApiResult>{r});
+  }
+  json response(const ResponseMeta& m, const std::vector<ApiResult>& rs) const override {
+    json out = base(m, json());
+    ApiResult total;
+    for (size_t i = 0; i < rs.size(); ++i) {
+      const ApiResult& r = rs[i];
+      json c =
+          choice(r.text, finish_reason(r.reason), completion_logprobs(r.logprobs ? &*r.logprobs : nullptr));
+      c["index"] = i;
+      out["choices"].push_back(std::move(c));
+      total.prompt_tokens += r.prompt_tokens;
+      total.completion_tokens += r.completion_tokens;
+    }
+    out["usage"] = usage(total);
     return out;
   }
   std::string stream_start(const ResponseMeta&, int) const override { return ""; }

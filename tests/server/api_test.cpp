@@ -191,13 +191,28 @@ TEST(OpenAiCompletion, PromptAndRefusals) {
   EXPECT_EQ(*d->parse(json::parse(R"({"prompt": "Once"})"), defaults()).prompt, "Once");
   EXPECT_EQ(*d->parse(json::parse(R"({"prompt": ["Once"], "echo": false, "best_of": 1})"), defaults()).prompt,
             "Once");
-  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": ["a", "b"]})")), "prompt");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": [1, -2]})")), "prompt");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": [1, 2.5]})")), "prompt");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": []})")), "prompt");
   EXPECT_EQ(*d->parse(json::parse(R"({"prompt": [1, 2]})"), defaults()).prompt_ids,
             (std::vector<int32_t>{1, 2}));
   EXPECT_EQ(*d->parse(json::parse(R"({"prompt": [[7]]})"), defaults()).prompt_ids, (std::vector<int32_t>{7}));
+  // Several prompts: one choice each, not streamed.
+  const ApiRequest many = d->parse(json::parse(R"({"prompt": ["a", [5, 6], "b"]})"), defaults());
+  ASSERT_EQ(many.prompt_batch.size(), 3u);
+  EXPECT_EQ(*many.prompt_batch[0].text, "a");
+  EXPECT_EQ(*many.prompt_batch[1].ids, (std::vector<int32_t>{5, 6}));
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": ["a", "b"], "stream": true})")), "prompt");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": ["a", [1, -1]]})")), "prompt");
+  const json both =
+      d->response(kMeta, std::vector<ApiResult>{{"x", StopReason::max_tokens, "", 2, 1, std::nullopt},
+                                                {"yz", StopReason::end_of_turn, "", 3, 2, std::nullopt}});
+  ASSERT_EQ(both["choices"].size(), 2u);
+  EXPECT_EQ(both["choices"][1]["index"], 1);
+  EXPECT_EQ(both["choices"][1]["text"], "yz");
+  EXPECT_EQ(both["choices"][1]["finish_reason"], "stop");
+  EXPECT_EQ(both["usage"]["prompt_tokens"], 5);
+  EXPECT_EQ(both["usage"]["completion_tokens"], 3);
   EXPECT_EQ(refused_field(*d, json::parse("{}")), "prompt");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "echo": true, "stream": true})")), "echo");
   EXPECT_TRUE(d->parse(json::parse(R"({"prompt": "a", "echo": true})"), defaults()).echo);

@@ -238,6 +238,30 @@ TEST(HttpServer, LogprobsOfAGreedyReply) {
     EXPECT_EQ(json::parse(r->body)["usage"]["prompt_tokens"], ids.size());
   }
 
+  // Several prompts in one request (a harness's batch): each choice is what that prompt gets alone.
+  const std::string other = json(stories().prompt("The cat")).dump();
+  r = s.post("/v1/completions", R"({"prompt": [)" + json(ids).dump() + ", " + other +
+                                    R"(], "max_tokens": 1, "temperature": 0, "logprobs": 2, "echo": true})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json both = json::parse(r->body);
+  ASSERT_EQ(both["choices"].size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    auto alone =
+        s.post("/v1/completions", R"({"prompt": )" + (i ? other : json(ids).dump()) +
+                                      R"(, "max_tokens": 1, "temperature": 0, "logprobs": 2, "echo": true})");
+    ASSERT_TRUE(alone);
+    json c = json::parse(alone->body)["choices"][0];
+    c["index"] = i;
+    EXPECT_EQ(both["choices"][i], c) << i;
+  }
+
+  // A prompt that cannot run refuses the whole request (the others are cancelled).
+  r = s.post("/v1/completions", R"({"prompt": ["Once", [1, 99999]], "max_tokens": 3})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  EXPECT_NE(r->body.find("99999"), std::string::npos) << r->body;
+
   r = s.post("/v1/completions",
              R"({"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0, "logprobs": 1})");
   ASSERT_TRUE(r);

@@ -43,6 +43,12 @@ struct TokenLogprob {
   std::vector<std::pair<std::string, float>> top;
 };
 
+// One prompt of a completions request: text, or token ids used as given.
+struct PromptInput {
+  std::optional<std::string> text;
+  std::optional<std::vector<int32_t>> ids;
+};
+
 // A request in the server's terms.
 struct ApiRequest {
   // Chat: the conversation for the chat template, [{"role", "content"}] with text content.
@@ -53,9 +59,10 @@ struct ApiRequest {
   std::optional<std::string> prompt;               // completions: the raw prompt text
   std::optional<std::vector<int32_t>> prompt_ids;  // completions: the prompt as token ids instead
   bool echo = false;                               // completions: the reply starts with the prompt
-  runtime::SamplingParams sampling;  // the server's settings, overridden by the request's fields
-  bool seeded = false;               // the request gave a seed
-  std::optional<int> max_tokens;     // none: up to the context
+  std::vector<PromptInput> prompt_batch;  // completions with several prompts: one choice each (not streamed)
+  runtime::SamplingParams sampling;       // the server's settings, overridden by the request's fields
+  bool seeded = false;                    // the request gave a seed
+  std::optional<int> max_tokens;          // none: up to the context
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  // OpenAI stream_options.include_usage
@@ -91,6 +98,10 @@ class Dialect {
   virtual bool lists_end_of_turn() const { return false; }
   // A whole (non-streaming) response.
   virtual nlohmann::ordered_json response(const ResponseMeta& m, const ApiResult& r) const = 0;
+  // The response to several prompts (ApiRequest::prompt_batch; only the completions take them).
+  virtual nlohmann::ordered_json response(const ResponseMeta& m, const std::vector<ApiResult>& rs) const {
+    return response(m, rs.at(0));
+  }
   // An error body for `status`.
   virtual nlohmann::ordered_json error_body(int status, const std::string& message,
                                             const std::string& param) const = 0;

@@ -78,19 +78,20 @@ struct HttpServer::Impl {
        const ServerOptions& o)
       : service(s), tok(t), tmpl(c), opts(o) {}
 
-  // The prompt's token ids: the chat template's rendering (it writes BOS where the model wants it), or
-  // the raw completion prompt with the tokenizer's own framing.
-  std::vector<int32_t> prompt_ids(const ApiRequest& r) const {
+  // The prompts' token ids: the chat template's rendering (it writes BOS where the model wants it), or
+  // each completion prompt, text with the tokenizer's own framing or ids as given.
+  std::vector<std::vector<int32_t>> prompt_ids(const ApiRequest& r) const {
     runtime::EncodeOptions enc;
-    if (r.prompt_ids) return *r.prompt_ids;
-    if (r.prompt) return tok.encode(*r.prompt, enc);
+    std::vector<std::vector<int32_t>> out;
+    for (const PromptInput& p : r.prompts) out.push_back(p.ids ? *p.ids : tok.encode(*p.text, enc));
+    if (!out.empty()) return out;
     if (!tmpl)
       throw ApiError(400,
                      "this model has no chat template; start mx8 serve with --template FILE, or send a raw "
                      "prompt to /v1/completions");
     std::string text = tmpl->render(r.messages, {{"add_generation_prompt", true}}) + r.assistant_prefix;
     enc.add_special = false;
-    return tok.encode(text, enc);
+    return {tok.encode(text, enc)};
   }
 
   // Log-probabilities as the APIs show them: token ids as the bytes they add to the reply (as the
@@ -174,11 +175,7 @@ struct HttpServer::Impl {
     std::vector<std::vector<int32_t>> echoed;
     try {
       ar = d.parse(parse_body(req), opts.sampling);
-      std::vector<std::vector<int32_t>> prompts;
-      if (ar.prompt_batch.empty()) prompts.push_back(prompt_ids(ar));
-      for (const PromptInput& p : ar.prompt_batch)
-        prompts.push_back(p.ids ? *p.ids : tok.encode(*p.text, runtime::EncodeOptions{}));
-      for (std::vector<int32_t>& prompt : prompts) {
+      for (std::vector<int32_t>& prompt : prompt_ids(ar)) {
         GenerationJob job;
         job.prompt = std::move(prompt);
         job.sampling = ar.sampling;
@@ -356,7 +353,8 @@ struct HttpServer::Impl {
       try {
         json body = parse_body(q);
         if (body.is_object() && !body.contains("max_tokens")) body["max_tokens"] = 1;  // not asked here
-        send_json(s, 200, {{"input_tokens", prompt_ids(anthropic->parse(body, opts.sampling)).size()}});
+        send_json(s, 200,
+                  {{"input_tokens", prompt_ids(anthropic->parse(body, opts.sampling)).front().size()}});
       } catch (const ApiError& e) {
         refuse(s, *anthropic, q.path, e.status(), e.what(), e.param());
       } catch (const Error& e) {

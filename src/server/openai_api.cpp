@@ -239,18 +239,11 @@ class OpenAiCompletion : public OpenAiBase {
       return in;
     };
     const json& p = body["prompt"];
-    std::vector<PromptInput> prompts;
     if (p.is_array() && !p.empty() && (p[0].is_string() || p[0].is_array()))
-      for (const json& each : p) prompts.push_back(one(each));
+      for (const json& each : p) r.prompts.push_back(one(each));
     else
-      prompts.push_back(one(p));
-    if (prompts.size() > 1) {
-      if (r.stream) throw ApiError(400, "several prompts cannot be streamed", "prompt");
-      r.prompt_batch = std::move(prompts);
-    } else {
-      r.prompt = std::move(prompts[0].text);
-      r.prompt_ids = std::move(prompts[0].ids);
-    }
+      r.prompts.push_back(one(p));
+    if (r.prompts.size() > 1 && r.stream) throw ApiError(400, "several prompts cannot be streamed", "prompt");
     return r;
   }
   std::string id_prefix() const override { return "cmpl-"; }

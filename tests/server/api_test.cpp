@@ -98,7 +98,7 @@ TEST(OpenAiChat, ReadsMessagesSamplingAndLimits) {
   EXPECT_EQ(r.stop, std::vector<std::string>{"END"});
   EXPECT_TRUE(r.stream);
   EXPECT_TRUE(r.include_usage);
-  EXPECT_FALSE(r.prompt.has_value());
+  EXPECT_TRUE(r.prompts.empty());
 }
 
 TEST(OpenAiChat, UnseededRequestsDrawTheirOwnSeeds) {
@@ -188,20 +188,23 @@ TEST(OpenAiChat, ErrorShape) {
 
 TEST(OpenAiCompletion, PromptAndRefusals) {
   auto d = mx8::server::openai_completion_dialect();
-  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": "Once"})"), defaults()).prompt, "Once");
-  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": ["Once"], "echo": false, "best_of": 1})"), defaults()).prompt,
+  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": "Once"})"), defaults()).prompts.at(0).text, "Once");
+  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": ["Once"], "echo": false, "best_of": 1})"), defaults())
+                 .prompts.at(0)
+                 .text,
             "Once");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": [1, -2]})")), "prompt");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": [1, 2.5]})")), "prompt");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": []})")), "prompt");
-  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": [1, 2]})"), defaults()).prompt_ids,
+  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": [1, 2]})"), defaults()).prompts.at(0).ids,
             (std::vector<int32_t>{1, 2}));
-  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": [[7]]})"), defaults()).prompt_ids, (std::vector<int32_t>{7}));
+  EXPECT_EQ(*d->parse(json::parse(R"({"prompt": [[7]]})"), defaults()).prompts.at(0).ids,
+            (std::vector<int32_t>{7}));
   // Several prompts: one choice each, not streamed.
   const ApiRequest many = d->parse(json::parse(R"({"prompt": ["a", [5, 6], "b"]})"), defaults());
-  ASSERT_EQ(many.prompt_batch.size(), 3u);
-  EXPECT_EQ(*many.prompt_batch[0].text, "a");
-  EXPECT_EQ(*many.prompt_batch[1].ids, (std::vector<int32_t>{5, 6}));
+  ASSERT_EQ(many.prompts.size(), 3u);
+  EXPECT_EQ(*many.prompts[0].text, "a");
+  EXPECT_EQ(*many.prompts[1].ids, (std::vector<int32_t>{5, 6}));
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": ["a", "b"], "stream": true})")), "prompt");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": ["a", [1, -1]]})")), "prompt");
   const json both =

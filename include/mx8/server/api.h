@@ -56,13 +56,12 @@ struct ApiRequest {
   // Chat: text the reply must start with (an Anthropic request whose last message is the assistant's);
   // it is appended to the rendered prompt and is not repeated in the reply.
   std::string assistant_prefix;
-  std::optional<std::string> prompt;               // completions: the raw prompt text
-  std::optional<std::vector<int32_t>> prompt_ids;  // completions: the prompt as token ids instead
-  bool echo = false;                               // completions: the reply starts with the prompt
-  std::vector<PromptInput> prompt_batch;  // completions with several prompts: one choice each (not streamed)
-  runtime::SamplingParams sampling;       // the server's settings, overridden by the request's fields
-  bool seeded = false;                    // the request gave a seed
-  std::optional<int> max_tokens;          // none: up to the context
+  // Completions: the prompts, one choice each (several are not streamed); empty for chat.
+  std::vector<PromptInput> prompts;
+  bool echo = false;                 // completions: the reply starts with the prompt
+  runtime::SamplingParams sampling;  // the server's settings, overridden by the request's fields
+  bool seeded = false;               // the request gave a seed
+  std::optional<int> max_tokens;     // none: up to the context
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  // OpenAI stream_options.include_usage
@@ -98,7 +97,7 @@ class Dialect {
   virtual bool lists_end_of_turn() const { return false; }
   // A whole (non-streaming) response.
   virtual nlohmann::ordered_json response(const ResponseMeta& m, const ApiResult& r) const = 0;
-  // The response to several prompts (ApiRequest::prompt_batch; only the completions take them).
+  // The response to several prompts (ApiRequest::prompts; only the completions take several).
   virtual nlohmann::ordered_json response(const ResponseMeta& m, const std::vector<ApiResult>& rs) const {
     return response(m, rs.at(0));
   }

@@ -461,19 +461,6 @@ std::vector<TokenEvent> Engine::step() {
   for (size_t r = 0; r < rows.size(); ++r)
     std::copy(rows[r]->pages.begin(), rows[r]->pages.end(),
               b.block_tables.begin() + std::ptrdiff_t(r * width));
-  // One row's selection costs the GPU about what downloading the row and sampling it on the host does
-  // (H200, 128k vocabulary: bench serve at 1 client 378 -> 370 tok/s, at 4 1156 -> 1172), so the
-  // backend selects only for several rows; argmax, one cheap pass, always.
-  if (top_k_rows.size() == 1) {
-    for (Drawn& d : drawn)
-      if (d.where == Where::top_k) d = {d.s, Where::host, sampled.size()};
-    sampled.push_back(top_k_seqs[0]);
-    b.logit_rows.push_back(top_k_rows[0]);
-    top_k_rows.clear();
-    top_k_seqs.clear();
-    b.temperature.clear();
-    b.top_k = 0;
-  }
   const size_t vocab = size_t(model_.config().vocab);
   for (const auto& [s, row] : prompt_rows) b.logit_rows.push_back(row);  // downloaded after the sampled
   float* logits = logits_.reserve(b.logit_rows.size() * vocab);

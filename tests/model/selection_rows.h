@@ -20,7 +20,7 @@ inline std::vector<SelectionRows> selection_cases(uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> d(0.0f, 4.0f);
   std::vector<SelectionRows> out;
-  for (int64_t cols : {1, 7, 1000, 4099, 128256}) {
+  for (int64_t cols : {1, 7, 1000, 4099, 20001, 128256}) {
     SelectionRows c;
     c.cols = cols;
     const int rows = 10;

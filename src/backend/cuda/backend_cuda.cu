@@ -443,10 +443,11 @@ class CudaBackend final : public Backend {
   void softmax(float* x, int64_t rows, int64_t cols) override { launch_softmax(x, rows, cols, stream_); }
   void top_k(const float* x, int64_t rows, int64_t cols, int k, const float* temperature, float* values,
              int32_t* ids) override {
-    launch_top_k(x, rows, cols, k, temperature, values, ids, stream_);
+    launch_top_k(x, rows, cols, k, temperature, values, ids,
+                 select_scratch(select_scratch_bytes(rows, cols, k)), stream_);
   }
   void argmax(const float* x, int64_t rows, int64_t cols, int32_t* out) override {
-    launch_argmax(x, rows, cols, out, stream_);
+    launch_argmax(x, rows, cols, out, select_scratch(select_scratch_bytes(rows, cols, 1)), stream_);
   }
 
   std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) override {
@@ -618,6 +619,16 @@ class CudaBackend final : public Backend {
     return sc.p;
   }
 
+  // Scratch 6, for argmax and top_k: zeroed when it is made, since its counters must start at zero
+  // (each call leaves them so).
+  void* select_scratch(size_t bytes) {
+    const bool grows = scratch_[6].floats * 4 < bytes;
+    float* p = scratch(6, (bytes + 3) / 4);
+    if (grows)
+      check(cudaMemsetAsync(p, 0, scratch_[6].floats * 4, stream_), "cudaMemsetAsync (select scratch)");
+    return p;
+  }
+
   static CudaKvCache& as_cuda(KvCache& c) {
     auto* p = dynamic_cast<CudaKvCache*>(&c);
     if (!p) throw Error("cuda backend: KV cache was created by another backend");
@@ -648,9 +659,9 @@ class CudaBackend final : public Backend {
   bool ffn_overlap_ = true;
   uint64_t capture_key_ = 0, capture_epoch_ = 0, use_clock_ = 0;
   std::vector<Recorded> graphs_;
-  Scratch scratch_[6];  // 0: the SwiGLU input, 1: a product before its accumulation, 2: split attention,
+  Scratch scratch_[7];  // 0: the SwiGLU input, 1: a product before its accumulation, 2: split attention,
                         // 3: normalized rows (a fused rmsnorm the GEMV does not take), 4 and 5: the
-                        // FP8 GEMM's activation codes and scales
+                        // FP8 GEMM's activation codes and scales, 6: argmax and top_k (select_scratch)
   std::vector<void*> retired_;  // device memory freed at the next synchronize()
 };
 

@@ -193,7 +193,8 @@ TEST_F(GemvGroup, EveryFormatModeAndRowCountMatchesCpu) {
 
 // rmsnorm fused into the FP8 GEMV (gemv_fp8_mma.cu) for m <= 4 (m >= 3 at k >= 4096 and m >= 5 go
 // to the skinny GEMM after an rmsnorm kernel: the backend's matmul_fused, checked here as well);
-// k = 14336 is Llama-3-8B's down width; ragged n, several targets.
+// k = 14336 is Llama-3-8B's down width (16-warp blocks for one and two rows); ragged n, several
+// targets.
 TEST_F(GemvGroup, FusedRmsnormMatchesCpu) {
   use_norm = true;
   struct G {
@@ -281,7 +282,8 @@ TEST_F(GemvGroup, Mxfp8OnTheTensorCoresMatchesCpu) {
     std::vector<int64_t> ns;
     int64_t k;
   };
-  const G groups[] = {{{300, 40}, 512}, {{130}, 4096}, {{1000, 24, 17}, 1536}};
+  // k = 14336 (Llama-3-8B's down width): two rows of x take the 16-warp blocks there.
+  const G groups[] = {{{300, 40}, 512}, {{130}, 4096}, {{1000, 24, 17}, 1536}, {{130}, 14336}};
   int mode = 0;
   for (bool norm : {false, true})
     for (const G& g : groups)

@@ -647,6 +647,9 @@ void launch_rows(const MatmulInput& in, const MatmulTarget* targets, int count, 
       else
         return launch_variant<4, kWarps, kPair, kMX>(p, int(tiles), s);
     case 2:
+      // At k >= w16_min_k two rows of x take over half the shared memory (k = 14336: 115 KB), so one
+      // 8-warp block per SM would stream alone: 16 warps keep the single-row kernel's bytes in flight.
+      if (w16_min_k() > 0 && k >= w16_min_k()) return launch_variant<2, 16, kPair, kMX>(p, int(tiles), s);
       return launch_variant<2, kWarps, kPair, kMX>(p, int(tiles), s);
     default:
       // The same split for the pair as for the group: its products must be the group's bit for bit.

@@ -90,8 +90,10 @@ class Anthropic : public Dialect {
     return r;
   }
   std::string id_prefix() const override { return "msg_"; }
-  json response(const ResponseMeta& m, const ApiResult& r) const override {
-    json out = message(m, r.prompt_tokens, r.completion_tokens);
+  json response(const ResponseMeta& m, const std::vector<ApiResult>& choices,
+                const ApiResult& total) const override {
+    const ApiResult& r = choices.at(0);  // one: the request has no `n`
+    json out = message(m, total.prompt_tokens, total.completion_tokens);
     out["content"] = json::array({{{"type", "text"}, {"text", r.text}}});
     out["stop_reason"] = stop_reason(r.reason);
     out["stop_sequence"] = r.reason == StopReason::stop_sequence ? json(r.stop_sequence) : json(nullptr);
@@ -100,7 +102,7 @@ class Anthropic : public Dialect {
   json error_body(int status, const std::string& message, const std::string&) const override {
     return {{"type", "error"}, {"error", {{"type", error_type(status)}, {"message", message}}}};
   }
-  std::string stream_start(const ResponseMeta& m, int prompt_tokens) const override {
+  std::string stream_start(const ResponseMeta& m, int prompt_tokens, int) const override {
     return sse_event("message_start",
                      {{"type", "message_start"}, {"message", message(m, prompt_tokens, 0)}}) +
            sse_event("content_block_start", {{"type", "content_block_start"},
@@ -108,18 +110,20 @@ class Anthropic : public Dialect {
                                              {"content_block", {{"type", "text"}, {"text", ""}}}}) +
            sse_event("ping", {{"type", "ping"}});
   }
-  std::string stream_text(const ResponseMeta&, const std::string& text,
+  std::string stream_text(const ResponseMeta&, int, const std::string& text,
                           const std::vector<TokenLogprob>*) const override {
     return sse_event(
         "content_block_delta",
         {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", text}}}});
   }
+  std::string stream_choice_end(const ResponseMeta&, int, const ApiResult&) const override {
+    return sse_event("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}});
+  }
   std::string stream_end(const ResponseMeta&, const ApiResult& r, bool) const override {
     json delta = {
         {"stop_reason", stop_reason(r.reason)},
         {"stop_sequence", r.reason == StopReason::stop_sequence ? json(r.stop_sequence) : json(nullptr)}};
-    return sse_event("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}) +
-           sse_event("message_delta", {{"type", "message_delta"},
+    return sse_event("message_delta", {{"type", "message_delta"},
                                        {"delta", std::move(delta)},
                                        {"usage", {{"output_tokens", r.completion_tokens}}}}) +
            sse_event("message_stop", {{"type", "message_stop"}});

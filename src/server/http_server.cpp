@@ -170,25 +170,31 @@ struct HttpServer::Impl {
     const Clock::time_point start = Clock::now();
     ResponseMeta meta{new_id(d.id_prefix()), opts.model_name, unix_now()};
     ApiRequest ar;
-    // One generation per prompt (the completions take several), and the prompts an echo repeats.
+    // One generation per choice: n per prompt (the completions take several prompts), prompt by
+    // prompt; the prompts an echo repeats; each prompt's tokens once (the usage's prompt_tokens).
     std::vector<std::shared_ptr<Generation>> gens;
     std::vector<std::vector<int32_t>> echoed;
+    int prompt_tokens = 0;
     try {
       ar = d.parse(parse_body(req), opts.sampling);
       for (std::vector<int32_t>& prompt : prompt_ids(ar)) {
-        GenerationJob job;
-        job.prompt = std::move(prompt);
-        job.sampling = ar.sampling;
-        job.max_new_tokens = ar.max_tokens.value_or(service.max_context());
-        job.stop = ar.stop;
-        job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
-        job.logprobs = ar.logprobs;
-        job.prompt_logprobs = ar.echo && ar.logprobs >= 0;
-        echoed.push_back(ar.echo ? job.prompt : std::vector<int32_t>());
-        gens.push_back(service.submit(std::move(job)));
+        prompt_tokens += int(prompt.size());
+        for (int i = 0; i < ar.n; ++i) {
+          GenerationJob job;
+          job.prompt = prompt;
+          job.sampling = ar.sampling;
+          job.sampling.seed += uint64_t(i);  // each choice its own sample; choice 0 draws as n = 1 does
+          job.max_new_tokens = ar.max_tokens.value_or(service.max_context());
+          job.stop = ar.stop;
+          job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
+          job.logprobs = ar.logprobs;
+          job.prompt_logprobs = ar.echo && ar.logprobs >= 0;
+          echoed.push_back(ar.echo ? job.prompt : std::vector<int32_t>());
+          gens.push_back(service.submit(std::move(job)));
+        }
       }
     } catch (const Error& e) {
-      for (auto& g : gens) g->cancel();  // all of a request's prompts run, or none
+      for (auto& g : gens) g->cancel();  // all of a request's choices run, or none
       if (auto* a = dynamic_cast<const ApiError*>(&e))
         return refuse(res, d, req.path, a->status(), e.what(), a->param());
       if (dynamic_cast<const ServiceBusy*>(&e)) return refuse(res, d, req.path, busy_status, e.what());
@@ -199,9 +205,9 @@ struct HttpServer::Impl {
     const bool logprobs = ar.logprobs >= 0;
     if (!ar.stream) {
       std::vector<ApiResult> results;
-      Update u;
+      ApiResult total;
       for (size_t i = 0; i < gens.size(); ++i) {
-        u = Update();
+        Update u;
         results.push_back(collect(*gens[i], d, echoed[i], logprobs, u));
         record_end(req.path, meta, false, gens[i]->prompt_tokens(), u, start);
         if (u.reason == StopReason::error || u.reason == StopReason::cancelled) {
@@ -209,55 +215,76 @@ struct HttpServer::Impl {
           if (u.reason == StopReason::error) return send_json(res, 500, d.error_body(500, u.error, ""));
           return send_json(res, 503, d.error_body(503, "the server is shutting down", ""));
         }
+        total.completion_tokens += results.back().completion_tokens;
       }
-      return send_json(res, 200, d.response(meta, results));
+      total.reason = results.front().reason;
+      total.stop_sequence = results.front().stop_sequence;
+      total.prompt_tokens = prompt_tokens;
+      return send_json(res, 200, d.response(meta, results, total));
     }
-    std::shared_ptr<Generation> gen = gens.front();
 
     res.set_header("Cache-Control", "no-cache");
     const Dialect* dp = &d;
     const bool include_usage = ar.include_usage;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, gen, meta, dp, include_usage, logprobs, start, endpoint = req.path](size_t,
-                                                                                   httplib::DataSink& sink) {
+        [this, gens, meta, dp, include_usage, logprobs, start, prompt_tokens, endpoint = req.path](
+            size_t, httplib::DataSink& sink) {
           auto gone = [&] {  // the client went away
-            gen->cancel();
+            for (auto& g : gens) g->cancel();
             record(endpoint, "disconnected", meta.id);
             return false;
           };
           auto send = [&](const std::string& s) {
             return s.empty() || sink.write(s.data(), s.size()) || gone();
           };
-          if (!send(dp->stream_start(meta, gen->prompt_tokens()))) return false;
-          Update u;
-          size_t offset = 0;
-          while (!u.finished) {
-            if (!gen->next(u, std::chrono::milliseconds(200))) {
-              if (!sink.is_writable()) return gone();
-              continue;
+          if (!send(dp->stream_start(meta, prompt_tokens, int(gens.size())))) return false;
+          // The choices advance together (one engine step makes a token of each): wait on the first
+          // unfinished one, then take what the others have.
+          std::vector<Update> last(gens.size());
+          std::vector<size_t> offsets(gens.size(), 0);
+          ApiResult total;
+          total.prompt_tokens = prompt_tokens;
+          size_t done = 0;
+          while (done < gens.size()) {
+            size_t waited = 0;
+            while (last[waited].finished) ++waited;
+            bool any = false;
+            for (size_t i = waited; i < gens.size(); ++i) {
+              Update& u = last[i];
+              if (u.finished || !gens[i]->next(u, std::chrono::milliseconds(i == waited ? 200 : 0))) continue;
+              any = true;
+              if (u.end_logprobs && dp->lists_end_of_turn()) u.logprobs.push_back(*u.end_logprobs);
+              const std::vector<TokenLogprob> lps = shown(u.logprobs, offsets[i]);
+              if ((!u.text.empty() || !lps.empty()) &&
+                  !send(dp->stream_text(meta, int(i), u.text, logprobs ? &lps : nullptr)))
+                return false;
+              if (!u.finished) continue;
+              ++done;
+              record_end(endpoint, meta, true, gens[i]->prompt_tokens(), u, start);
+              if (u.reason == StopReason::error || u.reason == StopReason::cancelled) {
+                for (auto& g : gens) g->cancel();
+                const std::string tail = u.reason == StopReason::error
+                                             ? dp->stream_error(500, u.error)
+                                             : dp->stream_error(503, "the server is shutting down");
+                if (!send(tail)) return false;
+                sink.done();
+                return true;
+              }
+              const ApiResult r = result_of(u, gens[i]->prompt_tokens(), "");
+              total.completion_tokens += r.completion_tokens;
+              if (i == 0) total.reason = r.reason, total.stop_sequence = r.stop_sequence;
+              if (!send(dp->stream_choice_end(meta, int(i), r))) return false;
             }
-            if (u.end_logprobs && dp->lists_end_of_turn()) u.logprobs.push_back(*u.end_logprobs);
-            const std::vector<TokenLogprob> lps = shown(u.logprobs, offset);
-            if ((!u.text.empty() || !lps.empty()) &&
-                !send(dp->stream_text(meta, u.text, logprobs ? &lps : nullptr)))
-              return false;
+            if (!any && !sink.is_writable()) return gone();
           }
-          record_end(endpoint, meta, true, gen->prompt_tokens(), u, start);
-          std::string tail;
-          if (u.reason == StopReason::error) {
-            tail = dp->stream_error(500, u.error);
-          } else if (u.reason == StopReason::cancelled) {
-            tail = dp->stream_error(503, "the server is shutting down");
-          } else {
-            tail = dp->stream_end(meta, result_of(u, gen->prompt_tokens(), ""), include_usage);
-          }
-          if (!send(tail)) return false;
+          if (!send(dp->stream_end(meta, total, include_usage))) return false;
           sink.done();
           return true;
         },
-        [gen](bool success) {
-          if (!success) gen->cancel();
+        [gens](bool success) {
+          if (!success)
+            for (auto& g : gens) g->cancel();
         });
   }
 

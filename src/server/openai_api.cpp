@@ -3,11 +3,11 @@
 // Chat: messages (system, developer = system, user, assistant; text content), max_completion_tokens or
 // max_tokens, temperature (0..2), top_p, frequency_penalty and presence_penalty (-2..2), seed, stop
 // (up to 4 strings), stream and stream_options.include_usage; mx8 adds top_k, min_p and
-// repetition_penalty; logprobs and top_logprobs (0..20). n must be 1; tools and non-text response
-// formats are refused. Completions: prompt (a string or token ids, or several: one choice each, not
-// streamed), the same sampling fields,
-// logprobs (0..5), echo (not streamed: the reply starts with the prompt, and with logprobs so do its
-// log-probabilities, the first token's null).
+// repetition_penalty; logprobs and top_logprobs (0..20); n (1..128 choices, each its own sample: the
+// request's seed + i for choice i). Tools and non-text response formats are refused. Completions:
+// prompt (a string or token ids, or several: n choices each, prompt by prompt), the same sampling
+// fields, logprobs (0..5), echo (not streamed: the reply starts with the prompt, and with logprobs so
+// do its log-probabilities, the first token's null), best_of only equal to n.
 // Log-probabilities are of the model's distribution (before penalties and temperature), one entry per
 // generated token but an end-of-turn token.
 // finish_reason: "stop" (end of turn or a stop string), "length" (the token limit or the context).
@@ -77,7 +77,7 @@ ApiRequest read_common(const json& body, const runtime::SamplingParams& defaults
     if (!so.is_object()) throw ApiError(400, "'stream_options' must be an object", "stream_options");
     r.include_usage = fields::boolean(so, "include_usage").value_or(false);
   }
-  fields::unsupported_unless(body, "n", 1);
+  if (auto n = fields::integer(body, "n", 1, 128)) r.n = int(*n);
   return r;
 }
 
@@ -169,42 +169,54 @@ class OpenAiChat : public OpenAiBase {
     return r;
   }
   std::string id_prefix() const override { return "chatcmpl-"; }
-  json response(const ResponseMeta& m, const ApiResult& r) const override {
-    return {{"id", m.id},
-            {"object", "chat.completion"},
-            {"created", m.created},
-            {"model", m.model},
-            {"choices", json::array({{{"index", 0},
-                                      {"message", {{"role", "assistant"}, {"content", r.text}}},
-                                      {"logprobs", chat_logprobs(r.logprobs ? &*r.logprobs : nullptr)},
-                                      {"finish_reason", finish_reason(r.reason)}}})},
-            {"usage", usage(r)}};
+  json response(const ResponseMeta& m, const std::vector<ApiResult>& choices,
+                const ApiResult& total) const override {
+    json out = {{"id", m.id},
+                {"object", "chat.completion"},
+                {"created", m.created},
+                {"model", m.model},
+                {"choices", json::array()}};
+    for (size_t i = 0; i < choices.size(); ++i) {
+      const ApiResult& r = choices[i];
+      out["choices"].push_back({{"index", i},
+                                {"message", {{"role", "assistant"}, {"content", r.text}}},
+                                {"logprobs", chat_logprobs(r.logprobs ? &*r.logprobs : nullptr)},
+                                {"finish_reason", finish_reason(r.reason)}});
+    }
+    out["usage"] = usage(total);
+    return out;
   }
-  std::string stream_start(const ResponseMeta& m, int) const override {
-    return sse_event("", chunk(m, {{"role", "assistant"}, {"content", ""}}, nullptr));
+  std::string stream_start(const ResponseMeta& m, int, int choices) const override {
+    std::string s;
+    for (int i = 0; i < choices; ++i)
+      s += sse_event("", chunk(m, i, {{"role", "assistant"}, {"content", ""}}, nullptr));
+    return s;
   }
-  std::string stream_text(const ResponseMeta& m, const std::string& text,
+  std::string stream_text(const ResponseMeta& m, int index, const std::string& text,
                           const std::vector<TokenLogprob>* logprobs) const override {
-    return sse_event("", chunk(m, {{"content", text}}, nullptr, chat_logprobs(logprobs)));
+    return sse_event("", chunk(m, index, {{"content", text}}, nullptr, chat_logprobs(logprobs)));
   }
-  std::string stream_end(const ResponseMeta& m, const ApiResult& r, bool include_usage) const override {
-    std::string s = sse_event("", chunk(m, json::object(), finish_reason(r.reason)));
+  std::string stream_choice_end(const ResponseMeta& m, int index, const ApiResult& r) const override {
+    return sse_event("", chunk(m, index, json::object(), finish_reason(r.reason)));
+  }
+  std::string stream_end(const ResponseMeta& m, const ApiResult& total, bool include_usage) const override {
+    std::string s;
     if (include_usage) {
-      json u = chunk(m, json::object(), nullptr);
+      json u = chunk(m, 0, json::object(), nullptr);
       u["choices"] = json::array();
-      u["usage"] = usage(r);
+      u["usage"] = usage(total);
       s += sse_event("", u);
     }
     return s + "data: [DONE]\n\n";
   }
 
  private:
-  static json chunk(const ResponseMeta& m, json delta, json finish, json logprobs = nullptr) {
+  static json chunk(const ResponseMeta& m, int index, json delta, json finish, json logprobs = nullptr) {
     return {{"id", m.id},
             {"object", "chat.completion.chunk"},
             {"created", m.created},
             {"model", m.model},
-            {"choices", json::array({{{"index", 0},
+            {"choices", json::array({{{"index", index},
                                       {"delta", std::move(delta)},
                                       {"logprobs", std::move(logprobs)},
                                       {"finish_reason", finish}}})}};
@@ -218,7 +230,8 @@ class OpenAiCompletion : public OpenAiBase {
     if (auto n = fields::integer(body, "logprobs", 0, 5)) r.logprobs = int(*n);
     r.echo = fields::boolean(body, "echo").value_or(false);
     if (r.echo && r.stream) throw ApiError(400, "'echo' is not supported with 'stream'", "echo");
-    fields::unsupported_unless(body, "best_of", 1);
+    if (auto b = fields::integer(body, "best_of", 1, 128); b && *b != r.n)
+      throw ApiError(400, "'best_of' other than 'n' is not supported by this server", "best_of");
     fields::unsupported_unless(body, "suffix", "");
     if (!body.contains("prompt")) throw ApiError(400, "'prompt' is required", "prompt");
     // A string, token ids, or an array of those: several prompts, one choice each.
@@ -243,49 +256,44 @@ class OpenAiCompletion : public OpenAiBase {
       for (const json& each : p) r.prompts.push_back(one(each));
     else
       r.prompts.push_back(one(p));
-    if (r.prompts.size() > 1 && r.stream) throw ApiError(400, "several prompts cannot be streamed", "prompt");
     return r;
   }
   std::string id_prefix() const override { return "cmpl-"; }
   bool lists_end_of_turn() const override { return true; }
-  json response(const ResponseMeta& m, const ApiResult& r) const override {
-    return response(m, std::vector<ApiResult>{r});
-  }
-  json response(const ResponseMeta& m, const std::vector<ApiResult>& rs) const override {
+  json response(const ResponseMeta& m, const std::vector<ApiResult>& choices,
+                const ApiResult& total) const override {
     json out = base(m, json());
-    ApiResult total;
-    for (size_t i = 0; i < rs.size(); ++i) {
-      const ApiResult& r = rs[i];
-      json c =
-          choice(r.text, finish_reason(r.reason), completion_logprobs(r.logprobs ? &*r.logprobs : nullptr));
-      c["index"] = i;
-      out["choices"].push_back(std::move(c));
-      total.prompt_tokens += r.prompt_tokens;
-      total.completion_tokens += r.completion_tokens;
+    for (size_t i = 0; i < choices.size(); ++i) {
+      const ApiResult& r = choices[i];
+      out["choices"].push_back(choice(int(i), r.text, finish_reason(r.reason),
+                                      completion_logprobs(r.logprobs ? &*r.logprobs : nullptr)));
     }
     out["usage"] = usage(total);
     return out;
   }
-  std::string stream_start(const ResponseMeta&, int) const override { return ""; }
-  std::string stream_text(const ResponseMeta& m, const std::string& text,
+  std::string stream_start(const ResponseMeta&, int, int) const override { return ""; }
+  std::string stream_text(const ResponseMeta& m, int index, const std::string& text,
                           const std::vector<TokenLogprob>* logprobs) const override {
-    return sse_event("", base(m, choice(text, nullptr, completion_logprobs(logprobs))));
+    return sse_event("", base(m, choice(index, text, nullptr, completion_logprobs(logprobs))));
   }
-  std::string stream_end(const ResponseMeta& m, const ApiResult& r, bool include_usage) const override {
-    std::string s = sse_event("", base(m, choice("", finish_reason(r.reason))));
+  std::string stream_choice_end(const ResponseMeta& m, int index, const ApiResult& r) const override {
+    return sse_event("", base(m, choice(index, "", finish_reason(r.reason))));
+  }
+  std::string stream_end(const ResponseMeta& m, const ApiResult& total, bool include_usage) const override {
+    std::string s;
     if (include_usage) {
       json u = base(m, json());
       u["choices"] = json::array();
-      u["usage"] = usage(r);
+      u["usage"] = usage(total);
       s += sse_event("", u);
     }
     return s + "data: [DONE]\n\n";
   }
 
  private:
-  static json choice(const std::string& text, json finish, json logprobs = nullptr) {
+  static json choice(int index, const std::string& text, json finish, json logprobs = nullptr) {
     return {{"text", text},
-            {"index", 0},
+            {"index", index},
             {"logprobs", std::move(logprobs)},
             {"finish_reason", std::move(finish)}};
   }

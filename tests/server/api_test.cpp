@@ -135,7 +135,8 @@ TEST(OpenAiChat, RefusesWhatItCannotDoNamingTheField) {
   EXPECT_EQ(refused_field(*d, with(R"("stop": [""])")), "stop");
   EXPECT_EQ(refused_field(*d, with(R"("stop": 3)")), "stop");
   EXPECT_EQ(refused_field(*d, with(R"("stream": "yes")")), "stream");
-  EXPECT_EQ(refused_field(*d, with(R"("n": 2)")), "n");
+  EXPECT_EQ(refused_field(*d, with(R"("n": 0)")), "n");
+  EXPECT_EQ(refused_field(*d, with(R"("n": 129)")), "n");
   EXPECT_EQ(refused_field(*d, with(R"("logprobs": "yes")")), "logprobs");
   EXPECT_EQ(refused_field(*d, with(R"("top_logprobs": 2)")), "top_logprobs");  // without logprobs: true
   EXPECT_EQ(refused_field(*d, with(R"("logprobs": true, "top_logprobs": 21)")), "top_logprobs");
@@ -161,8 +162,9 @@ TEST(OpenAiChat, ResponseAndStreamShapes) {
   r.reason = StopReason::end_of_turn;
   EXPECT_EQ(d->response(kMeta, r)["choices"][0]["finish_reason"], "stop");
 
-  const Events ev = parse_sse(d->stream_start(kMeta, 5) + d->stream_text(kMeta, "Hel", nullptr) +
-                              d->stream_text(kMeta, "lo", nullptr) + d->stream_end(kMeta, r, true));
+  const Events ev = parse_sse(d->stream_start(kMeta, 5, 1) + d->stream_text(kMeta, 0, "Hel", nullptr) +
+                              d->stream_text(kMeta, 0, "lo", nullptr) + d->stream_choice_end(kMeta, 0, r) +
+                              d->stream_end(kMeta, r, true));
   ASSERT_EQ(ev.data.size(), 6u);
   EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["delta"]["role"], "assistant");
   EXPECT_EQ(json::parse(ev.data[1])["choices"][0]["delta"]["content"], "Hel");
@@ -173,7 +175,27 @@ TEST(OpenAiChat, ResponseAndStreamShapes) {
   EXPECT_EQ(json::parse(ev.data[4])["usage"]["total_tokens"], 8);
   EXPECT_EQ(ev.data[5], "[DONE]");
   // Without include_usage there is no usage chunk.
-  EXPECT_EQ(parse_sse(d->stream_end(kMeta, r, false)).data.size(), 2u);
+  EXPECT_EQ(parse_sse(d->stream_end(kMeta, r, false)).data.size(), 1u);
+
+  // n choices: numbered in the response, a role chunk each when streamed; the usage is the total's.
+  EXPECT_EQ(
+      d->parse(json::parse(R"({"messages": [{"role": "user", "content": "x"}], "n": 3})"), defaults()).n, 3);
+  const ApiResult a{"A", StopReason::end_of_turn, "", 5, 1, std::nullopt},
+      b{"BB", StopReason::max_tokens, "", 5, 2, std::nullopt},
+      total{"", StopReason::none, "", 5, 3, std::nullopt};
+  const json two = d->response(kMeta, {a, b}, total);
+  ASSERT_EQ(two["choices"].size(), 2u);
+  EXPECT_EQ(two["choices"][1]["index"], 1);
+  EXPECT_EQ(two["choices"][1]["message"]["content"], "BB");
+  EXPECT_EQ(two["choices"][1]["finish_reason"], "length");
+  EXPECT_EQ(two["usage"], json({{"prompt_tokens", 5}, {"completion_tokens", 3}, {"total_tokens", 8}}));
+  const Events ev2 = parse_sse(d->stream_start(kMeta, 5, 2) + d->stream_text(kMeta, 1, "BB", nullptr) +
+                               d->stream_choice_end(kMeta, 1, b));
+  ASSERT_EQ(ev2.data.size(), 4u);
+  EXPECT_EQ(json::parse(ev2.data[1])["choices"][0]["index"], 1);
+  EXPECT_EQ(json::parse(ev2.data[1])["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(json::parse(ev2.data[2])["choices"][0]["index"], 1);
+  EXPECT_EQ(json::parse(ev2.data[3])["choices"][0]["finish_reason"], "length");
 }
 
 TEST(OpenAiChat, ErrorShape) {
@@ -200,16 +222,21 @@ TEST(OpenAiCompletion, PromptAndRefusals) {
             (std::vector<int32_t>{1, 2}));
   EXPECT_EQ(*d->parse(json::parse(R"({"prompt": [[7]]})"), defaults()).prompts.at(0).ids,
             (std::vector<int32_t>{7}));
-  // Several prompts: one choice each, not streamed.
+  // Several prompts: n choices each (streamed too), best_of only equal to n.
   const ApiRequest many = d->parse(json::parse(R"({"prompt": ["a", [5, 6], "b"]})"), defaults());
   ASSERT_EQ(many.prompts.size(), 3u);
   EXPECT_EQ(*many.prompts[0].text, "a");
   EXPECT_EQ(*many.prompts[1].ids, (std::vector<int32_t>{5, 6}));
-  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": ["a", "b"], "stream": true})")), "prompt");
+  EXPECT_EQ(
+      d->parse(json::parse(R"({"prompt": ["a", "b"], "stream": true, "n": 2, "best_of": 2})"), defaults())
+          .prompts.size(),
+      2u);
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "n": 2, "best_of": 3})")), "best_of");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": ["a", [1, -1]]})")), "prompt");
-  const json both =
-      d->response(kMeta, std::vector<ApiResult>{{"x", StopReason::max_tokens, "", 2, 1, std::nullopt},
-                                                {"yz", StopReason::end_of_turn, "", 3, 2, std::nullopt}});
+  const json both = d->response(kMeta,
+                                {{"x", StopReason::max_tokens, "", 2, 1, std::nullopt},
+                                 {"yz", StopReason::end_of_turn, "", 3, 2, std::nullopt}},
+                                {"", StopReason::none, "", 5, 3, std::nullopt});
   ASSERT_EQ(both["choices"].size(), 2u);
   EXPECT_EQ(both["choices"][1]["index"], 1);
   EXPECT_EQ(both["choices"][1]["text"], "yz");
@@ -228,11 +255,13 @@ TEST(OpenAiCompletion, PromptAndRefusals) {
   EXPECT_EQ(full["object"], "text_completion");
   EXPECT_EQ(full["choices"][0]["text"], " upon");
   EXPECT_EQ(full["choices"][0]["finish_reason"], "stop");
-  const Events ev = parse_sse(d->stream_start(kMeta, 2) + d->stream_text(kMeta, " upon", nullptr) +
-                              d->stream_end(kMeta, r, false));
+  const Events ev = parse_sse(d->stream_start(kMeta, 2, 2) + d->stream_text(kMeta, 1, " upon", nullptr) +
+                              d->stream_choice_end(kMeta, 1, r) + d->stream_end(kMeta, r, false));
   ASSERT_EQ(ev.data.size(), 3u);
   EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["text"], " upon");
+  EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["index"], 1);
   EXPECT_EQ(json::parse(ev.data[1])["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(json::parse(ev.data[1])["choices"][0]["index"], 1);
   EXPECT_EQ(ev.data[2], "[DONE]");
 }
 
@@ -297,8 +326,8 @@ TEST(Anthropic, ResponseStreamAndErrorShapes) {
   EXPECT_TRUE(d->response(kMeta, r)["stop_sequence"].is_null());
   r.reason = StopReason::end_of_turn;
 
-  const Events ev = parse_sse(d->stream_start(kMeta, 9) + d->stream_text(kMeta, "Hi", nullptr) +
-                              d->stream_end(kMeta, r, false));
+  const Events ev = parse_sse(d->stream_start(kMeta, 9, 1) + d->stream_text(kMeta, 0, "Hi", nullptr) +
+                              d->stream_choice_end(kMeta, 0, r) + d->stream_end(kMeta, r, false));
   EXPECT_EQ(ev.names,
             (std::vector<std::string>{"message_start", "content_block_start", "ping", "content_block_delta",
                                       "content_block_stop", "message_delta", "message_stop"}));
@@ -348,7 +377,7 @@ TEST(OpenAiApi, LogprobsInBothShapes) {
   EXPECT_EQ(c[1]["top_logprobs"][1]["token"], "y");
   EXPECT_EQ(c[1]["top_logprobs"][1]["logprob"], -2.0);
   const Events ev =
-      parse_sse(chat->stream_text(kMeta, "Hello", &lp) + chat->stream_text(kMeta, "!", nullptr));
+      parse_sse(chat->stream_text(kMeta, 0, "Hello", &lp) + chat->stream_text(kMeta, 0, "!", nullptr));
   ASSERT_EQ(ev.data.size(), 2u);
   EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["logprobs"]["content"][1]["token"], "llo");
   EXPECT_TRUE(json::parse(ev.data[1])["choices"][0]["logprobs"].is_null());

@@ -4,7 +4,7 @@
 // is tested on its own (tests/server/api_test.cpp).
 //
 // Requests are checked field by field: a field of the wrong type or out of its range, a missing
-// required field, or a feature the server does not have (n > 1, tools, images) is an
+// required field, or a feature the server does not have (tools, images) is an
 // ApiError that names the field; unknown fields are ignored, as both APIs' clients send extras.
 #pragma once
 
@@ -56,9 +56,10 @@ struct ApiRequest {
   // Chat: text the reply must start with (an Anthropic request whose last message is the assistant's);
   // it is appended to the rendered prompt and is not repeated in the reply.
   std::string assistant_prefix;
-  // Completions: the prompts, one choice each (several are not streamed); empty for chat.
+  // Completions: the prompts, `n` choices each; empty for chat.
   std::vector<PromptInput> prompts;
-  bool echo = false;                 // completions: the reply starts with the prompt
+  int n = 1;                         // OpenAI: choices per prompt, each its own sample
+  bool echo = false;                 // completions: the reply starts with the prompt (not streamed)
   runtime::SamplingParams sampling;  // the server's settings, overridden by the request's fields
   bool seeded = false;               // the request gave a seed
   std::optional<int> max_tokens;     // none: up to the context
@@ -95,21 +96,27 @@ class Dialect {
   // Whether log-probabilities list an end-of-turn token (the completions do: a harness that echoes a
   // prompt expects one entry per token, however generation ended; chat lists the reply's tokens).
   virtual bool lists_end_of_turn() const { return false; }
-  // A whole (non-streaming) response.
-  virtual nlohmann::ordered_json response(const ResponseMeta& m, const ApiResult& r) const = 0;
-  // The response to several prompts (ApiRequest::prompts; only the completions take several).
-  virtual nlohmann::ordered_json response(const ResponseMeta& m, const std::vector<ApiResult>& rs) const {
-    return response(m, rs.at(0));
+  // A whole (non-streaming) response: its choices in order (the OpenAI dialects number them; Anthropic
+  // has one), with `total`'s token counts as its usage (each prompt's tokens once, every choice's
+  // generated tokens).
+  virtual nlohmann::ordered_json response(const ResponseMeta& m, const std::vector<ApiResult>& choices,
+                                          const ApiResult& total) const = 0;
+  // The response of one choice.
+  nlohmann::ordered_json response(const ResponseMeta& m, const ApiResult& r) const {
+    return response(m, {r}, r);
   }
   // An error body for `status`.
   virtual nlohmann::ordered_json error_body(int status, const std::string& message,
                                             const std::string& param) const = 0;
-  // Server-sent events of a streamed response: the opening, one piece of text, the end, an error.
-  virtual std::string stream_start(const ResponseMeta& m, int prompt_tokens) const = 0;
-  // `logprobs`: those of the tokens since the previous piece, when the request asked for them.
-  virtual std::string stream_text(const ResponseMeta& m, const std::string& text,
+  // Server-sent events of a streamed response: the opening (of `choices` choices), a piece of choice
+  // `index`'s text, the end of choice `index`, the end of the response (`total`: the token counts, and
+  // for one choice how it ended), an error. `logprobs`: those of the tokens since the previous piece,
+  // when the request asked for them.
+  virtual std::string stream_start(const ResponseMeta& m, int prompt_tokens, int choices) const = 0;
+  virtual std::string stream_text(const ResponseMeta& m, int index, const std::string& text,
                                   const std::vector<TokenLogprob>* logprobs) const = 0;
-  virtual std::string stream_end(const ResponseMeta& m, const ApiResult& r, bool include_usage) const = 0;
+  virtual std::string stream_choice_end(const ResponseMeta& m, int index, const ApiResult& r) const = 0;
+  virtual std::string stream_end(const ResponseMeta& m, const ApiResult& total, bool include_usage) const = 0;
   virtual std::string stream_error(int status, const std::string& message) const = 0;
 };
 

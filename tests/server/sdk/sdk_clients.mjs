@@ -77,8 +77,32 @@ check(models.data.length === 1 && models.data[0].id === model, 'models.list');
 
 await refused('chat: temperature 5 is a BadRequestError',
   () => openai.chat.completions.create({ model, messages, temperature: 5 }), OpenAI.BadRequestError, 400);
-await refused('chat: n = 2 is a BadRequestError',
-  () => openai.chat.completions.create({ model, messages, n: 2 }), OpenAI.BadRequestError, 400);
+await refused('chat: n = 0 is a BadRequestError',
+  () => openai.chat.completions.create({ model, messages, n: 0 }), OpenAI.BadRequestError, 400);
+
+// n choices, sampled with a seed: choice i is the sample of seed + i, so choice 0 is the n = 1 answer;
+// streamed, the SDK's helper assembles the same choices from their indexed chunks.
+const sampled = { model, messages, max_tokens: 20, temperature: 1, seed: 7 };
+const one = await openai.chat.completions.create(sampled);
+const three = await openai.chat.completions.create({ ...sampled, n: 3 });
+const texts = three.choices.map((c) => c.message.content);
+check(three.choices.length === 3 && three.choices.every((c, i) => c.index === i), 'chat n = 3: three choices in order',
+  JSON.stringify(three.choices));
+check(texts[0] === one.choices[0].message.content, 'chat n = 3: choice 0 is the n = 1 sample', JSON.stringify(texts));
+check(new Set(texts).size > 1, 'chat n = 3: the choices are different samples', JSON.stringify(texts));
+check(three.usage.prompt_tokens === one.usage.prompt_tokens &&
+  three.usage.completion_tokens === three.choices.length * 20, 'chat n = 3: usage counts the prompt once',
+  JSON.stringify(three.usage));
+const threeStreamed = await openai.chat.completions.stream({ ...sampled, n: 3 }).finalChatCompletion();
+check(JSON.stringify(threeStreamed.choices.map((c) => c.message.content)) === JSON.stringify(texts),
+  'chat n = 3 stream: the same choices', JSON.stringify(threeStreamed.choices));
+const prompts = { model, prompt: ['Once upon a time', 'The dog'], max_tokens: 8, temperature: 1, seed: 3, n: 2 };
+const four = await openai.completions.create(prompts);
+const pieces = ['', '', '', ''];
+for await (const chunk of await openai.completions.create({ ...prompts, stream: true }))
+  for (const c of chunk.choices) pieces[c.index] += c.text;
+check(four.choices.length === 4 && JSON.stringify(pieces) === JSON.stringify(four.choices.map((c) => c.text)),
+  'completions: two prompts x n = 2, streamed as returned', JSON.stringify([pieces, four.choices]));
 
 // Anthropic messages: the same conversation gives the same text.
 const request = { model, max_tokens: 30, temperature: 0, system, messages: [{ role: 'user', content: 'A cat' }] };

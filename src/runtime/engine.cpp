@@ -357,6 +357,27 @@ void Engine::take_prefix(Seq& s) {
   stats_.reused_tokens += int64_t(s.cached);
 }
 
+bool Engine::waits_for_shared_prefill(size_t i) const {
+  const Seq& s = *seqs_[i];
+  const size_t ps = size_t(opts_.page_size);
+  // take_prefix would find nothing (off, a window, prompt log-probabilities) or no whole page.
+  if (!opts_.prefix_reuse || window_ || s.wants_prompt_logprobs() || s.tokens.size() <= ps) return false;
+  const size_t limit = s.tokens.size() - 1;  // take_prefix's: the last token is fed
+  auto same_page = [&](const Seq& o, size_t at) {
+    return at + ps <= limit && at + ps <= o.tokens.size() &&
+           std::equal(s.tokens.begin() + std::ptrdiff_t(at), s.tokens.begin() + std::ptrdiff_t(at + ps),
+                      o.tokens.begin() + std::ptrdiff_t(at));
+  };
+  for (size_t j = 0; j < i; ++j) {  // older ones only, so that the oldest of them never waits
+    const Seq& o = *seqs_[j];
+    // `o`'s first page not indexed yet (to be written, or written this step: pages are indexed as
+    // the step ends). Two pages compared, not the whole prompt: a wrong guess only delays `s` while
+    // `o` goes on.
+    if (same_page(o, 0) && same_page(o, o.hashes.size() * ps)) return true;
+  }
+  return false;
+}
+
 std::vector<TokenEvent> Engine::step() {
   std::vector<TokenEvent> events;
   // Drop cancelled sequences first.
@@ -397,6 +418,7 @@ std::vector<TokenEvent> Engine::step() {
       if (s.tokens.size() == s.cached || decoding != (pass == 0) || state[i] != InStep::no) continue;
       // A sequence looks for cached pages when it first gets budget: the pages of prompts ahead of it,
       // prefilled meanwhile, are indexed by then.
+      if (!s.prefix_looked_up && waits_for_shared_prefill(i)) continue;
       if (!s.prefix_looked_up) take_prefix(s);
       const size_t pending = s.tokens.size() - s.cached;
       release_window_pages(s);

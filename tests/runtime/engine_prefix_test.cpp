@@ -209,6 +209,32 @@ TEST_P(EnginePrefix, RunningRequestsShareACommonPrompt) {
   EXPECT_EQ(off.stats().prefill_tokens, 4 * 45);
 }
 
+// The choices of one request (OpenAI n) arrive together with one prompt. With a step budget larger than
+// the prompt, the second would prefill beside the first in the same step (nothing is indexed before
+// the step ends); instead the others wait for the first's pages and take its two full ones (32
+// positions), prefilling only the 8 of the last page: 40 + 3 x 8 positions, not 40 + 40 + 2 x 8.
+TEST_P(EnginePrefix, IdenticalPromptsArrivingTogetherPrefillOnce) {
+  static const struct Wide {
+    std::unique_ptr<backend::Backend> be = backend::make_cpu_backend(2);
+    std::unique_ptr<model::LlamaModel> m;
+    Wide() {
+      model::LoadOptions lo;
+      lo.weights = model::WeightMode::f32;
+      lo.max_tokens_per_step = 64;
+      m = model::load_llama(kModel, *be, lo);
+    }
+  } wide;
+  std::mt19937 g(13);
+  const std::vector<std::vector<int32_t>> prompts(4, random_tokens(g, 40, kBos));
+  runtime::Engine on(*wide.m, *wide.be, options(true, 128, 4)),
+      off(*wide.m, *wide.be, options(false, 128, 4));
+  const std::vector<Gen> a = run_all(on, prompts, 12), b = run_all(off, prompts, 12);
+  for (size_t i = 0; i < a.size(); ++i) expect_same(a[i], b[i], "choice " + std::to_string(i));
+  EXPECT_EQ(on.stats().reused_tokens, 3 * 32);
+  EXPECT_EQ(on.stats().prefill_tokens, 40 + 3 * 8);
+  EXPECT_EQ(off.stats().prefill_tokens, 4 * 40);
+}
+
 // Pages held by running requests are counted once: with the common prompt shared, eight requests fit
 // in a pool where their own copies would not, and none is preempted.
 TEST_P(EnginePrefix, SharedPagesLeaveRoomInAPool) {

@@ -198,6 +198,10 @@ class Engine {
   void release_window_pages(Seq& s);
   void release(Seq& s);
   void take_prefix(Seq& s);
+  // Whether new sequence `i` waits for an older one that is prefilling a prompt with the same first
+  // page: once that one's pages are indexed, take_prefix finds them, where prefilling beside it would
+  // compute the same positions twice (the choices of an OpenAI request with n > 1 arrive together).
+  bool waits_for_shared_prefill(size_t i) const;
   // Where a sequence's next token is chosen. Without penalties (and with no logits kept), on a backend
   // that draws (EngineOptions::backend_draw), the backend does what needs the whole row: greedy takes
   // the arg max there, top-k sampling selects its candidates there, and only indices (and k values)

@@ -54,8 +54,9 @@ struct Options {
   std::string weights = "fp8,bf16";
   std::string kv = "bf16";
   std::string graphs = "on,off";
-  std::vector<bool> graph_modes;  // from `graphs`
-  bool greedy = false;            // decode steps take the arg max on the GPU (only indices downloaded)
+  std::vector<bool> graph_modes;   // from `graphs`
+  bool greedy = false;             // decode steps take the arg max on the GPU (only indices downloaded)
+  bool rounded_attention = false;  // prompt steps also timed with AttentionArgs::round_operands
   bool write_perf = true;
   std::string perf_md;
 };
@@ -107,7 +108,8 @@ struct Result {
   double weight_gbps = 0;              // bytes per step / time per step
   double gemv_gbps = 0;                // the largest GEMV alone, cold weights
   std::vector<double> prefill_ms;      // one step of Options::prefill prompt tokens per prefill_starts entry
-  std::string prefill_path;            // what the backend does with the activations of such a step
+  std::vector<double> prefill_rounded_ms;  // the same with rounded attention operands (--attention-rounded)
+  std::string prefill_path;                // what the backend does with the activations of such a step
   struct LongDecode {
     KvFormat kv;
     int cached;
@@ -258,8 +260,13 @@ std::vector<Result> run_format(Backend& be, WeightFormat f, const Options& o, Kv
       out.push_back(r);
     }
   if (o.prefill > 0 && o.batches == std::vector<int>{1} && !out.empty())
-    for (int start : o.prefill_starts)
+    for (int start : o.prefill_starts) {
       out.front().prefill_ms.push_back(time_prefill(be, *model, o, kvf, start));
+      if (!o.rounded_attention) continue;
+      model->set_round_attention_operands(true);
+      out.front().prefill_rounded_ms.push_back(time_prefill(be, *model, o, kvf, start));
+      model->set_round_attention_operands(false);
+    }
   if (o.batches == std::vector<int>{1} && !out.empty())
     for (KvFormat lkv : {KvFormat::bf16, KvFormat::fp8})
       for (int cached : o.decode_starts) {
@@ -338,9 +345,13 @@ void run(const Options& o) {
           r.weights.c_str(), r.batch, r.graphs ? "on" : "off", r.tok_s, r.ms_per_token,
           r.bytes_per_token / 1e9, r.weight_gbps, 100 * r.weight_gbps / bw, r.gemv_gbps,
           100 * r.gemv_gbps / bw);
-      for (size_t i = 0; i < r.prefill_ms.size(); ++i)
-        std::printf("%-28s prefill of %d tokens after %6d: %8.1f ms  %8.0f tok/s\n", r.weights.c_str(),
+      for (size_t i = 0; i < r.prefill_ms.size(); ++i) {
+        std::printf("%-28s prefill of %d tokens after %6d: %8.1f ms  %8.0f tok/s", r.weights.c_str(),
                     o.prefill, o.prefill_starts[i], r.prefill_ms[i], o.prefill / (r.prefill_ms[i] * 1e-3));
+        if (i < r.prefill_rounded_ms.size())
+          std::printf("  (rounded attention operands: %.1f ms)", r.prefill_rounded_ms[i]);
+        std::printf("\n");
+      }
       for (const auto& d : r.long_decode)
         std::printf("%-28s decode after %6d cached, %s KV: %8.1f tok/s  %7.3f ms/token  %.0f%% of roofline\n",
                     r.weights.c_str(), d.cached, kv_format_name(d.kv), d.tok_s, d.ms_per_token,
@@ -373,7 +384,7 @@ void run(const Options& o) {
         (o.prefill_at != Options{}.prefill_at ? " --prefill-at " + o.prefill_at : "") +
         (!o.decode_at.empty() && !batched ? " --decode-at " + o.decode_at : "") +
         (o.weights != Options{}.weights ? " --weights " + o.weights : "") + (o.greedy ? " --greedy" : "") +
-        "`.\n\n";
+        (o.rounded_attention ? " --attention-rounded" : "") + "`.\n\n";
   const std::string per = batched ? "step" : "token";
   md += "Random weights; each " + per +
         " is the model's forward pass (src/model/llama.cpp) as `mx8 run` does it: uploads of the step's "
@@ -420,20 +431,33 @@ void run(const Options& o) {
     const double flops =
         2.0 * o.prefill * double(o.layers) *
         double(kDim * (kHeads + 2 * kKvHeads) * kHeadDim + kHeads * kHeadDim * kDim + 3 * kDim * kFfn);
-    md += "\nPrompt step: one forward of " + std::to_string(o.prefill) +
-          " tokens after `cached` positions of a sequence (causal attention over the cached positions and "
-          "the step, the last row's logits downloaded), the median of 3 after one untimed step. matmul "
-          "TFLOP/s counts the layers' matmuls only (2 FLOPs per weight per token), over the whole step's "
-          "time. `activations` is what the backend does with a prompt step's matmul inputs.\n\n";
     md +=
-        "| weights | prompt tokens | cached | ms | tokens/s | matmul TFLOP/s | activations "
-        "|\n|---|---:|---:|---:|---:|---:|---|\n";
+        "\nPrompt step: one forward of " + std::to_string(o.prefill) +
+        " tokens after `cached` positions of a sequence (causal attention over the cached positions and "
+        "the step, the last row's logits downloaded), the median of 3 after one untimed step. matmul "
+        "TFLOP/s counts the layers' matmuls only (2 FLOPs per weight per token), over the whole step's "
+        "time. `activations` is what the backend does with a prompt step's matmul inputs." +
+        (o.rounded_attention
+             ? std::string(" `rounded ms`: the same step with the attention's q and probabilities rounded to "
+                           "the cache's operand type (`mx8 run --attention rounded`), `x` the speed-up.")
+             : std::string()) +
+        "\n\n";
+    md += o.rounded_attention
+              ? "| weights | prompt tokens | cached | ms | tokens/s | matmul TFLOP/s | activations "
+                "| rounded ms | x |\n|---|---:|---:|---:|---:|---:|---|---:|---:|\n"
+              : "| weights | prompt tokens | cached | ms | tokens/s | matmul TFLOP/s | activations "
+                "|\n|---|---:|---:|---:|---:|---:|---|\n";
     for (auto& r : results)
-      for (size_t i = 0; i < r.prefill_ms.size(); ++i)
+      for (size_t i = 0; i < r.prefill_ms.size(); ++i) {
         md += "| " + r.weights + " | " + std::to_string(o.prefill) + " | " +
               std::to_string(o.prefill_starts[i]) + " | " + fmt("%.1f", r.prefill_ms[i]) + " | " +
               fmt("%.0f", o.prefill / (r.prefill_ms[i] * 1e-3)) + " | " +
-              fmt("%.0f", flops / (r.prefill_ms[i] * 1e-3) / 1e12) + " | " + r.prefill_path + " |\n";
+              fmt("%.0f", flops / (r.prefill_ms[i] * 1e-3) / 1e12) + " | " + r.prefill_path + " |";
+        if (i < r.prefill_rounded_ms.size())
+          md += " " + fmt("%.1f", r.prefill_rounded_ms[i]) + " | " +
+                fmt("%.2fx", r.prefill_ms[i] / r.prefill_rounded_ms[i]) + " |";
+        md += "\n";
+      }
   }
   if (!o.decode_starts.empty() && !batched) {
     md += "\nDecode at long contexts: batch 1, graphs on, " + std::to_string(o.tokens) + " steps after " +
@@ -501,6 +525,9 @@ mx8::cli::CommandRegistration reg{
       app.add_flag("--greedy", o->greedy,
                    "take each row's arg max on the GPU and download only the indices, as greedy decoding "
                    "does (PERF.md section decode-cuda-greedy or decode-cuda-batch-greedy)");
+      app.add_flag(
+          "--attention-rounded", o->rounded_attention,
+          "also time each prompt step with rounded attention operands (mx8 run --attention rounded)");
       app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
       app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
       app.add_option("--graphs", o->graphs, "CUDA graphs: on, off or both (comma-separated, in that order)")

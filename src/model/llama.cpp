@@ -390,6 +390,7 @@ class Llama final : public LlamaModel {
     mix(uint64_t(K));
     mix(uint64_t(uint32_t(max_pages)));
     mix(one_token_per_seq ? 1 : 2);  // the backend may fuse more then (AttentionArgs::one_token_per_seq)
+    mix(round_attention_operands_ ? 3 : 4);  // another attention kernel
     mix(reinterpret_cast<uintptr_t>(&kv));
     mix(reinterpret_cast<uintptr_t>(d_bt_));
     return h;
@@ -443,6 +444,7 @@ class Llama final : public LlamaModel {
       a.block_tables = d_bt_;
       a.max_pages_per_seq = max_pages;
       a.window = int(c.sliding_window);  // 0: none
+      a.round_operands = round_attention_operands_;
       if (T > kMaxRecordedTokens && singles_ > 0 && singles_ < T) {
         // A step of decode tokens (leading, one per sequence) and prompt chunks: two attention calls,
         // so that each part takes the kernels suited to it (CUDA: per-token kernels for the decode

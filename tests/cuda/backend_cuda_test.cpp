@@ -863,6 +863,61 @@ TEST_F(CudaVsCpu, PrefillAttentionMatchesCpu) {
   }
 }
 
+// Rounded operands (AttentionArgs::round_operands: q and the probabilities as one bf16 part, one f16
+// part with an fp8 cache, as FlashAttention takes them) on the cases above (GQA group 4, pages of 16,
+// no window). Against the CPU's f32 attention: bf16 keeps 8 significant bits (relative 2^-9), so a
+// score of |q| |k| ~ 11 (q, k ~ N(0, 1), hd 128) moves by ~2^-9 x 11 / sqrt(128) ~ 2e-3 typically,
+// and an output by that times |V - out| plus the probabilities' own 2^-9; the largest of 105472
+// outputs measured 6.4e-3 (bf16) and 6.6e-4 (fp8: f16's 11 bits) on the H200; 2e-2 allows 3x. A
+// missed or doubled position moves the outputs of sequence 0 (1..20 positions) by ~|V - out| / 20,
+// ~0.05, a wrong row or head by O(1). The exact kernel's results must differ (the flag reaches it).
+TEST_F(CudaVsCpu, PrefillAttentionWithRoundedOperands) {
+  SCOPED_TRACE(trace());
+  for (KvFormat f : {KvFormat::bf16, KvFormat::fp8}) {
+    SCOPED_TRACE(kv_format_name(f));
+    const int hd = 128, n_kv = 2, group = 4, n_heads = n_kv * group, ps = 16;
+    const std::vector<int> cached = {0, 37, 300}, chunk = {20, 33, 50};
+    const int max_pages = (350 + ps - 1) / ps, n_pages = 3 * max_pages;
+    KvCacheDesc d{f, 1, n_kv, hd, ps, n_pages};
+    auto kv_c = cpu->create_kv_cache(d);
+    auto kv_g = gpu->create_kv_cache(d);
+    const auto [tables, slots] = shuffled_pages(
+        {cached[0] + chunk[0], cached[1] + chunk[1], cached[2] + chunk[2]}, max_pages, n_pages, ps, rng);
+    const int64_t W = int64_t(slots.size());
+    auto k = normal(size_t(W) * size_t(n_kv * hd)), v = normal(size_t(W) * size_t(n_kv * hd));
+    Pair pk = put(k), pv = put(v), psl = put(slots);
+    cpu->kv_write(*kv_c, 0, (const float*)pk.c, (const float*)pv.c, (const int32_t*)psl.c, W);
+    gpu->kv_write(*kv_g, 0, (const float*)pk.g, (const float*)pv.g, (const int32_t*)psl.g, W);
+    std::vector<int32_t> seq, kv_len;
+    for (int s = 0; s < 3; ++s)
+      for (int i = 0; i < chunk[size_t(s)]; ++i) {
+        seq.push_back(s);
+        kv_len.push_back(cached[size_t(s)] + i + 1);
+      }
+    const int nq = int(seq.size());
+    auto q = normal(size_t(nq) * size_t(n_heads * hd));
+    Pair pq = put(q), pseq = put(seq), plen = put(kv_len), pbt = put(tables), pout = zeros<float>(q.size());
+    AttentionArgs a = attention_args(nq, n_heads, n_kv, hd, max_pages);
+    auto [ac, ag] = on_both(a, pq, pout, pseq, plen, pbt);
+    cpu->attention(*kv_c, ac);
+    gpu->attention(*kv_g, ag);
+    const auto r_c = get_cpu<float>(pout, q.size()), exact = get_gpu<float>(pout, q.size());
+    ag.round_operands = true;
+    ASSERT_TRUE(cuda_impl::attention_prefill_applies(dynamic_cast<cuda_impl::CudaKvCache&>(*kv_g), ag));
+    gpu->attention(*kv_g, ag);
+    const auto rounded = get_gpu<float>(pout, q.size());
+    double worst = 0, moved = 0;
+    for (size_t i = 0; i < r_c.size(); ++i) {
+      ASSERT_FALSE(std::isnan(rounded[i])) << "attention output " << i;
+      worst = std::max(worst, double(std::fabs(rounded[i] - r_c[i])));
+      moved = std::max(moved, double(std::fabs(rounded[i] - exact[i])));
+    }
+    std::printf("[ rounded attention, %s cache ] max |out - cpu| %.3g\n", kv_format_name(f), worst);
+    EXPECT_LT(worst, 2e-2);
+    EXPECT_GT(moved, 0.0) << "round_operands did not change the kernel";
+  }
+}
+
 // The one_token_per_seq hint (decode tokens of many sequences): 20 tokens of 20 sequences with 300
 // cached positions each take the per-token kernels with the hint and the prompt-step kernel without
 // it; both match the CPU within the attention tolerance above (2e-5 max|V|, max |V| < 6).

@@ -133,6 +133,10 @@ struct AttentionArgs {
   // (CUDA then keeps its per-token kernels), and rope_kv_write_attention may store each token's K/V
   // while other tokens attend (CUDA: one launch). Must be true when set; false is always correct.
   bool one_token_per_seq = false;
+  // Prompt steps may round q and the probabilities to the cache's operand type (CUDA: bf16 for a bf16
+  // cache, f16 for fp8) as FlashAttention does, instead of keeping f32 precision in several parts:
+  // H200, a 512-token chunk after 65536 positions 188 -> 124 ms. Decode and the CPU keep f32.
+  bool round_operands = false;
 };
 
 // ---------------------------------------------------------------------------------------------

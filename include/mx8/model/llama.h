@@ -149,8 +149,13 @@ class LlamaModel {
     forward(batch, kv, StepOutput{logits});
   }
   virtual int max_tokens_per_step() const = 0;
+  // Whether prompt steps' attention rounds q and the probabilities to the KV cache's operand type
+  // (backend::AttentionArgs::round_operands); off (the default): f32 precision, as the CPU computes.
+  void set_round_attention_operands(bool on) { round_attention_operands_ = on; }
+  bool round_attention_operands() const { return round_attention_operands_; }
 
  protected:
+  bool round_attention_operands_ = false;
   LlamaConfig config_;
   WeightStats stats_;
   std::string source_;

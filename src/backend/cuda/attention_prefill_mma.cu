@@ -48,9 +48,12 @@ using mx8::cuda::ptx::cp_async16;
 using mx8::cuda::ptx::cp_async_commit;
 using mx8::cuda::ptx::cp_async_wait;
 
-// q's parts: three bf16 (24 bits) or two f16 (22 bits) per value.
-template <KvFormat F>
-constexpr int kParts = F == KvFormat::fp8 ? 2 : 3;
+// q's and p's parts: three bf16 (24 bits) or two f16 (22 bits) per value, or with rounded operands
+// (AttentionArgs::round_operands) one, as FlashAttention takes them.
+template <KvFormat F, bool kRound>
+constexpr int kParts = kRound               ? 1
+                       : F == KvFormat::fp8 ? 2
+                                            : 3;
 
 // One staged tile: its 16 K and 16 V rows, 16-byte chunk c of row r at r * kCpr + (c ^ swizzle(r)),
 // and (fp8) its 16 K and 16 V scale bytes.
@@ -100,9 +103,9 @@ struct RowState {
   };
 };
 
-template <KvFormat F>
+template <KvFormat F, bool kRound>
 struct PrefillMmaSmem {
-  uint4 qa[kWarps][kParts<F>][kKSteps][32];  // each row group's q fragments, per part and k step
+  uint4 qa[kWarps][kParts<F, kRound>][kKSteps][32];  // each row group's q fragments, per part and k step
   union {
     KvStage<F> stage[kSplits][kStages];      // during a pass: each split's ring
     RowState part[kSplits - 1][kWarps][32];  // at its end: splits 1.. for split 0 to merge
@@ -165,11 +168,11 @@ __device__ __forceinline__ void staged_v(const KvStage<F>& st, int gq, int tq, i
 }
 
 // x as its parts (hi first), each rounded to the operand type.
-template <KvFormat F>
-__device__ __forceinline__ void parts_of(float x, float (&part)[kParts<F>]) {
+template <KvFormat F, int P>
+__device__ __forceinline__ void parts_of(float x, float (&part)[P]) {
   constexpr bool kF16 = F == KvFormat::fp8;
 #pragma unroll
-  for (int i = 0; i < kParts<F>; ++i) {
+  for (int i = 0; i < P; ++i) {
     part[i] = round16<kF16>(x);
     x -= part[i];
   }
@@ -177,20 +180,20 @@ __device__ __forceinline__ void parts_of(float x, float (&part)[kParts<F>]) {
 
 // The parts of an A fragment from rows g (x: reduction indices 2t, 2t + 1; z: 2t + 8, 2t + 9) and
 // g + 8 (y, w).
-template <KvFormat F>
+template <KvFormat F, int P>
 __device__ __forceinline__ void a_fragments(const float (&x)[2], const float (&y)[2], const float (&z)[2],
-                                            const float (&w)[2], uint4 (&a)[kParts<F>]) {
+                                            const float (&w)[2], uint4 (&a)[P]) {
   constexpr bool kF16 = F == KvFormat::fp8;
-  float px[2][kParts<F>], py[2][kParts<F>], pz[2][kParts<F>], pw[2][kParts<F>];
+  float px[2][P], py[2][P], pz[2][P], pw[2][P];
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
-    parts_of<F>(x[e], px[e]);
-    parts_of<F>(y[e], py[e]);
-    parts_of<F>(z[e], pz[e]);
-    parts_of<F>(w[e], pw[e]);
+    parts_of<F, P>(x[e], px[e]);
+    parts_of<F, P>(y[e], py[e]);
+    parts_of<F, P>(z[e], pz[e]);
+    parts_of<F, P>(w[e], pw[e]);
   }
 #pragma unroll
-  for (int i = 0; i < kParts<F>; ++i)
+  for (int i = 0; i < P; ++i)
     a[i] = make_uint4(pack16<kF16>(px[0][i], px[1][i]), pack16<kF16>(py[0][i], py[1][i]),
                       pack16<kF16>(pz[0][i], pz[1][i]), pack16<kF16>(pw[0][i], pw[1][i]));
 }
@@ -226,12 +229,11 @@ __device__ __forceinline__ void tile_scores(const KvTile<F>& x, const float (&s)
 
 // One tile into the warp's rows: S, the online softmax, O += P V. [lo_r, hi_r): row r's positions;
 // [seg_lo, seg_hi): the pass's (their union).
-template <KvFormat F>
-__device__ __forceinline__ void prefill_tile(const KvStage<F>& st, const uint4 (&qa)[kParts<F>][kKSteps][32],
+template <KvFormat F, int P>
+__device__ __forceinline__ void prefill_tile(const KvStage<F>& st, const uint4 (&qa)[P][kKSteps][32],
                                              int lane, int base, const int (&lo_r)[2], const int (&hi_r)[2],
                                              int seg_lo, int seg_hi, const float (&sscale)[2], RowState& w) {
   constexpr bool kF16 = F == KvFormat::fp8;
-  constexpr int P = kParts<F>;
   const int gq = lane >> 2, tq = lane & 3;
   KvTile<F> x;
   staged_flags<F>(st, tq, x);
@@ -322,7 +324,8 @@ __device__ __forceinline__ void prefill_tile(const KvStage<F>& st, const uint4 (
       }
     }
   uint4 pa[P];
-  a_fragments<F>({pv[0][0], pv[0][1]}, {pv[0][2], pv[0][3]}, {pv[1][0], pv[1][1]}, {pv[1][2], pv[1][3]}, pa);
+  a_fragments<F, P>({pv[0][0], pv[0][1]}, {pv[0][2], pv[0][3]}, {pv[1][0], pv[1][1]}, {pv[1][2], pv[1][3]},
+                    pa);
 
   bool keep[4];
 #pragma unroll
@@ -362,7 +365,7 @@ __device__ __forceinline__ void merge_splits(const RowState (&part)[kSplits - 1]
   w.vmax = r.vmax;
 }
 
-template <KvFormat F>
+template <KvFormat F, bool kRound>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_prefill_mma_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p,
                                  int n_tokens, uint32_t* err) {
@@ -370,7 +373,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   pdl_trigger();
   pdl_wait();
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  PrefillMmaSmem<F>& sm = *reinterpret_cast<PrefillMmaSmem<F>*>(smem_raw);
+  constexpr int P = kParts<F, kRound>;
+  PrefillMmaSmem<F, kRound>& sm = *reinterpret_cast<PrefillMmaSmem<F, kRound>*>(smem_raw);
   const int G = p.group, tpb = kRows / G;  // tokens per block
   const int kvh = int(blockIdx.y), t0 = int(blockIdx.x) * tpb;
   const int tid = int(threadIdx.x), lane = tid & 31, gq = lane >> 2, tq = lane & 3;
@@ -417,11 +421,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 #pragma unroll
     for (int j = 0; j < kKSteps; ++j) {
-      uint4 a[kParts<F>];
-      a_fragments<F>({q[0][j][0], q[0][j][1]}, {q[1][j][0], q[1][j][1]}, {q[0][j][2], q[0][j][3]},
-                     {q[1][j][2], q[1][j][3]}, a);
+      uint4 a[P];
+      a_fragments<F, P>({q[0][j][0], q[0][j][1]}, {q[1][j][0], q[1][j][1]}, {q[0][j][2], q[0][j][3]},
+                        {q[1][j][2], q[1][j][3]}, a);
 #pragma unroll
-      for (int i = 0; i < kParts<F>; ++i)
+      for (int i = 0; i < P; ++i)
         if (split == 0) sm.qa[warp][i][j][lane] = a[i];
     }
   }
@@ -486,7 +490,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (warp_in_pass) {
         const KvStage<F>& st = ring[stage];
         if (st.ok == 0 && lane == 0) atomicOr(err, kErrAttnPage);  // once per bad tile and warp
-        prefill_tile<F>(st, sm.qa[warp], lane, b, lo_r, hi_r, seg_lo, seg_hi, sscale, w);
+        prefill_tile<F, P>(st, sm.qa[warp], lane, b, lo_r, hi_r, seg_lo, seg_hi, sscale, w);
       }
       stage = stage == kStages - 1 ? 0 : stage + 1;
     }
@@ -523,11 +527,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-template <KvFormat F>
+template <KvFormat F, bool kRound>
 void launch_prefill_mma(CudaKvCache& c, const AttentionArgs& a, const AttnParams& p, uint32_t* err,
                         cudaStream_t s) {
-  auto* kernel = attention_prefill_mma_kernel<F>;
-  constexpr size_t kSmem = sizeof(PrefillMmaSmem<F>);
+  auto* kernel = attention_prefill_mma_kernel<F, kRound>;
+  constexpr size_t kSmem = sizeof(PrefillMmaSmem<F, kRound>);
   static const bool smem_set = [&] {  // over the default 48 KB, once per kernel
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)),
           "attention_prefill_mma_kernel shared memory");
@@ -554,10 +558,13 @@ void set_attention_prefill_mma_enabled(bool on) {
 bool launch_attention_prefill_mma(CudaKvCache& c, const AttentionArgs& a, const AttnParams& p, uint32_t* err,
                                   cudaStream_t s) {
   if (!attention_prefill_mma_enabled() || !page_size_ok(c.desc().page_size)) return false;
-  if (c.desc().format == KvFormat::fp8)
-    launch_prefill_mma<KvFormat::fp8>(c, a, p, err, s);
+  const bool fp8 = c.desc().format == KvFormat::fp8;
+  if (a.round_operands)
+    fp8 ? launch_prefill_mma<KvFormat::fp8, true>(c, a, p, err, s)
+        : launch_prefill_mma<KvFormat::bf16, true>(c, a, p, err, s);
   else
-    launch_prefill_mma<KvFormat::bf16>(c, a, p, err, s);
+    fp8 ? launch_prefill_mma<KvFormat::fp8, false>(c, a, p, err, s)
+        : launch_prefill_mma<KvFormat::bf16, false>(c, a, p, err, s);
   return true;
 }
 

@@ -240,11 +240,13 @@ struct HttpServer::Impl {
           };
           if (!send(dp->stream_start(meta, prompt_tokens, int(gens.size())))) return false;
           // The choices advance together (one engine step makes a token of each): wait on the first
-          // unfinished one, then take what the others have.
+          // unfinished one, then take what the others have. Briefly, where there are others: the one
+          // waited on may be holding text back (a possible stop string) while they have some.
           std::vector<Update> last(gens.size());
           std::vector<size_t> offsets(gens.size(), 0);
           ApiResult total;
           total.prompt_tokens = prompt_tokens;
+          const auto wait = std::chrono::milliseconds(gens.size() == 1 ? 200 : 10);
           size_t done = 0;
           while (done < gens.size()) {
             size_t waited = 0;
@@ -252,7 +254,8 @@ struct HttpServer::Impl {
             bool any = false;
             for (size_t i = waited; i < gens.size(); ++i) {
               Update& u = last[i];
-              if (u.finished || !gens[i]->next(u, std::chrono::milliseconds(i == waited ? 200 : 0))) continue;
+              if (u.finished || !gens[i]->next(u, i == waited ? wait : std::chrono::milliseconds(0)))
+                continue;
               any = true;
               if (u.end_logprobs && dp->lists_end_of_turn()) u.logprobs.push_back(*u.end_logprobs);
               const std::vector<TokenLogprob> lps = shown(u.logprobs, offsets[i]);

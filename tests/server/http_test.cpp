@@ -143,6 +143,53 @@ TEST(HttpServer, CompletionsPlainAndStreamedEqualTheEngineAlone) {
   EXPECT_EQ(json::parse(data[data.size() - 2])["usage"]["completion_tokens"], 40);
 }
 
+// Two prompts with n = 2: four choices, prompt by prompt, each (greedy) the engine's text alone for its
+// prompt, plain and streamed (the choices' chunks interleave, each with its index and its own finish
+// chunk, then one usage chunk); the usage counts each prompt once.
+TEST(HttpServer, SeveralPromptsAndChoicesPlainAndStreamed) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  const std::vector<std::string> prompts = {"Once upon a time", "Tom and Lily"};
+  std::vector<std::string> want;
+  int prompt_tokens = 0;
+  for (const std::string& p : prompts) {
+    const std::string text = run_alone(greedy_job(p, 20), kContext).text;
+    want.insert(want.end(), {text, text});
+    prompt_tokens += int(stories().prompt(p).size());
+  }
+  Served s;
+  json body = {{"prompt", prompts}, {"n", 2}, {"max_tokens", 20}, {"temperature", 0}};
+  auto r = s.post("/v1/completions", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  ASSERT_EQ(j["choices"].size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(j["choices"][i]["index"], i);
+    EXPECT_EQ(j["choices"][i]["text"], want[i]) << "choice " << i;
+  }
+  EXPECT_EQ(j["usage"]["prompt_tokens"], prompt_tokens);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 4 * 20);
+
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  r = s.post("/v1/completions", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  const std::vector<std::string> data = sse_data(r->body);
+  ASSERT_GE(data.size(), 6u);
+  EXPECT_EQ(data.back(), "[DONE]");
+  std::vector<std::string> text(4);
+  int finished = 0;
+  for (size_t i = 0; i + 2 < data.size(); ++i) {
+    const json c = json::parse(data[i])["choices"].at(0);
+    text.at(c["index"].get<size_t>()) += c["text"].get<std::string>();
+    finished += !c["finish_reason"].is_null();
+  }
+  EXPECT_EQ(text, want);
+  EXPECT_EQ(finished, 4);
+  EXPECT_EQ(json::parse(data[data.size() - 2])["usage"]["completion_tokens"], 4 * 20);
+}
+
 TEST(HttpServer, ChatCompletionsUseTheTemplate) {
   cpu::ScopedIsa scalar(cpu::Isa::scalar);
   const json messages = json::parse(R"([{"role": "system", "content": "Tell a story."},

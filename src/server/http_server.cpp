@@ -148,22 +148,32 @@ struct HttpServer::Impl {
         if (u.end_logprobs && d.lists_end_of_turn()) raw.push_back(*u.end_logprobs);
         prompt_raw.insert(prompt_raw.end(), u.prompt_logprobs.begin(), u.prompt_logprobs.end());
       }
-    std::vector<TokenLogprob> lps;
     size_t offset = 0;
     std::string echo;
+    std::vector<TokenLogprob> lps = echo_of(echoed, prompt_raw, echo, offset);
+    for (TokenLogprob& t : shown(raw, offset)) lps.push_back(std::move(t));
+    ApiResult r = result_of(u, gen.prompt_tokens(), echo + text);
+    if (logprobs) r.logprobs = std::move(lps);
+    return r;
+  }
+
+  // An echoed prompt: its tokens' bytes appended to `text`, and their log-probabilities (the first
+  // token's none: NaN), each from `prompt_raw` (those of the prompt's tokens but the first) where it
+  // has them. `offset` advances past the prompt.
+  std::vector<TokenLogprob> echo_of(const std::vector<int32_t>& echoed,
+                                    const std::vector<runtime::TokenLogprobs>& prompt_raw, std::string& text,
+                                    size_t& offset) const {
+    std::vector<TokenLogprob> lps;
     for (size_t i = 0; i < echoed.size(); ++i) {
       TokenLogprob t{tok.token_bytes(echoed[i], offset == 0), offset, NAN, {}};
       if (i > 0 && i - 1 < prompt_raw.size())
         t = shown({prompt_raw[i - 1]}, offset).front();
       else
         offset += t.token.size();
-      echo += t.token;
+      text += t.token;
       lps.push_back(std::move(t));
     }
-    for (TokenLogprob& t : shown(raw, offset)) lps.push_back(std::move(t));
-    ApiResult r = result_of(u, gen.prompt_tokens(), echo + text);
-    if (logprobs) r.logprobs = std::move(lps);
-    return r;
+    return lps;
   }
 
   void generate(const Dialect& d, int busy_status, const httplib::Request& req, httplib::Response& res) {
@@ -228,7 +238,7 @@ struct HttpServer::Impl {
     const bool include_usage = ar.include_usage;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, gens, meta, dp, include_usage, logprobs, start, prompt_tokens, endpoint = req.path](
+        [this, gens, echoed, meta, dp, include_usage, logprobs, start, prompt_tokens, endpoint = req.path](
             size_t, httplib::DataSink& sink) {
           auto gone = [&] {  // the client went away
             for (auto& g : gens) g->cancel();
@@ -244,6 +254,7 @@ struct HttpServer::Impl {
           // waited on may be holding text back (a possible stop string) while they have some.
           std::vector<Update> last(gens.size());
           std::vector<size_t> offsets(gens.size(), 0);
+          std::vector<bool> echo_sent(gens.size(), false);
           ApiResult total;
           total.prompt_tokens = prompt_tokens;
           const auto wait = std::chrono::milliseconds(gens.size() == 1 ? 200 : 10);
@@ -258,9 +269,17 @@ struct HttpServer::Impl {
                 continue;
               any = true;
               if (u.end_logprobs && dp->lists_end_of_turn()) u.logprobs.push_back(*u.end_logprobs);
-              const std::vector<TokenLogprob> lps = shown(u.logprobs, offsets[i]);
-              if ((!u.text.empty() || !lps.empty()) &&
-                  !send(dp->stream_text(meta, int(i), u.text, logprobs ? &lps : nullptr)))
+              // An echo comes first, with the first text (which brings the prompt's log-probabilities).
+              std::string text;
+              std::vector<TokenLogprob> lps;
+              if (!echoed[i].empty() && !echo_sent[i]) {
+                lps = echo_of(echoed[i], u.prompt_logprobs, text, offsets[i]);
+                echo_sent[i] = true;
+              }
+              text += u.text;
+              for (TokenLogprob& t : shown(u.logprobs, offsets[i])) lps.push_back(std::move(t));
+              if ((!text.empty() || !lps.empty()) &&
+                  !send(dp->stream_text(meta, int(i), text, logprobs ? &lps : nullptr)))
                 return false;
               if (!u.finished) continue;
               ++done;

@@ -6,8 +6,8 @@
 // repetition_penalty; logprobs and top_logprobs (0..20); n (1..128 choices, each its own sample: the
 // request's seed + i for choice i). Tools and non-text response formats are refused. Completions:
 // prompt (a string or token ids, or several: n choices each, prompt by prompt), the same sampling
-// fields, logprobs (0..5), echo (not streamed: the reply starts with the prompt, and with logprobs so
-// do its log-probabilities, the first token's null), best_of only equal to n.
+// fields, logprobs (0..5), echo (the reply starts with the prompt, and with logprobs so do its
+// log-probabilities, the first token's null; streamed, in the first chunk), best_of only equal to n.
 // Log-probabilities are of the model's distribution (before penalties and temperature), one entry per
 // generated token but an end-of-turn token.
 // finish_reason: "stop" (end of turn or a stop string), "length" (the token limit or the context).
@@ -229,7 +229,6 @@ class OpenAiCompletion : public OpenAiBase {
     ApiRequest r = read_common(body, defaults);
     if (auto n = fields::integer(body, "logprobs", 0, 5)) r.logprobs = int(*n);
     r.echo = fields::boolean(body, "echo").value_or(false);
-    if (r.echo && r.stream) throw ApiError(400, "'echo' is not supported with 'stream'", "echo");
     if (auto b = fields::integer(body, "best_of", 1, 128); b && *b != r.n)
       throw ApiError(400, "'best_of' other than 'n' is not supported by this server", "best_of");
     fields::unsupported_unless(body, "suffix", "");

@@ -283,6 +283,31 @@ TEST(HttpServer, LogprobsOfAGreedyReply) {
     }
     EXPECT_EQ(spelled, e["text"]);
     EXPECT_EQ(json::parse(r->body)["usage"]["prompt_tokens"], ids.size());
+    // Streamed: the same text and lists, the echo in the first chunk.
+    r = s.post("/v1/completions", R"({"prompt": )" + prompt +
+                                      R"(, "max_tokens": 1, "temperature": 0, "logprobs": 2, "echo": true,
+                                      "stream": true})");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    std::string text;
+    json tokens = json::array(), lps = json::array();
+    for (const std::string& d : sse_data(r->body)) {
+      if (d == "[DONE]") continue;
+      const json c = json::parse(d)["choices"][0];
+      text += c["text"].get<std::string>();
+      if (c["logprobs"].is_object())
+        for (size_t i = 0; i < c["logprobs"]["tokens"].size(); ++i) {
+          tokens.push_back(c["logprobs"]["tokens"][i]);
+          lps.push_back(c["logprobs"]["token_logprobs"][i]);
+        }
+    }
+    const json first = json::parse(sse_data(r->body).front())["choices"][0];
+    const std::string echo =
+        spelled.substr(0, spelled.size() - e["logprobs"]["tokens"].back().get<std::string>().size());
+    EXPECT_EQ(first["text"].get<std::string>().rfind(echo, 0), 0u) << prompt;
+    EXPECT_EQ(text, e["text"]) << prompt;
+    EXPECT_EQ(tokens, e["logprobs"]["tokens"]) << prompt;
+    EXPECT_EQ(lps, values) << prompt;
   }
 
   // Several prompts in one request (a harness's batch): each choice is what that prompt gets alone.

@@ -59,7 +59,7 @@ struct ApiRequest {
   // Completions: the prompts, `n` choices each; empty for chat.
   std::vector<PromptInput> prompts;
   int n = 1;                         // OpenAI: choices per prompt, each its own sample
-  bool echo = false;                 // completions: the reply starts with the prompt (not streamed)
+  bool echo = false;                 // completions: the reply starts with the prompt
   runtime::SamplingParams sampling;  // the server's settings, overridden by the request's fields
   bool seeded = false;               // the request gave a seed
   std::optional<int> max_tokens;     // none: up to the context

@@ -121,6 +121,7 @@ TEST(MxServe, BadSettingsAreErrorsBeforeListening) {
       {"serve --temperature nan --port 0", "temperature"},
       {"serve --ctx 512 --kv-positions 400 --port 0", "KV cache of 400 positions: one sequence needs 512"},
       {"serve --kv-positions -1 --port 0", "--kv-positions"},
+      {"serve --attention fast --port 0", "--attention"},
   };
   for (const auto& [args, says] : cases) {
     int status = 0;

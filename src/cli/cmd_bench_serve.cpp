@@ -245,7 +245,7 @@ void run(Options& o) {
                                               return name == "token_embd" ? ef->make(n, k) : wf->make(n, k);
                                             });
     cli::cuda_ok(cudaDeviceSynchronize(), "weight set-up");
-    rmodel->set_round_attention_operands(o.gen.attention == "rounded");
+    rmodel->set_round_attention_operands(cli::parse_attention(o.gen.attention));
     t = {rbe.get(), rmodel.get(), o.gen.kv == "fp8" ? backend::KvFormat::fp8 : backend::KvFormat::bf16,
          context,
          "Llama-3-8B shape with " + std::to_string(o.random_layers) + " layers, random " +

@@ -59,7 +59,6 @@ inline void add_gen_options(CLI::App& app, GenOptions& o) {
                  "prompt steps' attention on cuda: exact (q and the probabilities in f32 precision, as on "
                  "the cpu) | rounded (both rounded to bf16, f16 with an fp8 cache, as FlashAttention "
                  "does: 1.5x faster at 64k positions)")
-      ->check(CLI::IsMember({"exact", "rounded"}))
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all)")
       ->check(CLI::Range(0, 4096))
@@ -96,6 +95,13 @@ inline std::optional<runtime::ChatTemplate> chat_template_for(const std::string&
   return runtime::ChatTemplate(ss.str(), text_of(tok.bos_id()), text_of(tok.eos_id()));
 }
 
+// --attention: whether prompt steps round the attention's operands
+// (LlamaModel::set_round_attention_operands).
+inline bool parse_attention(const std::string& s) {
+  if (s != "exact" && s != "rounded") throw Error("--attention " + s + ": expected exact or rounded");
+  return s == "rounded";
+}
+
 inline backend::KvFormat parse_kv(const std::string& s, const model::LlamaModel& m) {
   if (s == "f32") return backend::KvFormat::f32;
   if (s == "bf16") return backend::KvFormat::bf16;
@@ -124,6 +130,7 @@ inline Loaded load_for_generation(GenOptions& o, int positions_needed, int seque
   if (o.model.empty()) o.model = default_model_path();
   if (o.chunk <= 0) throw Error("--chunk must be positive");
   runtime::validate(o.sampling);  // before the model loads, not at the first token
+  parse_attention(o.attention);
   if (o.ctx < 0 || o.ctx > 1048576) throw Error("--ctx " + std::to_string(o.ctx) + " is out of range");
   Loaded l;
   const model::WeightSpec spec = model::parse_weight_spec(o.weights);
@@ -172,7 +179,7 @@ inline Loaded load_for_generation(GenOptions& o, int positions_needed, int seque
   lo.scale_rule = spec.rule;
   lo.max_tokens_per_step = o.chunk;
   l.model = model::load_llama(o.model, *l.backend, lo);
-  l.model->set_round_attention_operands(o.attention == "rounded");
+  l.model->set_round_attention_operands(parse_attention(o.attention));
   l.kv_format = parse_kv(o.kv, *l.model);
   return l;
 }

@@ -53,7 +53,9 @@ void run(RunOptions& o) {
 
   runtime::DecodeOptions dopt;
   dopt.skip_special = true;
-  runtime::StreamDecoder dec(*tok, dopt);
+  // Without the prompt shown, the continuation still follows its text (a first token's leading space
+  // stays, as it does after the echoed prompt).
+  runtime::StreamDecoder dec(*tok, dopt, !o.no_prompt_echo || tok->decode(prompt, dopt).empty());
   runtime::StopText stop(o.gen.stop);
   auto emit = [&](const std::string& s) {
     if (!s.empty()) {

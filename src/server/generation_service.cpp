@@ -38,7 +38,8 @@ Generation::Generation(GenerationService& svc, GenerationJob job, const runtime:
     : svc_(svc),
       job_(std::move(job)),
       prompt_tokens_(int(job_.prompt.size())),
-      decoder_(tok, skip_special()),
+      continues_text_(job_.continues_prompt && !tok.decode(job_.prompt, skip_special()).empty()),
+      decoder_(tok, skip_special(), !continues_text_),
       stop_text_(job_.stop) {}
 
 bool Generation::next(Update& out, std::chrono::milliseconds timeout) {

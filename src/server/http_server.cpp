@@ -95,12 +95,13 @@ struct HttpServer::Impl {
   }
 
   // Log-probabilities as the APIs show them: token ids as the bytes they add to the reply (as the
-  // decoder writes them: SentencePiece drops a leading space at the start), each at `offset` in it
-  // (advanced past it).
-  std::vector<TokenLogprob> shown(const std::vector<runtime::TokenLogprobs>& lps, size_t& offset) const {
+  // decoder writes them: SentencePiece drops a leading space at the start of a text, not where the
+  // reply `continues` the prompt's), each at `offset` in it (advanced past it).
+  std::vector<TokenLogprob> shown(const std::vector<runtime::TokenLogprobs>& lps, size_t& offset,
+                                  bool continues = false) const {
     std::vector<TokenLogprob> out;
     for (const runtime::TokenLogprobs& lp : lps) {
-      const bool at_start = offset == 0;
+      const bool at_start = offset == 0 && !continues;
       TokenLogprob t{tok.token_bytes(lp.token, at_start), offset, lp.logprob, {}};
       offset += t.token.size();
       for (const auto& [id, v] : lp.top) t.top.emplace_back(tok.token_bytes(id, at_start), v);
@@ -151,7 +152,7 @@ struct HttpServer::Impl {
     size_t offset = 0;
     std::string echo;
     std::vector<TokenLogprob> lps = echo_of(echoed, prompt_raw, echo, offset);
-    for (TokenLogprob& t : shown(raw, offset)) lps.push_back(std::move(t));
+    for (TokenLogprob& t : shown(raw, offset, gen.continues_text())) lps.push_back(std::move(t));
     ApiResult r = result_of(u, gen.prompt_tokens(), echo + text);
     if (logprobs) r.logprobs = std::move(lps);
     return r;
@@ -199,6 +200,7 @@ struct HttpServer::Impl {
           job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
           job.logprobs = ar.logprobs;
           job.prompt_logprobs = ar.echo && ar.logprobs >= 0;
+          job.continues_prompt = !ar.prompts.empty();  // completions continue their prompt's text
           echoed.push_back(ar.echo ? job.prompt : std::vector<int32_t>());
           gens.push_back(service.submit(std::move(job)));
         }
@@ -277,7 +279,8 @@ struct HttpServer::Impl {
                 echo_sent[i] = true;
               }
               text += u.text;
-              for (TokenLogprob& t : shown(u.logprobs, offsets[i])) lps.push_back(std::move(t));
+              for (TokenLogprob& t : shown(u.logprobs, offsets[i], gens[i]->continues_text()))
+                lps.push_back(std::move(t));
               if ((!text.empty() || !lps.empty()) &&
                   !send(dp->stream_text(meta, int(i), text, logprobs ? &lps : nullptr)))
                 return false;

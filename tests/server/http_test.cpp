@@ -122,7 +122,7 @@ TEST(HttpServer, CompletionsPlainAndStreamedEqualTheEngineAlone) {
   const json j = json::parse(r->body);
   EXPECT_EQ(j["object"], "text_completion");
   EXPECT_EQ(j["model"], "stories260K");
-  EXPECT_EQ(j["choices"][0]["text"], ref.text);
+  EXPECT_EQ(j["choices"][0]["text"], ref.continuation);
   EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
   EXPECT_EQ(j["usage"]["completion_tokens"], 40);
   EXPECT_EQ(j["usage"]["prompt_tokens"], int(stories().prompt("Once upon a time").size()));
@@ -138,24 +138,27 @@ TEST(HttpServer, CompletionsPlainAndStreamedEqualTheEngineAlone) {
   std::string text;
   for (size_t i = 0; i + 3 < data.size(); ++i)
     text += json::parse(data[i])["choices"][0]["text"].get<std::string>();
-  EXPECT_EQ(text, ref.text);
+  EXPECT_EQ(text, ref.continuation);
   EXPECT_EQ(json::parse(data[data.size() - 3])["choices"][0]["finish_reason"], "length");
   EXPECT_EQ(json::parse(data[data.size() - 2])["usage"]["completion_tokens"], 40);
 }
 
-// Two prompts with n = 2: four choices, prompt by prompt, each (greedy) the engine's text alone for its
-// prompt, plain and streamed (the choices' chunks interleave, each with its index and its own finish
-// chunk, then one usage chunk); the usage counts each prompt once.
+// Two prompts with n = 2: four choices, prompt by prompt, each (greedy) what the engine alone adds to
+// its prompt's text, plain and streamed (the choices' chunks interleave, each with its index and its own
+// finish chunk, then one usage chunk); the usage counts each prompt once.
 TEST(HttpServer, SeveralPromptsAndChoicesPlainAndStreamed) {
   cpu::ScopedIsa scalar(cpu::Isa::scalar);
   const std::vector<std::string> prompts = {"Once upon a time", "Tom and Lily"};
   std::vector<std::string> want;
   int prompt_tokens = 0;
   for (const std::string& p : prompts) {
-    const std::string text = run_alone(greedy_job(p, 20), kContext).text;
+    const std::string text = run_alone(greedy_job(p, 20), kContext).continuation;
     want.insert(want.end(), {text, text});
     prompt_tokens += int(stories().prompt(p).size());
   }
+  // A completion continues its prompt's text: "Tom and Lily" goes on with " were", the space kept that
+  // a reply of its own (chat) drops at its start.
+  ASSERT_EQ(want[2].front(), ' ');
   Served s;
   json body = {{"prompt", prompts}, {"n", 2}, {"max_tokens", 20}, {"temperature", 0}};
   auto r = s.post("/v1/completions", body.dump());
@@ -449,7 +452,7 @@ TEST(HttpServer, ClientsAtOnceEachGetTheirOwnText) {
       }
     });
   for (auto& c : clients) c.join();
-  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i], refs[i].text) << prompts[i];
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i], refs[i].continuation) << prompts[i];
 }
 
 TEST(HttpServer, ErrorsInEachApisShape) {

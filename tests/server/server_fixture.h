@@ -41,8 +41,9 @@ inline StoriesModel& stories() {
 }
 
 struct Reference {
-  std::string text;
+  std::string text;  // the generated tokens decoded alone (a reply: chat, messages)
   int tokens = 0;
+  std::string continuation;  // what they add to the prompt's text (completions)
 };
 
 // `job` through an engine of its own, one sequence, the text as the service decodes it (special
@@ -65,7 +66,10 @@ inline Reference run_alone(const server::GenerationJob& job, int max_context) {
       if (e.token >= 0) out.push_back(e.token);
   runtime::DecodeOptions d;
   d.skip_special = true;
-  return {m.tok->decode(out, d), int(out.size())};
+  std::vector<int32_t> all = job.prompt;
+  all.insert(all.end(), out.begin(), out.end());
+  const std::string prompt = m.tok->decode(job.prompt, d), whole = m.tok->decode(all, d);
+  return {m.tok->decode(out, d), int(out.size()), whole.substr(prompt.size())};
 }
 
 inline server::GenerationJob greedy_job(const std::string& prompt, int max_new) {

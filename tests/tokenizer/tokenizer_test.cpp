@@ -127,6 +127,24 @@ TEST(Tokenizer, StreamingHoldsIncompleteCharacters) {
   EXPECT_EQ(s3.flush(), "\xEF\xBF\xBD");
 }
 
+// SentencePiece drops the leading space of a text's first token; a decoder told that its text
+// continues earlier text keeps it, so that the prompt's text and the continuation's add up to the
+// decoding of both (the completions endpoint, `mx8 run --no-echo`). The bundled stories260K vocabulary.
+TEST(Tokenizer, StreamDecoderContinuingATextKeepsTheLeadingSpace) {
+  const auto tok = load_tokenizer(fs::path(MX8_SOURCE_DIR) / "models" / "stories260K.gguf");
+  const std::vector<TokenId> prompt = tok->encode("Tom"),
+                             rest = tok->encode("and Lily", {.add_special = false});
+  ASSERT_EQ(tok->token_bytes(rest.front(), false).front(), ' ');
+  StreamDecoder fresh(*tok), continuing(*tok, {}, /*at_start=*/false);
+  std::string a, b;
+  for (TokenId id : rest) a += fresh.push(id), b += continuing.push(id);
+  EXPECT_EQ(a + fresh.flush(), "and Lily");
+  EXPECT_EQ(b + continuing.flush(), " and Lily");
+  std::vector<TokenId> all = prompt;
+  all.insert(all.end(), rest.begin(), rest.end());
+  EXPECT_EQ(tok->decode(all), tok->decode(prompt) + " and Lily");
+}
+
 TEST(Tokenizer, SpecialTokens) {
   const Tokenizer* qwen = hf("qwen3");
   if (!qwen) GTEST_SKIP();

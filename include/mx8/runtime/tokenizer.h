@@ -93,10 +93,13 @@ class Tokenizer {
 };
 
 // Incremental decoding of a generated sequence: push ids one at a time, get back only complete
-// UTF-8 text (a character split across byte tokens appears once its last byte arrives).
+// UTF-8 text (a character split across byte tokens appears once its last byte arrives). `at_start`
+// false: the text continues earlier text (a prompt decoded elsewhere), so its first token keeps the
+// leading space that SentencePiece-style vocabularies drop at the start of a text.
 class StreamDecoder {
  public:
-  explicit StreamDecoder(const Tokenizer& tok, DecodeOptions opts = {}) : tok_(tok), opts_(opts) {}
+  explicit StreamDecoder(const Tokenizer& tok, DecodeOptions opts = {}, bool at_start = true)
+      : tok_(tok), opts_(opts), at_start_(at_start) {}
   // Text made complete by `id` (possibly empty).
   std::string push(TokenId id);
   // Whatever is still pending (an incomplete character becomes U+FFFD); resets to the start state.

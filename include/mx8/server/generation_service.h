@@ -54,6 +54,9 @@ struct GenerationJob {
   std::vector<std::string> stop;  // stop strings
   int logprobs = -1;              // >= 0: each token's log-probability and this many alternatives
   bool prompt_logprobs = false;   // with logprobs >= 0: the prompt's too (Update::prompt_logprobs)
+  // The text continues the prompt's text (OpenAI completions): its first token keeps a leading space
+  // that a reply starting a text of its own (chat) drops, so prompt + text reads as the model wrote it.
+  bool continues_prompt = false;
 };
 
 // What a waiting handler receives: the text decoded since its previous call, and once the request
@@ -84,6 +87,8 @@ class Generation {
   // Ends the request early (its client went away); harmless after the end.
   void cancel();
   int prompt_tokens() const { return prompt_tokens_; }
+  // Whether the text continues the prompt's (GenerationJob::continues_prompt, and the prompt has text).
+  bool continues_text() const { return continues_text_; }
 
  private:
   friend class GenerationService;
@@ -99,6 +104,7 @@ class Generation {
   GenerationService& svc_;
   GenerationJob job_;
   int prompt_tokens_ = 0;
+  bool continues_text_ = false;
   runtime::StreamDecoder decoder_;  // engine thread only
   runtime::StopText stop_text_;     // engine thread only
   bool cancel_sent_ = false;        // engine thread only: engine.cancel() was called

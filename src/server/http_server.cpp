@@ -200,7 +200,8 @@ struct HttpServer::Impl {
           job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
           job.logprobs = ar.logprobs;
           job.prompt_logprobs = ar.echo && ar.logprobs >= 0;
-          job.continues_prompt = !ar.prompts.empty();  // completions continue their prompt's text
+          // Completions continue their prompt's text, and so does a reply after an assistant prefill.
+          job.continues_prompt = !ar.prompts.empty() || !ar.assistant_prefix.empty();
           echoed.push_back(ar.echo ? job.prompt : std::vector<int32_t>());
           gens.push_back(service.submit(std::move(job)));
         }

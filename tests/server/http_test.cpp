@@ -391,8 +391,10 @@ TEST(HttpServer, AnthropicMessagesWithPrefillAndStopSequence) {
   cpu::ScopedIsa scalar(cpu::Isa::scalar);
   const json turns = json::parse(R"([{"role": "user", "content": "A dog"}])");
   const Reference ref = chat_reference(turns, 60, " Once");
-  const std::string stop = ref.text.substr(ref.text.size() / 2, 5);
-  const std::string before = ref.text.substr(0, ref.text.find(stop));
+  // The reply continues the prefill's text: " Once" goes on with " upon", its space kept.
+  ASSERT_EQ(ref.continuation.front(), ' ');
+  const std::string stop = ref.continuation.substr(ref.continuation.size() / 2, 5);
+  const std::string before = ref.continuation.substr(0, ref.continuation.find(stop));
   Served s;
   json body = {{"model", "m"},
                {"max_tokens", 60},
@@ -403,7 +405,7 @@ TEST(HttpServer, AnthropicMessagesWithPrefillAndStopSequence) {
   ASSERT_EQ(r->status, 200) << r->body;
   json j = json::parse(r->body);
   EXPECT_EQ(j["type"], "message");
-  EXPECT_EQ(j["content"][0]["text"], ref.text);  // the continuation of " Once", without it
+  EXPECT_EQ(j["content"][0]["text"], ref.continuation);  // what follows " Once", without it
   EXPECT_EQ(j["stop_reason"], "max_tokens");
   EXPECT_EQ(j["usage"]["output_tokens"], 60);
 

@@ -54,8 +54,9 @@ struct GenerationJob {
   std::vector<std::string> stop;  // stop strings
   int logprobs = -1;              // >= 0: each token's log-probability and this many alternatives
   bool prompt_logprobs = false;   // with logprobs >= 0: the prompt's too (Update::prompt_logprobs)
-  // The text continues the prompt's text (OpenAI completions): its first token keeps a leading space
-  // that a reply starting a text of its own (chat) drops, so prompt + text reads as the model wrote it.
+  // The text continues the prompt's text (OpenAI completions, a reply after an assistant prefill): its
+  // first token keeps a leading space that a reply starting a text of its own drops, so prompt + text
+  // reads as the model wrote it.
   bool continues_prompt = false;
 };
 

@@ -55,7 +55,7 @@ void run(RunOptions& o) {
   dopt.skip_special = true;
   // Without the prompt shown, the continuation still follows its text (a first token's leading space
   // stays, as it does after the echoed prompt).
-  runtime::StreamDecoder dec(*tok, dopt, !o.no_prompt_echo || tok->decode(prompt, dopt).empty());
+  runtime::StreamDecoder dec(*tok, dopt, !o.no_prompt_echo || !tok->leaves_start(prompt, dopt));
   runtime::StopText stop(o.gen.stop);
   auto emit = [&](const std::string& s) {
     if (!s.empty()) {

@@ -38,7 +38,7 @@ Generation::Generation(GenerationService& svc, GenerationJob job, const runtime:
     : svc_(svc),
       job_(std::move(job)),
       prompt_tokens_(int(job_.prompt.size())),
-      continues_text_(job_.continues_prompt && !tok.decode(job_.prompt, skip_special()).empty()),
+      continues_text_(job_.continues_prompt && tok.leaves_start(job_.prompt, skip_special())),
       decoder_(tok, skip_special(), !continues_text_),
       stop_text_(job_.stop) {}
 

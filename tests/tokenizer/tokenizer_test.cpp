@@ -135,6 +135,9 @@ TEST(Tokenizer, StreamDecoderContinuingATextKeepsTheLeadingSpace) {
   const std::vector<TokenId> prompt = tok->encode("Tom"),
                              rest = tok->encode("and Lily", {.add_special = false});
   ASSERT_EQ(tok->token_bytes(rest.front(), false).front(), ' ');
+  // BOS alone leaves a text at its start; "Tom" after it does not.
+  EXPECT_FALSE(tok->leaves_start(std::vector<TokenId>{prompt.front()}, {.skip_special = true}));
+  EXPECT_TRUE(tok->leaves_start(prompt, {.skip_special = true}));
   StreamDecoder fresh(*tok), continuing(*tok, {}, /*at_start=*/false);
   std::string a, b;
   for (TokenId id : rest) a += fresh.push(id), b += continuing.push(id);

@@ -54,6 +54,9 @@ class Tokenizer {
   // The text of `ids`. Byte sequences that are not valid UTF-8 become U+FFFD, exactly as
   // StreamDecoder produces them, so decode(ids) == concatenation of a StreamDecoder's output.
   std::string decode(std::span<const TokenId> ids, const DecodeOptions& opts = {}) const;
+  // Whether decoding `ids` leaves the start of a text (a token after them keeps its leading space):
+  // one of them is not special or has text. Stops at the first such token.
+  bool leaves_start(std::span<const TokenId> ids, const DecodeOptions& opts = {}) const;
 
   // The raw bytes token `id` contributes to decoded text (may be part of a UTF-8 character). For a
   // special token: its text, or "" with skip_special. `at_start` is true until the first non-special

@@ -35,6 +35,11 @@ void drain_utf8(std::string& pending, std::string& out, bool final) {
 
 }  // namespace
 
+bool Tokenizer::leaves_start(std::span<const TokenId> ids, const DecodeOptions& opts) const {
+  return std::any_of(ids.begin(), ids.end(),
+                     [&](TokenId id) { return !is_special(id) || !token_bytes(id, true, opts).empty(); });
+}
+
 std::string Tokenizer::decode(std::span<const TokenId> ids, const DecodeOptions& opts) const {
   std::string bytes;
   bool at_start = true;

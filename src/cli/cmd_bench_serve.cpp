@@ -23,6 +23,7 @@
 #include "cli/gen_common.h"
 #include "cli/perf_report.h"
 #include "cli/random_cuda_weights.h"
+#include "mx8/runtime/sampler.h"
 #include "mx8/runtime/tokenizer.h"
 #include "mx8/server/generation_service.h"
 #include "mx8/server/http_server.h"
@@ -279,15 +280,28 @@ void run(Options& o) {
   if (o.random_layers > 0)
     command += " --random-layers " + std::to_string(o.random_layers) + " --weights " + o.gen.weights +
                " --kv " + o.gen.kv + " -m " + o.gen.model.substr(o.gen.model.rfind('/') + 1);
-  const bool greedy = o.gen.sampling.temperature <= 0.0f;
+  const runtime::SamplingParams& sp = o.gen.sampling;
+  const bool greedy = sp.temperature <= 0.0f;
   if (greedy) command += " --temperature 0";
+  const bool penalized = runtime::Sampler(sp).penalizes();
+  auto number = [](float v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  if (sp.repetition_penalty != 1.0f) command += " --repeat-penalty " + number(sp.repetition_penalty);
+  if (sp.frequency_penalty != 0.0f) command += " --frequency-penalty " + number(sp.frequency_penalty);
+  if (sp.presence_penalty != 0.0f) command += " --presence-penalty " + number(sp.presence_penalty);
+  if (penalized && sp.penalty_last_n != runtime::SamplingParams{}.penalty_last_n)
+    command += " --penalty-last-n " + std::to_string(sp.penalty_last_n);
   const bool pool = o.gen.kv_positions > 0;
   if (pool) command += " --kv-positions " + std::to_string(o.gen.kv_positions);
   if (o.shared_prefix > 0) command += " --shared-prefix " + std::to_string(o.shared_prefix);
   if (o.prefix_cache) command += " --prefix-cache";
   const std::string section = "serve-" + o.gen.device + (o.random_layers > 0 ? "-llama3-8b" : "") +
-                              (greedy ? "-greedy" : "") + (pool ? "-pool" : "") +
-                              (o.shared_prefix > 0 ? "-prefix" : "") + (o.prefix_cache ? "-cached" : "");
+                              (greedy ? "-greedy" : "") + (penalized ? "-penalized" : "") +
+                              (pool ? "-pool" : "") + (o.shared_prefix > 0 ? "-prefix" : "") +
+                              (o.prefix_cache ? "-cached" : "");
 
   std::ostringstream md;
   md << "## Server (`mx8 bench serve`), " << (o.random_layers > 0 ? "Llama-3-8B shape" : "stories260K")
@@ -306,6 +320,11 @@ void run(Options& o) {
   else
     md << "sampled (temperature " << o.gen.sampling.temperature << ", top-k " << o.gen.sampling.top_k
        << ", top-p " << o.gen.sampling.top_p << ", min-p " << o.gen.sampling.min_p << ", a seed per request)";
+  if (penalized)
+    md << ", penalized (repetition " << sp.repetition_penalty << ", frequency " << sp.frequency_penalty
+       << ", presence " << sp.presence_penalty << " over "
+       << (sp.penalty_last_n < 0 ? std::string("all") : "the last " + std::to_string(sp.penalty_last_n))
+       << " tokens; on the backend where it selects: docs/RUNTIME.md)";
   md << ".\n\n"
      << "C clients send one streaming /v1/completions request each, at once, to an in-process `mx8 serve` "
         "(--parallel C), each over its own socket. The peer is the same C requests (prompts, seeds, lengths) "

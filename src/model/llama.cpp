@@ -309,8 +309,11 @@ class Llama final : public LlamaModel {
     for (int32_t t : sb.tokens)
       if (t < 0 || t >= c.vocab)
         throw Error("forward: token id " + std::to_string(t) + " outside the vocabulary");
+    const bool penalized = !sb.penalty_entries.empty();
+    if (penalized) check_penalties(sb, A + KR);
 
     upload_step_ints(sb);
+    if (penalized) upload_penalties(sb);
     singles_ = leading_single_tokens(sb);
 
     // A small step is recorded and replayed afterwards (CUDA graphs): at batch 1 the ~300 launches
@@ -319,17 +322,17 @@ class Llama final : public LlamaModel {
     // it never replays). Large steps (prefill) are launch-cheap relative to their work and vary in
     // shape, so they run as they are.
     if (T <= kMaxRecordedTokens) {
-      const uint64_t key = step_key(T, R, A, KR, K, sb.max_pages_per_seq, singles_ == T, kv);
+      const uint64_t key = step_key(T, R, A, KR, K, sb.max_pages_per_seq, singles_ == T, penalized, kv);
       if (!b_.replay(key)) {
         if (seen_.size() > 4096) seen_.clear();  // keys of dead caches accumulate otherwise
         const bool first = seen_.insert(key).second;
         if (first || unrecordable_.count(key)) {
-          run_step(T, R, A, KR, K, sb.max_pages_per_seq, kv);
+          run_step(T, R, A, KR, K, sb.max_pages_per_seq, penalized, kv);
         } else {
           bool ran = false;
           try {
             b_.begin_recording(key);
-            run_step(T, R, A, KR, K, sb.max_pages_per_seq, kv);
+            run_step(T, R, A, KR, K, sb.max_pages_per_seq, penalized, kv);
             b_.end_recording();  // runs what was recorded
             ran = true;
           } catch (const Error&) {
@@ -339,12 +342,12 @@ class Llama final : public LlamaModel {
             // Nothing of the step ran: run it without recording (a real error throws again from
             // there) and do not try to record this shape again.
             unrecordable_.insert(key);
-            run_step(T, R, A, KR, K, sb.max_pages_per_seq, kv);
+            run_step(T, R, A, KR, K, sb.max_pages_per_seq, penalized, kv);
           }
         }
       }
     } else {
-      run_step(T, R, A, KR, K, sb.max_pages_per_seq, kv);
+      run_step(T, R, A, KR, K, sb.max_pages_per_seq, penalized, kv);
     }
     if (R > A + KR) b_.download(out.logits, logits_, size_t(R - A - KR) * size_t(c.vocab) * 4);
     if (KR > 0) {  // values and ids lie back to back: one download (each one waits for the device)
@@ -374,7 +377,7 @@ class Llama final : public LlamaModel {
 
   // Everything the launches of run_step depend on besides the model's own buffers (fixed at load):
   // the shapes, the KV cache and the block table buffer (reallocated when it grows).
-  uint64_t step_key(int T, int R, int A, int KR, int K, int max_pages, bool one_token_per_seq,
+  uint64_t step_key(int T, int R, int A, int KR, int K, int max_pages, bool one_token_per_seq, bool penalized,
                     const backend::KvCache& kv) const {
     uint64_t h = 0x6d78385f73746570ull;  // any non-zero start
     auto mix = [&h](uint64_t v) {
@@ -393,16 +396,20 @@ class Llama final : public LlamaModel {
     mix(round_attention_operands_ ? 3 : 4);  // another attention kernel
     mix(reinterpret_cast<uintptr_t>(&kv));
     mix(reinterpret_cast<uintptr_t>(d_bt_));
+    mix(penalized ? reinterpret_cast<uintptr_t>(d_pen_) : 0);  // one more launch, reading that buffer
     return h;
   }
 
   // The backend ops of one step, from the token ids in d_tokens_ to the logits in logits_, then for the
   // last A of the R rows their arg max (argmax_) and for the KR before those their K best candidates
-  // (top_: KR x K values, then their ids). Enqueues only (no upload, download or synchronize), so that it can
-  // be recorded.
-  void run_step(int T, int R, int A, int KR, int K, int max_pages, backend::KvCache& kv) {
+  // (top_: KR x K values, then their ids), from logits penalized first where `penalized` (d_pen_). Enqueues
+  // only (no upload, download or synchronize), so that it can be recorded.
+  void run_step(int T, int R, int A, int KR, int K, int max_pages, bool penalized, backend::KvCache& kv) {
     compute_logits(T, R, max_pages, kv);
     const size_t vocab = size_t(config_.vocab);
+    if (penalized)
+      b_.penalize(logits_ + size_t(R - A - KR) * vocab, A + KR, int64_t(vocab),
+                  {reinterpret_cast<const float*>(d_pen_ + 4), d_pen_, d_pen_ + 4 + 3 * max_tokens_});
     if (KR > 0)
       b_.top_k(logits_ + size_t(R - A - KR) * vocab, KR, int64_t(vocab), K, d_temp_, top_,
                reinterpret_cast<int32_t*>(top_ + size_t(KR) * size_t(K)));
@@ -675,6 +682,47 @@ class Llama final : public LlamaModel {
     b_.upload(d_ints_, host_ints_.data(), need * 4);
   }
 
+  // StepBatch::penalties and penalty_entries for `rows` top-k and arg max rows: the shapes, the values,
+  // and no (row, token) twice (Backend::penalize applies the entries in parallel).
+  void check_penalties(const StepBatch& sb, int rows) const {
+    if (sb.penalties.size() != size_t(rows) * 3 || sb.penalty_entries.size() % 3 != 0)
+      throw Error("forward: penalties need three values for each of the " + std::to_string(rows) +
+                  " top-k and arg max rows, and entries of three ints");
+    for (int r = 0; r < rows; ++r)
+      if (!(sb.penalties[size_t(r) * 3] > 0.0f))
+        throw Error("forward: the repetition penalty of selected row " + std::to_string(r) +
+                    " must be positive");
+    std::unordered_set<int64_t> seen;
+    for (size_t j = 0; j < sb.penalty_entries.size(); j += 3) {
+      const int32_t r = sb.penalty_entries[j], t = sb.penalty_entries[j + 1], n = sb.penalty_entries[j + 2];
+      if (r < 0 || r >= rows || t < 0 || t >= config_.vocab || n < 1)
+        throw Error("forward: penalty entry (row " + std::to_string(r) + ", token " + std::to_string(t) +
+                    ", count " + std::to_string(n) + ") outside the " + std::to_string(rows) +
+                    " selected rows, the vocabulary or counts >= 1");
+      if (!seen.insert(int64_t(r) * config_.vocab + t).second)
+        throw Error("forward: penalty entries name token " + std::to_string(t) + " of row " +
+                    std::to_string(r) + " twice");
+    }
+  }
+
+  // d_pen_: the entry count (then 3 unused ints), max_tokens_ rows of 3 penalties, then the entries. One
+  // upload; the buffer grows with the entries (a new address: step_key records it).
+  void upload_penalties(const StepBatch& sb) {
+    const size_t head = 4 + 3 * size_t(max_tokens_), need = head + sb.penalty_entries.size();
+    if (need > pen_capacity_) {
+      if (d_pen_) b_.free(d_pen_);
+      d_pen_ = nullptr;
+      const size_t cap = head + std::max<size_t>(2 * sb.penalty_entries.size(), 3 * 1024);
+      d_pen_ = static_cast<int32_t*>(b_.alloc(cap * 4));
+      pen_capacity_ = cap;
+    }
+    host_pen_.assign(need, 0);
+    host_pen_[0] = int32_t(sb.penalty_entries.size() / 3);
+    std::memcpy(host_pen_.data() + 4, sb.penalties.data(), sb.penalties.size() * 4);
+    std::copy(sb.penalty_entries.begin(), sb.penalty_entries.end(), host_pen_.begin() + std::ptrdiff_t(head));
+    b_.upload(d_pen_, host_pen_.data(), need * 4);
+  }
+
   Backend& b_;
   BackendArena arena_;
   format::ScaleRule scale_rule_ = format::ScaleRule::ceil;  // of FP8 weights quantized at load
@@ -697,12 +745,16 @@ class Llama final : public LlamaModel {
   int32_t* d_ints_ = nullptr;  // holds all of the above (upload_step_ints)
   size_t ints_capacity_ = 0;
   std::vector<int32_t> host_ints_;
+  int32_t* d_pen_ = nullptr;  // upload_penalties
+  size_t pen_capacity_ = 0;
+  std::vector<int32_t> host_pen_;
   std::unordered_set<uint64_t> seen_;          // step keys that ran at least once
   std::unordered_set<uint64_t> unrecordable_;  // step keys whose recording failed
 
  public:
   ~Llama() override {
     if (d_ints_) b_.free(d_ints_);
+    if (d_pen_) b_.free(d_pen_);
   }
   std::unique_ptr<ModelSource> source_holder_;  // keeps mapped files alive for zero-copy weights
 };

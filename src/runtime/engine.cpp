@@ -106,13 +106,26 @@ Engine::Where Engine::where_drawn(const Seq& s) const {
   const bool backend_draws =
       opts_.backend_draw == EngineOptions::BackendDraw::always ||
       (opts_.backend_draw == EngineOptions::BackendDraw::auto_ && !backend_.info().host_memory);
-  if (!backend_draws || keep_logits_ || s.params.logprobs >= 0 || p.repetition_penalty != 1.0f ||
-      p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f)
-    return Where::host;
+  if (!backend_draws || keep_logits_ || s.params.logprobs >= 0) return Where::host;
   if (p.temperature <= 0.0f) return Where::argmax;
   if (p.top_k > 0 && p.top_k <= backend::Backend::kMaxTopK && p.top_k < model_.config().vocab)
     return Where::top_k;
   return Where::host;
+}
+
+void Engine::add_penalties(const std::vector<Seq*>& top_k_seqs, const std::vector<Seq*>& greedy_seqs,
+                           model::StepBatch& b) const {
+  const int32_t vocab = int32_t(model_.config().vocab);
+  int32_t row = 0;
+  for (const auto* seqs : {&top_k_seqs, &greedy_seqs})
+    for (const Seq* s : *seqs) {
+      for (auto [token, count] : s->sampler.penalty_counts(s->tokens, vocab))
+        b.penalty_entries.insert(b.penalty_entries.end(), {row, token, count});
+      const SamplingParams& p = s->params.sampling;
+      b.penalties.insert(b.penalties.end(), {p.repetition_penalty, p.frequency_penalty, p.presence_penalty});
+      ++row;
+    }
+  if (b.penalty_entries.empty()) b.penalties.clear();
 }
 
 size_t Engine::kv_bytes() const {
@@ -396,7 +409,7 @@ std::vector<TokenEvent> Engine::step() {
   // Sequences whose next token is drawn this step, with their rows: sampled on the host from their
   // logits (`sampled`, b.logit_rows), from the k candidates the backend selected (`top_k_seqs`), or the
   // backend's arg max (greedy). The forward pass gets the rows in that order.
-  std::vector<Seq*> sampled, top_k_seqs;
+  std::vector<Seq*> sampled, top_k_seqs, greedy_seqs;
   // Prompt positions whose logits give a prompt token's log-probability: the sequence, the row.
   std::vector<std::pair<Seq*, int32_t>> prompt_rows;
   std::vector<int32_t> top_k_rows, greedy_rows;
@@ -453,6 +466,7 @@ std::vector<TokenEvent> Engine::step() {
         if (where == Where::argmax) {
           drawn.push_back({&s, where, greedy_rows.size()});
           greedy_rows.push_back(row);
+          greedy_seqs.push_back(&s);
         } else if (where == Where::top_k) {
           drawn.push_back({&s, where, top_k_seqs.size()});
           top_k_rows.push_back(row);
@@ -490,6 +504,7 @@ std::vector<TokenEvent> Engine::step() {
   b.logit_rows.insert(b.logit_rows.end(), greedy_rows.begin(), greedy_rows.end());
   b.top_k_rows = int(top_k_rows.size());
   b.argmax_rows = int(greedy_rows.size());
+  add_penalties(top_k_seqs, greedy_seqs, b);
   const size_t K = size_t(b.top_k);
   std::vector<float> top_values(top_k_rows.size() * K);
   std::vector<int32_t> top_ids(top_k_rows.size() * K), greedy_picked(greedy_rows.size());

@@ -7,6 +7,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "mx8/backend/penalty.h"
 #include "mx8/error.h"
 
 namespace mx8::runtime {
@@ -54,19 +55,27 @@ int32_t argmax(std::span<const float> v) {
   return best;
 }
 
+bool Sampler::penalizes() const {
+  return p_.repetition_penalty != 1.0f || p_.frequency_penalty != 0.0f || p_.presence_penalty != 0.0f;
+}
+
+std::vector<std::pair<int32_t, int32_t>> Sampler::penalty_counts(std::span<const int32_t> history,
+                                                                 int32_t vocab) const {
+  if (!penalizes()) return {};
+  const size_t n =
+      p_.penalty_last_n < 0 ? history.size() : std::min(history.size(), size_t(p_.penalty_last_n));
+  std::unordered_map<int32_t, int32_t> counts;
+  for (size_t i = history.size() - n; i < history.size(); ++i)
+    if (history[i] >= 0 && history[i] < vocab) counts[history[i]]++;
+  return {counts.begin(), counts.end()};
+}
+
 int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
   const int32_t vocab = int32_t(logits.size());
   // 1. penalties
-  if (p_.repetition_penalty != 1.0f || p_.frequency_penalty != 0.0f || p_.presence_penalty != 0.0f) {
-    size_t n = p_.penalty_last_n < 0 ? history.size() : std::min(history.size(), size_t(p_.penalty_last_n));
-    std::unordered_map<int32_t, int> counts;
-    for (size_t i = history.size() - n; i < history.size(); ++i) counts[history[i]]++;
-    for (auto [tok, count] : counts) {
-      if (tok < 0 || tok >= vocab) continue;
-      float& l = logits[size_t(tok)];
-      if (p_.repetition_penalty != 1.0f) l = l > 0 ? l / p_.repetition_penalty : l * p_.repetition_penalty;
-      l -= float(count) * p_.frequency_penalty + p_.presence_penalty;
-    }
+  for (auto [tok, count] : penalty_counts(history, vocab)) {
+    float& l = logits[size_t(tok)];
+    l = backend::penalized_logit(l, count, p_.repetition_penalty, p_.frequency_penalty, p_.presence_penalty);
   }
   // 2. greedy
   if (p_.temperature <= 0.0f) return argmax(logits);

@@ -35,6 +35,7 @@
 #include "backend/cpu/backend_cpu.h"
 #include "backend/cuda/backend_cuda.cuh"
 #include "cuda/backend_pair_test.h"
+#include "model/penalty_rows.h"
 #include "model/selection_rows.h"
 #include "mx8/backend/backend.h"
 #include "mx8/backend/host_buffer.h"
@@ -229,9 +230,32 @@ TEST_F(CudaVsCpu, TopKEqualsTheCpus) {
       for (size_t i = 0; i < n; ++i) {
         ASSERT_EQ(gi[i], ci[i]) << c.cols << " columns, k " << k << ", row " << i / size_t(k) << " rank "
                                 << i % size_t(k);
-        if (ci[i] >= 0) ASSERT_TRUE(same_bits(gv[i], cv[i])) << c.cols << " columns, k " << k << ", " << i;
+        if (ci[i] >= 0) {
+          ASSERT_TRUE(same_bits(gv[i], cv[i])) << c.cols << " columns, k " << k << ", " << i;
+        }
       }
     }
+  }
+}
+
+TEST_F(CudaVsCpu, PenalizeEqualsTheCpus) {
+  // Exact: each entry is one IEEE division or multiplication, one fused multiply-add and one
+  // subtraction (penalized_logit), the same on both; the CPU backend is held to the sampler in
+  // BackendOps.PenalizeIsTheSamplersFirstStep. Every value of the rows is compared, so an entry applied
+  // twice, to the wrong row or not at all shows.
+  SCOPED_TRACE(trace());
+  for (const auto& c : mx8::test::selection_cases(seed)) {
+    auto p = mx8::test::penalty_rows(c, seed + 1);
+    const std::vector<int32_t> n{p.n()};
+    Pair px = put(p.x), pp = put(p.params), pn = put(n), pe = put(p.entries);
+    cpu->penalize((float*)px.c, c.rows(), c.cols,
+                  {(const float*)pp.c, (const int32_t*)pn.c, (const int32_t*)pe.c});
+    gpu->penalize((float*)px.g, c.rows(), c.cols,
+                  {(const float*)pp.g, (const int32_t*)pn.g, (const int32_t*)pe.g});
+    const auto a = get_cpu<float>(px, p.x.size()), b = get_gpu<float>(px, p.x.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      ASSERT_TRUE(same_bits(a[i], b[i])) << c.cols << " columns, row " << i / size_t(c.cols) << ", token "
+                                         << i % size_t(c.cols) << ": " << b[i] << " against " << a[i];
   }
 }
 

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <ranges>
 
+#include "model/penalty_rows.h"
 #include "model/selection_rows.h"
 #include "mx8/backend/backend.h"
 #include "mx8/error.h"
@@ -221,6 +223,51 @@ TEST(BackendOps, TopKInTheSamplersOrder) {
           }
         }
       }
+    }
+  }
+}
+
+TEST(BackendOps, PenalizeIsTheSamplersFirstStep) {
+  // Sampler::sample penalizes its row in place before anything else; Backend::penalize with the entries
+  // of penalty_counts must leave the same bits (the row's other values untouched).
+  auto be = make_cpu_backend(2);
+  for (const auto& c : mx8::test::selection_cases(13)) {
+    auto p = mx8::test::penalty_rows(c, 14);
+    std::vector<float> x = p.x;
+    const int32_t n = p.n();
+    be->penalize(x.data(), c.rows(), c.cols, {p.params.data(), &n, p.entries.data()});
+    auto same = [](float a, float b) {
+      return mx8::format::f32_bits(a) == mx8::format::f32_bits(b) || (std::isnan(a) && std::isnan(b));
+    };
+    for (int64_t r = 0; r < c.rows(); ++r) {
+      std::vector<float> want(p.x.begin() + r * c.cols, p.x.begin() + (r + 1) * c.cols);
+      mx8::runtime::Sampler(p.sampling[size_t(r)]).sample(want, p.history[size_t(r)]);
+      for (int64_t j = 0; j < c.cols; ++j) {
+        const float got = x[size_t(r * c.cols + j)];
+        ASSERT_TRUE(same(got, want[size_t(j)])) << c.cols << " columns, row " << r << ", token " << j << ": "
+                                                << got << " against " << want[size_t(j)];
+      }
+    }
+    // The entries changed values (a penalize that did nothing would fail this, a sampler that did
+    // nothing the comparison above): at least one in half of the rows (rows 3 and 4 hold only NaN and
+    // -inf, which keep their value; a row's penalties may leave an occasional value as it was).
+    const auto changed = std::ranges::count_if(std::views::iota(size_t(0), x.size()),
+                                               [&](size_t i) { return !same(x[i], p.x[i]); });
+    EXPECT_GE(changed, c.rows() / 2) << c.cols << " columns";
+  }
+}
+
+TEST(BackendOps, PenalizeRejectsEntriesOutsideItsRows) {
+  auto be = make_cpu_backend(1);
+  std::vector<float> x(8, 1.0f);
+  const std::vector<float> params{1.3f, 0.0f, 0.0f, 1.3f, 0.0f, 0.0f};
+  const int32_t one = 1;
+  for (std::vector<int32_t> bad : {std::vector<int32_t>{2, 0, 1}, {0, 4, 1}, {0, -1, 1}, {1, 3, 0}}) {
+    try {
+      be->penalize(x.data(), 2, 4, {params.data(), &one, bad.data()});
+      FAIL() << "entry (" << bad[0] << ", " << bad[1] << ", " << bad[2] << ") accepted";
+    } catch (const mx8::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("outside"), std::string::npos) << e.what();
     }
   }
 }

@@ -1,4 +1,4 @@
-// Greedy decoding and top-k sampling without penalties choose on the backend (Backend::argmax, and
+// Greedy decoding and top-k sampling choose on the backend (Backend::penalize, then Backend::argmax, or
 // Backend::top_k with Sampler::sample_top_k): only indices and k candidates come back. Every token must
 // be the one the host sampler draws from the downloaded logits, with greedy, top-k sampled, penalised
 // and unrestricted sequences in one batch, on the bundled stories260K.
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mx8/backend/backend.h"
+#include "mx8/error.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/sampler.h"
@@ -84,6 +85,40 @@ TEST(EngineBackendDraw, ForwardReturnsTheArgmaxOfTheRowsItWouldDownload) {
   EXPECT_EQ(std::vector<float>(all.begin(), all.begin() + long(vocab)), some);  // row 5's logits
   for (size_t r = 1; r < 3; ++r)
     EXPECT_EQ(two[r - 1], runtime::argmax({all.data() + r * vocab, vocab})) << "logit row " << r;
+}
+
+TEST(EngineBackendDraw, ForwardRejectsPenaltiesItCannotApply) {
+  auto be = backend::make_cpu_backend(1);
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = 4;
+  auto m = model::load_llama(test::kStoriesModel, *be, lo);
+  auto cache = be->create_kv_cache({backend::KvFormat::f32, int(m->config().n_layers),
+                                    int(m->config().n_kv_heads), int(m->config().head_dim), 16, 1});
+  const int32_t vocab = int32_t(m->config().vocab);
+  struct Case {
+    std::vector<float> penalties;
+    std::vector<int32_t> entries;
+    const char* says;
+  } cases[] = {{{1.3f, 0, 0}, {0, 5, 1, 0, 5, 2}, "twice"}, {{1.3f, 0, 0}, {0, vocab, 1}, "outside"},
+               {{1.3f, 0, 0}, {1, 5, 1}, "outside"},        {{1.3f, 0, 0}, {0, 5, 0}, "outside"},
+               {{0.0f, 0, 0}, {0, 5, 1}, "positive"},       {{1.3f, 0}, {0, 5, 1}, "three values"}};
+  for (const Case& c : cases) {
+    model::StepBatch b;
+    b.max_pages_per_seq = 1;
+    b.block_tables = {0};
+    b.tokens = {1}, b.pos = {0}, b.seq = {0}, b.slot = {0}, b.kv_len = {1};
+    b.logit_rows = {0};
+    b.argmax_rows = 1;
+    b.penalties = c.penalties;
+    b.penalty_entries = c.entries;
+    int32_t id = -1;
+    try {
+      m->forward(b, *cache, model::StepOutput{nullptr, nullptr, nullptr, &id});
+      ADD_FAILURE() << "accepted; expected an error that says " << c.says;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(c.says), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

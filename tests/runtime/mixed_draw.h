@@ -1,6 +1,7 @@
-// A batch that mixes every way the engine chooses a token (greedy, top-k sampled, penalised,
-// unrestricted), run with the backend choosing where it may or with every row drawn on the host: the two
-// must give the same tokens (tests/runtime/engine_backend_draw_test.cpp on the CPU, tests/cuda on the GPU).
+// A batch that mixes every way the engine chooses a token (greedy and top-k sampled, each with and
+// without penalties, and unrestricted), run with the backend choosing where it may or with every row
+// drawn on the host: the two must give the same tokens (tests/runtime/engine_backend_draw_test.cpp on
+// the CPU, tests/cuda on the GPU).
 #pragma once
 
 #include <string>
@@ -22,20 +23,22 @@ inline std::vector<std::vector<std::pair<int, int32_t>>> mixed_draw_events(model
   runtime::EngineOptions eo;
   eo.kv_format = backend::KvFormat::f32;
   eo.max_context = 160;
-  eo.max_sequences = 6;
+  eo.max_sequences = 8;
   eo.backend_draw =
       runtime::EngineOptions::BackendDraw::always;  // the CPU backend would leave it to the host
   runtime::Engine eng(m, be, eo);
   eng.keep_logits(host);
-  for (int q = 0; q < 6; ++q) {
+  for (int q = 0; q < 8; ++q) {
     runtime::GenerationParams gp;
     gp.max_new_tokens = 100;
     runtime::SamplingParams& sp = gp.sampling;
     sp.seed = uint64_t(5 + q);
-    sp.temperature = q < 3 ? 0.0f : q == 3 ? 0.9f : 1.3f;  // 0-2 greedy, 3-5 sampled
-    if (q == 2 || q == 5) sp.repetition_penalty = 1.3f;    // penalties: the host's
+    sp.temperature = q < 3 || q == 7 ? 0.0f : q == 3 ? 0.9f : 1.3f;  // 0-2 and 7 greedy, 3-6 sampled
+    if (q == 2 || q == 5) sp.repetition_penalty = 1.3f;
     if (q == 4) sp.top_k = 7, sp.top_p = 0.9f, sp.min_p = 0.02f;
-    if (q == 5) sp.top_k = 0;
+    if (q == 5) sp.top_k = 0;  // unrestricted: the host's
+    if (q == 6) sp.frequency_penalty = 0.6f, sp.presence_penalty = 0.4f, sp.penalty_last_n = -1;
+    if (q == 7) sp.repetition_penalty = 0.8f, sp.frequency_penalty = 0.9f, sp.penalty_last_n = 16;
     eng.add({1, int32_t(300 + 17 * q)}, gp);
   }
   std::vector<std::vector<std::pair<int, int32_t>>> steps;

@@ -23,6 +23,8 @@
 #include <memory>
 #include <string>
 
+#include "mx8/backend/penalty.h"
+
 namespace mx8::backend {
 
 // How a linear weight (or an embedding table) is stored.
@@ -236,6 +238,10 @@ class Backend {
   static constexpr int kMaxTopK = 64;
   virtual void top_k(const float* x, int64_t rows, int64_t cols, int k, const float* temperature,
                      float* values, int32_t* ids) = 0;
+  // In place on x[rows][cols]: each entry of p (penalty.h) replaces x[row][token] by
+  // penalized_logit(x[row][token], count, row's penalties), so that argmax and top_k then draw what the
+  // sampler would from the penalized logits.
+  virtual void penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p) = 0;
 
   // KV cache.
   virtual std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) = 0;

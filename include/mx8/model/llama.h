@@ -115,6 +115,12 @@ struct StepBatch {
   int top_k_rows = 0;
   int top_k = 0;
   std::vector<float> temperature;
+  // Sampling penalties of the top_k_rows + argmax_rows rows (in that order; row i below is the i-th of
+  // them), applied on the backend before it selects (Backend::penalize): penalties[i * 3 + 0..2] row i's
+  // repetition, frequency and presence penalties, and penalty_entries[j * 3 + 0..2] a row i, a token id
+  // and its count, each (row, token) once. No entries: nothing is penalized (penalties may be empty).
+  std::vector<float> penalties;
+  std::vector<int32_t> penalty_entries;
 };
 
 // Where forward() puts what the step's logit rows asked for (StepBatch): the logits of the other rows

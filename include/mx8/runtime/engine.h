@@ -70,8 +70,9 @@ struct EngineOptions {
   // max_sequences sequences its whole context (kv_pages_per_sequence), so none is ever preempted.
   // Fewer: a shared pool (see "Preemption" above); it must hold one sequence's context.
   int64_t kv_positions = 0;
-  // Greedy and top-k rows choose on the backend (Engine::where_drawn) where its memory is not the host's
-  // (a GPU: the row would have to be downloaded); `always` does it on any backend (tests), `never` on none.
+  // Greedy and top-k rows (penalized or not) choose on the backend (Engine::where_drawn) where its memory is
+  // not the host's (a GPU: the row would have to be downloaded); `always` does it on any backend (tests),
+  // `never` on none.
   enum class BackendDraw { auto_, always, never };
   BackendDraw backend_draw = BackendDraw::auto_;
 };
@@ -202,13 +203,16 @@ class Engine {
   // page: once that one's pages are indexed, take_prefix finds them, where prefilling beside it would
   // compute the same positions twice (the choices of an OpenAI request with n > 1 arrive together).
   bool waits_for_shared_prefill(size_t i) const;
-  // Where a sequence's next token is chosen. Without penalties (and with no logits kept), on a backend
-  // that draws (EngineOptions::backend_draw), the backend does what needs the whole row: greedy takes
-  // the arg max there, top-k sampling selects its candidates there, and only indices (and k values)
-  // leave the backend's memory instead of a vocabulary of logits (0.5 MB per sequence and step at
-  // 128k). Everything else is the host's.
+  // Where a sequence's next token is chosen. Without log-probabilities (and with no logits kept), on a
+  // backend that draws (EngineOptions::backend_draw), the backend does what needs the whole row: it
+  // applies the penalties, then greedy takes the arg max there, top-k sampling selects its candidates
+  // there, and only indices (and k values) leave the backend's memory instead of a vocabulary of logits
+  // (0.5 MB per sequence and step at 128k). Everything else is the host's.
   enum class Where { host, top_k, argmax };
   Where where_drawn(const Seq& s) const;
+  // The penalties of the rows the backend selects from (StepBatch::penalties, penalty_entries).
+  void add_penalties(const std::vector<Seq*>& top_k_seqs, const std::vector<Seq*>& greedy_seqs,
+                     model::StepBatch& b) const;
 
   model::LlamaModel& model_;
   backend::Backend& backend_;

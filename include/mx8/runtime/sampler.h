@@ -42,9 +42,15 @@ class Sampler {
   int32_t sample(std::span<float> logits, std::span<const int32_t> history);
   // The same draw from the top-k step's result when another computed it (Backend::top_k): the
   // candidates (logit / temperature, id), best first, ids < 0 ending the list; the first top_k are
-  // used. Equal to sample() on the whole row when there are no penalties and 0 < top_k < vocab.
+  // used. Equal to sample() on the whole row when 0 < top_k < vocab and the candidates were selected from
+  // the row penalized as step 1 does (Backend::penalize with penalty_counts).
   int32_t sample_top_k(std::span<const float> values, std::span<const int32_t> ids);
   const SamplingParams& params() const { return p_; }
+  bool penalizes() const;
+  // What step 1 penalizes: each token id < vocab of the penalty window of `history`, once, with how
+  // many times it occurs there (backend::penalized_logit's count). Empty when penalizes() is false.
+  std::vector<std::pair<int32_t, int32_t>> penalty_counts(std::span<const int32_t> history,
+                                                          int32_t vocab) const;
 
  private:
   SamplingParams p_;

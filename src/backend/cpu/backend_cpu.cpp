@@ -163,6 +163,19 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p) override {
+    for (int32_t i = 0; i < *p.n; ++i) {
+      const int32_t* e = p.entries + 3 * i;
+      if (e[0] < 0 || e[0] >= rows || e[1] < 0 || e[1] >= cols || e[2] < 1)
+        throw Error("cpu penalize: entry " + std::to_string(i) + " (row " + std::to_string(e[0]) +
+                    ", token " + std::to_string(e[1]) + ", count " + std::to_string(e[2]) +
+                    ") outside the rows, the " + std::to_string(cols) + " columns or counts >= 1");
+      const float* q = p.params + 3 * e[0];
+      float& l = x[e[0] * cols + e[1]];
+      l = penalized_logit(l, e[2], q[0], q[1], q[2]);
+    }
+  }
+
   void argmax(const float* x, int64_t rows, int64_t cols, int32_t* out) override {
     for (int64_t r = 0; r < rows; ++r) {
       const float* v = x + r * cols;

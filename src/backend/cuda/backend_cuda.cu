@@ -446,6 +446,9 @@ class CudaBackend final : public Backend {
     launch_top_k(x, rows, cols, k, temperature, values, ids,
                  select_scratch(select_scratch_bytes(rows, cols, k)), stream_);
   }
+  void penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p) override {
+    launch_penalize(x, rows, cols, p, stream_);
+  }
   void argmax(const float* x, int64_t rows, int64_t cols, int32_t* out) override {
     launch_argmax(x, rows, cols, out, select_scratch(select_scratch_bytes(rows, cols, 1)), stream_);
   }

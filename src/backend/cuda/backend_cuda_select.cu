@@ -1,10 +1,10 @@
 // Selection ops of the CUDA backend: argmax (greedy decoding) and top_k (the sampling candidates of
-// top-k sampling). A decode step asks them of one to a few rows of ~128K logits. One block per row
-// read its row at one SM's rate (H200: argmax 54 us, top_k's five passes longer, in a step of ~2.4
-// ms), so each row is split into parts over blocks, and the block that finishes a row's last part
-// combines the parts' results (a counter per row, reset by that block, so the scratch stays zero
-// between calls). Both results are decided on exact values and indices, so the split does not
-// change them: they equal the CPU backend's bit for bit.
+// top-k sampling), and the sampling penalties applied before them. A decode step asks them of one to a few
+// rows of ~128K logits. One block per row read its row at one SM's rate (H200: argmax 54 us, top_k's five
+// passes longer, in a step of ~2.4 ms), so each row is split into parts over blocks, and the block that
+// finishes a row's last part combines the parts' results (a counter per row, reset by that block, so the
+// scratch stays zero between calls). Both results are decided on exact values and indices, so the split does
+// not change them: they equal the CPU backend's bit for bit.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -331,6 +331,22 @@ __global__ void top_k_kernel(const float* x, int64_t cols, int64_t chunk, int k,
   for (int r = found + threadIdx.x; r < k; r += blockDim.x) out_v[r] = 0.0f, out_i[r] = -1;
 }
 
+// One thread per entry (the entries are distinct (row, token) pairs). n lives in device memory, so the
+// grid is fixed and strides over however many there are.
+__global__ void penalize_kernel(float* x, int64_t rows, int64_t cols, PenaltyArgs p) {
+  pdl_trigger();
+  pdl_wait();
+  const int32_t n = *p.n;
+  for (int32_t i = int32_t(blockIdx.x * blockDim.x + threadIdx.x); i < n;
+       i += int32_t(gridDim.x * blockDim.x)) {
+    const int32_t row = p.entries[3 * i], token = p.entries[3 * i + 1], count = p.entries[3 * i + 2];
+    if (row < 0 || row >= rows || token < 0 || token >= cols || count < 1) continue;  // the caller checks
+    const float* q = p.params + 3 * row;
+    float& l = x[row * cols + token];
+    l = penalized_logit(l, count, q[0], q[1], q[2]);
+  }
+}
+
 void check_rows(int64_t rows, const char* op) {
   if (rows > 65535) throw Error(std::string("cuda backend: ") + op + " of more than 65535 rows in one call");
 }
@@ -358,6 +374,13 @@ void launch_top_k(const float* x, int64_t rows, int64_t cols, int k, const float
   launch("top_k_kernel", top_k_kernel, dim3(unsigned(sp.parts), unsigned(rows)), dim3(kTopKThreads), s, x,
          cols, sp.chunk, k, temperature, part_v, part_i, done, values, ids);
   check_launch("top_k");
+}
+
+void launch_penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return;
+  // 4 x 256 threads: a step's entries are its drawn rows' distinct recent tokens (64 each by default).
+  launch("penalize_kernel", penalize_kernel, dim3(4), dim3(256), s, x, rows, cols, p);
+  check_launch("penalize");
 }
 
 void launch_argmax(const float* x, int64_t rows, int64_t cols, int32_t* out, void* scratch, cudaStream_t s) {

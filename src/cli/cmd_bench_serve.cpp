@@ -39,6 +39,8 @@ struct Options {
   int random_layers = 0;  // > 0: a Llama-3-8B-shaped model with random weights on the GPU
   int shared_prefix = 0;  // tokens of text every prompt starts with (a system prompt)
   bool prefix_cache = false;
+  int echo_logprobs = -1;     // >= 0: each request also scores its prompt (echo with this many alternatives)
+  bool rows_on_host = false;  // EngineOptions::BackendDraw::never (the comparison for what the backend reads)
   bool write_perf = true;
   std::string perf_md;
 };
@@ -87,8 +89,9 @@ struct Target {
 
 struct Row {
   int clients = 0;
-  int64_t tokens = 0, engine_tokens = 0;
-  int64_t preemptions = 0, recomputed = 0;  // the engine run's, with --kv-positions
+  int64_t tokens = 0, engine_tokens = 0, prompt_tokens = 0;
+  double engine_prompt_tok_s = 0, server_prompt_tok_s = 0;  // prompt tokens scored, with --echo-logprobs
+  int64_t preemptions = 0, recomputed = 0;                  // the engine run's, with --kv-positions
   double engine_tok_s = 0, server_tok_s = 0;
   double ttft_median_ms = 0, ttft_max_ms = 0, stream_tok_s_median = 0;
 };
@@ -103,24 +106,33 @@ double engine_rate(const Target& t, const mx8::runtime::Tokenizer& tok, const st
   eo.max_sequences = int(reqs.size());
   eo.kv_positions = o.gen.kv_positions;
   eo.prefix_reuse = o.prefix_cache;
+  eo.backend_draw = o.rows_on_host ? runtime::EngineOptions::BackendDraw::never
+                                   : runtime::EngineOptions::BackendDraw::auto_;
   runtime::Engine eng(*t.model, *t.be, eo);
+  int64_t prompt_tokens = 0;
   const auto t0 = Clock::now();
   for (const Request& r : reqs) {
     runtime::GenerationParams gp;
     gp.sampling = o.gen.sampling;
     gp.sampling.seed = r.seed;
     gp.max_new_tokens = o.tokens;
+    gp.logprobs = o.echo_logprobs;
+    gp.prompt_logprobs = o.echo_logprobs >= 0;
     gp.stop_tokens = tok.stop_ids();  // and EOS and BOS, as the server (generation_service.cpp)
     for (int32_t e : t.model->config().eos) gp.stop_tokens.push_back(e);
     if (tok.bos_id() != runtime::kNoToken) gp.stop_tokens.push_back(tok.bos_id());
-    eng.add(tok.encode(r.prompt), gp);
+    const std::vector<int32_t> ids = tok.encode(r.prompt);
+    prompt_tokens += int64_t(ids.size());
+    eng.add(ids, gp);
   }
   row->engine_tokens = 0;
   while (!eng.idle())
     for (const runtime::TokenEvent& e : eng.step()) row->engine_tokens += e.token >= 0;
   row->preemptions = eng.stats().preemptions;
   row->recomputed = eng.stats().recomputed_tokens;
-  return double(row->engine_tokens) / seconds(t0, Clock::now());
+  const double wall = seconds(t0, Clock::now());
+  row->engine_prompt_tok_s = double(prompt_tokens) / wall;
+  return double(row->engine_tokens) / wall;
 }
 
 Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& o, int c,
@@ -139,6 +151,8 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
   so.engine.max_sequences = c;
   so.engine.kv_positions = o.gen.kv_positions;
   so.engine.prefix_reuse = o.prefix_cache;  // as the peer
+  so.engine.backend_draw = o.rows_on_host ? runtime::EngineOptions::BackendDraw::never
+                                          : runtime::EngineOptions::BackendDraw::auto_;
   server::GenerationService service(*t.model, *t.be, tok, so);
   server::ServerOptions ho;
   ho.port = 0;
@@ -149,7 +163,7 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
   std::thread listener([&] { http.listen(); });
 
   std::vector<double> ttft(size_t(c), 0), rate(size_t(c), 0);
-  std::vector<int64_t> got(size_t(c), 0);
+  std::vector<int64_t> got(size_t(c), 0), prompt(size_t(c), 0);
   std::vector<std::thread> clients;
   const auto t0 = Clock::now();
   for (int i = 0; i < c; ++i)
@@ -160,12 +174,13 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
       rq.method = "POST";
       rq.path = "/v1/completions";
       rq.set_header("Content-Type", "application/json");
-      rq.body = json{{"prompt", reqs[size_t(i)].prompt},
+      json body_json{{"prompt", reqs[size_t(i)].prompt},
                      {"max_tokens", o.tokens},
                      {"seed", reqs[size_t(i)].seed},
                      {"stream", true},
-                     {"stream_options", {{"include_usage", true}}}}
-                    .dump();
+                     {"stream_options", {{"include_usage", true}}}};
+      if (o.echo_logprobs >= 0) body_json["echo"] = true, body_json["logprobs"] = o.echo_logprobs;
+      rq.body = body_json.dump();
       std::string body;
       Clock::time_point first{};
       rq.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
@@ -181,8 +196,9 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
       const size_t u = body.rfind("\"usage\"");
       if (u == std::string::npos) return;
       const size_t line = body.rfind("data: ", u);
-      got[size_t(i)] =
-          json::parse(body.substr(line + 6, body.find('\n', u) - line - 6))["usage"]["completion_tokens"];
+      const json usage = json::parse(body.substr(line + 6, body.find('\n', u) - line - 6))["usage"];
+      got[size_t(i)] = usage["completion_tokens"];
+      prompt[size_t(i)] = usage["prompt_tokens"];
       ttft[size_t(i)] = seconds(start, first) * 1e3;
       rate[size_t(i)] = got[size_t(i)] > 1 ? double(got[size_t(i)] - 1) / seconds(first, end) : 0;
     });
@@ -193,6 +209,8 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
   listener.join();
 
   for (int64_t g : got) row.tokens += g;
+  for (int64_t p : prompt) row.prompt_tokens += p;
+  row.server_prompt_tok_s = double(row.prompt_tokens) / wall;
   const auto failed = std::count(got.begin(), got.end(), 0);
   if (failed)
     throw Error("bench serve: " + std::to_string(failed) + " of " + std::to_string(c) +
@@ -207,6 +225,9 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
 void run(Options& o) {
   using namespace mx8;
   if (o.tokens < 1) throw Error("--tokens must be at least 1");
+  if (o.echo_logprobs < -1 || o.echo_logprobs > runtime::kMaxTopLogprobs)
+    throw Error("--echo-logprobs " + std::to_string(o.echo_logprobs) + " outside 0.." +
+                std::to_string(runtime::kMaxTopLogprobs));
   int max_clients = 0;
   for (int c : o.clients) {
     if (c < 1 || c > 1024) throw Error("--clients: each count must be from 1 to 1024");
@@ -271,6 +292,9 @@ void run(Options& o) {
         "max, %.0f tok/s per stream, %lld preemptions\n",
         r.clients, r.engine_tok_s, r.server_tok_s, r.server_tok_s / r.engine_tok_s, r.ttft_median_ms,
         r.ttft_max_ms, r.stream_tok_s_median, (long long)r.preemptions);
+    if (o.echo_logprobs >= 0)
+      std::printf("%4d clients: prompt tokens scored: engine %9.0f tok/s, server %9.0f tok/s\n", r.clients,
+                  r.engine_prompt_tok_s, r.server_prompt_tok_s);
   }
 
   std::string clients;
@@ -298,10 +322,13 @@ void run(Options& o) {
   if (pool) command += " --kv-positions " + std::to_string(o.gen.kv_positions);
   if (o.shared_prefix > 0) command += " --shared-prefix " + std::to_string(o.shared_prefix);
   if (o.prefix_cache) command += " --prefix-cache";
-  const std::string section = "serve-" + o.gen.device + (o.random_layers > 0 ? "-llama3-8b" : "") +
-                              (greedy ? "-greedy" : "") + (penalized ? "-penalized" : "") +
-                              (pool ? "-pool" : "") + (o.shared_prefix > 0 ? "-prefix" : "") +
-                              (o.prefix_cache ? "-cached" : "");
+  const bool echo = o.echo_logprobs >= 0;
+  if (echo) command += " --echo-logprobs " + std::to_string(o.echo_logprobs);
+  if (o.rows_on_host) command += " --rows-on-host";
+  const std::string section =
+      "serve-" + o.gen.device + (o.random_layers > 0 ? "-llama3-8b" : "") + (greedy ? "-greedy" : "") +
+      (penalized ? "-penalized" : "") + (pool ? "-pool" : "") + (o.shared_prefix > 0 ? "-prefix" : "") +
+      (o.prefix_cache ? "-cached" : "") + (echo ? "-echo" : "") + (o.rows_on_host ? "-host-rows" : "");
 
   std::ostringstream md;
   md << "## Server (`mx8 bench serve`), " << (o.random_layers > 0 ? "Llama-3-8B shape" : "stories260K")
@@ -325,6 +352,10 @@ void run(Options& o) {
        << ", presence " << sp.presence_penalty << " over "
        << (sp.penalty_last_n < 0 ? std::string("all") : "the last " + std::to_string(sp.penalty_last_n))
        << " tokens; on the backend where it selects: docs/RUNTIME.md)";
+  if (echo)
+    md << ", each request scoring its prompt (`echo` with `logprobs` " << o.echo_logprobs
+       << ": a log-probability for every prompt token but the first)";
+  if (o.rows_on_host) md << ", every logit row downloaded (selection and log-probabilities on the host)";
   md << ".\n\n"
      << "C clients send one streaming /v1/completions request each, at once, to an in-process `mx8 serve` "
         "(--parallel C), each over its own socket. The peer is the same C requests (prompts, seeds, lengths) "
@@ -334,7 +365,9 @@ void run(Options& o) {
      << "| clients | tokens | engine tok/s | server tok/s | server / engine | first text, median ms | first "
         "text, max ms | per stream tok/s |"
      << (pool ? " engine preemptions | positions prefilled again |" : "")
-     << "\n|---:|---:|---:|---:|---:|---:|---:|---:|" << (pool ? "---:|---:|" : "") << "\n";
+     << (echo ? " engine prompt tok/s scored | server prompt tok/s scored |" : "")
+     << "\n|---:|---:|---:|---:|---:|---:|---:|---:|" << (pool ? "---:|---:|" : "")
+     << (echo ? "---:|---:|" : "") << "\n";
   char buf[256];
   for (const Row& r : rows) {
     std::snprintf(buf, sizeof buf, "| %d | %lld | %.0f | %.0f | %.2f | %.1f | %.1f | %.0f |", r.clients,
@@ -342,6 +375,7 @@ void run(Options& o) {
                   r.ttft_median_ms, r.ttft_max_ms, r.stream_tok_s_median);
     md << buf;
     if (pool) md << " " << r.preemptions << " | " << r.recomputed << " |";
+    if (echo) md << " " << int64_t(r.engine_prompt_tok_s) << " | " << int64_t(r.server_prompt_tok_s) << " |";
     md << "\n";
   }
   if (o.write_perf) {
@@ -367,6 +401,12 @@ mx8::cli::CommandRegistration reg{
                      "every prompt starts with the same text of about this many tokens (a system prompt)");
       app.add_flag("--prefix-cache", o->prefix_cache,
                    "prefix caching on, as in mx8 serve (off by default: every prompt is prefilled)");
+      app.add_option(
+          "--echo-logprobs", o->echo_logprobs,
+          "each request also scores its prompt: echo with this many alternatives per token (0..20)");
+      app.add_flag("--rows-on-host", o->rows_on_host,
+                   "download every logit row (greedy, top-k and prompt log-probabilities on the host): the "
+                   "comparison for what the backend reads where it can");
       app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
       app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
       return [o] { run(*o); };

@@ -287,33 +287,44 @@ class Llama final : public LlamaModel {
     if (sb.pos.size() != size_t(T) || sb.seq.size() != size_t(T) || sb.slot.size() != size_t(T) ||
         sb.kv_len.size() != size_t(T))
       throw Error("forward: batch arrays have inconsistent lengths");
-    const int R = int(sb.logit_rows.size());
+    StepShape sh;
+    sh.T = T;
+    sh.R = int(sb.logit_rows.size());
+    const int R = sh.R;
     if (R > max_tokens_)
       throw Error("forward: " + std::to_string(R) + " logit rows, more than the " +
                   std::to_string(max_tokens_) + " the model was set up for");
     for (int32_t r : sb.logit_rows)
       if (r < 0 || r >= T) throw Error("forward: logit row " + std::to_string(r) + " outside the batch");
-    const int A = sb.argmax_rows, KR = sb.top_k_rows, K = KR > 0 ? sb.top_k : 0;
-    if (A < 0 || KR < 0 || A + KR > R)
-      throw Error("forward: " + std::to_string(A) + " arg max and " + std::to_string(KR) + " top-k rows of " +
-                  std::to_string(R) + " logit rows");
+    sh.A = sb.argmax_rows, sh.KR = sb.top_k_rows, sh.K = sh.KR > 0 ? sb.top_k : 0;
+    sh.L = int(sb.logprob_tokens.size()), sh.KL = sh.L > 0 ? sb.top_logprobs : 0;
+    const int A = sh.A, KR = sh.KR, K = sh.K, L = sh.L, KL = sh.KL;
+    if (A < 0 || KR < 0 || A + KR + L > R)
+      throw Error("forward: " + std::to_string(A) + " arg max, " + std::to_string(KR) + " top-k and " +
+                  std::to_string(L) + " log-probability rows of " + std::to_string(R) + " logit rows");
     if ((A > 0 && !out.argmax) || (KR > 0 && (!out.top_values || !out.top_ids)) ||
-        (R > A + KR && !out.logits))
+        (L > 0 && (!out.lse || !out.token_logits)) ||
+        (KL > 0 && (!out.top_logprob_values || !out.top_logprob_ids)) || (R > A + KR + L && !out.logits))
       throw Error("forward: no place for what the logit rows ask for");
     if (KR > 0 && (K < 1 || K > backend::Backend::kMaxTopK || sb.temperature.size() != size_t(KR)))
       throw Error("forward: top-k rows need 1 <= top_k <= " + std::to_string(backend::Backend::kMaxTopK) +
                   " and one temperature each");
+    if (L > 0 && (KL < 0 || KL > backend::Backend::kMaxTopK))
+      throw Error("forward: top_logprobs " + std::to_string(KL) + " outside 0.." +
+                  std::to_string(backend::Backend::kMaxTopK));
     for (float t : sb.temperature)
       if (!(t > 0.0f) || !std::isfinite(t))
         throw Error("forward: a top-k row's temperature must be positive");
-    for (int32_t t : sb.tokens)
-      if (t < 0 || t >= c.vocab)
-        throw Error("forward: token id " + std::to_string(t) + " outside the vocabulary");
-    const bool penalized = !sb.penalty_entries.empty();
-    if (penalized) check_penalties(sb, A + KR);
+    for (const auto* ids : {&sb.tokens, &sb.logprob_tokens})
+      for (int32_t t : *ids)
+        if (t < 0 || t >= c.vocab)
+          throw Error("forward: token id " + std::to_string(t) + " outside the vocabulary");
+    sh.penalized = !sb.penalty_entries.empty();
+    if (sh.penalized) check_penalties(sb, A + KR);
+    sh.max_pages = sb.max_pages_per_seq;
 
     upload_step_ints(sb);
-    if (penalized) upload_penalties(sb);
+    if (sh.penalized) upload_penalties(sb);
     singles_ = leading_single_tokens(sb);
 
     // A small step is recorded and replayed afterwards (CUDA graphs): at batch 1 the ~300 launches
@@ -322,17 +333,17 @@ class Llama final : public LlamaModel {
     // it never replays). Large steps (prefill) are launch-cheap relative to their work and vary in
     // shape, so they run as they are.
     if (T <= kMaxRecordedTokens) {
-      const uint64_t key = step_key(T, R, A, KR, K, sb.max_pages_per_seq, singles_ == T, penalized, kv);
+      const uint64_t key = step_key(sh, singles_ == T, kv);
       if (!b_.replay(key)) {
         if (seen_.size() > 4096) seen_.clear();  // keys of dead caches accumulate otherwise
         const bool first = seen_.insert(key).second;
         if (first || unrecordable_.count(key)) {
-          run_step(T, R, A, KR, K, sb.max_pages_per_seq, penalized, kv);
+          run_step(sh, kv);
         } else {
           bool ran = false;
           try {
             b_.begin_recording(key);
-            run_step(T, R, A, KR, K, sb.max_pages_per_seq, penalized, kv);
+            run_step(sh, kv);
             b_.end_recording();  // runs what was recorded
             ran = true;
           } catch (const Error&) {
@@ -342,14 +353,25 @@ class Llama final : public LlamaModel {
             // Nothing of the step ran: run it without recording (a real error throws again from
             // there) and do not try to record this shape again.
             unrecordable_.insert(key);
-            run_step(T, R, A, KR, K, sb.max_pages_per_seq, penalized, kv);
+            run_step(sh, kv);
           }
         }
       }
     } else {
-      run_step(T, R, A, KR, K, sb.max_pages_per_seq, penalized, kv);
+      run_step(sh, kv);
     }
-    if (R > A + KR) b_.download(out.logits, logits_, size_t(R - A - KR) * size_t(c.vocab) * 4);
+    if (R > A + KR + L) b_.download(out.logits, logits_, size_t(R - A - KR - L) * size_t(c.vocab) * 4);
+    if (L > 0) {  // lse, token logits, top values, top ids back to back (run_step): one download
+      const size_t n = size_t(L) * (3 + 2 * size_t(KL));
+      host_lp_.resize(n);
+      b_.download(host_lp_.data(), lp_, n * 4);
+      std::memcpy(out.lse, host_lp_.data(), size_t(L) * 8);
+      std::memcpy(out.token_logits, host_lp_.data() + 2 * L, size_t(L) * 4);
+      if (KL > 0) {
+        std::memcpy(out.top_logprob_values, host_lp_.data() + 3 * L, size_t(L * KL) * 4);
+        std::memcpy(out.top_logprob_ids, host_lp_.data() + 3 * L + L * KL, size_t(L * KL) * 4);
+      }
+    }
     if (KR > 0) {  // values and ids lie back to back: one download (each one waits for the device)
       const size_t n = size_t(KR) * size_t(K);
       host_top_.resize(2 * n);
@@ -372,13 +394,19 @@ class Llama final : public LlamaModel {
     WeightView wq, wk, wv, wo, w_gate, w_up, w_down;
   };
 
+  // A step's counts (forward's checks say what each is): tokens, logit rows, arg max rows, top-k rows and
+  // their k, log-probability rows and their top count; the block tables' width; penalties or not.
+  struct StepShape {
+    int T = 0, R = 0, A = 0, KR = 0, K = 0, L = 0, KL = 0, max_pages = 0;
+    bool penalized = false;
+  };
+
   // Steps of up to this many tokens are recorded (Backend::begin_recording) and replayed.
   static constexpr int kMaxRecordedTokens = 16;
 
   // Everything the launches of run_step depend on besides the model's own buffers (fixed at load):
   // the shapes, the KV cache and the block table buffer (reallocated when it grows).
-  uint64_t step_key(int T, int R, int A, int KR, int K, int max_pages, bool one_token_per_seq, bool penalized,
-                    const backend::KvCache& kv) const {
+  uint64_t step_key(const StepShape& sh, bool one_token_per_seq, const backend::KvCache& kv) const {
     uint64_t h = 0x6d78385f73746570ull;  // any non-zero start
     auto mix = [&h](uint64_t v) {
       h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
@@ -386,28 +414,32 @@ class Llama final : public LlamaModel {
       h ^= h >> 31;
     };
     mix(reinterpret_cast<uintptr_t>(this));
-    mix(uint64_t(T));
-    mix(uint64_t(R));
-    mix(uint64_t(A));
-    mix(uint64_t(KR));
-    mix(uint64_t(K));
-    mix(uint64_t(uint32_t(max_pages)));
+    for (int v : {sh.T, sh.R, sh.A, sh.KR, sh.K, sh.L, sh.KL, sh.max_pages}) mix(uint64_t(uint32_t(v)));
     mix(one_token_per_seq ? 1 : 2);  // the backend may fuse more then (AttentionArgs::one_token_per_seq)
     mix(round_attention_operands_ ? 3 : 4);  // another attention kernel
     mix(reinterpret_cast<uintptr_t>(&kv));
     mix(reinterpret_cast<uintptr_t>(d_bt_));
-    mix(penalized ? reinterpret_cast<uintptr_t>(d_pen_) : 0);  // one more launch, reading that buffer
+    mix(sh.penalized ? reinterpret_cast<uintptr_t>(d_pen_) : 0);  // one more launch, reading that buffer
     return h;
   }
 
   // The backend ops of one step, from the token ids in d_tokens_ to the logits in logits_, then for the
   // last A of the R rows their arg max (argmax_) and for the KR before those their K best candidates
-  // (top_: KR x K values, then their ids), from logits penalized first where `penalized` (d_pen_). Enqueues
-  // only (no upload, download or synchronize), so that it can be recorded.
-  void run_step(int T, int R, int A, int KR, int K, int max_pages, bool penalized, backend::KvCache& kv) {
-    compute_logits(T, R, max_pages, kv);
+  // (top_: KR x K values, then their ids), from logits penalized first where sh.penalized (d_pen_); for the L
+  // rows before those what their log-probabilities need (lp_: L log sum exps, L token logits, L x KL best
+  // logits, then their ids). Enqueues only (no upload, download or synchronize), so that it can be recorded.
+  void run_step(const StepShape& sh, backend::KvCache& kv) {
+    const int R = sh.R, A = sh.A, KR = sh.KR, K = sh.K, L = sh.L, KL = sh.KL;
+    compute_logits(sh.T, R, sh.max_pages, kv);
     const size_t vocab = size_t(config_.vocab);
-    if (penalized)
+    if (L > 0) {
+      const float* rows = logits_ + size_t(R - A - KR - L) * vocab;
+      b_.log_sum_exp(rows, L, int64_t(vocab), d_lp_tokens_, reinterpret_cast<double*>(lp_), lp_ + 2 * L);
+      if (KL > 0)
+        b_.top_k(rows, L, int64_t(vocab), KL, d_ones_, lp_ + 3 * L,
+                 reinterpret_cast<int32_t*>(lp_ + 3 * L + L * KL));
+    }
+    if (sh.penalized)
       b_.penalize(logits_ + size_t(R - A - KR) * vocab, A + KR, int64_t(vocab),
                   {reinterpret_cast<const float*>(d_pen_ + 4), d_pen_, d_pen_ + 4 + 3 * max_tokens_});
     if (KR > 0)
@@ -638,13 +670,15 @@ class Llama final : public LlamaModel {
     logits_ = buf(c.vocab);
     argmax_ = static_cast<int32_t*>(arena_.alloc(T * sizeof(int32_t)));
     top_ = static_cast<float*>(arena_.alloc(2 * T * backend::Backend::kMaxTopK * 4));
+    lp_ = static_cast<float*>(arena_.alloc(T * (3 + 2 * backend::Backend::kMaxTopK) * 4));
   }
 
   // The step's index arrays go to the device in one upload (each upload is a copy the device
   // waits for before the step): sections of max_tokens_ values for tokens, positions, sequences,
-  // slots, kv lengths, logit rows and the top-k rows' temperatures, then the block tables. The buffer grows
-  // with the block tables. How many leading tokens of the step are each the only token of their sequence: the
-  // engine puts decode tokens first, then prompt chunks (run_step's attention hint).
+  // slots, kv lengths, logit rows, the log-probability rows' tokens, the top-k rows' temperatures and
+  // ones, then the block tables. The buffer grows with the block tables. How many leading tokens of the
+  // step are each the only token of their sequence: the engine puts decode tokens first, then prompt
+  // chunks (run_step's attention hint).
   static int leading_single_tokens(const StepBatch& sb) {
     std::unordered_map<int32_t, int> count;
     for (int32_t s : sb.seq) ++count[s];
@@ -654,29 +688,32 @@ class Llama final : public LlamaModel {
   }
 
   void upload_step_ints(const StepBatch& sb) {
-    const size_t M = size_t(max_tokens_), need = 7 * M + sb.block_tables.size();
+    const size_t M = size_t(max_tokens_), need = 9 * M + sb.block_tables.size();
     if (need > ints_capacity_) {
       if (d_ints_) b_.free(d_ints_);
       d_ints_ = nullptr;
-      const size_t cap = 7 * M + std::max<size_t>(2 * sb.block_tables.size(), 64);
+      const size_t cap = 9 * M + std::max<size_t>(2 * sb.block_tables.size(), 64);
       d_ints_ = static_cast<int32_t*>(b_.alloc(cap * 4));
       ints_capacity_ = cap;
       int32_t* p = d_ints_;
-      for (int32_t** d : {&d_tokens_, &d_pos_, &d_seq_, &d_slot_, &d_kvlen_, &d_rows_}) {
+      for (int32_t** d : {&d_tokens_, &d_pos_, &d_seq_, &d_slot_, &d_kvlen_, &d_rows_, &d_lp_tokens_}) {
         *d = p;
         p += M;
       }
       d_temp_ = reinterpret_cast<float*>(p);  // the top-k rows' temperatures, as their bits
-      d_bt_ = p + M;
+      d_ones_ = reinterpret_cast<float*>(p + M);
+      d_bt_ = p + 2 * M;
     }
     host_ints_.resize(need);
     int32_t* h = host_ints_.data();
     for (const std::vector<int32_t>* v :
-         {&sb.tokens, &sb.pos, &sb.seq, &sb.slot, &sb.kv_len, &sb.logit_rows}) {
+         {&sb.tokens, &sb.pos, &sb.seq, &sb.slot, &sb.kv_len, &sb.logit_rows, &sb.logprob_tokens}) {
       std::copy(v->begin(), v->end(), h);
       h += M;
     }
     if (!sb.temperature.empty()) std::memcpy(h, sb.temperature.data(), sb.temperature.size() * 4);
+    h += M;
+    std::fill_n(reinterpret_cast<float*>(h), M, 1.0f);  // the log-probability rows' top_k temperature
     h += M;
     std::copy(sb.block_tables.begin(), sb.block_tables.end(), h);
     b_.upload(d_ints_, host_ints_.data(), need * 4);
@@ -737,10 +774,14 @@ class Llama final : public LlamaModel {
   int32_t* argmax_ = nullptr;  // [max_tokens_]: Backend::argmax of the step's last rows
   float* top_ = nullptr;       // Backend::top_k of the rows before those: KR x K values, then as many ids
   std::vector<uint32_t> host_top_;
+  float* lp_ = nullptr;  // the log-probability rows' results (run_step)
+  std::vector<uint32_t> host_lp_;
   int singles_ = 0;  // leading_single_tokens of the step being run
   int32_t *d_tokens_ = nullptr, *d_pos_ = nullptr, *d_seq_ = nullptr, *d_slot_ = nullptr, *d_kvlen_ = nullptr,
           *d_rows_ = nullptr;
+  int32_t* d_lp_tokens_ = nullptr;  // the log-probability rows' tokens
   float* d_temp_ = nullptr;
+  float* d_ones_ = nullptr;  // max_tokens_ values 1.0f
   int32_t* d_bt_ = nullptr;
   int32_t* d_ints_ = nullptr;  // holds all of the above (upload_step_ints)
   size_t ints_capacity_ = 0;

@@ -101,12 +101,15 @@ Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const Engine
 
 Engine::~Engine() = default;
 
+bool Engine::backend_reads_rows() const {
+  return !keep_logits_ &&
+         (opts_.backend_draw == EngineOptions::BackendDraw::always ||
+          (opts_.backend_draw == EngineOptions::BackendDraw::auto_ && !backend_.info().host_memory));
+}
+
 Engine::Where Engine::where_drawn(const Seq& s) const {
   const SamplingParams& p = s.params.sampling;
-  const bool backend_draws =
-      opts_.backend_draw == EngineOptions::BackendDraw::always ||
-      (opts_.backend_draw == EngineOptions::BackendDraw::auto_ && !backend_.info().host_memory);
-  if (!backend_draws || keep_logits_ || s.params.logprobs >= 0) return Where::host;
+  if (!backend_reads_rows() || s.params.logprobs >= 0) return Where::host;
   if (p.temperature <= 0.0f) return Where::argmax;
   if (p.top_k > 0 && p.top_k <= backend::Backend::kMaxTopK && p.top_k < model_.config().vocab)
     return Where::top_k;
@@ -498,8 +501,16 @@ std::vector<TokenEvent> Engine::step() {
     std::copy(rows[r]->pages.begin(), rows[r]->pages.end(),
               b.block_tables.begin() + std::ptrdiff_t(r * width));
   const size_t vocab = size_t(model_.config().vocab);
-  for (const auto& [s, row] : prompt_rows) b.logit_rows.push_back(row);  // downloaded after the sampled
-  float* logits = logits_.reserve(b.logit_rows.size() * vocab);
+  // Prompt rows come after the sampled rows: downloaded whole too, or (StepBatch::logprob_tokens) only what
+  // their log-probabilities need.
+  const bool lps_on_backend = backend_reads_rows();
+  for (const auto& [s, row] : prompt_rows) {
+    b.logit_rows.push_back(row);
+    if (!lps_on_backend) continue;
+    b.logprob_tokens.push_back(s->tokens[size_t(b.pos[size_t(row)]) + 1]);  // what the position predicts
+    b.top_logprobs = std::max(b.top_logprobs, std::min(s->params.logprobs, kMaxTopLogprobs));
+  }
+  float* logits = logits_.reserve((sampled.size() + (lps_on_backend ? 0 : prompt_rows.size())) * vocab);
   b.logit_rows.insert(b.logit_rows.end(), top_k_rows.begin(), top_k_rows.end());
   b.logit_rows.insert(b.logit_rows.end(), greedy_rows.begin(), greedy_rows.end());
   b.top_k_rows = int(top_k_rows.size());
@@ -508,13 +519,23 @@ std::vector<TokenEvent> Engine::step() {
   const size_t K = size_t(b.top_k);
   std::vector<float> top_values(top_k_rows.size() * K);
   std::vector<int32_t> top_ids(top_k_rows.size() * K), greedy_picked(greedy_rows.size());
-  model_.forward(b, *kv_, {logits, top_values.data(), top_ids.data(), greedy_picked.data()});
+  const size_t L = b.logprob_tokens.size(), KL = size_t(b.top_logprobs);
+  std::vector<double> lse(L);
+  std::vector<float> token_logits(L), top_lp_values(L * KL);
+  std::vector<int32_t> top_lp_ids(L * KL);
+  model_.forward(b, *kv_,
+                 {logits, top_values.data(), top_ids.data(), greedy_picked.data(), lse.data(),
+                  token_logits.data(), top_lp_values.data(), top_lp_ids.data()});
   for (Seq* s : rows) index_full_pages(*s);
   for (size_t r = 0; r < prompt_rows.size(); ++r) {
     Seq& s = *prompt_rows[r].first;
     const size_t next = s.prompt_lps.size() + 1;  // the token this row predicts
-    s.prompt_lps.push_back(token_logprobs({logits + (sampled.size() + r) * vocab, vocab}, s.tokens[next],
-                                          std::min(s.params.logprobs, 20)));
+    const int top_n = std::min(s.params.logprobs, kMaxTopLogprobs);
+    s.prompt_lps.push_back(lps_on_backend ? token_logprobs(lse[r], s.tokens[next], token_logits[r],
+                                                           {top_lp_values.data() + r * KL, size_t(top_n)},
+                                                           {top_lp_ids.data() + r * KL, size_t(top_n)})
+                                          : token_logprobs({logits + (sampled.size() + r) * vocab, vocab},
+                                                           s.tokens[next], top_n));
   }
   std::vector<int32_t> picked(sampled.size());
   std::vector<std::optional<TokenLogprobs>> logprobs(sampled.size());
@@ -533,7 +554,7 @@ std::vector<TokenEvent> Engine::step() {
       }
       const std::vector<float> raw(lg.begin(), lg.end());  // the penalties change lg in place
       picked[r] = s.sampler.sample(lg, s.tokens);
-      logprobs[r] = token_logprobs(raw, picked[r], std::min(s.params.logprobs, 20));
+      logprobs[r] = token_logprobs(raw, picked[r], std::min(s.params.logprobs, kMaxTopLogprobs));
     }
   };
   if (sampled.size() >= 2 && vocab >= 32768) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "mx8/backend/log_sum_exp.h"
 #include "mx8/backend/penalty.h"
 #include "mx8/error.h"
 
@@ -181,18 +182,7 @@ int32_t Sampler::draw() {
 }
 
 TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int top_n) {
-  // log softmax = x - (max + log sum exp(x - max)), the sum in double.
-  float mx = -INFINITY;
-  for (float v : logits)
-    if (v > mx) mx = v;
-  double sum = 0;
-  for (float v : logits)
-    if (!std::isnan(v)) sum += std::exp(double(v) - double(mx));
-  const double lse = double(mx) + std::log(sum);
-  auto lp = [&](float v) { return float(double(v) - lse); };
-  TokenLogprobs r;
-  r.token = token;
-  r.logprob = token >= 0 && size_t(token) < logits.size() ? lp(logits[size_t(token)]) : NAN;
+  const double lse = backend::log_sum_exp(logits.data(), int64_t(logits.size()));
   std::vector<int32_t> ids;
   for (size_t i = 0; i < logits.size(); ++i)
     if (!std::isnan(logits[i])) ids.push_back(int32_t(i));
@@ -200,7 +190,22 @@ TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int t
   std::partial_sort(ids.begin(), ids.begin() + std::ptrdiff_t(n), ids.end(), [&](int32_t a, int32_t b) {
     return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
   });
-  for (size_t i = 0; i < n; ++i) r.top.emplace_back(ids[i], lp(logits[size_t(ids[i])]));
+  std::vector<float> values(n);
+  for (size_t i = 0; i < n; ++i) values[i] = logits[size_t(ids[i])];
+  ids.resize(n);
+  const float picked = token >= 0 && size_t(token) < logits.size() ? logits[size_t(token)] : NAN;
+  return token_logprobs(lse, token, picked, values, ids);
+}
+
+TokenLogprobs token_logprobs(double lse, int32_t token, float token_logit, std::span<const float> top_logits,
+                             std::span<const int32_t> top_ids) {
+  // log softmax = x - log sum exp, in double, rounded once.
+  auto lp = [&](float v) { return float(double(v) - lse); };
+  TokenLogprobs r;
+  r.token = token;
+  r.logprob = lp(token_logit);
+  for (size_t i = 0; i < top_ids.size() && top_ids[i] >= 0; ++i)
+    r.top.emplace_back(top_ids[i], lp(top_logits[i]));
   return r;
 }
 

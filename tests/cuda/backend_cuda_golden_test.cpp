@@ -7,6 +7,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -76,6 +77,54 @@ TEST(CudaStoriesGolden, BackendDrawIsTheHostSamplers) {
              on_host = mx8::test::mixed_draw_events(*m, *be, true);
   EXPECT_EQ(on_gpu, on_host);
   EXPECT_GT(on_gpu.size(), 50u);
+}
+
+TEST(CudaStoriesGolden, PromptLogprobsFromTheDeviceAreTheHosts) {
+  // A prompt's log-probabilities (the completions' echo) from what the GPU computes of each row
+  // (Backend::log_sum_exp and top_k) against the host's from the downloaded rows, on the same backend:
+  // the same alternatives in the same order, and values within one float ulp (the log sum exp may
+  // differ in its last double bits: CudaVsCpu.LogSumExpMatchesCpu; a float rounding of x - lse can then
+  // land on the neighbouring float).
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+  auto be = mx8::backend::make_cuda_backend(0);
+  mx8::model::LoadOptions lo;
+  lo.max_tokens_per_step = 16;  // the 40-token prompt over three steps, the last one recorded as a graph
+  auto m = mx8::model::load_llama(repo_file("models/stories260K.gguf"), *be, lo);
+  auto prompt_lps = [&](mx8::runtime::EngineOptions::BackendDraw where) {
+    mx8::runtime::EngineOptions eo;
+    eo.kv_format = mx8::backend::KvFormat::f32;
+    eo.max_context = 64;
+    eo.backend_draw = where;
+    mx8::runtime::Engine eng(*m, *be, eo);
+    std::vector<int32_t> prompt = {1};
+    for (int i = 0; i < 39; ++i) prompt.push_back(int32_t(261 + (i * 37) % 240));
+    mx8::runtime::GenerationParams gp;
+    gp.sampling.temperature = 0;
+    gp.max_new_tokens = 1;
+    gp.logprobs = 5;
+    gp.prompt_logprobs = true;
+    eng.add(prompt, gp);
+    std::vector<mx8::runtime::TokenLogprobs> lps;
+    while (!eng.idle())
+      for (auto& e : eng.step())
+        if (!e.prompt_logprobs.empty()) lps = std::move(e.prompt_logprobs);
+    return lps;
+  };
+  const auto device = prompt_lps(mx8::runtime::EngineOptions::BackendDraw::auto_),
+             host = prompt_lps(mx8::runtime::EngineOptions::BackendDraw::never);
+  ASSERT_EQ(host.size(), 39u);
+  ASSERT_EQ(device.size(), host.size());
+  auto within_ulp = [](float a, float b) { return a == b || std::nextafter(a, b) == b; };
+  for (size_t j = 0; j < host.size(); ++j) {
+    EXPECT_EQ(device[j].token, host[j].token);
+    EXPECT_TRUE(within_ulp(device[j].logprob, host[j].logprob))
+        << "token " << j + 1 << ": " << device[j].logprob << " against " << host[j].logprob;
+    ASSERT_EQ(device[j].top.size(), 5u);
+    for (size_t i = 0; i < 5; ++i) {
+      EXPECT_EQ(device[j].top[i].first, host[j].top[i].first) << "token " << j + 1 << ", alternative " << i;
+      EXPECT_TRUE(within_ulp(device[j].top[i].second, host[j].top[i].second)) << "token " << j + 1;
+    }
+  }
 }
 
 TEST(CudaStoriesGolden, Fp8WeightsAndKvAgreement) {

@@ -122,20 +122,31 @@ TEST(EngineSampling, PromptLogprobsAreThoseOfEachPrefix) {
   gp.max_new_tokens = 2;
   gp.logprobs = 2;
   gp.prompt_logprobs = true;
-  std::vector<runtime::TokenLogprobs> got;
-  {
+  // From whole rows on the host, and from what the backend computes of them (Backend::log_sum_exp and
+  // top_k: the CPU backend's are the host's arithmetic, so the two agree bit for bit here).
+  std::vector<runtime::TokenLogprobs> got, got_on_backend;
+  for (auto* out : {&got, &got_on_backend}) {
+    eo.backend_draw = out == &got ? runtime::EngineOptions::BackendDraw::never
+                                  : runtime::EngineOptions::BackendDraw::always;
     runtime::Engine eng(*m, *be, eo);
     eng.add(prompt, gp);
     int events = 0;
     while (!eng.idle())
       for (runtime::TokenEvent& e : eng.step()) {
         if (events++ == 0)
-          got = std::move(e.prompt_logprobs);
+          *out = std::move(e.prompt_logprobs);
         else
           EXPECT_TRUE(e.prompt_logprobs.empty());
       }
   }
+  eo.backend_draw = runtime::EngineOptions::BackendDraw::auto_;
   ASSERT_EQ(got.size(), prompt.size() - 1);
+  ASSERT_EQ(got_on_backend.size(), got.size());
+  for (size_t j = 0; j < got.size(); ++j) {
+    EXPECT_EQ(got_on_backend[j].token, got[j].token) << "token " << j + 1;
+    EXPECT_EQ(got_on_backend[j].logprob, got[j].logprob) << "token " << j + 1;
+    EXPECT_EQ(got_on_backend[j].top, got[j].top) << "token " << j + 1;
+  }
   for (size_t j = 1; j < prompt.size(); ++j) {
     runtime::Engine eng(*m, *be, eo);
     eng.keep_logits(true);
@@ -150,4 +161,56 @@ TEST(EngineSampling, PromptLogprobsAreThoseOfEachPrefix) {
     EXPECT_EQ(got[j - 1].logprob, want.logprob) << "token " << j;
     EXPECT_EQ(got[j - 1].top, want.top) << "token " << j;
   }
+}
+
+// Several sequences with prompt log-probabilities in one step, asking for different numbers of
+// alternatives (0, 1 and 5) beside a sequence that samples: the rows the backend reads for the
+// log-probabilities must be each sequence's own, with its own count, whatever else shares the step.
+TEST(EngineSampling, PromptLogprobsOfSeveralSequencesOnTheBackend) {
+  auto be = backend::make_cpu_backend(2);
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = 16;
+  auto m = model::load_llama(std::string(MX8_SOURCE_DIR) + "/models/stories260K.gguf", *be, lo);
+  const std::vector<int> alternatives = {0, 1, 5};
+  auto run = [&](runtime::EngineOptions::BackendDraw where) {
+    runtime::EngineOptions eo;
+    eo.kv_format = backend::KvFormat::f32;
+    eo.max_context = 64;
+    eo.max_sequences = 4;
+    eo.backend_draw = where;
+    runtime::Engine eng(*m, *be, eo);
+    for (int q = 0; q < 4; ++q) {
+      runtime::GenerationParams gp;
+      gp.sampling.temperature = q == 3 ? 0.9f : 0.0f;
+      gp.sampling.seed = 9;
+      gp.max_new_tokens = 4;
+      gp.logprobs = q == 3 ? -1 : alternatives[size_t(q)];
+      gp.prompt_logprobs = q < 3;
+      std::vector<int32_t> prompt = {1};
+      for (int i = 0; i < 6 + 5 * q; ++i) prompt.push_back(int32_t(260 + 13 * q + 7 * i));
+      eng.add(prompt, gp);
+    }
+    std::vector<runtime::TokenEvent> events;
+    while (!eng.idle())
+      for (runtime::TokenEvent& e : eng.step()) events.push_back(std::move(e));
+    return events;
+  };
+  const auto host = run(runtime::EngineOptions::BackendDraw::never),
+             backend = run(runtime::EngineOptions::BackendDraw::always);
+  ASSERT_EQ(backend.size(), host.size());
+  size_t prompt_lps = 0;
+  for (size_t i = 0; i < host.size(); ++i) {
+    EXPECT_EQ(backend[i].request, host[i].request);
+    EXPECT_EQ(backend[i].token, host[i].token);
+    ASSERT_EQ(backend[i].prompt_logprobs.size(), host[i].prompt_logprobs.size()) << "event " << i;
+    for (size_t j = 0; j < host[i].prompt_logprobs.size(); ++j) {
+      const auto &a = backend[i].prompt_logprobs[j], &b = host[i].prompt_logprobs[j];
+      EXPECT_EQ(a.token, b.token);
+      EXPECT_EQ(a.logprob, b.logprob) << "request " << host[i].request << ", prompt token " << j + 1;
+      EXPECT_EQ(a.top, b.top) << "request " << host[i].request << ", prompt token " << j + 1;
+      EXPECT_EQ(a.top.size(), size_t(alternatives[size_t(host[i].request)]));
+      ++prompt_lps;
+    }
+  }
+  EXPECT_EQ(prompt_lps, size_t(6 + 11 + 16));  // every prompt token but the first, of the three that asked
 }

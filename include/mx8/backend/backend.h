@@ -242,6 +242,12 @@ class Backend {
   // penalized_logit(x[row][token], count, row's penalties), so that argmax and top_k then draw what the
   // sampler would from the penalized logits.
   virtual void penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p) = 0;
+  // For each row r of x[rows][cols]: lse[r] = log sum exp of the row by backend::log_sum_exp's rule
+  // (log_sum_exp.h; the sum may be ordered otherwise, so its last bits may differ from the host's), and
+  // picked[r] = x[r][tokens[r]] (NaN where tokens[r] is outside 0..cols): with top_k at temperature 1,
+  // what runtime::token_logprobs needs of a row. tokens, lse and picked are backend memory.
+  virtual void log_sum_exp(const float* x, int64_t rows, int64_t cols, const int32_t* tokens, double* lse,
+                           float* picked) = 0;
 
   // KV cache.
   virtual std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) = 0;

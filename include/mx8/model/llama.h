@@ -121,16 +121,27 @@ struct StepBatch {
   // and its count, each (row, token) once. No entries: nothing is penalized (penalties may be empty).
   std::vector<float> penalties;
   std::vector<int32_t> penalty_entries;
+  // The logprob_tokens.size() logit rows before the top-k rows want only what the log-probability of
+  // logprob_tokens[i] and of the row's top_logprobs best tokens needs (runtime::token_logprobs): the
+  // row's log sum exp, that token's logit and the top_logprobs best logits with their ids
+  // (Backend::log_sum_exp, Backend::top_k at temperature 1; 0 <= top_logprobs <= kMaxTopK).
+  std::vector<int32_t> logprob_tokens;
+  int top_logprobs = 0;
 };
 
 // Where forward() puts what the step's logit rows asked for (StepBatch): the logits of the other rows
 // ([rows][vocab]), the top-k rows' candidates ([top_k_rows][top_k] values and ids), the arg max rows'
-// indices. Host memory.
+// indices, and for the log-probability rows their log sum exp, token logit and top_logprobs best logits
+// and ids ([rows][top_logprobs]). Host memory.
 struct StepOutput {
   float* logits = nullptr;
   float* top_values = nullptr;
   int32_t* top_ids = nullptr;
   int32_t* argmax = nullptr;
+  double* lse = nullptr;
+  float* token_logits = nullptr;
+  float* top_logprob_values = nullptr;
+  int32_t* top_logprob_ids = nullptr;
 };
 
 struct WeightStats {

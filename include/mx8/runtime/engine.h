@@ -77,11 +77,14 @@ struct EngineOptions {
   BackendDraw backend_draw = BackendDraw::auto_;
 };
 
+// The most alternatives a token's log-probability comes with (OpenAI's limit; more are not reported).
+inline constexpr int kMaxTopLogprobs = 20;
+
 struct GenerationParams {
   SamplingParams sampling;
   int max_new_tokens = 256;
   std::vector<int32_t> stop_tokens;  // generation ends after emitting one of these (it is reported)
-  int logprobs = -1;  // >= 0: each token's log-probability and this many alternatives (at most 20)
+  int logprobs = -1;  // >= 0: each token's log-probability and this many alternatives (kMaxTopLogprobs)
   // With logprobs >= 0: also those of the prompt's tokens but the first (the OpenAI completions' `echo`),
   // each under the logits of the position before it; they come with the first generated token. Such a
   // sequence computes its whole prompt (no prefix caching) and reads back a row of logits per position.
@@ -210,6 +213,9 @@ class Engine {
   // (0.5 MB per sequence and step at 128k). Everything else is the host's.
   enum class Where { host, top_k, argmax };
   Where where_drawn(const Seq& s) const;
+  // Whether the backend reads whole logit rows for the engine (selection, log-probabilities of prompt
+  // tokens) where it can, so that only results leave its memory (EngineOptions::backend_draw).
+  bool backend_reads_rows() const;
   // The penalties of the rows the backend selects from (StepBatch::penalties, penalty_entries).
   void add_penalties(const std::vector<Seq*>& top_k_seqs, const std::vector<Seq*>& greedy_seqs,
                      model::StepBatch& b) const;

@@ -71,5 +71,10 @@ struct TokenLogprobs {
   std::vector<std::pair<int32_t, float>> top;
 };
 TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int top_n);
+// The same from what a backend computed where the logits are (Backend::log_sum_exp and Backend::top_k at
+// temperature 1): the row's log sum exp (backend::log_sum_exp), the token's logit (NaN: the token is
+// outside the row), and the top_n best logits with their ids in that order (an id < 0 ends them).
+TokenLogprobs token_logprobs(double lse, int32_t token, float token_logit, std::span<const float> top_logits,
+                             std::span<const int32_t> top_ids);
 
 }  // namespace mx8::runtime

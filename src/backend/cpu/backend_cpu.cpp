@@ -12,6 +12,7 @@
 
 #include "mx8/backend/cpu/cpu_features.h"
 #include "mx8/backend/cpu/gemv.h"
+#include "mx8/backend/log_sum_exp.h"
 #include "mx8/error.h"
 #include "mx8/format/element.h"
 
@@ -160,6 +161,14 @@ class CpuBackend final : public Backend {
         values[r * k + i] = size_t(i) < n ? c[size_t(i)].first : 0.0f;
         ids[r * k + i] = size_t(i) < n ? c[size_t(i)].second : -1;
       }
+    }
+  }
+
+  void log_sum_exp(const float* x, int64_t rows, int64_t cols, const int32_t* tokens, double* lse,
+                   float* picked) override {
+    for (int64_t r = 0; r < rows; ++r) {
+      lse[r] = backend::log_sum_exp(x + r * cols, cols);
+      picked[r] = tokens[r] >= 0 && tokens[r] < cols ? x[r * cols + tokens[r]] : NAN;
     }
   }
 

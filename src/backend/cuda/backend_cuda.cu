@@ -446,6 +446,10 @@ class CudaBackend final : public Backend {
     launch_top_k(x, rows, cols, k, temperature, values, ids,
                  select_scratch(select_scratch_bytes(rows, cols, k)), stream_);
   }
+  void log_sum_exp(const float* x, int64_t rows, int64_t cols, const int32_t* tokens, double* lse,
+                   float* picked) override {
+    launch_log_sum_exp(x, rows, cols, tokens, lse, picked, stream_);
+  }
   void penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p) override {
     launch_penalize(x, rows, cols, p, stream_);
   }

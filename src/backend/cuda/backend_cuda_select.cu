@@ -1,10 +1,10 @@
 // Selection ops of the CUDA backend: argmax (greedy decoding) and top_k (the sampling candidates of
-// top-k sampling), and the sampling penalties applied before them. A decode step asks them of one to a few
-// rows of ~128K logits. One block per row read its row at one SM's rate (H200: argmax 54 us, top_k's five
-// passes longer, in a step of ~2.4 ms), so each row is split into parts over blocks, and the block that
-// finishes a row's last part combines the parts' results (a counter per row, reset by that block, so the
-// scratch stays zero between calls). Both results are decided on exact values and indices, so the split does
-// not change them: they equal the CPU backend's bit for bit.
+// top-k sampling), the sampling penalties applied before them, and the log sum exp of log-probabilities. A
+// decode step asks them of one to a few rows of ~128K logits. One block per row read its row at one SM's rate
+// (H200: argmax 54 us, top_k's five passes longer, in a step of ~2.4 ms), so each row is split into parts
+// over blocks, and the block that finishes a row's last part combines the parts' results (a counter per row,
+// reset by that block, so the scratch stays zero between calls). Both results are decided on exact values and
+// indices, so the split does not change them: they equal the CPU backend's bit for bit.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -347,6 +347,39 @@ __global__ void penalize_kernel(float* x, int64_t rows, int64_t cols, PenaltyArg
   }
 }
 
+// One block per row: the maximum (fmaxf skips NaN, as the host's x > max does), then the sum of
+// exp(x - max) in double (the device's exp is within 1 ulp, the order a fixed tree), as
+// backend::log_sum_exp; and the token's logit.
+constexpr int kLseThreads = 256;
+__global__ void log_sum_exp_kernel(const float* x, int64_t cols, const int32_t* tokens, double* lse,
+                                   float* picked) {
+  pdl_trigger();
+  pdl_wait();
+  __shared__ float max_of[kLseThreads / 32];
+  __shared__ double sum_of[kLseThreads / 32];
+  const float* v = x + int64_t(blockIdx.x) * cols;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  float mx = -INFINITY;
+  for (int64_t i = threadIdx.x; i < cols; i += kLseThreads) mx = fmaxf(mx, v[i]);
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  if (lane == 0) max_of[warp] = mx;
+  __syncthreads();
+  for (int w = 0; w < kLseThreads / 32; ++w) mx = fmaxf(mx, max_of[w]);
+  double sum = 0;
+  for (int64_t i = threadIdx.x; i < cols; i += kLseThreads)
+    if (!isnan(v[i])) sum += exp(double(v[i]) - double(mx));
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (lane == 0) sum_of[warp] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0;
+    for (int w = 0; w < kLseThreads / 32; ++w) total += sum_of[w];
+    lse[blockIdx.x] = double(mx) + log(total);
+    const int32_t t = tokens[blockIdx.x];
+    picked[blockIdx.x] = t >= 0 && t < cols ? v[t] : NAN;
+  }
+}
+
 void check_rows(int64_t rows, const char* op) {
   if (rows > 65535) throw Error(std::string("cuda backend: ") + op + " of more than 65535 rows in one call");
 }
@@ -374,6 +407,15 @@ void launch_top_k(const float* x, int64_t rows, int64_t cols, int k, const float
   launch("top_k_kernel", top_k_kernel, dim3(unsigned(sp.parts), unsigned(rows)), dim3(kTopKThreads), s, x,
          cols, sp.chunk, k, temperature, part_v, part_i, done, values, ids);
   check_launch("top_k");
+}
+
+void launch_log_sum_exp(const float* x, int64_t rows, int64_t cols, const int32_t* tokens, double* lse,
+                        float* picked, cudaStream_t s) {
+  if (rows <= 0) return;
+  if (rows > 2147483647) throw Error("cuda log_sum_exp: more than 2^31 - 1 rows in one call");
+  launch("log_sum_exp_kernel", log_sum_exp_kernel, dim3(unsigned(rows)), dim3(kLseThreads), s, x, cols,
+         tokens, lse, picked);
+  check_launch("log_sum_exp");
 }
 
 void launch_penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p, cudaStream_t s) {

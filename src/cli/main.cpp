@@ -104,7 +104,9 @@ int main(int argc, char** argv) {
   try {
     root.parse(int(argp.size()), argp.data());
   } catch (const CLI::ParseError& e) {
-    return root.exit(e);
+    // --help and --version exit 0; a command line that does not parse exits 2, as usage errors do by
+    // convention (CLI11's own codes, 105 and up, say nothing a script can use), other errors 1.
+    return root.exit(e) == 0 ? 0 : 2;
   }
   try {
     for (auto& [app, run] : runs) {

@@ -21,11 +21,12 @@ class BadInput : public ::testing::Test {
     if (!std::filesystem::exists(mx8_exe())) GTEST_SKIP() << mx8_exe() << " not built";
     if (!std::filesystem::exists(kModel)) GTEST_SKIP() << kModel << " absent";
   }
-  // `mx8 args` must fail with a message containing `what`.
-  void expect_error(const std::string& args, const std::string& what) {
+  // `mx8 args` must fail with a message containing `what` and exit status `status`: 2 for a command line
+  // that does not parse (a usage error), 1 for values mx8 refuses.
+  void expect_error(const std::string& args, const std::string& what, int status = 1) {
     int st = 0;
     const std::string out = run(args, &st);
-    EXPECT_NE(st, 0) << args << "\n" << out;
+    EXPECT_EQ(st, status) << args << "\n" << out;
     EXPECT_NE(out.find(what), std::string::npos) << args << "\n" << out;
   }
 };
@@ -35,7 +36,8 @@ TEST_F(BadInput, SamplingAndThreadsAreCheckedBeforeTheModelLoads) {
   expect_error(run_args + "--repeat-penalty 0", "repeat penalty 0 must be positive");
   expect_error(run_args + "--temperature nan", "temperature nan is not a finite number");
   expect_error(run_args + "--penalty-last-n -2", "penalty look-back -2");
-  expect_error(run_args + "--threads -1", "--threads: Value -1 not in range 0 to 4096");
+  expect_error(run_args + "--threads -1", "--threads: Value -1 not in range 0 to 4096", 2);
+  expect_error(run_args + "--no-such-option", "--no-such-option", 2);
   int st = 0;
   const std::string out = run(run_args + "--temperature 0 --threads 1", &st);  // the valid neighbour
   EXPECT_EQ(st, 0) << out;

@@ -39,7 +39,8 @@ struct Options {
   int random_layers = 0;  // > 0: a Llama-3-8B-shaped model with random weights on the GPU
   int shared_prefix = 0;  // tokens of text every prompt starts with (a system prompt)
   bool prefix_cache = false;
-  int echo_logprobs = -1;     // >= 0: each request also scores its prompt (echo with this many alternatives)
+  int echo_logprobs = -1;  // >= 0: each request also scores its prompt (echo with this many alternatives)
+  int logprobs = -1;  // >= 0: each request asks for its tokens' log-probabilities (this many alternatives)
   bool rows_on_host = false;  // EngineOptions::BackendDraw::never (the comparison for what the backend reads)
   bool write_perf = true;
   std::string perf_md;
@@ -116,7 +117,7 @@ double engine_rate(const Target& t, const mx8::runtime::Tokenizer& tok, const st
     gp.sampling = o.gen.sampling;
     gp.sampling.seed = r.seed;
     gp.max_new_tokens = o.tokens;
-    gp.logprobs = o.echo_logprobs;
+    gp.logprobs = std::max(o.echo_logprobs, o.logprobs);
     gp.prompt_logprobs = o.echo_logprobs >= 0;
     gp.stop_tokens = tok.stop_ids();  // and EOS and BOS, as the server (generation_service.cpp)
     for (int32_t e : t.model->config().eos) gp.stop_tokens.push_back(e);
@@ -180,6 +181,7 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
                      {"stream", true},
                      {"stream_options", {{"include_usage", true}}}};
       if (o.echo_logprobs >= 0) body_json["echo"] = true, body_json["logprobs"] = o.echo_logprobs;
+      if (o.logprobs >= 0) body_json["logprobs"] = o.logprobs;
       rq.body = body_json.dump();
       std::string body;
       Clock::time_point first{};
@@ -225,9 +227,13 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
 void run(Options& o) {
   using namespace mx8;
   if (o.tokens < 1) throw Error("--tokens must be at least 1");
-  if (o.echo_logprobs < -1 || o.echo_logprobs > runtime::kMaxTopLogprobs)
-    throw Error("--echo-logprobs " + std::to_string(o.echo_logprobs) + " outside 0.." +
-                std::to_string(runtime::kMaxTopLogprobs));
+  for (auto [name, v] : {std::pair{"--echo-logprobs", o.echo_logprobs}, std::pair{"--logprobs", o.logprobs}})
+    if (v < -1 || v > runtime::kMaxTopLogprobs)
+      throw Error(std::string(name) + " " + std::to_string(v) + " outside 0.." +
+                  std::to_string(runtime::kMaxTopLogprobs));
+  if (o.echo_logprobs >= 0 && o.logprobs >= 0)
+    throw Error(
+        "--echo-logprobs and --logprobs: give one (an echoed request's tokens have --echo-logprobs's)");
   int max_clients = 0;
   for (int c : o.clients) {
     if (c < 1 || c > 1024) throw Error("--clients: each count must be from 1 to 1024");
@@ -324,11 +330,13 @@ void run(Options& o) {
   if (o.prefix_cache) command += " --prefix-cache";
   const bool echo = o.echo_logprobs >= 0;
   if (echo) command += " --echo-logprobs " + std::to_string(o.echo_logprobs);
+  if (o.logprobs >= 0) command += " --logprobs " + std::to_string(o.logprobs);
   if (o.rows_on_host) command += " --rows-on-host";
-  const std::string section =
-      "serve-" + o.gen.device + (o.random_layers > 0 ? "-llama3-8b" : "") + (greedy ? "-greedy" : "") +
-      (penalized ? "-penalized" : "") + (pool ? "-pool" : "") + (o.shared_prefix > 0 ? "-prefix" : "") +
-      (o.prefix_cache ? "-cached" : "") + (echo ? "-echo" : "") + (o.rows_on_host ? "-host-rows" : "");
+  const std::string section = "serve-" + o.gen.device + (o.random_layers > 0 ? "-llama3-8b" : "") +
+                              (greedy ? "-greedy" : "") + (penalized ? "-penalized" : "") +
+                              (pool ? "-pool" : "") + (o.shared_prefix > 0 ? "-prefix" : "") +
+                              (o.prefix_cache ? "-cached" : "") + (echo ? "-echo" : "") +
+                              (o.logprobs >= 0 ? "-logprobs" : "") + (o.rows_on_host ? "-host-rows" : "");
 
   std::ostringstream md;
   md << "## Server (`mx8 bench serve`), " << (o.random_layers > 0 ? "Llama-3-8B shape" : "stories260K")
@@ -355,6 +363,8 @@ void run(Options& o) {
   if (echo)
     md << ", each request scoring its prompt (`echo` with `logprobs` " << o.echo_logprobs
        << ": a log-probability for every prompt token but the first)";
+  if (o.logprobs >= 0)
+    md << ", each request asking for its tokens' log-probabilities (`logprobs` " << o.logprobs << ")";
   if (o.rows_on_host) md << ", every logit row downloaded (selection and log-probabilities on the host)";
   md << ".\n\n"
      << "C clients send one streaming /v1/completions request each, at once, to an in-process `mx8 serve` "
@@ -404,6 +414,10 @@ mx8::cli::CommandRegistration reg{
       app.add_option(
           "--echo-logprobs", o->echo_logprobs,
           "each request also scores its prompt: echo with this many alternatives per token (0..20)");
+      app.add_option(
+          "--logprobs", o->logprobs,
+          "each request asks for its generated tokens' log-probabilities with this many alternatives "
+          "(0..20)");
       app.add_flag("--rows-on-host", o->rows_on_host,
                    "download every logit row (greedy, top-k and prompt log-probabilities on the host): the "
                    "comparison for what the backend reads where it can");

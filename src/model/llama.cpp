@@ -297,19 +297,21 @@ class Llama final : public LlamaModel {
     for (int32_t r : sb.logit_rows)
       if (r < 0 || r >= T) throw Error("forward: logit row " + std::to_string(r) + " outside the batch");
     sh.A = sb.argmax_rows, sh.KR = sb.top_k_rows, sh.K = sh.KR > 0 ? sb.top_k : 0;
-    sh.L = int(sb.logprob_tokens.size()), sh.KL = sh.L > 0 ? sb.top_logprobs : 0;
-    const int A = sh.A, KR = sh.KR, K = sh.K, L = sh.L, KL = sh.KL;
+    sh.L = int(sb.logprob_tokens.size()), sh.SL = sb.selected_logprobs ? sh.A + sh.KR : 0;
+    sh.KL = sh.L + sh.SL > 0 ? sb.top_logprobs : 0;
+    const int A = sh.A, KR = sh.KR, K = sh.K, L = sh.L, KL = sh.KL, LS = sh.L + sh.SL;
     if (A < 0 || KR < 0 || A + KR + L > R)
       throw Error("forward: " + std::to_string(A) + " arg max, " + std::to_string(KR) + " top-k and " +
                   std::to_string(L) + " log-probability rows of " + std::to_string(R) + " logit rows");
     if ((A > 0 && !out.argmax) || (KR > 0 && (!out.top_values || !out.top_ids)) ||
-        (L > 0 && (!out.lse || !out.token_logits)) ||
-        (KL > 0 && (!out.top_logprob_values || !out.top_logprob_ids)) || (R > A + KR + L && !out.logits))
+        (LS > 0 && (!out.lse || !out.token_logits)) ||
+        (KL > 0 && (!out.top_logprob_values || !out.top_logprob_ids)) || (sh.SL > 0 && !out.drawn_logits) ||
+        (R > A + KR + L && !out.logits))
       throw Error("forward: no place for what the logit rows ask for");
     if (KR > 0 && (K < 1 || K > backend::Backend::kMaxTopK || sb.temperature.size() != size_t(KR)))
       throw Error("forward: top-k rows need 1 <= top_k <= " + std::to_string(backend::Backend::kMaxTopK) +
                   " and one temperature each");
-    if (L > 0 && (KL < 0 || KL > backend::Backend::kMaxTopK))
+    if (LS > 0 && (KL < 0 || KL > backend::Backend::kMaxTopK))
       throw Error("forward: top_logprobs " + std::to_string(KL) + " outside 0.." +
                   std::to_string(backend::Backend::kMaxTopK));
     for (float t : sb.temperature)
@@ -361,16 +363,19 @@ class Llama final : public LlamaModel {
       run_step(sh, kv);
     }
     if (R > A + KR + L) b_.download(out.logits, logits_, size_t(R - A - KR - L) * size_t(c.vocab) * 4);
-    if (L > 0) {  // lse, token logits, top values, top ids back to back (run_step): one download
-      const size_t n = size_t(L) * (3 + 2 * size_t(KL));
+    if (LS >
+        0) {  // lse, token logits, top values, top ids, drawn logits back to back (run_step): one download
+      const size_t drawn = sh.SL > 0 ? size_t(KR) * size_t(K) + size_t(A) : 0;
+      const size_t n = size_t(LS) * (3 + 2 * size_t(KL)) + drawn;
       host_lp_.resize(n);
       b_.download(host_lp_.data(), lp_, n * 4);
-      std::memcpy(out.lse, host_lp_.data(), size_t(L) * 8);
-      std::memcpy(out.token_logits, host_lp_.data() + 2 * L, size_t(L) * 4);
+      std::memcpy(out.lse, host_lp_.data(), size_t(LS) * 8);
+      std::memcpy(out.token_logits, host_lp_.data() + 2 * LS, size_t(LS) * 4);
       if (KL > 0) {
-        std::memcpy(out.top_logprob_values, host_lp_.data() + 3 * L, size_t(L * KL) * 4);
-        std::memcpy(out.top_logprob_ids, host_lp_.data() + 3 * L + L * KL, size_t(L * KL) * 4);
+        std::memcpy(out.top_logprob_values, host_lp_.data() + 3 * LS, size_t(LS * KL) * 4);
+        std::memcpy(out.top_logprob_ids, host_lp_.data() + 3 * LS + LS * KL, size_t(LS * KL) * 4);
       }
+      if (drawn > 0) std::memcpy(out.drawn_logits, host_lp_.data() + 3 * LS + 2 * LS * KL, drawn * 4);
     }
     if (KR > 0) {  // values and ids lie back to back: one download (each one waits for the device)
       const size_t n = size_t(KR) * size_t(K);
@@ -395,9 +400,10 @@ class Llama final : public LlamaModel {
   };
 
   // A step's counts (forward's checks say what each is): tokens, logit rows, arg max rows, top-k rows and
-  // their k, log-probability rows and their top count; the block tables' width; penalties or not.
+  // their k, log-probability rows, selected rows that want log-probabilities too and the top count of
+  // both; the block tables' width; penalties or not.
   struct StepShape {
-    int T = 0, R = 0, A = 0, KR = 0, K = 0, L = 0, KL = 0, max_pages = 0;
+    int T = 0, R = 0, A = 0, KR = 0, K = 0, L = 0, SL = 0, KL = 0, max_pages = 0;
     bool penalized = false;
   };
 
@@ -414,7 +420,8 @@ class Llama final : public LlamaModel {
       h ^= h >> 31;
     };
     mix(reinterpret_cast<uintptr_t>(this));
-    for (int v : {sh.T, sh.R, sh.A, sh.KR, sh.K, sh.L, sh.KL, sh.max_pages}) mix(uint64_t(uint32_t(v)));
+    for (int v : {sh.T, sh.R, sh.A, sh.KR, sh.K, sh.L, sh.SL, sh.KL, sh.max_pages})
+      mix(uint64_t(uint32_t(v)));
     mix(one_token_per_seq ? 1 : 2);  // the backend may fuse more then (AttentionArgs::one_token_per_seq)
     mix(round_attention_operands_ ? 3 : 4);  // another attention kernel
     mix(reinterpret_cast<uintptr_t>(&kv));
@@ -426,18 +433,20 @@ class Llama final : public LlamaModel {
   // The backend ops of one step, from the token ids in d_tokens_ to the logits in logits_, then for the
   // last A of the R rows their arg max (argmax_) and for the KR before those their K best candidates
   // (top_: KR x K values, then their ids), from logits penalized first where sh.penalized (d_pen_); for the L
-  // rows before those what their log-probabilities need (lp_: L log sum exps, L token logits, L x KL best
-  // logits, then their ids). Enqueues only (no upload, download or synchronize), so that it can be recorded.
+  // rows before those, and the SL selected rows, what their log-probabilities need from the logits before
+  // any penalty (lp_: LS = L + SL log sum exps, LS token logits, LS x KL best logits, their ids, then the
+  // logits of the top-k candidates and arg max choices). Enqueues only (no upload, download or
+  // synchronize), so that it can be recorded.
   void run_step(const StepShape& sh, backend::KvCache& kv) {
-    const int R = sh.R, A = sh.A, KR = sh.KR, K = sh.K, L = sh.L, KL = sh.KL;
+    const int R = sh.R, A = sh.A, KR = sh.KR, K = sh.K, L = sh.L, KL = sh.KL, LS = sh.L + sh.SL;
     compute_logits(sh.T, R, sh.max_pages, kv);
     const size_t vocab = size_t(config_.vocab);
-    if (L > 0) {
+    if (LS > 0) {
       const float* rows = logits_ + size_t(R - A - KR - L) * vocab;
-      b_.log_sum_exp(rows, L, int64_t(vocab), d_lp_tokens_, reinterpret_cast<double*>(lp_), lp_ + 2 * L);
+      b_.log_sum_exp(rows, LS, int64_t(vocab), d_lp_tokens_, reinterpret_cast<double*>(lp_), lp_ + 2 * LS);
       if (KL > 0)
-        b_.top_k(rows, L, int64_t(vocab), KL, d_ones_, lp_ + 3 * L,
-                 reinterpret_cast<int32_t*>(lp_ + 3 * L + L * KL));
+        b_.top_k(rows, LS, int64_t(vocab), KL, d_ones_, lp_ + 3 * LS,
+                 reinterpret_cast<int32_t*>(lp_ + 3 * LS + LS * KL));
     }
     if (sh.penalized)
       b_.penalize(logits_ + size_t(R - A - KR) * vocab, A + KR, int64_t(vocab),
@@ -446,6 +455,14 @@ class Llama final : public LlamaModel {
       b_.top_k(logits_ + size_t(R - A - KR) * vocab, KR, int64_t(vocab), K, d_temp_, top_,
                reinterpret_cast<int32_t*>(top_ + size_t(KR) * size_t(K)));
     if (A > 0) b_.argmax(logits_ + size_t(R - A) * vocab, A, int64_t(vocab), argmax_);
+    if (sh.SL > 0) {  // what the selected rows chose from (the candidates' logits are unpenalized where
+                      // their rows had no penalties, which is when the engine asks)
+      float* drawn = lp_ + 3 * LS + 2 * LS * KL;
+      b_.gather(logits_ + size_t(R - A - KR) * vocab, KR, int64_t(vocab),
+                reinterpret_cast<const int32_t*>(top_ + size_t(KR) * size_t(K)), K, drawn);
+      b_.gather(logits_ + size_t(R - A) * vocab, A, int64_t(vocab), argmax_, 1,
+                drawn + size_t(KR) * size_t(K));
+    }
   }
 
   void compute_logits(int T, int R, int max_pages, backend::KvCache& kv) {
@@ -670,7 +687,7 @@ class Llama final : public LlamaModel {
     logits_ = buf(c.vocab);
     argmax_ = static_cast<int32_t*>(arena_.alloc(T * sizeof(int32_t)));
     top_ = static_cast<float*>(arena_.alloc(2 * T * backend::Backend::kMaxTopK * 4));
-    lp_ = static_cast<float*>(arena_.alloc(T * (3 + 2 * backend::Backend::kMaxTopK) * 4));
+    lp_ = static_cast<float*>(arena_.alloc(T * (4 + 3 * backend::Backend::kMaxTopK) * 4));
   }
 
   // The step's index arrays go to the device in one upload (each upload is a copy the device
@@ -711,6 +728,8 @@ class Llama final : public LlamaModel {
       std::copy(v->begin(), v->end(), h);
       h += M;
     }
+    if (sb.selected_logprobs)  // the selected rows' token for log_sum_exp: none
+      std::fill_n(h - M + sb.logprob_tokens.size(), size_t(sb.top_k_rows + sb.argmax_rows), -1);
     if (!sb.temperature.empty()) std::memcpy(h, sb.temperature.data(), sb.temperature.size() * 4);
     h += M;
     std::fill_n(reinterpret_cast<float*>(h), M, 1.0f);  // the log-probability rows' top_k temperature

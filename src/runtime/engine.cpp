@@ -109,7 +109,8 @@ bool Engine::backend_reads_rows() const {
 
 Engine::Where Engine::where_drawn(const Seq& s) const {
   const SamplingParams& p = s.params.sampling;
-  if (!backend_reads_rows() || s.params.logprobs >= 0) return Where::host;
+  // Log-probabilities are of the raw row; the backend has that only where no penalty changes it.
+  if (!backend_reads_rows() || (s.params.logprobs >= 0 && s.sampler.penalizes())) return Where::host;
   if (p.temperature <= 0.0f) return Where::argmax;
   if (p.top_k > 0 && p.top_k <= backend::Backend::kMaxTopK && p.top_k < model_.config().vocab)
     return Where::top_k;
@@ -516,16 +517,25 @@ std::vector<TokenEvent> Engine::step() {
   b.top_k_rows = int(top_k_rows.size());
   b.argmax_rows = int(greedy_rows.size());
   add_penalties(top_k_seqs, greedy_seqs, b);
+  for (const auto* seqs : {&top_k_seqs, &greedy_seqs})
+    for (const Seq* s : *seqs)
+      if (s->params.logprobs >= 0) {
+        b.selected_logprobs = true;
+        b.top_logprobs = std::max(b.top_logprobs, std::min(s->params.logprobs, kMaxTopLogprobs));
+      }
   const size_t K = size_t(b.top_k);
   std::vector<float> top_values(top_k_rows.size() * K);
   std::vector<int32_t> top_ids(top_k_rows.size() * K), greedy_picked(greedy_rows.size());
-  const size_t L = b.logprob_tokens.size(), KL = size_t(b.top_logprobs);
-  std::vector<double> lse(L);
-  std::vector<float> token_logits(L), top_lp_values(L * KL);
-  std::vector<int32_t> top_lp_ids(L * KL);
+  // Log-probability results: the prompt rows', then (selected_logprobs) the top-k and greedy rows'.
+  const size_t L = b.logprob_tokens.size(), KL = size_t(b.top_logprobs),
+               LS = L + (b.selected_logprobs ? top_k_rows.size() + greedy_rows.size() : 0);
+  std::vector<double> lse(LS);
+  std::vector<float> token_logits(LS), top_lp_values(LS * KL),
+      drawn_logits(b.selected_logprobs ? top_k_rows.size() * K + greedy_rows.size() : 0);
+  std::vector<int32_t> top_lp_ids(LS * KL);
   model_.forward(b, *kv_,
                  {logits, top_values.data(), top_ids.data(), greedy_picked.data(), lse.data(),
-                  token_logits.data(), top_lp_values.data(), top_lp_ids.data()});
+                  token_logits.data(), top_lp_values.data(), top_lp_ids.data(), drawn_logits.data()});
   for (Seq* s : rows) index_full_pages(*s);
   for (size_t r = 0; r < prompt_rows.size(); ++r) {
     Seq& s = *prompt_rows[r].first;
@@ -575,7 +585,21 @@ std::vector<TokenEvent> Engine::step() {
     s.tokens.push_back(tok);
     s.generated++;
     TokenEvent e{s.id, tok, FinishReason::none, std::nullopt, {}};
-    if (d.where == Where::host) e.logprobs = std::move(logprobs[d.index]);
+    if (d.where == Where::host) {
+      e.logprobs = std::move(logprobs[d.index]);
+    } else if (s.params.logprobs >= 0) {  // from the backend's results for this row (selected_logprobs)
+      const size_t i = L + (d.where == Where::top_k ? d.index : top_k_rows.size() + d.index);
+      float logit = NAN;  // the drawn token's: of its candidate, or the arg max's
+      if (d.where == Where::argmax) {
+        logit = drawn_logits[top_k_rows.size() * K + d.index];
+      } else {
+        for (size_t j = 0; j < K; ++j)
+          if (top_ids[d.index * K + j] == tok) logit = drawn_logits[d.index * K + j];
+      }
+      const size_t top_n = size_t(std::min(s.params.logprobs, kMaxTopLogprobs));
+      e.logprobs = token_logprobs(lse[i], tok, logit, {top_lp_values.data() + i * KL, top_n},
+                                  {top_lp_ids.data() + i * KL, top_n});
+    }
     if (s.generated == 1) e.prompt_logprobs = std::move(s.prompt_lps);
     const auto& st = s.params.stop_tokens;
     if (std::find(st.begin(), st.end(), tok) != st.end())

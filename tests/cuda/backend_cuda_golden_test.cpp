@@ -127,6 +127,36 @@ TEST(CudaStoriesGolden, PromptLogprobsFromTheDeviceAreTheHosts) {
   }
 }
 
+TEST(CudaStoriesGolden, LogprobsOfTokensDrawnOnTheDeviceAreTheHosts) {
+  // Greedy and top-k rows that ask for log-probabilities are drawn on the GPU, their log-probabilities
+  // formed from its log sum exp, best logits and the drawn token's logit; against every row downloaded
+  // and done on the host: the same tokens and alternatives, values within one float ulp (as for the
+  // prompt's, above).
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+  auto be = mx8::backend::make_cuda_backend(0);
+  mx8::model::LoadOptions lo;
+  lo.max_tokens_per_step = 32;
+  auto m = mx8::model::load_llama(repo_file("models/stories260K.gguf"), *be, lo);
+  const auto device = mx8::test::logprob_draw_events(*m, *be, false),
+             host = mx8::test::logprob_draw_events(*m, *be, true);
+  ASSERT_EQ(device.size(), host.size());
+  ASSERT_GT(host.size(), 100u);
+  auto within_ulp = [](float a, float b) { return a == b || std::nextafter(a, b) == b; };
+  for (size_t i = 0; i < host.size(); ++i) {
+    ASSERT_EQ(device[i].request, host[i].request) << "event " << i;
+    ASSERT_EQ(device[i].token, host[i].token) << "event " << i;
+    ASSERT_TRUE(device[i].logprobs && host[i].logprobs) << "event " << i;
+    const auto &a = *device[i].logprobs, &b = *host[i].logprobs;
+    EXPECT_TRUE(within_ulp(a.logprob, b.logprob))
+        << "event " << i << ": " << a.logprob << " against " << b.logprob;
+    ASSERT_EQ(a.top.size(), b.top.size()) << "event " << i;
+    for (size_t j = 0; j < b.top.size(); ++j) {
+      EXPECT_EQ(a.top[j].first, b.top[j].first) << "event " << i << ", alternative " << j;
+      EXPECT_TRUE(within_ulp(a.top[j].second, b.top[j].second)) << "event " << i << ", alternative " << j;
+    }
+  }
+}
+
 TEST(CudaStoriesGolden, Fp8WeightsAndKvAgreement) {
   // As on the CPU (tests/runtime): FP8 changes the numbers, so this records how far each variant
   // follows the F32 path; a broken FP8 path (wrong scale, wrong layout) diverges within 1-2 tokens.

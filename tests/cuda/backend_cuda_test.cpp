@@ -288,6 +288,26 @@ TEST_F(CudaVsCpu, LogSumExpMatchesCpu) {
   }
 }
 
+TEST_F(CudaVsCpu, GatherEqualsTheCpus) {
+  // Exact: copies. Ids outside the row (negative, cols) give NaN on both.
+  SCOPED_TRACE(trace());
+  for (const auto& c : mx8::test::selection_cases(seed)) {
+    for (int k : {1, 7, 64}) {
+      std::vector<int32_t> ids(size_t(c.rows()) * size_t(k));
+      for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 104729 + seed) % size_t(c.cols));
+      ids[0] = -1;
+      ids[ids.size() - 1] = int32_t(c.cols);
+      Pair px = put(c.x), pi = put(ids), po = zeros<float>(ids.size());
+      cpu->gather((const float*)px.c, c.rows(), c.cols, (const int32_t*)pi.c, k, (float*)po.c);
+      gpu->gather((const float*)px.g, c.rows(), c.cols, (const int32_t*)pi.g, k, (float*)po.g);
+      const auto a = get_cpu<float>(po, ids.size()), b = get_gpu<float>(po, ids.size());
+      for (size_t i = 0; i < a.size(); ++i)
+        ASSERT_TRUE(same_bits(a[i], b[i])) << c.cols << " columns, k " << k << ", " << i;
+      EXPECT_TRUE(std::isnan(b[0]) && std::isnan(b.back()));
+    }
+  }
+}
+
 TEST_F(CudaVsCpu, AddSiluSoftmaxMatchCpu) {
   SCOPED_TRACE(trace());
   const int64_t n = 10007;

@@ -30,6 +30,29 @@ TEST(EngineBackendDraw, TokensAreTheHostSamplers) {
   EXPECT_GT(on_backend.size(), 50u);  // the sequences ran to their limits or ends, not one step
 }
 
+TEST(EngineBackendDraw, LogprobsOfTokensDrawnOnTheBackendAreTheHosts) {
+  // Greedy and top-k rows that ask for log-probabilities choose on the backend too; the log sum exp, the
+  // alternatives and the drawn token's logit come from there (Backend::log_sum_exp, top_k at temperature
+  // 1, gather). The CPU backend's arithmetic is the host's: the same tokens and values, bit for bit.
+  auto be = backend::make_cpu_backend(2);
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = 32;
+  auto m = model::load_llama(test::kStoriesModel, *be, lo);
+  const auto on_backend = test::logprob_draw_events(*m, *be, false),
+             on_host = test::logprob_draw_events(*m, *be, true);
+  ASSERT_EQ(on_backend.size(), on_host.size());
+  ASSERT_GT(on_host.size(), 100u);
+  for (size_t i = 0; i < on_host.size(); ++i) {
+    const auto &a = on_backend[i], &b = on_host[i];
+    ASSERT_EQ(a.request, b.request) << "event " << i;
+    ASSERT_EQ(a.token, b.token) << "event " << i;
+    ASSERT_TRUE(a.logprobs && b.logprobs) << "event " << i;
+    EXPECT_EQ(a.logprobs->token, b.logprobs->token);
+    EXPECT_EQ(a.logprobs->logprob, b.logprobs->logprob) << "request " << b.request << ", event " << i;
+    EXPECT_EQ(a.logprobs->top, b.logprobs->top) << "request " << b.request << ", event " << i;
+  }
+}
+
 TEST(EngineBackendDraw, SampleTopKIgnoresPaddingAndUsesItsOwnK) {
   // Candidates as Backend::top_k gives them for a k larger than this sampler's: the first top_k are
   // the sampler's; ids of -1 end the list.

@@ -248,6 +248,9 @@ class Backend {
   // what runtime::token_logprobs needs of a row. tokens, lse and picked are backend memory.
   virtual void log_sum_exp(const float* x, int64_t rows, int64_t cols, const int32_t* tokens, double* lse,
                            float* picked) = 0;
+  // out[r * k + j] = x[r][ids[r * k + j]] (NaN where the id is outside 0..cols), r < rows, j < k: the
+  // logits of the candidates top_k or argmax chose. ids and out are backend memory.
+  virtual void gather(const float* x, int64_t rows, int64_t cols, const int32_t* ids, int k, float* out) = 0;
 
   // KV cache.
   virtual std::unique_ptr<KvCache> create_kv_cache(const KvCacheDesc& d) = 0;

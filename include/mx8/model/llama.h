@@ -127,12 +127,19 @@ struct StepBatch {
   // (Backend::log_sum_exp, Backend::top_k at temperature 1; 0 <= top_logprobs <= kMaxTopK).
   std::vector<int32_t> logprob_tokens;
   int top_logprobs = 0;
+  // The top-k and arg max rows also want what their drawn token's log-probability needs, from their own
+  // logits before any penalty: the log sum exps and top_logprobs best logits continue after the
+  // log-probability rows' with one entry per such row (top-k rows, then arg max rows; their token logits
+  // are NaN), and StepOutput::drawn_logits gets the logits of each top-k row's top_k candidates and of
+  // each arg max row's choice.
+  bool selected_logprobs = false;
 };
 
 // Where forward() puts what the step's logit rows asked for (StepBatch): the logits of the other rows
 // ([rows][vocab]), the top-k rows' candidates ([top_k_rows][top_k] values and ids), the arg max rows'
-// indices, and for the log-probability rows their log sum exp, token logit and top_logprobs best logits
-// and ids ([rows][top_logprobs]). Host memory.
+// indices, and for the log-probability rows (and the selected rows, with selected_logprobs) their log sum
+// exp, token logit and top_logprobs best logits and ids ([rows][top_logprobs]), and the logits of what the
+// selected rows chose from ([top_k_rows][top_k], then [argmax_rows]). Host memory.
 struct StepOutput {
   float* logits = nullptr;
   float* top_values = nullptr;
@@ -142,6 +149,7 @@ struct StepOutput {
   float* token_logits = nullptr;
   float* top_logprob_values = nullptr;
   int32_t* top_logprob_ids = nullptr;
+  float* drawn_logits = nullptr;
 };
 
 struct WeightStats {

@@ -206,11 +206,13 @@ class Engine {
   // page: once that one's pages are indexed, take_prefix finds them, where prefilling beside it would
   // compute the same positions twice (the choices of an OpenAI request with n > 1 arrive together).
   bool waits_for_shared_prefill(size_t i) const;
-  // Where a sequence's next token is chosen. Without log-probabilities (and with no logits kept), on a
-  // backend that draws (EngineOptions::backend_draw), the backend does what needs the whole row: it
-  // applies the penalties, then greedy takes the arg max there, top-k sampling selects its candidates
-  // there, and only indices (and k values) leave the backend's memory instead of a vocabulary of logits
-  // (0.5 MB per sequence and step at 128k). Everything else is the host's.
+  // Where a sequence's next token is chosen. With no logits kept, on a backend that draws
+  // (EngineOptions::backend_draw), the backend does what needs the whole row: it applies the penalties,
+  // then greedy takes the arg max there, top-k sampling selects its candidates there, and a sequence that
+  // asks for log-probabilities gets the row's log sum exp, best logits and its token's logit from there;
+  // only indices and a few values leave the backend's memory instead of a vocabulary of logits (0.5 MB
+  // per sequence and step at 128k). Everything else is the host's: unrestricted sampling, and
+  // log-probabilities with penalties (they are of the raw row, which the penalties change in place).
   enum class Where { host, top_k, argmax };
   Where where_drawn(const Seq& s) const;
   // Whether the backend reads whole logit rows for the engine (selection, log-probabilities of prompt

@@ -172,6 +172,13 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void gather(const float* x, int64_t rows, int64_t cols, const int32_t* ids, int k, float* out) override {
+    for (int64_t i = 0; i < rows * k; ++i) {
+      const int32_t id = ids[i];
+      out[i] = id >= 0 && id < cols ? x[(i / k) * cols + id] : NAN;
+    }
+  }
+
   void penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p) override {
     for (int32_t i = 0; i < *p.n; ++i) {
       const int32_t* e = p.entries + 3 * i;

@@ -450,6 +450,9 @@ class CudaBackend final : public Backend {
                    float* picked) override {
     launch_log_sum_exp(x, rows, cols, tokens, lse, picked, stream_);
   }
+  void gather(const float* x, int64_t rows, int64_t cols, const int32_t* ids, int k, float* out) override {
+    launch_gather(x, rows, cols, ids, k, out, stream_);
+  }
   void penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p) override {
     launch_penalize(x, rows, cols, p, stream_);
   }

@@ -194,6 +194,8 @@ void launch_top_k(const float* x, int64_t rows, int64_t cols, int k, const float
 // Backend::penalize; entries outside the rows, columns or counts >= 1 are skipped (the model checks them
 // on the host before they are uploaded).
 void launch_penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p, cudaStream_t s);
+void launch_gather(const float* x, int64_t rows, int64_t cols, const int32_t* ids, int k, float* out,
+                   cudaStream_t s);
 void launch_log_sum_exp(const float* x, int64_t rows, int64_t cols, const int32_t* tokens, double* lse,
                         float* picked, cudaStream_t s);
 

@@ -380,6 +380,17 @@ __global__ void log_sum_exp_kernel(const float* x, int64_t cols, const int32_t* 
   }
 }
 
+__global__ void gather_kernel(const float* x, int64_t n, int64_t cols, const int32_t* ids, int k,
+                              float* out) {
+  pdl_trigger();
+  pdl_wait();
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int32_t id = ids[i];
+    out[i] = id >= 0 && id < cols ? x[(i / k) * cols + id] : NAN;
+  }
+}
+
 void check_rows(int64_t rows, const char* op) {
   if (rows > 65535) throw Error(std::string("cuda backend: ") + op + " of more than 65535 rows in one call");
 }
@@ -416,6 +427,15 @@ void launch_log_sum_exp(const float* x, int64_t rows, int64_t cols, const int32_
   launch("log_sum_exp_kernel", log_sum_exp_kernel, dim3(unsigned(rows)), dim3(kLseThreads), s, x, cols,
          tokens, lse, picked);
   check_launch("log_sum_exp");
+}
+
+void launch_gather(const float* x, int64_t rows, int64_t cols, const int32_t* ids, int k, float* out,
+                   cudaStream_t s) {
+  const int64_t n = rows * int64_t(k);
+  if (n <= 0) return;
+  launch("gather_kernel", gather_kernel, dim3(unsigned(std::min<int64_t>((n + 255) / 256, 1024))), dim3(256),
+         s, x, n, cols, ids, k, out);
+  check_launch("gather");
 }
 
 void launch_penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p, cudaStream_t s) {

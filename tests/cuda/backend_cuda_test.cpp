@@ -238,6 +238,32 @@ TEST_F(CudaVsCpu, TopKEqualsTheCpus) {
   }
 }
 
+TEST_F(CudaVsCpu, SelectionsOfDifferentRowCountsInTurn) {
+  // A step may select on many rows and then on few (the prompt positions' alternatives at temperature 1,
+  // then one drawn row's candidates), and the next step on many again: the calls share scratch memory
+  // whose per-row counters each call must find zero. The first version placed the parts' results after
+  // the call's own counters, so a call of few rows overwrote a larger call's counters of its later rows.
+  SCOPED_TRACE(trace());
+  const int64_t cols = 128256;  // 16 parts per row for top_k, 32 for argmax
+  std::mt19937 rng{uint32_t(seed)};
+  std::normal_distribution<float> d(0.0f, 3.0f);
+  std::vector<float> x(size_t(300 * cols));
+  for (float& v : x) v = d(rng);
+  Pair px = put(x), pt = put(std::vector<float>(300, 0.9f)), pv = zeros<float>(300 * 40),
+       pi = zeros<int32_t>(300 * 40), pa = zeros<int32_t>(300);
+  for (int64_t rows : {300, 1, 300, 70, 2, 300}) {
+    for (int k : {5, 40}) {
+      const size_t n = size_t(rows) * size_t(k);
+      cpu->top_k((const float*)px.c, rows, cols, k, (const float*)pt.c, (float*)pv.c, (int32_t*)pi.c);
+      gpu->top_k((const float*)px.g, rows, cols, k, (const float*)pt.g, (float*)pv.g, (int32_t*)pi.g);
+      ASSERT_EQ(get_gpu<int32_t>(pi, n), get_cpu<int32_t>(pi, n)) << rows << " rows, k " << k;
+    }
+    cpu->argmax((const float*)px.c, rows, cols, (int32_t*)pa.c);
+    gpu->argmax((const float*)px.g, rows, cols, (int32_t*)pa.g);
+    ASSERT_EQ(get_gpu<int32_t>(pa, size_t(rows)), get_cpu<int32_t>(pa, size_t(rows))) << rows << " rows";
+  }
+}
+
 TEST_F(CudaVsCpu, PenalizeEqualsTheCpus) {
   // Exact: each entry is one IEEE division or multiplication, one fused multiply-add and one
   // subtraction (penalized_logit), the same on both; the CPU backend is held to the sampler in

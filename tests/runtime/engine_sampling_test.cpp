@@ -164,28 +164,29 @@ TEST(EngineSampling, PromptLogprobsAreThoseOfEachPrefix) {
 }
 
 // Several sequences with prompt log-probabilities in one step, asking for different numbers of
-// alternatives (0, 1 and 5) beside a sequence that samples: the rows the backend reads for the
-// log-probabilities must be each sequence's own, with its own count, whatever else shares the step.
+// alternatives (0, 1, 5 and 2), greedy and top-k sampled (their generated tokens' log-probabilities from
+// the backend too), beside a sequence that asks for none: the rows the backend reads must be each
+// sequence's own, with its own count, whatever else shares the step.
 TEST(EngineSampling, PromptLogprobsOfSeveralSequencesOnTheBackend) {
   auto be = backend::make_cpu_backend(2);
   model::LoadOptions lo;
   lo.max_tokens_per_step = 16;
   auto m = model::load_llama(std::string(MX8_SOURCE_DIR) + "/models/stories260K.gguf", *be, lo);
-  const std::vector<int> alternatives = {0, 1, 5};
+  const std::vector<int> alternatives = {0, 1, 5, 2};
   auto run = [&](runtime::EngineOptions::BackendDraw where) {
     runtime::EngineOptions eo;
     eo.kv_format = backend::KvFormat::f32;
     eo.max_context = 64;
-    eo.max_sequences = 4;
+    eo.max_sequences = 5;
     eo.backend_draw = where;
     runtime::Engine eng(*m, *be, eo);
-    for (int q = 0; q < 4; ++q) {
+    for (int q = 0; q < 5; ++q) {
       runtime::GenerationParams gp;
-      gp.sampling.temperature = q == 3 ? 0.9f : 0.0f;
+      gp.sampling.temperature = q >= 3 ? 0.9f : 0.0f;
       gp.sampling.seed = 9;
       gp.max_new_tokens = 4;
-      gp.logprobs = q == 3 ? -1 : alternatives[size_t(q)];
-      gp.prompt_logprobs = q < 3;
+      gp.logprobs = q == 4 ? -1 : alternatives[size_t(q)];
+      gp.prompt_logprobs = q < 4;
       std::vector<int32_t> prompt = {1};
       for (int i = 0; i < 6 + 5 * q; ++i) prompt.push_back(int32_t(260 + 13 * q + 7 * i));
       eng.add(prompt, gp);
@@ -202,6 +203,11 @@ TEST(EngineSampling, PromptLogprobsOfSeveralSequencesOnTheBackend) {
   for (size_t i = 0; i < host.size(); ++i) {
     EXPECT_EQ(backend[i].request, host[i].request);
     EXPECT_EQ(backend[i].token, host[i].token);
+    ASSERT_EQ(backend[i].logprobs.has_value(), host[i].logprobs.has_value());
+    if (host[i].logprobs) {
+      EXPECT_EQ(backend[i].logprobs->logprob, host[i].logprobs->logprob) << "event " << i;
+      EXPECT_EQ(backend[i].logprobs->top, host[i].logprobs->top) << "event " << i;
+    }
     ASSERT_EQ(backend[i].prompt_logprobs.size(), host[i].prompt_logprobs.size()) << "event " << i;
     for (size_t j = 0; j < host[i].prompt_logprobs.size(); ++j) {
       const auto &a = backend[i].prompt_logprobs[j], &b = host[i].prompt_logprobs[j];
@@ -212,5 +218,6 @@ TEST(EngineSampling, PromptLogprobsOfSeveralSequencesOnTheBackend) {
       ++prompt_lps;
     }
   }
-  EXPECT_EQ(prompt_lps, size_t(6 + 11 + 16));  // every prompt token but the first, of the three that asked
+  EXPECT_EQ(prompt_lps,
+            size_t(6 + 11 + 16 + 21));  // every prompt token but the first, of the four that asked
 }

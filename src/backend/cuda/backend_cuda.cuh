@@ -186,7 +186,7 @@ void launch_add(float* y, const float* x, int64_t n, cudaStream_t s);
 void launch_silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t s);
 void launch_softmax(float* x, int64_t rows, int64_t cols, cudaStream_t s);
 // argmax and top_k split each row over blocks (backend_cuda_select.cu); `scratch` is
-// select_scratch_bytes of device memory, zero before the first call (every call leaves it so).
+// select_scratch_bytes of device memory, zero before the first call (every call leaves its counters so).
 size_t select_scratch_bytes(int64_t rows, int64_t cols, int k);
 void launch_argmax(const float* x, int64_t rows, int64_t cols, int32_t* out, void* scratch, cudaStream_t s);
 void launch_top_k(const float* x, int64_t rows, int64_t cols, int k, const float* temperature, float* values,

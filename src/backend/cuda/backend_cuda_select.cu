@@ -391,18 +391,25 @@ __global__ void gather_kernel(const float* x, int64_t n, int64_t cols, const int
   }
 }
 
+// The scratch starts with one counter per row for as many rows as a call may have, then the parts'
+// results. The counters' place must not depend on the call's rows: a call with fewer rows would put its
+// results over the counters of a larger one's later rows, which then find them non-zero (arrive_last).
+constexpr int64_t kMaxRows = 65535;
+constexpr size_t kCounterBytes = size_t(kMaxRows + 1) * 4;
+
 void check_rows(int64_t rows, const char* op) {
-  if (rows > 65535) throw Error(std::string("cuda backend: ") + op + " of more than 65535 rows in one call");
+  if (rows > kMaxRows)
+    throw Error(std::string("cuda backend: ") + op + " of more than " + std::to_string(kMaxRows) +
+                " rows in one call");
 }
 
 }  // namespace
 
 size_t select_scratch_bytes(int64_t rows, int64_t cols, int k) {
   const Split a = split_row(cols, kArgmaxPerBlock), t = split_row(cols, kTopKPerBlock);
-  const size_t counters = size_t(rows) * 4;
   const size_t argmax = size_t(rows) * size_t(a.parts) * sizeof(Best);
   const size_t top_k = size_t(rows) * size_t(t.parts) * size_t(k) * 8;
-  return (counters + 255) / 256 * 256 + std::max(argmax, top_k);
+  return kCounterBytes + std::max(argmax, top_k);
 }
 
 void launch_top_k(const float* x, int64_t rows, int64_t cols, int k, const float* temperature, float* values,
@@ -413,7 +420,7 @@ void launch_top_k(const float* x, int64_t rows, int64_t cols, int k, const float
   check_rows(rows, "top_k");
   const Split sp = split_row(cols, kTopKPerBlock);
   auto* done = static_cast<unsigned*>(scratch);
-  auto* part_v = reinterpret_cast<float*>(static_cast<char*>(scratch) + (size_t(rows) * 4 + 255) / 256 * 256);
+  auto* part_v = reinterpret_cast<float*>(static_cast<char*>(scratch) + kCounterBytes);
   auto* part_i = reinterpret_cast<int32_t*>(part_v + size_t(rows) * size_t(sp.parts) * size_t(k));
   launch("top_k_kernel", top_k_kernel, dim3(unsigned(sp.parts), unsigned(rows)), dim3(kTopKThreads), s, x,
          cols, sp.chunk, k, temperature, part_v, part_i, done, values, ids);
@@ -450,7 +457,7 @@ void launch_argmax(const float* x, int64_t rows, int64_t cols, int32_t* out, voi
   check_rows(rows, "argmax");
   const Split sp = split_row(cols, kArgmaxPerBlock);
   auto* done = static_cast<unsigned*>(scratch);
-  auto* partial = reinterpret_cast<Best*>(static_cast<char*>(scratch) + (size_t(rows) * 4 + 255) / 256 * 256);
+  auto* partial = reinterpret_cast<Best*>(static_cast<char*>(scratch) + kCounterBytes);
   const dim3 grid(unsigned(sp.parts), unsigned(rows));
   if (cols % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0)
     launch("argmax_kernel", argmax_kernel<true>, grid, dim3(kArgmaxThreads), s, x, cols, sp.chunk, partial,

@@ -215,8 +215,8 @@ class Engine {
   // log-probabilities with penalties (they are of the raw row, which the penalties change in place).
   enum class Where { host, top_k, argmax };
   Where where_drawn(const Seq& s) const;
-  // Whether the backend reads whole logit rows for the engine (selection, log-probabilities of prompt
-  // tokens) where it can, so that only results leave its memory (EngineOptions::backend_draw).
+  // Whether the backend reads whole logit rows for the engine (penalties, selection, log-probabilities)
+  // where it can, so that only results leave its memory (EngineOptions::backend_draw).
   bool backend_reads_rows() const;
   // The penalties of the rows the backend selects from (StepBatch::penalties, penalty_entries).
   void add_penalties(const std::vector<Seq*>& top_k_seqs, const std::vector<Seq*>& greedy_seqs,

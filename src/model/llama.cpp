@@ -306,6 +306,7 @@ class Llama final : public LlamaModel {
     if ((A > 0 && !out.argmax) || (KR > 0 && (!out.top_values || !out.top_ids)) ||
         (LS > 0 && (!out.lse || !out.token_logits)) ||
         (KL > 0 && (!out.top_logprob_values || !out.top_logprob_ids)) || (sh.SL > 0 && !out.drawn_logits) ||
+        (sh.SL > 0 && !sb.penalty_entries.empty() && !out.penalty_raw_logits) ||
         (R > A + KR + L && !out.logits))
       throw Error("forward: no place for what the logit rows ask for");
     if (KR > 0 && (K < 1 || K > backend::Backend::kMaxTopK || sb.temperature.size() != size_t(KR)))
@@ -376,6 +377,8 @@ class Llama final : public LlamaModel {
         std::memcpy(out.top_logprob_ids, host_lp_.data() + 3 * LS + LS * KL, size_t(LS * KL) * 4);
       }
       if (drawn > 0) std::memcpy(out.drawn_logits, host_lp_.data() + 3 * LS + 2 * LS * KL, drawn * 4);
+      if (sh.SL > 0 && sh.penalized)
+        b_.download(out.penalty_raw_logits, pen_saved(), sb.penalty_entries.size() / 3 * 4);
     }
     if (KR > 0) {  // values and ids lie back to back: one download (each one waits for the device)
       const size_t n = size_t(KR) * size_t(K);
@@ -450,7 +453,8 @@ class Llama final : public LlamaModel {
     }
     if (sh.penalized)
       b_.penalize(logits_ + size_t(R - A - KR) * vocab, A + KR, int64_t(vocab),
-                  {reinterpret_cast<const float*>(d_pen_ + 4), d_pen_, d_pen_ + 4 + 3 * max_tokens_});
+                  {reinterpret_cast<const float*>(d_pen_ + 4), d_pen_, d_pen_ + 4 + 3 * max_tokens_,
+                   sh.SL > 0 ? pen_saved() : nullptr});
     if (KR > 0)
       b_.top_k(logits_ + size_t(R - A - KR) * vocab, KR, int64_t(vocab), K, d_temp_, top_,
                reinterpret_cast<int32_t*>(top_ + size_t(KR) * size_t(K)));
@@ -761,22 +765,29 @@ class Llama final : public LlamaModel {
     }
   }
 
-  // d_pen_: the entry count (then 3 unused ints), max_tokens_ rows of 3 penalties, then the entries. One
-  // upload; the buffer grows with the entries (a new address: step_key records it).
+  // d_pen_: the entry count (then 3 unused ints), max_tokens_ rows of 3 penalties, room for
+  // pen_entries_cap_ entries, then as many saved logits (pen_saved: where they are must not depend on the
+  // step's count, which a recorded step does not know). One upload; the buffer grows with the entries (a
+  // new address: step_key records it).
   void upload_penalties(const StepBatch& sb) {
-    const size_t head = 4 + 3 * size_t(max_tokens_), need = head + sb.penalty_entries.size();
-    if (need > pen_capacity_) {
+    const size_t head = 4 + 3 * size_t(max_tokens_), n = sb.penalty_entries.size() / 3,
+                 need = head + sb.penalty_entries.size();
+    if (n > pen_entries_cap_) {
       if (d_pen_) b_.free(d_pen_);
       d_pen_ = nullptr;
-      const size_t cap = head + std::max<size_t>(2 * sb.penalty_entries.size(), 3 * 1024);
-      d_pen_ = static_cast<int32_t*>(b_.alloc(cap * 4));
-      pen_capacity_ = cap;
+      const size_t cap = std::max<size_t>(2 * n, 1024);
+      d_pen_ = static_cast<int32_t*>(b_.alloc((head + 4 * cap) * 4));
+      pen_entries_cap_ = cap;
     }
     host_pen_.assign(need, 0);
     host_pen_[0] = int32_t(sb.penalty_entries.size() / 3);
     std::memcpy(host_pen_.data() + 4, sb.penalties.data(), sb.penalties.size() * 4);
     std::copy(sb.penalty_entries.begin(), sb.penalty_entries.end(), host_pen_.begin() + std::ptrdiff_t(head));
     b_.upload(d_pen_, host_pen_.data(), need * 4);
+  }
+
+  float* pen_saved() const {
+    return reinterpret_cast<float*>(d_pen_ + 4 + 3 * size_t(max_tokens_) + 3 * pen_entries_cap_);
   }
 
   Backend& b_;
@@ -806,7 +817,7 @@ class Llama final : public LlamaModel {
   size_t ints_capacity_ = 0;
   std::vector<int32_t> host_ints_;
   int32_t* d_pen_ = nullptr;  // upload_penalties
-  size_t pen_capacity_ = 0;
+  size_t pen_entries_cap_ = 0;
   std::vector<int32_t> host_pen_;
   std::unordered_set<uint64_t> seen_;          // step keys that ran at least once
   std::unordered_set<uint64_t> unrecordable_;  // step keys whose recording failed

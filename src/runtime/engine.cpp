@@ -109,8 +109,7 @@ bool Engine::backend_reads_rows() const {
 
 Engine::Where Engine::where_drawn(const Seq& s) const {
   const SamplingParams& p = s.params.sampling;
-  // Log-probabilities are of the raw row; the backend has that only where no penalty changes it.
-  if (!backend_reads_rows() || (s.params.logprobs >= 0 && s.sampler.penalizes())) return Where::host;
+  if (!backend_reads_rows()) return Where::host;
   if (p.temperature <= 0.0f) return Where::argmax;
   if (p.top_k > 0 && p.top_k <= backend::Backend::kMaxTopK && p.top_k < model_.config().vocab)
     return Where::top_k;
@@ -533,9 +532,11 @@ std::vector<TokenEvent> Engine::step() {
   std::vector<float> token_logits(LS), top_lp_values(LS * KL),
       drawn_logits(b.selected_logprobs ? top_k_rows.size() * K + greedy_rows.size() : 0);
   std::vector<int32_t> top_lp_ids(LS * KL);
-  model_.forward(b, *kv_,
-                 {logits, top_values.data(), top_ids.data(), greedy_picked.data(), lse.data(),
-                  token_logits.data(), top_lp_values.data(), top_lp_ids.data(), drawn_logits.data()});
+  std::vector<float> penalty_raw(b.selected_logprobs ? b.penalty_entries.size() / 3 : 0);
+  model_.forward(
+      b, *kv_,
+      {logits, top_values.data(), top_ids.data(), greedy_picked.data(), lse.data(), token_logits.data(),
+       top_lp_values.data(), top_lp_ids.data(), drawn_logits.data(), penalty_raw.data()});
   for (Seq* s : rows) index_full_pages(*s);
   for (size_t r = 0; r < prompt_rows.size(); ++r) {
     Seq& s = *prompt_rows[r].first;
@@ -588,7 +589,7 @@ std::vector<TokenEvent> Engine::step() {
     if (d.where == Where::host) {
       e.logprobs = std::move(logprobs[d.index]);
     } else if (s.params.logprobs >= 0) {  // from the backend's results for this row (selected_logprobs)
-      const size_t i = L + (d.where == Where::top_k ? d.index : top_k_rows.size() + d.index);
+      const size_t row = d.where == Where::top_k ? d.index : top_k_rows.size() + d.index, i = L + row;
       float logit = NAN;  // the drawn token's: of its candidate, or the arg max's
       if (d.where == Where::argmax) {
         logit = drawn_logits[top_k_rows.size() * K + d.index];
@@ -596,6 +597,9 @@ std::vector<TokenEvent> Engine::step() {
         for (size_t j = 0; j < K; ++j)
           if (top_ids[d.index * K + j] == tok) logit = drawn_logits[d.index * K + j];
       }
+      for (size_t j = 0; j < penalty_raw.size(); ++j)  // a penalized token: its logit before the penalty
+        if (b.penalty_entries[3 * j] == int32_t(row) && b.penalty_entries[3 * j + 1] == tok)
+          logit = penalty_raw[j];
       const size_t top_n = size_t(std::min(s.params.logprobs, kMaxTopLogprobs));
       e.logprobs = token_logprobs(lse[i], tok, logit, {top_lp_values.data() + i * KL, top_n},
                                   {top_lp_ids.data() + i * KL, top_n});

@@ -273,11 +273,15 @@ TEST_F(CudaVsCpu, PenalizeEqualsTheCpus) {
   for (const auto& c : mx8::test::selection_cases(seed)) {
     auto p = mx8::test::penalty_rows(c, seed + 1);
     const std::vector<int32_t> n{p.n()};
-    Pair px = put(p.x), pp = put(p.params), pn = put(n), pe = put(p.entries);
+    Pair px = put(p.x), pp = put(p.params), pn = put(n), pe = put(p.entries),
+         ps = zeros<float>(size_t(p.n()));
     cpu->penalize((float*)px.c, c.rows(), c.cols,
-                  {(const float*)pp.c, (const int32_t*)pn.c, (const int32_t*)pe.c});
+                  {(const float*)pp.c, (const int32_t*)pn.c, (const int32_t*)pe.c, (float*)ps.c});
     gpu->penalize((float*)px.g, c.rows(), c.cols,
-                  {(const float*)pp.g, (const int32_t*)pn.g, (const int32_t*)pe.g});
+                  {(const float*)pp.g, (const int32_t*)pn.g, (const int32_t*)pe.g, (float*)ps.g});
+    const auto cs = get_cpu<float>(ps, size_t(p.n())), gs = get_gpu<float>(ps, size_t(p.n()));
+    for (size_t i = 0; i < cs.size(); ++i)
+      ASSERT_TRUE(same_bits(gs[i], cs[i])) << "saved logit of entry " << i;
     const auto a = get_cpu<float>(px, p.x.size()), b = get_gpu<float>(px, p.x.size());
     for (size_t i = 0; i < a.size(); ++i)
       ASSERT_TRUE(same_bits(a[i], b[i])) << c.cols << " columns, row " << i / size_t(c.cols) << ", token "

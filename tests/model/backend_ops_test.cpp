@@ -235,7 +235,8 @@ TEST(BackendOps, PenalizeIsTheSamplersFirstStep) {
     auto p = mx8::test::penalty_rows(c, 14);
     std::vector<float> x = p.x;
     const int32_t n = p.n();
-    be->penalize(x.data(), c.rows(), c.cols, {p.params.data(), &n, p.entries.data()});
+    std::vector<float> saved(static_cast<size_t>(n));
+    be->penalize(x.data(), c.rows(), c.cols, {p.params.data(), &n, p.entries.data(), saved.data()});
     auto same = [](float a, float b) {
       return mx8::format::f32_bits(a) == mx8::format::f32_bits(b) || (std::isnan(a) && std::isnan(b));
     };
@@ -254,6 +255,8 @@ TEST(BackendOps, PenalizeIsTheSamplersFirstStep) {
     const auto changed = std::ranges::count_if(std::views::iota(size_t(0), x.size()),
                                                [&](size_t i) { return !same(x[i], p.x[i]); });
     EXPECT_GE(changed, c.rows() / 2) << c.cols << " columns";
+    for (int32_t i = 0; i < n; ++i)  // what each entry replaced: the row as it was
+      ASSERT_TRUE(same(saved[size_t(i)], p.x[size_t(p.entries[3 * i] * c.cols + p.entries[3 * i + 1])])) << i;
   }
 }
 

@@ -49,28 +49,29 @@ inline std::vector<std::vector<std::pair<int, int32_t>>> mixed_draw_events(model
   return steps;
 }
 
-// The events of a batch whose sequences ask for the log-probabilities of their tokens (0, 3 and 5
-// alternatives), greedy and top-k sampled (both drawn on the backend where it reads rows), with penalties
-// and unrestricted (both drawn on the host), with the backend choosing where it may (`host` false) or
-// every row downloaded and drawn on the host.
+// The events of a batch whose sequences ask for the log-probabilities of their tokens (0, 2, 3 and 5
+// alternatives): greedy and top-k sampled, each with and without penalties (drawn on the backend where it
+// reads rows; the log-probabilities are of the row before the penalties), and unrestricted (the host's),
+// with the backend choosing where it may (`host` false) or every row downloaded and drawn on the host.
 inline std::vector<runtime::TokenEvent> logprob_draw_events(model::LlamaModel& m, backend::Backend& be,
                                                             bool host) {
   runtime::EngineOptions eo;
   eo.kv_format = backend::KvFormat::f32;
   eo.max_context = 96;
-  eo.max_sequences = 5;
+  eo.max_sequences = 6;
   eo.backend_draw =
       host ? runtime::EngineOptions::BackendDraw::never : runtime::EngineOptions::BackendDraw::always;
   runtime::Engine eng(m, be, eo);
-  for (int q = 0; q < 5; ++q) {
+  for (int q = 0; q < 6; ++q) {
     runtime::GenerationParams gp;
     gp.max_new_tokens = 40;
-    gp.logprobs = std::vector<int>{3, 0, 5, 3, 2}[size_t(q)];
+    gp.logprobs = std::vector<int>{3, 0, 5, 3, 2, 3}[size_t(q)];
     runtime::SamplingParams& sp = gp.sampling;
     sp.seed = uint64_t(11 + q);
-    sp.temperature = q == 0 ? 0.0f : 1.1f;    // 0 greedy, 1-4 sampled
-    if (q == 3) sp.frequency_penalty = 0.7f;  // penalties: the host's, for the raw row's log-probabilities
-    if (q == 4) sp.top_k = 0;                 // unrestricted: the host's
+    sp.temperature = q == 0 || q == 5 ? 0.0f : 1.1f;  // 0 and 5 greedy, 1-4 sampled
+    if (q == 3) sp.frequency_penalty = 0.7f, sp.repetition_penalty = 1.2f;
+    if (q == 5) sp.repetition_penalty = 0.7f;  // below 1: the penalized tokens are the likelier, and drawn
+    if (q == 4) sp.top_k = 0;                  // unrestricted: the host's
     eng.add({1, int32_t(310 + 23 * q)}, gp);
   }
   std::vector<runtime::TokenEvent> events;

@@ -240,7 +240,7 @@ class Backend {
                      float* values, int32_t* ids) = 0;
   // In place on x[rows][cols]: each entry of p (penalty.h) replaces x[row][token] by
   // penalized_logit(x[row][token], count, row's penalties), so that argmax and top_k then draw what the
-  // sampler would from the penalized logits.
+  // sampler would from the penalized logits; where p.saved is set, the values it replaced go there.
   virtual void penalize(float* x, int64_t rows, int64_t cols, const PenaltyArgs& p) = 0;
   // For each row r of x[rows][cols]: lse[r] = log sum exp of the row by backend::log_sum_exp's rule
   // (log_sum_exp.h; the sum may be ordered otherwise, so its last bits may differ from the host's), and

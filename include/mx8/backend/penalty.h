@@ -26,10 +26,13 @@ MX8_HD inline float penalized_logit(float l, int32_t count, float repetition, fl
 // - *n: how many entries follow (read on the device, so that a recorded step replays with any count);
 // - entries[i * 3 + 0..2]: a row, a token id (< cols) and its count (>= 1). A (row, token) pair occurs at
 //   most once, so the entries can be applied in any order, in parallel.
+// - saved (may be null): saved[i] receives entry i's logit as it was before its penalty (the raw logit a
+//   drawn token's log-probability is of).
 struct PenaltyArgs {
   const float* params = nullptr;
   const int32_t* n = nullptr;
   const int32_t* entries = nullptr;
+  float* saved = nullptr;
 };
 
 }  // namespace mx8::backend

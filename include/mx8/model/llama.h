@@ -150,6 +150,9 @@ struct StepOutput {
   float* top_logprob_values = nullptr;
   int32_t* top_logprob_ids = nullptr;
   float* drawn_logits = nullptr;
+  // With selected_logprobs and penalties: each penalty entry's logit before its penalty (drawn_logits
+  // holds the penalized one where a candidate is a penalized token). [penalty entries]
+  float* penalty_raw_logits = nullptr;
 };
 
 struct WeightStats {

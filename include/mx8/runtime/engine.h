@@ -211,8 +211,7 @@ class Engine {
   // then greedy takes the arg max there, top-k sampling selects its candidates there, and a sequence that
   // asks for log-probabilities gets the row's log sum exp, best logits and its token's logit from there;
   // only indices and a few values leave the backend's memory instead of a vocabulary of logits (0.5 MB
-  // per sequence and step at 128k). Everything else is the host's: unrestricted sampling, and
-  // log-probabilities with penalties (they are of the raw row, which the penalties change in place).
+  // per sequence and step at 128k). Unrestricted sampling is the host's.
   enum class Where { host, top_k, argmax };
   Where where_drawn(const Seq& s) const;
   // Whether the backend reads whole logit rows for the engine (penalties, selection, log-probabilities)

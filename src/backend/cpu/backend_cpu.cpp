@@ -188,6 +188,7 @@ class CpuBackend final : public Backend {
                     ") outside the rows, the " + std::to_string(cols) + " columns or counts >= 1");
       const float* q = p.params + 3 * e[0];
       float& l = x[e[0] * cols + e[1]];
+      if (p.saved) p.saved[i] = l;
       l = penalized_logit(l, e[2], q[0], q[1], q[2]);
     }
   }

@@ -343,6 +343,7 @@ __global__ void penalize_kernel(float* x, int64_t rows, int64_t cols, PenaltyArg
     if (row < 0 || row >= rows || token < 0 || token >= cols || count < 1) continue;  // the caller checks
     const float* q = p.params + 3 * row;
     float& l = x[row * cols + token];
+    if (p.saved) p.saved[i] = l;
     l = penalized_logit(l, count, q[0], q[1], q[2]);
   }
 }

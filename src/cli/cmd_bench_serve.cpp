@@ -97,6 +97,13 @@ struct Row {
   double ttft_median_ms = 0, ttft_max_ms = 0, stream_tok_s_median = 0;
 };
 
+// Where the engines (the peer's and the server's) read logit rows: the backend where it can, or (the
+// comparison) the host, every row downloaded.
+mx8::runtime::EngineOptions::BackendDraw backend_draw(const Options& o) {
+  return o.rows_on_host ? mx8::runtime::EngineOptions::BackendDraw::never
+                        : mx8::runtime::EngineOptions::BackendDraw::auto_;
+}
+
 // The peer: the same requests through an Engine of C sequences, stepped until idle.
 double engine_rate(const Target& t, const mx8::runtime::Tokenizer& tok, const std::vector<Request>& reqs,
                    const Options& o, Row* row) {
@@ -107,8 +114,7 @@ double engine_rate(const Target& t, const mx8::runtime::Tokenizer& tok, const st
   eo.max_sequences = int(reqs.size());
   eo.kv_positions = o.gen.kv_positions;
   eo.prefix_reuse = o.prefix_cache;
-  eo.backend_draw = o.rows_on_host ? runtime::EngineOptions::BackendDraw::never
-                                   : runtime::EngineOptions::BackendDraw::auto_;
+  eo.backend_draw = backend_draw(o);
   runtime::Engine eng(*t.model, *t.be, eo);
   int64_t prompt_tokens = 0;
   const auto t0 = Clock::now();
@@ -152,8 +158,7 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
   so.engine.max_sequences = c;
   so.engine.kv_positions = o.gen.kv_positions;
   so.engine.prefix_reuse = o.prefix_cache;  // as the peer
-  so.engine.backend_draw = o.rows_on_host ? runtime::EngineOptions::BackendDraw::never
-                                          : runtime::EngineOptions::BackendDraw::auto_;
+  so.engine.backend_draw = backend_draw(o);
   server::GenerationService service(*t.model, *t.be, tok, so);
   server::ServerOptions ho;
   ho.port = 0;

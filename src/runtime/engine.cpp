@@ -116,8 +116,8 @@ Engine::Where Engine::where_drawn(const Seq& s) const {
   return Where::host;
 }
 
-void Engine::add_penalties(const std::vector<Seq*>& top_k_seqs, const std::vector<Seq*>& greedy_seqs,
-                           model::StepBatch& b) const {
+void Engine::add_selected_rows(const std::vector<Seq*>& top_k_seqs, const std::vector<Seq*>& greedy_seqs,
+                               model::StepBatch& b) const {
   const int32_t vocab = int32_t(model_.config().vocab);
   int32_t row = 0;
   for (const auto* seqs : {&top_k_seqs, &greedy_seqs})
@@ -126,6 +126,10 @@ void Engine::add_penalties(const std::vector<Seq*>& top_k_seqs, const std::vecto
         b.penalty_entries.insert(b.penalty_entries.end(), {row, token, count});
       const SamplingParams& p = s->params.sampling;
       b.penalties.insert(b.penalties.end(), {p.repetition_penalty, p.frequency_penalty, p.presence_penalty});
+      if (s->params.logprobs >= 0) {
+        b.selected_logprobs = true;
+        b.top_logprobs = std::max(b.top_logprobs, std::min(s->params.logprobs, kMaxTopLogprobs));
+      }
       ++row;
     }
   if (b.penalty_entries.empty()) b.penalties.clear();
@@ -515,13 +519,7 @@ std::vector<TokenEvent> Engine::step() {
   b.logit_rows.insert(b.logit_rows.end(), greedy_rows.begin(), greedy_rows.end());
   b.top_k_rows = int(top_k_rows.size());
   b.argmax_rows = int(greedy_rows.size());
-  add_penalties(top_k_seqs, greedy_seqs, b);
-  for (const auto* seqs : {&top_k_seqs, &greedy_seqs})
-    for (const Seq* s : *seqs)
-      if (s->params.logprobs >= 0) {
-        b.selected_logprobs = true;
-        b.top_logprobs = std::max(b.top_logprobs, std::min(s->params.logprobs, kMaxTopLogprobs));
-      }
+  add_selected_rows(top_k_seqs, greedy_seqs, b);
   const size_t K = size_t(b.top_k);
   std::vector<float> top_values(top_k_rows.size() * K);
   std::vector<int32_t> top_ids(top_k_rows.size() * K), greedy_picked(greedy_rows.size());

@@ -12,10 +12,12 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
 
 #include "mx8/backend/backend.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
+#include "mx8/runtime/sampler.h"
 #include "mx8/runtime/tokenizer.h"
 #include "runtime/mixed_draw.h"
 #include "stories_greedy.h"
@@ -43,10 +45,20 @@ std::string read_file(const std::string& p) {
 
 using Result = mx8::testing::GreedyResult;
 
-// Log-probabilities from the GPU's log sum exp against the host's: the sums' orders differ in the last
-// double bits, so the float rounding of x - lse may land on the neighbouring float.
-bool within_one_ulp(float a, float b) {
-  return a == b || std::nextafter(a, b) == b;
+// Log-probabilities from the GPU's log sum exp against the host's: the same token and alternatives, in
+// the same order, and values within one float ulp (the sums' orders differ in the last double bits, so
+// the float rounding of x - lse may land on the neighbouring float).
+void expect_logprobs_within_one_ulp(const mx8::runtime::TokenLogprobs& device,
+                                    const mx8::runtime::TokenLogprobs& host, const std::string& where) {
+  auto within_one_ulp = [](float a, float b) { return a == b || std::nextafter(a, b) == b; };
+  EXPECT_EQ(device.token, host.token) << where;
+  EXPECT_TRUE(within_one_ulp(device.logprob, host.logprob))
+      << where << ": " << device.logprob << " against " << host.logprob;
+  ASSERT_EQ(device.top.size(), host.top.size()) << where;
+  for (size_t i = 0; i < host.top.size(); ++i) {
+    EXPECT_EQ(device.top[i].first, host.top[i].first) << where << ", alternative " << i;
+    EXPECT_TRUE(within_one_ulp(device.top[i].second, host.top[i].second)) << where << ", alternative " << i;
+  }
 }
 
 Result generate_greedy(mx8::backend::Backend& be, mx8::model::WeightMode weights, mx8::backend::KvFormat kv,
@@ -121,14 +133,8 @@ TEST(CudaStoriesGolden, PromptLogprobsFromTheDeviceAreTheHosts) {
   ASSERT_EQ(host.size(), 39u);
   ASSERT_EQ(device.size(), host.size());
   for (size_t j = 0; j < host.size(); ++j) {
-    EXPECT_EQ(device[j].token, host[j].token);
-    EXPECT_TRUE(within_one_ulp(device[j].logprob, host[j].logprob))
-        << "token " << j + 1 << ": " << device[j].logprob << " against " << host[j].logprob;
-    ASSERT_EQ(device[j].top.size(), 5u);
-    for (size_t i = 0; i < 5; ++i) {
-      EXPECT_EQ(device[j].top[i].first, host[j].top[i].first) << "token " << j + 1 << ", alternative " << i;
-      EXPECT_TRUE(within_one_ulp(device[j].top[i].second, host[j].top[i].second)) << "token " << j + 1;
-    }
+    ASSERT_EQ(host[j].top.size(), 5u);
+    expect_logprobs_within_one_ulp(device[j], host[j], "token " + std::to_string(j + 1));
   }
 }
 
@@ -150,14 +156,7 @@ TEST(CudaStoriesGolden, LogprobsOfTokensDrawnOnTheDeviceAreTheHosts) {
     ASSERT_EQ(device[i].request, host[i].request) << "event " << i;
     ASSERT_EQ(device[i].token, host[i].token) << "event " << i;
     ASSERT_TRUE(device[i].logprobs && host[i].logprobs) << "event " << i;
-    const auto &a = *device[i].logprobs, &b = *host[i].logprobs;
-    EXPECT_TRUE(within_one_ulp(a.logprob, b.logprob))
-        << "event " << i << ": " << a.logprob << " against " << b.logprob;
-    ASSERT_EQ(a.top.size(), b.top.size()) << "event " << i;
-    for (size_t j = 0; j < b.top.size(); ++j) {
-      EXPECT_EQ(a.top[j].first, b.top[j].first) << "event " << i << ", alternative " << j;
-      EXPECT_TRUE(within_one_ulp(a.top[j].second, b.top[j].second)) << "event " << i << ", alternative " << j;
-    }
+    expect_logprobs_within_one_ulp(*device[i].logprobs, *host[i].logprobs, "event " + std::to_string(i));
   }
 }
 

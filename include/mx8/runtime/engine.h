@@ -217,9 +217,10 @@ class Engine {
   // Whether the backend reads whole logit rows for the engine (penalties, selection, log-probabilities)
   // where it can, so that only results leave its memory (EngineOptions::backend_draw).
   bool backend_reads_rows() const;
-  // The penalties of the rows the backend selects from (StepBatch::penalties, penalty_entries).
-  void add_penalties(const std::vector<Seq*>& top_k_seqs, const std::vector<Seq*>& greedy_seqs,
-                     model::StepBatch& b) const;
+  // What the rows the backend selects from ask of it besides the selection: their penalties
+  // (StepBatch::penalties, penalty_entries) and log-probabilities (selected_logprobs, top_logprobs).
+  void add_selected_rows(const std::vector<Seq*>& top_k_seqs, const std::vector<Seq*>& greedy_seqs,
+                         model::StepBatch& b) const;
 
   model::LlamaModel& model_;
   backend::Backend& backend_;

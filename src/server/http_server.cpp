@@ -11,9 +11,11 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "mx8/server/api.h"
+#include "server/client_connection.h"
 
 namespace mx8::server {
 
@@ -22,6 +24,8 @@ using json = nlohmann::ordered_json;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// How often a blocked non-streaming handler looks whether its client is still connected.
+constexpr std::chrono::milliseconds kClientCheck{200};
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -138,17 +142,25 @@ struct HttpServer::Impl {
 
   // Waits for a non-streamed request's end: its text and, when asked, its log-probabilities (an echo's
   // prompt first, its first token without one). `u` is the last update (how it ended).
-  ApiResult collect(Generation& gen, const Dialect& d, const std::vector<int32_t>& echoed, bool logprobs,
-                    Update& u) const {
+  // A non-streaming choice's whole result, or nothing once its client has gone (looked at every
+  // kClientCheck, as the streaming path notices at its next write).
+  std::optional<ApiResult> collect(Generation& gen, const Dialect& d, const std::vector<int32_t>& echoed,
+                                   bool logprobs, Update& u, ClientConnection& client) const {
     std::string text;
     std::vector<runtime::TokenLogprobs> raw, prompt_raw;
-    while (!u.finished)
-      if (gen.next(u, std::chrono::seconds(1))) {
+    Clock::time_point check = Clock::now() + kClientCheck;
+    while (!u.finished) {
+      if (gen.next(u, kClientCheck)) {
         text += u.text;
         raw.insert(raw.end(), u.logprobs.begin(), u.logprobs.end());
         if (u.end_logprobs && d.lists_end_of_turn()) raw.push_back(*u.end_logprobs);
         prompt_raw.insert(prompt_raw.end(), u.prompt_logprobs.begin(), u.prompt_logprobs.end());
       }
+      if (!u.finished && Clock::now() >= check) {
+        if (client.gone()) return std::nullopt;
+        check = Clock::now() + kClientCheck;
+      }
+    }
     size_t offset = 0;
     std::string echo;
     std::vector<TokenLogprob> lps = echo_of(echoed, prompt_raw, echo, offset);
@@ -219,9 +231,15 @@ struct HttpServer::Impl {
     if (!ar.stream) {
       std::vector<ApiResult> results;
       ApiResult total;
+      ClientConnection client(req.remote_addr, req.remote_port, req.local_port);
       for (size_t i = 0; i < gens.size(); ++i) {
         Update u;
-        results.push_back(collect(*gens[i], d, echoed[i], logprobs, u));
+        std::optional<ApiResult> r = collect(*gens[i], d, echoed[i], logprobs, u, client);
+        if (!r) {
+          for (auto& g : gens) g->cancel();
+          return record(req.path, "disconnected", meta.id);
+        }
+        results.push_back(std::move(*r));
         record_end(req.path, meta, false, gens[i]->prompt_tokens(), u, start);
         if (u.reason == StopReason::error || u.reason == StopReason::cancelled) {
           for (auto& g : gens) g->cancel();

@@ -611,6 +611,41 @@ TEST(HttpServer, ModelsAndHealth) {
   EXPECT_EQ(json::parse(r->body), json::parse(R"({"status": "ok", "running": 0, "waiting": 0})"));
 }
 
+// The same for a plain (non-streaming) request: the handler blocks until the reply is whole, and looks
+// every 200 ms whether its client is still connected (ClientConnection). The client sends the request
+// and leaves without reading; the request must end long before its 1900 tokens, counted as
+// disconnected.
+TEST(HttpServer, AClientThatLeavesBeforeAPlainReplyCancelsItsRequest) {
+  Served s;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(s.port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const std::string body = R"({"prompt": "Tom and Lily", "max_tokens": 1900, "temperature": 0})";
+  const std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(::write(fd, req.data(), req.size()), ssize_t(req.size()));
+  for (int i = 0; i < 200 && s.service.status().running == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(s.service.status().running, 1);
+  ::close(fd);
+  for (int i = 0; i < 200 && s.service.status().running > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  const server::ServiceStatus st = s.service.status();
+  EXPECT_EQ(st.running, 0);
+  EXPECT_LT(st.stats.decode_tokens, 1500);
+  const httplib::Result m = s.get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find(R"(mx8_requests_total{endpoint="/v1/completions",outcome="disconnected"} 1)"),
+            std::string::npos)
+      << m->body;
+}
+
 TEST(HttpServer, AClientThatLeavesMidStreamCancelsItsRequest) {
   Served s;
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -1,4 +1,4 @@
-// The CUDA backend's cluster-split attention (attention_cluster_kernel in backend_cuda_kv.cu: one
+// The CUDA backend's cluster-split attention (attention_cluster_kernel in attention_cluster.cu: one
 // (token, kv head) spread over a thread block cluster, positions round-robin over its blocks,
 // partial softmaxes merged through distributed shared memory) against the CPU backend, over the
 // launch shapes it takes: lengths 1, 2, 31, 32, 33, 255, 256, 257 (one and two rounds of the 32

@@ -3,7 +3,8 @@
 // Owned by the cudabackend engineer. Each op's kernels live in one file:
 //   backend_cuda.cu              the Backend class: memory, staging of uploads, dispatch, errors
 //   backend_cuda_elementwise.cu  embedding, rmsnorm, rope, add, silu_mul, softmax
-//   backend_cuda_kv.cu           the paged KV cache: kv_write and attention
+//   kv_cache.cu                  the paged KV cache: storage, kv_write, rope_kv_write
+//   attention_*.cu               attention over it (attention_decode.cu: decode steps and the dispatch)
 //   backend_cuda_gemv.cu         matmul for m <= gemv_max_rows: weight-streaming GEMV, every weight format
 //   backend_cuda_gemm.cu         matmul for larger m: a tiled SIMT GEMM (correct fallback) and the
 //                                kernels engineer's FP8 wgmma GEMM where it applies

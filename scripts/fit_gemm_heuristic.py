@@ -20,6 +20,7 @@ SHAPES = [(64, 16, 1, 1), (64, 32, 1, 1), (64, 64, 1, 1), (64, 128, 1, 1), (64, 
           (64, 64, 2, 1), (64, 128, 2, 1), (64, 192, 2, 1), (128, 16, 2, 1), (128, 32, 2, 1), (128, 64, 2, 1), (128, 128, 2, 1),
           (128, 192, 2, 1), (256, 128, 2, 1), (192, 128, 3, 1)]
 SHAPES += [(bm, bn, 2, c) for bm, bn in [(64, 64), (128, 128)] for c in (2, 4)]
+SHAPES += [(64, 96, 2, 4)]
 # The constants of sm90_gemm_fp8.cu: latencies per K block (one 64-row chain, split-K, 128-row
 # tiles), efficiencies (192- and 256-row, 128x192, other 128-row, 64-row), per-SM load rate, per-tile
 # cost, and the cluster K split's extra per-tile cost (its exchange of partial sums, the cluster launch).

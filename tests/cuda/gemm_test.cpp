@@ -230,10 +230,15 @@ TEST(CudaGemmFp8, EveryCompiledTileShape) {
 TEST(CudaGemmFp8, ClusterKSplit) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
-  const int shapes[][2] = {{64, 64}, {128, 128}};
+  // BM, BN, and the one cluster size compiled (0: 2 and 4).
+  const int shapes[][3] = {{64, 64, 0}, {128, 128, 0}, {64, 96, 4}};
   int n = 0;
   for (const auto& s : shapes)
     for (int splits : {2, 4}) {
+      if (s[2] != 0 && splits != s[2]) {
+        EXPECT_FALSE(gemm_fp8_has_config(s[0], s[1], splits));
+        continue;
+      }
       ASSERT_TRUE(gemm_fp8_has_config(s[0], s[1], splits));
       GemmCase c{s[0] + 17, s[1] * 3 + 48, 5 * 128, s[0], s[1], n % 2 == 0, n % 3 == 0};
       c.split_k = s[0] == 64;

@@ -23,7 +23,8 @@ using detail::kBlockK;
 
 struct Shape {
   int bm, bn, w;
-  bool ck = false;  // the cluster K split variant (GemmConfig::splits > 1)
+  bool ck = false;    // the cluster K split variant (GemmConfig::splits > 1)
+  int ck_splits = 0;  // ck: the one cluster size compiled (0: each of kClusterSplits)
 };
 // Compiled 1x128 tile shapes. A tile may span at most two 128-column B-scale blocks: any width
 // <= 144, or 160/192/256 (whose offsets n0 % 128 are multiples of 32/64/128), satisfies that.
@@ -33,12 +34,16 @@ struct Shape {
 // ck: clusters of 2 or 4 blocks split each tile's K range (kClusterSplits), for small M and few
 // tiles: 64 x 2112 x 7168 runs 33 64x64 tiles on 66 SMs, each over half of K, instead of 132 64x16
 // tiles that each read all of A (12.1 against 14.3 us, docs/CUDA.md). Of the four shapes built and
-// swept with it, 64x128 and 128x64 never won, so only these two are compiled. 64x192 (split-K) is for
-// wide N at M <= 64: 64 x 24576 x 1536 in one round of 128 tiles (15.6 against 17.8 us for 64x128).
-constexpr Shape kShapes[] = {
-    {64, 16, 1},   {64, 32, 1},   {64, 64, 1},   {64, 128, 1},  {64, 16, 2},       {64, 32, 2},
-    {64, 64, 2},   {64, 128, 2},  {64, 192, 2},  {128, 16, 2},  {128, 32, 2},      {128, 64, 2},
-    {128, 128, 2}, {128, 192, 2}, {256, 128, 2}, {192, 128, 3}, {64, 64, 2, true}, {128, 128, 2, true}};
+// swept with it, 64x128 and 128x64 never won, so only these two are compiled, and 64x96 over clusters of
+// 4 (ck_splits): N = 2112 at M = 64 in 22 tiles, one round of 22 clusters with a quarter of K each
+// (11.6-11.9 against 12.7-12.9 us for 64x64 over 2; thirty-second session, docs/CUDA.md). 96 and 112
+// wide at M = 128 and over 2 blocks were built and swept in the same run and never won. 64x192 (split-K) is
+// for wide N at M <= 64: 64 x 24576 x 1536 in one round of 128 tiles (15.6 against 17.8 us for 64x128).
+constexpr Shape kShapes[] = {{64, 16, 1},       {64, 32, 1},         {64, 64, 1},         {64, 128, 1},
+                             {64, 16, 2},       {64, 32, 2},         {64, 64, 2},         {64, 128, 2},
+                             {64, 192, 2},      {128, 16, 2},        {128, 32, 2},        {128, 64, 2},
+                             {128, 128, 2},     {128, 192, 2},       {256, 128, 2},       {192, 128, 3},
+                             {64, 64, 2, true}, {128, 128, 2, true}, {64, 96, 2, true, 4}};
 constexpr int kClusterSplits[] = {2, 4};
 constexpr Shape kMxShapes[] = {{64, 64, 2}, {128, 128, 2}};
 
@@ -145,13 +150,18 @@ std::string GemmConfig::str() const {
          std::to_string(math_warpgroups) + " grid" + std::to_string(grid);
 }
 
-// The math warpgroups of a compiled (block_m, block_n) shape, with or without the cluster K split:
+// Whether shape s is compiled for clusters of `splits` blocks (1: no cluster split).
+static bool compiled_for(const Shape& s, int splits) {
+  return s.ck ? splits > 1 && (s.ck_splits == 0 || s.ck_splits == splits) : splits == 1;
+}
+
+// The math warpgroups of a compiled (block_m, block_n) shape for clusters of `splits` blocks (1: none):
 // `wanted` where that variant is compiled (64 rows: 1, or 2 for split-K), else the shape's only
 // variant; 0 if none is compiled.
-static int compiled_warpgroups(int block_m, int block_n, int wanted, bool ck) {
+static int compiled_warpgroups(int block_m, int block_n, int wanted, int splits) {
   int any = 0;
   for (const Shape& s : kShapes)
-    if (s.bm == block_m && s.bn == block_n && s.ck == ck) {
+    if (s.bm == block_m && s.bn == block_n && compiled_for(s, splits)) {
       if (s.w == wanted) return s.w;
       if (any == 0) any = s.w;
     }
@@ -164,7 +174,7 @@ static bool valid_splits(int splits) {
 }
 
 bool gemm_fp8_has_config(int block_m, int block_n, int splits) {
-  return valid_splits(splits) && compiled_warpgroups(block_m, block_n, 0, splits > 1) != 0;
+  return valid_splits(splits) && compiled_warpgroups(block_m, block_n, 0, splits) != 0;
 }
 
 GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
@@ -192,7 +202,8 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
     for (const int splits : kClusterSplits) {
       const int sp = s.ck ? splits : 1;
       if (sp == 1 && splits != kClusterSplits[0]) break;  // no cluster split: one estimate
-      if (tile_slots(num_sms, sp) < 1) continue;          // (a partition with few SMs)
+      if (!compiled_for(s, sp)) continue;
+      if (tile_slots(num_sms, sp) < 1) continue;  // (a partition with few SMs)
       const double t = estimate_seconds(s, m, n, k, num_sms, sp);
       const bool tie = best && t <= best_t * 1.02 && t >= best_t * 0.98;
       if (!best || t < best_t * 0.98 || (tie && tie_key(s, sp) < tie_key(*best, best_splits))) {
@@ -248,7 +259,7 @@ void gemm_fp8_1x128_group(const GemmFp8Args& a, const GemmFp8Target* targets, in
     c.block_n = forced->block_n;
     c.splits = forced->splits;
     c.math_warpgroups =
-        compiled_warpgroups(c.block_m, c.block_n, std::max(1, forced->math_warpgroups), c.splits > 1);
+        compiled_warpgroups(c.block_m, c.block_n, std::max(1, forced->math_warpgroups), c.splits);
     const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false,
                                   tma_store_tile(c.block_n, c.splits), c.splits > 1);
     c.stages = forced->stages > 0 ? std::min(forced->stages, max_st) : max_st;
@@ -320,6 +331,7 @@ void gemm_fp8_1x128_group(const GemmFp8Args& a, const GemmFp8Target* targets, in
   MX8_GEMM_CK_CASE(64, 64, 2, 4)
   MX8_GEMM_CK_CASE(128, 128, 2, 2)
   MX8_GEMM_CK_CASE(128, 128, 2, 4)
+  MX8_GEMM_CK_CASE(64, 96, 2, 4)
 #undef MX8_GEMM_CASE
 #undef MX8_GEMM_CK_CASE
   throw mx8::Error("gemm_fp8_1x128: no kernel for tile " + c.str());

@@ -36,6 +36,7 @@ struct BenchOptions {
   std::vector<int> ms;
   std::string tile;       // "BMxBN[wW][cC]" to force a tile shape (experiments)
   bool mx8_only = false;  // time only mx8's float-scale GEMM (tile sweeps): the other columns are nan
+  std::vector<std::string> shapes;  // "NxK" instead of DeepSeek-V3's six (experiments: no PERF.md table)
 };
 
 void add_common_options(CLI::App& app, const std::shared_ptr<BenchOptions>& o) {
@@ -98,7 +99,7 @@ std::string header_block(const std::string& title, const std::string& command, c
 }
 
 void write_section(const BenchOptions& o, const std::string& id, const std::string& md) {
-  if (o.no_perf_md || o.mx8_only) return;  // an mx8-only sweep has no table for PERF.md
+  if (o.no_perf_md || o.mx8_only || !o.shapes.empty()) return;  // experiments leave PERF.md's tables alone
   const std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
   mx8::cli::update_perf_section(path, id, md);
   std::printf("updated section '%s' of %s\n", id.c_str(), path.c_str());
@@ -261,6 +262,17 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
   const std::string gpu = gpu_line(copy_bw);
   CublasLtBaseline lt;
   const GemmConfig forced = parse_tile(o.tile);
+  std::vector<Shape> shapes(std::begin(kShapes), std::end(kShapes));
+  if (!o.shapes.empty()) shapes.clear();
+  for (const std::string& t : o.shapes) {
+    Shape sh{};
+    char x = 0, rest = 0;
+    if (std::sscanf(t.c_str(), "%d%c%d%c", &sh.n, &x, &sh.k, &rest) != 3 || x != 'x' || sh.n < 16 ||
+        sh.n % 16 != 0 || sh.k < 128 || sh.k % 128 != 0)
+      throw mx8::Error("--shapes: expected NxK with N a multiple of 16 and K of 128, e.g. 6144x4096, got '" +
+                       t + "'");
+    shapes.push_back(sh);
+  }
   std::vector<int> ms = o.ms;
   if (ms.empty()) ms = gemv ? std::vector<int>{1, 2, 4, 8, 16} : std::vector<int>{64, 128, 4096};
   std::ostringstream md;
@@ -293,7 +305,7 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
   std::vector<std::string> summary;
   for (int m : ms) {
     std::vector<double> sp_fp8, sp_bf16, frac, mx_cost, x8_frac, mx8_gain;
-    for (const Shape& s : kShapes) {
+    for (const Shape& s : shapes) {
       GemmOperands op(m, s.n, s.k);
       const GemmConfig* f = forced.block_m ? &forced : nullptr;
       const GemmConfig cfg = f ? *f : gemm_fp8_pick_config(m, s.n, s.k, num_sms());
@@ -506,6 +518,9 @@ void register_bench(const char* name, const char* summary, int kind) {
                          "force a tile shape BMxBN[wW][cC] (default: the heuristic's; MXFP8 takes BM 64 or "
                          "128 from it)");
           app.add_flag("--mx8-only", o->mx8_only, "time only mx8's float-scale GEMM (tile sweeps)");
+          app.add_option("--shapes", o->shapes,
+                         "NxK products instead of DeepSeek-V3's six (experiments; PERF.md is left alone)")
+              ->delimiter(',');
         }
         return mx8::cli::CommandRun([o, name, kind] {
 #ifndef MX8_HAVE_CUDA

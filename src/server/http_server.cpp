@@ -141,9 +141,8 @@ struct HttpServer::Impl {
   }
 
   // Waits for a non-streamed request's end: its text and, when asked, its log-probabilities (an echo's
-  // prompt first, its first token without one). `u` is the last update (how it ended).
-  // A non-streaming choice's whole result, or nothing once its client has gone (looked at every
-  // kClientCheck, as the streaming path notices at its next write).
+  // prompt first, its first token without one). `u` is the last update (how it ended). Nothing once the
+  // client has gone (looked at every kClientCheck, as the streaming path notices at its next write).
   std::optional<ApiResult> collect(Generation& gen, const Dialect& d, const std::vector<int32_t>& echoed,
                                    bool logprobs, Update& u, ClientConnection& client) const {
     std::string text;

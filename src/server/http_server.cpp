@@ -236,7 +236,8 @@ struct HttpServer::Impl {
         std::optional<ApiResult> r = collect(*gens[i], d, echoed[i], logprobs, u, client);
         if (!r) {
           for (auto& g : gens) g->cancel();
-          return record(req.path, "disconnected", meta.id);
+          record(req.path, "disconnected", meta.id);
+          return;  // nobody reads a reply
         }
         results.push_back(std::move(*r));
         record_end(req.path, meta, false, gens[i]->prompt_tokens(), u, start);

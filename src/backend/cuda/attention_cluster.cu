@@ -432,8 +432,15 @@ CluPlan cluster_plan(const CudaKvCache& c, const AttentionArgs& a) {
   // One query head per block where the group allows (G <= 8): measured fastest (H200, batch-1
   // decode at ~130 positions, tok/s with Gb 1 / 2 / 4: 318.8 / 310.8 / 301.8, the grouped kernel
   // 305): the per-thread softmax and merge work and the registers (95 / 128 / 200) scale with Gb,
-  // and the repeated K/V reads of the sibling blocks are L2 hits.
+  // and the repeated K/V reads of the sibling blocks are L2 hits. That holds while the launch's blocks
+  // fit one per SM; a batched decode step (a token of each of many sequences) takes more heads per block
+  // instead, so that its blocks run in one wave (H200, Llama-3-8B FP8, ~100 positions, same binary: batch
+  // 16 4153 / 4173 -> 4431 / 4448 tok/s with 4 heads per block, 4300 / 4291 with 2, attention 17.7 ->
+  // 11.1 us a layer; batch 4 stays at 1 head: 1292 / 1297 against 1231 / 1233 with 4; `.carry/lead/k4.sh`).
   int gb = G <= 8 ? 1 : G % 2 == 0 && G <= 16 ? 2 : 4;
+  while (gb < 4 && G % (2 * gb) == 0 &&
+         int64_t(a.n_kv_heads) * (G / gb) * std::max(1, a.n_tokens) > mx8::cuda::num_sms())
+    gb *= 2;
   const int want =
       g_cluster_gb.load(std::memory_order_relaxed) ? g_cluster_gb.load(std::memory_order_relaxed) : k.gb;
   if ((want == 1 || want == 2 || want == 4) && G % want == 0 && G / want <= 8) gb = want;

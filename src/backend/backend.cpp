@@ -179,6 +179,16 @@ void Backend::rope_kv_write_attention(KvCache& cache, float* q, float* k, const 
   attention(cache, a);
 }
 
+void Backend::attention_output(KvCache& cache, float* q, float* k, const float* v, const int32_t* positions,
+                               const int32_t* slots, const RopeArgs& r, const AttentionArgs& a,
+                               const MatmulTarget& o) {
+  if (o.w.k != int64_t(a.n_heads) * a.head_dim)
+    throw Error("attention_output: the projection's k " + std::to_string(o.w.k) +
+                " is not n_heads x head_dim " + std::to_string(int64_t(a.n_heads) * a.head_dim));
+  rope_kv_write_attention(cache, q, k, v, positions, slots, r, a);
+  matmul_fused({a.out, nullptr, a.n_tokens, true}, &o, 1);
+}
+
 void throw_unknown_backend(const std::string& name) {
   if (name == "cuda")
     throw Error(

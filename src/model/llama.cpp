@@ -505,6 +505,8 @@ class Llama final : public LlamaModel {
       a.max_pages_per_seq = max_pages;
       a.window = int(c.sliding_window);  // 0: none
       a.round_operands = round_attention_operands_;
+      // x += att Wo^T: the residual add fused into the matmul.
+      const backend::MatmulTarget o{L.wo, x_, nullptr};
       if (T > kMaxRecordedTokens && singles_ > 0 && singles_ < T) {
         // A step of decode tokens (leading, one per sequence) and prompt chunks: two attention calls,
         // so that each part takes the kernels suited to it (CUDA: per-token kernels for the decode
@@ -521,15 +523,14 @@ class Llama final : public LlamaModel {
         chunks.kv_len = d_kvlen_ + singles_;
         chunks.n_tokens = T - singles_;
         b_.attention(kv, chunks);
+        b_.matmul_fused({att_, nullptr, T, true}, &o, 1);
       } else {
-        // rope on q and k, K/V into the cache, attention: one launch on CUDA for one token, or for a
-        // token of each of several sequences (batched decode).
+        // rope on q and k, K/V into the cache, attention and the projection: on CUDA one attention
+        // launch for one token, or for a token of each of several sequences (batched decode), which
+        // also hands the FP8 GEMM its quantized input.
         a.one_token_per_seq = singles_ == T;
-        b_.rope_kv_write_attention(kv, q, k, v, d_pos_, d_slot_, rope, a);
+        b_.attention_output(kv, q, k, v, d_pos_, d_slot_, rope, a, o);
       }
-      // x += att Wo^T: the residual add fused into the matmul.
-      const backend::MatmulTarget o{L.wo, x_, nullptr};
-      b_.matmul_fused({att_, nullptr, T, true}, &o, 1);
       // x += h Wd^T for h = silu(rmsnorm(x) Wg^T) * (rmsnorm(x) Wu^T): the residual add fused into
       // the down matmul, h made in the form the backend chooses (Backend::matmul_swiglu).
       b_.swiglu_ffn({x_, nullptr, T, false, L.ffn_norm, c.norm_eps}, {L.w_gate, gate_, nullptr},

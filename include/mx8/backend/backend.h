@@ -272,6 +272,14 @@ class Backend {
   virtual void rope_kv_write_attention(KvCache& cache, float* q, float* k, const float* v,
                                        const int32_t* positions, const int32_t* slots, const RopeArgs& r,
                                        const AttentionArgs& a);
+  // rope_kv_write_attention(cache, q, k, v, positions, slots, r, a), then o.y += a.out W_o^T (+ o.bias)
+  // (matmul_fused of a.out with accumulate: the residual add): a layer's attention through its output
+  // projection. The default composes the two; a backend may hand the projection its input in the form
+  // it needs from the attention itself (CUDA, batched decode on the FP8 GEMMs: the attention kernel
+  // writes the quantized rows as well, one launch fewer). o.w.k == a.n_heads * a.head_dim.
+  virtual void attention_output(KvCache& cache, float* q, float* k, const float* v, const int32_t* positions,
+                                const int32_t* slots, const RopeArgs& r, const AttentionArgs& a,
+                                const MatmulTarget& o);
 
   // Step recording, for backends where launching costs more than running (CUDA graphs). The caller
   // brackets a sequence of ops whose launches depend only on `key` (shapes and pointers) - the data

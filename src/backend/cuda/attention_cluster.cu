@@ -95,7 +95,7 @@ __device__ __forceinline__ bool clu_load(const uint8_t* kpool, const uint8_t* vp
 template <KvFormat F, int Gb>
 __global__ void __launch_bounds__(kCluWarps * 32)
     attention_cluster_kernel(const uint8_t* kpool, const uint8_t* vpool, KvGeom g, AttnParams p,
-                             uint32_t* err, NewKv nk, CluParams cp) {
+                             uint32_t* err, NewKv nk, CluParams cp, ActQuantOut qo) {
   pdl_trigger();
   // cp.early (one token, nk.q set): everything the first round reads before the wait is stable while
   // the previous kernel runs. The block table, lengths and sequence ids are copies the host staged
@@ -108,10 +108,10 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   __shared__ __align__(16) float q_s[Gb][kGqaHd];
   __shared__ float k_s[kGqaHd];  // block 0 (fresh): the new token's rotated k, for write_head
   __shared__ float m_s[kCluWarps][Gb], l_s[kCluWarps][Gb];
-  __shared__ float acc_s[kCluWarps][Gb][kGqaHd];
+  __shared__ __align__(16) float acc_s[kCluWarps][Gb][kGqaHd];
   // S > 1: the partials of the S blocks for the outputs this block merges (written by the others).
-  __shared__ float ml_s[kCluMaxS][2 * Gb];        // [z]: m[Gb], l[Gb]
-  __shared__ float po_s[Gb * kGqaHd + kCluMaxS];  // [z][per]: acc of this block's outputs
+  __shared__ float ml_s[kCluMaxS][2 * Gb];                      // [z]: m[Gb], l[Gb]
+  __shared__ __align__(16) float po_s[Gb * kGqaHd + kCluMaxS];  // [z][per]: acc of this block's outputs
   const int C = cp.n_hs * cp.S;
   const int c = int(blockIdx.x) % C;  // rank in the cluster (clusters are C consecutive blocks along x)
   const int kvh = int(blockIdx.x) / C, hs = c / cp.S, z = c % cp.S, t = blockIdx.y;
@@ -248,8 +248,20 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   __syncthreads();
   // Across the block's warps; S == 1: the result, else the block's partial goes to the block that
   // merges output e (block w = e / per of the head split), into its po_s[z][e - w * per], with
-  // m and l to all S of them.
+  // m and l to all S of them. A quantized output needs whole heads in a block: S divides Gb then
+  // (launch_cluster_attention's condition), and per is a multiple of 128.
   const int per = (Gb * kGqaHd + cp.S - 1) / cp.S;
+  // The block's merged outputs [e0, e1) of its heads, staged for quantize_heads (S == 1: po_s, unused
+  // then; else acc_s, whose last reader was combine_warps, before the cluster barrier).
+  float* oq = cp.S == 1 ? po_s : &acc_s[0][0][0];
+  // Each warp quantizes whole heads of oq (head qrow + e0 / 128 + i of the token is tile i of oq).
+  auto quantize_heads = [&](int e0, int e1) {
+    __syncthreads();
+    const int64_t k = int64_t(p.n_heads) * kGqaHd;
+    const int64_t head0 = int64_t(qrow) - int64_t(t) * p.n_heads + e0 / kGqaHd;
+    for (int i = warp; i < (e1 - e0) / kGqaHd; i += kCluWarps)
+      quantize_tile(qo, reinterpret_cast<const float4*>(oq + i * kGqaHd)[lane], lane, t, head0 + i, k);
+  };
   if (early_arrive) cluster_wait();
   for (int e = threadIdx.x; e < Gb * kGqaHd; e += blockDim.x) {
     const int h = e / kGqaHd, d = e % kGqaHd;
@@ -257,6 +269,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
     combine_warps(m_s, l_s, acc_s, h, d, M, L, o);
     if (cp.S == 1) {
       p.out[(qrow + h) * kGqaHd + d] = o / L;
+      if (qo.codes) oq[e] = o / L;
     } else {
       const int w = e / per;
       cluster_peer(po_s, hs * cp.S + w)[z * per + e - w * per] = o;
@@ -268,7 +281,10 @@ __global__ void __launch_bounds__(kCluWarps * 32)
         }
     }
   }
-  if (cp.S == 1) return;
+  if (cp.S == 1) {
+    if (qo.codes) quantize_heads(0, Gb * kGqaHd);
+    return;
+  }
   // Block z merges outputs [z * per, (z + 1) * per) from the S partials, in the order 0 .. S-1.
   cluster_sync_all();  // the pushes above are visible (nothing remote is touched after this)
   const int e_end = min(Gb * kGqaHd, (z + 1) * per);
@@ -288,7 +304,9 @@ __global__ void __launch_bounds__(kCluWarps * 32)
       }
     }
     p.out[(qrow + h) * kGqaHd + e % kGqaHd] = o / L;
+    if (qo.codes) oq[e - z * per] = o / L;
   }
+  if (qo.codes) quantize_heads(z * per, e_end);
 }
 
 // Launches `kernel` on `s` as clusters of `cluster_x` blocks along x (with the PDL attribute when
@@ -400,21 +418,21 @@ bool big_clusters_ok_any(KvFormat f, int C) {
 template <KvFormat F>
 void launch_cluster_attention_f(int gb, const uint8_t* kp, const uint8_t* vp, const KvGeom& g,
                                 const AttnParams& p, int n_kv, int n_tokens, uint32_t* err, const NewKv& nk,
-                                const CluParams& cp, cudaStream_t s) {
+                                const CluParams& cp, const ActQuantOut& qo, cudaStream_t s) {
   const unsigned C = unsigned(cp.n_hs * cp.S);
   const dim3 grid(unsigned(n_kv) * C, unsigned(n_tokens)), block(kCluWarps * 32);
   switch (gb) {
     case 1:
       launch_cluster("attention_cluster_kernel", attention_cluster_kernel<F, 1>, grid, block, C, s, kp, vp, g,
-                     p, err, nk, cp);
+                     p, err, nk, cp, qo);
       break;
     case 2:
       launch_cluster("attention_cluster_kernel", attention_cluster_kernel<F, 2>, grid, block, C, s, kp, vp, g,
-                     p, err, nk, cp);
+                     p, err, nk, cp, qo);
       break;
     default:
       launch_cluster("attention_cluster_kernel", attention_cluster_kernel<F, 4>, grid, block, C, s, kp, vp, g,
-                     p, err, nk, cp);
+                     p, err, nk, cp, qo);
       break;
   }
 }
@@ -483,16 +501,19 @@ CluPlan cluster_plan(const CudaKvCache& c, const AttentionArgs& a) {
 
 void launch_cluster_attention(KvFormat f, const CluPlan& pl, const uint8_t* kp, const uint8_t* vp,
                               const KvGeom& g, const AttnParams& p, int n_kv, int n_tokens, uint32_t* err,
-                              const NewKv& nk, cudaStream_t s) {
+                              const NewKv& nk, const ActQuantOut& qo, cudaStream_t s) {
+  if (qo.codes && pl.gb % pl.cp.S != 0)
+    throw Error("cuda backend: a quantized attention output with " + std::to_string(pl.cp.S) +
+                " position splits of " + std::to_string(pl.gb) + " heads per block (not whole heads)");
   switch (f) {
     case KvFormat::f32:
-      launch_cluster_attention_f<KvFormat::f32>(pl.gb, kp, vp, g, p, n_kv, n_tokens, err, nk, pl.cp, s);
+      launch_cluster_attention_f<KvFormat::f32>(pl.gb, kp, vp, g, p, n_kv, n_tokens, err, nk, pl.cp, qo, s);
       break;
     case KvFormat::bf16:
-      launch_cluster_attention_f<KvFormat::bf16>(pl.gb, kp, vp, g, p, n_kv, n_tokens, err, nk, pl.cp, s);
+      launch_cluster_attention_f<KvFormat::bf16>(pl.gb, kp, vp, g, p, n_kv, n_tokens, err, nk, pl.cp, qo, s);
       break;
     case KvFormat::fp8:
-      launch_cluster_attention_f<KvFormat::fp8>(pl.gb, kp, vp, g, p, n_kv, n_tokens, err, nk, pl.cp, s);
+      launch_cluster_attention_f<KvFormat::fp8>(pl.gb, kp, vp, g, p, n_kv, n_tokens, err, nk, pl.cp, qo, s);
       break;
   }
   check_launch("attention");

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include "backend/cuda/act_quantize.cuh"
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/attention_decode.cuh"
 #include "backend/cuda/backend_cuda.cuh"
@@ -31,9 +32,10 @@ struct CluPlan {
 // more blocks than ~2 per SM in all.
 CluPlan cluster_plan(const CudaKvCache& c, const AttentionArgs& a);
 
-// Launches attention_cluster_kernel with plan `pl` (nk set: the one-token rope + kv_write prologue).
+// Launches attention_cluster_kernel with plan `pl` (nk set: the one-token rope + kv_write prologue; qo.codes
+// set: the output also written quantized, head h of token t as tile h of row t).
 void launch_cluster_attention(KvFormat f, const CluPlan& pl, const uint8_t* kp, const uint8_t* vp,
                               const KvGeom& g, const AttnParams& p, int n_kv, int n_tokens, uint32_t* err,
-                              const NewKv& nk, cudaStream_t s);
+                              const NewKv& nk, const ActQuantOut& qo, cudaStream_t s);
 
 }  // namespace mx8::backend::cuda_impl

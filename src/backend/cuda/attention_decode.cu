@@ -555,7 +555,8 @@ size_t attention_scratch_floats(const CudaKvCache& c, const AttentionArgs& a) {
 
 bool launch_rope_kv_write_attention(CudaKvCache& c, float* q, float* k, const float* v,
                                     const int32_t* positions, const int32_t* slots, const RopeArgs& r,
-                                    const AttentionArgs& a, uint32_t* err, cudaStream_t s) {
+                                    const AttentionArgs& a, uint32_t* err, cudaStream_t s,
+                                    const ActQuantOut* qo) {
   check_attention_args(c, a);
   // Several tokens only where each is its sequence's one token of the step (batched decode): a
   // cluster then reads no K/V row that another cluster of the launch writes.
@@ -565,11 +566,13 @@ bool launch_rope_kv_write_attention(CudaKvCache& c, float* q, float* k, const fl
   const AttnParams p{a.q,   a.out,    a.n_heads,      a.n_heads / a.n_kv_heads, a.scale,
                      a.seq, a.kv_len, a.block_tables, a.max_pages_per_seq,      a.window};
   if (const CluPlan pl = cluster_plan(c, a); pl.cp.S > 0) {
+    if (qo && pl.gb % pl.cp.S != 0) return false;  // a block's outputs are not whole heads
     launch_cluster_attention(c.desc().format, pl, c.pool(a.layer, 0), c.pool(a.layer, 1), geom_of(c), p,
-                             a.n_kv_heads, a.n_tokens, err, NewKv{q, k, v, positions, slots, r}, s);
+                             a.n_kv_heads, a.n_tokens, err, NewKv{q, k, v, positions, slots, r},
+                             qo ? *qo : ActQuantOut{}, s);
     return true;
   }
-  if (a.n_tokens != 1 || !gqa_applies(c, a)) return false;
+  if (qo || a.n_tokens != 1 || !gqa_applies(c, a)) return false;
   launch_attention_gqa_any<true>(c.desc().format, c.pool(a.layer, 0), c.pool(a.layer, 1), geom_of(c), p,
                                  a.n_kv_heads, 1, err, NewKv{q, k, v, positions, slots, r}, s);
   return true;
@@ -614,7 +617,8 @@ void launch_attention(CudaKvCache& c, const AttentionArgs& a, uint32_t* err, cud
     return;
   }
   if (const CluPlan pl = cluster_plan(c, a); pl.cp.S > 0) {
-    launch_cluster_attention(d.format, pl, kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, NewKv{}, s);
+    launch_cluster_attention(d.format, pl, kp, vp, g, p, a.n_kv_heads, a.n_tokens, err, NewKv{},
+                             ActQuantOut{}, s);
     return;
   }
   if (gqa_applies(c, a)) {

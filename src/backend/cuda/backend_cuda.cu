@@ -22,6 +22,7 @@
 // scratch grows by retiring the old buffer the same way), because the captured kernels keep raw
 // pointers. Any free bumps memory_epoch(), which drops every graph recorded before it.
 // MX8_CUDA_GRAPHS=0 turns recording off (for comparisons).
+#include "backend/cuda/act_quantize.cuh"
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/gemv_fp8_mma.cuh"
 
@@ -34,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "mx8/backend/cuda/gemm.h"
 #include "mx8/error.h"
 
 namespace mx8::backend {
@@ -481,6 +483,28 @@ class CudaBackend final : public Backend {
     if (!fused_attention_ ||
         !launch_rope_kv_write_attention(as_cuda(cache), q, k, v, positions, slots, r, a, err_dev_, stream_))
       Backend::rope_kv_write_attention(cache, q, k, v, positions, slots, r, a);
+  }
+  void attention_output(KvCache& cache, float* q, float* k, const float* v, const int32_t* positions,
+                        const int32_t* slots, const RopeArgs& r, const AttentionArgs& a,
+                        const MatmulTarget& o) override {
+    validate(o.w, "attention_output");
+    // Batched decode on the FP8 GEMMs: the attention kernel writes the GEMM's quantized input too, so
+    // the projection needs no quantize launch (H200, Llama-3-8B FP8, batch 16: docs/CUDA_BACKEND.md).
+    const MatmulInput in{a.out, nullptr, a.n_tokens, true};
+    if (fused_attention_ && o.w.k == int64_t(a.n_heads) * a.head_dim && fp8_gemm_takes(in, &o, 1)) {
+      const Fp8GemmWorkspace need = fp8_gemm_workspace(o.w, a.n_tokens);
+      uint8_t* codes = reinterpret_cast<uint8_t*>(scratch(4, (need.code_bytes + 3) / 4));
+      float* scales = scratch(5, (need.scale_bytes + 3) / 4);
+      const ActQuantOut qo{codes, scales, mx8::cuda::sa_ld(int(a.n_tokens)),
+                           o.w.format == WeightFormat::mxfp8 || o.w.scale_type == ScaleType::ue8m0,
+                           o.w.format == WeightFormat::mxfp8 ? 32 : 128};
+      if (launch_rope_kv_write_attention(as_cuda(cache), q, k, v, positions, slots, r, a, err_dev_, stream_,
+                                         &qo)) {
+        run_fp8_gemm(&o, 1, codes, scales, a.n_tokens, true, stream_);
+        return;
+      }
+    }
+    Backend::attention_output(cache, q, k, v, positions, slots, r, a, o);
   }
   void attention(KvCache& cache, const AttentionArgs& a) override {
     CudaKvCache& c = as_cuda(cache);

@@ -248,10 +248,13 @@ size_t attention_scratch_floats(const CudaKvCache& c, const AttentionArgs& a);
 // rope_kv_write of one token, then attention, in one launch (the cluster attention kernel, or the
 // grouped one, with a rope + kv_write prologue); returns false, having launched nothing, where no
 // fused kernel applies (more than one token, q != a.q, head_dim or rot_dim != 128, GQA groups above
-// 8): the caller composes.
+// 8): the caller composes. With `qo`, the attention output is also written quantized there (row t,
+// tile h: token t's head h), and only the cluster kernel applies (false where it does not).
+struct ActQuantOut;
 bool launch_rope_kv_write_attention(CudaKvCache& c, float* q, float* k, const float* v,
                                     const int32_t* positions, const int32_t* slots, const RopeArgs& r,
-                                    const AttentionArgs& a, uint32_t* err, cudaStream_t s);
+                                    const AttentionArgs& a, uint32_t* err, cudaStream_t s,
+                                    const ActQuantOut* qo = nullptr);
 // rope on q [n_tokens][n_heads][head_dim] and k, then kv_write of k and v: one launch.
 void launch_rope_kv_write(CudaKvCache& c, int layer, float* q, float* k, const float* v,
                           const int32_t* positions, const int32_t* slots, int64_t n_tokens, int64_t n_heads,

@@ -10,18 +10,17 @@
 //     (row-major [n][k/32], the format layer's layout) are transposed into scratch per call: n k / 32
 //     bytes, under 1% of the GEMM's time at prefill sizes (docs/CUDA_BACKEND.md).
 //
-// The activation quantizer: one warp per (row, 128-wide tile) - lanes read 4 values each, a block's
-// amax is an integer max over |x| bit patterns (NaN-propagating, as the format layer does), the
-// scale comes from format::compute_block_scale(ceil) and the codes from format::e4m3_from_f32, so a
-// block's bytes equal the CPU reference quantizer's. Scales are written MN-major ([k/B][ld], ld =
-// sa_ld(m)) as the GEMM's TMA wants them: UE8M0 bytes, or f32 (the same powers of two) for f32-scaled
-// fp8_block weights, since the GEMM takes one scale type for both operands.
+// The activation quantizer: one warp per (row, 128-wide tile), lanes reading 4 values each, quantized by
+// quantize_tile (act_quantize.cuh), so a block's bytes equal the CPU reference quantizer's. Scales are
+// written MN-major ([k/B][ld], ld = sa_ld(m)) as the GEMM's TMA wants them: UE8M0 bytes, or f32 (the same
+// powers of two) for f32-scaled fp8_block weights, since the GEMM takes one scale type for both operands.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <string>
 
+#include "backend/cuda/act_quantize.cuh"
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/block_reduce.cuh"
 #include "backend/cuda/gemv_fp8_common.cuh"
@@ -34,41 +33,6 @@
 
 namespace mx8::backend::cuda_impl {
 namespace {
-
-// Quantizes the 128 values of tile kb of a row held by a warp (lane l: values 4l .. 4l + 3 of the
-// tile) into codes and scales. kBlock = 128 (one scale per warp) or 32 (lanes 8j .. 8j + 7 hold
-// block j of the tile).
-template <int kBlock>
-__device__ __forceinline__ void quantize_tile(float4 v, int lane, int64_t row, int64_t kb, int64_t k,
-                                              bool ue8m0, uint8_t* codes, void* scales, int ld) {
-  static_assert(kBlock == 128 || kBlock == 32, "1x128 or 1x32 blocks");
-  uint32_t amax = 0;
-  amax = format::amax_bits_accumulate(amax, v.x);
-  amax = format::amax_bits_accumulate(amax, v.y);
-  amax = format::amax_bits_accumulate(amax, v.z);
-  amax = format::amax_bits_accumulate(amax, v.w);
-  if (kBlock == 128) {
-    amax = __reduce_max_sync(0xffffffffu, amax);
-  } else {
-#pragma unroll
-    for (int o = 4; o > 0; o >>= 1) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  }
-  const format::BlockScale bs = format::compute_block_scale(
-      format::f32_from_bits(amax), format::ElementFormat::e4m3, {format::ScaleRule::ceil});
-  uchar4 c;
-  c.x = format::e4m3_from_f32(__fmul_rn(v.x, bs.inv_scale), true);
-  c.y = format::e4m3_from_f32(__fmul_rn(v.y, bs.inv_scale), true);
-  c.z = format::e4m3_from_f32(__fmul_rn(v.z, bs.inv_scale), true);
-  c.w = format::e4m3_from_f32(__fmul_rn(v.w, bs.inv_scale), true);
-  *reinterpret_cast<uchar4*>(codes + row * k + kb * 128 + lane * 4) = c;
-  if (lane % (kBlock / 4) == 0) {
-    const int64_t b = kb * (128 / kBlock) + lane / (kBlock / 4);  // block index along k
-    if (ue8m0)
-      static_cast<uint8_t*>(scales)[b * ld + row] = bs.ue8m0;
-    else
-      static_cast<float*>(scales)[b * ld + row] = bs.scale;
-  }
-}
 
 // One warp per (row, 128-wide tile).
 template <int kBlock>

@@ -194,6 +194,51 @@ TEST(RopeKvWrite, DefaultsEqualThePlainOpsBitForBit) {
   }
 }
 
+// The default attention_output: rope_kv_write_attention, then the output projection accumulated into
+// the residual (matmul_fused with accumulate), bit for bit; a projection whose k is not n_heads x
+// head_dim is refused before anything runs.
+TEST(AttentionOutput, DefaultIsAttentionThenTheAccumulatedProjection) {
+  auto be = make_cpu_backend(2);
+  std::mt19937_64 rng(20261201);
+  const int n_heads = 4, n_kv = 2, hd = 64, page = 4, dim = 48;
+  const KvCacheDesc d{KvFormat::bf16, 1, n_kv, hd, page, 3};
+  auto c1 = be->create_kv_cache(d), c2 = be->create_kv_cache(d);
+  std::vector<float> inv(size_t(hd / 2));
+  for (int j = 0; j < hd / 2; ++j) inv[size_t(j)] = std::pow(10000.0f, -2.0f * float(j) / float(hd));
+  const RopeArgs r{RopeStyle::half, hd, hd, inv.data()};
+  const std::vector<int32_t> pos{0}, slots{0}, seq{0}, len{1}, table{0, 1, 2};
+  const std::vector<float> q0 = randn(size_t(n_heads * hd), rng), k0 = randn(size_t(n_kv * hd), rng),
+                           v = randn(size_t(n_kv * hd), rng), wo = randn(size_t(dim * n_heads * hd), rng),
+                           x0 = randn(size_t(dim), rng);
+  const WeightView vo{WeightFormat::f32, dim, n_heads * hd, wo.data(), nullptr, ScaleType::ue8m0};
+  std::vector<float> q1 = q0, k1 = k0, q2 = q0, k2 = k0, o1(q0.size()), o2(q0.size()), x1 = x0, x2 = x0;
+  AttentionArgs a;
+  a.n_tokens = 1;
+  a.n_heads = n_heads;
+  a.n_kv_heads = n_kv;
+  a.head_dim = hd;
+  a.scale = 0.125f;
+  a.seq = seq.data();
+  a.kv_len = len.data();
+  a.block_tables = table.data();
+  a.max_pages_per_seq = 3;
+  a.q = q1.data();
+  a.out = o1.data();
+  be->attention_output(*c1, q1.data(), k1.data(), v.data(), pos.data(), slots.data(), r, a, {vo, x1.data()});
+  a.q = q2.data();
+  a.out = o2.data();
+  be->rope_kv_write_attention(*c2, q2.data(), k2.data(), v.data(), pos.data(), slots.data(), r, a);
+  const MatmulTarget t{vo, x2.data()};
+  be->matmul_fused({o2.data(), nullptr, 1, true}, &t, 1);
+  EXPECT_TRUE(same_bits(o1, o2));
+  EXPECT_TRUE(same_bits(x1, x2));
+  EXPECT_FALSE(same_bits(x1, x0));  // the projection was added
+  const WeightView narrow{WeightFormat::f32, dim, n_heads * hd - 8, wo.data(), nullptr, ScaleType::ue8m0};
+  EXPECT_THROW(be->attention_output(*c1, q2.data(), k2.data(), v.data(), pos.data(), slots.data(), r, a,
+                                    {narrow, x1.data()}),
+               mx8::Error);
+}
+
 TEST(MatmulFused, RecordingDefaultsRecordNothing) {
   auto be = make_cpu_backend(1);
   EXPECT_FALSE(be->replay(42));

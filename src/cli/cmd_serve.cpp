@@ -100,6 +100,7 @@ void serve(ServeOptions& o) {
   int ctx = 4096;
   if (const int64_t made_for = model::supported_context(model::read_llama_config(o.gen.model)); made_for > 0)
     ctx = int(std::min<int64_t>(ctx, made_for));
+  if (o.gen.chunk == 0) o.gen.chunk = cli::kServerChunk;
   cli::Loaded l = cli::load_for_generation(o.gen, ctx, o.parallel);
 
   server::ServiceOptions so;

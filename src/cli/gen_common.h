@@ -39,8 +39,11 @@ struct GenOptions {
 
 // The prefill chunk when --chunk is not given. On CUDA a step of 1024 tokens makes the most prompt
 // tokens per second (H200, Llama-3-8B shape, FP8, from position 0: 256 tokens 33.1k tok/s, 512 37.2k,
-// 1024 40.7k, 2048 38.0k, 4096 31.9k; docs/RUNTIME.md); the CPU keeps 256.
-constexpr int kCpuChunk = 256, kCudaChunk = 1024;
+// 1024 40.7k, 2048 38.0k, 4096 31.9k; docs/RUNTIME.md); the CPU keeps 256. A server keeps 256 on every
+// device (kServerChunk): its steps also carry the decode tokens of the users already answered, and many
+// prompts arriving together are then answered in turn rather than all after one long step (H200, 64
+// clients of `mx8 bench serve`: first text 28 ms median with 256, 48 with 1024).
+constexpr int kCpuChunk = 256, kCudaChunk = 1024, kServerChunk = 256;
 inline int chunk_or_default(const GenOptions& o) {
   return o.chunk > 0 ? o.chunk : o.device == "cuda" ? kCudaChunk : kCpuChunk;
 }
@@ -74,7 +77,7 @@ inline void add_gen_options(CLI::App& app, GenOptions& o) {
   app.add_option("--ctx", o.ctx,
                  "context positions per sequence (0: prompt + tokens to generate), up to 131072");
   app.add_option("--chunk", o.chunk,
-                 "tokens per forward step (prefill chunk size; 0: 256 on the cpu, 1024 on cuda)")
+                 "tokens per forward step (prefill chunk size; 0: 1024 for run and chat on cuda, else 256)")
       ->capture_default_str();
   app.add_option("--temperature,--temp", o.sampling.temperature, "0 = greedy")->capture_default_str();
   app.add_option("--top-k", o.sampling.top_k, "0 = off")->capture_default_str();

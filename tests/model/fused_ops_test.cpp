@@ -27,6 +27,24 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// One decode token (layer `layer`, scale 1/8) over a sequence's block table of 3 pages; q and out are the
+// caller's.
+AttentionArgs one_token_args(int n_heads, int n_kv, int hd, int layer, const std::vector<int32_t>& seq,
+                             const std::vector<int32_t>& len, const std::vector<int32_t>& table) {
+  AttentionArgs a;
+  a.n_tokens = 1;
+  a.n_heads = n_heads;
+  a.n_kv_heads = n_kv;
+  a.head_dim = hd;
+  a.scale = 0.125f;
+  a.layer = layer;
+  a.seq = seq.data();
+  a.kv_len = len.data();
+  a.block_tables = table.data();
+  a.max_pages_per_seq = 3;
+  return a;
+}
+
 TEST(MatmulFused, DefaultEqualsThePlainOpsBitForBit) {
   auto be = make_cpu_backend(2);
   std::mt19937_64 rng(20261128);
@@ -154,18 +172,8 @@ TEST(RopeKvWrite, DefaultsEqualThePlainOpsBitForBit) {
     // Decode token 2 of the cache through attention: equal caches give equal outputs.
     std::vector<float> of(size_t(n_heads * hd)), op(size_t(n_heads * hd));
     const std::vector<int32_t> seq{0}, len{10}, table{0, 1, 2};
-    AttentionArgs a;
+    AttentionArgs a = one_token_args(n_heads, n_kv, hd, 1, seq, len, table);
     a.q = qp.data() + 2 * n_heads * hd;
-    a.n_tokens = 1;
-    a.n_heads = n_heads;
-    a.n_kv_heads = n_kv;
-    a.head_dim = hd;
-    a.scale = 0.125f;
-    a.layer = 1;
-    a.seq = seq.data();
-    a.kv_len = len.data();
-    a.block_tables = table.data();
-    a.max_pages_per_seq = 3;
     a.out = of.data();
     be->attention(*fused, a);
     a.out = op.data();
@@ -212,16 +220,7 @@ TEST(AttentionOutput, DefaultIsAttentionThenTheAccumulatedProjection) {
                            x0 = randn(size_t(dim), rng);
   const WeightView vo{WeightFormat::f32, dim, n_heads * hd, wo.data(), nullptr, ScaleType::ue8m0};
   std::vector<float> q1 = q0, k1 = k0, q2 = q0, k2 = k0, o1(q0.size()), o2(q0.size()), x1 = x0, x2 = x0;
-  AttentionArgs a;
-  a.n_tokens = 1;
-  a.n_heads = n_heads;
-  a.n_kv_heads = n_kv;
-  a.head_dim = hd;
-  a.scale = 0.125f;
-  a.seq = seq.data();
-  a.kv_len = len.data();
-  a.block_tables = table.data();
-  a.max_pages_per_seq = 3;
+  AttentionArgs a = one_token_args(n_heads, n_kv, hd, 0, seq, len, table);
   a.q = q1.data();
   a.out = o1.data();
   be->attention_output(*c1, q1.data(), k1.data(), v.data(), pos.data(), slots.data(), r, a, {vo, x1.data()});

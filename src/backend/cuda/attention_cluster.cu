@@ -216,19 +216,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   }
 
   float q[Gb][kGqaDims], acc[Gb][kGqaDims], m[Gb], l[Gb];
-#pragma unroll
-  for (int h = 0; h < Gb; ++h) {
-    const float4* qp = reinterpret_cast<const float4*>(&q_s[h][d0]);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float4 v = qp[i];
-      q[h][4 * i] = v.x, q[h][4 * i + 1] = v.y, q[h][4 * i + 2] = v.z, q[h][4 * i + 3] = v.w;
-    }
-#pragma unroll
-    for (int i = 0; i < kGqaDims; ++i) acc[h][i] = 0.0f;
-    m[h] = -INFINITY;
-    l[h] = 0.0f;
-  }
+  start_streams<Gb>(&q_s[0][0], d0, q, acc, m, l);
 
   // The warp's rounds of its 4 streams, in order (the bounds are uniform over the warp, so the shuffles
   // have all 32 lanes; an invalid stream computes on zeros and skips its update).

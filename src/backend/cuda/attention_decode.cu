@@ -278,20 +278,7 @@ __global__ void __launch_bounds__(kGqaWarps * 32)
   const int lo = span.lo, hi = span.hi;
 
   float q[G][kGqaDims], acc[G][kGqaDims], m[G], l[G];
-#pragma unroll
-  for (int h = 0; h < G; ++h) {
-    const float4* qp =
-        reinterpret_cast<const float4*>(p.q + (size_t(t) * p.n_heads + size_t(bx) * G + h) * kGqaHd + d0);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float4 v = qp[i];
-      q[h][4 * i] = v.x, q[h][4 * i + 1] = v.y, q[h][4 * i + 2] = v.z, q[h][4 * i + 3] = v.w;
-    }
-#pragma unroll
-    for (int i = 0; i < kGqaDims; ++i) acc[h][i] = 0.0f;
-    m[h] = -INFINITY;
-    l[h] = 0.0f;
-  }
+  start_streams<G>(p.q + (size_t(t) * p.n_heads + size_t(bx) * G) * kGqaHd, d0, q, acc, m, l);
   bool bad_page = false;
 
   // The loop bound is uniform across the warp (its 4 streams run the same number of rounds), so the

@@ -119,6 +119,26 @@ __device__ __forceinline__ void attend_row(const float (&q)[G][kGqaDims], const 
 
 // Merges a warp's 4 streams (lanes sub, sub + 8, sub + 16, sub + 24 hold the same dims): after it,
 // every lane holds its dims' state of the whole warp.
+// A stream's start: this lane's 16 dims [d0, d0 + 16) of each of the G query heads (head h at qh + h *
+// kGqaHd, 16-byte aligned: global or shared memory), and an empty online softmax.
+template <int G>
+__device__ __forceinline__ void start_streams(const float* qh, int d0, float (&q)[G][kGqaDims],
+                                              float (&acc)[G][kGqaDims], float (&m)[G], float (&l)[G]) {
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    const float4* qp = reinterpret_cast<const float4*>(qh + h * kGqaHd + d0);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float4 v = qp[i];
+      q[h][4 * i] = v.x, q[h][4 * i + 1] = v.y, q[h][4 * i + 2] = v.z, q[h][4 * i + 3] = v.w;
+    }
+#pragma unroll
+    for (int i = 0; i < kGqaDims; ++i) acc[h][i] = 0.0f;
+    m[h] = -INFINITY;
+    l[h] = 0.0f;
+  }
+}
+
 template <int G>
 __device__ __forceinline__ void merge_streams(float (&m)[G], float (&l)[G], float (&acc)[G][kGqaDims]) {
 #pragma unroll

@@ -27,9 +27,6 @@
 #include "backend/cuda/gemv_fp8x8.cuh"
 #include "mx8/backend/cuda/gemm.h"
 #include "mx8/error.h"
-#include "mx8/format/common.h"
-#include "mx8/format/element.h"
-#include "mx8/format/scale_rule.h"
 
 namespace mx8::backend::cuda_impl {
 namespace {

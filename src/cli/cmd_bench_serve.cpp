@@ -232,6 +232,7 @@ Row measure(const Target& t, const mx8::runtime::Tokenizer& tok, const Options& 
 void run(Options& o) {
   using namespace mx8;
   if (o.tokens < 1) throw Error("--tokens must be at least 1");
+  if (o.gen.chunk == 0) o.gen.chunk = cli::kServerChunk;  // as mx8 serve
   for (auto [name, v] : {std::pair{"--echo-logprobs", o.echo_logprobs}, std::pair{"--logprobs", o.logprobs}})
     if (v < -1 || v > runtime::kMaxTopLogprobs)
       throw Error(std::string(name) + " " + std::to_string(v) + " outside 0.." +
@@ -272,12 +273,11 @@ void run(Options& o) {
     rbe = backend::make_backend("cuda", 0);
     wf = std::make_unique<cli::WeightFactory>(*rbe, f);
     ef = std::make_unique<cli::WeightFactory>(*rbe, backend::WeightFormat::bf16);  // the table stays bf16
-    rmodel = model::make_llama_with_weights(
-        cli::llama3_8b(o.random_layers), *rbe,
-        std::max(o.gen.chunk > 0 ? o.gen.chunk : cli::kServerChunk, max_clients),
-        [&](const std::string& name, int64_t n, int64_t k) {
-          return name == "token_embd" ? ef->make(n, k) : wf->make(n, k);
-        });
+    rmodel = model::make_llama_with_weights(cli::llama3_8b(o.random_layers), *rbe,
+                                            std::max(o.gen.chunk, max_clients),
+                                            [&](const std::string& name, int64_t n, int64_t k) {
+                                              return name == "token_embd" ? ef->make(n, k) : wf->make(n, k);
+                                            });
     cli::cuda_ok(cudaDeviceSynchronize(), "weight set-up");
     rmodel->set_round_attention_operands(cli::parse_attention(o.gen.attention));
     t = {rbe.get(), rmodel.get(), o.gen.kv == "fp8" ? backend::KvFormat::fp8 : backend::KvFormat::bf16,
@@ -290,7 +290,6 @@ void run(Options& o) {
     throw Error("--random-layers needs a CUDA build (cmake --preset cuda)");
 #endif
   } else {
-    if (o.gen.chunk == 0) o.gen.chunk = cli::kServerChunk;
     l = cli::load_for_generation(o.gen, context, max_clients);
     t = {l.backend.get(), l.model.get(), l.kv_format, l.context,
          o.gen.model.substr(o.gen.model.rfind('/') + 1) + ", weights " + o.gen.weights};

@@ -302,27 +302,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
 template <typename... KArgs, typename... Args>
 void launch_cluster(const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, unsigned cluster_x,
                     cudaStream_t s, Args... args) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[2];
-  unsigned n = 0;
-  if (pdl_enabled()) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
-  if (cluster_x > 1) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n].val.clusterDim.x = cluster_x;
-    attr[n].val.clusterDim.y = 1;
-    attr[n].val.clusterDim.z = 1;
-    ++n;
-  }
-  cfg.attrs = attr;
-  cfg.numAttrs = n;
-  check(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), op);
+  check(mx8::cuda::launch_ex(kernel, grid, block, 0, s, cluster_x, pdl_enabled(), args...), op);
 }
 
 // attention_cluster_kernel's knobs, read once (A/B measurements): MX8_CUDA_CLUSTER_ATTN=0 turns it
@@ -370,15 +350,9 @@ bool big_clusters_ok(int C) {
     auto* kern = attention_cluster_kernel<F, Gb>;
     bool ok = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
     if (ok) {
-      cudaLaunchConfig_t cfg{};
-      cfg.gridDim = dim3(unsigned(C));
-      cfg.blockDim = dim3(kCluWarps * 32);
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = unsigned(C);
-      attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
+      cudaLaunchAttribute attrs[2];
+      const cudaLaunchConfig_t cfg = mx8::cuda::launch_config(dim3(unsigned(C)), dim3(kCluWarps * 32), 0,
+                                                              nullptr, unsigned(C), false, attrs);
       int n = 0;
       ok = cudaOccupancyMaxActiveClusters(&n, kern, &cfg) == cudaSuccess && n > 0;
       if (std::getenv("MX8_CUDA_CLUSTER_ATTN_VERBOSE"))

@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 
+#include "backend/cuda/launch_ex.cuh"
 #include "backend/cuda/ptx/griddep.cuh"
 #include "mx8/backend/backend.h"
 
@@ -138,17 +139,7 @@ __device__ __forceinline__ void rope_pair(float* v, int j, int32_t pos, const Ro
 template <typename... KArgs, typename... Args>
 void launch_smem(const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                  Args... args) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  check(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), op);
+  check(mx8::cuda::launch_ex(kernel, grid, block, smem, s, 1, pdl_enabled(), args...), op);
 }
 template <typename... KArgs, typename... Args>
 void launch(const char* op, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {

@@ -592,17 +592,9 @@ int resident_clusters(KernelFn k, int split, int warps, size_t smem) {
     }
     n = per_sm * mx8::cuda::num_sms();
   } else {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(unsigned(split * 64));
-    cfg.blockDim = dim3(unsigned(warps * 32));
-    cfg.dynamicSmemBytes = smem;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = unsigned(split);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cudaLaunchAttribute attrs[2];
+    const cudaLaunchConfig_t cfg = mx8::cuda::launch_config(
+        dim3(unsigned(split * 64)), dim3(unsigned(warps * 32)), smem, nullptr, unsigned(split), false, attrs);
     if (cudaOccupancyMaxActiveClusters(&n, k, &cfg) != cudaSuccess) {
       (void)cudaGetLastError();
       n = 0;
@@ -740,28 +732,10 @@ void launch_gemv_fp8_skinny(const MatmulInput& in, const MatmulTarget* targets, 
   p.accumulate = in.accumulate;
   p.scale_f32 = targets[0].w.scale_type == ScaleType::f32;
 
-  cudaLaunchConfig_t lc{};
-  lc.gridDim = dim3(unsigned(plan.clusters * plan.split));
-  lc.blockDim = dim3(unsigned(plan.warps * 32));
-  lc.dynamicSmemBytes = plan.smem;
-  lc.stream = s;
-  cudaLaunchAttribute attr[2];
-  int n = 0;
-  if (pdl_enabled()) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
-  if (plan.split > 1) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n].val.clusterDim.x = unsigned(plan.split);
-    attr[n].val.clusterDim.y = 1;
-    attr[n].val.clusterDim.z = 1;
-    ++n;
-  }
-  lc.attrs = attr;
-  lc.numAttrs = unsigned(n);
-  check(cudaLaunchKernelEx(&lc, plan.kernel.fn, p), "matmul (fp8 skinny gemm)");
+  check(mx8::cuda::launch_ex(plan.kernel.fn, dim3(unsigned(plan.clusters * plan.split)),
+                             dim3(unsigned(plan.warps * 32)), plan.smem, s, unsigned(plan.split),
+                             pdl_enabled(), p),
+        "matmul (fp8 skinny gemm)");
 }
 
 }  // namespace mx8::backend::cuda_impl

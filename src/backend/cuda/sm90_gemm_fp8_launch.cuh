@@ -3,6 +3,7 @@
 #pragma once
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch_ex.cuh"
 #include "backend/cuda/sm90_gemm_fp8.cuh"
 
 namespace mx8::cuda::detail {
@@ -17,27 +18,8 @@ void launch_gemm(const CUtensorMap& ta, const GemmMapsB& tb, const CUtensorMap& 
     MX8_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = smem;
   }
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3((W + 1) * 128);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
-  unsigned n = 0;
-  if (KC > 1) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n].val.clusterDim.x = KC;
-    attr[n].val.clusterDim.y = attr[n].val.clusterDim.z = 1;
-    ++n;
-  }
-  if (pdl) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
-  cfg.attrs = attr;
-  cfg.numAttrs = n;
-  MX8_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, ta, tb, tsa, tsb, td, p));
+  MX8_CUDA_CHECK(launch_ex(kernel, dim3(grid), dim3((W + 1) * 128), size_t(smem), stream, unsigned(KC), pdl,
+                           ta, tb, tsa, tsb, td, p));
 }
 
 }  // namespace mx8::cuda::detail

@@ -358,6 +358,14 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         sb0 = my_sb[kr % kSbCap];
         if constexpr (!kOneScaleBlock) sb1 = my_sb[kSbCap + kr % kSbCap];
       }
+      // Split-K: the slot's previous K block may have been the other warpgroup's (a ring of an odd
+      // number of stages, or a tile of an odd number of K blocks), and this one never waited for it.
+      // A parity wait on `full` alone cannot tell that phase from this one: it passed while that load
+      // was still landing, the early release let the producer arm the barrier again with a phase
+      // pending, and the GPU stopped with an illegal instruction at the producer's arrive (H200,
+      // docs/CUDA_BACKEND.md, thirty-fourth session). `empty` cannot run ahead of the slot's consumers,
+      // so the wait for that K block's release is exact, and then so is the parity wait.
+      if constexpr (kSplitK) ptx::mbar_wait(&empty[s], phase ^ 1);
       ptx::mbar_wait(&full[s], phase);
       // Slot s's B descriptor from slot 0's, one add on the low word (see desc_plus); used by the
       // MXFP8 path below (issue_wave computes its own).

@@ -176,6 +176,50 @@ TEST(CudaGemmPdl, StartsBeforeTheKernelBeforeItEnds) {
   }
 }
 
+// Split-K tiles (64 rows, two math warpgroups taking alternate K blocks) with rings of an odd number
+// of stages, against the same tile with an even ring: bit for bit, since each warpgroup sums the same K
+// blocks in the same order whatever the ring depth. An odd ring hands a slot's K blocks to the two
+// warpgroups in turn, and the one that did not consume the slot's previous K block must not take
+// that phase for its own (the illegal instruction fixed in the thirty-fourth session: a parity wait
+// passed while the previous load was still landing). Ragged M (the rows past M make TMA's slow
+// out-of-bounds fills, so loads land out of order), persistent blocks over several tiles with an odd
+// number of K blocks each, and many launches in a row: the conditions it was seen under.
+TEST(CudaGemmSplitK, OddRingsGiveTheEvenRingsProduct) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  std::mt19937 rng(seed);
+  struct Shape {
+    int m, n, k, bn, even, odd, grid;
+  };
+  // 64x128 and 64x192 hold 7 and 4 stages with TMA stores (bf16 out); 64x64 up to 16.
+  for (const Shape sh : {Shape{100, 6144, 896, 128, 6, 7, 40}, Shape{100, 6144, 1152, 192, 4, 3, 40},
+                         Shape{70, 4096, 640, 64, 4, 5, 33}}) {
+    SCOPED_TRACE("M " + std::to_string(sh.m) + " N " + std::to_string(sh.n) + " K " + std::to_string(sh.k) +
+                 " 64x" + std::to_string(sh.bn) + " seed " + std::to_string(seed));
+    const auto a = random_codes(size_t(sh.m) * sh.k, rng), b = random_codes(size_t(sh.n) * sh.k, rng);
+    const auto sa = random_scales(size_t(sh.k / 128) * sa_ld(sh.m), rng);
+    const auto sb = random_scales(size_t((sh.n + 127) / 128) * (sh.k / 128), rng);
+    DeviceBuffer<uint8_t> da(a.size()), db(b.size()), dsa(sa.size()), dsb(sb.size());
+    da.upload(a), db.upload(b), dsa.upload(sa), dsb.upload(sb);
+    DeviceBuffer<uint16_t> d(size_t(sh.m) * sh.n);
+    auto product = [&](int stages) {
+      GemmFp8Args g;
+      g.a = da.get(), g.scale_a = dsa.get(), g.scale_a_ld = sa_ld(sh.m);
+      g.b = db.get(), g.scale_b = dsb.get(), g.scale_type = ScaleType::kUE8M0;
+      g.d = d.get(), g.out_type = OutType::kBF16;
+      g.m = sh.m, g.n = sh.n, g.k = sh.k;
+      GemmConfig t = tile(64, sh.bn, 2, 1, sh.grid);
+      t.stages = stages;
+      d.poison(0xFF);
+      gemm_fp8_1x128(g, nullptr, &t);
+      MX8_CUDA_CHECK(cudaDeviceSynchronize());
+      return d.download();
+    };
+    const std::vector<uint16_t> want = product(sh.even);
+    for (int i = 0; i < 50; ++i) ASSERT_TRUE(product(sh.odd) == want) << "launch " << i;
+  }
+}
+
 // A group against its products launched one by one, with the group's tile (picked for the summed N,
 // or forced): ragged N per target, both scale types, bf16 output and f32 accumulated into a
 // pattern, tiles of one block that cross from one target into the next (grid forced small).

@@ -292,26 +292,35 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
                 "row-major, as stored). "
                 "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth."
               : "Floor = max(2MNK / 1979 TFLOP/s, bytes / measured copy bandwidth), bytes = MK + NK + 2MN.")
-     << " `diff` = max|mx8 - cuBLASLt| / max|cuBLASLt| (`=` when bitwise equal).\n\n";
+     << " `diff` = max|mx8 - cuBLASLt| / max|cuBLASLt| (`=` when bitwise equal). The `kernel` columns time "
+        "the same calls again by the GPU's own record of each kernel (CUPTI's activity trace: first kernel's "
+        "start to last kernel's end, L2 flushed the same way), which leaves out the launch latency and event "
+        "overhead (~4 us) that the event timings include; the peer's `kernel-only` figures "
+        "(../shared/research/deepgemm-h200.md) were measured that way.\n\n";
   md << "| M | N | K | tile | mx8 us | mx8 ue8m0 us | MXFP8 us | TFLOP/s | GB/s | of floor | cuBLASLt FP8 us "
         "| vs FP8 | "
-        "cuBLASLt BF16 us | vs BF16 | diff |"
+        "cuBLASLt BF16 us | vs BF16 | diff | mx8 kernel us | of floor, kernel | cuBLASLt FP8 kernel us | vs "
+        "FP8, kernel |"
      << (gemv ? " fp8x8 us | fp8x8 floor | MX fp8x8 us |" : "")
-     << "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" << (gemv ? "---|---|---|" : "")
-     << "\n";
-  std::printf("%s\n%6s %6s %6s %-22s %9s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s %9s %9s\n", gpu.c_str(), "M",
-              "N", "K", "tile", "mx8 us", "ue8m0 us", "MXFP8 us", "TFLOP/s", "GB/s", "floor", "ltFP8 us",
-              "vsFP8", "ltBF16", "vsBF16", "diff", "fp8x8 us", "MXx8 us");
+     << "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+     << (gemv ? "---|---|---|" : "") << "\n";
+  std::printf("%s\n%6s %6s %6s %-22s %9s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s %9s %9s %9s %7s\n",
+              gpu.c_str(), "M", "N", "K", "tile", "mx8 us", "ue8m0 us", "MXFP8 us", "TFLOP/s", "GB/s",
+              "floor", "ltFP8 us", "vsFP8", "ltBF16", "vsBF16", "diff", "fp8x8 us", "MXx8 us", "mx8 k us",
+              "vs k");
   std::vector<std::string> summary;
+  // The most TFLOP/s by kernel time, and where (the best-shape figure is kernel time).
+  double best_kernel_tflops = 0;
+  std::string best_kernel_shape;
   for (int m : ms) {
-    std::vector<double> sp_fp8, sp_bf16, frac, mx_cost, x8_frac, mx8_gain;
+    std::vector<double> sp_fp8, sp_bf16, frac, mx_cost, x8_frac, mx8_gain, sp_kernel, frac_kernel;
     for (const Shape& s : shapes) {
       GemmOperands op(m, s.n, s.k);
       const GemmConfig* f = forced.block_m ? &forced : nullptr;
       const GemmConfig cfg = f ? *f : gemm_fp8_pick_config(m, s.n, s.k, num_sms());
       GemmFp8Args a32 = op.args(false), a8 = op.args(true);
       double t_mx = timer.median_us([&] { gemm_fp8_1x128(a32, nullptr, f); }, o.iters);
-      double t_u8 = NAN, t_mxfp8 = NAN, t_lt = NAN, t_bf = NAN;
+      double t_u8 = NAN, t_mxfp8 = NAN, t_lt = NAN, t_bf = NAN, k_mx = NAN, k_lt = NAN;
       std::string diff = "n/a";
       if (!o.mx8_only) {
         t_u8 = timer.median_us([&] { gemm_fp8_1x128(a8, nullptr, f); }, o.iters);
@@ -320,13 +329,13 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         if (retime_f32()) t_mx = timer.median_us([&] { gemm_fp8_1x128(a32, nullptr, f); }, o.iters);
         const GemmMxfp8Args amx = op.mx_args();
         t_mxfp8 = timer.median_us([&] { gemm_mxfp8(amx, nullptr, f); }, o.iters);  // f: its BM, 64 or 128
+        k_mx = timer.median_kernel_us([&] { gemm_fp8_1x128(a32, nullptr, f); }, o.iters);
         try {
-          t_lt = timer.median_us(
-              [&] {
-                lt.gemm_fp8_blockscaled(op.a8.p, op.sa_lt.p, op.b8.p, op.sb.p, op.d_lt.p, m, s.n, s.k,
-                                        nullptr);
-              },
-              o.iters);
+          auto lt_fp8 = [&] {
+            lt.gemm_fp8_blockscaled(op.a8.p, op.sa_lt.p, op.b8.p, op.sb.p, op.d_lt.p, m, s.n, s.k, nullptr);
+          };
+          t_lt = timer.median_us(lt_fp8, o.iters);
+          k_lt = timer.median_kernel_us(lt_fp8, o.iters);
           gemm_fp8_1x128(a32, nullptr, f);
           const auto [d, same] = compare_bf16(op.d_mx.p, op.d_lt.p, size_t(m) * s.n);
           diff = same ? "=" : fmt_double("%.1e", d);
@@ -369,20 +378,30 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
       mx_cost.push_back(t_mxfp8 / t_mx);
       if (t_x8 == t_x8) x8_frac.push_back(floor_s / (t_x8 * 1e-6));
       if (t_mx8 == t_mx8 && t_mxfp8 == t_mxfp8) mx8_gain.push_back(t_mx8 / t_mxfp8);
+      if (k_mx == k_mx) {
+        frac_kernel.push_back(floor_s / (k_mx * 1e-6));
+        if (k_lt == k_lt) sp_kernel.push_back(k_lt / k_mx);
+        if (flops / k_mx * 1e-6 > best_kernel_tflops) {
+          best_kernel_tflops = flops / k_mx * 1e-6;
+          best_kernel_shape = std::to_string(m) + " x " + std::to_string(s.n) + " x " + std::to_string(s.k);
+        }
+      }
       const std::string tile = std::to_string(cfg.block_m) + "x" + std::to_string(cfg.block_n) +
                                (cfg.splits > 1 ? "c" + std::to_string(cfg.splits) : "");
       std::printf(
           "%6d %6d %6d %-22s %9.1f %9.1f %9.1f %8.1f %8.0f %6.0f%% %9.1f %6.2fx %9.1f %6.2fx %9s %9.1f "
-          "%9.1f\n",
+          "%9.1f %9.1f %6.2fx\n",
           m, s.n, s.k, cfg.str().c_str(), t_mx, t_u8, t_mxfp8, flops / t_mx * 1e-6, bytes / t_mx * 1e-3,
-          100 * fr, t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str(), t_x8, t_mx8);
+          100 * fr, t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str(), t_x8, t_mx8, k_mx, k_lt / k_mx);
       std::fflush(stdout);
       md << "| " << m << " | " << s.n << " | " << s.k << " | " << tile << " | " << fmt_double("%.1f", t_mx)
          << " | " << fmt_double("%.1f", t_u8) << " | " << fmt_double("%.1f", t_mxfp8) << " | "
          << fmt_double("%.0f", flops / t_mx * 1e-6) << " | " << fmt_double("%.0f", bytes / t_mx * 1e-3)
          << " | " << fmt_double("%.0f%%", 100 * fr) << " | " << fmt_double("%.1f", t_lt) << " | "
          << fmt_double("%.2fx", t_lt / t_mx) << " | " << fmt_double("%.1f", t_bf) << " | "
-         << fmt_double("%.2fx", t_bf / t_mx) << " | " << diff << " |";
+         << fmt_double("%.2fx", t_bf / t_mx) << " | " << diff << " | " << fmt_double("%.1f", k_mx) << " | "
+         << fmt_double("%.0f%%", 100 * floor_s / (k_mx * 1e-6)) << " | " << fmt_double("%.1f", k_lt) << " | "
+         << fmt_double("%.2fx", k_lt / k_mx) << " |";
       if (gemv)
         md << " " << fmt_double("%.1f", t_x8) << " | " << fmt_double("%.0f%%", 100 * floor_s / (t_x8 * 1e-6))
            << " | " << fmt_double("%.1f", t_mx8) << " |";
@@ -391,22 +410,29 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
     const std::string fp8_ratio = sp_fp8.empty() ? std::string("n/a") : fmt_double("%.2fx", geomean(sp_fp8));
     summary.push_back(
         "| " + std::to_string(m) + " | " + fp8_ratio + " | " + fmt_double("%.2fx", geomean(sp_bf16)) + " | " +
-        fmt_double("%.0f%%", 100 * geomean(frac)) + " | " + fmt_double("%.2fx", geomean(mx_cost)) + " |" +
+        fmt_double("%.0f%%", 100 * geomean(frac)) + " | " + fmt_double("%.2fx", geomean(mx_cost)) + " | " +
+        (sp_kernel.empty() ? std::string("n/a") : fmt_double("%.2fx", geomean(sp_kernel))) + " | " +
+        (frac_kernel.empty() ? std::string("n/a") : fmt_double("%.0f%%", 100 * geomean(frac_kernel))) + " |" +
         (gemv ? " " + (x8_frac.empty() ? std::string("n/a") : fmt_double("%.0f%%", 100 * geomean(x8_frac))) +
                     " | " + (mx8_gain.empty() ? std::string("n/a") : fmt_double("%.2fx", geomean(mx8_gain))) +
                     " |"
               : std::string()));
-    std::printf("M=%d geomean: %.2fx over cuBLASLt block-scaled FP8, %.2fx over BF16, %.0f%% of floor%s\n", m,
-                geomean(sp_fp8), geomean(sp_bf16), 100 * geomean(frac),
-                x8_frac.empty()
-                    ? ""
-                    : (", fp8x8 " + fmt_double("%.0f%%", 100 * geomean(x8_frac)) + " of floor").c_str());
+    std::printf(
+        "M=%d geomean: %.2fx over cuBLASLt block-scaled FP8 (%.2fx by kernel times), %.2fx over BF16, "
+        "%.0f%% of floor (%.0f%% by kernel time)%s\n",
+        m, geomean(sp_fp8), sp_kernel.empty() ? NAN : geomean(sp_kernel), geomean(sp_bf16),
+        100 * geomean(frac), frac_kernel.empty() ? NAN : 100 * geomean(frac_kernel),
+        x8_frac.empty() ? ""
+                        : (", fp8x8 " + fmt_double("%.0f%%", 100 * geomean(x8_frac)) + " of floor").c_str());
   }
   md << "\nGeometric means over the six (N, K) shapes:\n\n| M | mx8 / cuBLASLt FP8 | mx8 / cuBLASLt BF16 | "
-        "of floor | MXFP8 time / 1x128 time |"
-     << (gemv ? " fp8x8 of floor | MX fp8x8 time / MXFP8 GEMM time |" : "") << "\n|---|---|---|---|---|"
-     << (gemv ? "---|---|" : "") << "\n";
+        "of floor | MXFP8 time / 1x128 time | mx8 / cuBLASLt FP8, kernel times | of floor, kernel times |"
+     << (gemv ? " fp8x8 of floor | MX fp8x8 time / MXFP8 GEMM time |" : "")
+     << "\n|---|---|---|---|---|---|---|" << (gemv ? "---|---|" : "") << "\n";
   for (const auto& l : summary) md << l << "\n";
+  if (!best_kernel_shape.empty())
+    md << "\nMost TFLOP/s by kernel time: " << fmt_double("%.0f", best_kernel_tflops) << " at "
+       << best_kernel_shape << ".\n";
   write_section(o, gemv ? "cuda-gemv" : "cuda-gemm", md.str());
 }
 

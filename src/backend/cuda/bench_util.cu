@@ -1,9 +1,13 @@
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/bench_util.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_info.h"
+#include "backend/cuda/kernel_clock.h"
 
 namespace mx8::cuda {
 namespace {
@@ -122,6 +126,26 @@ double GpuTimer::median_us(const std::function<void()>& fn, int iters, int warmu
   }
   std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
   return ms[static_cast<size_t>(iters / 2)] * 1000.0;
+}
+
+double GpuTimer::median_kernel_us(const std::function<void()>& fn, int iters, int warmup) {
+  std::string why;
+  KernelClock* clock = KernelClock::get(&why);
+  if (!clock) {
+    static bool said = false;
+    if (!said) std::fprintf(stderr, "kernel times: n/a (%s)\n", why.c_str());
+    said = true;
+    return std::nan("");
+  }
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> us(static_cast<size_t>(iters));
+  for (int i = 0; i < iters; ++i) {
+    MX8_CUDA_CHECK(cudaMemsetAsync(write_, i & 0xFF, kWrite, nullptr));
+    l2_read_through(read_, kRead, nullptr);
+    us[static_cast<size_t>(i)] = clock->span_us(fn);  // waits for the flush first, and leaves it out
+  }
+  std::nth_element(us.begin(), us.begin() + iters / 2, us.end());
+  return us[static_cast<size_t>(iters / 2)];
 }
 
 double GpuTimer::copy_bandwidth(size_t bytes) {

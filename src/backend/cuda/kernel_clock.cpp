@@ -1,0 +1,118 @@
+#include "backend/cuda/kernel_clock.h"
+
+#include <cuda_runtime_api.h>
+#include <cupti_activity.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <mutex>
+
+#include "backend/cuda/cuda_check.h"
+
+namespace mx8::cuda {
+namespace {
+
+// libcupti's entry points, resolved by dlsym: linking it would make every binary need it.
+struct Cupti {
+  decltype(&cuptiActivityRegisterCallbacks) register_callbacks = nullptr;
+  decltype(&cuptiActivityEnable) enable = nullptr;
+  decltype(&cuptiActivityDisable) disable = nullptr;
+  decltype(&cuptiActivityFlushAll) flush_all = nullptr;
+  decltype(&cuptiActivityGetNextRecord) next_record = nullptr;
+};
+
+// What the completed buffers held since the last reset: CUPTI delivers them on its own thread.
+struct Spans {
+  std::mutex mu;
+  uint64_t first_start = std::numeric_limits<uint64_t>::max();
+  uint64_t last_end = 0;
+  Cupti api;
+};
+Spans& spans() {
+  static Spans s;
+  return s;
+}
+
+constexpr size_t kBufferBytes = size_t{1} << 20;
+
+void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {
+  // CUPTI requires 8-byte aligned buffers.
+  *buffer = static_cast<uint8_t*>(std::aligned_alloc(8, kBufferBytes));
+  *size = *buffer ? kBufferBytes : 0;
+  *max_records = 0;  // as many as fit
+}
+
+void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid) {
+  Spans& s = spans();
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    CUpti_Activity* record = nullptr;
+    while (s.api.next_record(buffer, valid, &record) == CUPTI_SUCCESS) {
+      if (record->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && record->kind != CUPTI_ACTIVITY_KIND_KERNEL)
+        continue;
+      const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(record);
+      s.first_start = std::min<uint64_t>(s.first_start, k->start);
+      s.last_end = std::max<uint64_t>(s.last_end, k->end);
+    }
+  }
+  std::free(buffer);
+}
+
+// Loads libcupti and registers the buffer callbacks; an empty string means it worked.
+std::string load(Cupti& api) {
+  void* lib = dlopen("libcupti.so.13", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) lib = dlopen("libcupti.so", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) return std::string("libcupti could not be loaded (") + dlerror() + ")";
+  auto sym = [lib](auto& fn, const char* name) {
+    fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
+    return fn != nullptr;
+  };
+  if (!sym(api.register_callbacks, "cuptiActivityRegisterCallbacks") ||
+      !sym(api.enable, "cuptiActivityEnable") || !sym(api.disable, "cuptiActivityDisable") ||
+      !sym(api.flush_all, "cuptiActivityFlushAll") || !sym(api.next_record, "cuptiActivityGetNextRecord"))
+    return "libcupti lacks the activity API";
+  const CUptiResult r = api.register_callbacks(buffer_requested, buffer_completed);
+  if (r != CUPTI_SUCCESS)
+    return "cuptiActivityRegisterCallbacks failed (CUPTI error " + std::to_string(r) + ")";
+  return {};
+}
+
+}  // namespace
+
+KernelClock* KernelClock::get(std::string* why) {
+  static std::string error = load(spans().api);
+  static KernelClock clock;
+  if (!error.empty()) {
+    if (why) *why = error;
+    return nullptr;
+  }
+  return &clock;
+}
+
+double KernelClock::span_us(const std::function<void()>& fn) {
+  Spans& s = spans();
+  MX8_CUDA_CHECK(cudaDeviceSynchronize());
+  s.api.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);  // nothing traced before this call is counted
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.first_start = std::numeric_limits<uint64_t>::max();
+    s.last_end = 0;
+  }
+  CUptiResult r = s.api.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+  if (r != CUPTI_SUCCESS)
+    throw mx8::Error("cuptiActivityEnable failed (CUPTI error " + std::to_string(r) + ")");
+  fn();
+  MX8_CUDA_CHECK(cudaDeviceSynchronize());
+  s.api.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+  r = s.api.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+  if (r != CUPTI_SUCCESS)
+    throw mx8::Error("cuptiActivityFlushAll failed (CUPTI error " + std::to_string(r) + ")");
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.last_end < s.first_start) return std::nan("");
+  return double(s.last_end - s.first_start) * 1e-3;
+}
+
+}  // namespace mx8::cuda

@@ -1,0 +1,79 @@
+// KernelClock (the benchmarks' kernel times) against kernels whose length the GPU's own timer sets.
+#include "backend/cuda/kernel_clock.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "cuda/cuda_test_util.h"
+#include "cuda/late_copy.h"
+
+namespace mx8::cuda {
+namespace {
+
+// A kernel that spins `us` microseconds of the GPU's global timer, then ends.
+void spin(int us, cudaStream_t s = nullptr) {
+  test::launch_late_copies({}, us, s);
+}
+
+// The spin waits until the global timer has advanced by its length (it polls with 1 us sleeps), so a
+// kernel's span is at least that and at most that plus its start and end on the GPU and the timer's
+// update interval: 30 us leaves room for all three and still fails a clock that counts a 100 us
+// neighbour.
+constexpr double kSlackUs = 30;
+
+class KernelClockTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MX8_REQUIRE_GPU();
+    std::string why;
+    clock = KernelClock::get(&why);
+    // The benchmarks print n/a then; libcupti ships with the CUDA toolkit, not with the driver.
+    if (!clock) GTEST_SKIP() << "no kernel clock here: " << why;
+  }
+  KernelClock* clock = nullptr;
+};
+
+TEST_F(KernelClockTest, TimesOneKernel) {
+  const double us = clock->span_us([] { spin(200); });
+  EXPECT_GE(us, 200.0);
+  EXPECT_LE(us, 200.0 + kSlackUs);
+}
+
+TEST_F(KernelClockTest, SpansEveryKernelOfTheCallAcrossStreams) {
+  cudaStream_t side;
+  MX8_CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  // Two 100 us kernels in a row on one stream, then a 250 us one on another that may overlap them.
+  const double us = clock->span_us([&] {
+    spin(100);
+    spin(100);
+    spin(250, side);
+  });
+  MX8_CUDA_CHECK(cudaStreamDestroy(side));
+  EXPECT_GE(us, 250.0);
+  EXPECT_LE(us, 450.0 + kSlackUs);  // all three one after another, at worst
+  const double serial = clock->span_us([] {
+    spin(100);
+    spin(100);
+  });
+  EXPECT_GE(serial, 200.0);
+  EXPECT_LE(serial, 200.0 + kSlackUs);
+}
+
+TEST_F(KernelClockTest, LeavesOutWhatRanBeforeTheCall) {
+  spin(300);  // queued before: waited for, not counted
+  const double us = clock->span_us([] { spin(50); });
+  EXPECT_GE(us, 50.0);
+  EXPECT_LE(us, 50.0 + kSlackUs);
+  // And nothing of one call leaks into the next.
+  (void)clock->span_us([] { spin(300); });
+  const double next = clock->span_us([] { spin(50); });
+  EXPECT_LE(next, 50.0 + kSlackUs);
+}
+
+TEST_F(KernelClockTest, NoKernelIsNaN) {
+  EXPECT_TRUE(std::isnan(clock->span_us([] {})));
+}
+
+}  // namespace
+}  // namespace mx8::cuda

@@ -142,7 +142,7 @@ double GpuTimer::median_kernel_us(const std::function<void()>& fn, int iters, in
   for (int i = 0; i < iters; ++i) {
     MX8_CUDA_CHECK(cudaMemsetAsync(write_, i & 0xFF, kWrite, nullptr));
     l2_read_through(read_, kRead, nullptr);
-    us[static_cast<size_t>(i)] = clock->span_us(fn);  // waits for the flush first, and leaves it out
+    us[static_cast<size_t>(i)] = clock->busy_us(fn);  // waits for the flush first, and leaves it out
   }
   std::nth_element(us.begin(), us.begin() + iters / 2, us.end());
   return us[static_cast<size_t>(iters / 2)];

@@ -39,9 +39,9 @@ class GpuTimer {
   // and bracketed by events; `warmup` untimed runs first. clean = false skips the read of the flush
   // (L2 left dirty: what a kernel pays after a large write).
   double median_us(const std::function<void()>& fn, int iters = 30, int warmup = 3, bool clean = true);
-  // The same with each run timed by KernelClock (kernel_clock.h): GPU time from the first kernel's
-  // start to the last one's end, without launch latency and event overhead. NaN when CUPTI is not
-  // available (`why` says why, once per process).
+  // The same with each run timed by KernelClock (kernel_clock.h): the GPU time of the kernels it
+  // launched, without launch latency and event overhead. NaN when CUPTI is not available (the reason
+  // is printed once per process).
   double median_kernel_us(const std::function<void()>& fn, int iters = 30, int warmup = 3);
   // Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written.
   double copy_bandwidth(size_t bytes = size_t{1} << 30);

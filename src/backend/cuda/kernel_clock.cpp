@@ -4,10 +4,8 @@
 #include <cupti_activity.h>
 #include <dlfcn.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <limits>
 #include <mutex>
 
 #include "backend/cuda/cuda_check.h"
@@ -27,8 +25,8 @@ struct Cupti {
 // What the completed buffers held since the last reset: CUPTI delivers them on its own thread.
 struct Spans {
   std::mutex mu;
-  uint64_t first_start = std::numeric_limits<uint64_t>::max();
-  uint64_t last_end = 0;
+  uint64_t busy_ns = 0;
+  int kernels = 0;
   Cupti api;
 };
 Spans& spans() {
@@ -54,8 +52,8 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
       if (record->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && record->kind != CUPTI_ACTIVITY_KIND_KERNEL)
         continue;
       const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(record);
-      s.first_start = std::min<uint64_t>(s.first_start, k->start);
-      s.last_end = std::max<uint64_t>(s.last_end, k->end);
+      s.busy_ns += k->end - k->start;
+      ++s.kernels;
     }
   }
   std::free(buffer);
@@ -92,14 +90,14 @@ KernelClock* KernelClock::get(std::string* why) {
   return &clock;
 }
 
-double KernelClock::span_us(const std::function<void()>& fn) {
+double KernelClock::busy_us(const std::function<void()>& fn) {
   Spans& s = spans();
   MX8_CUDA_CHECK(cudaDeviceSynchronize());
   s.api.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);  // nothing traced before this call is counted
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    s.first_start = std::numeric_limits<uint64_t>::max();
-    s.last_end = 0;
+    s.busy_ns = 0;
+    s.kernels = 0;
   }
   CUptiResult r = s.api.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
   if (r != CUPTI_SUCCESS)
@@ -111,8 +109,7 @@ double KernelClock::span_us(const std::function<void()>& fn) {
   if (r != CUPTI_SUCCESS)
     throw mx8::Error("cuptiActivityFlushAll failed (CUPTI error " + std::to_string(r) + ")");
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.last_end < s.first_start) return std::nan("");
-  return double(s.last_end - s.first_start) * 1e-3;
+  return s.kernels ? double(s.busy_ns) * 1e-3 : std::nan("");
 }
 
 }  // namespace mx8::cuda

@@ -1,8 +1,11 @@
-// Kernel durations from CUPTI's activity trace: the time from the first kernel's start to the last
-// kernel's end on the GPU, without the launch latency and event overhead that CUDA-event timing
-// includes (a one-element kernel timed by events reads ~4 us on an H200). That is how the peer's
-// "kernel time" figures were measured (DeepGEMM's bench_kineto, ../shared/research/deepgemm-h200.md),
-// so the benchmarks report both. libcupti is loaded at run time: binaries start where it is absent.
+// Kernel durations from CUPTI's activity trace: the time the GPU spent running a call's kernels,
+// without the launch latency and event overhead that CUDA-event timing includes (a one-element kernel
+// timed by events reads ~4 us on an H200). That is how the peer's "kernel time" figures were measured
+// (DeepGEMM's bench_kineto, ../shared/research/deepgemm-h200.md), so the benchmarks report both.
+// Durations are summed, not spanned: tracing slows the host's launches, so a call of several kernels
+// (cuBLASLt's GEMM and its reduction) would otherwise count the host's gaps between them (on the
+// H200, 64 x 2112 x 7168 read 75 us first kernel start to last kernel end, 17.5 us by events).
+// libcupti is loaded at run time: binaries start where it is absent.
 #pragma once
 
 #include <functional>
@@ -16,10 +19,11 @@ class KernelClock {
   // when libcupti cannot be loaded or refuses kernel tracing.
   static KernelClock* get(std::string* why);
 
-  // Runs `fn` (its launches on any stream) with kernel tracing on, waits for the device, and returns
-  // the microseconds from the first traced kernel's start to the last one's end; NaN when `fn`
-  // launched no kernel. Kernels queued before the call are waited for first and not counted.
-  double span_us(const std::function<void()>& fn);
+  // Runs `fn` with kernel tracing on, waits for the device, and returns the sum of the durations
+  // (start to end on the GPU) of the kernels it launched, in microseconds; NaN when it launched none.
+  // Kernels queued before the call are waited for first and not counted. Kernels that run at the
+  // same time on different streams are each counted whole.
+  double busy_us(const std::function<void()>& fn);
 
  private:
   KernelClock() = default;

@@ -110,9 +110,10 @@ class Runner {
   double copy_bw() const { return copy_bw_; }
   const std::string& gpu() const { return gpu_; }
 
-  // Median microseconds of the mx8 launch, and the weight bytes streamed.
+  // Median microseconds of the mx8 launch, and the weight bytes streamed; with `kernel_us`, also the
+  // median kernel time (GpuTimer::median_kernel_us).
   std::pair<double, double> time_mx8(WeightFormat f, const Case& c, int64_t m, const GemvTuning* tn,
-                                     bool clean = true) {
+                                     bool clean = true, double* kernel_us = nullptr) {
     std::vector<std::unique_ptr<DevWeight>> ws;
     std::vector<std::unique_ptr<Buf>> ys;
     std::vector<MatmulTarget> ts;
@@ -131,17 +132,17 @@ class Runner {
                    c.accumulate};
     if (!cuda_impl::gemv_group_applies(in, ts.data(), int(ts.size())))
       throw mx8::Error("bench gemv-cuda: the grouped GEMV does not apply to " + c.name);
-    const double us = timer_.median_us(
-        [&] {
-          if (c.pair) {
-            if (tn || !cuda_impl::launch_gemv_swiglu(in, ts[0], ts[1], nullptr))
-              throw mx8::Error("bench gemv-cuda: the paired SwiGLU GEMV does not apply to " + c.name);
-          } else if (tn)
-            cuda_impl::launch_gemv_group_tuned(in, ts.data(), int(ts.size()), *tn, nullptr);
-          else
-            cuda_impl::launch_gemv_group(in, ts.data(), int(ts.size()), nullptr);
-        },
-        o_.iters, 3, clean);
+    auto launch = [&] {
+      if (c.pair) {
+        if (tn || !cuda_impl::launch_gemv_swiglu(in, ts[0], ts[1], nullptr))
+          throw mx8::Error("bench gemv-cuda: the paired SwiGLU GEMV does not apply to " + c.name);
+      } else if (tn)
+        cuda_impl::launch_gemv_group_tuned(in, ts.data(), int(ts.size()), *tn, nullptr);
+      else
+        cuda_impl::launch_gemv_group(in, ts.data(), int(ts.size()), nullptr);
+    };
+    const double us = timer_.median_us(launch, o_.iters, 3, clean);
+    if (kernel_us) *kernel_us = timer_.median_kernel_us(launch, o_.iters);
     return {us, bytes};
   }
 
@@ -149,9 +150,11 @@ class Runner {
   // with 1, 2, 4 or 8 blocks per SM) of `bytes`, timed as the products are. No kernel that reads the
   // bytes once, from a cold L2, in one launch, does better by much; at a few MB the launch and the
   // first loads' latency are most of it.
-  double time_read(double bytes) {
+  // `kernel`: the same by kernel times (the fastest read by that measure).
+  double time_read(double bytes, bool kernel = false) {
     const size_t n = size_t(bytes) / 16 * 16;
-    if (auto it = read_us_.find(n); it != read_us_.end()) return it->second;
+    auto& cache = kernel ? read_kernel_us_ : read_us_;
+    if (auto it = cache.find(n); it != cache.end()) return it->second;
     if (!read_buf_ || read_cap_ < n) {
       read_buf_.reset();
       read_buf_ = std::make_unique<Buf>(n);
@@ -159,10 +162,12 @@ class Runner {
       read_cap_ = n;
     }
     double best = INFINITY;
-    for (int bps : {1, 2, 4, 8})
-      best = std::min(
-          best, timer_.median_us([&] { mx8::cuda::read_once(read_buf_->p, n, bps, nullptr); }, o_.iters));
-    read_us_[n] = best;
+    for (int bps : {1, 2, 4, 8}) {
+      auto read = [&] { mx8::cuda::read_once(read_buf_->p, n, bps, nullptr); };
+      best =
+          std::min(best, kernel ? timer_.median_kernel_us(read, o_.iters) : timer_.median_us(read, o_.iters));
+    }
+    cache[n] = best;
     return best;
   }
 
@@ -190,7 +195,7 @@ class Runner {
   std::string gpu_;
   std::unique_ptr<Buf> read_buf_;
   size_t read_cap_ = 0;
-  std::map<size_t, double> read_us_;
+  std::map<size_t, double> read_us_, read_kernel_us_;
 };
 
 // Llama-3-8B, batch 1, grouped as the model's decode step calls the backend.
@@ -230,22 +235,27 @@ void run(const Options& o) {
         "the same run. `read us` is the peer that only reads: the fastest of four plain streaming reads of "
         "the same bytes (one launch, the same flush; at a few MB the launch and the first loads' latency "
         "are most of it), and `of read` = its time / mx8's. cuBLASLt BF16 is the same product as one BF16 "
-        "GEMM (targets' rows concatenated), x in BF16; `x` = its time / mx8's.\n\n";
+        "GEMM (targets' rows concatenated), x in BF16; `x` = its time / mx8's. The `kernel` columns time mx8 "
+        "and "
+        "the read again by the GPU's record of each kernel (CUPTI's activity trace, the same flush): without "
+        "the launch latency and event overhead (~4 us) of the event timings, what the kernel itself "
+        "streams.\n\n";
   std::printf("%s\n", r.gpu().c_str());
 
   // 1. The decode shapes at M = 1.
   md << "Llama-3-8B decode step, M = 1 (one launch per row: the grouped targets share the launch):\n\n"
      << "| product | N x K | weights | mx8 us | GB/s | % copy | read us | of read | dirty L2 us | cuBLASLt "
-        "BF16 us | x |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        "BF16 us | x | mx8 kernel us | % copy, kernel |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   std::printf("\n%-26s %-24s %-12s %9s %8s %7s %8s %7s %9s %10s %7s\n", "product", "N x K", "weights",
               "mx8 us", "GB/s", "%copy", "read us", "of rd", "dirty us", "ltBF16 us", "x");
   for (const Case& c : kDecode) {
     const double lt = r.time_cublas_bf16(c, 1);
     for (WeightFormat f : {WeightFormat::fp8_block, WeightFormat::mxfp8, WeightFormat::bf16}) {
       if (c.pair && f != WeightFormat::fp8_block) continue;  // the paired kernel is the FP8 GEMV's
-      const auto [us, bytes] = r.time_mx8(f, c, 1, nullptr);
-      const double gbs = bytes / us * 1e-3, frac = gbs * 1e9 / bw;
+      double kus = NAN;
+      const auto [us, bytes] = r.time_mx8(f, c, 1, nullptr, true, &kus);
+      const double gbs = bytes / us * 1e-3, frac = gbs * 1e9 / bw, kfrac = bytes / (kus * 1e-6) / bw;
       const double dirty = r.time_mx8(f, c, 1, nullptr, false).first;
       const double rd = r.time_read(bytes);
       std::printf("%-26s %-24s %-12s %9.1f %8.0f %6.0f%% %8.1f %6.0f%% %9.1f %10.1f %6.2fx\n", c.name.c_str(),
@@ -255,7 +265,8 @@ void run(const Options& o) {
       md << "| " << c.name << " | " << shape_str(c) << " | " << short_name(f) << " | " << fmt("%.1f", us)
          << " | " << fmt("%.0f", gbs) << " | " << fmt("%.0f%%", 100 * frac) << " | " << fmt("%.1f", rd)
          << " | " << fmt("%.0f%%", 100 * rd / us) << " | " << fmt("%.1f", dirty) << " | " << fmt("%.1f", lt)
-         << " | " << fmt("%.2fx", lt / us) << " |\n";
+         << " | " << fmt("%.2fx", lt / us) << " | " << fmt("%.1f", kus) << " | " << fmt("%.0f%%", 100 * kfrac)
+         << " |\n";
     }
   }
 
@@ -300,23 +311,25 @@ void run(const Options& o) {
     md << "\nDeepSeek-V3 shapes (issue 4: >= 85% of copy bandwidth in weight bytes for M = 1..16), FP8 "
           "128x128 UE8M0 and BF16 weights:\n\n"
           "| M | N | K | fp8 us | fp8 GB/s | fp8 % copy | read us | fp8 of read | bf16 us | bf16 % copy | "
-          "cuBLASLt BF16 us | fp8 x |\n"
-          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+          "cuBLASLt BF16 us | fp8 x | fp8 kernel us | fp8 % copy, kernel | read kernel us |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     std::printf("\n%3s %6s %6s %9s %8s %7s %8s %7s %9s %7s %10s %7s\n", "M", "N", "K", "fp8 us", "GB/s",
                 "%copy", "read us", "of rd", "bf16 us", "%copy", "ltBF16 us", "x");
     // Per M, geometric means over the shapes of the fraction of copy, the fraction of the read-only
     // peer and the speedup over cuBLASLt BF16 (logs summed).
     struct Sums {
-      double copy = 0, read = 0, lt = 0;
+      double copy = 0, read = 0, lt = 0, copy_kernel = 0;
       int n = 0, n_lt = 0;
     };
     std::map<int64_t, Sums> sums;
     for (int64_t m : {1, 2, 4, 8, 16})
       for (const Case& c : kDeepSeek) {
-        const auto [u8, b8] = r.time_mx8(WeightFormat::fp8_block, c, m, nullptr);
+        double k8 = NAN;
+        const auto [u8, b8] = r.time_mx8(WeightFormat::fp8_block, c, m, nullptr, true, &k8);
         const auto [ub, bb] = r.time_mx8(WeightFormat::bf16, c, m, nullptr);
         const double lt = r.time_cublas_bf16(c, m);
-        const double g8 = b8 / u8 * 1e-3, rd = r.time_read(b8);
+        const double g8 = b8 / u8 * 1e-3, rd = r.time_read(b8), rd_k = r.time_read(b8, true);
+        const double copy_k = b8 / (k8 * 1e-6) / bw;
         std::printf("%3lld %6lld %6lld %9.1f %8.0f %6.0f%% %8.1f %6.0f%% %9.1f %6.0f%% %10.1f %6.2fx\n",
                     (long long)m, (long long)c.ns[0], (long long)c.k, u8, g8, 100 * g8 * 1e9 / bw, rd,
                     100 * rd / u8, ub, 100 * bb / (ub * 1e-6) / bw, lt, lt / u8);
@@ -325,9 +338,11 @@ void run(const Options& o) {
            << fmt("%.0f", g8) << " | " << fmt("%.0f%%", 100 * g8 * 1e9 / bw) << " | " << fmt("%.1f", rd)
            << " | " << fmt("%.0f%%", 100 * rd / u8) << " | " << fmt("%.1f", ub) << " | "
            << fmt("%.0f%%", 100 * bb / (ub * 1e-6) / bw) << " | " << fmt("%.1f", lt) << " | "
-           << fmt("%.2fx", lt / u8) << " |\n";
+           << fmt("%.2fx", lt / u8) << " | " << fmt("%.1f", k8) << " | " << fmt("%.0f%%", 100 * copy_k)
+           << " | " << fmt("%.1f", rd_k) << " |\n";
         Sums& sm = sums[m];
         sm.copy += std::log(g8 * 1e9 / bw);
+        sm.copy_kernel += std::log(copy_k);
         sm.read += std::log(rd / u8);
         sm.n += 1;
         if (std::isfinite(lt)) {
@@ -336,14 +351,16 @@ void run(const Options& o) {
         }
       }
     md << "\nGeometric means over the six shapes (FP8 weights):\n\n"
-          "| M | of copy | of read | vs cuBLASLt BF16 |\n|---:|---:|---:|---:|\n";
-    std::printf("\n%3s %8s %8s %10s\n", "M", "of copy", "of read", "vs ltBF16");
+          "| M | of copy | of read | vs cuBLASLt BF16 | of copy, kernel times "
+          "|\n|---:|---:|---:|---:|---:|\n";
+    std::printf("\n%3s %8s %8s %10s %14s\n", "M", "of copy", "of read", "vs ltBF16", "copy, kernel");
     for (const auto& [m, sm] : sums) {
       const double copy = std::exp(sm.copy / sm.n), read = std::exp(sm.read / sm.n),
                    lt = sm.n_lt ? std::exp(sm.lt / sm.n_lt) : NAN;
-      std::printf("%3lld %7.0f%% %7.0f%% %9.2fx\n", (long long)m, 100 * copy, 100 * read, lt);
+      std::printf("%3lld %7.0f%% %7.0f%% %9.2fx %13.0f%%\n", (long long)m, 100 * copy, 100 * read, lt,
+                  100 * std::exp(sm.copy_kernel / sm.n));
       md << "| " << m << " | " << fmt("%.0f%%", 100 * copy) << " | " << fmt("%.0f%%", 100 * read) << " | "
-         << fmt("%.2fx", lt) << " |\n";
+         << fmt("%.2fx", lt) << " | " << fmt("%.0f%%", 100 * std::exp(sm.copy_kernel / sm.n)) << " |\n";
     }
   }
   if (!o.no_perf_md) {

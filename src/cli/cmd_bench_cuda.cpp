@@ -293,8 +293,8 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
                 "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth."
               : "Floor = max(2MNK / 1979 TFLOP/s, bytes / measured copy bandwidth), bytes = MK + NK + 2MN.")
      << " `diff` = max|mx8 - cuBLASLt| / max|cuBLASLt| (`=` when bitwise equal). The `kernel` columns time "
-        "the same calls again by the GPU's own record of each kernel (CUPTI's activity trace: first kernel's "
-        "start to last kernel's end, L2 flushed the same way), which leaves out the launch latency and event "
+        "the same calls again by the GPU's own record of each kernel (CUPTI's activity trace: the sum of the "
+        "call's kernel durations, L2 flushed the same way), which leaves out the launch latency and event "
         "overhead (~4 us) that the event timings include; the peer's `kernel-only` figures "
         "(../shared/research/deepgemm-h200.md) were measured that way.\n\n";
   md << "| M | N | K | tile | mx8 us | mx8 ue8m0 us | MXFP8 us | TFLOP/s | GB/s | of floor | cuBLASLt FP8 us "

@@ -130,19 +130,21 @@ double GpuTimer::median_us(const std::function<void()>& fn, int iters, int warmu
 
 double GpuTimer::median_kernel_us(const std::function<void()>& fn, int iters, int warmup) {
   std::string why;
-  KernelClock* clock = KernelClock::get(&why);
-  if (!clock) {
+  auto unavailable = [&why] {
     static bool said = false;
     if (!said) std::fprintf(stderr, "kernel times: n/a (%s)\n", why.c_str());
     said = true;
     return std::nan("");
-  }
+  };
+  KernelClock* clock = KernelClock::get(&why);
+  if (!clock) return unavailable();
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> us(static_cast<size_t>(iters));
   for (int i = 0; i < iters; ++i) {
     MX8_CUDA_CHECK(cudaMemsetAsync(write_, i & 0xFF, kWrite, nullptr));
     l2_read_through(read_, kRead, nullptr);
-    us[static_cast<size_t>(i)] = clock->busy_us(fn);  // waits for the flush first, and leaves it out
+    us[static_cast<size_t>(i)] = clock->busy_us(fn, &why);  // waits for the flush first, and leaves it out
+    if (!why.empty()) return unavailable();
   }
   std::nth_element(us.begin(), us.begin() + iters / 2, us.end());
   return us[static_cast<size_t>(iters / 2)];

@@ -20,10 +20,11 @@ class KernelClock {
   static KernelClock* get(std::string* why);
 
   // Runs `fn` with kernel tracing on, waits for the device, and returns the sum of the durations
-  // (start to end on the GPU) of the kernels it launched, in microseconds; NaN when it launched none.
+  // (start to end on the GPU) of the kernels it launched, in microseconds; NaN when it launched none,
+  // or (`why` set, fn not run) when CUPTI refuses tracing, as it does while a profiler holds it.
   // Kernels queued before the call are waited for first and not counted. Kernels that run at the
   // same time on different streams are each counted whole.
-  double busy_us(const std::function<void()>& fn);
+  double busy_us(const std::function<void()>& fn, std::string* why = nullptr);
 
  private:
   KernelClock() = default;

@@ -6,6 +6,8 @@
 // that preemption happened (a pool that never ran out would test nothing).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <random>
 
 #include "mx8/error.h"
@@ -98,6 +100,49 @@ TEST_P(EnginePreemption, LongPromptsInAPoolOfOneContext) {
             3 * (100 + 19) + pooled.stats().recomputed_tokens);
 }
 
+namespace {
+
+// Requests that arrive while others run, each added before step at[i] (counted from the first step).
+std::vector<Gen> run_arriving(runtime::Engine& eng, const std::vector<std::vector<int32_t>>& prompts,
+                              const std::vector<runtime::GenerationParams>& params,
+                              const std::vector<int>& at) {
+  eng.keep_logits(true);
+  std::map<int, size_t> index;
+  std::vector<Gen> runs(prompts.size());
+  size_t next = 0;
+  for (int step = 0; next < prompts.size() || !eng.idle(); ++step) {
+    for (; next < prompts.size() && at[next] <= step; ++next)
+      index[eng.add(prompts[next], params[next])] = next;
+    for (const runtime::TokenEvent& e : eng.step()) {
+      Gen& r = runs[index.at(e.request)];
+      if (e.token >= 0) r.tokens.push_back(e.token);
+      r.finish = e.finish;
+      if (e.finish == runtime::FinishReason::none) r.logits.push_back(*eng.last_logits(e.request));
+    }
+  }
+  return runs;
+}
+
+}  // namespace
+
+// Prompts alone can fill the pool, with nothing decoding: an older prompt must then take a newer prompt's
+// pages (fit_chunk lets prefill chunks preempt, not only decoding sequences). In a pool of 8 pages and
+// steps of 8 tokens: A (4 + 30 tokens) decodes while B (113 prompt tokens) prefills beside it until B
+// holds 6 pages; when A needs its third page it preempts B, and C (17), arrived meanwhile, takes the step's
+// rest and a page. A ends; B prefills again to 112 positions in 7 pages, and then B needs an eighth page
+// and C a second one, with none free and neither decoding. Without prefill chunks preempting, the engine
+// stops there ("no sequence could get KV cache pages this step"); with them, B takes C's page and all
+// three generate what they do alone.
+TEST_P(EnginePreemption, AnOlderPromptTakesANewerPromptsPagesWhenNothingDecodes) {
+  std::mt19937 g(6);
+  const std::vector<std::vector<int32_t>> prompts = {random_tokens(g, 4, kBos), random_tokens(g, 113, kBos),
+                                                     random_tokens(g, 17, kBos)};
+  const std::vector<runtime::GenerationParams> params = {greedy(30), greedy(1), greedy(1)};
+  runtime::Engine pooled(*fx().m, *fx().be, engine_options(kContext, 3, false, kContext));
+  expect_all_same(run_arriving(pooled, prompts, params, {0, 6, 9}), alone(prompts, params));
+  EXPECT_GE(pooled.stats().preemptions, 2);  // A preempts B, then B preempts C
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, EnginePreemption, ::testing::Values(cpu::Isa::scalar, cpu::best_isa()),
                          [](const auto& info) {
                            return std::string(info.index ? "best_" : "") + cpu::isa_name(info.param);
@@ -171,6 +216,37 @@ TEST(EnginePool, RandomWorkloads) {
     const std::vector<Gen> got = run_requests(pooled, prompts, params);
     const std::vector<Gen> solo = alone(prompts, params);
     expect_all_same(got, solo);
+    preemptions += pooled.stats().preemptions;
+  }
+  EXPECT_GT(preemptions, 0);
+}
+
+// Random workloads whose requests arrive while others run (over the first 40 steps), in pools of one
+// or two contexts, with prefix caching on and off: every request generates what it does alone.
+// Arrivals make states that requests added at once do not (a prompt that starts while an older one
+// decodes, takes a page and is then stranded beside a re-prefilling one, as above).
+TEST(EnginePool, RandomArrivals) {
+  cpu::ScopedIsa isa(cpu::Isa::scalar);  // exact, as RandomWorkloads
+  int64_t preemptions = 0;
+  for (unsigned seed = 0; seed < 16; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937 g(100 + seed);
+    const std::vector<int32_t> common = random_tokens(g, 16 + g() % 60, kBos);
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<runtime::GenerationParams> params;
+    std::vector<int> at;
+    for (int i = 0; i < 8; ++i) {
+      std::vector<int32_t> p = random_tokens(g, 1 + g() % 100, 3 + int32_t(g() % 500));
+      if (g() % 2) p = concat(common, p);
+      p.resize(std::min<size_t>(p.size(), 120));
+      prompts.push_back(p);
+      params.push_back(greedy(int(std::min<size_t>(1 + g() % 60, kContext - p.size()))));
+      at.push_back(int(g() % 40));
+    }
+    std::sort(at.begin(), at.end());  // run_arriving adds in order
+    runtime::Engine pooled(*fx().m, *fx().be,
+                           engine_options(kContext, 8, seed % 2 == 0, kContext * (1 + seed % 2)));
+    expect_all_same(run_arriving(pooled, prompts, params, at), alone(prompts, params));
     preemptions += pooled.stats().preemptions;
   }
   EXPECT_GT(preemptions, 0);

@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <map>
 #include <random>
 
 #include "mx8/error.h"
@@ -100,31 +99,6 @@ TEST_P(EnginePreemption, LongPromptsInAPoolOfOneContext) {
             3 * (100 + 19) + pooled.stats().recomputed_tokens);
 }
 
-namespace {
-
-// Requests that arrive while others run, each added before step at[i] (counted from the first step).
-std::vector<Gen> run_arriving(runtime::Engine& eng, const std::vector<std::vector<int32_t>>& prompts,
-                              const std::vector<runtime::GenerationParams>& params,
-                              const std::vector<int>& at) {
-  eng.keep_logits(true);
-  std::map<int, size_t> index;
-  std::vector<Gen> runs(prompts.size());
-  size_t next = 0;
-  for (int step = 0; next < prompts.size() || !eng.idle(); ++step) {
-    for (; next < prompts.size() && at[next] <= step; ++next)
-      index[eng.add(prompts[next], params[next])] = next;
-    for (const runtime::TokenEvent& e : eng.step()) {
-      Gen& r = runs[index.at(e.request)];
-      if (e.token >= 0) r.tokens.push_back(e.token);
-      r.finish = e.finish;
-      if (e.finish == runtime::FinishReason::none) r.logits.push_back(*eng.last_logits(e.request));
-    }
-  }
-  return runs;
-}
-
-}  // namespace
-
 // Prompts alone can fill the pool, with nothing decoding: an older prompt must then take a newer prompt's
 // pages (fit_chunk lets prefill chunks preempt, not only decoding sequences). In a pool of 8 pages and
 // steps of 8 tokens: A (4 + 30 tokens) decodes while B (113 prompt tokens) prefills beside it until B
@@ -139,7 +113,7 @@ TEST_P(EnginePreemption, AnOlderPromptTakesANewerPromptsPagesWhenNothingDecodes)
                                                      random_tokens(g, 17, kBos)};
   const std::vector<runtime::GenerationParams> params = {greedy(30), greedy(1), greedy(1)};
   runtime::Engine pooled(*fx().m, *fx().be, engine_options(kContext, 3, false, kContext));
-  expect_all_same(run_arriving(pooled, prompts, params, {0, 6, 9}), alone(prompts, params));
+  expect_all_same(run_requests(pooled, prompts, params, -1, {0, 6, 9}), alone(prompts, params));
   EXPECT_GE(pooled.stats().preemptions, 2);  // A preempts B, then B preempts C
 }
 
@@ -243,10 +217,10 @@ TEST(EnginePool, RandomArrivals) {
       params.push_back(greedy(int(std::min<size_t>(1 + g() % 60, kContext - p.size()))));
       at.push_back(int(g() % 40));
     }
-    std::sort(at.begin(), at.end());  // run_arriving adds in order
+    std::sort(at.begin(), at.end());  // run_requests adds in order
     runtime::Engine pooled(*fx().m, *fx().be,
                            engine_options(kContext, 8, seed % 2 == 0, kContext * (1 + seed % 2)));
-    expect_all_same(run_arriving(pooled, prompts, params, at), alone(prompts, params));
+    expect_all_same(run_requests(pooled, prompts, params, -1, at), alone(prompts, params));
     preemptions += pooled.stats().preemptions;
   }
   EXPECT_GT(preemptions, 0);

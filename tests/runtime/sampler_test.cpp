@@ -290,3 +290,28 @@ TEST(Sampler, TokenLogprobsAreTheLogSoftmax) {
   EXPECT_TRUE(token_logprobs(logits, 5, 0).top.empty());
   EXPECT_EQ(token_logprobs(logits, 0, 100).top.size(), 5u);  // only the 5 that are numbers
 }
+
+// The top list against a full sort of every number in the row, on rows with many ties (values from a
+// small set), NaN and infinities, for lists shorter and longer than the row's numbers.
+TEST(Sampler, TokenLogprobsTopListIsTheSortedRowsHead) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const float kValues[] = {-3.0f, -0.5f, 0.0f, 0.25f, 2.0f, 7.5f, -INFINITY, INFINITY, NAN};
+  for (int trial = 0; trial < 200; ++trial) {
+    const bool specials = trial % 2;  // odd trials also draw -inf, +inf and NaN
+    std::vector<float> logits(1 + rng() % 300);
+    for (float& v : logits) v = kValues[rng() % (specials ? 9 : 6)];
+    std::vector<int32_t> sorted;
+    for (int32_t i = 0; i < int32_t(logits.size()); ++i)
+      if (!std::isnan(logits[size_t(i)])) sorted.push_back(i);
+    std::sort(sorted.begin(), sorted.end(), [&](int32_t a, int32_t b) {
+      return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
+    });
+    for (int n : {0, 1, 3, 20, 400}) {
+      const TokenLogprobs lp = token_logprobs(logits, 0, n);
+      ASSERT_EQ(lp.top.size(), std::min(sorted.size(), size_t(n))) << "trial " << trial << " n " << n;
+      for (size_t i = 0; i < lp.top.size(); ++i) ASSERT_EQ(lp.top[i].first, sorted[i]) << "trial " << trial;
+    }
+  }
+}

@@ -295,7 +295,7 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
      << " `diff` = max|mx8 - cuBLASLt| / max|cuBLASLt| (`=` when bitwise equal). The `kernel` columns time "
         "the same calls again by the GPU's own record of each kernel (CUPTI's activity trace: the sum of the "
         "call's kernel durations, L2 flushed the same way), which leaves out the launch latency and event "
-        "overhead (~4 us) that the event timings include; the peer's `kernel-only` figures "
+        "overhead (2-3 us here) that the event timings include; the peer's `kernel-only` figures "
         "(../shared/research/deepgemm-h200.md) were measured that way.\n\n";
   md << "| M | N | K | tile | mx8 us | mx8 ue8m0 us | MXFP8 us | TFLOP/s | GB/s | of floor | cuBLASLt FP8 us "
         "| vs FP8 | "

@@ -238,7 +238,8 @@ void run(const Options& o) {
         "are most of it), and `of read` = its time / mx8's. cuBLASLt BF16 is the same product as one BF16 "
         "GEMM (targets' rows concatenated), x in BF16; `x` = its time / mx8's. The `kernel` columns time "
         "mx8 and the read again by the GPU's record of each kernel (CUPTI's activity trace, the same flush): "
-        "without the launch latency and event overhead (~4 us) of the event timings, what the kernel itself "
+        "without the launch latency and event overhead (2-3 us here) of the event timings, what the kernel "
+        "itself "
         "streams.\n\n";
   std::printf("%s\n", r.gpu().c_str());
 

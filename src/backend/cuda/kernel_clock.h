@@ -3,8 +3,8 @@
 // timed by events reads ~4 us on an H200). That is how the peer's "kernel time" figures were measured
 // (DeepGEMM's bench_kineto, ../shared/research/deepgemm-h200.md), so the benchmarks report both.
 // Durations are summed, not spanned: tracing slows the host's launches, so a call of several kernels
-// (cuBLASLt's GEMM and its reduction) would otherwise count the host's gaps between them (on the
-// H200, 64 x 2112 x 7168 read 75 us first kernel start to last kernel end, 17.5 us by events).
+// (cuBLASLt runs more than one for some shapes) would otherwise count the host's gaps between them (on
+// the H200, 64 x 2112 x 7168 read 75 us first kernel start to last kernel end, 17.5 us by events).
 // libcupti is loaded at run time: binaries start where it is absent.
 #pragma once
 

@@ -195,12 +195,10 @@ TEST(EnginePool, RandomWorkloads) {
   EXPECT_GT(preemptions, 0);
 }
 
-// Random workloads whose requests arrive while others run (over the first 40 steps), in pools of one
-// or two contexts, with prefix caching on and off, half of them sampled with a seed and penalties and a
-// quarter asking for log-probabilities (some for the prompt's too): every request generates what it
-// does alone.
-// Arrivals make states that requests added at once do not (a prompt that starts while an older one
-// decodes, takes a page and is then stranded beside a re-prefilling one, as above).
+// Random workloads whose requests arrive while others run (over the first 40 steps), which makes states
+// that requests added at once do not (the stranded prompt above); pools of one or two contexts, prefix
+// caching on and off, half the requests sampled with a seed and penalties, a quarter asking for
+// log-probabilities (some for the prompt's too). Every request generates what it does alone.
 TEST(EnginePool, RandomArrivals) {
   cpu::ScopedIsa isa(cpu::Isa::scalar);  // exact, as RandomWorkloads
   int64_t preemptions = 0;

@@ -24,15 +24,16 @@ struct Cupti {
   decltype(&cuptiActivityGetNextRecord) next_record = nullptr;
 };
 
-// What the completed buffers held since the last reset: CUPTI delivers them on its own thread.
-struct Spans {
+// The kernel time the completed buffers held since the last reset: CUPTI delivers them on its own
+// thread.
+struct Trace {
   std::mutex mu;
   uint64_t busy_ns = 0;
   int kernels = 0;
   Cupti api;
 };
-Spans& spans() {
-  static Spans s;
+Trace& trace() {
+  static Trace s;
   return s;
 }
 
@@ -46,7 +47,7 @@ void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_recor
 }
 
 void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid) {
-  Spans& s = spans();
+  Trace& s = trace();
   {
     std::lock_guard<std::mutex> lock(s.mu);
     CUpti_Activity* record = nullptr;
@@ -83,7 +84,7 @@ std::string load(Cupti& api) {
 }  // namespace
 
 KernelClock* KernelClock::get(std::string* why) {
-  static std::string error = load(spans().api);
+  static std::string error = load(trace().api);
   static KernelClock clock;
   if (!error.empty()) {
     if (why) *why = error;
@@ -93,7 +94,7 @@ KernelClock* KernelClock::get(std::string* why) {
 }
 
 double KernelClock::busy_us(const std::function<void()>& fn, std::string* why) {
-  Spans& s = spans();
+  Trace& s = trace();
   MX8_CUDA_CHECK(cudaDeviceSynchronize());
   s.api.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);  // nothing traced before this call is counted
   {

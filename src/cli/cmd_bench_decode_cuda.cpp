@@ -20,12 +20,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/kernel_clock.h"
 #include "cli/command.h"
 #include "cli/perf_report.h"
 #include "cli/random_cuda_weights.h"
@@ -59,6 +61,7 @@ struct Options {
   bool rounded_attention = false;  // prompt steps also timed with AttentionArgs::round_operands
   bool write_perf = true;
   std::string perf_md;
+  int timeline = 0;  // decode steps traced kernel by kernel after the timed ones (printed, not in PERF.md)
 };
 
 // Llama-3-8B.
@@ -118,12 +121,44 @@ struct Result {
   std::vector<LongDecode> long_decode;  // one per (KV format, decode_starts entry), graphs on
 };
 
+// `steps` more decode steps, each traced kernel by kernel (CUPTI), and where their time went: per kernel,
+// its time on the GPU and its exposed time (what it adds to the step past the kernels before it;
+// mx8/util/span_timeline.h), so that overlap under dependent launches is counted once.
+void print_timeline(int steps, const Result& res, const std::function<void(int)>& step) {
+  std::string why;
+  mx8::cuda::KernelClock* clock = mx8::cuda::KernelClock::get(&why);
+  std::vector<std::vector<mx8::Span>> runs;
+  for (int i = 0; clock && i < steps && why.empty(); ++i)
+    runs.push_back(clock->spans([&] { step(i); }, &why));
+  if (!why.empty() || runs.empty()) {
+    std::printf("timeline: n/a (%s)\n", why.c_str());
+    return;
+  }
+  double span_us = 0, kernels = 0;
+  for (const auto& run : runs) {
+    if (run.empty()) continue;
+    uint64_t end = 0;
+    for (const mx8::Span& k : run) end = std::max(end, k.end_ns);
+    span_us += double(end - run.front().start_ns) * 1e-3 / double(runs.size());
+    kernels += double(run.size()) / double(runs.size());
+  }
+  std::printf(
+      "timeline, %s weights, batch %d, graphs %s: %d steps traced, %.0f kernels and %.1f us from the first "
+      "kernel's start to the last one's end per step (untraced: %.1f us per step)\n",
+      res.weights.c_str(), res.batch, res.graphs ? "on" : "off", steps, kernels, span_us,
+      res.ms_per_token * 1e3);
+  std::printf("  %-90s %8s %9s %10s %7s\n", "kernel", "per step", "busy us", "exposed us", "gap us");
+  for (const mx8::SpanSummary& r : mx8::summarize_spans(runs))
+    std::printf("  %-90.90s %8.1f %9.1f %10.1f %7.1f\n", r.name.c_str(), r.count, r.busy_us, r.exposed_us,
+                r.gap_us);
+}
+
 // Decode steps of res.batch sequences (all at the same position) through the model, graphs on or off;
 // the KV cache is fresh.
 void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, KvFormat kvf, Result& res) {
   mx8::backend::cuda_impl::set_graphs_enabled(res.graphs);
   const int total = o.context + o.warmup + o.tokens, seqs = res.batch;
-  const int pages_per_seq = (total + 15) / 16 + 1;
+  const int pages_per_seq = (total + o.timeline + 15) / 16 + 1;
   KvCacheDesc kd{kvf, o.layers, int(kKvHeads), int(kHeadDim), 16, seqs * pages_per_seq};
   auto kv = be.create_kv_cache(kd);
   mx8::model::StepBatch b;
@@ -159,6 +194,7 @@ void time_decode(Backend& be, mx8::model::LlamaModel& model, const Options& o, K
   res.weight_gbps = double(res.bytes_per_token) / (res.ms_per_token * 1e-3) / 1e9;
   if (!o.greedy && !std::isfinite(logits.data()[0]))
     std::printf("  (note: logits are not finite with these random weights)\n");
+  if (o.timeline > 0) print_timeline(o.timeline, res, [&](int i) { step(total + i); });
 }
 
 // One step of o.prefill prompt tokens at positions start.. of one sequence (causal attention over the
@@ -529,6 +565,11 @@ mx8::cli::CommandRegistration reg{
           "--attention-rounded", o->rounded_attention,
           "also time each prompt step with rounded attention operands (mx8 run --attention rounded)");
       app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
+      app.add_option(
+             "--timeline", o->timeline,
+             "after each decode run, trace this many more steps kernel by kernel and print where their "
+             "time went (CUPTI)")
+          ->check(CLI::Range(0, 1000));
       app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
       app.add_option("--graphs", o->graphs, "CUDA graphs: on, off or both (comma-separated, in that order)")
           ->capture_default_str();

@@ -4,6 +4,9 @@
 #include <cupti_activity.h>
 #include <dlfcn.h>
 
+#include <cxxabi.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <mutex>
@@ -30,10 +33,36 @@ struct Trace {
   std::mutex mu;
   uint64_t busy_ns = 0;
   int kernels = 0;
+  bool keep_spans = false;
+  std::vector<Span> spans;
   Cupti api;
 };
 Trace& trace() {
   static Trace s;
+  return s;
+}
+
+// "void ns::kernel<args>(params)" -> "kernel<args>": the symbol demangled, without the return type,
+// the namespaces and the parameter list.
+std::string readable_name(const char* mangled) {
+  if (!mangled) return "?";
+  int status = 0;
+  char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  std::string s = status == 0 && d ? d : mangled;
+  std::free(d);
+  if (s.rfind("void ", 0) == 0) s.erase(0, 5);
+  if (!s.empty() && s.back() == ')') {  // cut at the '(' that opens the parameter list
+    int depth = 0;
+    for (size_t i = s.size(); i-- > 0;) {
+      depth += s[i] == ')' ? 1 : s[i] == '(' ? -1 : 0;
+      if (depth == 0) {
+        s.resize(i);
+        break;
+      }
+    }
+  }
+  const size_t scope = s.rfind("::", s.find('<'));  // namespaces off: the kernel's own name is enough
+  if (scope != std::string::npos) s.erase(0, scope + 2);
   return s;
 }
 
@@ -57,6 +86,11 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
       const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(record);
       s.busy_ns += k->end - k->start;
       ++s.kernels;
+      if (s.keep_spans)  // the launch shape first: one kernel serves projections of several shapes
+        s.spans.push_back({std::to_string(k->gridX * k->gridY * k->gridZ) + "x" +
+                               std::to_string(k->blockX * k->blockY * k->blockZ) + " " +
+                               readable_name(k->name),
+                           k->start, k->end});
     }
   }
   std::free(buffer);
@@ -93,7 +127,7 @@ KernelClock* KernelClock::get(std::string* why) {
   return &clock;
 }
 
-double KernelClock::busy_us(const std::function<void()>& fn, std::string* why) {
+bool KernelClock::traced(const std::function<void()>& fn, bool keep_spans, std::string* why) {
   Trace& s = trace();
   MX8_CUDA_CHECK(cudaDeviceSynchronize());
   s.api.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);  // nothing traced before this call is counted
@@ -101,18 +135,37 @@ double KernelClock::busy_us(const std::function<void()>& fn, std::string* why) {
     std::lock_guard<std::mutex> lock(s.mu);
     s.busy_ns = 0;
     s.kernels = 0;
+    s.keep_spans = keep_spans;
+    s.spans.clear();
   }
   const CUptiResult r = s.api.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
   if (r != CUPTI_SUCCESS) {  // e.g. a profiler (ncu, compute-sanitizer) already holds CUPTI
     if (why) *why = "cuptiActivityEnable failed (CUPTI error " + std::to_string(r) + ")";
-    return std::nan("");
+    return false;
   }
   fn();
   MX8_CUDA_CHECK(cudaDeviceSynchronize());
   s.api.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
   s.api.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);  // delivers every record of fn's kernels
+  return true;
+}
+
+double KernelClock::busy_us(const std::function<void()>& fn, std::string* why) {
+  if (!traced(fn, false, why)) return std::nan("");
+  Trace& s = trace();
   std::lock_guard<std::mutex> lock(s.mu);
   return s.kernels ? double(s.busy_ns) * 1e-3 : std::nan("");
+}
+
+std::vector<Span> KernelClock::spans(const std::function<void()>& fn, std::string* why) {
+  if (!traced(fn, true, why)) return {};
+  Trace& s = trace();
+  std::lock_guard<std::mutex> lock(s.mu);
+  std::vector<Span> out = std::move(s.spans);
+  s.spans.clear();
+  s.keep_spans = false;
+  std::sort(out.begin(), out.end(), [](const Span& a, const Span& b) { return a.start_ns < b.start_ns; });
+  return out;
 }
 
 }  // namespace mx8::cuda

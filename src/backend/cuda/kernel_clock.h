@@ -10,6 +10,9 @@
 
 #include <functional>
 #include <string>
+#include <vector>
+
+#include "mx8/util/span_timeline.h"
 
 namespace mx8::cuda {
 
@@ -26,8 +29,15 @@ class KernelClock {
   // same time on different streams are each counted whole.
   double busy_us(const std::function<void()>& fn, std::string* why = nullptr);
 
+  // The same trace kept whole: every kernel `fn` launched ("<blocks>x<threads> <kernel name>", start
+  // and end on the GPU's clock), ordered by start; empty (`why` set, fn not run) when CUPTI refuses
+  // tracing.
+  std::vector<Span> spans(const std::function<void()>& fn, std::string* why = nullptr);
+
  private:
   KernelClock() = default;
+  // Runs fn traced; false (why set, fn not run) when tracing cannot be enabled.
+  bool traced(const std::function<void()>& fn, bool keep_spans, std::string* why);
 };
 
 }  // namespace mx8::cuda

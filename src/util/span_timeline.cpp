@@ -1,0 +1,40 @@
+#include "mx8/util/span_timeline.h"
+
+#include <algorithm>
+#include <map>
+
+namespace mx8 {
+
+std::vector<SpanSummary> summarize_spans(const std::vector<std::vector<Span>>& runs) {
+  std::vector<SpanSummary> rows;
+  std::map<std::string, size_t> row_of;
+  for (const std::vector<Span>& run : runs) {
+    uint64_t latest_end = run.empty() ? 0 : run.front().start_ns;
+    for (size_t i = 0; i < run.size(); ++i) {
+      const Span& s = run[i];
+      auto [it, added] = row_of.try_emplace(s.name, rows.size());
+      if (added) rows.push_back({s.name, i});
+      SpanSummary& r = rows[it->second];
+      r.first_index = std::min(r.first_index, i);
+      r.count += 1;
+      r.busy_us += double(s.end_ns - s.start_ns) * 1e-3;
+      if (s.start_ns > latest_end) r.gap_us += double(s.start_ns - latest_end) * 1e-3;
+      if (s.end_ns > latest_end) {
+        r.exposed_us += double(s.end_ns - std::max(s.start_ns, latest_end)) * 1e-3;
+        latest_end = s.end_ns;
+      }
+    }
+  }
+  const double n = runs.empty() ? 1.0 : double(runs.size());
+  for (SpanSummary& r : rows) {
+    r.count /= n;
+    r.busy_us /= n;
+    r.exposed_us /= n;
+    r.gap_us /= n;
+  }
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const SpanSummary& a, const SpanSummary& b) { return a.first_index < b.first_index; });
+  return rows;
+}
+
+}  // namespace mx8

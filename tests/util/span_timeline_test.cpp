@@ -1,0 +1,73 @@
+#include "mx8/util/span_timeline.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+namespace {
+
+using mx8::Span;
+using mx8::summarize_spans;
+
+// Times are whole microseconds in ns, so every expected value below is exact in double.
+Span span(const char* name, uint64_t start_us, uint64_t end_us) {
+  return {name, start_us * 1000, end_us * 1000};
+}
+
+TEST(SpanTimeline, SequentialSpansAreExposedWholeAndIdleTimeIsTheNextOnesGap) {
+  const auto rows = summarize_spans({{span("a", 0, 10), span("b", 15, 20)}});
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].name, "a");
+  EXPECT_DOUBLE_EQ(rows[0].exposed_us, 10);
+  EXPECT_DOUBLE_EQ(rows[0].gap_us, 0);
+  EXPECT_DOUBLE_EQ(rows[1].exposed_us, 5);
+  EXPECT_DOUBLE_EQ(rows[1].gap_us, 5);
+  EXPECT_DOUBLE_EQ(rows[1].busy_us, 5);
+}
+
+TEST(SpanTimeline, AnOverlappingSpanIsCreditedOnlyWithWhatItAddsPastTheLatestEnd) {
+  // b starts while a runs (a dependent launch) and ends 2 us after it; c lies inside b.
+  const auto rows =
+      summarize_spans({{span("a", 0, 10), span("b", 5, 12), span("c", 6, 8), span("d", 9, 13)}});
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_DOUBLE_EQ(rows[1].exposed_us, 2);
+  EXPECT_DOUBLE_EQ(rows[1].busy_us, 7);
+  EXPECT_DOUBLE_EQ(rows[2].exposed_us, 0);
+  EXPECT_DOUBLE_EQ(rows[2].gap_us, 0);
+  EXPECT_DOUBLE_EQ(rows[3].exposed_us, 1);  // past b's end, not c's
+}
+
+TEST(SpanTimeline, RowsAreMeansPerRunInOrderOfFirstAppearance) {
+  // Run 1 has two "g" spans; run 2 starts at another clock value and has "x" first.
+  const auto rows = summarize_spans({{span("n", 0, 1), span("g", 1, 4), span("g", 4, 6)},
+                                     {span("x", 100, 101), span("n", 101, 102), span("g", 102, 105)}});
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].name, "n");  // first index 0 (run 1)
+  EXPECT_EQ(rows[1].name, "x");  // first index 0 (run 2), seen after n
+  EXPECT_EQ(rows[2].name, "g");
+  EXPECT_DOUBLE_EQ(rows[2].count, 1.5);
+  EXPECT_DOUBLE_EQ(rows[2].busy_us, 4);  // (3 + 2 + 3) / 2
+  EXPECT_DOUBLE_EQ(rows[1].count, 0.5);
+}
+
+TEST(SpanTimeline, ExposedTimesAndGapsAddUpToEachRunsSpan) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<Span> run;
+    uint64_t t = rng() % 1000;
+    uint64_t first = UINT64_MAX, last = 0;
+    for (int i = 0; i < 1 + int(rng() % 20); ++i) {
+      t += rng() % 7;  // starts in order, some at the same time
+      const uint64_t end = t + rng() % 30;
+      run.push_back(span(rng() % 2 ? "p" : "q", t, end));
+      first = std::min(first, t * 1000);
+      last = std::max(last, end * 1000);
+    }
+    double total = 0;
+    for (const auto& r : summarize_spans({run})) total += r.exposed_us + r.gap_us;
+    EXPECT_DOUBLE_EQ(total, double(last - first) * 1e-3) << "trial " << trial;
+  }
+}
+
+}  // namespace

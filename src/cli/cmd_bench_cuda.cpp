@@ -37,6 +37,7 @@ struct BenchOptions {
   std::string tile;       // "BMxBN[wW][cC]" to force a tile shape (experiments)
   bool mx8_only = false;  // time only mx8's float-scale GEMM (tile sweeps): the other columns are nan
   std::vector<std::string> shapes;  // "NxK" instead of DeepSeek-V3's six (experiments: no PERF.md table)
+  int flush_mb = 512;               // the L2 flush's write before each timed run (GpuTimer)
 };
 
 void add_common_options(CLI::App& app, const std::shared_ptr<BenchOptions>& o) {
@@ -257,7 +258,7 @@ GemmConfig parse_tile(const std::string& s) {
 
 // The GEMM table for a list of M values; `gemv` switches the columns to weight bandwidth.
 void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command) {
-  GpuTimer timer;
+  GpuTimer timer(static_cast<size_t>(o.flush_mb) << 20);
   const double copy_bw = timer.copy_bandwidth();
   const std::string gpu = gpu_line(copy_bw);
   CublasLtBaseline lt;
@@ -279,8 +280,8 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
   md << header_block(gemv ? "CUDA skinny GEMM / GEMV (M = 1..16), FP8 weights with 128x128 scales"
                           : "CUDA FP8 block-scaled GEMM (A 1x128, B 128x128 scales, BF16 out)",
                      command, gpu);
-  md << "Times are medians of " << o.iters
-     << " CUDA-event timings, L2 flushed before each (a 512 MB memset, then a 256 MB read so that no dirty "
+  md << "Times are medians of " << o.iters << " CUDA-event timings, L2 flushed before each (a " << o.flush_mb
+     << " MB memset, then a 256 MB read so that no dirty "
         "line "
         "of the flush is written back during the timed run). mx8 and cuBLASLt FP8 read the same "
         "E4M3 codes and float32 scales; `mx8 ue8m0` is the same product with UE8M0 scale bytes; `MXFP8` is "
@@ -548,6 +549,10 @@ void register_bench(const char* name, const char* summary, int kind) {
           app.add_option("--shapes", o->shapes,
                          "NxK products instead of DeepSeek-V3's six (experiments; PERF.md is left alone)")
               ->delimiter(',');
+          app.add_option("--flush-mb", o->flush_mb,
+                         "MB written to flush L2 before each timed run (default 512; DeepGEMM's kernel-time "
+                         "protocol writes 8192, which also rests the GPU between runs)")
+              ->check(CLI::Range(512, 16384));
         }
         return mx8::cli::CommandRun([o, name, kind] {
 #ifndef MX8_HAVE_CUDA

@@ -96,8 +96,8 @@ void l2_read_through(const void* buf, size_t bytes, cudaStream_t s) {
   launch_read<false>(buf, bytes, 8, s);
 }
 
-GpuTimer::GpuTimer() {
-  MX8_CUDA_CHECK(cudaMalloc(&write_, kWrite));
+GpuTimer::GpuTimer(size_t flush_bytes) : write_bytes_(std::max(flush_bytes, kDefaultFlush)) {
+  MX8_CUDA_CHECK(cudaMalloc(&write_, write_bytes_));
   MX8_CUDA_CHECK(cudaMalloc(&read_, kRead));
   MX8_CUDA_CHECK(cudaMemset(read_, 1, kRead));
   MX8_CUDA_CHECK(cudaEventCreate(&start_));
@@ -116,7 +116,7 @@ double GpuTimer::median_us(const std::function<void()>& fn, int iters, int warmu
   MX8_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<float> ms(static_cast<size_t>(iters));
   for (int i = 0; i < iters; ++i) {
-    MX8_CUDA_CHECK(cudaMemsetAsync(write_, i & 0xFF, kWrite, nullptr));
+    MX8_CUDA_CHECK(cudaMemsetAsync(write_, i & 0xFF, write_bytes_, nullptr));
     if (clean) l2_read_through(read_, kRead, nullptr);
     MX8_CUDA_CHECK(cudaEventRecord(start_, nullptr));
     fn();
@@ -141,7 +141,7 @@ double GpuTimer::median_kernel_us(const std::function<void()>& fn, int iters, in
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> us(static_cast<size_t>(iters));
   for (int i = 0; i < iters; ++i) {
-    MX8_CUDA_CHECK(cudaMemsetAsync(write_, i & 0xFF, kWrite, nullptr));
+    MX8_CUDA_CHECK(cudaMemsetAsync(write_, i & 0xFF, write_bytes_, nullptr));
     l2_read_through(read_, kRead, nullptr);
     us[static_cast<size_t>(i)] = clock->busy_us(fn, &why);  // waits for the flush first, and leaves it out
     if (!why.empty()) return unavailable();

@@ -119,12 +119,13 @@ struct Result {
     double tok_s, ms_per_token, kv_bytes;  // kv_bytes: K/V a step reads, on average over the timed steps
   };
   std::vector<LongDecode> long_decode;  // one per (KV format, decode_starts entry), graphs on
+  std::string timeline_md;              // --timeline: the traced steps' table (print_timeline)
 };
 
 // `steps` more decode steps, each traced kernel by kernel (CUPTI), and where their time went: per kernel,
 // its time on the GPU and its exposed time (what it adds to the step past the kernels before it;
 // mx8/util/span_timeline.h), so that overlap under dependent launches is counted once.
-void print_timeline(int steps, const Result& res, const std::function<void(int)>& step) {
+void print_timeline(int steps, Result& res, const std::function<void(int)>& step) {
   std::string why;
   mx8::cuda::KernelClock* clock = mx8::cuda::KernelClock::get(&why);
   std::vector<std::vector<mx8::Span>> runs;
@@ -148,9 +149,21 @@ void print_timeline(int steps, const Result& res, const std::function<void(int)>
       res.weights.c_str(), res.batch, res.graphs ? "on" : "off", steps, kernels, span_us,
       res.ms_per_token * 1e3);
   std::printf("  %-90s %8s %9s %10s %7s\n", "kernel", "per step", "busy us", "exposed us", "gap us");
-  for (const mx8::SpanSummary& r : mx8::summarize_spans(runs))
+  res.timeline_md =
+      "\n" + res.weights + " weights, batch " + std::to_string(res.batch) + ", graphs " +
+      (res.graphs ? "on" : "off") + ": " + std::to_string(steps) + " steps traced, " + fmt("%.0f", kernels) +
+      " kernels and " + fmt("%.1f", span_us) +
+      " us from the first kernel's start to the last one's end per step (" +
+      fmt("%.1f", res.ms_per_token * 1e3) + " us per step untraced).\n\n" +
+      "| kernel (blocks x threads, name) | per step | busy us | exposed us | exposed us per launch | "
+      "gap us |\n|---|---:|---:|---:|---:|---:|\n";
+  for (const mx8::SpanSummary& r : mx8::summarize_spans(runs)) {
     std::printf("  %-90.90s %8.1f %9.1f %10.1f %7.1f\n", r.name.c_str(), r.count, r.busy_us, r.exposed_us,
                 r.gap_us);
+    res.timeline_md += "| `" + r.name + "` | " + fmt("%.0f", r.count) + " | " + fmt("%.1f", r.busy_us) +
+                       " | " + fmt("%.1f", r.exposed_us) + " | " + fmt("%.2f", r.exposed_us / r.count) +
+                       " | " + fmt("%.1f", r.gap_us) + " |\n";
+  }
 }
 
 // Decode steps of res.batch sequences (all at the same position) through the model, graphs on or off;
@@ -519,6 +532,27 @@ void run(const Options& o) {
         std::string(batched ? "decode-cuda-batch" : "decode-cuda") + (o.greedy ? "-greedy" : "");
     mx8::cli::update_perf_section(path, section, md);
     std::printf("updated %s (section %s)\n", path.c_str(), section.c_str());
+    std::string tl;
+    for (const Result& r : results) tl += r.timeline_md;
+    if (!tl.empty()) {
+      tl = "## CUDA decode, one step kernel by kernel (`mx8 bench decode-cuda --timeline`)\n\nMachine: " +
+           mx8::cli::machine_description() + "; GPU " + be->info().description +
+           ". Date: " + mx8::cli::today_utc() + ". Command: `mx8 bench decode-cuda --layers " +
+           std::to_string(o.layers) + " --batch " + o.batch + " --tokens " + std::to_string(o.tokens) +
+           " --kv " + o.kv + " --weights " + o.weights + " --graphs " + o.graphs +
+           (o.greedy ? " --greedy" : "") + " --timeline " + std::to_string(o.timeline) +
+           "`.\n\nAfter each timed run, --timeline more steps, each traced by CUPTI's activity record of "
+           "every "
+           "kernel (start and end on the GPU). Kernels overlap where one is launched as a programmatic "
+           "dependent of the one before, so a kernel's busy time (its first block's start to its last "
+           "block's end, summed over its launches) counts the time it waits too. Exposed time is what it "
+           "adds to the step past every kernel that started before it: the exposed times and the gaps "
+           "(nothing running) add up to the step's span (mx8/util/span_timeline.h). Rows are kernels "
+           "by launch shape and name, in order of first launch.\n" +
+           tl;
+      mx8::cli::update_perf_section(path, "decode-cuda-timeline", tl);
+      std::printf("updated %s (section decode-cuda-timeline)\n", path.c_str());
+    }
   }
 }
 

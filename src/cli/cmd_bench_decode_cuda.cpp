@@ -61,7 +61,7 @@ struct Options {
   bool rounded_attention = false;  // prompt steps also timed with AttentionArgs::round_operands
   bool write_perf = true;
   std::string perf_md;
-  int timeline = 0;  // decode steps traced kernel by kernel after the timed ones (printed, not in PERF.md)
+  int timeline = 0;  // decode steps traced kernel by kernel after each timed run (print_timeline)
 };
 
 // Llama-3-8B.
@@ -424,16 +424,21 @@ void run(const Options& o) {
   std::string md = std::string("## CUDA decode, Llama-3-8B shapes, ") +
                    (batched ? "batches " + o.batch : std::string("batch 1")) +
                    " (`mx8 bench decode-cuda`)\n\n";
-  md += "Machine: " + mx8::cli::machine_description() + "; GPU " + be->info().description +
-        ". Date: " + mx8::cli::today_utc() + ". Command: `mx8 bench decode-cuda --layers " +
-        std::to_string(o.layers) + (batched ? " --batch " + o.batch : "") + " --tokens " +
-        std::to_string(o.tokens) + " --kv " + o.kv +
-        (o.context ? " --context " + std::to_string(o.context) : "") +
-        (o.prefill != Options{}.prefill ? " --prefill " + std::to_string(o.prefill) : "") +
-        (o.prefill_at != Options{}.prefill_at ? " --prefill-at " + o.prefill_at : "") +
-        (!o.decode_at.empty() && !batched ? " --decode-at " + o.decode_at : "") +
-        (o.weights != Options{}.weights ? " --weights " + o.weights : "") + (o.greedy ? " --greedy" : "") +
-        (o.rounded_attention ? " --attention-rounded" : "") + "`.\n\n";
+  const std::string machine = "Machine: " + mx8::cli::machine_description() + "; GPU " +
+                              be->info().description + ". Date: " + mx8::cli::today_utc() +
+                              ". Command: `mx8 bench decode-cuda";
+  const std::string command =
+      " --layers " + std::to_string(o.layers) + (batched ? " --batch " + o.batch : "") + " --tokens " +
+      std::to_string(o.tokens) + " --kv " + o.kv +
+      (o.context ? " --context " + std::to_string(o.context) : "") +
+      (o.prefill != Options{}.prefill ? " --prefill " + std::to_string(o.prefill) : "") +
+      (o.prefill_at != Options{}.prefill_at ? " --prefill-at " + o.prefill_at : "") +
+      (!o.decode_at.empty() && !batched ? " --decode-at " + o.decode_at : "") +
+      (o.weights != Options{}.weights ? " --weights " + o.weights : "") + (o.greedy ? " --greedy" : "") +
+      (o.rounded_attention ? " --attention-rounded" : "") +
+      (o.graphs != Options{}.graphs ? " --graphs " + o.graphs : "") +
+      (o.timeline ? " --timeline " + std::to_string(o.timeline) : "");
+  md += machine + command + "`.\n\n";
   const std::string per = batched ? "step" : "token";
   md += "Random weights; each " + per +
         " is the model's forward pass (src/model/llama.cpp) as `mx8 run` does it: uploads of the step's "
@@ -535,21 +540,17 @@ void run(const Options& o) {
     std::string tl;
     for (const Result& r : results) tl += r.timeline_md;
     if (!tl.empty()) {
-      tl = "## CUDA decode, one step kernel by kernel (`mx8 bench decode-cuda --timeline`)\n\nMachine: " +
-           mx8::cli::machine_description() + "; GPU " + be->info().description +
-           ". Date: " + mx8::cli::today_utc() + ". Command: `mx8 bench decode-cuda --layers " +
-           std::to_string(o.layers) + " --batch " + o.batch + " --tokens " + std::to_string(o.tokens) +
-           " --kv " + o.kv + " --weights " + o.weights + " --graphs " + o.graphs +
-           (o.greedy ? " --greedy" : "") + " --timeline " + std::to_string(o.timeline) +
-           "`.\n\nAfter each timed run, --timeline more steps, each traced by CUPTI's activity record of "
-           "every "
-           "kernel (start and end on the GPU). Kernels overlap where one is launched as a programmatic "
-           "dependent of the one before, so a kernel's busy time (its first block's start to its last "
-           "block's end, summed over its launches) counts the time it waits too. Exposed time is what it "
-           "adds to the step past every kernel that started before it: the exposed times and the gaps "
-           "(nothing running) add up to the step's span (mx8/util/span_timeline.h). Rows are kernels "
-           "by launch shape and name, in order of first launch.\n" +
-           tl;
+      tl =
+          "## CUDA decode, one step kernel by kernel (`mx8 bench decode-cuda --timeline`)\n\n" + machine +
+          command +
+          "`.\n\nAfter each timed run, --timeline more steps, each traced by CUPTI's "
+          "record of every kernel (start and end on the GPU). Kernels overlap where one is launched as a "
+          "programmatic dependent of the one before, so a kernel's busy time (its first block's start to its "
+          "last block's end, summed over its launches) counts the time it waits too. Exposed time is what it "
+          "adds to the step past every kernel that started before it: the exposed times and the gaps "
+          "(nothing running) add up to the step's span (mx8/util/span_timeline.h). Rows are kernels by "
+          "launch shape and name, in order of first launch.\n" +
+          tl;
       mx8::cli::update_perf_section(path, "decode-cuda-timeline", tl);
       std::printf("updated %s (section decode-cuda-timeline)\n", path.c_str());
     }

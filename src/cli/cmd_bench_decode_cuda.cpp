@@ -549,7 +549,9 @@ void run(const Options& o) {
           "last block's end, summed over its launches) counts the time it waits too. Exposed time is what it "
           "adds to the step past every kernel that started before it: the exposed times and the gaps "
           "(nothing running) add up to the step's span (mx8/util/span_timeline.h). Rows are kernels by "
-          "launch shape and name, in order of first launch.\n" +
+          "launch shape and name, in order of first launch (projections that share both share a row: per "
+          "step "
+          "counts the launches).\n" +
           tl;
       mx8::cli::update_perf_section(path, "decode-cuda-timeline", tl);
       std::printf("updated %s (section decode-cuda-timeline)\n", path.c_str());

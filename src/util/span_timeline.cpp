@@ -1,9 +1,34 @@
 #include "mx8/util/span_timeline.h"
 
+#include <cxxabi.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 
 namespace mx8 {
+
+std::string kernel_display_name(const char* mangled) {
+  if (!mangled) return "?";
+  int status = 0;
+  char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  std::string s = status == 0 && d ? d : mangled;
+  std::free(d);
+  if (s.rfind("void ", 0) == 0) s.erase(0, 5);
+  if (!s.empty() && s.back() == ')') {  // cut at the '(' that opens the parameter list
+    int depth = 0;
+    for (size_t i = s.size(); i-- > 0;) {
+      depth += s[i] == ')' ? 1 : s[i] == '(' ? -1 : 0;
+      if (depth == 0) {
+        s.resize(i);
+        break;
+      }
+    }
+  }
+  const size_t scope = s.rfind("::", s.find('<'));  // namespaces off: the kernel's own name is enough
+  if (scope != std::string::npos) s.erase(0, scope + 2);
+  return s;
+}
 
 std::vector<SpanSummary> summarize_spans(const std::vector<std::vector<Span>>& runs) {
   std::vector<SpanSummary> rows;

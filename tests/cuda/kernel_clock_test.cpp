@@ -1,4 +1,5 @@
-// KernelClock (the benchmarks' kernel times) against kernels whose length the GPU's own timer sets.
+// KernelClock (the benchmarks' kernel times and decode-cuda's timeline) against kernels whose length the
+// GPU's own timer sets.
 #include "backend/cuda/kernel_clock.h"
 
 #include <gtest/gtest.h>
@@ -72,6 +73,25 @@ TEST_F(KernelClockTest, LeavesOutWhatRanBeforeTheCall) {
   (void)clock->busy_us([] { spin(300); });
   const double next = clock->busy_us([] { spin(50); });
   EXPECT_LE(next, 50.0 + kSlackUs);
+}
+
+TEST_F(KernelClockTest, SpansNameEachKernelByLaunchShapeInOrderOfStart) {
+  const std::vector<Span> spans = clock->spans([] {
+    spin(100);
+    spin(50);
+  });
+  ASSERT_EQ(spans.size(), 2u);
+  EXPECT_EQ(spans[0].name, "1x256 late_copy_kernel");  // 1 block of 256 threads; no namespaces, no parameters
+  EXPECT_EQ(spans[1].name, spans[0].name);
+  EXPECT_LE(spans[0].end_ns, spans[1].start_ns);  // one stream, no dependent launch: one after the other
+  const double first = double(spans[0].end_ns - spans[0].start_ns) * 1e-3,
+               second = double(spans[1].end_ns - spans[1].start_ns) * 1e-3;
+  EXPECT_GE(first, 100.0);
+  EXPECT_LE(first, 100.0 + kSlackUs);
+  EXPECT_GE(second, 50.0);
+  EXPECT_LE(second, 50.0 + kSlackUs);
+  // Nothing of one call is kept for the next.
+  EXPECT_EQ(clock->spans([] { spin(10); }).size(), 1u);
 }
 
 TEST_F(KernelClockTest, NoKernelIsNaN) {

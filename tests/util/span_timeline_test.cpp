@@ -70,4 +70,24 @@ TEST(SpanTimeline, ExposedTimesAndGapsAddUpToEachRunsSpan) {
   }
 }
 
+TEST(KernelDisplayName, KeepsTheKernelAndItsTemplateArgumentsOnly) {
+  // Symbols as CUPTI reports them (mx8's own kernels, from the CUDA build's objects).
+  EXPECT_EQ(mx8::kernel_display_name("_ZN3mx87backend9cuda_impl48_GLOBAL__N__85c81ae9_15_gemv_fp8_mma_cu_"
+                                     "102cec9219gemv_fp8_mma_kernelILi1ELi16ELb0ELb0ELb0ELb1EEEvNS2_"
+                                     "9MmaParamsEi"),
+            "gemv_fp8_mma_kernel<1, 16, false, false, false, true>");
+  // A namespace inside the template arguments stays; the parameters' parentheses do not.
+  EXPECT_EQ(mx8::kernel_display_name("_ZN3mx87backend9cuda_impl53_GLOBAL__N__a0215f22_20_attention_cluster_"
+                                     "cu_9a47efcb24attention_cluster_kernelILNS0_8KvFormatE1ELi1EEEvPKhS6_"
+                                     "NS1_6KvGeomENS1_10AttnParamsEPjNS1_5NewKvENS1_9CluParamsENS1_"
+                                     "11ActQuantOutE"),
+            "attention_cluster_kernel<(mx8::backend::KvFormat)1, 1>");
+  EXPECT_EQ(mx8::kernel_display_name("_ZN3mx84cuda4test12_GLOBAL__N_116late_copy_kernelENS2_6CopiesEm"),
+            "late_copy_kernel");
+  // A name that does not demangle (cuBLASLt's are plain C names) is kept as it is.
+  EXPECT_EQ(mx8::kernel_display_name("nvjet_sm90_tss_64x16_64x16_2x1_v_bz_TNT"),
+            "nvjet_sm90_tss_64x16_64x16_2x1_v_bz_TNT");
+  EXPECT_EQ(mx8::kernel_display_name(nullptr), "?");
+}
+
 }  // namespace

@@ -16,6 +16,10 @@ struct Span {
   uint64_t start_ns = 0, end_ns = 0;
 };
 
+// A kernel's symbol as a row name: "void ns::kernel<args>(params)" -> "kernel<args>" (demangled, without
+// the return type, the namespaces and the parameter list; the symbol itself where it does not demangle).
+std::string kernel_display_name(const char* mangled);
+
 // One row per name, over runs that repeat the same sequence (one per decode step): means per run.
 struct SpanSummary {
   std::string name;

@@ -4,8 +4,6 @@
 #include <cupti_activity.h>
 #include <dlfcn.h>
 
-#include <cxxabi.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -42,30 +40,6 @@ Trace& trace() {
   return s;
 }
 
-// "void ns::kernel<args>(params)" -> "kernel<args>": the symbol demangled, without the return type,
-// the namespaces and the parameter list.
-std::string readable_name(const char* mangled) {
-  if (!mangled) return "?";
-  int status = 0;
-  char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
-  std::string s = status == 0 && d ? d : mangled;
-  std::free(d);
-  if (s.rfind("void ", 0) == 0) s.erase(0, 5);
-  if (!s.empty() && s.back() == ')') {  // cut at the '(' that opens the parameter list
-    int depth = 0;
-    for (size_t i = s.size(); i-- > 0;) {
-      depth += s[i] == ')' ? 1 : s[i] == '(' ? -1 : 0;
-      if (depth == 0) {
-        s.resize(i);
-        break;
-      }
-    }
-  }
-  const size_t scope = s.rfind("::", s.find('<'));  // namespaces off: the kernel's own name is enough
-  if (scope != std::string::npos) s.erase(0, scope + 2);
-  return s;
-}
-
 constexpr size_t kBufferBytes = size_t{1} << 20;
 
 void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {
@@ -89,7 +63,7 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
       if (s.keep_spans)  // the launch shape first: one kernel serves projections of several shapes
         s.spans.push_back({std::to_string(k->gridX * k->gridY * k->gridZ) + "x" +
                                std::to_string(k->blockX * k->blockY * k->blockZ) + " " +
-                               readable_name(k->name),
+                               kernel_display_name(k->name),
                            k->start, k->end});
     }
   }

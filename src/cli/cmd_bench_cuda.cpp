@@ -281,9 +281,8 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
                           : "CUDA FP8 block-scaled GEMM (A 1x128, B 128x128 scales, BF16 out)",
                      command, gpu);
   md << "Times are medians of " << o.iters << " CUDA-event timings, L2 flushed before each (a " << o.flush_mb
-     << " MB memset, then a 256 MB read so that no dirty "
-        "line "
-        "of the flush is written back during the timed run). mx8 and cuBLASLt FP8 read the same "
+     << " MB memset, then a 256 MB read so that no dirty line of the flush is written back during the timed "
+        "run). mx8 and cuBLASLt FP8 read the same "
         "E4M3 codes and float32 scales; `mx8 ue8m0` is the same product with UE8M0 scale bytes; `MXFP8` is "
         "mx8's MXFP8 GEMM (1x32 UE8M0 scales on both operands, promotion every 32 of K). "
      << (gemv ? "`fp8x8 us` is the same product on the mma.sync GEMV of E4M3 activations "

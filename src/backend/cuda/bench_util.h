@@ -31,8 +31,8 @@ class GpuTimer {
   // The L2 flush before every timed run: a 512 MB buffer written (no operand stays in L2: 60 MB on an
   // H200), then a 256 MB buffer read (l2_read_through: no dirty line of the flush stays either).
   // A larger write (`flush_bytes`) also leaves the GPU longer between timed runs, as DeepGEMM's
-  // kernel-time protocol does (8 GB): at sustained FP8 load the SM clock drops, so the figure of a
-  // long GEMM depends on how hard the runs follow each other.
+  // kernel-time protocol does (8 GB), in case the load of the runs before lowers the clock of a long
+  // GEMM (on the H200 it did not: docs/CUDA.md, Running).
   explicit GpuTimer(size_t flush_bytes = kDefaultFlush);
   ~GpuTimer();
   GpuTimer(const GpuTimer&) = delete;

@@ -135,13 +135,11 @@ void print_timeline(int steps, Result& res, const std::function<void(int)>& step
     std::printf("timeline: n/a (%s)\n", why.c_str());
     return;
   }
-  double span_us = 0, kernels = 0;
-  for (const auto& run : runs) {
-    if (run.empty()) continue;
-    uint64_t end = 0;
-    for (const mx8::Span& k : run) end = std::max(end, k.end_ns);
-    span_us += double(end - run.front().start_ns) * 1e-3 / double(runs.size());
-    kernels += double(run.size()) / double(runs.size());
+  const std::vector<mx8::SpanSummary> rows = mx8::summarize_spans(runs);
+  double span_us = 0, kernels = 0;  // exposed times and gaps add up to the span (span_timeline.h)
+  for (const mx8::SpanSummary& r : rows) {
+    span_us += r.exposed_us + r.gap_us;
+    kernels += r.count;
   }
   std::printf(
       "timeline, %s weights, batch %d, graphs %s: %d steps traced, %.0f kernels and %.1f us from the first "
@@ -157,7 +155,7 @@ void print_timeline(int steps, Result& res, const std::function<void(int)>& step
       fmt("%.1f", res.ms_per_token * 1e3) + " us per step untraced).\n\n" +
       "| kernel (blocks x threads, name) | per step | busy us | exposed us | exposed us per launch | "
       "gap us |\n|---|---:|---:|---:|---:|---:|\n";
-  for (const mx8::SpanSummary& r : mx8::summarize_spans(runs)) {
+  for (const mx8::SpanSummary& r : rows) {
     std::printf("  %-90.90s %8.1f %9.1f %10.1f %7.1f\n", r.name.c_str(), r.count, r.busy_us, r.exposed_us,
                 r.gap_us);
     res.timeline_md += "| `" + r.name + "` | " + fmt("%.0f", r.count) + " | " + fmt("%.1f", r.busy_us) +

@@ -57,7 +57,8 @@ TEST(SpanTimeline, ExposedTimesAndGapsAddUpToEachRunsSpan) {
     std::vector<Span> run;
     uint64_t t = rng() % 1000;
     uint64_t first = UINT64_MAX, last = 0;
-    for (int i = 0; i < 1 + int(rng() % 20); ++i) {
+    const int n = 1 + int(rng() % 20);
+    for (int i = 0; i < n; ++i) {
       t += rng() % 7;  // starts in order, some at the same time
       const uint64_t end = t + rng() % 30;
       run.push_back(span(rng() % 2 ? "p" : "q", t, end));

@@ -298,6 +298,46 @@ TEST(CudaGemmFp8, TileBoundariesOfPersistentBlocks) {
     }
 }
 
+// 256x128 tiles in block pairs that share A (each block of a 2-block cluster loads half of the A tile
+// into both through TMA multicast): several pairs per cluster (11 x 16 pairs over at most 66
+// clusters), one and two K blocks, both scale types, bf16 output through TMA and f32 accumulated from
+// registers, and a ragged last pair (N = 464: the second tile of the last pair is 80 columns wide).
+TEST(CudaGemmFp8, BlockPairsShareA) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  int n = 0;
+  for (const int k : {128, 256}) {
+    GemmCase c{2577, 4096, k, 256, 128, k == 128};
+    for (const GemmCase& e : {c, GemmCase{300, 464, 3 * k, 256, 128, k != 128}}) {
+      GemmConfig t;
+      t.block_m = 256;
+      t.block_n = 128;
+      t.math_warpgroups = 2;
+      ASSERT_TRUE(gemm_fp8_pairs_share_a(t, e.m, e.n, 1)) << e.m << " x " << e.n;
+      run_gemm_case(e, seed + n++);
+      GemmCase acc = e;
+      acc.out_f32 = acc.accumulate = true;
+      run_gemm_case(acc, seed + n++);
+    }
+  }
+}
+
+// When the pairs apply: whole pairs of 256x128 tiles of one product with M >= 256 (host only).
+TEST(CudaGemmFp8, PairsShareAOnlyWhereWholePairsExist) {
+  GemmConfig t;
+  t.block_m = 256;
+  t.block_n = 128;
+  t.math_warpgroups = 2;
+  EXPECT_TRUE(gemm_fp8_pairs_share_a(t, 4096, 7168, 1));
+  EXPECT_TRUE(gemm_fp8_pairs_share_a(t, 256, 4000, 1));    // 32 blocks, the last ragged
+  EXPECT_FALSE(gemm_fp8_pairs_share_a(t, 4096, 2112, 1));  // 17 blocks
+  EXPECT_FALSE(gemm_fp8_pairs_share_a(t, 4096, 4112, 1));  // 33 blocks
+  EXPECT_FALSE(gemm_fp8_pairs_share_a(t, 4096, 7168, 2));  // a group
+  EXPECT_FALSE(gemm_fp8_pairs_share_a(t, 255, 7168, 1));   // A tiles below 256 rows
+  t.block_m = 128;
+  EXPECT_FALSE(gemm_fp8_pairs_share_a(t, 4096, 7168, 1));
+}
+
 // M below one block of rows: the TMA loads bring only M rounded up to 16 rows of A and its scales
 // (a_rows_for), and the rest of the tile computes on stale shared memory into rows that are never
 // stored. Every row count, M = 1, a multiple of 16 and ragged ones, both scale types, bf16 and

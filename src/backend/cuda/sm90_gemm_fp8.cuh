@@ -61,8 +61,12 @@ struct TileAt {
 __device__ __forceinline__ int target_of(const GemmParams& p, int tile) {
   return p.targets < 2 ? 0 : (tile >= p.first_tile[1]) + (p.targets > 2 && tile >= p.first_tile[2]);
 }
-template <int BM, int BN>
+// kPairA: `tile` is a pair of tiles of one target that share their A tile, (m, 2 j) and (m, 2 j + 1),
+// and this block (of a cluster of 2) computes the one of its cluster rank.
+template <int BM, int BN, bool kPairA = false>
 __device__ __forceinline__ TileAt tile_at(const GemmParams& p, int tile) {
+  if constexpr (kPairA)
+    return {0, (tile % p.num_m_blocks) * BM, (2 * (tile / p.num_m_blocks) + int(ptx::cluster_rank())) * BN};
   const int g = target_of(p, tile);
   const int local = tile - (g == 0 ? 0 : g == 1 ? p.first_tile[1] : p.first_tile[2]);
   return {g, (local % p.num_m_blocks) * BM, (local / p.num_m_blocks) * BN};
@@ -72,7 +76,7 @@ __device__ __forceinline__ T of_target(int g, T t0, T t1, T t2) {
   return g == 0 ? t0 : g == 1 ? t1 : t2;
 }
 
-template <int BM, int BN, int W, bool kMX, int KC>
+template <int BM, int BN, int W, bool kMX, int KC, bool kPairA>
 __global__ void __launch_bounds__((W + 1) * 128, 1)
     sm90_gemm_fp8_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ GemmMapsB tm_b,
                          const __grid_constant__ CUtensorMap tm_sa, const __grid_constant__ CUtensorMap tm_sb,
@@ -119,16 +123,18 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
 
   const int wg = threadIdx.x / 128;
   const int num_kb = p.k / kBlockK;
-  const int num_tiles = p.first_tile[p.targets];
+  // kPairA: the unit of work is a pair of tiles (tile_at), dealt to the block pairs.
+  const int num_tiles = kPairA ? p.first_tile[1] / 2 : p.first_tile[p.targets];
   // Tiles are dealt to blocks, or (kCK) one to each cluster, whose blocks split the K blocks evenly.
+  constexpr int kClusterBlocks = kPairA ? 2 : KC;
   const int crank = kCK ? int(ptx::cluster_rank()) : 0;
-  const int first_tile = blockIdx.x / KC, tile_step = gridDim.x / KC;
+  const int first_tile = blockIdx.x / kClusterBlocks, tile_step = gridDim.x / kClusterBlocks;
   const int kb_begin = crank * num_kb / KC, kb_end = (crank + 1) * num_kb / KC;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
       ptx::mbar_init(&full[s], 1);
-      ptx::mbar_init(&empty[s], kSplitK ? 4 : W * 4);
+      ptx::mbar_init(&empty[s], (kSplitK ? 4 : W * 4) * (kPairA ? 2 : 1));  // kPairA: both blocks' warps
     }
     ptx::fence_barrier_init();
   }
@@ -140,6 +146,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     if (p.tma_store) ptx::tma_prefetch_desc(&tm_d);
   }
   __syncthreads();
+  // kPairA: the other block's copies complete on this block's barriers, which must be initialized.
+  if constexpr (kPairA) ptx::cluster_sync_all();
   // The dependent kernel may launch now (launched with programmatic stream serialization): a block
   // of this kernel takes a whole SM's registers, so the dependent's blocks fill only SMs that this
   // kernel leaves free or has left, and they wait for its completion before reading its output.
@@ -165,10 +173,22 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       // made the first K block late: M = 128, 7168 x 16384 38.3 -> 45.6 us on the H200).
       // `map_of(g)`: target g's B tensor map. A launch of one product takes the map's address as a
       // constant (through a selected pointer, M = 128 x 24576 x 1536 took 5% longer on the H200).
+      // The A tile of K block kb into slot s. kPairA: each block of the pair loads half of the shared
+      // tile into both (tm_a's box is BM / 2 rows; a half starts at a multiple of 8 rows, so the
+      // 128-byte swizzle is the whole tile's).
+      auto load_a = [&](int s, int kb, int m0) {
+        if constexpr (kPairA) {
+          const int half = int(ptx::cluster_rank()) * BM / 2;
+          ptx::tma_load_2d_multicast(smem_a + (s * BM + half) * kBlockK, &tm_a, &full[s], kb * kBlockK,
+                                     m0 + half, 0b11);
+        } else {
+          ptx::tma_load_2d(smem_a + s * BM * kBlockK, &tm_a, &full[s], kb * kBlockK, m0);
+        }
+      };
       auto produce = [&](auto map_of) {
         int pre = 0;
         if (p.pre_b && first_tile < num_tiles) {
-          const TileAt at = tile_at<BM, BN>(p, first_tile);
+          const TileAt at = tile_at<BM, BN, kPairA>(p, first_tile);
           pre = min(stages, kb_end - kb_begin);
           for (int i = 0; i < pre; ++i) {  // slots 0 .. pre - 1 of the first pass: free
             ptx::mbar_arrive_expect_tx(&full[i], tx);
@@ -180,7 +200,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         int s = 0;
         uint32_t phase = 0;
         for (int tile = first_tile; tile < num_tiles; tile += tile_step) {
-          const TileAt at = tile_at<BM, BN>(p, tile);
+          const TileAt at = tile_at<BM, BN, kPairA>(p, tile);
           const int m0 = at.m0, n0 = at.n0;
           for (int kb = kb_begin; kb < kb_end; ++kb) {
             ptx::mbar_wait(&empty[s], phase ^ 1);
@@ -189,7 +209,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
               --pre;
             else
               ptx::mbar_arrive_expect_tx(&full[s], tx);
-            ptx::tma_load_2d(smem_a + s * BM * kBlockK, &tm_a, &full[s], kb * kBlockK, m0);
+            load_a(s, kb, m0);
             if (!b_requested)
               ptx::tma_load_2d(smem_b + s * BN * kBlockK, map_of(at.g), &full[s], kb * kBlockK, n0);
             if constexpr (kMX) {
@@ -257,7 +277,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   float sb_next[2];
   auto fetch_sb = [&](int t) {
     const int kbs = p.k / kBlockK, kb = threadIdx.x % 128;
-    const TileAt at = tile_at<BM, BN>(p, t);
+    const TileAt at = tile_at<BM, BN, kPairA>(p, t);
     const void* sb = of_target(at.g, p.t[0].scale_b, p.t[1].scale_b, p.t[2].scale_b);
     const int nb = at.n0 / 128, nb_last = (of_target(at.g, p.t[0].n, p.t[1].n, p.t[2].n) - 1) / 128;
     const bool in = kb < kbs;
@@ -301,7 +321,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   if constexpr (kPipeTiles) issue_next(first_tile < num_tiles);
 
   for (int tile = first_tile; tile < num_tiles; tile += tile_step) {
-    const TileAt at = tile_at<BM, BN>(p, tile);
+    const TileAt at = tile_at<BM, BN, kPairA>(p, tile);
     const int m0 = at.m0, n0 = at.n0;
     const int num_sb_blocks = (of_target(at.g, p.t[0].n, p.t[1].n, p.t[2].n) + 127) / 128;
 #pragma unroll
@@ -387,7 +407,14 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
           if (!(pre_issued.value && w == 0)) issue_wave(s, w);
           ptx::wgmma_wait<0>();
           ptx::fence_regs(tmp);
-          if (w == kWaves - 1) ptx::mbar_arrive_one_lane(&empty[s]);
+          if (w == kWaves - 1) {
+            if constexpr (kPairA) {  // the slot in both blocks: the other block's A half lands in it too
+              __syncwarp();
+              if (lane < 2) ptx::mbar_arrive_cluster(&empty[s], lane);
+            } else {
+              ptx::mbar_arrive_one_lane(&empty[s]);
+            }
+          }
           const float s00 = sa[w][0] * sb0, s10 = sa[w][1] * sb0;
           if constexpr (kOneScaleBlock) {
 #pragma unroll
@@ -628,6 +655,8 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   if constexpr (kPipeTiles) ptx::wgmma_wait<0>();  // the discarded wave (see issue_next)
   // Shared memory must outlive the TMA stores reading it.
   if (tid_wg == 0 && stores_pending) ptx::bulk_wait<0>();
+  // kPairA: and the other block's arrivals on this block's barriers (its producer has exited).
+  if constexpr (kPairA) ptx::cluster_sync_all();
 }
 
 }  // namespace mx8::cuda::detail

@@ -101,8 +101,10 @@ __host__ __device__ constexpr int smem_bytes(int bm, int bn, int w, bool mx, int
 }
 
 // KC > 1: clusters of KC blocks split each tile's K range (sm90_gemm_fp8.cuh); then `grid` must be
-// KC x the tile count (one cluster per tile).
-template <int BM, int BN, int W, bool kMX, int KC = 1>
+// KC x the tile count (one cluster per tile). kPairA: clusters of 2 blocks take pairs of tiles that
+// share their A tile, each loading half of it into both (`ta`'s box is BM / 2 rows; one target, an
+// even number of N blocks: gemm_fp8_pairs_share_a); `grid` even.
+template <int BM, int BN, int W, bool kMX, int KC = 1, bool kPairA = false>
 void launch_gemm(const CUtensorMap& ta, const GemmMapsB& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,
                  const CUtensorMap& td, const GemmParams& p, int grid, bool pdl, cudaStream_t stream);
 

@@ -62,6 +62,10 @@ struct GemmConfig {
 GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms);
 // True when (block_m, block_n) is a compiled shape (with the cluster K split, when splits > 1).
 bool gemm_fp8_has_config(int block_m, int block_n, int splits = 1);
+// True when a launch of `count` products (summed N `n`) with tile `c` runs its tiles in pairs on
+// 2-block clusters that share their A tile through TMA multicast (256x128 tiles of one product with
+// an even number of 128-column blocks and M >= 256; MX8_GEMM_NO_PAIR=1 turns it off).
+bool gemm_fp8_pairs_share_a(const GemmConfig& c, int m, int n, int count);
 
 // Validates arguments (throws mx8::Error naming the problem), then launches on `stream`.
 // `forced` (optional) overrides the heuristic's tile shape; its stages/grid are filled in.

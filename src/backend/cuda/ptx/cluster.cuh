@@ -46,4 +46,12 @@ __device__ __forceinline__ void st_cluster(uint32_t addr, float v) {
   asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
 }
 
+// One arrival on the mbarrier at `bar`'s offset in block `rank` of the cluster (which may be this
+// block), with the default CTA-scope release: what the arrival announces (a slot's reads, by wgmma,
+// already waited for) needs no cluster-scope ordering, and a cluster-scope release made the math
+// warps of the GEMM ~50% slower (H200, docs/CUDA.md).
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, int rank) {
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(cluster_peer_addr(bar, rank)) : "memory");
+}
+
 }  // namespace mx8::cuda::ptx

@@ -291,7 +291,9 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
                 "runtime's batched decode steps of 3..16 rows take for MXFP8 weights (the weights' scales "
                 "row-major, as stored). "
                 "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth."
-              : "Floor = max(2MNK / 1979 TFLOP/s, bytes / measured copy bandwidth), bytes = MK + NK + 2MN.")
+              : "Floor = max(2MNK / 1979 TFLOP/s, bytes / measured copy bandwidth), bytes = MK + NK + 2MN. "
+                "256x128 tiles run in pairs of blocks that share their A tile (TMA multicast) where the N "
+                "blocks pair up (docs/CUDA.md).")
      << " `diff` = max|mx8 - cuBLASLt| / max|cuBLASLt| (`=` when bitwise equal). The `kernel` columns time "
         "the same calls again by the GPU's own record of each kernel (CUPTI's activity trace: the sum of the "
         "call's kernel durations, L2 flushed the same way), which leaves out the launch latency and event "

@@ -180,7 +180,7 @@ static bool valid_splits(int splits) {
 }
 
 // Pairs of 256x128 tiles (m, 2 j), (m, 2 j + 1) on 2-block clusters, each block loading half of their
-// A tile into both through TMA multicast: 1-3% faster on every M = 4096 shape of the six (H200,
+// A tile into both through TMA multicast: 1-4% faster on each 256x128 shape of the six at M = 4096 (H200,
 // docs/CUDA.md, thirty-seventh session), where a pair sharing B instead gained 0-1%. Whole pairs need
 // an even number of N blocks; the half-tile boxes need whole 256-row A tiles (M >= 256); groups keep
 // their per-target tile numbering, so one product only.

@@ -15,6 +15,9 @@
 //     256x128 tiles issue the next tile's first wave before storing their accumulators;
 //   * kMX (MXFP8): scales are UE8M0 per 1x32 on both operands; the slot also holds 4 x BM and
 //     4 x BN scale bytes, and the promotion happens after every wgmma (every 32 of K).
+//   * kPairA: 256x128 tiles (m, 2j), (m, 2j + 1) run on the two blocks of a cluster, each block's
+//     producer loading half of their common A tile into both (TMA multicast); a slot is refilled
+//     once the math warps of both blocks have released it;
 //   * KC > 1 (cluster K split): the KC blocks of a thread-block cluster take one tile (the grid has a
 //     cluster per tile, not persistent) over KC consecutive K ranges. Block r owns slice r of the
 //     tile's columns: every block pushes its promoted FP32 partial sums of the other slices into
@@ -165,14 +168,6 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       // barrier never completes.
       const uint32_t tx =
           (p.a_rows + BN) * kBlockK + (kMX ? 4 * BM + 4 * BN : (p.scale_ue8m0 ? p.a_rows : 4 * p.a_rows));
-      // Launched as a programmatic dependent (p.pre_b), the block starts while the kernel before it
-      // still runs: the first tile's B tiles of the whole ring are requested before
-      // griddepcontrol.wait (B must not be written by that kernel: the contract of
-      // GemmFp8Args::pdl), so the weights stream while it finishes; A and every scale are loaded
-      // after the wait. Launched plainly, the slots keep their order (A queued behind a ring of B
-      // made the first K block late: M = 128, 7168 x 16384 38.3 -> 45.6 us on the H200).
-      // `map_of(g)`: target g's B tensor map. A launch of one product takes the map's address as a
-      // constant (through a selected pointer, M = 128 x 24576 x 1536 took 5% longer on the H200).
       // The A tile of K block kb into slot s. kPairA: each block of the pair loads half of the shared
       // tile into both (tm_a's box is BM / 2 rows; a half starts at a multiple of 8 rows, so the
       // 128-byte swizzle is the whole tile's).
@@ -185,6 +180,14 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
           ptx::tma_load_2d(smem_a + s * BM * kBlockK, &tm_a, &full[s], kb * kBlockK, m0);
         }
       };
+      // Launched as a programmatic dependent (p.pre_b), the block starts while the kernel before it
+      // still runs: the first tile's B tiles of the whole ring are requested before
+      // griddepcontrol.wait (B must not be written by that kernel: the contract of
+      // GemmFp8Args::pdl), so the weights stream while it finishes; A and every scale are loaded
+      // after the wait. Launched plainly, the slots keep their order (A queued behind a ring of B
+      // made the first K block late: M = 128, 7168 x 16384 38.3 -> 45.6 us on the H200).
+      // `map_of(g)`: target g's B tensor map. A launch of one product takes the map's address as a
+      // constant (through a selected pointer, M = 128 x 24576 x 1536 took 5% longer on the H200).
       auto produce = [&](auto map_of) {
         int pre = 0;
         if (p.pre_b && first_tile < num_tiles) {

@@ -222,7 +222,8 @@ TEST(CudaGemmSplitK, OddRingsGiveTheEvenRingsProduct) {
 
 // A group against its products launched one by one, with the group's tile (picked for the summed N,
 // or forced): ragged N per target, both scale types, bf16 output and f32 accumulated into a
-// pattern, tiles of one block that cross from one target into the next (grid forced small).
+// pattern, tiles of one block that cross from one target into the next (grid forced small), and
+// groups that run as A-sharing block pairs.
 TEST(CudaGemmGroup, EachProductEqualsItsOwnLaunch) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
@@ -240,6 +241,10 @@ TEST(CudaGemmGroup, EachProductEqualsItsOwnLaunch) {
       {200, 512, {640, 272, 128}, tile(128, 128, 0, 1, 4)},
       {300, 384, {512, 256, 384}, tile(256, 128, 0, 1, 3)},
       {401, 256, {384, 128}, tile(192, 128, 0, 1, 2)},
+      // 256x128 tiles in A-sharing block pairs (every product whole pairs): two clusters whose pairs
+      // cross from one target into the next, and a full grid.
+      {300, 384, {512, 256, 256}, tile(256, 128, 0, 1, 4)},
+      {600, 256, {2048, 512, 512}, tile(256, 128, 0, 1, 0)},
   };
   for (const GroupCase& c : cases)
     for (const bool ue8m0 : {true, false})

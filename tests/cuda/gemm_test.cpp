@@ -313,7 +313,8 @@ TEST(CudaGemmFp8, BlockPairsShareA) {
       t.block_m = 256;
       t.block_n = 128;
       t.math_warpgroups = 2;
-      ASSERT_TRUE(gemm_fp8_pairs_share_a(t, e.m, e.n, 1)) << e.m << " x " << e.n;
+      const GemmFp8Target target{nullptr, nullptr, nullptr, e.n};
+      ASSERT_TRUE(gemm_fp8_pairs_share_a(t, e.m, &target, 1)) << e.m << " x " << e.n;
       run_gemm_case(e, seed + n++);
       GemmCase acc = e;
       acc.out_f32 = acc.accumulate = true;
@@ -322,20 +323,26 @@ TEST(CudaGemmFp8, BlockPairsShareA) {
   }
 }
 
-// When the pairs apply: whole pairs of 256x128 tiles of one product with M >= 256 (host only).
+// When the pairs apply: whole pairs of 256x128 tiles in every product, M >= 256 (host only).
 TEST(CudaGemmFp8, PairsShareAOnlyWhereWholePairsExist) {
   GemmConfig t;
   t.block_m = 256;
   t.block_n = 128;
   t.math_warpgroups = 2;
-  EXPECT_TRUE(gemm_fp8_pairs_share_a(t, 4096, 7168, 1));
-  EXPECT_TRUE(gemm_fp8_pairs_share_a(t, 256, 4000, 1));    // 32 blocks, the last ragged
-  EXPECT_FALSE(gemm_fp8_pairs_share_a(t, 4096, 2112, 1));  // 17 blocks
-  EXPECT_FALSE(gemm_fp8_pairs_share_a(t, 4096, 4112, 1));  // 33 blocks
-  EXPECT_FALSE(gemm_fp8_pairs_share_a(t, 4096, 7168, 2));  // a group
-  EXPECT_FALSE(gemm_fp8_pairs_share_a(t, 255, 7168, 1));   // A tiles below 256 rows
+  auto pairs = [&](int m, std::initializer_list<int> ns) {
+    std::vector<GemmFp8Target> targets;
+    for (const int n : ns) targets.push_back(GemmFp8Target{nullptr, nullptr, nullptr, n});
+    return gemm_fp8_pairs_share_a(t, m, targets.data(), int(targets.size()));
+  };
+  EXPECT_TRUE(pairs(4096, {7168}));
+  EXPECT_TRUE(pairs(256, {4000}));               // 32 blocks, the last ragged
+  EXPECT_TRUE(pairs(4096, {4096, 1024, 1024}));  // a group of whole pairs (q/k/v)
+  EXPECT_FALSE(pairs(4096, {2112}));             // 17 blocks
+  EXPECT_FALSE(pairs(4096, {4112}));             // 33 blocks
+  EXPECT_FALSE(pairs(4096, {3968, 128}));        // 31 + 1 blocks: 32 in all, but pairs would span products
+  EXPECT_FALSE(pairs(255, {7168}));              // A tiles below 256 rows
   t.block_m = 128;
-  EXPECT_FALSE(gemm_fp8_pairs_share_a(t, 4096, 7168, 1));
+  EXPECT_FALSE(pairs(4096, {7168}));
 }
 
 // M below one block of rows: the TMA loads bring only M rounded up to 16 rows of A and its scales

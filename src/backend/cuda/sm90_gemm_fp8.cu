@@ -179,16 +179,6 @@ static bool valid_splits(int splits) {
          std::find(std::begin(kClusterSplits), std::end(kClusterSplits), splits) != std::end(kClusterSplits);
 }
 
-// Pairs of 256x128 tiles (m, 2 j), (m, 2 j + 1) on 2-block clusters, each block loading half of their
-// A tile into both through TMA multicast: 1-4% faster on each 256x128 shape of the six at M = 4096 (H200,
-// docs/CUDA.md, thirty-seventh session), where a pair sharing B instead gained 0-1%. Whole pairs need
-// an even number of N blocks; the half-tile boxes need whole 256-row A tiles (M >= 256); groups keep
-// their per-target tile numbering, so one product only.
-bool gemm_fp8_pairs_share_a(const GemmConfig& c, int m, int n, int count) {
-  return !no_pair() && count == 1 && c.splits == 1 && c.block_m == 256 && c.block_n == 128 &&
-         c.math_warpgroups == 2 && m >= 256 && (n + 127) / 128 % 2 == 0;
-}
-
 bool gemm_fp8_has_config(int block_m, int block_n, int splits) {
   return valid_splits(splits) && compiled_warpgroups(block_m, block_n, 0, splits) != 0;
 }
@@ -240,6 +230,19 @@ GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms) {
   return c;
 }
 
+// Pairs of 256x128 tiles (m, 2 j), (m, 2 j + 1) on 2-block clusters, each block loading half of their
+// A tile into both through TMA multicast: 1-4% faster on each 256x128 shape of the six at M = 4096
+// (H200, docs/CUDA.md, thirty-seventh session), where a pair sharing B instead gained 0-1%. Whole pairs
+// need an even number of N blocks in every product of a group (a pair never spans two products); the
+// half-tile boxes need whole 256-row A tiles (M >= 256).
+bool gemm_fp8_pairs_share_a(const GemmConfig& c, int m, const GemmFp8Target* targets, int count) {
+  if (no_pair() || c.splits != 1 || c.block_m != 256 || c.block_n != 128 || c.math_warpgroups != 2 || m < 256)
+    return false;
+  for (int g = 0; g < count; ++g)
+    if ((targets[g].n + 127) / 128 % 2 != 0) return false;
+  return true;
+}
+
 void gemm_fp8_1x128(const GemmFp8Args& a, cudaStream_t stream, const GemmConfig* forced) {
   const GemmFp8Target t{a.b, a.scale_b, a.d, a.n};
   gemm_fp8_1x128_group(a, &t, 1, stream, forced);
@@ -284,7 +287,7 @@ void gemm_fp8_1x128_group(const GemmFp8Args& a, const GemmFp8Target* targets, in
   const bool ue8m0 = a.scale_type == ScaleType::kUE8M0;
   const int kbs = a.k / kBlockK;
   const int a_rows = detail::a_rows_for(a.m, c.block_m);
-  const bool pair_a = gemm_fp8_pairs_share_a(c, a.m, n_sum, count);
+  const bool pair_a = gemm_fp8_pairs_share_a(c, a.m, targets, count);
   const CUtensorMap ta =
       make_tensor_map_2d(a.a, 1, a.m, a.k, a.k, pair_a ? a_rows / 2 : a_rows, kBlockK, true);
   const CUtensorMap tsa =
@@ -304,6 +307,9 @@ void gemm_fp8_1x128_group(const GemmFp8Args& a, const GemmFp8Target* targets, in
   // Pairs: as many clusters of 2 as fit under the cap, each a pair of tiles at a time.
   c.grid = pair_a ? 2 * static_cast<int>(std::min<long>(tiles / 2, std::max(1, cap / 2)))
                   : launch_grid(tiles, c.splits, cap);
+  // Pairs: the kernel's unit of work is a pair of tiles, numbered target by target like the tiles.
+  if (pair_a)
+    for (int g = 1; g <= count; ++g) p.first_tile[g] /= 2;
   p.a_rows = a_rows;
   p.m = a.m;
   p.k = a.k;

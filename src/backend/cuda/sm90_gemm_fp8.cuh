@@ -64,15 +64,14 @@ struct TileAt {
 __device__ __forceinline__ int target_of(const GemmParams& p, int tile) {
   return p.targets < 2 ? 0 : (tile >= p.first_tile[1]) + (p.targets > 2 && tile >= p.first_tile[2]);
 }
-// kPairA: `tile` is a pair of tiles of one target that share their A tile, (m, 2 j) and (m, 2 j + 1),
-// and this block (of a cluster of 2) computes the one of its cluster rank.
+// kPairA: `tile` is a pair of tiles of one target that share their A tile, (m, 2 j) and (m, 2 j + 1)
+// (first_tile then counts pairs), and this block (of a cluster of 2) computes the one of its rank.
 template <int BM, int BN, bool kPairA = false>
 __device__ __forceinline__ TileAt tile_at(const GemmParams& p, int tile) {
-  if constexpr (kPairA)
-    return {0, (tile % p.num_m_blocks) * BM, (2 * (tile / p.num_m_blocks) + int(ptx::cluster_rank())) * BN};
   const int g = target_of(p, tile);
   const int local = tile - (g == 0 ? 0 : g == 1 ? p.first_tile[1] : p.first_tile[2]);
-  return {g, (local % p.num_m_blocks) * BM, (local / p.num_m_blocks) * BN};
+  const int nb = kPairA ? 2 * (local / p.num_m_blocks) + int(ptx::cluster_rank()) : local / p.num_m_blocks;
+  return {g, (local % p.num_m_blocks) * BM, nb * BN};
 }
 template <typename T>
 __device__ __forceinline__ T of_target(int g, T t0, T t1, T t2) {
@@ -127,7 +126,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   const int wg = threadIdx.x / 128;
   const int num_kb = p.k / kBlockK;
   // kPairA: the unit of work is a pair of tiles (tile_at), dealt to the block pairs.
-  const int num_tiles = kPairA ? p.first_tile[1] / 2 : p.first_tile[p.targets];
+  const int num_tiles = p.first_tile[p.targets];
   // Tiles are dealt to blocks, or (kCK) one to each cluster, whose blocks split the K blocks evenly.
   constexpr int kClusterBlocks = kPairA ? 2 : KC;
   const int crank = kCK ? int(ptx::cluster_rank()) : 0;

@@ -62,10 +62,6 @@ struct GemmConfig {
 GemmConfig gemm_fp8_pick_config(int m, int n, int k, int num_sms);
 // True when (block_m, block_n) is a compiled shape (with the cluster K split, when splits > 1).
 bool gemm_fp8_has_config(int block_m, int block_n, int splits = 1);
-// True when a launch of `count` products (summed N `n`) with tile `c` runs its tiles in pairs on
-// 2-block clusters that share their A tile through TMA multicast (256x128 tiles of one product with
-// an even number of 128-column blocks and M >= 256; MX8_GEMM_NO_PAIR=1 turns it off).
-bool gemm_fp8_pairs_share_a(const GemmConfig& c, int m, int n, int count);
 
 // Validates arguments (throws mx8::Error naming the problem), then launches on `stream`.
 // `forced` (optional) overrides the heuristic's tile shape; its stages/grid are filled in.
@@ -85,6 +81,10 @@ struct GemmFp8Target {
 };
 void gemm_fp8_1x128_group(const GemmFp8Args& shared, const GemmFp8Target* targets, int count,
                           cudaStream_t stream, const GemmConfig* forced = nullptr);
+// True when a launch of `count` products (of M rows, the targets' N) with tile `c` runs its tiles in
+// pairs on 2-block clusters that share their A tile through TMA multicast: 256x128 tiles, M >= 256,
+// an even number of 128-column blocks in every product (MX8_GEMM_NO_PAIR=1 turns it off).
+bool gemm_fp8_pairs_share_a(const GemmConfig& c, int m, const GemmFp8Target* targets, int count);
 
 // MXFP8: both operands carry one UE8M0 scale per 1x32 along K (scale_a [K/32][scale_a_ld],
 // scale_b [K/32][scale_b_ld], MN-major bytes, ld multiple of 16); promotion every 32 of K.

@@ -14,7 +14,8 @@ namespace mx8::cuda::detail {
 
 // Up to kMaxGemmGroup (gemm.h) products that share A (a group such as q/k/v or gate/up) run as one launch:
 // each target has its own B (tensor map GemmMapsB::m[g]), B scales, d and N; tiles are numbered
-// target by target, target g owning tiles [first_tile[g], first_tile[g + 1]).
+// target by target, target g owning tiles [first_tile[g], first_tile[g + 1]) (with kPairA: pairs of
+// tiles, numbered the same way).
 struct GemmTarget {
   const void* scale_b;  // 1x128 path: [ceil(N/128)][K/128]
   void* d;
@@ -102,7 +103,7 @@ __host__ __device__ constexpr int smem_bytes(int bm, int bn, int w, bool mx, int
 
 // KC > 1: clusters of KC blocks split each tile's K range (sm90_gemm_fp8.cuh); then `grid` must be
 // KC x the tile count (one cluster per tile). kPairA: clusters of 2 blocks take pairs of tiles that
-// share their A tile, each loading half of it into both (`ta`'s box is BM / 2 rows; one target, an
+// share their A tile, each loading half of it into both (`ta`'s box is BM / 2 rows; every target an
 // even number of N blocks: gemm_fp8_pairs_share_a); `grid` even.
 template <int BM, int BN, int W, bool kMX, int KC = 1, bool kPairA = false>
 void launch_gemm(const CUtensorMap& ta, const GemmMapsB& tb, const CUtensorMap& tsa, const CUtensorMap& tsb,

@@ -6,9 +6,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cli/command.h"
@@ -285,15 +287,21 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         "run). mx8 and cuBLASLt FP8 read the same "
         "E4M3 codes and float32 scales; `mx8 ue8m0` is the same product with UE8M0 scale bytes; `MXFP8` is "
         "mx8's MXFP8 GEMM (1x32 UE8M0 scales on both operands, promotion every 32 of K). "
-     << (gemv ? "`fp8x8 us` is the same product on the mma.sync GEMV of E4M3 activations "
-                "(src/backend/cuda/gemv_fp8x8.cu: the same codes and float32 scales, f32 out), `fp8x8 "
-                "floor` its fraction of the floor; `MX fp8x8 us` the MXFP8 product on it, the one the "
-                "runtime's batched decode steps of 3..16 rows take for MXFP8 weights (the weights' scales "
-                "row-major, as stored). "
-                "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth."
-              : "Floor = max(2MNK / 1979 TFLOP/s, bytes / measured copy bandwidth), bytes = MK + NK + 2MN. "
-                "256x128 tiles run in pairs of blocks that share their A tile (TMA multicast) where the N "
-                "blocks pair up (docs/CUDA.md).")
+     << (gemv
+             ? "`fp8x8 us` is the same product on the mma.sync GEMV of E4M3 activations "
+               "(src/backend/cuda/gemv_fp8x8.cu: the same codes and float32 scales, f32 out), `fp8x8 "
+               "floor` its fraction of the floor; `MX fp8x8 us` the MXFP8 product on it, the one the "
+               "runtime's batched decode steps of 3..16 rows take for MXFP8 weights (the weights' scales "
+               "row-major, as stored). "
+               "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth. "
+               "`TMA read us` is the peer that only streams the weights as mx8's producer does (TMA boxes "
+               "of the tile's width x 128 bytes, each tile's K blocks in turn, the tile's cluster K split "
+               "too; bench_util.h tma_read_once), `of TMA read, kernel` its kernel time / mx8's. On the H200 "
+               "TMA loads stream ~12% slower than plain loads into registers (docs/CUDA.md), and no "
+               "TMA-fed kernel beats these columns."
+             : "Floor = max(2MNK / 1979 TFLOP/s, bytes / measured copy bandwidth), bytes = MK + NK + 2MN. "
+               "256x128 tiles run in pairs of blocks that share their A tile (TMA multicast) where the N "
+               "blocks pair up (docs/CUDA.md).")
      << " `diff` = max|mx8 - cuBLASLt| / max|cuBLASLt| (`=` when bitwise equal). The `kernel` columns time "
         "the same calls again by the GPU's own record of each kernel (CUPTI's activity trace: the sum of the "
         "call's kernel durations, L2 flushed the same way), which leaves out the launch latency and event "
@@ -303,19 +311,23 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         "| vs FP8 | "
         "cuBLASLt BF16 us | vs BF16 | diff | mx8 kernel us | of floor, kernel | cuBLASLt FP8 kernel us | vs "
         "FP8, kernel |"
-     << (gemv ? " fp8x8 us | fp8x8 floor | MX fp8x8 us |" : "")
+     << (gemv ? " fp8x8 us | fp8x8 floor | MX fp8x8 us | TMA read us | TMA read kernel us | of TMA read, "
+                "kernel |"
+              : "")
      << "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-     << (gemv ? "---|---|---|" : "") << "\n";
+     << (gemv ? "---|---|---|---|---|---|" : "") << "\n";
   std::printf("%s\n%6s %6s %6s %-22s %9s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s %9s %9s %9s %7s\n",
               gpu.c_str(), "M", "N", "K", "tile", "mx8 us", "ue8m0 us", "MXFP8 us", "TFLOP/s", "GB/s",
               "floor", "ltFP8 us", "vsFP8", "ltBF16", "vsBF16", "diff", "fp8x8 us", "MXx8 us", "mx8 k us",
               "vs k");
   std::vector<std::string> summary;
+  // gemv: the TMA streaming read of each weight matrix per tile width and cluster K split.
+  std::map<std::tuple<int, int, int, int>, std::pair<double, double>> tma_read_us;  // events, kernel
   // The most TFLOP/s by kernel time, and where (the best-shape figure is kernel time).
   double best_kernel_tflops = 0;
   std::string best_kernel_shape;
   for (int m : ms) {
-    std::vector<double> sp_fp8, sp_bf16, frac, mx_cost, x8_frac, mx8_gain, sp_kernel, frac_kernel;
+    std::vector<double> sp_fp8, sp_bf16, frac, mx_cost, x8_frac, mx8_gain, sp_kernel, frac_kernel, of_tma;
     for (const Shape& s : shapes) {
       GemmOperands op(m, s.n, s.k);
       const GemmConfig* f = forced.block_m ? &forced : nullptr;
@@ -371,6 +383,18 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
             },
             o.iters);
       }
+      double t_tma = NAN, k_tma = NAN;
+      if (gemv) {
+        const auto key = std::make_tuple(s.n, s.k, cfg.block_n, cfg.splits);
+        if (!tma_read_us.count(key)) {
+          auto read = [&] {
+            mx8::cuda::tma_read_once(op.b8.p, s.n, s.k, cfg.block_n, cfg.splits, nullptr, nullptr);
+          };
+          tma_read_us[key] = {timer.median_us(read, o.iters), timer.median_kernel_us(read, o.iters)};
+        }
+        std::tie(t_tma, k_tma) = tma_read_us[key];
+        if (k_tma == k_tma && k_mx == k_mx) of_tma.push_back(k_tma / k_mx);
+      }
       const double flops = 2.0 * m * s.n * s.k;
       const double bytes = gemv ? double(s.n) * s.k : double(m) * s.k + double(s.n) * s.k + 2.0 * m * s.n;
       const double floor_s = gemv ? bytes / copy_bw : std::max(flops / kFp8PeakFlops, bytes / copy_bw);
@@ -407,7 +431,8 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
          << fmt_double("%.2fx", k_lt / k_mx) << " |";
       if (gemv)
         md << " " << fmt_double("%.1f", t_x8) << " | " << fmt_double("%.0f%%", 100 * floor_s / (t_x8 * 1e-6))
-           << " | " << fmt_double("%.1f", t_mx8) << " |";
+           << " | " << fmt_double("%.1f", t_mx8) << " | " << fmt_double("%.1f", t_tma) << " | "
+           << fmt_double("%.1f", k_tma) << " | " << fmt_double("%.0f%%", 100 * k_tma / k_mx) << " |";
       md << "\n";
     }
     const std::string fp8_ratio = sp_fp8.empty() ? std::string("n/a") : fmt_double("%.2fx", geomean(sp_fp8));
@@ -418,20 +443,25 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         (frac_kernel.empty() ? std::string("n/a") : fmt_double("%.0f%%", 100 * geomean(frac_kernel))) + " |" +
         (gemv ? " " + (x8_frac.empty() ? std::string("n/a") : fmt_double("%.0f%%", 100 * geomean(x8_frac))) +
                     " | " + (mx8_gain.empty() ? std::string("n/a") : fmt_double("%.2fx", geomean(mx8_gain))) +
-                    " |"
+                    " | " +
+                    (of_tma.empty() ? std::string("n/a") : fmt_double("%.0f%%", 100 * geomean(of_tma))) + " |"
               : std::string()));
     std::printf(
         "M=%d geomean: %.2fx over cuBLASLt block-scaled FP8 (%.2fx by kernel times), %.2fx over BF16, "
-        "%.0f%% of floor (%.0f%% by kernel time)%s\n",
+        "%.0f%% of floor (%.0f%% by kernel time)%s%s\n",
         m, geomean(sp_fp8), sp_kernel.empty() ? NAN : geomean(sp_kernel), geomean(sp_bf16),
         100 * geomean(frac), frac_kernel.empty() ? NAN : 100 * geomean(frac_kernel),
         x8_frac.empty() ? ""
-                        : (", fp8x8 " + fmt_double("%.0f%%", 100 * geomean(x8_frac)) + " of floor").c_str());
+                        : (", fp8x8 " + fmt_double("%.0f%%", 100 * geomean(x8_frac)) + " of floor").c_str(),
+        of_tma.empty()
+            ? ""
+            : (", " + fmt_double("%.0f%%", 100 * geomean(of_tma)) + " of the TMA read by kernel times")
+                  .c_str());
   }
   md << "\nGeometric means over the six (N, K) shapes:\n\n| M | mx8 / cuBLASLt FP8 | mx8 / cuBLASLt BF16 | "
         "of floor | MXFP8 time / 1x128 time | mx8 / cuBLASLt FP8, kernel times | of floor, kernel times |"
-     << (gemv ? " fp8x8 of floor | MX fp8x8 time / MXFP8 GEMM time |" : "")
-     << "\n|---|---|---|---|---|---|---|" << (gemv ? "---|---|" : "") << "\n";
+     << (gemv ? " fp8x8 of floor | MX fp8x8 time / MXFP8 GEMM time | TMA read / mx8, kernel times |" : "")
+     << "\n|---|---|---|---|---|---|---|" << (gemv ? "---|---|---|" : "") << "\n";
   for (const auto& l : summary) md << l << "\n";
   if (!best_kernel_shape.empty())
     md << "\nMost TFLOP/s by kernel time: " << fmt_double("%.0f", best_kernel_tflops) << " at "

@@ -8,6 +8,10 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_info.h"
 #include "backend/cuda/kernel_clock.h"
+#include "backend/cuda/ptx/mbarrier.cuh"
+#include "backend/cuda/ptx/tma.cuh"
+#include "backend/cuda/tensor_map.h"
+#include "mx8/error.h"
 
 namespace mx8::cuda {
 namespace {
@@ -90,6 +94,90 @@ void launch_read(const void* buf, size_t bytes, int blocks_per_sm, cudaStream_t 
 
 void read_once(const void* buf, size_t bytes, int blocks_per_sm, cudaStream_t s) {
   launch_read<true>(buf, bytes, blocks_per_sm, s);
+}
+
+namespace {
+
+// tma_read_once: warp 0's first lane issues the loads; warps 1..4 consume a slot (XOR it into a
+// checksum only when asked) and release it.
+constexpr int kTmaReadThreads = 160;
+
+__global__ void __launch_bounds__(kTmaReadThreads, 1)
+    tma_read_kernel(const __grid_constant__ CUtensorMap map, int tiles, int box_rows, int kblocks, int splits,
+                    int stages, uint32_t* checksum) {
+  extern __shared__ uint8_t smem_raw[];
+  // The 128-byte swizzle needs 1024-byte aligned boxes (tma_read_once asks for the slack).
+  uint8_t* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
+  const int box = box_rows * 128;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + stages * box);
+  uint64_t* empty = full + stages;
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < stages; ++i) {
+      ptx::mbar_init(&full[i], 1);
+      ptx::mbar_init(&empty[i], kTmaReadThreads / 32 - 1);
+    }
+    ptx::fence_barrier_init();
+  }
+  __syncthreads();
+  // Unit u: tile u / splits over K blocks [part * kblocks / splits, (part + 1) * kblocks / splits).
+  const int units = tiles * splits;
+  auto walk = [&](auto&& visit) {
+    int slot = 0;
+    uint32_t phase = 0;
+    for (int u = blockIdx.x; u < units; u += gridDim.x) {
+      const int tile = u / splits, part = u % splits;
+      for (int kb = part * kblocks / splits; kb < (part + 1) * kblocks / splits; ++kb) {
+        visit(slot, phase, tile, kb);
+        if (++slot == stages) {
+          slot = 0;
+          phase ^= 1;
+        }
+      }
+    }
+  };
+  if (threadIdx.x == 0) {
+    walk([&](int slot, uint32_t phase, int tile, int kb) {
+      ptx::mbar_wait(&empty[slot], phase ^ 1);
+      ptx::mbar_arrive_expect_tx(&full[slot], box);
+      ptx::tma_load_2d(smem + slot * box, &map, &full[slot], kb * 128, tile * box_rows);
+    });
+  } else if (threadIdx.x >= 32) {
+    uint32_t x = 0;
+    walk([&](int slot, uint32_t phase, int, int) {
+      ptx::mbar_wait(&full[slot], phase);
+      if (checksum)
+        for (int i = threadIdx.x - 32; i < box / 4; i += kTmaReadThreads - 32)
+          x ^= reinterpret_cast<const uint32_t*>(smem + slot * box)[i];
+      __syncwarp();
+      if (threadIdx.x % 32 == 0) ptx::mbar_arrive(&empty[slot]);
+    });
+    if (checksum && x) atomicXor(checksum, x);
+  }
+}
+
+}  // namespace
+
+void tma_read_once(const void* buf, int rows, int cols, int box_rows, int splits, uint32_t* checksum,
+                   cudaStream_t s) {
+  if (rows < 1 || cols < 128 || cols % 128 != 0 || box_rows < 8 || box_rows > 256 || box_rows % 8 != 0 ||
+      splits < 1 || splits > cols / 128)
+    throw mx8::Error("tma_read_once: a " + std::to_string(rows) + " x " + std::to_string(cols) +
+                     " matrix in boxes of " + std::to_string(box_rows) + " rows over " +
+                     std::to_string(splits) + " K parts (cols a multiple of 128, boxes of 8..256 rows)");
+  const CUtensorMap map = make_tensor_map_2d(buf, 1, rows, cols, cols, box_rows, 128, true);
+  // About 128 KB of slots: at least 8 of the 64-row boxes the bandwidth needs (docs/CUDA.md).
+  const int stages = std::clamp((128 << 10) / (box_rows * 128), 2, 16);
+  const int smem = 1024 + stages * box_rows * 128 + stages * 16;
+  static int configured = 0;
+  if (smem > configured) {
+    MX8_CUDA_CHECK(cudaFuncSetAttribute(tma_read_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    configured = smem;
+  }
+  const int tiles = (rows + box_rows - 1) / box_rows;
+  const int grid = std::min(tiles * splits, num_sms());
+  tma_read_kernel<<<grid, kTmaReadThreads, smem, s>>>(map, tiles, box_rows, cols / 128, splits, stages,
+                                                      checksum);
+  MX8_CUDA_CHECK(cudaGetLastError());
 }
 
 void l2_read_through(const void* buf, size_t bytes, cudaStream_t s) {

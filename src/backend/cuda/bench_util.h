@@ -26,6 +26,16 @@ void l2_read_through(const void* buf, size_t bytes, cudaStream_t s);
 // blocks of 512 threads per SM: the memory floor of a kernel that only has to read those bytes.
 void read_once(const void* buf, size_t bytes, int blocks_per_sm, cudaStream_t s);
 
+// Reads the row-major byte matrix [rows][cols] (cols % 128 == 0, rows 16-byte aligned) once with TMA,
+// the way the FP8 GEMM's producer streams its B tiles: box_rows x 128-byte boxes (128-byte swizzle),
+// K-inner, through a ring of shared-memory slots refilled as soon as they are released. A unit is one
+// tile of box_rows rows over 1/splits of K (the cluster K split's share); units are dealt to at most
+// one block per SM. The memory floor of a kernel fed by TMA loads of those bytes: on the H200 such
+// loads stream ~12% slower than plain loads into registers (read_once; docs/CUDA.md). `checksum`
+// (optional, device memory, zeroed by the caller): the XOR of every 32-bit word loaded, for tests.
+void tma_read_once(const void* buf, int rows, int cols, int box_rows, int splits, uint32_t* checksum,
+                   cudaStream_t s);
+
 class GpuTimer {
  public:
   // The L2 flush before every timed run: a 512 MB buffer written (no operand stays in L2: 60 MB on an

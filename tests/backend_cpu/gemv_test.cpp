@@ -290,6 +290,44 @@ TEST(Gemv, NanCodeBehaviourIsAsDocumented) {
   }
 }
 
+// MXFP8 (1x32) scale bytes 0 (2^-127, an f32 subnormal) and 255 (NaN) on every kernel, early and late
+// in the row (blocks 3 and 18 of 20), at M = 1 (four weight rows at a time) and M = 2.
+TEST(Gemv, Mx32ScaleBytesZeroAndNan) {
+  const int64_t n = 4, k = 640, blocks = k / 32;
+  std::vector<uint8_t> codes(size_t(n * k), 0x38);  // 1.0
+  std::vector<uint8_t> scales(size_t(n * blocks), 127);
+  for (int64_t b = 0; b < blocks; ++b) scales[size_t(b)] = 0;  // row 0: 2^-127 everywhere
+  scales[size_t(blocks + 18)] = 0xFF;                          // row 1: NaN in block 18
+  scales[size_t(3 * blocks + 3)] = 0;                          // row 3: one block of 2^-127
+  const Fp8Matrix w{codes.data(), scales.data(), n, k, 1, 32, ElementFormat::e4m3, ScaleStorage::ue8m0};
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(0.5f, 1.5f);
+  for (const int64_t m : {1, 2}) {
+    std::vector<float> x(size_t(m * k));
+    for (float& v : x) v = u(rng);
+    std::vector<float> ref(size_t(m * n));
+    gemv_fp8_ref(x.data(), m, w, ref.data());
+    for (Isa isa : testing::runnable_isas()) {
+      ScopedIsa scoped(isa);
+      std::vector<float> y(size_t(m * n), 0.f);
+      gemv_fp8(x.data(), m, w, y.data(), nullptr);
+      for (int64_t i = 0; i < m; ++i) {
+        const float* yi = y.data() + i * n;
+        const float* ri = ref.data() + i * n;
+        SCOPED_TRACE("M " + std::to_string(m) + " row of x " + std::to_string(i) + " " + isa_name(isa));
+        // 2^-5: on AVX-512 each block's sum carries the decode's 2^-120 and the pre-scaled x (~2^100),
+        // so times 2^-127 it lands near 2^-142, an f32 subnormal with 7 significant bits (a byte 0 read
+        // as 0.0 gives 0 here).
+        EXPECT_NEAR(yi[0], ri[0], std::ldexp(std::fabs(ri[0]), -5));
+        EXPECT_TRUE(std::isnan(yi[1]));  // 255 read as an exponent would be +Inf, and so the row
+        // The sums of 19-20 products of about 1 in f32, in any order: 2^-18 relative.
+        EXPECT_NEAR(yi[2], ri[2], std::ldexp(std::fabs(ri[2]), -18));
+        EXPECT_NEAR(yi[3], ri[3], std::ldexp(std::fabs(ri[3]), -18));
+      }
+    }
+  }
+}
+
 TEST(Gemv, BadArgumentsThrow) {
   std::vector<uint8_t> codes(64), scales(1);
   std::vector<float> x(64), y(1);

@@ -24,6 +24,7 @@
 #include "backend/cuda/cublaslt/cublaslt_baseline.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_info.h"
+#include "backend/cuda/gemv_fp8_linear.cuh"
 #include "backend/cuda/gemv_fp8x8.cuh"
 #include "mx8/backend/cuda/gemm.h"
 #include "mx8/backend/cuda/quantize.h"
@@ -292,7 +293,10 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
                "(src/backend/cuda/gemv_fp8x8.cu: the same codes and float32 scales, f32 out), `fp8x8 "
                "floor` its fraction of the floor; `MX fp8x8 us` the MXFP8 product on it, the one the "
                "runtime's batched decode steps of 3..16 rows take for MXFP8 weights (the weights' scales "
-               "row-major, as stored). "
+               "row-major, as stored). `linear us` (M <= 4) is the same product on the linear GEMV "
+               "(src/backend/cuda/gemv_fp8_linear.cu: every warp load 512 contiguous bytes of one weight "
+               "row), `linear kernel us` its kernel time and `linear floor, kernel` the floor's fraction of "
+               "it. "
                "GB/s counts weight bytes (N*K) only; the floor is weight bytes / measured copy bandwidth. "
                "`TMA read us` is the peer that only streams the weights as mx8's producer does (TMA boxes "
                "of the tile's width x 128 bytes, each tile's K blocks in turn, the tile's cluster K split "
@@ -312,14 +316,14 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         "cuBLASLt BF16 us | vs BF16 | diff | mx8 kernel us | of floor, kernel | cuBLASLt FP8 kernel us | vs "
         "FP8, kernel |"
      << (gemv ? " fp8x8 us | fp8x8 floor | MX fp8x8 us | TMA read us | TMA read kernel us | of TMA read, "
-                "kernel |"
+                "kernel | linear us | linear kernel us | linear floor, kernel |"
               : "")
      << "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-     << (gemv ? "---|---|---|---|---|---|" : "") << "\n";
-  std::printf("%s\n%6s %6s %6s %-22s %9s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s %9s %9s %9s %7s\n",
+     << (gemv ? "---|---|---|---|---|---|---|---|---|" : "") << "\n";
+  std::printf("%s\n%6s %6s %6s %-22s %9s %9s %9s %8s %8s %7s %9s %7s %9s %7s %9s %9s %9s %9s %7s %9s\n",
               gpu.c_str(), "M", "N", "K", "tile", "mx8 us", "ue8m0 us", "MXFP8 us", "TFLOP/s", "GB/s",
               "floor", "ltFP8 us", "vsFP8", "ltBF16", "vsBF16", "diff", "fp8x8 us", "MXx8 us", "mx8 k us",
-              "vs k");
+              "vs k", "lin k us");
   std::vector<std::string> summary;
   // gemv: the TMA streaming read of each weight matrix per tile width and cluster K split.
   std::map<std::tuple<int, int, int, int>, std::pair<double, double>> tma_read_us;  // events, kernel
@@ -327,7 +331,8 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
   double best_kernel_tflops = 0;
   std::string best_kernel_shape;
   for (int m : ms) {
-    std::vector<double> sp_fp8, sp_bf16, frac, mx_cost, x8_frac, mx8_gain, sp_kernel, frac_kernel, of_tma;
+    std::vector<double> sp_fp8, sp_bf16, frac, mx_cost, x8_frac, mx8_gain, sp_kernel, frac_kernel, of_tma,
+        lin_frac;
     for (const Shape& s : shapes) {
       GemmOperands op(m, s.n, s.k);
       const GemmConfig* f = forced.block_m ? &forced : nullptr;
@@ -383,6 +388,18 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
             },
             o.iters);
       }
+      double t_lin = NAN, k_lin = NAN;
+      if (gemv && m <= mx8::backend::cuda_impl::kLinearMaxRows && !o.mx8_only) {
+        namespace be = mx8::backend;
+        Dev<float> y(size_t(m) * s.n);
+        const be::MatmulTarget t{
+            {be::WeightFormat::fp8_block, s.n, s.k, op.b8.p, op.sb.p, be::ScaleType::f32}, y.p, nullptr};
+        auto lin = [&] {
+          be::cuda_impl::launch_gemv_fp8_linear(&t, 1, op.a8.p, op.sa.p, op.ld, m, false, nullptr);
+        };
+        t_lin = timer.median_us(lin, o.iters);
+        k_lin = timer.median_kernel_us(lin, o.iters);
+      }
       double t_tma = NAN, k_tma = NAN;
       if (gemv) {
         const auto key = std::make_tuple(s.n, s.k, cfg.block_n, cfg.splits);
@@ -404,6 +421,7 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
       if (t_bf == t_bf) sp_bf16.push_back(t_bf / t_mx);
       mx_cost.push_back(t_mxfp8 / t_mx);
       if (t_x8 == t_x8) x8_frac.push_back(floor_s / (t_x8 * 1e-6));
+      if (k_lin == k_lin) lin_frac.push_back(floor_s / (k_lin * 1e-6));
       if (t_mx8 == t_mx8 && t_mxfp8 == t_mxfp8) mx8_gain.push_back(t_mx8 / t_mxfp8);
       if (k_mx == k_mx) {
         frac_kernel.push_back(floor_s / (k_mx * 1e-6));
@@ -417,9 +435,10 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
                                (cfg.splits > 1 ? "c" + std::to_string(cfg.splits) : "");
       std::printf(
           "%6d %6d %6d %-22s %9.1f %9.1f %9.1f %8.1f %8.0f %6.0f%% %9.1f %6.2fx %9.1f %6.2fx %9s %9.1f "
-          "%9.1f %9.1f %6.2fx\n",
+          "%9.1f %9.1f %6.2fx %9.1f\n",
           m, s.n, s.k, cfg.str().c_str(), t_mx, t_u8, t_mxfp8, flops / t_mx * 1e-6, bytes / t_mx * 1e-3,
-          100 * fr, t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str(), t_x8, t_mx8, k_mx, k_lt / k_mx);
+          100 * fr, t_lt, t_lt / t_mx, t_bf, t_bf / t_mx, diff.c_str(), t_x8, t_mx8, k_mx, k_lt / k_mx,
+          k_lin);
       std::fflush(stdout);
       md << "| " << m << " | " << s.n << " | " << s.k << " | " << tile << " | " << fmt_double("%.1f", t_mx)
          << " | " << fmt_double("%.1f", t_u8) << " | " << fmt_double("%.1f", t_mxfp8) << " | "
@@ -432,7 +451,9 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
       if (gemv)
         md << " " << fmt_double("%.1f", t_x8) << " | " << fmt_double("%.0f%%", 100 * floor_s / (t_x8 * 1e-6))
            << " | " << fmt_double("%.1f", t_mx8) << " | " << fmt_double("%.1f", t_tma) << " | "
-           << fmt_double("%.1f", k_tma) << " | " << fmt_double("%.0f%%", 100 * k_tma / k_mx) << " |";
+           << fmt_double("%.1f", k_tma) << " | " << fmt_double("%.0f%%", 100 * k_tma / k_mx) << " | "
+           << fmt_double("%.1f", t_lin) << " | " << fmt_double("%.1f", k_lin) << " | "
+           << fmt_double("%.0f%%", 100 * floor_s / (k_lin * 1e-6)) << " |";
       md << "\n";
     }
     const std::string fp8_ratio = sp_fp8.empty() ? std::string("n/a") : fmt_double("%.2fx", geomean(sp_fp8));
@@ -444,11 +465,14 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         (gemv ? " " + (x8_frac.empty() ? std::string("n/a") : fmt_double("%.0f%%", 100 * geomean(x8_frac))) +
                     " | " + (mx8_gain.empty() ? std::string("n/a") : fmt_double("%.2fx", geomean(mx8_gain))) +
                     " | " +
-                    (of_tma.empty() ? std::string("n/a") : fmt_double("%.0f%%", 100 * geomean(of_tma))) + " |"
+                    (of_tma.empty() ? std::string("n/a") : fmt_double("%.0f%%", 100 * geomean(of_tma))) +
+                    " | " +
+                    (lin_frac.empty() ? std::string("n/a") : fmt_double("%.0f%%", 100 * geomean(lin_frac))) +
+                    " |"
               : std::string()));
     std::printf(
         "M=%d geomean: %.2fx over cuBLASLt block-scaled FP8 (%.2fx by kernel times), %.2fx over BF16, "
-        "%.0f%% of floor (%.0f%% by kernel time)%s%s\n",
+        "%.0f%% of floor (%.0f%% by kernel time)%s%s%s\n",
         m, geomean(sp_fp8), sp_kernel.empty() ? NAN : geomean(sp_kernel), geomean(sp_bf16),
         100 * geomean(frac), frac_kernel.empty() ? NAN : 100 * geomean(frac_kernel),
         x8_frac.empty() ? ""
@@ -456,12 +480,18 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
         of_tma.empty()
             ? ""
             : (", " + fmt_double("%.0f%%", 100 * geomean(of_tma)) + " of the TMA read by kernel times")
+                  .c_str(),
+        lin_frac.empty()
+            ? ""
+            : (", linear GEMV " + fmt_double("%.0f%%", 100 * geomean(lin_frac)) + " of floor by kernel times")
                   .c_str());
   }
   md << "\nGeometric means over the six (N, K) shapes:\n\n| M | mx8 / cuBLASLt FP8 | mx8 / cuBLASLt BF16 | "
         "of floor | MXFP8 time / 1x128 time | mx8 / cuBLASLt FP8, kernel times | of floor, kernel times |"
-     << (gemv ? " fp8x8 of floor | MX fp8x8 time / MXFP8 GEMM time | TMA read / mx8, kernel times |" : "")
-     << "\n|---|---|---|---|---|---|---|" << (gemv ? "---|---|---|" : "") << "\n";
+     << (gemv ? " fp8x8 of floor | MX fp8x8 time / MXFP8 GEMM time | TMA read / mx8, kernel times | linear "
+                "of floor, kernel times |"
+              : "")
+     << "\n|---|---|---|---|---|---|---|" << (gemv ? "---|---|---|---|" : "") << "\n";
   for (const auto& l : summary) md << l << "\n";
   if (!best_kernel_shape.empty())
     md << "\nMost TFLOP/s by kernel time: " << fmt_double("%.0f", best_kernel_tflops) << " at "

@@ -1,4 +1,6 @@
-// gemv_fp8x8 (src/backend/cuda/gemv_fp8x8.cu): 1..16 rows of E4M3 activations times fp8_block weights
+// The GEMVs of E4M3 activations: gemv_fp8x8 (src/backend/cuda/gemv_fp8x8.cu), 1..16 rows times fp8_block
+// weights or MXFP8, and gemv_fp8_linear (gemv_fp8_linear.cu), 1..4 rows times fp8_block weights.
+// gemv_fp8x8: 1..16 rows of E4M3 activations times fp8_block weights
 // (1x128 activation scales) or MXFP8 weights (1x32 scales on both), against a double-precision
 // product of the decoded operands. Fresh random
 // codes and scales per run (the seed is printed on failure), ragged n (rows past n in a tile), 1..3
@@ -12,6 +14,9 @@
 // as a wgmma k32 is); the promotion into the f32 accumulator every 128 (MXFP8: 32) of k bounds how far that
 // error carries. With accumulation, y + (product + bias) rounds once more: 2^-23 |y| on top. A wrong
 // scale or a missed block moves results by at least a block's share of sum |w a|, over 2^-6 of it.
+// gemv_fp8_linear's k32 steps take their 32 products from a 64-wide group of k (bytes 0-7 or 8-15 of
+// each lane's 16, two steps per group), so its second term is 2^-8 of twice each 64-wide group's
+// largest |w a|: the same per-step bound over the groups its steps actually add.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -23,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cuda/gemv_fp8_linear.cuh"
 #include "backend/cuda/gemv_fp8x8.cuh"
 #include "cuda/cuda_test_util.h"
 #include "mx8/backend/cuda/gemm.h"
@@ -75,6 +81,7 @@ struct Case {
   ScaleType st;
   bool accumulate, bias;
   WeightFormat f = WeightFormat::fp8_block;  // or mxfp8 (with UE8M0 scales)
+  bool linear = false;                       // gemv_fp8_linear instead of gemv_fp8x8
 };
 
 void run_case(const Case& c, std::mt19937& rng, const std::string& what, int nan_weight_row = -1,
@@ -82,6 +89,9 @@ void run_case(const Case& c, std::mt19937& rng, const std::string& what, int nan
   const bool mx = c.f == WeightFormat::mxfp8;
   const int m = c.m, ld = mx8::cuda::sa_ld(m), kb = int(c.k / 128), block = mx ? 32 : 128;
   const int64_t kblocks = c.k / block;
+  // The k group whose largest product bounds one tensor-core step's error, and steps per group.
+  const int group = c.linear ? 64 : 32;
+  const double steps = c.linear ? 2.0 : 1.0;
   // Activations: codes [m][k], scales [k / block][ld] (powers of two, as the quantizer makes them).
   std::vector<uint8_t> a(size_t(m) * size_t(c.k));
   for (auto& v : a) v = finite_e4m3(rng);
@@ -126,8 +136,15 @@ void run_case(const Case& c, std::mt19937& rng, const std::string& what, int nan
     mt.push_back({WeightView{c.f, n, c.k, t.dw->get(), t.ds->get(), c.st}, t.dy->get(),
                   c.bias ? t.db->get() : nullptr});
   }
-  ASSERT_TRUE(cuda_impl::gemv_fp8x8_applies(mt.data(), int(mt.size()), m)) << what;
-  cuda_impl::launch_gemv_fp8x8(mt.data(), int(mt.size()), da.get(), dsa.get(), ld, m, c.accumulate, nullptr);
+  if (c.linear) {
+    ASSERT_TRUE(cuda_impl::gemv_fp8_linear_applies(mt.data(), int(mt.size()), m)) << what;
+    cuda_impl::launch_gemv_fp8_linear(mt.data(), int(mt.size()), da.get(), dsa.get(), ld, m, c.accumulate,
+                                      nullptr);
+  } else {
+    ASSERT_TRUE(cuda_impl::gemv_fp8x8_applies(mt.data(), int(mt.size()), m)) << what;
+    cuda_impl::launch_gemv_fp8x8(mt.data(), int(mt.size()), da.get(), dsa.get(), ld, m, c.accumulate,
+                                 nullptr);
+  }
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
 
   for (size_t i = 0; i < ts.size(); ++i) {
@@ -149,7 +166,7 @@ void run_case(const Case& c, std::mt19937& rng, const std::string& what, int nan
           sum += nan ? 0.0 : p;
           abs_sum += nan ? 0.0 : std::fabs(p);
           group_max = std::max(group_max, nan ? 0.0 : std::fabs(p));
-          if (q % 32 == 31) group_max_sum += std::exchange(group_max, 0.0);
+          if (q % group == group - 1) group_max_sum += steps * std::exchange(group_max, 0.0);
         }
         const size_t o = size_t(r * n + j);
         if (nan) {
@@ -224,6 +241,69 @@ TEST_F(GemvFp8x8, NaNCodesPropagate) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   run_case({6, {64, 32}, 512, ScaleType::ue8m0, false, false}, rng, "NaN weight row 5", 5, -1);
   run_case({6, {64}, 512, ScaleType::ue8m0, true, true}, rng, "NaN activation row 1", -1, 1);
+}
+
+class GemvFp8Linear : public GemvFp8x8 {};
+
+Case linear_case(int m, std::vector<int64_t> ns, int64_t k, ScaleType st, bool accumulate, bool bias) {
+  Case c{m, std::move(ns), k, st, accumulate, bias};
+  c.linear = true;
+  return c;
+}
+
+// Every row count and scale type; odd n (the last pair's second row is read, never stored); 1..3
+// targets whose pairs share blocks.
+TEST_F(GemvFp8Linear, EveryRowCountMatchesTheDecodedProduct) {
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  for (int m = 1; m <= cuda_impl::kLinearMaxRows; ++m)
+    for (ScaleType st : {ScaleType::ue8m0, ScaleType::f32}) {
+      run_case(linear_case(m, {16, 41, 272}, 1024, st, m % 2 == 0, m % 3 != 0), rng,
+               "linear m " + std::to_string(m) + (st == ScaleType::f32 ? " f32" : " ue8m0"));
+      run_case(linear_case(m, {3}, 2048, st, m % 2 == 1, true), rng, "linear n 3 m " + std::to_string(m));
+    }
+}
+
+// k not a whole number of 512-byte segments (the last segment's lanes past k load nothing): one
+// scale block (8 lanes), 640 (one segment and 8 lanes), 1536 (3 segments); long k over few pairs, so
+// that every pair is split between warps and summed in the block (n 2: one pair of 32 segments over 8
+// warps; n 6 at k 14336: 3 pairs of 28 segments, split mid-pair); and n large enough for many pairs
+// per block. A split pair summed without one of its parts, or twice, moves results by a warp's share
+// of sum |w a|; a segment at a wrong offset or a tail lane that loads past k changes every product.
+TEST_F(GemvFp8Linear, RaggedKSplitPairsAndManyPairs) {
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_case(linear_case(3, {48}, 128, ScaleType::ue8m0, false, true), rng, "linear k 128");
+  run_case(linear_case(2, {34}, 640, ScaleType::f32, true, false), rng, "linear k 640");
+  run_case(linear_case(1, {96}, 1536, ScaleType::ue8m0, true, true), rng, "linear k 1536");
+  run_case(linear_case(1, {2}, 16384, ScaleType::f32, false, true), rng, "linear n 2 k 16384");
+  run_case(linear_case(4, {6}, 14336, ScaleType::ue8m0, true, false), rng, "linear n 6 k 14336");
+  run_case(linear_case(2, {1, 5}, 4224, ScaleType::f32, true, true), rng, "linear n 1 + 5 k 4224");
+  run_case(linear_case(1, {2000, 1000}, 512, ScaleType::ue8m0, false, true), rng, "linear n 3000 k 512");
+}
+
+TEST_F(GemvFp8Linear, NaNCodesPropagate) {
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  run_case(linear_case(3, {64, 32}, 512, ScaleType::ue8m0, false, false), rng, "linear NaN weight row 5", 5,
+           -1);
+  run_case(linear_case(4, {64}, 1024, ScaleType::f32, true, true), rng, "linear NaN activation row 2", -1, 2);
+}
+
+TEST(GemvFp8LinearHost, TakesOnlyWhatItRuns) {
+  alignas(16) uint8_t dummy[16] = {};
+  float y[16];
+  const WeightView w{WeightFormat::fp8_block, 16, 256, dummy, dummy, ScaleType::ue8m0};
+  MatmulTarget t{w, y, nullptr};
+  EXPECT_TRUE(cuda_impl::gemv_fp8_linear_applies(&t, 1, 4));
+  EXPECT_FALSE(cuda_impl::gemv_fp8_linear_applies(&t, 1, 5));  // one mma per row of activations
+  EXPECT_FALSE(cuda_impl::gemv_fp8_linear_applies(&t, 1, 0));
+  MatmulTarget bad = t;
+  bad.w.format = WeightFormat::mxfp8;  // a 64-wide sub-segment spans two 1x32 scale blocks
+  EXPECT_FALSE(cuda_impl::gemv_fp8_linear_applies(&bad, 1, 1));
+  bad = t;
+  bad.w.k = 200;  // not whole scale blocks
+  EXPECT_FALSE(cuda_impl::gemv_fp8_linear_applies(&bad, 1, 1));
+  MatmulTarget two[2] = {t, t};
+  two[1].w.scale_type = ScaleType::f32;  // one scale type per launch
+  EXPECT_FALSE(cuda_impl::gemv_fp8_linear_applies(two, 2, 1));
 }
 
 TEST(GemvFp8x8Host, TakesOnlyWhatItRuns) {

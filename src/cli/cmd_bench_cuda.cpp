@@ -301,8 +301,9 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
                "`TMA read us` is the peer that only streams the weights as mx8's producer does (TMA boxes "
                "of the tile's width x 128 bytes, each tile's K blocks in turn, the tile's cluster K split "
                "too; bench_util.h tma_read_once), `of TMA read, kernel` its kernel time / mx8's. On the H200 "
-               "TMA loads stream ~12% slower than plain loads into registers (docs/CUDA.md), and no "
-               "TMA-fed kernel beats these columns."
+               "weights read in such tiles (64 or 128 bytes of each of many rows, by TMA or by plain loads "
+               "alike) stream 5-30% slower than the same bytes read in order (docs/CUDA.md, thirty-ninth "
+               "session): no kernel that reads them so beats these columns."
              : "Floor = max(2MNK / 1979 TFLOP/s, bytes / measured copy bandwidth), bytes = MK + NK + 2MN. "
                "256x128 tiles run in pairs of blocks that share their A tile (TMA multicast) where the N "
                "blocks pair up (docs/CUDA.md).")

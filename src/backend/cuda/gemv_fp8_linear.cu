@@ -17,13 +17,14 @@
 // g % 2 (row 2q) and 2 + g % 2 (row 2q + 1). A sub-segment lies inside one 128-wide scale block, so
 // each diagonal element is promoted with its own block's scales (every 64 of k, within the GEMM's
 // every 128). The tensor cores do 8x the useful work, which at one to four rows is still far below
-// their rate; nothing is converted.
+// their rate. (On sm_90 the E4M3 mma.sync is itself run as F2FP decodes of both operands into f16 and
+// m16n8k16 HMMA; decoding the weights once here for several rows was slower, docs/CUDA.md.)
 //
-// Work split: a persistent grid (grid_for: blocks with equal numbers of row pairs); the block's 8 warps
-// take contiguous ranges of its (pair, segment) units, so the block reads its rows in order and each
-// warp's loads stay D units ahead. A warp stores the rows of a pair it covers whole; a pair split
-// between warps is summed from their partial sums in warp order after a barrier (deterministic).
-// Weights are loaded before griddepcontrol.wait (kernels never write them), activations after.
+// Work split: two blocks per SM with equal numbers of row pairs; the block's 8 warps take contiguous
+// ranges of its (pair, segment) units, so the block reads its rows in order and each warp's loads stay
+// D units ahead. Each warp leaves its sums of the pairs its range touches in shared memory; after a
+// barrier the block adds each pair's sums in warp order and stores them (deterministic). Weights are
+// loaded before griddepcontrol.wait (kernels never write them), activations after.
 #include "backend/cuda/gemv_fp8_linear.cuh"
 
 #include <algorithm>
@@ -109,7 +110,7 @@ __device__ __forceinline__ float scale_value(uint32_t bits) {
 
 // 16 bytes read once (not kept in L1) where `pred`, else zeros, as one predicated load: a load under a
 // branch or a select of its result (a wait for it) keeps the stream's loads from issuing together
-// (H200, 7168 x 16384: 46 against 38 us).
+// (H200, 7168 x 16384, the select: 50 against 38 us).
 __device__ __forceinline__ uint4 load_stream_if(const uint8_t* ptr, bool pred) {
   uint4 r;
   asm volatile(
@@ -250,6 +251,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_linear_kernel(LinearP
   __syncthreads();
   for (int i = threadIdx.x; i < (q1 - q0) * P; i += kWarps * 32) {
     const int q = i / P, r = i - q * P;
+    if (r >= p.m) continue;
     float2 s = make_float2(0.0f, 0.0f);
     for (int w = 0; w < kWarps; ++w) {
       const int2 rw = warp_range(w, units);
@@ -257,7 +259,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_fp8_linear_kernel(LinearP
       const float2 v = part[(size_t(w) * p.warp_pairs + (q - rw.x / p.segs)) * P + r];
       s.x += v.x, s.y += v.y;
     }
-    if (r >= p.m) continue;
     const GemvTarget tg = target_of(p, q0 + q);
     const int64_t row = int64_t(q0 + q - tg.tile_begin) * 2;
     float* out = tg.y + int64_t(r) * tg.n + row;

@@ -370,7 +370,7 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
           std::printf("cuBLASLt BF16 %dx%dx%d: %s\n", m, s.n, s.k, e.what());
         }
       }
-      double t_x8 = NAN, t_mx8 = NAN;
+      double t_x8 = NAN, t_mx8 = NAN, t_lin = NAN, k_lin = NAN;
       if (gemv && m <= mx8::backend::cuda_impl::kFp8x8MaxRows && !o.mx8_only) {
         namespace be = mx8::backend;
         Dev<float> y(size_t(m) * s.n);
@@ -388,18 +388,13 @@ void run_gemm_bench(const BenchOptions& o, bool gemv, const std::string& command
               be::cuda_impl::launch_gemv_fp8x8(&tm, 1, op.a_mx.p, op.sa_mx.p, op.ld, m, false, nullptr);
             },
             o.iters);
-      }
-      double t_lin = NAN, k_lin = NAN;
-      if (gemv && m <= mx8::backend::cuda_impl::kLinearMaxRows && !o.mx8_only) {
-        namespace be = mx8::backend;
-        Dev<float> y(size_t(m) * s.n);
-        const be::MatmulTarget t{
-            {be::WeightFormat::fp8_block, s.n, s.k, op.b8.p, op.sb.p, be::ScaleType::f32}, y.p, nullptr};
-        auto lin = [&] {
-          be::cuda_impl::launch_gemv_fp8_linear(&t, 1, op.a8.p, op.sa.p, op.ld, m, false, nullptr);
-        };
-        t_lin = timer.median_us(lin, o.iters);
-        k_lin = timer.median_kernel_us(lin, o.iters);
+        if (m <= be::cuda_impl::kLinearMaxRows) {
+          auto lin = [&] {
+            be::cuda_impl::launch_gemv_fp8_linear(&t, 1, op.a8.p, op.sa.p, op.ld, m, false, nullptr);
+          };
+          t_lin = timer.median_us(lin, o.iters);
+          k_lin = timer.median_kernel_us(lin, o.iters);
+        }
       }
       double t_tma = NAN, k_tma = NAN;
       if (gemv) {

@@ -28,7 +28,6 @@
 #include "backend/cuda/gemv_fp8_linear.cuh"
 
 #include <algorithm>
-#include <string>
 
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/gemv_fp8_common.cuh"

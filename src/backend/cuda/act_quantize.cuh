@@ -35,8 +35,8 @@ struct ActQuantOut {
 // cvt.rn.satfinite.e4m3x2.f32, which rounds as format::e4m3_from_f32(x, true) does (RNE, NaN -> 0x7F;
 // the ceil scale keeps every finite scaled value within +-448, and a NaN or Inf amax makes the scale
 // NaN), so a block's bytes equal the CPU reference quantizer's (tests/cuda/act_quantize_test.cpp). Two
-// cvt instead of four software encodes: H200, Llama-3-8B FP8, batch-16 decode 4.5% and 512-token prompt
-// steps 2-4% faster (docs/CUDA_BACKEND.md, forty-first session).
+// cvt instead of four software encodes: H200, Llama-3-8B, batch-16 FP8 decode 4.5% and 512-token prompt
+// steps 1-4% faster (docs/CUDA_BACKEND.md, forty-first session).
 template <int kBlock>
 __device__ __forceinline__ void quantize_tile(float4 v, int lane, int64_t row, int64_t kb, int64_t k,
                                               bool ue8m0, uint8_t* codes, void* scales, int ld) {

@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #if defined(__CUDACC__)
-#include <cuda_fp8.h>
+#include "backend/cuda/quantize_device.cuh"
 #endif
 
 #include "mx8/format/common.h"
@@ -54,9 +54,9 @@ __device__ __forceinline__ void quantize_tile(float4 v, int lane, int64_t row, i
   }
   const format::BlockScale bs = format::compute_block_scale(
       format::f32_from_bits(amax), format::ElementFormat::e4m3, {format::ScaleRule::ceil});
-  auto encode2 = [&](float a, float b) -> uint32_t {  // low byte: a
-    return __nv_cvt_float2_to_fp8x2(make_float2(__fmul_rn(a, bs.inv_scale), __fmul_rn(b, bs.inv_scale)),
-                                    __NV_SATFINITE, __NV_E4M3);
+  auto encode2 = [&](float a, float b) {  // low byte: a
+    return mx8::cuda::qdev::cvt2(__fmul_rn(a, bs.inv_scale), __fmul_rn(b, bs.inv_scale),
+                                 format::ElementFormat::e4m3);
   };
   const uint32_t four = encode2(v.x, v.y) | encode2(v.z, v.w) << 16;
   *reinterpret_cast<uint32_t*>(codes + row * k + kb * 128 + lane * 4) = four;

@@ -1,6 +1,6 @@
 // Device building blocks shared by the quantizer kernels (sm90_quantize.cu, quantize_stream.cuh,
-// quantize_dual.cuh): where a block scale goes (ScaleWriter), bf16 unpacking, the hardware FP8
-// encode, packed 16-bit magnitude maxima, and streaming loads/stores.
+// quantize_dual.cuh, act_quantize.cuh): where a block scale goes (ScaleWriter), bf16 unpacking, the hardware
+// FP8 encode, packed 16-bit magnitude maxima, and streaming loads/stores.
 #pragma once
 
 #include <cuda_fp8.h>

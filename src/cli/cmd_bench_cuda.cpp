@@ -239,8 +239,8 @@ bool retime_f32() {
 GemmConfig parse_tile(const std::string& s) {
   GemmConfig c;
   if (s.empty()) return c;
-  // BMxBN, then optionally wW (math warpgroups: w2 = the split-K 64-row variant) and cC (clusters of
-  // C blocks splitting K), e.g. 128x128, 64x64w2, 64x64w2c4.
+  // BMxBN, then optionally wW (math warpgroups: w2 = the split-K 64-row variant), cC (clusters of
+  // C blocks splitting K) and sS (S stages), e.g. 128x128, 64x64w2, 64x64w2c4, 64x64w2c2s8.
   const char* rest = s.c_str();
   // Reads one "<format>" field at `rest` and moves past it; false if it does not match.
   auto field = [&rest](const char* format, int* a, int* b = nullptr) {
@@ -254,8 +254,9 @@ GemmConfig parse_tile(const std::string& s) {
   bool ok = field("%dx%d%n", &c.block_m, &c.block_n);
   if (ok && *rest == 'w') ok = field("w%d%n", &c.math_warpgroups);
   if (ok && *rest == 'c') ok = field("c%d%n", &c.splits);
+  if (ok && *rest == 's') ok = field("s%d%n", &c.stages);
   if (!ok || *rest != '\0')
-    throw mx8::Error("--tile: expected BMxBN[wW][cC], e.g. 128x128 or 64x64w2c4, got '" + s + "'");
+    throw mx8::Error("--tile: expected BMxBN[wW][cC][sS], e.g. 128x128 or 64x64w2c4s8, got '" + s + "'");
   return c;
 }
 
@@ -600,8 +601,8 @@ void register_bench(const char* name, const char* summary, int kind) {
           app.add_option("--m", o->ms,
                          "M values (default: 64 128 4096 for cuda-gemm, 1 2 4 8 16 for cuda-gemv)");
           app.add_option("--tile", o->tile,
-                         "force a tile shape BMxBN[wW][cC] (default: the heuristic's; MXFP8 takes BM 64 or "
-                         "128 from it)");
+                         "force a tile shape BMxBN[wW][cC][sS] (S: stages, at most what fits; default: the "
+                         "heuristic's; MXFP8 takes BM 64 or 128 from it)");
           app.add_flag("--mx8-only", o->mx8_only, "time only mx8's float-scale GEMM (tile sweeps)");
           app.add_option("--shapes", o->shapes,
                          "NxK products instead of DeepSeek-V3's six (experiments; PERF.md is left alone)")

@@ -108,8 +108,11 @@ int launch_grid(long tiles, int splits, long cap) {
   return static_cast<int>(splits > 1 ? tiles * splits : std::min(tiles, cap));
 }
 
+// Stages = as many as fit, up to 16; 64-row tiles with a cluster K split up to 8, which streamed faster
+// than 11 or 13 (H200, 64 x 4096 x 7168 on 64x64w2c2: 14.1-14.2 us at 8 stages, 14.5-14.6 at 5,
+// 14.8-15.1 at 11, .carry/lead/u6.sh; docs/CUDA.md, forty-second session).
 int stages_for(int bm, int bn, int w, bool mx, bool tma_store, bool ck = false) {
-  int st = 16;
+  int st = ck && bm == 64 ? 8 : 16;
   while (st > 2 && detail::smem_bytes(bm, bn, w, mx, st, tma_store, ck) > detail::kSmemLimit) --st;
   return st;
 }
@@ -320,7 +323,8 @@ void gemm_fp8_1x128_group(const GemmFp8Args& a, const GemmFp8Target* targets, in
   p.tma_store = (!p.out_f32 && count == 1 && tma_store_tile(c.block_n, c.splits)) ? 1 : 0;
   p.debug = debug_flags();
   p.pre_b = a.pdl ? 1 : 0;
-  if (!p.tma_store)
+  // Without TMA stores the staging tile's room goes to more stages (unless forced).
+  if (!p.tma_store && !(forced && forced->stages > 0))
     c.stages = std::min(
         16, std::max(c.stages, stages_for(c.block_m, c.block_n, c.math_warpgroups, false, false, ck)));
   p.stages = c.stages;

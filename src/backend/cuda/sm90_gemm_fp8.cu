@@ -108,11 +108,12 @@ int launch_grid(long tiles, int splits, long cap) {
   return static_cast<int>(splits > 1 ? tiles * splits : std::min(tiles, cap));
 }
 
-// Stages = as many as fit, up to 16; 64-row tiles with a cluster K split up to 8, which streamed faster
-// than 11 or 13 (H200, 64 x 4096 x 7168 on 64x64w2c2: 14.1-14.2 us at 8 stages, 14.5-14.6 at 5,
-// 14.8-15.1 at 11, .carry/lead/u6.sh; docs/CUDA.md, forty-second session).
+// Stages = as many as fit, up to 16; the 1x128 split-K 64-row tiles (two warpgroups, with a cluster K split
+// or without) up to 8, which stream faster than more (H200: 64 x 4096 x 7168 on 64x64w2c2 14.1-14.2 us at 8
+// stages, 14.8-15.1 at 11; 64 x 7168 x 16384 on 64x64w2 35.8-35.9 at 8, 37.3-37.5 at 12; docs/CUDA.md,
+// forty-second session).
 int stages_for(int bm, int bn, int w, bool mx, bool tma_store, bool ck = false) {
-  int st = ck && bm == 64 ? 8 : 16;
+  int st = !mx && detail::is_split_k(bm, w, mx) ? 8 : 16;
   while (st > 2 && detail::smem_bytes(bm, bn, w, mx, st, tma_store, ck) > detail::kSmemLimit) --st;
   return st;
 }

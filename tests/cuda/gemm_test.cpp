@@ -460,6 +460,20 @@ TEST(CudaGemmFp8, HeuristicPicksCompiledShapes) {
     }
 }
 
+// The stage caps that H200 measurements set (sm90_gemm_fp8.cu, docs/CUDA.md forty-second and forty-third
+// sessions): 1x128 split-K 64-row tiles at most 8; products of at most 4 K blocks with more tiles than SMs
+// at most 3, with one round of tiles as many as fit. Host code only: runs without a GPU.
+TEST(CudaGemmFp8, HeuristicStageCaps) {
+  const GemmConfig split_k = gemm_fp8_pick_config(64, 7168, 16384, 132);
+  ASSERT_EQ(split_k.block_m, 64) << split_k.str();
+  ASSERT_EQ(split_k.math_warpgroups, 2) << split_k.str();
+  EXPECT_EQ(split_k.stages, 8) << split_k.str();
+  const GemmConfig short_k_rounds = gemm_fp8_pick_config(128, 32768, 512, 132);  // 256 tiles of 128x128
+  EXPECT_EQ(short_k_rounds.stages, 3) << short_k_rounds.str();
+  const GemmConfig short_k_one_round = gemm_fp8_pick_config(128, 4096, 512, 132);
+  EXPECT_GT(short_k_one_round.stages, 4) << short_k_one_round.str();
+}
+
 // MXFP8's tile height against the H200 measurements of both tiles (docs/CUDA.md, fifteenth
 // session, j12.sh: the MXFP8 column in microseconds, 64x64 with K split against 128x128, two rounds
 // each agreeing within 2%): the pick must be the faster one wherever the two differ by more than

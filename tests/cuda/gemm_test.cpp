@@ -189,12 +189,15 @@ TEST(CudaGemmFp8, AccumulatesIntoF32Output) {
   }
 }
 
+// 70 x 32784 x 512 has more tiles than SMs and 4 K blocks: the short-K stage cap's 3-slot ring wraps
+// inside each tile and between a block's tiles.
 TEST(CudaGemmFp8, HeuristicTilesOnRaggedShapes) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
-  for (const GemmCase& c : {GemmCase{1, 2112, 512}, GemmCase{7, 256, 384}, GemmCase{17, 64, 2560},
-                            GemmCase{17, 144, 384}, GemmCase{64, 2112, 256}, GemmCase{129, 272, 640},
-                            GemmCase{300, 400, 256, 0, 0, false}, GemmCase{513, 1040, 256, 0, 0, true, true}})
+  for (const GemmCase& c :
+       {GemmCase{1, 2112, 512}, GemmCase{7, 256, 384}, GemmCase{17, 64, 2560}, GemmCase{17, 144, 384},
+        GemmCase{64, 2112, 256}, GemmCase{129, 272, 640}, GemmCase{300, 400, 256, 0, 0, false},
+        GemmCase{513, 1040, 256, 0, 0, true, true}, GemmCase{70, 32784, 512}})
     run_gemm_case(c, seed);
 }
 
@@ -470,6 +473,8 @@ TEST(CudaGemmFp8, HeuristicStageCaps) {
   EXPECT_EQ(split_k.stages, 8) << split_k.str();
   const GemmConfig short_k_rounds = gemm_fp8_pick_config(128, 32768, 512, 132);  // 256 tiles of 128x128
   EXPECT_EQ(short_k_rounds.stages, 3) << short_k_rounds.str();
+  const GemmConfig ragged = gemm_fp8_pick_config(70, 32784, 512, 132);  // HeuristicTilesOnRaggedShapes's
+  EXPECT_EQ(ragged.stages, 3) << ragged.str();
   const GemmConfig short_k_one_round = gemm_fp8_pick_config(128, 4096, 512, 132);
   EXPECT_GT(short_k_one_round.stages, 4) << short_k_one_round.str();
 }

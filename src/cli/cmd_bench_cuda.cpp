@@ -602,7 +602,7 @@ void register_bench(const char* name, const char* summary, int kind) {
                          "M values (default: 64 128 4096 for cuda-gemm, 1 2 4 8 16 for cuda-gemv)");
           app.add_option("--tile", o->tile,
                          "force a tile shape BMxBN[wW][cC][sS] (S: stages, at most what fits; default: the "
-                         "heuristic's; MXFP8 takes BM 64 or 128 from it)");
+                         "heuristic's; MXFP8 takes BM 64 or 128 and S from it)");
           app.add_flag("--mx8-only", o->mx8_only, "time only mx8's float-scale GEMM (tile sweeps)");
           app.add_option("--shapes", o->shapes,
                          "NxK products instead of DeepSeek-V3's six (experiments; PERF.md is left alone)")

@@ -108,14 +108,22 @@ int launch_grid(long tiles, int splits, long cap) {
   return static_cast<int>(splits > 1 ? tiles * splits : std::min(tiles, cap));
 }
 
-// Stages = as many as fit, up to 16; the 1x128 split-K 64-row tiles (two warpgroups, with a cluster K split
-// or without) up to 8, which stream faster than more (H200: 64 x 4096 x 7168 on 64x64w2c2 14.1-14.2 us at 8
-// stages, 14.8-15.1 at 11; 64 x 7168 x 16384 on 64x64w2 35.8-35.9 at 8, 37.3-37.5 at 12; docs/CUDA.md,
-// forty-second session).
-int stages_for(int bm, int bn, int w, bool mx, bool tma_store, bool ck = false) {
-  int st = !mx && detail::is_split_k(bm, w, mx) ? 8 : 16;
+// As many stages as fit in shared memory, up to `want` (at most 16).
+int stages_fit(int bm, int bn, int w, bool mx, bool tma_store, bool ck, int want) {
+  int st = std::min(want, 16);
   while (st > 2 && detail::smem_bytes(bm, bn, w, mx, st, tma_store, ck) > detail::kSmemLimit) --st;
   return st;
+}
+
+// Stages = as many as fit, up to 16; the split-K 64-row tiles (two warpgroups, with a cluster K split or
+// without) up to 8 and MXFP8's 128x128 up to 4, which stream faster than more (H200: 64 x 4096 x 7168 on
+// 64x64w2c2 14.1-14.2 us at 8 stages, 14.8-15.1 at 11; 64 x 7168 x 16384 on 64x64w2 35.8-35.9 at 8,
+// 37.3-37.5 at 12; MXFP8 4096 x 2112 x 7168 410 at 4, 420 at the 5 that fit). MXFP8 with f32 output (the
+// runtime's) keeps as many as fit: a 4096-token MXFP8 prompt step was 0.5% slower with the caps there
+// (docs/CUDA.md, forty-second and forty-third sessions).
+int stages_for(int bm, int bn, int w, bool mx, bool tma_store, bool ck = false) {
+  const int cap = detail::is_split_k(bm, w, mx) ? 8 : mx ? 4 : 16;
+  return stages_fit(bm, bn, w, mx, tma_store, ck, !mx || tma_store ? cap : 16);
 }
 
 // A product of at most 4 K blocks with more tiles than SMs takes at most 3 stages: its blocks then load
@@ -292,9 +300,10 @@ void gemm_fp8_1x128_group(const GemmFp8Args& a, const GemmFp8Target* targets, in
     c.splits = forced->splits;
     c.math_warpgroups =
         compiled_warpgroups(c.block_m, c.block_n, std::max(1, forced->math_warpgroups), c.splits);
-    const int max_st = stages_for(c.block_m, c.block_n, c.math_warpgroups, false,
-                                  tma_store_tile(c.block_n, c.splits), c.splits > 1);
-    c.stages = forced->stages > 0 ? std::min(forced->stages, max_st) : max_st;
+    const bool store = tma_store_tile(c.block_n, c.splits), fck = c.splits > 1;
+    c.stages = forced->stages > 0
+                   ? stages_fit(c.block_m, c.block_n, c.math_warpgroups, false, store, fck, forced->stages)
+                   : stages_for(c.block_m, c.block_n, c.math_warpgroups, false, store, fck);
   }
   const bool ck = c.splits > 1;
   const bool ue8m0 = a.scale_type == ScaleType::kUE8M0;
@@ -416,6 +425,8 @@ void gemm_mxfp8(const GemmMxfp8Args& a, cudaStream_t stream, const GemmConfig* f
   c.math_warpgroups = s.w;
   const bool tma_store = a.out_type == OutType::kBF16 && s.bn % 64 == 0;
   c.stages = stages_for(s.bm, s.bn, s.w, true, tma_store);
+  if (forced && forced->stages > 0)
+    c.stages = stages_fit(s.bm, s.bn, s.w, true, tma_store, false, forced->stages);
   const long tiles = static_cast<long>((a.m + s.bm - 1) / s.bm) * ((a.n + s.bn - 1) / s.bn);
   c.grid = static_cast<int>(std::min<long>(tiles, sms));
   const int k32 = a.k / 32;

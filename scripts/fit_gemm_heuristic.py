@@ -21,11 +21,13 @@ SHAPES = [(64, 16, 1, 1), (64, 32, 1, 1), (64, 64, 1, 1), (64, 128, 1, 1), (64, 
           (128, 192, 2, 1), (256, 128, 2, 1), (192, 128, 3, 1)]
 SHAPES += [(bm, bn, 2, c) for bm, bn in [(64, 64), (128, 128)] for c in (2, 4)]
 SHAPES += [(64, 96, 2, 4)]
-# The constants of sm90_gemm_fp8.cu: latencies per K block (one 64-row chain, split-K, 128-row
-# tiles), efficiencies (192- and 256-row, 128x192, other 128-row, 64-row), per-SM load rate, per-tile
-# cost, and the cluster K split's extra per-tile cost (its exchange of partial sums, the cluster launch).
-SOURCE = dict(l1=0.37e-6, l2=0.18e-6, l128=0.35e-6, e256=0.62, e192=0.52, e128=0.51, e64=0.45,
-              bw=70e9, tile=1.5e-6, ck=3.0e-6)
+# The constants of sm90_gemm_fp8.cu: latencies per K block (one 64-row chain, split-K, 128-row tiles
+# without and with the pipelined K loop), efficiencies (192- and 256-row, 128x192, other 128-row,
+# 64-row), per-SM load rate, per-tile cost, the cluster K split's extra per-tile cost (its exchange of
+# partial sums, the cluster launch), the split-K tiles' extra per-tile cost (the warpgroups'
+# hand-over), and the DRAM rate of the floor.
+SOURCE = dict(l1=0.27e-6, l2=0.18e-6, l128=0.35e-6, l128p=0.2e-6, e256=0.62, e192=0.52, e128=0.51, e64=0.3,
+              bw=100e9, tile=1.5e-6, ck=3.0e-6, sk=0.6e-6, dram=3.6e12)
 
 
 def parse_tile(text):
@@ -50,8 +52,13 @@ def read_sweep(path):
 
 
 def kb_seconds(s, m, c):
-    bm, bn, w, _ = s
-    latency = (c["l2"] if w == 2 else c["l1"]) if bm == 64 else (c["l128"] if bm == 128 else 0.0)
+    bm, bn, w, splits = s
+    if bm == 64:
+        latency = c["l2"] if w == 2 else c["l1"]
+    elif bm == 128:  # 128-row tiles up to 128 wide without a cluster split pipeline their K loop
+        latency = c["l128p"] if bn <= 128 and splits == 1 else c["l128"]
+    else:
+        latency = 0.0
     eff = c["e256"] if bm >= 192 else c["e192"] if bn >= 192 else c["e128"] if bm == 128 else c["e64"]
     mma = 2.0 * bm * bn * 128 / (PEAK_PER_SM * eff)
     load = (min(m, bm) + bn) * 128 / c["bw"]
@@ -67,9 +74,10 @@ def estimate_seconds(s, m, n, k, c):
     tiles = math.ceil(m / s[0]) * math.ceil(n / s[1])
     splits = s[3]
     kbs = math.ceil(k // 128 / splits)
-    per_tile = kbs * kb_seconds(s, m, c) + c["tile"] + (c["ck"] if splits > 1 else 0.0)
+    split_k = s[0] == 64 and s[2] == 2
+    per_tile = kbs * kb_seconds(s, m, c) + c["tile"] + (c["ck"] if splits > 1 else 0.0) + (c["sk"] if split_k else 0.0)
     t_sm = math.ceil(tiles / tile_slots(splits)) * per_tile
-    return max(t_sm, (m * k + n * k + 2.0 * m * n) / 3.0e12)
+    return max(t_sm, (m * k + n * k + 2.0 * m * n) / c["dram"])
 
 
 def tie_key(s, m, n):
@@ -117,9 +125,9 @@ def main():
     times = read_sweep(path)
     print("constants in sm90_gemm_fp8.cu:")
     print("  geomean x%.3f, worst x%.3f" % score(times, SOURCE, show=True))
-    grid = dict(l1=[0.3e-6, 0.37e-6], l2=[0.15e-6, 0.18e-6, 0.22e-6], l128=[0.35e-6, 0.45e-6],
-                bw=[60e9, 70e9, 80e9], tile=[1e-6, 1.5e-6], e256=[0.62, 0.66, 0.7],
-                e192=[0.46, 0.52, 0.58], e128=[0.51, 0.56, 0.6], ck=[2e-6, 2.5e-6, 3e-6, 3.5e-6])
+    grid = dict(l1=[0.22e-6, 0.27e-6, 0.3e-6], l128p=[0.12e-6, 0.2e-6], l2=[0.18e-6, 0.22e-6],
+                bw=[70e9, 100e9], tile=[1e-6, 1.5e-6], ck=[2e-6, 3e-6], e64=[0.3, 0.45],
+                dram=[3.0e12, 3.3e12, 3.6e12], sk=[0.0, 0.3e-6, 0.6e-6, 1e-6])
     best = None
     for values in itertools.product(*grid.values()):
         c = dict(SOURCE, **dict(zip(grid.keys(), values)))

@@ -255,7 +255,12 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   const uint64_t desc_b0 = ptx::make_desc_sw128(smem_b);
   float acc[kWaves][kRegs];
   float tmp[kRegs];
-  [[maybe_unused]] float tmp2[kMX ? kRegs : 1];  // kMX: the second scratch accumulator
+  // One-wave 1x128 tiles of up to 128 columns with one or two math warpgroups keep two K blocks'
+  // groups in flight (kPipeK, below); wider tiles, two-wave tiles and three warpgroups (160 registers
+  // each) have no room for a second scratch accumulator. The cluster K split's 128x128 tiles were
+  // slower with it (H200, M = 128: 7168 x 16384 38.8 -> 40.0 us over 2 blocks, docs/CUDA.md).
+  constexpr bool kPipeK = !kMX && !kSplitK && !kCK && kWaves == 1 && kRegs <= 64 && W <= 2;
+  [[maybe_unused]] float tmp2[kMX || kPipeK ? kRegs : 1];  // the second scratch accumulator
   int s = 0;
   uint32_t phase = 0;
 
@@ -296,19 +301,21 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   // which waited too; the epilogue reads d when it accumulates).
   ptx::griddep_wait();
 
-  // Wave w of the K block in `slot`: four wgmma m64nBNk32 into tmp, committed as one group.
-  auto issue_wave = [&](int slot, int w) {
+  // Wave w of the K block in `slot`: four wgmma m64nBNk32 into t (tmp unless said), committed as one
+  // group.
+  auto issue_wave_to = [&](int slot, int w, float(&t)[kRegs]) {
     const uint64_t desc_a = ptx::desc_plus(desc_a0, (slot * BM + w * 64) * kBlockK / 16);
     const uint64_t desc_b = ptx::desc_plus(desc_b0, slot * BN * kBlockK / 16);
-    ptx::fence_regs(tmp);
+    ptx::fence_regs(t);
     ptx::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       // +32 bytes along K = +2 in the descriptor's 16-byte address units.
-      Mma::mma(ptx::desc_plus(desc_a, 2 * kk), ptx::desc_plus(desc_b, 2 * kk), tmp, kk > 0);
+      Mma::mma(ptx::desc_plus(desc_a, 2 * kk), ptx::desc_plus(desc_b, 2 * kk), t, kk > 0);
     }
     ptx::wgmma_commit();
   };
+  auto issue_wave = [&](int slot, int w) { issue_wave_to(slot, w, tmp); };
   // Persistent 256x128 tiles (kPipeTiles) issue the next tile's first wave before their epilogue,
   // so every tile starts with that group in flight (H200: M = 4096 1.3-3.7% faster; 192x128 was 10%
   // slower, 128x192 4%, 128x128 within the spread: docs/CUDA.md). The issue is unconditional: the
@@ -355,8 +362,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
     // The K loop. Tiles of 192 and 256 rows compile it once per scale type, so the scale type is
     // not tested in the loop (UE8M0 2-7% faster at M = 4096); for the smaller tiles the second copy
     // of the loop cost 3-5% at M = 128 (docs/CUDA.md, fourteenth session).
-    auto k_block = [&](int kb, auto ue8m0, auto pre_issued) {
-      const int kr = kb - kb_begin;  // K blocks into this block's range
+    auto stage_sb = [&](int kb, int kr) {
       if (!kMX && kr % kSbCap == 0 && (kr > 0 || !kPrefetchSb)) {
         // Stage both B-scale rows of the next kSbCap K blocks (kPrefetchSb: of K blocks past the
         // first kSbCap). The first barrier keeps the previous readers safe.
@@ -368,6 +374,44 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         }
         ptx::named_barrier(1 + wg, 128);
       }
+    };
+    // A scales of this thread's two rows of wave w in slot s, read before the slot is released.
+    auto read_sa = [&](int w, auto ue8m0, float(&sa)[2]) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
+        sa[h] = ue8m0.value ? ue8m0_to_float(smem_sa[s * BM * 4 + r])
+                            : reinterpret_cast<const float*>(smem_sa + s * BM * 4)[r];
+      }
+    };
+    // acc[w] += t * scale_a[row] * scale_b[block]: the FP32 promotion of one K block.
+    auto promote = [&](int w, const float(&t)[kRegs], const float(&sa)[2], float sb0, float sb1) {
+      const float s00 = sa[0] * sb0, s10 = sa[1] * sb0;
+      if constexpr (kOneScaleBlock) {
+#pragma unroll
+        for (int i = 0; i < kRegs; ++i) acc[w][i] = fmaf(t[i], (i % 4) >= 2 ? s10 : s00, acc[w][i]);
+      } else {
+        const float s01 = sa[0] * sb1, s11 = sa[1] * sb1;
+#pragma unroll
+        for (int j = 0; j < kRegs / 4; ++j) {
+          const bool second = n_off + 8 * j >= 128;
+          const float lo = second ? s01 : s00, hi = second ? s11 : s10;
+          acc[w][4 * j + 0] = fmaf(t[4 * j + 0], lo, acc[w][4 * j + 0]);
+          acc[w][4 * j + 1] = fmaf(t[4 * j + 1], lo, acc[w][4 * j + 1]);
+          acc[w][4 * j + 2] = fmaf(t[4 * j + 2], hi, acc[w][4 * j + 2]);
+          acc[w][4 * j + 3] = fmaf(t[4 * j + 3], hi, acc[w][4 * j + 3]);
+        }
+      }
+    };
+    auto next_slot = [&] {
+      if (++s == stages) {
+        s = 0;
+        phase ^= 1;
+      }
+    };
+    auto k_block = [&](int kb, auto ue8m0, auto pre_issued) {
+      const int kr = kb - kb_begin;  // K blocks into this block's range
+      stage_sb(kb, kr);
       if (kSplitK && (kr & 1) != wg) {  // the other warpgroup's K block: only keep the ring in step
         if (++s == stages) {
           s = 0;
@@ -394,16 +438,9 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       const uint64_t desc_b = ptx::desc_plus(desc_b0, s * BN * kBlockK / 16);
 
       if constexpr (!kMX) {
-        // A scales of this thread's rows, read before the slot is released.
         float sa[kWaves][2];
 #pragma unroll
-        for (int w = 0; w < kWaves; ++w)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int r = wg_row0 + w * 64 + row_in_wave + 8 * h;
-            sa[w][h] = ue8m0.value ? ue8m0_to_float(smem_sa[s * BM * 4 + r])
-                                   : reinterpret_cast<const float*>(smem_sa + s * BM * 4)[r];
-          }
+        for (int w = 0; w < kWaves; ++w) read_sa(w, ue8m0, sa[w]);
 #pragma unroll
         for (int w = 0; w < kWaves; ++w) {
           if (!(pre_issued.value && w == 0)) issue_wave(s, w);
@@ -417,22 +454,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
               ptx::mbar_arrive_one_lane(&empty[s]);
             }
           }
-          const float s00 = sa[w][0] * sb0, s10 = sa[w][1] * sb0;
-          if constexpr (kOneScaleBlock) {
-#pragma unroll
-            for (int i = 0; i < kRegs; ++i) acc[w][i] = fmaf(tmp[i], (i % 4) >= 2 ? s10 : s00, acc[w][i]);
-          } else {
-            const float s01 = sa[w][0] * sb1, s11 = sa[w][1] * sb1;
-#pragma unroll
-            for (int j = 0; j < kRegs / 4; ++j) {
-              const bool second = n_off + 8 * j >= 128;
-              const float lo = second ? s01 : s00, hi = second ? s11 : s10;
-              acc[w][4 * j + 0] = fmaf(tmp[4 * j + 0], lo, acc[w][4 * j + 0]);
-              acc[w][4 * j + 1] = fmaf(tmp[4 * j + 1], lo, acc[w][4 * j + 1]);
-              acc[w][4 * j + 2] = fmaf(tmp[4 * j + 2], hi, acc[w][4 * j + 2]);
-              acc[w][4 * j + 3] = fmaf(tmp[4 * j + 3], hi, acc[w][4 * j + 3]);
-            }
-          }
+          promote(w, tmp, sa[w], sb0, sb1);
         }
       } else {
         auto issue = [&](int w, int kk, float(&t)[kRegs]) {
@@ -506,13 +528,50 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         __syncwarp();
         if (lane == 0) ptx::mbar_arrive(&empty[s]);
       }
-      if (++s == stages) {
-        s = 0;
-        phase ^= 1;
+      next_slot();
+    };
+    // kPipeK: K block kb's group (in cur) is in flight on entry; the next one's goes into nxt before
+    // kb is promoted (has_next), so the tensor cores work while the warpgroup promotes.
+    auto pipe_step = [&](int kb, float(&cur)[kRegs], float(&nxt)[kRegs], bool has_next, RuntimeFlag ue8m0) {
+      const int kr = kb - kb_begin;
+      stage_sb(kb, kr);
+      const float sb0 = my_sb[kr % kSbCap];
+      const float sb1 = kOneScaleBlock ? 0.f : my_sb[kSbCap + kr % kSbCap];
+      float sa[2];
+      read_sa(0, ue8m0, sa);
+      const int done = s;
+      next_slot();
+      if (has_next) {
+        ptx::mbar_wait(&full[s], phase);
+        issue_wave_to(s, 0, nxt);
+        ptx::wgmma_wait<1>();
+      } else {
+        ptx::wgmma_wait<0>();
       }
+      ptx::fence_regs(cur);
+      ptx::mbar_arrive_one_lane(&empty[done]);
+      promote(0, cur, sa, sb0, sb1);
     };
     auto k_loop = [&](auto ue8m0) {
       int kb = kb_begin;
+      if constexpr (kPipeK) {
+        // Unrolled by two so that cur and nxt are fixed registers in each step (an accumulator
+        // chosen at run time would make ptxas serialize every wgmma, C7514): tmp holds the group in
+        // flight at the top of every iteration (a pipelined tile has at least one K block).
+        ptx::mbar_wait(&full[s], phase);
+        issue_wave_to(s, 0, tmp);
+        for (; kb + 2 < kb_end; kb += 2) {
+          pipe_step(kb, tmp, tmp2, true, ue8m0);
+          pipe_step(kb + 1, tmp2, tmp, true, ue8m0);
+        }
+        if (kb + 1 < kb_end) {
+          pipe_step(kb, tmp, tmp2, true, ue8m0);
+          pipe_step(kb + 1, tmp2, tmp, false, ue8m0);
+        } else {
+          pipe_step(kb, tmp, tmp2, false, ue8m0);
+        }
+        return;
+      }
       if constexpr (kPipeTiles) k_block(kb++, ue8m0, std::true_type{});
       for (; kb < kb_end; ++kb) k_block(kb, ue8m0, std::false_type{});
     };

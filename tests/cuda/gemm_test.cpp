@@ -285,6 +285,10 @@ TEST(CudaGemmFp8, ManyTilesPerCta) {
   GemmCase split{700, 1040, 512, 64, 16};
   split.split_k = true;
   run_gemm_case(split, seed);
+  // One K block per split-K tile: the second warpgroup only moves the ring on, tile after tile.
+  GemmCase one{700, 1040, 128, 64, 64};
+  one.split_k = true;
+  run_gemm_case(one, seed + 1);
 }
 
 // 256x128 tiles issue the next tile's first wave before the epilogue of the tile before: several

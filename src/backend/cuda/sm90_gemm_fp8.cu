@@ -52,9 +52,11 @@ constexpr Shape kMxShapes[] = {{64, 64, 2}, {128, 128, 2}};
 //    4 wgmma -> wait -> promote -> release: ~0.35 us for the 128-row tiles that run it one K block
 //    at a time (128x192, the cluster K split's 128x128). One-wave tiles up to 128 wide issue the
 //    next K block's group before promoting (kPipeK in sm90_gemm_fp8.cuh): ~0.27 us for 64 rows on
-//    one warpgroup, ~0.2 us for 128 rows on two; split-K 64-row tiles run two chains per SM, ~0.18;
+//    one warpgroup, ~0.2 us for 128 rows on two; split-K 64-row tiles run two chains per SM, ~0.22.
+//    A 128-row tile in a partial last block of several is charged 0.35: its A box reads rows past
+//    M, which TMA fills slowly (M = 192, 2112 x 7168 on 128x32: 22.3 us, on 64x64 17.7);
 //  * tensor cores: 2 BM BN 128 FLOP at the per-SM peak times an efficiency measured per shape
-//    (256x128: 0.62, 128x128: 0.51, 128x192: 0.52, 64-row: 0.3);
+//    (256x128 and 192x128: 0.62, 64-row: 0.45, 128x192: 0.52, other 128-row: 0.51);
 //  * loads: (rows of A actually present + BN) x 128 bytes through one SM's share of L2/DRAM,
 //    ~100 GB/s (M = 128, 7168 x 16384 on 128x64 tiles pulls 86 GB/s per SM with its loop pipelined).
 // The constants were fitted (seventh session, refitted in the thirteenth and forty-fourth, H200) to a
@@ -63,13 +65,13 @@ constexpr Shape kMxShapes[] = {{64, 64, 2}, {128, 128, 2}};
 // shape.
 double kb_seconds(const Shape& s, int m) {
   constexpr double kPeakPerSm = 1979e12 / 132, kSmBytesPerSec = 100e9;
-  const bool pipelined = s.bm == 128 && s.bn <= 128 && !s.ck;
-  const double latency = s.bm == 64    ? (s.w == 2 ? 0.18e-6 : 0.27e-6)
+  const bool pipelined = s.bm == 128 && s.bn <= 128 && !s.ck && (m <= s.bm || m % s.bm == 0);
+  const double latency = s.bm == 64    ? (s.w == 2 ? 0.22e-6 : 0.27e-6)
                          : s.bm == 128 ? (pipelined ? 0.2e-6 : 0.35e-6)
                                        : 0.0;
   // 192x128 (three warpgroups, one 64-row wave each) matched 256x128 per FLOP where both fill
   // whole rounds (4096 x 24576 x 1536: 267.9 vs 267.4 us, twelfth session, .carry/lead/g3.sh).
-  const double eff = s.bm >= 192 ? 0.62 : s.bn >= 192 ? 0.52 : s.bm == 128 ? 0.51 : 0.3;
+  const double eff = s.bm >= 192 ? 0.62 : s.bm == 64 ? 0.45 : s.bn >= 192 ? 0.52 : 0.51;
   const double mma = 2.0 * s.bm * s.bn * 128 / (kPeakPerSm * eff);
   const double load = double(std::min(m, s.bm) + s.bn) * 128 / kSmBytesPerSec;
   return std::max({latency, mma, load});
@@ -84,12 +86,12 @@ long tile_slots(int num_sms, int splits) {
 
 // Estimated seconds of the schedule: the busiest SM's (or cluster's) tiles, each its K blocks (its
 // share of them with a cluster K split) plus a fixed per-tile cost (epilogue, pipeline turn-around;
-// 3 us more with a cluster split: the exchange of partial sums and the cluster launch; 0.6 us more
-// for a split-K 64-row tile: its warpgroups' hand-over), or the DRAM floor at the bandwidth such
+// 3 us more with a cluster split: the exchange of partial sums and the cluster launch; 1 us more for
+// a split-K 64-row tile: its warpgroups' hand-over), or the DRAM floor at the bandwidth such
 // kernels reach (3.6 TB/s), whichever is larger.
 double estimate_seconds(const Shape& s, int m, int n, int k, int num_sms, int splits) {
   constexpr double kDramBytesPerSec = 3.6e12, kTileOverhead = 1.5e-6, kClusterSplitCost = 3.0e-6,
-                   kSplitKCost = 0.6e-6;
+                   kSplitKCost = 1.0e-6;
   const long tiles = static_cast<long>((m + s.bm - 1) / s.bm) * ((n + s.bn - 1) / s.bn);
   const long slots = tile_slots(num_sms, splits);
   const long rounds = (tiles + slots - 1) / slots;

@@ -96,7 +96,7 @@ double estimate_seconds(const Shape& s, int m, int n, int k, int num_sms, int sp
   const long slots = tile_slots(num_sms, splits);
   const long rounds = (tiles + slots - 1) / slots;
   const int kbs = (k / 128 + splits - 1) / splits;
-  const bool split_k = s.bm == 64 && s.w == 2;
+  const bool split_k = detail::is_split_k(s.bm, s.w, false);
   const double t_sm = rounds * (kbs * kb_seconds(s, m) + kTileOverhead +
                                 (splits > 1 ? kClusterSplitCost : 0.0) + (split_k ? kSplitKCost : 0.0));
   const double t_dram = (double(m) * k + double(n) * k + 2.0 * m * n) / kDramBytesPerSec;

@@ -413,10 +413,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       const int kr = kb - kb_begin;  // K blocks into this block's range
       stage_sb(kb, kr);
       if (kSplitK && (kr & 1) != wg) {  // the other warpgroup's K block: only keep the ring in step
-        if (++s == stages) {
-          s = 0;
-          phase ^= 1;
-        }
+        next_slot();
         return;
       }
       [[maybe_unused]] float sb0 = 0.f, sb1 = 0.f;

@@ -265,8 +265,9 @@ TEST(CudaGemmFp8, ClusterKSplit) {
 
 // K > 128 x 256: the kernel stages the B scales 256 K blocks at a time (sm90_gemm_fp8_params.h,
 // kSbCap), so the second stage, on 44 K blocks here, is exercised; with split-K too, float scales;
-// and on the pipelined K loop of one-wave tiles (64 rows on one warpgroup, 128 on two), whose
-// restaging runs with the previous K block's group still in flight, on an even and an odd count.
+// and on the pipelined K loops of one-wave tiles (64 rows on one warpgroup, 128 on two; and the
+// half-width groups of 128x192 and 192x128), whose restaging runs with the previous K block's
+// group still in flight, on even and odd counts.
 TEST(CudaGemmFp8, LongKRestagesBScales) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
@@ -276,6 +277,8 @@ TEST(CudaGemmFp8, LongKRestagesBScales) {
   run_gemm_case(split, seed + 1);
   run_gemm_case(GemmCase{130, 272, 300 * 128, 128, 128, false}, seed + 2);
   run_gemm_case(GemmCase{70, 144, 301 * 128, 64, 64}, seed + 3);
+  run_gemm_case(GemmCase{130, 464, 300 * 128, 128, 192}, seed + 4);
+  run_gemm_case(GemmCase{200, 272, 301 * 128, 192, 128, false}, seed + 5);
 }
 
 TEST(CudaGemmFp8, ManyTilesPerCta) {
@@ -289,6 +292,10 @@ TEST(CudaGemmFp8, ManyTilesPerCta) {
   GemmCase one{700, 1040, 128, 64, 64};
   one.split_k = true;
   run_gemm_case(one, seed + 1);
+  // The half-width groups' loop with one K block (its last step only), tile after tile: 198 tiles
+  // over at most 132 blocks in both.
+  run_gemm_case(GemmCase{1100, 4112, 128, 128, 192}, seed + 2);
+  run_gemm_case(GemmCase{1100, 4112, 128, 192, 128, false}, seed + 3);
 }
 
 // 256x128 tiles issue the next tile's first wave before the epilogue of the tile before: several

@@ -261,6 +261,14 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   // slower with it (H200, M = 128: 7168 x 16384 38.8 -> 40.0 us over 2 blocks, docs/CUDA.md).
   constexpr bool kPipeK = !kMX && !kSplitK && !kCK && kWaves == 1 && kRegs <= 64 && W <= 2;
   [[maybe_unused]] float tmp2[kMX || kPipeK ? kRegs : 1];  // the second scratch accumulator
+  // 128x192 splits the wave's columns into two halves, each its own wgmma group into its own
+  // half-size scratch accumulator (kPipeHalf, below): as many registers as one full scratch, and
+  // one half is always in flight while the other is promoted (H200: 3-10% faster at M = 128 and
+  // 4096; 192x128 on three warpgroups was not faster so, docs/CUDA.md).
+  constexpr bool kPipeHalf = !kMX && !kSplitK && !kCK && kWaves == 1 && !kPipeK && W <= 2;
+  using MmaHalf = ptx::WgmmaFp8<kPipeHalf ? BN / 2 : 16>;
+  constexpr int kHalfRegs = MmaHalf::kRegs;
+  [[maybe_unused]] float half_a[kHalfRegs], half_b[kHalfRegs];  // columns [0, BN / 2) and the rest
   int s = 0;
   uint32_t phase = 0;
 
@@ -549,9 +557,73 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
       ptx::mbar_arrive_one_lane(&empty[done]);
       promote(0, cur, sa, sb0, sb1);
     };
+    // kPipeHalf: half h of the wave's columns of the K block in `slot` into t, one group.
+    auto issue_half = [&](int slot, int h, float(&t)[kHalfRegs]) {
+      const uint64_t desc_a = ptx::desc_plus(desc_a0, slot * BM * kBlockK / 16);
+      const uint64_t desc_b = ptx::desc_plus(desc_b0, (slot * BN + h * BN / 2) * kBlockK / 16);
+      ptx::fence_regs(t);
+      ptx::wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        MmaHalf::mma(ptx::desc_plus(desc_a, 2 * kk), ptx::desc_plus(desc_b, 2 * kk), t, kk > 0);
+      ptx::wgmma_commit();
+    };
+    // promote() for half h: register i of t is register h * kHalfRegs + i of the wave.
+    auto promote_half = [&](int h, const float(&t)[kHalfRegs], const float(&sa)[2], float sb0, float sb1) {
+      const float s00 = sa[0] * sb0, s10 = sa[1] * sb0, s01 = sa[0] * sb1, s11 = sa[1] * sb1;
+#pragma unroll
+      for (int i = 0; i < kHalfRegs; ++i) {
+        const int r = h * kHalfRegs + i;
+        const bool second = !kOneScaleBlock && n_off + 8 * (r / 4) >= 128;
+        const bool row8 = (i % 4) >= 2;  // the thread's second row (+ 8)
+        acc[0][r] = fmaf(t[i], second ? (row8 ? s11 : s01) : (row8 ? s10 : s00), acc[0][r]);
+      }
+    };
+    // kPipeHalf: the first half of K block kb is in flight on entry (its slot waited for), and
+    // (has_next) the first half of kb + 1 on exit; each half is promoted while the group after it
+    // runs.
+    auto half_step = [&](int kb, bool has_next, auto ue8m0) {
+      const int kr = kb - kb_begin;
+      issue_half(s, 1, half_b);
+      stage_sb(kb, kr);
+      const float sb0 = my_sb[kr % kSbCap];
+      const float sb1 = kOneScaleBlock ? 0.f : my_sb[kSbCap + kr % kSbCap];
+      float sa[2];
+      read_sa(0, ue8m0, sa);
+      ptx::wgmma_wait<1>();
+      ptx::fence_regs(half_a);
+      promote_half(0, half_a, sa, sb0, sb1);
+      const int done = s;
+      next_slot();
+      if (has_next) {
+        ptx::mbar_wait(&full[s], phase);
+        issue_half(s, 0, half_a);
+        ptx::wgmma_wait<1>();
+      } else {
+        ptx::wgmma_wait<0>();
+      }
+      ptx::fence_regs(half_b);
+      ptx::mbar_arrive_one_lane(&empty[done]);
+      promote_half(1, half_b, sa, sb0, sb1);
+    };
     auto k_loop = [&](auto ue8m0) {
       int kb = kb_begin;
-      if constexpr (kPipeK) {
+      if constexpr (kPipeHalf) {
+        ptx::mbar_wait(&full[s], phase);
+        issue_half(s, 0, half_a);
+        // Unrolled by two like kPipeK's loop: one step per iteration made ptxas serialize the
+        // wgmma (C7514), though each half keeps its registers.
+        for (; kb + 2 < kb_end; kb += 2) {
+          half_step(kb, true, ue8m0);
+          half_step(kb + 1, true, ue8m0);
+        }
+        if (kb + 1 < kb_end) {
+          half_step(kb, true, ue8m0);
+          half_step(kb + 1, false, ue8m0);
+        } else {
+          half_step(kb, false, ue8m0);
+        }
+      } else if constexpr (kPipeK) {
         // Unrolled by two so that cur and nxt are fixed registers in each step (an accumulator
         // chosen at run time would make ptxas serialize every wgmma, C7514): tmp holds the group in
         // flight at the top of every iteration (a pipelined tile has at least one K block).
@@ -567,10 +639,10 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
         } else {
           pipe_step(kb, tmp, tmp2, false, ue8m0);
         }
-        return;
+      } else {
+        if constexpr (kPipeTiles) k_block(kb++, ue8m0, std::true_type{});
+        for (; kb < kb_end; ++kb) k_block(kb, ue8m0, std::false_type{});
       }
-      if constexpr (kPipeTiles) k_block(kb++, ue8m0, std::true_type{});
-      for (; kb < kb_end; ++kb) k_block(kb, ue8m0, std::false_type{});
     };
     if constexpr (kMX || BM < 192)
       k_loop(RuntimeFlag{p.scale_ue8m0 != 0});

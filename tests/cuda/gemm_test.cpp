@@ -265,9 +265,9 @@ TEST(CudaGemmFp8, ClusterKSplit) {
 
 // K > 128 x 256: the kernel stages the B scales 256 K blocks at a time (sm90_gemm_fp8_params.h,
 // kSbCap), so the second stage, on 44 K blocks here, is exercised; with split-K too, float scales;
-// and on the pipelined K loops of one-wave tiles (64 rows on one warpgroup, 128 on two; and the
-// half-width groups of 128x192 and 192x128), whose restaging runs with the previous K block's
-// group still in flight, on even and odd counts.
+// and on the pipelined K loops of one-wave tiles (64 rows on one warpgroup, 128 on two, and
+// 128x192's half-width groups), whose restaging runs with the previous K block's group still in
+// flight, on even and odd counts; and on 192x128 (plain loop, odd count).
 TEST(CudaGemmFp8, LongKRestagesBScales) {
   MX8_REQUIRE_GPU();
   const uint32_t seed = fresh_seed();
@@ -292,8 +292,8 @@ TEST(CudaGemmFp8, ManyTilesPerCta) {
   GemmCase one{700, 1040, 128, 64, 64};
   one.split_k = true;
   run_gemm_case(one, seed + 1);
-  // The half-width groups' loop with one K block (its last step only), tile after tile: 198 tiles
-  // over at most 132 blocks in both.
+  // One K block, tile after tile (198 tiles over at most 132 blocks): 128x192's half-width loop
+  // runs its last step only; 192x128 as the control.
   run_gemm_case(GemmCase{1100, 4112, 128, 128, 192}, seed + 2);
   run_gemm_case(GemmCase{1100, 4112, 128, 192, 128, false}, seed + 3);
 }
@@ -579,10 +579,14 @@ TEST(CudaGemmFp8, HeuristicOnFewSms) {
 
 // The heuristic against a forced-tile sweep measured on the H200 (tests/cuda/data, whose header
 // says how it was made; its constants were fitted to it): on every swept shape the picked tile must
-// have been measured and be within 5% of the fastest one. The fit's worst pick is 4.6% off (M = 64,
-// 24576 x 1536: 64x192w2 15.9 vs 64x64's 15.2 us, timings printed to 0.1 us; the thirteenth session's
-// sweep had 64x192w2 fastest there), and run-to-run spread of these timings is ~3%; a pick worse than
-// 5% is a heuristic change the sweep does not support. Host code only: runs without a GPU.
+// have been measured and be within 5% of the fastest one at M = 64, 128 and 4096. The fit's worst
+// pick there is 4.6% off (M = 64, 24576 x 1536: 64x192w2 15.9 vs 64x64's 15.2 us, timings printed to
+// 0.1 us; the thirteenth session's sweep had 64x192w2 fastest there), and run-to-run spread of these
+// timings is ~3%; a pick worse than 5% is a heuristic change the sweep does not support. At M = 320
+// and 448 every tile height leaves a partial last block, whose cost the model does not capture
+// (docs/CUDA.md, forty-fifth session): the worst pick there is 9.7% off (M = 320, 2112 x 7168: 64x128
+// 21.4 vs 128x64's 19.5 us), so the bound is 10% (the constants before that session were 17% off,
+// at M = 320, 4096 x 7168). Host code only: runs without a GPU.
 TEST(CudaGemmFp8, HeuristicPickIsNearTheSweepBest) {
   std::ifstream in(std::string(MX8_SOURCE_DIR) + "/tests/cuda/data/gemm_tile_sweep_h200.txt");
   ASSERT_TRUE(in) << "tests/cuda/data/gemm_tile_sweep_h200.txt is missing";
@@ -601,7 +605,7 @@ TEST(CudaGemmFp8, HeuristicPickIsNearTheSweepBest) {
     ASSERT_TRUE(f >> tile >> key.m >> key.n >> key.k >> t) << "bad sweep line: " << line;
     us[key][tile] = t;
   }
-  ASSERT_EQ(us.size(), 18u);  // M in {64, 128, 4096} x the six DeepSeek-V3 (N, K)
+  ASSERT_EQ(us.size(), 30u);  // M in {64, 128, 320, 448, 4096} x the six DeepSeek-V3 (N, K)
   for (const auto& [key, times] : us) {
     const GemmConfig c = gemm_fp8_pick_config(key.m, key.n, key.k, 132);
     const std::string tile = std::to_string(c.block_m) + "x" + std::to_string(c.block_n) +
@@ -612,7 +616,9 @@ TEST(CudaGemmFp8, HeuristicPickIsNearTheSweepBest) {
     const auto picked = times.find(tile);
     ASSERT_NE(picked, times.end()) << key.m << "x" << key.n << "x" << key.k << ": " << tile
                                    << " was not swept";
-    EXPECT_LE(picked->second, 1.05 * best) << key.m << "x" << key.n << "x" << key.k << ": " << tile;
+    const bool partial_blocks = key.m == 320 || key.m == 448;
+    EXPECT_LE(picked->second, (partial_blocks ? 1.10 : 1.05) * best)
+        << key.m << "x" << key.n << "x" << key.k << ": " << tile;
   }
 }
 

@@ -56,13 +56,16 @@ constexpr Shape kMxShapes[] = {{64, 64, 2}, {128, 128, 2}};
 //    A 128-row tile in a partial last block of several is charged 0.35: its A box reads rows past
 //    M, which TMA fills slowly (M = 192, 2112 x 7168 on 128x32: 22.3 us, on 64x64 17.7);
 //  * tensor cores: 2 BM BN 128 FLOP at the per-SM peak times an efficiency measured per shape
-//    (256x128 and 192x128: 0.62, 64-row: 0.45, 128x192: 0.52, other 128-row: 0.51);
+//    (256x128 and 192x128: 0.62, 64-row on one warpgroup: 0.45, split-K 64-row: 0.38, 128x192:
+//    0.52, other 128-row: 0.51). Split-K's 0.38 (forty-fifth session) is what 64x192 reaches at
+//    M = 320 (4096 x 7168: 32.5 us against 26.9 for 128x128); at 0.45 the model gave it M = 160..768
+//    products where 128x128 is 11-19% faster (Llama-3-8B's 6144 x 4096 at M = 192, 21.2 -> 18.2 us);
 //  * loads: (rows of A actually present + BN) x 128 bytes through one SM's share of L2/DRAM,
 //    ~100 GB/s (M = 128, 7168 x 16384 on 128x64 tiles pulls 86 GB/s per SM with its loop pipelined).
-// The constants were fitted (seventh session, refitted in the thirteenth and forty-fourth, H200) to a
-// forced-tile sweep of the 18 DeepSeek-V3 shapes (tests/cuda/data/gemm_tile_sweep_h200.txt,
-// scripts/fit_gemm_heuristic.py): the pick is the measured best tile, or within 5% of it, on every
-// shape.
+// The constants were fitted (seventh session, refitted in the thirteenth, forty-fourth and forty-fifth,
+// H200) to a forced-tile sweep of the six DeepSeek-V3 shapes (tests/cuda/data/gemm_tile_sweep_h200.txt,
+// scripts/fit_gemm_heuristic.py): at M = 64, 128 and 4096 the pick is the measured best tile, or within
+// 5% of it, on every shape; at M = 320 and 448 (partial last blocks) within 10%.
 double kb_seconds(const Shape& s, int m) {
   constexpr double kPeakPerSm = 1979e12 / 132, kSmBytesPerSec = 100e9;
   const bool pipelined = s.bm == 128 && s.bn <= 128 && !s.ck && (m <= s.bm || m % s.bm == 0);
@@ -71,7 +74,7 @@ double kb_seconds(const Shape& s, int m) {
                                        : 0.0;
   // 192x128 (three warpgroups, one 64-row wave each) matched 256x128 per FLOP where both fill
   // whole rounds (4096 x 24576 x 1536: 267.9 vs 267.4 us, twelfth session, .carry/lead/g3.sh).
-  const double eff = s.bm >= 192 ? 0.62 : s.bm == 64 ? 0.45 : s.bn >= 192 ? 0.52 : 0.51;
+  const double eff = s.bm >= 192 ? 0.62 : s.bm == 64 ? (s.w == 2 ? 0.38 : 0.45) : s.bn >= 192 ? 0.52 : 0.51;
   const double mma = 2.0 * s.bm * s.bn * 128 / (kPeakPerSm * eff);
   const double load = double(std::min(m, s.bm) + s.bn) * 128 / kSmBytesPerSec;
   return std::max({latency, mma, load});

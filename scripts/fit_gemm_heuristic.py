@@ -23,11 +23,11 @@ SHAPES += [(bm, bn, 2, c) for bm, bn in [(64, 64), (128, 128)] for c in (2, 4)]
 SHAPES += [(64, 96, 2, 4)]
 # The constants of sm90_gemm_fp8.cu: latencies per K block (one 64-row chain, split-K, 128-row tiles
 # without and with the pipelined K loop), efficiencies (192- and 256-row, 64-row on one warpgroup,
-# split-K 64-row, 128x192, other 128-row), per-SM load rate, per-tile cost, the cluster K split's extra per-tile cost (its exchange of
-# partial sums, the cluster launch), the split-K tiles' extra per-tile cost (the warpgroups'
-# hand-over), and the DRAM rate of the floor.
-SOURCE = dict(l1=0.27e-6, l2=0.22e-6, l128=0.35e-6, l128p=0.2e-6, e256=0.62, e192=0.52, e128=0.51, e64=0.45, e64w2=0.38,
-              bw=100e9, tile=1.5e-6, ck=3.0e-6, sk=1.0e-6, dram=3.6e12)
+# split-K 64-row, 128x192, other 128-row), per-SM load rate, per-tile cost, the cluster K split's
+# extra per-tile cost (its exchange of partial sums, the cluster launch), the split-K tiles' extra
+# per-tile cost (the warpgroups' hand-over), and the DRAM rate of the floor.
+SOURCE = dict(l1=0.27e-6, l2=0.22e-6, l128=0.35e-6, l128p=0.2e-6, e256=0.62, e192=0.52, e128=0.51, e64=0.45,
+              e64w2=0.38, bw=100e9, tile=1.5e-6, ck=3.0e-6, sk=1.0e-6, dram=3.6e12)
 
 
 def parse_tile(text):
@@ -60,7 +60,10 @@ def kb_seconds(s, m, c):
         latency = c["l128p"] if bn <= 128 and splits == 1 and whole else c["l128"]
     else:
         latency = 0.0
-    eff = c["e256"] if bm >= 192 else (c["e64w2"] if w == 2 else c["e64"]) if bm == 64 else c["e192"] if bn >= 192 else c["e128"]
+    if bm == 64:
+        eff = c["e64w2"] if w == 2 else c["e64"]
+    else:
+        eff = c["e256"] if bm >= 192 else c["e192"] if bn >= 192 else c["e128"]
     mma = 2.0 * bm * bn * 128 / (PEAK_PER_SM * eff)
     load = (min(m, bm) + bn) * 128 / c["bw"]
     return max(latency, mma, load)

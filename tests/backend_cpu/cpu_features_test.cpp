@@ -18,7 +18,9 @@ TEST(CpuFeatures, ScalarAlwaysSupportedAndBestIsSupported) {
 #if defined(__x86_64__)
   EXPECT_FALSE(isa_supported(Isa::neon));
   // AVX-512 kernels are only chosen where the AVX2 ones can also run.
-  if (isa_supported(Isa::avx512)) EXPECT_TRUE(isa_supported(Isa::avx2));
+  if (isa_supported(Isa::avx512)) {
+    EXPECT_TRUE(isa_supported(Isa::avx2));
+  }
 #endif
 }
 

@@ -24,7 +24,7 @@ std::vector<uint8_t> image(const std::string& header, const std::vector<uint8_t>
   if (pad)
     while (h.size() % 8) h += ' ';
   std::vector<uint8_t> out(8);
-  out.reserve(8 + h.size() + data.size());
+  out.reserve(8 + h.size() + data.size());  // no reallocation: GCC 12's -Warray-bounds misreads one
   uint64_t n = h.size();
   for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(n >> (8 * i));
   out.insert(out.end(), h.begin(), h.end());

@@ -15,6 +15,7 @@
 
 #include "backend/cuda/device_info.h"
 #include "backend/cuda/ptx/cluster.cuh"
+#include "backend/cuda/warp_uniform.cuh"
 #include "mx8/error.h"
 
 namespace mx8::backend::cuda_impl {
@@ -115,7 +116,7 @@ __global__ void __launch_bounds__(kCluWarps * 32)
   const int C = cp.n_hs * cp.S;
   const int c = int(blockIdx.x) % C;  // rank in the cluster (clusters are C consecutive blocks along x)
   const int kvh = int(blockIdx.x) / C, hs = c / cp.S, z = c % cp.S, t = blockIdx.y;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31, warp = mx8::cuda::warp_uniform(int(threadIdx.x >> 5));
   const int sub = lane & 7, d0 = sub * kGqaDims;
   const size_t qrow = size_t(t) * p.n_heads + size_t(kvh) * cp.group + size_t(hs) * Gb;  // first q head
 

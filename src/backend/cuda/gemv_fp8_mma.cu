@@ -44,6 +44,7 @@
 #include "backend/cuda/backend_cuda.cuh"
 #include "backend/cuda/gemv_fp8_common.cuh"
 #include "backend/cuda/gemv_target.cuh"
+#include "backend/cuda/warp_uniform.cuh"
 #include "mx8/error.h"
 #include "mx8/format/ue8m0.h"
 
@@ -363,7 +364,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   __shared__ __align__(16) __half mx_zeros[kMX ? W : 1][80];  // kMX: B of a lane without x (mx_block)
   static_assert(!kMX || P <= 2, "MXFP8: two columns of B per row of x and scale block, 8 in all");
   if constexpr (!(kPair && kOverlap)) pdl_trigger();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int warp = mx8::cuda::warp_uniform(int(threadIdx.x >> 5)), lane = threadIdx.x & 31;
   if (kMX && lane < 10)  // seen after stage_x's __syncwarp
     reinterpret_cast<uint4*>(mx_zeros[warp])[lane] = make_uint4(0, 0, 0, 0);
   const int g = lane >> 2, t = lane & 3;

@@ -40,6 +40,7 @@
 #include "backend/cuda/ptx/tma.cuh"
 #include "backend/cuda/ptx/wgmma.cuh"
 #include "backend/cuda/sm90_gemm_fp8_params.h"
+#include "backend/cuda/warp_uniform.cuh"
 
 namespace mx8::cuda::detail {
 
@@ -123,9 +124,7 @@ __global__ void __launch_bounds__((W + 1) * 128, 1)
   // kCK: the partial sums pushed to this block, [sender rank][wave][kSlice][kSumThreads] floats.
   float* sums = reinterpret_cast<float*>(smem + L.cluster_sums);
 
-  // Through a shuffle so that the compiler knows it is warp-uniform: what derives from it (the
-  // warpgroup's rows, its wgmma descriptors) can live in uniform registers.
-  const int wg = __shfl_sync(0xffffffff, int(threadIdx.x) / 128, 0);
+  const int wg = warp_uniform(int(threadIdx.x) / 128);
   const int num_kb = p.k / kBlockK;
   // kPairA: the unit of work is a pair of tiles (tile_at), dealt to the block pairs.
   const int num_tiles = p.first_tile[p.targets];

@@ -25,6 +25,7 @@
 #include "backend/cuda/attention_mma.cuh"
 #include "backend/cuda/attention_split_mma.cuh"
 #include "backend/cuda/backend_cuda.cuh"
+#include "backend/cuda/warp_uniform.cuh"
 #include "mx8/format/ue8m0.h"
 
 namespace mx8::backend::cuda_impl {
@@ -177,7 +178,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   __shared__ float m_s[kWarps][G], l_s[kWarps][G], o_s[kWarps][G][kHd];
   __shared__ int v_s[kWarps];
   const int kvh = blockIdx.x, t = blockIdx.y, z = blockIdx.z;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int lane = threadIdx.x & 31, warp = mx8::cuda::warp_uniform(int(threadIdx.x >> 5)), gq = lane >> 2,
+            tq = lane & 3;
 
   TokenSpan span;
   if (!token_span(p, g, t, z, split_len, err, span)) return;

@@ -546,6 +546,88 @@ TEST(CudaGemmMxfp8, NaNAndZeroScaleBytes) {
   }
 }
 
+// Scale bytes far from 127 in one K block (of four): A's rows at 230 there, B's column 5 at 9 in the
+// block's second half and column 133 at 9 in its first, so that products of 2^103 and 2^-118 meet in
+// the promotion (their scale product 2^-15 is a normal float; the block's wgmma partial sums are not
+// scaled until then). The two columns' products in that block are 2^-15 x codes, larger than the rest
+// of their sums (2^-15 x ~100 x ~100 against ~0.05), so a block dropped or counted twice, or scaled
+// wrongly, fails check_product; the rows' other columns reach ~2^117 there, still finite in f32.
+TEST(CudaGemmMxfp8, ScalesFarFromOneInOneKBlock) {
+  MX8_REQUIRE_GPU();
+  const uint32_t seed = fresh_seed();
+  const int m = 150, n = 160, k = 512, kb = k / 32;
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const auto xa = random_bf16(size_t(m) * k, rng), xb = random_bf16(size_t(n) * k, rng, 0.05f);
+  fmt::QuantSpec spec;
+  spec.blocking = fmt::Blocking::tile(32);
+  spec.rule = fmt::ScaleRule::floor;
+  spec.storage = fmt::ScaleStorage::ue8m0;
+  Operand A = quantize_operand(xa, m, k, spec), B = quantize_operand(xb, n, k, spec);
+  for (int g = 4; g < 8; ++g)
+    for (int r = 0; r < m; ++r) A.scales[r * kb + g] = 230;
+  for (const int g : {6, 7}) B.scales[5 * kb + g] = 9;
+  for (const int g : {4, 5}) B.scales[133 * kb + g] = 9;
+  fmt::dequantize_ref(A.codes.data(), A.scales.data(), m, k, spec, A.deq.data());
+  fmt::dequantize_ref(B.codes.data(), B.scales.data(), n, k, spec, B.deq.data());
+  Mxfp8Device dev(A, B, m, n, k, 4);
+  for (const int bm : {64, 128})
+    EXPECT_EQ(check_product(A.deq, B.deq, m, n, k, dev.run(bm), true), 0u) << "block_m " << bm;
+}
+
+// Every E4M3 code (subnormals, both zeros; not the NaN codes) under scale bytes from 0 to 246, multiplied
+// by a one-hot operand (1.0 at one K position per output): each output is then one product, exact in
+// FP32 whatever the kernel's order of sums, so it must equal the dequantized code exactly, on either
+// operand: the promotion's scale products, down to f32 subnormals (2^-127 x 2^-9), lose nothing.
+TEST(CudaGemmMxfp8, EveryCodeUnderEveryScaleIsExact) {
+  MX8_REQUIRE_GPU();
+  const int k = 256, kb = k / 32, others = 64;
+  const uint8_t scales[] = {0, 1, 5, 9, 10, 11, 60, 120, 127, 142, 143, 200, 246};
+  fmt::QuantSpec spec;
+  spec.blocking = fmt::Blocking::tile(32);
+  spec.rule = fmt::ScaleRule::floor;
+  spec.storage = fmt::ScaleStorage::ue8m0;
+  // `rows` x k operands: the codes under test, or one-hot rows (row j has 1.0 at K position j % k).
+  auto make = [&](int rows, bool one_hot) {
+    Operand o;
+    o.codes.resize(size_t(rows) * k);
+    o.scales.resize(size_t(rows) * kb);
+    o.deq.resize(o.codes.size());
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < k; ++c) {
+        const uint8_t code = uint8_t(c + 37 * r);
+        o.codes[size_t(r) * k + c] = one_hot ? (c == r % k ? 0x38 : 0) : ((code & 0x7F) == 0x7F ? 0 : code);
+      }
+      for (int g = 0; g < kb; ++g)
+        o.scales[size_t(r) * kb + g] = one_hot ? 127 : scales[(r + 3 * g) % std::size(scales)];
+    }
+    fmt::dequantize_ref(o.codes.data(), o.scales.data(), rows, k, spec, o.deq.data());
+    return o;
+  };
+  const Operand codes = make(others, false), one_hot = make(k, true);
+  for (const bool codes_in_a : {true, false}) {
+    const Operand& A = codes_in_a ? codes : one_hot;
+    const Operand& B = codes_in_a ? one_hot : codes;
+    const int m = codes_in_a ? others : k, n = codes_in_a ? k : others;
+    Mxfp8Device dev(A, B, m, n, k, 4);
+    for (const int bm : {64, 128}) {
+      const std::vector<uint8_t> bytes = dev.run(bm);
+      std::vector<float> d(size_t(m) * n);
+      std::memcpy(d.data(), bytes.data(), bytes.size());
+      int bad = 0;
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j) {
+          const float want = codes_in_a ? codes.deq[size_t(i) * k + j] : codes.deq[size_t(j) * k + i];
+          const float got = d[size_t(i) * n + j];
+          if (!(got == want) && bad++ < 5)  // == : a -0 code sums to +0 with the other terms' zeros
+            ADD_FAILURE() << "block_m " << bm << (codes_in_a ? ", codes in A" : ", codes in B") << ": D[" << i
+                          << "][" << j << "] = " << got << ", expected " << want;
+        }
+      EXPECT_EQ(bad, 0) << "block_m " << bm << (codes_in_a ? ", codes in A" : ", codes in B");
+    }
+  }
+}
+
 TEST(CudaGemmMxfp8, PickIsTheFasterMeasuredTile) {
   struct Measured {
     int m, n, k;  // k: which benchmark shape (the pick does not depend on it)

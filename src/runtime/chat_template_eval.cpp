@@ -15,6 +15,9 @@ namespace {
 
 using namespace jinja;
 
+// Scopes open at once (the template's, loops', macro calls'): bounds macro recursion.
+constexpr size_t kMaxFrames = 256;
+
 [[noreturn]] void fail(int line, const std::string& what) {
   throw Error("chat template: line " + std::to_string(line) + ": " + what);
 }
@@ -248,6 +251,11 @@ class Interpreter {
       case Stmt::kMacro: {
         const Stmt* m = &s;
         frames_.back()[s.name] = Value::function([this, m](CallArgs& a) {
+          // Each call recurses through the interpreter: a macro that calls itself without end would
+          // overflow the stack, where Jinja2 raises RecursionError.
+          if (frames_.size() > kMaxFrames)
+            fail(m->line, "macro '" + m->name + "' nested more than " + std::to_string(kMaxFrames) +
+                              " scopes deep (unbounded recursion?)");
           frames_.emplace_back();
           for (size_t k = 0; k < m->params.size(); ++k) {
             Value v = a.get(k, m->params[k].first);

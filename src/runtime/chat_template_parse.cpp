@@ -298,9 +298,19 @@ std::vector<Token> lex(const std::string& s, int line) {
   return out;
 }
 
+// Bounds on what one tag may hold. The parser and the interpreter recurse once per nesting level
+// (and the interpreter once per operator of a chain such as a ~ b ~ c), so without them a hostile or
+// broken template - from a model file or `--template` - overflows the stack instead of failing. Real
+// chat templates stay far below: their longest tags are tens of tokens, nested a few levels.
+constexpr size_t kMaxTagTokens = 1000;
+constexpr int kMaxNesting = 64;  // brackets, unary operators and block statements
+
 class ExprParser {
  public:
-  ExprParser(std::vector<Token> toks, int line) : t_(std::move(toks)), line_(line) {}
+  ExprParser(std::vector<Token> toks, int line) : t_(std::move(toks)), line_(line) {
+    if (t_.size() > kMaxTagTokens)
+      syntax_error(line_, "a tag of more than " + std::to_string(kMaxTagTokens) + " tokens");
+  }
 
   const Token& peek(size_t k = 0) const { return t_[std::min(p_ + k, t_.size() - 1)]; }
   bool at_end() const { return peek().kind == Token::kEnd; }
@@ -360,7 +370,23 @@ class ExprParser {
     return t;
   }
 
+  // One level of nesting for as long as it lives: brackets and unary operators recurse through it.
+  class Nested {
+   public:
+    explicit Nested(ExprParser& p) : p_(p) {
+      if (++p_.nesting_ > kMaxNesting)
+        p_.fail("expressions nested more than " + std::to_string(kMaxNesting) + " deep");
+    }
+    ~Nested() { --p_.nesting_; }
+    Nested(const Nested&) = delete;
+    Nested& operator=(const Nested&) = delete;
+
+   private:
+    ExprParser& p_;
+  };
+
   ExprP parse_expression() {
+    Nested level(*this);
     ExprP e = parse_or();
     while (is_name("if")) {
       ++p_;
@@ -384,6 +410,7 @@ class ExprParser {
   }
   ExprP parse_not() {
     if (accept_name("not")) {
+      Nested level(*this);
       auto e = make(Expr::kUnary);
       e->name = "not";
       e->args.push_back(parse_not());
@@ -438,6 +465,7 @@ class ExprParser {
   ExprP parse_unary(bool with_filter) {
     ExprP e;
     if (is_op("-") || is_op("+")) {
+      Nested level(*this);
       e = make(Expr::kUnary);
       e->name = t_[p_++].text;
       e->args.push_back(parse_unary(false));
@@ -617,6 +645,7 @@ class ExprParser {
  private:
   std::vector<Token> t_;
   int line_;
+  int nesting_ = 0;
 };
 
 class StmtParser {
@@ -679,6 +708,15 @@ class StmtParser {
   }
 
   std::unique_ptr<Stmt> parse_statement(const std::string& kw, ExprParser& p, int line) {
+    if (blocks_ >= kMaxNesting)
+      syntax_error(line, "blocks nested more than " + std::to_string(kMaxNesting) + " deep");
+    ++blocks_;
+    std::unique_ptr<Stmt> s = parse_block(kw, p, line);
+    --blocks_;
+    return s;
+  }
+
+  std::unique_ptr<Stmt> parse_block(const std::string& kw, ExprParser& p, int line) {
     auto s = std::make_unique<Stmt>();
     s->line = line;
     std::string end;
@@ -775,6 +813,7 @@ class StmtParser {
 
   std::vector<Segment> segs_;
   size_t i_ = 0;
+  int blocks_ = 0;  // block statements open around the one being parsed
 };
 
 }  // namespace

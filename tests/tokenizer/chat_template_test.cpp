@@ -96,5 +96,43 @@ TEST(ChatTemplate, ErrorsNameTheProblem) {
   expect_error("{{ missing.attr }}", "undefined");
 }
 
+// Templates come from model files and --template: nesting deep enough to overflow the parser's or the
+// interpreter's stack must fail with an error instead (the probe's crashes: 5000 brackets, 20000
+// nested ifs, a chain of 100000 '~', a macro that calls itself). Depths just inside the limits
+// (chat_template_parse.cpp: 64 levels, 1000 tokens a tag; chat_template_eval.cpp: 256 scopes) render.
+TEST(ChatTemplate, DeepNestingFailsCleanly) {
+  auto repeat = [](const std::string& s, int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += s;
+    return out;
+  };
+  auto render = [](const std::string& src) {
+    ChatTemplate t(src);
+    return t.apply({{"user", "x"}}, false);
+  };
+  auto expect_error = [&](const std::string& src, const std::string& needle) {
+    try {
+      render(src);
+      ADD_FAILURE() << "no error for a template of " << src.size() << " bytes";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  // 60 brackets (each bracket level is one of the 64) and 60 nested ifs render.
+  EXPECT_EQ(render("{{ " + repeat("(", 60) + "1" + repeat(")", 60) + " }}"), "1");
+  EXPECT_EQ(render(repeat("{% if true %}", 60) + "y" + repeat("{% endif %}", 60)), "y");
+  EXPECT_EQ(render("{{ " + repeat("- ", 60) + "1 }}"), "1");  // an even count of minus signs
+  expect_error("{{ " + repeat("(", 5000) + "1" + repeat(")", 5000) + " }}", "tokens");
+  expect_error("{{ " + repeat("[", 100) + repeat("]", 100) + " }}", "nested more than 64");
+  expect_error("{{ " + repeat("not ", 100) + "1 }}", "nested more than 64");
+  expect_error(repeat("{% if true %}", 20000) + "y" + repeat("{% endif %}", 20000), "blocks nested");
+  expect_error("{{ 'a'" + repeat(" ~ 'a'", 100000) + " }}", "tokens");
+  // A macro that recurses 100 levels and stops renders; one that never stops fails.
+  EXPECT_EQ(
+      render("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% else %}z{% endif %}{% endmacro %}{{ f(100) }}"),
+      "z");
+  expect_error("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "unbounded recursion");
+}
+
 }  // namespace
 }  // namespace mx8::runtime

@@ -27,6 +27,7 @@ struct ChatOptions {
 
 void chat(ChatOptions& o) {
   using namespace mx8;
+  if (o.n <= 0) throw Error("-n must be positive (tokens per reply)");
   if (o.gen.model.empty()) o.gen.model = cli::default_model_path();
   auto tok = runtime::load_tokenizer(o.gen.model);
   std::optional<runtime::ChatTemplate> tmpl = cli::chat_template_for(o.gen.model, o.template_file, *tok);
@@ -47,7 +48,9 @@ void chat(ChatOptions& o) {
   std::string line;
   while (true) {
     std::fprintf(stderr, "> ");
-    if (!std::getline(std::cin, line) || line == "/exit") break;
+    if (!std::getline(std::cin, line)) break;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // input with Windows line endings
+    if (line == "/exit") break;
     if (line == "/reset") {
       messages.erase(
           std::remove_if(messages.begin(), messages.end(), [](auto& m) { return m.role != "system"; }),
@@ -60,6 +63,11 @@ void chat(ChatOptions& o) {
     runtime::EncodeOptions enc;
     enc.add_special = false;  // the template writes BOS where the model wants it
     std::vector<int32_t> ids = tok->encode(prompt, enc);
+    if (ids.empty()) {  // a template that renders nothing for this conversation: report it, keep chatting
+      std::fprintf(stderr, "mx8 chat: the chat template rendered an empty prompt for this turn\n");
+      messages.pop_back();
+      continue;
+    }
     if (ids.size() + 1 >= size_t(ctx)) {
       std::fprintf(stderr, "mx8 chat: the conversation (%zu tokens) no longer fits --ctx %d; /reset\n",
                    ids.size(), ctx);
@@ -71,6 +79,8 @@ void chat(ChatOptions& o) {
     gp.max_new_tokens = std::min(o.n, ctx - int(ids.size()) - 1);
     gp.stop_tokens = tok->stop_ids();
     for (int32_t e : l.model->config().eos) gp.stop_tokens.push_back(e);
+    // As in `mx8 run`: a generated BOS starts a new document, so it ends the reply.
+    if (tok->bos_id() != runtime::kNoToken) gp.stop_tokens.push_back(tok->bos_id());
     engine.add(ids, gp);
     runtime::DecodeOptions dopt;
     dopt.skip_special = true;

@@ -21,6 +21,7 @@
 #include "mx8/error.h"
 #include "mx8/eval/comparison.h"
 #include "mx8/eval/teacher_forcing.h"
+#include "mx8/util/read_file.h"
 
 namespace {
 
@@ -61,11 +62,12 @@ std::string trim(const std::string& s) {
 // The text's documents (split at `separator`, trimmed as llama2.c prepares TinyStories), tokenized with
 // the model's framing (BOS); special-token text in them is read as plain text.
 std::vector<std::vector<int32_t>> read_documents(const EvalOptions& o, const runtime::Tokenizer& tok) {
-  std::ifstream in(o.text, std::ios::binary);
-  if (!in) throw Error("--text " + o.text + ": cannot read the file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
+  std::string text;
+  try {
+    text = read_file(o.text);
+  } catch (const Error& e) {
+    throw Error(std::string("--text ") + e.what());
+  }
   std::vector<std::string> parts;
   if (o.separator.empty()) {
     parts.push_back(text);

@@ -33,7 +33,7 @@ void run(RunOptions& o) {
       throw Error("empty prompt and the model has no BOS token: pass -p TEXT");
     prompt.push_back(tok->bos_id());
   }
-  cli::Loaded l = cli::load_for_generation(o.gen, int(prompt.size()) + o.n);
+  cli::Loaded l = cli::load_for_generation(o.gen, int64_t(prompt.size()) + o.n);
   const model::LlamaConfig& c = l.model->config();
 
   runtime::EngineOptions eo;
@@ -63,8 +63,9 @@ void run(RunOptions& o) {
       std::fflush(stdout);
     }
   };
+  // Stop sequences end the generated text only: the echoed prompt is not matched against them.
   if (!o.no_prompt_echo)
-    for (int32_t id : prompt) emit(stop.push(dec.push(id)));
+    for (int32_t id : prompt) emit(dec.push(id));
   const auto t0 = std::chrono::steady_clock::now();
   double first_token_s = 0;
   int generated = 0;

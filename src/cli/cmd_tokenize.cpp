@@ -7,6 +7,7 @@
 #include "cli/command.h"
 #include "mx8/error.h"
 #include "mx8/runtime/tokenizer.h"
+#include "mx8/util/read_file.h"
 
 namespace {
 
@@ -36,11 +37,7 @@ mx8::cli::CommandRegistration reg{
         std::string text = a->text;
         if (!a->file.empty()) {
           if (!a->text.empty()) throw mx8::Error("tokenize: give either TEXT or --file, not both");
-          std::ifstream in(a->file, std::ios::binary);
-          if (!in) throw mx8::Error(a->file + ": cannot open for reading");
-          std::ostringstream ss;
-          ss << in.rdbuf();
-          text = ss.str();
+          text = mx8::read_file(a->file);
         }
         auto tok = mx8::runtime::load_tokenizer(a->model);
         mx8::runtime::EncodeOptions opts;

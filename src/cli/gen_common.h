@@ -20,6 +20,7 @@
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/sampler.h"
 #include "mx8/runtime/tokenizer.h"
+#include "mx8/util/read_file.h"
 
 namespace mx8::cli {
 
@@ -98,14 +99,16 @@ inline std::optional<runtime::ChatTemplate> chat_template_for(const std::string&
                                                               const std::string& template_file,
                                                               const runtime::Tokenizer& tok) {
   if (template_file.empty()) return runtime::ChatTemplate::from_model(model);
-  std::ifstream in(template_file);
-  if (!in) throw Error("--template " + template_file + ": cannot read the file");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  std::string source;
+  try {
+    source = read_file(template_file);
+  } catch (const Error& e) {
+    throw Error(std::string("--template ") + e.what());
+  }
   auto text_of = [&](runtime::TokenId id) {
     return id == runtime::kNoToken ? std::string() : tok.token_text(id);
   };
-  return runtime::ChatTemplate(ss.str(), text_of(tok.bos_id()), text_of(tok.eos_id()));
+  return runtime::ChatTemplate(source, text_of(tok.bos_id()), text_of(tok.eos_id()));
 }
 
 // --attention: whether prompt steps round the attention's operands
@@ -138,20 +141,28 @@ struct Loaded {
   int64_t kv_positions = 0;  // EngineOptions::kv_positions: --kv-positions, or a pool that fits
 };
 
+// The longest context a sequence may have: what the runtime is built and tested for (Llama-3.1's
+// 131072 positions, docs/RUNTIME.md).
+constexpr int64_t kMaxContext = 131072;
+
 // `sequences`: how many sequences the engine will hold at once (the plan counts their KV cache).
-inline Loaded load_for_generation(GenOptions& o, int positions_needed, int sequences = 1) {
+// `positions_needed`: what the request asks for (prompt + tokens to generate) when --ctx is not given;
+// capped at kMaxContext, where generation ends as it does at any full context.
+inline Loaded load_for_generation(GenOptions& o, int64_t positions_needed, int sequences = 1) {
   if (o.model.empty()) o.model = default_model_path();
   if (o.chunk < 0) throw Error("--chunk must be positive (or 0: the device's default)");
   o.chunk = chunk_or_default(o);
   runtime::validate(o.sampling);  // before the model loads, not at the first token
   parse_attention(o.attention);
-  if (o.ctx < 0 || o.ctx > 1048576) throw Error("--ctx " + std::to_string(o.ctx) + " is out of range");
+  if (o.ctx < 0 || o.ctx > kMaxContext)
+    throw Error("--ctx " + std::to_string(o.ctx) + " is out of range (0..." + std::to_string(kMaxContext) +
+                ")");
   Loaded l;
   const model::WeightSpec spec = model::parse_weight_spec(o.weights);
   const model::WeightMode mode = spec.mode;
   model::LlamaConfig cfg = model::read_llama_config(o.model);
   runtime::EngineOptions eo;
-  eo.max_context = o.ctx > 0 ? o.ctx : positions_needed;
+  eo.max_context = o.ctx > 0 ? o.ctx : int(std::clamp<int64_t>(positions_needed, 1, kMaxContext));
   eo.max_sequences = sequences;
   l.context = eo.max_context;
   // --kv auto is decided after loading (f32 when every matrix is f32); plan with the larger format it

@@ -6,6 +6,7 @@
 
 #include "mx8/error.h"
 #include "mx8/io/gguf.h"
+#include "mx8/util/read_file.h"
 #include "runtime/chat_template_ast.h"
 
 namespace mx8::runtime {
@@ -13,14 +14,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::ordered_json;
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw Error(p.string() + ": cannot open for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::string token_content(const ordered_json& v) {
   if (v.is_string()) return v.get<std::string>();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "cli/run_mx8.h"
@@ -56,6 +57,44 @@ TEST_F(BadInput, InspectCompareOfAnIdenticalCheckpointSaysSo) {
   const std::string out = run("inspect '" + kModel + "' --compare '" + kModel + "'", &st);
   EXPECT_EQ(st, 0) << out;
   EXPECT_NE(out.find("every one equal to it"), std::string::npos) << out;
+}
+
+// What a black-box probe of the CLI found (2026-12-04): each was accepted or misbehaved before.
+TEST_F(BadInput, RunChatAndTokenizeRefuseWhatTheyCannotDo) {
+  const std::string model = "-m '" + kModel + "' ";
+  expect_error("run " + model + "--ctx 200000 -n 2", "--ctx 200000 is out of range (0...131072)");
+  expect_error("chat " + model + "-n 0 < /dev/null", "-n must be positive");
+  expect_error("chat " + model + "--template /tmp < /dev/null", "--template /tmp: is a folder, not a file");
+  expect_error("tokenize " + model + "--file /tmp", "/tmp: is a folder, not a file");
+  // A chat template that never stops recursing is an error, not a crash (exit 139 before).
+  const auto tmpl =
+      std::filesystem::temp_directory_path() / ("mx8_rec_" + std::to_string(::getpid()) + ".jinja");
+  std::ofstream(tmpl) << "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}";
+  int st = 0;
+  const std::string out = mx8::test::run_shell(
+      "echo hi | '" + mx8_exe() + "' chat " + model + "--template '" + tmpl.string() + "' 2>&1", &st);
+  EXPECT_EQ(st, 1) << out;
+  EXPECT_NE(out.find("unbounded recursion"), std::string::npos) << out;
+  std::filesystem::remove(tmpl);
+}
+
+// --stop matches generated text only: a stop string that occurs in the echoed prompt used to cut the
+// prompt and end the run before its first token. The greedy continuation's 30 tokens do not contain
+// "time", so with the stop string the run must print exactly what it prints without it.
+TEST_F(BadInput, StopSequencesIgnoreTheEchoedPrompt) {
+  // Standard output only: the statistics on standard error differ from run to run.
+  auto generate = [](const std::string& extra) {
+    int st = 0;
+    const std::string out =
+        mx8::test::run_shell("'" + mx8_exe() + "' run -m '" + kModel +
+                                 "' --temperature 0 -n 30 -p 'Once upon a time' " + extra + " 2>/dev/null",
+                             &st);
+    EXPECT_EQ(st, 0) << out;
+    return out;
+  };
+  const std::string with_stop = generate("--stop time"), plain = generate("");
+  EXPECT_EQ(with_stop, plain);
+  EXPECT_EQ(with_stop.rfind("Once upon a time, ", 0), 0u) << with_stop;
 }
 
 }  // namespace

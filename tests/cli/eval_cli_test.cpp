@@ -100,7 +100,8 @@ TEST_F(EvalCli, BadInputIsNamed) {
     EXPECT_NE(st, 0) << args << "\n" << out;
     EXPECT_NE(out.find(what), std::string::npos) << args << "\n" << out;
   };
-  expect_error("eval --text /nonexistent/t.txt", "--text /nonexistent/t.txt: cannot read the file");
+  expect_error("eval --text /tmp", "--text /tmp: is a folder, not a file");
+  expect_error("eval --text /nonexistent/t.txt", "--text /nonexistent/t.txt: cannot open for reading");
   expect_error("eval --weights fp8,fp9", "fp9");
   expect_error("eval --kv fp4", "--kv fp4: expected auto, f32, bf16 or fp8");
   expect_error("eval --max-tokens -1", "--max-tokens must be >= 0");

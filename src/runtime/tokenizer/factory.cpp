@@ -5,20 +5,12 @@
 
 #include "mx8/error.h"
 #include "mx8/runtime/tokenizer.h"
+#include "mx8/util/read_file.h"
 
 namespace mx8::runtime {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw Error(p.string() + ": cannot open for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw Error(p.string() + ": read failed");
-  return ss.str();
-}
 
 bool has_gguf_magic(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

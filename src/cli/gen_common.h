@@ -165,6 +165,9 @@ inline Loaded load_for_generation(GenOptions& o, int64_t positions_needed, int s
   eo.max_context = o.ctx > 0 ? o.ctx : int(std::clamp<int64_t>(positions_needed, 1, kMaxContext));
   eo.max_sequences = sequences;
   l.context = eo.max_context;
+  // A step never holds more tokens than all sequences' contexts: a larger --chunk would only size the
+  // activations' working memory for tokens that cannot exist.
+  o.chunk = int(std::min<int64_t>(o.chunk, int64_t(eo.max_context) * sequences));
   // --kv auto is decided after loading (f32 when every matrix is f32); plan with the larger format it
   // may pick, so that "fits" is never optimistic.
   const bool maybe_f32 =

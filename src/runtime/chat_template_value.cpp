@@ -9,6 +9,42 @@
 #include "mx8/util/json_string.h"
 
 namespace mx8::runtime::jinja {
+namespace {
+
+// Comparing and printing recurse once per level of nesting; a template can nest values without end (a
+// list wrapped in a list in a loop, a namespace that holds itself), so they stop at this depth with an
+// error instead of overflowing the stack. Data that templates render is a few levels deep.
+constexpr int kMaxDepth = 512;
+
+void check_depth(int depth) {
+  if (depth > kMaxDepth)
+    throw Error("chat template: a value nested more than " + std::to_string(kMaxDepth) +
+                " deep (or holding itself)");
+}
+
+// Moves the children of the containers that `v` alone holds into `out`, so that they are freed by the
+// caller's loop and not by the container's destructor, one stack frame per level.
+void take_children(Value& v, std::vector<Value>& out) {
+  if (v.list && v.list.use_count() == 1)
+    for (Value& c : *v.list)
+      if (c.list || c.dict) out.push_back(std::move(c));
+  if (v.dict && v.dict.use_count() == 1)
+    for (auto& kv : *v.dict)
+      if (kv.second.list || kv.second.dict) out.push_back(std::move(kv.second));
+}
+
+}  // namespace
+
+Value::~Value() {
+  if (!list && !dict) return;
+  std::vector<Value> pending;
+  take_children(*this, pending);
+  while (!pending.empty()) {
+    Value v = std::move(pending.back());
+    pending.pop_back();
+    take_children(v, pending);
+  }  // each v is freed here with its containers emptied of nested values
+}
 
 Value Value::from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
@@ -78,7 +114,10 @@ void Value::set(const std::string& key, Value v) {
   dict->emplace_back(key, std::move(v));
 }
 
-bool equals(const Value& a, const Value& b) {
+namespace {
+
+bool equals_at(const Value& a, const Value& b, int depth) {
+  check_depth(depth);
   if (a.is_number() && b.is_number()) {
     if (a.type != Value::kFloat && b.type != Value::kFloat)
       return (a.type == Value::kBool ? a.b : a.i) == (b.type == Value::kBool ? b.b : b.i);
@@ -94,13 +133,13 @@ bool equals(const Value& a, const Value& b) {
     case Value::kList:
       if (a.list->size() != b.list->size()) return false;
       for (size_t k = 0; k < a.list->size(); ++k)
-        if (!equals((*a.list)[k], (*b.list)[k])) return false;
+        if (!equals_at((*a.list)[k], (*b.list)[k], depth + 1)) return false;
       return true;
     case Value::kDict:
       if (a.dict->size() != b.dict->size()) return false;
       for (auto& [k, v] : *a.dict) {
         const Value* o = b.find(k);
-        if (!o || !equals(v, *o)) return false;
+        if (!o || !equals_at(v, *o, depth + 1)) return false;
       }
       return true;
     case Value::kFunction:
@@ -108,6 +147,12 @@ bool equals(const Value& a, const Value& b) {
     default:
       return false;
   }
+}
+
+}  // namespace
+
+bool equals(const Value& a, const Value& b) {
+  return equals_at(a, b, 0);
 }
 
 std::string float_repr(double d) {
@@ -179,6 +224,7 @@ std::string json_string(const std::string& s) {
 }
 
 void json_into(const Value& v, int indent, bool sort_keys, int level, std::string& out) {
+  check_depth(level);
   auto newline = [&](int lvl) {
     if (indent >= 0) out += "\n" + std::string(static_cast<size_t>(indent) * lvl, ' ');
   };
@@ -245,7 +291,10 @@ void json_into(const Value& v, int indent, bool sort_keys, int level, std::strin
 
 }  // namespace
 
-std::string repr(const Value& v) {
+namespace {
+
+std::string repr_at(const Value& v, int depth) {
+  check_depth(depth);
   switch (v.type) {
     case Value::kUndefined:
       return "";
@@ -261,7 +310,7 @@ std::string repr(const Value& v) {
       return string_repr(v.s);
     case Value::kList: {
       std::string out = v.is_tuple ? "(" : "[";
-      for (size_t k = 0; k < v.list->size(); ++k) out += (k ? ", " : "") + repr((*v.list)[k]);
+      for (size_t k = 0; k < v.list->size(); ++k) out += (k ? ", " : "") + repr_at((*v.list)[k], depth + 1);
       if (v.is_tuple && v.list->size() == 1) out += ",";
       return out + (v.is_tuple ? ")" : "]");
     }
@@ -270,7 +319,7 @@ std::string repr(const Value& v) {
       std::string out = "{";
       bool first = true;
       for (auto& [k, x] : *v.dict) {
-        out += (first ? "" : ", ") + string_repr(k) + ": " + repr(x);
+        out += (first ? "" : ", ") + string_repr(k) + ": " + repr_at(x, depth + 1);
         first = false;
       }
       return out + "}";
@@ -279,6 +328,12 @@ std::string repr(const Value& v) {
       return "<function>";
   }
   return "";
+}
+
+}  // namespace
+
+std::string repr(const Value& v) {
+  return repr_at(v, 0);
 }
 
 std::string to_str(const Value& v) {

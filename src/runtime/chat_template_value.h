@@ -31,6 +31,14 @@ struct Value {
   bool is_tuple = false;      // a list written (a, b): repr uses parentheses
   bool is_namespace = false;  // namespace(...): attributes may be assigned
 
+  Value() = default;
+  Value(const Value&) = default;
+  Value(Value&&) = default;
+  Value& operator=(const Value&) = default;
+  Value& operator=(Value&&) = default;
+  // Frees nested lists and dicts level by level, not by recursion (a template can nest them without end).
+  ~Value();
+
   static Value none() { return make(kNone); }
   static Value boolean(bool v) {
     Value x = make(kBool);

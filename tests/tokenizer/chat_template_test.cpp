@@ -132,6 +132,14 @@ TEST(ChatTemplate, DeepNestingFailsCleanly) {
       render("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% else %}z{% endif %}{% endmacro %}{{ f(100) }}"),
       "z");
   expect_error("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "unbounded recursion");
+  // Values nested 100000 deep in a loop: freed without recursion (this crashed at the end of the
+  // render), and compared or printed only to chat_template_value.cpp's 512 levels.
+  const std::string deep =
+      "{% set ns = namespace(x=1) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}";
+  EXPECT_EQ(render(deep + "{{ ns.x | length }}"), "1");
+  expect_error(deep + "{{ ns.x == ns.x }}", "nested more than 512");
+  expect_error(deep + "{{ ns.x | tojson }}", "nested more than 512");
+  expect_error("{% set ns = namespace(x=1) %}{% set ns.x = ns %}{{ [ns] | tojson }}", "holding itself");
 }
 
 }  // namespace

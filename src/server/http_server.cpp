@@ -47,9 +47,9 @@ void send_json(httplib::Response& res, int status, const json& body) {
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
-json parse_body(const httplib::Request& req) {
+json parse_body(const std::string& body) {
   try {
-    return json::parse(req.body);
+    return json::parse(body);
   } catch (const json::parse_error& e) {
     throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
   }
@@ -188,7 +188,8 @@ struct HttpServer::Impl {
     return lps;
   }
 
-  void generate(const Dialect& d, int busy_status, const httplib::Request& req, httplib::Response& res) {
+  void generate(const Dialect& d, int busy_status, const httplib::Request& req, const std::string& body,
+                httplib::Response& res) {
     const Clock::time_point start = Clock::now();
     ResponseMeta meta{new_id(d.id_prefix()), opts.model_name, unix_now()};
     ApiRequest ar;
@@ -198,7 +199,7 @@ struct HttpServer::Impl {
     std::vector<std::vector<int32_t>> echoed;
     int prompt_tokens = 0;
     try {
-      ar = d.parse(parse_body(req), opts.sampling);
+      ar = d.parse(parse_body(body), opts.sampling);
       for (std::vector<int32_t>& prompt : prompt_ids(ar)) {
         prompt_tokens += int(prompt.size());
         for (int i = 0; i < ar.n; ++i) {
@@ -397,6 +398,38 @@ struct HttpServer::Impl {
            (bearer.rfind("Bearer ", 0) == 0 && same(bearer.substr(7)));
   }
 
+  using BodyHandler =
+      std::function<void(const httplib::Request&, const std::string& body, httplib::Response&)>;
+
+  // A POST endpoint whose body is read here, as raw bytes, whatever its Content-Type. httplib's own
+  // reading parses an application/x-www-form-urlencoded body (what `curl -d` sends unless told
+  // otherwise) as form fields and refuses one over 8 KiB with a 413
+  // (CPPHTTPLIB_FORM_URL_ENCODED_PAYLOAD_MAX_LENGTH, compiled into Debian's library); a handler with
+  // a content reader gets the bytes unparsed, and these bodies are JSON whatever the header says.
+  // Errors reading the body come back in `d`'s shape.
+  void post(const std::string& path, const Dialect& d, BodyHandler handler) {
+    http.Post(path, [this, &d, handler = std::move(handler)](const httplib::Request& q, httplib::Response& s,
+                                                             const httplib::ContentReader& read) {
+      // A multipart body would go to httplib's multipart parser, which wants receivers of its own.
+      if (q.is_multipart_form_data())
+        return refuse(s, d, q.path, 400,
+                      "the request body must be JSON, not multipart/form-data (send Content-Type: "
+                      "application/json)");
+      std::string body;
+      bool over_limit = false;
+      const bool whole = read([&](const char* data, size_t n) {
+        over_limit = body.size() + n > opts.max_body_bytes;  // a chunked body has no length to check first
+        if (!over_limit) body.append(data, n);
+        return !over_limit;
+      });
+      if (over_limit || s.status == 413)
+        return refuse(s, d, q.path, 413,
+                      "the request body is over " + std::to_string(opts.max_body_bytes) + " bytes");
+      if (!whole) return refuse(s, d, q.path, 400, "the request body could not be read");
+      handler(q, body, s);
+    });
+  }
+
   void routes() {
     http.set_pre_routing_handler([this](const httplib::Request& q, httplib::Response& s) {
       if (authorized(q)) return httplib::Server::HandlerResponse::Unhandled;
@@ -412,26 +445,34 @@ struct HttpServer::Impl {
       setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
       listen_fd = fd;
     });
+    // A body whose Content-Length is over the limit is discarded as it arrives (the content reader
+    // fails with status 413); post() bounds a chunked one, which declares no length, as it reads it.
     http.set_payload_max_length(opts.max_body_bytes);
-    http.Post("/v1/chat/completions",
-              [this](const httplib::Request& q, httplib::Response& s) { generate(*openai_chat, 429, q, s); });
-    http.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& s) {
-      generate(*openai_completion, 429, q, s);
-    });
-    http.Post("/v1/messages",
-              [this](const httplib::Request& q, httplib::Response& s) { generate(*anthropic, 529, q, s); });
-    http.Post("/v1/messages/count_tokens", [this](const httplib::Request& q, httplib::Response& s) {
-      try {
-        json body = parse_body(q);
-        if (body.is_object() && !body.contains("max_tokens")) body["max_tokens"] = 1;  // not asked here
-        send_json(s, 200,
-                  {{"input_tokens", prompt_ids(anthropic->parse(body, opts.sampling)).front().size()}});
-      } catch (const ApiError& e) {
-        refuse(s, *anthropic, q.path, e.status(), e.what(), e.param());
-      } catch (const Error& e) {
-        refuse(s, *anthropic, q.path, 400, e.what());
-      }
-    });
+    post("/v1/chat/completions", *openai_chat,
+         [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+           generate(*openai_chat, 429, q, b, s);
+         });
+    post("/v1/completions", *openai_completion,
+         [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+           generate(*openai_completion, 429, q, b, s);
+         });
+    post("/v1/messages", *anthropic,
+         [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+           generate(*anthropic, 529, q, b, s);
+         });
+    post("/v1/messages/count_tokens", *anthropic,
+         [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+           try {
+             json body = parse_body(b);
+             if (body.is_object() && !body.contains("max_tokens")) body["max_tokens"] = 1;  // not asked here
+             send_json(s, 200,
+                       {{"input_tokens", prompt_ids(anthropic->parse(body, opts.sampling)).front().size()}});
+           } catch (const ApiError& e) {
+             refuse(s, *anthropic, q.path, e.status(), e.what(), e.param());
+           } catch (const Error& e) {
+             refuse(s, *anthropic, q.path, 400, e.what());
+           }
+         });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& s) {
       s.set_content(metrics(), "text/plain; version=0.0.4");
     });

@@ -3,7 +3,8 @@
 // max_tokens (required), messages (user and assistant turns; a string or text blocks), system (a
 // string or text blocks), temperature (0..1), top_p, top_k, stop_sequences, stream, metadata
 // (ignored); mx8 adds min_p, repetition_penalty and seed. A last message from the assistant is a
-// prefill: the reply continues it and does not repeat it. Images, documents and tools are refused.
+// prefill: the reply continues it and does not repeat it. Images, documents, tools and thinking
+// (other than {"type": "disabled"}) are refused.
 // stop_reason: "end_turn", "max_tokens" (the token limit or the context), "stop_sequence" (with
 // stop_sequence set). Streams send message_start, content_block_start, ping, content_block_delta
 // (text_delta) events, content_block_stop, message_delta (stop reason and output tokens), message_stop.
@@ -61,6 +62,15 @@ class Anthropic : public Dialect {
     r.stop = fields::strings(body, "stop_sequences", 64);
     r.stream = fields::boolean(body, "stream").value_or(false);
     fields::refuse_nonempty(body, "tools");
+    // Extended thinking: {"type": "disabled"} asks for what this server does; any other type asks
+    // for thinking blocks, which it cannot produce.
+    if (auto t = body.find("thinking"); t != body.end() && !t->is_null()) {
+      if (!t->is_object() || !t->contains("type") || !(*t)["type"].is_string())
+        throw ApiError(400, "'thinking' must be an object with a string 'type'", "thinking");
+      if ((*t)["type"] != "disabled")
+        throw ApiError(400, "'thinking' of type " + (*t)["type"].dump() + " is not supported by this server",
+                       "thinking");
+    }
     if (body.contains("system") && !body["system"].is_null()) {
       const std::string system = fields::text_content(body["system"], "system");
       if (!system.empty()) r.messages.push_back({{"role", "system"}, {"content", system}});

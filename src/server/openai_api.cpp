@@ -4,7 +4,8 @@
 // max_tokens, temperature (0..2), top_p, frequency_penalty and presence_penalty (-2..2), seed, stop
 // (up to 4 strings), stream and stream_options.include_usage; mx8 adds top_k, min_p and
 // repetition_penalty; logprobs and top_logprobs (0..20); n (1..128 choices, each its own sample: the
-// request's seed + i for choice i). Tools and non-text response formats are refused. Completions:
+// request's seed + i for choice i). Tools (and the legacy functions and function_call), tool calls in
+// the history, logit_bias, non-text modalities, audio and non-text response formats are refused. Completions:
 // prompt (a string or token ids, or several: n choices each, prompt by prompt), the same sampling
 // fields, logprobs (0..5), echo (the reply starts with the prompt, and with logprobs so do its
 // log-probabilities, the first token's null; streamed, in the first chunk), best_of only equal to n.
@@ -78,6 +79,9 @@ ApiRequest read_common(const json& body, const runtime::SamplingParams& defaults
     r.include_usage = fields::boolean(so, "include_usage").value_or(false);
   }
   if (auto n = fields::integer(body, "n", 1, 128)) r.n = int(*n);
+  // Not implemented: the engine draws greedy and top-k tokens on the device from penalized logits
+  // (Backend::penalize, Backend::top_k), and a bias would have to enter every one of those paths.
+  fields::refuse_nonempty(body, "logit_bias");
   return r;
 }
 
@@ -140,6 +144,14 @@ class OpenAiChat : public OpenAiBase {
     else if (top)
       throw ApiError(400, "'top_logprobs' needs 'logprobs' to be true", "top_logprobs");
     fields::refuse_nonempty(body, "tools");
+    // The legacy form of tools; "none" asks for no call, which is what this server does anyway.
+    fields::refuse_nonempty(body, "functions");
+    fields::unsupported_unless(body, "function_call", "none");
+    // Output modalities: text only (an empty list asks for nothing else).
+    if (const auto m = fields::strings(body, "modalities", SIZE_MAX);
+        std::any_of(m.begin(), m.end(), [](const std::string& x) { return x != "text"; }))
+      throw ApiError(400, "'modalities' other than \"text\" are not supported by this server", "modalities");
+    fields::refuse_nonempty(body, "audio");
     if (body.contains("response_format") && body["response_format"].is_object() &&
         body["response_format"].value("type", "text") != "text")
       throw ApiError(400, "'response_format' other than text is not supported by this server",
@@ -159,6 +171,11 @@ class OpenAiChat : public OpenAiBase {
         throw ApiError(
             400, "'" + at + ".role' '" + role + "' is not supported (system, developer, user, assistant)",
             at + ".role");
+      // Tool calls in the history (an assistant turn's, from another server) cannot go into a prompt
+      // of text turns; dropping them would show the model a conversation that did not happen.
+      for (const char* calls : {"tool_calls", "function_call"})
+        if (auto c = m.find(calls); c != m.end() && !c->is_null() && !c->empty())
+          throw ApiError(400, "'" + at + "." + calls + "' is not supported by this server", at + "." + calls);
       // An assistant turn may carry no content (it made tool calls, which this server has not).
       const bool empty_ok = role == "assistant" && (!m.contains("content") || m["content"].is_null());
       if (!empty_ok && !m.contains("content"))

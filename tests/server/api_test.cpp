@@ -147,6 +147,41 @@ TEST(OpenAiChat, RefusesWhatItCannotDoNamingTheField) {
       d->parse(with(R"("tools": [], "response_format": {"type": "text"}, "stop": null)"), defaults()));
 }
 
+// What the server cannot do beyond tools, each refused rather than silently ignored: the legacy
+// function calling, other output modalities, tool calls in the history, logit_bias (any entry,
+// valid or not: the server applies none).
+TEST(OpenAiChat, RefusesFunctionsModalitiesToolCallsAndLogitBias) {
+  auto d = mx8::server::openai_chat_dialect();
+  const std::string user = R"("messages": [{"role": "user", "content": "x"}])";
+  auto with = [&](const std::string& extra) { return json::parse("{" + user + ", " + extra + "}"); };
+  EXPECT_EQ(refused_field(*d, with(R"("functions": [{"name": "f", "parameters": {}}])")), "functions");
+  EXPECT_EQ(refused_field(*d, with(R"("function_call": "auto")")), "function_call");
+  EXPECT_EQ(refused_field(*d, with(R"("function_call": {"name": "f"})")), "function_call");
+  EXPECT_EQ(refused_field(*d, with(R"("modalities": ["text", "audio"])")), "modalities");
+  EXPECT_EQ(refused_field(*d, with(R"("modalities": "audio")")), "modalities");
+  EXPECT_EQ(refused_field(*d, with(R"("audio": {"voice": "alloy", "format": "wav"})")), "audio");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": "user", "content": "x"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
+       "function": {"name": "f", "arguments": "{}"}}]}]})")),
+            "messages[1].tool_calls");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": "user", "content": "x"},
+      {"role": "assistant", "content": null, "function_call": {"name": "f", "arguments": "{}"}}]})")),
+            "messages[1].function_call");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": "function", "name": "f",
+      "content": "1"}]})")),
+            "messages[0].role");
+  for (const char* bias :
+       {R"({"300": 1})", R"({"300": 1000})", R"({"x": 5})", R"({"300": "a"})", R"({"999999": 5})", R"("x")"})
+    EXPECT_EQ(refused_field(*d, with(std::string(R"("logit_bias": )") + bias)), "logit_bias") << bias;
+  // Accepted: what asks for nothing the server lacks.
+  EXPECT_NO_THROW(d->parse(with(R"("functions": [], "function_call": "none", "modalities": ["text"],
+                                   "logit_bias": {}, "audio": null)"),
+                           defaults()));
+  EXPECT_NO_THROW(d->parse(json::parse(R"({"messages": [{"role": "user", "content": "x"},
+      {"role": "assistant", "content": "y", "tool_calls": []}]})"),
+                           defaults()));
+}
+
 TEST(OpenAiChat, ResponseAndStreamShapes) {
   auto d = mx8::server::openai_chat_dialect();
   ApiResult r{"Hello", StopReason::max_tokens, "", 5, 3, std::nullopt};
@@ -249,6 +284,9 @@ TEST(OpenAiCompletion, PromptAndRefusals) {
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "suffix": "z"})")), "suffix");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "logprobs": 6})")), "logprobs");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "logprobs": true})")), "logprobs");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"prompt": "a", "logit_bias": {"50256": -100}})")),
+            "logit_bias");
+  EXPECT_NO_THROW(d->parse(json::parse(R"({"prompt": "a", "logit_bias": {}})"), defaults()));
 
   const ApiResult r{" upon", StopReason::end_of_turn, "", 2, 1, std::nullopt};
   const json full = d->response(kMeta, r);
@@ -309,6 +347,12 @@ TEST(Anthropic, RefusesWhatItCannotDoNamingTheField) {
           *d, json::parse(R"({"max_tokens": 10, "messages": [{"role": "assistant", "content": "x"}]})")),
       "messages");  // only a prefill: no user turn
   EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "tools": [{"name": "f"}])")), "tools");
+  // Extended thinking: refused unless disabled (the server produces no thinking blocks).
+  EXPECT_EQ(
+      refused_field(*d, with(R"("max_tokens": 10, "thinking": {"type": "enabled", "budget_tokens": 1024})")),
+      "thinking");
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "thinking": "yes")")), "thinking");
+  EXPECT_NO_THROW(d->parse(with(R"("max_tokens": 10, "thinking": {"type": "disabled"})"), defaults()));
 }
 
 TEST(Anthropic, ResponseStreamAndErrorShapes) {

@@ -4,6 +4,7 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -55,6 +56,13 @@ json parse_body(const std::string& body) {
   }
 }
 
+// The characters (Unicode code points) in UTF-8 bytes: the bytes that are not continuation bytes.
+// Summed over a text's tokens it is the text's count even where a token ends within a character
+// (the character counts with the token where it starts).
+size_t characters(const std::string& utf8) {
+  return size_t(std::count_if(utf8.begin(), utf8.end(), [](char c) { return (c & 0xC0) != 0x80; }));
+}
+
 // What a finished generation reports.
 ApiResult result_of(const Update& u, int prompt_tokens, std::string text) {
   ApiResult r;
@@ -100,14 +108,15 @@ struct HttpServer::Impl {
 
   // Log-probabilities as the APIs show them: token ids as the bytes they add to the reply (as the
   // decoder writes them: SentencePiece drops a leading space at the start of a text, not where the
-  // reply `continues` the prompt's), each at `offset` in it (advanced past it).
+  // reply `continues` the prompt's), each at `offset` in it, in characters as OpenAI counts them
+  // (advanced past it).
   std::vector<TokenLogprob> shown(const std::vector<runtime::TokenLogprobs>& lps, size_t& offset,
                                   bool continues = false) const {
     std::vector<TokenLogprob> out;
     for (const runtime::TokenLogprobs& lp : lps) {
       const bool at_start = offset == 0 && !continues;
       TokenLogprob t{tok.token_bytes(lp.token, at_start), offset, lp.logprob, {}};
-      offset += t.token.size();
+      offset += characters(t.token);
       for (const auto& [id, v] : lp.top) t.top.emplace_back(tok.token_bytes(id, at_start), v);
       out.push_back(std::move(t));
     }
@@ -181,7 +190,7 @@ struct HttpServer::Impl {
       if (i > 0 && i - 1 < prompt_raw.size())
         t = shown({prompt_raw[i - 1]}, offset).front();
       else
-        offset += t.token.size();
+        offset += characters(t.token);
       text += t.token;
       lps.push_back(std::move(t));
     }

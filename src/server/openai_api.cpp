@@ -10,11 +10,13 @@
 // fields, logprobs (0..5), echo (the reply starts with the prompt, and with logprobs so do its
 // log-probabilities, the first token's null; streamed, in the first chunk), best_of only equal to n.
 // Log-probabilities are of the model's distribution (before penalties and temperature), one entry per
-// generated token but an end-of-turn token.
+// generated token but an end-of-turn token; the completions' alternatives always hold the chosen token.
 // finish_reason: "stop" (end of turn or a stop string), "length" (the token limit or the context).
 // Streams end with "data: [DONE]".
+#include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 #include "mx8/server/api.h"
@@ -104,7 +106,8 @@ json chat_logprobs(const std::vector<TokenLogprob>* lp) {
   return {{"content", content}, {"refusal", nullptr}};
 }
 
-// The legacy completions' shape: parallel lists, the alternatives as {token: logprob}.
+// The legacy completions' shape: parallel lists, the alternatives as {token: logprob}, the offsets
+// in characters of the text.
 json completion_logprobs(const std::vector<TokenLogprob>* lp) {
   if (!lp) return nullptr;
   json tokens = json::array(), values = json::array(), top = json::array(), offsets = json::array();
@@ -114,6 +117,9 @@ json completion_logprobs(const std::vector<TokenLogprob>* lp) {
     values.push_back(none ? json(nullptr) : json(t.logprob));
     json alt = json::object();
     for (const auto& [text, v] : t.top) alt[text] = v;
+    // OpenAI always lists the chosen (sampled or echoed) token too, so a position has up to
+    // logprobs + 1 alternatives: a harness reads the token's own entry from here.
+    if (!alt.contains(t.token)) alt[t.token] = t.logprob;
     top.push_back(none ? json(nullptr) : alt);
     offsets.push_back(t.offset);
   }

@@ -437,3 +437,21 @@ TEST(OpenAiApi, LogprobsInBothShapes) {
   EXPECT_EQ(l["text_offset"], json::parse("[0, 2]"));
   EXPECT_EQ(l["top_logprobs"][0]["Hi"], -1.5);
 }
+
+// The completions' alternatives always hold the chosen token, as OpenAI's do ("up to logprobs + 1
+// elements"): a sampled or echoed token outside the best `logprobs` is added with its own value; one
+// among them is not repeated; logprobs 0 lists the chosen token alone. (The values are binary
+// fractions, exact in float and double alike.)
+TEST(OpenAiCompletion, AlternativesHoldTheChosenToken) {
+  auto cmpl = openai_completion_dialect();
+  const std::vector<TokenLogprob> lp = {
+      {" upon", 0, -3.0f, {{" a", -0.5f}}}, {" a", 5, -0.5f, {{" a", -0.5f}}}, {" time", 7, -0.25f, {}}};
+  const ApiResult r{" upon a time", StopReason::max_tokens, "", 1, 3, lp};
+  const json top = cmpl->response(kMeta, r)["choices"][0]["logprobs"]["top_logprobs"];
+  EXPECT_EQ(top[0], json::parse(R"({" a": -0.5, " upon": -3.0})"));
+  EXPECT_EQ(top[1], json::parse(R"({" a": -0.5})"));
+  EXPECT_EQ(top[2], json::parse(R"({" time": -0.25})"));
+  // Streamed chunks carry the same.
+  const Events ev = parse_sse(cmpl->stream_text(kMeta, 0, r.text, &lp));
+  EXPECT_EQ(json::parse(ev.data.at(0))["choices"][0]["logprobs"]["top_logprobs"], top);
+}

@@ -362,6 +362,63 @@ TEST(HttpServer, LogprobsOfAGreedyReply) {
   EXPECT_EQ(c["logprobs"]["text_offset"][1], c["logprobs"]["tokens"][0].get<std::string>().size());
 }
 
+// The characters (code points) of UTF-8 text.
+size_t characters(const std::string& s) {
+  return size_t(std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; }));
+}
+
+// text_offset counts characters of the text, as OpenAI's does (Python's str indices), not bytes: an
+// echoed prompt with two-byte characters puts the generated token that many places earlier than
+// its byte offset. Streamed, the same offsets.
+TEST(HttpServer, CompletionTextOffsetsCountCharacters) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  Served s;
+  const std::string prompt = "Lily saw a caf\u00e9 and a na\u00efve cat";  // two characters of two bytes
+  const std::string body =
+      R"({"prompt": ")" + prompt + R"(", "max_tokens": 1, "temperature": 0, "logprobs": 0, "echo": true)";
+  auto r = s.post("/v1/completions", body + "}");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json c = json::parse(r->body)["choices"][0];
+  const std::string text = c["text"], last = c["logprobs"]["tokens"].back();
+  ASSERT_EQ(characters(last), last.size()) << "the generated token is expected to be ASCII: " << last;
+  ASSERT_LT(characters(text), text.size()) << "the echoed prompt has multi-byte characters";
+  EXPECT_EQ(c["logprobs"]["text_offset"].back(), characters(text) - last.size());
+  EXPECT_EQ(c["logprobs"]["text_offset"][0], 0);
+  r = s.post("/v1/completions", body + R"(, "stream": true})");
+  ASSERT_TRUE(r);
+  json offsets = json::array();
+  for (const std::string& d : sse_data(r->body)) {
+    if (d == "[DONE]") continue;
+    const json lp = json::parse(d)["choices"][0]["logprobs"];
+    if (lp.is_object()) offsets.insert(offsets.end(), lp["text_offset"].begin(), lp["text_offset"].end());
+  }
+  EXPECT_EQ(offsets, c["logprobs"]["text_offset"]);
+}
+
+// Each position's alternatives hold its chosen token, sampled or echoed, with the token's own value:
+// up to logprobs + 1 of them. Temperature 2 makes the sampled token often one outside the best one
+// (seed 3: 14 of 30 positions were, before the chosen token was added).
+TEST(HttpServer, CompletionAlternativesHoldTheChosenToken) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  Served s;
+  auto r = s.post("/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 30, "temperature": 2,
+                                         "seed": 3, "logprobs": 1, "echo": true})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json lp = json::parse(r->body)["choices"][0]["logprobs"];
+  int added = 0;  // positions whose chosen token is not the most likely one
+  for (size_t i = 1; i < lp["tokens"].size(); ++i) {  // the prompt's first token has no entry
+    const json& top = lp["top_logprobs"][i];
+    const std::string token = lp["tokens"][i];
+    ASSERT_TRUE(top.contains(token)) << i << ": " << top.dump();
+    EXPECT_EQ(top[token], lp["token_logprobs"][i]) << i;
+    EXPECT_LE(top.size(), 2u) << i;  // logprobs 1, plus the chosen token
+    added += top.size() == 2;
+  }
+  EXPECT_GT(added, 0) << "no position tested the addition";
+}
+
 // A reply that ends with an end-of-turn token: the completions list its entry too (a harness expects
 // one per generated token), chat does not (its entries spell the reply). Seeded sampling, the first of
 // a few seeds whose reply ends that way within 300 tokens (stories260K's stories run 190-290).

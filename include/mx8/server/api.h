@@ -35,7 +35,8 @@ class ApiError : public Error {
 };
 
 // A generated token's log-probability as the APIs show it: the bytes it adds to the reply, where they
-// start in it, and its most likely alternatives (their bytes and log-probabilities).
+// start in it (in characters, Unicode code points), and its most likely alternatives (their bytes and
+// log-probabilities).
 struct TokenLogprob {
   std::string token;
   size_t offset = 0;

@@ -291,7 +291,12 @@ Input open_safetensors(const std::string& path) {
       // Only the layouts recognise_quantized reads; the converter refuses others (inspect lists them).
       const std::string& method = cfg.quantization->quant_method;
       if (method != "fp8" && method != "mx8") in.foreign_quant_method = method;
-      cfg_block = cfg.quantization->weight_block_size;
+      cfg_block = cfg.quantization->weight_block_size;  // validated by HfConfig: two sizes in range
+      // DeepSeek's blocks are square; recognise_quantized reads one size for both dimensions.
+      if (method == "fp8" && cfg_block.size() == 2 && cfg_block[0] != cfg_block[1])
+        throw Error((fs::path(path) / "config.json").string() + ": quantization_config.weight_block_size [" +
+                    std::to_string(cfg_block[0]) + ", " + std::to_string(cfg_block[1]) +
+                    "] is not square (mx8 reads square scale blocks only)");
     }
   }
   std::set<std::string> consumed;

@@ -30,6 +30,30 @@ std::string get_string(const nlohmann::json& j, const char* key) {
   return j[key].get<std::string>();
 }
 
+// quantization_config.weight_block_size: [rows, cols] of each scale block, or empty when absent.
+// Readers divide by these numbers, so anything but two sane positive integers is an error here,
+// where the file can be named, rather than a division by zero (or a nonsense grid) later.
+std::vector<int64_t> read_block_size(const nlohmann::json& q, const std::string& what) {
+  if (!q.contains("weight_block_size") || q["weight_block_size"].is_null()) return {};
+  // 2^16 is far above any block size in use (128) and still leaves grid arithmetic far from overflow.
+  constexpr int64_t kMaxBlock = 1 << 16;
+  const auto& b = q["weight_block_size"];
+  const std::string field = what + ": quantization_config.weight_block_size " + b.dump();
+  if (!b.is_array() || b.size() != 2) throw Error(field + " is not a list of two integers");
+  std::vector<int64_t> out;
+  for (const auto& v : b) {
+    // is_number_integer() is false for 128.5 and 1e30 (JSON floats); an unsigned value above
+    // int64's range cannot pass the bound after this check either.
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(kMaxBlock)))
+      throw Error(field + " is not a list of two integers");
+    const int64_t n = v.get<int64_t>();
+    if (n < 1 || n > kMaxBlock)
+      throw Error(field + ": each size must be between 1 and " + std::to_string(kMaxBlock));
+    out.push_back(n);
+  }
+  return out;
+}
+
 }  // namespace
 
 nlohmann::json read_json_file(const std::string& path) {
@@ -37,8 +61,13 @@ nlohmann::json read_json_file(const std::string& path) {
   if (!in) throw Error("cannot open " + path);
   std::ostringstream ss;
   ss << in.rdbuf();
+  const std::string text = ss.str();
+  // nlohmann's lexer takes a NUL byte for the end of input, so "{...}\0junk" would parse; JSON text
+  // never contains one, and a file with trailing bytes is damaged, not a config.
+  if (const size_t nul = text.find('\0'); nul != std::string::npos)
+    throw Error(path + ": not valid JSON: a NUL byte at offset " + std::to_string(nul));
   try {
-    return nlohmann::json::parse(ss.str());
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": not valid JSON: " + e.what());
   }
@@ -63,6 +92,8 @@ HfConfig HfConfig::from_json(const nlohmann::json& j, const std::string& what) {
   c.max_position_embeddings = get_int(j, "max_position_embeddings", 0, what);
   c.rms_norm_eps = get_number(j, "rms_norm_eps", 1e-6, what);
   // Booleans are read only when they are booleans: json::value() would throw a non-mx8 exception.
+  // An absent tie_word_embeddings is false, the default of transformers' Llama, Mistral, Qwen2 and
+  // Qwen3 configs (so such a folder needs its lm_head.weight).
   c.tie_word_embeddings = j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean() &&
                           j["tie_word_embeddings"].get<bool>();
   c.attention_bias =
@@ -132,9 +163,7 @@ HfConfig HfConfig::from_json(const nlohmann::json& j, const std::string& what) {
     qc.fmt = get_string(q, "fmt");
     qc.scale_fmt = get_string(q, "scale_fmt");
     qc.activation_scheme = get_string(q, "activation_scheme");
-    if (q.contains("weight_block_size") && q["weight_block_size"].is_array())
-      for (const auto& b : q["weight_block_size"])
-        if (b.is_number_integer()) qc.weight_block_size.push_back(b.get<int64_t>());
+    qc.weight_block_size = read_block_size(q, what);
     if (q.contains("modules_to_not_convert") && q["modules_to_not_convert"].is_array())
       for (const auto& s : q["modules_to_not_convert"])
         if (s.is_string()) qc.modules_to_not_convert.push_back(s.get<std::string>());

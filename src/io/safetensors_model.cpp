@@ -1,12 +1,14 @@
 // Hugging Face checkpoint folders: one model.safetensors, or shards named by
 // model.safetensors.index.json, merged into one tensor map.
+#include <algorithm>
 #include <filesystem>
-#include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
-#include <sstream>
 
 #include "mx8/error.h"
+#include "mx8/io/hf_config.h"
 #include "mx8/io/safetensors.h"
 
 namespace mx8::io {
@@ -18,20 +20,45 @@ namespace {
 constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr const char* kSingleName = "model.safetensors";
 
-std::string read_small_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw Error("cannot read " + path);
-  return ss.str();
-}
-
 // A shard name from an index must be a plain file name in the same folder: a hostile index must
 // not make us open ../../etc/passwd or an absolute path.
 bool plain_file_name(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
          name.find('\\') == std::string::npos && name.find('\0') == std::string::npos;
+}
+
+// The series a shard name belongs to: "model-00002-of-00005.safetensors" -> "model-*-of-00005"
+// (transformers' naming, which mx8 convert writes too); empty for names of another form.
+std::string shard_series(const std::string& name) {
+  static const std::regex shard(R"((.+)-[0-9]+-of-([0-9]+)\.safetensors)");
+  std::smatch m;
+  return std::regex_match(name, m, shard) ? m[1].str() + "-*-of-" + m[2].str() : std::string();
+}
+
+// An index that leaves out every tensor of one shard would make that shard's tensors vanish without
+// a word (a missing lm_head, say). The index is all that names the shards, so the folder is the
+// only witness: a file of the same "-NNNNN-of-MMMMM" series as a listed shard must be listed too.
+// Other .safetensors files are left alone (Mistral's repositories ship consolidated.safetensors, in
+// another naming, beside the shards).
+void check_no_unlisted_shard(const std::string& folder,
+                             const std::map<std::string, std::vector<std::string>>& listed,
+                             const std::string& index_path) {
+  std::set<std::string> series;
+  for (const auto& [file, names] : listed)
+    if (auto s = shard_series(file); !s.empty()) series.insert(s);
+  if (series.empty()) return;
+  std::error_code ec;
+  std::vector<std::string> unlisted;
+  for (const auto& e : fs::directory_iterator(folder, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!listed.count(name) && series.count(shard_series(name))) unlisted.push_back(name);
+  }
+  if (unlisted.empty()) return;
+  std::sort(unlisted.begin(), unlisted.end());
+  throw Error(index_path + " lists no tensor in " + (fs::path(folder) / unlisted.front()).string() +
+              (unlisted.size() > 1 ? " (and " + std::to_string(unlisted.size() - 1) + " more)" : "") +
+              ", a shard of the same series as the listed ones: every tensor of every shard must be "
+              "listed, or the shard's tensors would be silently left out");
 }
 
 }  // namespace
@@ -79,12 +106,7 @@ SafetensorsModel SafetensorsModel::open(const std::string& path) {
   }
 
   const std::string what = index_path.string();
-  nlohmann::json index;
-  try {
-    index = nlohmann::json::parse(read_small_file(what));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(what + ": not valid JSON: " + e.what());
-  }
+  const nlohmann::json index = read_json_file(what);  // strict: no NUL byte, no trailing junk
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
     throw Error(what + ": no \"weight_map\" object");
   if (index.contains("metadata") && index["metadata"].is_object())
@@ -101,6 +123,7 @@ SafetensorsModel SafetensorsModel::open(const std::string& path) {
     listed[shard_name].push_back(name);
   }
   if (listed.empty()) throw Error(what + ": weight_map is empty");
+  check_no_unlisted_shard(path, listed, what);
   for (const auto& [shard_name, names] : listed) {
     const size_t shard = add_shard(SafetensorsFile::open((fs::path(path) / shard_name).string()));
     const SafetensorsFile& f = m.shards_[shard];

@@ -363,3 +363,79 @@ TEST(HfConfig, SlidingWindowLayers) {
           .find("layer type 'chunked_attention'"),
       std::string::npos);
 }
+
+// weight_block_size is a divisor for every reader of block scales: anything but two integers in
+// range is an error naming the config and the field when config.json is read, never a division by
+// zero or a nonsense grid later.
+TEST(HfConfig, WeightBlockSizeMustBeTwoSanePositiveIntegers) {
+  auto parse = [](const std::string& block) {
+    return mx8::io::HfConfig::from_json(
+        nlohmann::json::parse(R"({"quantization_config":{"quant_method":"fp8","weight_block_size":)" + block +
+                              "}}"),
+        "dir/config.json");
+  };
+  EXPECT_EQ(parse("[128, 128]").quantization->weight_block_size, (std::vector<int64_t>{128, 128}));
+  EXPECT_EQ(parse("[1, 65536]").quantization->weight_block_size,
+            (std::vector<int64_t>{1, 65536}));                         // both ends of the accepted range
+  EXPECT_TRUE(parse("null").quantization->weight_block_size.empty());  // null reads as absent
+  for (const char* bad : {"[0, 128]", "[0, 0]", "[128, 0]", "[-128, 128]", "[1e30, 128]", "[128.5, 128]",
+                          "[128.0, 128]", "\"x\"", "[]", "[128]", "[128, 128, 128]", "[\"128\", 128]",
+                          "[65537, 128]", "[18446744073709551615, 128]", "[true, 128]", "{}"}) {
+    try {
+      parse(bad);
+      ADD_FAILURE() << "accepted weight_block_size " << bad;
+    } catch (const mx8::Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("dir/config.json"), std::string::npos) << m;
+      EXPECT_NE(m.find("weight_block_size"), std::string::npos) << m;
+    }
+  }
+}
+
+// JSON text ends where the file ends: a NUL byte and junk after a valid object (which nlohmann's
+// lexer would take for the end of input) make config.json and the shard index errors.
+TEST(HfConfig, JsonFilesWithTrailingBytesAreRejected) {
+  TempDir dir;
+  const std::string good = R"({"model_type":"llama","hidden_size":64})";
+  dir.text("config.json", good);
+  EXPECT_EQ(mx8::io::HfConfig::load(dir.path.string()).hidden_size, 64);
+  dir.text("config.json", good + std::string(1, '\0') + "junk");
+  try {
+    mx8::io::HfConfig::load(dir.path.string());
+    ADD_FAILURE() << "accepted a config.json with a NUL byte and junk after the JSON";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+  }
+  dir.file("s1.safetensors", image(R"({"x":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {5, 6}));
+  const std::string index = R"({"weight_map":{"x":"s1.safetensors"}})";
+  dir.text("model.safetensors.index.json", index);
+  EXPECT_EQ(mx8::io::SafetensorsModel::open(dir.path.string()).tensors().size(), 1u);
+  dir.text("model.safetensors.index.json", index + std::string(1, '\0') + "junk");
+  EXPECT_THROW(mx8::io::SafetensorsModel::open(dir.path.string()), mx8::Error);
+}
+
+// An index that lists no tensor of one shard (say, the shard that holds lm_head alone) would make that
+// shard's tensors vanish without a word: a file of the listed shards' series must be listed. Files of
+// another naming (Mistral ships consolidated.safetensors beside its shards) are not the index's.
+TEST(SafetensorsModel, AShardLeftOutOfTheIndexIsAnError) {
+  TempDir dir;
+  dir.file("model-00001-of-00002.safetensors",
+           image(R"({"x":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {5, 6}));
+  dir.file("model-00002-of-00002.safetensors",
+           image(R"({"lm_head.weight":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {7, 8}));
+  dir.file("consolidated.safetensors",
+           image(R"({"output.weight":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {7, 8}));
+  dir.file("model-00001-of-00003.safetensors",  // another series: a stale file, not this checkpoint's
+           image(R"({"y":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {7, 8}));
+  dir.text(
+      "model.safetensors.index.json",
+      R"({"weight_map":{"x":"model-00001-of-00002.safetensors","lm_head.weight":"model-00002-of-00002.safetensors"}})");
+  EXPECT_EQ(mx8::io::SafetensorsModel::open(dir.path.string()).tensors().size(), 2u);
+  dir.text("model.safetensors.index.json", R"({"weight_map":{"x":"model-00001-of-00002.safetensors"}})");
+  try {
+    mx8::io::SafetensorsModel::open(dir.path.string());
+    ADD_FAILURE() << "accepted an index that leaves a shard out";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model-00002-of-00002.safetensors"), std::string::npos) << e.what();
+  }
+}

@@ -135,7 +135,15 @@ class Llama final : public LlamaModel {
     const LlamaConfig& c = config_;
     embed_ = prepare_table(src.require("token_embd.weight"), c.vocab, c.dim);
     output_norm_ = prepare_vector(src.require("output_norm.weight"), c.dim);
-    if (const SourceTensor* out = src.find("output.weight"); out && !c.tied_embeddings) {
+    if (!c.tied_embeddings) {
+      // An untied model without its head is broken, not tied: the embeddings would give other
+      // logits. (A GGUF without output.weight is tied by llama.cpp's convention, set in its config.)
+      const SourceTensor* out = src.find("output.weight");
+      if (!out)
+        throw Error(
+            "model " + src.describe() +
+            ": missing tensor 'output.weight' (lm_head.weight in a Hugging Face folder), and the "
+            "config does not tie the head to the embeddings (tie_word_embeddings is false or absent)");
       output_ = prepare_linear(*out, c.vocab, c.dim,
                                opts.quantize_output_head ? opts.weights : high_precision(opts.weights));
     } else {

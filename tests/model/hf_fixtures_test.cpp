@@ -19,6 +19,7 @@
 
 #include "model/hf_fixture_util.h"
 #include "mx8/backend/backend.h"
+#include "mx8/error.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
 
@@ -237,4 +238,30 @@ TEST(HfFixtures, UnsupportedYarnVariantsAreNamed) {
   EXPECT_EQ(mx8::model::supported_context(mx8::model::read_llama_config(src)),
             read_json(src + "/config.json")["max_position_embeddings"].get<int64_t>());
   fs::remove_all(dir);
+}
+
+// A folder without lm_head.weight is tied only when its config says so: with tie_word_embeddings
+// false, or absent (transformers' default for Llama, Mistral, Qwen2 and Qwen3 configs is false), the
+// head is missing, and loading names it rather than decoding with the embeddings in its place.
+TEST(HfFixtures, AnUntiedFolderWithoutItsHeadIsAnError) {
+  for (const char* fixture : {"llama2_tied", "qwen2_bias_tied"}) {  // both tied, without lm_head.weight
+    if (!fs::exists(kDir + "/" + fixture)) GTEST_SKIP() << fixture << " absent";
+    auto be = mx8::backend::make_cpu_backend(1);
+    for (bool erase : {false, true}) {
+      EditedCopy copy(fixture, [&](json& c) {
+        if (erase)
+          c.erase("tie_word_embeddings");
+        else
+          c["tie_word_embeddings"] = false;
+      });
+      try {
+        mx8::model::load_llama(copy.dir.string(), *be, {});
+        ADD_FAILURE() << fixture << (erase ? " without tie_word_embeddings" : " untied") << ": loaded";
+      } catch (const mx8::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("lm_head.weight"), std::string::npos) << e.what();
+      }
+    }
+    EditedCopy tied(fixture, [](json&) {});
+    EXPECT_NO_THROW(mx8::model::load_llama(tied.dir.string(), *be, {}));
+  }
 }

@@ -517,10 +517,17 @@ void request_interrupt() {
   g_interrupted = true;
 }
 
+void check_thread_count(int threads) {
+  if (threads > kMaxThreads)
+    throw Error("--threads " + std::to_string(threads) + ": at most " + std::to_string(kMaxThreads) +
+                " (0 uses every core)");
+}
+
 ConvertReport convert_checkpoint(const std::string& in_path, const std::string& out_path,
                                  const ConvertOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   InterruptGuard guard;
+  check_thread_count(opt.threads);
   if (opt.scheme != Scheme::ds_fp8 && opt.scheme != Scheme::bf16 && opt.rule == format::ScaleRule::fp32)
     throw Error(std::string("--scale-rule fp32 gives scales that are not powers of two; ") +
                 scheme_name(opt.scheme) + " stores UE8M0 scales (use ceil or floor)");
@@ -583,8 +590,9 @@ ConvertReport convert_checkpoint(const std::string& in_path, const std::string& 
   report.in_bytes = 0;
   for (const auto& r : report.tensors) report.in_bytes += r.in_bytes;
 
-  io::StagedFolder folder(out_path, opt.overwrite);
+  // The pool first: when the system cannot start its threads, nothing has been written yet.
   cpu::ThreadPool pool(opt.threads);
+  io::StagedFolder folder(out_path, opt.overwrite);
   Progress progress(opt.progress, total_in, std::string("convert ") + scheme_name(opt.scheme));
   for (size_t s = 0; s < shards.size(); ++s) {
     const std::string file = io::shard_file_name(s, shards.size());

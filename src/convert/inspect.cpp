@@ -7,6 +7,7 @@
 
 #include "convert/source.h"
 #include "mx8/backend/cpu/thread_pool.h"
+#include "mx8/convert/convert.h"
 #include "mx8/error.h"
 
 namespace mx8::convert {
@@ -95,6 +96,7 @@ void compare_tensor(const Source& a, const Source& b, cpu::ThreadPool& pool, Ins
 
 InspectReport inspect_checkpoint(const std::string& path, const std::optional<std::string>& compare,
                                  int threads) {
+  check_thread_count(threads);
   Input in = open_input(path);
   std::optional<Input> orig;
   if (compare) orig = open_input(*compare);

@@ -3,6 +3,9 @@
 #include "mx8/backend/cpu/thread_pool.h"
 
 #include <algorithm>
+#include <string>
+
+#include "mx8/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -25,15 +28,30 @@ constexpr int kSpinIterations = 2000;
 
 ThreadPool::ThreadPool(int threads) {
   if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  workers_.reserve(threads - 1);
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_main(); });
+  try {
+    workers_.reserve(threads - 1);
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_main(); });
+  } catch (const std::exception& e) {
+    // Thread creation fails with std::system_error when the system runs out of threads (or memory
+    // for their stacks). The workers already started must be joined here: the destructor does not
+    // run for a half-built object, and a joinable std::thread that is destroyed ends the process.
+    const size_t started = workers_.size();
+    stop_and_join();
+    throw Error("cannot start " + std::to_string(threads) + " threads (the system allowed " +
+                std::to_string(started + 1) + "): " + e.what());
+  }
 }
 
 ThreadPool::~ThreadPool() {
+  stop_and_join();
+}
+
+void ThreadPool::stop_and_join() {
   stop_.store(true, std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
 
 void ThreadPool::work_on_current_job() {

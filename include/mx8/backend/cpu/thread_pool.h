@@ -25,7 +25,8 @@ namespace mx8::cpu {
 
 class ThreadPool {
  public:
-  // threads <= 0 means std::thread::hardware_concurrency().
+  // threads <= 0 means std::thread::hardware_concurrency(). Throws mx8::Error (with no thread left
+  // running) when the system cannot start that many threads.
   explicit ThreadPool(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -46,6 +47,7 @@ class ThreadPool {
   void run(size_t count, size_t grain, Call call, void* ctx);
   void worker_main();
   void work_on_current_job();
+  void stop_and_join();
 
   std::vector<std::thread> workers_;
   std::mutex submit_mutex_;  // one job at a time

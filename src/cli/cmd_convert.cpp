@@ -58,29 +58,33 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 }
 
 void print_report(const mx8::convert::ConvertReport& r, bool verbose) {
-  int quantized = 0, requantized = 0, kept = 0, exact = 0;
+  int quantized = 0, requantized = 0, kept = 0, exact = 0, nonfinite = 0;
   int64_t nonpow2 = 0, scales = 0;
   for (const auto& t : r.tensors) {
     if (t.action == "quantize")
       ++quantized;
     else if (t.action == "requantize")
-      ++requantized, exact += t.measured && std::isinf(t.sqnr_db);
+      ++requantized, exact += t.exact();
     else
       ++kept;
     nonpow2 += t.nonpow2_scales;
     scales += t.input_scales;
+    nonfinite += t.nonfinite > 0;
   }
   if (verbose) std::printf("%-56s %-10s %-28s %-26s %s\n", "tensor", "action", "in", "out", "shape / SQNR");
   for (const auto& t : r.tensors) {
     // Quietly: only what changed more than the format itself implies (inexact requantization).
-    const bool show =
-        verbose || (t.measured && t.action != "quantize" && !std::isinf(t.sqnr_db)) || t.nonpow2_scales > 0;
+    // Non-finite values are always shown: they are never "exact", whatever the rest measured.
+    const bool show = verbose || (t.measured && t.action != "quantize" && !t.exact()) ||
+                      t.nonpow2_scales > 0 || t.nonfinite > 0;
     if (!show) continue;
     std::string err;
+    if (t.nonfinite > 0)
+      err = "  " + std::to_string(t.nonfinite) + " non-finite values (NaN/Inf), not exact;";
     if (t.measured)
-      err = std::isinf(t.sqnr_db) ? "  exact"
-                                  : "  SQNR " + std::to_string(t.sqnr_db).substr(0, 6) + " dB, max |err| " +
-                                        std::to_string(t.max_abs_err);
+      err += t.sqnr_db == INFINITY ? (t.nonfinite ? "  the finite rest exact" : "  exact")
+                                   : "  SQNR " + std::to_string(t.sqnr_db).substr(0, 6) + " dB, max |err| " +
+                                         std::to_string(t.max_abs_err);
     if (t.nonpow2_scales)
       err += "  (" + std::to_string(t.nonpow2_scales) + "/" + std::to_string(t.input_scales) +
              " input scales not powers of two)";
@@ -95,6 +99,7 @@ void print_report(const mx8::convert::ConvertReport& r, bool verbose) {
   if (requantized)
     std::printf("requantized tensors: %d exactly (same values), %d with error (listed above)\n", exact,
                 requantized - exact);
+  if (nonfinite) std::printf("tensors with non-finite values (NaN/Inf, listed above): %d\n", nonfinite);
   if (scales)
     std::printf("input scales not powers of two: %lld of %lld\n", (long long)nonpow2, (long long)scales);
   std::printf("time %.2f s (%.1f MB/s of input), peak memory (RSS) %.1f MB\n", r.seconds,

@@ -29,7 +29,7 @@ std::string mb(double bytes) {
 }
 
 std::string db(double v) {
-  if (std::isinf(v)) return "exact";
+  if (v == INFINITY) return "exact";
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f dB", v);
   return buf;
@@ -57,7 +57,8 @@ void run(const Args& a) {
   std::map<int, int64_t> all_exp;
   int64_t scales = 0, nonpow2 = 0, codes = 0, saturated = 0, quantized = 0, compared = 0;
   double worst_sqnr = INFINITY;
-  std::string worst;
+  std::string worst, first_nonfinite;
+  int64_t nonfinite_tensors = 0;
   for (const auto& t : r.tensors) {
     std::string extra;
     if (t.quantized) {
@@ -75,9 +76,16 @@ void run(const Args& a) {
     }
     if (t.compared) {
       ++compared;
-      char buf[96];
-      std::snprintf(buf, sizeof buf, " SQNR %s, rel %.3g, max|err| %.3g", db(t.sqnr_db).c_str(), t.rel_err,
-                    t.max_abs_err);
+      char buf[160];
+      if (t.nonfinite) {
+        // NaN/Inf values have no error to print: say how many, and what the finite rest measured.
+        std::snprintf(buf, sizeof buf, " %lld non-finite (NaN/Inf) values; the rest: SQNR %s, max|err| %.3g",
+                      static_cast<long long>(t.nonfinite), db(t.sqnr_db).c_str(), t.max_abs_err);
+        if (nonfinite_tensors++ == 0) first_nonfinite = t.name;
+      } else {
+        std::snprintf(buf, sizeof buf, " SQNR %s, rel %.3g, max|err| %.3g", db(t.sqnr_db).c_str(), t.rel_err,
+                      t.max_abs_err);
+      }
       extra = std::string(buf) + extra;
       if (t.sqnr_db < worst_sqnr) worst_sqnr = t.sqnr_db, worst = t.name;
     } else if (compare && !t.compare_note.empty()) {
@@ -103,10 +111,13 @@ void run(const Args& a) {
   }
   if (compare) {
     std::printf("\ncompared %lld tensors with %s", static_cast<long long>(compared), compare->c_str());
-    if (compared && worst.empty())
-      std::printf("; every one equal to it");  // no tensor set a finite SQNR: all exact
-    else if (compared)
+    if (compared && worst.empty() && nonfinite_tensors == 0)
+      std::printf("; every one equal to it");  // no tensor set a finite SQNR, none had NaN/Inf: all exact
+    else if (!worst.empty())
       std::printf("; lowest SQNR %s (%s)", db(worst_sqnr).c_str(), worst.c_str());
+    if (nonfinite_tensors)
+      std::printf("; %lld with non-finite (NaN/Inf) values, not exact (first: %s)",
+                  static_cast<long long>(nonfinite_tensors), first_nonfinite.c_str());
     std::printf("\n");
   }
 }

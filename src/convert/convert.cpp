@@ -229,11 +229,18 @@ void for_chunks(cpu::ThreadPool& pool, int64_t n_chunks, Fn&& fn) {
 struct Stats {
   std::mutex m;
   double sum_x2 = 0, sum_e2 = 0, max_abs = 0;
+  int64_t nonfinite = 0;
   void add(const float* x, const float* y, int64_t n) {
     double sx = 0, se = 0, mx = 0;
+    int64_t bad = 0;
     for (int64_t i = 0; i < n; ++i) {
+      // A NaN or infinity, in the input or in what became of it, has no error to measure: it is
+      // counted instead, so that the tensor is never reported exact (the SQNR covers the rest).
+      if (!std::isfinite(x[i]) || !std::isfinite(y[i])) {
+        ++bad;
+        continue;
+      }
       const double xi = x[i], e = static_cast<double>(y[i]) - xi;
-      if (!std::isfinite(xi)) continue;  // NaN/Inf inputs propagate by design; they carry no error to measure
       sx += xi * xi;
       se += e * e;
       mx = std::max(mx, std::fabs(e));
@@ -242,6 +249,7 @@ struct Stats {
     sum_x2 += sx;
     sum_e2 += se;
     max_abs = std::max(max_abs, mx);
+    nonfinite += bad;
   }
   double sqnr_db() const { return sum_e2 == 0 ? INFINITY : 10 * std::log10(sum_x2 / sum_e2); }
   // The tensor's measured error, into its report (where the job measures).
@@ -250,6 +258,7 @@ struct Stats {
     rep.measured = true;
     rep.sqnr_db = sqnr_db();
     rep.max_abs_err = max_abs;
+    rep.nonfinite = nonfinite;
   }
 };
 

@@ -64,6 +64,7 @@ void compare_tensor(const Source& a, const Source& b, cpu::ThreadPool& pool, Ins
   const int64_t n_chunks = R == 0 ? 0 : (R + step - 1) / step;
   std::mutex m;
   double sx = 0, se = 0, mx = 0;
+  int64_t nonfinite = 0;
   pool.parallel_for(static_cast<size_t>(n_chunks), 1, [&](size_t begin, size_t end) {
     std::vector<float> x, y;
     for (size_t c = begin; c < end; ++c) {
@@ -73,8 +74,13 @@ void compare_tensor(const Source& a, const Source& b, cpu::ThreadPool& pool, Ins
       b.read_rows_f32(r0, r1, x.data());  // the original
       a.read_rows_f32(r0, r1, y.data());
       double lx = 0, le = 0, lm = 0;
+      int64_t bad = 0;
       for (size_t i = 0; i < x.size(); ++i) {
-        if (!std::isfinite(x[i])) continue;
+        // NaN/Inf on either side has no error to measure; counted, so the tensor is never "exact".
+        if (!std::isfinite(x[i]) || !std::isfinite(y[i])) {
+          ++bad;
+          continue;
+        }
         const double e = static_cast<double>(y[i]) - x[i];
         lx += static_cast<double>(x[i]) * x[i];
         le += e * e;
@@ -84,9 +90,11 @@ void compare_tensor(const Source& a, const Source& b, cpu::ThreadPool& pool, Ins
       sx += lx;
       se += le;
       mx = std::max(mx, lm);
+      nonfinite += bad;
     }
   });
   t.compared = true;
+  t.nonfinite = nonfinite;
   t.sqnr_db = se == 0 ? INFINITY : 10 * std::log10(sx / se);
   t.rel_err = sx == 0 ? (se == 0 ? 0 : INFINITY) : std::sqrt(se / sx);
   t.max_abs_err = mx;

@@ -3,15 +3,19 @@
 // tensors survive (with the Q/K permutation), requantization of non-power-of-two scales is
 // measured, and failures leave no output behind.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <random>
 
 #include "mx8/convert/convert.h"
 #include "mx8/convert/gguf_to_hf.h"
+#include "mx8/convert/inspect.h"
 #include "mx8/convert/rules.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
@@ -578,4 +582,192 @@ TEST(Convert, GlobsThatMatchNoTensorAreErrors) {
   o.keep = {"*.down_proj.weight"};  // matches: converts
   mx8::convert::convert_checkpoint(tmp / "in", tmp / "out", o);
   EXPECT_TRUE(fs::exists(tmp / "out/model.safetensors"));
+}
+
+namespace {
+
+// Sets config.json's quantization_config.weight_block_size of a converted folder to `block` (JSON).
+void set_block_size(const fs::path& folder, const std::string& block) {
+  auto cfg = mx8::io::read_json_file((folder / "config.json").string());
+  cfg["quantization_config"]["weight_block_size"] = nlohmann::json::parse(block);
+  std::ofstream(folder / "config.json") << cfg.dump(2);
+}
+
+// Overwrites bytes of a file in place.
+void poke(const fs::path& file, uint64_t offset, const void* bytes, size_t n) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(static_cast<const char*>(bytes), static_cast<std::streamsize>(n));
+  ASSERT_TRUE(f.good()) << file;
+}
+
+// Where a tensor's bytes start in its (single) file.
+uint64_t file_offset(const mx8::io::SafetensorsModel& m, const std::string& name) {
+  return static_cast<uint64_t>(m.get(name).data - m.shards()[m.shard_of(name)].mapping().data());
+}
+
+}  // namespace
+
+// A block size of 0 was a division by zero (SIGFPE) in every reader of the folder; it, and any other
+// value that is not two sane positive integers, is an error naming config.json and the field.
+TEST(Convert, ABadWeightBlockSizeIsAnErrorNotACrash) {
+  require(kLlama);
+  TempDir tmp;
+  mx8::convert::convert_checkpoint(kLlama.string(), tmp / "ds", opts(Scheme::ds_fp8));
+  for (const char* block :
+       {"[0, 128]", "[0, 0]", "[1e30, 128]", "[128.5, 128]", "\"x\"", "[]", "[128, 64]"}) {
+    set_block_size(tmp / "ds", block);
+    auto expect_named = [&](const std::function<void()>& f, const char* what) {
+      try {
+        f();
+        ADD_FAILURE() << what << " accepted weight_block_size " << block;
+      } catch (const mx8::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("weight_block_size"), std::string::npos) << e.what();
+      }
+    };
+    expect_named([&] { mx8::convert::convert_checkpoint(tmp / "ds", tmp / "o", opts(Scheme::bf16)); },
+                 "convert");
+    expect_named([&] { mx8::convert::inspect_checkpoint(tmp / "ds", std::nullopt, 2); }, "inspect");
+    expect_named([&] { mx8::convert::inspect_checkpoint(kLlama.string(), tmp / "ds", 2); },
+                 "inspect --compare");
+    EXPECT_FALSE(fs::exists(tmp / "o"));
+  }
+  set_block_size(tmp / "ds", "[128, 128]");  // and the folder as written converts
+  mx8::convert::convert_checkpoint(tmp / "ds", tmp / "o", opts(Scheme::bf16));
+}
+
+// A sharded input whose index lists no tensor of one shard (here the shard holding lm_head) used to
+// convert "successfully" without that tensor; now the conversion stops and names the shard.
+TEST(Convert, AShardLeftOutOfTheIndexStopsTheConversion) {
+  require(kLlama);
+  TempDir tmp;
+  auto o = opts(Scheme::ds_fp8);
+  o.shard_size = 40000;  // bytes: several shards from the small fixture (as in ShardedOutputReadsBack...)
+  mx8::convert::convert_checkpoint(kLlama.string(), tmp / "sh", o);
+  const fs::path index = fs::path(tmp / "sh") / "model.safetensors.index.json";
+  auto j = mx8::io::read_json_file(index.string());
+  const std::string shard = j["weight_map"]["lm_head.weight"];
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end();)  // every tensor of that shard
+    it = it.value() == shard ? j["weight_map"].erase(it) : std::next(it);
+  std::ofstream(index) << j.dump(2);
+  try {
+    mx8::convert::convert_checkpoint(tmp / "sh", tmp / "o", opts(Scheme::bf16));
+    ADD_FAILURE() << "converted without " << shard;
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(shard), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(tmp / "o"));
+  EXPECT_THROW(mx8::convert::inspect_checkpoint(tmp / "sh", std::nullopt, 2), mx8::Error);
+}
+
+// --threads is bounded (100000 used to ask the system for that many threads and abort the process
+// half-way through, leaving OUT.partial-<pid> behind); too many is an error before anything is written.
+TEST(Convert, ThreadCountIsBounded) {
+  require(kLlama);
+  TempDir tmp;
+  auto o = opts(Scheme::ds_fp8);
+  o.threads = 100000;
+  try {
+    mx8::convert::convert_checkpoint(kLlama.string(), tmp / "o", o);
+    ADD_FAILURE() << "accepted --threads 100000";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(std::to_string(mx8::convert::kMaxThreads)), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(mx8::convert::inspect_checkpoint(kLlama.string(), kLlama.string(), 100000), mx8::Error);
+  EXPECT_TRUE(fs::is_empty(tmp.path)) << "no output, no partial folder";
+}
+
+// When the system refuses threads (here: an address-space limit too small for their stacks), the
+// error is an mx8::Error, the threads already started are joined, and no partial output is left.
+TEST(Convert, ThreadsTheSystemRefusesAreAnErrorNotAnAbort) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "sanitizers reserve terabytes of address space: an RLIMIT_AS test cannot run under them";
+#endif
+  require(kLlama);
+  TempDir tmp;
+  uint64_t vm_kb = 0;
+  {
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("VmSize:", 0) == 0) vm_kb = std::stoull(line.substr(7));
+  }
+  ASSERT_GT(vm_kb, 0u);
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_AS, &old), 0);
+  struct rlimit low = old;
+  // 256 MB above what the process maps now: room for the conversion's own buffers, while 1000 threads
+  // need at least 2 GB of stacks (glibc's smallest default, 2 MB each; usually 8 MB).
+  low.rlim_cur = vm_kb * 1024 + (256u << 20);
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &low), 0);
+  auto o = opts(Scheme::ds_fp8);
+  o.threads = 1000;
+  std::string message = "no error";
+  try {
+    mx8::convert::convert_checkpoint(kLlama.string(), tmp / "o", o);
+  } catch (const mx8::Error& e) {
+    message = e.what();
+  }
+  ASSERT_EQ(::setrlimit(RLIMIT_AS, &old), 0);
+  EXPECT_NE(message.find("cannot start 1000 threads"), std::string::npos) << message;
+  EXPECT_TRUE(fs::is_empty(tmp.path)) << "no output, no partial folder";
+}
+
+// NaN and infinite values have no error to measure; they used to be skipped, so a tensor whose scale
+// was +inf (every value became +-inf or NaN) was reported "exact". Now they are counted, and a tensor
+// with any is never exact, in convert's report and in inspect --compare.
+TEST(Convert, NonFiniteValuesAreCountedAndNeverExact) {
+  require(kLlama);
+  TempDir tmp;
+  mx8::convert::convert_checkpoint(kLlama.string(), tmp / "ds", opts(Scheme::ds_fp8));
+  const std::string inf_scale = "model.layers.0.self_attn.q_proj.weight";
+  const std::string nan_code = "model.layers.1.mlp.down_proj.weight";
+  int64_t inf_numel = 0;
+  {
+    auto m = mx8::io::SafetensorsModel::open(tmp / "ds");
+    inf_numel = m.get(inf_scale).numel();
+    ASSERT_EQ(m.get(inf_scale + "_scale_inv").numel(), 1);  // one 128x128 block: its scale covers all
+    const fs::path file = fs::path(tmp / "ds") / "model.safetensors";
+    const float inf = INFINITY;
+    const uint64_t inf_at = file_offset(m, inf_scale + "_scale_inv"), nan_at = file_offset(m, nan_code);
+    poke(file, inf_at, &inf, 4);
+    const uint8_t e4m3_nan = 0x7F;  // E4M3's NaN (S.1111.111)
+    poke(file, nan_at, &e4m3_nan, 1);
+  }
+  auto report = mx8::convert::convert_checkpoint(tmp / "ds", tmp / "mx", opts(Scheme::mxfp8));
+  int checked = 0;
+  for (const auto& r : report.tensors) {
+    if (r.action != "requantize") continue;
+    ASSERT_TRUE(r.measured) << r.name;
+    if (r.name == inf_scale) {
+      ++checked;
+      EXPECT_EQ(r.nonfinite, inf_numel);  // every code times +inf: +-inf, or NaN for a zero code
+      EXPECT_FALSE(r.exact());
+    } else if (r.name == nan_code) {
+      ++checked;
+      EXPECT_GE(r.nonfinite, 1);  // the NaN, and whatever its 32-element block became
+      EXPECT_FALSE(r.exact());
+      EXPECT_FALSE(std::isnan(r.sqnr_db));  // the finite rest is measured, not poisoned
+    } else {
+      EXPECT_TRUE(r.exact()) << r.name;  // the others are untouched power-of-two requantizations
+    }
+  }
+  EXPECT_EQ(checked, 2);
+  auto inspect = mx8::convert::inspect_checkpoint(tmp / "ds", kLlama.string(), 2);
+  checked = 0;
+  for (const auto& t : inspect.tensors) {
+    if (t.name == inf_scale) {
+      ++checked;
+      EXPECT_EQ(t.nonfinite, inf_numel);
+    } else if (t.name == nan_code) {
+      ++checked;
+      EXPECT_EQ(t.nonfinite, 1);  // the one NaN element against the finite original
+      EXPECT_FALSE(std::isnan(t.sqnr_db));
+      EXPECT_TRUE(std::isfinite(t.sqnr_db));  // the rest is an ordinary E4M3 rounding
+    } else {
+      EXPECT_EQ(t.nonfinite, 0) << t.name;
+    }
+  }
+  EXPECT_EQ(checked, 2);
 }

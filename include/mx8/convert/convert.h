@@ -19,6 +19,7 @@
 // output folder appears only when complete (io::StagedFolder); an error or Ctrl-C removes it.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -61,8 +62,13 @@ struct TensorReport {
   std::vector<int64_t> shape;
   uint64_t in_bytes = 0, out_bytes = 0;
   bool measured = false;  // sqnr/max error filled in
-  double sqnr_db = 0;     // 10 log10(sum x^2 / sum (x - y)^2) against the input values; inf when exact
+  // 10 log10(sum x^2 / sum (x - y)^2) against the input values over the elements where both are
+  // finite; inf when those are all equal.
+  double sqnr_db = 0;
   double max_abs_err = 0;
+  int64_t nonfinite = 0;  // elements whose input or output value is NaN or infinite (measured only)
+  // Every value came through unchanged: measured, no difference, and nothing non-finite.
+  bool exact() const { return measured && nonfinite == 0 && sqnr_db == INFINITY; }
   int64_t nonpow2_scales = 0;  // input scales that are not powers of two (requantized inexactly)
   int64_t input_scales = 0;
 };

@@ -27,7 +27,9 @@ struct InspectTensor {
   // With --compare.
   bool compared = false;
   std::string compare_note;  // why not compared, when not
+  // Over the elements where both tensors are finite; sqnr_db is inf when those are all equal.
   double sqnr_db = 0, rel_err = 0, max_abs_err = 0;
+  int64_t nonfinite = 0;  // elements that are NaN or infinite in either tensor (never counted as exact)
 };
 
 struct InspectReport {

@@ -151,6 +151,7 @@ mx8::cli::CommandRegistration reg{
         opt.progress = !a->no_progress && ::isatty(STDERR_FILENO);
         auto report = mx8::convert::convert_checkpoint(a->in, a->out, opt);
         print_report(report, a->verbose);
+        for (const auto& w : report.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
       };
     }};
 

@@ -660,6 +660,9 @@ ConvertReport convert_checkpoint(const std::string& in_path, const std::string& 
   }
   check_interrupt();
   folder.commit();
+  if (!folder.leftover().empty())
+    report.warnings.push_back("the replaced " + out_path + " could not be removed; it is left at " +
+                              folder.leftover());
   progress.finish();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report.peak_rss_bytes = peak_rss_bytes();

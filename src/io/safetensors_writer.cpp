@@ -265,7 +265,12 @@ void StagedFolder::commit() {
     throw Error("cannot rename " + staging_ + " to " + final_ + ": " + ec.message());
   }
   committed_ = true;
-  if (!old.empty()) fs::remove_all(old, ec);
+  // The new folder is in place; a replaced one that cannot be deleted stays, and the caller is told
+  // where (it may be large, and its name says nothing to whoever finds it later).
+  if (!old.empty()) {
+    fs::remove_all(old, ec);
+    if (ec) leftover_ = old + " (" + ec.message() + ")";
+  }
   auto parent = fs::path(final_).parent_path();
   if (int fd = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY); fd >= 0) {
     ::fsync(fd);

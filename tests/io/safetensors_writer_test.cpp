@@ -2,6 +2,7 @@
 // round trips through the reader for every dtype, sharding and the index, and staged folders that
 // never leave partial output behind.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -214,6 +215,30 @@ TEST(StagedFolder, AppearsOnlyOnCommitAndCleansUpOnFailure) {
   EXPECT_FALSE(fs::exists(fs::path(out) / "a.txt"));
   EXPECT_TRUE(fs::exists(fs::path(out) / "b.txt"));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()), 1);  // no leftovers
+}
+
+// Replacing a folder that cannot be deleted (here a read-only subfolder blocks it) leaves
+// OUT.old-<pid> behind; the commit still succeeds, and leftover() names the folder so that the
+// caller can warn rather than leave it there silently.
+TEST(StagedFolder, AReplacedFolderThatCannotBeRemovedIsReported) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root deletes read-only folders: nothing would be left over";
+  TempDir dir;
+  const auto out = (dir.path / "out").string();
+  fs::create_directories(fs::path(out) / "locked");
+  std::ofstream(fs::path(out) / "locked" / "f.txt") << "x";
+  fs::permissions(fs::path(out) / "locked", fs::perms::owner_read | fs::perms::owner_exec);
+  {
+    mx8::io::StagedFolder f(out, true);
+    mx8::write_file_atomically(f.file("new.txt"), "new");
+    f.commit();
+    const std::string old = out + ".old-" + std::to_string(::getpid());
+    EXPECT_EQ(f.leftover().rfind(old, 0), 0u) << f.leftover();        // starts with the folder's path
+    fs::permissions(fs::path(old) / "locked", fs::perms::owner_all);  // so that TempDir can clean up
+  }
+  EXPECT_TRUE(fs::exists(fs::path(out) / "new.txt"));
+  mx8::io::StagedFolder clean(out, true);  // an ordinary replacement leaves nothing over
+  clean.commit();
+  EXPECT_EQ(clean.leftover(), "");
 }
 
 // The fixtures in tests/data/hf were written by the reference library (safetensors 0.8.0, through

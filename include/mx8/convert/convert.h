@@ -81,6 +81,7 @@ struct ConvertReport {
   double seconds = 0;
   uint64_t peak_rss_bytes = 0;
   std::vector<std::string> copied_files;
+  std::vector<std::string> warnings;  // things the user should know that did not stop the conversion
 };
 
 ConvertReport convert_checkpoint(const std::string& in, const std::string& out, const ConvertOptions& opt);

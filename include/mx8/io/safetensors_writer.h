@@ -99,12 +99,16 @@ class StagedFolder {
   std::string file(const std::string& name) const;      // path() + "/" + name
   const std::string& final_path() const { return final_; }
   void commit();
+  // After a commit that replaced a folder: the replaced folder when it could not be removed, with
+  // the reason ("OUT.old-<pid> (Permission denied)"); else empty.
+  const std::string& leftover() const { return leftover_; }
 
  private:
   std::string final_;
   std::string staging_;
   bool overwrite_;
   bool committed_ = false;
+  std::string leftover_;
 };
 
 }  // namespace mx8::io

@@ -232,8 +232,9 @@ TEST(StagedFolder, AReplacedFolderThatCannotBeRemovedIsReported) {
     mx8::write_file_atomically(f.file("new.txt"), "new");
     f.commit();
     const std::string old = out + ".old-" + std::to_string(::getpid());
-    EXPECT_EQ(f.leftover().rfind(old, 0), 0u) << f.leftover();        // starts with the folder's path
-    fs::permissions(fs::path(old) / "locked", fs::perms::owner_all);  // so that TempDir can clean up
+    EXPECT_EQ(f.leftover().rfind(old, 0), 0u) << f.leftover();  // starts with the folder's path
+    fs::permissions(fs::path(old) / "locked", fs::perms::owner_all);
+    fs::remove_all(old);  // the next replacement in this process would move `out` to the same name
   }
   EXPECT_TRUE(fs::exists(fs::path(out) / "new.txt"));
   mx8::io::StagedFolder clean(out, true);  // an ordinary replacement leaves nothing over

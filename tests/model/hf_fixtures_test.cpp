@@ -248,7 +248,7 @@ TEST(HfFixtures, AnUntiedFolderWithoutItsHeadIsAnError) {
     if (!fs::exists(kDir + "/" + fixture)) GTEST_SKIP() << fixture << " absent";
     auto be = mx8::backend::make_cpu_backend(1);
     for (bool erase : {false, true}) {
-      EditedCopy copy(fixture, [&](json& c) {
+      mx8::hf_test::EditedCopy copy(fixture, [&](json& c) {
         if (erase)
           c.erase("tie_word_embeddings");
         else
@@ -261,7 +261,7 @@ TEST(HfFixtures, AnUntiedFolderWithoutItsHeadIsAnError) {
         EXPECT_NE(std::string(e.what()).find("lm_head.weight"), std::string::npos) << e.what();
       }
     }
-    EditedCopy tied(fixture, [](json&) {});
+    mx8::hf_test::EditedCopy tied(fixture, [](json&) {});
     EXPECT_NO_THROW(mx8::model::load_llama(tied.dir.string(), *be, {}));
   }
 }

@@ -81,7 +81,11 @@ void print_report(const mx8::convert::ConvertReport& r, bool verbose) {
     std::string err;
     if (t.nonfinite > 0)
       err = "  " + std::to_string(t.nonfinite) + " non-finite values (NaN/Inf), not exact;";
-    if (t.measured)
+    int64_t numel = 1;
+    for (int64_t d : t.shape) numel *= d;
+    if (t.measured && t.nonfinite > 0 && t.nonfinite == numel)
+      err += "  (every value)";  // no finite rest to measure
+    else if (t.measured)
       err += t.sqnr_db == INFINITY ? (t.nonfinite ? "  the finite rest exact" : "  exact")
                                    : "  SQNR " + std::to_string(t.sqnr_db).substr(0, 6) + " dB, max |err| " +
                                          std::to_string(t.max_abs_err);

@@ -77,7 +77,11 @@ void run(const Args& a) {
     if (t.compared) {
       ++compared;
       char buf[160];
-      if (t.nonfinite) {
+      if (t.nonfinite > 0 && t.nonfinite == t.numel) {
+        std::snprintf(buf, sizeof buf, " %lld non-finite (NaN/Inf) values: every one",
+                      static_cast<long long>(t.nonfinite));
+        if (nonfinite_tensors++ == 0) first_nonfinite = t.name;
+      } else if (t.nonfinite) {
         // NaN/Inf values have no error to print: say how many, and what the finite rest measured.
         std::snprintf(buf, sizeof buf, " %lld non-finite (NaN/Inf) values; the rest: SQNR %s, max|err| %.3g",
                       static_cast<long long>(t.nonfinite), db(t.sqnr_db).c_str(), t.max_abs_err);

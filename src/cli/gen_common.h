@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -56,6 +57,20 @@ inline std::string default_model_path() {
   return "models/stories260K.gguf";
 }
 
+// --seed takes 0 .. 2^64 - 1 written in decimal. CLI11 reads an unsigned option with strtoull, which
+// takes "-1" as 2^64 - 1 and saturates 2^64, so two different seeds would quietly be the same one.
+inline CLI::Validator seed_validator() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        uint64_t v = 0;
+        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+        if (s.empty() || ec != std::errc() || end != s.data() + s.size())
+          return "a seed is a whole number from 0 to 18446744073709551615, not " + s;
+        return "";
+      },
+      "UINT64");
+}
+
 inline void add_gen_options(CLI::App& app, GenOptions& o) {
   app.add_option("-m,--model", o.model,
                  "GGUF file or Hugging Face folder (default: the bundled stories260K)");
@@ -89,7 +104,9 @@ inline void add_gen_options(CLI::App& app, GenOptions& o) {
   app.add_option("--presence-penalty", o.sampling.presence_penalty)->capture_default_str();
   app.add_option("--penalty-last-n", o.sampling.penalty_last_n, "tokens the penalties look back (-1: all)")
       ->capture_default_str();
-  app.add_option("--seed", o.sampling.seed, "random seed (same seed, same output)")->capture_default_str();
+  app.add_option("--seed", o.sampling.seed, "random seed (same seed, same output)")
+      ->capture_default_str()
+      ->check(seed_validator());
   app.add_option("--stop", o.stop, "stop sequence (repeatable); generation ends before it");
 }
 

@@ -126,9 +126,7 @@ void run(const Args& a) {
   if (a.size_mb < 1) throw Error("--size-mb must be at least 1");
   const auto threads = cli::bench::parse_int_list(a.threads, "--threads");
   // convert checks its own count, but each count here also starts a pool of its own first.
-  for (int64_t t : threads)
-    if (t > convert::kMaxThreads)
-      throw Error("--threads " + std::to_string(t) + ": at most " + std::to_string(convert::kMaxThreads));
+  for (int64_t t : threads) convert::check_thread_count(t);
   const fs::path root = a.dir.empty()
                             ? fs::temp_directory_path() / ("mx8_bench_convert_" + std::to_string(::getpid()))
                             : fs::path(a.dir);

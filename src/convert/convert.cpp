@@ -526,7 +526,7 @@ void request_interrupt() {
   g_interrupted = true;
 }
 
-void check_thread_count(int threads) {
+void check_thread_count(int64_t threads) {
   if (threads > kMaxThreads)
     throw Error("--threads " + std::to_string(threads) + ": at most " + std::to_string(kMaxThreads) +
                 " (0 uses every core)");

@@ -81,8 +81,8 @@ ApiRequest read_common(const json& body, const runtime::SamplingParams& defaults
     r.include_usage = fields::boolean(so, "include_usage").value_or(false);
   }
   if (auto n = fields::integer(body, "n", 1, 128)) r.n = int(*n);
-  // Not implemented: the engine draws greedy and top-k tokens on the device from penalized logits
-  // (Backend::penalize, Backend::top_k), and a bias would have to enter every one of those paths.
+  // Refused, not ignored: the engine draws greedy and top-k tokens on the device from penalized
+  // logits (Backend::penalize, Backend::top_k), so a bias belongs in penalize on every backend.
   fields::refuse_nonempty(body, "logit_bias");
   return r;
 }

@@ -37,7 +37,7 @@ enum class Scheme { ds_fp8, mxfp8, mxfp4, bf16 };
 // that turns a typo (--threads 100000) into a clear error instead of a request for that many threads.
 inline constexpr int kMaxThreads = 4096;
 // Throws mx8::Error for a thread count above kMaxThreads (0 or less: all cores, as ThreadPool takes it).
-void check_thread_count(int threads);
+void check_thread_count(int64_t threads);
 std::optional<Scheme> parse_scheme(std::string_view s);
 const char* scheme_name(Scheme s);
 

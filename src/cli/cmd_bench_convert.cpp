@@ -82,7 +82,8 @@ double read_seconds(const std::string& folder, cpu::ThreadPool& pool) {
   volatile uint64_t sink = 0;
   for (int rep = 0; rep < 3; ++rep) {
     const double t0 = cli::bench::now_s();
-    for (const auto& [name, t] : m.tensors()) {
+    for (const auto& entry : m.tensors()) {
+      const auto& t = entry.second;  // not a structured binding: clang 14 cannot capture those
       const size_t words = t->nbytes() / 8, chunk = 1 << 20;
       std::atomic<uint64_t> acc{0};
       pool.parallel_for((words + chunk - 1) / chunk, 1, [&](size_t b, size_t e) {

@@ -189,7 +189,8 @@ void run(const Options& o) {
     types.insert(types.begin() + 2, WType::fp8_block_lut);
   // On AVX-512 machines, also the AVX2 kernel (what an AVX2-only machine, like cpu-anchor.md's, runs).
   if (mx8::cpu::active_isa() == mx8::cpu::Isa::avx512) types.insert(types.begin() + 2, WType::fp8_block_avx2);
-  for (auto [n, k] : shapes) {
+  for (const auto& shape : shapes) {
+    const int64_t n = shape.first, k = shape.second;  // not a binding: clang 14's lambdas cannot capture one
     for (WType t : types) {
       mx8::cpu::detail::g_fp8_table_decode = t == WType::fp8_block_lut;
       ThreadPool* fill_pool = pools.rbegin()->second.get();

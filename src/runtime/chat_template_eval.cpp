@@ -17,9 +17,56 @@ using namespace jinja;
 
 // Scopes open at once (the template's, loops', macro calls'): bounds macro recursion.
 constexpr size_t kMaxFrames = 256;
+// What one rendering may spend. A template is the model's code, run as found: these turn a loop or a
+// recursion without end, or a value that grows without end, into an error instead of a process that
+// hangs or runs out of memory. Real chat templates take thousands of steps and write kilobytes; a
+// prompt of 131072 tokens is well under a megabyte of text.
+// A step is one statement or expression (~0.1 us); a loop iteration, which builds its `loop` object,
+// costs about 15 of them in time and is charged 16. 20 million steps are 1-3 s of work; a template
+// over 1000 messages takes ~10^5.
+constexpr uint64_t kMaxSteps = 20'000'000;
+constexpr uint64_t kStepsPerIteration = 16;
+constexpr size_t kMaxText = 16u << 20;  // bytes of one string, the output included
+constexpr int64_t kMaxItems = 1 << 20;  // items of one list (a range, a string's characters)
 
+// line 0: no line to name (the builtins are called without one).
 [[noreturn]] void fail(int line, const std::string& what) {
-  throw Error("chat template: line " + std::to_string(line) + ": " + what);
+  throw Error("chat template: " + (line > 0 ? "line " + std::to_string(line) + ": " : std::string()) + what);
+}
+
+void check_text_size(uint64_t bytes, int line) {
+  if (bytes > kMaxText)
+    fail(line,
+         "a string of " + std::to_string(bytes) + " bytes is over the limit of " + std::to_string(kMaxText));
+}
+
+void check_item_count(uint64_t items, int line) {
+  if (items > uint64_t(kMaxItems))
+    fail(line,
+         "a list of " + std::to_string(items) + " items is over the limit of " + std::to_string(kMaxItems));
+}
+
+// Python's integers are unbounded; the interpreter's are 64-bit and say so instead of wrapping.
+int64_t checked(char op, int64_t x, int64_t y, int line) {
+  int64_t r = 0;
+  bool overflowed = op == '+'   ? __builtin_add_overflow(x, y, &r)
+                    : op == '-' ? __builtin_sub_overflow(x, y, &r)
+                                : __builtin_mul_overflow(x, y, &r);
+  if (overflowed) fail(line, "integer arithmetic overflows 64 bits");
+  return r;
+}
+
+// The items start, start + step, ... before stop (Python's range and slice order), counted without
+// overflow; `limit` bounds how many there may be.
+std::vector<int64_t> progression(int64_t start, int64_t stop, int64_t step, int line) {
+  const int64_t limit = kMaxItems;
+  const __int128 span = step > 0 ? __int128(stop) - start : __int128(start) - stop;
+  const __int128 stride = step > 0 ? __int128(step) : -__int128(step);
+  const __int128 n = span <= 0 ? 0 : (span - 1) / stride + 1;
+  check_item_count(n > limit ? uint64_t(limit) + 1 : uint64_t(n), line);
+  std::vector<int64_t> out(static_cast<size_t>(n));
+  for (size_t k = 0; k < out.size(); ++k) out[k] = static_cast<int64_t>(start + __int128(step) * __int128(k));
+  return out;
 }
 
 bool py_space(uint32_t c) {
@@ -76,13 +123,15 @@ std::vector<std::string> py_split(const std::string& s, const Value& sep, int64_
   }
 }
 
-std::string py_replace(const std::string& s, const std::string& a, const std::string& b, int64_t count) {
+std::string py_replace(const std::string& s, const std::string& a, const std::string& b, int64_t count,
+                       int line) {
   if (a.empty()) return s;  // Python inserts between characters; no template relies on it
   std::string out;
   size_t pos = 0;
   for (int64_t n = 0; count < 0 || n < count; ++n) {
     size_t k = s.find(a, pos);
     if (k == std::string::npos) break;
+    check_text_size(uint64_t(out.size()) + (k - pos) + b.size(), line);
     out += s.substr(pos, k - pos) + b;
     pos = k + a.size();
   }
@@ -132,6 +181,7 @@ List iterate(const Value& v, int line) {
       return keys;
     }
     case Value::kString: {
+      check_item_count(v.s.size(), line);  // at least as many bytes as characters
       List chars;
       for (uint32_t c : unicode::decode(v.s)) chars.push_back(Value::string(unicode::encode({c})));
       return chars;
@@ -162,7 +212,7 @@ std::vector<size_t> slice_indices(int64_t n, const Value& a, const Value& b, con
   };
   int64_t start = norm(a, step > 0 ? 0 : n - 1), stop = norm(b, step > 0 ? n : -1);
   std::vector<size_t> idx;
-  for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) idx.push_back(static_cast<size_t>(k));
+  for (int64_t k : progression(start, stop, step, line)) idx.push_back(static_cast<size_t>(k));
   return idx;
 }
 
@@ -179,9 +229,31 @@ class Interpreter {
 
   void exec(const Body& body, std::string& out, LoopControl& lc) {
     for (auto& s : body) {
+      spend(1, s->line);
       exec_stmt(*s, out, lc);
+      check_text_size(out.size(), s->line);
       if (lc.kind != LoopControl::kNone) return;
     }
+  }
+
+  // Every expression, statement and byte of string made is paid for from one budget.
+  void spend(uint64_t units, int line) {
+    steps_ += units;
+    if (steps_ > kMaxSteps)
+      fail(line, "the template ran more than " + std::to_string(kMaxSteps) + " steps (a loop without end?)");
+  }
+
+  Value eval(const Expr& e) {
+    spend(1, e.line);
+    Value v = eval_node(e);
+    if (v.type == Value::kString) {
+      check_text_size(v.s.size(), e.line);
+      spend(v.s.size() / 64, e.line);
+    } else if (v.type == Value::kList) {
+      check_item_count(v.list->size(), e.line);
+      spend(v.list->size() / 64, e.line);
+    }
+    return v;
   }
 
  private:
@@ -305,7 +377,8 @@ class Interpreter {
     }
     const int64_t n = static_cast<int64_t>(items.size());
     for (int64_t k = 0; k < n; ++k) {
-      frames_.emplace_back();  // each iteration has its own scope, as in Jinja2
+      spend(kStepsPerIteration, s.line);  // an iteration costs its loop variable even with an empty body
+      frames_.emplace_back();             // each iteration has its own scope, as in Jinja2
       Value loop = Value::new_dict({{"index", Value::integer(k + 1)},
                                     {"index0", Value::integer(k)},
                                     {"revindex", Value::integer(n - k)},
@@ -330,7 +403,7 @@ class Interpreter {
     }
   }
 
-  Value eval(const Expr& e) {
+  Value eval_node(const Expr& e) {
     switch (e.kind) {
       case Expr::kLiteral:
         return e.value;
@@ -403,9 +476,10 @@ class Interpreter {
       case Expr::kUnary: {
         Value v = eval(*e.args[0]);
         if (e.name == "not") return Value::boolean(!v.truthy());
-        if (v.type == Value::kInt || v.type == Value::kBool)
-          return Value::integer(e.name == "-" ? -(v.type == Value::kBool ? v.b : v.i)
-                                              : (v.type == Value::kBool ? v.b : v.i));
+        if (v.type == Value::kInt || v.type == Value::kBool) {
+          int64_t x = v.type == Value::kBool ? v.b : v.i;
+          return Value::integer(e.name == "-" ? checked('-', 0, x, e.line) : x);
+        }
         if (v.type == Value::kFloat) return Value::number(e.name == "-" ? -v.f : v.f);
         fail(e.line, "bad operand type for unary " + e.name + ": " + type_name(v));
       }
@@ -532,9 +606,9 @@ class Interpreter {
         return Value::string(r);
       });
     if (name == "replace")
-      return method([s](CallArgs& a) {
-        return Value::string(
-            py_replace(s, a.get(0, "old").s, a.get(1, "new").s, a.get(2, "count", Value::integer(-1)).i));
+      return method([s, line](CallArgs& a) {
+        return Value::string(py_replace(s, a.get(0, "old").s, a.get(1, "new").s,
+                                        a.get(2, "count", Value::integer(-1)).i, line));
       });
     if (name == "find" || name == "count")
       return method([s, name](CallArgs& a) {
@@ -553,7 +627,11 @@ class Interpreter {
       return method([s, line](CallArgs& a) {
         std::string out;
         List items = iterate(a.get(0, "iterable"), line);
-        for (size_t k = 0; k < items.size(); ++k) out += (k ? s : "") + to_str(items[k]);
+        for (size_t k = 0; k < items.size(); ++k) {
+          std::string item = to_str(items[k]);
+          check_text_size(uint64_t(out.size()) + (k ? s.size() : 0) + item.size(), line);
+          out += (k ? s : "") + item;
+        }
         return Value::string(out);
       });
     if (name == "isdigit" || name == "isalpha" || name == "isspace")
@@ -612,6 +690,7 @@ class Interpreter {
     if (op == "+") {
       if (a.type == Value::kString && b.type == Value::kString) return Value::string(a.s + b.s);
       if (a.type == Value::kList && b.type == Value::kList) {
+        check_item_count(a.list->size() + b.list->size(), e.line);
         List l = *a.list;
         l.insert(l.end(), b.list->begin(), b.list->end());
         return Value::new_list(std::move(l));
@@ -621,8 +700,11 @@ class Interpreter {
       const Value* str = a.type == Value::kString ? &a : b.type == Value::kString ? &b : nullptr;
       const Value* n = str == &a ? &b : &a;
       if (str && (n->type == Value::kInt || n->type == Value::kBool)) {
+        const int64_t times = std::max<int64_t>(0, n->type == Value::kBool ? n->b : n->i);
+        if (!str->s.empty())
+          check_text_size(times > int64_t(kMaxText) ? times : times * str->s.size(), e.line);
         std::string r;
-        for (int64_t k = 0; k < (n->type == Value::kBool ? n->b : n->i); ++k) r += str->s;
+        for (int64_t k = 0; k < times && !str->s.empty(); ++k) r += str->s;
         return Value::string(r);
       }
     }
@@ -632,9 +714,9 @@ class Interpreter {
     bool ints = a.type != Value::kFloat && b.type != Value::kFloat;
     int64_t x = a.type == Value::kBool ? a.b : a.i, y = b.type == Value::kBool ? b.b : b.i;
     double fx = a.as_double(), fy = b.as_double();
-    if (op == "+") return ints ? Value::integer(x + y) : Value::number(fx + fy);
-    if (op == "-") return ints ? Value::integer(x - y) : Value::number(fx - fy);
-    if (op == "*") return ints ? Value::integer(x * y) : Value::number(fx * fy);
+    if (op == "+") return ints ? Value::integer(checked('+', x, y, e.line)) : Value::number(fx + fy);
+    if (op == "-") return ints ? Value::integer(checked('-', x, y, e.line)) : Value::number(fx - fy);
+    if (op == "*") return ints ? Value::integer(checked('*', x, y, e.line)) : Value::number(fx * fy);
     if (op == "/") {
       if (fy == 0) fail(e.line, "division by zero");
       return Value::number(fx / fy);
@@ -642,7 +724,8 @@ class Interpreter {
     if (op == "//" || op == "%") {
       if (fy == 0) fail(e.line, "division by zero");
       if (ints) {
-        int64_t q = x / y, r = x % y;
+        // x / -1 is the one quotient that can overflow (C++ leaves INT64_MIN / -1 undefined).
+        int64_t q = y == -1 ? checked('-', 0, x, e.line) : x / y, r = y == -1 ? 0 : x % y;
         if (r != 0 && ((r < 0) != (y < 0))) --q, r += y;  // Python floors
         return Value::integer(op == "//" ? q : r);
       }
@@ -650,10 +733,14 @@ class Interpreter {
       return Value::number(op == "//" ? q : fx - q * fy);
     }
     if (op == "**") {
-      if (ints && y >= 0) {
-        int64_t r = 1;
-        for (int64_t k = 0; k < y; ++k) r *= x;
-        return Value::integer(r);
+      if (ints && y >= 0) {  // by squaring: y may be huge where x is 0, 1 or -1
+        int64_t result = 1, base = x;
+        for (int64_t rest = y; rest > 0; rest >>= 1) {
+          if (rest & 1) result = checked('*', result, base, e.line);
+          // A square that overflows is always multiplied in later, so the result would overflow too.
+          if (rest > 1) base = checked('*', base, base, e.line);
+        }
+        return Value::integer(result);
       }
       return Value::number(std::pow(fx, fy));
     }
@@ -756,7 +843,9 @@ class Interpreter {
       List items = iterate(v, line);
       for (size_t k = 0; k < items.size(); ++k) {
         Value x = attr.defined() ? index(items[k], attr, line) : items[k];
-        out += (k ? sep : "") + to_str(x);
+        std::string item = to_str(x);
+        check_text_size(uint64_t(out.size()) + (k ? sep.size() : 0) + item.size(), line);
+        out += (k ? sep : "") + item;
       }
       return Value::string(out);
     }
@@ -772,7 +861,7 @@ class Interpreter {
     }
     if (name == "replace")
       return Value::string(py_replace(to_str(v), to_str(a.get(0, "old")), to_str(a.get(1, "new")),
-                                      a.get(2, "count", Value::integer(-1)).i));
+                                      a.get(2, "count", Value::integer(-1)).i, line));
     if (name == "items") {
       if (v.type != Value::kDict) fail(line, "items filter needs a mapping");
       CallArgs none;
@@ -781,7 +870,12 @@ class Interpreter {
     if (name == "int") {
       if (v.type == Value::kInt) return v;
       if (v.type == Value::kBool) return Value::integer(v.b);
-      if (v.type == Value::kFloat) return Value::integer(static_cast<int64_t>(v.f));
+      if (v.type == Value::kFloat) {
+        // Python truncates toward zero and refuses inf and nan; past 2^63 it would need a big integer.
+        if (!(std::fabs(v.f) < 9223372036854775808.0))
+          throw Error("chat template: int() of " + to_str(v) + " does not fit in 64 bits");
+        return Value::integer(static_cast<int64_t>(v.f));
+      }
       if (v.type == Value::kString) {
         try {
           size_t used = 0;
@@ -864,7 +958,8 @@ class Interpreter {
       return Value::string(out);
     }
     if (name == "indent") {
-      int64_t width = a.get(0, "width", Value::integer(4)).i;
+      int64_t width = std::max<int64_t>(0, a.get(0, "width", Value::integer(4)).i);  // Python: ' ' * -1 == ''
+      check_text_size(width, line);
       bool first = a.get(1, "first", Value::boolean(false)).truthy();
       bool blank = a.get(2, "blank", Value::boolean(false)).truthy();
       std::string pad(static_cast<size_t>(width), ' '), s = to_str(v), out;
@@ -876,6 +971,7 @@ class Interpreter {
       for (size_t k = 0; k < lines.size(); ++k) {
         if (k) out += "\n";
         bool indent_it = (k > 0 || first) && (blank || !lines[k].empty());
+        check_text_size(uint64_t(out.size()) + 1 + (indent_it ? pad.size() : 0) + lines[k].size(), line);
         out += (indent_it ? pad : "") + lines[k];
       }
       return Value::string(out);
@@ -884,6 +980,7 @@ class Interpreter {
   }
 
   std::vector<Frame> frames_;
+  uint64_t steps_ = 0;  // spent from kMaxSteps
 };
 
 Value builtin(const std::string& name) {
@@ -911,7 +1008,7 @@ Value builtin(const std::string& name) {
       }
       if (step == 0) throw Error("chat template: range() step cannot be zero");
       List out;
-      for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) out.push_back(Value::integer(k));
+      for (int64_t k : progression(start, stop, step, /*line=*/0)) out.push_back(Value::integer(k));
       return Value::new_list(std::move(out));
     });
   if (name == "strftime_now")

@@ -1,6 +1,9 @@
 // Chat-template parser: splits the source into text and tags (applying whitespace control with
 // Hugging Face's trim_blocks/lstrip_blocks settings), then parses tags into statements and
 // expressions by Jinja2's grammar and precedence.
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
 #include <cstring>
 
 #include "mx8/error.h"
@@ -144,12 +147,14 @@ std::vector<Segment> segment(std::string src) {
         size_t end = s.find("{%", pos);
         while (end != std::string::npos) {
           size_t c = s.find("%}", end);
+          if (c == std::string::npos) break;  // no tag closes here, so no endraw either
           std::string t = s.substr(end + 2, c - end - 2);
           size_t tb = t.find_first_not_of(" \t\n-");
           if (tb != std::string::npos && t.compare(tb, 6, "endraw") == 0) break;
           end = s.find("{%", end + 2);
         }
-        if (end == std::string::npos) syntax_error(tag_line, "missing endraw");
+        if (end == std::string::npos || s.find("%}", end) == std::string::npos)
+          syntax_error(tag_line, "missing endraw");
         out.push_back({Segment::kText, s.substr(pos, end - pos), tag_line});
         count_lines(pos, end);
         pos = s.find("%}", end) + 2;
@@ -211,10 +216,13 @@ std::vector<Token> lex(const std::string& s, int line) {
       for (size_t k = i; k < j; ++k)
         if (s[k] != '_') num += s[k];
       Token t{is_float ? Token::kFloat : Token::kInt, num};
-      if (is_float)
-        t.f = std::stod(num);
-      else
-        t.i = std::stoll(num);
+      if (is_float) {
+        t.f = std::strtod(num.c_str(), nullptr);  // as Python: 1e999 is inf, 1e-999 is 0.0
+      } else {
+        auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), t.i);
+        if (ec != std::errc() || end != num.data() + num.size())
+          syntax_error(line, "integer " + num + " does not fit in 64 bits");
+      }
       out.push_back(t);
       i = j;
       continue;
@@ -255,7 +263,15 @@ std::vector<Token> lex(const std::string& s, int line) {
           case 'u':
           case 'x': {
             size_t n = e == 'u' ? 4 : 2;
-            uint32_t cp = static_cast<uint32_t>(std::stoul(s.substr(j + 1, n), nullptr, 16));
+            uint32_t cp = 0;
+            const char* first = s.data() + std::min(s.size(), j + 1);
+            const char* last = s.data() + std::min(s.size(), j + 1 + n);
+            auto [end, ec] = std::from_chars(first, last, cp, 16);
+            if (ec != std::errc() || end != first + n)
+              syntax_error(line, std::string("\\") + e + " needs " + std::to_string(n) + " hex digits");
+            if (cp >= 0xD800 && cp <= 0xDFFF)
+              syntax_error(line,
+                           "\\u" + s.substr(j + 1, n) + " is a lone surrogate, which has no UTF-8 form");
             j += n;
             // UTF-8 encode.
             if (cp < 0x80) {

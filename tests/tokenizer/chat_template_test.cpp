@@ -142,5 +142,66 @@ TEST(ChatTemplate, DeepNestingFailsCleanly) {
   expect_error("{% set ns = namespace(x=1) %}{% set ns.x = ns %}{{ [ns] | tojson }}", "holding itself");
 }
 
+// Found by fuzz/chat_template_fuzz.cpp: numbers past 64 bits, escapes that are not hex, and work or
+// values without bound (a template is the model's code, run as found) each end in an Error, not in a
+// std::out_of_range that ended the process, undefined arithmetic, a hang or memory without end.
+TEST(ChatTemplate, RunawayWorkAndNumbersFailCleanly) {
+  auto render = [](const std::string& src) { return ChatTemplate(src).apply({{"user", "x"}}, false); };
+  auto expect_error = [&](const std::string& src, const std::string& needle) {
+    try {
+      std::string out = render(src);
+      ADD_FAILURE() << "no error for " << src.substr(0, 80) << " (rendered " << out.size() << " bytes)";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  // Literals, as Python reads them: a float past the range is inf or 0.0, an integer past 64 bits
+  // (Python's are unbounded) is refused.
+  EXPECT_EQ(render("{{ 1e999 }} {{ -1e999 }} {{ 1e-999 }}"), "inf -inf 0.0");
+  EXPECT_EQ(render("{{ 9223372036854775807 }}"), "9223372036854775807");
+  expect_error("{{ 99999999999999999999 }}", "does not fit in 64 bits");
+  EXPECT_EQ(render("{{ '\\u00e9\\x41' }}"),
+            "\xc3\xa9"
+            "A");
+  expect_error("{{ '\\u12' }}", "needs 4 hex digits");
+  expect_error("{{ '\\xZZ' }}", "needs 2 hex digits");
+  expect_error("{{ '\\ud800' }}", "lone surrogate");
+  // An endraw tag that is never closed: the scan for its closer wrapped around to the start and
+  // collected segments until memory ran out.
+  expect_error("{% raw %}x{% endraw %x }}", "missing endraw");
+  EXPECT_EQ(render("{% raw %}{{ x }}{% endraw %}"), "{{ x }}");
+  // 64-bit arithmetic says when it overflows, instead of wrapping (undefined behaviour in C++).
+  EXPECT_EQ(render("{{ 2 ** 62 }} {{ (-1) ** 3 }} {{ 1 ** 1000000000000000 }} {{ 7 // -2 }} {{ -7 % 3 }}"),
+            "4611686018427387904 -1 1 -4 2");
+  expect_error("{{ 2 ** 63 }}", "overflows 64 bits");
+  expect_error("{{ 9223372036854775807 + 1 }}", "overflows 64 bits");
+  expect_error("{{ -9223372036854775807 - 2 }}", "overflows 64 bits");
+  expect_error("{{ 4294967296 * 4294967296 }}", "overflows 64 bits");
+  expect_error("{{ (-9223372036854775807 - 1) // -1 }}", "overflows 64 bits");
+  expect_error("{{ -(-9223372036854775807 - 1) }}", "overflows 64 bits");
+  EXPECT_EQ(render("{{ 2.9 | int }} {{ -2.9 | int }}"), "2 -2");
+  expect_error("{{ 1e300 | int }}", "does not fit in 64 bits");
+  // Slices and ranges count their items without overflow.
+  EXPECT_EQ(render("{{ [1, 2, 3][1::9223372036854775807] }} {{ range(9223372036854775806, "
+                   "9223372036854775807) | list }}"),
+            "[2] [9223372036854775806]");
+  // Values and work without bound.
+  EXPECT_EQ(render("{{ 'ab' * 3 }}|{{ 'ab' * -1 }}|{{ 'x\\ny' | indent(-3) }}"), "ababab||x\ny");
+  expect_error("{{ 'ab' * 100000000 }}", "over the limit");
+  expect_error("{{ 'ab' * 9223372036854775807 }}", "over the limit");
+  expect_error("{{ ('x' * 10000000) | replace('x', 'yy') }}", "over the limit");
+  expect_error("{{ ('x' * 1000000) | list | join('y' * 20) }}", "over the limit");
+  expect_error("{{ 'a\\nb' | indent(100000000) }}", "over the limit");
+  expect_error("{% for i in range(1000000000000) %}{% endfor %}", "over the limit of 1048576");
+  expect_error(
+      "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}",
+      "over the limit of 1048576");
+  expect_error("{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}", "steps");
+  expect_error("{% for i in range(1000000) %}{{ 'x' * 100 }}{% endfor %}", "over the limit");
+  expect_error(
+      "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(200) }}",
+      "steps");
+}
+
 }  // namespace
 }  // namespace mx8::runtime

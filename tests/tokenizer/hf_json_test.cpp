@@ -94,6 +94,37 @@ TEST(HfJson, PostProcessorsAndConfig) {
   EXPECT_EQ(t2->vocab_size(), 1002u);
 }
 
+// Found by fuzz/tokenizer_json_fuzz.cpp: a post-processor whose BOS id lies past the vocabulary
+// loaded, and encode() then emitted an id that the model's embedding table does not have. Ids that
+// would size the tables past any real vocabulary are refused too, instead of allocating 2^31 strings.
+TEST(HfJson, IdsOutsideTheVocabularyAreRefused) {
+  auto post_with_bos = [](int id) {
+    return json{{"type", "TemplateProcessing"},
+                {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                                        {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+                {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {id}}}}}}};
+  };
+  auto expect_error = [](const json& tj, const std::string& needle) {
+    try {
+      make(tj);
+      ADD_FAILURE() << "loaded: " << tj.dump().substr(0, 120);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  json tj = {
+      {"model", byte_level_model({})}, {"pre_tokenizer", kByteLevel}, {"post_processor", post_with_bos(255)}};
+  EXPECT_EQ(ids(*make(tj), "a", true), (V{255, 'a'}));  // the last id of the 256 is fine
+  tj["post_processor"] = post_with_bos(256);
+  expect_error(tj, "token id 256 is outside the vocabulary of 256");
+  tj["post_processor"] = nullptr;
+  tj["added_tokens"] = json::array({{{"id", 2147483647}, {"content", "<big>"}, {"special", true}}});
+  expect_error(tj, "has id 2147483647, outside");
+  tj["added_tokens"] = json::array();
+  tj["model"]["vocab"]["far"] = 1 << 30;
+  expect_error(tj, "vocab id 1073741824 of 'far' is outside");
+}
+
 TEST(HfJson, SplitBehaviours) {
   auto pieces = [](const std::string& behavior, const std::string& text) {
     json tj = {{"model", byte_level_model({})},

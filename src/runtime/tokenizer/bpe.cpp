@@ -83,9 +83,23 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec) : spec_(std::move(spec)) {
   // The id table covers the model vocabulary and the added tokens.
   size_t n = spec_.vocab.size();
   for (auto& a : spec_.added) {
-    if (a.id < 0) throw Error("tokenizer: added token '" + a.content + "' has a negative id");
+    if (a.id < 0 || static_cast<size_t>(a.id) >= BpeSpec::kMaxVocabSize)
+      throw Error("tokenizer: added token '" + a.content + "' has id " + std::to_string(a.id) +
+                  ", outside [0, " + std::to_string(BpeSpec::kMaxVocabSize) + ")");
     n = std::max(n, static_cast<size_t>(a.id) + 1);
   }
+  // Every id the tokenizer can emit by itself must exist: a BOS past the table would be an
+  // embedding row past the model's.
+  auto check_id = [n](TokenId id, const char* what) {
+    if (id != kNoToken && (id < 0 || static_cast<size_t>(id) >= n))
+      throw Error(std::string("tokenizer: the ") + what + " token id " + std::to_string(id) +
+                  " is outside the vocabulary of " + std::to_string(n));
+  };
+  for (TokenId id : spec_.prefix) check_id(id, "post-processor's leading");
+  for (TokenId id : spec_.suffix) check_id(id, "post-processor's trailing");
+  check_id(spec_.bos, "BOS");
+  check_id(spec_.eos, "EOS");
+  check_id(spec_.unk, "unknown-token");
   pieces_.assign(n, std::string());
   special_.assign(n, 0);
   added_.assign(n, 0);

@@ -46,6 +46,9 @@ struct BpeSpec {
     bool prepend_always = false, prepend_first = false, split = false;
   };
 
+  // Ids at or past this are refused: the largest real vocabularies hold a few hundred thousand
+  // tokens, and a table sized by a hostile id (2^31) would not fit in memory.
+  static constexpr size_t kMaxVocabSize = size_t{1} << 24;
   std::vector<std::string> vocab;  // id -> model token (byte-level alphabet); "" for holes
   std::vector<std::pair<std::string, std::string>> merges;  // rank order
   std::vector<AddedToken> added;

@@ -178,7 +178,9 @@ std::unique_ptr<Tokenizer> tokenizer_from_hf_json(std::string_view tokenizer_jso
       unsupported(name, "continuing_subword_prefix");
     for (auto& [tok, id] : model.at("vocab").items()) {
       TokenId i = id.get<TokenId>();
-      if (i < 0) unsupported(name, "negative id in vocab");
+      if (i < 0 || static_cast<size_t>(i) >= BpeSpec::kMaxVocabSize)
+        unsupported(name, "vocab id " + std::to_string(i) + " of '" + tok + "' is outside [0, " +
+                              std::to_string(BpeSpec::kMaxVocabSize) + ")");
       if (static_cast<size_t>(i) >= spec.vocab.size()) spec.vocab.resize(i + 1);
       spec.vocab[i] = tok;
     }

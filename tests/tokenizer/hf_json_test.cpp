@@ -96,7 +96,8 @@ TEST(HfJson, PostProcessorsAndConfig) {
 
 // Found by fuzz/tokenizer_json_fuzz.cpp: a post-processor whose BOS id lies past the vocabulary
 // loaded, and encode() then emitted an id that the model's embedding table does not have. Ids that
-// would size the tables past any real vocabulary are refused too, instead of allocating 2^31 strings.
+// would size the tables past any real vocabulary are refused too, instead of allocating 2^31 strings,
+// and so are ids that are not JSON integers.
 TEST(HfJson, IdsOutsideTheVocabularyAreRefused) {
   auto post_with_bos = [](int id) {
     return json{{"type", "TemplateProcessing"},
@@ -119,10 +120,12 @@ TEST(HfJson, IdsOutsideTheVocabularyAreRefused) {
   expect_error(tj, "token id 256 is outside the vocabulary of 256");
   tj["post_processor"] = nullptr;
   tj["added_tokens"] = json::array({{{"id", 2147483647}, {"content", "<big>"}, {"special", true}}});
-  expect_error(tj, "has id 2147483647, outside");
+  expect_error(tj, "added token '<big>' has id 2147483647, not an integer in [0, 16777216)");
+  tj["added_tokens"][0]["id"] = 2.12e68;  // get<int>() of this was undefined behaviour
+  expect_error(tj, "added token '<big>' has id 2.12e+68, not an integer");
   tj["added_tokens"] = json::array();
   tj["model"]["vocab"]["far"] = 1 << 30;
-  expect_error(tj, "vocab id 1073741824 of 'far' is outside");
+  expect_error(tj, "vocab entry 'far' has id 1073741824, not an integer");
 }
 
 TEST(HfJson, SplitBehaviours) {

@@ -113,7 +113,10 @@ bool decoder_strips_leading_space(const json& d) {
     for (auto& k : d.at("decoders")) r |= decoder_strips_leading_space(k);
     return r;
   }
-  if (type == "Strip") return d.value("content", "") == " " && d.value("start", 0) >= 1;
+  if (type == "Strip") {
+    const json start = d.value("start", json(0));  // value<int>() of a float would be undefined
+    return d.value("content", "") == " " && start.is_number() && start.get<double>() >= 1;
+  }
   if (type == "Metaspace") {
     if (d.contains("prepend_scheme")) return d["prepend_scheme"].get<std::string>() != "never";
     return d.value("add_prefix_space", true);
@@ -121,11 +124,25 @@ bool decoder_strips_leading_space(const json& d) {
   return false;
 }
 
+// A token id as the file writes it. nlohmann's get<int>() of 1e30 is undefined behaviour and of
+// 2^40 wraps, so the value must be a JSON integer inside [0, kMaxVocabSize) (no real vocabulary
+// comes near; BpeSpec says why there is a bound).
+TokenId token_id(const json& v, const std::string& name, const std::string& what) {
+  const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() < BpeSpec::kMaxVocabSize
+                    : v.is_number_integer()
+                        ? v.get<int64_t>() >= 0 && v.get<int64_t>() < int64_t(BpeSpec::kMaxVocabSize)
+                        : false;
+  if (!fits)
+    throw Error(name + ": " + what + " has id " + v.dump() + ", not an integer in [0, " +
+                std::to_string(BpeSpec::kMaxVocabSize) + ")");
+  return static_cast<TokenId>(v.get<int64_t>());
+}
+
 TokenId special_id(const json& special_tokens, const std::string& key, const std::string& name) {
   auto it = special_tokens.find(key);
   if (it == special_tokens.end() || it->at("ids").empty())
     unsupported(name, "TemplateProcessing refers to unknown special token '" + key + "'");
-  return it->at("ids")[0].get<TokenId>();
+  return token_id(it->at("ids")[0], name, "special token '" + key + "'");
 }
 
 void add_post_processor(const json& p, BpeSpec& spec, const std::string& name) {
@@ -177,10 +194,7 @@ std::unique_ptr<Tokenizer> tokenizer_from_hf_json(std::string_view tokenizer_jso
         !model["continuing_subword_prefix"].get<std::string>().empty())
       unsupported(name, "continuing_subword_prefix");
     for (auto& [tok, id] : model.at("vocab").items()) {
-      TokenId i = id.get<TokenId>();
-      if (i < 0 || static_cast<size_t>(i) >= BpeSpec::kMaxVocabSize)
-        unsupported(name, "vocab id " + std::to_string(i) + " of '" + tok + "' is outside [0, " +
-                              std::to_string(BpeSpec::kMaxVocabSize) + ")");
+      TokenId i = token_id(id, name, "vocab entry '" + tok + "'");
       if (static_cast<size_t>(i) >= spec.vocab.size()) spec.vocab.resize(i + 1);
       spec.vocab[i] = tok;
     }
@@ -200,12 +214,12 @@ std::unique_ptr<Tokenizer> tokenizer_from_hf_json(std::string_view tokenizer_jso
     spec.ignore_merges = model.value("ignore_merges", false);
     if (model.contains("unk_token") && model["unk_token"].is_string()) {
       auto it = model["vocab"].find(model["unk_token"].get<std::string>());
-      if (it != model["vocab"].end()) spec.unk = it->get<TokenId>();
+      if (it != model["vocab"].end()) spec.unk = token_id(*it, name, "unk_token");
     }
     for (auto& a : j.value("added_tokens", json::array())) {
       BpeSpec::AddedToken t;
-      t.id = a.at("id").get<TokenId>();
       t.content = a.at("content").get<std::string>();
+      t.id = token_id(a.at("id"), name, "added token '" + t.content + "'");
       t.special = a.value("special", false);
       t.lstrip = a.value("lstrip", false);
       t.rstrip = a.value("rstrip", false);

@@ -988,13 +988,6 @@ Value builtin(const std::string& name) {
     return Value::function([](CallArgs& a) -> Value {
       throw Error("chat template raised an exception: " + to_str(a.get(0, "message")));
     });
-  if (name == "namespace")
-    return Value::function([](CallArgs& a) {
-      Value ns = Value::new_dict();
-      ns.is_namespace = true;
-      for (auto& [k, v] : a.keyword) ns.set(k, v);
-      return ns;
-    });
   if (name == "range")
     return Value::function([](CallArgs& a) {
       int64_t start = 0, stop, step = 1;
@@ -1032,9 +1025,24 @@ Value builtin(const std::string& name) {
 }  // namespace
 
 std::string run_chat_template(const ChatTemplate::Program& program, const Dict& variables) {
+  // A namespace is the one value a template can change after making it, so the one way to build a
+  // cycle ({% set ns.me = ns %}) that reference counting never frees. Every namespace made here is
+  // emptied when the render ends, however it ends; nothing outlives a render but its text.
+  struct Namespaces {
+    std::vector<std::shared_ptr<Dict>> made;
+    ~Namespaces() {
+      for (auto& d : made) Dict().swap(*d);
+    }
+  } namespaces;
   Dict vars;
-  for (const char* b : {"raise_exception", "namespace", "range", "strftime_now", "dict"})
-    vars.emplace_back(b, builtin(b));
+  vars.emplace_back("namespace", Value::function([&namespaces](CallArgs& a) {
+                      Value ns = Value::new_dict();
+                      ns.is_namespace = true;
+                      for (auto& [k, v] : a.keyword) ns.set(k, v);
+                      namespaces.made.push_back(ns.dict);
+                      return ns;
+                    }));
+  for (const char* b : {"raise_exception", "range", "strftime_now", "dict"}) vars.emplace_back(b, builtin(b));
   for (auto& kv : variables) vars.push_back(kv);
   Interpreter in(vars);
   std::string out;

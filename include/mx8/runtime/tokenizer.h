@@ -27,6 +27,10 @@
 #include <string_view>
 #include <vector>
 
+namespace mx8::io {
+class GgufFile;
+}
+
 namespace mx8::runtime {
 
 using TokenId = int32_t;
@@ -128,6 +132,7 @@ std::unique_ptr<Tokenizer> tokenizer_from_hf_json(std::string_view tokenizer_jso
                                                   std::string_view tokenizer_config_json,
                                                   const std::string& name);
 std::unique_ptr<Tokenizer> tokenizer_from_gguf(const std::filesystem::path& gguf_path);
+std::unique_ptr<Tokenizer> tokenizer_from_gguf(const io::GgufFile& gguf);  // an opened file
 
 // A SentencePiece-style vocabulary as plain vectors (what GGUF's tokenizer.ggml.* holds).
 struct SpmVocab {

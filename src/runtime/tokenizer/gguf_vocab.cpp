@@ -62,8 +62,11 @@ TokenId id_or_none(const GgufFile& f, const std::string& key, size_t n) {
 }  // namespace
 
 std::unique_ptr<Tokenizer> tokenizer_from_gguf(const std::filesystem::path& path) {
-  GgufFile f = GgufFile::open(path.string());
-  const std::string name = path.string();
+  return tokenizer_from_gguf(GgufFile::open(path.string()));
+}
+
+std::unique_ptr<Tokenizer> tokenizer_from_gguf(const GgufFile& f) {
+  const std::string& name = f.path();
   if (!f.has("tokenizer.ggml.model"))
     throw Error(name + ": GGUF file has no tokenizer (tokenizer.ggml.model)");
   const std::string model = f.require_string("tokenizer.ggml.model");

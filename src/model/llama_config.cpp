@@ -22,18 +22,32 @@ bool supported_arch(const std::string& a) {
               "' is not supported (mx8 runs the Llama family: llama, mistral, qwen2, qwen3)");
 }
 
+// Bounds a RoPE scaling's original context, so that factor x context (supported_context) stays a
+// number of positions that int64 holds; real models say 4096 to 131072.
+constexpr int64_t kMaxContextPositions = int64_t(1) << 40;
+
 void check_config(const LlamaConfig& c, const std::string& path) {
   auto bad = [&](const std::string& what) { throw Error("model " + path + ": " + what); };
+  const std::string sizes = "(vocab " + std::to_string(c.vocab) + ", dim " + std::to_string(c.dim) +
+                            ", layers " + std::to_string(c.n_layers) + ", heads " +
+                            std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads) + ", head_dim " +
+                            std::to_string(c.head_dim) + ", ffn " + std::to_string(c.ffn) + ")";
   if (c.vocab <= 0 || c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 ||
       c.head_dim <= 0 || c.ffn <= 0)
-    bad("config has a non-positive size (vocab " + std::to_string(c.vocab) + ", dim " +
-        std::to_string(c.dim) + ", layers " + std::to_string(c.n_layers) + ", heads " +
-        std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads) + ", head_dim " +
-        std::to_string(c.head_dim) + ", ffn " + std::to_string(c.ffn) + ")");
+    bad("config has a non-positive size " + sizes);
+  // Far past any released model (Llama-3.1-405B: dim 16384, ffn 53248, 126 layers, 128 heads; the
+  // largest vocabularies hold ~256K tokens), and small enough that every product of sizes mx8 forms
+  // (a tensor's elements, a KV cache of 131072 positions) stays far inside 64 bits.
+  if (c.vocab > (1 << 24) || c.dim > (1 << 18) || c.ffn > (1 << 20) || c.n_layers > (1 << 12) ||
+      c.n_heads > (1 << 12) || c.head_dim > (1 << 12))
+    bad("config has a size past mx8's bounds (vocab 2^24, dim 2^18, ffn 2^20, layers, heads and head_dim "
+        "2^12) " +
+        sizes);
   if (c.n_heads % c.n_kv_heads != 0)
     bad("attention heads " + std::to_string(c.n_heads) + " are not a multiple of kv heads " +
         std::to_string(c.n_kv_heads));
   if (c.head_dim % 2 != 0) bad("head_dim " + std::to_string(c.head_dim) + " is odd (RoPE rotates pairs)");
+  if (c.max_position < 0) bad("context length " + std::to_string(c.max_position) + " is negative");
   if (c.sliding_window < 0 || c.sliding_window > 0x7fffffff)
     bad("sliding window " + std::to_string(c.sliding_window) + " is not a position count");
   // RoPE's base and rmsnorm's epsilon: a bad value would not fail, it would make every output NaN.
@@ -46,15 +60,57 @@ void check_config(const LlamaConfig& c, const std::string& path) {
     bad("linear RoPE scaling factor " + std::to_string(s.factor) + " is not a positive number");
   if (s.type == RopeScaling::Type::llama3 &&
       (!(s.factor > 0.0) || !(s.low_freq_factor > 0.0) || !(s.high_freq_factor > s.low_freq_factor) ||
-       s.original_max_position <= 0))
+       !std::isfinite(s.factor) || !std::isfinite(s.high_freq_factor) || s.original_max_position <= 0 ||
+       s.original_max_position > kMaxContextPositions))
     bad("llama3 RoPE scaling: factor " + std::to_string(s.factor) + ", low_freq_factor " +
         std::to_string(s.low_freq_factor) + ", high_freq_factor " + std::to_string(s.high_freq_factor) +
         " and original context " + std::to_string(s.original_max_position) +
         " must be positive, with high_freq_factor > low_freq_factor");
-  if (s.type == RopeScaling::Type::yarn && (!(s.factor >= 1.0) || s.original_max_position <= 0))
-    bad("YaRN factor " + std::to_string(s.factor) + " (must be >= 1) or original context " +
-        std::to_string(s.original_max_position) + " (must be > 0)");
+  if (s.type == RopeScaling::Type::yarn &&
+      (!(s.factor >= 1.0) || !std::isfinite(s.factor) || s.original_max_position <= 0 ||
+       s.original_max_position > kMaxContextPositions))
+    bad("YaRN factor " + std::to_string(s.factor) + " (must be finite, >= 1) or original context " +
+        std::to_string(s.original_max_position) + " (must be 1.." + std::to_string(kMaxContextPositions) +
+        ")");
+  if (s.type == RopeScaling::Type::yarn &&
+      !(std::isfinite(s.beta_fast) && std::isfinite(s.beta_slow) && s.beta_fast > 0 && s.beta_slow > 0 &&
+        std::isfinite(s.attention_factor) && s.attention_factor > 0))
+    bad("YaRN beta_fast " + std::to_string(s.beta_fast) + ", beta_slow " + std::to_string(s.beta_slow) +
+        " and attention_factor " + std::to_string(s.attention_factor) + " must be positive numbers");
 }
+
+// rope_scaling's fields, checked: nlohmann's value<int64_t>() of 1e30 is undefined behaviour and of a
+// string throws its own exception, so each field is read by type here, where the file can be named.
+struct ScalingFields {
+  const nlohmann::json& rs;
+  const std::string& path;
+
+  bool has(const char* key) const { return rs.contains(key) && !rs[key].is_null(); }
+  [[noreturn]] void bad(const char* key, const char* what) const {
+    throw Error("model " + path + ": rope_scaling." + key + " " + rs[key].dump() + " is not " + what);
+  }
+  double number(const char* key, double fallback) const {
+    if (!has(key)) return fallback;
+    if (!rs[key].is_number()) bad(key, "a number");
+    return rs[key].get<double>();
+  }
+  int64_t integer(const char* key, int64_t fallback) const {
+    if (!has(key)) return fallback;
+    if (!rs[key].is_number_integer() || (rs[key].is_number_unsigned() && rs[key].get<uint64_t>() > INT64_MAX))
+      bad(key, "an integer");
+    return rs[key].get<int64_t>();
+  }
+  std::string string(const char* key, const std::string& fallback) const {
+    if (!has(key)) return fallback;
+    if (!rs[key].is_string()) bad(key, "a string");
+    return rs[key].get<std::string>();
+  }
+  bool boolean(const char* key, bool fallback) const {
+    if (!has(key)) return fallback;
+    if (!rs[key].is_boolean()) bad(key, "true or false");
+    return rs[key].get<bool>();
+  }
+};
 
 // YaRN's scale of cos and sin when the model gives none (transformers' get_mscale, and llama.cpp's).
 double yarn_default_attention_factor(double factor) {
@@ -137,33 +193,32 @@ LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path) {
   for (int64_t e : h.eos_token_ids) c.eos.push_back(int32_t(e));
   const nlohmann::json& rs = h.rope_scaling;
   if (rs.is_object()) {
-    std::string type = rs.value("rope_type", rs.value("type", std::string("default")));
+    const ScalingFields f{rs, path};
+    std::string type = f.string("rope_type", f.string("type", "default"));
     if (type == "llama3") {
       c.rope_scaling.type = RopeScaling::Type::llama3;
-      c.rope_scaling.factor = rs.value("factor", 8.0);
-      c.rope_scaling.low_freq_factor = rs.value("low_freq_factor", 1.0);
-      c.rope_scaling.high_freq_factor = rs.value("high_freq_factor", 4.0);
-      c.rope_scaling.original_max_position = rs.value("original_max_position_embeddings", int64_t(8192));
+      c.rope_scaling.factor = f.number("factor", 8.0);
+      c.rope_scaling.low_freq_factor = f.number("low_freq_factor", 1.0);
+      c.rope_scaling.high_freq_factor = f.number("high_freq_factor", 4.0);
+      c.rope_scaling.original_max_position = f.integer("original_max_position_embeddings", 8192);
     } else if (type == "linear") {
       c.rope_scaling.type = RopeScaling::Type::linear;
-      c.rope_scaling.factor = rs.value("factor", 1.0);
+      c.rope_scaling.factor = f.number("factor", 1.0);
     } else if (type == "yarn") {
       // transformers' _compute_yarn_parameters. DeepSeek-style mscale / mscale_all_dim attention
       // factors are not read: refused below rather than silently different.
       RopeScaling& y = c.rope_scaling;
       y.type = RopeScaling::Type::yarn;
-      y.original_max_position = rs.value("original_max_position_embeddings", h.max_position_embeddings);
+      y.original_max_position = f.integer("original_max_position_embeddings", h.max_position_embeddings);
       // Without a factor, transformers takes the ratio of the two context lengths.
-      y.factor = rs.contains("factor") ? rs["factor"].get<double>()
-                                       : double(h.max_position_embeddings) / double(y.original_max_position);
-      y.beta_fast = rs.value("beta_fast", 32.0);
-      y.beta_slow = rs.value("beta_slow", 1.0);
-      if (rs.contains("mscale") || rs.contains("mscale_all_dim") || !rs.value("truncate", true))
+      y.factor = f.has("factor") ? f.number("factor", 1.0)
+                                 : double(h.max_position_embeddings) / double(y.original_max_position);
+      y.beta_fast = f.number("beta_fast", 32.0);
+      y.beta_slow = f.number("beta_slow", 1.0);
+      if (rs.contains("mscale") || rs.contains("mscale_all_dim") || !f.boolean("truncate", true))
         throw Error("model " + path +
                     ": YaRN with mscale, mscale_all_dim or truncate=false is not supported");
-      y.attention_factor = rs.contains("attention_factor") && !rs["attention_factor"].is_null()
-                               ? rs["attention_factor"].get<double>()
-                               : yarn_default_attention_factor(y.factor);
+      y.attention_factor = f.number("attention_factor", yarn_default_attention_factor(y.factor));
     } else if (type != "default") {
       throw Error("model " + path + ": RoPE scaling type '" + type +
                   "' is not supported (default, linear, llama3, yarn)");
@@ -176,7 +231,9 @@ LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path) {
 int64_t supported_context(const LlamaConfig& c) {
   const RopeScaling& s = c.rope_scaling;
   if (s.type != RopeScaling::Type::yarn) return c.max_position;
-  return std::max(c.max_position, int64_t(std::llround(s.factor * double(s.original_max_position))));
+  // check_config bounds both; the product is still held below 2^62, where llround is defined.
+  return std::max(c.max_position,
+                  int64_t(std::llround(std::min(s.factor * double(s.original_max_position), 0x1p62))));
 }
 
 std::vector<float> rope_inv_freq(const LlamaConfig& c) {

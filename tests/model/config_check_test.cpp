@@ -56,4 +56,32 @@ TEST(ConfigCheck, NumbersThatWouldMakeOutputsNaNAreErrors) {
             "");
 }
 
+// Found by fuzz/model_config_fuzz.cpp: sizes whose products overflow 64 bits loaded, and rope_scaling
+// fields were read with nlohmann's value<T>(), whose float-to-integer conversion of 1e30 is undefined
+// behaviour and whose type errors were not mx8 errors.
+TEST(ConfigCheck, SizesPastTheBoundsAndMistypedScalingFieldsAreErrors) {
+  EXPECT_NE(error_of(R"(,"hidden_size":1099511627776)").find("past mx8's bounds"), std::string::npos);
+  EXPECT_NE(error_of(R"(,"vocab_size":16777217)").find("past mx8's bounds"), std::string::npos);
+  EXPECT_EQ(error_of(R"(,"vocab_size":16777216)"), "");  // the bound itself loads
+  EXPECT_NE(error_of(R"(,"rope_scaling":{"rope_type":"llama3","original_max_position_embeddings":1e30})")
+                .find("rope_scaling.original_max_position_embeddings 1e+30 is not an integer"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"(,"rope_scaling":{"type":"linear","factor":"8"})")
+                .find(R"(rope_scaling.factor "8" is not a number)"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"(,"rope_scaling":{"rope_type":7})").find("rope_scaling.rope_type 7 is not a string"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(
+          R"(,"rope_scaling":{"rope_type":"yarn","factor":4,"original_max_position_embeddings":9000000000000000000})")
+          .find("YaRN factor"),
+      std::string::npos);
+  EXPECT_NE(
+      error_of(R"(,"rope_scaling":{"rope_type":"yarn","factor":4,"beta_fast":-1})").find("YaRN beta_fast"),
+      std::string::npos);
+  EXPECT_EQ(
+      error_of(R"(,"rope_scaling":{"rope_type":"yarn","factor":4,"original_max_position_embeddings":16})"),
+      "");
+}
+
 }  // namespace

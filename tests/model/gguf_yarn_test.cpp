@@ -102,7 +102,7 @@ TEST(GgufYarn, ZeroOriginalContextIsAnError) {
     mx8::model::read_llama_config(path.string());
     ADD_FAILURE() << "expected an error";
   } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("YaRN factor 4.000000 (must be >= 1) or original context 0"),
+    EXPECT_NE(std::string(e.what()).find("YaRN factor 4.000000 (must be finite, >= 1) or original context 0"),
               std::string::npos)
         << e.what();
   }

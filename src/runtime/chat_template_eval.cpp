@@ -57,13 +57,12 @@ int64_t checked(char op, int64_t x, int64_t y, int line) {
 }
 
 // The items start, start + step, ... before stop (Python's range and slice order), counted without
-// overflow; `limit` bounds how many there may be.
+// overflow and at most kMaxItems of them.
 std::vector<int64_t> progression(int64_t start, int64_t stop, int64_t step, int line) {
-  const int64_t limit = kMaxItems;
   const __int128 span = step > 0 ? __int128(stop) - start : __int128(start) - stop;
   const __int128 stride = step > 0 ? __int128(step) : -__int128(step);
   const __int128 n = span <= 0 ? 0 : (span - 1) / stride + 1;
-  check_item_count(n > limit ? uint64_t(limit) + 1 : uint64_t(n), line);
+  check_item_count(uint64_t(std::min<__int128>(n, kMaxItems + 1)), line);
   std::vector<int64_t> out(static_cast<size_t>(n));
   for (size_t k = 0; k < out.size(); ++k) out[k] = static_cast<int64_t>(start + __int128(step) * __int128(k));
   return out;
@@ -701,8 +700,7 @@ class Interpreter {
       const Value* n = str == &a ? &b : &a;
       if (str && (n->type == Value::kInt || n->type == Value::kBool)) {
         const int64_t times = std::max<int64_t>(0, n->type == Value::kBool ? n->b : n->i);
-        if (!str->s.empty())
-          check_text_size(times > int64_t(kMaxText) ? times : times * str->s.size(), e.line);
+        check_text_size(std::min<uint64_t>(times, kMaxText + 1) * str->s.size(), e.line);
         std::string r;
         for (int64_t k = 0; k < times && !str->s.empty(); ++k) r += str->s;
         return Value::string(r);
@@ -725,7 +723,8 @@ class Interpreter {
       if (fy == 0) fail(e.line, "division by zero");
       if (ints) {
         // x / -1 is the one quotient that can overflow (C++ leaves INT64_MIN / -1 undefined).
-        int64_t q = y == -1 ? checked('-', 0, x, e.line) : x / y, r = y == -1 ? 0 : x % y;
+        if (y == -1) return Value::integer(op == "//" ? checked('-', 0, x, e.line) : 0);
+        int64_t q = x / y, r = x % y;
         if (r != 0 && ((r < 0) != (y < 0))) --q, r += y;  // Python floors
         return Value::integer(op == "//" ? q : r);
       }

@@ -178,6 +178,7 @@ TEST(ChatTemplate, RunawayWorkAndNumbersFailCleanly) {
   expect_error("{{ -9223372036854775807 - 2 }}", "overflows 64 bits");
   expect_error("{{ 4294967296 * 4294967296 }}", "overflows 64 bits");
   expect_error("{{ (-9223372036854775807 - 1) // -1 }}", "overflows 64 bits");
+  EXPECT_EQ(render("{{ (-9223372036854775807 - 1) % -1 }}"), "0");  // as in Python
   expect_error("{{ -(-9223372036854775807 - 1) }}", "overflows 64 bits");
   EXPECT_EQ(render("{{ 2.9 | int }} {{ -2.9 | int }}"), "2 -2");
   expect_error("{{ 1e300 | int }}", "does not fit in 64 bits");

@@ -421,7 +421,7 @@ void run(const Options& o) {
   const bool batched = o.batches != std::vector<int>{1};
   std::string md = std::string("## CUDA decode, Llama-3-8B shapes, ") +
                    (batched ? "batches " + o.batch : std::string("batch 1")) +
-                   " (`mx8 bench decode-cuda`)\n\n";
+                   (o.greedy ? ", greedy" : ", logits downloaded") + " (`mx8 bench decode-cuda`)\n\n";
   const std::string machine = "Machine: " + mx8::cli::machine_description() + "; GPU " +
                               be->info().description + ". Date: " + mx8::cli::today_utc() +
                               ". Command: `mx8 bench decode-cuda";

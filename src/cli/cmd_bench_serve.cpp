@@ -344,13 +344,26 @@ void run(Options& o) {
                               (o.prefix_cache ? "-cached" : "") + (echo ? "-echo" : "") +
                               (o.logprobs >= 0 ? "-logprobs" : "") + (o.rows_on_host ? "-host-rows" : "");
 
+  // The heading names the variant too, so that the sections of one model and device differ.
+  std::string variant;
+  const std::pair<bool, const char*> variants[] = {{greedy, "greedy"},
+                                                   {penalized, "penalized"},
+                                                   {pool, "one KV pool"},
+                                                   {o.shared_prefix > 0, "shared prefix"},
+                                                   {o.prefix_cache, "prefix cache"},
+                                                   {echo, "prompt scored"},
+                                                   {o.logprobs >= 0, "logprobs"},
+                                                   {o.rows_on_host, "rows on the host"}};
+  for (const auto& [on, word] : variants)
+    if (on) variant += (variant.empty() ? ": " : ", ") + std::string(word);
+
   std::ostringstream md;
   md << "## Server (`mx8 bench serve`), " << (o.random_layers > 0 ? "Llama-3-8B shape" : "stories260K")
-     << ", " << o.gen.device << "\n\nCommand: `" << command << "`. Machine: " << cli::machine_description()
-     << "; backend " << t.be->info().description << " (load average " << cli::load_average()
-     << "). Date: " << cli::today_utc() << ". Model: " << t.what << ", device " << o.gen.device << ", KV "
-     << backend::kv_format_name(t.kv) << ", " << o.tokens << " tokens per request, " << t.context
-     << " positions per request, ";
+     << ", " << o.gen.device << variant << "\n\nCommand: `" << command
+     << "`. Machine: " << cli::machine_description() << "; backend " << t.be->info().description
+     << " (load average " << cli::load_average() << "). Date: " << cli::today_utc() << ". Model: " << t.what
+     << ", device " << o.gen.device << ", KV " << backend::kv_format_name(t.kv) << ", " << o.tokens
+     << " tokens per request, " << t.context << " positions per request, ";
   if (o.shared_prefix > 0) md << "every prompt starting with the same " << prefix_tokens << " tokens, ";
   md << "prefix caching " << (o.prefix_cache ? "on" : "off (every prompt prefilled)") << ", ";
   if (pool)

@@ -12,16 +12,24 @@ StopText::StopText(std::vector<std::string> stops) {
 
 std::string StopText::push(const std::string& piece) {
   if (stopped_) return "";
+  const size_t before = held_.size();
   held_ += piece;
-  // A complete stop sequence: show what precedes the earliest one.
-  size_t first = std::string::npos;
-  for (const std::string& s : stops_)
-    if (const size_t at = held_.find(s); at < first) first = at, matched_ = s;
-  if (first != std::string::npos) {
-    stopped_ = true;
-    std::string out = held_.substr(0, first);
-    held_.clear();
-    return out;
+  // The first stop sequence to complete, found by scanning the new bytes one by one, so that where the
+  // text was cut into pieces (tokens) cannot change the result; of those completing at the same byte,
+  // the longest. No stop sequence ends inside the held text: it would have been found when it arrived.
+  for (size_t end = before + 1; end <= held_.size(); ++end) {
+    const std::string* hit = nullptr;
+    for (const std::string& s : stops_)
+      if (s.size() <= end && (!hit || s.size() > hit->size()) &&
+          held_.compare(end - s.size(), s.size(), s) == 0)
+        hit = &s;
+    if (hit) {
+      stopped_ = true;
+      matched_ = *hit;
+      std::string out = held_.substr(0, end - hit->size());
+      held_.clear();
+      return out;
+    }
   }
   // Hold back the longest suffix of held_ that is a proper prefix of some stop sequence.
   size_t keep = 0;

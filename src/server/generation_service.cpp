@@ -247,7 +247,7 @@ void GenerationService::run() {
       }
       if (g.stop_text_.stopped()) {
         g.deliver(text, e.token >= 0, std::move(lp), e.prompt_logprobs);
-        // The matched stop string: the earliest of the job's that the generated text contains.
+        // The matched stop string: the first of the job's to complete in the generated text.
         g.finish(StopReason::stop_sequence, g.stop_text_.matched());
         if (e.finish == runtime::FinishReason::none) {
           engine_.cancel(e.request);

@@ -152,6 +152,25 @@ TEST(StopText, HoldsBackPartialMatchesAndCutsAtTheStop) {
   EXPECT_EQ(none.push("x"), "x");
 }
 
+// Where the text is cut into pieces (tokens, which cut it anywhere) does not change where it stops:
+// the first stop sequence to complete wins, as if the text came one byte at a time. Pushed whole,
+// "abcd" used to match "abcd" (it starts earlier), pushed byte by byte "bc" (it completes first).
+TEST(StopText, TheFirstStopToCompleteWinsHoweverTheTextIsCut) {
+  for (const std::vector<std::string>& pieces :
+       {std::vector<std::string>{"abcd"}, {"a", "b", "c", "d"}, {"ab", "cd"}}) {
+    StopText s({"abcd", "bc"});
+    std::string shown;
+    for (const std::string& p : pieces) shown += s.push(p);
+    EXPECT_TRUE(s.stopped());
+    EXPECT_EQ(shown, "a");
+    EXPECT_EQ(s.matched(), "bc");
+  }
+  // Of the stops completing at the same byte, the longest: it starts first.
+  StopText t({"c", "abc"});
+  EXPECT_EQ(t.push("xxabcyy"), "xx");
+  EXPECT_EQ(t.matched(), "abc");
+}
+
 // Settings without a meaning are errors that name the setting; the documented conventions stay valid.
 TEST(Sampler, RejectsSettingsWithoutAMeaning) {
   auto error_of = [](SamplingParams p) {

@@ -17,7 +17,8 @@ class StopText {
   // The held-back text (at the end of generation when no stop sequence completed).
   std::string flush();
   bool stopped() const { return stopped_; }
-  // The stop sequence that completed (the one starting earliest; the first listed on a tie).
+  // The stop sequence that completed: the first to complete as the text arrived byte by byte (of
+  // those completing at the same byte, the longest), whatever the pieces it was pushed in.
   const std::string& matched() const { return matched_; }
 
  private:

@@ -76,5 +76,32 @@ TEST(Regex, UnsupportedSyntaxIsAnError) {
   }
 }
 
+// The pattern comes with the model and the text with the user: matching that would run without end
+// (nested quantifiers backtrack exponentially) or overflow the stack (a repeated group nests a call
+// per repetition: 100000 of them crashed) is an Error naming the pattern, as is a pattern nested
+// deeper than 64 groups (100000 crashed the parser). The real patterns stay linear on long runs.
+TEST(Regex, RunawayMatchingAndDeepPatternsAreErrors) {
+  auto error_of = [](const std::string& pattern, const std::string& text) {
+    try {
+      matches(pattern, text);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(error_of("(a*)*b", std::string(40, 'a')).find("backtracking without end"), std::string::npos);
+  EXPECT_EQ(error_of("(a*)*b", std::string(12, 'a') + "b"), "");  // short enough to finish
+  std::string pairs;
+  for (int k = 0; k < 100000; ++k) pairs += "ab";
+  EXPECT_NE(error_of("(?:ab)+", pairs).find("a group repeated over a long run"), std::string::npos);
+  EXPECT_EQ(matches("(?:ab)+", "ababab"), V{"ababab"});
+  EXPECT_NE(
+      error_of(std::string(100000, '(') + "a" + std::string(100000, ')'), "a").find("nested more than 64"),
+      std::string::npos);
+  EXPECT_EQ(matches(std::string(64, '(') + "a" + std::string(64, ')'), "a"), V{"a"});
+  // A million spaces, letters or newlines through the Llama-3 pattern: one match or a few.
+  for (char c : {' ', 'a', '\n'}) EXPECT_LE(matches(kLlama3, std::string(1000000, c)).size(), 2u) << int(c);
+}
+
 }  // namespace
 }  // namespace mx8::runtime

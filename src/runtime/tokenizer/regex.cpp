@@ -13,6 +13,11 @@
 namespace mx8::runtime {
 namespace {
 
+// A pattern as an error message quotes it: real ones are under 300 bytes, a hostile one need not be.
+std::string shown_pattern(std::string_view p) {
+  return p.size() <= 300 ? std::string(p) : std::string(p.substr(0, 300)) + "...";
+}
+
 // A predicate inside a character class or standing alone: \s, \d, \w, \p{..} and their negations.
 struct Predicate {
   enum Kind : uint8_t { kSpace, kDigit, kWord, kMajor, kCategory } kind;
@@ -130,7 +135,7 @@ class Parser {
  private:
   [[noreturn]] void fail(const std::string& what) const {
     throw Error("tokenizer regex: " + what + " at position " + std::to_string(i_) + " of pattern '" +
-                std::string(src_) + "'");
+                shown_pattern(src_) + "'");
   }
   bool at_end() const { return i_ >= p_.size(); }
   uint32_t peek(size_t k = 0) const { return i_ + k < p_.size() ? p_[i_ + k] : 0; }
@@ -140,6 +145,11 @@ class Parser {
   }
 
   std::unique_ptr<Node> parse_alt(bool icase) {
+    // Each group level is a level of recursion here, in the matcher and in the tree's destructor;
+    // 100000 nested groups overflowed the stack. Real patterns nest three deep.
+    constexpr int kMaxGroupDepth = 64;
+    if (++depth_ > kMaxGroupDepth + 1)  // + 1: the pattern's top level is a call too
+      fail("groups nested more than " + std::to_string(kMaxGroupDepth) + " deep");
     auto alt = std::make_unique<Node>();
     alt->kind = Node::kAlt;
     alt->kids.push_back(parse_seq(icase));
@@ -147,6 +157,7 @@ class Parser {
       ++i_;
       alt->kids.push_back(parse_seq(icase));
     }
+    --depth_;
     if (alt->kids.size() == 1) return std::move(alt->kids[0]);
     return alt;
   }
@@ -471,6 +482,7 @@ class Parser {
   std::string_view src_;
   std::vector<uint32_t> p_;
   size_t i_ = 0;
+  int depth_ = 0;  // parse_alt calls open: the pattern's top level and its groups
 };
 
 // A borrowed "rest of the pattern" callable: no allocation per step.
@@ -484,11 +496,37 @@ Cont cont(const F& f) {
   return {[](const void* o, size_t i) { return (*static_cast<const F*>(o))(i); }, &f};
 }
 
+// A pattern comes with the model (tokenizer.json) and the text with the user, so matching is bounded
+// in both ways a backtracking matcher can run away: time (nested quantifiers such as (a*)*b take
+// exponential time on a run of a's) and stack (a repeated group, (?:ab)+, nests one call per
+// repetition, and 100000 of them overflowed the stack). The real pre-tokenizer patterns take a few
+// steps per character and nest no deeper than the pattern.
+constexpr uint64_t kMaxStepsPerChar = 1000;
+constexpr uint64_t kMinSteps = 10'000'000;  // ~0.1 s
+constexpr int kMaxDepth = 10'000;           // nested match calls; ~30000 fit in an 8 MiB stack
+
 class Matcher {
  public:
-  explicit Matcher(const std::vector<uint32_t>& t) : t_(t) {}
+  Matcher(const std::vector<uint32_t>& t, const std::string& pattern)
+      : t_(t), pattern_(pattern), budget_(kMinSteps + kMaxStepsPerChar * t.size()) {}
 
   bool match(const Node* n, size_t i, Cont k) const {
+    if (++steps_ > budget_)
+      throw Error("tokenizer regex '" + shown_pattern(pattern_) + "': more than " + std::to_string(budget_) +
+                  " steps on a text of " + std::to_string(t_.size()) +
+                  " characters (backtracking without end)");
+    if (depth_ >= kMaxDepth)
+      throw Error("tokenizer regex '" + shown_pattern(pattern_) + "': more than " +
+                  std::to_string(kMaxDepth) + " nested steps at character " + std::to_string(i) +
+                  " (a group repeated over a long run)");
+    ++depth_;
+    const bool matched = match_node(n, i, k);
+    --depth_;
+    return matched;
+  }
+
+ private:
+  bool match_node(const Node* n, size_t i, Cont k) const {
     switch (n->kind) {
       case Node::kEmpty:
         return k(i);
@@ -522,7 +560,6 @@ class Matcher {
     return false;
   }
 
- private:
   bool seq(const Node* n, size_t idx, size_t i, Cont k) const {
     if (idx == n->kids.size()) return k(i);
     auto rest = [&](size_t j) { return seq(n, idx + 1, j, k); };
@@ -562,6 +599,10 @@ class Matcher {
   }
 
   const std::vector<uint32_t>& t_;
+  const std::string& pattern_;
+  const uint64_t budget_;
+  mutable uint64_t steps_ = 0;
+  mutable int depth_ = 0;
 };
 
 }  // namespace
@@ -573,7 +614,7 @@ Regex& Regex::operator=(Regex&&) noexcept = default;
 
 std::vector<std::pair<size_t, size_t>> Regex::find_all(const std::vector<uint32_t>& text) const {
   std::vector<std::pair<size_t, size_t>> out;
-  Matcher m(text);
+  Matcher m(text, pattern_);
   size_t end = 0;
   auto record = [&](size_t j) {
     end = j;
@@ -591,7 +632,7 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(const std::vector<uint32_
 }
 
 bool Regex::full_match(const std::vector<uint32_t>& text) const {
-  Matcher m(text);
+  Matcher m(text, pattern_);
   auto at_end = [&](size_t j) { return j == text.size(); };
   return m.match(root_.get(), 0, cont(at_end));
 }

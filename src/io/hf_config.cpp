@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "mx8/error.h"
+#include "mx8/util/json_parse.h"
 
 namespace mx8::io {
 
@@ -67,7 +68,7 @@ nlohmann::json read_json_file(const std::string& path) {
   if (const size_t nul = text.find('\0'); nul != std::string::npos)
     throw Error(path + ": not valid JSON: a NUL byte at offset " + std::to_string(nul));
   try {
-    return nlohmann::json::parse(text);
+    return parse_json_bounded(text, path);
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": not valid JSON: " + e.what());
   }

@@ -6,6 +6,7 @@
 
 #include "mx8/error.h"
 #include "mx8/io/gguf.h"
+#include "mx8/util/json_parse.h"
 #include "mx8/util/read_file.h"
 #include "runtime/chat_template_ast.h"
 
@@ -26,7 +27,7 @@ std::optional<ChatTemplate> from_config(const fs::path& config, const fs::path& 
   ordered_json cfg = ordered_json::object();
   if (fs::exists(config)) {
     try {
-      cfg = ordered_json::parse(read_file(config));
+      cfg = parse_json_bounded<ordered_json>(read_file(config), config.string());
     } catch (const ordered_json::exception& e) {
       throw Error(config.string() + ": not valid JSON: " + e.what());
     }

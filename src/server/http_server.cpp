@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "mx8/server/api.h"
+#include "mx8/util/json_parse.h"
 #include "server/client_connection.h"
 
 namespace mx8::server {
@@ -50,7 +51,7 @@ void send_json(httplib::Response& res, int status, const json& body) {
 
 json parse_body(const std::string& body) {
   try {
-    return json::parse(body);
+    return parse_json_bounded<json>(body, "the request body");
   } catch (const json::parse_error& e) {
     throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
   }

@@ -612,6 +612,25 @@ TEST(HttpServer, AChunkedBodyIsBoundedByTheLimit) {
   EXPECT_NE(r->body.find("over 4096 bytes"), std::string::npos) << r->body;
 }
 
+// A 200 KB body whose message carries a field nested 100000 deep, followed by another key: nlohmann
+// parses without recursion, but inserting that key into the ordered object copied the nested value
+// (a copy recurses once per level) and overflowed the stack, taking the server and every client
+// down. Past 256 levels a body is a 400 now; 200 levels pass.
+TEST(HttpServer, ADeeplyNestedBodyIsRefusedNotACrash) {
+  Served s(/*with_template=*/true);
+  auto body = [](int depth) {
+    return R"({"messages": [{"role": "user", "content": "Hi", "extra": )" + std::string(depth, '[') +
+           std::string(depth, ']') + R"(}], "max_tokens": 2})";
+  };
+  auto r = s.post("/v1/chat/completions", body(100000));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  EXPECT_NE(r->body.find("nested deeper than 256 levels"), std::string::npos) << r->body;
+  r = s.post("/v1/chat/completions", body(200));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+}
+
 TEST(HttpServer, ChatWithoutATemplateSaysSo) {
   Served s(/*with_template=*/false);
   auto r = s.post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "x"}]})");

@@ -128,6 +128,21 @@ TEST(HfJson, IdsOutsideTheVocabularyAreRefused) {
   expect_error(tj, "vocab entry 'far' has id 1073741824, not an integer");
 }
 
+// A tokenizer.json nested 100000 deep loads no further than the parser: copies and walks of JSON
+// recurse per level (docs/FUZZING.md).
+TEST(HfJson, NestingPast256LevelsIsRefused) {
+  const std::string deep = R"({"model": {"type": "BPE", "vocab": {}, "merges": []}, "x": )" +
+                           std::string(100000, '[') + std::string(100000, ']') + "}";
+  try {
+    tokenizer_from_hf_json(deep, "", "deep tokenizer.json");
+    ADD_FAILURE() << "loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("deep tokenizer.json: JSON nested deeper than 256 levels"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(HfJson, SplitBehaviours) {
   auto pieces = [](const std::string& behavior, const std::string& text) {
     json tj = {{"model", byte_level_model({})},

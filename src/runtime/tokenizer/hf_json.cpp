@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mx8/error.h"
+#include "mx8/util/json_parse.h"
 #include "runtime/tokenizer/bpe.h"
 
 namespace mx8::runtime {
@@ -179,8 +180,8 @@ std::unique_ptr<Tokenizer> tokenizer_from_hf_json(std::string_view tokenizer_jso
                                                   std::string_view config_json, const std::string& name) {
   json j, cfg;
   try {
-    j = json::parse(tokenizer_json);
-    if (!config_json.empty()) cfg = json::parse(config_json);
+    j = parse_json_bounded(tokenizer_json, name);
+    if (!config_json.empty()) cfg = parse_json_bounded(config_json, name + " (tokenizer_config.json)");
   } catch (const json::exception& e) {
     throw Error(name + ": not valid JSON: " + e.what());
   }

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <string_view>
 
 #include "mx8/error.h"
 #include "runtime/chat_template_ast.h"
@@ -38,6 +39,12 @@ void check_text_size(uint64_t bytes, int line) {
   if (bytes > kMaxText)
     fail(line,
          "a string of " + std::to_string(bytes) + " bytes is over the limit of " + std::to_string(kMaxText));
+}
+
+// Appends to a string that the template is building piece by piece, within kMaxText.
+void append_bounded(std::string& out, std::string_view piece, int line) {
+  check_text_size(uint64_t(out.size()) + piece.size(), line);
+  out += piece;
 }
 
 void check_item_count(uint64_t items, int line) {
@@ -130,8 +137,8 @@ std::string py_replace(const std::string& s, const std::string& a, const std::st
   for (int64_t n = 0; count < 0 || n < count; ++n) {
     size_t k = s.find(a, pos);
     if (k == std::string::npos) break;
-    check_text_size(uint64_t(out.size()) + (k - pos) + b.size(), line);
-    out += s.substr(pos, k - pos) + b;
+    append_bounded(out, std::string_view(s).substr(pos, k - pos), line);
+    append_bounded(out, b, line);
     pos = k + a.size();
   }
   return out + s.substr(pos);
@@ -627,9 +634,8 @@ class Interpreter {
         std::string out;
         List items = iterate(a.get(0, "iterable"), line);
         for (size_t k = 0; k < items.size(); ++k) {
-          std::string item = to_str(items[k]);
-          check_text_size(uint64_t(out.size()) + (k ? s.size() : 0) + item.size(), line);
-          out += (k ? s : "") + item;
+          if (k) append_bounded(out, s, line);
+          append_bounded(out, to_str(items[k]), line);
         }
         return Value::string(out);
       });
@@ -841,10 +847,8 @@ class Interpreter {
       std::string sep = a.get(0, "d", Value::string("")).s, out;
       List items = iterate(v, line);
       for (size_t k = 0; k < items.size(); ++k) {
-        Value x = attr.defined() ? index(items[k], attr, line) : items[k];
-        std::string item = to_str(x);
-        check_text_size(uint64_t(out.size()) + (k ? sep.size() : 0) + item.size(), line);
-        out += (k ? sep : "") + item;
+        if (k) append_bounded(out, sep, line);
+        append_bounded(out, to_str(attr.defined() ? index(items[k], attr, line) : items[k]), line);
       }
       return Value::string(out);
     }
@@ -872,7 +876,7 @@ class Interpreter {
       if (v.type == Value::kFloat) {
         // Python truncates toward zero and refuses inf and nan; past 2^63 it would need a big integer.
         if (!(std::fabs(v.f) < 9223372036854775808.0))
-          throw Error("chat template: int() of " + to_str(v) + " does not fit in 64 bits");
+          fail(line, "int() of " + to_str(v) + " does not fit in 64 bits");
         return Value::integer(static_cast<int64_t>(v.f));
       }
       if (v.type == Value::kString) {
@@ -970,8 +974,8 @@ class Interpreter {
       for (size_t k = 0; k < lines.size(); ++k) {
         if (k) out += "\n";
         bool indent_it = (k > 0 || first) && (blank || !lines[k].empty());
-        check_text_size(uint64_t(out.size()) + 1 + (indent_it ? pad.size() : 0) + lines[k].size(), line);
-        out += (indent_it ? pad : "") + lines[k];
+        if (indent_it) append_bounded(out, pad, line);
+        append_bounded(out, lines[k], line);
       }
       return Value::string(out);
     }

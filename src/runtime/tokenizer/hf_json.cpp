@@ -129,10 +129,9 @@ bool decoder_strips_leading_space(const json& d) {
 // 2^40 wraps, so the value must be a JSON integer inside [0, kMaxVocabSize) (no real vocabulary
 // comes near; BpeSpec says why there is a bound).
 TokenId token_id(const json& v, const std::string& name, const std::string& what) {
-  const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() < BpeSpec::kMaxVocabSize
-                    : v.is_number_integer()
-                        ? v.get<int64_t>() >= 0 && v.get<int64_t>() < int64_t(BpeSpec::kMaxVocabSize)
-                        : false;
+  // An unsigned value past int64 reads as negative here, and is refused with the rest.
+  const bool fits =
+      v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < int64_t(BpeSpec::kMaxVocabSize);
   if (!fits)
     throw Error(name + ": " + what + " has id " + v.dump() + ", not an integer in [0, " +
                 std::to_string(BpeSpec::kMaxVocabSize) + ")");

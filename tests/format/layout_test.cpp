@@ -45,6 +45,9 @@ TEST(Layout, BlockingNames) {
   EXPECT_FALSE(parse_blocking("64x32").has_value());
   EXPECT_FALSE(parse_blocking("1x0").has_value());
   EXPECT_FALSE(parse_blocking("1x").has_value());
+  // A number must be the whole field: trailing or leading text is refused, not read up to where it stops.
+  for (const char* bad : {"1x128a", "1x128 ", "128ax128", "x128", "1x-128", "1x+128", "1x1x128"})
+    EXPECT_FALSE(parse_blocking(bad).has_value()) << bad;
   for (ScaleStorage s :
        {ScaleStorage::f32, ScaleStorage::ue8m0, ScaleStorage::ue8m0_packed4, ScaleStorage::ue8m0_blackwell})
     EXPECT_EQ(parse_scale_storage(scale_storage_name(s)), s);

@@ -152,6 +152,17 @@ TEST(QuantizeRef, E2m1PacksTwoPerByteLowNibbleFirst) {
   EXPECT_EQ(back, x);
 }
 
+TEST(QuantizeRef, E2m1PaddingNibbleIsZeroInADirtyBuffer) {
+  // The caller's buffer is not cleared for it: one element (one byte, half used) and seven.
+  QuantSpec s = mx(ElementFormat::e2m1, ScaleRule::floor, Blocking::per_row());
+  for (int cols : {1, 7}) {
+    std::vector<float> x(size_t(cols), 1.f);
+    std::vector<uint8_t> codes(code_bytes(s, 1, cols), 0xFF), scales(scale_bytes(s, 1, cols), 0xFF);
+    quantize_ref(SourceType::f32, x.data(), 1, cols, s, codes.data(), scales.data());
+    EXPECT_EQ(codes.back(), 0x06) << cols;  // 1.0 / 2^-2 = 4.0 is code 0x6; the high nibble 0
+  }
+}
+
 TEST(QuantizeRef, Bf16AndF16SourcesEqualTheirF32Widening) {
   std::mt19937 rng(7);
   std::vector<uint16_t> h(3 * 200);
@@ -191,6 +202,15 @@ TEST(QuantizeRef, SpecValidation) {
   s.blocking = Blocking::tile(32);
   EXPECT_THROW(validate_spec(s, -1, 64), mx8::Error);
   EXPECT_NO_THROW(validate_spec(s, 0, 0));
+  // Every entry point checks the spec, the reading ones too: an unknown element format would index
+  // the decode table out of its range.
+  QuantSpec unknown = mx(ElementFormat(99), ScaleRule::ceil);
+  std::vector<float> out(64), grid(64);
+  EXPECT_THROW(dequantize_ref(c.data(), sc.data(), 1, 64, unknown, out.data()), mx8::Error);
+  EXPECT_THROW(scales_to_f32_grid(sc.data(), unknown, 1, 64, grid.data()), mx8::Error);
+  EXPECT_THROW(quantize_ref(SourceType(7), x.data(), 1, 64, mx(ElementFormat::e4m3, ScaleRule::ceil),
+                            c.data(), sc.data()),
+               mx8::Error);
 }
 
 // Error bound of quantize -> dequantize, checked element by element on random data with outliers.

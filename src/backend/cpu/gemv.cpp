@@ -186,8 +186,13 @@ void gemv_fp8(const float* x, int64_t m, const Fp8Matrix& w, float* y, ThreadPoo
   Fp8Operand op = make_operand(w);
   auto kernel = detail::gemv_fp8_rows_scalar;
 #if defined(__x86_64__)
-  if (avx2_kernels() && w.block_cols % 32 == 0) kernel = detail::gemv_fp8_rows_avx2;
-  if (active_isa() == Isa::avx512 && w.block_cols % 32 == 0 && m <= detail::kPrescaledRows && !op.e5m2) {
+  // The gather-table decode only so that benchmarks can show why the shift decode was chosen; it reads
+  // x as given, so it never takes the AVX-512 kernel's pre-scaled panel.
+  const bool table_decode = detail::g_fp8_table_decode.load(std::memory_order_relaxed);
+  if (avx2_kernels() && w.block_cols % 32 == 0)
+    kernel = table_decode ? detail::gemv_fp8_rows_avx2_lut : detail::gemv_fp8_rows_avx2;
+  if (active_isa() == Isa::avx512 && w.block_cols % 32 == 0 && m <= detail::kPrescaledRows && !op.e5m2 &&
+      !table_decode) {
     kernel = detail::gemv_fp8_rows_avx512;
     // The panel is this thread's own buffer (make_panel), so scaling it in place is safe. Row by row:
     // rows of a batch may lie far apart in magnitude.
@@ -195,9 +200,6 @@ void gemv_fp8(const float* x, int64_t m, const Fp8Matrix& w, float* y, ThreadPoo
       panel.pow2[i] =
           detail::prescale_panel_for_avx512(const_cast<float*>(panel.data) + i * panel.stride, panel.stride);
   }
-  // The gather-table decode, only so that benchmarks can show why the shift decode was chosen.
-  if (detail::g_fp8_table_decode.load(std::memory_order_relaxed) && kernel != detail::gemv_fp8_rows_scalar)
-    kernel = detail::gemv_fp8_rows_avx2_lut;
 #endif
   run_rows(w.rows, pool, [&](int64_t n0, int64_t n1) { kernel(panel, op, y, n0, n1); });
 }

@@ -29,6 +29,9 @@ TEST(Sampler, GreedyIsArgmaxWithFirstIndexOnTies) {
   EXPECT_EQ(s.sample(l, {}), 1);
   auto n = logits_of({NAN, -1, -3});
   EXPECT_EQ(argmax(n), 1);
+  // -inf is a number and wins over NaN, even when no value is above -inf.
+  auto inf = logits_of({NAN, -INFINITY, -INFINITY});
+  EXPECT_EQ(argmax(inf), 1);
 }
 
 TEST(Sampler, SameSeedSameTokensDifferentSeedDifferentTokens) {
@@ -103,6 +106,39 @@ TEST(Sampler, TopKTopPMinPKeepOnlyWhatTheyShould) {
   EXPECT_EQ(support(p), (std::vector<int32_t>{0, 1, 2}));
 }
 
+// top-p keeps the fewest tokens whose probabilities add up to at least p (as Hugging Face and
+// llama.cpp do): two equal logits are exactly 0.5 each (exp(0) / 2), so p = 0.5 keeps only the first.
+TEST(Sampler, TopPStopsWhereTheSumReachesPExactly) {
+  SamplingParams p;
+  p.temperature = 1, p.top_k = 0, p.top_p = 0.5f, p.min_p = 0;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    p.seed = seed;
+    Sampler s(p);
+    auto l = logits_of({0.0f, 0.0f});
+    ASSERT_EQ(s.sample(l, {}), 0) << "seed " << seed;  // a wrong > gives 1 half the time
+  }
+}
+
+// The draw from candidates that another op selected: only the first top_k are eligible, an id < 0
+// ends the list.
+TEST(Sampler, SampleTopKUsesOnlyTheFirstKCandidates) {
+  SamplingParams p;
+  p.temperature = 1, p.top_k = 2, p.top_p = 1, p.min_p = 0;
+  const std::vector<float> values = {1.0f, 1.0f, 1.0f, 1.0f};
+  std::map<int32_t, int> seen;
+  for (uint64_t seed = 0; seed < 400; ++seed) {
+    p.seed = seed;
+    Sampler s(p);
+    seen[s.sample_top_k(values, std::vector<int32_t>{7, 3, 9, 1})]++;
+    seen[s.sample_top_k(values, std::vector<int32_t>{5, -1, 9, 1})] += 1000;
+  }
+  // Equal values: each eligible id ~half of 400 draws (200 +- 5 sigma = 50); 5 alone after -1.
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_NEAR(seen[7], 200, 50);
+  EXPECT_NEAR(seen[3], 200, 50);
+  EXPECT_EQ(seen[5], 400 * 1000);
+}
+
 TEST(Sampler, Penalties) {
   SamplingParams p;
   p.temperature = 0;
@@ -134,6 +170,23 @@ TEST(Sampler, Penalties) {
   std::vector<int32_t> h3 = {0, 0, 1};
   EXPECT_EQ(win.sample(l3, h3), 0);
   EXPECT_FLOAT_EQ(l3[0], 3.0f);
+  // Each penalty alone is a penalty: frequency only, presence only.
+  for (bool frequency : {true, false}) {
+    SamplingParams one;
+    one.temperature = 0;
+    (frequency ? one.frequency_penalty : one.presence_penalty) = 1.0f;
+    Sampler alone(one);
+    auto l4 = logits_of({3, 2.5f});
+    EXPECT_EQ(alone.sample(l4, h0), 1) << frequency;
+    EXPECT_FLOAT_EQ(l4[0], 2.0f) << frequency;  // one occurrence: 3 - 1
+  }
+  // History ids outside the vocabulary (another model's, or markers) are ignored: nothing is written
+  // outside the row, which here is the first 2 values of a buffer of 3.
+  std::vector<float> buffer = {3, 2.5f, 7};
+  std::vector<int32_t> strangers = {-1, 2, 1000};
+  std::span<float> row(buffer.data(), 2);
+  EXPECT_EQ(fp.sample(row, strangers), 0);
+  EXPECT_EQ(buffer, (std::vector<float>{3, 2.5f, 7}));
 }
 
 TEST(StopText, HoldsBackPartialMatchesAndCutsAtTheStop) {
@@ -307,6 +360,9 @@ TEST(Sampler, TokenLogprobsAreTheLogSoftmax) {
     if (!std::isnan(logits[size_t(t)])) total += std::exp(double(token_logprobs(logits, t, 0).logprob));
   EXPECT_NEAR(total, 1.0, 1e-6);  // six float exps
   EXPECT_TRUE(token_logprobs(logits, 5, 0).top.empty());
+  // A token outside the row has no probability (NaN), and nothing outside the row is read.
+  EXPECT_TRUE(std::isnan(token_logprobs(logits, -1, 0).logprob));
+  EXPECT_TRUE(std::isnan(token_logprobs(logits, int32_t(logits.size()), 0).logprob));
   EXPECT_EQ(token_logprobs(logits, 0, 100).top.size(), 5u);  // only the 5 that are numbers
 }
 

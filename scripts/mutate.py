@@ -132,7 +132,8 @@ def object_of(build, source):
     with open(os.path.join(build, "compile_commands.json")) as f:
         for entry in json.load(f):
             if os.path.realpath(entry["file"]) == os.path.realpath(source):
-                return os.path.join(entry["directory"], entry["output"]) if "output" in entry else None
+                found = re.search(r"(?:^|\s)-o\s+(\S+)", entry.get("command", ""))
+                return os.path.join(entry["directory"], found.group(1)) if found else None
     return None
 
 

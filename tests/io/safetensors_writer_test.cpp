@@ -73,6 +73,14 @@ TEST(SafetensorsWriter, ReferenceBytes) {
   EXPECT_EQ(read_all(dir.path / "c"), cat(le64(40), R"({"__metadata__":{"framework":"pt"}})"
                                                     "     "));
 
+  // Two metadata entries and, without metadata, two tensors: the commas between entries.
+  const std::string two = mx8::io::safetensors_header({}, {{"a", "1"}, {"b", "2"}});
+  EXPECT_EQ(two.substr(0, two.find_last_not_of(' ') + 1), R"({"__metadata__":{"a":"1","b":"2"}})");
+  const std::string pair = mx8::io::safetensors_header({{"x", DType::U8, {1}}, {"y", DType::U8, {2}}}, {});
+  EXPECT_EQ(pair.substr(0, pair.find_last_not_of(' ') + 1),
+            R"({"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
+            R"("y":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}})");
+
   // Shorter name: the header is padded with 7 spaces so the F32 data starts 8-aligned.
   mx8::io::write_safetensors((dir.path / "d").string(), {{{"attn0", DType::F32, {1, 1, 2, 3}}, data}}, {});
   const std::string h2 = R"({"attn0":{"dtype":"F32","shape":[1,1,2,3],"data_offsets":[0,24]}})"
@@ -150,6 +158,8 @@ TEST(SafetensorsWriter, StreamingInPiecesAndMisuse) {
     mx8::io::SafetensorsWriter w(path, {{"b", DType::U8, {3}}, {"a", DType::U8, {2}}, {"e", DType::U8, {0}}});
     EXPECT_EQ(w.next_tensor(), "a");
     EXPECT_THROW(w.write_tensor("b", std::vector<uint8_t>{1, 2, 3}), mx8::Error);  // out of order
+    EXPECT_THROW(w.write_tensor("e", std::vector<uint8_t>{1, 2}),
+                 mx8::Error);  // the right size, still out of order
     const uint8_t bytes[] = {1, 2, 3, 4, 5};
     w.append(std::span<const uint8_t>(bytes, 1));
     w.append(std::span<const uint8_t>(bytes + 1, 3));  // crosses from "a" into "b"
@@ -178,6 +188,15 @@ TEST(SafetensorsWriter, ShardPlanKeepsScalesWithWeightsAndIndexMatchesTransforme
   EXPECT_EQ(shards[0][1].name, "l0.weight_scale_inv");
   EXPECT_EQ(shards[2][0].name, "norm");  // larger than the limit: a shard of its own
   EXPECT_EQ(mx8::io::plan_shards(specs, 0).size(), 1u);
+  // A limit between a weight's bytes (100) and its unit's (108): the scales still go with the weight.
+  shards = mx8::io::plan_shards(specs, 104);
+  ASSERT_EQ(shards.size(), 3u);
+  EXPECT_EQ(shards[0].size(), 2u);
+  EXPECT_EQ(shards[1][1].name, "l1.weight_scale_inv");
+  // Units that fill a shard exactly (108 + 108 = 216) share it.
+  shards = mx8::io::plan_shards(specs, 216);
+  ASSERT_EQ(shards.size(), 2u);
+  EXPECT_EQ(shards[0].size(), 4u);
   EXPECT_EQ(mx8::io::shard_file_name(1, 3), "model-00002-of-00003.safetensors");
   EXPECT_EQ(mx8::io::shard_file_name(0, 1), "model.safetensors");
   auto idx = mx8::io::safetensors_index_json({{{"b", DType::U8, {2}}}, {{"a", DType::F32, {1}}}});
@@ -215,6 +234,38 @@ TEST(StagedFolder, AppearsOnlyOnCommitAndCleansUpOnFailure) {
   EXPECT_FALSE(fs::exists(fs::path(out) / "a.txt"));
   EXPECT_TRUE(fs::exists(fs::path(out) / "b.txt"));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()), 1);  // no leftovers
+  mx8::io::StagedFolder clean(out, true);  // an ordinary replacement reports nothing left over
+  clean.commit();
+  EXPECT_EQ(clean.leftover(), "");
+}
+
+// "o/" names the folder o: the trailing slash must not put the staging folder inside it.
+TEST(StagedFolder, ATrailingSlashNamesTheSameFolder) {
+  TempDir dir;
+  const fs::path before = fs::current_path();
+  fs::current_path(dir.path);
+  {
+    mx8::io::StagedFolder f("o/", false);
+    mx8::write_file_atomically(f.file("a.txt"), "one");
+    f.commit();
+  }
+  fs::current_path(before);
+  EXPECT_TRUE(fs::exists(dir.path / "o" / "a.txt"));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()), 1);  // only o
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path / "o"), fs::directory_iterator()), 1);
+}
+
+// A commit whose last rename fails puts the folder it replaced back: nothing is lost. (The staging
+// folder removed from under it makes the rename fail.)
+TEST(StagedFolder, AFailedCommitPutsTheReplacedFolderBack) {
+  TempDir dir;
+  const auto out = (dir.path / "out").string();
+  fs::create_directories(out);
+  std::ofstream(fs::path(out) / "keep.txt") << "precious";
+  mx8::io::StagedFolder f(out, true);
+  fs::remove_all(fs::path(f.file("x")).parent_path());
+  EXPECT_THROW(f.commit(), mx8::Error);
+  EXPECT_TRUE(fs::exists(fs::path(out) / "keep.txt"));
 }
 
 // Replacing a folder that cannot be deleted (here a read-only subfolder blocks it) leaves

@@ -371,6 +371,20 @@ TEST(Gemv, BadArgumentsThrow) {
   w.scale_storage = ScaleStorage::ue8m0_packed4;
   EXPECT_THROW(gemv_fp8(x.data(), 1, w, y.data(), nullptr), Error);
   EXPECT_THROW(gemv_f32(x.data(), -1, x.data(), 1, 64, y.data(), nullptr), Error);
+  EXPECT_THROW(gemv_f32(x.data(), 1, x.data(), -1, 64, y.data(), nullptr), Error);
+  EXPECT_THROW(gemv_f32(x.data(), 1, x.data(), 1, -64, y.data(), nullptr), Error);
+  // Empty products are not errors: no rows of x, or a weight of no rows, write nothing.
+  w.scale_storage = ScaleStorage::ue8m0;
+  y[0] = 42.f;
+  EXPECT_NO_THROW(gemv_fp8(x.data(), 0, w, y.data(), nullptr));
+  EXPECT_NO_THROW(gemv_fp8_ref(x.data(), 0, w, y.data()));
+  w.rows = 0;
+  EXPECT_NO_THROW(gemv_fp8(x.data(), 1, w, y.data(), nullptr));
+  EXPECT_EQ(y[0], 42.f);
+  w.rows = -1;
+  EXPECT_THROW(gemv_fp8(x.data(), 1, w, y.data(), nullptr), Error);
+  w.rows = 1, w.cols = -64;
+  EXPECT_THROW(gemv_fp8(x.data(), 1, w, y.data(), nullptr), Error);
 }
 
 }  // namespace

@@ -143,13 +143,20 @@ Fp8Matrix fp8_matrix_from_spec(const uint8_t* codes, const uint8_t* scales, int6
 void gemv_fp8_ref(const float* x, int64_t m, const Fp8Matrix& w, float* y) {
   validate_fp8_matrix(w);
   check_dense_args("gemv_fp8_ref", x, m, w.codes, w.rows, w.cols, y);
-  Fp8Operand op = make_operand(w);
+  // Shares nothing with the fast paths' precomputation (make_operand, ue8m0_table), so that a mistake
+  // there cannot hide in both sides of a test: each scale is read from the matrix and decoded here.
+  const int64_t grid_cols = (w.cols + w.block_cols - 1) / w.block_cols;
+  auto scale = [&](int64_t n, int64_t k) -> double {
+    const int64_t at = (n / w.block_rows) * grid_cols + k / w.block_cols;
+    return w.scale_storage == format::ScaleStorage::f32
+               ? double(static_cast<const float*>(w.scales)[at])
+               : double(format::ue8m0_to_f32(static_cast<const uint8_t*>(w.scales)[at]));
+  };
   for (int64_t i = 0; i < m; ++i)
     for (int64_t n = 0; n < w.rows; ++n) {
       double sum = 0;
       for (int64_t k = 0; k < w.cols; ++k) {
-        double wv = double(format::decode_element(w.element, w.codes[n * w.cols + k])) *
-                    double(op.scale(n, k / w.block_cols));
+        double wv = double(format::decode_element(w.element, w.codes[n * w.cols + k])) * scale(n, k);
         sum += double(x[i * w.cols + k]) * wv;
       }
       y[i * w.rows + n] = float(sum);

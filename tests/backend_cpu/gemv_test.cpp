@@ -385,6 +385,13 @@ TEST(Gemv, BadArgumentsThrow) {
   EXPECT_THROW(gemv_fp8(x.data(), 1, w, y.data(), nullptr), Error);
   w.rows = 1, w.cols = -64;
   EXPECT_THROW(gemv_fp8(x.data(), 1, w, y.data(), nullptr), Error);
+  // The references check as much: they are the oracle of other tests.
+  w.cols = 64, w.block_cols = 0;
+  EXPECT_THROW(gemv_fp8_ref(x.data(), 1, w, y.data()), Error);
+  w.block_cols = 32, w.scales = nullptr;
+  EXPECT_THROW(gemv_fp8(x.data(), 1, w, y.data(), nullptr), Error);  // scales missing, codes there
+  std::vector<uint16_t> wb(64);
+  EXPECT_THROW(gemv_bf16_ref(x.data(), 1, wb.data(), 1, -64, y.data()), Error);
 }
 
 }  // namespace

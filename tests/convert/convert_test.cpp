@@ -455,6 +455,21 @@ TEST(ConvertRules, DefaultsAndGlobs) {
   EXPECT_FALSE(q("model.layers.0.mlp.gate.weight"));  // MoE router
   EXPECT_FALSE(q("model.layers.0.input_layernorm.weight"));
   EXPECT_FALSE(q("model.layers.0.self_attn.q_proj.bias"));
+  // Each family's spelling of what stays in its source precision (every default rule, one name each).
+  for (const char* kept : {"transformer.wte.weight",                       // GPT-2
+                           "tok_embeddings.weight",                        // Meta's Llama files
+                           "bert.embeddings.word_embeddings.weight",       // BERT
+                           "model.embeddings.weight",                      // generic
+                           "gpt_neox.word_embeddings.weight",              // GPT-NeoX
+                           "output.weight",                                // Meta's Llama head
+                           "model.language_model.lm_head.weight",          // a wrapped head
+                           "model.norm.weight",                            // the final norm
+                           "model.layers.0.self_attn.q_norm.weight",       // Qwen3 q/k norm
+                           "model.layers.0.block_sparse_moe.gate.weight",  // Mixtral router
+                           "model.layers.0.mlp.router.weight"})            // other routers
+    EXPECT_FALSE(q(kept)) << kept;
+  EXPECT_TRUE(q("model.layers.0.mlp.experts.0.gate_proj.weight"));  // an expert's FFN gate, not a router
+  EXPECT_FALSE(q("weight"));                                        // ".weight" is a suffix, not a name
   EXPECT_FALSE(mx8::convert::QuantizeRules::quantizes(r.decide("a.weight", {8}, true)));
   EXPECT_FALSE(mx8::convert::QuantizeRules::quantizes(r.decide("a.weight", {8, 8}, false)));
   r.quantize = {"lm_head.*"};

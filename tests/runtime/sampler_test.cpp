@@ -119,6 +119,24 @@ TEST(Sampler, TopPStopsWhereTheSumReachesPExactly) {
   }
 }
 
+// min-p keeps every token at least min_p times as likely as the best (llama.cpp's rule): with
+// min_p = 1 the tokens that tie for the best all stay, and only they.
+TEST(Sampler, MinPKeepsTokensExactlyAtTheFloor) {
+  SamplingParams p;
+  p.temperature = 1, p.top_k = 0, p.top_p = 1, p.min_p = 1;
+  std::map<int32_t, int> seen;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    p.seed = seed;
+    Sampler s(p);
+    auto l = logits_of({0.0f, 0.0f, -1.0f});
+    seen[s.sample(l, {})]++;
+  }
+  // Two equal halves of 200 draws: 100 +- 5 sigma (35); a wrong > keeps token 0 alone.
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_NEAR(seen[0], 100, 35);
+  EXPECT_NEAR(seen[1], 100, 35);
+}
+
 // The draw from candidates that another op selected: only the first top_k are eligible, an id < 0
 // ends the list.
 TEST(Sampler, SampleTopKUsesOnlyTheFirstKCandidates) {

@@ -46,7 +46,6 @@ struct Fp8Operand {
     int64_t base = (n_row / block_rows) * grid_cols;
     return {scales_f32 ? scales_f32 + base : nullptr, scales_f32 ? nullptr : scales_u8 + base, ue8m0_lut};
   }
-  float scale(int64_t n_row, int64_t k_block) const { return row(n_row)[k_block]; }
 };
 
 // Benchmarks only: when set, gemv_fp8 on AVX2 uses the gather-table decode (gemv_fp8_rows_avx2_lut).

@@ -152,6 +152,28 @@ TEST(Gemv, Fp8MatchesReferenceOnEveryIsa) {
   }
 }
 
+// The tests above compare each ISA's results with the reference, which a dispatch that ran the scalar
+// kernel everywhere would also pass; this holds the choice itself.
+TEST(Gemv, Fp8DispatchPicksEachIsasKernel) {
+  using detail::fp8_rows_kernel;
+  const int64_t many = detail::kPrescaledRows + 1;
+  EXPECT_EQ(fp8_rows_kernel(Isa::scalar, 128, 1, false, false), detail::gemv_fp8_rows_scalar);
+  EXPECT_EQ(fp8_rows_kernel(Isa::scalar, 128, 1, false, true), detail::gemv_fp8_rows_scalar);
+#if defined(__x86_64__)
+  for (Isa isa : {Isa::avx2, Isa::avx512}) {
+    EXPECT_EQ(fp8_rows_kernel(isa, 48, 1, false, false), detail::gemv_fp8_rows_scalar);  // not whole 32s
+    EXPECT_EQ(fp8_rows_kernel(isa, 128, many, false, true), detail::gemv_fp8_rows_avx2_lut);
+    EXPECT_EQ(fp8_rows_kernel(isa, 32, 1, true, false), detail::gemv_fp8_rows_avx2);  // E5M2
+    EXPECT_EQ(fp8_rows_kernel(isa, 128, many, false, false), detail::gemv_fp8_rows_avx2);
+  }
+  EXPECT_EQ(fp8_rows_kernel(Isa::avx2, 128, 1, false, false), detail::gemv_fp8_rows_avx2);
+  EXPECT_EQ(fp8_rows_kernel(Isa::avx512, 128, 1, false, false), detail::gemv_fp8_rows_avx512);
+  EXPECT_EQ(fp8_rows_kernel(Isa::avx512, 32, detail::kPrescaledRows, false, false),
+            detail::gemv_fp8_rows_avx512);
+  EXPECT_EQ(fp8_rows_kernel(Isa::avx512, 128, 1, false, true), detail::gemv_fp8_rows_avx2_lut);
+#endif
+}
+
 // `mx8 bench gemv` times a gather-table decode beside the shift decode to show why the shift was
 // chosen; its figures mean something only if it computes the same products. On AVX-512 the E4M3
 // kernel pre-scales x in place (XPanel::pow2), which the table kernel must not be handed.

@@ -34,6 +34,16 @@ std::vector<const detail::QuantKernels*> all_kernels() {
   return k;
 }
 
+// The whole-tensor tests compare results only; this holds which kernels each ISA gets.
+TEST(QuantizeKernels, EachIsaGetsItsKernels) {
+  EXPECT_EQ(&detail::quant_kernels_for(Isa::scalar), &detail::quant_kernels_scalar());
+  EXPECT_EQ(&detail::quant_kernels_for(Isa::neon), &detail::quant_kernels_scalar());  // none of its own yet
+#if defined(__x86_64__)
+  EXPECT_EQ(&detail::quant_kernels_for(Isa::avx2), &detail::quant_kernels_avx2());
+  EXPECT_EQ(&detail::quant_kernels_for(Isa::avx512), &detail::quant_kernels_avx2());
+#endif
+}
+
 // ---- element encoders on exhaustive 16-bit inputs ----
 
 void check_encode_16bit(SourceType t) {

@@ -18,6 +18,18 @@ namespace detail {
 
 std::atomic<bool> g_fp8_table_decode{false};
 
+Fp8RowsFn fp8_rows_kernel(Isa isa, int64_t block_cols, int64_t m, bool e5m2, bool table_decode) {
+#if defined(__x86_64__)
+  // The AVX2 kernels also serve AVX-512 machines where no AVX-512 kernel exists.
+  if ((isa == Isa::avx2 || isa == Isa::avx512) && block_cols % 32 == 0) {
+    if (table_decode) return gemv_fp8_rows_avx2_lut;
+    if (isa == Isa::avx512 && m <= kPrescaledRows && !e5m2) return gemv_fp8_rows_avx512;
+    return gemv_fp8_rows_avx2;
+  }
+#endif
+  return gemv_fp8_rows_scalar;
+}
+
 const float* ue8m0_table() {
   static const auto table = [] {
     std::unique_ptr<float[]> t(new float[256]);
@@ -191,22 +203,15 @@ void gemv_fp8(const float* x, int64_t m, const Fp8Matrix& w, float* y, ThreadPoo
   if (m == 0 || w.rows == 0) return;
   XPanel panel = make_panel(x, m, w.cols);
   Fp8Operand op = make_operand(w);
-  auto kernel = detail::gemv_fp8_rows_scalar;
+  const detail::Fp8RowsFn kernel = detail::fp8_rows_kernel(
+      active_isa(), w.block_cols, m, op.e5m2, detail::g_fp8_table_decode.load(std::memory_order_relaxed));
 #if defined(__x86_64__)
-  // The gather-table decode only so that benchmarks can show why the shift decode was chosen; it reads
-  // x as given, so it never takes the AVX-512 kernel's pre-scaled panel.
-  const bool table_decode = detail::g_fp8_table_decode.load(std::memory_order_relaxed);
-  if (avx2_kernels() && w.block_cols % 32 == 0)
-    kernel = table_decode ? detail::gemv_fp8_rows_avx2_lut : detail::gemv_fp8_rows_avx2;
-  if (active_isa() == Isa::avx512 && w.block_cols % 32 == 0 && m <= detail::kPrescaledRows && !op.e5m2 &&
-      !table_decode) {
-    kernel = detail::gemv_fp8_rows_avx512;
-    // The panel is this thread's own buffer (make_panel), so scaling it in place is safe. Row by row:
-    // rows of a batch may lie far apart in magnitude.
+  // The panel is this thread's own buffer (make_panel), so scaling it in place is safe. Row by row:
+  // rows of a batch may lie far apart in magnitude.
+  if (kernel == detail::gemv_fp8_rows_avx512)
     for (int64_t i = 0; i < m; ++i)
       panel.pow2[i] =
           detail::prescale_panel_for_avx512(const_cast<float*>(panel.data) + i * panel.stride, panel.stride);
-  }
 #endif
   run_rows(w.rows, pool, [&](int64_t n0, int64_t n1) { kernel(panel, op, y, n0, n1); });
 }

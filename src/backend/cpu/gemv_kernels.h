@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "mx8/backend/cpu/cpu_features.h"
 #include "mx8/backend/cpu/gemv.h"
 
 namespace mx8::cpu::detail {
@@ -55,6 +56,11 @@ extern std::atomic<bool> g_fp8_table_decode;
 const float* ue8m0_table();
 
 void gemv_fp8_rows_scalar(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
+using Fp8RowsFn = void (*)(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
+// The kernel gemv_fp8 runs for these inputs when `isa` is active: a function of its arguments so that
+// tests can check the choice, not only the results (a choice that fell back to the scalar kernel on
+// every ISA would pass every comparison with the reference).
+Fp8RowsFn fp8_rows_kernel(Isa isa, int64_t block_cols, int64_t m, bool e5m2, bool table_decode);
 void gemv_bf16_rows_scalar(const XPanel& x, const uint16_t* w, int64_t n, float* y, int64_t n0, int64_t n1);
 void gemv_f32_rows_scalar(const XPanel& x, const float* w, int64_t n, float* y, int64_t n0, int64_t n1);
 
@@ -63,13 +69,13 @@ void gemv_f32_rows_scalar(const XPanel& x, const float* w, int64_t n, float* y, 
 void gemv_fp8_rows_avx2(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
 void gemv_bf16_rows_avx2(const XPanel& x, const uint16_t* w, int64_t n, float* y, int64_t n0, int64_t n1);
 void gemv_f32_rows_avx2(const XPanel& x, const float* w, int64_t n, float* y, int64_t n0, int64_t n1);
-// The same product with a 256-entry table and vgatherdps instead of the shift decode; kept only so
-// that `mx8 bench gemv` can show why the shift decode was chosen.
 // AVX-512: E4M3 at M <= kPrescaledRows (other cases forward to the AVX2 kernel). Needs each row of
 // the panel pre-scaled by prescale_panel_for_avx512 (which returns the power of two to store in
 // XPanel::pow2).
 void gemv_fp8_rows_avx512(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
 int prescale_panel_for_avx512(float* data, int64_t count);
+// The same product with a 256-entry table and vgatherdps instead of the shift decode; kept only so
+// that `mx8 bench gemv` can show why the shift decode was chosen. Reads x as given (not pre-scaled).
 void gemv_fp8_rows_avx2_lut(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
 #endif
 

@@ -13,6 +13,14 @@
 #include "mx8/format/scale_rule.h"
 
 namespace mx8::cpu {
+
+const detail::QuantKernels& detail::quant_kernels_for(Isa isa) {
+#if defined(__x86_64__)
+  if (isa == Isa::avx2 || isa == Isa::avx512) return quant_kernels_avx2();
+#endif
+  return quant_kernels_scalar();
+}
+
 namespace {
 
 using detail::QuantKernels;
@@ -20,11 +28,7 @@ using format::ElementFormat;
 using format::SourceType;
 
 const QuantKernels& kernels() {
-#if defined(__x86_64__)
-  Isa isa = active_isa();
-  if (isa == Isa::avx2 || isa == Isa::avx512) return detail::quant_kernels_avx2();
-#endif
-  return detail::quant_kernels_scalar();
+  return detail::quant_kernels_for(active_isa());
 }
 
 size_t source_size(SourceType t) {

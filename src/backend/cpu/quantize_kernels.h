@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "mx8/backend/cpu/cpu_features.h"
 #include "mx8/format/element.h"
 #include "mx8/format/quantize_ref.h"
 #include "mx8/format/scale_rule.h"
@@ -37,5 +38,8 @@ const QuantKernels& quant_kernels_scalar();
 #if defined(__x86_64__)
 const QuantKernels& quant_kernels_avx2();
 #endif
+// The kernels quantize() and dequantize() use when `isa` is active (AVX-512 machines run the AVX2
+// ones); a function of its argument so that tests can check the choice, not only the results.
+const QuantKernels& quant_kernels_for(Isa isa);
 
 }  // namespace mx8::cpu::detail

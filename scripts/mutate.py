@@ -119,11 +119,16 @@ def mutants_of(lines):
 
 
 def run(cmd, cwd, timeout=None):
+    """(exit status, output) of a shell command; (None, "") past the timeout. The command runs in a
+    process group of its own, so that a mutant's test stuck in a loop dies with the shell that ran it."""
+    p = subprocess.Popen(cmd, cwd=cwd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, errors="replace", start_new_session=True)
     try:
-        p = subprocess.run(cmd, cwd=cwd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=timeout, text=True, errors="replace")
-        return p.returncode, p.stdout
+        out, _ = p.communicate(timeout=timeout)
+        return p.returncode, out
     except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
         return None, ""
 
 

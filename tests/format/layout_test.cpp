@@ -53,6 +53,18 @@ TEST(Layout, BlockingNames) {
     EXPECT_EQ(parse_scale_storage(scale_storage_name(s)), s);
 }
 
+// What each storage takes: f32 4 bytes a scale, UE8M0 one, packed4 whole 4-byte words per row, Blackwell
+// 128-row x 4-column tiles; an empty tensor nothing, whichever side is empty.
+TEST(Layout, StorageBytes) {
+  const Blocking t32 = Blocking::tile(32);
+  EXPECT_EQ(scale_storage_bytes(ScaleStorage::f32, t32, 3, 100), 3u * 4 * 4);  // 4 scales a row
+  EXPECT_EQ(scale_storage_bytes(ScaleStorage::ue8m0, t32, 3, 100), 3u * 4);
+  EXPECT_EQ(scale_storage_bytes(ScaleStorage::ue8m0_packed4, t32, 3, 170), 3u * 8);  // 6 scales: 2 words
+  EXPECT_EQ(scale_storage_bytes(ScaleStorage::ue8m0_blackwell, t32, 3, 100), 128u * 4);
+  EXPECT_EQ(scale_storage_bytes(ScaleStorage::ue8m0_blackwell, t32, 0, 64), 0u);
+  EXPECT_EQ(scale_storage_bytes(ScaleStorage::ue8m0_blackwell, t32, 5, 0), 0u);
+}
+
 TEST(Layout, BlackwellOffsetsMatchNvmathExamples) {
   // NVFP4 A of 128x128 (16-element blocks: 8 scale columns). (row 5, col 2) -> 82; (5, 5) -> 593.
   EXPECT_EQ(blackwell_offset(5, 2, 8), 82);
@@ -182,4 +194,7 @@ TEST(Layout, ImpossibleConversionsThrow) {
   EXPECT_THROW(validate_blocking(Blocking{Granularity::tile, 2, 128}), mx8::Error);
   EXPECT_THROW(validate_blocking(Blocking{Granularity::block, 128, 64}), mx8::Error);
   EXPECT_THROW(validate_blocking(Blocking::tile(0)), mx8::Error);
+  EXPECT_THROW(validate_blocking(Blocking{Granularity(9), 1, 32}), mx8::Error);  // not a granularity
+  uint8_t grid[4];
+  EXPECT_THROW(unpack_ue8m0_scales(out, ScaleStorage::f32, Blocking::tile(32), 1, 64, grid), mx8::Error);
 }

@@ -149,6 +149,12 @@ TEST(Sampler, SampleTopKUsesOnlyTheFirstKCandidates) {
     Sampler s(p);
     seen[s.sample_top_k(values, std::vector<int32_t>{7, 3, 9, 1})]++;
     seen[s.sample_top_k(values, std::vector<int32_t>{5, -1, 9, 1})] += 1000;
+    // Fewer candidates than k: each of them, and nothing read past them.
+    p.top_k = 3;
+    Sampler wide(p);
+    const int32_t got = wide.sample_top_k(std::vector<float>{1.0f, 1.0f}, std::vector<int32_t>{7, 3});
+    ASSERT_TRUE(got == 7 || got == 3) << got;
+    p.top_k = 2;
   }
   // Equal values: each eligible id ~half of 400 draws (200 +- 5 sigma = 50); 5 alone after -1.
   ASSERT_EQ(seen.size(), 3u);

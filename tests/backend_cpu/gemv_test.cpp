@@ -134,7 +134,7 @@ TEST(Gemv, Fp8MatchesReferenceOnEveryIsa) {
                           {4, 64, 384, 128, 128},   {5, 70, 200, 16, 64},  {16, 33, 130, 128, 128},
                           {17, 8, 96, 1, 32},       {2, 21, 144, 1, 48},   {1, 5, 31, 128, 128},
                           {1, 260, 1000, 128, 128}, {2, 7, 333, 128, 128}, {2, 12, 64, 1, 32},
-                          {3, 5, 500, 128, 64}};
+                          {3, 5, 500, 128, 64},     {2, 9, 97, 1, 32}};  // 97 = 3 * 32 + 1
   for (Isa isa : testing::runnable_isas()) {
     ScopedIsa scoped(isa);
     for (const Shape& s : shapes)
@@ -414,6 +414,19 @@ TEST(Gemv, BadArgumentsThrow) {
   EXPECT_THROW(gemv_fp8(x.data(), 1, w, y.data(), nullptr), Error);  // scales missing, codes there
   std::vector<uint16_t> wb(64);
   EXPECT_THROW(gemv_bf16_ref(x.data(), 1, wb.data(), 1, -64, y.data()), Error);
+  EXPECT_THROW(gemv_f32(nullptr, 1, x.data(), 1, 64, y.data(), nullptr), Error);
+  EXPECT_THROW(gemv_bf16(x.data(), 1, wb.data(), 1, 64, nullptr, nullptr), Error);
+  // A weight of no columns: every output is the empty sum, 0, on every path.
+  w.scales = scales.data(), w.cols = 0;
+  for (Isa isa : testing::runnable_isas()) {
+    ScopedIsa scoped(isa);
+    y[0] = 42.f;
+    gemv_fp8(x.data(), 1, w, y.data(), nullptr);
+    EXPECT_EQ(y[0], 0.f) << isa_name(isa);
+    y[0] = 42.f;
+    gemv_f32(x.data(), 1, x.data(), 1, 0, y.data(), nullptr);
+    EXPECT_EQ(y[0], 0.f) << isa_name(isa);
+  }
 }
 
 }  // namespace

@@ -55,8 +55,8 @@ RuleReason QuantizeRules::decide(const std::string& name, const std::vector<int6
     if (glob_match(g, name)) return RuleReason::keep_glob;
   for (const auto& g : quantize)
     if (glob_match(g, name)) return RuleReason::quantize_glob;
-  if (contains(name, "embed_tokens") || contains(name, "embeddings") || contains(name, "wte.") ||
-      contains(name, "tok_embeddings") || contains(name, "word_embeddings"))
+  // "embeddings" also covers Meta's tok_embeddings and BERT's and NeoX's word_embeddings.
+  if (contains(name, "embed_tokens") || contains(name, "embeddings") || contains(name, "wte."))
     return RuleReason::keep_embedding;
   if (name == "lm_head.weight" || name == "output.weight" || ends_with(name, ".lm_head.weight"))
     return RuleReason::keep_head;

@@ -229,6 +229,16 @@ TEST(Tokenizer, SpmMergesByScoreWithByteFallback) {
   // As Hugging Face's Strip decoder: the prefix space goes only when it starts the text.
   EXPECT_EQ(tok->decode(tok->encode("cab é")), "<s> cab é");
   EXPECT_EQ(tok->decode(tok->encode("cab é"), {.skip_special = true}), "cab é");
+  // Text that spells a control token is text unless parse_special: a user cannot type an end of text.
+  for (TokenId t : tok->encode("<s>ab</s>", {.add_special = false, .parse_special = false}))
+    EXPECT_TRUE(t != 1 && t != 2) << t;
+  EXPECT_EQ(tok->encode("<s>", {.add_special = false}), (std::vector<TokenId>{1}));
+  // The lowest byte token is a byte too: <0x00> decodes to a NUL character.
+  EXPECT_EQ(tok->decode(std::vector<TokenId>{id("<0x00>")}), std::string(1, '\0'));
+  // Ids: 0 is a token (here <unk>), the vocabulary's size is not.
+  EXPECT_EQ(tok->token_text(0), "<unk>");
+  EXPECT_THROW(tok->token_text(TokenId(tok->vocab_size())), mx8::Error);
+  EXPECT_THROW(tok->decode(std::vector<TokenId>{TokenId(tok->vocab_size())}), mx8::Error);
   // Ties in score merge leftmost first: "aaa" with only "aa" -> ▁ aa a.
   SpmVocab w;
   w.tokens = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "aa"};

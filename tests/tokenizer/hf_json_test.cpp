@@ -157,6 +157,9 @@ TEST(HfJson, SplitBehaviours) {
   EXPECT_EQ(pieces("Isolated", "a-b-c"), "a-b-c");
   EXPECT_EQ(pieces("Removed", "a-b-c"), "abc");
   EXPECT_EQ(pieces("Removed", "--"), "");
+  // A delimiter at the end has no next (or, at the start, no previous) piece to join: it stays.
+  EXPECT_EQ(pieces("MergedWithNext", "a-b-"), "a-b-");
+  EXPECT_EQ(pieces("MergedWithPrevious", "-a-b"), "-a-b");
 }
 
 TEST(HfJson, SplitBoundariesLimitMerges) {
@@ -236,6 +239,9 @@ TEST(HfJson, MetaspaceSentencePieceForm) {
   EXPECT_EQ(t->decode(ids(*t, "hi é")), "hi é");
   // prepend_scheme "first": no prefix after a special token in the middle of the text.
   EXPECT_EQ(ids(*t, "hi<s>hi"), (V{7, 1, 4, 5}));
+  // split: true cuts before each "▁" (Mistral's and Llama-2's converted files): every piece is kept.
+  tj["pre_tokenizer"]["split"] = true;
+  EXPECT_EQ(ids(*make(tj), "hi hi hi"), (V{7, 7, 7}));
 }
 
 }  // namespace

@@ -2,6 +2,11 @@
 // decoding round-trips.
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "mx8/io/gguf.h"
 #include "mx8/runtime/tokenizer.h"
 #include "tokenizer/tokenizer_test_data.h"
 
@@ -45,6 +50,72 @@ TEST(VocabCases, Qwen2FromQwen3TokenizerJson) {
   if (dir.empty()) GTEST_SKIP() << "qwen3 tokenizer.json not available";
   auto tok = load_tokenizer(dir);
   check_cases(*tok, "ggml-vocab-qwen2.gguf", true);
+}
+
+// A GGUF vocabulary as llama.cpp's converter writes one for a byte-level BPE model: the tokenizer.json's
+// tokens in id order, special added tokens typed as control (3), the merges, and the pre-tokenizer's
+// name. The GGUF path has its own copies of the pre-tokenizer patterns (tokenizer.json carries them
+// in the file), so this is what holds those copies.
+std::vector<uint8_t> gguf_vocabulary_from_tokenizer_json(const std::filesystem::path& dir,
+                                                         const std::string& pre) {
+  std::ifstream in(dir / "tokenizer.json");
+  const nlohmann::json tj = nlohmann::json::parse(in);
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;
+  auto place = [&](size_t id, const std::string& text, int32_t type) {
+    if (tokens.size() <= id) tokens.resize(id + 1), types.resize(id + 1, 1);
+    tokens[id] = text, types[id] = type;
+  };
+  for (const auto& [text, id] : tj["model"]["vocab"].items()) place(id.get<size_t>(), text, 1);
+  for (const auto& a : tj["added_tokens"])
+    place(a["id"].get<size_t>(), a["content"].get<std::string>(), a["special"].get<bool>() ? 3 : 4);
+  std::vector<std::string> merges;
+  for (const auto& m : tj["model"]["merges"])
+    merges.push_back(m.is_string() ? m.get<std::string>()
+                                   : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  std::vector<uint8_t> b;
+  auto put = [&](const void* p, size_t n) { b.insert(b.end(), (const uint8_t*)p, (const uint8_t*)p + n); };
+  auto u32 = [&](uint32_t v) { put(&v, 4); };
+  auto u64 = [&](uint64_t v) { put(&v, 8); };
+  auto str = [&](const std::string& v) { u64(v.size()), put(v.data(), v.size()); };
+  constexpr uint32_t kInt32 = 5, kString = 8, kArray = 9;
+  auto strings = [&](const std::string& key, const std::vector<std::string>& v) {
+    str(key), u32(kArray), u32(kString), u64(v.size());
+    for (const auto& x : v) str(x);
+  };
+  u32(0x46554747u), u32(3), u64(0), u64(5);  // "GGUF", version 3, no tensors, 5 keys
+  str("tokenizer.ggml.model"), u32(kString), str("gpt2");
+  str("tokenizer.ggml.pre"), u32(kString), str(pre);
+  strings("tokenizer.ggml.tokens", tokens);
+  str("tokenizer.ggml.token_type"), u32(kArray), u32(kInt32), u64(types.size());
+  for (int32_t t : types) put(&t, 4);
+  strings("tokenizer.ggml.merges", merges);
+  return b;
+}
+
+TEST(VocabCases, LlamaBpeAndQwen2FromGgufPreTokenizerNames) {
+  for (const auto& [folder, pre, stem] : {std::tuple{"llama3", "llama-bpe", "ggml-vocab-llama-bpe.gguf"},
+                                          std::tuple{"qwen3", "qwen2", "ggml-vocab-qwen2.gguf"}}) {
+    auto dir = test::hf_tokenizer_folder(folder);
+    if (dir.empty()) GTEST_SKIP() << folder << " tokenizer.json not available";
+    auto tok = tokenizer_from_gguf(io::GgufFile::from_bytes(gguf_vocabulary_from_tokenizer_json(dir, pre)));
+    check_cases(*tok, stem, true);
+  }
+}
+
+// DeepSeek-V3 has no case file; its GGUF form must tokenize every case text as its tokenizer.json does.
+TEST(VocabCases, DeepseekV3FromGgufEqualsItsTokenizerJson) {
+  auto dir = test::hf_tokenizer_folder("deepseek_v3");
+  if (dir.empty()) GTEST_SKIP() << "deepseek_v3 tokenizer.json not available";
+  auto json_tok = load_tokenizer(dir);
+  auto gguf_tok =
+      tokenizer_from_gguf(io::GgufFile::from_bytes(gguf_vocabulary_from_tokenizer_json(dir, "deepseek-v3")));
+  const auto cases = test::read_vocab_cases("ggml-vocab-llama-bpe.gguf");
+  ASSERT_GT(cases.size(), 30u);
+  for (const auto& c : cases)
+    EXPECT_EQ(show(gguf_tok->encode(c.text, {.add_special = false})),
+              show(json_tok->encode(c.text, {.add_special = false})))
+        << "'" << c.text << "'";
 }
 
 TEST(VocabCases, Gpt2FromGguf) {

@@ -121,7 +121,12 @@ std::unique_ptr<Tokenizer> tokenizer_from_gguf(const GgufFile& f) {
       }
       spec.vocab[i] = tokens[i];
     }
-    spec.pre = pre_steps_for(f.get_string("tokenizer.ggml.pre", "default"), name);
+    const std::string pre = f.get_string("tokenizer.ggml.pre", "default");
+    spec.pre = pre_steps_for(pre, name);
+    // Llama-3's tokenizer.json sets ignore_merges (a piece that is a vocabulary entry is one token
+    // even where the merges would not build it: " Việt"), and a GGUF file has no field for it;
+    // llama.cpp likewise ties it to these pre-tokenizer names.
+    spec.ignore_merges = pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3";
     spec.bos = id_or_none(f, "tokenizer.ggml.bos_token_id", n);
     spec.eos = id_or_none(f, "tokenizer.ggml.eos_token_id", n);
     if (f.get_bool("tokenizer.ggml.add_bos_token", false) && spec.bos != kNoToken)

@@ -52,12 +52,49 @@ TEST(VocabCases, Qwen2FromQwen3TokenizerJson) {
   check_cases(*tok, "ggml-vocab-qwen2.gguf", true);
 }
 
+// GGUF bytes with metadata only (no tensors), key by key.
+struct GgufKeys {
+  std::vector<uint8_t> body;
+  uint64_t count = 0;
+  static constexpr uint32_t kUint32 = 4, kInt32 = 5, kFloat32 = 6, kBool = 7, kString = 8, kArray = 9;
+  void put(const void* p, size_t n) { body.insert(body.end(), (const uint8_t*)p, (const uint8_t*)p + n); }
+  void u32(uint32_t v) { put(&v, 4); }
+  void u64(uint64_t v) { put(&v, 8); }
+  void str(const std::string& v) { u64(v.size()), put(v.data(), v.size()); }
+  GgufKeys& string(const std::string& key, const std::string& v) {
+    return ++count, str(key), u32(kString), str(v), *this;
+  }
+  GgufKeys& uint(const std::string& key, uint32_t v) {
+    return ++count, str(key), u32(kUint32), u32(v), *this;
+  }
+  GgufKeys& boolean(const std::string& key, bool v) {
+    ++count, str(key), u32(kBool), body.push_back(v);
+    return *this;
+  }
+  GgufKeys& strings(const std::string& key, const std::vector<std::string>& v) {
+    ++count, str(key), u32(kArray), u32(kString), u64(v.size());
+    for (const auto& x : v) str(x);
+    return *this;
+  }
+  template <class T>
+  GgufKeys& numbers(const std::string& key, uint32_t type, const std::vector<T>& v) {
+    ++count, str(key), u32(kArray), u32(type), u64(v.size());
+    for (T x : v) put(&x, sizeof x);
+    return *this;
+  }
+  io::GgufFile file() const {
+    GgufKeys head;
+    head.u32(0x46554747u), head.u32(3), head.u64(0), head.u64(count);  // "GGUF", version 3, no tensors
+    head.put(body.data(), body.size());
+    return io::GgufFile::from_bytes(head.body);
+  }
+};
+
 // A GGUF vocabulary as llama.cpp's converter writes one for a byte-level BPE model: the tokenizer.json's
 // tokens in id order, special added tokens typed as control (3), the merges, and the pre-tokenizer's
 // name. The GGUF path has its own copies of the pre-tokenizer patterns (tokenizer.json carries them
 // in the file), so this is what holds those copies.
-std::vector<uint8_t> gguf_vocabulary_from_tokenizer_json(const std::filesystem::path& dir,
-                                                         const std::string& pre) {
+io::GgufFile gguf_vocabulary_from_tokenizer_json(const std::filesystem::path& dir, const std::string& pre) {
   std::ifstream in(dir / "tokenizer.json");
   const nlohmann::json tj = nlohmann::json::parse(in);
   std::vector<std::string> tokens;
@@ -73,24 +110,57 @@ std::vector<uint8_t> gguf_vocabulary_from_tokenizer_json(const std::filesystem::
   for (const auto& m : tj["model"]["merges"])
     merges.push_back(m.is_string() ? m.get<std::string>()
                                    : m[0].get<std::string>() + " " + m[1].get<std::string>());
-  std::vector<uint8_t> b;
-  auto put = [&](const void* p, size_t n) { b.insert(b.end(), (const uint8_t*)p, (const uint8_t*)p + n); };
-  auto u32 = [&](uint32_t v) { put(&v, 4); };
-  auto u64 = [&](uint64_t v) { put(&v, 8); };
-  auto str = [&](const std::string& v) { u64(v.size()), put(v.data(), v.size()); };
-  constexpr uint32_t kInt32 = 5, kString = 8, kArray = 9;
-  auto strings = [&](const std::string& key, const std::vector<std::string>& v) {
-    str(key), u32(kArray), u32(kString), u64(v.size());
-    for (const auto& x : v) str(x);
+  return GgufKeys()
+      .string("tokenizer.ggml.model", "gpt2")
+      .string("tokenizer.ggml.pre", pre)
+      .strings("tokenizer.ggml.tokens", tokens)
+      .numbers("tokenizer.ggml.token_type", GgufKeys::kInt32, types)
+      .strings("tokenizer.ggml.merges", merges)
+      .file();
+}
+
+// What a GGUF vocabulary may leave out, and what its keys say when present: SentencePiece BOS, EOS and
+// UNK default to ids 1, 2 and 0 as in llama.cpp; byte-level vocabularies add BOS and EOS only when
+// asked to.
+TEST(GgufVocabulary, SpecialIdsDefaultsAndKeys) {
+  const std::vector<std::string> spm_tokens = {"<unk>",
+                                               "<s>",
+                                               "</s>",
+                                               "\xE2\x96\x81",
+                                               "a",
+                                               "\xE2\x96\x81"
+                                               "a"};
+  const std::vector<float> scores = {0, 0, 0, -1, -1, -2};
+  auto spm = [&](GgufKeys k) {
+    k.string("tokenizer.ggml.model", "llama").strings("tokenizer.ggml.tokens", spm_tokens);
+    return tokenizer_from_gguf(k.numbers("tokenizer.ggml.scores", GgufKeys::kFloat32, scores).file());
   };
-  u32(0x46554747u), u32(3), u64(0), u64(5);  // "GGUF", version 3, no tensors, 5 keys
-  str("tokenizer.ggml.model"), u32(kString), str("gpt2");
-  str("tokenizer.ggml.pre"), u32(kString), str(pre);
-  strings("tokenizer.ggml.tokens", tokens);
-  str("tokenizer.ggml.token_type"), u32(kArray), u32(kInt32), u64(types.size());
-  for (int32_t t : types) put(&t, 4);
-  strings("tokenizer.ggml.merges", merges);
-  return b;
+  auto plain = spm(GgufKeys());
+  EXPECT_EQ(plain->bos_id(), 1);
+  EXPECT_TRUE(plain->is_stop(2));
+  EXPECT_EQ(plain->encode("a"), (std::vector<TokenId>{1, 5}));
+  EXPECT_EQ(plain->encode("z", {.add_special = false}), (std::vector<TokenId>{3, 0}));  // unknown: <unk>
+  auto keyed = spm(GgufKeys()
+                       .uint("tokenizer.ggml.bos_token_id", 2)
+                       .uint("tokenizer.ggml.eos_token_id", 1)
+                       .uint("tokenizer.ggml.unknown_token_id", 4));
+  EXPECT_EQ(keyed->bos_id(), 2);
+  EXPECT_TRUE(keyed->is_stop(1));
+  EXPECT_EQ(keyed->encode("z", {.add_special = false}), (std::vector<TokenId>{3, 4}));
+
+  auto bpe = [&](GgufKeys k) {
+    k.string("tokenizer.ggml.model", "gpt2").strings("tokenizer.ggml.tokens", {"a", "b", "<s>", "</s>"});
+    return tokenizer_from_gguf(k.strings("tokenizer.ggml.merges", {})
+                                   .uint("tokenizer.ggml.bos_token_id", 2)
+                                   .uint("tokenizer.ggml.eos_token_id", 3)
+                                   .file());
+  };
+  EXPECT_EQ(bpe(GgufKeys())->encode("ab"), (std::vector<TokenId>{0, 1}));
+  EXPECT_EQ(bpe(GgufKeys()
+                    .boolean("tokenizer.ggml.add_bos_token", true)
+                    .boolean("tokenizer.ggml.add_eos_token", true))
+                ->encode("ab"),
+            (std::vector<TokenId>{2, 0, 1, 3}));
 }
 
 TEST(VocabCases, LlamaBpeAndQwen2FromGgufPreTokenizerNames) {
@@ -98,7 +168,7 @@ TEST(VocabCases, LlamaBpeAndQwen2FromGgufPreTokenizerNames) {
                                           std::tuple{"qwen3", "qwen2", "ggml-vocab-qwen2.gguf"}}) {
     auto dir = test::hf_tokenizer_folder(folder);
     if (dir.empty()) GTEST_SKIP() << folder << " tokenizer.json not available";
-    auto tok = tokenizer_from_gguf(io::GgufFile::from_bytes(gguf_vocabulary_from_tokenizer_json(dir, pre)));
+    auto tok = tokenizer_from_gguf(gguf_vocabulary_from_tokenizer_json(dir, pre));
     check_cases(*tok, stem, true);
   }
 }
@@ -108,8 +178,7 @@ TEST(VocabCases, DeepseekV3FromGgufEqualsItsTokenizerJson) {
   auto dir = test::hf_tokenizer_folder("deepseek_v3");
   if (dir.empty()) GTEST_SKIP() << "deepseek_v3 tokenizer.json not available";
   auto json_tok = load_tokenizer(dir);
-  auto gguf_tok =
-      tokenizer_from_gguf(io::GgufFile::from_bytes(gguf_vocabulary_from_tokenizer_json(dir, "deepseek-v3")));
+  auto gguf_tok = tokenizer_from_gguf(gguf_vocabulary_from_tokenizer_json(dir, "deepseek-v3"));
   const auto cases = test::read_vocab_cases("ggml-vocab-llama-bpe.gguf");
   ASSERT_GT(cases.size(), 30u);
   for (const auto& c : cases)

@@ -60,31 +60,48 @@ struct GgufKeys {
   void put(const void* p, size_t n) { body.insert(body.end(), (const uint8_t*)p, (const uint8_t*)p + n); }
   void u32(uint32_t v) { put(&v, 4); }
   void u64(uint64_t v) { put(&v, 8); }
-  void str(const std::string& v) { u64(v.size()), put(v.data(), v.size()); }
-  GgufKeys& string(const std::string& key, const std::string& v) {
-    return ++count, str(key), u32(kString), str(v), *this;
+  void str(const std::string& v) {
+    u64(v.size());
+    put(v.data(), v.size());
   }
-  GgufKeys& uint(const std::string& key, uint32_t v) {
-    return ++count, str(key), u32(kUint32), u32(v), *this;
-  }
-  GgufKeys& boolean(const std::string& key, bool v) {
-    ++count, str(key), u32(kBool), body.push_back(v);
+  // Each key: its name, its value type, its value.
+  GgufKeys& key(const std::string& name, uint32_t type) {
+    ++count;
+    str(name);
+    u32(type);
     return *this;
   }
-  GgufKeys& strings(const std::string& key, const std::vector<std::string>& v) {
-    ++count, str(key), u32(kArray), u32(kString), u64(v.size());
+  GgufKeys& string(const std::string& name, const std::string& v) {
+    key(name, kString).str(v);
+    return *this;
+  }
+  GgufKeys& uint(const std::string& name, uint32_t v) {
+    key(name, kUint32).u32(v);
+    return *this;
+  }
+  GgufKeys& boolean(const std::string& name, bool v) {
+    key(name, kBool).body.push_back(v);
+    return *this;
+  }
+  GgufKeys& strings(const std::string& name, const std::vector<std::string>& v) {
+    key(name, kArray).u32(kString);
+    u64(v.size());
     for (const auto& x : v) str(x);
     return *this;
   }
   template <class T>
-  GgufKeys& numbers(const std::string& key, uint32_t type, const std::vector<T>& v) {
-    ++count, str(key), u32(kArray), u32(type), u64(v.size());
+  GgufKeys& numbers(const std::string& name, uint32_t type, const std::vector<T>& v) {
+    key(name, kArray).u32(type);
+    u64(v.size());
     for (T x : v) put(&x, sizeof x);
     return *this;
   }
   io::GgufFile file() const {
     GgufKeys head;
-    head.u32(0x46554747u), head.u32(3), head.u64(0), head.u64(count);  // "GGUF", version 3, no tensors
+    head.u32(0x46554747u);  // "GGUF"
+    head.u32(3);            // version
+    head.u64(0);            // tensors
+    head.u64(count);
     head.put(body.data(), body.size());
     return io::GgufFile::from_bytes(head.body);
   }

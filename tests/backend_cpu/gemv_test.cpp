@@ -174,6 +174,17 @@ TEST(Gemv, Fp8DispatchPicksEachIsasKernel) {
 #endif
 }
 
+TEST(Gemv, Bf16AndF32DispatchPickEachIsasKernel) {
+  EXPECT_EQ(detail::bf16_rows_kernel(Isa::scalar), detail::gemv_bf16_rows_scalar);
+  EXPECT_EQ(detail::f32_rows_kernel(Isa::scalar), detail::gemv_f32_rows_scalar);
+#if defined(__x86_64__)
+  for (Isa isa : {Isa::avx2, Isa::avx512}) {
+    EXPECT_EQ(detail::bf16_rows_kernel(isa), detail::gemv_bf16_rows_avx2);
+    EXPECT_EQ(detail::f32_rows_kernel(isa), detail::gemv_f32_rows_avx2);
+  }
+#endif
+}
+
 // `mx8 bench gemv` times a gather-table decode beside the shift decode to show why the shift was
 // chosen; its figures mean something only if it computes the same products. On AVX-512 the E4M3
 // kernel pre-scales x in place (XPanel::pow2), which the table kernel must not be handed.

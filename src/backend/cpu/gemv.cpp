@@ -30,6 +30,22 @@ Fp8RowsFn fp8_rows_kernel(Isa isa, int64_t block_cols, int64_t m, bool e5m2, boo
   return gemv_fp8_rows_scalar;
 }
 
+Bf16RowsFn bf16_rows_kernel(Isa isa) {
+#if defined(__x86_64__)
+  if (isa == Isa::avx2 || isa == Isa::avx512) return gemv_bf16_rows_avx2;
+#endif
+  (void)isa;
+  return gemv_bf16_rows_scalar;
+}
+
+F32RowsFn f32_rows_kernel(Isa isa) {
+#if defined(__x86_64__)
+  if (isa == Isa::avx2 || isa == Isa::avx512) return gemv_f32_rows_avx2;
+#endif
+  (void)isa;
+  return gemv_f32_rows_scalar;
+}
+
 const float* ue8m0_table() {
   static const auto table = [] {
     std::unique_ptr<float[]> t(new float[256]);
@@ -45,12 +61,6 @@ namespace {
 
 using detail::Fp8Operand;
 using detail::XPanel;
-
-// The AVX2 kernels also serve AVX-512 machines until AVX-512 kernels exist.
-[[maybe_unused]] bool avx2_kernels() {
-  Isa isa = active_isa();
-  return isa == Isa::avx2 || isa == Isa::avx512;
-}
 
 constexpr int64_t round_up(int64_t a, int64_t b) {
   return (a + b - 1) / b * b;
@@ -221,10 +231,7 @@ void gemv_bf16(const float* x, int64_t m, const uint16_t* w, int64_t n, int64_t 
   check_dense_args("gemv_bf16", x, m, w, n, k, y);
   if (m == 0 || n == 0) return;
   XPanel panel = make_panel(x, m, k);
-  auto kernel = detail::gemv_bf16_rows_scalar;
-#if defined(__x86_64__)
-  if (avx2_kernels()) kernel = detail::gemv_bf16_rows_avx2;
-#endif
+  const detail::Bf16RowsFn kernel = detail::bf16_rows_kernel(active_isa());
   run_rows(n, pool, [&](int64_t n0, int64_t n1) { kernel(panel, w, n, y, n0, n1); });
 }
 
@@ -232,10 +239,7 @@ void gemv_f32(const float* x, int64_t m, const float* w, int64_t n, int64_t k, f
   check_dense_args("gemv_f32", x, m, w, n, k, y);
   if (m == 0 || n == 0) return;
   XPanel panel = make_panel(x, m, k);
-  auto kernel = detail::gemv_f32_rows_scalar;
-#if defined(__x86_64__)
-  if (avx2_kernels()) kernel = detail::gemv_f32_rows_avx2;
-#endif
+  const detail::F32RowsFn kernel = detail::f32_rows_kernel(active_isa());
   run_rows(n, pool, [&](int64_t n0, int64_t n1) { kernel(panel, w, n, y, n0, n1); });
 }
 

@@ -63,6 +63,12 @@ using Fp8RowsFn = void (*)(const XPanel& x, const Fp8Operand& w, float* y, int64
 Fp8RowsFn fp8_rows_kernel(Isa isa, int64_t block_cols, int64_t m, bool e5m2, bool table_decode);
 void gemv_bf16_rows_scalar(const XPanel& x, const uint16_t* w, int64_t n, float* y, int64_t n0, int64_t n1);
 void gemv_f32_rows_scalar(const XPanel& x, const float* w, int64_t n, float* y, int64_t n0, int64_t n1);
+using Bf16RowsFn = void (*)(const XPanel& x, const uint16_t* w, int64_t n, float* y, int64_t n0, int64_t n1);
+using F32RowsFn = void (*)(const XPanel& x, const float* w, int64_t n, float* y, int64_t n0, int64_t n1);
+// The BF16 and F32 kernels gemv_bf16 / gemv_f32 run when `isa` is active (AVX-512 machines take the
+// AVX2 ones: there are no AVX-512 kernels for these types).
+Bf16RowsFn bf16_rows_kernel(Isa isa);
+F32RowsFn f32_rows_kernel(Isa isa);
 
 #if defined(__x86_64__)
 // Requires block_cols % 32 == 0 (the dispatcher falls back to scalar otherwise).

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <random>
 
 #include "mx8/error.h"
@@ -22,9 +23,9 @@ struct Builder {
   std::vector<uint8_t> b;
   template <typename T>
   Builder& put(T v) {
-    uint8_t tmp[sizeof(T)];
-    std::memcpy(tmp, &v, sizeof(T));
-    b.insert(b.end(), tmp, tmp + sizeof(T));
+    const size_t at = b.size();
+    b.resize(at + sizeof(T));
+    std::memcpy(b.data() + at, &v, sizeof(T));
     return *this;
   }
   Builder& str(const std::string& s) {
@@ -186,6 +187,89 @@ TEST(Gguf, AlignmentAndOffsets) {
   EXPECT_EQ(b[2], -INFINITY);
   EXPECT_EQ(b[3], 0.0f);
   EXPECT_EQ(f.require_tensor("b").shape(), (std::vector<uint64_t>{2, 2}));
+}
+
+// The data section starts at the first multiple of the alignment at or after the tensor infos, for
+// every remainder of their end: the name's length walks that end through all 32 of them.
+TEST(Gguf, DataOffsetRoundsUpFromEveryRemainder) {
+  for (size_t len = 1; len <= 32; ++len) {
+    Builder g;
+    g.header(1, 0).tensor_info(std::string(len, 'w'), {2}, 0, 0);
+    const size_t end_of_infos = g.b.size();
+    g.pad_to(32).put<float>(1.5f).put<float>(-3.0f);
+    GgufFile f = GgufFile::from_bytes(g.b);
+    EXPECT_EQ(f.data_offset(), (end_of_infos + 31) / 32 * 32) << len;
+    EXPECT_EQ(gguf_tensor_to_f32(f.require_tensor(std::string(len, 'w'))), (std::vector<float>{1.5f, -3.0f}))
+        << len;
+  }
+}
+
+// Byte sizes per type: a tensor one byte short of its data is an error, so a wrong size in either
+// direction is caught (too small would read past nothing here, too large rejects the exact file).
+TEST(Gguf, EachTypesByteSizeBoundsItsData) {
+  struct Case {
+    uint32_t type;
+    uint64_t elems;
+    size_t bytes;
+  };
+  for (Case c : {Case{0, 4, 16}, Case{1, 4, 8}, Case{30, 4, 8}, Case{8, 64, 68}, Case{39, 64, 34}}) {
+    for (size_t have : {c.bytes, c.bytes - 1}) {
+      Builder g;
+      g.header(1, 0).tensor_info("t", {c.elems}, c.type, 0).pad_to(32).bytes(have);
+      if (have == c.bytes) {
+        GgufFile f = GgufFile::from_bytes(g.b);
+        EXPECT_EQ(f.require_tensor("t").n_bytes, c.bytes) << "type " << c.type;
+      } else {
+        expect_error(g.b, "runs past the end");
+      }
+    }
+  }
+}
+
+// The array count's plausibility check counts 8 bytes (the length) per string: an array of empty
+// strings that ends the file is exactly that long and must parse.
+TEST(Gguf, ArrayOfEmptyStringsAtTheEndOfTheFile) {
+  Builder g;
+  g.header(0, 1).str("names").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(3).str("").str("").str("");
+  GgufFile f = GgufFile::from_bytes(g.b);
+  EXPECT_EQ(f.require_array("names", GgufValueType::kString).array_strings, std::vector<std::string>(3));
+}
+
+// Nine levels of arrays are allowed (the top level and eight nested), ten are not.
+TEST(Gguf, ArrayNestingLimitIsExact) {
+  auto nested = [](int levels) {
+    Builder g;
+    g.header(0, 1).str("k").put<uint32_t>(9);
+    for (int k = 0; k < levels - 1; ++k) g.put<uint32_t>(9).put<uint64_t>(1);
+    g.put<uint32_t>(4).put<uint64_t>(1).put<uint32_t>(7);
+    return g.b;
+  };
+  GgufFile f = GgufFile::from_bytes(nested(9));
+  const GgufValue* v = f.find("k");
+  for (int k = 0; k < 8; ++k) {
+    ASSERT_EQ(v->array_arrays.size(), 1u) << k;
+    v = &v->array_arrays[0];
+  }
+  EXPECT_EQ(v->array_ints, (std::vector<int64_t>{7}));
+  expect_error(nested(10), "nested");
+}
+
+// A moved-to file owns the bytes its tensors point into: the moved-from one may be destroyed.
+TEST(Gguf, MovedFileOwnsItsBytes) {
+  Builder g;
+  const uint64_t n = 1 << 16;  // 256 KB of data: a buffer the allocator returns to the system when freed
+  g.header(1, 0).tensor_info("t", {n}, 0, 0).pad_to(32);
+  for (uint64_t k = 0; k < n; ++k) g.put<float>(float(k));
+  auto source = std::make_unique<GgufFile>(GgufFile::from_bytes(g.b, "moved.gguf"));
+  GgufFile moved(std::move(*source));
+  GgufFile assigned = GgufFile::from_bytes(small_valid());
+  assigned = std::move(moved);
+  source.reset();
+  EXPECT_EQ(assigned.path(), "moved.gguf");
+  std::vector<float> v = gguf_tensor_to_f32(assigned.require_tensor("t"));
+  ASSERT_EQ(v.size(), n);
+  for (uint64_t k = 0; k < n; k += 4099) EXPECT_EQ(v[k], float(k)) << k;
+  EXPECT_EQ(v[n - 1], float(n - 1));
 }
 
 TEST(Gguf, Q8_0Dequantization) {

@@ -124,6 +124,10 @@ TEST(OpenAiChat, RefusesWhatItCannotDoNamingTheField) {
   EXPECT_EQ(refused_field(
                 *d, json::parse(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})")),
             "messages[0].content[0]");
+  // A message that is not an object, has no role, or a role that is not a string.
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": ["hi"]})")), "messages[0]");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"content": "x"}]})")), "messages[0]");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": 3, "content": "x"}]})")), "messages[0]");
   EXPECT_EQ(refused_field(*d, with(R"("temperature": 2.5)")), "temperature");
   EXPECT_EQ(refused_field(*d, with(R"("temperature": "hot")")), "temperature");
   EXPECT_EQ(refused_field(*d, with(R"("top_p": -0.1)")), "top_p");

@@ -356,7 +356,43 @@ TEST(Anthropic, RefusesWhatItCannotDoNamingTheField) {
       refused_field(*d, with(R"("max_tokens": 10, "thinking": {"type": "enabled", "budget_tokens": 1024})")),
       "thinking");
   EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "thinking": "yes")")), "thinking");
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "thinking": {})")), "thinking");
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "thinking": {"type": 1})")), "thinking");
   EXPECT_NO_THROW(d->parse(with(R"("max_tokens": 10, "thinking": {"type": "disabled"})"), defaults()));
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"max_tokens": 10})")), "messages");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"max_tokens": 10, "messages": []})")), "messages");
+  // A message that is not an object, has no role, or a role that is not a string.
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"max_tokens": 10, "messages": ["hi"]})")), "messages.0");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"max_tokens": 10, "messages": [{"content": "x"}]})")),
+            "messages.0");
+  EXPECT_EQ(
+      refused_field(*d, json::parse(R"({"max_tokens": 10, "messages": [{"role": 2, "content": "x"}]})")),
+      "messages.0");
+}
+
+// The ends of the ranges are inclusive: max_tokens 1 and 2^30 are taken, 0 and 2^30 + 1 are not; up
+// to 64 stop sequences, not 65. The refusal says what the range is.
+TEST(Anthropic, RangeEndsAreExact) {
+  auto d = mx8::server::anthropic_dialect();
+  const std::string user = R"("messages": [{"role": "user", "content": "x"}])";
+  auto with = [&](const std::string& extra) { return json::parse("{" + user + ", " + extra + "}"); };
+  EXPECT_EQ(d->parse(with(R"("max_tokens": 1)"), defaults()).max_tokens, 1);
+  EXPECT_EQ(d->parse(with(R"("max_tokens": 1073741824)"), defaults()).max_tokens, 1 << 30);
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 0)")), "max_tokens");
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 1073741825)")), "max_tokens");
+  json stops = json::array();
+  for (int i = 0; i < 64; ++i) stops.push_back("s" + std::to_string(i));
+  json body = with(R"("max_tokens": 5)");
+  body["stop_sequences"] = stops;
+  EXPECT_EQ(d->parse(body, defaults()).stop.size(), 64u);
+  body["stop_sequences"].push_back("s64");
+  EXPECT_EQ(refused_field(*d, body), "stop_sequences");
+  try {
+    d->parse(with(R"("max_tokens": 5, "temperature": 1.5)"), defaults());
+    ADD_FAILURE() << "temperature 1.5 accepted";
+  } catch (const ApiError& e) {
+    EXPECT_NE(std::string(e.what()).find("from 0 to 1, not 1.5"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Anthropic, ResponseStreamAndErrorShapes) {
@@ -382,6 +418,7 @@ TEST(Anthropic, ResponseStreamAndErrorShapes) {
   for (size_t i = 0; i < ev.names.size(); ++i) EXPECT_EQ(json::parse(ev.data[i])["type"], ev.names[i]);
   EXPECT_EQ(json::parse(ev.data[0])["message"]["usage"]["input_tokens"], 9);
   EXPECT_EQ(json::parse(ev.data[3])["delta"], json({{"type", "text_delta"}, {"text", "Hi"}}));
+  for (int block_event : {1, 3, 4}) EXPECT_EQ(json::parse(ev.data[block_event])["index"], 0) << block_event;
   EXPECT_EQ(json::parse(ev.data[5])["delta"]["stop_reason"], "end_turn");
   EXPECT_EQ(json::parse(ev.data[5])["usage"]["output_tokens"], 4);
 

@@ -84,4 +84,38 @@ TEST(ConfigCheck, SizesPastTheBoundsAndMistypedScalingFieldsAreErrors) {
       "");
 }
 
+// Every size bound is inclusive: the bound loads, one past it is refused; a zero size is refused.
+TEST(ConfigCheck, EachSizeBoundIsInclusive) {
+  const std::string past = "past mx8's bounds";
+  struct Bound {
+    std::string field, value, beyond, others;
+  };
+  for (const Bound& b :
+       {Bound{"hidden_size", "262144", "262145", R"(,"head_dim":8)"},
+        Bound{"intermediate_size", "1048576", "1048577", ""}, Bound{"num_hidden_layers", "4096", "4097", ""},
+        Bound{"num_attention_heads", "4096", "4097", R"(,"head_dim":8)"},
+        Bound{"head_dim", "4096", "4097", ""}}) {
+    EXPECT_EQ(error_of(",\"" + b.field + "\":" + b.value + b.others), "") << b.field;
+    EXPECT_NE(error_of(",\"" + b.field + "\":" + b.beyond + b.others).find(past), std::string::npos)
+        << b.field;
+  }
+  EXPECT_NE(error_of(R"(,"head_dim":0)").find("non-positive size"), std::string::npos);
+  EXPECT_NE(error_of(R"(,"intermediate_size":0)").find("non-positive size"), std::string::npos);
+  const std::string yarn =
+      R"(,"rope_scaling":{"rope_type":"yarn","factor":4,"original_max_position_embeddings":)";
+  EXPECT_EQ(error_of(yarn + "1099511627776}"), "");  // 2^40 positions
+  EXPECT_NE(error_of(yarn + "1099511627777}").find("YaRN factor"), std::string::npos);
+}
+
+// A window the config asks for reaches the model's config (a Llama or Mistral config.json applies it
+// to every layer; Qwen's need use_sliding_window, tested with the Qwen fixtures).
+TEST(ConfigCheck, SlidingWindowReachesTheModelConfig) {
+  for (int window : {0, 16}) {
+    const std::string dir = folder_with(R"(,"sliding_window":)" + std::to_string(window));
+    const mx8::model::LlamaConfig c = mx8::model::read_llama_config(dir);
+    fs::remove_all(dir);
+    EXPECT_EQ(c.sliding_window, window);
+  }
+}
+
 }  // namespace

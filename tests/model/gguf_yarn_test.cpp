@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "mx8/backend/backend.h"
+#include "mx8/error.h"
 #include "mx8/io/gguf.h"
 #include "mx8/model/llama.h"
 
@@ -43,12 +45,14 @@ struct GgufBytes {
 
 // qwen2_yarn's shape: hidden 64, 2 layers, 2 heads over 1 kv head (head_dim 32), vocab 256,
 // theta 10000, YaRN factor 4 over an original window of 32.
-std::vector<uint8_t> yarn_gguf(uint32_t original = 32) {
+// `extra` adds key-value pairs (uint32 values) after the twelve.
+std::vector<uint8_t> yarn_gguf(uint32_t original = 32,
+                               const std::vector<std::pair<std::string, uint32_t>>& extra = {}) {
   GgufBytes g;
   g.put<uint32_t>(0x46554747u);  // "GGUF"
   g.put<uint32_t>(3);
-  g.put<uint64_t>(1);   // tensors
-  g.put<uint64_t>(12);  // key-value pairs
+  g.put<uint64_t>(1);                  // tensors
+  g.put<uint64_t>(12 + extra.size());  // key-value pairs
   g.text("general.architecture", "qwen2");
   g.u32("general.alignment", 32);
   g.u32("qwen2.embedding_length", 64);
@@ -61,6 +65,7 @@ std::vector<uint8_t> yarn_gguf(uint32_t original = 32) {
   g.text("qwen2.rope.scaling.type", "yarn");
   g.f32("qwen2.rope.scaling.factor", 4.0f);
   g.u32("qwen2.rope.scaling.original_context_length", original);
+  for (const auto& [key, value] : extra) g.u32(key, value);
   g.str("token_embd.weight");  // ne = [64, 256], F32, offset 0
   g.put<uint32_t>(2);
   g.put<uint64_t>(64);
@@ -86,6 +91,10 @@ TEST(GgufYarn, MatchesTheHuggingFaceConfig) {
   const mx8::model::LlamaConfig g = mx8::model::read_llama_config(path.string());
   const mx8::model::LlamaConfig h = mx8::model::read_llama_config(hf);
   fs::remove(path);
+  EXPECT_EQ(g.arch, "qwen2");
+  EXPECT_EQ(h.arch, "qwen2");
+  EXPECT_EQ(g.vocab, 256);  // from token_embd.weight's shape: the file has no vocabulary
+  EXPECT_TRUE(g.eos.empty());
   ASSERT_EQ(g.rope_scaling.type, mx8::model::RopeScaling::Type::yarn);
   EXPECT_EQ(g.rope_scaling.attention_factor, h.rope_scaling.attention_factor);
   EXPECT_EQ(mx8::model::supported_context(g), 128);
@@ -107,6 +116,34 @@ TEST(GgufYarn, ZeroOriginalContextIsAnError) {
         << e.what();
   }
   fs::remove(path);
+}
+
+// Token ids 0 are ids like any other: an end-of-sequence id of 0 is kept.
+TEST(GgufConfig, EndOfSequenceIdZeroIsKept) {
+  const fs::path path =
+      write_temp(yarn_gguf(32, {{"tokenizer.ggml.eos_token_id", 0}, {"tokenizer.ggml.eot_token_id", 7}}));
+  const mx8::model::LlamaConfig c = mx8::model::read_llama_config(path.string());
+  fs::remove(path);
+  EXPECT_EQ(c.eos, (std::vector<int32_t>{0, 7}));
+}
+
+// Loading names what is wrong: a tensor whose shape disagrees with the config, a tensor the file lacks.
+TEST(GgufConfig, LoadErrorsNameTheTensor) {
+  auto cpu = mx8::backend::make_cpu_backend(1);
+  auto error_of = [&](const std::vector<uint8_t>& bytes) {
+    const fs::path path = write_temp(bytes);
+    std::string what;
+    try {
+      mx8::model::load_llama(path.string(), *cpu, {});
+    } catch (const mx8::Error& e) {
+      what = e.what();
+    }
+    fs::remove(path);
+    return what;
+  };
+  EXPECT_NE(error_of(yarn_gguf(32, {{"qwen2.vocab_size", 255}})).find("tensor 'token_embd.weight' has shape"),
+            std::string::npos);
+  EXPECT_NE(error_of(yarn_gguf()).find("missing tensor 'output_norm.weight'"), std::string::npos);
 }
 
 }  // namespace

@@ -81,7 +81,8 @@ TEST(OpenAiChat, ReadsMessagesSamplingAndLimits) {
                    {"role": "user", "content": "Again"}],
       "temperature": 0, "top_p": 0.9, "frequency_penalty": 0.5, "presence_penalty": -1, "seed": 42,
       "max_tokens": 10, "max_completion_tokens": 20, "stop": "END", "stream": true,
-      "stream_options": {"include_usage": true}, "n": 1, "logprobs": false})"),
+      "stream_options": {"include_usage": true}, "n": 1, "logprobs": false,
+      "min_p": 0.05, "repetition_penalty": 1.25})"),
                           defaults());
   ASSERT_EQ(r.messages.size(), 4u);
   EXPECT_EQ(r.messages[0], json({{"role", "system"}, {"content", "Be brief."}}));
@@ -93,6 +94,8 @@ TEST(OpenAiChat, ReadsMessagesSamplingAndLimits) {
   EXPECT_EQ(r.sampling.frequency_penalty, 0.5f);
   EXPECT_EQ(r.sampling.presence_penalty, -1.0f);
   EXPECT_EQ(r.sampling.seed, 42u);
+  EXPECT_EQ(r.sampling.min_p, 0.05f);  // extensions other servers also read
+  EXPECT_EQ(r.sampling.repetition_penalty, 1.25f);
   EXPECT_TRUE(r.seeded);
   EXPECT_EQ(r.max_tokens, 20);  // max_completion_tokens wins over the older max_tokens
   EXPECT_EQ(r.stop, std::vector<std::string>{"END"});
@@ -124,6 +127,8 @@ TEST(OpenAiChat, RefusesWhatItCannotDoNamingTheField) {
   EXPECT_EQ(refused_field(
                 *d, json::parse(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})")),
             "messages[0].content[0]");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": "user", "content": 5}]})")),
+            "messages[0].content");
   // A message that is not an object, has no role, or a role that is not a string.
   EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": ["hi"]})")), "messages[0]");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"content": "x"}]})")), "messages[0]");

@@ -132,7 +132,10 @@ std::shared_ptr<Generation> GenerationService::submit(GenerationJob job) {
     std::lock_guard lk(mu_);
     if (!broken_.empty()) throw Error("the server cannot generate: " + broken_);
     if (stopping_) throw Error("the server is shutting down");
-    if (int(waiting_.size()) >= opts_.max_waiting)
+    // A request that will take a free slot at the engine thread's next turn does not wait: with
+    // `max_waiting` 0 the server still runs up to max_sequences requests, and refuses only beyond them.
+    const size_t free_slots = size_t(std::max(0, opts_.engine.max_sequences - int(running_.size())));
+    if (waiting_.size() >= free_slots + size_t(opts_.max_waiting))
       throw ServiceBusy("the server is busy: " + std::to_string(running_count_) +
                         " requests generating and " + std::to_string(waiting_.size()) +
                         " waiting; try again later");

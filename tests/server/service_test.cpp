@@ -190,6 +190,8 @@ TEST(GenerationService, FullQueueRefusesAndCancelFreesTheSlot) {
   }
   ASSERT_FALSE(u.finished);  // running: it has produced text
   auto b = svc.submit(greedy_job("The cat", 5));
+  EXPECT_EQ(svc.status().running, 1);
+  EXPECT_EQ(svc.status().waiting, 1);
   EXPECT_THROW(svc.submit(greedy_job("Tom", 5)), server::ServiceBusy);
   a->cancel();
   const Update ua = collect(*a);
@@ -198,6 +200,23 @@ TEST(GenerationService, FullQueueRefusesAndCancelFreesTheSlot) {
   const Update ub = collect(*b);
   EXPECT_EQ(ub.reason, StopReason::max_tokens);
   EXPECT_EQ(ub.completion_tokens, 5);
+}
+
+// No waiting places: requests that find a free slot run, the next one is refused. (Each request sits
+// in the queue until the engine thread admits it; that moment must not count as waiting.)
+TEST(GenerationService, ZeroQueueStillRunsWhatFitsTheSlots) {
+  server::GenerationService svc(*stories().model, *stories().be, *stories().tok, options(2, 0));
+  auto a = svc.submit(long_job());
+  auto b = svc.submit(greedy_job("The cat", 5));
+  EXPECT_THROW(svc.submit(greedy_job("Tom", 5)), server::ServiceBusy);
+  const Update ub = collect(*b);
+  EXPECT_EQ(ub.reason, StopReason::max_tokens);
+  EXPECT_EQ(ub.completion_tokens, 5);
+  EXPECT_EQ(svc.status().waiting, 0);
+  a->cancel();
+  EXPECT_EQ(collect(*a).reason, StopReason::cancelled);
+  // b's slot is free again (the engine let b go when it ended): a new request is taken.
+  EXPECT_EQ(collect(*svc.submit(greedy_job("Tom", 3))).completion_tokens, 3);
 }
 
 TEST(GenerationService, CancelledWhileWaitingNeverStarts) {

@@ -140,6 +140,30 @@ TEST(ChatTemplate, BuiltinsBehaveAsInJinja2) {
   EXPECT_EQ(render("{{ strftime_now('%Y') }}"), std::to_string(1900 + tm.tm_year));
 }
 
+// How values print and compare, as Python's str() and == and transformers' tojson (json.dumps) do;
+// each expected string is Jinja2 3.1.6's rendering of the same template in the same setup.
+TEST(ChatTemplate, ValuesPrintAndCompareAsInPython) {
+  auto render = [](const std::string& src) { return ChatTemplate(src).apply({{"user", "x"}}, false); };
+  EXPECT_EQ(render("{{ 1e-05 }} {{ 1.5e+20 }} {{ -2.5e-07 }} {{ 1e16 }} {{ 123456789012345680.0 }} {{ 0.1 }} "
+                   "{{ 1e15 }}"),
+            "1e-05 1.5e+20 -2.5e-07 1e+16 1.2345678901234568e+17 0.1 1000000000000000.0");
+  // repr of strings: single quotes unless the text holds one and no double quote.
+  EXPECT_EQ(render(R"({{ ["a'b", 'c\\d', 'e"f', 'x\ny', "g'h\"i", '\t'] }})"),
+            R"(["a'b", 'c\\d', 'e"f', 'x\ny', 'g\'h"i', '\t'])");
+  EXPECT_EQ(render("{{ [1, [2, 3]] == [1, [2, 3]] }} {{ [1, [2, 3]] == [1, [2, 4]] }} {{ [1] == [1, 2] }} "
+                   "{{ {'a': 1, 'b': 2} == {'b': 2, 'a': 1} }} {{ {'a': 1} == {'a': 2} }} "
+                   "{{ {'a': 1} == {'b': 1} }} {{ {'a': 1} == {'a': 1, 'b': 2} }}"),
+            "True False False True False False False");
+  EXPECT_EQ(
+      render("{{ 'yes' if range else 'no' }} {{ 'yes' if {} else 'no' }} {{ 'yes' if {'a': 1} else 'no' }}"),
+      "yes no yes");
+  EXPECT_EQ(render(R"({{ (1e999 - 1e999) | tojson }} {{ 1e999 | tojson }} {{ -1e999 | tojson }} )"
+                   R"({{ ["a\"b\\c\n"] | tojson }})"),
+            R"(NaN Infinity -Infinity ["a\"b\\c\n"])");
+  EXPECT_EQ(render("{{ () }} {{ () | length }} {{ {'a': 1, 'b': [2]} }} {{ (1,) }} {{ (1, 2) }}"),
+            "() 0 {'a': 1, 'b': [2]} (1,) (1, 2)");
+}
+
 // Templates come from model files and --template: nesting deep enough to overflow the parser's or the
 // interpreter's stack must fail with an error instead (the probe's crashes: 5000 brackets, 20000
 // nested ifs, a chain of 100000 '~', a macro that calls itself). Depths just inside the limits

@@ -786,3 +786,62 @@ TEST(Convert, NonFiniteValuesAreCountedAndNeverExact) {
   }
   EXPECT_EQ(checked, 2);
 }
+
+TEST(Convert, SchemeNamesRoundTrip) {
+  for (Scheme s : {Scheme::ds_fp8, Scheme::mxfp8, Scheme::mxfp4, Scheme::bf16})
+    EXPECT_EQ(mx8::convert::parse_scheme(mx8::convert::scheme_name(s)), s) << mx8::convert::scheme_name(s);
+  EXPECT_EQ(mx8::convert::parse_scheme("fp8"), std::nullopt);
+  EXPECT_EQ(mx8::convert::parse_scheme(""), std::nullopt);
+}
+
+// Rows of any length are quantized (the last block of a row is ragged), except to MXFP4, which packs
+// two values a byte and keeps an odd row length as it is. Linear weights left unquantized are named
+// in the output config's modules_to_not_convert, so that loaders leave them alone too.
+TEST(Convert, RaggedRowsQuantizeAndKeptLinearsAreNamed) {
+  TempDir tmp;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  auto random_f32 = [&](size_t n) {
+    std::vector<uint8_t> bytes(4 * n);
+    for (size_t i = 0; i < n; ++i) {
+      const float v = normal(rng);
+      std::memcpy(&bytes[4 * i], &v, 4);
+    }
+    return bytes;
+  };
+  fs::create_directories(tmp / "in");
+  mx8::io::write_safetensors(
+      tmp / "in/model.safetensors",
+      {{{"model.layers.0.mlp.down_proj.weight", DType::F32, {3, 37}}, random_f32(3 * 37)},
+       {{"model.layers.0.mlp.up_proj.weight", DType::F32, {4, 64}}, random_f32(4 * 64)},
+       {{"lm_head.weight", DType::F32, {5, 64}}, random_f32(5 * 64)}});
+  std::ofstream(tmp / "in/config.json") << R"({"model_type":"llama"})";
+  const std::string down = "model.layers.0.mlp.down_proj.weight";
+  auto in = mx8::io::SafetensorsModel::open(tmp / "in");
+  for (Scheme s : {Scheme::ds_fp8, Scheme::mxfp8, Scheme::mxfp4}) {
+    const std::string out = tmp / mx8::convert::scheme_name(s);
+    mx8::convert::convert_checkpoint(tmp / "in", out, opts(s));
+    auto m = mx8::io::SafetensorsModel::open(out);
+    const nlohmann::json q = mx8::io::read_json_file(out + "/config.json").at("quantization_config");
+    if (s == Scheme::mxfp4) {
+      EXPECT_EQ(m.get(down).dtype(), DType::F32);
+      EXPECT_EQ(values(m.get(down)), values(in.get(down)));
+      EXPECT_EQ(q["modules_to_not_convert"],
+                nlohmann::json({"lm_head", "model.layers.0.mlp.down_proj"}));  // name order
+      continue;
+    }
+    const std::string scale = s == Scheme::ds_fp8 ? down + "_scale_inv" : down + "_scale";
+    ASSERT_NE(m.find(scale), nullptr) << mx8::convert::scheme_name(s);
+    const auto x = values(in.get(down)), y = dequantize(m, down, s);
+    ASSERT_EQ(x.size(), y.size());
+    const auto& sc = m.get(scale);
+    for (size_t i = 0; i < x.size(); ++i) {
+      const size_t r = i / 37, c = i % 37;
+      const float block_scale = s == Scheme::ds_fp8
+                                    ? f32_at(sc.data, c / 128)
+                                    : std::ldexp(1.0f, int(sc.data[r * sc.shape()[1] + c / 32]) - 127);
+      EXPECT_TRUE(within_bound(x[i], y[i], block_scale, 3, -6)) << i << " x=" << x[i] << " y=" << y[i];
+    }
+    EXPECT_EQ(q["modules_to_not_convert"], nlohmann::json({"lm_head"})) << mx8::convert::scheme_name(s);
+  }
+}

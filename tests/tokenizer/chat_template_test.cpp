@@ -2,14 +2,17 @@
 // (tests/data/chat/fixtures.json, made by scripts/render_chat_fixtures.py), and template errors
 // are reported.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <ctime>
+#include <filesystem>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "mx8/error.h"
 #include "mx8/runtime/chat_template.h"
+#include "tokenizer/gguf_keys.h"
 #include "tokenizer/tokenizer_test_data.h"
 
 namespace mx8::runtime {
@@ -77,6 +80,39 @@ TEST(ChatTemplate, FromModelFolders) {
   if (std::filesystem::exists(gguf)) {
     EXPECT_FALSE(ChatTemplate::from_model(gguf).has_value());
   }
+}
+
+// Where a template is found: tokenizer_config.json (its default among named templates, BOS and EOS as
+// plain strings or as {"content": ...}), the folder of a tokenizer.json path, and a GGUF file alone in a
+// folder (its tokens name BOS and EOS by id, id 0 included).
+TEST(ChatTemplate, FromEachKindOfSource) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("mx8_chat_sources_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "hf");
+  fs::create_directories(dir / "gguf");
+  std::ofstream(dir / "hf/tokenizer_config.json") << R"({"bos_token": "<s>", "eos_token": {"content": "</s>"},
+      "chat_template": [{"name": "tool_use", "template": "T"},
+                        {"name": "default", "template": "D{{ bos_token }}{{ eos_token }}"}]})";
+  std::ofstream(dir / "hf/tokenizer.json") << "{}";
+  for (const fs::path& p : {dir / "hf", dir / "hf/tokenizer.json", dir / "hf/tokenizer_config.json"}) {
+    auto t = ChatTemplate::from_model(p);
+    ASSERT_TRUE(t.has_value()) << p;
+    EXPECT_EQ(t->apply({{"user", "x"}}, false), "D<s></s>") << p;
+  }
+  const std::vector<uint8_t> gguf = GgufKeys()
+                                        .strings("tokenizer.ggml.tokens", {"<first>", "<bos>", "<eos>"})
+                                        .uint("tokenizer.ggml.bos_token_id", 0)
+                                        .uint("tokenizer.ggml.eos_token_id", 2)
+                                        .string("tokenizer.chat_template", "G{{ bos_token }}{{ eos_token }}")
+                                        .bytes();
+  std::ofstream(dir / "gguf/m.gguf", std::ios::binary)
+      .write(reinterpret_cast<const char*>(gguf.data()), std::streamsize(gguf.size()));
+  for (const fs::path& p : {dir / "gguf", dir / "gguf/m.gguf"}) {
+    auto t = ChatTemplate::from_model(p);
+    ASSERT_TRUE(t.has_value()) << p;
+    EXPECT_EQ(t->apply({{"user", "x"}}, false), "G<first><eos>") << p;
+  }
+  fs::remove_all(dir);
 }
 
 TEST(ChatTemplate, ErrorsNameTheProblem) {

@@ -845,3 +845,45 @@ TEST(Convert, RaggedRowsQuantizeAndKeptLinearsAreNamed) {
     EXPECT_EQ(q["modules_to_not_convert"], nlohmann::json({"lm_head"})) << mx8::convert::scheme_name(s);
   }
 }
+
+// Sources read exactly: an F64 tensor, and an FP8 checkpoint's weight larger than the converter's
+// 16 MB read piece, so its rows arrive in two pieces and the second piece's scales start at block
+// row 64 (each value an E4M3 code times a power of two, which BF16 holds exactly).
+TEST(Convert, F64AndMultiPieceFp8SourcesReadExactly) {
+  TempDir tmp;
+  fs::create_directories(tmp / "in");
+  std::vector<uint8_t> f64(4 * 64 * 8);
+  for (size_t i = 0; i < 4 * 64; ++i) {
+    const double v = (double(i) - 100.0) / 8.0;
+    std::memcpy(&f64[8 * i], &v, 8);
+  }
+  const int64_t R = 8448, C = 2048, gr = R / 128, gc = C / 128;
+  std::mt19937 rng(11);
+  std::vector<uint8_t> codes(size_t(R * C));
+  for (uint8_t& c : codes) {
+    c = uint8_t(rng());
+    if ((c & 0x7F) == 0x7F) c = 0x40;  // no NaN codes
+  }
+  std::vector<uint8_t> scales(size_t(gr * gc) * 4);
+  for (int64_t b = 0; b < gr * gc; ++b) {
+    const float s = std::ldexp(1.0f, int(rng() % 21) - 10);
+    std::memcpy(&scales[4 * b], &s, 4);
+  }
+  mx8::io::write_safetensors(tmp / "in/model.safetensors",
+                             {{{"a.weight", DType::F64, {4, 64}}, f64},
+                              {{"w.weight", DType::F8_E4M3, {R, C}}, codes},
+                              {{"w.weight_scale_inv", DType::F32, {gr, gc}}, scales}});
+  mx8::convert::convert_checkpoint(tmp / "in", tmp / "out", opts(Scheme::bf16));
+  auto out = mx8::io::SafetensorsModel::open(tmp / "out");
+  const std::vector<float> a = values(out.get("a.weight"));
+  ASSERT_EQ(a.size(), 4u * 64);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], float((double(i) - 100.0) / 8.0)) << i;
+  const std::vector<float> w = values(out.get("w.weight"));
+  ASSERT_EQ(w.size(), size_t(R * C));
+  for (int64_t r : {int64_t(0), int64_t(127), int64_t(8191), int64_t(8192), int64_t(8320), R - 1})
+    for (int64_t c = 0; c < C; ++c) {
+      const float expect = mx8::format::e4m3_to_f32(codes[size_t(r * C + c)]) *
+                           f32_at(scales.data(), size_t((r / 128) * gc + c / 128));
+      ASSERT_EQ(w[size_t(r * C + c)], expect) << r << ", " << c;
+    }
+}

@@ -165,6 +165,7 @@ TEST(ChatTemplate, BuiltinsBehaveAsInJinja2) {
             "a\n\n  b|  a\n  \n  b");
   // lstrip_blocks on the template's first line; a \u escape below 0x80; the last surrogate.
   EXPECT_EQ(render("  {% if true %}x{% endif %}"), "x");
+  EXPECT_EQ(render(" x{{ 1 }}"), " x1");  // leading text before no tag is kept
   EXPECT_EQ(render("{{ '\\u0041' }}"), "A");
   expect_error("{{ '\\udfff' }}", "lone surrogate");
   // An error after a tag that spans lines names the line it is on.

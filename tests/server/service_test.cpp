@@ -8,6 +8,7 @@
 #include <chrono>
 #include <thread>
 
+#include "server/failing_backend.h"
 #include "server/server_fixture.h"
 
 namespace {
@@ -233,6 +234,38 @@ TEST(GenerationService, CancelledWhileWaitingNeverStarts) {
   EXPECT_TRUE(ub.text.empty());
   a->cancel();
   EXPECT_EQ(collect(*a).reason, StopReason::cancelled);
+}
+
+// A step that fails (a device error) ends every request, running or waiting, with that error, and the
+// service refuses new ones from then on: the engine's state is no longer known.
+TEST(GenerationService, AFailedStepEndsEveryRequestAndRefusesNewOnes) {
+  mx8::testing::FailingBackend failing(*stories().be);
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = 32;
+  const auto model = model::load_llama(mx8::testing::kStoriesModel, failing, lo);
+  server::GenerationService svc(*model, failing, *stories().tok, options(1, 4));
+  auto a = svc.submit(long_job());
+  Update u;
+  while (!a->next(u, 100ms)) {
+  }
+  auto b = svc.submit(greedy_job("The cat", 5));
+  failing.fail = true;
+  for (auto* g : {a.get(), b.get()}) {
+    const Update end = collect(*g);
+    EXPECT_EQ(end.reason, StopReason::error);
+    EXPECT_NE(end.error.find("injected device failure"), std::string::npos) << end.error;
+  }
+  EXPECT_NE(svc.status().broken.find("injected device failure"), std::string::npos);
+  EXPECT_EQ(svc.status().running, 0);
+  EXPECT_EQ(svc.status().waiting, 0);
+  try {
+    svc.submit(greedy_job("Tom", 5));
+    ADD_FAILURE() << "a broken service took a request";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the server cannot generate: injected device failure"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(GenerationService, StopEndsEverythingInFlight) {

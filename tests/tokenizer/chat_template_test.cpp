@@ -132,6 +132,8 @@ TEST(ChatTemplate, ErrorsNameTheProblem) {
   expect_error("{{ raise_exception('boom') }}", "boom");
   expect_error("line1\n{{ (1 }}", "line 2");
   expect_error("{{ missing.attr }}", "undefined");
+  expect_error("{{ }}", "expected an expression");
+  expect_error("{{ 1 + ) }}", "expected an expression");
 }
 
 // Builtins the bundled templates do not use, each with the output Jinja2 3.1.6 gives in transformers'

@@ -873,7 +873,8 @@ TEST(Convert, F64AndMultiPieceFp8SourcesReadExactly) {
                              {{{"a.weight", DType::F64, {4, 64}}, f64},
                               {{"w.weight", DType::F8_E4M3, {R, C}}, codes},
                               {{"w.weight_scale_inv", DType::F32, {gr, gc}}, scales}});
-  mx8::convert::convert_checkpoint(tmp / "in", tmp / "out", opts(Scheme::bf16));
+  const auto report = mx8::convert::convert_checkpoint(tmp / "in", tmp / "out", opts(Scheme::bf16));
+  EXPECT_EQ(report.in_bytes, f64.size() + codes.size() + scales.size());  // every tensor's bytes, once
   auto out = mx8::io::SafetensorsModel::open(tmp / "out");
   const std::vector<float> a = values(out.get("a.weight"));
   ASSERT_EQ(a.size(), 4u * 64);

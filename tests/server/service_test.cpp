@@ -131,6 +131,9 @@ TEST(GenerationService, StopStringEndsTheRequestBeforeIt) {
   EXPECT_LT(u.completion_tokens, 150);
   // The slot is free again: a request after it runs to its limit.
   EXPECT_EQ(collect(*svc.submit(greedy_job("The cat", 5))).reason, StopReason::max_tokens);
+  // And the engine stopped decoding the first one at its stop string: decode steps made all but the
+  // first token of each request (that one comes from its prompt step), (completion - 1) + (5 - 1).
+  EXPECT_EQ(svc.status().stats.decode_tokens, u.completion_tokens + 3);
 }
 
 TEST(GenerationService, EndOfTextEndsTheTurn) {

@@ -51,6 +51,25 @@ TEST(Regex, Constructs) {
   EXPECT_EQ(matches(".", "\n"), V{});
 }
 
+// Constructs the bundled tokenizers' patterns do not use, each with the matches Python's re gives
+// (re.MULTILINE for the anchors, which Oniguruma's ^ and $ always are).
+TEST(Regex, ConstructsAsPythonReads) {
+  EXPECT_EQ(matches("\\w+", "a_b-c d\u0663 \u00e9"),
+            (V{"a_b", "c", "d\u0663", "\u00e9"}));  // Nd and Pc are word
+  EXPECT_EQ(matches("\\W+", "a_b-c d\u0663 \u00e9"), (V{"-", " ", " "}));
+  EXPECT_EQ(matches("(?i)ab", "AB ab aB"), (V{"AB", "ab", "aB"}));
+  EXPECT_EQ(matches("ab", "AB ab aB"), V{"ab"});  // case matters unless asked
+  EXPECT_EQ(matches("a{1,2}", "aaa"), (V{"aa", "a"}));
+  EXPECT_EQ(matches("a$", "a\na"), (V{"a", "a"}));
+  EXPECT_EQ(matches("[\\v]+", "x\v\vy"), V{"\v\v"});
+  EXPECT_EQ(matches("\\v", "x\v\fy"), V{"\v"});
+  EXPECT_EQ(matches("a{2}", "ab aa"), V{"aa"});
+  // Lazy repeats of one character stop at the first character that does not repeat.
+  EXPECT_EQ(matches("a{1,2}?b", "aab ab"), (V{"aab", "ab"}));
+  EXPECT_EQ(matches("a+?b", "acb ab"), V{"ab"});
+  EXPECT_EQ(matches("\\d+?x", "12y3x"), V{"3x"});
+}
+
 TEST(Regex, Llama3PatternSplits) {
   EXPECT_EQ(matches(kLlama3, "Hello  world"), (V{"Hello", " ", " world"}));
   EXPECT_EQ(matches(kLlama3, "I'M here"), (V{"I", "'M", " here"}));

@@ -329,6 +329,16 @@ TEST(HttpServer, LogprobsOfAGreedyReply) {
     EXPECT_EQ(lps, values) << prompt;
   }
 
+  // logprobs 0 asks for the chosen tokens' values without alternatives: the echoed prompt has them too.
+  r = s.post("/v1/completions", R"({"prompt": )" + json(ids).dump() +
+                                    R"(, "max_tokens": 1, "temperature": 0, "logprobs": 0, "echo": true})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json values0 = json::parse(r->body)["choices"][0]["logprobs"]["token_logprobs"];
+  ASSERT_EQ(values0.size(), ids.size() + 1);
+  EXPECT_TRUE(values0[0].is_null());  // the first token has no context to score it
+  for (size_t i = 1; i < values0.size(); ++i) EXPECT_TRUE(values0[i].is_number()) << i << ": " << values0;
+
   // Several prompts in one request (a harness's batch): each choice is what that prompt gets alone.
   const std::string other = json(stories().prompt("The cat")).dump();
   r = s.post("/v1/completions", R"({"prompt": [)" + json(ids).dump() + ", " + other +

@@ -36,6 +36,7 @@ TEST(Regex, Constructs) {
   EXPECT_EQ(matches("\\p{L}+", "héllo wörld 中文"), (V{"héllo", "wörld", "中文"}));
   EXPECT_EQ(matches("\\P{L}+", "ab12cd"), V{"12"});
   EXPECT_EQ(matches("\\pN+", "a½3"), V{"½3"});
+  EXPECT_EQ(matches("\\p{P}", "a_b-c!"), (V{"_", "-", "!"}));  // Pc, Pd and Po are all P
   EXPECT_EQ(matches("\\p{Lu}", "aBcD"), (V{"B", "D"}));
   EXPECT_EQ(matches("(?i:ab)", "AB aB ab Ab"), (V{"AB", "aB", "ab", "Ab"}));
   EXPECT_EQ(matches("(?i:'s)", "'S 's 'ſ"), (V{"'S", "'s", "'ſ"}));  // Unicode simple case folding

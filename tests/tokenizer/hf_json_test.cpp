@@ -162,6 +162,18 @@ TEST(HfJson, SplitBehaviours) {
   EXPECT_EQ(pieces("MergedWithPrevious", "-a-b"), "-a-b");
 }
 
+// A String pattern is literal text: its regex characters match only themselves.
+TEST(HfJson, SplitOnALiteralString) {
+  json literal = {
+      {"type", "Split"}, {"pattern", {{"String", "a.b"}}}, {"behavior", "Removed"}, {"invert", false}};
+  json tj = {
+      {"model", byte_level_model({})},
+      {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", json::array({literal, kByteLevel})}}}};
+  std::string out;
+  for (TokenId id : ids(*make(tj), "xa.bxaXb")) out += static_cast<char>(id);
+  EXPECT_EQ(out, "xxaXb");
+}
+
 TEST(HfJson, SplitBoundariesLimitMerges) {
   // "a b" merges to one token only when no split falls between a and b.
   json model = byte_level_model({{"a", "b"}});

@@ -568,6 +568,16 @@ TEST(HttpServer, ErrorsInEachApisShape) {
   r = s.post("/v1/completions", json({{"prompt", words + words}}).dump());
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 413);
+  // The limit itself is allowed: a request of exactly 4096 bytes is read and runs, one byte more is
+  // not read.
+  std::string exact = json({{"prompt", "x"}, {"max_tokens", 1}}).dump();
+  exact.insert(exact.size() - 1, std::string(4096 - exact.size(), ' '));
+  r = s.post("/v1/completions", exact);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  r = s.post("/v1/completions", exact.insert(exact.size() - 1, " "));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
   r = s.get("/v1/nothing");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
@@ -753,6 +763,12 @@ TEST(HttpServer, ModelsAndHealth) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
   EXPECT_NE(r->body.find("stories260K"), std::string::npos) << r->body;
+  EXPECT_EQ(json::parse(r->body)["error"]["type"], "not_found_error");  // OpenAI's shape names it too
+  r = s.get("/v1/models/gpt-9", {{"anthropic-version", "2023-06-01"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(json::parse(r->body)["type"], "error");
+  EXPECT_EQ(json::parse(r->body)["error"]["type"], "not_found_error");
   r = s.get("/health");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);

@@ -221,6 +221,7 @@ TEST(HfJson, AddedTokensStripAndLongestMatch) {
   // lstrip/rstrip swallow the spaces around <m>; the longer "<m>x" wins where it matches.
   EXPECT_EQ(ids(*t, "a  <m>  b"), (V{'a', 500, 'b'}));
   EXPECT_EQ(ids(*t, "<m>x"), (V{501}));
+  EXPECT_EQ(ids(*t, "a <m>x b"), (V{'a', ' ', 501, ' ', 'b'}));  // no strip unless the token asks
   EXPECT_EQ(t->encode("<m>x", {.add_special = false, .parse_special = false}), (V{500, 'x'}));
 }
 
@@ -251,6 +252,10 @@ TEST(HfJson, MetaspaceSentencePieceForm) {
   EXPECT_EQ(t->decode(ids(*t, "hi é")), "hi é");
   // prepend_scheme "first": no prefix after a special token in the middle of the text.
   EXPECT_EQ(ids(*t, "hi<s>hi"), (V{7, 1, 4, 5}));
+  // Without byte fallback a character outside the vocabulary is the unk token.
+  json no_fallback = tj;
+  no_fallback["model"]["byte_fallback"] = false;
+  EXPECT_EQ(ids(*make(no_fallback), "hi é"), (V{7, 3, 0}));
   // split: true cuts before each "▁" (Mistral's and Llama-2's converted files): every piece is kept.
   tj["pre_tokenizer"]["split"] = true;
   EXPECT_EQ(ids(*make(tj), "hi hi hi"), (V{7, 7, 7}));

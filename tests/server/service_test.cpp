@@ -39,10 +39,16 @@ server::ServiceOptions options(int parallel, int waiting = 64) {
   return o;
 }
 
-// Everything a request produced, once it has ended.
+// Everything a request produced, once it has ended. A request that never ends fails the test after a
+// minute (the longest request here takes about a second) instead of hanging it.
 Update collect(server::Generation& g) {
   Update all, u;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
   while (!all.finished) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ADD_FAILURE() << "the request did not end within a minute";
+      break;
+    }
     if (!g.next(u, 100ms)) continue;
     std::string text = all.text + u.text;
     all = u;

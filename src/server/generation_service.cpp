@@ -130,8 +130,8 @@ std::shared_ptr<Generation> GenerationService::submit(GenerationJob job) {
   std::shared_ptr<Generation> g(new Generation(*this, std::move(job), tok_));
   {
     std::lock_guard lk(mu_);
-    if (!broken_.empty()) throw Error("the server cannot generate: " + broken_);
-    if (stopping_) throw Error("the server is shutting down");
+    if (!broken_.empty()) throw ServiceUnavailable("the server cannot generate: " + broken_);
+    if (stopping_) throw ServiceUnavailable("the server is shutting down");
     // A request that will take a free slot at the engine thread's next turn does not wait: with
     // `max_waiting` 0 the server still runs up to max_sequences requests, and refuses only beyond them.
     const size_t free_slots = size_t(std::max(0, opts_.engine.max_sequences - int(running_.size())));

@@ -233,6 +233,7 @@ struct HttpServer::Impl {
       if (auto* a = dynamic_cast<const ApiError*>(&e))
         return refuse(res, d, req.path, a->status(), e.what(), a->param());
       if (dynamic_cast<const ServiceBusy*>(&e)) return refuse(res, d, req.path, busy_status, e.what());
+      if (dynamic_cast<const ServiceUnavailable*>(&e)) return refuse(res, d, req.path, 503, e.what());
       return refuse(res, d, req.path, 400,
                     e.what());  // a prompt that does not fit, a template's raise_exception
     }

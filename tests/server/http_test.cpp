@@ -15,6 +15,7 @@
 
 #include "mx8/runtime/chat_template.h"
 #include "mx8/server/http_server.h"
+#include "server/failing_backend.h"
 #include "server/server_fixture.h"
 
 namespace {
@@ -42,8 +43,11 @@ struct Served {
   int port = 0;
   std::thread listener;
 
-  explicit Served(bool with_template = true, size_t max_body = 32u << 20)
-      : service(*stories().model, *stories().be, *stories().tok, service_options()),
+  // stories260K on the CPU backend unless a model and its backend are given.
+  explicit Served(bool with_template = true, size_t max_body = 32u << 20, model::LlamaModel* model = nullptr,
+                  backend::Backend* backend = nullptr)
+      : service(model ? *model : *stories().model, backend ? *backend : *stories().be, *stories().tok,
+                service_options()),
         http(service, *stories().tok, with_template ? &tmpl : nullptr, server_options(max_body)) {
     port = http.bind();
     listener = std::thread([this] { http.listen(); });
@@ -745,6 +749,32 @@ TEST(HttpServer, AnApiKeyIsRequiredWhenSet) {
   service.stop();
   http.stop();
   listener.join();
+}
+
+// A step that fails ends a streamed reply with an error event in the dialect's shape; from then on
+// the server answers 503 (it cannot generate: not the client's fault) and /health says why.
+TEST(HttpServer, AFailedStepEndsTheStreamAndTheServerAnswers503) {
+  mx8::testing::FailingBackend failing(*stories().be);
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = 32;
+  const auto model = model::load_llama(mx8::testing::kStoriesModel, failing, lo);
+  Served s(true, 32u << 20, model.get(), &failing);
+  failing.fail = true;
+  auto r = s.post("/v1/completions", R"({"prompt": "Once", "max_tokens": 5, "stream": true})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);  // the stream had started
+  const std::vector<std::string> data = sse_data(r->body);
+  ASSERT_FALSE(data.empty()) << r->body;
+  EXPECT_NE(data.back().find("injected device failure"), std::string::npos) << r->body;
+  EXPECT_EQ(json::parse(data.back())["error"]["type"], "server_error");
+  r = s.post("/v1/messages", R"({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503) << r->body;
+  EXPECT_NE(r->body.find("the server cannot generate: injected device failure"), std::string::npos)
+      << r->body;
+  r = s.get("/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
 }
 
 TEST(HttpServer, ModelsAndHealth) {

@@ -270,7 +270,7 @@ TEST(GenerationService, AFailedStepEndsEveryRequestAndRefusesNewOnes) {
   try {
     svc.submit(greedy_job("Tom", 5));
     ADD_FAILURE() << "a broken service took a request";
-  } catch (const Error& e) {
+  } catch (const server::ServiceUnavailable& e) {
     EXPECT_NE(std::string(e.what()).find("the server cannot generate: injected device failure"),
               std::string::npos)
         << e.what();

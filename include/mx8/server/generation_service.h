@@ -123,6 +123,11 @@ class Generation {
 struct ServiceBusy : Error {
   using Error::Error;
 };
+// Thrown by submit() when the service takes no requests at all: a step failed (status().broken says
+// why) or it is stopping (HTTP 503: not the client's fault, and not a wait-and-retry either).
+struct ServiceUnavailable : Error {
+  using Error::Error;
+};
 
 struct ServiceOptions {
   runtime::EngineOptions engine;  // max_sequences = requests generating at once

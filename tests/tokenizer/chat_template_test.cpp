@@ -105,6 +105,7 @@ TEST(ChatTemplate, FromEachKindOfSource) {
                                         .uint("tokenizer.ggml.eos_token_id", 2)
                                         .string("tokenizer.chat_template", "G{{ bos_token }}{{ eos_token }}")
                                         .bytes();
+  std::ofstream(dir / "gguf/notes.txt") << "not a model";  // other files in the folder are passed over
   std::ofstream(dir / "gguf/m.gguf", std::ios::binary)
       .write(reinterpret_cast<const char*>(gguf.data()), std::streamsize(gguf.size()));
   for (const fs::path& p : {dir / "gguf", dir / "gguf/m.gguf"}) {

@@ -8,8 +8,10 @@
 #include <sstream>
 
 #include "mx8/convert/gguf_to_hf.h"
+#include "mx8/error.h"
 #include "mx8/io/gguf.h"
 #include "mx8/runtime/tokenizer.h"
+#include "tokenizer/gguf_keys.h"
 
 namespace fs = std::filesystem;
 
@@ -75,4 +77,131 @@ TEST(GgufTokenizer, Llama2VocabularyTokenizesTheSameAsTokenizerJson) {
   }
   EXPECT_GT(texts.size(), 40u);
   expect_same_tokenization(gguf, texts);
+}
+
+namespace {
+
+using mx8::runtime::GgufKeys;
+using nlohmann::json;
+
+// A small SentencePiece vocabulary whose scores are not in vocabulary order, with ties, a
+// user-defined piece, an unused one and control tokens. Type codes as GGUF writes them: 1 normal,
+// 2 unknown, 3 control, 4 user-defined, 5 unused.
+GgufKeys small_vocab() {
+  const std::string sp = "\xE2\x96\x81";  // U+2581
+  GgufKeys g;
+  g.string("tokenizer.ggml.model", "llama")
+      .strings("tokenizer.ggml.tokens",
+               {"<unk>", "<s>", "</s>", sp, "a", "b", "ab", sp + "a", sp + "ab", "ba", "aba", "bb", "aa"})
+      .numbers<float>("tokenizer.ggml.scores", GgufKeys::kFloat32,
+                      {0, 0, 0, -1, -2, -3, -5, -4, -4, -6, -0.5f, -7, 0})
+      .numbers<int32_t>("tokenizer.ggml.token_type", GgufKeys::kInt32,
+                        {2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4, 5});
+  return g;
+}
+
+std::string error_of(const GgufKeys& g) {
+  try {
+    mx8::convert::gguf_llama_tokenizer(g.file());
+  } catch (const mx8::Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+// The merges as transformers' SentencePiece extractor orders them, worked by hand: every split of
+// a normal or user-defined piece into two pieces of the vocabulary; pieces by score, best first,
+// ties in vocabulary order (Python's sort is stable also when reversed); one piece's splits by the
+// ids of their parts. "aa" is unused, so it yields none.
+TEST(GgufTokenizer, MergesFollowTheScoresThenTheIdsOfTheParts) {
+  auto files = mx8::convert::gguf_llama_tokenizer(small_vocab().file());
+  ASSERT_TRUE(files);
+  const json j = json::parse(files->tokenizer_json);
+  const std::string sp = "\xE2\x96\x81";
+  const json expected = json::array({{"a", "ba"},      // aba, -0.5: a(4) + ba(9) before ab(6) + a(4)
+                                     {"ab", "a"},      //
+                                     {sp, "a"},        // _a, -4
+                                     {sp, "ab"},       // _ab, -4 (a tie: after _a): _(3) + ab(6)
+                                     {sp + "a", "b"},  //   then _a(7) + b(5)
+                                     {"a", "b"},       // ab, -5
+                                     {"b", "a"},       // ba, -6
+                                     {"b", "b"}});     // bb, -7, user-defined
+  EXPECT_EQ(j["model"]["merges"], expected);
+  EXPECT_EQ(j["model"]["vocab"].size(), 13u);
+  EXPECT_EQ(j["model"]["vocab"]["aba"], 10);
+}
+
+// The rest of tokenizer.json and tokenizer_config.json: what transformers' Llama converter writes
+// for a SentencePiece BPE vocabulary, with the special tokens of the GGUF's keys (or its defaults,
+// ids 1, 2 and 0, which are small_vocab's <s>, </s> and <unk>).
+TEST(GgufTokenizer, SpecialTokensAndTheFilesOtherFields) {
+  auto files = mx8::convert::gguf_llama_tokenizer(small_vocab().file());
+  ASSERT_TRUE(files);
+  const json j = json::parse(files->tokenizer_json), c = json::parse(files->tokenizer_config_json);
+  for (const char* key : {"truncation", "padding", "pre_tokenizer"}) {
+    ASSERT_TRUE(j.contains(key)) << key;
+    EXPECT_TRUE(j[key].is_null()) << key;
+  }
+  ASSERT_EQ(j["added_tokens"].size(), 3u);  // the unknown and the two control tokens
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(j["added_tokens"][i]["id"], i);
+    EXPECT_EQ(j["added_tokens"][i]["special"], true);
+  }
+  EXPECT_EQ(j["post_processor"]["single"][0]["SpecialToken"]["id"], "<s>");
+  EXPECT_EQ(j["post_processor"]["pair"][2]["SpecialToken"], json({{"id", "<s>"}, {"type_id", 1}}));
+  EXPECT_EQ(j["post_processor"]["pair"][3]["Sequence"], json({{"id", "B"}, {"type_id", 1}}));
+  EXPECT_EQ(j["post_processor"]["special_tokens"]["<s>"]["ids"], json::array({1}));
+  const json& m = j["model"];
+  EXPECT_EQ(m["type"], "BPE");
+  EXPECT_EQ(m["unk_token"], "<unk>");
+  EXPECT_TRUE(m.contains("continuing_subword_prefix") && m["continuing_subword_prefix"].is_null());
+  EXPECT_EQ(m["byte_fallback"], true);
+  EXPECT_EQ(c["add_bos_token"], true);
+  EXPECT_EQ(c["add_eos_token"], false);
+  EXPECT_EQ(c["bos_token"], "<s>");
+  EXPECT_EQ(c["eos_token"], "</s>");
+  EXPECT_EQ(c["unk_token"], "<unk>");
+  EXPECT_EQ(c["model_max_length"], 2048);
+
+  GgufKeys g = small_vocab();
+  g.uint("tokenizer.ggml.bos_token_id", 3)
+      .uint("tokenizer.ggml.eos_token_id", 4)
+      .uint("tokenizer.ggml.unknown_token_id", 5)
+      .boolean("tokenizer.ggml.add_bos_token", false)
+      .boolean("tokenizer.ggml.add_eos_token", true)
+      .uint("llama.context_length", 512);
+  auto given = mx8::convert::gguf_llama_tokenizer(g.file());
+  ASSERT_TRUE(given);
+  const json j2 = json::parse(given->tokenizer_json), c2 = json::parse(given->tokenizer_config_json);
+  EXPECT_EQ(j2["post_processor"]["special_tokens"]["\xE2\x96\x81"]["ids"], json::array({3}));
+  EXPECT_EQ(j2["model"]["unk_token"], "b");
+  EXPECT_EQ(c2["add_bos_token"], false);
+  EXPECT_EQ(c2["add_eos_token"], true);
+  EXPECT_EQ(c2["eos_token"], "a");
+  EXPECT_EQ(c2["unk_token"], "b");
+  EXPECT_EQ(c2["model_max_length"], 512);
+}
+
+TEST(GgufTokenizer, BadVocabulariesAreRefusedByName) {
+  GgufKeys other;
+  other.string("tokenizer.ggml.model", "gpt2").strings("tokenizer.ggml.tokens", {"a"});
+  EXPECT_FALSE(mx8::convert::gguf_llama_tokenizer(other.file()));
+  for (int64_t id : {-1, 13}) {
+    GgufKeys g = small_vocab();
+    g.key("tokenizer.ggml.eos_token_id", GgufKeys::kInt32).put(&id, 4);
+    EXPECT_NE(error_of(g).find("special token id " + std::to_string(id) + " out of range"), std::string::npos)
+        << error_of(g);
+  }
+  GgufKeys scores;
+  scores.string("tokenizer.ggml.model", "llama")
+      .strings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>"})
+      .numbers<float>("tokenizer.ggml.scores", GgufKeys::kFloat32, {0, 0});
+  EXPECT_NE(error_of(scores).find("tokenizer.ggml.scores does not match the tokens"), std::string::npos);
+  GgufKeys types;
+  types.string("tokenizer.ggml.model", "llama")
+      .strings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>"})
+      .numbers<int32_t>("tokenizer.ggml.token_type", GgufKeys::kInt32, {2, 3, 3, 1});
+  EXPECT_NE(error_of(types).find("tokenizer.ggml.token_type does not match the tokens"), std::string::npos);
 }

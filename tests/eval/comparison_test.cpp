@@ -106,6 +106,34 @@ TEST(EvalComparison, NonFiniteLogitsShowAsNaN) {
   EXPECT_TRUE(std::isnan(s.nll));
 }
 
+// The summary's edges: no positions (all zeros, not leftovers), one (no spread to estimate), and two,
+// the fewest with a standard error: |x1 - x2| / 2 (sample variance (x1 - x2)^2 / 2, over n = 2).
+TEST(EvalComparison, SummariesOfZeroOneAndTwoPositions) {
+  Reference ref(2);
+  EXPECT_EQ(ref.summary().positions, 0);
+  EXPECT_EQ(ref.summary().nll, 0.0);
+  EXPECT_EQ(ref.summary().nll_se, 0.0);
+  const float even[2] = {0, 0}, skewed[2] = {std::log(3.0f), 0};  // p(token 0) = 1/2, then 3/4
+  ref.add(even, 0);
+  EXPECT_EQ(ref.summary().positions, 1);
+  EXPECT_NEAR(ref.summary().nll, std::log(2.0), kTol);
+  EXPECT_EQ(ref.summary().nll_se, 0.0);
+  ref.add(skewed, 0);
+  const auto s = ref.summary();
+  EXPECT_EQ(s.positions, 2);
+  EXPECT_NEAR(s.nll, (std::log(2.0) + std::log(4.0 / 3.0)) / 2, kTol);
+  EXPECT_NEAR(s.nll_se, (std::log(2.0) - std::log(4.0 / 3.0)) / 2, kTol);
+  Comparison c(ref);
+  EXPECT_EQ(c.summary().positions, 0);
+  EXPECT_EQ(c.summary().kld, 0.0);
+  c.add(even, 0);
+  EXPECT_EQ(c.summary().positions, 1);
+}
+
+TEST(EvalComparison, AnEmptyVocabularyIsRefused) {
+  EXPECT_THROW(Reference r(0), mx8::Error);
+}
+
 TEST(EvalComparison, MorePositionsThanTheReferenceIsAnError) {
   Reference ref(2);
   const float l[2] = {0, 0};

@@ -141,6 +141,24 @@ TEST(TeacherForcing, BadWindowsAndTokensAreRefused) {
   EXPECT_NE(message({16, 8, 16, 1}, {{1, 2, 512}}).find("token id 512"), std::string::npos);
   EXPECT_NE(message({16, 8, 16, 1}, {{1, -1}}).find("token id -1"), std::string::npos);
   EXPECT_NO_THROW(run({16, 14, 16, 1}, docs));
+  EXPECT_NO_THROW(run({4, 2, 4, 1}, docs));  // the smallest window
+  // A bad token anywhere is refused before any document is scored (the model would refuse it too,
+  // but only when its window came, after the earlier documents' work).
+  int scored = 0;
+  try {
+    eval::score_documents(*m, *be, backend::KvFormat::f32, {document(10, 1), {1, 512}}, {16, 8, 16, 1}, 0,
+                          [&](const float*, int32_t) { ++scored; });
+    ADD_FAILURE() << "token 512 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("outside the model's vocabulary of 512"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(scored, 0);
+}
+
+TEST(TeacherForcing, EmptyAndOneTokenDocumentsScoreNothing) {
+  EXPECT_EQ(eval::scored_positions({{}, {1}, {1, 2, 3}, {}}, 0), 2);
+  EXPECT_EQ(eval::scored_positions({{}, {}}, 0), 0);
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
-// GGUF files built in memory for the tokenizer and chat-template tests: metadata only, key by key.
+// GGUF files built in memory for the tokenizer, chat-template and conversion tests: metadata key by
+// key, and F32 tensors of zeros where a reader looks only at names and shapes.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mx8/io/gguf.h"
@@ -12,6 +14,7 @@ namespace mx8::runtime {
 struct GgufKeys {
   std::vector<uint8_t> body;
   uint64_t count = 0;
+  std::vector<std::pair<std::string, std::vector<uint64_t>>> tensors;
   static constexpr uint32_t kUint32 = 4, kInt32 = 5, kFloat32 = 6, kBool = 7, kString = 8, kArray = 9;
   void put(const void* p, size_t n) { body.insert(body.end(), (const uint8_t*)p, (const uint8_t*)p + n); }
   void u32(uint32_t v) { put(&v, 4); }
@@ -35,6 +38,10 @@ struct GgufKeys {
     key(name, kUint32).u32(v);
     return *this;
   }
+  GgufKeys& real(const std::string& name, float v) {
+    key(name, kFloat32).put(&v, 4);
+    return *this;
+  }
   GgufKeys& boolean(const std::string& name, bool v) {
     key(name, kBool).body.push_back(v);
     return *this;
@@ -52,14 +59,33 @@ struct GgufKeys {
     for (T x : v) put(&x, sizeof x);
     return *this;
   }
+  // A tensor by its shape as PyTorch writes it (rows first); GGUF stores the dimensions reversed.
+  GgufKeys& tensor(const std::string& name, const std::vector<uint64_t>& shape) {
+    tensors.emplace_back(name, shape);
+    return *this;
+  }
   std::vector<uint8_t> bytes() const {
-    GgufKeys head;
-    head.u32(0x46554747u);  // "GGUF"
-    head.u32(3);            // version
-    head.u64(0);            // tensors
-    head.u64(count);
-    head.put(body.data(), body.size());
-    return head.body;
+    GgufKeys out;
+    out.u32(0x46554747u);  // "GGUF"
+    out.u32(3);            // version
+    out.u64(tensors.size());
+    out.u64(count);
+    out.put(body.data(), body.size());
+    uint64_t offset = 0;
+    for (const auto& [name, shape] : tensors) {
+      out.str(name);
+      out.u32(uint32_t(shape.size()));
+      uint64_t elements = 1;
+      for (auto d = shape.rbegin(); d != shape.rend(); ++d) {
+        out.u64(*d);
+        elements *= *d;
+      }
+      out.u32(0);  // F32
+      out.u64(offset);
+      offset += (elements * 4 + 31) / 32 * 32;  // the default alignment, 32
+    }
+    if (!tensors.empty()) out.body.resize((out.body.size() + 31) / 32 * 32 + offset);
+    return out.body;
   }
   io::GgufFile file() const { return io::GgufFile::from_bytes(bytes()); }
 };

@@ -250,13 +250,15 @@ class Llama final : public LlamaModel {
     const LlamaConfig& c = config_;
     embed_ = table;
     output_ = c.tied_embeddings ? embed_ : linear("output", c.vocab, c.dim);
-    std::vector<float> ones(size_t(std::max(c.dim, c.head_dim)), 1.0f);
-    auto vec = [&](int64_t n) {
+    const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+    const std::vector<float> ones(size_t(std::max(c.dim, c.head_dim)), 1.0f), zeros(size_t(qd), 0.0f);
+    // Counted as prepare_vector counts a loaded model's norms and biases.
+    auto vec = [&](int64_t n, const std::vector<float>& values = {}) {
       stats_.bytes += size_t(n) * 4;
-      return static_cast<float*>(arena_.upload(ones.data(), size_t(n) * 4));
+      stats_.parameters += n;
+      return static_cast<float*>(arena_.upload((values.empty() ? ones : values).data(), size_t(n) * 4));
     };
     output_norm_ = vec(c.dim);
-    const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
     layers_.resize(size_t(c.n_layers));
     for (size_t l = 0; l < layers_.size(); ++l) {
       Layer& L = layers_[l];
@@ -275,10 +277,9 @@ class Llama final : public LlamaModel {
         L.k_norm = vec(c.head_dim);
       }
       if (c.qkv_bias) {
-        std::vector<float> z(size_t(qd), 0.0f);
-        L.bq = static_cast<float*>(arena_.upload(z.data(), size_t(qd) * 4));
-        L.bk = static_cast<float*>(arena_.upload(z.data(), size_t(kvd) * 4));
-        L.bv = static_cast<float*>(arena_.upload(z.data(), size_t(kvd) * 4));
+        L.bq = vec(qd, zeros);
+        L.bk = vec(kvd, zeros);
+        L.bv = vec(kvd, zeros);
       }
     }
     setup_common(rope_inv_freq(c));

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "backend_cpu/isa_list.h"
 #include "model/penalty_rows.h"
 #include "model/selection_rows.h"
 #include "mx8/backend/backend.h"
@@ -264,7 +265,8 @@ TEST(BackendOps, PenalizeRejectsEntriesOutsideItsRows) {
   std::vector<float> x(8, 1.0f);
   const std::vector<float> params{1.3f, 0.0f, 0.0f, 1.3f, 0.0f, 0.0f};
   const int32_t one = 1;
-  for (std::vector<int32_t> bad : {std::vector<int32_t>{2, 0, 1}, {0, 4, 1}, {0, -1, 1}, {1, 3, 0}}) {
+  for (std::vector<int32_t> bad :
+       {std::vector<int32_t>{2, 0, 1}, {-1, 0, 1}, {0, 4, 1}, {0, -1, 1}, {1, 3, 0}}) {
     try {
       be->penalize(x.data(), 2, 4, {params.data(), &one, bad.data()});
       FAIL() << "entry (" << bad[0] << ", " << bad[1] << ", " << bad[2] << ") accepted";
@@ -272,95 +274,107 @@ TEST(BackendOps, PenalizeRejectsEntriesOutsideItsRows) {
       EXPECT_NE(std::string(e.what()).find("outside"), std::string::npos) << e.what();
     }
   }
+  const int32_t two = 2;
+  const std::vector<int32_t> edges = {0, 0, 1, 1, 3, 2};  // the first and the last logit
+  EXPECT_NO_THROW(be->penalize(x.data(), 2, 4, {params.data(), &two, edges.data()}));
 }
 
+// Every compiled kernel (the AVX2 one takes heads of 64 or more in multiples of 8; the scalar one
+// takes the rest, and everything on machines without AVX2), on heads of 160 and of 100 (a tail after
+// the 8-wide partial sums).
 TEST(BackendOps, PagedAttentionAllKvFormats) {
   auto be = make_cpu_backend(2);
-  const int heads = 4, kv_heads = 2, hd = 160, ps = 4, pages = 8, len0 = 13, len1 = 6;
-  for (KvFormat fmt : {KvFormat::f32, KvFormat::bf16, KvFormat::fp8}) {
-    KvCacheDesc d{fmt, 2, kv_heads, hd, ps, pages};
-    auto cache = be->create_kv_cache(d);
-    // Sequence 0 uses pages {5, 2, 7, 0}, sequence 1 uses {3, 6}.
-    std::vector<int32_t> tables = {5, 2, 7, 0, 3, 6, 0, 0};
-    auto slot_of = [&](int s, int p) { return tables[s * 4 + p / ps] * ps + p % ps; };
-    std::vector<float> k0 = randn(size_t(len0) * kv_heads * hd, 20),
-                       v0 = randn(size_t(len0) * kv_heads * hd, 21);
-    std::vector<float> k1 = randn(size_t(len1) * kv_heads * hd, 22),
-                       v1 = randn(size_t(len1) * kv_heads * hd, 23);
-    std::vector<int32_t> s0, s1;
-    for (int p = 0; p < len0; ++p) s0.push_back(slot_of(0, p));
-    for (int p = 0; p < len1; ++p) s1.push_back(slot_of(1, p));
-    be->kv_write(*cache, 1, k0.data(), v0.data(), s0.data(), len0);
-    be->kv_write(*cache, 1, k1.data(), v1.data(), s1.data(), len1);
-    // What the cache holds, per format.
-    auto stored = [&](std::vector<float> v) {
-      for (size_t h = 0; h < v.size() / hd; ++h) {
-        float* row = &v[h * hd];
-        if (fmt == KvFormat::bf16)
-          for (int i = 0; i < hd; ++i)
-            row[i] = mx8::format::bf16_to_f32(mx8::format::f32_to_bf16_rne(row[i]));
-        if (fmt == KvFormat::fp8) {
-          mx8::format::QuantSpec spec;  // e4m3, ceil, 1x128, ue8m0: the KV cache's recipe
-          std::vector<uint8_t> c(hd), sc(2);
-          mx8::format::quantize_ref(mx8::format::SourceType::f32, row, 1, hd, spec, c.data(), sc.data());
-          mx8::format::dequantize_ref(c.data(), sc.data(), 1, hd, spec, row);
-        }
-      }
-      return v;
-    };
-    std::vector<float> K[2] = {stored(k0), stored(k1)}, V[2] = {stored(v0), stored(v1)};
-    // Three query tokens: seq 0 seeing 13 and 9 positions, seq 1 seeing 6.
-    std::vector<int32_t> seq = {0, 0, 1}, kvlen = {13, 9, 6};
-    std::vector<float> q = randn(3 * heads * hd, 30, 0.2f), out(3 * heads * hd);
-    AttentionArgs a;
-    a.q = q.data();
-    a.out = out.data();
-    a.n_tokens = 3;
-    a.n_heads = heads;
-    a.n_kv_heads = kv_heads;
-    a.head_dim = hd;
-    a.scale = 1 / std::sqrt(float(hd));
-    a.layer = 1;
-    a.seq = seq.data();
-    a.kv_len = kvlen.data();
-    a.block_tables = tables.data();
-    a.max_pages_per_seq = 4;
-    // No window, a sliding window of 5 (each token sees its last 5 positions), one longer than any
-    // sequence here (the same as none).
-    for (int window : {0, 5, 13}) {
-      a.window = window;
-      be->attention(*cache, a);
-      for (int t = 0; t < 3; ++t)
-        for (int h = 0; h < heads; ++h) {
-          const int s = seq[t], kvh = h / (heads / kv_heads);
-          const int first = window > 0 ? std::max(0, kvlen[t] - window) : 0;
-          std::vector<double> sc(kvlen[t]);
-          double mx = -1e300, z = 0;
-          for (int p = first; p < kvlen[t]; ++p) {
-            double dot = 0;
-            for (int i = 0; i < hd; ++i)
-              dot += double(q[(t * heads + h) * hd + i]) * K[s][(p * kv_heads + kvh) * hd + i];
-            sc[p] = dot * a.scale;
-            mx = std::max(mx, sc[p]);
+  const int heads = 4, kv_heads = 2, ps = 4, pages = 8, len0 = 13, len1 = 6;
+  for (int hd : {160, 100})
+    for (mx8::cpu::Isa isa : mx8::cpu::testing::runnable_isas())
+      for (KvFormat fmt : {KvFormat::f32, KvFormat::bf16, KvFormat::fp8}) {
+        SCOPED_TRACE("head_dim " + std::to_string(hd) + ", " + mx8::cpu::isa_name(isa));
+        mx8::cpu::ScopedIsa forced(isa);
+        KvCacheDesc d{fmt, 2, kv_heads, hd, ps, pages};
+        auto cache = be->create_kv_cache(d);
+        // Sequence 0 uses pages {5, 2, 7, 0}, sequence 1 uses {3, 6}.
+        std::vector<int32_t> tables = {5, 2, 7, 0, 3, 6, 0, 0};
+        auto slot_of = [&](int s, int p) { return tables[s * 4 + p / ps] * ps + p % ps; };
+        std::vector<float> k0 = randn(size_t(len0) * kv_heads * hd, 20),
+                           v0 = randn(size_t(len0) * kv_heads * hd, 21);
+        std::vector<float> k1 = randn(size_t(len1) * kv_heads * hd, 22),
+                           v1 = randn(size_t(len1) * kv_heads * hd, 23);
+        std::vector<int32_t> s0, s1;
+        for (int p = 0; p < len0; ++p) s0.push_back(slot_of(0, p));
+        for (int p = 0; p < len1; ++p) s1.push_back(slot_of(1, p));
+        be->kv_write(*cache, 1, k0.data(), v0.data(), s0.data(), len0);
+        be->kv_write(*cache, 1, k1.data(), v1.data(), s1.data(), len1);
+        // What the cache holds, per format.
+        auto stored = [&](std::vector<float> v) {
+          for (size_t h = 0; h < v.size() / hd; ++h) {
+            float* row = &v[h * hd];
+            if (fmt == KvFormat::bf16)
+              for (int i = 0; i < hd; ++i)
+                row[i] = mx8::format::bf16_to_f32(mx8::format::f32_to_bf16_rne(row[i]));
+            if (fmt == KvFormat::fp8) {
+              mx8::format::QuantSpec spec;  // e4m3, ceil, 1x128, ue8m0: the KV cache's recipe
+              std::vector<uint8_t> c(hd), sc(2);
+              mx8::format::quantize_ref(mx8::format::SourceType::f32, row, 1, hd, spec, c.data(), sc.data());
+              mx8::format::dequantize_ref(c.data(), sc.data(), 1, hd, spec, row);
+            }
           }
-          for (int p = first; p < kvlen[t]; ++p) z += (sc[p] = std::exp(sc[p] - mx));
-          for (int i = 0; i < hd; ++i) {
-            double o = 0;
-            for (int p = first; p < kvlen[t]; ++p) o += sc[p] / z * V[s][(p * kv_heads + kvh) * hd + i];
+          return v;
+        };
+        std::vector<float> K[2] = {stored(k0), stored(k1)}, V[2] = {stored(v0), stored(v1)};
+        // Three query tokens: seq 0 seeing 13 and 9 positions, seq 1 seeing 6.
+        std::vector<int32_t> seq = {0, 0, 1}, kvlen = {13, 9, 6};
+        std::vector<float> q = randn(3 * heads * hd, 30, 0.2f), out(3 * heads * hd);
+        AttentionArgs a;
+        a.q = q.data();
+        a.out = out.data();
+        a.n_tokens = 3;
+        a.n_heads = heads;
+        a.n_kv_heads = kv_heads;
+        a.head_dim = hd;
+        a.scale = 1 / std::sqrt(float(hd));
+        a.layer = 1;
+        a.seq = seq.data();
+        a.kv_len = kvlen.data();
+        a.block_tables = tables.data();
+        a.max_pages_per_seq = 4;
+        // No window, a sliding window of 5 (each token sees its last 5 positions), one longer than any
+        // sequence here (the same as none).
+        for (int window : {0, 5, 13}) {
+          a.window = window;
+          be->attention(*cache, a);
+          for (int t = 0; t < 3; ++t)
+            for (int h = 0; h < heads; ++h) {
+              const int s = seq[t], kvh = h / (heads / kv_heads);
+              const int first = window > 0 ? std::max(0, kvlen[t] - window) : 0;
+              std::vector<double> sc(kvlen[t]);
+              double mx = -1e300, z = 0;
+              for (int p = first; p < kvlen[t]; ++p) {
+                double dot = 0;
+                for (int i = 0; i < hd; ++i)
+                  dot += double(q[(t * heads + h) * hd + i]) * K[s][(p * kv_heads + kvh) * hd + i];
+                sc[p] = dot * a.scale;
+                mx = std::max(mx, sc[p]);
+              }
+              for (int p = first; p < kvlen[t]; ++p) z += (sc[p] = std::exp(sc[p] - mx));
+              for (int i = 0; i < hd; ++i) {
+                double o = 0;
+                for (int p = first; p < kvlen[t]; ++p) o += sc[p] / z * V[s][(p * kv_heads + kvh) * hd + i];
+                // f32 against double: about 40 ulp at the outputs' largest magnitude (|o| < 4), room for
+            // f32 sums of up to 160 products and 13 rows in any kernel's order.
             ASSERT_NEAR(out[(t * heads + h) * hd + i], o, 2e-5)
-                << kv_format_name(fmt) << " window " << window << " t" << t << " h" << h << " i" << i;
-          }
+                    << kv_format_name(fmt) << " window " << window << " t" << t << " h" << h << " i" << i;
+              }
+            }
         }
-    }
-    a.window = 0;
-    // Out-of-range slots and pages are errors, not writes anywhere.
-    int32_t bad_slot = pages * ps;
-    EXPECT_THROW(be->kv_write(*cache, 0, k0.data(), v0.data(), &bad_slot, 1), mx8::Error);
-    std::vector<int32_t> bad_tables = {9, 0, 0, 0};
-    a.block_tables = bad_tables.data();
-    a.n_tokens = 1;
-    EXPECT_THROW(be->attention(*cache, a), mx8::Error);
-  }
+        a.window = 0;
+        // Out-of-range slots and pages are errors, not writes anywhere.
+        int32_t bad_slot = pages * ps;
+        EXPECT_THROW(be->kv_write(*cache, 0, k0.data(), v0.data(), &bad_slot, 1), mx8::Error);
+        std::vector<int32_t> bad_tables = {9, 0, 0, 0};
+        a.block_tables = bad_tables.data();
+        a.n_tokens = 1;
+        EXPECT_THROW(be->attention(*cache, a), mx8::Error);
+      }
 }
 
 TEST(BackendOps, KvCacheBytes) {
@@ -370,6 +384,73 @@ TEST(BackendOps, KvCacheBytes) {
   EXPECT_EQ(d.total_bytes(), d.page_bytes() * 10 * 2 * 32);
   d.format = KvFormat::bf16;
   EXPECT_EQ(d.page_bytes(), size_t(16 * 8 * 128 * 2));
+  d.format = KvFormat::f32;
+  EXPECT_EQ(d.page_bytes(), size_t(16 * 8 * 128 * 4));
+  // A page of one 40-value head: 160 / 80 / 40 + 1 bytes, each rounded up to a cache line.
+  KvCacheDesc small{KvFormat::f32, 1, 1, 40, 1, 3};
+  EXPECT_EQ(small.page_bytes(), 192u);
+  EXPECT_EQ(small.total_bytes(), 192u * 3 * 2);
+  small.format = KvFormat::bf16;
+  EXPECT_EQ(small.page_bytes(), 128u);
+  small.format = KvFormat::fp8;
+  EXPECT_EQ(small.page_bytes(), 64u);
+  // Heads of 200 values carry two UE8M0 scales each: 2 tokens x 3 heads x (200 + 2) = 1212 -> 1216.
+  EXPECT_EQ((KvCacheDesc{KvFormat::fp8, 1, 3, 200, 2, 1}.page_bytes()), 1216u);
+}
+
+// What a weight of each format occupies: its elements, and its scales (128x128 blocks of f32 or UE8M0
+// for fp8_block, one UE8M0 per 1x32 for mxfp8), partial blocks counted whole.
+TEST(BackendOps, WeightBytes) {
+  EXPECT_EQ(weight_data_bytes(WeightFormat::f32, 3, 5), 60u);
+  EXPECT_EQ(weight_data_bytes(WeightFormat::bf16, 3, 5), 30u);
+  EXPECT_EQ(weight_data_bytes(WeightFormat::fp8_block, 3, 5), 15u);
+  EXPECT_EQ(weight_data_bytes(WeightFormat::mxfp8, 3, 5), 15u);
+  EXPECT_EQ(weight_scale_bytes(WeightFormat::fp8_block, ScaleType::f32, 129, 256), 2u * 2 * 4);
+  EXPECT_EQ(weight_scale_bytes(WeightFormat::fp8_block, ScaleType::ue8m0, 128, 257), 1u * 3);
+  EXPECT_EQ(weight_scale_bytes(WeightFormat::mxfp8, ScaleType::ue8m0, 3, 65), 3u * 3);
+  EXPECT_EQ(weight_scale_bytes(WeightFormat::bf16, ScaleType::ue8m0, 3, 65), 0u);
+  EXPECT_EQ(weight_scale_bytes(WeightFormat::f32, ScaleType::f32, 3, 65), 0u);
+}
+
+// Ids outside the row give NaN, not a read elsewhere: a log-probability row with no token, a gathered
+// entry of a top-k list that ran short. The edges 0 and cols - 1 are values.
+TEST(BackendOps, LogSumExpAndGatherOutsideTheRowGiveNaN) {
+  auto be = make_cpu_backend(1);
+  const std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8};  // 2 rows of 4
+  const int32_t tokens[2] = {-1, 4}, edges[2] = {0, 3};
+  double lse[2];
+  float picked[2];
+  be->log_sum_exp(x.data(), 2, 4, tokens, lse, picked);
+  EXPECT_TRUE(std::isnan(picked[0]));
+  EXPECT_TRUE(std::isnan(picked[1]));
+  be->log_sum_exp(x.data(), 2, 4, edges, lse, picked);
+  EXPECT_EQ(picked[0], 1.0f);
+  EXPECT_EQ(picked[1], 8.0f);
+  const int32_t ids[4] = {0, -1, 4, 3};  // k = 2 per row
+  float out[4];
+  be->gather(x.data(), 2, 4, ids, 2, out);
+  EXPECT_EQ(out[0], 1.0f);
+  EXPECT_TRUE(std::isnan(out[1]));
+  EXPECT_TRUE(std::isnan(out[2]));
+  EXPECT_EQ(out[3], 8.0f);
+}
+
+TEST(BackendOps, BadKvCacheShapesAndEmbeddingTablesAreRefused) {
+  auto be = make_cpu_backend(1);
+  for (int field = 0; field < 5; ++field) {
+    KvCacheDesc d{KvFormat::bf16, 2, 2, 64, 16, 4};
+    int* f[5] = {&d.n_layers, &d.n_kv_heads, &d.head_dim, &d.page_size, &d.n_pages};
+    *f[field] = 0;
+    EXPECT_THROW(be->create_kv_cache(d), mx8::Error) << "field " << field;
+  }
+  EXPECT_NO_THROW(be->create_kv_cache(KvCacheDesc{KvFormat::bf16, 1, 1, 1, 1, 1}));
+  int32_t id = 0;
+  float y[4];
+  uint8_t codes[4] = {0};
+  EXPECT_THROW(be->embedding({WeightFormat::f32, 2, 2, nullptr, nullptr, ScaleType::ue8m0}, &id, 1, y),
+               mx8::Error);
+  EXPECT_THROW(be->embedding({WeightFormat::fp8_block, 2, 2, codes, nullptr, ScaleType::ue8m0}, &id, 1, y),
+               mx8::Error);
 }
 
 }  // namespace

@@ -124,7 +124,8 @@ TEST(EngineBackendDraw, ForwardRejectsPenaltiesItCannotApply) {
     const char* says;
   } cases[] = {{{1.3f, 0, 0}, {0, 5, 1, 0, 5, 2}, "twice"}, {{1.3f, 0, 0}, {0, vocab, 1}, "outside"},
                {{1.3f, 0, 0}, {1, 5, 1}, "outside"},        {{1.3f, 0, 0}, {0, 5, 0}, "outside"},
-               {{0.0f, 0, 0}, {0, 5, 1}, "positive"},       {{1.3f, 0}, {0, 5, 1}, "three values"}};
+               {{0.0f, 0, 0}, {0, 5, 1}, "positive"},       {{1.3f, 0}, {0, 5, 1}, "three values"},
+               {{1.3f, 0, 0}, {-1, 5, 1}, "outside"},       {{1.3f, 0, 0}, {0, -1, 1}, "outside"}};
   for (const Case& c : cases) {
     model::StepBatch b;
     b.max_pages_per_seq = 1;

@@ -427,6 +427,8 @@ TEST(SafetensorsModel, AShardLeftOutOfTheIndexIsAnError) {
            image(R"({"output.weight":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {7, 8}));
   dir.file("model-00001-of-00003.safetensors",  // another series: a stale file, not this checkpoint's
            image(R"({"y":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {7, 8}));
+  dir.file("draft-00002-of-00002.safetensors",  // another series of the same count
+           image(R"({"z":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {7, 8}));
   dir.text(
       "model.safetensors.index.json",
       R"({"weight_map":{"x":"model-00001-of-00002.safetensors","lm_head.weight":"model-00002-of-00002.safetensors"}})");

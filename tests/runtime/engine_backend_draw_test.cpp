@@ -4,6 +4,8 @@
 // and unrestricted sequences in one batch, on the bundled stories260K.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -143,6 +145,51 @@ TEST(EngineBackendDraw, ForwardRejectsPenaltiesItCannotApply) {
       EXPECT_NE(std::string(e.what()).find(c.says), std::string::npos) << e.what();
     }
   }
+}
+
+// StepBatch::selected_logprobs as llama.h states it, on one step: two identical tokens (BOS of two
+// sequences), a log-probability row for token 5 and an arg max row that wants its own log-probability.
+// The selected row's token logit is NaN (it has no given token), its log sum exp is the other row's,
+// and its drawn logit is its largest, all against the full logits of the same step.
+TEST(EngineBackendDraw, SelectedRowsGetTheirLogSumExpButNoTokenLogit) {
+  auto be = backend::make_cpu_backend(1);
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = 4;
+  auto m = model::load_llama(test::kStoriesModel, *be, lo);
+  const int64_t vocab = m->config().vocab;
+  auto step = [&](bool full, auto&& out) {
+    auto cache = be->create_kv_cache({backend::KvFormat::f32, int(m->config().n_layers),
+                                      int(m->config().n_kv_heads), int(m->config().head_dim), 16, 2});
+    model::StepBatch b;
+    b.max_pages_per_seq = 1;
+    b.block_tables = {0, 1};
+    b.tokens = {1, 1}, b.pos = {0, 0}, b.seq = {0, 1}, b.slot = {0, 16}, b.kv_len = {1, 1};
+    b.logit_rows = {0, 1};
+    if (!full) {
+      b.logprob_tokens = {5};
+      b.argmax_rows = 1;
+      b.selected_logprobs = true;
+    }
+    m->forward(b, *cache, out);
+  };
+  std::vector<float> logits(size_t(2 * vocab));
+  step(true, model::StepOutput{logits.data()});
+  double lse[2];
+  float token_logits[2], drawn = 0;
+  int32_t id = -1;
+  model::StepOutput out;
+  out.argmax = &id;
+  out.lse = lse;
+  out.token_logits = token_logits;
+  out.drawn_logits = &drawn;
+  step(false, out);
+  const float* row = logits.data() + vocab;
+  const int32_t best = int32_t(std::max_element(row, row + vocab) - row);
+  EXPECT_EQ(id, best);
+  EXPECT_EQ(token_logits[0], logits[5]);
+  EXPECT_TRUE(std::isnan(token_logits[1])) << token_logits[1];
+  EXPECT_EQ(lse[1], lse[0]);  // the same logits, the same arithmetic
+  EXPECT_EQ(drawn, row[best]);
 }
 
 }  // namespace

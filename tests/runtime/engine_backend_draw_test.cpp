@@ -192,4 +192,53 @@ TEST(EngineBackendDraw, SelectedRowsGetTheirLogSumExpButNoTokenLogit) {
   EXPECT_EQ(drawn, row[best]);
 }
 
+// The model keeps the penalty entries in a buffer that grows when a step brings more than it holds
+// (1024 at first): steps of 6, then 1500 (three rows of 500 tokens, more than any server step of a few
+// sequences), then 6 entries again, each against the CPU backend's own penalize and arg max over the
+// unpenalized logits of the same tokens.
+TEST(EngineBackendDraw, PenaltiesBeyondTheFirstBufferStillApply) {
+  auto be = backend::make_cpu_backend(1);
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = 4;
+  auto m = model::load_llama(test::kStoriesModel, *be, lo);
+  const int vocab = int(m->config().vocab);
+  auto cache = be->create_kv_cache({backend::KvFormat::f32, int(m->config().n_layers),
+                                    int(m->config().n_kv_heads), int(m->config().head_dim), 16, 3});
+  model::StepBatch b;
+  b.max_pages_per_seq = 1;
+  b.block_tables = {0, 1, 2};
+  b.tokens = {1, 1, 1}, b.pos = {0, 0, 0}, b.seq = {0, 1, 2}, b.slot = {0, 16, 32}, b.kv_len = {1, 1, 1};
+  b.logit_rows = {0, 1, 2};
+  std::vector<float> logits(size_t(3 * vocab));
+  m->forward(b, *cache, model::StepOutput{logits.data()});
+  b.argmax_rows = 3;
+  b.penalties = {3.0f, 1.0f, 5.0f, 2.0f, 0.0f, 0.0f, 1.0f, 0.5f, 1.5f};
+  // Each row's tokens by falling logit: the entries name the likeliest first, so that they move choices.
+  std::vector<std::vector<int32_t>> order(3, std::vector<int32_t>(static_cast<size_t>(vocab)));
+  for (int r = 0; r < 3; ++r) {
+    const float* row = logits.data() + r * vocab;
+    for (int i = 0; i < vocab; ++i) order[size_t(r)][size_t(i)] = i;
+    std::stable_sort(order[size_t(r)].begin(), order[size_t(r)].end(),
+                     [&](int32_t a, int32_t c) { return row[a] > row[c]; });
+  }
+  for (int tokens_per_row : {2, 500, 2}) {
+    b.penalty_entries.clear();
+    for (int r = 0; r < 3; ++r)
+      for (int t = 0; t < tokens_per_row; ++t)
+        b.penalty_entries.insert(b.penalty_entries.end(), {r, order[size_t(r)][size_t(t)], 1 + t % 3});
+    int32_t ids[3] = {-1, -1, -1};
+    m->forward(b, *cache, model::StepOutput{nullptr, nullptr, nullptr, ids});
+    std::vector<float> want = logits;
+    const int32_t n = int32_t(b.penalty_entries.size() / 3);
+    be->penalize(want.data(), 3, vocab, {b.penalties.data(), &n, b.penalty_entries.data()});
+    int32_t want_ids[3];
+    be->argmax(want.data(), 3, vocab, want_ids);
+    for (int r = 0; r < 3; ++r)
+      EXPECT_EQ(ids[r], want_ids[r]) << tokens_per_row << " tokens a row, row " << r;
+    if (tokens_per_row == 2) {  // the penalties move row 0's choice: the comparison is not of equals
+      EXPECT_NE(want_ids[0], order[0][0]);
+    }
+  }
+}
+
 }  // namespace

@@ -227,6 +227,18 @@ TEST(SafetensorsModel, SingleFileAndFolder) {
   EXPECT_EQ(m2.tensors().size(), 2u);
   auto moved = std::move(m2);
   EXPECT_EQ(moved.get("b").numel(), 6);
+  // The folder the files are in (error messages name it; the converter reads config.json there).
+  EXPECT_EQ(m.folder(), dir.path.string());
+  EXPECT_EQ(moved.folder(), dir.path.string());
+  EXPECT_EQ(moved.find("c"), nullptr);
+  try {
+    moved.get("c");
+    ADD_FAILURE() << "a missing tensor was returned";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir.path.string() + ": checkpoint has no tensor named \"c\""),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(SafetensorsModel, ShardedWithIndex) {
@@ -438,6 +450,19 @@ TEST(SafetensorsModel, AShardLeftOutOfTheIndexIsAnError) {
     mx8::io::SafetensorsModel::open(dir.path.string());
     ADD_FAILURE() << "accepted an index that leaves a shard out";
   } catch (const mx8::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("model-00002-of-00002.safetensors"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model-00002-of-00002.safetensors,"), std::string::npos) << e.what();
+  }
+  // Two left out: the first named, the other counted.
+  dir.text("model.safetensors.index.json", R"({"weight_map":{"y":"model-00001-of-00003.safetensors"}})");
+  dir.file("model-00002-of-00003.safetensors",
+           image(R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {7, 8}));
+  dir.file("model-00003-of-00003.safetensors",
+           image(R"({"v":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {7, 8}));
+  try {
+    mx8::io::SafetensorsModel::open(dir.path.string());
+    ADD_FAILURE() << "accepted an index that leaves two shards out";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model-00002-of-00003.safetensors (and 1 more)"), std::string::npos)
+        << e.what();
   }
 }

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "backend/cpu/backend_cpu.h"
 #include "backend_cpu/isa_list.h"
 #include "model/penalty_rows.h"
 #include "model/selection_rows.h"
@@ -66,10 +67,18 @@ TEST(BackendOps, MatmulAllWeightFormatsAgainstDequantizedReference) {
     std::vector<float> w = randn(size_t(n * k), 7 + n, 0.05f), x = randn(size_t(m * k), 11 + k);
     std::vector<float> bias = randn(size_t(n), 13);
     std::vector<float> y(size_t(m * n));
+    // The backend's kernels and the plain scalar matmul (MX8_CPU_MATMUL=scalar) against the reference
+    // on the weights as stored (`wr`).
+    auto check = [&](const WeightView& v, const std::vector<float>& wr, const char* what) {
+      be->matmul(v, x.data(), m, y.data());
+      expect_close(y, matmul_ref(wr, x, m, n, k), wr, x, m, n, k, what);
+      std::fill(y.begin(), y.end(), NAN);
+      cpu_impl::matmul_scalar(v, x.data(), m, y.data(), nullptr);
+      expect_close(y, matmul_ref(wr, x, m, n, k), wr, x, m, n, k, what);
+    };
     // f32
     WeightView wf{WeightFormat::f32, n, k, w.data(), nullptr, ScaleType::ue8m0};
-    be->matmul(wf, x.data(), m, y.data());
-    expect_close(y, matmul_ref(w, x, m, n, k), w, x, m, n, k, "f32");
+    check(wf, w, "f32");
     // f32 with bias
     be->matmul(wf, x.data(), m, y.data(), bias.data());
     std::vector<double> rb = matmul_ref(w, x, m, n, k);
@@ -83,8 +92,7 @@ TEST(BackendOps, MatmulAllWeightFormatsAgainstDequantizedReference) {
       wb[i] = mx8::format::f32_to_bf16_rne(w[i]);
       wbf[i] = mx8::format::bf16_to_f32(wb[i]);
     }
-    be->matmul({WeightFormat::bf16, n, k, wb.data(), nullptr, ScaleType::ue8m0}, x.data(), m, y.data());
-    expect_close(y, matmul_ref(wbf, x, m, n, k), wbf, x, m, n, k, "bf16");
+    check({WeightFormat::bf16, n, k, wb.data(), nullptr, ScaleType::ue8m0}, wbf, "bf16");
     // fp8 block 128x128 (UE8M0 and f32 scales) and mxfp8: reference on the dequantized weights
     for (int variant = 0; variant < 3; ++variant) {
       mx8::format::QuantSpec spec;
@@ -103,8 +111,7 @@ TEST(BackendOps, MatmulAllWeightFormatsAgainstDequantizedReference) {
                     codes.data(),
                     scales.data(),
                     variant == 1 ? ScaleType::f32 : ScaleType::ue8m0};
-      be->matmul(wq, x.data(), m, y.data());
-      expect_close(y, matmul_ref(wd, x, m, n, k), wd, x, m, n, k, variant == 2 ? "mxfp8" : "fp8_block");
+      check(wq, wd, variant == 2 ? "mxfp8" : "fp8_block");
       // The embedding lookup of a quantized table returns the dequantized rows exactly.
       std::vector<int32_t> ids = {int32_t(n - 1), 0};
       std::vector<float> rows(2 * size_t(k));
@@ -360,8 +367,8 @@ TEST(BackendOps, PagedAttentionAllKvFormats) {
                 double o = 0;
                 for (int p = first; p < kvlen[t]; ++p) o += sc[p] / z * V[s][(p * kv_heads + kvh) * hd + i];
                 // f32 against double: about 40 ulp at the outputs' largest magnitude (|o| < 4), room for
-            // f32 sums of up to 160 products and 13 rows in any kernel's order.
-            ASSERT_NEAR(out[(t * heads + h) * hd + i], o, 2e-5)
+                // f32 sums of up to 160 products and 13 rows in any kernel's order.
+                ASSERT_NEAR(out[(t * heads + h) * hd + i], o, 2e-5)
                     << kv_format_name(fmt) << " window " << window << " t" << t << " h" << h << " i" << i;
               }
             }

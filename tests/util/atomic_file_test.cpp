@@ -59,4 +59,48 @@ TEST(AtomicFile, UnwritableFolderIsAClearError) {
   }
 }
 
+TEST(AtomicFile, CountsWhatItWroteAndRefusesUseAfterCommit) {
+  fs::path dir = fresh_dir();
+  mx8::AtomicFile file(dir / "out.bin");
+  file.write("abc");
+  file.write("", 0);
+  file.write("defg");
+  EXPECT_EQ(file.bytes_written(), 7u);
+  file.commit();
+  EXPECT_EQ(read_all(dir / "out.bin"), "abcdefg");
+  try {
+    file.write("more");
+    FAIL() << "a write after commit was accepted";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("after commit"), std::string::npos) << e.what();
+  }
+  try {
+    file.commit();
+    FAIL() << "a second commit was accepted";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("twice"), std::string::npos) << e.what();
+  }
+}
+
+// The rename is the step that can fail after all the bytes are written (here: a folder holds the name).
+// The error names both paths, and neither the temporary nor a change to the folder is left behind.
+TEST(AtomicFile, AFailedRenameRemovesTheTemporary) {
+  fs::path dir = fresh_dir();
+  fs::create_directories(dir / "taken" / "inside");
+  mx8::AtomicFile file(dir / "taken");
+  file.write("contents");
+  const std::string temp = file.temp_path();
+  try {
+    file.commit();
+    FAIL() << "renamed a file over a folder";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot rename " + temp + " to " + (dir / "taken").string()),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(temp));
+  EXPECT_TRUE(fs::is_directory(dir / "taken" / "inside"));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator{}), 1);
+}
+
 }  // namespace

@@ -127,6 +127,20 @@ TEST(Tokenizer, StreamingHoldsIncompleteCharacters) {
   EXPECT_EQ(s3.flush(), "\xEF\xBF\xBD");
 }
 
+// A character is shown by the push that completes it, not held for the next one: 日 in stories260K's
+// vocabulary is three byte tokens, and the third push returns it whole.
+TEST(Tokenizer, StreamDecoderShowsACharacterAsSoonAsItIsComplete) {
+  const auto tok = load_tokenizer(fs::path(MX8_SOURCE_DIR) / "models" / "stories260K.gguf");
+  const std::vector<TokenId> ids = tok->encode("\xE6\x97\xA5", {.add_special = false});
+  ASSERT_GE(ids.size(), 3u);
+  StreamDecoder s(*tok);
+  std::string before;
+  for (size_t i = 0; i + 1 < ids.size(); ++i) before += s.push(ids[i]);
+  EXPECT_EQ(before, "");
+  EXPECT_EQ(s.push(ids.back()), "\xE6\x97\xA5");
+  EXPECT_EQ(s.flush(), "");
+}
+
 // SentencePiece drops the leading space of a text's first token; a decoder told that its text
 // continues earlier text keeps it, so that the prompt's text and the continuation's add up to the
 // decoding of both (the completions endpoint, `mx8 run --no-echo`). The bundled stories260K vocabulary.
@@ -273,6 +287,25 @@ TEST(Tokenizer, LoadErrorsNameTheProblem) {
   std::ofstream(tmp / "x.gguf") << "NOTGGUF";
   fs::remove(tmp / "tokenizer.json");
   expect_error(tmp / "x.gguf", "not a GGUF file");
+  // A folder's one GGUF file gives the vocabulary, whatever else the folder holds; two are ambiguous.
+  const fs::path stories = fs::path(MX8_SOURCE_DIR) / "models" / "stories260K.gguf";
+  fs::remove(tmp / "x.gguf");
+  fs::copy_file(stories, tmp / "model.gguf");
+  std::ofstream(tmp / "config.json") << "{}";
+  fs::create_directories(tmp / "sub.gguf");  // a folder, not a file
+  EXPECT_EQ(load_tokenizer(tmp)->vocab_size(), 512u);
+  fs::copy_file(stories, tmp / "other.gguf");
+  expect_error(tmp, "several .gguf files and no tokenizer.json");
+  // A tokenizer.json named as a file, read with the tokenizer_config.json beside it.
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  std::ofstream(tmp / "tokenizer.json") << R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2},
+      "merges": ["a b"]}, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false},
+      "added_tokens": [{"id": 3, "content": "<eos>", "special": true}]})";
+  std::ofstream(tmp / "tokenizer_config.json") << R"({"eos_token": "<eos>"})";
+  const auto from_file = load_tokenizer(tmp / "tokenizer.json");
+  EXPECT_EQ(from_file->encode("ab", {.add_special = false}), std::vector<TokenId>{2});
+  EXPECT_EQ(from_file->eos_id(), 3);
   fs::remove_all(tmp);
   const Tokenizer* spm = gguf("llama-spm");
   if (spm) {

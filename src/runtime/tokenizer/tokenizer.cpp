@@ -23,9 +23,9 @@ void drain_utf8(std::string& pending, std::string& out, bool final) {
         all_continuation &= (static_cast<uint8_t>(pending[k]) & 0xC0) == 0x80;
       if (all_continuation) break;
     }
+    // Invalid bytes become U+FFFD; a U+FFFD in the text is the same three bytes.
     size_t start = i;
-    uint32_t cp = unicode::decode_one(pending, i);
-    if (cp == 0xFFFD && !(i - start == 3 && pending.compare(start, 3, "\xEF\xBF\xBD") == 0))
+    if (unicode::decode_one(pending, i) == 0xFFFD)
       out += "\xEF\xBF\xBD";
     else
       out.append(pending, start, i - start);

@@ -51,6 +51,16 @@ TEST(SpanTimeline, RowsAreMeansPerRunInOrderOfFirstAppearance) {
   EXPECT_DOUBLE_EQ(rows[1].count, 0.5);
 }
 
+TEST(SpanTimeline, GapsAndExposedTimesAreMeansPerRunToo) {
+  // b starts 2 us after a ends in run 1 and 4 us after in run 2.
+  const auto rows =
+      summarize_spans({{span("a", 0, 1), span("b", 3, 4)}, {span("a", 10, 11), span("b", 15, 17)}});
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_DOUBLE_EQ(rows[1].gap_us, 3);
+  EXPECT_DOUBLE_EQ(rows[1].exposed_us, 1.5);
+  EXPECT_DOUBLE_EQ(rows[0].gap_us, 0);
+}
+
 TEST(SpanTimeline, ExposedTimesAndGapsAddUpToEachRunsSpan) {
   std::mt19937 rng(7);
   for (int trial = 0; trial < 200; ++trial) {
@@ -88,6 +98,8 @@ TEST(KernelDisplayName, KeepsTheKernelAndItsTemplateArgumentsOnly) {
   // A name that does not demangle (cuBLASLt's are plain C names) is kept as it is.
   EXPECT_EQ(mx8::kernel_display_name("nvjet_sm90_tss_64x16_64x16_2x1_v_bz_TNT"),
             "nvjet_sm90_tss_64x16_64x16_2x1_v_bz_TNT");
+  // A template kernel outside any namespace demangles with its return type, which goes too.
+  EXPECT_EQ(mx8::kernel_display_name("_Z6kernelILi4EEvPf"), "kernel<4>");
   EXPECT_EQ(mx8::kernel_display_name(nullptr), "?");
 }
 

@@ -93,6 +93,16 @@ TEST(BackendOps, MatmulAllWeightFormatsAgainstDequantizedReference) {
       wbf[i] = mx8::format::bf16_to_f32(wb[i]);
     }
     check({WeightFormat::bf16, n, k, wb.data(), nullptr, ScaleType::ue8m0}, wbf, "bf16");
+    // Embedding lookups of f32 and bf16 tables return the rows exactly (a quantized table's below).
+    std::vector<int32_t> last_first = {int32_t(n - 1), 0};
+    std::vector<float> rows(2 * size_t(k));
+    be->embedding(wf, last_first.data(), 2, rows.data());
+    EXPECT_TRUE(std::equal(rows.begin(), rows.begin() + k, w.begin() + (n - 1) * k));
+    EXPECT_TRUE(std::equal(rows.begin() + k, rows.end(), w.begin()));
+    be->embedding({WeightFormat::bf16, n, k, wb.data(), nullptr, ScaleType::ue8m0}, last_first.data(), 2,
+                  rows.data());
+    EXPECT_TRUE(std::equal(rows.begin(), rows.begin() + k, wbf.begin() + (n - 1) * k));
+    EXPECT_TRUE(std::equal(rows.begin() + k, rows.end(), wbf.begin()));
     // fp8 block 128x128 (UE8M0 and f32 scales) and mxfp8: reference on the dequantized weights
     for (int variant = 0; variant < 3; ++variant) {
       mx8::format::QuantSpec spec;
@@ -287,12 +297,13 @@ TEST(BackendOps, PenalizeRejectsEntriesOutsideItsRows) {
 }
 
 // Every compiled kernel (the AVX2 one takes heads of 64 or more in multiples of 8; the scalar one
-// takes the rest, and everything on machines without AVX2), on heads of 160 and of 100 (a tail after
-// the 8-wide partial sums).
+// takes the rest, and everything on machines without AVX2), on heads of 160 (two fp8 scales each),
+// 128 (one, exactly), 72 (an 8-wide tail after the 16-wide steps) and 100 (a tail after the scalar
+// kernel's 8 partial sums).
 TEST(BackendOps, PagedAttentionAllKvFormats) {
   auto be = make_cpu_backend(2);
   const int heads = 4, kv_heads = 2, ps = 4, pages = 8, len0 = 13, len1 = 6;
-  for (int hd : {160, 100})
+  for (int hd : {160, 128, 72, 100})
     for (mx8::cpu::Isa isa : mx8::cpu::testing::runnable_isas())
       for (KvFormat fmt : {KvFormat::f32, KvFormat::bf16, KvFormat::fp8}) {
         SCOPED_TRACE("head_dim " + std::to_string(hd) + ", " + mx8::cpu::isa_name(isa));

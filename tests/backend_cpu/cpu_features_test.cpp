@@ -2,6 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+
 #include "mx8/error.h"
 
 namespace mx8::cpu {
@@ -10,6 +16,30 @@ namespace {
 TEST(CpuFeatures, NamesRoundTrip) {
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon}) EXPECT_EQ(parse_isa(isa_name(isa)), isa);
   EXPECT_THROW(parse_isa("sse9"), Error);
+}
+
+// The detection against the Linux kernel's own reading of CPUID: the "flags" of /proc/cpuinfo, from
+// which the kernel drops the AVX and AVX-512 flags when the OS does not save those registers.
+TEST(CpuFeatures, AgreesWithTheKernelsCpuFlags) {
+#if defined(__x86_64__) && defined(__linux__)
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line) && line.rfind("flags", 0) != 0) {
+  }
+  if (line.empty()) GTEST_SKIP() << "no flags line in /proc/cpuinfo";
+  std::set<std::string> flags;
+  std::istringstream words(line.substr(line.find(':') + 1));
+  for (std::string w; words >> w;) flags.insert(w);
+  auto all = [&](std::initializer_list<const char*> names) {
+    return std::all_of(names.begin(), names.end(), [&](const char* n) { return flags.count(n) > 0; });
+  };
+  const bool avx2 = all({"avx", "avx2", "fma", "f16c"});
+  EXPECT_EQ(detected_cpu_features().avx2, avx2);
+  EXPECT_EQ(detected_cpu_features().avx512, avx2 && all({"avx512f", "avx512dq", "avx512bw", "avx512vl"}));
+  EXPECT_EQ(best_isa(), detected_cpu_features().avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::scalar);
+#else
+  GTEST_SKIP() << "x86-64 Linux only";
+#endif
 }
 
 TEST(CpuFeatures, ScalarAlwaysSupportedAndBestIsSupported) {

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -68,6 +70,34 @@ TEST(ThreadPool, NestedCallsRunInline) {
       pool.parallel_for(10, 2, [&](size_t b2, size_t e2) { total += int(e2 - b2); });
   });
   EXPECT_EQ(total.load(), 80);
+}
+
+// The same from a worker thread: both outer tasks wait until the other has started, so one of the
+// nested calls is made by a worker (which must run it inline too, not wait for the pool it is in).
+TEST(ThreadPool, NestedCallsFromAWorkerRunInline) {
+  ThreadPool pool(2);
+  std::atomic<int> started{0}, total{0};
+  pool.parallel_for(2, 1, [&](size_t, size_t) {
+    ++started;
+    for (int spin = 0; spin < 20000 && started.load() < 2; ++spin)
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    pool.parallel_for(10, 2, [&](size_t b, size_t e) { total += int(e - b); });
+  });
+  EXPECT_EQ(started.load(), 2);
+  EXPECT_EQ(total.load(), 20);
+}
+
+TEST(ThreadPool, ZeroThreadsMeansEveryCoreAndZeroGrainMeansOne) {
+  const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  EXPECT_EQ(ThreadPool(0).threads(), cores);
+  EXPECT_EQ(ThreadPool(-3).threads(), cores);
+  ThreadPool pool(2);
+  std::vector<std::atomic<int>> hits(100);
+  pool.parallel_for(100, 0, [&](size_t b, size_t e) {
+    EXPECT_EQ(e - b, 1u);  // grain 0 is taken as 1 (and not as "no progress")
+    for (size_t i = b; i < e; ++i) ++hits[i];
+  });
+  for (auto& h : hits) EXPECT_EQ(h.load(), 1);
 }
 
 TEST(ThreadPool, ConcurrentSubmittersAreSerialised) {

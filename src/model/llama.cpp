@@ -251,12 +251,12 @@ class Llama final : public LlamaModel {
     embed_ = table;
     output_ = c.tied_embeddings ? embed_ : linear("output", c.vocab, c.dim);
     const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
-    const std::vector<float> ones(size_t(std::max(c.dim, c.head_dim)), 1.0f), zeros(size_t(qd), 0.0f);
-    // Counted as prepare_vector counts a loaded model's norms and biases.
-    auto vec = [&](int64_t n, const std::vector<float>& values = {}) {
+    // Norms of ones and biases of zeros, counted as prepare_vector counts a loaded model's.
+    auto vec = [&](int64_t n, float value = 1.0f) {
+      const std::vector<float> v(size_t(n), value);
       stats_.bytes += size_t(n) * 4;
       stats_.parameters += n;
-      return static_cast<float*>(arena_.upload((values.empty() ? ones : values).data(), size_t(n) * 4));
+      return static_cast<float*>(arena_.upload(v.data(), size_t(n) * 4));
     };
     output_norm_ = vec(c.dim);
     layers_.resize(size_t(c.n_layers));
@@ -277,9 +277,9 @@ class Llama final : public LlamaModel {
         L.k_norm = vec(c.head_dim);
       }
       if (c.qkv_bias) {
-        L.bq = vec(qd, zeros);
-        L.bk = vec(kvd, zeros);
-        L.bv = vec(kvd, zeros);
+        L.bq = vec(qd, 0.0f);
+        L.bk = vec(kvd, 0.0f);
+        L.bv = vec(kvd, 0.0f);
       }
     }
     setup_common(rope_inv_freq(c));

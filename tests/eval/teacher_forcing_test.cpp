@@ -159,6 +159,7 @@ TEST(TeacherForcing, BadWindowsAndTokensAreRefused) {
 TEST(TeacherForcing, EmptyAndOneTokenDocumentsScoreNothing) {
   EXPECT_EQ(eval::scored_positions({{}, {1}, {1, 2, 3}, {}}, 0), 2);
   EXPECT_EQ(eval::scored_positions({{}, {}}, 0), 0);
+  EXPECT_EQ(eval::scored_positions({{1, 2, 3}}, 1), 1);  // a limit of one position is a limit
 }
 
 }  // namespace

@@ -150,6 +150,7 @@ TEST(GgufTokenizer, SpecialTokensAndTheFilesOtherFields) {
     EXPECT_EQ(j["added_tokens"][i]["special"], true);
   }
   EXPECT_EQ(j["post_processor"]["single"][0]["SpecialToken"]["id"], "<s>");
+  EXPECT_EQ(j["post_processor"]["pair"][1]["Sequence"], json({{"id", "A"}, {"type_id", 0}}));
   EXPECT_EQ(j["post_processor"]["pair"][2]["SpecialToken"], json({{"id", "<s>"}, {"type_id", 1}}));
   EXPECT_EQ(j["post_processor"]["pair"][3]["Sequence"], json({{"id", "B"}, {"type_id", 1}}));
   EXPECT_EQ(j["post_processor"]["special_tokens"]["<s>"]["ids"], json::array({1}));
@@ -194,6 +195,12 @@ TEST(GgufTokenizer, BadVocabulariesAreRefusedByName) {
     EXPECT_NE(error_of(g).find("special token id " + std::to_string(id) + " out of range"), std::string::npos)
         << error_of(g);
   }
+  GgufKeys no_merges;  // no piece splits into two others: an empty list, not a missing one
+  no_merges.string("tokenizer.ggml.model", "llama")
+      .strings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "a"});
+  EXPECT_EQ(
+      json::parse(mx8::convert::gguf_llama_tokenizer(no_merges.file())->tokenizer_json)["model"]["merges"],
+      json::array());
   GgufKeys scores;
   scores.string("tokenizer.ggml.model", "llama")
       .strings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>"})

@@ -227,6 +227,12 @@ TEST(SafetensorsModel, SingleFileAndFolder) {
   EXPECT_EQ(m2.tensors().size(), 2u);
   auto moved = std::move(m2);
   EXPECT_EQ(moved.get("b").numel(), 6);
+  try {
+    mx8::io::SafetensorsModel::open((dir.path / "absent").string());
+    ADD_FAILURE() << "opened a path that does not exist";
+  } catch (const mx8::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("absent: no such file or folder"), std::string::npos) << e.what();
+  }
   // The folder the files are in (error messages name it; the converter reads config.json there).
   EXPECT_EQ(m.folder(), dir.path.string());
   EXPECT_EQ(moved.folder(), dir.path.string());

@@ -355,9 +355,9 @@ TEST(BackendOps, PagedAttentionAllKvFormats) {
         a.kv_len = kvlen.data();
         a.block_tables = tables.data();
         a.max_pages_per_seq = 4;
-        // No window, a sliding window of 5 (each token sees its last 5 positions), one longer than any
-        // sequence here (the same as none).
-        for (int window : {0, 5, 13}) {
+        // No window, a window of 1 (each token sees itself only), a sliding window of 5 (each token
+        // sees its last 5 positions), one longer than any sequence here (the same as none).
+        for (int window : {0, 1, 5, 13}) {
           a.window = window;
           be->attention(*cache, a);
           for (int t = 0; t < 3; ++t)

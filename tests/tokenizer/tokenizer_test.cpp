@@ -139,6 +139,13 @@ TEST(Tokenizer, StreamDecoderShowsACharacterAsSoonAsItIsComplete) {
   EXPECT_EQ(before, "");
   EXPECT_EQ(s.push(ids.back()), "\xE6\x97\xA5");
   EXPECT_EQ(s.flush(), "");
+  // A lead byte followed by a byte that cannot continue it is decided at once: U+FFFD, then the byte.
+  const auto lead = tok->find_token("<0xE6>"), x = tok->find_token("<0x78>");
+  ASSERT_TRUE(lead && x);
+  StreamDecoder s2(*tok);
+  EXPECT_EQ(s2.push(*lead), "");
+  EXPECT_EQ(s2.push(*x), "\xEF\xBF\xBDx");
+  EXPECT_EQ(s2.flush(), "");
 }
 
 // SentencePiece drops the leading space of a text's first token; a decoder told that its text
@@ -152,6 +159,10 @@ TEST(Tokenizer, StreamDecoderContinuingATextKeepsTheLeadingSpace) {
   // BOS alone leaves a text at its start; "Tom" after it does not.
   EXPECT_FALSE(tok->leaves_start(std::vector<TokenId>{prompt.front()}, {.skip_special = true}));
   EXPECT_TRUE(tok->leaves_start(prompt, {.skip_special = true}));
+  // A text token leaves the start even when it shows nothing there (a lone space is dropped at the start).
+  const auto space = tok->find_token("\xE2\x96\x81");
+  ASSERT_TRUE(space);
+  EXPECT_TRUE(tok->leaves_start(std::vector<TokenId>{*space}, {.skip_special = true}));
   StreamDecoder fresh(*tok), continuing(*tok, {}, /*at_start=*/false);
   std::string a, b;
   for (TokenId id : rest) a += fresh.push(id), b += continuing.push(id);

@@ -21,11 +21,23 @@ namespace {
 
 using namespace mx8;
 
+// The bundled stories260K, set up for steps of up to `max_tokens` tokens.
+std::unique_ptr<model::LlamaModel> load_stories(backend::Backend& be, int max_tokens) {
+  model::LoadOptions lo;
+  lo.max_tokens_per_step = max_tokens;
+  return model::load_llama(test::kStoriesModel, be, lo);
+}
+
+// An f32 KV cache of `pages` pages of 16 positions for model m.
+std::unique_ptr<backend::KvCache> f32_cache(const model::LlamaModel& m, backend::Backend& be, int pages) {
+  const auto& c = m.config();
+  return be.create_kv_cache(
+      {backend::KvFormat::f32, int(c.n_layers), int(c.n_kv_heads), int(c.head_dim), 16, pages});
+}
+
 TEST(EngineBackendDraw, TokensAreTheHostSamplers) {
   auto be = backend::make_cpu_backend(2);
-  model::LoadOptions lo;
-  lo.max_tokens_per_step = 32;
-  auto m = model::load_llama(test::kStoriesModel, *be, lo);
+  auto m = load_stories(*be, 32);
   const auto on_backend = test::mixed_draw_events(*m, *be, false),
              on_host = test::mixed_draw_events(*m, *be, true);
   EXPECT_EQ(on_backend, on_host);
@@ -37,9 +49,7 @@ TEST(EngineBackendDraw, LogprobsOfTokensDrawnOnTheBackendAreTheHosts) {
   // alternatives and the drawn token's logit come from there (Backend::log_sum_exp, top_k at temperature
   // 1, gather). The CPU backend's arithmetic is the host's: the same tokens and values, bit for bit.
   auto be = backend::make_cpu_backend(2);
-  model::LoadOptions lo;
-  lo.max_tokens_per_step = 32;
-  auto m = model::load_llama(test::kStoriesModel, *be, lo);
+  auto m = load_stories(*be, 32);
   const auto on_backend = test::logprob_draw_events(*m, *be, false),
              on_host = test::logprob_draw_events(*m, *be, true);
   ASSERT_EQ(on_backend.size(), on_host.size());
@@ -74,18 +84,10 @@ TEST(EngineBackendDraw, SampleTopKIgnoresPaddingAndUsesItsOwnK) {
 
 TEST(EngineBackendDraw, ForwardReturnsTheArgmaxOfTheRowsItWouldDownload) {
   auto be = backend::make_cpu_backend(2);
-  model::LoadOptions lo;
-  lo.max_tokens_per_step = 8;
-  auto m = model::load_llama(test::kStoriesModel, *be, lo);
+  auto m = load_stories(*be, 8);
   const size_t vocab = size_t(m->config().vocab);
   auto forward = [&](int argmax_rows, std::vector<float>& logits, std::vector<int32_t>& ids) {
-    backend::KvCacheDesc d{backend::KvFormat::f32,
-                           int(m->config().n_layers),
-                           int(m->config().n_kv_heads),
-                           int(m->config().head_dim),
-                           16,
-                           1};
-    auto cache = be->create_kv_cache(d);
+    auto cache = f32_cache(*m, *be, 1);
     model::StepBatch b;
     b.max_pages_per_seq = 1;
     b.block_tables = {0};
@@ -114,11 +116,8 @@ TEST(EngineBackendDraw, ForwardReturnsTheArgmaxOfTheRowsItWouldDownload) {
 
 TEST(EngineBackendDraw, ForwardRejectsPenaltiesItCannotApply) {
   auto be = backend::make_cpu_backend(1);
-  model::LoadOptions lo;
-  lo.max_tokens_per_step = 4;
-  auto m = model::load_llama(test::kStoriesModel, *be, lo);
-  auto cache = be->create_kv_cache({backend::KvFormat::f32, int(m->config().n_layers),
-                                    int(m->config().n_kv_heads), int(m->config().head_dim), 16, 1});
+  auto m = load_stories(*be, 4);
+  auto cache = f32_cache(*m, *be, 1);
   const int32_t vocab = int32_t(m->config().vocab);
   struct Case {
     std::vector<float> penalties;
@@ -153,13 +152,10 @@ TEST(EngineBackendDraw, ForwardRejectsPenaltiesItCannotApply) {
 // and its drawn logit is its largest, all against the full logits of the same step.
 TEST(EngineBackendDraw, SelectedRowsGetTheirLogSumExpButNoTokenLogit) {
   auto be = backend::make_cpu_backend(1);
-  model::LoadOptions lo;
-  lo.max_tokens_per_step = 4;
-  auto m = model::load_llama(test::kStoriesModel, *be, lo);
+  auto m = load_stories(*be, 4);
   const int64_t vocab = m->config().vocab;
   auto step = [&](bool full, auto&& out) {
-    auto cache = be->create_kv_cache({backend::KvFormat::f32, int(m->config().n_layers),
-                                      int(m->config().n_kv_heads), int(m->config().head_dim), 16, 2});
+    auto cache = f32_cache(*m, *be, 2);
     model::StepBatch b;
     b.max_pages_per_seq = 1;
     b.block_tables = {0, 1};
@@ -198,12 +194,9 @@ TEST(EngineBackendDraw, SelectedRowsGetTheirLogSumExpButNoTokenLogit) {
 // unpenalized logits of the same tokens.
 TEST(EngineBackendDraw, PenaltiesBeyondTheFirstBufferStillApply) {
   auto be = backend::make_cpu_backend(1);
-  model::LoadOptions lo;
-  lo.max_tokens_per_step = 4;
-  auto m = model::load_llama(test::kStoriesModel, *be, lo);
+  auto m = load_stories(*be, 4);
   const int vocab = int(m->config().vocab);
-  auto cache = be->create_kv_cache({backend::KvFormat::f32, int(m->config().n_layers),
-                                    int(m->config().n_kv_heads), int(m->config().head_dim), 16, 3});
+  auto cache = f32_cache(*m, *be, 3);
   model::StepBatch b;
   b.max_pages_per_seq = 1;
   b.block_tables = {0, 1, 2};

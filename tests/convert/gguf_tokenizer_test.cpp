@@ -131,6 +131,12 @@ TEST(GgufTokenizer, MergesFollowTheScoresThenTheIdsOfTheParts) {
   EXPECT_EQ(j["model"]["merges"], expected);
   EXPECT_EQ(j["model"]["vocab"].size(), 13u);
   EXPECT_EQ(j["model"]["vocab"]["aba"], 10);
+  GgufKeys no_merges;  // no piece splits into two others: an empty list, not a missing one
+  no_merges.string("tokenizer.ggml.model", "llama")
+      .strings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "a"});
+  EXPECT_EQ(
+      json::parse(mx8::convert::gguf_llama_tokenizer(no_merges.file())->tokenizer_json)["model"]["merges"],
+      json::array());
 }
 
 // The rest of tokenizer.json and tokenizer_config.json: what transformers' Llama converter writes
@@ -195,12 +201,6 @@ TEST(GgufTokenizer, BadVocabulariesAreRefusedByName) {
     EXPECT_NE(error_of(g).find("special token id " + std::to_string(id) + " out of range"), std::string::npos)
         << error_of(g);
   }
-  GgufKeys no_merges;  // no piece splits into two others: an empty list, not a missing one
-  no_merges.string("tokenizer.ggml.model", "llama")
-      .strings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "a"});
-  EXPECT_EQ(
-      json::parse(mx8::convert::gguf_llama_tokenizer(no_merges.file())->tokenizer_json)["model"]["merges"],
-      json::array());
   GgufKeys scores;
   scores.string("tokenizer.ggml.model", "llama")
       .strings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>"})

@@ -150,7 +150,9 @@ TEST(Inspect, ScaleHistogramsAndSaturationOfEveryScheme) {
       EXPECT_EQ(t.nonpow2_scales, nonpow2) << label << " " << t.name;
       all_nonpow2 += nonpow2;
       const auto& w = m.get(t.name);
-      EXPECT_EQ(t.shape, w.shape()) << label << " " << t.name;
+      std::vector<int64_t> logical = w.shape();  // MXFP4 stores two codes a byte: the report's is the model's
+      if (scheme == Scheme::mxfp4) logical.back() *= 2;
+      EXPECT_EQ(t.shape, logical) << label << " " << t.name;
       int64_t at_max = 0;
       for (size_t i = 0; i < w.nbytes(); ++i)
         at_max += scheme == Scheme::mxfp4 ? ((w.data[i] & 7) == 7) + ((w.data[i] >> 4 & 7) == 7)

@@ -66,7 +66,7 @@ TEST(Progress, AnUnfinishedBarEndsItsLineWhenDestroyed) {
 }
 
 // An empty conversion (no bytes to move) shows a full bar, not a division by zero.
-TEST(Progress, NothingToDoIsDone) {
+TEST(Progress, AnEmptyJobShowsAFullBar) {
   testing::internal::CaptureStderr();
   {
     Progress p(true, 0, "convert");

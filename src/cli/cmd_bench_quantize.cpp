@@ -186,7 +186,7 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--threads", o->threads, "thread counts, comma-separated")->capture_default_str();
       app.add_option("--min-time", o->min_time, "seconds per case")
           ->capture_default_str()
-          ->check(CLI::PositiveNumber);
+          ->check(CLI::Range(0.01, 3600.0));
       app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
       app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
       return [o] { run(*o); };

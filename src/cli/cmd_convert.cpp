@@ -134,7 +134,7 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--quantize", a->quantize,
                      "glob of tensors to quantize despite the defaults (repeatable)")
           ->allow_extra_args(false);
-      app.add_option("--threads", a->threads, "worker threads (0: all cores)")->check(CLI::NonNegativeNumber);
+      app.add_option("--threads", a->threads, "worker threads (0: all cores)")->check(CLI::Range(0, 4096));
       app.add_option("--shard-size", a->shard_size, "largest output shard, e.g. 5GB (default), 500MB");
       app.add_flag("--force", a->force, "replace OUT if it exists (only once the new one is complete)");
       app.add_flag("--stats", a->stats,

@@ -76,7 +76,7 @@ mx8::cli::CommandRegistration reg{
     "formats", "Table of every element and scale format, with bytes per value", [](CLI::App& app) {
       auto cols = std::make_shared<long>(4096);
       app.add_option("--cols", *cols, "Row length assumed for per-row scale overhead")
-          ->check(CLI::PositiveNumber);
+          ->check(CLI::Range(1L, 1L << 30));
       return [cols] { print_formats(*cols); };
     }};
 

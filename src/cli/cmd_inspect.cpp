@@ -135,7 +135,7 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--compare", a->compare,
                      "original checkpoint to measure the error against (same tensor names)");
       app.add_option("--threads", a->threads, "threads for --compare (0: all cores)")
-          ->check(CLI::NonNegativeNumber);
+          ->check(CLI::Range(0, 4096));
       return [a] { run(*a); };
     }};
 

@@ -151,7 +151,9 @@ ErrorStats measure(const std::vector<float>& x, int64_t rows, int64_t cols, cons
       noise += e * e;
       if (xv != 0) {
         double rel = std::fabs(e) / std::fabs(xv);
-        max_rel = std::max(max_rel, rel);
+        // A NaN beside finite values makes its block's scale NaN and every value in it NaN: the largest
+        // error is then NaN, which std::max would drop (max rel read 0 while the mean read nan).
+        if (!(rel <= max_rel) && !std::isnan(max_rel)) max_rel = rel;
         sum_rel += rel;
         ++nonzero;
       }

@@ -56,6 +56,17 @@ TEST_F(BadInput, ConvertGlobsMustNameATensor) {
   EXPECT_FALSE(std::filesystem::exists(out_dir));  // nothing written
 }
 
+// Ranges are named in the error (CLI11's PositiveNumber and NonNegativeNumber printed DBL_MAX's 309
+// digits as the upper bound).
+TEST_F(BadInput, RangesOfThreadsAndTimesAreNamed) {
+  expect_error("convert '" + kModel + "' /tmp/unused --threads -1",
+               "--threads: Value -1 not in range 0 to 4096", 2);
+  expect_error("inspect '" + kModel + "' --threads 5000", "--threads: Value 5000 not in range 0 to 4096", 2);
+  expect_error("bench gemv --min-time 0", "--min-time: Value 0 not in range 0.010000 to 3600.000000", 2);
+  expect_error("bench quantize --min-time -1", "--min-time: Value -1 not in range 0.010000 to 3600.000000",
+               2);
+}
+
 TEST_F(BadInput, InspectCompareOfAnIdenticalCheckpointSaysSo) {
   int st = 0;
   const std::string out = run("inspect '" + kModel + "' --compare '" + kModel + "'", &st);

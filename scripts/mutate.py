@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Mutation testing: does some test fail when the code it covers is wrong?
 
-    scripts/mutate.py --build DIR --tests test_a[,test_b] [--max N] [--seed S] [--out F.jsonl] FILE...
+    scripts/mutate.py --build DIR --tests test_a[,test_b] [--also TARGET,...] [--max N] [--seed S] [--out F.jsonl] FILE...
     scripts/mutate.py --build DIR --tests ... --retry F.jsonl FILE...   (the survivors again, after new tests)
 
 For each FILE (a C++ source or header of the project) the script makes one small change at a time
@@ -146,6 +146,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", required=True, help="a configured Ninja build folder (cmake --preset release)")
     ap.add_argument("--tests", required=True, help="comma-separated test executables to build and run")
+    ap.add_argument("--also", default="",
+                    help="comma-separated targets built but not run (mx8_cli: the executable the CLI tests drive)")
     ap.add_argument("--filter", default="", help="--gtest_filter for the runs (default: every test)")
     ap.add_argument("--max", type=int, default=0, help="at most this many mutants per file (a seeded sample)")
     ap.add_argument("--seed", type=int, default=1)
@@ -157,7 +159,7 @@ def main():
 
     build = os.path.abspath(args.build)
     tests = args.tests.split(",")
-    ninja = f"ninja -C {build} " + " ".join(tests)
+    ninja = f"ninja -C {build} " + " ".join(tests + [t for t in args.also.split(",") if t])
     gtest = f" --gtest_filter='{args.filter}'" if args.filter else ""
     test_cmd = " && ".join(f"{build}/{t} --gtest_brief=1{gtest}" for t in tests)
 

@@ -1,8 +1,13 @@
 // mx8 inspect PATH [--compare ORIGINAL]: tensors, sizes against BF16/FP32, scale statistics, and
 // the error against an original checkpoint.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "cli/command.h"
 #include "mx8/convert/inspect.h"
@@ -13,7 +18,6 @@ namespace {
 struct Args {
   std::string path, compare;
   int threads = 0;
-  bool all = false;
 };
 
 std::string shape_text(const std::vector<int64_t>& shape) {
@@ -69,8 +73,12 @@ void run(const Args& a) {
       codes += t.codes;
       saturated += t.saturated;
       char buf[96];
-      std::snprintf(buf, sizeof buf, " scales 2^%d..2^%d, sat %.3f%%", t.scale_exponents.begin()->first,
-                    t.scale_exponents.rbegin()->first, t.codes ? 100.0 * t.saturated / t.codes : 0.0);
+      if (!t.scale_exponents.empty()) {  // an empty tensor has none
+        std::snprintf(buf, sizeof buf, " scales 2^%d..2^%d,", t.scale_exponents.begin()->first,
+                      t.scale_exponents.rbegin()->first);
+        extra += buf;
+      }
+      std::snprintf(buf, sizeof buf, " sat %.3f%%", t.codes ? 100.0 * t.saturated / t.codes : 0.0);
       extra += buf;
       if (t.nonpow2_scales) extra += ", " + std::to_string(t.nonpow2_scales) + " scales not 2^k";
     }
@@ -99,11 +107,14 @@ void run(const Args& a) {
                 static_cast<unsigned long long>(t.bytes), extra.c_str());
   }
   std::printf("\ntotal tensor bytes  %s\n", mb(r.bytes).c_str());
-  std::printf("same model in BF16  %s   -> this file is %.1f%% of it (%.1f%% less memory)\n",
-              mb(r.bf16_bytes).c_str(), 100.0 * r.bytes / r.bf16_bytes,
-              100.0 - 100.0 * r.bytes / r.bf16_bytes);
-  std::printf("same model in FP32  %s   -> this file is %.1f%% of it (%.1f%% less memory)\n",
-              mb(r.f32_bytes).c_str(), 100.0 * r.bytes / r.f32_bytes, 100.0 - 100.0 * r.bytes / r.f32_bytes);
+  if (r.bf16_bytes > 0) {  // else every tensor is empty, and there is nothing to compare
+    std::printf("same model in BF16  %s   -> this file is %.1f%% of it (%.1f%% less memory)\n",
+                mb(r.bf16_bytes).c_str(), 100.0 * r.bytes / r.bf16_bytes,
+                100.0 - 100.0 * r.bytes / r.bf16_bytes);
+    std::printf("same model in FP32  %s   -> this file is %.1f%% of it (%.1f%% less memory)\n",
+                mb(r.f32_bytes).c_str(), 100.0 * r.bytes / r.f32_bytes,
+                100.0 - 100.0 * r.bytes / r.f32_bytes);
+  }
   if (quantized) {
     std::printf(
         "\n%lld quantized tensors; %lld scales (%lld not powers of two); %.4f%% of codes at the format's "

@@ -68,7 +68,8 @@ std::vector<float> read_raw_f32(const QuantErrorArgs& a, int64_t& rows) {
   std::ifstream in(a.file, std::ios::binary | std::ios::ate);
   if (!in) throw mx8::Error(a.file + ": cannot open for reading");
   auto size = int64_t(in.tellg());
-  if (size % 4 != 0 || size == 0)
+  if (size == 0) throw mx8::Error(a.file + ": the file is empty: no values to quantize");
+  if (size % 4 != 0)
     throw mx8::Error(a.file + ": size " + std::to_string(size) + " is not a whole number of f32 values");
   if ((size / 4) % a.cols != 0)
     throw mx8::Error(a.file + ": " + std::to_string(size / 4) + " values do not fill rows of --cols " +
@@ -91,6 +92,7 @@ std::vector<float> read_safetensors(const QuantErrorArgs& a, int64_t& rows, int6
   }
   const auto& t = st.get(a.tensor);
   if (t.shape().empty()) throw mx8::Error(a.file + ": tensor " + a.tensor + " is a scalar");
+  if (t.numel() == 0) throw mx8::Error(a.file + ": tensor " + a.tensor + " is empty: no values to quantize");
   cols = t.shape().back();
   rows = cols ? t.numel() / cols : 0;
   std::vector<float> x(size_t(t.numel()));

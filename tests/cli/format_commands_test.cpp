@@ -302,10 +302,12 @@ TEST_F(FormatCommands, QuantErrorReadsASafetensorsTensor) {
   // BF16 bits of 1, -2, 0.5, 448, 0.75, -3; and an I32 tensor.
   const std::vector<uint16_t> w = {0x3F80, 0xC000, 0x3F00, 0x43E0, 0x3F40, 0xC040};
   const std::vector<int32_t> ids = {1, 2};
+  const float one = 1.0f;
   mx8::io::write_safetensors(
       file.string(),
       {{{"w", mx8::io::DType::BF16, {2, 3}}, {reinterpret_cast<const uint8_t*>(w.data()), w.size() * 2}},
-       {{"ids", mx8::io::DType::I32, {2}}, {reinterpret_cast<const uint8_t*>(ids.data()), ids.size() * 4}}});
+       {{"ids", mx8::io::DType::I32, {2}}, {reinterpret_cast<const uint8_t*>(ids.data()), ids.size() * 4}},
+       {{"s", mx8::io::DType::F32, {}}, {reinterpret_cast<const uint8_t*>(&one), 4}}});
   const std::string out = ok("quant-error --file '" + file.string() +
                              "' --tensor w --formats e4m3 --rules ceil --granularities tensor,row");
   EXPECT_NE(out.find(" : w [2, 3] (fast"), std::string::npos) << out;
@@ -317,6 +319,11 @@ TEST_F(FormatCommands, QuantErrorReadsASafetensorsTensor) {
             std::string::npos)
       << out;
   expect_error("quant-error --file '" + file.string() + "'", "choose a tensor with --tensor (");
+  expect_error("quant-error --file '" + file.string() + "' --tensor s", "tensor s is a scalar");
+  const auto empty = temp("empty.safetensors");
+  mx8::io::write_safetensors(empty.string(), {{{"e", mx8::io::DType::F32, {0, 4}}, {}}});
+  expect_error("quant-error --file '" + empty.string() + "' --tensor e",
+               "tensor e is empty: no values to quantize");
   expect_error("quant-error --file '" + file.string() + "' --tensor ids",
                "tensor ids is I32; quant-error reads F32, BF16 and F16");
 }
@@ -339,6 +346,9 @@ TEST_F(FormatCommands, QuantErrorRefusesBadArguments) {
                "3 values do not fill rows of --cols 2");
   expect_error("quant-error --file '" + three.string() + "' --cols 0", "--cols must be positive");
   expect_error("quant-error --file /nonexistent/x.f32", "/nonexistent/x.f32: cannot open for reading");
+  const auto empty = temp("empty.f32");
+  write_f32(empty, {});
+  expect_error("quant-error --file '" + empty.string() + "'", "the file is empty: no values to quantize");
 }
 
 }  // namespace

@@ -213,6 +213,8 @@ TEST_F(FormatCommands, FormatsTablesEachFormatsNumbers) {
         "no zero, "
         "no sign\n",
         "(128 columns per row for per-row scales",
+        "format scale     tensor       row     1x128      1x32   128x128     32x32  saved at 1x128 vs bf16, "
+        "vs f32\n",
         "e4m3   ue8m0    1.00000   1.00781   1.00781   1.03125   1.00006   1.00098   49.6%,  74.8%\n",
         "e4m3   f32      1.00000   1.03125   1.03125   1.12500   1.00024   1.00391   48.4%,  74.2%\n",
         "e3m2   ue8m0    0.75000   0.75781   0.75781   0.78125   0.75006   0.75098   62.1%,  81.1%\n",

@@ -16,7 +16,7 @@ struct Args {
   std::vector<std::string> keep, quantize;
   int threads = 0;
   std::string shard_size = "5GB";
-  bool force = false, stats = false, quiet = false, verbose = false, no_progress = false;
+  bool force = false, stats = false, verbose = false, no_progress = false;
 };
 
 // "5GB", "500MB", "2GiB", "123" -> bytes.

@@ -271,6 +271,25 @@ TEST_F(FormatCommands, QuantErrorOfAHandWorkedTensor) {
       << rows;
 }
 
+// "saturated" counts values that round past the largest code. At the tie above the largest value the
+// rounding to even decides: E5M2's 61440 lies between 57344 (code 0x7B, odd) and the next step, so it
+// rounds up and saturates; E4M3's 464 lies above 448 (0x7E, even) and rounds down to it, no saturation.
+// floor scales of 1 keep both values as they are (61440 / 57344 and 464 / 448 round down to 2^0).
+TEST_F(FormatCommands, QuantErrorSaturationAtTheTie) {
+  const auto e5m2 = temp("tie5.f32"), e4m3 = temp("tie4.f32");
+  write_f32(e5m2, {61440.0f, 1.0f});
+  write_f32(e4m3, {464.0f, 1.0f});
+  const std::string args = " --cols 2 --rules floor --granularities tensor --formats ";
+  EXPECT_NE(ok("quant-error --file '" + e5m2.string() + "'" + args + "e5m2")
+                .find("e5m2   floor  tensor       23.52   6.667e-02   3.333e-02   5.00e-01   1.5000\n"),
+            std::string::npos);
+  // 61440 -> 57344: SQNR 10 log10((61440^2 + 1) / 4096^2) = 23.52 dB. 464 -> 448: relative error
+  // 16 / 464 = 0.0345, mean over two values 0.0172, SQNR 10 log10((464^2 + 1) / 16^2) = 29.25 dB.
+  EXPECT_NE(ok("quant-error --file '" + e4m3.string() + "'" + args + "e4m3")
+                .find("e4m3   floor  tensor       29.25   3.448e-02   1.724e-02   0.00e+00   1.5000\n"),
+            std::string::npos);
+}
+
 // A NaN makes its block's scale NaN and every value in the block NaN: the largest error is NaN, not the
 // largest of the other values' errors (it read 0 before).
 TEST_F(FormatCommands, QuantErrorReportsANaNBlockAsNaN) {

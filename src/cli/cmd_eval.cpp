@@ -169,9 +169,7 @@ void run_eval(EvalOptions& o) {
   if (o.max_tokens < 0) throw Error("--max-tokens must be >= 0 (0: the whole text)");
   const std::vector<std::string> weights = split_list(o.weights, "--weights"), kvs = split_list(o.kv, "--kv");
   for (const std::string& w : weights) model::parse_weight_spec(w);  // a bad name fails before any load
-  for (const std::string& k : kvs)
-    if (k != "auto" && k != "f32" && k != "bf16" && k != "fp8")
-      throw Error("--kv " + k + ": expected auto, f32, bf16 or fp8");
+  for (const std::string& k : kvs) cli::check_kv_name(k);
 
   const model::LlamaConfig cfg = model::read_llama_config(o.model);
   auto tok = runtime::load_tokenizer(o.model);

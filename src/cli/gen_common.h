@@ -135,12 +135,20 @@ inline bool parse_attention(const std::string& s) {
   return s == "rounded";
 }
 
+// --kv's names, checked before a model loads: a misspelt cache format should not cost a large model's
+// load first.
+inline void check_kv_name(const std::string& s) {
+  if (s != "auto" && s != "f32" && s != "bf16" && s != "fp8")
+    throw Error("--kv " + s + ": expected auto, f32, bf16 or fp8");
+}
+
+// The cache format; auto is f32 when every matrix of the loaded model is f32, else bf16.
 inline backend::KvFormat parse_kv(const std::string& s, const model::LlamaModel& m) {
+  check_kv_name(s);
   if (s == "f32") return backend::KvFormat::f32;
   if (s == "bf16") return backend::KvFormat::bf16;
   if (s == "fp8") return backend::KvFormat::fp8;
-  if (s == "auto") return m.weight_stats().linear_all_f32 ? backend::KvFormat::f32 : backend::KvFormat::bf16;
-  throw Error("--kv " + s + ": expected auto, f32, bf16 or fp8");
+  return m.weight_stats().linear_all_f32 ? backend::KvFormat::f32 : backend::KvFormat::bf16;
 }
 
 inline std::string mib(size_t bytes) {
@@ -171,6 +179,7 @@ inline Loaded load_for_generation(GenOptions& o, int64_t positions_needed, int s
   o.chunk = chunk_or_default(o);
   runtime::validate(o.sampling);  // before the model loads, not at the first token
   parse_attention(o.attention);
+  check_kv_name(o.kv);
   if (o.ctx < 0 || o.ctx > kMaxContext)
     throw Error("--ctx " + std::to_string(o.ctx) + " is out of range (0..." + std::to_string(kMaxContext) +
                 ")");

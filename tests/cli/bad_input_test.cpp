@@ -38,11 +38,16 @@ TEST_F(BadInput, SamplingAndThreadsAreCheckedBeforeTheModelLoads) {
   expect_error(run_args + "--temperature nan", "temperature nan is not a finite number");
   expect_error(run_args + "--penalty-last-n -2", "penalty look-back -2");
   expect_error(run_args + "--threads -1", "--threads: Value -1 not in range 0 to 4096", 2);
+  expect_error(run_args + "--chunk -1", "--chunk must be positive (or 0: the device's default)");
+  expect_error(run_args + "--attention fast", "--attention fast: expected exact or rounded");
+  expect_error(run_args + "--kv f16", "--kv f16: expected auto, f32, bf16 or fp8");
+  // Refused before the weights load: the memory plan, printed just before, is not there either.
+  int st = 0;
+  EXPECT_EQ(run(run_args + "--kv f16", &st).find("memory plan"), std::string::npos);
   expect_error(run_args + "--no-such-option", "--no-such-option", 2);
   // strtoull would take -1 and 2^64 for 2^64 - 1: two seeds that look different but are one.
   expect_error(run_args + "--seed -1", "a seed is a whole number", 2);
   expect_error(run_args + "--seed 18446744073709551616", "a seed is a whole number", 2);
-  int st = 0;
   const std::string out =
       run(run_args + "--temperature 0 --threads 1 --seed 18446744073709551615", &st);  // the valid neighbours
   EXPECT_EQ(st, 0) << out;

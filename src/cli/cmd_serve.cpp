@@ -94,6 +94,7 @@ void serve(ServeOptions& o) {
   if (o.gen.model.empty()) o.gen.model = cli::default_model_path();
   if (o.parallel < 1 || o.parallel > 4096) throw Error("--parallel must be from 1 to 4096");
   if (o.queue < 0 || o.queue > 65536) throw Error("--queue must be from 0 to 65536");
+  server::check_can_listen(o.host, o.port);  // before a model that may take minutes to load
   auto tok = runtime::load_tokenizer(o.gen.model);
   std::optional<runtime::ChatTemplate> tmpl = cli::chat_template_for(o.gen.model, o.template_file, *tok);
   // Without --ctx: 4096 positions per request, or less where the model was made for less.

@@ -3,6 +3,7 @@
 
 #include <httplib.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -24,6 +25,23 @@ namespace mx8::server {
 using json = nlohmann::ordered_json;
 
 namespace {
+
+// httplib's bind: port 0 takes any free port. Returns the port, or -1.
+int bind_server(httplib::Server& http, const std::string& host, int port) {
+  return port == 0 ? http.bind_to_any_port(host) : (http.bind_to_port(host, port) ? port : -1);
+}
+
+// SO_REUSEADDR on a listening socket: a restarted server binds at once (httplib's default would set
+// SO_REUSEPORT, which lets a second server bind the same port and silently take half the connections).
+void reuse_address(socket_t fd) {
+  const int yes = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+}
+
+Error cannot_listen(const std::string& host, int port) {
+  return Error("cannot listen on " + host + ":" + std::to_string(port) +
+               " (in use, or not an address of this machine)");
+}
 
 using Clock = std::chrono::steady_clock;
 // How often a blocked non-streaming handler looks whether its client is still connected.
@@ -453,12 +471,9 @@ struct HttpServer::Impl {
       refuse(s, d, q.path, 401, "a valid API key is required (Authorization: Bearer KEY, or x-api-key: KEY)");
       return httplib::Server::HandlerResponse::Handled;
     });
-    // The listening socket, as httplib makes it: SO_REUSEADDR (a restarted server binds at once),
-    // where httplib's default would set SO_REUSEPORT, which lets a second server bind the same port
-    // and silently take half the connections. The fd is kept for the backlog (bind()).
+    // The listening socket as httplib makes it, with SO_REUSEADDR; the fd is kept for the backlog (bind()).
     http.set_socket_options([this](socket_t fd) {
-      const int yes = 1;
-      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      reuse_address(fd);
       listen_fd = fd;
     });
     // A body whose Content-Length is over the limit is discarded as it arrives (the content reader
@@ -570,13 +585,24 @@ HttpServer::~HttpServer() {
   stop();
 }
 
+void check_can_listen(const std::string& host, int port) {
+  // A server that binds as HttpServer does (SO_REUSEADDR; httplib resolves the host and listens), then
+  // lets go of its socket: httplib closes a socket it could not bind, but one that bound stays open until
+  // a server that listened on it stops, which this one never does.
+  httplib::Server probe;
+  socket_t bound = INVALID_SOCKET;
+  probe.set_socket_options([&](socket_t fd) {
+    reuse_address(fd);
+    bound = fd;
+  });
+  if (bind_server(probe, host, port) < 0) throw cannot_listen(host, port);
+  ::close(bound);
+}
+
 int HttpServer::bind() {
   Impl& m = *impl_;
-  const int port = m.opts.port == 0 ? m.http.bind_to_any_port(m.opts.host)
-                                    : (m.http.bind_to_port(m.opts.host, m.opts.port) ? m.opts.port : -1);
-  if (port < 0)
-    throw Error("cannot listen on " + m.opts.host + ":" + std::to_string(m.opts.port) +
-                " (in use, or not an address of this machine)");
+  const int port = bind_server(m.http, m.opts.host, m.opts.port);
+  if (port < 0) throw cannot_listen(m.opts.host, m.opts.port);
   // httplib listens with a backlog of 5: a burst of clients connecting at once overflows it, and
   // each dropped connection waits for the client's SYN retry (1 s, then 3). Listening again on the
   // bound socket raises the backlog to the system's limit.

@@ -108,6 +108,7 @@ TEST(MxServe, AnswersAndStopsCleanlyOnSigint) {
   const std::string out = mx8::test::run("serve --port " + std::to_string(port), &status);
   EXPECT_EQ(status, 1) << out;
   EXPECT_NE(out.find("cannot listen on 127.0.0.1:" + std::to_string(port)), std::string::npos) << out;
+  EXPECT_EQ(out.find("memory plan"), std::string::npos) << out;  // said before the model is read
   EXPECT_EQ(p.stop(SIGINT, 10), 0) << p.log();
   EXPECT_NE(p.log().find("stopping"), std::string::npos) << p.log();
   EXPECT_NE(p.log().find("generated"), std::string::npos) << p.log();
@@ -129,6 +130,15 @@ TEST(MxServe, BadSettingsAreErrorsBeforeListening) {
     EXPECT_EQ(status, 1) << args;
     EXPECT_NE(out.find(says), std::string::npos) << args << ": " << out;
   }
+  // An address that is not this machine's (192.0.2.0/24 is reserved for documentation), before the
+  // model is read.
+  int status = 0;
+  const std::string out = mx8::test::run("serve --host 192.0.2.1 --port 0", &status);
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("cannot listen on 192.0.2.1:0 (in use, or not an address of this machine)"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("memory plan"), std::string::npos) << out;
 }
 
 TEST(MxServe, OfficialOpenAiAndAnthropicClients) {

@@ -41,6 +41,11 @@ struct ServerOptions {
   std::function<void(const std::string&)> log;
 };
 
+// Throws mx8::Error naming host:port when a server could not listen there (the port in use, or not an
+// address of this machine). `mx8 serve` asks before it loads a model, which can take minutes, so that
+// it fails at once; the server's own bind() can still fail if another program takes the port between.
+void check_can_listen(const std::string& host, int port);
+
 class HttpServer {
  public:
   // `tmpl` may be null (the model has no chat template): chat endpoints then answer 400 and

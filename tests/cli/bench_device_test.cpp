@@ -51,6 +51,25 @@ TEST_F(BenchDevice, UnknownDevicesAndTheCpuGemmAreErrors) {
   out = run("bench gemm --device cpu", &st);
   EXPECT_EQ(st, 1) << out;
   EXPECT_NE(out.find("the GEMM benchmark is the GPU's"), std::string::npos) << out;
+  out = run("bench gemv --device", &st);  // no device named: a usage error, not a read past the end
+  EXPECT_EQ(st, 2) << out;
+}
+
+// `bench gemm` alone is the GPU's GEMM benchmark (a build without CUDA has it too, and says why it
+// cannot run); the other names alone are the CPU's.
+TEST_F(BenchDevice, GemmWithoutADeviceIsTheGpus) {
+  int st = 0;
+  std::string out = run("bench gemm --help", &st);
+  EXPECT_EQ(st, 0) << out;
+  EXPECT_NE(out.find("FP8 block-scaled GEMM on the GPU vs cuBLASLt"), std::string::npos) << out;
+#ifndef MX8_HAVE_CUDA
+  out = run("bench gemm", &st);
+  EXPECT_EQ(st, 1) << out;
+  EXPECT_NE(out.find("this build has no CUDA backend"), std::string::npos) << out;
+#endif
+  out = run("bench gemv --help", &st);
+  EXPECT_EQ(st, 0) << out;
+  EXPECT_NE(out.find("CPU FP8/MXFP8/bf16/f32 matrix-vector products"), std::string::npos) << out;
 }
 
 }  // namespace

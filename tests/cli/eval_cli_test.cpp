@@ -91,6 +91,14 @@ TEST_F(EvalCli, WritesOneSectionPerModelTextAndDevice) {
       std::string::npos)
       << text;
   EXPECT_NE(text.find("| fp8 | bf16 |"), std::string::npos) << text;  // auto: bf16 beside FP8 weights
+  // The whole text: the command says nothing of --max-tokens.
+  const std::string out = run("eval --weights as-given --kv auto --quality-md '" + md.string() + "'", &st);
+  ASSERT_EQ(st, 0) << out;
+  std::ifstream again(md);
+  const std::string whole((std::istreambuf_iterator<char>(again)), std::istreambuf_iterator<char>());
+  EXPECT_NE(whole.find("--weights as-given --kv auto --device cpu --ctx 512 --stride 256`"),
+            std::string::npos)
+      << whole;
 }
 
 TEST_F(EvalCli, BadInputIsNamed) {
@@ -106,6 +114,7 @@ TEST_F(EvalCli, BadInputIsNamed) {
   expect_error("eval --kv fp4", "--kv fp4: expected auto, f32, bf16 or fp8");
   expect_error("eval --max-tokens -1", "--max-tokens must be >= 0");
   expect_error("eval --ctx 3", "at least 4 tokens");
+  expect_error("eval --stride 1048577", "--stride: Value 1048577 not in range 0 to 1048576");
   const fs::path empty = dir_ / "empty.txt";
   std::ofstream(empty) << "\n<|endoftext|>\n   \n";
   expect_error("eval --text '" + empty.string() + "'", "nothing to score");

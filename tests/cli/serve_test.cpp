@@ -112,6 +112,30 @@ TEST(MxServe, AnswersAndStopsCleanlyOnSigint) {
   EXPECT_EQ(p.stop(SIGINT, 10), 0) << p.log();
   EXPECT_NE(p.log().find("stopping"), std::string::npos) << p.log();
   EXPECT_NE(p.log().find("generated"), std::string::npos) << p.log();
+  EXPECT_NE(p.log().find("mx8 serve: /v1/chat/completions "), std::string::npos)
+      << p.log();  // a line per request
+}
+
+// --quiet: no line per request. --queue 0: no request waits (the limits' ends are accepted; past them,
+// refused by name).
+TEST(MxServe, QuietAndNoQueue) {
+  if (!std::filesystem::exists(mx8::test::mx8_exe())) GTEST_SKIP() << "mx8 executable not built";
+  ServeProcess p(serve_args() + " --quiet --queue 0");
+  const int port = p.port();
+  ASSERT_GT(port, 0) << p.log();
+  EXPECT_NE(p.log().find("3 at once (+0 waiting)"), std::string::npos) << p.log();
+  httplib::Client c("127.0.0.1", port);
+  auto r = c.Post("/v1/completions", R"({"prompt": "A cat", "max_tokens": 4})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(p.stop(SIGTERM, 10), 0) << p.log();
+  EXPECT_EQ(p.log().find("/v1/completions"), std::string::npos) << p.log();
+  for (const char* queue : {"-1", "65537"}) {
+    int status = 0;
+    const std::string out = mx8::test::run(std::string("serve --port 0 --queue ") + queue, &status);
+    EXPECT_EQ(status, 1) << out;
+    EXPECT_NE(out.find("--queue must be from 0 to 65536"), std::string::npos) << out;
+  }
 }
 
 TEST(MxServe, BadSettingsAreErrorsBeforeListening) {

@@ -65,6 +65,8 @@ TEST_F(TokenizeCommand, SpecialTokenTextAndTheEmptyText) {
   EXPECT_EQ(plain.find("2\n"), std::string::npos) << plain;
   EXPECT_EQ(ok("tokenize -m '" + kVocab + "' ''"), "1\n");
   EXPECT_EQ(ok("tokenize -m '" + kVocab + "' --no-add-special ''"), "");
+  // The word "decode" right after the command is text, not `bench decode`'s device routing.
+  EXPECT_EQ(ok("tokenize decode -m '" + kVocab + "' --no-add-special --pieces"), "21822\t\u2581decode\n");
 }
 
 TEST(VersionCommand, SaysTheVersionTheBackendsAndTheMachine) {

@@ -82,6 +82,8 @@ TEST(VersionCommand, SaysTheVersionTheBackendsAndTheMachine) {
 #endif
   EXPECT_NE(out.find("\nmachine: "), std::string::npos) << out;
   EXPECT_NE(out.find(" hardware threads"), std::string::npos) << out;
+  EXPECT_EQ(run("--version", &st), "mx8 0.1.0\n");
+  EXPECT_EQ(st, 0);
 }
 
 }  // namespace

@@ -56,8 +56,12 @@ class ChatCommand : public ::testing::Test {
       std::filesystem::temp_directory_path() / ("mx8_chat_cli_" + std::to_string(::getpid()) + ".jinja");
 };
 
+// The system message is the start of the text: the reply continues "Once upon a time, Tom went to the"
+// (without it, " went to the" alone continues differently). A reply's first space is not shown.
 TEST_F(ChatCommand, TheSystemMessageComesFirst) {
-  EXPECT_EQ(chat("--system 'Once upon' -n 20", " a time\\n"), continuation("Once upon a time", 20));
+  const std::string with = chat("--system 'Once upon a time, Tom' -n 12", " went to the\\n");
+  EXPECT_EQ(" " + with, continuation("Once upon a time, Tom went to the", 12));
+  EXPECT_NE(with, chat("-n 12", " went to the\\n"));
 }
 
 // "Once upon a time" is BOS and 4 tokens. With --ctx 6 the turn and one generated token do not fit, so

@@ -96,6 +96,8 @@ TEST_F(ConvertCommand, RequantizationSaysWhatChanged) {
   expect_has(changed, "  (2/2 input scales not powers of two)\n");
   expect_has(changed, "\nrequantized tensors: 0 exactly (same values), 35 with error (listed above)\n");
   expect_has(changed, "\ninput scales not powers of two: 50 of 50\n");
+  expect_has(out_of("inspect '" + (dir_ / "f32").string() + "'"),
+             "\n35 quantized tensors; 50 scales (50 not powers of two); ");
 }
 
 TEST_F(ConvertCommand, ShardSizesAreReadWithTheirUnits) {

@@ -35,7 +35,7 @@ class ConvertCommand : public ::testing::Test {
   // Standard output of `mx8 args`, which must exit with `status`; standard error is dropped.
   static std::string out_of(const std::string& args, int status = 0) {
     int st = 0;
-    const std::string out = mx8::test::run_shell("'" + mx8_exe() + "' " + args + " 2>/dev/null", &st);
+    const std::string out = mx8::test::run_stdout(args, &st);
     EXPECT_EQ(st, status) << args << "\n" << out;
     return out;
   }

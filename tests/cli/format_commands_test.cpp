@@ -31,7 +31,7 @@ class FormatCommands : public ::testing::Test {
   }
   // Standard output alone (standard error to /dev/null), and the exit status.
   static std::string stdout_of(const std::string& args, int* status) {
-    return run_shell("'" + mx8_exe() + "' " + args + " 2>/dev/null", status);
+    return mx8::test::run_stdout(args, status);
   }
   static std::string ok(const std::string& args) {
     int st = 0;

@@ -36,4 +36,9 @@ inline std::string run(const std::string& args, int* status) {
   return run_shell(command, status);
 }
 
+// Standard output alone of `mx8 args` (standard error dropped), and its exit status.
+inline std::string run_stdout(const std::string& args, int* status) {
+  return run_shell("'" + mx8_exe() + "' " + args + " 2>/dev/null", status);
+}
+
 }  // namespace mx8::test

@@ -27,7 +27,7 @@ class TokenizeCommand : public ::testing::Test {
   }
   static std::string ok(const std::string& args) {
     int st = 0;
-    const std::string out = run_shell("'" + mx8_exe() + "' " + args + " 2>/dev/null", &st);
+    const std::string out = mx8::test::run_stdout(args, &st);
     EXPECT_EQ(st, 0) << args << "\n" << out;
     return out;
   }

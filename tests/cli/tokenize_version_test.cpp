@@ -15,7 +15,6 @@ namespace {
 
 using mx8::test::mx8_exe;
 using mx8::test::run;
-using mx8::test::run_shell;
 
 const std::string kVocab =
     std::string(MX8_SOURCE_DIR) + "/tests/data/tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf";

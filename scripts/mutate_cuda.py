@@ -3,7 +3,7 @@
 needed), and linked and tested where the GPU is (the device machine, in one call).
 
     scripts/mutate_cuda.py compile --build build/cuda --out DIR [--max N] [--seed S] FILE...
-    scripts/mutate_cuda.py test --kit DIR [--jobs J] [--wide FILTER]
+    scripts/mutate_cuda.py test --kit DIR [--jobs J] [--wide FILTER] [--retry DIR/results.jsonl]
 
 `compile` makes the mutants of each FILE (a .cu or .cpp of src/backend/cuda; the same operators as
 scripts/mutate.py) and rebuilds only that file's object for each, keeping it as DIR/objects/NNNN.o. A
@@ -39,9 +39,14 @@ from mutate import mutants_of, object_of, run  # noqa: E402
 # The tests that exercise each file's kernels (file name -> gtest filter).
 FILTERS = {
     "backend_cuda_select.cu": "CudaVsCpu.Argmax*:CudaVsCpu.TopK*:CudaVsCpu.Selections*:CudaVsCpu.Penalize*:"
-                              "CudaVsCpu.LogSumExp*:CudaVsCpu.Gather*:CudaStoriesGolden.BackendDraw*",
-    "backend_cuda_elementwise.cu": "CudaVsCpu.Rmsnorm*:CudaVsCpu.Rope*:CudaVsCpu.AddSilu*:CudaVsCpu.Embedding*",
-    "kv_cache.cu": "CudaVsCpu.KvWrite*:CudaVsCpu.RopeKvWrite*:ClusterAttention.FusedRopeKvWrite*",
+                              "CudaVsCpu.LogSumExp*:CudaVsCpu.Gather*:CudaStoriesGolden.BackendDraw*:"
+                              "CudaVsCpu.CallsOfNoRows*",
+    "backend_cuda_elementwise.cu": "CudaVsCpu.Rmsnorm*:CudaVsCpu.Rope*:CudaVsCpu.AddSilu*:CudaVsCpu.Embedding*:"
+                                   "CudaVsCpu.CallsOf*:CudaVsCpu.Softmax*:CudaVsCpu.SmallOps*",
+    "kv_cache.cu": "CudaVsCpu.KvWrite*:CudaVsCpu.RopeKvWrite*:ClusterAttention.FusedRopeKvWrite*:"
+                   "CudaVsCpu.CallsOfNoRows*:CudaKvCache.*",
+    "gemv_fp8_mma.cu": "GemvGroup.*:GemvSwiglu.*:FfnOverlap.*:CudaVsCpu.Matmul*:CudaStoriesGolden.*",
+    "attention_cluster.cu": "ClusterAttention.*:CudaVsCpu.*Attention*:CudaStoriesGolden.*",
 }
 
 
@@ -174,11 +179,22 @@ def make_kit(build, kit, targets):
         json.dump(commands, f)
 
 
+def cuda_path(word):
+    """A CUDA library's path on this machine: toolkits install them under lib/ or lib64/."""
+    if word.startswith("/usr/local/cuda/") and not os.path.exists(word):
+        for lib in ("/lib/", "/lib64/", "/targets/x86_64-linux/lib/"):
+            tail = word.split("/lib/", 1)[-1] if "/lib/" in word else word.split("/lib64/", 1)[-1]
+            if os.path.exists("/usr/local/cuda" + lib + tail):
+                return "/usr/local/cuda" + lib + tail
+    return word
+
+
 def link(kit, output, mutant_object=None, target="test_cuda"):
     """Links `target` into `output`; a mutant's object goes ahead of the archive that holds the
     original. Returns (ok, log)."""
     words = json.load(open(os.path.join(kit, "link.json")))[target]
-    words = [os.path.abspath(os.path.join(kit, w)) if os.path.exists(os.path.join(kit, w)) else w for w in words]
+    words = [os.path.abspath(os.path.join(kit, w)) if os.path.exists(os.path.join(kit, w)) else cuda_path(w)
+             for w in words]
     at = words.index("-o")
     words[at + 1] = os.path.abspath(output)
     words.append("-Wl,-rpath," + os.path.abspath(os.path.join(kit, "sys")))
@@ -224,6 +240,12 @@ def test_mutants(args):
         print(f"{name}: unmutated tests pass, limit {limits[name]:.0f} s", flush=True)
 
     pending = [r for r in records if r["status"] == "pending"]
+    if args.retry:  # only the earlier survivors, after new tests (the test objects are the kit's)
+        earlier = {json.loads(line)["id"]: json.loads(line)["status"] for line in open(args.retry)}
+        pending = [r for r in pending if earlier.get(r["id"]) == "survived"]
+        for r in records:
+            if r["status"] == "pending" and r not in pending:
+                r["status"] = earlier.get(r["id"], "pending")
 
     def link_one(r):
         ok, log = link(kit, os.path.join(work, r["id"]), os.path.join(kit_dir, "objects", r["id"] + ".o"))
@@ -284,14 +306,25 @@ def main():
     t.add_argument("--kit", required=True, help="the folder `compile --out` filled")
     t.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="links at a time")
     t.add_argument("--gpu-jobs", type=int, default=4, help="test runs at a time")
+    t.add_argument("--retry", default="", help="an earlier results.jsonl: only its survivors again")
     t.add_argument("--wide", default="CudaVsCpu.*:CudaStoriesGolden.*:ClusterAttention.*",
                    help="the gtest filter a survivor of its file's filter runs next (the backend's op tests)")
+    m = sub.add_parser("kit", help="(re)make DIR/kit from a build, e.g. after new tests, for --retry")
+    m.add_argument("--build", required=True)
+    m.add_argument("--out", required=True)
+    m.add_argument("--kit-also", default="")
     k = sub.add_parser("link", help="link every target of the kit unmutated (the binaries to run beside)")
     k.add_argument("--kit", required=True)
     k.add_argument("--out", required=True, help="folder for the binaries")
     args = ap.parse_args()
     if args.verb == "compile":
         compile_mutants(args)
+    elif args.verb == "kit":
+        rc, log = run(f"ninja -C {os.path.abspath(args.build)} test_cuda", args.build)
+        if rc != 0:
+            sys.exit(f"mutate_cuda: the build fails:\n{log[-3000:]}")
+        make_kit(os.path.abspath(args.build), os.path.join(os.path.abspath(args.out), "kit"),
+                 ["test_cuda"] + [t for t in args.kit_also.split(",") if t])
     elif args.verb == "test":
         test_mutants(args)
     else:

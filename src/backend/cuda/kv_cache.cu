@@ -119,9 +119,13 @@ void launch_rope_kv_write(CudaKvCache& c, int layer, float* q, float* k, const f
   if (layer < 0 || layer >= d.n_layers)
     throw Error("cuda backend: rope_kv_write to layer " + std::to_string(layer) + " of " +
                 std::to_string(d.n_layers));
-  if (r.head_dim != d.head_dim || r.rot_dim < 0 || r.rot_dim > r.head_dim || r.rot_dim % 2 != 0)
+  // What rope refuses too (launch_rope), so that the fused op and the composed one (the backend's
+  // default) accept the same arguments.
+  if (r.head_dim != d.head_dim || r.rot_dim <= 0 || r.rot_dim > r.head_dim || r.rot_dim % 2 != 0 ||
+      !r.inv_freq)
     throw Error("cuda backend: rope_kv_write with head_dim " + std::to_string(r.head_dim) + " / rot_dim " +
-                std::to_string(r.rot_dim) + " for a cache of head_dim " + std::to_string(d.head_dim));
+                std::to_string(r.rot_dim) + (r.inv_freq ? "" : " and no inverse frequencies") +
+                " for a cache of head_dim " + std::to_string(d.head_dim));
   if (n_tokens <= 0) return;
   const KvGeom g = geom_of(c);
   const int64_t warps = n_tokens * (n_heads + 2 * g.n_kv);

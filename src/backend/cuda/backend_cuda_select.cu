@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 
@@ -118,6 +119,14 @@ __global__ void argmax_kernel(const float* x, int64_t cols, int64_t chunk, Best*
   if (lane == 0) out[row] = isnan(best.v) ? 0 : best.i;
 }
 
+// Whether v is a normal float (not zero, subnormal, infinite or NaN). Not isnormal(): nvcc 13.0 folds
+// that to false in device code (the PTX of a probe kernel stores a constant 0), which had left
+// block_top_k's shortcut below switched off, found when a mutant of it survived (docs/MUTATION.md).
+__device__ __forceinline__ bool normal_float(float v) {
+  const float a = fabsf(v);
+  return a >= FLT_MIN && a <= FLT_MAX;
+}
+
 // Sortable bits of a candidate's value: a larger value has larger bits; -0 takes +0's (the sampler
 // orders them as equal, by index).
 __device__ __forceinline__ uint32_t order_bits(float v) {
@@ -217,7 +226,7 @@ __device__ void block_top_k(const float* x, int64_t n, int64_t first, int k, flo
   const float xk = take_all ? -INFINITY : from_order_bits(prefix), qk = xk / t;
   // x whose quotient can round to q_k lie within a relative 2^-23 of x_k when both are normal numbers
   // (8x margin); otherwise every x is checked.
-  const bool shortcut = isnormal(xk) && isnormal(qk);
+  const bool shortcut = normal_float(xk) && normal_float(qk);
   const float lo = shortcut ? xk - fabsf(xk) * 0x1p-20f : -INFINITY,
               hi = shortcut ? xk + fabsf(xk) * 0x1p-20f : INFINITY;
   auto equal = [&](float v) { return v == xk || (v >= lo && v <= hi && v / t == qk); };

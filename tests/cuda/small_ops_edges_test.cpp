@@ -89,12 +89,14 @@ TEST_F(CudaVsCpu, CallsOfOneElementMatchCpu) {
 
   const std::vector<float> inv{0.3f};
   Pair pinv = put(inv);
-  const RopeArgs r{RopeStyle::half, 2, 2, (const float*)pinv.g};
+  // Each backend reads the frequencies from its own memory.
+  const RopeArgs rc{RopeStyle::half, 2, 2, (const float*)pinv.c},
+      rg{RopeStyle::half, 2, 2, (const float*)pinv.g};
   std::vector<float> xr{0.8f, -1.3f};
   xr.resize(18, 2.5f);  // guards
   Pair px = put(xr), ppos = put(std::vector<int32_t>{5, 9});
-  cpu->rope((float*)px.c, (const int32_t*)ppos.c, 1, 1, r);
-  gpu->rope((float*)px.g, (const int32_t*)ppos.g, 1, 1, r);
+  cpu->rope((float*)px.c, (const int32_t*)ppos.c, 1, 1, rc);
+  gpu->rope((float*)px.g, (const int32_t*)ppos.g, 1, 1, rg);
   const auto a = get_cpu<float>(px, xr.size()), b = get_gpu<float>(px, xr.size());
   for (size_t j = 0; j < 2; ++j) EXPECT_NEAR(b[j], a[j], 1e-6 * (std::fabs(xr[0]) + std::fabs(xr[1])));
   EXPECT_NE(a[0], xr[0]);

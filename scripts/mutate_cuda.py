@@ -4,6 +4,8 @@ needed), and linked and tested where the GPU is (the device machine, in one call
 
     scripts/mutate_cuda.py compile --build build/cuda --out DIR [--max N] [--seed S] FILE...
     scripts/mutate_cuda.py test --kit DIR [--jobs J] [--wide FILTER] [--retry DIR/results.jsonl]
+    scripts/mutate_cuda.py kit --build build/cuda --out DIR      (the kit again, after new tests)
+    scripts/mutate_cuda.py link --kit DIR --out build/cuda       (the kit's binaries, unmutated)
 
 `compile` makes the mutants of each FILE (a .cu or .cpp of src/backend/cuda; the same operators as
 scripts/mutate.py) and rebuilds only that file's object for each, keeping it as DIR/objects/NNNN.o. A
@@ -18,8 +20,8 @@ original, so the linker takes the mutant's definitions. Each mutant runs the gte
 file (FILTERS below: the tests written for those kernels). A mutant is killed when a test fails or runs
 past three times the unmutated time plus 10 s, and survives when all pass; each survivor then runs
 `--wide` (default: every backend op test, the golden text and the cluster attention) before it is
-reported as a survivor. Results go to
-DIR/results.jsonl and a table on standard output.
+reported as a survivor. Results go to DIR/results.jsonl and a table on standard output; `--retry`
+takes an earlier results.jsonl and runs only its survivors, against the tests of a kit made again.
 """
 import argparse
 import concurrent.futures
@@ -54,10 +56,7 @@ def compile_mutants(args):
     build = os.path.abspath(args.build)
     out = os.path.abspath(args.out)
     os.makedirs(os.path.join(out, "objects"), exist_ok=True)
-    rc, log = run(f"ninja -C {build} test_cuda", build)
-    if rc != 0:
-        sys.exit(f"mutate_cuda: the unmutated build fails:\n{log[-3000:]}")
-    make_kit(build, os.path.join(out, "kit"), ["test_cuda"] + [t for t in args.kit_also.split(",") if t])
+    build_kit(build, out, args.kit_also)
     records = []
     serial = 0
     for path in args.files:
@@ -147,6 +146,14 @@ def copy_system_file(path, kit):
     return dest
 
 
+def build_kit(build, out, kit_also):
+    """Builds test_cuda unmutated and makes out/kit for it and the targets in kit_also (comma-separated)."""
+    rc, log = run(f"ninja -C {build} test_cuda", build)
+    if rc != 0:
+        sys.exit(f"mutate_cuda: the unmutated build fails:\n{log[-3000:]}")
+    make_kit(build, os.path.join(out, "kit"), ["test_cuda"] + [t for t in kit_also.split(",") if t])
+
+
 def make_kit(build, kit, targets):
     """Copies what the targets' link commands read into `kit` (paths under the build folder keep their
     relative place; other files, such as the system's gtest archives, go to kit/sys) and writes each
@@ -180,12 +187,13 @@ def make_kit(build, kit, targets):
 
 
 def cuda_path(word):
-    """A CUDA library's path on this machine: toolkits install them under lib/ or lib64/."""
-    if word.startswith("/usr/local/cuda/") and not os.path.exists(word):
-        for lib in ("/lib/", "/lib64/", "/targets/x86_64-linux/lib/"):
-            tail = word.split("/lib/", 1)[-1] if "/lib/" in word else word.split("/lib64/", 1)[-1]
-            if os.path.exists("/usr/local/cuda" + lib + tail):
-                return "/usr/local/cuda" + lib + tail
+    """A CUDA library's path on this machine: toolkits put them in lib/, lib64/ or targets/*/lib/."""
+    if not word.startswith("/usr/local/cuda/") or os.path.exists(word):
+        return word
+    for folder in ("lib", "lib64", "targets/x86_64-linux/lib"):
+        here = os.path.join("/usr/local/cuda", folder, os.path.basename(word))
+        if os.path.exists(here):
+            return here
     return word
 
 
@@ -241,11 +249,11 @@ def test_mutants(args):
 
     pending = [r for r in records if r["status"] == "pending"]
     if args.retry:  # only the earlier survivors, after new tests (the test objects are the kit's)
-        earlier = {json.loads(line)["id"]: json.loads(line)["status"] for line in open(args.retry)}
-        pending = [r for r in pending if earlier.get(r["id"]) == "survived"]
-        for r in records:
-            if r["status"] == "pending" and r not in pending:
-                r["status"] = earlier.get(r["id"], "pending")
+        earlier = {r["id"]: r["status"] for r in map(json.loads, open(args.retry))}
+        for r in pending:
+            if earlier.get(r["id"], "survived") != "survived":
+                r["status"] = earlier[r["id"]]
+        pending = [r for r in pending if r["status"] == "pending"]
 
     def link_one(r):
         ok, log = link(kit, os.path.join(work, r["id"]), os.path.join(kit_dir, "objects", r["id"] + ".o"))
@@ -320,11 +328,7 @@ def main():
     if args.verb == "compile":
         compile_mutants(args)
     elif args.verb == "kit":
-        rc, log = run(f"ninja -C {os.path.abspath(args.build)} test_cuda", args.build)
-        if rc != 0:
-            sys.exit(f"mutate_cuda: the build fails:\n{log[-3000:]}")
-        make_kit(os.path.abspath(args.build), os.path.join(os.path.abspath(args.out), "kit"),
-                 ["test_cuda"] + [t for t in args.kit_also.split(",") if t])
+        build_kit(os.path.abspath(args.build), os.path.abspath(args.out), args.kit_also)
     elif args.verb == "test":
         test_mutants(args)
     else:

@@ -2,7 +2,7 @@
 """Mutation testing of the CUDA backend, in two halves: the mutants are compiled where nvcc is (no GPU
 needed), and linked and tested where the GPU is (the device machine, in one call).
 
-    scripts/mutate_cuda.py compile --build build/cuda --out DIR [--max N] [--seed S] FILE...
+    scripts/mutate_cuda.py compile --build build/cuda --out DIR [--max N] [--seed S] [--redo R] FILE...
     scripts/mutate_cuda.py test --kit DIR [--jobs J] [--wide FILTER] [--retry DIR/results.jsonl]
     scripts/mutate_cuda.py kit --build build/cuda --out DIR      (the kit again, after new tests)
     scripts/mutate_cuda.py link --kit DIR --out build/cuda       (the kit's binaries, unmutated)
@@ -10,9 +10,12 @@ needed), and linked and tested where the GPU is (the device machine, in one call
 `compile` makes the mutants of each FILE (a .cu or .cpp of src/backend/cuda; the same operators as
 scripts/mutate.py) and rebuilds only that file's object for each, keeping it as DIR/objects/NNNN.o. A
 mutant whose object equals the unmutated one is `equivalent`, one that does not compile `uncompilable`;
-neither is tested. DIR/mutants.jsonl lists them all, and DIR/kit holds what linking test_cuda takes (the
-project's archives, the test objects, the link command), since test_cuda itself is too large to ship
-once per mutant. Run it in a scratch clone: the files are edited in place and restored afterwards.
+neither is tested. `--redo` an earlier results.jsonl compiles that run's survivors instead of a sample,
+found again in the current source under their earlier ids (after a fix of the code they survived in,
+where --retry would link objects of the old code). DIR/mutants.jsonl lists them all, and DIR/kit holds
+what linking test_cuda takes (the project's archives, the test objects, the link command), since
+test_cuda itself is too large to ship once per mutant. Run it in a scratch clone: the files are edited
+in place and restored afterwards.
 
 `test`, on the GPU machine from the repository root, links test_cuda once unmutated (and runs its filters:
 they must pass) and once per mutant, with the mutant's object ahead of the archive that holds the
@@ -72,16 +75,22 @@ def compile_mutants(args):
             original = f.read()
         lines = original.splitlines(keepends=True)
         mutants = mutants_of(lines)
-        if args.max and len(mutants) > args.max:
+        if args.redo:
+            mutants = survivors_in(mutants, lines, path, args.redo)
+        elif args.max and len(mutants) > args.max:
             mutants = sorted(random.Random(f"{args.seed}:{path}").sample(mutants, args.max))
+            mutants = [(None, idx, op, new) for idx, op, new in mutants]
+        else:
+            mutants = [(None, idx, op, new) for idx, op, new in mutants]
         print(f"{path}: {len(mutants)} mutants", flush=True)
         try:
-            for idx, op, new_line in mutants:
+            for earlier_id, idx, op, new_line in mutants:
                 serial += 1
                 with open(path, "w") as f:
                     f.write("".join(lines[:idx] + [new_line] + lines[idx + 1:]))
                 rc, _ = run(f"ninja -C {build} {target}", build, timeout=900)
-                record = dict(id=f"{serial:04d}", file=path, line=idx + 1, op=op, before=lines[idx].strip(),
+                record = dict(id=earlier_id or f"{serial:04d}", file=path, line=idx + 1, op=op,
+                              before=lines[idx].strip(),
                               after=new_line.strip(), archive_member=os.path.basename(obj))
                 if rc != 0:
                     record["status"] = "uncompilable"
@@ -99,6 +108,24 @@ def compile_mutants(args):
     with open(os.path.join(out, "mutants.jsonl"), "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
+
+
+def survivors_in(mutants, lines, path, results):
+    """The survivors of an earlier run (results.jsonl) on `path`, found again in its current source: the
+    mutant with the same operator, line text before and after, nearest the line it had (edits since
+    may have moved it). Each keeps its earlier id; one whose line is gone is reported and dropped."""
+    found = []
+    for r in map(json.loads, open(results)):
+        if r["file"] != path or r["status"] != "survived":
+            continue
+        same = [(abs(idx + 1 - r["line"]), idx, op, new) for idx, op, new in mutants
+                if op == r["op"] and lines[idx].strip() == r["before"] and new.strip() == r["after"]]
+        if not same:
+            print(f"  gone         {path}:{r['line']}: {r['op']} (the line has changed)", flush=True)
+            continue
+        _, idx, op, new = min(same)
+        found.append((r["id"], idx, op, new))
+    return found
 
 
 def baseline_of(build, target, obj):
@@ -309,6 +336,7 @@ def main():
     c.add_argument("--max", type=int, default=0, help="at most this many mutants per file (a seeded sample)")
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--kit-also", default="", help="more targets the kit can link (mx8_cli,test_runtime)")
+    c.add_argument("--redo", default="", help="an earlier results.jsonl: its survivors again, in today's source")
     c.add_argument("files", nargs="+")
     t = sub.add_parser("test", help="link and run each mutant (on the GPU machine)")
     t.add_argument("--kit", required=True, help="the folder `compile --out` filled")

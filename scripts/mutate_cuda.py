@@ -3,7 +3,7 @@
 needed), and linked and tested where the GPU is (the device machine, in one call).
 
     scripts/mutate_cuda.py compile --build build/cuda --out DIR [--max N] [--seed S] [--redo R] FILE...
-    scripts/mutate_cuda.py test --kit DIR [--jobs J] [--wide FILTER] [--retry DIR/results.jsonl]
+    scripts/mutate_cuda.py test --kit DIR [--jobs J] [--wide FILTER] [--memcheck] [--retry R]
     scripts/mutate_cuda.py kit --build build/cuda --out DIR      (the kit again, after new tests)
     scripts/mutate_cuda.py link --kit DIR --out build/cuda       (the kit's binaries, unmutated)
 
@@ -17,14 +17,16 @@ what linking test_cuda takes (the project's archives, the test objects, the link
 test_cuda itself is too large to ship once per mutant. Run it in a scratch clone: the files are edited
 in place and restored afterwards.
 
-`test`, on the GPU machine from the repository root, links test_cuda once unmutated (and runs its filters:
-they must pass) and once per mutant, with the mutant's object ahead of the archive that holds the
-original, so the linker takes the mutant's definitions. Each mutant runs the gtest filter given for its
-file (FILTERS below: the tests written for those kernels). A mutant is killed when a test fails or runs
-past three times the unmutated time plus 10 s, and survives when all pass; each survivor then runs
+`test`, on the GPU machine from the repository root, links test_cuda once unmutated (and runs its
+filters: they must pass) and once per mutant, with the mutant's object ahead of the archive that holds
+the original, so the linker takes the mutant's definitions. Each mutant runs the gtest filter given for
+its file (FILTERS below: the tests written for those kernels). A mutant is killed when a test fails or
+runs past three times the unmutated time plus 10 s, and survives when all pass; each survivor then runs
 `--wide` (default: every backend op test, the golden text and the cluster attention) before it is
-reported as a survivor. Results go to DIR/results.jsonl and a table on standard output; `--retry`
-takes an earlier results.jsonl and runs only its survivors, against the tests of a kit made again.
+reported as a survivor; with `--memcheck`, its file's filter again under compute-sanitizer's memcheck
+(out-of-bounds and misaligned accesses that leave the results right). Results go to DIR/results.jsonl
+and a table on standard output; `--retry` takes an earlier results.jsonl and runs only its survivors,
+against the tests of a kit made again.
 """
 import argparse
 import concurrent.futures
@@ -273,6 +275,11 @@ def test_mutants(args):
             sys.exit(f"mutate_cuda: no test of {name} ran (no GPU?):\n{log[-1000:]}")
         limits[name] = 3 * (time.time() - t0) + 10
         print(f"{name}: unmutated tests pass, limit {limits[name]:.0f} s", flush=True)
+        if args.memcheck:  # a finding here would be charged to every survivor
+            rc, log = run(f"compute-sanitizer --tool memcheck --error-exitcode 9 {base} --gtest_brief=1 "
+                          f"--gtest_filter='{FILTERS[name]}'", os.getcwd())
+            if rc != 0:
+                sys.exit(f"mutate_cuda: the unmutated tests of {name} fail under memcheck:\n{log[-3000:]}")
 
     pending = [r for r in records if r["status"] == "pending"]
     if args.retry:  # only the earlier survivors, after new tests (the test objects are the kit's)
@@ -298,6 +305,10 @@ def test_mutants(args):
         if r["status"] == "survived":
             rc, _ = run(f"{binary} --gtest_brief=1 --gtest_filter='{args.wide}'", os.getcwd(), timeout=600)
             r["status"] = "survived" if rc == 0 else "killed by --wide"
+        if r["status"] == "survived" and args.memcheck:
+            rc, _ = run(f"compute-sanitizer --tool memcheck --error-exitcode 9 {binary} --gtest_brief=1 "
+                        f"--gtest_filter='{FILTERS[name]}'", os.getcwd(), timeout=20 * limits[name])
+            r["status"] = "survived" if rc == 0 else "killed by memcheck"
         os.remove(binary)
         print(f"  {r['status']:16} {r['file']}:{r['line']}: {r['op']}", flush=True)
         return r
@@ -316,7 +327,7 @@ def test_mutants(args):
     for path in sorted({r["file"] for r in records}):
         mine = [r for r in records if r["file"] == path]
         count = lambda *s: sum(r["status"] in s for r in mine)  # noqa: E731
-        killed, survived = count("killed", "killed by --wide"), count("survived")
+        killed, survived = count("killed", "killed by --wide", "killed by memcheck"), count("survived")
         score = f"{100 * killed / (killed + survived):.0f}%" if killed + survived else "-"
         print(f"| {path} | {killed} | {survived} | {count('equivalent')} | "
               f"{count('uncompilable', 'unlinkable')} | {score} |")
@@ -345,6 +356,8 @@ def main():
     t.add_argument("--retry", default="", help="an earlier results.jsonl: only its survivors again")
     t.add_argument("--wide", default="CudaVsCpu.*:CudaStoriesGolden.*:ClusterAttention.*",
                    help="the gtest filter a survivor of its file's filter runs next (the backend's op tests)")
+    t.add_argument("--memcheck", action="store_true",
+                   help="a survivor of both filters runs its file's filter again under compute-sanitizer memcheck")
     m = sub.add_parser("kit", help="(re)make DIR/kit from a build, e.g. after new tests, for --retry")
     m.add_argument("--build", required=True)
     m.add_argument("--out", required=True)

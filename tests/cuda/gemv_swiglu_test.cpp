@@ -4,7 +4,8 @@
 // rows side by side in one tile, and forms silu(g) * u as silu_mul_kernel does, so any difference is
 // a defect (a wrong row, scale, bias or input). Also: which form the result takes (h formed in the
 // launch for one row of x; left to the consumer where the skinny GEMM or another format takes the
-// rows), and that the default composition is what the CPU backend returns. Skips without a GPU.
+// rows), that nothing lands past the outputs (a ragged last tile's store guard), and that the default
+// composition is what the CPU backend returns. Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cuda_runtime_api.h>
@@ -48,7 +49,11 @@ class GemvSwiglu : public gemv_test::GemvTest<true> {
     for (float& v : norm_w) v = 1.0f + 0.25f * v;
     auto dx = dev(normal(size_t(m * k), rng)), dnorm = dev(norm_w);
     const std::vector<float> nan(size_t(m * n), std::numeric_limits<float>::quiet_NaN());
-    auto g1 = dev(nan), u1 = dev(nan), g2 = dev(nan), u2 = dev(nan);
+    // The launch under test writes into buffers with a tail past its m x n outputs: a store to a row
+    // past n (a ragged last tile's guard) lands there. 64 floats: more than a tile's 8 rows past n.
+    std::vector<float> nan_tail(nan);
+    nan_tail.resize(nan.size() + 64, std::numeric_limits<float>::quiet_NaN());
+    auto g1 = dev(nan), u1 = dev(nan), g2 = dev(nan_tail), u2 = dev(nan_tail);
     const MatmulInput in{dx->get(), nullptr, m, false, norm ? dnorm->get() : nullptr, 1e-5f};
     // The reference: the two products, then silu_mul.
     const MatmulTarget ref[2] = {{vg, g1->get(), bias ? bg->get() : nullptr},
@@ -65,14 +70,21 @@ class GemvSwiglu : public gemv_test::GemvTest<true> {
       backend->silu_mul(g2->get(), u2->get(), g2->get(), m * n);
     }
     backend->synchronize();
-    const std::vector<float> a = g1->download(), b = g2->download();
+    const std::vector<float> a = g1->download(), b = g2->download(), up = u2->download();
+    auto bits = [](float v) {
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      return u;
+    };
     for (size_t i = 0; i < a.size(); ++i) {
-      uint32_t ba, bb;
-      std::memcpy(&ba, &a[i], 4);
-      std::memcpy(&bb, &b[i], 4);
-      EXPECT_EQ(bb, ba) << "row " << i / size_t(n) << " col " << i % size_t(n) << ": " << b[i] << " vs "
-                        << a[i];
-      if (bb != ba) break;
+      EXPECT_EQ(bits(b[i]), bits(a[i]))
+          << "row " << i / size_t(n) << " col " << i % size_t(n) << ": " << b[i] << " vs " << a[i];
+      if (bits(b[i]) != bits(a[i])) break;
+    }
+    for (size_t i = a.size(); i < nan_tail.size(); ++i) {
+      EXPECT_EQ(bits(b[i]), bits(nan_tail[i])) << "h written " << i - a.size() << " past its end";
+      EXPECT_EQ(bits(up[i]), bits(nan_tail[i])) << "up written " << i - a.size() << " past its end";
+      if (HasFailure()) break;
     }
     return h.x_up == nullptr;
   }

@@ -79,11 +79,10 @@ def compile_mutants(args):
         mutants = mutants_of(lines)
         if args.redo:
             mutants = survivors_in(mutants, lines, path, args.redo)
-        elif args.max and len(mutants) > args.max:
-            mutants = sorted(random.Random(f"{args.seed}:{path}").sample(mutants, args.max))
-            mutants = [(None, idx, op, new) for idx, op, new in mutants]
         else:
-            mutants = [(None, idx, op, new) for idx, op, new in mutants]
+            if args.max and len(mutants) > args.max:
+                mutants = sorted(random.Random(f"{args.seed}:{path}").sample(mutants, args.max))
+            mutants = [(None, *m) for m in mutants]  # no earlier id
         print(f"{path}: {len(mutants)} mutants", flush=True)
         try:
             for earlier_id, idx, op, new_line in mutants:
@@ -92,8 +91,8 @@ def compile_mutants(args):
                     f.write("".join(lines[:idx] + [new_line] + lines[idx + 1:]))
                 rc, _ = run(f"ninja -C {build} {target}", build, timeout=900)
                 record = dict(id=earlier_id or f"{serial:04d}", file=path, line=idx + 1, op=op,
-                              before=lines[idx].strip(),
-                              after=new_line.strip(), archive_member=os.path.basename(obj))
+                              before=lines[idx].strip(), after=new_line.strip(),
+                              archive_member=os.path.basename(obj))
                 if rc != 0:
                     record["status"] = "uncompilable"
                 elif same_object(open(obj, "rb").read(), baseline, volatile):

@@ -840,11 +840,16 @@ void expect_a_client_that_leaves_to_cancel(bool stream) {
   const server::ServiceStatus st = s.service.status();
   EXPECT_EQ(st.running, 0);
   EXPECT_LT(st.stats.decode_tokens, 1500);
-  const httplib::Result m = s.get("/metrics");
+  // The handler counts the outcome after the service has ended the request (it learns of the end on its
+  // own thread), so the count may come a moment after `running` drops: up to 5 s.
+  const std::string counted = R"(mx8_requests_total{endpoint="/v1/completions",outcome="disconnected"} 1)";
+  httplib::Result m = s.get("/metrics");
+  for (int i = 0; i < 200 && m && m->body.find(counted) == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    m = s.get("/metrics");
+  }
   ASSERT_TRUE(m);
-  EXPECT_NE(m->body.find(R"(mx8_requests_total{endpoint="/v1/completions",outcome="disconnected"} 1)"),
-            std::string::npos)
-      << m->body;
+  EXPECT_NE(m->body.find(counted), std::string::npos) << m->body;
 }
 
 TEST(HttpServer, AClientThatLeavesMidStreamCancelsItsRequest) {

@@ -24,11 +24,13 @@
 #include "mx8/io/hf_config.h"
 #include "mx8/io/safetensors.h"
 #include "mx8/io/safetensors_writer.h"
+#include "temp_dir.h"
 
 namespace fs = std::filesystem;
 using mx8::convert::ConvertOptions;
 using mx8::convert::Scheme;
 using mx8::io::DType;
+using mx8::test::TempDir;
 
 namespace {
 
@@ -36,17 +38,6 @@ const fs::path kSrc = MX8_SOURCE_DIR;
 const fs::path kLlama = kSrc / "tests/data/hf/llama31_gqa";
 const fs::path kQwen3 = kSrc / "tests/data/hf/qwen3_qknorm";
 const fs::path kStories = kSrc / "models/stories260K.gguf";
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("mx8_convert_test_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 void require(const fs::path& p) {
   if (!fs::exists(p)) GTEST_SKIP() << p << " is absent";

@@ -11,21 +11,14 @@
 #include "mx8/convert/convert.h"
 #include "mx8/convert/inspect.h"
 #include "mx8/io/safetensors.h"
+#include "temp_dir.h"
 
 namespace fs = std::filesystem;
+using mx8::test::TempDir;
 
 namespace {
 
 const fs::path kLlama = fs::path(MX8_SOURCE_DIR) / "tests/data/hf/llama31_gqa";
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("mx8_inspect_test_" + std::to_string(::getpid()));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 }  // namespace
 

@@ -11,10 +11,12 @@
 #include "mx8/error.h"
 #include "mx8/io/hf_config.h"
 #include "mx8/io/safetensors.h"
+#include "temp_dir.h"
 
 namespace fs = std::filesystem;
 using mx8::io::DType;
 using mx8::io::parse_safetensors;
+using mx8::test::TempDir;
 
 namespace {
 
@@ -49,14 +51,8 @@ void expect_reject(const std::vector<uint8_t>& file, const std::string& needle) 
   }
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("mx8_st_test_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
+// The shared temporary folder, with writers of the files the tests parse.
+struct TempFiles : TempDir {
   std::string file(const std::string& name, const std::vector<uint8_t>& bytes) const {
     std::ofstream out(path / name, std::ios::binary);
     out.write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
@@ -77,7 +73,7 @@ const std::string kTwo =
 
 TEST(SafetensorsReader, ReadsGoodFile) {
   auto data = iota_bytes(32);
-  TempDir dir;
+  TempFiles dir;
   auto path = dir.file("m.safetensors", image(kTwo, data));
   auto f = mx8::io::SafetensorsFile::open(path);
   ASSERT_EQ(f.tensors().size(), 2u);
@@ -217,7 +213,7 @@ TEST(SafetensorsReader, OpenReportsMissingFile) {
 }
 
 TEST(SafetensorsModel, SingleFileAndFolder) {
-  TempDir dir;
+  TempFiles dir;
   dir.file("model.safetensors", image(kTwo, iota_bytes(32)));
   EXPECT_TRUE(mx8::io::is_safetensors_checkpoint(dir.path.string()));
   auto m = mx8::io::SafetensorsModel::open(dir.path.string());
@@ -248,7 +244,7 @@ TEST(SafetensorsModel, SingleFileAndFolder) {
 }
 
 TEST(SafetensorsModel, ShardedWithIndex) {
-  TempDir dir;
+  TempFiles dir;
   dir.file("model-00001-of-00002.safetensors",
            image(R"({"x":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {5, 6}));
   dir.file("model-00002-of-00002.safetensors",
@@ -274,7 +270,7 @@ TEST(SafetensorsModel, RejectsInconsistentIndex) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
-  TempDir dir;
+  TempFiles dir;
   dir.file("s1.safetensors", image(R"({"x":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {5, 6}));
   auto idx = [&](const std::string& body) { dir.text("model.safetensors.index.json", body); };
   idx(R"({"weight_map":{"x":"s1.safetensors","z":"s1.safetensors"}})");
@@ -413,7 +409,7 @@ TEST(HfConfig, WeightBlockSizeMustBeTwoSanePositiveIntegers) {
 // JSON text ends where the file ends: a NUL byte and junk after a valid object (which nlohmann's
 // lexer would take for the end of input) make config.json and the shard index errors.
 TEST(HfConfig, JsonFilesWithTrailingBytesAreRejected) {
-  TempDir dir;
+  TempFiles dir;
   const std::string good = R"({"model_type":"llama","hidden_size":64})";
   dir.text("config.json", good);
   EXPECT_EQ(mx8::io::HfConfig::load(dir.path.string()).hidden_size, 64);
@@ -436,7 +432,7 @@ TEST(HfConfig, JsonFilesWithTrailingBytesAreRejected) {
 // shard's tensors vanish without a word: a file of the listed shards' series must be listed. Files of
 // another naming (Mistral ships consolidated.safetensors beside its shards) are not the index's.
 TEST(SafetensorsModel, AShardLeftOutOfTheIndexIsAnError) {
-  TempDir dir;
+  TempFiles dir;
   dir.file("model-00001-of-00002.safetensors",
            image(R"({"x":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", {5, 6}));
   dir.file("model-00002-of-00002.safetensors",

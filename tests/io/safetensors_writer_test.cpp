@@ -14,22 +14,14 @@
 #include "mx8/error.h"
 #include "mx8/io/safetensors.h"
 #include "mx8/io/safetensors_writer.h"
+#include "temp_dir.h"
 
 namespace fs = std::filesystem;
 using mx8::io::DType;
 using mx8::io::TensorSpec;
+using mx8::test::TempDir;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("mx8_stw_test_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 std::vector<uint8_t> read_all(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

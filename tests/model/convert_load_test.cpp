@@ -13,25 +13,13 @@
 #include "mx8/convert/convert.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
+#include "temp_dir.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using mx8::test::TempDir;
 using namespace mx8;
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("mx8_convert_load_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    fs::remove_all(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
-};
 
 std::vector<float> last_logits(const std::string& path, model::LoadOptions lo,
                                const std::vector<int32_t>& prompt) {
@@ -81,9 +69,9 @@ TEST(ConvertLoad, DsFp8AndMxfp8OutputsEqualLoadTimeQuantization) {
     convert::ConvertOptions co;
     co.scheme = scheme;
     co.threads = 2;
-    convert::convert_checkpoint(src, out.path.string(), co);
+    convert::convert_checkpoint(src, out / "converted", co);
     model::LoadOptions as_given;
-    std::vector<float> converted = last_logits(out.path.string(), as_given, prompt);
+    std::vector<float> converted = last_logits(out / "converted", as_given, prompt);
     // convert keeps embeddings and lm_head in high precision by default; so does this load.
     model::LoadOptions at_load;
     at_load.weights = scheme == convert::Scheme::ds_fp8 ? model::WeightMode::fp8 : model::WeightMode::mxfp8;
@@ -101,12 +89,12 @@ TEST(ConvertLoad, Stories260KGgufToHfFolderDecodesTheSameText) {
   convert::ConvertOptions co;
   co.scheme = convert::Scheme::ds_fp8;
   co.threads = 2;
-  convert::convert_checkpoint(src, out.path.string(), co);
+  convert::convert_checkpoint(src, out / "converted", co);
   // GGUF + load-time fp8 (interleaved RoPE) vs converted folder (permuted rows, rotate-half RoPE):
   // the same products in a different order inside each head's dot product, so rounding may differ;
   // the greedy text must agree for at least the first 40 tokens (measured: all 120 on AVX-512 and AVX2).
   std::vector<int32_t> a = greedy(src, model::WeightMode::fp8, 120);
-  std::vector<int32_t> b = greedy(out.path.string(), model::WeightMode::as_given, 120);
+  std::vector<int32_t> b = greedy(out / "converted", model::WeightMode::as_given, 120);
   size_t same = 0;
   while (same < a.size() && same < b.size() && a[same] == b[same]) ++same;
   std::printf("[ convert ] stories260K ds-fp8 folder vs GGUF --weights fp8: %zu of %zu greedy tokens equal\n",

@@ -7,8 +7,10 @@
 #include <sstream>
 
 #include "mx8/error.h"
+#include "temp_dir.h"
 
 namespace fs = std::filesystem;
+using mx8::test::TempDir;
 
 namespace {
 
@@ -19,17 +21,9 @@ std::string read_all(const fs::path& p) {
   return ss.str();
 }
 
-fs::path fresh_dir() {
-  fs::path dir = fs::temp_directory_path() /
-                 ("mx8_atomic_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-                  ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 TEST(AtomicFile, CommitReplacesOldContents) {
-  fs::path dir = fresh_dir();
+  TempDir tmp;
+  const fs::path& dir = tmp.path;
   fs::path target = dir / "out.bin";
   mx8::write_file_atomically(target, "old");
   mx8::write_file_atomically(target, "new contents");
@@ -38,7 +32,8 @@ TEST(AtomicFile, CommitReplacesOldContents) {
 }
 
 TEST(AtomicFile, AbandonedWriteLeavesOldFileAndNoTemporary) {
-  fs::path dir = fresh_dir();
+  TempDir tmp;
+  const fs::path& dir = tmp.path;
   fs::path target = dir / "out.bin";
   mx8::write_file_atomically(target, "old");
   {
@@ -60,7 +55,8 @@ TEST(AtomicFile, UnwritableFolderIsAClearError) {
 }
 
 TEST(AtomicFile, CountsWhatItWroteAndRefusesUseAfterCommit) {
-  fs::path dir = fresh_dir();
+  TempDir tmp;
+  const fs::path& dir = tmp.path;
   mx8::AtomicFile file(dir / "out.bin");
   file.write("abc");
   file.write("", 0);
@@ -85,7 +81,8 @@ TEST(AtomicFile, CountsWhatItWroteAndRefusesUseAfterCommit) {
 // The rename is the step that can fail after all the bytes are written (here: a folder holds the name).
 // The error names both paths, and neither the temporary nor a change to the folder is left behind.
 TEST(AtomicFile, AFailedRenameRemovesTheTemporary) {
-  fs::path dir = fresh_dir();
+  TempDir tmp;
+  const fs::path& dir = tmp.path;
   fs::create_directories(dir / "taken" / "inside");
   mx8::AtomicFile file(dir / "taken");
   file.write("contents");

@@ -22,8 +22,9 @@ filters: they must pass) and once per mutant, with the mutant's object ahead of 
 the original, so the linker takes the mutant's definitions. Each mutant runs the gtest filter given for
 its file (FILTERS below: the tests written for those kernels). A mutant is killed when a test fails or
 runs past three times the unmutated time plus 10 s, and survives when all pass; each survivor then runs
-`--wide` (default: every backend op test, the golden text and the cluster attention) before it is
-reported as a survivor; with `--memcheck`, its file's filter again under compute-sanitizer's memcheck
+`--wide` (default: every backend op test, the golden text, the cluster attention, its quantized output
+and the decode graphs) before it is reported as a survivor; with `--memcheck`, its file's filter again
+under compute-sanitizer's memcheck
 (out-of-bounds and misaligned accesses that leave the results right). Results go to DIR/results.jsonl
 and a table on standard output; `--retry` takes an earlier results.jsonl and runs only its survivors,
 against the tests of a kit made again.
@@ -52,8 +53,10 @@ FILTERS = {
                                    "CudaVsCpu.CallsOf*:CudaVsCpu.Softmax*:CudaVsCpu.SmallOps*",
     "kv_cache.cu": "CudaVsCpu.KvWrite*:CudaVsCpu.RopeKvWrite*:ClusterAttention.FusedRopeKvWrite*:"
                    "CudaVsCpu.CallsOfNoRows*:CudaKvCache.*",
-    "gemv_fp8_mma.cu": "GemvGroup.*:GemvSwiglu.*:FfnOverlap.*:CudaVsCpu.Matmul*:CudaStoriesGolden.*",
-    "attention_cluster.cu": "ClusterAttention.*:CudaVsCpu.*Attention*:CudaStoriesGolden.*",
+    "gemv_fp8_mma.cu": "GemvGroup.*:GemvSwiglu.*:FfnOverlap.*:CudaVsCpu.Matmul*:CudaStoriesGolden.*:"
+                       "CudaDecodeGraphs.*",
+    # AttentionOutput: the only tests of the kernel's quantized output (heads split over blocks).
+    "attention_cluster.cu": "ClusterAttention.*:AttentionOutput.*:CudaVsCpu.*Attention*:CudaStoriesGolden.*",
 }
 
 
@@ -353,7 +356,7 @@ def main():
     t.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="links at a time")
     t.add_argument("--gpu-jobs", type=int, default=4, help="test runs at a time")
     t.add_argument("--retry", default="", help="an earlier results.jsonl: only its survivors again")
-    t.add_argument("--wide", default="CudaVsCpu.*:CudaStoriesGolden.*:ClusterAttention.*",
+    t.add_argument("--wide", default="CudaVsCpu.*:CudaStoriesGolden.*:ClusterAttention.*:AttentionOutput.*:CudaDecodeGraphs.*",
                    help="the gtest filter a survivor of its file's filter runs next (the backend's op tests)")
     t.add_argument("--memcheck", action="store_true",
                    help="a survivor of both filters runs its file's filter again under compute-sanitizer memcheck")

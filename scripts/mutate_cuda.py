@@ -24,8 +24,8 @@ its file (FILTERS below: the tests written for those kernels). A mutant is kille
 runs past three times the unmutated time plus 10 s, and survives when all pass; each survivor then runs
 `--wide` (default: every backend op test, the golden text, the cluster attention, its quantized output
 and the decode graphs) before it is reported as a survivor; with `--memcheck`, its file's filter again
-under compute-sanitizer's memcheck
-(out-of-bounds and misaligned accesses that leave the results right). Results go to DIR/results.jsonl
+under compute-sanitizer's memcheck (out-of-bounds and misaligned accesses that leave the results
+right). Results go to DIR/results.jsonl
 and a table on standard output; `--retry` takes an earlier results.jsonl and runs only its survivors,
 against the tests of a kit made again.
 """

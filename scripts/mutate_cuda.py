@@ -25,9 +25,8 @@ runs past three times the unmutated time plus 10 s, and survives when all pass; 
 `--wide` (default: every backend op test, the golden text, the cluster attention, its quantized output
 and the decode graphs) before it is reported as a survivor; with `--memcheck`, its file's filter again
 under compute-sanitizer's memcheck (out-of-bounds and misaligned accesses that leave the results
-right). Results go to DIR/results.jsonl
-and a table on standard output; `--retry` takes an earlier results.jsonl and runs only its survivors,
-against the tests of a kit made again.
+right). Results go to DIR/results.jsonl and a table on standard output; `--retry` takes an earlier
+results.jsonl and runs only its survivors, against the tests of a kit made again.
 """
 import argparse
 import concurrent.futures
@@ -356,7 +355,8 @@ def main():
     t.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="links at a time")
     t.add_argument("--gpu-jobs", type=int, default=4, help="test runs at a time")
     t.add_argument("--retry", default="", help="an earlier results.jsonl: only its survivors again")
-    t.add_argument("--wide", default="CudaVsCpu.*:CudaStoriesGolden.*:ClusterAttention.*:AttentionOutput.*:CudaDecodeGraphs.*",
+    t.add_argument("--wide",
+                   default="CudaVsCpu.*:CudaStoriesGolden.*:ClusterAttention.*:AttentionOutput.*:CudaDecodeGraphs.*",
                    help="the gtest filter a survivor of its file's filter runs next (the backend's op tests)")
     t.add_argument("--memcheck", action="store_true",
                    help="a survivor of both filters runs its file's filter again under compute-sanitizer memcheck")

@@ -29,6 +29,7 @@ class TempDir {
 
  private:
   static std::filesystem::path make() {
+    // mkdtemp's template: it replaces the trailing six X's with a suffix no other folder has.
     std::string pattern = (std::filesystem::temp_directory_path() / "mx8_test_XXXXXX").string();
     if (::mkdtemp(pattern.data()) == nullptr)
       throw std::system_error(errno, std::generic_category(), "mkdtemp " + pattern);

@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -213,50 +212,6 @@ void read_value(Cursor& c, GgufValueType t, GgufValue& v, int depth) {
     read_scalar(c, t, v);
 }
 
-bool known_ggml_type(uint32_t t) {
-  switch (GgmlType(t)) {
-    case GgmlType::kF32:
-    case GgmlType::kF16:
-    case GgmlType::kQ8_0:
-    case GgmlType::kBF16:
-    case GgmlType::kMXFP4:
-      return true;
-  }
-  return false;
-}
-
-float f16_to_f32(uint16_t h) {
-  uint32_t sign = uint32_t(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1F;
-  uint32_t man = h & 0x3FF;
-  uint32_t bits;
-  if (exp == 0x1F) {
-    bits = sign | 0x7F800000u | (man << 13);  // Inf / NaN (payload kept)
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (man << 13);
-  } else if (man == 0) {
-    bits = sign;
-  } else {
-    // Subnormal half: value = man * 2^-24, exact in f32.
-    float f = std::ldexp(float(man), -24);
-    std::memcpy(&bits, &f, 4);
-    bits |= sign;
-  }
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
-}
-
-float bf16_to_f32(uint16_t b) {
-  uint32_t bits = uint32_t(b) << 16;
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
-}
-
-// ggml's MXFP4 element table is E2M1 doubled (so the scale below is halved: 2^(e-128)).
-constexpr int8_t kMxfp4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-
 }  // namespace
 
 const char* gguf_value_type_name(GgufValueType t) {
@@ -289,48 +244,6 @@ const char* gguf_value_type_name(GgufValueType t) {
       return "float64";
   }
   return "unknown";
-}
-
-const char* ggml_type_name(GgmlType t) {
-  switch (t) {
-    case GgmlType::kF32:
-      return "F32";
-    case GgmlType::kF16:
-      return "F16";
-    case GgmlType::kQ8_0:
-      return "Q8_0";
-    case GgmlType::kBF16:
-      return "BF16";
-    case GgmlType::kMXFP4:
-      return "MXFP4";
-  }
-  return "unknown";
-}
-
-size_t ggml_block_elems(GgmlType t) {
-  switch (t) {
-    case GgmlType::kQ8_0:
-    case GgmlType::kMXFP4:
-      return 32;
-    default:
-      return 1;
-  }
-}
-
-size_t ggml_block_bytes(GgmlType t) {
-  switch (t) {
-    case GgmlType::kF32:
-      return 4;
-    case GgmlType::kF16:
-      return 2;
-    case GgmlType::kBF16:
-      return 2;
-    case GgmlType::kQ8_0:
-      return 2 + 32;
-    case GgmlType::kMXFP4:
-      return 1 + 16;
-  }
-  return 0;
 }
 
 bool GgufValue::is_integer() const {
@@ -471,9 +384,10 @@ void GgufFile::parse() {
       t.ne.push_back(ne);
     }
     uint32_t type = c.read<uint32_t>("tensor type");
-    if (!known_ggml_type(type))
-      c.fail("tensor '" + t.name + "' has ggml type " + std::to_string(type) +
-             ", which mx8 does not read (supported: F32, F16, BF16, Q8_0, MXFP4)");
+    if (!ggml_type_supported(type))
+      c.fail("tensor '" + t.name + "' has ggml type " + ggml_type_label(type) +
+             ", which mx8 does not read (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, "
+             "Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4)");
     t.type = GgmlType(type);
     t.offset = c.read<uint64_t>("tensor offset");
     uint64_t be = ggml_block_elems(t.type);
@@ -593,62 +507,6 @@ const GgufTensor& GgufFile::require_tensor(const std::string& name) const {
   const GgufTensor* t = find_tensor(name);
   if (!t) throw Error("GGUF file " + path_ + ": missing tensor '" + name + "'");
   return *t;
-}
-
-void ggml_dequantize(GgmlType t, const uint8_t* src, float* dst, uint64_t n) {
-  if (n % ggml_block_elems(t) != 0)
-    throw Error(std::string("ggml_dequantize: ") + std::to_string(n) + " elements is not a whole number of " +
-                ggml_type_name(t) + " blocks");
-  switch (t) {
-    case GgmlType::kF32:
-      std::memcpy(dst, src, n * 4);
-      return;
-    case GgmlType::kF16:
-      for (uint64_t k = 0; k < n; ++k) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * k, 2);
-        dst[k] = f16_to_f32(h);
-      }
-      return;
-    case GgmlType::kBF16:
-      for (uint64_t k = 0; k < n; ++k) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * k, 2);
-        dst[k] = bf16_to_f32(h);
-      }
-      return;
-    case GgmlType::kQ8_0:
-      for (uint64_t b = 0; b < n / 32; ++b) {
-        const uint8_t* blk = src + b * 34;
-        uint16_t h;
-        std::memcpy(&h, blk, 2);
-        float d = f16_to_f32(h);
-        // d * q is exact in f32: an 11-bit mantissa times an 8-bit integer.
-        for (int j = 0; j < 32; ++j) dst[b * 32 + j] = d * float(int8_t(blk[2 + j]));
-      }
-      return;
-    case GgmlType::kMXFP4:
-      for (uint64_t b = 0; b < n / 32; ++b) {
-        const uint8_t* blk = src + b * 17;
-        int e = blk[0];
-        // Low nibbles hold elements 0..15 of the block, high nibbles 16..31 (ggml's layout, unlike
-        // OCP MX's "element 2i in the low nibble" packing of whole tensors). ldexp is exact here,
-        // including e = 0 and 1 (f32 subnormal scales) and e = 255 (2^127: 12 * 2^127 overflows to
-        // Inf exactly as ggml's decode does).
-        for (int j = 0; j < 16; ++j) {
-          dst[b * 32 + j] = std::ldexp(float(kMxfp4Values[blk[1 + j] & 0xF]), e - 128);
-          dst[b * 32 + 16 + j] = std::ldexp(float(kMxfp4Values[blk[1 + j] >> 4]), e - 128);
-        }
-      }
-      return;
-  }
-  throw Error("ggml_dequantize: unsupported type");
-}
-
-std::vector<float> gguf_tensor_to_f32(const GgufTensor& t) {
-  std::vector<float> out(t.n_elements);
-  ggml_dequantize(t.type, t.data, out.data(), t.n_elements);
-  return out;
 }
 
 }  // namespace mx8::io

@@ -605,15 +605,16 @@ class Llama final : public LlamaModel {
     const bool src_fp8_block = t.type == T::e4m3 && t.scale_block_rows == 128 && t.scale_block_cols == 128;
     const bool src_mxfp8 =
         t.type == T::e4m3 && t.scales_ue8m0 && t.scale_block_rows == 1 && t.scale_block_cols == 32;
+    const bool src_mxfp4_gguf = t.type == T::ggml_blocks && t.ggml_type == io::GgmlType::kMXFP4;
     if (mode == WeightMode::as_given) {
       // GGUF MXFP4 becomes MXFP8 losslessly: E2M1 x 2^e re-encodes exactly as E4M3 under a `ceil`
       // UE8M0 scale per the same 32 values (largest 6 x 2^e -> 384 x 2^(e-6), smallest 0.5 -> 32).
-      mode = t.type == T::bf16         ? WeightMode::bf16
-             : src_fp8_block           ? WeightMode::fp8
-             : src_mxfp8               ? WeightMode::mxfp8
-             : t.type == T::mxfp4_gguf ? WeightMode::mxfp8
-             : t.type == T::e4m3       ? WeightMode::bf16
-                                       : WeightMode::f32;
+      mode = t.type == T::bf16   ? WeightMode::bf16
+             : src_fp8_block     ? WeightMode::fp8
+             : src_mxfp8         ? WeightMode::mxfp8
+             : src_mxfp4_gguf    ? WeightMode::mxfp8
+             : t.type == T::e4m3 ? WeightMode::bf16
+                                 : WeightMode::f32;
     }
     auto f32 = [&]() { return f32_hint ? *f32_hint : source_to_f32(t); };
     switch (mode) {

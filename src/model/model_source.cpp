@@ -39,11 +39,9 @@ class GgufSource final : public ModelSource {
         case io::GgmlType::kBF16:
           s.type = SourceTensor::Type::bf16;
           break;
-        case io::GgmlType::kQ8_0:
-          s.type = SourceTensor::Type::q8_0;
-          break;
-        case io::GgmlType::kMXFP4:
-          s.type = SourceTensor::Type::mxfp4_gguf;
+        default:
+          s.type = SourceTensor::Type::ggml_blocks;
+          s.ggml_type = t.type;
           break;
       }
       for (uint64_t d : t.shape()) s.shape.push_back(int64_t(d));
@@ -198,11 +196,8 @@ std::vector<float> source_to_f32(const SourceTensor& t) {
     case SourceTensor::Type::bf16:
       io::ggml_dequantize(io::GgmlType::kBF16, t.data, out.data(), uint64_t(n));
       break;
-    case SourceTensor::Type::q8_0:
-      io::ggml_dequantize(io::GgmlType::kQ8_0, t.data, out.data(), uint64_t(n));
-      break;
-    case SourceTensor::Type::mxfp4_gguf:
-      io::ggml_dequantize(io::GgmlType::kMXFP4, t.data, out.data(), uint64_t(n));
+    case SourceTensor::Type::ggml_blocks:
+      io::ggml_dequantize(t.ggml_type, t.data, out.data(), uint64_t(n));
       break;
     case SourceTensor::Type::e4m3: {
       const int64_t rows = t.shape[0], cols = t.shape[1];

@@ -14,10 +14,12 @@
 namespace mx8::model {
 
 struct SourceTensor {
-  enum class Type { f32, f16, bf16, q8_0, mxfp4_gguf, e4m3 };
+  // ggml_blocks: any block-quantized GGUF type (Q8_0, the K-quants, MXFP4, ...), named by ggml_type.
+  enum class Type { f32, f16, bf16, ggml_blocks, e4m3 };
   std::string name;  // as stored in the file (for errors)
   Type type = Type::f32;
-  std::vector<int64_t> shape;  // row-major: [n, k] for matrices, [n] for vectors
+  io::GgmlType ggml_type = io::GgmlType::kF32;  // ggml_blocks only
+  std::vector<int64_t> shape;                   // row-major: [n, k] for matrices, [n] for vectors
   const uint8_t* data = nullptr;
   // e4m3 weights: their scale grid [ceil(n/bn)][ceil(k/bk)], f32 (DeepSeek weight_scale_inv) or
   // UE8M0 bytes (mxfp8 from mx8 convert).

@@ -364,8 +364,10 @@ TEST(Gguf, RejectsBadTensorInfos) {
     g.header(1, 0).tensor_info("t", ne, type, offset).pad_to(32).bytes(data_bytes);
     return g.b;
   };
-  expect_error(one({4}, 2, 0, 64), "ggml type 2");        // Q4_0: not read by mx8
-  expect_error(one({4}, 0, 0, 15), "runs past the end");  // 16 bytes needed
+  expect_error(one({256}, 16, 0, 128), "ggml type IQ2_XXS (16), which mx8 does not read");  // named
+  expect_error(one({4}, 99, 0, 64), "ggml type 99,");                           // not a ggml type at all
+  expect_error(one({32}, 12, 0, 256), "not a multiple of the block size 256");  // Q4_K rows of 32
+  expect_error(one({4}, 0, 0, 15), "runs past the end");                        // 16 bytes needed
   expect_error(one({4}, 0, 16, 64), "not a multiple of the alignment");
   expect_error(one({4}, 0, 32, 40), "runs past the end");
   expect_error(one({48}, 8, 0, 1000), "not a multiple of the block size");

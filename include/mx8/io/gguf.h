@@ -38,16 +38,32 @@ enum class GgufValueType : uint32_t {
 };
 const char* gguf_value_type_name(GgufValueType t);
 
-// Tensor element types, numbered as ggml numbers them. Only those mx8 reads are listed; a file with
-// any other type is rejected with an error that names the type number and the tensor.
+// Tensor element types, numbered as ggml numbers them. Only those mx8 decodes are listed; a file with
+// any other type (the codebook types IQ1_S..IQ3_S, the ternary TQ1_0/TQ2_0, ...) is rejected with an
+// error that names the type and the tensor. src/io/ggml_blocks.cpp has each block's layout.
 enum class GgmlType : uint32_t {
   kF32 = 0,
   kF16 = 1,
-  kQ8_0 = 8,  // blocks of 32: f16 scale d, then 32 x int8; value = d * q
+  kQ4_0 = 2,     // 32 values: f16 d, 16 bytes of nibbles; d * (q - 8)
+  kQ4_1 = 3,     // 32 values: f16 d, f16 m, 16 bytes of nibbles; d * q + m
+  kQ5_0 = 6,     // 32 values: f16 d, 32 high bits, 16 bytes of nibbles; d * (q - 16)
+  kQ5_1 = 7,     // 32 values: f16 d, f16 m, 32 high bits, 16 bytes of nibbles; d * q + m
+  kQ8_0 = 8,     // 32 values: f16 d, 32 x int8; d * q
+  kQ2_K = 10,    // 256 values: 16 sub-blocks of 16 with 4-bit scales and mins, 2-bit q, f16 d and dmin
+  kQ3_K = 11,    // 256 values: 16 sub-blocks of 16 with 6-bit scales, 3-bit q (2 low + 1 high), f16 d
+  kQ4_K = 12,    // 256 values: 8 sub-blocks of 32 with 6-bit scales and mins, 4-bit q, f16 d and dmin
+  kQ5_K = 13,    // 256 values: as Q4_K with a fifth bit per value
+  kQ6_K = 14,    // 256 values: 16 sub-blocks of 16 with int8 scales, 6-bit q (4 low + 2 high), f16 d
+  kIQ4_NL = 20,  // 32 values: f16 d, 16 bytes of nibbles indexing a fixed non-uniform 16-value table
+  kIQ4_XS = 23,  // 256 values: 8 sub-blocks of 32 with 6-bit scales, IQ4_NL's table, f16 d
   kBF16 = 30,
-  kMXFP4 = 39,  // blocks of 32: UE8M0 scale byte e, then 16 bytes of E2M1 pairs (see gguf.cpp)
+  kMXFP4 = 39,  // 32 values: UE8M0 scale byte e, then 16 bytes of E2M1 pairs
 };
 const char* ggml_type_name(GgmlType t);
+// Whether mx8 decodes the ggml type numbered `t`, and a name for any number (for errors: "Q4_K",
+// "IQ2_XXS (16)", or just "99" for a number ggml does not define).
+bool ggml_type_supported(uint32_t t);
+std::string ggml_type_label(uint32_t t);
 // Elements per block and bytes per block (1 and sizeof(element) for the plain types).
 size_t ggml_block_elems(GgmlType t);
 size_t ggml_block_bytes(GgmlType t);
@@ -149,8 +165,8 @@ class GgufFile {
 };
 
 // Dequantizes `n` consecutive elements of type `t` starting at `src` (which must start on a block
-// boundary; `n` must be a multiple of the block size) into f32. Exact for every type listed: each
-// result is a value representable in f32.
+// boundary; `n` must be a multiple of the block size) into f32: bit for bit the values ggml's own
+// decoders give (tests/io/gguf_ggml_reference_test.cpp holds them to ggml's library).
 void ggml_dequantize(GgmlType t, const uint8_t* src, float* dst, uint64_t n);
 // The whole tensor as f32, in storage order (fastest-first, i.e. row-major of shape()).
 std::vector<float> gguf_tensor_to_f32(const GgufTensor& t);

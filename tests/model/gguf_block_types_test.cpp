@@ -1,0 +1,185 @@
+// A GGUF model whose weights come in every block type mx8 decodes (the K-quants, the legacy 4- and
+// 5-bit types, IQ4_NL/IQ4_XS, Q8_0; and F16) runs exactly as the same model stored in F32 with
+// the values those blocks decode to: the same logits, bit for bit, with the weights as given (f32)
+// and quantized at load to fp8. The decoders themselves are held to ggml's in
+// tests/io/gguf_ggml_reference_test.cpp; this test covers the loading around them (each tensor's
+// type, block rows and storage order). No file with these types is small enough to commit, so the
+// model is built field by field: a 2-layer Llama, width 256 (the K-quants' block), random blocks.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mx8/backend/backend.h"
+#include "mx8/io/gguf.h"
+#include "mx8/model/llama.h"
+#include "mx8/runtime/engine.h"
+#include "temp_dir.h"
+
+namespace {
+
+using namespace mx8;
+using io::GgmlType;
+using io::GgufValueType;
+
+struct Tensor {
+  std::string name;
+  std::vector<uint64_t> ne;  // fastest-first
+  GgmlType type;
+  std::vector<uint8_t> data;
+};
+
+struct GgufBytes {
+  std::vector<uint8_t> b;
+  template <typename T>
+  void put(T v) {
+    uint8_t tmp[sizeof(T)];
+    std::memcpy(tmp, &v, sizeof(T));
+    b.insert(b.end(), tmp, tmp + sizeof(T));
+  }
+  void str(const std::string& s) {
+    put<uint64_t>(s.size());
+    b.insert(b.end(), s.begin(), s.end());
+  }
+  void u32(const std::string& k, uint32_t v) {
+    str(k);
+    put<uint32_t>(uint32_t(GgufValueType::kUint32));
+    put(v);
+  }
+};
+
+std::vector<uint8_t> model_gguf(const std::vector<Tensor>& tensors) {
+  GgufBytes g;
+  g.put<uint32_t>(0x46554747u);  // "GGUF"
+  g.put<uint32_t>(3);
+  g.put<uint64_t>(tensors.size());
+  g.put<uint64_t>(7);
+  g.str("general.architecture");
+  g.put<uint32_t>(uint32_t(GgufValueType::kString));
+  g.str("llama");
+  g.u32("llama.embedding_length", 256);
+  g.u32("llama.block_count", 2);
+  g.u32("llama.feed_forward_length", 256);
+  g.u32("llama.attention.head_count", 2);
+  g.u32("llama.attention.head_count_kv", 1);
+  g.u32("llama.context_length", 64);
+  uint64_t offset = 0;
+  for (const Tensor& t : tensors) {
+    g.str(t.name);
+    g.put<uint32_t>(uint32_t(t.ne.size()));
+    for (uint64_t d : t.ne) g.put<uint64_t>(d);
+    g.put<uint32_t>(uint32_t(t.type));
+    g.put<uint64_t>(offset);
+    offset += (t.data.size() + 31) / 32 * 32;
+  }
+  for (const Tensor& t : tensors) {
+    while (g.b.size() % 32) g.b.push_back(0);
+    g.b.insert(g.b.end(), t.data.begin(), t.data.end());
+  }
+  return g.b;
+}
+
+// Random blocks whose every byte is below 0x20: each f16 field (scale, minimum) then has an exponent
+// of at most 7, so it is finite and below 2^-7, and the activations stay far from overflow, while the
+// low nibbles (and most of each field's bits) still take every value.
+Tensor random_tensor(const std::string& name, uint64_t cols, uint64_t rows, GgmlType type,
+                     std::mt19937& rng) {
+  const uint64_t bytes = rows * cols / io::ggml_block_elems(type) * io::ggml_block_bytes(type);
+  Tensor t{name, {cols, rows}, type, std::vector<uint8_t>(bytes)};
+  for (uint8_t& v : t.data) v = uint8_t(rng() & 0x1F);
+  return t;
+}
+
+// The same tensor stored as F32: the values mx8 decodes its blocks to.
+Tensor as_f32(const Tensor& t) {
+  std::vector<float> v(t.ne[0] * t.ne[1]);
+  io::ggml_dequantize(t.type, t.data.data(), v.data(), v.size());
+  Tensor out{t.name, t.ne, GgmlType::kF32, std::vector<uint8_t>(v.size() * 4)};
+  std::memcpy(out.data.data(), v.data(), out.data.size());
+  return out;
+}
+
+std::vector<float> last_logits(const std::string& path, model::WeightMode weights) {
+  auto be = backend::make_cpu_backend(2);
+  model::LoadOptions lo;
+  lo.weights = weights;
+  auto m = model::load_llama(path, *be, lo);
+  runtime::EngineOptions eo;
+  eo.kv_format = backend::KvFormat::f32;
+  eo.max_context = 16;
+  runtime::Engine eng(*m, *be, eo);
+  eng.keep_logits(true);
+  runtime::GenerationParams gp;
+  gp.sampling.temperature = 0;
+  gp.max_new_tokens = 2;
+  const int id = eng.add({3, 141, 59, 26, 5, 35}, gp);
+  eng.step();
+  return *eng.last_logits(id);
+}
+
+TEST(GgufBlockTypes, AModelInEveryBlockTypeRunsAsItsDecodedF32Twin) {
+  std::mt19937 rng(2026);
+  const uint64_t d = 256, kv = 128, ffn = 256, vocab = 256;
+  std::vector<Tensor> blocks = {
+      random_tensor("token_embd.weight", d, vocab, GgmlType::kQ6_K, rng),
+      random_tensor("output.weight", d, vocab, GgmlType::kQ8_0, rng),
+  };
+  const GgmlType types[2][7] = {{GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ3_K, GgmlType::kQ2_K,
+                                 GgmlType::kQ6_K, GgmlType::kIQ4_XS, GgmlType::kQ4_0},
+                                {GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kIQ4_NL,
+                                 GgmlType::kQ8_0, GgmlType::kF16, GgmlType::kQ5_K}};
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    const GgmlType* t = types[l];
+    blocks.push_back(random_tensor(p + "attn_q.weight", d, d, t[0], rng));
+    blocks.push_back(random_tensor(p + "attn_k.weight", d, kv, t[1], rng));
+    blocks.push_back(random_tensor(p + "attn_v.weight", d, kv, t[2], rng));
+    blocks.push_back(random_tensor(p + "attn_output.weight", d, d, t[3], rng));
+    blocks.push_back(random_tensor(p + "ffn_gate.weight", d, ffn, t[4], rng));
+    blocks.push_back(random_tensor(p + "ffn_up.weight", d, ffn, t[5], rng));
+    blocks.push_back(random_tensor(p + "ffn_down.weight", ffn, d, t[6], rng));
+  }
+  std::vector<Tensor> f32;
+  for (const Tensor& t : blocks) f32.push_back(as_f32(t));
+  // The norms (F32 in every GGUF) are the same in both files.
+  std::vector<Tensor> norms;
+  std::vector<std::string> norm_names = {"output_norm.weight"};
+  for (int l = 0; l < 2; ++l)
+    for (const char* n : {"attn_norm.weight", "ffn_norm.weight"})
+      norm_names.push_back("blk." + std::to_string(l) + "." + n);
+  for (const std::string& n : norm_names) {
+    Tensor t{n, {d}, GgmlType::kF32, std::vector<uint8_t>(d * 4)};
+    std::vector<float> v(d);
+    for (float& x : v) x = 0.5f + float(rng() % 1000) / 1000.0f;
+    std::memcpy(t.data.data(), v.data(), t.data.size());
+    blocks.push_back(t);
+    f32.push_back(t);
+  }
+
+  test::TempDir dir;
+  for (const auto& [name, tensors] : {std::pair{"blocks.gguf", &blocks}, std::pair{"f32.gguf", &f32}}) {
+    const std::vector<uint8_t> bytes = model_gguf(*tensors);
+    FILE* f = std::fopen((dir / name).c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(std::fwrite(bytes.data(), 1, bytes.size(), f), bytes.size());
+    std::fclose(f);
+  }
+  for (model::WeightMode w : {model::WeightMode::as_given, model::WeightMode::fp8}) {
+    const std::vector<float> from_blocks = last_logits(dir / "blocks.gguf", w);
+    const std::vector<float> from_f32 = last_logits(dir / "f32.gguf", w);
+    ASSERT_EQ(from_blocks.size(), vocab);
+    // Not a degenerate model: finite logits that differ from token to token.
+    float lo = from_f32[0], hi = from_f32[0];
+    for (float x : from_f32) {
+      ASSERT_TRUE(std::isfinite(x));
+      lo = std::min(lo, x), hi = std::max(hi, x);
+    }
+    EXPECT_GT(hi - lo, 1.0f);
+    // The same f32 weights (or the same fp8 codes made from them), the same arithmetic: equal bits.
+    EXPECT_EQ(from_blocks, from_f32) << "weights mode " << int(w);
+  }
+}
+
+}  // namespace

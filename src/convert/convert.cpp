@@ -398,10 +398,10 @@ Job plan_job(const Source& s, const ConvertOptions& opt, const QuantizeRules& ru
                 "its values cannot be known (use --keep to copy it unchanged)");
   DType copy_dtype{};
   const bool copyable = s.copyable(&copy_dtype);
-  // Whatever cannot be copied as it is becomes F32 from GGUF (exact for Q8_0 and MXFP4 blocks)
+  // Whatever cannot be copied as it is becomes F32 from GGUF (exact for every block type)
   // and BF16 from safetensors quantized codes (exact for power-of-two scales).
   const DType wide = s.kind == Source::Kind::gguf ? DType::F32 : DType::BF16;
-  // Already quantized input: DeepSeek/MX codes with scales, or GGUF Q8_0/MXFP4 blocks.
+  // Already quantized input: DeepSeek/MX codes with scales, or GGUF blocks (Q8_0, K-quants, MXFP4, ...).
   const bool input_quantized = s.kind == Source::Kind::quantized || !copyable;
 
   if (opt.scheme == Scheme::bf16) {

@@ -17,7 +17,7 @@ struct Source {
   enum class Kind {
     raw,        // plain safetensors tensor (any dtype)
     quantized,  // safetensors codes + scales (DeepSeek block FP8, MXFP8, MXFP4)
-    gguf,       // GGUF tensor (F32, F16, BF16, Q8_0, MXFP4), maybe row-permuted
+    gguf,       // GGUF tensor (any type io/gguf.h decodes), maybe row-permuted
   };
   Kind kind = Kind::raw;
   std::string name;                  // HF name

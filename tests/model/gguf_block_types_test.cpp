@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "gguf_bytes.h"
 #include "mx8/backend/backend.h"
 #include "mx8/io/gguf.h"
 #include "mx8/model/llama.h"
@@ -22,7 +23,6 @@ namespace {
 
 using namespace mx8;
 using io::GgmlType;
-using io::GgufValueType;
 
 struct Tensor {
   std::string name;
@@ -31,24 +31,7 @@ struct Tensor {
   std::vector<uint8_t> data;
 };
 
-struct GgufBytes {
-  std::vector<uint8_t> b;
-  template <typename T>
-  void put(T v) {
-    uint8_t tmp[sizeof(T)];
-    std::memcpy(tmp, &v, sizeof(T));
-    b.insert(b.end(), tmp, tmp + sizeof(T));
-  }
-  void str(const std::string& s) {
-    put<uint64_t>(s.size());
-    b.insert(b.end(), s.begin(), s.end());
-  }
-  void u32(const std::string& k, uint32_t v) {
-    str(k);
-    put<uint32_t>(uint32_t(GgufValueType::kUint32));
-    put(v);
-  }
-};
+using test::GgufBytes;
 
 std::vector<uint8_t> model_gguf(const std::vector<Tensor>& tensors) {
   GgufBytes g;
@@ -56,9 +39,7 @@ std::vector<uint8_t> model_gguf(const std::vector<Tensor>& tensors) {
   g.put<uint32_t>(3);
   g.put<uint64_t>(tensors.size());
   g.put<uint64_t>(7);
-  g.str("general.architecture");
-  g.put<uint32_t>(uint32_t(GgufValueType::kString));
-  g.str("llama");
+  g.text("general.architecture", "llama");
   g.u32("llama.embedding_length", 256);
   g.u32("llama.block_count", 2);
   g.u32("llama.feed_forward_length", 256);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "gguf_bytes.h"
 #include "mx8/backend/backend.h"
 #include "mx8/error.h"
 #include "mx8/io/gguf.h"
@@ -20,28 +21,8 @@
 namespace {
 
 namespace fs = std::filesystem;
-using mx8::io::GgufValueType;
 
-struct GgufBytes {
-  std::vector<uint8_t> b;
-  template <typename T>
-  void put(T v) {
-    uint8_t tmp[sizeof(T)];
-    std::memcpy(tmp, &v, sizeof(T));
-    b.insert(b.end(), tmp, tmp + sizeof(T));
-  }
-  void str(const std::string& s) {
-    put<uint64_t>(s.size());
-    b.insert(b.end(), s.begin(), s.end());
-  }
-  void key(const std::string& k, GgufValueType t) {
-    str(k);
-    put<uint32_t>(uint32_t(t));
-  }
-  void u32(const std::string& k, uint32_t v) { key(k, GgufValueType::kUint32), put(v); }
-  void f32(const std::string& k, float v) { key(k, GgufValueType::kFloat32), put(v); }
-  void text(const std::string& k, const std::string& v) { key(k, GgufValueType::kString), str(v); }
-};
+using mx8::test::GgufBytes;
 
 // qwen2_yarn's shape: hidden 64, 2 layers, 2 heads over 1 kv head (head_dim 32), vocab 256,
 // theta 10000, YaRN factor 4 over an original window of 32.

@@ -82,6 +82,20 @@ TEST(CudaStoriesGolden, F32GreedyMatchesLlama2cByteForByte) {
       << "CUDA and CPU greedy tokens diverge";
 }
 
+// The Q5_0 file llama.cpp quantized decodes on the GPU to llama.cpp's own text, as on the CPU
+// (tests/runtime/llama_cpp_quantized_test.cpp; docs/FIXTURES.md).
+TEST(CudaStoriesGolden, LlamaCppQ5_0FileMatchesLlamaCppsText) {
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device on this machine";
+  const std::string expected =
+      read_file(repo_file("tests/data/ggml/stories260K.Q5_0.llama_cpp_greedy200.txt"));
+  ASSERT_FALSE(expected.empty());
+  auto be = mx8::backend::make_cuda_backend(0);
+  Result r =
+      mx8::testing::generate_greedy(repo_file("tests/data/ggml/stories260K.Q5_0.gguf"), *be,
+                                    mx8::model::WeightMode::as_given, mx8::backend::KvFormat::f32, 200);
+  EXPECT_EQ(r.text, expected);
+}
+
 TEST(CudaStoriesGolden, BackendDrawIsTheHostSamplers) {
   // On the GPU the engine takes greedy rows' arg max and top-k rows' candidates on the device (graphs
   // recorded with those kernels in them); the same batch with every row drawn on the host from the

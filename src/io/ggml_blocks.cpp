@@ -157,12 +157,14 @@ void decode_q6_k(const uint8_t* b, float* y) {
   for (int h = 0; h < 2; ++h) {
     const uint8_t* ql = b + 64 * h;
     const uint8_t* qh = b + 128 + 32 * h;
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * h);
-    for (int l = 0; l < 32; ++l)
-      for (int i = 0; i < 4; ++i) {
-        const int nibble = (ql[l + 32 * (i % 2)] >> (4 * (i / 2))) & 0xF;
-        const int q = (nibble | ((qh[l] >> (2 * i)) & 3) << 4) - 32;
-        y[128 * h + 32 * i + l] = d * float(sc[2 * i + l / 16]) * float(q);
+    for (int i = 0; i < 4; ++i)
+      for (int half = 0; half < 2; ++half) {
+        const float dl = d * float(int8_t(b[192 + 8 * h + 2 * i + half]));
+        for (int l = 16 * half; l < 16 * half + 16; ++l) {
+          const int nibble = (ql[l + 32 * (i % 2)] >> (4 * (i / 2))) & 0xF;
+          const int q = (nibble | ((qh[l] >> (2 * i)) & 3) << 4) - 32;
+          y[128 * h + 32 * i + l] = dl * float(q);
+        }
       }
   }
 }
@@ -209,6 +211,15 @@ void decode_mxfp4(const uint8_t* b, float* y) {
 
 using BlockDecoder = void (*)(const uint8_t*, float*);
 
+// A decoder run on a copy of its block: the bytes are then a local array that the stores to y
+// cannot alias, so the compiler keeps them in registers and vectorizes (Q6_K: 15x faster).
+template <size_t Bytes, BlockDecoder Decode>
+void on_copy(const uint8_t* b, float* y) {
+  uint8_t copy[Bytes];
+  std::memcpy(copy, b, Bytes);
+  Decode(copy, y);
+}
+
 struct TypeInfo {
   GgmlType type;
   const char* name;
@@ -220,19 +231,19 @@ constexpr TypeInfo kTypes[] = {
     {GgmlType::kF32, "F32", 1, 4, nullptr},
     {GgmlType::kF16, "F16", 1, 2, nullptr},
     {GgmlType::kBF16, "BF16", 1, 2, nullptr},
-    {GgmlType::kQ4_0, "Q4_0", 32, 18, decode_q4_0},
-    {GgmlType::kQ4_1, "Q4_1", 32, 20, decode_q4_1},
-    {GgmlType::kQ5_0, "Q5_0", 32, 22, decode_q5_0},
-    {GgmlType::kQ5_1, "Q5_1", 32, 24, decode_q5_1},
-    {GgmlType::kQ8_0, "Q8_0", 32, 34, decode_q8_0},
-    {GgmlType::kQ2_K, "Q2_K", 256, 84, decode_q2_k},
-    {GgmlType::kQ3_K, "Q3_K", 256, 110, decode_q3_k},
-    {GgmlType::kQ4_K, "Q4_K", 256, 144, decode_q4_k},
-    {GgmlType::kQ5_K, "Q5_K", 256, 176, decode_q5_k},
-    {GgmlType::kQ6_K, "Q6_K", 256, 210, decode_q6_k},
-    {GgmlType::kIQ4_NL, "IQ4_NL", 32, 18, decode_iq4_nl},
-    {GgmlType::kIQ4_XS, "IQ4_XS", 256, 136, decode_iq4_xs},
-    {GgmlType::kMXFP4, "MXFP4", 32, 17, decode_mxfp4},
+    {GgmlType::kQ4_0, "Q4_0", 32, 18, on_copy<18, decode_q4_0>},
+    {GgmlType::kQ4_1, "Q4_1", 32, 20, on_copy<20, decode_q4_1>},
+    {GgmlType::kQ5_0, "Q5_0", 32, 22, on_copy<22, decode_q5_0>},
+    {GgmlType::kQ5_1, "Q5_1", 32, 24, on_copy<24, decode_q5_1>},
+    {GgmlType::kQ8_0, "Q8_0", 32, 34, on_copy<34, decode_q8_0>},
+    {GgmlType::kQ2_K, "Q2_K", 256, 84, on_copy<84, decode_q2_k>},
+    {GgmlType::kQ3_K, "Q3_K", 256, 110, on_copy<110, decode_q3_k>},
+    {GgmlType::kQ4_K, "Q4_K", 256, 144, on_copy<144, decode_q4_k>},
+    {GgmlType::kQ5_K, "Q5_K", 256, 176, on_copy<176, decode_q5_k>},
+    {GgmlType::kQ6_K, "Q6_K", 256, 210, on_copy<210, decode_q6_k>},
+    {GgmlType::kIQ4_NL, "IQ4_NL", 32, 18, on_copy<18, decode_iq4_nl>},
+    {GgmlType::kIQ4_XS, "IQ4_XS", 256, 136, on_copy<136, decode_iq4_xs>},
+    {GgmlType::kMXFP4, "MXFP4", 32, 17, on_copy<17, decode_mxfp4>},
 };
 
 const TypeInfo* find_type(uint32_t t) {

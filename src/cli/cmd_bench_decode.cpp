@@ -8,8 +8,13 @@
 // UE8M0 per 128x128), MXFP8 and BF16 weights are measured in the same run, next to the recorded
 // llama.cpp figures (Q8_0 22 tok/s, BF16 13.8 tok/s, 2 threads) and the machine's read-bandwidth floor
 // (weight bytes per token / read GB/s measured here).
+//
+// --model PATH times a model file instead (GGUF or Hugging Face folder, its own shape), so that mx8
+// and another runtime can be timed on the same file (docs/PERF.md, decode-cpu-model).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -34,6 +39,7 @@ struct Options {
   int warmup = 4;
   int batch = 1;  // sequences decoded together (> 1: PERF.md section decode-cpu-batch)
   std::string kv = "bf16";
+  std::string model;  // a model file to time instead of the random Llama-3-8B-shaped one
   bool write_perf = true;
   std::string perf_md;
 };
@@ -51,6 +57,7 @@ struct Row {
   size_t bytes_per_token = 0;
   double gbps = 0, floor_fraction = 0;
   std::string formats;
+  mx8::model::LlamaConfig shape;
 };
 
 Row measure(const Options& o, mx8::model::WeightMode mode, double read_gbps) {
@@ -68,9 +75,18 @@ Row measure(const Options& o, mx8::model::WeightMode mode, double read_gbps) {
   c.rope_theta = 500000;
   c.max_position = 8192;
   auto be = backend::make_cpu_backend(o.threads);
-  std::fprintf(stderr, "bench decode: building %s model (random weights)...\n",
-               model::weight_mode_name(mode));
-  auto m = model::make_random_llama(c, *be, mode, o.batch, 1234);
+  std::unique_ptr<model::LlamaModel> m;
+  if (o.model.empty()) {
+    std::fprintf(stderr, "bench decode: building %s model (random weights)...\n",
+                 model::weight_mode_name(mode));
+    m = model::make_random_llama(c, *be, mode, o.batch, 1234);
+  } else {
+    std::fprintf(stderr, "bench decode: loading %s with %s weights...\n", o.model.c_str(),
+                 model::weight_mode_name(mode));
+    model::LoadOptions lo;
+    lo.weights = mode;
+    m = model::load_llama(o.model, *be, lo);
+  }
   runtime::EngineOptions eo;
   eo.kv_format = o.kv == "fp8"   ? backend::KvFormat::fp8
                  : o.kv == "f32" ? backend::KvFormat::f32
@@ -102,6 +118,7 @@ Row measure(const Options& o, mx8::model::WeightMode mode, double read_gbps) {
   r.gbps = r.ms > 0 ? double(r.bytes_per_token) / (r.ms * 1e-3) / 1e9 : 0;
   r.floor_fraction = read_gbps > 0 ? (double(r.bytes_per_token) / (read_gbps * 1e9)) / (r.ms * 1e-3) : 0;
   r.formats = ws.formats;
+  r.shape = m->config();
   return r;
 }
 
@@ -126,10 +143,19 @@ void run(const Options& o) {
   md << (batched ? "Decode of " + std::to_string(o.batch) + " sequences at once"
                  : std::string("Batch-1 decode"))
      << " through the runtime (`mx8 run`'s path: model forward, paged " << o.kv
-     << " KV cache, greedy sampling) of a " << o.layers
-     << "-layer model with Llama-3-8B layer shapes (dim 4096, ffn 14336, 32/8 heads, head_dim 128), vocab "
-     << o.vocab << ", random weights, " << o.threads << " threads; median of " << o.tokens << " steps after "
-     << o.warmup << " warm-up steps"
+     << " KV cache, greedy sampling) of ";
+  if (o.model.empty()) {
+    md << "a " << o.layers
+       << "-layer model with Llama-3-8B layer shapes (dim 4096, ffn 14336, 32/8 heads, head_dim 128), vocab "
+       << o.vocab << ", random weights";
+  } else {
+    const model::LlamaConfig& c = rows.front().shape;
+    md << "`" << o.model << "` (" << c.arch << ", " << c.n_layers << " layers, dim " << c.dim << ", ffn "
+       << c.ffn << ", " << c.n_heads << "/" << c.n_kv_heads << " heads, vocab " << c.vocab
+       << "; `--weights` converts at load)";
+  }
+  md << ", " << o.threads << " threads; median of " << o.tokens << " steps after " << o.warmup
+     << " warm-up steps"
      << (batched ? " (tokens/s counts every sequence's tokens; ms and weight bytes are per step, which reads "
                    "the weights once)"
                  : "")
@@ -142,10 +168,15 @@ void run(const Options& o) {
      << " | weight GB/s | fraction of floor | vs mx8 bf16 |" << (batched ? "" : " vs llama.cpp Q8_0 (22.4) |")
      << "\n|---|---:|---:|---:|---:|---:|---:|" << (batched ? "" : "---:|") << "\n";
   for (auto& r : rows) {
-    std::snprintf(line, sizeof line, "| %s | %.2f | %.1f | %.0f | %.1f | %.2f | %.2fx |", r.weights.c_str(),
-                  r.tok_s, r.ms, double(r.bytes_per_token) / 1e6, r.gbps, r.floor_fraction,
-                  bf16_tok_s > 0 ? r.tok_s / bf16_tok_s : 0.0);
+    std::snprintf(line, sizeof line, "| %s | %.2f | %.1f | %.0f | %.1f | %.2f |", r.weights.c_str(), r.tok_s,
+                  r.ms, double(r.bytes_per_token) / 1e6, r.gbps, r.floor_fraction);
     md << line;
+    if (bf16_tok_s > 0) {
+      std::snprintf(line, sizeof line, " %.2fx |", r.tok_s / bf16_tok_s);
+      md << line;
+    } else {
+      md << " - |";  // bf16 not measured in this run
+    }
     if (!batched) {
       std::snprintf(line, sizeof line, " %.2fx |", r.tok_s / 22.36);
       md << line;
@@ -159,16 +190,21 @@ void run(const Options& o) {
   }
   md << "llama.cpp itself is not part of mx8.\n\nMachine: " << cli::machine_description()
      << ". Date: " << cli::today_utc() << ". Command: `mx8 bench decode --weights " << o.weights
-     << " --threads " << o.threads << " --layers " << o.layers << " --vocab " << o.vocab
+     << " --threads " << o.threads
+     << (o.model.empty() ? " --layers " + std::to_string(o.layers) + " --vocab " + std::to_string(o.vocab)
+                         : " --model " + o.model)
      << (batched ? " --batch " + std::to_string(o.batch) : "") << " --tokens " << o.tokens << " --kv " << o.kv
      << "`.\n";
   std::printf("%s", md.str().c_str());
   if (o.write_perf) {
     std::string path = o.perf_md.empty() ? cli::default_perf_md_path() : o.perf_md;
-    const std::string section = batched ? "decode-cpu-batch" : "decode-cpu";
+    const std::string section = !o.model.empty() ? "decode-cpu-model"
+                                : batched        ? "decode-cpu-batch"
+                                                 : "decode-cpu";
     cli::update_perf_section(path, section,
                              std::string("### Decode, CPU") + (batched ? ", batched" : "") +
-                                 " (`mx8 bench decode`)\n\n" + md.str());
+                                 (o.model.empty() ? "" : ", a model file") + " (`mx8 bench decode`)\n\n" +
+                                 md.str());
     std::fprintf(stderr, "bench decode: updated section %s of %s\n", section.c_str(), path.c_str());
   }
 }
@@ -189,6 +225,9 @@ mx8::cli::CommandRegistration reg{
           ->capture_default_str()
           ->check(CLI::Range(1, 256));
       app.add_option("--kv", o->kv, "KV cache format: bf16, fp8, f32")->capture_default_str();
+      app.add_option("--model", o->model,
+                     "time this model file (GGUF or Hugging Face folder) instead of the random one; "
+                     "--layers and --vocab are then its own");
       app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
       app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
       return [o] { run(*o); };

@@ -73,3 +73,21 @@ TEST_F(BenchDevice, GemmWithoutADeviceIsTheGpus) {
 }
 
 }  // namespace
+
+// `bench decode --model FILE` times that file (its own shape in the report), and a file that is not
+// there is an error that names it.
+TEST_F(BenchDevice, DecodeOfAModelFile) {
+  const std::string model = std::string(MX8_SOURCE_DIR) + "/models/stories260K.gguf";
+  int st = 0;
+  std::string out =
+      run("bench decode --model '" + model + "' --weights fp8 --tokens 3 --warmup 1 --no-perf-md", &st);
+  EXPECT_EQ(st, 0) << out;
+  EXPECT_NE(out.find("stories260K.gguf` (llama, 5 layers, dim 64, ffn 172, 8/4 heads, vocab 512"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("| fp8 | "), std::string::npos) << out;
+  EXPECT_NE(out.find(" - |"), std::string::npos) << out;  // no bf16 row to compare with
+  out = run("bench decode --model /nonexistent/m.gguf --weights fp8 --tokens 3 --no-perf-md", &st);
+  EXPECT_EQ(st, 1) << out;
+  EXPECT_NE(out.find("/nonexistent/m.gguf"), std::string::npos) << out;
+}

@@ -220,9 +220,23 @@ inline Loaded load_for_generation(GenOptions& o, int64_t positions_needed, int s
                cfg.arch.c_str(), (long long)cfg.n_layers, (long long)cfg.dim, (long long)cfg.n_heads,
                (long long)cfg.n_kv_heads, (long long)cfg.vocab);
   std::fprintf(stderr, "mx8: %s (estimate before loading)\n", plan.text.c_str());
-  if (!plan.fits)
-    std::fprintf(stderr, "mx8: warning: the plan exceeds available memory; lower --ctx%s\n",
-                 sequences > 1 ? " or --kv-positions" : "");
+  if (!plan.fits) {
+    const bool one_byte = mode == model::WeightMode::fp8 || mode == model::WeightMode::mxfp8;
+    // Weights that alone do not fit (a 4-bit GGUF is f32 as given: 8x its file) need another format,
+    // not a shorter context.
+    if (!one_byte && plan.weight_bytes + plan.activation_bytes > plan.available_bytes)
+      std::fprintf(stderr,
+                   "mx8: warning: the weights alone exceed available memory %s; --weights fp8 keeps one "
+                   "byte a weight (%s)\n",
+                   mode == model::WeightMode::as_given
+                       ? "as given (f32 where the file's type is not bf16 or FP8, as for GGUF's block types)"
+                   : mode == model::WeightMode::bf16 ? "as bf16"
+                                                     : "as f32",
+                   mib(runtime::estimate_weight_bytes(cfg, model::WeightMode::fp8, 4)).c_str());
+    else
+      std::fprintf(stderr, "mx8: warning: the plan exceeds available memory; lower --ctx%s\n",
+                   sequences > 1 ? " or --kv-positions" : "");
+  }
   if (const int64_t made_for = model::supported_context(cfg); made_for > 0 && eo.max_context > made_for)
     std::fprintf(stderr,
                  "mx8: warning: a context of %d positions is past the %lld the model was made for (RoPE "

@@ -4,10 +4,13 @@
 // tests/runtime/stories_golden_test.cpp.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <string>
 
 #include "cli/run_mx8.h"
+#include "model/gguf_bytes.h"
+#include "temp_dir.h"
 
 namespace {
 
@@ -80,3 +83,44 @@ TEST_F(RunReport, TheBundledModelIsTheDefault) {
 }
 
 }  // namespace
+
+// Weights that alone exceed the machine's memory are a format question, not a context one: the
+// warning names --weights fp8. The file states Llama-3.1-405B's shape (1.6 TB of f32 weights as given)
+// and holds only a four-token vocabulary and its embedding table, so loading then fails on the first
+// missing tensor.
+TEST(RunPlan, WeightsThatCannotFitPointToFp8) {
+  if (!std::filesystem::exists(mx8_exe())) GTEST_SKIP() << mx8_exe() << " not built";
+  mx8::test::GgufBytes g;
+  g.put<uint32_t>(0x46554747u);  // "GGUF"
+  g.put<uint32_t>(3);
+  g.put<uint64_t>(1);  // one tensor
+  g.put<uint64_t>(8);
+  g.text("general.architecture", "llama");
+  g.text("tokenizer.ggml.model", "llama");
+  g.strings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "x"});
+  g.u32("llama.embedding_length", 16384);
+  g.u32("llama.block_count", 126);
+  g.u32("llama.feed_forward_length", 53248);
+  g.u32("llama.attention.head_count", 128);
+  g.u32("llama.attention.head_count_kv", 8);
+  g.str("token_embd.weight");  // ne = [16384, 4], F32
+  g.put<uint32_t>(2);
+  g.put<uint64_t>(16384);
+  g.put<uint64_t>(4);
+  g.put<uint32_t>(0);
+  g.put<uint64_t>(0);
+  while (g.b.size() % 32) g.b.push_back(0);
+  g.b.resize(g.b.size() + 16384 * 4 * 4, 0);
+  mx8::test::TempDir dir;
+  const std::string path = dir / "405b_shape.gguf";
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(std::fwrite(g.b.data(), 1, g.b.size(), f), g.b.size());
+  std::fclose(f);
+  int st = 0;
+  const std::string out = run("run -m '" + path + "' -n 1 -p x", &st);
+  EXPECT_EQ(st, 1) << out;  // the missing tensors, after the plan
+  EXPECT_NE(out.find("DOES NOT FIT"), std::string::npos) << out;
+  EXPECT_NE(out.find("the weights alone exceed available memory as given"), std::string::npos) << out;
+  EXPECT_NE(out.find("--weights fp8 keeps one byte a weight"), std::string::npos) << out;
+}

@@ -29,6 +29,12 @@ struct GgufBytes {
   void u32(const std::string& k, uint32_t v) { key(k, io::GgufValueType::kUint32), put(v); }
   void f32(const std::string& k, float v) { key(k, io::GgufValueType::kFloat32), put(v); }
   void text(const std::string& k, const std::string& v) { key(k, io::GgufValueType::kString), str(v); }
+  void strings(const std::string& k, const std::vector<std::string>& v) {
+    key(k, io::GgufValueType::kArray);
+    put<uint32_t>(uint32_t(io::GgufValueType::kString));
+    put<uint64_t>(v.size());
+    for (const std::string& e : v) str(e);
+  }
 };
 
 }  // namespace mx8::test

@@ -324,6 +324,12 @@ Input open_gguf(const std::string& path) {
   in.is_gguf = true;
   in.gguf = std::make_unique<io::GgufFile>(io::GgufFile::open(path));
   const auto& f = *in.gguf;
+  // A split model's other files hold tensors this one does not: converting one file would drop them.
+  if (const int64_t parts = f.get_int("split.count", 1); parts > 1)
+    throw Error(
+        "GGUF file " + path + " is one of a " + std::to_string(parts) +
+        "-file split model, which mx8 convert and inspect do not read (mx8 run and serve do; or merge "
+        "it first with llama.cpp's gguf-split --merge)");
   gguf_llama_hf_config(f);  // rejects architectures we cannot map, before any work
   for (const auto& t : f.tensors()) {
     auto hf = gguf_llama_to_hf_name(t.name);

@@ -119,7 +119,8 @@ double yarn_default_attention_factor(double factor) {
 
 }  // namespace
 
-LlamaConfig config_from_gguf(const io::GgufFile& g) {
+LlamaConfig config_from_gguf(const GgufModelFiles& files) {
+  const io::GgufFile& g = files.meta();  // the metadata; tensors may be in any file of a split model
   LlamaConfig c;
   const std::string arch = g.require_string("general.architecture");
   if (!supported_arch(arch)) unsupported_arch(arch, g.path());
@@ -151,18 +152,18 @@ LlamaConfig config_from_gguf(const io::GgufFile& g) {
                 "' is not supported (none, linear, yarn, llama3)");
   }
   // llama.cpp writes Llama-3.1's llama3 scaling as a tensor of per-pair frequency divisors.
-  if (g.find_tensor("rope_freqs.weight")) c.rope_scaling.type = RopeScaling::Type::llama3;
+  if (files.find_tensor("rope_freqs.weight")) c.rope_scaling.type = RopeScaling::Type::llama3;
   // GGUF "llama" Q/K weights are stored in Meta's interleaved-pair order; qwen2/qwen3 use NeoX halves.
   c.rope_style =
       arch == "llama" || arch == "mistral" ? backend::RopeStyle::interleaved : backend::RopeStyle::half;
   if (const io::GgufValue* t = g.find("tokenizer.ggml.tokens"); t && t->type == io::GgufValueType::kArray)
     c.vocab = int64_t(t->array_size);
-  if (const io::GgufTensor* e = g.find_tensor("token_embd.weight"); e && e->ne.size() == 2)
+  if (const io::GgufTensor* e = files.find_tensor("token_embd.weight"); e && e->ne.size() == 2)
     c.vocab = int64_t(e->ne[1]);
   c.vocab = g.get_int(key("vocab_size"), c.vocab);
-  c.tied_embeddings = g.find_tensor("output.weight") == nullptr;
-  c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
-  c.qk_norm = g.find_tensor("blk.0.attn_q_norm.weight") != nullptr;
+  c.tied_embeddings = files.find_tensor("output.weight") == nullptr;
+  c.qkv_bias = files.find_tensor("blk.0.attn_q.bias") != nullptr;
+  c.qk_norm = files.find_tensor("blk.0.attn_q_norm.weight") != nullptr;
   c.bos = int32_t(g.get_int("tokenizer.ggml.bos_token_id", -1));
   if (int64_t eos = g.get_int("tokenizer.ggml.eos_token_id", -1); eos >= 0) c.eos.push_back(int32_t(eos));
   if (int64_t eot = g.get_int("tokenizer.ggml.eot_token_id", -1); eot >= 0) c.eos.push_back(int32_t(eot));
@@ -287,7 +288,7 @@ LlamaConfig read_llama_config(const std::string& path) {
         std::filesystem::is_directory(path) ? path : std::filesystem::path(path).parent_path().string();
     return config_from_hf(io::HfConfig::load(folder), folder);
   }
-  return config_from_gguf(io::GgufFile::open(path));
+  return config_from_gguf(GgufModelFiles::open(path));
 }
 
 }  // namespace mx8::model

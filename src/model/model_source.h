@@ -49,7 +49,17 @@ class ModelSource {
 
 std::unique_ptr<ModelSource> open_model_source(const std::string& path);
 
-LlamaConfig config_from_gguf(const io::GgufFile& g);
+// A GGUF model: one file, or every file of a split one (llama.cpp's gguf-split writes
+// NAME-00001-of-00003.gguf and its siblings: the metadata in the first, the tensors spread over all). Opened
+// from the first file.
+struct GgufModelFiles {
+  std::vector<io::GgufFile> files;
+  static GgufModelFiles open(const std::string& path);
+  const io::GgufFile& meta() const { return files.front(); }
+  const io::GgufTensor* find_tensor(const std::string& name) const;
+};
+
+LlamaConfig config_from_gguf(const GgufModelFiles& g);
 LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path);
 
 // The tensor as f32 (dequantizing any source type), in row-major order.

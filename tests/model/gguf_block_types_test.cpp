@@ -7,13 +7,16 @@
 // model is built field by field: a 2-layer Llama, width 256 (the K-quants' block), random blocks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "gguf_bytes.h"
 #include "mx8/backend/backend.h"
+#include "mx8/convert/convert.h"
 #include "mx8/io/gguf.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
@@ -33,19 +36,30 @@ struct Tensor {
 
 using test::GgufBytes;
 
-std::vector<uint8_t> model_gguf(const std::vector<Tensor>& tensors) {
+// The model's file, or part `part` of `parts` of it split as llama.cpp's gguf-split splits (metadata in
+// the first part, split.no / split.count / split.tensors.count in every part: llama.cpp writes them as
+// uint16 and int32, mx8 reads any integer type).
+std::vector<uint8_t> model_gguf(const std::vector<Tensor>& tensors, uint32_t part = 0, uint32_t parts = 1,
+                                uint32_t all_tensors = 0) {
   GgufBytes g;
   g.put<uint32_t>(0x46554747u);  // "GGUF"
   g.put<uint32_t>(3);
   g.put<uint64_t>(tensors.size());
-  g.put<uint64_t>(7);
-  g.text("general.architecture", "llama");
-  g.u32("llama.embedding_length", 256);
-  g.u32("llama.block_count", 2);
-  g.u32("llama.feed_forward_length", 256);
-  g.u32("llama.attention.head_count", 2);
-  g.u32("llama.attention.head_count_kv", 1);
-  g.u32("llama.context_length", 64);
+  g.put<uint64_t>((part == 0 ? 7 : 0) + (parts > 1 ? 3 : 0));
+  if (part == 0) {
+    g.text("general.architecture", "llama");
+    g.u32("llama.embedding_length", 256);
+    g.u32("llama.block_count", 2);
+    g.u32("llama.feed_forward_length", 256);
+    g.u32("llama.attention.head_count", 2);
+    g.u32("llama.attention.head_count_kv", 1);
+    g.u32("llama.context_length", 64);
+  }
+  if (parts > 1) {
+    g.u32("split.no", part);
+    g.u32("split.count", parts);
+    g.u32("split.tensors.count", all_tensors);
+  }
   uint64_t offset = 0;
   for (const Tensor& t : tensors) {
     g.str(t.name);
@@ -100,10 +114,24 @@ std::vector<float> last_logits(const std::string& path, model::WeightMode weight
   return *eng.last_logits(id);
 }
 
-TEST(GgufBlockTypes, AModelInEveryBlockTypeRunsAsItsDecodedF32Twin) {
+void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(std::fwrite(bytes.data(), 1, bytes.size(), f), bytes.size());
+  std::fclose(f);
+}
+
+// The model in block types (`blocks`) and as F32 (`f32`), the norms the same in both.
+struct TwoModels {
+  std::vector<Tensor> blocks, f32;
+};
+
+TwoModels make_models() {
   std::mt19937 rng(2026);
   const uint64_t d = 256, kv = 128, ffn = 256, vocab = 256;
-  std::vector<Tensor> blocks = {
+  TwoModels m;
+  std::vector<Tensor>& blocks = m.blocks;
+  blocks = {
       random_tensor("token_embd.weight", d, vocab, GgmlType::kQ6_K, rng),
       random_tensor("output.weight", d, vocab, GgmlType::kQ8_0, rng),
   };
@@ -122,10 +150,9 @@ TEST(GgufBlockTypes, AModelInEveryBlockTypeRunsAsItsDecodedF32Twin) {
     blocks.push_back(random_tensor(p + "ffn_up.weight", d, ffn, t[5], rng));
     blocks.push_back(random_tensor(p + "ffn_down.weight", ffn, d, t[6], rng));
   }
-  std::vector<Tensor> f32;
+  std::vector<Tensor>& f32 = m.f32;
   for (const Tensor& t : blocks) f32.push_back(as_f32(t));
   // The norms (F32 in every GGUF) are the same in both files.
-  std::vector<Tensor> norms;
   std::vector<std::string> norm_names = {"output_norm.weight"};
   for (int l = 0; l < 2; ++l)
     for (const char* n : {"attn_norm.weight", "ffn_norm.weight"})
@@ -138,15 +165,16 @@ TEST(GgufBlockTypes, AModelInEveryBlockTypeRunsAsItsDecodedF32Twin) {
     blocks.push_back(t);
     f32.push_back(t);
   }
+  return m;
+}
 
+TEST(GgufBlockTypes, AModelInEveryBlockTypeRunsAsItsDecodedF32Twin) {
+  const uint64_t vocab = 256;
+  const TwoModels m = make_models();
+  const std::vector<Tensor>&blocks = m.blocks, &f32 = m.f32;
   test::TempDir dir;
-  for (const auto& [name, tensors] : {std::pair{"blocks.gguf", &blocks}, std::pair{"f32.gguf", &f32}}) {
-    const std::vector<uint8_t> bytes = model_gguf(*tensors);
-    FILE* f = std::fopen((dir / name).c_str(), "wb");
-    ASSERT_NE(f, nullptr);
-    ASSERT_EQ(std::fwrite(bytes.data(), 1, bytes.size(), f), bytes.size());
-    std::fclose(f);
-  }
+  write_file(dir / "blocks.gguf", model_gguf(blocks));
+  write_file(dir / "f32.gguf", model_gguf(f32));
   for (model::WeightMode w : {model::WeightMode::as_given, model::WeightMode::fp8}) {
     const std::vector<float> from_blocks = last_logits(dir / "blocks.gguf", w);
     const std::vector<float> from_f32 = last_logits(dir / "f32.gguf", w);
@@ -161,6 +189,57 @@ TEST(GgufBlockTypes, AModelInEveryBlockTypeRunsAsItsDecodedF32Twin) {
     // The same f32 weights (or the same fp8 codes made from them), the same arithmetic: equal bits.
     EXPECT_EQ(from_blocks, from_f32) << "weights mode " << int(w);
   }
+}
+
+// A model split over three files as llama.cpp's gguf-split writes it loads as the one file does, with
+// output.weight in the last file (a loader that looked for it only in the first would take the model
+// for a tied one: other logits). The split's faults are errors that name the file.
+TEST(GgufBlockTypes, ASplitModelLoadsAsItsOneFile) {
+  std::vector<Tensor> tensors = make_models().blocks;
+  // output.weight last, as llama.cpp's converters write it; the parts are 9, 9 and the rest.
+  std::stable_partition(tensors.begin(), tensors.end(),
+                        [](const Tensor& t) { return t.name != "output.weight"; });
+  test::TempDir dir;
+  write_file(dir / "one.gguf", model_gguf(tensors));
+  const uint32_t n = uint32_t(tensors.size());
+  const std::vector<Tensor> parts[3] = {{tensors.begin(), tensors.begin() + 9},
+                                        {tensors.begin() + 9, tensors.begin() + 18},
+                                        {tensors.begin() + 18, tensors.end()}};
+  for (uint32_t k = 0; k < 3; ++k)
+    write_file(dir / ("m-0000" + std::to_string(k + 1) + "-of-00003.gguf"), model_gguf(parts[k], k, 3, n));
+  const std::vector<float> one = last_logits(dir / "one.gguf", model::WeightMode::as_given);
+  EXPECT_EQ(last_logits(dir / "m-00001-of-00003.gguf", model::WeightMode::as_given), one);
+  EXPECT_FALSE(model::read_llama_config(dir / "m-00001-of-00003.gguf").tied_embeddings);
+  // mx8 convert reads one file: it refuses a split model rather than drop the other files' tensors.
+  try {
+    convert::convert_checkpoint(dir / "m-00001-of-00003.gguf", dir / "out", {});
+    ADD_FAILURE() << "convert read a split GGUF";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("is one of a 3-file split model"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "out"));
+
+  auto error_of = [&](const std::string& path) {
+    auto be = backend::make_cpu_backend(1);
+    try {
+      model::load_llama(path, *be, {});
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(
+      error_of(dir / "m-00002-of-00003.gguf").find("is part 2 of a 3-file split model: open its first file"),
+      std::string::npos);
+  std::filesystem::rename(dir / "m-00003-of-00003.gguf", dir / "elsewhere.gguf");
+  EXPECT_NE(error_of(dir / "m-00001-of-00003.gguf").find("m-00003-of-00003.gguf"), std::string::npos);
+  // A third part that holds the second's tensors again.
+  write_file(dir / "m-00003-of-00003.gguf", model_gguf(parts[1], 2, 3, n));
+  EXPECT_NE(error_of(dir / "m-00001-of-00003.gguf").find("is in an earlier file of the split too"),
+            std::string::npos);
+  // A part count that disagrees with the first file's.
+  write_file(dir / "m-00003-of-00003.gguf", model_gguf(parts[2], 2, 4, n));
+  EXPECT_NE(error_of(dir / "m-00001-of-00003.gguf").find("is not part 3 of 3"), std::string::npos);
 }
 
 }  // namespace

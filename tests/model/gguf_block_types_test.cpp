@@ -3,8 +3,9 @@
 // the values those blocks decode to: the same logits, bit for bit, with the weights as given (f32)
 // and quantized at load to fp8. The decoders themselves are held to ggml's in
 // tests/io/gguf_ggml_reference_test.cpp; this test covers the loading around them (each tensor's
-// type, block rows and storage order). No file with these types is small enough to commit, so the
-// model is built field by field: a 2-layer Llama, width 256 (the K-quants' block), random blocks.
+// type, block rows and storage order) and split files. The K-quants need rows of 256 values, which the
+// bundled stories260K (width 64) does not have, so the model is built field by field: a 2-layer
+// Llama of width 256, random blocks.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -82,9 +82,10 @@ def random_tensor(type_name, rows, cols):
     if scale_at is None:
         if type_name == "f32":
             return b"".join(struct.pack("<f", (x - 128) / 2048) for x in os.urandom(rows * cols))
-        # f16/bf16: random mantissas and signs under a small fixed exponent (|w| in [2^-8, 2^-7)).
+        # f16/bf16: random signs and mantissas under a small exponent: |w| in [2^-8, 2^-7) for f16
+        # (exponent 7 of 15), in [2^-7, 2^-5) for bf16 (exponent 120 or 121 of 127: its low bit is random).
         raw = bytearray(os.urandom(2 * rows * cols))
-        top = 0x1C if type_name == "f16" else 0x3C  # sign | exponent bits of 2^-8
+        top = 0x1C if type_name == "f16" else 0x3C  # the high byte's exponent bits
         for i in range(1, len(raw), 2):
             raw[i] = (raw[i] & 0x80) | top | (raw[i] & 0x03 if type_name == "f16" else 0)
         return bytes(raw)

@@ -22,8 +22,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (j.is_discarded()) return 0;
       c = mx8::model::config_from_hf(mx8::io::HfConfig::from_json(j, "fuzz"), "fuzz");
     } else {
-      c = mx8::model::config_from_gguf(
+      mx8::model::GgufModelFiles g;  // one file: a split model's other files are not in the input
+      g.files.push_back(
           mx8::io::GgufFile::from_bytes(std::vector<uint8_t>(data + 1, data + size), "fuzz.gguf"));
+      c = mx8::model::config_from_gguf(g);
     }
     __int128 biggest = __int128(c.vocab) * c.dim;
     biggest = std::max(biggest, __int128(c.ffn) * c.dim);

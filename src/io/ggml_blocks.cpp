@@ -297,7 +297,7 @@ void ggml_dequantize(GgmlType t, const uint8_t* src, float* dst, uint64_t n) {
                 info.name + " blocks");
   switch (t) {
     case GgmlType::kF32:
-      std::memcpy(dst, src, n * 4);
+      if (n) std::memcpy(dst, src, n * 4);  // an empty result's data() may be null, which memcpy may not take
       return;
     case GgmlType::kF16:
     case GgmlType::kBF16:

@@ -7,17 +7,8 @@
 # Needs npm and a built mx8 (bash scripts/setup.sh). docs/PERF.md, decode-cpu-model, has a run.
 set -euo pipefail
 R=$(cd "$(dirname "$0")/.." && pwd)
-W=${WORK:-/tmp/mx8_peer_llama_cpp}
-mkdir -p "$W" && cd "$W"
-if [ ! -f package/bins/linux-x64/libllama.v0.5.0.so ]; then
-  npm pack --silent @node-llama-cpp/linux-x64@3.22.1 node-llama-cpp@3.22.1
-  tar xzf node-llama-cpp-linux-x64-3.22.1.tgz
-  mkdir -p main && tar xzf node-llama-cpp-3.22.1.tgz -C main
-fi
-[ -d llama.cpp ] || git clone -q main/package/llama/gitRelease.bundle llama.cpp
-cp package/bins/linux-x64/*.so .  # ggml looks for its CPU backends beside the executable
-g++ -O2 -std=c++17 "$R/scripts/peer_llama_cpp_decode.cpp" -Illama.cpp/include -Illama.cpp/ggml/include -L. \
-  -l:libllama.v0.5.0.so -l:libggml.v0.5.0.so -l:libggml-base.so -Wl,-rpath,"$W" -o peer_decode
+source "$R/scripts/llama_cpp_env.sh"  # enters WORK; sets llama_cpp_link
+g++ -O2 -std=c++17 "$R/scripts/peer_llama_cpp_decode.cpp" "${llama_cpp_link[@]}" -o peer_decode
 [ -f synth4L-q8_0.gguf ] ||
   python3 "$R/scripts/make_synthetic_gguf.py" --donor "$R/models/stories260K.gguf" --out synth4L-q8_0.gguf
 for i in $(seq 1 "${ROUNDS:-8}"); do

@@ -227,23 +227,29 @@ struct TypeInfo {
   BlockDecoder decode;  // null for the plain types (decoded element by element)
 };
 
+// A block type's entry: its size in values and bytes, and its decoder run on a copy of the block.
+template <size_t Elems, size_t Bytes, BlockDecoder Decode>
+constexpr TypeInfo block_type(GgmlType type, const char* name) {
+  return {type, name, Elems, Bytes, on_copy<Bytes, Decode>};
+}
+
 constexpr TypeInfo kTypes[] = {
     {GgmlType::kF32, "F32", 1, 4, nullptr},
     {GgmlType::kF16, "F16", 1, 2, nullptr},
     {GgmlType::kBF16, "BF16", 1, 2, nullptr},
-    {GgmlType::kQ4_0, "Q4_0", 32, 18, on_copy<18, decode_q4_0>},
-    {GgmlType::kQ4_1, "Q4_1", 32, 20, on_copy<20, decode_q4_1>},
-    {GgmlType::kQ5_0, "Q5_0", 32, 22, on_copy<22, decode_q5_0>},
-    {GgmlType::kQ5_1, "Q5_1", 32, 24, on_copy<24, decode_q5_1>},
-    {GgmlType::kQ8_0, "Q8_0", 32, 34, on_copy<34, decode_q8_0>},
-    {GgmlType::kQ2_K, "Q2_K", 256, 84, on_copy<84, decode_q2_k>},
-    {GgmlType::kQ3_K, "Q3_K", 256, 110, on_copy<110, decode_q3_k>},
-    {GgmlType::kQ4_K, "Q4_K", 256, 144, on_copy<144, decode_q4_k>},
-    {GgmlType::kQ5_K, "Q5_K", 256, 176, on_copy<176, decode_q5_k>},
-    {GgmlType::kQ6_K, "Q6_K", 256, 210, on_copy<210, decode_q6_k>},
-    {GgmlType::kIQ4_NL, "IQ4_NL", 32, 18, on_copy<18, decode_iq4_nl>},
-    {GgmlType::kIQ4_XS, "IQ4_XS", 256, 136, on_copy<136, decode_iq4_xs>},
-    {GgmlType::kMXFP4, "MXFP4", 32, 17, on_copy<17, decode_mxfp4>},
+    block_type<32, 18, decode_q4_0>(GgmlType::kQ4_0, "Q4_0"),
+    block_type<32, 20, decode_q4_1>(GgmlType::kQ4_1, "Q4_1"),
+    block_type<32, 22, decode_q5_0>(GgmlType::kQ5_0, "Q5_0"),
+    block_type<32, 24, decode_q5_1>(GgmlType::kQ5_1, "Q5_1"),
+    block_type<32, 34, decode_q8_0>(GgmlType::kQ8_0, "Q8_0"),
+    block_type<256, 84, decode_q2_k>(GgmlType::kQ2_K, "Q2_K"),
+    block_type<256, 110, decode_q3_k>(GgmlType::kQ3_K, "Q3_K"),
+    block_type<256, 144, decode_q4_k>(GgmlType::kQ4_K, "Q4_K"),
+    block_type<256, 176, decode_q5_k>(GgmlType::kQ5_K, "Q5_K"),
+    block_type<256, 210, decode_q6_k>(GgmlType::kQ6_K, "Q6_K"),
+    block_type<32, 18, decode_iq4_nl>(GgmlType::kIQ4_NL, "IQ4_NL"),
+    block_type<256, 136, decode_iq4_xs>(GgmlType::kIQ4_XS, "IQ4_XS"),
+    block_type<32, 17, decode_mxfp4>(GgmlType::kMXFP4, "MXFP4"),
 };
 
 const TypeInfo* find_type(uint32_t t) {

@@ -91,10 +91,7 @@ TEST_F(RunReport, TheBundledModelIsTheDefault) {
 TEST(RunPlan, WeightsThatCannotFitPointToFp8) {
   if (!std::filesystem::exists(mx8_exe())) GTEST_SKIP() << mx8_exe() << " not built";
   mx8::test::GgufBytes g;
-  g.put<uint32_t>(0x46554747u);  // "GGUF"
-  g.put<uint32_t>(3);
-  g.put<uint64_t>(1);  // one tensor
-  g.put<uint64_t>(8);
+  g.header(1, 8);
   g.text("general.architecture", "llama");
   g.text("tokenizer.ggml.model", "llama");
   g.strings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "x"});
@@ -103,12 +100,7 @@ TEST(RunPlan, WeightsThatCannotFitPointToFp8) {
   g.u32("llama.feed_forward_length", 53248);
   g.u32("llama.attention.head_count", 128);
   g.u32("llama.attention.head_count_kv", 8);
-  g.str("token_embd.weight");  // ne = [16384, 4], F32
-  g.put<uint32_t>(2);
-  g.put<uint64_t>(16384);
-  g.put<uint64_t>(4);
-  g.put<uint32_t>(0);
-  g.put<uint64_t>(0);
+  g.tensor_info("token_embd.weight", {16384, 4}, 0, 0);  // F32
   while (g.b.size() % 32) g.b.push_back(0);
   g.b.resize(g.b.size() + 16384 * 4 * 4, 0);
   mx8::test::TempDir dir;

@@ -43,10 +43,7 @@ using test::GgufBytes;
 std::vector<uint8_t> model_gguf(const std::vector<Tensor>& tensors, uint32_t part = 0, uint32_t parts = 1,
                                 uint32_t all_tensors = 0) {
   GgufBytes g;
-  g.put<uint32_t>(0x46554747u);  // "GGUF"
-  g.put<uint32_t>(3);
-  g.put<uint64_t>(tensors.size());
-  g.put<uint64_t>((part == 0 ? 7 : 0) + (parts > 1 ? 3 : 0));
+  g.header(tensors.size(), (part == 0 ? 7 : 0) + (parts > 1 ? 3 : 0));
   if (part == 0) {
     g.text("general.architecture", "llama");
     g.u32("llama.embedding_length", 256);
@@ -63,11 +60,7 @@ std::vector<uint8_t> model_gguf(const std::vector<Tensor>& tensors, uint32_t par
   }
   uint64_t offset = 0;
   for (const Tensor& t : tensors) {
-    g.str(t.name);
-    g.put<uint32_t>(uint32_t(t.ne.size()));
-    for (uint64_t d : t.ne) g.put<uint64_t>(d);
-    g.put<uint32_t>(uint32_t(t.type));
-    g.put<uint64_t>(offset);
+    g.tensor_info(t.name, t.ne, uint32_t(t.type), offset);
     offset += (t.data.size() + 31) / 32 * 32;
   }
   for (const Tensor& t : tensors) {

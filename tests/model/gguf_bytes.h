@@ -18,6 +18,21 @@ struct GgufBytes {
     std::memcpy(tmp, &v, sizeof(T));
     b.insert(b.end(), tmp, tmp + sizeof(T));
   }
+  // "GGUF", version 3, the tensor and key-value counts.
+  void header(uint64_t n_tensors, uint64_t n_kv) {
+    put<uint32_t>(0x46554747u);
+    put<uint32_t>(3);
+    put<uint64_t>(n_tensors);
+    put<uint64_t>(n_kv);
+  }
+  // One tensor info: name, dims (fastest-first), ggml type, offset in the data section.
+  void tensor_info(const std::string& name, const std::vector<uint64_t>& ne, uint32_t type, uint64_t offset) {
+    str(name);
+    put<uint32_t>(uint32_t(ne.size()));
+    for (uint64_t d : ne) put<uint64_t>(d);
+    put<uint32_t>(type);
+    put<uint64_t>(offset);
+  }
   void str(const std::string& s) {
     put<uint64_t>(s.size());
     b.insert(b.end(), s.begin(), s.end());

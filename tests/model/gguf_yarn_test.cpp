@@ -30,10 +30,7 @@ using mx8::test::GgufBytes;
 std::vector<uint8_t> yarn_gguf(uint32_t original = 32,
                                const std::vector<std::pair<std::string, uint32_t>>& extra = {}) {
   GgufBytes g;
-  g.put<uint32_t>(0x46554747u);  // "GGUF"
-  g.put<uint32_t>(3);
-  g.put<uint64_t>(1);                  // tensors
-  g.put<uint64_t>(12 + extra.size());  // key-value pairs
+  g.header(1, 12 + extra.size());
   g.text("general.architecture", "qwen2");
   g.u32("general.alignment", 32);
   g.u32("qwen2.embedding_length", 64);
@@ -47,12 +44,7 @@ std::vector<uint8_t> yarn_gguf(uint32_t original = 32,
   g.f32("qwen2.rope.scaling.factor", 4.0f);
   g.u32("qwen2.rope.scaling.original_context_length", original);
   for (const auto& [key, value] : extra) g.u32(key, value);
-  g.str("token_embd.weight");  // ne = [64, 256], F32, offset 0
-  g.put<uint32_t>(2);
-  g.put<uint64_t>(64);
-  g.put<uint64_t>(256);
-  g.put<uint32_t>(0);
-  g.put<uint64_t>(0);
+  g.tensor_info("token_embd.weight", {64, 256}, 0, 0);  // F32
   while (g.b.size() % 32) g.b.push_back(0);
   g.b.resize(g.b.size() + 64 * 256 * 4, 0);
   return g.b;

@@ -10,15 +10,15 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <random>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "model/model_source.h"
-#include "mx8/backend/cpu/quantize.h"
+#include "model/weight_convert.h"
 #include "mx8/error.h"
 #include "mx8/format/common.h"
-#include "mx8/format/quantize_ref.h"
 
 namespace mx8::model {
 
@@ -94,33 +94,6 @@ class BackendArena {
   Backend& b_;
   std::vector<void*> ptrs_;
 };
-
-std::vector<uint16_t> to_bf16(const std::vector<float>& f) {
-  std::vector<uint16_t> out(f.size());
-  for (size_t i = 0; i < f.size(); ++i) out[i] = format::f32_to_bf16_rne(f[i]);
-  return out;
-}
-
-struct Quantized {
-  std::vector<uint8_t> codes, scales;
-};
-
-// E4M3 with scales of `rule`: 128x128 blocks (fp8) or 1x32 tiles (mxfp8); UE8M0 scale bytes, or
-// float32 for the fp32 rule.
-Quantized quantize_fp8(const std::vector<float>& f, int64_t n, int64_t k, bool mx, format::ScaleRule rule) {
-  format::QuantSpec spec;
-  spec.element = format::ElementFormat::e4m3;
-  spec.rule = rule;
-  spec.blocking = mx ? format::Blocking::tile(32) : format::Blocking::block(128);
-  spec.storage = rule == format::ScaleRule::fp32 ? format::ScaleStorage::f32 : format::ScaleStorage::ue8m0;
-  Quantized q;
-  q.codes.resize(format::code_bytes(spec, n, k));
-  q.scales.resize(format::scale_bytes(spec, n, k));
-  // The multithreaded SIMD quantizer: bit-identical to format::quantize_ref, much faster at load.
-  static mx8::cpu::ThreadPool pool(0);
-  mx8::cpu::quantize(format::SourceType::f32, f.data(), n, k, spec, q.codes.data(), q.scales.data(), &pool);
-  return q;
-}
 
 class Llama final : public LlamaModel {
  public:
@@ -213,7 +186,7 @@ class Llama final : public LlamaModel {
       t.shape = {n, k};
       t.data = reinterpret_cast<const uint8_t*>(f.data());
       t.name = "random";
-      return prepare_linear(t, n, k, mode, &f);
+      return prepare_linear(t, n, k, mode, true);
     };
     WeightView table;
     {
@@ -222,8 +195,8 @@ class Llama final : public LlamaModel {
       t.type = SourceTensor::Type::f32;
       t.shape = {c.vocab, c.dim};
       t.data = reinterpret_cast<const uint8_t*>(e.data());
-      table =
-          prepare_table(t, c.vocab, c.dim, mode == WeightMode::f32 ? WeightMode::f32 : WeightMode::bf16, &e);
+      table = prepare_table(t, c.vocab, c.dim, mode == WeightMode::f32 ? WeightMode::f32 : WeightMode::bf16,
+                            true);
     }
     assemble(table, [&](const std::string&, int64_t n, int64_t k) { return linear(n, k); });
   }
@@ -594,9 +567,10 @@ class Llama final : public LlamaModel {
     return b_.info().host_memory ? host : arena_.upload(host, bytes);
   }
 
-  // A matmul weight in the format `mode` asks for. `f32_hint` may hold the tensor already as f32.
+  // A matmul weight in the format `mode` asks for. `temporary`: t's memory goes away after the call
+  // (random weights), so it is copied even where the backend could read it in place.
   WeightView prepare_linear(const SourceTensor& t, int64_t n, int64_t k, WeightMode mode,
-                            const std::vector<float>* f32_hint = nullptr) {
+                            bool temporary = false) {
     check_shape(t, n, k);
     WeightView w;
     w.n = n;
@@ -616,44 +590,36 @@ class Llama final : public LlamaModel {
              : t.type == T::e4m3 ? WeightMode::bf16
                                  : WeightMode::f32;
     }
-    auto f32 = [&]() { return f32_hint ? *f32_hint : source_to_f32(t); };
-    switch (mode) {
-      case WeightMode::f32:
-        w.format = WeightFormat::f32;
-        if (t.type == T::f32 && !f32_hint) {
-          w.data = keep(t.data, size_t(n * k) * 4);
-        } else {
-          std::vector<float> v = f32();
-          w.data = arena_.upload(v.data(), v.size() * 4);
-        }
-        break;
-      case WeightMode::bf16:
-        w.format = WeightFormat::bf16;
-        if (t.type == T::bf16) {
-          w.data = keep(t.data, size_t(n * k) * 2);
-        } else {
-          std::vector<uint16_t> v = to_bf16(f32());
-          w.data = arena_.upload(v.data(), v.size() * 2);
-        }
-        break;
-      case WeightMode::fp8:
-      case WeightMode::mxfp8: {
-        const bool mx = mode == WeightMode::mxfp8;
-        w.format = mx ? WeightFormat::mxfp8 : WeightFormat::fp8_block;
-        if ((!mx && src_fp8_block) || (mx && src_mxfp8)) {
-          w.scale_type = t.scales_ue8m0 ? ScaleType::ue8m0 : ScaleType::f32;
-          w.data = keep(t.data, size_t(n * k));
-          w.scales = keep(t.scales, backend::weight_scale_bytes(w.format, w.scale_type, n, k));
-        } else {
-          Quantized q = quantize_fp8(f32(), n, k, mx, scale_rule_);
-          w.scale_type = scale_rule_ == format::ScaleRule::fp32 ? ScaleType::f32 : ScaleType::ue8m0;
-          w.data = arena_.upload(q.codes.data(), q.codes.size());
-          w.scales = arena_.upload(q.scales.data(), q.scales.size());
-        }
-        break;
-      }
-      case WeightMode::as_given:
-        break;
+    const bool fp8 = mode == WeightMode::fp8 || mode == WeightMode::mxfp8;
+    w.format = mode == WeightMode::f32    ? WeightFormat::f32
+               : mode == WeightMode::bf16 ? WeightFormat::bf16
+               : mode == WeightMode::fp8  ? WeightFormat::fp8_block
+                                          : WeightFormat::mxfp8;
+    const bool same_layout =
+        !temporary &&
+        ((mode == WeightMode::f32 && t.type == T::f32) || (mode == WeightMode::bf16 && t.type == T::bf16) ||
+         (mode == WeightMode::fp8 && src_fp8_block) || (mode == WeightMode::mxfp8 && src_mxfp8));
+    if (fp8)
+      w.scale_type = same_layout ? (t.scales_ue8m0 ? ScaleType::ue8m0 : ScaleType::f32)
+                     : scale_rule_ == format::ScaleRule::fp32 ? ScaleType::f32
+                                                              : ScaleType::ue8m0;
+    const size_t data_bytes = backend::weight_data_bytes(w.format, n, k);
+    const size_t scale_bytes = fp8 ? backend::weight_scale_bytes(w.format, w.scale_type, n, k) : 0;
+    if (same_layout) {
+      w.data = keep(t.data, data_bytes);
+      if (fp8) w.scales = keep(t.scales, scale_bytes);
+    } else if (b_.info().host_memory) {
+      void* data = arena_.alloc(data_bytes);
+      void* scales = fp8 ? arena_.alloc(scale_bytes) : nullptr;
+      convert_weight(t, n, k, w.format, scale_rule_, data, scales);
+      w.data = data;
+      w.scales = scales;
+    } else {
+      // Converted on the host, then copied to the device in one piece.
+      std::unique_ptr<uint8_t[]> host(new uint8_t[data_bytes + scale_bytes]);
+      convert_weight(t, n, k, w.format, scale_rule_, host.get(), host.get() + data_bytes);
+      w.data = arena_.upload(host.get(), data_bytes);
+      if (fp8) w.scales = arena_.upload(host.get() + data_bytes, scale_bytes);
     }
     note(w, true);
     return w;
@@ -661,15 +627,14 @@ class Llama final : public LlamaModel {
 
   // The embedding table: f32 or bf16 as given (other types are dequantized to f32; FP8 is kept).
   WeightView prepare_table(const SourceTensor& t, int64_t n, int64_t k,
-                           WeightMode mode = WeightMode::as_given,
-                           const std::vector<float>* f32_hint = nullptr) {
+                           WeightMode mode = WeightMode::as_given, bool temporary = false) {
     check_shape(t, n, k);
     using T = SourceTensor::Type;
     WeightMode m = mode != WeightMode::as_given ? mode
                    : t.type == T::bf16          ? WeightMode::bf16
                    : t.type == T::e4m3          ? WeightMode::as_given
                                                 : WeightMode::f32;
-    WeightView w = prepare_linear(t, n, k, m, f32_hint);
+    WeightView w = prepare_linear(t, n, k, m, temporary);
     // prepare_linear counted it as a linear weight; an embedding table is not read by matmuls.
     stats_.linear_bytes -= backend::weight_data_bytes(w.format, n, k) +
                            backend::weight_scale_bytes(w.format, w.scale_type, n, k);

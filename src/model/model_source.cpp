@@ -184,38 +184,53 @@ std::unique_ptr<ModelSource> open_model_source(const std::string& path) {
   return std::make_unique<GgufSource>(path);
 }
 
-std::vector<float> source_to_f32(const SourceTensor& t) {
-  const int64_t n = t.numel();
-  std::vector<float> out(static_cast<size_t>(n));
+int64_t source_row_length(const SourceTensor& t) {
+  return t.shape.size() == 2 ? t.shape[1] : t.numel();
+}
+
+void source_rows_to_f32(const SourceTensor& t, int64_t r0, int64_t r1, float* out) {
+  const int64_t k = source_row_length(t);
+  const uint64_t count = uint64_t((r1 - r0) * k);
   switch (t.type) {
     case SourceTensor::Type::f32:
-      std::memcpy(out.data(), t.data, size_t(n) * 4);
-      break;
+      if (count) std::memcpy(out, t.data + r0 * k * 4, count * 4);
+      return;
     case SourceTensor::Type::f16:
-      io::ggml_dequantize(io::GgmlType::kF16, t.data, out.data(), uint64_t(n));
-      break;
+      io::ggml_dequantize(io::GgmlType::kF16, t.data + r0 * k * 2, out, count);
+      return;
     case SourceTensor::Type::bf16:
-      io::ggml_dequantize(io::GgmlType::kBF16, t.data, out.data(), uint64_t(n));
-      break;
-    case SourceTensor::Type::ggml_blocks:
-      io::ggml_dequantize(t.ggml_type, t.data, out.data(), uint64_t(n));
-      break;
+      io::ggml_dequantize(io::GgmlType::kBF16, t.data + r0 * k * 2, out, count);
+      return;
+    case SourceTensor::Type::ggml_blocks: {
+      const int64_t per_block = int64_t(io::ggml_block_elems(t.ggml_type));
+      if (k % per_block != 0)
+        throw Error("tensor '" + t.name + "': rows of " + std::to_string(k) + " values are not whole " +
+                    io::ggml_type_name(t.ggml_type) + " blocks of " + std::to_string(per_block));
+      const int64_t row_bytes = k / per_block * int64_t(io::ggml_block_bytes(t.ggml_type));
+      io::ggml_dequantize(t.ggml_type, t.data + r0 * row_bytes, out, count);
+      return;
+    }
     case SourceTensor::Type::e4m3: {
-      const int64_t rows = t.shape[0], cols = t.shape[1];
-      const int64_t gc = (cols + t.scale_block_cols - 1) / t.scale_block_cols;
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) {
-          int64_t idx = (r / t.scale_block_rows) * gc + c / t.scale_block_cols;
+      const int64_t gc = (k + t.scale_block_cols - 1) / t.scale_block_cols;
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = 0; c < k; ++c) {
+          const int64_t idx = (r / t.scale_block_rows) * gc + c / t.scale_block_cols;
           float s;
           if (t.scales_ue8m0)
             s = format::ue8m0_to_f32(t.scales[idx]);
           else
             std::memcpy(&s, t.scales + idx * 4, 4);
-          out[size_t(r * cols + c)] = format::e4m3_to_f32(t.data[r * cols + c]) * s;
+          *out++ = format::e4m3_to_f32(t.data[r * k + c]) * s;
         }
-      break;
+      return;
     }
   }
+}
+
+std::vector<float> source_to_f32(const SourceTensor& t) {
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  const int64_t k = source_row_length(t);
+  source_rows_to_f32(t, 0, k ? t.numel() / k : 0, out.data());
   return out;
 }
 

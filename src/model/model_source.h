@@ -64,5 +64,8 @@ LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path);
 
 // The tensor as f32 (dequantizing any source type), in row-major order.
 std::vector<float> source_to_f32(const SourceTensor& t);
+// Rows [r0, r1) of a matrix (a vector is one row) as f32 into `out`, which holds (r1 - r0) rows.
+void source_rows_to_f32(const SourceTensor& t, int64_t r0, int64_t r1, float* out);
+int64_t source_row_length(const SourceTensor& t);
 
 }  // namespace mx8::model

@@ -24,6 +24,7 @@ Fp8RowsFn fp8_rows_kernel(Isa isa, int64_t block_cols, int64_t m, bool e5m2, boo
   if ((isa == Isa::avx2 || isa == Isa::avx512) && block_cols % 32 == 0) {
     if (table_decode) return gemv_fp8_rows_avx2_lut;
     if (isa == Isa::avx512 && m <= kPrescaledRows && !e5m2) return gemv_fp8_rows_avx512;
+    if (isa == Isa::avx512 && !e5m2) return gemm_fp8_rows_avx512;
     return gemv_fp8_rows_avx2;
   }
 #endif

@@ -80,6 +80,8 @@ void gemv_f32_rows_avx2(const XPanel& x, const float* w, int64_t n, float* y, in
 // XPanel::pow2).
 void gemv_fp8_rows_avx512(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
 int prescale_panel_for_avx512(float* data, int64_t count);
+// AVX-512: E4M3 at M > kPrescaledRows (prompt chunks), blocked for the caches; reads x as given.
+void gemm_fp8_rows_avx512(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
 // The same product with a 256-entry table and vgatherdps instead of the shift decode; kept only so
 // that `mx8 bench gemv` can show why the shift decode was chosen. Reads x as given (not pre-scaled).
 void gemv_fp8_rows_avx2_lut(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);

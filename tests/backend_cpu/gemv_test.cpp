@@ -180,13 +180,18 @@ TEST(Gemv, Fp8DispatchPicksEachIsasKernel) {
 }
 
 TEST(Gemv, Bf16AndF32DispatchPickEachIsasKernel) {
-  EXPECT_EQ(detail::bf16_rows_kernel(Isa::scalar), detail::gemv_bf16_rows_scalar);
+  const int64_t many = detail::kPrescaledRows + 1;
+  EXPECT_EQ(detail::bf16_rows_kernel(Isa::scalar, 1), detail::gemv_bf16_rows_scalar);
+  EXPECT_EQ(detail::bf16_rows_kernel(Isa::scalar, many), detail::gemv_bf16_rows_scalar);
   EXPECT_EQ(detail::f32_rows_kernel(Isa::scalar), detail::gemv_f32_rows_scalar);
 #if defined(__x86_64__)
   for (Isa isa : {Isa::avx2, Isa::avx512}) {
-    EXPECT_EQ(detail::bf16_rows_kernel(isa), detail::gemv_bf16_rows_avx2);
+    EXPECT_EQ(detail::bf16_rows_kernel(isa, 1), detail::gemv_bf16_rows_avx2);
+    EXPECT_EQ(detail::bf16_rows_kernel(isa, detail::kPrescaledRows), detail::gemv_bf16_rows_avx2);
     EXPECT_EQ(detail::f32_rows_kernel(isa), detail::gemv_f32_rows_avx2);
   }
+  EXPECT_EQ(detail::bf16_rows_kernel(Isa::avx2, many), detail::gemv_bf16_rows_avx2);
+  EXPECT_EQ(detail::bf16_rows_kernel(Isa::avx512, many), detail::gemm_bf16_rows_avx512);
 #endif
 }
 
@@ -222,7 +227,10 @@ TEST(Gemv, Fp8TableDecodeOfTheBenchmarksMatchesReference) {
 TEST(Gemv, DenseMatchReferenceOnEveryIsa) {
   std::mt19937 rng(8);
   ThreadPool pool(2);
-  const int64_t shapes[][3] = {{1, 37, 300}, {1, 64, 256}, {3, 9, 77}, {4, 16, 8}, {16, 33, 130}, {17, 5, 1}};
+  // M = 17 and 50 with N = 5 and 70 and K up to 600 take the AVX-512 BF16 GEMM through its ragged
+  // passes, weight blocks and column tiles (as in Fp8MatchesReferenceOnEveryIsa).
+  const int64_t shapes[][3] = {{1, 37, 300},  {1, 64, 256}, {3, 9, 77},    {4, 16, 8},
+                               {16, 33, 130}, {17, 5, 1},   {50, 70, 600}, {17, 130, 33}};
   for (Isa isa : testing::runnable_isas()) {
     ScopedIsa scoped(isa);
     for (const auto& s : shapes) {

@@ -31,11 +31,12 @@ Fp8RowsFn fp8_rows_kernel(Isa isa, int64_t block_cols, int64_t m, bool e5m2, boo
   return gemv_fp8_rows_scalar;
 }
 
-Bf16RowsFn bf16_rows_kernel(Isa isa) {
+Bf16RowsFn bf16_rows_kernel(Isa isa, int64_t m) {
 #if defined(__x86_64__)
+  if (isa == Isa::avx512 && m > kPrescaledRows) return gemm_bf16_rows_avx512;
   if (isa == Isa::avx2 || isa == Isa::avx512) return gemv_bf16_rows_avx2;
 #endif
-  (void)isa;
+  (void)isa, (void)m;
   return gemv_bf16_rows_scalar;
 }
 
@@ -232,7 +233,7 @@ void gemv_bf16(const float* x, int64_t m, const uint16_t* w, int64_t n, int64_t 
   check_dense_args("gemv_bf16", x, m, w, n, k, y);
   if (m == 0 || n == 0) return;
   XPanel panel = make_panel(x, m, k);
-  const detail::Bf16RowsFn kernel = detail::bf16_rows_kernel(active_isa());
+  const detail::Bf16RowsFn kernel = detail::bf16_rows_kernel(active_isa(), m);
   run_rows(n, pool, [&](int64_t n0, int64_t n1) { kernel(panel, w, n, y, n0, n1); });
 }
 

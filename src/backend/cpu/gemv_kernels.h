@@ -65,9 +65,9 @@ void gemv_bf16_rows_scalar(const XPanel& x, const uint16_t* w, int64_t n, float*
 void gemv_f32_rows_scalar(const XPanel& x, const float* w, int64_t n, float* y, int64_t n0, int64_t n1);
 using Bf16RowsFn = void (*)(const XPanel& x, const uint16_t* w, int64_t n, float* y, int64_t n0, int64_t n1);
 using F32RowsFn = void (*)(const XPanel& x, const float* w, int64_t n, float* y, int64_t n0, int64_t n1);
-// The BF16 and F32 kernels gemv_bf16 / gemv_f32 run when `isa` is active (AVX-512 machines take the
-// AVX2 ones: there are no AVX-512 kernels for these types).
-Bf16RowsFn bf16_rows_kernel(Isa isa);
+// The BF16 and F32 kernels gemv_bf16 / gemv_f32 run when `isa` is active, for m rows of x (AVX-512
+// machines take the AVX2 ones, but for BF16 at m > kPrescaledRows: gemm_bf16_rows_avx512).
+Bf16RowsFn bf16_rows_kernel(Isa isa, int64_t m);
 F32RowsFn f32_rows_kernel(Isa isa);
 
 #if defined(__x86_64__)
@@ -80,8 +80,9 @@ void gemv_f32_rows_avx2(const XPanel& x, const float* w, int64_t n, float* y, in
 // XPanel::pow2).
 void gemv_fp8_rows_avx512(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
 int prescale_panel_for_avx512(float* data, int64_t count);
-// AVX-512: E4M3 at M > kPrescaledRows (prompt chunks), blocked for the caches; reads x as given.
+// AVX-512: E4M3 and BF16 at M > kPrescaledRows (prompt chunks), blocked for the caches; x as given.
 void gemm_fp8_rows_avx512(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
+void gemm_bf16_rows_avx512(const XPanel& x, const uint16_t* w, int64_t n, float* y, int64_t n0, int64_t n1);
 // The same product with a 256-entry table and vgatherdps instead of the shift decode; kept only so
 // that `mx8 bench gemv` can show why the shift decode was chosen. Reads x as given (not pre-scaled).
 void gemv_fp8_rows_avx2_lut(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);

@@ -129,15 +129,15 @@ TEST(Gemv, Fp8MatchesReferenceOnEveryIsa) {
   };
   // DeepSeek 128x128 blocks and MXFP8 1x32, plus ragged K and N (not multiples of 4, 16, 32 or the
   // block), block_cols 64, and a block_cols of 48 (the scalar fallback), M from 1 to 17 (each of the
-  // M = 1, M = 2..4 and M > 4 kernels). M = 50 and 100 with N = 70 and 13 and K up to 1000 take the
-  // AVX-512 GEMM through a second pass over rows of x (48 a pass) that ends in 2 or 4 rows, a second
-  // block of 64 weight rows that ends in 6, and several 256-column tiles with a ragged last one.
-  const Shape shapes[] = {{1, 37, 300, 128, 128},   {1, 130, 256, 1, 32},   {3, 9, 77, 1, 32},
-                          {4, 64, 384, 128, 128},   {5, 70, 200, 16, 64},   {16, 33, 130, 128, 128},
-                          {17, 8, 96, 1, 32},       {2, 21, 144, 1, 48},    {1, 5, 31, 128, 128},
-                          {1, 260, 1000, 128, 128}, {2, 7, 333, 128, 128},  {2, 12, 64, 1, 32},
-                          {3, 5, 500, 128, 64},     {2, 9, 97, 1, 32},  // 97 = 3 * 32 + 1
-                          {50, 70, 300, 128, 128},  {100, 13, 1000, 1, 32}, {49, 130, 520, 128, 64}};
+  // M = 1, M = 2..4 and M > 4 kernels). M = 50 to 260 with N = 13 to 130 and K up to 1000 take the
+  // AVX-512 GEMM through a second pass over rows of x (256 a pass) that ends in 4 rows, blocks of 16
+  // weight rows of which the last holds 4, 6 or 13, and 256-column tiles with a ragged last one.
+  const Shape shapes[] = {
+      {1, 37, 300, 128, 128},  {1, 130, 256, 1, 32},     {3, 9, 77, 1, 32},       {4, 64, 384, 128, 128},
+      {5, 70, 200, 16, 64},    {16, 33, 130, 128, 128},  {17, 8, 96, 1, 32},      {2, 21, 144, 1, 48},
+      {1, 5, 31, 128, 128},    {1, 260, 1000, 128, 128}, {2, 7, 333, 128, 128},   {2, 12, 64, 1, 32},
+      {3, 5, 500, 128, 64},    {2, 9, 97, 1, 32},  // 97 = 3 * 32 + 1
+      {50, 70, 300, 128, 128}, {100, 13, 1000, 1, 32},   {49, 130, 520, 128, 64}, {260, 20, 300, 128, 128}};
   for (Isa isa : testing::runnable_isas()) {
     ScopedIsa scoped(isa);
     for (const Shape& s : shapes)
@@ -227,10 +227,10 @@ TEST(Gemv, Fp8TableDecodeOfTheBenchmarksMatchesReference) {
 TEST(Gemv, DenseMatchReferenceOnEveryIsa) {
   std::mt19937 rng(8);
   ThreadPool pool(2);
-  // M = 17 and 50 with N = 5 and 70 and K up to 600 take the AVX-512 BF16 GEMM through its ragged
+  // M = 17 to 260 with N = 5 to 130 and K up to 600 take the AVX-512 BF16 GEMM through its ragged
   // passes, weight blocks and column tiles (as in Fp8MatchesReferenceOnEveryIsa).
-  const int64_t shapes[][3] = {{1, 37, 300},  {1, 64, 256}, {3, 9, 77},    {4, 16, 8},
-                               {16, 33, 130}, {17, 5, 1},   {50, 70, 600}, {17, 130, 33}};
+  const int64_t shapes[][3] = {{1, 37, 300}, {1, 64, 256},  {3, 9, 77},    {4, 16, 8},    {16, 33, 130},
+                               {17, 5, 1},   {50, 70, 600}, {17, 130, 33}, {260, 20, 300}};
   for (Isa isa : testing::runnable_isas()) {
     ScopedIsa scoped(isa);
     for (const auto& s : shapes) {

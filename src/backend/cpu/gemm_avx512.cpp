@@ -2,11 +2,14 @@
 // chunks and large batches), blocked for the caches. The AVX2 tile path this replaces on AVX-512 machines
 // decoded each 4 x 256 weight tile again for every 16 rows of x and kept no block of x in L2.
 //
-// Per task (weight rows [n0, n1)): 64 weight rows at a time; for each pass over 48 rows of x, the
-// weights are decoded 256 columns at a time into a 64 x 256 f32 tile (64 KB, L2), each E4M3 value
-// times its block scale (one rounding, as the AVX2 tile does; BF16 widens exactly), and a micro-kernel of 3
-// rows of x by 8 weight rows (24 zmm accumulators) runs over it. Each output's 16 lanes carry their sums
-// across the column tiles in a 48 x 64 buffer of vectors (192 KB, L2); the lanes are added once at the end.
+// Per task (weight rows [n0, n1)): 16 weight rows at a time; for each pass over up to 256 rows of x
+// (a whole prompt chunk, so each weight is decoded once per chunk), the weights are decoded 256
+// columns at a time into a 16 x 256 f32 tile (16 KB, L1), each E4M3 value times its block scale (one
+// rounding, as the AVX2 tile does; BF16 widens exactly), and a micro-kernel of 3 rows of x by 8
+// weight rows (24 zmm accumulators) runs over it. Each output's 16 lanes carry their sums across the
+// column tiles in a 256 x 16 buffer of vectors (256 KB, L2); the lanes are added once at the end.
+// The block sizes are the fastest of those tried on the dev machine's Zen 4 (docs/PERF.md,
+// decode-cpu-prefill): 16 / 256 / 256 against 32 or 64 weight rows, 128-512 columns, 48-128 rows of x.
 // Rounding: every product is rounded, each lane sums K/16 of them in column order, then the 16 lanes
 // are added (the AVX2 tile kernel: K/8 per lane, then 8).
 #if defined(__x86_64__)
@@ -32,9 +35,9 @@ namespace {
 
 constexpr int kNr = 8;        // weight rows per micro-kernel
 constexpr int kMr = 3;        // rows of x per micro-kernel: 3 x 8 accumulators + 3 x + 1 w of 32 zmm
-constexpr int64_t kNb = 64;   // weight rows decoded together
+constexpr int64_t kNb = 16;   // weight rows decoded together
 constexpr int64_t kKc = 256;  // columns decoded together
-constexpr int64_t kMc = 48;   // rows of x per pass
+constexpr int64_t kMc = 256;  // rows of x per pass
 
 // Weight row `row`, columns [k0, k0 + kc), as f32 values times their block scale into dst; zero
 // past K.
@@ -105,7 +108,7 @@ MX8_AVX512 void micro(const float* ws, const float* x, int64_t stride, int64_t k
 // kc, dst) writes kc (a multiple of 32) f32 weights of a row from column k0, zeros past K.
 template <class Fill>
 MX8_AVX512 void gemm_rows(const XPanel& x, int64_t n_total, float* y, int64_t n0, int64_t n1, Fill&& fill) {
-  // Per thread, reused across calls: 64 KB of weights and 192 KB of lane sums.
+  // Per thread, reused across calls: 16 KB of weights and 256 KB of lane sums.
   alignas(64) thread_local float ws[kNb * kKc];
   alignas(64) thread_local __m512 sums[kMc * kNb];
   for (int64_t nb = n0; nb < n1; nb += kNb) {

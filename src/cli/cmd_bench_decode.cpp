@@ -224,7 +224,7 @@ void run(const Options& o) {
     md << line;
   }
   if (prefill) {
-    md << "Prompt processing, pp128 on the same model: ";
+    md << "prompt processing, pp128 on the same model: ";
     for (auto& a : kLlamaCppPrompt) {
       std::snprintf(line, sizeof line, "%s %.1f-%.1f tok/s; ", a.weights, a.tok_s_lo, a.tok_s_hi);
       md << line;
@@ -246,8 +246,9 @@ void run(const Options& o) {
                                 : prefill        ? "decode-cpu-prefill"
                                                  : "decode-cpu";
     cli::update_perf_section(path, section,
-                             std::string("### Decode, CPU") + (batched ? ", batched" : "") +
-                                 (prefill ? ", after a " + std::to_string(o.prompt) + "-token prompt" : "") +
+                             std::string(prefill ? "### Prefill and decode, CPU" : "### Decode, CPU") +
+                                 (batched ? ", batched" : "") +
+                                 (prefill ? ", a " + std::to_string(o.prompt) + "-token prompt" : "") +
                                  (o.model.empty() ? "" : ", a model file") + " (`mx8 bench decode`)\n\n" +
                                  md.str());
     std::fprintf(stderr, "bench decode: updated section %s of %s\n", section.c_str(), path.c_str());

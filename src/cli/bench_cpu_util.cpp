@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "mx8/backend/cpu/huge_alloc.h"
 #include "mx8/error.h"
 
 namespace mx8::cli::bench {
@@ -12,9 +13,10 @@ struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
 
+// Memory of the kind the CPU backend streams weights from (huge pages where the system has them),
+// so that the bandwidth measured on it is the floor of the same reads.
 std::unique_ptr<uint8_t, FreeDeleter> big_buffer(size_t bytes) {
-  auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
-  if (!p) throw Error("benchmark: cannot allocate " + std::to_string(bytes >> 20) + " MiB");
+  auto* p = static_cast<uint8_t*>(mx8::cpu::huge_page_alloc(bytes));
   std::memset(p, 1, bytes);  // touch every page before timing
   return std::unique_ptr<uint8_t, FreeDeleter>(p);
 }

@@ -18,6 +18,7 @@
 #include "cli/perf_report.h"
 #include "mx8/backend/cpu/cpu_features.h"
 #include "mx8/backend/cpu/gemv.h"
+#include "mx8/backend/cpu/huge_alloc.h"
 #include "mx8/error.h"
 
 namespace {
@@ -50,10 +51,9 @@ struct FreeDeleter {
 };
 using Buffer = std::unique_ptr<uint8_t, FreeDeleter>;
 
+// As the CPU backend allocates weights (huge pages where the system has them).
 Buffer alloc(size_t bytes) {
-  auto* p = static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
-  if (!p) throw mx8::Error("bench gemv: cannot allocate " + std::to_string(bytes >> 20) + " MiB");
-  return Buffer(p);
+  return Buffer(static_cast<uint8_t*>(mx8::cpu::huge_page_alloc(bytes)));
 }
 
 enum class WType { fp8_block, mxfp8, fp8_block_avx2, fp8_block_lut, bf16, f32 };

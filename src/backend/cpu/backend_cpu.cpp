@@ -10,10 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 
-#include <sys/mman.h>
-
 #include "mx8/backend/cpu/cpu_features.h"
 #include "mx8/backend/cpu/gemv.h"
+#include "mx8/backend/cpu/huge_alloc.h"
 #include "mx8/backend/log_sum_exp.h"
 #include "mx8/error.h"
 #include "mx8/format/element.h"
@@ -36,25 +35,8 @@ class CpuBackend final : public Backend {
 
   const BackendInfo& info() const override { return info_; }
 
-  void* alloc(size_t bytes) override {
-    // Buffers of 2 MB or more (weights, KV pages) start on a 2 MB boundary and ask for transparent huge
-    // pages: one fault per 2 MB instead of per 4 KB when they are first written (a 3.3 GB f32 model
-    // spent most of its load in faults), and fewer TLB misses while the GEMVs stream them. Where THP is
-    // off, madvise fails harmlessly and the buffer is an ordinary one.
-    constexpr size_t kHuge = size_t(2) << 20;
-    const size_t align = bytes >= kHuge ? kHuge : 64;
-    const size_t size = (std::max<size_t>(bytes, 1) + align - 1) / align * align;
-    void* p = nullptr;
-    if (posix_memalign(&p, align, size) != 0 || !p)
-      throw Error("cpu backend: out of memory allocating " + std::to_string(bytes) + " bytes");
-#if defined(MADV_HUGEPAGE)
-    if (align == kHuge) madvise(p, size, MADV_HUGEPAGE);
-#endif
-    return p;
-  }
-  void free(void* p) override {
-    std::free(p);
-  }
+  void* alloc(size_t bytes) override { return mx8::cpu::huge_page_alloc(bytes); }
+  void free(void* p) override { std::free(p); }
   void upload(void* dst, const void* src, size_t bytes) override {
     if (bytes) std::memcpy(dst, src, bytes);
   }
@@ -82,9 +64,7 @@ class CpuBackend final : public Backend {
     // Every format and scale type has at least the scalar path.
     return f != WeightFormat::mxfp8 || st == ScaleType::ue8m0;
   }
-  bool supports_kv(KvFormat) const override {
-    return true;
-  }
+  bool supports_kv(KvFormat) const override { return true; }
   std::string activation_quantization(WeightFormat) const override {
     return "none: f32 activations, weights decoded to f32 in registers, f32 accumulation";
   }
@@ -158,9 +138,7 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void softmax(float* x, int64_t rows, int64_t cols) override {
-    softmax_rows(x, rows, cols);
-  }
+  void softmax(float* x, int64_t rows, int64_t cols) override { softmax_rows(x, rows, cols); }
 
   void top_k(const float* x, int64_t rows, int64_t cols, int k, const float* temperature, float* values,
              int32_t* ids) override {
@@ -233,9 +211,7 @@ class CpuBackend final : public Backend {
     kv_write_cpu(as_cpu(cache), layer, k, v, slots, n_tokens, &pool_);
   }
 
-  void attention(KvCache& cache, const AttentionArgs& a) override {
-    attention_cpu(as_cpu(cache), a, &pool_);
-  }
+  void attention(KvCache& cache, const AttentionArgs& a) override { attention_cpu(as_cpu(cache), a, &pool_); }
 
  private:
   static CpuKvCache& as_cpu(KvCache& c) {

@@ -14,21 +14,11 @@
 // are added (the AVX2 tile kernel: K/8 per lane, then 8).
 #if defined(__x86_64__)
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstring>
 
+#include "backend/cpu/avx512_common.h"
 #include "backend/cpu/gemv_kernels.h"
-
-#define MX8_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-
-// GCC 12 reports the don't-care pass-through operand inside its _mm512_cvtepi8_epi32 and
-// _mm512_reduce_add_ps as maybe uninitialized once they are inlined (as in gemv_avx512.cpp).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
 
 namespace mx8::cpu::detail {
 namespace {
@@ -42,10 +32,7 @@ constexpr int64_t kMc = 256;  // rows of x per pass
 // Weight row `row`, columns [k0, k0 + kc), as f32 values times their block scale into dst; zero
 // past K.
 MX8_AVX512 void fill_e4m3(const Fp8Operand& w, int64_t row, int64_t k0, int64_t kc, float* dst) {
-  // An E4M3 byte shifted into bits 31 and 26..20 of an f32 is its value times 2^-120 (gemv_avx512.cpp);
-  // times 2^120 it is the value, exactly.
-  const __m512 unbias = _mm512_set1_ps(0x1p120f);
-  const __m512i mask = _mm512_set1_epi32(int(0x87F00000u));
+  const __m512 unbias = _mm512_set1_ps(0x1p120f);  // value x 2^-120 x 2^120: the value, exactly
   const uint8_t* codes = w.codes + row * w.k;
   const Fp8Operand::ScaleRow scale = w.row(row);
   // k0 and kc are multiples of 32, and so is block_cols (the dispatcher's condition): a block's
@@ -60,9 +47,7 @@ MX8_AVX512 void fill_e4m3(const Fp8Operand& w, int64_t row, int64_t k0, int64_t 
         if (k + h < w.k) std::memcpy(tail, p, size_t(w.k - k - h));
         p = tail;
       }
-      const __m512i bits =
-          _mm512_slli_epi32(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 20);
-      const __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(bits, mask)), unbias);
+      const __m512 v = _mm512_mul_ps(e4m3_16(p), unbias);
       _mm512_store_ps(dst + kk + h, _mm512_mul_ps(v, s));
     }
   }

@@ -19,31 +19,15 @@
 // they are in L1. The AVX2 kernels decode W to f32 first, into registers (M <= 4) or an L1 tile.
 #if defined(__x86_64__)
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstring>
 
+#include "backend/cpu/avx512_common.h"
 #include "backend/cpu/gemv_kernels.h"
 #include "mx8/format/common.h"
 
-#define MX8_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-
-// GCC 12 reports the don't-care pass-through operand inside its _mm512_cvtepi8_epi32 and
-// _mm512_reduce_add_ps as maybe uninitialized once they are inlined into the batch kernel below.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-
 namespace mx8::cpu::detail {
 namespace {
-
-MX8_AVX512 inline __m512 e4m3_16(const uint8_t* p) {
-  const __m512i bits =
-      _mm512_slli_epi32(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 20);
-  return _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(int(0x87F00000u))));
-}
 
 // Rows [i0, i0 + MT) of x against weight rows [n, n + R): per 32 columns two decodes per weight row
 // and 2 R MT FMAs into one sum per scale block, then one FMA per block for the scale. `prefetch`:

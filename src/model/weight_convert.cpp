@@ -4,11 +4,11 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <vector>
 
 #include "mx8/backend/cpu/quantize.h"
 #include "mx8/backend/cpu/thread_pool.h"
 #include "mx8/error.h"
+#include "mx8/format/common.h"
 #include "mx8/format/element.h"
 #include "mx8/format/quantize_ref.h"
 
@@ -46,8 +46,9 @@ void convert_weight(const SourceTensor& t, int64_t n, int64_t k, backend::Weight
   std::exception_ptr error;
   std::mutex error_mutex;
   mx8::cpu::parallel_for(&load_pool(), size_t(bands), 1, [&](size_t b0, size_t b1) {
-    // The f32 rows of one band, reused by this thread's later bands (7 MB at k = 14336).
-    thread_local std::vector<float> scratch;
+    // The f32 rows of a band (7 MB at k = 14336), left uninitialized; allocated per call rather than
+    // kept per thread, which on a many-core machine would hold that much per core for good.
+    std::unique_ptr<float[]> scratch;
     try {
       for (size_t b = b0; b < b1; ++b) {
         const int64_t r0 = int64_t(b) * kBandRows, r1 = std::min(n, r0 + kBandRows);
@@ -55,15 +56,15 @@ void convert_weight(const SourceTensor& t, int64_t n, int64_t k, backend::Weight
           source_rows_to_f32(t, r0, r1, static_cast<float*>(data) + r0 * k);
           continue;
         }
-        scratch.resize(size_t((r1 - r0) * k));
-        source_rows_to_f32(t, r0, r1, scratch.data());
+        if (!scratch) scratch.reset(new float[size_t(kBandRows * k)]);
+        source_rows_to_f32(t, r0, r1, scratch.get());
         if (fp8) {
-          mx8::cpu::quantize(format::SourceType::f32, scratch.data(), r1 - r0, k, spec,
+          mx8::cpu::quantize(format::SourceType::f32, scratch.get(), r1 - r0, k, spec,
                              static_cast<uint8_t*>(data) + r0 * k,
                              static_cast<uint8_t*>(scales) + format::scale_bytes(spec, r0, k), nullptr);
         } else {
           uint16_t* out = static_cast<uint16_t*>(data) + r0 * k;
-          for (size_t i = 0; i < scratch.size(); ++i) out[i] = format::f32_to_bf16_rne(scratch[i]);
+          for (int64_t i = 0; i < (r1 - r0) * k; ++i) out[i] = format::f32_to_bf16_rne(scratch[size_t(i)]);
         }
       }
     } catch (...) {

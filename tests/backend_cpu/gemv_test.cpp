@@ -176,6 +176,11 @@ TEST(Gemv, Fp8DispatchPicksEachIsasKernel) {
   EXPECT_EQ(fp8_rows_kernel(Isa::avx512, 32, detail::kPrescaledRows, false, false),
             detail::gemv_fp8_rows_avx512);
   EXPECT_EQ(fp8_rows_kernel(Isa::avx512, 128, 1, false, true), detail::gemv_fp8_rows_avx2_lut);
+#elif defined(__aarch64__)
+  for (int64_t m : {int64_t(1), many})
+    for (bool e5m2 : {false, true})
+      EXPECT_EQ(fp8_rows_kernel(Isa::neon, 32, m, e5m2, false), detail::gemv_fp8_rows_neon);
+  EXPECT_EQ(fp8_rows_kernel(Isa::neon, 48, 1, false, false), detail::gemv_fp8_rows_scalar);  // not whole 32s
 #endif
 }
 
@@ -192,6 +197,10 @@ TEST(Gemv, Bf16AndF32DispatchPickEachIsasKernel) {
   }
   EXPECT_EQ(detail::bf16_rows_kernel(Isa::avx2, many), detail::gemv_bf16_rows_avx2);
   EXPECT_EQ(detail::bf16_rows_kernel(Isa::avx512, many), detail::gemm_bf16_rows_avx512);
+#elif defined(__aarch64__)
+  EXPECT_EQ(detail::bf16_rows_kernel(Isa::neon, 1), detail::gemv_bf16_rows_neon);
+  EXPECT_EQ(detail::bf16_rows_kernel(Isa::neon, many), detail::gemv_bf16_rows_neon);
+  EXPECT_EQ(detail::f32_rows_kernel(Isa::neon), detail::gemv_f32_rows_neon);
 #endif
 }
 

@@ -30,6 +30,8 @@ std::vector<const detail::QuantKernels*> all_kernels() {
   std::vector<const detail::QuantKernels*> k{&detail::quant_kernels_scalar()};
 #if defined(__x86_64__)
   if (isa_supported(Isa::avx2)) k.push_back(&detail::quant_kernels_avx2());
+#elif defined(__aarch64__)
+  k.push_back(&detail::quant_kernels_neon());
 #endif
   return k;
 }
@@ -37,10 +39,11 @@ std::vector<const detail::QuantKernels*> all_kernels() {
 // The whole-tensor tests compare results only; this holds which kernels each ISA gets.
 TEST(QuantizeKernels, EachIsaGetsItsKernels) {
   EXPECT_EQ(&detail::quant_kernels_for(Isa::scalar), &detail::quant_kernels_scalar());
-  EXPECT_EQ(&detail::quant_kernels_for(Isa::neon), &detail::quant_kernels_scalar());  // none of its own yet
 #if defined(__x86_64__)
   EXPECT_EQ(&detail::quant_kernels_for(Isa::avx2), &detail::quant_kernels_avx2());
   EXPECT_EQ(&detail::quant_kernels_for(Isa::avx512), &detail::quant_kernels_avx2());
+#elif defined(__aarch64__)
+  EXPECT_EQ(&detail::quant_kernels_for(Isa::neon), &detail::quant_kernels_neon());
 #endif
 }
 

@@ -297,8 +297,8 @@ TEST(BackendOps, PenalizeRejectsEntriesOutsideItsRows) {
   EXPECT_NO_THROW(be->penalize(x.data(), 2, 4, {params.data(), &two, edges.data()}));
 }
 
-// Every compiled kernel (the AVX2 one takes heads of 64 or more in multiples of 8; the scalar one
-// takes the rest, and everything on machines without AVX2), on heads of 160 (two fp8 scales each),
+// Every compiled kernel (the AVX2 and NEON ones take heads of 64 or more in multiples of 8; the scalar
+// one takes the rest, and everything under MX8_CPU_ISA=scalar), on heads of 160 (two fp8 scales each),
 // 128 (one, exactly), 72 (an 8-wide tail after the 16-wide steps) and 100 (a tail after the scalar
 // kernel's 8 partial sums).
 TEST(BackendOps, PagedAttentionAllKvFormats) {

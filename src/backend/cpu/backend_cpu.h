@@ -58,10 +58,14 @@ struct GroupAttention {
   size_t page_bytes = 0;
   const int32_t* table = nullptr;
 };
-// Scalar (the definition; plain sequential sums for hd < 64, llama2.c's order) and AVX2+FMA (hd a
-// multiple of 8 and >= 64; 8-lane FMA sums). attend_group picks by head size and the active ISA.
+// Scalar (the definition; plain sequential sums for hd < 64, llama2.c's order), AVX2+FMA (hd a
+// multiple of 8 and >= 64; 8-lane FMA sums) and NEON (the same heads; 4-lane sums). attend_group
+// picks by head size and the active ISA.
 void attend_group_scalar(const GroupAttention& j);
 void attend_group_avx2(const GroupAttention& j);
+#if defined(__aarch64__)
+void attend_group_neon(const GroupAttention& j);
+#endif
 void attend_group(const GroupAttention& j);
 // Softmax of each of `rows` rows of `len` values in place (both attention kernels and Backend::softmax).
 void softmax_rows(float* att, int64_t rows, int64_t len);

@@ -165,10 +165,12 @@ void attend_group_scalar(const GroupAttention& j) {
 }
 
 void attend_group(const GroupAttention& j) {
+  const bool simd_head = j.hd >= 64 && j.hd % 8 == 0;
 #if defined(__x86_64__)
-  const bool avx2 =
-      mx8::cpu::active_isa() != mx8::cpu::Isa::scalar && mx8::cpu::active_isa() != mx8::cpu::Isa::neon;
-  if (avx2 && j.hd >= 64 && j.hd % 8 == 0) return attend_group_avx2(j);
+  const mx8::cpu::Isa isa = mx8::cpu::active_isa();
+  if (simd_head && (isa == mx8::cpu::Isa::avx2 || isa == mx8::cpu::Isa::avx512)) return attend_group_avx2(j);
+#elif defined(__aarch64__)
+  if (simd_head && mx8::cpu::active_isa() == mx8::cpu::Isa::neon) return attend_group_neon(j);
 #endif
   attend_group_scalar(j);
 }

@@ -27,7 +27,10 @@ Fp8RowsFn fp8_rows_kernel(Isa isa, int64_t block_cols, int64_t m, bool e5m2, boo
     if (isa == Isa::avx512 && !e5m2) return gemm_fp8_rows_avx512;
     return gemv_fp8_rows_avx2;
   }
+#elif defined(__aarch64__)
+  if (isa == Isa::neon && block_cols % 32 == 0) return gemv_fp8_rows_neon;
 #endif
+  (void)m, (void)e5m2, (void)table_decode;
   return gemv_fp8_rows_scalar;
 }
 
@@ -35,6 +38,8 @@ Bf16RowsFn bf16_rows_kernel(Isa isa, int64_t m) {
 #if defined(__x86_64__)
   if (isa == Isa::avx512 && m > kPrescaledRows) return gemm_bf16_rows_avx512;
   if (isa == Isa::avx2 || isa == Isa::avx512) return gemv_bf16_rows_avx2;
+#elif defined(__aarch64__)
+  if (isa == Isa::neon) return gemv_bf16_rows_neon;
 #endif
   (void)isa, (void)m;
   return gemv_bf16_rows_scalar;
@@ -43,6 +48,8 @@ Bf16RowsFn bf16_rows_kernel(Isa isa, int64_t m) {
 F32RowsFn f32_rows_kernel(Isa isa) {
 #if defined(__x86_64__)
   if (isa == Isa::avx2 || isa == Isa::avx512) return gemv_f32_rows_avx2;
+#elif defined(__aarch64__)
+  if (isa == Isa::neon) return gemv_f32_rows_neon;
 #endif
   (void)isa;
   return gemv_f32_rows_scalar;

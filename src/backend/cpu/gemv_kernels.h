@@ -1,5 +1,5 @@
 // Internal interface between the GEMV dispatcher (gemv.cpp) and the per-ISA kernels
-// (gemv_scalar.cpp, gemv_avx2.cpp; gemv_avx512.cpp / gemv_neon.cpp would add functions here).
+// (gemv_scalar.cpp, gemv_avx2.cpp, gemv_avx512.cpp, gemm_avx512.cpp, gemv_neon.cpp).
 // Every kernel computes the outputs of weight rows [n0, n1) for all M activation rows.
 #pragma once
 
@@ -66,7 +66,8 @@ void gemv_f32_rows_scalar(const XPanel& x, const float* w, int64_t n, float* y, 
 using Bf16RowsFn = void (*)(const XPanel& x, const uint16_t* w, int64_t n, float* y, int64_t n0, int64_t n1);
 using F32RowsFn = void (*)(const XPanel& x, const float* w, int64_t n, float* y, int64_t n0, int64_t n1);
 // The BF16 and F32 kernels gemv_bf16 / gemv_f32 run when `isa` is active, for m rows of x (AVX-512
-// machines take the AVX2 ones, but for BF16 at m > kPrescaledRows: gemm_bf16_rows_avx512).
+// machines take the AVX2 ones, but for BF16 at m > kPrescaledRows: gemm_bf16_rows_avx512; ARM the
+// NEON ones).
 Bf16RowsFn bf16_rows_kernel(Isa isa, int64_t m);
 F32RowsFn f32_rows_kernel(Isa isa);
 
@@ -86,6 +87,13 @@ void gemm_bf16_rows_avx512(const XPanel& x, const uint16_t* w, int64_t n, float*
 // The same product with a 256-entry table and vgatherdps instead of the shift decode; kept only so
 // that `mx8 bench gemv` can show why the shift decode was chosen. Reads x as given (not pre-scaled).
 void gemv_fp8_rows_avx2_lut(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
+#endif
+
+#if defined(__aarch64__)
+// NEON: E4M3 and E5M2 (block_cols % 32 == 0, like AVX2), BF16 and F32, every M.
+void gemv_fp8_rows_neon(const XPanel& x, const Fp8Operand& w, float* y, int64_t n0, int64_t n1);
+void gemv_bf16_rows_neon(const XPanel& x, const uint16_t* w, int64_t n, float* y, int64_t n0, int64_t n1);
+void gemv_f32_rows_neon(const XPanel& x, const float* w, int64_t n, float* y, int64_t n0, int64_t n1);
 #endif
 
 }  // namespace mx8::cpu::detail

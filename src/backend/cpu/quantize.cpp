@@ -17,6 +17,8 @@ namespace mx8::cpu {
 const detail::QuantKernels& detail::quant_kernels_for(Isa isa) {
 #if defined(__x86_64__)
   if (isa == Isa::avx2 || isa == Isa::avx512) return quant_kernels_avx2();
+#elif defined(__aarch64__)
+  if (isa == Isa::neon) return quant_kernels_neon();
 #endif
   return quant_kernels_scalar();
 }

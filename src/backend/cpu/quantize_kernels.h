@@ -1,5 +1,6 @@
 // Internal interface between the quantize driver (quantize.cpp) and its per-ISA row-segment
-// kernels (quantize_scalar.cpp, quantize_avx2.cpp). A segment is columns [c0, c1) of one row.
+// kernels (quantize_scalar.cpp, quantize_avx2.cpp, quantize_neon.cpp). A segment is columns [c0, c1) of one
+// row.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +38,8 @@ struct QuantKernels {
 const QuantKernels& quant_kernels_scalar();
 #if defined(__x86_64__)
 const QuantKernels& quant_kernels_avx2();
+#elif defined(__aarch64__)
+const QuantKernels& quant_kernels_neon();
 #endif
 // The kernels quantize() and dequantize() use when `isa` is active (AVX-512 machines run the AVX2
 // ones); a function of its argument so that tests can check the choice, not only the results.

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds mx8 for 64-bit ARM (NEON kernels) with Debian's cross compiler and runs tests under
+# qemu-user: the check that the ARM build compiles and computes right on a machine without ARM
+# hardware (it says nothing about ARM speed). Usage:
+#   bash scripts/check_aarch64.sh            # the CPU-kernel, format and model tests
+#   bash scripts/check_aarch64.sh --all      # every test (about 4x longer under emulation)
+# Installs g++-aarch64-linux-gnu, qemu-user and the arm64 builds of the libraries (multiarch) when
+# they are missing; Debian/Ubuntu x86-64 hosts only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+all=0
+[[ ${1:-} == --all ]] && all=1
+
+packages=(g++-aarch64-linux-gnu qemu-user libgtest-dev:arm64 libgmock-dev:arm64 libcpp-httplib-dev:arm64
+          nlohmann-json3-dev libcli11-dev cmake ninja-build pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo_cmd=()
+  [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  dpkg --print-foreign-architectures | grep -qx arm64 || "${sudo_cmd[@]}" dpkg --add-architecture arm64
+  "${sudo_cmd[@]}" apt-get update -q
+  "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+cmake --preset aarch64 >/dev/null
+if ((all)); then
+  cmake --build --preset aarch64 -j"$(nproc)"
+  ctest --preset aarch64 -j"$(nproc)"
+else
+  cmake --build --preset aarch64 -j"$(nproc)" --target test_backend_cpu test_format test_model
+  ctest --preset aarch64 -j"$(nproc)" -L 'backend_cpu|format|model'
+fi

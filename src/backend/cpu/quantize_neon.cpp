@@ -1,0 +1,268 @@
+// NEON (AArch64 Advanced SIMD) row-segment kernels of the quantizer: block max for f32/bf16/f16 and
+// the E4M3/E5M2 encode and decode, 16 elements per step; the ragged tail goes through the scalar
+// kernels. The arithmetic is quantize_avx2.cpp's, lane for lane (its header explains the integer
+// round-to-nearest-even encode and the subnormal trick; AArch64 Linux runs with subnormals on, which
+// the trick needs), so the two agree with format::encode_element bit for bit; tests/backend_cpu holds
+// every ISA to the scalar kernels on every bf16 and f16 pattern and a structured f32 sweep.
+#if defined(__aarch64__)
+
+#include <arm_neon.h>
+
+#include "backend/cpu/quantize_kernels.h"
+#include "mx8/format/scale_rule.h"
+
+namespace mx8::cpu::detail {
+namespace {
+
+// 4 source elements -> exact f32 (FCVTL widens every f16, subnormals included).
+template <SourceType T>
+inline float32x4_t load4(const void* row, int64_t c) {
+  if constexpr (T == SourceType::f32) {
+    return vld1q_f32(static_cast<const float*>(row) + c);
+  } else {
+    const uint16x4_t h = vld1_u16(static_cast<const uint16_t*>(row) + c);
+    if constexpr (T == SourceType::bf16)
+      return vreinterpretq_f32_u32(vshll_n_u16(h, 16));
+    else
+      return vcvt_f32_f16(vreinterpret_f16_u16(h));
+  }
+}
+
+// The SIMD part of the block max over [c0, c1); returns where it stopped.
+template <SourceType T>
+inline int64_t amax_simd(const void* row, int64_t c0, int64_t c1, uint32_t& acc) {
+  int64_t c = c0;
+  if constexpr (T == SourceType::f32) {
+    const uint32_t* p = static_cast<const uint32_t*>(row);
+    const uint32x4_t abs = vdupq_n_u32(0x7FFFFFFF);
+    uint32x4_t m0 = vdupq_n_u32(0), m1 = m0;
+    for (; c + 8 <= c1; c += 8) {
+      m0 = vmaxq_u32(m0, vandq_u32(vld1q_u32(p + c), abs));
+      m1 = vmaxq_u32(m1, vandq_u32(vld1q_u32(p + c + 4), abs));
+    }
+    const uint32_t m = vmaxvq_u32(vmaxq_u32(m0, m1));
+    acc = m > acc ? m : acc;
+  } else {
+    // Integer max of the 16-bit magnitudes orders bf16/f16 values like their f32 widenings, NaN on top.
+    const uint16_t* p = static_cast<const uint16_t*>(row);
+    const uint16x8_t abs = vdupq_n_u16(0x7FFF);
+    uint16x8_t m0 = vdupq_n_u16(0), m1 = m0;
+    for (; c + 16 <= c1; c += 16) {
+      m0 = vmaxq_u16(m0, vandq_u16(vld1q_u16(p + c), abs));
+      m1 = vmaxq_u16(m1, vandq_u16(vld1q_u16(p + c + 8), abs));
+    }
+    const uint16_t h = vmaxvq_u16(vmaxq_u16(m0, m1));
+    const float wide = T == SourceType::bf16 ? format::bf16_to_f32(h) : format::f16_to_f32(h);
+    acc = format::amax_bits_accumulate(acc, wide);
+  }
+  return c;
+}
+
+uint32_t amax_neon(SourceType t, const void* row, int64_t c0, int64_t c1, uint32_t acc) {
+  int64_t c;
+  switch (t) {
+    case SourceType::f32:
+      c = amax_simd<SourceType::f32>(row, c0, c1, acc);
+      break;
+    case SourceType::bf16:
+      c = amax_simd<SourceType::bf16>(row, c0, c1, acc);
+      break;
+    case SourceType::f16:
+    default:
+      c = amax_simd<SourceType::f16>(row, c0, c1, acc);
+      break;
+  }
+  return c < c1 ? quant_kernels_scalar().amax(t, row, c, c1, acc) : acc;
+}
+
+// Per-format constants of the integer encode (quantize_avx2.cpp has the derivation).
+template <ElementFormat F>
+struct Fp8Consts;
+template <>
+struct Fp8Consts<ElementFormat::e4m3> {
+  static constexpr int kShift = 20;                    // 23 - M
+  static constexpr uint32_t kRebias = (127 - 7) << 3;  // (127 - B) << M
+  static constexpr uint32_t kMinNormal = 0x3C800000;   // 2^-6
+  static constexpr uint32_t kMagic = 0x46800000;       // 2^14: f32 ulp 2^-9, the subnormal step
+  static constexpr uint32_t kMaxCode = 0x7E;
+  static constexpr uint32_t kOverflowCode = 0x7F;  // NaN (non-saturating)
+};
+template <>
+struct Fp8Consts<ElementFormat::e5m2> {
+  static constexpr int kShift = 21;
+  static constexpr uint32_t kRebias = (127 - 15) << 2;
+  static constexpr uint32_t kMinNormal = 0x38800000;  // 2^-14
+  static constexpr uint32_t kMagic = 0x43000000;      // 2^7: f32 ulp 2^-16
+  static constexpr uint32_t kMaxCode = 0x7B;
+  static constexpr uint32_t kOverflowCode = 0x7C;  // Inf (non-saturating)
+};
+
+// 4 f32 -> 4 codes in the low byte of each 32-bit lane.
+template <ElementFormat F, bool Saturate>
+inline uint32x4_t encode4(float32x4_t v) {
+  using K = Fp8Consts<F>;
+  const uint32x4_t b = vreinterpretq_u32_f32(v);
+  const uint32x4_t a = vandq_u32(b, vdupq_n_u32(0x7FFFFFFF));
+  const uint32x4_t sign = vandq_u32(vshrq_n_u32(b, 24), vdupq_n_u32(0x80));
+  const uint32x4_t lsb = vandq_u32(vshrq_n_u32(a, K::kShift), vdupq_n_u32(1));
+  const uint32x4_t rounded = vaddq_u32(a, vaddq_u32(vdupq_n_u32((1u << (K::kShift - 1)) - 1), lsb));
+  const uint32x4_t normal = vsubq_u32(vshrq_n_u32(rounded, K::kShift), vdupq_n_u32(K::kRebias));
+  const float32x4_t magic = vreinterpretq_f32_u32(vdupq_n_u32(K::kMagic));
+  const uint32x4_t sub = vsubq_u32(vreinterpretq_u32_f32(vaddq_f32(vreinterpretq_f32_u32(a), magic)),
+                                   vreinterpretq_u32_f32(magic));
+  uint32x4_t mag = vbslq_u32(vcltq_u32(a, vdupq_n_u32(K::kMinNormal)), sub, normal);
+  if constexpr (Saturate)
+    mag = vminq_u32(mag, vdupq_n_u32(K::kMaxCode));  // +-Inf and overflow -> +-max
+  else
+    mag = vbslq_u32(vcgtq_u32(mag, vdupq_n_u32(K::kMaxCode)), vdupq_n_u32(K::kOverflowCode), mag);
+  const uint32x4_t code = vorrq_u32(mag, sign);
+  return vbslq_u32(vcgtq_u32(a, vdupq_n_u32(0x7F800000)), vdupq_n_u32(0x7F), code);  // NaN -> 0x7F
+}
+
+template <ElementFormat F, bool Saturate, SourceType T>
+int64_t encode_t(const void* row, int64_t c0, int64_t c1, float inv_scale, uint8_t* codes) {
+  int64_t c = c0;
+  for (; c + 16 <= c1; c += 16) {
+    uint32x4_t q[4];
+    for (int i = 0; i < 4; ++i) q[i] = encode4<F, Saturate>(vmulq_n_f32(load4<T>(row, c + 4 * i), inv_scale));
+    const uint16x8_t lo = vcombine_u16(vmovn_u32(q[0]), vmovn_u32(q[1]));
+    const uint16x8_t hi = vcombine_u16(vmovn_u32(q[2]), vmovn_u32(q[3]));
+    vst1q_u8(codes + c, vcombine_u8(vmovn_u16(lo), vmovn_u16(hi)));
+  }
+  return c;
+}
+
+template <ElementFormat F, bool Saturate>
+int64_t encode_s(SourceType t, const void* row, int64_t c0, int64_t c1, float inv_scale, uint8_t* codes) {
+  switch (t) {
+    case SourceType::f32:
+      return encode_t<F, Saturate, SourceType::f32>(row, c0, c1, inv_scale, codes);
+    case SourceType::bf16:
+      return encode_t<F, Saturate, SourceType::bf16>(row, c0, c1, inv_scale, codes);
+    case SourceType::f16:
+    default:
+      return encode_t<F, Saturate, SourceType::f16>(row, c0, c1, inv_scale, codes);
+  }
+}
+
+bool encode_neon(SourceType t, const void* row, int64_t c0, int64_t c1, float inv_scale, ElementFormat f,
+                 bool saturate, uint8_t* codes) {
+  int64_t done;
+  if (f == ElementFormat::e4m3)
+    done = saturate ? encode_s<ElementFormat::e4m3, true>(t, row, c0, c1, inv_scale, codes)
+                    : encode_s<ElementFormat::e4m3, false>(t, row, c0, c1, inv_scale, codes);
+  else if (f == ElementFormat::e5m2)
+    done = saturate ? encode_s<ElementFormat::e5m2, true>(t, row, c0, c1, inv_scale, codes)
+                    : encode_s<ElementFormat::e5m2, false>(t, row, c0, c1, inv_scale, codes);
+  else
+    return false;
+  return done < c1 ? quant_kernels_scalar().encode(t, row, done, c1, inv_scale, f, saturate, codes) : true;
+}
+
+// A stripe of nrows rows cut into nrows x bc blocks, max and scale and encode fused per block (the
+// contract of QuantKernels::quantize_stripe; each block is read twice while it is still in cache).
+template <ElementFormat F, bool Saturate, SourceType T>
+void stripe_t(const void* src, int64_t nrows, int64_t cols, int64_t bc, format::ScaleOptions opt,
+              uint8_t* codes, float* scales_f32, uint8_t* scales_u8) {
+  constexpr int64_t kElem = T == SourceType::f32 ? 4 : 2;
+  const uint8_t* base = static_cast<const uint8_t*>(src);
+  const QuantKernels& scalar = quant_kernels_scalar();
+  for (int64_t c0 = 0, g = 0; c0 < cols; c0 += bc, ++g) {
+    const int64_t c1 = c0 + bc < cols ? c0 + bc : cols;
+    uint32_t amax = 0;
+    for (int64_t r = 0; r < nrows; ++r) {
+      const void* row = base + r * cols * kElem;
+      const int64_t c = amax_simd<T>(row, c0, c1, amax);
+      if (c < c1) amax = scalar.amax(T, row, c, c1, amax);
+    }
+    const format::BlockScale s = format::compute_block_scale(format::f32_from_bits(amax), F, opt);
+    scales_f32[g] = s.scale;
+    scales_u8[g] = s.ue8m0;
+    for (int64_t r = 0; r < nrows; ++r) {
+      const void* row = base + r * cols * kElem;
+      const int64_t c = encode_t<F, Saturate, T>(row, c0, c1, s.inv_scale, codes + r * cols);
+      if (c < c1) scalar.encode(T, row, c, c1, s.inv_scale, F, Saturate, codes + r * cols);
+    }
+  }
+}
+
+template <ElementFormat F, bool Saturate>
+void stripe_s(SourceType t, const void* src, int64_t nrows, int64_t cols, int64_t bc,
+              format::ScaleOptions opt, uint8_t* codes, float* sf, uint8_t* su) {
+  switch (t) {
+    case SourceType::f32:
+      return stripe_t<F, Saturate, SourceType::f32>(src, nrows, cols, bc, opt, codes, sf, su);
+    case SourceType::bf16:
+      return stripe_t<F, Saturate, SourceType::bf16>(src, nrows, cols, bc, opt, codes, sf, su);
+    case SourceType::f16:
+    default:
+      return stripe_t<F, Saturate, SourceType::f16>(src, nrows, cols, bc, opt, codes, sf, su);
+  }
+}
+
+bool stripe_neon(SourceType t, const void* src, int64_t nrows, int64_t cols, int64_t bc, ElementFormat f,
+                 bool saturate, format::ScaleOptions opt, uint8_t* codes, float* sf, uint8_t* su) {
+  if (f == ElementFormat::e4m3) {
+    if (saturate)
+      stripe_s<ElementFormat::e4m3, true>(t, src, nrows, cols, bc, opt, codes, sf, su);
+    else
+      stripe_s<ElementFormat::e4m3, false>(t, src, nrows, cols, bc, opt, codes, sf, su);
+    return true;
+  }
+  if (f == ElementFormat::e5m2) {
+    if (saturate)
+      stripe_s<ElementFormat::e5m2, true>(t, src, nrows, cols, bc, opt, codes, sf, su);
+    else
+      stripe_s<ElementFormat::e5m2, false>(t, src, nrows, cols, bc, opt, codes, sf, su);
+    return true;
+  }
+  return false;
+}
+
+// Decode as in quantize_avx2.cpp: the byte above a zero byte is an f16 (E5M2 exactly; E4M3 after the
+// shift, worth 2^-8 times the value, with the NaN code 0x7F forced to an f16 NaN); (v * 2^8) * scale
+// rounds once, like the reference's decode(code) * scale.
+template <ElementFormat F>
+inline void decode16(uint8x16_t c, float scale, float* dst) {
+  const uint8x16_t z = vdupq_n_u8(0);
+  const uint16x8_t h[2] = {vreinterpretq_u16_u8(vzip1q_u8(z, c)), vreinterpretq_u16_u8(vzip2q_u8(z, c))};
+  for (int i = 0; i < 2; ++i) {
+    uint16x8_t f16 = h[i];
+    if constexpr (F == ElementFormat::e4m3) {
+      const uint16x8_t is_nan = vceqq_u16(vandq_u16(h[i], vdupq_n_u16(0x7F00)), vdupq_n_u16(0x7F00));
+      f16 =
+          vandq_u16(vreinterpretq_u16_s16(vshrq_n_s16(vreinterpretq_s16_u16(h[i]), 1)), vdupq_n_u16(0xBFFF));
+      f16 = vorrq_u16(f16, vandq_u16(is_nan, vdupq_n_u16(0x7E00)));
+    }
+    const float16x8_t hf = vreinterpretq_f16_u16(f16);
+    float32x4_t v[2] = {vcvt_f32_f16(vget_low_f16(hf)), vcvt_high_f32_f16(hf)};
+    for (int j = 0; j < 2; ++j) {
+      if constexpr (F == ElementFormat::e4m3) v[j] = vmulq_n_f32(v[j], 256.f);
+      vst1q_f32(dst + 8 * i + 4 * j, vmulq_n_f32(v[j], scale));
+    }
+  }
+}
+
+bool decode_neon(const uint8_t* codes, int64_t c0, int64_t c1, float scale, ElementFormat f, float* dst) {
+  if (f != ElementFormat::e4m3 && f != ElementFormat::e5m2) return false;
+  int64_t c = c0;
+  for (; c + 16 <= c1; c += 16) {
+    const uint8x16_t v = vld1q_u8(codes + c);
+    if (f == ElementFormat::e4m3)
+      decode16<ElementFormat::e4m3>(v, scale, dst + c);
+    else
+      decode16<ElementFormat::e5m2>(v, scale, dst + c);
+  }
+  return c < c1 ? quant_kernels_scalar().decode(codes, c, c1, scale, f, dst) : true;
+}
+
+}  // namespace
+
+const QuantKernels& quant_kernels_neon() {
+  static const QuantKernels k{amax_neon, encode_neon, decode_neon, stripe_neon};
+  return k;
+}
+
+}  // namespace mx8::cpu::detail
+
+#endif  // __aarch64__

@@ -51,6 +51,11 @@ TEST(CpuFeatures, ScalarAlwaysSupportedAndBestIsSupported) {
   if (isa_supported(Isa::avx512)) {
     EXPECT_TRUE(isa_supported(Isa::avx2));
   }
+#elif defined(__aarch64__)
+  // Advanced SIMD is part of every AArch64 core: NEON is what ARM machines run.
+  EXPECT_EQ(best_isa(), Isa::neon);
+  EXPECT_FALSE(isa_supported(Isa::avx2));
+  EXPECT_FALSE(isa_supported(Isa::avx512));
 #endif
 }
 

@@ -6,27 +6,17 @@
 #   bash scripts/check_aarch64.sh 'format|runtime' # other test areas (ctest labels)
 # Tests that start the mx8 executable (cli, parts of runtime and server) need the kernel to run ARM
 # binaries through qemu (binfmt_misc, e.g. Debian's qemu-user-binfmt); without it they fail with
-# "Exec format error". Installs g++-aarch64-linux-gnu, qemu-user and the arm64 builds of the libraries (multiarch) when
-# they are missing; Debian/Ubuntu x86-64 hosts only.
+# "Exec format error". Installs g++-aarch64-linux-gnu, qemu-user and the arm64 builds of the
+# libraries (multiarch) when they are missing; Debian/Ubuntu x86-64 hosts only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 labels=${1:-backend_cpu|model|io}
 
-packages=(g++-aarch64-linux-gnu qemu-user libgtest-dev:arm64 libgmock-dev:arm64 libcpp-httplib-dev:arm64
-          nlohmann-json3-dev libcli11-dev cmake ninja-build pkg-config)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  sudo_cmd=()
-  [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
-  export DEBIAN_FRONTEND=noninteractive
-  dpkg --print-foreign-architectures | grep -qx arm64 || "${sudo_cmd[@]}" dpkg --add-architecture arm64
-  "${sudo_cmd[@]}" apt-get update -q
-  "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+source scripts/install_missing_packages.sh
+dpkg --print-foreign-architectures | grep -qx arm64 || as_root dpkg --add-architecture arm64
+install_missing_packages g++-aarch64-linux-gnu qemu-user libgtest-dev:arm64 libgmock-dev:arm64 libcpp-httplib-dev:arm64 \
+  nlohmann-json3-dev libcli11-dev cmake ninja-build pkg-config
 
 cmake --preset aarch64 >/dev/null
 targets=()

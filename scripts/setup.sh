@@ -4,19 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake ninja-build pkg-config g++ libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
-          libcpp-httplib-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  sudo_cmd=()
-  [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo_cmd[@]}" apt-get update -q
-  "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+source scripts/install_missing_packages.sh
+install_missing_packages cmake ninja-build pkg-config g++ libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev \
+  libcli11-dev libcpp-httplib-dev
 
 # The official OpenAI and Anthropic client libraries, for the server test that drives mx8 serve with
 # them (tests/cli/serve_test.cpp skips it, saying why, when they are missing). Optional: no npm, or no

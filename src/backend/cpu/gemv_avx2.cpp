@@ -101,20 +101,11 @@ MX8_AVX2 inline void prefetch_next_tile(const uint8_t* p) {
 // nothing with the 32-wide decode).
 template <Decode D, int R>
 MX8_AVX2 void fp8_rows_m1(const float* xr, const Fp8Operand& w, const float* lut, float* y, int64_t n) {
-  const uint8_t* rows[R];
-  Fp8Operand::ScaleRow scale[R];
-  for (int r = 0; r < R; ++r) rows[r] = w.codes + (n + r) * w.k, scale[r] = w.row(n + r);
-  const int64_t kfull = w.k & ~int64_t(31);
-  alignas(32) uint8_t tail[R][32];
-  if (kfull < w.k)
-    for (int r = 0; r < R; ++r) {
-      std::memset(tail[r], 0, 32);
-      std::memcpy(tail[r], rows[r] + kfull, size_t(w.k - kfull));
-    }
+  const Fp8RowGroup<R> g(w, n);
   __m256 total[R];
   for (int r = 0; r < R; ++r) total[r] = _mm256_setzero_ps();
   for (int64_t kb = 0, k0 = 0; k0 < w.k; ++kb, k0 += w.block_cols) {
-    const int64_t k1 = std::min(k0 + w.block_cols, kfull);
+    const int64_t k1 = std::min(k0 + w.block_cols, g.kfull);
     __m256 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     int64_t k = k0;
@@ -123,27 +114,27 @@ MX8_AVX2 void fp8_rows_m1(const float* xr, const Fp8Operand& w, const float* lut
       const __m256 x2 = _mm256_load_ps(xr + k + 16), x3 = _mm256_load_ps(xr + k + 24);
       for (int r = 0; r < R; ++r) {
         __m256 v[4];
-        prefetch_next_tile(rows[r] + R * w.k + k);
-        decode32<D>(rows[r] + k, lut, v);
+        prefetch_next_tile(g.rows[r] + R * w.k + k);
+        decode32<D>(g.rows[r] + k, lut, v);
         acc[r] = _mm256_fmadd_ps(v[0], x0, acc[r]);
         acc[r] = _mm256_fmadd_ps(v[1], x1, acc[r]);
         acc[r] = _mm256_fmadd_ps(v[2], x2, acc[r]);
         acc[r] = _mm256_fmadd_ps(v[3], x3, acc[r]);
       }
     }
-    if (k == kfull && kfull < w.k && kfull < k0 + w.block_cols) {  // the ragged end of the last block
+    if (k == g.kfull && g.kfull < w.k && g.kfull < k0 + w.block_cols) {  // the ragged end of the last block
       const __m256 x0 = _mm256_load_ps(xr + k), x1 = _mm256_load_ps(xr + k + 8);
       const __m256 x2 = _mm256_load_ps(xr + k + 16), x3 = _mm256_load_ps(xr + k + 24);
       for (int r = 0; r < R; ++r) {
         __m256 v[4];
-        decode32<D>(tail[r], lut, v);
+        decode32<D>(g.tail[r], lut, v);
         acc[r] = _mm256_fmadd_ps(v[0], x0, acc[r]);
         acc[r] = _mm256_fmadd_ps(v[1], x1, acc[r]);
         acc[r] = _mm256_fmadd_ps(v[2], x2, acc[r]);
         acc[r] = _mm256_fmadd_ps(v[3], x3, acc[r]);
       }
     }
-    for (int r = 0; r < R; ++r) total[r] = _mm256_fmadd_ps(acc[r], _mm256_set1_ps(scale[r][kb]), total[r]);
+    for (int r = 0; r < R; ++r) total[r] = _mm256_fmadd_ps(acc[r], _mm256_set1_ps(g.scale[r][kb]), total[r]);
   }
   for (int r = 0; r < R; ++r) y[n + r] = hsum(total[r]) * decode_factor<D>();
 }
@@ -153,30 +144,21 @@ MX8_AVX2 void fp8_rows_m1(const float* xr, const Fp8Operand& w, const float* lut
 // FMAs), so the accumulators run over all of K; E4M3's 2^-8 is folded into the result as for M = 1.
 template <Decode D, int M, int R>
 MX8_AVX2 void fp8_rows_small_m(const XPanel& x, const Fp8Operand& w, float* y, int64_t n) {
-  const uint8_t* rows[R];
-  Fp8Operand::ScaleRow scale[R];
-  for (int r = 0; r < R; ++r) rows[r] = w.codes + (n + r) * w.k, scale[r] = w.row(n + r);
+  const Fp8RowGroup<R> g(w, n);
   const float* xm[M];
   for (int m = 0; m < M; ++m) xm[m] = x.data + m * x.stride;
-  alignas(32) uint8_t tail[R][32];
-  const int64_t kfull = w.k & ~int64_t(31);
-  if (kfull < w.k)
-    for (int r = 0; r < R; ++r) {
-      std::memset(tail[r], 0, 32);
-      std::memcpy(tail[r], rows[r] + kfull, size_t(w.k - kfull));
-    }
   __m256 acc[M][R];
   for (int m = 0; m < M; ++m)
     for (int r = 0; r < R; ++r) acc[m][r] = _mm256_setzero_ps();
   for (int64_t kb = 0, k0 = 0; k0 < w.k; ++kb, k0 += w.block_cols) {
     const int64_t k1 = std::min(k0 + w.block_cols, w.k);
     __m256 s[R];
-    for (int r = 0; r < R; ++r) s[r] = _mm256_set1_ps(scale[r][kb]);
+    for (int r = 0; r < R; ++r) s[r] = _mm256_set1_ps(g.scale[r][kb]);
     for (int64_t k = k0; k < k1; k += 32) {
       for (int r = 0; r < R; ++r) {
         __m256 v[4];
-        prefetch_next_tile(rows[r] + R * w.k + k);
-        decode32<D>(k < kfull ? rows[r] + k : tail[r], nullptr, v);
+        prefetch_next_tile(g.rows[r] + R * w.k + k);
+        decode32<D>(g.codes(r, k), nullptr, v);
         for (int q = 0; q < 4; ++q) {
           v[q] = _mm256_mul_ps(v[q], s[r]);
           for (int m = 0; m < M; ++m)
@@ -271,12 +253,7 @@ MX8_AVX2 void fp8_fill(const Fp8Operand& w, int64_t row, int64_t k0, int64_t kc,
   for (int64_t kk = 0; kk < kc; kk += 32) {
     const int64_t k = k0 + kk;
     alignas(32) uint8_t tail[32];
-    const uint8_t* p = codes + k;
-    if (k + 32 > w.k) {  // ragged end (and the zero padding beyond K)
-      std::memset(tail, 0, 32);
-      if (k < w.k) std::memcpy(tail, codes + k, size_t(w.k - k));
-      p = tail;
-    }
+    const uint8_t* p = codes32(codes, w.k, k, tail);
     if (k >= next_block) ++kb, next_block += w.block_cols;
     __m256 v[4];
     decode32<D>(p, nullptr, v);
@@ -358,12 +335,6 @@ MX8_AVX2 void bf16_fill(const uint16_t* row, int64_t k, int64_t k0, int64_t kc, 
     _mm256_store_ps(dst + kk, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
   }
   for (; kk < kc; ++kk) dst[kk] = k0 + kk < k ? format::bf16_to_f32(row[k0 + kk]) : 0.f;
-}
-
-MX8_AVX2 void f32_fill(const float* row, int64_t k, int64_t k0, int64_t kc, float* dst) {
-  const int64_t valid = std::clamp<int64_t>(k - k0, 0, kc);
-  std::memcpy(dst, row + k0, size_t(valid) * 4);
-  std::memset(dst + valid, 0, size_t(kc - valid) * 4);
 }
 
 }  // namespace

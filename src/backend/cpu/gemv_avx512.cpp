@@ -36,16 +36,7 @@ namespace {
 template <int R, int MT>
 MX8_AVX512 void e4m3_rows_mt(const XPanel& x, int64_t i0, const Fp8Operand& w, float* y, int64_t n,
                              bool prefetch) {
-  const uint8_t* rows[R];
-  Fp8Operand::ScaleRow scale[R];
-  for (int r = 0; r < R; ++r) rows[r] = w.codes + (n + r) * w.k, scale[r] = w.row(n + r);
-  const int64_t kfull = w.k & ~int64_t(31);
-  alignas(64) uint8_t tail[R][32];
-  if (kfull < w.k)
-    for (int r = 0; r < R; ++r) {
-      std::memset(tail[r], 0, 32);
-      std::memcpy(tail[r], rows[r] + kfull, size_t(w.k - kfull));
-    }
+  const Fp8RowGroup<R> g(w, n);
   const float* xr[MT];
   for (int i = 0; i < MT; ++i) xr[i] = x.data + (i0 + i) * x.stride;
   __m512 total[MT][R];
@@ -59,8 +50,8 @@ MX8_AVX512 void e4m3_rows_mt(const XPanel& x, int64_t i0, const Fp8Operand& w, f
     for (int64_t k = k0; k < k1; k += 32) {
       __m512 w0[R], w1[R];
       for (int r = 0; r < R; ++r) {
-        if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + R * w.k + k), _MM_HINT_T1);
-        const uint8_t* p = k < kfull ? rows[r] + k : tail[r];
+        if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(g.rows[r] + R * w.k + k), _MM_HINT_T1);
+        const uint8_t* p = g.codes(r, k);
         w0[r] = e4m3_16(p);
         w1[r] = e4m3_16(p + 16);
       }
@@ -73,7 +64,7 @@ MX8_AVX512 void e4m3_rows_mt(const XPanel& x, int64_t i0, const Fp8Operand& w, f
       }
     }
     for (int r = 0; r < R; ++r) {
-      const __m512 s = _mm512_set1_ps(scale[r][kb]);
+      const __m512 s = _mm512_set1_ps(g.scale[r][kb]);
       for (int i = 0; i < MT; ++i) total[i][r] = _mm512_fmadd_ps(acc[i][r], s, total[i][r]);
     }
   }

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 
 #include "mx8/backend/cpu/cpu_features.h"
 #include "mx8/backend/cpu/gemv.h"
@@ -48,6 +49,45 @@ struct Fp8Operand {
     return {scales_f32 ? scales_f32 + base : nullptr, scales_f32 ? nullptr : scales_u8 + base, ue8m0_lut};
   }
 };
+
+// Weight rows [n, n + R) of an FP8 operand as the SIMD kernels read them, 32 codes at a time: in place
+// up to kfull (K rounded down to 32), then from `tail`, each row's last K % 32 codes zero-padded to
+// 32. Reading on in place would read the next row's codes (or past the matrix), and an E5M2 Inf
+// there times x's zero padding would be NaN.
+template <int R>
+struct Fp8RowGroup {
+  const uint8_t* rows[R];
+  Fp8Operand::ScaleRow scale[R];
+  int64_t kfull;
+  alignas(64) uint8_t tail[R][32];
+
+  Fp8RowGroup(const Fp8Operand& w, int64_t n) : kfull(w.k & ~int64_t(31)) {
+    for (int r = 0; r < R; ++r) rows[r] = w.codes + (n + r) * w.k, scale[r] = w.row(n + r);
+    if (kfull < w.k)
+      for (int r = 0; r < R; ++r) {
+        std::memset(tail[r], 0, 32);
+        std::memcpy(tail[r], rows[r] + kfull, size_t(w.k - kfull));
+      }
+  }
+  // The 32 codes of row r from column k (a multiple of 32 below K).
+  const uint8_t* codes(int r, int64_t k) const { return k < kfull ? rows[r] + k : tail[r]; }
+};
+
+// The 32 codes of a weight row (K codes) from column k, a multiple of 32: in place, or copied into
+// `buf` and zero-padded where they run past K (the tile kernels' padding beyond K included).
+inline const uint8_t* codes32(const uint8_t* row, int64_t K, int64_t k, uint8_t* buf) {
+  if (k + 32 <= K) return row + k;
+  std::memset(buf, 0, 32);
+  if (k < K) std::memcpy(buf, row + k, size_t(K - k));
+  return buf;
+}
+
+// kc f32 weights of an F32 row (K values) from column k0, zeros past K (the tile kernels' fill).
+inline void f32_fill(const float* row, int64_t K, int64_t k0, int64_t kc, float* dst) {
+  const int64_t valid = k0 >= K ? 0 : K - k0 < kc ? K - k0 : kc;
+  std::memcpy(dst, row + k0, size_t(valid) * 4);
+  std::memset(dst + valid, 0, size_t(kc - valid) * 4);
+}
 
 // Benchmarks only: when set, gemv_fp8 on AVX2 uses the gather-table decode (gemv_fp8_rows_avx2_lut).
 extern std::atomic<bool> g_fp8_table_decode;

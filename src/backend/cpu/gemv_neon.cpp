@@ -45,18 +45,7 @@ constexpr float decode_factor() {
 // ---- FP8, M = 1: R weight rows at once, 32 columns a step (block_cols is a multiple of 32) ----
 template <bool E4M3, int R>
 void fp8_rows_m1(const float* xr, const Fp8Operand& w, float* y, int64_t n) {
-  const uint8_t* rows[R];
-  Fp8Operand::ScaleRow scale[R];
-  for (int r = 0; r < R; ++r) rows[r] = w.codes + (n + r) * w.k, scale[r] = w.row(n + r);
-  // The ragged end of the row, zero-padded: reading past it would read the next row's codes (or past
-  // the matrix), and an E5M2 Inf there times x's zero padding would be NaN.
-  const int64_t kfull = w.k & ~int64_t(31);
-  alignas(16) uint8_t tail[R][32];
-  if (kfull < w.k)
-    for (int r = 0; r < R; ++r) {
-      std::memset(tail[r], 0, 32);
-      std::memcpy(tail[r], rows[r] + kfull, size_t(w.k - kfull));
-    }
+  const Fp8RowGroup<R> g(w, n);
   float32x4_t total[R];
   for (int r = 0; r < R; ++r) total[r] = vdupq_n_f32(0.f);
   for (int64_t kb = 0, k0 = 0; k0 < w.k; ++kb, k0 += w.block_cols) {
@@ -67,14 +56,14 @@ void fp8_rows_m1(const float* xr, const Fp8Operand& w, float* y, int64_t n) {
       float32x4_t xv[8];
       for (int q = 0; q < 8; ++q) xv[q] = vld1q_f32(xr + k + 4 * q);
       for (int r = 0; r < R; ++r) {
-        const uint8_t* p = k < kfull ? rows[r] + k : tail[r];
+        const uint8_t* p = g.codes(r, k);
         float32x4_t v[8];
         decode16<E4M3>(vld1q_u8(p), v);
         decode16<E4M3>(vld1q_u8(p + 16), v + 4);
         for (int q = 0; q < 8; ++q) acc[r] = vfmaq_f32(acc[r], v[q], xv[q]);
       }
     }
-    for (int r = 0; r < R; ++r) total[r] = vfmaq_n_f32(total[r], acc[r], scale[r][kb]);
+    for (int r = 0; r < R; ++r) total[r] = vfmaq_n_f32(total[r], acc[r], g.scale[r][kb]);
   }
   for (int r = 0; r < R; ++r) y[n + r] = vaddvq_f32(total[r]) * decode_factor<E4M3>();
 }
@@ -140,13 +129,8 @@ void fp8_fill(const Fp8Operand& w, int64_t row, int64_t k0, int64_t kc, float* d
   int64_t kb = k0 / w.block_cols, next_block = (kb + 1) * w.block_cols;
   for (int64_t kk = 0; kk < kc; kk += 32) {
     const int64_t k = k0 + kk;
-    alignas(16) uint8_t tail[32];
-    const uint8_t* p = codes + k;
-    if (k + 32 > w.k) {  // ragged end (and the zero padding beyond K)
-      std::memset(tail, 0, 32);
-      if (k < w.k) std::memcpy(tail, codes + k, size_t(w.k - k));
-      p = tail;
-    }
+    alignas(32) uint8_t tail[32];
+    const uint8_t* p = codes32(codes, w.k, k, tail);
     if (k >= next_block) ++kb, next_block += w.block_cols;
     float32x4_t v[8];
     decode16<E4M3>(vld1q_u8(p), v);
@@ -214,12 +198,6 @@ void bf16_fill(const uint16_t* row, int64_t k, int64_t k0, int64_t kc, float* ds
   int64_t kk = 0;
   for (; kk < kc && k0 + kk + 4 <= k; kk += 4) vst1q_f32(dst + kk, bf16x4(row + k0 + kk));
   for (; kk < kc; ++kk) dst[kk] = k0 + kk < k ? format::bf16_to_f32(row[k0 + kk]) : 0.f;
-}
-
-void f32_fill(const float* row, int64_t k, int64_t k0, int64_t kc, float* dst) {
-  const int64_t valid = std::clamp<int64_t>(k - k0, 0, kc);
-  std::memcpy(dst, row + k0, size_t(valid) * 4);
-  std::memset(dst + valid, 0, size_t(kc - valid) * 4);
 }
 
 // M = 1 in groups of four rows, M > 1 on the tile kernel.

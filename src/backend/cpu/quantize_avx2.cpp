@@ -1,24 +1,13 @@
 // AVX2 + F16C row-segment kernels of the quantizer: block max for f32/bf16/f16 and the E4M3/E5M2
-// encode and decode. 32 elements per step; the ragged tail goes through the scalar kernels.
-//
-// Encode (f32 v = x * inv_scale, exactly the reference's product) -> FP8 with M mantissa bits, bias B,
-// round to nearest even, as integer arithmetic on a = bits(|v|):
-//   |v| >= min normal: a + (2^(22-M) - 1) + lsb rounds the f32 mantissa to M bits (a carry walks into
-//                      the exponent, which is right); >> (23-M) and subtracting (127-B) << M rebiases.
-//   |v| <  min normal: adding C, a power of two whose f32 ulp is the FP8 subnormal step, makes the
-//                      FPU round |v| to a multiple of that step (RNE), and bits(|v| + C) - bits(C) is
-//                      the code (E4M3: C = 2^14, ulp 2^-9; E5M2: C = 2^7, ulp 2^-16). A value that
-//                      rounds up to the min normal gives its code (8 or 4) too.
-//   then overflow (code > max) saturates to max or becomes NaN/Inf, NaN inputs become 0x7F (sign
-//   dropped), and the sign is ORed in. tests/backend_cpu compares this with format::encode_element on
-//   every bf16 and f16 pattern and a structured f32 sweep.
+// encode and decode, 32 elements per step; quantize_simd.h turns them into QuantKernels (the ragged
+// tails go through the scalar kernels) and explains the integer encode. tests/backend_cpu compares
+// the encode with format::encode_element on every bf16 and f16 pattern and a structured f32 sweep.
 // Functions carry target attributes instead of the file being built with -mavx2 (ODR: see gemv_avx2.cpp).
 #if defined(__x86_64__)
 
 #include <immintrin.h>
 
-#include "backend/cpu/quantize_kernels.h"
-#include "mx8/format/scale_rule.h"
+#include "backend/cpu/quantize_simd.h"
 
 #define MX8_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -54,10 +43,9 @@ MX8_AVX2 inline uint32_t hmax_epu16(__m256i v) {
   return uint32_t(_mm_cvtsi128_si32(m)) & 0xFFFF;
 }
 
-// The SIMD part of the block max over [c0, c1); returns where it stopped (the caller finishes the
-// tail with the scalar kernel).
+// The SIMD part of the block max over [c0, c1); returns where it stopped.
 template <SourceType T>
-MX8_AVX2 inline int64_t amax_simd(const void* row, int64_t c0, int64_t c1, uint32_t& acc) {
+MX8_AVX2 int64_t amax_simd(const void* row, int64_t c0, int64_t c1, uint32_t& acc) {
   int64_t c = c0;
   if constexpr (T == SourceType::f32) {
     const float* p = static_cast<const float*>(row);
@@ -89,49 +77,10 @@ MX8_AVX2 inline int64_t amax_simd(const void* row, int64_t c0, int64_t c1, uint3
   return c;
 }
 
-MX8_AVX2 uint32_t amax_avx2(SourceType t, const void* row, int64_t c0, int64_t c1, uint32_t acc) {
-  int64_t c;
-  switch (t) {
-    case SourceType::f32:
-      c = amax_simd<SourceType::f32>(row, c0, c1, acc);
-      break;
-    case SourceType::bf16:
-      c = amax_simd<SourceType::bf16>(row, c0, c1, acc);
-      break;
-    case SourceType::f16:
-    default:
-      c = amax_simd<SourceType::f16>(row, c0, c1, acc);
-      break;
-  }
-  return c < c1 ? quant_kernels_scalar().amax(t, row, c, c1, acc) : acc;
-}
-
-// Per-format constants of the integer encode.
-template <ElementFormat F>
-struct Fp8Consts;
-template <>
-struct Fp8Consts<ElementFormat::e4m3> {
-  static constexpr int kShift = 20;                   // 23 - M
-  static constexpr int kRebias = (127 - 7) << 3;      // (127 - B) << M
-  static constexpr uint32_t kMinNormal = 0x3C800000;  // 2^-6
-  static constexpr uint32_t kMagic = 0x46800000;      // 2^14: f32 ulp 2^-9, the subnormal step
-  static constexpr int kMaxCode = 0x7E;
-  static constexpr int kOverflowCode = 0x7F;  // NaN (non-saturating)
-};
-template <>
-struct Fp8Consts<ElementFormat::e5m2> {
-  static constexpr int kShift = 21;
-  static constexpr int kRebias = (127 - 15) << 2;
-  static constexpr uint32_t kMinNormal = 0x38800000;  // 2^-14
-  static constexpr uint32_t kMagic = 0x43000000;      // 2^7: f32 ulp 2^-16
-  static constexpr int kMaxCode = 0x7B;
-  static constexpr int kOverflowCode = 0x7C;  // Inf (non-saturating)
-};
-
 // 8 f32 -> 8 codes in the low byte of each 32-bit lane.
 template <ElementFormat F, bool Saturate>
 MX8_AVX2 inline __m256i encode8(__m256 v) {
-  using K = Fp8Consts<F>;
+  using K = Fp8EncodeConsts<F>;
   const __m256i b = _mm256_castps_si256(v);
   const __m256i a = _mm256_and_si256(b, _mm256_set1_epi32(0x7FFFFFFF));
   const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(b, 24), _mm256_set1_epi32(0x80));
@@ -178,99 +127,26 @@ MX8_AVX2 int64_t encode_t(const void* row, int64_t c0, int64_t c1, float inv_sca
   return c;
 }
 
-template <ElementFormat F, bool Saturate>
-MX8_AVX2 int64_t encode_s(SourceType t, const void* row, int64_t c0, int64_t c1, float inv_scale,
-                          uint8_t* codes) {
-  switch (t) {
-    case SourceType::f32:
-      return encode_t<F, Saturate, SourceType::f32>(row, c0, c1, inv_scale, codes);
-    case SourceType::bf16:
-      return encode_t<F, Saturate, SourceType::bf16>(row, c0, c1, inv_scale, codes);
-    case SourceType::f16:
-    default:
-      return encode_t<F, Saturate, SourceType::f16>(row, c0, c1, inv_scale, codes);
-  }
-}
-
-MX8_AVX2 bool encode_avx2(SourceType t, const void* row, int64_t c0, int64_t c1, float inv_scale,
-                          ElementFormat f, bool saturate, uint8_t* codes) {
-  int64_t done;
-  if (f == ElementFormat::e4m3)
-    done = saturate ? encode_s<ElementFormat::e4m3, true>(t, row, c0, c1, inv_scale, codes)
-                    : encode_s<ElementFormat::e4m3, false>(t, row, c0, c1, inv_scale, codes);
-  else if (f == ElementFormat::e5m2)
-    done = saturate ? encode_s<ElementFormat::e5m2, true>(t, row, c0, c1, inv_scale, codes)
-                    : encode_s<ElementFormat::e5m2, false>(t, row, c0, c1, inv_scale, codes);
-  else
-    return false;
-  return done < c1 ? quant_kernels_scalar().encode(t, row, done, c1, inv_scale, f, saturate, codes) : true;
-}
-
-// A stripe of nrows rows of nrows x bc blocks (1 x bc tiles when nrows = 1) with everything fixed
-// at compile time: no calls per block except the scalar tails of ragged blocks. Each block is read
-// twice (max, then encode) while it is still in L1/L2.
-template <ElementFormat F, bool Saturate, SourceType T>
-MX8_AVX2 void stripe_t(const void* src, int64_t nrows, int64_t cols, int64_t bc, format::ScaleOptions opt,
-                       uint8_t* codes, float* scales_f32, uint8_t* scales_u8) {
-  constexpr int64_t kElem = T == SourceType::f32 ? 4 : 2;
-  const uint8_t* base = static_cast<const uint8_t*>(src);
-  const QuantKernels& scalar = quant_kernels_scalar();
-  for (int64_t c0 = 0, g = 0; c0 < cols; c0 += bc, ++g) {
-    const int64_t c1 = c0 + bc < cols ? c0 + bc : cols;
-    uint32_t amax = 0;
-    for (int64_t r = 0; r < nrows; ++r) {
-      const void* row = base + r * cols * kElem;
-      int64_t c = amax_simd<T>(row, c0, c1, amax);
-      if (c < c1) amax = scalar.amax(T, row, c, c1, amax);
-    }
-    const format::BlockScale s = format::compute_block_scale(format::f32_from_bits(amax), F, opt);
-    scales_f32[g] = s.scale;
-    scales_u8[g] = s.ue8m0;
-    for (int64_t r = 0; r < nrows; ++r) {
-      const void* row = base + r * cols * kElem;
-      int64_t c = encode_t<F, Saturate, T>(row, c0, c1, s.inv_scale, codes + r * cols);
-      if (c < c1) scalar.encode(T, row, c, c1, s.inv_scale, F, Saturate, codes + r * cols);
-    }
-  }
-}
-
-template <ElementFormat F, bool Saturate>
-MX8_AVX2 void stripe_s(SourceType t, const void* src, int64_t nrows, int64_t cols, int64_t bc,
-                       format::ScaleOptions opt, uint8_t* codes, float* sf, uint8_t* su) {
-  switch (t) {
-    case SourceType::f32:
-      return stripe_t<F, Saturate, SourceType::f32>(src, nrows, cols, bc, opt, codes, sf, su);
-    case SourceType::bf16:
-      return stripe_t<F, Saturate, SourceType::bf16>(src, nrows, cols, bc, opt, codes, sf, su);
-    case SourceType::f16:
-    default:
-      return stripe_t<F, Saturate, SourceType::f16>(src, nrows, cols, bc, opt, codes, sf, su);
-  }
-}
-
-MX8_AVX2 bool stripe_avx2(SourceType t, const void* src, int64_t nrows, int64_t cols, int64_t bc,
-                          ElementFormat f, bool saturate, format::ScaleOptions opt, uint8_t* codes, float* sf,
-                          uint8_t* su) {
-  if (f == ElementFormat::e4m3) {
-    if (saturate)
-      stripe_s<ElementFormat::e4m3, true>(t, src, nrows, cols, bc, opt, codes, sf, su);
-    else
-      stripe_s<ElementFormat::e4m3, false>(t, src, nrows, cols, bc, opt, codes, sf, su);
-    return true;
-  }
-  if (f == ElementFormat::e5m2) {
-    if (saturate)
-      stripe_s<ElementFormat::e5m2, true>(t, src, nrows, cols, bc, opt, codes, sf, su);
-    else
-      stripe_s<ElementFormat::e5m2, false>(t, src, nrows, cols, bc, opt, codes, sf, su);
-    return true;
-  }
-  return false;
-}
-
 // Decode: the byte above a zero byte is an f16 (E5M2 exactly; E4M3 after the shift of gemv_avx2.cpp,
 // worth 2^-8 times the value, with the NaN code 0x7F forced to an f16 NaN). value * 2^8 is exact, so
 // (v * 2^8) * scale rounds once, like the reference's decode(code) * scale.
+// The policy of quantize_simd.h.
+struct Avx2 {
+  template <SourceType T>
+  MX8_AVX2 static int64_t amax(const void* row, int64_t c0, int64_t c1, uint32_t& acc) {
+    return amax_simd<T>(row, c0, c1, acc);
+  }
+  template <ElementFormat F, bool Saturate, SourceType T>
+  MX8_AVX2 static int64_t encode(const void* row, int64_t c0, int64_t c1, float inv_scale, uint8_t* codes) {
+    return encode_t<F, Saturate, T>(row, c0, c1, inv_scale, codes);
+  }
+  template <ElementFormat F, bool Saturate, SourceType T>
+  MX8_AVX2 static void stripe(const void* src, int64_t nrows, int64_t cols, int64_t bc,
+                              format::ScaleOptions opt, uint8_t* codes, float* sf, uint8_t* su) {
+    stripe_body<Avx2, F, Saturate, T>(src, nrows, cols, bc, opt, codes, sf, su);
+  }
+};
+
 template <ElementFormat F>
 MX8_AVX2 inline void decode16(__m128i c, __m256 scale, float* dst) {
   const __m128i z = _mm_setzero_si128();
@@ -308,7 +184,7 @@ MX8_AVX2 bool decode_avx2(const uint8_t* codes, int64_t c0, int64_t c1, float sc
 }  // namespace
 
 const QuantKernels& quant_kernels_avx2() {
-  static const QuantKernels k{amax_avx2, encode_avx2, decode_avx2, stripe_avx2};
+  static const QuantKernels k{simd_amax<Avx2>, simd_encode<Avx2>, decode_avx2, simd_quantize_stripe<Avx2>};
   return k;
 }
 

@@ -1,15 +1,14 @@
 // NEON (AArch64 Advanced SIMD) row-segment kernels of the quantizer: block max for f32/bf16/f16 and
-// the E4M3/E5M2 encode and decode, 16 elements per step; the ragged tail goes through the scalar
-// kernels. The arithmetic is quantize_avx2.cpp's, lane for lane (its header explains the integer
-// round-to-nearest-even encode and the subnormal trick; AArch64 Linux runs with subnormals on, which
-// the trick needs), so the two agree with format::encode_element bit for bit; tests/backend_cpu holds
-// every ISA to the scalar kernels on every bf16 and f16 pattern and a structured f32 sweep.
+// the E4M3/E5M2 encode and decode, 16 elements per step; quantize_simd.h turns them into QuantKernels.
+// The arithmetic is quantize_avx2.cpp's, lane for lane (quantize_simd.h explains the integer
+// round-to-nearest-even encode and its subnormal trick, which needs subnormals on, as AArch64 Linux
+// runs), so both agree with format::encode_element bit for bit; tests/backend_cpu holds every ISA to
+// the scalar kernels on every bf16 and f16 pattern and a structured f32 sweep.
 #if defined(__aarch64__)
 
 #include <arm_neon.h>
 
-#include "backend/cpu/quantize_kernels.h"
-#include "mx8/format/scale_rule.h"
+#include "backend/cpu/quantize_simd.h"
 
 namespace mx8::cpu::detail {
 namespace {
@@ -58,49 +57,10 @@ inline int64_t amax_simd(const void* row, int64_t c0, int64_t c1, uint32_t& acc)
   return c;
 }
 
-uint32_t amax_neon(SourceType t, const void* row, int64_t c0, int64_t c1, uint32_t acc) {
-  int64_t c;
-  switch (t) {
-    case SourceType::f32:
-      c = amax_simd<SourceType::f32>(row, c0, c1, acc);
-      break;
-    case SourceType::bf16:
-      c = amax_simd<SourceType::bf16>(row, c0, c1, acc);
-      break;
-    case SourceType::f16:
-    default:
-      c = amax_simd<SourceType::f16>(row, c0, c1, acc);
-      break;
-  }
-  return c < c1 ? quant_kernels_scalar().amax(t, row, c, c1, acc) : acc;
-}
-
-// Per-format constants of the integer encode (quantize_avx2.cpp has the derivation).
-template <ElementFormat F>
-struct Fp8Consts;
-template <>
-struct Fp8Consts<ElementFormat::e4m3> {
-  static constexpr int kShift = 20;                    // 23 - M
-  static constexpr uint32_t kRebias = (127 - 7) << 3;  // (127 - B) << M
-  static constexpr uint32_t kMinNormal = 0x3C800000;   // 2^-6
-  static constexpr uint32_t kMagic = 0x46800000;       // 2^14: f32 ulp 2^-9, the subnormal step
-  static constexpr uint32_t kMaxCode = 0x7E;
-  static constexpr uint32_t kOverflowCode = 0x7F;  // NaN (non-saturating)
-};
-template <>
-struct Fp8Consts<ElementFormat::e5m2> {
-  static constexpr int kShift = 21;
-  static constexpr uint32_t kRebias = (127 - 15) << 2;
-  static constexpr uint32_t kMinNormal = 0x38800000;  // 2^-14
-  static constexpr uint32_t kMagic = 0x43000000;      // 2^7: f32 ulp 2^-16
-  static constexpr uint32_t kMaxCode = 0x7B;
-  static constexpr uint32_t kOverflowCode = 0x7C;  // Inf (non-saturating)
-};
-
 // 4 f32 -> 4 codes in the low byte of each 32-bit lane.
 template <ElementFormat F, bool Saturate>
 inline uint32x4_t encode4(float32x4_t v) {
-  using K = Fp8Consts<F>;
+  using K = Fp8EncodeConsts<F>;
   const uint32x4_t b = vreinterpretq_u32_f32(v);
   const uint32x4_t a = vandq_u32(b, vdupq_n_u32(0x7FFFFFFF));
   const uint32x4_t sign = vandq_u32(vshrq_n_u32(b, 24), vdupq_n_u32(0x80));
@@ -132,92 +92,22 @@ int64_t encode_t(const void* row, int64_t c0, int64_t c1, float inv_scale, uint8
   return c;
 }
 
-template <ElementFormat F, bool Saturate>
-int64_t encode_s(SourceType t, const void* row, int64_t c0, int64_t c1, float inv_scale, uint8_t* codes) {
-  switch (t) {
-    case SourceType::f32:
-      return encode_t<F, Saturate, SourceType::f32>(row, c0, c1, inv_scale, codes);
-    case SourceType::bf16:
-      return encode_t<F, Saturate, SourceType::bf16>(row, c0, c1, inv_scale, codes);
-    case SourceType::f16:
-    default:
-      return encode_t<F, Saturate, SourceType::f16>(row, c0, c1, inv_scale, codes);
+// The policy of quantize_simd.h.
+struct Neon {
+  template <SourceType T>
+  static int64_t amax(const void* row, int64_t c0, int64_t c1, uint32_t& acc) {
+    return amax_simd<T>(row, c0, c1, acc);
   }
-}
-
-bool encode_neon(SourceType t, const void* row, int64_t c0, int64_t c1, float inv_scale, ElementFormat f,
-                 bool saturate, uint8_t* codes) {
-  int64_t done;
-  if (f == ElementFormat::e4m3)
-    done = saturate ? encode_s<ElementFormat::e4m3, true>(t, row, c0, c1, inv_scale, codes)
-                    : encode_s<ElementFormat::e4m3, false>(t, row, c0, c1, inv_scale, codes);
-  else if (f == ElementFormat::e5m2)
-    done = saturate ? encode_s<ElementFormat::e5m2, true>(t, row, c0, c1, inv_scale, codes)
-                    : encode_s<ElementFormat::e5m2, false>(t, row, c0, c1, inv_scale, codes);
-  else
-    return false;
-  return done < c1 ? quant_kernels_scalar().encode(t, row, done, c1, inv_scale, f, saturate, codes) : true;
-}
-
-// A stripe of nrows rows cut into nrows x bc blocks, max and scale and encode fused per block (the
-// contract of QuantKernels::quantize_stripe; each block is read twice while it is still in cache).
-template <ElementFormat F, bool Saturate, SourceType T>
-void stripe_t(const void* src, int64_t nrows, int64_t cols, int64_t bc, format::ScaleOptions opt,
-              uint8_t* codes, float* scales_f32, uint8_t* scales_u8) {
-  constexpr int64_t kElem = T == SourceType::f32 ? 4 : 2;
-  const uint8_t* base = static_cast<const uint8_t*>(src);
-  const QuantKernels& scalar = quant_kernels_scalar();
-  for (int64_t c0 = 0, g = 0; c0 < cols; c0 += bc, ++g) {
-    const int64_t c1 = c0 + bc < cols ? c0 + bc : cols;
-    uint32_t amax = 0;
-    for (int64_t r = 0; r < nrows; ++r) {
-      const void* row = base + r * cols * kElem;
-      const int64_t c = amax_simd<T>(row, c0, c1, amax);
-      if (c < c1) amax = scalar.amax(T, row, c, c1, amax);
-    }
-    const format::BlockScale s = format::compute_block_scale(format::f32_from_bits(amax), F, opt);
-    scales_f32[g] = s.scale;
-    scales_u8[g] = s.ue8m0;
-    for (int64_t r = 0; r < nrows; ++r) {
-      const void* row = base + r * cols * kElem;
-      const int64_t c = encode_t<F, Saturate, T>(row, c0, c1, s.inv_scale, codes + r * cols);
-      if (c < c1) scalar.encode(T, row, c, c1, s.inv_scale, F, Saturate, codes + r * cols);
-    }
+  template <ElementFormat F, bool Saturate, SourceType T>
+  static int64_t encode(const void* row, int64_t c0, int64_t c1, float inv_scale, uint8_t* codes) {
+    return encode_t<F, Saturate, T>(row, c0, c1, inv_scale, codes);
   }
-}
-
-template <ElementFormat F, bool Saturate>
-void stripe_s(SourceType t, const void* src, int64_t nrows, int64_t cols, int64_t bc,
-              format::ScaleOptions opt, uint8_t* codes, float* sf, uint8_t* su) {
-  switch (t) {
-    case SourceType::f32:
-      return stripe_t<F, Saturate, SourceType::f32>(src, nrows, cols, bc, opt, codes, sf, su);
-    case SourceType::bf16:
-      return stripe_t<F, Saturate, SourceType::bf16>(src, nrows, cols, bc, opt, codes, sf, su);
-    case SourceType::f16:
-    default:
-      return stripe_t<F, Saturate, SourceType::f16>(src, nrows, cols, bc, opt, codes, sf, su);
+  template <ElementFormat F, bool Saturate, SourceType T>
+  static void stripe(const void* src, int64_t nrows, int64_t cols, int64_t bc, format::ScaleOptions opt,
+                     uint8_t* codes, float* sf, uint8_t* su) {
+    stripe_body<Neon, F, Saturate, T>(src, nrows, cols, bc, opt, codes, sf, su);
   }
-}
-
-bool stripe_neon(SourceType t, const void* src, int64_t nrows, int64_t cols, int64_t bc, ElementFormat f,
-                 bool saturate, format::ScaleOptions opt, uint8_t* codes, float* sf, uint8_t* su) {
-  if (f == ElementFormat::e4m3) {
-    if (saturate)
-      stripe_s<ElementFormat::e4m3, true>(t, src, nrows, cols, bc, opt, codes, sf, su);
-    else
-      stripe_s<ElementFormat::e4m3, false>(t, src, nrows, cols, bc, opt, codes, sf, su);
-    return true;
-  }
-  if (f == ElementFormat::e5m2) {
-    if (saturate)
-      stripe_s<ElementFormat::e5m2, true>(t, src, nrows, cols, bc, opt, codes, sf, su);
-    else
-      stripe_s<ElementFormat::e5m2, false>(t, src, nrows, cols, bc, opt, codes, sf, su);
-    return true;
-  }
-  return false;
-}
+};
 
 // Decode as in quantize_avx2.cpp: the byte above a zero byte is an f16 (E5M2 exactly; E4M3 after the
 // shift, worth 2^-8 times the value, with the NaN code 0x7F forced to an f16 NaN); (v * 2^8) * scale
@@ -259,7 +149,7 @@ bool decode_neon(const uint8_t* codes, int64_t c0, int64_t c1, float scale, Elem
 }  // namespace
 
 const QuantKernels& quant_kernels_neon() {
-  static const QuantKernels k{amax_neon, encode_neon, decode_neon, stripe_neon};
+  static const QuantKernels k{simd_amax<Neon>, simd_encode<Neon>, decode_neon, simd_quantize_stripe<Neon>};
   return k;
 }
 

@@ -4,14 +4,19 @@
 # hardware (it says nothing about ARM speed). Usage:
 #   bash scripts/check_aarch64.sh                  # the CPU kernels, the model ops, the file readers
 #   bash scripts/check_aarch64.sh 'format|runtime' # other test areas (ctest labels)
-# Tests that start the mx8 executable (cli, parts of runtime and server) need the kernel to run ARM
-# binaries through qemu (binfmt_misc, e.g. Debian's qemu-user-binfmt); without it they fail with
-# "Exec format error". Installs g++-aarch64-linux-gnu, qemu-user and the arm64 builds of the
-# libraries (multiarch) when they are missing; Debian/Ubuntu x86-64 hosts only.
+# Tests that start the mx8 executable start it through qemu too (tests/cli/run_mx8.h). Installs
+# g++-aarch64-linux-gnu, qemu-user and the arm64 builds of the libraries (multiarch) when they are
+# missing; Debian/Ubuntu x86-64 hosts only. 'all' as the labels runs every test area.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 labels=${1:-backend_cpu|model|io}
+if [[ $labels == all ]]; then  # every folder of tests/ with test sources, but the GPU's
+  labels=$(for d in tests/*/; do
+    a=$(basename "$d")
+    [[ $a != cuda ]] && compgen -G "$d*.cpp" >/dev/null && echo "$a"
+  done | paste -sd'|')
+fi
 
 source scripts/install_missing_packages.sh
 dpkg --print-foreign-architectures | grep -qx arm64 || as_root dpkg --add-architecture arm64

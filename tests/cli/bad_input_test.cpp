@@ -11,6 +11,7 @@
 
 namespace {
 
+using mx8::test::mx8_command;
 using mx8::test::mx8_exe;
 using mx8::test::run;
 
@@ -92,7 +93,7 @@ TEST_F(BadInput, RunChatAndTokenizeRefuseWhatTheyCannotDo) {
   std::ofstream(tmpl) << "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}";
   int st = 0;
   const std::string out = mx8::test::run_shell(
-      "echo hi | '" + mx8_exe() + "' chat " + model + "--template '" + tmpl.string() + "' 2>&1", &st);
+      "echo hi | " + mx8_command() + " chat " + model + "--template '" + tmpl.string() + "' 2>&1", &st);
   EXPECT_EQ(st, 1) << out;
   EXPECT_NE(out.find("unbounded recursion"), std::string::npos) << out;
   std::filesystem::remove(tmpl);
@@ -109,7 +110,7 @@ TEST_F(BadInput, StopSequencesIgnoreTheEchoedPrompt) {
   auto generate = [](const std::string& extra) {
     int st = 0;
     const std::string out =
-        mx8::test::run_shell("'" + mx8_exe() + "' run -m '" + kModel +
+        mx8::test::run_shell(mx8_command() + " run -m '" + kModel +
                                  "' --temperature 0 -n 30 -p 'Once upon a time' " + extra + " 2>/dev/null",
                              &st);
     EXPECT_EQ(st, 0) << out;

@@ -13,6 +13,7 @@
 
 namespace {
 
+using mx8::test::mx8_command;
 using mx8::test::mx8_exe;
 using mx8::test::run_shell;
 
@@ -31,7 +32,7 @@ class ChatCommand : public ::testing::Test {
     const std::string err_file = template_.string() + ".err";
     int st = 0;
     const std::string out =
-        run_shell("printf '" + lines + "' | '" + mx8_exe() + "' chat -m '" + kModel + "' --template '" +
+        run_shell("printf '" + lines + "' | " + mx8_command() + " chat -m '" + kModel + "' --template '" +
                       template_.string() + "' --temperature 0 " + args + " 2>'" + err_file + "'",
                   &st);
     EXPECT_EQ(st, 0) << args << "\n" << out;
@@ -46,7 +47,7 @@ class ChatCommand : public ::testing::Test {
   static std::string continuation(const std::string& prompt, int n) {
     int st = 0;
     const std::string out =
-        run_shell("'" + mx8_exe() + "' run -m '" + kModel + "' --temperature 0 --no-echo -n " +
+        run_shell(mx8_command() + " run -m '" + kModel + "' --temperature 0 --no-echo -n " +
                       std::to_string(n) + " -p '" + prompt + "' 2>/dev/null",
                   &st);
     EXPECT_EQ(st, 0) << out;

@@ -20,6 +20,7 @@
 
 namespace {
 
+using mx8::test::mx8_command;
 using mx8::test::mx8_exe;
 using mx8::test::run;
 using mx8::test::run_shell;
@@ -164,7 +165,7 @@ TEST_F(FormatCommands, CastReadsEverySpellingItDocuments) {
             "0x3B23D70A 0x01 0.001953125\n");
   int st = 0;
   const std::string out =
-      run_shell("printf '1\\n\\n  2  \\r\\n\\t\\n-0.5\\n' | '" + mx8_exe() + "' cast --to e4m3", &st);
+      run_shell("printf '1\\n\\n  2  \\r\\n\\t\\n-0.5\\n' | " + mx8_command() + " cast --to e4m3", &st);
   EXPECT_EQ(st, 0) << out;
   EXPECT_EQ(out, "0x3F800000 0x38 1\n0x40000000 0x40 2\n0xBF000000 0xB0 -0.5\n");
 }
@@ -182,7 +183,7 @@ TEST_F(FormatCommands, CastRefusesWhatItCannotRead) {
   // From standard input the lines before the bad one are already out; the error names the line.
   int st = 0;
   const std::string out =
-      run_shell("printf '1\\n\\n2\\nfoo\\n3\\n' | '" + mx8_exe() + "' cast --to e4m3 2>&1", &st);
+      run_shell("printf '1\\n\\n2\\nfoo\\n3\\n' | " + mx8_command() + " cast --to e4m3 2>&1", &st);
   EXPECT_EQ(st, 1) << out;
   EXPECT_EQ(
       out,

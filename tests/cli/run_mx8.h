@@ -17,6 +17,16 @@ inline std::string mx8_exe() {
   return (std::filesystem::path(std::string(self, size_t(n))).parent_path() / "mx8").string();
 }
 
+// The shell words that start it: the quoted path, behind the emulator of a cross build (CMake's
+// CMAKE_CROSSCOMPILING_EMULATOR, e.g. qemu-aarch64), which the kernel may not know how to start.
+inline std::string mx8_command() {
+#ifdef MX8_TEST_EMULATOR
+  return std::string(MX8_TEST_EMULATOR) + " '" + mx8_exe() + "'";
+#else
+  return "'" + mx8_exe() + "'";
+#endif
+}
+
 // The standard output of the shell command `command`, and its exit status.
 inline std::string run_shell(const std::string& command, int* status) {
   FILE* p = popen(command.c_str(), "r");
@@ -31,14 +41,12 @@ inline std::string run_shell(const std::string& command, int* status) {
 
 // stdout and stderr of `mx8 args`, and its exit status.
 inline std::string run(const std::string& args, int* status) {
-  std::string command = "'";  // built by appending: g++ 12 warns (-Wrestrict) on "'" + std::string&&
-  command += mx8_exe() + "' " + args + " 2>&1";
-  return run_shell(command, status);
+  return run_shell(mx8_command() + " " + args + " 2>&1", status);
 }
 
 // Standard output alone of `mx8 args` (standard error dropped), and its exit status.
 inline std::string run_stdout(const std::string& args, int* status) {
-  return run_shell("'" + mx8_exe() + "' " + args + " 2>/dev/null", status);
+  return run_shell(mx8_command() + " " + args + " 2>/dev/null", status);
 }
 
 }  // namespace mx8::test

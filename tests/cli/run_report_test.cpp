@@ -14,6 +14,7 @@
 
 namespace {
 
+using mx8::test::mx8_command;
 using mx8::test::mx8_exe;
 using mx8::test::run;
 
@@ -28,7 +29,7 @@ class RunReport : public ::testing::Test {
   // Standard error alone (standard output to /dev/null), which must have exited 0.
   static std::string report(const std::string& args) {
     int st = 0;
-    const std::string err = mx8::test::run_shell("'" + mx8_exe() + "' " + args + " 2>&1 >/dev/null", &st);
+    const std::string err = mx8::test::run_shell(mx8_command() + " " + args + " 2>&1 >/dev/null", &st);
     EXPECT_EQ(st, 0) << args << "\n" << err;
     return err;
   }

@@ -31,7 +31,7 @@ class ServeProcess {
       dup2(fds[1], 2);
       close(fds[0]);
       close(fds[1]);
-      execl("/bin/sh", "sh", "-c", ("exec '" + mx8::test::mx8_exe() + "' serve " + args).c_str(), nullptr);
+      execl("/bin/sh", "sh", "-c", ("exec " + mx8::test::mx8_command() + " serve " + args).c_str(), nullptr);
       _exit(127);
     }
     close(fds[1]);

@@ -11,6 +11,7 @@
 #include <optional>
 #include <sstream>
 
+#include "cli/run_mx8.h"
 #include "mx8/backend/backend.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
@@ -153,13 +154,9 @@ TEST(StoriesGolden, Fp8WeightsAndKvAgreement) {
 // The same through the command line (`mx8 run`, as a user types it): stdout is the text plus the
 // final newline. The mx8 executable sits next to this test in the build folder.
 TEST(StoriesGolden, MxRunCommandLine) {
-  char self[4096];
-  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-  ASSERT_GT(len, 0);
-  self[len] = 0;
-  const std::string exe = (std::filesystem::path(self).parent_path() / "mx8").string();
-  if (!std::filesystem::exists(exe)) GTEST_SKIP() << exe << " not built";
-  const std::string cmd = "'" + exe + "' run --temperature 0 -n 200 -m '" + kModel + "' 2>/dev/null";
+  if (!std::filesystem::exists(mx8::test::mx8_exe())) GTEST_SKIP() << mx8::test::mx8_exe() << " not built";
+  const std::string cmd =
+      mx8::test::mx8_command() + " run --temperature 0 -n 200 -m '" + kModel + "' 2>/dev/null";
   FILE* p = popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
   std::string out;
@@ -175,16 +172,11 @@ TEST(StoriesGolden, MxRunCommandLine) {
 namespace {
 // Runs `mx8 ARGS` (the executable next to this test) with `input` on stdin; returns stdout.
 std::optional<std::string> run_mx8(const std::string& args, const std::string& input, int* status) {
-  char self[4096];
-  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (len <= 0) return std::nullopt;
-  self[len] = 0;
-  const std::string exe = (std::filesystem::path(self).parent_path() / "mx8").string();
-  if (!std::filesystem::exists(exe)) return std::nullopt;
+  if (!std::filesystem::exists(mx8::test::mx8_exe())) return std::nullopt;
   const std::string in_file =
       std::filesystem::temp_directory_path() / ("mx8_stdin_" + std::to_string(getpid()));
   std::ofstream(in_file) << input;
-  FILE* p = popen(("'" + exe + "' " + args + " < '" + in_file + "' 2>/dev/null").c_str(), "r");
+  FILE* p = popen((mx8::test::mx8_command() + " " + args + " < '" + in_file + "' 2>/dev/null").c_str(), "r");
   std::string out;
   char buf[4096];
   size_t n;

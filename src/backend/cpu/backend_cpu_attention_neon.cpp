@@ -1,6 +1,6 @@
 // NEON attention kernel for one (token, kv head) group (see GroupAttention in backend_cpu.h), the
 // AVX2 kernel's structure on 4-lane vectors: K/V rows decoded to f32 (bf16: widen and shift; fp8: the
-// f16 shift decode of gemv_neon.cpp with the NaN code kept NaN, so each value equals e4m3_table()'s,
+// f16 shift decode of neon_fp8.h with the NaN code kept NaN, so each value equals e4m3_table()'s,
 // times the row's UE8M0 scale; f32: load), q.k as 4-lane FMA partial sums reduced in a fixed order,
 // and the weighted sum of V rows as an FMA per 4 values. Heads of 64 or more in multiples of 8.
 #if defined(__aarch64__)
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/cpu/backend_cpu.h"
+#include "backend/cpu/neon_fp8.h"
 #include "mx8/format/ue8m0.h"
 
 namespace mx8::backend::cpu_impl {
@@ -18,12 +19,7 @@ namespace {
 
 // 8 E4M3 codes -> 8 exact f32 values (NaN codes -> NaN).
 inline void decode8_e4m3(const uint8_t* p, float32x4_t v[2]) {
-  const uint16x8_t h = vshll_n_u8(vld1_u8(p), 8);
-  const uint16x8_t is_nan = vceqq_u16(vandq_u16(h, vdupq_n_u16(0x7F00)), vdupq_n_u16(0x7F00));
-  uint16x8_t f16 =
-      vandq_u16(vreinterpretq_u16_s16(vshrq_n_s16(vreinterpretq_s16_u16(h), 1)), vdupq_n_u16(0xBFFF));
-  f16 = vorrq_u16(f16, vandq_u16(is_nan, vdupq_n_u16(0x7E00)));
-  const float16x8_t f = vreinterpretq_f16_u16(f16);
+  const float16x8_t f = mx8::cpu::detail::fp8_as_f16<true, true>(vshll_n_u8(vld1_u8(p), 8));
   v[0] = vmulq_n_f32(vcvt_f32_f16(vget_low_f16(f)), 256.f);  // exact: the f16 holds value * 2^-8
   v[1] = vmulq_n_f32(vcvt_high_f32_f16(f), 256.f);
 }

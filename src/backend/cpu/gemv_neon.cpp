@@ -1,9 +1,7 @@
 // NEON (AArch64 Advanced SIMD) GEMV kernels.
 //
-// FP8 decode as on AVX2 (gemv_avx2.cpp): the code byte above a zero byte is an f16 bit pattern (E5M2
-// exactly; E4M3 after an arithmetic shift right by one and clearing bit 14, worth value * 2^-8), and
-// FCVTL widens f16 to f32 exactly, subnormals included. FCVTL is part of base AArch64 SIMD, so this
-// runs on every 64-bit ARM core. The E4M3 NaN code 0x7F reads as 480, as on AVX2 (gemv.h).
+// FP8 decode as on AVX2 (gemv_avx2.cpp): the f16 shift of neon_fp8.h, widened by FCVTL, which every
+// 64-bit ARM core has. The E4M3 NaN code 0x7F reads as 480, as on AVX2 (gemv.h).
 //
 // M = 1: four weight rows at a time, one f32 accumulator per row per scale block, the block's scale
 // applied once per block (an FMA into the row total). M > 1: a 4-row x 256-column tile of weights is
@@ -17,6 +15,7 @@
 #include <cstring>
 
 #include "backend/cpu/gemv_kernels.h"
+#include "backend/cpu/neon_fp8.h"
 #include "mx8/format/element.h"
 
 namespace mx8::cpu::detail {
@@ -25,16 +24,10 @@ namespace {
 // 16 codes -> 16 f32 in order (E4M3 values times 2^-8).
 template <bool E4M3>
 inline void decode16(uint8x16_t c, float32x4_t v[4]) {
-  const uint8x16_t z = vdupq_n_u8(0);
-  uint16x8_t h[2] = {vreinterpretq_u16_u8(vzip1q_u8(z, c)), vreinterpretq_u16_u8(vzip2q_u8(z, c))};
-  for (int i = 0; i < 2; ++i) {
-    if constexpr (E4M3)
-      h[i] =
-          vandq_u16(vreinterpretq_u16_s16(vshrq_n_s16(vreinterpretq_s16_u16(h[i]), 1)), vdupq_n_u16(0xBFFF));
-    const float16x8_t f = vreinterpretq_f16_u16(h[i]);
-    v[2 * i] = vcvt_f32_f16(vget_low_f16(f));
-    v[2 * i + 1] = vcvt_high_f32_f16(f);
-  }
+  float16x8_t f[2];
+  fp8x16_as_f16<E4M3, false>(c, f);
+  for (int i = 0; i < 2; ++i)
+    v[2 * i] = vcvt_f32_f16(vget_low_f16(f[i])), v[2 * i + 1] = vcvt_high_f32_f16(f[i]);
 }
 
 template <bool E4M3>

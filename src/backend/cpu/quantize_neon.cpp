@@ -8,6 +8,7 @@
 
 #include <arm_neon.h>
 
+#include "backend/cpu/neon_fp8.h"
 #include "backend/cpu/quantize_simd.h"
 
 namespace mx8::cpu::detail {
@@ -109,25 +110,17 @@ struct Neon {
   }
 };
 
-// Decode as in quantize_avx2.cpp: the byte above a zero byte is an f16 (E5M2 exactly; E4M3 after the
-// shift, worth 2^-8 times the value, with the NaN code 0x7F forced to an f16 NaN); (v * 2^8) * scale
-// rounds once, like the reference's decode(code) * scale.
+// Decode as in quantize_avx2.cpp: the f16 patterns of neon_fp8.h with E4M3's NaN codes kept NaN;
+// (v * 2^8) * scale rounds once, like the reference's decode(code) * scale.
 template <ElementFormat F>
 inline void decode16(uint8x16_t c, float scale, float* dst) {
-  const uint8x16_t z = vdupq_n_u8(0);
-  const uint16x8_t h[2] = {vreinterpretq_u16_u8(vzip1q_u8(z, c)), vreinterpretq_u16_u8(vzip2q_u8(z, c))};
+  constexpr bool kE4M3 = F == ElementFormat::e4m3;
+  float16x8_t f[2];
+  fp8x16_as_f16<kE4M3, true>(c, f);
   for (int i = 0; i < 2; ++i) {
-    uint16x8_t f16 = h[i];
-    if constexpr (F == ElementFormat::e4m3) {
-      const uint16x8_t is_nan = vceqq_u16(vandq_u16(h[i], vdupq_n_u16(0x7F00)), vdupq_n_u16(0x7F00));
-      f16 =
-          vandq_u16(vreinterpretq_u16_s16(vshrq_n_s16(vreinterpretq_s16_u16(h[i]), 1)), vdupq_n_u16(0xBFFF));
-      f16 = vorrq_u16(f16, vandq_u16(is_nan, vdupq_n_u16(0x7E00)));
-    }
-    const float16x8_t hf = vreinterpretq_f16_u16(f16);
-    float32x4_t v[2] = {vcvt_f32_f16(vget_low_f16(hf)), vcvt_high_f32_f16(hf)};
+    float32x4_t v[2] = {vcvt_f32_f16(vget_low_f16(f[i])), vcvt_high_f32_f16(f[i])};
     for (int j = 0; j < 2; ++j) {
-      if constexpr (F == ElementFormat::e4m3) v[j] = vmulq_n_f32(v[j], 256.f);
+      if constexpr (kE4M3) v[j] = vmulq_n_f32(v[j], 256.f);
       vst1q_f32(dst + 8 * i + 4 * j, vmulq_n_f32(v[j], scale));
     }
   }

@@ -57,6 +57,15 @@ struct GroupAttention {
   const uint8_t* v_pool = nullptr;
   size_t page_bytes = 0;
   const int32_t* table = nullptr;
+
+  // Where (slot, kvh) lives in a page of the pools: its hd elements of `elem_bytes` each, and for fp8
+  // its ceil(hd / 128) UE8M0 scales (after every head's elements).
+  const uint8_t* head_elements(const uint8_t* page, int slot, int elem_bytes) const {
+    return page + (size_t(kvh) * page_size + slot) * hd * elem_bytes;
+  }
+  const uint8_t* head_scales(const uint8_t* page, int slot) const {
+    return page + size_t(page_size) * n_kv * hd + (size_t(kvh) * page_size + slot) * ((hd + 127) / 128);
+  }
 };
 // Scalar (the definition; plain sequential sums for hd < 64, llama2.c's order), AVX2+FMA (hd a
 // multiple of 8 and >= 64; 8-lane FMA sums) and NEON (the same heads; 4-lane sums). attend_group

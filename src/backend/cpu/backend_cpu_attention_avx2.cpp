@@ -29,13 +29,12 @@ MX8_AVX2 inline float hsum(__m256 v) {
 // Decodes the hd values of (slot, head) in `page` to f32 `dst` (hd a multiple of 8).
 MX8_AVX2 void decode_row(const uint8_t* page, const GroupAttention& j, int slot, float* dst,
                          const float* lut) {
-  const size_t row = size_t(j.kvh) * j.page_size + slot;  // head-major pages
   switch (j.fmt) {
     case KvFormat::f32:
-      std::memcpy(dst, page + row * j.hd * 4, size_t(j.hd) * 4);
+      std::memcpy(dst, j.head_elements(page, slot, 4), size_t(j.hd) * 4);
       return;
     case KvFormat::bf16: {
-      const uint16_t* src = reinterpret_cast<const uint16_t*>(page + row * j.hd * 2);
+      const uint16_t* src = reinterpret_cast<const uint16_t*>(j.head_elements(page, slot, 2));
       for (int i = 0; i < j.hd; i += 8) {
         __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
         _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
@@ -43,9 +42,8 @@ MX8_AVX2 void decode_row(const uint8_t* page, const GroupAttention& j, int slot,
       return;
     }
     case KvFormat::fp8: {
-      const uint8_t* codes = page + row * j.hd;
-      const int nb = (j.hd + 127) / 128;
-      const uint8_t* scales = page + size_t(j.page_size) * j.n_kv * j.hd + row * nb;
+      const uint8_t* codes = j.head_elements(page, slot, 1);
+      const uint8_t* scales = j.head_scales(page, slot);
       for (int i = 0; i < j.hd; i += 8) {
         __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
         __m256 v = _mm256_i32gather_ps(lut, idx, 4);

@@ -26,21 +26,19 @@ inline void decode8_e4m3(const uint8_t* p, float32x4_t v[2]) {
 
 // Decodes the hd values of (slot, head) in `page` to f32 `dst` (hd a multiple of 8).
 void decode_row(const uint8_t* page, const GroupAttention& j, int slot, float* dst) {
-  const size_t row = size_t(j.kvh) * j.page_size + slot;  // head-major pages
   switch (j.fmt) {
     case KvFormat::f32:
-      std::memcpy(dst, page + row * j.hd * 4, size_t(j.hd) * 4);
+      std::memcpy(dst, j.head_elements(page, slot, 4), size_t(j.hd) * 4);
       return;
     case KvFormat::bf16: {
-      const uint16_t* src = reinterpret_cast<const uint16_t*>(page + row * j.hd * 2);
+      const uint16_t* src = reinterpret_cast<const uint16_t*>(j.head_elements(page, slot, 2));
       for (int i = 0; i < j.hd; i += 4)
         vst1q_f32(dst + i, vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(src + i), 16)));
       return;
     }
     case KvFormat::fp8: {
-      const uint8_t* codes = page + row * j.hd;
-      const int nb = (j.hd + 127) / 128;
-      const uint8_t* scales = page + size_t(j.page_size) * j.n_kv * j.hd + row * nb;
+      const uint8_t* codes = j.head_elements(page, slot, 1);
+      const uint8_t* scales = j.head_scales(page, slot);
       for (int i = 0; i < j.hd; i += 8) {
         float32x4_t v[2];
         decode8_e4m3(codes + i, v);

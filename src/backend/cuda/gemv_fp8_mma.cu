@@ -27,11 +27,11 @@
 // Work split: a tile is 16 rows of one target; the block's 8 warps split its k (in whole 128-wide
 // scale blocks) and their partial sums of a row are added in a fixed order in shared memory
 // (deterministic). Each warp loads the next U = 2 scale blocks of weights while it multiplies the
-// current ones; the first loads, and the rmsnorm weights the staging needs first, are issued before
-// griddepcontrol.wait (weights are never written by kernels). Every warp first stages the part of x it
-// multiplies as f16 planes in shared memory; the input may be x, silu(x) * x_up (SwiGLU) or rmsnorm(x) (the
-// staging multiplies by the norm weights and sums the squares; the 1/rms factor scales the finished product,
-// so the decode step has no rmsnorm kernel).
+// current ones; the first loads are issued before griddepcontrol.wait (weights are never written by
+// kernels). Every warp first stages the part of x it multiplies as f16 planes in shared memory; the
+// input may be x, silu(x) * x_up (SwiGLU) or rmsnorm(x) (the staging multiplies by the norm weights
+// and sums the squares; the 1/rms factor scales the finished product, so the decode step has no
+// rmsnorm kernel).
 #include "backend/cuda/gemv_fp8_mma.cuh"
 
 #include <cuda_fp16.h>
@@ -123,41 +123,21 @@ __host__ __device__ inline size_t smem_bytes(int P, int64_t k) {
   return (b + 15) / 16 * 16;
 }
 
-// Scale blocks of x that stage_x loads at a time (all P rows' loads first; k = 14336 is 7 blocks per
-// warp of 16).
-template <int P>
-constexpr int kStageJ = P >= 4 ? 1 : 4 / P;
-
-// The fused rmsnorm's weights for stage_x's first step. They are weights, so they load before
-// griddepcontrol.wait, and after it the staging waits only for x in L2, not also for them (out of L2 by
-// then: a step streams 7.5 GB through it): H100, decode FP8 341.0 -> 342.4 tok/s in three alternating
-// rounds, q/k/v 0.2 us a layer faster (docs/CUDA_BACKEND.md, sixty-second session).
-template <int P>
-__device__ __forceinline__ void load_first_norm(const MmaParams& p, int wl, int wpt, int lane,
-                                                float4 (&nw)[kStageJ<P>]) {
-  const int first = wl * kU, stride = wpt * kU;
-#pragma unroll
-  for (int j = 0; j < kStageJ<P>; ++j) {
-    const int kb = first + (j / kU) * stride + j % kU;
-    nw[j] = p.norm && kb < p.kblocks ? *reinterpret_cast<const float4*>(p.norm + int64_t(kb) * 128 + lane * 4)
-                                     : make_float4(0, 0, 0, 0);
-  }
-}
-
 // Stages this warp's part of rows [0, P) of the input as f16 planes in shared memory: the scale
 // blocks it multiplies (wl * kU + i * wpt * kU + [0, kU), wl its place in its group of wpt warps), so
 // that no other warp waits for them (a block barrier here cost the slowest warp's L2 round trips to
 // every warp). Plane 2r = hi parts of row r, plane 2r + 1 = lo parts, xscale[r][kb] = 2^e of scale
 // block kb; rows past p.m are zeros. The input is x, silu(x) * x_up, or x * norm (rmsnorm's weights;
 // its 1/rms factor is applied to the products instead, from the sums of squares that each warp leaves
-// in ssq[warp][row]; nw: the norm weights of the first step, from load_first_norm).
+// in ssq[warp][row]).
 template <int P>
 __device__ __forceinline__ void stage_x(const MmaParams& p, __half* planes, float* xscale, float* ssq,
-                                        int warp, int wl, int wpt, int lane, const float4 (&nw)[kStageJ<P>]) {
+                                        int warp, int wl, int wpt, int lane) {
   const int64_t plane = p.k + kPad;
   const int first = wl * kU, stride = wpt * kU;
   float sumsq[P] = {};
-  constexpr int kJ = kStageJ<P>;
+  // kJ scale blocks of all P rows at a time, all loads first (k = 14336 is 7 blocks per warp of 16).
+  constexpr int kJ = P >= 4 ? 1 : 4 / P;
   const float* second = p.x_up ? p.x_up : p.norm;
   for (int j0 = 0; first + (j0 / kU) * stride < p.kblocks; j0 += kJ) {
     int kb[kJ];
@@ -173,9 +153,8 @@ __device__ __forceinline__ void stage_x(const MmaParams& p, __half* planes, floa
         const float4 a =
             real ? *reinterpret_cast<const float4*>(p.x + int64_t(r) * p.k + col) : make_float4(0, 0, 0, 0);
         const int64_t o2 = p.x_up ? int64_t(r) * p.k + col : col;
-        const float4 b = !(real && second)    ? make_float4(0, 0, 0, 0)
-                         : j0 == 0 && !p.x_up ? nw[j]  // the norm weights, loaded before the wait
-                                              : *reinterpret_cast<const float4*>(second + o2);
+        const float4 b =
+            real && second ? *reinterpret_cast<const float4*>(second + o2) : make_float4(0, 0, 0, 0);
         v[r][j][0] = a.x, v[r][j][1] = a.y, v[r][j][2] = a.z, v[r][j][3] = a.w;
         u[r][j][0] = b.x, u[r][j][1] = b.y, u[r][j][2] = b.z, u[r][j][3] = b.w;
       }
@@ -399,8 +378,6 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   Round cur;
   bool loaded = tile < tiles && cr.active && first < p.kblocks;
   if (loaded) load_round<kPair, kMX>(p, cr, first, cur);
-  float4 nw[kStageJ<P>];
-  if constexpr (kPair || !kOverlap) load_first_norm<P>(p, warp - w0, wpt, lane, nw);
   if constexpr (kPair || !kOverlap) pdl_wait();
   if constexpr (kPair && kOverlap) {
     // kNotYet on the block's rows of h (8 per tile), made visible before any thread lets the dependent
@@ -422,7 +399,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) gemv_fp8_mma_kernel(MmaParams 
   __half* planes = reinterpret_cast<__half*>(mine);
   float* xscale = reinterpret_cast<float*>(mine + size_t(2 * P) * size_t(plane) * sizeof(__half));
   if constexpr (kPair || !kOverlap)
-    stage_x<P>(p, planes, xscale, p.norm ? ssq : nullptr, warp, warp - w0, wpt, lane, nw);
+    stage_x<P>(p, planes, xscale, p.norm ? ssq : nullptr, warp, warp - w0, wpt, lane);
   bool staged = kPair || !kOverlap;        // the overlapped down: the first tile stages each round once made
   float4 xr[kOverlap && !kPair ? kU : 1];  // the overlapped down: the round's x, loaded a round ahead
   if constexpr (kOverlap && !kPair) load_x_round(p, first, lane, xr);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -71,6 +72,23 @@ inline CLI::Validator seed_validator() {
       "UINT64");
 }
 
+// --logit-bias ID=BIAS: a token id (0 .. 2^31 - 1) and a finite bias.
+inline std::pair<int32_t, float> parse_logit_bias(const std::string& s) {
+  const size_t eq = s.find('=');
+  int32_t id = -1;
+  float bias = 0;
+  if (eq != std::string::npos) {
+    const char* end = s.data() + s.size();
+    const auto [ie, iec] = std::from_chars(s.data(), s.data() + eq, id);
+    const char* b0 = s.data() + eq + 1 + (eq + 1 < s.size() && s[eq + 1] == '+');  // from_chars takes no '+'
+    const auto [be, bec] = std::from_chars(b0, end, bias);
+    if (iec == std::errc() && ie == s.data() + eq && id >= 0 && bec == std::errc() && be == end && b0 < end &&
+        std::isfinite(bias))
+      return {id, bias};
+  }
+  throw CLI::ValidationError("--logit-bias", "expected TOKEN_ID=BIAS (e.g. 13=-100), not '" + s + "'");
+}
+
 inline void add_gen_options(CLI::App& app, GenOptions& o) {
   app.add_option("-m,--model", o.model,
                  "GGUF file or Hugging Face folder (default: the bundled stories260K)");
@@ -108,6 +126,13 @@ inline void add_gen_options(CLI::App& app, GenOptions& o) {
       ->capture_default_str()
       ->check(seed_validator());
   app.add_option("--stop", o.stop, "stop sequence (repeatable); generation ends before it");
+  app.add_option_function<std::vector<std::string>>(
+      "--logit-bias",
+      [&o](const std::vector<std::string>& v) {
+        o.sampling.logit_bias.clear();
+        for (const std::string& s : v) o.sampling.logit_bias.push_back(parse_logit_bias(s));
+      },
+      "ID=BIAS (repeatable): add BIAS to token ID's logit before sampling (-100 bans it, +100 forces it)");
 }
 
 // The chat template for `model`: the Jinja file `template_file` when one is given (with the

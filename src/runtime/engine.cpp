@@ -110,6 +110,7 @@ bool Engine::backend_reads_rows() const {
 Engine::Where Engine::where_drawn(const Seq& s) const {
   const SamplingParams& p = s.params.sampling;
   if (!backend_reads_rows()) return Where::host;
+  if (!p.logit_bias.empty()) return Where::host;  // backends apply penalties, not biases: rarely asked for
   if (p.temperature <= 0.0f) return Where::argmax;
   if (p.top_k > 0 && p.top_k <= backend::Backend::kMaxTopK && p.top_k < model_.config().vocab)
     return Where::top_k;
@@ -149,6 +150,7 @@ int Engine::add(std::vector<int32_t> prompt, const GenerationParams& params) {
   for (int32_t t : prompt)
     if (t < 0 || t >= model_.config().vocab)
       throw Error("engine: prompt token " + std::to_string(t) + " outside the vocabulary");
+  check_logit_bias(params.sampling, model_.config().vocab);
   auto s = std::make_unique<Seq>(params);
   s->id = next_id_++;
   s->prompt_len = prompt.size();

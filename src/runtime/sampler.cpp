@@ -37,6 +37,23 @@ void validate(const SamplingParams& p) {
   if (p.penalty_last_n < -1)
     throw Error("sampling: penalty look-back " + std::to_string(p.penalty_last_n) +
                 " must be -1 (all tokens) or a token count >= 0");
+  std::vector<int32_t> ids;
+  for (const auto& [id, bias] : p.logit_bias) {
+    const std::string what = "sampling: logit bias " + shown(bias) + " for token " + std::to_string(id);
+    if (id < 0) throw Error(what + ": token ids are >= 0");
+    if (!std::isfinite(bias)) throw Error(what + ": not a finite number");
+    ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  if (auto twice = std::adjacent_find(ids.begin(), ids.end()); twice != ids.end())
+    throw Error("sampling: token " + std::to_string(*twice) + " has two logit biases");
+}
+
+void check_logit_bias(const SamplingParams& p, int32_t vocab) {
+  for (const auto& [id, bias] : p.logit_bias)
+    if (id >= vocab)
+      throw Error("sampling: logit bias for token " + std::to_string(id) + ", outside the vocabulary of " +
+                  std::to_string(vocab) + " tokens");
 }
 
 Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {
@@ -73,6 +90,9 @@ std::vector<std::pair<int32_t, int32_t>> Sampler::penalty_counts(std::span<const
 
 int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
   const int32_t vocab = int32_t(logits.size());
+  // 0. logit biases
+  check_logit_bias(p_, vocab);
+  for (const auto& [id, bias] : p_.logit_bias) logits[size_t(id)] += bias;
   // 1. penalties
   for (auto [tok, count] : penalty_counts(history, vocab)) {
     float& l = logits[size_t(tok)];
@@ -137,6 +157,7 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
 }
 
 int32_t Sampler::sample_top_k(std::span<const float> values, std::span<const int32_t> ids) {
+  if (!p_.logit_bias.empty()) throw Error("sampling: a row with logit biases is drawn from the whole row");
   cand_.clear();
   for (size_t i = 0; i < ids.size() && i < size_t(p_.top_k) && ids[i] >= 0; ++i)
     cand_.emplace_back(values[i], ids[i]);

@@ -1,6 +1,8 @@
 // Request field readers: see api_fields.h.
 #include "server/api_fields.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <random>
 #include <sstream>
@@ -115,6 +117,26 @@ void refuse_nonempty(const json& body, const char* name) {
   const json* v = find(body, name);
   if (v && !v->empty())
     throw ApiError(400, std::string("'") + name + "' is not supported by this server", name);
+}
+
+std::optional<std::vector<std::pair<int32_t, float>>> logit_bias(const json& body) {
+  const char* name = "logit_bias";
+  const json* v = find(body, name);
+  if (!v) return std::nullopt;
+  if (!v->is_object())
+    bad(name, "must be an object from token ids to biases, not " + std::string(v->type_name()));
+  std::vector<std::pair<int32_t, float>> out;
+  for (const auto& [key, bias] : v->items()) {
+    const std::string at = std::string(name) + "[\"" + key + "\"]";
+    const bool digits = !key.empty() && key.size() <= 10 &&
+                        std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits || std::stoll(key) > INT32_MAX)
+      throw ApiError(400, "'" + std::string(name) + "' key \"" + key + "\" is not a token id", name);
+    if (!bias.is_number() || !(bias.get<double>() >= -100 && bias.get<double>() <= 100))
+      throw ApiError(400, "'" + at + "' must be a number from -100 to 100, not " + bias.dump(), name);
+    out.emplace_back(int32_t(std::stoll(key)), float(bias.get<double>()));
+  }
+  return out;
 }
 
 void read_sampling(const json& body, double max_temperature, ApiRequest& r) {

@@ -30,6 +30,11 @@ void unsupported_unless(const nlohmann::ordered_json& body, const char* name,
 // empty list of tools is no tool).
 void refuse_nonempty(const nlohmann::ordered_json& body, const char* name);
 
+// OpenAI's logit_bias: an object from token ids (decimal strings) to biases in [-100, 100] ({}: none);
+// nullopt when absent or null (the server's default, `mx8 serve --logit-bias`, stays). Ids past the
+// vocabulary are the generation service's to refuse (it knows the model).
+std::optional<std::vector<std::pair<int32_t, float>>> logit_bias(const nlohmann::ordered_json& body);
+
 // The sampling fields both APIs share: temperature (up to `max_temperature`), top_p, top_k, and mx8's
 // extensions min_p and repetition_penalty; seed.
 void read_sampling(const nlohmann::ordered_json& body, double max_temperature, ApiRequest& r);

@@ -125,6 +125,7 @@ std::shared_ptr<Generation> GenerationService::submit(GenerationJob job) {
   for (int32_t t : job.prompt)
     if (t < 0 || t >= model_.config().vocab)
       throw Error("prompt token " + std::to_string(t) + " outside the vocabulary");
+  runtime::check_logit_bias(job.sampling, model_.config().vocab);
   if (job.max_new_tokens < 1) throw Error("the token limit must be at least 1");
   if (job.logprobs < -1 || job.logprobs > 20) throw Error("log-probabilities: at most 20 alternatives");
   std::shared_ptr<Generation> g(new Generation(*this, std::move(job), tok_));

@@ -4,8 +4,9 @@
 // max_tokens, temperature (0..2), top_p, frequency_penalty and presence_penalty (-2..2), seed, stop
 // (up to 4 strings), stream and stream_options.include_usage; mx8 adds top_k, min_p and
 // repetition_penalty; logprobs and top_logprobs (0..20); n (1..128 choices, each its own sample: the
-// request's seed + i for choice i). Tools (and the legacy functions and function_call), tool calls in
-// the history, logit_bias, non-text modalities, audio and non-text response formats are refused. Completions:
+// request's seed + i for choice i); logit_bias (token id -> -100..100, added to the logits before the
+// penalties). Tools (and the legacy functions and function_call), tool calls in the history, non-text
+// modalities, audio and non-text response formats are refused. Completions:
 // prompt (a string or token ids, or several: n choices each, prompt by prompt), the same sampling
 // fields, logprobs (0..5), echo (the reply starts with the prompt, and with logprobs so do its
 // log-probabilities, the first token's null; streamed, in the first chunk), best_of only equal to n.
@@ -81,9 +82,7 @@ ApiRequest read_common(const json& body, const runtime::SamplingParams& defaults
     r.include_usage = fields::boolean(so, "include_usage").value_or(false);
   }
   if (auto n = fields::integer(body, "n", 1, 128)) r.n = int(*n);
-  // Refused, not ignored: the engine draws greedy and top-k tokens on the device from penalized
-  // logits (Backend::penalize, Backend::top_k), so a bias belongs in penalize on every backend.
-  fields::refuse_nonempty(body, "logit_bias");
+  if (auto lb = fields::logit_bias(body)) r.sampling.logit_bias = std::move(*lb);
   return r;
 }
 

@@ -14,6 +14,7 @@ namespace {
 using mx8::test::mx8_command;
 using mx8::test::mx8_exe;
 using mx8::test::run;
+using mx8::test::run_stdout;
 
 const std::string kModel = std::string(MX8_SOURCE_DIR) + "/models/stories260K.gguf";
 
@@ -52,6 +53,23 @@ TEST_F(BadInput, SamplingAndThreadsAreCheckedBeforeTheModelLoads) {
   const std::string out =
       run(run_args + "--temperature 0 --threads 1 --seed 18446744073709551615", &st);  // the valid neighbours
   EXPECT_EQ(st, 0) << out;
+  for (const char* spec : {"300", "300=", "=1", "x=1", "-3=1", "300=nan", "300=1x", "2147483648=1"})
+    expect_error(run_args + "--logit-bias=" + spec, "expected TOKEN_ID=BIAS", 2);
+  expect_error(run_args + "--logit-bias 3=1 --logit-bias 3=-2", "token 3 has two logit biases");
+  expect_error(run_args + "--logit-bias 600=1", "token 600, outside the vocabulary of 512 tokens");
+}
+
+// --logit-bias reaches the sampler: greedy with token 300 raised by 10 (and 301 written "+5") is not
+// the unbiased text, and the same bias twice gives the same text.
+TEST_F(BadInput, LogitBiasChangesAGreedyRun) {
+  const std::string run_args = "run -m '" + kModel + "' -n 24 --temperature 0 --threads 1 ";
+  int st = 0;
+  const std::string plain = run_stdout(run_args, &st);
+  ASSERT_EQ(st, 0) << plain;
+  const std::string biased = run_stdout(run_args + "--logit-bias 300=10 --logit-bias 301=+5", &st);
+  ASSERT_EQ(st, 0) << biased;
+  EXPECT_NE(biased, plain);
+  EXPECT_EQ(run_stdout(run_args + "--logit-bias 300=10 --logit-bias 301=+5", &st), biased);
 }
 
 TEST_F(BadInput, ConvertGlobsMustNameATensor) {

@@ -1,7 +1,8 @@
 // A batch that mixes every way the engine chooses a token (greedy and top-k sampled, each with and
-// without penalties, and unrestricted), run with the backend choosing where it may or with every row
-// drawn on the host: the two must give the same tokens (tests/runtime/engine_backend_draw_test.cpp on
-// the CPU, tests/cuda on the GPU).
+// without penalties, and unrestricted; greedy and top-k rows with logit biases, which the host draws
+// whatever the backend: one drawn on the backend would come out unbiased), run with the backend choosing
+// where it may or with every row drawn on the host: the two must give the same tokens
+// (tests/runtime/engine_backend_draw_test.cpp on the CPU, tests/cuda on the GPU).
 #pragma once
 
 #include <string>
@@ -23,12 +24,12 @@ inline std::vector<std::vector<std::pair<int, int32_t>>> mixed_draw_events(model
   runtime::EngineOptions eo;
   eo.kv_format = backend::KvFormat::f32;
   eo.max_context = 160;
-  eo.max_sequences = 8;
+  eo.max_sequences = 10;
   eo.backend_draw =
       runtime::EngineOptions::BackendDraw::always;  // the CPU backend would leave it to the host
   runtime::Engine eng(m, be, eo);
   eng.keep_logits(host);
-  for (int q = 0; q < 8; ++q) {
+  for (int q = 0; q < 10; ++q) {
     runtime::GenerationParams gp;
     gp.max_new_tokens = 100;
     runtime::SamplingParams& sp = gp.sampling;
@@ -39,6 +40,8 @@ inline std::vector<std::vector<std::pair<int, int32_t>>> mixed_draw_events(model
     if (q == 5) sp.top_k = 0;  // unrestricted: the host's
     if (q == 6) sp.frequency_penalty = 0.6f, sp.presence_penalty = 0.4f, sp.penalty_last_n = -1;
     if (q == 7) sp.repetition_penalty = 0.8f, sp.frequency_penalty = 0.9f, sp.penalty_last_n = 16;
+    if (q >= 8) sp.logit_bias = {{int32_t(300 + q), 4.0f}, {int32_t(20 + q), -100.0f}, {1, 1.5f}};
+    if (q == 8) sp.temperature = 0.0f;  // greedy; 9 samples from the top 40
     eng.add({1, int32_t(300 + 17 * q)}, gp);
   }
   std::vector<std::vector<std::pair<int, int32_t>>> steps;

@@ -249,6 +249,57 @@ TEST(StopText, TheFirstStopToCompleteWinsHoweverTheTextIsCut) {
 }
 
 // Settings without a meaning are errors that name the setting; the documented conventions stay valid.
+// Logit biases are added to the model's logits before the penalties: token 0 (logit -1, seen once)
+// with +2 becomes 1, then 1 / 2 = 0.5 under repetition 2, above token 1's 0.3; penalized first it
+// would be -2 + 2 = 0, below. -100 keeps a token out of 20000 draws at temperature 1 (e^-100 of its
+// share), +100 makes it every draw; biases on ids past the row are an error, not a write past it.
+TEST(Sampler, LogitBiasesComeBeforeThePenalties) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.repetition_penalty = 2.0f;
+  p.logit_bias = {{0, 2.0f}};
+  Sampler greedy(p);
+  auto l = logits_of({-1, 0.3f});
+  std::vector<int32_t> seen = {0};
+  EXPECT_EQ(greedy.sample(l, seen), 0);
+  EXPECT_FLOAT_EQ(l[0], 0.5f);
+
+  SamplingParams q;
+  q.temperature = 1.0f;
+  q.top_k = 0;
+  q.top_p = 1;
+  q.min_p = 0;
+  q.seed = 11;
+  q.logit_bias = {{1, -100.0f}};
+  Sampler banned(q);
+  std::vector<int> count(3);
+  for (int i = 0; i < 20000; ++i) {
+    auto row = logits_of({0, 2, 1});
+    count[size_t(banned.sample(row, {}))]++;
+  }
+  EXPECT_EQ(count[1], 0);
+  EXPECT_GT(count[0], 0);
+  EXPECT_GT(count[2], 0);
+  q.logit_bias = {{0, 100.0f}};
+  Sampler forced(q);
+  for (int i = 0; i < 1000; ++i) {
+    auto row = logits_of({0, 2, 1});
+    ASSERT_EQ(forced.sample(row, {}), 0);
+  }
+
+  q.logit_bias = {{3, 1.0f}};
+  Sampler outside(q);
+  std::vector<float> buffer = {0, 2, 1, 7};
+  EXPECT_THROW(outside.sample(std::span<float>(buffer.data(), 3), {}), mx8::Error);
+  EXPECT_EQ(buffer[3], 7.0f);
+  EXPECT_THROW(check_logit_bias(q, 3), mx8::Error);
+  EXPECT_NO_THROW(check_logit_bias(q, 4));
+  // A biased row is never drawn from a backend's top-k candidates (which carry no bias).
+  const std::vector<float> values = {2, 1};
+  const std::vector<int32_t> ids = {1, 2};
+  EXPECT_THROW(outside.sample_top_k(values, ids), mx8::Error);
+}
+
 TEST(Sampler, RejectsSettingsWithoutAMeaning) {
   auto error_of = [](SamplingParams p) {
     try {
@@ -272,6 +323,13 @@ TEST(Sampler, RejectsSettingsWithoutAMeaning) {
   p = {};
   p.penalty_last_n = -2;
   EXPECT_NE(error_of(p).find("look-back"), std::string::npos);
+  p = {};
+  p.logit_bias = {{-1, 1.0f}};
+  EXPECT_NE(error_of(p).find("token ids are >= 0"), std::string::npos);
+  p.logit_bias = {{4, NAN}};
+  EXPECT_NE(error_of(p).find("not a finite number"), std::string::npos);
+  p.logit_bias = {{4, 1.0f}, {9, 2.0f}, {4, -1.0f}};
+  EXPECT_NE(error_of(p).find("token 4 has two logit biases"), std::string::npos);
   // Valid by the header's conventions: greedy, filters off, all tokens looked back at.
   p = {};
   p.temperature = -1;

@@ -163,6 +163,29 @@ TEST(HttpServer, CompletionsPlainAndStreamedEqualTheEngineAlone) {
   EXPECT_EQ(json::parse(data[data.size() - 2])["usage"]["completion_tokens"], 40);
 }
 
+// logit_bias reaches the sampler: a greedy completion with token 300's logit raised by 10 is what the
+// engine alone generates with that bias (and not the unbiased text); a bias for a token past the
+// vocabulary is refused with 400, naming the token and the vocabulary's size.
+TEST(HttpServer, LogitBiasSteersTheReplyAsTheEngineAloneDoes) {
+  cpu::ScopedIsa scalar(cpu::Isa::scalar);
+  server::GenerationJob job = greedy_job("Once upon a time", 20);
+  const Reference plain = run_alone(job, kContext);
+  job.sampling.logit_bias = {{300, 10.0f}};
+  const Reference biased = run_alone(job, kContext);
+  ASSERT_NE(biased.continuation, plain.continuation);
+  Served s;
+  auto r = s.post("/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 20, "temperature": 0,
+                                         "logit_bias": {"300": 10}})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["choices"][0]["text"], biased.continuation);
+  r = s.post("/v1/completions",
+             R"({"prompt": "Once upon a time", "max_tokens": 2, "logit_bias": {"512": 1}})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(r->body.find("token 512, outside the vocabulary of 512 tokens"), std::string::npos) << r->body;
+}
+
 // Two prompts with n = 2: four choices, prompt by prompt, each (greedy) what the engine alone adds to
 // its prompt's text, plain and streamed (the choices' chunks interleave, each with its index and its own
 // finish chunk, then one usage chunk); the usage counts each prompt once.

@@ -1,7 +1,9 @@
-// Token sampling: greedy, temperature, top-k, top-p, min-p, repetition/frequency/presence penalties,
-// with a per-sequence seeded generator so that a run is reproducible.
+// Token sampling: logit biases, greedy, temperature, top-k, top-p, min-p, repetition/frequency/presence
+// penalties, with a per-sequence seeded generator so that a run is reproducible.
 //
 // Order of operations (the llama.cpp / transformers order):
+//   0. logit biases: each listed token's logit plus its bias (OpenAI's logit_bias; -100 all but bans a
+//      token, +100 all but forces it), on the model's logits, so the penalties see the biased values;
 //   1. penalties over the last `penalty_last_n` tokens of the sequence (prompt and generated):
 //      repetition (CTRL paper: a positive logit is divided by it, a negative one multiplied),
 //      then frequency (minus count * f) and presence (minus p if the token occurred) as OpenAI defines them;
@@ -27,23 +29,29 @@ struct SamplingParams {
   float presence_penalty = 0.0f;
   int penalty_last_n = 64;  // how many recent tokens the penalties look at (-1: all)
   uint64_t seed = 0;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, added to its logit), each id once
 };
 
 // Throws mx8::Error naming the first setting that has no meaning: a number that is NaN or infinite, a
 // repetition penalty <= 0 (it divides positive logits: 0 would make every repeated token certain, a
-// negative one flip its sign) or a look-back below -1. Every other value has one (see above: e.g.
+// negative one flip its sign), a look-back below -1, or a logit bias that is not finite or names a
+// negative token id or one id twice. Every other value has one (see above: e.g.
 // temperature <= 0 is greedy, top_p >= 1 and min_p <= 0 are off).
 void validate(const SamplingParams& p);
+// Throws mx8::Error naming the first logit bias whose token is outside a vocabulary of `vocab` ids.
+void check_logit_bias(const SamplingParams& p, int32_t vocab);
 
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& p);  // validate(p) first
   // Picks the next token from `logits` (vocab values; modified in place) given the sequence so far.
+  // Throws mx8::Error when a logit bias names a token outside the row.
   int32_t sample(std::span<float> logits, std::span<const int32_t> history);
   // The same draw from the top-k step's result when another computed it (Backend::top_k): the
   // candidates (logit / temperature, id), best first, ids < 0 ending the list; the first top_k are
-  // used. Equal to sample() on the whole row when 0 < top_k < vocab and the candidates were selected from
-  // the row penalized as step 1 does (Backend::penalize with penalty_counts).
+  // used. Equal to sample() on the whole row when 0 < top_k < vocab, there are no logit biases (a backend
+  // does not apply them: a biased row is the host's) and the candidates were selected from the row
+  // penalized as step 1 does (Backend::penalize with penalty_counts).
   int32_t sample_top_k(std::span<const float> values, std::span<const int32_t> ids);
   const SamplingParams& params() const { return p_; }
   bool penalizes() const;

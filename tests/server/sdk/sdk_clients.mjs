@@ -69,6 +69,16 @@ check(entries.length === 30 && entries.map((e) => e.token).join('') === text, 'c
 check(entries.every((e) => e.top_logprobs.length === 2 && e.top_logprobs[0].logprob === e.logprob && e.logprob <= 0),
   'chat: logprobs of greedy tokens are the largest');
 
+// logit_bias as the SDK sends it: token 300 raised by 10 changes the greedy reply, and a token past the
+// 512-token vocabulary is a BadRequestError.
+const biased = await openai.chat.completions.create({
+  model, messages, max_tokens: 30, temperature: 0, logit_bias: { 300: 10 },
+});
+check(biased.choices[0].message.content !== text, 'chat: logit_bias changes the greedy reply',
+  JSON.stringify([biased.choices[0].message.content, text]));
+await refused('chat: logit_bias past the vocabulary is a BadRequestError',
+  () => openai.chat.completions.create({ model, messages, logit_bias: { 512: 1 } }), OpenAI.BadRequestError, 400);
+
 // Legacy completions and the model list.
 const completion = await openai.completions.create({ model, prompt: 'Once upon a time', max_tokens: 12, temperature: 0 });
 check(completion.choices[0].text.length > 0 && completion.usage.completion_tokens === 12, 'completions');

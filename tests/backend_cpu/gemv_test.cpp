@@ -131,13 +131,15 @@ TEST(Gemv, Fp8MatchesReferenceOnEveryIsa) {
   // block), block_cols 64, and a block_cols of 48 (the scalar fallback), M from 1 to 17 (each of the
   // M = 1, M = 2..4 and M > 4 kernels). M = 50 to 260 with N = 13 to 130 and K up to 1000 take the
   // AVX-512 GEMM through a second pass over rows of x (256 a pass) that ends in 4 rows, blocks of 16
-  // weight rows of which the last holds 4, 6 or 13, and 256-column tiles with a ragged last one.
-  const Shape shapes[] = {
-      {1, 37, 300, 128, 128},  {1, 130, 256, 1, 32},     {3, 9, 77, 1, 32},       {4, 64, 384, 128, 128},
-      {5, 70, 200, 16, 64},    {16, 33, 130, 128, 128},  {17, 8, 96, 1, 32},      {2, 21, 144, 1, 48},
-      {1, 5, 31, 128, 128},    {1, 260, 1000, 128, 128}, {2, 7, 333, 128, 128},   {2, 12, 64, 1, 32},
-      {3, 5, 500, 128, 64},    {2, 9, 97, 1, 32},  // 97 = 3 * 32 + 1
-      {50, 70, 300, 128, 128}, {100, 13, 1000, 1, 32},   {49, 130, 520, 128, 64}, {260, 20, 300, 128, 128}};
+  // weight rows of which the last holds 4, 6 or 13, and 256-column tiles with a ragged last one. MXFP8
+  // at M = 1 also over 33 blocks and over 32 with a partial last one (K = 1056, 1000).
+  const Shape shapes[] = {{1, 37, 300, 128, 128},   {1, 130, 256, 1, 32},   {3, 9, 77, 1, 32},
+                          {4, 64, 384, 128, 128},   {5, 70, 200, 16, 64},   {16, 33, 130, 128, 128},
+                          {17, 8, 96, 1, 32},       {2, 21, 144, 1, 48},    {1, 5, 31, 128, 128},
+                          {1, 260, 1000, 128, 128}, {2, 7, 333, 128, 128},  {2, 12, 64, 1, 32},
+                          {3, 5, 500, 128, 64},     {2, 9, 97, 1, 32},  // 97 = 3 * 32 + 1
+                          {50, 70, 300, 128, 128},  {100, 13, 1000, 1, 32}, {49, 130, 520, 128, 64},
+                          {260, 20, 300, 128, 128}, {1, 40, 1056, 1, 32},   {1, 11, 1000, 1, 32}};
   for (Isa isa : testing::runnable_isas()) {
     ScopedIsa scoped(isa);
     for (const Shape& s : shapes)

@@ -130,11 +130,12 @@ std::optional<std::vector<std::pair<int32_t, float>>> logit_bias(const json& bod
     const std::string at = std::string(name) + "[\"" + key + "\"]";
     const bool digits = !key.empty() && key.size() <= 10 &&
                         std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (!digits || std::stoll(key) > INT32_MAX)
+    const long long id = digits ? std::stoll(key) : -1;
+    if (id < 0 || id > INT32_MAX)
       throw ApiError(400, "'" + std::string(name) + "' key \"" + key + "\" is not a token id", name);
     if (!bias.is_number() || !(bias.get<double>() >= -100 && bias.get<double>() <= 100))
       throw ApiError(400, "'" + at + "' must be a number from -100 to 100, not " + bias.dump(), name);
-    out.emplace_back(int32_t(std::stoll(key)), float(bias.get<double>()));
+    out.emplace_back(int32_t(id), float(bias.get<double>()));
   }
   return out;
 }

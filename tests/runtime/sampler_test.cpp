@@ -19,6 +19,16 @@ namespace {
 std::vector<float> logits_of(std::initializer_list<float> v) {
   return v;
 }
+// Sampling from the whole softmax at `temperature`: top-k, top-p and min-p off.
+SamplingParams unfiltered(float temperature, uint64_t seed = 0) {
+  SamplingParams p;
+  p.temperature = temperature;
+  p.top_k = 0;
+  p.top_p = 1;
+  p.min_p = 0;
+  p.seed = seed;
+  return p;
+}
 }  // namespace
 
 TEST(Sampler, GreedyIsArgmaxWithFirstIndexOnTies) {
@@ -35,11 +45,7 @@ TEST(Sampler, GreedyIsArgmaxWithFirstIndexOnTies) {
 }
 
 TEST(Sampler, SameSeedSameTokensDifferentSeedDifferentTokens) {
-  SamplingParams p;
-  p.temperature = 1.0f;
-  p.top_k = 0;
-  p.top_p = 1;
-  p.min_p = 0;
+  SamplingParams p = unfiltered(1.0f);
   std::vector<float> base(50);
   for (int i = 0; i < 50; ++i) base[i] = std::sin(float(i));
   auto draw = [&](uint64_t seed) {
@@ -57,13 +63,7 @@ TEST(Sampler, SameSeedSameTokensDifferentSeedDifferentTokens) {
 }
 
 TEST(Sampler, EmpiricalDistributionMatchesSoftmax) {
-  SamplingParams p;
-  p.temperature = 0.5f;
-  p.top_k = 0;
-  p.top_p = 1;
-  p.min_p = 0;
-  p.seed = 3;
-  Sampler s(p);
+  Sampler s(unfiltered(0.5f, 3));
   const std::vector<float> base = {0.0f, 0.3f, -0.4f, 0.1f};
   std::vector<double> want(4);
   double z = 0;
@@ -264,12 +264,7 @@ TEST(Sampler, LogitBiasesComeBeforeThePenalties) {
   EXPECT_EQ(greedy.sample(l, seen), 0);
   EXPECT_FLOAT_EQ(l[0], 0.5f);
 
-  SamplingParams q;
-  q.temperature = 1.0f;
-  q.top_k = 0;
-  q.top_p = 1;
-  q.min_p = 0;
-  q.seed = 11;
+  SamplingParams q = unfiltered(1.0f, 11);
   q.logit_bias = {{1, -100.0f}};
   Sampler banned(q);
   std::vector<int> count(3);

@@ -3,11 +3,14 @@
 // max_tokens (required), messages (user and assistant turns; a string or text blocks), system (a
 // string or text blocks), temperature (0..1), top_p, top_k, stop_sequences, stream, metadata
 // (ignored); mx8 adds min_p, repetition_penalty and seed. A last message from the assistant is a
-// prefill: the reply continues it and does not repeat it. Images, documents, tools and thinking
-// (other than {"type": "disabled"}) are refused.
-// stop_reason: "end_turn", "max_tokens" (the token limit or the context), "stop_sequence" (with
-// stop_sequence set). Streams send message_start, content_block_start, ping, content_block_delta
-// (text_delta) events, content_block_stop, message_delta (stop reason and output tokens), message_stop.
+// prefill: the reply continues it and does not repeat it. tools (client tools: name, description,
+// input_schema), tool_choice (auto, any, tool, none; disable_parallel_tool_use), and tool_use and
+// tool_result blocks in the conversation. Images, documents, server tools and thinking (other than
+// {"type": "disabled"}) are refused.
+// stop_reason: "end_turn", "tool_use", "max_tokens" (the token limit or the context), "stop_sequence"
+// (with stop_sequence set). Streams send message_start, content_block_start, ping, content_block_delta
+// (text_delta) events, content_block_stop, message_delta (stop reason and output tokens), message_stop;
+// a tool call is a tool_use block whose input comes in one input_json_delta.
 #include <nlohmann/json.hpp>
 
 #include "mx8/server/api.h"
@@ -28,6 +31,102 @@ const char* stop_reason(StopReason r) {
     default:
       return "end_turn";
   }
+}
+
+const char* stop_reason(const ApiResult& r) {
+  return r.ended_with_calls() ? "tool_use" : stop_reason(r.reason);
+}
+
+// tools, tool_choice (with its disable_parallel_tool_use).
+ToolRequest read_tools(const json& body) {
+  ToolRequest t;
+  if (body.contains("tools") && !body["tools"].is_null()) {
+    const json& tools = body["tools"];
+    if (!tools.is_array()) throw ApiError(400, "'tools' must be an array", "tools");
+    for (size_t i = 0; i < tools.size(); ++i) {
+      const std::string at = "tools." + std::to_string(i);
+      const json& tool = tools[i];
+      if (!tool.is_object()) throw ApiError(400, "'" + at + "' must be an object", at);
+      if (const json type = tool.value("type", json("custom")); type != "custom")
+        throw ApiError(
+            400, "'" + at + "' is a server tool (type " + type.dump() + "), which this server does not run",
+            at + ".type");
+      const std::string name = fields::tool_name(tool, at);
+      if (!tool.contains("input_schema") || !tool["input_schema"].is_object())
+        throw ApiError(400, "'" + at + ".input_schema' must be a JSON schema object", at + ".input_schema");
+      t.tools.push_back(
+          fields::template_tool(name, tool.value("description", json()), tool["input_schema"], at));
+    }
+  }
+  if (body.contains("tool_choice") && !body["tool_choice"].is_null()) {
+    const json& c = body["tool_choice"];
+    const std::string type = c.is_object() && c.contains("type") && c["type"].is_string() ? c["type"] : "";
+    if (type == "none")
+      t.choice = ToolRequest::Choice::none;
+    else if (type == "any")
+      t.choice = ToolRequest::Choice::required;
+    else if (type == "tool") {
+      t.choice = ToolRequest::Choice::named;
+      t.name = fields::tool_name(c, "tool_choice");
+    } else if (type != "auto") {
+      throw ApiError(400, "'tool_choice.type' must be \"auto\", \"any\", \"tool\" or \"none\"",
+                     "tool_choice");
+    }
+    if (c.is_object()) t.parallel = !fields::boolean(c, "disable_parallel_tool_use").value_or(false);
+  }
+  fields::check_tools(t, "tool_choice");
+  return t;
+}
+
+// A tool_result block's content: a string or text blocks; an error's marked as one.
+std::string tool_result_text(const json& block, const std::string& at) {
+  std::string text = block.contains("content") && !block["content"].is_null()
+                         ? fields::text_content(block["content"], at + ".content")
+                         : "";
+  if (fields::boolean(block, "is_error").value_or(false)) text = "Error: " + text;
+  return text;
+}
+
+// A message's turns for the template. A user message's tool_result blocks are "tool" turns (with
+// tool_call_id), its text a user turn; an assistant message's tool_use blocks are its tool_calls.
+void add_turns(const json& m, const std::string& role, const std::string& at, json& out) {
+  const json& content = m["content"];
+  if (!content.is_array()) {
+    out.push_back({{"role", role}, {"content", fields::text_content(content, at + ".content")}});
+    return;
+  }
+  json turn = {{"role", role}, {"content", ""}};
+  bool results = false;
+  for (size_t j = 0; j < content.size(); ++j) {
+    const std::string b = at + ".content." + std::to_string(j);
+    const json& block = content[j];
+    const std::string type = block.is_object() ? block.value("type", "") : "";
+    if (type == "tool_result" && role == "user") {
+      if (!turn["content"].get<std::string>().empty()) out.push_back(turn), turn["content"] = "";
+      out.push_back({{"role", "tool"},
+                     {"tool_call_id", fields::string_member(block, "tool_use_id", b)},
+                     {"content", tool_result_text(block, b)}});
+      results = true;
+    } else if (type == "tool_use" && role == "assistant") {
+      if (!block.contains("input") || !block["input"].is_object())
+        throw ApiError(400, "'" + b + ".input' must be an object", b + ".input");
+      if (!turn.contains("tool_calls")) turn["tool_calls"] = json::array();
+      turn["tool_calls"].push_back(
+          {{"id", fields::string_member(block, "id", b)},
+           {"type", "function"},
+           {"function", {{"name", fields::tool_name(block, b)}, {"arguments", block["input"]}}}});
+    } else if (type == "tool_use" || type == "tool_result") {
+      throw ApiError(400, "'" + b + "' is a " + type + " block in a " + role + " message", b);
+    } else if (type == "text") {
+      turn["content"] = turn["content"].get<std::string>() + fields::string_member(block, "text", b);
+    } else {
+      throw ApiError(
+          400,
+          "'" + b + "' is of type '" + type + "'; this server takes text, tool_use and tool_result blocks",
+          b);
+    }
+  }
+  if (!results || !turn["content"].get<std::string>().empty()) out.push_back(std::move(turn));
 }
 
 const char* error_type(int status) {
@@ -61,7 +160,7 @@ class Anthropic : public Dialect {
     r.max_tokens = int(*max_tokens);
     r.stop = fields::strings(body, "stop_sequences", 64);
     r.stream = fields::boolean(body, "stream").value_or(false);
-    fields::refuse_nonempty(body, "tools");
+    r.tools = read_tools(body);
     // Extended thinking: {"type": "disabled"} asks for what this server does; any other type asks
     // for thinking blocks, which it cannot produce.
     if (auto t = body.find("thinking"); t != body.end() && !t->is_null()) {
@@ -89,11 +188,16 @@ class Anthropic : public Dialect {
         throw ApiError(400, "'" + at + ".role' must be \"user\" or \"assistant\", not \"" + role + "\"",
                        at + ".role");
       if (!m.contains("content")) throw ApiError(400, "'" + at + ".content' is required", at + ".content");
-      const std::string text = fields::text_content(m["content"], at + ".content");
-      if (role == "assistant" && i + 1 == msgs.size())
-        r.assistant_prefix = text;  // a prefill: the reply continues it
-      else
-        r.messages.push_back({{"role", role}, {"content", text}});
+      json turns = json::array();
+      add_turns(m, role, at, turns);
+      if (role == "assistant" && i + 1 == msgs.size()) {  // a prefill: the reply continues it
+        if (turns.size() != 1 || turns[0].contains("tool_calls"))
+          throw ApiError(
+              400, "'" + at + "' is a prefill (the last message), which cannot hold tool_use blocks", at);
+        r.assistant_prefix = turns[0]["content"];
+      } else {
+        for (json& t : turns) r.messages.push_back(std::move(t));
+      }
     }
     if (r.messages.empty() || r.messages.back()["role"] == "system")
       throw ApiError(400, "'messages' must hold a user turn", "messages");
@@ -104,34 +208,59 @@ class Anthropic : public Dialect {
                 const ApiResult& total) const override {
     const ApiResult& r = choices.at(0);  // one: the request has no `n`
     json out = message(m, total.prompt_tokens, total.completion_tokens);
-    out["content"] = json::array({{{"type", "text"}, {"text", r.text}}});
-    out["stop_reason"] = stop_reason(r.reason);
+    if (!r.text.empty() || r.tool_calls.empty())
+      out["content"].push_back({{"type", "text"}, {"text", r.text}});
+    for (const runtime::ToolCall& c : r.tool_calls)
+      out["content"].push_back(
+          {{"type", "tool_use"}, {"id", c.id}, {"name", c.name}, {"input", c.arguments}});
+    out["stop_reason"] = stop_reason(r);
     out["stop_sequence"] = r.reason == StopReason::stop_sequence ? json(r.stop_sequence) : json(nullptr);
     return out;
   }
   json error_body(int status, const std::string& message, const std::string&) const override {
     return {{"type", "error"}, {"error", {{"type", error_type(status)}, {"message", message}}}};
   }
-  std::string stream_start(const ResponseMeta& m, int prompt_tokens, int) const override {
-    return sse_event("message_start",
-                     {{"type", "message_start"}, {"message", message(m, prompt_tokens, 0)}}) +
-           sse_event("content_block_start", {{"type", "content_block_start"},
-                                             {"index", 0},
-                                             {"content_block", {{"type", "text"}, {"text", ""}}}}) +
-           sse_event("ping", {{"type", "ping"}});
+  std::string tool_call_id_prefix() const override { return "toolu_"; }
+  std::string stream_start(const ResponseMeta& m, int prompt_tokens,
+                           std::vector<StreamState>& choices) const override {
+    std::string s =
+        sse_event("message_start", {{"type", "message_start"}, {"message", message(m, prompt_tokens, 0)}});
+    if (!choices.at(0).lazy_text) s += open_text(choices[0]);
+    return s + sse_event("ping", {{"type", "ping"}});
   }
-  std::string stream_text(const ResponseMeta&, int, const std::string& text,
-                          const std::vector<TokenLogprob>*) const override {
-    return sse_event(
-        "content_block_delta",
-        {{"type", "content_block_delta"}, {"index", 0}, {"delta", {{"type", "text_delta"}, {"text", text}}}});
+  std::string stream_text(const ResponseMeta&, int, const std::string& text, const std::vector<TokenLogprob>*,
+                          StreamState& st) const override {
+    std::string s = st.text_open ? "" : open_text(st);
+    return s + sse_event("content_block_delta", {{"type", "content_block_delta"},
+                                                 {"index", st.blocks - 1},
+                                                 {"delta", {{"type", "text_delta"}, {"text", text}}}});
   }
-  std::string stream_choice_end(const ResponseMeta&, int, const ApiResult&) const override {
-    return sse_event("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}});
+  std::string stream_tool_call(const ResponseMeta&, int, const runtime::ToolCall& c,
+                               StreamState& st) const override {
+    std::string s = close_text(st);
+    const int index = st.blocks++;
+    ++st.calls;
+    s += sse_event("content_block_start",
+                   {{"type", "content_block_start"},
+                    {"index", index},
+                    {"content_block",
+                     {{"type", "tool_use"}, {"id", c.id}, {"name", c.name}, {"input", json::object()}}}});
+    s += sse_event("content_block_delta",
+                   {{"type", "content_block_delta"},
+                    {"index", index},
+                    {"delta",
+                     {{"type", "input_json_delta"},
+                      {"partial_json", c.arguments.dump(-1, ' ', false, json::error_handler_t::replace)}}}});
+    return s + sse_event("content_block_stop", {{"type", "content_block_stop"}, {"index", index}});
+  }
+  // The last block closes; a reply of nothing has one empty text block, as its whole response has.
+  std::string stream_choice_end(const ResponseMeta&, int, const ApiResult&, StreamState& st) const override {
+    std::string s = st.blocks == 0 ? open_text(st) : "";
+    return s + close_text(st);
   }
   std::string stream_end(const ResponseMeta&, const ApiResult& r, bool) const override {
     json delta = {
-        {"stop_reason", stop_reason(r.reason)},
+        {"stop_reason", stop_reason(r)},
         {"stop_sequence", r.reason == StopReason::stop_sequence ? json(r.stop_sequence) : json(nullptr)}};
     return sse_event("message_delta", {{"type", "message_delta"},
                                        {"delta", std::move(delta)},
@@ -143,6 +272,17 @@ class Anthropic : public Dialect {
   }
 
  private:
+  static std::string open_text(StreamState& st) {
+    st.text_open = true;
+    return sse_event("content_block_start", {{"type", "content_block_start"},
+                                             {"index", st.blocks++},
+                                             {"content_block", {{"type", "text"}, {"text", ""}}}});
+  }
+  static std::string close_text(StreamState& st) {
+    if (!st.text_open) return "";
+    st.text_open = false;
+    return sse_event("content_block_stop", {{"type", "content_block_stop"}, {"index", st.blocks - 1}});
+  }
   static json message(const ResponseMeta& m, int input_tokens, int output_tokens) {
     return {{"id", m.id},
             {"type", "message"},

@@ -2,10 +2,14 @@
 #include "server/api_fields.h"
 
 #include <algorithm>
+#include <cctype>
 #include <climits>
 #include <cmath>
 #include <random>
+#include <set>
 #include <sstream>
+
+#include "mx8/util/json_parse.h"
 
 namespace mx8::server::fields {
 
@@ -138,6 +142,68 @@ std::optional<std::vector<std::pair<int32_t, float>>> logit_bias(const json& bod
     out.emplace_back(int32_t(id), float(bias.get<double>()));
   }
   return out;
+}
+
+std::string string_member(const json& obj, const char* name, const std::string& where) {
+  const std::string at = where + "." + name;
+  if (!obj.is_object() || !obj.contains(name) || !obj[name].is_string())
+    throw ApiError(400, "'" + at + "' must be a string", at);
+  return obj[name].get<std::string>();
+}
+
+std::string tool_name(const json& obj, const std::string& where) {
+  std::string name = string_member(obj, "name", where);
+  const bool ok = !name.empty() && name.size() <= 128 && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+  if (!ok)
+    throw ApiError(
+        400,
+        "'" + where + ".name' must be 1 to 128 letters, digits, '_', '-' or '.', not " + json(name).dump(),
+        where + ".name");
+  return name;
+}
+
+json template_tool(const std::string& name, const json& description, const json& parameters,
+                   const std::string& where) {
+  json function = {{"name", name}};
+  if (!description.is_null()) {
+    if (!description.is_string())
+      throw ApiError(400, "'" + where + ".description' must be a string", where + ".description");
+    function["description"] = description;
+  }
+  if (!parameters.is_null()) {
+    if (!parameters.is_object())
+      throw ApiError(400, "'" + where + ".parameters' must be a JSON schema object", where + ".parameters");
+    function["parameters"] = parameters;
+  }
+  return {{"type", "function"}, {"function", std::move(function)}};
+}
+
+void check_tools(const ToolRequest& t, const char* choice_field) {
+  std::set<std::string> names;
+  for (size_t i = 0; i < t.tools.size(); ++i)
+    if (!names.insert(t.tools[i]["function"]["name"].get<std::string>()).second)
+      throw ApiError(400, "'tools' names " + t.tools[i]["function"]["name"].dump() + " twice", "tools");
+  const bool needs_tool = t.choice == ToolRequest::Choice::required || t.choice == ToolRequest::Choice::named;
+  if (needs_tool && t.tools.empty())
+    throw ApiError(400, std::string("'") + choice_field + "' asks for a tool call, but 'tools' offers none",
+                   choice_field);
+  if (t.choice == ToolRequest::Choice::named && !names.count(t.name))
+    throw ApiError(
+        400, std::string("'") + choice_field + "' names \"" + t.name + "\", which 'tools' does not offer",
+        choice_field);
+}
+
+json object_text(const json& v, const std::string& where) {
+  if (v.is_string()) {
+    try {
+      json j = parse_json_bounded<json>(v.get<std::string>(), where);
+      if (j.is_object()) return j;
+    } catch (const std::exception&) {
+    }
+  }
+  throw ApiError(400, "'" + where + "' must be a JSON object written as a string", where);
 }
 
 void read_sampling(const json& body, double max_temperature, ApiRequest& r) {

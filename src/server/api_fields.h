@@ -35,6 +35,20 @@ void refuse_nonempty(const nlohmann::ordered_json& body, const char* name);
 // vocabulary are the generation service's to refuse (it knows the model).
 std::optional<std::vector<std::pair<int32_t, float>>> logit_bias(const nlohmann::ordered_json& body);
 
+// A required string member `name` of `obj`; `where` is obj's place in the body ("tools[0].function").
+std::string string_member(const nlohmann::ordered_json& obj, const char* name, const std::string& where);
+// A tool's name as both APIs allow it: 1 to 128 letters, digits, '_', '-' or '.'.
+std::string tool_name(const nlohmann::ordered_json& obj, const std::string& where);
+// A tool as chat templates take it: {"type": "function", "function": {"name", "description",
+// "parameters"}}. `description` and `parameters` may be null (left out); parameters must be an object.
+nlohmann::ordered_json template_tool(const std::string& name, const nlohmann::ordered_json& description,
+                                     const nlohmann::ordered_json& parameters, const std::string& where);
+// Checks a request's tools as a whole: names unique, a named choice among them, and a choice that
+// needs a tool (required, named) only with tools. `choice_field` names the field in errors.
+void check_tools(const ToolRequest& t, const char* choice_field);
+// A JSON object given as text (OpenAI's tool call arguments).
+nlohmann::ordered_json object_text(const nlohmann::ordered_json& v, const std::string& where);
+
 // The sampling fields both APIs share: temperature (up to `max_temperature`), top_p, top_k, and mx8's
 // extensions min_p and repetition_penalty; seed.
 void read_sampling(const nlohmann::ordered_json& body, double max_temperature, ApiRequest& r);

@@ -105,9 +105,69 @@ struct HttpServer::Impl {
   std::unique_ptr<Dialect> openai_completion = openai_completion_dialect();
   std::unique_ptr<Dialect> anthropic = anthropic_dialect();
 
+  // What the chat template does with tools (found once, by rendering probes through it).
+  const runtime::ToolFormat tool_format;
+
   Impl(GenerationService& s, const runtime::Tokenizer& t, const runtime::ChatTemplate* c,
        const ServerOptions& o)
-      : service(s), tok(t), tmpl(c), opts(o) {}
+      : service(s),
+        tok(t),
+        tmpl(c),
+        opts(o),
+        tool_format(c ? runtime::probe_tool_format(*c) : runtime::ToolFormat{}) {}
+
+  // Whether the request's tools or tool turns can be given to this model: its template must put tools
+  // into the prompt (where any are offered) and show calls in a syntax that can be read back.
+  void check_tool_use(const ApiRequest& r) const {
+    const bool history = std::any_of(r.messages.begin(), r.messages.end(), [](const json& m) {
+      return m.contains("tool_calls") || m["role"] == "tool";
+    });
+    if (!r.tools.offered() && !history) return;
+    const std::string param = r.tools.offered() ? "tools" : "messages";
+    if (r.tools.offered() && !tool_format.renders_tools)
+      throw ApiError(
+          400,
+          "this model's chat template has no place for tools in its prompt, so it cannot be offered "
+          "any (mx8 serve --template FILE can give it one that has)",
+          param);
+    if (tool_format.syntax == runtime::ToolSyntax::none)
+      throw ApiError(400,
+                     "this model's chat template does not show tool calls in a form mx8 reads (Hermes "
+                     "<tool_call>, Llama 3 JSON or DeepSeek-V3 calls)",
+                     param);
+    if (!forced_call(r).empty() && !r.assistant_prefix.empty())
+      throw ApiError(
+          400,
+          "a prefill (a last assistant message) cannot be combined with a tool_choice that forces a call",
+          "tool_choice");
+  }
+
+  // The start of a call that a reply must make (tool_choice required / named), written into the
+  // prompt after the template's rendering: the reply goes on from inside the call.
+  std::string forced_call(const ApiRequest& r) const {
+    if (r.tools.tools.empty()) return "";
+    if (r.tools.choice == ToolRequest::Choice::required) return tool_format.forced_call_prefix("");
+    if (r.tools.choice == ToolRequest::Choice::named) return tool_format.forced_call_prefix(r.tools.name);
+    return "";
+  }
+
+  // The calls in a finished reply (its text keeps the rest), with ids; the first alone where the
+  // request allows one.
+  void read_calls(ApiResult& r, const ApiRequest& ar, const Dialect& d) const {
+    runtime::ToolCallParser parser(tool_format.syntax);
+    parser.prime(forced_call(ar));
+    runtime::ToolCallParser::Piece a = parser.feed(r.text), b = parser.finish();
+    r.text = a.text + b.text;
+    for (auto* piece : {&a, &b})
+      for (runtime::ToolCall& c : piece->calls) take_call(std::move(c), ar, d, r.tool_calls);
+  }
+  static bool take_call(runtime::ToolCall c, const ApiRequest& ar, const Dialect& d,
+                        std::vector<runtime::ToolCall>& calls) {
+    if (!ar.tools.parallel && !calls.empty()) return false;
+    c.id = new_id(d.tool_call_id_prefix());
+    calls.push_back(std::move(c));
+    return true;
+  }
 
   // The prompts' token ids: the chat template's rendering (it writes BOS where the model wants it), or
   // each completion prompt, text with the tokenizer's own framing or ids as given.
@@ -120,7 +180,17 @@ struct HttpServer::Impl {
       throw ApiError(400,
                      "this model has no chat template; start mx8 serve with --template FILE, or send a raw "
                      "prompt to /v1/completions");
-    std::string text = tmpl->render(r.messages, {{"add_generation_prompt", true}}) + r.assistant_prefix;
+    check_tool_use(r);
+    json messages = r.messages;
+    for (json& m : messages) {  // calls in the forms the template takes (probe_tool_format)
+      if (!m.contains("tool_calls")) continue;
+      if (tool_format.null_content && m["content"] == "") m["content"] = nullptr;
+      if (!tool_format.object_arguments)
+        for (json& c : m["tool_calls"]) c["function"]["arguments"] = c["function"]["arguments"].dump();
+    }
+    json variables = {{"add_generation_prompt", true}};
+    if (r.tools.offered()) variables["tools"] = r.tools.tools;
+    std::string text = tmpl->render(messages, variables) + r.assistant_prefix + forced_call(r);
     enc.add_special = false;
     return {tok.encode(text, enc)};
   }
@@ -240,8 +310,10 @@ struct HttpServer::Impl {
           job.stop.insert(job.stop.end(), opts.stop.begin(), opts.stop.end());
           job.logprobs = ar.logprobs;
           job.prompt_logprobs = ar.echo && ar.logprobs >= 0;
-          // Completions continue their prompt's text, and so does a reply after an assistant prefill.
-          job.continues_prompt = !ar.prompts.empty() || !ar.assistant_prefix.empty();
+          // Completions continue their prompt's text, and so does a reply after an assistant prefill or
+          // inside a forced tool call.
+          job.continues_prompt =
+              !ar.prompts.empty() || !ar.assistant_prefix.empty() || !forced_call(ar).empty();
           echoed.push_back(ar.echo ? job.prompt : std::vector<int32_t>());
           gens.push_back(service.submit(std::move(job)));
         }
@@ -269,6 +341,7 @@ struct HttpServer::Impl {
           record(req.path, "disconnected", meta.id);
           return;  // nobody reads a reply
         }
+        if (ar.tools.offered()) read_calls(*r, ar, d);
         results.push_back(std::move(*r));
         record_end(req.path, meta, false, gens[i]->prompt_tokens(), u, start);
         if (u.reason == StopReason::error || u.reason == StopReason::cancelled) {
@@ -289,8 +362,8 @@ struct HttpServer::Impl {
     const bool include_usage = ar.include_usage;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, gens, echoed, meta, dp, include_usage, logprobs, start, prompt_tokens, endpoint = req.path](
-            size_t, httplib::DataSink& sink) {
+        [this, gens, echoed, meta, dp, include_usage, logprobs, start, prompt_tokens, ar,
+         endpoint = req.path](size_t, httplib::DataSink& sink) {
           auto gone = [&] {  // the client went away
             for (auto& g : gens) g->cancel();
             record(endpoint, "disconnected", meta.id);
@@ -299,7 +372,15 @@ struct HttpServer::Impl {
           auto send = [&](const std::string& s) {
             return s.empty() || sink.write(s.data(), s.size()) || gone();
           };
-          if (!send(dp->stream_start(meta, prompt_tokens, int(gens.size())))) return false;
+          std::vector<StreamState> states(gens.size());
+          std::vector<runtime::ToolCallParser> parsers;
+          std::vector<std::vector<runtime::ToolCall>> calls(gens.size());
+          for (StreamState& st : states) {
+            st.lazy_text = ar.tools.offered();
+            parsers.emplace_back(ar.tools.offered() ? tool_format.syntax : runtime::ToolSyntax::none);
+            parsers.back().prime(forced_call(ar));
+          }
+          if (!send(dp->stream_start(meta, prompt_tokens, states))) return false;
           // The choices advance together (one engine step makes a token of each): wait on the first
           // unfinished one, then take what the others have. Briefly, where there are others: the one
           // waited on may be holding text back (a possible stop string) while they have some.
@@ -327,12 +408,22 @@ struct HttpServer::Impl {
                 lps = echo_of(echoed[i], u.prompt_logprobs, text, offsets[i]);
                 echo_sent[i] = true;
               }
-              text += u.text;
+              runtime::ToolCallParser::Piece piece = parsers[i].feed(u.text);
+              if (u.finished) {
+                runtime::ToolCallParser::Piece tail = parsers[i].finish();
+                piece.text += tail.text;
+                for (runtime::ToolCall& c : tail.calls) piece.calls.push_back(std::move(c));
+              }
+              text += piece.text;
               for (TokenLogprob& t : shown(u.logprobs, offsets[i], gens[i]->continues_text()))
                 lps.push_back(std::move(t));
               if ((!text.empty() || !lps.empty()) &&
-                  !send(dp->stream_text(meta, int(i), text, logprobs ? &lps : nullptr)))
+                  !send(dp->stream_text(meta, int(i), text, logprobs ? &lps : nullptr, states[i])))
                 return false;
+              for (runtime::ToolCall& c : piece.calls)
+                if (take_call(std::move(c), ar, *dp, calls[i]) &&
+                    !send(dp->stream_tool_call(meta, int(i), calls[i].back(), states[i])))
+                  return false;
               if (!u.finished) continue;
               ++done;
               record_end(endpoint, meta, true, gens[i]->prompt_tokens(), u, start);
@@ -345,10 +436,13 @@ struct HttpServer::Impl {
                 sink.done();
                 return true;
               }
-              const ApiResult r = result_of(u, gens[i]->prompt_tokens(), "");
+              ApiResult r = result_of(u, gens[i]->prompt_tokens(), "");
+              r.tool_calls = calls[i];
               total.completion_tokens += r.completion_tokens;
-              if (i == 0) total.reason = r.reason, total.stop_sequence = r.stop_sequence;
-              if (!send(dp->stream_choice_end(meta, int(i), r))) return false;
+              if (i == 0)
+                total.reason = r.reason, total.stop_sequence = r.stop_sequence,
+                total.tool_calls = r.tool_calls;
+              if (!send(dp->stream_choice_end(meta, int(i), r, states[i]))) return false;
             }
             if (!any && !sink.is_writable()) return gone();
           }

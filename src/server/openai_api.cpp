@@ -40,6 +40,19 @@ const char* finish_reason(StopReason r) {
   return r == StopReason::max_tokens || r == StopReason::context_full ? "length" : "stop";
 }
 
+const char* finish_reason(const ApiResult& r) {
+  return r.ended_with_calls() ? "tool_calls" : finish_reason(r.reason);
+}
+
+// A call as OpenAI shows it: the arguments as JSON text.
+json call_json(const runtime::ToolCall& c) {
+  return {
+      {"id", c.id},
+      {"type", "function"},
+      {"function",
+       {{"name", c.name}, {"arguments", c.arguments.dump(-1, ' ', false, json::error_handler_t::replace)}}}};
+}
+
 json usage(const ApiResult& r) {
   return {{"prompt_tokens", r.prompt_tokens},
           {"completion_tokens", r.completion_tokens},
@@ -125,6 +138,68 @@ json completion_logprobs(const std::vector<TokenLogprob>* lp) {
   return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", top}, {"text_offset", offsets}};
 }
 
+// tools, tool_choice and parallel_tool_calls.
+ToolRequest read_tools(const json& body) {
+  ToolRequest t;
+  if (body.contains("tools") && !body["tools"].is_null()) {
+    const json& tools = body["tools"];
+    if (!tools.is_array()) throw ApiError(400, "'tools' must be an array", "tools");
+    for (size_t i = 0; i < tools.size(); ++i) {
+      const std::string at = "tools[" + std::to_string(i) + "]";
+      const json& tool = tools[i];
+      if (!tool.is_object() || tool.value("type", json()) != "function")
+        throw ApiError(400, "'" + at + ".type' must be \"function\"", at + ".type");
+      if (!tool.contains("function") || !tool["function"].is_object())
+        throw ApiError(400, "'" + at + ".function' must be an object", at + ".function");
+      const json& f = tool["function"];
+      const std::string where = at + ".function";
+      t.tools.push_back(fields::template_tool(fields::tool_name(f, where), f.value("description", json()),
+                                              f.value("parameters", json()), where));
+    }
+  }
+  if (body.contains("tool_choice") && !body["tool_choice"].is_null()) {
+    const json& c = body["tool_choice"];
+    if (c == "none")
+      t.choice = ToolRequest::Choice::none;
+    else if (c == "required")
+      t.choice = ToolRequest::Choice::required;
+    else if (c.is_object() && c.value("type", json()) == "function" && c.contains("function")) {
+      t.choice = ToolRequest::Choice::named;
+      t.name = fields::tool_name(c["function"], "tool_choice.function");
+    } else if (c != "auto") {
+      throw ApiError(400,
+                     "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                     "\"function\": {\"name\": ...}}",
+                     "tool_choice");
+    }
+  }
+  t.parallel = fields::boolean(body, "parallel_tool_calls").value_or(true);
+  fields::check_tools(t, "tool_choice");
+  return t;
+}
+
+// An assistant turn's tool_calls in the history: [{"id", "type": "function", "function": {"name",
+// "arguments": JSON text}}], the arguments read into objects for the template.
+json history_calls(const json& calls, const std::string& where) {
+  if (!calls.is_array()) throw ApiError(400, "'" + where + "' must be an array", where);
+  json out = json::array();
+  for (size_t j = 0; j < calls.size(); ++j) {
+    const std::string at = where + "[" + std::to_string(j) + "]";
+    const json& c = calls[j];
+    if (!c.is_object() || c.value("type", json("function")) != "function" || !c.contains("function"))
+      throw ApiError(
+          400, "'" + at + "' must be a function call: {\"type\": \"function\", \"function\": {...}}", at);
+    const std::string id = fields::string_member(c, "id", at);
+    const std::string name = fields::tool_name(c["function"], at + ".function");
+    const json& args = c["function"].contains("arguments") ? c["function"]["arguments"] : json();
+    out.push_back({{"id", id},
+                   {"type", "function"},
+                   {"function",
+                    {{"name", name}, {"arguments", fields::object_text(args, at + ".function.arguments")}}}});
+  }
+  return out;
+}
+
 class OpenAiBase : public Dialect {
  public:
   json error_body(int status, const std::string& message, const std::string& param) const override {
@@ -148,9 +223,10 @@ class OpenAiChat : public OpenAiBase {
       r.logprobs = int(top.value_or(0));
     else if (top)
       throw ApiError(400, "'top_logprobs' needs 'logprobs' to be true", "top_logprobs");
-    fields::refuse_nonempty(body, "tools");
-    // The legacy form of tools; "none" asks for no call, which is what this server does anyway.
-    fields::refuse_nonempty(body, "functions");
+    r.tools = read_tools(body);
+    // The legacy form of tools (deprecated for `tools`); "none" asks for no call.
+    if (body.contains("functions") && !body["functions"].is_null() && !body["functions"].empty())
+      throw ApiError(400, "'functions' is not supported by this server; offer them as 'tools'", "functions");
     fields::unsupported_unless(body, "function_call", "none");
     // Output modalities: text only (an empty list asks for nothing else).
     if (const auto m = fields::strings(body, "modalities", SIZE_MAX);
@@ -172,21 +248,25 @@ class OpenAiChat : public OpenAiBase {
         throw ApiError(400, "'" + at + "' must be an object with a string 'role'", at);
       std::string role = m["role"];
       if (role == "developer") role = "system";
-      if (role != "system" && role != "user" && role != "assistant")
+      if (role != "system" && role != "user" && role != "assistant" && role != "tool")
         throw ApiError(
-            400, "'" + at + ".role' '" + role + "' is not supported (system, developer, user, assistant)",
+            400,
+            "'" + at + ".role' '" + role + "' is not supported (system, developer, user, assistant, tool)",
             at + ".role");
-      // Tool calls in the history (an assistant turn's, from another server) cannot go into a prompt
-      // of text turns; dropping them would show the model a conversation that did not happen.
-      for (const char* calls : {"tool_calls", "function_call"})
-        if (auto c = m.find(calls); c != m.end() && !c->is_null() && !c->empty())
-          throw ApiError(400, "'" + at + "." + calls + "' is not supported by this server", at + "." + calls);
-      // An assistant turn may carry no content (it made tool calls, which this server has not).
+      if (auto c = m.find("function_call"); c != m.end() && !c->is_null())
+        throw ApiError(400, "'" + at + ".function_call' is not supported by this server; use 'tool_calls'",
+                       at + ".function_call");
+      json out = {{"role", role}};
+      // An assistant turn may carry no content (it made tool calls).
       const bool empty_ok = role == "assistant" && (!m.contains("content") || m["content"].is_null());
       if (!empty_ok && !m.contains("content"))
         throw ApiError(400, "'" + at + ".content' is required", at + ".content");
-      const std::string text = empty_ok ? "" : fields::text_content(m["content"], at + ".content");
-      r.messages.push_back({{"role", role}, {"content", text}});
+      out["content"] = empty_ok ? "" : fields::text_content(m["content"], at + ".content");
+      if (role == "assistant" && m.contains("tool_calls") && !m["tool_calls"].is_null() &&
+          !m["tool_calls"].empty())
+        out["tool_calls"] = history_calls(m["tool_calls"], at + ".tool_calls");
+      if (role == "tool") out["tool_call_id"] = fields::string_member(m, "tool_call_id", at);
+      r.messages.push_back(std::move(out));
     }
     return r;
   }
@@ -200,26 +280,41 @@ class OpenAiChat : public OpenAiBase {
                 {"choices", json::array()}};
     for (size_t i = 0; i < choices.size(); ++i) {
       const ApiResult& r = choices[i];
+      json message = {{"role", "assistant"}, {"content", r.text}};
+      if (!r.tool_calls.empty()) {
+        if (r.text.empty()) message["content"] = nullptr;  // calls alone, as OpenAI sends them
+        message["tool_calls"] = json::array();
+        for (const runtime::ToolCall& c : r.tool_calls) message["tool_calls"].push_back(call_json(c));
+      }
       out["choices"].push_back({{"index", i},
-                                {"message", {{"role", "assistant"}, {"content", r.text}}},
+                                {"message", std::move(message)},
                                 {"logprobs", chat_logprobs(r.logprobs ? &*r.logprobs : nullptr)},
-                                {"finish_reason", finish_reason(r.reason)}});
+                                {"finish_reason", finish_reason(r)}});
     }
     out["usage"] = usage(total);
     return out;
   }
-  std::string stream_start(const ResponseMeta& m, int, int choices) const override {
+  std::string stream_start(const ResponseMeta& m, int, std::vector<StreamState>& choices) const override {
     std::string s;
-    for (int i = 0; i < choices; ++i)
-      s += sse_event("", chunk(m, i, {{"role", "assistant"}, {"content", ""}}, nullptr));
+    for (size_t i = 0; i < choices.size(); ++i)
+      s += sse_event("", chunk(m, int(i), {{"role", "assistant"}, {"content", ""}}, nullptr));
     return s;
   }
   std::string stream_text(const ResponseMeta& m, int index, const std::string& text,
-                          const std::vector<TokenLogprob>* logprobs) const override {
+                          const std::vector<TokenLogprob>* logprobs, StreamState&) const override {
     return sse_event("", chunk(m, index, {{"content", text}}, nullptr, chat_logprobs(logprobs)));
   }
-  std::string stream_choice_end(const ResponseMeta& m, int index, const ApiResult& r) const override {
-    return sse_event("", chunk(m, index, json::object(), finish_reason(r.reason)));
+  // A whole call in one chunk (clients join a call's pieces by its index; this server has each call
+  // only once it is complete).
+  std::string stream_tool_call(const ResponseMeta& m, int index, const runtime::ToolCall& call,
+                               StreamState& s) const override {
+    json c = {{"index", s.calls++}};
+    c.update(call_json(call));
+    return sse_event("", chunk(m, index, {{"tool_calls", json::array({std::move(c)})}}, nullptr));
+  }
+  std::string stream_choice_end(const ResponseMeta& m, int index, const ApiResult& r,
+                                StreamState&) const override {
+    return sse_event("", chunk(m, index, json::object(), finish_reason(r)));
   }
   std::string stream_end(const ResponseMeta& m, const ApiResult& total, bool include_usage) const override {
     std::string s;
@@ -292,12 +387,13 @@ class OpenAiCompletion : public OpenAiBase {
     out["usage"] = usage(total);
     return out;
   }
-  std::string stream_start(const ResponseMeta&, int, int) const override { return ""; }
+  std::string stream_start(const ResponseMeta&, int, std::vector<StreamState>&) const override { return ""; }
   std::string stream_text(const ResponseMeta& m, int index, const std::string& text,
-                          const std::vector<TokenLogprob>* logprobs) const override {
+                          const std::vector<TokenLogprob>* logprobs, StreamState&) const override {
     return sse_event("", base(m, choice(index, text, nullptr, completion_logprobs(logprobs))));
   }
-  std::string stream_choice_end(const ResponseMeta& m, int index, const ApiResult& r) const override {
+  std::string stream_choice_end(const ResponseMeta& m, int index, const ApiResult& r,
+                                StreamState&) const override {
     return sse_event("", base(m, choice(index, "", finish_reason(r.reason))));
   }
   std::string stream_end(const ResponseMeta& m, const ApiResult& total, bool include_usage) const override {

@@ -18,6 +18,7 @@ using mx8::server::openai_chat_dialect;
 using mx8::server::openai_completion_dialect;
 using mx8::server::ResponseMeta;
 using mx8::server::StopReason;
+using mx8::server::StreamState;
 using mx8::server::TokenLogprob;
 
 mx8::runtime::SamplingParams defaults() {
@@ -40,6 +41,8 @@ std::string refused_field(const Dialect& d, const json& body) {
 }
 
 // The data of each server-sent event, in order, and the event names ("" where none).
+const ResponseMeta kMeta{"id-1", "tiny", 1700000000};
+
 struct Events {
   std::vector<std::string> names;
   std::vector<std::string> data;
@@ -69,7 +72,17 @@ Events parse_sse(const std::string& s) {
   return ev;
 }
 
-const ResponseMeta kMeta{"id-1", "tiny", 1700000000};
+// What a stream of choice `index` (of `choices`) sends, in the server's order: the opening, `pieces` of
+// its text, its end (`r`), and where `end_usage` is set the response's end (with usage or not).
+Events stream_of(const Dialect& d, size_t choices, int index, const std::vector<std::string>& pieces,
+                 const ApiResult& r, std::optional<bool> end_usage) {
+  std::vector<StreamState> st(choices);
+  std::string s = d.stream_start(kMeta, r.prompt_tokens, st);
+  for (const std::string& p : pieces) s += d.stream_text(kMeta, index, p, nullptr, st.at(index));
+  s += d.stream_choice_end(kMeta, index, r, st.at(index));
+  if (end_usage) s += d.stream_end(kMeta, r, *end_usage);
+  return parse_sse(s);
+}
 
 TEST(OpenAiChat, ReadsMessagesSamplingAndLimits) {
   auto d = mx8::server::openai_chat_dialect();
@@ -122,6 +135,8 @@ TEST(OpenAiChat, RefusesWhatItCannotDoNamingTheField) {
   EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": []})")), "messages");
   EXPECT_EQ(refused_field(*d, json::parse("[1, 2]")), "(none)");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": "tool", "content": "x"}]})")),
+            "messages[0].tool_call_id");
+  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": "robot", "content": "x"}]})")),
             "messages[0].role");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": "user"}]})")), "messages[0].content");
   EXPECT_EQ(refused_field(
@@ -149,16 +164,16 @@ TEST(OpenAiChat, RefusesWhatItCannotDoNamingTheField) {
   EXPECT_EQ(refused_field(*d, with(R"("logprobs": "yes")")), "logprobs");
   EXPECT_EQ(refused_field(*d, with(R"("top_logprobs": 2)")), "top_logprobs");  // without logprobs: true
   EXPECT_EQ(refused_field(*d, with(R"("logprobs": true, "top_logprobs": 21)")), "top_logprobs");
-  EXPECT_EQ(refused_field(*d, with(R"("tools": [{"type": "function"}])")), "tools");
+  EXPECT_EQ(refused_field(*d, with(R"("tools": [{"type": "function"}])")), "tools[0].function");
   EXPECT_EQ(refused_field(*d, with(R"("response_format": {"type": "json_object"})")), "response_format");
   // Accepted: empty tool lists, text response formats, nulls for optional fields.
   EXPECT_NO_THROW(
       d->parse(with(R"("tools": [], "response_format": {"type": "text"}, "stop": null)"), defaults()));
 }
 
-// What the server cannot do beyond tools, each refused rather than silently ignored: the legacy
-// function calling, other output modalities, tool calls in the history.
-TEST(OpenAiChat, RefusesFunctionsModalitiesAndToolCalls) {
+// What the server cannot do, each refused rather than silently ignored: the legacy function calling,
+// other output modalities.
+TEST(OpenAiChat, RefusesFunctionsAndModalities) {
   auto d = mx8::server::openai_chat_dialect();
   const std::string user = R"("messages": [{"role": "user", "content": "x"}])";
   auto with = [&](const std::string& extra) { return json::parse("{" + user + ", " + extra + "}"); };
@@ -168,10 +183,6 @@ TEST(OpenAiChat, RefusesFunctionsModalitiesAndToolCalls) {
   EXPECT_EQ(refused_field(*d, with(R"("modalities": ["text", "audio"])")), "modalities");
   EXPECT_EQ(refused_field(*d, with(R"("modalities": "audio")")), "modalities");
   EXPECT_EQ(refused_field(*d, with(R"("audio": {"voice": "alloy", "format": "wav"})")), "audio");
-  EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": "user", "content": "x"},
-      {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
-       "function": {"name": "f", "arguments": "{}"}}]}]})")),
-            "messages[1].tool_calls");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"messages": [{"role": "user", "content": "x"},
       {"role": "assistant", "content": null, "function_call": {"name": "f", "arguments": "{}"}}]})")),
             "messages[1].function_call");
@@ -229,9 +240,7 @@ TEST(OpenAiChat, ResponseAndStreamShapes) {
   r.reason = StopReason::end_of_turn;
   EXPECT_EQ(d->response(kMeta, r)["choices"][0]["finish_reason"], "stop");
 
-  const Events ev = parse_sse(d->stream_start(kMeta, 5, 1) + d->stream_text(kMeta, 0, "Hel", nullptr) +
-                              d->stream_text(kMeta, 0, "lo", nullptr) + d->stream_choice_end(kMeta, 0, r) +
-                              d->stream_end(kMeta, r, true));
+  const Events ev = stream_of(*d, 1, 0, {"Hel", "lo"}, r, true);
   ASSERT_EQ(ev.data.size(), 6u);
   EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["delta"]["role"], "assistant");
   EXPECT_EQ(json::parse(ev.data[1])["choices"][0]["delta"]["content"], "Hel");
@@ -256,8 +265,7 @@ TEST(OpenAiChat, ResponseAndStreamShapes) {
   EXPECT_EQ(two["choices"][1]["message"]["content"], "BB");
   EXPECT_EQ(two["choices"][1]["finish_reason"], "length");
   EXPECT_EQ(two["usage"], json({{"prompt_tokens", 5}, {"completion_tokens", 3}, {"total_tokens", 8}}));
-  const Events ev2 = parse_sse(d->stream_start(kMeta, 5, 2) + d->stream_text(kMeta, 1, "BB", nullptr) +
-                               d->stream_choice_end(kMeta, 1, b));
+  const Events ev2 = stream_of(*d, 2, 1, {"BB"}, b, std::nullopt);
   ASSERT_EQ(ev2.data.size(), 4u);
   EXPECT_EQ(json::parse(ev2.data[1])["choices"][0]["index"], 1);
   EXPECT_EQ(json::parse(ev2.data[1])["choices"][0]["delta"]["role"], "assistant");
@@ -322,8 +330,7 @@ TEST(OpenAiCompletion, PromptAndRefusals) {
   EXPECT_EQ(full["object"], "text_completion");
   EXPECT_EQ(full["choices"][0]["text"], " upon");
   EXPECT_EQ(full["choices"][0]["finish_reason"], "stop");
-  const Events ev = parse_sse(d->stream_start(kMeta, 2, 2) + d->stream_text(kMeta, 1, " upon", nullptr) +
-                              d->stream_choice_end(kMeta, 1, r) + d->stream_end(kMeta, r, false));
+  const Events ev = stream_of(*d, 2, 1, {" upon"}, r, false);
   ASSERT_EQ(ev.data.size(), 3u);
   EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["text"], " upon");
   EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["index"], 1);
@@ -370,12 +377,12 @@ TEST(Anthropic, RefusesWhatItCannotDoNamingTheField) {
       refused_field(
           *d, json::parse(
                   R"({"max_tokens": 10, "messages": [{"role": "user", "content": [{"type": "image"}]}]})")),
-      "messages.0.content[0]");
+      "messages.0.content.0");
   EXPECT_EQ(
       refused_field(
           *d, json::parse(R"({"max_tokens": 10, "messages": [{"role": "assistant", "content": "x"}]})")),
       "messages");  // only a prefill: no user turn
-  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "tools": [{"name": "f"}])")), "tools");
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "tools": [{"name": "f"}])")), "tools.0.input_schema");
   // Extended thinking: refused unless disabled (the server produces no thinking blocks).
   EXPECT_EQ(
       refused_field(*d, with(R"("max_tokens": 10, "thinking": {"type": "enabled", "budget_tokens": 1024})")),
@@ -435,8 +442,7 @@ TEST(Anthropic, ResponseStreamAndErrorShapes) {
   EXPECT_TRUE(d->response(kMeta, r)["stop_sequence"].is_null());
   r.reason = StopReason::end_of_turn;
 
-  const Events ev = parse_sse(d->stream_start(kMeta, 9, 1) + d->stream_text(kMeta, 0, "Hi", nullptr) +
-                              d->stream_choice_end(kMeta, 0, r) + d->stream_end(kMeta, r, false));
+  const Events ev = stream_of(*d, 1, 0, {"Hi"}, r, false);
   EXPECT_EQ(ev.names,
             (std::vector<std::string>{"message_start", "content_block_start", "ping", "content_block_delta",
                                       "content_block_stop", "message_delta", "message_stop"}));
@@ -462,8 +468,6 @@ TEST(Sse, InvalidUtf8IsReplacedNotThrown) {
   EXPECT_NO_THROW(json::parse(s.substr(6)));
 }
 
-}  // namespace
-
 // Log-probabilities in each OpenAI shape: chat's list of {token, logprob, bytes, top_logprobs}, the
 // legacy completions' parallel lists with text offsets; null when not asked for.
 TEST(OpenAiApi, LogprobsInBothShapes) {
@@ -486,8 +490,9 @@ TEST(OpenAiApi, LogprobsInBothShapes) {
   EXPECT_EQ(c[0]["bytes"], json::parse("[72, 101]"));
   EXPECT_EQ(c[1]["top_logprobs"][1]["token"], "y");
   EXPECT_EQ(c[1]["top_logprobs"][1]["logprob"], -2.0);
-  const Events ev =
-      parse_sse(chat->stream_text(kMeta, 0, "Hello", &lp) + chat->stream_text(kMeta, 0, "!", nullptr));
+  std::vector<StreamState> st(1);
+  const Events ev = parse_sse(chat->stream_text(kMeta, 0, "Hello", &lp, st.at(0)) +
+                              chat->stream_text(kMeta, 0, "!", nullptr, st.at(0)));
   ASSERT_EQ(ev.data.size(), 2u);
   EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["logprobs"]["content"][1]["token"], "llo");
   EXPECT_TRUE(json::parse(ev.data[1])["choices"][0]["logprobs"].is_null());
@@ -518,6 +523,175 @@ TEST(OpenAiCompletion, AlternativesHoldTheChosenToken) {
   EXPECT_EQ(top[1], json::parse(R"({" a": -0.5})"));
   EXPECT_EQ(top[2], json::parse(R"({" time": -0.25})"));
   // Streamed chunks carry the same.
-  const Events ev = parse_sse(cmpl->stream_text(kMeta, 0, r.text, &lp));
+  std::vector<StreamState> st(1);
+  const Events ev = parse_sse(cmpl->stream_text(kMeta, 0, r.text, &lp, st.at(0)));
   EXPECT_EQ(json::parse(ev.data.at(0))["choices"][0]["logprobs"]["top_logprobs"], top);
 }
+
+// Tools: OpenAI's function tools and tool_choice into the server's terms, the template's form of each
+// tool, and the calls and results of the history; what is malformed is refused naming the field.
+TEST(OpenAiChat, ReadsToolsChoicesAndToolTurns) {
+  auto d = mx8::server::openai_chat_dialect();
+  const json tool = json::parse(R"({"type": "function", "function": {"name": "get_weather",
+      "description": "Weather of a city", "parameters": {"type": "object"}, "strict": true}})");
+  json body = {{"messages", json::parse(R"([{"role": "user", "content": "Paris?"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "call_9", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+      {"role": "tool", "tool_call_id": "call_9", "content": [{"type": "text", "text": "sunny"}]}])")},
+               {"tools", {tool}}};
+  ApiRequest r = d->parse(body, defaults());
+  // `strict` stays out of the prompt; the rest is as templates take it.
+  EXPECT_EQ(r.tools.tools, json::parse(R"([{"type": "function", "function": {"name": "get_weather",
+      "description": "Weather of a city", "parameters": {"type": "object"}}}])"));
+  EXPECT_EQ(r.tools.choice, mx8::server::ToolRequest::Choice::automatic);
+  EXPECT_TRUE(r.tools.parallel);
+  EXPECT_EQ(r.messages[1], json::parse(R"({"role": "assistant", "content": "", "tool_calls": [{"id": "call_9",
+      "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]})"));
+  EXPECT_EQ(r.messages[2], json::parse(R"({"role": "tool", "content": "sunny", "tool_call_id": "call_9"})"));
+
+  body["tool_choice"] = "required";
+  body["parallel_tool_calls"] = false;
+  r = d->parse(body, defaults());
+  EXPECT_EQ(r.tools.choice, mx8::server::ToolRequest::Choice::required);
+  EXPECT_FALSE(r.tools.parallel);
+  body["tool_choice"] = json::parse(R"({"type": "function", "function": {"name": "get_weather"}})");
+  r = d->parse(body, defaults());
+  EXPECT_EQ(r.tools.choice, mx8::server::ToolRequest::Choice::named);
+  EXPECT_EQ(r.tools.name, "get_weather");
+  body["tool_choice"] = "none";
+  EXPECT_FALSE(d->parse(body, defaults()).tools.offered());
+
+  auto refused = [&](const std::string& edit_path, const json& value) {
+    json b = body;
+    b.erase("tool_choice");
+    b[json::json_pointer(edit_path)] = value;
+    return refused_field(*d, b);
+  };
+  EXPECT_EQ(refused("/tool_choice", "sometimes"), "tool_choice");
+  EXPECT_EQ(refused("/tool_choice", json::parse(R"({"type": "function", "function": {"name": "other"}})")),
+            "tool_choice");  // not offered
+  EXPECT_EQ(refused("/tools/0/function/name", "no spaces allowed"), "tools[0].function.name");
+  EXPECT_EQ(refused("/tools/0/type", "code_interpreter"), "tools[0].type");
+  EXPECT_EQ(refused("/tools/0/function/parameters", "an object"), "tools[0].function.parameters");
+  EXPECT_EQ(refused("/tools/1", tool), "tools");  // a name twice
+  EXPECT_EQ(refused("/messages/1/tool_calls/0/function/arguments", "{not json"),
+            "messages[1].tool_calls[0].function.arguments");
+  EXPECT_EQ(refused("/messages/1/tool_calls/0/function/arguments", "[1]"),
+            "messages[1].tool_calls[0].function.arguments");
+  EXPECT_EQ(refused("/messages/1/tool_calls/0/id", 5), "messages[1].tool_calls[0].id");
+  EXPECT_EQ(refused("/messages/2/tool_call_id", nullptr), "messages[2].tool_call_id");
+  json none = body;
+  none.erase("tools");
+  none["tool_choice"] = "required";
+  EXPECT_EQ(refused_field(*d, none), "tool_choice");  // asks for a call with nothing to call
+}
+
+TEST(Anthropic, ReadsToolsChoicesAndToolBlocks) {
+  auto d = mx8::server::anthropic_dialect();
+  json body = {{"max_tokens", 10},
+               {"tools", json::parse(R"([{"name": "get_weather", "description": "Weather of a city",
+                   "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}])")},
+               {"messages", json::parse(R"([{"role": "user", "content": "Paris?"},
+      {"role": "assistant", "content": [{"type": "text", "text": "Looking."},
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+        {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": true,
+         "content": [{"type": "text", "text": "no such city"}]},
+        {"type": "text", "text": "And Rome?"}]}])")}};
+  ApiRequest r = d->parse(body, defaults());
+  EXPECT_EQ(r.tools.tools, json::parse(R"([{"type": "function", "function": {"name": "get_weather",
+      "description": "Weather of a city", "parameters": {"type": "object"}}}])"));
+  EXPECT_EQ(r.messages, json::parse(R"([{"role": "user", "content": "Paris?"},
+      {"role": "assistant", "content": "Looking.", "tool_calls": [{"id": "toolu_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+      {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+      {"role": "tool", "tool_call_id": "toolu_2", "content": "Error: no such city"},
+      {"role": "user", "content": "And Rome?"}])"));
+
+  body["tool_choice"] =
+      json::parse(R"({"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true})");
+  r = d->parse(body, defaults());
+  EXPECT_EQ(r.tools.choice, mx8::server::ToolRequest::Choice::named);
+  EXPECT_FALSE(r.tools.parallel);
+  body["tool_choice"] = json::parse(R"({"type": "any"})");
+  EXPECT_EQ(d->parse(body, defaults()).tools.choice, mx8::server::ToolRequest::Choice::required);
+
+  auto refused = [&](const std::string& edit_path, const json& value) {
+    json b = body;
+    b[json::json_pointer(edit_path)] = value;
+    return refused_field(*d, b);
+  };
+  EXPECT_EQ(refused("/tool_choice", json::parse(R"({"type": "tool", "name": "other"})")), "tool_choice");
+  EXPECT_EQ(refused("/tool_choice", json::parse(R"({"type": "sometimes"})")), "tool_choice");
+  EXPECT_EQ(refused("/tools/0/type", "web_search_20250305"), "tools.0.type");  // a server tool
+  EXPECT_EQ(refused("/tools/0/input_schema", nullptr), "tools.0.input_schema");
+  EXPECT_EQ(refused("/messages/1/content/1/input", "city=Paris"), "messages.1.content.1.input");
+  EXPECT_EQ(refused("/messages/2/content/0/tool_use_id", nullptr), "messages.2.content.0.tool_use_id");
+  EXPECT_EQ(refused("/messages/0/content", json::parse(R"([{"type": "tool_use", "id": "t", "name": "f",
+      "input": {}}])")),
+            "messages.0.content.0");  // a call in a user message
+  // A prefill (the last message, the assistant's) may not hold a call.
+  json prefill = body;
+  prefill["messages"].erase(2);
+  EXPECT_EQ(refused_field(*d, prefill), "messages.1");
+}
+
+// A reply's calls in each API's shape, whole and streamed.
+TEST(ToolCallShapes, OpenAiAndAnthropic) {
+  ApiResult r{"Checking.", StopReason::end_of_turn, "", 5, 9, std::nullopt};
+  r.tool_calls = {{"call_a", "get_weather", json::parse(R"({"city": "Paris"})")}};
+  auto chat = mx8::server::openai_chat_dialect();
+  const json message = chat->response(kMeta, r)["choices"][0]["message"];
+  EXPECT_EQ(message["content"], "Checking.");
+  EXPECT_EQ(message["tool_calls"], json::parse(R"([{"id": "call_a", "type": "function",
+      "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}])"));
+  EXPECT_EQ(chat->response(kMeta, r)["choices"][0]["finish_reason"], "tool_calls");
+  ApiResult cut = r;
+  cut.reason = StopReason::max_tokens;  // calls, then the limit: the reply was cut off
+  EXPECT_EQ(chat->response(kMeta, cut)["choices"][0]["finish_reason"], "length");
+  ApiResult calls_only = r;
+  calls_only.text = "";
+  EXPECT_TRUE(chat->response(kMeta, calls_only)["choices"][0]["message"]["content"].is_null());
+  std::vector<StreamState> st(1);
+  std::string s = chat->stream_tool_call(kMeta, 0, r.tool_calls[0], st[0]);
+  s += chat->stream_tool_call(kMeta, 0, r.tool_calls[0], st[0]);
+  Events ev = parse_sse(s);
+  ASSERT_EQ(ev.data.size(), 2u);
+  EXPECT_EQ(json::parse(ev.data[0])["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
+  EXPECT_EQ(json::parse(ev.data[1])["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
+  EXPECT_EQ(json::parse(ev.data[1])["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "get_weather");
+
+  auto anthropic = mx8::server::anthropic_dialect();
+  const json msg = anthropic->response(kMeta, r);
+  EXPECT_EQ(msg["content"], json::parse(R"([{"type": "text", "text": "Checking."},
+      {"type": "tool_use", "id": "call_a", "name": "get_weather", "input": {"city": "Paris"}}])"));
+  EXPECT_EQ(msg["stop_reason"], "tool_use");
+  EXPECT_EQ(anthropic->response(kMeta, calls_only)["content"].size(), 1u);  // no empty text block
+  // Streamed with tools offered: no text block until text comes; a reply of nothing still has one.
+  st = std::vector<StreamState>(1);
+  st[0].lazy_text = true;
+  s = anthropic->stream_start(kMeta, 5, st);
+  s += anthropic->stream_tool_call(kMeta, 0, r.tool_calls[0], st[0]);
+  s += anthropic->stream_text(kMeta, 0, "Done.", nullptr, st[0]);
+  s += anthropic->stream_choice_end(kMeta, 0, r, st[0]);
+  s += anthropic->stream_end(kMeta, r, false);
+  ev = parse_sse(s);
+  EXPECT_EQ(ev.names,
+            (std::vector<std::string>{"message_start", "ping", "content_block_start", "content_block_delta",
+                                      "content_block_stop", "content_block_start", "content_block_delta",
+                                      "content_block_stop", "message_delta", "message_stop"}));
+  EXPECT_EQ(json::parse(ev.data[3])["delta"],
+            json::parse(R"({"type": "input_json_delta", "partial_json": "{\"city\":\"Paris\"}"})"));
+  EXPECT_EQ(json::parse(ev.data[5])["index"], 1);
+  EXPECT_EQ(json::parse(ev.data[5])["content_block"]["type"], "text");
+  EXPECT_EQ(json::parse(ev.data[8])["delta"]["stop_reason"], "tool_use");
+  st = std::vector<StreamState>(1);
+  st[0].lazy_text = true;
+  s = anthropic->stream_start(kMeta, 5, st);
+  s += anthropic->stream_choice_end(kMeta, 0, ApiResult{}, st.at(0));
+  EXPECT_EQ(parse_sse(s).names,
+            (std::vector<std::string>{"message_start", "ping", "content_block_start", "content_block_stop"}));
+}
+
+}  // namespace

@@ -4,7 +4,7 @@
 // is tested on its own (tests/server/api_test.cpp).
 //
 // Requests are checked field by field: a field of the wrong type or out of its range, a missing
-// required field, or a feature the server does not have (tools, images) is an
+// required field, or a feature the server does not have (images, server-side tools) is an
 // ApiError that names the field; unknown fields are ignored, as both APIs' clients send extras.
 #pragma once
 
@@ -17,6 +17,7 @@
 
 #include "mx8/error.h"
 #include "mx8/runtime/sampler.h"
+#include "mx8/runtime/tool_calls.h"
 #include "mx8/server/generation_service.h"
 
 namespace mx8::server {
@@ -50,10 +51,24 @@ struct PromptInput {
   std::optional<std::vector<int32_t>> ids;
 };
 
+// The tools a request offers the model, and whether its reply may, must or must not call one.
+struct ToolRequest {
+  // As chat templates take them: [{"type": "function", "function": {"name", "description",
+  // "parameters"}}]; empty: none offered.
+  nlohmann::ordered_json tools = nlohmann::ordered_json::array();
+  enum class Choice { automatic, none, required, named } choice = Choice::automatic;
+  std::string name;      // Choice::named: the tool to call
+  bool parallel = true;  // false: a reply has at most one call (the first)
+  bool offered() const { return !tools.empty() && choice != Choice::none; }
+};
+
 // A request in the server's terms.
 struct ApiRequest {
-  // Chat: the conversation for the chat template, [{"role", "content"}] with text content.
+  // Chat: the conversation for the chat template, [{"role", "content"}] with text content; an
+  // assistant turn may carry "tool_calls" ([{"id", "type": "function", "function": {"name",
+  // "arguments": an object}}]), and a "tool" turn a "tool_call_id".
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  ToolRequest tools;
   // Chat: text the reply must start with (an Anthropic request whose last message is the assistant's);
   // it is appended to the rendered prompt and is not repeated in the reply.
   std::string assistant_prefix;
@@ -78,6 +93,20 @@ struct ApiResult {
   int prompt_tokens = 0;
   int completion_tokens = 0;
   std::optional<std::vector<TokenLogprob>> logprobs;  // when the request asked for them
+  std::vector<runtime::ToolCall> tool_calls = {};     // read out of the text (`text` is what is left)
+  // The reply ended by calling tools (not cut off by the token limit or the context).
+  bool ended_with_calls() const {
+    return !tool_calls.empty() && reason != StopReason::max_tokens && reason != StopReason::context_full;
+  }
+};
+
+// What a streamed choice has sent so far: Anthropic numbers its content blocks, and where the request
+// offered tools it opens a text block only when text comes (a reply may be calls alone).
+struct StreamState {
+  bool lazy_text = false;  // set before stream_start: no text block until there is text
+  bool text_open = false;
+  int blocks = 0;  // content blocks opened
+  int calls = 0;   // tool calls sent
 };
 
 // The fields every response carries.
@@ -94,6 +123,8 @@ class Dialect {
   virtual ApiRequest parse(const nlohmann::ordered_json& body,
                            const runtime::SamplingParams& defaults) const = 0;
   virtual std::string id_prefix() const = 0;
+  // The prefix of the ids the server gives tool calls ("call_", "toolu_").
+  virtual std::string tool_call_id_prefix() const { return "call_"; }
   // Whether log-probabilities list an end-of-turn token (the completions do: a harness that echoes a
   // prompt expects one entry per token, however generation ended; chat lists the reply's tokens).
   virtual bool lists_end_of_turn() const { return false; }
@@ -109,14 +140,20 @@ class Dialect {
   // An error body for `status`.
   virtual nlohmann::ordered_json error_body(int status, const std::string& message,
                                             const std::string& param) const = 0;
-  // Server-sent events of a streamed response: the opening (of `choices` choices), a piece of choice
-  // `index`'s text, the end of choice `index`, the end of the response (`total`: the token counts, and
-  // for one choice how it ended), an error. `logprobs`: those of the tokens since the previous piece,
-  // when the request asked for them.
-  virtual std::string stream_start(const ResponseMeta& m, int prompt_tokens, int choices) const = 0;
+  // Server-sent events of a streamed response: the opening (of one choice per state), a piece of
+  // choice `index`'s text, one of its tool calls, its end, the end of the response (`total`: the token
+  // counts, and for one choice how it ended), an error. `logprobs`: those of the tokens since the
+  // previous piece, when the request asked for them.
+  virtual std::string stream_start(const ResponseMeta& m, int prompt_tokens,
+                                   std::vector<StreamState>& choices) const = 0;
   virtual std::string stream_text(const ResponseMeta& m, int index, const std::string& text,
-                                  const std::vector<TokenLogprob>* logprobs) const = 0;
-  virtual std::string stream_choice_end(const ResponseMeta& m, int index, const ApiResult& r) const = 0;
+                                  const std::vector<TokenLogprob>* logprobs, StreamState& s) const = 0;
+  virtual std::string stream_tool_call(const ResponseMeta& m, int index, const runtime::ToolCall& call,
+                                       StreamState& s) const {
+    throw Error("this endpoint has no tool calls");
+  }
+  virtual std::string stream_choice_end(const ResponseMeta& m, int index, const ApiResult& r,
+                                        StreamState& s) const = 0;
   virtual std::string stream_end(const ResponseMeta& m, const ApiResult& total, bool include_usage) const = 0;
   virtual std::string stream_error(int status, const std::string& message) const = 0;
 };

@@ -1,0 +1,90 @@
+// Tool calls: how a chat model's template offers tools and shows a call, and reading the calls out of
+// the text the model generates.
+//
+// A model trained for tool use writes a call in its family's own syntax; mx8 reads three:
+//   hermes       <tool_call>{"name": ..., "arguments": {...}}</tool_call>, once per call
+//                (Qwen2.5, Qwen3, Hermes and the many templates that copied them)
+//   llama3_json  the whole reply one JSON object {"name": ..., "parameters": {...}}, or several joined
+//                by ';' (Llama 3.1 / 3.2 / 3.3 with custom tools)
+//   deepseek_v3  <｜tool▁calls▁begin｜> then per call <｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME
+//                ```json ARGS ```<｜tool▁call▁end｜> (V3; V3.1's NAME<｜tool▁sep｜>ARGS form too),
+//                then <｜tool▁calls▁end｜>
+// Which one a model speaks, and whether its template renders tools at all, is found by rendering a
+// probe conversation through the template (probe_tool_format), not by the model's name.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mx8/runtime/chat_template.h"
+
+namespace mx8::runtime {
+
+enum class ToolSyntax { none, hermes, llama3_json, deepseek_v3 };
+const char* tool_syntax_name(ToolSyntax s);
+
+struct ToolCall {
+  std::string id;  // given by whoever shows the call to a client (the server: "call_...", "toolu_...")
+  std::string name;
+  nlohmann::ordered_json arguments;  // always a JSON object
+};
+
+// What a chat template does with tools.
+struct ToolFormat {
+  // The template puts the `tools` variable into the prompt.
+  bool renders_tools = false;
+  // How an assistant turn's calls look when rendered (none: the template does not render them, or in
+  // a syntax mx8 does not read).
+  ToolSyntax syntax = ToolSyntax::none;
+  // A call's arguments go to the template as a JSON object (Qwen, Llama 3.1) or as JSON text
+  // (DeepSeek-V3 concatenates them into the prompt).
+  bool object_arguments = true;
+  // The content of an assistant turn that only calls tools goes to the template as null (DeepSeek-V3
+  // renders calls only then), or as "".
+  bool null_content = true;
+  // The rendered assistant turn of one call, cut where the function's name starts and where its
+  // arguments start, around kProbeName: what a reply must begin with to be that call.
+  std::string before_name, between_name_and_arguments;
+
+  // The text that starts a reply which must call a tool: `name`'s call up to its arguments, or where
+  // `name` is empty, any call up to the function's name.
+  std::string forced_call_prefix(const std::string& name) const;
+};
+
+// Renders probe conversations through `t`. Never throws: a template that fails on the probes has no
+// tool support (renders_tools false, syntax none).
+ToolFormat probe_tool_format(const ChatTemplate& t);
+
+// Reads a reply as it is generated: feed() each new piece of text, finish() at the end. Text outside
+// calls comes back as the reply's text, as soon as it cannot be the start of a call (a possible call
+// marker, and whitespace before it, is held back until known). Whitespace between the text and a
+// call, and after a call, is dropped. A call whose syntax does not parse (say a reply cut off by the
+// token limit inside it) comes back as text, unchanged, so nothing the model wrote is lost. A reply
+// with no call comes back byte for byte.
+class ToolCallParser {
+ public:
+  struct Piece {
+    std::string text;
+    std::vector<ToolCall> calls;
+  };
+  explicit ToolCallParser(ToolSyntax syntax);
+  // `prefix` is the start of a call that the prompt already holds (a forced call): read as if the
+  // model had written it, but never returned as text.
+  void prime(std::string_view prefix);
+  Piece feed(std::string_view text);
+  Piece finish();
+
+ private:
+  void step(Piece& out, bool at_end);
+  ToolSyntax syntax_;
+  std::string buf_;          // text not yet returned or consumed
+  std::string dropped_ws_;   // whitespace dropped before the call being read (returned if it fails)
+  bool in_call_ = false;     // buf_ is the inside of a call region
+  bool after_call_ = false;  // drop whitespace until the next text
+  bool seen_text_ = false;   // llama3_json: the reply has started (a call can only be the whole reply)
+  bool priming_ = false;
+};
+
+}  // namespace mx8::runtime

@@ -1,0 +1,342 @@
+// Tool calls: see tool_calls.h.
+#include "mx8/runtime/tool_calls.h"
+
+#include <optional>
+
+#include "mx8/util/json_parse.h"
+
+namespace mx8::runtime {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+constexpr std::string_view kDeepSeekCallsBegin = "<｜tool▁calls▁begin｜>";
+constexpr std::string_view kDeepSeekCallsEnd = "<｜tool▁calls▁end｜>";
+constexpr std::string_view kDeepSeekCallBegin = "<｜tool▁call▁begin｜>";
+constexpr std::string_view kDeepSeekCallEnd = "<｜tool▁call▁end｜>";
+constexpr std::string_view kDeepSeekSep = "<｜tool▁sep｜>";
+
+// The probe: a tool and a call of it whose name and arguments appear nowhere else in a rendering.
+constexpr const char* kProbeName = "mx8_probe_function";
+constexpr const char* kProbeArguments = R"({"mx8_probe_key": "mx8_probe_value"})";
+
+// Where a call region starts and ends ("" end: at the end of the reply).
+struct Markers {
+  std::string_view open, close;
+};
+
+Markers markers(ToolSyntax s) {
+  switch (s) {
+    case ToolSyntax::hermes:
+      return {"<tool_call>", "</tool_call>"};
+    case ToolSyntax::deepseek_v3:
+      return {kDeepSeekCallsBegin, kDeepSeekCallsEnd};
+    case ToolSyntax::llama3_json:
+      return {"{", ""};
+    default:
+      return {"", ""};
+  }
+}
+
+bool is_space(char c) {
+  return c == ' ' || c == '\n' || c == '\t' || c == '\r';
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// `text` as one JSON value, or nullopt (a syntax error, or nesting past the bound).
+std::optional<json> parse(std::string_view text) {
+  try {
+    return parse_json_bounded<json>(text, "a tool call");
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+// A call's arguments: an object, or (as some models write them) a string holding one.
+std::optional<json> arguments_object(const json& a) {
+  if (a.is_object()) return a;
+  if (a.is_string())
+    if (auto inner = parse(a.get<std::string>()); inner && inner->is_object()) return inner;
+  return std::nullopt;
+}
+
+// {"name": "...", "arguments" (or "parameters"): {...}}.
+std::optional<ToolCall> call_object(std::string_view text) {
+  const std::optional<json> j = parse(trim(text));
+  if (!j || !j->is_object() || !j->contains("name") || !(*j)["name"].is_string()) return std::nullopt;
+  const char* key = j->contains("arguments") ? "arguments" : "parameters";
+  if (!j->contains(key)) return std::nullopt;
+  std::optional<json> args = arguments_object((*j)[key]);
+  if (!args || (*j)["name"].get<std::string>().empty()) return std::nullopt;
+  return ToolCall{"", (*j)["name"], std::move(*args)};
+}
+
+// The end of the JSON object or array that starts `text` (one past its closing bracket), or npos when
+// it does not close; strings and their escapes are skipped.
+size_t json_value_end(std::string_view text) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if (c == '}' || c == ']') {
+      if (--depth == 0) return i + 1;
+    }
+  }
+  return std::string_view::npos;
+}
+
+// Llama 3: objects separated by ';' (and whitespace), nothing else.
+std::optional<std::vector<ToolCall>> llama3_calls(std::string_view region) {
+  std::vector<ToolCall> calls;
+  region = trim(region);
+  while (!region.empty()) {
+    const size_t end = region.front() == '{' ? json_value_end(region) : std::string_view::npos;
+    if (end == std::string_view::npos) return std::nullopt;
+    std::optional<ToolCall> c = call_object(region.substr(0, end));
+    if (!c) return std::nullopt;
+    calls.push_back(std::move(*c));
+    region = trim(region.substr(end));
+    if (!region.empty() && region.front() == ';') region = trim(region.substr(1));
+  }
+  if (calls.empty()) return std::nullopt;
+  return calls;
+}
+
+// One DeepSeek call, between its begin and end markers: "function<sep>NAME\n```json\nARGS\n```" (V3)
+// or "NAME<sep>ARGS" (V3.1).
+std::optional<ToolCall> deepseek_call(std::string_view inner) {
+  const size_t sep = inner.find(kDeepSeekSep);
+  if (sep == std::string_view::npos) return std::nullopt;
+  std::string_view head = trim(inner.substr(0, sep)), rest = inner.substr(sep + kDeepSeekSep.size());
+  std::string name;
+  std::string_view args;
+  const size_t fence = rest.find("```json");
+  if (head == "function" && fence != std::string_view::npos) {
+    name = std::string(trim(rest.substr(0, fence)));
+    args = trim(rest.substr(fence + 7));
+    if (args.size() < 3 || args.substr(args.size() - 3) != "```") return std::nullopt;
+    args.remove_suffix(3);
+  } else {
+    name = std::string(head);
+    args = rest;
+  }
+  const std::optional<json> a = parse(trim(args));
+  if (name.empty() || !a || !a->is_object()) return std::nullopt;
+  return ToolCall{"", std::move(name), *a};
+}
+
+std::optional<std::vector<ToolCall>> deepseek_calls(std::string_view region) {
+  std::vector<ToolCall> calls;
+  region = trim(region);
+  while (!region.empty()) {
+    if (region.substr(0, kDeepSeekCallBegin.size()) != kDeepSeekCallBegin) return std::nullopt;
+    region.remove_prefix(kDeepSeekCallBegin.size());
+    const size_t end = region.find(kDeepSeekCallEnd);
+    if (end == std::string_view::npos) return std::nullopt;
+    std::optional<ToolCall> c = deepseek_call(region.substr(0, end));
+    if (!c) return std::nullopt;
+    calls.push_back(std::move(*c));
+    region = trim(region.substr(end + kDeepSeekCallEnd.size()));
+  }
+  if (calls.empty()) return std::nullopt;
+  return calls;
+}
+
+// The calls in a region (between the markers, the opening one's text excluded), or nullopt.
+std::optional<std::vector<ToolCall>> region_calls(ToolSyntax s, std::string_view region) {
+  switch (s) {
+    case ToolSyntax::hermes:
+      if (std::optional<ToolCall> c = call_object(region)) return std::vector<ToolCall>{std::move(*c)};
+      return std::nullopt;
+    case ToolSyntax::llama3_json:
+      return llama3_calls("{" + std::string(region));
+    case ToolSyntax::deepseek_v3:
+      return deepseek_calls(region);
+    default:
+      return std::nullopt;
+  }
+}
+
+// The longest suffix of `text` that is a proper prefix of `marker`.
+size_t partial_marker(std::string_view text, std::string_view marker) {
+  for (size_t k = std::min(text.size(), marker.size() - 1); k > 0; --k)
+    if (text.substr(text.size() - k) == marker.substr(0, k)) return k;
+  return 0;
+}
+
+}  // namespace
+
+const char* tool_syntax_name(ToolSyntax s) {
+  switch (s) {
+    case ToolSyntax::hermes:
+      return "hermes";
+    case ToolSyntax::llama3_json:
+      return "llama3_json";
+    case ToolSyntax::deepseek_v3:
+      return "deepseek_v3";
+    default:
+      return "none";
+  }
+}
+
+std::string ToolFormat::forced_call_prefix(const std::string& name) const {
+  return name.empty() ? before_name : before_name + name + between_name_and_arguments;
+}
+
+ToolFormat probe_tool_format(const ChatTemplate& t) {
+  ToolFormat f;
+  const json tools =
+      json::array({{{"type", "function"},
+                    {"function",
+                     {{"name", kProbeName},
+                      {"description", "mx8's probe of the chat template"},
+                      {"parameters", {{"type", "object"}, {"properties", json::object()}}}}}}});
+  const json user = {{"role", "user"}, {"content", "mx8 probe"}};
+  std::string prompt;
+  try {
+    prompt = t.render(json::array({user}), {{"tools", tools}, {"add_generation_prompt", true}});
+  } catch (const std::exception&) {  // the template's own error, or one the probe provoked
+    return f;
+  }
+  f.renders_tools = prompt.find(kProbeName) != std::string::npos;
+  // The assistant turn of one call: the conversation with it, past the prompt that asks for it. Each
+  // form of the arguments (object, text) and of the turn's empty content (null, "") is tried in turn.
+  for (const int form : {0, 1, 2, 3}) {
+    const bool object = form < 2, null_content = form % 2 == 0;
+    const json args = object ? json::parse(kProbeArguments) : json(kProbeArguments);
+    const json call = {
+        {"role", "assistant"},
+        {"content", null_content ? json() : json("")},
+        {"tool_calls", json::array({{{"id", "call_mx8probe"},
+                                     {"type", "function"},
+                                     {"function", {{"name", kProbeName}, {"arguments", args}}}}})}};
+    std::string whole;
+    try {
+      whole = t.render(json::array({user, call}), {{"tools", tools}, {"add_generation_prompt", false}});
+    } catch (const std::exception&) {  // the template's own error, or one the probe provoked
+      continue;
+    }
+    if (whole.compare(0, prompt.size(), prompt) != 0) continue;
+    const std::string turn = whole.substr(prompt.size());
+    const size_t name_at = turn.find(kProbeName), args_at = turn.find(kProbeArguments);
+    if (name_at == std::string::npos || args_at == std::string::npos || args_at < name_at) continue;
+    f.object_arguments = object;
+    f.null_content = null_content;
+    f.before_name = turn.substr(0, name_at);
+    const size_t name_end = name_at + std::string_view(kProbeName).size();
+    f.between_name_and_arguments = turn.substr(name_end, args_at - name_end);
+    if (f.before_name.find("<tool_call>") != std::string::npos)
+      f.syntax = ToolSyntax::hermes;
+    else if (f.before_name.find(kDeepSeekCallsBegin) != std::string::npos)
+      f.syntax = ToolSyntax::deepseek_v3;
+    else if (trim(f.before_name) == R"({"name": ")")
+      f.syntax = ToolSyntax::llama3_json;
+    break;
+  }
+  return f;
+}
+
+ToolCallParser::ToolCallParser(ToolSyntax syntax) : syntax_(syntax) {}
+
+void ToolCallParser::prime(std::string_view prefix) {
+  Piece ignored;
+  buf_ += prefix;
+  step(ignored, false);
+}
+
+ToolCallParser::Piece ToolCallParser::feed(std::string_view text) {
+  Piece out;
+  buf_ += text;
+  step(out, false);
+  return out;
+}
+
+ToolCallParser::Piece ToolCallParser::finish() {
+  Piece out;
+  step(out, true);
+  return out;
+}
+
+void ToolCallParser::step(Piece& out, bool at_end) {
+  const Markers m = markers(syntax_);
+  for (;;) {
+    if (in_call_) {
+      const size_t close = m.close.empty() ? std::string::npos : buf_.find(m.close);
+      if (close == std::string::npos && !at_end) return;
+      const std::string_view region = std::string_view(buf_).substr(0, close);
+      if (std::optional<std::vector<ToolCall>> calls = region_calls(syntax_, region)) {
+        for (ToolCall& c : *calls) out.calls.push_back(std::move(c));
+        after_call_ = true;
+      } else {  // not a call after all: the text as the model wrote it
+        out.text += dropped_ws_;
+        out.text += m.open;
+        out.text += buf_.substr(0, close == std::string::npos ? buf_.size() : close + m.close.size());
+      }
+      dropped_ws_.clear();
+      buf_.erase(0, close == std::string::npos ? buf_.size() : close + m.close.size());
+      in_call_ = false;
+      continue;
+    }
+    if (after_call_) {
+      size_t i = 0;
+      while (i < buf_.size() && is_space(buf_[i])) ++i;
+      buf_.erase(0, i);
+      if (buf_.empty()) return;
+      after_call_ = false;
+    }
+    if (m.open.empty() || (syntax_ == ToolSyntax::llama3_json && seen_text_)) {
+      out.text += buf_;
+      buf_.clear();
+      return;
+    }
+    size_t open = std::string::npos;
+    if (syntax_ == ToolSyntax::llama3_json) {
+      // A call is the whole reply: only its first visible character can open one.
+      const size_t first = buf_.find_first_not_of(" \n\t\r");
+      if (first == std::string::npos) {
+        if (at_end) out.text += buf_, buf_.clear();
+        return;
+      }
+      seen_text_ = true;
+      if (buf_[first] == '{') open = first;
+    } else {
+      open = buf_.find(m.open);
+    }
+    if (open != std::string::npos) {
+      size_t text_end = open;
+      while (text_end > 0 && is_space(buf_[text_end - 1])) --text_end;
+      out.text += buf_.substr(0, text_end);
+      dropped_ws_ = buf_.substr(text_end, open - text_end);
+      buf_.erase(0, open + m.open.size());
+      in_call_ = true;
+      continue;
+    }
+    if (at_end || syntax_ == ToolSyntax::llama3_json) {
+      out.text += buf_;
+      buf_.clear();
+      return;
+    }
+    // Hold back what may be the start of a call: a partial marker, and the whitespace before it.
+    size_t cut = buf_.size() - partial_marker(buf_, m.open);
+    while (cut > 0 && is_space(buf_[cut - 1])) --cut;
+    out.text += buf_.substr(0, cut);
+    buf_.erase(0, cut);
+    return;
+  }
+}
+
+}  // namespace mx8::runtime

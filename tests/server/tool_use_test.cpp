@@ -1,0 +1,313 @@
+// Tool use through the HTTP server: tools and tool turns reach the prompt through the chat template,
+// and the calls a reply makes come back in each API's shape, whole and streamed. stories260K never
+// writes a call, so its greedy draws come from a script (scripted_backend.h); the template is a small
+// one in the Hermes syntax (<tool_call>{"name": ..., "arguments": ...}</tool_call>).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <optional>
+
+#include "server/http_fixture.h"
+#include "server/scripted_backend.h"
+
+namespace {
+
+using namespace mx8;
+using json = nlohmann::ordered_json;
+using mx8::testing::Served;
+using mx8::testing::sse_data;
+using mx8::testing::stories;
+
+const char* kToolTemplate =
+    "{% if tools %}tools:{% for t in tools %} {{ t['function']['name'] }}{% endfor %}{{ '\\n' }}{% endif %}"
+    "{% for m in messages %}{{ m['role'] }}: {% if m.tool_calls is defined and m.tool_calls %}"
+    "{% for c in m.tool_calls %}<tool_call>{\"name\": \"{{ c['function']['name'] }}\", \"arguments\": "
+    "{{ c['function']['arguments'] | tojson }}}</tool_call>{% endfor %}{% else %}{{ m['content'] }}{% endif "
+    "%}"
+    "{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
+
+const json kTools = json::parse(R"([{"type": "function", "function": {"name": "add", "description": "a + b",
+  "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}}])");
+const json kAnthropicTools = json::parse(R"([{"name": "add", "description": "a + b",
+  "input_schema": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}])");
+
+// stories260K on a backend whose greedy draws follow a script, behind the tool template.
+struct ToolServer {
+  mx8::testing::ScriptedBackend be{*stories().be};
+  std::unique_ptr<model::LlamaModel> model;
+  std::unique_ptr<Served> served;
+  ToolServer() {
+    model::LoadOptions lo;
+    lo.max_tokens_per_step = 32;
+    model = model::load_llama(mx8::testing::kStoriesModel, be, lo);
+    served =
+        std::make_unique<Served>(true, 32u << 20, model.get(), &be, kToolTemplate, /*backend_draws=*/true);
+  }
+  // The next reply is `text`, then the end of the turn: as byte tokens (<0x41>...), which decode to
+  // their bytes alone, with no leading space wherever the reply starts.
+  void reply(const std::string& text) {
+    std::vector<int32_t> ids;
+    for (unsigned char c : text) {
+      char piece[8];
+      std::snprintf(piece, sizeof piece, "<0x%02X>", c);
+      const std::optional<int32_t> id = stories().tok->find_token(piece);
+      ASSERT_TRUE(id) << piece;
+      ids.push_back(*id);
+    }
+    ids.push_back(stories().tok->eos_id());
+    be.script(std::move(ids));
+  }
+  httplib::Result post(const std::string& path, const json& body) { return served->post(path, body.dump()); }
+};
+
+// The prompt's length in tokens as the template renders `text`.
+int tokens_of(const std::string& text) {
+  runtime::EncodeOptions enc;
+  enc.add_special = false;
+  return int(stories().tok->encode(text, enc).size());
+}
+
+const std::string kCallReply =
+    "Let me add.\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 2, \"b\": 3}}\n</tool_call>";
+
+TEST(ToolUse, OpenAiChatReturnsTheCallWholeAndStreamed) {
+  ToolServer t;
+  json body = {{"messages", {{{"role", "user"}, {"content", "What is 2+3?"}}}},
+               {"tools", kTools},
+               {"max_tokens", 256},
+               {"temperature", 0}};
+  t.reply(kCallReply);
+  auto r = t.post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  // The tools went into the prompt.
+  EXPECT_EQ(j["usage"]["prompt_tokens"], tokens_of("tools: add\nuser: What is 2+3?\nassistant:"));
+  const json& choice = j["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_EQ(choice["message"]["content"], "Let me add.");
+  ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u);
+  const json& call = choice["message"]["tool_calls"][0];
+  EXPECT_EQ(call["id"].get<std::string>().rfind("call_", 0), 0u);
+  EXPECT_EQ(call["type"], "function");
+  EXPECT_EQ(call["function"]["name"], "add");
+  EXPECT_EQ(json::parse(call["function"]["arguments"].get<std::string>()),
+            json::parse(R"({"a": 2, "b": 3})"));
+
+  body["stream"] = true;
+  t.reply(kCallReply);
+  r = t.post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  const std::vector<std::string> data = sse_data(r->body);
+  std::string text;
+  json calls = json::array();
+  std::string finish;
+  for (size_t i = 0; i + 1 < data.size(); ++i) {
+    const json c = json::parse(data[i])["choices"][0];
+    if (c["delta"].contains("content")) text += c["delta"]["content"].get<std::string>();
+    if (c["delta"].contains("tool_calls"))
+      for (const json& tc : c["delta"]["tool_calls"]) calls.push_back(tc);
+    if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+  }
+  EXPECT_EQ(data.back(), "[DONE]");
+  EXPECT_EQ(text, "Let me add.");
+  EXPECT_EQ(finish, "tool_calls");
+  ASSERT_EQ(calls.size(), 1u) << r->body;
+  EXPECT_EQ(calls[0]["index"], 0);
+  EXPECT_EQ(calls[0]["function"]["name"], "add");
+  EXPECT_EQ(json::parse(calls[0]["function"]["arguments"].get<std::string>()),
+            json::parse(R"({"a": 2, "b": 3})"));
+}
+
+TEST(ToolUse, AnthropicReturnsToolUseBlocksWholeAndStreamed) {
+  ToolServer t;
+  json body = {{"messages", {{{"role", "user"}, {"content", "What is 2+3?"}}}},
+               {"tools", kAnthropicTools},
+               {"max_tokens", 256},
+               {"temperature", 0}};
+  t.reply(kCallReply);
+  auto r = t.post("/v1/messages", body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["usage"]["input_tokens"], tokens_of("tools: add\nuser: What is 2+3?\nassistant:"));
+  EXPECT_EQ(j["stop_reason"], "tool_use");
+  ASSERT_EQ(j["content"].size(), 2u) << r->body;
+  EXPECT_EQ(j["content"][0], json::parse(R"({"type": "text", "text": "Let me add."})"));
+  EXPECT_EQ(j["content"][1]["type"], "tool_use");
+  EXPECT_EQ(j["content"][1]["id"].get<std::string>().rfind("toolu_", 0), 0u);
+  EXPECT_EQ(j["content"][1]["name"], "add");
+  EXPECT_EQ(j["content"][1]["input"], json::parse(R"({"a": 2, "b": 3})"));
+
+  // Streamed: a text block, closed before the tool_use block, whose input comes as JSON text.
+  body["stream"] = true;
+  t.reply(kCallReply);
+  r = t.post("/v1/messages", body);
+  ASSERT_TRUE(r);
+  std::vector<std::string> names;
+  const std::vector<std::string> data = sse_data(r->body, &names);
+  std::vector<std::string> shape;  // the events, text deltas once
+  std::string text, input;
+  for (size_t i = 0; i < data.size(); ++i) {
+    const json e = json::parse(data[i]);
+    EXPECT_EQ(e["type"], names[i]);
+    std::string what = names[i];
+    if (e.contains("index")) what += " " + e["index"].dump();
+    if (e.contains("content_block")) what += " " + e["content_block"]["type"].get<std::string>();
+    if (names[i] == "content_block_delta") {
+      what += " " + e["delta"]["type"].get<std::string>();
+      if (e["delta"]["type"] == "text_delta") text += e["delta"]["text"].get<std::string>();
+      if (e["delta"]["type"] == "input_json_delta") input += e["delta"]["partial_json"].get<std::string>();
+    }
+    if (names[i] == "message_delta") what += " " + e["delta"]["stop_reason"].get<std::string>();
+    if (names[i] == "content_block_start" && e["content_block"]["type"] == "tool_use") {
+      EXPECT_EQ(e["content_block"]["name"], "add");
+      EXPECT_EQ(e["content_block"]["input"], json::object());
+    }
+    if (shape.empty() || shape.back() != what) shape.push_back(what);
+  }
+  const std::vector<std::string> expected = {"message_start",
+                                             "ping",
+                                             "content_block_start 0 text",
+                                             "content_block_delta 0 text_delta",
+                                             "content_block_stop 0",
+                                             "content_block_start 1 tool_use",
+                                             "content_block_delta 1 input_json_delta",
+                                             "content_block_stop 1",
+                                             "message_delta tool_use",
+                                             "message_stop"};
+  EXPECT_EQ(shape, expected) << r->body;
+  EXPECT_EQ(text, "Let me add.");
+  EXPECT_EQ(json::parse(input), json::parse(R"({"a": 2, "b": 3})"));
+}
+
+// A conversation that went through a call and its result renders the same from either API.
+TEST(ToolUse, CallsAndResultsInTheHistoryReachTheTemplate) {
+  ToolServer t;
+  const std::string rendered =
+      "tools: add\nuser: What is 2+3?\nassistant: <tool_call>{\"name\": \"add\", \"arguments\": {\"a\": 2, "
+      "\"b\": "
+      "3}}</tool_call>\ntool: 5\nassistant:";
+  const json openai = {{"messages", json::parse(R"([{"role": "user", "content": "What is 2+3?"},
+         {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+           "function": {"name": "add", "arguments": "{\"a\": 2, \"b\": 3}"}}]},
+         {"role": "tool", "tool_call_id": "call_1", "content": "5"}])")},
+                       {"tools", kTools},
+                       {"max_tokens", 64},
+                       {"temperature", 0}};
+  t.reply("It is 5.");
+  auto r = t.post("/v1/chat/completions", openai);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["usage"]["prompt_tokens"], tokens_of(rendered));
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "It is 5.");
+  EXPECT_FALSE(j["choices"][0]["message"].contains("tool_calls"));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+
+  const json anthropic = {{"messages", json::parse(R"([{"role": "user", "content": "What is 2+3?"},
+         {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "add",
+           "input": {"a": 2, "b": 3}}]},
+         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+           "content": [{"type": "text", "text": "5"}]}]}])")},
+                          {"tools", kAnthropicTools},
+                          {"max_tokens", 64}};
+  r = t.post("/v1/messages/count_tokens", anthropic);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["input_tokens"], tokens_of(rendered));
+}
+
+// tool_choice that names a tool (or asks for any) starts the reply inside the call.
+TEST(ToolUse, AForcedChoiceStartsTheReplyInsideTheCall) {
+  ToolServer t;
+  const std::string prompt = "tools: add\nuser: Add one and one.\nassistant:";
+  json body = {{"messages", {{{"role", "user"}, {"content", "Add one and one."}}}},
+               {"tools", kTools},
+               {"tool_choice", {{"type", "function"}, {"function", {{"name", "add"}}}}},
+               {"max_tokens", 256},
+               {"temperature", 0}};
+  t.reply("{\"a\": 1, \"b\": 1}}</tool_call>");
+  auto r = t.post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["usage"]["prompt_tokens"],
+            tokens_of(prompt + " <tool_call>{\"name\": \"add\", \"arguments\": "));
+  EXPECT_TRUE(j["choices"][0]["message"]["content"].is_null());
+  EXPECT_EQ(j["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "add");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "tool_calls");
+
+  json anthropic = {{"messages", {{{"role", "user"}, {"content", "Add one and one."}}}},
+                    {"tools", kAnthropicTools},
+                    {"tool_choice", {{"type", "any"}}},
+                    {"max_tokens", 256},
+                    {"temperature", 0}};
+  t.reply("add\", \"arguments\": {\"a\": 1, \"b\": 1}}</tool_call>");
+  r = t.post("/v1/messages", anthropic);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  j = json::parse(r->body);
+  EXPECT_EQ(j["usage"]["input_tokens"], tokens_of(prompt + " <tool_call>{\"name\": \""));
+  ASSERT_EQ(j["content"].size(), 1u) << r->body;
+  EXPECT_EQ(j["content"][0]["name"], "add");
+  EXPECT_EQ(j["content"][0]["input"], json::parse(R"({"a": 1, "b": 1})"));
+  EXPECT_EQ(j["stop_reason"], "tool_use");
+}
+
+TEST(ToolUse, WhatIsNotACallIsTextAndParallelCallsCanBeRefused) {
+  ToolServer t;
+  json body = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+               {"tools", kTools},
+               {"max_tokens", 256},
+               {"temperature", 0}};
+  const std::string broken = "<tool_call>{\"name\": \"add\", \"argu";
+  t.reply(broken);
+  auto r = t.post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["choices"][0]["message"]["content"], broken);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+
+  const std::string two =
+      "<tool_call>{\"name\": \"add\", \"arguments\": {\"a\": 1}}</tool_call><tool_call>{\"name\": \"add\", "
+      "\"arguments\": {\"a\": 2}}</tool_call>";
+  t.reply(two);
+  r = t.post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body)["choices"][0]["message"]["tool_calls"].size(), 2u) << r->body;
+  body["parallel_tool_calls"] = false;
+  t.reply(two);
+  r = t.post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  j = json::parse(r->body)["choices"][0]["message"];
+  ASSERT_EQ(j["tool_calls"].size(), 1u) << r->body;
+  EXPECT_EQ(json::parse(j["tool_calls"][0]["function"]["arguments"].get<std::string>()),
+            json::parse(R"({"a": 1})"));
+}
+
+TEST(ToolUse, ATemplateWithoutToolsRefusesThem) {
+  Served s;  // the plain template: no tools in its prompt, no calls in its turns
+  const json body = {
+      {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"tools", kTools}, {"max_tokens", 4}};
+  auto r = s.post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(r->body.find("no place for tools in its prompt"), std::string::npos) << r->body;
+  // tool_choice "none" offers nothing: the request is a plain one.
+  json none = body;
+  none["tool_choice"] = "none";
+  r = s.post("/v1/chat/completions", none.dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  // A tool turn in the history needs a template that shows calls.
+  const json history = {{"messages", json::parse(R"([{"role": "user", "content": "Hi"},
+      {"role": "tool", "tool_call_id": "call_1", "content": "5"}])")},
+                        {"max_tokens", 4}};
+  r = s.post("/v1/chat/completions", history.dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(r->body.find("does not show tool calls in a form mx8 reads"), std::string::npos) << r->body;
+}
+
+}  // namespace

@@ -1,0 +1,183 @@
+// Tool calls (runtime/tool_calls.h): what the real templates of tests/data/chat say about tools, and
+// the calls read out of replies in each family's syntax, whole and streamed in every split.
+#include "mx8/runtime/tool_calls.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "tokenizer/tokenizer_test_data.h"
+
+namespace mx8::runtime {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+ChatTemplate fixture_template(const std::string& name) {
+  const auto path = std::filesystem::path(MX8_SOURCE_DIR) / "tests" / "data" / "chat" / "fixtures.json";
+  const json t = json::parse(test::read_text(path))["templates"][name];
+  return ChatTemplate(t["source"].get<std::string>(), t["bos_token"].get<std::string>(),
+                      t["eos_token"].get<std::string>());
+}
+
+TEST(ToolFormat, ProbedFromTheRealTemplates) {
+  const ToolFormat qwen3 = probe_tool_format(fixture_template("qwen3"));
+  EXPECT_TRUE(qwen3.renders_tools);
+  EXPECT_EQ(qwen3.syntax, ToolSyntax::hermes);
+  EXPECT_TRUE(qwen3.object_arguments);
+  // Qwen3 shows the last assistant turn with an empty thinking block: a forced call skips thinking.
+  EXPECT_EQ(qwen3.forced_call_prefix(""), "<think>\n\n</think>\n\n<tool_call>\n{\"name\": \"");
+  EXPECT_EQ(qwen3.forced_call_prefix("add"),
+            "<think>\n\n</think>\n\n<tool_call>\n{\"name\": \"add\", \"arguments\": ");
+
+  const ToolFormat llama31 = probe_tool_format(fixture_template("llama31_style"));
+  EXPECT_TRUE(llama31.renders_tools);
+  EXPECT_EQ(llama31.syntax, ToolSyntax::llama3_json);
+  EXPECT_TRUE(llama31.object_arguments);
+  EXPECT_EQ(llama31.forced_call_prefix("add"), "{\"name\": \"add\", \"parameters\": ");
+
+  // DeepSeek-V3's template takes no `tools` (its prompt has no tool section) but renders calls, with
+  // their arguments as text.
+  const ToolFormat deepseek = probe_tool_format(fixture_template("deepseek_v3"));
+  EXPECT_FALSE(deepseek.renders_tools);
+  EXPECT_EQ(deepseek.syntax, ToolSyntax::deepseek_v3);
+  EXPECT_FALSE(deepseek.object_arguments);
+  EXPECT_EQ(deepseek.forced_call_prefix("add"),
+            "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n```json\n");
+
+  // Templates with no tool use at all.
+  for (const char* name : {"llama3", "llama2", "gemma_style"}) {
+    const ToolFormat none = probe_tool_format(fixture_template(name));
+    EXPECT_FALSE(none.renders_tools) << name;
+    EXPECT_EQ(none.syntax, ToolSyntax::none) << name;
+  }
+}
+
+// Feeds `reply` whole, then in every two-piece split and one character at a time; every way must give
+// the same text and calls. Returns the whole-reply result.
+ToolCallParser::Piece read_reply(ToolSyntax s, const std::string& reply, const std::string& prefix = "") {
+  auto run = [&](const std::vector<std::string>& pieces) {
+    ToolCallParser p(s);
+    if (!prefix.empty()) p.prime(prefix);
+    ToolCallParser::Piece all;
+    auto take = [&](ToolCallParser::Piece x) {
+      all.text += x.text;
+      for (ToolCall& c : x.calls) all.calls.push_back(std::move(c));
+    };
+    for (const std::string& piece : pieces) take(p.feed(piece));
+    take(p.finish());
+    return all;
+  };
+  const ToolCallParser::Piece whole = run({reply});
+  auto same = [&](const ToolCallParser::Piece& other, const std::string& how) {
+    EXPECT_EQ(other.text, whole.text) << how;
+    ASSERT_EQ(other.calls.size(), whole.calls.size()) << how;
+    for (size_t i = 0; i < whole.calls.size(); ++i) {
+      EXPECT_EQ(other.calls[i].name, whole.calls[i].name) << how;
+      EXPECT_EQ(other.calls[i].arguments, whole.calls[i].arguments) << how;
+    }
+  };
+  for (size_t cut = 0; cut <= reply.size(); ++cut)
+    same(run({reply.substr(0, cut), reply.substr(cut)}), "split at " + std::to_string(cut));
+  std::vector<std::string> bytes;
+  for (char c : reply) bytes.emplace_back(1, c);
+  same(run(bytes), "byte by byte");
+  return whole;
+}
+
+TEST(ToolCallParser, HermesCallsAndTheTextAroundThem) {
+  auto r = read_reply(
+      ToolSyntax::hermes,
+      "Let me add them.\n\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 2, \"b\": 2}}\n"
+      "</tool_call>\n<tool_call>\n{\"name\": \"mul\", \"arguments\": \"{\\\"a\\\": 3}\"}\n</tool_call>\n");
+  EXPECT_EQ(r.text, "Let me add them.");
+  ASSERT_EQ(r.calls.size(), 2u);
+  EXPECT_EQ(r.calls[0].name, "add");
+  EXPECT_EQ(r.calls[0].arguments, json::parse(R"({"a": 2, "b": 2})"));
+  EXPECT_EQ(r.calls[1].name, "mul");  // arguments given as a string holding the object
+  EXPECT_EQ(r.calls[1].arguments, json::parse(R"({"a": 3})"));
+
+  // Text after a call is text (its leading whitespace dropped); a call the model did not close but
+  // whose JSON is whole is a call.
+  r = read_reply(ToolSyntax::hermes,
+                 "<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>\n\nDone. <tool_call>"
+                 "{\"name\": \"g\", \"arguments\": {\"x\": [1, \"}\"]}}");
+  EXPECT_EQ(r.text, "Done.");
+  ASSERT_EQ(r.calls.size(), 2u);
+  EXPECT_EQ(r.calls[1].arguments, json::parse(R"({"x": [1, "}"]})"));
+}
+
+TEST(ToolCallParser, WhatIsNotACallComesBackAsWritten) {
+  // No call: byte for byte, whitespace and marker-like text included.
+  const std::string plain = "a < b and <tool_c are not calls\n\n  ";
+  auto r = read_reply(ToolSyntax::hermes, plain);
+  EXPECT_EQ(r.text, plain);
+  EXPECT_TRUE(r.calls.empty());
+  // Broken calls (cut off by the token limit, no name, arguments not an object) return as text, the
+  // whitespace before them included.
+  for (const std::string broken :
+       {"Sure.\n<tool_call>\n{\"name\": \"add\", \"argum", "x <tool_call>{\"arguments\": {}}</tool_call> y",
+        "<tool_call>{\"name\": \"f\", \"arguments\": 3}</tool_call>", "<tool_call>not json</tool_call>"}) {
+    r = read_reply(ToolSyntax::hermes, broken);
+    EXPECT_EQ(r.text, broken);
+    EXPECT_TRUE(r.calls.empty()) << broken;
+  }
+  // With no syntax nothing is read.
+  r = read_reply(ToolSyntax::none, "<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>");
+  EXPECT_TRUE(r.calls.empty());
+}
+
+TEST(ToolCallParser, Llama3JsonIsTheWholeReply) {
+  auto r = read_reply(
+      ToolSyntax::llama3_json,
+      " {\"name\": \"add\", \"parameters\": {\"a\": 2}}; {\"type\": \"function\", \"name\": \"neg\", "
+      "\"parameters\": {\"a\": \"{;}\"}}\n");
+  EXPECT_EQ(r.text, "");
+  ASSERT_EQ(r.calls.size(), 2u);
+  EXPECT_EQ(r.calls[0].name, "add");
+  EXPECT_EQ(r.calls[1].arguments, json::parse(R"({"a": "{;}"})"));
+  // JSON after text is text, and so is a JSON reply that is not a call.
+  for (const std::string text :
+       {"Here: {\"name\": \"add\", \"parameters\": {}}", "{\"answer\": 4}", "{not json"}) {
+    r = read_reply(ToolSyntax::llama3_json, text);
+    EXPECT_EQ(r.text, text);
+    EXPECT_TRUE(r.calls.empty()) << text;
+  }
+}
+
+TEST(ToolCallParser, DeepSeekV3AndV31Forms) {
+  auto r = read_reply(
+      ToolSyntax::deepseek_v3,
+      "Checking.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n```json\n"
+      "{\"a\": 2, \"b\": 2}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>mul<｜tool▁sep｜>{\"a\": 3}"
+      "<｜tool▁call▁end｜><｜tool▁calls▁end｜>");
+  EXPECT_EQ(r.text, "Checking.");
+  ASSERT_EQ(r.calls.size(), 2u);
+  EXPECT_EQ(r.calls[0].name, "add");
+  EXPECT_EQ(r.calls[0].arguments, json::parse(R"({"a": 2, "b": 2})"));
+  EXPECT_EQ(r.calls[1].name, "mul");
+  EXPECT_EQ(r.calls[1].arguments, json::parse(R"({"a": 3})"));
+  const std::string cut =
+      "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n```json\n{\"a\"";
+  r = read_reply(ToolSyntax::deepseek_v3, cut);
+  EXPECT_EQ(r.text, cut);
+  EXPECT_TRUE(r.calls.empty());
+}
+
+TEST(ToolCallParser, AForcedCallIsReadFromItsPrefix) {
+  const ToolFormat qwen3 = probe_tool_format(fixture_template("qwen3"));
+  auto r = read_reply(ToolSyntax::hermes, "{\"a\": 1}}\n</tool_call>", qwen3.forced_call_prefix("add"));
+  EXPECT_EQ(r.text, "");  // the prefix's empty thinking block is the prompt's, not the reply's
+  ASSERT_EQ(r.calls.size(), 1u);
+  EXPECT_EQ(r.calls[0].name, "add");
+  r = read_reply(ToolSyntax::hermes, "mul\", \"arguments\": {}}\n</tool_call>", qwen3.forced_call_prefix(""));
+  ASSERT_EQ(r.calls.size(), 1u);
+  EXPECT_EQ(r.calls[0].name, "mul");
+  const ToolFormat llama31 = probe_tool_format(fixture_template("llama31_style"));
+  r = read_reply(ToolSyntax::llama3_json, "{\"a\": 1}}", llama31.forced_call_prefix("add"));
+  ASSERT_EQ(r.calls.size(), 1u);
+  EXPECT_EQ(r.calls[0].arguments, json::parse(R"({"a": 1})"));
+}
+
+}  // namespace
+}  // namespace mx8::runtime

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "mx8/util/json_parse.h"
+#include "runtime/chat_template_value.h"
 
 namespace mx8::runtime {
 namespace {
@@ -193,8 +194,22 @@ const char* tool_syntax_name(ToolSyntax s) {
   }
 }
 
+std::string json_text(const json& j) {
+  return jinja::to_json(jinja::Value::from_json(j), -1);
+}
+
 std::string ToolFormat::forced_call_prefix(const std::string& name) const {
   return name.empty() ? before_name : before_name + name + between_name_and_arguments;
+}
+
+json ToolFormat::template_messages(json messages) const {
+  for (json& m : messages) {
+    if (!m.contains("tool_calls")) continue;
+    if (null_content && m.value("content", json()) == "") m["content"] = nullptr;
+    if (!object_arguments)  // the template writes the arguments as the JSON text a client sent
+      for (json& c : m["tool_calls"]) c["function"]["arguments"] = json_text(c["function"]["arguments"]);
+  }
+  return messages;
 }
 
 ToolFormat probe_tool_format(const ChatTemplate& t) {

@@ -245,12 +245,11 @@ class Anthropic : public Dialect {
                     {"index", index},
                     {"content_block",
                      {{"type", "tool_use"}, {"id", c.id}, {"name", c.name}, {"input", json::object()}}}});
-    s += sse_event("content_block_delta",
-                   {{"type", "content_block_delta"},
-                    {"index", index},
-                    {"delta",
-                     {{"type", "input_json_delta"},
-                      {"partial_json", c.arguments.dump(-1, ' ', false, json::error_handler_t::replace)}}}});
+    s += sse_event(
+        "content_block_delta",
+        {{"type", "content_block_delta"},
+         {"index", index},
+         {"delta", {{"type", "input_json_delta"}, {"partial_json", runtime::json_text(c.arguments)}}}});
     return s + sse_event("content_block_stop", {{"type", "content_block_stop"}, {"index", index}});
   }
   // The last block closes; a reply of nothing has one empty text block, as its whole response has.

@@ -181,16 +181,10 @@ struct HttpServer::Impl {
                      "this model has no chat template; start mx8 serve with --template FILE, or send a raw "
                      "prompt to /v1/completions");
     check_tool_use(r);
-    json messages = r.messages;
-    for (json& m : messages) {  // calls in the forms the template takes (probe_tool_format)
-      if (!m.contains("tool_calls")) continue;
-      if (tool_format.null_content && m["content"] == "") m["content"] = nullptr;
-      if (!tool_format.object_arguments)
-        for (json& c : m["tool_calls"]) c["function"]["arguments"] = c["function"]["arguments"].dump();
-    }
     json variables = {{"add_generation_prompt", true}};
     if (r.tools.offered()) variables["tools"] = r.tools.tools;
-    std::string text = tmpl->render(messages, variables) + r.assistant_prefix + forced_call(r);
+    std::string text = tmpl->render(tool_format.template_messages(r.messages), variables) +
+                       r.assistant_prefix + forced_call(r);
     enc.add_special = false;
     return {tok.encode(text, enc)};
   }

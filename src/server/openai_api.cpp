@@ -46,11 +46,9 @@ const char* finish_reason(const ApiResult& r) {
 
 // A call as OpenAI shows it: the arguments as JSON text.
 json call_json(const runtime::ToolCall& c) {
-  return {
-      {"id", c.id},
-      {"type", "function"},
-      {"function",
-       {{"name", c.name}, {"arguments", c.arguments.dump(-1, ' ', false, json::error_handler_t::replace)}}}};
+  return {{"id", c.id},
+          {"type", "function"},
+          {"function", {{"name", c.name}, {"arguments", runtime::json_text(c.arguments)}}}};
 }
 
 json usage(const ApiResult& r) {

@@ -644,7 +644,7 @@ TEST(ToolCallShapes, OpenAiAndAnthropic) {
   const json message = chat->response(kMeta, r)["choices"][0]["message"];
   EXPECT_EQ(message["content"], "Checking.");
   EXPECT_EQ(message["tool_calls"], json::parse(R"([{"id": "call_a", "type": "function",
-      "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}])"));
+      "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}])"));
   EXPECT_EQ(chat->response(kMeta, r)["choices"][0]["finish_reason"], "tool_calls");
   ApiResult cut = r;
   cut.reason = StopReason::max_tokens;  // calls, then the limit: the reply was cut off
@@ -682,7 +682,7 @@ TEST(ToolCallShapes, OpenAiAndAnthropic) {
                                       "content_block_stop", "content_block_start", "content_block_delta",
                                       "content_block_stop", "message_delta", "message_stop"}));
   EXPECT_EQ(json::parse(ev.data[3])["delta"],
-            json::parse(R"({"type": "input_json_delta", "partial_json": "{\"city\":\"Paris\"}"})"));
+            json::parse(R"({"type": "input_json_delta", "partial_json": "{\"city\": \"Paris\"}"})"));
   EXPECT_EQ(json::parse(ev.data[5])["index"], 1);
   EXPECT_EQ(json::parse(ev.data[5])["content_block"]["type"], "text");
   EXPECT_EQ(json::parse(ev.data[8])["delta"]["stop_reason"], "tool_use");

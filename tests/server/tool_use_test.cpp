@@ -5,10 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 
+#include "mx8/runtime/tool_calls.h"
+#include "mx8/server/api.h"
 #include "server/http_fixture.h"
 #include "server/scripted_backend.h"
+#include "tokenizer/tokenizer_test_data.h"
 
 namespace {
 
@@ -284,6 +288,41 @@ TEST(ToolUse, WhatIsNotACallIsTextAndParallelCallsCanBeRefused) {
   ASSERT_EQ(j["tool_calls"].size(), 1u) << r->body;
   EXPECT_EQ(json::parse(j["tool_calls"][0]["function"]["arguments"].get<std::string>()),
             json::parse(R"({"a": 1})"));
+}
+
+// A tool conversation sent the OpenAI way (arguments as JSON text, ids) reaches the real Qwen3 and
+// DeepSeek-V3 templates in the forms they take (objects and "" content for Qwen3, text and null content
+// for DeepSeek-V3) and renders as Jinja2 renders it from transformers' messages (tests/data/chat).
+TEST(ToolUse, OpenAiToolTurnsRenderThroughRealTemplatesAsTransformersDoes) {
+  const json fx =
+      json::parse(test::read_text(std::filesystem::path(MX8_SOURCE_DIR) / "tests/data/chat/fixtures.json"));
+  auto dialect = server::openai_chat_dialect();
+  int checked = 0;
+  for (const json& c : fx["cases"]) {
+    if (c["conversation"] != "tools" || c["variables"]["add_generation_prompt"] != true) continue;
+    const json& t = fx["templates"][c["template"].get<std::string>()];
+    const runtime::ChatTemplate tmpl(t["source"], t["bos_token"], t["eos_token"]);
+    json messages = c["messages"];
+    int id = 0;
+    for (json& m : messages) {
+      if (m.contains("tool_calls"))
+        for (json& call : m["tool_calls"]) {
+          json& args = call["function"]["arguments"];
+          if (!args.is_string()) args = runtime::json_text(args);
+          call["id"] = "call_" + std::to_string(id++);
+        }
+      if (m["role"] == "tool") m["tool_call_id"] = "call_0";
+    }
+    json body = {{"messages", messages}};
+    if (c["variables"].contains("tools")) body["tools"] = c["variables"]["tools"];
+    const server::ApiRequest r = dialect->parse(body, {});
+    json variables = c["variables"];
+    const runtime::ToolFormat format = runtime::probe_tool_format(tmpl);
+    EXPECT_EQ(tmpl.render(format.template_messages(r.messages), variables), c["expected"].get<std::string>())
+        << c["template"];
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2);  // qwen3 and deepseek_v3
 }
 
 TEST(ToolUse, ATemplateWithoutToolsRefusesThem) {

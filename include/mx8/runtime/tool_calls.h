@@ -48,10 +48,19 @@ struct ToolFormat {
   // arguments start, around kProbeName: what a reply must begin with to be that call.
   std::string before_name, between_name_and_arguments;
 
+  // `messages` (as ChatTemplate::render takes them, calls with object arguments and "" content) with
+  // each assistant turn's calls in the forms this template takes.
+  nlohmann::ordered_json template_messages(nlohmann::ordered_json messages) const;
+
   // The text that starts a reply which must call a tool: `name`'s call up to its arguments, or where
   // `name` is empty, any call up to the function's name.
   std::string forced_call_prefix(const std::string& name) const;
 };
+
+// `j` as JSON text the way Python's json.dumps writes it (", " and ": " between items, non-ASCII
+// kept): how chat templates (tojson) and the models trained on them write a call's arguments, so the
+// text a client is given back renders as the model wrote it.
+std::string json_text(const nlohmann::ordered_json& j);
 
 // Renders probe conversations through `t`. Never throws: a template that fails on the probes has no
 // tool support (renders_tools false, syntax none).

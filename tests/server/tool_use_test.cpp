@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <optional>
 
@@ -49,7 +50,7 @@ struct ToolServer {
   }
   // The next reply is `text`, then the end of the turn: as byte tokens (<0x41>...), which decode to
   // their bytes alone, with no leading space wherever the reply starts.
-  void reply(const std::string& text) {
+  void reply(const std::string& text, bool every_time = false) {
     std::vector<int32_t> ids;
     for (unsigned char c : text) {
       char piece[8];
@@ -59,7 +60,7 @@ struct ToolServer {
       ids.push_back(*id);
     }
     ids.push_back(stories().tok->eos_id());
-    be.script(std::move(ids));
+    be.script(std::move(ids), every_time);
   }
   httplib::Result post(const std::string& path, const json& body) { return served->post(path, body.dump()); }
 };
@@ -347,6 +348,27 @@ TEST(ToolUse, ATemplateWithoutToolsRefusesThem) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 400);
   EXPECT_NE(r->body.find("does not show tool calls in a form mx8 reads"), std::string::npos) << r->body;
+}
+
+// The official client libraries read the calls (tests/server/sdk/tool_calls.mjs), as their users do.
+TEST(ToolUse, OfficialClientLibrariesReadTheCalls) {
+  const std::string sdk = std::string(MX8_SOURCE_DIR) + "/tests/server/sdk";
+  if (std::system("node --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "node is not installed";
+  if (!std::filesystem::exists(sdk + "/node_modules/openai") ||
+      !std::filesystem::exists(sdk + "/node_modules/@anthropic-ai/sdk"))
+    GTEST_SKIP() << "the client libraries are not installed: npm ci --prefix " << sdk;
+  ToolServer t;
+  t.reply(kCallReply, /*every_time=*/true);
+  const std::string cmd = "MX8_SERVER_URL=http://127.0.0.1:" + std::to_string(t.served->port) + " node '" +
+                          sdk + "/tool_calls.mjs' 2>&1";
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = pclose(p);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("all checks passed"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -5,14 +5,17 @@
 // (up to 4 strings), stream and stream_options.include_usage; mx8 adds top_k, min_p and
 // repetition_penalty; logprobs and top_logprobs (0..20); n (1..128 choices, each its own sample: the
 // request's seed + i for choice i); logit_bias (token id -> -100..100, added to the logits before the
-// penalties). Tools (and the legacy functions and function_call), tool calls in the history, non-text
-// modalities, audio and non-text response formats are refused. Completions:
+// penalties); tools, tool_choice, parallel_tool_calls, an assistant turn's tool_calls and tool turns
+// (the server reads calls out of replies where the chat template allows: http_server.cpp). The legacy
+// functions and function_call, non-text modalities, audio and non-text response formats are refused.
+// Completions:
 // prompt (a string or token ids, or several: n choices each, prompt by prompt), the same sampling
 // fields, logprobs (0..5), echo (the reply starts with the prompt, and with logprobs so do its
 // log-probabilities, the first token's null; streamed, in the first chunk), best_of only equal to n.
 // Log-probabilities are of the model's distribution (before penalties and temperature), one entry per
 // generated token but an end-of-turn token; the completions' alternatives always hold the chosen token.
-// finish_reason: "stop" (end of turn or a stop string), "length" (the token limit or the context).
+// finish_reason: "stop" (end of turn or a stop string), "tool_calls", "length" (the token limit or the
+// context).
 // Streams end with "data: [DONE]".
 #include <algorithm>
 #include <climits>

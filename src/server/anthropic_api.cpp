@@ -40,24 +40,16 @@ const char* stop_reason(const ApiResult& r) {
 // tools, tool_choice (with its disable_parallel_tool_use).
 ToolRequest read_tools(const json& body) {
   ToolRequest t;
-  if (body.contains("tools") && !body["tools"].is_null()) {
-    const json& tools = body["tools"];
-    if (!tools.is_array()) throw ApiError(400, "'tools' must be an array", "tools");
-    for (size_t i = 0; i < tools.size(); ++i) {
-      const std::string at = "tools." + std::to_string(i);
-      const json& tool = tools[i];
-      if (!tool.is_object()) throw ApiError(400, "'" + at + "' must be an object", at);
-      if (const json type = tool.value("type", json("custom")); type != "custom")
-        throw ApiError(
-            400, "'" + at + "' is a server tool (type " + type.dump() + "), which this server does not run",
-            at + ".type");
-      const std::string name = fields::tool_name(tool, at);
-      if (!tool.contains("input_schema") || !tool["input_schema"].is_object())
-        throw ApiError(400, "'" + at + ".input_schema' must be a JSON schema object", at + ".input_schema");
-      t.tools.push_back(
-          fields::template_tool(name, tool.value("description", json()), tool["input_schema"], at));
-    }
-  }
+  t.tools = fields::tool_list(body, true, [](const json& tool, const std::string& at) {
+    if (const json type = tool.value("type", json("custom")); type != "custom")
+      throw ApiError(
+          400, "'" + at + "' is a server tool (type " + type.dump() + "), which this server does not run",
+          at + ".type");
+    const std::string name = fields::tool_name(tool, at);
+    if (!tool.contains("input_schema") || !tool["input_schema"].is_object())
+      throw ApiError(400, "'" + at + ".input_schema' must be a JSON schema object", at + ".input_schema");
+    return fields::template_tool(name, tool.value("description", json()), tool["input_schema"], at);
+  });
   if (body.contains("tool_choice") && !body["tool_choice"].is_null()) {
     const json& c = body["tool_choice"];
     const std::string type = c.is_object() && c.contains("type") && c["type"].is_string() ? c["type"] : "";

@@ -180,6 +180,20 @@ json template_tool(const std::string& name, const json& description, const json&
   return {{"type", "function"}, {"function", std::move(function)}};
 }
 
+json tool_list(const json& body, bool dotted,
+               const std::function<json(const json&, const std::string&)>& one) {
+  json out = json::array();
+  const json* tools = find(body, "tools");
+  if (!tools) return out;
+  if (!tools->is_array()) throw ApiError(400, "'tools' must be an array", "tools");
+  for (size_t i = 0; i < tools->size(); ++i) {
+    const std::string at = dotted ? "tools." + std::to_string(i) : "tools[" + std::to_string(i) + "]";
+    if (!(*tools)[i].is_object()) throw ApiError(400, "'" + at + "' must be an object", at);
+    out.push_back(one((*tools)[i], at));
+  }
+  return out;
+}
+
 void check_tools(const ToolRequest& t, const char* choice_field) {
   std::set<std::string> names;
   for (size_t i = 0; i < t.tools.size(); ++i)

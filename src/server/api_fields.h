@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -43,6 +44,11 @@ std::string tool_name(const nlohmann::ordered_json& obj, const std::string& wher
 // "parameters"}}. `description` and `parameters` may be null (left out); parameters must be an object.
 nlohmann::ordered_json template_tool(const std::string& name, const nlohmann::ordered_json& description,
                                      const nlohmann::ordered_json& parameters, const std::string& where);
+// The request's `tools` (absent or null: none), each read into a template tool by `one(tool, where)`,
+// `where` naming the entry as the API does ("tools.0" when `dotted`, else "tools[0]").
+nlohmann::ordered_json tool_list(
+    const nlohmann::ordered_json& body, bool dotted,
+    const std::function<nlohmann::ordered_json(const nlohmann::ordered_json&, const std::string&)>& one);
 // Checks a request's tools as a whole: names unique, a named choice among them, and a choice that
 // needs a tool (required, named) only with tools. `choice_field` names the field in errors.
 void check_tools(const ToolRequest& t, const char* choice_field);

@@ -142,22 +142,16 @@ json completion_logprobs(const std::vector<TokenLogprob>* lp) {
 // tools, tool_choice and parallel_tool_calls.
 ToolRequest read_tools(const json& body) {
   ToolRequest t;
-  if (body.contains("tools") && !body["tools"].is_null()) {
-    const json& tools = body["tools"];
-    if (!tools.is_array()) throw ApiError(400, "'tools' must be an array", "tools");
-    for (size_t i = 0; i < tools.size(); ++i) {
-      const std::string at = "tools[" + std::to_string(i) + "]";
-      const json& tool = tools[i];
-      if (!tool.is_object() || tool.value("type", json()) != "function")
-        throw ApiError(400, "'" + at + ".type' must be \"function\"", at + ".type");
-      if (!tool.contains("function") || !tool["function"].is_object())
-        throw ApiError(400, "'" + at + ".function' must be an object", at + ".function");
-      const json& f = tool["function"];
-      const std::string where = at + ".function";
-      t.tools.push_back(fields::template_tool(fields::tool_name(f, where), f.value("description", json()),
-                                              f.value("parameters", json()), where));
-    }
-  }
+  t.tools = fields::tool_list(body, false, [](const json& tool, const std::string& at) {
+    if (tool.value("type", json()) != "function")
+      throw ApiError(400, "'" + at + ".type' must be \"function\"", at + ".type");
+    if (!tool.contains("function") || !tool["function"].is_object())
+      throw ApiError(400, "'" + at + ".function' must be an object", at + ".function");
+    const json& f = tool["function"];
+    const std::string where = at + ".function";
+    return fields::template_tool(fields::tool_name(f, where), f.value("description", json()),
+                                 f.value("parameters", json()), where);
+  });
   if (body.contains("tool_choice") && !body["tool_choice"].is_null()) {
     const json& c = body["tool_choice"];
     if (c == "none")

@@ -5,6 +5,7 @@
 
 #include "mx8/util/json_parse.h"
 #include "runtime/chat_template_value.h"
+#include "runtime/marker_scan.h"
 
 namespace mx8::runtime {
 namespace {
@@ -37,10 +38,6 @@ Markers markers(ToolSyntax s) {
     default:
       return {"", ""};
   }
-}
-
-bool is_space(char c) {
-  return c == ' ' || c == '\n' || c == '\t' || c == '\r';
 }
 
 std::string_view trim(std::string_view s) {
@@ -170,13 +167,6 @@ std::optional<std::vector<ToolCall>> region_calls(ToolSyntax s, std::string_view
     default:
       return std::nullopt;
   }
-}
-
-// The longest suffix of `text` that is a proper prefix of `marker`.
-size_t partial_marker(std::string_view text, std::string_view marker) {
-  for (size_t k = std::min(text.size(), marker.size() - 1); k > 0; --k)
-    if (text.substr(text.size() - k) == marker.substr(0, k)) return k;
-  return 0;
 }
 
 }  // namespace
@@ -346,8 +336,7 @@ void ToolCallParser::step(Piece& out, bool at_end) {
       return;
     }
     // Hold back what may be the start of a call: a partial marker, and the whitespace before it.
-    size_t cut = buf_.size() - partial_marker(buf_, m.open);
-    while (cut > 0 && is_space(buf_[cut - 1])) --cut;
+    const size_t cut = safe_end(buf_, m.open);
     out.text += buf_.substr(0, cut);
     buf_.erase(0, cut);
     return;

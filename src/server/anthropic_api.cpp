@@ -5,8 +5,9 @@
 // (ignored); mx8 adds min_p, repetition_penalty and seed. A last message from the assistant is a
 // prefill: the reply continues it and does not repeat it. tools (client tools: name, description,
 // input_schema), tool_choice (auto, any, tool, none; disable_parallel_tool_use), and tool_use and
-// tool_result blocks in the conversation. Images, documents, server tools and thinking (other than
-// {"type": "disabled"}) are refused.
+// tool_result blocks in the conversation; thinking ({"type": "enabled", "budget_tokens"} or
+// "disabled", for the template's enable_thinking), thinking blocks in the conversation. Images,
+// documents and server tools are refused.
 // stop_reason: "end_turn", "tool_use", "max_tokens" (the token limit or the context), "stop_sequence"
 // (with stop_sequence set). Streams send message_start, content_block_start, ping, content_block_delta
 // (text_delta) events, content_block_stop, message_delta (stop reason and output tokens), message_stop;
@@ -99,6 +100,11 @@ void add_turns(const json& m, const std::string& role, const std::string& at, js
                      {"tool_call_id", fields::string_member(block, "tool_use_id", b)},
                      {"content", tool_result_text(block, b)}});
       results = true;
+    } else if ((type == "thinking" || type == "redacted_thinking") && role == "assistant") {
+      // Earlier reasoning: the template decides whether to show it (Qwen3 shows only the last turn's).
+      if (type == "thinking")
+        turn["reasoning_content"] =
+            turn.value("reasoning_content", "") + fields::string_member(block, "thinking", b);
     } else if (type == "tool_use" && role == "assistant") {
       if (!block.contains("input") || !block["input"].is_object())
         throw ApiError(400, "'" + b + ".input' must be an object", b + ".input");
@@ -153,15 +159,26 @@ class Anthropic : public Dialect {
     r.stop = fields::strings(body, "stop_sequences", 64);
     r.stream = fields::boolean(body, "stream").value_or(false);
     r.tools = read_tools(body);
-    // Extended thinking: {"type": "disabled"} asks for what this server does; any other type asks
-    // for thinking blocks, which it cannot produce.
+    // Extended thinking: {"type": "enabled", "budget_tokens": N} asks a model that thinks to (its
+    // reasoning comes back as thinking blocks); "disabled", or no field, asks it not to. Either reaches
+    // the template as enable_thinking and thinking (Qwen3's and DeepSeek-V3.1's switches). The budget
+    // is checked as Anthropic checks it, not enforced: reasoning counts against max_tokens.
+    bool thinking = false;
     if (auto t = body.find("thinking"); t != body.end() && !t->is_null()) {
       if (!t->is_object() || !t->contains("type") || !(*t)["type"].is_string())
         throw ApiError(400, "'thinking' must be an object with a string 'type'", "thinking");
-      if ((*t)["type"] != "disabled")
-        throw ApiError(400, "'thinking' of type " + (*t)["type"].dump() + " is not supported by this server",
+      thinking = (*t)["type"] == "enabled";
+      if (!thinking && (*t)["type"] != "disabled")
+        throw ApiError(400, "'thinking.type' must be \"enabled\" or \"disabled\", not " + (*t)["type"].dump(),
                        "thinking");
+      if (thinking) {
+        const auto budget = fields::integer(*t, "budget_tokens", 1024, 1 << 30);
+        if (!budget || *budget >= *max_tokens)
+          throw ApiError(400, "'thinking.budget_tokens' must be at least 1024 and less than 'max_tokens'",
+                         "thinking.budget_tokens");
+      }
     }
+    r.template_variables = {{"enable_thinking", thinking}, {"thinking", thinking}};
     if (body.contains("system") && !body["system"].is_null()) {
       const std::string system = fields::text_content(body["system"], "system");
       if (!system.empty()) r.messages.push_back({{"role", "system"}, {"content", system}});
@@ -200,6 +217,8 @@ class Anthropic : public Dialect {
                 const ApiResult& total) const override {
     const ApiResult& r = choices.at(0);  // one: the request has no `n`
     json out = message(m, total.prompt_tokens, total.completion_tokens);
+    if (!r.reasoning.empty())
+      out["content"].push_back({{"type", "thinking"}, {"thinking", r.reasoning}, {"signature", ""}});
     if (!r.text.empty() || r.tool_calls.empty())
       out["content"].push_back({{"type", "text"}, {"text", r.text}});
     for (const runtime::ToolCall& c : r.tool_calls)
@@ -217,19 +236,22 @@ class Anthropic : public Dialect {
                            std::vector<StreamState>& choices) const override {
     std::string s =
         sse_event("message_start", {{"type", "message_start"}, {"message", message(m, prompt_tokens, 0)}});
-    if (!choices.at(0).lazy_text) s += open_text(choices[0]);
+    if (!choices.at(0).lazy_text) s += open_block(choices[0], StreamState::Block::text);
     return s + sse_event("ping", {{"type", "ping"}});
   }
   std::string stream_text(const ResponseMeta&, int, const std::string& text, const std::vector<TokenLogprob>*,
                           StreamState& st) const override {
-    std::string s = st.text_open ? "" : open_text(st);
-    return s + sse_event("content_block_delta", {{"type", "content_block_delta"},
-                                                 {"index", st.blocks - 1},
-                                                 {"delta", {{"type", "text_delta"}, {"text", text}}}});
+    std::string s = open_block(st, StreamState::Block::text);  // first: it numbers the block
+    return s + delta(st, {{"type", "text_delta"}, {"text", text}});
+  }
+  std::string stream_reasoning(const ResponseMeta&, int, const std::string& text,
+                               StreamState& st) const override {
+    std::string s = open_block(st, StreamState::Block::thinking);
+    return s + delta(st, {{"type", "thinking_delta"}, {"thinking", text}});
   }
   std::string stream_tool_call(const ResponseMeta&, int, const runtime::ToolCall& c,
                                StreamState& st) const override {
-    std::string s = close_text(st);
+    std::string s = close_block(st);
     const int index = st.blocks++;
     ++st.calls;
     s += sse_event("content_block_start",
@@ -246,8 +268,8 @@ class Anthropic : public Dialect {
   }
   // The last block closes; a reply of nothing has one empty text block, as its whole response has.
   std::string stream_choice_end(const ResponseMeta&, int, const ApiResult&, StreamState& st) const override {
-    std::string s = st.blocks == 0 ? open_text(st) : "";
-    return s + close_text(st);
+    std::string s = st.blocks == 0 ? open_block(st, StreamState::Block::text) : "";
+    return s + close_block(st);
   }
   std::string stream_end(const ResponseMeta&, const ApiResult& r, bool) const override {
     json delta = {
@@ -263,16 +285,25 @@ class Anthropic : public Dialect {
   }
 
  private:
-  static std::string open_text(StreamState& st) {
-    st.text_open = true;
-    return sse_event("content_block_start", {{"type", "content_block_start"},
-                                             {"index", st.blocks++},
-                                             {"content_block", {{"type", "text"}, {"text", ""}}}});
+  // Opens a block of `type` unless one is open (closing a block of another type first).
+  static std::string open_block(StreamState& st, StreamState::Block type) {
+    if (st.open == type) return "";
+    std::string s = close_block(st);
+    st.open = type;
+    json block = type == StreamState::Block::text
+                     ? json{{"type", "text"}, {"text", ""}}
+                     : json{{"type", "thinking"}, {"thinking", ""}, {"signature", ""}};
+    return s + sse_event("content_block_start",
+                         {{"type", "content_block_start"}, {"index", st.blocks++}, {"content_block", block}});
   }
-  static std::string close_text(StreamState& st) {
-    if (!st.text_open) return "";
-    st.text_open = false;
+  static std::string close_block(StreamState& st) {
+    if (st.open == StreamState::Block::none) return "";
+    st.open = StreamState::Block::none;
     return sse_event("content_block_stop", {{"type", "content_block_stop"}, {"index", st.blocks - 1}});
+  }
+  static std::string delta(const StreamState& st, json d) {
+    return sse_event("content_block_delta",
+                     {{"type", "content_block_delta"}, {"index", st.blocks - 1}, {"delta", std::move(d)}});
   }
   static json message(const ResponseMeta& m, int input_tokens, int output_tokens) {
     return {{"id", m.id},

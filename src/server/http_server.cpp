@@ -16,9 +16,11 @@
 #include <optional>
 #include <thread>
 
+#include "mx8/runtime/reasoning.h"
 #include "mx8/server/api.h"
 #include "mx8/util/json_parse.h"
 #include "server/client_connection.h"
+#include "server/reply_reader.h"
 
 namespace mx8::server {
 
@@ -105,8 +107,10 @@ struct HttpServer::Impl {
   std::unique_ptr<Dialect> openai_completion = openai_completion_dialect();
   std::unique_ptr<Dialect> anthropic = anthropic_dialect();
 
-  // What the chat template does with tools (found once, by rendering probes through it).
+  // What the chat template does with tools (found once, by rendering probes through it), and whether
+  // it has <think> blocks.
   const runtime::ToolFormat tool_format;
+  const bool thinks;
 
   Impl(GenerationService& s, const runtime::Tokenizer& t, const runtime::ChatTemplate* c,
        const ServerOptions& o)
@@ -114,7 +118,8 @@ struct HttpServer::Impl {
         tok(t),
         tmpl(c),
         opts(o),
-        tool_format(c ? runtime::probe_tool_format(*c) : runtime::ToolFormat{}) {}
+        tool_format(c ? runtime::probe_tool_format(*c) : runtime::ToolFormat{}),
+        thinks(c && runtime::template_thinks(c->source())) {}
 
   // Whether the request's tools or tool turns can be given to this model: its template must put tools
   // into the prompt (where any are offered) and show calls in a syntax that can be read back.
@@ -151,15 +156,19 @@ struct HttpServer::Impl {
     return "";
   }
 
-  // The calls in a finished reply (its text keeps the rest), with ids; the first alone where the
-  // request allows one.
-  void read_calls(ApiResult& r, const ApiRequest& ar, const Dialect& d) const {
-    runtime::ToolCallParser parser(tool_format.syntax);
-    parser.prime(forced_call(ar));
-    runtime::ToolCallParser::Piece a = parser.feed(r.text), b = parser.finish();
-    r.text = a.text + b.text;
-    for (auto* piece : {&a, &b})
-      for (runtime::ToolCall& c : piece->calls) take_call(std::move(c), ar, d, r.tool_calls);
+  // How a reply to `r` is read: reasoning where the template thinks (chat only), tool calls where
+  // tools are offered. `opened`: the prompt ends inside a <think> block.
+  ReplyReader reader(const ApiRequest& r, bool opened) const {
+    return ReplyReader(thinks && r.prompts.empty(), opened,
+                       r.tools.offered() ? tool_format.syntax : runtime::ToolSyntax::none, forced_call(r));
+  }
+  // A finished reply's reasoning, calls (with ids; the first alone where the request allows one) and
+  // the text that is left.
+  void read_reply(ApiResult& r, const ApiRequest& ar, bool opened, const Dialect& d) const {
+    ReplyReader::Piece p = reader(ar, opened).read(r.text, true);
+    r.reasoning = std::move(p.reasoning);
+    r.text = std::move(p.text);
+    for (runtime::ToolCall& c : p.calls) take_call(std::move(c), ar, d, r.tool_calls);
   }
   static bool take_call(runtime::ToolCall c, const ApiRequest& ar, const Dialect& d,
                         std::vector<runtime::ToolCall>& calls) {
@@ -171,7 +180,7 @@ struct HttpServer::Impl {
 
   // The prompts' token ids: the chat template's rendering (it writes BOS where the model wants it), or
   // each completion prompt, text with the tokenizer's own framing or ids as given.
-  std::vector<std::vector<int32_t>> prompt_ids(const ApiRequest& r) const {
+  std::vector<std::vector<int32_t>> prompt_ids(const ApiRequest& r, bool* opened = nullptr) const {
     runtime::EncodeOptions enc;
     std::vector<std::vector<int32_t>> out;
     for (const PromptInput& p : r.prompts) out.push_back(p.ids ? *p.ids : tok.encode(*p.text, enc));
@@ -181,10 +190,12 @@ struct HttpServer::Impl {
                      "this model has no chat template; start mx8 serve with --template FILE, or send a raw "
                      "prompt to /v1/completions");
     check_tool_use(r);
-    json variables = {{"add_generation_prompt", true}};
+    json variables = r.template_variables;
+    variables["add_generation_prompt"] = true;
     if (r.tools.offered()) variables["tools"] = r.tools.tools;
     std::string text = tmpl->render(tool_format.template_messages(r.messages), variables) +
                        r.assistant_prefix + forced_call(r);
+    if (opened) *opened = runtime::opens_thinking(text);
     enc.add_special = false;
     return {tok.encode(text, enc)};
   }
@@ -290,9 +301,10 @@ struct HttpServer::Impl {
     std::vector<std::shared_ptr<Generation>> gens;
     std::vector<std::vector<int32_t>> echoed;
     int prompt_tokens = 0;
+    bool opened = false;  // the chat prompt ends inside a <think> block
     try {
       ar = d.parse(parse_body(body), opts.sampling);
-      for (std::vector<int32_t>& prompt : prompt_ids(ar)) {
+      for (std::vector<int32_t>& prompt : prompt_ids(ar, &opened)) {
         prompt_tokens += int(prompt.size());
         for (int i = 0; i < ar.n; ++i) {
           GenerationJob job;
@@ -335,7 +347,7 @@ struct HttpServer::Impl {
           record(req.path, "disconnected", meta.id);
           return;  // nobody reads a reply
         }
-        if (ar.tools.offered()) read_calls(*r, ar, d);
+        if (ar.prompts.empty()) read_reply(*r, ar, opened, d);
         results.push_back(std::move(*r));
         record_end(req.path, meta, false, gens[i]->prompt_tokens(), u, start);
         if (u.reason == StopReason::error || u.reason == StopReason::cancelled) {
@@ -356,7 +368,7 @@ struct HttpServer::Impl {
     const bool include_usage = ar.include_usage;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, gens, echoed, meta, dp, include_usage, logprobs, start, prompt_tokens, ar,
+        [this, gens, echoed, meta, dp, include_usage, logprobs, start, prompt_tokens, ar, opened,
          endpoint = req.path](size_t, httplib::DataSink& sink) {
           auto gone = [&] {  // the client went away
             for (auto& g : gens) g->cancel();
@@ -367,12 +379,11 @@ struct HttpServer::Impl {
             return s.empty() || sink.write(s.data(), s.size()) || gone();
           };
           std::vector<StreamState> states(gens.size());
-          std::vector<runtime::ToolCallParser> parsers;
+          std::vector<ReplyReader> readers;
           std::vector<std::vector<runtime::ToolCall>> calls(gens.size());
           for (StreamState& st : states) {
-            st.lazy_text = ar.tools.offered();
-            parsers.emplace_back(ar.tools.offered() ? tool_format.syntax : runtime::ToolSyntax::none);
-            parsers.back().prime(forced_call(ar));
+            st.lazy_text = ar.tools.offered() || (thinks && ar.prompts.empty());
+            readers.push_back(reader(ar, opened));
           }
           if (!send(dp->stream_start(meta, prompt_tokens, states))) return false;
           // The choices advance together (one engine step makes a token of each): wait on the first
@@ -402,12 +413,10 @@ struct HttpServer::Impl {
                 lps = echo_of(echoed[i], u.prompt_logprobs, text, offsets[i]);
                 echo_sent[i] = true;
               }
-              runtime::ToolCallParser::Piece piece = parsers[i].feed(u.text);
-              if (u.finished) {
-                runtime::ToolCallParser::Piece tail = parsers[i].finish();
-                piece.text += tail.text;
-                for (runtime::ToolCall& c : tail.calls) piece.calls.push_back(std::move(c));
-              }
+              ReplyReader::Piece piece = readers[i].read(u.text, u.finished);
+              if (!piece.reasoning.empty() &&
+                  !send(dp->stream_reasoning(meta, int(i), piece.reasoning, states[i])))
+                return false;
               text += piece.text;
               for (TokenLogprob& t : shown(u.logprobs, offsets[i], gens[i]->continues_text()))
                 lps.push_back(std::move(t));

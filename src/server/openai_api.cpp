@@ -6,7 +6,9 @@
 // repetition_penalty; logprobs and top_logprobs (0..20); n (1..128 choices, each its own sample: the
 // request's seed + i for choice i); logit_bias (token id -> -100..100, added to the logits before the
 // penalties); tools, tool_choice, parallel_tool_calls, an assistant turn's tool_calls and tool turns
-// (the server reads calls out of replies where the chat template allows: http_server.cpp). The legacy
+// (the server reads calls out of replies where the chat template allows: http_server.cpp);
+// chat_template_kwargs and reasoning_effort (template variables), an assistant turn's
+// reasoning_content, and a thinking model's reasoning in message.reasoning_content. The legacy
 // functions and function_call, non-text modalities, audio and non-text response formats are refused.
 // Completions:
 // prompt (a string or token ids, or several: n choices each, prompt by prompt), the same sampling
@@ -173,6 +175,35 @@ ToolRequest read_tools(const json& body) {
   return t;
 }
 
+// Variables for the chat template: chat_template_kwargs (vLLM's and SGLang's field, e.g.
+// {"enable_thinking": false} for Qwen3) and reasoning_effort ("none" and "minimal" switch a thinking
+// model's reasoning off, "low" to "high" on: enable_thinking and thinking, which Qwen3's and
+// DeepSeek-V3.1's templates read); chat_template_kwargs wins where both set one.
+json template_variables(const json& body) {
+  json vars = json::object();
+  if (body.contains("reasoning_effort") && !body["reasoning_effort"].is_null()) {
+    const json& e = body["reasoning_effort"];
+    const bool off = e == "none" || e == "minimal";
+    if (!off && e != "low" && e != "medium" && e != "high")
+      throw ApiError(400, "'reasoning_effort' must be \"none\", \"minimal\", \"low\", \"medium\" or \"high\"",
+                     "reasoning_effort");
+    vars = {{"enable_thinking", !off}, {"thinking", !off}};
+  }
+  if (body.contains("chat_template_kwargs") && !body["chat_template_kwargs"].is_null()) {
+    const json& k = body["chat_template_kwargs"];
+    if (!k.is_object())
+      throw ApiError(400, "'chat_template_kwargs' must be an object", "chat_template_kwargs");
+    for (const auto& [name, value] : k.items()) {
+      if (name == "messages" || name == "tools" || name == "add_generation_prompt" || name == "bos_token" ||
+          name == "eos_token")
+        throw ApiError(400, "'chat_template_kwargs' may not set '" + name + "' (the request sets it)",
+                       "chat_template_kwargs");
+      vars[name] = value;
+    }
+  }
+  return vars;
+}
+
 // An assistant turn's tool_calls in the history: [{"id", "type": "function", "function": {"name",
 // "arguments": JSON text}}], the arguments read into objects for the template.
 json history_calls(const json& calls, const std::string& where) {
@@ -219,6 +250,7 @@ class OpenAiChat : public OpenAiBase {
     else if (top)
       throw ApiError(400, "'top_logprobs' needs 'logprobs' to be true", "top_logprobs");
     r.tools = read_tools(body);
+    r.template_variables = template_variables(body);
     // The legacy form of tools (deprecated for `tools`); "none" asks for no call.
     if (body.contains("functions") && !body["functions"].is_null() && !body["functions"].empty())
       throw ApiError(400, "'functions' is not supported by this server; offer them as 'tools'", "functions");
@@ -257,6 +289,8 @@ class OpenAiChat : public OpenAiBase {
       if (!empty_ok && !m.contains("content"))
         throw ApiError(400, "'" + at + ".content' is required", at + ".content");
       out["content"] = empty_ok ? "" : fields::text_content(m["content"], at + ".content");
+      if (role == "assistant" && m.contains("reasoning_content") && !m["reasoning_content"].is_null())
+        out["reasoning_content"] = fields::string_member(m, "reasoning_content", at);
       if (role == "assistant" && m.contains("tool_calls") && !m["tool_calls"].is_null() &&
           !m["tool_calls"].empty())
         out["tool_calls"] = history_calls(m["tool_calls"], at + ".tool_calls");
@@ -276,6 +310,7 @@ class OpenAiChat : public OpenAiBase {
     for (size_t i = 0; i < choices.size(); ++i) {
       const ApiResult& r = choices[i];
       json message = {{"role", "assistant"}, {"content", r.text}};
+      if (!r.reasoning.empty()) message["reasoning_content"] = r.reasoning;
       if (!r.tool_calls.empty()) {
         if (r.text.empty()) message["content"] = nullptr;  // calls alone, as OpenAI sends them
         message["tool_calls"] = json::array();
@@ -298,6 +333,10 @@ class OpenAiChat : public OpenAiBase {
   std::string stream_text(const ResponseMeta& m, int index, const std::string& text,
                           const std::vector<TokenLogprob>* logprobs, StreamState&) const override {
     return sse_event("", chunk(m, index, {{"content", text}}, nullptr, chat_logprobs(logprobs)));
+  }
+  std::string stream_reasoning(const ResponseMeta& m, int index, const std::string& text,
+                               StreamState&) const override {
+    return sse_event("", chunk(m, index, {{"reasoning_content", text}}, nullptr));
   }
   // A whole call in one chunk (clients join a call's pieces by its index; this server has each call
   // only once it is complete).

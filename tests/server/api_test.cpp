@@ -384,13 +384,26 @@ TEST(Anthropic, RefusesWhatItCannotDoNamingTheField) {
       "messages");  // only a prefill: no user turn
   EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "tools": [{"name": "f"}])")), "tools.0.input_schema");
   // Extended thinking: refused unless disabled (the server produces no thinking blocks).
+  // Thinking: a budget of 1024 or more and below max_tokens, as Anthropic's API wants it.
   EXPECT_EQ(
       refused_field(*d, with(R"("max_tokens": 10, "thinking": {"type": "enabled", "budget_tokens": 1024})")),
-      "thinking");
+      "thinking.budget_tokens");
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 2000, "thinking": {"type": "enabled"})")),
+            "thinking.budget_tokens");
+  EXPECT_EQ(
+      refused_field(*d, with(R"("max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 100})")),
+      "budget_tokens");
+  EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "thinking": {"type": "adaptive"})")), "thinking");
+  EXPECT_EQ(d->parse(with(R"("max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1024})"),
+                     defaults())
+                .template_variables,
+            json::parse(R"({"enable_thinking": true, "thinking": true})"));
   EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "thinking": "yes")")), "thinking");
   EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "thinking": {})")), "thinking");
   EXPECT_EQ(refused_field(*d, with(R"("max_tokens": 10, "thinking": {"type": 1})")), "thinking");
-  EXPECT_NO_THROW(d->parse(with(R"("max_tokens": 10, "thinking": {"type": "disabled"})"), defaults()));
+  EXPECT_EQ(
+      d->parse(with(R"("max_tokens": 10, "thinking": {"type": "disabled"})"), defaults()).template_variables,
+      json::parse(R"({"enable_thinking": false, "thinking": false})"));
   EXPECT_EQ(refused_field(*d, json::parse(R"({"max_tokens": 10})")), "messages");
   EXPECT_EQ(refused_field(*d, json::parse(R"({"max_tokens": 10, "messages": []})")), "messages");
   // A message that is not an object, has no role, or a role that is not a string.
@@ -692,6 +705,40 @@ TEST(ToolCallShapes, OpenAiAndAnthropic) {
   s += anthropic->stream_choice_end(kMeta, 0, ApiResult{}, st.at(0));
   EXPECT_EQ(parse_sse(s).names,
             (std::vector<std::string>{"message_start", "ping", "content_block_start", "content_block_stop"}));
+}
+
+// Template variables (chat_template_kwargs, reasoning_effort) and reasoning in the history and in
+// responses.
+TEST(OpenAiChat, TemplateVariablesAndReasoning) {
+  auto d = mx8::server::openai_chat_dialect();
+  const std::string user = R"("messages": [{"role": "user", "content": "x"}])";
+  auto with = [&](const std::string& extra) { return json::parse("{" + user + ", " + extra + "}"); };
+  EXPECT_EQ(d->parse(with(R"("reasoning_effort": "minimal")"), defaults()).template_variables,
+            json::parse(R"({"enable_thinking": false, "thinking": false})"));
+  EXPECT_EQ(d->parse(with(R"("reasoning_effort": "low", "chat_template_kwargs": {"enable_thinking": false,
+                              "date_string": "1 May"})"),
+                     defaults())
+                .template_variables,
+            json::parse(R"({"enable_thinking": false, "thinking": true, "date_string": "1 May"})"));
+  EXPECT_EQ(d->parse(with(R"("chat_template_kwargs": null)"), defaults()).template_variables, json::object());
+  EXPECT_EQ(refused_field(*d, with(R"("reasoning_effort": "max")")), "reasoning_effort");
+  EXPECT_EQ(refused_field(*d, with(R"("chat_template_kwargs": [1])")), "chat_template_kwargs");
+  EXPECT_EQ(refused_field(*d, with(R"("chat_template_kwargs": {"add_generation_prompt": false})")),
+            "chat_template_kwargs");
+  const ApiRequest r = d->parse(json::parse(R"({"messages": [{"role": "user", "content": "x"},
+      {"role": "assistant", "content": "4", "reasoning_content": "2 + 2"}, {"role": "user", "content": "y"}]})"),
+                                defaults());
+  EXPECT_EQ(r.messages[1],
+            json::parse(R"({"role": "assistant", "content": "4", "reasoning_content": "2 + 2"})"));
+
+  ApiResult reply{"4", StopReason::end_of_turn, "", 3, 5, std::nullopt};
+  reply.reasoning = "2 + 2";
+  EXPECT_EQ(d->response(kMeta, reply)["choices"][0]["message"],
+            json::parse(R"({"role": "assistant", "content": "4", "reasoning_content": "2 + 2"})"));
+  std::vector<StreamState> st(1);
+  EXPECT_EQ(
+      json::parse(parse_sse(d->stream_reasoning(kMeta, 0, "2 +", st[0])).data.at(0))["choices"][0]["delta"],
+      json::parse(R"({"reasoning_content": "2 +"})"));
 }
 
 }  // namespace

@@ -12,7 +12,7 @@
 #include "mx8/runtime/tool_calls.h"
 #include "mx8/server/api.h"
 #include "server/http_fixture.h"
-#include "server/scripted_backend.h"
+#include "server/scripted_server.h"
 #include "tokenizer/tokenizer_test_data.h"
 
 namespace {
@@ -36,41 +36,10 @@ const json kTools = json::parse(R"([{"type": "function", "function": {"name": "a
 const json kAnthropicTools = json::parse(R"([{"name": "add", "description": "a + b",
   "input_schema": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}])");
 
-// stories260K on a backend whose greedy draws follow a script, behind the tool template.
-struct ToolServer {
-  mx8::testing::ScriptedBackend be{*stories().be};
-  std::unique_ptr<model::LlamaModel> model;
-  std::unique_ptr<Served> served;
-  ToolServer() {
-    model::LoadOptions lo;
-    lo.max_tokens_per_step = 32;
-    model = model::load_llama(mx8::testing::kStoriesModel, be, lo);
-    served =
-        std::make_unique<Served>(true, 32u << 20, model.get(), &be, kToolTemplate, /*backend_draws=*/true);
-  }
-  // The next reply is `text`, then the end of the turn: as byte tokens (<0x41>...), which decode to
-  // their bytes alone, with no leading space wherever the reply starts.
-  void reply(const std::string& text, bool every_time = false) {
-    std::vector<int32_t> ids;
-    for (unsigned char c : text) {
-      char piece[8];
-      std::snprintf(piece, sizeof piece, "<0x%02X>", c);
-      const std::optional<int32_t> id = stories().tok->find_token(piece);
-      ASSERT_TRUE(id) << piece;
-      ids.push_back(*id);
-    }
-    ids.push_back(stories().tok->eos_id());
-    be.script(std::move(ids), every_time);
-  }
-  httplib::Result post(const std::string& path, const json& body) { return served->post(path, body.dump()); }
+// stories260K behind the tool template, its greedy draws from a script.
+struct ToolServer : mx8::testing::ScriptedServer {
+  ToolServer() : ScriptedServer(kToolTemplate) {}
 };
-
-// The prompt's length in tokens as the template renders `text`.
-int tokens_of(const std::string& text) {
-  runtime::EncodeOptions enc;
-  enc.add_special = false;
-  return int(stories().tok->encode(text, enc).size());
-}
 
 const std::string kCallReply =
     "Let me add.\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 2, \"b\": 3}}\n</tool_call>";
@@ -87,7 +56,8 @@ TEST(ToolUse, OpenAiChatReturnsTheCallWholeAndStreamed) {
   ASSERT_EQ(r->status, 200) << r->body;
   json j = json::parse(r->body);
   // The tools went into the prompt.
-  EXPECT_EQ(j["usage"]["prompt_tokens"], tokens_of("tools: add\nuser: What is 2+3?\nassistant:"));
+  EXPECT_EQ(j["usage"]["prompt_tokens"],
+            mx8::testing::tokens_of("tools: add\nuser: What is 2+3?\nassistant:"));
   const json& choice = j["choices"][0];
   EXPECT_EQ(choice["finish_reason"], "tool_calls");
   EXPECT_EQ(choice["message"]["content"], "Let me add.");
@@ -135,7 +105,8 @@ TEST(ToolUse, AnthropicReturnsToolUseBlocksWholeAndStreamed) {
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   json j = json::parse(r->body);
-  EXPECT_EQ(j["usage"]["input_tokens"], tokens_of("tools: add\nuser: What is 2+3?\nassistant:"));
+  EXPECT_EQ(j["usage"]["input_tokens"],
+            mx8::testing::tokens_of("tools: add\nuser: What is 2+3?\nassistant:"));
   EXPECT_EQ(j["stop_reason"], "tool_use");
   ASSERT_EQ(j["content"].size(), 2u) << r->body;
   EXPECT_EQ(j["content"][0], json::parse(R"({"type": "text", "text": "Let me add."})"));
@@ -205,7 +176,7 @@ TEST(ToolUse, CallsAndResultsInTheHistoryReachTheTemplate) {
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   json j = json::parse(r->body);
-  EXPECT_EQ(j["usage"]["prompt_tokens"], tokens_of(rendered));
+  EXPECT_EQ(j["usage"]["prompt_tokens"], mx8::testing::tokens_of(rendered));
   EXPECT_EQ(j["choices"][0]["message"]["content"], "It is 5.");
   EXPECT_FALSE(j["choices"][0]["message"].contains("tool_calls"));
   EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
@@ -220,7 +191,7 @@ TEST(ToolUse, CallsAndResultsInTheHistoryReachTheTemplate) {
   r = t.post("/v1/messages/count_tokens", anthropic);
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
-  EXPECT_EQ(json::parse(r->body)["input_tokens"], tokens_of(rendered));
+  EXPECT_EQ(json::parse(r->body)["input_tokens"], mx8::testing::tokens_of(rendered));
 }
 
 // tool_choice that names a tool (or asks for any) starts the reply inside the call.
@@ -238,7 +209,7 @@ TEST(ToolUse, AForcedChoiceStartsTheReplyInsideTheCall) {
   ASSERT_EQ(r->status, 200) << r->body;
   json j = json::parse(r->body);
   EXPECT_EQ(j["usage"]["prompt_tokens"],
-            tokens_of(prompt + " <tool_call>{\"name\": \"add\", \"arguments\": "));
+            mx8::testing::tokens_of(prompt + " <tool_call>{\"name\": \"add\", \"arguments\": "));
   EXPECT_TRUE(j["choices"][0]["message"]["content"].is_null());
   EXPECT_EQ(j["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "add");
   EXPECT_EQ(j["choices"][0]["finish_reason"], "tool_calls");
@@ -253,7 +224,7 @@ TEST(ToolUse, AForcedChoiceStartsTheReplyInsideTheCall) {
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   j = json::parse(r->body);
-  EXPECT_EQ(j["usage"]["input_tokens"], tokens_of(prompt + " <tool_call>{\"name\": \""));
+  EXPECT_EQ(j["usage"]["input_tokens"], mx8::testing::tokens_of(prompt + " <tool_call>{\"name\": \""));
   ASSERT_EQ(j["content"].size(), 1u) << r->body;
   EXPECT_EQ(j["content"][0]["name"], "add");
   EXPECT_EQ(j["content"][0]["input"], json::parse(R"({"a": 1, "b": 1})"));
@@ -359,14 +330,8 @@ TEST(ToolUse, OfficialClientLibrariesReadTheCalls) {
     GTEST_SKIP() << "the client libraries are not installed: npm ci --prefix " << sdk;
   ToolServer t;
   t.reply(kCallReply, /*every_time=*/true);
-  const std::string cmd = "MX8_SERVER_URL=http://127.0.0.1:" + std::to_string(t.served->port) + " node '" +
-                          sdk + "/tool_calls.mjs' 2>&1";
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = pclose(p);
+  int status = -1;
+  const std::string out = mx8::testing::run_node(sdk + "/tool_calls.mjs", t.served->port, &status);
   EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("all checks passed"), std::string::npos) << out;
 }

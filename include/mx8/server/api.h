@@ -69,6 +69,9 @@ struct ApiRequest {
   // "arguments": an object}}]), and a "tool" turn a "tool_call_id".
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
   ToolRequest tools;
+  // Chat: variables for the chat template besides messages, tools and add_generation_prompt (OpenAI
+  // chat_template_kwargs and reasoning_effort, Anthropic thinking: enable_thinking / thinking).
+  nlohmann::ordered_json template_variables = nlohmann::ordered_json::object();
   // Chat: text the reply must start with (an Anthropic request whose last message is the assistant's);
   // it is appended to the rendered prompt and is not repeated in the reply.
   std::string assistant_prefix;
@@ -94,19 +97,20 @@ struct ApiResult {
   int completion_tokens = 0;
   std::optional<std::vector<TokenLogprob>> logprobs;  // when the request asked for them
   std::vector<runtime::ToolCall> tool_calls = {};     // read out of the text (`text` is what is left)
+  std::string reasoning = {};                         // the reply's <think> block, where the model thinks
   // The reply ended by calling tools (not cut off by the token limit or the context).
   bool ended_with_calls() const {
     return !tool_calls.empty() && reason != StopReason::max_tokens && reason != StopReason::context_full;
   }
 };
 
-// What a streamed choice has sent so far: Anthropic numbers its content blocks, and where the request
-// offered tools it opens a text block only when text comes (a reply may be calls alone).
+// What a streamed choice has sent so far: Anthropic numbers its content blocks, and where a reply may
+// hold more than text (tool calls, reasoning) it opens a text block only when text comes.
 struct StreamState {
   bool lazy_text = false;  // set before stream_start: no text block until there is text
-  bool text_open = false;
-  int blocks = 0;  // content blocks opened
-  int calls = 0;   // tool calls sent
+  enum class Block { none, text, thinking } open = Block::none;  // the block being written
+  int blocks = 0;                                                // content blocks opened
+  int calls = 0;                                                 // tool calls sent
 };
 
 // The fields every response carries.
@@ -141,13 +145,17 @@ class Dialect {
   virtual nlohmann::ordered_json error_body(int status, const std::string& message,
                                             const std::string& param) const = 0;
   // Server-sent events of a streamed response: the opening (of one choice per state), a piece of
-  // choice `index`'s text, one of its tool calls, its end, the end of the response (`total`: the token
-  // counts, and for one choice how it ended), an error. `logprobs`: those of the tokens since the
+  // choice `index`'s text or reasoning, one of its tool calls, its end, the end of the response (`total`: the
+  // token counts, and for one choice how it ended), an error. `logprobs`: those of the tokens since the
   // previous piece, when the request asked for them.
   virtual std::string stream_start(const ResponseMeta& m, int prompt_tokens,
                                    std::vector<StreamState>& choices) const = 0;
   virtual std::string stream_text(const ResponseMeta& m, int index, const std::string& text,
                                   const std::vector<TokenLogprob>* logprobs, StreamState& s) const = 0;
+  virtual std::string stream_reasoning(const ResponseMeta& m, int index, const std::string& text,
+                                       StreamState& s) const {
+    throw Error("this endpoint has no reasoning");
+  }
   virtual std::string stream_tool_call(const ResponseMeta& m, int index, const runtime::ToolCall& call,
                                        StreamState& s) const {
     throw Error("this endpoint has no tool calls");

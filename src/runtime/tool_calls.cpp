@@ -280,8 +280,14 @@ void ToolCallParser::step(Piece& out, bool at_end) {
   const Markers m = markers(syntax_);
   for (;;) {
     if (in_call_) {
-      const size_t close = m.close.empty() ? std::string::npos : buf_.find(m.close);
-      if (close == std::string::npos && !at_end) return;
+      // Only the text not searched before (and a marker's length back) can hold the close: a long
+      // call costs its length once, not once per token.
+      const size_t close = m.close.empty() ? std::string::npos : buf_.find(m.close, searched_);
+      if (close == std::string::npos && !at_end) {
+        searched_ = buf_.size() >= m.close.size() ? buf_.size() - m.close.size() + 1 : 0;
+        return;
+      }
+      searched_ = 0;
       const std::string_view region = std::string_view(buf_).substr(0, close);
       if (std::optional<std::vector<ToolCall>> calls = region_calls(syntax_, region)) {
         for (ToolCall& c : *calls) out.calls.push_back(std::move(c));

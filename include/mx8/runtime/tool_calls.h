@@ -91,9 +91,9 @@ class ToolCallParser {
   std::string buf_;          // text not yet returned or consumed
   std::string dropped_ws_;   // whitespace dropped before the call being read (returned if it fails)
   bool in_call_ = false;     // buf_ is the inside of a call region
+  size_t searched_ = 0;      // in a call: where in buf_ the search for its closing marker goes on
   bool after_call_ = false;  // drop whitespace until the next text
   bool seen_text_ = false;   // llama3_json: the reply has started (a call can only be the whole reply)
-  bool priming_ = false;
 };
 
 }  // namespace mx8::runtime

@@ -442,9 +442,11 @@ struct HttpServer::Impl {
               ApiResult r = result_of(u, gens[i]->prompt_tokens(), "");
               r.tool_calls = calls[i];
               total.completion_tokens += r.completion_tokens;
-              if (i == 0)
-                total.reason = r.reason, total.stop_sequence = r.stop_sequence,
+              if (i == 0) {  // how the response ended, where it has one choice
+                total.reason = r.reason;
+                total.stop_sequence = r.stop_sequence;
                 total.tool_calls = r.tool_calls;
+              }
               if (!send(dp->stream_choice_end(meta, int(i), r, states[i]))) return false;
             }
             if (!any && !sink.is_writable()) return gone();

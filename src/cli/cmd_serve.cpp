@@ -16,7 +16,9 @@
 #include "cli/gen_common.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/chat_template.h"
+#include "mx8/runtime/reasoning.h"
 #include "mx8/runtime/tokenizer.h"
+#include "mx8/runtime/tool_calls.h"
 #include "mx8/server/generation_service.h"
 #include "mx8/server/http_server.h"
 
@@ -130,6 +132,17 @@ void serve(ServeOptions& o) {
   std::fprintf(stderr, "mx8 serve: %s as \"%s\", %d positions per request, %d at once%s (+%d waiting)%s\n",
                o.gen.model.c_str(), ho.model_name.c_str(), l.context, o.parallel, pool.c_str(), o.queue,
                tmpl ? "" : "; no chat template: /v1/completions only (or --template FILE)");
+  if (tmpl) {  // what the template allows beyond text (docs/SERVER.md, Tool use and Reasoning)
+    const runtime::ToolFormat tf = runtime::probe_tool_format(*tmpl);
+    const std::string tools =
+        !tf.renders_tools ? "no tools (the template has no place for them)"
+        : tf.syntax == runtime::ToolSyntax::none
+            ? "no tools (the template's calls are in a syntax mx8 does not read)"
+            : std::string("tools, calls in the ") + runtime::tool_syntax_name(tf.syntax) + " syntax";
+    std::fprintf(
+        stderr, "mx8 serve: chat template: %s; %s\n", tools.c_str(),
+        runtime::template_thinks(tmpl->source()) ? "reasoning in <think> blocks" : "no reasoning blocks");
+  }
   std::fprintf(stderr, "mx8 serve: listening on http://%s:%d%s (Ctrl-C stops)\n", o.host.c_str(), port,
                ho.api_key.empty() ? ", no API key" : ", API key from MX8_API_KEY");
   waiter.serving(service, http);

@@ -261,6 +261,7 @@ void ToolCallParser::prime(std::string_view prefix) {
   Piece ignored;
   buf_ += prefix;
   step(ignored, false);
+  dropped_ws_.clear();  // the prompt's, like the text before the call
 }
 
 ToolCallParser::Piece ToolCallParser::feed(std::string_view text) {

@@ -173,6 +173,11 @@ TEST(ToolCallParser, AForcedCallIsReadFromItsPrefix) {
   r = read_reply(ToolSyntax::hermes, "mul\", \"arguments\": {}}\n</tool_call>", qwen3.forced_call_prefix(""));
   ASSERT_EQ(r.calls.size(), 1u);
   EXPECT_EQ(r.calls[0].name, "mul");
+  // A forced call the model did not finish: the call's text from its opening marker, not the prompt's
+  // thinking block or whitespace before it.
+  r = read_reply(ToolSyntax::hermes, "Mommy", qwen3.forced_call_prefix(""));
+  EXPECT_EQ(r.text, "<tool_call>\n{\"name\": \"Mommy");
+  EXPECT_TRUE(r.calls.empty());
   const ToolFormat llama31 = probe_tool_format(fixture_template("llama31_style"));
   r = read_reply(ToolSyntax::llama3_json, "{\"a\": 1}}", llama31.forced_call_prefix("add"));
   ASSERT_EQ(r.calls.size(), 1u);

@@ -80,7 +80,8 @@ class ToolCallParser {
   };
   explicit ToolCallParser(ToolSyntax syntax);
   // `prefix` is the start of a call that the prompt already holds (a forced call): read as if the
-  // model had written it, but never returned as text.
+  // model had written it. What precedes the call in it is never returned; should the call not parse,
+  // the text returned starts with its opening marker.
   void prime(std::string_view prefix);
   Piece feed(std::string_view text);
   Piece finish();

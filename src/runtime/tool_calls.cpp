@@ -169,6 +169,13 @@ std::optional<std::vector<ToolCall>> region_calls(ToolSyntax s, std::string_view
   }
 }
 
+// `variables` with the probe's tools and add_generation_prompt.
+json with(json variables, const json& tools, bool generation_prompt) {
+  variables["tools"] = tools;
+  variables["add_generation_prompt"] = generation_prompt;
+  return variables;
+}
+
 }  // namespace
 
 const char* tool_syntax_name(ToolSyntax s) {
@@ -202,7 +209,7 @@ json ToolFormat::template_messages(json messages) const {
   return messages;
 }
 
-ToolFormat probe_tool_format(const ChatTemplate& t) {
+ToolFormat probe_tool_format(const ChatTemplate& t, const json& variables) {
   ToolFormat f;
   const json tools =
       json::array({{{"type", "function"},
@@ -213,7 +220,7 @@ ToolFormat probe_tool_format(const ChatTemplate& t) {
   const json user = {{"role", "user"}, {"content", "mx8 probe"}};
   std::string prompt;
   try {
-    prompt = t.render(json::array({user}), {{"tools", tools}, {"add_generation_prompt", true}});
+    prompt = t.render(json::array({user}), with(variables, tools, true));
   } catch (const std::exception&) {  // the template's own error, or one the probe provoked
     return f;
   }
@@ -231,7 +238,7 @@ ToolFormat probe_tool_format(const ChatTemplate& t) {
                                      {"function", {{"name", kProbeName}, {"arguments", args}}}}})}};
     std::string whole;
     try {
-      whole = t.render(json::array({user, call}), {{"tools", tools}, {"add_generation_prompt", false}});
+      whole = t.render(json::array({user, call}), with(variables, tools, false));
     } catch (const std::exception&) {  // the template's own error, or one the probe provoked
       continue;
     }

@@ -95,6 +95,12 @@ ApiResult result_of(const Update& u, int prompt_tokens, std::string text) {
   return r;
 }
 
+// What a chat request's prompt means for reading its reply.
+struct ChatPrompt {
+  bool opened = false;  // it ends inside a <think> block
+  std::string forced;   // the start of a forced tool call it ends with
+};
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -140,7 +146,7 @@ struct HttpServer::Impl {
                      "this model's chat template does not show tool calls in a form mx8 reads (Hermes "
                      "<tool_call>, Llama 3 JSON or DeepSeek-V3 calls)",
                      param);
-    if (!forced_call(r).empty() && !r.assistant_prefix.empty())
+    if (r.tools.forces_call() && !r.assistant_prefix.empty())
       throw ApiError(
           400,
           "a prefill (a last assistant message) cannot be combined with a tool_choice that forces a call",
@@ -148,24 +154,25 @@ struct HttpServer::Impl {
   }
 
   // The start of a call that a reply must make (tool_choice required / named), written into the
-  // prompt after the template's rendering: the reply goes on from inside the call.
+  // prompt after the template's rendering: the reply goes on from inside the call. Cut from the
+  // template's rendering of a call with the request's own variables (Qwen3 with enable_thinking false
+  // renders its empty thinking block in the prompt already, not in the call's turn).
   std::string forced_call(const ApiRequest& r) const {
-    if (r.tools.tools.empty()) return "";
-    if (r.tools.choice == ToolRequest::Choice::required) return tool_format.forced_call_prefix("");
-    if (r.tools.choice == ToolRequest::Choice::named) return tool_format.forced_call_prefix(r.tools.name);
-    return "";
+    if (!r.tools.forces_call()) return "";
+    const runtime::ToolFormat f = runtime::probe_tool_format(*tmpl, r.template_variables);
+    return f.forced_call_prefix(r.tools.choice == ToolRequest::Choice::named ? r.tools.name : "");
   }
 
   // How a reply to `r` is read: reasoning where the template thinks (chat only), tool calls where
-  // tools are offered. `opened`: the prompt ends inside a <think> block.
-  ReplyReader reader(const ApiRequest& r, bool opened) const {
-    return ReplyReader(thinks && r.prompts.empty(), opened,
-                       r.tools.offered() ? tool_format.syntax : runtime::ToolSyntax::none, forced_call(r));
+  // tools are offered.
+  ReplyReader reader(const ApiRequest& r, const ChatPrompt& p) const {
+    return ReplyReader(thinks && r.prompts.empty(), p.opened,
+                       r.tools.offered() ? tool_format.syntax : runtime::ToolSyntax::none, p.forced);
   }
   // A finished reply's reasoning, calls (with ids; the first alone where the request allows one) and
   // the text that is left.
-  void read_reply(ApiResult& r, const ApiRequest& ar, bool opened, const Dialect& d) const {
-    ReplyReader::Piece p = reader(ar, opened).read(r.text, true);
+  void read_reply(ApiResult& r, const ApiRequest& ar, const ChatPrompt& prompt, const Dialect& d) const {
+    ReplyReader::Piece p = reader(ar, prompt).read(r.text, true);
     r.reasoning = std::move(p.reasoning);
     r.text = std::move(p.text);
     for (runtime::ToolCall& c : p.calls) take_call(std::move(c), ar, d, r.tool_calls);
@@ -180,7 +187,7 @@ struct HttpServer::Impl {
 
   // The prompts' token ids: the chat template's rendering (it writes BOS where the model wants it), or
   // each completion prompt, text with the tokenizer's own framing or ids as given.
-  std::vector<std::vector<int32_t>> prompt_ids(const ApiRequest& r, bool* opened = nullptr) const {
+  std::vector<std::vector<int32_t>> prompt_ids(const ApiRequest& r, ChatPrompt* chat = nullptr) const {
     runtime::EncodeOptions enc;
     std::vector<std::vector<int32_t>> out;
     for (const PromptInput& p : r.prompts) out.push_back(p.ids ? *p.ids : tok.encode(*p.text, enc));
@@ -193,9 +200,10 @@ struct HttpServer::Impl {
     json variables = r.template_variables;
     variables["add_generation_prompt"] = true;
     if (r.tools.offered()) variables["tools"] = r.tools.tools;
-    std::string text = tmpl->render(tool_format.template_messages(r.messages), variables) +
-                       r.assistant_prefix + forced_call(r);
-    if (opened) *opened = runtime::opens_thinking(text);
+    const std::string forced = forced_call(r);
+    std::string text =
+        tmpl->render(tool_format.template_messages(r.messages), variables) + r.assistant_prefix + forced;
+    if (chat) *chat = {runtime::opens_thinking(text), forced};
     enc.add_special = false;
     return {tok.encode(text, enc)};
   }
@@ -301,10 +309,10 @@ struct HttpServer::Impl {
     std::vector<std::shared_ptr<Generation>> gens;
     std::vector<std::vector<int32_t>> echoed;
     int prompt_tokens = 0;
-    bool opened = false;  // the chat prompt ends inside a <think> block
+    ChatPrompt chat;
     try {
       ar = d.parse(parse_body(body), opts.sampling);
-      for (std::vector<int32_t>& prompt : prompt_ids(ar, &opened)) {
+      for (std::vector<int32_t>& prompt : prompt_ids(ar, &chat)) {
         prompt_tokens += int(prompt.size());
         for (int i = 0; i < ar.n; ++i) {
           GenerationJob job;
@@ -318,8 +326,7 @@ struct HttpServer::Impl {
           job.prompt_logprobs = ar.echo && ar.logprobs >= 0;
           // Completions continue their prompt's text, and so does a reply after an assistant prefill or
           // inside a forced tool call.
-          job.continues_prompt =
-              !ar.prompts.empty() || !ar.assistant_prefix.empty() || !forced_call(ar).empty();
+          job.continues_prompt = !ar.prompts.empty() || !ar.assistant_prefix.empty() || !chat.forced.empty();
           echoed.push_back(ar.echo ? job.prompt : std::vector<int32_t>());
           gens.push_back(service.submit(std::move(job)));
         }
@@ -347,7 +354,7 @@ struct HttpServer::Impl {
           record(req.path, "disconnected", meta.id);
           return;  // nobody reads a reply
         }
-        if (ar.prompts.empty()) read_reply(*r, ar, opened, d);
+        if (ar.prompts.empty()) read_reply(*r, ar, chat, d);
         results.push_back(std::move(*r));
         record_end(req.path, meta, false, gens[i]->prompt_tokens(), u, start);
         if (u.reason == StopReason::error || u.reason == StopReason::cancelled) {
@@ -368,7 +375,7 @@ struct HttpServer::Impl {
     const bool include_usage = ar.include_usage;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, gens, echoed, meta, dp, include_usage, logprobs, start, prompt_tokens, ar, opened,
+        [this, gens, echoed, meta, dp, include_usage, logprobs, start, prompt_tokens, ar, chat,
          endpoint = req.path](size_t, httplib::DataSink& sink) {
           auto gone = [&] {  // the client went away
             for (auto& g : gens) g->cancel();
@@ -383,7 +390,7 @@ struct HttpServer::Impl {
           std::vector<std::vector<runtime::ToolCall>> calls(gens.size());
           for (StreamState& st : states) {
             st.lazy_text = ar.tools.offered() || (thinks && ar.prompts.empty());
-            readers.push_back(reader(ar, opened));
+            readers.push_back(reader(ar, chat));
           }
           if (!send(dp->stream_start(meta, prompt_tokens, states))) return false;
           // The choices advance together (one engine step makes a token of each): wait on the first

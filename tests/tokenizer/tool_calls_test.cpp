@@ -29,6 +29,10 @@ TEST(ToolFormat, ProbedFromTheRealTemplates) {
   EXPECT_EQ(qwen3.forced_call_prefix(""), "<think>\n\n</think>\n\n<tool_call>\n{\"name\": \"");
   EXPECT_EQ(qwen3.forced_call_prefix("add"),
             "<think>\n\n</think>\n\n<tool_call>\n{\"name\": \"add\", \"arguments\": ");
+  // With thinking switched off the prompt holds the empty block already: the call starts at once.
+  EXPECT_EQ(
+      probe_tool_format(fixture_template("qwen3"), {{"enable_thinking", false}}).forced_call_prefix("add"),
+      "<tool_call>\n{\"name\": \"add\", \"arguments\": ");
 
   const ToolFormat llama31 = probe_tool_format(fixture_template("llama31_style"));
   EXPECT_TRUE(llama31.renders_tools);

@@ -62,9 +62,11 @@ struct ToolFormat {
 // text a client is given back renders as the model wrote it.
 std::string json_text(const nlohmann::ordered_json& j);
 
-// Renders probe conversations through `t`. Never throws: a template that fails on the probes has no
-// tool support (renders_tools false, syntax none).
-ToolFormat probe_tool_format(const ChatTemplate& t);
+// Renders probe conversations through `t`, with `variables` besides (a request's enable_thinking, say).
+// Never throws: a template that fails on the probes has no tool support (renders_tools false, syntax
+// none).
+ToolFormat probe_tool_format(const ChatTemplate& t,
+                             const nlohmann::ordered_json& variables = nlohmann::ordered_json::object());
 
 // Reads a reply as it is generated: feed() each new piece of text, finish() at the end. Text outside
 // calls comes back as the reply's text, as soon as it cannot be the start of a call (a possible call

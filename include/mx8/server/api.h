@@ -60,6 +60,9 @@ struct ToolRequest {
   std::string name;      // Choice::named: the tool to call
   bool parallel = true;  // false: a reply has at most one call (the first)
   bool offered() const { return !tools.empty() && choice != Choice::none; }
+  bool forces_call() const {
+    return !tools.empty() && (choice == Choice::required || choice == Choice::named);
+  }
 };
 
 // A request in the server's terms.

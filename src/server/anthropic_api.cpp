@@ -93,9 +93,13 @@ void add_turns(const json& m, const std::string& role, const std::string& at, js
   for (size_t j = 0; j < content.size(); ++j) {
     const std::string b = at + ".content." + std::to_string(j);
     const json& block = content[j];
-    const std::string type = block.is_object() ? block.value("type", "") : "";
+    const json type_field = block.is_object() ? block.value("type", json()) : json();
+    const std::string type = type_field.is_string() ? type_field.get<std::string>() : "";
     if (type == "tool_result" && role == "user") {
-      if (!turn["content"].get<std::string>().empty()) out.push_back(turn), turn["content"] = "";
+      if (!turn["content"].get<std::string>().empty()) {  // text before the result: a turn of its own
+        out.push_back(turn);
+        turn["content"] = "";
+      }
       out.push_back({{"role", "tool"},
                      {"tool_call_id", fields::string_member(block, "tool_use_id", b)},
                      {"content", tool_result_text(block, b)}});
@@ -118,10 +122,10 @@ void add_turns(const json& m, const std::string& role, const std::string& at, js
     } else if (type == "text") {
       turn["content"] = turn["content"].get<std::string>() + fields::string_member(block, "text", b);
     } else {
-      throw ApiError(
-          400,
-          "'" + b + "' is of type '" + type + "'; this server takes text, tool_use and tool_result blocks",
-          b);
+      throw ApiError(400,
+                     "'" + b + "' is of type " + type_field.dump() +
+                         "; this server takes text, tool_use and tool_result blocks",
+                     b);
     }
   }
   if (!results || !turn["content"].get<std::string>().empty()) out.push_back(std::move(turn));

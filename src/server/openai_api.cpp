@@ -261,7 +261,7 @@ class OpenAiChat : public OpenAiBase {
       throw ApiError(400, "'modalities' other than \"text\" are not supported by this server", "modalities");
     fields::refuse_nonempty(body, "audio");
     if (body.contains("response_format") && body["response_format"].is_object() &&
-        body["response_format"].value("type", "text") != "text")
+        body["response_format"].value("type", json("text")) != "text")
       throw ApiError(400, "'response_format' other than text is not supported by this server",
                      "response_format");
     if (!body.contains("messages")) throw ApiError(400, "'messages' is required", "messages");

@@ -166,6 +166,7 @@ TEST(OpenAiChat, RefusesWhatItCannotDoNamingTheField) {
   EXPECT_EQ(refused_field(*d, with(R"("logprobs": true, "top_logprobs": 21)")), "top_logprobs");
   EXPECT_EQ(refused_field(*d, with(R"("tools": [{"type": "function"}])")), "tools[0].function");
   EXPECT_EQ(refused_field(*d, with(R"("response_format": {"type": "json_object"})")), "response_format");
+  EXPECT_EQ(refused_field(*d, with(R"("response_format": {"type": 5})")), "response_format");  // not a 500
   // Accepted: empty tool lists, text response formats, nulls for optional fields.
   EXPECT_NO_THROW(
       d->parse(with(R"("tools": [], "response_format": {"type": "text"}, "stop": null)"), defaults()));
@@ -643,6 +644,7 @@ TEST(Anthropic, ReadsToolsChoicesAndToolBlocks) {
   EXPECT_EQ(refused("/messages/0/content", json::parse(R"([{"type": "tool_use", "id": "t", "name": "f",
       "input": {}}])")),
             "messages.0.content.0");  // a call in a user message
+  EXPECT_EQ(refused("/messages/0/content", json::parse(R"([{"type": 5}])")), "messages.0.content.0");
   // A prefill (the last message, the assistant's) may not hold a call.
   json prefill = body;
   prefill["messages"].erase(2);

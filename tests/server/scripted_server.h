@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +14,21 @@
 #include "server/scripted_backend.h"
 
 namespace mx8::testing {
+
+// A small chat template in the Hermes tool syntax: "tools: NAME ...\n" where tools are offered, a line
+// "role: content" per turn (an assistant's calls as <tool_call>{"name": ..., "arguments": ...}
+// </tool_call>), then "assistant:" and `after_prompt` (say, a thinking switch).
+inline std::string hermes_template(const std::string& after_prompt = "") {
+  return "{% if tools %}tools:{% for t in tools %} {{ t['function']['name'] }}{% endfor %}"
+         "{{ '\\n' }}{% endif %}"
+         "{% for m in messages %}{{ m['role'] }}: "
+         "{% if m.tool_calls is defined and m.tool_calls %}{% for c in m.tool_calls %}"
+         "<tool_call>{\"name\": \"{{ c['function']['name'] }}\", \"arguments\": "
+         "{{ c['function']['arguments'] | tojson }}}</tool_call>{% endfor %}"
+         "{% else %}{{ m['content'] }}{% endif %}{{ '\\n' }}{% endfor %}"
+         "{% if add_generation_prompt %}assistant:" +
+         after_prompt + "{% endif %}";
+}
 
 struct ScriptedServer {
   ScriptedBackend be{*stories().be};
@@ -49,11 +66,24 @@ inline int tokens_of(const std::string& text) {
   return int(stories().tok->encode(text, enc).size());
 }
 
-// Runs `script` with node against the server on `port` (MX8_SERVER_URL); its output, and its exit
-// status in `status`.
+// The folder of the official client libraries' scripts (tests/server/sdk).
+inline const std::string kSdk = std::string(MX8_SOURCE_DIR) + "/tests/server/sdk";
+
+// Why the client-library scripts cannot run here ("" when they can): node, or the libraries
+// (scripts/setup.sh installs them where npm is present), missing.
+inline std::string sdk_missing() {
+  if (std::system("node --version > /dev/null 2>&1") != 0) return "node is not installed";
+  if (!std::filesystem::exists(kSdk + "/node_modules/openai") ||
+      !std::filesystem::exists(kSdk + "/node_modules/@anthropic-ai/sdk"))
+    return "the client libraries are not installed: npm ci --prefix " + kSdk;
+  return "";
+}
+
+// Runs tests/server/sdk/`script` with node against the server on `port` (MX8_SERVER_URL); its output,
+// and its exit status in `status`.
 inline std::string run_node(const std::string& script, int port, int* status) {
   const std::string cmd =
-      "MX8_SERVER_URL=http://127.0.0.1:" + std::to_string(port) + " node '" + script + "' 2>&1";
+      "MX8_SERVER_URL=http://127.0.0.1:" + std::to_string(port) + " node '" + kSdk + "/" + script + "' 2>&1";
   std::string out;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return "cannot run: " + cmd;

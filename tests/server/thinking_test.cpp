@@ -18,14 +18,8 @@ using mx8::testing::ScriptedServer;
 using mx8::testing::sse_data;
 using mx8::testing::tokens_of;
 
-const char* kQwenLike =
-    "{% if tools %}tools:{% for t in tools %} {{ t['function']['name'] }}{% endfor %}{{ '\\n' }}{% endif %}"
-    "{% for m in messages %}{{ m['role'] }}: {% if m.tool_calls is defined and m.tool_calls %}"
-    "{% for c in m.tool_calls %}<tool_call>{\"name\": \"{{ c['function']['name'] }}\", \"arguments\": "
-    "{{ c['function']['arguments'] | tojson }}}</tool_call>{% endfor %}{% else %}{{ m['content'] }}{% endif "
-    "%}"
-    "{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}assistant:"
-    "{% if enable_thinking is defined and enable_thinking is false %} <think></think>{% endif %}{% endif %}";
+const std::string kQwenLike = mx8::testing::hermes_template(
+    "{% if enable_thinking is defined and enable_thinking is false %} <think></think>{% endif %}");
 const char* kR1Like =
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{{ '\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}assistant: <think>{{ '\\n' }}{% endif %}";
@@ -173,15 +167,11 @@ TEST(Thinking, APromptThatOpensTheBlock) {
 
 // The official client libraries read reasoning as their users do (tests/server/sdk/thinking.mjs).
 TEST(Thinking, OfficialClientLibrariesReadTheReasoning) {
-  const std::string sdk = std::string(MX8_SOURCE_DIR) + "/tests/server/sdk";
-  if (std::system("node --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "node is not installed";
-  if (!std::filesystem::exists(sdk + "/node_modules/openai") ||
-      !std::filesystem::exists(sdk + "/node_modules/@anthropic-ai/sdk"))
-    GTEST_SKIP() << "the client libraries are not installed: npm ci --prefix " << sdk;
+  if (const std::string why = mx8::testing::sdk_missing(); !why.empty()) GTEST_SKIP() << why;
   ScriptedServer t(kQwenLike);
   t.reply(kThinkingReply, /*every_time=*/true);
   int status = -1;
-  const std::string out = mx8::testing::run_node(sdk + "/thinking.mjs", t.served->port, &status);
+  const std::string out = mx8::testing::run_node("thinking.mjs", t.served->port, &status);
   EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("all checks passed"), std::string::npos) << out;
 }

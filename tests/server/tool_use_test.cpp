@@ -23,13 +23,7 @@ using mx8::testing::Served;
 using mx8::testing::sse_data;
 using mx8::testing::stories;
 
-const char* kToolTemplate =
-    "{% if tools %}tools:{% for t in tools %} {{ t['function']['name'] }}{% endfor %}{{ '\\n' }}{% endif %}"
-    "{% for m in messages %}{{ m['role'] }}: {% if m.tool_calls is defined and m.tool_calls %}"
-    "{% for c in m.tool_calls %}<tool_call>{\"name\": \"{{ c['function']['name'] }}\", \"arguments\": "
-    "{{ c['function']['arguments'] | tojson }}}</tool_call>{% endfor %}{% else %}{{ m['content'] }}{% endif "
-    "%}"
-    "{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
+const std::string kToolTemplate = mx8::testing::hermes_template();
 
 const json kTools = json::parse(R"([{"type": "function", "function": {"name": "add", "description": "a + b",
   "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}}])");
@@ -323,15 +317,11 @@ TEST(ToolUse, ATemplateWithoutToolsRefusesThem) {
 
 // The official client libraries read the calls (tests/server/sdk/tool_calls.mjs), as their users do.
 TEST(ToolUse, OfficialClientLibrariesReadTheCalls) {
-  const std::string sdk = std::string(MX8_SOURCE_DIR) + "/tests/server/sdk";
-  if (std::system("node --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "node is not installed";
-  if (!std::filesystem::exists(sdk + "/node_modules/openai") ||
-      !std::filesystem::exists(sdk + "/node_modules/@anthropic-ai/sdk"))
-    GTEST_SKIP() << "the client libraries are not installed: npm ci --prefix " << sdk;
+  if (const std::string why = mx8::testing::sdk_missing(); !why.empty()) GTEST_SKIP() << why;
   ToolServer t;
   t.reply(kCallReply, /*every_time=*/true);
   int status = -1;
-  const std::string out = mx8::testing::run_node(sdk + "/tool_calls.mjs", t.served->port, &status);
+  const std::string out = mx8::testing::run_node("tool_calls.mjs", t.served->port, &status);
   EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("all checks passed"), std::string::npos) << out;
 }

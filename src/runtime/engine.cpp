@@ -43,7 +43,9 @@ struct Engine::Seq {
   int generated = 0;
   FinishReason finish = FinishReason::none;
   std::vector<float> last_logits;
-  Seq(const GenerationParams& p) : params(p), sampler(p.sampling) {}
+  std::unique_ptr<TokenConstraint> constraint;  // params.constraint's copy for this sequence
+  Seq(const GenerationParams& p)
+      : params(p), sampler(p.sampling), constraint(p.constraint ? p.constraint->clone() : nullptr) {}
   std::vector<uint64_t> hashes;           // of pages [0, hashes.size()): each full page's prefix hash
   bool prefix_looked_up = false;          // take_prefix ran since the sequence (re)started
   std::vector<TokenLogprobs> prompt_lps;  // GenerationParams::prompt_logprobs: of positions 1..
@@ -111,6 +113,7 @@ Engine::Where Engine::where_drawn(const Seq& s) const {
   const SamplingParams& p = s.params.sampling;
   if (!backend_reads_rows()) return Where::host;
   if (!p.logit_bias.empty()) return Where::host;  // backends apply penalties, not biases: rarely asked for
+  if (s.constraint) return Where::host;
   if (p.temperature <= 0.0f) return Where::argmax;
   if (p.top_k > 0 && p.top_k <= backend::Backend::kMaxTopK && p.top_k < model_.config().vocab)
     return Where::top_k;
@@ -559,13 +562,13 @@ std::vector<TokenEvent> Engine::step() {
       Seq& s = *sampled[r];
       std::span<float> lg(logits + r * vocab, vocab);
       if (keep_logits_) s.last_logits.assign(lg.begin(), lg.end());
-      if (s.params.logprobs < 0) {
-        picked[r] = s.sampler.sample(lg, s.tokens);
-        continue;
-      }
-      const std::vector<float> raw(lg.begin(), lg.end());  // the penalties change lg in place
+      std::vector<float> raw;  // the constraint and the penalties change lg in place
+      if (s.params.logprobs >= 0) raw.assign(lg.begin(), lg.end());
+      if (s.constraint) s.constraint->mask(lg);
       picked[r] = s.sampler.sample(lg, s.tokens);
-      logprobs[r] = token_logprobs(raw, picked[r], std::min(s.params.logprobs, kMaxTopLogprobs));
+      if (s.constraint) s.constraint->accept(picked[r]);
+      if (s.params.logprobs >= 0)
+        logprobs[r] = token_logprobs(raw, picked[r], std::min(s.params.logprobs, kMaxTopLogprobs));
     }
   };
   if (sampled.size() >= 2 && vocab >= 32768) {

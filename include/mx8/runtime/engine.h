@@ -53,6 +53,7 @@
 #include "mx8/backend/host_buffer.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/sampler.h"
+#include "mx8/runtime/token_constraint.h"
 
 namespace mx8::cpu {
 class ThreadPool;
@@ -89,6 +90,9 @@ struct GenerationParams {
   // each under the logits of the position before it; they come with the first generated token. Such a
   // sequence computes its whole prompt (no prefix caching) and reads back a row of logits per position.
   bool prompt_logprobs = false;
+  // Which tokens may come next (structured output), or none. Each sequence gets its own copy (clone);
+  // its rows are drawn on the host, from the logits it leaves (log-probabilities are the model's own).
+  std::shared_ptr<const TokenConstraint> constraint;
 };
 
 enum class FinishReason { none, stop_token, max_tokens, context_full, cancelled };

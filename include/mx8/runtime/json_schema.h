@@ -1,0 +1,74 @@
+// A JSON Schema compiled for constrained generation (OpenAI's response_format json_schema, Anthropic's
+// output_config.format): a graph of nodes that JsonMatcher walks byte by byte.
+//
+// What a generated value may be is a subset of what the schema allows, chosen so that a byte-level
+// matcher decides every byte without looking ahead:
+//   - an object with `properties` holds only those (additionalProperties false or not: more keys
+//     would be valid JSON Schema but never needed), each once, every `required` one before `}`; an
+//     object without `properties` (json_object mode, {"type": "object"}) takes any keys, each value as
+//     `additionalProperties` says (any JSON when absent or true);
+//   - `enum` and `const` values are written as compact JSON (nlohmann's dump: no spaces);
+//   - `anyOf` / `oneOf` / a list of types: the alternatives must start with different characters
+//     (Optional[X] = anyOf [X, null] does; two objects do not), so the first byte chooses one.
+// Supported keywords: type, properties, required, additionalProperties, items, minItems, maxItems,
+// minLength, maxLength, enum, const, anyOf, oneOf, $ref (to "#", "#/$defs/..." or "#/definitions/..."),
+// $defs, definitions; annotations (title, description, default, examples, $schema, $id, $comment,
+// format, strict, nullable false, deprecated, readOnly, writeOnly) are read past. Any other keyword
+// (pattern, minimum, allOf, ...) constrains in a way the matcher would not honour: compile() throws
+// mx8::Error naming it and where it is, so a request is refused rather than answered off-schema.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace mx8::runtime {
+
+class JsonSchema {
+ public:
+  enum class Kind : uint8_t { any, object, array, string, number, integer, literal, choice };
+  struct Property {
+    std::string key;  // as written in the output: a JSON string, quotes included ("\"name\"")
+    int32_t node = 0;
+  };
+  struct Node {
+    Kind kind = Kind::any;
+    // object: properties sorted by key (at most 64), which must appear (bit i: properties[i]), and for an
+    // object without properties, the node of every value.
+    std::vector<Property> properties;
+    uint64_t required = 0;
+    int32_t values = 0;
+    // array: the node of the items, how many.
+    int32_t items = 0;
+    // array items or string characters (code points): at least min, at most max (-1: no limit).
+    int64_t min = 0, max = -1;
+    // literal: the values (compact JSON), sorted.
+    std::vector<std::string> literals;
+    // choice: for each first byte of a value, the alternative that starts with it (-1: none).
+    std::vector<int32_t> by_first_byte;
+  };
+
+  // Throws mx8::Error naming what is not supported or malformed and its path ("#/properties/a").
+  static JsonSchema compile(const nlohmann::json& schema);
+  // Any JSON object (json_object mode).
+  static JsonSchema any_object();
+
+  const Node& node(int32_t i) const { return nodes_[size_t(i)]; }
+  int32_t root() const { return root_; }
+  // Fixed nodes every schema has: any JSON value, and its parts (true, false and null are kAnyLiteral).
+  static constexpr int32_t kAny = 0, kAnyObject = 1, kAnyArray = 2, kAnyString = 3, kAnyNumber = 4,
+                           kAnyLiteral = 5;
+
+ private:
+  JsonSchema();
+  std::vector<Node> nodes_;
+  int32_t root_ = kAny;
+  friend class JsonSchemaCompiler;
+};
+
+// Whether `b` can be the first byte of a value of `n` (before any choice is resolved).
+bool json_value_starts_with(const JsonSchema& s, int32_t node, uint8_t b);
+
+}  // namespace mx8::runtime

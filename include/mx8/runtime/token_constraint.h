@@ -1,0 +1,22 @@
+// A rule on which tokens a sequence may generate next (structured output: JsonConstraint). The engine
+// asks it before each draw of a sequence that has one, and tells it the token drawn.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+namespace mx8::runtime {
+
+class TokenConstraint {
+ public:
+  virtual ~TokenConstraint() = default;
+  // The same rule in the same state, for another sequence (a request's n choices each get one).
+  virtual std::unique_ptr<TokenConstraint> clone() const = 0;
+  // Sets the logit of every token that may not come next to -infinity. Leaves at least one token.
+  virtual void mask(std::span<float> logits) = 0;
+  // Moves past `token`, the one drawn.
+  virtual void accept(int32_t token) = 0;
+};
+
+}  // namespace mx8::runtime

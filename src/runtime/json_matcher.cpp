@@ -1,0 +1,486 @@
+// The JSON matcher: see json_matcher.h.
+#include "mx8/runtime/json_matcher.h"
+
+#include <algorithm>
+
+#include "mx8/error.h"
+
+namespace mx8::runtime {
+namespace {
+
+using Kind = JsonSchema::Kind;
+
+// Frame kinds, and the states of each.
+enum : uint8_t { kDocument, kObject, kArray, kString, kNumber, kLiteral };
+enum : uint8_t { kStart, kPrelude, kThink, kValue, kFree, kDone };                          // document
+enum : uint8_t { kOpen, kFirst, kKey, kKeyString, kColon, kMember, kAfter, kNext, kItem };  // object, array
+enum : uint8_t { kBody = 1, kEscape, kHex, kLowBackslash, kLowU };                          // string
+enum : uint8_t { kMinus = 1, kZero, kInt, kDot, kFrac, kExp, kExpSign, kExpDigits };        // number
+
+constexpr std::string_view kThinkOpen = "<think>", kThinkClose = "</think>";
+
+bool is_space(uint8_t b) {
+  return b == ' ' || b == '\n' || b == '\r' || b == '\t';
+}
+bool is_digit(uint8_t b) {
+  return b >= '0' && b <= '9';
+}
+bool is_hex(uint8_t b) {
+  return is_digit(b) || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F');
+}
+
+// Narrows the sorted candidates [lo, hi), which share their first `pos` bytes, to those whose next byte is
+// `b` (contiguous, as they are sorted); false when none is. `skip` rules candidates out.
+template <class Skip>
+bool narrow(const std::vector<std::string>& c, uint32_t& lo, uint32_t& hi, uint32_t pos, uint8_t b,
+            Skip skip) {
+  uint32_t first = hi, last = hi;
+  for (uint32_t i = lo; i < hi; ++i) {
+    const bool match = c[i].size() > pos && uint8_t(c[i][pos]) == b;
+    if (match && first == hi) first = i;
+    if (!match && first != hi) {
+      last = i;
+      break;
+    }
+  }
+  bool any = false;
+  for (uint32_t i = first; i < last && !any; ++i) any = !skip(i);
+  if (!any) return false;
+  lo = first;
+  hi = last;
+  return true;
+}
+
+}  // namespace
+
+JsonMatcher::JsonMatcher(std::shared_ptr<const JsonSchema> schema, Prelude prelude)
+    : schema_(std::move(schema)), prelude_(std::move(prelude)) {
+  if (prelude_.may_think) openers_.emplace_back(kThinkOpen);
+  for (const std::string& m : prelude_.free_after) {
+    if (m.empty()) throw Error("JSON output: an empty tool-call marker");
+    if (is_space(uint8_t(m[0])) || json_value_starts_with(*schema_, schema_->root(), uint8_t(m[0])))
+      throw Error("JSON output: the tool-call marker \"" + m + "\" starts like the JSON value itself");
+    openers_.push_back(m);
+  }
+  std::sort(openers_.begin(), openers_.end());
+  openers_.erase(std::unique(openers_.begin(), openers_.end()), openers_.end());
+  stack_[0] = Frame{};
+  stack_[0].kind = kDocument;
+  stack_[0].state = prelude_.inside_thinking ? kThink : kStart;
+  stack_[0].used = prelude_.inside_thinking;  // bit 0: a <think> block was opened (no second one)
+  depth_ = 1;
+}
+
+void JsonMatcher::save(Snapshot& s) const {
+  s.depth = depth_;
+  std::copy(stack_.begin(), stack_.begin() + depth_, s.frames.begin());
+}
+
+void JsonMatcher::restore(const Snapshot& s) {
+  depth_ = s.depth;
+  std::copy(s.frames.begin(), s.frames.begin() + depth_, stack_.begin());
+}
+
+bool JsonMatcher::feed(uint8_t b) {
+  for (;;) {
+    const Step s = step(stack_[size_t(depth_ - 1)], b);
+    if (s != Step::ended) return s == Step::taken;
+    // The top frame (a number or literal) ended before `b`: close it and give `b` to its parent.
+    --depth_;
+    value_done(stack_[size_t(depth_ - 1)]);
+  }
+}
+
+bool JsonMatcher::complete() const {
+  const Frame& top = stack_[size_t(depth_ - 1)];
+  if (depth_ == 1) return top.state == kDone || top.state == kFree;
+  return depth_ == 2 && ends_here(top);
+}
+
+bool JsonMatcher::free() const {
+  return depth_ == 1 && (stack_[0].state == kThink || stack_[0].state == kFree);
+}
+
+bool JsonMatcher::in_plain_string() const {
+  const Frame& top = stack_[size_t(depth_ - 1)];
+  return top.kind == kString && top.state == kBody && top.utf8 == 0 && schema_->node(top.node).max < 0;
+}
+
+bool JsonMatcher::ends_here(const Frame& f) const {
+  if (f.kind == kNumber)
+    return f.state == kZero || f.state == kInt || f.state == kFrac || f.state == kExpDigits;
+  if (f.kind == kLiteral) return schema_->node(f.node).literals[f.lo].size() == f.pos;
+  return false;
+}
+
+JsonMatcher::Step JsonMatcher::step(Frame& f, uint8_t b) {
+  switch (f.kind) {
+    case kDocument:
+      return document(f, b);
+    case kObject:
+      return object(f, b);
+    case kArray:
+      return array(f, b);
+    case kString:
+      return string(f, b);
+    case kNumber:
+      return number(f, b);
+    default:
+      return literal(f, b);
+  }
+}
+
+bool JsonMatcher::take_space(Frame& f, uint8_t b) {
+  if (!is_space(b)) {
+    f.space = 0;
+    return false;
+  }
+  return true;
+}
+
+#define MX8_SPACE(f, b) \
+  if (take_space(f, b)) return ++(f).space <= kMaxSpace ? Step::taken : Step::rejected
+
+JsonMatcher::Step JsonMatcher::open_value(int32_t node, uint8_t b) {
+  while (schema_->node(node).kind == Kind::choice) {
+    node = schema_->node(node).by_first_byte[b];
+    if (node < 0) return Step::rejected;
+  }
+  if (schema_->node(node).kind == Kind::any) {
+    node = b == '{'                           ? JsonSchema::kAnyObject
+           : b == '['                         ? JsonSchema::kAnyArray
+           : b == '"'                         ? JsonSchema::kAnyString
+           : b == 't' || b == 'f' || b == 'n' ? JsonSchema::kAnyLiteral
+           : b == '-' || is_digit(b)          ? JsonSchema::kAnyNumber
+                                              : -1;
+    if (node < 0) return Step::rejected;
+  }
+  if (depth_ >= kMaxDepth) return Step::rejected;
+  const JsonSchema::Node& n = schema_->node(node);
+  Frame& f = stack_[size_t(depth_++)];
+  f = Frame{};
+  f.node = node;
+  switch (n.kind) {
+    case Kind::object:
+      f.kind = kObject;
+      break;
+    case Kind::array:
+      f.kind = kArray;
+      break;
+    case Kind::string:
+      f.kind = kString;
+      break;
+    case Kind::literal:
+      f.kind = kLiteral;
+      f.hi = uint32_t(n.literals.size());
+      break;
+    default:
+      f.kind = kNumber;
+      break;
+  }
+  return step(f, b);
+}
+
+void JsonMatcher::value_done(Frame& parent) {
+  parent.space = 0;
+  switch (parent.kind) {
+    case kDocument:
+      parent.state = kDone;
+      break;
+    case kObject:
+      parent.state = parent.state == kKeyString ? kColon : kAfter;
+      break;
+    default:  // an array
+      parent.count++;
+      parent.state = kAfter;
+      break;
+  }
+}
+
+JsonMatcher::Step JsonMatcher::document(Frame& f, uint8_t b) {
+  const auto thought = [&](uint32_t i) { return (f.used & 1) && openers_[i] == kThinkOpen; };
+  switch (f.state) {
+    case kStart:
+      MX8_SPACE(f, b);
+      f.lo = 0;
+      f.hi = uint32_t(openers_.size());
+      if (narrow(openers_, f.lo, f.hi, 0, b, thought)) {
+        f.state = kPrelude;
+        f.pos = 1;
+        return Step::taken;
+      }
+      f.state = kValue;
+      return open_value(schema_->root(), b);
+    case kPrelude:
+      if (!narrow(openers_, f.lo, f.hi, f.pos, b, thought)) return Step::rejected;
+      if (openers_[f.lo].size() == ++f.pos) {  // a marker is written (markers are not each other's prefixes)
+        const bool think = openers_[f.lo] == kThinkOpen;
+        f.state = think ? kThink : kFree;
+        f.used |= think;
+        f.pos = 0;
+      }
+      return Step::taken;
+    case kThink:
+      f.pos = b == uint8_t(kThinkClose[f.pos]) ? f.pos + 1 : b == '<' ? 1 : 0;
+      if (f.pos == kThinkClose.size()) {
+        f.state = kStart;
+        f.space = 0;
+      }
+      return Step::taken;
+    case kFree:
+      return Step::taken;
+    default:  // kDone
+      MX8_SPACE(f, b);
+      return Step::rejected;
+  }
+}
+
+JsonMatcher::Step JsonMatcher::object(Frame& f, uint8_t b) {
+  const JsonSchema::Node& n = schema_->node(f.node);
+  const bool listed = !n.properties.empty();
+  const uint64_t all = n.properties.size() == 64 ? ~uint64_t(0) : (uint64_t(1) << n.properties.size()) - 1;
+  const auto start_key = [&]() {
+    if (listed) {
+      f.state = kKey;
+      f.lo = 0;
+      f.hi = uint32_t(n.properties.size());
+      f.pos = 1;  // every key starts with its quote
+      return Step::taken;
+    }
+    if (n.values < 0) return Step::rejected;  // additionalProperties false: only {}
+    f.state = kKeyString;
+    return open_value(JsonSchema::kAnyString, b);
+  };
+  switch (f.state) {
+    case kOpen:
+      if (b != '{') return Step::rejected;
+      f.state = kFirst;
+      return Step::taken;
+    case kFirst:
+      MX8_SPACE(f, b);
+      if (b == '}' && n.required == 0) break;
+      return b == '"' ? start_key() : Step::rejected;
+    case kNext:
+      MX8_SPACE(f, b);
+      return b == '"' ? start_key() : Step::rejected;
+    case kKey: {
+      const auto& props = n.properties;
+      uint32_t first = f.hi, last = f.hi;
+      for (uint32_t i = f.lo; i < f.hi; ++i) {
+        const bool match = props[i].key.size() > f.pos && uint8_t(props[i].key[f.pos]) == b;
+        if (match && first == f.hi) first = i;
+        if (!match && first != f.hi) {
+          last = i;
+          break;
+        }
+      }
+      bool unused = false;
+      for (uint32_t i = first; i < last && !unused; ++i) unused = !(f.used >> i & 1);
+      if (!unused) return Step::rejected;
+      f.lo = first;
+      f.hi = last;
+      if (props[f.lo].key.size() == ++f.pos) {  // the closing quote: keys are not each other's prefixes
+        f.used |= uint64_t(1) << f.lo;
+        f.count = f.lo;
+        f.state = kColon;
+      }
+      return Step::taken;
+    }
+    case kColon:
+      MX8_SPACE(f, b);
+      if (b != ':') return Step::rejected;
+      f.state = kMember;
+      return Step::taken;
+    case kMember:
+      MX8_SPACE(f, b);
+      return open_value(listed ? n.properties[size_t(f.count)].node : n.values, b);
+    case kAfter:
+      MX8_SPACE(f, b);
+      if (b == ',' && (!listed || f.used != all)) {
+        f.state = kNext;
+        return Step::taken;
+      }
+      if (b == '}' && (f.used & n.required) == n.required) break;
+      return Step::rejected;
+    default:
+      return Step::rejected;
+  }
+  --depth_;  // '}'
+  value_done(stack_[size_t(depth_ - 1)]);
+  return Step::taken;
+}
+
+JsonMatcher::Step JsonMatcher::array(Frame& f, uint8_t b) {
+  const JsonSchema::Node& n = schema_->node(f.node);
+  switch (f.state) {
+    case kOpen:
+      if (b != '[') return Step::rejected;
+      f.state = kFirst;
+      return Step::taken;
+    case kFirst:
+      MX8_SPACE(f, b);
+      if (b == ']' && n.min == 0) break;
+      if (n.max == 0) return Step::rejected;
+      f.state = kItem;
+      return open_value(n.items, b);
+    case kNext:
+      MX8_SPACE(f, b);
+      f.state = kItem;
+      return open_value(n.items, b);
+    case kAfter:
+      MX8_SPACE(f, b);
+      if (b == ',' && (n.max < 0 || f.count < n.max)) {
+        f.state = kNext;
+        return Step::taken;
+      }
+      if (b == ']' && f.count >= n.min) break;
+      return Step::rejected;
+    default:
+      return Step::rejected;
+  }
+  --depth_;  // ']'
+  value_done(stack_[size_t(depth_ - 1)]);
+  return Step::taken;
+}
+
+JsonMatcher::Step JsonMatcher::string(Frame& f, uint8_t b) {
+  const JsonSchema::Node& n = schema_->node(f.node);
+  const bool room = n.max < 0 || f.count < n.max;
+  switch (f.state) {
+    case kOpen:
+      if (b != '"') return Step::rejected;
+      f.state = kBody;
+      return Step::taken;
+    case kEscape:
+      if (b == 'u') {
+        f.state = kHex;
+        f.pos = 4;
+        f.lo = f.hi = 0;
+      } else if (b == '"' || b == '\\' || b == '/' || b == 'b' || b == 'f' || b == 'n' || b == 'r' ||
+                 b == 't') {
+        f.state = kBody;
+      } else {
+        return Step::rejected;
+      }
+      f.count++;
+      return Step::taken;
+    case kHex: {  // lo: the value so far; hi: 1 where this must be a low surrogate (after a high one)
+      if (!is_hex(b)) return Step::rejected;
+      f.lo = f.lo * 16 + uint32_t(b <= '9' ? b - '0' : (b | 0x20) - 'a' + 10);
+      const bool low = f.lo >= 0xDC && f.lo <= 0xDF;  // after two digits: a low surrogate's first byte
+      --f.pos;
+      if ((f.pos == 3 && f.hi == 1 && f.lo != 0xD) || (f.pos == 2 && low != (f.hi == 1)))
+        return Step::rejected;
+      if (f.pos == 0) f.state = f.hi == 0 && f.lo >= 0xD800 && f.lo <= 0xDBFF ? kLowBackslash : kBody;
+      return Step::taken;
+    }
+    case kLowBackslash:  // a high surrogate's escape is followed by a low one's
+      if (b != '\\') return Step::rejected;
+      f.state = kLowU;
+      return Step::taken;
+    case kLowU:
+      if (b != 'u') return Step::rejected;
+      f.state = kHex;
+      f.pos = 4;
+      f.lo = 0;
+      f.hi = 1;
+      return Step::taken;
+    default:
+      break;  // kBody
+  }
+  if (f.utf8 > 0) {  // a continuation byte, within the range the character's lead byte allows
+    if (b < f.lo || b > f.hi) return Step::rejected;
+    f.utf8--;
+    f.lo = 0x80;
+    f.hi = 0xBF;
+    return Step::taken;
+  }
+  if (b == '"') {
+    if (f.count < n.min) return Step::rejected;
+    --depth_;
+    value_done(stack_[size_t(depth_ - 1)]);
+    return Step::taken;
+  }
+  if (b < 0x20 || !room) return Step::rejected;
+  if (b == '\\') {
+    f.state = kEscape;
+    return Step::taken;
+  }
+  // UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past U+10FFFF.
+  f.lo = 0x80;
+  f.hi = 0xBF;
+  if (b < 0x80) {
+    f.utf8 = 0;
+  } else if (b >= 0xC2 && b <= 0xDF) {
+    f.utf8 = 1;
+  } else if (b >= 0xE0 && b <= 0xEF) {
+    f.utf8 = 2;
+    if (b == 0xE0) f.lo = 0xA0;
+    if (b == 0xED) f.hi = 0x9F;
+  } else if (b >= 0xF0 && b <= 0xF4) {
+    f.utf8 = 3;
+    if (b == 0xF0) f.lo = 0x90;
+    if (b == 0xF4) f.hi = 0x8F;
+  } else {
+    return Step::rejected;
+  }
+  f.count++;
+  return Step::taken;
+}
+
+JsonMatcher::Step JsonMatcher::number(Frame& f, uint8_t b) {
+  const bool integer = schema_->node(f.node).kind == Kind::integer;
+  const bool room = f.pos < uint32_t(kMaxNumber);
+  const bool digit = is_digit(b) && room;
+  uint8_t next = 0;  // the state `b` leads to (0: none)
+  switch (f.state) {
+    case kStart:
+      next = b == '-' ? kMinus : b == '0' ? kZero : is_digit(b) ? kInt : 0;
+      break;
+    case kMinus:
+      next = !room ? 0 : b == '0' ? kZero : is_digit(b) ? kInt : 0;
+      break;
+    case kInt:
+      if (digit) {
+        next = kInt;
+        break;
+      }
+      [[fallthrough]];
+    case kZero:
+      next = integer || !room ? 0 : b == '.' ? kDot : b == 'e' || b == 'E' ? kExp : 0;
+      break;
+    case kDot:
+      next = digit ? kFrac : 0;
+      break;
+    case kFrac:
+      next = digit ? kFrac : room && (b == 'e' || b == 'E') ? kExp : 0;
+      break;
+    case kExp:
+      next = !room ? 0 : b == '+' || b == '-' ? kExpSign : is_digit(b) ? kExpDigits : 0;
+      break;
+    case kExpSign:
+      next = digit ? kExpDigits : 0;
+      break;
+    case kExpDigits:
+      next = digit && f.count < kMaxExponent ? kExpDigits : 0;
+      break;
+  }
+  if (next == 0) return ends_here(f) ? Step::ended : Step::rejected;
+  f.count = next == kExpDigits ? f.count + 1 : 0;
+  f.state = next;
+  f.pos++;
+  return Step::taken;
+}
+
+JsonMatcher::Step JsonMatcher::literal(Frame& f, uint8_t b) {
+  const std::vector<std::string>& lits = schema_->node(f.node).literals;
+  if (!narrow(lits, f.lo, f.hi, f.pos, b, [](uint32_t) { return false; }))
+    return ends_here(f) ? Step::ended : Step::rejected;
+  if (++f.pos == lits[f.lo].size() && f.hi == f.lo + 1) {  // one value left, and it is whole: done
+    --depth_;
+    value_done(stack_[size_t(depth_ - 1)]);
+  }
+  return Step::taken;
+}
+
+}  // namespace mx8::runtime

@@ -1,0 +1,326 @@
+#include "mx8/runtime/json_schema.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "mx8/error.h"
+
+namespace mx8::runtime {
+
+namespace {
+
+using json = nlohmann::json;
+
+// Keywords that describe a value without constraining it: read past.
+const std::set<std::string> kAnnotations = {"title",    "description", "default", "examples",   "$schema",
+                                            "$id",      "$comment",    "format",  "strict",     "deprecated",
+                                            "readOnly", "writeOnly",   "$defs",   "definitions"};
+const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
+
+std::string pointer_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) out += c == '~' ? "~0" : c == '/' ? "~1" : std::string(1, c);
+  return out;
+}
+
+}  // namespace
+
+JsonSchema::JsonSchema() {
+  nodes_.resize(6);
+  nodes_[kAny].kind = Kind::any;
+  nodes_[kAnyObject].kind = Kind::object;
+  nodes_[kAnyObject].values = kAny;
+  nodes_[kAnyArray].kind = Kind::array;
+  nodes_[kAnyArray].items = kAny;
+  nodes_[kAnyString].kind = Kind::string;
+  nodes_[kAnyNumber].kind = Kind::number;
+  nodes_[kAnyLiteral].kind = Kind::literal;
+  nodes_[kAnyLiteral].literals = {"false", "null", "true"};
+}
+
+JsonSchema JsonSchema::any_object() {
+  JsonSchema s;
+  s.root_ = kAnyObject;
+  return s;
+}
+
+bool json_value_starts_with(const JsonSchema& s, int32_t node, uint8_t b) {
+  const JsonSchema::Node& n = s.node(node);
+  const bool number_start = b == '-' || (b >= '0' && b <= '9');
+  switch (n.kind) {
+    case JsonSchema::Kind::any:
+      return b == '{' || b == '[' || b == '"' || b == 't' || b == 'f' || b == 'n' || number_start;
+    case JsonSchema::Kind::object:
+      return b == '{';
+    case JsonSchema::Kind::array:
+      return b == '[';
+    case JsonSchema::Kind::string:
+      return b == '"';
+    case JsonSchema::Kind::number:
+    case JsonSchema::Kind::integer:
+      return number_start;
+    case JsonSchema::Kind::literal:
+      return std::any_of(n.literals.begin(), n.literals.end(),
+                         [&](const std::string& l) { return uint8_t(l[0]) == b; });
+    case JsonSchema::Kind::choice:
+      return n.by_first_byte[b] >= 0;
+  }
+  return false;
+}
+
+class JsonSchemaCompiler {
+ public:
+  explicit JsonSchemaCompiler(const json& root) : root_(root) {}
+
+  JsonSchema run() {
+    out_.root_ = compile(root_, "#");
+    // Choices last: their alternatives may be references compiled after them.
+    for (auto& [node, alternatives] : choices_) {
+      std::vector<int32_t> by(256, -1);
+      for (const auto& [alt, where] : alternatives)
+        for (int b = 0; b < 256; ++b) {
+          if (!starts(alt, uint8_t(b), 0)) continue;
+          if (by[size_t(b)] >= 0)
+            throw Error("JSON schema: the alternatives at " + where + " can both start with '" +
+                        std::string(1, char(b)) +
+                        "': only alternatives that start differently are supported (say a type and null)");
+          by[size_t(b)] = alt;
+        }
+      out_.nodes_[size_t(node)].by_first_byte = std::move(by);
+    }
+    return std::move(out_);
+  }
+
+ private:
+  bool starts(int32_t node, uint8_t b, int depth) {
+    if (depth > 32) throw Error("JSON schema: alternatives nested through references without end");
+    const auto it = choices_.find(node);
+    if (it == choices_.end()) return json_value_starts_with(out_, node, b);
+    return std::any_of(it->second.begin(), it->second.end(),
+                       [&](const auto& alt) { return starts(alt.first, b, depth + 1); });
+  }
+
+  int32_t add(JsonSchema::Node n) {
+    out_.nodes_.push_back(std::move(n));
+    return int32_t(out_.nodes_.size() - 1);
+  }
+
+  int32_t literal(std::vector<std::string> values) {
+    std::sort(values.begin(), values.end());
+    values.erase(std::unique(values.begin(), values.end()), values.end());
+    JsonSchema::Node n;
+    n.kind = JsonSchema::Kind::literal;
+    n.literals = std::move(values);
+    return add(std::move(n));
+  }
+
+  int32_t choice(const std::vector<int32_t>& alternatives, const std::string& where) {
+    JsonSchema::Node n;
+    n.kind = JsonSchema::Kind::choice;
+    const int32_t id = add(std::move(n));
+    for (int32_t a : alternatives) choices_[id].push_back({a, where});
+    return id;
+  }
+
+  const json& resolve(const std::string& ref, const std::string& where) {
+    if (ref == "#") return root_;
+    for (const char* prefix : {"#/$defs/", "#/definitions/"}) {
+      const std::string p = prefix;
+      if (ref.rfind(p, 0) != 0) continue;
+      const std::string section = p.substr(2, p.size() - 3), name = ref.substr(p.size());
+      if (root_.is_object() && root_.contains(section) && root_[section].is_object())
+        for (const auto& [key, value] : root_[section].items())
+          if (pointer_escape(key) == name) return value;
+      break;
+    }
+    throw Error("JSON schema: $ref \"" + ref + "\" at " + where +
+                " names no schema (supported: \"#\", \"#/$defs/NAME\", \"#/definitions/NAME\")");
+  }
+
+  static int64_t count(const json& s, const char* key, const std::string& where) {
+    if (!s.contains(key)) return -1;
+    const json& v = s[key];
+    if (!v.is_number_integer() &&
+        !(v.is_number_float() && v.get<double>() == double(int64_t(v.get<double>()))))
+      throw Error("JSON schema: " + std::string(key) + " at " + where + " must be a whole number");
+    const int64_t n = v.is_number_integer() ? v.get<int64_t>() : int64_t(v.get<double>());
+    if (n < 0) throw Error("JSON schema: " + std::string(key) + " at " + where + " must not be negative");
+    return n;
+  }
+
+  int32_t compile(const json& s, const std::string& where) {
+    if (s.is_boolean()) {
+      if (s.get<bool>()) return JsonSchema::kAny;
+      throw Error("JSON schema: the schema at " + where + " is false: no value can match it");
+    }
+    if (!s.is_object()) throw Error("JSON schema: the schema at " + where + " is not an object");
+    if (s.contains("$ref")) {
+      if (!s["$ref"].is_string()) throw Error("JSON schema: $ref at " + where + " is not a string");
+      const std::string ref = s["$ref"].get<std::string>();
+      for (const auto& [key, value] : s.items())
+        if (key != "$ref" && !kAnnotations.count(key))
+          throw Error("JSON schema: \"" + key + "\" beside $ref at " + where + " is not supported");
+      if (const auto it = refs_.find(ref); it != refs_.end()) return it->second;
+      // A placeholder the referenced schema's node replaces, so that recursion finds it.
+      const int32_t id = add({});
+      refs_[ref] = id;
+      const int32_t body = compile(resolve(ref, where), ref);
+      out_.nodes_[size_t(id)] = out_.nodes_[size_t(body)];
+      if (const auto it = choices_.find(body); it != choices_.end()) choices_[id] = it->second;
+      return id;
+    }
+    for (const auto& [key, value] : s.items()) {
+      static const std::set<std::string> known = {
+          "type",      "properties", "required", "additionalProperties",
+          "items",     "minItems",   "maxItems", "minLength",
+          "maxLength", "enum",       "const",    "anyOf",
+          "oneOf",     "nullable"};
+      if (!known.count(key) && !kAnnotations.count(key))
+        throw Error("JSON schema: \"" + key + "\" at " + where +
+                    " is not supported (it would constrain values in a way generation does not follow)");
+    }
+    int32_t node = compile_value(s, where);
+    if (s.contains("nullable") && s["nullable"] == true) node = choice({node, literal({"null"})}, where);
+    return node;
+  }
+
+  int32_t compile_value(const json& s, const std::string& where) {
+    if (s.contains("const")) return literal({s["const"].dump()});
+    if (s.contains("enum")) {
+      if (!s["enum"].is_array() || s["enum"].empty())
+        throw Error("JSON schema: enum at " + where + " must be a non-empty array");
+      std::vector<std::string> values;
+      for (const json& v : s["enum"]) values.push_back(v.dump());
+      return literal(std::move(values));
+    }
+    for (const char* key : {"anyOf", "oneOf"})
+      if (s.contains(key)) {
+        const json& alts = s[key];
+        if (!alts.is_array() || alts.empty())
+          throw Error("JSON schema: " + std::string(key) + " at " + where + " must be a non-empty array");
+        std::vector<int32_t> nodes;
+        for (size_t i = 0; i < alts.size(); ++i)
+          nodes.push_back(compile(alts[i], where + "/" + key + "/" + std::to_string(i)));
+        if (s.contains("type") || s.contains("properties") || s.contains("items"))
+          throw Error("JSON schema: " + std::string(key) + " beside type, properties or items at " + where +
+                      " is not supported (put them in each alternative)");
+        return nodes.size() == 1 ? nodes[0] : choice(nodes, where + "/" + key);
+      }
+    std::vector<std::string> types;
+    if (s.contains("type")) {
+      const json& t = s["type"];
+      if (t.is_string()) {
+        types.push_back(t.get<std::string>());
+      } else if (t.is_array() && !t.empty()) {
+        for (const json& e : t) {
+          if (!e.is_string()) throw Error("JSON schema: type at " + where + " lists a non-string");
+          types.push_back(e.get<std::string>());
+        }
+      } else {
+        throw Error("JSON schema: type at " + where + " must be a string or a non-empty array of them");
+      }
+      for (const std::string& t1 : types)
+        if (!kTypes.count(t1)) throw Error("JSON schema: unknown type \"" + t1 + "\" at " + where);
+    } else if (s.contains("properties") || s.contains("additionalProperties") || s.contains("required")) {
+      types.push_back("object");
+    } else if (s.contains("items") || s.contains("minItems") || s.contains("maxItems")) {
+      types.push_back("array");
+    } else if (s.contains("minLength") || s.contains("maxLength")) {
+      types.push_back("string");
+    } else {
+      return JsonSchema::kAny;
+    }
+    std::vector<int32_t> nodes;
+    for (const std::string& t : types) nodes.push_back(compile_type(s, t, where));
+    return nodes.size() == 1 ? nodes[0] : choice(nodes, where + "/type");
+  }
+
+  int32_t compile_type(const json& s, const std::string& type, const std::string& where) {
+    JsonSchema::Node n;
+    if (type == "boolean") return literal({"false", "true"});
+    if (type == "null") return literal({"null"});
+    if (type == "number" || type == "integer") {
+      n.kind = type == "number" ? JsonSchema::Kind::number : JsonSchema::Kind::integer;
+      return add(std::move(n));
+    }
+    if (type == "string") {
+      n.kind = JsonSchema::Kind::string;
+      n.min = std::max<int64_t>(0, count(s, "minLength", where));
+      n.max = count(s, "maxLength", where);
+      if (n.max >= 0 && n.max < n.min) throw Error("JSON schema: maxLength is below minLength at " + where);
+      return add(std::move(n));
+    }
+    if (type == "array") {
+      n.kind = JsonSchema::Kind::array;
+      n.min = std::max<int64_t>(0, count(s, "minItems", where));
+      n.max = count(s, "maxItems", where);
+      if (n.max >= 0 && n.max < n.min) throw Error("JSON schema: maxItems is below minItems at " + where);
+      const int32_t id = add(std::move(n));
+      const int32_t items = s.contains("items") ? compile(s["items"], where + "/items") : JsonSchema::kAny;
+      out_.nodes_[size_t(id)].items = items;
+      return id;
+    }
+    // object
+    n.kind = JsonSchema::Kind::object;
+    const int32_t id = add(std::move(n));
+    std::vector<JsonSchema::Property> props;
+    std::map<std::string, size_t> names;  // property name -> index in props, before sorting
+    if (s.contains("properties")) {
+      if (!s["properties"].is_object())
+        throw Error("JSON schema: properties at " + where + " must be an object");
+      for (const auto& [name, sub] : s["properties"].items()) {
+        names[name] = props.size();
+        props.push_back({json(name).dump(), compile(sub, where + "/properties/" + pointer_escape(name))});
+      }
+      if (props.size() > 64)
+        throw Error("JSON schema: the object at " + where + " has " + std::to_string(props.size()) +
+                    " properties; at most 64 are supported");
+    }
+    std::vector<std::string> required;
+    if (s.contains("required")) {
+      if (!s["required"].is_array()) throw Error("JSON schema: required at " + where + " must be an array");
+      for (const json& r : s["required"]) {
+        if (!r.is_string() || !names.count(r.get<std::string>()))
+          throw Error("JSON schema: required at " + where + " names " + r.dump() +
+                      ", which is not one of its properties");
+        required.push_back(r.get<std::string>());
+      }
+    }
+    int32_t values = JsonSchema::kAny;
+    if (s.contains("additionalProperties")) {
+      const json& a = s["additionalProperties"];
+      if (props.empty()) {
+        if (a == false)
+          values = -1;  // only {}
+        else
+          values = compile(a, where + "/additionalProperties");
+      } else if (!a.is_boolean()) {
+        compile(a, where + "/additionalProperties");  // checked, not used: listed properties only
+      }
+    }
+    // Sorted by key, as JsonMatcher narrows candidates by prefix over a sorted list.
+    std::vector<size_t> order(props.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return props[a].key < props[b].key; });
+    JsonSchema::Node& obj = out_.nodes_[size_t(id)];
+    for (size_t i = 0; i < order.size(); ++i) {
+      obj.properties.push_back(props[order[i]]);
+      for (const std::string& r : required)
+        if (names[r] == order[i]) obj.required |= uint64_t(1) << i;
+    }
+    obj.values = values;
+    return id;
+  }
+
+  const json& root_;
+  JsonSchema out_;
+  std::map<std::string, int32_t> refs_;
+  std::map<int32_t, std::vector<std::pair<int32_t, std::string>>> choices_;
+};
+
+JsonSchema JsonSchema::compile(const nlohmann::json& schema) {
+  return JsonSchemaCompiler(schema).run();
+}
+
+}  // namespace mx8::runtime

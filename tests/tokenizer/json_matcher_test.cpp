@@ -1,0 +1,253 @@
+// JsonSchema and JsonMatcher: which texts a schema lets a reply be, byte by byte.
+#include "mx8/runtime/json_matcher.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "mx8/error.h"
+
+namespace mx8::runtime {
+namespace {
+
+using json = nlohmann::json;
+
+std::shared_ptr<const JsonSchema> schema(const char* text) {
+  return std::make_shared<const JsonSchema>(JsonSchema::compile(json::parse(text)));
+}
+std::shared_ptr<const JsonSchema> any_object() {
+  return std::make_shared<const JsonSchema>(JsonSchema::any_object());
+}
+
+// How far `text` gets: its length when every byte is taken, else the index of the first byte refused.
+size_t taken(JsonMatcher m, std::string_view text) {
+  for (size_t i = 0; i < text.size(); ++i)
+    if (!m.feed(uint8_t(text[i]))) return i;
+  return text.size();
+}
+bool whole(JsonMatcher m, std::string_view text) {
+  for (char c : text)
+    if (!m.feed(uint8_t(c))) return false;
+  return m.complete();
+}
+
+TEST(JsonMatcher, AnyObjectTakesJsonObjectsOnly) {
+  const JsonMatcher m(any_object());
+  for (const char* ok :
+       {"{}", " {\"a\": 1}", "{\"a\":[1,-2.5e+3,true,false,null,{\"b\":\"\\u00e9\\n\\uD83D\\ude00\"}]}\n",
+        "{\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\": 0}", "{\"a\":-0.0E-0}"})
+    EXPECT_TRUE(whole(m, ok)) << ok;
+  // Each refused at the byte that breaks it (the index is that byte's).
+  const std::pair<const char*, size_t> bad[] = {{"[1]", 0},
+                                                {"\"a\"", 0},
+                                                {"{a:1}", 1},
+                                                {"{\"a\" 1}", 5},
+                                                {"{\"a\":01}", 6},
+                                                {"{\"a\":1.}", 7},
+                                                {"{\"a\":1,}", 7},
+                                                {"{\"a\":tru}", 8},
+                                                {"{\"a\":\"\n\"}", 6},
+                                                {"{\"a\":\"\\x\"}", 7},
+                                                {"{} {}", 3},
+                                                {"{\"a\":\"\xc0\xaf\"}", 6},
+                                                {"{\"a\":\"\xed\xa0\x80\"}", 7},
+                                                {"{\"a\":\"\xf4\x90\x80\x80\"}", 7},
+                                                {"{\"a\":+1}", 5},
+                                                {"{\"a\":\"\xe2\x82\"}", 8},
+                                                {"{\"a\":\"\\udc00\"}", 9},
+                                                {"{\"a\":\"\\ud800x\"}", 12},
+                                                {"{\"a\":\"\\ud800\\u0041\"}", 14}};
+  for (const auto& [text, at] : bad) EXPECT_EQ(taken(m, text), at) << text;
+  for (const char* cut : {"", "{", "{\"a\"", "{\"a\":", "{\"a\":1", "{\"a\":\"b"})
+    EXPECT_FALSE(whole(m, cut)) << cut;
+}
+
+TEST(JsonMatcher, WhitespaceAndNumbersAreBounded) {
+  const JsonMatcher m(any_object());
+  // 64 blanks in a row are the most (kMaxSpace): a model cannot pad a reply forever.
+  EXPECT_TRUE(whole(m, std::string(64, ' ') + "{}" + std::string(64, '\n')));
+  EXPECT_EQ(taken(m, std::string(65, ' ')), 64u);
+  EXPECT_EQ(taken(m, "{}" + std::string(65, ' ')), 66u);
+  // 40 bytes per number (kMaxNumber).
+  EXPECT_TRUE(whole(m, "{\"a\":" + std::string(40, '1') + "}"));
+  EXPECT_EQ(taken(m, "{\"a\":" + std::string(41, '1') + "}"), 45u);
+  EXPECT_TRUE(whole(m, "{\"a\":1e99}"));  // two exponent digits (kMaxExponent): 1e999 is no double
+  EXPECT_EQ(taken(m, "{\"a\":1e999}"), 9u);
+  // Nesting stops at kMaxDepth (the document's frame is one of them).
+  const std::string deep = "{\"a\":" + std::string(JsonMatcher::kMaxDepth - 2, '[');
+  EXPECT_EQ(taken(m, deep + "["), deep.size());
+}
+
+TEST(JsonMatcher, SchemaObjectsTakeTheirPropertiesEachOnceAndNeedTheRequired) {
+  const JsonMatcher m(schema(R"({"type": "object", "properties": {"name": {"type": "string"},
+      "age": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}}},
+      "required": ["name", "age"], "additionalProperties": false})"));
+  EXPECT_TRUE(whole(m, R"({"name": "Ann", "age": 31})"));
+  EXPECT_TRUE(whole(m, R"({"age":31,"tags":["a","b"],"name":"Ann"})"));
+  EXPECT_FALSE(whole(m, R"({"name": "Ann"})"));                  // age is required
+  EXPECT_EQ(taken(m, R"({"name": "Ann", "name": "Bo"})"), 17u);  // no unused property starts "n"
+  EXPECT_EQ(taken(m, R"({"nick": 1})"), 3u);                     // no property starts "ni"
+  EXPECT_EQ(taken(m, R"({"age": 3.5})"), 9u);                    // an integer has no fraction
+  EXPECT_EQ(taken(m, R"({"age": "3"})"), 8u);                    // nor quotes
+  EXPECT_EQ(taken(m, R"({"tags": [1]})"), 10u);
+  EXPECT_EQ(taken(m, R"({"name": "Ann", "age": 1,})"), 25u);  // no property is left to follow
+}
+
+TEST(JsonMatcher, EnumsConstsChoicesAndLimits) {
+  EXPECT_TRUE(whole(JsonMatcher(schema(R"({"enum": ["red", "green", 1, 12, null]})")), "12"));
+  const JsonMatcher e(schema(R"({"type": "object", "properties": {"c": {"enum": ["red", "green", 1, 12]}},
+      "required": ["c"]})"));
+  for (const char* ok : {R"({"c":"red"})", R"({"c": 1})", R"({"c":12 })"}) EXPECT_TRUE(whole(e, ok)) << ok;
+  EXPECT_EQ(taken(e, R"({"c":"blue"})"), 6u);
+  EXPECT_EQ(taken(e, R"({"c":123})"), 7u);
+  const JsonMatcher c(schema(R"({"type": "object", "properties": {"v": {"const": {"x": [1, "a"]}}}})"));
+  EXPECT_TRUE(whole(c, R"({"v":{"x":[1,"a"]}})"));  // compact, as nlohmann writes it
+  EXPECT_EQ(taken(c, R"({"v":{"x": [1,"a"]}})"), 10u);
+  // Optional[int] and a list of types: the first byte chooses.
+  const JsonMatcher o(schema(R"({"type": "object", "properties": {"n": {"anyOf": [{"type": "integer"},
+      {"type": "null"}]}, "s": {"type": ["string", "boolean"]}}})"));
+  for (const char* ok : {R"({"n":null})", R"({"n":-3,"s":true})", R"({"s":"x"})"})
+    EXPECT_TRUE(whole(o, ok)) << ok;
+  EXPECT_EQ(taken(o, R"({"n":"3"})"), 5u);
+  const JsonMatcher l(schema(R"({"type": "array", "items": {"type": "string", "minLength": 1,
+      "maxLength": 2}, "minItems": 1, "maxItems": 2})"));
+  for (const char* ok : {R"(["a"])", R"(["\u00e9\n","\u20ac"])", "[\"\xf0\x9f\x98\x80\"]"})
+    EXPECT_TRUE(whole(l, ok)) << ok;
+  EXPECT_EQ(taken(l, "[]"), 1u);
+  EXPECT_EQ(taken(l, R"([""])"), 2u);
+  EXPECT_EQ(taken(l, R"(["abc"])"), 4u);
+  EXPECT_EQ(taken(l, R"(["a","b","c"])"), 8u);
+}
+
+TEST(JsonMatcher, ReferencesReachDefinitionsAndRecurse) {
+  const JsonMatcher m(schema(R"({"$defs": {"node": {"type": "object", "properties": {
+      "value": {"type": "number"}, "next": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]}},
+      "required": ["value", "next"]}}, "$ref": "#/$defs/node"})"));
+  EXPECT_TRUE(whole(m, R"({"value": 1, "next": {"value": 2e3, "next": null}})"));
+  EXPECT_FALSE(whole(m, R"({"value": 1, "next": {"value": 2}})"));
+}
+
+TEST(JsonMatcher, UnsupportedOrMalformedSchemasAreRefusedByName) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"type": "string", "pattern": "^a"})", "\"pattern\" at #"},
+      {R"({"properties": {"a": {"minimum": 0}}})", "\"minimum\" at #/properties/a"},
+      {R"({"type": "texts"})", "unknown type \"texts\""},
+      {R"({"anyOf": [{"type": "object"}, {"type": "object", "properties": {}}]})", "can both start with '{'"},
+      {R"({"$ref": "#/$defs/missing"})", "names no schema"},
+      {R"({"properties": {"a": {}}, "required": ["b"]})", "not one of its properties"},
+      {R"({"type": "array", "minItems": 3, "maxItems": 2})", "maxItems is below minItems"},
+      {"false", "no value can match"}};
+  for (const auto& [text, message] : cases) {
+    try {
+      JsonSchema::compile(json::parse(text));
+      ADD_FAILURE() << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(JsonMatcher, PreludeTakesAThinkBlockOrAToolCallBeforeTheValue) {
+  const JsonMatcher m(any_object(), {true, false, {"<tool_call>"}});
+  EXPECT_TRUE(whole(m, "<think>\nit is {not json} </thin </think>\n\n{\"a\": 1}"));
+  EXPECT_TRUE(whole(m, "<tool_call>\n{\"name\": \"f\"} anything"));
+  EXPECT_TRUE(whole(m, "<think>x</think><tool_call>"));
+  EXPECT_EQ(taken(m, "<think>x</think><think>"), 18u);  // one think block ("<t" may still be "<tool_call>")
+  EXPECT_EQ(taken(m, "<tools>"), 5u);
+  EXPECT_FALSE(whole(m, "<think>x</think>"));
+  // The prompt opened the block: the reply starts inside it.
+  EXPECT_TRUE(whole(JsonMatcher(any_object(), {true, true, {}}), "a < b</think>{}"));
+  // Without may_think a reply cannot open one.
+  EXPECT_EQ(taken(JsonMatcher(any_object()), "<think>"), 0u);
+  EXPECT_THROW(JsonMatcher(any_object(), {false, false, {"{\"name\""}}), Error);
+}
+
+// Random walks through the matcher: every byte that it takes is tried, one is chosen at random, until
+// the text is complete. Whatever it lets through must parse as JSON and satisfy the schema.
+TEST(JsonMatcher, EveryTextItCompletesIsJsonOfTheSchema) {
+  const auto s = schema(R"({"type": "object", "properties": {"id": {"type": "integer"},
+      "kind": {"enum": ["a", "b"]}, "score": {"type": ["number", "null"]},
+      "items": {"type": "array", "maxItems": 3, "items": {"type": "object",
+        "properties": {"k": {"type": "string", "maxLength": 3}}, "required": ["k"]}}},
+      "required": ["id", "kind"]})");
+  std::mt19937 rng(7);
+  int completed = 0;
+  for (int walk = 0; walk < 300; ++walk) {
+    JsonMatcher m(s);
+    std::string text;
+    for (int n = 0; n < 400; ++n) {
+      if (m.complete() && rng() % 4 == 0) break;
+      std::vector<uint8_t> next;
+      JsonMatcher::Snapshot snap;
+      m.save(snap);
+      // Printable ASCII and a few UTF-8 leads and continuations; blanks rarely (or walks pad to their end).
+      for (int b : std::initializer_list<int>{rng() % 16 == 0 ? ' ' : '{',
+                                              '{',
+                                              '}',
+                                              '[',
+                                              ']',
+                                              ',',
+                                              ':',
+                                              '"',
+                                              '\\',
+                                              '-',
+                                              '+',
+                                              '.',
+                                              'e',
+                                              'E',
+                                              '0',
+                                              '1',
+                                              '9',
+                                              'a',
+                                              'b',
+                                              'd',
+                                              'i',
+                                              'k',
+                                              'n',
+                                              's',
+                                              't',
+                                              'u',
+                                              'l',
+                                              'r',
+                                              'o',
+                                              'c',
+                                              'm',
+                                              'f',
+                                              0xC3,
+                                              0xA9,
+                                              0x80})
+        if (m.feed(uint8_t(b)))
+          next.push_back(uint8_t(b)), m.restore(snap);
+        else
+          m.restore(snap);
+      if (next.empty() && m.complete()) break;  // only blanks may follow
+      ASSERT_FALSE(next.empty()) << text;       // something can always come until it is complete
+      const uint8_t b = next[rng() % next.size()];
+      ASSERT_TRUE(m.feed(b));
+      text += char(b);
+    }
+    if (!m.complete()) continue;
+    ++completed;
+    json v;
+    ASSERT_NO_THROW(v = json::parse(text)) << text;
+    ASSERT_TRUE(v.is_object()) << text;
+    EXPECT_TRUE(v.contains("id") && v["id"].is_number_integer()) << text;
+    EXPECT_TRUE(v.contains("kind") && (v["kind"] == "a" || v["kind"] == "b")) << text;
+    if (v.contains("score")) {
+      EXPECT_TRUE(v["score"].is_number() || v["score"].is_null()) << text;
+    }
+    for (const auto& [key, value] : v.items())
+      EXPECT_TRUE(key == "id" || key == "kind" || key == "score" || key == "items");
+    if (v.contains("items")) {
+      EXPECT_LE(v["items"].size(), 3u) << text;
+      for (const json& it : v["items"])
+        EXPECT_TRUE(it.contains("k") && it["k"].get<std::string>().size() <= 6)
+            << text;  // <= 3 chars, é is 2 bytes
+    }
+  }
+  // Enough walks end for the checks to mean something (most do: a walk ends a quarter of the times it may).
+  EXPECT_GT(completed, 100);
+}
+
+}  // namespace
+}  // namespace mx8::runtime

@@ -130,16 +130,21 @@ JsonMatcher::Step JsonMatcher::step(Frame& f, uint8_t b) {
   }
 }
 
-bool JsonMatcher::take_space(Frame& f, uint8_t b) {
-  if (!is_space(b)) {
-    f.space = 0;
-    return false;
-  }
-  return true;
+JsonMatcher::Step JsonMatcher::blank(Frame& f, uint8_t b) const {
+  // Counted per gap: line breaks in `utf8` (a string's field, free in other frames), other blanks in
+  // `space`. Inside the value: one line break and an indentation of kIndent per level; before it, two
+  // line breaks (after a </think>) and kIndent blanks; after it, one line break.
+  const bool before = f.kind == kDocument && f.state == kStart;
+  const int lines = before ? 2 : 1,
+            blanks = f.kind == kDocument ? (before ? kIndent : 0) : kIndent * (depth_ - 1);
+  if (b == '\n') return ++f.utf8 <= lines ? Step::taken : Step::rejected;
+  return ++f.space <= blanks ? Step::taken : Step::rejected;
 }
 
-#define MX8_SPACE(f, b) \
-  if (take_space(f, b)) return ++(f).space <= kMaxSpace ? Step::taken : Step::rejected
+// Whitespace where JSON allows it (bounded by blank()); any other byte ends the gap.
+#define MX8_SPACE(f, b)                \
+  if (is_space(b)) return blank(f, b); \
+  (f).space = (f).utf8 = 0
 
 JsonMatcher::Step JsonMatcher::open_value(int32_t node, uint8_t b) {
   while (schema_->node(node).kind == Kind::choice) {
@@ -182,7 +187,7 @@ JsonMatcher::Step JsonMatcher::open_value(int32_t node, uint8_t b) {
 }
 
 void JsonMatcher::value_done(Frame& parent) {
-  parent.space = 0;
+  parent.space = parent.utf8 = 0;
   switch (parent.kind) {
     case kDocument:
       parent.state = kDone;
@@ -224,7 +229,7 @@ JsonMatcher::Step JsonMatcher::document(Frame& f, uint8_t b) {
       f.pos = b == uint8_t(kThinkClose[f.pos]) ? f.pos + 1 : b == '<' ? 1 : 0;
       if (f.pos == kThinkClose.size()) {
         f.state = kStart;
-        f.space = 0;
+        f.space = f.utf8 = 0;
       }
       return Step::taken;
     case kFree:

@@ -40,6 +40,14 @@ Markers markers(ToolSyntax s) {
   }
 }
 
+}  // namespace
+
+std::string_view tool_call_opener(ToolSyntax s) {
+  return markers(s).open;
+}
+
+namespace {
+
 std::string_view trim(std::string_view s) {
   while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
   while (!s.empty() && is_space(s.back())) s.remove_suffix(1);

@@ -150,6 +150,27 @@ const char* error_type(int status) {
   }
 }
 
+// Structured outputs: output_config.format (and the beta's output_format), {"type": "json_schema",
+// "schema": {...}}: the reply's text is a value of the schema.
+std::shared_ptr<const runtime::JsonSchema> output_format(const json& body) {
+  const json* format = nullptr;
+  std::string param = "output_config.format";
+  if (auto c = body.find("output_config"); c != body.end() && !c->is_null()) {
+    if (!c->is_object()) throw ApiError(400, "'output_config' must be an object", "output_config");
+    if (auto f = c->find("format"); f != c->end() && !f->is_null()) format = &*f;
+  }
+  if (auto f = body.find("output_format"); !format && f != body.end() && !f->is_null()) {
+    format = &*f;
+    param = "output_format";
+  }
+  if (!format) return nullptr;
+  if (!format->is_object() || format->value("type", json()) != "json_schema")
+    throw ApiError(400, "'" + param + "' must be {\"type\": \"json_schema\", \"schema\": {...}}", param);
+  if (!format->contains("schema") || !(*format)["schema"].is_object())
+    throw ApiError(400, "'" + param + ".schema' must be an object", param + ".schema");
+  return fields::output_schema((*format)["schema"], param + ".schema");
+}
+
 class Anthropic : public Dialect {
  public:
   ApiRequest parse(const json& body, const runtime::SamplingParams& defaults) const override {
@@ -183,6 +204,8 @@ class Anthropic : public Dialect {
       }
     }
     r.template_variables = {{"enable_thinking", thinking}, {"thinking", thinking}};
+    r.json_output = output_format(body);
+    r.json_output_field = body.contains("output_config") ? "output_config.format" : "output_format";
     if (body.contains("system") && !body["system"].is_null()) {
       const std::string system = fields::text_content(body["system"], "system");
       if (!system.empty()) r.messages.push_back({{"role", "system"}, {"content", system}});

@@ -123,6 +123,18 @@ void refuse_nonempty(const json& body, const char* name) {
     throw ApiError(400, std::string("'") + name + "' is not supported by this server", name);
 }
 
+std::shared_ptr<const runtime::JsonSchema> output_schema(const json& schema, const std::string& param) {
+  try {
+    // Through text: the schema's own order does not matter (the compiled properties are sorted).
+    return std::make_shared<const runtime::JsonSchema>(
+        runtime::JsonSchema::compile(nlohmann::json::parse(schema.dump())));
+  } catch (const ApiError&) {
+    throw;
+  } catch (const Error& e) {
+    throw ApiError(400, "'" + param + "': " + e.what(), param);
+  }
+}
+
 std::optional<std::vector<std::pair<int32_t, float>>> logit_bias(const json& body) {
   const char* name = "logit_bias";
   const json* v = find(body, name);

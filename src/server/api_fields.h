@@ -55,6 +55,11 @@ void check_tools(const ToolRequest& t, const char* choice_field);
 // A JSON object given as text (OpenAI's tool call arguments).
 nlohmann::ordered_json object_text(const nlohmann::ordered_json& v, const std::string& where);
 
+// A JSON schema a reply must follow, compiled (runtime::JsonSchema); what it cannot hold is a 400 that
+// names `param` and says why.
+std::shared_ptr<const runtime::JsonSchema> output_schema(const nlohmann::ordered_json& schema,
+                                                         const std::string& param);
+
 // The sampling fields both APIs share: temperature (up to `max_temperature`), top_p, top_k, and mx8's
 // extensions min_p and repetition_penalty; seed.
 void read_sampling(const nlohmann::ordered_json& body, double max_temperature, ApiRequest& r);

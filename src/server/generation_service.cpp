@@ -202,6 +202,7 @@ void GenerationService::run() {
       p.stop_tokens = stop_tokens_;
       p.logprobs = g->job_.logprobs;
       p.prompt_logprobs = g->job_.prompt_logprobs;
+      p.constraint = g->job_.constraint;
       try {
         running_[engine_.add(g->job_.prompt, p)] = g;
       } catch (const std::exception& e) {

@@ -16,6 +16,7 @@
 #include <optional>
 #include <thread>
 
+#include "mx8/runtime/json_constraint.h"
 #include "mx8/runtime/reasoning.h"
 #include "mx8/server/api.h"
 #include "mx8/util/json_parse.h"
@@ -162,6 +163,35 @@ struct HttpServer::Impl {
     const runtime::ToolFormat f = runtime::probe_tool_format(*tmpl, r.template_variables);
     return f.forced_call_prefix(r.tools.choice == ToolRequest::Choice::named ? r.tools.name : "");
   }
+
+  // The rule that holds a reply to `r` to its JSON format (none without one, or where the prompt forces
+  // a call: the reply is the call). A reasoning model may think first, and where tools may be called a
+  // reply may be a call instead (its opening marker frees the rest); a prefill must start the value.
+  std::shared_ptr<const runtime::TokenConstraint> json_constraint(const ApiRequest& r, const ChatPrompt& p) {
+    if (!r.json_output || !p.forced.empty()) return nullptr;
+    runtime::JsonPrelude prelude{thinks, p.opened, {}};
+    if (r.tools.offered()) {
+      if (tool_format.syntax == runtime::ToolSyntax::llama3_json)
+        throw ApiError(
+            400,
+            "this model's tool calls are JSON objects themselves, so its replies cannot be held to "
+            "a JSON format while it may call tools (tool_choice \"none\" allows the format)",
+            r.json_output_field);
+      prelude.free_after.emplace_back(runtime::tool_call_opener(tool_format.syntax));
+    }
+    runtime::JsonMatcher m(r.json_output, prelude);
+    for (char c : r.assistant_prefix)
+      if (!m.feed(uint8_t(c)))
+        throw ApiError(400,
+                       "the prefill (the last assistant message) does not start a reply in the format '" +
+                           r.json_output_field + "' asks for",
+                       "messages");
+    std::call_once(json_vocab_once,
+                   [&] { json_vocab = std::make_shared<const runtime::JsonVocabulary>(tok); });
+    return std::make_shared<runtime::JsonConstraint>(json_vocab, std::move(m));
+  }
+  std::once_flag json_vocab_once;
+  std::shared_ptr<const runtime::JsonVocabulary> json_vocab;  // made at the first request that needs it
 
   // How a reply to `r` is read: reasoning where the template thinks (chat only), tool calls where
   // tools are offered.
@@ -312,7 +342,9 @@ struct HttpServer::Impl {
     ChatPrompt chat;
     try {
       ar = d.parse(parse_body(body), opts.sampling);
-      for (std::vector<int32_t>& prompt : prompt_ids(ar, &chat)) {
+      std::vector<std::vector<int32_t>> prompts = prompt_ids(ar, &chat);
+      const auto constraint = json_constraint(ar, chat);
+      for (std::vector<int32_t>& prompt : prompts) {
         prompt_tokens += int(prompt.size());
         for (int i = 0; i < ar.n; ++i) {
           GenerationJob job;
@@ -327,6 +359,7 @@ struct HttpServer::Impl {
           // Completions continue their prompt's text, and so does a reply after an assistant prefill or
           // inside a forced tool call.
           job.continues_prompt = !ar.prompts.empty() || !ar.assistant_prefix.empty() || !chat.forced.empty();
+          job.constraint = constraint;
           echoed.push_back(ar.echo ? job.prompt : std::vector<int32_t>());
           gens.push_back(service.submit(std::move(job)));
         }

@@ -240,6 +240,31 @@ class OpenAiBase : public Dialect {
   }
 };
 
+// response_format: text (or none), json_object (any JSON object), or json_schema ({"name", "schema",
+// "strict"}: a value of the schema; without one, any JSON object).
+std::shared_ptr<const runtime::JsonSchema> response_format(const json& body) {
+  const auto f = body.find("response_format");
+  if (f == body.end() || f->is_null()) return nullptr;
+  if (!f->is_object() || !f->contains("type") || !(*f)["type"].is_string())
+    throw ApiError(400, "'response_format' must be an object with a string 'type'", "response_format");
+  const std::string type = (*f)["type"];
+  if (type == "text") return nullptr;
+  if (type == "json_object")
+    return std::make_shared<const runtime::JsonSchema>(runtime::JsonSchema::any_object());
+  if (type != "json_schema")
+    throw ApiError(
+        400,
+        "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\", not \"" + type + "\"",
+        "response_format.type");
+  const auto js = f->find("json_schema");
+  if (js == f->end() || !js->is_object())
+    throw ApiError(400, "'response_format.json_schema' must be an object", "response_format.json_schema");
+  const auto schema = js->find("schema");
+  if (schema == js->end() || schema->is_null())
+    return std::make_shared<const runtime::JsonSchema>(runtime::JsonSchema::any_object());
+  return fields::output_schema(*schema, "response_format.json_schema.schema");
+}
+
 class OpenAiChat : public OpenAiBase {
  public:
   ApiRequest parse(const json& body, const runtime::SamplingParams& defaults) const override {
@@ -260,10 +285,8 @@ class OpenAiChat : public OpenAiBase {
         std::any_of(m.begin(), m.end(), [](const std::string& x) { return x != "text"; }))
       throw ApiError(400, "'modalities' other than \"text\" are not supported by this server", "modalities");
     fields::refuse_nonempty(body, "audio");
-    if (body.contains("response_format") && body["response_format"].is_object() &&
-        body["response_format"].value("type", json("text")) != "text")
-      throw ApiError(400, "'response_format' other than text is not supported by this server",
-                     "response_format");
+    r.json_output = response_format(body);
+    r.json_output_field = "response_format";
     if (!body.contains("messages")) throw ApiError(400, "'messages' is required", "messages");
     const json& msgs = body["messages"];
     if (!msgs.is_array() || msgs.empty())

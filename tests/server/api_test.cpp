@@ -165,7 +165,7 @@ TEST(OpenAiChat, RefusesWhatItCannotDoNamingTheField) {
   EXPECT_EQ(refused_field(*d, with(R"("top_logprobs": 2)")), "top_logprobs");  // without logprobs: true
   EXPECT_EQ(refused_field(*d, with(R"("logprobs": true, "top_logprobs": 21)")), "top_logprobs");
   EXPECT_EQ(refused_field(*d, with(R"("tools": [{"type": "function"}])")), "tools[0].function");
-  EXPECT_EQ(refused_field(*d, with(R"("response_format": {"type": "json_object"})")), "response_format");
+  EXPECT_EQ(refused_field(*d, with(R"("response_format": {"type": "xml"})")), "response_format.type");
   EXPECT_EQ(refused_field(*d, with(R"("response_format": {"type": 5})")), "response_format");  // not a 500
   // Accepted: empty tool lists, text response formats, nulls for optional fields.
   EXPECT_NO_THROW(

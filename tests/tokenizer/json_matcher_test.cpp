@@ -48,7 +48,7 @@ TEST(JsonMatcher, AnyObjectTakesJsonObjectsOnly) {
                                                 {"{\"a\":tru}", 8},
                                                 {"{\"a\":\"\n\"}", 6},
                                                 {"{\"a\":\"\\x\"}", 7},
-                                                {"{} {}", 3},
+                                                {"{}\n{}", 3},
                                                 {"{\"a\":\"\xc0\xaf\"}", 6},
                                                 {"{\"a\":\"\xed\xa0\x80\"}", 7},
                                                 {"{\"a\":\"\xf4\x90\x80\x80\"}", 7},
@@ -64,10 +64,16 @@ TEST(JsonMatcher, AnyObjectTakesJsonObjectsOnly) {
 
 TEST(JsonMatcher, WhitespaceAndNumbersAreBounded) {
   const JsonMatcher m(any_object());
-  // 64 blanks in a row are the most (kMaxSpace): a model cannot pad a reply forever.
-  EXPECT_TRUE(whole(m, std::string(64, ' ') + "{}" + std::string(64, '\n')));
-  EXPECT_EQ(taken(m, std::string(65, ' ')), 64u);
-  EXPECT_EQ(taken(m, "{}" + std::string(65, ' ')), 66u);
+  // Compact and pretty-printed JSON (up to 4 blanks of indentation per level, one line break per gap);
+  // no more: a model cannot pad a reply forever.
+  EXPECT_TRUE(whole(m, "\n\n    {\n    \"a\": [\n        1,\n        {}\n    ]\n}\n"));
+  EXPECT_TRUE(whole(m, "{\"a\":[1,{}]}"));
+  EXPECT_EQ(taken(m, "{\n\n"), 2u);
+  EXPECT_EQ(taken(m, "{     \"a\""), 5u);
+  EXPECT_EQ(taken(m, "{\"a\": [\n         1]}"), 16u);  // 9 blanks at the second level
+  EXPECT_EQ(taken(m, "{}\n\n"), 3u);
+  EXPECT_EQ(taken(m, "{} "), 2u);
+  EXPECT_EQ(taken(m, "\n\n\n{}"), 2u);
   // 40 bytes per number (kMaxNumber).
   EXPECT_TRUE(whole(m, "{\"a\":" + std::string(40, '1') + "}"));
   EXPECT_EQ(taken(m, "{\"a\":" + std::string(41, '1') + "}"), 45u);

@@ -4,8 +4,10 @@
 // token of a vocabulary: copy the state (snapshot), feed the token's bytes, restore.
 //
 // Besides the value's own grammar:
-//   - whitespace goes where JSON allows it, at most kMaxSpace bytes in a row (a model cannot pad
-//     forever), and after the value (then only the end may come);
+//   - whitespace goes where JSON allows it, as compact or pretty-printed JSON has it: per gap one line
+//     break and an indentation of up to kIndent blanks per nesting level (a small model, left free,
+//     pads every gap to any bound it is given); before the value two line breaks and kIndent blanks,
+//     after it one line break, then only the end may come;
 //   - a number has at most kMaxNumber bytes and kMaxExponent exponent digits (so that it fits a double:
 //     parsers such as nlohmann's refuse 1e999), nesting is at most kMaxDepth deep;
 //   - strings are valid UTF-8 with no raw control characters;
@@ -33,7 +35,7 @@ struct JsonPrelude {
 
 class JsonMatcher {
  public:
-  static constexpr int kMaxSpace = 64, kMaxNumber = 40, kMaxExponent = 2, kMaxDepth = 48;
+  static constexpr int kIndent = 4, kMaxNumber = 40, kMaxExponent = 2, kMaxDepth = 48;
   using Prelude = JsonPrelude;
 
   // Throws mx8::Error when a marker of `prelude` is empty or starts like a value of the schema.
@@ -78,8 +80,8 @@ class JsonMatcher {
   // Opens a value of `node` whose first byte is `b` (a frame for it, fed `b`).
   Step open_value(int32_t node, uint8_t b);
   void value_done(Frame& parent);
-  bool ends_here(const Frame& f) const;  // a number or literal that may end before the next byte
-  bool take_space(Frame& f, uint8_t b);  // whitespace where it is allowed (and within kMaxSpace)
+  bool ends_here(const Frame& f) const;   // a number or literal that may end before the next byte
+  Step blank(Frame& f, uint8_t b) const;  // a blank where JSON allows one: within the bounds above?
 
   std::shared_ptr<const JsonSchema> schema_;
   Prelude prelude_;

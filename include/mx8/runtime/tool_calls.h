@@ -24,6 +24,8 @@ namespace mx8::runtime {
 
 enum class ToolSyntax { none, hermes, llama3_json, deepseek_v3 };
 const char* tool_syntax_name(ToolSyntax s);
+// The text that opens a reply's calls ("<tool_call>" for Hermes; "{" for Llama 3 JSON; "": none).
+std::string_view tool_call_opener(ToolSyntax s);
 
 struct ToolCall {
   std::string id;  // given by whoever shows the call to a client (the server: "call_...", "toolu_...")

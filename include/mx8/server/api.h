@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "mx8/error.h"
+#include "mx8/runtime/json_schema.h"
 #include "mx8/runtime/sampler.h"
 #include "mx8/runtime/tool_calls.h"
 #include "mx8/server/generation_service.h"
@@ -78,6 +79,10 @@ struct ApiRequest {
   // Chat: text the reply must start with (an Anthropic request whose last message is the assistant's);
   // it is appended to the rendered prompt and is not repeated in the reply.
   std::string assistant_prefix;
+  // Chat: the reply must be JSON, a value of this schema (OpenAI response_format json_object or
+  // json_schema, Anthropic output_config.format); none: free text.
+  std::shared_ptr<const runtime::JsonSchema> json_output;
+  std::string json_output_field;  // the field that asked for it, for errors
   // Completions: the prompts, `n` choices each; empty for chat.
   std::vector<PromptInput> prompts;
   int n = 1;                         // OpenAI: choices per prompt, each its own sample

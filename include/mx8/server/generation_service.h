@@ -58,6 +58,7 @@ struct GenerationJob {
   // first token keeps a leading space that a reply starting a text of its own drops, so prompt + text
   // reads as the model wrote it.
   bool continues_prompt = false;
+  std::shared_ptr<const runtime::TokenConstraint> constraint;  // which tokens may come (structured output)
 };
 
 // What a waiting handler receives: the text decoded since its previous call, and once the request

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 
 namespace mx8::runtime {
@@ -64,6 +65,7 @@ JsonVocabulary::JsonVocabulary(const Tokenizer& tok) {
   bytes_.resize(n);
   special_.resize(n);
   plain_.resize(n);
+  chars_.resize(n);
   std::vector<int32_t> all, not_plain;
   for (size_t id = 0; id < n; ++id) {
     special_[id] = tok.is_special(int32_t(id));
@@ -73,6 +75,7 @@ JsonVocabulary::JsonVocabulary(const Tokenizer& tok) {
     longest_ = std::max(longest_, bytes_[id].size());
     all.push_back(int32_t(id));
     plain_[id] = plain_text(bytes_[id]);
+    for (char c : bytes_[id]) chars_[id] += (uint8_t(c) & 0xC0) != 0x80;  // lead bytes: one per character
     if (!plain_[id]) not_plain.push_back(int32_t(id));
   }
   all_ = sorted(bytes_, std::move(all));
@@ -121,8 +124,12 @@ const std::vector<uint8_t>& JsonConstraint::allowed() {
     allowed_.assign(n, 1);
     return allowed_;
   }
-  if (matcher_.in_plain_string()) {
+  if (const int64_t room = matcher_.plain_string_room(); room == INT64_MAX) {
     allowed_ = vocab_->plain();
+    walk(vocab_->not_plain());
+  } else if (room >= 0) {
+    allowed_.assign(n, 0);
+    for (size_t i = 0; i < n; ++i) allowed_[i] = vocab_->plain()[i] && vocab_->characters(int32_t(i)) <= room;
     walk(vocab_->not_plain());
   } else {
     allowed_.assign(n, 0);

@@ -2,6 +2,7 @@
 #include "mx8/runtime/json_matcher.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "mx8/error.h"
 
@@ -101,9 +102,11 @@ bool JsonMatcher::free() const {
   return depth_ == 1 && (stack_[0].state == kThink || stack_[0].state == kFree);
 }
 
-bool JsonMatcher::in_plain_string() const {
+int64_t JsonMatcher::plain_string_room() const {
   const Frame& top = stack_[size_t(depth_ - 1)];
-  return top.kind == kString && top.state == kBody && top.utf8 == 0 && schema_->node(top.node).max < 0;
+  if (top.kind != kString || top.state != kBody || top.utf8 != 0) return -1;
+  const int64_t max = schema_->node(top.node).max;
+  return max < 0 ? INT64_MAX : max - top.count;
 }
 
 bool JsonMatcher::ends_here(const Frame& f) const {
@@ -131,14 +134,22 @@ JsonMatcher::Step JsonMatcher::step(Frame& f, uint8_t b) {
 }
 
 JsonMatcher::Step JsonMatcher::blank(Frame& f, uint8_t b) const {
-  // Counted per gap: line breaks in `utf8` (a string's field, free in other frames), other blanks in
-  // `space`. Inside the value: one line break and an indentation of kIndent per level; before it, two
-  // line breaks (after a </think>) and kIndent blanks; after it, one line break.
-  const bool before = f.kind == kDocument && f.state == kStart;
-  const int lines = before ? 2 : 1,
-            blanks = f.kind == kDocument ? (before ? kIndent : 0) : kIndent * (depth_ - 1);
-  if (b == '\n') return ++f.utf8 <= lines ? Step::taken : Step::rejected;
-  return ++f.space <= blanks ? Step::taken : Step::rejected;
+  // Counted per gap: line breaks in `utf8` (a string's field, free in other frames), blanks in `space`.
+  // Inside the value a gap is nothing, one blank, or a line break and up to kIndent blanks per level;
+  // before the value two line breaks (after a </think>) and one blank; after it one line break.
+  if (b == '\r') return Step::rejected;
+  const bool line = b == '\n';
+  if (f.kind == kDocument) {
+    const bool before = f.state == kStart;
+    if (line) return ++f.utf8 <= (before ? 2 : 1) ? Step::taken : Step::rejected;
+    return before && ++f.space <= 1 ? Step::taken : Step::rejected;
+  }
+  if (f.utf8 == 0) {  // no line break yet: one blank, or a line break with none before it
+    if (f.space > 0) return Step::rejected;
+    (line ? f.utf8 : f.space) = 1;
+    return Step::taken;
+  }
+  return !line && ++f.space <= kIndent * (depth_ - 1) ? Step::taken : Step::rejected;
 }
 
 // Whitespace where JSON allows it (bounded by blank()); any other byte ends the gap.

@@ -66,10 +66,14 @@ TEST(JsonMatcher, WhitespaceAndNumbersAreBounded) {
   const JsonMatcher m(any_object());
   // Compact and pretty-printed JSON (up to 4 blanks of indentation per level, one line break per gap);
   // no more: a model cannot pad a reply forever.
-  EXPECT_TRUE(whole(m, "\n\n    {\n    \"a\": [\n        1,\n        {}\n    ]\n}\n"));
+  EXPECT_TRUE(whole(m, "\n\n{\n    \"a\": [\n        1,\n        {}\n    ]\n}\n"));
+  EXPECT_TRUE(whole(m, " {\n\t\"a\": [1, 2]}"));
   EXPECT_TRUE(whole(m, "{\"a\":[1,{}]}"));
   EXPECT_EQ(taken(m, "{\n\n"), 2u);
-  EXPECT_EQ(taken(m, "{     \"a\""), 5u);
+  EXPECT_EQ(taken(m, "{  \"a\""), 2u);   // one blank, or a line break and indentation
+  EXPECT_EQ(taken(m, "{ \n\"a\""), 2u);  // no blank before a line break
+  EXPECT_EQ(taken(m, "{\r\n\"a\""), 1u);
+  EXPECT_EQ(taken(m, "  {}"), 1u);
   EXPECT_EQ(taken(m, "{\"a\": [\n         1]}"), 16u);  // 9 blanks at the second level
   EXPECT_EQ(taken(m, "{}\n\n"), 3u);
   EXPECT_EQ(taken(m, "{} "), 2u);

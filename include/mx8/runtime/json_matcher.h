@@ -4,10 +4,10 @@
 // token of a vocabulary: copy the state (snapshot), feed the token's bytes, restore.
 //
 // Besides the value's own grammar:
-//   - whitespace goes where JSON allows it, as compact or pretty-printed JSON has it: per gap one line
-//     break and an indentation of up to kIndent blanks per nesting level (a small model, left free,
-//     pads every gap to any bound it is given); before the value two line breaks and kIndent blanks,
-//     after it one line break, then only the end may come;
+//   - whitespace goes where JSON allows it, as compact or pretty-printed JSON has it: a gap is
+//     nothing, one blank, or a line break and up to kIndent blanks per nesting level (a small model,
+//     left free, pads every gap to any bound it is given); before the value up to two line breaks and
+//     a blank, after it one line break, then only the end may come; no carriage returns;
 //   - a number has at most kMaxNumber bytes and kMaxExponent exponent digits (so that it fits a double:
 //     parsers such as nlohmann's refuse 1e999), nesting is at most kMaxDepth deep;
 //   - strings are valid UTF-8 with no raw control characters;
@@ -49,9 +49,10 @@ class JsonMatcher {
   bool complete() const;
   // Whether any byte may come (inside a <think> block, or after a free_after marker).
   bool free() const;
-  // Inside a string with no length limit and no character begun: every byte but '"', '\\', a control
-  // character or a broken UTF-8 sequence continues it (JsonConstraint's fast path).
-  bool in_plain_string() const;
+  // Inside a string with no character begun: every byte but '"', '\\', a control character or a broken
+  // UTF-8 sequence continues it, up to this many more characters (INT64_MAX: no limit); -1 elsewhere.
+  // JsonConstraint's fast path.
+  int64_t plain_string_room() const;
 
   struct Frame {
     int32_t node = 0;

@@ -4,6 +4,7 @@
 // cross-API answers to the same conversation must be the same text. Exit status 1 on any failure.
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
+import { jsonSchemaOutputFormat } from '@anthropic-ai/sdk/helpers/json-schema';
 
 const base = process.env.MX8_SERVER_URL;
 if (!base) throw new Error('MX8_SERVER_URL is not set');
@@ -137,6 +138,51 @@ check(stopped.content[0].text === text.slice(0, text.indexOf(stop)), 'messages: 
 
 await refused('messages: temperature 2 is a BadRequestError',
   () => anthropic.messages.create({ ...request, temperature: 2 }), Anthropic.BadRequestError, 400);
+
+// Structured output through each library's parse helper: the reply is JSON of the schema, which the
+// library itself parses (OpenAI's `parsed`, Anthropic's `parsed_output`; OpenAI's stream helper parses
+// only schemas made with zod, so the streamed reply is parsed here). The same schema and greedy
+// conversation through both APIs give the same object.
+const pet = {
+  type: 'object',
+  properties: {
+    mood: { type: 'string', enum: ['happy', 'sad'] },
+    age: { type: 'integer' },
+    kind: { type: 'string', enum: ['cat', 'dog', 'bird'] },
+  },
+  required: ['mood', 'age', 'kind'],
+  additionalProperties: false,
+};
+const asked = { model, messages, max_tokens: 100, temperature: 0 };
+const parsed = await openai.chat.completions.parse({
+  ...asked, response_format: { type: 'json_schema', json_schema: { name: 'pet', schema: pet, strict: true } },
+});
+const object = parsed.choices[0].message.parsed;
+check(parsed.choices[0].finish_reason === 'stop' && ['happy', 'sad'].includes(object?.mood) &&
+  Number.isInteger(object?.age) && ['cat', 'dog', 'bird'].includes(object?.kind) && Object.keys(object).length === 3,
+  'chat parse: json_schema reply parsed by the library', JSON.stringify(parsed.choices[0]));
+const parsedStream = await openai.chat.completions.stream({
+  ...asked, response_format: { type: 'json_schema', json_schema: { name: 'pet', schema: pet } },
+}).finalChatCompletion();
+check(JSON.stringify(JSON.parse(parsedStream.choices[0].message.content)) === JSON.stringify(object),
+  'chat stream: the same object', JSON.stringify(parsedStream.choices[0].message));
+const anyObject = await openai.chat.completions.create({ ...asked, response_format: { type: 'json_object' } });
+const anyText = anyObject.choices[0].message.content;
+// stories260K writes keys of story text and does not close this object in 100 tokens: the reply opens
+// one (a story never starts with a brace), and is one where it ends.
+check(anyText.trimStart().startsWith('{') &&
+  (anyObject.choices[0].finish_reason === 'length' || typeof JSON.parse(anyText) === 'object'),
+  'chat: json_object reply opens an object', anyText);
+await refused('chat: a schema keyword mx8 cannot hold is a BadRequestError',
+  () => openai.chat.completions.create({
+    ...asked, response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'string', pattern: 'a+' } } },
+  }), OpenAI.BadRequestError, 400);
+
+const structured = await anthropic.messages.parse({
+  ...request, max_tokens: 100, output_config: { format: jsonSchemaOutputFormat(pet) },
+});
+check(structured.stop_reason === 'end_turn' && JSON.stringify(structured.parsed_output) === JSON.stringify(object),
+  'messages parse: the same object as OpenAI chat', JSON.stringify([structured.content, object]));
 
 if (failures) {
   console.log(`${failures} check(s) failed`);

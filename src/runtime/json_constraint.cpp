@@ -78,9 +78,19 @@ JsonVocabulary::JsonVocabulary(const Tokenizer& tok) {
     for (char c : bytes_[id]) chars_[id] += (uint8_t(c) & 0xC0) != 0x80;  // lead bytes: one per character
     if (!plain_[id]) not_plain.push_back(int32_t(id));
   }
+  with_bytes_.resize(n);
+  for (int32_t id : all) with_bytes_[size_t(id)] = 1;
   all_ = sorted(bytes_, std::move(all));
   not_plain_ = sorted(bytes_, std::move(not_plain));
   stop_ids_ = tok.stop_ids();
+}
+
+const std::vector<int32_t>& JsonVocabulary::containing(uint8_t b) const {
+  std::call_once(containing_once_[b], [&] {
+    for (int32_t id : all_.ids)
+      if (bytes_[size_t(id)].find(char(b)) != std::string::npos) containing_[b].push_back(id);
+  });
+  return containing_[b];
 }
 
 JsonConstraint::JsonConstraint(std::shared_ptr<const JsonVocabulary> vocab, JsonMatcher matcher)
@@ -124,7 +134,18 @@ const std::vector<uint8_t>& JsonConstraint::allowed() {
     allowed_.assign(n, 1);
     return allowed_;
   }
-  if (const int64_t room = matcher_.plain_string_room(); room == INT64_MAX) {
+  if (const int watch = matcher_.text_watch(); watch >= 0) {
+    // Free text: a token without the call marker's last byte cannot finish one, and stays text.
+    allowed_ = vocab_->with_bytes();
+    JsonMatcher::Snapshot start;
+    matcher_.save(start);
+    for (int32_t id : vocab_->containing(uint8_t(watch))) {
+      bool fits = true;
+      for (char c : vocab_->bytes(id)) fits = fits && matcher_.feed(uint8_t(c));
+      allowed_[size_t(id)] = fits;
+      matcher_.restore(start);
+    }
+  } else if (const int64_t room = matcher_.plain_string_room(); room == INT64_MAX) {
     allowed_ = vocab_->plain();
     walk(vocab_->not_plain());
   } else if (room >= 0) {

@@ -12,13 +12,39 @@ namespace {
 using Kind = JsonSchema::Kind;
 
 // Frame kinds, and the states of each.
-enum : uint8_t { kDocument, kObject, kArray, kString, kNumber, kLiteral };
-enum : uint8_t { kStart, kPrelude, kThink, kValue, kFree, kDone };                          // document
+enum : uint8_t { kDocument, kObject, kArray, kString, kNumber, kLiteral, kCall };
+// document: kText is free text that watches for a call's opening marker; a call is kCallGap (the
+// marker written), kInCall (its object), kCallEnd (its closing marker), then kText again or, where a
+// value was the alternative, kCallsDone (another call, or the end).
+enum : uint8_t {
+  kStart,
+  kPrelude,
+  kThink,
+  kValue,
+  kFree,
+  kDone,
+  kText,
+  kCallGap,
+  kInCall,
+  kCallEnd,
+  kCallsDone
+};
 enum : uint8_t { kOpen, kFirst, kKey, kKeyString, kColon, kMember, kAfter, kNext, kItem };  // object, array
 enum : uint8_t { kBody = 1, kEscape, kHex, kLowBackslash, kLowU };                          // string
 enum : uint8_t { kMinus = 1, kZero, kInt, kDot, kFrac, kExp, kExpSign, kExpDigits };        // number
+enum : uint8_t {
+  kNameKey = 1,
+  kNameColon,
+  kName,
+  kComma,
+  kArgumentsKey,
+  kArgumentsColon,
+  kArguments,
+  kCallClose
+};  // call
 
 constexpr std::string_view kThinkOpen = "<think>", kThinkClose = "</think>";
+constexpr std::string_view kNameKeyText = "\"name\"", kArgumentsKeyText = "\"arguments\"";
 
 bool is_space(uint8_t b) {
   return b == ' ' || b == '\n' || b == '\r' || b == '\t';
@@ -52,14 +78,31 @@ bool narrow(const std::vector<std::string>& c, uint32_t& lo, uint32_t& hi, uint3
   return true;
 }
 
+// How much of `marker` the text ends with, after text that ended with its first `pos` bytes and then `b`
+// (the longest prefix of the marker that is a suffix of marker[0, pos) + b).
+uint32_t marker_progress(std::string_view marker, uint32_t pos, uint8_t b) {
+  std::string seen(marker.substr(0, pos));
+  seen += char(b);
+  for (size_t k = std::min(seen.size(), marker.size()); k > 0; --k)
+    if (seen.compare(seen.size() - k, k, marker, 0, k) == 0) return uint32_t(k);
+  return 0;
+}
+
 }  // namespace
 
 JsonMatcher::JsonMatcher(std::shared_ptr<const JsonSchema> schema, Prelude prelude)
     : schema_(std::move(schema)), prelude_(std::move(prelude)) {
   if (prelude_.may_think) openers_.emplace_back(kThinkOpen);
-  for (const std::string& m : prelude_.free_after) {
+  std::vector<std::string> markers = prelude_.free_after;
+  if (schema_->call() >= 0) {
+    if (prelude_.call_open.empty() || prelude_.call_close.empty())
+      throw Error("JSON output: tool calls without the markers around them");
+    markers.push_back(prelude_.call_open);
+  }
+  for (const std::string& m : markers) {
     if (m.empty()) throw Error("JSON output: an empty tool-call marker");
-    if (is_space(uint8_t(m[0])) || json_value_starts_with(*schema_, schema_->root(), uint8_t(m[0])))
+    if (is_space(uint8_t(m[0])) ||
+        (schema_->root() >= 0 && json_value_starts_with(*schema_, schema_->root(), uint8_t(m[0]))))
       throw Error("JSON output: the tool-call marker \"" + m + "\" starts like the JSON value itself");
     openers_.push_back(m);
   }
@@ -94,12 +137,19 @@ bool JsonMatcher::feed(uint8_t b) {
 
 bool JsonMatcher::complete() const {
   const Frame& top = stack_[size_t(depth_ - 1)];
-  if (depth_ == 1) return top.state == kDone || top.state == kFree;
-  return depth_ == 2 && ends_here(top);
+  if (depth_ == 1)
+    return top.state == kDone || top.state == kFree || top.state == kText ||
+           (top.state == kCallsDone && top.pos == 0) || (top.state == kStart && schema_->root() < 0);
+  return depth_ == 2 && ends_here(top) && top.kind != kCall;
 }
 
 bool JsonMatcher::free() const {
   return depth_ == 1 && (stack_[0].state == kThink || stack_[0].state == kFree);
+}
+
+int JsonMatcher::text_watch() const {
+  const Frame& top = stack_[0];
+  return depth_ == 1 && top.state == kText ? uint8_t(prelude_.call_open.back()) : -1;
 }
 
 int64_t JsonMatcher::plain_string_room() const {
@@ -128,6 +178,8 @@ JsonMatcher::Step JsonMatcher::step(Frame& f, uint8_t b) {
       return string(f, b);
     case kNumber:
       return number(f, b);
+    case kCall:
+      return call(f, b);
     default:
       return literal(f, b);
   }
@@ -190,6 +242,9 @@ JsonMatcher::Step JsonMatcher::open_value(int32_t node, uint8_t b) {
       f.kind = kLiteral;
       f.hi = uint32_t(n.literals.size());
       break;
+    case Kind::call:
+      f.kind = kCall;
+      break;
     default:
       f.kind = kNumber;
       break;
@@ -201,7 +256,11 @@ void JsonMatcher::value_done(Frame& parent) {
   parent.space = parent.utf8 = 0;
   switch (parent.kind) {
     case kDocument:
-      parent.state = kDone;
+      parent.state = parent.state == kInCall ? kCallEnd : kDone;
+      parent.pos = 0;
+      break;
+    case kCall:
+      parent.state = kCallClose;
       break;
     case kObject:
       parent.state = parent.state == kKeyString ? kColon : kAfter;
@@ -215,9 +274,20 @@ void JsonMatcher::value_done(Frame& parent) {
 
 JsonMatcher::Step JsonMatcher::document(Frame& f, uint8_t b) {
   const auto thought = [&](uint32_t i) { return (f.used & 1) && openers_[i] == kThinkOpen; };
+  const bool text = schema_->root() < 0;  // no value: the reply is free text, with calls in it
+  // Text that ends with the first `pos` bytes of the call marker, then `b`.
+  const auto in_text = [&](uint32_t pos) {
+    f.pos = marker_progress(prelude_.call_open, pos, b);
+    f.state = kText;
+    if (f.pos == prelude_.call_open.size()) {
+      f.state = kCallGap;
+      f.pos = f.space = f.utf8 = 0;
+    }
+    return Step::taken;
+  };
   switch (f.state) {
     case kStart:
-      MX8_SPACE(f, b);
+      if (!text) MX8_SPACE(f, b);
       f.lo = 0;
       f.hi = uint32_t(openers_.size());
       if (narrow(openers_, f.lo, f.hi, 0, b, thought)) {
@@ -225,15 +295,50 @@ JsonMatcher::Step JsonMatcher::document(Frame& f, uint8_t b) {
         f.pos = 1;
         return Step::taken;
       }
+      if (text) return in_text(0);
       f.state = kValue;
       return open_value(schema_->root(), b);
     case kPrelude:
-      if (!narrow(openers_, f.lo, f.hi, f.pos, b, thought)) return Step::rejected;
+      if (!narrow(openers_, f.lo, f.hi, f.pos, b, thought)) {
+        if (!text) return Step::rejected;
+        // Free text that began like a marker and is not one: how much of the call marker it ends with.
+        uint32_t pos = 0;
+        for (uint32_t i = 0; i < f.pos; ++i)
+          pos = marker_progress(prelude_.call_open, pos, uint8_t(openers_[f.lo][i]));
+        return in_text(pos);
+      }
       if (openers_[f.lo].size() == ++f.pos) {  // a marker is written (markers are not each other's prefixes)
         const bool think = openers_[f.lo] == kThinkOpen;
-        f.state = think ? kThink : kFree;
+        const bool call = !think && openers_[f.lo] == prelude_.call_open;
+        f.state = think ? kThink : call ? kCallGap : kFree;
         f.used |= think;
-        f.pos = 0;
+        f.pos = f.space = f.utf8 = 0;
+      }
+      return Step::taken;
+    case kText:
+      return in_text(f.pos);
+    case kCallGap:
+      MX8_SPACE(f, b);
+      f.state = kInCall;
+      return open_value(schema_->call(), b);
+    case kCallEnd:
+      if (f.pos == 0) {
+        MX8_SPACE(f, b);
+      }
+      if (b != uint8_t(prelude_.call_close[f.pos])) return Step::rejected;
+      if (++f.pos == prelude_.call_close.size()) {
+        f.state = text && !prelude_.calls_only && !prelude_.one_call ? kText : kCallsDone;
+        f.pos = f.space = f.utf8 = 0;
+      }
+      return Step::taken;
+    case kCallsDone:  // another call, or (whitespace aside) the end
+      if (f.pos == 0) {
+        MX8_SPACE(f, b);
+      }
+      if (prelude_.one_call || b != uint8_t(prelude_.call_open[f.pos])) return Step::rejected;
+      if (++f.pos == prelude_.call_open.size()) {
+        f.state = kCallGap;
+        f.pos = f.space = f.utf8 = 0;
       }
       return Step::taken;
     case kThink:
@@ -324,6 +429,64 @@ JsonMatcher::Step JsonMatcher::object(Frame& f, uint8_t b) {
   --depth_;  // '}'
   value_done(stack_[size_t(depth_ - 1)]);
   return Step::taken;
+}
+
+JsonMatcher::Step JsonMatcher::call(Frame& f, uint8_t b) {
+  const JsonSchema::Node& n = schema_->node(f.node);
+  switch (f.state) {
+    case kOpen:
+      if (b != '{') return Step::rejected;
+      f.state = kNameKey;
+      return Step::taken;
+    case kNameKey:
+    case kArgumentsKey: {
+      const std::string_view key = f.state == kNameKey ? kNameKeyText : kArgumentsKeyText;
+      if (f.pos == 0) {
+        MX8_SPACE(f, b);
+      }
+      if (b != uint8_t(key[f.pos])) return Step::rejected;
+      if (++f.pos == key.size()) {
+        f.state++;  // its colon
+        f.pos = 0;
+      }
+      return Step::taken;
+    }
+    case kNameColon:
+    case kArgumentsColon:
+      MX8_SPACE(f, b);
+      if (b != ':') return Step::rejected;
+      f.state++;  // its value
+      f.lo = 0;
+      f.hi = uint32_t(n.literals.size());
+      return Step::taken;
+    case kName:  // one of the names, as JSON strings (none is another's prefix: each ends with its quote)
+      if (f.pos == 0) {
+        MX8_SPACE(f, b);
+      }
+      if (!narrow(n.literals, f.lo, f.hi, f.pos, b, [](uint32_t) { return false; })) return Step::rejected;
+      if (n.literals[f.lo].size() == ++f.pos) {
+        f.count = f.lo;
+        f.state = kComma;
+        f.pos = 0;
+      }
+      return Step::taken;
+    case kComma:
+      MX8_SPACE(f, b);
+      if (b != ',') return Step::rejected;
+      f.state = kArgumentsKey;
+      return Step::taken;
+    case kArguments:
+      MX8_SPACE(f, b);
+      return open_value(n.arguments[size_t(f.count)], b);
+    case kCallClose:
+      MX8_SPACE(f, b);
+      if (b != '}') return Step::rejected;
+      --depth_;
+      value_done(stack_[size_t(depth_ - 1)]);
+      return Step::taken;
+    default:
+      return Step::rejected;
+  }
 }
 
 JsonMatcher::Step JsonMatcher::array(Frame& f, uint8_t b) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "mx8/error.h"
 
@@ -45,6 +46,12 @@ JsonSchema JsonSchema::any_object() {
   return s;
 }
 
+JsonSchema JsonSchema::text() {
+  JsonSchema s;
+  s.root_ = -1;
+  return s;
+}
+
 bool json_value_starts_with(const JsonSchema& s, int32_t node, uint8_t b) {
   const JsonSchema::Node& n = s.node(node);
   const bool number_start = b == '-' || (b >= '0' && b <= '9');
@@ -52,6 +59,7 @@ bool json_value_starts_with(const JsonSchema& s, int32_t node, uint8_t b) {
     case JsonSchema::Kind::any:
       return b == '{' || b == '[' || b == '"' || b == 't' || b == 'f' || b == 'n' || number_start;
     case JsonSchema::Kind::object:
+    case JsonSchema::Kind::call:
       return b == '{';
     case JsonSchema::Kind::array:
       return b == '[';
@@ -69,12 +77,14 @@ bool json_value_starts_with(const JsonSchema& s, int32_t node, uint8_t b) {
   return false;
 }
 
+// Compiles one schema document into `out`'s nodes (a schema's own, or a tool's arguments).
 class JsonSchemaCompiler {
  public:
-  explicit JsonSchemaCompiler(const json& root) : root_(root) {}
+  JsonSchemaCompiler(const json& root, JsonSchema out) : root_(root), out_(std::move(out)) {}
 
-  JsonSchema run() {
-    out_.root_ = compile(root_, "#");
+  // The document's node, and the schema holding it.
+  std::pair<int32_t, JsonSchema> run() {
+    const int32_t top = compile(root_, "#");
     // Choices last: their alternatives may be references compiled after them.
     for (auto& [node, alternatives] : choices_) {
       std::vector<int32_t> by(256, -1);
@@ -89,7 +99,7 @@ class JsonSchemaCompiler {
         }
       out_.nodes_[size_t(node)].by_first_byte = std::move(by);
     }
-    return std::move(out_);
+    return {top, std::move(out_)};
   }
 
  private:
@@ -320,7 +330,43 @@ class JsonSchemaCompiler {
 };
 
 JsonSchema JsonSchema::compile(const nlohmann::json& schema) {
-  return JsonSchemaCompiler(schema).run();
+  auto [root, out] = JsonSchemaCompiler(schema, JsonSchema()).run();
+  out.root_ = root;
+  return std::move(out);
+}
+
+JsonSchema JsonSchema::with_calls(const std::vector<JsonTool>& tools) const {
+  JsonSchema out = *this;
+  std::vector<std::pair<std::string, int32_t>> named;  // a name as JSON, its arguments' node
+  for (const JsonTool& tool : tools) {
+    int32_t arguments = kAnyObject;
+    if (tool.arguments) {
+      try {
+        std::tie(arguments, out) = JsonSchemaCompiler(*tool.arguments, std::move(out)).run();
+      } catch (const Error& e) {
+        throw Error("tool \"" + tool.name + "\": " + e.what());
+      }
+      if (arguments == kAny) arguments = kAnyObject;  // {}: arguments are an object, whatever it holds
+      for (int b = 0; b < 256; ++b)
+        if (b != '{' && json_value_starts_with(out, arguments, uint8_t(b)))
+          throw Error("tool \"" + tool.name +
+                      "\": JSON schema: its arguments may be a value other than an object");
+    }
+    named.emplace_back(nlohmann::json(tool.name).dump(), arguments);
+  }
+  std::sort(named.begin(), named.end());
+  Node call;
+  call.kind = Kind::call;
+  for (const auto& [name, arguments] : named) {
+    if (!call.literals.empty() && call.literals.back() == name)
+      throw Error("tools: " + name + " is named twice");
+    call.literals.push_back(name);
+    call.arguments.push_back(arguments);
+  }
+  if (call.literals.empty()) throw Error("tools: none to call");
+  out.nodes_.push_back(std::move(call));
+  out.call_ = int32_t(out.nodes_.size() - 1);
+  return out;
 }
 
 }  // namespace mx8::runtime

@@ -46,6 +46,10 @@ std::string_view tool_call_opener(ToolSyntax s) {
   return markers(s).open;
 }
 
+std::string_view tool_call_closer(ToolSyntax s) {
+  return markers(s).close;
+}
+
 namespace {
 
 std::string_view trim(std::string_view s) {

@@ -41,7 +41,8 @@ const char* stop_reason(const ApiResult& r) {
 // tools, tool_choice (with its disable_parallel_tool_use).
 ToolRequest read_tools(const json& body) {
   ToolRequest t;
-  t.tools = fields::tool_list(body, true, [](const json& tool, const std::string& at) {
+  std::vector<bool> strict;
+  t.tools = fields::tool_list(body, true, [&](const json& tool, const std::string& at) {
     if (const json type = tool.value("type", json("custom")); type != "custom")
       throw ApiError(
           400, "'" + at + "' is a server tool (type " + type.dump() + "), which this server does not run",
@@ -49,6 +50,7 @@ ToolRequest read_tools(const json& body) {
     const std::string name = fields::tool_name(tool, at);
     if (!tool.contains("input_schema") || !tool["input_schema"].is_object())
       throw ApiError(400, "'" + at + ".input_schema' must be a JSON schema object", at + ".input_schema");
+    strict.push_back(fields::strict_flag(tool, at));
     return fields::template_tool(name, tool.value("description", json()), tool["input_schema"], at);
   });
   if (body.contains("tool_choice") && !body["tool_choice"].is_null()) {
@@ -68,6 +70,7 @@ ToolRequest read_tools(const json& body) {
     if (c.is_object()) t.parallel = !fields::boolean(c, "disable_parallel_tool_use").value_or(false);
   }
   fields::check_tools(t, "tool_choice");
+  fields::strict_tools(t, strict);
   return t;
 }
 

@@ -221,6 +221,29 @@ void check_tools(const ToolRequest& t, const char* choice_field) {
         choice_field);
 }
 
+bool strict_flag(const json& tool, const std::string& where) {
+  const json s = tool.value("strict", json());
+  if (!s.is_null() && !s.is_boolean())
+    throw ApiError(400, "'" + where + ".strict' must be true or false", where + ".strict");
+  return s == true;
+}
+
+void strict_tools(ToolRequest& t, const std::vector<bool>& strict) {
+  if (std::find(strict.begin(), strict.end(), true) == strict.end()) return;
+  for (size_t i = 0; i < t.tools.size(); ++i) {
+    const json& f = t.tools[i]["function"];
+    runtime::JsonTool tool{f["name"].get<std::string>(), std::nullopt};
+    // Through text, as output_schema does; a strict tool without parameters takes any object.
+    if (strict[i]) tool.arguments = nlohmann::json::parse(f.value("parameters", json::object()).dump());
+    t.strict_calls.push_back(std::move(tool));
+  }
+  try {
+    (void)runtime::JsonSchema::text().with_calls(t.strict_calls);
+  } catch (const Error& e) {
+    throw ApiError(400, std::string("'tools': ") + e.what(), "tools");
+  }
+}
+
 json object_text(const json& v, const std::string& where) {
   if (v.is_string()) {
     try {

@@ -52,6 +52,11 @@ nlohmann::ordered_json tool_list(
 // Checks a request's tools as a whole: names unique, a named choice among them, and a choice that
 // needs a tool (required, named) only with tools. `choice_field` names the field in errors.
 void check_tools(const ToolRequest& t, const char* choice_field);
+// Fills t.strict_calls where any of `strict` (one per tool) is set; a strict tool's arguments schema
+// that generation cannot hold is a 400 naming the tool.
+void strict_tools(ToolRequest& t, const std::vector<bool>& strict);
+// A tool's "strict" (absent or null: false); `where` names the tool.
+bool strict_flag(const nlohmann::ordered_json& tool, const std::string& where);
 // A JSON object given as text (OpenAI's tool call arguments).
 nlohmann::ordered_json object_text(const nlohmann::ordered_json& v, const std::string& where);
 

@@ -164,13 +164,27 @@ struct HttpServer::Impl {
     return f.forced_call_prefix(r.tools.choice == ToolRequest::Choice::named ? r.tools.name : "");
   }
 
-  // The rule that holds a reply to `r` to its JSON format (none without one, or where the prompt forces
-  // a call: the reply is the call). A reasoning model may think first, and where tools may be called a
-  // reply may be a call instead (its opening marker frees the rest); a prefill must start the value.
+  // The rule that holds a reply to `r` to its JSON format and its calls to strict tools' schemas (none
+  // without either). A reasoning model may think first. Where tools may be called, a reply may be a
+  // call instead of the value: with strict tools (Hermes syntax) each call is held to its tool's
+  // schema, else its opening marker frees the rest. Where the prompt forces a call, the reply is that
+  // call (held where strict). A prefill must start the reply.
   std::shared_ptr<const runtime::TokenConstraint> json_constraint(const ApiRequest& r, const ChatPrompt& p) {
-    if (!r.json_output || !p.forced.empty()) return nullptr;
-    runtime::JsonPrelude prelude{thinks, p.opened, {}};
-    if (r.tools.offered()) {
+    const bool strict = r.tools.offered() && !r.tools.strict_calls.empty() &&
+                        tool_format.syntax == runtime::ToolSyntax::hermes;
+    if (!strict && (!r.json_output || !p.forced.empty())) return nullptr;
+    // A forced call's start comes after any thinking: the reply goes on inside the call.
+    runtime::JsonPrelude prelude{thinks && p.forced.empty(), p.opened && p.forced.empty(), {}, "", ""};
+    std::shared_ptr<const runtime::JsonSchema> schema = r.json_output;
+    if (strict) {
+      prelude.call_open = runtime::tool_call_opener(tool_format.syntax);
+      prelude.call_close = runtime::tool_call_closer(tool_format.syntax);
+      prelude.calls_only = !p.forced.empty();
+      prelude.one_call = !r.tools.parallel;
+      const runtime::JsonSchema base =
+          r.json_output && p.forced.empty() ? *r.json_output : runtime::JsonSchema::text();
+      schema = std::make_shared<const runtime::JsonSchema>(base.with_calls(r.tools.strict_calls));
+    } else if (r.tools.offered()) {
       if (tool_format.syntax == runtime::ToolSyntax::llama3_json)
         throw ApiError(
             400,
@@ -179,7 +193,11 @@ struct HttpServer::Impl {
             r.json_output_field);
       prelude.free_after.emplace_back(runtime::tool_call_opener(tool_format.syntax));
     }
-    runtime::JsonMatcher m(r.json_output, prelude);
+    runtime::JsonMatcher m(schema, prelude);
+    // The forced call's start is the template's own rendering; where it is written otherwise than the
+    // matcher's JSON (a template's own spacing), the call goes unheld rather than refused.
+    for (char c : p.forced)
+      if (!m.feed(uint8_t(c))) return nullptr;
     for (char c : r.assistant_prefix)
       if (!m.feed(uint8_t(c)))
         throw ApiError(400,

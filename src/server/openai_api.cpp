@@ -144,13 +144,15 @@ json completion_logprobs(const std::vector<TokenLogprob>* lp) {
 // tools, tool_choice and parallel_tool_calls.
 ToolRequest read_tools(const json& body) {
   ToolRequest t;
-  t.tools = fields::tool_list(body, false, [](const json& tool, const std::string& at) {
+  std::vector<bool> strict;
+  t.tools = fields::tool_list(body, false, [&](const json& tool, const std::string& at) {
     if (tool.value("type", json()) != "function")
       throw ApiError(400, "'" + at + ".type' must be \"function\"", at + ".type");
     if (!tool.contains("function") || !tool["function"].is_object())
       throw ApiError(400, "'" + at + ".function' must be an object", at + ".function");
     const json& f = tool["function"];
     const std::string where = at + ".function";
+    strict.push_back(fields::strict_flag(f, where));
     return fields::template_tool(fields::tool_name(f, where), f.value("description", json()),
                                  f.value("parameters", json()), where);
   });
@@ -172,6 +174,7 @@ ToolRequest read_tools(const json& body) {
   }
   t.parallel = fields::boolean(body, "parallel_tool_calls").value_or(true);
   fields::check_tools(t, "tool_choice");
+  fields::strict_tools(t, strict);
   return t;
 }
 

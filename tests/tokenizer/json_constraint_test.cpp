@@ -61,11 +61,30 @@ const char* kPrefixes[] = {"",
                            "<think>",
                            "<think>ok</think>\n"};
 
-void expect_same_as_one_by_one(const Tokenizer& tok) {
+// Free text with strict calls of two tools: text, a marker begun and not finished, a call's name and
+// arguments, between calls.
+const char* kCallPrefixes[] = {"",
+                               "Sure, ",
+                               "a <",
+                               "<tool",
+                               "<tool_call>\n{\"name\": \"",
+                               "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Pa",
+                               "<tool_call>\n{\"name\": \"note\", \"arguments\": {}}",
+                               "<tool_call>\n{\"name\": \"note\", \"arguments\": {}}\n</tool_call>\n"};
+
+std::shared_ptr<const JsonSchema> text_with_calls() {
+  const json weather = json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}},
+                                       "required": ["city"]})");
+  return std::make_shared<const JsonSchema>(
+      JsonSchema::text().with_calls({{"get_weather", weather}, {"note", std::nullopt}}));
+}
+
+template <size_t N>
+void expect_same_as_one_by_one(const Tokenizer& tok, std::shared_ptr<const JsonSchema> schema,
+                               const JsonPrelude& prelude, const char* const (&prefixes)[N]) {
   auto vocab = std::make_shared<const JsonVocabulary>(tok);
-  auto schema = std::make_shared<const JsonSchema>(JsonSchema::compile(json::parse(kSchema)));
-  for (const char* prefix : kPrefixes) {
-    JsonMatcher m(schema, {true, false, {}});
+  for (const char* prefix : prefixes) {
+    JsonMatcher m(schema, prelude);
     for (const char* c = prefix; *c; ++c) ASSERT_TRUE(m.feed(uint8_t(*c))) << prefix;
     JsonConstraint fast(vocab, m);
     const auto t0 = std::chrono::steady_clock::now();
@@ -86,15 +105,35 @@ void expect_same_as_one_by_one(const Tokenizer& tok) {
   }
 }
 
+std::shared_ptr<const JsonSchema> value_schema() {
+  return std::make_shared<const JsonSchema>(JsonSchema::compile(json::parse(kSchema)));
+}
+const JsonPrelude kThinks{true, false, {}, "", ""};
+const JsonPrelude kHermesCalls{true, false, {}, "<tool_call>", "</tool_call>"};
+
 TEST(JsonConstraint, AllowsWhatTheMatcherTakesQwen3) {
   const auto dir = test::hf_tokenizer_folder("qwen3");
   if (dir.empty()) GTEST_SKIP() << "no qwen3 tokenizer data";
-  expect_same_as_one_by_one(*load_tokenizer(dir));
+  expect_same_as_one_by_one(*load_tokenizer(dir), value_schema(), kThinks, kPrefixes);
+}
+
+TEST(JsonConstraint, AllowsWhatTheMatcherTakesWithStrictCallsQwen3) {
+  const auto dir = test::hf_tokenizer_folder("qwen3");
+  if (dir.empty()) GTEST_SKIP() << "no qwen3 tokenizer data";
+  const auto tok = load_tokenizer(dir);
+  expect_same_as_one_by_one(*tok, text_with_calls(), kHermesCalls, kCallPrefixes);
+  // Qwen3 writes the marker as one token (not a special one): free text may open a call with it.
+  const std::vector<int32_t> marker = tok->encode("<tool_call>", {.add_special = false});
+  ASSERT_EQ(marker.size(), 1u);
+  JsonConstraint c(std::make_shared<const JsonVocabulary>(*tok),
+                   JsonMatcher(text_with_calls(), kHermesCalls));
+  EXPECT_TRUE(c.allowed()[size_t(marker[0])]);
 }
 
 TEST(JsonConstraint, AllowsWhatTheMatcherTakesSentencePiece) {
-  const auto path = std::filesystem::path(MX8_SOURCE_DIR) / "models" / "stories260K.gguf";
-  expect_same_as_one_by_one(*load_tokenizer(path));
+  const auto tok = load_tokenizer(std::filesystem::path(MX8_SOURCE_DIR) / "models" / "stories260K.gguf");
+  expect_same_as_one_by_one(*tok, value_schema(), kThinks, kPrefixes);
+  expect_same_as_one_by_one(*tok, text_with_calls(), kHermesCalls, kCallPrefixes);
 }
 
 TEST(JsonConstraint, MaskLeavesOnlyAllowedTokensAndAcceptMovesOn) {

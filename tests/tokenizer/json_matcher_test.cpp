@@ -158,7 +158,7 @@ TEST(JsonMatcher, UnsupportedOrMalformedSchemasAreRefusedByName) {
 }
 
 TEST(JsonMatcher, PreludeTakesAThinkBlockOrAToolCallBeforeTheValue) {
-  const JsonMatcher m(any_object(), {true, false, {"<tool_call>"}});
+  const JsonMatcher m(any_object(), {true, false, {"<tool_call>"}, "", ""});
   EXPECT_TRUE(whole(m, "<think>\nit is {not json} </thin </think>\n\n{\"a\": 1}"));
   EXPECT_TRUE(whole(m, "<tool_call>\n{\"name\": \"f\"} anything"));
   EXPECT_TRUE(whole(m, "<think>x</think><tool_call>"));
@@ -166,10 +166,99 @@ TEST(JsonMatcher, PreludeTakesAThinkBlockOrAToolCallBeforeTheValue) {
   EXPECT_EQ(taken(m, "<tools>"), 5u);
   EXPECT_FALSE(whole(m, "<think>x</think>"));
   // The prompt opened the block: the reply starts inside it.
-  EXPECT_TRUE(whole(JsonMatcher(any_object(), {true, true, {}}), "a < b</think>{}"));
+  EXPECT_TRUE(whole(JsonMatcher(any_object(), {true, true, {}, "", ""}), "a < b</think>{}"));
   // Without may_think a reply cannot open one.
   EXPECT_EQ(taken(JsonMatcher(any_object()), "<think>"), 0u);
-  EXPECT_THROW(JsonMatcher(any_object(), {false, false, {"{\"name\""}}), Error);
+  EXPECT_THROW(JsonMatcher(any_object(), {false, false, {"{\"name\""}, "", ""}), Error);
+}
+
+// Two tools: get_weather's arguments held to a schema (strict), note's free.
+std::shared_ptr<const JsonSchema> with_tools(const JsonSchema& base) {
+  const json weather = json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}},
+                                       "required": ["city"], "additionalProperties": false})");
+  return std::make_shared<const JsonSchema>(
+      base.with_calls({{"get_weather", weather}, {"note", std::nullopt}}));
+}
+const JsonPrelude kHermes{true, false, {}, "<tool_call>", "</tool_call>"};
+
+TEST(JsonMatcher, StrictCallsInFreeText) {
+  const JsonMatcher m(with_tools(JsonSchema::text()), kHermes);
+  for (const char* ok :
+       {"", "Any text, even {\"a\" or <tool or <tools>.",
+        "<think>plan</think>\n\nI'll look.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+        "{\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>{\"name\":\"note\",\"arguments\":{\"x\":[1]}}"
+        "</tool_call> done",
+        "<<tool_call>{\"name\": \"note\", \"arguments\": {}}</tool_call>"})
+    EXPECT_TRUE(whole(m, ok)) << ok;
+  // Refused where a call breaks its tool's rules; the index is the refused byte's.
+  const std::pair<const char*, size_t> bad[] = {
+      {"<tool_call>{\"arguments\": {}}", 13},                                   // the name first
+      {"<tool_call>{\"name\": \"get_time\"", 25},                               // not a tool
+      {"<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"town\"", 50},  // not its argument
+      {"<tool_call>{\"name\": \"get_weather\", \"arguments\": {}", 49},         // city is required
+      {"<tool_call>{\"name\": \"note\", \"arguments\": []", 41},                // arguments are an object
+      {"<tool_call>{\"name\": \"note\", \"arguments\": {}} x",
+       44},  // then the closing marker (a line break at most before it)
+  };
+  for (const auto& [text, at] : bad) EXPECT_EQ(taken(m, text), at) << text;
+  // Inside a call the reply may not end.
+  EXPECT_FALSE(whole(m, "<tool_call>{\"name\": \"note\", \"arguments\": {}}"));
+  EXPECT_FALSE(whole(m, "<think>"));
+  // A forced call: after it, only more calls.
+  JsonPrelude forced = kHermes;
+  forced.calls_only = true;
+  const JsonMatcher f(with_tools(JsonSchema::text()), forced);
+  EXPECT_TRUE(whole(f, "<tool_call>{\"name\": \"note\", \"arguments\": {}}</tool_call>\n"));
+  EXPECT_EQ(taken(f, "<tool_call>{\"name\": \"note\", \"arguments\": {}}</tool_call>\nOK"), 57u);
+  // Parallel calls off: after one, only the end.
+  JsonPrelude single = kHermes;
+  single.one_call = true;
+  const JsonMatcher o(with_tools(JsonSchema::text()), single);
+  EXPECT_TRUE(whole(o, "Look: <tool_call>{\"name\": \"note\", \"arguments\": {}}</tool_call>"));
+  EXPECT_EQ(taken(o, "<tool_call>{\"name\": \"note\", \"arguments\": {}}</tool_call>\n<"), 57u);
+}
+
+TEST(JsonMatcher, StrictCallsOrTheValue) {
+  const JsonMatcher m(with_tools(JsonSchema::any_object()), kHermes);
+  EXPECT_TRUE(whole(m, "{\"answer\": 1}"));
+  EXPECT_TRUE(whole(m,
+                    "<tool_call>\n{\"name\": \"note\", \"arguments\": {}}\n</tool_call>\n"
+                    "<tool_call>\n{\"name\": \"note\", \"arguments\": {}}\n</tool_call>"));
+  EXPECT_FALSE(whole(m, "<tool_call>\n{\"name\": \"note\", \"arguments\": {}}\n</tool_call>\n<tool"));
+  // After the calls, only more calls: no text, no value.
+  EXPECT_EQ(taken(m, "<tool_call>{\"name\": \"note\", \"arguments\": {}}</tool_call>\n{"), 57u);
+  EXPECT_EQ(taken(m, "Sure"), 0u);
+}
+
+TEST(JsonMatcher, ToolArgumentSchemasAreCheckedByTool) {
+  const auto fails = [](const char* arguments, const char* message) {
+    try {
+      JsonSchema::text().with_calls({{"f", json::parse(arguments)}});
+      ADD_FAILURE() << arguments;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  };
+  fails(R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}})",
+        "tool \"f\": JSON schema: \"pattern\"");
+  fails(R"({"type": ["object", "null"]})", "may be a value other than an object");
+  fails(R"({"$ref": "#/$defs/missing"})", "names no schema");
+  EXPECT_THROW(JsonSchema::text().with_calls({{"f", std::nullopt}, {"f", std::nullopt}}), Error);
+  EXPECT_THROW(JsonSchema::text().with_calls({}), Error);
+  // Each tool's references resolve in its own document: two tools with the same $defs name.
+  const json a = json::parse(
+      R"({"$ref": "#/$defs/x", "$defs": {"x": {"type": "object", "properties": {"a": {"type": "integer"}}}}})");
+  const json b = json::parse(
+      R"({"$ref": "#/$defs/x", "$defs": {"x": {"type": "object", "properties": {"b": {"type": "boolean"}}}}})");
+  const JsonMatcher m(std::make_shared<const JsonSchema>(JsonSchema::text().with_calls({{"a", a}, {"b", b}})),
+                      kHermes);
+  EXPECT_TRUE(whole(m, "<tool_call>{\"name\": \"a\", \"arguments\": {\"a\": 1}}</tool_call>"));
+  EXPECT_TRUE(whole(m, "<tool_call>{\"name\": \"b\", \"arguments\": {\"b\": true}}</tool_call>"));
+  EXPECT_EQ(taken(m, "<tool_call>{\"name\": \"b\", \"arguments\": {\"a\""), 40u);
+  // Calls need their markers.
+  EXPECT_THROW(
+      JsonMatcher(std::make_shared<const JsonSchema>(JsonSchema::text().with_calls({{"f", std::nullopt}}))),
+      Error);
 }
 
 // Random walks through the matcher: every byte that it takes is tried, one is chosen at random, until

@@ -6,12 +6,15 @@
 // before, so a token is fed only from where it differs from the previous one, and every token that
 // shares a rejected prefix is skipped without feeding. Inside a string most tokens are plain text
 // (no quote, backslash, control character or partial UTF-8): those are allowed as a set (or, under a
-// maxLength, by their count of characters), and only the rest are fed. Special tokens are never part of the
+// maxLength, by their count of characters), and only the rest are fed. In free text with tool calls,
+// only tokens holding the last byte of the call marker are fed. Special tokens are never part of the
 // JSON: the tokenizer's stop tokens are allowed when the value is complete, the others only where the matcher
 // is free (reasoning, a tool call).
 #pragma once
 
+#include <array>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -35,17 +38,22 @@ class JsonVocabulary {
   const Sorted& all() const { return all_; }                    // every token with bytes that is not special
   const Sorted& not_plain() const { return not_plain_; }        // those of all() that are not plain text
   const std::vector<uint8_t>& plain() const { return plain_; }  // by id: plain text (see above)
+  const std::vector<uint8_t>& with_bytes() const { return with_bytes_; }  // by id: in all()
+  // The tokens of all() whose bytes hold `b` (made at the first call for each byte; thread-safe).
+  const std::vector<int32_t>& containing(uint8_t b) const;
   uint32_t characters(int32_t id) const { return chars_[size_t(id)]; }  // of a plain token
   const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
   size_t longest() const { return longest_; }  // the most bytes of one token
 
  private:
   std::vector<std::string> bytes_;
-  std::vector<uint8_t> special_, plain_;
+  std::vector<uint8_t> special_, plain_, with_bytes_;
   std::vector<uint32_t> chars_;
   Sorted all_, not_plain_;
   std::vector<int32_t> stop_ids_;
   size_t longest_ = 0;
+  mutable std::array<std::once_flag, 256> containing_once_;
+  mutable std::array<std::vector<int32_t>, 256> containing_;
 };
 
 class JsonConstraint : public TokenConstraint {

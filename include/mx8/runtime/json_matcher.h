@@ -13,7 +13,11 @@
 //   - strings are valid UTF-8 with no raw control characters;
 //   - a reply may first hold a <think> block (with Prelude::may_think: reasoning models), free text to
 //     its </think>, and may instead be a tool call: once one of Prelude::free_after is written (a tool
-//     call's opening marker) the rest is free.
+//     call's opening marker) the rest is free;
+//   - where the schema holds calls (JsonSchema::with_calls), each is Prelude::call_open, a call object,
+//     Prelude::call_close (a line break allowed around the object): the reply is its value or calls, one
+//     after another; a schema without a value (JsonSchema::text()) is free text in which every
+//     call_open starts a call.
 #pragma once
 
 #include <array>
@@ -31,6 +35,9 @@ struct JsonPrelude {
   bool may_think = false;               // the reply may open with a <think> block
   bool inside_thinking = false;         // the prompt opened it: the reply starts inside
   std::vector<std::string> free_after;  // markers after which anything goes (none may start a value)
+  std::string call_open, call_close;    // around each call, where the schema holds calls
+  bool calls_only = false;              // free text: after a call only more calls (a forced call)
+  bool one_call = false;                // after a call only the end (parallel calls off)
 };
 
 class JsonMatcher {
@@ -53,6 +60,10 @@ class JsonMatcher {
   // UTF-8 sequence continues it, up to this many more characters (INT64_MAX: no limit); -1 elsewhere.
   // JsonConstraint's fast path.
   int64_t plain_string_room() const;
+  // In free text (a schema without a value): the call marker's last byte (a token without it cannot
+  // finish a marker, so stays text: only tokens with it need feeding); -1 elsewhere. JsonConstraint's
+  // fast path.
+  int text_watch() const;
 
   struct Frame {
     int32_t node = 0;
@@ -78,6 +89,7 @@ class JsonMatcher {
   Step string(Frame& f, uint8_t b);
   Step number(Frame& f, uint8_t b);
   Step literal(Frame& f, uint8_t b);
+  Step call(Frame& f, uint8_t b);
   // Opens a value of `node` whose first byte is `b` (a frame for it, fed `b`).
   Step open_value(int32_t node, uint8_t b);
   void value_done(Frame& parent);

@@ -16,9 +16,14 @@
 // format, strict, nullable false, deprecated, readOnly, writeOnly) are read past. Any other keyword
 // (pattern, minimum, allOf, ...) constrains in a way the matcher would not honour: compile() throws
 // mx8::Error naming it and where it is, so a request is refused rather than answered off-schema.
+//
+// A schema may also hold tool calls (with_calls): the object {"name": NAME, "arguments": ARGS} of one of
+// the tools, written in that order, ARGS a value of that tool's arguments schema (any object where it
+// has none). Then the reply's value may be free text instead (text()).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,9 +31,15 @@
 
 namespace mx8::runtime {
 
+// A tool a reply may call: its name and, where its arguments are held to a schema (strict), that schema.
+struct JsonTool {
+  std::string name;
+  std::optional<nlohmann::json> arguments;
+};
+
 class JsonSchema {
  public:
-  enum class Kind : uint8_t { any, object, array, string, number, integer, literal, choice };
+  enum class Kind : uint8_t { any, object, array, string, number, integer, literal, choice, call };
   struct Property {
     std::string key;  // as written in the output: a JSON string, quotes included ("\"name\"")
     int32_t node = 0;
@@ -44,8 +55,10 @@ class JsonSchema {
     int32_t items = 0;
     // array items or string characters (code points): at least min, at most max (-1: no limit).
     int64_t min = 0, max = -1;
-    // literal: the values (compact JSON), sorted.
+    // literal: the values (compact JSON), sorted; call: the tools' names (JSON strings), sorted, and
+    // the node of each one's arguments.
     std::vector<std::string> literals;
+    std::vector<int32_t> arguments;
     // choice: for each first byte of a value, the alternative that starts with it (-1: none).
     std::vector<int32_t> by_first_byte;
   };
@@ -54,9 +67,15 @@ class JsonSchema {
   static JsonSchema compile(const nlohmann::json& schema);
   // Any JSON object (json_object mode).
   static JsonSchema any_object();
+  // No value: the reply is free text (with tool calls, see with_calls).
+  static JsonSchema text();
+  // This schema, with calls of `tools` (names unique). Throws mx8::Error naming the tool and where its
+  // arguments schema is not supported, or where it allows a value that is not an object.
+  JsonSchema with_calls(const std::vector<JsonTool>& tools) const;
 
   const Node& node(int32_t i) const { return nodes_[size_t(i)]; }
-  int32_t root() const { return root_; }
+  int32_t root() const { return root_; }  // -1: free text
+  int32_t call() const { return call_; }  // the node of a call object; -1: no tools
   // Fixed nodes every schema has: any JSON value, and its parts (true, false and null are kAnyLiteral).
   static constexpr int32_t kAny = 0, kAnyObject = 1, kAnyArray = 2, kAnyString = 3, kAnyNumber = 4,
                            kAnyLiteral = 5;
@@ -65,6 +84,7 @@ class JsonSchema {
   JsonSchema();
   std::vector<Node> nodes_;
   int32_t root_ = kAny;
+  int32_t call_ = -1;
   friend class JsonSchemaCompiler;
 };
 

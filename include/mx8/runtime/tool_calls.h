@@ -26,6 +26,9 @@ enum class ToolSyntax { none, hermes, llama3_json, deepseek_v3 };
 const char* tool_syntax_name(ToolSyntax s);
 // The text that opens a reply's calls ("<tool_call>" for Hermes; "{" for Llama 3 JSON; "": none).
 std::string_view tool_call_opener(ToolSyntax s);
+// The text that closes the calls that tool_call_opener opened ("</tool_call>": one Hermes call; "":
+// the end of the reply).
+std::string_view tool_call_closer(ToolSyntax s);
 
 struct ToolCall {
   std::string id;  // given by whoever shows the call to a client (the server: "call_...", "toolu_...")

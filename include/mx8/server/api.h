@@ -60,6 +60,9 @@ struct ToolRequest {
   enum class Choice { automatic, none, required, named } choice = Choice::automatic;
   std::string name;      // Choice::named: the tool to call
   bool parallel = true;  // false: a reply has at most one call (the first)
+  // Where any tool is strict (OpenAI function.strict, Anthropic strict): every tool, the strict ones
+  // with their arguments' schema, for generation to hold calls to; empty: calls are not held.
+  std::vector<runtime::JsonTool> strict_calls;
   bool offered() const { return !tools.empty() && choice != Choice::none; }
   bool forces_call() const {
     return !tools.empty() && (choice == Choice::required || choice == Choice::named);

@@ -1,0 +1,127 @@
+// Strict tools through the HTTP server: a tool marked strict (OpenAI function.strict, Anthropic strict)
+// has its calls' arguments held to its schema. stories260K, which never learnt to call tools, is made
+// to call one (tool_choice required or named, behind a Hermes-syntax template): with strict, the call
+// parses and its arguments are valid; without, the model writes prose into the call. (Left to itself
+// it goes on writing calls to max_tokens; with parallel calls off the reply ends after one.)
+#include <gtest/gtest.h>
+
+#include "server/scripted_server.h"
+
+namespace {
+
+using namespace mx8;
+using json = nlohmann::ordered_json;
+using mx8::testing::Served;
+
+// Bounded: a city from a list and a whole number of days, nothing else, so greedy decoding ends.
+const json kWeather = {
+    {"type", "object"},
+    {"properties", {{"city", {{"enum", {"Paris", "Rome", "Oslo"}}}}, {"days", {{"type", "integer"}}}}},
+    {"required", {"city", "days"}},
+    {"additionalProperties", false}};
+
+json openai_body(bool strict, const json& choice) {
+  return {
+      {"messages", json::array({{{"role", "user"}, {"content", "Lily was a little girl."}}})},
+      {"max_tokens", 150},
+      {"temperature", 0},
+      {"tools",
+       json::array({{{"type", "function"},
+                     {"function", {{"name", "get_weather"}, {"parameters", kWeather}, {"strict", strict}}}},
+                    {{"type", "function"}, {"function", {{"name", "note"}}}}})},
+      {"tool_choice", choice}};
+}
+
+void expect_weather(const json& arguments) {
+  ASSERT_TRUE(arguments.is_object()) << arguments;
+  EXPECT_EQ(arguments.size(), 2u) << arguments;
+  EXPECT_TRUE(arguments["city"] == "Paris" || arguments["city"] == "Rome" || arguments["city"] == "Oslo")
+      << arguments;
+  EXPECT_TRUE(arguments["days"].is_number_integer()) << arguments;
+}
+
+TEST(StrictTools, OpenAiStrictCallsHoldTheirSchema) {
+  Served s(true, 32u << 20, nullptr, nullptr, mx8::testing::hermes_template());
+  const json named = {{"type", "function"}, {"function", {{"name", "get_weather"}}}};
+  auto r = s.post("/v1/chat/completions", openai_body(true, named).dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json message = json::parse(r->body)["choices"][0]["message"];
+  ASSERT_TRUE(message.contains("tool_calls")) << r->body;
+  EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "get_weather");
+  expect_weather(json::parse(message["tool_calls"][0]["function"]["arguments"].get<std::string>()));
+  json one = openai_body(true, named);
+  one["parallel_tool_calls"] = false;
+  r = s.post("/v1/chat/completions", one.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["choices"][0]["finish_reason"], "tool_calls") << r->body;
+  EXPECT_EQ(json::parse(r->body)["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            message["tool_calls"][0]["function"]["arguments"]);  // greedy: the same call
+
+  // Required: the model picks the tool; the strict one's arguments are held, the other's are any object.
+  r = s.post("/v1/chat/completions", openai_body(true, "required").dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  message = json::parse(r->body)["choices"][0]["message"];
+  ASSERT_TRUE(message.contains("tool_calls")) << r->body;
+  const json call = message["tool_calls"][0]["function"];
+  const json arguments = json::parse(call["arguments"].get<std::string>());
+  if (call["name"] == "get_weather")
+    expect_weather(arguments);
+  else
+    EXPECT_TRUE(call["name"] == "note" && arguments.is_object()) << r->body;
+
+  // The same request without strict: nothing holds the call, and stories260K writes prose into it.
+  r = s.post("/v1/chat/completions", openai_body(false, named).dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_FALSE(json::parse(r->body)["choices"][0]["message"].contains("tool_calls")) << r->body;
+}
+
+TEST(StrictTools, AnthropicStrictToolUse) {
+  Served s(true, 32u << 20, nullptr, nullptr, mx8::testing::hermes_template());
+  const json body = {
+      {"model", "m"},
+      {"max_tokens", 150},
+      {"temperature", 0},
+      {"messages", json::array({{{"role", "user"}, {"content", "Lily was a little girl."}}})},
+      {"tools", json::array({{{"name", "get_weather"}, {"input_schema", kWeather}, {"strict", true}}})},
+      {"tool_choice", {{"type", "any"}, {"disable_parallel_tool_use", true}}}};
+  auto r = s.post("/v1/messages", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json msg = json::parse(r->body);
+  EXPECT_EQ(msg["stop_reason"], "tool_use") << r->body;
+  bool called = false;
+  for (const json& block : msg["content"])
+    if (block["type"] == "tool_use") {
+      called = true;
+      EXPECT_EQ(block["name"], "get_weather");
+      expect_weather(block["input"]);
+    }
+  EXPECT_TRUE(called) << r->body;
+}
+
+TEST(StrictTools, RefusedWithTheReason) {
+  Served s(true, 32u << 20, nullptr, nullptr, mx8::testing::hermes_template());
+  json body = openai_body(true, "auto");
+  body["tools"][0]["function"]["parameters"]["properties"]["city"] = {{"type", "string"},
+                                                                      {"pattern", "^[A-Z]"}};
+  auto r = s.post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  json err = json::parse(r->body)["error"];
+  EXPECT_NE(err["message"].get<std::string>().find("tool \"get_weather\": JSON schema: \"pattern\""),
+            std::string::npos)
+      << r->body;
+  EXPECT_EQ(err["param"], "tools");
+  body = openai_body(true, "auto");
+  body["tools"][0]["function"]["strict"] = "yes";
+  r = s.post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  EXPECT_EQ(json::parse(r->body)["error"]["param"], "tools[0].function.strict") << r->body;
+}
+
+}  // namespace

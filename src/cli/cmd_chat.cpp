@@ -3,7 +3,8 @@
 // "/exit" (or end of input) quits. The whole conversation is re-rendered through the template every
 // turn (exactly what the model was trained on); the engine keeps the previous turn's KV cache and
 // reuses its longest common token prefix with the new prompt (EngineOptions::prefix_reuse), so only
-// the new part is prefilled, in chunks. The stats line on stderr counts the reused positions.
+// the new part is prefilled, in chunks. The stats line on stderr counts the reused positions. With
+// --json / --json-schema FILE each reply is JSON (constrained decoding).
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -13,6 +14,7 @@
 #include "cli/gen_common.h"
 #include "mx8/runtime/chat_template.h"
 #include "mx8/runtime/engine.h"
+#include "mx8/runtime/reasoning.h"
 #include "mx8/runtime/stop_text.h"
 #include "mx8/runtime/tokenizer.h"
 
@@ -35,6 +37,8 @@ void chat(ChatOptions& o) {
     throw Error("model " + o.gen.model +
                 " has no chat template (tokenizer_config.json chat_template, chat_template.jinja "
                 "or GGUF tokenizer.chat_template); pass --template FILE or use `mx8 run -p TEXT`");
+  const cli::JsonOutput json = cli::json_output_for(o.gen, *tok);
+  const bool thinks = runtime::template_thinks(tmpl->source());
   cli::Loaded l = cli::load_for_generation(o.gen, o.gen.ctx > 0 ? o.gen.ctx : 4096);
   const int ctx = l.context;
   runtime::EngineOptions eo;
@@ -81,6 +85,7 @@ void chat(ChatOptions& o) {
     for (int32_t e : l.model->config().eos) gp.stop_tokens.push_back(e);
     // As in `mx8 run`: a generated BOS starts a new document, so it ends the reply.
     if (tok->bos_id() != runtime::kNoToken) gp.stop_tokens.push_back(tok->bos_id());
+    gp.constraint = json.constraint(thinks, thinks && runtime::opens_thinking(prompt));
     engine.add(ids, gp);
     runtime::DecodeOptions dopt;
     dopt.skip_special = true;

@@ -3,6 +3,7 @@
 //   mx8 run                                  # the bundled stories260K from BOS, sampled
 //   mx8 run -p "Once upon a time" -n 100 --temperature 0
 //   mx8 run -m model.gguf --weights fp8 --kv fp8
+//   mx8 run -p "A cat:" --json-schema cat.json   # the continuation is JSON of the schema
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -33,6 +34,7 @@ void run(RunOptions& o) {
       throw Error("empty prompt and the model has no BOS token: pass -p TEXT");
     prompt.push_back(tok->bos_id());
   }
+  const cli::JsonOutput json = cli::json_output_for(o.gen, *tok);
   cli::Loaded l = cli::load_for_generation(o.gen, int64_t(prompt.size()) + o.n);
   const model::LlamaConfig& c = l.model->config();
 
@@ -49,6 +51,7 @@ void run(RunOptions& o) {
   for (int32_t e : c.eos) gp.stop_tokens.push_back(e);
   // Like llama2.c, a generated BOS also ends the text (it starts a new document).
   if (tok->bos_id() != runtime::kNoToken) gp.stop_tokens.push_back(tok->bos_id());
+  gp.constraint = json.constraint(false, false);
   engine.add(prompt, gp);
 
   runtime::DecodeOptions dopt;

@@ -20,8 +20,10 @@
 #include "mx8/model/llama.h"
 #include "mx8/runtime/chat_template.h"
 #include "mx8/runtime/engine.h"
+#include "mx8/runtime/json_constraint.h"
 #include "mx8/runtime/sampler.h"
 #include "mx8/runtime/tokenizer.h"
+#include "mx8/util/json_parse.h"
 #include "mx8/util/read_file.h"
 
 namespace mx8::cli {
@@ -38,6 +40,8 @@ struct GenOptions {
   std::string attention = "exact";  // prompt steps' attention operands: exact | rounded
   runtime::SamplingParams sampling;
   std::vector<std::string> stop;
+  bool json_object = false;  // --json: the output is a JSON object
+  std::string json_schema;   // --json-schema FILE: the output is a value of this schema
 };
 
 // The prefill chunk when --chunk is not given. On CUDA a step of 1024 tokens makes the most prompt
@@ -133,6 +137,43 @@ inline void add_gen_options(CLI::App& app, GenOptions& o) {
         for (const std::string& s : v) o.sampling.logit_bias.push_back(parse_logit_bias(s));
       },
       "ID=BIAS (repeatable): add BIAS to token ID's logit before sampling (-100 bans it, +100 forces it)");
+  auto* object =
+      app.add_flag("--json", o.json_object, "hold the output to a JSON object (constrained decoding)");
+  app.add_option("--json-schema", o.json_schema,
+                 "hold the output to a value of the JSON schema in this file (the subset of docs/SERVER.md, "
+                 "Structured output)")
+      ->excludes(object);
+}
+
+// --json / --json-schema: the schema generated text is held to, and the tokenizer's vocabulary for
+// the masks (made once); both null without either option.
+struct JsonOutput {
+  std::shared_ptr<const runtime::JsonSchema> schema;
+  std::shared_ptr<const runtime::JsonVocabulary> vocab;
+  // The rule for one reply (null without a schema); `may_think`: a <think> block may come first,
+  // `opened`: the prompt opened it.
+  std::shared_ptr<const runtime::TokenConstraint> constraint(bool may_think, bool opened) const {
+    if (!schema) return nullptr;
+    return std::make_shared<runtime::JsonConstraint>(
+        vocab, runtime::JsonMatcher(schema, {may_think, opened, {}, "", ""}));
+  }
+};
+
+// Throws mx8::Error naming the file and what in it cannot be read or held.
+inline JsonOutput json_output_for(const GenOptions& o, const runtime::Tokenizer& tok) {
+  JsonOutput out;
+  if (o.json_object) {
+    out.schema = std::make_shared<const runtime::JsonSchema>(runtime::JsonSchema::any_object());
+  } else if (!o.json_schema.empty()) {
+    try {
+      const auto schema = parse_json_bounded<nlohmann::json>(read_file(o.json_schema), o.json_schema);
+      out.schema = std::make_shared<const runtime::JsonSchema>(runtime::JsonSchema::compile(schema));
+    } catch (const std::exception& e) {
+      throw Error("--json-schema " + o.json_schema + ": " + e.what());
+    }
+  }
+  if (out.schema) out.vocab = std::make_shared<const runtime::JsonVocabulary>(tok);
+  return out;
 }
 
 // The chat template for `model`: the Jinja file `template_file` when one is given (with the

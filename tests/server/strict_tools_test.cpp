@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "server/scripted_server.h"
+#include "tokenizer/tokenizer_test_data.h"
 
 namespace {
 
@@ -74,6 +75,36 @@ TEST(StrictTools, OpenAiStrictCallsHoldTheirSchema) {
 
   // The same request without strict: nothing holds the call, and stories260K writes prose into it.
   r = s.post("/v1/chat/completions", openai_body(false, named).dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_FALSE(json::parse(r->body)["choices"][0]["message"].contains("tool_calls")) << r->body;
+}
+
+// Behind Qwen3's own template (thinking on and off): the forced call's prefix is the template's
+// rendering, an empty thinking block first where thinking is on, and the call after it is held.
+TEST(StrictTools, QwenTemplateForcedCalls) {
+  const json fx =
+      json::parse(test::read_text(std::filesystem::path(MX8_SOURCE_DIR) / "tests/data/chat/fixtures.json"));
+  Served s(true, 32u << 20, nullptr, nullptr, fx["templates"]["qwen3"]["source"].get<std::string>());
+  for (const bool thinking : {true, false}) {
+    for (const json& choice :
+         {json("required"), json{{"type", "function"}, {"function", {{"name", "get_weather"}}}}}) {
+      json body = openai_body(true, choice);
+      body["tools"].erase(1);  // get_weather alone: a required call is of it
+      body["parallel_tool_calls"] = false;
+      body["chat_template_kwargs"] = {{"enable_thinking", thinking}};
+      auto r = s.post("/v1/chat/completions", body.dump());
+      ASSERT_TRUE(r);
+      ASSERT_EQ(r->status, 200) << r->body;
+      const json choice0 = json::parse(r->body)["choices"][0];
+      ASSERT_TRUE(choice0["message"].contains("tool_calls")) << thinking << " " << choice << " " << r->body;
+      EXPECT_EQ(choice0["finish_reason"], "tool_calls") << r->body;
+      expect_weather(
+          json::parse(choice0["message"]["tool_calls"][0]["function"]["arguments"].get<std::string>()));
+    }
+  }
+  // Not strict, the same forced call is prose: the prefix above was held, not let through.
+  auto r = s.post("/v1/chat/completions", openai_body(false, "required").dump());
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_FALSE(json::parse(r->body)["choices"][0]["message"].contains("tool_calls")) << r->body;

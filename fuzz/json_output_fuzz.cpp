@@ -1,5 +1,6 @@
 // libFuzzer target: text through the structured-output matcher (runtime/json_matcher.h). The first byte
-// picks one of the schemas below, or free text with strict calls of two tools; the rest is a reply, fed
+// picks one of the schemas below, or free text with strict calls of two tools (Hermes markers, or none
+// as Llama 3 writes them); the rest is a reply, fed
 // until a byte is refused. Checked:
 //   - whatever the matcher calls complete parses as JSON (nlohmann) and is valid under the schema, by a
 //     validator written here from the JSON Schema rules, apart from the matcher; with tools, every call
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -100,6 +102,12 @@ const char* kToolClose = "</tool_call>";
 
 // Every call in a complete free-text reply: from each opening marker, the shortest text before a
 // closing marker that parses is the call (a marker inside a string leaves an unclosed string before it).
+bool call_valid(const json& call, const char* key, const json& strict) {
+  if (!call.is_object() || call.size() != 2 || !call.contains(key) || !call[key].is_object()) return false;
+  if (call["name"] == "w") return valid(call[key], strict, strict);
+  return call["name"] == "n";
+}
+
 bool calls_valid(const std::string& text, const json& strict) {
   const std::string open = kToolOpen, close = kToolClose;
   for (size_t at = text.find(open); at != std::string::npos; at = text.find(open, at)) {
@@ -110,21 +118,33 @@ bool calls_valid(const std::string& text, const json& strict) {
       call = json::parse(text.substr(body, end - body), nullptr, false);
       if (!call.is_discarded()) break;
     }
-    if (end == std::string::npos || !call.is_object() || call.size() != 2 || !call.contains("arguments") ||
-        !call["arguments"].is_object())
-      return false;
-    if (call["name"] == "w" && !valid(call["arguments"], strict, strict)) return false;
-    if (call["name"] != "w" && call["name"] != "n") return false;
+    if (end == std::string::npos || !call_valid(call, "arguments", strict)) return false;
     at = end + close.size();
   }
   return true;
+}
+
+// Llama 3: a reply whose first character is '{' is calls, one after another, ';' or whitespace between.
+bool bare_calls_valid(const std::string& text, const json& strict) {
+  const size_t first = text.find_first_not_of(" \n\t");
+  if (first == std::string::npos || text[first] != '{') return true;  // free text
+  std::istringstream in(text.substr(first));
+  for (;;) {
+    json call;
+    in >> call;  // one value, the rest left in the stream; throws (a crash) where it is not JSON
+    if (!call_valid(call, "parameters", strict)) return false;
+    in >> std::ws;
+    if (in.peek() == ';') in.get();
+    in >> std::ws;
+    if (in.peek() == std::char_traits<char>::eof()) return true;
+  }
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  constexpr size_t kCount = sizeof(kSchemas) / sizeof(kSchemas[0]) + 1;
+  constexpr size_t kCount = sizeof(kSchemas) / sizeof(kSchemas[0]) + 2;
   static const std::vector<std::pair<json, std::shared_ptr<const JsonSchema>>> schemas = [] {
     std::vector<std::pair<json, std::shared_ptr<const JsonSchema>>> out;
     for (const char* s : kSchemas)
@@ -133,17 +153,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const json strict = json::parse(kSchemas[1]);
     out.emplace_back(strict, std::make_shared<const JsonSchema>(
                                  JsonSchema::text().with_calls({{"w", strict}, {"n", std::nullopt}})));
+    out.emplace_back(strict, std::make_shared<const JsonSchema>(JsonSchema::text().with_calls(
+                                 {{"w", strict}, {"n", std::nullopt}}, "parameters")));
     return out;
   }();
   const size_t which = data[0] % kCount;
-  const bool tools = which == kCount - 1;
+  const bool tools = which == kCount - 2, bare = which == kCount - 1;
   const auto& [schema_json, schema] = schemas[which];
   JsonMatcher m(schema, {false, false, {}, tools ? kToolOpen : "", tools ? kToolClose : ""});
   std::string text;
   size_t i = 1;
   for (; i < size && m.feed(data[i]); ++i) text += char(data[i]);
-  if (i == size && m.complete() && tools) {
-    if (!calls_valid(text, schema_json)) __builtin_trap();
+  if (i == size && m.complete() && (tools || bare)) {
+    if (!(tools ? calls_valid(text, schema_json) : bare_calls_valid(text, schema_json))) __builtin_trap();
   } else if (i == size && m.complete()) {
     const json v = json::parse(text);  // throws (a crash) if the matcher let through what is not JSON
     if (!valid(v, schema_json, schema_json)) __builtin_trap();

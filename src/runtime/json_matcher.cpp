@@ -44,7 +44,7 @@ enum : uint8_t {
 };  // call
 
 constexpr std::string_view kThinkOpen = "<think>", kThinkClose = "</think>";
-constexpr std::string_view kNameKeyText = "\"name\"", kArgumentsKeyText = "\"arguments\"";
+constexpr std::string_view kNameKeyText = "\"name\"";
 
 bool is_space(uint8_t b) {
   return b == ' ' || b == '\n' || b == '\r' || b == '\t';
@@ -95,9 +95,12 @@ JsonMatcher::JsonMatcher(std::shared_ptr<const JsonSchema> schema, Prelude prelu
   if (prelude_.may_think) openers_.emplace_back(kThinkOpen);
   std::vector<std::string> markers = prelude_.free_after;
   if (schema_->call() >= 0) {
-    if (prelude_.call_open.empty() || prelude_.call_close.empty())
-      throw Error("JSON output: tool calls without the markers around them");
-    markers.push_back(prelude_.call_open);
+    if (prelude_.call_open.empty() != prelude_.call_close.empty())
+      throw Error("JSON output: tool calls with a marker on one side only");
+    if (prelude_.call_open.empty() && schema_->root() >= 0 &&
+        json_value_starts_with(*schema_, schema_->root(), '{'))
+      throw Error("JSON output: calls without markers and a value that may be an object start alike");
+    if (!prelude_.call_open.empty()) markers.push_back(prelude_.call_open);
   }
   for (const std::string& m : markers) {
     if (m.empty()) throw Error("JSON output: an empty tool-call marker");
@@ -188,11 +191,11 @@ JsonMatcher::Step JsonMatcher::step(Frame& f, uint8_t b) {
 JsonMatcher::Step JsonMatcher::blank(Frame& f, uint8_t b) const {
   // Counted per gap: line breaks in `utf8` (a string's field, free in other frames), blanks in `space`.
   // Inside the value a gap is nothing, one blank, or a line break and up to kIndent blanks per level;
-  // before the value two line breaks (after a </think>) and one blank; after it one line break.
+  // before the value or a call two line breaks (after a </think>) and one blank; after it one line break.
   if (b == '\r') return Step::rejected;
   const bool line = b == '\n';
   if (f.kind == kDocument) {
-    const bool before = f.state == kStart;
+    const bool before = f.state == kStart || f.state == kCallGap;  // before a value or a call
     if (line) return ++f.utf8 <= (before ? 2 : 1) ? Step::taken : Step::rejected;
     return before && ++f.space <= 1 ? Step::taken : Step::rejected;
   }
@@ -256,7 +259,8 @@ void JsonMatcher::value_done(Frame& parent) {
   parent.space = parent.utf8 = 0;
   switch (parent.kind) {
     case kDocument:
-      parent.state = parent.state == kInCall ? kCallEnd : kDone;
+      // A call ends with its closing marker, or (Llama 3: none) is done.
+      parent.state = parent.state != kInCall ? kDone : prelude_.call_close.empty() ? kCallsDone : kCallEnd;
       parent.pos = 0;
       break;
     case kCall:
@@ -285,9 +289,11 @@ JsonMatcher::Step JsonMatcher::document(Frame& f, uint8_t b) {
     }
     return Step::taken;
   };
+  // Calls without markers (Llama 3: the reply's first character opens them).
+  const bool bare = schema_->call() >= 0 && prelude_.call_open.empty();
   switch (f.state) {
     case kStart:
-      if (!text) MX8_SPACE(f, b);
+      if (!text || bare) MX8_SPACE(f, b);
       f.lo = 0;
       f.hi = uint32_t(openers_.size());
       if (narrow(openers_, f.lo, f.hi, 0, b, thought)) {
@@ -295,12 +301,20 @@ JsonMatcher::Step JsonMatcher::document(Frame& f, uint8_t b) {
         f.pos = 1;
         return Step::taken;
       }
+      if (bare) {
+        f.state = b == '{' ? kInCall : kFree;
+        return b == '{' ? open_value(schema_->call(), b) : Step::taken;
+      }
       if (text) return in_text(0);
       f.state = kValue;
       return open_value(schema_->root(), b);
     case kPrelude:
       if (!narrow(openers_, f.lo, f.hi, f.pos, b, thought)) {
         if (!text) return Step::rejected;
+        if (bare) {
+          f.state = kFree;
+          return Step::taken;
+        }
         // Free text that began like a marker and is not one: how much of the call marker it ends with.
         uint32_t pos = 0;
         for (uint32_t i = 0; i < f.pos; ++i)
@@ -335,7 +349,12 @@ JsonMatcher::Step JsonMatcher::document(Frame& f, uint8_t b) {
       if (f.pos == 0) {
         MX8_SPACE(f, b);
       }
-      if (prelude_.one_call || b != uint8_t(prelude_.call_open[f.pos])) return Step::rejected;
+      if (prelude_.one_call) return Step::rejected;
+      if (bare) {  // the next call after a ';' (and a gap), or right after the gap
+        f.state = kCallGap;
+        return b == ';' ? Step::taken : document(f, b);
+      }
+      if (b != uint8_t(prelude_.call_open[f.pos])) return Step::rejected;
       if (++f.pos == prelude_.call_open.size()) {
         f.state = kCallGap;
         f.pos = f.space = f.utf8 = 0;
@@ -440,7 +459,7 @@ JsonMatcher::Step JsonMatcher::call(Frame& f, uint8_t b) {
       return Step::taken;
     case kNameKey:
     case kArgumentsKey: {
-      const std::string_view key = f.state == kNameKey ? kNameKeyText : kArgumentsKeyText;
+      const std::string_view key = f.state == kNameKey ? std::string_view(kNameKeyText) : n.arguments_key;
       if (f.pos == 0) {
         MX8_SPACE(f, b);
       }

@@ -335,7 +335,8 @@ JsonSchema JsonSchema::compile(const nlohmann::json& schema) {
   return std::move(out);
 }
 
-JsonSchema JsonSchema::with_calls(const std::vector<JsonTool>& tools) const {
+JsonSchema JsonSchema::with_calls(const std::vector<JsonTool>& tools,
+                                  const std::string& arguments_key) const {
   JsonSchema out = *this;
   std::vector<std::pair<std::string, int32_t>> named;  // a name as JSON, its arguments' node
   for (const JsonTool& tool : tools) {
@@ -357,6 +358,7 @@ JsonSchema JsonSchema::with_calls(const std::vector<JsonTool>& tools) const {
   std::sort(named.begin(), named.end());
   Node call;
   call.kind = Kind::call;
+  call.arguments_key = nlohmann::json(arguments_key).dump();
   for (const auto& [name, arguments] : named) {
     if (!call.literals.empty() && call.literals.back() == name)
       throw Error("tools: " + name + " is named twice");

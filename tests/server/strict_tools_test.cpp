@@ -110,6 +110,26 @@ TEST(StrictTools, QwenTemplateForcedCalls) {
   EXPECT_FALSE(json::parse(r->body)["choices"][0]["message"].contains("tool_calls")) << r->body;
 }
 
+// Llama 3.1's calls are JSON objects without markers ({"name", "parameters"}, the reply's first
+// character opens them): held the same way.
+TEST(StrictTools, Llama3JsonCalls) {
+  const json fx =
+      json::parse(test::read_text(std::filesystem::path(MX8_SOURCE_DIR) / "tests/data/chat/fixtures.json"));
+  Served s(true, 32u << 20, nullptr, nullptr, fx["templates"]["llama31_style"]["source"].get<std::string>());
+  for (const bool strict : {true, false}) {
+    json body = openai_body(strict, "required");
+    body["tools"].erase(1);
+    body["parallel_tool_calls"] = false;
+    auto r = s.post("/v1/chat/completions", body.dump());
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const json message = json::parse(r->body)["choices"][0]["message"];
+    EXPECT_EQ(message.contains("tool_calls"), strict) << r->body;  // without strict, prose
+    if (strict)
+      expect_weather(json::parse(message["tool_calls"][0]["function"]["arguments"].get<std::string>()));
+  }
+}
+
 TEST(StrictTools, AnthropicStrictToolUse) {
   Served s(true, 32u << 20, nullptr, nullptr, mx8::testing::hermes_template());
   const json body = {

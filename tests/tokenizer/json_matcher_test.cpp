@@ -230,6 +230,29 @@ TEST(JsonMatcher, StrictCallsOrTheValue) {
   EXPECT_EQ(taken(m, "Sure"), 0u);
 }
 
+TEST(JsonMatcher, StrictCallsWithoutMarkersOpenTheReply) {
+  // Llama 3: a reply whose first character is '{' is calls ({"name", "parameters"}), else free text.
+  const json weather = json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}},
+                                       "required": ["city"]})");
+  const auto calls = std::make_shared<const JsonSchema>(
+      JsonSchema::text().with_calls({{"get_weather", weather}, {"note", std::nullopt}}, "parameters"));
+  const JsonMatcher m(calls, {false, false, {}, "", ""});
+  for (const char* ok :
+       {"", "Hello {not a call}", "{\"name\": \"note\", \"parameters\": {}}",
+        " {\"name\": \"note\", \"parameters\": {}}; {\"name\": \"get_weather\", "
+        "\"parameters\": {\"city\": \"Oslo\"}}",
+        "{\"name\": \"note\", \"parameters\": {}}\n{\"name\": \"note\", \"parameters\": {}}"})
+    EXPECT_TRUE(whole(m, ok)) << ok;
+  EXPECT_EQ(taken(m, "{\"name\": \"note\", \"arguments\""), 18u);
+  EXPECT_EQ(taken(m, "{\"name\": \"note\", \"parameters\": {}} x"), 34u);       // after calls, only calls
+  EXPECT_EQ(taken(m, "{\"name\": \"get_weather\", \"parameters\": {}}"), 39u);  // city is required
+  // A value that may be an object cannot be told from a call.
+  EXPECT_THROW(JsonMatcher(std::make_shared<const JsonSchema>(
+                               JsonSchema::any_object().with_calls({{"note", std::nullopt}}, "parameters")),
+                           {false, false, {}, "", ""}),
+               Error);
+}
+
 TEST(JsonMatcher, ToolArgumentSchemasAreCheckedByTool) {
   const auto fails = [](const char* arguments, const char* message) {
     try {
@@ -255,9 +278,10 @@ TEST(JsonMatcher, ToolArgumentSchemasAreCheckedByTool) {
   EXPECT_TRUE(whole(m, "<tool_call>{\"name\": \"a\", \"arguments\": {\"a\": 1}}</tool_call>"));
   EXPECT_TRUE(whole(m, "<tool_call>{\"name\": \"b\", \"arguments\": {\"b\": true}}</tool_call>"));
   EXPECT_EQ(taken(m, "<tool_call>{\"name\": \"b\", \"arguments\": {\"a\""), 40u);
-  // Calls need their markers.
+  // Calls have markers on both sides or none.
   EXPECT_THROW(
-      JsonMatcher(std::make_shared<const JsonSchema>(JsonSchema::text().with_calls({{"f", std::nullopt}}))),
+      JsonMatcher(std::make_shared<const JsonSchema>(JsonSchema::text().with_calls({{"f", std::nullopt}})),
+                  {false, false, {}, "<tool_call>", ""}),
       Error);
 }
 

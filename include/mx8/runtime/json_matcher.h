@@ -17,7 +17,8 @@
 //   - where the schema holds calls (JsonSchema::with_calls), each is Prelude::call_open, a call object,
 //     Prelude::call_close (a line break allowed around the object): the reply is its value or calls, one
 //     after another; a schema without a value (JsonSchema::text()) is free text in which every
-//     call_open starts a call.
+//     call_open starts a call. Without markers (Llama 3) a reply whose first character is '{' is
+//     calls, separated by ';' or a gap; any other reply is free text.
 #pragma once
 
 #include <array>
@@ -35,7 +36,7 @@ struct JsonPrelude {
   bool may_think = false;               // the reply may open with a <think> block
   bool inside_thinking = false;         // the prompt opened it: the reply starts inside
   std::vector<std::string> free_after;  // markers after which anything goes (none may start a value)
-  std::string call_open, call_close;    // around each call, where the schema holds calls
+  std::string call_open, call_close;    // around each call, where the schema holds calls ("": none)
   bool calls_only = false;              // free text: after a call only more calls (a forced call)
   bool one_call = false;                // after a call only the end (parallel calls off)
 };

@@ -18,8 +18,8 @@
 // mx8::Error naming it and where it is, so a request is refused rather than answered off-schema.
 //
 // A schema may also hold tool calls (with_calls): the object {"name": NAME, "arguments": ARGS} of one of
-// the tools, written in that order, ARGS a value of that tool's arguments schema (any object where it
-// has none). Then the reply's value may be free text instead (text()).
+// the tools (or "parameters", as Llama 3 writes it), written in that order, ARGS a value of that tool's
+// arguments schema (any object where it has none). Then the reply's value may be free text instead (text()).
 #pragma once
 
 #include <cstdint>
@@ -59,6 +59,7 @@ class JsonSchema {
     // the node of each one's arguments.
     std::vector<std::string> literals;
     std::vector<int32_t> arguments;
+    std::string arguments_key;  // call: the arguments' key as written, quotes included
     // choice: for each first byte of a value, the alternative that starts with it (-1: none).
     std::vector<int32_t> by_first_byte;
   };
@@ -69,9 +70,11 @@ class JsonSchema {
   static JsonSchema any_object();
   // No value: the reply is free text (with tool calls, see with_calls).
   static JsonSchema text();
-  // This schema, with calls of `tools` (names unique). Throws mx8::Error naming the tool and where its
-  // arguments schema is not supported, or where it allows a value that is not an object.
-  JsonSchema with_calls(const std::vector<JsonTool>& tools) const;
+  // This schema, with calls of `tools` (names unique), the arguments under `arguments_key` (Llama 3
+  // writes "parameters"). Throws mx8::Error naming the tool and where its arguments schema is not
+  // supported, or where it allows a value that is not an object.
+  JsonSchema with_calls(const std::vector<JsonTool>& tools,
+                        const std::string& arguments_key = "arguments") const;
 
   const Node& node(int32_t i) const { return nodes_[size_t(i)]; }
   int32_t root() const { return root_; }  // -1: free text

@@ -1,8 +1,9 @@
 // Tool use through the official OpenAI and Anthropic client libraries.
 // Usage: MX8_SERVER_URL=http://127.0.0.1:PORT node tool_calls.mjs
 // The server (tests/server/tool_use_test.cpp) answers every request with the same scripted reply:
-// "Let me add." and a call of add({"a": 2, "b": 3}) in the Hermes syntax. The libraries must read the
-// calls whole, from their streams, and take back a conversation that holds the call and its result.
+// "Let me add." and a call of add({"a": 2, "b": 3}) in the Hermes syntax (but for a strict tool, below).
+// The libraries must read the calls whole, from their streams, and take back a conversation that holds
+// the call and its result.
 // Exit status 1 on any failure.
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
@@ -72,6 +73,28 @@ const around = await anthropic.messages.create({
     { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: '5' }] }],
 });
 check(around.stop_reason === 'tool_use', 'messages: a conversation with a tool_use and its tool_result');
+
+// A strict tool: its call is held to its schema (drawn under the constraint, so the model's own
+// tokens, not the script), and the libraries read the arguments: OpenAI's parse helper parses a strict
+// tool's arguments itself (parsed_arguments).
+const strictSchema = { ...schema, required: ['a', 'b'], additionalProperties: false };
+const integers = (v) => Number.isInteger(v?.a) && Number.isInteger(v?.b) && Object.keys(v).length === 2;
+const held = await openai.chat.completions.parse({
+  model, messages, max_tokens: 100, temperature: 0, parallel_tool_calls: false,
+  tools: [{ type: 'function', function: { name: 'add', parameters: strictSchema, strict: true } }],
+  tool_choice: { type: 'function', function: { name: 'add' } },
+});
+const heldCall = held.choices[0].message.tool_calls?.[0];
+check(held.choices[0].finish_reason === 'tool_calls' && heldCall?.function.name === 'add' &&
+  integers(heldCall.function.parsed_arguments), 'chat parse: a strict call, its arguments parsed by the library',
+  JSON.stringify(held.choices[0]));
+const heldUse = await anthropic.messages.create({
+  model, messages, max_tokens: 100, temperature: 0,
+  tools: [{ name: 'add', input_schema: strictSchema, strict: true }],
+  tool_choice: { type: 'tool', name: 'add', disable_parallel_tool_use: true },
+});
+check(heldUse.stop_reason === 'tool_use' && integers(heldUse.content.find((b) => b.type === 'tool_use')?.input),
+  'messages: a strict tool_use', JSON.stringify(heldUse));
 
 if (failures) {
   console.log(`${failures} check(s) failed`);

@@ -301,9 +301,13 @@ JsonMatcher::Step JsonMatcher::document(Frame& f, uint8_t b) {
         f.pos = 1;
         return Step::taken;
       }
-      if (bare) {
-        f.state = b == '{' ? kInCall : kFree;
-        return b == '{' ? open_value(schema_->call(), b) : Step::taken;
+      if (bare && b == '{') {
+        f.state = kInCall;
+        return open_value(schema_->call(), b);
+      }
+      if (bare && text) {
+        f.state = kFree;
+        return Step::taken;
       }
       if (text) return in_text(0);
       f.state = kValue;

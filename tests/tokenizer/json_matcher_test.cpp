@@ -246,6 +246,14 @@ TEST(JsonMatcher, StrictCallsWithoutMarkersOpenTheReply) {
   EXPECT_EQ(taken(m, "{\"name\": \"note\", \"arguments\""), 18u);
   EXPECT_EQ(taken(m, "{\"name\": \"note\", \"parameters\": {}} x"), 34u);       // after calls, only calls
   EXPECT_EQ(taken(m, "{\"name\": \"get_weather\", \"parameters\": {}}"), 39u);  // city is required
+  // Beside a value that is not an object: the value, or calls.
+  const JsonMatcher v(
+      std::make_shared<const JsonSchema>(JsonSchema::compile(json::parse(R"({"type": "string"})"))
+                                             .with_calls({{"note", std::nullopt}}, "parameters")),
+      {false, false, {}, "", ""});
+  EXPECT_TRUE(whole(v, "\"hi\""));
+  EXPECT_TRUE(whole(v, "{\"name\": \"note\", \"parameters\": {}}"));
+  EXPECT_EQ(taken(v, "hello"), 0u);
   // A value that may be an object cannot be told from a call.
   EXPECT_THROW(JsonMatcher(std::make_shared<const JsonSchema>(
                                JsonSchema::any_object().with_calls({{"note", std::nullopt}}, "parameters")),

@@ -164,6 +164,26 @@ const std::vector<uint8_t>& JsonConstraint::allowed() {
   return allowed_;
 }
 
+std::vector<uint8_t> json_allowed_one_by_one(const Tokenizer& tok, const JsonMatcher& m) {
+  std::vector<uint8_t> ok(tok.vocab_size());
+  bool any = false;
+  for (size_t id = 0; id < ok.size(); ++id) {
+    if (m.free()) {
+      ok[id] = 1;
+    } else if (!tok.is_special(int32_t(id))) {
+      const std::string bytes = tok.token_bytes(int32_t(id), false);
+      JsonMatcher copy = m;
+      bool taken = !bytes.empty();
+      for (char c : bytes) taken = taken && copy.feed(uint8_t(c));
+      ok[id] = taken;
+    }
+    any = any || ok[id];
+  }
+  for (int32_t id : tok.stop_ids())
+    if (size_t(id) < ok.size() && (m.complete() || !any)) ok[size_t(id)] = 1;
+  return ok;
+}
+
 void JsonConstraint::mask(std::span<float> logits) {
   const std::vector<uint8_t>& ok = allowed();
   const size_t n = std::min(ok.size(), logits.size());

@@ -113,4 +113,20 @@ TEST_F(JsonCommand, BadSchemasAreErrorsThatNameTheFileAndTheKeyword) {
   EXPECT_NE(out.find("excludes"), std::string::npos) << out;
 }
 
+// The benchmark runs on the bundled vocabulary: each mask equals the reference (it stops with an error
+// otherwise) and its table goes to the PERF.md it is given.
+TEST_F(JsonCommand, BenchConstraintChecksAndWritesItsSection) {
+  const std::filesystem::path perf = schema_.string() + ".perf.md";
+  int st = 0;
+  const std::string out =
+      mx8::test::run("bench constraint --min-time 0.01 --perf-md '" + perf.string() + "'", &st);
+  ASSERT_EQ(st, 0) << out;
+  EXPECT_NE(out.find("free text (strict tools)"), std::string::npos) << out;
+  std::ifstream in(perf);
+  const std::string md((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(perf);
+  EXPECT_NE(md.find("<!-- bench:cpu-constraint -->"), std::string::npos) << md;
+  EXPECT_NE(md.find("| `{\"name\": \"Al` | a string | 400 |"), std::string::npos) << md;
+}
+
 }  // namespace

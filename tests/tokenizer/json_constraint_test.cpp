@@ -14,27 +14,6 @@ namespace {
 
 using json = nlohmann::json;
 
-// The reference: every token on its own, from a copy of the state.
-std::vector<uint8_t> allowed_one_by_one(const Tokenizer& tok, const JsonMatcher& m) {
-  std::vector<uint8_t> ok(tok.vocab_size());
-  for (size_t id = 0; id < ok.size(); ++id) {
-    if (m.free()) {
-      ok[id] = 1;
-      continue;
-    }
-    if (tok.is_special(int32_t(id))) {
-      ok[id] = tok.is_stop(int32_t(id)) && m.complete();
-      continue;
-    }
-    const std::string bytes = tok.token_bytes(int32_t(id), false);
-    JsonMatcher copy = m;
-    bool taken = !bytes.empty();
-    for (char c : bytes) taken = taken && copy.feed(uint8_t(c));
-    ok[id] = taken;
-  }
-  return ok;
-}
-
 // Texts after which to compare: structure, inside keys and strings (plain and limited), numbers,
 // escapes, half a UTF-8 character, a complete value, a think block.
 const char* kSchema = R"({"type": "object", "properties": {"name": {"type": "string"},
@@ -91,7 +70,7 @@ void expect_same_as_one_by_one(const Tokenizer& tok, std::shared_ptr<const JsonS
     const std::vector<uint8_t> got = fast.allowed();
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    const std::vector<uint8_t> want = allowed_one_by_one(tok, m);
+    const std::vector<uint8_t> want = json_allowed_one_by_one(tok, m);
     size_t n = 0, differ = 0;
     for (size_t i = 0; i < want.size(); ++i) {
       n += want[i];

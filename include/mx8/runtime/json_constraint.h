@@ -77,4 +77,8 @@ class JsonConstraint : public TokenConstraint {
   std::vector<JsonMatcher::Snapshot> snapshots_;  // [k]: the state after k bytes of the token being fed
 };
 
+// The obvious way, for tests and benchmarks: every token of `tok` fed on its own to a copy of `m` (the
+// special ones by the rule above). JsonConstraint::allowed() must equal it.
+std::vector<uint8_t> json_allowed_one_by_one(const Tokenizer& tok, const JsonMatcher& m);
+
 }  // namespace mx8::runtime

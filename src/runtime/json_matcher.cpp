@@ -93,6 +93,8 @@ uint32_t marker_progress(std::string_view marker, uint32_t pos, uint8_t b) {
 JsonMatcher::JsonMatcher(std::shared_ptr<const JsonSchema> schema, Prelude prelude)
     : schema_(std::move(schema)), prelude_(std::move(prelude)) {
   if (prelude_.may_think) openers_.emplace_back(kThinkOpen);
+  if (schema_->root() < 0 && schema_->call() < 0)
+    throw Error("JSON output: a schema with neither a value nor tool calls holds nothing");
   std::vector<std::string> markers = prelude_.free_after;
   if (schema_->call() >= 0) {
     if (prelude_.call_open.empty() != prelude_.call_close.empty())

@@ -286,6 +286,8 @@ TEST(JsonMatcher, ToolArgumentSchemasAreCheckedByTool) {
   EXPECT_TRUE(whole(m, "<tool_call>{\"name\": \"a\", \"arguments\": {\"a\": 1}}</tool_call>"));
   EXPECT_TRUE(whole(m, "<tool_call>{\"name\": \"b\", \"arguments\": {\"b\": true}}</tool_call>"));
   EXPECT_EQ(taken(m, "<tool_call>{\"name\": \"b\", \"arguments\": {\"a\""), 40u);
+  // Free text alone is no schema to hold.
+  EXPECT_THROW(JsonMatcher(std::make_shared<const JsonSchema>(JsonSchema::text())), Error);
   // Calls have markers on both sides or none.
   EXPECT_THROW(
       JsonMatcher(std::make_shared<const JsonSchema>(JsonSchema::text().with_calls({{"f", std::nullopt}})),

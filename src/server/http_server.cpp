@@ -170,7 +170,7 @@ struct HttpServer::Impl {
   // to its tool's schema, else its opening marker frees the rest. Where calls are JSON objects
   // themselves (Llama 3), a value and a call cannot be told apart: a 400. Where the prompt forces a
   // call, the reply is that call (held where strict). A prefill must start the reply.
-  std::shared_ptr<const runtime::TokenConstraint> json_constraint(const ApiRequest& r, const ChatPrompt& p) {
+  std::shared_ptr<const runtime::TokenConstraint> reply_constraint(const ApiRequest& r, const ChatPrompt& p) {
     const bool llama3 = tool_format.syntax == runtime::ToolSyntax::llama3_json;
     if (r.json_output && p.forced.empty() && r.tools.offered() && llama3)
       throw ApiError(400,
@@ -205,8 +205,11 @@ struct HttpServer::Impl {
     for (char c : r.assistant_prefix)
       if (!m.feed(uint8_t(c)))
         throw ApiError(400,
-                       "the prefill (the last assistant message) does not start a reply in the format '" +
-                           r.json_output_field + "' asks for",
+                       r.json_output ? "the prefill (the last assistant message) does not start a reply in "
+                                       "the format '" +
+                                           r.json_output_field + "' asks for"
+                                     : "the prefill (the last assistant message) writes a tool call that "
+                                       "its strict tool's schema does not allow",
                        "messages");
     std::call_once(json_vocab_once,
                    [&] { json_vocab = std::make_shared<const runtime::JsonVocabulary>(tok); });
@@ -365,7 +368,7 @@ struct HttpServer::Impl {
     try {
       ar = d.parse(parse_body(body), opts.sampling);
       std::vector<std::vector<int32_t>> prompts = prompt_ids(ar, &chat);
-      const auto constraint = json_constraint(ar, chat);
+      const auto constraint = reply_constraint(ar, chat);
       for (std::vector<int32_t>& prompt : prompts) {
         prompt_tokens += int(prompt.size());
         for (int i = 0; i < ar.n; ++i) {

@@ -173,6 +173,21 @@ TEST(StrictTools, RefusedWithTheReason) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 400) << r->body;
   EXPECT_EQ(json::parse(r->body)["error"]["param"], "tools[0].function.strict") << r->body;
+  // An Anthropic prefill that writes a call its tool does not allow; one that starts a valid call goes on.
+  json anthropic = {
+      {"model", "m"},
+      {"max_tokens", 60},
+      {"tools", json::array({{{"name", "get_weather"}, {"input_schema", kWeather}, {"strict", true}}})},
+      {"messages", json::array({{{"role", "user"}, {"content", "Weather?"}},
+                                {{"role", "assistant"}, {"content", "<tool_call>{\"name\": \"nope\""}}})}};
+  r = s.post("/v1/messages", anthropic.dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  EXPECT_NE(r->body.find("its strict tool's schema does not allow"), std::string::npos) << r->body;
+  anthropic["messages"][1]["content"] = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"";
+  r = s.post("/v1/messages", anthropic.dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
 }
 
 }  // namespace

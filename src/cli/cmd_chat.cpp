@@ -4,7 +4,8 @@
 // turn (exactly what the model was trained on); the engine keeps the previous turn's KV cache and
 // reuses its longest common token prefix with the new prompt (EngineOptions::prefix_reuse), so only
 // the new part is prefilled, in chunks. The stats line on stderr counts the reused positions. With
-// --json / --json-schema FILE each reply is JSON (constrained decoding).
+// --json / --json-schema FILE each reply is JSON (constrained decoding). A thinking model's reasoning
+// (its <think> block) goes to standard error, the answer to standard output.
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -85,17 +86,29 @@ void chat(ChatOptions& o) {
     for (int32_t e : l.model->config().eos) gp.stop_tokens.push_back(e);
     // As in `mx8 run`: a generated BOS starts a new document, so it ends the reply.
     if (tok->bos_id() != runtime::kNoToken) gp.stop_tokens.push_back(tok->bos_id());
-    gp.constraint = json.constraint(thinks, thinks && runtime::opens_thinking(prompt));
+    const bool opened = thinks && runtime::opens_thinking(prompt);
+    gp.constraint = json.constraint(thinks, opened);
     engine.add(ids, gp);
     runtime::DecodeOptions dopt;
     dopt.skip_special = true;
     runtime::StreamDecoder dec(*tok, dopt);
     runtime::StopText stop(o.gen.stop);
+    // A thinking model's reasoning goes to standard error, its answer to standard output: a piped
+    // reply is the answer alone (JSON, with --json-schema). The conversation keeps the reply whole, as
+    // the template takes it back.
+    runtime::ReasoningParser reasoning(thinks, opened);
+    bool reasoned = false;
     std::string reply;
+    auto show = [&](const runtime::ReasoningParser::Piece& p) {
+      std::fwrite(p.reasoning.data(), 1, p.reasoning.size(), stderr);
+      if (reasoned && !p.text.empty()) std::fputc('\n', stderr);  // the reasoning ends its line
+      reasoned = (reasoned || !p.reasoning.empty()) && p.text.empty();
+      std::fwrite(p.text.data(), 1, p.text.size(), stdout);
+      std::fflush(stdout);
+    };
     auto emit = [&](const std::string& s) {
       reply += s;
-      std::fwrite(s.data(), 1, s.size(), stdout);
-      std::fflush(stdout);
+      show(reasoning.feed(s));
     };
     while (!engine.idle()) {
       for (const runtime::TokenEvent& e : engine.step()) {
@@ -106,6 +119,8 @@ void chat(ChatOptions& o) {
     }
     emit(stop.push(dec.flush()));
     emit(stop.flush());
+    show(reasoning.finish());
+    if (reasoned) std::fputc('\n', stderr);
     std::fputc('\n', stdout);
     messages.push_back({"assistant", reply});
   }

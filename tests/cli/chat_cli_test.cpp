@@ -89,4 +89,22 @@ TEST_F(ChatCommand, AGeneratedBosEndsTheReply) {
   EXPECT_EQ(chat("-n 400", "Once upon a time\\n"), expected);
 }
 
+// A template that thinks and opens the block in the prompt (as DeepSeek-R1's does): the reply starts
+// as reasoning, which goes to standard error, so standard output holds the answer alone. stories260K
+// never writes </think>: the whole reply is reasoning, and the answer is empty. The reference is the
+// same prompt from a template that writes the tag without spelling it (so it does not think): its
+// reply, on standard output.
+TEST_F(ChatCommand, ReasoningGoesToStandardError) {
+  const std::string turns = "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}";
+  std::ofstream(template_) << turns << "{{ '<thi' + 'nk>' }}\n";
+  std::string plain = chat("-n 20", "Lily\\n");
+  ASSERT_GT(plain.size(), 10u) << plain;
+  plain = plain.substr(plain.find_first_not_of(" \n"));  // reasoning drops its leading whitespace
+  plain.pop_back();                                      // and the line end after the reply
+  std::ofstream(template_) << turns << "<think>\n";
+  std::string err;
+  EXPECT_EQ(chat("-n 20", "Lily\\n", &err), "\n");
+  EXPECT_NE(err.find(plain), std::string::npos) << err << "\n---\n" << plain;
+}
+
 }  // namespace

@@ -113,7 +113,7 @@ Engine::Where Engine::where_drawn(const Seq& s) const {
   const SamplingParams& p = s.params.sampling;
   if (!backend_reads_rows()) return Where::host;
   if (!p.logit_bias.empty()) return Where::host;  // backends apply penalties, not biases: rarely asked for
-  if (s.constraint) return Where::host;
+  if (s.constraint && s.constraint->holds_next()) return Where::host;
   if (p.temperature <= 0.0f) return Where::argmax;
   if (p.top_k > 0 && p.top_k <= backend::Backend::kMaxTopK && p.top_k < model_.config().vocab)
     return Where::top_k;
@@ -588,6 +588,7 @@ std::vector<TokenEvent> Engine::step() {
             : s.sampler.sample_top_k({top_values.data() + d.index * K, K}, {top_ids.data() + d.index * K, K});
     s.tokens.push_back(tok);
     s.generated++;
+    if (s.constraint && d.where != Where::host) s.constraint->accept(tok);  // one free this step
     TokenEvent e{s.id, tok, FinishReason::none, std::nullopt, {}};
     if (d.where == Where::host) {
       e.logprobs = std::move(logprobs[d.index]);

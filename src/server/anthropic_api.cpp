@@ -5,8 +5,9 @@
 // (ignored); mx8 adds min_p, repetition_penalty and seed. A last message from the assistant is a
 // prefill: the reply continues it and does not repeat it. tools (client tools: name, description,
 // input_schema), tool_choice (auto, any, tool, none; disable_parallel_tool_use), and tool_use and
-// tool_result blocks in the conversation; thinking ({"type": "enabled", "budget_tokens"} or
-// "disabled", for the template's enable_thinking), thinking blocks in the conversation. Images,
+// tool_result blocks in the conversation; thinking ({"type": "enabled", "budget_tokens"}: the
+// template's enable_thinking, and the most tokens the reasoning may take; or "disabled"), thinking
+// blocks in the conversation. Images,
 // documents and server tools are refused.
 // stop_reason: "end_turn", "tool_use", "max_tokens" (the token limit or the context), "stop_sequence"
 // (with stop_sequence set). Streams send message_start, content_block_start, ping, content_block_delta
@@ -190,7 +191,7 @@ class Anthropic : public Dialect {
     // Extended thinking: {"type": "enabled", "budget_tokens": N} asks a model that thinks to (its
     // reasoning comes back as thinking blocks); "disabled", or no field, asks it not to. Either reaches
     // the template as enable_thinking and thinking (Qwen3's and DeepSeek-V3.1's switches). The budget
-    // is checked as Anthropic checks it, not enforced: reasoning counts against max_tokens.
+    // is checked as Anthropic checks it, and reasoning that reaches it is closed for the model.
     bool thinking = false;
     if (auto t = body.find("thinking"); t != body.end() && !t->is_null()) {
       if (!t->is_object() || !t->contains("type") || !(*t)["type"].is_string())
@@ -204,6 +205,7 @@ class Anthropic : public Dialect {
         if (!budget || *budget >= *max_tokens)
           throw ApiError(400, "'thinking.budget_tokens' must be at least 1024 and less than 'max_tokens'",
                          "thinking.budget_tokens");
+        r.thinking_budget = *budget;
       }
     }
     r.template_variables = {{"enable_thinking", thinking}, {"thinking", thinking}};

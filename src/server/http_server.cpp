@@ -18,6 +18,7 @@
 
 #include "mx8/runtime/json_constraint.h"
 #include "mx8/runtime/reasoning.h"
+#include "mx8/runtime/thinking_budget.h"
 #include "mx8/server/api.h"
 #include "mx8/util/json_parse.h"
 #include "server/client_connection.h"
@@ -115,9 +116,10 @@ struct HttpServer::Impl {
   std::unique_ptr<Dialect> anthropic = anthropic_dialect();
 
   // What the chat template does with tools (found once, by rendering probes through it), and whether
-  // it has <think> blocks.
+  // it has <think> blocks (and the tokens that close one, for reasoning budgets).
   const runtime::ToolFormat tool_format;
   const bool thinks;
+  const std::shared_ptr<const std::vector<int32_t>> thinking_close;
 
   Impl(GenerationService& s, const runtime::Tokenizer& t, const runtime::ChatTemplate* c,
        const ServerOptions& o)
@@ -126,7 +128,8 @@ struct HttpServer::Impl {
         tmpl(c),
         opts(o),
         tool_format(c ? runtime::probe_tool_format(*c) : runtime::ToolFormat{}),
-        thinks(c && runtime::template_thinks(c->source())) {}
+        thinks(c && runtime::template_thinks(c->source())),
+        thinking_close(std::make_shared<const std::vector<int32_t>>(runtime::thinking_close_tokens(t))) {}
 
   // Whether the request's tools or tool turns can be given to this model: its template must put tools
   // into the prompt (where any are offered) and show calls in a syntax that can be read back.
@@ -170,7 +173,7 @@ struct HttpServer::Impl {
   // to its tool's schema, else its opening marker frees the rest. Where calls are JSON objects
   // themselves (Llama 3), a value and a call cannot be told apart: a 400. Where the prompt forces a
   // call, the reply is that call (held where strict). A prefill must start the reply.
-  std::shared_ptr<const runtime::TokenConstraint> reply_constraint(const ApiRequest& r, const ChatPrompt& p) {
+  std::shared_ptr<const runtime::TokenConstraint> json_rule(const ApiRequest& r, const ChatPrompt& p) {
     const bool llama3 = tool_format.syntax == runtime::ToolSyntax::llama3_json;
     if (r.json_output && p.forced.empty() && r.tools.offered() && llama3)
       throw ApiError(400,
@@ -217,6 +220,15 @@ struct HttpServer::Impl {
   }
   std::once_flag json_vocab_once;
   std::shared_ptr<const runtime::JsonVocabulary> json_vocab;  // made at the first request that needs it
+
+  // The rule for a reply to `r`: its JSON (json_rule), under a reasoning budget where the request
+  // asks one of a chat model that thinks and the reply may reason (a forced call starts past it).
+  std::shared_ptr<const runtime::TokenConstraint> reply_constraint(const ApiRequest& r, const ChatPrompt& p) {
+    std::shared_ptr<const runtime::TokenConstraint> json = json_rule(r, p);
+    if (!r.thinking_budget || !thinks || !r.prompts.empty() || !p.forced.empty()) return json;
+    return std::make_shared<runtime::ThinkingBudget>(tok, thinking_close, *r.thinking_budget, p.opened,
+                                                     json.get());
+  }
 
   // How a reply to `r` is read: reasoning where the template thinks (chat only), tool calls where
   // tools are offered.

@@ -7,8 +7,9 @@
 // request's seed + i for choice i); logit_bias (token id -> -100..100, added to the logits before the
 // penalties); tools, tool_choice, parallel_tool_calls, an assistant turn's tool_calls and tool turns
 // (the server reads calls out of replies where the chat template allows: http_server.cpp);
-// chat_template_kwargs and reasoning_effort (template variables), an assistant turn's
-// reasoning_content, and a thinking model's reasoning in message.reasoning_content. The legacy
+// chat_template_kwargs and reasoning_effort (template variables), vLLM's thinking_token_budget (the
+// most tokens the reasoning may take), an assistant turn's reasoning_content, and a thinking model's
+// reasoning in message.reasoning_content. The legacy
 // functions and function_call, non-text modalities, audio and non-text response formats are refused.
 // Completions:
 // prompt (a string or token ids, or several: n choices each, prompt by prompt), the same sampling
@@ -279,6 +280,8 @@ class OpenAiChat : public OpenAiBase {
       throw ApiError(400, "'top_logprobs' needs 'logprobs' to be true", "top_logprobs");
     r.tools = read_tools(body);
     r.template_variables = template_variables(body);
+    // vLLM's field: reasoning past this many tokens is closed for the model, and it answers.
+    r.thinking_budget = fields::integer(body, "thinking_token_budget", 0, 1 << 30);
     // The legacy form of tools (deprecated for `tools`); "none" asks for no call.
     if (body.contains("functions") && !body["functions"].is_null() && !body["functions"].empty())
       throw ApiError(400, "'functions' is not supported by this server; offer them as 'tools'", "functions");

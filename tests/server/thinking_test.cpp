@@ -165,6 +165,81 @@ TEST(Thinking, APromptThatOpensTheBlock) {
   EXPECT_EQ(message["content"], "Five.");
 }
 
+// A reasoning budget: the scripted model reasons on with no </think> of its own (the script goes on
+// with the answer's text either way), and the budget's close turns the rest into the answer.
+TEST(Thinking, ABudgetClosesTheReasoning) {
+  ScriptedServer t(kQwenLike);
+  // Byte tokens: "<think>" is 7, and the one that completes it is the budget's first; "\n" the second.
+  json body = {{"messages", kQuestion}, {"max_tokens", 256}, {"temperature", 0}};
+  t.reply("<think>\nabcIt is 5.");
+  auto r = t.post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json message = json::parse(r->body)["choices"][0]["message"];
+  EXPECT_EQ(message["reasoning_content"], "abcIt is 5.");  // no budget: all of it is reasoning
+  EXPECT_EQ(message["content"], "") << r->body;
+
+  body["thinking_token_budget"] = 5;
+  t.reply("<think>\nabcIt is 5.");
+  r = t.post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  message = json::parse(r->body)["choices"][0]["message"];
+  EXPECT_EQ(message["reasoning_content"], "abc");
+  EXPECT_EQ(message["content"], "It is 5.");
+
+  body["stream"] = true;
+  t.reply("<think>\nabcIt is 5.");
+  r = t.post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  std::string reasoning, text;
+  for (const std::string& d : sse_data(r->body)) {
+    if (d == "[DONE]") break;
+    const json delta = json::parse(d)["choices"][0]["delta"];
+    if (delta.contains("reasoning_content")) reasoning += delta["reasoning_content"].get<std::string>();
+    if (delta.contains("content")) text += delta["content"].get<std::string>();
+  }
+  EXPECT_EQ(reasoning, "abc");
+  EXPECT_EQ(text, "It is 5.");
+
+  for (const json bad : {json(-1), json("5"), json(1.5)}) {
+    body["thinking_token_budget"] = bad;
+    r = t.post("/v1/chat/completions", body);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << bad;
+    EXPECT_NE(r->body.find("thinking_token_budget"), std::string::npos) << r->body;
+  }
+
+  // Anthropic's budget_tokens (at least 1024): 1022 tokens of reasoning after "<think>" and "\n".
+  std::string thought;
+  while (thought.size() < 1022) thought += "abcdefghij";
+  thought.resize(1022);
+  t.reply("<think>\n" + thought + "It is 5.");
+  r = t.post("/v1/messages", {{"messages", kQuestion},
+                              {"max_tokens", 2048},
+                              {"temperature", 0},
+                              {"thinking", {{"type", "enabled"}, {"budget_tokens", 1024}}}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json content = json::parse(r->body)["content"];
+  ASSERT_EQ(content.size(), 2u) << r->body;
+  EXPECT_EQ(content[0]["thinking"], thought);
+  EXPECT_EQ(content[1]["text"], "It is 5.");
+}
+
+TEST(Thinking, ABudgetWhereThePromptOpensTheBlock) {
+  ScriptedServer t(kR1Like);
+  t.reply("abFive.");
+  auto r =
+      t.post("/v1/chat/completions",
+             {{"messages", kQuestion}, {"max_tokens", 64}, {"temperature", 0}, {"thinking_token_budget", 2}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json message = json::parse(r->body)["choices"][0]["message"];
+  EXPECT_EQ(message["reasoning_content"], "ab");
+  EXPECT_EQ(message["content"], "Five.");
+}
+
 // The official client libraries read reasoning as their users do (tests/server/sdk/thinking.mjs).
 TEST(Thinking, OfficialClientLibrariesReadTheReasoning) {
   if (const std::string why = mx8::testing::sdk_missing(); !why.empty()) GTEST_SKIP() << why;

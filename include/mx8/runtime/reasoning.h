@@ -29,6 +29,8 @@ class ReasoningParser {
   ReasoningParser(bool active, bool opened_by_prompt);
   Piece feed(std::string_view text);
   Piece finish();
+  // Whether the text fed so far ends inside the reasoning block (its closing tag not complete yet).
+  bool in_reasoning() const { return state_ == State::inside; }
 
  private:
   void step(Piece& out, bool at_end);

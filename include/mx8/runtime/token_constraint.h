@@ -17,6 +17,9 @@ class TokenConstraint {
   virtual void mask(std::span<float> logits) = 0;
   // Moves past `token`, the one drawn.
   virtual void accept(int32_t token) = 0;
+  // Whether mask() may rule out a token at the next step. Where it may not, the engine draws the token
+  // as it would without the rule (on the backend, say) and still tells accept().
+  virtual bool holds_next() const { return true; }
 };
 
 }  // namespace mx8::runtime

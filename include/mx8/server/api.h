@@ -86,6 +86,9 @@ struct ApiRequest {
   // json_schema, Anthropic output_config.format); none: free text.
   std::shared_ptr<const runtime::JsonSchema> json_output;
   std::string json_output_field;  // the field that asked for it, for errors
+  // Chat: the most tokens a thinking model's reasoning may take before its block is closed for it
+  // (Anthropic thinking.budget_tokens, vLLM's thinking_token_budget); none: no limit but max_tokens.
+  std::optional<int64_t> thinking_budget;
   // Completions: the prompts, `n` choices each; empty for chat.
   std::vector<PromptInput> prompts;
   int n = 1;                         // OpenAI: choices per prompt, each its own sample

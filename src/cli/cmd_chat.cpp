@@ -5,7 +5,8 @@
 // reuses its longest common token prefix with the new prompt (EngineOptions::prefix_reuse), so only
 // the new part is prefilled, in chunks. The stats line on stderr counts the reused positions. With
 // --json / --json-schema FILE each reply is JSON (constrained decoding). A thinking model's reasoning
-// (its <think> block) goes to standard error, the answer to standard output.
+// (its <think> block) goes to standard error, the answer to standard output; --thinking-budget N closes
+// the block after N tokens, --no-thinking asks the template for none (enable_thinking false).
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/reasoning.h"
 #include "mx8/runtime/stop_text.h"
+#include "mx8/runtime/thinking_budget.h"
 #include "mx8/runtime/tokenizer.h"
 
 namespace {
@@ -26,6 +28,8 @@ struct ChatOptions {
   std::string system;
   std::string template_file;
   int n = 512;
+  int64_t thinking_budget = -1;  // < 0: none
+  bool no_thinking = false;
 };
 
 void chat(ChatOptions& o) {
@@ -40,6 +44,14 @@ void chat(ChatOptions& o) {
                 "or GGUF tokenizer.chat_template); pass --template FILE or use `mx8 run -p TEXT`");
   const cli::JsonOutput json = cli::json_output_for(o.gen, *tok);
   const bool thinks = runtime::template_thinks(tmpl->source());
+  if (!thinks && (o.thinking_budget >= 0 || o.no_thinking))
+    throw Error(std::string(o.no_thinking ? "--no-thinking" : "--thinking-budget") +
+                ": the chat template of " + o.gen.model + " has no <think> blocks");
+  nlohmann::ordered_json variables = {{"add_generation_prompt", true}};
+  if (o.no_thinking)
+    variables.update({{"enable_thinking", false}, {"thinking", false}});  // Qwen3, DeepSeek-V3.1
+  const auto thinking_close =
+      std::make_shared<const std::vector<int32_t>>(runtime::thinking_close_tokens(*tok));
   cli::Loaded l = cli::load_for_generation(o.gen, o.gen.ctx > 0 ? o.gen.ctx : 4096);
   const int ctx = l.context;
   runtime::EngineOptions eo;
@@ -64,7 +76,10 @@ void chat(ChatOptions& o) {
     }
     if (line.empty()) continue;
     messages.push_back({"user", line});
-    std::string prompt = tmpl->apply(messages, true);
+    nlohmann::ordered_json turns = nlohmann::ordered_json::array();
+    for (const runtime::ChatMessage& m : messages)
+      turns.push_back({{"role", m.role}, {"content", m.content}});
+    std::string prompt = tmpl->render(turns, variables);
     runtime::EncodeOptions enc;
     enc.add_special = false;  // the template writes BOS where the model wants it
     std::vector<int32_t> ids = tok->encode(prompt, enc);
@@ -88,6 +103,9 @@ void chat(ChatOptions& o) {
     if (tok->bos_id() != runtime::kNoToken) gp.stop_tokens.push_back(tok->bos_id());
     const bool opened = thinks && runtime::opens_thinking(prompt);
     gp.constraint = json.constraint(thinks, opened);
+    if (o.thinking_budget >= 0)
+      gp.constraint = std::make_shared<runtime::ThinkingBudget>(*tok, thinking_close, o.thinking_budget,
+                                                                opened, gp.constraint.get());
     engine.add(ids, gp);
     runtime::DecodeOptions dopt;
     dopt.skip_special = true;
@@ -141,6 +159,11 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--system", o->system, "system message");
       app.add_option("--template", o->template_file, "Jinja chat template file (default: the model's own)");
       app.add_option("-n,--n-predict", o->n, "max tokens per reply")->capture_default_str();
+      app.add_option("--thinking-budget", o->thinking_budget,
+                     "close a thinking model's reasoning after this many tokens; it answers then")
+          ->check(CLI::Range(int64_t(0), int64_t(1) << 30));
+      app.add_flag("--no-thinking", o->no_thinking,
+                   "ask a thinking model not to think (enable_thinking false)");
       return [o] { chat(*o); };
     }};
 

@@ -107,4 +107,34 @@ TEST_F(ChatCommand, ReasoningGoesToStandardError) {
   EXPECT_NE(err.find(plain), std::string::npos) << err << "\n---\n" << plain;
 }
 
+// --thinking-budget 5: the reasoning is the model's first five tokens (what -n 5 writes), then the
+// block is closed for it and it answers on standard output. --no-thinking: the template closes the
+// block in the prompt, and the whole reply is the answer.
+TEST_F(ChatCommand, ThinkingBudgetAndNoThinking) {
+  const std::string turns = "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}";
+  std::ofstream(template_) << turns
+                           << "{% if enable_thinking is defined and not enable_thinking %}<think></think>"
+                              "{% else %}<think>\n{% endif %}";
+  std::string first, err;
+  EXPECT_EQ(chat("-n 5", "Lily\\n", &first), "\n");
+  first = first.substr(first.find("> ") + 2);
+  first = first.substr(0, first.find("\n"));  // the reasoning's line
+  ASSERT_FALSE(first.empty());
+  const std::string answer = chat("-n 40 --thinking-budget 5", "Lily\\n", &err);
+  EXPECT_GT(answer.size(), 10u) << answer;
+  EXPECT_NE(err.find("> " + first + "\n"), std::string::npos) << err << "\n---\n" << first;
+  EXPECT_EQ(err.find(answer.substr(0, 8)), std::string::npos) << err;  // the answer is not reasoning
+  EXPECT_GT(chat("-n 20 --no-thinking", "Lily\\n", &err).size(), 10u);
+  EXPECT_EQ(err.find("> > "), err.find("> ")) << err;  // no reasoning between the prompts
+
+  std::ofstream(template_) << turns;  // a template with no <think> blocks
+  int st = 0;
+  const std::string out =
+      mx8::test::run_shell("printf 'Lily\\n' | " + mx8_command() + " chat -m '" + kModel + "' --template '" +
+                               template_.string() + "' --thinking-budget 5 2>&1",
+                           &st);
+  EXPECT_NE(st, 0);
+  EXPECT_NE(out.find("--thinking-budget: the chat template of"), std::string::npos) << out;
+}
+
 }  // namespace

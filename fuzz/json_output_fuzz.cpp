@@ -33,6 +33,9 @@ const char* kSchemas[] = {
     R"({"type": "array", "items": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}}})",
     R"({"type": "object", "properties": {"s": {"const": "x\u00e9\"y"}, "o": {"type": "object",
         "additionalProperties": false}}, "required": ["s", "o"]})",
+    R"({"type": "array", "items": {"anyOf": [{"type": "integer", "minimum": -3, "exclusiveMaximum": 250},
+        {"type": "object", "properties": {"p": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.125},
+        "lat": {"type": ["number", "null"], "minimum": -90.5, "maximum": 90}}}]}})",
 };
 
 // JSON Schema's integer is a number without a fractional part, of any size: nlohmann reads one past 64
@@ -86,6 +89,13 @@ bool valid(const json& v, const json& s, const json& root) {
     if (s.contains("items"))
       for (const json& e : v)
         if (!valid(e, s["items"], root)) return false;
+  }
+  if (v.is_number()) {  // as a validator reads it: a double against the bounds, parsed as doubles
+    const double x = v.get<double>();
+    if (s.contains("minimum") && x < s["minimum"].get<double>()) return false;
+    if (s.contains("maximum") && x > s["maximum"].get<double>()) return false;
+    if (s.contains("exclusiveMinimum") && x <= s["exclusiveMinimum"].get<double>()) return false;
+    if (s.contains("exclusiveMaximum") && x >= s["exclusiveMaximum"].get<double>()) return false;
   }
   if (v.is_string()) {
     size_t chars = 0;

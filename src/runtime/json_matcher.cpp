@@ -165,8 +165,12 @@ int64_t JsonMatcher::plain_string_room() const {
 }
 
 bool JsonMatcher::ends_here(const Frame& f) const {
-  if (f.kind == kNumber)
-    return f.state == kZero || f.state == kInt || f.state == kFrac || f.state == kExpDigits;
+  if (f.kind == kNumber) {
+    if (f.state != kZero && f.state != kInt && f.state != kFrac && f.state != kExpDigits) return false;
+    const JsonSchema::Node& n = schema_->node(f.node);
+    const int64_t v = f.space ? -int64_t(f.used) : int64_t(f.used);
+    return !n.ranged || (v >= n.low && v <= n.high);
+  }
   if (f.kind == kLiteral) return schema_->node(f.node).literals[f.lo].size() == f.pos;
   return false;
 }
@@ -632,7 +636,101 @@ JsonMatcher::Step JsonMatcher::string(Frame& f, uint8_t b) {
   return Step::taken;
 }
 
+namespace {
+
+constexpr int64_t kPow10[19] = {1,
+                                10,
+                                100,
+                                1000,
+                                10000,
+                                100000,
+                                1000000,
+                                10000000,
+                                100000000,
+                                1000000000,
+                                10000000000,
+                                100000000000,
+                                1000000000000,
+                                10000000000000,
+                                100000000000000,
+                                1000000000000000,
+                                10000000000000000,
+                                100000000000000000,
+                                1000000000000000000};
+
+// Whether a number of ranged node `n`, written up to state `f` (see Frame), can still end in its range:
+// some value it may become (more digits, a fraction) lies from n.low to n.high.
+bool range_reachable(const JsonSchema::Node& n, const JsonMatcher::Frame& f, uint8_t state) {
+  const int64_t unit = kPow10[n.scale], s = int64_t(f.used);
+  auto meets = [&](int64_t a, int64_t b) {  // magnitudes [a, b], signed by f.space
+    return f.space ? -b <= n.high && -a >= n.low : a <= n.high && b >= n.low;
+  };
+  switch (state) {
+    case kMinus:
+      return meets(0, JsonSchema::kRangeUnits);
+    case kZero:
+    case kDot:
+      return meets(s, s + unit - 1);  // this whole part and any fraction
+    case kFrac:
+      return meets(s, s + kPow10[n.scale - f.hi] - 1);
+    case kInt:  // this whole part and any fraction, or k more whole digits (and any fraction)
+      for (int k = 0; int(f.lo) + k + n.scale <= 18; ++k)
+        if (meets(s * kPow10[k], (s + unit) * kPow10[k] - 1)) return true;
+      return false;
+  }
+  return false;
+}
+
+}  // namespace
+
+// A number of a ranged node (JsonSchema::Node::ranged) keeps its value as it is written, in the node's
+// units: f.used its magnitude, f.lo its whole digits, f.hi its decimals, f.space 1 when negative. It has
+// no exponent, and a digit goes only where the range can still be reached.
+JsonMatcher::Step JsonMatcher::ranged_number(Frame& f, uint8_t b) {
+  const JsonSchema::Node& n = schema_->node(f.node);
+  const int d = b - '0';
+  uint8_t next = 0;
+  switch (f.state) {
+    case kStart:
+    case kMinus:
+      if (b == '-' && f.state == kStart) {
+        f.space = 1;
+        next = kMinus;
+      } else if (is_digit(b)) {
+        f.used = uint64_t(d * kPow10[n.scale]);
+        f.lo = 1;
+        next = d == 0 ? kZero : kInt;
+      }
+      break;
+    case kInt:
+      if (is_digit(b) && int(f.lo) + 1 + n.scale <= 18) {
+        f.used = f.used * 10 + uint64_t(d * kPow10[n.scale]);
+        f.lo++;
+        next = kInt;
+        break;
+      }
+      [[fallthrough]];
+    case kZero:
+      next = b == '.' && n.scale > 0 ? kDot : 0;
+      break;
+    case kDot:
+    case kFrac:
+      if (is_digit(b) && f.hi < n.scale) {
+        f.hi++;
+        f.used += uint64_t(d * kPow10[n.scale - f.hi]);
+        next = kFrac;
+      }
+      break;
+  }
+  if (next == 0) return ends_here(f) ? Step::ended : Step::rejected;
+  if (!range_reachable(n, f, next)) return Step::rejected;
+  f.state = next;
+  f.pos++;
+  return Step::taken;
+}
+
 JsonMatcher::Step JsonMatcher::number(Frame& f, uint8_t b) {
+  if (schema_->node(f.node).ranged) return ranged_number(f, b);
   const bool integer = schema_->node(f.node).kind == Kind::integer;
   const bool room = f.pos < uint32_t(kMaxNumber);
   const bool digit = is_digit(b) && room;

@@ -19,6 +19,63 @@ const std::set<std::string> kAnnotations = {"title",    "description", "default"
                                             "readOnly", "writeOnly",   "$defs",   "definitions"};
 const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
 
+const char* const kRangeKeys[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+
+// A JSON number as its decimal digits and a power of ten: value = -+digits x 10^exp, digits without
+// leading or trailing zeros ("0" for zero). Read from nlohmann's shortest text of it, so a bound of 0.1
+// is the decimal its author wrote.
+struct Decimal {
+  bool negative = false;
+  std::string digits;
+  int exp = 0;
+};
+
+Decimal decimal_of(const json& v) {
+  const std::string t = v.dump();  // "-12", "0.1", "1e-07", "1.5e+20"
+  Decimal d;
+  size_t i = 0;
+  if (t[i] == '-') d.negative = true, ++i;
+  int decimals = 0;
+  bool dot = false;
+  for (; i < t.size() && t[i] != 'e' && t[i] != 'E'; ++i) {
+    if (t[i] == '.') {
+      dot = true;
+      continue;
+    }
+    d.digits += t[i];
+    decimals += dot;
+  }
+  d.exp = (i < t.size() ? std::stoi(t.substr(i + 1)) : 0) - decimals;
+  d.digits.erase(0, std::min(d.digits.find_first_not_of('0'), d.digits.size()));
+  while (!d.digits.empty() && d.digits.back() == '0') d.digits.pop_back(), ++d.exp;
+  if (d.digits.empty()) d = {false, "0", 0};
+  return d;
+}
+
+// The bound `d` in units of 10^-scale, moved inward to the nearest unit (up for a lower bound, down for
+// an upper one; one unit in where it is exact and exclusive). Past +-kRangeUnits: one unit past it.
+int64_t bound_units(const Decimal& d, int scale, bool upper, bool exclusive) {
+  const int shift = d.exp + scale;
+  std::string whole = d.digits;
+  bool exact = true;
+  if (shift >= 0) {
+    whole.append(size_t(shift), '0');
+  } else {
+    const size_t cut = size_t(-shift) >= whole.size() ? 0 : whole.size() - size_t(-shift);
+    exact = cut == whole.size();
+    whole.resize(cut);
+  }
+  whole.erase(0, std::min(whole.find_first_not_of('0'), whole.size()));
+  constexpr int64_t past = JsonSchema::kRangeUnits + 1;
+  int64_t v = whole.size() > 18 ? past : whole.empty() ? 0 : int64_t(std::stoull(whole));
+  if (d.negative) v = -v;  // the bound times 10^scale, truncated toward zero
+  if (!exact)
+    v += upper ? (d.negative ? -1 : 0) : (d.negative ? 0 : 1);
+  else if (exclusive)
+    v += upper ? -1 : 1;
+  return std::clamp(v, -past, past);
+}
+
 std::string pointer_escape(const std::string& s) {
   std::string out;
   for (char c : s) out += c == '~' ? "~0" : c == '/' ? "~1" : std::string(1, c);
@@ -159,6 +216,51 @@ class JsonSchemaCompiler {
     return n;
   }
 
+  // A number's or an integer's range, if it has one (see JsonSchema::Node).
+  static void compile_range(const json& s, JsonSchema::Node& n, const std::string& where) {
+    std::vector<std::pair<std::string, Decimal>> bounds;  // keyword, value
+    bool exclusive_min = false, exclusive_max = false;    // draft 4: booleans beside minimum / maximum
+    for (const char* key : kRangeKeys) {
+      if (!s.contains(key)) continue;
+      const json& v = s[key];
+      const bool flag_form = std::string(key).rfind("exclusive", 0) == 0 && v.is_boolean();
+      if (flag_form) {
+        (std::string(key) == "exclusiveMinimum" ? exclusive_min : exclusive_max) = v.get<bool>();
+        continue;
+      }
+      if (!v.is_number())
+        throw Error("JSON schema: " + std::string(key) + " at " + where + " must be a number");
+      bounds.push_back({key, decimal_of(v)});
+    }
+    if (bounds.empty()) return;
+    int scale = 0;
+    if (n.kind == JsonSchema::Kind::number) {
+      scale = JsonSchema::kRangeDecimals;
+      for (const auto& [key, d] : bounds) {
+        if (-d.exp > JsonSchema::kMaxRangeDecimals)
+          throw Error("JSON schema: " + key + " at " + where + " has more than " +
+                      std::to_string(JsonSchema::kMaxRangeDecimals) + " decimals, which mx8 does not write");
+        scale = std::max(scale, -d.exp);
+      }
+    }
+    n.ranged = true;
+    n.scale = uint8_t(scale);
+    n.low = -JsonSchema::kRangeUnits;
+    n.high = JsonSchema::kRangeUnits;
+    for (const auto& [key, d] : bounds) {
+      const bool upper = key == "maximum" || key == "exclusiveMaximum";
+      const bool exclusive = key.rfind("exclusive", 0) == 0 ||
+                             (key == "minimum" ? exclusive_min : key == "maximum" && exclusive_max);
+      const int64_t v = bound_units(d, scale, upper, exclusive);
+      (upper ? n.high : n.low) = upper ? std::min(n.high, v) : std::max(n.low, v);
+    }
+    if (n.low > n.high)
+      throw Error(
+          "JSON schema: no " + std::string(n.kind == JsonSchema::Kind::number ? "number" : "integer") +
+          " mx8 can write lies in the range at " + where +
+          (n.kind == JsonSchema::Kind::number ? " (18 digits, " + std::to_string(scale) + " decimals)" : ""));
+  }
+
   int32_t compile(const json& s, const std::string& where) {
     if (s.is_boolean()) {
       if (s.get<bool>()) return JsonSchema::kAny;
@@ -181,11 +283,24 @@ class JsonSchemaCompiler {
       return id;
     }
     for (const auto& [key, value] : s.items()) {
-      static const std::set<std::string> known = {
-          "type",      "properties", "required", "additionalProperties",
-          "items",     "minItems",   "maxItems", "minLength",
-          "maxLength", "enum",       "const",    "anyOf",
-          "oneOf",     "nullable"};
+      static const std::set<std::string> known = {"type",
+                                                  "properties",
+                                                  "required",
+                                                  "additionalProperties",
+                                                  "items",
+                                                  "minItems",
+                                                  "maxItems",
+                                                  "minLength",
+                                                  "maxLength",
+                                                  "enum",
+                                                  "const",
+                                                  "anyOf",
+                                                  "oneOf",
+                                                  "nullable",
+                                                  "minimum",
+                                                  "maximum",
+                                                  "exclusiveMinimum",
+                                                  "exclusiveMaximum"};
       if (!known.count(key) && !kAnnotations.count(key))
         throw Error("JSON schema: \"" + key + "\" at " + where +
                     " is not supported (it would constrain values in a way generation does not follow)");
@@ -238,6 +353,9 @@ class JsonSchemaCompiler {
       types.push_back("array");
     } else if (s.contains("minLength") || s.contains("maxLength")) {
       types.push_back("string");
+    } else if (std::any_of(std::begin(kRangeKeys), std::end(kRangeKeys),
+                           [&](const char* k) { return s.contains(k); })) {
+      types.push_back("number");
     } else {
       return JsonSchema::kAny;
     }
@@ -252,6 +370,7 @@ class JsonSchemaCompiler {
     if (type == "null") return literal({"null"});
     if (type == "number" || type == "integer") {
       n.kind = type == "number" ? JsonSchema::Kind::number : JsonSchema::Kind::integer;
+      compile_range(s, n, where);
       return add(std::move(n));
     }
     if (type == "string") {

@@ -19,7 +19,8 @@ using json = nlohmann::json;
 const char* kSchema = R"({"type": "object", "properties": {"name": {"type": "string"},
     "code": {"type": "string", "maxLength": 4}, "age": {"type": "integer"}, "score": {"type": "number"},
     "kind": {"enum": ["cat", "dog", "cattle"]}, "tags": {"type": "array", "items": {"type": "string"}},
-    "extra": {"type": "object"}}, "required": ["name"]})";
+    "extra": {"type": "object"}, "stars": {"type": "integer", "minimum": 1, "maximum": 5},
+    "ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5}}, "required": ["name"]})";
 const char* kPrefixes[] = {"",
                            " ",
                            "{",
@@ -37,6 +38,8 @@ const char* kPrefixes[] = {"",
                            "{\"name\": \"A\", \"tags\": [",
                            "{\"name\": \"A\", \"extra\": {\"x\": [1, {\"y\": \"",
                            "{\"name\": \"A\"}",
+                           "{\"name\": \"A\", \"stars\": ",
+                           "{\"name\": \"A\", \"ratio\": 0.",
                            "<think>",
                            "<think>ok</think>\n"};
 

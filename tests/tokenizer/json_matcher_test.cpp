@@ -140,7 +140,14 @@ TEST(JsonMatcher, ReferencesReachDefinitionsAndRecurse) {
 TEST(JsonMatcher, UnsupportedOrMalformedSchemasAreRefusedByName) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"type": "string", "pattern": "^a"})", "\"pattern\" at #"},
-      {R"({"properties": {"a": {"minimum": 0}}})", "\"minimum\" at #/properties/a"},
+      {R"({"properties": {"a": {"multipleOf": 2}}})", "\"multipleOf\" at #/properties/a"},
+      {R"({"type": "number", "minimum": "a"})", "minimum at # must be a number"},
+      {R"({"type": "integer", "minimum": 5, "maximum": 4})",
+       "no integer mx8 can write lies in the range at #"},
+      {R"({"type": "integer", "exclusiveMinimum": 4, "exclusiveMaximum": 5})", "no integer"},
+      {R"({"type": "integer", "minimum": 1e19})", "no integer"},
+      {R"({"type": "number", "maximum": -1e30})", "no number"},
+      {R"({"type": "number", "minimum": 1e-15})", "more than 12 decimals"},
       {R"({"type": "texts"})", "unknown type \"texts\""},
       {R"({"anyOf": [{"type": "object"}, {"type": "object", "properties": {}}]})", "can both start with '{'"},
       {R"({"$ref": "#/$defs/missing"})", "names no schema"},
@@ -154,6 +161,107 @@ TEST(JsonMatcher, UnsupportedOrMalformedSchemasAreRefusedByName) {
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
     }
+  }
+}
+
+TEST(JsonMatcher, RangedNumbersEndInTheirRange) {
+  const auto days = schema(R"({"type": "integer", "minimum": 1, "maximum": 14})");
+  EXPECT_TRUE(whole(JsonMatcher(days), "7"));
+  EXPECT_TRUE(whole(JsonMatcher(days), "14"));
+  EXPECT_FALSE(whole(JsonMatcher(days), "0"));
+  EXPECT_EQ(taken(JsonMatcher(days), "15"), 1u);   // nor 15, nor 150..159, ... is in range
+  EXPECT_EQ(taken(JsonMatcher(days), "140"), 2u);  // 14 is; 140 is not
+  EXPECT_EQ(taken(JsonMatcher(days), "-1"), 0u);   // no negative value is
+  EXPECT_EQ(taken(JsonMatcher(days), "1.0"), 1u);  // an integer has no fraction
+  EXPECT_TRUE(whole(JsonMatcher(days), "10"));
+
+  const auto unit = schema(R"({"type": "number", "minimum": 0, "maximum": 1})");
+  EXPECT_TRUE(whole(JsonMatcher(unit), "0.5"));
+  EXPECT_TRUE(whole(JsonMatcher(unit), "1.000000"));
+  EXPECT_TRUE(whole(JsonMatcher(unit), "-0"));     // 0, as JSON reads it
+  EXPECT_EQ(taken(JsonMatcher(unit), "1.5"), 2u);  // 1.5.. is past 1
+  EXPECT_EQ(taken(JsonMatcher(unit), "-0.1"), 3u);
+  EXPECT_EQ(taken(JsonMatcher(unit), "5e-1"), 0u);       // 5 and 50.. are past 1
+  EXPECT_EQ(taken(JsonMatcher(unit), "0.5e0"), 3u);      // no exponent in a ranged number
+  EXPECT_EQ(taken(JsonMatcher(unit), "0.1234567"), 8u);  // six decimals
+
+  const auto open = schema(R"({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 10})");
+  EXPECT_FALSE(whole(JsonMatcher(open), "0"));
+  EXPECT_TRUE(whole(JsonMatcher(open), "0.000001"));
+  EXPECT_FALSE(whole(JsonMatcher(open), "10"));
+  EXPECT_TRUE(whole(JsonMatcher(open), "9.999999"));
+  const auto draft4 = schema(R"({"type": "integer", "minimum": 5, "exclusiveMinimum": true})");
+  EXPECT_FALSE(whole(JsonMatcher(draft4), "5"));
+  EXPECT_TRUE(whole(JsonMatcher(draft4), "6"));
+  const auto latitude = schema(R"({"type": "number", "minimum": -90.5, "maximum": 90.25})");
+  EXPECT_TRUE(whole(JsonMatcher(latitude), "-90.5"));
+  EXPECT_EQ(taken(JsonMatcher(latitude), "-90.51"), 5u);
+  EXPECT_TRUE(whole(JsonMatcher(latitude), "90.25"));
+  EXPECT_EQ(taken(JsonMatcher(latitude), "90.26"), 4u);
+  const auto halves = schema(R"({"type": "integer", "minimum": 0.5, "maximum": 2.5})");  // 1 and 2
+  EXPECT_FALSE(whole(JsonMatcher(halves), "0"));
+  EXPECT_TRUE(whole(JsonMatcher(halves), "1"));
+  EXPECT_TRUE(whole(JsonMatcher(halves), "2"));
+  EXPECT_EQ(taken(JsonMatcher(halves), "3"), 0u);
+  const auto fine = schema(R"({"type": "number", "minimum": 0.00000001, "maximum": 0.00000002})");
+  EXPECT_TRUE(whole(JsonMatcher(fine), "0.00000002"));      // the bounds' eight decimals
+  EXPECT_EQ(taken(JsonMatcher(fine), "0.000000015"), 10u);  // and no more
+  EXPECT_FALSE(whole(JsonMatcher(fine), "0.00000003"));
+  const auto inferred = schema(R"({"minimum": 0})");  // a range alone: a number
+  EXPECT_FALSE(whole(JsonMatcher(inferred), "-1"));
+  EXPECT_TRUE(whole(JsonMatcher(inferred), "3.5"));
+  EXPECT_EQ(taken(JsonMatcher(inferred), "\"3\""), 0u);
+  // A type list: the range is the number's; null stays null.
+  const auto optional = schema(R"({"type": ["integer", "null"], "maximum": 3})");
+  EXPECT_TRUE(whole(JsonMatcher(optional), "null"));
+  EXPECT_FALSE(whole(JsonMatcher(optional), "4"));
+  EXPECT_TRUE(whole(JsonMatcher(optional), "-4"));
+}
+
+// Random walks through ranged numbers: every byte the matcher takes leaves a value in range reachable
+// (a walk never gets stuck), and every number it completes is in range as JSON reads it.
+TEST(JsonMatcher, RangedNumberWalksNeverLeaveTheRange) {
+  const char* ranges[] = {R"({"type": "integer", "minimum": -7, "maximum": 1234})",
+                          R"({"type": "integer", "minimum": 100, "maximum": 100})",
+                          R"({"type": "integer", "exclusiveMinimum": -1000000, "exclusiveMaximum": -999990})",
+                          R"({"type": "number", "minimum": 0.25, "maximum": 0.75})",
+                          R"({"type": "number", "exclusiveMinimum": -1, "exclusiveMaximum": 1})",
+                          R"({"type": "number", "minimum": -1e6, "maximum": 5e5})",
+                          R"({"type": "number", "minimum": 123.456789, "maximum": 123.45679})",
+                          R"({"type": "number", "minimum": 0})",
+                          R"({"type": "integer", "maximum": -5})"};
+  std::mt19937 rng(11);
+  for (const char* text : ranges) {
+    const json spec = json::parse(text);
+    const auto s = schema(text);
+    int completed = 0;
+    for (int walk = 0; walk < 400; ++walk) {
+      JsonMatcher m(s);
+      std::string out;
+      for (int n = 0; n < 40; ++n) {
+        if (m.complete() && rng() % 3 == 0) break;
+        std::vector<uint8_t> next;
+        JsonMatcher::Snapshot snap;
+        m.save(snap);
+        for (uint8_t b : std::string_view("-.e0123456789")) {
+          if (m.feed(b)) next.push_back(b);
+          m.restore(snap);
+        }
+        if (next.empty()) break;
+        const uint8_t b = next[rng() % next.size()];
+        ASSERT_TRUE(m.feed(b));
+        out += char(b);
+      }
+      ASSERT_TRUE(m.complete()) << text << ": stuck after \"" << out << "\"";
+      ++completed;
+      const double v = json::parse(out).get<double>();
+      if (spec.contains("minimum")) EXPECT_GE(v, spec["minimum"].get<double>()) << text << " " << out;
+      if (spec.contains("maximum")) EXPECT_LE(v, spec["maximum"].get<double>()) << text << " " << out;
+      if (spec.contains("exclusiveMinimum")) EXPECT_GT(v, spec["exclusiveMinimum"].get<double>()) << out;
+      if (spec.contains("exclusiveMaximum")) EXPECT_LT(v, spec["exclusiveMaximum"].get<double>()) << out;
+      if (spec["type"] == "integer") EXPECT_TRUE(json::parse(out).is_number_integer()) << out;
+    }
+    EXPECT_EQ(completed, 400) << text;
   }
 }
 

@@ -9,7 +9,9 @@
 //     left free, pads every gap to any bound it is given); before the value up to two line breaks and
 //     a blank, after it one line break, then only the end may come; no carriage returns;
 //   - a number has at most kMaxNumber bytes and kMaxExponent exponent digits (so that it fits a double:
-//     parsers such as nlohmann's refuse 1e999), nesting is at most kMaxDepth deep;
+//     parsers such as nlohmann's refuse 1e999), nesting is at most kMaxDepth deep; a number with a
+//     range is written as JsonSchema says (no exponent, a bounded count of digits), and takes a digit
+//     only where a value in its range can still be reached;
 //   - strings are valid UTF-8 with no raw control characters;
 //   - a reply may first hold a <think> block (with Prelude::may_think: reasoning models), free text to
 //     its </think>, and may instead be a tool call: once one of Prelude::free_after is written (a tool
@@ -89,6 +91,7 @@ class JsonMatcher {
   Step array(Frame& f, uint8_t b);
   Step string(Frame& f, uint8_t b);
   Step number(Frame& f, uint8_t b);
+  Step ranged_number(Frame& f, uint8_t b);
   Step literal(Frame& f, uint8_t b);
   Step call(Frame& f, uint8_t b);
   // Opens a value of `node` whose first byte is `b` (a frame for it, fed `b`).

@@ -10,12 +10,18 @@
 //   - `enum` and `const` values are written as compact JSON (nlohmann's dump: no spaces);
 //   - `anyOf` / `oneOf` / a list of types: the alternatives must start with different characters
 //     (Optional[X] = anyOf [X, null] does; two objects do not), so the first byte chooses one.
+//   - a number or integer with a range (minimum, maximum, exclusiveMinimum, exclusiveMaximum; the
+//     draft-4 boolean exclusive forms too) is written without an exponent, an integer with at most 18
+//     digits, a number with at most kRangeDecimals decimals (more where a bound has more, up to
+//     kMaxRangeDecimals) and at most 18 digits in all; each digit is taken only where some value in the
+//     range can still be reached, so a reply cannot paint itself into a corner.
 // Supported keywords: type, properties, required, additionalProperties, items, minItems, maxItems,
-// minLength, maxLength, enum, const, anyOf, oneOf, $ref (to "#", "#/$defs/..." or "#/definitions/..."),
-// $defs, definitions; annotations (title, description, default, examples, $schema, $id, $comment,
-// format, strict, nullable false, deprecated, readOnly, writeOnly) are read past. Any other keyword
-// (pattern, minimum, allOf, ...) constrains in a way the matcher would not honour: compile() throws
-// mx8::Error naming it and where it is, so a request is refused rather than answered off-schema.
+// minLength, maxLength, minimum, maximum, exclusiveMinimum, exclusiveMaximum, enum, const, anyOf, oneOf,
+// $ref (to "#", "#/$defs/..." or "#/definitions/..."), $defs, definitions; annotations (title,
+// description, default, examples, $schema, $id, $comment, format, strict, nullable false, deprecated,
+// readOnly, writeOnly) are read past. Any other keyword (pattern, multipleOf, allOf, ...) constrains in
+// a way the matcher would not honour: compile() throws mx8::Error naming it and where it is, so a
+// request is refused rather than answered off-schema.
 //
 // A schema may also hold tool calls (with_calls): the object {"name": NAME, "arguments": ARGS} of one of
 // the tools (or "parameters", as Llama 3 writes it), written in that order, ARGS a value of that tool's
@@ -62,7 +68,14 @@ class JsonSchema {
     std::string arguments_key;  // call: the arguments' key as written, quotes included
     // choice: for each first byte of a value, the alternative that starts with it (-1: none).
     std::vector<int32_t> by_first_byte;
+    // number or integer with a range: values counted in units of 10^-scale (scale 0 for integers), from
+    // low to high, both included (exclusive bounds already moved in), within +-kRangeUnits.
+    bool ranged = false;
+    uint8_t scale = 0;
+    int64_t low = 0, high = 0;
   };
+  static constexpr int kRangeDecimals = 6, kMaxRangeDecimals = 12;
+  static constexpr int64_t kRangeUnits = 999'999'999'999'999'999;  // 18 digits
 
   // Throws mx8::Error naming what is not supported or malformed and its path ("#/properties/a").
   static JsonSchema compile(const nlohmann::json& schema);

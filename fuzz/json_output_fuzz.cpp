@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <string>
 
@@ -35,7 +36,8 @@ const char* kSchemas[] = {
         "additionalProperties": false}}, "required": ["s", "o"]})",
     R"({"type": "array", "items": {"anyOf": [{"type": "integer", "minimum": -3, "exclusiveMaximum": 250},
         {"type": "object", "properties": {"p": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.125},
-        "lat": {"type": ["number", "null"], "minimum": -90.5, "maximum": 90}}}]}})",
+        "lat": {"type": ["number", "null"], "minimum": -90.5, "maximum": 90},
+        "id": {"type": "string", "pattern": "^[A-Z]{2}(-\\d{1,3})+$"}, "w": {"pattern": "a[b-d]*\\s"}}}]}})",
 };
 
 // JSON Schema's integer is a number without a fractional part, of any size: nlohmann reads one past 64
@@ -97,6 +99,11 @@ bool valid(const json& v, const json& s, const json& root) {
     if (s.contains("exclusiveMinimum") && x <= s["exclusiveMinimum"].get<double>()) return false;
     if (s.contains("exclusiveMaximum") && x >= s["exclusiveMaximum"].get<double>()) return false;
   }
+  // The patterns above are ASCII: std::regex (ECMAScript, searching as JSON Schema does) reads them as
+  // the schema means them.
+  if (v.is_string() && s.contains("pattern") &&
+      !std::regex_search(v.get<std::string>(), std::regex(s["pattern"].get<std::string>())))
+    return false;
   if (v.is_string()) {
     size_t chars = 0;
     for (char c : v.get<std::string>()) chars += (uint8_t(c) & 0xC0) != 0x80;

@@ -33,7 +33,9 @@ struct Options {
 // A person record, and two tools (one strict), as the server's tests use them.
 const char* kSchema = R"({"type": "object", "properties": {"name": {"type": "string"},
     "code": {"type": "string", "maxLength": 4}, "age": {"type": "integer"},
-    "tags": {"type": "array", "items": {"type": "string"}}}, "required": ["name"]})";
+    "tags": {"type": "array", "items": {"type": "string"}}, "stars": {"type": "integer", "minimum": 1,
+    "maximum": 5}, "date": {"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}$"},
+    "word": {"type": "string", "pattern": "^[a-z]+( [a-z]+)*$"}}, "required": ["name"]})";
 const char* kWeather =
     R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})";
 
@@ -48,6 +50,9 @@ const Place kPlaces[] = {
     {"a string under maxLength", false, "{\"code\": \"ab"},
     {"an escape", false, "{\"name\": \"Al\\"},
     {"a number", false, "{\"name\": \"A\", \"age\": 4"},
+    {"a number in a range", false, "{\"name\": \"A\", \"stars\": "},
+    {"a pattern (a date)", false, "{\"date\": \"2024-0"},
+    {"a pattern (words)", false, "{\"word\": \"the ca"},
     {"an array", false, "{\"name\": \"A\", \"tags\": ["},
     {"a think block", false, "<think>"},
     {"free text (strict tools)", true, "Sure, "},

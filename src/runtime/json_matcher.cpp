@@ -159,7 +159,8 @@ int JsonMatcher::text_watch() const {
 
 int64_t JsonMatcher::plain_string_room() const {
   const Frame& top = stack_[size_t(depth_ - 1)];
-  if (top.kind != kString || top.state != kBody || top.utf8 != 0) return -1;
+  if (top.kind != kString || top.state != kBody || top.utf8 != 0 || schema_->node(top.node).pattern)
+    return -1;
   const int64_t max = schema_->node(top.node).max;
   return max < 0 ? INT64_MAX : max - top.count;
 }
@@ -551,6 +552,20 @@ JsonMatcher::Step JsonMatcher::array(Frame& f, uint8_t b) {
   return Step::taken;
 }
 
+namespace {
+
+// A patterned string's automaton (its state in f.used) moved past byte `c` of the value (escapes
+// decoded); false where no match can follow. Strings without a pattern take every byte.
+bool pattern_takes(JsonMatcher::Frame& f, const JsonSchema::Node& n, uint8_t c) {
+  if (!n.pattern) return true;
+  const int32_t next = n.pattern->next(int32_t(f.used), c);
+  if (next < 0) return false;
+  f.used = uint64_t(next);
+  return true;
+}
+
+}  // namespace
+
 JsonMatcher::Step JsonMatcher::string(Frame& f, uint8_t b) {
   const JsonSchema::Node& n = schema_->node(f.node);
   const bool room = n.max < 0 || f.count < n.max;
@@ -560,12 +575,19 @@ JsonMatcher::Step JsonMatcher::string(Frame& f, uint8_t b) {
       f.state = kBody;
       return Step::taken;
     case kEscape:
-      if (b == 'u') {
+      if (b == 'u' && !n.pattern) {
         f.state = kHex;
         f.pos = 4;
         f.lo = f.hi = 0;
       } else if (b == '"' || b == '\\' || b == '/' || b == 'b' || b == 'f' || b == 'n' || b == 'r' ||
                  b == 't') {
+        const uint8_t c = b == 'b'   ? 0x08
+                          : b == 'f' ? 0x0C
+                          : b == 'n' ? 0x0A
+                          : b == 'r' ? 0x0D
+                          : b == 't' ? 0x09
+                                     : b;
+        if (!pattern_takes(f, n, c)) return Step::rejected;
         f.state = kBody;
       } else {
         return Step::rejected;
@@ -597,14 +619,14 @@ JsonMatcher::Step JsonMatcher::string(Frame& f, uint8_t b) {
       break;  // kBody
   }
   if (f.utf8 > 0) {  // a continuation byte, within the range the character's lead byte allows
-    if (b < f.lo || b > f.hi) return Step::rejected;
+    if (b < f.lo || b > f.hi || !pattern_takes(f, n, b)) return Step::rejected;
     f.utf8--;
     f.lo = 0x80;
     f.hi = 0xBF;
     return Step::taken;
   }
   if (b == '"') {
-    if (f.count < n.min) return Step::rejected;
+    if (f.count < n.min || (n.pattern && !n.pattern->accepts(int32_t(f.used)))) return Step::rejected;
     --depth_;
     value_done(stack_[size_t(depth_ - 1)]);
     return Step::taken;
@@ -632,6 +654,7 @@ JsonMatcher::Step JsonMatcher::string(Frame& f, uint8_t b) {
   } else {
     return Step::rejected;
   }
+  if (!pattern_takes(f, n, b)) return Step::rejected;
   f.count++;
   return Step::taken;
 }

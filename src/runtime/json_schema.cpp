@@ -300,7 +300,8 @@ class JsonSchemaCompiler {
                                                   "minimum",
                                                   "maximum",
                                                   "exclusiveMinimum",
-                                                  "exclusiveMaximum"};
+                                                  "exclusiveMaximum",
+                                                  "pattern"};
       if (!known.count(key) && !kAnnotations.count(key))
         throw Error("JSON schema: \"" + key + "\" at " + where +
                     " is not supported (it would constrain values in a way generation does not follow)");
@@ -351,7 +352,7 @@ class JsonSchemaCompiler {
       types.push_back("object");
     } else if (s.contains("items") || s.contains("minItems") || s.contains("maxItems")) {
       types.push_back("array");
-    } else if (s.contains("minLength") || s.contains("maxLength")) {
+    } else if (s.contains("minLength") || s.contains("maxLength") || s.contains("pattern")) {
       types.push_back("string");
     } else if (std::any_of(std::begin(kRangeKeys), std::end(kRangeKeys),
                            [&](const char* k) { return s.contains(k); })) {
@@ -378,6 +379,17 @@ class JsonSchemaCompiler {
       n.min = std::max<int64_t>(0, count(s, "minLength", where));
       n.max = count(s, "maxLength", where);
       if (n.max >= 0 && n.max < n.min) throw Error("JSON schema: maxLength is below minLength at " + where);
+      if (s.contains("pattern")) {
+        if (!s["pattern"].is_string()) throw Error("JSON schema: pattern at " + where + " must be a string");
+        if (s.contains("minLength") || s.contains("maxLength"))
+          throw Error("JSON schema: pattern beside minLength or maxLength at " + where +
+                      " is not supported (put the length in the pattern: {n,m})");
+        try {
+          n.pattern = std::make_shared<const StringPattern>(s["pattern"].get<std::string>());
+        } catch (const Error& e) {
+          throw Error(std::string(e.what()) + " (at " + where + ")");
+        }
+      }
       return add(std::move(n));
     }
     if (type == "array") {

@@ -20,7 +20,9 @@ const char* kSchema = R"({"type": "object", "properties": {"name": {"type": "str
     "code": {"type": "string", "maxLength": 4}, "age": {"type": "integer"}, "score": {"type": "number"},
     "kind": {"enum": ["cat", "dog", "cattle"]}, "tags": {"type": "array", "items": {"type": "string"}},
     "extra": {"type": "object"}, "stars": {"type": "integer", "minimum": 1, "maximum": 5},
-    "ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5}}, "required": ["name"]})";
+    "ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5},
+    "date": {"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}$"},
+    "word": {"type": "string", "pattern": "^[a-z\u00e9]+( [a-z]+)?$"}}, "required": ["name"]})";
 const char* kPrefixes[] = {"",
                            " ",
                            "{",
@@ -40,6 +42,11 @@ const char* kPrefixes[] = {"",
                            "{\"name\": \"A\"}",
                            "{\"name\": \"A\", \"stars\": ",
                            "{\"name\": \"A\", \"ratio\": 0.",
+                           "{\"date\": \"20",
+                           "{\"date\": \"2024-01-1",
+                           "{\"word\": \"caf",
+                           "{\"word\": \"caf\xc3",
+                           "{\"word\": \"the cat",
                            "<think>",
                            "<think>ok</think>\n"};
 

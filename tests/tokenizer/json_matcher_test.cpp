@@ -139,7 +139,11 @@ TEST(JsonMatcher, ReferencesReachDefinitionsAndRecurse) {
 
 TEST(JsonMatcher, UnsupportedOrMalformedSchemasAreRefusedByName) {
   const std::pair<const char*, const char*> cases[] = {
-      {R"({"type": "string", "pattern": "^a"})", "\"pattern\" at #"},
+      {R"({"type": "number", "multipleOf": 2})", "\"multipleOf\" at #"},
+      {R"x({"type": "string", "pattern": "(?=a)"})x",
+       "lookaround ((?=, (?!, (?<=, (?<!) is not supported (at #)"},
+      {R"({"type": "string", "pattern": "a", "maxLength": 3})", "pattern beside minLength or maxLength at #"},
+      {R"({"type": "string", "pattern": 3})", "pattern at # must be a string"},
       {R"({"properties": {"a": {"multipleOf": 2}}})", "\"multipleOf\" at #/properties/a"},
       {R"({"type": "number", "minimum": "a"})", "minimum at # must be a number"},
       {R"({"type": "integer", "minimum": 5, "maximum": 4})",
@@ -378,8 +382,8 @@ TEST(JsonMatcher, ToolArgumentSchemasAreCheckedByTool) {
       EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
     }
   };
-  fails(R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}})",
-        "tool \"f\": JSON schema: \"pattern\"");
+  fails(R"({"type": "object", "properties": {"a": {"type": "number", "multipleOf": 3}}})",
+        "tool \"f\": JSON schema: \"multipleOf\"");
   fails(R"({"type": ["object", "null"]})", "may be a value other than an object");
   fails(R"({"$ref": "#/$defs/missing"})", "names no schema");
   EXPECT_THROW(JsonSchema::text().with_calls({{"f", std::nullopt}, {"f", std::nullopt}}), Error);

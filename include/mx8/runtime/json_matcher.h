@@ -59,9 +59,9 @@ class JsonMatcher {
   bool complete() const;
   // Whether any byte may come (inside a <think> block, or after a free_after marker).
   bool free() const;
-  // Inside a string with no character begun: every byte but '"', '\\', a control character or a broken
-  // UTF-8 sequence continues it, up to this many more characters (INT64_MAX: no limit); -1 elsewhere.
-  // JsonConstraint's fast path.
+  // Inside a string with no pattern and no character begun: every byte but '"', '\\', a control character or
+  // a broken UTF-8 sequence continues it, up to this many more characters (INT64_MAX: no limit); -1
+  // elsewhere. JsonConstraint's fast path.
   int64_t plain_string_room() const;
   // In free text (a schema without a value): the call marker's last byte (a token without it cannot
   // finish a marker, so stays text: only tokens with it need feeding); -1 elsewhere. JsonConstraint's

@@ -16,10 +16,11 @@
 //     kMaxRangeDecimals) and at most 18 digits in all; each digit is taken only where some value in the
 //     range can still be reached, so a reply cannot paint itself into a corner.
 // Supported keywords: type, properties, required, additionalProperties, items, minItems, maxItems,
-// minLength, maxLength, minimum, maximum, exclusiveMinimum, exclusiveMaximum, enum, const, anyOf, oneOf,
+// minLength, maxLength, pattern (json_pattern.h; not beside minLength or maxLength), minimum, maximum,
+// exclusiveMinimum, exclusiveMaximum, enum, const, anyOf, oneOf,
 // $ref (to "#", "#/$defs/..." or "#/definitions/..."), $defs, definitions; annotations (title,
 // description, default, examples, $schema, $id, $comment, format, strict, nullable false, deprecated,
-// readOnly, writeOnly) are read past. Any other keyword (pattern, multipleOf, allOf, ...) constrains in
+// readOnly, writeOnly) are read past. Any other keyword (multipleOf, allOf, ...) constrains in
 // a way the matcher would not honour: compile() throws mx8::Error naming it and where it is, so a
 // request is refused rather than answered off-schema.
 //
@@ -29,11 +30,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "mx8/runtime/json_pattern.h"
 
 namespace mx8::runtime {
 
@@ -73,6 +77,8 @@ class JsonSchema {
     bool ranged = false;
     uint8_t scale = 0;
     int64_t low = 0, high = 0;
+    // string: the pattern its value must match, or none.
+    std::shared_ptr<const StringPattern> pattern;
   };
   static constexpr int kRangeDecimals = 6, kMaxRangeDecimals = 12;
   static constexpr int64_t kRangeUnits = 999'999'999'999'999'999;  // 18 digits

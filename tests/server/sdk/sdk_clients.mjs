@@ -175,7 +175,7 @@ check(anyText.trimStart().startsWith('{') &&
   'chat: json_object reply opens an object', anyText);
 await refused('chat: a schema keyword mx8 cannot hold is a BadRequestError',
   () => openai.chat.completions.create({
-    ...asked, response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'string', pattern: 'a+' } } },
+    ...asked, response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'integer', multipleOf: 2 } } },
   }), OpenAI.BadRequestError, 400);
 
 const structured = await anthropic.messages.parse({

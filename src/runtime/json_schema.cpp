@@ -76,6 +76,36 @@ int64_t bound_units(const Decimal& d, int scale, bool upper, bool exclusive) {
   return std::clamp(v, -past, past);
 }
 
+// String formats a value is held to (those of OpenAI's structured outputs that a pattern can say), each
+// as a pattern admitting a subset of it: RFC 3339 dates with the days each month has (February to the
+// 28th: an automaton keeps no calendar), times with seconds to 59 and up to six decimals (what Python's
+// datetime takes), UUIDs, dotted IPv4, e-mail addresses of the common form, and host names. Compiled
+// once. Other formats stay annotations, as JSON Schema makes them by default.
+std::shared_ptr<const StringPattern> format_pattern(const std::string& format) {
+  static const std::map<std::string, std::shared_ptr<const StringPattern>> formats = [] {
+    const std::string date =
+        "\\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\\d|30)|"
+        "02-(?:0[1-9]|1\\d|2[0-8]))";
+    const std::string time =
+        "(?:[01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(?:\\.\\d{1,6})?(?:Z|[+-](?:[01]\\d|2[0-3]):[0-5]\\d)";
+    const std::string byte = "(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
+    const std::string label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    const std::pair<const char*, std::string> patterns[] = {
+        {"date", "^" + date + "$"},
+        {"time", "^" + time + "$"},
+        {"date-time", "^" + date + "T" + time + "$"},
+        {"uuid", "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"},
+        {"ipv4", "^(?:" + byte + "\\.){3}" + byte + "$"},
+        {"email", "^[A-Za-z0-9._%+-]{1,64}@" + label + "(?:\\." + label + ")+$"},
+        {"hostname", "^" + label + "(?:\\." + label + ")*$"}};
+    std::map<std::string, std::shared_ptr<const StringPattern>> out;
+    for (const auto& [name, pattern] : patterns) out[name] = std::make_shared<const StringPattern>(pattern);
+    return out;
+  }();
+  const auto it = formats.find(format);
+  return it == formats.end() ? nullptr : it->second;
+}
+
 std::string pointer_escape(const std::string& s) {
   std::string out;
   for (char c : s) out += c == '~' ? "~0" : c == '/' ? "~1" : std::string(1, c);
@@ -389,6 +419,8 @@ class JsonSchemaCompiler {
         } catch (const Error& e) {
           throw Error(std::string(e.what()) + " (at " + where + ")");
         }
+      } else if (s.contains("format") && s["format"].is_string() && n.min == 0 && n.max < 0) {
+        n.pattern = format_pattern(s["format"].get<std::string>());
       }
       return add(std::move(n));
     }

@@ -158,5 +158,44 @@ TEST(StringPattern, HoldsAJsonStringBetweenItsQuotes) {
   EXPECT_EQ(taken(JsonMatcher(object), R"({"id": "A1)"), 9u);
 }
 
+// Formats (OpenAI's structured outputs hold them; JSON Schema alone leaves them annotations): each a
+// pattern that admits a subset of the format, every member a valid one.
+TEST(StringPattern, FormatsHoldTheirStrings) {
+  const auto whole = [](const char* format, const std::string& value) {
+    const auto s = std::make_shared<const JsonSchema>(
+        JsonSchema::compile(nlohmann::json{{"type", "string"}, {"format", format}}));
+    JsonMatcher m(s);
+    for (char c : nlohmann::json(value).dump())
+      if (!m.feed(uint8_t(c))) return false;
+    return m.complete();
+  };
+  EXPECT_TRUE(whole("date", "2024-02-28"));
+  EXPECT_TRUE(whole("date", "1999-12-31"));
+  EXPECT_FALSE(whole("date", "2024-02-30"));  // no such day
+  EXPECT_FALSE(whole("date", "2024-04-31"));
+  EXPECT_FALSE(whole("date", "2024-13-01"));
+  EXPECT_FALSE(whole("date", "2024-2-1"));
+  EXPECT_TRUE(whole("date-time", "2024-01-15T08:30:00Z"));
+  EXPECT_TRUE(whole("date-time", "2024-01-15T23:59:59.123456+05:30"));
+  EXPECT_FALSE(whole("date-time", "2024-01-15 08:30:00Z"));  // RFC 3339's T
+  EXPECT_FALSE(whole("date-time", "2024-01-15T24:00:00Z"));
+  EXPECT_FALSE(whole("date-time", "2024-01-15T08:30:00"));  // an offset is required
+  EXPECT_TRUE(whole("time", "08:30:00-01:00"));
+  EXPECT_TRUE(whole("uuid", "123e4567-e89b-12d3-a456-426614174000"));
+  EXPECT_FALSE(whole("uuid", "123e4567-e89b-12d3-a456-42661417400"));
+  EXPECT_TRUE(whole("ipv4", "192.168.0.255"));
+  EXPECT_FALSE(whole("ipv4", "192.168.0.256"));
+  EXPECT_FALSE(whole("ipv4", "01.2.3.4"));
+  EXPECT_TRUE(whole("email", "ada.lovelace+x@example.co.uk"));
+  EXPECT_FALSE(whole("email", "ada@localhost"));  // a dotted domain
+  EXPECT_TRUE(whole("hostname", "api-1.example.com"));
+  EXPECT_FALSE(whole("hostname", "-api.example.com"));
+  EXPECT_TRUE(whole("duration", "anything"));  // a format without a pattern stays an annotation
+  // Beside a length, the format stays an annotation too (a pattern and a length do not mix).
+  const auto s = std::make_shared<const JsonSchema>(
+      JsonSchema::compile(nlohmann::json{{"type", "string"}, {"format", "date"}, {"maxLength", 3}}));
+  EXPECT_EQ(s->node(s->root()).pattern, nullptr);
+}
+
 }  // namespace
 }  // namespace mx8::runtime

@@ -16,7 +16,8 @@
 //     kMaxRangeDecimals) and at most 18 digits in all; each digit is taken only where some value in the
 //     range can still be reached, so a reply cannot paint itself into a corner.
 // Supported keywords: type, properties, required, additionalProperties, items, minItems, maxItems,
-// minLength, maxLength, pattern (json_pattern.h; not beside minLength or maxLength), minimum, maximum,
+// minLength, maxLength, pattern (json_pattern.h; not beside minLength or maxLength), format (date, time,
+// date-time, uuid, ipv4, email, hostname: held as patterns; others read past), minimum, maximum,
 // exclusiveMinimum, exclusiveMaximum, enum, const, anyOf, oneOf,
 // $ref (to "#", "#/$defs/..." or "#/definitions/..."), $defs, definitions; annotations (title,
 // description, default, examples, $schema, $id, $comment, format, strict, nullable false, deprecated,

@@ -2,7 +2,7 @@
 // nobody here wrote. Input: a pattern, a NUL byte, then a string. Every pattern must compile or be
 // refused with mx8::Error (no crash, no hang: the automaton is bounded). Where both engines take an
 // ASCII pattern (no named group: std::regex has none), the automaton must match the ASCII string
-// exactly when std::regex_search (ECMAScript, the grammar JSON Schema names) finds the pattern in it,
+// exactly when std::regex_search (ECMAScript, the grammar JSON Schema names) finds the pattern in it
 // (so every prefix of a matching string stayed alive). Strings hold only characters a JSON string can
 // write without \u escapes (the automaton leaves the others out by design).
 #include <cstdint>

@@ -166,6 +166,30 @@ const parsedStream = await openai.chat.completions.stream({
 }).finalChatCompletion();
 check(JSON.stringify(JSON.parse(parsedStream.choices[0].message.content)) === JSON.stringify(object),
   'chat stream: the same object', JSON.stringify(parsedStream.choices[0].message));
+// Patterns, formats and ranges, held by mx8 and checked here by JavaScript's own engines: V8's RegExp
+// (the ECMAScript engine JSON Schema's patterns are written for) and Date.
+const booking = {
+  type: 'object',
+  properties: {
+    code: { type: 'string', pattern: '^[A-Z]{3}-\\d{2}$' },
+    when: { type: 'string', format: 'date-time' },
+    id: { type: 'string', format: 'uuid' },
+    stars: { type: 'integer', minimum: 1, maximum: 5 },
+    share: { type: 'number', exclusiveMinimum: 0, maximum: 0.5 },
+  },
+  required: ['code', 'when', 'id', 'stars', 'share'],
+  additionalProperties: false,
+};
+const bookingReply = await openai.chat.completions.parse({
+  ...asked, max_tokens: 200,
+  response_format: { type: 'json_schema', json_schema: { name: 'booking', schema: booking, strict: true } },
+});
+const b = bookingReply.choices[0].message.parsed;
+check(bookingReply.choices[0].finish_reason === 'stop' && new RegExp(booking.properties.code.pattern).test(b?.code) &&
+  /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(b?.when) && !isNaN(Date.parse(b?.when)) &&
+  /^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$/i.test(b?.id) &&
+  Number.isInteger(b?.stars) && b.stars >= 1 && b.stars <= 5 && b.share > 0 && b.share <= 0.5,
+  'chat parse: pattern, date-time, uuid and ranges hold', JSON.stringify(bookingReply.choices[0]));
 const anyObject = await openai.chat.completions.create({ ...asked, response_format: { type: 'json_object' } });
 const anyText = anyObject.choices[0].message.content;
 // stories260K writes keys of story text and does not close this object in 100 tokens: the reply opens

@@ -114,6 +114,7 @@ struct HttpServer::Impl {
   std::unique_ptr<Dialect> openai_chat = openai_chat_dialect();
   std::unique_ptr<Dialect> openai_completion = openai_completion_dialect();
   std::unique_ptr<Dialect> anthropic = anthropic_dialect();
+  std::unique_ptr<Dialect> openai_responses = openai_responses_dialect();
 
   // What the chat template does with tools (found once, by rendering probes through it), and whether
   // it has <think> blocks (and the tokens that close one, for reasoning budgets).
@@ -662,6 +663,10 @@ struct HttpServer::Impl {
     post("/v1/completions", *openai_completion,
          [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
            generate(*openai_completion, 429, q, b, s);
+         });
+    post("/v1/responses", *openai_responses,
+         [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+           generate(*openai_responses, 429, q, b, s);
          });
     post("/v1/messages", *anthropic,
          [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {

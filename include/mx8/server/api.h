@@ -1,5 +1,5 @@
-// The wire formats the server speaks: OpenAI chat completions and (legacy) completions, and Anthropic
-// messages. Each is a Dialect: it turns a request body into the server's terms and the result back
+// The wire formats the server speaks: OpenAI chat completions, (legacy) completions and responses, and
+// Anthropic messages. Each is a Dialect: it turns a request body into the server's terms and the result back
 // into that API's JSON and server-sent events. No I/O here (http_server.h does it), so every format
 // is tested on its own (tests/server/api_test.cpp).
 //
@@ -125,6 +125,12 @@ struct StreamState {
   enum class Block { none, text, thinking } open = Block::none;  // the block being written
   int blocks = 0;                                                // content blocks opened
   int calls = 0;                                                 // tool calls sent
+  // OpenAI Responses: events are numbered, the .done events repeat the text of their item, and the
+  // last event repeats every item and the usage.
+  int64_t events = 0;
+  int prompt_tokens = 0;
+  std::string item_text;
+  nlohmann::ordered_json items = nlohmann::ordered_json::array();
 };
 
 // The fields every response carries.
@@ -183,6 +189,7 @@ class Dialect {
 std::unique_ptr<Dialect> openai_chat_dialect();        // POST /v1/chat/completions
 std::unique_ptr<Dialect> openai_completion_dialect();  // POST /v1/completions
 std::unique_ptr<Dialect> anthropic_dialect();          // POST /v1/messages
+std::unique_ptr<Dialect> openai_responses_dialect();   // POST /v1/responses
 
 // One server-sent event: "event: NAME\n" (when NAME is not empty), "data: JSON\n\n".
 std::string sse_event(const std::string& name, const nlohmann::ordered_json& data);

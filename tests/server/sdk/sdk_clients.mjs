@@ -202,6 +202,27 @@ await refused('chat: a schema keyword mx8 cannot hold is a BadRequestError',
     ...asked, response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'integer', multipleOf: 2 } } },
   }), OpenAI.BadRequestError, 400);
 
+// OpenAI Responses: the same conversation (instructions are the system turn) gives the same text, whole
+// and through the stream helper; the parse helper gives the same object as chat's.
+const resp = await openai.responses.create({ model, instructions: system, input: 'A cat', max_output_tokens: 30, temperature: 0 });
+check(resp.object === 'response' && resp.output_text === text && resp.status === 'incomplete' &&
+  resp.incomplete_details?.reason === 'max_output_tokens' && resp.usage.output_tokens === 30,
+  'responses: the chat text, incomplete at max_output_tokens', JSON.stringify(resp));
+let respDeltas = '';
+const respStream = openai.responses.stream({ model, instructions: system, input: 'A cat', max_output_tokens: 30, temperature: 0 });
+respStream.on('response.output_text.delta', (e) => { respDeltas += e.delta; });
+const respFinal = await respStream.finalResponse();
+check(respDeltas === text && respFinal.output_text === text, 'responses stream helper: the same text',
+  JSON.stringify([respDeltas, respFinal.output_text]));
+const respParsed = await openai.responses.parse({
+  model, instructions: system, input: [{ role: 'user', content: 'A cat' }], max_output_tokens: 100, temperature: 0,
+  text: { format: { type: 'json_schema', name: 'pet', schema: pet, strict: true } },
+});
+check(JSON.stringify(respParsed.output_parsed) === JSON.stringify(object), 'responses parse: the same object as chat',
+  JSON.stringify(respParsed.output));
+await refused('responses: previous_response_id is a BadRequestError (nothing is stored)',
+  () => openai.responses.create({ model, input: 'A cat', previous_response_id: 'resp_1' }), OpenAI.BadRequestError, 400);
+
 const structured = await anthropic.messages.parse({
   ...request, max_tokens: 100, output_config: { format: jsonSchemaOutputFormat(pet) },
 });

@@ -58,6 +58,17 @@ const again = await anthropic.messages.create({
 });
 check(again.content[0]?.type === 'thinking', 'messages: a conversation holding a thinking block');
 
+// OpenAI Responses: a reasoning item before the message, whole and from the stream's events.
+const resp = await openai.responses.create({ model, input: 'What is 2+3?', max_output_tokens: 256, temperature: 0 });
+check(resp.output[0]?.type === 'reasoning' && resp.output[0].content?.[0]?.text === reasoning &&
+  resp.output_text === answer, 'responses: the reasoning item and the answer', JSON.stringify(resp.output));
+let reasoningDeltas = '';
+const rs = openai.responses.stream({ model, input: 'What is 2+3?', max_output_tokens: 256, temperature: 0 });
+rs.on('response.reasoning_text.delta', (e) => { reasoningDeltas += e.delta; });
+const rfinal = await rs.finalResponse();
+check(reasoningDeltas === reasoning && rfinal.output_text === answer, 'responses stream: reasoning, then the answer',
+  JSON.stringify([reasoningDeltas, rfinal.output]));
+
 if (failures) {
   console.log(`${failures} check(s) failed`);
   process.exit(1);

@@ -96,6 +96,34 @@ const heldUse = await anthropic.messages.create({
 check(heldUse.stop_reason === 'tool_use' && integers(heldUse.content.find((b) => b.type === 'tool_use')?.input),
   'messages: a strict tool_use', JSON.stringify(heldUse));
 
+// OpenAI Responses: function_call items, from the stream helper too, and a conversation sent back as
+// items (the call and its function_call_output); a strict tool's arguments parsed by the parse helper.
+const rtools = [{ type: 'function', name: 'add', description: 'a + b', parameters: schema, strict: false }];
+const rrequest = { model, input: 'What is 2+3?', tools: rtools, max_output_tokens: 256, temperature: 0 };
+const resp = await openai.responses.create(rrequest);
+const fc = resp.output.find((i) => i.type === 'function_call');
+check(resp.output_text === 'Let me add.' && fc?.name === 'add' && fc.call_id.startsWith('call_') &&
+  isDeepStrictEqual(JSON.parse(fc.arguments), args), 'responses: the text and the function_call item',
+  JSON.stringify(resp.output));
+const rfinal = await openai.responses.stream(rrequest).finalResponse();
+const rfc = rfinal.output.find((i) => i.type === 'function_call');
+check(rfc?.name === 'add' && isDeepStrictEqual(JSON.parse(rfc.arguments), args), 'responses stream helper: the call',
+  JSON.stringify(rfinal.output));
+const rround = await openai.responses.create({
+  ...rrequest,
+  input: [{ role: 'user', content: 'What is 2+3?' }, ...resp.output,
+    { type: 'function_call_output', call_id: fc.call_id, output: '5' }],
+});
+check(rround.output.some((i) => i.type === 'function_call'), 'responses: a conversation with a call and its output');
+const rheld = await openai.responses.parse({
+  model, input: 'What is 2+3?', max_output_tokens: 100, temperature: 0, parallel_tool_calls: false,
+  tools: [{ type: 'function', name: 'add', parameters: strictSchema, strict: true }],
+  tool_choice: { type: 'function', name: 'add' },
+});
+const rheldCall = rheld.output.find((i) => i.type === 'function_call');
+check(integers(rheldCall?.parsed_arguments), 'responses parse: a strict call, its arguments parsed by the library',
+  JSON.stringify(rheld.output));
+
 if (failures) {
   console.log(`${failures} check(s) failed`);
   process.exit(1);

@@ -120,7 +120,9 @@ TEST(JsonOutput, JsonObjectModeWritesAnObject) {
   const std::string content = choice["message"]["content"];
   ASSERT_FALSE(content.empty());
   EXPECT_EQ(content[content.find_first_not_of(" \n")], '{') << content;
-  if (choice["finish_reason"] == "stop") EXPECT_TRUE(json::parse(content).is_object()) << content;
+  if (choice["finish_reason"] == "stop") {
+    EXPECT_TRUE(json::parse(content).is_object()) << content;
+  }
 }
 
 // The rows of a constrained request are drawn on the host even where the backend draws greedy tokens:

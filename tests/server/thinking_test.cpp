@@ -202,7 +202,7 @@ TEST(Thinking, ABudgetClosesTheReasoning) {
   EXPECT_EQ(reasoning, "abc");
   EXPECT_EQ(text, "It is 5.");
 
-  for (const json bad : {json(-1), json("5"), json(1.5)}) {
+  for (const json& bad : {json(-1), json("5"), json(1.5)}) {
     body["thinking_token_budget"] = bad;
     r = t.post("/v1/chat/completions", body);
     ASSERT_TRUE(r);

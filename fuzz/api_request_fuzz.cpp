@@ -1,5 +1,5 @@
-// libFuzzer target: a request body, as any client may send it, through the three dialects' parsers
-// (OpenAI chat, OpenAI completions, Anthropic messages): each accepts it or throws an ApiError (an
+// libFuzzer target: a request body, as any client may send it, through the four dialects' parsers
+// (OpenAI chat, completions and responses, Anthropic messages): each accepts it or throws an ApiError (an
 // mx8::Error) that becomes a 4xx; never a crash or another exception, which would be a 500.
 #include <cstdint>
 #include <memory>
@@ -13,7 +13,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (body.is_discarded()) return 0;
   static const std::unique_ptr<mx8::server::Dialect> dialects[] = {mx8::server::openai_chat_dialect(),
                                                                    mx8::server::openai_completion_dialect(),
-                                                                   mx8::server::anthropic_dialect()};
+                                                                   mx8::server::anthropic_dialect(),
+                                                                   mx8::server::openai_responses_dialect()};
   const mx8::runtime::SamplingParams defaults;
   for (const auto& dialect : dialects) {
     try {

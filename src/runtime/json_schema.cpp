@@ -297,6 +297,17 @@ class JsonSchemaCompiler {
       throw Error("JSON schema: the schema at " + where + " is false: no value can match it");
     }
     if (!s.is_object()) throw Error("JSON schema: the schema at " + where + " is not an object");
+    // allOf of one schema, beside annotations only: that schema (what Pydantic writes to put a
+    // description beside a $ref). Of more, the intersection would have to be computed: refused.
+    if (s.contains("allOf")) {
+      const json& all = s["allOf"];
+      if (!all.is_array() || all.size() != 1)
+        throw Error("JSON schema: allOf at " + where + " is supported only with one schema in it");
+      for (const auto& [key, value] : s.items())
+        if (key != "allOf" && !kAnnotations.count(key))
+          throw Error("JSON schema: \"" + key + "\" beside allOf at " + where + " is not supported");
+      return compile(all[0], where + "/allOf/0");
+    }
     if (s.contains("$ref")) {
       if (!s["$ref"].is_string()) throw Error("JSON schema: $ref at " + where + " is not a string");
       const std::string ref = s["$ref"].get<std::string>();

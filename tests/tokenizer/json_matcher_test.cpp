@@ -168,6 +168,18 @@ TEST(JsonMatcher, UnsupportedOrMalformedSchemasAreRefusedByName) {
   }
 }
 
+// Pydantic's way of putting a description beside a reference: allOf of that one reference.
+TEST(JsonMatcher, AllOfOneSchemaIsThatSchema) {
+  const auto s = schema(R"({"$defs": {"Kind": {"enum": ["cat", "dog"]}}, "type": "object",
+      "properties": {"kind": {"allOf": [{"$ref": "#/$defs/Kind"}], "description": "the animal"}},
+      "required": ["kind"]})");
+  EXPECT_TRUE(whole(JsonMatcher(s), R"({"kind": "dog"})"));
+  EXPECT_FALSE(whole(JsonMatcher(s), R"({"kind": "cow"})"));
+  for (const char* text : {R"({"allOf": [{"type": "string"}, {"maxLength": 3}]})",
+                           R"({"allOf": [{"type": "string"}], "maxLength": 3})", R"({"allOf": {}})"})
+    EXPECT_THROW(JsonSchema::compile(json::parse(text)), Error) << text;
+}
+
 TEST(JsonMatcher, RangedNumbersEndInTheirRange) {
   const auto days = schema(R"({"type": "integer", "minimum": 1, "maximum": 14})");
   EXPECT_TRUE(whole(JsonMatcher(days), "7"));

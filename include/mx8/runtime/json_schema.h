@@ -18,7 +18,8 @@
 // Supported keywords: type, properties, required, additionalProperties, items, minItems, maxItems,
 // minLength, maxLength, pattern (json_pattern.h; not beside minLength or maxLength), format (date, time,
 // date-time, uuid, ipv4, email, hostname: held as patterns; others read past), minimum, maximum,
-// exclusiveMinimum, exclusiveMaximum, enum, const, anyOf, oneOf, $ref (to "#", "#/$defs/..." or
+// exclusiveMinimum, exclusiveMaximum, enum, const, allOf of one schema, anyOf, oneOf, $ref (to "#",
+// "#/$defs/..." or
 // "#/definitions/..."), $defs, definitions; annotations (title, description, default, examples,
 // $schema, $id, $comment, strict, nullable false, deprecated, readOnly, writeOnly) are read past. Any
 // other keyword (multipleOf, allOf, ...) constrains in a way the matcher would not honour: compile()

@@ -81,10 +81,10 @@ bool narrow(const std::vector<std::string>& c, uint32_t& lo, uint32_t& hi, uint3
 // How much of `marker` the text ends with, after text that ended with its first `pos` bytes and then `b`
 // (the longest prefix of the marker that is a suffix of marker[0, pos) + b).
 uint32_t marker_progress(std::string_view marker, uint32_t pos, uint8_t b) {
-  std::string seen(marker.substr(0, pos));
-  seen += char(b);
-  for (size_t k = std::min(seen.size(), marker.size()); k > 0; --k)
-    if (seen.compare(seen.size() - k, k, marker, 0, k) == 0) return uint32_t(k);
+  // The last k bytes of marker[0, pos) + b are marker[pos - k + 1, pos) and b.
+  for (size_t k = std::min<size_t>(pos + 1, marker.size()); k > 0; --k)
+    if (uint8_t(marker[k - 1]) == b && marker.substr(pos + 1 - k, k - 1) == marker.substr(0, k - 1))
+      return uint32_t(k);
   return 0;
 }
 

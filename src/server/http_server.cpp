@@ -672,19 +672,27 @@ struct HttpServer::Impl {
          [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
            generate(*anthropic, 529, q, b, s);
          });
-    post("/v1/messages/count_tokens", *anthropic,
-         [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
-           try {
-             json body = parse_body(b);
-             if (body.is_object() && !body.contains("max_tokens")) body["max_tokens"] = 1;  // not asked here
-             send_json(s, 200,
-                       {{"input_tokens", prompt_ids(anthropic->parse(body, opts.sampling)).front().size()}});
-           } catch (const ApiError& e) {
-             refuse(s, *anthropic, q.path, e.status(), e.what(), e.param());
-           } catch (const Error& e) {
-             refuse(s, *anthropic, q.path, 400, e.what());
-           }
-         });
+    // The prompt's length in tokens, as a request would be rendered: Anthropic's count_tokens and
+    // OpenAI's responses input_tokens (max_tokens, required of a message, is not asked here).
+    auto count_tokens = [this](const Dialect& d, json answer) {
+      return [this, &d, answer](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+        try {
+          json body = parse_body(b);
+          if (&d == anthropic.get() && body.is_object() && !body.contains("max_tokens"))
+            body["max_tokens"] = 1;
+          json out = answer;
+          out["input_tokens"] = prompt_ids(d.parse(body, opts.sampling)).front().size();
+          send_json(s, 200, out);
+        } catch (const ApiError& e) {
+          refuse(s, d, q.path, e.status(), e.what(), e.param());
+        } catch (const Error& e) {
+          refuse(s, d, q.path, 400, e.what());
+        }
+      };
+    };
+    post("/v1/messages/count_tokens", *anthropic, count_tokens(*anthropic, json::object()));
+    post("/v1/responses/input_tokens", *openai_responses,
+         count_tokens(*openai_responses, {{"object", "response.input_tokens"}}));
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& s) {
       s.set_content(metrics(), "text/plain; version=0.0.4");
     });

@@ -208,6 +208,9 @@ const resp = await openai.responses.create({ model, instructions: system, input:
 check(resp.object === 'response' && resp.output_text === text && resp.status === 'incomplete' &&
   resp.incomplete_details?.reason === 'max_output_tokens' && resp.usage.output_tokens === 30,
   'responses: the chat text, incomplete at max_output_tokens', JSON.stringify(resp));
+const counted = await openai.responses.inputTokens.count({ model, instructions: system, input: 'A cat' });
+check(counted.object === 'response.input_tokens' && counted.input_tokens === resp.usage.input_tokens,
+  'responses input_tokens: the prompt the response counted', JSON.stringify([counted, resp.usage]));
 let respDeltas = '';
 const respStream = openai.responses.stream({ model, instructions: system, input: 'A cat', max_output_tokens: 30, temperature: 0 });
 respStream.on('response.output_text.delta', (e) => { respDeltas += e.delta; });

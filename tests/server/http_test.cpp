@@ -615,6 +615,10 @@ TEST(HttpServer, CountTokensMetricsAndTheRequestLog) {
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(json::parse(r->body), json({{"input_tokens", expected}}));
   EXPECT_EQ(s.post("/v1/messages/count_tokens", R"({"messages": []})")->status, 400);
+  r = s.post("/v1/responses/input_tokens", json({{"input", messages}}).dump());  // the same prompt
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body), json({{"object", "response.input_tokens"}, {"input_tokens", expected}}));
 
   ASSERT_EQ(s.post("/v1/completions", R"({"prompt": "The cat", "max_tokens": 5})")->status, 200);
   ASSERT_EQ(s.post("/v1/completions", R"({"prompt": "The cat", "max_tokens": 3, "stream": true})")->status,

@@ -600,6 +600,37 @@ TEST(HttpServer, APortInUseIsAnError) {
   }
 }
 
+// /v1/responses serves the conversation chat serves: the same greedy text, whole and streamed.
+TEST(HttpServer, ResponsesGiveChatsText) {
+  Served s;
+  const json messages = json::parse(R"([{"role": "user", "content": "A cat"}])");
+  auto r = s.post("/v1/chat/completions",
+                  json({{"messages", messages}, {"max_tokens", 12}, {"temperature", 0}}).dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const std::string text = json::parse(r->body)["choices"][0]["message"]["content"];
+  r = s.post("/v1/responses",
+             json({{"input", "A cat"}, {"max_output_tokens", 12}, {"temperature", 0}}).dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json whole = json::parse(r->body);
+  EXPECT_EQ(whole["output"][0]["content"][0]["text"], text) << r->body;
+  EXPECT_EQ(whole["status"], "incomplete");
+  r = s.post(
+      "/v1/responses",
+      json({{"input", "A cat"}, {"max_output_tokens", 12}, {"temperature", 0}, {"stream", true}}).dump());
+  ASSERT_TRUE(r);
+  std::string deltas;
+  json last;
+  for (size_t at = r->body.find("data: "); at != std::string::npos; at = r->body.find("data: ", at + 1)) {
+    last = json::parse(r->body.substr(at + 6, r->body.find('\n', at) - at - 6));
+    if (last["type"] == "response.output_text.delta") deltas += last["delta"].get<std::string>();
+  }
+  EXPECT_EQ(deltas, text);
+  EXPECT_EQ(last["type"], "response.incomplete") << r->body;
+  EXPECT_EQ(last["response"]["output"][0]["content"][0]["text"], text);
+}
+
 TEST(HttpServer, CountTokensMetricsAndTheRequestLog) {
   Served s;
   const json messages = json::parse(R"([{"role": "user", "content": "A cat"}])");

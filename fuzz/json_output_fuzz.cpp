@@ -34,7 +34,7 @@ const char* kSchemas[] = {
     R"({"type": "array", "items": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}}})",
     R"({"type": "object", "properties": {"s": {"const": "x\u00e9\"y"}, "o": {"type": "object",
         "additionalProperties": false}}, "required": ["s", "o"]})",
-    R"({"type": "array", "items": {"anyOf": [{"type": "integer", "minimum": -3, "exclusiveMaximum": 250},
+    R"({"type": "array", "items": {"anyOf": [{"type": "integer", "minimum": -3, "exclusiveMaximum": 250, "multipleOf": 3},
         {"type": "object", "properties": {"p": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.125},
         "lat": {"type": ["number", "null"], "minimum": -90.5, "maximum": 90},
         "id": {"type": "string", "pattern": "^[A-Z]{2}(-\\d{1,3})+$"}, "w": {"pattern": "a[b-d]*\\s"}}}]}})",
@@ -98,6 +98,7 @@ bool valid(const json& v, const json& s, const json& root) {
     if (s.contains("maximum") && x > s["maximum"].get<double>()) return false;
     if (s.contains("exclusiveMinimum") && x <= s["exclusiveMinimum"].get<double>()) return false;
     if (s.contains("exclusiveMaximum") && x >= s["exclusiveMaximum"].get<double>()) return false;
+    if (s.contains("multipleOf") && std::fmod(x, s["multipleOf"].get<double>()) != 0) return false;
   }
   // The patterns above are ASCII: std::regex (ECMAScript, searching as JSON Schema does) reads them as
   // the schema means them.

@@ -170,7 +170,7 @@ bool JsonMatcher::ends_here(const Frame& f) const {
     if (f.state != kZero && f.state != kInt && f.state != kFrac && f.state != kExpDigits) return false;
     const JsonSchema::Node& n = schema_->node(f.node);
     const int64_t v = f.space ? -int64_t(f.used) : int64_t(f.used);
-    return !n.ranged || (v >= n.low && v <= n.high);
+    return !n.ranged || (v >= n.low && v <= n.high && (n.step == 0 || v % n.step == 0));
   }
   if (f.kind == kLiteral) return schema_->node(f.node).literals[f.lo].size() == f.pos;
   return false;
@@ -685,8 +685,9 @@ constexpr int64_t kPow10[19] = {1,
 // some value it may become (more digits, a fraction) lies from n.low to n.high.
 bool range_reachable(const JsonSchema::Node& n, const JsonMatcher::Frame& f, uint8_t state) {
   const int64_t unit = kPow10[n.scale], s = int64_t(f.used);
-  auto meets = [&](int64_t a, int64_t b) {  // magnitudes [a, b], signed by f.space
-    return f.space ? -b <= n.high && -a >= n.low : a <= n.high && b >= n.low;
+  auto meets = [&](int64_t a, int64_t b) {  // magnitudes [a, b], signed by f.space: a value in range?
+    const int64_t lo = std::max(f.space ? -b : a, n.low), hi = std::min(f.space ? -a : b, n.high);
+    return lo <= hi && (n.step == 0 || floor_multiple(hi, n.step) >= lo);
   };
   switch (state) {
     case kMinus:

@@ -106,6 +106,10 @@ std::shared_ptr<const StringPattern> format_pattern(const std::string& format) {
   return it == formats.end() ? nullptr : it->second;
 }
 
+constexpr int64_t kPow10[13] = {1,           10,           100,          1000,      10000,
+                                100000,      1000000,      10000000,     100000000, 1000000000,
+                                10000000000, 100000000000, 1000000000000};
+
 std::string pointer_escape(const std::string& s) {
   std::string out;
   for (char c : s) out += c == '~' ? "~0" : c == '/' ? "~1" : std::string(1, c);
@@ -162,6 +166,15 @@ bool json_value_starts_with(const JsonSchema& s, int32_t node, uint8_t b) {
       return n.by_first_byte[b] >= 0;
   }
   return false;
+}
+
+int64_t floor_multiple(int64_t v, int64_t step) {
+  const int64_t q = v / step;  // toward zero
+  return (q - (v % step < 0 ? 1 : 0)) * step;
+}
+
+int64_t ceil_multiple(int64_t v, int64_t step) {
+  return -floor_multiple(-v, step);
 }
 
 // Compiles one schema document into `out`'s nodes (a schema's own, or a tool's arguments).
@@ -262,7 +275,19 @@ class JsonSchemaCompiler {
         throw Error("JSON schema: " + std::string(key) + " at " + where + " must be a number");
       bounds.push_back({key, decimal_of(v)});
     }
-    if (bounds.empty()) return;
+    // multipleOf: a whole number (a decimal fraction such as 0.1 has no exact double, and validators
+    // that divide doubles disagree on which values are its multiples).
+    int64_t step = 0;
+    if (s.contains("multipleOf")) {
+      const json& m = s["multipleOf"];
+      const Decimal d = m.is_number() ? decimal_of(m) : Decimal{};
+      if (!m.is_number() || d.negative || d.digits == "0" || d.exp < 0 ||
+          d.digits.size() + size_t(d.exp) > 17)
+        throw Error("JSON schema: multipleOf at " + where +
+                    " must be a whole number from 1 to 10^17 (decimal fractions are not supported)");
+      step = bound_units(d, 0, false, false);
+    }
+    if (bounds.empty() && step == 0) return;
     int scale = 0;
     if (n.kind == JsonSchema::Kind::number) {
       scale = JsonSchema::kRangeDecimals;
@@ -283,6 +308,14 @@ class JsonSchemaCompiler {
                              (key == "minimum" ? exclusive_min : key == "maximum" && exclusive_max);
       const int64_t v = bound_units(d, scale, upper, exclusive);
       (upper ? n.high : n.low) = upper ? std::min(n.high, v) : std::max(n.low, v);
+    }
+    n.step = step * kPow10[n.scale];
+    if (n.step > JsonSchema::kRangeUnits)
+      throw Error("JSON schema: multipleOf at " + where + " is past the numbers mx8 writes (18 digits, " +
+                  std::to_string(scale) + " decimals)");
+    if (n.step > 0) {  // the bounds moved in to the nearest multiples
+      n.low = ceil_multiple(n.low, n.step);
+      n.high = floor_multiple(n.high, n.step);
     }
     if (n.low > n.high)
       throw Error(
@@ -342,6 +375,7 @@ class JsonSchemaCompiler {
                                                   "maximum",
                                                   "exclusiveMinimum",
                                                   "exclusiveMaximum",
+                                                  "multipleOf",
                                                   "pattern"};
       if (!known.count(key) && !kAnnotations.count(key))
         throw Error("JSON schema: \"" + key + "\" at " + where +
@@ -395,8 +429,8 @@ class JsonSchemaCompiler {
       types.push_back("array");
     } else if (s.contains("minLength") || s.contains("maxLength") || s.contains("pattern")) {
       types.push_back("string");
-    } else if (std::any_of(std::begin(kRangeKeys), std::end(kRangeKeys),
-                           [&](const char* k) { return s.contains(k); })) {
+    } else if (s.contains("multipleOf") || std::any_of(std::begin(kRangeKeys), std::end(kRangeKeys),
+                                                       [&](const char* k) { return s.contains(k); })) {
       types.push_back("number");
     } else {
       return JsonSchema::kAny;

@@ -95,12 +95,12 @@ TEST_F(JsonCommand, ChatRepliesAreValuesOfTheSchema) {
 }
 
 TEST_F(JsonCommand, BadSchemasAreErrorsThatNameTheFileAndTheKeyword) {
-  write(schema_, R"({"type": "integer", "multipleOf": 2})");
+  write(schema_, R"({"type": "array", "uniqueItems": true})");
   int st = 0;
   std::string out = mx8::test::run("run -n 5 --json-schema '" + schema_.string() + "'", &st);
   EXPECT_NE(st, 0) << out;
   EXPECT_NE(out.find(schema_.string()), std::string::npos) << out;
-  EXPECT_NE(out.find("\"multipleOf\" at #"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"uniqueItems\" at #"), std::string::npos) << out;
   write(schema_, "{\"type\": ");
   out = mx8::test::run("run -n 5 --json-schema '" + schema_.string() + "'", &st);
   EXPECT_NE(st, 0) << out;

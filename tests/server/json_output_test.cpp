@@ -139,8 +139,8 @@ TEST(JsonOutput, ConstrainedRowsAreNotDrawnByTheBackend) {
 TEST(JsonOutput, RefusedWithTheReason) {
   Served s;
   const std::tuple<const char*, const char*, const char*> cases[] = {
-      {R"({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer", "multipleOf": 2}}})",
-       "\"multipleOf\" at #", "response_format.json_schema.schema"},
+      {R"({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": true}}})",
+       "\"uniqueItems\" at #", "response_format.json_schema.schema"},
       {R"({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "texts"}}})",
        "unknown type", "response_format.json_schema.schema"},
       {R"({"type": "yaml"})", "must be \"text\", \"json_object\" or \"json_schema\"", "response_format.type"},

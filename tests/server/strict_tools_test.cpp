@@ -159,12 +159,13 @@ TEST(StrictTools, AnthropicStrictToolUse) {
 TEST(StrictTools, RefusedWithTheReason) {
   Served s(true, 32u << 20, nullptr, nullptr, mx8::testing::hermes_template());
   json body = openai_body(true, "auto");
-  body["tools"][0]["function"]["parameters"]["properties"]["city"] = {{"type", "number"}, {"multipleOf", 5}};
+  body["tools"][0]["function"]["parameters"]["properties"]["city"] = {{"type", "array"},
+                                                                      {"uniqueItems", true}};
   auto r = s.post("/v1/chat/completions", body.dump());
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 400) << r->body;
   json err = json::parse(r->body)["error"];
-  EXPECT_NE(err["message"].get<std::string>().find("tool \"get_weather\": JSON schema: \"multipleOf\""),
+  EXPECT_NE(err["message"].get<std::string>().find("tool \"get_weather\": JSON schema: \"uniqueItems\""),
             std::string::npos)
       << r->body;
   EXPECT_EQ(err["param"], "tools");

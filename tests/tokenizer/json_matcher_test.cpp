@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "mx8/error.h"
@@ -139,12 +140,14 @@ TEST(JsonMatcher, ReferencesReachDefinitionsAndRecurse) {
 
 TEST(JsonMatcher, UnsupportedOrMalformedSchemasAreRefusedByName) {
   const std::pair<const char*, const char*> cases[] = {
-      {R"({"type": "number", "multipleOf": 2})", "\"multipleOf\" at #"},
+      {R"({"type": "array", "uniqueItems": true})", "\"uniqueItems\" at #"},
+      {R"({"type": "number", "multipleOf": 0.1})", "multipleOf at # must be a whole number"},
+      {R"({"type": "integer", "minimum": 1, "maximum": 4, "multipleOf": 5})", "no integer"},
       {R"x({"type": "string", "pattern": "(?=a)"})x",
        "lookaround ((?=, (?!, (?<=, (?<!) is not supported (at #)"},
       {R"({"type": "string", "pattern": "a", "maxLength": 3})", "pattern beside minLength or maxLength at #"},
       {R"({"type": "string", "pattern": 3})", "pattern at # must be a string"},
-      {R"({"properties": {"a": {"multipleOf": 2}}})", "\"multipleOf\" at #/properties/a"},
+      {R"({"properties": {"a": {"not": {}}}})", "\"not\" at #/properties/a"},
       {R"({"type": "number", "minimum": "a"})", "minimum at # must be a number"},
       {R"({"type": "integer", "minimum": 5, "maximum": 4})",
        "no integer mx8 can write lies in the range at #"},
@@ -227,6 +230,15 @@ TEST(JsonMatcher, RangedNumbersEndInTheirRange) {
   EXPECT_FALSE(whole(JsonMatcher(inferred), "-1"));
   EXPECT_TRUE(whole(JsonMatcher(inferred), "3.5"));
   EXPECT_EQ(taken(JsonMatcher(inferred), "\"3\""), 0u);
+  // multipleOf: the bounds move in to multiples, and a digit goes only where a multiple can follow.
+  const auto weeks = schema(R"({"type": "integer", "minimum": 1, "maximum": 30, "multipleOf": 7})");
+  EXPECT_TRUE(whole(JsonMatcher(weeks), "14"));
+  EXPECT_FALSE(whole(JsonMatcher(weeks), "15"));
+  EXPECT_EQ(taken(JsonMatcher(weeks), "3"), 0u);  // 3, 30..39: none a multiple of 7 in range
+  EXPECT_TRUE(whole(JsonMatcher(weeks), "28"));
+  const auto fives = schema(R"({"type": "number", "multipleOf": 5})");  // no bounds: a number of 18 digits
+  EXPECT_TRUE(whole(JsonMatcher(fives), "-10.0"));
+  EXPECT_FALSE(whole(JsonMatcher(fives), "10.5"));
   // A type list: the range is the number's; null stays null.
   const auto optional = schema(R"({"type": ["integer", "null"], "maximum": 3})");
   EXPECT_TRUE(whole(JsonMatcher(optional), "null"));
@@ -245,7 +257,9 @@ TEST(JsonMatcher, RangedNumberWalksNeverLeaveTheRange) {
                           R"({"type": "number", "minimum": -1e6, "maximum": 5e5})",
                           R"({"type": "number", "minimum": 123.456789, "maximum": 123.45679})",
                           R"({"type": "number", "minimum": 0})",
-                          R"({"type": "integer", "maximum": -5})"};
+                          R"({"type": "integer", "maximum": -5})",
+                          R"({"type": "integer", "minimum": -20, "maximum": 95, "multipleOf": 7})",
+                          R"({"type": "number", "exclusiveMinimum": 0, "multipleOf": 25})"};
   std::mt19937 rng(11);
   for (const char* text : ranges) {
     const json spec = json::parse(text);
@@ -275,6 +289,7 @@ TEST(JsonMatcher, RangedNumberWalksNeverLeaveTheRange) {
       if (spec.contains("maximum")) EXPECT_LE(v, spec["maximum"].get<double>()) << text << " " << out;
       if (spec.contains("exclusiveMinimum")) EXPECT_GT(v, spec["exclusiveMinimum"].get<double>()) << out;
       if (spec.contains("exclusiveMaximum")) EXPECT_LT(v, spec["exclusiveMaximum"].get<double>()) << out;
+      if (spec.contains("multipleOf")) EXPECT_EQ(std::fmod(v, spec["multipleOf"].get<double>()), 0.0) << out;
       if (spec["type"] == "integer") EXPECT_TRUE(json::parse(out).is_number_integer()) << out;
     }
     EXPECT_EQ(completed, 400) << text;
@@ -394,8 +409,8 @@ TEST(JsonMatcher, ToolArgumentSchemasAreCheckedByTool) {
       EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
     }
   };
-  fails(R"({"type": "object", "properties": {"a": {"type": "number", "multipleOf": 3}}})",
-        "tool \"f\": JSON schema: \"multipleOf\"");
+  fails(R"({"type": "object", "properties": {"a": {"type": "array", "uniqueItems": true}}})",
+        "tool \"f\": JSON schema: \"uniqueItems\"");
   fails(R"({"type": ["object", "null"]})", "may be a value other than an object");
   fails(R"({"$ref": "#/$defs/missing"})", "names no schema");
   EXPECT_THROW(JsonSchema::text().with_calls({{"f", std::nullopt}, {"f", std::nullopt}}), Error);

@@ -18,10 +18,11 @@
 // Supported keywords: type, properties, required, additionalProperties, items, minItems, maxItems,
 // minLength, maxLength, pattern (json_pattern.h; not beside minLength or maxLength), format (date, time,
 // date-time, uuid, ipv4, email, hostname: held as patterns; others read past), minimum, maximum,
-// exclusiveMinimum, exclusiveMaximum, enum, const, allOf of one schema, anyOf, oneOf, $ref (to "#",
+// exclusiveMinimum, exclusiveMaximum, multipleOf (whole), enum, const, allOf of one schema, anyOf, oneOf,
+// $ref (to "#",
 // "#/$defs/..." or "#/definitions/..."), $defs, definitions; annotations (title, description, default,
 // examples, $schema, $id, $comment, strict, nullable false, deprecated, readOnly, writeOnly) are read
-// past. Any other keyword (multipleOf, allOf of several, ...) constrains in a way the matcher would not
+// past. Any other keyword (uniqueItems, not, allOf of several, ...) constrains in a way the matcher would not
 // honour: compile() throws mx8::Error naming it and where it is, so a request is refused rather than
 // answered off-schema.
 //
@@ -75,9 +76,10 @@ class JsonSchema {
     std::vector<int32_t> by_first_byte;
     // number or integer with a range: values counted in units of 10^-scale (scale 0 for integers), from
     // low to high, both included (exclusive bounds already moved in), within +-kRangeUnits.
+    // Values are multiples of `step` units where it is not 0 (multipleOf; low and high are multiples).
     bool ranged = false;
     uint8_t scale = 0;
-    int64_t low = 0, high = 0;
+    int64_t low = 0, high = 0, step = 0;
     // string: the pattern its value must match, or none.
     std::shared_ptr<const StringPattern> pattern;
   };
@@ -110,6 +112,10 @@ class JsonSchema {
   int32_t call_ = -1;
   friend class JsonSchemaCompiler;
 };
+
+// The least multiple of `step` (> 0) at or above `v`, and the greatest at or below it.
+int64_t ceil_multiple(int64_t v, int64_t step);
+int64_t floor_multiple(int64_t v, int64_t step);
 
 // Whether `b` can be the first byte of a value of `n` (before any choice is resolved).
 bool json_value_starts_with(const JsonSchema& s, int32_t node, uint8_t b);

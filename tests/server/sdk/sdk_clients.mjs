@@ -199,7 +199,7 @@ check(anyText.trimStart().startsWith('{') &&
   'chat: json_object reply opens an object', anyText);
 await refused('chat: a schema keyword mx8 cannot hold is a BadRequestError',
   () => openai.chat.completions.create({
-    ...asked, response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'integer', multipleOf: 2 } } },
+    ...asked, response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'array', uniqueItems: true } } },
   }), OpenAI.BadRequestError, 400);
 
 // OpenAI Responses: the same conversation (instructions are the system turn) gives the same text, whole

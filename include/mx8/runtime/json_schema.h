@@ -18,13 +18,12 @@
 // Supported keywords: type, properties, required, additionalProperties, items, minItems, maxItems,
 // minLength, maxLength, pattern (json_pattern.h; not beside minLength or maxLength), format (date, time,
 // date-time, uuid, ipv4, email, hostname: held as patterns; others read past), minimum, maximum,
-// exclusiveMinimum, exclusiveMaximum, multipleOf (whole), enum, const, allOf of one schema, anyOf, oneOf,
-// $ref (to "#",
-// "#/$defs/..." or "#/definitions/..."), $defs, definitions; annotations (title, description, default,
-// examples, $schema, $id, $comment, strict, nullable false, deprecated, readOnly, writeOnly) are read
-// past. Any other keyword (uniqueItems, not, allOf of several, ...) constrains in a way the matcher would not
-// honour: compile() throws mx8::Error naming it and where it is, so a request is refused rather than
-// answered off-schema.
+// exclusiveMinimum, exclusiveMaximum, multipleOf (whole), enum, const, allOf of one schema, anyOf,
+// oneOf, $ref (to "#", "#/$defs/..." or "#/definitions/..."), $defs, definitions; annotations (title,
+// description, default, examples, $schema, $id, $comment, strict, nullable false, deprecated, readOnly,
+// writeOnly) are read past. Any other keyword (uniqueItems, not, allOf of several, ...) constrains in a
+// way the matcher would not honour: compile() throws mx8::Error naming it and where it is, so a request
+// is refused rather than answered off-schema.
 //
 // A schema may also hold tool calls (with_calls): the object {"name": NAME, "arguments": ARGS} of one of
 // the tools (or "parameters", as Llama 3 writes it), written in that order, ARGS a value of that tool's

@@ -255,6 +255,36 @@ json object_text(const json& v, const std::string& where) {
   throw ApiError(400, "'" + where + "' must be a JSON object written as a string", where);
 }
 
+void openai_tool_choice(const json& body, bool nested, ToolRequest& t) {
+  if (const json* c = find(body, "tool_choice")) {
+    if (*c == "none") {
+      t.choice = ToolRequest::Choice::none;
+    } else if (*c == "required") {
+      t.choice = ToolRequest::Choice::required;
+    } else if (c->is_object() && c->value("type", json()) == "function" &&
+               (!nested || c->contains("function"))) {
+      t.choice = ToolRequest::Choice::named;
+      t.name = nested ? tool_name((*c)["function"], "tool_choice.function") : tool_name(*c, "tool_choice");
+    } else if (*c != "auto") {
+      throw ApiError(400,
+                     std::string("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": "
+                                 "\"function\", ") +
+                         (nested ? "\"function\": {\"name\": ...}}" : "\"name\": ...}"),
+                     "tool_choice");
+    }
+  }
+  t.parallel = boolean(body, "parallel_tool_calls").value_or(true);
+}
+
+json reasoning_effort(const json* effort, const std::string& field) {
+  if (!effort || effort->is_null()) return json::object();
+  const bool off = *effort == "none" || *effort == "minimal";
+  if (!off && *effort != "low" && *effort != "medium" && *effort != "high")
+    throw ApiError(400, "'" + field + "' must be \"none\", \"minimal\", \"low\", \"medium\" or \"high\"",
+                   field);
+  return {{"enable_thinking", !off}, {"thinking", !off}};
+}
+
 void read_sampling(const json& body, double max_temperature, ApiRequest& r) {
   if (auto t = number(body, "temperature", 0, max_temperature)) r.sampling.temperature = float(*t);
   if (auto p = number(body, "top_p", 0, 1)) r.sampling.top_p = float(*p);

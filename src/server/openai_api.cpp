@@ -157,23 +157,7 @@ ToolRequest read_tools(const json& body) {
     return fields::template_tool(fields::tool_name(f, where), f.value("description", json()),
                                  f.value("parameters", json()), where);
   });
-  if (body.contains("tool_choice") && !body["tool_choice"].is_null()) {
-    const json& c = body["tool_choice"];
-    if (c == "none")
-      t.choice = ToolRequest::Choice::none;
-    else if (c == "required")
-      t.choice = ToolRequest::Choice::required;
-    else if (c.is_object() && c.value("type", json()) == "function" && c.contains("function")) {
-      t.choice = ToolRequest::Choice::named;
-      t.name = fields::tool_name(c["function"], "tool_choice.function");
-    } else if (c != "auto") {
-      throw ApiError(400,
-                     "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
-                     "\"function\": {\"name\": ...}}",
-                     "tool_choice");
-    }
-  }
-  t.parallel = fields::boolean(body, "parallel_tool_calls").value_or(true);
+  fields::openai_tool_choice(body, /*nested=*/true, t);
   fields::check_tools(t, "tool_choice");
   fields::strict_tools(t, strict);
   return t;
@@ -184,15 +168,8 @@ ToolRequest read_tools(const json& body) {
 // model's reasoning off, "low" to "high" on: enable_thinking and thinking, which Qwen3's and
 // DeepSeek-V3.1's templates read); chat_template_kwargs wins where both set one.
 json template_variables(const json& body) {
-  json vars = json::object();
-  if (body.contains("reasoning_effort") && !body["reasoning_effort"].is_null()) {
-    const json& e = body["reasoning_effort"];
-    const bool off = e == "none" || e == "minimal";
-    if (!off && e != "low" && e != "medium" && e != "high")
-      throw ApiError(400, "'reasoning_effort' must be \"none\", \"minimal\", \"low\", \"medium\" or \"high\"",
-                     "reasoning_effort");
-    vars = {{"enable_thinking", !off}, {"thinking", !off}};
-  }
+  const auto e = body.find("reasoning_effort");
+  json vars = fields::reasoning_effort(e == body.end() ? nullptr : &*e, "reasoning_effort");
   if (body.contains("chat_template_kwargs") && !body["chat_template_kwargs"].is_null()) {
     const json& k = body["chat_template_kwargs"];
     if (!k.is_object())

@@ -137,23 +137,7 @@ ToolRequest read_tools(const json& body) {
     return fields::template_tool(fields::tool_name(tool, at), tool.value("description", json()),
                                  tool.value("parameters", json()), at);
   });
-  if (body.contains("tool_choice") && !body["tool_choice"].is_null()) {
-    const json& c = body["tool_choice"];
-    if (c == "none") {
-      t.choice = ToolRequest::Choice::none;
-    } else if (c == "required") {
-      t.choice = ToolRequest::Choice::required;
-    } else if (c.is_object() && c.value("type", json()) == "function") {
-      t.choice = ToolRequest::Choice::named;
-      t.name = fields::tool_name(c, "tool_choice");
-    } else if (c != "auto") {
-      throw ApiError(400,
-                     "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
-                     "\"name\": ...}",
-                     "tool_choice");
-    }
-  }
-  t.parallel = fields::boolean(body, "parallel_tool_calls").value_or(true);
+  fields::openai_tool_choice(body, /*nested=*/false, t);
   fields::check_tools(t, "tool_choice");
   fields::strict_tools(t, strict);
   return t;
@@ -209,14 +193,9 @@ class Responses : public Dialect {
     r.tools = read_tools(body);
     if (auto e = body.find("reasoning"); e != body.end() && !e->is_null()) {
       if (!e->is_object()) throw ApiError(400, "'reasoning' must be an object", "reasoning");
-      if (auto effort = e->find("effort"); effort != e->end() && !effort->is_null()) {
-        const bool off = *effort == "none" || *effort == "minimal";
-        if (!off && *effort != "low" && *effort != "medium" && *effort != "high")
-          throw ApiError(400,
-                         "'reasoning.effort' must be \"none\", \"minimal\", \"low\", \"medium\" or \"high\"",
-                         "reasoning.effort");
-        r.template_variables = {{"enable_thinking", !off}, {"thinking", !off}};
-      }
+      const auto effort = e->find("effort");
+      r.template_variables =
+          fields::reasoning_effort(effort == e->end() ? nullptr : &*effort, "reasoning.effort");
     }
     r.json_output = text_format(body);
     r.json_output_field = "text.format";

@@ -212,7 +212,9 @@ class Responses : public Dialect {
     const ApiResult& r = choices.at(0);  // one: the request has no `n`
     json items = json::array();
     if (!r.reasoning.empty()) items.push_back(reasoning_item(m, 0, r.reasoning));
-    if (!r.text.empty() || r.tool_calls.empty()) items.push_back(message_item(m, int(items.size()), r.text));
+    if (!r.text.empty() || r.tool_calls.empty())  // cut off by the limit where it is the last item
+      items.push_back(
+          message_item(m, int(items.size()), r.text, incomplete(r.reason) && r.tool_calls.empty()));
     for (const runtime::ToolCall& c : r.tool_calls) items.push_back(call_item(m, int(items.size()), c));
     return whole(m, r.reason, std::move(items), total.prompt_tokens, total.completion_tokens);
   }
@@ -280,7 +282,7 @@ class Responses : public Dialect {
   std::string stream_choice_end(const ResponseMeta& m, int, const ApiResult& r,
                                 StreamState& s) const override {
     std::string out = s.blocks == 0 ? open_item(m, s, StreamState::Block::text) : "";
-    out += close_item(m, s);
+    out += close_item(m, s, incomplete(r.reason));
     const char* name = incomplete(r.reason) ? "response.incomplete" : "response.completed";
     return out +
            event(s, name, {{"response", whole(m, r.reason, s.items, s.prompt_tokens, r.completion_tokens)}});
@@ -302,10 +304,11 @@ class Responses : public Dialect {
   static std::string item_id(const ResponseMeta& m, const StreamState& s) {
     return item_id(m, s.open == StreamState::Block::thinking ? "rs_" : "msg_", s.blocks - 1);
   }
-  static json message_item(const ResponseMeta& m, int index, const std::string& text) {
+  // A message; `cut`: the limit ended it (status "incomplete").
+  static json message_item(const ResponseMeta& m, int index, const std::string& text, bool cut = false) {
     return {{"type", "message"},
             {"id", item_id(m, "msg_", index)},
-            {"status", "completed"},
+            {"status", cut ? "incomplete" : "completed"},
             {"role", "assistant"},
             {"content", json::array({text_part(text)})}};
   }
@@ -380,7 +383,8 @@ class Responses : public Dialect {
                         {"content_index", 0},
                         {"part", part_of(type, "")}});
   }
-  static std::string close_item(const ResponseMeta& m, StreamState& s) {
+  // Closes the open item; `cut`: the limit ended it.
+  static std::string close_item(const ResponseMeta& m, StreamState& s, bool cut = false) {
     if (s.open == StreamState::Block::none) return "";
     const int index = s.blocks - 1;
     const bool text = s.open == StreamState::Block::text;
@@ -390,7 +394,7 @@ class Responses : public Dialect {
     part["part"] = part_of(s.open, s.item_text);
     std::string out = event(s, text ? "response.output_text.done" : "response.reasoning_text.done", done);
     out += event(s, "response.content_part.done", part);
-    json item = text ? message_item(m, index, s.item_text) : reasoning_item(m, index, s.item_text);
+    json item = text ? message_item(m, index, s.item_text, cut) : reasoning_item(m, index, s.item_text);
     out += event(s, "response.output_item.done", {{"output_index", index}, {"item", item}});
     s.items.push_back(std::move(item));
     s.open = StreamState::Block::none;

@@ -629,6 +629,8 @@ TEST(HttpServer, ResponsesGiveChatsText) {
   EXPECT_EQ(deltas, text);
   EXPECT_EQ(last["type"], "response.incomplete") << r->body;
   EXPECT_EQ(last["response"]["output"][0]["content"][0]["text"], text);
+  EXPECT_EQ(last["response"]["output"][0]["status"], "incomplete");  // as the whole response has it
+  EXPECT_EQ(whole["output"][0]["status"], "incomplete");
 }
 
 TEST(HttpServer, CountTokensMetricsAndTheRequestLog) {

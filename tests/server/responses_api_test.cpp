@@ -137,6 +137,7 @@ TEST(OpenAiResponses, WholeResponses) {
   out = kResponses->response(m, result("Hel", StopReason::max_tokens));
   EXPECT_EQ(out["status"], "incomplete");
   EXPECT_EQ(out["incomplete_details"]["reason"], "max_output_tokens");
+  EXPECT_EQ(out["output"][0]["status"], "incomplete");  // the message the limit cut
   EXPECT_EQ(kResponses->error_body(400, "bad", "input")["error"]["param"], "input");
 }
 

@@ -50,6 +50,7 @@ void ThinkingBudget::mask(std::span<float> logits) {
 
 void ThinkingBudget::accept(int32_t token) {
   if (then_) then_->accept(token);
+  if (parser_.past_reasoning() && !closing()) return;  // nothing left to count or close
   parser_.feed(tok_.token_bytes(token, /*at_start=*/false));
   if (closing()) {
     ++forced_;

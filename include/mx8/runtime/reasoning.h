@@ -31,6 +31,8 @@ class ReasoningParser {
   Piece finish();
   // Whether the text fed so far ends inside the reasoning block (its closing tag not complete yet).
   bool in_reasoning() const { return state_ == State::inside; }
+  // Whether the reply is past its reasoning (the block closed, or the reply did not open one).
+  bool past_reasoning() const { return state_ == State::after; }
 
  private:
   void step(Piece& out, bool at_end);

@@ -321,7 +321,7 @@ void utf8_ranges(uint32_t lo, uint32_t hi, int n,
       b[0] = uint8_t(c);
     } else {
       for (int k = n - 1; k > 0; --k, c >>= 6) b[size_t(k)] = uint8_t(0x80 | (c & 0x3F));
-      b[0] = uint8_t((0xF00u >> n) | c);  // 110xxxxx, 1110xxxx, 11110xxx
+      b[0] = uint8_t((0xF00u >> n) | c);  // the lead byte: n ones, a zero, then c's top bits
     }
     return b;
   };

@@ -255,7 +255,21 @@ json object_text(const json& v, const std::string& where) {
   throw ApiError(400, "'" + where + "' must be a JSON object written as a string", where);
 }
 
-void openai_tool_choice(const json& body, bool nested, ToolRequest& t) {
+ToolRequest openai_tools(const json& body, bool nested) {
+  ToolRequest t;
+  std::vector<bool> strict;
+  t.tools = tool_list(body, false, [&](const json& tool, const std::string& at) {
+    if (const json type = tool.value("type", json()); type != "function")
+      throw ApiError(400, "'" + at + "' is of type " + type.dump() + "; this server runs function tools only",
+                     at + ".type");
+    if (nested && (!tool.contains("function") || !tool["function"].is_object()))
+      throw ApiError(400, "'" + at + ".function' must be an object", at + ".function");
+    const json& f = nested ? tool["function"] : tool;
+    const std::string where = nested ? at + ".function" : at;
+    strict.push_back(strict_flag(f, where));
+    return template_tool(tool_name(f, where), f.value("description", json()), f.value("parameters", json()),
+                         where);
+  });
   if (const json* c = find(body, "tool_choice")) {
     if (*c == "none") {
       t.choice = ToolRequest::Choice::none;
@@ -274,6 +288,9 @@ void openai_tool_choice(const json& body, bool nested, ToolRequest& t) {
     }
   }
   t.parallel = boolean(body, "parallel_tool_calls").value_or(true);
+  check_tools(t, "tool_choice");
+  strict_tools(t, strict);
+  return t;
 }
 
 json reasoning_effort(const json* effort, const std::string& field) {

@@ -57,10 +57,11 @@ void check_tools(const ToolRequest& t, const char* choice_field);
 void strict_tools(ToolRequest& t, const std::vector<bool>& strict);
 // A tool's "strict" (absent or null: false); `where` names the tool.
 bool strict_flag(const nlohmann::ordered_json& tool, const std::string& where);
-// OpenAI's tool_choice ("none", "auto", "required", or one function: {"type": "function", "function":
-// {"name"}} in chat, {"type": "function", "name"} in responses, as `nested` says) and
-// parallel_tool_calls, into `t`.
-void openai_tool_choice(const nlohmann::ordered_json& body, bool nested, ToolRequest& t);
+// OpenAI's tools, tool_choice and parallel_tool_calls. Chat nests a function's fields ({"type":
+// "function", "function": {"name", "description", "parameters", "strict"}}, tool_choice {"type":
+// "function", "function": {"name"}}); responses writes them flat, as `nested` says. Tools of any other
+// type (hosted tools) are refused.
+ToolRequest openai_tools(const nlohmann::ordered_json& body, bool nested);
 // OpenAI's reasoning effort at `field` ("none" and "minimal" switch a thinking model's reasoning off,
 // "low" to "high" on) as the template variables Qwen3's and DeepSeek-V3.1's templates read
 // (enable_thinking, thinking); an empty object where the effort is absent or null.

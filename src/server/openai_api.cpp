@@ -142,27 +142,6 @@ json completion_logprobs(const std::vector<TokenLogprob>* lp) {
   return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", top}, {"text_offset", offsets}};
 }
 
-// tools, tool_choice and parallel_tool_calls.
-ToolRequest read_tools(const json& body) {
-  ToolRequest t;
-  std::vector<bool> strict;
-  t.tools = fields::tool_list(body, false, [&](const json& tool, const std::string& at) {
-    if (tool.value("type", json()) != "function")
-      throw ApiError(400, "'" + at + ".type' must be \"function\"", at + ".type");
-    if (!tool.contains("function") || !tool["function"].is_object())
-      throw ApiError(400, "'" + at + ".function' must be an object", at + ".function");
-    const json& f = tool["function"];
-    const std::string where = at + ".function";
-    strict.push_back(fields::strict_flag(f, where));
-    return fields::template_tool(fields::tool_name(f, where), f.value("description", json()),
-                                 f.value("parameters", json()), where);
-  });
-  fields::openai_tool_choice(body, /*nested=*/true, t);
-  fields::check_tools(t, "tool_choice");
-  fields::strict_tools(t, strict);
-  return t;
-}
-
 // Variables for the chat template: chat_template_kwargs (vLLM's and SGLang's field, e.g.
 // {"enable_thinking": false} for Qwen3) and reasoning_effort ("none" and "minimal" switch a thinking
 // model's reasoning off, "low" to "high" on: enable_thinking and thinking, which Qwen3's and
@@ -255,7 +234,7 @@ class OpenAiChat : public OpenAiBase {
       r.logprobs = int(top.value_or(0));
     else if (top)
       throw ApiError(400, "'top_logprobs' needs 'logprobs' to be true", "top_logprobs");
-    r.tools = read_tools(body);
+    r.tools = fields::openai_tools(body, /*nested=*/true);
     r.template_variables = template_variables(body);
     // vLLM's field: reasoning past this many tokens is closed for the model, and it answers.
     r.thinking_budget = fields::integer(body, "thinking_token_budget", 0, 1 << 30);

@@ -123,26 +123,6 @@ json read_input(const json& body) {
   return turns;
 }
 
-// tools (function tools, flat: name, description, parameters, strict), tool_choice, parallel_tool_calls.
-ToolRequest read_tools(const json& body) {
-  ToolRequest t;
-  std::vector<bool> strict;
-  t.tools = fields::tool_list(body, false, [&](const json& tool, const std::string& at) {
-    if (const json type = tool.value("type", json()); type != "function")
-      throw ApiError(400,
-                     "'" + at + "' is of type " + type.dump() +
-                         "; this server runs no hosted tools, only function tools",
-                     at + ".type");
-    strict.push_back(fields::strict_flag(tool, at));
-    return fields::template_tool(fields::tool_name(tool, at), tool.value("description", json()),
-                                 tool.value("parameters", json()), at);
-  });
-  fields::openai_tool_choice(body, /*nested=*/false, t);
-  fields::check_tools(t, "tool_choice");
-  fields::strict_tools(t, strict);
-  return t;
-}
-
 // text.format: text (or none), json_object, or json_schema ({"name", "schema", "strict"}, flat).
 std::shared_ptr<const runtime::JsonSchema> text_format(const json& body) {
   const auto text = body.find("text");
@@ -190,7 +170,7 @@ class Responses : public Dialect {
                      "previous_response_id");
     fields::unsupported_unless(body, "background", false);
     fields::unsupported_unless(body, "conversation", nullptr);
-    r.tools = read_tools(body);
+    r.tools = fields::openai_tools(body, /*nested=*/false);
     if (auto e = body.find("reasoning"); e != body.end() && !e->is_null()) {
       if (!e->is_object()) throw ApiError(400, "'reasoning' must be an object", "reasoning");
       const auto effort = e->find("effort");

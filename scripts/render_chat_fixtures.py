@@ -5,8 +5,9 @@ The environment is set up as Hugging Face transformers sets it up for apply_chat
 (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, loop controls, a tojson filter that
 keeps non-ASCII text, raise_exception, strftime_now), so the fixtures are what transformers
 renders. Templates: Llama-3, Qwen3 and DeepSeek-V3 (their tokenizer_config.json, committed under
-tests/data/tokenizers/), Llama-2 and Mistral-style templates, and a template written for this test
-that exercises the interpreter's features one by one.
+tests/data/tokenizers/), Llama-2, Mistral, Llama-3.1, Gemma and tool-calling Mistral (v3 and v11)
+style templates, and a template written for this test that exercises the interpreter's features one
+by one.
 
 Usage: python3 scripts/render_chat_fixtures.py > tests/data/chat/fixtures.json
 (apt-get install -y python3-jinja2 provides Jinja2.)
@@ -161,6 +162,90 @@ LLAMA31_STYLE = r"""{{- bos_token }}
 {%- endif %}
 """
 
+# In the style of the tool-calling Mistral templates of the v3 tokenizer (Mistral-7B-Instruct-v0.3,
+# Mistral-Nemo, Mistral-Large-2): tools before the last user turn, calls as one JSON array after
+# [TOOL_CALLS], tool call ids of exactly nine characters. Written for this test from their structure.
+MISTRAL_V3_STYLE = r"""{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content'] %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{%- set ns = namespace(last_user=-1) %}
+{%- for message in loop_messages %}
+    {%- if message['role'] == 'user' %}{%- set ns.last_user = loop.index0 %}{%- endif %}
+{%- endfor %}
+{{- bos_token }}
+{%- for message in loop_messages %}
+    {%- if message['role'] == 'user' %}
+        {%- if tools is defined and tools is not none and loop.index0 == ns.last_user %}
+            {{- '[AVAILABLE_TOOLS] ' + tools | tojson + '[/AVAILABLE_TOOLS]' }}
+        {%- endif %}
+        {%- if loop.index0 == ns.last_user and system_message is defined %}
+            {{- '[INST] ' + system_message + '\n\n' + message['content'] + '[/INST]' }}
+        {%- else %}
+            {{- '[INST] ' + message['content'] + '[/INST]' }}
+        {%- endif %}
+    {%- elif message.tool_calls is defined and message.tool_calls is not none %}
+        {{- '[TOOL_CALLS] [' }}
+        {%- for call in message.tool_calls %}
+            {%- if call.id is not defined or call.id | length != 9 %}
+                {{- raise_exception('tool call ids must be nine characters') }}
+            {%- endif %}
+            {%- set text = call.function | tojson %}
+            {{- text[:-1] + ', "id": "' + call.id + '"}' }}
+            {{- ', ' if not loop.last else ']' + eos_token }}
+        {%- endfor %}
+    {%- elif message['role'] == 'assistant' %}
+        {{- ' ' + message['content'] | trim + eos_token }}
+    {%- elif message['role'] == 'tool' %}
+        {%- if message.tool_call_id is not defined or message.tool_call_id | length != 9 %}
+            {{- raise_exception('tool call ids must be nine characters') }}
+        {%- endif %}
+        {{- '[TOOL_RESULTS] {"content": ' + message['content'] | string + ', "call_id": "' + message.tool_call_id + '"}[/TOOL_RESULTS]' }}
+    {%- else %}
+        {{- raise_exception('only system, user, assistant and tool turns') }}
+    {%- endif %}
+{%- endfor %}
+"""
+
+# In the style of the Mistral templates of the v11 tokenizer (Mistral-Small-3.2, Magistral, Devstral):
+# a system prompt block, and each call as [TOOL_CALLS]NAME[ARGS]ARGUMENTS. Written for this test.
+MISTRAL_V11_STYLE = r"""{{- bos_token }}
+{%- if messages[0]['role'] == 'system' %}
+    {{- '[SYSTEM_PROMPT]' + messages[0]['content'] + '[/SYSTEM_PROMPT]' }}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{%- set ns = namespace(last_user=-1) %}
+{%- for message in loop_messages %}
+    {%- if message['role'] == 'user' %}{%- set ns.last_user = loop.index0 %}{%- endif %}
+{%- endfor %}
+{%- for message in loop_messages %}
+    {%- if message['role'] == 'user' %}
+        {%- if tools is defined and tools and loop.index0 == ns.last_user %}
+            {{- '[AVAILABLE_TOOLS]' + tools | tojson + '[/AVAILABLE_TOOLS]' }}
+        {%- endif %}
+        {{- '[INST]' + message['content'] + '[/INST]' }}
+    {%- elif message['role'] == 'assistant' %}
+        {%- if message['content'] %}{{- message['content'] }}{%- endif %}
+        {%- if message.tool_calls is defined and message.tool_calls %}
+            {%- for call in message.tool_calls %}
+                {%- set arguments = call.function.arguments %}
+                {{- '[TOOL_CALLS]' + call.function.name + '[ARGS]' }}
+                {{- arguments if arguments is string else arguments | tojson }}
+            {%- endfor %}
+        {%- endif %}
+        {{- eos_token }}
+    {%- elif message['role'] == 'tool' %}
+        {{- '[TOOL_RESULTS]' + message['content'] | string + '[/TOOL_RESULTS]' }}
+    {%- else %}
+        {{- raise_exception('only system, user, assistant and tool turns') }}
+    {%- endif %}
+{%- endfor %}
+"""
+
 # In the style of Gemma's template (no system role, "model" for the assistant), written for this test.
 GEMMA_STYLE = (
     "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
@@ -259,6 +344,17 @@ LLAMA31_EXTRA = {
         {"type": "function", "function": {"name": "a", "arguments": {}}},
         {"type": "function", "function": {"name": "b", "arguments": {}}}]}], {"tools": [ADD_TOOL]}),
 }
+MISTRAL_EXTRA = {
+    "tools": ([SYSTEM, U1, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "a1B2c3D4e", "type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 2}}},
+        {"id": "Z9y8X7w6v", "type": "function", "function": {"name": "mul", "arguments": {"a": 2, "b": 3}}}]},
+        {"role": "tool", "tool_call_id": "a1B2c3D4e", "content": "4"},
+        {"role": "tool", "tool_call_id": "Z9y8X7w6v", "content": "6"},
+        {"role": "assistant", "content": "4 and 6."}, U2], {"tools": [ADD_TOOL]}),
+    "long_ids": ([U1, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_0", "type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 2}}}]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "4"}], {"tools": [ADD_TOOL]}),
+}
 
 
 def main():
@@ -272,6 +368,8 @@ def main():
         "features": {"source": FEATURES, "bos_token": "<s>", "eos_token": "</s>"},
         "llama31_style": {"source": LLAMA31_STYLE, "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
         "gemma_style": {"source": GEMMA_STYLE, "bos_token": "<bos>", "eos_token": "<eos>"},
+        "mistral_v3_style": {"source": MISTRAL_V3_STYLE, "bos_token": "<s>", "eos_token": "</s>"},
+        "mistral_v11_style": {"source": MISTRAL_V11_STYLE, "bos_token": "<s>", "eos_token": "</s>"},
     }
     cases = []
     for tname, t in templates.items():
@@ -283,6 +381,8 @@ def main():
             convs += [(k, v, x) for k, (v, x) in DEEPSEEK_EXTRA.items()]
         if tname == "llama31_style":
             convs += [(k, v, x) for k, (v, x) in LLAMA31_EXTRA.items()]
+        if tname.startswith("mistral_"):
+            convs += [(k, v, x) for k, (v, x) in MISTRAL_EXTRA.items()]
         for cname, messages, extra in convs:
             for agp in (True, False):
                 variables = dict(extra)

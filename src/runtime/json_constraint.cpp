@@ -60,7 +60,7 @@ JsonVocabulary::Sorted sorted(const std::vector<std::string>& bytes, std::vector
 
 }  // namespace
 
-JsonVocabulary::JsonVocabulary(const Tokenizer& tok) {
+JsonVocabulary::JsonVocabulary(const Tokenizer& tok, const std::vector<int32_t>& text_tokens) {
   const size_t n = tok.vocab_size();
   bytes_.resize(n);
   special_.resize(n);
@@ -68,7 +68,8 @@ JsonVocabulary::JsonVocabulary(const Tokenizer& tok) {
   chars_.resize(n);
   std::vector<int32_t> all, not_plain;
   for (size_t id = 0; id < n; ++id) {
-    special_[id] = tok.is_special(int32_t(id));
+    special_[id] = tok.is_special(int32_t(id)) &&
+                   std::find(text_tokens.begin(), text_tokens.end(), int32_t(id)) == text_tokens.end();
     if (special_[id]) continue;
     bytes_[id] = tok.token_bytes(int32_t(id), /*at_start=*/false);
     if (bytes_[id].empty()) continue;

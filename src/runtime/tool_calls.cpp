@@ -1,6 +1,7 @@
 // Tool calls: see tool_calls.h.
 #include "mx8/runtime/tool_calls.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "mx8/util/json_parse.h"
@@ -17,6 +18,9 @@ constexpr std::string_view kDeepSeekCallsEnd = "<｜tool▁calls▁end｜>";
 constexpr std::string_view kDeepSeekCallBegin = "<｜tool▁call▁begin｜>";
 constexpr std::string_view kDeepSeekCallEnd = "<｜tool▁call▁end｜>";
 constexpr std::string_view kDeepSeekSep = "<｜tool▁sep｜>";
+constexpr std::string_view kMistralCalls = "[TOOL_CALLS]";
+constexpr std::string_view kMistralArgs = "[ARGS]";
+constexpr std::string_view kMistralCallId = "[CALL_ID]";
 
 // The probe: a tool and a call of it whose name and arguments appear nowhere else in a rendering.
 constexpr const char* kProbeName = "mx8_probe_function";
@@ -35,6 +39,8 @@ Markers markers(ToolSyntax s) {
       return {kDeepSeekCallsBegin, kDeepSeekCallsEnd};
     case ToolSyntax::llama3_json:
       return {"{", ""};
+    case ToolSyntax::mistral:
+      return {kMistralCalls, ""};
     default:
       return {"", ""};
   }
@@ -75,15 +81,19 @@ std::optional<json> arguments_object(const json& a) {
   return std::nullopt;
 }
 
-// {"name": "...", "arguments" (or "parameters"): {...}}.
+// {"name": "...", "arguments" (or "parameters"): {...}}; other members (Mistral's "id") are ignored.
+std::optional<ToolCall> call_value(const json& j) {
+  if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) return std::nullopt;
+  const char* key = j.contains("arguments") ? "arguments" : "parameters";
+  if (!j.contains(key)) return std::nullopt;
+  std::optional<json> args = arguments_object(j[key]);
+  if (!args || j["name"].get<std::string>().empty()) return std::nullopt;
+  return ToolCall{"", j["name"], std::move(*args)};
+}
+
 std::optional<ToolCall> call_object(std::string_view text) {
   const std::optional<json> j = parse(trim(text));
-  if (!j || !j->is_object() || !j->contains("name") || !(*j)["name"].is_string()) return std::nullopt;
-  const char* key = j->contains("arguments") ? "arguments" : "parameters";
-  if (!j->contains(key)) return std::nullopt;
-  std::optional<json> args = arguments_object((*j)[key]);
-  if (!args || (*j)["name"].get<std::string>().empty()) return std::nullopt;
-  return ToolCall{"", (*j)["name"], std::move(*args)};
+  return j ? call_value(*j) : std::nullopt;
 }
 
 // The end of the JSON object or array that starts `text` (one past its closing bracket), or npos when
@@ -166,6 +176,47 @@ std::optional<std::vector<ToolCall>> deepseek_calls(std::string_view region) {
   return calls;
 }
 
+// Mistral, after the first [TOOL_CALLS]: a JSON array of call objects, or NAME[ARGS]{...} (with
+// [CALL_ID]ID before [ARGS] where the model writes ids), each such call after the first opened by
+// [TOOL_CALLS] again.
+std::optional<std::vector<ToolCall>> mistral_calls(std::string_view region) {
+  std::vector<ToolCall> calls;
+  for (region = trim(region); !region.empty(); region = trim(region)) {
+    if (region.front() == '[' && region.substr(0, kMistralCalls.size()) != kMistralCalls) {
+      const size_t end = json_value_end(region);
+      const std::optional<json> a =
+          end == std::string_view::npos ? std::nullopt : parse(region.substr(0, end));
+      if (!a || !a->is_array() || a->empty()) return std::nullopt;
+      for (const json& c : *a) {
+        std::optional<ToolCall> call = call_value(c);
+        if (!call) return std::nullopt;
+        calls.push_back(std::move(*call));
+      }
+      region.remove_prefix(end);
+    } else {
+      const size_t args_at = region.find(kMistralArgs);
+      if (args_at == std::string_view::npos) return std::nullopt;
+      std::string_view name = region.substr(0, args_at);
+      name = trim(name.substr(0, name.find(kMistralCallId)));
+      const bool plain = !name.empty() && std::none_of(name.begin(), name.end(), [](char c) {
+        return is_space(c) || c == '[' || c == ']' || c == '"' || c == '{';
+      });
+      region = trim(region.substr(args_at + kMistralArgs.size()));
+      const size_t end =
+          region.empty() || region.front() != '{' ? std::string_view::npos : json_value_end(region);
+      const std::optional<json> a =
+          end == std::string_view::npos ? std::nullopt : parse(region.substr(0, end));
+      if (!plain || !a || !a->is_object()) return std::nullopt;
+      calls.push_back(ToolCall{"", std::string(name), *a});
+      region.remove_prefix(end);
+    }
+    region = trim(region);
+    if (region.substr(0, kMistralCalls.size()) == kMistralCalls) region.remove_prefix(kMistralCalls.size());
+  }
+  if (calls.empty()) return std::nullopt;
+  return calls;
+}
+
 // The calls in a region (between the markers, the opening one's text excluded), or nullopt.
 std::optional<std::vector<ToolCall>> region_calls(ToolSyntax s, std::string_view region) {
   switch (s) {
@@ -176,6 +227,8 @@ std::optional<std::vector<ToolCall>> region_calls(ToolSyntax s, std::string_view
       return llama3_calls("{" + std::string(region));
     case ToolSyntax::deepseek_v3:
       return deepseek_calls(region);
+    case ToolSyntax::mistral:
+      return mistral_calls(region);
     default:
       return std::nullopt;
   }
@@ -198,9 +251,30 @@ const char* tool_syntax_name(ToolSyntax s) {
       return "llama3_json";
     case ToolSyntax::deepseek_v3:
       return "deepseek_v3";
+    case ToolSyntax::mistral:
+      return "mistral";
     default:
       return "none";
   }
+}
+
+std::vector<int32_t> tool_marker_tokens(const Tokenizer& tok, ToolSyntax s) {
+  std::vector<int32_t> ids;
+  if (s != ToolSyntax::mistral) return ids;  // the others' markers are plain (added) tokens
+  for (std::string_view marker : {kMistralCalls, kMistralArgs, kMistralCallId})
+    if (std::optional<TokenId> id = tok.find_token(marker); id && tok.is_special(*id)) ids.push_back(*id);
+  return ids;
+}
+
+std::string nine_character_id(std::string_view id) {
+  static constexpr std::string_view kDigits =
+      "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  if (id.size() == 9 && id.find_first_not_of(kDigits) == std::string_view::npos) return std::string(id);
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a: 62^9 < 2^64, so nine digits hold most of it
+  for (char c : id) h = (h ^ uint8_t(c)) * 0x100000001b3ull;
+  std::string out(9, '0');
+  for (char& c : out) c = kDigits[h % 62], h /= 62;
+  return out;
 }
 
 std::string json_text(const json& j) {
@@ -213,7 +287,12 @@ std::string ToolFormat::forced_call_prefix(const std::string& name) const {
 
 json ToolFormat::template_messages(json messages) const {
   for (json& m : messages) {
+    if (nine_character_ids && m.contains("tool_call_id") && m["tool_call_id"].is_string())
+      m["tool_call_id"] = nine_character_id(m["tool_call_id"].get<std::string>());
     if (!m.contains("tool_calls")) continue;
+    if (nine_character_ids)
+      for (json& c : m["tool_calls"])
+        if (c.contains("id") && c["id"].is_string()) c["id"] = nine_character_id(c["id"].get<std::string>());
     if (null_content && m.value("content", json()) == "") m["content"] = nullptr;
     if (!object_arguments)  // the template writes the arguments as the JSON text a client sent
       for (json& c : m["tool_calls"]) c["function"]["arguments"] = json_text(c["function"]["arguments"]);
@@ -238,14 +317,15 @@ ToolFormat probe_tool_format(const ChatTemplate& t, const json& variables) {
   }
   f.renders_tools = prompt.find(kProbeName) != std::string::npos;
   // The assistant turn of one call: the conversation with it, past the prompt that asks for it. Each
-  // form of the arguments (object, text) and of the turn's empty content (null, "") is tried in turn.
-  for (const int form : {0, 1, 2, 3}) {
-    const bool object = form < 2, null_content = form % 2 == 0;
+  // form of the arguments (object, text), of the turn's empty content (null, "") and of the call's id
+  // (OpenAI's, or the nine characters Mistral's templates insist on) is tried in turn.
+  for (const int form : {0, 1, 2, 3, 4, 5, 6, 7}) {
+    const bool object = form % 4 < 2, null_content = form % 2 == 0, nine = form >= 4;
     const json args = object ? json::parse(kProbeArguments) : json(kProbeArguments);
     const json call = {
         {"role", "assistant"},
         {"content", null_content ? json() : json("")},
-        {"tool_calls", json::array({{{"id", "call_mx8probe"},
+        {"tool_calls", json::array({{{"id", nine ? "mx8probe1" : "call_mx8probe"},
                                      {"type", "function"},
                                      {"function", {{"name", kProbeName}, {"arguments", args}}}}})}};
     std::string whole;
@@ -260,6 +340,7 @@ ToolFormat probe_tool_format(const ChatTemplate& t, const json& variables) {
     if (name_at == std::string::npos || args_at == std::string::npos || args_at < name_at) continue;
     f.object_arguments = object;
     f.null_content = null_content;
+    f.nine_character_ids = nine;
     f.before_name = turn.substr(0, name_at);
     const size_t name_end = name_at + std::string_view(kProbeName).size();
     f.between_name_and_arguments = turn.substr(name_end, args_at - name_end);
@@ -267,6 +348,8 @@ ToolFormat probe_tool_format(const ChatTemplate& t, const json& variables) {
       f.syntax = ToolSyntax::hermes;
     else if (f.before_name.find(kDeepSeekCallsBegin) != std::string::npos)
       f.syntax = ToolSyntax::deepseek_v3;
+    else if (f.before_name.find(kMistralCalls) != std::string::npos)
+      f.syntax = ToolSyntax::mistral;
     else if (trim(f.before_name) == R"({"name": ")")
       f.syntax = ToolSyntax::llama3_json;
     break;

@@ -27,9 +27,10 @@ const char* stop_reason_name(StopReason r) {
 }
 
 namespace {
-runtime::DecodeOptions skip_special() {
+runtime::DecodeOptions skip_special(const std::vector<int32_t>& keep) {
   runtime::DecodeOptions o;
   o.skip_special = true;
+  o.keep_special = keep;
   return o;
 }
 }  // namespace
@@ -38,8 +39,9 @@ Generation::Generation(GenerationService& svc, GenerationJob job, const runtime:
     : svc_(svc),
       job_(std::move(job)),
       prompt_tokens_(int(job_.prompt.size())),
-      continues_text_(job_.continues_prompt && tok.leaves_start(job_.prompt, skip_special())),
-      decoder_(tok, skip_special(), !continues_text_),
+      continues_text_(job_.continues_prompt &&
+                      tok.leaves_start(job_.prompt, skip_special(job_.keep_special))),
+      decoder_(tok, skip_special(job_.keep_special), !continues_text_),
       stop_text_(job_.stop) {}
 
 bool Generation::next(Update& out, std::chrono::milliseconds timeout) {

@@ -119,6 +119,7 @@ struct HttpServer::Impl {
   // What the chat template does with tools (found once, by rendering probes through it), and whether
   // it has <think> blocks (and the tokens that close one, for reasoning budgets).
   const runtime::ToolFormat tool_format;
+  const std::vector<int32_t> tool_markers;  // the special tokens that write a call (kept in replies)
   const bool thinks;
   const std::shared_ptr<const std::vector<int32_t>> thinking_close;
 
@@ -129,6 +130,7 @@ struct HttpServer::Impl {
         tmpl(c),
         opts(o),
         tool_format(c ? runtime::probe_tool_format(*c) : runtime::ToolFormat{}),
+        tool_markers(runtime::tool_marker_tokens(t, tool_format.syntax)),
         thinks(c && runtime::template_thinks(c->source())),
         thinking_close(std::make_shared<const std::vector<int32_t>>(runtime::thinking_close_tokens(t))) {}
 
@@ -149,7 +151,7 @@ struct HttpServer::Impl {
     if (tool_format.syntax == runtime::ToolSyntax::none)
       throw ApiError(400,
                      "this model's chat template does not show tool calls in a form mx8 reads (Hermes "
-                     "<tool_call>, Llama 3 JSON or DeepSeek-V3 calls)",
+                     "<tool_call>, Llama 3 JSON, DeepSeek-V3 or Mistral [TOOL_CALLS] calls)",
                      param);
     if (r.tools.forces_call() && !r.assistant_prefix.empty())
       throw ApiError(
@@ -216,7 +218,7 @@ struct HttpServer::Impl {
                                        "its strict tool's schema does not allow",
                        "messages");
     std::call_once(json_vocab_once,
-                   [&] { json_vocab = std::make_shared<const runtime::JsonVocabulary>(tok); });
+                   [&] { json_vocab = std::make_shared<const runtime::JsonVocabulary>(tok, tool_markers); });
     return std::make_shared<runtime::JsonConstraint>(json_vocab, std::move(m));
   }
   std::once_flag json_vocab_once;
@@ -398,6 +400,7 @@ struct HttpServer::Impl {
           // inside a forced tool call.
           job.continues_prompt = !ar.prompts.empty() || !ar.assistant_prefix.empty() || !chat.forced.empty();
           job.constraint = constraint;
+          if (ar.tools.offered() || constraint) job.keep_special = tool_markers;  // as the rule reads them
           echoed.push_back(ar.echo ? job.prompt : std::vector<int32_t>());
           gens.push_back(service.submit(std::move(job)));
         }

@@ -257,8 +257,9 @@ TEST(ToolUse, WhatIsNotACallIsTextAndParallelCallsCanBeRefused) {
 }
 
 // A tool conversation sent the OpenAI way (arguments as JSON text, ids) reaches the real Qwen3 and
-// DeepSeek-V3 templates in the forms they take (objects and "" content for Qwen3, text and null content
-// for DeepSeek-V3) and renders as Jinja2 renders it from transformers' messages (tests/data/chat).
+// DeepSeek-V3 templates and the Mistral-style ones in the forms they take (objects and "" content for
+// Qwen3, text and null content for DeepSeek-V3) and renders as Jinja2 renders it from transformers'
+// messages (tests/data/chat).
 TEST(ToolUse, OpenAiToolTurnsRenderThroughRealTemplatesAsTransformersDoes) {
   const json fx =
       json::parse(test::read_text(std::filesystem::path(MX8_SOURCE_DIR) / "tests/data/chat/fixtures.json"));
@@ -275,9 +276,9 @@ TEST(ToolUse, OpenAiToolTurnsRenderThroughRealTemplatesAsTransformersDoes) {
         for (json& call : m["tool_calls"]) {
           json& args = call["function"]["arguments"];
           if (!args.is_string()) args = runtime::json_text(args);
-          call["id"] = "call_" + std::to_string(id++);
+          if (!call.contains("id")) call["id"] = "call_" + std::to_string(id++);
         }
-      if (m["role"] == "tool") m["tool_call_id"] = "call_0";
+      if (m["role"] == "tool" && !m.contains("tool_call_id")) m["tool_call_id"] = "call_0";
     }
     json body = {{"messages", messages}};
     if (c["variables"].contains("tools")) body["tools"] = c["variables"]["tools"];
@@ -288,7 +289,73 @@ TEST(ToolUse, OpenAiToolTurnsRenderThroughRealTemplatesAsTransformersDoes) {
         << c["template"];
     ++checked;
   }
-  EXPECT_EQ(checked, 2);  // qwen3 and deepseek_v3
+  EXPECT_EQ(checked, 4);  // qwen3, deepseek_v3 and the two Mistral styles
+}
+
+// Mistral's syntax through the server, with a template in the style of its v3 tokenizer's models
+// (tests/data/chat): calls come back from a [TOOL_CALLS] array in both APIs, whole and streamed, and the
+// ids a client sends back (call_..., toolu_...) reach a template that takes only nine characters as
+// nine characters, the same in a call and in its result.
+TEST(ToolUse, MistralCallsComeBackAndTheirIdsReachItsTemplate) {
+  const json fx =
+      json::parse(test::read_text(std::filesystem::path(MX8_SOURCE_DIR) / "tests/data/chat/fixtures.json"));
+  const std::string source = fx["templates"]["mistral_v3_style"]["source"];
+  mx8::testing::ScriptedServer t(source);
+  const std::string call = "[TOOL_CALLS] [{\"name\": \"add\", \"arguments\": {\"a\": 2, \"b\": 3}}]";
+  json body = {{"messages", {{{"role", "user"}, {"content", "What is 2+3?"}}}},
+               {"tools", kTools},
+               {"max_tokens", 256},
+               {"temperature", 0}};
+  t.reply(call);
+  auto r = t.post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body)["choices"][0];
+  EXPECT_TRUE(j["message"]["content"].is_null()) << r->body;
+  ASSERT_EQ(j["message"]["tool_calls"].size(), 1u) << r->body;
+  EXPECT_EQ(j["message"]["tool_calls"][0]["function"]["name"], "add");
+  EXPECT_EQ(j["finish_reason"], "tool_calls");
+
+  json anthropic = {{"messages", {{{"role", "user"}, {"content", "What is 2+3?"}}}},
+                    {"tools", kAnthropicTools},
+                    {"max_tokens", 256},
+                    {"temperature", 0},
+                    {"stream", true}};
+  t.reply("Adding." + call);
+  r = t.post("/v1/messages", anthropic);
+  ASSERT_TRUE(r);
+  std::string input, stop;
+  for (const std::string& d : sse_data(r->body)) {
+    const json e = json::parse(d);
+    if (e["type"] == "content_block_delta" && e["delta"]["type"] == "input_json_delta")
+      input += e["delta"]["partial_json"].get<std::string>();
+    if (e["type"] == "message_delta") stop = e["delta"]["stop_reason"];
+  }
+  ASSERT_FALSE(input.empty()) << r->body;
+  EXPECT_EQ(json::parse(input), json::parse(R"({"a": 2, "b": 3})")) << r->body;
+  EXPECT_EQ(stop, "tool_use");
+
+  // The history: Anthropic's toolu_1 is the same nine characters in the call and its result.
+  anthropic = {{"messages", json::parse(R"([{"role": "user", "content": "What is 2+3?"},
+         {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "add",
+           "input": {"a": 2, "b": 3}}]},
+         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "5"}]}])")},
+               {"tools", kAnthropicTools},
+               {"max_tokens", 64}};
+  r = t.post("/v1/messages/count_tokens", anthropic);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const std::string id = runtime::nine_character_id("toolu_1");
+  const json messages = json::parse(R"([{"role": "user", "content": "What is 2+3?"},
+         {"role": "assistant", "content": null, "tool_calls": [{"id": ")" +
+                                    id + R"(", "type": "function",
+           "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}]},
+         {"role": "tool", "tool_call_id": ")" +
+                                    id + R"(", "content": "5"}])");
+  const std::string rendered =
+      runtime::ChatTemplate(source).render(messages, {{"tools", kTools}, {"add_generation_prompt", true}});
+  EXPECT_NE(rendered.find("\"call_id\": \"" + id + "\"}"), std::string::npos) << rendered;
+  EXPECT_EQ(json::parse(r->body)["input_tokens"], mx8::testing::tokens_of(rendered));
 }
 
 TEST(ToolUse, ATemplateWithoutToolsRefusesThem) {

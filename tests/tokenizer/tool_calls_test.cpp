@@ -4,8 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 
+#include "mx8/runtime/json_constraint.h"
+#include "runtime/tokenizer/byte_level.h"
 #include "tokenizer/tokenizer_test_data.h"
 
 namespace mx8::runtime {
@@ -49,8 +53,23 @@ TEST(ToolFormat, ProbedFromTheRealTemplates) {
   EXPECT_EQ(deepseek.forced_call_prefix("add"),
             "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n```json\n");
 
+  // Mistral's: the v3 form takes only ids of nine characters (the probe finds that out), the v11 form
+  // writes each call as NAME[ARGS]ARGUMENTS.
+  const ToolFormat mistral_v3 = probe_tool_format(fixture_template("mistral_v3_style"));
+  EXPECT_TRUE(mistral_v3.renders_tools);
+  EXPECT_EQ(mistral_v3.syntax, ToolSyntax::mistral);
+  EXPECT_TRUE(mistral_v3.object_arguments);
+  EXPECT_TRUE(mistral_v3.nine_character_ids);
+  EXPECT_EQ(mistral_v3.forced_call_prefix("add"), "[TOOL_CALLS] [{\"name\": \"add\", \"arguments\": ");
+  const ToolFormat mistral_v11 = probe_tool_format(fixture_template("mistral_v11_style"));
+  EXPECT_TRUE(mistral_v11.renders_tools);
+  EXPECT_EQ(mistral_v11.syntax, ToolSyntax::mistral);
+  EXPECT_FALSE(mistral_v11.nine_character_ids);
+  EXPECT_EQ(mistral_v11.forced_call_prefix("add"), "[TOOL_CALLS]add[ARGS]");
+  EXPECT_EQ(mistral_v11.forced_call_prefix(""), "[TOOL_CALLS]");
+
   // Templates with no tool use at all.
-  for (const char* name : {"llama3", "llama2", "gemma_style"}) {
+  for (const char* name : {"llama3", "llama2", "mistral", "gemma_style"}) {
     const ToolFormat none = probe_tool_format(fixture_template(name));
     EXPECT_FALSE(none.renders_tools) << name;
     EXPECT_EQ(none.syntax, ToolSyntax::none) << name;
@@ -168,6 +187,113 @@ TEST(ToolCallParser, DeepSeekV3AndV31Forms) {
   EXPECT_TRUE(r.calls.empty());
 }
 
+TEST(ToolCallParser, MistralArraysAndArgsForms) {
+  // v3: one JSON array of calls (ids the model writes are ignored; the server gives its own).
+  auto r = read_reply(ToolSyntax::mistral,
+                      "Adding. [TOOL_CALLS] [{\"name\": \"add\", \"arguments\": {\"a\": 2, \"b\": \"]\"}, "
+                      "\"id\": \"a1B2c3D4e\"}, {\"name\": \"neg\", \"arguments\": \"{\\\"a\\\": 3}\"}]");
+  EXPECT_EQ(r.text, "Adding.");
+  ASSERT_EQ(r.calls.size(), 2u);
+  EXPECT_EQ(r.calls[0].name, "add");
+  EXPECT_EQ(r.calls[0].arguments, json::parse(R"({"a": 2, "b": "]"})"));
+  EXPECT_EQ(r.calls[1].name, "neg");  // arguments given as a string holding the object
+  EXPECT_EQ(r.calls[1].arguments, json::parse(R"({"a": 3})"));
+  // v11: [TOOL_CALLS]NAME[ARGS]{...} per call, with or without [CALL_ID]ID.
+  r = read_reply(ToolSyntax::mistral,
+                 "[TOOL_CALLS]add[ARGS]{\"a\": {\"b\": [1]}}[TOOL_CALLS]mul[CALL_ID]Z9y8X7w6v[ARGS]{}");
+  EXPECT_EQ(r.text, "");
+  ASSERT_EQ(r.calls.size(), 2u);
+  EXPECT_EQ(r.calls[0].name, "add");
+  EXPECT_EQ(r.calls[0].arguments, json::parse(R"({"a": {"b": [1]}})"));
+  EXPECT_EQ(r.calls[1].name, "mul");
+  EXPECT_EQ(r.calls[1].arguments, json::object());
+  // Not calls: text as written (a partial marker, a cut-off array, an empty one, a name with spaces,
+  // arguments that are no object, text after the calls).
+  for (const std::string text :
+       {"[TOOL_CALL is no marker", "[TOOL_CALLS] [{\"name\": \"add\", \"argu", "[TOOL_CALLS] []",
+        "[TOOL_CALLS]add two[ARGS]{}", "[TOOL_CALLS]add[ARGS][1]", "[TOOL_CALLS]add[ARGS]{} and more",
+        "Sure [TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {}}] then text"}) {
+    r = read_reply(ToolSyntax::mistral, text);
+    EXPECT_EQ(r.text, text);
+    EXPECT_TRUE(r.calls.empty()) << text;
+  }
+}
+
+TEST(ToolFormat, NineCharacterIdsAreStableAndOnlyWhereAsked) {
+  EXPECT_EQ(nine_character_id("a1B2c3D4e"), "a1B2c3D4e");  // already nine letters and digits
+  const std::string a = nine_character_id("call_0"), b = nine_character_id("call_1"),
+                    c = nine_character_id("toolu_01A09q90qw90lq917835lq9");
+  for (const std::string& id : {a, b, c}) {
+    EXPECT_EQ(id.size(), 9u);
+    EXPECT_TRUE(std::all_of(id.begin(), id.end(), [](char x) { return std::isalnum(uint8_t(x)); })) << id;
+  }
+  EXPECT_NE(a, b);
+  EXPECT_NE(a, c);
+  EXPECT_EQ(nine_character_id("call_0"), a);
+  EXPECT_NE(nine_character_id("a1B2c3D4_"), "a1B2c3D4_");  // nine, but not all letters and digits
+
+  // A conversation with OpenAI's ids renders through the v3 template, each call's id the same nine
+  // characters in its call and in its result.
+  const ChatTemplate t = fixture_template("mistral_v3_style");
+  const ToolFormat f = probe_tool_format(t);
+  const json messages = json::parse(R"([{"role": "user", "content": "2+2?"},
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "call_0", "type": "function",
+      "function": {"name": "add", "arguments": {"a": 2, "b": 2}}}]},
+    {"role": "tool", "tool_call_id": "call_0", "content": "4"}])");
+  const std::string text = t.render(f.template_messages(messages), {{"add_generation_prompt", true}});
+  EXPECT_NE(text.find("\"id\": \"" + a + "\"}]</s>"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"call_id\": \"" + a + "\"}[/TOOL_RESULTS]"), std::string::npos) << text;
+  // Where the template takes any id, ids go to it as sent.
+  const ChatTemplate v11 = fixture_template("mistral_v11_style");
+  EXPECT_EQ(probe_tool_format(v11).template_messages(messages)[1]["tool_calls"][0]["id"], "call_0");
+}
+
+// Mistral's [TOOL_CALLS] and [ARGS] are special tokens: a reply's text keeps them where it drops the
+// other special tokens, and a reply held to a JSON format may write them where calls are free. A
+// byte-level vocabulary made here: ids 0-255 the bytes, then </s>, [TOOL_CALLS], [ARGS] (special) and
+// <tool_call> (an added token that is plain text, as in Qwen's).
+TEST(ToolFormat, MistralMarkersAreSpecialTokensThatRepliesKeep) {
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b) vocab[byte_level::byte_to_string(uint8_t(b))] = b;
+  const json tj = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
+      {"added_tokens", json::array({{{"id", 256}, {"content", "</s>"}, {"special", true}},
+                                    {{"id", 257}, {"content", "[TOOL_CALLS]"}, {"special", true}},
+                                    {{"id", 258}, {"content", "[ARGS]"}, {"special", true}},
+                                    {{"id", 259}, {"content", "<tool_call>"}, {"special", false}}})}};
+  const std::unique_ptr<Tokenizer> tok = tokenizer_from_hf_json(tj.dump(), "", "test tokenizer.json");
+  const std::vector<int32_t> markers = tool_marker_tokens(*tok, ToolSyntax::mistral);
+  EXPECT_EQ(markers, (std::vector<int32_t>{257, 258}));               // no [CALL_ID] in this vocabulary
+  EXPECT_TRUE(tool_marker_tokens(*tok, ToolSyntax::hermes).empty());  // <tool_call> is text already
+
+  const std::vector<int32_t> reply = {'O', 'k', 257, 'f', 258, '{', '}', 256};
+  DecodeOptions skip{.skip_special = true};
+  EXPECT_EQ(tok->decode(reply, skip), "Okf{}");
+  skip.keep_special = markers;
+  EXPECT_EQ(tok->decode(reply, skip), "Ok[TOOL_CALLS]f[ARGS]{}");  // </s> still dropped
+  const ToolFormat v11 = probe_tool_format(fixture_template("mistral_v11_style"));
+  ToolCallParser p(v11.syntax);
+  ToolCallParser::Piece read = p.feed(tok->decode(reply, skip));
+  const ToolCallParser::Piece end = p.finish();
+  EXPECT_EQ(read.text + end.text, "Ok");
+  ASSERT_EQ(end.calls.size(), 1u);
+  EXPECT_EQ(end.calls[0].name, "f");
+
+  // A JSON format beside free calls: [TOOL_CALLS] may start the reply where the vocabulary reads it
+  // as its text, and cannot where it is a special token like the others.
+  const auto schema = std::make_shared<const JsonSchema>(JsonSchema::any_object());
+  const JsonPrelude prelude{false, false, {"[TOOL_CALLS]"}, "", "", false, false};
+  JsonConstraint as_text(std::make_shared<const JsonVocabulary>(*tok, markers), JsonMatcher(schema, prelude));
+  EXPECT_TRUE(as_text.allowed()[257]);
+  EXPECT_FALSE(as_text.allowed()[258]);  // [ARGS] cannot start a value or the marker
+  EXPECT_TRUE(as_text.allowed()['{']);
+  as_text.accept(257);
+  EXPECT_TRUE(as_text.matcher().free());
+  JsonConstraint as_special(std::make_shared<const JsonVocabulary>(*tok), JsonMatcher(schema, prelude));
+  EXPECT_FALSE(as_special.allowed()[257]);
+}
+
 TEST(ToolCallParser, AForcedCallIsReadFromItsPrefix) {
   const ToolFormat qwen3 = probe_tool_format(fixture_template("qwen3"));
   auto r = read_reply(ToolSyntax::hermes, "{\"a\": 1}}\n</tool_call>", qwen3.forced_call_prefix("add"));
@@ -184,6 +310,10 @@ TEST(ToolCallParser, AForcedCallIsReadFromItsPrefix) {
   EXPECT_TRUE(r.calls.empty());
   const ToolFormat llama31 = probe_tool_format(fixture_template("llama31_style"));
   r = read_reply(ToolSyntax::llama3_json, "{\"a\": 1}}", llama31.forced_call_prefix("add"));
+  ASSERT_EQ(r.calls.size(), 1u);
+  EXPECT_EQ(r.calls[0].arguments, json::parse(R"({"a": 1})"));
+  const ToolFormat mistral = probe_tool_format(fixture_template("mistral_v3_style"));
+  r = read_reply(ToolSyntax::mistral, "{\"a\": 1}}]", mistral.forced_call_prefix("add"));
   ASSERT_EQ(r.calls.size(), 1u);
   EXPECT_EQ(r.calls[0].arguments, json::parse(R"({"a": 1})"));
 }

@@ -26,7 +26,9 @@ namespace mx8::runtime {
 
 class JsonVocabulary {
  public:
-  explicit JsonVocabulary(const Tokenizer& tok);
+  // `text_tokens`: special tokens that read as their text here (a tool syntax's markers, which a
+  // reply held to a format may write: tool_marker_tokens).
+  explicit JsonVocabulary(const Tokenizer& tok, const std::vector<int32_t>& text_tokens = {});
 
   struct Sorted {
     std::vector<int32_t> ids;      // by their bytes

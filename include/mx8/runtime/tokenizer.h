@@ -18,6 +18,7 @@
 // sequence. Errors (missing or malformed files) throw mx8::Error naming the file and the problem.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -46,8 +47,13 @@ struct EncodeOptions {
 };
 
 struct DecodeOptions {
-  // Drop special (control) tokens such as BOS/EOS/<|im_end|> from the text.
+  // Drop special (control) tokens such as BOS/EOS/<|im_end|> from the text,
   bool skip_special = false;
+  // except these, whose text a reader needs (Mistral's [TOOL_CALLS]: tool_marker_tokens).
+  std::vector<TokenId> keep_special = {};
+  bool drops(TokenId id) const {
+    return skip_special && std::find(keep_special.begin(), keep_special.end(), id) == keep_special.end();
+  }
 };
 
 class Tokenizer {

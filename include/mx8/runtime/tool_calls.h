@@ -9,6 +9,11 @@
 //   deepseek_v3  <｜tool▁calls▁begin｜> then per call <｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME
 //                ```json ARGS ```<｜tool▁call▁end｜> (V3; V3.1's NAME<｜tool▁sep｜>ARGS form too),
 //                then <｜tool▁calls▁end｜>
+//   mistral      [TOOL_CALLS] then a JSON array [{"name": ..., "arguments": {...}}, ...] (the v3
+//                tokenizer's models: Mistral-7B-Instruct-v0.3, Mistral-Nemo, Mistral-Large-2), or per
+//                call [TOOL_CALLS]NAME[ARGS]{...} (v11: Mistral-Small-3.2, Magistral, Devstral), to the
+//                end of the reply. [TOOL_CALLS] and [ARGS] are special tokens in those vocabularies
+//                (tool_marker_tokens).
 // Which one a model speaks, and whether its template renders tools at all, is found by rendering a
 // probe conversation through the template (probe_tool_format), not by the model's name.
 #pragma once
@@ -19,16 +24,20 @@
 #include <vector>
 
 #include "mx8/runtime/chat_template.h"
+#include "mx8/runtime/tokenizer.h"
 
 namespace mx8::runtime {
 
-enum class ToolSyntax { none, hermes, llama3_json, deepseek_v3 };
+enum class ToolSyntax { none, hermes, llama3_json, deepseek_v3, mistral };
 const char* tool_syntax_name(ToolSyntax s);
 // The text that opens a reply's calls ("<tool_call>" for Hermes; "{" for Llama 3 JSON; "": none).
 std::string_view tool_call_opener(ToolSyntax s);
 // The text that closes the calls that tool_call_opener opened ("</tool_call>": one Hermes call; "":
 // the end of the reply).
 std::string_view tool_call_closer(ToolSyntax s);
+// The special (control) tokens of `tok` that write a call in syntax `s` ([TOOL_CALLS], [ARGS] and
+// [CALL_ID] in Mistral's vocabularies): a reply's text must keep them where it drops the others.
+std::vector<int32_t> tool_marker_tokens(const Tokenizer& tok, ToolSyntax s);
 
 struct ToolCall {
   std::string id;  // given by whoever shows the call to a client (the server: "call_...", "toolu_...")
@@ -49,6 +58,9 @@ struct ToolFormat {
   // The content of an assistant turn that only calls tools goes to the template as null (DeepSeek-V3
   // renders calls only then), or as "".
   bool null_content = true;
+  // The template takes only call ids of nine letters and digits (Mistral's): the ids a client sends
+  // (call_..., toolu_...) go to it as nine characters made from each (the same id, the same nine).
+  bool nine_character_ids = false;
   // The rendered assistant turn of one call, cut where the function's name starts and where its
   // arguments start, around kProbeName: what a reply must begin with to be that call.
   std::string before_name, between_name_and_arguments;
@@ -66,6 +78,9 @@ struct ToolFormat {
 // kept): how chat templates (tojson) and the models trained on them write a call's arguments, so the
 // text a client is given back renders as the model wrote it.
 std::string json_text(const nlohmann::ordered_json& j);
+
+// `id` as nine letters and digits: itself where it is that already, else made from its hash.
+std::string nine_character_id(std::string_view id);
 
 // Renders probe conversations through `t`, with `variables` besides (a request's enable_thinking, say).
 // Never throws: a template that fails on the probes has no tool support (renders_tools false, syntax

@@ -59,6 +59,8 @@ struct GenerationJob {
   // reads as the model wrote it.
   bool continues_prompt = false;
   std::shared_ptr<const runtime::TokenConstraint> constraint;  // which tokens may come (structured output)
+  // Special tokens whose text the reply keeps, where it drops the others (a tool syntax's markers).
+  std::vector<int32_t> keep_special;
 };
 
 // What a waiting handler receives: the text decoded since its previous call, and once the request

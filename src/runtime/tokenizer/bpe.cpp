@@ -375,7 +375,7 @@ std::string BpeTokenizer::token_bytes(TokenId id, bool at_start, const DecodeOpt
   if (id < 0 || static_cast<size_t>(id) >= pieces_.size())
     throw Error("tokenizer: token id " + std::to_string(id) + " is outside the vocabulary (size " +
                 std::to_string(pieces_.size()) + ")");
-  if (special_[id] && opts.skip_special) return {};
+  if (special_[id] && opts.drops(id)) return {};
   if (added_[id]) return pieces_[id];
   if (!spec_.byte_level) {
     if (byte_of_token_[id] >= 0) return std::string(1, static_cast<char>(byte_of_token_[id]));

@@ -194,7 +194,7 @@ std::string SpmTokenizer::token_bytes(TokenId id, bool at_start, const DecodeOpt
     case SpmVocab::kControl:
     case SpmVocab::kUnknown:
     case SpmVocab::kUnused:
-      return opts.skip_special ? std::string() : t;
+      return opts.drops(id) ? std::string() : t;
     case SpmVocab::kUserDefined:
       return t;
     default: {

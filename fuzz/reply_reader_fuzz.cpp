@@ -1,7 +1,8 @@
 // libFuzzer target: a model's reply through the readers of tool calls and reasoning
 // (runtime/tool_calls.h, runtime/reasoning.h), as the server reads a stream. The first byte picks the
-// call syntax (its low two bits), whether a <think> block is read (bit 2) and whether the prompt opened
-// one (bit 3); its high bits and the reply's bytes set where the reply is cut into pieces. Checked: the
+// call syntax (its low three bits, modulo the five syntaxes), whether a <think> block is read (bit 3)
+// and whether the prompt opened one (bit 4); its high bits and the reply's bytes set where the reply is
+// cut into pieces. Checked: the
 // same reasoning, text and calls however the reply is cut (tokens cut it anywhere) as fed byte by byte;
 // with nothing read out of it, the reply comes back whole.
 #include <cstdint>
@@ -55,11 +56,11 @@ Result run(const std::string& reply, ToolSyntax syntax, bool thinks, bool opened
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const unsigned mode = data[0];
-  const ToolSyntax syntax = ToolSyntax(mode & 3);
-  const bool thinks = mode & 4, opened = mode & 8;
+  const ToolSyntax syntax = ToolSyntax((mode & 7) % (int(ToolSyntax::mistral) + 1));
+  const bool thinks = mode & 8, opened = mode & 16;
   const std::string reply(reinterpret_cast<const char*>(data) + 1, size - 1);
   const Result bytewise = run(reply, syntax, thinks, opened, 0);
-  const Result cut = run(reply, syntax, thinks, opened, 1 + (mode >> 4));
+  const Result cut = run(reply, syntax, thinks, opened, 1 + (mode >> 5));
   if (!(cut == bytewise)) std::abort();
   if (bytewise.calls.empty() && bytewise.reasoning.empty() && !thinks && bytewise.text != reply) std::abort();
   return 0;

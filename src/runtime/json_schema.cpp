@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
 #include "mx8/error.h"
+#include "mx8/runtime/json_matcher.h"
 
 namespace mx8::runtime {
 
@@ -386,15 +388,46 @@ class JsonSchemaCompiler {
     return node;
   }
 
-  int32_t compile_value(const json& s, const std::string& where) {
-    if (s.contains("const")) return literal({s["const"].dump()});
-    if (s.contains("enum")) {
-      if (!s["enum"].is_array() || s["enum"].empty())
-        throw Error("JSON schema: enum at " + where + " must be a non-empty array");
-      std::vector<std::string> values;
-      for (const json& v : s["enum"]) values.push_back(v.dump());
-      return literal(std::move(values));
+  // `const` or `enum`: the values listed, written compactly. Keywords beside them (a type, a range, a
+  // pattern) still constrain: the values they rule out are left out, by a matcher of the schema
+  // without the list, so only valid values are written.
+  int32_t listed_values(const json& s, const std::string& where) {
+    const char* key = s.contains("const") ? "const" : "enum";
+    if (!s.contains("const") && (!s["enum"].is_array() || s["enum"].empty()))
+      throw Error("JSON schema: enum at " + where + " must be a non-empty array");
+    const json listed = s.contains("const") ? json::array({s["const"]}) : s["enum"];
+    json rest = json::object();
+    for (const auto& [k, v] : s.items())
+      if (k != "const" && k != "enum" && k != "nullable" && (!kAnnotations.count(k) || k == "format"))
+        rest[k] = v;
+    std::vector<std::string> values;
+    std::optional<JsonMatcher> check;
+    if (!rest.empty()) {
+      try {
+        check.emplace(std::make_shared<const JsonSchema>(JsonSchema::compile(rest)));
+      } catch (const Error& e) {
+        throw Error("JSON schema: beside " + std::string(key) + " at " + where + ": " +
+                    std::string(e.what()).substr(std::string_view("JSON schema: ").size()));
+      }
     }
+    for (const json& v : listed) {
+      std::string text = v.dump();
+      if (check) {
+        JsonMatcher m = *check;
+        if (!std::all_of(text.begin(), text.end(), [&](char c) { return m.feed(uint8_t(c)); }) ||
+            !m.complete())
+          continue;
+      }
+      values.push_back(std::move(text));
+    }
+    if (values.empty())
+      throw Error("JSON schema: no value of " + std::string(key) + " at " + where +
+                  " is allowed by the keywords beside it (" + rest.dump() + ")");
+    return literal(std::move(values));
+  }
+
+  int32_t compile_value(const json& s, const std::string& where) {
+    if (s.contains("const") || s.contains("enum")) return listed_values(s, where);
     for (const char* key : {"anyOf", "oneOf"})
       if (s.contains(key)) {
         const json& alts = s[key];

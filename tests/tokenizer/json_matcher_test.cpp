@@ -111,6 +111,21 @@ TEST(JsonMatcher, EnumsConstsChoicesAndLimits) {
   for (const char* ok : {R"({"c":"red"})", R"({"c": 1})", R"({"c":12 })"}) EXPECT_TRUE(whole(e, ok)) << ok;
   EXPECT_EQ(taken(e, R"({"c":"blue"})"), 6u);
   EXPECT_EQ(taken(e, R"({"c":123})"), 7u);
+  // Keywords beside a list still hold: its values they rule out are never written.
+  const JsonMatcher r(schema(R"({"type": "integer", "enum": [1, 5, 50, "x", 2.5], "maximum": 10})"));
+  for (const char* ok : {"1", "5"}) EXPECT_TRUE(whole(r, ok)) << ok;
+  for (const char* no : {"50", "\"x\"", "2.5"}) EXPECT_FALSE(whole(r, no)) << no;
+  const JsonMatcher d(schema(
+      R"({"type": "string", "enum": ["2025-02-30", "2025-02-28"], "format": "date", "nullable": true})"));
+  for (const char* ok : {"\"2025-02-28\"", "null"}) EXPECT_TRUE(whole(d, ok)) << ok;
+  EXPECT_FALSE(whole(d, "\"2025-02-30\""));  // no such day
+  try {
+    schema(R"({"type": "object", "properties": {"s": {"const": "abc", "maxLength": 2}}})");
+    ADD_FAILURE() << "a const its maxLength rules out was compiled";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no value of const at #/properties/s"), std::string::npos)
+        << e.what();
+  }
   const JsonMatcher c(schema(R"({"type": "object", "properties": {"v": {"const": {"x": [1, "a"]}}}})"));
   EXPECT_TRUE(whole(c, R"({"v":{"x":[1,"a"]}})"));  // compact, as nlohmann writes it
   EXPECT_EQ(taken(c, R"({"v":{"x": [1,"a"]}})"), 10u);

@@ -40,6 +40,22 @@ std::string sse_event(const std::string& name, const json& data) {
   return s;
 }
 
+json openai_token_logprobs(const std::vector<TokenLogprob>& lp) {
+  auto bytes = [](const std::string& s) {
+    return std::vector<int>(reinterpret_cast<const unsigned char*>(s.data()),
+                            reinterpret_cast<const unsigned char*>(s.data()) + s.size());
+  };
+  json out = json::array();
+  for (const TokenLogprob& t : lp) {
+    json top = json::array();
+    for (const auto& [text, v] : t.top)
+      top.push_back({{"token", text}, {"logprob", v}, {"bytes", bytes(text)}});
+    out.push_back(
+        {{"token", t.token}, {"logprob", t.logprob}, {"bytes", bytes(t.token)}, {"top_logprobs", top}});
+  }
+  return out;
+}
+
 namespace {
 
 const char* finish_reason(StopReason r) {
@@ -103,23 +119,10 @@ ApiRequest read_common(const json& body, const runtime::SamplingParams& defaults
   return r;
 }
 
-std::vector<int> utf8_bytes(const std::string& s) {
-  return std::vector<int>(reinterpret_cast<const unsigned char*>(s.data()),
-                          reinterpret_cast<const unsigned char*>(s.data()) + s.size());
-}
-
 // Chat's shape: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.
 json chat_logprobs(const std::vector<TokenLogprob>* lp) {
   if (!lp) return nullptr;
-  json content = json::array();
-  for (const TokenLogprob& t : *lp) {
-    json top = json::array();
-    for (const auto& [text, v] : t.top)
-      top.push_back({{"token", text}, {"logprob", v}, {"bytes", utf8_bytes(text)}});
-    content.push_back(
-        {{"token", t.token}, {"logprob", t.logprob}, {"bytes", utf8_bytes(t.token)}, {"top_logprobs", top}});
-  }
-  return {{"content", content}, {"refusal", nullptr}};
+  return {{"content", openai_token_logprobs(*lp)}, {"refusal", nullptr}};
 }
 
 // The legacy completions' shape: parallel lists, the alternatives as {token: logprob}, the offsets

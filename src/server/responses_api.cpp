@@ -5,7 +5,9 @@
 // temperature (0..2), top_p; mx8 adds top_k, min_p, repetition_penalty and seed; tools (function tools:
 // name, description, parameters, strict), tool_choice ("auto", "none", "required", {"type":
 // "function", "name"}), parallel_tool_calls, text.format (text, json_object, json_schema with name and
-// schema), reasoning.effort (as chat's reasoning_effort), stream. Nothing is stored: store is read and
+// schema), reasoning.effort (as chat's reasoning_effort), top_logprobs (0..20) and include
+// ["message.output_text.logprobs"] (either asks for log-probabilities; other include values name
+// outputs this server does not make and are read past), stream. Nothing is stored: store is read and
 // answered false, and previous_response_id (a conversation the server would have kept) is refused, as
 // are hosted tools (web search, files, code) and non-text input.
 // The response's output is a reasoning item (where the model thinks), a message with one output_text
@@ -177,6 +179,10 @@ class Responses : public Dialect {
       r.template_variables =
           fields::reasoning_effort(effort == e->end() ? nullptr : &*effort, "reasoning.effort");
     }
+    const auto top = fields::integer(body, "top_logprobs", 0, 20);
+    const std::vector<std::string> include = fields::strings(body, "include", 64);
+    if (top || std::find(include.begin(), include.end(), "message.output_text.logprobs") != include.end())
+      r.logprobs = int(top.value_or(0));
     r.json_output = text_format(body);
     r.json_output_field = "text.format";
     r.messages = read_input(body);
@@ -193,8 +199,8 @@ class Responses : public Dialect {
     json items = json::array();
     if (!r.reasoning.empty()) items.push_back(reasoning_item(m, 0, r.reasoning));
     if (!r.text.empty() || r.tool_calls.empty())  // cut off by the limit where it is the last item
-      items.push_back(
-          message_item(m, int(items.size()), r.text, incomplete(r.reason) && r.tool_calls.empty()));
+      items.push_back(message_item(m, int(items.size()), r.text, incomplete(r.reason) && r.tool_calls.empty(),
+                                   r.logprobs ? openai_token_logprobs(*r.logprobs) : json::array()));
     for (const runtime::ToolCall& c : r.tool_calls) items.push_back(call_item(m, int(items.size()), c));
     return whole(m, r.reason, std::move(items), total.prompt_tokens, total.completion_tokens);
   }
@@ -215,16 +221,24 @@ class Responses : public Dialect {
     std::string out = event(s, "response.created", {{"response", r}});  // numbered in this order
     return out + event(s, "response.in_progress", {{"response", r}});
   }
+  // Tokens that wrote no text (reasoning, or text held back) have their log-probabilities sent with
+  // the next text, so a message lists every token before it, as the whole response does.
   std::string stream_text(const ResponseMeta& m, int, const std::string& text,
-                          const std::vector<TokenLogprob>*, StreamState& s) const override {
+                          const std::vector<TokenLogprob>* logprobs, StreamState& s) const override {
+    if (logprobs)
+      for (json& e : openai_token_logprobs(*logprobs)) s.held_logprobs.push_back(std::move(e));
+    if (text.empty()) return "";
     std::string out = open_item(m, s, StreamState::Block::text);
     s.item_text += text;
+    json sent = json::array();
+    sent.swap(s.held_logprobs);
+    for (const json& e : sent) s.item_logprobs.push_back(e);
     return out + event(s, "response.output_text.delta",
                        {{"item_id", item_id(m, s)},
                         {"output_index", s.blocks - 1},
                         {"content_index", 0},
                         {"delta", text},
-                        {"logprobs", json::array()}});
+                        {"logprobs", std::move(sent)}});
   }
   std::string stream_reasoning(const ResponseMeta& m, int, const std::string& text,
                                StreamState& s) const override {
@@ -262,6 +276,9 @@ class Responses : public Dialect {
   std::string stream_choice_end(const ResponseMeta& m, int, const ApiResult& r,
                                 StreamState& s) const override {
     std::string out = s.blocks == 0 ? open_item(m, s, StreamState::Block::text) : "";
+    if (s.open == StreamState::Block::text)  // the last tokens' (an end of turn) go with the message's end
+      for (json& e : s.held_logprobs) s.item_logprobs.push_back(std::move(e));
+    s.held_logprobs = json::array();
     out += close_item(m, s, incomplete(r.reason));
     const char* name = incomplete(r.reason) ? "response.incomplete" : "response.completed";
     return out +
@@ -285,16 +302,19 @@ class Responses : public Dialect {
     return item_id(m, s.open == StreamState::Block::thinking ? "rs_" : "msg_", s.blocks - 1);
   }
   // A message; `cut`: the limit ended it (status "incomplete").
-  static json message_item(const ResponseMeta& m, int index, const std::string& text, bool cut = false) {
+  static json message_item(const ResponseMeta& m, int index, const std::string& text, bool cut = false,
+                           json logprobs = json::array()) {
     return {{"type", "message"},
             {"id", item_id(m, "msg_", index)},
             {"status", cut ? "incomplete" : "completed"},
             {"role", "assistant"},
-            {"content", json::array({text_part(text)})}};
+            {"content", json::array({text_part(text, std::move(logprobs))})}};
   }
-  static json text_part(const std::string& text) {
-    return {
-        {"type", "output_text"}, {"text", text}, {"annotations", json::array()}, {"logprobs", json::array()}};
+  static json text_part(const std::string& text, json logprobs = json::array()) {
+    return {{"type", "output_text"},
+            {"text", text},
+            {"annotations", json::array()},
+            {"logprobs", std::move(logprobs)}};
   }
   static json reasoning_item(const ResponseMeta& m, int index, const std::string& text) {
     return {{"type", "reasoning"},
@@ -371,10 +391,14 @@ class Responses : public Dialect {
     const json where = {{"item_id", item_id(m, s)}, {"output_index", index}, {"content_index", 0}};
     json done = where, part = where;
     done["text"] = s.item_text;
+    if (text) done["logprobs"] = s.item_logprobs;
     part["part"] = part_of(s.open, s.item_text);
+    if (text) part["part"]["logprobs"] = s.item_logprobs;
     std::string out = event(s, text ? "response.output_text.done" : "response.reasoning_text.done", done);
     out += event(s, "response.content_part.done", part);
-    json item = text ? message_item(m, index, s.item_text, cut) : reasoning_item(m, index, s.item_text);
+    json item = text ? message_item(m, index, s.item_text, cut, std::move(s.item_logprobs))
+                     : reasoning_item(m, index, s.item_text);
+    s.item_logprobs = json::array();
     out += event(s, "response.output_item.done", {{"output_index", index}, {"item", item}});
     s.items.push_back(std::move(item));
     s.open = StreamState::Block::none;

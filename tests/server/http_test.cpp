@@ -633,6 +633,58 @@ TEST(HttpServer, ResponsesGiveChatsText) {
   EXPECT_EQ(whole["output"][0]["status"], "incomplete");
 }
 
+// The same tokens and alternatives, and log-probabilities within 1e-4: a later request reuses the
+// earlier one's cached prompt, and a prefill from the cache sums in another order (f32 rounding moves
+// the sixth digit; a wrong token's log-probability would differ by 0.01 or more).
+void same_logprobs(const json& got, const json& want) {
+  ASSERT_EQ(got.size(), want.size()) << got;
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i]["token"], want[i]["token"]) << i;
+    EXPECT_EQ(got[i]["bytes"], want[i]["bytes"]) << i;
+    EXPECT_NEAR(got[i]["logprob"].get<double>(), want[i]["logprob"].get<double>(), 1e-4) << i;
+    ASSERT_EQ(got[i]["top_logprobs"].size(), want[i]["top_logprobs"].size()) << i;
+    for (size_t k = 0; k < got[i]["top_logprobs"].size(); ++k)
+      EXPECT_EQ(got[i]["top_logprobs"][k]["token"], want[i]["top_logprobs"][k]["token"]) << i << " " << k;
+  }
+}
+
+// The Responses API's log-probabilities are chat's, whole and streamed.
+TEST(HttpServer, ResponsesLogprobsAreChats) {
+  Served s;
+  auto r = s.post("/v1/chat/completions",
+                  json({{"messages", json::parse(R"([{"role": "user", "content": "A cat"}])")},
+                        {"max_tokens", 6},
+                        {"temperature", 0},
+                        {"logprobs", true},
+                        {"top_logprobs", 2}})
+                      .dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json chat = json::parse(r->body)["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(chat.size(), 6u) << r->body;
+  const json body = {{"input", "A cat"},
+                     {"max_output_tokens", 6},
+                     {"temperature", 0},
+                     {"include", {"message.output_text.logprobs"}},
+                     {"top_logprobs", 2}};
+  r = s.post("/v1/responses", body.dump());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  same_logprobs(json::parse(r->body)["output"][0]["content"][0]["logprobs"], chat);
+  json streamed = body;
+  streamed["stream"] = true;
+  r = s.post("/v1/responses", streamed.dump());
+  ASSERT_TRUE(r);
+  json deltas = json::array(), last;
+  for (size_t at = r->body.find("data: "); at != std::string::npos; at = r->body.find("data: ", at + 1)) {
+    last = json::parse(r->body.substr(at + 6, r->body.find('\n', at) - at - 6));
+    if (last["type"] == "response.output_text.delta")
+      for (const json& e : last["logprobs"]) deltas.push_back(e);
+  }
+  same_logprobs(deltas, chat);
+  same_logprobs(last["response"]["output"][0]["content"][0]["logprobs"], chat);
+}
+
 TEST(HttpServer, CountTokensMetricsAndTheRequestLog) {
   Served s;
   const json messages = json::parse(R"([{"role": "user", "content": "A cat"}])");

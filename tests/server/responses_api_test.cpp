@@ -103,6 +103,20 @@ TEST(OpenAiResponses, RefusesWhatItCannotDoNamingTheField) {
             "tool_choice");
   EXPECT_EQ(refused_field({{"input", "Hi"}, {"instructions", 3}}), "instructions");
   EXPECT_EQ(refused_field({{"input", json::parse(R"([{"role": "system", "content": "x"}])")}}), "input");
+  EXPECT_EQ(refused_field({{"input", "Hi"}, {"top_logprobs", 21}}), "top_logprobs");
+  EXPECT_EQ(refused_field({{"input", "Hi"}, {"include", {1}}}), "include");
+}
+
+// include ["message.output_text.logprobs"] or top_logprobs asks for log-probabilities; other include
+// values are outputs this server does not make.
+TEST(OpenAiResponses, LogprobsAreAskedForByIncludeOrTopLogprobs) {
+  EXPECT_EQ(parse({{"input", "Hi"}}).logprobs, -1);
+  EXPECT_EQ(parse({{"input", "Hi"}, {"include", {"reasoning.encrypted_content"}}}).logprobs, -1);
+  EXPECT_EQ(parse({{"input", "Hi"}, {"include", {"message.output_text.logprobs"}}}).logprobs, 0);
+  EXPECT_EQ(parse({{"input", "Hi"}, {"top_logprobs", 3}}).logprobs, 3);
+  EXPECT_EQ(
+      parse({{"input", "Hi"}, {"include", {"message.output_text.logprobs"}}, {"top_logprobs", 2}}).logprobs,
+      2);
 }
 
 ApiResult result(std::string text, StopReason reason) {
@@ -190,6 +204,36 @@ TEST(OpenAiResponses, StreamEventsAreNumberedAndEndWithTheWholeResponse) {
   EXPECT_EQ(whole["output"][2]["name"], "add");
   EXPECT_EQ(whole["usage"]["input_tokens"], 7);
   EXPECT_EQ(whole["usage"]["output_tokens"], 5);
+}
+
+// Streamed, the log-probabilities of tokens that wrote no text (here the reasoning's) come with the
+// next text delta; the .done events and the last event's message list them all, as the whole response
+// does.
+TEST(OpenAiResponses, StreamedLogprobsFollowTheText) {
+  const ResponseMeta m{"resp_ab", "m", 42};
+  std::vector<StreamState> st(1);
+  const std::vector<TokenLogprob> think = {{"Add", 0, -0.5f, {{"Add", -0.5f}}}};
+  const std::vector<TokenLogprob> hi = {{"Hi", 0, -0.25f, {{"Hi", -0.25f}}}, {"!", 2, -1.0f, {{"!", -1.0f}}}};
+  std::string s = kResponses->stream_start(m, 7, st);
+  s += kResponses->stream_reasoning(m, 0, "Add", st[0]);
+  EXPECT_EQ(kResponses->stream_text(m, 0, "", &think, st[0]), "");  // nothing to send yet
+  s += kResponses->stream_text(m, 0, "Hi!", &hi, st[0]);
+  s += kResponses->stream_choice_end(m, 0, result("", StopReason::end_of_turn), st[0]);
+  std::vector<json> delta_lps, done_lps;
+  json last;
+  for (size_t at = s.find("data: "); at != std::string::npos; at = s.find("data: ", at + 1)) {
+    last = json::parse(s.substr(at + 6, s.find('\n', at) - at - 6));
+    if (last["type"] == "response.output_text.delta") delta_lps.push_back(last["logprobs"]);
+    if (last["type"] == "response.output_text.done") done_lps.push_back(last["logprobs"]);
+  }
+  const json all = openai_token_logprobs({think[0], hi[0], hi[1]});
+  ASSERT_EQ(delta_lps.size(), 1u);
+  EXPECT_EQ(delta_lps[0], all);
+  ASSERT_EQ(done_lps.size(), 1u);
+  EXPECT_EQ(done_lps[0], all);
+  EXPECT_EQ(last["response"]["output"][1]["content"][0]["logprobs"], all);
+  EXPECT_EQ(all[1], json::parse(R"({"token": "Hi", "logprob": -0.25, "bytes": [72, 105],
+      "top_logprobs": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105]}]})"));
 }
 
 }  // namespace

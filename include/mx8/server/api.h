@@ -131,6 +131,10 @@ struct StreamState {
   int prompt_tokens = 0;
   std::string item_text;
   nlohmann::ordered_json items = nlohmann::ordered_json::array();
+  // Log-probabilities of tokens that wrote no text yet (sent with the next text), and the open
+  // message's (repeated by its .done events).
+  nlohmann::ordered_json held_logprobs = nlohmann::ordered_json::array();
+  nlohmann::ordered_json item_logprobs = nlohmann::ordered_json::array();
 };
 
 // The fields every response carries.
@@ -193,5 +197,9 @@ std::unique_ptr<Dialect> openai_responses_dialect();   // POST /v1/responses
 
 // One server-sent event: "event: NAME\n" (when NAME is not empty), "data: JSON\n\n".
 std::string sse_event(const std::string& name, const nlohmann::ordered_json& data);
+
+// Log-probabilities as OpenAI's chat and Responses APIs list them: [{token, logprob, bytes (its UTF-8
+// bytes), top_logprobs: [{token, logprob, bytes}]}].
+nlohmann::ordered_json openai_token_logprobs(const std::vector<TokenLogprob>& lp);
 
 }  // namespace mx8::server

@@ -285,6 +285,26 @@ std::string ToolFormat::forced_call_prefix(const std::string& name) const {
   return name.empty() ? before_name : before_name + name + between_name_and_arguments;
 }
 
+std::optional<std::pair<std::string, std::string>> ToolFormat::strict_call_markers() const {
+  constexpr std::string_view kObjectStart = R"({"name": ")";
+  switch (syntax) {
+    case ToolSyntax::hermes:
+      return std::pair<std::string, std::string>(markers(syntax).open, markers(syntax).close);
+    case ToolSyntax::llama3_json:
+      return std::pair<std::string, std::string>();
+    case ToolSyntax::mistral: {
+      const std::string_view b = before_name;
+      if (b.size() <= kObjectStart.size() || b.substr(b.size() - kObjectStart.size()) != kObjectStart) break;
+      const std::string_view open = b.substr(0, b.size() - kObjectStart.size());
+      if (open.substr(0, kMistralCalls.size()) != kMistralCalls || open.back() != '[') break;
+      return std::pair<std::string, std::string>(open, "]");
+    }
+    default:
+      break;
+  }
+  return std::nullopt;
+}
+
 json ToolFormat::template_messages(json messages) const {
   for (json& m : messages) {
     if (nine_character_ids && m.contains("tool_call_id") && m["tool_call_id"].is_string())

@@ -19,8 +19,10 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "mx8/runtime/chat_template.h"
@@ -72,6 +74,13 @@ struct ToolFormat {
   // The text that starts a reply which must call a tool: `name`'s call up to its arguments, or where
   // `name` is empty, any call up to the function's name.
   std::string forced_call_prefix(const std::string& name) const;
+
+  // The markers around one call's JSON object {"name": ..., "arguments": ...} where a strict tool's
+  // calls can be held to its schema: Hermes' <tool_call> and </tool_call>; Mistral's array form with
+  // one call per array ("[TOOL_CALLS] [" as the template writes it, and "]"); none for Llama 3 JSON
+  // (its calls are the whole reply). nullopt where a call is no such object (DeepSeek's, Mistral's
+  // NAME[ARGS]): those calls stay free.
+  std::optional<std::pair<std::string, std::string>> strict_call_markers() const;
 };
 
 // `j` as JSON text the way Python's json.dumps writes it (", " and ": " between items, non-ASCII

@@ -11,10 +11,9 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto body = nlohmann::ordered_json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) return 0;
-  static const std::unique_ptr<mx8::server::Dialect> dialects[] = {mx8::server::openai_chat_dialect(),
-                                                                   mx8::server::openai_completion_dialect(),
-                                                                   mx8::server::anthropic_dialect(),
-                                                                   mx8::server::openai_responses_dialect()};
+  static const std::unique_ptr<mx8::server::Dialect> dialects[] = {
+      mx8::server::openai_chat_dialect(), mx8::server::openai_completion_dialect(),
+      mx8::server::anthropic_dialect(), mx8::server::openai_responses_dialect()};
   const mx8::runtime::SamplingParams defaults;
   for (const auto& dialect : dialects) {
     try {

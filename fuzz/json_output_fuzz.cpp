@@ -1,6 +1,6 @@
 // libFuzzer target: text through the structured-output matcher (runtime/json_matcher.h). The first byte
-// picks one of the schemas below, or free text with strict calls of two tools (Hermes markers, or none
-// as Llama 3 writes them); the rest is a reply, fed
+// picks one of the schemas below, or free text with strict calls of two tools (Hermes markers, none as
+// Llama 3 writes them, or Mistral's [TOOL_CALLS]NAME[ARGS] with bare names); the rest is a reply, fed
 // until a byte is refused. Checked:
 //   - whatever the matcher calls complete parses as JSON (nlohmann) and is valid under the schema, by a
 //     validator written here from the JSON Schema rules, apart from the matcher; with tools, every call
@@ -158,11 +158,33 @@ bool bare_calls_valid(const std::string& text, const json& strict) {
   }
 }
 
+// Mistral: after the first [TOOL_CALLS], calls only: NAME (blanks before it, as the reader trims them)
+// [ARGS] one JSON value, then [TOOL_CALLS] again or the end.
+bool mistral_calls_valid(std::string text, const json& strict) {
+  const std::string open = "[TOOL_CALLS]", sep = "[ARGS]";
+  const size_t first = text.find(open);
+  if (first == std::string::npos) return true;  // free text
+  text.erase(0, first);
+  while (text.rfind(open, 0) == 0) {
+    const size_t sep_at = text.find(sep);
+    if (sep_at == std::string::npos) return false;
+    std::string name = text.substr(open.size(), sep_at - open.size());
+    name.erase(0, name.find_first_not_of(" \n\t"));
+    std::istringstream in(text.substr(sep_at + sep.size()));
+    json arguments;
+    in >> arguments;  // one value, the rest left in the stream; throws (a crash) where it is not JSON
+    if (!call_valid({{"name", name}, {"arguments", arguments}}, "arguments", strict)) return false;
+    in >> std::ws;
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  return text.empty();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  constexpr size_t kCount = sizeof(kSchemas) / sizeof(kSchemas[0]) + 2;
+  constexpr size_t kValues = sizeof(kSchemas) / sizeof(kSchemas[0]), kCount = kValues + 3;
   static const std::vector<std::pair<json, std::shared_ptr<const JsonSchema>>> schemas = [] {
     std::vector<std::pair<json, std::shared_ptr<const JsonSchema>>> out;
     for (const char* s : kSchemas)
@@ -173,17 +195,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                  JsonSchema::text().with_calls({{"w", strict}, {"n", std::nullopt}})));
     out.emplace_back(strict, std::make_shared<const JsonSchema>(JsonSchema::text().with_calls(
                                  {{"w", strict}, {"n", std::nullopt}}, "parameters")));
+    out.emplace_back(strict, std::make_shared<const JsonSchema>(JsonSchema::text().with_bare_calls(
+                                 {{"w", strict}, {"n", std::nullopt}}, "[ARGS]")));
     return out;
   }();
   const size_t which = data[0] % kCount;
-  const bool tools = which == kCount - 2, bare = which == kCount - 1;
+  const bool tools = which == kValues, bare = which == kValues + 1, mistral = which == kValues + 2;
   const auto& [schema_json, schema] = schemas[which];
-  JsonMatcher m(schema, {false, false, {}, tools ? kToolOpen : "", tools ? kToolClose : ""});
+  JsonMatcher m(schema, {false,
+                         false,
+                         {},
+                         tools     ? kToolOpen
+                         : mistral ? "[TOOL_CALLS]"
+                                   : "",
+                         tools ? kToolClose : ""});
   std::string text;
   size_t i = 1;
   for (; i < size && m.feed(data[i]); ++i) text += char(data[i]);
-  if (i == size && m.complete() && (tools || bare)) {
-    if (!(tools ? calls_valid(text, schema_json) : bare_calls_valid(text, schema_json))) __builtin_trap();
+  if (i == size && m.complete() && (tools || bare || mistral)) {
+    if (!(tools     ? calls_valid(text, schema_json)
+          : mistral ? mistral_calls_valid(text, schema_json)
+                    : bare_calls_valid(text, schema_json)))
+      __builtin_trap();
   } else if (i == size && m.complete()) {
     const json v = json::parse(text);  // throws (a crash) if the matcher let through what is not JSON
     if (!valid(v, schema_json, schema_json)) __builtin_trap();

@@ -97,7 +97,10 @@ JsonMatcher::JsonMatcher(std::shared_ptr<const JsonSchema> schema, Prelude prelu
     throw Error("JSON output: a schema with neither a value nor tool calls holds nothing");
   std::vector<std::string> markers = prelude_.free_after;
   if (schema_->call() >= 0) {
-    if (prelude_.call_open.empty() != prelude_.call_close.empty())
+    // Calls with bare names may run to the next call or the end (Mistral's); an object needs both.
+    const bool bare_names = schema_->node(schema_->call()).arguments_key.empty();
+    if (prelude_.call_open.empty() ? !prelude_.call_close.empty()
+                                   : prelude_.call_close.empty() && !bare_names)
       throw Error("JSON output: tool calls with a marker on one side only");
     if (prelude_.call_open.empty() && schema_->root() >= 0 &&
         json_value_starts_with(*schema_, schema_->root(), '{'))
@@ -254,6 +257,10 @@ JsonMatcher::Step JsonMatcher::open_value(int32_t node, uint8_t b) {
       break;
     case Kind::call:
       f.kind = kCall;
+      if (n.arguments_key.empty()) {  // bare names: the call starts with one
+        f.state = kName;
+        f.hi = uint32_t(n.literals.size());
+      }
       break;
     default:
       f.kind = kNumber;
@@ -271,6 +278,11 @@ void JsonMatcher::value_done(Frame& parent) {
       parent.pos = 0;
       break;
     case kCall:
+      if (schema_->node(parent.node).arguments_key.empty()) {  // a bare-name call ends with its arguments
+        --depth_;
+        value_done(stack_[size_t(depth_ - 1)]);
+        return;
+      }
       parent.state = kCallClose;
       break;
     case kObject:
@@ -347,7 +359,7 @@ JsonMatcher::Step JsonMatcher::document(Frame& f, uint8_t b) {
       f.state = kInCall;
       return open_value(schema_->call(), b);
     case kCallEnd:
-      if (f.pos == 0) {
+      if (f.pos == 0 && !is_space(uint8_t(prelude_.call_close[0]))) {  // (DeepSeek-V3's starts with "\n```")
         MX8_SPACE(f, b);
       }
       if (b != uint8_t(prelude_.call_close[f.pos])) return Step::rejected;
@@ -489,14 +501,14 @@ JsonMatcher::Step JsonMatcher::call(Frame& f, uint8_t b) {
       f.lo = 0;
       f.hi = uint32_t(n.literals.size());
       return Step::taken;
-    case kName:  // one of the names, as JSON strings (none is another's prefix: each ends with its quote)
-      if (f.pos == 0) {
+    case kName:  // one of the names, as JSON strings or bare with their separator (none is another's prefix)
+      if (f.pos == 0 && !n.arguments_key.empty()) {
         MX8_SPACE(f, b);
       }
       if (!narrow(n.literals, f.lo, f.hi, f.pos, b, [](uint32_t) { return false; })) return Step::rejected;
       if (n.literals[f.lo].size() == ++f.pos) {
         f.count = f.lo;
-        f.state = kComma;
+        f.state = n.arguments_key.empty() ? kArguments : kComma;
         f.pos = 0;
       }
       return Step::taken;

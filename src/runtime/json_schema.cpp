@@ -1,6 +1,7 @@
 #include "mx8/runtime/json_schema.h"
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <optional>
 #include <set>
@@ -578,6 +579,19 @@ JsonSchema JsonSchema::compile(const nlohmann::json& schema) {
 
 JsonSchema JsonSchema::with_calls(const std::vector<JsonTool>& tools,
                                   const std::string& arguments_key) const {
+  return calls_of(tools, nlohmann::json(arguments_key).dump(), "");
+}
+
+JsonSchema JsonSchema::with_bare_calls(const std::vector<JsonTool>& tools,
+                                       const std::string& separator) const {
+  const auto name_char = [](char c) { return std::isalnum(uint8_t(c)) || c == '_' || c == '-' || c == '.'; };
+  if (separator.empty() || name_char(separator[0]))
+    throw Error("tools: the separator after a bare name must not start like a name: \"" + separator + "\"");
+  return calls_of(tools, "", separator);
+}
+
+JsonSchema JsonSchema::calls_of(const std::vector<JsonTool>& tools, const std::string& arguments_key,
+                                const std::string& separator) const {
   JsonSchema out = *this;
   std::vector<std::pair<std::string, int32_t>> named;  // a name as JSON, its arguments' node
   for (const JsonTool& tool : tools) {
@@ -594,12 +608,13 @@ JsonSchema JsonSchema::with_calls(const std::vector<JsonTool>& tools,
           throw Error("tool \"" + tool.name +
                       "\": JSON schema: its arguments may be a value other than an object");
     }
-    named.emplace_back(nlohmann::json(tool.name).dump(), arguments);
+    named.emplace_back(separator.empty() ? nlohmann::json(tool.name).dump() : tool.name + separator,
+                       arguments);
   }
   std::sort(named.begin(), named.end());
   Node call;
   call.kind = Kind::call;
-  call.arguments_key = nlohmann::json(arguments_key).dump();
+  call.arguments_key = arguments_key;
   for (const auto& [name, arguments] : named) {
     if (!call.literals.empty() && call.literals.back() == name)
       throw Error("tools: " + name + " is named twice");

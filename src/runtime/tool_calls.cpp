@@ -285,20 +285,29 @@ std::string ToolFormat::forced_call_prefix(const std::string& name) const {
   return name.empty() ? before_name : before_name + name + between_name_and_arguments;
 }
 
-std::optional<std::pair<std::string, std::string>> ToolFormat::strict_call_markers() const {
+std::optional<ToolFormat::StrictCallForm> ToolFormat::strict_call_form() const {
   constexpr std::string_view kObjectStart = R"({"name": ")";
+  const std::string_view b = before_name;
+  const bool bare_name = !between_name_and_arguments.empty() && between_name_and_arguments[0] != '"';
   switch (syntax) {
     case ToolSyntax::hermes:
-      return std::pair<std::string, std::string>(markers(syntax).open, markers(syntax).close);
+      return StrictCallForm{std::string(markers(syntax).open), std::string(markers(syntax).close), ""};
     case ToolSyntax::llama3_json:
-      return std::pair<std::string, std::string>();
-    case ToolSyntax::mistral: {
-      const std::string_view b = before_name;
-      if (b.size() <= kObjectStart.size() || b.substr(b.size() - kObjectStart.size()) != kObjectStart) break;
-      const std::string_view open = b.substr(0, b.size() - kObjectStart.size());
-      if (open.substr(0, kMistralCalls.size()) != kMistralCalls || open.back() != '[') break;
-      return std::pair<std::string, std::string>(open, "]");
-    }
+      return StrictCallForm{};
+    case ToolSyntax::mistral:
+      if (bare_name) return StrictCallForm{before_name, "", between_name_and_arguments};
+      if (b.size() > kObjectStart.size() && b.substr(b.size() - kObjectStart.size()) == kObjectStart &&
+          b.substr(b.size() - kObjectStart.size() - 1, 1) == "[")
+        return StrictCallForm{std::string(b.substr(0, b.size() - kObjectStart.size())), "]", ""};
+      break;
+    case ToolSyntax::deepseek_v3:  // one call per block (DeepSeek-V3's template closes a block of one
+                                   // call only where another follows: the close is written here)
+      if (const size_t end = after_arguments.find(kDeepSeekCallEnd); bare_name && end != std::string::npos)
+        return StrictCallForm{
+            before_name,
+            after_arguments.substr(0, end + kDeepSeekCallEnd.size()) + std::string(kDeepSeekCallsEnd),
+            between_name_and_arguments};
+      break;
     default:
       break;
   }
@@ -364,6 +373,7 @@ ToolFormat probe_tool_format(const ChatTemplate& t, const json& variables) {
     f.before_name = turn.substr(0, name_at);
     const size_t name_end = name_at + std::string_view(kProbeName).size();
     f.between_name_and_arguments = turn.substr(name_end, args_at - name_end);
+    f.after_arguments = turn.substr(args_at + std::string_view(kProbeArguments).size());
     if (f.before_name.find("<tool_call>") != std::string::npos)
       f.syntax = ToolSyntax::hermes;
     else if (f.before_name.find(kDeepSeekCallsBegin) != std::string::npos)

@@ -15,7 +15,6 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
-#include <tuple>
 
 #include "mx8/runtime/json_constraint.h"
 #include "mx8/runtime/reasoning.h"
@@ -173,10 +172,10 @@ struct HttpServer::Impl {
 
   // The rule that holds a reply to `r` to its JSON format and its calls to strict tools' schemas (none
   // without either). A reasoning model may think first. Where tools may be called, a reply may be a
-  // call instead of the value: with strict tools (Hermes, Llama 3 JSON and Mistral's array syntaxes)
-  // each call is held to its tool's schema, else its opening marker frees the rest. Where calls are JSON
-  // objects themselves (Llama 3), a value and a call cannot be told apart: a 400. Where the prompt forces a
-  // call, the reply is that call (held where strict). A prefill must start the reply.
+  // call instead of the value: with strict tools each call is held to its tool's schema where its
+  // syntax allows (ToolFormat::strict_call_form), else its opening marker frees the rest. Where calls are
+  // JSON objects themselves (Llama 3), a value and a call cannot be told apart: a 400. Where the prompt
+  // forces a call, the reply is that call (held where strict). A prefill must start the reply.
   std::shared_ptr<const runtime::TokenConstraint> json_rule(const ApiRequest& r, const ChatPrompt& p) {
     const bool llama3 = tool_format.syntax == runtime::ToolSyntax::llama3_json;
     if (r.json_output && p.forced.empty() && r.tools.offered() && llama3)
@@ -184,20 +183,23 @@ struct HttpServer::Impl {
                      "this model's tool calls are JSON objects themselves, so its replies cannot be held to "
                      "a JSON format while it may call tools (tool_choice \"none\" allows the format)",
                      r.json_output_field);
-    const auto held = tool_format.strict_call_markers();
+    const auto held = tool_format.strict_call_form();
     const bool strict = r.tools.offered() && !r.tools.strict_calls.empty() && held;
     if (!strict && (!r.json_output || !p.forced.empty())) return nullptr;
     // A forced call's start comes after any thinking: the reply goes on inside the call.
     runtime::JsonPrelude prelude{thinks && p.forced.empty(), p.opened && p.forced.empty(), {}, "", ""};
     std::shared_ptr<const runtime::JsonSchema> schema = r.json_output;
     if (strict) {
-      std::tie(prelude.call_open, prelude.call_close) = *held;  // Llama 3's: none (its first character)
+      prelude.call_open = held->open;  // Llama 3's: none (its first character opens its calls)
+      prelude.call_close = held->close;
       prelude.calls_only = !p.forced.empty();
       prelude.one_call = !r.tools.parallel;
       const runtime::JsonSchema base =
           r.json_output && p.forced.empty() ? *r.json_output : runtime::JsonSchema::text();
       schema = std::make_shared<const runtime::JsonSchema>(
-          base.with_calls(r.tools.strict_calls, llama3 ? "parameters" : "arguments"));
+          held->name_separator.empty()
+              ? base.with_calls(r.tools.strict_calls, llama3 ? "parameters" : "arguments")
+              : base.with_bare_calls(r.tools.strict_calls, held->name_separator));
     } else if (r.tools.offered()) {
       prelude.free_after.emplace_back(runtime::tool_call_opener(tool_format.syntax));
     }

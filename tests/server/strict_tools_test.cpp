@@ -5,7 +5,6 @@
 // it goes on writing calls to max_tokens; with parallel calls off the reply ends after one.)
 #include <gtest/gtest.h>
 
-#include "mx8/runtime/tool_calls.h"
 #include "server/scripted_server.h"
 #include "tokenizer/tokenizer_test_data.h"
 
@@ -133,36 +132,30 @@ TEST(StrictTools, Llama3JsonCalls) {
   }
 }
 
-// Mistral's array form (tests/data/chat's template in the style of its v3 tokenizer's): a strict call
-// is one array after [TOOL_CALLS], held from the forced prefix to its closing bracket. Its NAME[ARGS]
-// form (v11) has no JSON object to hold: strict is read there and the calls stay free.
-TEST(StrictTools, MistralArrayCalls) {
+// Mistral's two forms (tests/data/chat's templates in the style of its v3 and v11 tokenizers' models):
+// a strict call is one array after [TOOL_CALLS] ([{"name": ..., "arguments": ...}]) or NAME[ARGS]{...}
+// after it, held from the forced prefix to the end of its arguments.
+TEST(StrictTools, MistralCallsInBothForms) {
   const json fx =
       json::parse(test::read_text(std::filesystem::path(MX8_SOURCE_DIR) / "tests/data/chat/fixtures.json"));
-  Served s(true, 32u << 20, nullptr, nullptr,
-           fx["templates"]["mistral_v3_style"]["source"].get<std::string>());
-  const json named = {{"type", "function"}, {"function", {{"name", "get_weather"}}}};
-  for (const bool strict : {true, false}) {
-    json body = openai_body(strict, named);
-    body["parallel_tool_calls"] = false;
-    auto r = s.post("/v1/chat/completions", body.dump());
-    ASSERT_TRUE(r);
-    ASSERT_EQ(r->status, 200) << r->body;
-    const json message = json::parse(r->body)["choices"][0]["message"];
-    EXPECT_EQ(message.contains("tool_calls"), strict) << r->body;  // without strict, prose
-    if (strict) {
-      EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "get_weather");
-      expect_weather(json::parse(message["tool_calls"][0]["function"]["arguments"].get<std::string>()));
-      EXPECT_EQ(json::parse(r->body)["choices"][0]["finish_reason"], "tool_calls");
+  for (const char* name : {"mistral_v3_style", "mistral_v11_style"}) {
+    Served s(true, 32u << 20, nullptr, nullptr, fx["templates"][name]["source"].get<std::string>());
+    const json named = {{"type", "function"}, {"function", {{"name", "get_weather"}}}};
+    for (const bool strict : {true, false}) {
+      json body = openai_body(strict, named);
+      body["parallel_tool_calls"] = false;
+      auto r = s.post("/v1/chat/completions", body.dump());
+      ASSERT_TRUE(r);
+      ASSERT_EQ(r->status, 200) << r->body;
+      const json message = json::parse(r->body)["choices"][0]["message"];
+      EXPECT_EQ(message.contains("tool_calls"), strict) << name << " " << r->body;  // without strict, prose
+      if (strict && message.contains("tool_calls")) {
+        EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "get_weather");
+        expect_weather(json::parse(message["tool_calls"][0]["function"]["arguments"].get<std::string>()));
+        EXPECT_EQ(json::parse(r->body)["choices"][0]["finish_reason"], "tool_calls");
+      }
     }
   }
-  const runtime::ToolFormat v11 = runtime::probe_tool_format(
-      runtime::ChatTemplate(fx["templates"]["mistral_v11_style"]["source"].get<std::string>()));
-  EXPECT_FALSE(v11.strict_call_markers());
-  EXPECT_EQ(runtime::probe_tool_format(
-                runtime::ChatTemplate(fx["templates"]["mistral_v3_style"]["source"].get<std::string>()))
-                .strict_call_markers(),
-            std::make_pair(std::string("[TOOL_CALLS] ["), std::string("]")));
 }
 
 TEST(StrictTools, AnthropicStrictToolUse) {

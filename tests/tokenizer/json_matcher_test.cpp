@@ -372,6 +372,45 @@ TEST(JsonMatcher, StrictCallsInFreeText) {
   EXPECT_EQ(taken(o, "<tool_call>{\"name\": \"note\", \"arguments\": {}}</tool_call>\n<"), 57u);
 }
 
+// Bare names: Mistral's [TOOL_CALLS]NAME[ARGS]{...} (calls run to the next one or the end) and
+// DeepSeek-V3's fenced form, whose closing marker starts with a line break.
+TEST(JsonMatcher, StrictCallsWithBareNames) {
+  const json weather = json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}},
+                                       "required": ["city"], "additionalProperties": false})");
+  const std::vector<JsonTool> tools = {{"get_weather", weather}, {"get", std::nullopt}};
+  const auto mistral =
+      std::make_shared<const JsonSchema>(JsonSchema::text().with_bare_calls(tools, "[ARGS]"));
+  const JsonMatcher m(mistral, {false, false, {}, "[TOOL_CALLS]", ""});
+  for (const char* ok : {"Sure. [TOOL_CALLS]get_weather[ARGS]{\"city\": \"Oslo\"}[TOOL_CALLS]get[ARGS]{}",
+                         "[TOOL_CALLS]get[ARGS] {\"x\": 1}\n", "no call"})
+    EXPECT_TRUE(whole(m, ok)) << ok;
+  const std::pair<const char*, size_t> bad[] = {
+      {"[TOOL_CALLS]got", 13},                         // not a tool ("get" is a prefix of both)
+      {"[TOOL_CALLS]get_weather[ARGS]{\"town\"", 31},  // not its argument
+      {"[TOOL_CALLS]get[ARGS]{} then", 23},            // after calls, only calls or the end
+      {"[TOOL_CALLS]get[ARGS][1]", 21},                // arguments are an object
+      {"[TOOL_CALLS]get_weather [ARGS]", 23},          // the separator right after the name
+  };
+  for (const auto& [text, at] : bad) EXPECT_EQ(taken(m, text), at) << text;
+  EXPECT_FALSE(whole(m, "[TOOL_CALLS]get[ARGS]"));
+  EXPECT_THROW((void)JsonSchema::text().with_bare_calls(tools, "_sep"), Error);  // starts like a name
+
+  const auto fenced =
+      std::make_shared<const JsonSchema>(JsonSchema::text().with_bare_calls(tools, "\n```json\n"));
+  const JsonMatcher d(fenced, {false,
+                               false,
+                               {},
+                               "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>",
+                               "\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>"});
+  EXPECT_TRUE(whole(d,
+                    "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
+                    "{\"city\": \"Rome\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>"));
+  EXPECT_EQ(
+      taken(d, "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get\n```json\n{}\n\n"),
+      std::string_view("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get\n```json\n{}\n")
+          .size());
+}
+
 TEST(JsonMatcher, StrictCallsOrTheValue) {
   const JsonMatcher m(with_tools(JsonSchema::any_object()), kHermes);
   EXPECT_TRUE(whole(m, "{\"answer\": 1}"));

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "mx8/runtime/json_constraint.h"
+#include "mx8/runtime/json_matcher.h"
 #include "runtime/tokenizer/byte_level.h"
 #include "tokenizer/tokenizer_test_data.h"
 
@@ -67,6 +68,16 @@ TEST(ToolFormat, ProbedFromTheRealTemplates) {
   EXPECT_FALSE(mistral_v11.nine_character_ids);
   EXPECT_EQ(mistral_v11.forced_call_prefix("add"), "[TOOL_CALLS]add[ARGS]");
   EXPECT_EQ(mistral_v11.forced_call_prefix(""), "[TOOL_CALLS]");
+
+  // How each holds a strict call (tool_choice forced or not, the call's JSON is held to its schema).
+  using Form = ToolFormat::StrictCallForm;
+  EXPECT_EQ(qwen3.strict_call_form(), (Form{"<tool_call>", "</tool_call>", ""}));
+  EXPECT_EQ(llama31.strict_call_form(), Form{});
+  EXPECT_EQ(mistral_v3.strict_call_form(), (Form{"[TOOL_CALLS] [", "]", ""}));
+  EXPECT_EQ(mistral_v11.strict_call_form(), (Form{"[TOOL_CALLS]", "", "[ARGS]"}));
+  EXPECT_EQ(deepseek.strict_call_form(),
+            (Form{"<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>",
+                  "\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>", "\n```json\n"}));
 
   // Templates with no tool use at all.
   for (const char* name : {"llama3", "llama2", "mistral", "gemma_style"}) {
@@ -292,6 +303,43 @@ TEST(ToolFormat, MistralMarkersAreSpecialTokensThatRepliesKeep) {
   EXPECT_TRUE(as_text.matcher().free());
   JsonConstraint as_special(std::make_shared<const JsonVocabulary>(*tok), JsonMatcher(schema, prelude));
   EXPECT_FALSE(as_special.allowed()[257]);
+}
+
+// A strict call as the JSON rule holds it (ToolFormat::strict_call_form) is one the reader reads: for
+// each template, a forced call's prefix, valid arguments and the form's close are taken whole by a
+// matcher of that form, and read back as the call.
+TEST(ToolFormat, StrictCallFormsAreWhatTheReaderReads) {
+  const json add = json::parse(R"({"type": "object", "properties": {"a": {"type": "integer"}},
+                                   "required": ["a"], "additionalProperties": false})");
+  for (const char* name : {"llama31_style", "mistral_v3_style", "mistral_v11_style", "deepseek_v3"}) {
+    const ToolFormat f = probe_tool_format(fixture_template(name));
+    const std::optional<ToolFormat::StrictCallForm> form = f.strict_call_form();
+    ASSERT_TRUE(form) << name;
+    const std::vector<JsonTool> tools = {{"add", add}};
+    const JsonSchema calls =
+        form->name_separator.empty()
+            ? JsonSchema::text().with_calls(tools,
+                                            f.syntax == ToolSyntax::llama3_json ? "parameters" : "arguments")
+            : JsonSchema::text().with_bare_calls(tools, form->name_separator);
+    JsonMatcher m(std::make_shared<const JsonSchema>(calls),
+                  {false, false, {}, form->open, form->close, /*calls_only=*/true, /*one_call=*/true});
+    const std::string prefix = f.forced_call_prefix("add");
+    const std::string rest =
+        std::string(R"({"a": 1})") + (form->name_separator.empty() ? "}" : "") + form->close;
+    const std::string reply = prefix + rest;
+    EXPECT_TRUE(std::all_of(reply.begin(), reply.end(), [&](char c) { return m.feed(uint8_t(c)); }) &&
+                m.complete())
+        << name << ": " << reply;
+    ToolCallParser p(f.syntax);
+    p.prime(prefix);
+    ToolCallParser::Piece read = p.feed(rest);
+    const ToolCallParser::Piece end = p.finish();
+    read.calls.insert(read.calls.end(), end.calls.begin(), end.calls.end());
+    EXPECT_EQ(read.text + end.text, "") << name;
+    ASSERT_EQ(read.calls.size(), 1u) << name;
+    EXPECT_EQ(read.calls[0].name, "add") << name;
+    EXPECT_EQ(read.calls[0].arguments, json::parse(R"({"a": 1})")) << name;
+  }
 }
 
 TEST(ToolCallParser, AForcedCallIsReadFromItsPrefix) {

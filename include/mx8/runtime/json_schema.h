@@ -27,7 +27,9 @@
 //
 // A schema may also hold tool calls (with_calls): the object {"name": NAME, "arguments": ARGS} of one of
 // the tools (or "parameters", as Llama 3 writes it), written in that order, ARGS a value of that tool's
-// arguments schema (any object where it has none). Then the reply's value may be free text instead (text()).
+// arguments schema (any object where it has none); or, where the syntax writes the name bare, NAME then
+// a separator then ARGS (Mistral's NAME[ARGS]{...}, DeepSeek's NAME<｜tool▁sep｜>{...}). Then the
+// reply's value may be free text instead (text()).
 #pragma once
 
 #include <cstdint>
@@ -70,7 +72,8 @@ class JsonSchema {
     // the node of each one's arguments.
     std::vector<std::string> literals;
     std::vector<int32_t> arguments;
-    std::string arguments_key;  // call: the arguments' key as written, quotes included
+    std::string arguments_key;  // call: the arguments' key as written, quotes included ("": bare names,
+                                // each literal the name and its separator)
     // choice: for each first byte of a value, the alternative that starts with it (-1: none).
     std::vector<int32_t> by_first_byte;
     // number or integer with a range: values counted in units of 10^-scale (scale 0 for integers), from
@@ -96,6 +99,10 @@ class JsonSchema {
   // supported, or where it allows a value that is not an object.
   JsonSchema with_calls(const std::vector<JsonTool>& tools,
                         const std::string& arguments_key = "arguments") const;
+  // The same with bare names: each call is NAME, `separator`, then ARGS. The separator must not start
+  // with a character a name may hold (letters, digits, '_', '-', '.'), so no name and separator is a
+  // prefix of another.
+  JsonSchema with_bare_calls(const std::vector<JsonTool>& tools, const std::string& separator) const;
 
   const Node& node(int32_t i) const { return nodes_[size_t(i)]; }
   int32_t root() const { return root_; }  // -1: free text
@@ -105,6 +112,8 @@ class JsonSchema {
                            kAnyLiteral = 5;
 
  private:
+  JsonSchema calls_of(const std::vector<JsonTool>& tools, const std::string& arguments_key,
+                      const std::string& separator) const;
   JsonSchema();
   std::vector<Node> nodes_;
   int32_t root_ = kAny;

@@ -66,6 +66,8 @@ struct ToolFormat {
   // The rendered assistant turn of one call, cut where the function's name starts and where its
   // arguments start, around kProbeName: what a reply must begin with to be that call.
   std::string before_name, between_name_and_arguments;
+  // What the rendered turn holds after the arguments (closing markers, the end of the turn).
+  std::string after_arguments;
 
   // `messages` (as ChatTemplate::render takes them, calls with object arguments and "" content) with
   // each assistant turn's calls in the forms this template takes.
@@ -75,12 +77,20 @@ struct ToolFormat {
   // `name` is empty, any call up to the function's name.
   std::string forced_call_prefix(const std::string& name) const;
 
-  // The markers around one call's JSON object {"name": ..., "arguments": ...} where a strict tool's
-  // calls can be held to its schema: Hermes' <tool_call> and </tool_call>; Mistral's array form with
-  // one call per array ("[TOOL_CALLS] [" as the template writes it, and "]"); none for Llama 3 JSON
-  // (its calls are the whole reply). nullopt where a call is no such object (DeepSeek's, Mistral's
-  // NAME[ARGS]): those calls stay free.
-  std::optional<std::pair<std::string, std::string>> strict_call_markers() const;
+  // How a strict tool's call is held to its schema (nullopt: it cannot be, and calls stay free).
+  struct StrictCallForm {
+    std::string open, close;  // around each call ("" close: calls run to the next one or the end)
+    // "": the call is the object {"name": ..., "arguments": ...}; else the name bare, this, then the
+    // arguments' object.
+    std::string name_separator;
+    bool operator==(const StrictCallForm&) const = default;
+  };
+  // Hermes: <tool_call> and </tool_call> around the object; Llama 3 JSON: no markers (its calls are the
+  // whole reply); Mistral's array form: one call per array ("[TOOL_CALLS] [" as the template writes it,
+  // and "]"); Mistral's NAME[ARGS] form: "[TOOL_CALLS]", the bare name, "[ARGS]"; DeepSeek: one call
+  // per calls block, its name bare before <｜tool▁sep｜> (V3.1) or after "function<｜tool▁sep｜>" and
+  // before its ```json fence (V3).
+  std::optional<StrictCallForm> strict_call_form() const;
 };
 
 // `j` as JSON text the way Python's json.dumps writes it (", " and ": " between items, non-ASCII

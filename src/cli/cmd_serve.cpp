@@ -134,11 +134,13 @@ void serve(ServeOptions& o) {
                tmpl ? "" : "; no chat template: /v1/completions only (or --template FILE)");
   if (tmpl) {  // what the template allows beyond text (docs/SERVER.md, Tool use and Reasoning)
     const runtime::ToolFormat tf = runtime::probe_tool_format(*tmpl);
-    const std::string tools =
-        !tf.renders_tools ? "no tools (the template has no place for them)"
-        : tf.syntax == runtime::ToolSyntax::none
-            ? "no tools (the template's calls are in a syntax mx8 does not read)"
-            : std::string("tools, calls in the ") + runtime::tool_syntax_name(tf.syntax) + " syntax";
+    const std::string tools = !tf.renders_tools ? "no tools (the template has no place for them)"
+                              : tf.syntax == runtime::ToolSyntax::none
+                                  ? "no tools (the template's calls are in a syntax mx8 does not read)"
+                                  : std::string("tools, calls in the ") +
+                                        runtime::tool_syntax_name(tf.syntax) + " syntax" +
+                                        (tf.strict_call_form() ? " (strict tools held to their schemas)"
+                                                               : " (strict tools not held)");
     std::fprintf(
         stderr, "mx8 serve: chat template: %s; %s\n", tools.c_str(),
         runtime::template_thinks(tmpl->source()) ? "reasoning in <think> blocks" : "no reasoning blocks");

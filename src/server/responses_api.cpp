@@ -278,6 +278,12 @@ class Responses : public Dialect {
     std::string out = s.blocks == 0 ? open_item(m, s, StreamState::Block::text) : "";
     if (s.open == StreamState::Block::text)  // the last tokens' (an end of turn) go with the message's end
       for (json& e : s.held_logprobs) s.item_logprobs.push_back(std::move(e));
+    else  // tokens after the message closed (calls): the last event's message lists them, as a whole one
+      for (auto it = s.items.rbegin(); it != s.items.rend(); ++it)
+        if ((*it)["type"] == "message") {
+          for (json& e : s.held_logprobs) (*it)["content"][0]["logprobs"].push_back(std::move(e));
+          break;
+        }
     s.held_logprobs = json::array();
     out += close_item(m, s, incomplete(r.reason));
     const char* name = incomplete(r.reason) ? "response.incomplete" : "response.completed";

@@ -234,6 +234,20 @@ TEST(OpenAiResponses, StreamedLogprobsFollowTheText) {
   EXPECT_EQ(last["response"]["output"][1]["content"][0]["logprobs"], all);
   EXPECT_EQ(all[1], json::parse(R"({"token": "Hi", "logprob": -0.25, "bytes": [72, 105],
       "top_logprobs": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105]}]})"));
+
+  // A call after the text: its tokens' entries come in the last event's message, as a whole response
+  // lists them, though the message's own events have ended.
+  std::vector<StreamState> st2(1);
+  const std::vector<TokenLogprob> call = {{"<tool_call>", 3, -0.125f, {}}};
+  s = kResponses->stream_start(m, 7, st2);
+  s += kResponses->stream_text(m, 0, "Hi!", &hi, st2[0]);
+  s += kResponses->stream_text(m, 0, "", &call, st2[0]);
+  s += kResponses->stream_tool_call(m, 0, {"call_9", "add", json{{"a", 2}}}, st2[0]);
+  s += kResponses->stream_choice_end(m, 0, result("", StopReason::end_of_turn), st2[0]);
+  last =
+      json::parse(s.substr(s.rfind("data: ") + 6, s.find('\n', s.rfind("data: ")) - s.rfind("data: ") - 6));
+  EXPECT_EQ(last["response"]["output"][0]["content"][0]["logprobs"],
+            openai_token_logprobs({hi[0], hi[1], call[0]}));
 }
 
 }  // namespace

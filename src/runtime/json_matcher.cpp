@@ -576,6 +576,30 @@ bool pattern_takes(JsonMatcher::Frame& f, const JsonSchema::Node& n, uint8_t c) 
   return true;
 }
 
+// The same for a character written as a \u escape: its UTF-8 bytes, as the pattern reads the value.
+bool pattern_takes_utf8(JsonMatcher::Frame& f, const JsonSchema::Node& n, uint32_t c) {
+  uint8_t bytes[4];
+  int count = 0;
+  if (c < 0x80) {
+    bytes[count++] = uint8_t(c);
+  } else if (c < 0x800) {
+    bytes[count++] = uint8_t(0xC0 | c >> 6);
+    bytes[count++] = uint8_t(0x80 | (c & 0x3F));
+  } else if (c < 0x10000) {
+    bytes[count++] = uint8_t(0xE0 | c >> 12);
+    bytes[count++] = uint8_t(0x80 | (c >> 6 & 0x3F));
+    bytes[count++] = uint8_t(0x80 | (c & 0x3F));
+  } else {
+    bytes[count++] = uint8_t(0xF0 | c >> 18);
+    bytes[count++] = uint8_t(0x80 | (c >> 12 & 0x3F));
+    bytes[count++] = uint8_t(0x80 | (c >> 6 & 0x3F));
+    bytes[count++] = uint8_t(0x80 | (c & 0x3F));
+  }
+  for (int i = 0; i < count; ++i)
+    if (!pattern_takes(f, n, bytes[i])) return false;
+  return true;
+}
+
 }  // namespace
 
 JsonMatcher::Step JsonMatcher::string(Frame& f, uint8_t b) {
@@ -587,7 +611,7 @@ JsonMatcher::Step JsonMatcher::string(Frame& f, uint8_t b) {
       f.state = kBody;
       return Step::taken;
     case kEscape:
-      if (b == 'u' && !n.pattern) {
+      if (b == 'u') {
         f.state = kHex;
         f.pos = 4;
         f.lo = f.hi = 0;
@@ -606,14 +630,23 @@ JsonMatcher::Step JsonMatcher::string(Frame& f, uint8_t b) {
       }
       f.count++;
       return Step::taken;
-    case kHex: {  // lo: the value so far; hi: 1 where this must be a low surrogate (after a high one)
+    case kHex: {  // lo: the value so far; hi: the high surrogate where this must be a low one (else 0)
       if (!is_hex(b)) return Step::rejected;
       f.lo = f.lo * 16 + uint32_t(b <= '9' ? b - '0' : (b | 0x20) - 'a' + 10);
       const bool low = f.lo >= 0xDC && f.lo <= 0xDF;  // after two digits: a low surrogate's first byte
       --f.pos;
-      if ((f.pos == 3 && f.hi == 1 && f.lo != 0xD) || (f.pos == 2 && low != (f.hi == 1)))
+      if ((f.pos == 3 && f.hi != 0 && f.lo != 0xD) || (f.pos == 2 && low != (f.hi != 0)))
         return Step::rejected;
-      if (f.pos == 0) f.state = f.hi == 0 && f.lo >= 0xD800 && f.lo <= 0xDBFF ? kLowBackslash : kBody;
+      if (f.pos > 0) return Step::taken;
+      if (f.hi == 0 && f.lo >= 0xD800 && f.lo <= 0xDBFF) {  // the pattern sees the pair's character whole
+        f.hi = f.lo;
+        f.state = kLowBackslash;
+        return Step::taken;
+      }
+      const uint32_t c = f.hi == 0 ? f.lo : 0x10000 + ((f.hi - 0xD800) << 10) + (f.lo - 0xDC00);
+      if (n.pattern && !pattern_takes_utf8(f, n, c)) return Step::rejected;
+      f.state = kBody;
+      f.lo = f.hi = 0;
       return Step::taken;
     }
     case kLowBackslash:  // a high surrogate's escape is followed by a low one's
@@ -625,7 +658,6 @@ JsonMatcher::Step JsonMatcher::string(Frame& f, uint8_t b) {
       f.state = kHex;
       f.pos = 4;
       f.lo = 0;
-      f.hi = 1;
       return Step::taken;
     default:
       break;  // kBody

@@ -151,7 +151,15 @@ TEST(StringPattern, HoldsAJsonStringBetweenItsQuotes) {
   EXPECT_EQ(taken(JsonMatcher(date), "\"2024\""), 5u);   // too early to close
   const auto lines = schema(R"({"type": "string", "pattern": "^a\\nb\"$"})");
   EXPECT_EQ(taken(JsonMatcher(lines), R"("a\nb\"")"), 9u);
-  EXPECT_EQ(taken(JsonMatcher(lines), R"("a\u000a)"), 3u);  // no \u escapes in a patterned string
+  // A \u escape is the character it writes (a surrogate pair one character); a control character the
+  // pattern could only see through \u (here U+0001) is not one a patterned string holds.
+  EXPECT_EQ(taken(JsonMatcher(lines), R"("a\u000ab\"")"), 13u);
+  EXPECT_EQ(taken(JsonMatcher(lines), R"("a\u000Ac)"), 8u);  // the line break, then not the b
+  const auto one = schema(R"({"type": "string", "pattern": "^.$"})");
+  EXPECT_EQ(taken(JsonMatcher(one), R"("\uD83D\uDE00")"), 15u);
+  EXPECT_EQ(taken(JsonMatcher(one), R"("\u00e9")"), 9u);
+  EXPECT_EQ(taken(JsonMatcher(one), R"("\u0001")"), 6u);
+  EXPECT_EQ(taken(JsonMatcher(one), R"("\u00e9\u00e9)"), 12u);  // one character only
   const auto object = schema(R"({"type": "object", "properties": {"id": {"type": "string",
       "pattern": "^[A-Z]{2}\\d+$"}}, "required": ["id"]})");
   EXPECT_EQ(taken(JsonMatcher(object), R"({"id": "AB12"})"), 15u);

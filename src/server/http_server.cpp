@@ -400,7 +400,8 @@ struct HttpServer::Impl {
           // inside a forced tool call.
           job.continues_prompt = !ar.prompts.empty() || !ar.assistant_prefix.empty() || !chat.forced.empty();
           job.constraint = constraint;
-          if (ar.tools.offered() || constraint) job.keep_special = tool_markers;  // as the rule reads them
+          if (ar.tools.offered() || ar.json_output)
+            job.keep_special = tool_markers;  // as the JSON rule reads them
           echoed.push_back(ar.echo ? job.prompt : std::vector<int32_t>());
           gens.push_back(service.submit(std::move(job)));
         }

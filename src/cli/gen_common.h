@@ -93,7 +93,8 @@ inline std::pair<int32_t, float> parse_logit_bias(const std::string& s) {
   throw CLI::ValidationError("--logit-bias", "expected TOKEN_ID=BIAS (e.g. 13=-100), not '" + s + "'");
 }
 
-inline void add_gen_options(CLI::App& app, GenOptions& o) {
+// The model and how it runs: the options of every command that loads one.
+inline void add_model_options(CLI::App& app, GenOptions& o) {
   app.add_option("-m,--model", o.model,
                  "GGUF file or Hugging Face folder (default: the bundled stories260K)");
   app.add_option(
@@ -117,6 +118,11 @@ inline void add_gen_options(CLI::App& app, GenOptions& o) {
   app.add_option("--chunk", o.chunk,
                  "tokens per forward step (prefill chunk size; 0: 1024 for run and chat on cuda, else 256)")
       ->capture_default_str();
+}
+
+// add_model_options, and how text is generated.
+inline void add_gen_options(CLI::App& app, GenOptions& o) {
+  add_model_options(app, o);
   app.add_option("--temperature,--temp", o.sampling.temperature, "0 = greedy")->capture_default_str();
   app.add_option("--top-k", o.sampling.top_k, "0 = off")->capture_default_str();
   app.add_option("--top-p", o.sampling.top_p, "1 = off")->capture_default_str();

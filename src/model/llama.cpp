@@ -278,6 +278,12 @@ class Llama final : public LlamaModel {
                   std::to_string(max_tokens_) + " the model was set up for");
     for (int32_t r : sb.logit_rows)
       if (r < 0 || r >= T) throw Error("forward: logit row " + std::to_string(r) + " outside the batch");
+    for (int32_t r : sb.hidden_rows)
+      if (r < 0 || r >= T) throw Error("forward: hidden row " + std::to_string(r) + " outside the batch");
+    if (!sb.hidden_rows.empty() && !out.hidden) throw Error("forward: no place for the hidden rows");
+    if (sb.hidden_rows.size() > size_t(max_tokens_))
+      throw Error("forward: " + std::to_string(sb.hidden_rows.size()) + " hidden rows, more than the " +
+                  std::to_string(max_tokens_) + " the model was set up for");
     sh.A = sb.argmax_rows, sh.KR = sb.top_k_rows, sh.K = sh.KR > 0 ? sb.top_k : 0;
     sh.L = int(sb.logprob_tokens.size()), sh.SL = sb.selected_logprobs ? sh.A + sh.KR : 0;
     sh.KL = sh.L + sh.SL > 0 ? sb.top_logprobs : 0;
@@ -370,6 +376,7 @@ class Llama final : public LlamaModel {
       std::memcpy(out.top_ids, host_top_.data() + n, n * 4);
     }
     if (A > 0) b_.download(out.argmax, argmax_, size_t(A) * 4);
+    if (!sb.hidden_rows.empty()) hidden_states(sb.hidden_rows, out.hidden);
   }
 
  private:
@@ -530,6 +537,19 @@ class Llama final : public LlamaModel {
     b_.embedding(rows, d_rows_, R, h_);
     b_.rmsnorm(h_, output_norm_, R, c.dim, c.norm_eps, h_);
     b_.matmul(output_, h_, R, logits_);
+  }
+
+  // After a step: x_ still holds every row's residual stream past the last layer (the head reads it
+  // through the norm without writing it), so the wanted rows are gathered from it as the logit rows
+  // are, normalized, and downloaded. Outside the step's recording: d_rows_ is free once the step ran.
+  void hidden_states(const std::vector<int32_t>& rows, float* out) {
+    const LlamaConfig& c = config_;
+    const int64_t H = int64_t(rows.size());
+    b_.upload(d_rows_, rows.data(), size_t(H) * 4);
+    WeightView all{WeightFormat::f32, max_tokens_, c.dim, x_, nullptr, ScaleType::ue8m0};
+    b_.embedding(all, d_rows_, H, h_);
+    b_.rmsnorm(h_, output_norm_, H, c.dim, c.norm_eps, h_);
+    b_.download(out, h_, size_t(H * c.dim) * 4);
   }
 
   static WeightMode high_precision(WeightMode m) {

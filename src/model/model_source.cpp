@@ -99,8 +99,11 @@ class HfSource final : public ModelSource {
 
   const SourceTensor* find(const std::string& name) const override {
     if (auto it = cache_.find(name); it != cache_.end()) return &it->second;
-    const std::string hn = hf_name(name);
+    std::string hn = hf_name(name);
     const io::Tensor* t = st_.find(hn);
+    // A base model saved on its own (transformers' Qwen3Model, LlamaModel: sentence-transformers
+    // embedding models such as Qwen3-Embedding) names its tensors without the "model." prefix.
+    if (!t && hn.starts_with("model.") && (t = st_.find(hn.substr(6)))) hn.erase(0, 6);
     if (!t) return nullptr;
     SourceTensor s;
     s.name = hn;

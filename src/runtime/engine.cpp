@@ -27,6 +27,8 @@ const char* finish_reason_name(FinishReason r) {
       return "context_full";
     case FinishReason::cancelled:
       return "cancelled";
+    case FinishReason::embedded:
+      return "embedded";
   }
   return "?";
 }
@@ -408,7 +410,7 @@ std::vector<TokenEvent> Engine::step() {
   // Drop cancelled sequences first.
   for (auto& s : seqs_)
     if (s->finish == FinishReason::cancelled) {
-      events.push_back({s->id, -1, FinishReason::cancelled, std::nullopt, {}});
+      events.push_back({s->id, -1, FinishReason::cancelled, std::nullopt, {}, {}});
       release(*s);
     }
   std::erase_if(seqs_, [](auto& s) { return s->finish == FinishReason::cancelled; });
@@ -430,7 +432,8 @@ std::vector<TokenEvent> Engine::step() {
     Where where;
     size_t index;  // among the sequences drawn there
   };
-  std::vector<Drawn> drawn;  // in row order
+  std::vector<Drawn> drawn;    // in row order
+  std::vector<Seq*> embedded;  // sequences whose prompt ends this step and that want its hidden state
   int64_t n_decode = 0, n_prefill = 0;
   // Decode tokens first (one per running sequence), then prefill chunks with what budget is left, each
   // within the pages it can get (fit_chunk).
@@ -475,7 +478,10 @@ std::vector<TokenEvent> Engine::step() {
       if (s.cached == s.tokens.size()) {
         const int32_t row = int32_t(b.tokens.size()) - 1;
         const Where where = where_drawn(s);
-        if (where == Where::argmax) {
+        if (s.params.embed) {
+          b.hidden_rows.push_back(row);
+          embedded.push_back(&s);
+        } else if (where == Where::argmax) {
           drawn.push_back({&s, where, greedy_rows.size()});
           greedy_rows.push_back(row);
           greedy_seqs.push_back(&s);
@@ -536,11 +542,20 @@ std::vector<TokenEvent> Engine::step() {
       drawn_logits(b.selected_logprobs ? top_k_rows.size() * K + greedy_rows.size() : 0);
   std::vector<int32_t> top_lp_ids(LS * KL);
   std::vector<float> penalty_raw(b.selected_logprobs ? b.penalty_entries.size() / 3 : 0);
+  const size_t dim = size_t(model_.config().dim);
+  std::vector<float> hidden(embedded.size() * dim);
   model_.forward(
       b, *kv_,
       {logits, top_values.data(), top_ids.data(), greedy_picked.data(), lse.data(), token_logits.data(),
-       top_lp_values.data(), top_lp_ids.data(), drawn_logits.data(), penalty_raw.data()});
+       top_lp_values.data(), top_lp_ids.data(), drawn_logits.data(), penalty_raw.data(), hidden.data()});
   for (Seq* s : rows) index_full_pages(*s);
+  for (size_t i = 0; i < embedded.size(); ++i) {
+    TokenEvent e{embedded[i]->id, -1, FinishReason::embedded, std::nullopt, {}, {}};
+    e.embedding.assign(hidden.begin() + std::ptrdiff_t(i * dim),
+                       hidden.begin() + std::ptrdiff_t((i + 1) * dim));
+    embedded[i]->finish = FinishReason::embedded;
+    events.push_back(std::move(e));
+  }
   for (size_t r = 0; r < prompt_rows.size(); ++r) {
     Seq& s = *prompt_rows[r].first;
     const size_t next = s.prompt_lps.size() + 1;  // the token this row predicts
@@ -589,7 +604,7 @@ std::vector<TokenEvent> Engine::step() {
     s.tokens.push_back(tok);
     s.generated++;
     if (s.constraint && d.where != Where::host) s.constraint->accept(tok);  // one free this step
-    TokenEvent e{s.id, tok, FinishReason::none, std::nullopt, {}};
+    TokenEvent e{s.id, tok, FinishReason::none, std::nullopt, {}, {}};
     if (d.where == Where::host) {
       e.logprobs = std::move(logprobs[d.index]);
     } else if (s.params.logprobs >= 0) {  // from the backend's results for this row (selected_logprobs)

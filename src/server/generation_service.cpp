@@ -22,6 +22,8 @@ const char* stop_reason_name(StopReason r) {
       return "cancelled";
     case StopReason::error:
       return "error";
+    case StopReason::embedded:
+      return "embedded";
   }
   return "?";
 }
@@ -96,6 +98,15 @@ void Generation::finish(StopReason reason, std::string detail) {
   state_.reason = reason;
   if (reason == StopReason::stop_sequence) state_.stop_sequence = std::move(detail);
   if (reason == StopReason::error) state_.error = std::move(detail);
+  cv_.notify_all();
+}
+
+void Generation::finish_embedded(std::vector<float> embedding) {
+  std::lock_guard lk(mu_);
+  if (state_.finished) return;
+  state_.embedding = std::move(embedding);
+  state_.finished = true;
+  state_.reason = StopReason::embedded;
   cv_.notify_all();
 }
 
@@ -205,6 +216,7 @@ void GenerationService::run() {
       p.logprobs = g->job_.logprobs;
       p.prompt_logprobs = g->job_.prompt_logprobs;
       p.constraint = g->job_.constraint;
+      p.embed = g->job_.embed;
       try {
         running_[engine_.add(g->job_.prompt, p)] = g;
       } catch (const std::exception& e) {
@@ -244,6 +256,11 @@ void GenerationService::run() {
         continue;
       }
       if (g.cancel_sent_) continue;  // stopped on a stop sequence; its cancelled event follows
+      if (e.finish == runtime::FinishReason::embedded) {
+        g.finish_embedded(e.embedding);
+        running_.erase(it);
+        continue;
+      }
       std::string text;
       std::optional<runtime::TokenLogprobs> lp;  // an end-of-turn token is no part of the text
       if (e.token >= 0 && e.finish != runtime::FinishReason::stop_token) {

@@ -133,6 +133,9 @@ struct StepBatch {
   // are NaN), and StepOutput::drawn_logits gets the logits of each top-k row's top_k candidates and of
   // each arg max row's choice.
   bool selected_logprobs = false;
+  // Rows of `tokens` whose final hidden state is wanted (embeddings): the residual stream after the last
+  // layer through the final norm, what the head reads. Any rows, beside the logit rows or instead.
+  std::vector<int32_t> hidden_rows;
 };
 
 // Where forward() puts what the step's logit rows asked for (StepBatch): the logits of the other rows
@@ -153,6 +156,8 @@ struct StepOutput {
   // With selected_logprobs and penalties: each penalty entry's logit before its penalty (drawn_logits
   // holds the penalized one where a candidate is a penalized token). [penalty entries]
   float* penalty_raw_logits = nullptr;
+  // The hidden rows' states ([hidden rows][dim]).
+  float* hidden = nullptr;
 };
 
 struct WeightStats {

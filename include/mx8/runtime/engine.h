@@ -93,9 +93,13 @@ struct GenerationParams {
   // Which tokens may come next (structured output), or none. Each sequence gets its own copy (clone);
   // its rows are drawn on the host, from the logits it leaves (log-probabilities are the model's own).
   std::shared_ptr<const TokenConstraint> constraint;
+  // An embedding instead of tokens: the request reads its prompt and ends (FinishReason::embedded) with
+  // the final hidden state of the prompt's last position (TokenEvent::embedding; last-token pooling, as
+  // decoder embedding models such as Qwen3-Embedding are read), not normalized. Nothing is generated.
+  bool embed = false;
 };
 
-enum class FinishReason { none, stop_token, max_tokens, context_full, cancelled };
+enum class FinishReason { none, stop_token, max_tokens, context_full, cancelled, embedded };
 const char* finish_reason_name(FinishReason r);
 
 struct TokenEvent {
@@ -104,6 +108,7 @@ struct TokenEvent {
   FinishReason finish = FinishReason::none;
   std::optional<TokenLogprobs> logprobs;       // of `token`, when its request asked (GenerationParams)
   std::vector<TokenLogprobs> prompt_logprobs;  // with the first token: prompt positions 1.. (when asked)
+  std::vector<float> embedding;                // GenerationParams::embed: [dim], with FinishReason::embedded
 };
 
 struct EngineStats {

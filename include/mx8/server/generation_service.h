@@ -45,6 +45,7 @@ enum class StopReason {
   stop_sequence,  // one of the request's stop strings (never part of the text)
   cancelled,      // the client went away, or the server is stopping
   error,          // a backend error (Update::error)
+  embedded,       // GenerationJob::embed: the prompt was read (Update::embedding)
 };
 
 struct GenerationJob {
@@ -61,6 +62,9 @@ struct GenerationJob {
   std::shared_ptr<const runtime::TokenConstraint> constraint;  // which tokens may come (structured output)
   // Special tokens whose text the reply keeps, where it drops the others (a tool syntax's markers).
   std::vector<int32_t> keep_special;
+  // The prompt's embedding instead of a reply (runtime::GenerationParams::embed): the update that ends
+  // the request carries it, and no text.
+  bool embed = false;
 };
 
 // What a waiting handler receives: the text decoded since its previous call, and once the request
@@ -78,6 +82,7 @@ struct Update {
   std::optional<runtime::TokenLogprobs> end_logprobs;  // the end-of-turn token's (the completions list it)
   // GenerationJob::prompt_logprobs: those of the prompt's tokens but the first, with the first text.
   std::vector<runtime::TokenLogprobs> prompt_logprobs;
+  std::vector<float> embedding;  // reason == embedded: the final hidden state of the prompt's last token
 };
 
 class GenerationService;
@@ -103,6 +108,7 @@ class Generation {
                std::vector<runtime::TokenLogprobs> prompt_logprobs = {});
   void set_end_logprobs(runtime::TokenLogprobs lp);
   void finish(StopReason reason, std::string detail = "");
+  void finish_embedded(std::vector<float> embedding);
   bool cancel_requested();
 
   GenerationService& svc_;

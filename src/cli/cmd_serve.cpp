@@ -16,6 +16,7 @@
 #include "cli/gen_common.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/chat_template.h"
+#include "mx8/runtime/embedding.h"
 #include "mx8/runtime/reasoning.h"
 #include "mx8/runtime/tokenizer.h"
 #include "mx8/runtime/tool_calls.h"
@@ -124,6 +125,11 @@ void serve(ServeOptions& o) {
   if (const char* key = std::getenv("MX8_API_KEY"); key && *key) ho.api_key = key;
   if (!o.quiet)
     ho.log = [](const std::string& line) { std::fprintf(stderr, "mx8 serve: %s\n", line.c_str()); };
+  try {
+    ho.embeddings = runtime::read_embedding_recipe(o.gen.model);
+  } catch (const Error& e) {  // the chat endpoints still serve; /v1/embeddings says why it cannot
+    ho.embeddings_refused = e.what();
+  }
   server::HttpServer http(service, *tok, tmpl ? &*tmpl : nullptr, ho);
 
   const int port = http.bind();
@@ -131,7 +137,7 @@ void serve(ServeOptions& o) {
       l.kv_positions > 0 ? ", sharing " + std::to_string(l.kv_positions) + " KV cache positions" : "";
   std::fprintf(stderr, "mx8 serve: %s as \"%s\", %d positions per request, %d at once%s (+%d waiting)%s\n",
                o.gen.model.c_str(), ho.model_name.c_str(), l.context, o.parallel, pool.c_str(), o.queue,
-               tmpl ? "" : "; no chat template: /v1/completions only (or --template FILE)");
+               tmpl ? "" : "; no chat template: /v1/completions and /v1/embeddings only (or --template FILE)");
   if (tmpl) {  // what the template allows beyond text (docs/SERVER.md, Tool use and Reasoning)
     const runtime::ToolFormat tf = runtime::probe_tool_format(*tmpl);
     const std::string tools = !tf.renders_tools ? "no tools (the template has no place for them)"
@@ -145,6 +151,8 @@ void serve(ServeOptions& o) {
         stderr, "mx8 serve: chat template: %s; %s\n", tools.c_str(),
         runtime::template_thinks(tmpl->source()) ? "reasoning in <think> blocks" : "no reasoning blocks");
   }
+  std::fprintf(stderr, "mx8 serve: embeddings: %s\n",
+               ho.embeddings_refused.empty() ? ho.embeddings.source.c_str() : ho.embeddings_refused.c_str());
   std::fprintf(stderr, "mx8 serve: listening on http://%s:%d%s (Ctrl-C stops)\n", o.host.c_str(), port,
                ho.api_key.empty() ? ", no API key" : ", API key from MX8_API_KEY");
   waiter.serving(service, http);

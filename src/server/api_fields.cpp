@@ -89,6 +89,33 @@ std::vector<std::string> strings(const json& body, const char* name, size_t max)
   return out;
 }
 
+std::vector<PromptInput> prompts(const json& body, const char* name) {
+  const json* p = find(body, name);
+  if (!p) throw ApiError(400, "'" + std::string(name) + "' is required", name);
+  auto one = [&](const json& v) {
+    PromptInput in;
+    if (v.is_string()) {
+      in.text = v.get<std::string>();
+      return in;
+    }
+    std::vector<int32_t> ids;
+    for (const json& t : v.is_array() ? v : json::array()) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) break;
+      ids.push_back(t.get<int32_t>());
+    }
+    if (!v.is_array() || ids.empty() || ids.size() != v.size())
+      bad(name, "must be a string or token ids, or an array of those");
+    in.ids = std::move(ids);
+    return in;
+  };
+  std::vector<PromptInput> out;
+  if (p->is_array() && !p->empty() && ((*p)[0].is_string() || (*p)[0].is_array()))
+    for (const json& each : *p) out.push_back(one(each));
+  else
+    out.push_back(one(*p));
+  return out;
+}
+
 std::string text_content(const json& content, const std::string& where) {
   if (content.is_string()) return content.get<std::string>();
   if (!content.is_array())

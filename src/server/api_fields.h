@@ -20,6 +20,9 @@ std::optional<int64_t> integer(const nlohmann::ordered_json& body, const char* n
 std::optional<bool> boolean(const nlohmann::ordered_json& body, const char* name);
 // A string or an array of strings (`max` of them at most).
 std::vector<std::string> strings(const nlohmann::ordered_json& body, const char* name, size_t max);
+// Prompts as the completions' `prompt` and the embeddings' `input` take them: a string, token ids, or
+// an array of those (one prompt each). Throws when the field is absent.
+std::vector<PromptInput> prompts(const nlohmann::ordered_json& body, const char* name);
 // Message content: a string, or an array of {"type": "text", "text": ...} parts, joined. `where`
 // names it in errors ("messages[2].content").
 std::string text_content(const nlohmann::ordered_json& content, const std::string& where);

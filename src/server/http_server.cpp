@@ -10,6 +10,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -20,6 +21,7 @@
 #include "mx8/runtime/reasoning.h"
 #include "mx8/runtime/thinking_budget.h"
 #include "mx8/server/api.h"
+#include "mx8/server/embeddings_api.h"
 #include "mx8/util/json_parse.h"
 #include "server/client_connection.h"
 #include "server/reply_reader.h"
@@ -645,6 +647,87 @@ struct HttpServer::Impl {
     });
   }
 
+  // POST /v1/embeddings: each input read by the engine as a prompt that ends in its embedding. A
+  // request keeps at most max_sequences inputs in the service at once (OpenAI allows 2048 in one
+  // request, past any waiting queue), submitting the next as each finishes, in input order.
+  void embeddings(const httplib::Request& req, const std::string& body, httplib::Response& res) {
+    const Dialect& d = *openai_chat;  // OpenAI's error shape
+    const Clock::time_point start = Clock::now();
+    EmbeddingsRequest er;
+    std::vector<std::vector<int32_t>> prompts;
+    int prompt_tokens = 0;
+    try {
+      if (!opts.embeddings_refused.empty()) throw ApiError(400, opts.embeddings_refused, "model");
+      er = parse_embeddings_request(parse_body(body));
+      if (er.dimensions > service.hidden_size())
+        throw ApiError(400,
+                       "'dimensions' " + std::to_string(er.dimensions) + " is past this model's " +
+                           std::to_string(service.hidden_size()),
+                       "dimensions");
+      for (const PromptInput& in : er.inputs) {
+        prompts.push_back(in.ids ? *in.ids : tok.encode(*in.text));
+        prompt_tokens += int(prompts.back().size());
+      }
+    } catch (const ApiError& e) {
+      return refuse(res, d, req.path, e.status(), e.what(), e.param());
+    } catch (const Error& e) {
+      return refuse(res, d, req.path, 400, e.what());
+    }
+    std::vector<std::vector<float>> vectors(prompts.size());
+    std::deque<std::pair<size_t, std::shared_ptr<Generation>>> flying;
+    auto cancel_all = [&] {
+      for (auto& [i, g] : flying) g->cancel();
+    };
+    const size_t window = size_t(std::max(1, service.options().engine.max_sequences));
+    ClientConnection client(req.remote_addr, req.remote_port, req.local_port);
+    for (size_t next = 0; next < prompts.size() || !flying.empty();) {
+      while (next < prompts.size() && flying.size() < window) {
+        GenerationJob job;
+        job.prompt = prompts[next];
+        job.embed = true;
+        try {
+          flying.emplace_back(next, service.submit(std::move(job)));
+          ++next;
+        } catch (const ServiceBusy& e) {
+          if (!flying.empty()) break;  // wait for this request's own inputs, then try again
+          return refuse(res, d, req.path, 429, e.what());
+        } catch (const ServiceUnavailable& e) {
+          cancel_all();
+          return refuse(res, d, req.path, 503, e.what());
+        } catch (const Error& e) {  // a prompt that does not fit, a token id past the vocabulary
+          cancel_all();
+          return refuse(res, d, req.path, 400, "input " + std::to_string(next) + ": " + e.what());
+        }
+      }
+      auto [i, g] = std::move(flying.front());
+      flying.pop_front();
+      Update u;
+      Clock::time_point check = Clock::now() + kClientCheck;
+      while (!u.finished) {
+        g->next(u, kClientCheck);
+        if (!u.finished && Clock::now() >= check) {
+          if (client.gone()) {
+            g->cancel();
+            cancel_all();
+            return record(req.path, "disconnected", "");
+          }
+          check = Clock::now() + kClientCheck;
+        }
+      }
+      if (u.reason != StopReason::embedded) {
+        cancel_all();
+        if (u.reason == StopReason::error) return refuse(res, d, req.path, 500, u.error);
+        return refuse(res, d, req.path, 503, "the server is shutting down");
+      }
+      vectors[i] = runtime::finish_embedding(u.embedding, er.dimensions, opts.embeddings.normalize);
+    }
+    char detail[96];
+    std::snprintf(detail, sizeof detail, "%zu inputs, %d tokens, %.3f s", prompts.size(), prompt_tokens,
+                  std::chrono::duration<double>(Clock::now() - start).count());
+    record(req.path, "embedded", detail);
+    send_json(res, 200, embeddings_response(vectors, er.base64, opts.model_name, prompt_tokens));
+  }
+
   void routes() {
     http.set_pre_routing_handler([this](const httplib::Request& q, httplib::Response& s) {
       if (authorized(q)) return httplib::Server::HandlerResponse::Unhandled;
@@ -694,6 +777,10 @@ struct HttpServer::Impl {
         }
       };
     };
+    post("/v1/embeddings", *openai_chat,
+         [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+           embeddings(q, b, s);
+         });
     post("/v1/messages/count_tokens", *anthropic, count_tokens(*anthropic, json::object()));
     post("/v1/responses/input_tokens", *openai_responses,
          count_tokens(*openai_responses, {{"object", "response.input_tokens"}}));

@@ -371,29 +371,7 @@ class OpenAiCompletion : public OpenAiBase {
     if (auto b = fields::integer(body, "best_of", 1, 128); b && *b != r.n)
       throw ApiError(400, "'best_of' other than 'n' is not supported by this server", "best_of");
     fields::unsupported_unless(body, "suffix", "");
-    if (!body.contains("prompt")) throw ApiError(400, "'prompt' is required", "prompt");
-    // A string, token ids, or an array of those: several prompts, one choice each.
-    auto one = [&](const json& p) {
-      PromptInput in;
-      if (p.is_string()) {
-        in.text = p.get<std::string>();
-        return in;
-      }
-      std::vector<int32_t> v;
-      for (const json& t : p.is_array() ? p : json::array()) {
-        if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) break;
-        v.push_back(t.get<int32_t>());
-      }
-      if (!p.is_array() || v.empty() || v.size() != p.size())
-        throw ApiError(400, "'prompt' must be a string or token ids, or an array of those", "prompt");
-      in.ids = std::move(v);
-      return in;
-    };
-    const json& p = body["prompt"];
-    if (p.is_array() && !p.empty() && (p[0].is_string() || p[0].is_array()))
-      for (const json& each : p) r.prompts.push_back(one(each));
-    else
-      r.prompts.push_back(one(p));
+    r.prompts = fields::prompts(body, "prompt");
     return r;
   }
   std::string id_prefix() const override { return "cmpl-"; }

@@ -6,7 +6,8 @@
 // Tolerance: 2e-6 absolute per value of a unit vector. sentence-transformers' float32 vectors differ
 // from the same model's float64-normalized hidden state by 2.4e-7 and from its own batched run by
 // 3.0e-7 (recorded in embeddings.json); mx8's f32 path rounds in another order, measured here at up to
-// 3.6e-7 (scalar kernels; 2.7e-7 with AVX2 and AVX-512). A real error (a missed norm, the wrong row, a pad or EOS token dropped) moves values by 1e-2.
+// 3.6e-7 (scalar kernels; 2.7e-7 with AVX2 and AVX-512). A real error (a missed norm, the wrong row, a pad or
+// EOS token dropped) moves values by 1e-2.
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -166,6 +166,7 @@ class GenerationService {
   void stop();
 
   int max_context() const { return opts_.engine.max_context; }
+  int hidden_size() const { return int(model_.config().dim); }  // an embedding's values
   const ServiceOptions& options() const { return opts_; }
   ServiceStatus status() const;
 

@@ -5,6 +5,7 @@
 //   POST /v1/messages           Anthropic messages
 //   GET  /v1/models[/ID]        the one model (Anthropic's shape when the request has anthropic-version)
 //   POST /v1/messages/count_tokens   Anthropic: the prompt's token count
+//   POST /v1/embeddings         OpenAI embeddings (the last token's hidden state, runtime/embedding.h)
 //   GET  /health                {"status": "ok", "running": N, "waiting": N}, 503 once broken
 //   GET  /metrics               Prometheus text: requests by outcome, tokens, steps, running/waiting
 //
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "mx8/runtime/chat_template.h"
+#include "mx8/runtime/embedding.h"
 #include "mx8/runtime/sampler.h"
 #include "mx8/runtime/tokenizer.h"
 #include "mx8/server/generation_service.h"
@@ -39,6 +41,10 @@ struct ServerOptions {
   // One line per generation request when set: the endpoint, how it ended (or the HTTP status that
   // refused it), the response id, prompt + generated tokens and the time taken.
   std::function<void(const std::string&)> log;
+  // /v1/embeddings: how the model's vectors are finished (runtime::read_embedding_recipe), or why the
+  // model gives none (non-empty: the recipe's error, the answer to every embeddings request).
+  runtime::EmbeddingRecipe embeddings;
+  std::string embeddings_refused;
 };
 
 // Throws mx8::Error naming host:port when a server could not listen there (the port in use, or not an

@@ -135,9 +135,10 @@ void serve(ServeOptions& o) {
   const int port = http.bind();
   const std::string pool =
       l.kv_positions > 0 ? ", sharing " + std::to_string(l.kv_positions) + " KV cache positions" : "";
-  std::fprintf(stderr, "mx8 serve: %s as \"%s\", %d positions per request, %d at once%s (+%d waiting)%s\n",
-               o.gen.model.c_str(), ho.model_name.c_str(), l.context, o.parallel, pool.c_str(), o.queue,
-               tmpl ? "" : "; no chat template: /v1/completions and /v1/embeddings only (or --template FILE)");
+  std::fprintf(
+      stderr, "mx8 serve: %s as \"%s\", %d positions per request, %d at once%s (+%d waiting)%s\n",
+      o.gen.model.c_str(), ho.model_name.c_str(), l.context, o.parallel, pool.c_str(), o.queue,
+      tmpl ? "" : "; no chat template: /v1/completions and /v1/embeddings only (or --template FILE)");
   if (tmpl) {  // what the template allows beyond text (docs/SERVER.md, Tool use and Reasoning)
     const runtime::ToolFormat tf = runtime::probe_tool_format(*tmpl);
     const std::string tools = !tf.renders_tools ? "no tools (the template has no place for them)"

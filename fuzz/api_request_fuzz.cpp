@@ -1,12 +1,14 @@
 // libFuzzer target: a request body, as any client may send it, through the four dialects' parsers
-// (OpenAI chat, completions and responses, Anthropic messages): each accepts it or throws an ApiError (an
-// mx8::Error) that becomes a 4xx; never a crash or another exception, which would be a 500.
+// (OpenAI chat, completions and responses, Anthropic messages) and the embeddings endpoint's: each
+// accepts it or throws an ApiError (an mx8::Error) that becomes a 4xx; never a crash or another
+// exception, which would be a 500.
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "mx8/error.h"
 #include "mx8/server/api.h"
+#include "mx8/server/embeddings_api.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto body = nlohmann::ordered_json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
@@ -20,6 +22,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       dialect->parse(body, defaults);
     } catch (const mx8::Error&) {
     }
+  }
+  try {
+    mx8::server::parse_embeddings_request(body);
+  } catch (const mx8::Error&) {
   }
   return 0;
 }

@@ -17,6 +17,7 @@
 #include "mx8/runtime/embedding.h"
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/tokenizer.h"
+#include "mx8/util/float_text.h"
 #include "mx8/util/read_file.h"
 
 namespace {
@@ -28,16 +29,6 @@ struct EmbedOptions {
   int dimensions = 0;
   bool no_normalize = false;
 };
-
-// A float as the shortest text that reads back as the same float.
-std::string shortest(float v) {
-  char buf[32];
-  for (int precision = 6; precision <= 9; ++precision) {
-    std::snprintf(buf, sizeof buf, "%.*g", precision, double(v));
-    if (std::strtof(buf, nullptr) == v) break;
-  }
-  return buf;
-}
 
 void embed(EmbedOptions& o) {
   using namespace mx8;
@@ -89,7 +80,7 @@ void embed(EmbedOptions& o) {
   std::string s;
   for (const std::vector<float>& v : out) {
     s += '[';
-    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + shortest(v[i]);
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + shortest_float_text(v[i]);
     s += "]\n";
   }
   std::fwrite(s.data(), 1, s.size(), stdout);

@@ -2,8 +2,10 @@
 #include "mx8/server/embeddings_api.h"
 
 #include <bit>
+#include <cstdlib>
 #include <cstring>
 
+#include "mx8/util/float_text.h"
 #include "server/api_fields.h"
 
 namespace mx8::server {
@@ -49,8 +51,12 @@ json embeddings_response(const std::vector<std::vector<float>>& vectors, bool ba
   json data = json::array();
   for (size_t i = 0; i < vectors.size(); ++i) {
     const std::vector<float>& v = vectors[i];
-    json e = base64 ? json(base64_encode({reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float)}))
-                    : json(v);
+    json e = json::array();
+    if (base64) {
+      e = base64_encode({reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float)});
+    } else {  // each value the double nearest its shortest float text, which JSON then writes as that text
+      for (float x : v) e.push_back(std::strtod(shortest_float_text(x).c_str(), nullptr));
+    }
     data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", std::move(e)}});
   }
   return {{"object", "list"},

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mx8/error.h"
+#include "mx8/io/gguf.h"
 #include "mx8/util/read_file.h"
 
 namespace mx8::runtime {
@@ -39,10 +40,27 @@ std::string pooling_mode(const json& cfg) {
   return mode.empty() ? "none" : mode;
 }
 
+// A GGUF file's pooling, as llama.cpp's converter writes it for embedding models (`<arch>.pooling_type`:
+// 0 none, 1 mean, 2 CLS, 3 last, 4 rank); absent in the files of chat models.
+EmbeddingRecipe gguf_recipe(const std::string& path) {
+  const io::GgufFile f = io::GgufFile::open(path);
+  const std::string key = f.get_string("general.architecture", "llama") + ".pooling_type";
+  const int64_t type = f.get_int(key, 3);
+  if (type != 3 && type != 0) {
+    static const char* const names[] = {"none", "mean", "cls", "last", "rank"};
+    const std::string name = type > 0 && type < 5 ? names[type] : std::to_string(type);
+    throw Error("embedding: " + path + " pools its tokens by '" + name + "' (" + key +
+                "); mx8 reads the last token's hidden state only");
+  }
+  return {true,
+          f.has(key) ? path + " (" + key + " last)" : "default: the last token's hidden state, normalized"};
+}
+
 }  // namespace
 
 EmbeddingRecipe read_embedding_recipe(const std::string& model_path) {
   EmbeddingRecipe r;
+  if (fs::is_regular_file(model_path) && model_path.ends_with(".gguf")) return gguf_recipe(model_path);
   const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path) : fs::path();
   if (dir.empty() || !fs::exists(dir / "modules.json")) {
     r.source = "default: the last token's hidden state, normalized";

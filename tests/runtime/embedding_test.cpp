@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 
+#include "model/gguf_bytes.h"
 #include "model/hf_fixture_util.h"
 #include "mx8/error.h"
 #include "mx8/runtime/embedding.h"
@@ -227,6 +228,38 @@ TEST(EmbeddingRecipe, ReadsSentenceTransformersModules) {
   const runtime::EmbeddingRecipe plain = runtime::read_embedding_recipe(hf_test::kDir + "/qwen3_qknorm");
   EXPECT_TRUE(plain.normalize);
   EXPECT_NE(plain.source.find("default"), std::string::npos);
+}
+
+// A GGUF file of metadata alone: llama.cpp's converter writes `<arch>.pooling_type` for embedding models.
+std::string gguf_with_pooling(int type) {
+  test::GgufBytes g;
+  g.header(0, type < 0 ? 1 : 2);
+  g.text("general.architecture", "qwen3");
+  if (type >= 0) g.u32("qwen3.pooling_type", uint32_t(type));
+  const fs::path p = fs::temp_directory_path() /
+                     ("mx8_pool_" + std::to_string(::getpid()) + "_" + std::to_string(type) + ".gguf");
+  std::ofstream(p, std::ios::binary)
+      .write(reinterpret_cast<const char*>(g.b.data()), std::streamsize(g.b.size()));
+  return p.string();
+}
+
+TEST(EmbeddingRecipe, ReadsAGgufFilesPoolingType) {
+  for (int type : {-1, 0, 3}) {  // absent (a chat model's file), none, last
+    const std::string p = gguf_with_pooling(type);
+    EXPECT_TRUE(runtime::read_embedding_recipe(p).normalize) << type;
+    fs::remove(p);
+  }
+  for (const auto& [type, name] : {std::pair{1, "'mean'"}, {2, "'cls'"}, {4, "'rank'"}}) {
+    const std::string p = gguf_with_pooling(type);
+    try {
+      runtime::read_embedding_recipe(p);
+      ADD_FAILURE() << "pooling_type " << type << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("qwen3.pooling_type"), std::string::npos) << e.what();
+    }
+    fs::remove(p);
+  }
 }
 
 TEST(EmbeddingRecipe, RefusesWhatItCannotRunByName) {

@@ -12,16 +12,16 @@ namespace mx8::runtime {
 
 struct EmbeddingRecipe {
   // The vector is scaled to unit length (sentence-transformers' Normalize module; OpenAI's embeddings
-  // are too). A folder without modules.json (a chat model, a GGUF file) gets true.
+  // are too). A folder without modules.json (a chat model) and a GGUF file get true.
   bool normalize = true;
   // Where the recipe came from, for messages ("modules.json", or "default: last token, normalized").
   std::string source;
 };
 
 // Reads `model_path`'s sentence-transformers modules (modules.json, its Pooling module's config.json,
-// a Normalize module). Throws mx8::Error naming what mx8 cannot do: a pooling other than the last
-// token's (mean, CLS, max: they need every position's state), or a module other than the transformer,
-// the pooling and Normalize (a Dense projection).
+// a Normalize module), or a GGUF file's `<arch>.pooling_type`. Throws mx8::Error naming what mx8
+// cannot do: a pooling other than the last token's (mean, CLS, max: they need every position's
+// state), or a module other than the transformer, the pooling and Normalize (a Dense projection).
 EmbeddingRecipe read_embedding_recipe(const std::string& model_path);
 
 // The embedding of a text whose last token's final hidden state is `hidden`: its first `dimensions`

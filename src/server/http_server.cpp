@@ -23,6 +23,7 @@
 #include "mx8/server/api.h"
 #include "mx8/server/embeddings_api.h"
 #include "mx8/util/json_parse.h"
+#include "server/api_fields.h"
 #include "server/client_connection.h"
 #include "server/reply_reader.h"
 
@@ -777,6 +778,57 @@ struct HttpServer::Impl {
         }
       };
     };
+    // vLLM's /tokenize and /detokenize (clients count tokens and map them to text with them): a
+    // completions prompt with the tokenizer's framing (add_special_tokens, default true), or a chat
+    // request's messages rendered as /v1/chat/completions would render them, generation prompt included.
+    post("/tokenize", *openai_chat,
+         [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+           try {
+             const json body = parse_body(b);
+             fields::require_object(body);
+             std::vector<int32_t> ids;
+             if (body.contains("messages")) {
+               ids = prompt_ids(openai_chat->parse(body, opts.sampling)).front();
+             } else {
+               if (!body.contains("prompt") || !body["prompt"].is_string())
+                 throw ApiError(400, "'prompt' (a string) or 'messages' is required", "prompt");
+               runtime::EncodeOptions enc;
+               enc.add_special = fields::boolean(body, "add_special_tokens").value_or(true);
+               ids = tok.encode(body["prompt"].get<std::string>(), enc);
+             }
+             json strs = nullptr;
+             if (fields::boolean(body, "return_token_strs").value_or(false)) {
+               strs = json::array();
+               for (int32_t id : ids) strs.push_back(tok.token_text(id));
+             }
+             send_json(s, 200,
+                       {{"count", ids.size()},
+                        {"max_model_len", service.max_context()},
+                        {"tokens", ids},
+                        {"token_strs", std::move(strs)}});
+           } catch (const ApiError& e) {
+             refuse(s, *openai_chat, q.path, e.status(), e.what(), e.param());
+           } catch (const Error& e) {
+             refuse(s, *openai_chat, q.path, 400, e.what());
+           }
+         });
+    post("/detokenize", *openai_chat,
+         [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+           try {
+             const json body = parse_body(b);
+             fields::require_object(body);
+             const std::vector<PromptInput> in = fields::prompts(body, "tokens");
+             if (in.size() != 1 || !in[0].ids) throw ApiError(400, "'tokens' must be token ids", "tokens");
+             for (int32_t id : *in[0].ids)
+               if (size_t(id) >= tok.vocab_size())
+                 throw ApiError(400, "token " + std::to_string(id) + " is outside the vocabulary", "tokens");
+             send_json(s, 200, {{"prompt", tok.decode(*in[0].ids)}});
+           } catch (const ApiError& e) {
+             refuse(s, *openai_chat, q.path, e.status(), e.what(), e.param());
+           } catch (const Error& e) {
+             refuse(s, *openai_chat, q.path, 400, e.what());
+           }
+         });
     post("/v1/embeddings", *openai_chat,
          [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
            embeddings(q, b, s);

@@ -6,6 +6,7 @@
 //   GET  /v1/models[/ID]        the one model (Anthropic's shape when the request has anthropic-version)
 //   POST /v1/messages/count_tokens   Anthropic: the prompt's token count
 //   POST /v1/embeddings         OpenAI embeddings (the last token's hidden state, runtime/embedding.h)
+//   POST /tokenize, /detokenize vLLM's: a prompt or a chat request's token ids, and ids back to text
 //   GET  /health                {"status": "ok", "running": N, "waiting": N}, 503 once broken
 //   GET  /metrics               Prometheus text: requests by outcome, tokens, steps, running/waiting
 //

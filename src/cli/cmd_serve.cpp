@@ -169,7 +169,8 @@ void serve(ServeOptions& o) {
 }
 
 mx8::cli::CommandRegistration reg{
-    "serve", "HTTP server: OpenAI chat/completions and Anthropic messages APIs", [](CLI::App& app) {
+    "serve", "HTTP server: OpenAI chat, completions, responses and embeddings, and Anthropic messages APIs",
+    [](CLI::App& app) {
       auto o = std::make_shared<ServeOptions>();
       mx8::cli::add_gen_options(app, o->gen);
       app.add_option("--host", o->host, "address to listen on")->capture_default_str();

@@ -5,7 +5,8 @@
 //
 // Each text is tokenized as the model's tokenizer says (Qwen3-Embedding's appends <|endoftext|>), read
 // by the engine in one batch, and pooled as the model's sentence-transformers modules say
-// (runtime/embedding.h). Instructions for queries are part of the text ("Instruct: ...\nQuery: ...").
+// (runtime/embedding.h). An instruction for queries is part of the text ("Instruct: ...\nQuery: ...")
+// or one of the model's named prompts (--prompt-name).
 #include <algorithm>
 #include <cstdio>
 #include <map>
@@ -28,6 +29,7 @@ struct EmbedOptions {
   std::string file;
   int dimensions = 0;
   bool no_normalize = false;
+  std::string prompt_name;
 };
 
 void embed(EmbedOptions& o) {
@@ -45,7 +47,7 @@ void embed(EmbedOptions& o) {
   std::vector<std::vector<int32_t>> prompts;
   size_t longest = 0;
   for (const std::string& t : texts) {
-    prompts.push_back(tok->encode(t));
+    prompts.push_back(tok->encode(recipe.with_prompt(t, o.prompt_name)));
     if (prompts.back().empty()) throw Error("embed: a text has no tokens (an empty line?)");
     longest = std::max(longest, prompts.back().size());
   }
@@ -100,6 +102,10 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--dimensions", o->dimensions,
                      "keep the first N values (0: all), normalized after the cut (Matryoshka models)")
           ->capture_default_str();
+      app.add_option(
+          "--prompt-name", o->prompt_name,
+          "put the model's prompt of this name before each text (config_sentence_transformers.json: "
+          "Qwen3-Embedding's \"query\" instruction); default: the model's default prompt, if any");
       app.add_flag("--no-normalize", o->no_normalize, "the hidden state as it is, not scaled to unit length");
       return [o] { embed(*o); };
     }};

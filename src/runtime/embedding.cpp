@@ -52,8 +52,9 @@ EmbeddingRecipe gguf_recipe(const std::string& path) {
     throw Error("embedding: " + path + " pools its tokens by '" + name + "' (" + key +
                 "); mx8 reads the last token's hidden state only");
   }
-  return {true,
-          f.has(key) ? path + " (" + key + " last)" : "default: the last token's hidden state, normalized"};
+  EmbeddingRecipe r;
+  r.source = f.has(key) ? path + " (" + key + " last)" : "default: the last token's hidden state, normalized";
+  return r;
 }
 
 }  // namespace
@@ -93,7 +94,31 @@ EmbeddingRecipe read_embedding_recipe(const std::string& model_path) {
   }
   if (!pooled) throw Error("embedding: " + modules_path.string() + " has no Pooling module");
   r.source = modules_path.string();
+  if (const fs::path st = dir / "config_sentence_transformers.json"; fs::exists(st)) {
+    const json cfg = read_json_file(st);
+    if (cfg.contains("prompts") && cfg["prompts"].is_object())
+      for (const auto& [name, text] : cfg["prompts"].items())
+        if (text.is_string()) r.prompts[name] = text.get<std::string>();
+    if (cfg.contains("default_prompt_name") && cfg["default_prompt_name"].is_string())
+      r.default_prompt_name = cfg["default_prompt_name"];
+    if (!r.default_prompt_name.empty() && !r.prompts.count(r.default_prompt_name))
+      throw Error("embedding: " + st.string() + " names default_prompt_name '" + r.default_prompt_name +
+                  "', which is not among its prompts");
+  }
   return r;
+}
+
+std::string EmbeddingRecipe::with_prompt(const std::string& text, const std::string& name) const {
+  const std::string& n = name.empty() ? default_prompt_name : name;
+  if (n.empty()) return text;
+  auto it = prompts.find(n);
+  if (it == prompts.end()) {
+    std::string known;
+    for (const auto& [k, v] : prompts) known += (known.empty() ? "'" : ", '") + k + "'";
+    throw Error("embedding: no prompt '" + n + "' (" +
+                (known.empty() ? "this model has none" : "it has " + known) + ")");
+  }
+  return it->second + text;
 }
 
 std::vector<float> finish_embedding(std::span<const float> hidden, int dimensions, bool normalize) {

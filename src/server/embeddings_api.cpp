@@ -22,6 +22,11 @@ EmbeddingsRequest parse_embeddings_request(const json& body) {
   for (const PromptInput& in : r.inputs)
     if (in.text && in.text->empty()) throw ApiError(400, "'input' must not hold an empty string", "input");
   if (auto d = fields::integer(body, "dimensions", 1, INT32_MAX)) r.dimensions = int(*d);
+  if (body.contains("prompt_name") && !body["prompt_name"].is_null()) {
+    if (!body["prompt_name"].is_string())
+      throw ApiError(400, "'prompt_name' must be a string", "prompt_name");
+    r.prompt_name = body["prompt_name"];
+  }
   if (body.contains("encoding_format") && !body["encoding_format"].is_null()) {
     const json& f = body["encoding_format"];
     if (f != "float" && f != "base64")

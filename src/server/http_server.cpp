@@ -666,7 +666,15 @@ struct HttpServer::Impl {
                            std::to_string(service.hidden_size()),
                        "dimensions");
       for (const PromptInput& in : er.inputs) {
-        prompts.push_back(in.ids ? *in.ids : tok.encode(*in.text));
+        std::string text;
+        if (in.text) {
+          try {
+            text = opts.embeddings.with_prompt(*in.text, er.prompt_name);
+          } catch (const Error& e) {
+            throw ApiError(400, e.what(), "prompt_name");
+          }
+        }
+        prompts.push_back(in.ids ? *in.ids : tok.encode(text));
         prompt_tokens += int(prompts.back().size());
       }
     } catch (const ApiError& e) {

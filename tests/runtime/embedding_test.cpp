@@ -224,7 +224,24 @@ TEST(EmbeddingRecipe, ReadsSentenceTransformersModules) {
   // The older one-flag-per-mode config (sentence-transformers before 5), without Normalize.
   StFolder old_style(modules(false), {{"pooling_mode_lasttoken", true}, {"pooling_mode_mean_tokens", false}});
   EXPECT_FALSE(runtime::read_embedding_recipe(old_style.dir.string()).normalize);
-  // No modules.json (a chat model, a GGUF file): the last token, normalized.
+  // config_sentence_transformers.json's prompts: a default, others by name, an unknown name refused.
+  std::ofstream(old_style.dir / "config_sentence_transformers.json")
+      << R"({"prompts": {"query": "Q: ", "document": ""}, "default_prompt_name": "query"})";
+  const runtime::EmbeddingRecipe prompted = runtime::read_embedding_recipe(old_style.dir.string());
+  EXPECT_EQ(prompted.with_prompt("x", ""), "Q: x");
+  EXPECT_EQ(prompted.with_prompt("x", "document"), "x");
+  try {
+    prompted.with_prompt("x", "passage");
+    ADD_FAILURE() << "an unknown prompt was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no prompt 'passage' (it has 'document', 'query')"),
+              std::string::npos)
+        << e.what();
+  }
+  std::ofstream(old_style.dir / "config_sentence_transformers.json")
+      << R"({"prompts": {"query": "Q: "}, "default_prompt_name": "passage"})";
+  EXPECT_THROW(runtime::read_embedding_recipe(old_style.dir.string()), Error);
+  // No modules.json (a chat model): the last token, normalized, no prompts.
   const runtime::EmbeddingRecipe plain = runtime::read_embedding_recipe(hf_test::kDir + "/qwen3_qknorm");
   EXPECT_TRUE(plain.normalize);
   EXPECT_NE(plain.source.find("default"), std::string::npos);

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "model/hf_fixture_util.h"
@@ -28,10 +29,14 @@ struct EmbeddingServer {
   std::unique_ptr<model::LlamaModel> model = model::load_llama(kFixture, *be, {});
   std::unique_ptr<runtime::Tokenizer> tok = runtime::load_tokenizer(kFixture);
   server::GenerationService service{*model, *be, *tok, service_options()};
-  server::HttpServer http{service, *tok, nullptr, server_options()};
+  runtime::EmbeddingRecipe recipe;
+  server::HttpServer http{service, *tok, nullptr, server_options(recipe)};
   int port = http.bind();
   std::thread listener{[this] { http.listen(); }};
 
+  // The fixture's recipe, with `prompts` besides (its own are empty).
+  explicit EmbeddingServer(std::map<std::string, std::string> prompts = {})
+      : recipe(with_prompts(std::move(prompts))) {}
   ~EmbeddingServer() {
     service.stop();
     http.stop();
@@ -45,11 +50,16 @@ struct EmbeddingServer {
     o.max_waiting = 1;  // a request of six inputs must still pass, two at a time
     return o;
   }
-  static server::ServerOptions server_options() {
+  static runtime::EmbeddingRecipe with_prompts(std::map<std::string, std::string> prompts) {
+    runtime::EmbeddingRecipe r = runtime::read_embedding_recipe(kFixture);
+    for (auto& [name, text] : prompts) r.prompts[name] = text;
+    return r;
+  }
+  static server::ServerOptions server_options(const runtime::EmbeddingRecipe& recipe) {
     server::ServerOptions o;
     o.port = 0;
     o.model_name = "qwen3_embedding";
-    o.embeddings = runtime::read_embedding_recipe(kFixture);
+    o.embeddings = recipe;
     return o;
   }
   json post(const json& body, int want_status = 200) {
@@ -146,6 +156,21 @@ TEST_F(EmbeddingsEndpoint, RefusesWhatItCannotAnswerByField) {
   EXPECT_NE(far["error"]["message"].get<std::string>().find("input 1: prompt token 5000"), std::string::npos)
       << far;
   s.post({{"input", std::vector<int>(300, 1)}}, 400);
+}
+
+TEST_F(EmbeddingsEndpoint, PromptNamePutsTheModelsPromptBeforeTexts) {
+  // Reference text 4 is an instruction and a query; as a prompt of the model's, and the query alone.
+  const std::string text = ref_["texts"][4];
+  const size_t cut = text.find("fp8 scales");
+  EmbeddingServer s({{"query", text.substr(0, cut)}});
+  const json r = s.post({{"input", text.substr(cut)}, {"prompt_name", "query"}});
+  const std::vector<float> got = r["data"][0]["embedding"].get<std::vector<float>>();
+  for (size_t j = 0; j < got.size(); ++j)
+    EXPECT_NEAR(got[j], ref_["embeddings"][4][j].get<float>(), kTol) << j;
+  EXPECT_EQ(r["usage"]["prompt_tokens"], ref_["ids"][4].size());  // the prompt's tokens count
+  const json bad = s.post({{"input", "a"}, {"prompt_name", "passage"}}, 400);
+  EXPECT_EQ(bad["error"]["param"], "prompt_name");
+  EXPECT_NE(bad["error"]["message"].get<std::string>().find("'document', 'query'"), std::string::npos) << bad;
 }
 
 TEST(EmbeddingsApi, Base64IsRfc4648) {

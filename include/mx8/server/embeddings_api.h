@@ -17,6 +17,9 @@ struct EmbeddingsRequest {
   std::vector<PromptInput> inputs;  // texts (tokenized as the model's tokenizer frames them) or token ids
   int dimensions = 0;               // the first this-many values, renormalized; 0: all of them
   bool base64 = false;  // encoding_format "base64": each vector's float32 values, little-endian, in base64
+  // The model's prompt to put before each text input (runtime::EmbeddingRecipe::prompts; the field of
+  // text-embeddings-inference and sentence-transformers): "" the model's default, if any.
+  std::string prompt_name;
 };
 
 // Throws ApiError naming the field: `input` absent, empty, an empty string, more than

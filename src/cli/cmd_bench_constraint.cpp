@@ -26,8 +26,7 @@ using mx8::cli::fmt;
 struct Options {
   std::string model;
   double min_time = 0.3;
-  bool write_perf = true;
-  std::string perf_md;
+  mx8::cli::PerfMdTarget perf;
 };
 
 // A person record, and two tools (one strict), as the server's tests use them.
@@ -119,8 +118,8 @@ void run(const Options& o) {
           fmt("%.0fx", r.reference_ms / r.ms) + " |\n";
   }
   md += "\nLoad average when the run started: " + mx8::cli::load_average() + ".\n";
-  if (o.write_perf) {
-    const std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
+  if (o.perf.write) {
+    const std::string path = o.perf.path();
     mx8::cli::update_perf_section(path, "cpu-constraint", md);
     std::printf("updated %s (section cpu-constraint)\n", path.c_str());
   }
@@ -136,8 +135,7 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--min-time", o->min_time, "seconds per case")
           ->capture_default_str()
           ->check(CLI::Range(0.01, 3600.0));
-      app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
-      app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
+      o->perf.add_options(app);
       return [o] { run(*o); };
     }};
 

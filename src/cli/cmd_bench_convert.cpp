@@ -31,7 +31,7 @@ struct Args {
   int64_t size_mb = 256;
   std::string threads = "1,2";
   std::string dir;
-  bool no_perf_md = false;
+  mx8::cli::PerfMdTarget perf;
   bool keep = false;
 };
 
@@ -213,8 +213,8 @@ void run(const Args& a) {
                 r.ratio_read, r.out_mb, 100 * r.ratio_floor);
   }
   std::printf("floors: %s; write+fsync %.3f GB/s\n", floors.c_str(), write_gbps);
-  if (!a.no_perf_md) {
-    const std::string path = cli::default_perf_md_path();
+  if (a.perf.write) {
+    const std::string path = a.perf.path();
     cli::update_perf_section(path, "convert", md);
     std::printf("updated %s\n", path.c_str());
   }
@@ -226,7 +226,7 @@ cli::CommandRegistration reg{
       app.add_option("--size-mb", a->size_mb, "size of the synthetic BF16 checkpoint (MB)");
       app.add_option("--threads", a->threads, "thread counts to run, e.g. 1,2");
       app.add_option("--dir", a->dir, "scratch folder (default: a new one under /tmp)");
-      app.add_flag("--no-perf-md", a->no_perf_md, "do not update docs/PERF.md");
+      a->perf.add_options(app);
       app.add_flag("--keep", a->keep, "keep the scratch folder (input and outputs)");
       return [a] { run(*a); };
     }};

@@ -34,8 +34,7 @@ namespace {
 
 struct BenchOptions {
   int iters = 30;
-  std::string perf_md;
-  bool no_perf_md = false;
+  mx8::cli::PerfMdTarget perf;
   std::vector<int> ms;
   std::string tile;       // "BMxBN[wW][cC]" to force a tile shape (experiments)
   bool mx8_only = false;  // time only mx8's float-scale GEMM (tile sweeps): the other columns are nan
@@ -45,8 +44,7 @@ struct BenchOptions {
 
 void add_common_options(CLI::App& app, const std::shared_ptr<BenchOptions>& o) {
   app.add_option("--iters", o->iters, "timed runs per kernel (median reported)")->check(CLI::Range(1, 1000));
-  app.add_option("--perf-md", o->perf_md, "docs/PERF.md to update (default: the source tree's)");
-  app.add_flag("--no-perf-md", o->no_perf_md, "print only; leave docs/PERF.md alone");
+  o->perf.add_options(app);
 }
 
 #ifndef MX8_HAVE_CUDA
@@ -103,8 +101,8 @@ std::string header_block(const std::string& title, const std::string& command, c
 }
 
 void write_section(const BenchOptions& o, const std::string& id, const std::string& md) {
-  if (o.no_perf_md || o.mx8_only || !o.shapes.empty()) return;  // experiments leave PERF.md's tables alone
-  const std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
+  if (!o.perf.write || o.mx8_only || !o.shapes.empty()) return;  // experiments leave PERF.md's tables alone
+  const std::string path = o.perf.path();
   mx8::cli::update_perf_section(path, id, md);
   std::printf("updated section '%s' of %s\n", id.c_str(), path.c_str());
 }

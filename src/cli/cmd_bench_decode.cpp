@@ -45,8 +45,7 @@ struct Options {
   int prompt = 1;  // prompt tokens per sequence (> 1: prefill is timed too, section decode-cpu-prefill)
   std::string kv = "bf16";
   std::string model;  // a model file to time instead of the random Llama-3-8B-shaped one
-  bool write_perf = true;
-  std::string perf_md;
+  mx8::cli::PerfMdTarget perf;
 };
 
 // llama.cpp on a machine of the same kind (cpu-anchor.md section 8, tg64, 2 threads, two runs).
@@ -239,8 +238,8 @@ void run(const Options& o) {
      << (prefill ? " --prompt " + std::to_string(o.prompt) : "") << " --tokens " << o.tokens << " --kv "
      << o.kv << "`.\n";
   std::printf("%s", md.str().c_str());
-  if (o.write_perf) {
-    std::string path = o.perf_md.empty() ? cli::default_perf_md_path() : o.perf_md;
+  if (o.perf.write) {
+    std::string path = o.perf.path();
     const std::string section = !o.model.empty() ? "decode-cpu-model"
                                 : batched        ? "decode-cpu-batch"
                                 : prefill        ? "decode-cpu-prefill"
@@ -277,8 +276,7 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--model", o->model,
                      "time this model file (GGUF or Hugging Face folder) instead of the random one; "
                      "--layers and --vocab are then its own");
-      app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
-      app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
+      o->perf.add_options(app);
       return [o] { run(*o); };
     }};
 

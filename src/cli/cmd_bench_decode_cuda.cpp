@@ -59,8 +59,7 @@ struct Options {
   std::vector<bool> graph_modes;   // from `graphs`
   bool greedy = false;             // decode steps take the arg max on the GPU (only indices downloaded)
   bool rounded_attention = false;  // prompt steps also timed with AttentionArgs::round_operands
-  bool write_perf = true;
-  std::string perf_md;
+  mx8::cli::PerfMdTarget perf;
   int timeline = 0;  // decode steps traced kernel by kernel after each timed run (print_timeline)
 };
 
@@ -529,8 +528,8 @@ void run(const Options& o) {
               fmt("%.0f%%", 100 * gbps / bw) + " |\n";
       }
   }
-  if (o.write_perf) {
-    std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
+  if (o.perf.write) {
+    std::string path = o.perf.path();
     const std::string section =
         std::string(batched ? "decode-cuda-batch" : "decode-cuda") + (o.greedy ? "-greedy" : "");
     mx8::cli::update_perf_section(path, section, md);
@@ -599,13 +598,12 @@ mx8::cli::CommandRegistration reg{
       app.add_flag(
           "--attention-rounded", o->rounded_attention,
           "also time each prompt step with rounded attention operands (mx8 run --attention rounded)");
-      app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
+      o->perf.add_options(app);
       app.add_option(
              "--timeline", o->timeline,
              "after each decode run, trace this many more steps kernel by kernel and print where their "
              "time went (CUPTI)")
           ->check(CLI::Range(0, 1000));
-      app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
       app.add_option("--graphs", o->graphs, "CUDA graphs: on, off or both (comma-separated, in that order)")
           ->capture_default_str();
       return [o] {

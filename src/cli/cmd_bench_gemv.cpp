@@ -33,8 +33,7 @@ struct Options {
   double min_time = 0.25;
   size_t cold_bytes = size_t(256) << 20;
   bool lut = true;
-  bool write_perf = true;
-  std::string perf_md;
+  mx8::cli::PerfMdTarget perf;
 };
 
 // llama.cpp (cpu-anchor.md section 4), n = 1, cold, 2 threads, median of 3 sweeps: ms per product.
@@ -279,8 +278,8 @@ void run(const Options& o) {
   md += "\nLoad average when the run started: " + mx8::cli::load_average() +
         " (other work on the same cores lowers wall-clock figures; run-to-run spread is ~12% even when idle, "
         "cpu-anchor.md).\n";
-  if (o.write_perf) {
-    std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
+  if (o.perf.write) {
+    std::string path = o.perf.path();
     mx8::cli::update_perf_section(path, "cpu-gemv", md);
     std::printf("updated %s (section cpu-gemv)\n", path.c_str());
   }
@@ -296,8 +295,7 @@ mx8::cli::CommandRegistration reg{
           ->capture_default_str()
           ->check(CLI::Range(0.01, 3600.0));
       app.add_flag("!--no-lut", o->lut, "skip the table-decode FP8 variant");
-      app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
-      app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
+      o->perf.add_options(app);
       return [o] { run(*o); };
     }};
 

@@ -37,8 +37,7 @@ struct Options {
   int iters = 30;
   bool ab = false;
   bool deepseek = true;
-  std::string perf_md;
-  bool no_perf_md = false;
+  mx8::cli::PerfMdTarget perf;
 };
 
 // Device memory released at scope exit.
@@ -364,8 +363,8 @@ void run(const Options& o) {
          << fmt("%.2fx", lt) << " | " << fmt("%.0f%%", 100 * std::exp(sm.copy_kernel / sm.n)) << " |\n";
     }
   }
-  if (!o.no_perf_md) {
-    const std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
+  if (o.perf.write) {
+    const std::string path = o.perf.path();
     mx8::cli::update_perf_section(path, "gemv-cuda", md.str());
     std::printf("updated section 'gemv-cuda' of %s\n", path.c_str());
   }
@@ -380,8 +379,7 @@ mx8::cli::CommandRegistration reg{
           ->check(CLI::Range(20, 1000));
       app.add_flag("--ab", o->ab, "also time the kernel knob variants (rows, unroll, threads, E4M3 decode)");
       app.add_flag("!--no-deepseek", o->deepseek, "skip the DeepSeek M = 1..16 table");
-      app.add_option("--perf-md", o->perf_md, "docs/PERF.md to update (default: the source tree's)");
-      app.add_flag("--no-perf-md", o->no_perf_md, "print only; leave docs/PERF.md alone");
+      o->perf.add_options(app);
       return mx8::cli::CommandRun([o] { run(*o); });
     }};
 

@@ -29,8 +29,7 @@ struct Options {
   std::string threads = "1,2";
   std::string granularities = "tensor,row,1x128,1x32,128x128,32x32";
   double min_time = 0.3;
-  bool write_perf = true;
-  std::string perf_md;
+  mx8::cli::PerfMdTarget perf;
 };
 
 const char* src_name(SourceType t) {
@@ -166,8 +165,8 @@ void run(const Options& o) {
   md += "\nLoad average when the run started: " + mx8::cli::load_average() +
         " (other work on the same cores lowers wall-clock figures; run-to-run spread is ~12% even when idle, "
         "cpu-anchor.md).\n";
-  if (o.write_perf) {
-    std::string path = o.perf_md.empty() ? mx8::cli::default_perf_md_path() : o.perf_md;
+  if (o.perf.write) {
+    std::string path = o.perf.path();
     mx8::cli::update_perf_section(path, "cpu-quantize", md);
     std::printf("updated %s (section cpu-quantize)\n", path.c_str());
   }
@@ -187,8 +186,7 @@ mx8::cli::CommandRegistration reg{
       app.add_option("--min-time", o->min_time, "seconds per case")
           ->capture_default_str()
           ->check(CLI::Range(0.01, 3600.0));
-      app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
-      app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
+      o->perf.add_options(app);
       return [o] { run(*o); };
     }};
 

@@ -42,8 +42,7 @@ struct Options {
   int echo_logprobs = -1;  // >= 0: each request also scores its prompt (echo with this many alternatives)
   int logprobs = -1;  // >= 0: each request asks for its tokens' log-probabilities (this many alternatives)
   bool rows_on_host = false;  // EngineOptions::BackendDraw::never (the comparison for what the backend reads)
-  bool write_perf = true;
-  std::string perf_md;
+  mx8::cli::PerfMdTarget perf;
 };
 
 const char* kOpenings[] = {"Once upon a time", "One day", "Tom and Lily", "The little dog",
@@ -407,8 +406,8 @@ void run(Options& o) {
     if (echo) md << " " << int64_t(r.engine_prompt_tok_s) << " | " << int64_t(r.server_prompt_tok_s) << " |";
     md << "\n";
   }
-  if (o.write_perf) {
-    const std::string path = o.perf_md.empty() ? cli::default_perf_md_path() : o.perf_md;
+  if (o.perf.write) {
+    const std::string path = o.perf.path();
     cli::update_perf_section(path, section, md.str());
     std::fprintf(stderr, "bench serve: updated %s (section %s)\n", path.c_str(), section.c_str());
   }
@@ -440,8 +439,7 @@ mx8::cli::CommandRegistration reg{
       app.add_flag("--rows-on-host", o->rows_on_host,
                    "download every logit row (greedy, top-k and prompt log-probabilities on the host): the "
                    "comparison for what the backend reads where it can");
-      app.add_flag("!--no-perf-md", o->write_perf, "do not update docs/PERF.md");
-      app.add_option("--perf-md", o->perf_md, "PERF.md to update (default: the source tree's docs/PERF.md)");
+      o->perf.add_options(app);
       return [o] { run(*o); };
     }};
 

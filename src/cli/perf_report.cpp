@@ -76,4 +76,9 @@ std::string default_perf_md_path() {
   return std::string(MX8_SOURCE_DIR) + "/docs/PERF.md";
 }
 
+void PerfMdTarget::add_options(CLI::App& app) {
+  app.add_option("--perf-md", file, "the PERF.md to update (default: the source tree's docs/PERF.md)");
+  app.add_flag("!--no-perf-md", write, "print only; leave PERF.md alone");
+}
+
 }  // namespace mx8::cli

@@ -3,6 +3,7 @@
 // one another:  <!-- bench:ID -->  ...  <!-- /bench:ID -->
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <string>
 
 namespace mx8::cli {
@@ -24,5 +25,14 @@ void update_doc_section(const std::string& path, const std::string& id, const st
 void update_perf_section(const std::string& perf_md_path, const std::string& id, const std::string& markdown);
 // The default docs/PERF.md of the source tree this binary was built from.
 std::string default_perf_md_path();
+
+// Where a benchmark writes its section: --perf-md FILE (default: the source tree's docs/PERF.md), or
+// nowhere with --no-perf-md. Every benchmark that keeps a section takes these two options.
+struct PerfMdTarget {
+  bool write = true;
+  std::string file;
+  void add_options(CLI::App& app);
+  std::string path() const { return file.empty() ? default_perf_md_path() : file; }
+};
 
 }  // namespace mx8::cli

@@ -3,9 +3,9 @@
 //   mx8 embed -m Qwen3-Embedding-0.6B "What is FP8?" "FP8 is an 8-bit float format."
 //   mx8 embed -m Qwen3-Embedding-0.6B --weights fp8 --dimensions 256 --file texts.txt
 //
-// Each text is tokenized as the model's tokenizer says (Qwen3-Embedding's appends <|endoftext|>), read
-// by the engine in one batch, and pooled as the model's sentence-transformers modules say
-// (runtime/embedding.h). An instruction for queries is part of the text ("Instruct: ...\nQuery: ...")
+// Each text is tokenized as the model's tokenizer says (with any end token its post-processor
+// appends), read by the engine in one batch, and pooled as the model's sentence-transformers modules
+// say (runtime/embedding.h). An instruction for queries is part of the text ("Instruct: ...\nQuery: ...")
 // or one of the model's named prompts (--prompt-name).
 #include <algorithm>
 #include <cstdio>

@@ -5,10 +5,16 @@
 # Usage (device tool): run(command="bash scripts/gpu_check.sh", carry=[".carry"])
 # Locally, OUT defaults to build/gpu-check-out. Stages: GPU_CHECK_STAGES="build test sanitize bench".
 #
-# The GPU machine has nvcc, cmake, ninja and gtest but not the nlohmann-json/CLI11 -dev packages:
-# their headers travel in .carry/deps (git-ignored), prepared once on the development machine:
-#   mkdir -p .carry/deps && cd .carry && apt-get download nlohmann-json3-dev libcli11-dev && \
-#     for f in *.deb; do dpkg -x "$f" deps; done
+# The GPU machine has nvcc, cmake, ninja and gtest but not the nlohmann-json, CLI11 or cpp-httplib
+# -dev packages: they travel in .carry/deps (git-ignored), prepared once on the development machine
+# (httplib's .pc made relocatable and its private requirements dropped; its headers include OpenSSL's,
+# zlib's and brotli's, and its library needs libbrotli at run time):
+#   mkdir -p .carry/deps && cd .carry && apt-get download nlohmann-json3-dev libcli11-dev \
+#     libcpp-httplib-dev libcpp-httplib0.11 libbrotli1 libssl-dev zlib1g-dev libbrotli-dev && \
+#     for f in *.deb; do dpkg -x "$f" deps; done && find deps -name '*.a' -delete && \
+#     sed -i 's|^prefix=/usr|prefix=${pcfiledir}/../../..|; /^Requires.private/d; \
+#       s|^Cflags: -I${includedir} |&-I${includedir}/x86_64-linux-gnu |' \
+#       deps/usr/lib/x86_64-linux-gnu/pkgconfig/cpp-httplib.pc
 # Env knobs: GPU_CHECK_STANDALONE=1 builds only the CUDA parts (scripts/gpu_check/CMakeLists.txt);
 # GPU_CHECK_AB_SPLITK=1, GPU_CHECK_NOSTORE=1, GPU_CHECK_TILES_SMALL/LARGE="64x64 64x64w2 ..." add
 # experiments (stage "exp") to $OUT/experiments.log.

@@ -57,16 +57,10 @@ EmbeddingRecipe gguf_recipe(const std::string& path) {
   return r;
 }
 
-}  // namespace
-
-EmbeddingRecipe read_embedding_recipe(const std::string& model_path) {
+// A sentence-transformers folder's recipe (modules.json in `dir`). nlohmann's type errors (a module
+// that is not an object, a flag that is not a boolean) escape to the caller, which names the folder.
+EmbeddingRecipe folder_recipe(const fs::path& dir, const std::string& model_path) {
   EmbeddingRecipe r;
-  if (fs::is_regular_file(model_path) && model_path.ends_with(".gguf")) return gguf_recipe(model_path);
-  const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path) : fs::path();
-  if (dir.empty() || !fs::exists(dir / "modules.json")) {
-    r.source = "default: the last token's hidden state, normalized";
-    return r;
-  }
   const fs::path modules_path = dir / "modules.json";
   const json modules = read_json_file(modules_path);
   if (!modules.is_array()) throw Error("embedding: " + modules_path.string() + " is not a list of modules");
@@ -106,6 +100,24 @@ EmbeddingRecipe read_embedding_recipe(const std::string& model_path) {
                   "', which is not among its prompts");
   }
   return r;
+}
+
+}  // namespace
+
+EmbeddingRecipe read_embedding_recipe(const std::string& model_path) {
+  if (fs::is_regular_file(model_path) && model_path.ends_with(".gguf")) return gguf_recipe(model_path);
+  const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path) : fs::path();
+  if (dir.empty() || !fs::exists(dir / "modules.json")) {
+    EmbeddingRecipe r;
+    r.source = "default: the last token's hidden state, normalized";
+    return r;
+  }
+  try {
+    return folder_recipe(dir, model_path);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("embedding: " + model_path +
+                ": a sentence-transformers file is not as expected: " + e.what());
+  }
 }
 
 std::string EmbeddingRecipe::with_prompt(const std::string& text, const std::string& name) const {

@@ -295,6 +295,12 @@ TEST(EmbeddingRecipe, RefusesWhatItCannotRunByName) {
       message(StFolder(modules(true, "sentence_transformers.models.Dense"), {{"pooling_mode", "lasttoken"}}))
           .find("Dense"),
       std::string::npos);
+  // Files of the wrong shape are errors that name the model, not the JSON library's exceptions.
+  EXPECT_NE(
+      message(StFolder(json::array({1, 2}), {{"pooling_mode", "lasttoken"}})).find("is not as expected"),
+      std::string::npos);
+  EXPECT_NE(message(StFolder(modules(true), {{"pooling_mode_lasttoken", "yes"}})).find("is not as expected"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -737,6 +737,19 @@ struct HttpServer::Impl {
     send_json(res, 200, embeddings_response(vectors, er.base64, opts.model_name, prompt_tokens));
   }
 
+  // An endpoint whose answer is one JSON object made by `make`: 200 with it, or the error it throws in
+  // `d`'s shape (an ApiError's status, else 400).
+  void answer(const Dialect& d, const httplib::Request& q, httplib::Response& s,
+              const std::function<json()>& make) {
+    try {
+      send_json(s, 200, make());
+    } catch (const ApiError& e) {
+      refuse(s, d, q.path, e.status(), e.what(), e.param());
+    } catch (const Error& e) {
+      refuse(s, d, q.path, 400, e.what());
+    }
+  }
+
   void routes() {
     http.set_pre_routing_handler([this](const httplib::Request& q, httplib::Response& s) {
       if (authorized(q)) return httplib::Server::HandlerResponse::Unhandled;
@@ -770,20 +783,16 @@ struct HttpServer::Impl {
          });
     // The prompt's length in tokens, as a request would be rendered: Anthropic's count_tokens and
     // OpenAI's responses input_tokens (max_tokens, required of a message, is not asked here).
-    auto count_tokens = [this](const Dialect& d, json answer) {
-      return [this, &d, answer](const httplib::Request& q, const std::string& b, httplib::Response& s) {
-        try {
+    auto count_tokens = [this](const Dialect& d, json shape) {
+      return [this, &d, shape](const httplib::Request& q, const std::string& b, httplib::Response& s) {
+        answer(d, q, s, [&] {
           json body = parse_body(b);
           if (&d == anthropic.get() && body.is_object() && !body.contains("max_tokens"))
             body["max_tokens"] = 1;
-          json out = answer;
+          json out = shape;
           out["input_tokens"] = prompt_ids(d.parse(body, opts.sampling)).front().size();
-          send_json(s, 200, out);
-        } catch (const ApiError& e) {
-          refuse(s, d, q.path, e.status(), e.what(), e.param());
-        } catch (const Error& e) {
-          refuse(s, d, q.path, 400, e.what());
-        }
+          return out;
+        });
       };
     };
     // vLLM's /tokenize and /detokenize (clients count tokens and map them to text with them): a
@@ -791,7 +800,7 @@ struct HttpServer::Impl {
     // request's messages rendered as /v1/chat/completions would render them, generation prompt included.
     post("/tokenize", *openai_chat,
          [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
-           try {
+           answer(*openai_chat, q, s, [&] {
              const json body = parse_body(b);
              fields::require_object(body);
              std::vector<int32_t> ids;
@@ -809,20 +818,15 @@ struct HttpServer::Impl {
                strs = json::array();
                for (int32_t id : ids) strs.push_back(tok.token_text(id));
              }
-             send_json(s, 200,
-                       {{"count", ids.size()},
-                        {"max_model_len", service.max_context()},
-                        {"tokens", ids},
-                        {"token_strs", std::move(strs)}});
-           } catch (const ApiError& e) {
-             refuse(s, *openai_chat, q.path, e.status(), e.what(), e.param());
-           } catch (const Error& e) {
-             refuse(s, *openai_chat, q.path, 400, e.what());
-           }
+             return json{{"count", ids.size()},
+                         {"max_model_len", service.max_context()},
+                         {"tokens", ids},
+                         {"token_strs", std::move(strs)}};
+           });
          });
     post("/detokenize", *openai_chat,
          [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {
-           try {
+           answer(*openai_chat, q, s, [&] {
              const json body = parse_body(b);
              fields::require_object(body);
              const std::vector<PromptInput> in = fields::prompts(body, "tokens");
@@ -830,12 +834,8 @@ struct HttpServer::Impl {
              for (int32_t id : *in[0].ids)
                if (size_t(id) >= tok.vocab_size())
                  throw ApiError(400, "token " + std::to_string(id) + " is outside the vocabulary", "tokens");
-             send_json(s, 200, {{"prompt", tok.decode(*in[0].ids)}});
-           } catch (const ApiError& e) {
-             refuse(s, *openai_chat, q.path, e.status(), e.what(), e.param());
-           } catch (const Error& e) {
-             refuse(s, *openai_chat, q.path, 400, e.what());
-           }
+             return json{{"prompt", tok.decode(*in[0].ids)}};
+           });
          });
     post("/v1/embeddings", *openai_chat,
          [this](const httplib::Request& q, const std::string& b, httplib::Response& s) {

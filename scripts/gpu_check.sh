@@ -31,6 +31,8 @@ note() { echo "== $*" | tee -a "$SUMMARY"; }
 t0=$SECONDS
 
 export CC=/usr/bin/gcc CXX=/usr/bin/g++
+# libcpp-httplib's own dependencies (brotli) are found through the loader path, not the binary's RUNPATH.
+[[ -d .carry/deps/usr ]] && export LD_LIBRARY_PATH="$PWD/.carry/deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv \
   2>&1 | tee -a "$SUMMARY"
 

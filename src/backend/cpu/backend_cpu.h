@@ -41,41 +41,6 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
 // The 256-entry E4M3 decode table (NaN codes decode to NaN).
 const float* e4m3_table();
 
-// One attention job: the `group` query heads that share kv head `kvh`, for one token, over `len`
-// cached positions. K/V of position p live in page table[p / page_size] of the layer's K / V pool
-// (pages of page_bytes, contiguous), at [kv head][slot][head_dim] elements (head-major), then for
-// fp8 the UE8M0 scales [kv head][slot][ceil(hd / 128)].
-struct GroupAttention {
-  const float* q = nullptr;  // [group][hd]
-  float* out = nullptr;      // [group][hd]
-  float* att = nullptr;      // scratch [group][len - first]
-  int group = 1, hd = 0, len = 0, page_size = 0, n_kv = 0, kvh = 0;
-  int first = 0;  // positions [first, len) are attended (a sliding window starts past 0)
-  float scale = 1;
-  KvFormat fmt = KvFormat::f32;
-  const uint8_t* k_pool = nullptr;
-  const uint8_t* v_pool = nullptr;
-  size_t page_bytes = 0;
-  const int32_t* table = nullptr;
-
-  // Where (slot, kvh) lives in a page of the pools: its hd elements of `elem_bytes` each, and for fp8
-  // its ceil(hd / 128) UE8M0 scales (after every head's elements).
-  const uint8_t* head_elements(const uint8_t* page, int slot, int elem_bytes) const {
-    return page + (size_t(kvh) * page_size + slot) * hd * elem_bytes;
-  }
-  const uint8_t* head_scales(const uint8_t* page, int slot) const {
-    return page + size_t(page_size) * n_kv * hd + (size_t(kvh) * page_size + slot) * ((hd + 127) / 128);
-  }
-};
-// Scalar (the definition; plain sequential sums for hd < 64, llama2.c's order), AVX2+FMA (hd a
-// multiple of 8 and >= 64; 8-lane FMA sums) and NEON (the same heads; 4-lane sums). attend_group
-// picks by head size and the active ISA.
-void attend_group_scalar(const GroupAttention& j);
-void attend_group_avx2(const GroupAttention& j);
-#if defined(__aarch64__)
-void attend_group_neon(const GroupAttention& j);
-#endif
-void attend_group(const GroupAttention& j);
 // Softmax of each of `rows` rows of `len` values in place (both attention kernels and Backend::softmax).
 void softmax_rows(float* att, int64_t rows, int64_t len);
 

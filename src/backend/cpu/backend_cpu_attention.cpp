@@ -1,10 +1,10 @@
-// Paged KV cache writes and attention on the CPU (scalar, threads over (token, head) pairs).
+// Paged KV cache writes and attention on the CPU: the page layout, the scalar kernels (the
+// definition), and the driver that tiles a step's tokens into jobs (attention_tile.h).
 //
-// CPU page layout (backend-private; KvCacheDesc gives only the sizes): head-major, elements
-// [kv head][slot][head_dim] in the cache's format, then for fp8 the UE8M0 scales
-// [kv head][slot][ceil(head_dim / 128)]. Head-major because an attention job reads one kv head of
-// consecutive positions: slot-major rows would be 256 bytes out of every n_kv x 256, a strided walk
-// the hardware prefetchers do not follow across 4 KiB pages (measured: 0.4 GB/s; head-major streams).
+// Pages are head-major ([kv head] first) because a job reads one kv head of consecutive positions:
+// slot-major rows would be 256 bytes out of every n_kv x 256, a strided walk the hardware prefetchers
+// do not follow across 4 KiB pages (measured: 0.4 GB/s; head-major streams). Within a head, K is
+// stored transposed so that the score kernels load 8 or 16 keys' values of one dimension at once.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backend/cpu/attention_tile.h"
 #include "backend/cpu/backend_cpu.h"
 #include "mx8/backend/cpu/cpu_features.h"
 #include "mx8/error.h"
@@ -44,10 +45,19 @@ int elem_bytes(KvFormat f) {
   return f == KvFormat::f32 ? 4 : f == KvFormat::bf16 ? 2 : 1;
 }
 
+// Where (slot, head) lives in a page (attention_tile.h): K pages transposed, V pages by row; the fp8
+// scales after the elements, by row, in both.
 struct KvLayout {
   int n_kv, hd, ps, nb;  // nb: scale blocks per head (fp8)
   KvFormat fmt;
-  size_t elem_off(int slot, int head) const { return (size_t(head) * ps + slot) * hd * elem_bytes(fmt); }
+  size_t elem_bytes() const { return size_t(cpu_impl::elem_bytes(fmt)); }
+  // Element i of (slot, head): its byte offset in a K (transposed) or V page.
+  size_t k_off(int slot, int head, int i) const {
+    return ((size_t(head) * hd + i) * ps + slot) * elem_bytes();
+  }
+  size_t v_off(int slot, int head, int i) const {
+    return ((size_t(head) * ps + slot) * hd + i) * elem_bytes();
+  }
   size_t scale_off(int slot, int head) const {
     return size_t(ps) * n_kv * hd + (size_t(head) * ps + slot) * nb;  // fp8 only: elements are 1 byte
   }
@@ -57,18 +67,19 @@ KvLayout layout_of(const KvCacheDesc& d) {
   return {d.n_kv_heads, d.head_dim, d.page_size, (d.head_dim + 127) / 128, d.format};
 }
 
-// Writes one head vector (hd values) into a page at (slot, head).
-void store_head(uint8_t* page, const KvLayout& L, int slot, int head, const float* src) {
-  uint8_t* dst = page + L.elem_off(slot, head);
+// Writes one head vector (hd values) into a K (transposed) or V page at (slot, head).
+void store_head(uint8_t* page, const KvLayout& L, bool is_k, int slot, int head, const float* src) {
+  auto at = [&](int i) { return page + (is_k ? L.k_off(slot, head, i) : L.v_off(slot, head, i)); };
   switch (L.fmt) {
     case KvFormat::f32:
-      std::memcpy(dst, src, size_t(L.hd) * 4);
+      for (int i = 0; i < L.hd; ++i) std::memcpy(at(i), src + i, 4);
       return;
-    case KvFormat::bf16: {
-      uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
-      for (int i = 0; i < L.hd; ++i) d16[i] = format::f32_to_bf16_rne(src[i]);
+    case KvFormat::bf16:
+      for (int i = 0; i < L.hd; ++i) {
+        const uint16_t b = format::f32_to_bf16_rne(src[i]);
+        std::memcpy(at(i), &b, 2);
+      }
       return;
-    }
     case KvFormat::fp8: {
       uint8_t* scales = page + L.scale_off(slot, head);
       for (int b = 0; b < L.nb; ++b) {
@@ -78,50 +89,30 @@ void store_head(uint8_t* page, const KvLayout& L, int slot, int head, const floa
         format::BlockScale s = format::compute_block_scale(
             format::f32_from_bits(amax), format::ElementFormat::e4m3, {format::ScaleRule::ceil});
         scales[b] = s.ue8m0;
-        for (int i = i0; i < i1; ++i) dst[i] = format::e4m3_from_f32(src[i] * s.inv_scale, true);
+        for (int i = i0; i < i1; ++i) *at(i) = format::e4m3_from_f32(src[i] * s.inv_scale, true);
       }
       return;
     }
   }
 }
 
-// Reads one head vector back to f32.
-void load_head(const uint8_t* page, const KvLayout& L, int slot, int head, float* out) {
-  const uint8_t* src = page + L.elem_off(slot, head);
-  switch (L.fmt) {
-    case KvFormat::f32:
-      std::memcpy(out, src, size_t(L.hd) * 4);
-      return;
+// One stored value back to f32: `elem` its element, `scales` its row's scales (fp8), i its index.
+inline float load_value(const uint8_t* elem, const uint8_t* scales, int i, KvFormat fmt) {
+  switch (fmt) {
+    case KvFormat::f32: {
+      float f;
+      std::memcpy(&f, elem, 4);
+      return f;
+    }
     case KvFormat::bf16: {
-      const uint16_t* s16 = reinterpret_cast<const uint16_t*>(src);
-      for (int i = 0; i < L.hd; ++i) out[i] = format::bf16_to_f32(s16[i]);
-      return;
+      uint16_t b;
+      std::memcpy(&b, elem, 2);
+      return format::bf16_to_f32(b);
     }
-    case KvFormat::fp8: {
-      const uint8_t* scales = page + L.scale_off(slot, head);
-      const float* lut = e4m3_table();
-      for (int i = 0; i < L.hd; ++i) out[i] = lut[src[i]] * format::ue8m0_to_f32(scales[i / 128]);
-      return;
-    }
+    case KvFormat::fp8:
+      return e4m3_table()[*elem] * format::ue8m0_to_f32(scales[i / 128]);
   }
-}
-
-// q . k over one head. Short heads (< 64) sum in plain order, as llama2.c's run.c does (the program
-// that made stories260K's golden text; that text also comes out of the 8-sum order, a mutation test
-// found, so no test pins this choice); longer heads use 8 partial sums the compiler vectorizes, in a
-// fixed order, so results still do not depend on batching or threads.
-inline float dot_head(const float* a, const float* b, int n) {
-  if (n < 64) {
-    float s = 0.0f;
-    for (int i = 0; i < n; ++i) s += a[i] * b[i];
-    return s;
-  }
-  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) s[j] += a[i + j] * b[i + j];
-  for (; i < n; ++i) s[0] += a[i] * b[i];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  return 0;
 }
 
 }  // namespace
@@ -140,39 +131,154 @@ void softmax_rows(float* att, int64_t rows, int64_t len) {
   }
 }
 
-void attend_group_scalar(const GroupAttention& j) {
-  const KvLayout L{j.n_kv, j.hd, j.page_size, (j.hd + 127) / 128, j.fmt};
-  std::vector<float> kbuf(size_t(j.hd)), vbuf(size_t(j.hd));
-  auto page_of = [&](const uint8_t* pool, int p) {
-    return pool + size_t(j.table[p / j.page_size]) * j.page_bytes;
-  };
-  const int n = j.len - j.first;
-  for (int p = j.first; p < j.len; ++p) {
-    load_head(page_of(j.k_pool, p), L, p % j.page_size, j.kvh, kbuf.data());
-    for (int g = 0; g < j.group; ++g)
-      j.att[size_t(g) * n + (p - j.first)] = dot_head(j.q + size_t(g) * j.hd, kbuf.data(), j.hd) * j.scale;
+void k_block_scalar(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
+  for (int i = 0; i < kKeyBlock; ++i) {
+    const int p = p0 + i;
+    if (p < lo || p >= hi) {
+      for (int d = 0; d < j.hd; ++d) kt[d * kKeyBlock + i] = 0.0f;
+      continue;
+    }
+    const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(j.k_pool, p) : nullptr;
+    for (int d = 0; d < j.hd; ++d) kt[d * kKeyBlock + i] = load_value(j.k_elem(p, d), sc, d, j.fmt);
   }
-  softmax_rows(j.att, j.group, n);
-  std::memset(j.out, 0, size_t(j.hd) * j.group * 4);
-  for (int p = j.first; p < j.len; ++p) {
-    load_head(page_of(j.v_pool, p), L, p % j.page_size, j.kvh, vbuf.data());
-    for (int g = 0; g < j.group; ++g) {
-      const float w = j.att[size_t(g) * n + (p - j.first)];
-      float* og = j.out + size_t(g) * j.hd;
-      for (int i = 0; i < j.hd; ++i) og[i] += w * vbuf[i];
+}
+
+void v_rows_scalar(const AttentionTile& j, int p0, int lo, int hi, float* vt) {
+  const size_t eb = size_t(j.elem_bytes());
+  for (int p = lo; p < hi; ++p) {
+    const uint8_t* row = j.v_row(p);
+    const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(j.v_pool, p) : nullptr;
+    for (int d = 0; d < j.hd; ++d) vt[size_t(p - p0) * j.hd + d] = load_value(row + d * eb, sc, d, j.fmt);
+  }
+}
+
+namespace {
+
+void qk_scalar(const float* const* q, int rows, const float* kt, int hd, float scale, float* const* s) {
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < kKeyBlock; ++i) {
+      float acc = 0.0f;
+      for (int d = 0; d < hd; ++d) acc = std::fma(q[r][d], kt[d * kKeyBlock + i], acc);
+      s[r][i] = acc * scale;
+    }
+}
+
+void pv_scalar(const float* const* w, int rows, const float* vt, int n, int hd, float* const* out) {
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < n; ++i)
+      for (int d = 0; d < hd; ++d) out[r][d] = std::fma(w[r][i], vt[size_t(i) * hd + d], out[r][d]);
+}
+
+}  // namespace
+
+const TileKernels kScalarTileKernels = {k_block_scalar, v_rows_scalar, qk_scalar, pv_scalar};
+
+const TileKernels& tile_kernels() {
+#if defined(__x86_64__)
+  const mx8::cpu::Isa isa = mx8::cpu::active_isa();
+  if (isa == mx8::cpu::Isa::avx2 || isa == mx8::cpu::Isa::avx512) return kAvx2TileKernels;
+#elif defined(__aarch64__)
+  if (mx8::cpu::active_isa() == mx8::cpu::Isa::neon) return kNeonTileKernels;
+#endif
+  return kScalarTileKernels;
+}
+
+size_t tile_scratch_floats(const AttentionTile& j) {
+  const int lo = j.first(0) / kKeyBlock * kKeyBlock, hi = j.len(j.tokens - 1);
+  const size_t span = size_t(hi - lo + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+  return size_t(j.tokens) * j.group * span + 2 * size_t(kKeyBlock) * j.hd;
+}
+
+void attend_tile(const AttentionTile& j, const TileKernels& k, const TileScratch& scratch) {
+  const int rows = j.tokens * j.group, hd = j.hd;
+  const int lo = j.first(0), hi = j.len(j.tokens - 1), base = lo / kKeyBlock * kKeyBlock;
+  const size_t span = size_t(hi - base + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+  // Row r is token r / group, head r % group.
+  auto q_row = [&](int r) { return j.q + size_t(r / j.group) * j.row_stride + size_t(r % j.group) * hd; };
+  auto out_row = [&](int r) { return j.out + size_t(r / j.group) * j.row_stride + size_t(r % j.group) * hd; };
+  auto score_row = [&](int r) { return scratch.scores + size_t(r) * span; };
+  const float* qs[4];
+  float* ss[4];
+
+  // Scores, a block of keys against every row that sees any of them.
+  for (int p0 = base; p0 < hi; p0 += kKeyBlock) {
+    k.k_block(j, p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.kt);
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+      const int n = std::min(4, rows - r0);
+      const int t_first = r0 / j.group, t_last = (r0 + n - 1) / j.group;
+      if (p0 >= j.len(t_last) || p0 + kKeyBlock <= j.first(t_first)) continue;  // no row sees the block
+      for (int r = 0; r < n; ++r) {
+        qs[r] = q_row(r0 + r);
+        ss[r] = score_row(r0 + r) + (p0 - base);
+      }
+      k.qk(qs, n, scratch.kt, hd, j.scale, ss);
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    const int t = r / j.group;
+    softmax_rows(score_row(r) + (j.first(t) - base), 1, j.len(t) - j.first(t));
+    std::memset(out_row(r), 0, size_t(hd) * 4);
+  }
+  // Weighted V rows, in position order for every row. Rows that see the same positions of a block go
+  // through one call; at the causal edge and a window's start each row takes its own positions.
+  for (int p0 = base; p0 < hi; p0 += kKeyBlock) {
+    k.v_rows(j, p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.vt);
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+      const int n = std::min(4, rows - r0);
+      int a[4], b[4];
+      bool same = true;
+      for (int r = 0; r < n; ++r) {
+        const int t = (r0 + r) / j.group;
+        a[r] = std::max(p0, j.first(t));
+        b[r] = std::min(p0 + kKeyBlock, j.len(t));
+        same = same && a[r] == a[0] && b[r] == b[0];
+      }
+      for (int r = 0; r < n; ++r) {
+        qs[r] = score_row(r0 + r) + (a[r] - base);
+        ss[r] = out_row(r0 + r);
+      }
+      if (same) {
+        if (a[0] < b[0]) k.pv(qs, n, scratch.vt + size_t(a[0] - p0) * hd, b[0] - a[0], hd, ss);
+        continue;
+      }
+      for (int r = 0; r < n; ++r)
+        if (a[r] < b[r]) k.pv(qs + r, 1, scratch.vt + size_t(a[r] - p0) * hd, b[r] - a[r], hd, ss + r);
     }
   }
 }
 
-void attend_group(const GroupAttention& j) {
-  const bool simd_head = j.hd >= 64 && j.hd % 8 == 0;
-#if defined(__x86_64__)
-  const mx8::cpu::Isa isa = mx8::cpu::active_isa();
-  if (simd_head && (isa == mx8::cpu::Isa::avx2 || isa == mx8::cpu::Isa::avx512)) return attend_group_avx2(j);
-#elif defined(__aarch64__)
-  if (simd_head && mx8::cpu::active_isa() == mx8::cpu::Isa::neon) return attend_group_neon(j);
-#endif
-  attend_group_scalar(j);
+void attend_short_heads(const AttentionTile& j, float* att) {
+  std::vector<float> kbuf(size_t(j.hd)), vbuf(size_t(j.hd));
+  auto row_of = [&](const uint8_t* pool, int p, bool is_k, float* dst) {
+    const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(pool, p) : nullptr;
+    const size_t eb = size_t(j.elem_bytes());
+    for (int d = 0; d < j.hd; ++d)
+      dst[d] = load_value(is_k ? j.k_elem(p, d) : j.v_row(p) + d * eb, sc, d, j.fmt);
+  };
+  for (int t = 0; t < j.tokens; ++t) {
+    const float* q = j.q + size_t(t) * j.row_stride;
+    float* out = j.out + size_t(t) * j.row_stride;
+    const int first = j.first(t), len = j.len(t), n = len - first;
+    for (int p = first; p < len; ++p) {
+      row_of(j.k_pool, p, true, kbuf.data());
+      for (int g = 0; g < j.group; ++g) {
+        const float* qg = q + size_t(g) * j.hd;
+        float s = 0.0f;
+        for (int i = 0; i < j.hd; ++i) s += qg[i] * kbuf[i];
+        att[size_t(g) * n + (p - first)] = s * j.scale;
+      }
+    }
+    softmax_rows(att, j.group, n);
+    std::memset(out, 0, size_t(j.hd) * j.group * 4);
+    for (int p = first; p < len; ++p) {
+      row_of(j.v_pool, p, false, vbuf.data());
+      for (int g = 0; g < j.group; ++g) {
+        const float w = att[size_t(g) * n + (p - first)];
+        float* og = out + size_t(g) * j.hd;
+        for (int i = 0; i < j.hd; ++i) og[i] += w * vbuf[i];
+      }
+    }
+  }
 }
 
 void kv_write_cpu(CpuKvCache& cache, int layer, const float* k, const float* v, const int32_t* slots,
@@ -192,8 +298,8 @@ void kv_write_cpu(CpuKvCache& cache, int layer, const float* k, const float* v, 
     for (size_t t = b; t < e; ++t) {
       int page = slots[t] / d.page_size, slot = slots[t] % d.page_size;
       for (int h = 0; h < d.n_kv_heads; ++h) {
-        store_head(cache.page(layer, 0, page), L, slot, h, k + (t * d.n_kv_heads + h) * d.head_dim);
-        store_head(cache.page(layer, 1, page), L, slot, h, v + (t * d.n_kv_heads + h) * d.head_dim);
+        store_head(cache.page(layer, 0, page), L, true, slot, h, k + (t * d.n_kv_heads + h) * d.head_dim);
+        store_head(cache.page(layer, 1, page), L, false, slot, h, v + (t * d.n_kv_heads + h) * d.head_dim);
       }
     }
   });
@@ -226,31 +332,56 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
   for (int t = 0; t < a.n_tokens; ++t)
     work += int64_t(a.window > 0 ? std::min(a.kv_len[t], a.window) : a.kv_len[t]) * a.n_heads * hd;
   if (work < (int64_t(1) << 15)) pool = nullptr;  // not worth waking workers
-  // One job per (token, kv head): each K/V entry is decoded once and used by all `group` query heads
-  // that share it (GQA). Results do not depend on the grouping or the threads.
-  mx8::cpu::parallel_for(pool, size_t(a.n_tokens) * a.n_kv_heads, 1, [&](size_t b, size_t e) {
-    std::vector<float> att;
+
+  // Query tiles: runs of tokens of one sequence at consecutive positions (a prompt chunk), up to 16
+  // tokens and ~4 MiB of scores each, and small enough that every thread gets a few jobs.
+  const int threads = pool ? pool->threads() : 1;
+  const int max_tokens = std::clamp(a.n_tokens * a.n_kv_heads / (4 * threads), 1, 16);
+  std::vector<std::pair<int, int>> tiles;  // (first token, tokens)
+  for (int t = 0; t < a.n_tokens;) {
+    int n = 1;
+    while (t + n < a.n_tokens && n < max_tokens && a.seq[t + n] == a.seq[t] &&
+           a.kv_len[t + n] == a.kv_len[t + n - 1] + 1 &&
+           int64_t(n + 1) * group * (a.kv_len[t + n] + kKeyBlock) * 4 <= (int64_t(4) << 20))
+      ++n;
+    tiles.emplace_back(t, n);
+    t += n;
+  }
+  const bool short_heads = hd < 64;
+  const TileKernels& kernels = tile_kernels();
+  // One job per (tile, kv head): each K/V entry is decoded once for the tile's tokens and the `group`
+  // query heads that share it (GQA).
+  mx8::cpu::parallel_for(pool, tiles.size() * size_t(a.n_kv_heads), 1, [&](size_t b, size_t e) {
+    std::vector<float> scratch;
     for (size_t job = b; job < e; ++job) {
-      const int t = int(job / a.n_kv_heads), kvh = int(job % a.n_kv_heads), h0 = kvh * group;
-      GroupAttention g;
-      g.q = a.q + (size_t(t) * a.n_heads + h0) * hd;  // the group's query heads are consecutive
-      g.out = a.out + (size_t(t) * a.n_heads + h0) * hd;
-      g.group = group;
-      g.hd = hd;
-      g.len = a.kv_len[t];
-      g.first = a.window > 0 ? std::max(0, g.len - a.window) : 0;
-      g.page_size = d.page_size;
-      g.n_kv = d.n_kv_heads;
-      g.kvh = kvh;
-      g.scale = a.scale;
-      g.fmt = d.format;
-      g.k_pool = cache.page(a.layer, 0, 0);
-      g.v_pool = cache.page(a.layer, 1, 0);
-      g.page_bytes = cache.page_bytes();
-      g.table = a.block_tables + size_t(a.seq[t]) * a.max_pages_per_seq;
-      att.resize(size_t(g.len - g.first) * group);
-      g.att = att.data();
-      attend_group(g);
+      const auto [t0, n] = tiles[job / size_t(a.n_kv_heads)];
+      const int kvh = int(job % size_t(a.n_kv_heads));
+      AttentionTile j;
+      j.q = a.q + (size_t(t0) * a.n_heads + size_t(kvh) * group) * hd;  // the group's heads are consecutive
+      j.out = a.out + (size_t(t0) * a.n_heads + size_t(kvh) * group) * hd;
+      j.row_stride = size_t(a.n_heads) * hd;
+      j.tokens = n;
+      j.group = group;
+      j.hd = hd;
+      j.len0 = a.kv_len[t0];
+      j.window = a.window;
+      j.scale = a.scale;
+      j.fmt = d.format;
+      j.page_size = d.page_size;
+      j.n_kv = d.n_kv_heads;
+      j.kvh = kvh;
+      j.k_pool = cache.page(a.layer, 0, 0);
+      j.v_pool = cache.page(a.layer, 1, 0);
+      j.page_bytes = cache.page_bytes();
+      j.table = a.block_tables + size_t(a.seq[t0]) * a.max_pages_per_seq;
+      if (short_heads) {
+        scratch.resize(size_t(group) * (j.len0 + n));
+        attend_short_heads(j, scratch.data());
+        continue;
+      }
+      scratch.resize(tile_scratch_floats(j));
+      const size_t block = size_t(kKeyBlock) * hd;
+      attend_tile(j, kernels, {scratch.data() + 2 * block, scratch.data(), scratch.data() + block});
     }
   });
 }

@@ -1,15 +1,15 @@
-// NEON attention kernel for one (token, kv head) group (see GroupAttention in backend_cpu.h), the
-// AVX2 kernel's structure on 4-lane vectors: K/V rows decoded to f32 (bf16: widen and shift; fp8: the
-// f16 shift decode of neon_fp8.h with the NaN code kept NaN, so each value equals e4m3_table()'s,
-// times the row's UE8M0 scale; f32: load), q.k as 4-lane FMA partial sums reduced in a fixed order,
-// and the weighted sum of V rows as an FMA per 4 values. Heads of 64 or more in multiples of 8.
+// NEON attention kernels (attention_tile.h), the AVX2 kernels' structure on 4-lane vectors: scores
+// with one key per lane (16 keys in four vectors, up to 4 query rows), weighted V rows with one
+// dimension per lane. E4M3 values come from the f16 shift decode of neon_fp8.h with the NaN code kept
+// NaN, so each equals e4m3_table()'s. Every lane does the scalar kernels' operations in their order
+// (vfmaq_f32 is a fused multiply-add), so the results are the same bits.
 #if defined(__aarch64__)
 
 #include <arm_neon.h>
 
-#include <cstring>
-#include <vector>
+#include <cmath>
 
+#include "backend/cpu/attention_tile.h"
 #include "backend/cpu/backend_cpu.h"
 #include "backend/cpu/neon_fp8.h"
 #include "mx8/format/ue8m0.h"
@@ -24,66 +24,138 @@ inline void decode8_e4m3(const uint8_t* p, float32x4_t v[2]) {
   v[1] = vmulq_n_f32(vcvt_high_f32_f16(f), 256.f);
 }
 
-// Decodes the hd values of (slot, head) in `page` to f32 `dst` (hd a multiple of 8).
-void decode_row(const uint8_t* page, const GroupAttention& j, int slot, float* dst) {
-  switch (j.fmt) {
+// 8 stored values at `src` to f32 in v[0..1]; fp8 values times s[0..1], per lane.
+inline void load8(const uint8_t* src, KvFormat fmt, const float32x4_t* s, float32x4_t v[2]) {
+  switch (fmt) {
     case KvFormat::f32:
-      std::memcpy(dst, j.head_elements(page, slot, 4), size_t(j.hd) * 4);
+      v[0] = vld1q_f32(reinterpret_cast<const float*>(src));
+      v[1] = vld1q_f32(reinterpret_cast<const float*>(src) + 4);
       return;
     case KvFormat::bf16: {
-      const uint16_t* src = reinterpret_cast<const uint16_t*>(j.head_elements(page, slot, 2));
-      for (int i = 0; i < j.hd; i += 4)
-        vst1q_f32(dst + i, vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(src + i), 16)));
+      const uint16x8_t w = vld1q_u16(reinterpret_cast<const uint16_t*>(src));
+      v[0] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(w), 16));
+      v[1] = vreinterpretq_f32_u32(vshll_high_n_u16(w, 16));
       return;
     }
-    case KvFormat::fp8: {
-      const uint8_t* codes = j.head_elements(page, slot, 1);
-      const uint8_t* scales = j.head_scales(page, slot);
-      for (int i = 0; i < j.hd; i += 8) {
-        float32x4_t v[2];
-        decode8_e4m3(codes + i, v);
-        const float s = format::ue8m0_to_f32(scales[i / 128]);
-        vst1q_f32(dst + i, vmulq_n_f32(v[0], s));
-        vst1q_f32(dst + i + 4, vmulq_n_f32(v[1], s));
+    case KvFormat::fp8:
+      decode8_e4m3(src, v);
+      v[0] = vmulq_f32(v[0], s[0]);
+      v[1] = vmulq_f32(v[1], s[1]);
+      return;
+  }
+}
+
+void k_block_neon(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
+  if (j.page_size % 8 != 0) return k_block_scalar(j, p0, lo, hi, kt);
+  const size_t step = size_t(j.page_size) * j.elem_bytes();
+  for (int h = 0; h < 2; ++h) {
+    const int p = p0 + 8 * h;
+    if (p >= hi || p + 8 <= lo) continue;
+    // The half lies in one page that holds a position of [lo, hi), so every read is inside the cache.
+    const uint8_t* src = j.k_elem(p, 0);
+    float32x4_t s[2] = {vdupq_n_f32(1.f), vdupq_n_f32(1.f)};
+    for (int d = 0; d < j.hd; ++d, src += step) {
+      if (j.fmt == KvFormat::fp8 && d % 128 == 0) {
+        float sc[8];
+        for (int i = 0; i < 8; ++i) sc[i] = format::ue8m0_to_f32(j.scales(j.k_pool, p + i)[d / 128]);
+        s[0] = vld1q_f32(sc);
+        s[1] = vld1q_f32(sc + 4);
       }
-      return;
+      float32x4_t v[2];
+      load8(src, j.fmt, s, v);
+      vst1q_f32(kt + d * kKeyBlock + 8 * h, v[0]);
+      vst1q_f32(kt + d * kKeyBlock + 8 * h + 4, v[1]);
     }
+  }
+}
+
+void v_rows_neon(const AttentionTile& j, int p0, int lo, int hi, float* vt) {
+  if (j.hd % 8 != 0) return v_rows_scalar(j, p0, lo, hi, vt);
+  const size_t eb = size_t(j.elem_bytes());
+  for (int p = lo; p < hi; ++p) {
+    const uint8_t* row = j.v_row(p);
+    const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(j.v_pool, p) : nullptr;
+    float* dst = vt + size_t(p - p0) * j.hd;
+    for (int d = 0; d < j.hd; d += 8) {
+      float32x4_t s[2];
+      if (sc) s[0] = s[1] = vdupq_n_f32(format::ue8m0_to_f32(sc[d / 128]));
+      float32x4_t v[2];
+      load8(row + d * eb, j.fmt, s, v);
+      vst1q_f32(dst + d, v[0]);
+      vst1q_f32(dst + d + 4, v[1]);
+    }
+  }
+}
+
+template <int R>
+void qk_rows(const float* const* q, const float* kt, int hd, float scale, float* const* s) {
+  float32x4_t acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 4; ++c) acc[r][c] = vdupq_n_f32(0.f);
+  for (int d = 0; d < hd; ++d) {
+    float32x4_t k[4];
+    for (int c = 0; c < 4; ++c) k[c] = vld1q_f32(kt + d * kKeyBlock + 4 * c);
+    for (int r = 0; r < R; ++r) {
+      const float32x4_t qd = vdupq_n_f32(q[r][d]);
+      for (int c = 0; c < 4; ++c) acc[r][c] = vfmaq_f32(acc[r][c], qd, k[c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 4; ++c) vst1q_f32(s[r] + 4 * c, vmulq_n_f32(acc[r][c], scale));
+}
+
+void qk_neon(const float* const* q, int rows, const float* kt, int hd, float scale, float* const* s) {
+  switch (rows) {
+    case 1:
+      return qk_rows<1>(q, kt, hd, scale, s);
+    case 2:
+      return qk_rows<2>(q, kt, hd, scale, s);
+    case 3:
+      return qk_rows<3>(q, kt, hd, scale, s);
+    default:
+      return qk_rows<4>(q, kt, hd, scale, s);
+  }
+}
+
+template <int R>
+void pv_rows(const float* const* w, const float* vt, int n, int hd, float* const* out) {
+  int d = 0;
+  for (; d + 16 <= hd; d += 16) {
+    float32x4_t acc[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 4; ++c) acc[r][c] = vld1q_f32(out[r] + d + 4 * c);
+    for (int i = 0; i < n; ++i) {
+      float32x4_t v[4];
+      for (int c = 0; c < 4; ++c) v[c] = vld1q_f32(vt + size_t(i) * hd + d + 4 * c);
+      for (int r = 0; r < R; ++r) {
+        const float32x4_t wr = vdupq_n_f32(w[r][i]);
+        for (int c = 0; c < 4; ++c) acc[r][c] = vfmaq_f32(acc[r][c], wr, v[c]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 4; ++c) vst1q_f32(out[r] + d + 4 * c, acc[r][c]);
+  }
+  for (; d < hd; ++d)
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < n; ++i) out[r][d] = std::fma(w[r][i], vt[size_t(i) * hd + d], out[r][d]);
+}
+
+void pv_neon(const float* const* w, int rows, const float* vt, int n, int hd, float* const* out) {
+  switch (rows) {
+    case 1:
+      return pv_rows<1>(w, vt, n, hd, out);
+    case 2:
+      return pv_rows<2>(w, vt, n, hd, out);
+    case 3:
+      return pv_rows<3>(w, vt, n, hd, out);
+    default:
+      return pv_rows<4>(w, vt, n, hd, out);
   }
 }
 
 }  // namespace
 
-void attend_group_neon(const GroupAttention& j) {
-  std::vector<float> buf(size_t(j.hd));
-  float* row = buf.data();
-  auto page_of = [&](const uint8_t* pool, int p) {
-    return pool + size_t(j.table[p / j.page_size]) * j.page_bytes;
-  };
-  const int n = j.len - j.first;
-  for (int p = j.first; p < j.len; ++p) {
-    decode_row(page_of(j.k_pool, p), j, p % j.page_size, row);
-    for (int g = 0; g < j.group; ++g) {
-      const float* q = j.q + size_t(g) * j.hd;
-      float32x4_t a0 = vdupq_n_f32(0.f), a1 = a0;
-      for (int i = 0; i < j.hd; i += 8) {
-        a0 = vfmaq_f32(a0, vld1q_f32(q + i), vld1q_f32(row + i));
-        a1 = vfmaq_f32(a1, vld1q_f32(q + i + 4), vld1q_f32(row + i + 4));
-      }
-      j.att[size_t(g) * n + (p - j.first)] = vaddvq_f32(vaddq_f32(a0, a1)) * j.scale;
-    }
-  }
-  softmax_rows(j.att, j.group, n);
-  std::memset(j.out, 0, size_t(j.hd) * j.group * 4);
-  for (int p = j.first; p < j.len; ++p) {
-    decode_row(page_of(j.v_pool, p), j, p % j.page_size, row);
-    for (int g = 0; g < j.group; ++g) {
-      const float w = j.att[size_t(g) * n + (p - j.first)];
-      float* o = j.out + size_t(g) * j.hd;
-      for (int i = 0; i < j.hd; i += 4)
-        vst1q_f32(o + i, vfmaq_n_f32(vld1q_f32(o + i), vld1q_f32(row + i), w));
-    }
-  }
-}
+const TileKernels kNeonTileKernels = {k_block_neon, v_rows_neon, qk_neon, pv_neon};
 
 }  // namespace mx8::backend::cpu_impl
 

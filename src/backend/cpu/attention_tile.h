@@ -1,0 +1,104 @@
+// CPU attention, one job = one query tile: `tokens` consecutive query tokens of one sequence (token t
+// sees positions [first(t), len0 + t): a prompt chunk, or one decode token) and the `group` query
+// heads that share kv head `kvh`. Each K/V row a job decodes serves every row of the tile
+// (tokens x group), which is what makes long prompts cheaper than one job per token.
+//
+// Page layout (backend-private): a K page holds K transposed, [kv head][head_dim][slot], so that the
+// keys of consecutive slots sit side by side for each dimension (the score kernels put one key per
+// vector lane); a V page holds [kv head][slot][head_dim] (the output kernels put one dimension per
+// lane). Both are the cache's element format; for fp8 the UE8M0 scales follow the elements,
+// [kv head][slot][ceil(head_dim / 128)], in both pools.
+//
+// Arithmetic, for heads of 64 or more (every ISA gives the same bits, so results depend neither on
+// the machine nor on how tokens are tiled or threaded):
+//   score(r, p) = (sum over d in order of fma(q[r][d], k[p][d], acc), from +0) * scale
+//   softmax over each row's own positions (softmax_rows)
+//   out[r][d] = fma(w(r, p), v[p][d], out[r][d]) over p in increasing order, from +0.
+// Heads under 64 keep the scalar one-token kernel (llama2.c's plain sums), see attend_short_heads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "mx8/backend/backend.h"
+
+namespace mx8::backend::cpu_impl {
+
+struct AttentionTile {
+  const float* q = nullptr;  // token t, head g at q + t * row_stride + g * hd
+  float* out = nullptr;      // the same layout as q
+  size_t row_stride = 0;
+  int tokens = 1, group = 1, hd = 0;
+  int len0 = 0;    // positions token 0 sees; token t sees len0 + t
+  int window = 0;  // > 0: a token sees only its last `window` positions
+  float scale = 1;
+  KvFormat fmt = KvFormat::f32;
+  int page_size = 0, n_kv = 0, kvh = 0;
+  const uint8_t* k_pool = nullptr;
+  const uint8_t* v_pool = nullptr;
+  size_t page_bytes = 0;
+  const int32_t* table = nullptr;
+
+  int len(int t) const { return len0 + t; }
+  int first(int t) const { return window > 0 && len(t) > window ? len(t) - window : 0; }
+  int elem_bytes() const { return fmt == KvFormat::f32 ? 4 : fmt == KvFormat::bf16 ? 2 : 1; }
+  const uint8_t* page(const uint8_t* pool, int p) const {
+    return pool + size_t(table[p / page_size]) * page_bytes;
+  }
+  // K of position p, dimension d (transposed pages: the next slot's value is elem_bytes further).
+  const uint8_t* k_elem(int p, int d) const {
+    return page(k_pool, p) + ((size_t(kvh) * hd + d) * page_size + p % page_size) * elem_bytes();
+  }
+  const uint8_t* v_row(int p) const {
+    return page(v_pool, p) + (size_t(kvh) * page_size + p % page_size) * hd * elem_bytes();
+  }
+  // fp8: the ceil(hd / 128) scales of position p's row, in either pool.
+  const uint8_t* scales(const uint8_t* pool, int p) const {
+    return page(pool, p) + size_t(page_size) * n_kv * hd +
+           (size_t(kvh) * page_size + p % page_size) * ((hd + 127) / 128);
+  }
+};
+
+// Keys are handled in blocks of kKeyBlock positions starting at multiples of kKeyBlock.
+constexpr int kKeyBlock = 16;
+
+// The per-ISA pieces of attend_tile. Rows are at most 4 per call.
+struct TileKernels {
+  // kt[d * 16 + i] = K of position p0 + i, dimension d, for p0 + i in [lo, hi); other lanes are
+  // unspecified (their scores are never used). Reads only pages of positions in [lo, hi).
+  void (*k_block)(const AttentionTile& j, int p0, int lo, int hi, float* kt);
+  // vt[(p - p0) * hd + d] = V of position p, dimension d, for p in [lo, hi).
+  void (*v_rows)(const AttentionTile& j, int p0, int lo, int hi, float* vt);
+  // s[r][i] = score of q[r] against lane i of kt, i < 16.
+  void (*qk)(const float* const* q, int rows, const float* kt, int hd, float scale, float* const* s);
+  // out[r][d] = fma(w[r][i], vt[i * hd + d], out[r][d]) for i = 0 .. n - 1 in order.
+  void (*pv)(const float* const* w, int rows, const float* vt, int n, int hd, float* const* out);
+};
+extern const TileKernels kScalarTileKernels;  // the definition
+#if defined(__x86_64__)
+extern const TileKernels kAvx2TileKernels;  // AVX2 + FMA; the same bits
+#endif
+#if defined(__aarch64__)
+extern const TileKernels kNeonTileKernels;  // the same bits
+#endif
+// The kernels for the active ISA (mx8::cpu::active_isa()).
+const TileKernels& tile_kernels();
+// The scalar k_block for any page size (used by the vector ones where a half block spans pages).
+void k_block_scalar(const AttentionTile& j, int p0, int lo, int hi, float* kt);
+void v_rows_scalar(const AttentionTile& j, int p0, int lo, int hi, float* vt);
+
+// Scratch a thread reuses across jobs.
+struct TileScratch {
+  float* scores = nullptr;  // [tokens * group][span], span a multiple of kKeyBlock
+  float* kt = nullptr;      // [hd][kKeyBlock]
+  float* vt = nullptr;      // [kKeyBlock][hd]
+};
+// Floats attend_tile needs in scratch for a tile (scores, kt and vt together).
+size_t tile_scratch_floats(const AttentionTile& j);
+void attend_tile(const AttentionTile& j, const TileKernels& k, const TileScratch& scratch);
+
+// Heads under 64: one token of the tile at a time in llama2.c's order (plain sums, separate multiply
+// and add); `att` holds group * len0 + tokens floats.
+void attend_short_heads(const AttentionTile& j, float* att);
+
+}  // namespace mx8::backend::cpu_impl

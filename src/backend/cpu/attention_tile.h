@@ -3,16 +3,17 @@
 // heads that share kv head `kvh`. Each K/V row a job decodes serves every row of the tile
 // (tokens x group), which is what makes long prompts cheaper than one job per token.
 //
-// Page layout (backend-private): a K page holds K transposed, [kv head][head_dim][slot], so that the
-// keys of consecutive slots sit side by side for each dimension (the score kernels put one key per
-// vector lane); a V page holds [kv head][slot][head_dim] (the output kernels put one dimension per
-// lane). Both are the cache's element format; for fp8 the UE8M0 scales follow the elements,
-// [kv head][slot][ceil(head_dim / 128)], in both pools.
+// Page layout (backend-private, and the CUDA backend's too, byte for byte: tests compare them): K and
+// V pages alike hold [kv head][slot][head_dim] elements in the cache's format, then for fp8 the UE8M0
+// scales [kv head][slot][ceil(head_dim / 128)]. The score kernels want one key per vector lane, so
+// they transpose each block of keys once into a small f32 buffer that every row of the tile reads.
 //
 // Arithmetic, for heads of 64 or more (every ISA gives the same bits, so results depend neither on
 // the machine nor on how tokens are tiled or threaded):
 //   score(r, p) = (sum over d in order of fma(q[r][d], k[p][d], acc), from +0) * scale
-//   softmax over each row's own positions (softmax_rows)
+//   softmax over each row's own positions: m = the row's largest score, e(p) = exp_nonpositive(s - m)
+//   (below), z = the e(p) summed in 8 lanes (position i into lane i % 8, in order) and the lanes added
+//   as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)), w(p) = e(p) / z
 //   out[r][d] = fma(w(r, p), v[p][d], out[r][d]) over p in increasing order, from +0.
 // Heads under 64 keep the scalar one-token kernel (llama2.c's plain sums), see attend_short_heads.
 #pragma once
@@ -45,12 +46,9 @@ struct AttentionTile {
   const uint8_t* page(const uint8_t* pool, int p) const {
     return pool + size_t(table[p / page_size]) * page_bytes;
   }
-  // K of position p, dimension d (transposed pages: the next slot's value is elem_bytes further).
-  const uint8_t* k_elem(int p, int d) const {
-    return page(k_pool, p) + ((size_t(kvh) * hd + d) * page_size + p % page_size) * elem_bytes();
-  }
-  const uint8_t* v_row(int p) const {
-    return page(v_pool, p) + (size_t(kvh) * page_size + p % page_size) * hd * elem_bytes();
+  // The hd elements of position p's row in a K or V pool.
+  const uint8_t* row(const uint8_t* pool, int p) const {
+    return page(pool, p) + (size_t(kvh) * page_size + p % page_size) * hd * elem_bytes();
   }
   // fp8: the ceil(hd / 128) scales of position p's row, in either pool.
   const uint8_t* scales(const uint8_t* pool, int p) const {
@@ -59,18 +57,32 @@ struct AttentionTile {
   }
 };
 
+// exp(x) for x <= 0 by operations every ISA has, so that vector kernels give the scalar one's bits:
+// x = max(x, kExpMin); n = nearbyint(x * log2(e)); r = x - n ln2 (two FMAs, ln2 in two parts);
+// exp(r) by its Taylor polynomial to r^7 in Horner's FMAs (|r| <= ln2 / 2: the first term left out is
+// below 6e-9 relative, so the result is within ~2 ulp); times 2^n built in the exponent field. A NaN
+// stays NaN. Scores below the largest by more than 87 (weights under 2^-125) come out as ~2^-126.
+constexpr float kExpMin = -87.0f;
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;  // ln 2 to 10 bits: n * kLn2Hi is exact
+constexpr float kLn2Lo = -2.12194440054690583e-4f;
+constexpr float kExpTaylor[8] = {1.0f,         1.0f,          0.5f,          1.0f / 6.0f,
+                                 1.0f / 24.0f, 1.0f / 120.0f, 1.0f / 720.0f, 1.0f / 5040.0f};
+
 // Keys are handled in blocks of kKeyBlock positions starting at multiples of kKeyBlock.
 constexpr int kKeyBlock = 16;
 
 // The per-ISA pieces of attend_tile. Rows are at most 4 per call.
 struct TileKernels {
   // kt[d * 16 + i] = K of position p0 + i, dimension d, for p0 + i in [lo, hi); other lanes are
-  // unspecified (their scores are never used). Reads only pages of positions in [lo, hi).
+  // unspecified (their scores are never used). Reads only rows of positions in [lo, hi).
   void (*k_block)(const AttentionTile& j, int p0, int lo, int hi, float* kt);
   // vt[(p - p0) * hd + d] = V of position p, dimension d, for p in [lo, hi).
   void (*v_rows)(const AttentionTile& j, int p0, int lo, int hi, float* vt);
   // s[r][i] = score of q[r] against lane i of kt, i < 16.
   void (*qk)(const float* const* q, int rows, const float* kt, int hd, float scale, float* const* s);
+  // The softmax of row[0 .. n) in place, as defined above.
+  void (*softmax)(float* row, int n);
   // out[r][d] = fma(w[r][i], vt[i * hd + d], out[r][d]) for i = 0 .. n - 1 in order.
   void (*pv)(const float* const* w, int rows, const float* vt, int n, int hd, float* const* out);
 };
@@ -83,7 +95,6 @@ extern const TileKernels kNeonTileKernels;  // the same bits
 #endif
 // The kernels for the active ISA (mx8::cpu::active_isa()).
 const TileKernels& tile_kernels();
-// The scalar k_block for any page size (used by the vector ones where a half block spans pages).
 void k_block_scalar(const AttentionTile& j, int p0, int lo, int hi, float* kt);
 void v_rows_scalar(const AttentionTile& j, int p0, int lo, int hi, float* vt);
 

@@ -3,8 +3,7 @@
 //
 // Pages are head-major ([kv head] first) because a job reads one kv head of consecutive positions:
 // slot-major rows would be 256 bytes out of every n_kv x 256, a strided walk the hardware prefetchers
-// do not follow across 4 KiB pages (measured: 0.4 GB/s; head-major streams). Within a head, K is
-// stored transposed so that the score kernels load 8 or 16 keys' values of one dimension at once.
+// do not follow across 4 KiB pages (measured: 0.4 GB/s; head-major streams).
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -45,19 +44,11 @@ int elem_bytes(KvFormat f) {
   return f == KvFormat::f32 ? 4 : f == KvFormat::bf16 ? 2 : 1;
 }
 
-// Where (slot, head) lives in a page (attention_tile.h): K pages transposed, V pages by row; the fp8
-// scales after the elements, by row, in both.
+// Where (slot, head) lives in a page (attention_tile.h).
 struct KvLayout {
   int n_kv, hd, ps, nb;  // nb: scale blocks per head (fp8)
   KvFormat fmt;
-  size_t elem_bytes() const { return size_t(cpu_impl::elem_bytes(fmt)); }
-  // Element i of (slot, head): its byte offset in a K (transposed) or V page.
-  size_t k_off(int slot, int head, int i) const {
-    return ((size_t(head) * hd + i) * ps + slot) * elem_bytes();
-  }
-  size_t v_off(int slot, int head, int i) const {
-    return ((size_t(head) * ps + slot) * hd + i) * elem_bytes();
-  }
+  size_t elem_off(int slot, int head) const { return (size_t(head) * ps + slot) * hd * elem_bytes(fmt); }
   size_t scale_off(int slot, int head) const {
     return size_t(ps) * n_kv * hd + (size_t(head) * ps + slot) * nb;  // fp8 only: elements are 1 byte
   }
@@ -67,19 +58,18 @@ KvLayout layout_of(const KvCacheDesc& d) {
   return {d.n_kv_heads, d.head_dim, d.page_size, (d.head_dim + 127) / 128, d.format};
 }
 
-// Writes one head vector (hd values) into a K (transposed) or V page at (slot, head).
-void store_head(uint8_t* page, const KvLayout& L, bool is_k, int slot, int head, const float* src) {
-  auto at = [&](int i) { return page + (is_k ? L.k_off(slot, head, i) : L.v_off(slot, head, i)); };
+// Writes one head vector (hd values) into a page at (slot, head).
+void store_head(uint8_t* page, const KvLayout& L, int slot, int head, const float* src) {
+  uint8_t* dst = page + L.elem_off(slot, head);
   switch (L.fmt) {
     case KvFormat::f32:
-      for (int i = 0; i < L.hd; ++i) std::memcpy(at(i), src + i, 4);
+      std::memcpy(dst, src, size_t(L.hd) * 4);
       return;
-    case KvFormat::bf16:
-      for (int i = 0; i < L.hd; ++i) {
-        const uint16_t b = format::f32_to_bf16_rne(src[i]);
-        std::memcpy(at(i), &b, 2);
-      }
+    case KvFormat::bf16: {
+      uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
+      for (int i = 0; i < L.hd; ++i) d16[i] = format::f32_to_bf16_rne(src[i]);
       return;
+    }
     case KvFormat::fp8: {
       uint8_t* scales = page + L.scale_off(slot, head);
       for (int b = 0; b < L.nb; ++b) {
@@ -89,7 +79,7 @@ void store_head(uint8_t* page, const KvLayout& L, bool is_k, int slot, int head,
         format::BlockScale s = format::compute_block_scale(
             format::f32_from_bits(amax), format::ElementFormat::e4m3, {format::ScaleRule::ceil});
         scales[b] = s.ue8m0;
-        for (int i = i0; i < i1; ++i) *at(i) = format::e4m3_from_f32(src[i] * s.inv_scale, true);
+        for (int i = i0; i < i1; ++i) dst[i] = format::e4m3_from_f32(src[i] * s.inv_scale, true);
       }
       return;
     }
@@ -138,15 +128,17 @@ void k_block_scalar(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
       for (int d = 0; d < j.hd; ++d) kt[d * kKeyBlock + i] = 0.0f;
       continue;
     }
+    const uint8_t* row = j.row(j.k_pool, p);
     const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(j.k_pool, p) : nullptr;
-    for (int d = 0; d < j.hd; ++d) kt[d * kKeyBlock + i] = load_value(j.k_elem(p, d), sc, d, j.fmt);
+    const size_t eb = size_t(j.elem_bytes());
+    for (int d = 0; d < j.hd; ++d) kt[d * kKeyBlock + i] = load_value(row + d * eb, sc, d, j.fmt);
   }
 }
 
 void v_rows_scalar(const AttentionTile& j, int p0, int lo, int hi, float* vt) {
   const size_t eb = size_t(j.elem_bytes());
   for (int p = lo; p < hi; ++p) {
-    const uint8_t* row = j.v_row(p);
+    const uint8_t* row = j.row(j.v_pool, p);
     const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(j.v_pool, p) : nullptr;
     for (int d = 0; d < j.hd; ++d) vt[size_t(p - p0) * j.hd + d] = load_value(row + d * eb, sc, d, j.fmt);
   }
@@ -169,9 +161,28 @@ void pv_scalar(const float* const* w, int rows, const float* vt, int n, int hd, 
       for (int d = 0; d < hd; ++d) out[r][d] = std::fma(w[r][i], vt[size_t(i) * hd + d], out[r][d]);
 }
 
+float exp_nonpositive(float x) {
+  if (std::isnan(x)) return x;
+  x = kExpMin > x ? kExpMin : x;
+  const float n = std::nearbyint(x * kLog2e);
+  const float r = std::fma(n, -kLn2Lo, std::fma(n, -kLn2Hi, x));
+  float p = kExpTaylor[7];
+  for (int i = 6; i >= 0; --i) p = std::fma(p, r, kExpTaylor[i]);
+  return p * format::f32_from_bits(uint32_t(int32_t(n) + 127) << 23);
+}
+
+void softmax_scalar(float* row, int n) {
+  float mx = row[0];
+  for (int i = 1; i < n; ++i) mx = row[i] > mx ? row[i] : mx;
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < n; ++i) lane[i % 8] += row[i] = exp_nonpositive(row[i] - mx);
+  const float z = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  for (int i = 0; i < n; ++i) row[i] /= z;
+}
+
 }  // namespace
 
-const TileKernels kScalarTileKernels = {k_block_scalar, v_rows_scalar, qk_scalar, pv_scalar};
+const TileKernels kScalarTileKernels = {k_block_scalar, v_rows_scalar, qk_scalar, softmax_scalar, pv_scalar};
 
 const TileKernels& tile_kernels() {
 #if defined(__x86_64__)
@@ -202,26 +213,13 @@ void prefetch_lines(const uint8_t* from, size_t bytes) {
     __builtin_prefetch(reinterpret_cast<const void*>(a));
 }
 
-// The K values of positions [p, p + kKeyBlock) (p a multiple of kKeyBlock, below the job's end).
-void prefetch_k_block(const AttentionTile& j, int p) {
-  const size_t eb = size_t(j.elem_bytes());
-  for (int q = p; q < p + kKeyBlock; q += j.page_size - q % j.page_size) {
-    const size_t keys = size_t(std::min(p + kKeyBlock, q + j.page_size - q % j.page_size) - q);
-    if (size_t(j.page_size) == keys)  // the whole head of the page: one run
-      prefetch_lines(j.k_elem(q, 0), keys * eb * j.hd);
-    else
-      for (int d = 0; d < j.hd; ++d) prefetch_lines(j.k_elem(q, d), keys * eb);
-    if (j.fmt == KvFormat::fp8) prefetch_lines(j.scales(j.k_pool, q), keys * ((j.hd + 127) / 128));
-  }
-}
-
-// The V rows of positions [p, min(p + kKeyBlock, hi)).
-void prefetch_v_block(const AttentionTile& j, int p, int hi) {
+// The rows of positions [p, min(p + kKeyBlock, hi)) in a K or V pool.
+void prefetch_rows(const AttentionTile& j, const uint8_t* pool, int p, int hi) {
   const size_t eb = size_t(j.elem_bytes());
   for (int q = p; q < std::min(p + kKeyBlock, hi); q += j.page_size - q % j.page_size) {
     const size_t rows = size_t(std::min({p + kKeyBlock, hi, q + j.page_size - q % j.page_size}) - q);
-    prefetch_lines(j.v_row(q), rows * eb * j.hd);
-    if (j.fmt == KvFormat::fp8) prefetch_lines(j.scales(j.v_pool, q), rows * ((j.hd + 127) / 128));
+    prefetch_lines(j.row(pool, q), rows * eb * j.hd);
+    if (j.fmt == KvFormat::fp8) prefetch_lines(j.scales(pool, q), rows * ((j.hd + 127) / 128));
   }
 }
 
@@ -240,7 +238,7 @@ void attend_tile(const AttentionTile& j, const TileKernels& k, const TileScratch
 
   // Scores, a block of keys against every row that sees any of them.
   for (int p0 = base; p0 < hi; p0 += kKeyBlock) {
-    if (p0 + kPrefetchAhead < hi) prefetch_k_block(j, p0 + kPrefetchAhead);
+    if (p0 + kPrefetchAhead < hi) prefetch_rows(j, j.k_pool, p0 + kPrefetchAhead, hi);
     k.k_block(j, p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.kt);
     for (int r0 = 0; r0 < rows; r0 += 4) {
       const int n = std::min(4, rows - r0);
@@ -255,13 +253,13 @@ void attend_tile(const AttentionTile& j, const TileKernels& k, const TileScratch
   }
   for (int r = 0; r < rows; ++r) {
     const int t = r / j.group;
-    softmax_rows(score_row(r) + (j.first(t) - base), 1, j.len(t) - j.first(t));
+    k.softmax(score_row(r) + (j.first(t) - base), j.len(t) - j.first(t));
     std::memset(out_row(r), 0, size_t(hd) * 4);
   }
   // Weighted V rows, in position order for every row. Rows that see the same positions of a block go
   // through one call; at the causal edge and a window's start each row takes its own positions.
   for (int p0 = base; p0 < hi; p0 += kKeyBlock) {
-    if (p0 + kPrefetchAhead < hi) prefetch_v_block(j, p0 + kPrefetchAhead, hi);
+    if (p0 + kPrefetchAhead < hi) prefetch_rows(j, j.v_pool, p0 + kPrefetchAhead, hi);
     k.v_rows(j, p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.vt);
     for (int r0 = 0; r0 < rows; r0 += 4) {
       const int n = std::min(4, rows - r0);
@@ -289,18 +287,18 @@ void attend_tile(const AttentionTile& j, const TileKernels& k, const TileScratch
 
 void attend_short_heads(const AttentionTile& j, float* att) {
   std::vector<float> kbuf(size_t(j.hd)), vbuf(size_t(j.hd));
-  auto row_of = [&](const uint8_t* pool, int p, bool is_k, float* dst) {
+  auto row_of = [&](const uint8_t* pool, int p, float* dst) {
+    const uint8_t* row = j.row(pool, p);
     const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(pool, p) : nullptr;
     const size_t eb = size_t(j.elem_bytes());
-    for (int d = 0; d < j.hd; ++d)
-      dst[d] = load_value(is_k ? j.k_elem(p, d) : j.v_row(p) + d * eb, sc, d, j.fmt);
+    for (int d = 0; d < j.hd; ++d) dst[d] = load_value(row + d * eb, sc, d, j.fmt);
   };
   for (int t = 0; t < j.tokens; ++t) {
     const float* q = j.q + size_t(t) * j.row_stride;
     float* out = j.out + size_t(t) * j.row_stride;
     const int first = j.first(t), len = j.len(t), n = len - first;
     for (int p = first; p < len; ++p) {
-      row_of(j.k_pool, p, true, kbuf.data());
+      row_of(j.k_pool, p, kbuf.data());
       for (int g = 0; g < j.group; ++g) {
         const float* qg = q + size_t(g) * j.hd;
         float s = 0.0f;
@@ -311,7 +309,7 @@ void attend_short_heads(const AttentionTile& j, float* att) {
     softmax_rows(att, j.group, n);
     std::memset(out, 0, size_t(j.hd) * j.group * 4);
     for (int p = first; p < len; ++p) {
-      row_of(j.v_pool, p, false, vbuf.data());
+      row_of(j.v_pool, p, vbuf.data());
       for (int g = 0; g < j.group; ++g) {
         const float w = att[size_t(g) * n + (p - first)];
         float* og = out + size_t(g) * j.hd;
@@ -338,8 +336,8 @@ void kv_write_cpu(CpuKvCache& cache, int layer, const float* k, const float* v, 
     for (size_t t = b; t < e; ++t) {
       int page = slots[t] / d.page_size, slot = slots[t] % d.page_size;
       for (int h = 0; h < d.n_kv_heads; ++h) {
-        store_head(cache.page(layer, 0, page), L, true, slot, h, k + (t * d.n_kv_heads + h) * d.head_dim);
-        store_head(cache.page(layer, 1, page), L, false, slot, h, v + (t * d.n_kv_heads + h) * d.head_dim);
+        store_head(cache.page(layer, 0, page), L, slot, h, k + (t * d.n_kv_heads + h) * d.head_dim);
+        store_head(cache.page(layer, 1, page), L, slot, h, v + (t * d.n_kv_heads + h) * d.head_dim);
       }
     }
   });

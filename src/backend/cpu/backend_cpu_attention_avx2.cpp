@@ -27,48 +27,78 @@ MX8_AVX2 inline __m256 load8(const uint8_t* src, __m256 scale, const float* lut)
     const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
   } else {
-    const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src)));
-    return _mm256_mul_ps(_mm256_i32gather_ps(lut, idx, 4), scale);
+    // E4M3 by bits: exponent and mantissa moved into f32's fields make 2^-120 times the value (codes
+    // with exponent 0 become f32 subnormals, the same ratio), which 2^120 scales back exactly; the
+    // NaN code is set apart; then the sign.
+    const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src)));
+    const __m256i em = _mm256_and_si256(c, _mm256_set1_epi32(0x7F));
+    __m256 v = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(em, 20)), _mm256_set1_ps(0x1p120f));
+    v = _mm256_blendv_ps(v, _mm256_set1_ps(lut[0x7F]),
+                         _mm256_castsi256_ps(_mm256_cmpeq_epi32(em, _mm256_set1_epi32(0x7F))));
+    v = _mm256_or_ps(
+        v, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(c, _mm256_set1_epi32(0x80)), 24)));
+    return _mm256_mul_ps(v, scale);
   }
 }
 
-// Eight keys from p (a multiple of 8, all in one page since the page size is too) into lanes
-// [8 h, 8 h + 8) of kt.
-template <KvFormat F>
-MX8_AVX2 void k_half(const AttentionTile& j, int p, int h, float* kt) {
-  const float* lut = e4m3_table();
-  const size_t step = size_t(j.page_size) * j.elem_bytes();  // one dimension further
-  const uint8_t* src = j.k_elem(p, 0);
-  __m256 scale = _mm256_set1_ps(1.0f);
-  for (int d = 0; d < j.hd; ++d, src += step) {
-    if constexpr (F == KvFormat::fp8) {
-      if (d % 128 == 0) {
-        alignas(32) float s[8];
-        for (int i = 0; i < 8; ++i) s[i] = format::ue8m0_to_f32(j.scales(j.k_pool, p + i)[d / 128]);
-        scale = _mm256_load_ps(s);
-      }
+// r[i] = column i of the 8 x 8 matrix whose rows are r[0..7].
+MX8_AVX2 inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int k = 0; k < 2; ++k) {
+      u[i + k] = _mm256_shuffle_ps(t[i + k], t[i + k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      u[i + k + 2] = _mm256_shuffle_ps(t[i + k], t[i + k + 2], _MM_SHUFFLE(3, 2, 3, 2));
     }
-    _mm256_storeu_ps(kt + d * kKeyBlock + 8 * h, load8<F>(src, scale, lut));
+  // u[0..3] hold columns 0, 2, 1, 3 of rows 0-3 (low lanes) and columns 4, 6, 5, 7 (high); u[4..7] of rows
+  // 4-7.
+  const int order[4] = {0, 2, 1, 3};
+  for (int k = 0; k < 4; ++k) {
+    r[order[k]] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
+    r[order[k] + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);
+  }
+}
+
+// Keys p0 .. p0 + 15 into kt, 8 rows of 8 values at a time decoded and transposed; keys outside
+// [lo, hi) read a row of zeros instead of the cache. hd a multiple of 8, at most 1024.
+template <KvFormat F>
+MX8_AVX2 void k_block_fmt(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
+  static const uint8_t zeros[1024 * 4 + 8] = {};
+  const float* lut = e4m3_table();  // for its NaN
+  const size_t eb = size_t(j.elem_bytes());
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* rows[8];
+    const uint8_t* scales[8];
+    for (int i = 0; i < 8; ++i) {
+      const int p = p0 + 8 * h + i;
+      const bool in = p >= lo && p < hi;
+      rows[i] = in ? j.row(j.k_pool, p) : zeros;
+      scales[i] = in && F == KvFormat::fp8 ? j.scales(j.k_pool, p) : zeros;
+    }
+    for (int d = 0; d < j.hd; d += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i)
+        r[i] = load8<F>(rows[i] + d * eb,
+                        _mm256_set1_ps(F == KvFormat::fp8 ? format::ue8m0_to_f32(scales[i][d / 128]) : 1.0f),
+                        lut);
+      transpose8(r);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(kt + (d + k) * kKeyBlock + 8 * h, r[k]);
+    }
   }
 }
 
 MX8_AVX2 void k_block_avx2(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
-  if (j.page_size % 8 != 0) return k_block_scalar(j, p0, lo, hi, kt);
-  for (int h = 0; h < 2; ++h) {
-    const int p = p0 + 8 * h;
-    if (p >= hi || p + 8 <= lo) continue;  // no position of the half is read: its lanes stay as they are
-    // The half lies in one page that holds a position of [lo, hi), so every read is inside the cache.
-    switch (j.fmt) {
-      case KvFormat::f32:
-        k_half<KvFormat::f32>(j, p, h, kt);
-        break;
-      case KvFormat::bf16:
-        k_half<KvFormat::bf16>(j, p, h, kt);
-        break;
-      case KvFormat::fp8:
-        k_half<KvFormat::fp8>(j, p, h, kt);
-        break;
-    }
+  if (j.hd % 8 != 0 || j.hd > 1024) return k_block_scalar(j, p0, lo, hi, kt);  // the zero row: 1024 values
+  switch (j.fmt) {
+    case KvFormat::f32:
+      return k_block_fmt<KvFormat::f32>(j, p0, lo, hi, kt);
+    case KvFormat::bf16:
+      return k_block_fmt<KvFormat::bf16>(j, p0, lo, hi, kt);
+    case KvFormat::fp8:
+      return k_block_fmt<KvFormat::fp8>(j, p0, lo, hi, kt);
   }
 }
 
@@ -77,7 +107,7 @@ MX8_AVX2 void v_rows_fmt(const AttentionTile& j, int p0, int lo, int hi, float* 
   const float* lut = e4m3_table();
   const size_t eb = size_t(j.elem_bytes());
   for (int p = lo; p < hi; ++p) {
-    const uint8_t* row = j.v_row(p);
+    const uint8_t* row = j.row(j.v_pool, p);
     const uint8_t* sc = F == KvFormat::fp8 ? j.scales(j.v_pool, p) : nullptr;
     float* dst = vt + size_t(p - p0) * j.hd;
     for (int d = 0; d < j.hd; d += 8) {
@@ -132,6 +162,54 @@ MX8_AVX2 void qk_avx2(const float* const* q, int rows, const float* kt, int hd, 
   }
 }
 
+// exp_nonpositive (attention_tile.h) on 8 lanes.
+MX8_AVX2 inline __m256 exp8(__m256 x) {
+  const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+  const __m256 xc = _mm256_max_ps(_mm256_set1_ps(kExpMin), x);  // max(a, b) = a > b ? a : b
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(kLog2e)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), xc);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kExpTaylor[7]);
+  for (int i = 6; i >= 0; --i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpTaylor[i]));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_blendv_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), x, nan);
+}
+
+MX8_AVX2 void softmax_avx2(float* row, int n) {
+  float mx = row[0];
+  int i = 0;
+  if (n >= 8) {
+    __m256 m = _mm256_loadu_ps(row);
+    for (i = 8; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(row + i));
+    alignas(32) float l[8];
+    _mm256_store_ps(l, m);
+    for (float x : l) mx = x > mx ? x : mx;
+  } else {
+    i = 1;
+  }
+  for (; i < n; ++i) mx = row[i] > mx ? row[i] : mx;
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 sum = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(row + i), vmx));
+    _mm256_storeu_ps(row + i, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  alignas(32) float lane[8];
+  _mm256_store_ps(lane, sum);
+  if (i < n) {  // the tail through the same vector code, its lanes past n left out of the sums
+    alignas(32) float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; k < n - i; ++k) t[k] = row[i + k] - mx;
+    _mm256_store_ps(t, exp8(_mm256_load_ps(t)));
+    for (int k = 0; k < n - i; ++k) lane[k] += row[i + k] = t[k];
+  }
+  const float z = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  const __m256 vz = _mm256_set1_ps(z);
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(row + i, _mm256_div_ps(_mm256_loadu_ps(row + i), vz));
+  for (; i < n; ++i) row[i] /= z;
+}
+
 // Dimensions [d, d + 8 W) of R rows over the n weighted V rows.
 template <int R, int W>
 MX8_AVX2 void pv_span(const float* const* w, const float* vt, int n, int hd, float* const* out, int d) {
@@ -175,7 +253,7 @@ MX8_AVX2 void pv_avx2(const float* const* w, int rows, const float* vt, int n, i
 
 }  // namespace
 
-const TileKernels kAvx2TileKernels = {k_block_avx2, v_rows_avx2, qk_avx2, pv_avx2};
+const TileKernels kAvx2TileKernels = {k_block_avx2, v_rows_avx2, qk_avx2, softmax_avx2, pv_avx2};
 
 }  // namespace mx8::backend::cpu_impl
 

@@ -45,26 +45,39 @@ inline void load8(const uint8_t* src, KvFormat fmt, const float32x4_t* s, float3
   }
 }
 
+// Keys p0 .. p0 + 15 into kt, 4 rows of 4 values at a time decoded and transposed; keys outside
+// [lo, hi) read a row of zeros instead of the cache.
 void k_block_neon(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
-  if (j.page_size % 8 != 0) return k_block_scalar(j, p0, lo, hi, kt);
-  const size_t step = size_t(j.page_size) * j.elem_bytes();
-  for (int h = 0; h < 2; ++h) {
-    const int p = p0 + 8 * h;
-    if (p >= hi || p + 8 <= lo) continue;
-    // The half lies in one page that holds a position of [lo, hi), so every read is inside the cache.
-    const uint8_t* src = j.k_elem(p, 0);
-    float32x4_t s[2] = {vdupq_n_f32(1.f), vdupq_n_f32(1.f)};
-    for (int d = 0; d < j.hd; ++d, src += step) {
-      if (j.fmt == KvFormat::fp8 && d % 128 == 0) {
-        float sc[8];
-        for (int i = 0; i < 8; ++i) sc[i] = format::ue8m0_to_f32(j.scales(j.k_pool, p + i)[d / 128]);
-        s[0] = vld1q_f32(sc);
-        s[1] = vld1q_f32(sc + 4);
+  static const uint8_t zeros[1024 * 4 + 8] = {};
+  if (j.hd % 8 != 0 || j.hd > 1024) return k_block_scalar(j, p0, lo, hi, kt);
+  const size_t eb = size_t(j.elem_bytes());
+  for (int g = 0; g < kKeyBlock; g += 4) {
+    const uint8_t* rows[4];
+    const uint8_t* scales[4];
+    for (int i = 0; i < 4; ++i) {
+      const int p = p0 + g + i;
+      const bool in = p >= lo && p < hi;
+      rows[i] = in ? j.row(j.k_pool, p) : zeros;
+      scales[i] = in && j.fmt == KvFormat::fp8 ? j.scales(j.k_pool, p) : zeros;
+    }
+    for (int d = 0; d < j.hd; d += 8) {
+      float32x4_t v[4][2];  // v[row][half]: values d .. d + 3 and d + 4 .. d + 7
+      for (int i = 0; i < 4; ++i) {
+        float32x4_t s[2];
+        s[0] = s[1] = vdupq_n_f32(j.fmt == KvFormat::fp8 ? format::ue8m0_to_f32(scales[i][d / 128]) : 1.0f);
+        load8(rows[i] + d * eb, j.fmt, s, v[i]);
       }
-      float32x4_t v[2];
-      load8(src, j.fmt, s, v);
-      vst1q_f32(kt + d * kKeyBlock + 8 * h, v[0]);
-      vst1q_f32(kt + d * kKeyBlock + 8 * h + 4, v[1]);
+      for (int half = 0; half < 2; ++half) {
+        // The 4 x 4 transpose: pairs of rows interleaved, then pairs of pairs.
+        const float32x4x2_t a = vtrnq_f32(v[0][half], v[1][half]), b = vtrnq_f32(v[2][half], v[3][half]);
+        const float32x4_t col[4] = {
+            vcombine_f32(vget_low_f32(a.val[0]), vget_low_f32(b.val[0])),
+            vcombine_f32(vget_low_f32(a.val[1]), vget_low_f32(b.val[1])),
+            vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0])),
+            vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1])),
+        };
+        for (int k = 0; k < 4; ++k) vst1q_f32(kt + (d + 4 * half + k) * kKeyBlock + g, col[k]);
+      }
     }
   }
 }
@@ -73,7 +86,7 @@ void v_rows_neon(const AttentionTile& j, int p0, int lo, int hi, float* vt) {
   if (j.hd % 8 != 0) return v_rows_scalar(j, p0, lo, hi, vt);
   const size_t eb = size_t(j.elem_bytes());
   for (int p = lo; p < hi; ++p) {
-    const uint8_t* row = j.v_row(p);
+    const uint8_t* row = j.row(j.v_pool, p);
     const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(j.v_pool, p) : nullptr;
     float* dst = vt + size_t(p - p0) * j.hd;
     for (int d = 0; d < j.hd; d += 8) {
@@ -117,6 +130,55 @@ void qk_neon(const float* const* q, int rows, const float* kt, int hd, float sca
   }
 }
 
+// exp_nonpositive (attention_tile.h) on 4 lanes.
+inline float32x4_t exp4(float32x4_t x) {
+  const uint32x4_t nan = vmvnq_u32(vceqq_f32(x, x));
+  const float32x4_t lo = vdupq_n_f32(kExpMin);
+  const float32x4_t xc = vbslq_f32(vcgtq_f32(lo, x), lo, x);  // kExpMin > x ? kExpMin : x
+  const float32x4_t n = vrndnq_f32(vmulq_n_f32(xc, kLog2e));
+  float32x4_t r = vfmaq_n_f32(xc, n, -kLn2Hi);
+  r = vfmaq_n_f32(r, n, -kLn2Lo);
+  float32x4_t p = vdupq_n_f32(kExpTaylor[7]);
+  for (int i = 6; i >= 0; --i) p = vfmaq_f32(vdupq_n_f32(kExpTaylor[i]), p, r);
+  const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+  return vbslq_f32(nan, x, vmulq_f32(p, vreinterpretq_f32_s32(e)));
+}
+
+void softmax_neon(float* row, int n) {
+  float mx = row[0];
+  int i = 1;
+  if (n >= 4) {
+    float32x4_t m = vld1q_f32(row);
+    for (i = 4; i + 4 <= n; i += 4) m = vmaxq_f32(m, vld1q_f32(row + i));
+    for (int k = 0; k < 4; ++k) mx = m[k] > mx ? m[k] : mx;
+  }
+  for (; i < n; ++i) mx = row[i] > mx ? row[i] : mx;
+  const float32x4_t vmx = vdupq_n_f32(mx);
+  float32x4_t s0 = vdupq_n_f32(0.f), s1 = s0;  // lanes 0-3 and 4-7 of the definition's 8
+  for (i = 0; i + 8 <= n; i += 8) {
+    const float32x4_t e0 = exp4(vsubq_f32(vld1q_f32(row + i), vmx));
+    const float32x4_t e1 = exp4(vsubq_f32(vld1q_f32(row + i + 4), vmx));
+    vst1q_f32(row + i, e0);
+    vst1q_f32(row + i + 4, e1);
+    s0 = vaddq_f32(s0, e0);
+    s1 = vaddq_f32(s1, e1);
+  }
+  float lane[8];
+  vst1q_f32(lane, s0);
+  vst1q_f32(lane + 4, s1);
+  if (i < n) {  // the tail through the same vector code, its lanes past n left out of the sums
+    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; k < n - i; ++k) t[k] = row[i + k] - mx;
+    vst1q_f32(t, exp4(vld1q_f32(t)));
+    vst1q_f32(t + 4, exp4(vld1q_f32(t + 4)));
+    for (int k = 0; k < n - i; ++k) lane[k] += row[i + k] = t[k];
+  }
+  const float z = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  const float32x4_t vz = vdupq_n_f32(z);
+  for (i = 0; i + 4 <= n; i += 4) vst1q_f32(row + i, vdivq_f32(vld1q_f32(row + i), vz));
+  for (; i < n; ++i) row[i] /= z;
+}
+
 template <int R>
 void pv_rows(const float* const* w, const float* vt, int n, int hd, float* const* out) {
   int d = 0;
@@ -155,7 +217,7 @@ void pv_neon(const float* const* w, int rows, const float* vt, int n, int hd, fl
 
 }  // namespace
 
-const TileKernels kNeonTileKernels = {k_block_neon, v_rows_neon, qk_neon, pv_neon};
+const TileKernels kNeonTileKernels = {k_block_neon, v_rows_neon, qk_neon, softmax_neon, pv_neon};
 
 }  // namespace mx8::backend::cpu_impl
 

@@ -72,7 +72,11 @@ constexpr float kExpTaylor[8] = {1.0f,         1.0f,          0.5f,          1.0
 // Keys are handled in blocks of kKeyBlock positions starting at multiples of kKeyBlock.
 constexpr int kKeyBlock = 16;
 
-// The per-ISA pieces of attend_tile. Rows are at most 4 per call.
+// Query rows per qk / pv call: 4 rows x 2 vectors are 8 accumulators, which with their operands fit
+// AVX2's 16 registers (6 rows, 12 accumulators, ran a prompt chunk 20% slower).
+constexpr int kRowsPerCall = 4;
+
+// The per-ISA pieces of attend_tile. Rows are at most kRowsPerCall per call.
 struct TileKernels {
   // kt[d * 16 + i] = K of position p0 + i, dimension d, for p0 + i in [lo, hi); other lanes are
   // unspecified (their scores are never used). Reads only rows of positions in [lo, hi).
@@ -109,7 +113,7 @@ size_t tile_scratch_floats(const AttentionTile& j);
 void attend_tile(const AttentionTile& j, const TileKernels& k, const TileScratch& scratch);
 
 // Heads under 64: one token of the tile at a time in llama2.c's order (plain sums, separate multiply
-// and add); `att` holds group * len0 + tokens floats.
+// and add); `att` holds group * (len0 + tokens) floats.
 void attend_short_heads(const AttentionTile& j, float* att);
 
 }  // namespace mx8::backend::cpu_impl

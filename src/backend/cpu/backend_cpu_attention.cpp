@@ -208,14 +208,14 @@ void attend_tile(const AttentionTile& j, const TileKernels& k, const TileScratch
   auto q_row = [&](int r) { return j.q + size_t(r / j.group) * j.row_stride + size_t(r % j.group) * hd; };
   auto out_row = [&](int r) { return j.out + size_t(r / j.group) * j.row_stride + size_t(r % j.group) * hd; };
   auto score_row = [&](int r) { return scratch.scores + size_t(r) * span; };
-  const float* qs[4];
-  float* ss[4];
+  const float* qs[kRowsPerCall];
+  float* ss[kRowsPerCall];
 
   // Scores, a block of keys against every row that sees any of them.
   for (int p0 = base; p0 < hi; p0 += kKeyBlock) {
     k.k_block(j, p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.kt);
-    for (int r0 = 0; r0 < rows; r0 += 4) {
-      const int n = std::min(4, rows - r0);
+    for (int r0 = 0; r0 < rows; r0 += kRowsPerCall) {
+      const int n = std::min(kRowsPerCall, rows - r0);
       const int t_first = r0 / j.group, t_last = (r0 + n - 1) / j.group;
       if (p0 >= j.len(t_last) || p0 + kKeyBlock <= j.first(t_first)) continue;  // no row sees the block
       for (int r = 0; r < n; ++r) {
@@ -234,9 +234,9 @@ void attend_tile(const AttentionTile& j, const TileKernels& k, const TileScratch
   // through one call; at the causal edge and a window's start each row takes its own positions.
   for (int p0 = base; p0 < hi; p0 += kKeyBlock) {
     k.v_rows(j, p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.vt);
-    for (int r0 = 0; r0 < rows; r0 += 4) {
-      const int n = std::min(4, rows - r0);
-      int a[4], b[4];
+    for (int r0 = 0; r0 < rows; r0 += kRowsPerCall) {
+      const int n = std::min(kRowsPerCall, rows - r0);
+      int a[kRowsPerCall], b[kRowsPerCall];
       bool same = true;
       for (int r = 0; r < n; ++r) {
         const int t = (r0 + r) / j.group;

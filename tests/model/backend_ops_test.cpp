@@ -297,10 +297,11 @@ TEST(BackendOps, PenalizeRejectsEntriesOutsideItsRows) {
   EXPECT_NO_THROW(be->penalize(x.data(), 2, 4, {params.data(), &two, edges.data()}));
 }
 
-// Every compiled kernel (the AVX2 and NEON ones take heads of 64 or more in multiples of 8; the scalar
-// one takes the rest, and everything under MX8_CPU_ISA=scalar), on heads of 160 (two fp8 scales each),
-// 128 (one, exactly), 72 (an 8-wide tail after the 16-wide steps) and 100 (a tail after the scalar
-// kernel's 8 partial sums).
+// Every compiled kernel (heads of 64 or more go through attention_tile.h's kernels, vector ones where
+// the head is a multiple of 8; tests/backend_cpu/attention_test.cpp holds them to each other bit for
+// bit), on heads of 160 (two fp8 scales each), 128 (one, exactly), 72 (an 8-wide part after the 16-wide
+// steps) and 100 (scalar key blocks and a scalar tail), with pages of 4 positions (key blocks that span
+// pages).
 TEST(BackendOps, PagedAttentionAllKvFormats) {
   auto be = make_cpu_backend(2);
   const int heads = 4, kv_heads = 2, ps = 4, pages = 8, len0 = 13, len1 = 6;

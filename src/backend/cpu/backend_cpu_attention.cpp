@@ -122,6 +122,7 @@ void softmax_rows(float* att, int64_t rows, int64_t len) {
 }
 
 void k_block_scalar(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
+  const size_t eb = size_t(j.elem_bytes());
   for (int i = 0; i < kKeyBlock; ++i) {
     const int p = p0 + i;
     if (p < lo || p >= hi) {
@@ -130,7 +131,6 @@ void k_block_scalar(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
     }
     const uint8_t* row = j.row(j.k_pool, p);
     const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(j.k_pool, p) : nullptr;
-    const size_t eb = size_t(j.elem_bytes());
     for (int d = 0; d < j.hd; ++d) kt[d * kKeyBlock + i] = load_value(row + d * eb, sc, d, j.fmt);
   }
 }
@@ -194,16 +194,26 @@ const TileKernels& tile_kernels() {
   return kScalarTileKernels;
 }
 
+namespace {
+
+// The first key block a tile reads starts at base; each row's scores take span floats (whole blocks).
+int score_base(const AttentionTile& j) {
+  return j.first(0) / kKeyBlock * kKeyBlock;
+}
+size_t score_span(const AttentionTile& j) {
+  return size_t(j.len(j.tokens - 1) - score_base(j) + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+}
+
+}  // namespace
+
 size_t tile_scratch_floats(const AttentionTile& j) {
-  const int lo = j.first(0) / kKeyBlock * kKeyBlock, hi = j.len(j.tokens - 1);
-  const size_t span = size_t(hi - lo + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
-  return size_t(j.tokens) * j.group * span + 2 * size_t(kKeyBlock) * j.hd;
+  return size_t(j.tokens) * j.group * score_span(j) + 2 * size_t(kKeyBlock) * j.hd;
 }
 
 void attend_tile(const AttentionTile& j, const TileKernels& k, const TileScratch& scratch) {
   const int rows = j.tokens * j.group, hd = j.hd;
-  const int lo = j.first(0), hi = j.len(j.tokens - 1), base = lo / kKeyBlock * kKeyBlock;
-  const size_t span = size_t(hi - base + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+  const int lo = j.first(0), hi = j.len(j.tokens - 1), base = score_base(j);
+  const size_t span = score_span(j);
   // Row r is token r / group, head r % group.
   auto q_row = [&](int r) { return j.q + size_t(r / j.group) * j.row_stride + size_t(r % j.group) * hd; };
   auto out_row = [&](int r) { return j.out + size_t(r / j.group) * j.row_stride + size_t(r % j.group) * hd; };

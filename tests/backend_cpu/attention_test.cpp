@@ -29,13 +29,13 @@ std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
 
 struct Case {
   KvFormat fmt;
-  int hd, group, page_size, window;
+  int hd, group, page_size, window, cached;
 };
 
 // One sequence: `cached` positions written earlier, then a prompt chunk of `chunk` tokens (their K/V
 // written, then their attention), pages in a shuffled order.
 struct ChunkAttention {
-  static constexpr int kKvHeads = 2, kCached = 45, kChunk = 40;
+  static constexpr int kKvHeads = 2, kChunk = 40;
   Case c;
   int heads, len, pages;
   std::vector<int32_t> table;
@@ -43,7 +43,7 @@ struct ChunkAttention {
 
   explicit ChunkAttention(const Case& c_) : c(c_) {
     heads = c.group * kKvHeads;
-    len = kCached + kChunk;
+    len = c.cached + kChunk;
     pages = (len + c.page_size - 1) / c.page_size + 3;
     for (int p = 0; p < pages; ++p) table.push_back(p);
     std::shuffle(table.begin(), table.end(), std::mt19937(c.page_size));
@@ -64,7 +64,7 @@ struct ChunkAttention {
     for (int t0 = 0; t0 < kChunk; t0 += per_call) {
       const int n = std::min(per_call, kChunk - t0);
       std::vector<int32_t> seq(n, 0), kv_len(n);
-      for (int t = 0; t < n; ++t) kv_len[t] = kCached + t0 + t + 1;
+      for (int t = 0; t < n; ++t) kv_len[t] = c.cached + t0 + t + 1;
       AttentionArgs a;
       a.q = q.data() + size_t(t0) * heads * c.hd;
       a.out = out.data() + size_t(t0) * heads * c.hd;
@@ -104,15 +104,17 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
 }
 
-// Every format, head size and group size; the page sizes and windows in turn across them.
+// Every format, head size and group size; the page sizes, windows and cached lengths in turn across
+// them. 1100 cached positions put the chunk's rows over three segments of 512 (attention_tile.h), and
+// the window of 600 starts each row in a different segment from where it ends.
 std::vector<Case> cases() {
-  constexpr int kPageSizes[] = {16, 24, 4}, kWindows[] = {0, 37, 5, 0};
+  constexpr int kPageSizes[] = {16, 24, 4}, kWindows[] = {0, 37, 600, 5, 0}, kCached[] = {45, 1100};
   std::vector<Case> out;
   int i = 0;
   for (KvFormat fmt : {KvFormat::f32, KvFormat::bf16, KvFormat::fp8})
     for (int hd : {128, 72, 100, 256})
       for (int group : {1, 4, 7}) {
-        out.push_back({fmt, hd, group, kPageSizes[i % 3], kWindows[i % 4]});
+        out.push_back({fmt, hd, group, kPageSizes[i % 3], kWindows[i % 5], kCached[(i / 2) % 2]});
         ++i;
       }
   return out;
@@ -121,11 +123,12 @@ std::vector<Case> cases() {
 std::string name(const Case& c) {
   return std::string(kv_format_name(c.fmt)) + " head_dim " + std::to_string(c.hd) + " group " +
          std::to_string(c.group) + " page " + std::to_string(c.page_size) + " window " +
-         std::to_string(c.window);
+         std::to_string(c.window) + " cached " + std::to_string(c.cached);
 }
 
-// The tiling (a chunk in one call, up to 16 tokens a job, against one token per call), the thread
-// count and the ISA change no bit of the outputs.
+// The tiling (a chunk in one call, up to 16 tokens a job, against one token per call), the jobs (a
+// token per call splits its positions over jobs by segment, and with two threads its kv heads too;
+// a chunk walks the segments in one job), the thread count and the ISA change no bit of the outputs.
 TEST(CpuAttention, SameBitsWhateverTheTilingThreadsAndIsa) {
   auto one_thread = make_cpu_backend(1), two_threads = make_cpu_backend(2);
   for (const Case& c : cases()) {
@@ -143,6 +146,7 @@ TEST(CpuAttention, SameBitsWhateverTheTilingThreadsAndIsa) {
       EXPECT_TRUE(same_bits(s.run(*two_threads, *cache, 7), whole));
       auto cache1 = s.fill(*one_thread);
       EXPECT_TRUE(same_bits(s.run(*one_thread, *cache1, ChunkAttention::kChunk), whole));
+      EXPECT_TRUE(same_bits(s.run(*one_thread, *cache1, 1), whole));
     }
   }
 }
@@ -159,7 +163,7 @@ TEST(CpuAttention, MatchesDoublePrecision) {
     double worst = 0;
     for (int t = 0; t < ChunkAttention::kChunk; ++t)
       for (int h = 0; h < s.heads; ++h) {
-        const int kvh = h / c.group, len = ChunkAttention::kCached + t + 1;
+        const int kvh = h / c.group, len = c.cached + t + 1;
         const int first = c.window > 0 ? std::max(0, len - c.window) : 0;
         const float* q = &s.q[(size_t(t) * s.heads + h) * c.hd];
         std::vector<double> w(len);
@@ -179,9 +183,10 @@ TEST(CpuAttention, MatchesDoublePrecision) {
           worst = std::max(worst, std::abs(out[(size_t(t) * s.heads + h) * c.hd + i] - o));
         }
       }
-    // |o| < ~4 (a weighted mean of N(0, 1) values); f32 scores (256-term dots of |q.k| ~ 5) and 85-term
-    // weighted sums each round ~100 times at 2^-24: ~2e-5 at the worst. 5e-5 leaves room and still
-    // fails on a dropped position (a 1/85 weight of an N(0, 1) value) or a wrong scale.
+    // |o| < ~4 (a weighted mean of N(0, 1) values); f32 scores (256-term dots of |q.k| ~ 5), sums of up
+    // to 512 weighted rows per segment and three merges each round at 2^-24, ~1000 roundings in all:
+    // ~2e-5 if every one of them went the same way (measured: 4.3e-7). 5e-5 leaves room and still fails
+    // on a dropped position (a 1/1140 weight of an N(0, 1) value, ~1e-3), a wrong scale or a wrong merge.
     EXPECT_LT(worst, 5e-5);
   }
 }
@@ -190,7 +195,7 @@ TEST(CpuAttention, MatchesDoublePrecision) {
 TEST(CpuAttention, NanStaysInItsRow) {
   auto be = make_cpu_backend(2);
   for (KvFormat fmt : {KvFormat::bf16, KvFormat::fp8}) {
-    ChunkAttention s({fmt, 128, 4, 16, 0});
+    ChunkAttention s({fmt, 128, 4, 16, 0, 1100});
     s.q[(size_t(5) * s.heads + 2) * 128 + 17] = std::numeric_limits<float>::quiet_NaN();  // token 5, head 2
     auto cache = s.fill(*be);
     const std::vector<float> out = s.run(*be, *cache, ChunkAttention::kChunk);

@@ -9,12 +9,19 @@
 // they transpose each block of keys once into a small f32 buffer that every row of the tile reads.
 //
 // Arithmetic, for heads of 64 or more (every ISA gives the same bits, so results depend neither on
-// the machine nor on how tokens are tiled or threaded):
+// the machine nor on how tokens are tiled, split into jobs or threaded):
 //   score(r, p) = (sum over d in order of fma(q[r][d], k[p][d], acc), from +0) * scale
-//   softmax over each row's own positions: m = the row's largest score, e(p) = exp_nonpositive(s - m)
-//   (below), z = the e(p) summed in 8 lanes (position i into lane i % 8, in order) and the lanes added
-//   as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)), w(p) = e(p) / z
-//   out[r][d] = fma(w(r, p), v[p][d], out[r][d]) over p in increasing order, from +0.
+//   Positions fall into segments [s * kSegment, (s + 1) * kSegment). Over the positions of each
+//   segment that row r sees: m = the largest score, e(p) = exp_nonpositive(score - m) (below), z = the
+//   e(p) summed in 8 lanes (the segment's i-th seen position into lane i % 8, in order) and the lanes
+//   added as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)), o[d] = fma(e(p), v[p][d], o[d]) over p in
+//   increasing order, from +0.
+//   The segments a row sees merge in increasing order into (M, Z, O), starting from the first one's
+//   (m, z, o): M' = max(M, m), a = exp_nonpositive(M - M'), b = exp_nonpositive(m - M'),
+//   Z' = Z * a + z * b, O'[d] = O[d] * a + o[d] * b (products rounded, then the sum).
+//   out[r][d] = O[d] / Z.
+// Segments bound a job's score buffer, and let a decode step's long context be split over the
+// threads by position (each job then reads whole pages, every kv head's rows, in one pass).
 // Heads under 64 keep the scalar one-token kernel (llama2.c's plain sums), see attend_short_heads.
 #pragma once
 
@@ -71,12 +78,14 @@ constexpr float kExpTaylor[8] = {1.0f,         1.0f,          0.5f,          1.0
 
 // Keys are handled in blocks of kKeyBlock positions starting at multiples of kKeyBlock.
 constexpr int kKeyBlock = 16;
+// Positions per segment (a multiple of kKeyBlock): a merge costs about a position's work per row.
+constexpr int kSegment = 512;
 
 // Query rows per qk / pv call: 4 rows x 2 vectors are 8 accumulators, which with their operands fit
 // AVX2's 16 registers (6 rows, 12 accumulators, ran a prompt chunk 20% slower).
 constexpr int kRowsPerCall = 4;
 
-// The per-ISA pieces of attend_tile. Rows are at most kRowsPerCall per call.
+// The per-ISA pieces of segment_partials. Rows are at most kRowsPerCall per call.
 struct TileKernels {
   // kt[d * 16 + i] = K of position p0 + i, dimension d, for p0 + i in [lo, hi); other lanes are
   // unspecified (their scores are never used). Reads only rows of positions in [lo, hi).
@@ -85,8 +94,8 @@ struct TileKernels {
   void (*v_rows)(const AttentionTile& j, int p0, int lo, int hi, float* vt);
   // s[r][i] = score of q[r] against lane i of kt, i < 16.
   void (*qk)(const float* const* q, int rows, const float* kt, int hd, float scale, float* const* s);
-  // The softmax of row[0 .. n) in place, as defined above.
-  void (*softmax)(float* row, int n);
+  // row[0 .. n) of one row's scores in a segment to e(p) in place; *m and *z as defined above.
+  void (*exp_sum)(float* row, int n, float* m, float* z);
   // out[r][d] = fma(w[r][i], vt[i * hd + d], out[r][d]) for i = 0 .. n - 1 in order.
   void (*pv)(const float* const* w, int rows, const float* vt, int n, int hd, float* const* out);
 };
@@ -102,15 +111,30 @@ const TileKernels& tile_kernels();
 void k_block_scalar(const AttentionTile& j, int p0, int lo, int hi, float* kt);
 void v_rows_scalar(const AttentionTile& j, int p0, int lo, int hi, float* vt);
 
+float exp_nonpositive(float x);
+
 // Scratch a thread reuses across jobs.
 struct TileScratch {
-  float* scores = nullptr;  // [tokens * group][span], span a multiple of kKeyBlock
+  float* scores = nullptr;  // [heads][tokens * group][kSegment]
   float* kt = nullptr;      // [hd][kKeyBlock]
   float* vt = nullptr;      // [kKeyBlock][hd]
 };
-// Floats attend_tile needs in scratch for a tile (scores, kt and vt together).
-size_t tile_scratch_floats(const AttentionTile& j);
-void attend_tile(const AttentionTile& j, const TileKernels& k, const TileScratch& scratch);
+// Floats segment_partials needs in scratch for `heads` kv heads of tile j (scores, kt and vt).
+size_t segment_scratch_floats(const AttentionTile& j, int heads);
+
+// A row's state over a segment, or merged over segments: m, z, then o[hd] (kPartialHead + hd floats).
+constexpr int kPartialHead = 2;
+// Whether token t of tile j sees any position of segment s; [*a, *b) the positions it sees there.
+bool sees_segment(const AttentionTile& j, int t, int s, int* a, int* b);
+// Segment s of the tiles heads[0 .. n) (the same tokens, one kv head each): for each head h and row
+// r = token * group + query head that sees any of the segment, its (m, z, o) at
+// part + (h * rows + r) * (kPartialHead + hd). Other rows' entries are left alone.
+void segment_partials(const AttentionTile* heads, int n, int s, const TileKernels& k, const TileScratch& scratch,
+                      float* part);
+// Merges a row's segment state `part` into `state` (the definition above); first: state := part.
+void merge_partial(float* state, const float* part, int hd, bool first);
+// out[d] = O[d] / Z of a merged state.
+void finish_row(const float* state, int hd, float* out);
 
 // Heads under 64: one token of the tile at a time in llama2.c's order (plain sums, separate multiply
 // and add); `att` holds group * (len0 + tokens) floats.

@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -161,6 +162,17 @@ void pv_scalar(const float* const* w, int rows, const float* vt, int n, int hd, 
       for (int d = 0; d < hd; ++d) out[r][d] = std::fma(w[r][i], vt[size_t(i) * hd + d], out[r][d]);
 }
 
+void exp_sum_scalar(float* row, int n, float* m, float* z) {
+  float mx = row[0];
+  for (int i = 1; i < n; ++i) mx = row[i] > mx ? row[i] : mx;
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < n; ++i) lane[i % 8] += row[i] = exp_nonpositive(row[i] - mx);
+  *m = mx;
+  *z = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+}  // namespace
+
 float exp_nonpositive(float x) {
   if (std::isnan(x)) return x;
   x = kExpMin > x ? kExpMin : x;
@@ -171,18 +183,7 @@ float exp_nonpositive(float x) {
   return p * format::f32_from_bits(uint32_t(int32_t(n) + 127) << 23);
 }
 
-void softmax_scalar(float* row, int n) {
-  float mx = row[0];
-  for (int i = 1; i < n; ++i) mx = row[i] > mx ? row[i] : mx;
-  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int i = 0; i < n; ++i) lane[i % 8] += row[i] = exp_nonpositive(row[i] - mx);
-  const float z = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-  for (int i = 0; i < n; ++i) row[i] /= z;
-}
-
-}  // namespace
-
-const TileKernels kScalarTileKernels = {k_block_scalar, v_rows_scalar, qk_scalar, softmax_scalar, pv_scalar};
+const TileKernels kScalarTileKernels = {k_block_scalar, v_rows_scalar, qk_scalar, exp_sum_scalar, pv_scalar};
 
 const TileKernels& tile_kernels() {
 #if defined(__x86_64__)
@@ -192,80 +193,6 @@ const TileKernels& tile_kernels() {
   if (mx8::cpu::active_isa() == mx8::cpu::Isa::neon) return kNeonTileKernels;
 #endif
   return kScalarTileKernels;
-}
-
-namespace {
-
-// The first key block a tile reads starts at base; each row's scores take span floats (whole blocks).
-int score_base(const AttentionTile& j) {
-  return j.first(0) / kKeyBlock * kKeyBlock;
-}
-size_t score_span(const AttentionTile& j) {
-  return size_t(j.len(j.tokens - 1) - score_base(j) + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
-}
-
-}  // namespace
-
-size_t tile_scratch_floats(const AttentionTile& j) {
-  return size_t(j.tokens) * j.group * score_span(j) + 2 * size_t(kKeyBlock) * j.hd;
-}
-
-void attend_tile(const AttentionTile& j, const TileKernels& k, const TileScratch& scratch) {
-  const int rows = j.tokens * j.group, hd = j.hd;
-  const int lo = j.first(0), hi = j.len(j.tokens - 1), base = score_base(j);
-  const size_t span = score_span(j);
-  // Row r is token r / group, head r % group.
-  auto q_row = [&](int r) { return j.q + size_t(r / j.group) * j.row_stride + size_t(r % j.group) * hd; };
-  auto out_row = [&](int r) { return j.out + size_t(r / j.group) * j.row_stride + size_t(r % j.group) * hd; };
-  auto score_row = [&](int r) { return scratch.scores + size_t(r) * span; };
-  const float* qs[kRowsPerCall];
-  float* ss[kRowsPerCall];
-
-  // Scores, a block of keys against every row that sees any of them.
-  for (int p0 = base; p0 < hi; p0 += kKeyBlock) {
-    k.k_block(j, p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.kt);
-    for (int r0 = 0; r0 < rows; r0 += kRowsPerCall) {
-      const int n = std::min(kRowsPerCall, rows - r0);
-      const int t_first = r0 / j.group, t_last = (r0 + n - 1) / j.group;
-      if (p0 >= j.len(t_last) || p0 + kKeyBlock <= j.first(t_first)) continue;  // no row sees the block
-      for (int r = 0; r < n; ++r) {
-        qs[r] = q_row(r0 + r);
-        ss[r] = score_row(r0 + r) + (p0 - base);
-      }
-      k.qk(qs, n, scratch.kt, hd, j.scale, ss);
-    }
-  }
-  for (int r = 0; r < rows; ++r) {
-    const int t = r / j.group;
-    k.softmax(score_row(r) + (j.first(t) - base), j.len(t) - j.first(t));
-    std::memset(out_row(r), 0, size_t(hd) * 4);
-  }
-  // Weighted V rows, in position order for every row. Rows that see the same positions of a block go
-  // through one call; at the causal edge and a window's start each row takes its own positions.
-  for (int p0 = base; p0 < hi; p0 += kKeyBlock) {
-    k.v_rows(j, p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.vt);
-    for (int r0 = 0; r0 < rows; r0 += kRowsPerCall) {
-      const int n = std::min(kRowsPerCall, rows - r0);
-      int a[kRowsPerCall], b[kRowsPerCall];
-      bool same = true;
-      for (int r = 0; r < n; ++r) {
-        const int t = (r0 + r) / j.group;
-        a[r] = std::max(p0, j.first(t));
-        b[r] = std::min(p0 + kKeyBlock, j.len(t));
-        same = same && a[r] == a[0] && b[r] == b[0];
-      }
-      for (int r = 0; r < n; ++r) {
-        qs[r] = score_row(r0 + r) + (a[r] - base);
-        ss[r] = out_row(r0 + r);
-      }
-      if (same) {
-        if (a[0] < b[0]) k.pv(qs, n, scratch.vt + size_t(a[0] - p0) * hd, b[0] - a[0], hd, ss);
-        continue;
-      }
-      for (int r = 0; r < n; ++r)
-        if (a[r] < b[r]) k.pv(qs + r, 1, scratch.vt + size_t(a[r] - p0) * hd, b[r] - a[r], hd, ss + r);
-    }
-  }
 }
 
 void attend_short_heads(const AttentionTile& j, float* att) {
@@ -353,56 +280,153 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
   for (int t = 0; t < a.n_tokens; ++t)
     work += int64_t(a.window > 0 ? std::min(a.kv_len[t], a.window) : a.kv_len[t]) * a.n_heads * hd;
   if (work < (int64_t(1) << 15)) pool = nullptr;  // not worth waking workers
+  const int threads = pool ? pool->threads() : 1;
 
   // Query tiles: runs of tokens of one sequence at consecutive positions (a prompt chunk), up to 16
-  // tokens and ~4 MiB of scores each, and small enough that every thread gets a few jobs.
-  const int threads = pool ? pool->threads() : 1;
+  // tokens each, and small enough that every thread gets a few.
   const int max_tokens = std::clamp(a.n_tokens * a.n_kv_heads / (4 * threads), 1, 16);
   std::vector<std::pair<int, int>> tiles;  // (first token, tokens)
   for (int t = 0; t < a.n_tokens;) {
     int n = 1;
     while (t + n < a.n_tokens && n < max_tokens && a.seq[t + n] == a.seq[t] &&
-           a.kv_len[t + n] == a.kv_len[t + n - 1] + 1 &&
-           int64_t(n + 1) * group * (a.kv_len[t + n] + kKeyBlock) * 4 <= (int64_t(4) << 20))
+           a.kv_len[t + n] == a.kv_len[t + n - 1] + 1)
       ++n;
     tiles.emplace_back(t, n);
     t += n;
   }
+  auto make_tile = [&](size_t ti, int kvh) {
+    const auto [t0, n] = tiles[ti];
+    AttentionTile j;
+    j.q = a.q + (size_t(t0) * a.n_heads + size_t(kvh) * group) * hd;  // the group's heads are consecutive
+    j.out = a.out + (size_t(t0) * a.n_heads + size_t(kvh) * group) * hd;
+    j.row_stride = size_t(a.n_heads) * hd;
+    j.tokens = n;
+    j.group = group;
+    j.hd = hd;
+    j.len0 = a.kv_len[t0];
+    j.window = a.window;
+    j.scale = a.scale;
+    j.fmt = d.format;
+    j.page_size = d.page_size;
+    j.n_kv = d.n_kv_heads;
+    j.kvh = kvh;
+    j.k_pool = cache.page(a.layer, 0, 0);
+    j.v_pool = cache.page(a.layer, 1, 0);
+    j.page_bytes = cache.page_bytes();
+    j.table = a.block_tables + size_t(a.seq[t0]) * a.max_pages_per_seq;
+    return j;
+  };
+  // Segments a tile touches: [first_segment, last_segment].
+  auto first_segment = [&](size_t ti) { return make_tile(ti, 0).first(0) / kSegment; };
+  auto last_segment = [&](size_t ti) { return (make_tile(ti, 0).len(tiles[ti].second - 1) - 1) / kSegment; };
+  const size_t stride = size_t(kPartialHead) + hd;
+
+  // Jobs. Where the tiles alone give every thread a couple, a job is a tile and a run of kv heads and
+  // walks its segments in order. Otherwise (a decode step of few sequences) a job is one segment of
+  // a tile, its states kept and merged once all are done. Either way a job takes as many kv heads as
+  // still leaves the threads enough jobs, since a job holding every kv head reads whole pages.
   const bool short_heads = hd < 64;
+  const int64_t wanted = 2 * threads;
+  int64_t n_segments = 0;
+  size_t partial_floats = 0;
+  std::vector<size_t> partial_at(tiles.size());
+  for (size_t ti = 0; ti < tiles.size(); ++ti) {
+    const int segments = last_segment(ti) - first_segment(ti) + 1;
+    n_segments += segments;
+    partial_at[ti] = partial_floats;
+    partial_floats += size_t(segments) * a.n_kv_heads * tiles[ti].second * group * stride;
+  }
+  const int64_t n_tiles = int64_t(tiles.size());
+  const bool split = !short_heads && n_tiles < wanted && n_segments > n_tiles &&
+                     partial_floats <= (size_t(64) << 20);  // 256 MiB of states at most
+  const int64_t units = split ? n_segments : n_tiles;
+  int runs = 1;  // runs of kv heads: a divisor of n_kv_heads
+  while (runs < a.n_kv_heads && (a.n_kv_heads % runs != 0 || units * runs < wanted)) ++runs;
+  const int run_heads = a.n_kv_heads / runs;
   const TileKernels& kernels = tile_kernels();
-  // One job per (tile, kv head): each K/V entry is decoded once for the tile's tokens and the `group`
-  // query heads that share it (GQA).
-  mx8::cpu::parallel_for(pool, tiles.size() * size_t(a.n_kv_heads), 1, [&](size_t b, size_t e) {
-    std::vector<float> scratch;
-    for (size_t job = b; job < e; ++job) {
-      const auto [t0, n] = tiles[job / size_t(a.n_kv_heads)];
-      const int kvh = int(job % size_t(a.n_kv_heads));
-      AttentionTile j;
-      j.q = a.q + (size_t(t0) * a.n_heads + size_t(kvh) * group) * hd;  // the group's heads are consecutive
-      j.out = a.out + (size_t(t0) * a.n_heads + size_t(kvh) * group) * hd;
-      j.row_stride = size_t(a.n_heads) * hd;
-      j.tokens = n;
-      j.group = group;
-      j.hd = hd;
-      j.len0 = a.kv_len[t0];
-      j.window = a.window;
-      j.scale = a.scale;
-      j.fmt = d.format;
-      j.page_size = d.page_size;
-      j.n_kv = d.n_kv_heads;
-      j.kvh = kvh;
-      j.k_pool = cache.page(a.layer, 0, 0);
-      j.v_pool = cache.page(a.layer, 1, 0);
-      j.page_bytes = cache.page_bytes();
-      j.table = a.block_tables + size_t(a.seq[t0]) * a.max_pages_per_seq;
-      if (short_heads) {
-        scratch.resize(size_t(group) * (j.len0 + n));
-        attend_short_heads(j, scratch.data());
-        continue;
+
+  // Per-thread scratch, kept across calls: a decode step would otherwise fault in fresh pages.
+  thread_local std::vector<float> scratch;
+  thread_local std::vector<AttentionTile> heads;
+  auto prepare = [&](size_t ti, int run, size_t extra) {
+    heads.clear();
+    for (int h = 0; h < run_heads; ++h) heads.push_back(make_tile(ti, run * run_heads + h));
+    const size_t need = (short_heads ? size_t(group) * (heads[0].len0 + heads[0].tokens)
+                                     : segment_scratch_floats(heads[0], run_heads)) +
+                        extra;
+    if (scratch.size() < need) scratch.resize(need);
+    const size_t block = size_t(kKeyBlock) * hd;
+    return TileScratch{scratch.data() + 2 * block, scratch.data(), scratch.data() + block};
+  };
+  auto out_row = [&](const AttentionTile& j, int r) {
+    return j.out + size_t(r / group) * j.row_stride + size_t(r % group) * hd;
+  };
+
+  if (!split) {
+    mx8::cpu::parallel_for(pool, tiles.size() * size_t(runs), 1, [&](size_t b, size_t e) {
+      for (size_t job = b; job < e; ++job) {
+        const size_t ti = job / size_t(runs);
+        const int rows = tiles[ti].second * group;
+        const size_t states = size_t(run_heads) * rows * stride;
+        const TileScratch ts = prepare(ti, int(job % size_t(runs)), short_heads ? 0 : 2 * states);
+        if (short_heads) {
+          for (const AttentionTile& j : heads) attend_short_heads(j, scratch.data());
+          continue;
+        }
+        float* state = scratch.data() + segment_scratch_floats(heads[0], run_heads);
+        float* part = state + states;
+        const AttentionTile& j = heads[0];
+        for (int s = first_segment(ti); s <= last_segment(ti); ++s) {
+          segment_partials(heads.data(), run_heads, s, kernels, ts, part);
+          for (int h = 0; h < run_heads; ++h)
+            for (int r = 0; r < rows; ++r) {
+              int lo, hi;
+              const size_t at = (size_t(h) * rows + r) * stride;
+              if (sees_segment(j, r / group, s, &lo, &hi))
+                merge_partial(state + at, part + at, hd, s == j.first(r / group) / kSegment);
+            }
+        }
+        for (int h = 0; h < run_heads; ++h)
+          for (int r = 0; r < rows; ++r) finish_row(state + (size_t(h) * rows + r) * stride, hd, out_row(heads[h], r));
       }
-      scratch.resize(tile_scratch_floats(j));
-      const size_t block = size_t(kKeyBlock) * hd;
-      attend_tile(j, kernels, {scratch.data() + 2 * block, scratch.data(), scratch.data() + block});
+    });
+    return;
+  }
+
+  // Split: every (tile, segment, run of heads) first, then each row's segments merged in order.
+  // States of tile ti: [segment - first_segment][kv head][row][stride] from partial_at[ti].
+  thread_local std::vector<float> partials;  // the calling thread's; workers reach it through `states`
+  if (partials.size() < partial_floats) partials.resize(partial_floats);
+  float* const states = partials.data();
+  std::vector<std::array<int, 3>> jobs;  // (tile, segment, run)
+  for (size_t ti = 0; ti < tiles.size(); ++ti)
+    for (int s = first_segment(ti); s <= last_segment(ti); ++s)
+      for (int run = 0; run < runs; ++run) jobs.push_back({int(ti), s, run});
+  auto states_of = [&](size_t ti, int s, int kvh) {
+    const int rows = tiles[ti].second * group;
+    return states + partial_at[ti] +
+           (size_t(s - first_segment(ti)) * a.n_kv_heads + kvh) * rows * stride;
+  };
+  mx8::cpu::parallel_for(pool, jobs.size(), 1, [&](size_t b, size_t e) {
+    for (size_t job = b; job < e; ++job) {
+      const auto [ti, s, run] = jobs[job];
+      const TileScratch ts = prepare(size_t(ti), run, 0);
+      segment_partials(heads.data(), run_heads, s, kernels, ts, states_of(size_t(ti), s, run * run_heads));
+    }
+  });
+  mx8::cpu::parallel_for(pool, tiles.size() * size_t(a.n_kv_heads), 1, [&](size_t b, size_t e) {
+    for (size_t job = b; job < e; ++job) {
+      const size_t ti = job / size_t(a.n_kv_heads);
+      const int kvh = int(job % size_t(a.n_kv_heads)), rows = tiles[ti].second * group;
+      const AttentionTile j = make_tile(ti, kvh);
+      for (int r = 0; r < rows; ++r) {
+        const int t = r / group, s0 = j.first(t) / kSegment;
+        float* state = states_of(ti, s0, kvh) + size_t(r) * stride;
+        int lo, hi;
+        for (int s = s0 + 1; s <= last_segment(ti); ++s)
+          if (sees_segment(j, t, s, &lo, &hi)) merge_partial(state, states_of(ti, s, kvh) + size_t(r) * stride, hd, false);
+        finish_row(state, hd, out_row(j, r));
+      }
     }
   });
 }

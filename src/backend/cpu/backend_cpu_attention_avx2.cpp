@@ -176,7 +176,7 @@ MX8_AVX2 inline __m256 exp8(__m256 x) {
   return _mm256_blendv_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), x, nan);
 }
 
-MX8_AVX2 void softmax_avx2(float* row, int n) {
+MX8_AVX2 void exp_sum_avx2(float* row, int n, float* m, float* z) {
   float mx = row[0];
   int i = 0;
   if (n >= 8) {
@@ -204,10 +204,8 @@ MX8_AVX2 void softmax_avx2(float* row, int n) {
     _mm256_store_ps(t, exp8(_mm256_load_ps(t)));
     for (int k = 0; k < n - i; ++k) lane[k] += row[i + k] = t[k];
   }
-  const float z = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-  const __m256 vz = _mm256_set1_ps(z);
-  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(row + i, _mm256_div_ps(_mm256_loadu_ps(row + i), vz));
-  for (; i < n; ++i) row[i] /= z;
+  *m = mx;
+  *z = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
 // Dimensions [d, d + 8 W) of R rows over the n weighted V rows.
@@ -253,7 +251,7 @@ MX8_AVX2 void pv_avx2(const float* const* w, int rows, const float* vt, int n, i
 
 }  // namespace
 
-const TileKernels kAvx2TileKernels = {k_block_avx2, v_rows_avx2, qk_avx2, softmax_avx2, pv_avx2};
+const TileKernels kAvx2TileKernels = {k_block_avx2, v_rows_avx2, qk_avx2, exp_sum_avx2, pv_avx2};
 
 }  // namespace mx8::backend::cpu_impl
 

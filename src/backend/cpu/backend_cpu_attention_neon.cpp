@@ -144,7 +144,7 @@ inline float32x4_t exp4(float32x4_t x) {
   return vbslq_f32(nan, x, vmulq_f32(p, vreinterpretq_f32_s32(e)));
 }
 
-void softmax_neon(float* row, int n) {
+void exp_sum_neon(float* row, int n, float* m, float* z) {
   float mx = row[0];
   int i = 1;
   if (n >= 4) {
@@ -173,10 +173,8 @@ void softmax_neon(float* row, int n) {
     vst1q_f32(t + 4, exp4(vld1q_f32(t + 4)));
     for (int k = 0; k < n - i; ++k) lane[k] += row[i + k] = t[k];
   }
-  const float z = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-  const float32x4_t vz = vdupq_n_f32(z);
-  for (i = 0; i + 4 <= n; i += 4) vst1q_f32(row + i, vdivq_f32(vld1q_f32(row + i), vz));
-  for (; i < n; ++i) row[i] /= z;
+  *m = mx;
+  *z = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
 template <int R>
@@ -217,7 +215,7 @@ void pv_neon(const float* const* w, int rows, const float* vt, int n, int hd, fl
 
 }  // namespace
 
-const TileKernels kNeonTileKernels = {k_block_neon, v_rows_neon, qk_neon, softmax_neon, pv_neon};
+const TileKernels kNeonTileKernels = {k_block_neon, v_rows_neon, qk_neon, exp_sum_neon, pv_neon};
 
 }  // namespace mx8::backend::cpu_impl
 

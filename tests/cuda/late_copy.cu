@@ -1,5 +1,6 @@
 #include "cuda/late_copy.h"
 
+#include <cstdint>
 #include <stdexcept>
 
 #include "backend/cuda/cuda_check.h"

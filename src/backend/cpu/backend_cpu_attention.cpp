@@ -1,9 +1,10 @@
 // Paged KV cache writes and attention on the CPU: the page layout, the scalar kernels (the
 // definition), and the driver that tiles a step's tokens into jobs (attention_tile.h).
 //
-// Pages are head-major ([kv head] first) because a job reads one kv head of consecutive positions:
-// slot-major rows would be 256 bytes out of every n_kv x 256, a strided walk the hardware prefetchers
-// do not follow across 4 KiB pages (measured: 0.4 GB/s; head-major streams).
+// Pages are head-major ([kv head] first) because a job reads a run of kv heads over consecutive
+// positions: slot-major rows would be 256 bytes out of every n_kv x 256 for one head, a strided walk
+// the hardware prefetchers do not follow across 4 KiB pages (measured: 0.4 GB/s), where head-major
+// gives each head's rows of a page in one piece, and a job that holds every head the whole page.
 #include <sys/mman.h>
 
 #include <algorithm>

@@ -129,8 +129,8 @@ bool sees_segment(const AttentionTile& j, int t, int s, int* a, int* b);
 // Segment s of the tiles heads[0 .. n) (the same tokens, one kv head each): for each head h and row
 // r = token * group + query head that sees any of the segment, its (m, z, o) at
 // part + (h * rows + r) * (kPartialHead + hd). Other rows' entries are left alone.
-void segment_partials(const AttentionTile* heads, int n, int s, const TileKernels& k, const TileScratch& scratch,
-                      float* part);
+void segment_partials(const AttentionTile* heads, int n, int s, const TileKernels& k,
+                      const TileScratch& scratch, float* part);
 // Merges a row's segment state `part` into `state` (the definition above); first: state := part.
 void merge_partial(float* state, const float* part, int hd, bool first);
 // out[d] = O[d] / Z of a merged state.

@@ -8,7 +8,6 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -322,10 +321,11 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
   auto last_segment = [&](size_t ti) { return (make_tile(ti, 0).len(tiles[ti].second - 1) - 1) / kSegment; };
   const size_t stride = size_t(kPartialHead) + hd;
 
-  // Jobs. Where the tiles alone give every thread a couple, a job is a tile and a run of kv heads and
-  // walks its segments in order. Otherwise (a decode step of few sequences) a job is one segment of
-  // a tile, its states kept and merged once all are done. Either way a job takes as many kv heads as
-  // still leaves the threads enough jobs, since a job holding every kv head reads whole pages.
+  // Jobs. Where the tiles alone give every thread two, a job is a tile and a run of kv heads and walks
+  // its segments in order; the runs are as long as still leave every thread two jobs, since a job
+  // holding every kv head reads whole pages. Otherwise, where the segments do (a decode step of few
+  // sequences at a long context), a job is one segment of a tile for every kv head, its states kept
+  // and merged once all jobs are done.
   const bool short_heads = hd < 64;
   const int64_t wanted = 2 * threads;
   int64_t n_segments = 0;
@@ -338,11 +338,10 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
     partial_floats += size_t(segments) * a.n_kv_heads * tiles[ti].second * group * stride;
   }
   const int64_t n_tiles = int64_t(tiles.size());
-  const bool split = !short_heads && n_tiles < wanted && n_segments > n_tiles &&
+  const bool split = !short_heads && n_tiles < wanted && n_segments >= wanted &&
                      partial_floats <= (size_t(64) << 20);  // 256 MiB of states at most
-  const int64_t units = split ? n_segments : n_tiles;
-  int runs = 1;  // runs of kv heads: a divisor of n_kv_heads
-  while (runs < a.n_kv_heads && (a.n_kv_heads % runs != 0 || units * runs < wanted)) ++runs;
+  int runs = 1;                                             // runs of kv heads: a divisor of n_kv_heads
+  while (!split && runs < a.n_kv_heads && (a.n_kv_heads % runs != 0 || n_tiles * runs < wanted)) ++runs;
   const int run_heads = a.n_kv_heads / runs;
   const TileKernels& kernels = tile_kernels();
 
@@ -388,7 +387,8 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
             }
         }
         for (int h = 0; h < run_heads; ++h)
-          for (int r = 0; r < rows; ++r) finish_row(state + (size_t(h) * rows + r) * stride, hd, out_row(heads[h], r));
+          for (int r = 0; r < rows; ++r)
+            finish_row(state + (size_t(h) * rows + r) * stride, hd, out_row(heads[h], r));
       }
     });
     return;
@@ -399,20 +399,18 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
   thread_local std::vector<float> partials;  // the calling thread's; workers reach it through `states`
   if (partials.size() < partial_floats) partials.resize(partial_floats);
   float* const states = partials.data();
-  std::vector<std::array<int, 3>> jobs;  // (tile, segment, run)
+  std::vector<std::pair<int, int>> jobs;  // (tile, segment)
   for (size_t ti = 0; ti < tiles.size(); ++ti)
-    for (int s = first_segment(ti); s <= last_segment(ti); ++s)
-      for (int run = 0; run < runs; ++run) jobs.push_back({int(ti), s, run});
+    for (int s = first_segment(ti); s <= last_segment(ti); ++s) jobs.emplace_back(int(ti), s);
   auto states_of = [&](size_t ti, int s, int kvh) {
     const int rows = tiles[ti].second * group;
-    return states + partial_at[ti] +
-           (size_t(s - first_segment(ti)) * a.n_kv_heads + kvh) * rows * stride;
+    return states + partial_at[ti] + (size_t(s - first_segment(ti)) * a.n_kv_heads + kvh) * rows * stride;
   };
   mx8::cpu::parallel_for(pool, jobs.size(), 1, [&](size_t b, size_t e) {
     for (size_t job = b; job < e; ++job) {
-      const auto [ti, s, run] = jobs[job];
-      const TileScratch ts = prepare(size_t(ti), run, 0);
-      segment_partials(heads.data(), run_heads, s, kernels, ts, states_of(size_t(ti), s, run * run_heads));
+      const auto [ti, s] = jobs[job];
+      const TileScratch ts = prepare(size_t(ti), 0, 0);
+      segment_partials(heads.data(), run_heads, s, kernels, ts, states_of(size_t(ti), s, 0));
     }
   });
   mx8::cpu::parallel_for(pool, tiles.size() * size_t(a.n_kv_heads), 1, [&](size_t b, size_t e) {
@@ -425,7 +423,8 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
         float* state = states_of(ti, s0, kvh) + size_t(r) * stride;
         int lo, hi;
         for (int s = s0 + 1; s <= last_segment(ti); ++s)
-          if (sees_segment(j, t, s, &lo, &hi)) merge_partial(state, states_of(ti, s, kvh) + size_t(r) * stride, hd, false);
+          if (sees_segment(j, t, s, &lo, &hi))
+            merge_partial(state, states_of(ti, s, kvh) + size_t(r) * stride, hd, false);
         finish_row(state, hd, out_row(j, r));
       }
     }

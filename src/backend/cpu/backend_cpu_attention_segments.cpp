@@ -18,8 +18,8 @@ bool sees_segment(const AttentionTile& j, int t, int s, int* a, int* b) {
   return *a < *b;
 }
 
-void segment_partials(const AttentionTile* heads, int n, int s, const TileKernels& k, const TileScratch& scratch,
-                      float* part) {
+void segment_partials(const AttentionTile* heads, int n, int s, const TileKernels& k,
+                      const TileScratch& scratch, float* part) {
   const AttentionTile& j = heads[0];  // the heads differ only in kvh, q and out
   const int rows = j.tokens * j.group, hd = j.hd;
   const size_t stride = size_t(kPartialHead) + hd;

@@ -1,7 +1,8 @@
-// CPU attention, one job = one query tile: `tokens` consecutive query tokens of one sequence (token t
+// CPU attention over query tiles. A tile is `tokens` consecutive query tokens of one sequence (token t
 // sees positions [first(t), len0 + t): a prompt chunk, or one decode token) and the `group` query
-// heads that share kv head `kvh`. Each K/V row a job decodes serves every row of the tile
-// (tokens x group), which is what makes long prompts cheaper than one job per token.
+// heads that share kv head `kvh`. Each K/V row decoded serves every row of the tile (tokens x group),
+// which is what makes long prompts cheaper than one job per token. A job is a run of kv heads of one
+// tile, for all its positions or for one segment of them (attention_cpu decides).
 //
 // Page layout (backend-private, and the CUDA backend's too, byte for byte: tests compare them): K and
 // V pages alike hold [kv head][slot][head_dim] elements in the cache's format, then for fp8 the UE8M0

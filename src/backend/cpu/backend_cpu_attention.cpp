@@ -338,9 +338,11 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
     partial_floats += size_t(segments) * a.n_kv_heads * tiles[ti].second * group * stride;
   }
   const int64_t n_tiles = int64_t(tiles.size());
-  const bool split = !short_heads && n_tiles < wanted && n_segments >= wanted &&
-                     partial_floats <= (size_t(64) << 20);  // 256 MiB of states at most
-  int runs = 1;                                             // runs of kv heads: a divisor of n_kv_heads
+  // The states stay allocated on the calling thread (32 MiB at most; a decode step at 128k positions
+  // takes 4 MiB a sequence with Llama-3-8B's heads).
+  const bool split =
+      !short_heads && n_tiles < wanted && n_segments >= wanted && partial_floats <= (size_t(8) << 20);
+  int runs = 1;  // runs of kv heads: a divisor of n_kv_heads
   while (!split && runs < a.n_kv_heads && (a.n_kv_heads % runs != 0 || n_tiles * runs < wanted)) ++runs;
   const int run_heads = a.n_kv_heads / runs;
   const TileKernels& kernels = tile_kernels();
@@ -394,7 +396,7 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
     return;
   }
 
-  // Split: every (tile, segment, run of heads) first, then each row's segments merged in order.
+  // Split: every (tile, segment) first, then each row's segments merged in order.
   // States of tile ti: [segment - first_segment][kv head][row][stride] from partial_at[ti].
   thread_local std::vector<float> partials;  // the calling thread's; workers reach it through `states`
   if (partials.size() < partial_floats) partials.resize(partial_floats);

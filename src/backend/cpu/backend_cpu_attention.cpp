@@ -338,8 +338,8 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
     partial_floats += size_t(segments) * a.n_kv_heads * tiles[ti].second * group * stride;
   }
   const int64_t n_tiles = int64_t(tiles.size());
-  // The states stay allocated on the calling thread (32 MiB at most; a decode step at 128k positions
-  // takes 4 MiB a sequence with Llama-3-8B's heads).
+  // 32 MiB of states at most (a decode step at 128k positions takes 4 MiB a sequence with Llama-3-8B's
+  // heads).
   const bool split =
       !short_heads && n_tiles < wanted && n_segments >= wanted && partial_floats <= (size_t(8) << 20);
   int runs = 1;  // runs of kv heads: a divisor of n_kv_heads
@@ -347,18 +347,20 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
   const int run_heads = a.n_kv_heads / runs;
   const TileKernels& kernels = tile_kernels();
 
-  // Per-thread scratch, kept across calls: a decode step would otherwise fault in fresh pages.
-  thread_local std::vector<float> scratch;
-  thread_local std::vector<AttentionTile> heads;
-  auto prepare = [&](size_t ti, int run, size_t extra) {
-    heads.clear();
-    for (int h = 0; h < run_heads; ++h) heads.push_back(make_tile(ti, run * run_heads + h));
-    const size_t need = (short_heads ? size_t(group) * (heads[0].len0 + heads[0].tokens)
-                                     : segment_scratch_floats(heads[0], run_heads)) +
-                        extra;
-    if (scratch.size() < need) scratch.resize(need);
+  // A job's scratch (scores, kt, vt, then `extra` floats) and its tiles, one per kv head of its run.
+  struct JobScratch {
+    std::vector<float> floats;
+    std::vector<AttentionTile> heads;
+  };
+  auto prepare = [&](JobScratch& js, size_t ti, int run, size_t extra) {
+    js.heads.clear();
+    for (int h = 0; h < run_heads; ++h) js.heads.push_back(make_tile(ti, run * run_heads + h));
+    const AttentionTile& j = js.heads[0];
+    const size_t need =
+        (short_heads ? size_t(group) * (j.len0 + j.tokens) : segment_scratch_floats(j, run_heads)) + extra;
+    if (js.floats.size() < need) js.floats.resize(need);
     const size_t block = size_t(kKeyBlock) * hd;
-    return TileScratch{scratch.data() + 2 * block, scratch.data(), scratch.data() + block};
+    return TileScratch{js.floats.data() + 2 * block, js.floats.data(), js.floats.data() + block};
   };
   auto out_row = [&](const AttentionTile& j, int r) {
     return j.out + size_t(r / group) * j.row_stride + size_t(r % group) * hd;
@@ -366,16 +368,18 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
 
   if (!split) {
     mx8::cpu::parallel_for(pool, tiles.size() * size_t(runs), 1, [&](size_t b, size_t e) {
+      JobScratch js;
+      const std::vector<AttentionTile>& heads = js.heads;
       for (size_t job = b; job < e; ++job) {
         const size_t ti = job / size_t(runs);
         const int rows = tiles[ti].second * group;
         const size_t states = size_t(run_heads) * rows * stride;
-        const TileScratch ts = prepare(ti, int(job % size_t(runs)), short_heads ? 0 : 2 * states);
+        const TileScratch ts = prepare(js, ti, int(job % size_t(runs)), short_heads ? 0 : 2 * states);
         if (short_heads) {
-          for (const AttentionTile& j : heads) attend_short_heads(j, scratch.data());
+          for (const AttentionTile& j : heads) attend_short_heads(j, js.floats.data());
           continue;
         }
-        float* state = scratch.data() + segment_scratch_floats(heads[0], run_heads);
+        float* state = js.floats.data() + segment_scratch_floats(heads[0], run_heads);
         float* part = state + states;
         const AttentionTile& j = heads[0];
         for (int s = first_segment(ti); s <= last_segment(ti); ++s) {
@@ -398,8 +402,7 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
 
   // Split: every (tile, segment) first, then each row's segments merged in order.
   // States of tile ti: [segment - first_segment][kv head][row][stride] from partial_at[ti].
-  thread_local std::vector<float> partials;  // the calling thread's; workers reach it through `states`
-  if (partials.size() < partial_floats) partials.resize(partial_floats);
+  std::vector<float> partials(partial_floats);
   float* const states = partials.data();
   std::vector<std::pair<int, int>> jobs;  // (tile, segment)
   for (size_t ti = 0; ti < tiles.size(); ++ti)
@@ -409,10 +412,11 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
     return states + partial_at[ti] + (size_t(s - first_segment(ti)) * a.n_kv_heads + kvh) * rows * stride;
   };
   mx8::cpu::parallel_for(pool, jobs.size(), 1, [&](size_t b, size_t e) {
+    JobScratch js;
     for (size_t job = b; job < e; ++job) {
       const auto [ti, s] = jobs[job];
-      const TileScratch ts = prepare(size_t(ti), 0, 0);
-      segment_partials(heads.data(), run_heads, s, kernels, ts, states_of(size_t(ti), s, 0));
+      const TileScratch ts = prepare(js, size_t(ti), 0, 0);
+      segment_partials(js.heads.data(), run_heads, s, kernels, ts, states_of(size_t(ti), s, 0));
     }
   });
   mx8::cpu::parallel_for(pool, tiles.size() * size_t(a.n_kv_heads), 1, [&](size_t b, size_t e) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend_cpu/isa_list.h"
+#include "float_vectors.h"
 #include "mx8/backend/backend.h"
 #include "mx8/format/common.h"
 #include "mx8/format/quantize_ref.h"
@@ -19,13 +20,8 @@
 namespace mx8::backend {
 namespace {
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using mx8::test::randn;
+using mx8::test::same_bits;
 
 struct Case {
   KvFormat fmt;
@@ -99,10 +95,6 @@ struct ChunkAttention {
     return x;
   }
 };
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
-}
 
 // Every format, head size and group size; the page sizes, windows and cached lengths in turn across
 // them. 600 cached positions put the chunk's rows over two segments of 512 (attention_tile.h), and

@@ -9,6 +9,7 @@
 
 #include "backend/cpu/backend_cpu.h"
 #include "backend_cpu/isa_list.h"
+#include "float_vectors.h"
 #include "model/penalty_rows.h"
 #include "model/selection_rows.h"
 #include "mx8/backend/backend.h"
@@ -21,15 +22,9 @@
 
 namespace {
 
-using namespace mx8::backend;
+using mx8::test::randn;
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using namespace mx8::backend;
 
 // Reference y = x W^T in double.
 std::vector<double> matmul_ref(const std::vector<float>& w, const std::vector<float>& x, int64_t m, int64_t n,

@@ -9,10 +9,13 @@
 #include <random>
 #include <vector>
 
+#include "float_vectors.h"
 #include "mx8/backend/backend.h"
 #include "mx8/error.h"
 
 namespace {
+
+using mx8::test::same_bits;
 
 using namespace mx8::backend;
 
@@ -21,10 +24,6 @@ std::vector<float> randn(size_t n, std::mt19937_64& rng) {
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
   return v;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 // One decode token (layer `layer`, scale 1/8) over a sequence's block table of 3 pages; q and out are the

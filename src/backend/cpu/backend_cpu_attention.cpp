@@ -316,9 +316,14 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
     j.table = a.block_tables + size_t(a.seq[t0]) * a.max_pages_per_seq;
     return j;
   };
-  // Segments a tile touches: [first_segment, last_segment].
-  auto first_segment = [&](size_t ti) { return make_tile(ti, 0).first(0) / kSegment; };
-  auto last_segment = [&](size_t ti) { return (make_tile(ti, 0).len(tiles[ti].second - 1) - 1) / kSegment; };
+  // The segments tile ti touches: [first_segment[ti], last_segment[ti]] (token 0 starts them, the last
+  // token ends them).
+  std::vector<int> first_segment(tiles.size()), last_segment(tiles.size());
+  for (size_t ti = 0; ti < tiles.size(); ++ti) {
+    const AttentionTile j = make_tile(ti, 0);
+    first_segment[ti] = j.first(0) / kSegment;
+    last_segment[ti] = (j.len(j.tokens - 1) - 1) / kSegment;
+  }
   const size_t stride = size_t(kPartialHead) + hd;
 
   // Jobs. Where the tiles alone give every thread two, a job is a tile and a run of kv heads and walks
@@ -332,7 +337,7 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
   size_t partial_floats = 0;
   std::vector<size_t> partial_at(tiles.size());
   for (size_t ti = 0; ti < tiles.size(); ++ti) {
-    const int segments = last_segment(ti) - first_segment(ti) + 1;
+    const int segments = last_segment[ti] - first_segment[ti] + 1;
     n_segments += segments;
     partial_at[ti] = partial_floats;
     partial_floats += size_t(segments) * a.n_kv_heads * tiles[ti].second * group * stride;
@@ -382,7 +387,7 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
         float* state = js.floats.data() + segment_scratch_floats(heads[0], run_heads);
         float* part = state + states;
         const AttentionTile& j = heads[0];
-        for (int s = first_segment(ti); s <= last_segment(ti); ++s) {
+        for (int s = first_segment[ti]; s <= last_segment[ti]; ++s) {
           segment_partials(heads.data(), run_heads, s, kernels, ts, part);
           for (int h = 0; h < run_heads; ++h)
             for (int r = 0; r < rows; ++r) {
@@ -406,10 +411,10 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
   float* const states = partials.data();
   std::vector<std::pair<int, int>> jobs;  // (tile, segment)
   for (size_t ti = 0; ti < tiles.size(); ++ti)
-    for (int s = first_segment(ti); s <= last_segment(ti); ++s) jobs.emplace_back(int(ti), s);
+    for (int s = first_segment[ti]; s <= last_segment[ti]; ++s) jobs.emplace_back(int(ti), s);
   auto states_of = [&](size_t ti, int s, int kvh) {
     const int rows = tiles[ti].second * group;
-    return states + partial_at[ti] + (size_t(s - first_segment(ti)) * a.n_kv_heads + kvh) * rows * stride;
+    return states + partial_at[ti] + (size_t(s - first_segment[ti]) * a.n_kv_heads + kvh) * rows * stride;
   };
   mx8::cpu::parallel_for(pool, jobs.size(), 1, [&](size_t b, size_t e) {
     JobScratch js;
@@ -428,7 +433,7 @@ void attention_cpu(CpuKvCache& cache, const AttentionArgs& a, mx8::cpu::ThreadPo
         const int t = r / group, s0 = j.first(t) / kSegment;
         float* state = states_of(ti, s0, kvh) + size_t(r) * stride;
         int lo, hi;
-        for (int s = s0 + 1; s <= last_segment(ti); ++s)
+        for (int s = s0 + 1; s <= last_segment[ti]; ++s)
           if (sees_segment(j, t, s, &lo, &hi))
             merge_partial(state, states_of(ti, s, kvh) + size_t(r) * stride, hd, false);
         finish_row(state, hd, out_row(j, r));

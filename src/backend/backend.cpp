@@ -189,17 +189,11 @@ void Backend::attention_output(KvCache& cache, float* q, float* k, const float* 
   matmul_fused({a.out, nullptr, a.n_tokens, true}, &o, 1);
 }
 
-void throw_unknown_backend(const std::string& name) {
-  if (name == "cuda")
+void throw_unknown_backend(const std::string& name, bool cuda_built) {
+  if (name == "cuda" && !cuda_built)
     throw Error(
         "backend 'cuda' is not in this build of mx8 (configure with -DMX8_CUDA=ON, e.g. the cuda preset)");
-  throw Error("unknown backend '" + name + "' (this build has: cpu" +
-#if defined(MX8_HAVE_CUDA)
-              std::string(", cuda") +
-#else
-              std::string() +
-#endif
-              ")");
+  throw Error("unknown backend '" + name + "' (this build has: cpu" + (cuda_built ? ", cuda" : "") + ")");
 }
 
 }  // namespace mx8::backend

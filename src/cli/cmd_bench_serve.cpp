@@ -23,6 +23,7 @@
 #include "cli/gen_common.h"
 #include "cli/perf_report.h"
 #include "cli/random_cuda_weights.h"
+#include "mx8/backend/backend_by_name.h"
 #include "mx8/runtime/sampler.h"
 #include "mx8/runtime/tokenizer.h"
 #include "mx8/server/generation_service.h"

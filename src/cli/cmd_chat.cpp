@@ -14,6 +14,7 @@
 
 #include "cli/command.h"
 #include "cli/gen_common.h"
+#include "mx8/error.h"
 #include "mx8/runtime/chat_template.h"
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/reasoning.h"

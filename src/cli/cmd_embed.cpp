@@ -15,6 +15,7 @@
 
 #include "cli/command.h"
 #include "cli/gen_common.h"
+#include "mx8/error.h"
 #include "mx8/runtime/embedding.h"
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/tokenizer.h"

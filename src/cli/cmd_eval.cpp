@@ -18,6 +18,7 @@
 #include "cli/command.h"
 #include "cli/gen_common.h"
 #include "cli/perf_report.h"
+#include "mx8/backend/backend_by_name.h"
 #include "mx8/error.h"
 #include "mx8/eval/comparison.h"
 #include "mx8/eval/teacher_forcing.h"

@@ -10,6 +10,7 @@
 
 #include "cli/command.h"
 #include "cli/gen_common.h"
+#include "mx8/error.h"
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/stop_text.h"
 #include "mx8/runtime/tokenizer.h"

@@ -12,7 +12,7 @@
 #include <sstream>
 
 #include "cli/run_mx8.h"
-#include "mx8/backend/backend.h"
+#include "mx8/backend/backend_by_name.h"
 #include "mx8/model/llama.h"
 #include "mx8/runtime/engine.h"
 #include "mx8/runtime/tokenizer.h"

@@ -304,19 +304,8 @@ class Backend {
 
 // The CPU backend. threads <= 0: all hardware threads.
 std::unique_ptr<Backend> make_cpu_backend(int threads);
-// The CUDA backend on GPU `device`; defined in the mx8_cuda library (builds with -DMX8_CUDA=ON),
-// whose users are compiled with MX8_HAVE_CUDA=1.
+// The CUDA backend on GPU `device`; defined in the mx8_cuda library (builds with -DMX8_CUDA=ON).
+// By name: mx8/backend/backend_by_name.h.
 std::unique_ptr<Backend> make_cuda_backend(int device);
-[[noreturn]] void throw_unknown_backend(const std::string& name);
-
-// A backend by name: "cpu", or "cuda" in builds that link mx8_cuda. Inline so that the choice is
-// made where MX8_HAVE_CUDA is known (the CLI and tests), not in the CPU-only library.
-inline std::unique_ptr<Backend> make_backend(const std::string& name, int threads) {
-  if (name == "cpu") return make_cpu_backend(threads);
-#if defined(MX8_HAVE_CUDA)
-  if (name == "cuda") return make_cuda_backend(0);
-#endif
-  throw_unknown_backend(name);
-}
 
 }  // namespace mx8::backend

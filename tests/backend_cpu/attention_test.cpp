@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/cpu/attention_tile.h"
+#include "backend/cpu/backend_cpu.h"
 #include "backend_cpu/isa_list.h"
 #include "float_vectors.h"
 #include "mx8/backend/backend.h"
@@ -218,6 +219,48 @@ TEST_P(CpuAttention, NanStaysInItsRow) {
       const float o = out[(size_t(t) * s.heads + h) * 128 + 3];
       EXPECT_EQ(std::isnan(o), t == 5 && h == 2) << "token " << t << " head " << h;
     }
+}
+
+// fp8 rows that the vector kernels cannot decode by their integer shortcut (a NaN code, or a scale past
+// 2^7) decode as the scalar kernels do, and a NaN stays where it is: in the rows that see it. The
+// writers never store a NaN code under a finite scale (a NaN or infinity makes the block's scale NaN),
+// so the test writes those codes into the cache's pages itself.
+TEST(CpuAttentionFp8, NanCodesAndLargeScalesDecodeAsTheScalarKernels) {
+  auto be = make_cpu_backend(2);
+  for (int hd : {128, 256}) {
+    SCOPED_TRACE("head_dim " + std::to_string(hd));
+    ChunkAttention s({KvFormat::fp8, hd, 4, 16, 37, 600});
+    const size_t row = size_t(ChunkAttention::kKvHeads) * hd;  // one position's K or V, both kv heads
+    for (int p = 3; p < s.len; p += 17)                        // amax ~4e5: UE8M0 scales of 2^10 and more
+      for (size_t i = 0; i < row; ++i) s.k[p * row + i] *= 1e5f, s.v[p * row + i] *= 1e5f;
+    // The code of kv head `kvh`, dimension `d` at position p in pool kv (0: K, 1: V).
+    auto code = [&](KvCache& cache, int kv, int p, int kvh, int d) -> uint8_t& {
+      auto& c = dynamic_cast<cpu_impl::CpuKvCache&>(cache);
+      const int ps = s.c.page_size;
+      return c.page(0, kv, s.table[p / ps])[(size_t(kvh) * ps + p % ps) * hd + d];
+    };
+    std::vector<float> reference;
+    for (cpu::Isa isa : isas_with_own_kernels()) {
+      SCOPED_TRACE(cpu::isa_name(isa));
+      cpu::ScopedIsa forced(isa);
+      auto cache = s.fill(*be);
+      code(*cache, 0, 610, 1, 7) = 0x7F;  // K, kv head 1: seen by tokens 10..39 (window 37)
+      code(*cache, 1, 620, 0, 5) = 0xFF;  // V, kv head 0: tokens 20..39, dimension 5
+      const std::vector<float> out = s.run(*be, *cache, ChunkAttention::kChunk);
+      if (reference.empty()) {
+        reference = out;
+        const size_t nans =
+            size_t(std::count_if(out.begin(), out.end(), [](float x) { return std::isnan(x); }));
+        EXPECT_EQ(nans, size_t(30 * 4 * hd + 20 * 4));  // the rows and dimensions that see the NaN codes
+      }
+      for (size_t i = 0; i < out.size(); ++i)
+        if (std::isnan(reference[i]) != std::isnan(out[i]) ||
+            (!std::isnan(out[i]) && out[i] != reference[i])) {
+          ADD_FAILURE() << "output " << i << ": " << out[i] << ", scalar kernels " << reference[i];
+          break;
+        }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, CpuAttention, testing::Values(KvFormat::f32, KvFormat::bf16, KvFormat::fp8),

@@ -124,23 +124,26 @@ void softmax_rows(float* att, int64_t rows, int64_t len) {
 
 void k_block_scalar(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
   const size_t eb = size_t(j.elem_bytes());
+  AttentionTile::Cursor c = j.cursor(j.k_pool, std::max(lo, p0));
   for (int i = 0; i < kKeyBlock; ++i) {
     const int p = p0 + i;
     if (p < lo || p >= hi) {
       for (int d = 0; d < j.hd; ++d) kt[d * kKeyBlock + i] = 0.0f;
       continue;
     }
-    const uint8_t* row = j.row(j.k_pool, p);
-    const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(j.k_pool, p) : nullptr;
+    const uint8_t* row = c.row();
+    const uint8_t* sc = j.fmt == KvFormat::fp8 ? c.scales() : nullptr;
     for (int d = 0; d < j.hd; ++d) kt[d * kKeyBlock + i] = load_value(row + d * eb, sc, d, j.fmt);
+    c.next();
   }
 }
 
 void v_rows_scalar(const AttentionTile& j, int p0, int lo, int hi, float* vt) {
   const size_t eb = size_t(j.elem_bytes());
-  for (int p = lo; p < hi; ++p) {
-    const uint8_t* row = j.row(j.v_pool, p);
-    const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(j.v_pool, p) : nullptr;
+  AttentionTile::Cursor c = j.cursor(j.v_pool, lo);
+  for (int p = lo; p < hi; ++p, c.next()) {
+    const uint8_t* row = c.row();
+    const uint8_t* sc = j.fmt == KvFormat::fp8 ? c.scales() : nullptr;
     for (int d = 0; d < j.hd; ++d) vt[size_t(p - p0) * j.hd + d] = load_value(row + d * eb, sc, d, j.fmt);
   }
 }

@@ -7,6 +7,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/attention_tile.h"
@@ -62,6 +63,42 @@ MX8_AVX2 inline void transpose8(__m256 r[8]) {
   }
 }
 
+// fp8 rows, 8 codes at a time, the fast way where it is exact: a code sign-extended and shifted left
+// by 20, masked to the sign and the exponent-mantissa bits, is 2^-120 times its value (codes with
+// exponent 0 become f32 subnormals, exactly), so one multiply by 2^120 x scale gives the value x scale,
+// rounded once as load8's two steps round it. Exact while 2^120 x scale is finite (UE8M0 codes up to
+// 134, scales up to 2^7) and where no code is NaN, which load8 sets apart; rows with a NaN code or a
+// larger scale take load8.
+struct Fp8Row {
+  const uint8_t* codes;
+  const uint8_t* scales;  // one per 128 values
+  bool any_nan;           // a code of 0x7F or 0xFF in the row's hd values
+};
+constexpr uint8_t kLargestFoldedScale = 134;
+
+MX8_AVX2 inline bool has_nan_code(const uint8_t* codes, int hd) {
+  __m256i top = _mm256_setzero_si256();  // the largest exponent-mantissa bits per byte lane
+  int d = 0;
+  for (; d + 32 <= hd; d += 32)
+    top =
+        _mm256_max_epu8(top, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + d)),
+                                              _mm256_set1_epi8(0x7F)));
+  if (_mm256_movemask_epi8(_mm256_cmpeq_epi8(top, _mm256_set1_epi8(0x7F))) != 0) return true;
+  for (; d < hd; ++d)
+    if ((codes[d] & 0x7F) == 0x7F) return true;
+  return false;
+}
+
+MX8_AVX2 inline __m256 load8_fp8(const Fp8Row& row, int d, const float* lut) {
+  const uint8_t e = row.scales[d / 128];
+  if (row.any_nan || e > kLargestFoldedScale)
+    return load8<KvFormat::fp8>(row.codes + d, _mm256_set1_ps(format::ue8m0_to_f32(e)), lut);
+  const __m256i bits = _mm256_slli_epi32(
+      _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row.codes + d))), 20);
+  const __m256 v = _mm256_castsi256_ps(_mm256_and_si256(bits, _mm256_set1_epi32(int(0x87F00000u))));
+  return _mm256_mul_ps(v, _mm256_set1_ps(format::ue8m0_to_f32(uint8_t(e + 120))));
+}
+
 // Keys p0 .. p0 + 15 into kt, 8 rows of 8 values at a time decoded and transposed; keys outside
 // [lo, hi) read a row of zeros instead of the cache. hd a multiple of 8, at most 1024.
 template <KvFormat F>
@@ -69,21 +106,22 @@ MX8_AVX2 void k_block_fmt(const AttentionTile& j, int p0, int lo, int hi, float*
   static const uint8_t zeros[1024 * 4 + 8] = {};
   const float* lut = e4m3_table();  // for its NaN
   const size_t eb = size_t(j.elem_bytes());
+  AttentionTile::Cursor c = j.cursor(j.k_pool, std::max(lo, p0));  // the block's keys in [lo, hi), in order
   for (int h = 0; h < 2; ++h) {
     const uint8_t* rows[8];
-    const uint8_t* scales[8];
+    Fp8Row fp8[8];
     for (int i = 0; i < 8; ++i) {
       const int p = p0 + 8 * h + i;
       const bool in = p >= lo && p < hi;
-      rows[i] = in ? j.row(j.k_pool, p) : zeros;
-      scales[i] = in && F == KvFormat::fp8 ? j.scales(j.k_pool, p) : zeros;
+      rows[i] = in ? c.row() : zeros;
+      if constexpr (F == KvFormat::fp8)
+        fp8[i] = {rows[i], in ? c.scales() : zeros, in && has_nan_code(rows[i], j.hd)};
+      if (in) c.next();
     }
     for (int d = 0; d < j.hd; d += 8) {
       __m256 r[8];
       for (int i = 0; i < 8; ++i)
-        r[i] = load8<F>(rows[i] + d * eb,
-                        _mm256_set1_ps(F == KvFormat::fp8 ? format::ue8m0_to_f32(scales[i][d / 128]) : 1.0f),
-                        lut);
+        r[i] = F == KvFormat::fp8 ? load8_fp8(fp8[i], d, lut) : load8<F>(rows[i] + d * eb, __m256{}, lut);
       transpose8(r);
       for (int k = 0; k < 8; ++k) _mm256_storeu_ps(kt + (d + k) * kKeyBlock + 8 * h, r[k]);
     }
@@ -106,13 +144,15 @@ template <KvFormat F>
 MX8_AVX2 void v_rows_fmt(const AttentionTile& j, int p0, int lo, int hi, float* vt) {
   const float* lut = e4m3_table();
   const size_t eb = size_t(j.elem_bytes());
-  for (int p = lo; p < hi; ++p) {
-    const uint8_t* row = j.row(j.v_pool, p);
-    const uint8_t* sc = F == KvFormat::fp8 ? j.scales(j.v_pool, p) : nullptr;
+  AttentionTile::Cursor c = j.cursor(j.v_pool, lo);
+  for (int p = lo; p < hi; ++p, c.next()) {
+    const uint8_t* row = c.row();
     float* dst = vt + size_t(p - p0) * j.hd;
-    for (int d = 0; d < j.hd; d += 8) {
-      const __m256 scale = F == KvFormat::fp8 ? _mm256_set1_ps(format::ue8m0_to_f32(sc[d / 128])) : __m256{};
-      _mm256_storeu_ps(dst + d, load8<F>(row + d * eb, scale, lut));
+    if constexpr (F == KvFormat::fp8) {
+      const Fp8Row r{row, c.scales(), has_nan_code(row, j.hd)};
+      for (int d = 0; d < j.hd; d += 8) _mm256_storeu_ps(dst + d, load8_fp8(r, d, lut));
+    } else {
+      for (int d = 0; d < j.hd; d += 8) _mm256_storeu_ps(dst + d, load8<F>(row + d * eb, __m256{}, lut));
     }
   }
 }

@@ -7,6 +7,7 @@
 
 #include <arm_neon.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/attention_tile.h"
@@ -51,14 +52,16 @@ void k_block_neon(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
   static const uint8_t zeros[1024 * 4 + 8] = {};
   if (j.hd % 8 != 0 || j.hd > 1024) return k_block_scalar(j, p0, lo, hi, kt);
   const size_t eb = size_t(j.elem_bytes());
+  AttentionTile::Cursor c = j.cursor(j.k_pool, std::max(lo, p0));  // the block's keys in [lo, hi), in order
   for (int g = 0; g < kKeyBlock; g += 4) {
     const uint8_t* rows[4];
     const uint8_t* scales[4];
     for (int i = 0; i < 4; ++i) {
       const int p = p0 + g + i;
       const bool in = p >= lo && p < hi;
-      rows[i] = in ? j.row(j.k_pool, p) : zeros;
-      scales[i] = in && j.fmt == KvFormat::fp8 ? j.scales(j.k_pool, p) : zeros;
+      rows[i] = in ? c.row() : zeros;
+      scales[i] = in && j.fmt == KvFormat::fp8 ? c.scales() : zeros;
+      if (in) c.next();
     }
     for (int d = 0; d < j.hd; d += 8) {
       float32x4_t v[4][2];  // v[row][half]: values d .. d + 3 and d + 4 .. d + 7
@@ -85,9 +88,10 @@ void k_block_neon(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
 void v_rows_neon(const AttentionTile& j, int p0, int lo, int hi, float* vt) {
   if (j.hd % 8 != 0) return v_rows_scalar(j, p0, lo, hi, vt);
   const size_t eb = size_t(j.elem_bytes());
-  for (int p = lo; p < hi; ++p) {
-    const uint8_t* row = j.row(j.v_pool, p);
-    const uint8_t* sc = j.fmt == KvFormat::fp8 ? j.scales(j.v_pool, p) : nullptr;
+  AttentionTile::Cursor c = j.cursor(j.v_pool, lo);
+  for (int p = lo; p < hi; ++p, c.next()) {
+    const uint8_t* row = c.row();
+    const uint8_t* sc = j.fmt == KvFormat::fp8 ? c.scales() : nullptr;
     float* dst = vt + size_t(p - p0) * j.hd;
     for (int d = 0; d < j.hd; d += 8) {
       float32x4_t s[2];

@@ -66,7 +66,7 @@ struct AttentionTile {
     return scales_at(pool, p / page_size, p % page_size);
   }
   // Positions p, p + 1, ... of one pool, with one division for the first: a decode step walks every
-  // key of every kv head, and two divisions a row cost an fp8 step about a tenth of its time.
+  // key of every kv head, and row() and scales() divide by the page size each time.
   struct Cursor {
     const AttentionTile* j;
     const uint8_t* pool;

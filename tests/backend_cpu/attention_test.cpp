@@ -158,6 +158,7 @@ TEST_P(CpuAttention, SameBitsWhateverTheTilingThreadsAndIsa) {
       EXPECT_TRUE(same_bits(whole, reference));
       if (isa != isas.back()) continue;
       EXPECT_TRUE(same_bits(s.run(*two_threads, *cache, 1), whole));
+      EXPECT_TRUE(same_bits(s.run(*two_threads, *cache, 3), whole));  // group 1: rows at a causal edge
       EXPECT_TRUE(same_bits(s.run(*two_threads, *cache, 7), whole));
       auto cache1 = s.fill(*one_thread);
       EXPECT_TRUE(same_bits(s.run(*one_thread, *cache1, ChunkAttention::kChunk), whole));
@@ -244,21 +245,24 @@ TEST(CpuAttentionFp8, NanCodesAndLargeScalesDecodeAsTheScalarKernels) {
       SCOPED_TRACE(cpu::isa_name(isa));
       cpu::ScopedIsa forced(isa);
       auto cache = s.fill(*be);
-      code(*cache, 0, 610, 1, 7) = 0x7F;  // K, kv head 1: seen by tokens 10..39 (window 37)
-      code(*cache, 1, 620, 0, 5) = 0xFF;  // V, kv head 0: tokens 20..39, dimension 5
-      const std::vector<float> out = s.run(*be, *cache, ChunkAttention::kChunk);
-      if (reference.empty()) {
-        reference = out;
-        const size_t nans =
-            size_t(std::count_if(out.begin(), out.end(), [](float x) { return std::isnan(x); }));
-        EXPECT_EQ(nans, size_t(30 * 4 * hd + 20 * 4));  // the rows and dimensions that see the NaN codes
-      }
-      for (size_t i = 0; i < out.size(); ++i)
-        if (std::isnan(reference[i]) != std::isnan(out[i]) ||
-            (!std::isnan(out[i]) && out[i] != reference[i])) {
-          ADD_FAILURE() << "output " << i << ": " << out[i] << ", scalar kernels " << reference[i];
-          break;
+      code(*cache, 0, 610, 1, 7) = 0x7F;                  // K, kv head 1: seen by tokens 10..39 (window 37)
+      code(*cache, 1, 620, 0, 5) = 0xFF;                  // V, kv head 0: tokens 20..39, dimension 5
+      for (int per_call : {ChunkAttention::kChunk, 1}) {  // a chunk, and decode steps (V read from the cache)
+        SCOPED_TRACE(std::to_string(per_call) + " token(s) per call");
+        const std::vector<float> out = s.run(*be, *cache, per_call);
+        if (reference.empty()) {
+          reference = out;
+          const size_t nans =
+              size_t(std::count_if(out.begin(), out.end(), [](float x) { return std::isnan(x); }));
+          EXPECT_EQ(nans, size_t(30 * 4 * hd + 20 * 4));  // the rows and dimensions that see the NaN codes
         }
+        for (size_t i = 0; i < out.size(); ++i)
+          if (std::isnan(reference[i]) != std::isnan(out[i]) ||
+              (!std::isnan(out[i]) && out[i] != reference[i])) {
+            ADD_FAILURE() << "output " << i << ": " << out[i] << ", scalar kernels " << reference[i];
+            break;
+          }
+      }
     }
   }
 }

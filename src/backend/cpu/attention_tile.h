@@ -114,6 +114,11 @@ struct TileKernels {
   void (*exp_sum)(float* row, int n, float* m, float* z);
   // out[r][d] = fma(w[r][i], vt[i * hd + d], out[r][d]) for i = 0 .. n - 1 in order.
   void (*pv)(const float* const* w, int rows, const float* vt, int n, int hd, float* const* out);
+  // pv on the V rows of positions [p, p + n) of one key block, read from the cache: for a tile of at
+  // most kRowsPerCall rows, whose one pv call per block would read v_rows' f32 copy only once. vt is
+  // scratch for a kernel that falls back to v_rows and pv. Optional (null: v_rows and pv).
+  void (*pv_cache)(const float* const* w, int rows, const AttentionTile& j, int p, int n, float* vt,
+                   float* const* out) = nullptr;
 };
 extern const TileKernels kScalarTileKernels;  // the definition
 #if defined(__x86_64__)

@@ -19,6 +19,11 @@
 namespace mx8::backend::cpu_impl {
 namespace {
 
+template <KvFormat F>
+constexpr size_t kElemBytes = F == KvFormat::f32    ? 4
+                              : F == KvFormat::bf16 ? 2
+                                                    : 1;
+
 // 8 stored values at `src` (consecutive elements) to f32; fp8 values times `scale`, per lane.
 template <KvFormat F>
 MX8_AVX2 inline __m256 load8(const uint8_t* src, __m256 scale, const float* lut) {
@@ -99,33 +104,55 @@ MX8_AVX2 inline __m256 load8_fp8(const Fp8Row& row, int d, const float* lut) {
   return _mm256_mul_ps(v, _mm256_set1_ps(format::ue8m0_to_f32(uint8_t(e + 120))));
 }
 
+// The K or V rows of positions [p, p + n) of one key block (n <= kKeyBlock), located with one cursor
+// and requested from memory in address order before anything reads them. The loaders read a block
+// column by column (k_block) or span by span (pv_cache), an order the hardware prefetchers do not
+// follow: asking for every line up front made a decode step at 32768 positions 1.4x faster.
+template <KvFormat F>
+struct BlockRows {
+  const uint8_t* row[kKeyBlock];
+  Fp8Row fp8[kKeyBlock];  // fp8 only
+};
+
+template <KvFormat F>
+MX8_AVX2 void fetch_rows(const AttentionTile& j, const uint8_t* pool, int p, int n, BlockRows<F>* b) {
+  AttentionTile::Cursor c = j.cursor(pool, p);
+  for (int i = 0; i < n; ++i, c.next()) {
+    b->row[i] = c.row();
+    for (int o = 0; o < j.hd * int(kElemBytes<F>); o += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(b->row[i] + o), _MM_HINT_T0);
+    if constexpr (F == KvFormat::fp8) b->fp8[i].scales = c.scales();
+  }
+  if constexpr (F == KvFormat::fp8)
+    for (int i = 0; i < n; ++i) b->fp8[i] = {b->row[i], b->fp8[i].scales, has_nan_code(b->row[i], j.hd)};
+}
+
 // Keys p0 .. p0 + 15 into kt, 8 rows of 8 values at a time decoded and transposed; keys outside
 // [lo, hi) read a row of zeros instead of the cache. hd a multiple of 8, at most 1024.
 template <KvFormat F>
 MX8_AVX2 void k_block_fmt(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
   static const uint8_t zeros[1024 * 4 + 8] = {};
   const float* lut = e4m3_table();  // for its NaN
-  const size_t eb = size_t(j.elem_bytes());
-  AttentionTile::Cursor c = j.cursor(j.k_pool, std::max(lo, p0));  // the block's keys in [lo, hi), in order
-  for (int h = 0; h < 2; ++h) {
-    const uint8_t* rows[8];
-    Fp8Row fp8[8];
-    for (int i = 0; i < 8; ++i) {
-      const int p = p0 + 8 * h + i;
-      const bool in = p >= lo && p < hi;
-      rows[i] = in ? c.row() : zeros;
-      if constexpr (F == KvFormat::fp8)
-        fp8[i] = {rows[i], in ? c.scales() : zeros, in && has_nan_code(rows[i], j.hd)};
-      if (in) c.next();
-    }
+  constexpr size_t eb = kElemBytes<F>;
+  const int a = std::max(lo, p0) - p0, b = std::min(hi, p0 + kKeyBlock) - p0;  // the keys in the cache
+  BlockRows<F> in;
+  fetch_rows<F>(j, j.k_pool, p0 + a, b - a, &in);
+  const uint8_t* rows[kKeyBlock];
+  Fp8Row fp8[kKeyBlock];
+  for (int i = 0; i < kKeyBlock; ++i) {
+    const bool cached = i >= a && i < b;
+    rows[i] = cached ? in.row[i - a] : zeros;
+    if constexpr (F == KvFormat::fp8) fp8[i] = cached ? in.fp8[i - a] : Fp8Row{zeros, zeros, false};
+  }
+  for (int h = 0; h < 2; ++h)
     for (int d = 0; d < j.hd; d += 8) {
       __m256 r[8];
       for (int i = 0; i < 8; ++i)
-        r[i] = F == KvFormat::fp8 ? load8_fp8(fp8[i], d, lut) : load8<F>(rows[i] + d * eb, __m256{}, lut);
+        r[i] = F == KvFormat::fp8 ? load8_fp8(fp8[8 * h + i], d, lut)
+                                  : load8<F>(rows[8 * h + i] + d * kElemBytes<F>, __m256{}, lut);
       transpose8(r);
       for (int k = 0; k < 8; ++k) _mm256_storeu_ps(kt + (d + k) * kKeyBlock + 8 * h, r[k]);
     }
-  }
 }
 
 MX8_AVX2 void k_block_avx2(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
@@ -143,17 +170,13 @@ MX8_AVX2 void k_block_avx2(const AttentionTile& j, int p0, int lo, int hi, float
 template <KvFormat F>
 MX8_AVX2 void v_rows_fmt(const AttentionTile& j, int p0, int lo, int hi, float* vt) {
   const float* lut = e4m3_table();
-  const size_t eb = size_t(j.elem_bytes());
-  AttentionTile::Cursor c = j.cursor(j.v_pool, lo);
-  for (int p = lo; p < hi; ++p, c.next()) {
-    const uint8_t* row = c.row();
-    float* dst = vt + size_t(p - p0) * j.hd;
-    if constexpr (F == KvFormat::fp8) {
-      const Fp8Row r{row, c.scales(), has_nan_code(row, j.hd)};
-      for (int d = 0; d < j.hd; d += 8) _mm256_storeu_ps(dst + d, load8_fp8(r, d, lut));
-    } else {
-      for (int d = 0; d < j.hd; d += 8) _mm256_storeu_ps(dst + d, load8<F>(row + d * eb, __m256{}, lut));
-    }
+  BlockRows<F> v;
+  fetch_rows<F>(j, j.v_pool, lo, hi - lo, &v);
+  for (int i = 0; i < hi - lo; ++i) {
+    float* dst = vt + size_t(lo - p0 + i) * j.hd;
+    for (int d = 0; d < j.hd; d += 8)
+      _mm256_storeu_ps(dst + d, F == KvFormat::fp8 ? load8_fp8(v.fp8[i], d, lut)
+                                                   : load8<F>(v.row[i] + d * kElemBytes<F>, __m256{}, lut));
   }
 }
 
@@ -289,9 +312,71 @@ MX8_AVX2 void pv_avx2(const float* const* w, int rows, const float* vt, int n, i
   }
 }
 
+// pv_span with each V value loaded from the cache where it is used: the same products in the same
+// order, without the f32 copy that v_rows writes and pv reads back.
+template <KvFormat F, int R>
+MX8_AVX2 void pv_cache_span(const float* const* w, const BlockRows<F>& v, int n, float* const* out, int d,
+                            const float* lut) {
+  __m256 acc[R][2];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 2; ++c) acc[r][c] = _mm256_loadu_ps(out[r] + d + 8 * c);
+  for (int i = 0; i < n; ++i) {
+    __m256 x[2];
+    for (int c = 0; c < 2; ++c)
+      x[c] = F == KvFormat::fp8 ? load8_fp8(v.fp8[i], d + 8 * c, lut)
+                                : load8<F>(v.row[i] + (d + 8 * c) * kElemBytes<F>, __m256{}, lut);
+    for (int r = 0; r < R; ++r) {
+      const __m256 wr = _mm256_broadcast_ss(w[r] + i);
+      for (int c = 0; c < 2; ++c) acc[r][c] = _mm256_fmadd_ps(wr, x[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 2; ++c) _mm256_storeu_ps(out[r] + d + 8 * c, acc[r][c]);
+}
+
+template <KvFormat F, int R>
+MX8_AVX2 void pv_cache_fmt(const float* const* w, const AttentionTile& j, int p, int n, float* const* out) {
+  const float* lut = e4m3_table();
+  BlockRows<F> v;
+  fetch_rows<F>(j, j.v_pool, p, n, &v);
+  for (int d = 0; d < j.hd; d += 16) pv_cache_span<F, R>(w, v, n, out, d, lut);
+}
+
+template <KvFormat F>
+MX8_AVX2 void pv_cache_rows(const float* const* w, int rows, const AttentionTile& j, int p, int n,
+                            float* const* out) {
+  switch (rows) {
+    case 1:
+      return pv_cache_fmt<F, 1>(w, j, p, n, out);
+    case 2:
+      return pv_cache_fmt<F, 2>(w, j, p, n, out);
+    case 3:
+      return pv_cache_fmt<F, 3>(w, j, p, n, out);
+    default:
+      return pv_cache_fmt<F, 4>(w, j, p, n, out);
+  }
+}
+
+MX8_AVX2 void pv_cache_avx2(const float* const* w, int rows, const AttentionTile& j, int p, int n, float* vt,
+                            float* const* out) {
+  if (j.hd % 16 != 0) {  // the two-step path, which has the tails
+    v_rows_avx2(j, p, p, p + n, vt);
+    return pv_avx2(w, rows, vt, n, j.hd, out);
+  }
+  switch (j.fmt) {
+    case KvFormat::f32:
+      return pv_cache_rows<KvFormat::f32>(w, rows, j, p, n, out);
+    case KvFormat::bf16:
+      return pv_cache_rows<KvFormat::bf16>(w, rows, j, p, n, out);
+    case KvFormat::fp8:
+      return pv_cache_rows<KvFormat::fp8>(w, rows, j, p, n, out);
+  }
+}
+
 }  // namespace
 
-const TileKernels kAvx2TileKernels = {k_block_avx2, v_rows_avx2, qk_avx2, exp_sum_avx2, pv_avx2};
+const TileKernels kAvx2TileKernels = {k_block_avx2, v_rows_avx2, qk_avx2,
+                                      exp_sum_avx2, pv_avx2,     pv_cache_avx2};
 
 }  // namespace mx8::backend::cpu_impl
 

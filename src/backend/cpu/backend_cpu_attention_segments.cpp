@@ -62,10 +62,16 @@ void segment_partials(const AttentionTile* heads, int n, int s, const TileKernel
       std::memset(st + kPartialHead, 0, size_t(hd) * 4);
     }
   // Weighted V rows, in position order for every row. Rows that see the same positions of a block go
-  // through one call; at the causal edge and a window's start each row takes its own positions.
+  // through one call; at the causal edge and a window's start each row takes its own positions. A
+  // tile of one call's rows (a decode step) reads V from the cache; larger ones decode it once.
+  const bool from_cache = k.pv_cache && rows <= kRowsPerCall;
+  auto pv = [&](const AttentionTile& h, const float* const* w, int m, int a, int b, int p0, float* const* o) {
+    if (from_cache) return k.pv_cache(w, m, h, a, b - a, scratch.vt, o);
+    k.pv(w, m, scratch.vt + size_t(a - p0) * hd, b - a, hd, o);
+  };
   for (int p0 = base; p0 < hi; p0 += kKeyBlock) {
     for (int h = 0; h < n; ++h) {
-      k.v_rows(heads[h], p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.vt);
+      if (!from_cache) k.v_rows(heads[h], p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.vt);
       for (int r0 = 0; r0 < rows; r0 += kRowsPerCall) {
         const int m = std::min(kRowsPerCall, rows - r0);
         int a[kRowsPerCall], b[kRowsPerCall];
@@ -81,11 +87,11 @@ void segment_partials(const AttentionTile* heads, int n, int s, const TileKernel
           ss[r] = state(h, r0 + r) + kPartialHead;
         }
         if (same) {
-          if (a[0] < b[0]) k.pv(qs, m, scratch.vt + size_t(a[0] - p0) * hd, b[0] - a[0], hd, ss);
+          if (a[0] < b[0]) pv(heads[h], qs, m, a[0], b[0], p0, ss);
           continue;
         }
         for (int r = 0; r < m; ++r)
-          if (a[r] < b[r]) k.pv(qs + r, 1, scratch.vt + size_t(a[r] - p0) * hd, b[r] - a[r], hd, ss + r);
+          if (a[r] < b[r]) pv(heads[h], qs + r, 1, a[r], b[r], p0, ss + r);
       }
     }
   }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "backend/cpu/attention_tile.h"
 #include "backend/cpu/backend_cpu.h"
@@ -18,6 +19,18 @@
 
 namespace mx8::backend::cpu_impl {
 namespace {
+
+// f(0), f(1), ..., f(N - 1), each index a compile-time constant (std::integral_constant). The kernels'
+// accumulator arrays are indexed this way, not by loops that the compiler unrolls: GCC 12 unrolls such
+// loops only after its pass that turns arrays into registers, and then stores every accumulator to the
+// stack on every step of the loop around them (prompt attention ran at half its FMA rate).
+template <int N, class F>
+MX8_AVX2 inline void each(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) MX8_AVX2 {
+    (f(std::integral_constant<int, I>{}), ...);
+  }
+  (std::make_integer_sequence<int, N>{});
+}
 
 template <KvFormat F>
 constexpr size_t kElemBytes = F == KvFormat::f32    ? 4
@@ -195,20 +208,20 @@ MX8_AVX2 void v_rows_avx2(const AttentionTile& j, int p0, int lo, int hi, float*
 template <int R>
 MX8_AVX2 void qk_rows(const float* const* q, const float* kt, int hd, float scale, float* const* s) {
   __m256 acc[R][2];
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  each<R>([&](auto r) MX8_AVX2 { acc[r][0] = acc[r][1] = _mm256_setzero_ps(); });
   for (int d = 0; d < hd; ++d) {
     const __m256 k0 = _mm256_loadu_ps(kt + d * kKeyBlock), k1 = _mm256_loadu_ps(kt + d * kKeyBlock + 8);
-    for (int r = 0; r < R; ++r) {
+    each<R>([&](auto r) MX8_AVX2 {
       const __m256 qd = _mm256_broadcast_ss(q[r] + d);
       acc[r][0] = _mm256_fmadd_ps(qd, k0, acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(qd, k1, acc[r][1]);
-    }
+    });
   }
   const __m256 sc = _mm256_set1_ps(scale);
-  for (int r = 0; r < R; ++r) {
+  each<R>([&](auto r) MX8_AVX2 {
     _mm256_storeu_ps(s[r], _mm256_mul_ps(acc[r][0], sc));
     _mm256_storeu_ps(s[r] + 8, _mm256_mul_ps(acc[r][1], sc));
-  }
+  });
 }
 
 MX8_AVX2 void qk_avx2(const float* const* q, int rows, const float* kt, int hd, float scale,
@@ -275,18 +288,20 @@ MX8_AVX2 void exp_sum_avx2(float* row, int n, float* m, float* z) {
 template <int R, int W>
 MX8_AVX2 void pv_span(const float* const* w, const float* vt, int n, int hd, float* const* out, int d) {
   __m256 acc[R][W];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < W; ++c) acc[r][c] = _mm256_loadu_ps(out[r] + d + 8 * c);
+  each<R>([&](auto r) MX8_AVX2 {
+    each<W>([&](auto c) MX8_AVX2 { acc[r][c] = _mm256_loadu_ps(out[r] + d + 8 * c); });
+  });
   for (int i = 0; i < n; ++i) {
     __m256 v[W];
-    for (int c = 0; c < W; ++c) v[c] = _mm256_loadu_ps(vt + size_t(i) * hd + d + 8 * c);
-    for (int r = 0; r < R; ++r) {
+    each<W>([&](auto c) MX8_AVX2 { v[c] = _mm256_loadu_ps(vt + size_t(i) * hd + d + 8 * c); });
+    each<R>([&](auto r) MX8_AVX2 {
       const __m256 wr = _mm256_broadcast_ss(w[r] + i);
-      for (int c = 0; c < W; ++c) acc[r][c] = _mm256_fmadd_ps(wr, v[c], acc[r][c]);
-    }
+      each<W>([&](auto c) MX8_AVX2 { acc[r][c] = _mm256_fmadd_ps(wr, v[c], acc[r][c]); });
+    });
   }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < W; ++c) _mm256_storeu_ps(out[r] + d + 8 * c, acc[r][c]);
+  each<R>([&](auto r) MX8_AVX2 {
+    each<W>([&](auto c) MX8_AVX2 { _mm256_storeu_ps(out[r] + d + 8 * c, acc[r][c]); });
+  });
 }
 
 template <int R>
@@ -318,20 +333,23 @@ template <KvFormat F, int R>
 MX8_AVX2 void pv_cache_span(const float* const* w, const BlockRows<F>& v, int n, float* const* out, int d,
                             const float* lut) {
   __m256 acc[R][2];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < 2; ++c) acc[r][c] = _mm256_loadu_ps(out[r] + d + 8 * c);
+  each<R>([&](auto r) MX8_AVX2 {
+    each<2>([&](auto c) MX8_AVX2 { acc[r][c] = _mm256_loadu_ps(out[r] + d + 8 * c); });
+  });
   for (int i = 0; i < n; ++i) {
     __m256 x[2];
-    for (int c = 0; c < 2; ++c)
+    each<2>([&](auto c) MX8_AVX2 {
       x[c] = F == KvFormat::fp8 ? load8_fp8(v.fp8[i], d + 8 * c, lut)
                                 : load8<F>(v.row[i] + (d + 8 * c) * kElemBytes<F>, __m256{}, lut);
-    for (int r = 0; r < R; ++r) {
+    });
+    each<R>([&](auto r) MX8_AVX2 {
       const __m256 wr = _mm256_broadcast_ss(w[r] + i);
-      for (int c = 0; c < 2; ++c) acc[r][c] = _mm256_fmadd_ps(wr, x[c], acc[r][c]);
-    }
+      each<2>([&](auto c) MX8_AVX2 { acc[r][c] = _mm256_fmadd_ps(wr, x[c], acc[r][c]); });
+    });
   }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < 2; ++c) _mm256_storeu_ps(out[r] + d + 8 * c, acc[r][c]);
+  each<R>([&](auto r) MX8_AVX2 {
+    each<2>([&](auto c) MX8_AVX2 { _mm256_storeu_ps(out[r] + d + 8 * c, acc[r][c]); });
+  });
 }
 
 template <KvFormat F, int R>

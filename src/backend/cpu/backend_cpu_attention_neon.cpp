@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "backend/cpu/attention_tile.h"
 #include "backend/cpu/backend_cpu.h"
@@ -17,6 +18,17 @@
 
 namespace mx8::backend::cpu_impl {
 namespace {
+
+// f(0), f(1), ..., f(N - 1) with compile-time indices (std::integral_constant), for the accumulator
+// arrays: loops over them, unrolled only after GCC's pass that puts arrays in registers, left the
+// scores' accumulators stored to the stack on every step (the AVX2 file has the same helper).
+template <int N, class F>
+inline void each(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (f(std::integral_constant<int, I>{}), ...);
+  }
+  (std::make_integer_sequence<int, N>{});
+}
 
 // 8 E4M3 codes -> 8 exact f32 values (NaN codes -> NaN).
 inline void decode8_e4m3(const uint8_t* p, float32x4_t v[2]) {
@@ -107,18 +119,16 @@ void v_rows_neon(const AttentionTile& j, int p0, int lo, int hi, float* vt) {
 template <int R>
 void qk_rows(const float* const* q, const float* kt, int hd, float scale, float* const* s) {
   float32x4_t acc[R][4];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < 4; ++c) acc[r][c] = vdupq_n_f32(0.f);
+  each<R>([&](auto r) { each<4>([&](auto c) { acc[r][c] = vdupq_n_f32(0.f); }); });
   for (int d = 0; d < hd; ++d) {
     float32x4_t k[4];
-    for (int c = 0; c < 4; ++c) k[c] = vld1q_f32(kt + d * kKeyBlock + 4 * c);
-    for (int r = 0; r < R; ++r) {
+    each<4>([&](auto c) { k[c] = vld1q_f32(kt + d * kKeyBlock + 4 * c); });
+    each<R>([&](auto r) {
       const float32x4_t qd = vdupq_n_f32(q[r][d]);
-      for (int c = 0; c < 4; ++c) acc[r][c] = vfmaq_f32(acc[r][c], qd, k[c]);
-    }
+      each<4>([&](auto c) { acc[r][c] = vfmaq_f32(acc[r][c], qd, k[c]); });
+    });
   }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < 4; ++c) vst1q_f32(s[r] + 4 * c, vmulq_n_f32(acc[r][c], scale));
+  each<R>([&](auto r) { each<4>([&](auto c) { vst1q_f32(s[r] + 4 * c, vmulq_n_f32(acc[r][c], scale)); }); });
 }
 
 void qk_neon(const float* const* q, int rows, const float* kt, int hd, float scale, float* const* s) {
@@ -186,18 +196,16 @@ void pv_rows(const float* const* w, const float* vt, int n, int hd, float* const
   int d = 0;
   for (; d + 16 <= hd; d += 16) {
     float32x4_t acc[R][4];
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < 4; ++c) acc[r][c] = vld1q_f32(out[r] + d + 4 * c);
+    each<R>([&](auto r) { each<4>([&](auto c) { acc[r][c] = vld1q_f32(out[r] + d + 4 * c); }); });
     for (int i = 0; i < n; ++i) {
       float32x4_t v[4];
-      for (int c = 0; c < 4; ++c) v[c] = vld1q_f32(vt + size_t(i) * hd + d + 4 * c);
-      for (int r = 0; r < R; ++r) {
+      each<4>([&](auto c) { v[c] = vld1q_f32(vt + size_t(i) * hd + d + 4 * c); });
+      each<R>([&](auto r) {
         const float32x4_t wr = vdupq_n_f32(w[r][i]);
-        for (int c = 0; c < 4; ++c) acc[r][c] = vfmaq_f32(acc[r][c], wr, v[c]);
-      }
+        each<4>([&](auto c) { acc[r][c] = vfmaq_f32(acc[r][c], wr, v[c]); });
+      });
     }
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < 4; ++c) vst1q_f32(out[r] + d + 4 * c, acc[r][c]);
+    each<R>([&](auto r) { each<4>([&](auto c) { vst1q_f32(out[r] + d + 4 * c, acc[r][c]); }); });
   }
   for (; d < hd; ++d)
     for (int r = 0; r < R; ++r)

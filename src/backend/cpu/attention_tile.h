@@ -122,7 +122,8 @@ struct TileKernels {
 };
 extern const TileKernels kScalarTileKernels;  // the definition
 #if defined(__x86_64__)
-extern const TileKernels kAvx2TileKernels;  // AVX2 + FMA; the same bits
+extern const TileKernels kAvx2TileKernels;    // AVX2 + FMA; the same bits
+extern const TileKernels kAvx512TileKernels;  // AVX-512 scores and weighted V, AVX2's others; the same bits
 #endif
 #if defined(__aarch64__)
 extern const TileKernels kNeonTileKernels;  // the same bits

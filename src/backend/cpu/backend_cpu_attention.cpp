@@ -191,7 +191,8 @@ const TileKernels kScalarTileKernels = {k_block_scalar, v_rows_scalar, qk_scalar
 const TileKernels& tile_kernels() {
 #if defined(__x86_64__)
   const mx8::cpu::Isa isa = mx8::cpu::active_isa();
-  if (isa == mx8::cpu::Isa::avx2 || isa == mx8::cpu::Isa::avx512) return kAvx2TileKernels;
+  if (isa == mx8::cpu::Isa::avx512) return kAvx512TileKernels;
+  if (isa == mx8::cpu::Isa::avx2) return kAvx2TileKernels;
 #elif defined(__aarch64__)
   if (mx8::cpu::active_isa() == mx8::cpu::Isa::neon) return kNeonTileKernels;
 #endif

@@ -148,7 +148,6 @@ template <KvFormat F>
 MX8_AVX2 void k_block_fmt(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
   static const uint8_t zeros[1024 * 4 + 8] = {};
   const float* lut = e4m3_table();  // for its NaN
-  constexpr size_t eb = kElemBytes<F>;
   const int a = std::max(lo, p0) - p0, b = std::min(hi, p0 + kKeyBlock) - p0;  // the keys in the cache
   BlockRows<F> in;
   fetch_rows<F>(j, j.k_pool, p0 + a, b - a, &in);

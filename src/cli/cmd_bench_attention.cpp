@@ -2,7 +2,7 @@
 // 8 kv heads of 128), one layer: a decode step (one token after `context` positions) and a prompt
 // chunk (the last `--chunk` tokens of the context), per KV format. The floors measured in the same
 // run: reading the K/V bytes once at the machine's read bandwidth (decode), and two FMAs per
-// position, query head and head dimension at the machine's measured 8-lane FMA rate (prompt chunk). Writes
+// position, query head and head dimension at the machine's measured FMA rate (prompt chunk). Writes
 // the cpu-attention section of docs/PERF.md.
 #include <algorithm>
 #include <cmath>
@@ -40,9 +40,9 @@ struct Options {
 };
 
 #if defined(__x86_64__)
-// GFLOP/s of independent 8-lane FMAs on every thread of the pool, best of 3: the peak the AVX2 score
-// and output kernels can approach (ten chains hide the FMA latency).
-__attribute__((target("avx2,fma"))) double fma_chains(int64_t iters) {
+// Independent FMA chains of 8 or 16 lanes (ten hide the FMA latency): the peak the score and output
+// kernels can approach, AVX2's and AVX-512's.
+__attribute__((target("avx2,fma"))) double fma_chains8(int64_t iters) {
   __m256 a[10];
   for (int i = 0; i < 10; ++i) a[i] = _mm256_set1_ps(float(i));
   const __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(0.001f);
@@ -53,23 +53,35 @@ __attribute__((target("avx2,fma"))) double fma_chains(int64_t iters) {
   return double(sum);
 }
 
-double measure_fma_gflops(mx8::cpu::ThreadPool* pool) {
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+__attribute__((target("avx512f"))) double fma_chains16(int64_t iters) {
+  __m512 a[10];
+  for (int i = 0; i < 10; ++i) a[i] = _mm512_set1_ps(float(i));
+  const __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(0.001f);
+  for (int64_t k = 0; k < iters; ++k)
+    for (int i = 0; i < 10; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
+  float sum = 0;
+  for (int i = 0; i < 10; ++i) sum += a[i][0];
+  return double(sum);
+}
+
+// GFLOP/s of `lanes`-lane FMA chains on every thread of the pool, best of 3; 0 where the CPU has none.
+double measure_fma_gflops(mx8::cpu::ThreadPool* pool, int lanes) {
+  if (!mx8::cpu::isa_supported(lanes == 16 ? mx8::cpu::Isa::avx512 : mx8::cpu::Isa::avx2)) return 0;
   const int64_t iters = 20'000'000;
   double best = 0;
   volatile double sink = 0;
   for (int rep = 0; rep < 3; ++rep) {
     const double t0 = bench::now_s();
     mx8::cpu::parallel_for(pool, size_t(pool->threads()), 1, [&](size_t b, size_t e) {
-      for (size_t i = b; i < e; ++i) sink = sink + fma_chains(iters);
+      for (size_t i = b; i < e; ++i) sink = sink + (lanes == 16 ? fma_chains16(iters) : fma_chains8(iters));
     });
-    const double flops = double(pool->threads()) * double(iters) * 10 * 8 * 2;
+    const double flops = double(pool->threads()) * double(iters) * 10 * lanes * 2;
     best = std::max(best, flops / (bench::now_s() - t0) / 1e9);
   }
   return best;
 }
 #else
-double measure_fma_gflops(mx8::cpu::ThreadPool*) {
+double measure_fma_gflops(mx8::cpu::ThreadPool*, int) {
   return 0;
 }
 #endif
@@ -102,10 +114,12 @@ void run(const Options& o) {
   auto backend = mx8::backend::make_cpu_backend(o.threads);
   mx8::cpu::ThreadPool pool(o.threads);
   const double read_gbps = bench::measure_read_gbps(&pool, size_t(512) << 20);
-  const double peak_gflops = measure_fma_gflops(&pool);
+  // The FMA width of the active ISA's score and output kernels (16 lanes on AVX-512).
+  const int lanes = mx8::cpu::active_isa() == mx8::cpu::Isa::avx512 ? 16 : 8;
+  const double peak_gflops = measure_fma_gflops(&pool, lanes);
   std::printf("mx8 bench attention: %d heads, %d kv heads of %d, pages of %d, %d thread(s), ISA %s\n", kHeads,
               kKvHeads, kHeadDim, kPageSize, o.threads, mx8::cpu::isa_name(mx8::cpu::active_isa()));
-  std::printf("read bandwidth %.1f GB/s; 8-lane FMA peak %.0f GFLOP/s\n", read_gbps, peak_gflops);
+  std::printf("read bandwidth %.1f GB/s; %d-lane FMA peak %.0f GFLOP/s\n", read_gbps, lanes, peak_gflops);
 
   std::vector<Row> rows;
   for (KvFormat f : formats)
@@ -172,9 +186,9 @@ void run(const Options& o) {
       "cached positions: a decode step (1 token) and a prompt chunk (the context's last tokens, causal). "
       "Floor: decode, the K/V bytes read once at the read bandwidth measured in the same run (" +
       fmt("%.1f", read_gbps) +
-      " GB/s); prompt chunk, an FMA per (position, query head, head dimension) for q.k and for p.v at the "
-      "8-lane FMA rate measured in the same run (" +
-      fmt("%.0f", peak_gflops) + " GFLOP/s: independent FMA chains on every thread).\n\n";
+      " GB/s); prompt chunk, an FMA per (position, query head, head dimension) for q.k and for p.v at the " +
+      std::to_string(lanes) + "-lane FMA rate measured in the same run (" + fmt("%.0f", peak_gflops) +
+      " GFLOP/s: independent FMA chains on every thread).\n\n";
   md += "| KV | context | tokens | ms | GFLOP/s | K/V GB/s | fraction of floor |\n";
   md += "|---|---:|---:|---:|---:|---:|---:|\n";
   for (const Row& r : rows)

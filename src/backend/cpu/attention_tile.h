@@ -97,11 +97,10 @@ constexpr int kKeyBlock = 16;
 // Positions per segment (a multiple of kKeyBlock): a merge costs about a position's work per row.
 constexpr int kSegment = 512;
 
-// Query rows per qk / pv call: 4 rows x 2 vectors are 8 accumulators, which with their operands fit
-// AVX2's 16 registers (6 rows, 12 accumulators, ran a prompt chunk 20% slower).
-constexpr int kRowsPerCall = 4;
+// The most query rows a kernel set takes per qk / pv call (TileKernels::rows_per_call).
+constexpr int kMaxRowsPerCall = 8;
 
-// The per-ISA pieces of segment_partials. Rows are at most kRowsPerCall per call.
+// The per-ISA pieces of segment_partials. Rows are at most rows_per_call per call.
 struct TileKernels {
   // kt[d * 16 + i] = K of position p0 + i, dimension d, for p0 + i in [lo, hi); other lanes are
   // unspecified (their scores are never used). Reads only rows of positions in [lo, hi).
@@ -115,10 +114,14 @@ struct TileKernels {
   // out[r][d] = fma(w[r][i], vt[i * hd + d], out[r][d]) for i = 0 .. n - 1 in order.
   void (*pv)(const float* const* w, int rows, const float* vt, int n, int hd, float* const* out);
   // pv on the V rows of positions [p, p + n) of one key block, read from the cache: for a tile of at
-  // most kRowsPerCall rows, whose one pv call per block would read v_rows' f32 copy only once. vt is
+  // most rows_per_call rows, whose one pv call per block would read v_rows' f32 copy only once. vt is
   // scratch for a kernel that falls back to v_rows and pv. Optional (null: v_rows and pv).
   void (*pv_cache)(const float* const* w, int rows, const AttentionTile& j, int p, int n, float* vt,
                    float* const* out) = nullptr;
+  // Query rows per call, at most kMaxRowsPerCall: enough independent FMA chains to cover the FMA
+  // latency on every FMA unit, few enough for their accumulators to stay in registers. 8-lane
+  // kernels take 4 (8 accumulators of AVX2's 16 registers; 6 rows ran a prompt chunk 20% slower).
+  int rows_per_call = 4;
 };
 extern const TileKernels kScalarTileKernels;  // the definition
 #if defined(__x86_64__)

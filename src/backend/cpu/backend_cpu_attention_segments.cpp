@@ -34,15 +34,15 @@ void segment_partials(const AttentionTile* heads, int n, int s, const TileKernel
   };
   auto score_row = [&](int h, int r) { return scratch.scores + (size_t(h) * rows + r) * kSegment; };
   auto state = [&](int h, int r) { return part + (size_t(h) * rows + r) * stride; };
-  const float* qs[kRowsPerCall];
-  float* ss[kRowsPerCall];
+  const float* qs[kMaxRowsPerCall];
+  float* ss[kMaxRowsPerCall];
 
   // Scores, a block of keys against every row that sees any of them.
   for (int p0 = base; p0 < hi; p0 += kKeyBlock) {
     for (int h = 0; h < n; ++h) {
       k.k_block(heads[h], p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.kt);
-      for (int r0 = 0; r0 < rows; r0 += kRowsPerCall) {
-        const int m = std::min(kRowsPerCall, rows - r0);
+      for (int r0 = 0; r0 < rows; r0 += k.rows_per_call) {
+        const int m = std::min(k.rows_per_call, rows - r0);
         const int t_first = r0 / j.group, t_last = (r0 + m - 1) / j.group;
         if (p0 >= j.len(t_last) || p0 + kKeyBlock <= j.first(t_first)) continue;  // no row sees the block
         for (int r = 0; r < m; ++r) {
@@ -64,7 +64,7 @@ void segment_partials(const AttentionTile* heads, int n, int s, const TileKernel
   // Weighted V rows, in position order for every row. Rows that see the same positions of a block go
   // through one call; at the causal edge and a window's start each row takes its own positions. A
   // tile of one call's rows (a decode step) reads V from the cache; larger ones decode it once.
-  const bool from_cache = k.pv_cache && rows <= kRowsPerCall;
+  const bool from_cache = k.pv_cache && rows <= k.rows_per_call;
   auto pv = [&](const AttentionTile& h, const float* const* w, int m, int a, int b, int p0, float* const* o) {
     if (from_cache) return k.pv_cache(w, m, h, a, b - a, scratch.vt, o);
     k.pv(w, m, scratch.vt + size_t(a - p0) * hd, b - a, hd, o);
@@ -72,9 +72,9 @@ void segment_partials(const AttentionTile* heads, int n, int s, const TileKernel
   for (int p0 = base; p0 < hi; p0 += kKeyBlock) {
     for (int h = 0; h < n; ++h) {
       if (!from_cache) k.v_rows(heads[h], p0, std::max(lo, p0), std::min(hi, p0 + kKeyBlock), scratch.vt);
-      for (int r0 = 0; r0 < rows; r0 += kRowsPerCall) {
-        const int m = std::min(kRowsPerCall, rows - r0);
-        int a[kRowsPerCall], b[kRowsPerCall];
+      for (int r0 = 0; r0 < rows; r0 += k.rows_per_call) {
+        const int m = std::min(k.rows_per_call, rows - r0);
+        int a[kMaxRowsPerCall], b[kMaxRowsPerCall];
         bool same = true;
         for (int r = 0; r < m; ++r) {
           const int t = (r0 + r) / j.group;

@@ -147,7 +147,7 @@ MX8_AVX2 void fetch_rows(const AttentionTile& j, const uint8_t* pool, int p, int
 template <KvFormat F>
 MX8_AVX2 void k_block_fmt(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
   static const uint8_t zeros[1024 * 4 + 8] = {};
-  const float* lut = e4m3_table();  // for its NaN
+  const float* lut = e4m3_table();                                             // for its NaN
   const int a = std::max(lo, p0) - p0, b = std::min(hi, p0 + kKeyBlock) - p0;  // the keys in the cache
   BlockRows<F> in;
   fetch_rows<F>(j, j.k_pool, p0 + a, b - a, &in);
@@ -427,8 +427,16 @@ MX8_AVX512 void qk_avx512(const float* const* q, int rows, const float* kt, int 
       return qk_rows16<2>(q, kt, hd, scale, s);
     case 3:
       return qk_rows16<3>(q, kt, hd, scale, s);
-    default:
+    case 4:
       return qk_rows16<4>(q, kt, hd, scale, s);
+    case 5:
+      return qk_rows16<5>(q, kt, hd, scale, s);
+    case 6:
+      return qk_rows16<6>(q, kt, hd, scale, s);
+    case 7:
+      return qk_rows16<7>(q, kt, hd, scale, s);
+    default:
+      return qk_rows16<8>(q, kt, hd, scale, s);
   }
 }
 
@@ -491,7 +499,10 @@ MX8_AVX512 void pv_cache_rows16(const float* const* w, const AttentionTile& j, i
 
 MX8_AVX512 void pv_avx512(const float* const* w, int rows, const float* vt, int n, int hd,
                           float* const* out) {
-  if (hd % 32 != 0) return pv_avx2(w, rows, vt, n, hd, out);
+  if (hd % 32 != 0) {  // AVX2's kernel, which has the tails, 4 rows at a time
+    for (int r = 0; r < rows; r += 4) pv_avx2(w + r, std::min(4, rows - r), vt, n, hd, out + r);
+    return;
+  }
   switch (rows) {
     case 1:
       return pv_rows16<1>(w, vt, n, hd, out);
@@ -499,8 +510,16 @@ MX8_AVX512 void pv_avx512(const float* const* w, int rows, const float* vt, int 
       return pv_rows16<2>(w, vt, n, hd, out);
     case 3:
       return pv_rows16<3>(w, vt, n, hd, out);
-    default:
+    case 4:
       return pv_rows16<4>(w, vt, n, hd, out);
+    case 5:
+      return pv_rows16<5>(w, vt, n, hd, out);
+    case 6:
+      return pv_rows16<6>(w, vt, n, hd, out);
+    case 7:
+      return pv_rows16<7>(w, vt, n, hd, out);
+    default:
+      return pv_rows16<8>(w, vt, n, hd, out);
   }
 }
 
@@ -514,14 +533,25 @@ MX8_AVX512 void pv_cache_fmt16(const float* const* w, int rows, const AttentionT
       return pv_cache_rows16<F, 2>(w, j, p, n, out);
     case 3:
       return pv_cache_rows16<F, 3>(w, j, p, n, out);
-    default:
+    case 4:
       return pv_cache_rows16<F, 4>(w, j, p, n, out);
+    case 5:
+      return pv_cache_rows16<F, 5>(w, j, p, n, out);
+    case 6:
+      return pv_cache_rows16<F, 6>(w, j, p, n, out);
+    case 7:
+      return pv_cache_rows16<F, 7>(w, j, p, n, out);
+    default:
+      return pv_cache_rows16<F, 8>(w, j, p, n, out);
   }
 }
 
 MX8_AVX512 void pv_cache_avx512(const float* const* w, int rows, const AttentionTile& j, int p, int n,
                                 float* vt, float* const* out) {
-  if (j.hd % 32 != 0) return pv_cache_avx2(w, rows, j, p, n, vt, out);
+  if (j.hd % 32 != 0) {  // AVX2's kernel, 4 rows at a time
+    for (int r = 0; r < rows; r += 4) pv_cache_avx2(w + r, std::min(4, rows - r), j, p, n, vt, out + r);
+    return;
+  }
   switch (j.fmt) {
     case KvFormat::f32:
       return pv_cache_fmt16<KvFormat::f32>(w, rows, j, p, n, out);
@@ -536,8 +566,9 @@ MX8_AVX512 void pv_cache_avx512(const float* const* w, int rows, const Attention
 
 const TileKernels kAvx2TileKernels = {k_block_avx2, v_rows_avx2, qk_avx2,
                                       exp_sum_avx2, pv_avx2,     pv_cache_avx2};
-const TileKernels kAvx512TileKernels = {k_block_avx2, v_rows_avx2, qk_avx512,
-                                        exp_sum_avx2, pv_avx512,   pv_cache_avx512};
+// 8 rows: 8 independent FMA chains (two FMA units of 4 cycles' latency), 16 accumulators of 32 registers.
+const TileKernels kAvx512TileKernels = {k_block_avx2, v_rows_avx2,     qk_avx512, exp_sum_avx2,
+                                        pv_avx512,    pv_cache_avx512, 8};
 
 }  // namespace mx8::backend::cpu_impl
 

@@ -51,11 +51,11 @@ inline void load8(const uint8_t* src, KvFormat fmt, const float32x4_t* s, float3
       return;
     }
     case KvFormat::fp8:
-      decode8_e4m3(src, v);
-      v[0] = vmulq_f32(v[0], s[0]);
-      v[1] = vmulq_f32(v[1], s[1]);
-      return;
+      break;
   }
+  decode8_e4m3(src, v);  // out of the switch: every path then writes v, as GCC can see
+  v[0] = vmulq_f32(v[0], s[0]);
+  v[1] = vmulq_f32(v[1], s[1]);
 }
 
 // Keys p0 .. p0 + 15 into kt, 4 rows of 4 values at a time decoded and transposed; keys outside
@@ -107,7 +107,7 @@ void v_rows_neon(const AttentionTile& j, int p0, int lo, int hi, float* vt) {
     float* dst = vt + size_t(p - p0) * j.hd;
     for (int d = 0; d < j.hd; d += 8) {
       float32x4_t s[2];
-      if (sc) s[0] = s[1] = vdupq_n_f32(format::ue8m0_to_f32(sc[d / 128]));
+      s[0] = s[1] = vdupq_n_f32(sc ? format::ue8m0_to_f32(sc[d / 128]) : 1.0f);
       float32x4_t v[2];
       load8(row + d * eb, j.fmt, s, v);
       vst1q_f32(dst + d, v[0]);

@@ -51,6 +51,22 @@ MX8_AVX2 void k_block_fmt(const AttentionTile& j, int p0, int lo, int hi, float*
     rows[i] = cached ? in.row[i - a] : zeros;
     if constexpr (F == KvFormat::fp8) fp8[i] = cached ? in.fp8[i - a] : Fp8Row{zeros, zeros, false};
   }
+  if constexpr (F == KvFormat::fp8)
+    if (!in.exact) {  // every row the fast way: each row's factor found once per 128 values, not per 8
+      for (int b0 = 0; b0 < j.hd; b0 += 128) {
+        float factor[kKeyBlock];
+        for (int i = 0; i < kKeyBlock; ++i) factor[i] = fold(fp8[i], b0);
+        for (int h = 0; h < 2; ++h)
+          for (int d = b0; d < std::min(b0 + 128, j.hd); d += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; ++i)
+              r[i] = fp8_fast8(rows[8 * h + i] + d, _mm256_broadcast_ss(&factor[8 * h + i]));
+            transpose8(r);
+            for (int k = 0; k < 8; ++k) _mm256_storeu_ps(kt + (d + k) * kKeyBlock + 8 * h, r[k]);
+          }
+      }
+      return;
+    }
   for (int h = 0; h < 2; ++h)
     for (int d = 0; d < j.hd; d += 8) {
       __m256 r[8];

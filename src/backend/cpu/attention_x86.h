@@ -31,6 +31,14 @@ MX8_AVX2 inline void each(F&& f) {
   (std::make_integer_sequence<int, N>{});
 }
 
+// f(std::integral_constant<int, rows>()) for 1 <= rows <= N: the row count as a template argument.
+template <int N, class F>
+MX8_AVX2 inline void with_rows(int rows, F&& f) {
+  each<N>([&](auto i) MX8_AVX2 {
+    if (rows == i + 1) f(std::integral_constant<int, decltype(i)::value + 1>());
+  });
+}
+
 template <KvFormat F>
 constexpr size_t kElemBytes = F == KvFormat::f32    ? 4
                               : F == KvFormat::bf16 ? 2

@@ -136,16 +136,7 @@ MX8_AVX2 void qk_rows(const float* const* q, const float* kt, int hd, float scal
 
 MX8_AVX2 void qk_avx2(const float* const* q, int rows, const float* kt, int hd, float scale,
                       float* const* s) {
-  switch (rows) {
-    case 1:
-      return qk_rows<1>(q, kt, hd, scale, s);
-    case 2:
-      return qk_rows<2>(q, kt, hd, scale, s);
-    case 3:
-      return qk_rows<3>(q, kt, hd, scale, s);
-    default:
-      return qk_rows<4>(q, kt, hd, scale, s);
-  }
+  with_rows<4>(rows, [&](auto r) MX8_AVX2 { qk_rows<r>(q, kt, hd, scale, s); });
 }
 
 // exp_nonpositive (attention_tile.h) on 8 lanes.
@@ -225,16 +216,7 @@ MX8_AVX2 void pv_rows(const float* const* w, const float* vt, int n, int hd, flo
 }
 
 MX8_AVX2 void pv_avx2(const float* const* w, int rows, const float* vt, int n, int hd, float* const* out) {
-  switch (rows) {
-    case 1:
-      return pv_rows<1>(w, vt, n, hd, out);
-    case 2:
-      return pv_rows<2>(w, vt, n, hd, out);
-    case 3:
-      return pv_rows<3>(w, vt, n, hd, out);
-    default:
-      return pv_rows<4>(w, vt, n, hd, out);
-  }
+  with_rows<4>(rows, [&](auto r) MX8_AVX2 { pv_rows<r>(w, vt, n, hd, out); });
 }
 
 // pv_span with each V value loaded from the cache where it is used: the same products in the same
@@ -273,16 +255,7 @@ MX8_AVX2 void pv_cache_fmt(const float* const* w, const AttentionTile& j, int p,
 template <KvFormat F>
 MX8_AVX2 void pv_cache_rows(const float* const* w, int rows, const AttentionTile& j, int p, int n,
                             float* const* out) {
-  switch (rows) {
-    case 1:
-      return pv_cache_fmt<F, 1>(w, j, p, n, out);
-    case 2:
-      return pv_cache_fmt<F, 2>(w, j, p, n, out);
-    case 3:
-      return pv_cache_fmt<F, 3>(w, j, p, n, out);
-    default:
-      return pv_cache_fmt<F, 4>(w, j, p, n, out);
-  }
+  with_rows<4>(rows, [&](auto r) MX8_AVX2 { pv_cache_fmt<F, r>(w, j, p, n, out); });
 }
 
 MX8_AVX2 void pv_cache_avx2(const float* const* w, int rows, const AttentionTile& j, int p, int n, float* vt,

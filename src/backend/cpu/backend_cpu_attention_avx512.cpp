@@ -24,6 +24,14 @@ MX8_AVX512 inline void each16(F&& f) {
   (std::make_integer_sequence<int, N>{});
 }
 
+// with_rows() (attention_x86.h) for MX8_AVX512 functions.
+template <int N, class F>
+MX8_AVX512 inline void with_rows16(int rows, F&& f) {
+  each16<N>([&](auto i) MX8_AVX512 {
+    if (rows == i + 1) f(std::integral_constant<int, decltype(i)::value + 1>());
+  });
+}
+
 template <int R>
 MX8_AVX512 void qk_rows16(const float* const* q, const float* kt, int hd, float scale, float* const* s) {
   __m512 acc[R];
@@ -38,24 +46,7 @@ MX8_AVX512 void qk_rows16(const float* const* q, const float* kt, int hd, float 
 
 MX8_AVX512 void qk_avx512(const float* const* q, int rows, const float* kt, int hd, float scale,
                           float* const* s) {
-  switch (rows) {
-    case 1:
-      return qk_rows16<1>(q, kt, hd, scale, s);
-    case 2:
-      return qk_rows16<2>(q, kt, hd, scale, s);
-    case 3:
-      return qk_rows16<3>(q, kt, hd, scale, s);
-    case 4:
-      return qk_rows16<4>(q, kt, hd, scale, s);
-    case 5:
-      return qk_rows16<5>(q, kt, hd, scale, s);
-    case 6:
-      return qk_rows16<6>(q, kt, hd, scale, s);
-    case 7:
-      return qk_rows16<7>(q, kt, hd, scale, s);
-    default:
-      return qk_rows16<8>(q, kt, hd, scale, s);
-  }
+  with_rows16<8>(rows, [&](auto r) MX8_AVX512 { qk_rows16<r>(q, kt, hd, scale, s); });
 }
 
 // 16 values of a V row (d a multiple of 16), as load8 and load8_fp8 make them.
@@ -121,47 +112,13 @@ MX8_AVX512 void pv_avx512(const float* const* w, int rows, const float* vt, int 
     for (int r = 0; r < rows; r += 4) pv_avx2(w + r, std::min(4, rows - r), vt, n, hd, out + r);
     return;
   }
-  switch (rows) {
-    case 1:
-      return pv_rows16<1>(w, vt, n, hd, out);
-    case 2:
-      return pv_rows16<2>(w, vt, n, hd, out);
-    case 3:
-      return pv_rows16<3>(w, vt, n, hd, out);
-    case 4:
-      return pv_rows16<4>(w, vt, n, hd, out);
-    case 5:
-      return pv_rows16<5>(w, vt, n, hd, out);
-    case 6:
-      return pv_rows16<6>(w, vt, n, hd, out);
-    case 7:
-      return pv_rows16<7>(w, vt, n, hd, out);
-    default:
-      return pv_rows16<8>(w, vt, n, hd, out);
-  }
+  with_rows16<8>(rows, [&](auto r) MX8_AVX512 { pv_rows16<r>(w, vt, n, hd, out); });
 }
 
 template <KvFormat F>
 MX8_AVX512 void pv_cache_fmt16(const float* const* w, int rows, const AttentionTile& j, int p, int n,
                                float* const* out) {
-  switch (rows) {
-    case 1:
-      return pv_cache_rows16<F, 1>(w, j, p, n, out);
-    case 2:
-      return pv_cache_rows16<F, 2>(w, j, p, n, out);
-    case 3:
-      return pv_cache_rows16<F, 3>(w, j, p, n, out);
-    case 4:
-      return pv_cache_rows16<F, 4>(w, j, p, n, out);
-    case 5:
-      return pv_cache_rows16<F, 5>(w, j, p, n, out);
-    case 6:
-      return pv_cache_rows16<F, 6>(w, j, p, n, out);
-    case 7:
-      return pv_cache_rows16<F, 7>(w, j, p, n, out);
-    default:
-      return pv_cache_rows16<F, 8>(w, j, p, n, out);
-  }
+  with_rows16<8>(rows, [&](auto r) MX8_AVX512 { pv_cache_rows16<F, r>(w, j, p, n, out); });
 }
 
 MX8_AVX512 void pv_cache_avx512(const float* const* w, int rows, const AttentionTile& j, int p, int n,

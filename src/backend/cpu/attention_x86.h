@@ -93,7 +93,7 @@ MX8_AVX2 inline bool has_nan_code(const uint8_t* codes, int hd) {
   return false;
 }
 
-// The fast way's factor for row values [d, d + 8): 2^120 x their scale.
+// The fast way's factor for the row's values in the 128 that hold d: 2^120 x their scale.
 MX8_AVX2 inline float fold(const Fp8Row& row, int d) {
   return format::ue8m0_to_f32(uint8_t(row.scales[d / 128] + 120));
 }

@@ -60,12 +60,10 @@ MX8_AVX512 inline __m512 load16(const BlockRows<F>& v, int i, int d, const float
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
   } else {
     const Fp8Row& row = v.fp8[i];
-    const uint8_t e = row.scales[d / 128];
-    if (row.any_nan || e > kLargestFoldedScale)
+    if (row.any_nan || row.scales[d / 128] > kLargestFoldedScale)
       return _mm512_insertf32x8(_mm512_castps256_ps512(load8_fp8(row, d, lut)), load8_fp8(row, d + 8, lut),
                                 1);
-    return _mm512_mul_ps(mx8::cpu::detail::e4m3_16(row.codes + d),
-                         _mm512_set1_ps(format::ue8m0_to_f32(uint8_t(e + 120))));
+    return _mm512_mul_ps(mx8::cpu::detail::e4m3_16(row.codes + d), _mm512_set1_ps(fold(row, d)));
   }
 }
 

@@ -65,7 +65,8 @@ void segment_partials(const AttentionTile* heads, int n, int s, const TileKernel
   // through one call; at the causal edge and a window's start each row takes its own positions. A
   // tile of one call's rows (a decode step) reads V from the cache; larger ones decode it once.
   const bool from_cache = k.pv_cache && rows <= k.rows_per_call;
-  auto pv = [&](const AttentionTile& h, const float* const* w, int m, int a, int b, int p0, float* const* o) {
+  auto weigh_v = [&](const AttentionTile& h, const float* const* w, int m, int a, int b, int p0,
+                     float* const* o) {
     if (from_cache) return k.pv_cache(w, m, h, a, b - a, scratch.vt, o);
     k.pv(w, m, scratch.vt + size_t(a - p0) * hd, b - a, hd, o);
   };
@@ -87,11 +88,11 @@ void segment_partials(const AttentionTile* heads, int n, int s, const TileKernel
           ss[r] = state(h, r0 + r) + kPartialHead;
         }
         if (same) {
-          if (a[0] < b[0]) pv(heads[h], qs, m, a[0], b[0], p0, ss);
+          if (a[0] < b[0]) weigh_v(heads[h], qs, m, a[0], b[0], p0, ss);
           continue;
         }
         for (int r = 0; r < m; ++r)
-          if (a[r] < b[r]) pv(heads[h], qs + r, 1, a[r], b[r], p0, ss + r);
+          if (a[r] < b[r]) weigh_v(heads[h], qs + r, 1, a[r], b[r], p0, ss + r);
       }
     }
   }

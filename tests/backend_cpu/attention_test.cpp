@@ -222,13 +222,14 @@ TEST_P(CpuAttention, NanStaysInItsRow) {
     }
 }
 
-// fp8 rows that the vector kernels cannot decode by their integer shortcut (a NaN code, or a scale past
-// 2^7) decode as the scalar kernels do, and a NaN stays where it is: in the rows that see it. The
+// fp8 rows outside the vector kernels' integer shortcut give the scalar kernels' results: NaN codes
+// (which the shortcut reads as +-480 and the kernels then find and set to NaN in what they made) and
+// scales past 2^7 (which take the exact decode); a NaN stays where it is, in the rows that see it. The
 // writers never store a NaN code under a finite scale (a NaN or infinity makes the block's scale NaN),
 // so the test writes those codes into the cache's pages itself.
 TEST(CpuAttentionFp8, NanCodesAndLargeScalesDecodeAsTheScalarKernels) {
   auto be = make_cpu_backend(2);
-  for (int hd : {128, 256}) {
+  for (int hd : {80, 96, 128, 256}) {  // 80 and 96: the kernels' row-by-row and 32-byte NaN scans
     SCOPED_TRACE("head_dim " + std::to_string(hd));
     ChunkAttention s({KvFormat::fp8, hd, 4, 16, 37, 600});
     const size_t row = size_t(ChunkAttention::kKvHeads) * hd;  // one position's K or V, both kv heads

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <utility>
 
 #include "backend/cpu/attention_tile.h"
@@ -71,14 +72,15 @@ MX8_AVX2 inline __m256 load8(const uint8_t* src, __m256 scale, const float* lut)
 // by 20, masked to the sign and the exponent-mantissa bits, is 2^-120 times its value (codes with
 // exponent 0 become f32 subnormals, exactly), so one multiply by 2^120 x scale gives the value x scale,
 // rounded once as load8's two steps round it. Exact while 2^120 x scale is finite (UE8M0 codes up to
-// 134, scales up to 2^7) and where no code is NaN, which load8 sets apart; rows with a NaN code or a
-// larger scale take load8.
+// 134, scales up to 2^7); rows with a larger scale take load8. The NaN codes (0x7F, 0xFF) come out as
+// +-480 x scale on this path: the kernels set what those values became to NaN afterwards
+// (for_nan_codes), which costs less than looking for them before the rows are in the cache.
 struct Fp8Row {
   const uint8_t* codes;
   const uint8_t* scales;  // one per 128 values
-  bool any_nan;           // a code of 0x7F or 0xFF in the row's hd values
 };
 constexpr uint8_t kLargestFoldedScale = 134;
+constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
 
 MX8_AVX2 inline bool has_nan_code(const uint8_t* codes, int hd) {
   __m256i top = _mm256_setzero_si256();  // the largest exponent-mantissa bits per byte lane
@@ -91,6 +93,27 @@ MX8_AVX2 inline bool has_nan_code(const uint8_t* codes, int hd) {
   for (; d < hd; ++d)
     if ((codes[d] & 0x7F) == 0x7F) return true;
   return false;
+}
+
+// f(i, d) for every NaN code, at dimension d of row i of rows[0, n). Called once a kernel has read the
+// rows (they are in L1 then): scanning them before, as they arrive from memory, made an fp8 decode step
+// ~10% slower. A NaN code's dimension of a key row makes the key's scores NaN, of a V row that
+// dimension of every output that weighs it, whatever the weight: the kernels set those to kNan.
+template <class F>
+MX8_AVX2 inline void for_nan_codes(const uint8_t* const* rows, int n, int hd, F&& f) {
+  if (hd % 32 == 0) {  // the common case, no NaN code in the block, with one test for all rows
+    __m256i top = _mm256_setzero_si256();
+    for (int i = 0; i < n; ++i)
+      for (int d = 0; d < hd; d += 32)
+        top = _mm256_max_epu8(
+            top, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + d)),
+                                  _mm256_set1_epi8(0x7F)));
+    if (_mm256_movemask_epi8(_mm256_cmpeq_epi8(top, _mm256_set1_epi8(0x7F))) == 0) return;
+  }
+  for (int i = 0; i < n; ++i)
+    if (has_nan_code(rows[i], hd))
+      for (int d = 0; d < hd; ++d)
+        if ((rows[i][d] & 0x7F) == 0x7F) f(i, d);
 }
 
 // The fast way's factor for the row's values in the 128 that hold d: 2^120 x their scale.
@@ -108,7 +131,7 @@ MX8_AVX2 inline __m256 fp8_fast8(const uint8_t* codes, __m256 factor) {
 
 MX8_AVX2 inline __m256 load8_fp8(const Fp8Row& row, int d, const float* lut) {
   const uint8_t e = row.scales[d / 128];
-  if (row.any_nan || e > kLargestFoldedScale)
+  if (e > kLargestFoldedScale)
     return load8<KvFormat::fp8>(row.codes + d, _mm256_set1_ps(format::ue8m0_to_f32(e)), lut);
   return fp8_fast8(row.codes + d, _mm256_set1_ps(fold(row, d)));
 }
@@ -121,7 +144,7 @@ template <KvFormat F>
 struct BlockRows {
   const uint8_t* row[kKeyBlock];
   Fp8Row fp8[kKeyBlock];  // fp8 only
-  bool exact = false;     // fp8: some row takes load8's path (a NaN code, or a scale past 2^7)
+  bool exact = false;     // fp8: some row takes load8's path (a scale past 2^7)
 };
 
 template <KvFormat F>
@@ -135,8 +158,7 @@ MX8_AVX2 void fetch_rows(const AttentionTile& j, const uint8_t* pool, int p, int
   }
   if constexpr (F == KvFormat::fp8)
     for (int i = 0; i < n; ++i) {
-      b->fp8[i] = {b->row[i], b->fp8[i].scales, has_nan_code(b->row[i], j.hd)};
-      b->exact = b->exact || b->fp8[i].any_nan;
+      b->fp8[i].codes = b->row[i];
       for (int s = 0; s < (j.hd + 127) / 128; ++s)
         b->exact = b->exact || b->fp8[i].scales[s] > kLargestFoldedScale;
     }

@@ -49,10 +49,12 @@ MX8_AVX2 void k_block_fmt(const AttentionTile& j, int p0, int lo, int hi, float*
   for (int i = 0; i < kKeyBlock; ++i) {
     const bool cached = i >= a && i < b;
     rows[i] = cached ? in.row[i - a] : zeros;
-    if constexpr (F == KvFormat::fp8) fp8[i] = cached ? in.fp8[i - a] : Fp8Row{zeros, zeros, false};
+    if constexpr (F == KvFormat::fp8) fp8[i] = cached ? in.fp8[i - a] : Fp8Row{zeros, zeros};
   }
+  bool fast = false;  // fp8 rows the fast way: a row's factor once per 128 values
   if constexpr (F == KvFormat::fp8)
-    if (!in.exact) {  // every row the fast way: each row's factor found once per 128 values, not per 8
+    if (!in.exact) {
+      fast = true;
       for (int b0 = 0; b0 < j.hd; b0 += 128) {
         float factor[kKeyBlock];
         for (int i = 0; i < kKeyBlock; ++i) factor[i] = fold(fp8[i], b0);
@@ -65,17 +67,20 @@ MX8_AVX2 void k_block_fmt(const AttentionTile& j, int p0, int lo, int hi, float*
             for (int k = 0; k < 8; ++k) _mm256_storeu_ps(kt + (d + k) * kKeyBlock + 8 * h, r[k]);
           }
       }
-      return;
     }
-  for (int h = 0; h < 2; ++h)
-    for (int d = 0; d < j.hd; d += 8) {
-      __m256 r[8];
-      for (int i = 0; i < 8; ++i)
-        r[i] = F == KvFormat::fp8 ? load8_fp8(fp8[8 * h + i], d, lut)
-                                  : load8<F>(rows[8 * h + i] + d * kElemBytes<F>, __m256{}, lut);
-      transpose8(r);
-      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(kt + (d + k) * kKeyBlock + 8 * h, r[k]);
-    }
+  if (!fast) {
+    for (int h = 0; h < 2; ++h)
+      for (int d = 0; d < j.hd; d += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; ++i)
+          r[i] = F == KvFormat::fp8 ? load8_fp8(fp8[8 * h + i], d, lut)
+                                    : load8<F>(rows[8 * h + i] + d * kElemBytes<F>, __m256{}, lut);
+        transpose8(r);
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(kt + (d + k) * kKeyBlock + 8 * h, r[k]);
+      }
+  }
+  if constexpr (F == KvFormat::fp8)
+    for_nan_codes(in.row, b - a, j.hd, [&](int i, int d) { kt[d * kKeyBlock + a + i] = kNan; });
 }
 
 MX8_AVX2 void k_block_avx2(const AttentionTile& j, int p0, int lo, int hi, float* kt) {
@@ -101,6 +106,8 @@ MX8_AVX2 void v_rows_fmt(const AttentionTile& j, int p0, int lo, int hi, float* 
       _mm256_storeu_ps(dst + d, F == KvFormat::fp8 ? load8_fp8(v.fp8[i], d, lut)
                                                    : load8<F>(v.row[i] + d * kElemBytes<F>, __m256{}, lut));
   }
+  if constexpr (F == KvFormat::fp8)
+    for_nan_codes(v.row, hi - lo, j.hd, [&](int i, int d) { vt[size_t(lo - p0 + i) * j.hd + d] = kNan; });
 }
 
 MX8_AVX2 void v_rows_avx2(const AttentionTile& j, int p0, int lo, int hi, float* vt) {
@@ -250,6 +257,10 @@ MX8_AVX2 void pv_cache_fmt(const float* const* w, const AttentionTile& j, int p,
   BlockRows<F> v;
   fetch_rows<F>(j, j.v_pool, p, n, &v);
   for (int d = 0; d < j.hd; d += 16) pv_cache_span<F, R>(w, v, n, out, d, lut);
+  if constexpr (F == KvFormat::fp8)
+    for_nan_codes(v.row, n, j.hd, [&](int, int d) {
+      for (int r = 0; r < R; ++r) out[r][d] = kNan;
+    });
 }
 
 template <KvFormat F>

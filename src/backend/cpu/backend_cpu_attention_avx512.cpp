@@ -60,11 +60,24 @@ MX8_AVX512 inline __m512 load16(const BlockRows<F>& v, int i, int d, const float
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
   } else {
     const Fp8Row& row = v.fp8[i];
-    if (row.any_nan || row.scales[d / 128] > kLargestFoldedScale)
+    if (row.scales[d / 128] > kLargestFoldedScale)
       return _mm512_insertf32x8(_mm512_castps256_ps512(load8_fp8(row, d, lut)), load8_fp8(row, d + 8, lut),
                                 1);
     return _mm512_mul_ps(mx8::cpu::detail::e4m3_16(row.codes + d), _mm512_set1_ps(fold(row, d)));
   }
+}
+
+// for_nan_codes (attention_x86.h), its test for the whole block 64 bytes at a time.
+template <class F>
+MX8_AVX512 inline void for_nan_codes16(const uint8_t* const* rows, int n, int hd, F&& f) {
+  if (hd % 64 == 0) {
+    __m512i top = _mm512_setzero_si512();
+    for (int i = 0; i < n; ++i)
+      for (int d = 0; d < hd; d += 64)
+        top = _mm512_max_epu8(top, _mm512_and_si512(_mm512_loadu_si512(rows[i] + d), _mm512_set1_epi8(0x7F)));
+    if (_mm512_cmpeq_epi8_mask(top, _mm512_set1_epi8(0x7F)) == 0) return;
+  }
+  for_nan_codes(rows, n, hd, f);
 }
 
 // Dimensions [d, d + 32) of R rows over the n weighted V rows v (BlockRows) or vt (f32 rows).
@@ -102,6 +115,10 @@ MX8_AVX512 void pv_cache_rows16(const float* const* w, const AttentionTile& j, i
   fetch_rows<F>(j, j.v_pool, p, n, &v);
   for (int d = 0; d < j.hd; d += 32)
     pv_span16<R>(w, n, out, d, [&](int i, int e) MX8_AVX512 { return load16<F>(v, i, e, lut); });
+  if constexpr (F == KvFormat::fp8)
+    for_nan_codes16(v.row, n, j.hd, [&](int, int d) {
+      for (int r = 0; r < R; ++r) out[r][d] = kNan;
+    });
 }
 
 MX8_AVX512 void pv_avx512(const float* const* w, int rows, const float* vt, int n, int hd,

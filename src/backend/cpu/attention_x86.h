@@ -150,6 +150,9 @@ struct BlockRows {
 template <KvFormat F>
 MX8_AVX2 void fetch_rows(const AttentionTile& j, const uint8_t* pool, int p, int n, BlockRows<F>* b) {
   AttentionTile::Cursor c = j.cursor(pool, p);
+  // fp8: the block's scales (one line: a page holds the block) first, since they are read first.
+  if constexpr (F == KvFormat::fp8)
+    if (n > 0) _mm_prefetch(reinterpret_cast<const char*>(c.scales()), _MM_HINT_T0);
   for (int i = 0; i < n; ++i, c.next()) {
     b->row[i] = c.row();
     for (int o = 0; o < j.hd * int(kElemBytes<F>); o += 64)

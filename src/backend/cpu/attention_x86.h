@@ -150,7 +150,8 @@ struct BlockRows {
 template <KvFormat F>
 MX8_AVX2 void fetch_rows(const AttentionTile& j, const uint8_t* pool, int p, int n, BlockRows<F>* b) {
   AttentionTile::Cursor c = j.cursor(pool, p);
-  // fp8: the block's scales (one line: a page holds the block) first, since they are read first.
+  // fp8: the line of scales of the first row requested first, since the scales are read first (a
+  // block within one page has all its scales in that line).
   if constexpr (F == KvFormat::fp8)
     if (n > 0) _mm_prefetch(reinterpret_cast<const char*>(c.scales()), _MM_HINT_T0);
   for (int i = 0; i < n; ++i, c.next()) {

@@ -1,0 +1,240 @@
+// What a kernel leaves in L2 for the next kernel: a buffer W is read by one kernel in several ways
+// (L2 prefetch instructions, real loads, loads with an evict_last hint, a touch per 64 KB), then read
+// again by a second kernel, whose time says how much of W it found in L2. The two reads can be on the
+// same SM or on different ones, and other traffic can run in between. Answers docs/CUDA_BACKEND.md's
+// "Seventy-fifth session": why warming L2 with `cp.async.bulk.prefetch.L2` never helped the decode step.
+//
+// Build and run on the GPU machine (no part of mx8 links it):
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -o l2_residency_probe \
+//     scripts/l2_residency_probe.cu && ./l2_residency_probe 24 && ./l2_residency_probe 8
+// The argument is W's size in MB. Each line is the median of 7 trials, every trial after an L2 flush.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#define CHECK(x)                                                                       \
+  do {                                                                                 \
+    cudaError_t e_ = (x);                                                              \
+    if (e_ != cudaSuccess) {                                                           \
+      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                    \
+    }                                                                                  \
+  } while (0)
+
+namespace {
+
+__device__ __forceinline__ unsigned sm_id() {
+  unsigned s;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
+  return s;
+}
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ uint32_t xor4(uint4 v) {
+  return v.x ^ v.y ^ v.z ^ v.w;
+}
+__device__ __forceinline__ uint4 load_no_l1(const uint8_t* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint4 load_hinted(const uint8_t* p, uint64_t policy) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p), "l"(policy));
+  return v;
+}
+__device__ __forceinline__ uint64_t evict_last_policy() {
+  uint64_t p;
+  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
+  return p;
+}
+__device__ __forceinline__ uint64_t evict_first_policy() {
+  uint64_t p;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+  return p;
+}
+
+enum class Warm { none, bulk_prefetch, line_prefetch, loads, loads_evict_last, touch_64k, count };
+const char* const kWarmNames[] = {"nothing",
+                                  "cp.async.bulk.prefetch.L2, 4 KB each",
+                                  "prefetch.global.L2, one per 128 B line",
+                                  "loads (ld.global, 16 B each)",
+                                  "loads with an L2 evict_last hint",
+                                  "one 16-byte load per 64 KB"};
+
+// Block b warms chunk b of W and records its SM. `sink` keeps the loads from being optimized away.
+__global__ void warm_kernel(const uint8_t* w, size_t chunk, Warm how, int* sm_of_chunk, uint32_t* sink) {
+  const uint8_t* base = w + blockIdx.x * chunk;
+  if (threadIdx.x == 0) sm_of_chunk[blockIdx.x] = int(sm_id());
+  uint32_t acc = 0;
+  const uint64_t last = evict_last_policy();
+  switch (how) {
+    case Warm::bulk_prefetch:
+      for (size_t off = threadIdx.x * 4096; off < chunk; off += blockDim.x * 4096) {
+        const uint32_t n = uint32_t(chunk - off < 4096 ? chunk - off : 4096);
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(base + off), "r"(n) : "memory");
+      }
+      break;
+    case Warm::line_prefetch:
+      for (size_t off = threadIdx.x * 128; off < chunk; off += blockDim.x * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(base + off));
+      break;
+    case Warm::loads:
+    case Warm::loads_evict_last:
+    case Warm::touch_64k: {
+      const size_t stride = how == Warm::touch_64k ? 64 << 10 : 16;
+      for (size_t off = threadIdx.x * stride; off < chunk; off += blockDim.x * stride)
+        acc ^= xor4(how == Warm::loads_evict_last ? load_hinted(base + off, last) : load_no_l1(base + off));
+      break;
+    }
+    default:
+      break;
+  }
+  if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+
+// Traffic between the warming and the read: `bytes` of another buffer read once, optionally with an
+// L2 evict_first hint.
+__global__ void stream_kernel(const uint8_t* f, size_t bytes, bool evict_first, uint32_t* sink) {
+  const uint64_t first = evict_first_policy();
+  uint32_t acc = 0;
+  for (size_t off = (size_t(blockIdx.x) * blockDim.x + threadIdx.x) * 16; off < bytes;
+       off += size_t(gridDim.x) * blockDim.x * 16)
+    acc ^= xor4(evict_first ? load_hinted(f + off, first) : load_no_l1(f + off));
+  if (acc == 0x9e3779b9u) sink[1] = acc;
+}
+
+// One block per SM (the dynamic shared memory keeps a second one off) reads the chunk that
+// chunk_of_sm names for its SM, eight 16-byte loads in flight per thread; each block's start and end
+// on the global timer.
+__global__ void read_kernel(const uint8_t* w, size_t chunk, const int* chunk_of_sm, uint32_t* sink,
+                            unsigned long long* times) {
+  extern __shared__ uint8_t occupy[];
+  const uint64_t t0 = global_ns();
+  const uint8_t* base = w + size_t(chunk_of_sm[sm_id()]) * chunk;
+  const size_t step = size_t(blockDim.x) * 16;
+  uint32_t acc = 0;
+  for (size_t off = threadIdx.x * 16; off < chunk; off += 8 * step) {
+    uint4 v[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) v[u] = off + u * step < chunk ? load_no_l1(base + off + u * step) : uint4{};
+#pragma unroll
+    for (int u = 0; u < 8; ++u) acc ^= xor4(v[u]);
+  }
+  if (acc == 0x9e3779b9u) sink[2] = acc;
+  occupy[threadIdx.x] = 0;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    times[2 * blockIdx.x] = t0;
+    times[2 * blockIdx.x + 1] = global_ns();
+  }
+}
+
+struct Probe {
+  int sms = 0;
+  size_t chunk = 0;
+  uint8_t* w = nullptr;
+  uint8_t* flush = nullptr;
+  uint8_t* other = nullptr;
+  int* sm_of_chunk = nullptr;
+  int* chunk_of_sm = nullptr;
+  uint32_t* sink = nullptr;
+  unsigned long long* times = nullptr;
+  static constexpr size_t kFlushBytes = size_t(512) << 20, kOtherBytes = size_t(256) << 20;
+  static constexpr int kReadSmem = 160 << 10;
+
+  void flush_l2() {  // dirty lines first, then clean ones, so that no write-back lands in the timed read
+    CHECK(cudaMemset(flush, 1, kFlushBytes));
+    stream_kernel<<<sms * 4, 512>>>(flush, kFlushBytes / 2, false, sink);
+  }
+  // chunk_of_sm for the reads: the chunk that the SM `shift` places further (in smid order) warmed.
+  void map_reads(int shift) {
+    std::vector<int> owner(sms);
+    CHECK(cudaMemcpy(owner.data(), sm_of_chunk, sms * sizeof(int), cudaMemcpyDeviceToHost));
+    std::vector<std::pair<int, int>> by_sm;
+    for (int b = 0; b < sms; ++b) by_sm.push_back({owner[b], b});
+    std::sort(by_sm.begin(), by_sm.end());
+    std::vector<int> table(1024, 0);
+    for (int i = 0; i < sms; ++i) table[by_sm[i].first] = by_sm[(i + shift) % sms].second;
+    CHECK(cudaMemcpy(chunk_of_sm, table.data(), table.size() * sizeof(int), cudaMemcpyHostToDevice));
+  }
+  // The read's span: the first block's start to the last block's end, us.
+  double read_span() {
+    read_kernel<<<sms, 512, kReadSmem>>>(w, chunk, chunk_of_sm, sink, times);
+    CHECK(cudaGetLastError());
+    std::vector<unsigned long long> t(2 * sms);
+    CHECK(cudaMemcpy(t.data(), times, t.size() * 8, cudaMemcpyDeviceToHost));
+    unsigned long long lo = ~0ull, hi = 0;
+    for (int b = 0; b < sms; ++b) lo = std::min(lo, t[2 * b]), hi = std::max(hi, t[2 * b + 1]);
+    return (hi - lo) / 1e3;
+  }
+  // Median over 7 trials of: flush, warm W, traffic, read W.
+  void trial(Warm how, int shift, size_t other_mb, bool evict_first, bool read_twice = false) {
+    std::vector<double> spans;
+    for (int r = 0; r < 7; ++r) {
+      flush_l2();
+      warm_kernel<<<sms, 512>>>(w, chunk, how, sm_of_chunk, sink);
+      CHECK(cudaGetLastError());
+      CHECK(cudaDeviceSynchronize());
+      if (other_mb) stream_kernel<<<sms * 4, 512>>>(other, other_mb << 20, evict_first, sink);
+      map_reads(shift);
+      if (read_twice) read_span();
+      spans.push_back(read_span());
+    }
+    std::sort(spans.begin(), spans.end());
+    const double us = spans[spans.size() / 2];
+    std::printf("%-40s | %5d | %5zu MB%s | %7.2f | %6.0f\n",
+                read_twice ? "W read by the read kernel itself" : kWarmNames[int(how)], shift, other_mb,
+                evict_first ? ", evict_first" : "              ", us, double(chunk) * sms / us / 1e3);
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int mb = argc > 1 ? std::atoi(argv[1]) : 24;
+  if (mb < 1 || mb > 4096) {
+    std::fprintf(stderr, "usage: l2_residency_probe [MB of W, 1..4096]\n");
+    return 2;
+  }
+  cudaDeviceProp prop;
+  CHECK(cudaGetDeviceProperties(&prop, 0));
+  Probe p;
+  p.sms = prop.multiProcessorCount;
+  p.chunk = (size_t(mb) << 20) / p.sms / 4096 * 4096;
+  CHECK(cudaMalloc(&p.w, p.chunk * p.sms));
+  CHECK(cudaMalloc(&p.flush, Probe::kFlushBytes));
+  CHECK(cudaMalloc(&p.other, Probe::kOtherBytes));
+  CHECK(cudaMemset(p.w, 3, p.chunk * p.sms));
+  CHECK(cudaMemset(p.other, 5, Probe::kOtherBytes));
+  CHECK(cudaMalloc(&p.sm_of_chunk, p.sms * sizeof(int)));
+  CHECK(cudaMalloc(&p.chunk_of_sm, 1024 * sizeof(int)));
+  CHECK(cudaMalloc(&p.sink, 64));
+  CHECK(cudaMalloc(&p.times, 2 * p.sms * sizeof(unsigned long long)));
+  CHECK(cudaFuncSetAttribute(read_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Probe::kReadSmem));
+  std::printf("%s, %d SMs, %d MB of L2; W = %.1f MB in chunks of %zu KB\n\n", prop.name, p.sms,
+              prop.l2CacheSize >> 20, p.chunk * p.sms / 1e6, p.chunk >> 10);
+  std::printf("%-40s | %5s | %-22s | %7s | %6s\n", "W warmed by", "shift", "traffic between", "read us",
+              "GB/s");
+  std::printf("---|---:|---|---:|---:\n");
+  p.trial(Warm::none, 0, 0, false);
+  p.trial(Warm::none, 0, 0, false, true);
+  for (int h = 1; h < int(Warm::count); ++h) p.trial(Warm(h), 0, 0, false);
+  for (Warm h : {Warm::bulk_prefetch, Warm::loads})
+    for (int shift : {1, 7, 66}) p.trial(h, shift, 0, false);
+  for (Warm h : {Warm::bulk_prefetch, Warm::loads, Warm::loads_evict_last})
+    for (size_t other : {16, 64})
+      for (bool ef : {false, true}) p.trial(h, 0, other, ef);
+  return 0;
+}

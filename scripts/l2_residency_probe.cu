@@ -40,6 +40,7 @@ __device__ __forceinline__ uint64_t global_ns() {
 __device__ __forceinline__ uint32_t xor4(uint4 v) {
   return v.x ^ v.y ^ v.z ^ v.w;
 }
+// How the GEMVs stream their weights (load_stream, src/backend/cuda/gemv_fp8_common.cuh).
 __device__ __forceinline__ uint4 load_no_l1(const uint8_t* p) {
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
@@ -54,14 +55,13 @@ __device__ __forceinline__ uint4 load_hinted(const uint8_t* p, uint64_t policy) 
                : "l"(p), "l"(policy));
   return v;
 }
-__device__ __forceinline__ uint64_t evict_last_policy() {
+// An L2 policy for every line a load touches: evict_last (keep) or evict_first (drop first).
+__device__ __forceinline__ uint64_t l2_policy(bool keep) {
   uint64_t p;
-  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
-  return p;
-}
-__device__ __forceinline__ uint64_t evict_first_policy() {
-  uint64_t p;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+  if (keep)
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
+  else
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
   return p;
 }
 
@@ -78,7 +78,7 @@ __global__ void warm_kernel(const uint8_t* w, size_t chunk, Warm how, int* sm_of
   const uint8_t* base = w + blockIdx.x * chunk;
   if (threadIdx.x == 0) sm_of_chunk[blockIdx.x] = int(sm_id());
   uint32_t acc = 0;
-  const uint64_t last = evict_last_policy();
+  const uint64_t last = l2_policy(true);
   switch (how) {
     case Warm::bulk_prefetch:
       for (size_t off = threadIdx.x * 4096; off < chunk; off += blockDim.x * 4096) {
@@ -107,7 +107,7 @@ __global__ void warm_kernel(const uint8_t* w, size_t chunk, Warm how, int* sm_of
 // Traffic between the warming and the read: `bytes` of another buffer read once, optionally with an
 // L2 evict_first hint.
 __global__ void stream_kernel(const uint8_t* f, size_t bytes, bool evict_first, uint32_t* sink) {
-  const uint64_t first = evict_first_policy();
+  const uint64_t first = l2_policy(false);
   uint32_t acc = 0;
   for (size_t off = (size_t(blockIdx.x) * blockDim.x + threadIdx.x) * 16; off < bytes;
        off += size_t(gridDim.x) * blockDim.x * 16)

@@ -65,12 +65,22 @@ __device__ __forceinline__ uint64_t l2_policy(bool keep) {
   return p;
 }
 
-enum class Warm { none, bulk_prefetch, line_prefetch, loads, loads_evict_last, touch_64k, count };
+enum class Warm {
+  none,
+  bulk_prefetch,
+  line_prefetch,
+  loads,
+  loads_evict_last,
+  plain_loads,
+  touch_64k,
+  count
+};
 const char* const kWarmNames[] = {"nothing",
                                   "cp.async.bulk.prefetch.L2, 4 KB each",
                                   "prefetch.global.L2, one per 128 B line",
                                   "loads (ld.global, 16 B each)",
                                   "loads with an L2 evict_last hint",
+                                  "plain ld.global (no .nc, no hint)",
                                   "one 16-byte load per 64 KB"};
 
 // Block b warms chunk b of W and records its SM. `sink` keeps the loads from being optimized away.
@@ -98,6 +108,15 @@ __global__ void warm_kernel(const uint8_t* w, size_t chunk, Warm how, int* sm_of
         acc ^= xor4(how == Warm::loads_evict_last ? load_hinted(base + off, last) : load_no_l1(base + off));
       break;
     }
+    case Warm::plain_loads:
+      for (size_t off = threadIdx.x * 16; off < chunk; off += blockDim.x * 16) {
+        uint4 v;
+        asm volatile("ld.global.v4.u32 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                     : "l"(base + off));
+        acc ^= xor4(v);
+      }
+      break;
     default:
       break;
   }
@@ -179,6 +198,35 @@ struct Probe {
     for (int b = 0; b < sms; ++b) lo = std::min(lo, t[2 * b]), hi = std::max(hi, t[2 * b + 1]);
     return (hi - lo) / 1e3;
   }
+  // Whether a bulk prefetch costs bus time: a 64 MB read alone, and launched right behind a bulk
+  // prefetch of 256 MB (the flush buffer's second half), by events, medians of 7.
+  void prefetch_cost() {
+    cudaEvent_t a, b;
+    CHECK(cudaEventCreate(&a));
+    CHECK(cudaEventCreate(&b));
+    const size_t pchunk = (size_t(256) << 20) / sms / 4096 * 4096;
+    for (bool behind : {false, true}) {
+      std::vector<float> us;
+      for (int r = 0; r < 7; ++r) {
+        flush_l2();
+        CHECK(cudaEventRecord(a));
+        if (behind)
+          warm_kernel<<<sms, 512>>>(flush + (size_t(256) << 20), pchunk, Warm::bulk_prefetch, sm_of_chunk,
+                                    sink);
+        stream_kernel<<<sms * 4, 512>>>(other, size_t(64) << 20, false, sink);
+        CHECK(cudaEventRecord(b));
+        CHECK(cudaEventSynchronize(b));
+        float ms = 0;
+        CHECK(cudaEventElapsedTime(&ms, a, b));
+        us.push_back(ms * 1e3f);
+      }
+      std::sort(us.begin(), us.end());
+      std::printf("\n64 MB read %s: %.1f us", behind ? "behind a 256 MB bulk prefetch" : "alone", us[3]);
+    }
+    std::printf("\n");
+    CHECK(cudaEventDestroy(a));
+    CHECK(cudaEventDestroy(b));
+  }
   // Median over 7 trials of: flush, warm W, traffic, read W.
   void trial(Warm how, int shift, size_t other_mb, bool evict_first, bool read_twice = false) {
     std::vector<double> spans;
@@ -233,8 +281,9 @@ int main(int argc, char** argv) {
   for (int h = 1; h < int(Warm::count); ++h) p.trial(Warm(h), 0, 0, false);
   for (Warm h : {Warm::bulk_prefetch, Warm::loads})
     for (int shift : {1, 7, 66}) p.trial(h, shift, 0, false);
-  for (Warm h : {Warm::bulk_prefetch, Warm::loads, Warm::loads_evict_last})
+  for (Warm h : {Warm::bulk_prefetch, Warm::loads, Warm::loads_evict_last, Warm::plain_loads})
     for (size_t other : {16, 64})
       for (bool ef : {false, true}) p.trial(h, 0, other, ef);
+  p.prefetch_cost();
   return 0;
 }

@@ -20,15 +20,24 @@ cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMX8_CUDA=ON \
   exit 1
 }
 bench="build/gpu/mx8 bench decode-cuda --layers 32 --tokens 128 --kv bf16 --prefill 0 --greedy --weights fp8 --graphs on"
+# Each entry is KB or KB:FLAGS; flag d sets MX8_WARM_DEMOTE=1 (the previous regions back to evict_normal),
+# flag c MX8_WARM_CP=1 (the copies by cp.async instead of loads).
 sizes=${WARM_LIST:-0 16384 8192}
+with() {  # with ENTRY CMD...: runs CMD under the entry's environment
+  local e=$1 flags=
+  shift
+  [[ $e == *:* ]] && flags=${e#*:}
+  MX8_WARM_KB=${e%%:*} MX8_WARM_DEMOTE=$([[ $flags == *d* ]] && echo 1 || echo 0) \
+    MX8_WARM_CP=$([[ $flags == *c* ]] && echo 1 || echo 0) "$@"
+}
 for round in 1 2; do
-  for kb in $sizes; do
-    MX8_WARM_KB=$kb $bench >"$OUT/run.txt" 2>&1
+  for e in $sizes; do
+    with "$e" $bench >"$OUT/run.txt" 2>&1
     cat "$OUT/run.txt" >>"$OUT/runs.txt"
-    echo "round $round, MX8_WARM_KB=$kb: $(grep -m1 -E 'tok/s' "$OUT/run.txt")"
+    echo "round $round, $e: $(grep -m1 -E 'tok/s' "$OUT/run.txt" || tail -2 "$OUT/run.txt")"
   done
 done | tee "$OUT/ab.txt"
-for kb in $sizes; do
-  echo "== MX8_WARM_KB=$kb"
-  MX8_WARM_KB=$kb $bench --timeline 10 2>&1 | grep -A10 '^timeline,'
+for e in $sizes; do
+  echo "== $e"
+  with "$e" $bench --timeline 10 2>&1 | grep -A10 '^timeline,'
 done | tee "$OUT/timeline.txt"

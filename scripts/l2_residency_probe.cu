@@ -7,6 +7,7 @@
 // Build and run on the GPU machine (no part of mx8 links it):
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -o l2_residency_probe \
 //     scripts/l2_residency_probe.cu && ./l2_residency_probe 24 && ./l2_residency_probe 8
+//   ./l2_residency_probe steady    (the decode step's pattern, layer after layer: Probe::steady)
 // The argument is W's size in MB. Each line is the median of 7 trials, every trial after an L2 flush.
 #include <cuda_runtime.h>
 
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #define CHECK(x)                                                                       \
@@ -160,6 +162,23 @@ __global__ void read_kernel(const uint8_t* w, size_t chunk, const int* chunk_of_
   }
 }
 
+// The decode step's pattern (`l2_residency_probe steady`): per layer, warm the first `warm` bytes of the
+// layer's weights (evict_last loads, plain streaming loads, or nothing), optionally setting the previous
+// layer's warmed lines back to evict_normal first; then other traffic (the o-proj); then the timed read
+// of the whole layer, grid-strided so that every block reads its share of the warmed bytes first.
+__global__ void layer_warm_kernel(const uint8_t* w, size_t warm, const uint8_t* demote, bool keep,
+                                  uint32_t* sink) {
+  const size_t tid = size_t(blockIdx.x) * blockDim.x + threadIdx.x, threads = size_t(gridDim.x) * blockDim.x;
+  if (demote)
+    for (size_t off = tid * 128; off < warm; off += threads * 128)
+      asm volatile("applypriority.global.L2::evict_normal [%0], 128;" ::"l"(demote + off) : "memory");
+  const uint64_t last = l2_policy(true);
+  uint32_t acc = 0;
+  for (size_t off = tid * 16; off < warm; off += threads * 16)
+    acc ^= xor4(keep ? load_hinted(w + off, last) : load_no_l1(w + off));
+  if (acc == 0x9e3779b9u) sink[3] = acc;
+}
+
 struct Probe {
   int sms = 0;
   size_t chunk = 0;
@@ -227,6 +246,41 @@ struct Probe {
     CHECK(cudaEventDestroy(a));
     CHECK(cudaEventDestroy(b));
   }
+  // The steady decode pattern over 8 layers of `layer_mb` each, 4 passes; the median read time of the
+  // last 3 passes' layers, us. mode 0: no warming; 1: streaming loads; 2: evict_last; 3: evict_last and
+  // the previous layer's lines demoted.
+  void steady(uint8_t* layers, size_t layer_mb, size_t warm_mb, int mode) {
+    cudaEvent_t a, b;
+    CHECK(cudaEventCreate(&a));
+    CHECK(cudaEventCreate(&b));
+    const size_t lb = layer_mb << 20, wb = warm_mb << 20;
+    flush_l2();
+    std::vector<float> us;
+    const uint8_t* prev = nullptr;
+    for (int pass = 0; pass < 4; ++pass)
+      for (int l = 0; l < 8; ++l) {
+        uint8_t* w = layers + size_t(l) * lb;
+        if (mode > 0) layer_warm_kernel<<<sms * 4, 512>>>(w, wb, mode == 3 ? prev : nullptr, mode >= 2, sink);
+        prev = w;
+        stream_kernel<<<sms * 4, 512>>>(other + size_t(l % 8) * (size_t(16) << 20), size_t(16) << 20, false,
+                                        sink);
+        CHECK(cudaEventRecord(a));
+        stream_kernel<<<sms * 4, 512>>>(w, lb, false, sink);
+        CHECK(cudaEventRecord(b));
+        CHECK(cudaEventSynchronize(b));
+        float ms = 0;
+        CHECK(cudaEventElapsedTime(&ms, a, b));
+        if (pass > 0) us.push_back(ms * 1e3f);
+      }
+    CHECK(cudaGetLastError());
+    std::sort(us.begin(), us.end());
+    const char* const names[] = {"nothing", "streaming loads", "evict_last loads",
+                                 "evict_last, previous demoted"};
+    std::printf("%-30s | %3zu MB of %3zu | %7.2f | %6.0f\n", names[mode], mode ? warm_mb : size_t(0),
+                layer_mb, us[us.size() / 2], double(lb) / us[us.size() / 2] / 1e3);
+    CHECK(cudaEventDestroy(a));
+    CHECK(cudaEventDestroy(b));
+  }
   // Median over 7 trials of: flush, warm W, traffic, read W.
   void trial(Warm how, int shift, size_t other_mb, bool evict_first, bool read_twice = false) {
     std::vector<double> spans;
@@ -251,9 +305,10 @@ struct Probe {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int mb = argc > 1 ? std::atoi(argv[1]) : 24;
+  const bool steady = argc > 1 && std::string(argv[1]) == "steady";
+  const int mb = steady ? 24 : argc > 1 ? std::atoi(argv[1]) : 24;
   if (mb < 1 || mb > 4096) {
-    std::fprintf(stderr, "usage: l2_residency_probe [MB of W, 1..4096]\n");
+    std::fprintf(stderr, "usage: l2_residency_probe [MB of W, 1..4096 | steady]\n");
     return 2;
   }
   cudaDeviceProp prop;
@@ -273,6 +328,18 @@ int main(int argc, char** argv) {
   CHECK(cudaFuncSetAttribute(read_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Probe::kReadSmem));
   std::printf("%s, %d SMs, %d MB of L2; W = %.1f MB in chunks of %zu KB\n\n", prop.name, p.sms,
               prop.l2CacheSize >> 20, p.chunk * p.sms / 1e6, p.chunk >> 10);
+  if (steady) {  // 8 layers of 56 MB (the FFN pair's 117 MB per layer, halved to fit 512 MB)
+    uint8_t* layers = nullptr;
+    CHECK(cudaMalloc(&layers, size_t(8) * (size_t(56) << 20)));
+    CHECK(cudaMemset(layers, 7, size_t(8) * (size_t(56) << 20)));
+    std::printf("%-30s | %-16s | %7s | %6s\n", "each layer's first MB warmed by", "warmed", "read us",
+                "GB/s");
+    std::printf("---|---|---:|---:\n");
+    p.steady(layers, 56, 0, 0);
+    for (size_t warm : {8, 16, 24})
+      for (int mode = 1; mode <= 3; ++mode) p.steady(layers, 56, warm, mode);
+    return 0;
+  }
   std::printf("%-40s | %5s | %-22s | %7s | %6s\n", "W warmed by", "shift", "traffic between", "read us",
               "GB/s");
   std::printf("---|---:|---|---:|---:\n");

@@ -112,9 +112,9 @@ struct ScalingFields {
   }
 };
 
-// YaRN's scale of cos and sin when the model gives none (transformers' get_mscale, and llama.cpp's).
-double yarn_default_attention_factor(double factor) {
-  return factor <= 1.0 ? 1.0 : 0.1 * std::log(factor) + 1.0;
+// transformers' get_mscale: YaRN's scale of cos and sin for a factor, weighted by mscale.
+double yarn_mscale(double factor, double mscale = 1.0) {
+  return factor <= 1.0 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
 }
 
 }  // namespace
@@ -146,7 +146,7 @@ LlamaConfig config_from_gguf(const GgufModelFiles& files) {
     c.rope_scaling.type = RopeScaling::Type::yarn;
     c.rope_scaling.factor = g.require_float(key("rope.scaling.factor"));
     c.rope_scaling.original_max_position = g.require_int(key("rope.scaling.original_context_length"));
-    c.rope_scaling.attention_factor = yarn_default_attention_factor(c.rope_scaling.factor);
+    c.rope_scaling.attention_factor = yarn_mscale(c.rope_scaling.factor);
   } else if (scaling != "none") {
     throw Error("model " + g.path() + ": RoPE scaling type '" + scaling +
                 "' is not supported (none, linear, yarn, llama3)");
@@ -206,20 +206,25 @@ LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path) {
       c.rope_scaling.type = RopeScaling::Type::linear;
       c.rope_scaling.factor = f.number("factor", 1.0);
     } else if (type == "yarn") {
-      // transformers' _compute_yarn_parameters. DeepSeek-style mscale / mscale_all_dim attention
-      // factors are not read: refused below rather than silently different.
+      // transformers' _compute_yarn_parameters, field by field (a zero beta or mscale counts as absent
+      // there, as Python's `or` and truthiness make it).
       RopeScaling& y = c.rope_scaling;
       y.type = RopeScaling::Type::yarn;
       y.original_max_position = f.integer("original_max_position_embeddings", h.max_position_embeddings);
       // Without a factor, transformers takes the ratio of the two context lengths.
       y.factor = f.has("factor") ? f.number("factor", 1.0)
                                  : double(h.max_position_embeddings) / double(y.original_max_position);
-      y.beta_fast = f.number("beta_fast", 32.0);
-      y.beta_slow = f.number("beta_slow", 1.0);
-      if (rs.contains("mscale") || rs.contains("mscale_all_dim") || !f.boolean("truncate", true))
-        throw Error("model " + path +
-                    ": YaRN with mscale, mscale_all_dim or truncate=false is not supported");
-      y.attention_factor = f.number("attention_factor", yarn_default_attention_factor(y.factor));
+      y.beta_fast = f.number("beta_fast", 0.0);
+      if (y.beta_fast == 0.0) y.beta_fast = 32.0;
+      y.beta_slow = f.number("beta_slow", 0.0);
+      if (y.beta_slow == 0.0) y.beta_slow = 1.0;
+      y.truncate = f.boolean("truncate", true);
+      // DeepSeek-V3 and Mistral's YaRN configs give mscale = mscale_all_dim = 1, a ratio of 1.
+      const double mscale = f.number("mscale", 0.0), mscale_all_dim = f.number("mscale_all_dim", 0.0);
+      const double from_mscale = mscale != 0.0 && mscale_all_dim != 0.0
+                                     ? yarn_mscale(y.factor, mscale) / yarn_mscale(y.factor, mscale_all_dim)
+                                     : yarn_mscale(y.factor);
+      y.attention_factor = f.number("attention_factor", from_mscale);
     } else if (type != "default") {
       throw Error("model " + path + ": RoPE scaling type '" + type +
                   "' is not supported (default, linear, llama3, yarn)");
@@ -266,13 +271,15 @@ std::vector<float> rope_inv_freq(const LlamaConfig& c) {
   } else if (s.type == RopeScaling::Type::yarn) {
     // transformers' _compute_yarn_parameters: bands that turn fewer than beta_slow times over the
     // original window are interpolated (divided by factor), more than beta_fast times kept, with a
-    // linear ramp over the band indices in between (the correction range rounded outwards).
+    // linear ramp over the band indices in between (the correction range rounded outwards to whole
+    // bands unless truncate is false).
     const double d = double(c.head_dim), base = c.rope_theta, orig = double(s.original_max_position);
     auto corr_dim = [&](double rotations) {
       return d * std::log(orig / (rotations * 2 * M_PI)) / (2 * std::log(base));
     };
-    const double lo = std::max(std::floor(corr_dim(s.beta_fast)), 0.0);
-    double hi = std::min(std::ceil(corr_dim(s.beta_slow)), d - 1);
+    const double lo_at = corr_dim(s.beta_fast), hi_at = corr_dim(s.beta_slow);
+    const double lo = std::max(s.truncate ? std::floor(lo_at) : lo_at, 0.0);
+    double hi = std::min(s.truncate ? std::ceil(hi_at) : hi_at, d - 1);
     if (lo == hi) hi += 0.001;
     for (int j = 0; j < half; ++j) {
       const double ramp = std::clamp((j - lo) / (hi - lo), 0.0, 1.0);  // 0: kept, 1: interpolated

@@ -192,30 +192,63 @@ TEST(HfFixtures, UnsupportedArchitectureIsNamed) {
   fs::remove_all(dir);
 }
 
-TEST(HfFixtures, UnsupportedYarnVariantsAreNamed) {
-  // DeepSeek's YaRN (mscale, mscale_all_dim) and truncate=false change the frequencies or the
-  // attention factor in ways mx8 does not implement: they must fail loudly, not run differently.
+TEST(HfFixtures, YarnVariantsFollowTransformers) {
+  // transformers' _compute_yarn_parameters for the fields DeepSeek-style and Mistral YaRN configs add:
+  // mscale with mscale_all_dim sets the attention factor to their m() ratio, and truncate = false
+  // keeps the correction range's ends unrounded.
   const std::string src = kDir + "/llama2_tied";
   if (!fs::exists(src)) GTEST_SKIP() << src << " absent";
   const fs::path dir = fs::temp_directory_path() / ("mx8_yarn_test_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const json yarn = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32}};
-  const std::pair<const char*, json> variants[] = {
-      {"mscale", 1.0}, {"mscale_all_dim", 1.0}, {"truncate", false}};
-  for (const auto& [key, value] : variants) {
+  auto config_with = [&](const json& extra) {
     json cfg = read_json(src + "/config.json");
     cfg["rope_scaling"] = yarn;
-    cfg["rope_scaling"][key] = value;
+    if (!extra.is_null()) cfg["rope_scaling"].update(extra);  // {} is null in nlohmann::json
     std::ofstream(dir / "config.json") << cfg.dump();
-    try {
-      mx8::model::read_llama_config(dir.string());
-      ADD_FAILURE() << "expected an error for " << key;
-    } catch (const std::exception& e) {
-      EXPECT_NE(std::string(e.what()).find("YaRN with mscale, mscale_all_dim or truncate=false"),
-                std::string::npos)
-          << e.what();
-    }
+    return mx8::model::read_llama_config(dir.string());
+  };
+  // m(s) = 0.1 s ln 4 + 1. Both given: the ratio (DeepSeek-V3's 1 and 1 give exactly 1); one of
+  // them absent or zero: m(1), as without either.
+  const double m1 = 0.1 * std::log(4.0) + 1.0, m2 = 0.2 * std::log(4.0) + 1.0;
+  EXPECT_EQ(config_with({{"mscale", 1.0}, {"mscale_all_dim", 1.0}}).rope_scaling.attention_factor, 1.0);
+  EXPECT_DOUBLE_EQ(config_with({{"mscale", 2.0}, {"mscale_all_dim", 1.0}}).rope_scaling.attention_factor,
+                   m2 / m1);
+  EXPECT_DOUBLE_EQ(config_with({{"mscale", 1.0}}).rope_scaling.attention_factor, m1);
+  EXPECT_DOUBLE_EQ(config_with({{"mscale", 1.0}, {"mscale_all_dim", 0.0}}).rope_scaling.attention_factor, m1);
+  EXPECT_EQ(config_with({{"mscale", 2.0}, {"mscale_all_dim", 1.0}, {"attention_factor", 0.5}})
+                .rope_scaling.attention_factor,
+            0.5);  // given outright, it wins
+  // head_dim 16, base 10^4, window 32: the correction range is [-1.60, 1.41] bands, [0, 2] rounded
+  // outwards. Band 1 is the one the rounding moves; bands 0, 2 and 3 are the same either way. The
+  // expected values are transformers' steps computed in Python (float64); transformers itself works
+  // in float32, so 1e-6 relative (a few float32 roundings) is the agreement to ask for.
+  const std::vector<float> rounded = mx8::model::rope_inv_freq(config_with({}));
+  const std::vector<float> exact = mx8::model::rope_inv_freq(config_with({{"truncate", false}}));
+  ASSERT_EQ(rounded.size(), 8u);
+  ASSERT_EQ(exact.size(), 8u);
+  const double want_rounded[] = {1.0, 0.197642354, 0.025, 0.00790569415};
+  const double want_exact[] = {1.0, 0.148490247, 0.025, 0.00790569415};
+  for (int j = 0; j < 4; ++j) {
+    EXPECT_NEAR(rounded[j], want_rounded[j], 1e-6 * want_rounded[j]) << "band " << j;
+    EXPECT_NEAR(exact[j], want_exact[j], 1e-6 * want_exact[j]) << "band " << j;
   }
+  // A mistyped field is named, not taken as a default.
+  try {
+    config_with({{"truncate", "no"}});
+    ADD_FAILURE() << "expected an error for truncate \"no\"";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("rope_scaling.truncate"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}
+
+TEST(HfFixtures, PlainYarnDefaults) {
+  const std::string src = kDir + "/llama2_tied";
+  if (!fs::exists(src)) GTEST_SKIP() << src << " absent";
+  const fs::path dir = fs::temp_directory_path() / ("mx8_yarn_plain_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const json yarn = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32}};
   // The plain variant is accepted, with the default attention factor 0.1 ln(4) + 1; without a
   // factor, the ratio of max_position_embeddings to the original window, as transformers takes it.
   json cfg = read_json(src + "/config.json");

@@ -27,8 +27,10 @@ struct RopeScaling {
   double high_freq_factor = 4.0;             // llama3
   int64_t original_max_position = 8192;      // llama3, yarn
   double beta_fast = 32.0, beta_slow = 1.0;  // yarn: the correction range, in rotations
-  // yarn: cos and sin are scaled by it (so q . k by its square); 0.1 ln(factor) + 1 unless the
-  // config gives attention_factor. 1 for the other types.
+  bool truncate = true;                      // yarn: the correction range rounded outwards to whole bands
+  // yarn: cos and sin are scaled by it (so q . k by its square). Unless the config gives
+  // attention_factor: m(mscale) / m(mscale_all_dim) where it gives both (nonzero), else m(1), with
+  // m(s) = 0.1 s ln(factor) + 1 (transformers' get_mscale). 1 for the other types.
   double attention_factor = 1.0;
 };
 

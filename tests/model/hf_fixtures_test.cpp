@@ -192,7 +192,7 @@ TEST(HfFixtures, UnsupportedArchitectureIsNamed) {
   fs::remove_all(dir);
 }
 
-TEST(HfFixtures, YarnVariantsFollowTransformers) {
+TEST(HfFixtures, YarnFollowsTransformers) {
   // transformers' _compute_yarn_parameters for the fields DeepSeek-style and Mistral YaRN configs add:
   // mscale with mscale_all_dim sets the attention factor to their m() ratio, and truncate = false
   // keeps the correction range's ends unrounded.
@@ -240,15 +240,6 @@ TEST(HfFixtures, YarnVariantsFollowTransformers) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("rope_scaling.truncate"), std::string::npos) << e.what();
   }
-  fs::remove_all(dir);
-}
-
-TEST(HfFixtures, PlainYarnDefaults) {
-  const std::string src = kDir + "/llama2_tied";
-  if (!fs::exists(src)) GTEST_SKIP() << src << " absent";
-  const fs::path dir = fs::temp_directory_path() / ("mx8_yarn_plain_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const json yarn = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32}};
   // The plain variant is accepted, with the default attention factor 0.1 ln(4) + 1; without a
   // factor, the ratio of max_position_embeddings to the original window, as transformers takes it.
   json cfg = read_json(src + "/config.json");

@@ -141,12 +141,26 @@ LlamaConfig config_from_gguf(const GgufModelFiles& files) {
     c.rope_scaling.type = RopeScaling::Type::linear;
     c.rope_scaling.factor = g.require_float(key("rope.scaling.factor"));
   } else if (scaling == "yarn") {
-    // llama.cpp writes Qwen2.5's YaRN as factor and original context; beta_fast, beta_slow and the
-    // attention factor are then the defaults that both it and transformers use.
-    c.rope_scaling.type = RopeScaling::Type::yarn;
-    c.rope_scaling.factor = g.require_float(key("rope.scaling.factor"));
-    c.rope_scaling.original_max_position = g.require_int(key("rope.scaling.original_context_length"));
-    c.rope_scaling.attention_factor = yarn_mscale(c.rope_scaling.factor);
+    // llama.cpp writes Qwen2.5's YaRN as factor and original context; beta_fast and beta_slow, where
+    // a config gave them, as yarn_beta_fast and yarn_beta_slow (the same rotations as transformers').
+    RopeScaling& y = c.rope_scaling;
+    y.type = RopeScaling::Type::yarn;
+    y.factor = g.require_float(key("rope.scaling.factor"));
+    y.original_max_position = g.require_int(key("rope.scaling.original_context_length"));
+    y.beta_fast = g.get_float(key("rope.scaling.yarn_beta_fast"), y.beta_fast);
+    y.beta_slow = g.get_float(key("rope.scaling.yarn_beta_slow"), y.beta_slow);
+    y.attention_factor = yarn_mscale(y.factor);
+    // llama.cpp multiplies its own attention factor by yarn_attn_factor, where transformers replaces
+    // it with a config's attention_factor, and the converter writes the one as the other; extrapolation
+    // and log multipliers change the factor in llama.cpp's ways. Which a file means is unknowable, so
+    // these are refused rather than guessed (the standard values, where there are ones, are taken).
+    const bool standard = !g.has(key("rope.scaling.yarn_attn_factor")) &&
+                          g.get_float(key("rope.scaling.yarn_ext_factor"), 1.0) == 1.0 &&
+                          g.get_float(key("rope.scaling.yarn_log_multiplier"), 0.0) == 0.0;
+    if (!standard)
+      throw Error("model " + g.path() + ": YaRN with " + key("rope.scaling.yarn_attn_factor") +
+                  ", a yarn_ext_factor other than 1 or a nonzero yarn_log_multiplier is not supported "
+                  "(llama.cpp and transformers read them differently)");
   } else if (scaling != "none") {
     throw Error("model " + g.path() + ": RoPE scaling type '" + scaling +
                 "' is not supported (none, linear, yarn, llama3)");

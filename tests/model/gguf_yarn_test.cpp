@@ -91,6 +91,40 @@ TEST(GgufYarn, ZeroOriginalContextIsAnError) {
   fs::remove(path);
 }
 
+// llama.cpp's optional YaRN keys: the band limits are read; the attention-factor keys, which llama.cpp
+// and transformers read differently, are refused by name unless they hold the standard value.
+TEST(GgufYarn, OptionalKeys) {
+  auto config_with = [](const std::vector<std::pair<std::string, uint32_t>>& extra) {
+    const fs::path path = write_temp(yarn_gguf(32, extra));
+    struct Removed {
+      fs::path p;
+      ~Removed() { fs::remove(p); }
+    } removed{path};
+    return mx8::model::read_llama_config(path.string());
+  };
+  const mx8::model::LlamaConfig plain = config_with({});
+  const mx8::model::LlamaConfig betas =
+      config_with({{"qwen2.rope.scaling.yarn_beta_fast", 16}, {"qwen2.rope.scaling.yarn_beta_slow", 2}});
+  EXPECT_EQ(betas.rope_scaling.beta_fast, 16.0);
+  EXPECT_EQ(betas.rope_scaling.beta_slow, 2.0);
+  EXPECT_NE(mx8::model::rope_inv_freq(betas), mx8::model::rope_inv_freq(plain));  // the ramp moved
+  EXPECT_EQ(
+      config_with({{"qwen2.rope.scaling.yarn_ext_factor", 1}, {"qwen2.rope.scaling.yarn_log_multiplier", 0}})
+          .rope_scaling.attention_factor,
+      plain.rope_scaling.attention_factor);
+  for (const char* refused : {"yarn_attn_factor", "yarn_ext_factor", "yarn_log_multiplier"}) {
+    try {
+      config_with({{std::string("qwen2.rope.scaling.") + refused,
+                    std::string(refused) == "yarn_attn_factor" ? 1u : 2u}});
+      ADD_FAILURE() << "expected an error for " << refused;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("llama.cpp and transformers read them differently"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 // Token ids 0 are ids like any other: an end-of-sequence id of 0 is kept.
 TEST(GgufConfig, EndOfSequenceIdZeroIsKept) {
   const fs::path path =

@@ -185,7 +185,16 @@ Loaded load_for_generation(GenOptions& o, int64_t positions_needed, int sequence
   const model::WeightMode mode = spec.mode;
   model::LlamaConfig cfg = model::read_llama_config(o.model);
   runtime::EngineOptions eo;
-  eo.max_context = o.ctx > 0 ? o.ctx : int(std::clamp<int64_t>(positions_needed, 1, kMaxContext));
+  // Dynamic RoPE scaling: mx8 runs it only where it leaves the frequencies as they are.
+  const int64_t rope_limit = model::rope_position_limit(cfg);
+  if (rope_limit > 0 && o.ctx > rope_limit)
+    throw Error("--ctx " + std::to_string(o.ctx) + " is past the " + std::to_string(rope_limit) +
+                " positions to which " + o.model +
+                "'s dynamic RoPE scaling keeps its frequencies (mx8 does not recompute them)");
+  eo.max_context =
+      o.ctx > 0 ? o.ctx
+                : int(std::clamp<int64_t>(positions_needed, 1,
+                                          rope_limit > 0 ? std::min(rope_limit, kMaxContext) : kMaxContext));
   eo.max_sequences = sequences;
   l.context = eo.max_context;
   // A step never holds more tokens than all sequences' contexts: a larger --chunk would only size the

@@ -269,6 +269,12 @@ class Llama final : public LlamaModel {
     if (sb.pos.size() != size_t(T) || sb.seq.size() != size_t(T) || sb.slot.size() != size_t(T) ||
         sb.kv_len.size() != size_t(T))
       throw Error("forward: batch arrays have inconsistent lengths");
+    if (rope_limit_ > 0)
+      for (int32_t p : sb.pos)
+        if (p >= rope_limit_)
+          throw Error("forward: position " + std::to_string(p) + " is past the " +
+                      std::to_string(rope_limit_) +
+                      " to which the model's dynamic RoPE scaling keeps its frequencies");
     StepShape sh;
     sh.T = T;
     sh.R = int(sb.logit_rows.size());
@@ -674,6 +680,7 @@ class Llama final : public LlamaModel {
   void setup_common(const std::vector<float>& inv) {
     const LlamaConfig& c = config_;
     inv_freq_ = static_cast<float*>(arena_.upload(inv.data(), inv.size() * 4));
+    rope_limit_ = rope_position_limit(c);
     const size_t T = size_t(max_tokens_);
     auto buf = [&](int64_t per_token) {
       return static_cast<float*>(arena_.alloc(T * size_t(per_token) * 4));
@@ -790,6 +797,7 @@ class Llama final : public LlamaModel {
   BackendArena arena_;
   format::ScaleRule scale_rule_ = format::ScaleRule::ceil;  // of FP8 weights quantized at load
   int max_tokens_;
+  int64_t rope_limit_ = 0;  // rope_position_limit: forward refuses positions from it on
   std::map<std::string, int> format_counts_;
   WeightView embed_, output_;
   float* output_norm_ = nullptr;

@@ -72,6 +72,12 @@ void check_config(const LlamaConfig& c, const std::string& path) {
     bad("YaRN factor " + std::to_string(s.factor) + " (must be finite, >= 1) or original context " +
         std::to_string(s.original_max_position) + " (must be 1.." + std::to_string(kMaxContextPositions) +
         ")");
+  if (s.type == RopeScaling::Type::dynamic &&
+      (!(s.factor >= 1.0) || !std::isfinite(s.factor) || s.original_max_position <= 0))
+    bad("dynamic RoPE scaling: factor " + std::to_string(s.factor) + " (must be finite, >= 1) and context " +
+        std::to_string(s.original_max_position) +
+        " (must be positive: past it the scaling changes the "
+        "frequencies, so mx8 must know where that is)");
   if (s.type == RopeScaling::Type::yarn &&
       !(std::isfinite(s.beta_fast) && std::isfinite(s.beta_slow) && s.beta_fast > 0 && s.beta_slow > 0 &&
         std::isfinite(s.attention_factor) && s.attention_factor > 0))
@@ -239,9 +245,19 @@ LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path) {
                                      ? yarn_mscale(y.factor, mscale) / yarn_mscale(y.factor, mscale_all_dim)
                                      : yarn_mscale(y.factor);
       y.attention_factor = f.number("attention_factor", from_mscale);
+    } else if (type == "dynamic") {
+      // transformers' dynamic NTK: the model's own frequencies until a pass reaches past
+      // max_position_embeddings (the original window where the config names one, the smaller of
+      // the two here), new ones from the pass's length after that.
+      RopeScaling& d = c.rope_scaling;
+      d.type = RopeScaling::Type::dynamic;
+      d.factor = f.number("factor", 1.0);
+      d.original_max_position =
+          std::min(h.max_position_embeddings,
+                   f.integer("original_max_position_embeddings", h.max_position_embeddings));
     } else if (type != "default") {
       throw Error("model " + path + ": RoPE scaling type '" + type +
-                  "' is not supported (default, linear, llama3, yarn)");
+                  "' is not supported (default, linear, llama3, yarn, dynamic)");
     }
   }
   check_config(c, path);
@@ -250,10 +266,15 @@ LlamaConfig config_from_hf(const io::HfConfig& h, const std::string& path) {
 
 int64_t supported_context(const LlamaConfig& c) {
   const RopeScaling& s = c.rope_scaling;
+  if (s.type == RopeScaling::Type::dynamic) return s.original_max_position;
   if (s.type != RopeScaling::Type::yarn) return c.max_position;
   // check_config bounds both; the product is still held below 2^62, where llround is defined.
   return std::max(c.max_position,
                   int64_t(std::llround(std::min(s.factor * double(s.original_max_position), 0x1p62))));
+}
+
+int64_t rope_position_limit(const LlamaConfig& c) {
+  return c.rope_scaling.type == RopeScaling::Type::dynamic ? c.rope_scaling.original_max_position : 0;
 }
 
 std::vector<float> rope_inv_freq(const LlamaConfig& c) {

@@ -84,6 +84,10 @@ Engine::Engine(model::LlamaModel& model, backend::Backend& backend, const Engine
   const model::LlamaConfig& c = model.config();
   if (opts.max_context <= 0 || opts.max_sequences <= 0 || opts.page_size <= 0)
     throw Error("engine: max_context, max_sequences and page_size must be positive");
+  if (const int64_t limit = model::rope_position_limit(c); limit > 0 && opts.max_context > limit)
+    throw Error("engine: a context of " + std::to_string(opts.max_context) + " positions is past the " +
+                std::to_string(limit) + " to which the model's dynamic RoPE scaling keeps its frequencies " +
+                "(mx8 does not recompute them past that point)");
   if (!backend.supports_kv(opts.kv_format))
     throw Error("backend " + backend.info().name + " does not support a " +
                 std::string(backend::kv_format_name(opts.kv_format)) + " KV cache");

@@ -192,6 +192,46 @@ TEST(HfFixtures, UnsupportedArchitectureIsNamed) {
   fs::remove_all(dir);
 }
 
+TEST(HfFixtures, DynamicNtkRunsWhereItKeepsTheFrequencies) {
+  // transformers' dynamic NTK keeps the model's own frequencies until a pass reaches past
+  // max_position_embeddings (256 here), so below it the model is llama2_tied as it is: the same
+  // reference logits, within the fixtures' tolerance. Past it, mx8 refuses rather than run
+  // unscaled: the engine for a longer context, forward for a later position.
+  if (!fs::exists(kDir + "/llama2_tied")) GTEST_SKIP() << kDir << "/llama2_tied absent";
+  mx8::hf_test::EditedCopy copy("llama2_tied", [](json& c) {
+    c["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+  });
+  const json ref = read_json(kDir + "/llama2_tied/reference.json");
+  auto be = mx8::backend::make_cpu_backend(2);
+  mx8::model::LoadOptions lo;
+  lo.max_tokens_per_step = 300;
+  auto m = mx8::model::load_llama(copy.dir.string(), *be, lo);
+  EXPECT_EQ(m->config().rope_scaling.type, mx8::model::RopeScaling::Type::dynamic);
+  EXPECT_EQ(mx8::model::supported_context(m->config()), 256);
+  EXPECT_EQ(mx8::model::rope_position_limit(m->config()), 256);
+  const auto prompt = ref["prompts"][1].get<std::vector<int32_t>>();
+  const auto positions = ref["logits_positions"][1].get<std::vector<int32_t>>();
+  const PromptRun r = run_prompt(*m, *be, prompt, positions, mx8::backend::KvFormat::f32);
+  for (size_t i = 0; i < positions.size(); ++i)
+    EXPECT_LE(max_abs_diff(r.prompt_logits[i], ref["logits"][1][i]), kTol) << "position " << positions[i];
+  EXPECT_EQ(r.greedy, ref["greedy"][1].get<std::vector<int32_t>>());
+  auto expect_refused = [](auto&& run, const char* what) {
+    try {
+      run();
+      ADD_FAILURE() << "expected an error: " << what;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("past the 256"), std::string::npos) << e.what();
+    }
+  };
+  mx8::runtime::EngineOptions eo;
+  eo.max_context = 257;
+  expect_refused([&] { mx8::runtime::Engine eng(*m, *be, eo); }, "a context of 257");
+  const std::vector<int32_t> long_prompt(257, 1);
+  expect_refused(
+      [&] { mx8::hf_test::prompt_logits(*m, *be, long_prompt, {256}, mx8::backend::KvFormat::f32); },
+      "position 256");
+}
+
 TEST(HfFixtures, YarnFollowsTransformers) {
   // transformers' _compute_yarn_parameters for the fields DeepSeek-style and Mistral YaRN configs add:
   // mscale with mscale_all_dim sets the attention factor to their m() ratio, and truncate = false

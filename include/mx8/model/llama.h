@@ -20,12 +20,15 @@
 namespace mx8::model {
 
 struct RopeScaling {
-  enum class Type { none, linear, llama3, yarn };
+  // dynamic: transformers' dynamic NTK, which keeps the model's own frequencies below
+  // original_max_position and recomputes them past it; mx8 runs it below that point only (the
+  // engine and forward refuse positions past it), where it is exact.
+  enum class Type { none, linear, llama3, yarn, dynamic };
   Type type = Type::none;
   double factor = 1.0;
   double low_freq_factor = 1.0;              // llama3
   double high_freq_factor = 4.0;             // llama3
-  int64_t original_max_position = 8192;      // llama3, yarn
+  int64_t original_max_position = 8192;      // llama3, yarn, dynamic
   double beta_fast = 32.0, beta_slow = 1.0;  // yarn: the correction range, in rotations
   bool truncate = true;                      // yarn: the correction range rounded outwards to whole bands
   // yarn: cos and sin are scaled by it (so q . k by its square). Unless the config gives
@@ -66,6 +69,10 @@ std::vector<float> rope_inv_freq(const LlamaConfig& c);
 // Positions the model is made for: max_position, or factor x the original window for YaRN, whose
 // configs (Qwen2.5) keep max_position at the original length. 0: the config does not say.
 int64_t supported_context(const LlamaConfig& c);
+
+// Positions mx8 computes RoPE for as the model's scaling asks: dynamic NTK's window (past it the
+// frequencies would change with the sequence's length); 0: no limit.
+int64_t rope_position_limit(const LlamaConfig& c);
 
 // What the linear weights become at load.
 enum class WeightMode {

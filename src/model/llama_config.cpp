@@ -75,9 +75,7 @@ void check_config(const LlamaConfig& c, const std::string& path) {
   if (s.type == RopeScaling::Type::dynamic &&
       (!(s.factor >= 1.0) || !std::isfinite(s.factor) || s.original_max_position <= 0))
     bad("dynamic RoPE scaling: factor " + std::to_string(s.factor) + " (must be finite, >= 1) and context " +
-        std::to_string(s.original_max_position) +
-        " (must be positive: past it the scaling changes the "
-        "frequencies, so mx8 must know where that is)");
+        std::to_string(s.original_max_position) + " (must be positive: mx8 runs the model up to it)");
   if (s.type == RopeScaling::Type::yarn &&
       !(std::isfinite(s.beta_fast) && std::isfinite(s.beta_slow) && s.beta_fast > 0 && s.beta_slow > 0 &&
         std::isfinite(s.attention_factor) && s.attention_factor > 0))

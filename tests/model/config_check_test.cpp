@@ -82,6 +82,13 @@ TEST(ConfigCheck, SizesPastTheBoundsAndMistypedScalingFieldsAreErrors) {
   EXPECT_EQ(
       error_of(R"(,"rope_scaling":{"rope_type":"yarn","factor":4,"original_max_position_embeddings":16})"),
       "");
+  // Dynamic NTK needs a factor >= 1 and a window to run up to (max_position_embeddings, 64 here).
+  EXPECT_NE(error_of(R"(,"rope_scaling":{"rope_type":"dynamic","factor":0.5})").find("dynamic RoPE"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"(,"max_position_embeddings":0,"rope_scaling":{"rope_type":"dynamic","factor":2})")
+                .find("dynamic RoPE"),
+            std::string::npos);
+  EXPECT_EQ(error_of(R"(,"rope_scaling":{"rope_type":"dynamic","factor":2})"), "");
 }
 
 // Every size bound is inclusive: the bound loads, one past it is refused; a zero size is refused.

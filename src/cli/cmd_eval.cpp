@@ -178,6 +178,9 @@ void run_eval(EvalOptions& o) {
   eval::Windowing w;
   const int64_t made_for = model::supported_context(cfg);
   w.ctx = o.ctx > 0 ? o.ctx : int(made_for > 0 ? std::min<int64_t>(512, made_for) : 512);
+  if (const int64_t limit = model::rope_position_limit(cfg); limit > 0 && w.ctx > limit)
+    throw Error("eval: --ctx " + std::to_string(w.ctx) + " is past the " + std::to_string(limit) +
+                " positions to which " + o.model + "'s dynamic RoPE scaling keeps its frequencies");
   w.stride = o.stride > 0 ? o.stride : w.ctx / 2;
   w.chunk = std::min(o.chunk, w.ctx);
   w.bos = tok->bos_id() == runtime::kNoToken ? -1 : tok->bos_id();

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/run_mx8.h"
 
 namespace {
@@ -137,6 +139,32 @@ TEST_F(BadInput, StopSequencesIgnoreTheEchoedPrompt) {
   const std::string with_stop = generate("--stop time"), plain = generate("");
   EXPECT_EQ(with_stop, plain);
   EXPECT_EQ(with_stop.rfind("Once upon a time, ", 0), 0u) << with_stop;
+}
+
+// A model with dynamic RoPE scaling runs only where the scaling keeps its frequencies (its window, 64
+// positions here): a longer --ctx is refused by `run` and `eval` before anything runs.
+TEST_F(BadInput, DynamicRopeContextPastTheWindow) {
+  namespace fs = std::filesystem;
+  const fs::path src = fs::path(MX8_SOURCE_DIR) / "tests/data/hf/qwen3_embedding";
+  if (!fs::exists(src)) GTEST_SKIP() << src << " absent";
+  const fs::path dir = fs::temp_directory_path() / ("mx8_dynamic_rope_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* f : {"model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(src / f, dir / f);
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(src / "config.json"));
+  cfg["max_position_embeddings"] = 64;
+  cfg["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+  std::ofstream(dir / "config.json") << cfg.dump();
+  std::ofstream(dir / "text.txt") << "a short text to score";
+  const std::string m = "-m '" + dir.string() + "' ";
+  const std::string past = "is past the 64 positions to which";
+  expect_error("run " + m + "-n 2 -p hi --ctx 65", "--ctx 65 " + past);
+  expect_error("eval " + m + "--text '" + (dir / "text.txt").string() + "' --ctx 65", "--ctx 65 " + past);
+  int st = 0;
+  const std::string out = run("run " + m + "-n 2 -p hi --temperature 0 --ctx 64", &st);  // the window itself
+  EXPECT_EQ(st, 0) << out;
+  fs::remove_all(dir);
 }
 
 }  // namespace
